@@ -1,0 +1,148 @@
+package simulator
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+const docDeliveries = docsRoot + "/apps/webhooks#list-deliveries-for-an-app-webhook"
+
+// deliveryItemJSON renders a "hook-delivery-item".
+func deliveryItemJSON(d *Delivery) obj {
+	var action, inst, repoID any
+	if d.Action != "" {
+		action = d.Action
+	}
+	if d.InstallationID != 0 {
+		inst = d.InstallationID
+	}
+	if d.RepositoryID != 0 {
+		repoID = d.RepositoryID
+	}
+	return obj{
+		"id":              d.ID,
+		"guid":            d.GUID,
+		"delivered_at":    ts(d.DeliveredAt),
+		"redelivery":      d.Redelivery,
+		"duration":        d.Duration.Seconds(),
+		"status":          d.Status,
+		"status_code":     d.StatusCode,
+		"event":           d.Event,
+		"action":          action,
+		"installation_id": inst,
+		"repository_id":   repoID,
+		"throttled_at":    nil,
+	}
+}
+
+// handleListDeliveries serves GET /app/hook/deliveries: newest first,
+// cursor-paginated (the Link header's next URL carries cursor=), optionally
+// filtered by status=success|failure.
+func (s *Simulator) handleListDeliveries(w http.ResponseWriter, r *http.Request, a *auth) {
+	q := r.URL.Query()
+	perPage := 30
+	if v, err := strconv.Atoi(q.Get("per_page")); err == nil && v > 0 {
+		perPage = min(v, 100)
+	}
+	var after int64 // list items older than this id
+	if c := q.Get("cursor"); c != "" {
+		v, err := strconv.ParseInt(strings.TrimPrefix(c, "v1_"), 10, 64)
+		if err != nil {
+			writeValidation(w, "Invalid cursor", docDeliveries)
+			return
+		}
+		after = v
+	}
+	filter := q.Get("status")
+	s.mu.Lock()
+	var items []any
+	var last int64
+	more := false
+	for i := len(s.st.deliveries) - 1; i >= 0; i-- {
+		d := s.st.deliveries[i]
+		if after != 0 && d.ID >= after {
+			continue
+		}
+		if (filter == "success" && !d.OK()) || (filter == "failure" && d.OK()) {
+			continue
+		}
+		if len(items) == perPage {
+			more = true
+			break
+		}
+		items = append(items, deliveryItemJSON(d))
+		last = d.ID
+	}
+	root := s.st.apiURL
+	s.mu.Unlock()
+	if more {
+		nq := r.URL.Query()
+		nq.Set("cursor", "v1_"+strconv.FormatInt(last, 10))
+		nq.Set("per_page", strconv.Itoa(perPage))
+		w.Header().Set("Link", "<"+root+r.URL.Path+"?"+nq.Encode()+`>; rel="next"`)
+	}
+	if items == nil {
+		items = []any{}
+	}
+	writeJSON(w, http.StatusOK, items)
+}
+
+func (s *Simulator) findDelivery(r *http.Request) *Delivery {
+	id, ok := pathID(r, "delivery_id")
+	if !ok {
+		return nil
+	}
+	for _, d := range s.st.deliveries {
+		if d.ID == id {
+			return d
+		}
+	}
+	return nil
+}
+
+// handleGetDelivery serves GET /app/hook/deliveries/{id}: the item plus the
+// request and response.
+func (s *Simulator) handleGetDelivery(w http.ResponseWriter, r *http.Request, a *auth) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.findDelivery(r)
+	if d == nil {
+		writeError(w, http.StatusNotFound, "Not Found", docsRoot+"/apps/webhooks#get-a-delivery-for-an-app-webhook")
+		return
+	}
+	out := deliveryItemJSON(d)
+	var payload map[string]any
+	_ = json.Unmarshal(d.Body, &payload)
+	out["url"] = d.URL
+	out["request"] = obj{"headers": flatHeaders(d.Header), "payload": payload}
+	var respHeaders any
+	if d.ResponseHeader != nil {
+		respHeaders = flatHeaders(d.ResponseHeader)
+	}
+	out["response"] = obj{"headers": respHeaders, "payload": d.ResponseBody}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func flatHeaders(h http.Header) obj {
+	out := obj{}
+	for k, v := range h {
+		out[k] = strings.Join(v, ", ")
+	}
+	return out
+}
+
+// handleRedeliver serves POST /app/hook/deliveries/{id}/attempts: 202, and
+// the same payload is sent again with the same GUID.
+func (s *Simulator) handleRedeliver(w http.ResponseWriter, r *http.Request, a *auth) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.findDelivery(r)
+	if d == nil {
+		writeError(w, http.StatusNotFound, "Not Found", docsRoot+"/apps/webhooks#redeliver-a-delivery-for-an-app-webhook")
+		return
+	}
+	_ = s.redeliverLocked(d.ID)
+	writeJSON(w, http.StatusAccepted, obj{})
+}

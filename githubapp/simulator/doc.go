@@ -1,0 +1,77 @@
+// Package simulator is a stateful, in-process fake of the parts of GitHub
+// that lastmile uses: App authentication (JWT and installation tokens),
+// repository contents, commits and compare, commit statuses, deployments and
+// deployment statuses, custom deployment protection rules, job logs, the
+// App's hook deliveries, signed webhook deliveries, and an Actions player
+// that runs an `on: deployment` workflow the way GitHub does (register job,
+// gated deploy job, reviews, protection rules, statuses, twin deployments).
+//
+// Bodies, fields and status codes follow GitHub's published descriptions;
+// conformance_test.go checks every request and response against the REST
+// OpenAPI description and every webhook against the webhook schemas
+// (trimmed copies in testdata/, see testdata/README.md).
+//
+// # Using it in a test
+//
+//	sim := simulator.New(simulator.Options{AppID: 42, WebhookSecret: "s3cret"})
+//	defer sim.Close()
+//	apiURL, _ := sim.Start("127.0.0.1:0") // or httptest.NewServer(sim.Handler()) + sim.SetURL
+//	sim.SetWebhookURL(appServer.URL + "/webhook")
+//
+//	inst := sim.CreateInstallation("acme", "Organization")
+//	sim.CreateRepo(inst, "acme/shop", simulator.RepoOptions{})
+//	sim.SetEnvironment("acme/shop", "production", simulator.EnvironmentOptions{
+//		Reviewers: []string{"alice"},
+//		Review:    simulator.AutoApprove("alice", "ship it"),
+//	})
+//	sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
+//	push := sim.Push("acme/shop", "main", simulator.CommitSpec{
+//		Message: "Add config",
+//		Files:   map[string]string{".github/lastmile.yml": "environments:\n  - name: production\n"},
+//	})
+//
+//	// lastmile (configured with apiURL, sim.AppID(), sim.AppPrivateKeyPEM())
+//	// receives the push, creates a deployment, the workflow runs...
+//	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//	defer cancel()
+//	err := sim.WaitFor(ctx, func(s *simulator.Simulator) bool {
+//		ds := s.Deployments("acme/shop")
+//		return len(ds) == 1 && ds[0].State() == "success" && ds[0].SHA == push.After
+//	})
+//
+// Wait on conditions (WaitFor, WaitIdle, WaitForDelivery), never with sleeps:
+// WaitFor re-evaluates its condition on every state change.
+//
+// # Clients
+//
+// The API is served at the root path like api.github.com, so point the
+// clients at URL(): ghinstallation's AppsTransport and Transport BaseURL =
+// strings.TrimSuffix(sim.URL(), "/"), and go-github's Client.BaseURL =
+// sim.URL(). POST /app/installations/{id}/access_tokens needs an RS256 JWT
+// signed with AppPrivateKeyPEM (iss = AppID, iat in the past, exp at most
+// 10 minutes ahead); repository endpoints need an installation token of an
+// installation that has the repository, or a run's workflow token.
+// Installation tokens expire after an hour of Options.Clock (ExpireTokens
+// expires them at once). Every response carries x-ratelimit-* headers with
+// real per-installation accounting and x-github-request-id.
+//
+// # Scripting
+//
+// Fixtures: CreateInstallation, CreateRepo, Push, PushSilently, DeleteBranch,
+// SetCommitStatus, CompleteCheckSuite, SetEnvironment, SetWorkflow.
+// Reviewers: ReviewPolicy (AutoApprove, AutoReject, Manual, Timeout),
+// PendingReviews, Approve, Reject; CancelRun. Faults: InjectFault with a
+// Fault (server errors, primary and secondary rate limits, delays, and
+// "applied but answer lost"). Observation: Requests, CountRequests,
+// Deliveries, Deployments, CommitStatuses, ProtectionRuleReviews, Runs, Idle.
+//
+// # Webhooks
+//
+// Webhooks are POSTed one at a time, in the order the events happened, from
+// a single queue, signed with X-Hub-Signature-256 (and the legacy
+// X-Hub-Signature), and recorded as hook deliveries with the receiver's
+// status. Like GitHub, the Simulator never retries a failed delivery by
+// itself; POST /app/hook/deliveries/{id}/attempts (or Redeliver) sends it
+// again with the same X-GitHub-Delivery GUID. While no webhook URL is set,
+// deliveries wait in the queue.
+package simulator

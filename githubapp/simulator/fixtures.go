@@ -1,0 +1,245 @@
+package simulator
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Fixture methods set up the simulated world. They panic when they are
+// misused (an unknown repository, a bad name), like a failed test setup
+// would; everything they do is visible through the REST API at once.
+
+// RepoOptions configures CreateRepo.
+type RepoOptions struct {
+	// DefaultBranch defaults to "main".
+	DefaultBranch string
+	Private       bool
+	// Files are the contents of the initial commit on the default branch.
+	// Default: a README.md.
+	Files map[string]string
+}
+
+// CreateInstallation installs the App on an account ("Organization" or
+// "User") and returns the installation id.
+func (s *Simulator) CreateInstallation(account, accountType string) int64 {
+	if accountType != "Organization" && accountType != "User" {
+		panic(fmt.Sprintf("simulator: account type %q: want Organization or User", accountType))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	a := st.addAccount(account, accountType, 0)
+	inst := &installation{id: st.id(), account: a}
+	st.installations[inst.id] = inst
+	s.notifyLocked()
+	return inst.id
+}
+
+// CreateRepo creates repository "owner/name" under an installation (the
+// owner must be the installation's account) with one initial commit on its
+// default branch, and returns the repository id. No webhook is sent.
+func (s *Simulator) CreateRepo(installationID int64, fullName string, opts RepoOptions) int64 {
+	owner, name, ok := strings.Cut(fullName, "/")
+	if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+		panic(fmt.Sprintf("simulator: repository name %q: want owner/name", fullName))
+	}
+	if opts.DefaultBranch == "" {
+		opts.DefaultBranch = "main"
+	}
+	if opts.Files == nil {
+		opts.Files = map[string]string{"README.md": "# " + name + "\n"}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	inst := st.installations[installationID]
+	if inst == nil {
+		panic(fmt.Sprintf("simulator: no installation %d", installationID))
+	}
+	if !strings.EqualFold(inst.account.login, owner) {
+		panic(fmt.Sprintf("simulator: installation %d belongs to %s, not %s", installationID, inst.account.login, owner))
+	}
+	if st.lookupRepo(fullName) != nil {
+		panic(fmt.Sprintf("simulator: repository %s exists", fullName))
+	}
+	r := &repo{
+		id:            st.id(),
+		owner:         inst.account,
+		name:          name,
+		private:       opts.Private,
+		defaultBranch: opts.DefaultBranch,
+		installation:  inst,
+		createdAt:     s.clock().Truncate(time.Second),
+		branches:      map[string]string{},
+		commits:       map[string]*commit{},
+		statuses:      map[string][]*commitStatus{},
+		environments:  map[string]*environment{},
+	}
+	c := st.newCommit(r, nil, CommitSpec{Message: "Initial commit", Files: opts.Files})
+	r.branches[r.defaultBranch] = c.sha
+	r.pushedAt = r.createdAt
+	st.repos[strings.ToLower(fullName)] = r
+	inst.repos = append(inst.repos, r)
+	s.notifyLocked()
+	return r.id
+}
+
+// mustRepo returns the repository or panics. Call with s.mu held.
+func (s *Simulator) mustRepo(fullName string) *repo {
+	r := s.st.lookupRepo(fullName)
+	if r == nil {
+		panic(fmt.Sprintf("simulator: no repository %s", fullName))
+	}
+	return r
+}
+
+// Push creates commits on branch (a new branch starts at the default
+// branch's head) and sends the push webhook.
+func (s *Simulator) Push(repo, branch string, commits ...CommitSpec) PushResult {
+	return s.push(repo, branch, commits, true)
+}
+
+// PushSilently is Push without the webhook: a push lastmile missed.
+func (s *Simulator) PushSilently(repo, branch string, commits ...CommitSpec) PushResult {
+	return s.push(repo, branch, commits, false)
+}
+
+func (s *Simulator) push(fullName, branch string, specs []CommitSpec, notify bool) PushResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	r := s.mustRepo(fullName)
+	branch = strings.TrimPrefix(branch, "refs/heads/")
+	before, exists := r.branches[branch]
+	parent := before
+	if !exists {
+		before = zeroSHA
+		parent = r.branches[r.defaultBranch]
+	}
+	res := PushResult{Before: before}
+	var created []*commit
+	for _, spec := range specs {
+		var parents []string
+		if parent != "" {
+			parents = []string{parent}
+		}
+		c := st.newCommit(r, parents, spec)
+		created = append(created, c)
+		res.Commits = append(res.Commits, c.sha)
+		parent = c.sha
+	}
+	r.branches[branch] = parent
+	res.After = parent
+	r.pushedAt = s.clock().Truncate(time.Second)
+	if notify {
+		var pusher *account
+		var pusherName, pusherEmail string
+		if len(created) > 0 {
+			a := created[len(created)-1].author
+			pusherName, pusherEmail = a.name, a.email
+			if a.login != "" {
+				pusher = st.accountFor(a.login)
+				pusherName = a.login
+			}
+		}
+		if pusher == nil {
+			pusher = st.accountFor("octocat")
+			if pusherName == "" {
+				pusherName, pusherEmail = "octocat", "octocat@example.com"
+			}
+		}
+		st.enqueuePush(r, branch, before, parent, created, pusher, pusherName, pusherEmail)
+	}
+	s.notifyLocked()
+	return res
+}
+
+// DeleteBranch deletes a branch and sends the push webhook GitHub sends for
+// it (deleted: true, after = 40 zeros).
+func (s *Simulator) DeleteBranch(repo, branch string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	r := s.mustRepo(repo)
+	before, ok := r.branches[branch]
+	if !ok {
+		panic(fmt.Sprintf("simulator: %s has no branch %s", repo, branch))
+	}
+	if branch == r.defaultBranch {
+		panic("simulator: cannot delete the default branch")
+	}
+	delete(r.branches, branch)
+	pusher := st.accountFor("octocat")
+	st.enqueuePush(r, branch, before, zeroSHA, nil, pusher, "octocat", "octocat@example.com")
+	s.notifyLocked()
+}
+
+// Branch returns the SHA a branch points at ("" if it does not exist).
+func (s *Simulator) Branch(repo, branch string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mustRepo(repo).branches[branch]
+}
+
+// SetCommitStatus records a commit status as a CI system would (creator
+// "ci-bot") and sends the status webhook. It returns the status id.
+func (s *Simulator) SetCommitStatus(repo, sha, context, state string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.mustRepo(repo)
+	c, ok := r.resolve(sha)
+	if !ok {
+		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
+	}
+	switch state {
+	case "error", "failure", "pending", "success":
+	default:
+		panic(fmt.Sprintf("simulator: commit status state %q", state))
+	}
+	cs := s.st.addCommitStatus(r, c, state, context, nil, nil, s.st.accountFor("ci-bot"))
+	s.notifyLocked()
+	return cs.id
+}
+
+// CompleteCheckSuite sends a check_suite "completed" webhook for a commit,
+// as a CI App finishing its checks would cause.
+func (s *Simulator) CompleteCheckSuite(repo, sha, conclusion string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.mustRepo(repo)
+	c, ok := r.resolve(sha)
+	if !ok {
+		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
+	}
+	s.st.enqueueCheckSuiteCompleted(r, c, conclusion)
+	s.notifyLocked()
+}
+
+// EnvironmentOptions configures an environment's protection rules.
+type EnvironmentOptions struct {
+	// Reviewers are the logins of required reviewers (one approval
+	// suffices, as on GitHub).
+	Reviewers []string
+	// Review says how the simulated reviewers answer. Default Manual().
+	Review ReviewPolicy
+	// WaitTimer delays jobs after approval (real time; keep it short).
+	WaitTimer time.Duration
+	// CustomProtectionRule enables this App as a custom deployment
+	// protection rule.
+	CustomProtectionRule bool
+}
+
+// SetEnvironment creates or replaces an environment of a repository.
+func (s *Simulator) SetEnvironment(repo, name string, opts EnvironmentOptions) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.mustRepo(repo)
+	env := r.environments[name]
+	if env == nil {
+		env = &environment{id: s.st.id(), name: name}
+		r.environments[name] = env
+	}
+	env.opts = opts
+	s.notifyLocked()
+}

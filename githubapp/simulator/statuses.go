@@ -1,0 +1,220 @@
+package simulator
+
+import (
+	"net/http"
+	"sort"
+	"time"
+)
+
+// CommitStatus is a commit status as stored.
+type CommitStatus struct {
+	ID          int64
+	SHA         string
+	State       string
+	Context     string
+	Description string
+	TargetURL   string
+	Creator     string
+	CreatedAt   time.Time
+}
+
+// addCommitStatus stores a status and sends the status webhook. Call with
+// s.mu held.
+func (st *state) addCommitStatus(r *repo, c *commit, state, context string, desc, target *string, creator *account) *commitStatus {
+	if context == "" {
+		context = "default"
+	}
+	cs := &commitStatus{
+		id: st.id(), sha: c.sha, state: state, context: context,
+		description: desc, targetURL: target, creator: creator, createdAt: st.s.clock(),
+	}
+	r.statuses[c.sha] = append(r.statuses[c.sha], cs)
+	st.enqueueStatus(r, c, cs)
+	return cs
+}
+
+// latestStatuses returns the newest status of each context, by context.
+func (r *repo) latestStatuses(sha string) map[string]*commitStatus {
+	out := map[string]*commitStatus{}
+	for _, cs := range r.statuses[sha] {
+		out[cs.context] = cs
+	}
+	return out
+}
+
+// handleCreateCommitStatus serves POST /repos/{owner}/{repo}/statuses/{sha}.
+func (s *Simulator) handleCreateCommitStatus(w http.ResponseWriter, r *http.Request, a *auth) {
+	const doc = docsRoot + "/commits/statuses#create-a-commit-status"
+	body, ok := decodeBody(w, r, doc)
+	if !ok {
+		return
+	}
+	state, present, ok := fieldString(body, "state")
+	if !ok {
+		writeValidation(w, typeError("state", body["state"], "a string"), doc)
+		return
+	}
+	if !present {
+		writeValidation(w, "Invalid request.\n\n\"state\" wasn't supplied.", doc)
+		return
+	}
+	switch state {
+	case "error", "failure", "pending", "success":
+	default:
+		writeValidation(w, "Validation Failed", doc, obj{"resource": "Status", "code": "custom", "field": "state", "message": "state is not included in the list"})
+		return
+	}
+	opt := func(name string) (*string, bool) {
+		v, present, ok := fieldString(body, name)
+		if !ok {
+			writeValidation(w, typeError(name, body[name], "a string"), doc)
+			return nil, false
+		}
+		if !present {
+			return nil, true
+		}
+		return &v, true
+	}
+	target, ok := opt("target_url")
+	if !ok {
+		return
+	}
+	desc, ok := opt("description")
+	if !ok {
+		return
+	}
+	ctxName, ok := opt("context")
+	if !ok {
+		return
+	}
+	context := "default"
+	if ctxName != nil {
+		context = *ctxName
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	rp := st.lookupRepo(r.PathValue("owner") + "/" + r.PathValue("repo"))
+	sha := r.PathValue("sha")
+	c := rp.commits[sha]
+	if c == nil {
+		writeValidation(w, "No commit found for SHA: "+sha, doc)
+		return
+	}
+	cs := st.addCommitStatus(rp, c, state, context, desc, target, st.actor(a))
+	s.notifyLocked()
+	writeJSON(w, http.StatusCreated, st.commitStatusJSON(rp, cs))
+}
+
+// actor is the user a request acts as.
+func (st *state) actor(a *auth) *account {
+	if a.kind == AuthWorkflow {
+		return st.actionsBot()
+	}
+	return st.appBot()
+}
+
+// viaApp is the App a request acts through.
+func (st *state) viaApp(a *auth) *appInfo {
+	if a.kind == AuthWorkflow {
+		return st.actionsApp()
+	}
+	return st.theApp()
+}
+
+// handleListCommitStatuses serves GET .../commits/{ref}/statuses, newest first.
+func (s *Simulator) handleListCommitStatuses(w http.ResponseWriter, r *http.Request, a *auth) {
+	s.mu.Lock()
+	st := s.st
+	rp := st.lookupRepo(r.PathValue("owner") + "/" + r.PathValue("repo"))
+	var list []*commitStatus
+	if c, ok := rp.resolve(r.PathValue("ref")); ok {
+		list = rp.statuses[c.sha]
+	}
+	p := parsePage(r, 30)
+	out := []any{}
+	for i := len(list) - 1; i >= 0; i-- {
+		out = append(out, st.commitStatusJSON(rp, list[i]))
+	}
+	lo, hi := p.bounds(len(out))
+	n := len(out)
+	out = out[lo:hi]
+	s.mu.Unlock()
+	s.setLink(w, r, p, n)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// handleCombinedStatus serves GET .../commits/{ref}/status.
+func (s *Simulator) handleCombinedStatus(w http.ResponseWriter, r *http.Request, a *auth) {
+	const doc = docsRoot + "/commits/statuses#get-the-combined-status-for-a-specific-reference"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	rp := st.lookupRepo(r.PathValue("owner") + "/" + r.PathValue("repo"))
+	c, ok := rp.resolve(r.PathValue("ref"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "No commit found for SHA: "+r.PathValue("ref"), doc)
+		return
+	}
+	latest := rp.latestStatuses(c.sha)
+	var list []*commitStatus
+	for _, cs := range latest {
+		list = append(list, cs)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
+	state := combinedState(list)
+	statuses := make([]any, len(list))
+	for i, cs := range list {
+		j := st.commitStatusJSON(rp, cs)
+		delete(j, "creator")
+		statuses[i] = j
+	}
+	writeJSON(w, http.StatusOK, obj{
+		"state":       state,
+		"statuses":    statuses,
+		"sha":         c.sha,
+		"total_count": len(list),
+		"repository":  st.repoJSON(rp, false),
+		"commit_url":  st.repoAPI(rp) + "/commits/" + c.sha,
+		"url":         st.repoAPI(rp) + "/commits/" + c.sha + "/status",
+	})
+}
+
+// combinedState is GitHub's rule: failure if any context is error or
+// failure, pending if any is pending or there are none, else success.
+func combinedState(latest []*commitStatus) string {
+	if len(latest) == 0 {
+		return "pending"
+	}
+	state := "success"
+	for _, cs := range latest {
+		switch cs.state {
+		case "error", "failure":
+			return "failure"
+		case "pending":
+			state = "pending"
+		}
+	}
+	return state
+}
+
+// CommitStatuses returns a commit's statuses, oldest first.
+func (s *Simulator) CommitStatuses(repo, sha string) []CommitStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.mustRepo(repo)
+	var out []CommitStatus
+	if c, ok := rp.resolve(sha); ok {
+		for _, cs := range rp.statuses[c.sha] {
+			x := CommitStatus{ID: cs.id, SHA: cs.sha, State: cs.state, Context: cs.context, Creator: cs.creator.login, CreatedAt: cs.createdAt}
+			if cs.description != nil {
+				x.Description = *cs.description
+			}
+			if cs.targetURL != nil {
+				x.TargetURL = *cs.targetURL
+			}
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,544 @@
+package simulator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// WorkflowOptions describes a repository's `on: deployment` workflow. When
+// a deployment is created through the REST API (other than with a
+// workflow's own token), the Simulator plays a run of it, sending
+// workflow_run, workflow_job, deployment_review and
+// deployment_protection_rule webhooks in GitHub's order.
+type WorkflowOptions struct {
+	// Name of the workflow. Default "Deploy".
+	Name string
+	// Path of the workflow file. Default ".github/workflows/deploy.yml".
+	Path string
+	// NoRegister drops the ungated "register" job, which otherwise posts a
+	// queued deployment status whose log_url is the run's URL.
+	NoRegister bool
+	// CreateDeployment makes the deploy job reference its environment
+	// without `deployment: false`, so Actions creates its own "twin"
+	// deployment for the job (same sha and environment, creator = the
+	// actor) and reports statuses on it.
+	CreateDeployment bool
+	// FailEnvironments lists environments whose default deploy step ends
+	// in failure.
+	FailEnvironments []string
+	// EnvironmentURL is the environment_url the default deploy step
+	// reports; "{env}" is replaced by the environment name. Default
+	// "https://{env}.example.com".
+	EnvironmentURL string
+	// Deploy, when set, replaces the deploy job's steps. It runs like an
+	// Action on a runner, with what JobContext gives it; an error fails
+	// the job. When nil, the job posts in_progress then success (or
+	// failure) statuses on the triggering deployment.
+	Deploy func(ctx context.Context, job JobContext) error
+}
+
+// JobContext is what a step of the deploy job sees on the runner.
+type JobContext struct {
+	// APIURL is GITHUB_API_URL: the REST root, without a trailing slash.
+	APIURL string
+	// Token is the run's GITHUB_TOKEN: valid for this repository only,
+	// with deployments: write and statuses: write, until the run ends.
+	Token string
+	// Repository is GITHUB_REPOSITORY ("owner/name").
+	Repository string
+	RunID      int64
+	// RunURL is the run's html_url (what a register step posts as log_url).
+	RunURL string
+	JobID  int64
+	// Event is the content of GITHUB_EVENT_PATH: the deployment event
+	// payload.
+	Event        []byte
+	EventName    string // "deployment"
+	Environment  string
+	SHA          string
+	Ref          string
+	DeploymentID int64
+	// Log receives the job log (served by the job-logs endpoint).
+	Log io.Writer
+}
+
+type run struct {
+	id, workflowID, checkSuiteID int64
+	number                       int
+	repo                         *repo
+	opts                         WorkflowOptions
+	trigger                      *deployment
+	event                        []byte
+	sha, branch, ref             string
+	actor                        *account
+	tok                          *token
+	status, conclusion           string
+	createdAt, updatedAt         time.Time
+	jobs                         []*job
+	gate                         *gate
+
+	active  bool // the player goroutine runs
+	blocked bool // it waits for a reviewer or a protection-rule answer
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wake    chan struct{}
+}
+
+type job struct {
+	id                                int64
+	run                               *run
+	name, environment                 string
+	status, conclusion                string
+	createdAt, startedAt, completedAt time.Time
+	steps                             []*step
+	runnerName                        string
+	twin                              *deployment
+	log                               strings.Builder
+}
+
+type step struct {
+	name, status, conclusion string
+	startedAt, completedAt   time.Time
+}
+
+// gate is a deploy job's wait on its environment's protection rules.
+type gate struct {
+	job         *job
+	environment string
+	reviewers   []string
+	since       time.Time
+	needReview  bool
+	needRule    bool
+	review      string // "", "approved", "rejected"
+	rule        string // "", "approved", "rejected"
+	ruleComment string
+}
+
+// SetWorkflow installs (or replaces) the repository's `on: deployment`
+// workflow.
+func (s *Simulator) SetWorkflow(repo string, opts WorkflowOptions) {
+	if opts.Name == "" {
+		opts.Name = "Deploy"
+	}
+	if opts.Path == "" {
+		opts.Path = ".github/workflows/deploy.yml"
+	}
+	if opts.EnvironmentURL == "" {
+		opts.EnvironmentURL = "https://{env}.example.com"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.mustRepo(repo)
+	rp.workflow = &opts
+	s.notifyLocked()
+}
+
+// startRun starts a workflow run for deployment d. Call with s.mu held.
+func (s *Simulator) startRun(r *repo, d *deployment) {
+	st := s.st
+	now := s.clock()
+	ru := &run{
+		id: st.id(), workflowID: r.id*10 + 1, checkSuiteID: st.id(), repo: r, opts: *r.workflow,
+		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now,
+		wake: make(chan struct{}, 1),
+	}
+	if _, ok := r.branches[strings.TrimPrefix(d.ref, "refs/heads/")]; ok {
+		ru.branch = strings.TrimPrefix(d.ref, "refs/heads/")
+		ru.ref = "refs/heads/" + ru.branch
+	} else {
+		ru.ref = d.ref
+	}
+	n := 0
+	for _, other := range st.runs {
+		if other.repo == r {
+			n++
+		}
+	}
+	ru.number = n + 1
+	ru.ctx, ru.cancel = context.WithCancel(context.Background())
+	ru.tok = st.newWorkflowToken(r, ru)
+	ev := st.eventBase(r, d.creator)
+	ev["action"] = "created"
+	ev["deployment"] = st.deploymentJSON(r, d)
+	ev["workflow"] = nil
+	ev["workflow_run"] = nil
+	ru.event, _ = json.Marshal(ev)
+	ru.active = true
+	st.runs[ru.id] = ru
+	st.runOrder = append(st.runOrder, ru.id)
+	if s.closed {
+		ru.active = false
+		return
+	}
+	s.runWG.Add(1)
+	go s.play(ru)
+}
+
+func (s *Simulator) newJob(ru *run, name, env string) *job {
+	now := s.clock()
+	j := &job{id: s.st.id(), run: ru, name: name, environment: env, status: "queued", createdAt: now}
+	ru.jobs = append(ru.jobs, j)
+	s.st.jobs[j.id] = j
+	return j
+}
+
+func (j *job) logf(now time.Time, format string, args ...any) {
+	fmt.Fprintf(&j.log, "%s %s\n", now.UTC().Format("2006-01-02T15:04:05.0000000Z"), fmt.Sprintf(format, args...))
+}
+
+// play runs one workflow run to its end.
+func (s *Simulator) play(ru *run) {
+	defer s.runWG.Done()
+	r := ru.repo
+	st := s.st
+	d := ru.trigger
+
+	s.mu.Lock()
+	st.enqueueWorkflowRun(r, ru, "requested")
+	var reg *job
+	if !ru.opts.NoRegister {
+		reg = s.newJob(ru, "register", "")
+		st.enqueueWorkflowJob(r, reg, "queued")
+	}
+	ru.status = "in_progress"
+	ru.updatedAt = s.clock()
+	st.enqueueWorkflowRun(r, ru, "in_progress")
+	if reg != nil {
+		s.startJob(reg)
+		st.addDeploymentStatus(r, d, statusInput{state: "queued", logURL: st.runHTML(r, ru), autoInactive: true}, st.actionsBot(), st.actionsApp())
+		reg.logf(s.clock(), "Posted deployment status queued for deployment %d", d.id)
+		s.finishJob(reg, "success")
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	conclusion := s.runDeployJob(ru)
+
+	s.mu.Lock()
+	ru.status, ru.conclusion, ru.updatedAt = "completed", conclusion, s.clock()
+	st.enqueueWorkflowRun(r, ru, "completed")
+	ru.tok.revoked = true
+	ru.active, ru.blocked, ru.gate = false, false, nil
+	s.notifyLocked()
+	s.mu.Unlock()
+}
+
+// startJob puts a job on a runner. Call with s.mu held.
+func (s *Simulator) startJob(j *job) {
+	now := s.clock()
+	j.status, j.startedAt, j.runnerName = "in_progress", now, "GitHub Actions 2"
+	j.steps = append(j.steps, &step{name: "Set up job", status: "completed", conclusion: "success", startedAt: now, completedAt: now})
+	j.steps = append(j.steps, &step{name: "Run " + j.name, status: "in_progress", startedAt: now})
+	j.logf(now, "Job %s started on runner %s", j.name, j.runnerName)
+	s.st.enqueueWorkflowJob(j.run.repo, j, "in_progress")
+}
+
+// finishJob completes a job. Call with s.mu held.
+func (s *Simulator) finishJob(j *job, conclusion string) {
+	now := s.clock()
+	for _, st := range j.steps {
+		if st.status != "completed" {
+			st.status, st.conclusion, st.completedAt = "completed", conclusion, now
+		}
+	}
+	j.status, j.conclusion, j.completedAt = "completed", conclusion, now
+	j.logf(now, "Job %s completed: %s", j.name, conclusion)
+	s.st.enqueueWorkflowJob(j.run.repo, j, "completed")
+}
+
+// runDeployJob plays the deploy job and returns the run's conclusion.
+func (s *Simulator) runDeployJob(ru *run) string {
+	r := ru.repo
+	st := s.st
+	d := ru.trigger
+
+	s.mu.Lock()
+	env := d.environment
+	envCfg := r.environments[env]
+	dj := s.newJob(ru, "deploy", env)
+	if envCfg != nil && envCfg.opts.CustomProtectionRule && !ru.opts.CreateDeployment {
+		// "If the environment has a custom deployment protection rule
+		// enabled, jobs that use deployment: false will fail."
+		st.enqueueWorkflowJob(r, dj, "queued")
+		dj.logf(s.clock(), "Error: environment %q has a custom deployment protection rule, which cannot be used with deployment: false", env)
+		s.finishJob(dj, "failure")
+		s.notifyLocked()
+		s.mu.Unlock()
+		return "failure"
+	}
+	if ru.opts.CreateDeployment {
+		now := s.clock()
+		empty := ""
+		dj.twin = &deployment{
+			id: st.id(), sha: d.sha, ref: d.ref, task: "deploy", payload: obj{},
+			environment: env, originalEnvironment: env, description: &empty,
+			creator: ru.actor, viaApp: st.actionsApp(), production: d.production,
+			createdAt: now, updatedAt: now, run: ru,
+		}
+		r.deployments = append(r.deployments, dj.twin)
+		st.enqueueDeployment(r, dj.twin)
+	}
+	var g *gate
+	if envCfg != nil && (len(envCfg.opts.Reviewers) > 0 || envCfg.opts.CustomProtectionRule) {
+		g = &gate{
+			job: dj, environment: env, reviewers: envCfg.opts.Reviewers, since: s.clock(),
+			needReview: len(envCfg.opts.Reviewers) > 0, needRule: envCfg.opts.CustomProtectionRule,
+		}
+		dj.status = "waiting"
+	}
+	st.enqueueWorkflowJob(r, dj, "queued")
+	var policy ReviewPolicy
+	if g != nil {
+		ru.gate = g
+		st.enqueueWorkflowJob(r, dj, "waiting")
+		if g.needRule {
+			st.enqueueProtectionRuleRequested(r, dj)
+		}
+		if g.needReview {
+			st.enqueueReviewRequested(r, dj, g)
+		}
+		policy = envCfg.opts.Review
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	if g != nil {
+		if ok := s.awaitGate(ru, g, policy); !ok {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			conclusion := "failure"
+			if ru.ctx.Err() != nil {
+				conclusion = "cancelled"
+			}
+			s.finishJob(dj, conclusion)
+			if dj.twin != nil {
+				st.addDeploymentStatus(r, dj.twin, statusInput{state: "failure", autoInactive: true}, st.actionsBot(), st.actionsApp())
+			}
+			s.notifyLocked()
+			return conclusion
+		}
+	}
+	if envCfg != nil && envCfg.opts.WaitTimer > 0 {
+		select {
+		case <-time.After(envCfg.opts.WaitTimer):
+		case <-ru.ctx.Done():
+		}
+	}
+
+	s.mu.Lock()
+	if ru.ctx.Err() != nil {
+		s.finishJob(dj, "cancelled")
+		s.notifyLocked()
+		s.mu.Unlock()
+		return "cancelled"
+	}
+	dj.status = "queued"
+	s.startJob(dj)
+	if dj.twin != nil {
+		st.addDeploymentStatus(r, dj.twin, statusInput{state: "in_progress", logURL: st.jobHTML(r, dj), autoInactive: true}, st.actionsBot(), st.actionsApp())
+	}
+	jc := JobContext{
+		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
+		RunURL: st.runHTML(r, ru), JobID: dj.id, Event: ru.event, EventName: "deployment",
+		Environment: env, SHA: ru.sha, Ref: d.ref, DeploymentID: d.id, Log: &jobLog{s: s, j: dj},
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	var err error
+	if ru.opts.Deploy != nil {
+		err = safeDeploy(ru.ctx, ru.opts.Deploy, jc)
+	} else {
+		err = s.defaultDeploy(ru, dj)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conclusion := "success"
+	switch {
+	case ru.ctx.Err() != nil:
+		conclusion = "cancelled"
+	case err != nil:
+		conclusion = "failure"
+		dj.logf(s.clock(), "##[error]%v", err)
+	}
+	if dj.twin != nil {
+		state := "success"
+		if conclusion != "success" {
+			state = "failure"
+		}
+		st.addDeploymentStatus(r, dj.twin, statusInput{state: state, logURL: st.jobHTML(r, dj), autoInactive: true}, st.actionsBot(), st.actionsApp())
+	}
+	s.finishJob(dj, conclusion)
+	s.notifyLocked()
+	return conclusion
+}
+
+func safeDeploy(ctx context.Context, f func(context.Context, JobContext) error, jc JobContext) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("deploy step panicked: %v", p)
+		}
+	}()
+	return f(ctx, jc)
+}
+
+// defaultDeploy is the deploy job's default steps: in_progress, then
+// success or failure, on the triggering deployment.
+func (s *Simulator) defaultDeploy(ru *run, dj *job) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	r, d := ru.repo, ru.trigger
+	env := dj.environment
+	envURL := strings.ReplaceAll(ru.opts.EnvironmentURL, "{env}", env)
+	logURL := st.runHTML(r, ru)
+	st.addDeploymentStatus(r, d, statusInput{state: "in_progress", logURL: logURL, environmentURL: envURL, autoInactive: true}, st.actionsBot(), st.actionsApp())
+	dj.logf(s.clock(), "Deploying %s to %s", ru.sha, env)
+	state := "success"
+	for _, e := range ru.opts.FailEnvironments {
+		if e == env {
+			state = "failure"
+		}
+	}
+	st.addDeploymentStatus(r, d, statusInput{state: state, logURL: logURL, environmentURL: envURL, autoInactive: true}, st.actionsBot(), st.actionsApp())
+	dj.logf(s.clock(), "Deployment %d: %s", d.id, state)
+	s.notifyLocked()
+	if state != "success" {
+		return errors.New("deploy failed")
+	}
+	return nil
+}
+
+// jobLog appends to a job's log.
+type jobLog struct {
+	s *Simulator
+	j *job
+}
+
+func (l *jobLog) Write(p []byte) (int, error) {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	l.j.log.Write(p)
+	l.s.notifyLocked()
+	return len(p), nil
+}
+
+// awaitGate waits until the job's protection rules pass (true) or one
+// rejects, times out or the run is cancelled (false).
+func (s *Simulator) awaitGate(ru *run, g *gate, policy ReviewPolicy) bool {
+	if g.needReview {
+		switch policy.kind {
+		case reviewApprove, reviewReject:
+			if err := s.review(ru.repo.fullName(), ru.id, g.environment, policy.login, policy.comment, policy.kind == reviewApprove); err != nil {
+				s.log.Error("auto review", "err", err)
+			}
+		case reviewTimeout:
+			s.mu.Lock()
+			g.job.logf(s.clock(), "The deployment was not approved within 30 days")
+			s.mu.Unlock()
+			return false
+		}
+	}
+	for {
+		s.mu.Lock()
+		switch {
+		case ru.ctx.Err() != nil, g.review == "rejected", g.rule == "rejected":
+			ru.blocked = false
+			s.mu.Unlock()
+			return false
+		case (!g.needReview || g.review == "approved") && (!g.needRule || g.rule == "approved"):
+			ru.blocked = false
+			ru.gate = nil
+			s.notifyLocked()
+			s.mu.Unlock()
+			return true
+		}
+		ru.blocked = true
+		s.notifyLocked()
+		s.mu.Unlock()
+		select {
+		case <-ru.wake:
+		case <-ru.ctx.Done():
+		}
+	}
+}
+
+// CancelRun cancels a workflow run, as the "Cancel workflow" button does.
+func (s *Simulator) CancelRun(repo string, runID int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ru := s.st.runs[runID]
+	if ru == nil || ru.repo != s.mustRepo(repo) {
+		return fmt.Errorf("simulator: no run %d in %s", runID, repo)
+	}
+	if !ru.active {
+		return fmt.Errorf("simulator: run %d already completed", runID)
+	}
+	ru.cancel()
+	return nil
+}
+
+// Run is a workflow run as stored.
+type Run struct {
+	ID           int64
+	Status       string // queued, in_progress, completed
+	Conclusion   string
+	DeploymentID int64 // the triggering deployment
+	HTMLURL      string
+	Jobs         []Job
+	// Waiting tells whether the run waits for a review or a
+	// protection-rule answer.
+	Waiting bool
+}
+
+// Job is a workflow job as stored.
+type Job struct {
+	ID                 int64
+	Name               string
+	Environment        string
+	Status, Conclusion string
+	// TwinDeploymentID is the deployment Actions created for the job.
+	TwinDeploymentID int64
+	Log              string
+}
+
+// Runs returns a repository's workflow runs, oldest first.
+func (s *Simulator) Runs(repo string) []Run {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.mustRepo(repo)
+	var out []Run
+	for _, id := range s.st.runOrder {
+		ru := s.st.runs[id]
+		if ru.repo != rp {
+			continue
+		}
+		x := Run{ID: ru.id, Status: ru.status, Conclusion: ru.conclusion, DeploymentID: ru.trigger.id,
+			HTMLURL: s.st.runHTML(rp, ru), Waiting: ru.blocked}
+		for _, j := range ru.jobs {
+			jj := Job{ID: j.id, Name: j.name, Environment: j.environment, Status: j.status, Conclusion: j.conclusion, Log: j.log.String()}
+			if j.twin != nil {
+				jj.TwinDeploymentID = j.twin.id
+			}
+			x.Jobs = append(x.Jobs, jj)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// Run returns one run by id.
+func (s *Simulator) Run(repo string, runID int64) (Run, bool) {
+	for _, r := range s.Runs(repo) {
+		if r.ID == runID {
+			return r, true
+		}
+	}
+	return Run{}, false
+}
