@@ -303,8 +303,9 @@ func (st *state) autoMerge(r *repo, branch string, actor *account) (*commit, boo
 	}
 	spec := CommitSpec{
 		Message: fmt.Sprintf("Merge %s into %s", r.defaultBranch, branch),
-		Author:  Author{Name: actor.login, Email: actor.login + "@users.noreply.github.com", Login: actor.login},
-		Files:   changes,
+		// GitHub authors merges it makes itself as GitHub <noreply@github.com>.
+		Author: Author{Name: "GitHub", Email: "noreply@github.com"},
+		Files:  changes,
 	}
 	m := st.newCommit(r, []string{head.sha, def.sha}, spec)
 	before := r.branches[branch]

@@ -101,7 +101,7 @@ func (st *state) enqueueDeployment(r *repo, d *deployment) {
 	p["workflow_run"] = nil
 	if d.run != nil {
 		p["workflow"] = st.workflowJSON(r, d.run)
-		p["workflow_run"] = st.workflowRunJSON(r, d.run)
+		p["workflow_run"] = st.deploymentWorkflowRunJSON(r, d.run)
 	}
 	st.enqueue("deployment", r, p)
 }
@@ -113,7 +113,7 @@ func (st *state) enqueueDeploymentStatus(r *repo, d *deployment, ds *deploymentS
 	p["deployment"] = st.deploymentJSON(r, d)
 	if d.run != nil {
 		p["workflow"] = st.workflowJSON(r, d.run)
-		p["workflow_run"] = st.workflowRunJSON(r, d.run)
+		p["workflow_run"] = st.deploymentWorkflowRunJSON(r, d.run)
 	}
 	st.enqueue("deployment_status", r, p)
 }
@@ -275,4 +275,13 @@ func (st *state) enqueueCheckSuiteCompleted(r *repo, c *commit, conclusion strin
 		},
 	}
 	st.enqueue("check_suite", r, p)
+}
+
+// deploymentWorkflowRunJSON is the workflow run as deployment and
+// deployment_status events carry it: without head_commit (null in GitHub's
+// schema).
+func (st *state) deploymentWorkflowRunJSON(r *repo, ru *run) obj {
+	o := st.workflowRunJSON(r, ru)
+	o["head_commit"] = nil
+	return o
 }

@@ -136,7 +136,9 @@ func (st *state) theApp() *appInfo {
 		description: "GitHub App simulated by lastmile's githubapp/simulator",
 		owner:       st.addAccount(o.AppSlug+"-owner", "Organization", 0),
 		permissions: o.Permissions,
-		events:      []string{"deployment", "deployment_protection_rule", "deployment_review", "deployment_status", "push", "status", "workflow_job", "workflow_run"},
+		// deployment_protection_rule is subscribed to as well, but GitHub's
+		// schema of an App's events does not list it.
+		events: []string{"deployment", "deployment_review", "deployment_status", "push", "status", "workflow_job", "workflow_run"},
 	}
 }
 
@@ -324,7 +326,7 @@ func (st *state) deploymentJSON(r *repo, d *deployment) obj {
 
 func (st *state) deploymentStatusJSON(r *repo, d *deployment, ds *deploymentStatus) obj {
 	durl := st.repoAPI(r) + "/deployments/" + strconv.FormatInt(d.id, 10)
-	return obj{
+	o := obj{
 		"url":                      durl + "/statuses/" + strconv.FormatInt(ds.id, 10),
 		"id":                       ds.id,
 		"node_id":                  nodeID("DeploymentStatus", ds.id),
@@ -333,14 +335,20 @@ func (st *state) deploymentStatusJSON(r *repo, d *deployment, ds *deploymentStat
 		"description":              ds.description,
 		"environment":              ds.environment,
 		"target_url":               ds.targetURL,
-		"log_url":                  ds.logURL,
-		"environment_url":          ds.environmentURL,
 		"created_at":               ts(ds.createdAt),
 		"updated_at":               ts(ds.createdAt),
 		"deployment_url":           durl,
 		"repository_url":           st.repoAPI(r),
 		"performed_via_github_app": st.appJSON(ds.viaApp),
 	}
+	// Both are URIs when present; GitHub leaves them out when unset.
+	if ds.logURL != "" {
+		o["log_url"] = ds.logURL
+	}
+	if ds.environmentURL != "" {
+		o["environment_url"] = ds.environmentURL
+	}
+	return o
 }
 
 func (st *state) commitStatusJSON(r *repo, cs *commitStatus) obj {

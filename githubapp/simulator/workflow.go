@@ -147,11 +147,12 @@ func (s *Simulator) startRun(r *repo, d *deployment) {
 		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now,
 		wake: make(chan struct{}, 1),
 	}
-	if _, ok := r.branches[strings.TrimPrefix(d.ref, "refs/heads/")]; ok {
-		ru.branch = strings.TrimPrefix(d.ref, "refs/heads/")
+	// head_branch is the deployment's ref as given (a branch name, or the
+	// SHA when the deployment was created with one).
+	ru.branch = strings.TrimPrefix(d.ref, "refs/heads/")
+	ru.ref = d.ref
+	if _, ok := r.branches[ru.branch]; ok {
 		ru.ref = "refs/heads/" + ru.branch
-	} else {
-		ru.ref = d.ref
 	}
 	n := 0
 	for _, other := range st.runs {

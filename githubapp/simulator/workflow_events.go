@@ -234,7 +234,10 @@ func (st *state) enqueueReviewed(r *repo, j *job, g *gate, approver *account, ap
 	p["comment"] = comment
 	p["reviewers"] = st.reviewersJSON(g)
 	p["since"] = ts(g.since)
-	p["workflow_job_run"] = st.jobRunJSON(r, j)
+	// GitHub's schema has a null name in approved/rejected workflow_job_run.
+	short := st.jobRunJSON(r, j)
+	short["name"] = nil
+	p["workflow_job_run"] = short
 	p["workflow_job_runs"] = []any{st.jobRunJSON(r, j)}
 	p["workflow_run"] = st.workflowRunJSON(r, j.run)
 	st.enqueue("deployment_review", r, p)

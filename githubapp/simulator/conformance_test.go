@@ -1,0 +1,520 @@
+package simulator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/google/go-github/v62/github"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+// The conformance test drives the simulator through a full flow with the
+// real clients (ghinstallation v2 + go-github v62) and checks, against
+// GitHub's own published descriptions (trimmed copies in testdata/, see
+// testdata/README.md):
+//   - every request the clients sent and every response the simulator gave,
+//     against the REST OpenAPI description (operation exists, request body,
+//     declared response status, response body);
+//   - every webhook body, against the webhook schema of its event and action.
+
+// restValidator validates traffic against the REST description.
+type restValidator struct {
+	t      *testing.T
+	router routers.Router
+	base   http.RoundTripper
+
+	mu      sync.Mutex
+	checked map[string]map[int]bool // "METHOD path-template" -> statuses seen
+}
+
+func newRESTValidator(t *testing.T, apiURL string) *restValidator {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromFile(filepath.Join("testdata", "github-rest-openapi.json"))
+	if err != nil {
+		t.Fatalf("load REST description: %v", err)
+	}
+	if err := doc.Validate(loader.Context, openapi3.DisableExamplesValidation()); err != nil {
+		t.Fatalf("REST description invalid: %v", err)
+	}
+	// Serve the description from the simulator's address instead of
+	// api.github.com.
+	doc.Servers = openapi3.Servers{{URL: strings.TrimSuffix(apiURL, "/")}}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatalf("router: %v", err)
+	}
+	return &restValidator{t: t, router: router, base: http.DefaultTransport, checked: map[string]map[int]bool{}}
+}
+
+// RoundTrip validates the request, sends it, and validates the response.
+func (v *restValidator) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasPrefix(req.URL.Path, "/_simulator/") {
+		// The job-log blob behind a 302: not part of the API.
+		return v.base.RoundTrip(req)
+	}
+	var reqBody []byte
+	if req.Body != nil {
+		reqBody, _ = io.ReadAll(req.Body)
+		req.Body.Close()
+		req.Body = io.NopCloser(bytes.NewReader(reqBody))
+	}
+	// GitHub's {path} parameter spans slashes; the router's does not.
+	find := req
+	if before, rest, ok := strings.Cut(req.URL.Path, "/contents/"); ok {
+		find = req.Clone(req.Context())
+		find.URL.Path = before + "/contents/" + strings.ReplaceAll(rest, "/", "%2F")
+		find.URL.RawPath = before + "/contents/" + strings.ReplaceAll(rest, "/", "%2F")
+	}
+	route, params, err := v.router.FindRoute(find)
+	if p, ok := params["path"]; ok {
+		params["path"] = strings.ReplaceAll(p, "%2F", "/")
+	}
+	if err != nil {
+		v.t.Errorf("%s %s: no such operation in GitHub's REST description: %v", req.Method, req.URL.Path, err)
+		return v.base.RoundTrip(req)
+	}
+	opts := &openapi3filter.Options{
+		AuthenticationFunc:    openapi3filter.NoopAuthenticationFunc,
+		IncludeResponseStatus: true,
+		MultiError:            true,
+	}
+	check := req.Clone(req.Context())
+	check.Body = io.NopCloser(bytes.NewReader(reqBody))
+	in := &openapi3filter.RequestValidationInput{Request: check, PathParams: params, Route: route, Options: opts}
+	if bytes.Equal(bytes.TrimSpace(reqBody), []byte("null")) {
+		// ghinstallation v2.11.0 sends the JSON text null as the body of
+		// POST /app/installations/{id}/access_tokens; GitHub accepts it as
+		// no body.
+		check.Body, check.ContentLength = http.NoBody, 0
+		check.Header.Del("Content-Type")
+	}
+	invalid, _ := req.Context().Value(expectInvalidKey{}).(bool)
+	if err := openapi3filter.ValidateRequest(req.Context(), in); err != nil && !invalid {
+		v.t.Errorf("%s %s: request does not conform: %v\nbody: %s", req.Method, req.URL.Path, err, reqBody)
+	}
+	req.Body = io.NopCloser(bytes.NewReader(reqBody))
+	resp, err := v.base.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	respBody, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(respBody))
+	out := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+		Body: io.NopCloser(bytes.NewReader(respBody)), Options: opts,
+	}
+	if err := openapi3filter.ValidateResponse(req.Context(), out); err != nil {
+		v.t.Errorf("%s %s -> %d: response does not conform: %v\nbody: %.2000s", req.Method, req.URL.Path, resp.StatusCode, err, respBody)
+	}
+	for _, h := range []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Used", "X-RateLimit-Reset", "X-RateLimit-Resource", "X-GitHub-Request-Id"} {
+		if resp.Header.Get(h) == "" {
+			v.t.Errorf("%s %s: no %s header", req.Method, req.URL.Path, h)
+		}
+	}
+	if len(respBody) > 0 && !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		v.t.Errorf("%s %s: Content-Type %q", req.Method, req.URL.Path, resp.Header.Get("Content-Type"))
+	}
+	v.mu.Lock()
+	key := req.Method + " " + route.Path
+	if v.checked[key] == nil {
+		v.checked[key] = map[int]bool{}
+	}
+	v.checked[key][resp.StatusCode] = true
+	v.mu.Unlock()
+	return resp, nil
+}
+
+// webhookValidator validates webhook bodies against the webhook schemas.
+type webhookValidator struct {
+	compiler *jsonschema.Compiler
+	schemas  map[string]*jsonschema.Schema
+}
+
+func newWebhookValidator(t *testing.T) *webhookValidator {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "github-webhooks-openapi.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	doc, err := jsonschema.UnmarshalJSON(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	// The library's uri-template check splits at "/" and so rejects
+	// GitHub's own "{/number}" templates; check brace balance instead.
+	c.RegisterFormat(&jsonschema.Format{Name: "uri-template", Validate: validURITemplate})
+	if err := c.AddResource("webhooks.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	return &webhookValidator{compiler: c, schemas: map[string]*jsonschema.Schema{}}
+}
+
+func validURITemplate(v any) error {
+	s, ok := v.(string)
+	if !ok {
+		return nil
+	}
+	open := false
+	for _, ch := range s {
+		switch {
+		case ch == '{' && !open:
+			open = true
+		case ch == '}' && open:
+			open = false
+		case ch == '{' || ch == '}':
+			return fmt.Errorf("unbalanced braces in %q", s)
+		}
+	}
+	if open {
+		return fmt.Errorf("unclosed brace in %q", s)
+	}
+	return nil
+}
+
+// expectInvalidKey marks a request context whose request is deliberately
+// invalid (to test the simulator's 422 answers); its request is not
+// validated, its response still is.
+type expectInvalidKey struct{}
+
+// schemaName maps an event and action to GitHub's schema name, e.g.
+// deployment_review + approved -> webhook-deployment-review-approved.
+func schemaName(event, action string) string {
+	name := "webhook-" + strings.ReplaceAll(event, "_", "-")
+	if action != "" {
+		name += "-" + strings.ReplaceAll(action, "_", "-")
+	}
+	return name
+}
+
+func (w *webhookValidator) validate(event, action string, body []byte) error {
+	name := schemaName(event, action)
+	sch, ok := w.schemas[name]
+	if !ok {
+		var err error
+		sch, err = w.compiler.Compile("webhooks.json#/components/schemas/" + name)
+		if err != nil {
+			return fmt.Errorf("no schema %s: %w", name, err)
+		}
+		w.schemas[name] = sch
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	return sch.Validate(inst)
+}
+
+func TestConformance(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	sim := h.sim
+	v := newRESTValidator(t, h.api)
+	gh := h.client(h.org, v)
+	app := h.appClient(v)
+	ctx := h.ctx()
+
+	// World: one organization repository per workflow flavour.
+	const repo = "acme/shop"
+	sim.CreateRepo(h.org, repo, simulator.RepoOptions{})
+	sim.CreateRepo(h.org, "acme/twin", simulator.RepoOptions{})
+	sim.SetWorkflow(repo, simulator.WorkflowOptions{FailEnvironments: []string{"broken"}})
+	sim.SetWorkflow("acme/twin", simulator.WorkflowOptions{CreateDeployment: true})
+	sim.SetEnvironment(repo, "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice"}, Review: simulator.Manual()})
+	sim.SetEnvironment(repo, "production", simulator.EnvironmentOptions{Reviewers: []string{"bob"}, Review: simulator.AutoReject("bob", "not today")})
+	sim.SetEnvironment("acme/twin", "production", simulator.EnvironmentOptions{
+		Reviewers: []string{"carol"}, Review: simulator.AutoApprove("carol", "go"), CustomProtectionRule: true,
+	})
+
+	push := sim.Push(repo, "main",
+		simulator.CommitSpec{Message: "Add config", Author: simulator.Author{Name: "Alice", Email: "alice@example.com", Login: "alice"},
+			Files: map[string]string{".github/lastmile.yml": "environments:\n  - name: test\n"}},
+		simulator.CommitSpec{Message: "Add app", Files: map[string]string{"app/main.go": "package main\n"}},
+	)
+	sha := push.After
+
+	// Contents: a file at a commit, a directory, and a missing file.
+	fc, _, _, err := gh.Repositories.GetContents(ctx, "acme", "shop", ".github/lastmile.yml", &github.RepositoryContentGetOptions{Ref: sha})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := fc.GetContent(); got != "environments:\n  - name: test\n" {
+		t.Errorf("content = %q", got)
+	}
+	if _, _, _, err := gh.Repositories.GetContents(ctx, "acme", "shop", "app", &github.RepositoryContentGetOptions{Ref: "main"}); err != nil {
+		t.Error(err)
+	}
+	if _, _, resp, _ := gh.Repositories.GetContents(ctx, "acme", "shop", "missing.txt", nil); resp == nil || resp.StatusCode != 404 {
+		t.Errorf("missing file: %v", resp)
+	}
+
+	// Compare and commits.
+	cmp, _, err := gh.Repositories.CompareCommits(ctx, "acme", "shop", push.Before, sha, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmp.GetTotalCommits() != 2 || cmp.GetStatus() != "ahead" || cmp.Commits[0].GetSHA() != push.Commits[0] {
+		t.Errorf("compare: total %d status %s", cmp.GetTotalCommits(), cmp.GetStatus())
+	}
+	if _, _, err := gh.Repositories.CompareCommits(ctx, "acme", "shop", push.Before, sha, &github.ListOptions{PerPage: 1, Page: 2}); err != nil {
+		t.Error(err)
+	}
+	if _, resp, _ := gh.Repositories.CompareCommits(ctx, "acme", "shop", "nope", sha, nil); resp == nil || resp.StatusCode != 404 {
+		t.Errorf("compare unknown: %v", resp)
+	}
+	if _, _, err := gh.Repositories.GetCommit(ctx, "acme", "shop", sha, nil); err != nil {
+		t.Error(err)
+	}
+	if _, resp, _ := gh.Repositories.GetCommit(ctx, "acme", "shop", "0123456789abcdef", nil); resp == nil || resp.StatusCode != 422 {
+		t.Errorf("unknown commit: %v", resp)
+	}
+
+	// Commit statuses; then a deployment refused because "build" is pending.
+	if _, _, err := gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("pending"), Context: github.String("build"), Description: github.String("running"), TargetURL: github.String("https://ci.example.com/1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := gh.Repositories.ListStatuses(ctx, "acme", "shop", sha, nil); err != nil {
+		t.Error(err)
+	}
+	if _, _, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", sha, nil); err != nil {
+		t.Error(err)
+	}
+	_, resp, err := gh.Repositories.CreateDeployment(ctx, "acme", "shop", &github.DeploymentRequest{Ref: github.String(sha), Environment: github.String("test"), AutoMerge: github.Bool(false)})
+	if resp == nil || resp.StatusCode != 409 {
+		t.Fatalf("deployment with pending build: %v %v", resp, err)
+	}
+	sim.SetCommitStatus(repo, sha, "build", "success")
+
+	// Invalid requests: 422.
+	for _, body := range []string{`{"environment":"test"}`, `{"ref":"no-such-branch"}`} {
+		req, _ := gh.NewRequest("POST", "repos/acme/shop/deployments", json.RawMessage(body))
+		if resp, _ := gh.Do(context.WithValue(ctx, expectInvalidKey{}, true), req, nil); resp == nil || resp.StatusCode != 422 {
+			t.Errorf("POST deployments %s: %v", body, resp)
+		}
+	}
+
+	// A topic branch behind main: auto_merge answers 202.
+	sim.PushSilently(repo, "topic", simulator.CommitSpec{Message: "topic work", Files: map[string]string{"topic.txt": "x\n"}})
+	sim.Push(repo, "main", simulator.CommitSpec{Message: "more on main", Files: map[string]string{"main.txt": "y\n"}})
+	if _, resp, err := gh.Repositories.CreateDeployment(ctx, "acme", "shop", &github.DeploymentRequest{Ref: github.String("topic"), RequiredContexts: &[]string{}}); resp == nil || resp.StatusCode != 202 {
+		t.Errorf("auto-merge: %v %v", resp, err)
+	}
+
+	// A deployment to "test" (no gates): the workflow reports success.
+	dep, _, err := gh.Repositories.CreateDeployment(ctx, "acme", "shop", &github.DeploymentRequest{
+		Ref: github.String(sha), Environment: github.String("test"), AutoMerge: github.Bool(false),
+		RequiredContexts: &[]string{"build"}, Payload: map[string]any{"release": 1},
+		ProductionEnvironment: github.Bool(false), Description: github.String("release 1"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h, repo, dep.GetID(), "success")
+
+	// Lists and gets.
+	if _, resp, err := gh.Repositories.ListDeployments(ctx, "acme", "shop", &github.DeploymentsListOptions{Environment: "test", ListOptions: github.ListOptions{PerPage: 1}}); err != nil || resp.NextPage != 0 && resp.NextPage != 2 {
+		t.Errorf("list deployments: %v", err)
+	}
+	if _, _, err := gh.Repositories.GetDeployment(ctx, "acme", "shop", dep.GetID()); err != nil {
+		t.Error(err)
+	}
+	statuses, _, err := gh.Repositories.ListDeploymentStatuses(ctx, "acme", "shop", dep.GetID(), nil)
+	if err != nil || len(statuses) == 0 {
+		t.Fatalf("statuses: %v", err)
+	}
+	if _, _, err := gh.Repositories.GetDeploymentStatus(ctx, "acme", "shop", dep.GetID(), statuses[0].GetID()); err != nil {
+		t.Error(err)
+	}
+	if _, resp, _ := gh.Repositories.GetDeployment(ctx, "acme", "shop", 1); resp == nil || resp.StatusCode != 404 {
+		t.Errorf("unknown deployment: %v", resp)
+	}
+	long := strings.Repeat("x", 141)
+	if _, resp, _ := gh.Repositories.CreateDeploymentStatus(ctx, "acme", "shop", dep.GetID(), &github.DeploymentStatusRequest{State: github.String("success"), Description: &long}); resp == nil || resp.StatusCode != 422 {
+		t.Errorf("long description: %v", resp)
+	}
+
+	// Staging: a required reviewer approves by hand.
+	stg, _, err := gh.Repositories.CreateDeployment(ctx, "acme", "shop", &github.DeploymentRequest{Ref: github.String(sha), Environment: github.String("staging"), AutoMerge: github.Bool(false), RequiredContexts: &[]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending []simulator.PendingReview
+	if err := sim.WaitFor(ctx, func(s *simulator.Simulator) bool { pending = s.PendingReviews(repo); return len(pending) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Approve(repo, pending[0].RunID, "staging", "alice", "lgtm"); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h, repo, stg.GetID(), "success")
+
+	// Production: rejected; the app then reports failure itself.
+	prd, _, err := gh.Repositories.CreateDeployment(ctx, "acme", "shop", &github.DeploymentRequest{Ref: github.String(sha), Environment: github.String("production"), AutoMerge: github.Bool(false), RequiredContexts: &[]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	if _, _, err := gh.Repositories.CreateDeploymentStatus(ctx, "acme", "shop", prd.GetID(), &github.DeploymentStatusRequest{State: github.String("failure"), Description: github.String("rejected by bob"), LogURL: github.String("https://example.com/log")}); err != nil {
+		t.Error(err)
+	}
+
+	// Twin repository: custom protection rule answered by the app, and a
+	// deployment created by Actions for the job.
+	tw := sim.Push("acme/twin", "main", simulator.CommitSpec{Message: "init", Files: map[string]string{"x": "1"}})
+	tdep, _, err := gh.Repositories.CreateDeployment(ctx, "acme", "twin", &github.DeploymentRequest{Ref: github.String("main"), Environment: github.String("production"), RequiredContexts: &[]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule, err := sim.WaitForDelivery(ctx, 0, "deployment_protection_rule", "requested")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ruleEvent struct {
+		CallbackURL string `json:"deployment_callback_url"`
+		SHA         string `json:"sha"`
+	}
+	if err := json.Unmarshal(rule.Body, &ruleEvent); err != nil || ruleEvent.SHA != tw.After {
+		t.Fatalf("protection rule event: %v %+v", err, ruleEvent)
+	}
+	path := strings.TrimPrefix(ruleEvent.CallbackURL, strings.TrimSuffix(h.api, "/")+"/")
+	req, _ := gh.NewRequest("POST", path, map[string]string{"environment_name": "production", "state": "approved", "comment": "previous stage ok"})
+	if resp, err := gh.Do(ctx, req, nil); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("review protection rule: %v %v", resp, err)
+	}
+	h.waitIdle()
+	runs := sim.Runs("acme/twin")
+	if len(runs) != 1 || runs[0].Conclusion != "success" || runs[0].DeploymentID != tdep.GetID() {
+		t.Fatalf("twin runs: %+v", runs)
+	}
+
+	// Job logs: 302 to a blob.
+	jobID := runs[0].Jobs[len(runs[0].Jobs)-1].ID
+	logURL, _, err := gh.Actions.GetWorkflowJobLogs(ctx, "acme", "twin", jobID, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr, err := http.Get(logURL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logText, _ := io.ReadAll(lr.Body)
+	lr.Body.Close()
+	if !strings.Contains(string(logText), "protection rule") {
+		t.Errorf("job log:\n%s", logText)
+	}
+
+	// Other webhooks: check suite, branch deletion.
+	sim.CompleteCheckSuite(repo, sha, "success")
+	sim.DeleteBranch(repo, "topic")
+	h.waitIdle()
+
+	// Hook deliveries: a failed one, listed with a cursor, then redelivered.
+	h.hook.failNext(503)
+	sim.SetCommitStatus(repo, sha, "lint", "success")
+	h.waitIdle()
+	items, resp, err := app.Apps.ListHookDeliveries(ctx, &github.ListCursorOptions{PerPage: 2})
+	if err != nil || len(items) != 2 || resp.Cursor == "" {
+		t.Fatalf("list deliveries: %v %d %q", err, len(items), resp.Cursor)
+	}
+	if items[0].GetStatusCode() != 503 || items[0].GetStatus() != "Invalid HTTP Response: 503" {
+		t.Errorf("newest delivery: %d %q", items[0].GetStatusCode(), items[0].GetStatus())
+	}
+	if _, _, err := app.Apps.ListHookDeliveries(ctx, &github.ListCursorOptions{PerPage: 2, Cursor: resp.Cursor}); err != nil {
+		t.Error(err)
+	}
+	if _, _, err := app.Apps.GetHookDelivery(ctx, items[0].GetID()); err != nil {
+		t.Error(err)
+	}
+	if _, _, err := app.Apps.RedeliverHookDelivery(ctx, items[0].GetID()); err != nil {
+		var accepted *github.AcceptedError
+		if !errors.As(err, &accepted) {
+			t.Error(err)
+		}
+	}
+	h.waitIdle()
+	ds := sim.Deliveries()
+	last := ds[len(ds)-1]
+	if !last.Redelivery || last.GUID != items[0].GetGUID() || !last.OK() {
+		t.Errorf("redelivery: %+v", last)
+	}
+
+	// Every webhook conforms to its schema, and every kind was sent.
+	wv := newWebhookValidator(t)
+	seen := map[string]bool{}
+	for _, d := range ds {
+		if err := wv.validate(d.Event, d.Action, d.Body); err != nil {
+			t.Errorf("webhook %s/%s does not conform: %v", d.Event, d.Action, err)
+		}
+		seen[schemaName(d.Event, d.Action)] = true
+	}
+	for _, want := range []string{
+		"webhook-push", "webhook-deployment-created", "webhook-deployment-status-created",
+		"webhook-deployment-review-requested", "webhook-deployment-review-approved", "webhook-deployment-review-rejected",
+		"webhook-deployment-protection-rule-requested",
+		"webhook-workflow-run-requested", "webhook-workflow-run-in-progress", "webhook-workflow-run-completed",
+		"webhook-workflow-job-queued", "webhook-workflow-job-waiting", "webhook-workflow-job-in-progress", "webhook-workflow-job-completed",
+		"webhook-status", "webhook-check-suite-completed",
+	} {
+		if !seen[want] {
+			t.Errorf("no %s webhook was sent", want)
+		}
+	}
+	// The receiver got them all, signed (checked by the receiver).
+	if got := len(h.hook.received()); got != len(ds) {
+		t.Errorf("receiver got %d deliveries, simulator recorded %d", got, len(ds))
+	}
+
+	// Every operation of the trimmed description was exercised.
+	var ops []string
+	for op := range v.checked {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	if len(ops) != 18 {
+		t.Errorf("exercised %d of 18 operations: %v", len(ops), ops)
+	}
+}
+
+// waitState waits until a deployment's latest status is state.
+func waitState(t *testing.T, h *harness, repo string, id int64, state string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := h.sim.WaitFor(ctx, func(s *simulator.Simulator) bool {
+		for _, d := range s.Deployments(repo) {
+			if d.ID == id {
+				return d.State() == state
+			}
+		}
+		return false
+	})
+	if err != nil {
+		for _, d := range h.sim.Deployments(repo) {
+			if d.ID == id {
+				t.Fatalf("deployment %d: state %q, want %q: %v", id, d.State(), state, err)
+			}
+		}
+		t.Fatalf("deployment %d: %v", id, err)
+	}
+}

@@ -1,0 +1,177 @@
+package simulator_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bradleyfalzon/ghinstallation/v2"
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+const (
+	testAppID  = 4242
+	testSecret = "It's a Secret to Everybody"
+)
+
+// receiver is a webhook endpoint that checks signatures and records bodies.
+type receiver struct {
+	t   *testing.T
+	srv *httptest.Server
+
+	mu     sync.Mutex
+	status []int // statuses to answer, in order; then 200
+	got    []received
+}
+
+type received struct {
+	event, guid string
+	body        []byte
+	header      http.Header
+}
+
+func newReceiver(t *testing.T) *receiver {
+	rc := &receiver{t: t}
+	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		m := hmac.New(sha256.New, []byte(testSecret))
+		m.Write(body)
+		if want := "sha256=" + hex.EncodeToString(m.Sum(nil)); r.Header.Get("X-Hub-Signature-256") != want {
+			t.Errorf("delivery %s: bad signature", r.Header.Get("X-GitHub-Delivery"))
+		}
+		rc.mu.Lock()
+		rc.got = append(rc.got, received{event: r.Header.Get("X-GitHub-Event"), guid: r.Header.Get("X-GitHub-Delivery"), body: body, header: r.Header.Clone()})
+		code := http.StatusOK
+		if len(rc.status) > 0 {
+			code, rc.status = rc.status[0], rc.status[1:]
+		}
+		rc.mu.Unlock()
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(rc.srv.Close)
+	return rc
+}
+
+// failNext makes the next deliveries answer these statuses.
+func (rc *receiver) failNext(codes ...int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.status = append(rc.status, codes...)
+}
+
+func (rc *receiver) received() []received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]received(nil), rc.got...)
+}
+
+type harness struct {
+	t    *testing.T
+	sim  *simulator.Simulator
+	api  string
+	hook *receiver
+	org  int64 // installation on the "acme" organization
+}
+
+// newHarness starts a simulator on a real listener with a webhook receiver
+// and an installation for the organization "acme".
+func newHarness(t *testing.T, opts simulator.Options) *harness {
+	t.Helper()
+	hook := newReceiver(t)
+	if opts.AppID == 0 {
+		opts.AppID = testAppID
+	}
+	opts.WebhookSecret = testSecret
+	opts.WebhookURL = hook.srv.URL + "/webhook"
+	sim := simulator.New(opts)
+	api, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	h := &harness{t: t, sim: sim, api: api, hook: hook}
+	h.org = sim.CreateInstallation("acme", "Organization")
+	return h
+}
+
+// ctx returns a context with a deadline for waiting on conditions.
+func (h *harness) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	h.t.Cleanup(cancel)
+	return ctx
+}
+
+// client returns a go-github client authenticated as an installation
+// through ghinstallation, sending requests through base (nil: default).
+func (h *harness) client(inst int64, base http.RoundTripper) *github.Client {
+	h.t.Helper()
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	atr, err := ghinstallation.NewAppsTransport(base, h.sim.AppID(), h.sim.AppPrivateKeyPEM())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	atr.BaseURL = strings.TrimSuffix(h.api, "/")
+	itr := ghinstallation.NewFromAppsTransport(atr, inst)
+	c := github.NewClient(&http.Client{Transport: itr})
+	c.BaseURL = mustParse(h.t, h.api)
+	return c
+}
+
+// appClient returns a go-github client authenticated as the App (JWT).
+func (h *harness) appClient(base http.RoundTripper) *github.Client {
+	h.t.Helper()
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	atr, err := ghinstallation.NewAppsTransport(base, h.sim.AppID(), h.sim.AppPrivateKeyPEM())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	atr.BaseURL = strings.TrimSuffix(h.api, "/")
+	c := github.NewClient(&http.Client{Transport: atr})
+	c.BaseURL = mustParse(h.t, h.api)
+	return c
+}
+
+// waitIdle waits until the simulator is idle.
+func (h *harness) waitIdle() {
+	h.t.Helper()
+	if err := h.sim.WaitIdle(h.ctx()); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// events returns "event/action" of every delivery attempt so far.
+func (h *harness) events() []string {
+	var out []string
+	for _, d := range h.sim.Deliveries() {
+		e := d.Event
+		if d.Action != "" {
+			e += "/" + d.Action
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
