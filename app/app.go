@@ -1,0 +1,203 @@
+// Package app is lastmile's composition root: it wires the configuration,
+// the SQLite store, the GitHub clients, the pipeline engine and the worker
+// together, serves HTTP (the webhook, health, metrics and the read API) and
+// runs the process's lifecycle, so that the binary, the demo and tests can
+// run lastmile in-process.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/metrics"
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// Version is set at build time (-ldflags "-X .../app.Version=v1.2.3").
+var Version = "dev"
+
+// Options are the parts a caller may provide instead of the defaults.
+type Options struct {
+	Logger *slog.Logger
+	// GitHubTransport is the base transport for GitHub calls (default: a
+	// clone of http.DefaultTransport).
+	GitHubTransport http.RoundTripper
+	// Listener, if set, is used instead of listening on Config.Listen.
+	Listener net.Listener
+}
+
+// App is a running lastmile.
+type App struct {
+	cfg      *Config
+	log      *slog.Logger
+	db       *storage.DB
+	metrics  *metrics.Metrics
+	clients  *githubapp.Clients
+	engine   *pipeline.Engine
+	worker   *Worker
+	http     *http.Server
+	listener net.Listener
+}
+
+// New opens the database (applying migrations), builds the GitHub clients
+// and binds the listener. Run starts the work.
+func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	db, err := storage.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	m := metrics.New(db, db, Version, log)
+	transport := &githubapp.Transport{Base: opts.GitHubTransport, Observer: m}
+	clients, err := githubapp.NewClients(cfg.GitHubURL, cfg.AppID, cfg.Key, transport)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	engine := &pipeline.Engine{
+		Store:             db,
+		GitHub:            &githubapp.GitHub{Clients: clients},
+		Log:               log,
+		Now:               time.Now,
+		DeployLogMaxBytes: cfg.DeployLogMaxBytes,
+	}
+	worker := &Worker{
+		Inbox:       db,
+		Handler:     &githubapp.Router{Engine: engine},
+		Observer:    m,
+		Log:         log,
+		Concurrency: cfg.Workers,
+		MaxAttempts: cfg.MaxAttempts,
+	}
+	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker}
+	a.listener = opts.Listener
+	if a.listener == nil {
+		if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	a.http = &http.Server{
+		Handler:           a.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute, // a 25 MB body over a slow link
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return a, nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (a *App) Addr() string { return a.listener.Addr().String() }
+
+// DB is the store (for the demo and tests).
+func (a *App) DB() *storage.DB { return a.db }
+
+func (a *App) routes() http.Handler {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Use(middleware.Recover())
+	hook := githubapp.NewWebhook(a.cfg.WebhookSecret.Reveal(), a.db, githubapp.Handles, a.metrics, a.worker.Notify, a.log)
+	e.POST("/webhook", echo.WrapHandler(hook))
+	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.GET("/readyz", func(c echo.Context) error {
+		if err := a.db.Ping(c.Request().Context()); err != nil {
+			return c.String(http.StatusServiceUnavailable, "database: "+err.Error()+"\n")
+		}
+		if !a.worker.Alive() {
+			return c.String(http.StatusServiceUnavailable, "worker not running\n")
+		}
+		return c.String(http.StatusOK, "ready\n")
+	})
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.metrics.Registry(), promhttp.HandlerOpts{})))
+	return e
+}
+
+// Run serves and works until ctx ends, then shuts down in order: stop
+// accepting deliveries, let the worker finish the deliveries in hand, flush
+// the counters and close the database.
+func (a *App) Run(ctx context.Context) error {
+	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "database", a.cfg.Database,
+		"github", a.cfg.GitHubURL, "app_id", a.cfg.AppID)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- a.http.Serve(a.listener) }()
+
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	var bg sync.WaitGroup
+	run := func(f func(context.Context)) {
+		bg.Add(1)
+		go func() { defer bg.Done(); f(workCtx) }()
+	}
+	workerDone := make(chan struct{})
+	go func() { a.worker.Run(workCtx); close(workerDone) }()
+	run(func(ctx context.Context) { a.metrics.RunFlusher(ctx, 10*time.Second) })
+	run(a.sweep)
+	if a.cfg.RedeliveryInterval > 0 {
+		r := &githubapp.Redeliverer{App: a.clients.App(), Store: a.db, Window: a.cfg.RedeliveryWindow,
+			Interval: a.cfg.RedeliveryInterval, MaxAttempts: 5, Now: time.Now, Log: a.log}
+		run(r.Run)
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		err = fmt.Errorf("HTTP server: %w", err)
+	}
+	a.log.Info("lastmile stopping: no new deliveries; finishing the ones in hand")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := a.http.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		a.log.Warn("HTTP shutdown", "error", serr)
+	}
+	stopWork()
+	select {
+	case <-workerDone:
+	case <-shutdownCtx.Done():
+		a.log.Warn("shutdown timeout: a delivery was still in hand; it will be handled again at the next start")
+	}
+	bg.Wait()
+	if cerr := a.db.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close database: %w", cerr))
+	}
+	a.log.Info("lastmile stopped")
+	return err
+}
+
+// sweep runs the periodic housekeeping: releases that waited too long for
+// their required contexts are stopped.
+func (a *App) sweep(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if n, err := a.db.ExpireWaiting(ctx, time.Now().Add(-a.cfg.ContextsTimeout)); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("sweep: expire waiting releases", "error", err)
+		} else if n > 0 {
+			a.log.Info("sweep: releases stopped after waiting too long for required contexts", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+const usage = `lastmile carries every merge to main through the last mile to production.
+
+Usage:
+  lastmile serve [flags]              run the GitHub App (see lastmile serve --help)
+  lastmile deliveries [flags]         list recent webhook deliveries and their state
+  lastmile deliveries retry ID        put a dead delivery back in the queue
+  lastmile version                    print the version
+
+Every command reads the database named by LASTMILE_DATABASE (default
+lastmile.db) or its --database flag.
+`
+
+// Main runs the lastmile command line and returns the exit code.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "version", "--version":
+		fmt.Fprintln(stdout, "lastmile", Version)
+		return 0
+	case "serve":
+		err = serve(ctx, rest, getenv, stdout, stderr)
+	case "deliveries":
+		err = deliveries(ctx, rest, getenv, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintln(stderr, "lastmile:", err)
+	return 1
+}
+
+// errUsage marks an error already explained to the user with usage text.
+var errUsage = errors.New("usage")
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := LoadConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			fmt.Fprintln(stderr, "lastmile:", err)
+			fmt.Fprintln(stderr, "\nRun `lastmile serve --help` for every setting.")
+			return errUsage
+		}
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	a, err := New(ctx, cfg, Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+// dbFlag adds --database to a command's flags, defaulting to LASTMILE_DATABASE.
+func dbFlag(fs *flag.FlagSet, getenv func(string) string) *string {
+	def := getenv("LASTMILE_DATABASE")
+	if def == "" {
+		def = "lastmile.db"
+	}
+	return fs.String("database", def, "SQLite database file (LASTMILE_DATABASE)")
+}
+
+func openExisting(ctx context.Context, path string) (*storage.DB, error) {
+	db, err := storage.OpenExisting(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+func deliveries(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lastmile deliveries", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N]\n       lastmile deliveries retry DELIVERY-ID")
+		fs.PrintDefaults()
+	}
+	path := dbFlag(fs, getenv)
+	state := fs.String("state", "", "only deliveries in this state: pending, done, ignored or dead")
+	repo := fs.String("repo", "", "only deliveries of this repository (owner/name)")
+	limit := fs.Int("limit", 50, "how many, newest first")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch s := pipeline.DeliveryState(*state); s {
+	case "", pipeline.DeliveryPending, pipeline.DeliveryDone, pipeline.DeliveryIgnored, pipeline.DeliveryDead:
+	default:
+		return fmt.Errorf("--state %q: use pending, done, ignored or dead", *state)
+	}
+	db, err := openExisting(ctx, *path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	if fs.NArg() > 0 {
+		if fs.Arg(0) != "retry" || fs.NArg() != 2 {
+			fs.Usage()
+			return errUsage
+		}
+		d, err := db.RetryDelivery(ctx, fs.Arg(1))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "delivery %s (%s %s) is queued again; a running lastmile serve handles it within seconds\n",
+			d.ID, d.Event, d.Repository)
+		return nil
+	}
+	list, err := db.ListDeliveries(ctx, storage.DeliveryFilter{State: pipeline.DeliveryState(*state), Repository: *repo, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RECEIVED\tDELIVERY\tEVENT\tREPOSITORY\tSTATE\tATTEMPTS\tDETAIL")
+	for _, d := range list {
+		detail := d.Note
+		if d.LastError != "" {
+			detail = d.LastError
+			if d.State == pipeline.DeliveryPending {
+				detail = "retry at " + d.NextAttemptAt.Local().Format(time.DateTime) + ": " + detail
+			}
+		}
+		event := d.Event
+		if d.Action != "" {
+			event += "." + d.Action
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ReceivedAt.Local().Format(time.DateTime), d.ID, event,
+			orDash(d.Repository), d.State, d.Attempts, oneLine(detail, 100))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}

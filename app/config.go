@@ -1,0 +1,294 @@
+package app
+
+import (
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Secret is a string that never prints: logs, errors and %v show REDACTED.
+type Secret string
+
+func (s Secret) String() string               { return "REDACTED" }
+func (s Secret) GoString() string             { return "REDACTED" }
+func (s Secret) LogValue() slog.Value         { return slog.StringValue("REDACTED") }
+func (s Secret) MarshalText() ([]byte, error) { return []byte("REDACTED"), nil }
+
+// Reveal returns the secret's value, for the one place that uses it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Config is the service configuration: every setting is an environment
+// variable with a matching flag of `lastmile serve` (flags win).
+type Config struct {
+	Listen         string
+	Database       string
+	WebhookSecret  Secret
+	AppID          int64
+	PrivateKeyFile string
+	PrivateKey     Secret // PEM
+	GitHubURL      string
+
+	APIToken           Secret
+	LogLevel           slog.Level
+	Workers            int
+	MaxAttempts        int
+	RedeliveryInterval time.Duration
+	RedeliveryWindow   time.Duration
+	RetentionDays      int
+	DeployLogMaxBytes  int
+	ContextsTimeout    time.Duration
+	ShutdownTimeout    time.Duration
+
+	// Parsed from PrivateKey or PrivateKeyFile by Load.
+	Key *rsa.PrivateKey
+}
+
+// setting describes one configuration value: its variable, its flag, its
+// default and what it means. The table drives parsing, validation and help.
+type setting struct {
+	env, flag, def, help string
+	required             bool
+	secret               bool
+	set                  func(c *Config, v string) error
+}
+
+var settings = []setting{
+	{env: "LASTMILE_LISTEN", flag: "listen", def: ":8080", help: "address of the webhook endpoint (and /metrics, /healthz, /readyz, /api)",
+		set: func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("not a host:port address: %v", err)
+			}
+			c.Listen = v
+			return nil
+		}},
+	{env: "LASTMILE_DATABASE", flag: "database", def: "lastmile.db", help: "SQLite database file (created if missing)",
+		set: func(c *Config, v string) error {
+			if strings.TrimSpace(v) == "" {
+				return errors.New("must not be empty")
+			}
+			c.Database = v
+			return nil
+		}},
+	{env: "LASTMILE_WEBHOOK_SECRET", flag: "webhook-secret", required: true, secret: true, help: "the GitHub App's webhook secret",
+		set: func(c *Config, v string) error { c.WebhookSecret = Secret(v); return nil }},
+	{env: "LASTMILE_APP_ID", flag: "app-id", required: true, help: "the GitHub App's ID",
+		set: func(c *Config, v string) error {
+			id, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || id <= 0 {
+				return fmt.Errorf("%q is not a positive integer", v)
+			}
+			c.AppID = id
+			return nil
+		}},
+	{env: "LASTMILE_PRIVATE_KEY_FILE", flag: "private-key-file", help: "file holding the App's PEM private key (this or LASTMILE_PRIVATE_KEY is required)",
+		set: func(c *Config, v string) error { c.PrivateKeyFile = v; return nil }},
+	{env: "LASTMILE_PRIVATE_KEY", flag: "private-key", secret: true, help: "the App's PEM private key itself",
+		set: func(c *Config, v string) error { c.PrivateKey = Secret(v); return nil }},
+	{env: "LASTMILE_GITHUB_URL", flag: "github-url", def: "https://api.github.com/", help: "GitHub REST API root; GitHub Enterprise Server: https://HOST/api/v3/",
+		set: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return fmt.Errorf("%q is not an http(s) URL with a host", v)
+			}
+			c.GitHubURL = v
+			return nil
+		}},
+	{env: "LASTMILE_API_TOKEN", flag: "api-token", secret: true, help: "bearer token for the read-only history API under /api/ (unset: the API is off)",
+		set: func(c *Config, v string) error {
+			if v != "" && len(v) < 16 {
+				return errors.New("must be at least 16 characters")
+			}
+			c.APIToken = Secret(v)
+			return nil
+		}},
+	{env: "LASTMILE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error",
+		set: func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
+	{env: "LASTMILE_WORKERS", flag: "workers", def: "4", help: "repositories handled at the same time by the worker",
+		set: intSetting(func(c *Config) *int { return &c.Workers }, 1, 256)},
+	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead",
+		set: intSetting(func(c *Config) *int { return &c.MaxAttempts }, 1, 100)},
+	{env: "LASTMILE_REDELIVERY_INTERVAL", flag: "redelivery-interval", def: "10m", help: "how often to ask GitHub for missed deliveries (0 turns it off)",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryInterval })},
+	{env: "LASTMILE_REDELIVERY_WINDOW", flag: "redelivery-window", def: "72h", help: "how far back GitHub keeps deliveries: 72h on github.com, 168h on GitHub Enterprise Server",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryWindow })},
+	{env: "LASTMILE_RETENTION_DAYS", flag: "retention-days", def: "0", help: "prune raw delivery bodies and deploy logs older than this many days (0 keeps them); records and metrics stay",
+		set: intSetting(func(c *Config) *int { return &c.RetentionDays }, 0, 36500)},
+	{env: "LASTMILE_DEPLOY_LOG_MAX_BYTES", flag: "deploy-log-max-bytes", def: "1048576", help: "largest deploy job log kept per job (the rest is cut, and the record says so)",
+		set: intSetting(func(c *Config) *int { return &c.DeployLogMaxBytes }, 1024, 1<<30)},
+	{env: "LASTMILE_CONTEXTS_TIMEOUT", flag: "contexts-timeout", def: "24h", help: "how long a release waits for its required contexts to turn green",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.ContextsTimeout })},
+	{env: "LASTMILE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "30s", help: "how long SIGTERM waits for the delivery in hand",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+}
+
+func intSetting(field func(*Config) *int, lo, hi int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			return fmt.Errorf("%q is not an integer from %d to %d", v, lo, hi)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
+func durationSetting(field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("%q is not a duration such as 90s, 10m or 72h", v)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+// LoadConfig reads the configuration from getenv and the flags in args
+// (flags win). It returns every problem at once, joined.
+func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
+	fs := flag.NewFlagSet("lastmile serve", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	fs.Usage = func() { PrintServeUsage(usage) }
+	values := map[string]*string{}
+	for _, s := range settings {
+		values[s.flag] = fs.String(s.flag, "", s.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+
+	c := &Config{}
+	var problems []error
+	for _, s := range settings {
+		v, from := getenv(s.env), s.env
+		if explicit[s.flag] {
+			v, from = *values[s.flag], "--"+s.flag
+		}
+		if v == "" {
+			if s.required {
+				problems = append(problems, fmt.Errorf("%s is required (%s)", s.env, s.help))
+				continue
+			}
+			v = s.def
+		}
+		if v == "" {
+			continue
+		}
+		if err := s.set(c, v); err != nil {
+			if s.secret {
+				err = errors.New("invalid value") // never echo a secret back
+			}
+			problems = append(problems, fmt.Errorf("%s: %w", from, err))
+		}
+	}
+	if key, err := c.loadKey(); err != nil {
+		problems = append(problems, err)
+	} else {
+		c.Key = key
+	}
+	if err := errors.Join(problems...); err != nil {
+		return nil, &ConfigError{Problems: problems}
+	}
+	return c, nil
+}
+
+// ConfigError lists every problem found in the configuration.
+type ConfigError struct{ Problems []error }
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid configuration:")
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+func (c *Config) loadKey() (*rsa.PrivateKey, error) {
+	pemBytes := []byte(c.PrivateKey.Reveal())
+	source := "LASTMILE_PRIVATE_KEY"
+	switch {
+	case c.PrivateKeyFile != "" && c.PrivateKey != "":
+		return nil, errors.New("set only one of LASTMILE_PRIVATE_KEY_FILE and LASTMILE_PRIVATE_KEY")
+	case c.PrivateKeyFile != "":
+		b, err := os.ReadFile(c.PrivateKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("LASTMILE_PRIVATE_KEY_FILE: cannot read %s: %v", c.PrivateKeyFile, errors.Unwrap(err))
+		}
+		pemBytes, source = b, "LASTMILE_PRIVATE_KEY_FILE "+c.PrivateKeyFile
+	case c.PrivateKey == "":
+		return nil, errors.New("LASTMILE_PRIVATE_KEY_FILE or LASTMILE_PRIVATE_KEY is required (the App's PEM private key)")
+	}
+	key, err := ParsePrivateKey(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return key, nil
+}
+
+// ParsePrivateKey reads an RSA private key in PEM (PKCS#1, as GitHub
+// issues it, or PKCS#8). Errors never include the key.
+func ParsePrivateKey(pemBytes []byte) (*rsa.PrivateKey, error) {
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		return nil, errors.New("not a PEM private key")
+	}
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, errors.New("malformed RSA private key")
+		}
+		return key, nil
+	case "PRIVATE KEY":
+		k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, errors.New("malformed PKCS#8 private key")
+		}
+		key, ok := k.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("the private key is %T, not RSA: GitHub Apps use RSA keys", k)
+		}
+		return key, nil
+	default:
+		return nil, fmt.Errorf("PEM block %q is not an RSA private key: GitHub Apps use RSA keys", block.Type)
+	}
+}
+
+// PrintServeUsage explains every setting of `lastmile serve`.
+func PrintServeUsage(w io.Writer) {
+	fmt.Fprintln(w, `Usage: lastmile serve [flags]
+
+Runs the GitHub App: the webhook intake, the worker that promotes releases,
+and the /metrics, /healthz, /readyz and /api endpoints. Every setting is an
+environment variable with a matching flag; flags win.`)
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VARIABLE\tFLAG\tDEFAULT\tMEANING")
+	for _, s := range settings {
+		def := s.def
+		if s.required {
+			def = "(required)"
+		}
+		fmt.Fprintf(tw, "%s\t--%s\t%s\t%s\n", s.env, s.flag, def, s.help)
+	}
+	tw.Flush()
+}

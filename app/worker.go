@@ -1,0 +1,229 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Inbox is the worker's view of the durable inbox.
+type Inbox interface {
+	NextDeliveries(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, error)
+	NextAttemptAt(ctx context.Context) (time.Time, error)
+	FinishDelivery(ctx context.Context, seq int64, note string) error
+	FailDelivery(ctx context.Context, seq int64, cause string, next time.Time, dead bool) error
+}
+
+// Handler handles one delivery; it returns nil once its effects are committed.
+type Handler interface {
+	Handle(ctx context.Context, d *pipeline.Delivery) error
+}
+
+// HandlingObserver is told how each attempt went.
+type HandlingObserver interface {
+	DeliveryHandled(event, result string, took time.Duration)
+}
+
+// Worker drains the inbox: deliveries of one repository one at a time, in
+// order of arrival; different repositories in parallel. A delivery is marked
+// done only after its handler returned nil; a failure is retried with
+// exponential backoff, and after MaxAttempts it is parked as dead.
+type Worker struct {
+	Inbox       Inbox
+	Handler     Handler
+	Observer    HandlingObserver
+	Log         *slog.Logger
+	Concurrency int
+	MaxAttempts int
+	// Timeout bounds one handling attempt.
+	Timeout time.Duration
+	// Backoff is the wait after a failed attempt (the first is attempt 1).
+	Backoff func(attempt int) time.Duration
+	Now     func() time.Time
+
+	wake  chan struct{}
+	once  sync.Once
+	mu    sync.Mutex
+	alive bool
+}
+
+func (w *Worker) init() {
+	w.once.Do(func() {
+		w.wake = make(chan struct{}, 1)
+		if w.Backoff == nil {
+			w.Backoff = DefaultBackoff
+		}
+		if w.Now == nil {
+			w.Now = time.Now
+		}
+		if w.Concurrency <= 0 {
+			w.Concurrency = 4
+		}
+		if w.MaxAttempts <= 0 {
+			w.MaxAttempts = 10
+		}
+		if w.Timeout <= 0 {
+			w.Timeout = 5 * time.Minute
+		}
+	})
+}
+
+// DefaultBackoff waits 5s, 10s, 20s, … up to an hour, with jitter.
+func DefaultBackoff(attempt int) time.Duration {
+	d := 5 * time.Second << min(attempt-1, 10)
+	d = min(d, time.Hour)
+	return d/2 + rand.N(d/2+1)
+}
+
+// Notify wakes the worker: a delivery arrived.
+func (w *Worker) Notify() {
+	w.init()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Alive reports whether Run is running.
+func (w *Worker) Alive() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.alive
+}
+
+// Run drains the inbox until ctx ends, then waits for the deliveries in
+// hand to finish (they run on a context that ctx does not cancel).
+func (w *Worker) Run(ctx context.Context) {
+	w.init()
+	w.mu.Lock()
+	w.alive = true
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.alive = false
+		w.mu.Unlock()
+	}()
+
+	busy := map[string]bool{}
+	done := make(chan string, w.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		for len(busy) < w.Concurrency {
+			batch, err := w.Inbox.NextDeliveries(ctx, w.Now(), busy, w.Concurrency-len(busy))
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				w.Log.Error("worker: read inbox", "error", err)
+				break
+			}
+			if len(batch) == 0 {
+				break
+			}
+			for _, d := range batch {
+				busy[d.Repository] = true
+				wg.Add(1)
+				go func(d *pipeline.Delivery) {
+					defer wg.Done()
+					w.handle(context.WithoutCancel(ctx), d)
+					done <- d.Repository
+				}(d)
+			}
+		}
+		var timer *time.Timer
+		var due <-chan time.Time
+		if len(busy) < w.Concurrency {
+			// Sleep until the next retry is due (or until woken); also poll
+			// now and then, in case another process wrote the inbox.
+			wait := 5 * time.Second
+			// (A delivery due now but not handed out waits behind a busy
+			// repository: the end of that handling wakes the loop.)
+			if next, err := w.Inbox.NextAttemptAt(ctx); err == nil && next.After(w.Now()) {
+				wait = min(next.Sub(w.Now())+time.Millisecond, wait)
+			}
+			timer = time.NewTimer(wait)
+			due = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			for len(busy) > 0 {
+				delete(busy, <-done)
+			}
+			return
+		case repo := <-done:
+			delete(busy, repo)
+		case <-w.wake:
+		case <-due:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+// handle runs one attempt and records its outcome.
+func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
+	log := w.Log.With("delivery", d.ID, "event", d.Event, "action", d.Action, "installation", d.InstallationID, "repo", d.Repository)
+	start := time.Now()
+	hctx, cancel := context.WithTimeout(ctx, w.Timeout)
+	err := w.safeHandle(hctx, d)
+	cancel()
+	took := time.Since(start)
+
+	var ignored *pipeline.Ignored
+	note := ""
+	if errors.As(err, &ignored) {
+		note, err = ignored.Reason, nil
+	}
+	if err == nil {
+		if ferr := w.Inbox.FinishDelivery(ctx, d.Seq, note); ferr != nil {
+			log.Error("worker: mark delivery done", "error", ferr)
+			return
+		}
+		log.Debug("delivery handled", "took", took, "note", note)
+		w.observe(d.Event, "done", took)
+		return
+	}
+
+	attempt := d.Attempts + 1
+	dead := attempt >= w.MaxAttempts || errors.Is(err, githubapp.ErrMalformed)
+	next := w.Now().Add(w.Backoff(attempt))
+	if until, limited := githubapp.IsRateLimited(err); limited && until.After(next) {
+		next = until
+	}
+	if ferr := w.Inbox.FailDelivery(ctx, d.Seq, err.Error(), next, dead); ferr != nil {
+		log.Error("worker: record failed attempt", "error", ferr, "cause", err)
+		return
+	}
+	if dead {
+		log.Error("delivery is dead: an operator can retry it with `lastmile deliveries retry`", "attempts", attempt, "error", err)
+		w.observe(d.Event, "dead", took)
+		return
+	}
+	log.Warn("delivery failed; will retry", "attempt", attempt, "retry_at", next.UTC().Format(time.RFC3339), "error", err)
+	w.observe(d.Event, "retry", took)
+}
+
+func (w *Worker) safeHandle(ctx context.Context, d *pipeline.Delivery) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return w.Handler.Handle(ctx, d)
+}
+
+func (w *Worker) observe(event, result string, took time.Duration) {
+	if w.Observer != nil {
+		w.Observer.DeliveryHandled(githubapp.KnownEvent(event), result, took)
+	}
+}

@@ -1,0 +1,321 @@
+package githubapp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-github/v62/github"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// GitHub implements pipeline.GitHub with the installation clients.
+type GitHub struct {
+	Clients *Clients
+	// Logs downloads job logs from the address GitHub redirects to (blob
+	// storage, not the API): no credentials are sent there.
+	Logs *http.Client
+}
+
+var _ pipeline.GitHub = (*GitHub)(nil)
+
+func (g *GitHub) client(r pipeline.Repo) (*github.Client, error) {
+	return g.Clients.Installation(r.InstallationID)
+}
+
+// ReadFile returns a file at a commit.
+func (g *GitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string) ([]byte, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return nil, err
+	}
+	file, _, resp, err := gh.Repositories.GetContents(ctx, r.Owner, r.Name, path, &github.RepositoryContentGetOptions{Ref: sha})
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return nil, pipeline.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if file == nil {
+		return nil, fmt.Errorf("%s is a directory, not a file", path)
+	}
+	content, err := file.GetContent()
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return []byte(content), nil
+}
+
+// Compare lists the commits of head that base lacks, oldest first.
+func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) ([]pipeline.Commit, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return nil, err
+	}
+	var out []pipeline.Commit
+	opts := &github.ListOptions{PerPage: 100, Page: 1}
+	for {
+		cmp, resp, err := gh.Repositories.CompareCommits(ctx, r.Owner, r.Name, base, head, opts)
+		if resp != nil && resp.StatusCode == http.StatusNotFound {
+			return nil, pipeline.ErrNotFound
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cmp.Commits {
+			commit := c.GetCommit()
+			out = append(out, pipeline.Commit{
+				SHA:       c.GetSHA(),
+				Author:    firstNonEmpty(c.GetAuthor().GetLogin(), commit.GetAuthor().GetName()),
+				Timestamp: commit.GetAuthor().GetDate().Time,
+				Title:     pipeline.Title(commit.GetMessage()),
+			})
+		}
+		if resp.NextPage == 0 || len(cmp.Commits) == 0 || len(out) >= cmp.GetTotalCommits() {
+			return out, nil
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
+// CreateDeployment creates a deployment of exactly the SHA, never merging.
+func (g *GitHub) CreateDeployment(ctx context.Context, r pipeline.Repo, req pipeline.DeploymentRequest) (int64, time.Time, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	contexts := req.RequiredContexts
+	if contexts == nil {
+		contexts = []string{}
+	}
+	d, _, err := gh.Repositories.CreateDeployment(ctx, r.Owner, r.Name, &github.DeploymentRequest{
+		Ref:                   github.String(req.SHA),
+		Task:                  github.String("deploy"),
+		AutoMerge:             github.Bool(false),
+		RequiredContexts:      &contexts,
+		Payload:               req.Payload,
+		Environment:           github.String(req.Environment),
+		Description:           github.String(req.Description),
+		TransientEnvironment:  github.Bool(false),
+		ProductionEnvironment: github.Bool(req.Production),
+	})
+	if err == nil {
+		return d.GetID(), d.GetCreatedAt().Time, nil
+	}
+	var accepted *github.AcceptedError
+	if errors.As(err, &accepted) {
+		var body struct {
+			Message string `json:"message"`
+		}
+		_ = json.Unmarshal(accepted.Raw, &body)
+		return 0, time.Time{}, &pipeline.RefusedError{Status: http.StatusAccepted,
+			Message: firstNonEmpty(body.Message, "GitHub merged the default branch into the ref instead of deploying")}
+	}
+	var er *github.ErrorResponse
+	if errors.As(err, &er) && (er.Response.StatusCode == http.StatusConflict || er.Response.StatusCode == http.StatusUnprocessableEntity) {
+		return 0, time.Time{}, refusal(er)
+	}
+	return 0, time.Time{}, err
+}
+
+// refusal reads a 409 or 422 answer, with the contexts GitHub lists.
+func refusal(er *github.ErrorResponse) *pipeline.RefusedError {
+	ref := &pipeline.RefusedError{Status: er.Response.StatusCode, Message: er.Message}
+	body, _ := io.ReadAll(io.LimitReader(er.Response.Body, 1<<20))
+	var parsed struct {
+		Errors []struct {
+			Contexts []pipeline.ContextState `json:"contexts"`
+			Message  string                  `json:"message"`
+			Field    string                  `json:"field"`
+			Code     string                  `json:"code"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &parsed) == nil {
+		var details []string
+		for _, e := range parsed.Errors {
+			ref.Contexts = append(ref.Contexts, e.Contexts...)
+			if e.Message != "" {
+				details = append(details, e.Message)
+			} else if e.Field != "" && len(e.Contexts) == 0 {
+				details = append(details, e.Field+" "+e.Code)
+			}
+		}
+		if len(details) > 0 {
+			ref.Message += " (" + strings.Join(details, "; ") + ")"
+		}
+	}
+	return ref
+}
+
+// FindDeployment looks for lastmile's deployment of sha to env by its marker.
+func (g *GitHub) FindDeployment(ctx context.Context, r pipeline.Repo, sha, env string, marker pipeline.Marker) (int64, time.Time, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	opts := &github.DeploymentsListOptions{SHA: sha, Environment: env, ListOptions: github.ListOptions{PerPage: 100}}
+	for {
+		list, resp, err := gh.Repositories.ListDeployments(ctx, r.Owner, r.Name, opts)
+		if err != nil {
+			return 0, time.Time{}, err
+		}
+		for _, d := range list {
+			if m, ok := pipeline.ParseMarker(d.Payload); ok && m == marker {
+				return d.GetID(), d.GetCreatedAt().Time, nil
+			}
+		}
+		if resp.NextPage == 0 {
+			return 0, time.Time{}, pipeline.ErrNotFound
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
+// CreateDeploymentStatus writes a status on a deployment.
+func (g *GitHub) CreateDeploymentStatus(ctx context.Context, r pipeline.Repo, id int64, req pipeline.StatusRequest) (pipeline.StatusInfo, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return pipeline.StatusInfo{}, err
+	}
+	sr := &github.DeploymentStatusRequest{State: github.String(string(req.State)), Description: github.String(req.Description)}
+	if req.LogURL != "" {
+		sr.LogURL = github.String(req.LogURL)
+	}
+	st, _, err := gh.Repositories.CreateDeploymentStatus(ctx, r.Owner, r.Name, id, sr)
+	if err != nil {
+		return pipeline.StatusInfo{}, err
+	}
+	return pipeline.StatusInfo{
+		GitHubID: st.GetID(), State: pipeline.DeploymentState(st.GetState()), Description: st.GetDescription(),
+		LogURL: firstNonEmpty(st.GetLogURL(), st.GetTargetURL()), EnvironmentURL: st.GetEnvironmentURL(),
+		Creator: st.GetCreator().GetLogin(), CreatedAt: st.GetCreatedAt().Time,
+	}, nil
+}
+
+// CreateCommitStatus writes a commit status.
+func (g *GitHub) CreateCommitStatus(ctx context.Context, r pipeline.Repo, sha string, s pipeline.CommitStatus) error {
+	gh, err := g.client(r)
+	if err != nil {
+		return err
+	}
+	st := &github.RepoStatus{State: github.String(s.State), Context: github.String(s.Context), Description: github.String(s.Description)}
+	if s.TargetURL != "" {
+		st.TargetURL = github.String(s.TargetURL)
+	}
+	_, _, err = gh.Repositories.CreateStatus(ctx, r.Owner, r.Name, sha, st)
+	return err
+}
+
+// protectionRuleReview is the body of the custom deployment protection rule
+// review call, which go-github v62 does not have.
+type protectionRuleReview struct {
+	EnvironmentName string `json:"environment_name"`
+	State           string `json:"state"`
+	Comment         string `json:"comment,omitempty"`
+}
+
+// ReviewProtectionRule approves or rejects a run's deployment, as a custom
+// deployment protection rule. The URL is built from the repository and run
+// ID: a token is never sent to an address taken from a payload.
+func (g *GitHub) ReviewProtectionRule(ctx context.Context, r pipeline.Repo, runID int64, env, state, comment string) error {
+	gh, err := g.client(r)
+	if err != nil {
+		return err
+	}
+	path := fmt.Sprintf("repos/%s/%s/actions/runs/%d/deployment_protection_rule", r.Owner, r.Name, runID)
+	req, err := gh.NewRequest(http.MethodPost, path, &protectionRuleReview{EnvironmentName: env, State: state, Comment: comment})
+	if err != nil {
+		return err
+	}
+	_, err = gh.Do(ctx, req, nil)
+	var er *github.ErrorResponse
+	if errors.As(err, &er) && er.Response.StatusCode == http.StatusUnprocessableEntity {
+		return refusal(er)
+	}
+	return err
+}
+
+// JobLog downloads a job's log. GitHub answers the logs endpoint with a
+// redirect to a short-lived URL; at most max bytes are kept: the head and
+// the tail, with what was cut said in between.
+func (g *GitHub) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max int) ([]byte, bool, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return nil, false, err
+	}
+	u, resp, err := gh.Actions.GetWorkflowJobLogs(ctx, r.Owner, r.Name, jobID, 0)
+	if resp != nil && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone) {
+		return nil, false, pipeline.ErrNotFound
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, false, err
+	}
+	client := g.Logs
+	if client == nil {
+		client = &http.Client{Timeout: 2 * time.Minute}
+	}
+	logResp, err := client.Do(req)
+	if err != nil {
+		return nil, false, err
+	}
+	defer logResp.Body.Close()
+	if logResp.StatusCode != http.StatusOK {
+		return nil, false, fmt.Errorf("download job log: HTTP %d", logResp.StatusCode)
+	}
+	return readBounded(logResp.Body, max)
+}
+
+// readBounded reads r keeping at most max bytes: all of it if it fits,
+// otherwise its first and last halves around a note of what was cut.
+func readBounded(r io.Reader, max int) ([]byte, bool, error) {
+	if max <= 0 {
+		max = 1 << 20
+	}
+	head := make([]byte, max)
+	n, err := io.ReadFull(r, head)
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return head[:n], false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	// Over max: keep the first half and a ring of the last half.
+	half := max / 2
+	tail := make([]byte, max-half)
+	copy(tail, head[half:])
+	ring, pos, total := tail, 0, int64(max)
+	buf := make([]byte, 32<<10)
+	for {
+		m, err := r.Read(buf)
+		for _, b := range buf[:m] {
+			ring[pos] = b
+			pos = (pos + 1) % len(ring)
+		}
+		total += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	if total == int64(max) {
+		return head, false, nil // exactly max bytes: nothing was cut
+	}
+	var out bytes.Buffer
+	out.Write(head[:half])
+	fmt.Fprintf(&out, "\n[lastmile: %d bytes of this log were cut to keep it under %d bytes]\n", total-int64(max), max)
+	out.Write(ring[pos:])
+	out.Write(ring[:pos])
+	return out.Bytes(), true, nil
+}

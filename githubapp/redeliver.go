@@ -1,0 +1,144 @@
+package githubapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/go-github/v62/github"
+)
+
+// RedeliveryStore is what the redelivery poller needs from storage.
+type RedeliveryStore interface {
+	KnownDeliveries(ctx context.Context, ids []string) (map[string]bool, error)
+	Setting(ctx context.Context, key string) (string, bool, error)
+	SetSetting(ctx context.Context, key, value string) error
+}
+
+const redeliveryCheckpoint = "redelivery.checkpoint"
+
+// Redeliverer asks GitHub to redeliver the webhook deliveries that never
+// reached lastmile. GitHub does not redeliver failed deliveries by itself; it
+// keeps them for a few days (3 on github.com, 7 on GitHub Enterprise Server)
+// and offers POST /app/hook/deliveries/{id}/attempts. This follows GitHub's
+// own recipe: page the App's deliveries newest first back to the last run,
+// group them by GUID, and redeliver each GUID none of whose attempts
+// succeeded — here also skipping GUIDs already in lastmile's inbox (stored,
+// though GitHub saw the answer fail).
+type Redeliverer struct {
+	App         *github.Client
+	Store       RedeliveryStore
+	Window      time.Duration // GitHub's redelivery window
+	Interval    time.Duration // between runs
+	MaxAttempts int           // failed attempts of one GUID after which it is left alone
+	Now         func() time.Time
+	Log         *slog.Logger
+}
+
+// Run checks at once, then every Interval, until ctx ends.
+func (r *Redeliverer) Run(ctx context.Context) {
+	for {
+		if n, err := r.RunOnce(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.Log.Warn("redelivery: check failed", "error", err)
+		} else if n > 0 {
+			r.Log.Info("redelivery: asked GitHub to redeliver missed deliveries", "count", n)
+		}
+		t := time.NewTimer(r.Interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RunOnce performs one check and returns how many redeliveries it requested.
+func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
+	now := r.Now()
+	cutoff := now.Add(-r.Window)
+	if s, ok, err := r.Store.Setting(ctx, redeliveryCheckpoint); err != nil {
+		return 0, err
+	} else if ok {
+		// Look an hour before the last run: a delivery attempted around it
+		// may have been listed after that run had read the page.
+		if last, err := time.Parse(time.RFC3339Nano, s); err == nil && last.Add(-time.Hour).After(cutoff) {
+			cutoff = last.Add(-time.Hour)
+		}
+	}
+
+	type group struct {
+		ok       bool
+		failures int
+		latest   *github.HookDelivery
+	}
+	groups := map[string]*group{}
+	var order []string
+	opts := &github.ListCursorOptions{PerPage: 100}
+	for {
+		page, resp, err := r.App.Apps.ListHookDeliveries(ctx, opts)
+		if err != nil {
+			return 0, fmt.Errorf("list hook deliveries: %w", err)
+		}
+		older := false
+		for _, d := range page {
+			if d.DeliveredAt != nil && d.DeliveredAt.Before(cutoff) {
+				older = true
+				break
+			}
+			guid := d.GetGUID()
+			g, seen := groups[guid]
+			if !seen {
+				g = &group{latest: d}
+				groups[guid] = g
+				order = append(order, guid)
+			}
+			if d.GetStatus() == "OK" {
+				g.ok = true
+			} else {
+				g.failures++
+			}
+		}
+		if older || resp.Cursor == "" || len(page) == 0 {
+			break
+		}
+		opts.Cursor = resp.Cursor
+	}
+
+	var failed []string
+	for _, guid := range order {
+		if g := groups[guid]; !g.ok {
+			failed = append(failed, guid)
+		}
+	}
+	known, err := r.Store.KnownDeliveries(ctx, failed)
+	if err != nil {
+		return 0, err
+	}
+	requested := 0
+	for _, guid := range failed {
+		g := groups[guid]
+		if known[guid] {
+			continue
+		}
+		if r.MaxAttempts > 0 && g.failures >= r.MaxAttempts {
+			r.Log.Warn("redelivery: giving up on a delivery that keeps failing", "delivery", guid,
+				"event", g.latest.GetEvent(), "attempts", g.failures, "status", g.latest.GetStatus())
+			continue
+		}
+		_, _, err := r.App.Apps.RedeliverHookDelivery(ctx, g.latest.GetID())
+		var accepted *github.AcceptedError
+		if err != nil && !errors.As(err, &accepted) {
+			return requested, fmt.Errorf("redeliver %s: %w", guid, err)
+		}
+		r.Log.Info("redelivery: requested", "delivery", guid, "event", g.latest.GetEvent(),
+			"installation", g.latest.GetInstallationID(), "last_status", g.latest.GetStatus())
+		requested++
+	}
+	return requested, r.Store.SetSetting(ctx, redeliveryCheckpoint, now.UTC().Format(time.RFC3339Nano))
+}

@@ -1,0 +1,345 @@
+package githubapp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/go-github/v62/github"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Engine is the pipeline, as the router drives it.
+type Engine interface {
+	HandlePush(ctx context.Context, p pipeline.Push) error
+	HandleDeployment(ctx context.Context, ev pipeline.NewDeployment) error
+	HandleDeploymentStatus(ctx context.Context, ev pipeline.NewDeploymentStatus) error
+	HandleReview(ctx context.Context, rv pipeline.Review) error
+	HandleWorkflowJob(ctx context.Context, job pipeline.WorkflowJob) error
+	HandleWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) error
+	HandleProtectionRule(ctx context.Context, req pipeline.ProtectionRuleRequest) error
+	HandleContexts(ctx context.Context, ev pipeline.ContextsChanged) error
+}
+
+// ErrMalformed marks a delivery whose payload cannot be understood: handling
+// it again will not help.
+var ErrMalformed = errors.New("malformed payload")
+
+// MaxPushCommits is GitHub's cap on the commits listed in a push payload;
+// a list that long may be incomplete.
+const MaxPushCommits = 2048
+
+// Router translates a stored delivery into a pipeline event and hands it to
+// the engine.
+type Router struct {
+	Engine Engine
+}
+
+// Handle handles one delivery.
+func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
+	ev, err := github.ParseWebHook(d.Event, d.Body)
+	if err != nil && d.Event != "deployment_review" && d.Event != "deployment_protection_rule" {
+		return fmt.Errorf("%w: %s: %v", ErrMalformed, d.Event, err)
+	}
+	switch d.Event {
+	case "deployment_review":
+		var p deploymentReviewPayload
+		if err := json.Unmarshal(d.Body, &p); err != nil {
+			return fmt.Errorf("%w: deployment_review: %v", ErrMalformed, err)
+		}
+		return rt.Engine.HandleReview(ctx, p.review(d.ID))
+	case "deployment_protection_rule":
+		var p protectionRulePayload
+		if err := json.Unmarshal(d.Body, &p); err != nil {
+			return fmt.Errorf("%w: deployment_protection_rule: %v", ErrMalformed, err)
+		}
+		req, err := p.request(d.ID)
+		if err != nil {
+			return err
+		}
+		return rt.Engine.HandleProtectionRule(ctx, req)
+	}
+	switch ev := ev.(type) {
+	case *github.PushEvent:
+		return rt.Engine.HandlePush(ctx, push(d, ev))
+	case *github.DeploymentEvent:
+		repo, err := repoOf(ev.Repo, ev.Installation)
+		if err != nil {
+			return err
+		}
+		info := deploymentInfo(ev.Deployment)
+		if ev.WorkflowRun != nil {
+			info.WorkflowRunID = ev.WorkflowRun.GetID()
+		}
+		info.Production = productionOf(d.Body)
+		return rt.Engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: repo, Deployment: info})
+	case *github.DeploymentStatusEvent:
+		repo, err := repoOf(ev.Repo, ev.Installation)
+		if err != nil {
+			return err
+		}
+		st := ev.GetDeploymentStatus()
+		state, err := pipeline.ParseStatusState(st.GetState())
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		info := deploymentInfo(ev.Deployment)
+		info.Production = productionOf(d.Body)
+		return rt.Engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: repo, Deployment: info,
+			Status: pipeline.StatusInfo{
+				GitHubID: st.GetID(), State: state, Description: st.GetDescription(),
+				LogURL: firstNonEmpty(st.GetLogURL(), st.GetTargetURL()), EnvironmentURL: st.GetEnvironmentURL(),
+				Creator: st.GetCreator().GetLogin(), CreatedAt: st.GetCreatedAt().Time,
+			}})
+	case *github.WorkflowRunEvent:
+		repo, err := repoOf(ev.Repo, ev.Installation)
+		if err != nil {
+			return err
+		}
+		r := ev.GetWorkflowRun()
+		return rt.Engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{
+			Repo: repo, Action: ev.GetAction(), RunID: r.GetID(), Name: r.GetName(), Event: r.GetEvent(),
+			HeadSHA: r.GetHeadSHA(), HeadBranch: r.GetHeadBranch(), Status: r.GetStatus(), Conclusion: r.GetConclusion(),
+			URL: r.GetHTMLURL(), Attempt: r.GetRunAttempt(), CreatedAt: r.GetCreatedAt().Time, UpdatedAt: r.GetUpdatedAt().Time,
+		})
+	case *github.WorkflowJobEvent:
+		repo, err := repoOf(ev.Repo, ev.Installation)
+		if err != nil {
+			return err
+		}
+		j := ev.GetWorkflowJob()
+		job := pipeline.WorkflowJob{
+			Repo: repo, Action: ev.GetAction(), JobID: j.GetID(), RunID: j.GetRunID(), Name: j.GetName(),
+			HeadSHA: j.GetHeadSHA(), Status: j.GetStatus(), Conclusion: j.GetConclusion(), URL: j.GetHTMLURL(),
+			StartedAt: j.GetStartedAt().Time, CompletedAt: j.GetCompletedAt().Time,
+		}
+		// go-github v62 lacks the deployment field of queued/waiting jobs.
+		var extra struct {
+			Deployment *github.Deployment `json:"deployment"`
+		}
+		if err := json.Unmarshal(d.Body, &extra); err == nil && extra.Deployment != nil && extra.Deployment.GetID() != 0 {
+			info := deploymentInfo(extra.Deployment)
+			info.WorkflowRunID = j.GetRunID()
+			job.Deployment = &info
+		}
+		return rt.Engine.HandleWorkflowJob(ctx, job)
+	case *github.StatusEvent:
+		repo, err := repoOf(ev.Repo, ev.Installation)
+		if err != nil {
+			return err
+		}
+		return rt.Engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: repo, SHA: ev.GetSHA(),
+			Context: ev.GetContext(), State: ev.GetState()})
+	case *github.CheckSuiteEvent:
+		repo, err := repoOf(ev.Repo, ev.Installation)
+		if err != nil {
+			return err
+		}
+		if ev.GetAction() != "completed" {
+			return &pipeline.Ignored{Reason: "check_suite " + ev.GetAction()}
+		}
+		cs := ev.GetCheckSuite()
+		return rt.Engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: repo, SHA: cs.GetHeadSHA(),
+			Context: cs.GetApp().GetSlug(), State: cs.GetConclusion()})
+	}
+	return &pipeline.Ignored{Reason: "lastmile does not act on " + d.Event}
+}
+
+func push(d *pipeline.Delivery, ev *github.PushEvent) pipeline.Push {
+	r := ev.GetRepo()
+	owner, name, _ := pipeline.SplitFullName(r.GetFullName())
+	p := pipeline.Push{
+		Repo:          pipeline.Repo{ID: r.GetID(), Owner: owner, Name: name, InstallationID: ev.GetInstallation().GetID()},
+		DeliveryID:    d.ID,
+		Ref:           ev.GetRef(),
+		Before:        ev.GetBefore(),
+		After:         ev.GetAfter(),
+		Deleted:       ev.GetDeleted(),
+		Forced:        ev.GetForced(),
+		DefaultBranch: firstNonEmpty(r.GetDefaultBranch(), r.GetMasterBranch()),
+		Pusher:        firstNonEmpty(ev.GetPusher().GetName(), ev.GetSender().GetLogin()),
+		PushedAt:      d.ReceivedAt,
+		Truncated:     len(ev.Commits) >= MaxPushCommits,
+	}
+	if t := r.GetPushedAt(); !t.IsZero() {
+		p.PushedAt = t.Time
+	}
+	for _, c := range ev.Commits {
+		author := c.GetAuthor()
+		p.Commits = append(p.Commits, pipeline.Commit{
+			SHA:       c.GetID(),
+			Author:    firstNonEmpty(author.GetLogin(), author.GetName()),
+			Timestamp: c.GetTimestamp().Time,
+			Title:     pipeline.Title(c.GetMessage()),
+		})
+	}
+	return p
+}
+
+func repoOf(r *github.Repository, inst *github.Installation) (pipeline.Repo, error) {
+	if r == nil || r.GetID() == 0 {
+		return pipeline.Repo{}, fmt.Errorf("%w: no repository", ErrMalformed)
+	}
+	owner, name, err := pipeline.SplitFullName(r.GetFullName())
+	if err != nil {
+		owner, name = r.GetOwner().GetLogin(), r.GetName()
+	}
+	return pipeline.Repo{ID: r.GetID(), Owner: owner, Name: name, InstallationID: inst.GetID()}, nil
+}
+
+func deploymentInfo(d *github.Deployment) pipeline.DeploymentInfo {
+	return pipeline.DeploymentInfo{
+		GitHubID: d.GetID(), SHA: d.GetSHA(), Ref: d.GetRef(), Environment: d.GetEnvironment(),
+		Creator: d.GetCreator().GetLogin(), CreatedAt: d.GetCreatedAt().Time, Payload: d.Payload,
+	}
+}
+
+// productionOf reads deployment.production_environment, which go-github v62
+// does not map.
+func productionOf(body []byte) bool {
+	var p struct {
+		Deployment struct {
+			Production bool `json:"production_environment"`
+		} `json:"deployment"`
+	}
+	_ = json.Unmarshal(body, &p)
+	return p.Deployment.Production
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+// deploymentReviewPayload is the `deployment_review` event, which go-github
+// v62 does not know. Note GitHub's spelling: requestor.
+type deploymentReviewPayload struct {
+	Action       string               `json:"action"`
+	Since        string               `json:"since"`
+	Comment      string               `json:"comment"`
+	Environment  string               `json:"environment"`
+	Requestor    *github.User         `json:"requestor"`
+	Approver     *github.User         `json:"approver"`
+	Sender       *github.User         `json:"sender"`
+	Reviewers    []reviewer           `json:"reviewers"`
+	JobRun       *reviewJobRun        `json:"workflow_job_run"`
+	JobRuns      []reviewJobRun       `json:"workflow_job_runs"`
+	WorkflowRun  *github.WorkflowRun  `json:"workflow_run"`
+	Repository   *github.Repository   `json:"repository"`
+	Installation *github.Installation `json:"installation"`
+}
+
+type reviewer struct {
+	Type     string `json:"type"`
+	Reviewer struct {
+		Login string `json:"login"` // users
+		Slug  string `json:"slug"`  // teams
+		Name  string `json:"name"`
+	} `json:"reviewer"`
+}
+
+type reviewJobRun struct {
+	ID          int64  `json:"id"`
+	Environment string `json:"environment"`
+	UpdatedAt   string `json:"updated_at"`
+}
+
+func (p *deploymentReviewPayload) review(deliveryID string) pipeline.Review {
+	repo, _ := repoOf(p.Repository, p.Installation)
+	rv := pipeline.Review{Repo: repo, DeliveryID: deliveryID, Action: pipeline.ReviewAction(p.Action), Comment: p.Comment}
+	rv.Since = parseTime(p.Since)
+	if p.WorkflowRun != nil {
+		rv.RunID, rv.RunURL, rv.HeadSHA = p.WorkflowRun.GetID(), p.WorkflowRun.GetHTMLURL(), p.WorkflowRun.GetHeadSHA()
+	}
+	for _, r := range p.Reviewers {
+		name := firstNonEmpty(r.Reviewer.Login, r.Reviewer.Slug, r.Reviewer.Name)
+		if r.Type == "Team" {
+			name = "team:" + name
+		}
+		rv.Reviewers = append(rv.Reviewers, name)
+	}
+	envs := map[string]bool{}
+	add := func(env string, jobID int64) {
+		if env != "" && !envs[env] {
+			envs[env] = true
+			rv.Environments = append(rv.Environments, env)
+		}
+		if jobID != 0 {
+			rv.JobIDs = append(rv.JobIDs, jobID)
+		}
+	}
+	if p.JobRun != nil {
+		add(p.JobRun.Environment, p.JobRun.ID)
+	}
+	for _, j := range p.JobRuns {
+		add(j.Environment, j.ID)
+	}
+	add(p.Environment, 0)
+	switch rv.Action {
+	case pipeline.ReviewRequested:
+		rv.Actor = p.Requestor.GetLogin()
+		rv.At = rv.Since
+	default:
+		rv.Actor = firstNonEmpty(p.Approver.GetLogin(), p.Sender.GetLogin())
+		if p.WorkflowRun != nil {
+			rv.At = p.WorkflowRun.GetUpdatedAt().Time
+		}
+		for _, j := range p.JobRuns {
+			if t := parseTime(j.UpdatedAt); t.After(rv.At) {
+				rv.At = t
+			}
+		}
+	}
+	return rv
+}
+
+// protectionRulePayload is the `deployment_protection_rule` event; go-github
+// v62's type lacks sha and ref.
+type protectionRulePayload struct {
+	Action       string               `json:"action"`
+	Environment  string               `json:"environment"`
+	Event        string               `json:"event"`
+	SHA          string               `json:"sha"`
+	Ref          string               `json:"ref"`
+	CallbackURL  string               `json:"deployment_callback_url"`
+	Deployment   *github.Deployment   `json:"deployment"`
+	Repository   *github.Repository   `json:"repository"`
+	Installation *github.Installation `json:"installation"`
+}
+
+func (p *protectionRulePayload) request(deliveryID string) (pipeline.ProtectionRuleRequest, error) {
+	repo, err := repoOf(p.Repository, p.Installation)
+	if err != nil {
+		return pipeline.ProtectionRuleRequest{}, err
+	}
+	req := pipeline.ProtectionRuleRequest{
+		Repo: repo, DeliveryID: deliveryID, Environment: p.Environment, SHA: p.SHA, Ref: p.Ref, Event: p.Event,
+		// Only the run ID is taken from the callback URL: the answer goes
+		// to the configured API, never to a URL from the payload.
+		RunID: pipeline.RunIDFromURL(p.CallbackURL),
+	}
+	if p.Deployment != nil {
+		req.DeploymentID = p.Deployment.GetID()
+		if req.SHA == "" {
+			req.SHA = p.Deployment.GetSHA()
+		}
+	}
+	if p.Action != "requested" {
+		return req, &pipeline.Ignored{Reason: "deployment_protection_rule " + p.Action}
+	}
+	return req, nil
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}

@@ -1,0 +1,322 @@
+package githubapp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// RequestObserver is told about every HTTP call made to GitHub.
+type RequestObserver interface {
+	// GitHubRequest counts one call; code is the HTTP status, or "error"
+	// when no response arrived.
+	GitHubRequest(method, code string)
+	// GitHubRateLimit records the rate-limit headers of a response.
+	GitHubRateLimit(resource string, remaining, limit int)
+}
+
+// RateLimitedError is returned when GitHub's rate limit asks lastmile to wait
+// longer than the transport is willing to block a caller. The caller should
+// try again after Until.
+type RateLimitedError struct {
+	Until     time.Time
+	Secondary bool // a secondary (abuse) limit rather than the hourly quota
+	Status    int
+}
+
+func (e *RateLimitedError) Error() string {
+	kind := "primary"
+	if e.Secondary {
+		kind = "secondary"
+	}
+	return fmt.Sprintf("GitHub %s rate limit (HTTP %d): retry after %s", kind, e.Status, e.Until.UTC().Format(time.RFC3339))
+}
+
+// Transport is the one http.RoundTripper under every GitHub call. It
+//   - retries network errors and 5xx answers with exponential backoff and
+//     jitter, for requests that are safe to send twice;
+//   - honours rate limits: on 403/429 with Retry-After it waits that long, on
+//     x-ratelimit-remaining: 0 until x-ratelimit-reset, otherwise (a secondary
+//     limit without a hint) a minute, as GitHub's documentation asks; and once
+//     it knows the hourly quota is spent it does not call GitHub until reset;
+//   - reports every call to the observer.
+//
+// A wait longer than MaxWait is not slept: the call fails with
+// *RateLimitedError and the caller (the worker) schedules the retry.
+type Transport struct {
+	Base       http.RoundTripper
+	Observer   RequestObserver
+	MaxRetries int           // further attempts after the first; default 4
+	MaxWait    time.Duration // longest wait slept inside a call; default 30s
+	BaseDelay  time.Duration // first backoff; default 500ms
+
+	// Sleep waits for d or until ctx ends; tests replace it to record waits.
+	Sleep func(ctx context.Context, d time.Duration) error
+	Now   func() time.Time
+
+	mu      sync.Mutex
+	blocked map[string]time.Time // rate-limit resource → reset time, while remaining is 0
+}
+
+// retrySafeKey marks a request context whose request may be sent twice.
+type retrySafeKey struct{}
+
+// WithRetrySafe marks the requests made with ctx as safe to repeat after an
+// ambiguous failure (5xx, network error), although their method is not
+// idempotent.
+func WithRetrySafe(ctx context.Context) context.Context {
+	return context.WithValue(ctx, retrySafeKey{}, true)
+}
+
+func (t *Transport) maxRetries() int {
+	if t.MaxRetries > 0 {
+		return t.MaxRetries
+	}
+	return 4
+}
+
+func (t *Transport) maxWait() time.Duration {
+	if t.MaxWait > 0 {
+		return t.MaxWait
+	}
+	return 30 * time.Second
+}
+
+func (t *Transport) now() time.Time {
+	if t.Now != nil {
+		return t.Now()
+	}
+	return time.Now()
+}
+
+func (t *Transport) sleep(ctx context.Context, d time.Duration) error {
+	if t.Sleep != nil {
+		return t.Sleep(ctx, d)
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (t *Transport) base() http.RoundTripper {
+	if t.Base != nil {
+		return t.Base
+	}
+	return http.DefaultTransport
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if err := t.waitForQuota(ctx, req); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	body, err := snapshotBody(req)
+	if err != nil {
+		return nil, err
+	}
+	repeatable := retrySafe(req)
+	for attempt := 0; ; attempt++ {
+		try := req
+		if body != nil {
+			try = req.Clone(ctx)
+			try.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		resp, err := t.base().RoundTrip(try)
+		code := "error"
+		if err == nil {
+			code = strconv.Itoa(resp.StatusCode)
+			t.recordRateLimit(resp)
+		}
+		if t.Observer != nil {
+			t.Observer.GitHubRequest(req.Method, code)
+		}
+		last := attempt >= t.maxRetries()
+
+		if err == nil {
+			if wait, secondary, limited := rateLimitWait(resp, t.now()); limited {
+				if wait > t.maxWait() || last {
+					drain(resp)
+					return nil, &RateLimitedError{Until: t.now().Add(wait), Secondary: secondary, Status: resp.StatusCode}
+				}
+				drain(resp)
+				if err := t.sleep(ctx, wait); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if resp.StatusCode < 500 || !repeatable || last {
+				return resp, nil
+			}
+			drain(resp)
+		} else if !repeatable || last || ctx.Err() != nil {
+			return nil, err
+		}
+		if err := t.sleep(ctx, t.backoff(attempt)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// backoff is the wait before attempt+1: exponential with full jitter, capped.
+func (t *Transport) backoff(attempt int) time.Duration {
+	base := t.BaseDelay
+	if base <= 0 {
+		base = 500 * time.Millisecond
+	}
+	d := base << min(attempt, 6)
+	return d/2 + rand.N(d/2+1)
+}
+
+// waitForQuota holds a request while the hourly quota is known to be spent.
+func (t *Transport) waitForQuota(ctx context.Context, req *http.Request) error {
+	t.mu.Lock()
+	until, ok := t.blocked[rateResource(req)]
+	t.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	wait := until.Sub(t.now())
+	if wait <= 0 {
+		return nil
+	}
+	if wait > t.maxWait() {
+		return &RateLimitedError{Until: until, Status: http.StatusForbidden}
+	}
+	return t.sleep(ctx, wait)
+}
+
+func (t *Transport) recordRateLimit(resp *http.Response) {
+	h := resp.Header
+	remaining, err1 := strconv.Atoi(h.Get("X-RateLimit-Remaining"))
+	limit, err2 := strconv.Atoi(h.Get("X-RateLimit-Limit"))
+	if err1 != nil || err2 != nil {
+		return
+	}
+	resource := h.Get("X-RateLimit-Resource")
+	if resource == "" {
+		resource = "core"
+	}
+	if t.Observer != nil {
+		t.Observer.GitHubRateLimit(resource, remaining, limit)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if remaining > 0 {
+		delete(t.blocked, resource)
+		return
+	}
+	if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
+		if t.blocked == nil {
+			t.blocked = map[string]time.Time{}
+		}
+		t.blocked[resource] = time.Unix(reset, 0)
+	}
+}
+
+// rateResource guesses the rate-limit bucket a request draws from. lastmile
+// only uses the REST "core" bucket.
+func rateResource(*http.Request) string { return "core" }
+
+// rateLimitWait reports whether resp is a rate-limit refusal and how long
+// GitHub asks to wait, following GitHub's documented order: Retry-After;
+// else, with x-ratelimit-remaining 0, until x-ratelimit-reset; else (a
+// secondary limit without a hint) at least one minute.
+func rateLimitWait(resp *http.Response, now time.Time) (wait time.Duration, secondary, limited bool) {
+	if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusTooManyRequests {
+		return 0, false, false
+	}
+	h := resp.Header
+	if s := h.Get("Retry-After"); s != "" {
+		if secs, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && secs >= 0 {
+			return time.Duration(secs) * time.Second, true, true
+		}
+		if at, err := http.ParseTime(s); err == nil {
+			return max(at.Sub(now), 0), true, true
+		}
+	}
+	if h.Get("X-RateLimit-Remaining") == "0" {
+		if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
+			// One extra second: reset is whole seconds and clocks differ.
+			return max(time.Unix(reset, 0).Sub(now), 0) + time.Second, false, true
+		}
+		return time.Minute, false, true
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || secondaryLimitBody(resp) {
+		return time.Minute, true, true
+	}
+	return 0, false, false
+}
+
+// secondaryLimitBody peeks at a 403 body for GitHub's secondary-limit
+// message, leaving the body readable for the caller.
+func secondaryLimitBody(resp *http.Response) bool {
+	if resp.Body == nil {
+		return false
+	}
+	peek, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	rest := resp.Body
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(peek), rest), rest}
+	if err != nil {
+		return false
+	}
+	s := strings.ToLower(string(peek))
+	return strings.Contains(s, "secondary rate limit") || strings.Contains(s, "abuse")
+}
+
+func snapshotBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	defer req.Body.Close()
+	b, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	return b, nil
+}
+
+func retrySafe(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	if v, _ := req.Context().Value(retrySafeKey{}).(bool); v {
+		return true
+	}
+	// A new installation token is harmless to ask for twice.
+	return req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/access_tokens")
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+}
+
+// IsRateLimited reports whether err is a rate-limit refusal, and until when.
+func IsRateLimited(err error) (time.Time, bool) {
+	var rl *RateLimitedError
+	if errors.As(err, &rl) {
+		return rl.Until, true
+	}
+	return time.Time{}, false
+}

@@ -1,0 +1,226 @@
+// Package githubapp is everything in lastmile that speaks GitHub: the webhook
+// intake, the translation of payloads into pipeline events, the REST clients
+// (App and installations) with their retrying, rate-limit-aware transport,
+// the redelivery of missed deliveries, and the GitHub simulator (subpackage
+// simulator) that tests and the demo run against.
+package githubapp
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// MaxPayloadBytes is GitHub's own cap on webhook payloads (25 MB): GitHub
+// does not deliver larger events, so a larger body is not from GitHub.
+const MaxPayloadBytes = 25 << 20
+
+// Outcomes of a delivery, the outcome label of lastmile_webhook_deliveries_total.
+const (
+	OutcomeAccepted     = "accepted"     // stored for the worker
+	OutcomeDuplicate    = "duplicate"    // a redelivery of a stored delivery
+	OutcomeIgnored      = "ignored"      // an event lastmile does not handle
+	OutcomePing         = "ping"         // GitHub's hello
+	OutcomeUnauthorized = "unauthorized" // missing or wrong signature
+	OutcomeTooLarge     = "too_large"    // body over MaxPayloadBytes
+	OutcomeMalformed    = "malformed"    // missing headers or a body that is not JSON
+	OutcomeUnavailable  = "unavailable"  // the inbox could not commit it
+)
+
+// Inbox stores deliveries durably.
+type Inbox interface {
+	// Accept commits d and returns once it is durable; duplicate reports a
+	// delivery ID already stored, which is not stored again. eventLabel and
+	// outcome are the labels it is counted under.
+	Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outcome string) (duplicate bool, err error)
+}
+
+// RejectionCounter counts deliveries refused before anything was stored.
+type RejectionCounter interface {
+	WebhookRejected(event, outcome string)
+}
+
+// Webhook is the POST /webhook handler: it verifies GitHub's signature over
+// the raw body and commits the delivery to the inbox before answering 2xx.
+// The work a delivery causes happens later, in the worker.
+type Webhook struct {
+	secret  []byte
+	inbox   Inbox
+	handles func(event string) bool
+	counter RejectionCounter
+	notify  func()
+	log     *slog.Logger
+}
+
+// NewWebhook returns the intake handler. handles reports the events lastmile
+// acts on (others are recorded as ignored); notify, if not nil, is called
+// after a delivery was stored for the worker.
+func NewWebhook(secret string, inbox Inbox, handles func(event string) bool, counter RejectionCounter, notify func(), log *slog.Logger) *Webhook {
+	if notify == nil {
+		notify = func() {}
+	}
+	return &Webhook{secret: []byte(secret), inbox: inbox, handles: handles, counter: counter, notify: notify, log: log}
+}
+
+// webhookError is a refusal: an HTTP status, the outcome counted, and the
+// message the sender sees.
+type webhookError struct {
+	status  int
+	outcome string
+	msg     string
+}
+
+func (e *webhookError) Error() string { return e.msg }
+
+func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	event := r.Header.Get("X-GitHub-Event")
+	d, outcome, err := h.receive(w, r)
+	if err != nil {
+		var we *webhookError
+		if !errors.As(err, &we) {
+			we = &webhookError{status: http.StatusServiceUnavailable, outcome: OutcomeUnavailable, msg: "the delivery could not be stored; GitHub may redeliver it"}
+			h.log.Error("webhook: store delivery", "delivery", r.Header.Get("X-GitHub-Delivery"), "event", KnownEvent(event), "error", err)
+		} else {
+			h.log.Warn("webhook: delivery refused", "delivery", r.Header.Get("X-GitHub-Delivery"), "event", KnownEvent(event),
+				"status", we.status, "reason", we.msg, "remote", r.RemoteAddr)
+		}
+		h.counter.WebhookRejected(KnownEvent(event), we.outcome)
+		writeJSON(w, we.status, map[string]string{"message": we.msg})
+		return
+	}
+	h.log.Info("webhook: delivery received", "delivery", d.ID, "event", d.Event, "action", d.Action,
+		"installation", d.InstallationID, "repo", d.Repository, "outcome", outcome)
+	switch outcome {
+	case OutcomeAccepted:
+		h.notify()
+		writeJSON(w, http.StatusAccepted, map[string]string{"message": "queued"})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"message": outcome})
+	}
+}
+
+// receive checks the request and stores it; it returns the stored delivery
+// and its outcome, or a *webhookError saying why it was refused.
+func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Delivery, string, error) {
+	if r.ContentLength > MaxPayloadBytes {
+		return nil, "", &webhookError{http.StatusRequestEntityTooLarge, OutcomeTooLarge, "payload larger than 25 MB"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxPayloadBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, "", &webhookError{http.StatusRequestEntityTooLarge, OutcomeTooLarge, "payload larger than 25 MB"}
+		}
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "could not read the body"}
+	}
+	if err := VerifySignature(h.secret, r.Header.Get("X-Hub-Signature-256"), body); err != nil {
+		return nil, "", &webhookError{http.StatusUnauthorized, OutcomeUnauthorized, err.Error()}
+	}
+	d := &pipeline.Delivery{ID: r.Header.Get("X-GitHub-Delivery"), Event: r.Header.Get("X-GitHub-Event")}
+	if d.ID == "" || len(d.ID) > 100 || !printable(d.ID) {
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "missing or invalid X-GitHub-Delivery header"}
+	}
+	if d.Event == "" || len(d.Event) > 100 || !printable(d.Event) {
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "missing or invalid X-GitHub-Event header"}
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "form-encoded payloads are not accepted: set the webhook content type to application/json"}
+	}
+	var head struct {
+		Action       string `json:"action"`
+		Installation *struct {
+			ID int64 `json:"id"`
+		} `json:"installation"`
+		Repository *struct {
+			ID       int64  `json:"id"`
+			FullName string `json:"full_name"`
+		} `json:"repository"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object: " + err.Error()}
+	}
+	d.Action = head.Action
+	if head.Installation != nil {
+		d.InstallationID = head.Installation.ID
+	}
+	if head.Repository != nil {
+		d.RepositoryID, d.Repository = head.Repository.ID, head.Repository.FullName
+	}
+	outcome := OutcomeAccepted
+	switch {
+	case d.Event == "ping":
+		outcome, d.State = OutcomePing, pipeline.DeliveryIgnored
+	case !h.handles(d.Event):
+		outcome, d.State = OutcomeIgnored, pipeline.DeliveryIgnored
+	default:
+		d.State, d.Body = pipeline.DeliveryPending, body
+	}
+	duplicate, err := h.inbox.Accept(r.Context(), d, KnownEvent(d.Event), outcome)
+	if err != nil {
+		return nil, "", err
+	}
+	if duplicate {
+		outcome = OutcomeDuplicate
+	}
+	return d, outcome, nil
+}
+
+// VerifySignature checks an X-Hub-Signature-256 value against the raw body,
+// in constant time. The legacy SHA-1 signature is not accepted.
+func VerifySignature(secret []byte, header string, body []byte) error {
+	if len(secret) == 0 {
+		return errors.New("no webhook secret is configured")
+	}
+	if header == "" {
+		return errors.New("missing X-Hub-Signature-256 header")
+	}
+	hexSig, ok := strings.CutPrefix(header, "sha256=")
+	if !ok {
+		return errors.New("X-Hub-Signature-256 must start with sha256=")
+	}
+	got, err := hex.DecodeString(hexSig)
+	if err != nil || len(got) != sha256.Size {
+		return errors.New("X-Hub-Signature-256 is not a hex SHA-256 digest")
+	}
+	if !hmac.Equal(got, Sign(secret, body)) {
+		return errors.New("signature does not match the body")
+	}
+	return nil
+}
+
+// Sign returns the HMAC-SHA256 of body with secret.
+func Sign(secret, body []byte) []byte {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write(body)
+	return mac.Sum(nil)
+}
+
+// SignatureHeader is the X-Hub-Signature-256 value GitHub sends for body.
+func SignatureHeader(secret, body []byte) string {
+	return "sha256=" + hex.EncodeToString(Sign(secret, body))
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x21 || r > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

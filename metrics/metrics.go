@@ -1,0 +1,403 @@
+// Package metrics exposes lastmile on /metrics. The delivery metrics
+// (deployments, lead time, durations, approval wait, time to restore) and the
+// webhook and GitHub request counters come from rollups kept in the database
+// as events happen, so a scrape reads a few small tables however long the
+// history is, the values survive restarts, and two processes reading one
+// database report the same numbers. Process-local operational metrics (rate
+// limit remaining, worker timings, build info) sit beside them.
+//
+// The package also holds the Grafana dashboards and Prometheus rules
+// (dashboards/, rules/). It never touches the global Prometheus registry.
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Names of the delivery metrics. They are a contract: dashboards and alerts
+// depend on them.
+const (
+	DeploymentsTotal      = "lastmile_deployments_total"
+	LeadTime              = "lastmile_deployment_lead_time_seconds"
+	DeploymentDuration    = "lastmile_deployment_duration_seconds"
+	ApprovalWait          = "lastmile_approval_wait_seconds"
+	TimeToRestore         = "lastmile_time_to_restore_seconds"
+	LastSuccess           = "lastmile_last_success_timestamp_seconds"
+	WebhookDeliveries     = "lastmile_webhook_deliveries_total"
+	GitHubRequests        = "lastmile_github_requests_total"
+	InboxPending          = "lastmile_inbox_pending"
+	InboxDead             = "lastmile_inbox_dead"
+	InboxOldestPendingAge = "lastmile_inbox_oldest_pending_age_seconds"
+)
+
+// Bucket sets. Lead time and time to restore span minutes to weeks;
+// durations and approval waits seconds to hours (with a tail to a week, as a
+// review may wait over a weekend).
+var (
+	LongBuckets = []float64{60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600, 604800, 1209600, 2592000}
+	// ShortBuckets are for deployment durations and approval waits.
+	ShortBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800}
+)
+
+// Buckets returns the bucket upper bounds of a histogram metric.
+func Buckets(name string) []float64 {
+	switch name {
+	case LeadTime, TimeToRestore:
+		return LongBuckets
+	default:
+		return ShortBuckets
+	}
+}
+
+// Series is one labelled value of a counter or gauge.
+type Series struct {
+	Labels []string
+	Value  float64
+}
+
+// HistogramSeries is one labelled histogram: non-cumulative counts per
+// bucket upper bound (math.Inf(1) for the overflow), with count and sum.
+type HistogramSeries struct {
+	Labels  []string
+	Buckets map[float64]uint64
+	Count   uint64
+	Sum     float64
+}
+
+// Snapshot is what the database holds for a scrape, read in one transaction.
+type Snapshot struct {
+	Counters   map[string][]Series // by metric name
+	Gauges     map[string][]Series
+	Histograms map[string][]HistogramSeries
+
+	InboxPending       int64
+	InboxDead          int64
+	OldestPendingSince time.Time // zero when nothing is pending
+}
+
+// Source reads the database's side of the metrics.
+type Source interface {
+	MetricsSnapshot(ctx context.Context) (*Snapshot, error)
+}
+
+// CounterSink persists counter increments.
+type CounterSink interface {
+	AddCounters(ctx context.Context, name string, deltas []Series) error
+}
+
+// Metrics is lastmile's metrics registry.
+type Metrics struct {
+	reg    *prometheus.Registry
+	source Source
+	sink   CounterSink
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]map[string]*Series // unflushed counter increments: metric → label key → delta
+
+	rateLimitRemaining *prometheus.GaugeVec
+	rateLimitLimit     *prometheus.GaugeVec
+	handled            *prometheus.CounterVec
+	handling           *prometheus.HistogramVec
+	scrapeErrors       prometheus.Counter
+}
+
+// Labels of the metrics this package emits from the database.
+var labelNames = map[string][]string{
+	DeploymentsTotal:   {"repository", "environment", "state"},
+	LeadTime:           {"repository", "environment"},
+	DeploymentDuration: {"repository", "environment"},
+	ApprovalWait:       {"repository", "environment"},
+	TimeToRestore:      {"repository", "environment"},
+	LastSuccess:        {"repository", "environment"},
+	WebhookDeliveries:  {"event", "outcome"},
+	GitHubRequests:     {"method", "code"},
+}
+
+var help = map[string]string{
+	DeploymentsTotal:      "Deployments created by lastmile that reached a terminal state (success, failure, error), each counted once.",
+	LeadTime:              "Per commit: time of the first successful deployment containing it in the environment minus the commit's timestamp.",
+	DeploymentDuration:    "Deployment created to terminal state.",
+	ApprovalWait:          "Environment review requested to approved or rejected.",
+	TimeToRestore:         "First failed deployment to the next successful one in the environment.",
+	LastSuccess:           "Unix time of the latest successful deployment.",
+	WebhookDeliveries:     "Webhook deliveries received, by event and outcome.",
+	GitHubRequests:        "HTTP calls made to the GitHub API, by method and status code (\"error\" when no response arrived).",
+	InboxPending:          "Webhook deliveries waiting in the inbox to be handled.",
+	InboxDead:             "Webhook deliveries parked as dead after too many failed attempts.",
+	InboxOldestPendingAge: "Age of the oldest delivery waiting in the inbox (0 when empty).",
+}
+
+// New builds the registry. source provides the database's metrics; sink,
+// which may be the same database, persists the counters this process adds.
+func New(source Source, sink CounterSink, version string, log *slog.Logger) *Metrics {
+	m := &Metrics{
+		reg:     prometheus.NewRegistry(),
+		source:  source,
+		sink:    sink,
+		log:     log,
+		pending: map[string]map[string]*Series{},
+		rateLimitRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lastmile_github_rate_limit_remaining",
+			Help: "Requests left in the current GitHub rate-limit window, as last reported by GitHub.",
+		}, []string{"resource"}),
+		rateLimitLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lastmile_github_rate_limit_limit",
+			Help: "Size of the GitHub rate-limit window, as last reported by GitHub.",
+		}, []string{"resource"}),
+		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lastmile_deliveries_handled_total",
+			Help: "Delivery handling attempts by the worker in this process, by event and result (done, retry, dead).",
+		}, []string{"event", "result"}),
+		handling: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lastmile_delivery_handling_seconds",
+			Help:    "Time the worker spent handling one delivery, in this process.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"event"}),
+		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lastmile_metrics_source_errors_total",
+			Help: "Scrapes for which the database could not be read.",
+		}),
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lastmile_build_info",
+		Help: "Build information; the value is always 1.",
+	}, []string{"version", "goversion", "revision"})
+	buildInfo.WithLabelValues(version, runtime.Version(), revision()).Set(1)
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo, m.rateLimitRemaining, m.rateLimitLimit, m.handled, m.handling, m.scrapeErrors,
+		&dbCollector{m: m},
+	)
+	return m
+}
+
+func revision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+// Registry is the registry to serve.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// GitHubRequest counts one GitHub API call (githubapp.RequestObserver).
+func (m *Metrics) GitHubRequest(method, code string) { m.add(GitHubRequests, []string{method, code}) }
+
+// GitHubRateLimit records the rate-limit headers of a GitHub answer.
+func (m *Metrics) GitHubRateLimit(resource string, remaining, limit int) {
+	m.rateLimitRemaining.WithLabelValues(resource).Set(float64(remaining))
+	m.rateLimitLimit.WithLabelValues(resource).Set(float64(limit))
+}
+
+// WebhookRejected counts a delivery refused before it was stored.
+func (m *Metrics) WebhookRejected(event, outcome string) {
+	m.add(WebhookDeliveries, []string{event, outcome})
+}
+
+// DeliveryHandled records one handling attempt by the worker.
+func (m *Metrics) DeliveryHandled(event, result string, took time.Duration) {
+	m.handled.WithLabelValues(event, result).Inc()
+	m.handling.WithLabelValues(event).Observe(took.Seconds())
+}
+
+func (m *Metrics) add(name string, labels []string) {
+	key := labelKey(labels)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	byKey := m.pending[name]
+	if byKey == nil {
+		byKey = map[string]*Series{}
+		m.pending[name] = byKey
+	}
+	s := byKey[key]
+	if s == nil {
+		s = &Series{Labels: labels}
+		byKey[key] = s
+	}
+	s.Value++
+}
+
+// Flush writes the counter increments of this process to the database.
+func (m *Metrics) Flush(ctx context.Context) error {
+	m.mu.Lock()
+	pending := m.pending
+	m.pending = map[string]map[string]*Series{}
+	m.mu.Unlock()
+	var failed error
+	for name, byKey := range pending {
+		deltas := make([]Series, 0, len(byKey))
+		for _, s := range byKey {
+			deltas = append(deltas, *s)
+		}
+		if err := m.sink.AddCounters(ctx, name, deltas); err != nil {
+			failed = err
+			m.mu.Lock() // put them back for the next flush
+			for _, s := range deltas {
+				m.addLocked(name, s)
+			}
+			m.mu.Unlock()
+		}
+	}
+	return failed
+}
+
+func (m *Metrics) addLocked(name string, s Series) {
+	byKey := m.pending[name]
+	if byKey == nil {
+		byKey = map[string]*Series{}
+		m.pending[name] = byKey
+	}
+	key := labelKey(s.Labels)
+	if cur := byKey[key]; cur != nil {
+		cur.Value += s.Value
+	} else {
+		byKey[key] = &Series{Labels: s.Labels, Value: s.Value}
+	}
+}
+
+// RunFlusher flushes every interval until ctx ends, then once more.
+func (m *Metrics) RunFlusher(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := m.Flush(context.WithoutCancel(ctx)); err != nil {
+				m.log.Warn("metrics: final flush failed", "error", err)
+			}
+			return
+		case <-t.C:
+			if err := m.Flush(ctx); err != nil {
+				m.log.Warn("metrics: flush failed", "error", err)
+			}
+		}
+	}
+}
+
+func labelKey(labels []string) string {
+	n := 0
+	for _, l := range labels {
+		n += len(l) + 1
+	}
+	b := make([]byte, 0, n)
+	for _, l := range labels {
+		b = append(b, l...)
+		b = append(b, 0)
+	}
+	return string(b)
+}
+
+// dbCollector emits the database's metrics, merged with this process's
+// unflushed counter increments.
+type dbCollector struct{ m *Metrics }
+
+func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, name := range []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, WebhookDeliveries, GitHubRequests} {
+		ch <- prometheus.NewDesc(name, help[name], labelNames[name], nil)
+	}
+	for _, name := range []string{InboxPending, InboxDead, InboxOldestPendingAge} {
+		ch <- prometheus.NewDesc(name, help[name], nil, nil)
+	}
+}
+
+func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	snap, err := c.m.source.MetricsSnapshot(ctx)
+	if err != nil {
+		c.m.scrapeErrors.Inc()
+		c.m.log.Warn("metrics: read database", "error", err)
+		return
+	}
+	// Counters: database values plus what this process has not flushed yet.
+	c.m.mu.Lock()
+	for _, name := range []string{DeploymentsTotal, WebhookDeliveries, GitHubRequests} {
+		merged := map[string]*Series{}
+		for _, s := range snap.Counters[name] {
+			merged[labelKey(s.Labels)] = &Series{Labels: s.Labels, Value: s.Value}
+		}
+		for k, s := range c.m.pending[name] {
+			if cur := merged[k]; cur != nil {
+				cur.Value += s.Value
+			} else {
+				merged[k] = &Series{Labels: s.Labels, Value: s.Value}
+			}
+		}
+		desc := prometheus.NewDesc(name, help[name], labelNames[name], nil)
+		for _, s := range merged {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, s.Value, s.Labels...)
+		}
+	}
+	c.m.mu.Unlock()
+
+	desc := prometheus.NewDesc(LastSuccess, help[LastSuccess], labelNames[LastSuccess], nil)
+	for _, s := range snap.Gauges[LastSuccess] {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, s.Value, s.Labels...)
+	}
+	for _, name := range []string{LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore} {
+		desc := prometheus.NewDesc(name, help[name], labelNames[name], nil)
+		bounds := Buckets(name)
+		for _, h := range snap.Histograms[name] {
+			ch <- prometheus.MustNewConstHistogram(desc, h.Count, h.Sum, cumulative(bounds, h.Buckets), h.Labels...)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxPending, help[InboxPending], nil, nil), prometheus.GaugeValue, float64(snap.InboxPending))
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxDead, help[InboxDead], nil, nil), prometheus.GaugeValue, float64(snap.InboxDead))
+	age := 0.0
+	if !snap.OldestPendingSince.IsZero() {
+		age = max(time.Since(snap.OldestPendingSince).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxOldestPendingAge, help[InboxOldestPendingAge], nil, nil), prometheus.GaugeValue, age)
+}
+
+// cumulative turns stored per-bound counts into Prometheus's cumulative
+// buckets for bounds. A stored bound that is not in bounds (the buckets
+// changed between versions) is counted in the next larger bound.
+func cumulative(bounds []float64, counts map[float64]uint64) map[float64]uint64 {
+	stored := make([]float64, 0, len(counts))
+	for le := range counts {
+		stored = append(stored, le)
+	}
+	sort.Float64s(stored)
+	out := make(map[float64]uint64, len(bounds))
+	var acc uint64
+	i := 0
+	for _, b := range bounds {
+		for i < len(stored) && stored[i] <= b {
+			acc += counts[stored[i]]
+			i++
+		}
+		out[b] = acc
+	}
+	return out
+}
+
+// BucketFor returns the upper bound of the bucket an observation falls in
+// (math.Inf(1) above the last bound), as stored in the database.
+func BucketFor(name string, v float64) float64 {
+	for _, b := range Buckets(name) {
+		if v <= b {
+			return b
+		}
+	}
+	return inf
+}
+
+var inf = func() float64 { f, _ := strconv.ParseFloat("+Inf", 64); return f }()

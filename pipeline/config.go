@@ -1,0 +1,253 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ConfigPath is where a repository declares its pipeline.
+const ConfigPath = ".github/lastmile.yml"
+
+// Config is a repository's .github/lastmile.yml.
+type Config struct {
+	// Branch whose pushes become releases; "" means the repository's
+	// default branch.
+	Branch string `json:"branch,omitempty"`
+	// RequiredContexts must be green on a commit before its first
+	// deployment is created (GitHub checks them; see CreateDeployment).
+	RequiredContexts []string `json:"required_contexts"`
+	// Environments in promotion order.
+	Environments []Environment `json:"environments"`
+}
+
+// Environment is one stage of the pipeline.
+type Environment struct {
+	Name       string `json:"name"`
+	Production bool   `json:"production"`
+}
+
+// Index returns the position of the named environment, or -1.
+func (c *Config) Index(name string) int {
+	for i, e := range c.Environments {
+		if e.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// ConfigError is a problem in .github/lastmile.yml, with its line.
+type ConfigError struct {
+	Line int
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s line %d: %s", ConfigPath, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", ConfigPath, e.Msg)
+}
+
+func configErr(n *yaml.Node, format string, args ...any) error {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return &ConfigError{Line: line, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ParseConfig parses .github/lastmile.yml strictly: unknown keys, duplicate
+// keys or environment names, an empty environment list and values of the
+// wrong type are errors that name their line.
+func ParseConfig(data []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, yamlSyntaxError(err)
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil, &ConfigError{Msg: "the file is empty: it must list environments"}
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, configErr(root, "the file must be a mapping with an environments key")
+	}
+	c := &Config{RequiredContexts: []string{}}
+	var envs *yaml.Node
+	err := eachKey(root, []string{"branch", "required_contexts", "environments"}, func(key string, k, v *yaml.Node) error {
+		switch key {
+		case "branch":
+			s, err := str(v, "branch")
+			if err != nil {
+				return err
+			}
+			if err := validRefName(s); err != nil {
+				return configErr(v, "branch %q: %v", s, err)
+			}
+			c.Branch = s
+		case "required_contexts":
+			list, err := strList(v, "required_contexts")
+			if err != nil {
+				return err
+			}
+			c.RequiredContexts = list
+		case "environments":
+			envs = v
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if envs == nil {
+		return nil, configErr(root, "environments is required: list the environments in promotion order")
+	}
+	if envs.Kind != yaml.SequenceNode {
+		return nil, configErr(envs, "environments must be a list")
+	}
+	if len(envs.Content) == 0 {
+		return nil, configErr(envs, "environments must list at least one environment")
+	}
+	seen := map[string]int{}
+	explicitProd := make([]*bool, len(envs.Content))
+	for i, item := range envs.Content {
+		if item.Kind != yaml.MappingNode {
+			return nil, configErr(item, "each environment must be a mapping with a name, e.g. - name: staging")
+		}
+		var env Environment
+		err := eachKey(item, []string{"name", "production"}, func(key string, k, v *yaml.Node) error {
+			switch key {
+			case "name":
+				s, err := str(v, "name")
+				if err != nil {
+					return err
+				}
+				if err := validEnvironmentName(s); err != nil {
+					return configErr(v, "environment name %q: %v", s, err)
+				}
+				env.Name = s
+			case "production":
+				var b bool
+				if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" || v.Decode(&b) != nil {
+					return configErr(v, "production must be true or false")
+				}
+				explicitProd[i] = &b
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if env.Name == "" {
+			return nil, configErr(item, "environment has no name")
+		}
+		if first, dup := seen[env.Name]; dup {
+			return nil, configErr(item, "environment %q is listed twice (first on line %d)", env.Name, first)
+		}
+		seen[env.Name] = item.Line
+		c.Environments = append(c.Environments, env)
+	}
+	for i := range c.Environments {
+		if explicitProd[i] != nil {
+			c.Environments[i].Production = *explicitProd[i]
+		} else {
+			c.Environments[i].Production = i == len(c.Environments)-1
+		}
+	}
+	return c, nil
+}
+
+// eachKey walks a mapping, rejecting unknown and repeated keys.
+func eachKey(m *yaml.Node, allowed []string, fn func(key string, k, v *yaml.Node) error) error {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			return configErr(k, "keys must be plain words")
+		}
+		known := false
+		for _, a := range allowed {
+			known = known || a == k.Value
+		}
+		if !known {
+			return configErr(k, "unknown key %q (allowed here: %s)", k.Value, strings.Join(allowed, ", "))
+		}
+		if first, dup := seen[k.Value]; dup {
+			return configErr(k, "key %q appears twice (first on line %d)", k.Value, first)
+		}
+		seen[k.Value] = k.Line
+		if err := fn(k.Value, k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func str(v *yaml.Node, what string) (string, error) {
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
+		return "", configErr(v, "%s must be a string", what)
+	}
+	if strings.TrimSpace(v.Value) == "" {
+		return "", configErr(v, "%s must not be empty", what)
+	}
+	return v.Value, nil
+}
+
+func strList(v *yaml.Node, what string) ([]string, error) {
+	if v.Kind != yaml.SequenceNode {
+		return nil, configErr(v, "%s must be a list of strings", what)
+	}
+	out := []string{}
+	seen := map[string]bool{}
+	for _, item := range v.Content {
+		s, err := str(item, what+" entries")
+		if err != nil {
+			return nil, err
+		}
+		if seen[s] {
+			return nil, configErr(item, "%s lists %q twice", what, s)
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// validEnvironmentName follows GitHub's limits on environment names.
+func validEnvironmentName(s string) error {
+	if len(s) > 255 {
+		return errors.New("longer than 255 characters")
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("contains a control character")
+		}
+	}
+	return nil
+}
+
+func validRefName(s string) error {
+	if strings.HasPrefix(s, "refs/") {
+		return errors.New("give the branch name without refs/heads/")
+	}
+	if strings.ContainsAny(s, " ~^:?*[\\") || strings.Contains(s, "..") {
+		return errors.New("not a valid branch name")
+	}
+	return nil
+}
+
+// yamlSyntaxError turns the YAML library's message ("yaml: line 3: ...")
+// into a ConfigError with the line.
+func yamlSyntaxError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		if i := strings.Index(msg, ":"); i >= 0 {
+			msg = strings.TrimSpace(msg[i+1:])
+		}
+	}
+	return &ConfigError{Line: line, Msg: "not valid YAML: " + msg}
+}

@@ -1,0 +1,36 @@
+package pipeline
+
+import "time"
+
+// DeliveryState is where a webhook delivery stands in lastmile's inbox.
+type DeliveryState string
+
+// The states of a delivery. A delivery enters the inbox as pending (or as
+// ignored, for events lastmile does not act on) and leaves it as done or dead.
+const (
+	DeliveryPending DeliveryState = "pending" // waiting for the worker, possibly after a failed attempt
+	DeliveryDone    DeliveryState = "done"    // handled; its effects are committed
+	DeliveryIgnored DeliveryState = "ignored" // an event lastmile does not handle, or a ping
+	DeliveryDead    DeliveryState = "dead"    // failed too often; waits for an operator
+)
+
+// Delivery is one GitHub webhook delivery as it was received: the audit
+// record of what GitHub told lastmile, and the unit of work of the worker.
+type Delivery struct {
+	Seq            int64  // arrival order, assigned by the inbox
+	ID             string // X-GitHub-Delivery; a redelivery keeps it
+	Event          string // X-GitHub-Event
+	Action         string // the payload's "action", if any
+	InstallationID int64
+	RepositoryID   int64
+	Repository     string // owner/name, or "" for events without a repository
+	ReceivedAt     time.Time
+	Body           []byte // the raw body, exactly as signed; nil once pruned
+
+	State         DeliveryState
+	Attempts      int
+	NextAttemptAt time.Time
+	LastError     string
+	FinishedAt    time.Time
+	Note          string // what handling concluded, e.g. why it was ignored
+}

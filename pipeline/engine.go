@@ -1,0 +1,578 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Engine carries releases through their environments. Its Handle methods
+// take one event each; the worker calls them one at a time per repository,
+// so a repository's events are judged in the order GitHub sent them.
+//
+// Every handler first records what happened, then calls advance, which
+// plans from the ledger (Plan) and sends GitHub what the plan needs. Because
+// advance works from the ledger rather than from the event, a handler
+// interrupted at any point (a killed process, a GitHub outage) is finished
+// by handling the same delivery again.
+type Engine struct {
+	Store  Store
+	GitHub GitHub
+	Log    *slog.Logger
+	Now    func() time.Time
+	// DeployLogMaxBytes bounds the deploy job log kept per job.
+	DeployLogMaxBytes int
+}
+
+// Ignored is returned by handlers for events that lastmile records but does
+// not act on; the delivery is done, with the reason as its note.
+type Ignored struct{ Reason string }
+
+func (e *Ignored) Error() string { return "ignored: " + e.Reason }
+
+// HandlePush turns a push to the pipeline branch into a release.
+func (e *Engine) HandlePush(ctx context.Context, p Push) error {
+	branch, isBranch := strings.CutPrefix(p.Ref, "refs/heads/")
+	if !isBranch {
+		return &Ignored{Reason: "push to " + p.Ref + " is not a branch"}
+	}
+	if p.Deleted {
+		return &Ignored{Reason: "branch " + branch + " was deleted"}
+	}
+	if err := e.Store.SaveRepo(ctx, p.Repo); err != nil {
+		return err
+	}
+	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
+	if err != nil {
+		return err
+	}
+	if branch != p.DefaultBranch && branch != known {
+		return &Ignored{Reason: "push to " + branch + ", not the pipeline branch"}
+	}
+	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.After)
+	if errors.Is(err, ErrNotFound) {
+		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After)}
+	}
+	if err != nil {
+		return fmt.Errorf("read %s at %s: %w", ConfigPath, short(p.After), err)
+	}
+	rel := &Release{Repo: p.Repo, SHA: p.After, Ref: p.Ref, Pusher: p.Pusher, PushedAt: p.PushedAt, DeliveryID: p.DeliveryID}
+	cfg, cfgErr := ParseConfig(data)
+	if cfgErr == nil {
+		rel.Config = cfg
+		target := cfg.Branch
+		if target == "" {
+			target = p.DefaultBranch
+		}
+		if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
+			return err
+		}
+		if branch != target {
+			return &Ignored{Reason: "push to " + branch + ", the pipeline branch is " + target}
+		}
+	}
+	commits, err := e.releaseCommits(ctx, p)
+	if err != nil {
+		return err
+	}
+	if cfgErr != nil {
+		rel.State, rel.StopKind, rel.StopReason = ReleaseStopped, StopConfigError, cfgErr.Error()
+		if _, err := e.Store.RecordRelease(ctx, rel, commits); err != nil {
+			return err
+		}
+		e.Log.Warn("invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
+		return e.GitHub.CreateCommitStatus(ctx, p.Repo, p.After, CommitStatus{
+			Context: "lastmile/config", State: "failure", Description: truncate(cfgErr.Error(), 140),
+		})
+	}
+	rel.State = ReleaseActive
+	created, err := e.Store.RecordRelease(ctx, rel, commits)
+	if err != nil {
+		return err
+	}
+	if created {
+		e.Log.Info("release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
+			"commits", len(commits), "environments", len(cfg.Environments))
+	}
+	return e.advance(ctx, p.Repo)
+}
+
+// releaseCommits lists the commits a push brings since the previous release:
+// from the payload when it is complete and follows the previous release,
+// otherwise from the compare API.
+func (e *Engine) releaseCommits(ctx context.Context, p Push) ([]Commit, error) {
+	prev, err := e.Store.LatestRelease(ctx, p.Repo.ID)
+	if errors.Is(err, ErrNotFound) {
+		prev = nil
+	} else if err != nil {
+		return nil, err
+	}
+	if prev != nil && prev.SHA == p.After {
+		return p.Commits, nil // the same commit again: the release exists
+	}
+	if !p.Truncated && !p.Forced && (prev == nil || prev.SHA == p.Before) {
+		return p.Commits, nil
+	}
+	base := p.Before
+	if prev != nil {
+		base = prev.SHA
+	}
+	if base == zeroSHA || base == "" {
+		return p.Commits, nil // a new branch: nothing to compare with
+	}
+	commits, err := e.GitHub.Compare(ctx, p.Repo, base, p.After)
+	if err != nil {
+		return nil, fmt.Errorf("compare %s...%s: %w", short(base), short(p.After), err)
+	}
+	return commits, nil
+}
+
+const zeroSHA = "0000000000000000000000000000000000000000"
+
+// HandleDeployment records a `deployment` event: lastmile's own deployment
+// (adopted if its creation answer was lost) or someone else's.
+func (e *Engine) HandleDeployment(ctx context.Context, ev NewDeployment) error {
+	if _, err := e.deployment(ctx, ev.Repo, ev.Deployment); err != nil {
+		return err
+	}
+	return e.advance(ctx, ev.Repo)
+}
+
+// deployment finds or records the deployment an event is about.
+func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo) (*Deployment, error) {
+	d, err := e.Store.Deployment(ctx, info.GitHubID)
+	if err == nil {
+		return d, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if m, ok := ParseMarker(info.Payload); ok {
+		instance, err := e.Store.Instance(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if m.Instance == instance {
+			// Ours, but the answer to its creation never reached the
+			// ledger: the intent is waiting to be recovered.
+			if err := e.adopt(ctx, repo, m, info); err != nil {
+				return nil, err
+			}
+			return e.Store.Deployment(ctx, info.GitHubID)
+		}
+	}
+	return e.Store.RecordExternal(ctx, repo, info)
+}
+
+func (e *Engine) adopt(ctx context.Context, repo Repo, m Marker, info DeploymentInfo) error {
+	work, err := e.Store.Work(ctx, repo.ID)
+	if err != nil {
+		return err
+	}
+	for _, d := range work {
+		if d.ReleaseID == m.Release && d.Stage == m.Index && d.GitHubID == 0 {
+			e.Log.Info("recovered deployment created before an interruption", "repo", repo.FullName(),
+				"release", d.ReleaseID, "environment", d.Environment, "deployment", info.GitHubID)
+			return e.Store.Created(ctx, d.ID, info.GitHubID, info.CreatedAt)
+		}
+	}
+	return fmt.Errorf("deployment %d carries lastmile's marker for release %d stage %d, which has no intent", info.GitHubID, m.Release, m.Index)
+}
+
+// runURL matches a workflow run URL (the Action's first log_url).
+var runURL = regexp.MustCompile(`/actions/runs/(\d+)(?:/|$)`)
+
+// RunIDFromURL extracts a run ID from a run or job URL.
+func RunIDFromURL(u string) int64 {
+	m := runURL.FindStringSubmatch(u)
+	if m == nil {
+		return 0
+	}
+	id, _ := strconv.ParseInt(m[1], 10, 64)
+	return id
+}
+
+// HandleDeploymentStatus records a status and promotes on success.
+func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentStatus) error {
+	d, err := e.deployment(ctx, ev.Repo, ev.Deployment)
+	if err != nil {
+		return err
+	}
+	if d.RunID == 0 {
+		if run := RunIDFromURL(ev.Status.LogURL); run != 0 {
+			if err := e.Store.LinkRun(ctx, d.ID, run); err != nil {
+				return err
+			}
+		}
+	}
+	isNew, err := e.Store.RecordStatus(ctx, d, ev.Status)
+	if err != nil {
+		return err
+	}
+	if isNew {
+		e.Log.Info("deployment status", "repo", ev.Repo.FullName(), "environment", d.Environment,
+			"deployment", d.GitHubID, "state", ev.Status.State, "origin", d.Origin)
+	}
+	return e.advance(ctx, ev.Repo)
+}
+
+// HandleReview records a deployment review.
+func (e *Engine) HandleReview(ctx context.Context, rv Review) error {
+	return e.Store.RecordReview(ctx, rv)
+}
+
+// HandleWorkflowJob records a job; when the job that deployed a lastmile
+// deployment completes, its log joins the audit record.
+func (e *Engine) HandleWorkflowJob(ctx context.Context, job WorkflowJob) error {
+	if job.Deployment != nil && job.Deployment.GitHubID != 0 {
+		if _, err := e.deployment(ctx, job.Repo, *job.Deployment); err != nil {
+			return err
+		}
+	}
+	if err := e.Store.RecordWorkflowJob(ctx, job); err != nil {
+		return err
+	}
+	if job.Action != "completed" {
+		return nil
+	}
+	d, err := e.Store.DeployJob(ctx, job)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log, truncated, err := e.GitHub.JobLog(ctx, job.Repo, job.JobID, e.DeployLogMaxBytes)
+	if errors.Is(err, ErrNotFound) {
+		log, truncated = []byte("(GitHub had no log for this job)\n"), false
+	} else if err != nil {
+		return fmt.Errorf("download log of job %d: %w", job.JobID, err)
+	}
+	return e.Store.SaveJobLog(ctx, d.ID, job, log, truncated)
+}
+
+// HandleWorkflowRun records a run; a run that ends while its deployment has
+// no terminal status gets one written by lastmile, with the reason.
+func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
+	if err := e.Store.RecordWorkflowRun(ctx, run); err != nil {
+		return err
+	}
+	if run.Action != "completed" {
+		return nil
+	}
+	deployments, err := e.Store.RunDeployments(ctx, run)
+	if err != nil {
+		return err
+	}
+	var orphaned []*Deployment
+	for _, d := range deployments {
+		if d.State.Terminal() || d.Notify != "" {
+			continue
+		}
+		state, reason := DeploymentError, "workflow run "+run.URL+" ended ("+run.Conclusion+") without reporting a result"
+		switch run.Conclusion {
+		case "failure", "startup_failure":
+			state = DeploymentFailure
+			if rv, err := e.Store.Rejection(ctx, d); err != nil {
+				return err
+			} else if rv != nil {
+				reason = "rejected by " + rv.Actor
+				if rv.Comment != "" {
+					reason += ": " + rv.Comment
+				}
+			}
+		case "cancelled":
+			reason = "workflow run cancelled before the deployment finished"
+		case "timed_out":
+			reason = "workflow run timed out before the deployment finished"
+		case "success":
+			reason = "workflow run succeeded but never reported the deployment's result"
+		}
+		d.Notify, d.NotifyReason = state, reason
+		orphaned = append(orphaned, d)
+	}
+	if len(orphaned) > 0 {
+		if err := e.Store.Apply(ctx, run.Repo, []Action{notifyAction{orphaned}}); err != nil {
+			return err
+		}
+	}
+	return e.advance(ctx, run.Repo)
+}
+
+// notifyAction asks the store to queue statuses lastmile must write.
+type notifyAction struct{ Deployments []*Deployment }
+
+func (notifyAction) isAction() {}
+
+// NotifyDeployments returns the deployments of a notify action, for stores.
+func NotifyDeployments(a Action) ([]*Deployment, bool) {
+	n, ok := a.(notifyAction)
+	return n.Deployments, ok
+}
+
+// HandleContexts retries releases waiting for a commit's required contexts.
+func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
+	n, err := e.Store.Resume(ctx, ev.Repo.ID, ev.SHA)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
+	}
+	return e.advance(ctx, ev.Repo)
+}
+
+// HandleProtectionRule answers GitHub's question, as a custom deployment
+// protection rule: may this run deploy sha to environment? Only if the
+// commit succeeded in the environment before it in the repository's
+// configuration.
+func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleRequest) error {
+	if req.RunID == 0 {
+		return &Ignored{Reason: "deployment_protection_rule without a workflow run"}
+	}
+	dec, err := e.Store.ProtectionDecision(ctx, req)
+	if errors.Is(err, ErrNotFound) {
+		dec, err = e.decide(ctx, req)
+		if err != nil {
+			return err
+		}
+		if err := e.Store.RecordProtectionDecision(ctx, dec); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	if dec.Posted {
+		return nil
+	}
+	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, dec.State, dec.Comment); err != nil {
+		var refused *RefusedError
+		if !errors.As(err, &refused) || refused.Status != 422 {
+			return fmt.Errorf("answer protection rule for run %d: %w", req.RunID, err)
+		}
+		// 422: the run no longer waits for this rule (answered already,
+		// cancelled). The decision stays recorded.
+		e.Log.Warn("protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID, "error", err)
+	}
+	e.Log.Info("protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
+		"environment", req.Environment, "sha", req.SHA, "state", dec.State, "comment", dec.Comment)
+	return e.Store.MarkProtectionPosted(ctx, dec.ID)
+}
+
+func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {
+	dec := &ProtectionDecision{Repo: req.Repo, DeliveryID: req.DeliveryID, RunID: req.RunID,
+		Environment: req.Environment, SHA: req.SHA, DecidedAt: e.Now()}
+	reject := func(format string, args ...any) (*ProtectionDecision, error) {
+		dec.State, dec.Comment = "rejected", fmt.Sprintf(format, args...)
+		return dec, nil
+	}
+	if req.SHA == "" {
+		return reject("lastmile could not tell which commit this run deploys, so it cannot check that it was proven first.")
+	}
+	data, err := e.GitHub.ReadFile(ctx, req.Repo, ConfigPath, req.SHA)
+	if errors.Is(err, ErrNotFound) {
+		return reject("lastmile rejects: %s is missing at %s, so the promotion order is unknown.", ConfigPath, short(req.SHA))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s at %s: %w", ConfigPath, short(req.SHA), err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return reject("lastmile rejects: %v", err)
+	}
+	i := cfg.Index(req.Environment)
+	switch {
+	case i < 0:
+		return reject("lastmile rejects: environment %q is not in %s at %s.", req.Environment, ConfigPath, short(req.SHA))
+	case i == 0:
+		dec.State, dec.Comment = "approved", fmt.Sprintf("lastmile approves: %s is the first environment.", req.Environment)
+		return dec, nil
+	}
+	prev := cfg.Environments[i-1].Name
+	ok, err := e.Store.Succeeded(ctx, req.Repo.ID, req.SHA, prev)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return reject("lastmile rejects: commit %s has not succeeded in %s, which comes before %s.", short(req.SHA), prev, req.Environment)
+	}
+	dec.State, dec.Comment = "approved", fmt.Sprintf("lastmile approves: commit %s succeeded in %s.", short(req.SHA), prev)
+	return dec, nil
+}
+
+// advance plans from the ledger and sends GitHub what the plan needs, until
+// nothing is left to do.
+func (e *Engine) advance(ctx context.Context, repo Repo) error {
+	for round := 0; round < 8; round++ {
+		state, err := e.Store.RepoState(ctx, repo.ID)
+		if err != nil {
+			return err
+		}
+		state.Repo = repo
+		actions := Plan(state)
+		if len(actions) > 0 {
+			if err := e.Store.Apply(ctx, repo, actions); err != nil {
+				return err
+			}
+			for _, a := range actions {
+				e.logAction(repo, a)
+			}
+		}
+		sent, err := e.realize(ctx, repo)
+		if err != nil {
+			return err
+		}
+		if len(actions) == 0 && !sent {
+			return nil
+		}
+	}
+	return errors.New("promotion did not settle after 8 rounds (a bug): see the log")
+}
+
+func (e *Engine) logAction(repo Repo, a Action) {
+	switch a := a.(type) {
+	case CreateDeployment:
+		e.Log.Info("promotion: deploy", "repo", repo.FullName(), "release", a.Release.ID, "sha", a.Release.SHA,
+			"environment", a.Release.Config.Environments[a.Stage].Name)
+	case StopRelease:
+		e.Log.Info("promotion: release stopped", "repo", repo.FullName(), "release", a.Release.ID, "kind", a.Kind, "reason", a.Reason)
+	case CompleteRelease:
+		e.Log.Info("promotion: release completed", "repo", repo.FullName(), "release", a.Release.ID, "sha", a.Release.SHA)
+	}
+}
+
+// realize creates the deployments the ledger intends and writes the
+// statuses it owes, reporting whether anything was sent.
+func (e *Engine) realize(ctx context.Context, repo Repo) (bool, error) {
+	work, err := e.Store.Work(ctx, repo.ID)
+	if err != nil {
+		return false, err
+	}
+	sent := false
+	for _, d := range work {
+		if d.Notify != "" {
+			if err := e.notify(ctx, repo, d); err != nil {
+				return sent, err
+			}
+			sent = true
+			continue
+		}
+		if d.State != DeploymentIntent {
+			continue
+		}
+		if err := e.create(ctx, repo, d); err != nil {
+			return sent, err
+		}
+		sent = true
+	}
+	return sent, nil
+}
+
+func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment) error {
+	instance, err := e.Store.Instance(ctx)
+	if err != nil {
+		return err
+	}
+	if d.Stage > 0 {
+		// The promise: nothing reaches a stage without succeeding in the one before.
+		ok, err := e.Store.StageSucceeded(ctx, d.ReleaseID, d.Stage-1)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			e.Log.Error("refusing to deploy a release that did not succeed in the previous stage (a bug)",
+				"repo", repo.FullName(), "release", d.ReleaseID, "environment", d.Environment)
+			return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, "the previous environment has no success for this release")
+		}
+	}
+	marker := Marker{Instance: instance, Release: d.ReleaseID, Stage: d.Environment, Index: d.Stage}
+	if d.Attempts > 0 {
+		// An earlier attempt may have created it: GitHub timed out, or the
+		// process died before recording the answer.
+		id, createdAt, err := e.GitHub.FindDeployment(ctx, repo, d.SHA, d.Environment, marker)
+		if err == nil {
+			e.Log.Info("recovered deployment created by an earlier attempt", "repo", repo.FullName(),
+				"release", d.ReleaseID, "environment", d.Environment, "deployment", id)
+			return e.Store.Created(ctx, d.ID, id, createdAt)
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("look for deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
+		}
+	}
+	if err := e.Store.MarkAttempt(ctx, d.ID); err != nil {
+		return err
+	}
+	req := DeploymentRequest{
+		SHA: d.SHA, Environment: d.Environment, Production: d.Production,
+		RequiredContexts: []string{},
+		Payload:          DeploymentPayload{Lastmile: marker},
+		Description:      fmt.Sprintf("lastmile release #%d to %s", d.ReleaseID, d.Environment),
+	}
+	if d.Stage == 0 {
+		req.RequiredContexts = d.RequiredContexts
+	}
+	id, createdAt, err := e.GitHub.CreateDeployment(ctx, repo, req)
+	var refused *RefusedError
+	switch {
+	case err == nil:
+		e.Log.Info("deployment created", "repo", repo.FullName(), "release", d.ReleaseID,
+			"environment", d.Environment, "deployment", id, "sha", d.SHA)
+		return e.Store.Created(ctx, d.ID, id, createdAt)
+	case errors.As(err, &refused) && refused.OnlyPending():
+		e.Log.Info("deployment waits for required contexts", "repo", repo.FullName(), "release", d.ReleaseID, "error", refused)
+		return e.Store.Refused(ctx, d.ID, DeploymentWaiting, "waiting for required contexts: "+contextList(refused.Contexts))
+	case errors.As(err, &refused):
+		e.Log.Warn("GitHub refused the deployment", "repo", repo.FullName(), "release", d.ReleaseID,
+			"environment", d.Environment, "error", refused)
+		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, refused.Error())
+	default:
+		return fmt.Errorf("create deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
+	}
+}
+
+func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
+	st, err := e.GitHub.CreateDeploymentStatus(ctx, repo, d.GitHubID, StatusRequest{
+		State: d.Notify, Description: truncate(d.NotifyReason, 140), LogURL: d.LogURL,
+	})
+	if err != nil {
+		return fmt.Errorf("write %s status on deployment %d: %w", d.Notify, d.GitHubID, err)
+	}
+	if st.Description == "" {
+		st.Description = d.NotifyReason
+	}
+	e.Log.Info("status written by lastmile", "repo", repo.FullName(), "deployment", d.GitHubID,
+		"environment", d.Environment, "state", d.Notify, "reason", d.NotifyReason)
+	_, err = e.Store.RecordStatus(ctx, d, st)
+	return err
+}
+
+func contextList(cs []ContextState) string {
+	var parts []string
+	for _, c := range cs {
+		parts = append(parts, c.Context+" ("+c.State+")")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func short(sha string) string {
+	if len(sha) > 7 {
+		return sha[:7]
+	}
+	return sha
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,147 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// The events below are what lastmile learns from GitHub's webhooks,
+// translated by githubapp into the terms of this package.
+
+// Push is a push to a branch.
+type Push struct {
+	Repo          Repo
+	DeliveryID    string
+	Ref           string // refs/heads/main
+	Before, After string
+	Deleted       bool
+	Forced        bool
+	DefaultBranch string
+	Pusher        string
+	PushedAt      time.Time
+	Commits       []Commit // as listed in the payload, oldest first
+	// Truncated is set when the payload's commit list may be incomplete
+	// (GitHub caps it), so the commits come from the compare API instead.
+	Truncated bool
+}
+
+// DeploymentInfo is a deployment as GitHub describes it in events.
+type DeploymentInfo struct {
+	GitHubID      int64
+	SHA           string
+	Ref           string
+	Environment   string
+	Creator       string
+	CreatedAt     time.Time
+	Payload       json.RawMessage
+	Production    bool
+	WorkflowRunID int64 // set when Actions created it for a job
+}
+
+// NewDeployment is a `deployment` event.
+type NewDeployment struct {
+	Repo       Repo
+	Deployment DeploymentInfo
+}
+
+// StatusInfo is a deployment status.
+type StatusInfo struct {
+	GitHubID       int64
+	State          DeploymentState
+	Description    string
+	LogURL         string
+	EnvironmentURL string
+	Creator        string
+	CreatedAt      time.Time
+}
+
+// NewDeploymentStatus is a `deployment_status` event.
+type NewDeploymentStatus struct {
+	Repo       Repo
+	Deployment DeploymentInfo
+	Status     StatusInfo
+}
+
+// ReviewAction is what happened in a deployment review.
+type ReviewAction string
+
+const (
+	ReviewRequested ReviewAction = "requested"
+	ReviewApproved  ReviewAction = "approved"
+	ReviewRejected  ReviewAction = "rejected"
+)
+
+// Review is a `deployment_review` event: reviewers were asked to approve a
+// job's environment, or one of them decided.
+type Review struct {
+	Repo         Repo
+	DeliveryID   string
+	Action       ReviewAction
+	Environments []string // the environments concerned
+	RunID        int64
+	RunURL       string
+	HeadSHA      string
+	Reviewers    []string  // requested reviewers (users and teams)
+	Actor        string    // requestor, or the approver/rejecter
+	Comment      string    // the decision's comment
+	Since        time.Time // when the review was requested
+	At           time.Time // when this happened
+	JobIDs       []int64
+}
+
+// WorkflowRun is a `workflow_run` event.
+type WorkflowRun struct {
+	Repo       Repo
+	Action     string // requested, in_progress, completed
+	RunID      int64
+	Name       string
+	Event      string // what triggered the run, e.g. deployment
+	HeadSHA    string
+	HeadBranch string
+	Status     string
+	Conclusion string // success, failure, cancelled, timed_out, action_required, ...
+	URL        string
+	Attempt    int
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// WorkflowJob is a `workflow_job` event.
+type WorkflowJob struct {
+	Repo        Repo
+	Action      string // queued, waiting, in_progress, completed
+	JobID       int64
+	RunID       int64
+	Name        string
+	HeadSHA     string
+	Status      string
+	Conclusion  string
+	URL         string
+	StartedAt   time.Time
+	CompletedAt time.Time
+	// Deployment is the deployment Actions created for the job (queued and
+	// waiting events of a job that references an environment).
+	Deployment *DeploymentInfo
+}
+
+// ProtectionRuleRequest is a `deployment_protection_rule` event: GitHub asks
+// lastmile, as a custom deployment protection rule, whether a job may deploy.
+type ProtectionRuleRequest struct {
+	Repo         Repo
+	DeliveryID   string
+	Environment  string
+	SHA          string
+	Ref          string
+	Event        string
+	RunID        int64
+	DeploymentID int64 // the deployment Actions created, if any
+}
+
+// ContextsChanged is a `status` or `check_suite` event: the checks of a
+// commit moved, so releases waiting for required contexts may go ahead.
+type ContextsChanged struct {
+	Repo    Repo
+	SHA     string
+	Context string // the status context, or the check suite's app
+	State   string // success, failure, error, pending (statuses) or the suite's conclusion
+}

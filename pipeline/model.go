@@ -1,0 +1,219 @@
+// Package pipeline is lastmile's domain: releases, the promotion of one
+// commit through a repository's environments, and the decisions that keep
+// that promotion safe (never backwards, never past a failure, exactly one
+// deployment per release and environment). It speaks neither HTTP nor SQL:
+// it declares what it needs from GitHub (GitHub) and from the ledger (Store),
+// and githubapp and storage provide them.
+package pipeline
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Repo identifies a repository and the installation lastmile acts through.
+type Repo struct {
+	ID             int64  `json:"id"`
+	Owner          string `json:"owner"`
+	Name           string `json:"name"`
+	InstallationID int64  `json:"installation_id"`
+}
+
+// FullName is owner/name.
+func (r Repo) FullName() string { return r.Owner + "/" + r.Name }
+
+// SplitFullName splits owner/name.
+func SplitFullName(full string) (owner, name string, err error) {
+	owner, name, ok := strings.Cut(full, "/")
+	if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%q is not an owner/name repository", full)
+	}
+	return owner, name, nil
+}
+
+// Commit is one commit a release brings.
+type Commit struct {
+	SHA       string    `json:"sha"`
+	Author    string    `json:"author"` // login when GitHub knows it, else the author's name
+	Timestamp time.Time `json:"timestamp"`
+	Title     string    `json:"title"` // first line of the message
+}
+
+// Title returns the first line of a commit message.
+func Title(message string) string {
+	title, _, _ := strings.Cut(message, "\n")
+	return strings.TrimSpace(title)
+}
+
+// ReleaseState is where a release stands.
+type ReleaseState string
+
+const (
+	ReleaseActive    ReleaseState = "active"    // being promoted or waiting
+	ReleaseCompleted ReleaseState = "completed" // succeeded in every environment
+	ReleaseStopped   ReleaseState = "stopped"   // will go no further; see StopKind
+)
+
+// StopKind says why a release stopped.
+type StopKind string
+
+const (
+	StopFailed      StopKind = "failed"       // a deployment failed or errored
+	StopRejected    StopKind = "rejected"     // a reviewer rejected a deployment
+	StopSuperseded  StopKind = "superseded"   // a newer release got there first
+	StopConfigError StopKind = "config_error" // .github/lastmile.yml is invalid
+	StopRefused     StopKind = "refused"      // GitHub would not create a deployment
+)
+
+// Release is one push to the pipeline branch: a commit to promote.
+type Release struct {
+	ID         int64        `json:"id"`
+	Repo       Repo         `json:"repository"`
+	SHA        string       `json:"sha"`
+	Ref        string       `json:"ref"`
+	Pusher     string       `json:"pusher"`
+	PushedAt   time.Time    `json:"pushed_at"`
+	DeliveryID string       `json:"delivery_id"`
+	Config     *Config      `json:"config,omitempty"` // as read at SHA
+	State      ReleaseState `json:"state"`
+	StopKind   StopKind     `json:"stop_kind,omitempty"`
+	StopReason string       `json:"stop_reason,omitempty"`
+	CreatedAt  time.Time    `json:"created_at"`
+	UpdatedAt  time.Time    `json:"updated_at"`
+}
+
+// DeploymentState is where a deployment stands. The first three are
+// lastmile's own (no GitHub deployment exists yet, or never will); the
+// others mirror GitHub's deployment status states.
+type DeploymentState string
+
+const (
+	DeploymentIntent     DeploymentState = "intent"    // decided and recorded; not yet created on GitHub
+	DeploymentWaiting    DeploymentState = "waiting"   // GitHub refused it for now: required contexts not green
+	DeploymentAbandoned  DeploymentState = "abandoned" // never created: refused by GitHub, or its release stopped first
+	DeploymentCreated    DeploymentState = "created"   // exists on GitHub, no status yet
+	DeploymentPending    DeploymentState = "pending"
+	DeploymentQueued     DeploymentState = "queued"
+	DeploymentInProgress DeploymentState = "in_progress"
+	DeploymentSuccess    DeploymentState = "success"
+	DeploymentFailure    DeploymentState = "failure"
+	DeploymentError      DeploymentState = "error"
+	DeploymentInactive   DeploymentState = "inactive"
+)
+
+// Terminal reports whether a deployment in state s will change no more
+// (for promotion purposes).
+func (s DeploymentState) Terminal() bool {
+	switch s {
+	case DeploymentSuccess, DeploymentFailure, DeploymentError, DeploymentInactive, DeploymentAbandoned:
+		return true
+	}
+	return false
+}
+
+// Succeeded reports whether the deployment reached success (even if a later
+// status, such as GitHub's automatic inactive, replaced it).
+func (d *Deployment) Succeeded() bool {
+	return d.State == DeploymentSuccess || (d.State == DeploymentInactive && !d.SucceededAt.IsZero())
+}
+
+// Started reports whether the deploy itself has begun (so it must not be
+// superseded midway).
+func (s DeploymentState) Started() bool {
+	return s == DeploymentInProgress || s.Terminal()
+}
+
+// Realized reports whether the deployment exists on GitHub.
+func (s DeploymentState) Realized() bool {
+	switch s {
+	case DeploymentIntent, DeploymentWaiting, DeploymentAbandoned:
+		return false
+	}
+	return true
+}
+
+// ParseStatusState checks a GitHub deployment status state.
+func ParseStatusState(s string) (DeploymentState, error) {
+	switch st := DeploymentState(s); st {
+	case DeploymentPending, DeploymentQueued, DeploymentInProgress, DeploymentSuccess, DeploymentFailure, DeploymentError, DeploymentInactive:
+		return st, nil
+	}
+	return "", fmt.Errorf("unknown deployment status state %q", s)
+}
+
+// Origin says who created a deployment.
+type Origin string
+
+const (
+	OriginLastmile Origin = "lastmile" // created by lastmile: drives promotion and metrics
+	OriginExternal Origin = "external" // created by someone else (e.g. an Actions job): recorded, linked, never counted
+)
+
+// Deployment is one deployment of a release to an environment.
+type Deployment struct {
+	ID             int64           `json:"id"` // lastmile's own
+	ReleaseID      int64           `json:"release_id,omitempty"`
+	Repo           Repo            `json:"-"`
+	Environment    string          `json:"environment"`
+	Stage          int             `json:"stage"` // index in the release's config; -1 for external ones not in it
+	SHA            string          `json:"sha"`
+	Origin         Origin          `json:"origin"`
+	GitHubID       int64           `json:"github_id,omitempty"`
+	State          DeploymentState `json:"state"`
+	Production     bool            `json:"production"`
+	Creator        string          `json:"creator,omitempty"`
+	Attempts       int             `json:"attempts,omitempty"` // creation attempts (intent recovery)
+	Reason         string          `json:"reason,omitempty"`   // why it is waiting, abandoned, failed or inactive
+	Rejected       bool            `json:"rejected,omitempty"` // a reviewer rejected it
+	RunID          int64           `json:"run_id,omitempty"`
+	LogURL         string          `json:"log_url,omitempty"`
+	EnvironmentURL string          `json:"environment_url,omitempty"`
+	TwinOf         int64           `json:"twin_of,omitempty"` // external: the lastmile deployment it duplicates
+	CreatedAt      time.Time       `json:"created_at"`
+	TerminalAt     time.Time       `json:"terminal_at,omitempty"`  // first success, failure or error
+	SucceededAt    time.Time       `json:"succeeded_at,omitempty"` // first success
+	// RequiredContexts, for an intent of a release's first stage, are the
+	// contexts GitHub must see green (from the release's configuration).
+	RequiredContexts []string `json:"-"`
+	// Notify is a status lastmile still has to write to GitHub for this
+	// deployment (inactive when superseded; failure or error when its run
+	// ended without one).
+	Notify       DeploymentState `json:"notify,omitempty"`
+	NotifyReason string          `json:"notify_reason,omitempty"`
+}
+
+// Marker is the part of a deployment payload that identifies lastmile's
+// deployments: which lastmile database (Instance), which release and stage.
+type Marker struct {
+	Instance string `json:"instance"`
+	Release  int64  `json:"release"`
+	Stage    string `json:"stage"`
+	Index    int    `json:"index"`
+}
+
+// DeploymentPayload is the payload lastmile puts on its deployments; the
+// workflow sees it as github.event.deployment.payload.
+type DeploymentPayload struct {
+	Lastmile Marker `json:"lastmile"`
+}
+
+// ParseMarker extracts lastmile's marker from a deployment payload, if any.
+func ParseMarker(payload json.RawMessage) (Marker, bool) {
+	if len(payload) == 0 {
+		return Marker{}, false
+	}
+	var p DeploymentPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		// GitHub may hand the payload back as a JSON string.
+		var s string
+		if json.Unmarshal(payload, &s) != nil || json.Unmarshal([]byte(s), &p) != nil {
+			return Marker{}, false
+		}
+	}
+	if p.Lastmile.Instance == "" || p.Lastmile.Release == 0 {
+		return Marker{}, false
+	}
+	return p.Lastmile, true
+}

@@ -1,0 +1,120 @@
+package pipeline
+
+import "fmt"
+
+// Action is one decision of Plan.
+type Action interface{ isAction() }
+
+// CreateDeployment records the intent to deploy a release to a stage.
+type CreateDeployment struct {
+	Release *Release
+	Stage   int
+}
+
+// StopRelease stops a release for good.
+type StopRelease struct {
+	Release *Release
+	Kind    StopKind
+	Reason  string
+	// Deactivate is the release's deployment that has not started and must
+	// not (a superseded release's pending deployment), or nil.
+	Deactivate *Deployment
+}
+
+// CompleteRelease marks a release that succeeded in its last environment.
+type CompleteRelease struct{ Release *Release }
+
+func (CreateDeployment) isAction() {}
+func (StopRelease) isAction()      {}
+func (CompleteRelease) isAction()  {}
+
+// Plan decides what happens next in a repository. It is a pure function of
+// the ledger, so it can be run again after any interruption and decides the
+// same; once its actions are applied it decides nothing more.
+//
+// The rules:
+//   - a release starts with its first environment; after a success in stage
+//     N it goes on to stage N+1 with the same commit, and completes after
+//     its last stage;
+//   - a failure (or rejection) stops it;
+//   - newest wins: in every environment deployments are created in release
+//     order. A release whose next environment already has a deployment of a
+//     newer release is superseded, and so is a release whose deployment in an
+//     environment has not started when a newer release deploys there. A
+//     deployment that has started is left to finish.
+//
+// Releases are considered newest first, so a newer release's next step is
+// known when an older one is judged.
+func Plan(s *RepoState) []Action {
+	var actions []Action
+	reached := make(map[string]int64, len(s.Reached))
+	for env, id := range s.Reached {
+		reached[env] = id
+	}
+	reach := func(env string, id int64) {
+		if id > reached[env] {
+			reached[env] = id
+		}
+	}
+	newer := func(env string, r *Release) (int64, bool) {
+		id := reached[env]
+		return id, id > r.ID
+	}
+	for i := len(s.Active) - 1; i >= 0; i-- {
+		p := s.Active[i]
+		r := p.Release
+		envs := r.Config.Environments
+		k := -1
+		for stage := range p.ByStage {
+			k = max(k, stage)
+		}
+		if k < 0 {
+			if id, ok := newer(envs[0].Name, r); ok {
+				actions = append(actions, superseded(r, id, envs[0].Name, nil))
+				continue
+			}
+			actions = append(actions, CreateDeployment{Release: r, Stage: 0})
+			reach(envs[0].Name, r.ID)
+			continue
+		}
+		d := p.ByStage[k]
+		env := envs[k].Name
+		switch {
+		case d.Succeeded() && k == len(envs)-1:
+			actions = append(actions, CompleteRelease{Release: r})
+		case d.Succeeded():
+			next := envs[k+1].Name
+			if id, ok := newer(next, r); ok {
+				actions = append(actions, superseded(r, id, next, nil))
+				continue
+			}
+			actions = append(actions, CreateDeployment{Release: r, Stage: k + 1})
+			reach(next, r.ID)
+		case d.State == DeploymentFailure || d.State == DeploymentError:
+			kind, reason := StopFailed, fmt.Sprintf("deployment to %s ended in %s", env, d.State)
+			if d.Rejected {
+				kind = StopRejected
+			}
+			if d.Reason != "" {
+				reason = fmt.Sprintf("deployment to %s ended in %s: %s", env, d.State, d.Reason)
+			}
+			actions = append(actions, StopRelease{Release: r, Kind: kind, Reason: reason})
+		case d.State == DeploymentAbandoned:
+			actions = append(actions, StopRelease{Release: r, Kind: StopRefused,
+				Reason: fmt.Sprintf("no deployment to %s: %s", env, d.Reason)})
+		case d.State == DeploymentInactive:
+			actions = append(actions, StopRelease{Release: r, Kind: StopSuperseded,
+				Reason: fmt.Sprintf("its deployment to %s was made inactive", env)})
+		case !d.State.Started():
+			if id, ok := newer(env, r); ok {
+				actions = append(actions, superseded(r, id, env, d))
+			}
+		}
+	}
+	return actions
+}
+
+func superseded(r *Release, by int64, env string, d *Deployment) StopRelease {
+	return StopRelease{Release: r, Kind: StopSuperseded, Deactivate: d,
+		Reason: fmt.Sprintf("superseded: newer release #%d deploys to %s", by, env)}
+}

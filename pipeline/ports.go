@@ -1,0 +1,207 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ErrNotFound is returned by GitHub and Store lookups that find nothing.
+var ErrNotFound = errors.New("not found")
+
+// ContextState is one required context and its state, as GitHub reports it
+// when it refuses a deployment.
+type ContextState struct {
+	Context string `json:"context"`
+	State   string `json:"state"`
+}
+
+// RefusedError is GitHub answering a deployment request without creating a
+// deployment: 202 (it merged the default branch instead), 409 (required
+// contexts not green, or a merge conflict) or 422 (validation failed).
+type RefusedError struct {
+	Status   int
+	Message  string
+	Contexts []ContextState
+}
+
+func (e *RefusedError) Error() string {
+	msg := fmt.Sprintf("GitHub refused the deployment (HTTP %d): %s", e.Status, e.Message)
+	if len(e.Contexts) > 0 {
+		var parts []string
+		for _, c := range e.Contexts {
+			parts = append(parts, c.Context+" is "+c.State)
+		}
+		msg += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return msg
+}
+
+// OnlyPending reports a refusal that may resolve by itself: every required
+// context GitHub named is still pending (or has not reported yet).
+func (e *RefusedError) OnlyPending() bool {
+	if e.Status != 409 || len(e.Contexts) == 0 {
+		return false
+	}
+	for _, c := range e.Contexts {
+		if c.State != "pending" && c.State != "" && c.State != "missing" {
+			return false
+		}
+	}
+	return true
+}
+
+// DeploymentRequest is a deployment lastmile asks GitHub to create.
+type DeploymentRequest struct {
+	SHA              string
+	Environment      string
+	Production       bool
+	RequiredContexts []string
+	Payload          DeploymentPayload
+	Description      string
+}
+
+// StatusRequest is a deployment status lastmile writes itself.
+type StatusRequest struct {
+	State       DeploymentState
+	Description string
+	LogURL      string
+}
+
+// CommitStatus is a commit status (lastmile/config).
+type CommitStatus struct {
+	Context     string
+	State       string // error, failure, pending, success
+	Description string
+	TargetURL   string
+}
+
+// GitHub is what the pipeline asks of GitHub. Every call acts through the
+// repository's installation.
+type GitHub interface {
+	// ReadFile returns a file's content at a commit; ErrNotFound if absent.
+	ReadFile(ctx context.Context, r Repo, path, sha string) ([]byte, error)
+	// Compare lists the commits in head that are not in base, oldest first.
+	Compare(ctx context.Context, r Repo, base, head string) ([]Commit, error)
+	// CreateDeployment creates a deployment; *RefusedError when GitHub
+	// answers without creating one.
+	CreateDeployment(ctx context.Context, r Repo, req DeploymentRequest) (id int64, createdAt time.Time, err error)
+	// FindDeployment looks for a deployment of sha in env carrying marker
+	// (to recover a creation whose answer was lost).
+	FindDeployment(ctx context.Context, r Repo, sha, env string, marker Marker) (id int64, createdAt time.Time, err error)
+	// CreateDeploymentStatus writes a status on a deployment.
+	CreateDeploymentStatus(ctx context.Context, r Repo, deploymentID int64, req StatusRequest) (StatusInfo, error)
+	// CreateCommitStatus writes a commit status.
+	CreateCommitStatus(ctx context.Context, r Repo, sha string, s CommitStatus) error
+	// ReviewProtectionRule answers a deployment_protection_rule request for
+	// a workflow run: state is "approved" or "rejected".
+	ReviewProtectionRule(ctx context.Context, r Repo, runID int64, environment, state, comment string) error
+	// JobLog downloads a job's log, at most max bytes of it.
+	JobLog(ctx context.Context, r Repo, jobID int64, max int) (log []byte, truncated bool, err error)
+}
+
+// ReleaseProgress is an active release and its lastmile deployments, the
+// input of Plan.
+type ReleaseProgress struct {
+	Release *Release
+	// ByStage holds the latest lastmile deployment of each stage index.
+	ByStage map[int]*Deployment
+}
+
+// RepoState is what Plan needs to know about a repository.
+type RepoState struct {
+	Repo   Repo
+	Active []*ReleaseProgress // oldest first
+	// Reached holds, per environment name, the newest release that has a
+	// lastmile deployment there (abandoned intents aside).
+	Reached map[string]int64
+}
+
+// Store is the ledger the pipeline keeps. Each method is one transaction.
+type Store interface {
+	// Instance identifies this lastmile database in deployment markers.
+	Instance(ctx context.Context) (string, error)
+
+	SaveRepo(ctx context.Context, r Repo) error
+	// PipelineBranch is the branch the repository's last read configuration
+	// named ("" when lastmile has not read one).
+	PipelineBranch(ctx context.Context, repoID int64) (string, error)
+	SetPipelineBranch(ctx context.Context, repoID int64, branch string) error
+
+	// RecordRelease stores a release with its commits, or finds the one
+	// already stored for (repository, SHA); rel.ID is set either way.
+	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
+	// LatestRelease is the newest release of a repository; ErrNotFound if none.
+	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
+
+	RepoState(ctx context.Context, repoID int64) (*RepoState, error)
+	// Apply records the plan's decisions.
+	Apply(ctx context.Context, repo Repo, actions []Action) error
+
+	// Work lists what must still be sent to GitHub for a repository:
+	// deployments in state intent, and deployments with a Notify status.
+	Work(ctx context.Context, repoID int64) ([]*Deployment, error)
+	// MarkAttempt counts a creation attempt before it is made.
+	MarkAttempt(ctx context.Context, deploymentID int64) error
+	// Created records the GitHub deployment an intent became.
+	Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error
+	// Refused records that GitHub did not create the deployment: state
+	// waiting (it may yet) or abandoned (it will not).
+	Refused(ctx context.Context, deploymentID int64, state DeploymentState, reason string) error
+	// Resume puts a repository's waiting intents for sha back in line.
+	Resume(ctx context.Context, repoID int64, sha string) (int, error)
+	// StageSucceeded reports whether a release has a successful lastmile
+	// deployment at a stage.
+	StageSucceeded(ctx context.Context, releaseID int64, stage int) (bool, error)
+
+	// Deployment finds a deployment by its GitHub ID; ErrNotFound if unknown.
+	Deployment(ctx context.Context, githubID int64) (*Deployment, error)
+	// RecordExternal stores a deployment lastmile did not create, linked to
+	// its release and lastmile twin when they match.
+	RecordExternal(ctx context.Context, repo Repo, d DeploymentInfo) (*Deployment, error)
+	// RecordStatus stores a deployment status and moves the deployment on;
+	// the first terminal status of a lastmile deployment updates the
+	// delivery metrics. It reports whether the status was new.
+	RecordStatus(ctx context.Context, d *Deployment, s StatusInfo) (bool, error)
+	// LinkRun ties a workflow run to a deployment.
+	LinkRun(ctx context.Context, deploymentID, runID int64) error
+
+	RecordReview(ctx context.Context, rv Review) error
+	RecordWorkflowRun(ctx context.Context, run WorkflowRun) error
+	RecordWorkflowJob(ctx context.Context, job WorkflowJob) error
+	// RunDeployments lists the lastmile deployments a workflow run worked
+	// on: linked to it, or else the one non-terminal deployment of its SHA
+	// created before it (then linked).
+	RunDeployments(ctx context.Context, run WorkflowRun) ([]*Deployment, error)
+	// DeployJob reports whether a completed job is the one that deployed a
+	// lastmile deployment, returning that deployment.
+	DeployJob(ctx context.Context, job WorkflowJob) (*Deployment, error)
+	SaveJobLog(ctx context.Context, deploymentID int64, job WorkflowJob, log []byte, truncated bool) error
+	// Rejection returns the rejection review of a deployment's run, if any.
+	Rejection(ctx context.Context, d *Deployment) (*Review, error)
+
+	// Succeeded reports whether sha has a successful deployment (lastmile's
+	// or not) in env.
+	Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error)
+	// ProtectionDecision returns a recorded decision for a request.
+	ProtectionDecision(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error)
+	RecordProtectionDecision(ctx context.Context, d *ProtectionDecision) error
+	MarkProtectionPosted(ctx context.Context, id int64) error
+}
+
+// ProtectionDecision is lastmile's answer to a deployment_protection_rule
+// request.
+type ProtectionDecision struct {
+	ID          int64
+	Repo        Repo
+	DeliveryID  string
+	RunID       int64
+	Environment string
+	SHA         string
+	State       string // approved or rejected
+	Comment     string
+	DecidedAt   time.Time
+	Posted      bool
+}

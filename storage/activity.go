@@ -1,0 +1,283 @@
+package storage
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/lastmile-app/lastmile/metrics"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// RecordReview stores a deployment review, linked to the deployment its run
+// works on, and observes the approval wait when a reviewer decides.
+func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := saveRepoTx(ctx, tx, rv.Repo, db.Now()); err != nil {
+			return err
+		}
+		reviewers, err := json.Marshal(rv.Reviewers)
+		if err != nil {
+			return err
+		}
+		for _, env := range rv.Environments {
+			dep, err := runDeployment(ctx, tx, rv.Repo.ID, rv.RunID, rv.HeadSHA, env)
+			if err != nil {
+				return err
+			}
+			var depID sql.NullInt64
+			if dep != nil {
+				depID = sql.NullInt64{Int64: dep.ID, Valid: true}
+			}
+			at := rv.At
+			if at.IsZero() {
+				at = db.Now()
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO reviews (repository_id, delivery_id, action, environment, run_id,
+				deployment_id, reviewers, actor, comment, since, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT (delivery_id, environment) DO NOTHING`, rv.Repo.ID, rv.DeliveryID, string(rv.Action), env,
+				rv.RunID, depID, string(reviewers), rv.Actor, rv.Comment, millis(rv.Since), millis(at))
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 || rv.Action == pipeline.ReviewRequested {
+				continue
+			}
+			since := rv.Since
+			if since.IsZero() {
+				var req sql.NullInt64
+				if err := tx.QueryRowContext(ctx, `SELECT MAX(at) FROM reviews WHERE repository_id = ? AND run_id = ?
+					AND environment = ? AND action = 'requested'`, rv.Repo.ID, rv.RunID, env).Scan(&req); err != nil {
+					return err
+				}
+				since = fromMillis(req.Int64)
+			}
+			if !since.IsZero() {
+				wait := max(at.Sub(since).Seconds(), 0)
+				if err := observe(ctx, tx, metrics.ApprovalWait, rv.Repo.FullName(), env, wait); err != nil {
+					return err
+				}
+			}
+			if rv.Action == pipeline.ReviewRejected && dep != nil {
+				reason := "rejected by " + rv.Actor
+				if rv.Comment != "" {
+					reason += ": " + rv.Comment
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 1, reason = ? WHERE id = ?`, reason, dep.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// runDeployment finds the lastmile deployment a run works on in env: the one
+// linked to the run, or else the newest unlinked, unfinished one of the
+// run's commit in env (which it then links).
+func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, env string) (*pipeline.Deployment, error) {
+	d, err := oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.run_id = ? AND d.environment = ? AND d.origin = 'lastmile'
+		ORDER BY d.id DESC LIMIT 1`, repoID, runID, env)
+	if err == nil || !errors.Is(err, pipeline.ErrNotFound) {
+		return d, err
+	}
+	if sha == "" || runID == 0 {
+		return nil, nil
+	}
+	d, err = oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.environment = ? AND d.origin = 'lastmile'
+		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 ORDER BY d.id DESC LIMIT 1`, repoID, sha, env)
+	if errors.Is(err, pipeline.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE deployments SET run_id = ? WHERE id = ?`, runID, d.ID); err != nil {
+		return nil, err
+	}
+	d.RunID = runID
+	return d, nil
+}
+
+// RecordWorkflowRun stores the latest state of a workflow run.
+func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO workflow_runs (run_id, repository_id, name, event, head_sha, head_branch,
+			status, conclusion, url, attempt, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, conclusion = excluded.conclusion,
+			attempt = excluded.attempt, updated_at = excluded.updated_at
+			WHERE excluded.updated_at >= workflow_runs.updated_at`,
+			run.RunID, run.Repo.ID, run.Name, run.Event, run.HeadSHA, run.HeadBranch, run.Status, run.Conclusion,
+			run.URL, max(run.Attempt, 1), millis(run.CreatedAt), millis(run.UpdatedAt))
+		return err
+	})
+}
+
+// RecordWorkflowJob stores the latest state of a workflow job.
+func (db *DB) RecordWorkflowJob(ctx context.Context, job pipeline.WorkflowJob) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO workflow_jobs (job_id, run_id, repository_id, name, head_sha, status,
+			conclusion, url, started_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, conclusion = excluded.conclusion,
+			started_at = CASE WHEN excluded.started_at > 0 THEN excluded.started_at ELSE workflow_jobs.started_at END,
+			completed_at = CASE WHEN excluded.completed_at > 0 THEN excluded.completed_at ELSE workflow_jobs.completed_at END`,
+			job.JobID, job.RunID, job.Repo.ID, job.Name, job.HeadSHA, job.Status, job.Conclusion, job.URL,
+			millis(job.StartedAt), millis(job.CompletedAt))
+		return err
+	})
+}
+
+// RunDeployments lists the lastmile deployments a run worked on.
+func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) ([]*pipeline.Deployment, error) {
+	var out []*pipeline.Deployment
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND d.run_id = ? AND d.origin = 'lastmile' ORDER BY d.id`,
+			run.Repo.ID, run.RunID)
+		if err != nil || len(out) > 0 || run.Event != "deployment" || run.HeadSHA == "" {
+			return err
+		}
+		// Not linked (the workflow has no register step and no review
+		// happened): at most one lastmile deployment of a commit is
+		// unfinished at a time, and the run came after it.
+		created := run.CreatedAt
+		if created.IsZero() {
+			created = db.Now()
+		}
+		cands, err := queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.origin = 'lastmile'
+			AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state NOT IN ('inactive', 'abandoned')
+			AND d.created_at <= ? ORDER BY d.id DESC`, run.Repo.ID, run.HeadSHA, millis(created.Add(time.Minute)))
+		if err != nil || len(cands) != 1 {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET run_id = ? WHERE id = ?`, run.RunID, cands[0].ID); err != nil {
+			return err
+		}
+		cands[0].RunID = run.RunID
+		out = cands
+		return nil
+	})
+	return out, err
+}
+
+// DeployJob returns the lastmile deployment that a completed job deployed:
+// the job named in the deployment's log_url, or else the job of its run that
+// was running when the deployment went in_progress.
+func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob) (*pipeline.Deployment, error) {
+	deps, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.run_id = ? AND d.origin = 'lastmile'`,
+		job.Repo.ID, job.RunID)
+	if err != nil {
+		return nil, err
+	}
+	jobPath := "/job/" + strconv.FormatInt(job.JobID, 10)
+	for _, d := range deps {
+		var n int
+		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?
+			AND (log_url LIKE ? OR log_url LIKE ?)`, d.ID, "%"+jobPath, "%"+jobPath+"?%").Scan(&n); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			return d, nil
+		}
+	}
+	if job.StartedAt.IsZero() || job.CompletedAt.IsZero() {
+		return nil, pipeline.ErrNotFound
+	}
+	for _, d := range deps {
+		var at sql.NullInt64
+		if err := db.read.QueryRowContext(ctx, `SELECT MIN(created_at) FROM deployment_statuses WHERE deployment_id = ?
+			AND state = 'in_progress'`, d.ID).Scan(&at); err != nil {
+			return nil, err
+		}
+		// Timestamps from GitHub have whole seconds: allow for the rounding.
+		if at.Valid && at.Int64 >= millis(job.StartedAt)-1000 && at.Int64 <= millis(job.CompletedAt)+1000 {
+			return d, nil
+		}
+	}
+	return nil, pipeline.ErrNotFound
+}
+
+// SaveJobLog keeps a deploy job's log, compressed, with the record.
+func (db *DB) SaveJobLog(ctx context.Context, deploymentID int64, job pipeline.WorkflowJob, log []byte, truncated bool) error {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return err
+	}
+	if _, err := zw.Write(log); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO job_logs (job_id, deployment_id, name, log, size, truncated, fetched_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET log = excluded.log, size = excluded.size,
+			truncated = excluded.truncated, fetched_at = excluded.fetched_at`,
+			job.JobID, deploymentID, job.Name, buf.Bytes(), len(log), truncated, millis(db.Now()))
+		return err
+	})
+}
+
+// Rejection returns the rejection of a deployment, if a reviewer rejected it.
+func (db *DB) Rejection(ctx context.Context, d *pipeline.Deployment) (*pipeline.Review, error) {
+	var rv pipeline.Review
+	var at int64
+	err := db.read.QueryRowContext(ctx, `SELECT actor, comment, at FROM reviews WHERE action = 'rejected'
+		AND (deployment_id = ? OR (repository_id = ? AND run_id = ? AND run_id != 0 AND environment = ?))
+		ORDER BY at DESC LIMIT 1`, d.ID, d.Repo.ID, d.RunID, d.Environment).Scan(&rv.Actor, &rv.Comment, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	rv.Action, rv.At, rv.Environments = pipeline.ReviewRejected, fromMillis(at), []string{d.Environment}
+	return &rv, nil
+}
+
+// ProtectionDecision returns the decision recorded for a request.
+func (db *DB) ProtectionDecision(ctx context.Context, req pipeline.ProtectionRuleRequest) (*pipeline.ProtectionDecision, error) {
+	d := &pipeline.ProtectionDecision{Repo: req.Repo}
+	var decided int64
+	err := db.read.QueryRowContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
+		FROM protection_decisions WHERE delivery_id = ?`, req.DeliveryID).Scan(&d.ID, &d.DeliveryID, &d.RunID,
+		&d.Environment, &d.SHA, &d.State, &d.Comment, &decided, &d.Posted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, pipeline.ErrNotFound
+	}
+	d.DecidedAt = fromMillis(decided)
+	return d, err
+}
+
+// RecordProtectionDecision stores a decision before it is sent.
+func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.ProtectionDecision) error {
+	if d.State != "approved" && d.State != "rejected" {
+		return fmt.Errorf("protection decision: state %q", d.State)
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := saveRepoTx(ctx, tx, d.Repo, db.Now()); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment, sha,
+			state, comment, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO NOTHING`,
+			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt)); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT id FROM protection_decisions WHERE delivery_id = ?`, d.DeliveryID).Scan(&d.ID)
+	})
+}
+
+// MarkProtectionPosted records that GitHub has the decision.
+func (db *DB) MarkProtectionPosted(ctx context.Context, id int64) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET posted = 1 WHERE id = ?`, id)
+		return err
+	})
+}

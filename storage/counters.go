@@ -1,0 +1,53 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/lastmile-app/lastmile/metrics"
+)
+
+// Names of the persistent counters. Their label values are stored in the
+// order the metric declares its labels.
+const (
+	MetricWebhookDeliveries = "lastmile_webhook_deliveries_total" // event, outcome
+	MetricGitHubRequests    = "lastmile_github_requests_total"    // method, code
+	MetricDeployments       = "lastmile_deployments_total"        // repository, environment, state
+)
+
+func addCounter(ctx context.Context, tx *sql.Tx, name string, labels []string, delta float64) error {
+	key, err := json.Marshal(labels)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO counters (name, labels, value) VALUES (?, ?, ?)
+		ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value`, name, string(key), delta)
+	if err != nil {
+		return fmt.Errorf("add to counter %s: %w", name, err)
+	}
+	return nil
+}
+
+// Counters reads every series of a persistent counter.
+func (db *DB) Counters(ctx context.Context, name string) ([]metrics.Series, error) {
+	rows, err := db.read.QueryContext(ctx, "SELECT labels, value FROM counters WHERE name = ? ORDER BY labels", name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []metrics.Series
+	for rows.Next() {
+		var key string
+		var v metrics.Series
+		if err := rows.Scan(&key, &v.Value); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(key), &v.Labels); err != nil {
+			return nil, fmt.Errorf("counter %s: bad labels %q: %w", name, key, err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,314 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lastmile-app/lastmile/metrics"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+const deploymentColumns = `d.id, COALESCE(d.release_id, 0), d.repository_id, p.full_name, p.installation_id, d.environment, d.stage,
+	d.sha, d.origin, COALESCE(d.github_id, 0), d.state, d.production, d.creator, d.attempts, d.reason, d.rejected, d.run_id,
+	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.created_at, d.terminal_at, d.succeeded_at`
+
+func scanDeployment(row interface{ Scan(...any) error }) (*pipeline.Deployment, error) {
+	var d pipeline.Deployment
+	var full, origin, state, notify string
+	var created, terminal, succeeded int64
+	if err := row.Scan(&d.ID, &d.ReleaseID, &d.Repo.ID, &full, &d.Repo.InstallationID, &d.Environment, &d.Stage,
+		&d.SHA, &origin, &d.GitHubID, &state, &d.Production, &d.Creator, &d.Attempts, &d.Reason, &d.Rejected, &d.RunID,
+		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &created, &terminal, &succeeded); err != nil {
+		return nil, err
+	}
+	d.Repo.Owner, d.Repo.Name, _ = pipeline.SplitFullName(full)
+	d.Origin, d.State, d.Notify = pipeline.Origin(origin), pipeline.DeploymentState(state), pipeline.DeploymentState(notify)
+	d.CreatedAt, d.TerminalAt, d.SucceededAt = fromMillis(created), fromMillis(terminal), fromMillis(succeeded)
+	return &d, nil
+}
+
+func queryDeployments(ctx context.Context, q querier, where string, args ...any) ([]*pipeline.Deployment, error) {
+	rows, err := q.QueryContext(ctx, `SELECT `+deploymentColumns+` FROM deployments d
+		JOIN repositories p ON p.id = d.repository_id `+where, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*pipeline.Deployment
+	for rows.Next() {
+		d, err := scanDeployment(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+func oneDeployment(ctx context.Context, q querier, where string, args ...any) (*pipeline.Deployment, error) {
+	d, err := scanDeployment(q.QueryRowContext(ctx, `SELECT `+deploymentColumns+` FROM deployments d
+		JOIN repositories p ON p.id = d.repository_id `+where, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, pipeline.ErrNotFound
+	}
+	return d, err
+}
+
+// Deployment finds a deployment by its GitHub ID.
+func (db *DB) Deployment(ctx context.Context, githubID int64) (*pipeline.Deployment, error) {
+	return oneDeployment(ctx, db.read, `WHERE d.github_id = ?`, githubID)
+}
+
+// RecordExternal stores a deployment lastmile did not create, linked to the
+// release of its commit and to lastmile's deployment of that commit to the
+// same environment (its twin), when they exist.
+func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipeline.DeploymentInfo) (*pipeline.Deployment, error) {
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := saveRepoTx(ctx, tx, repo, db.Now()); err != nil {
+			return err
+		}
+		var release, twin sql.NullInt64
+		var cfg sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT id, config FROM releases WHERE repository_id = ? AND sha = ?`, repo.ID, info.SHA).Scan(&release, &cfg)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		stage := -1
+		if cfg.Valid {
+			var c pipeline.Config
+			if json.Unmarshal([]byte(cfg.String), &c) == nil {
+				stage = c.Index(info.Environment)
+			}
+		}
+		err = tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ?
+			AND origin = 'lastmile' AND github_id IS NOT NULL ORDER BY id DESC LIMIT 1`, repo.ID, info.SHA, info.Environment).Scan(&twin)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		created := info.CreatedAt
+		if created.IsZero() {
+			created = db.Now()
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
+			github_id, state, production, creator, run_id, twin_of, created_at)
+			VALUES (?, ?, ?, ?, ?, 'external', ?, 'created', ?, ?, ?, ?, ?) ON CONFLICT (github_id) DO NOTHING`,
+			repo.ID, release, info.Environment, stage, info.SHA, info.GitHubID, info.Production, info.Creator,
+			info.WorkflowRunID, twin, millis(created))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record deployment %d: %w", info.GitHubID, err)
+	}
+	return db.Deployment(ctx, info.GitHubID)
+}
+
+func saveRepoTx(ctx context.Context, tx *sql.Tx, r pipeline.Repo, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING`, r.ID, r.FullName(), r.InstallationID, millis(now))
+	return err
+}
+
+// LinkRun ties a workflow run to a deployment.
+func (db *DB) LinkRun(ctx context.Context, deploymentID, runID int64) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET run_id = ? WHERE id = ? AND run_id = 0`, runID, deploymentID)
+		return err
+	})
+}
+
+// RecordStatus stores a deployment status and moves the deployment on. The
+// first terminal status of a lastmile deployment updates the delivery
+// metrics in the same transaction, so each deployment is counted once.
+func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipeline.StatusInfo) (bool, error) {
+	isNew := false
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		at := s.CreatedAt
+		if at.IsZero() {
+			at = db.Now()
+		}
+		var statusID any
+		if s.GitHubID != 0 {
+			statusID = s.GitHubID
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO deployment_statuses (deployment_id, github_id, state, description, log_url,
+			environment_url, creator, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (github_id) DO NOTHING`,
+			dep.ID, statusID, string(s.State), s.Description, s.LogURL, s.EnvironmentURL, s.Creator, millis(at))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		isNew = true
+		d, err := oneDeployment(ctx, tx, `WHERE d.id = ?`, dep.ID)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?,
+			log_url = CASE WHEN ? != '' THEN ? ELSE log_url END,
+			environment_url = CASE WHEN ? != '' THEN ? ELSE environment_url END,
+			notify = CASE WHEN notify = ? THEN '' ELSE notify END,
+			reason = CASE WHEN ? IN ('failure', 'error', 'inactive') AND ? != '' THEN ? ELSE reason END
+			WHERE id = ?`, string(s.State), s.LogURL, s.LogURL, s.EnvironmentURL, s.EnvironmentURL, string(s.State),
+			string(s.State), s.Description, s.Description, d.ID)
+		if err != nil {
+			return err
+		}
+		if d.Origin != pipeline.OriginLastmile {
+			if s.State == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
+				_, err = tx.ExecContext(ctx, `UPDATE deployments SET succeeded_at = ? WHERE id = ?`, millis(at), d.ID)
+			}
+			return err
+		}
+		return db.rollUp(ctx, tx, d, s.State, at)
+	})
+	return isNew, err
+}
+
+// rollUp updates the delivery metrics for a status of a lastmile deployment.
+func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, state pipeline.DeploymentState, at time.Time) error {
+	repo, env := d.Repo.FullName(), d.Environment
+	terminal := state == pipeline.DeploymentSuccess || state == pipeline.DeploymentFailure || state == pipeline.DeploymentError
+	if !terminal {
+		return nil
+	}
+	es, err := loadEnvState(ctx, tx, d.Repo, env)
+	if err != nil {
+		return err
+	}
+	if d.TerminalAt.IsZero() {
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET terminal_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
+			return err
+		}
+		if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, string(state)}, 1); err != nil {
+			return err
+		}
+		if err := observe(ctx, tx, metrics.DeploymentDuration, repo, env, at.Sub(d.CreatedAt).Seconds()); err != nil {
+			return err
+		}
+		if state != pipeline.DeploymentSuccess && es.failingSince == 0 {
+			es.failingSince = millis(at)
+		}
+	}
+	if state == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET succeeded_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
+			return err
+		}
+		es.lastSuccess = max(es.lastSuccess, millis(at))
+		if es.failingSince != 0 {
+			if err := observe(ctx, tx, metrics.TimeToRestore, repo, env, float64(millis(at)-es.failingSince)/1000); err != nil {
+				return err
+			}
+			es.failingSince = 0
+		}
+		if d.ReleaseID > es.leadWatermark {
+			if err := observeLeadTimes(ctx, tx, d, es.leadWatermark, at); err != nil {
+				return err
+			}
+			es.leadWatermark = d.ReleaseID
+		}
+		// A re-run that succeeds after a failure carries the release on.
+		if _, err := tx.ExecContext(ctx, `UPDATE releases SET state = 'active', stop_kind = '', stop_reason = '', updated_at = ?
+			WHERE id = ? AND state = 'stopped' AND stop_kind IN ('failed', 'rejected')`, millis(db.Now()), d.ReleaseID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 0 WHERE id = ?`, d.ID); err != nil {
+			return err
+		}
+	}
+	return es.save(ctx, tx)
+}
+
+// observeLeadTimes observes, for every commit that reaches env for the
+// first time with this deployment (the commits of releases after the
+// environment's watermark, up to this one), the time from the commit to now.
+func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, watermark int64, at time.Time) error {
+	rows, err := tx.QueryContext(ctx, `SELECT MIN(c.timestamp) FROM release_commits c JOIN releases r ON r.id = c.release_id
+		WHERE r.repository_id = ? AND r.id > ? AND r.id <= ? AND c.timestamp > 0 GROUP BY c.sha`,
+		d.Repo.ID, watermark, d.ReleaseID)
+	if err != nil {
+		return err
+	}
+	var values []float64
+	for rows.Next() {
+		var ts int64
+		if err := rows.Scan(&ts); err != nil {
+			rows.Close()
+			return err
+		}
+		values = append(values, max(float64(millis(at)-ts)/1000, 0))
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return observe(ctx, tx, metrics.LeadTime, d.Repo.FullName(), d.Environment, values...)
+}
+
+type envState struct {
+	repo                                     pipeline.Repo
+	env                                      string
+	leadWatermark, failingSince, lastSuccess int64
+}
+
+func loadEnvState(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, env string) (*envState, error) {
+	es := &envState{repo: repo, env: env}
+	err := tx.QueryRowContext(ctx, `SELECT lead_watermark, failing_since, last_success_at FROM environment_state
+		WHERE repository_id = ? AND environment = ?`, repo.ID, env).Scan(&es.leadWatermark, &es.failingSince, &es.lastSuccess)
+	if errors.Is(err, sql.ErrNoRows) {
+		return es, nil
+	}
+	return es, err
+}
+
+func (es *envState) save(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, lead_watermark,
+		failing_since, last_success_at) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (repository_id, environment) DO UPDATE SET repository = excluded.repository,
+		lead_watermark = excluded.lead_watermark, failing_since = excluded.failing_since, last_success_at = excluded.last_success_at`,
+		es.repo.ID, es.env, es.repo.FullName(), es.leadWatermark, es.failingSince, es.lastSuccess)
+	return err
+}
+
+// observe adds observations to a histogram rollup.
+func observe(ctx context.Context, tx *sql.Tx, name, repo, env string, values ...float64) error {
+	if len(values) == 0 {
+		return nil
+	}
+	var count int64
+	var sum float64
+	var raw string
+	err := tx.QueryRowContext(ctx, `SELECT count, sum, buckets FROM histograms WHERE name = ? AND repository = ? AND environment = ?`,
+		name, repo, env).Scan(&count, &sum, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		raw = "{}"
+	} else if err != nil {
+		return err
+	}
+	buckets, err := decodeBuckets(raw)
+	if err != nil {
+		return fmt.Errorf("histogram %s: %w", name, err)
+	}
+	for _, v := range values {
+		count++
+		sum += v
+		buckets[metrics.BucketFor(name, v)]++
+	}
+	enc, err := encodeBuckets(buckets)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO histograms (name, repository, environment, count, sum, buckets) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name, repository, environment) DO UPDATE SET count = excluded.count, sum = excluded.sum, buckets = excluded.buckets`,
+		name, repo, env, count, sum, enc)
+	return err
+}

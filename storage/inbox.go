@@ -1,0 +1,245 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// ErrNotFound is returned when a looked-up record does not exist.
+var ErrNotFound = errors.New("not found")
+
+const deliveryColumns = `seq, delivery_id, event, action, installation_id, repository_id, repository,
+	received_at, body, state, attempts, next_attempt_at, last_error, finished_at, note`
+
+func scanDelivery(row interface{ Scan(...any) error }) (*pipeline.Delivery, error) {
+	var d pipeline.Delivery
+	var received, next, finished int64
+	var state string
+	if err := row.Scan(&d.Seq, &d.ID, &d.Event, &d.Action, &d.InstallationID, &d.RepositoryID, &d.Repository,
+		&received, &d.Body, &state, &d.Attempts, &next, &d.LastError, &finished, &d.Note); err != nil {
+		return nil, err
+	}
+	d.ReceivedAt, d.NextAttemptAt, d.FinishedAt = fromMillis(received), fromMillis(next), fromMillis(finished)
+	d.State = pipeline.DeliveryState(state)
+	return &d, nil
+}
+
+// NextDeliveries returns up to limit deliveries the worker may handle now:
+// for each repository, its oldest pending delivery, if it is due and the
+// repository is not in busy. Deliveries of one repository are therefore
+// handled one at a time, in order of arrival.
+func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries d
+		WHERE d.state = 'pending'
+		  AND d.seq = (SELECT MIN(seq) FROM deliveries p WHERE p.state = 'pending' AND p.repository = d.repository)
+		  AND d.next_attempt_at <= ?
+		ORDER BY d.seq`, millis(now))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*pipeline.Delivery
+	for rows.Next() && len(out) < limit {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, err
+		}
+		if !busy[d.Repository] {
+			out = append(out, d)
+		}
+	}
+	return out, rows.Err()
+}
+
+// NextAttemptAt is when the earliest pending delivery becomes due, or the
+// zero time when nothing is pending.
+func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
+	var next sql.NullInt64
+	err := db.read.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'`).Scan(&next)
+	if err != nil || !next.Valid {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(next.Int64), nil
+}
+
+// FinishDelivery marks a delivery done: its handling has committed. note
+// says what handling concluded, if worth saying.
+func (db *DB) FinishDelivery(ctx context.Context, seq int64, note string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'done', attempts = attempts + 1,
+			last_error = '', finished_at = ?, note = ? WHERE seq = ?`, millis(db.Now()), note, seq)
+		return err
+	})
+}
+
+// FailDelivery records a failed attempt. The delivery is tried again at next,
+// or parked as dead when dead is true.
+func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next time.Time, dead bool) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		state, finished := pipeline.DeliveryPending, int64(0)
+		if dead {
+			state, finished = pipeline.DeliveryDead, millis(db.Now())
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
+			last_error = ?, next_attempt_at = ?, finished_at = ? WHERE seq = ?`,
+			string(state), cause, millis(next), finished, seq)
+		return err
+	})
+}
+
+// RetryDelivery puts a dead delivery back in the queue, due now, with its
+// attempts reset. It returns the delivery as it now stands.
+func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
+	var out *pipeline.Delivery
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE delivery_id = ?`, deliveryID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("delivery %s: %w", deliveryID, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if d.State != pipeline.DeliveryDead {
+			return fmt.Errorf("delivery %s is %s: only dead deliveries can be retried", deliveryID, d.State)
+		}
+		if d.Body == nil {
+			return fmt.Errorf("delivery %s: its body was pruned by retention and it cannot be handled again", deliveryID)
+		}
+		now := db.Now()
+		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,
+			finished_at = 0 WHERE seq = ?`, millis(now), d.Seq); err != nil {
+			return err
+		}
+		d.State, d.Attempts, d.NextAttemptAt, d.FinishedAt = pipeline.DeliveryPending, 0, now, time.Time{}
+		out = d
+		return nil
+	})
+	return out, err
+}
+
+// DeliveryFilter selects deliveries for ListDeliveries.
+type DeliveryFilter struct {
+	State      pipeline.DeliveryState // "" for any
+	Repository string                 // "" for any
+	Limit      int                    // default 50
+}
+
+// ListDeliveries returns recent deliveries, newest first, without bodies.
+func (db *DB) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline.Delivery, error) {
+	var where []string
+	var args []any
+	if f.State != "" {
+		where = append(where, "state = ?")
+		args = append(args, string(f.State))
+	}
+	if f.Repository != "" {
+		where = append(where, "repository = ?")
+		args = append(args, f.Repository)
+	}
+	if f.Limit <= 0 {
+		f.Limit = 50
+	}
+	q := `SELECT ` + strings.Replace(deliveryColumns, "body,", "NULL,", 1) + ` FROM deliveries`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY seq DESC LIMIT ?"
+	rows, err := db.read.QueryContext(ctx, q, append(args, f.Limit)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*pipeline.Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// GetDelivery returns one delivery with its body.
+func (db *DB) GetDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
+	d, err := scanDelivery(db.read.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE delivery_id = ?`, deliveryID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("delivery %s: %w", deliveryID, ErrNotFound)
+	}
+	return d, err
+}
+
+// InboxStats counts deliveries by state, for metrics and readiness.
+func (db *DB) InboxStats(ctx context.Context) (map[pipeline.DeliveryState]int64, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT state, COUNT(*) FROM deliveries
+		WHERE state IN ('pending', 'dead') GROUP BY state`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[pipeline.DeliveryState]int64{pipeline.DeliveryPending: 0, pipeline.DeliveryDead: 0}
+	for rows.Next() {
+		var s string
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out[pipeline.DeliveryState(s)] = n
+	}
+	return out, rows.Err()
+}
+
+// KnownDeliveries reports which of the given delivery IDs are in the inbox.
+func (db *DB) KnownDeliveries(ctx context.Context, ids []string) (map[string]bool, error) {
+	known := map[string]bool{}
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), 500)]
+		ids = ids[len(chunk):]
+		q := `SELECT delivery_id FROM deliveries WHERE delivery_id IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		rows, err := db.read.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			known[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return known, nil
+}
+
+// Setting reads a named value; ok is false when it was never set.
+func (db *DB) Setting(ctx context.Context, key string) (value string, ok bool, err error) {
+	err = db.read.QueryRowContext(ctx, "SELECT value FROM settings WHERE key = ?", key).Scan(&value)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return value, err == nil, err
+}
+
+// SetSetting stores a named value.
+func (db *DB) SetSetting(ctx context.Context, key, value string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+		return err
+	})
+}

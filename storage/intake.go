@@ -1,0 +1,172 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// ErrClosed is returned by Accept once the database is closing.
+var ErrClosed = errors.New("database is closing")
+
+// maxIntakeBatch bounds how many deliveries share one commit.
+const maxIntakeBatch = 256
+
+// Accept commits a received delivery to the inbox and returns once it is on
+// disk. A delivery whose ID is already stored is not stored again: Accept
+// then reports duplicate. The delivery is counted in
+// lastmile_webhook_deliveries_total{event=eventLabel,outcome} (outcome
+// "duplicate" for a duplicate) in the same transaction.
+//
+// Concurrent calls are committed together (group commit): while one
+// transaction is being written, the next calls queue up and share the next
+// transaction, so durability costs one fsync per batch, not per delivery.
+func (db *DB) Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outcome string) (duplicate bool, err error) {
+	req := &intakeRequest{delivery: d, event: eventLabel, outcome: outcome, done: make(chan intakeResult, 1)}
+	if err := db.intake.submit(ctx, req); err != nil {
+		return false, err
+	}
+	select {
+	case res := <-req.done:
+		return res.duplicate, res.err
+	case <-ctx.Done():
+		// The commit may still happen; the sender will redeliver and the
+		// duplicate is then recognised by its delivery ID.
+		return false, ctx.Err()
+	}
+}
+
+type intakeRequest struct {
+	delivery *pipeline.Delivery
+	event    string
+	outcome  string
+	done     chan intakeResult
+}
+
+type intakeResult struct {
+	duplicate bool
+	err       error
+}
+
+type groupCommitter struct {
+	db       *DB
+	requests chan *intakeRequest
+
+	mu      sync.RWMutex // guards closed against concurrent submit
+	closed  bool
+	stopped chan struct{}
+}
+
+func newGroupCommitter(db *DB) *groupCommitter {
+	g := &groupCommitter{
+		db:       db,
+		requests: make(chan *intakeRequest, maxIntakeBatch),
+		stopped:  make(chan struct{}),
+	}
+	go g.run()
+	return g
+}
+
+func (g *groupCommitter) submit(ctx context.Context, req *intakeRequest) error {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return ErrClosed
+	}
+	select {
+	case g.requests <- req:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close stops intake; requests already submitted are still committed.
+func (g *groupCommitter) close() {
+	g.mu.Lock()
+	if !g.closed {
+		g.closed = true
+		close(g.requests)
+	}
+	g.mu.Unlock()
+	<-g.stopped
+}
+
+func (g *groupCommitter) run() {
+	defer close(g.stopped)
+	batch := make([]*intakeRequest, 0, maxIntakeBatch)
+	for req := range g.requests {
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < maxIntakeBatch {
+			select {
+			case more, ok := <-g.requests:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, more)
+			default:
+				break fill
+			}
+		}
+		dups, err := g.commit(batch)
+		for i, r := range batch {
+			r.done <- intakeResult{duplicate: err == nil && dups[i], err: err}
+		}
+	}
+}
+
+func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
+	dups := make([]bool, len(batch))
+	// The batch is committed even if the callers have gone away: their
+	// deliveries may already have been answered by a retry.
+	ctx := context.Background()
+	err := g.db.inTx(ctx, func(tx *sql.Tx) error {
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
+			(delivery_id, event, action, installation_id, repository_id, repository, received_at, body, state, next_attempt_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (delivery_id) DO NOTHING`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		outcomes := map[[2]string]float64{}
+		for i, r := range batch {
+			d := r.delivery
+			if d.State == "" {
+				d.State = pipeline.DeliveryPending
+			}
+			if d.ReceivedAt.IsZero() {
+				d.ReceivedAt = g.db.Now()
+			}
+			res, err := ins.ExecContext(ctx, d.ID, d.Event, d.Action, d.InstallationID, d.RepositoryID,
+				d.Repository, millis(d.ReceivedAt), d.Body, string(d.State), millis(d.ReceivedAt))
+			if err != nil {
+				return fmt.Errorf("insert delivery %s: %w", d.ID, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			outcome := r.outcome
+			if n == 0 {
+				dups[i] = true
+				outcome = "duplicate"
+			} else if id, err := res.LastInsertId(); err == nil {
+				d.Seq = id
+			}
+			outcomes[[2]string{r.event, outcome}]++
+		}
+		for k, n := range outcomes {
+			if err := addCounter(ctx, tx, MetricWebhookDeliveries, []string{k[0], k[1]}, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return dups, err
+}

@@ -1,0 +1,409 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+var _ pipeline.Store = (*DB)(nil)
+
+const instanceKey = "instance"
+
+// Instance returns this database's identity, created on first use. It is
+// written into deployment payloads so lastmile recognises its own
+// deployments, and only its own.
+func (db *DB) Instance(ctx context.Context) (string, error) {
+	if v, ok, err := db.Setting(ctx, instanceKey); err != nil || ok {
+		return v, err
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, instanceKey, id)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	v, _, err := db.Setting(ctx, instanceKey)
+	return v, err
+}
+
+// SaveRepo records a repository and the installation that reaches it.
+func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name, installation_id = excluded.installation_id,
+			updated_at = excluded.updated_at`, r.ID, r.FullName(), r.InstallationID, millis(db.Now()))
+		return err
+	})
+}
+
+// PipelineBranch returns the branch named by the last configuration read.
+func (db *DB) PipelineBranch(ctx context.Context, repoID int64) (string, error) {
+	var b string
+	err := db.read.QueryRowContext(ctx, `SELECT pipeline_branch FROM repositories WHERE id = ?`, repoID).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return b, err
+}
+
+// SetPipelineBranch remembers the branch a repository's configuration names.
+func (db *DB) SetPipelineBranch(ctx context.Context, repoID int64, branch string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE repositories SET pipeline_branch = ? WHERE id = ?`, branch, repoID)
+		return err
+	})
+}
+
+// RecordRelease stores a release and its commits, or finds the existing one.
+func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits []pipeline.Commit) (bool, error) {
+	created := false
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ?`, rel.Repo.ID, rel.SHA).Scan(&rel.ID)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var cfg sql.NullString
+		if rel.Config != nil {
+			b, err := json.Marshal(rel.Config)
+			if err != nil {
+				return err
+			}
+			cfg = sql.NullString{String: string(b), Valid: true}
+		}
+		now := db.Now()
+		rel.CreatedAt, rel.UpdatedAt = now, now
+		res, err := tx.ExecContext(ctx, `INSERT INTO releases (repository_id, sha, ref, pusher, pushed_at, delivery_id, config,
+			state, stop_kind, stop_reason, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			rel.Repo.ID, rel.SHA, rel.Ref, rel.Pusher, millis(rel.PushedAt), rel.DeliveryID, cfg,
+			string(rel.State), string(rel.StopKind), rel.StopReason, millis(now), millis(now))
+		if err != nil {
+			return fmt.Errorf("insert release %s@%s: %w", rel.Repo.FullName(), rel.SHA, err)
+		}
+		if rel.ID, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO release_commits (release_id, position, sha, author, timestamp, title)
+			VALUES (?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		for i, c := range commits {
+			if _, err := ins.ExecContext(ctx, rel.ID, i, c.SHA, c.Author, millis(c.Timestamp), c.Title); err != nil {
+				return err
+			}
+		}
+		created = true
+		return nil
+	})
+	return created, err
+}
+
+const releaseColumns = `r.id, r.repository_id, p.full_name, p.installation_id, r.sha, r.ref, r.pusher, r.pushed_at, r.delivery_id,
+	r.config, r.state, r.stop_kind, r.stop_reason, r.created_at, r.updated_at`
+
+func scanRelease(row interface{ Scan(...any) error }) (*pipeline.Release, error) {
+	var r pipeline.Release
+	var full string
+	var pushed, created, updated int64
+	var cfg sql.NullString
+	var state, kind string
+	if err := row.Scan(&r.ID, &r.Repo.ID, &full, &r.Repo.InstallationID, &r.SHA, &r.Ref, &r.Pusher, &pushed, &r.DeliveryID,
+		&cfg, &state, &kind, &r.StopReason, &created, &updated); err != nil {
+		return nil, err
+	}
+	r.Repo.Owner, r.Repo.Name, _ = pipeline.SplitFullName(full)
+	r.PushedAt, r.CreatedAt, r.UpdatedAt = fromMillis(pushed), fromMillis(created), fromMillis(updated)
+	r.State, r.StopKind = pipeline.ReleaseState(state), pipeline.StopKind(kind)
+	if cfg.Valid {
+		r.Config = &pipeline.Config{}
+		if err := json.Unmarshal([]byte(cfg.String), r.Config); err != nil {
+			return nil, fmt.Errorf("release %d: stored configuration: %w", r.ID, err)
+		}
+	}
+	return &r, nil
+}
+
+// LatestRelease returns the newest release of a repository.
+func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Release, error) {
+	r, err := scanRelease(db.read.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
+		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? ORDER BY r.id DESC LIMIT 1`, repoID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, pipeline.ErrNotFound
+	}
+	return r, err
+}
+
+// RepoState gathers what the planner needs, in one read transaction.
+func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState, error) {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	s := &pipeline.RepoState{Reached: map[string]int64{}}
+	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
+		WHERE r.repository_id = ? AND r.state = 'active' ORDER BY r.id`, repoID)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[int64]*pipeline.ReleaseProgress{}
+	for rows.Next() {
+		r, err := scanRelease(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		p := &pipeline.ReleaseProgress{Release: r, ByStage: map[int]*pipeline.Deployment{}}
+		s.Active = append(s.Active, p)
+		byID[r.ID] = p
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(s.Active) > 0 {
+		deps, err := queryDeployments(ctx, tx, `WHERE d.origin = 'lastmile' AND d.release_id IN
+			(SELECT id FROM releases WHERE repository_id = ? AND state = 'active')`, repoID)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range deps {
+			if p := byID[d.ReleaseID]; p != nil {
+				p.ByStage[d.Stage] = d
+			}
+		}
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT environment, MAX(release_id) FROM deployments
+		WHERE repository_id = ? AND origin = 'lastmile' AND state != 'abandoned' GROUP BY environment`, repoID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var env string
+		var id int64
+		if err := rows.Scan(&env, &id); err != nil {
+			return nil, err
+		}
+		s.Reached[env] = id
+	}
+	return s, rows.Err()
+}
+
+// Apply records the planner's decisions in one transaction.
+func (db *DB) Apply(ctx context.Context, repo pipeline.Repo, actions []pipeline.Action) error {
+	now := db.Now()
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		for _, a := range actions {
+			if err := db.apply(ctx, tx, repo, a, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipeline.Action, now time.Time) error {
+	if deps, ok := pipeline.NotifyDeployments(a); ok {
+		for _, d := range deps {
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = ?, notify_reason = ? WHERE id = ? AND notify = ''`,
+				string(d.Notify), d.NotifyReason, d.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	switch a := a.(type) {
+	case pipeline.CreateDeployment:
+		env := a.Release.Config.Environments[a.Stage]
+		_, err := tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
+			state, production, created_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, ?)
+			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now))
+		return err
+	case pipeline.CompleteRelease:
+		return setReleaseState(ctx, tx, a.Release.ID, pipeline.ReleaseCompleted, "", "", now)
+	case pipeline.StopRelease:
+		if d := a.Deactivate; d != nil {
+			var err error
+			if d.State.Realized() {
+				_, err = tx.ExecContext(ctx, `UPDATE deployments SET notify = 'inactive', notify_reason = ? WHERE id = ? AND notify = ''`,
+					a.Reason, d.ID)
+			} else {
+				_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = 'abandoned', reason = ? WHERE id = ?`, a.Reason, d.ID)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return setReleaseState(ctx, tx, a.Release.ID, pipeline.ReleaseStopped, a.Kind, a.Reason, now)
+	}
+	return fmt.Errorf("unknown action %T", a)
+}
+
+func setReleaseState(ctx context.Context, tx *sql.Tx, id int64, state pipeline.ReleaseState, kind pipeline.StopKind, reason string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE releases SET state = ?, stop_kind = ?, stop_reason = ?, updated_at = ? WHERE id = ?`,
+		string(state), string(kind), reason, millis(now), id)
+	return err
+}
+
+// Work lists a repository's deployments that still need GitHub: intents to
+// create and statuses to write.
+func (db *DB) Work(ctx context.Context, repoID int64) ([]*pipeline.Deployment, error) {
+	deps, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.origin = 'lastmile'
+		AND (d.state IN ('intent', 'waiting') OR d.notify != '') ORDER BY d.id`, repoID)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range deps {
+		if d.State != pipeline.DeploymentIntent || d.Stage != 0 {
+			continue
+		}
+		var cfg sql.NullString
+		if err := db.read.QueryRowContext(ctx, `SELECT config FROM releases WHERE id = ?`, d.ReleaseID).Scan(&cfg); err != nil {
+			return nil, err
+		}
+		var c pipeline.Config
+		if cfg.Valid {
+			if err := json.Unmarshal([]byte(cfg.String), &c); err != nil {
+				return nil, err
+			}
+		}
+		d.RequiredContexts = c.RequiredContexts
+		if d.RequiredContexts == nil {
+			d.RequiredContexts = []string{}
+		}
+	}
+	return deps, nil
+}
+
+// MarkAttempt counts a creation attempt, committed before the attempt.
+func (db *DB) MarkAttempt(ctx context.Context, deploymentID int64) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = attempts + 1 WHERE id = ?`, deploymentID)
+		return err
+	})
+}
+
+// Created records the GitHub deployment an intent became.
+func (db *DB) Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error {
+	if createdAt.IsZero() {
+		createdAt = db.Now()
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET github_id = ?, state = 'created', reason = '', waiting_since = 0,
+			created_at = ? WHERE id = ? AND state IN ('intent', 'waiting')`, githubID, millis(createdAt), deploymentID)
+		if isUniqueViolation(err) {
+			return fmt.Errorf("GitHub deployment %d is already recorded for another release: %w", githubID, err)
+		}
+		return err
+	})
+}
+
+// Refused records that GitHub did not create a deployment.
+func (db *DB) Refused(ctx context.Context, deploymentID int64, state pipeline.DeploymentState, reason string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if state == pipeline.DeploymentWaiting {
+			// GitHub created nothing: the next attempt need not look first.
+			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = 'waiting', reason = ?, attempts = 0,
+				waiting_since = CASE WHEN waiting_since = 0 THEN ? ELSE waiting_since END WHERE id = ?`,
+				reason, millis(db.Now()), deploymentID)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?, reason = ? WHERE id = ?`, string(state), reason, deploymentID)
+		}
+		return err
+	})
+}
+
+// Resume puts a repository's waiting intents for sha back in line.
+func (db *DB) Resume(ctx context.Context, repoID int64, sha string) (int, error) {
+	var n int64
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'intent' WHERE repository_id = ? AND sha = ?
+			AND origin = 'lastmile' AND state = 'waiting'`, repoID, sha)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return int(n), err
+}
+
+// ExpireWaiting abandons deployments that have waited for their required
+// contexts since before cutoff, stopping their releases. It returns how many.
+func (db *DB) ExpireWaiting(ctx context.Context, cutoff time.Time) (int, error) {
+	var n int
+	now := db.Now()
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, release_id, environment, reason FROM deployments
+			WHERE state = 'waiting' AND waiting_since > 0 AND waiting_since < ?`, millis(cutoff))
+		if err != nil {
+			return err
+		}
+		type expired struct {
+			id, release int64
+			env, reason string
+		}
+		var list []expired
+		for rows.Next() {
+			var e expired
+			if err := rows.Scan(&e.id, &e.release, &e.env, &e.reason); err != nil {
+				rows.Close()
+				return err
+			}
+			list = append(list, e)
+		}
+		rows.Close()
+		for _, e := range list {
+			reason := fmt.Sprintf("required contexts not green after waiting since %s (%s)",
+				cutoff.Add(-0).UTC().Format(time.RFC3339), e.reason)
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'abandoned', reason = ? WHERE id = ? AND state = 'waiting'`,
+				reason, e.id); err != nil {
+				return err
+			}
+			if err := setReleaseState(ctx, tx, e.release, pipeline.ReleaseStopped, pipeline.StopRefused,
+				fmt.Sprintf("no deployment to %s: %s", e.env, reason), now); err != nil {
+				return err
+			}
+		}
+		n = len(list)
+		return nil
+	})
+	return n, err
+}
+
+// StageSucceeded reports whether a release's lastmile deployment at a stage
+// has succeeded.
+func (db *DB) StageSucceeded(ctx context.Context, releaseID int64, stage int) (bool, error) {
+	var n int
+	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE release_id = ? AND stage = ?
+		AND origin = 'lastmile' AND succeeded_at > 0`, releaseID, stage).Scan(&n)
+	return n > 0, err
+}
+
+// Succeeded reports whether sha succeeded in env, by any deployment.
+func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error) {
+	var n int
+	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
+		AND environment = ? AND succeeded_at > 0`, repoID, sha, env).Scan(&n)
+	return n > 0, err
+}
