@@ -461,12 +461,18 @@ func TestConformance(t *testing.T) {
 
 	// Every webhook conforms to its schema, and every kind was sent.
 	wv := newWebhookValidator(t)
+	examples := loadExamples(t)
 	seen := map[string]bool{}
 	for _, d := range ds {
 		if err := wv.validate(d.Event, d.Action, d.Body); err != nil {
 			t.Errorf("webhook %s/%s does not conform: %v", d.Event, d.Action, err)
 		}
 		seen[schemaName(d.Event, d.Action)] = true
+		// And it has every field GitHub's example payloads of that kind
+		// have (testdata/github-webhook-examples.json).
+		if m := missingKeys(examples[schemaName(d.Event, d.Action)], d.Body, exampleExceptions[d.Event+"/"+d.Action]); len(m) > 0 {
+			t.Errorf("webhook %s/%s lacks fields GitHub's examples have: %v", d.Event, d.Action, m)
+		}
 	}
 	for _, want := range []string{
 		"webhook-push", "webhook-deployment-created", "webhook-deployment-status-created",
@@ -517,4 +523,85 @@ func waitState(t *testing.T, h *harness, repo string, id int64, state string) {
 		}
 		t.Fatalf("deployment %d: %v", id, err)
 	}
+}
+
+// exampleFile is testdata/github-webhook-examples.json.
+type exampleFile struct {
+	Events []struct {
+		Name     string            `json:"name"`
+		Examples []json.RawMessage `json:"examples"`
+	} `json:"events"`
+}
+
+func loadExamples(t *testing.T) map[string][]json.RawMessage {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "github-webhook-examples.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f exampleFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]json.RawMessage{} // schema name -> examples
+	for _, e := range f.Events {
+		for _, ex := range e.Examples {
+			var head struct {
+				Action string `json:"action"`
+			}
+			_ = json.Unmarshal(ex, &head)
+			out[schemaName(e.Name, head.Action)] = append(out[schemaName(e.Name, head.Action)], ex)
+		}
+	}
+	return out
+}
+
+// missingKeys lists the keys (to depth 2, "a.b") that GitHub's examples
+// have and got lacks.
+func missingKeys(examples []json.RawMessage, got []byte, except []string) []string {
+	var have map[string]any
+	_ = json.Unmarshal(got, &have)
+	missing := map[string]bool{}
+	for _, ex := range examples {
+		var want map[string]any
+		_ = json.Unmarshal(ex, &want)
+		for k, wv := range want {
+			if k == "enterprise" {
+				continue // only for enterprise accounts
+			}
+			hv, ok := have[k]
+			if !ok {
+				missing[k] = true
+				continue
+			}
+			wm, _ := wv.(map[string]any)
+			hm, _ := hv.(map[string]any)
+			if wm == nil || hm == nil {
+				continue
+			}
+			for kk := range wm {
+				if _, ok := hm[kk]; !ok {
+					missing[k+"."+kk] = true
+				}
+			}
+		}
+	}
+	for _, k := range except {
+		delete(missing, k)
+	}
+	var out []string
+	for k := range missing {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// exampleExceptions are fields of GitHub's examples that the simulator
+// leaves out on purpose.
+var exampleExceptions = map[string][]string{
+	// GitHub's schema requires a URI; examples show "" or null when unset.
+	"deployment_status/created": {"deployment_status.environment_url"},
+	// Only when Actions creates a deployment for the job (CreateDeployment).
+	"workflow_job/queued": {"deployment"},
 }

@@ -71,7 +71,7 @@ func (st *state) enqueuePush(r *repo, branch, before, after string, created []*c
 	if !deleted {
 		head = st.pushCommitJSON(r, r.commits[after])
 	}
-	pusher := obj{"name": pusherName}
+	pusher := obj{"name": pusherName, "email": nil}
 	if pusherEmail != "" {
 		pusher["email"] = pusherEmail
 	}
@@ -111,9 +111,14 @@ func (st *state) enqueueDeploymentStatus(r *repo, d *deployment, ds *deploymentS
 	p["action"] = "created"
 	p["deployment_status"] = st.deploymentStatusJSON(r, d, ds)
 	p["deployment"] = st.deploymentJSON(r, d)
+	p["check_run"] = nil
+	p["workflow_run"] = nil
 	if d.run != nil {
 		p["workflow"] = st.workflowJSON(r, d.run)
 		p["workflow_run"] = st.deploymentWorkflowRunJSON(r, d.run)
+		if d.job != nil {
+			p["check_run"] = st.checkRunJSON(r, d.job)
+		}
 	}
 	st.enqueue("deployment_status", r, p)
 }

@@ -134,6 +134,7 @@ type deployment struct {
 	updatedAt           time.Time
 	statuses            []*deploymentStatus // oldest first
 	run                 *run                // set for deployments Actions created for a job
+	job                 *job                // that job
 }
 
 type deploymentStatus struct {

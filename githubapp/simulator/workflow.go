@@ -279,7 +279,7 @@ func (s *Simulator) runDeployJob(ru *run) string {
 			id: st.id(), sha: d.sha, ref: d.ref, task: "deploy", payload: obj{},
 			environment: env, originalEnvironment: env, description: &empty,
 			creator: ru.actor, viaApp: st.actionsApp(), production: d.production,
-			createdAt: now, updatedAt: now, run: ru,
+			createdAt: now, updatedAt: now, run: ru, job: dj,
 		}
 		r.deployments = append(r.deployments, dj.twin)
 		st.enqueueDeployment(r, dj.twin)

@@ -259,3 +259,31 @@ func (st *state) enqueueProtectionRuleRequested(r *repo, j *job) {
 	p["pull_requests"] = []any{}
 	st.enqueue("deployment_protection_rule", r, p)
 }
+
+// checkRunJSON is a job seen as the check run it is (deployment_status
+// events of deployments Actions created for a job carry it).
+func (st *state) checkRunJSON(r *repo, j *job) obj {
+	html := st.repoHTML(r) + "/runs/" + itoa(j.id) + "?check_suite_focus=true"
+	var conclusion, completed any
+	if j.conclusion != "" {
+		conclusion, completed = j.conclusion, ts(j.completedAt)
+	}
+	started := j.startedAt
+	if started.IsZero() {
+		started = j.createdAt
+	}
+	return obj{
+		"id":           j.id,
+		"name":         j.name,
+		"node_id":      nodeID("CheckRun", j.id),
+		"head_sha":     j.run.sha,
+		"external_id":  newGUID(),
+		"url":          st.repoAPI(r) + "/check-runs/" + itoa(j.id),
+		"html_url":     html,
+		"details_url":  html,
+		"status":       j.status,
+		"conclusion":   conclusion,
+		"started_at":   ts(started),
+		"completed_at": completed,
+	}
+}

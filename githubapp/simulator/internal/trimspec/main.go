@@ -6,13 +6,16 @@
 // Inputs are the files shipped in the npm packages @octokit/openapi@23.0.2
 // (generated/api.github.com.json, the REST description, OpenAPI 3.0.3) and
 // @octokit/openapi-webhooks@12.1.0 (generated/api.github.com.json, the
-// webhook description, OpenAPI 3.1). Both are MIT-licensed.
+// webhook description, OpenAPI 3.1). Both are MIT-licensed. With -examples,
+// it also keeps the example payloads of the events the simulator sends from
+// @octokit/webhooks-examples@7.6.1 (api.github.com/index.json, MIT).
 //
 // Usage:
 //
 //	go run ./githubapp/simulator/internal/trimspec \
 //	    -rest    .../octokit-openapi-23.0.2/package/generated/api.github.com.json \
 //	    -webhooks .../octokit-openapi-webhooks-12.1.0/package/generated/api.github.com.json \
+//	    -examples .../octokit-webhooks-examples-7.6.1/package/api.github.com/index.json \
 //	    -out githubapp/simulator/testdata
 //
 // The output is deterministic (object keys sorted), so running it again on
@@ -74,28 +77,41 @@ var webhooks = []string{
 	"check-suite-completed",
 }
 
+// exampleEvents are the events whose example payloads are kept.
+var exampleEvents = []string{
+	"check_suite", "deployment", "deployment_review", "deployment_status",
+	"push", "status", "workflow_job", "workflow_run",
+}
+
 // Output file names inside -out.
 const (
 	restOut     = "github-rest-openapi.json"
 	webhooksOut = "github-webhooks-openapi.json"
+	examplesOut = "github-webhook-examples.json"
 )
 
 func main() {
 	rest := flag.String("rest", "", "REST description from @octokit/openapi@23.0.2 (generated/api.github.com.json)")
 	hooks := flag.String("webhooks", "", "webhook description from @octokit/openapi-webhooks@12.1.0 (generated/api.github.com.json)")
+	examples := flag.String("examples", "", "example payloads from @octokit/webhooks-examples@7.6.1 (api.github.com/index.json); optional")
 	out := flag.String("out", "", "output directory")
 	flag.Parse()
 	if *rest == "" || *hooks == "" || *out == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*rest, *hooks, *out); err != nil {
+	if err := run(*rest, *hooks, *examples, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "trimspec:", err)
 		os.Exit(1)
 	}
 }
 
-func run(restPath, hooksPath, outDir string) error {
+func run(restPath, hooksPath, examplesPath, outDir string) error {
+	if examplesPath != "" {
+		if err := trimExamples(examplesPath, filepath.Join(outDir, examplesOut)); err != nil {
+			return err
+		}
+	}
 	restDoc, err := load(restPath)
 	if err != nil {
 		return err
@@ -116,6 +132,38 @@ func run(restPath, hooksPath, outDir string) error {
 		return err
 	}
 	return write(filepath.Join(outDir, webhooksOut), trimmedHooks)
+}
+
+// trimExamples keeps the entries of exampleEvents from the examples index
+// (an array of {name, actions, description, examples, properties}).
+func trimExamples(in, out string) error {
+	b, err := os.ReadFile(in)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var all []map[string]any
+	if err := dec.Decode(&all); err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	keep := map[string]bool{}
+	for _, e := range exampleEvents {
+		keep[e] = true
+	}
+	var kept []any
+	for _, e := range all {
+		if name, _ := e["name"].(string); keep[name] {
+			kept = append(kept, map[string]any{"name": name, "examples": e["examples"]})
+		}
+	}
+	if len(kept) != len(exampleEvents) {
+		return fmt.Errorf("%s: found %d of %d events", in, len(kept), len(exampleEvents))
+	}
+	return write(out, map[string]any{
+		"x-trimmed-from": "npm package @octokit/webhooks-examples@7.6.1, file api.github.com/index.json (MIT license), trimmed by githubapp/simulator/internal/trimspec",
+		"events":         kept,
+	})
 }
 
 func load(path string) (map[string]any, error) {
