@@ -2,9 +2,17 @@ package simulator_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -174,4 +182,95 @@ func mustParse(t *testing.T, raw string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// signJWT signs claims with the App's key (RS256), like ghinstallation.
+func signJWT(t *testing.T, sim *simulator.Simulator, claims map[string]any) string {
+	t.Helper()
+	block, _ := pem.Decode(sim.AppPrivateKeyPEM())
+	key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	signing := enc(map[string]string{"alg": "RS256", "typ": "JWT"}) + "." + enc(claims)
+	digest := sha256.Sum256([]byte(signing))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signing + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// jwt returns a valid App JWT.
+func (h *harness) jwt() string {
+	now := time.Now().Unix()
+	return signJWT(h.t, h.sim, map[string]any{"iat": now - 60, "exp": now + 540, "iss": h.sim.AppID()})
+}
+
+// apiResponse is a raw REST answer.
+type apiResponse struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r apiResponse) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body %s: %v", r.body, err)
+	}
+	return m
+}
+
+func (r apiResponse) list(t *testing.T) []map[string]any {
+	t.Helper()
+	var l []map[string]any
+	if err := json.Unmarshal(r.body, &l); err != nil {
+		t.Fatalf("body %s: %v", r.body, err)
+	}
+	return l
+}
+
+// do sends a raw request; auth is the Authorization header ("" for none).
+func (h *harness) do(method, path, auth string, body any) apiResponse {
+	h.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, ok := body.(string)
+		if !ok {
+			bb, _ := json.Marshal(body)
+			b = string(bb)
+		}
+		rd = strings.NewReader(b)
+	}
+	req, err := http.NewRequest(method, strings.TrimSuffix(h.api, "/")+path, rd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return apiResponse{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// token creates an installation token and returns "token <value>".
+func (h *harness) token(inst int64) string {
+	h.t.Helper()
+	r := h.do("POST", fmt.Sprintf("/app/installations/%d/access_tokens", inst), "Bearer "+h.jwt(), nil)
+	if r.status != 201 {
+		h.t.Fatalf("access token: %d %s", r.status, r.body)
+	}
+	return "token " + r.json(h.t)["token"].(string)
 }

@@ -1,0 +1,334 @@
+package simulator_test
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+func TestCreateDeploymentRequiredContexts(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "x", Files: map[string]string{"a": "1"}}).After
+	tok := h.token(h.org)
+	h.sim.SetCommitStatus("acme/shop", sha, "ci", "pending")
+	h.sim.SetCommitStatus("acme/shop", sha, "lint", "success")
+
+	// Default required_contexts: every context on the commit.
+	r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false})
+	want := map[string]any{
+		"message":           "Conflict: Commit status checks failed for " + sha + ".",
+		"documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment",
+		"errors": []any{map[string]any{
+			"contexts": []any{map[string]any{"context": "ci", "state": "pending"}},
+			"resource": "Deployment", "field": "required_contexts", "code": "invalid",
+		}},
+	}
+	if got := r.json(t); r.status != 409 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %d %v\nwant 409 %v", r.status, got, want)
+	}
+	// A required context never reported counts as failed.
+	r = h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false, "required_contexts": []string{"lint", "e2e"}})
+	if r.status != 409 || !strings.Contains(string(r.body), `{"context":"e2e","state":"missing"}`) {
+		t.Fatalf("missing context: %d %s", r.status, r.body)
+	}
+	// [] bypasses the check; go-github sees 409 as ErrorResponse before.
+	gh := h.client(h.org, nil)
+	_, _, err := gh.Repositories.CreateDeployment(h.ctx(), "acme", "shop", &github.DeploymentRequest{Ref: github.String(sha), AutoMerge: github.Bool(false)})
+	var er *github.ErrorResponse
+	if !errors.As(err, &er) || er.Response.StatusCode != 409 {
+		t.Fatalf("go-github 409: %v", err)
+	}
+	d, _, err := gh.Repositories.CreateDeployment(h.ctx(), "acme", "shop", &github.DeploymentRequest{Ref: github.String(sha), AutoMerge: github.Bool(false), RequiredContexts: &[]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetEnvironment() != "production" || d.GetTask() != "deploy" || d.GetSHA() != sha || d.GetCreator().GetLogin() != "lastmile[bot]" {
+		t.Errorf("defaults: env %s task %s creator %s", d.GetEnvironment(), d.GetTask(), d.GetCreator().GetLogin())
+	}
+	h.sim.SetCommitStatus("acme/shop", sha, "ci", "success")
+	if r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false}); r.status != 201 {
+		t.Errorf("all green: %d %s", r.status, r.body)
+	}
+}
+
+func TestCreateDeploymentBody(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	main := h.sim.Branch("acme/shop", "main")
+	tok := h.token(h.org)
+	r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{
+		"ref": "main", "environment": "staging", "payload": `{"release": 7}`, "description": "r7",
+		"transient_environment": true, "required_contexts": []string{},
+	})
+	if r.status != 201 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	d := r.json(t)
+	for k, want := range map[string]any{
+		"sha": main, "ref": "main", "environment": "staging", "original_environment": "staging",
+		"description": "r7", "transient_environment": true, "production_environment": false,
+		"payload": map[string]any{"release": float64(7)}, "task": "deploy",
+	} {
+		if !reflect.DeepEqual(d[k], want) {
+			t.Errorf("%s = %v, want %v", k, d[k], want)
+		}
+	}
+	app := d["performed_via_github_app"].(map[string]any)
+	if app["id"] != float64(testAppID) || d["creator"].(map[string]any)["type"] != "Bot" {
+		t.Errorf("creator %v app %v", d["creator"], app["id"])
+	}
+	id := int64(d["id"].(float64))
+	if got := h.do("GET", fmt.Sprintf("/repos/acme/shop/deployments/%d", id), tok, nil).json(t); got["id"] != d["id"] {
+		t.Errorf("get: %v", got)
+	}
+
+	for name, body := range map[string]string{
+		"no ref":        `{"environment":"x"}`,
+		"empty ref":     `{"ref":""}`,
+		"unknown ref":   `{"ref":"nope"}`,
+		"ref type":      `{"ref":1}`,
+		"auto_merge":    `{"ref":"main","auto_merge":"yes"}`,
+		"contexts type": `{"ref":"main","required_contexts":"ci"}`,
+		"payload type":  `{"ref":"main","payload":3}`,
+	} {
+		r := h.do("POST", "/repos/acme/shop/deployments", tok, body)
+		if r.status != 422 || r.json(t)["message"] == "" {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	if r := h.do("POST", "/repos/acme/shop/deployments", tok, `{"ref":`); r.status != 400 {
+		t.Errorf("bad JSON: %d", r.status)
+	}
+}
+
+func TestAutoMerge(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.Push("acme/shop", "topic", simulator.CommitSpec{Message: "topic", Files: map[string]string{"t.txt": "t"}})
+	h.sim.Push("acme/shop", "clash", simulator.CommitSpec{Message: "clash", Files: map[string]string{"m.txt": "other"}})
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "main", Files: map[string]string{"m.txt": "m"}})
+	tok := h.token(h.org)
+	before := h.sim.Branch("acme/shop", "topic")
+
+	r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": "topic", "required_contexts": []string{}})
+	if r.status != 202 || r.json(t)["message"] != "Auto-merged main into topic on deployment." {
+		t.Fatalf("got %d %s", r.status, r.body)
+	}
+	after := h.sim.Branch("acme/shop", "topic")
+	if after == before {
+		t.Fatal("topic did not move")
+	}
+	if got, _ := h.sim.FileAt("acme/shop", "topic", "m.txt"); got != "m" {
+		t.Errorf("merged tree lacks main's change: %q", got)
+	}
+	if len(h.sim.Deployments("acme/shop")) != 0 {
+		t.Error("202 created a deployment")
+	}
+	// Now topic contains main: the deployment is created.
+	if r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": "topic", "required_contexts": []string{}}); r.status != 201 {
+		t.Errorf("second request: %d %s", r.status, r.body)
+	}
+	// A conflict: 409.
+	r = h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": "clash", "required_contexts": []string{}})
+	if r.status != 409 || r.json(t)["message"] != "Conflict merging main into clash." {
+		t.Errorf("conflict: %d %s", r.status, r.body)
+	}
+	// auto_merge false or a SHA: no merge.
+	if r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": "clash", "auto_merge": false, "required_contexts": []string{}}); r.status != 201 {
+		t.Errorf("auto_merge false: %d", r.status)
+	}
+	h.waitIdle()
+	var pushes int
+	for _, d := range h.sim.Deliveries() {
+		if d.Event == "push" {
+			pushes++
+		}
+	}
+	if pushes != 4 { // three fixtures + the merge
+		t.Errorf("push webhooks: %d", pushes)
+	}
+}
+
+func TestDeploymentStatusesAndAutoInactive(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+	create := func(env string, prod, transient bool) int64 {
+		d, _, err := gh.Repositories.CreateDeployment(ctx, "acme", "shop", &github.DeploymentRequest{
+			Ref: github.String("main"), Environment: github.String(env), AutoMerge: github.Bool(false),
+			RequiredContexts: &[]string{}, ProductionEnvironment: github.Bool(prod), TransientEnvironment: github.Bool(transient),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.GetID()
+	}
+	status := func(id int64, req github.DeploymentStatusRequest) *github.DeploymentStatus {
+		s, _, err := gh.Repositories.CreateDeploymentStatus(ctx, "acme", "shop", id, &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	old := create("staging", false, false)
+	status(old, github.DeploymentStatusRequest{State: github.String("success")})
+	failedOld := create("staging", false, false)
+	status(failedOld, github.DeploymentStatusRequest{State: github.String("failure")})
+	transient := create("staging", false, true)
+	status(transient, github.DeploymentStatusRequest{State: github.String("success")})
+	prodOld := create("production", true, false)
+	status(prodOld, github.DeploymentStatusRequest{State: github.String("success")})
+
+	cur := create("staging", false, false)
+	s := status(cur, github.DeploymentStatusRequest{State: github.String("success"), LogURL: github.String("https://ci/1"), EnvironmentURL: github.String("https://staging")})
+	if s.GetTargetURL() != "https://ci/1" || s.GetLogURL() != "https://ci/1" || s.GetEnvironment() != "staging" {
+		t.Errorf("log_url sets target_url: %+v", s)
+	}
+	state := map[int64]string{}
+	for _, d := range h.sim.Deployments("acme/shop") {
+		state[d.ID] = d.State()
+	}
+	want := map[int64]string{old: "inactive", failedOld: "failure", transient: "success", prodOld: "success", cur: "success"}
+	if !reflect.DeepEqual(state, want) {
+		t.Errorf("states %v, want %v", state, want)
+	}
+	// auto_inactive false leaves the previous one alone.
+	next := create("staging", false, false)
+	status(next, github.DeploymentStatusRequest{State: github.String("success"), AutoInactive: github.Bool(false)})
+	for _, d := range h.sim.Deployments("acme/shop") {
+		if d.ID == cur && d.State() != "success" {
+			t.Errorf("auto_inactive false: %s", d.State())
+		}
+	}
+
+	// Statuses list newest first; bad input is 422.
+	list, _, err := gh.Repositories.ListDeploymentStatuses(ctx, "acme", "shop", old, nil)
+	if err != nil || len(list) != 2 || list[0].GetState() != "inactive" || list[1].GetState() != "success" {
+		t.Errorf("statuses: %v", err)
+	}
+	tok := h.token(h.org)
+	for name, body := range map[string]string{
+		"no state":  `{}`,
+		"bad state": `{"state":"done"}`,
+		"too long":  `{"state":"success","description":"` + strings.Repeat("é", 141) + `"}`,
+	} {
+		if r := h.do("POST", fmt.Sprintf("/repos/acme/shop/deployments/%d/statuses", cur), tok, body); r.status != 422 {
+			t.Errorf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	if r := h.do("POST", fmt.Sprintf("/repos/acme/shop/deployments/%d/statuses", cur), tok, `{"state":"success","description":"`+strings.Repeat("é", 140)+`"}`); r.status != 201 {
+		t.Errorf("140 characters: %d", r.status)
+	}
+	if r := h.do("POST", "/repos/acme/shop/deployments/1/statuses", tok, `{"state":"success"}`); r.status != 404 {
+		t.Errorf("unknown deployment: %d", r.status)
+	}
+}
+
+func TestListDeploymentsFiltersAndPagination(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+	var ids []int64
+	for i := 0; i < 5; i++ {
+		env := "test"
+		if i%2 == 1 {
+			env = "prod"
+		}
+		d, _, err := gh.Repositories.CreateDeployment(ctx, "acme", "shop", &github.DeploymentRequest{
+			Ref: github.String("main"), Environment: github.String(env), AutoMerge: github.Bool(false), RequiredContexts: &[]string{},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.GetID())
+	}
+	var got []int64
+	opts := &github.DeploymentsListOptions{ListOptions: github.ListOptions{PerPage: 2}}
+	pages := 0
+	for {
+		list, resp, err := gh.Repositories.ListDeployments(ctx, "acme", "shop", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, d := range list {
+			got = append(got, d.GetID())
+		}
+		if resp.NextPage == 0 {
+			if pages > 1 && resp.FirstPage == 0 {
+				t.Error("no first link on the last page")
+			}
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	want := []int64{ids[4], ids[3], ids[2], ids[1], ids[0]}
+	if pages != 3 || !reflect.DeepEqual(got, want) {
+		t.Errorf("pages %d, ids %v, want %v (newest first)", pages, got, want)
+	}
+	prod, _, _ := gh.Repositories.ListDeployments(ctx, "acme", "shop", &github.DeploymentsListOptions{Environment: "prod"})
+	if len(prod) != 2 || prod[0].GetID() != ids[3] {
+		t.Errorf("environment filter: %d", len(prod))
+	}
+	main := h.sim.Branch("acme/shop", "main")
+	if l, _, _ := gh.Repositories.ListDeployments(ctx, "acme", "shop", &github.DeploymentsListOptions{SHA: main, Task: "deploy", Ref: "main"}); len(l) != 5 {
+		t.Errorf("sha/task/ref filter: %d", len(l))
+	}
+	if l, _, _ := gh.Repositories.ListDeployments(ctx, "acme", "shop", &github.DeploymentsListOptions{Task: "migrate"}); len(l) != 0 {
+		t.Errorf("task filter: %d", len(l))
+	}
+}
+
+func TestCommitStatusesREST(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+	st, _, err := gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("pending")})
+	if err != nil || st.GetContext() != "default" {
+		t.Fatalf("default context: %v %v", err, st.GetContext())
+	}
+	gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("success"), Context: github.String("ci")})
+	combined, _, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", "main", nil)
+	if err != nil || combined.GetState() != "pending" || combined.GetTotalCount() != 2 {
+		t.Fatalf("combined: %v %s %d", err, combined.GetState(), combined.GetTotalCount())
+	}
+	gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("error"), Context: github.String("default")})
+	if c, _, _ := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", sha, nil); c.GetState() != "failure" {
+		t.Errorf("combined with error: %s", c.GetState())
+	}
+	list, _, _ := gh.Repositories.ListStatuses(ctx, "acme", "shop", sha, nil)
+	if len(list) != 3 || list[0].GetState() != "error" {
+		t.Errorf("list newest first: %d", len(list))
+	}
+	tok := h.token(h.org)
+	if r := h.do("POST", "/repos/acme/shop/statuses/"+sha, tok, `{"state":"fine"}`); r.status != 422 {
+		t.Errorf("bad state: %d", r.status)
+	}
+	if r := h.do("POST", "/repos/acme/shop/statuses/0000000000000000000000000000000000000001", tok, `{"state":"success"}`); r.status != 422 {
+		t.Errorf("unknown sha: %d", r.status)
+	}
+	h.waitIdle()
+	var statusEvents int
+	for _, d := range h.sim.Deliveries() {
+		if d.Event == "status" {
+			statusEvents++
+		}
+	}
+	if statusEvents != 3 {
+		t.Errorf("status webhooks: %d", statusEvents)
+	}
+	if got := h.sim.CommitStatuses("acme/shop", sha); len(got) != 3 || got[1].Context != "ci" || got[1].Creator != "lastmile[bot]" {
+		t.Errorf("CommitStatuses: %+v", got)
+	}
+}
