@@ -125,10 +125,27 @@ func (s *Simulator) handleGetDelivery(w http.ResponseWriter, r *http.Request, a 
 	writeJSON(w, http.StatusOK, out)
 }
 
+// githubCasing spells a delivery header as GitHub shows it.
+func githubCasing(k string) string {
+	switch k {
+	case "X-Github-Delivery":
+		return "X-GitHub-Delivery"
+	case "X-Github-Event":
+		return "X-GitHub-Event"
+	case "X-Github-Hook-Id":
+		return "X-GitHub-Hook-ID"
+	case "X-Github-Hook-Installation-Target-Id":
+		return "X-GitHub-Hook-Installation-Target-ID"
+	case "X-Github-Hook-Installation-Target-Type":
+		return "X-GitHub-Hook-Installation-Target-Type"
+	}
+	return k
+}
+
 func flatHeaders(h http.Header) obj {
 	out := obj{}
 	for k, v := range h {
-		out[k] = strings.Join(v, ", ")
+		out[githubCasing(k)] = strings.Join(v, ", ")
 	}
 	return out
 }

@@ -114,9 +114,12 @@ func newHarness(t *testing.T, opts simulator.Options) *harness {
 }
 
 // ctx returns a context with a deadline for waiting on conditions.
-func (h *harness) ctx() context.Context {
+func (h *harness) ctx() context.Context { return testCtx(h.t) }
+
+// testCtx returns a context with a deadline, cancelled when the test ends.
+func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	h.t.Cleanup(cancel)
+	t.Cleanup(cancel)
 	return ctx
 }
 

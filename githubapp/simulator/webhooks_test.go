@@ -1,0 +1,273 @@
+package simulator_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"testing"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+func TestWebhookHeadersAndSignatures(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "hello"})
+	h.waitIdle()
+	got := h.hook.received()
+	if len(got) != 1 {
+		t.Fatalf("deliveries: %d", len(got))
+	}
+	r := got[0]
+	m := hmac.New(sha1.New, []byte(testSecret))
+	m.Write(r.body)
+	for k, want := range map[string]string{
+		"X-GitHub-Event":                         "push",
+		"X-GitHub-Hook-ID":                       "100001",
+		"X-GitHub-Hook-Installation-Target-Type": "integration",
+		"X-GitHub-Hook-Installation-Target-ID":   strconv.Itoa(testAppID),
+		"Content-Type":                           "application/json",
+		"X-Hub-Signature":                        "sha1=" + hex.EncodeToString(m.Sum(nil)),
+	} {
+		if r.header.Get(k) != want {
+			t.Errorf("%s = %q, want %q", k, r.header.Get(k), want)
+		}
+	}
+	if ua := r.header.Get("User-Agent"); len(ua) < 16 || ua[:16] != "GitHub-Hookshot/" {
+		t.Errorf("User-Agent %q", ua)
+	}
+	if len(r.guid) != 36 {
+		t.Errorf("guid %q", r.guid)
+	}
+	// go-github parses it.
+	ev, err := github.ParseWebHook("push", r.body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := ev.(*github.PushEvent)
+	if push.GetInstallation().GetID() != h.org || push.GetRepo().GetFullName() != "acme/shop" || push.GetRepo().GetDefaultBranch() != "main" || push.GetOrganization().GetLogin() != "acme" {
+		t.Errorf("push: %+v", push)
+	}
+}
+
+func TestPushPayloadDetails(t *testing.T) {
+	h := newHarness(t, simulator.Options{PushCommitLimit: 2})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	before := h.sim.Branch("acme/shop", "main")
+	res := h.sim.Push("acme/shop", "main",
+		simulator.CommitSpec{Message: "one", Author: simulator.Author{Name: "Mona", Email: "mona@example.com", Login: "mona"}, Files: map[string]string{"a.txt": "a"}},
+		simulator.CommitSpec{Message: "two", Files: map[string]string{"a.txt": "b", "README.md": ""}},
+		simulator.CommitSpec{Message: "three", Files: map[string]string{"c.txt": "c"}},
+	)
+	h.sim.Push("acme/shop", "feature", simulator.CommitSpec{Message: "f"})
+	h.sim.DeleteBranch("acme/shop", "feature")
+	h.waitIdle()
+	ds := h.sim.Deliveries()
+	if len(ds) != 3 {
+		t.Fatalf("deliveries: %d", len(ds))
+	}
+	var p struct {
+		Ref, Before, After, Compare string
+		Created, Deleted, Forced    bool
+		BaseRef                     *string `json:"base_ref"`
+		Commits                     []struct {
+			ID, Message              string
+			Added, Removed, Modified []string
+			Author                   struct{ Name, Email, Username string }
+		}
+		HeadCommit *struct{ ID string } `json:"head_commit"`
+		Pusher     struct{ Name, Email string }
+		Repository struct {
+			DefaultBranch string `json:"default_branch"`
+			CreatedAt     any    `json:"created_at"`
+		}
+	}
+	if err := json.Unmarshal(ds[0].Body, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Ref != "refs/heads/main" || p.Before != before || p.After != res.After || p.Created || p.Deleted || p.Forced || p.BaseRef != nil {
+		t.Errorf("push head: %+v", p)
+	}
+	// The cap keeps the newest commits.
+	if len(p.Commits) != 2 || p.Commits[0].ID != res.Commits[1] || p.Commits[1].ID != res.Commits[2] || p.HeadCommit.ID != res.After {
+		t.Errorf("commits capped at 2: %+v", p.Commits)
+	}
+	if !reflect.DeepEqual(p.Commits[0].Modified, []string{"a.txt"}) || !reflect.DeepEqual(p.Commits[0].Removed, []string{"README.md"}) || !reflect.DeepEqual(p.Commits[1].Added, []string{"c.txt"}) {
+		t.Errorf("file lists: %+v", p.Commits)
+	}
+	if p.Compare != fmt.Sprintf("https://github.com/acme/shop/compare/%s...%s", before[:12], res.After[:12]) {
+		t.Errorf("compare %s", p.Compare)
+	}
+	if _, ok := p.Repository.CreatedAt.(float64); !ok || p.Repository.DefaultBranch != "main" {
+		t.Errorf("push repository created_at %v (Unix seconds, as GitHub)", p.Repository.CreatedAt)
+	}
+
+	var created, deleted struct {
+		Created, Deleted bool
+		After            string
+		HeadCommit       any `json:"head_commit"`
+		Commits          []any
+	}
+	json.Unmarshal(ds[1].Body, &created)
+	json.Unmarshal(ds[2].Body, &deleted)
+	if !created.Created || len(created.Commits) != 1 {
+		t.Errorf("new branch: %+v", created)
+	}
+	if !deleted.Deleted || deleted.After != "0000000000000000000000000000000000000000" || deleted.HeadCommit != nil || len(deleted.Commits) != 0 {
+		t.Errorf("deleted branch: %+v", deleted)
+	}
+	// Contents at each commit are right.
+	if got, ok := h.sim.FileAt("acme/shop", res.Commits[0], "a.txt"); !ok || got != "a" {
+		t.Errorf("a.txt at first commit: %q", got)
+	}
+	if _, ok := h.sim.FileAt("acme/shop", res.After, "README.md"); ok {
+		t.Error("README.md still there after deletion")
+	}
+	// PushSilently sends nothing.
+	h.sim.PushSilently("acme/shop", "main", simulator.CommitSpec{Message: "quiet"})
+	h.waitIdle()
+	if n := len(h.sim.Deliveries()); n != 3 {
+		t.Errorf("PushSilently sent a webhook: %d deliveries", n)
+	}
+}
+
+func TestDeliveriesAreNotRetriedAndRedeliveryKeepsGUID(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.hook.failNext(503)
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "a"})
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "b"})
+	h.waitIdle()
+	ds := h.sim.Deliveries()
+	if len(ds) != 2 || ds[0].StatusCode != 503 || ds[0].OK() || ds[0].Status != "Invalid HTTP Response: 503" || !ds[1].OK() || ds[1].Status != "OK" {
+		t.Fatalf("deliveries: %+v", ds)
+	}
+	app := h.appClient(nil)
+	ctx := h.ctx()
+	if _, _, err := app.Apps.RedeliverHookDelivery(ctx, ds[0].ID); err != nil {
+		if _, ok := err.(*github.AcceptedError); !ok {
+			t.Fatal(err)
+		}
+	}
+	h.waitIdle()
+	ds = h.sim.Deliveries()
+	if len(ds) != 3 || !ds[2].Redelivery || ds[2].GUID != ds[0].GUID || string(ds[2].Body) != string(ds[0].Body) || !ds[2].OK() {
+		t.Fatalf("redelivery: %+v", ds[2])
+	}
+	got := h.hook.received()
+	if got[2].guid != got[0].guid || got[2].header.Get("X-Hub-Signature-256") != got[0].header.Get("X-Hub-Signature-256") {
+		t.Error("redelivery changed guid or signature")
+	}
+	d, _, err := app.Apps.GetHookDelivery(ctx, ds[2].ID)
+	if err != nil || !d.GetRedelivery() || d.GetGUID() != ds[0].GUID || d.Request.Headers["X-GitHub-Event"] != "push" {
+		t.Errorf("get delivery: %v %+v", err, d)
+	}
+	if _, resp, _ := app.Apps.GetHookDelivery(ctx, 1); resp == nil || resp.StatusCode != 404 {
+		t.Errorf("unknown delivery: %v", resp)
+	}
+}
+
+func TestListDeliveriesCursor(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	for i := 0; i < 5; i++ {
+		h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: strconv.Itoa(i)})
+	}
+	h.hook.failNext(500)
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "failed"})
+	h.waitIdle()
+	app := h.appClient(nil)
+	ctx := h.ctx()
+	var ids []int64
+	opts := &github.ListCursorOptions{PerPage: 2}
+	for pages := 0; ; pages++ {
+		list, resp, err := app.Apps.ListHookDeliveries(ctx, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range list {
+			ids = append(ids, d.GetID())
+		}
+		if resp.Cursor == "" {
+			break
+		}
+		if pages > 5 {
+			t.Fatal("cursor does not end")
+		}
+		opts.Cursor = resp.Cursor
+	}
+	all := h.sim.Deliveries()
+	if len(ids) != 6 || ids[0] != all[5].ID || ids[5] != all[0].ID {
+		t.Errorf("ids %v (want newest first, all 6)", ids)
+	}
+	// status=failure filter (go-github v62 has no field for it).
+	tok := "Bearer " + h.jwt()
+	r := h.do("GET", "/app/hook/deliveries?status=failure", tok, nil)
+	if l := r.list(t); len(l) != 1 || l[0]["status_code"] != float64(500) {
+		t.Errorf("failure filter: %s", r.body)
+	}
+	// Installation tokens cannot list deliveries.
+	if r := h.do("GET", "/app/hook/deliveries", h.token(h.org), nil); r.status != 401 {
+		t.Errorf("with installation token: %d", r.status)
+	}
+}
+
+func TestDeliveriesWaitForWebhookURL(t *testing.T) {
+	sim := simulator.New(simulator.Options{WebhookSecret: testSecret})
+	defer sim.Close()
+	inst := sim.CreateInstallation("mona", "User")
+	sim.CreateRepo(inst, "mona/app", simulator.RepoOptions{})
+	sim.Push("mona/app", "main", simulator.CommitSpec{Message: "x"})
+	if !sim.Idle() || sim.Queued() != 1 || len(sim.Deliveries()) != 0 {
+		t.Fatalf("queued %d, deliveries %d", sim.Queued(), len(sim.Deliveries()))
+	}
+	rc := newReceiver(t)
+	sim.SetWebhookURL(rc.srv.URL)
+	d, err := sim.WaitForDelivery(testCtx(t), 0, "push", "")
+	if err != nil || !d.OK() {
+		t.Fatalf("delivery: %v %+v", err, d)
+	}
+	// A user-owned repository's events have no organization.
+	var p map[string]any
+	json.Unmarshal(d.Body, &p)
+	if _, ok := p["organization"]; ok {
+		t.Error("organization on a user's repository")
+	}
+}
+
+func TestWebhookConnectionErrorIsRecorded(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.hook.srv.Close()
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "x"})
+	h.waitIdle()
+	ds := h.sim.Deliveries()
+	if len(ds) != 1 || ds[0].StatusCode != 0 || ds[0].OK() || ds[0].Status == "" {
+		t.Fatalf("%+v", ds)
+	}
+}
+
+func TestCheckSuiteCompleted(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	h.sim.CompleteCheckSuite("acme/shop", sha, "success")
+	d, err := h.sim.WaitForDelivery(h.ctx(), 0, "check_suite", "completed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := github.ParseWebHook("check_suite", d.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := ev.(*github.CheckSuiteEvent).GetCheckSuite()
+	if cs.GetHeadSHA() != sha || cs.GetConclusion() != "success" || cs.GetHeadBranch() != "main" {
+		t.Errorf("%+v", cs)
+	}
+}
