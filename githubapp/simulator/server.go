@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -79,6 +80,13 @@ type authKey struct{}
 // request log.
 func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *http.Request, a *auth)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// Read the body first: a delayed or lost answer must not keep the
+		// request from taking effect once the client has gone.
+		if req.Body != nil {
+			body, _ := io.ReadAll(io.LimitReader(req.Body, 2<<20))
+			req.Body = io.NopCloser(bytes.NewReader(body))
+			req.ContentLength = int64(len(body))
+		}
 		now := s.clock()
 		s.mu.Lock()
 		if s.st.apiURL == "http://127.0.0.1" && req.Host != "" {
