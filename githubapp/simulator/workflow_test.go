@@ -1,0 +1,454 @@
+package simulator_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+// deploy creates a deployment as lastmile does and returns its id.
+func (h *harness) deploy(repo, env string) int64 {
+	h.t.Helper()
+	owner, name, _ := strings.Cut(repo, "/")
+	d, _, err := h.client(h.org, nil).Repositories.CreateDeployment(h.ctx(), owner, name, &github.DeploymentRequest{
+		Ref: github.String(h.sim.Branch(repo, "main")), Environment: github.String(env),
+		AutoMerge: github.Bool(false), RequiredContexts: &[]string{}, Payload: map[string]any{"stage": env},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d.GetID()
+}
+
+// eventsFrom returns "event/action" of deliveries from index i on.
+func (h *harness) eventsFrom(i int) []string {
+	return h.events()[i:]
+}
+
+// payload decodes the n-th delivery of event/action from index from.
+func (h *harness) payload(from int, event, action string) map[string]any {
+	h.t.Helper()
+	for _, d := range h.sim.Deliveries()[from:] {
+		if d.Event == event && d.Action == action {
+			var m map[string]any
+			if err := json.Unmarshal(d.Body, &m); err != nil {
+				h.t.Fatal(err)
+			}
+			return m
+		}
+	}
+	h.t.Fatalf("no %s/%s delivery", event, action)
+	return nil
+}
+
+func dig(m map[string]any, path ...string) any {
+	var v any = m
+	for _, p := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = mm[p]
+	}
+	return v
+}
+
+func TestWorkflowUngatedOrder(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
+	id := h.deploy("acme/shop", "test")
+	h.waitIdle()
+	want := []string{
+		"deployment/created",
+		"workflow_run/requested",
+		"workflow_job/queued", // register
+		"workflow_run/in_progress",
+		"workflow_job/in_progress",
+		"deployment_status/created", // queued, log_url = run URL
+		"workflow_job/completed",
+		"workflow_job/queued", // deploy
+		"workflow_job/in_progress",
+		"deployment_status/created", // in_progress
+		"deployment_status/created", // success
+		"workflow_job/completed",
+		"workflow_run/completed",
+	}
+	if got := h.events(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	runs := h.sim.Runs("acme/shop")
+	if len(runs) != 1 || runs[0].Conclusion != "success" || runs[0].DeploymentID != id || len(runs[0].Jobs) != 2 {
+		t.Fatalf("runs: %+v", runs)
+	}
+	runURL := fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", runs[0].ID)
+	if runs[0].HTMLURL != runURL {
+		t.Errorf("run URL %s", runs[0].HTMLURL)
+	}
+	dep := h.sim.Deployments("acme/shop")[0]
+	var states []string
+	for _, s := range dep.Statuses {
+		states = append(states, s.State)
+		if s.LogURL != runURL || s.TargetURL != runURL || s.Creator != "github-actions[bot]" {
+			t.Errorf("status %s: log %s target %s creator %s", s.State, s.LogURL, s.TargetURL, s.Creator)
+		}
+	}
+	if !reflect.DeepEqual(states, []string{"queued", "in_progress", "success"}) || dep.Statuses[2].EnvironmentURL != "https://test.example.com" {
+		t.Errorf("statuses %v", states)
+	}
+	if len(h.sim.Deployments("acme/shop")) != 1 {
+		t.Error("deployment: false created a second deployment")
+	}
+	run := h.payload(0, "workflow_run", "completed")
+	if dig(run, "workflow_run", "event") != "deployment" || dig(run, "workflow_run", "conclusion") != "success" || dig(run, "workflow_run", "head_sha") != dep.SHA {
+		t.Errorf("workflow_run: %v", run["workflow_run"])
+	}
+	// The job log is behind a 302 to a URL that needs no credentials.
+	tok := h.token(h.org)
+	r := h.do("GET", fmt.Sprintf("/repos/acme/shop/actions/jobs/%d/logs", runs[0].Jobs[1].ID), tok, nil)
+	if r.status != 302 {
+		t.Fatalf("logs: %d", r.status)
+	}
+	resp, err := http.Get(r.header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(text), "Deploying "+dep.SHA+" to test") {
+		t.Errorf("log %d:\n%s", resp.StatusCode, text)
+	}
+	if r := h.do("GET", "/repos/acme/shop/actions/jobs/1/logs", tok, nil); r.status != 404 {
+		t.Errorf("unknown job: %d", r.status)
+	}
+}
+
+func TestWorkflowManualReview(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true})
+	h.sim.SetEnvironment("acme/shop", "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice", "bob"}})
+	id := h.deploy("acme/shop", "staging")
+	h.waitIdle() // the run waits for a reviewer: idle
+	want := []string{
+		"deployment/created",
+		"workflow_run/requested",
+		"workflow_run/in_progress",
+		"workflow_job/queued",
+		"workflow_job/waiting",
+		"deployment_review/requested",
+	}
+	if got := h.events(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	req := h.payload(0, "deployment_review", "requested")
+	if dig(req, "requestor", "login") != "lastmile[bot]" || dig(req, "environment") != "staging" || dig(req, "workflow_job_run", "name") != "deploy" || req["since"] == nil {
+		t.Errorf("requested: %v", req)
+	}
+	if revs := req["reviewers"].([]any); len(revs) != 2 || dig(revs[0].(map[string]any), "reviewer", "login") != "alice" {
+		t.Errorf("reviewers: %v", req["reviewers"])
+	}
+	queued := h.payload(0, "workflow_job", "queued")
+	if dig(queued, "workflow_job", "status") != "waiting" || queued["deployment"] != nil {
+		t.Errorf("queued: status %v deployment %v", dig(queued, "workflow_job", "status"), queued["deployment"])
+	}
+	pending := h.sim.PendingReviews("acme/shop")
+	runs := h.sim.Runs("acme/shop")
+	if len(pending) != 1 || pending[0].RunID != runs[0].ID || pending[0].Environment != "staging" || !runs[0].Waiting {
+		t.Fatalf("pending %+v runs %+v", pending, runs)
+	}
+	if err := h.sim.Approve("acme/shop", pending[0].RunID, "staging", "mallory", "me"); err == nil {
+		t.Error("a non-reviewer approved")
+	}
+	if err := h.sim.Approve("acme/shop", pending[0].RunID, "production", "alice", ""); err == nil {
+		t.Error("approved the wrong environment")
+	}
+	n := len(h.sim.Deliveries())
+	if err := h.sim.Approve("acme/shop", pending[0].RunID, "staging", "bob", "ship it"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	want = []string{
+		"deployment_review/approved",
+		"workflow_job/in_progress",
+		"deployment_status/created",
+		"deployment_status/created",
+		"workflow_job/completed",
+		"workflow_run/completed",
+	}
+	if got := h.eventsFrom(n); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after approval:\n got %v\nwant %v", got, want)
+	}
+	ap := h.payload(n, "deployment_review", "approved")
+	if dig(ap, "approver", "login") != "bob" || ap["comment"] != "ship it" || len(ap["workflow_job_runs"].([]any)) != 1 || dig(ap, "workflow_run", "id") != float64(runs[0].ID) {
+		t.Errorf("approved: %v", ap)
+	}
+	if d := h.sim.Deployments("acme/shop")[0]; d.ID != id || d.State() != "success" {
+		t.Errorf("deployment %+v", d)
+	}
+	if len(h.sim.PendingReviews("acme/shop")) != 0 {
+		t.Error("still pending")
+	}
+}
+
+func TestWorkflowRejectedAndTimedOut(t *testing.T) {
+	for name, tc := range map[string]struct {
+		policy simulator.ReviewPolicy
+		review string // the deployment_review action sent, if any
+	}{
+		"rejected":  {simulator.AutoReject("alice", "no"), "deployment_review/rejected"},
+		"timed out": {simulator.Timeout(), ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, simulator.Options{})
+			h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+			h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true})
+			h.sim.SetEnvironment("acme/shop", "production", simulator.EnvironmentOptions{Reviewers: []string{"alice"}, Review: tc.policy})
+			h.deploy("acme/shop", "production")
+			h.waitIdle()
+			want := []string{"deployment/created", "workflow_run/requested", "workflow_run/in_progress", "workflow_job/queued", "workflow_job/waiting", "deployment_review/requested"}
+			if tc.review != "" {
+				want = append(want, tc.review)
+			}
+			want = append(want, "workflow_job/completed", "workflow_run/completed")
+			if got := h.events(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("events:\n got %v\nwant %v", got, want)
+			}
+			run := h.sim.Runs("acme/shop")[0]
+			if run.Conclusion != "failure" || run.Jobs[0].Conclusion != "failure" {
+				t.Errorf("run %+v", run)
+			}
+			// Nothing reports on the app's deployment: the app must.
+			if d := h.sim.Deployments("acme/shop")[0]; len(d.Statuses) != 0 {
+				t.Errorf("statuses: %+v", d.Statuses)
+			}
+		})
+	}
+}
+
+func TestWorkflowCustomRuleWithoutDeploymentFails(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true})
+	h.sim.SetEnvironment("acme/shop", "production", simulator.EnvironmentOptions{CustomProtectionRule: true})
+	h.deploy("acme/shop", "production")
+	h.waitIdle()
+	want := []string{"deployment/created", "workflow_run/requested", "workflow_run/in_progress", "workflow_job/queued", "workflow_job/completed", "workflow_run/completed"}
+	if got := h.events(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	if run := h.sim.Runs("acme/shop")[0]; run.Conclusion != "failure" || !strings.Contains(run.Jobs[0].Log, "custom deployment protection rule") {
+		t.Errorf("run %+v", run)
+	}
+}
+
+func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true, CreateDeployment: true})
+	h.sim.SetEnvironment("acme/shop", "production", simulator.EnvironmentOptions{CustomProtectionRule: true})
+	id := h.deploy("acme/shop", "production")
+	h.waitIdle()
+	want := []string{
+		"deployment/created", // the app's
+		"workflow_run/requested",
+		"workflow_run/in_progress",
+		"deployment/created", // Actions' twin
+		"workflow_job/queued",
+		"workflow_job/waiting",
+		"deployment_protection_rule/requested",
+	}
+	if got := h.events(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	deps := h.sim.Deployments("acme/shop")
+	run := h.sim.Runs("acme/shop")[0]
+	if len(deps) != 2 || deps[1].SHA != deps[0].SHA || deps[1].Environment != "production" || deps[1].Creator != "lastmile[bot]" ||
+		deps[1].App != "github-actions" || deps[1].WorkflowRunID != run.ID || run.Jobs[0].TwinDeploymentID != deps[1].ID {
+		t.Fatalf("twin: %+v run %+v", deps, run)
+	}
+	var twinEvent map[string]any
+	for _, d := range h.sim.Deliveries() {
+		if d.Event == "deployment" {
+			json.Unmarshal(d.Body, &twinEvent) // the last one
+		}
+	}
+	if dig(twinEvent, "workflow_run", "id") != float64(run.ID) || dig(twinEvent, "workflow", "path") != ".github/workflows/deploy.yml" {
+		t.Errorf("twin deployment event: workflow_run %v", twinEvent["workflow_run"])
+	}
+	if q := h.payload(0, "workflow_job", "queued"); dig(q, "deployment", "id") != float64(deps[1].ID) {
+		t.Errorf("queued job deployment: %v", q["deployment"])
+	}
+	rule := h.payload(0, "deployment_protection_rule", "requested")
+	callback := fmt.Sprintf("%srepos/acme/shop/actions/runs/%d/deployment_protection_rule", h.api, run.ID)
+	if rule["deployment_callback_url"] != callback || rule["environment"] != "production" || rule["event"] != "deployment" ||
+		rule["sha"] != deps[0].SHA || rule["ref"] != deps[0].Ref || dig(rule, "deployment", "id") != float64(deps[1].ID) {
+		t.Errorf("rule event: %v", rule)
+	}
+
+	// Answering: only this app's pending rule, with an installation token.
+	tok := h.token(h.org)
+	path := fmt.Sprintf("/repos/acme/shop/actions/runs/%d/deployment_protection_rule", run.ID)
+	if r := h.do("POST", path, tok, map[string]string{"environment_name": "staging", "state": "approved"}); r.status != 422 {
+		t.Errorf("wrong environment: %d", r.status)
+	}
+	if r := h.do("POST", "/repos/acme/shop/actions/runs/1/deployment_protection_rule", tok, map[string]string{"environment_name": "production", "state": "approved"}); r.status != 404 {
+		t.Errorf("unknown run: %d", r.status)
+	}
+	if r := h.do("POST", path, tok, map[string]string{"environment_name": "production", "state": "maybe"}); r.status != 422 {
+		t.Errorf("bad state: %d", r.status)
+	}
+	if r := h.do("POST", path, tok, map[string]string{"environment_name": "production", "comment": "checking"}); r.status != 204 {
+		t.Errorf("status report: %d", r.status)
+	}
+	n := len(h.sim.Deliveries())
+	if r := h.do("POST", path, tok, map[string]string{"environment_name": "production", "state": "approved", "comment": "ok"}); r.status != 204 || len(r.body) != 0 {
+		t.Fatalf("approve: %d %s", r.status, r.body)
+	}
+	h.waitIdle()
+	if r := h.do("POST", path, tok, map[string]string{"environment_name": "production", "state": "approved"}); r.status != 422 {
+		t.Errorf("answer after the run: %d", r.status)
+	}
+	want = []string{
+		"workflow_job/in_progress",
+		"deployment_status/created", // twin in_progress (Actions)
+		"deployment_status/created", // app's deployment in_progress
+		"deployment_status/created", // app's deployment success
+		"deployment_status/created", // twin success
+		"workflow_job/completed",
+		"workflow_run/completed",
+	}
+	if got := h.eventsFrom(n); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after approval:\n got %v\nwant %v", got, want)
+	}
+	reviews := h.sim.ProtectionRuleReviews("acme/shop")
+	if len(reviews) != 2 || reviews[0].State != "" || reviews[1].State != "approved" || reviews[1].Comment != "ok" {
+		t.Errorf("reviews: %+v", reviews)
+	}
+	for _, d := range h.sim.Deployments("acme/shop") {
+		if d.State() != "success" {
+			t.Errorf("deployment %d (%s): %s", d.ID, d.App, d.State())
+		}
+	}
+	_ = id
+
+	// A rejection fails the job.
+	h.deploy("acme/shop", "production")
+	h.waitIdle()
+	run2 := h.sim.Runs("acme/shop")[1]
+	path = fmt.Sprintf("/repos/acme/shop/actions/runs/%d/deployment_protection_rule", run2.ID)
+	if r := h.do("POST", path, tok, map[string]string{"environment_name": "production", "state": "rejected", "comment": "staging first"}); r.status != 204 {
+		t.Fatalf("reject: %d", r.status)
+	}
+	h.waitIdle()
+	if run2, _ = h.sim.Run("acme/shop", run2.ID); run2.Conclusion != "failure" {
+		t.Errorf("rejected run: %+v", run2)
+	}
+}
+
+func TestWorkflowDeployFunc(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.CreateRepo(h.org, "acme/other", simulator.RepoOptions{})
+	var seen simulator.JobContext
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{
+		NoRegister: true,
+		Deploy: func(ctx context.Context, job simulator.JobContext) error {
+			seen = job
+			fmt.Fprintln(job.Log, "hello from the runner")
+			var ev struct {
+				Deployment struct {
+					ID          int64  `json:"id"`
+					Environment string `json:"environment"`
+				} `json:"deployment"`
+			}
+			if err := json.Unmarshal(job.Event, &ev); err != nil {
+				return err
+			}
+			// What the lastmile Action does: report with GITHUB_TOKEN.
+			c := github.NewClient(nil).WithAuthToken(job.Token)
+			c.BaseURL, _ = c.BaseURL.Parse(job.APIURL + "/")
+			owner, name, _ := strings.Cut(job.Repository, "/")
+			if _, _, err := c.Repositories.CreateDeploymentStatus(ctx, owner, name, ev.Deployment.ID, &github.DeploymentStatusRequest{
+				State: github.String("success"), LogURL: github.String(job.RunURL), Environment: github.String(ev.Deployment.Environment),
+			}); err != nil {
+				return err
+			}
+			// The token is for this repository only.
+			if _, _, err := c.Repositories.ListDeployments(ctx, "acme", "other", nil); err == nil {
+				return errors.New("workflow token reached another repository")
+			}
+			// Deployments it creates do not start workflows.
+			if _, _, err := c.Repositories.CreateDeployment(ctx, owner, name, &github.DeploymentRequest{Ref: github.String(job.SHA), Environment: github.String("side"), AutoMerge: github.Bool(false), RequiredContexts: &[]string{}}); err != nil {
+				return err
+			}
+			return errors.New("smoke test failed")
+		},
+	})
+	id := h.deploy("acme/shop", "test")
+	h.waitIdle()
+	if seen.DeploymentID != id || seen.Environment != "test" || seen.Repository != "acme/shop" || seen.Token == "" || seen.EventName != "deployment" || seen.APIURL+"/" != h.api {
+		t.Errorf("job context: %+v", seen)
+	}
+	runs := h.sim.Runs("acme/shop")
+	if len(runs) != 1 || runs[0].Conclusion != "failure" || !strings.Contains(runs[0].Jobs[0].Log, "hello from the runner") || !strings.Contains(runs[0].Jobs[0].Log, "smoke test failed") {
+		t.Fatalf("runs: %+v", runs)
+	}
+	deps := h.sim.Deployments("acme/shop")
+	if len(deps) != 2 || deps[0].State() != "success" || deps[0].Statuses[0].Creator != "github-actions[bot]" || deps[1].Creator != "github-actions[bot]" {
+		t.Errorf("deployments: %+v", deps)
+	}
+	// The token ends with the run.
+	if r := h.do("GET", "/repos/acme/shop/deployments", "token "+seen.Token, nil); r.status != 401 {
+		t.Errorf("token after the run: %d", r.status)
+	}
+	var byWorkflow int
+	for _, r := range h.sim.Requests() {
+		if r.Auth == simulator.AuthWorkflow {
+			byWorkflow++
+		}
+	}
+	if byWorkflow != 3 {
+		t.Errorf("workflow-token requests: %d", byWorkflow)
+	}
+}
+
+func TestCancelRun(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
+	h.sim.SetEnvironment("acme/shop", "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice"}, Review: simulator.Manual()})
+	h.deploy("acme/shop", "staging")
+	h.waitIdle()
+	run := h.sim.Runs("acme/shop")[0]
+	if err := h.sim.CancelRun("acme/shop", run.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sim.WaitFor(h.ctx(), func(s *simulator.Simulator) bool {
+		r, _ := s.Run("acme/shop", run.ID)
+		return r.Status == "completed"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	run, _ = h.sim.Run("acme/shop", run.ID)
+	if run.Conclusion != "cancelled" || run.Jobs[1].Conclusion != "cancelled" {
+		t.Errorf("run %+v", run)
+	}
+	if err := h.sim.CancelRun("acme/shop", run.ID); err == nil {
+		t.Error("cancelled a finished run")
+	}
+	if got := h.events(); got[len(got)-1] != "workflow_run/completed" {
+		t.Errorf("events %v", got)
+	}
+}
