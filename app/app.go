@@ -36,6 +36,8 @@ type Options struct {
 	GitHubTransport http.RoundTripper
 	// Listener, if set, is used instead of listening on Config.Listen.
 	Listener net.Listener
+	// Backoff, if set, replaces the worker's wait between attempts.
+	Backoff func(attempt int) time.Duration
 }
 
 // App is a running lastmile.
@@ -83,6 +85,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 		Log:         log,
 		Concurrency: cfg.Workers,
 		MaxAttempts: cfg.MaxAttempts,
+		Backoff:     opts.Backoff,
 	}
 	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker}
 	a.listener = opts.Listener

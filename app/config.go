@@ -155,6 +155,20 @@ func durationSetting(field func(*Config) *time.Duration) func(*Config, string) e
 	}
 }
 
+// DefaultConfig is the configuration with every default applied and no
+// required setting.
+func DefaultConfig() *Config {
+	c := &Config{}
+	for _, s := range settings {
+		if s.def != "" {
+			if err := s.set(c, s.def); err != nil {
+				panic(fmt.Sprintf("default of %s: %v", s.env, err))
+			}
+		}
+	}
+	return c
+}
+
 // LoadConfig reads the configuration from getenv and the flags in args
 // (flags win). It returns every problem at once, joined.
 func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {

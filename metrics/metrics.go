@@ -33,6 +33,7 @@ const (
 	ApprovalWait          = "lastmile_approval_wait_seconds"
 	TimeToRestore         = "lastmile_time_to_restore_seconds"
 	LastSuccess           = "lastmile_last_success_timestamp_seconds"
+	EnvironmentInfo       = "lastmile_environment_info"
 	WebhookDeliveries     = "lastmile_webhook_deliveries_total"
 	GitHubRequests        = "lastmile_github_requests_total"
 	InboxPending          = "lastmile_inbox_pending"
@@ -120,6 +121,7 @@ var labelNames = map[string][]string{
 	ApprovalWait:       {"repository", "environment"},
 	TimeToRestore:      {"repository", "environment"},
 	LastSuccess:        {"repository", "environment"},
+	EnvironmentInfo:    {"repository", "environment", "production"},
 	WebhookDeliveries:  {"event", "outcome"},
 	GitHubRequests:     {"method", "code"},
 }
@@ -131,6 +133,7 @@ var help = map[string]string{
 	ApprovalWait:          "Environment review requested to approved or rejected.",
 	TimeToRestore:         "First failed deployment to the next successful one in the environment.",
 	LastSuccess:           "Unix time of the latest successful deployment.",
+	EnvironmentInfo:       "An environment of a repository's pipeline (always 1); production says whether the configuration marks it as production.",
 	WebhookDeliveries:     "Webhook deliveries received, by event and outcome.",
 	GitHubRequests:        "HTTP calls made to the GitHub API, by method and status code (\"error\" when no response arrived).",
 	InboxPending:          "Webhook deliveries waiting in the inbox to be handled.",
@@ -309,7 +312,7 @@ func labelKey(labels []string) string {
 type dbCollector struct{ m *Metrics }
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, name := range []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, WebhookDeliveries, GitHubRequests} {
+	for _, name := range []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo, WebhookDeliveries, GitHubRequests} {
 		ch <- prometheus.NewDesc(name, help[name], labelNames[name], nil)
 	}
 	for _, name := range []string{InboxPending, InboxDead, InboxOldestPendingAge} {
@@ -347,9 +350,11 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.m.mu.Unlock()
 
-	desc := prometheus.NewDesc(LastSuccess, help[LastSuccess], labelNames[LastSuccess], nil)
-	for _, s := range snap.Gauges[LastSuccess] {
-		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, s.Value, s.Labels...)
+	for _, name := range []string{LastSuccess, EnvironmentInfo} {
+		desc := prometheus.NewDesc(name, help[name], labelNames[name], nil)
+		for _, s := range snap.Gauges[name] {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, s.Value, s.Labels...)
+		}
 	}
 	for _, name := range []string{LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore} {
 		desc := prometheus.NewDesc(name, help[name], labelNames[name], nil)

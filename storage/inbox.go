@@ -57,11 +57,13 @@ func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[string
 	return out, rows.Err()
 }
 
-// NextAttemptAt is when the earliest pending delivery becomes due, or the
-// zero time when nothing is pending.
+// NextAttemptAt is when the first of the deliveries at the head of a
+// repository's queue becomes due, or the zero time when nothing is pending.
+// (A delivery behind one waiting for its retry waits too.)
 func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
 	var next sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'`).Scan(&next)
+	err := db.read.QueryRowContext(ctx, `SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending'
+		AND d.seq = (SELECT MIN(seq) FROM deliveries p WHERE p.state = 'pending' AND p.repository = d.repository)`).Scan(&next)
 	if err != nil || !next.Valid {
 		return time.Time{}, err
 	}

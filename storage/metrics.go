@@ -94,19 +94,24 @@ func (db *DB) MetricsSnapshot(ctx context.Context) (*metrics.Snapshot, error) {
 	}
 	rows.Close()
 
-	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, last_success_at FROM environment_state WHERE last_success_at > 0`)
+	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at FROM environment_state`)
 	if err != nil {
 		return nil, err
 	}
 	for rows.Next() {
 		var repo, env string
+		var production bool
 		var at int64
-		if err := rows.Scan(&repo, &env, &at); err != nil {
+		if err := rows.Scan(&repo, &env, &production, &at); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		s.Gauges[metrics.LastSuccess] = append(s.Gauges[metrics.LastSuccess],
-			metrics.Series{Labels: []string{repo, env}, Value: float64(at) / 1000})
+		s.Gauges[metrics.EnvironmentInfo] = append(s.Gauges[metrics.EnvironmentInfo],
+			metrics.Series{Labels: []string{repo, env, strconv.FormatBool(production)}, Value: 1})
+		if at > 0 {
+			s.Gauges[metrics.LastSuccess] = append(s.Gauges[metrics.LastSuccess],
+				metrics.Series{Labels: []string{repo, env}, Value: float64(at) / 1000})
+		}
 	}
 	rows.Close()
 

@@ -237,6 +237,12 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		_, err := tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
 			state, production, created_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, ?)
 			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now))
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
+			VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
+			repository = excluded.repository`, repo.ID, env.Name, repo.FullName(), env.Production)
 		return err
 	case pipeline.CompleteRelease:
 		return setReleaseState(ctx, tx, a.Release.ID, pipeline.ReleaseCompleted, "", "", now)

@@ -173,6 +173,7 @@ CREATE TABLE environment_state (
     repository_id   INTEGER NOT NULL,
     environment     TEXT    NOT NULL,
     repository      TEXT    NOT NULL,
+    production      INTEGER NOT NULL DEFAULT 0, -- as the latest configuration says
     lead_watermark  INTEGER NOT NULL DEFAULT 0, -- newest release whose commits count as deployed here
     failing_since   INTEGER NOT NULL DEFAULT 0, -- first failure since the last success
     last_success_at INTEGER NOT NULL DEFAULT 0,

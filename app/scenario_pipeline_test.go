@@ -1,0 +1,311 @@
+package app
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bradleyfalzon/ghinstallation/v2"
+	"github.com/google/go-github/v62/github"
+	"net/http"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+func succeededIn(s *simulator.Simulator, repo, sha, env string) bool {
+	for _, d := range s.Deployments(repo) {
+		if d.Environment == env && d.SHA == sha && d.State() == "success" {
+			return true
+		}
+	}
+	return false
+}
+
+func releaseOf(t *testing.T, sb *Sandbox, repo, sha string) *pipeline.Release {
+	t.Helper()
+	rec, err := sb.App.DB().Audit(context.Background(), repo, sha)
+	if err != nil {
+		t.Fatalf("audit %s@%s: %v", repo, sha, err)
+	}
+	return &rec.Release
+}
+
+func TestRejectedDeploymentStopsTheRelease(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", map[string]simulator.ReviewPolicy{
+		"staging":    simulator.AutoApprove("alice", ""),
+		"production": simulator.AutoReject("bob", "not during the freeze"),
+	}, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+
+	waitFor(t, sb, "production failure", func(s *simulator.Simulator) bool {
+		for _, d := range s.Deployments(repo) {
+			if d.Environment == "production" && d.SHA == push.After && d.State() == "failure" {
+				return true
+			}
+		}
+		return false
+	})
+	settle(t, sb)
+	prod := deploymentsByEnv(sb, repo, push.After)["production"]
+	if len(prod) != 1 {
+		t.Fatalf("production deployments: %d", len(prod))
+	}
+	last := prod[0].Statuses[len(prod[0].Statuses)-1]
+	if last.State != "failure" || !strings.Contains(last.Description, "rejected by bob: not during the freeze") {
+		t.Errorf("status written by lastmile: %+v", last)
+	}
+	rel := releaseOf(t, sb, repo, push.After)
+	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRejected || !strings.Contains(rel.StopReason, "rejected by bob") {
+		t.Errorf("release: state %s kind %s reason %q", rel.State, rel.StopKind, rel.StopReason)
+	}
+}
+
+func TestFailingDeployStopsTheRelease(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{FailEnvironments: []string{"staging"}})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "staging failure", func(s *simulator.Simulator) bool {
+		for _, d := range s.Deployments(repo) {
+			if d.Environment == "staging" && d.State() == "failure" {
+				return true
+			}
+		}
+		return false
+	})
+	settle(t, sb)
+	byEnv := deploymentsByEnv(sb, repo, push.After)
+	if len(byEnv["production"]) != 0 {
+		t.Errorf("production got %d deployments after staging failed", len(byEnv["production"]))
+	}
+	rel := releaseOf(t, sb, repo, push.After)
+	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopFailed {
+		t.Errorf("release: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
+	}
+}
+
+func TestTwoQuickPushesNewestWins(t *testing.T) {
+	sb := sandbox(t, nil)
+	// Staging waits for a reviewer, so the first release is still waiting
+	// there when the second one arrives.
+	repo := sb.repo("shop", map[string]simulator.ReviewPolicy{"staging": simulator.Manual()}, simulator.WorkflowOptions{})
+	first := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "One", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "first release waiting for staging review", func(s *simulator.Simulator) bool {
+		return len(s.PendingReviews(repo)) == 1
+	})
+	second := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Two", Files: map[string]string{"b.txt": "2"}})
+	waitFor(t, sb, "second release waiting for staging review", func(s *simulator.Simulator) bool {
+		return len(s.PendingReviews(repo)) == 2
+	})
+	settle(t, sb)
+	// The first release's staging deployment was superseded: a reviewer who
+	// approves it now would not deploy older code after newer.
+	staging1 := deploymentsByEnv(sb, repo, first.After)["staging"]
+	if len(staging1) != 1 || staging1[0].State() != "inactive" {
+		t.Fatalf("first release's staging deployment: %+v", staging1)
+	}
+	if rel := releaseOf(t, sb, repo, first.After); rel.StopKind != pipeline.StopSuperseded {
+		t.Errorf("first release: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
+	}
+	// A reviewer approves both waiting jobs, the stale one included.
+	for _, p := range sb.Sim.PendingReviews(repo) {
+		if err := sb.Sim.Approve(repo, p.RunID, p.Environment, "alice", "ok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, sb, "second release in production", func(s *simulator.Simulator) bool {
+		return succeededIn(s, repo, second.After, "production")
+	})
+	settle(t, sb)
+	for _, d := range sb.Sim.Deployments(repo) {
+		if d.Environment == "production" && d.SHA != second.After {
+			t.Errorf("production received %s, which is not the newest release", d.SHA)
+		}
+	}
+}
+
+func TestInvalidConfigIsReportedOnTheCommit(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Bad config",
+		Files: map[string]string{".github/lastmile.yml": "environments:\n  - name: test\n  - name: test\n"}})
+	waitFor(t, sb, "lastmile/config status", func(s *simulator.Simulator) bool {
+		return len(s.CommitStatuses(repo, push.After)) > 0
+	})
+	settle(t, sb)
+	st := sb.Sim.CommitStatuses(repo, push.After)[0]
+	if st.Context != "lastmile/config" || st.State != "failure" || !strings.Contains(st.Description, "line 3") ||
+		!strings.Contains(st.Description, `"test" is listed twice`) {
+		t.Errorf("commit status: %+v", st)
+	}
+	if n := len(sb.Sim.Deployments(repo)); n != 0 {
+		t.Errorf("%d deployments for an invalid configuration", n)
+	}
+	if rel := releaseOf(t, sb, repo, push.After); rel.StopKind != pipeline.StopConfigError {
+		t.Errorf("release: %+v", rel)
+	}
+}
+
+func TestNoConfigMeansNotEnrolled(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Hello", Files: map[string]string{"README": "hi"}})
+	settle(t, sb)
+	if n := len(sb.Sim.Deployments(repo)); n != 0 {
+		t.Errorf("%d deployments for a repository without .github/lastmile.yml", n)
+	}
+	if _, err := sb.App.DB().Audit(context.Background(), repo, push.After); err == nil {
+		t.Error("a release was recorded for a repository that is not enrolled")
+	}
+	list, err := sb.App.DB().ListDeliveries(context.Background(), storageFilterAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].State != pipeline.DeliveryDone || !strings.Contains(list[0].Note, "not enrolled") {
+		t.Errorf("push delivery: %+v", list)
+	}
+}
+
+func TestRequiredContextsPendingThenGreen(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	cfg := "required_contexts: [build]\n" + threeEnvs
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": cfg}})
+	sb.Sim.SetCommitStatus(repo, push.After, "build", "pending")
+	settle(t, sb)
+	if n := len(sb.Sim.Deployments(repo)); n != 0 {
+		t.Fatalf("%d deployments while build is pending", n)
+	}
+	rel := releaseOf(t, sb, repo, push.After)
+	if rel.State != pipeline.ReleaseActive {
+		t.Fatalf("release while waiting: %+v", rel)
+	}
+	sb.Sim.SetCommitStatus(repo, push.After, "build", "success")
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+}
+
+func TestRequiredContextFailureGivesUp(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile",
+		Files: map[string]string{".github/lastmile.yml": "required_contexts: [build]\n" + threeEnvs}})
+	sb.Sim.SetCommitStatus(repo, push.After, "build", "failure")
+	settle(t, sb)
+	rel := releaseOf(t, sb, repo, push.After)
+	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused || !strings.Contains(rel.StopReason, "build is failure") {
+		t.Errorf("release: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
+	}
+	if n := len(sb.Sim.Deployments(repo)); n != 0 {
+		t.Errorf("%d deployments", n)
+	}
+}
+
+func TestProtectionRuleApprovesOnlyProvenCommits(t *testing.T) {
+	sb := sandbox(t, nil)
+	full := "acme/shop"
+	inst := sb.Sim.CreateInstallation("acme", "Organization")
+	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
+	sb.Sim.SetEnvironment(full, "production", simulator.EnvironmentOptions{CustomProtectionRule: true})
+	// With a custom protection rule the deploy job cannot use
+	// `deployment: false`: Actions creates its own deployment too.
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{CreateDeployment: true})
+	push := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "proven commit in production", func(s *simulator.Simulator) bool { return succeededIn(s, full, push.After, "production") })
+
+	// Someone deploys a commit that never went through staging.
+	unproven := sb.Sim.PushSilently(full, "hotfix", simulator.CommitSpec{Message: "Hotfix", Files: map[string]string{"x": "y"}})
+	gh := appClient(t, sb, inst)
+	_, _, err := gh.Repositories.CreateDeployment(context.Background(), "acme", "shop", &github.DeploymentRequest{
+		Ref: github.String(unproven.After), Environment: github.String("production"), AutoMerge: github.Bool(false),
+		RequiredContexts: &[]string{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sb, "two protection rule answers", func(s *simulator.Simulator) bool { return len(s.ProtectionRuleReviews(full)) == 2 })
+	settle(t, sb)
+	reviews := sb.Sim.ProtectionRuleReviews(full)
+	if reviews[0].State != "approved" || !strings.Contains(reviews[0].Comment, "succeeded in staging") {
+		t.Errorf("proven commit: %+v", reviews[0])
+	}
+	if reviews[1].State != "rejected" || !strings.Contains(reviews[1].Comment, "has not succeeded in staging") {
+		t.Errorf("unproven commit: %+v", reviews[1])
+	}
+	// The twin deployments Actions created are recorded but never counted.
+	byEnv := deploymentsByEnv(sb, full, push.After)
+	if len(byEnv["production"]) != 2 {
+		t.Errorf("production deployments of the release (lastmile's and the job's own): %d", len(byEnv["production"]))
+	}
+	rec, err := sb.App.DB().Audit(context.Background(), full, push.After)
+	if err != nil {
+		t.Fatal(err)
+	}
+	external := 0
+	for _, env := range rec.Environments {
+		for _, d := range env.Deployments {
+			if d.Origin == pipeline.OriginExternal {
+				external++
+				if d.TwinOf == 0 {
+					t.Errorf("Actions' deployment to %s not linked to lastmile's", d.Environment)
+				}
+			}
+		}
+	}
+	if external != 3 {
+		t.Errorf("external deployments recorded: %d, want 3 (one per environment)", external)
+	}
+}
+
+// appClient is a client authenticated as the App's installation, for a test
+// acting outside lastmile.
+func appClient(t *testing.T, sb *Sandbox, inst int64) *github.Client {
+	t.Helper()
+	tr, err := ghinstallation.New(http.DefaultTransport, sb.Sim.AppID(), inst, sb.Sim.AppPrivateKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.BaseURL = strings.TrimSuffix(sb.Sim.URL(), "/")
+	gh := github.NewClient(&http.Client{Transport: tr, Timeout: 10 * time.Second})
+	gh.BaseURL, _ = gh.BaseURL.Parse(sb.Sim.URL())
+	return gh
+}
+
+func TestRateLimitsAndServerErrorsDuringPromotion(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	sb.Sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "GET", Path: "/repos/{o}/{r}/contents/**", Times: 2, Status: 503})
+	sb.Sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "POST", Path: "/repos/{o}/{r}/deployments", Times: 1, RetryAfter: time.Second})
+	sb.Sim.InjectFault(simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Method: "POST", Path: "/repos/{o}/{r}/deployments", Times: 1, Status: 429, Reset: time.Second})
+	sb.Sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "POST", Path: "/repos/{o}/{r}/deployments", Times: 1, Status: 500})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+	if n := sb.Sim.PendingFaults(); n != 0 {
+		t.Errorf("%d faults were never hit", n)
+	}
+	for env, ds := range deploymentsByEnv(sb, repo, push.After) {
+		if len(ds) != 1 {
+			t.Errorf("%s: %d deployments, want exactly 1", env, len(ds))
+		}
+	}
+}
+
+func TestDeploymentCreatedButAnswerLost(t *testing.T) {
+	for _, drop := range []bool{false, true} {
+		t.Run(map[bool]string{false: "502", true: "connection dropped"}[drop], func(t *testing.T) {
+			sb := sandbox(t, nil)
+			repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+			sb.Sim.InjectFault(simulator.Fault{Kind: simulator.FaultAppliedLost, Method: "POST", Path: "/repos/{o}/{r}/deployments", Times: 2, DropConnection: drop})
+			push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+			waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+			settle(t, sb)
+			for env, ds := range deploymentsByEnv(sb, repo, push.After) {
+				if len(ds) != 1 {
+					t.Errorf("%s: %d deployments, want exactly 1", env, len(ds))
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,86 @@
+package pipeline
+
+import "time"
+
+// AuditRecord is everything lastmile knows about one release: what went
+// where, who approved it, what happened. It is read, never written, as a
+// whole.
+type AuditRecord struct {
+	Release      Release             `json:"release"`
+	Commits      []Commit            `json:"commits"`
+	Environments []EnvironmentRecord `json:"environments"`
+	// ProtectionDecisions are lastmile's answers, as a custom deployment
+	// protection rule, about this commit.
+	ProtectionDecisions []ProtectionDecision `json:"protection_decisions,omitempty"`
+}
+
+// EnvironmentRecord is a release's history in one environment.
+type EnvironmentRecord struct {
+	Name       string `json:"name"`
+	Production bool   `json:"production"`
+	// Outcome is the state of lastmile's deployment there ("" when the
+	// release never reached it).
+	Outcome     DeploymentState    `json:"outcome,omitempty"`
+	Deployments []DeploymentRecord `json:"deployments"`
+}
+
+// DeploymentRecord is one deployment with everything that happened to it.
+type DeploymentRecord struct {
+	Deployment
+	Statuses []StatusInfo   `json:"statuses"`
+	Reviews  []ReviewRecord `json:"reviews,omitempty"`
+	Runs     []RunRecord    `json:"runs,omitempty"`
+	Jobs     []JobRecord    `json:"jobs,omitempty"`
+}
+
+// ReviewRecord is a deployment review as recorded.
+type ReviewRecord struct {
+	Action    ReviewAction `json:"action"`
+	Actor     string       `json:"actor"`
+	Reviewers []string     `json:"reviewers,omitempty"`
+	Comment   string       `json:"comment,omitempty"`
+	Since     time.Time    `json:"since,omitempty"`
+	At        time.Time    `json:"at"`
+}
+
+// RunRecord is the workflow run that carried a deployment.
+type RunRecord struct {
+	ID         int64  `json:"id"`
+	Name       string `json:"name"`
+	URL        string `json:"url"`
+	Status     string `json:"status"`
+	Conclusion string `json:"conclusion,omitempty"`
+	Attempt    int    `json:"attempt"`
+}
+
+// JobRecord is a job of that run, with its kept log (if it deployed).
+type JobRecord struct {
+	ID          int64     `json:"id"`
+	Name        string    `json:"name"`
+	URL         string    `json:"url,omitempty"`
+	Conclusion  string    `json:"conclusion,omitempty"`
+	StartedAt   time.Time `json:"started_at,omitempty"`
+	CompletedAt time.Time `json:"completed_at,omitempty"`
+	// LogBytes is the size of the kept log (0 when none was kept);
+	// LogTruncated says the log was cut to the configured maximum;
+	// LogPruned says retention removed it.
+	LogBytes     int  `json:"log_bytes,omitempty"`
+	LogTruncated bool `json:"log_truncated,omitempty"`
+	LogPruned    bool `json:"log_pruned,omitempty"`
+}
+
+// HistoryEntry is one release in the history listing.
+type HistoryEntry struct {
+	Release Release `json:"release"`
+	// Stages maps each environment to lastmile's deployment outcome there.
+	Stages []StageOutcome `json:"stages"`
+	// Commits is how many commits the release brought.
+	Commits int `json:"commits"`
+}
+
+// StageOutcome is where a release stands in one environment.
+type StageOutcome struct {
+	Environment string          `json:"environment"`
+	State       DeploymentState `json:"state"`
+	At          time.Time       `json:"at,omitempty"` // created, or terminal when finished
+}

@@ -1,0 +1,294 @@
+package storage
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Audit reads the full record of the release of sha in repository (owner/name).
+// sha may be abbreviated (at least 7 characters). ErrNotFound (wrapped) when
+// there is no such repository or release.
+func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.AuditRecord, error) {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	var repoID int64
+	err = tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE full_name = ? COLLATE NOCASE ORDER BY updated_at DESC LIMIT 1`,
+		repository).Scan(&repoID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("repository %s: %w: lastmile has no record of it", repository, pipeline.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(sha) < 7 || strings.Trim(strings.ToLower(sha), "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("%q is not a commit SHA (give at least 7 hex characters)", sha)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
+		WHERE r.repository_id = ? AND r.sha LIKE ? ORDER BY r.id DESC LIMIT 2`, repoID, strings.ToLower(sha)+"%")
+	if err != nil {
+		return nil, err
+	}
+	var found []*pipeline.Release
+	for rows.Next() {
+		r, err := scanRelease(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		found = append(found, r)
+	}
+	rows.Close()
+	switch {
+	case len(found) == 0:
+		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
+	case len(found) > 1 && found[0].SHA != strings.ToLower(sha):
+		return nil, fmt.Errorf("%s@%s: the abbreviation matches several releases; give more of the SHA", repository, sha)
+	}
+	rel := found[0]
+	rec := &pipeline.AuditRecord{Release: *rel}
+	if rec.Commits, err = releaseCommits(ctx, tx, rel.ID); err != nil {
+		return nil, err
+	}
+	deps, err := queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND (d.release_id = ? OR d.sha = ?) ORDER BY d.id`,
+		repoID, rel.ID, rel.SHA)
+	if err != nil {
+		return nil, err
+	}
+	envIndex := map[string]int{}
+	if rel.Config != nil {
+		for _, e := range rel.Config.Environments {
+			envIndex[e.Name] = len(rec.Environments)
+			rec.Environments = append(rec.Environments, pipeline.EnvironmentRecord{Name: e.Name, Production: e.Production})
+		}
+	}
+	for _, d := range deps {
+		i, ok := envIndex[d.Environment]
+		if !ok {
+			i = len(rec.Environments)
+			envIndex[d.Environment] = i
+			rec.Environments = append(rec.Environments, pipeline.EnvironmentRecord{Name: d.Environment, Production: d.Production})
+		}
+		dr, err := deploymentRecord(ctx, tx, d)
+		if err != nil {
+			return nil, err
+		}
+		env := &rec.Environments[i]
+		env.Deployments = append(env.Deployments, *dr)
+		if d.Origin == pipeline.OriginLastmile && d.ReleaseID == rel.ID {
+			env.Outcome = d.State
+		}
+	}
+	prows, err := tx.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
+		FROM protection_decisions WHERE repository_id = ? AND sha = ? ORDER BY id`, repoID, rel.SHA)
+	if err != nil {
+		return nil, err
+	}
+	defer prows.Close()
+	for prows.Next() {
+		p := pipeline.ProtectionDecision{Repo: rel.Repo}
+		var at int64
+		if err := prows.Scan(&p.ID, &p.DeliveryID, &p.RunID, &p.Environment, &p.SHA, &p.State, &p.Comment, &at, &p.Posted); err != nil {
+			return nil, err
+		}
+		p.DecidedAt = fromMillis(at)
+		rec.ProtectionDecisions = append(rec.ProtectionDecisions, p)
+	}
+	return rec, prows.Err()
+}
+
+func releaseCommits(ctx context.Context, q querier, releaseID int64) ([]pipeline.Commit, error) {
+	rows, err := q.QueryContext(ctx, `SELECT sha, author, timestamp, title FROM release_commits WHERE release_id = ? ORDER BY position`, releaseID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []pipeline.Commit{}
+	for rows.Next() {
+		var c pipeline.Commit
+		var ts int64
+		if err := rows.Scan(&c.SHA, &c.Author, &ts, &c.Title); err != nil {
+			return nil, err
+		}
+		c.Timestamp = fromMillis(ts)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*pipeline.DeploymentRecord, error) {
+	dr := &pipeline.DeploymentRecord{Deployment: *d, Statuses: []pipeline.StatusInfo{}}
+	rows, err := q.QueryContext(ctx, `SELECT COALESCE(github_id, 0), state, description, log_url, environment_url, creator, created_at
+		FROM deployment_statuses WHERE deployment_id = ? ORDER BY id`, d.ID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var s pipeline.StatusInfo
+		var state string
+		var at int64
+		if err := rows.Scan(&s.GitHubID, &state, &s.Description, &s.LogURL, &s.EnvironmentURL, &s.Creator, &at); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		s.State, s.CreatedAt = pipeline.DeploymentState(state), fromMillis(at)
+		dr.Statuses = append(dr.Statuses, s)
+	}
+	rows.Close()
+	if d.Origin == pipeline.OriginExternal || d.RunID == 0 {
+		return dr, rows.Err()
+	}
+	rows, err = q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
+		WHERE deployment_id = ? OR (repository_id = ? AND run_id = ? AND environment = ?) ORDER BY at, id`,
+		d.ID, d.Repo.ID, d.RunID, d.Environment)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var r pipeline.ReviewRecord
+		var action, reviewers string
+		var since, at int64
+		if err := rows.Scan(&action, &r.Actor, &reviewers, &r.Comment, &since, &at); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		r.Action, r.Since, r.At = pipeline.ReviewAction(action), fromMillis(since), fromMillis(at)
+		_ = json.Unmarshal([]byte(reviewers), &r.Reviewers)
+		dr.Reviews = append(dr.Reviews, r)
+	}
+	rows.Close()
+	rows, err = q.QueryContext(ctx, `SELECT run_id, name, url, status, conclusion, attempt FROM workflow_runs WHERE run_id = ?`, d.RunID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var r pipeline.RunRecord
+		if err := rows.Scan(&r.ID, &r.Name, &r.URL, &r.Status, &r.Conclusion, &r.Attempt); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		dr.Runs = append(dr.Runs, r)
+	}
+	rows.Close()
+	rows, err = q.QueryContext(ctx, `SELECT j.job_id, j.name, j.url, j.conclusion, j.started_at, j.completed_at,
+		COALESCE(l.size, 0), COALESCE(l.truncated, 0), l.job_id IS NOT NULL AND l.log IS NULL
+		FROM workflow_jobs j LEFT JOIN job_logs l ON l.job_id = j.job_id AND l.deployment_id = ?
+		WHERE j.run_id = ? ORDER BY j.job_id`, d.ID, d.RunID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var j pipeline.JobRecord
+		var started, completed int64
+		if err := rows.Scan(&j.ID, &j.Name, &j.URL, &j.Conclusion, &started, &completed, &j.LogBytes, &j.LogTruncated, &j.LogPruned); err != nil {
+			return nil, err
+		}
+		j.StartedAt, j.CompletedAt = fromMillis(started), fromMillis(completed)
+		dr.Jobs = append(dr.Jobs, j)
+	}
+	return dr, rows.Err()
+}
+
+// JobLog returns a kept deploy job log, decompressed.
+func (db *DB) JobLog(ctx context.Context, jobID int64) ([]byte, error) {
+	var blob []byte
+	err := db.read.QueryRowContext(ctx, `SELECT log FROM job_logs WHERE job_id = ?`, jobID).Scan(&blob)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("job %d: %w: no log kept", jobID, pipeline.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if blob == nil {
+		return nil, fmt.Errorf("job %d: the log was pruned by retention", jobID)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(blob))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(zr)
+}
+
+// HistoryFilter selects releases for History.
+type HistoryFilter struct {
+	Repository  string // owner/name; "" for all
+	Environment string // only releases that reached it; "" for all
+	Limit       int    // default 20
+}
+
+// History lists recent releases, newest first, with where each stands in
+// every environment.
+func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryEntry, error) {
+	if f.Limit <= 0 {
+		f.Limit = 20
+	}
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	where, args := []string{"1 = 1"}, []any{}
+	if f.Repository != "" {
+		where = append(where, "p.full_name = ? COLLATE NOCASE")
+		args = append(args, f.Repository)
+	}
+	if f.Environment != "" {
+		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ?
+			AND d.origin = 'lastmile' AND d.state != 'abandoned')`)
+		args = append(args, f.Environment)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
+		WHERE `+strings.Join(where, " AND ")+` ORDER BY r.id DESC LIMIT ?`, append(args, f.Limit)...)
+	if err != nil {
+		return nil, err
+	}
+	var out []pipeline.HistoryEntry
+	for rows.Next() {
+		r, err := scanRelease(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out = append(out, pipeline.HistoryEntry{Release: *r})
+	}
+	rows.Close()
+	for i := range out {
+		e := &out[i]
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM release_commits WHERE release_id = ?`, e.Release.ID).Scan(&e.Commits); err != nil {
+			return nil, err
+		}
+		deps, err := queryDeployments(ctx, tx, `WHERE d.release_id = ? AND d.origin = 'lastmile' ORDER BY d.stage`, e.Release.ID)
+		if err != nil {
+			return nil, err
+		}
+		byEnv := map[string]*pipeline.Deployment{}
+		for _, d := range deps {
+			byEnv[d.Environment] = d
+		}
+		if e.Release.Config != nil {
+			for _, env := range e.Release.Config.Environments {
+				st := pipeline.StageOutcome{Environment: env.Name}
+				if d := byEnv[env.Name]; d != nil {
+					st.State, st.At = d.State, d.CreatedAt
+					if !d.TerminalAt.IsZero() {
+						st.At = d.TerminalAt
+					}
+				}
+				e.Stages = append(e.Stages, st)
+			}
+		}
+	}
+	return out, nil
+}

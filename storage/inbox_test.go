@@ -1,0 +1,486 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+func ids(ds []*pipeline.Delivery) []string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.ID
+	}
+	return out
+}
+
+// seedInterleaved stores deliveries of three repositories, interleaved:
+// a1 b1 a2 c1 b2 a3, and returns them by ID.
+func seedInterleaved(t *testing.T, db *storage.DB) map[string]*pipeline.Delivery {
+	t.Helper()
+	out := map[string]*pipeline.Delivery{}
+	for _, s := range []struct{ id, repo string }{
+		{"a1", "acme/a"}, {"b1", "acme/b"}, {"a2", "acme/a"}, {"c1", "acme/c"}, {"b2", "acme/b"}, {"a3", "acme/a"},
+	} {
+		out[s.id] = acceptDelivery(t, db, pendingDelivery(s.id, s.repo))
+	}
+	// Not work for the worker: must never be handed out.
+	acceptDelivery(t, db, &pipeline.Delivery{ID: "ping", Event: "ping", Repository: "acme/a", State: pipeline.DeliveryIgnored})
+	return out
+}
+
+func TestNextDeliveries(t *testing.T) {
+	ctx := context.Background()
+	tests := map[string]struct {
+		busy  map[string]bool
+		limit int
+		want  []string
+	}{
+		"oldest of each repository, in arrival order": {limit: 10, want: []string{"a1", "b1", "c1"}},
+		"limit":                       {limit: 2, want: []string{"a1", "b1"}},
+		"busy repositories skipped":   {busy: map[string]bool{"acme/a": true}, limit: 10, want: []string{"b1", "c1"}},
+		"busy skipped before limit":   {busy: map[string]bool{"acme/a": true}, limit: 1, want: []string{"b1"}},
+		"everything busy":             {busy: map[string]bool{"acme/a": true, "acme/b": true, "acme/c": true}, limit: 10},
+		"unrelated busy repositories": {busy: map[string]bool{"acme/z": true}, limit: 10, want: []string{"a1", "b1", "c1"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			db := newInboxDB(t)
+			seedInterleaved(t, db)
+			got, err := db.NextDeliveries(ctx, inboxT0, tc.busy, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ids(got), tc.want) {
+				t.Errorf("NextDeliveries = %v, want %v", ids(got), tc.want)
+			}
+			for _, d := range got {
+				if string(d.Body) != `{"delivery":"`+d.ID+`"}` {
+					t.Errorf("%s handed out without its body: %q", d.ID, d.Body)
+				}
+			}
+		})
+	}
+}
+
+// TestNextDeliveriesDrainsEachRepositoryInOrder plays the worker: take the
+// next deliveries, finish them, repeat. Each repository's deliveries must
+// come one at a time, in arrival order.
+func TestNextDeliveriesDrainsEachRepositoryInOrder(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	seeded := seedInterleaved(t, db)
+
+	var rounds [][]string
+	for range 10 {
+		batch, err := db.NextDeliveries(ctx, inboxT0, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) == 0 {
+			break
+		}
+		repos := map[string]bool{}
+		for _, d := range batch {
+			if repos[d.Repository] {
+				t.Fatalf("two deliveries of %s handed out at once: %v", d.Repository, ids(batch))
+			}
+			repos[d.Repository] = true
+			if err := db.FinishDelivery(ctx, d.Seq, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rounds = append(rounds, ids(batch))
+	}
+	want := [][]string{{"a1", "b1", "c1"}, {"a2", "b2"}, {"a3"}}
+	if fmt.Sprint(rounds) != fmt.Sprint(want) {
+		t.Errorf("rounds = %v, want %v", rounds, want)
+	}
+	for id := range seeded {
+		d, _ := db.GetDelivery(ctx, id)
+		if d.State != pipeline.DeliveryDone {
+			t.Errorf("%s is %s after draining", id, d.State)
+		}
+	}
+}
+
+func TestNextDeliveriesWaitsForTheRetryTime(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	seeded := seedInterleaved(t, db)
+	retryAt := inboxT0.Add(30 * time.Second)
+	if err := db.FailDelivery(ctx, seeded["a1"].Seq, "boom", retryAt, false); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		now  time.Time
+		want []string
+	}{
+		// a1 waits, and so do a2 and a3 behind it: order is kept.
+		{inboxT0, []string{"b1", "c1"}},
+		{retryAt.Add(-time.Millisecond), []string{"b1", "c1"}},
+		{retryAt, []string{"a1", "b1", "c1"}},
+	} {
+		got, err := db.NextDeliveries(ctx, tc.now, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids(got), tc.want) {
+			t.Errorf("at %v: NextDeliveries = %v, want %v", tc.now.Sub(inboxT0), ids(got), tc.want)
+		}
+	}
+	next, err := db.NextAttemptAt(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !next.Equal(inboxT0) {
+		t.Errorf("NextAttemptAt = %v, want %v (b1 and c1 are due now)", next, inboxT0)
+	}
+}
+
+func TestNextAttemptAt(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	if next, err := db.NextAttemptAt(ctx); err != nil || !next.IsZero() {
+		t.Fatalf("empty inbox: NextAttemptAt = %v, %v; want zero", next, err)
+	}
+	d := acceptDelivery(t, db, pendingDelivery("d", "a/b"))
+	later := inboxT0.Add(time.Hour)
+	if err := db.FailDelivery(ctx, d.Seq, "boom", later, false); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := db.NextAttemptAt(ctx); err != nil || !next.Equal(later) {
+		t.Errorf("NextAttemptAt = %v, %v; want %v", next, err, later)
+	}
+	if err := db.FinishDelivery(ctx, d.Seq, ""); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := db.NextAttemptAt(ctx); err != nil || !next.IsZero() {
+		t.Errorf("nothing pending: NextAttemptAt = %v, %v; want zero", next, err)
+	}
+}
+
+func TestFinishAndFailDelivery(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	done := acceptDelivery(t, db, pendingDelivery("done", "a/b"))
+	retried := acceptDelivery(t, db, pendingDelivery("retried", "a/c"))
+	dead := acceptDelivery(t, db, pendingDelivery("dead", "a/d"))
+
+	finishedAt := inboxT0.Add(time.Minute)
+	db.Now = func() time.Time { return finishedAt }
+	next := inboxT0.Add(10 * time.Minute)
+
+	if err := db.FailDelivery(ctx, done.Seq, "first try failed", next, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FinishDelivery(ctx, done.Seq, "not enrolled"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := db.FailDelivery(ctx, retried.Seq, "GitHub 502", next, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.FailDelivery(ctx, dead.Seq, "malformed payload", next, true); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		id       string
+		state    pipeline.DeliveryState
+		attempts int
+		lastErr  string
+		note     string
+		finished time.Time
+		next     time.Time
+	}{
+		{"done", pipeline.DeliveryDone, 2, "", "not enrolled", finishedAt, next},
+		{"retried", pipeline.DeliveryPending, 2, "GitHub 502", "", time.Time{}, next},
+		{"dead", pipeline.DeliveryDead, 1, "malformed payload", "", finishedAt, next},
+	}
+	for _, tc := range tests {
+		t.Run(tc.id, func(t *testing.T) {
+			d, err := db.GetDelivery(ctx, tc.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.State != tc.state || d.Attempts != tc.attempts || d.LastError != tc.lastErr || d.Note != tc.note ||
+				!d.FinishedAt.Equal(tc.finished) || !d.NextAttemptAt.Equal(tc.next) {
+				t.Errorf("got state %s attempts %d error %q note %q finished %v next %v\nwant state %s attempts %d error %q note %q finished %v next %v",
+					d.State, d.Attempts, d.LastError, d.Note, d.FinishedAt, d.NextAttemptAt,
+					tc.state, tc.attempts, tc.lastErr, tc.note, tc.finished, tc.next)
+			}
+		})
+	}
+
+	stats, err := db.InboxStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats[pipeline.DeliveryPending] != 1 || stats[pipeline.DeliveryDead] != 1 {
+		t.Errorf("InboxStats = %v, want 1 pending and 1 dead", stats)
+	}
+	// Neither done nor dead deliveries are work any more.
+	got, err := db.NextDeliveries(ctx, next, nil, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids(got), []string{"retried"}) {
+		t.Errorf("NextDeliveries = %v, want [retried]", ids(got))
+	}
+}
+
+func TestInboxStatsOfAnEmptyInbox(t *testing.T) {
+	stats, err := newInboxDB(t).InboxStats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both states are always reported, so the gauges exist from the start.
+	if v, ok := stats[pipeline.DeliveryPending]; !ok || v != 0 {
+		t.Errorf("pending = %d, %v", v, ok)
+	}
+	if v, ok := stats[pipeline.DeliveryDead]; !ok || v != 0 {
+		t.Errorf("dead = %d, %v", v, ok)
+	}
+}
+
+func TestRetryDelivery(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	dead := acceptDelivery(t, db, pendingDelivery("dead", "a/b"))
+	pending := acceptDelivery(t, db, pendingDelivery("pending", "a/b"))
+	done := acceptDelivery(t, db, pendingDelivery("done", "a/c"))
+	acceptDelivery(t, db, &pipeline.Delivery{ID: "ignored", Event: "ping", State: pipeline.DeliveryIgnored})
+	bodiless := acceptDelivery(t, db, &pipeline.Delivery{ID: "pruned", Event: "push", Repository: "a/d", State: pipeline.DeliveryPending})
+	for _, d := range []*pipeline.Delivery{dead, bodiless} {
+		for i := range 3 {
+			if err := db.FailDelivery(ctx, d.Seq, fmt.Sprint("failure ", i+1), inboxT0.Add(time.Hour), i == 2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := db.FinishDelivery(ctx, done.Seq, ""); err != nil {
+		t.Fatal(err)
+	}
+	_ = pending
+
+	retryAt := inboxT0.Add(2 * time.Hour)
+	db.Now = func() time.Time { return retryAt }
+
+	errTests := map[string]struct {
+		id       string
+		notFound bool
+		contains string
+	}{
+		"unknown ID":              {id: "no-such-delivery", notFound: true, contains: "no-such-delivery"},
+		"pending is not dead":     {id: "pending", contains: "only dead deliveries"},
+		"done is not dead":        {id: "done", contains: "is done"},
+		"ignored is not dead":     {id: "ignored", contains: "is ignored"},
+		"dead without its body":   {id: "pruned", contains: "pruned"},
+		"empty ID is not a hit":   {id: "", notFound: true},
+		"similar ID is not a hit": {id: "dea", notFound: true},
+	}
+	for name, tc := range errTests {
+		t.Run(name, func(t *testing.T) {
+			before, _ := db.GetDelivery(ctx, tc.id)
+			d, err := db.RetryDelivery(ctx, tc.id)
+			if err == nil {
+				t.Fatalf("RetryDelivery(%q) = %+v, want an error", tc.id, d)
+			}
+			if errors.Is(err, storage.ErrNotFound) != tc.notFound {
+				t.Errorf("errors.Is(%v, ErrNotFound) = %v, want %v", err, !tc.notFound, tc.notFound)
+			}
+			if !strings.Contains(err.Error(), tc.contains) {
+				t.Errorf("error %q should contain %q", err, tc.contains)
+			}
+			after, _ := db.GetDelivery(ctx, tc.id)
+			if fmt.Sprintf("%+v", before) != fmt.Sprintf("%+v", after) {
+				t.Errorf("a refused retry changed the delivery:\n%+v\n%+v", before, after)
+			}
+		})
+	}
+
+	t.Run("dead delivery is queued again", func(t *testing.T) {
+		d, err := db.RetryDelivery(ctx, "dead")
+		if err != nil {
+			t.Fatalf("RetryDelivery: %v", err)
+		}
+		if d.ID != "dead" || d.State != pipeline.DeliveryPending || d.Attempts != 0 || !d.NextAttemptAt.Equal(retryAt) || !d.FinishedAt.IsZero() {
+			t.Errorf("returned %+v", d)
+		}
+		stored, err := db.GetDelivery(ctx, "dead")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stored.State != pipeline.DeliveryPending || stored.Attempts != 0 || !stored.NextAttemptAt.Equal(retryAt) ||
+			!stored.FinishedAt.IsZero() || string(stored.Body) != string(dead.Body) {
+			t.Errorf("stored %+v", stored)
+		}
+		// It is work again, ahead of the later delivery of its repository.
+		next, err := db.NextDeliveries(ctx, retryAt, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(ids(next), "dead") || slices.Contains(ids(next), "pending") {
+			t.Errorf("NextDeliveries = %v, want dead (and not pending, which arrived after it)", ids(next))
+		}
+		// Retrying it again is refused: it is no longer dead.
+		if _, err := db.RetryDelivery(ctx, "dead"); err == nil {
+			t.Error("a second RetryDelivery of the same delivery succeeded")
+		}
+	})
+}
+
+func TestListDeliveries(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	type seed struct {
+		id, repo string
+		state    pipeline.DeliveryState
+	}
+	seeds := []seed{
+		{"p1", "acme/a", pipeline.DeliveryPending},
+		{"x1", "acme/b", pipeline.DeliveryDead},
+		{"i1", "", pipeline.DeliveryIgnored},
+		{"p2", "acme/b", pipeline.DeliveryPending},
+		{"x2", "acme/a", pipeline.DeliveryDead},
+		{"d1", "acme/a", pipeline.DeliveryDone},
+	}
+	for _, s := range seeds {
+		state := s.state
+		if state != pipeline.DeliveryIgnored {
+			state = pipeline.DeliveryPending
+		}
+		d := acceptDelivery(t, db, &pipeline.Delivery{ID: s.id, Event: "push", Repository: s.repo, State: state, Body: []byte(`{}`)})
+		switch s.state {
+		case pipeline.DeliveryDead:
+			if err := db.FailDelivery(ctx, d.Seq, "boom", inboxT0, true); err != nil {
+				t.Fatal(err)
+			}
+		case pipeline.DeliveryDone:
+			if err := db.FinishDelivery(ctx, d.Seq, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// expect filters seeds, newest first.
+	expect := func(keep func(seed) bool, limit int) []string {
+		var out []string
+		for i := len(seeds) - 1; i >= 0; i-- {
+			if keep(seeds[i]) && (limit == 0 || len(out) < limit) {
+				out = append(out, seeds[i].id)
+			}
+		}
+		return out
+	}
+	tests := map[string]struct {
+		f    storage.DeliveryFilter
+		want []string
+	}{
+		"all":              {storage.DeliveryFilter{}, expect(func(seed) bool { return true }, 0)},
+		"dead":             {storage.DeliveryFilter{State: pipeline.DeliveryDead}, expect(func(s seed) bool { return s.state == pipeline.DeliveryDead }, 0)},
+		"repository":       {storage.DeliveryFilter{Repository: "acme/a"}, expect(func(s seed) bool { return s.repo == "acme/a" }, 0)},
+		"state and repo":   {storage.DeliveryFilter{State: pipeline.DeliveryPending, Repository: "acme/b"}, expect(func(s seed) bool { return s.repo == "acme/b" && s.state == pipeline.DeliveryPending }, 0)},
+		"limit":            {storage.DeliveryFilter{Limit: 2}, expect(func(seed) bool { return true }, 2)},
+		"nothing matches":  {storage.DeliveryFilter{Repository: "acme/zzz"}, nil},
+		"ignored":          {storage.DeliveryFilter{State: pipeline.DeliveryIgnored}, expect(func(s seed) bool { return s.state == pipeline.DeliveryIgnored }, 0)},
+		"done, limit 1":    {storage.DeliveryFilter{State: pipeline.DeliveryDone, Limit: 1}, expect(func(s seed) bool { return s.state == pipeline.DeliveryDone }, 1)},
+		"dead of acme/a":   {storage.DeliveryFilter{State: pipeline.DeliveryDead, Repository: "acme/a"}, expect(func(s seed) bool { return s.repo == "acme/a" && s.state == pipeline.DeliveryDead }, 0)},
+		"unknown state":    {storage.DeliveryFilter{State: "archived"}, nil},
+		"negative limit 0": {storage.DeliveryFilter{Limit: -1}, expect(func(seed) bool { return true }, 0)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := db.ListDeliveries(ctx, tc.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(ids(got), tc.want) {
+				t.Errorf("ListDeliveries(%+v) = %v, want %v", tc.f, ids(got), tc.want)
+			}
+			for _, d := range got {
+				if d.Body != nil {
+					t.Errorf("%s listed with its body", d.ID)
+				}
+			}
+		})
+	}
+}
+
+func TestListDeliveriesDefaultLimit(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	for i := range 60 {
+		acceptDelivery(t, db, pendingDelivery(fmt.Sprintf("d-%02d", i), "a/b"))
+	}
+	got, err := db.ListDeliveries(ctx, storage.DeliveryFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 50 || got[0].ID != "d-59" {
+		t.Errorf("got %d deliveries starting at %v; want the newest 50", len(got), ids(got[:1]))
+	}
+}
+
+func TestKnownDeliveries(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	// More than one query's worth of IDs (KnownDeliveries asks in chunks).
+	const stored = 700
+	var all []string
+	want := map[string]bool{}
+	for i := range stored {
+		id := fmt.Sprintf("known-%04d", i)
+		d := pendingDelivery(id, "a/b")
+		if i%2 == 0 {
+			d.State, d.Body = pipeline.DeliveryIgnored, nil
+		}
+		if _, err := db.Accept(ctx, d, "push", "accepted"); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, id, fmt.Sprintf("unknown-%04d", i))
+		want[id] = true
+	}
+
+	tests := map[string]struct {
+		ids  []string
+		want map[string]bool
+	}{
+		"none asked":       {nil, map[string]bool{}},
+		"only unknown":     {[]string{"unknown-1", "unknown-2"}, map[string]bool{}},
+		"mixed":            {[]string{"known-0001", "unknown-0001", "known-0002"}, map[string]bool{"known-0001": true, "known-0002": true}},
+		"repeated":         {[]string{"known-0003", "known-0003"}, map[string]bool{"known-0003": true}},
+		"many, in chunks":  {all, want},
+		"prefix not known": {[]string{"known-", "known"}, map[string]bool{}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := db.KnownDeliveries(ctx, tc.ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("%d known, want %d", len(got), len(tc.want))
+			}
+			for id := range tc.want {
+				if !got[id] {
+					t.Errorf("%s not reported as known", id)
+				}
+			}
+			for id := range got {
+				if !tc.want[id] {
+					t.Errorf("%s reported as known", id)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,240 @@
+package storage_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// inboxT0 is the clock of the inbox tests, in whole milliseconds because the
+// store keeps times as unix milliseconds.
+var inboxT0 = time.Date(2026, 3, 14, 9, 26, 53, 589_000_000, time.UTC)
+
+// newInboxDB opens a fresh database file in a temporary directory, with
+// its clock set to inboxT0, and closes it when the test ends.
+func newInboxDB(t *testing.T) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	db.Now = func() time.Time { return inboxT0 }
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// acceptDelivery stores d and fails the test unless it was new.
+func acceptDelivery(t *testing.T, db *storage.DB, d *pipeline.Delivery) *pipeline.Delivery {
+	t.Helper()
+	dup, err := db.Accept(context.Background(), d, d.Event, "accepted")
+	if err != nil {
+		t.Fatalf("Accept(%s): %v", d.ID, err)
+	}
+	if dup {
+		t.Fatalf("Accept(%s): reported a duplicate of a new delivery", d.ID)
+	}
+	return d
+}
+
+// pendingDelivery is a pending push delivery of repo with a small body.
+func pendingDelivery(id, repo string) *pipeline.Delivery {
+	return &pipeline.Delivery{
+		ID: id, Event: "push", Repository: repo, RepositoryID: int64(len(repo)), InstallationID: 7,
+		State: pipeline.DeliveryPending, Body: []byte(`{"delivery":"` + id + `"}`),
+	}
+}
+
+// allDeliveries lists every delivery in the inbox, newest first.
+func allDeliveries(t *testing.T, db *storage.DB) []*pipeline.Delivery {
+	t.Helper()
+	list, err := db.ListDeliveries(context.Background(), storage.DeliveryFilter{Limit: 1 << 20})
+	if err != nil {
+		t.Fatalf("ListDeliveries: %v", err)
+	}
+	return list
+}
+
+func TestOpenAppliesEveryMigrationOnce(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	files, err := filepath.Glob(filepath.Join("migrations", "*.sql"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no migrations found (%v)", err)
+	}
+
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("first Open: %v", err)
+	}
+	acceptDelivery(t, db, pendingDelivery("before-reopen", "acme/shop"))
+	if err := db.SetSetting(ctx, "instance", "one"); err != nil {
+		t.Fatalf("SetSetting: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	first := readMigrations(t, path)
+
+	// Re-opening must neither re-run a migration (it would fail on the
+	// existing tables, or wipe them) nor record one twice.
+	for i := range 2 {
+		db, err := storage.Open(ctx, path)
+		if err != nil {
+			t.Fatalf("re-open %d: %v", i+1, err)
+		}
+		got, err := db.GetDelivery(ctx, "before-reopen")
+		if err != nil {
+			t.Fatalf("re-open %d: the delivery stored before is gone: %v", i+1, err)
+		}
+		if string(got.Body) != `{"delivery":"before-reopen"}` {
+			t.Errorf("re-open %d: body = %q", i+1, got.Body)
+		}
+		if v, ok, err := db.Setting(ctx, "instance"); err != nil || !ok || v != "one" {
+			t.Errorf("re-open %d: setting = %q, %v, %v; want one", i+1, v, ok, err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	again := readMigrations(t, path)
+
+	if len(first) != len(files) {
+		t.Fatalf("schema_migrations has %d rows after the first Open, want one per file (%d): %v", len(first), len(files), first)
+	}
+	for _, f := range files {
+		base := filepath.Base(f)
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			t.Fatalf("migration file %s does not start with a number", base)
+		}
+		if first[version].name != base {
+			t.Errorf("migration %d recorded as %q, want %q", version, first[version].name, base)
+		}
+		if again[version] != first[version] {
+			t.Errorf("migration %d changed on re-open: %+v, then %+v", version, first[version], again[version])
+		}
+	}
+	if len(again) != len(first) {
+		t.Errorf("schema_migrations went from %d to %d rows on re-open", len(first), len(again))
+	}
+}
+
+type migrationRow struct {
+	name      string
+	appliedAt int64
+}
+
+// readMigrations reads schema_migrations with a separate connection (the
+// driver is the one storage registers).
+func readMigrations(t *testing.T, path string) map[int]migrationRow {
+	t.Helper()
+	raw, err := sql.Open("sqlite", "file:"+path+"?_pragma=query_only(1)")
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer raw.Close()
+	rows, err := raw.Query("SELECT version, name, applied_at FROM schema_migrations")
+	if err != nil {
+		t.Fatalf("read schema_migrations: %v", err)
+	}
+	defer rows.Close()
+	out := map[int]migrationRow{}
+	for rows.Next() {
+		var v int
+		var r migrationRow
+		if err := rows.Scan(&v, &r.name, &r.appliedAt); err != nil {
+			t.Fatalf("scan: %v", err)
+		}
+		if _, dup := out[v]; dup {
+			t.Errorf("migration %d recorded twice", v)
+		}
+		out[v] = r
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("rows: %v", err)
+	}
+	return out
+}
+
+func TestOpenRefusesAnEmptyPath(t *testing.T) {
+	if db, err := storage.Open(context.Background(), ""); err == nil {
+		db.Close()
+		t.Fatal("Open(\"\") succeeded")
+	}
+}
+
+func TestOpenExisting(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	t.Run("missing file is an error and is not created", func(t *testing.T) {
+		path := filepath.Join(dir, "missing.db")
+		db, err := storage.OpenExisting(ctx, path)
+		if err == nil {
+			db.Close()
+			t.Fatal("OpenExisting of a missing file succeeded")
+		}
+		if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "LASTMILE_DATABASE") {
+			t.Errorf("error %q should name the file and how to choose another", err)
+		}
+		if _, serr := os.Stat(path); !errors.Is(serr, os.ErrNotExist) {
+			t.Errorf("OpenExisting created %s (stat: %v)", path, serr)
+		}
+	})
+
+	t.Run("existing database opens with its data", func(t *testing.T) {
+		path := filepath.Join(dir, "existing.db")
+		db, err := storage.Open(ctx, path)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		acceptDelivery(t, db, pendingDelivery("d-1", "acme/shop"))
+		db.Close()
+
+		db, err = storage.OpenExisting(ctx, path)
+		if err != nil {
+			t.Fatalf("OpenExisting: %v", err)
+		}
+		defer db.Close()
+		if err := db.Ping(ctx); err != nil {
+			t.Errorf("Ping: %v", err)
+		}
+		if _, err := db.GetDelivery(ctx, "d-1"); err != nil {
+			t.Errorf("GetDelivery: %v", err)
+		}
+	})
+}
+
+func TestSettings(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+
+	if v, ok, err := db.Setting(ctx, "redelivery.checkpoint"); err != nil || ok || v != "" {
+		t.Fatalf("unset setting = %q, %v, %v; want \"\", false, nil", v, ok, err)
+	}
+	steps := []string{"2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", ""}
+	for _, want := range steps {
+		if err := db.SetSetting(ctx, "redelivery.checkpoint", want); err != nil {
+			t.Fatalf("SetSetting(%q): %v", want, err)
+		}
+		v, ok, err := db.Setting(ctx, "redelivery.checkpoint")
+		if err != nil || !ok || v != want {
+			t.Errorf("after SetSetting(%q): %q, %v, %v", want, v, ok, err)
+		}
+	}
+	if err := db.SetSetting(ctx, "other", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := db.Setting(ctx, "redelivery.checkpoint"); v != steps[len(steps)-1] {
+		t.Errorf("setting another key changed this one to %q", v)
+	}
+}
