@@ -285,7 +285,7 @@ func (s *Simulator) runDeployJob(ru *run) string {
 		st.enqueueDeployment(r, dj.twin)
 	}
 	var g *gate
-	if envCfg != nil && (len(envCfg.opts.Reviewers) > 0 || envCfg.opts.CustomProtectionRule) {
+	if envCfg != nil && (len(envCfg.opts.Reviewers) > 0 || envCfg.opts.CustomProtectionRule || envCfg.opts.WaitTimer > 0) {
 		g = &gate{
 			job: dj, environment: env, reviewers: envCfg.opts.Reviewers, since: s.clock(),
 			needReview: len(envCfg.opts.Reviewers) > 0, needRule: envCfg.opts.CustomProtectionRule,

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-github/v62/github"
 
@@ -450,5 +451,24 @@ func TestCancelRun(t *testing.T) {
 	}
 	if got := h.events(); got[len(got)-1] != "workflow_run/completed" {
 		t.Errorf("events %v", got)
+	}
+}
+
+func TestWorkflowWaitTimer(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true})
+	h.sim.SetEnvironment("acme/shop", "production", simulator.EnvironmentOptions{WaitTimer: 20 * time.Millisecond})
+	start := time.Now()
+	id := h.deploy("acme/shop", "production")
+	waitState(t, h, "acme/shop", id, "success")
+	if elapsed := time.Since(start); elapsed < 20*time.Millisecond {
+		t.Errorf("wait timer not applied: %v", elapsed)
+	}
+	h.waitIdle()
+	want := []string{"deployment/created", "workflow_run/requested", "workflow_run/in_progress", "workflow_job/queued", "workflow_job/waiting",
+		"workflow_job/in_progress", "deployment_status/created", "deployment_status/created", "workflow_job/completed", "workflow_run/completed"}
+	if got := h.events(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
 	}
 }

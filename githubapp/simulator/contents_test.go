@@ -1,0 +1,165 @@
+package simulator_test
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+func TestContentsAtRefs(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{Files: map[string]string{"cfg.yml": "v: 1\n", "dir/a.txt": "a", "dir/sub/b.txt": "b"}})
+	first := h.sim.Branch("acme/shop", "main")
+	second := h.sim.Push("acme/shop", "main", simulator.CommitSpec{Files: map[string]string{"cfg.yml": "v: 2\n", "dir/a.txt": ""}}).After
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+	get := func(path, ref string) (string, int) {
+		fc, _, resp, err := gh.Repositories.GetContents(ctx, "acme", "shop", path, &github.RepositoryContentGetOptions{Ref: ref})
+		if err != nil {
+			return "", resp.StatusCode
+		}
+		s, err := fc.GetContent()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fc.GetType() != "file" || fc.GetEncoding() != "base64" || fc.GetSize() != len(s) || len(fc.GetSHA()) != 40 {
+			t.Errorf("file fields: %+v", fc)
+		}
+		return s, 200
+	}
+	for _, tc := range []struct {
+		path, ref, want string
+		status          int
+	}{
+		{"cfg.yml", first, "v: 1\n", 200},
+		{"cfg.yml", first[:7], "v: 1\n", 200},
+		{"cfg.yml", second, "v: 2\n", 200},
+		{"cfg.yml", "main", "v: 2\n", 200},
+		{"cfg.yml", "", "v: 2\n", 200},
+		{"dir/a.txt", first, "a", 200},
+		{"dir/a.txt", second, "", 404},
+		{"nope.txt", "main", "", 404},
+		{"cfg.yml", "no-such-branch", "", 404},
+	} {
+		if got, status := get(tc.path, tc.ref); got != tc.want || status != tc.status {
+			t.Errorf("%s@%s: %q %d, want %q %d", tc.path, tc.ref, got, status, tc.want, tc.status)
+		}
+	}
+	_, dir, _, err := gh.Repositories.GetContents(ctx, "acme", "shop", "dir", &github.RepositoryContentGetOptions{Ref: first})
+	if err != nil || len(dir) != 2 || dir[0].GetName() != "a.txt" || dir[1].GetType() != "dir" || dir[1].GetPath() != "dir/sub" {
+		t.Errorf("directory: %v %+v", err, dir)
+	}
+	// Blob SHAs are git's: "hello\n" is ce013625030ba8dba906f756967f9e9ca394464a.
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Files: map[string]string{"hello": "hello\n"}})
+	fc, _, _, err := gh.Repositories.GetContents(ctx, "acme", "shop", "hello", nil)
+	if err != nil || fc.GetSHA() != "ce013625030ba8dba906f756967f9e9ca394464a" {
+		t.Errorf("blob sha %s: %v", fc.GetSHA(), err)
+	}
+}
+
+func TestCompare(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	base := h.sim.Branch("acme/shop", "main")
+	var specs []simulator.CommitSpec
+	for i := 0; i < 5; i++ {
+		specs = append(specs, simulator.CommitSpec{Message: "c" + string(rune('0'+i)), Files: map[string]string{"f.txt": strings.Repeat("x\n", i+1)},
+			Author: simulator.Author{Name: "Mona", Email: "mona@example.com", Login: "mona"}})
+	}
+	push := h.sim.Push("acme/shop", "main", specs...)
+	side := h.sim.Push("acme/shop", "side", simulator.CommitSpec{Message: "side"}).After
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+
+	c, _, err := gh.Repositories.CompareCommits(ctx, "acme", "shop", base, "main", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GetStatus() != "ahead" || c.GetAheadBy() != 5 || c.GetBehindBy() != 0 || c.GetTotalCommits() != 5 || len(c.Commits) != 5 {
+		t.Fatalf("compare: %s ahead %d", c.GetStatus(), c.GetAheadBy())
+	}
+	for i, cm := range c.Commits { // oldest first
+		if cm.GetSHA() != push.Commits[i] || cm.GetAuthor().GetLogin() != "mona" || cm.GetCommit().GetAuthor().GetEmail() != "mona@example.com" {
+			t.Errorf("commit %d: %s", i, cm.GetSHA())
+		}
+		if i > 0 && cm.Parents[0].GetSHA() != push.Commits[i-1] {
+			t.Errorf("commit %d parent", i)
+		}
+	}
+	if len(c.Files) != 1 || c.Files[0].GetFilename() != "f.txt" || c.Files[0].GetStatus() != "added" {
+		t.Errorf("files: %+v", c.Files)
+	}
+	// Paged: first page holds the earliest commits.
+	var got []string
+	opts := &github.ListOptions{PerPage: 2, Page: 1}
+	for {
+		c, resp, err := gh.Repositories.CompareCommits(ctx, "acme", "shop", base, push.After, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cm := range c.Commits {
+			got = append(got, cm.GetSHA())
+		}
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	if strings.Join(got, ",") != strings.Join(push.Commits, ",") {
+		t.Errorf("paged commits out of order")
+	}
+	for _, tc := range []struct{ base, head, status string }{
+		{"main", base, "behind"},
+		{"main", "main", "identical"},
+		{"main", side, "ahead"},
+		{push.Commits[2], "side", "ahead"},
+	} {
+		c, _, err := gh.Repositories.CompareCommits(ctx, "acme", "shop", tc.base, tc.head, nil)
+		if err != nil || c.GetStatus() != tc.status {
+			t.Errorf("%s...%s: %v %s, want %s", tc.base, tc.head, err, c.GetStatus(), tc.status)
+		}
+	}
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "more"})
+	if c, _, _ := gh.Repositories.CompareCommits(ctx, "acme", "shop", "main", "side", nil); c.GetStatus() != "diverged" || c.GetBehindBy() != 1 || c.GetAheadBy() != 1 {
+		t.Errorf("diverged: %s", c.GetStatus())
+	}
+	commit, _, err := gh.Repositories.GetCommit(ctx, "acme", "shop", push.Commits[1], nil)
+	if err != nil || commit.GetStats().GetAdditions() != 2 || commit.GetStats().GetDeletions() != 1 || commit.GetCommit().GetMessage() != "c1" {
+		t.Errorf("single commit: %v %+v", err, commit.GetStats())
+	}
+}
+
+func TestHandlerOnHTTPTestServer(t *testing.T) {
+	sim := simulator.New(simulator.Options{AppID: 7})
+	defer sim.Close()
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	sim.SetURL(srv.URL)
+	if sim.URL() != srv.URL+"/" {
+		t.Fatalf("URL %s", sim.URL())
+	}
+	inst := sim.CreateInstallation("acme", "Organization")
+	sim.CreateRepo(inst, "acme/pub", simulator.RepoOptions{})
+	gh := github.NewClient(nil)
+	gh.BaseURL = mustParse(t, sim.URL())
+	// A public repository is readable without credentials (60/h).
+	c, resp, err := gh.Repositories.GetCommit(testCtx(t), "acme", "pub", "main", nil)
+	if err != nil || resp.Rate.Limit != 60 || !strings.HasPrefix(c.GetURL(), srv.URL+"/repos/acme/pub/commits/") {
+		t.Fatalf("%v %+v %s", err, resp.Rate, c.GetURL())
+	}
+	// Unknown paths answer GitHub's 404.
+	_, resp, _ = gh.Repositories.GetBranch(testCtx(t), "acme", "pub", "main", 0)
+	if resp.StatusCode != 404 {
+		t.Errorf("unknown endpoint: %d", resp.StatusCode)
+	}
+	if err := sim.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := sim.Close(); err != nil {
+		t.Error("second Close:", err)
+	}
+}
