@@ -89,11 +89,12 @@ func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *htt
 		}
 		now := s.clock()
 		s.mu.Lock()
-		if s.st.apiURL == "http://127.0.0.1" && req.Host != "" {
+		if !s.st.urlKnown && req.Host != "" {
 			// Mounted by someone else without SetURL: learn our address.
-			s.st.apiURL = "http://" + req.Host
+			s.st.apiURL, s.st.urlKnown = "http://"+req.Host, true
 		}
-		reqID := fmt.Sprintf("%04X:%04X:%06X:%06X:%08X", s.st.id()&0xffff, 0xBEEF, s.st.id()&0xffffff, s.st.id()&0xffffff, now.Unix()&0xffffffff)
+		s.st.requestSeq++
+		reqID := fmt.Sprintf("%04X:%04X:%06X:%06X:%08X", s.st.requestSeq&0xffff, s.opts.AppID&0xffff, s.st.requestSeq*7919&0xffffff, s.st.requestSeq*104729&0xffffff, now.Unix()&0xffffffff)
 		a := s.authenticate(req)
 		fault := s.matchFault(req)
 		rate := s.rateFor(a, now)

@@ -186,7 +186,7 @@ func (s *Simulator) Start(addr string) (string, error) {
 		return "", errors.New("simulator: already started")
 	}
 	s.srv, s.listener = srv, ln
-	s.st.apiURL = strings.TrimSuffix(u, "/")
+	s.st.apiURL, s.st.urlKnown = strings.TrimSuffix(u, "/"), true
 	s.mu.Unlock()
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -208,7 +208,7 @@ func (s *Simulator) URL() string {
 // responses and webhooks. Start sets it itself.
 func (s *Simulator) SetURL(u string) {
 	s.mu.Lock()
-	s.st.apiURL = strings.TrimSuffix(u, "/")
+	s.st.apiURL, s.st.urlKnown = strings.TrimSuffix(u, "/"), true
 	s.notifyLocked()
 	s.mu.Unlock()
 }

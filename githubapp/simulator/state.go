@@ -9,6 +9,8 @@ import (
 type state struct {
 	s          *Simulator
 	apiURL     string // REST root without trailing slash
+	urlKnown   bool   // apiURL was set by Start or SetURL, or learnt
+	requestSeq int64
 	webhookURL string
 	nextID     int64
 
