@@ -216,7 +216,7 @@ func (s *Simulator) handleCreateDeployment(w http.ResponseWriter, r *http.Reques
 			return
 		}
 	}
-	if failed := rp.failedContexts(c.sha, req.requiredContexts); len(failed) > 0 {
+	if failed := rp.failedContexts(c.sha, req.requiredContexts); failed != nil {
 		writeJSON(w, http.StatusConflict, obj{
 			"message":           fmt.Sprintf("Conflict: Commit status checks failed for %s.", req.ref),
 			"documentation_url": docCreateDeployment,
@@ -254,28 +254,43 @@ func (s *Simulator) handleCreateDeployment(w http.ResponseWriter, r *http.Reques
 	writeJSON(w, http.StatusCreated, st.deploymentJSON(rp, d))
 }
 
-// failedContexts lists required contexts whose latest status on sha is not
-// success (a missing context counts as failed, with state "missing"). nil
-// required means every context seen on the commit.
+// failedContexts checks the commit's statuses against the required
+// contexts (nil: every context seen on the commit). When one is not
+// success, or was never reported, it returns what GitHub puts in the 409's
+// errors[0].contexts: every context of the commit's combined status with its
+// latest state (a missing context is not listed, as it has no status).
 func (r *repo) failedContexts(sha string, required []string) []any {
 	latest := r.latestStatuses(sha)
+	failed := false
 	if required == nil {
-		for ctx := range latest {
-			required = append(required, ctx)
+		for _, cs := range latest {
+			failed = failed || cs.state != "success"
 		}
-		sort.Strings(required)
 	}
-	var failed []any
 	for _, ctx := range required {
-		state := "missing"
-		if cs, ok := latest[ctx]; ok {
-			state = cs.state
-		}
-		if state != "success" {
-			failed = append(failed, obj{"context": ctx, "state": state})
+		cs, ok := latest[ctx]
+		failed = failed || !ok || cs.state != "success"
+	}
+	if !failed {
+		return nil
+	}
+	var list []*commitStatus
+	for _, cs := range latest {
+		list = append(list, cs)
+	}
+	// In the order the contexts first reported.
+	first := map[string]int64{}
+	for _, cs := range r.statuses[sha] {
+		if _, ok := first[cs.context]; !ok {
+			first[cs.context] = cs.id
 		}
 	}
-	return failed
+	sort.Slice(list, func(i, j int) bool { return first[list[i].context] < first[list[j].context] })
+	out := []any{}
+	for _, cs := range list {
+		out = append(out, obj{"context": cs.context, "state": cs.state})
+	}
+	return out
 }
 
 // autoMerge merges the default branch into branch with a merge commit (and
@@ -351,10 +366,11 @@ func (s *Simulator) handleListDeployments(w http.ResponseWriter, r *http.Request
 	var match []any
 	for i := len(rp.deployments) - 1; i >= 0; i-- {
 		d := rp.deployments[i]
-		if (q.Has("sha") && q.Get("sha") != "none" && q.Get("sha") != d.sha) ||
-			(q.Has("ref") && q.Get("ref") != "none" && q.Get("ref") != d.ref) ||
-			(q.Has("task") && q.Get("task") != "none" && q.Get("task") != d.task) ||
-			(q.Has("environment") && q.Get("environment") != "none" && q.Get("environment") != d.environment) {
+		// Like GitHub, a filter applies when given and not empty.
+		if (q.Get("sha") != "" && q.Get("sha") != d.sha) ||
+			(q.Get("ref") != "" && q.Get("ref") != d.ref) ||
+			(q.Get("task") != "" && q.Get("task") != d.task) ||
+			(q.Get("environment") != "" && q.Get("environment") != d.environment) {
 			continue
 		}
 		match = append(match, st.deploymentJSON(rp, d))
@@ -392,15 +408,13 @@ func (s *Simulator) handleCreateDeploymentStatus(w http.ResponseWriter, r *http.
 	if !present {
 		autoInactive = true
 	}
-	state, hasState := fields["state"]
-	if !hasState {
-		writeValidation(w, "Invalid request.\n\n\"state\" wasn't supplied.", doc)
-		return
-	}
+	// GitHub does not validate this body against a schema; a missing or
+	// unknown state fails the model's validation.
+	state := fields["state"]
 	switch state {
 	case "error", "failure", "inactive", "in_progress", "queued", "pending", "success":
 	default:
-		writeValidation(w, fmt.Sprintf("Invalid request.\n\nFor 'properties/state', %q is not one of [\"error\", \"failure\", \"inactive\", \"in_progress\", \"queued\", \"pending\", \"success\"].", state), doc)
+		writeValidation(w, "Validation Failed", doc, obj{"resource": "DeploymentStatus", "code": "custom", "field": "state", "message": "state is not included in the list"})
 		return
 	}
 	if len([]rune(fields["description"])) > 140 {

@@ -26,7 +26,8 @@ func TestCreateDeploymentRequiredContexts(t *testing.T) {
 		"message":           "Conflict: Commit status checks failed for " + sha + ".",
 		"documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment",
 		"errors": []any{map[string]any{
-			"contexts": []any{map[string]any{"context": "ci", "state": "pending"}},
+			// GitHub lists every context of the combined status.
+			"contexts": []any{map[string]any{"context": "ci", "state": "pending"}, map[string]any{"context": "lint", "state": "success"}},
 			"resource": "Deployment", "field": "required_contexts", "code": "invalid",
 		}},
 	}
@@ -35,8 +36,12 @@ func TestCreateDeploymentRequiredContexts(t *testing.T) {
 	}
 	// A required context never reported counts as failed.
 	r = h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false, "required_contexts": []string{"lint", "e2e"}})
-	if r.status != 409 || !strings.Contains(string(r.body), `{"context":"e2e","state":"missing"}`) {
+	if r.status != 409 || !strings.Contains(string(r.body), `"contexts":[{"context":"ci","state":"pending"},{"context":"lint","state":"success"}]`) {
 		t.Fatalf("missing context: %d %s", r.status, r.body)
+	}
+	// Only the listed contexts count.
+	if r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false, "required_contexts": []string{"lint"}, "environment": "qa"}); r.status != 201 {
+		t.Fatalf("lint only: %d %s", r.status, r.body)
 	}
 	// [] bypasses the check; go-github sees 409 as ErrorResponse before.
 	gh := h.client(h.org, nil)
