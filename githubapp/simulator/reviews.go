@@ -163,7 +163,8 @@ func (s *Simulator) handleReviewProtectionRule(w http.ResponseWriter, r *http.Re
 		return
 	}
 	if a.kind != AuthInstallation {
-		writeError(w, http.StatusForbidden, "Resource not accessible by integration", doc)
+		// Only an App (a bot) may answer its own rule; others get 404.
+		writeError(w, http.StatusNotFound, "Not Found", doc)
 		return
 	}
 	s.mu.Lock()
@@ -176,14 +177,8 @@ func (s *Simulator) handleReviewProtectionRule(w http.ResponseWriter, r *http.Re
 		return
 	}
 	g := ru.gate
-	if g == nil || !g.needRule || g.environment != env {
-		writeValidation(w, "Validation Failed", doc, obj{"resource": "DeploymentProtectionRule", "code": "custom", "field": "environment_name",
-			"message": fmt.Sprintf("No pending custom deployment protection rule of this app for environment %s in run %d", env, id)})
-		return
-	}
-	if hasState && g.rule != "" {
-		writeValidation(w, "Validation Failed", doc, obj{"resource": "DeploymentProtectionRule", "code": "custom", "field": "state",
-			"message": "The deployment protection rule has already been reviewed"})
+	if g == nil || !g.needRule || g.environment != env || g.rule != "" {
+		writeValidation(w, fmt.Sprintf("No pending custom deployment requests in workflow run `%d` to approve or reject", id), doc)
 		return
 	}
 	rp.ruleReviews = append(rp.ruleReviews, ProtectionRuleReview{RunID: id, Environment: env, State: state, Comment: comment, Time: s.clock()})
