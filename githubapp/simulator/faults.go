@@ -26,7 +26,8 @@ const (
 	FaultDelay
 	// FaultAppliedLost performs the request (the deployment IS created)
 	// but the client gets Status (default 502) instead of the answer, or
-	// the connection is closed when DropConnection is set.
+	// the connection is closed when DropConnection is set — after Delay,
+	// if set (the request is recorded before the wait).
 	FaultAppliedLost
 )
 
@@ -49,7 +50,8 @@ type Fault struct {
 	// Reset is how far ahead x-ratelimit-reset is for
 	// FaultPrimaryRateLimit (default one minute).
 	Reset time.Duration
-	// Delay is the wait of FaultDelay.
+	// Delay is the wait of FaultDelay, and FaultAppliedLost's wait before
+	// its lost answer.
 	Delay time.Duration
 	// DropConnection closes the connection instead of answering
 	// (FaultAppliedLost).

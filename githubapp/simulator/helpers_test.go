@@ -35,8 +35,9 @@ const (
 
 // receiver is a webhook endpoint that checks signatures and records bodies.
 type receiver struct {
-	t   *testing.T
-	srv *httptest.Server
+	t    *testing.T
+	srv  *httptest.Server
+	path string // unique per receiver
 
 	mu     sync.Mutex
 	status []int // statuses to answer, in order; then 200
@@ -50,8 +51,16 @@ type received struct {
 }
 
 func newReceiver(t *testing.T) *receiver {
-	rc := &receiver{t: t}
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	rc := &receiver{t: t, path: "/webhook/" + hex.EncodeToString(nonce[:])}
 	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != rc.path {
+			// Another process's simulator delivering to a port this
+			// server reused: not ours.
+			http.NotFound(w, r)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		m := hmac.New(sha256.New, []byte(testSecret))
 		m.Write(body)
@@ -70,6 +79,9 @@ func newReceiver(t *testing.T) *receiver {
 	t.Cleanup(rc.srv.Close)
 	return rc
 }
+
+// url is where the simulator should deliver.
+func (rc *receiver) url() string { return rc.srv.URL + rc.path }
 
 // failNext makes the next deliveries answer these statuses.
 func (rc *receiver) failNext(codes ...int) {
@@ -101,7 +113,7 @@ func newHarness(t *testing.T, opts simulator.Options) *harness {
 		opts.AppID = testAppID
 	}
 	opts.WebhookSecret = testSecret
-	opts.WebhookURL = hook.srv.URL + "/webhook"
+	opts.WebhookURL = hook.url()
 	sim := simulator.New(opts)
 	api, err := sim.Start("127.0.0.1:0")
 	if err != nil {

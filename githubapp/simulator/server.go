@@ -148,6 +148,14 @@ func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *htt
 		s.notifyLocked()
 		s.mu.Unlock()
 
+		if fault != nil && fault.Kind == FaultAppliedLost && fault.Delay > 0 {
+			// Applied and recorded; the answer hangs (until the client
+			// gives up or dies) before it is lost.
+			select {
+			case <-time.After(fault.Delay):
+			case <-req.Context().Done():
+			}
+		}
 		if rec == nil {
 			// The connection is closed without an answer.
 			if hj, ok := w.(http.Hijacker); ok {

@@ -228,7 +228,7 @@ func TestDeliveriesWaitForWebhookURL(t *testing.T) {
 		t.Fatalf("queued %d, deliveries %d", sim.Queued(), len(sim.Deliveries()))
 	}
 	rc := newReceiver(t)
-	sim.SetWebhookURL(rc.srv.URL)
+	sim.SetWebhookURL(rc.url())
 	d, err := sim.WaitForDelivery(testCtx(t), 0, "push", "")
 	if err != nil || !d.OK() {
 		t.Fatalf("delivery: %v %+v", err, d)
