@@ -65,6 +65,48 @@
 // "applied but answer lost"). Observation: Requests, CountRequests,
 // Deliveries, Deployments, CommitStatuses, ProtectionRuleReviews, Runs, Idle.
 //
+// # The workflow player
+//
+// SetWorkflow gives a repository an `on: deployment` workflow. A deployment
+// created through the REST API (except with a run's own GITHUB_TOKEN, which
+// never triggers workflows) starts a run that sends, in GitHub's order:
+// workflow_run requested; the ungated "register" job (queued, run
+// in_progress, job in_progress, a queued deployment status whose log_url is
+// the run's html_url, job completed); then the "deploy" job for the
+// deployment's environment: workflow_job queued (status "waiting" when
+// gated) and, when the environment has protection rules, workflow_job
+// waiting, deployment_protection_rule requested (custom rule) and
+// deployment_review requested (required reviewers). Once released the job
+// runs (in_progress), reports in_progress then success/failure statuses on
+// the triggering deployment (or runs WorkflowOptions.Deploy with a
+// JobContext), completes, and the run completes. With
+// WorkflowOptions.CreateDeployment the job makes its own "twin" deployment
+// (deployment webhook with workflow and workflow_run, statuses by
+// github-actions[bot]); without it (`deployment: false`, the default) an
+// environment with a custom protection rule fails the job at once, as
+// documented. Runs, PendingReviews, Approve, Reject, CancelRun and the
+// job-logs endpoint observe and steer runs.
+//
+// # Choices where GitHub leaves room
+//
+//   - Rate limits are per installation (tokens of one installation share the
+//     budget), per repository for workflow tokens (1,000/h) and per address
+//     for anonymous calls (60/h); SetRateLimitUsed jumps ahead.
+//   - A 409 for failed required contexts lists every context of the
+//     commit's combined status in errors[0].contexts, as GitHub's API does;
+//     a required context never reported makes the check fail but is not
+//     listed. Check runs are not modelled.
+//   - The push webhook keeps the newest PushCommitLimit commits (2048 by
+//     default, GitHub's documented cap).
+//   - A run's head_branch is the deployment's ref as given (branch name or
+//     SHA).
+//   - Timeout() fails a waiting job at once (GitHub waits 30 days); the wait
+//     timer runs in real time, so keep it short.
+//   - The App's JWT on a repository endpoint gets 403 "Resource not
+//     accessible by integration".
+//
+// Run it as a process with ./githubapp/simulator/cmd/ghsim.
+//
 // # Webhooks
 //
 // Webhooks are POSTed one at a time, in the order the events happened, from
