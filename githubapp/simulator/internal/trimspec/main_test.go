@@ -1,0 +1,50 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestReferencedComponentsIsTransitive(t *testing.T) {
+	doc := map[string]any{"components": map[string]any{
+		"schemas": map[string]any{
+			"a":      map[string]any{"properties": map[string]any{"b": map[string]any{"$ref": "#/components/schemas/b"}}},
+			"b":      map[string]any{"items": map[string]any{"$ref": "#/components/schemas/c~1d"}},
+			"c/d":    map[string]any{"type": "string"},
+			"unused": map[string]any{"type": "string"},
+		},
+		"responses": map[string]any{"r": map[string]any{"$ref": "#/components/schemas/a"}},
+	}}
+	root := map[string]any{"get": map[string]any{"responses": map[string]any{"200": map[string]any{"$ref": "#/components/responses/r"}}}}
+	got, err := referencedComponents(doc, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schemas := got["schemas"].(map[string]any)
+	if len(schemas) != 3 || schemas["c/d"] == nil || schemas["unused"] != nil || got["responses"] == nil {
+		t.Errorf("kept %v", sortedKeys(schemas))
+	}
+	if _, err := referencedComponents(doc, map[string]any{"$ref": "#/components/schemas/missing"}); err == nil || !strings.Contains(err.Error(), "dangling") {
+		t.Errorf("dangling ref: %v", err)
+	}
+}
+
+func TestTrimRESTKeepsOnlyListedMethods(t *testing.T) {
+	paths := map[string]any{}
+	for p := range restOperations {
+		paths[p] = map[string]any{"get": map[string]any{}, "post": map[string]any{}, "delete": map[string]any{}, "parameters": []any{}}
+	}
+	out, err := trimREST(map[string]any{"openapi": "3.0.3", "paths": paths, "components": map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := out["paths"].(map[string]any)["/repos/{owner}/{repo}/deployments"].(map[string]any)
+	if !reflect.DeepEqual(sortedKeys(item), []string{"get", "parameters", "post"}) {
+		t.Errorf("kept %v", sortedKeys(item))
+	}
+	delete(paths, "/app/hook/deliveries")
+	if _, err := trimREST(map[string]any{"paths": paths}); err == nil {
+		t.Error("a missing path was not reported")
+	}
+}
