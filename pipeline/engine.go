@@ -415,15 +415,21 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 		}
 		state.Repo = repo
 		actions := Plan(state)
+		// Intents recorded now count their first attempt already: they are
+		// created below without looking for them on GitHub first.
+		fresh := map[[2]int64]bool{}
 		if len(actions) > 0 {
 			if err := e.Store.Apply(ctx, repo, actions); err != nil {
 				return err
 			}
 			for _, a := range actions {
 				e.logAction(repo, a)
+				if c, ok := a.(CreateDeployment); ok {
+					fresh[[2]int64{c.Release.ID, int64(c.Stage)}] = true
+				}
 			}
 		}
-		sent, err := e.realize(ctx, repo)
+		sent, err := e.realize(ctx, repo, fresh)
 		if err != nil {
 			return err
 		}
@@ -448,7 +454,7 @@ func (e *Engine) logAction(repo Repo, a Action) {
 
 // realize creates the deployments the ledger intends and writes the
 // statuses it owes, reporting whether anything was sent.
-func (e *Engine) realize(ctx context.Context, repo Repo) (bool, error) {
+func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool) (bool, error) {
 	work, err := e.Store.Work(ctx, repo.ID)
 	if err != nil {
 		return false, err
@@ -465,7 +471,7 @@ func (e *Engine) realize(ctx context.Context, repo Repo) (bool, error) {
 		if d.State != DeploymentIntent {
 			continue
 		}
-		if err := e.create(ctx, repo, d); err != nil {
+		if err := e.create(ctx, repo, d, fresh[[2]int64{d.ReleaseID, int64(d.Stage)}]); err != nil {
 			return sent, err
 		}
 		sent = true
@@ -473,7 +479,10 @@ func (e *Engine) realize(ctx context.Context, repo Repo) (bool, error) {
 	return sent, nil
 }
 
-func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment) error {
+// create turns an intent into a GitHub deployment. Unless the intent is
+// fresh (recorded by this very round, with its attempt counted), an earlier
+// attempt may have created it already, so it is looked for first.
+func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh bool) error {
 	instance, err := e.Store.Instance(ctx)
 	if err != nil {
 		return err
@@ -491,7 +500,7 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment) error {
 		}
 	}
 	marker := Marker{Instance: instance, Release: d.ReleaseID, Stage: d.Environment, Index: d.Stage}
-	if d.Attempts > 0 {
+	if !fresh && d.Attempts > 0 {
 		// An earlier attempt may have created it: GitHub timed out, or the
 		// process died before recording the answer.
 		id, createdAt, err := e.GitHub.FindDeployment(ctx, repo, d.SHA, d.Environment, marker)
@@ -504,8 +513,10 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment) error {
 			return fmt.Errorf("look for deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
 		}
 	}
-	if err := e.Store.MarkAttempt(ctx, d.ID); err != nil {
-		return err
+	if !fresh {
+		if err := e.Store.MarkAttempt(ctx, d.ID); err != nil {
+			return err
+		}
 	}
 	req := DeploymentRequest{
 		SHA: d.SHA, Environment: d.Environment, Production: d.Production,

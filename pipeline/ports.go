@@ -137,13 +137,15 @@ type Store interface {
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
 
 	RepoState(ctx context.Context, repoID int64) (*RepoState, error)
-	// Apply records the plan's decisions.
+	// Apply records the plan's decisions. The intents of CreateDeployment
+	// actions are recorded durably with one attempt counted, for the caller
+	// creates them at once.
 	Apply(ctx context.Context, repo Repo, actions []Action) error
 
 	// Work lists what must still be sent to GitHub for a repository:
 	// deployments in state intent, and deployments with a Notify status.
 	Work(ctx context.Context, repoID int64) ([]*Deployment, error)
-	// MarkAttempt counts a creation attempt before it is made.
+	// MarkAttempt counts a creation attempt, durably, before it is made.
 	MarkAttempt(ctx context.Context, deploymentID int64) error
 	// Created records the GitHub deployment an intent became.
 	Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error

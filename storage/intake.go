@@ -125,7 +125,7 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 	// The batch is committed even if the callers have gone away: their
 	// deliveries may already have been answered by a retry.
 	ctx := context.Background()
-	err := g.db.inTx(ctx, func(tx *sql.Tx) error {
+	err := g.db.durableTx(ctx, func(tx *sql.Tx) error {
 		ins, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
 			(delivery_id, event, action, installation_id, repository_id, repository, received_at, body, state, next_attempt_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

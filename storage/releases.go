@@ -208,10 +208,19 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	return s, rows.Err()
 }
 
-// Apply records the planner's decisions in one transaction.
+// Apply records the planner's decisions in one transaction. A decision to
+// create a deployment is recorded durably, with its first attempt counted:
+// the caller creates it right after, and whoever finds it again after an
+// interruption must look for it on GitHub before creating it.
 func (db *DB) Apply(ctx context.Context, repo pipeline.Repo, actions []pipeline.Action) error {
 	now := db.Now()
-	return db.inTx(ctx, func(tx *sql.Tx) error {
+	tx := db.inTx
+	for _, a := range actions {
+		if _, ok := a.(pipeline.CreateDeployment); ok {
+			tx = db.durableTx
+		}
+	}
+	return tx(ctx, func(tx *sql.Tx) error {
 		for _, a := range actions {
 			if err := db.apply(ctx, tx, repo, a, now); err != nil {
 				return err
@@ -235,7 +244,7 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 	case pipeline.CreateDeployment:
 		env := a.Release.Config.Environments[a.Stage]
 		_, err := tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
-			state, production, created_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, ?)
+			state, production, attempts, created_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, 1, ?)
 			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now))
 		if err != nil {
 			return err
@@ -300,9 +309,9 @@ func (db *DB) Work(ctx context.Context, repoID int64) ([]*pipeline.Deployment, e
 	return deps, nil
 }
 
-// MarkAttempt counts a creation attempt, committed before the attempt.
+// MarkAttempt counts a creation attempt, durably, before the attempt.
 func (db *DB) MarkAttempt(ctx context.Context, deploymentID int64) error {
-	return db.inTx(ctx, func(tx *sql.Tx) error {
+	return db.durableTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = attempts + 1 WHERE id = ?`, deploymentID)
 		return err
 	})
