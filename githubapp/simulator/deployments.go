@@ -164,15 +164,9 @@ func parseDeploymentRequest(body map[string]json.RawMessage) (*deploymentRequest
 		case map[string]any:
 			req.payload = p
 		case string:
-			// A JSON text: GitHub stores the object it encodes.
-			var o map[string]any
-			if p == "" {
-				req.payload = obj{}
-			} else if err := json.Unmarshal([]byte(p), &o); err == nil {
-				req.payload = o
-			} else {
-				req.payload = p
-			}
+			// GitHub stores the JSON encoding of what it was given, so a
+			// string payload comes back as that string.
+			req.payload = p
 		default:
 			return nil, typeError("payload", raw, "of type object, string")
 		}

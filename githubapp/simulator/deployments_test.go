@@ -79,7 +79,7 @@ func TestCreateDeploymentBody(t *testing.T) {
 	for k, want := range map[string]any{
 		"sha": main, "ref": "main", "environment": "staging", "original_environment": "staging",
 		"description": "r7", "transient_environment": true, "production_environment": false,
-		"payload": map[string]any{"release": float64(7)}, "task": "deploy",
+		"payload": `{"release": 7}`, "task": "deploy",
 	} {
 		if !reflect.DeepEqual(d[k], want) {
 			t.Errorf("%s = %v, want %v", k, d[k], want)
