@@ -103,6 +103,7 @@ func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *htt
 		rec := &response{header: http.Header{}}
 		rec.header.Set("X-GitHub-Request-Id", reqID)
 		rec.header.Set("X-GitHub-Api-Version-Selected", "2022-11-28")
+		rec.header.Set("X-GitHub-Media-Type", "github.v3; format=json")
 		rec.header.Set("Server", "github.com")
 		rate.setHeaders(rec.header)
 
