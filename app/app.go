@@ -129,6 +129,7 @@ func (a *App) routes() http.Handler {
 		return c.String(http.StatusOK, "ready\n")
 	})
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.metrics.Registry(), promhttp.HandlerOpts{})))
+	a.mountAPI(e)
 	return e
 }
 
@@ -184,10 +185,12 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 // sweep runs the periodic housekeeping: releases that waited too long for
-// their required contexts are stopped.
+// their required contexts are stopped, and (with a retention setting) old
+// delivery bodies and deploy logs are pruned.
 func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	var lastPrune time.Time
 	for {
 		if n, err := a.db.ExpireWaiting(ctx, time.Now().Add(-a.cfg.ContextsTimeout)); err != nil {
 			if ctx.Err() != nil {
@@ -196,6 +199,18 @@ func (a *App) sweep(ctx context.Context) {
 			a.log.Warn("sweep: expire waiting releases", "error", err)
 		} else if n > 0 {
 			a.log.Info("sweep: releases stopped after waiting too long for required contexts", "count", n)
+		}
+		if a.cfg.RetentionDays > 0 && time.Since(lastPrune) > time.Hour {
+			cutoff := time.Now().AddDate(0, 0, -a.cfg.RetentionDays)
+			if p, err := a.db.Prune(ctx, cutoff); err != nil {
+				a.log.Warn("sweep: retention", "error", err)
+			} else {
+				lastPrune = time.Now()
+				if p.DeliveryBodies+p.JobLogs > 0 {
+					a.log.Info("sweep: retention pruned old payloads and logs; records and metrics stay",
+						"delivery_bodies", p.DeliveryBodies, "job_logs", p.JobLogs, "older_than", cutoff.UTC().Format(time.RFC3339))
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():

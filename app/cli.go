@@ -21,6 +21,8 @@ Usage:
   lastmile serve [flags]              run the GitHub App (see lastmile serve --help)
   lastmile deliveries [flags]         list recent webhook deliveries and their state
   lastmile deliveries retry ID        put a dead delivery back in the queue
+  lastmile history [flags]            recent releases and where each stands per environment
+  lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs)
   lastmile version                    print the version
 
 Every command reads the database named by LASTMILE_DATABASE (default
@@ -46,6 +48,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = serve(ctx, rest, getenv, stdout, stderr)
 	case "deliveries":
 		err = deliveries(ctx, rest, getenv, stdout, stderr)
+	case "history":
+		err = history(ctx, rest, getenv, stdout, stderr)
+	case "audit":
+		err = audit(ctx, rest, getenv, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -11,6 +11,10 @@ import (
 // ErrNotFound is returned by GitHub and Store lookups that find nothing.
 var ErrNotFound = errors.New("not found")
 
+// ErrInvalid marks a request that cannot be answered as asked (a malformed
+// SHA, an ambiguous abbreviation).
+var ErrInvalid = errors.New("invalid request")
+
 // ContextState is one required context and its state, as GitHub reports it
 // when it refuses a deployment.
 type ContextState struct {

@@ -33,7 +33,7 @@ func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.Audi
 		return nil, err
 	}
 	if len(sha) < 7 || strings.Trim(strings.ToLower(sha), "0123456789abcdef") != "" {
-		return nil, fmt.Errorf("%q is not a commit SHA (give at least 7 hex characters)", sha)
+		return nil, fmt.Errorf("%w: %q is not a commit SHA (give at least 7 hex characters)", pipeline.ErrInvalid, sha)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
 		WHERE r.repository_id = ? AND r.sha LIKE ? ORDER BY r.id DESC LIMIT 2`, repoID, strings.ToLower(sha)+"%")
@@ -54,7 +54,7 @@ func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.Audi
 	case len(found) == 0:
 		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
 	case len(found) > 1 && found[0].SHA != strings.ToLower(sha):
-		return nil, fmt.Errorf("%s@%s: the abbreviation matches several releases; give more of the SHA", repository, sha)
+		return nil, fmt.Errorf("%w: %s@%s: the abbreviation matches several releases; give more of the SHA", pipeline.ErrInvalid, repository, sha)
 	}
 	rel := found[0]
 	rec := &pipeline.AuditRecord{Release: *rel}

@@ -1,0 +1,97 @@
+package app
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// The read API serves the history and audit records as JSON, for tools.
+// It shares the webhook's address, which faces the internet, so it is never
+// anonymous: every request needs `Authorization: Bearer <LASTMILE_API_TOKEN>`,
+// and without a configured token the API does not exist (404). A missing or
+// wrong token gets 401 and nothing else — not even whether the record
+// exists.
+func (a *App) mountAPI(e *echo.Echo) {
+	g := e.Group("/api/v1", a.requireToken)
+	g.GET("/history", a.apiHistory)
+	g.GET("/releases/:owner/:repo/:sha", a.apiRelease)
+	g.GET("/jobs/:id/log", a.apiJobLog)
+}
+
+func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if a.cfg.APIToken == "" {
+			return c.JSON(http.StatusNotFound, map[string]string{"message": "Not Found"})
+		}
+		given, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+		// Compare digests, so the comparison takes the same time whatever
+		// the lengths.
+		want := sha256.Sum256([]byte(a.cfg.APIToken.Reveal()))
+		got := sha256.Sum256([]byte(strings.TrimSpace(given)))
+		if !ok || subtle.ConstantTimeCompare(want[:], got[:]) != 1 {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="lastmile"`)
+			return c.JSON(http.StatusUnauthorized, map[string]string{"message": "a valid bearer token is required"})
+		}
+		return next(c)
+	}
+}
+
+func (a *App) apiHistory(c echo.Context) error {
+	f := storage.HistoryFilter{Repository: c.QueryParam("repository"), Environment: c.QueryParam("environment")}
+	if s := c.QueryParam("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			return c.JSON(http.StatusBadRequest, map[string]string{"message": "limit must be an integer from 1 to 1000"})
+		}
+		f.Limit = n
+	}
+	list, err := a.db.History(c.Request().Context(), f)
+	if err != nil {
+		return a.apiError(c, err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"releases": list})
+}
+
+func (a *App) apiRelease(c echo.Context) error {
+	rec, err := a.db.Audit(c.Request().Context(), c.Param("owner")+"/"+c.Param("repo"), c.Param("sha"))
+	if err != nil {
+		return a.apiError(c, err)
+	}
+	return c.JSON(http.StatusOK, rec)
+}
+
+func (a *App) apiJobLog(c echo.Context) error {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil {
+		return c.JSON(http.StatusBadRequest, map[string]string{"message": "job id must be a number"})
+	}
+	log, err := a.db.JobLog(c.Request().Context(), id)
+	if err != nil {
+		return a.apiError(c, err)
+	}
+	return c.Blob(http.StatusOK, "text/plain; charset=utf-8", log)
+}
+
+// apiError maps errors to statuses in one place.
+func (a *App) apiError(c echo.Context, err error) error {
+	var status int
+	switch {
+	case notFound(err):
+		status = http.StatusNotFound
+	case errors.Is(err, pipeline.ErrInvalid):
+		status = http.StatusBadRequest
+	default:
+		a.log.Error("api", "path", c.Request().URL.Path, "error", err)
+		return c.JSON(http.StatusInternalServerError, map[string]string{"message": "internal error"})
+	}
+	return c.JSON(status, map[string]string{"message": err.Error()})
+}

@@ -1,0 +1,277 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// history prints recent releases and where each stands per environment.
+func history(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lastmile history", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: lastmile history [--repo owner/name] [--env ENVIRONMENT] [--limit N] [--json]")
+		fs.PrintDefaults()
+	}
+	path := dbFlag(fs, getenv)
+	repo := fs.String("repo", "", "only this repository (owner/name)")
+	env := fs.String("env", "", "only releases deployed to this environment")
+	limit := fs.Int("limit", 20, "how many releases, newest first")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	db, err := storage.OpenExisting(ctx, *path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	list, err := db.History(ctx, storage.HistoryFilter{Repository: *repo, Environment: *env, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSONTo(stdout, list)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(stdout, "no releases recorded yet")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RELEASE\tREPOSITORY\tCOMMIT\tPUSHED\tBY\tSTATE\tENVIRONMENTS")
+	for _, e := range list {
+		r := e.Release
+		state := string(r.State)
+		if r.StopKind != "" {
+			state += " (" + string(r.StopKind) + ")"
+		}
+		var stages []string
+		for _, s := range e.Stages {
+			st := string(s.State)
+			if st == "" {
+				st = "-"
+			}
+			stages = append(stages, s.Environment+":"+st)
+		}
+		fmt.Fprintf(tw, "#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Repo.FullName(), shortSHA(r.SHA), r.PushedAt.Local().Format(time.DateTime),
+			orDash(r.Pusher), state, strings.Join(stages, "  "))
+	}
+	return tw.Flush()
+}
+
+// audit prints one release's full record.
+func audit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lastmile audit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: lastmile audit [--json] [--logs] OWNER/REPO SHA")
+		fs.PrintDefaults()
+	}
+	path := dbFlag(fs, getenv)
+	asJSON := fs.Bool("json", false, "print the record as JSON")
+	logs := fs.Bool("logs", false, "also print the kept deploy logs")
+	if err := fs.Parse(interspersed(args, map[string]bool{"json": true, "logs": true})); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return errUsage
+	}
+	db, err := storage.OpenExisting(ctx, *path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rec, err := db.Audit(ctx, fs.Arg(0), fs.Arg(1))
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSONTo(stdout, rec)
+	}
+	printAudit(stdout, rec)
+	if *logs {
+		for _, env := range rec.Environments {
+			for _, d := range env.Deployments {
+				for _, j := range d.Jobs {
+					if j.LogBytes == 0 && !j.LogPruned {
+						continue
+					}
+					fmt.Fprintf(stdout, "\n--- log of job %d (%s) in %s ---\n", j.ID, j.Name, env.Name)
+					log, err := db.JobLog(ctx, j.ID)
+					if err != nil {
+						fmt.Fprintln(stdout, err)
+						continue
+					}
+					stdout.Write(log)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// interspersed moves flags after positional arguments to the front, so
+// `lastmile audit acme/shop 1a2b3c4 --json` works as people type it.
+func interspersed(args []string, boolFlags map[string]bool) []string {
+	var flags, rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && len(a) > 1 {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && !boolFlags[name] && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+			continue
+		}
+		rest = append(rest, a)
+	}
+	return append(flags, rest...)
+}
+
+func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
+	r := rec.Release
+	fmt.Fprintf(w, "Release #%d of %s at %s (%s)\n", r.ID, r.Repo.FullName(), r.SHA, r.Ref)
+	fmt.Fprintf(w, "  pushed by %s at %s; delivery %s\n", orDash(r.Pusher), when(r.PushedAt), orDash(r.DeliveryID))
+	fmt.Fprintf(w, "  state: %s", r.State)
+	if r.StopKind != "" {
+		fmt.Fprintf(w, " (%s): %s", r.StopKind, r.StopReason)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\nCommits (%d):\n", len(rec.Commits))
+	for _, c := range rec.Commits {
+		fmt.Fprintf(w, "  %s  %s  %-16s %s\n", shortSHA(c.SHA), when(c.Timestamp), c.Author, c.Title)
+	}
+	fmt.Fprintln(w, "\nEnvironments:")
+	for _, env := range rec.Environments {
+		outcome := string(env.Outcome)
+		if outcome == "" {
+			outcome = "not reached"
+		}
+		prod := ""
+		if env.Production {
+			prod = " [production]"
+		}
+		fmt.Fprintf(w, "  %s%s: %s\n", env.Name, prod, outcome)
+		for _, d := range env.Deployments {
+			printDeployment(w, &d)
+		}
+	}
+	if len(rec.ProtectionDecisions) > 0 {
+		fmt.Fprintln(w, "\nProtection rule decisions:")
+		for _, p := range rec.ProtectionDecisions {
+			fmt.Fprintf(w, "  %s  run %d, %s: %s — %s\n", when(p.DecidedAt), p.RunID, p.Environment, p.State, p.Comment)
+		}
+	}
+}
+
+func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
+	who := "lastmile"
+	if d.Origin == pipeline.OriginExternal {
+		who = "created by " + orDash(d.Creator)
+		if d.TwinOf != 0 {
+			who += ", the job's own twin of lastmile's (not counted)"
+		}
+	}
+	id := "no GitHub deployment"
+	if d.GitHubID != 0 {
+		id = fmt.Sprintf("deployment %d", d.GitHubID)
+	}
+	fmt.Fprintf(w, "    %s (%s): %s, created %s", id, who, d.State, when(d.CreatedAt))
+	if !d.TerminalAt.IsZero() {
+		fmt.Fprintf(w, ", finished %s (took %s)", when(d.TerminalAt), d.TerminalAt.Sub(d.CreatedAt).Round(time.Second))
+	}
+	fmt.Fprintln(w)
+	if d.Reason != "" {
+		fmt.Fprintf(w, "      why: %s\n", d.Reason)
+	}
+	for _, s := range d.Statuses {
+		fmt.Fprintf(w, "      %s  status %-11s", when(s.CreatedAt), s.State)
+		if s.Creator != "" {
+			fmt.Fprintf(w, " by %s", s.Creator)
+		}
+		if s.Description != "" {
+			fmt.Fprintf(w, " — %s", s.Description)
+		}
+		if s.LogURL != "" {
+			fmt.Fprintf(w, "  log: %s", s.LogURL)
+		}
+		if s.EnvironmentURL != "" {
+			fmt.Fprintf(w, "  url: %s", s.EnvironmentURL)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, rv := range d.Reviews {
+		switch rv.Action {
+		case pipeline.ReviewRequested:
+			fmt.Fprintf(w, "      %s  review requested by %s from %s\n", when(rv.At), orDash(rv.Actor), strings.Join(rv.Reviewers, ", "))
+		default:
+			fmt.Fprintf(w, "      %s  %s by %s", when(rv.At), rv.Action, rv.Actor)
+			if rv.Comment != "" {
+				fmt.Fprintf(w, ": %q", rv.Comment)
+			}
+			if !rv.Since.IsZero() {
+				fmt.Fprintf(w, " (waited %s)", rv.At.Sub(rv.Since).Round(time.Second))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	for _, r := range d.Runs {
+		fmt.Fprintf(w, "      run %d %q attempt %d: %s %s  %s\n", r.ID, r.Name, r.Attempt, r.Status, r.Conclusion, r.URL)
+	}
+	for _, j := range d.Jobs {
+		log := ""
+		switch {
+		case j.LogPruned:
+			log = ", log pruned by retention"
+		case j.LogBytes > 0 && j.LogTruncated:
+			log = fmt.Sprintf(", log kept (%d bytes, cut to the configured maximum)", j.LogBytes)
+		case j.LogBytes > 0:
+			log = fmt.Sprintf(", log kept (%d bytes)", j.LogBytes)
+		}
+		fmt.Fprintf(w, "      job %d %q: %s%s\n", j.ID, j.Name, orDash(j.Conclusion), log)
+	}
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func shortSHA(sha string) string {
+	if len(sha) > 7 {
+		return sha[:7]
+	}
+	return sha
+}
+
+func writeJSONTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// notFound says whether err means an unknown repository, release or job.
+func notFound(err error) bool { return errors.Is(err, pipeline.ErrNotFound) }

@@ -1,0 +1,208 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// promoted runs one release through three environments, a reviewer
+// approving production, and returns the sandbox and the release's SHA.
+func promoted(t *testing.T, configure func(*Config)) (*Sandbox, string) {
+	t.Helper()
+	sb := sandbox(t, configure)
+	repo := sb.repo("shop", map[string]simulator.ReviewPolicy{"production": simulator.AutoApprove("bob", "ship it")}, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile\n\nlong body", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+	return sb, push.After
+}
+
+func run(t *testing.T, db string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	getenv := func(k string) string {
+		if k == "LASTMILE_DATABASE" {
+			return db
+		}
+		return ""
+	}
+	code = Main(context.Background(), args, getenv, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestHistoryAndAuditCommands(t *testing.T) {
+	sb, sha := promoted(t, nil)
+	db := sb.Config.Database
+
+	code, out, errOut := run(t, db, "history")
+	if code != 0 || !strings.Contains(out, "acme/shop") || !strings.Contains(out, sha[:7]) ||
+		!strings.Contains(out, "production:success") || !strings.Contains(out, "completed") {
+		t.Errorf("history: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = run(t, db, "history", "--repo", "acme/other")
+	if code != 0 || !strings.Contains(out, "no releases") {
+		t.Errorf("history of another repository: exit %d\n%s", code, out)
+	}
+
+	code, out, errOut = run(t, db, "audit", "acme/shop", sha[:10])
+	for _, want := range []string{"Release #1 of acme/shop at " + sha, "Add lastmile", "production [production]: success",
+		`approved by bob: "ship it"`, "status success", "log kept"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit output lacks %q (exit %d)\n%s%s", want, code, out, errOut)
+		}
+	}
+	code, out, _ = run(t, db, "audit", "--json", "acme/shop", sha)
+	var rec pipeline.AuditRecord
+	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.Release.SHA != sha || len(rec.Environments) != 3 {
+		t.Errorf("audit --json: exit %d\n%s", code, out)
+	}
+	code, out, _ = run(t, db, "audit", "acme/shop", sha, "--logs")
+	if code != 0 || !strings.Contains(out, "--- log of job") {
+		t.Errorf("audit --logs: exit %d\n%s", code, out)
+	}
+
+	for name, tc := range map[string]struct {
+		args []string
+		code int
+		msg  string
+	}{
+		"unknown repository": {[]string{"audit", "acme/nope", sha}, 1, "acme/nope: not found"},
+		"unknown commit":     {[]string{"audit", "acme/shop", "deadbeefdeadbeef"}, 1, "no release of that commit"},
+		"not a sha":          {[]string{"audit", "acme/shop", "main"}, 1, "is not a commit SHA"},
+		"missing arguments":  {[]string{"audit", "acme/shop"}, 2, "Usage: lastmile audit"},
+		"missing database":   {[]string{"audit", "--database", t.TempDir() + "/none.db", "acme/shop", sha}, 1, "none.db"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, out, errOut := run(t, db, tc.args...)
+			if code != tc.code || !strings.Contains(errOut, tc.msg) {
+				t.Errorf("exit %d, want %d; stderr %q lacks %q (stdout %q)", code, tc.code, errOut, tc.msg, out)
+			}
+		})
+	}
+}
+
+func TestReadAPIRequiresTheToken(t *testing.T) {
+	const token = "0123456789abcdef-token"
+	sb, sha := promoted(t, func(c *Config) { c.APIToken = token })
+	get := func(path, auth string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, sb.URL()+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	paths := []string{"/api/v1/history", "/api/v1/releases/acme/shop/" + sha, "/api/v1/releases/acme/nope/" + sha, "/api/v1/jobs/1/log"}
+	for _, p := range paths {
+		for _, auth := range []string{"", "Bearer wrong", "Basic " + token, "Bearer " + token + "x", token} {
+			code, body := get(p, auth)
+			if code != http.StatusUnauthorized || strings.Contains(body, "acme") || strings.Contains(body, sha[:7]) {
+				t.Errorf("GET %s with %q: %d %s", p, auth, code, body)
+			}
+		}
+	}
+	code, body := get("/api/v1/releases/acme/shop/"+sha, "Bearer "+token)
+	var rec pipeline.AuditRecord
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &rec) != nil || rec.Release.SHA != sha {
+		t.Errorf("with the token: %d %s", code, body)
+	}
+	if code, body := get("/api/v1/history?limit=5", "Bearer "+token); code != http.StatusOK || !strings.Contains(body, sha) {
+		t.Errorf("history with the token: %d %s", code, body)
+	}
+	if code, _ := get("/api/v1/releases/acme/nope/"+sha, "Bearer "+token); code != http.StatusNotFound {
+		t.Errorf("unknown repository with the token: %d", code)
+	}
+	if code, _ := get("/api/v1/releases/acme/shop/xyz", "Bearer "+token); code != http.StatusBadRequest {
+		t.Errorf("bad sha with the token: %d", code)
+	}
+}
+
+func TestReadAPIIsOffWithoutAToken(t *testing.T) {
+	sb, sha := promoted(t, nil)
+	for _, auth := range []string{"", "Bearer "} {
+		req, _ := http.NewRequest(http.MethodGet, sb.URL()+"/api/v1/releases/acme/shop/"+sha, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || strings.Contains(string(b), sha[:7]) {
+			t.Errorf("%q: %d %s", auth, resp.StatusCode, b)
+		}
+	}
+}
+
+func TestRetentionPrunesPayloadsButKeepsRecordsAndMetrics(t *testing.T) {
+	sb, sha := promoted(t, nil)
+	db := sb.App.DB()
+	ctx := context.Background()
+	before, err := db.MetricsSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recBefore, err := db.Audit(ctx, "acme/shop", sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is older than a day yet.
+	if p, err := db.Prune(ctx, time.Now().Add(-24*time.Hour)); err != nil || p.DeliveryBodies+p.JobLogs != 0 {
+		t.Fatalf("prune of nothing old: %+v %v", p, err)
+	}
+	p, err := db.Prune(ctx, time.Now().Add(time.Minute))
+	if err != nil || p.DeliveryBodies == 0 || p.JobLogs != 3 {
+		t.Fatalf("prune: %+v %v", p, err)
+	}
+	recAfter, err := db.Audit(ctx, "acme/shop", sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, env := range recAfter.Environments {
+		if len(env.Deployments) != len(recBefore.Environments[i].Deployments) ||
+			len(env.Deployments[0].Statuses) != len(recBefore.Environments[i].Deployments[0].Statuses) {
+			t.Errorf("%s: the record changed", env.Name)
+		}
+		for _, j := range env.Deployments[0].Jobs {
+			if j.LogBytes > 0 && !j.LogPruned {
+				t.Errorf("%s: job %d log not marked pruned", env.Name, j.ID)
+			}
+			if j.LogPruned {
+				if _, err := db.JobLog(ctx, j.ID); err == nil || !strings.Contains(err.Error(), "pruned") {
+					t.Errorf("job %d log after pruning: %v", j.ID, err)
+				}
+			}
+		}
+	}
+	after, err := db.MetricsSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b1, _ := json.Marshal(before.Counters)
+	b2, _ := json.Marshal(after.Counters)
+	h1, _ := json.Marshal(before.Histograms)
+	h2, _ := json.Marshal(after.Histograms)
+	if !bytes.Equal(b1, b2) || !bytes.Equal(h1, h2) {
+		t.Errorf("metrics changed by pruning")
+	}
+	list, err := db.ListDeliveries(ctx, storageFilterAll())
+	if err != nil || len(list) == 0 {
+		t.Fatalf("deliveries after pruning: %d %v", len(list), err)
+	}
+}
