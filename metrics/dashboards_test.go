@@ -1,0 +1,293 @@
+package metrics
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/metrics/promtest"
+)
+
+const dsUID = "${DS_PROMETHEUS}"
+
+// knownNames returns the metric names a dashboard may use: every family
+// the registry exposes (histograms with their _bucket, _sum and _count
+// series) and every name the recording rules record.
+func knownNames(t *testing.T) map[string]bool {
+	t.Helper()
+	m, happen := newScenarioMetrics(scenario(time.Now()), time.Now())
+	happen()
+	families, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, f := range families {
+		known[f.GetName()] = true
+		if f.GetType().String() == "HISTOGRAM" {
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				known[f.GetName()+suffix] = true
+			}
+		}
+	}
+	rules, err := promtest.LoadRuleFile("rules/lastmile.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules.Records() {
+		known[r] = true
+	}
+	return known
+}
+
+func loadDashboards(t *testing.T) map[string]*promtest.Dashboard {
+	t.Helper()
+	out := map[string]*promtest.Dashboard{}
+	for _, path := range glob(t, "dashboards/*.json") {
+		d, err := promtest.LoadDashboard(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimSuffix(filepath.Base(path), ".json")] = d
+	}
+	for _, want := range []string{"delivery", "operations"} {
+		if out[want] == nil {
+			t.Fatalf("dashboards/%s.json is missing", want)
+		}
+	}
+	return out
+}
+
+// Every value a variable can take, for checking every interpolation.
+func variableChoices(v *promtest.Variable) ([][]string, error) {
+	switch v.Type {
+	case "custom":
+		opts, err := v.CustomOptions()
+		if err != nil {
+			return nil, err
+		}
+		var out [][]string
+		for _, o := range opts {
+			out = append(out, []string{o})
+		}
+		if v.IncludeAll {
+			out = append(out, []string{promtest.All})
+		}
+		return out, nil
+	default: // query: values unknown without a server
+		return [][]string{{"x"}}, nil
+	}
+}
+
+func TestDashboardsAreValidGrafanaModels(t *testing.T) {
+	known := knownNames(t)
+	uids := map[string]string{}
+	for name, d := range loadDashboards(t) {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(d.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var generic map[string]any
+			if err := json.Unmarshal(raw, &generic); err != nil {
+				t.Fatal(err)
+			}
+			for _, key := range []string{"title", "uid", "panels", "templating", "schemaVersion", "time", "__inputs", "__requires"} {
+				if _, ok := generic[key]; !ok {
+					t.Errorf("no %q", key)
+				}
+			}
+			if id, ok := generic["id"]; !ok || id != nil {
+				t.Errorf(`"id" = %v, want null (importable into any Grafana)`, id)
+			}
+			if d.UID == "" || len(d.UID) > 40 || strings.ContainsAny(d.UID, " /") {
+				t.Errorf("uid %q: want 1 to 40 characters, no spaces or slashes", d.UID)
+			}
+			if other, dup := uids[d.UID]; dup {
+				t.Errorf("uid %q also used by %s", d.UID, other)
+			}
+			uids[d.UID] = name
+			if d.Title == "" || d.SchemaVersion < 36 {
+				t.Errorf("title %q, schemaVersion %d", d.Title, d.SchemaVersion)
+			}
+			if len(d.Inputs) != 1 || d.Inputs[0].Name != "DS_PROMETHEUS" || d.Inputs[0].Type != "datasource" || d.Inputs[0].PluginID != "prometheus" {
+				t.Errorf("__inputs = %+v, want one Prometheus datasource DS_PROMETHEUS", d.Inputs)
+			}
+			checkDatasource := func(where string, ds *promtest.DatasourceRef) {
+				if ds == nil || ds.Type != "prometheus" || ds.UID != dsUID {
+					t.Errorf("%s: datasource %+v, want {prometheus %s}", where, ds, dsUID)
+				}
+			}
+
+			// Variables: every choice of every variable must give queries
+			// that use known metric names only.
+			choices := map[string][][]string{}
+			for i := range d.Templating.List {
+				v := &d.Templating.List[i]
+				if v.Type == "query" {
+					checkDatasource("variable "+v.Name, v.Datasource)
+					q, err := v.QueryString()
+					if err != nil {
+						t.Fatal(err)
+					}
+					sel, _, ok := promtest.ParseLabelValues(q)
+					if !ok || sel == "" {
+						t.Errorf("variable %s: query %q, want label_values(selector, label)", v.Name, q)
+					}
+					for _, expr := range expansions(t, sel, d, choices) {
+						checkNames(t, "variable "+v.Name, expr, known)
+					}
+				}
+				if _, err := v.Default(); err != nil {
+					t.Error(err)
+				}
+				if choices[v.Name], err = variableChoices(v); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			ids := map[int]string{}
+			panels := d.AllPanels()
+			if len(panels) == 0 {
+				t.Fatal("no panels")
+			}
+			for _, p := range panels {
+				where := "panel " + p.Title
+				if p.ID <= 0 {
+					t.Errorf("%s: id %d", where, p.ID)
+				}
+				if other, dup := ids[p.ID]; dup {
+					t.Errorf("%s: id %d also used by panel %s", where, p.ID, other)
+				}
+				ids[p.ID] = p.Title
+				if p.Title == "" || p.GridPos == nil || p.GridPos.W <= 0 || p.GridPos.H <= 0 || p.GridPos.X+p.GridPos.W > 24 {
+					t.Errorf("panel %d: title %q, gridPos %+v", p.ID, p.Title, p.GridPos)
+				}
+				if p.Type == "row" {
+					continue
+				}
+				checkDatasource(where, p.Datasource)
+				if len(p.Targets) == 0 {
+					t.Errorf("%s: no targets", where)
+				}
+				refs := map[string]bool{}
+				for _, tg := range p.Targets {
+					if tg.RefID == "" || refs[tg.RefID] {
+						t.Errorf("%s: missing or duplicate refId %q", where, tg.RefID)
+					}
+					refs[tg.RefID] = true
+					checkDatasource(where+"/"+tg.RefID, tg.Datasource)
+					if strings.TrimSpace(tg.Expr) == "" {
+						t.Errorf("%s/%s: no expr", where, tg.RefID)
+						continue
+					}
+					for _, expr := range expansions(t, tg.Expr, d, choices) {
+						checkNames(t, where+"/"+tg.RefID, expr, known)
+					}
+				}
+			}
+		})
+	}
+}
+
+// expansions returns expr with every combination of the variables it uses
+// substituted (query variables by a placeholder value).
+func expansions(t *testing.T, expr string, d *promtest.Dashboard, choices map[string][][]string) []string {
+	t.Helper()
+	exprs := []string{expr}
+	for _, v := range d.Templating.List {
+		if !strings.Contains(expr, "$"+v.Name) && !strings.Contains(expr, "${"+v.Name) {
+			continue
+		}
+		var next []string
+		for _, e := range exprs {
+			for _, c := range choices[v.Name] {
+				val := strings.Join(c, "|")
+				if c[0] == promtest.All {
+					val = ".*"
+				}
+				r := strings.NewReplacer("${"+v.Name+"}", val, "$"+v.Name, val)
+				next = append(next, r.Replace(e))
+			}
+		}
+		exprs = next
+	}
+	for i, e := range exprs {
+		exprs[i] = strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m", "$__range", "1d").Replace(e)
+		if strings.Contains(exprs[i], "$") {
+			t.Errorf("unknown variable left in %q", exprs[i])
+		}
+	}
+	return exprs
+}
+
+func checkNames(t *testing.T, where, expr string, known map[string]bool) {
+	t.Helper()
+	names, err := promtest.MetricNames(expr)
+	if err != nil {
+		t.Errorf("%s: %v", where, err)
+		return
+	}
+	if len(names) == 0 {
+		t.Errorf("%s: %q uses no metric", where, expr)
+	}
+	for _, n := range names {
+		if !known[n] {
+			t.Errorf("%s: %s is neither exposed by lastmile nor recorded by rules/lastmile.rules.yml (in %q)", where, n, expr)
+		}
+	}
+}
+
+// The delivery dashboard's environment variable defaults to the production
+// environments: All of the environments that lastmile_environment_info
+// marks production, through the production variable.
+func TestDeliveryDashboardDefaultsToProduction(t *testing.T) {
+	d := loadDashboards(t)["delivery"]
+	byName := map[string]*promtest.Variable{}
+	var order []string
+	for i := range d.Templating.List {
+		v := &d.Templating.List[i]
+		byName[v.Name] = v
+		order = append(order, v.Name)
+	}
+	if !slices.Equal(order, []string{"repository", "production", "environment", "window"}) {
+		t.Fatalf("variables %q", order)
+	}
+	for _, name := range []string{"repository", "environment"} {
+		v := byName[name]
+		if v.Type != "query" || !v.Multi || !v.IncludeAll {
+			t.Errorf("%s: type %s multi %v includeAll %v, want a multi-value query variable with All", name, v.Type, v.Multi, v.IncludeAll)
+		}
+		if def, _ := v.Default(); !slices.Equal(def, []string{promtest.All}) {
+			t.Errorf("%s defaults to %q, want All", name, def)
+		}
+	}
+	env := byName["environment"]
+	if env.AllValue != "" {
+		t.Errorf("environment allValue %q: All must stand for the listed (production) environments, not every one", env.AllValue)
+	}
+	q, _ := env.QueryString()
+	if !strings.Contains(q, "lastmile_environment_info{") || !strings.Contains(q, `production=~"$production"`) {
+		t.Errorf("environment query %q does not select by $production", q)
+	}
+	if def, _ := byName["production"].Default(); !slices.Equal(def, []string{"true"}) {
+		t.Errorf("production defaults to %q, want true", def)
+	}
+	if def, _ := byName["window"].Default(); !slices.Equal(def, []string{"7d"}) {
+		t.Errorf("window defaults to %q, want 7d", def)
+	}
+	opts, _ := byName["window"].CustomOptions()
+	rules, err := promtest.LoadRuleFile("rules/lastmile.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range opts {
+		if !slices.Contains(rules.Records(), "lastmile:deployments:success_rate"+w) {
+			t.Errorf("window %s has no recording rules", w)
+		}
+	}
+}
