@@ -6,6 +6,7 @@
 package githubapp
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -145,6 +146,10 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 			ID       int64  `json:"id"`
 			FullName string `json:"full_name"`
 		} `json:"repository"`
+	}
+	// json.Unmarshal accepts null for a struct; GitHub always sends an object.
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object"}
 	}
 	if err := json.Unmarshal(body, &head); err != nil {
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object: " + err.Error()}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -438,18 +439,24 @@ func TestKnownDeliveries(t *testing.T) {
 	const stored = 700
 	var all []string
 	want := map[string]bool{}
+	var wg sync.WaitGroup
 	for i := range stored {
 		id := fmt.Sprintf("known-%04d", i)
 		d := pendingDelivery(id, "a/b")
 		if i%2 == 0 {
 			d.State, d.Body = pipeline.DeliveryIgnored, nil
 		}
-		if _, err := db.Accept(ctx, d, "push", "accepted"); err != nil {
-			t.Fatal(err)
-		}
+		wg.Add(1)
+		go func() { // concurrently, so that the commits are grouped
+			defer wg.Done()
+			if _, err := db.Accept(ctx, d, "push", "accepted"); err != nil {
+				t.Errorf("Accept: %v", err)
+			}
+		}()
 		all = append(all, id, fmt.Sprintf("unknown-%04d", i))
 		want[id] = true
 	}
+	wg.Wait()
 
 	tests := map[string]struct {
 		ids  []string

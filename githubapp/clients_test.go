@@ -1,0 +1,244 @@
+package githubapp_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+// simWorld is a simulator with two installations, each with one repository.
+type simWorld struct {
+	sim          *simulator.Simulator
+	apiURL       string
+	acme, globex int64
+}
+
+func newSimWorld(t *testing.T) *simWorld {
+	t.Helper()
+	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: "unused"})
+	t.Cleanup(func() { sim.Close() })
+	apiURL, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &simWorld{sim: sim, apiURL: apiURL}
+	w.acme = sim.CreateInstallation("acme", "Organization")
+	sim.CreateRepo(w.acme, "acme/shop", simulator.RepoOptions{})
+	w.globex = sim.CreateInstallation("globex", "Organization")
+	sim.CreateRepo(w.globex, "globex/api", simulator.RepoOptions{})
+	return w
+}
+
+const tokenPath = "/app/installations/*/access_tokens"
+
+func TestClientsInstallationTokensWorkAgainstTheSimulator(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	acme, err := clients.Installation(w.acme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		c, _, err := acme.Repositories.GetCommit(ctx, "acme", "shop", "main", nil)
+		if err != nil {
+			t.Fatalf("call %d with the installation client: %v", i+1, err)
+		}
+		if want := w.sim.Branch("acme/shop", "main"); c.GetSHA() != want {
+			t.Errorf("commit %s, want main's %s", c.GetSHA(), want)
+		}
+	}
+	// One token for the three calls: ghinstallation keeps it until it
+	// nears expiry.
+	if n := w.sim.CountRequests("POST", tokenPath); n != 1 {
+		t.Errorf("%d token requests, want 1", n)
+	}
+
+	// The other installation's token reaches its own repository only.
+	globex, err := clients.Installation(w.globex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := globex.Repositories.GetCommit(ctx, "globex", "api", "main", nil); err != nil {
+		t.Errorf("globex client on its repository: %v", err)
+	}
+	var ghErr *github.ErrorResponse
+	if _, _, err := globex.Repositories.GetCommit(ctx, "acme", "shop", "main", nil); !errors.As(err, &ghErr) {
+		t.Errorf("globex client on acme's repository: %v, want a GitHub error", err)
+	}
+	if n := w.sim.CountRequests("POST", tokenPath); n != 2 {
+		t.Errorf("%d token requests, want one per installation (2)", n)
+	}
+	var installs []int64
+	for _, r := range w.sim.Requests() {
+		if r.Method == "GET" && strings.HasPrefix(r.Path, "/repos/") {
+			installs = append(installs, r.InstallationID)
+		}
+	}
+	if want := []int64{w.acme, w.acme, w.acme, w.globex, w.globex}; !slices.Equal(installs, want) {
+		t.Errorf("repository calls made as installations %v, want %v", installs, want)
+	}
+
+	// The App client authenticates with the App's JWT.
+	if _, _, err := clients.App().Apps.ListHookDeliveries(ctx, &github.ListCursorOptions{PerPage: 10}); err != nil {
+		t.Errorf("App client: %v", err)
+	}
+}
+
+func TestClientsAreCachedPerInstallation(t *testing.T) {
+	w := newSimWorld(t)
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callers = 32
+	got := make([]*github.Client, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := w.acme
+			if i%2 == 1 {
+				id = w.globex
+			}
+			c, err := clients.Installation(id)
+			if err != nil {
+				t.Errorf("Installation(%d): %v", id, err)
+			}
+			got[i] = c
+		}()
+	}
+	wg.Wait()
+	for i, c := range got {
+		if c == nil || c != got[i%2] {
+			t.Fatalf("caller %d got client %p, want the cached %p", i, c, got[i%2])
+		}
+	}
+	if got[0] == got[1] {
+		t.Error("two installations share one client")
+	}
+	again, _ := clients.Installation(w.acme)
+	if again != got[0] {
+		t.Error("a later call built a new client")
+	}
+	for _, id := range []int64{0, -1} {
+		if c, err := clients.Installation(id); err == nil {
+			t.Errorf("Installation(%d) = %v, want an error", id, c)
+		}
+	}
+}
+
+func TestClientsRetryTokenRequestsThroughTheTransport(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "POST", Path: tokenPath, Times: 2})
+	clock, obs := newFakeClock(), &observed{}
+	tr := &githubapp.Transport{Observer: obs, Sleep: clock.Sleep, Now: clock.Now, BaseDelay: time.Second}
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, _ := clients.Installation(w.acme)
+	if _, _, err := acme.Repositories.GetCommit(ctx, "acme", "shop", "main", nil); err != nil {
+		t.Fatalf("GetCommit after two failed token requests: %v", err)
+	}
+	if n := w.sim.CountRequests("POST", tokenPath); n != 3 {
+		t.Errorf("%d token requests, want 3 (two 502s, then the token)", n)
+	}
+	if got, want := obs.Requests(), []string{"POST 502", "POST 502", "POST 201", "GET 200"}; !slices.Equal(got, want) {
+		t.Errorf("observer saw %v, want %v", got, want)
+	}
+	if n := len(clock.Waits()); n != 2 {
+		t.Errorf("backed off %d times, want 2", n)
+	}
+}
+
+func TestClientsOnAGitHubEnterpriseServerPath(t *testing.T) {
+	// GHES serves the API under /api/v3/: the token request and the API
+	// calls must both keep that prefix.
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v3/app/installations/5/access_tokens", func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
+			http.Error(w, "JWT required", http.StatusUnauthorized)
+			return
+		}
+		writeJSONBody(w, http.StatusCreated, map[string]any{"token": "ghs_enterprise", "expires_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	})
+	mux.HandleFunc("GET /api/v3/repos/acme/shop/commits/main", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "token ghs_enterprise" {
+			http.Error(w, "installation token required", http.StatusUnauthorized)
+			return
+		}
+		writeJSONBody(w, http.StatusOK, map[string]any{"sha": "0123456789abcdef0123456789abcdef01234567"})
+	})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+
+	for _, root := range []string{srv.URL + "/api/v3/", srv.URL + "/api/v3"} {
+		t.Run(root[len(srv.URL):], func(t *testing.T) {
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			clients, err := githubapp.NewClients(root, 99, key, &githubapp.Transport{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := clients.BaseURL().String(); got != srv.URL+"/api/v3/" {
+				t.Errorf("BaseURL = %s, want a trailing slash", got)
+			}
+			gh, _ := clients.Installation(5)
+			c, _, err := gh.Repositories.GetCommit(context.Background(), "acme", "shop", "main", nil)
+			if err != nil {
+				t.Fatalf("GetCommit: %v (requests %v)", err, seen)
+			}
+			if c.GetSHA() != "0123456789abcdef0123456789abcdef01234567" {
+				t.Errorf("sha = %s", c.GetSHA())
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := []string{"POST /api/v3/app/installations/5/access_tokens", "GET /api/v3/repos/acme/shop/commits/main"}
+			if !slices.Equal(seen, want) {
+				t.Errorf("requests %v, want %v", seen, want)
+			}
+		})
+	}
+}
+
+func TestNewClientsRejectsABadURL(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := githubapp.NewClients("http://[::1", 1, key, &githubapp.Transport{}); err == nil {
+		t.Error("NewClients accepted an unparsable URL")
+	}
+}

@@ -1,0 +1,435 @@
+package githubapp_test
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// hookAttempt is one delivery attempt as GET /app/hook/deliveries lists it.
+type hookAttempt struct {
+	id     int64
+	guid   string
+	ago    time.Duration // delivered this long before the test's now
+	ok     bool
+	event  string
+	noTime bool // delivered_at missing
+}
+
+// hookDeliveries is a scripted GitHub for the redelivery endpoints: it lists
+// the attempts newest first, pageSize at a time (ignoring per_page, as
+// GitHub may), with cursor pagination in the Link header.
+type hookDeliveries struct {
+	*httptest.Server
+	now      time.Time
+	attempts []hookAttempt // newest first
+	pageSize int
+	failList bool // GET answers 500
+	failPost int  // POST .../attempts answers this status (0: 202)
+
+	mu          sync.Mutex
+	cursors     []string // cursor of every list request ("" for the first)
+	redelivered []int64  // attempt IDs asked to redeliver
+}
+
+func newHookDeliveries(t *testing.T, now time.Time, pageSize int, attempts ...hookAttempt) *hookDeliveries {
+	t.Helper()
+	h := &hookDeliveries{now: now, attempts: attempts, pageSize: pageSize}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /app/hook/deliveries", h.list)
+	mux.HandleFunc("POST /app/hook/deliveries/{id}/attempts", h.redeliver)
+	h.Server = httptest.NewServer(mux)
+	t.Cleanup(h.Close)
+	return h
+}
+
+func (h *hookDeliveries) list(w http.ResponseWriter, r *http.Request) {
+	cursor := r.URL.Query().Get("cursor")
+	h.mu.Lock()
+	h.cursors = append(h.cursors, cursor)
+	h.mu.Unlock()
+	if h.failList {
+		http.Error(w, `{"message":"Server Error"}`, http.StatusInternalServerError)
+		return
+	}
+	start := 0
+	if cursor != "" {
+		start, _ = strconv.Atoi(cursor)
+	}
+	end := min(start+h.pageSize, len(h.attempts))
+	items := []map[string]any{}
+	for _, a := range h.attempts[start:end] {
+		status, code := "Invalid HTTP Response: 503", 503
+		if a.ok {
+			status, code = "OK", 200
+		}
+		item := map[string]any{"id": a.id, "guid": a.guid, "status": status, "status_code": code,
+			"event": a.event, "action": nil, "installation_id": 7, "repository_id": 70, "redelivery": false, "duration": 0.1}
+		if !a.noTime {
+			item["delivered_at"] = h.now.Add(-a.ago).UTC().Format(time.RFC3339)
+		}
+		items = append(items, item)
+	}
+	if end < len(h.attempts) {
+		next := url.Values{"per_page": {r.URL.Query().Get("per_page")}, "cursor": {strconv.Itoa(end)}}
+		w.Header().Set("Link", fmt.Sprintf(`<%s/app/hook/deliveries?%s>; rel="next"`, h.URL, next.Encode()))
+	}
+	writeJSONBody(w, http.StatusOK, items)
+}
+
+func (h *hookDeliveries) redeliver(w http.ResponseWriter, r *http.Request) {
+	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	h.mu.Lock()
+	h.redelivered = append(h.redelivered, id)
+	h.mu.Unlock()
+	if h.failPost != 0 {
+		http.Error(w, `{"message":"Validation Failed"}`, h.failPost)
+		return
+	}
+	writeJSONBody(w, http.StatusAccepted, map[string]any{})
+}
+
+func (h *hookDeliveries) Redelivered() []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.redelivered)
+}
+
+func (h *hookDeliveries) Cursors() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.cursors)
+}
+
+func writeJSONBody(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func githubClientFor(t *testing.T, baseURL string) *github.Client {
+	t.Helper()
+	gh := github.NewClient(nil)
+	u, err := url.Parse(baseURL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh.BaseURL = u
+	return gh
+}
+
+func openStore(t *testing.T) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestRedelivererRunOnce(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	const window = 72 * time.Hour
+	tests := map[string]struct {
+		attempts   []hookAttempt // newest first
+		known      []string      // GUIDs already in lastmile's inbox
+		checkpoint time.Time     // the previous run, if any
+		pageSize   int
+		want       []int64 // attempt IDs redelivered, in order
+		wantPages  int     // list requests made
+	}{
+		"a failed delivery lastmile lacks is redelivered": {
+			attempts: []hookAttempt{{id: 11, guid: "g-1", ago: time.Minute, event: "push"}},
+			want:     []int64{11}, wantPages: 1,
+		},
+		"known locally: GitHub saw a failure but lastmile stored it": {
+			attempts: []hookAttempt{{id: 11, guid: "g-1", ago: time.Minute}},
+			known:    []string{"g-1"}, wantPages: 1,
+		},
+		"a later attempt succeeded": {
+			attempts:  []hookAttempt{{id: 12, guid: "g-1", ago: time.Minute, ok: true}, {id: 11, guid: "g-1", ago: time.Hour}},
+			wantPages: 1,
+		},
+		"an earlier attempt succeeded": {
+			attempts:  []hookAttempt{{id: 12, guid: "g-1", ago: time.Minute}, {id: 11, guid: "g-1", ago: time.Hour, ok: true}},
+			wantPages: 1,
+		},
+		"successful deliveries are left alone": {
+			attempts:  []hookAttempt{{id: 11, guid: "g-1", ago: time.Minute, ok: true}, {id: 10, guid: "g-2", ago: time.Hour, ok: true}},
+			wantPages: 1,
+		},
+		"several failed attempts: the newest is redelivered once": {
+			attempts: []hookAttempt{{id: 13, guid: "g-1", ago: time.Minute}, {id: 12, guid: "g-2", ago: 2 * time.Minute},
+				{id: 11, guid: "g-1", ago: time.Hour}},
+			want: []int64{13, 12}, wantPages: 1,
+		},
+		"given up after MaxAttempts failures": {
+			attempts: []hookAttempt{{id: 15, guid: "g-1", ago: time.Minute}, {id: 14, guid: "g-1", ago: 2 * time.Minute},
+				{id: 13, guid: "g-1", ago: 3 * time.Minute}, {id: 12, guid: "g-2", ago: 4 * time.Minute}},
+			want: []int64{12}, wantPages: 1,
+		},
+		"older than the window: not redelivered, and the listing stops": {
+			attempts: []hookAttempt{{id: 14, guid: "g-new", ago: time.Hour}, {id: 13, guid: "g-old", ago: window + time.Minute},
+				{id: 12, guid: "g-older", ago: window + time.Hour}, {id: 11, guid: "g-oldest", ago: window + 2*time.Hour}},
+			pageSize: 2, want: []int64{14}, wantPages: 1,
+		},
+		"pages are followed with the cursor": {
+			attempts: []hookAttempt{{id: 17, guid: "g-7", ago: time.Minute, ok: true}, {id: 16, guid: "g-6", ago: 2 * time.Minute},
+				{id: 15, guid: "g-5", ago: 3 * time.Minute, ok: true}, {id: 14, guid: "g-4", ago: 4 * time.Minute},
+				{id: 13, guid: "g-3", ago: 5 * time.Minute}, {id: 12, guid: "g-2", ago: 6 * time.Minute},
+				{id: 11, guid: "g-1", ago: 7 * time.Minute}},
+			known:    []string{"g-3"},
+			pageSize: 2, want: []int64{16, 14, 12, 11}, wantPages: 4,
+		},
+		"a success on a later page still counts": {
+			attempts: []hookAttempt{{id: 13, guid: "g-1", ago: time.Minute}, {id: 12, guid: "g-2", ago: 2 * time.Minute},
+				{id: 11, guid: "g-1", ago: 3 * time.Minute, ok: true}},
+			pageSize: 2, want: []int64{12}, wantPages: 2,
+		},
+		"since the last run: an hour before its checkpoint": {
+			attempts: []hookAttempt{{id: 13, guid: "g-recent", ago: 30 * time.Minute},
+				{id: 12, guid: "g-around-last-run", ago: 2*time.Hour + 30*time.Minute},
+				{id: 11, guid: "g-before-last-run", ago: 3*time.Hour + time.Minute}},
+			checkpoint: now.Add(-2 * time.Hour), want: []int64{13, 12}, wantPages: 1,
+		},
+		"a checkpoint older than the window does not widen it": {
+			attempts:   []hookAttempt{{id: 12, guid: "g-in", ago: window - time.Hour}, {id: 11, guid: "g-out", ago: window + time.Minute}},
+			checkpoint: now.Add(-10 * window), want: []int64{12}, wantPages: 1,
+		},
+		"an attempt without a time is within the window": {
+			attempts: []hookAttempt{{id: 11, guid: "g-1", noTime: true}},
+			want:     []int64{11}, wantPages: 1,
+		},
+		"nothing delivered yet": {wantPages: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if tc.pageSize == 0 {
+				tc.pageSize = 100
+			}
+			gh := newHookDeliveries(t, now, tc.pageSize, tc.attempts...)
+			db := openStore(t)
+			for _, guid := range tc.known {
+				acceptDelivery(t, db, guid)
+			}
+			if !tc.checkpoint.IsZero() {
+				if err := db.SetSetting(context.Background(), "redelivery.checkpoint", tc.checkpoint.Format(time.RFC3339Nano)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: window, MaxAttempts: 3,
+				Now: func() time.Time { return now }, Log: discardLog()}
+			n, err := r.RunOnce(context.Background())
+			if err != nil {
+				t.Fatalf("RunOnce: %v", err)
+			}
+			if got := gh.Redelivered(); !slices.Equal(got, tc.want) {
+				t.Errorf("redelivered attempts %v, want %v", got, tc.want)
+			}
+			if n != len(tc.want) {
+				t.Errorf("RunOnce = %d, want %d", n, len(tc.want))
+			}
+			cursors := gh.Cursors()
+			if len(cursors) != tc.wantPages {
+				t.Errorf("%d list requests (cursors %q), want %d", len(cursors), cursors, tc.wantPages)
+			}
+			for i, c := range cursors {
+				if want := map[bool]string{true: "", false: strconv.Itoa(i * tc.pageSize)}[i == 0]; c != want {
+					t.Errorf("list request %d used cursor %q, want %q", i+1, c, want)
+				}
+			}
+			cp, ok, err := db.Setting(context.Background(), "redelivery.checkpoint")
+			if err != nil || !ok {
+				t.Fatalf("checkpoint not stored: %v", err)
+			}
+			if at, err := time.Parse(time.RFC3339Nano, cp); err != nil || !at.Equal(now) {
+				t.Errorf("checkpoint = %q, want %v", cp, now)
+			}
+		})
+	}
+}
+
+// acceptDelivery stores a delivery with the given GUID in the inbox.
+func acceptDelivery(t *testing.T, db *storage.DB, guid string) {
+	t.Helper()
+	d := &pipeline.Delivery{ID: guid, Event: "push", Repository: "acme/shop", Body: []byte(`{}`)}
+	if _, err := db.Accept(context.Background(), d, "push", githubapp.OutcomeAccepted); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRedelivererFailuresKeepTheCheckpoint(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	previous := now.Add(-30 * time.Minute).Format(time.RFC3339Nano)
+	tests := map[string]func(h *hookDeliveries){
+		"listing fails":      func(h *hookDeliveries) { h.failList = true },
+		"redelivery refused": func(h *hookDeliveries) { h.failPost = http.StatusUnprocessableEntity },
+	}
+	for name, breakIt := range tests {
+		t.Run(name, func(t *testing.T) {
+			gh := newHookDeliveries(t, now, 100, hookAttempt{id: 11, guid: "g-1", ago: time.Minute})
+			breakIt(gh)
+			db := openStore(t)
+			if err := db.SetSetting(context.Background(), "redelivery.checkpoint", previous); err != nil {
+				t.Fatal(err)
+			}
+			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
+				Now: func() time.Time { return now }, Log: discardLog()}
+			if n, err := r.RunOnce(context.Background()); err == nil {
+				t.Fatalf("RunOnce = %d, nil; want an error", n)
+			}
+			// The next run must look at the same deliveries again.
+			if cp, _, _ := db.Setting(context.Background(), "redelivery.checkpoint"); cp != previous {
+				t.Errorf("checkpoint moved to %q after a failed run", cp)
+			}
+		})
+	}
+}
+
+// gate stands in front of lastmile's webhook endpoint and decides what
+// GitHub sees: the real answer, an outage, or a failure after the delivery
+// was stored (a lost answer).
+type gate struct {
+	hook http.Handler
+	mu   sync.Mutex
+	mode string // "up", "down", "stored-but-failed"
+}
+
+func (g *gate) set(mode string) { g.mu.Lock(); g.mode = mode; g.mu.Unlock() }
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	mode := g.mode
+	g.mu.Unlock()
+	switch mode {
+	case "down":
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+	case "stored-but-failed":
+		rec := httptest.NewRecorder()
+		g.hook.ServeHTTP(rec, r)
+		http.Error(w, "proxy timeout", http.StatusGatewayTimeout)
+	default:
+		g.hook.ServeHTTP(w, r)
+	}
+}
+
+func TestRedelivererAgainstTheSimulator(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const secret = "sim-webhook-secret"
+	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: secret})
+	t.Cleanup(func() { sim.Close() })
+	apiURL, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := openStore(t)
+	g := &gate{hook: githubapp.NewWebhook(secret, db, githubapp.Handles, &rejections{}, nil, discardLog()), mode: "up"}
+	lastmile := httptest.NewServer(g)
+	t.Cleanup(lastmile.Close)
+	sim.SetWebhookURL(lastmile.URL + "/webhook")
+
+	inst := sim.CreateInstallation("acme", "Organization")
+	sim.CreateRepo(inst, "acme/shop", simulator.RepoOptions{})
+	push := func(mode, msg string) string {
+		t.Helper()
+		g.set(mode)
+		from := len(sim.Deliveries())
+		sim.Push("acme/shop", "main", simulator.CommitSpec{Message: msg, Files: map[string]string{"f.txt": msg}})
+		d, err := sim.WaitForDelivery(ctx, from, "push", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.GUID
+	}
+	missed1 := push("down", "one")
+	missed2 := push("down", "two")
+	storedOnly := push("stored-but-failed", "three")
+	fine := push("up", "four")
+	g.set("up")
+
+	known, err := db.KnownDeliveries(ctx, []string{missed1, missed2, storedOnly, fine})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if known[missed1] || known[missed2] || !known[storedOnly] || !known[fine] {
+		t.Fatalf("setup: inbox knows %v", known)
+	}
+
+	key := simKey(t, sim)
+	clients, err := githubapp.NewClients(apiURL, sim.AppID(), key, &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &githubapp.Redeliverer{App: clients.App(), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: time.Now, Log: discardLog()}
+	n, err := r.RunOnce(ctx)
+	if err != nil {
+		t.Fatalf("RunOnce: %v", err)
+	}
+	if n != 2 {
+		t.Errorf("RunOnce asked for %d redeliveries, want 2", n)
+	}
+	if err := sim.WaitFor(ctx, func(s *simulator.Simulator) bool { return len(s.Deliveries()) == 6 && s.Idle() }); err != nil {
+		t.Fatalf("the redeliveries did not arrive: %v (%d deliveries)", err, len(sim.Deliveries()))
+	}
+	attempts := map[string][]simulator.Delivery{}
+	for _, d := range sim.Deliveries() {
+		attempts[d.GUID] = append(attempts[d.GUID], d)
+	}
+	for _, guid := range []string{missed1, missed2} {
+		a := attempts[guid]
+		if len(a) != 2 || !a[1].Redelivery || !a[1].OK() {
+			t.Errorf("%s: attempts %+v, want a successful redelivery with the same GUID", guid, a)
+		}
+		if _, err := db.GetDelivery(ctx, guid); err != nil {
+			t.Errorf("%s is not in the inbox after its redelivery: %v", guid, err)
+		}
+	}
+	for _, guid := range []string{storedOnly, fine} {
+		if len(attempts[guid]) != 1 {
+			t.Errorf("%s was redelivered (%d attempts) although lastmile has it", guid, len(attempts[guid]))
+		}
+	}
+	if got := sim.CountRequests("POST", "/app/hook/deliveries/*/attempts"); got != 2 {
+		t.Errorf("%d redelivery requests reached GitHub, want 2", got)
+	}
+
+	// A second run finds nothing left to do.
+	if n, err := r.RunOnce(ctx); err != nil || n != 0 {
+		t.Errorf("second RunOnce = %d, %v; want 0", n, err)
+	}
+}
+
+func simKey(t *testing.T, sim *simulator.Simulator) *rsa.PrivateKey {
+	t.Helper()
+	block, _ := pem.Decode(sim.AppPrivateKeyPEM())
+	if block == nil {
+		t.Fatal("simulator key is not PEM")
+	}
+	key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}

@@ -1,0 +1,442 @@
+package githubapp_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// recordingEngine is a githubapp.Engine that records the events it is given.
+type recordingEngine struct {
+	calls []any
+	err   error // returned by every call
+}
+
+var _ githubapp.Engine = (*recordingEngine)(nil)
+
+func (e *recordingEngine) record(ev any) error { e.calls = append(e.calls, ev); return e.err }
+
+func (e *recordingEngine) HandlePush(_ context.Context, p pipeline.Push) error { return e.record(p) }
+func (e *recordingEngine) HandleDeployment(_ context.Context, ev pipeline.NewDeployment) error {
+	return e.record(ev)
+}
+func (e *recordingEngine) HandleDeploymentStatus(_ context.Context, ev pipeline.NewDeploymentStatus) error {
+	return e.record(ev)
+}
+func (e *recordingEngine) HandleReview(_ context.Context, rv pipeline.Review) error {
+	return e.record(rv)
+}
+func (e *recordingEngine) HandleWorkflowJob(_ context.Context, job pipeline.WorkflowJob) error {
+	return e.record(job)
+}
+func (e *recordingEngine) HandleWorkflowRun(_ context.Context, run pipeline.WorkflowRun) error {
+	return e.record(run)
+}
+func (e *recordingEngine) HandleProtectionRule(_ context.Context, req pipeline.ProtectionRuleRequest) error {
+	return e.record(req)
+}
+func (e *recordingEngine) HandleContexts(_ context.Context, ev pipeline.ContextsChanged) error {
+	return e.record(ev)
+}
+
+func at(s string) time.Time {
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// diff returns where got and want differ ("" if nowhere); times are
+// compared as instants, whatever their location.
+func diff(path string, got, want reflect.Value) string {
+	if got.Type() != want.Type() {
+		return fmt.Sprintf("%s: type %s, want %s", path, got.Type(), want.Type())
+	}
+	if t, ok := got.Interface().(time.Time); ok {
+		if w := want.Interface().(time.Time); !t.Equal(w) {
+			return fmt.Sprintf("%s: %v, want %v", path, t, w)
+		}
+		return ""
+	}
+	switch got.Kind() {
+	case reflect.Struct:
+		for i := range got.NumField() {
+			if d := diff(path+"."+got.Type().Field(i).Name, got.Field(i), want.Field(i)); d != "" {
+				return d
+			}
+		}
+		return ""
+	case reflect.Pointer:
+		if got.IsNil() || want.IsNil() {
+			if got.IsNil() != want.IsNil() {
+				return fmt.Sprintf("%s: nil %v, want nil %v", path, got.IsNil(), want.IsNil())
+			}
+			return ""
+		}
+		return diff(path, got.Elem(), want.Elem())
+	case reflect.Slice:
+		if got.Len() != want.Len() {
+			return fmt.Sprintf("%s: %d elements %v, want %d %v", path, got.Len(), got.Interface(), want.Len(), want.Interface())
+		}
+		for i := range got.Len() {
+			if d := diff(fmt.Sprintf("%s[%d]", path, i), got.Index(i), want.Index(i)); d != "" {
+				return d
+			}
+		}
+		return ""
+	}
+	if !reflect.DeepEqual(got.Interface(), want.Interface()) {
+		return fmt.Sprintf("%s: %#v, want %#v", path, got.Interface(), want.Interface())
+	}
+	return ""
+}
+
+// edit decodes a testdata payload, lets change modify it, and encodes it.
+func edit(t *testing.T, file string, change func(p map[string]any)) []byte {
+	t.Helper()
+	var p map[string]any
+	if err := json.Unmarshal(payload(t, file), &p); err != nil {
+		t.Fatal(err)
+	}
+	change(p)
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRouterTranslatesGitHubPayloads(t *testing.T) {
+	helloWorld := pipeline.Repo{ID: 186853002, Owner: "Codertocat", Name: "Hello-World", InstallationID: 1}
+	pagesDeployment := pipeline.DeploymentInfo{
+		GitHubID: 145988746, SHA: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e", Ref: "gh-pages", Environment: "github-pages",
+		Creator: "github-pages[bot]", CreatedAt: at("2022-01-03T01:28:30Z"), Payload: json.RawMessage(`{}`),
+	}
+	reviewRepo := pipeline.Repo{ID: 616901961, Owner: "terraform-test-github", Name: "sample-app", InstallationID: 35490125}
+
+	tests := map[string]struct {
+		event string
+		body  []byte
+		want  any
+	}{
+		"push": {
+			event: "push", body: payload(t, "push.json"),
+			want: pipeline.Push{
+				Repo: helloWorld, DeliveryID: "delivery-1",
+				Ref: "refs/heads/master", Before: "0000000000000000000000000000000000000000",
+				After: "6113728f27ae82c7b1a177c8d03f9e96e0adf246", DefaultBranch: "master", Pusher: "Codertocat",
+				PushedAt: time.Unix(1557933657, 0), // repository.pushed_at, epoch seconds in push payloads
+				Commits: []pipeline.Commit{{SHA: "6113728f27ae82c7b1a177c8d03f9e96e0adf246", Author: "Codertocat",
+					Timestamp: at("2019-05-15T15:19:25Z"), Title: "Initial commit"}},
+			},
+		},
+		"deployment created by a workflow run": {
+			event: "deployment", body: payload(t, "deployment.json"),
+			want: pipeline.NewDeployment{Repo: helloWorld, Deployment: func() pipeline.DeploymentInfo {
+				d := pagesDeployment
+				d.WorkflowRunID = 289782451
+				return d
+			}()},
+		},
+		"production deployment": {
+			event: "deployment",
+			body: edit(t, "deployment.json", func(p map[string]any) {
+				p["deployment"].(map[string]any)["production_environment"] = true
+				p["workflow_run"] = nil
+			}),
+			want: pipeline.NewDeployment{Repo: helloWorld, Deployment: func() pipeline.DeploymentInfo {
+				d := pagesDeployment
+				d.Production = true
+				return d
+			}()},
+		},
+		"deployment status": {
+			event: "deployment_status", body: payload(t, "deployment_status.json"),
+			want: pipeline.NewDeploymentStatus{Repo: helloWorld,
+				Deployment: func() pipeline.DeploymentInfo {
+					d := pagesDeployment
+					d.Ref = "master"
+					return d
+				}(),
+				Status: pipeline.StatusInfo{GitHubID: 209916254, State: pipeline.DeploymentInProgress,
+					LogURL:  "https://github.com/CorsixTH/CorsixTH/runs/4687056418?check_suite_focus=true",
+					Creator: "github-pages[bot]", CreatedAt: at("2022-01-03T01:28:40Z")},
+			},
+		},
+		"deployment status without log_url falls back to target_url": {
+			event: "deployment_status",
+			body: edit(t, "deployment_status.json", func(p map[string]any) {
+				st := p["deployment_status"].(map[string]any)
+				delete(st, "log_url")
+				st["state"], st["description"], st["environment_url"] = "success", "Deployed", "https://shop.example"
+			}),
+			want: pipeline.NewDeploymentStatus{Repo: helloWorld,
+				Deployment: func() pipeline.DeploymentInfo {
+					d := pagesDeployment
+					d.Ref = "master"
+					return d
+				}(),
+				Status: pipeline.StatusInfo{GitHubID: 209916254, State: pipeline.DeploymentSuccess, Description: "Deployed",
+					LogURL:         "https://github.com/Codertocat/Hello-World/runs/145988746?check_suite_focus=true",
+					EnvironmentURL: "https://shop.example", Creator: "github-pages[bot]", CreatedAt: at("2022-01-03T01:28:40Z")},
+			},
+		},
+		"queued workflow job with its deployment": {
+			event: "workflow_job", body: payload(t, "workflow_job_queued.json"),
+			want: pipeline.WorkflowJob{
+				Repo:   pipeline.Repo{ID: 591427149, Owner: "lineville", Name: "elastic-machines-testing", InstallationID: 23154469},
+				Action: "queued", JobID: 12877621891, RunID: 4747967848, Name: "test",
+				HeadSHA: "16c5286e8d9a0629956a28938386b36608707a71", Status: "waiting",
+				URL:       "https://github.com/lineville/elastic-machines-testing/actions/runs/4747967848/jobs/8433573014",
+				StartedAt: at("2023-04-19T21:12:12Z"),
+				Deployment: &pipeline.DeploymentInfo{GitHubID: 875096709, SHA: "16c5286e8d9a0629956a28938386b36608707a71",
+					Ref: "main", Environment: "Test", Creator: "lineville", CreatedAt: at("2023-04-19T21:12:12Z"),
+					Payload: json.RawMessage(`{}`), WorkflowRunID: 4747967848},
+			},
+		},
+		"workflow job without a deployment": {
+			event: "workflow_job",
+			body: edit(t, "workflow_job_queued.json", func(p map[string]any) {
+				delete(p, "deployment")
+				p["action"] = "in_progress"
+			}),
+			want: pipeline.WorkflowJob{
+				Repo:   pipeline.Repo{ID: 591427149, Owner: "lineville", Name: "elastic-machines-testing", InstallationID: 23154469},
+				Action: "in_progress", JobID: 12877621891, RunID: 4747967848, Name: "test",
+				HeadSHA: "16c5286e8d9a0629956a28938386b36608707a71", Status: "waiting",
+				URL:       "https://github.com/lineville/elastic-machines-testing/actions/runs/4747967848/jobs/8433573014",
+				StartedAt: at("2023-04-19T21:12:12Z"),
+			},
+		},
+		"completed workflow run": {
+			event: "workflow_run", body: payload(t, "workflow_run_completed.json"),
+			want: pipeline.WorkflowRun{
+				Repo:   pipeline.Repo{ID: 300029405, Owner: "octo-org", Name: "octo-repo"},
+				Action: "completed", RunID: 289782451, Event: "repository_dispatch",
+				HeadSHA: "3484a3fb816e0859fd6e1cea078d76385ff50625", HeadBranch: "master", Status: "completed",
+				Conclusion: "success", URL: "https://github.com/octo-org/octo-repo/actions/runs/289782451", Attempt: 1,
+				CreatedAt: at("2020-10-05T16:33:24Z"), UpdatedAt: at("2020-10-05T16:33:49Z"),
+			},
+		},
+		"deployment review requested": {
+			event: "deployment_review", body: payload(t, "deployment_review_requested.json"),
+			want: pipeline.Review{
+				Repo: reviewRepo, DeliveryID: "delivery-1", Action: pipeline.ReviewRequested,
+				Environments: []string{"TST"}, RunID: 5453085689,
+				RunURL:    "https://github.com/terraform-test-github/sample-app/actions/runs/5453085689",
+				HeadSHA:   "5275a45b7e99c7fd7265b790392c10a74101a67a",
+				Reviewers: []string{"team:admins"}, Actor: "ilmax",
+				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T09:28:15Z"), JobIDs: []int64{9921448362},
+			},
+		},
+		"deployment review approved": {
+			// GitHub's approved payload: approver, comment and
+			// workflow_job_runs instead of requestor and workflow_job_run.
+			event: "deployment_review",
+			body: edit(t, "deployment_review_requested.json", func(p map[string]any) {
+				p["action"] = "approved"
+				p["approver"] = map[string]any{"login": "octo-reviewer", "id": 99}
+				p["comment"] = "ship it"
+				delete(p, "requestor")
+				delete(p, "workflow_job_run")
+				delete(p, "environment")
+				p["reviewers"] = []any{map[string]any{"type": "User", "reviewer": map[string]any{"login": "octo-reviewer"}}}
+				p["workflow_job_runs"] = []any{
+					map[string]any{"id": 9921448362, "environment": "TST", "updated_at": "2023-07-04T09:31:00Z"},
+					map[string]any{"id": 9921448399, "environment": "PRD", "updated_at": "2023-07-04T09:32:30Z"},
+					map[string]any{"id": 9921448400, "environment": "TST", "updated_at": "2023-07-04T09:30:00Z"},
+				}
+			}),
+			want: pipeline.Review{
+				Repo: reviewRepo, DeliveryID: "delivery-1", Action: pipeline.ReviewApproved,
+				Environments: []string{"TST", "PRD"}, RunID: 5453085689,
+				RunURL:    "https://github.com/terraform-test-github/sample-app/actions/runs/5453085689",
+				HeadSHA:   "5275a45b7e99c7fd7265b790392c10a74101a67a",
+				Reviewers: []string{"octo-reviewer"}, Actor: "octo-reviewer", Comment: "ship it",
+				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T09:32:30Z"),
+				JobIDs: []int64{9921448362, 9921448399, 9921448400},
+			},
+		},
+		"deployment review rejected without an approver names the sender": {
+			event: "deployment_review",
+			body: edit(t, "deployment_review_requested.json", func(p map[string]any) {
+				p["action"] = "rejected"
+				p["sender"] = map[string]any{"login": "octo-sender"}
+				delete(p, "workflow_job_run")
+				p["reviewers"] = []any{}
+			}),
+			want: pipeline.Review{
+				Repo: reviewRepo, DeliveryID: "delivery-1", Action: pipeline.ReviewRejected,
+				Environments: []string{"TST"}, RunID: 5453085689,
+				RunURL:  "https://github.com/terraform-test-github/sample-app/actions/runs/5453085689",
+				HeadSHA: "5275a45b7e99c7fd7265b790392c10a74101a67a", Actor: "octo-sender",
+				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T09:28:15Z"), // workflow_run.updated_at
+			},
+		},
+		"commit status": {
+			event: "status", body: payload(t, "status.json"),
+			want: pipeline.ContextsChanged{Repo: helloWorld, SHA: "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+				Context: "default", State: "success"},
+		},
+		"completed check suite": {
+			event: "check_suite", body: payload(t, "check_suite_completed.json"),
+			want: pipeline.ContextsChanged{Repo: pipeline.Repo{ID: 186853002, Owner: "Codertocat", Name: "Hello-World"},
+				SHA: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", Context: "github-actions", State: "success"},
+		},
+		"protection rule requested": {
+			event: "deployment_protection_rule",
+			body: []byte(`{"action":"requested","environment":"production","event":"deployment",
+				"sha":"f95f852bd8fca8fcc58a9a2d6c842781e32a215e","ref":"refs/heads/main",
+				"deployment_callback_url":"https://api.github.com/repos/acme/shop/actions/runs/1234567/deployment_protection_rule",
+				"deployment":{"id":555,"sha":"f95f852bd8fca8fcc58a9a2d6c842781e32a215e"},
+				"repository":{"id":77,"name":"shop","full_name":"acme/shop","owner":{"login":"acme"}},
+				"installation":{"id":9}}`),
+			want: pipeline.ProtectionRuleRequest{Repo: pipeline.Repo{ID: 77, Owner: "acme", Name: "shop", InstallationID: 9},
+				DeliveryID: "delivery-1", Environment: "production", SHA: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e",
+				Ref: "refs/heads/main", Event: "deployment", RunID: 1234567, DeploymentID: 555},
+		},
+		"protection rule without sha takes the deployment's": {
+			event: "deployment_protection_rule",
+			body: []byte(`{"action":"requested","environment":"staging","event":"push",
+				"deployment_callback_url":"https://api.github.com/repos/acme/shop/actions/runs/42/deployment_protection_rule",
+				"deployment":{"id":556,"sha":"abc123"},
+				"repository":{"id":77,"full_name":"acme/shop"},"installation":{"id":9}}`),
+			want: pipeline.ProtectionRuleRequest{Repo: pipeline.Repo{ID: 77, Owner: "acme", Name: "shop", InstallationID: 9},
+				DeliveryID: "delivery-1", Environment: "staging", SHA: "abc123", Event: "push", RunID: 42, DeploymentID: 556},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			eng := &recordingEngine{}
+			rt := &githubapp.Router{Engine: eng}
+			d := &pipeline.Delivery{ID: "delivery-1", Event: tc.event, Body: tc.body, ReceivedAt: at("2030-01-01T00:00:00Z")}
+			if err := rt.Handle(context.Background(), d); err != nil {
+				t.Fatalf("Handle: %v", err)
+			}
+			if len(eng.calls) != 1 {
+				t.Fatalf("engine called %d times, want once: %+v", len(eng.calls), eng.calls)
+			}
+			if d := diff("event", reflect.ValueOf(eng.calls[0]), reflect.ValueOf(tc.want)); d != "" {
+				t.Errorf("%s\n got %+v\nwant %+v", d, eng.calls[0], tc.want)
+			}
+		})
+	}
+}
+
+func TestRouterPushDetails(t *testing.T) {
+	t.Run("received time when the payload has no pushed_at", func(t *testing.T) {
+		received := at("2030-01-02T03:04:05Z")
+		body := edit(t, "push.json", func(p map[string]any) { delete(p["repository"].(map[string]any), "pushed_at") })
+		eng := &recordingEngine{}
+		if err := (&githubapp.Router{Engine: eng}).Handle(context.Background(),
+			&pipeline.Delivery{ID: "d", Event: "push", Body: body, ReceivedAt: received}); err != nil {
+			t.Fatal(err)
+		}
+		if got := eng.calls[0].(pipeline.Push).PushedAt; !got.Equal(received) {
+			t.Errorf("PushedAt = %v, want the delivery's %v", got, received)
+		}
+	})
+	t.Run("a full commit list may be truncated", func(t *testing.T) {
+		for _, n := range []int{githubapp.MaxPushCommits - 1, githubapp.MaxPushCommits} {
+			body := edit(t, "push.json", func(p map[string]any) {
+				c := p["commits"].([]any)[0]
+				commits := make([]any, n)
+				for i := range commits {
+					commits[i] = c
+				}
+				p["commits"] = commits
+			})
+			eng := &recordingEngine{}
+			if err := (&githubapp.Router{Engine: eng}).Handle(context.Background(),
+				&pipeline.Delivery{ID: "d", Event: "push", Body: body}); err != nil {
+				t.Fatal(err)
+			}
+			p := eng.calls[0].(pipeline.Push)
+			if len(p.Commits) != n || p.Truncated != (n >= githubapp.MaxPushCommits) {
+				t.Errorf("%d commits: got %d commits, truncated %v", n, len(p.Commits), p.Truncated)
+			}
+		}
+	})
+	t.Run("author name when GitHub has no login", func(t *testing.T) {
+		body := edit(t, "push.json", func(p map[string]any) {
+			c := p["commits"].([]any)[0].(map[string]any)
+			c["author"] = map[string]any{"name": "Jane Doe", "email": "jane@example.com"}
+			c["message"] = "Fix the build\n\nLonger explanation."
+		})
+		eng := &recordingEngine{}
+		if err := (&githubapp.Router{Engine: eng}).Handle(context.Background(),
+			&pipeline.Delivery{ID: "d", Event: "push", Body: body}); err != nil {
+			t.Fatal(err)
+		}
+		c := eng.calls[0].(pipeline.Push).Commits[0]
+		if c.Author != "Jane Doe" || c.Title != "Fix the build" {
+			t.Errorf("commit = %+v", c)
+		}
+	})
+}
+
+func TestRouterRefusals(t *testing.T) {
+	engineErr := errors.New("database is locked")
+	tests := map[string]struct {
+		event       string
+		body        []byte
+		engineErr   error
+		malformed   bool
+		ignored     string // a substring of the reason, when Ignored
+		wantErr     error
+		engineCalls int
+	}{
+		"push that is not JSON":         {event: "push", body: []byte("{"), malformed: true},
+		"review that is not JSON":       {event: "deployment_review", body: []byte("[1,"), malformed: true},
+		"protection rule not JSON":      {event: "deployment_protection_rule", body: []byte("nope"), malformed: true},
+		"deployment without repository": {event: "deployment", body: edit(t, "deployment.json", func(p map[string]any) { delete(p, "repository") }), malformed: true},
+		"status without repository":     {event: "status", body: edit(t, "status.json", func(p map[string]any) { delete(p, "repository") }), malformed: true},
+		"workflow run without repository": {event: "workflow_run",
+			body: edit(t, "workflow_run_completed.json", func(p map[string]any) { delete(p, "repository") }), malformed: true},
+		"protection rule without repository": {event: "deployment_protection_rule",
+			body: []byte(`{"action":"requested","environment":"production"}`), malformed: true},
+		"deployment status with an unknown state": {event: "deployment_status",
+			body: edit(t, "deployment_status.json", func(p map[string]any) {
+				p["deployment_status"].(map[string]any)["state"] = "exploded"
+			}), malformed: true},
+		"check suite requested":    {event: "check_suite", body: payload(t, "check_suite_requested.json"), ignored: "check_suite requested"},
+		"ping":                     {event: "ping", body: payload(t, "ping.json"), ignored: "ping"},
+		"event lastmile ignores":   {event: "issues", body: []byte(`{"action":"opened"}`), ignored: "issues"},
+		"protection rule answered": {event: "deployment_protection_rule", body: []byte(`{"action":"completed","repository":{"id":1,"full_name":"a/b"}}`), ignored: "completed"},
+		"engine error is returned": {event: "status", body: payload(t, "status.json"), engineErr: engineErr, wantErr: engineErr, engineCalls: 1},
+		"unknown event name":       {event: "no_such_event", body: []byte(`{}`), malformed: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			eng := &recordingEngine{err: tc.engineErr}
+			err := (&githubapp.Router{Engine: eng}).Handle(context.Background(), &pipeline.Delivery{ID: "d", Event: tc.event, Body: tc.body})
+			if err == nil {
+				t.Fatal("Handle succeeded")
+			}
+			if got := errors.Is(err, githubapp.ErrMalformed); got != tc.malformed {
+				t.Errorf("errors.Is(%v, ErrMalformed) = %v, want %v", err, got, tc.malformed)
+			}
+			var ig *pipeline.Ignored
+			if got := errors.As(err, &ig); got != (tc.ignored != "") {
+				t.Errorf("Ignored = %v (%v), want %v", got, err, tc.ignored != "")
+			} else if got && !strings.Contains(ig.Reason, tc.ignored) {
+				t.Errorf("reason %q should mention %q", ig.Reason, tc.ignored)
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Errorf("error %v, want %v", err, tc.wantErr)
+			}
+			if len(eng.calls) != tc.engineCalls {
+				t.Errorf("engine called %d times, want %d", len(eng.calls), tc.engineCalls)
+			}
+		})
+	}
+}

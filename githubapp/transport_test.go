@@ -1,0 +1,654 @@
+package githubapp_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+)
+
+// fakeClock is the transport's clock: Sleep records the wait and moves the
+// clock forward instead of blocking.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	waits []time.Duration
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waits = append(c.waits, d)
+	c.now = c.now.Add(d)
+	return nil
+}
+
+func (c *fakeClock) Waits() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]time.Duration(nil), c.waits...)
+}
+
+// observed records what the transport reports.
+type observed struct {
+	mu       sync.Mutex
+	requests []string // "METHOD code"
+	limits   []string // "resource remaining/limit"
+}
+
+func (o *observed) GitHubRequest(method, code string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.requests = append(o.requests, method+" "+code)
+}
+
+func (o *observed) GitHubRateLimit(resource string, remaining, limit int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.limits = append(o.limits, fmt.Sprintf("%s %d/%d", resource, remaining, limit))
+}
+
+func (o *observed) Requests() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.requests...)
+}
+
+// step is one scripted answer of the fake GitHub; drop closes the
+// connection without answering.
+type step struct {
+	status  int
+	headers map[string]string
+	body    string
+	drop    bool
+}
+
+// scriptedGitHub answers the n-th request with the n-th step (the last step
+// repeats) and records every request it received.
+type scriptedGitHub struct {
+	*httptest.Server
+	mu     sync.Mutex
+	steps  []step
+	bodies []string
+	paths  []string
+}
+
+func newScriptedGitHub(t *testing.T, steps ...step) *scriptedGitHub {
+	t.Helper()
+	g := &scriptedGitHub{steps: steps}
+	g.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		g.mu.Lock()
+		n := len(g.bodies)
+		g.bodies = append(g.bodies, string(b))
+		g.paths = append(g.paths, r.Method+" "+r.URL.Path)
+		s := g.steps[min(n, len(g.steps)-1)]
+		g.mu.Unlock()
+		if s.drop {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		for k, v := range s.headers {
+			w.Header().Set(k, v)
+		}
+		if s.status == 0 {
+			s.status = http.StatusOK
+		}
+		w.WriteHeader(s.status)
+		io.WriteString(w, s.body)
+	}))
+	t.Cleanup(g.Close)
+	return g
+}
+
+func (g *scriptedGitHub) Bodies() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.bodies...)
+}
+
+func (g *scriptedGitHub) Attempts() int { return len(g.Bodies()) }
+
+func newTestTransport(g *scriptedGitHub, clock *fakeClock, obs *observed) *githubapp.Transport {
+	return &githubapp.Transport{
+		Base:       g.Client().Transport,
+		Observer:   obs,
+		MaxRetries: 3,
+		MaxWait:    2 * time.Minute,
+		BaseDelay:  100 * time.Millisecond,
+		Sleep:      clock.Sleep,
+		Now:        clock.Now,
+	}
+}
+
+// call sends one request through tr and returns the status (0 on error)
+// and the body.
+func call(t *testing.T, ctx context.Context, tr http.RoundTripper, method, url, body string) (int, string, error) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return resp.StatusCode, string(b), nil
+}
+
+// backoffBounds reports whether w is a valid jittered backoff for the
+// attempt (0-based) with base delay base: within [d/2, d], d = base·2^attempt.
+func backoffBounds(w, base time.Duration, attempt int) bool {
+	d := base << attempt
+	return w >= d/2 && w <= d
+}
+
+func TestTransportRetriesServerErrors(t *testing.T) {
+	const payload = `{"state":"success","log_url":"https://example.com/run/1","description":"ünïcode ✓"}`
+	tests := map[string]struct {
+		method     string
+		ctx        func() context.Context
+		path       string
+		steps      []step
+		wantStatus int
+		attempts   int
+	}{
+		"GET retried until it succeeds": {
+			method: http.MethodGet, steps: []step{{status: 500}, {status: 502}, {status: 200, body: "ok"}},
+			wantStatus: 200, attempts: 3,
+		},
+		"GET gives up after MaxRetries with the last answer": {
+			method: http.MethodGet, steps: []step{{status: 503, body: "unavailable"}},
+			wantStatus: 503, attempts: 4,
+		},
+		"GET retried after a dropped connection": {
+			method: http.MethodGet, steps: []step{{drop: true}, {status: 200, body: "ok"}},
+			wantStatus: 200, attempts: 2,
+		},
+		"PUT is idempotent": {
+			method: http.MethodPut, steps: []step{{status: 500}, {status: 200}}, wantStatus: 200, attempts: 2,
+		},
+		"DELETE is idempotent": {
+			method: http.MethodDelete, steps: []step{{status: 502}, {status: 204}}, wantStatus: 204, attempts: 2,
+		},
+		"POST is not repeated after a 5xx": {
+			method: http.MethodPost, steps: []step{{status: 502, body: "bad gateway"}, {status: 201}},
+			wantStatus: 502, attempts: 1,
+		},
+		"PATCH is not repeated after a 5xx": {
+			method: http.MethodPatch, steps: []step{{status: 500}, {status: 200}}, wantStatus: 500, attempts: 1,
+		},
+		"POST marked retry-safe is repeated": {
+			method: http.MethodPost, ctx: func() context.Context { return githubapp.WithRetrySafe(context.Background()) },
+			steps: []step{{status: 500}, {status: 502}, {status: 201}}, wantStatus: 201, attempts: 3,
+		},
+		"POST for an installation token is repeated": {
+			method: http.MethodPost, path: "/app/installations/7/access_tokens",
+			steps: []step{{status: 502}, {status: 201}}, wantStatus: 201, attempts: 2,
+		},
+		"4xx is an answer, not a failure": {
+			method: http.MethodGet, steps: []step{{status: 404, body: `{"message":"Not Found"}`}, {status: 200}},
+			wantStatus: 404, attempts: 1,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := newScriptedGitHub(t, tc.steps...)
+			clock, obs := newFakeClock(), &observed{}
+			tr := newTestTransport(g, clock, obs)
+			ctx := context.Background()
+			if tc.ctx != nil {
+				ctx = tc.ctx()
+			}
+			body := ""
+			if tc.method != http.MethodGet && tc.method != http.MethodDelete {
+				body = payload
+			}
+			path := tc.path
+			if path == "" {
+				path = "/repos/acme/shop/deployments/1/statuses"
+			}
+			status, _, err := call(t, ctx, tr, tc.method, g.URL+path, body)
+			if err != nil {
+				t.Fatalf("call: %v", err)
+			}
+			if status != tc.wantStatus {
+				t.Errorf("status = %d, want %d", status, tc.wantStatus)
+			}
+			bodies := g.Bodies()
+			if len(bodies) != tc.attempts {
+				t.Fatalf("GitHub saw %d attempts, want %d", len(bodies), tc.attempts)
+			}
+			for i, b := range bodies {
+				if b != body {
+					t.Errorf("attempt %d sent body %q, want %q", i+1, b, body)
+				}
+			}
+			// One backoff before every retry, each within its jitter range.
+			waits := clock.Waits()
+			if len(waits) != tc.attempts-1 {
+				t.Errorf("slept %d times (%v), want %d", len(waits), waits, tc.attempts-1)
+			}
+			for i, w := range waits {
+				if !backoffBounds(w, 100*time.Millisecond, i) {
+					t.Errorf("backoff %d = %v, want within [%v, %v]", i, w, (100*time.Millisecond<<i)/2, 100*time.Millisecond<<i)
+				}
+			}
+			// Every attempt is reported, with its code ("error" when no
+			// answer came).
+			var want []string
+			for i := range tc.attempts {
+				s := tc.steps[min(i, len(tc.steps)-1)]
+				code := strconv.Itoa(s.status)
+				if s.drop {
+					code = "error"
+				}
+				want = append(want, tc.method+" "+code)
+			}
+			if got := obs.Requests(); !slices.Equal(got, want) {
+				t.Errorf("observer saw %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestTransportDoesNotRepeatAPostAfterANetworkError(t *testing.T) {
+	g := newScriptedGitHub(t, step{drop: true}, step{status: 201})
+	clock, obs := newFakeClock(), &observed{}
+	tr := newTestTransport(g, clock, obs)
+	_, _, err := call(t, context.Background(), tr, http.MethodPost, g.URL+"/repos/acme/shop/deployments", `{"ref":"abc"}`)
+	if err == nil {
+		t.Fatal("a POST whose connection dropped succeeded")
+	}
+	if n := g.Attempts(); n != 1 {
+		t.Errorf("GitHub saw %d attempts of a POST with an unknown outcome, want 1", n)
+	}
+	if got := obs.Requests(); !slices.Equal(got, []string{"POST error"}) {
+		t.Errorf("observer saw %v", got)
+	}
+	if w := clock.Waits(); len(w) != 0 {
+		t.Errorf("slept %v", w)
+	}
+}
+
+func TestTransportHonoursRateLimits(t *testing.T) {
+	clockStart := newFakeClock().Now()
+	reset := clockStart.Add(47 * time.Second)
+	tests := map[string]struct {
+		method   string
+		limited  step
+		wantWait time.Duration
+	}{
+		"403 with Retry-After seconds": {
+			method:   http.MethodGet,
+			limited:  step{status: 403, headers: map[string]string{"Retry-After": "7"}, body: `{"message":"You have exceeded a secondary rate limit."}`},
+			wantWait: 7 * time.Second,
+		},
+		"429 with Retry-After seconds": {
+			method:   http.MethodGet,
+			limited:  step{status: 429, headers: map[string]string{"Retry-After": "30"}},
+			wantWait: 30 * time.Second,
+		},
+		"429 with Retry-After as a date": {
+			method:   http.MethodGet,
+			limited:  step{status: 429, headers: map[string]string{"Retry-After": clockStart.Add(12 * time.Second).Format(http.TimeFormat)}},
+			wantWait: 12 * time.Second,
+		},
+		"Retry-After wins over the reset time": {
+			method: http.MethodGet,
+			limited: step{status: 403, headers: map[string]string{"Retry-After": "3", "X-RateLimit-Remaining": "0",
+				"X-RateLimit-Limit": "5000", "X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}},
+			wantWait: 3 * time.Second,
+		},
+		"primary limit: until x-ratelimit-reset, plus a second": {
+			method: http.MethodGet,
+			limited: step{status: 403, headers: map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000",
+				"X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}, body: `{"message":"API rate limit exceeded"}`},
+			wantWait: 47*time.Second + time.Second,
+		},
+		"primary limit on 429": {
+			method: http.MethodGet,
+			limited: step{status: 429, headers: map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000",
+				"X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}},
+			wantWait: 48 * time.Second,
+		},
+		"secondary limit without hints: a minute": {
+			method:   http.MethodGet,
+			limited:  step{status: 403, body: `{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}`},
+			wantWait: time.Minute,
+		},
+		"429 without hints: a minute": {
+			method:   http.MethodGet,
+			limited:  step{status: 429},
+			wantWait: time.Minute,
+		},
+		"a rate-limited POST is sent again: GitHub did not apply it": {
+			method:   http.MethodPost,
+			limited:  step{status: 403, headers: map[string]string{"Retry-After": "5"}},
+			wantWait: 5 * time.Second,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := newScriptedGitHub(t, tc.limited, step{status: 200, body: "done",
+				headers: map[string]string{"X-RateLimit-Remaining": "4999", "X-RateLimit-Limit": "5000"}})
+			clock, obs := newFakeClock(), &observed{}
+			tr := newTestTransport(g, clock, obs)
+			body := ""
+			if tc.method == http.MethodPost {
+				body = `{"ref":"f95f852bd8fca8fcc58a9a2d6c842781e32a215e","auto_merge":false}`
+			}
+			status, got, err := call(t, context.Background(), tr, tc.method, g.URL+"/repos/acme/shop/deployments", body)
+			if err != nil || status != 200 || got != "done" {
+				t.Fatalf("call = %d %q %v, want 200 done", status, got, err)
+			}
+			if w := clock.Waits(); !slices.Equal(w, []time.Duration{tc.wantWait}) {
+				t.Errorf("waits = %v, want [%v]", w, tc.wantWait)
+			}
+			if bodies := g.Bodies(); len(bodies) != 2 || bodies[0] != body || bodies[1] != body {
+				t.Errorf("GitHub saw %q, want the body twice", bodies)
+			}
+			want := []string{fmt.Sprintf("%s %d", tc.method, tc.limited.status), tc.method + " 200"}
+			if got := obs.Requests(); !slices.Equal(got, want) {
+				t.Errorf("observer saw %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestTransportPassesOnAForbiddenAnswer(t *testing.T) {
+	// A 403 that is not a rate limit (no headers, no secondary-limit
+	// message) is GitHub's answer; its body must reach the caller intact
+	// although the transport looked into it.
+	msg := `{"message":"Resource not accessible by integration","documentation_url":"https://docs.github.com/rest"}` + strings.Repeat(" ", 70<<10)
+	g := newScriptedGitHub(t, step{status: 403, body: msg})
+	clock, obs := newFakeClock(), &observed{}
+	status, body, err := call(t, context.Background(), newTestTransport(g, clock, obs), http.MethodGet, g.URL+"/repos/acme/shop", "")
+	if err != nil || status != 403 {
+		t.Fatalf("call = %d, %v; want 403", status, err)
+	}
+	if body != msg {
+		t.Errorf("body changed: got %d bytes, want %d", len(body), len(msg))
+	}
+	if g.Attempts() != 1 || len(clock.Waits()) != 0 {
+		t.Errorf("%d attempts and waits %v, want 1 and none", g.Attempts(), clock.Waits())
+	}
+}
+
+func TestTransportLongWaitsBecomeRateLimitedError(t *testing.T) {
+	start := newFakeClock().Now()
+	tests := map[string]struct {
+		limited   step
+		until     time.Time
+		secondary bool
+	}{
+		"Retry-After over MaxWait": {
+			limited: step{status: 429, headers: map[string]string{"Retry-After": "600"}},
+			until:   start.Add(10 * time.Minute), secondary: true,
+		},
+		"reset an hour away": {
+			limited: step{status: 403, headers: map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000",
+				"X-RateLimit-Reset": strconv.FormatInt(start.Add(time.Hour).Unix(), 10)}},
+			until: start.Add(time.Hour + time.Second),
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			g := newScriptedGitHub(t, tc.limited, step{status: 200})
+			clock, obs := newFakeClock(), &observed{}
+			_, _, err := call(t, context.Background(), newTestTransport(g, clock, obs), http.MethodGet, g.URL+"/repos/acme/shop", "")
+			var rl *githubapp.RateLimitedError
+			if !errors.As(err, &rl) {
+				t.Fatalf("error = %v, want *RateLimitedError", err)
+			}
+			if !rl.Until.Equal(tc.until) || rl.Secondary != tc.secondary || rl.Status != tc.limited.status {
+				t.Errorf("RateLimitedError = %+v, want until %v secondary %v status %d", rl, tc.until, tc.secondary, tc.limited.status)
+			}
+			if until, ok := githubapp.IsRateLimited(err); !ok || !until.Equal(tc.until) {
+				t.Errorf("IsRateLimited = %v, %v", until, ok)
+			}
+			if !strings.Contains(rl.Error(), tc.until.UTC().Format(time.RFC3339)) {
+				t.Errorf("error text %q does not say until when", rl.Error())
+			}
+			if g.Attempts() != 1 || len(clock.Waits()) != 0 {
+				t.Errorf("%d attempts, waits %v; want 1 attempt and no wait inside the call", g.Attempts(), clock.Waits())
+			}
+		})
+	}
+}
+
+func TestTransportGivesUpOnARateLimitAtTheLastAttempt(t *testing.T) {
+	g := newScriptedGitHub(t, step{status: 429, headers: map[string]string{"Retry-After": "2"}})
+	clock, obs := newFakeClock(), &observed{}
+	tr := newTestTransport(g, clock, obs)
+	_, _, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/x", "")
+	if _, ok := githubapp.IsRateLimited(err); !ok {
+		t.Fatalf("error = %v, want a rate-limit error", err)
+	}
+	if n := g.Attempts(); n != tr.MaxRetries+1 {
+		t.Errorf("%d attempts, want %d", n, tr.MaxRetries+1)
+	}
+	if w := clock.Waits(); len(w) != tr.MaxRetries || slices.ContainsFunc(w, func(d time.Duration) bool { return d != 2*time.Second }) {
+		t.Errorf("waits = %v, want %d × 2s", w, tr.MaxRetries)
+	}
+}
+
+func TestTransportBlocksWhileTheQuotaIsSpent(t *testing.T) {
+	clock, obs := newFakeClock(), &observed{}
+	reset := clock.Now().Add(20 * time.Second)
+	spent := step{status: 200, body: "last one", headers: map[string]string{"X-RateLimit-Remaining": "0",
+		"X-RateLimit-Limit": "5000", "X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10), "X-RateLimit-Resource": "core"}}
+	fresh := step{status: 200, body: "fresh", headers: map[string]string{"X-RateLimit-Remaining": "5000", "X-RateLimit-Limit": "5000"}}
+	g := newScriptedGitHub(t, spent, fresh)
+	tr := newTestTransport(g, clock, obs)
+
+	if status, body, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/a", ""); err != nil || status != 200 || body != "last one" {
+		t.Fatalf("first call = %d %q %v", status, body, err)
+	}
+	if len(clock.Waits()) != 0 {
+		t.Fatalf("the first call waited: %v", clock.Waits())
+	}
+	// The quota is known to be spent: the next call waits for the reset
+	// before it goes to GitHub.
+	if status, body, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/b", ""); err != nil || status != 200 || body != "fresh" {
+		t.Fatalf("second call = %d %q %v", status, body, err)
+	}
+	if w := clock.Waits(); !slices.Equal(w, []time.Duration{20 * time.Second}) {
+		t.Errorf("waits = %v, want [20s] (until x-ratelimit-reset)", w)
+	}
+	// A fresh quota unblocks: no more waiting.
+	if _, _, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/c", ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(clock.Waits()); n != 1 {
+		t.Errorf("waited again after the quota was renewed: %v", clock.Waits())
+	}
+	if g.Attempts() != 3 {
+		t.Errorf("%d requests reached GitHub, want 3", g.Attempts())
+	}
+	obs.mu.Lock()
+	limits := append([]string(nil), obs.limits...)
+	obs.mu.Unlock()
+	if want := []string{"core 0/5000", "core 5000/5000", "core 5000/5000"}; !slices.Equal(limits, want) {
+		t.Errorf("rate limits observed = %v, want %v", limits, want)
+	}
+}
+
+func TestTransportRefusesCallsUntilAFarReset(t *testing.T) {
+	clock, obs := newFakeClock(), &observed{}
+	reset := clock.Now().Add(40 * time.Minute)
+	g := newScriptedGitHub(t,
+		step{status: 200, headers: map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000",
+			"X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}},
+		step{status: 200, headers: map[string]string{"X-RateLimit-Remaining": "4999", "X-RateLimit-Limit": "5000"}})
+	tr := newTestTransport(g, clock, obs)
+	if _, _, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/a", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		_, _, err := call(t, context.Background(), tr, method, g.URL+"/b", `{"x":1}`)
+		until, ok := githubapp.IsRateLimited(err)
+		if !ok || !until.Equal(reset) {
+			t.Errorf("%s while the quota is spent: %v; want a rate-limit error until %v", method, err, reset)
+		}
+	}
+	if g.Attempts() != 1 {
+		t.Errorf("%d requests reached GitHub while the quota was spent, want only the first", g.Attempts())
+	}
+	// After the reset, calls go through again.
+	clock.mu.Lock()
+	clock.now = reset.Add(time.Second)
+	clock.mu.Unlock()
+	if status, _, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/c", ""); err != nil || status != 200 {
+		t.Errorf("after the reset: %d, %v", status, err)
+	}
+	if g.Attempts() != 2 {
+		t.Errorf("%d requests reached GitHub, want 2", g.Attempts())
+	}
+}
+
+func TestTransportStopsWhenTheContextEnds(t *testing.T) {
+	g := newScriptedGitHub(t, step{status: 503})
+	obs := &observed{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr := &githubapp.Transport{
+		Base: g.Client().Transport, Observer: obs, MaxRetries: 5,
+		// The caller gives up while the transport waits to retry.
+		Sleep: func(ctx context.Context, d time.Duration) error { cancel(); return ctx.Err() },
+	}
+	_, _, err := call(t, ctx, tr, http.MethodGet, g.URL+"/x", "")
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("error = %v, want context.Canceled", err)
+	}
+	if g.Attempts() != 1 {
+		t.Errorf("%d attempts after the context ended, want 1", g.Attempts())
+	}
+}
+
+func TestTransportDefaultSleepHonoursTheContext(t *testing.T) {
+	// Without an injected Sleep the transport really waits; a cancelled
+	// context must end that wait at once (a 30s Retry-After would
+	// otherwise hold the test).
+	g := newScriptedGitHub(t, step{status: 429, headers: map[string]string{"Retry-After": "30"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &githubapp.Transport{Base: &cancelAfterResponse{base: g.Client().Transport, cancel: cancel}}
+	start := time.Now()
+	_, _, err := call(t, ctx, tr, http.MethodGet, g.URL+"/x", "")
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("error = %v, want context.Canceled", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the wait ignored the cancelled context: %v", took)
+	}
+}
+
+// cancelAfterResponse cancels the request's context once the response is in.
+type cancelAfterResponse struct {
+	base   http.RoundTripper
+	cancel func()
+}
+
+func (c *cancelAfterResponse) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := c.base.RoundTrip(r)
+	if err == nil {
+		// Read the body before the context ends, so that it stays readable.
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	c.cancel()
+	return resp, err
+}
+
+func TestTransportUnblocksWhenGitHubReportsQuotaAgain(t *testing.T) {
+	// A call that was already in flight when the quota ran out comes back
+	// with quota left (the window was reset, or the limit raised): calls
+	// must flow again without waiting for the old reset time.
+	clock, obs := newFakeClock(), &observed{}
+	reset := clock.Now().Add(40 * time.Minute)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var reached sync.Map
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Store(r.URL.Path, true)
+		w.Header().Set("X-RateLimit-Limit", "5000")
+		switch r.URL.Path {
+		case "/slow":
+			close(arrived)
+			<-release
+			w.Header().Set("X-RateLimit-Remaining", "4999")
+		case "/spent":
+			w.Header().Set("X-RateLimit-Remaining", "0")
+			w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+		default:
+			w.Header().Set("X-RateLimit-Remaining", "4998")
+		}
+	}))
+	t.Cleanup(srv.Close)
+	tr := &githubapp.Transport{Base: srv.Client().Transport, Observer: obs, Sleep: clock.Sleep, Now: clock.Now}
+
+	slowDone := make(chan error, 1)
+	go func() {
+		_, _, err := call(t, context.Background(), tr, http.MethodGet, srv.URL+"/slow", "")
+		slowDone <- err
+	}()
+	<-arrived
+	if _, _, err := call(t, context.Background(), tr, http.MethodGet, srv.URL+"/spent", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := call(t, context.Background(), tr, http.MethodGet, srv.URL+"/refused", ""); err == nil {
+		t.Fatal("a call went out while the quota was known to be spent")
+	}
+	close(release)
+	if err := <-slowDone; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := call(t, context.Background(), tr, http.MethodGet, srv.URL+"/after", ""); err != nil {
+		t.Errorf("after GitHub reported quota again: %v", err)
+	}
+	if _, ok := reached.Load("/refused"); ok {
+		t.Error("the refused call reached GitHub")
+	}
+	if _, ok := reached.Load("/after"); !ok {
+		t.Error("the call after the renewal did not reach GitHub")
+	}
+	if w := clock.Waits(); len(w) != 0 {
+		t.Errorf("waited %v", w)
+	}
+}

@@ -1,0 +1,628 @@
+package githubapp_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+const hookSecret = "whsec-for-tests-only"
+
+// payload reads a GitHub example payload from testdata (see its README).
+func payload(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// rejections is a RejectionCounter that remembers what it was told.
+type rejections struct {
+	mu    sync.Mutex
+	calls [][2]string
+}
+
+func (r *rejections) WebhookRejected(event, outcome string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, [2]string{event, outcome})
+}
+
+func (r *rejections) list() [][2]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][2]string(nil), r.calls...)
+}
+
+// intake is the webhook endpoint as the service runs it: a real SQLite
+// inbox behind a real HTTP server.
+type intake struct {
+	db       *storage.DB
+	srv      *httptest.Server
+	rejected *rejections
+	notified atomic.Int64
+}
+
+func newIntake(t *testing.T) *intake {
+	t.Helper()
+	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &intake{db: db, rejected: &rejections{}}
+	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, in.rejected, func() { in.notified.Add(1) }, discardLog())
+	in.srv = httptest.NewServer(hook)
+	t.Cleanup(func() {
+		in.srv.Close()
+		db.Close()
+	})
+	return in
+}
+
+// delivery is one POST to /webhook.
+type delivery struct {
+	id, event   string
+	body        []byte
+	headers     map[string]string // set after the defaults; "" deletes
+	contentLen  int64             // 0: the body's length; -1: chunked
+	bodyReader  io.Reader         // instead of body
+	wantStatus  int
+	wantOutcome string
+}
+
+func (in *intake) post(t *testing.T, d delivery) (*http.Response, map[string]string) {
+	t.Helper()
+	var body io.Reader = bytes.NewReader(d.body)
+	if d.bodyReader != nil {
+		body = d.bodyReader
+	}
+	req, err := http.NewRequest(http.MethodPost, in.srv.URL+"/webhook", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case d.contentLen > 0:
+		req.ContentLength = d.contentLen
+	case d.contentLen < 0:
+		req.ContentLength = -1
+		req.Body = io.NopCloser(body) // hide the length: chunked
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "GitHub-Hookshot/044aadd")
+	req.Header.Set("X-GitHub-Delivery", d.id)
+	req.Header.Set("X-GitHub-Event", d.event)
+	req.Header.Set("X-Hub-Signature-256", githubapp.SignatureHeader([]byte(hookSecret), d.body))
+	for k, v := range d.headers {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := in.srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("POST /webhook: %v", err)
+	}
+	defer resp.Body.Close()
+	var msg map[string]string
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &msg); err != nil {
+		t.Errorf("answer %q is not a JSON object: %v", raw, err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("answer Content-Type = %q", ct)
+	}
+	return resp, msg
+}
+
+func (in *intake) stored(t *testing.T) []*pipeline.Delivery {
+	t.Helper()
+	list, err := in.db.ListDeliveries(context.Background(), storage.DeliveryFilter{Limit: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
+}
+
+func (in *intake) counted(t *testing.T) map[[2]string]float64 {
+	t.Helper()
+	series, err := in.db.Counters(context.Background(), storage.MetricWebhookDeliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[[2]string]float64{}
+	for _, s := range series {
+		out[[2]string{s.Labels[0], s.Labels[1]}] += s.Value
+	}
+	return out
+}
+
+func sha1Header(secret, body []byte) string {
+	m := hmac.New(sha1.New, secret)
+	m.Write(body)
+	return "sha1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
+	push := payload(t, "push.json")
+	validSig := githubapp.SignatureHeader([]byte(hookSecret), push)
+	oversized := append([]byte(`{"pad":"`), bytes.Repeat([]byte("x"), githubapp.MaxPayloadBytes)...)
+	oversized = append(oversized, `"}`...)
+	signed := func(body string) delivery {
+		return delivery{id: "d-1", event: "push", body: []byte(body)}
+	}
+
+	tests := map[string]struct {
+		d          delivery
+		status     int
+		outcome    string
+		eventLabel string
+	}{
+		"declared length over 25 MB": {
+			d:      delivery{id: "d-1", event: "push", body: oversized, contentLen: int64(len(oversized))},
+			status: http.StatusRequestEntityTooLarge, outcome: githubapp.OutcomeTooLarge, eventLabel: "push",
+		},
+		"chunked body over 25 MB": {
+			d:      delivery{id: "d-1", event: "push", body: oversized, contentLen: -1},
+			status: http.StatusRequestEntityTooLarge, outcome: githubapp.OutcomeTooLarge, eventLabel: "push",
+		},
+		"no signature": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"X-Hub-Signature-256": ""}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"only the legacy SHA-1 signature": {
+			d: delivery{id: "d-1", event: "push", body: push, headers: map[string]string{
+				"X-Hub-Signature-256": "", "X-Hub-Signature": sha1Header([]byte(hookSecret), push)}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"SHA-1 signature in the SHA-256 header": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"X-Hub-Signature-256": sha1Header([]byte(hookSecret), push)}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"signature without the sha256= prefix": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"X-Hub-Signature-256": strings.TrimPrefix(validSig, "sha256=")}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"signature not hex": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"X-Hub-Signature-256": "sha256=" + strings.Repeat("zz", 32)}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"signature too short": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"X-Hub-Signature-256": validSig[:len(validSig)-2]}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"signature with another secret": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"X-Hub-Signature-256": githubapp.SignatureHeader([]byte("not-the-secret"), push)}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"signature of another body": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"X-Hub-Signature-256": githubapp.SignatureHeader([]byte(hookSecret), append(push, ' '))}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push",
+		},
+		"bad signature of an invented event is counted as other": {
+			d:      delivery{id: "d-1", event: "invented_event", body: push, headers: map[string]string{"X-Hub-Signature-256": "sha256=00"}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "other",
+		},
+		"no delivery ID": {
+			d:      delivery{id: "", event: "push", body: push},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push",
+		},
+		"delivery ID with a space": {
+			d:      delivery{id: "d 1", event: "push", body: push},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push",
+		},
+		"delivery ID too long": {
+			d:      delivery{id: strings.Repeat("a", 101), event: "push", body: push},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push",
+		},
+		"no event": {
+			d:      delivery{id: "d-1", event: "", body: push},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "other",
+		},
+		"event with a non-ASCII letter": {
+			d:      delivery{id: "d-1", event: "pusé", body: push},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "other",
+		},
+		"form-encoded body": {
+			d: delivery{id: "d-1", event: "push", body: []byte("payload=%7B%7D"),
+				headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push",
+		},
+		"empty body":        {d: signed(""), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"truncated JSON":    {d: signed(string(push[:len(push)/2])), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"JSON array":        {d: signed(`[{"action":"created"}]`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"JSON string":       {d: signed(`"push"`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"JSON null":         {d: signed(`null`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"trailing garbage":  {d: signed(`{"ref":"refs/heads/main"} x`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"wrong field types": {d: signed(`{"installation":{"id":"one"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"ping that is not JSON": {
+			d:      delivery{id: "d-1", event: "ping", body: []byte("zen")},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "ping",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			in := newIntake(t)
+			resp, msg := in.post(t, tc.d)
+			if resp.StatusCode != tc.status {
+				t.Errorf("status = %d (%q), want %d", resp.StatusCode, msg["message"], tc.status)
+			}
+			if msg["message"] == "" {
+				t.Error("the answer does not say what is wrong")
+			}
+			if got := in.stored(t); len(got) != 0 {
+				t.Errorf("%d deliveries stored, want none: %+v", len(got), got[0])
+			}
+			if got := in.counted(t); len(got) != 0 {
+				t.Errorf("stored counters changed: %v", got)
+			}
+			want := [][2]string{{tc.eventLabel, tc.outcome}}
+			if got := in.rejected.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("rejections counted = %v, want %v", got, want)
+			}
+			if n := in.notified.Load(); n != 0 {
+				t.Errorf("worker notified %d times for a refused delivery", n)
+			}
+		})
+	}
+}
+
+// webhookHead is what the intake reads from a payload, decoded here
+// independently of the code under test.
+type webhookHead struct {
+	Action       string `json:"action"`
+	Installation struct {
+		ID int64 `json:"id"`
+	} `json:"installation"`
+	Repository struct {
+		ID       int64  `json:"id"`
+		FullName string `json:"full_name"`
+	} `json:"repository"`
+}
+
+func TestWebhookAcceptsGitHubPayloads(t *testing.T) {
+	tests := []struct {
+		file, event string
+	}{
+		{"push.json", "push"},
+		{"deployment.json", "deployment"},
+		{"deployment_status.json", "deployment_status"},
+		{"workflow_job_queued.json", "workflow_job"},
+		{"workflow_run_completed.json", "workflow_run"},
+		{"deployment_review_requested.json", "deployment_review"},
+		{"status.json", "status"},
+		{"check_suite_completed.json", "check_suite"},
+		{"check_suite_requested.json", "check_suite"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			t.Parallel()
+			in := newIntake(t)
+			body := payload(t, tc.file)
+			var head webhookHead
+			if err := json.Unmarshal(body, &head); err != nil {
+				t.Fatal(err)
+			}
+			id := "guid-" + strings.TrimSuffix(tc.file, ".json")
+			resp, msg := in.post(t, delivery{id: id, event: tc.event, body: body})
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("status = %d (%q), want 202", resp.StatusCode, msg["message"])
+			}
+			d, err := in.db.GetDelivery(context.Background(), id)
+			if err != nil {
+				t.Fatalf("the accepted delivery is not in the inbox: %v", err)
+			}
+			if d.Event != tc.event || d.Action != head.Action || d.InstallationID != head.Installation.ID ||
+				d.RepositoryID != head.Repository.ID || d.Repository != head.Repository.FullName {
+				t.Errorf("stored %s/%s inst %d repo %d %q; want %s/%s inst %d repo %d %q", d.Event, d.Action, d.InstallationID,
+					d.RepositoryID, d.Repository, tc.event, head.Action, head.Installation.ID, head.Repository.ID, head.Repository.FullName)
+			}
+			if !bytes.Equal(d.Body, body) {
+				t.Error("the stored body is not the signed body")
+			}
+			if d.State != pipeline.DeliveryPending {
+				t.Errorf("state = %s, want pending", d.State)
+			}
+			if n := len(in.stored(t)); n != 1 {
+				t.Errorf("%d deliveries stored, want 1", n)
+			}
+			want := map[[2]string]float64{{tc.event, githubapp.OutcomeAccepted}: 1}
+			if got := in.counted(t); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("counters = %v, want %v", got, want)
+			}
+			if n := in.notified.Load(); n != 1 {
+				t.Errorf("worker notified %d times, want 1", n)
+			}
+			if got := in.rejected.list(); len(got) != 0 {
+				t.Errorf("rejections counted: %v", got)
+			}
+		})
+	}
+}
+
+func TestWebhookRecordsEventsItDoesNotHandle(t *testing.T) {
+	tests := map[string]struct {
+		event, label, outcome string
+		body                  []byte
+	}{
+		"ping":                {event: "ping", label: "ping", outcome: githubapp.OutcomePing, body: payload(t, "ping.json")},
+		"known unhandled":     {event: "issues", label: "issues", outcome: githubapp.OutcomeIgnored, body: []byte(`{"action":"opened","repository":{"id":5,"full_name":"a/b"}}`)},
+		"installation":        {event: "installation", label: "installation", outcome: githubapp.OutcomeIgnored, body: []byte(`{"action":"created","installation":{"id":42}}`)},
+		"invented event name": {event: "made_up", label: "other", outcome: githubapp.OutcomeIgnored, body: []byte(`{}`)},
+		"create":              {event: "create", label: "create", outcome: githubapp.OutcomeIgnored, body: []byte(`{"ref":"v1"}`)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			in := newIntake(t)
+			var head webhookHead
+			if err := json.Unmarshal(tc.body, &head); err != nil {
+				t.Fatal(err)
+			}
+			resp, msg := in.post(t, delivery{id: "guid-" + tc.event, event: tc.event, body: tc.body,
+				headers: map[string]string{"Content-Type": "application/json; charset=utf-8"}})
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status = %d (%q), want 200", resp.StatusCode, msg["message"])
+			}
+			if msg["message"] != tc.outcome {
+				t.Errorf("message = %q, want %q", msg["message"], tc.outcome)
+			}
+			list := in.stored(t)
+			if len(list) != 1 {
+				t.Fatalf("%d deliveries stored, want 1 (recorded as ignored)", len(list))
+			}
+			d, err := in.db.GetDelivery(context.Background(), "guid-"+tc.event)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.State != pipeline.DeliveryIgnored || d.Event != tc.event || d.Repository != head.Repository.FullName ||
+				d.InstallationID != head.Installation.ID {
+				t.Errorf("stored %+v", d)
+			}
+			if d.Body != nil {
+				t.Errorf("an ignored delivery keeps its body (%d bytes)", len(d.Body))
+			}
+			next, err := in.db.NextDeliveries(context.Background(), d.ReceivedAt, nil, 10)
+			if err != nil || len(next) != 0 {
+				t.Errorf("an ignored delivery is work for the worker: %v, %v", next, err)
+			}
+			want := map[[2]string]float64{{tc.label, tc.outcome}: 1}
+			if got := in.counted(t); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("counters = %v, want %v", got, want)
+			}
+			if n := in.notified.Load(); n != 0 {
+				t.Errorf("worker notified %d times for an ignored event", n)
+			}
+		})
+	}
+}
+
+func TestWebhookRedeliveryIsStoredOnce(t *testing.T) {
+	in := newIntake(t)
+	body := payload(t, "push.json")
+	d := delivery{id: "72d3162e-cc78-11e3-81ab-4c9367dc0958", event: "push", body: body}
+
+	resp, _ := in.post(t, d)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("first delivery: status %d, want 202", resp.StatusCode)
+	}
+	for i := range 2 {
+		resp, msg := in.post(t, d)
+		if resp.StatusCode != http.StatusOK || msg["message"] != githubapp.OutcomeDuplicate {
+			t.Errorf("redelivery %d: status %d %q, want 200 %q", i+1, resp.StatusCode, msg["message"], githubapp.OutcomeDuplicate)
+		}
+	}
+	if n := len(in.stored(t)); n != 1 {
+		t.Errorf("%d deliveries stored, want 1", n)
+	}
+	want := map[[2]string]float64{{"push", githubapp.OutcomeAccepted}: 1, {"push", githubapp.OutcomeDuplicate}: 2}
+	if got := in.counted(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("counters = %v, want %v", got, want)
+	}
+	if n := in.notified.Load(); n != 1 {
+		t.Errorf("worker notified %d times, want once", n)
+	}
+}
+
+func TestWebhookAnswers503WhenTheInboxCannotCommit(t *testing.T) {
+	in := newIntake(t)
+	in.db.Close() // Accept now fails: nothing can be stored
+	resp, msg := in.post(t, delivery{id: "d-1", event: "push", body: payload(t, "push.json")})
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("status = %d (%q), want 503 so that the delivery counts as failed", resp.StatusCode, msg["message"])
+	}
+	want := [][2]string{{"push", githubapp.OutcomeUnavailable}}
+	if got := in.rejected.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rejections = %v, want %v", got, want)
+	}
+	if n := in.notified.Load(); n != 0 {
+		t.Errorf("worker notified %d times", n)
+	}
+}
+
+func TestWebhookConcurrentDistinctDeliveries(t *testing.T) {
+	in := newIntake(t)
+	body := payload(t, "deployment_status.json")
+	const n = 100
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := in.post(t, delivery{id: fmt.Sprintf("guid-%03d", i), event: "deployment_status", body: body})
+			statuses <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != http.StatusAccepted {
+			t.Errorf("status %d, want 202", s)
+		}
+	}
+	list := in.stored(t)
+	seen := map[string]int{}
+	for _, d := range list {
+		seen[d.ID]++
+	}
+	for i := range n {
+		if id := fmt.Sprintf("guid-%03d", i); seen[id] != 1 {
+			t.Errorf("%s stored %d times", id, seen[id])
+		}
+	}
+	if len(list) != n {
+		t.Errorf("%d rows, want %d", len(list), n)
+	}
+	want := map[[2]string]float64{{"deployment_status", githubapp.OutcomeAccepted}: n}
+	if got := in.counted(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("counters = %v, want %v", got, want)
+	}
+	if got := in.notified.Load(); got != n {
+		t.Errorf("worker notified %d times, want %d", got, n)
+	}
+}
+
+func TestWebhookConcurrentCopiesOfOneDelivery(t *testing.T) {
+	in := newIntake(t)
+	body := payload(t, "workflow_job_queued.json")
+	const n = 50
+	statuses := make(chan int, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := in.post(t, delivery{id: "one-guid", event: "workflow_job", body: body})
+			statuses <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[http.StatusAccepted] != 1 || count[http.StatusOK] != n-1 {
+		t.Errorf("answers = %v, want one 202 and %d 200", count, n-1)
+	}
+	if list := in.stored(t); len(list) != 1 || !bytes.Equal(mustGet(t, in.db, "one-guid").Body, body) {
+		t.Errorf("%d rows stored, want 1 with the body", len(list))
+	}
+	want := map[[2]string]float64{{"workflow_job", githubapp.OutcomeAccepted}: 1, {"workflow_job", githubapp.OutcomeDuplicate}: n - 1}
+	if got := in.counted(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("counters = %v, want %v", got, want)
+	}
+	if got := in.notified.Load(); got != 1 {
+		t.Errorf("worker notified %d times, want 1", got)
+	}
+}
+
+func mustGet(t *testing.T, db *storage.DB, id string) *pipeline.Delivery {
+	t.Helper()
+	d, err := db.GetDelivery(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestVerifySignature(t *testing.T) {
+	// GitHub's documented test vector ("Validating webhook deliveries").
+	secret := []byte("It's a Secret to Everybody")
+	body := []byte("Hello, World!")
+	const vector = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+	if got := githubapp.SignatureHeader(secret, body); got != vector {
+		t.Errorf("SignatureHeader = %s, want GitHub's %s", got, vector)
+	}
+	tests := map[string]struct {
+		secret []byte
+		header string
+		body   []byte
+		ok     bool
+	}{
+		"GitHub's test vector":        {secret, vector, body, true},
+		"upper-case hex digest":       {secret, "sha256=" + strings.ToUpper(strings.TrimPrefix(vector, "sha256=")), body, true},
+		"other body":                  {secret, vector, []byte("Hello, World?"), false},
+		"body with a trailing space":  {secret, vector, []byte("Hello, World! "), false},
+		"other secret":                {[]byte("It's a Secret to Everybody!"), vector, body, false},
+		"empty header":                {secret, "", body, false},
+		"no prefix":                   {secret, strings.TrimPrefix(vector, "sha256="), body, false},
+		"upper-case prefix":           {secret, "SHA256=" + strings.TrimPrefix(vector, "sha256="), body, false},
+		"sha1 prefix":                 {secret, "sha1=" + strings.TrimPrefix(vector, "sha256="), body, false},
+		"SHA-1 signature":             {secret, sha1Header(secret, body), body, false},
+		"not hex":                     {secret, "sha256=" + strings.Repeat("g", 64), body, false},
+		"one byte short":              {secret, vector[:len(vector)-2], body, false},
+		"one byte long":               {secret, vector + "00", body, false},
+		"last digit changed":          {secret, vector[:len(vector)-1] + "6", body, false},
+		"whitespace around":           {secret, " " + vector, body, false},
+		"no secret configured":        {nil, githubapp.SignatureHeader(nil, body), body, false},
+		"empty secret configured":     {[]byte{}, githubapp.SignatureHeader([]byte{}, body), body, false},
+		"empty body, right signature": {secret, githubapp.SignatureHeader(secret, nil), nil, true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := githubapp.VerifySignature(tc.secret, tc.header, tc.body)
+			if (err == nil) != tc.ok {
+				t.Errorf("VerifySignature = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && strings.Contains(err.Error(), string(secret)) {
+				t.Errorf("error %q reveals the secret", err)
+			}
+		})
+	}
+}
+
+// unreadable is a body that must not be read.
+type unreadable struct{ reads atomic.Int64 }
+
+func (u *unreadable) Read(p []byte) (int, error) {
+	u.reads.Add(1)
+	return 0, io.ErrUnexpectedEOF
+}
+
+func TestWebhookRefusesADeclaredOversizeBodyWithoutReadingIt(t *testing.T) {
+	db := openStore(t)
+	rejected := &rejections{}
+	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, rejected, nil, discardLog())
+	body := &unreadable{}
+	req := httptest.NewRequest(http.MethodPost, "/webhook", body)
+	req.ContentLength = githubapp.MaxPayloadBytes + 1
+	req.Header.Set("X-GitHub-Delivery", "d-1")
+	req.Header.Set("X-GitHub-Event", "push")
+	rec := httptest.NewRecorder()
+	hook.ServeHTTP(rec, req)
+	if rec.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("status = %d, want 413", rec.Code)
+	}
+	if n := body.reads.Load(); n != 0 {
+		t.Errorf("the body was read %d times before refusing it", n)
+	}
+	if got, want := rejected.list(), [][2]string{{"push", githubapp.OutcomeTooLarge}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("rejections = %v, want %v", got, want)
+	}
+}
