@@ -161,7 +161,20 @@ func TestNextAttemptAt(t *testing.T) {
 	if next, err := db.NextAttemptAt(ctx); err != nil || !next.Equal(later) {
 		t.Errorf("NextAttemptAt = %v, %v; want %v", next, err, later)
 	}
+	// A delivery behind the one that waits is not due before it: it
+	// does not make the worker wake up earlier.
+	acceptDelivery(t, db, pendingDelivery("behind", "a/b"))
+	if next, err := db.NextAttemptAt(ctx); err != nil || !next.Equal(later) {
+		t.Errorf("with a delivery queued behind: NextAttemptAt = %v, %v; want %v", next, err, later)
+	}
 	if err := db.FinishDelivery(ctx, d.Seq, ""); err != nil {
+		t.Fatal(err)
+	}
+	if next, err := db.NextAttemptAt(ctx); err != nil || !next.Equal(inboxT0) {
+		t.Errorf("head finished: NextAttemptAt = %v, %v; want %v", next, err, inboxT0)
+	}
+	behind, _ := db.GetDelivery(ctx, "behind")
+	if err := db.FinishDelivery(ctx, behind.Seq, ""); err != nil {
 		t.Fatal(err)
 	}
 	if next, err := db.NextAttemptAt(ctx); err != nil || !next.IsZero() {
