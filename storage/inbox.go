@@ -15,14 +15,14 @@ import (
 var ErrNotFound = errors.New("not found")
 
 const deliveryColumns = `seq, delivery_id, event, action, installation_id, repository_id, repository,
-	received_at, body, state, attempts, next_attempt_at, last_error, finished_at, note`
+	received_at, state, attempts, next_attempt_at, last_error, finished_at, note, body`
 
 func scanDelivery(row interface{ Scan(...any) error }) (*pipeline.Delivery, error) {
 	var d pipeline.Delivery
 	var received, next, finished int64
 	var state string
 	if err := row.Scan(&d.Seq, &d.ID, &d.Event, &d.Action, &d.InstallationID, &d.RepositoryID, &d.Repository,
-		&received, &d.Body, &state, &d.Attempts, &next, &d.LastError, &finished, &d.Note); err != nil {
+		&received, &state, &d.Attempts, &next, &d.LastError, &finished, &d.Note, &d.Body); err != nil {
 		return nil, err
 	}
 	d.ReceivedAt, d.NextAttemptAt, d.FinishedAt = fromMillis(received), fromMillis(next), fromMillis(finished)
@@ -35,26 +35,53 @@ func scanDelivery(row interface{ Scan(...any) error }) (*pipeline.Delivery, erro
 // repository is not in busy. Deliveries of one repository are therefore
 // handled one at a time, in order of arrival.
 func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries d
-		WHERE d.state = 'pending'
-		  AND d.seq = (SELECT MIN(seq) FROM deliveries p WHERE p.state = 'pending' AND p.repository = d.repository)
-		  AND d.next_attempt_at <= ?
-		ORDER BY d.seq`, millis(now))
+	// The heads of the queues, from the partial index of pending deliveries
+	// alone: the cost does not grow with the history.
+	rows, err := db.read.QueryContext(ctx, `SELECT repository, MIN(seq) FROM deliveries WHERE state = 'pending'
+		GROUP BY repository ORDER BY 2`)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
+	var heads []any
+	for rows.Next() {
+		var repo string
+		var seq int64
+		if err := rows.Scan(&repo, &seq); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if !busy[repo] {
+			heads = append(heads, seq)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(heads) == 0 {
+		return nil, err
+	}
 	var out []*pipeline.Delivery
-	for rows.Next() && len(out) < limit {
-		d, err := scanDelivery(rows)
+	for len(heads) > 0 && len(out) < limit {
+		chunk := heads[:min(len(heads), 200)]
+		heads = heads[len(chunk):]
+		rows, err := db.read.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries
+			WHERE seq IN (?`+strings.Repeat(",?", len(chunk)-1)+`) AND state = 'pending' AND next_attempt_at <= ?
+			ORDER BY seq`, append(chunk, millis(now))...)
 		if err != nil {
 			return nil, err
 		}
-		if !busy[d.Repository] {
+		for rows.Next() && len(out) < limit {
+			d, err := scanDelivery(rows)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
 			out = append(out, d)
 		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // NextAttemptAt is when the first of the deliveries at the head of a
@@ -62,8 +89,8 @@ func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[string
 // (A delivery behind one waiting for its retry waits too.)
 func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
 	var next sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT MIN(d.next_attempt_at) FROM deliveries d WHERE d.state = 'pending'
-		AND d.seq = (SELECT MIN(seq) FROM deliveries p WHERE p.state = 'pending' AND p.repository = d.repository)`).Scan(&next)
+	err := db.read.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM deliveries WHERE seq IN
+		(SELECT MIN(seq) FROM deliveries WHERE state = 'pending' GROUP BY repository)`).Scan(&next)
 	if err != nil || !next.Valid {
 		return time.Time{}, err
 	}
@@ -147,7 +174,7 @@ func (db *DB) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	q := `SELECT ` + strings.Replace(deliveryColumns, "body,", "NULL,", 1) + ` FROM deliveries`
+	q := `SELECT ` + strings.Replace(deliveryColumns, ", body", ", NULL", 1) + ` FROM deliveries`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -177,24 +204,18 @@ func (db *DB) GetDelivery(ctx context.Context, deliveryID string) (*pipeline.Del
 	return d, err
 }
 
-// InboxStats counts deliveries by state, for metrics and readiness.
+// InboxStats counts pending and dead deliveries, for metrics and readiness.
 func (db *DB) InboxStats(ctx context.Context) (map[pipeline.DeliveryState]int64, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT state, COUNT(*) FROM deliveries
-		WHERE state IN ('pending', 'dead') GROUP BY state`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[pipeline.DeliveryState]int64{pipeline.DeliveryPending: 0, pipeline.DeliveryDead: 0}
-	for rows.Next() {
-		var s string
+	out := map[pipeline.DeliveryState]int64{}
+	for _, st := range []pipeline.DeliveryState{pipeline.DeliveryPending, pipeline.DeliveryDead} {
 		var n int64
-		if err := rows.Scan(&s, &n); err != nil {
+		// One query per state, so each is answered from its partial index.
+		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE state = ?`, string(st)).Scan(&n); err != nil {
 			return nil, err
 		}
-		out[pipeline.DeliveryState(s)] = n
+		out[st] = n
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // KnownDeliveries reports which of the given delivery IDs are in the inbox.

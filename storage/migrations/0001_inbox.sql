@@ -9,17 +9,19 @@ CREATE TABLE deliveries (
     repository_id   INTEGER NOT NULL DEFAULT 0,
     repository      TEXT    NOT NULL DEFAULT '',
     received_at     INTEGER NOT NULL,                  -- unix milliseconds
-    body            BLOB,                              -- raw signed body; NULL once pruned
     state           TEXT    NOT NULL CHECK (state IN ('pending', 'done', 'ignored', 'dead')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT    NOT NULL DEFAULT '',
     finished_at     INTEGER NOT NULL DEFAULT 0,
-    note            TEXT    NOT NULL DEFAULT '' -- what handling concluded, e.g. why it was ignored
+    note            TEXT    NOT NULL DEFAULT '',       -- what handling concluded, e.g. why it was ignored
+    body            BLOB                               -- raw signed body; NULL once pruned. Last: reading
+                                                       -- the columns before it never touches its pages.
 );
 
 -- The worker's queue: pending deliveries in arrival order per repository.
 CREATE INDEX deliveries_pending ON deliveries (repository, seq) WHERE state = 'pending';
+CREATE INDEX deliveries_dead ON deliveries (seq) WHERE state = 'dead';
 CREATE INDEX deliveries_received ON deliveries (received_at);
 
 -- Monotonic counters that must survive restarts (exposed on /metrics).
