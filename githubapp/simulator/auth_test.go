@@ -50,7 +50,7 @@ func TestAppJWT(t *testing.T) {
 	}
 	tok := r.json(t)
 	exp, err := time.Parse(time.RFC3339, tok["expires_at"].(string))
-	if err != nil || exp.Sub(time.Now()) < 59*time.Minute || exp.Sub(time.Now()) > time.Hour {
+	if err != nil || time.Until(exp) < 59*time.Minute || time.Until(exp) > time.Hour {
 		t.Errorf("expires_at %v", tok["expires_at"])
 	}
 	if tok["repository_selection"] != "all" || tok["permissions"].(map[string]any)["deployments"] != "write" {

@@ -105,11 +105,8 @@ func (s *Simulator) review(repo string, runID int64, env, login, comment string,
 		g.review = "approved"
 	}
 	s.st.enqueueReviewed(rp, g.job, g, s.st.accountFor(login), approve, comment)
+	ru.wakeLocked()
 	s.notifyLocked()
-	select {
-	case ru.wake <- struct{}{}:
-	default:
-	}
 	return nil
 }
 
@@ -185,10 +182,7 @@ func (s *Simulator) handleReviewProtectionRule(w http.ResponseWriter, r *http.Re
 	if hasState {
 		g.rule, g.ruleComment = state, comment
 		g.job.logf(s.clock(), "Deployment protection rule %s %s: %s", s.opts.AppSlug, state, comment)
-		select {
-		case ru.wake <- struct{}{}:
-		default:
-		}
+		ru.wakeLocked()
 	}
 	s.notifyLocked()
 	w.WriteHeader(http.StatusNoContent)

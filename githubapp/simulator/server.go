@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -310,11 +309,4 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func pathID(r *http.Request, name string) (int64, bool) {
 	v, err := strconv.ParseInt(r.PathValue(name), 10, 64)
 	return v, err == nil
-}
-
-func queryURL(base string, q url.Values) string {
-	if len(q) == 0 {
-		return base
-	}
-	return base + "?" + q.Encode()
 }

@@ -61,8 +61,6 @@ type account struct {
 	login string
 	id    int64
 	typ   string // User, Organization or Bot
-	name  string
-	email string
 }
 
 type installation struct {

@@ -470,6 +470,16 @@ func (s *Simulator) awaitGate(ru *run, g *gate, policy ReviewPolicy) bool {
 	}
 }
 
+// wakeLocked tells the run's player that a decision arrived. The run counts
+// as busy (not Idle) until the player has looked at it. Call with s.mu held.
+func (ru *run) wakeLocked() {
+	ru.blocked = false
+	select {
+	case ru.wake <- struct{}{}:
+	default:
+	}
+}
+
 // CancelRun cancels a workflow run, as the "Cancel workflow" button does.
 func (s *Simulator) CancelRun(repo string, runID int64) error {
 	s.mu.Lock()
@@ -482,6 +492,8 @@ func (s *Simulator) CancelRun(repo string, runID int64) error {
 		return fmt.Errorf("simulator: run %d already completed", runID)
 	}
 	ru.cancel()
+	ru.blocked = false
+	s.notifyLocked()
 	return nil
 }
 
