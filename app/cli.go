@@ -122,12 +122,22 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	repo := fs.String("repo", "", "only deliveries of this repository (owner/name)")
 	limit := fs.Int("limit", 50, "how many, newest first")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage // the flag package has printed the problem and the usage
 	}
 	switch s := pipeline.DeliveryState(*state); s {
 	case "", pipeline.DeliveryPending, pipeline.DeliveryDone, pipeline.DeliveryIgnored, pipeline.DeliveryDead:
 	default:
-		return fmt.Errorf("--state %q: use pending, done, ignored or dead", *state)
+		fmt.Fprintf(stderr, "lastmile deliveries: --state %q: use pending, done, ignored or dead\n", *state)
+		return errUsage
+	}
+	// Usage is checked before the database is opened, so that a wrong
+	// command line is a usage error (exit 2) wherever it runs.
+	if fs.NArg() > 0 && (fs.Arg(0) != "retry" || fs.NArg() != 2) {
+		fs.Usage()
+		return errUsage
 	}
 	db, err := openExisting(ctx, *path)
 	if err != nil {
@@ -136,10 +146,6 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	defer db.Close()
 
 	if fs.NArg() > 0 {
-		if fs.Arg(0) != "retry" || fs.NArg() != 2 {
-			fs.Usage()
-			return errUsage
-		}
 		d, err := db.RetryDelivery(ctx, fs.Arg(1))
 		if err != nil {
 			return err

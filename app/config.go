@@ -51,8 +51,9 @@ type Config struct {
 	ContextsTimeout    time.Duration
 	ShutdownTimeout    time.Duration
 
-	// Parsed from PrivateKey or PrivateKeyFile by Load.
-	Key *rsa.PrivateKey
+	// Parsed from PrivateKey or PrivateKeyFile by Load. Never encoded: a
+	// JSON log handler would print the private exponent and primes.
+	Key *rsa.PrivateKey `json:"-"`
 }
 
 // setting describes one configuration value: its variable, its flag, its

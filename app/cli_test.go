@@ -1,0 +1,350 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/app"
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// cliDB seeds a database through the storage API: a done push, an ignored
+// ping, a pending retry, and two dead deliveries of different repositories.
+func cliDB(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	seed := []struct {
+		d     pipeline.Delivery
+		state pipeline.DeliveryState
+		err   string
+	}{
+		{pipeline.Delivery{ID: "guid-done", Event: "push", Repository: "acme/shop"}, pipeline.DeliveryDone, ""},
+		{pipeline.Delivery{ID: "guid-ping", Event: "ping", State: pipeline.DeliveryIgnored}, pipeline.DeliveryIgnored, ""},
+		{pipeline.Delivery{ID: "guid-retry", Event: "deployment_status", Action: "created", Repository: "acme/shop"}, pipeline.DeliveryPending, "GitHub answered 502"},
+		{pipeline.Delivery{ID: "guid-dead-1", Event: "push", Repository: "acme/shop"}, pipeline.DeliveryDead, "malformed payload: push: unexpected end of JSON input"},
+		{pipeline.Delivery{ID: "guid-dead-2", Event: "workflow_run", Action: "completed", Repository: "acme/api"}, pipeline.DeliveryDead, "handler panic: boom"},
+	}
+	for _, s := range seed {
+		d := s.d
+		d.Body = []byte(`{"seeded":true}`)
+		if d.State == "" {
+			d.State = pipeline.DeliveryPending
+		}
+		if _, err := db.Accept(ctx, &d, d.Event, "accepted"); err != nil {
+			t.Fatal(err)
+		}
+		switch s.state {
+		case pipeline.DeliveryDone:
+			err = db.FinishDelivery(ctx, d.Seq, "")
+		case pipeline.DeliveryPending:
+			err = db.FailDelivery(ctx, d.Seq, s.err, time.Now().Add(time.Hour), false)
+		case pipeline.DeliveryDead:
+			err = db.FailDelivery(ctx, d.Seq, s.err, time.Now(), true)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return path
+}
+
+// runCLI runs lastmile with args and an environment, capturing its output.
+func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = app.Main(context.Background(), args, getenvFrom(env), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// listed returns the delivery IDs in the table printed by `deliveries`.
+func listed(t *testing.T, stdout string) []string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "RECEIVED") {
+		t.Fatalf("no table header in %q", stdout)
+	}
+	var ids []string
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) < 4 {
+			t.Fatalf("short line %q", l)
+		}
+		ids = append(ids, f[2]) // date, time, delivery, ...
+	}
+	return ids
+}
+
+func TestDeliveriesCommandLists(t *testing.T) {
+	path := cliDB(t)
+	tests := map[string]struct {
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		"all, newest first, database from the flag": {
+			args: []string{"deliveries", "--database", path},
+			want: []string{"guid-dead-2", "guid-dead-1", "guid-retry", "guid-ping", "guid-done"},
+		},
+		"database from LASTMILE_DATABASE": {
+			env: map[string]string{"LASTMILE_DATABASE": path}, args: []string{"deliveries"},
+			want: []string{"guid-dead-2", "guid-dead-1", "guid-retry", "guid-ping", "guid-done"},
+		},
+		"the flag wins over the environment": {
+			env:  map[string]string{"LASTMILE_DATABASE": filepath.Join(t.TempDir(), "other.db")},
+			args: []string{"deliveries", "--database=" + path, "--limit", "1"},
+			want: []string{"guid-dead-2"},
+		},
+		"dead only": {
+			args: []string{"deliveries", "--database", path, "--state", "dead"},
+			want: []string{"guid-dead-2", "guid-dead-1"},
+		},
+		"one repository": {
+			args: []string{"deliveries", "--database", path, "--repo", "acme/shop"},
+			want: []string{"guid-dead-1", "guid-retry", "guid-done"},
+		},
+		"state and repository": {
+			args: []string{"deliveries", "--database", path, "--repo", "acme/shop", "--state", "dead"},
+			want: []string{"guid-dead-1"},
+		},
+		"limit": {
+			args: []string{"deliveries", "--database", path, "--limit", "2"},
+			want: []string{"guid-dead-2", "guid-dead-1"},
+		},
+		"nothing matches": {
+			args: []string{"deliveries", "--database", path, "--repo", "acme/none"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, tc.env, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+			got := listed(t, stdout)
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("listed %v, want %v\n%s", got, tc.want, stdout)
+			}
+		})
+	}
+
+	t.Run("details", func(t *testing.T) {
+		_, stdout, _ := runCLI(t, nil, "deliveries", "--database", path)
+		for _, want := range []string{
+			"deployment_status.created", "workflow_run.completed", // event.action
+			"retry at ", "GitHub answered 502", // a pending retry says when
+			"malformed payload", "handler panic: boom", // why it is dead
+			"dead", "pending", "ignored", "done",
+		} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("listing lacks %q:\n%s", want, stdout)
+			}
+		}
+		for _, l := range strings.Split(stdout, "\n") {
+			if strings.Contains(l, "guid-ping") && !strings.Contains(l, " - ") {
+				t.Errorf("a delivery without a repository should show -: %q", l)
+			}
+		}
+	})
+}
+
+func TestDeliveriesRetry(t *testing.T) {
+	ctx := context.Background()
+	path := cliDB(t)
+
+	code, stdout, stderr := runCLI(t, nil, "deliveries", "--database", path, "retry", "guid-dead-2")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(stdout, "guid-dead-2") || !strings.Contains(stdout, "queued again") {
+		t.Errorf("stdout %q should say which delivery is queued again", stdout)
+	}
+
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d, err := db.GetDelivery(ctx, "guid-dead-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != pipeline.DeliveryPending || d.Attempts != 0 {
+		t.Errorf("after retry: state %s, attempts %d; want pending, 0", d.State, d.Attempts)
+	}
+	next, err := db.NextDeliveries(ctx, time.Now().Add(time.Second), nil, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, n := range next {
+		found = found || n.ID == "guid-dead-2"
+	}
+	if !found {
+		t.Error("the retried delivery is not work for the worker")
+	}
+	other, _ := db.GetDelivery(ctx, "guid-dead-1")
+	if other.State != pipeline.DeliveryDead {
+		t.Errorf("another dead delivery changed: %s", other.State)
+	}
+}
+
+func TestDeliveriesCommandErrors(t *testing.T) {
+	path := cliDB(t)
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	tests := map[string]struct {
+		args       []string
+		code       int
+		stderrHas  []string
+		stdoutNone bool
+	}{
+		"retry an unknown ID": {
+			args: []string{"deliveries", "--database", path, "retry", "no-such-guid"}, code: 1,
+			stderrHas: []string{"no-such-guid", "not found"},
+		},
+		"retry a delivery that is not dead": {
+			args: []string{"deliveries", "--database", path, "retry", "guid-retry"}, code: 1,
+			stderrHas: []string{"guid-retry", "only dead deliveries"},
+		},
+		"retry a done delivery": {
+			args: []string{"deliveries", "--database", path, "retry", "guid-done"}, code: 1,
+			stderrHas: []string{"guid-done", "done"},
+		},
+		"missing database": {
+			args: []string{"deliveries", "--database", missing}, code: 1,
+			stderrHas: []string{missing},
+		},
+		"retry in a missing database": {
+			args: []string{"deliveries", "--database", missing, "retry", "guid-dead-1"}, code: 1,
+			stderrHas: []string{missing},
+		},
+		"retry without an ID": {
+			args: []string{"deliveries", "--database", path, "retry"}, code: 2,
+			stderrHas: []string{"Usage: lastmile deliveries"},
+		},
+		"retry without an ID, no database": {
+			args: []string{"deliveries", "--database", missing, "retry"}, code: 2,
+			stderrHas: []string{"Usage: lastmile deliveries"},
+		},
+		"retry with two IDs": {
+			args: []string{"deliveries", "--database", path, "retry", "guid-dead-1", "guid-dead-2"}, code: 2,
+			stderrHas: []string{"Usage: lastmile deliveries"},
+		},
+		"unknown subcommand": {
+			args: []string{"deliveries", "--database", path, "purge", "guid-dead-1"}, code: 2,
+			stderrHas: []string{"Usage: lastmile deliveries"},
+		},
+		"unknown flag": {
+			args: []string{"deliveries", "--database", path, "--colour"}, code: 2,
+			stderrHas: []string{"colour", "Usage: lastmile deliveries"},
+		},
+		"limit not a number": {
+			args: []string{"deliveries", "--database", path, "--limit", "ten"}, code: 2,
+			stderrHas: []string{"limit"},
+		},
+		"unknown state": {
+			args: []string{"deliveries", "--database", path, "--state", "archived"}, code: 2,
+			stderrHas: []string{"archived", "pending, done, ignored or dead"},
+		},
+		"no command": {
+			args: nil, code: 2, stderrHas: []string{"Usage:", "lastmile deliveries retry ID"},
+		},
+		"unknown command": {
+			args: []string{"deploy"}, code: 2, stderrHas: []string{`unknown command "deploy"`},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			before := dbState(t, path)
+			code, stdout, stderr := runCLI(t, nil, tc.args...)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d (stdout %q, stderr %q)", code, tc.code, stdout, stderr)
+			}
+			for _, want := range tc.stderrHas {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr %q should contain %q", stderr, want)
+				}
+			}
+			if strings.Contains(stdout, "queued again") {
+				t.Errorf("stdout claims success: %q", stdout)
+			}
+			if after := dbState(t, path); after != before {
+				t.Errorf("the database changed:\n%s\n%s", before, after)
+			}
+			if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a missing database was created (stat: %v)", err)
+			}
+		})
+	}
+}
+
+// dbState summarises every delivery's state and attempts.
+func dbState(t *testing.T, path string) string {
+	t.Helper()
+	db, err := storage.OpenExisting(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	list, err := db.ListDeliveries(context.Background(), storage.DeliveryFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, d := range list {
+		fmt.Fprintf(&b, "%s:%s:%d ", d.ID, d.State, d.Attempts)
+	}
+	return b.String()
+}
+
+func TestMainHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
+		code, stdout, _ := runCLI(t, nil, args...)
+		if code != 0 || !strings.Contains(stdout, "lastmile deliveries retry ID") {
+			t.Errorf("%v: exit %d, stdout %q", args, code, stdout)
+		}
+	}
+	code, stdout, _ := runCLI(t, nil, "version")
+	if code != 0 || strings.TrimSpace(stdout) != "lastmile "+app.Version {
+		t.Errorf("version: exit %d, stdout %q", code, stdout)
+	}
+	code, _, stderr := runCLI(t, nil, "deliveries", "--help")
+	if code != 0 || !strings.Contains(stderr, "Usage: lastmile deliveries") {
+		t.Errorf("deliveries --help: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestServeRefusesABadConfiguration(t *testing.T) {
+	// serve stops before opening anything when the configuration is wrong,
+	// with the one message that lists the problems, and exit code 2.
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "serve.db")
+	code, stdout, stderr := runCLI(t, map[string]string{"LASTMILE_DATABASE": dbPath, "LASTMILE_APP_ID": "x"}, "serve")
+	if code != 2 {
+		t.Errorf("exit %d, want 2", code)
+	}
+	for _, want := range []string{"LASTMILE_WEBHOOK_SECRET", "LASTMILE_APP_ID", "LASTMILE_PRIVATE_KEY", "lastmile serve --help"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q", stdout)
+	}
+	if _, err := os.Stat(dbPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("serve created the database despite the bad configuration (stat: %v)", err)
+	}
+}

@@ -1,0 +1,475 @@
+package app_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/app"
+)
+
+// testKeys are generated once: an RSA key as GitHub issues it (PKCS#1),
+// the same key in PKCS#8, and keys that are not RSA.
+type testKeys struct {
+	rsa              *rsa.PrivateKey
+	pkcs1, pkcs8     string
+	ecPKCS8, ecSEC1  string
+	certificate      string
+	corruptRSA       string
+	pkcs1Base64Lines []string // the key material as it appears in the PEM
+}
+
+var keysOnce = sync.OnceValues(func() (*testKeys, error) {
+	k := &testKeys{}
+	var err error
+	if k.rsa, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+		return nil, err
+	}
+	k.pkcs1 = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k.rsa)}))
+	der, err := x509.MarshalPKCS8PrivateKey(k.rsa)
+	if err != nil {
+		return nil, err
+	}
+	k.pkcs8 = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if der, err = x509.MarshalPKCS8PrivateKey(ec); err != nil {
+		return nil, err
+	}
+	k.ecPKCS8 = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	if der, err = x509.MarshalECPrivateKey(ec); err != nil {
+		return nil, err
+	}
+	k.ecSEC1 = string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	k.certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not really")}))
+	k.corruptRSA = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k.rsa)[:200]}))
+	for _, line := range strings.Split(k.pkcs1, "\n") {
+		if len(line) == 64 {
+			k.pkcs1Base64Lines = append(k.pkcs1Base64Lines, line)
+		}
+	}
+	return k, nil
+})
+
+func keys(t *testing.T) *testKeys {
+	t.Helper()
+	k, err := keysOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+const (
+	webhookSecret = "whsec-TOPSECRET-webhook-0001"
+	apiToken      = "apitoken-TOPSECRET-0002-long-enough"
+)
+
+// validEnv is a complete, valid environment.
+func validEnv(t *testing.T) map[string]string {
+	return map[string]string{
+		"LASTMILE_WEBHOOK_SECRET": webhookSecret,
+		"LASTMILE_APP_ID":         "12345",
+		"LASTMILE_PRIVATE_KEY":    keys(t).pkcs1,
+	}
+}
+
+func getenvFrom(env map[string]string) func(string) string {
+	return func(k string) string { return env[k] }
+}
+
+func load(t *testing.T, env map[string]string, args ...string) (*app.Config, error, string) {
+	t.Helper()
+	var usage bytes.Buffer
+	cfg, err := app.LoadConfig(args, getenvFrom(env), &usage)
+	return cfg, err, usage.String()
+}
+
+func TestLoadConfigDefaults(t *testing.T) {
+	cfg, err, _ := load(t, validEnv(t))
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	// The defaults the product specification promises.
+	if cfg.Listen != ":8080" || cfg.Database != "lastmile.db" || cfg.GitHubURL != "https://api.github.com/" {
+		t.Errorf("listen %q, database %q, GitHub URL %q; want the documented defaults", cfg.Listen, cfg.Database, cfg.GitHubURL)
+	}
+	if cfg.AppID != 12345 || cfg.WebhookSecret.Reveal() != webhookSecret || cfg.APIToken.Reveal() != "" {
+		t.Errorf("app ID %d, secret %q, API token %q", cfg.AppID, cfg.WebhookSecret.Reveal(), cfg.APIToken.Reveal())
+	}
+	if cfg.Key == nil || !cfg.Key.Equal(keys(t).rsa) {
+		t.Error("the private key was not parsed")
+	}
+	if cfg.Workers < 1 || cfg.MaxAttempts < 1 || cfg.ShutdownTimeout <= 0 || cfg.RedeliveryWindow <= 0 ||
+		cfg.ContextsTimeout <= 0 || cfg.DeployLogMaxBytes <= 0 || cfg.LogLevel != slog.LevelInfo {
+		t.Errorf("unusable defaults: %+v", cfg)
+	}
+}
+
+func TestLoadConfigReadsEveryVariable(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "app.pem")
+	if err := os.WriteFile(keyFile, []byte(keys(t).pkcs8), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"LASTMILE_LISTEN":               "127.0.0.1:9090",
+		"LASTMILE_DATABASE":             "/var/lib/lastmile/db.sqlite",
+		"LASTMILE_WEBHOOK_SECRET":       webhookSecret,
+		"LASTMILE_APP_ID":               "987654",
+		"LASTMILE_PRIVATE_KEY_FILE":     keyFile,
+		"LASTMILE_GITHUB_URL":           "https://ghes.example.com/api/v3/",
+		"LASTMILE_API_TOKEN":            apiToken,
+		"LASTMILE_LOG_LEVEL":            "debug",
+		"LASTMILE_WORKERS":              "16",
+		"LASTMILE_MAX_ATTEMPTS":         "3",
+		"LASTMILE_REDELIVERY_INTERVAL":  "0",
+		"LASTMILE_REDELIVERY_WINDOW":    "168h",
+		"LASTMILE_RETENTION_DAYS":       "90",
+		"LASTMILE_DEPLOY_LOG_MAX_BYTES": "4096",
+		"LASTMILE_CONTEXTS_TIMEOUT":     "2h30m",
+		"LASTMILE_SHUTDOWN_TIMEOUT":     "5s",
+	}
+	cfg, err, _ := load(t, env)
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	want := app.Config{
+		Listen: "127.0.0.1:9090", Database: "/var/lib/lastmile/db.sqlite", WebhookSecret: webhookSecret, AppID: 987654,
+		PrivateKeyFile: keyFile, GitHubURL: "https://ghes.example.com/api/v3/", APIToken: apiToken, LogLevel: slog.LevelDebug,
+		Workers: 16, MaxAttempts: 3, RedeliveryInterval: 0, RedeliveryWindow: 168 * time.Hour, RetentionDays: 90,
+		DeployLogMaxBytes: 4096, ContextsTimeout: 150 * time.Minute, ShutdownTimeout: 5 * time.Second,
+	}
+	got := *cfg
+	if !got.Key.Equal(keys(t).rsa) {
+		t.Error("the PKCS#8 key file was not parsed into the RSA key")
+	}
+	got.Key = nil
+	if got != want {
+		t.Errorf("config\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestLoadConfigFlagsOverrideEnvironment(t *testing.T) {
+	env := validEnv(t)
+	env["LASTMILE_LISTEN"] = ":9000"
+	env["LASTMILE_APP_ID"] = "not-a-number" // overridden: not a problem
+	env["LASTMILE_WORKERS"] = "many"        // overridden: not a problem
+	env["LASTMILE_GITHUB_URL"] = "https://env.example.com/"
+	cfg, err, _ := load(t, env,
+		"--listen", "127.0.0.1:9100", "-app-id=777", "--workers=8", "--webhook-secret", "flag-secret-value",
+		"--database", "flag.db")
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	if cfg.Listen != "127.0.0.1:9100" || cfg.AppID != 777 || cfg.Workers != 8 || cfg.WebhookSecret.Reveal() != "flag-secret-value" || cfg.Database != "flag.db" {
+		t.Errorf("flags did not win: %+v", cfg)
+	}
+	if cfg.GitHubURL != "https://env.example.com/" {
+		t.Errorf("GitHub URL %q: the environment applies where no flag is given", cfg.GitHubURL)
+	}
+
+	// A bad flag value is reported under the flag's name.
+	_, err, _ = load(t, validEnv(t), "--workers", "zero")
+	if err == nil || !strings.Contains(err.Error(), "--workers") {
+		t.Errorf("bad --workers: %v, want a problem naming --workers", err)
+	}
+}
+
+// problems returns the problems of a *app.ConfigError, failing otherwise.
+func problems(t *testing.T, err error) []string {
+	t.Helper()
+	var ce *app.ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v (%T), want *app.ConfigError", err, err)
+	}
+	var out []string
+	for _, p := range ce.Problems {
+		out = append(out, p.Error())
+	}
+	return out
+}
+
+func TestLoadConfigReportsEachProblem(t *testing.T) {
+	k := keys(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	notPEM := write("not.pem", "this is not a key\n")
+	ecFile := write("ec.pem", k.ecPKCS8)
+
+	tests := map[string]struct {
+		set   map[string]string // applied to a valid environment; "" unsets
+		want  []string          // substrings of the one problem
+		flags []string
+	}{
+		"no webhook secret": {set: map[string]string{"LASTMILE_WEBHOOK_SECRET": ""}, want: []string{"LASTMILE_WEBHOOK_SECRET", "required"}},
+		"no App ID":         {set: map[string]string{"LASTMILE_APP_ID": ""}, want: []string{"LASTMILE_APP_ID", "required"}},
+		"App ID not a number": {set: map[string]string{"LASTMILE_APP_ID": "twelve"},
+			want: []string{"LASTMILE_APP_ID", `"twelve"`, "positive integer"}},
+		"App ID zero":     {set: map[string]string{"LASTMILE_APP_ID": "0"}, want: []string{"LASTMILE_APP_ID", "positive integer"}},
+		"App ID negative": {set: map[string]string{"LASTMILE_APP_ID": "-4"}, want: []string{"LASTMILE_APP_ID", "positive integer"}},
+		"no private key":  {set: map[string]string{"LASTMILE_PRIVATE_KEY": ""}, want: []string{"LASTMILE_PRIVATE_KEY_FILE or LASTMILE_PRIVATE_KEY is required"}},
+		"both key settings": {set: map[string]string{"LASTMILE_PRIVATE_KEY_FILE": write("ok.pem", k.pkcs1)},
+			want: []string{"only one of LASTMILE_PRIVATE_KEY_FILE and LASTMILE_PRIVATE_KEY"}},
+		"unreadable key file": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": filepath.Join(dir, "missing.pem")},
+			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "cannot read", "missing.pem"}},
+		"key file is a directory": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": dir},
+			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "cannot read"}},
+		"key file not PEM": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": notPEM},
+			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "not a PEM private key"}},
+		"key file holds an ECDSA key": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": ecFile},
+			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "not RSA"}},
+		"inline key not PEM": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "MIIEowIBAAKCAQEA"}, want: []string{"LASTMILE_PRIVATE_KEY", "not a PEM private key"}},
+		"ECDSA PKCS#8 key":   {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.ecPKCS8}, want: []string{"LASTMILE_PRIVATE_KEY", "not RSA"}},
+		"EC SEC1 key":        {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.ecSEC1}, want: []string{"LASTMILE_PRIVATE_KEY", "EC PRIVATE KEY", "not an RSA private key"}},
+		"a certificate":      {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.certificate}, want: []string{"CERTIFICATE", "not an RSA private key"}},
+		"corrupt RSA key":    {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.corruptRSA}, want: []string{"LASTMILE_PRIVATE_KEY", "malformed RSA private key"}},
+		"URL with another scheme": {set: map[string]string{"LASTMILE_GITHUB_URL": "ftp://github.example.com/"},
+			want: []string{"LASTMILE_GITHUB_URL", "not an http(s) URL"}},
+		"URL without a host": {set: map[string]string{"LASTMILE_GITHUB_URL": "https:///api/v3/"}, want: []string{"LASTMILE_GITHUB_URL"}},
+		"not a URL":          {set: map[string]string{"LASTMILE_GITHUB_URL": "api.github.com"}, want: []string{"LASTMILE_GITHUB_URL"}},
+		"unparsable URL":     {set: map[string]string{"LASTMILE_GITHUB_URL": "http://[::1"}, want: []string{"LASTMILE_GITHUB_URL"}},
+		"listen without a port": {set: map[string]string{"LASTMILE_LISTEN": "localhost"},
+			want: []string{"LASTMILE_LISTEN", "host:port"}},
+		"empty database name":       {set: map[string]string{"LASTMILE_DATABASE": "   "}, want: []string{"LASTMILE_DATABASE", "empty"}},
+		"duration without a unit":   {set: map[string]string{"LASTMILE_REDELIVERY_INTERVAL": "10"}, want: []string{"LASTMILE_REDELIVERY_INTERVAL", "duration"}},
+		"duration in words":         {set: map[string]string{"LASTMILE_SHUTDOWN_TIMEOUT": "soon"}, want: []string{"LASTMILE_SHUTDOWN_TIMEOUT", `"soon"`}},
+		"negative duration":         {set: map[string]string{"LASTMILE_REDELIVERY_WINDOW": "-72h"}, want: []string{"LASTMILE_REDELIVERY_WINDOW"}},
+		"contexts timeout garbage":  {set: map[string]string{"LASTMILE_CONTEXTS_TIMEOUT": "1d"}, want: []string{"LASTMILE_CONTEXTS_TIMEOUT"}},
+		"no workers":                {set: map[string]string{"LASTMILE_WORKERS": "0"}, want: []string{"LASTMILE_WORKERS", "from 1 to 256"}},
+		"too many workers":          {set: map[string]string{"LASTMILE_WORKERS": "257"}, want: []string{"LASTMILE_WORKERS"}},
+		"workers not a number":      {set: map[string]string{"LASTMILE_WORKERS": "four"}, want: []string{"LASTMILE_WORKERS", `"four"`}},
+		"max attempts not a number": {set: map[string]string{"LASTMILE_MAX_ATTEMPTS": "1.5"}, want: []string{"LASTMILE_MAX_ATTEMPTS"}},
+		"negative retention":        {set: map[string]string{"LASTMILE_RETENTION_DAYS": "-1"}, want: []string{"LASTMILE_RETENTION_DAYS"}},
+		"deploy log limit too small": {set: map[string]string{"LASTMILE_DEPLOY_LOG_MAX_BYTES": "100"},
+			want: []string{"LASTMILE_DEPLOY_LOG_MAX_BYTES"}},
+		"unknown log level": {set: map[string]string{"LASTMILE_LOG_LEVEL": "verbose"}, want: []string{"LASTMILE_LOG_LEVEL"}},
+		"API token too short": {set: map[string]string{"LASTMILE_API_TOKEN": "short-token"},
+			want: []string{"LASTMILE_API_TOKEN", "invalid value"}},
+		"bad flag value": {flags: []string{"--redelivery-window", "a week"}, want: []string{"--redelivery-window"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			env := validEnv(t)
+			for k, v := range tc.set {
+				env[k] = v
+			}
+			cfg, err, _ := load(t, env, tc.flags...)
+			if err == nil {
+				t.Fatalf("LoadConfig accepted it: %+v", cfg)
+			}
+			if cfg != nil {
+				t.Errorf("a config was returned with the error")
+			}
+			ps := problems(t, err)
+			if len(ps) != 1 {
+				t.Fatalf("%d problems, want 1: %q", len(ps), ps)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(ps[0], w) || !strings.Contains(err.Error(), w) {
+					t.Errorf("problem %q should mention %q", ps[0], w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadConfigListsEveryProblemAtOnce(t *testing.T) {
+	env := map[string]string{
+		// no webhook secret, no key
+		"LASTMILE_APP_ID":              "twelve",
+		"LASTMILE_GITHUB_URL":          "ftp://x",
+		"LASTMILE_LISTEN":              "8080",
+		"LASTMILE_WORKERS":             "0",
+		"LASTMILE_MAX_ATTEMPTS":        "lots",
+		"LASTMILE_REDELIVERY_INTERVAL": "often",
+		"LASTMILE_REDELIVERY_WINDOW":   "-1h",
+		"LASTMILE_LOG_LEVEL":           "loud",
+	}
+	_, err, _ := load(t, env)
+	ps := problems(t, err)
+	wantVars := []string{"LASTMILE_WEBHOOK_SECRET", "LASTMILE_PRIVATE_KEY", "LASTMILE_APP_ID", "LASTMILE_GITHUB_URL",
+		"LASTMILE_LISTEN", "LASTMILE_WORKERS", "LASTMILE_MAX_ATTEMPTS", "LASTMILE_REDELIVERY_INTERVAL",
+		"LASTMILE_REDELIVERY_WINDOW", "LASTMILE_LOG_LEVEL"}
+	if len(ps) != len(wantVars) {
+		t.Errorf("%d problems, want %d:\n%s", len(ps), len(wantVars), strings.Join(ps, "\n"))
+	}
+	msg := err.Error()
+	for _, v := range wantVars {
+		if !slices.ContainsFunc(ps, func(p string) bool { return strings.Contains(p, v) }) {
+			t.Errorf("no problem names %s", v)
+		}
+		if !strings.Contains(msg, v) {
+			t.Errorf("the one message does not name %s:\n%s", v, msg)
+		}
+	}
+	if got := strings.Count(msg, "\n  - "); got != len(ps) {
+		t.Errorf("message lists %d items, want one per problem:\n%s", got, msg)
+	}
+}
+
+func TestLoadConfigNeverShowsSecrets(t *testing.T) {
+	k := keys(t)
+	secrets := append([]string{webhookSecret, apiToken, "TOPSECRET", k.rsa.D.String(), k.rsa.Primes[0].String()}, k.pkcs1Base64Lines...)
+	leaks := func(t *testing.T, where, text string) {
+		t.Helper()
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s shows a secret (%.24s…):\n%.400s", where, s, text)
+			}
+		}
+	}
+
+	t.Run("valid config printed and logged", func(t *testing.T) {
+		env := validEnv(t)
+		env["LASTMILE_API_TOKEN"] = apiToken
+		cfg, err, _ := load(t, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			leaks(t, "fmt "+verb+" of *Config", fmt.Sprintf(verb, cfg))
+			leaks(t, "fmt "+verb+" of Config", fmt.Sprintf(verb, *cfg))
+		}
+		for _, h := range []func(*bytes.Buffer) slog.Handler{
+			func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
+			func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) },
+		} {
+			var out bytes.Buffer
+			log := slog.New(h(&out))
+			log.Info("starting", "config", cfg, "secret", cfg.WebhookSecret, "token", cfg.APIToken, "key", cfg.PrivateKey)
+			log.Info("starting", "config", *cfg)
+			if !strings.Contains(out.String(), "REDACTED") {
+				t.Errorf("secrets should show as REDACTED: %s", out.String())
+			}
+			leaks(t, "slog output", out.String())
+		}
+	})
+
+	t.Run("errors about secret settings", func(t *testing.T) {
+		tests := map[string]struct {
+			env   map[string]string
+			flags []string
+		}{
+			"short API token":       {env: map[string]string{"LASTMILE_API_TOKEN": "TOPSECRET-short"}},
+			"short API token flag":  {flags: []string{"--api-token", "TOPSECRET-shrt"}},
+			"inline key not PEM":    {env: map[string]string{"LASTMILE_PRIVATE_KEY": "TOPSECRET key material, not PEM"}},
+			"inline key corrupt":    {env: map[string]string{"LASTMILE_PRIVATE_KEY": strings.Replace(k.pkcs1, k.pkcs1Base64Lines[3], "TOPSECRET", 1)}},
+			"with other problems":   {env: map[string]string{"LASTMILE_APP_ID": "x", "LASTMILE_PRIVATE_KEY": k.ecPKCS8}},
+			"key file and inline":   {env: map[string]string{"LASTMILE_PRIVATE_KEY_FILE": "/nonexistent"}},
+			"secret with bad value": {flags: []string{"--webhook-secret", webhookSecret, "--app-id", "-1"}},
+		}
+		for name, tc := range tests {
+			t.Run(name, func(t *testing.T) {
+				env := validEnv(t)
+				for k, v := range tc.env {
+					env[k] = v
+				}
+				_, err, usage := load(t, env, tc.flags...)
+				if err == nil {
+					t.Fatal("LoadConfig accepted it")
+				}
+				leaks(t, "error", err.Error())
+				leaks(t, "usage output", usage)
+			})
+		}
+	})
+}
+
+func TestServeUsageListsEverySetting(t *testing.T) {
+	// Every variable LoadConfig reads, observed rather than listed here.
+	var read []string
+	getenv := func(k string) string {
+		read = append(read, k)
+		return validEnv(t)[k]
+	}
+	if _, err := app.LoadConfig(nil, getenv, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	// The variables of the product specification must be among them.
+	for _, v := range []string{"LASTMILE_LISTEN", "LASTMILE_DATABASE", "LASTMILE_WEBHOOK_SECRET", "LASTMILE_APP_ID",
+		"LASTMILE_PRIVATE_KEY_FILE", "LASTMILE_PRIVATE_KEY", "LASTMILE_GITHUB_URL"} {
+		if !slices.Contains(read, v) {
+			t.Errorf("LoadConfig does not read %s", v)
+		}
+	}
+
+	var usage bytes.Buffer
+	app.PrintServeUsage(&usage)
+	lines := strings.Split(usage.String(), "\n")
+	for _, v := range read {
+		flagName := "--" + strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(v, "LASTMILE_"), "_", "-"))
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, v+" ") })
+		if i < 0 {
+			t.Errorf("usage does not list %s", v)
+			continue
+		}
+		if fields := strings.Fields(lines[i]); len(fields) < 4 || fields[1] != flagName {
+			t.Errorf("usage line %q: want the matching flag %s and a meaning", lines[i], flagName)
+		}
+		// The flag exists: a bad value is reported under its name.
+		if _, err := app.LoadConfig([]string{flagName + "="}, getenvFrom(validEnv(t)), &bytes.Buffer{}); err != nil &&
+			strings.Contains(err.Error(), "flag provided but not defined") {
+			t.Errorf("%s is listed but not accepted", flagName)
+		}
+	}
+
+	// --help prints the same text and is not an error to report.
+	var help bytes.Buffer
+	_, err := app.LoadConfig([]string{"--help"}, getenvFrom(nil), &help)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("--help: %v, want flag.ErrHelp", err)
+	}
+	if help.String() != usage.String() {
+		t.Errorf("--help printed\n%s\nwant\n%s", help.String(), usage.String())
+	}
+}
+
+func TestLoadConfigRefusesStrayArguments(t *testing.T) {
+	_, err, _ := load(t, validEnv(t), "--listen", ":1", "extra", "words")
+	if err == nil || !strings.Contains(err.Error(), "extra words") {
+		t.Errorf("error %v should name the unexpected arguments", err)
+	}
+	_, err, usage := load(t, validEnv(t), "--no-such-flag")
+	if err == nil || !strings.Contains(usage, "no-such-flag") {
+		t.Errorf("unknown flag: %v (usage output %q)", err, usage)
+	}
+}
+
+func TestParsePrivateKey(t *testing.T) {
+	k := keys(t)
+	for name, pemText := range map[string]string{"PKCS#1": k.pkcs1, "PKCS#8": k.pkcs8, "with text around": "comment\n" + k.pkcs1 + "\ntrailer"} {
+		t.Run(name, func(t *testing.T) {
+			key, err := app.ParsePrivateKey([]byte(pemText))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !key.Equal(k.rsa) {
+				t.Error("parsed a different key")
+			}
+		})
+	}
+}
