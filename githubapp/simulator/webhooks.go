@@ -9,8 +9,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 )
@@ -177,7 +179,13 @@ func (s *Simulator) deliver(url string, o *outgoing) *Delivery {
 	resp, err := s.client.Do(req)
 	d.Duration = time.Since(start)
 	if err != nil {
-		d.Status = "We couldn’t deliver this payload: " + err.Error()
+		// GitHub's wording for deliveries that got no answer.
+		reason := "failed to connect to host"
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			reason = "timed out"
+		}
+		d.Status = "We couldn't deliver this payload: " + reason
 		s.log.Debug("webhook delivery failed", "event", o.event, "guid", o.guid, "err", err)
 		return d
 	}
