@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
@@ -252,7 +253,10 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
 			VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
 			repository = excluded.repository`, repo.ID, env.Name, repo.FullName(), env.Production)
-		return err
+		if err != nil {
+			return err
+		}
+		return zeroSeries(ctx, tx, repo.FullName(), env.Name)
 	case pipeline.CompleteRelease:
 		return setReleaseState(ctx, tx, a.Release.ID, pipeline.ReleaseCompleted, "", "", now)
 	case pipeline.StopRelease:
@@ -421,4 +425,23 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
 		AND environment = ? AND succeeded_at > 0`, repoID, sha, env).Scan(&n)
 	return n > 0, err
+}
+
+// zeroSeries creates the delivery metrics of an environment at zero when
+// lastmile first deploys there, so that Prometheus sees each series before
+// its first increment: rate() and increase() then count that first
+// deployment too.
+func zeroSeries(ctx context.Context, tx *sql.Tx, repo, env string) error {
+	for _, state := range []string{"success", "failure", "error"} {
+		if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, state}, 0); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{metrics.LeadTime, metrics.DeploymentDuration, metrics.ApprovalWait, metrics.TimeToRestore} {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO histograms (name, repository, environment) VALUES (?, ?, ?)
+			ON CONFLICT DO NOTHING`, name, repo, env); err != nil {
+			return err
+		}
+	}
+	return nil
 }
