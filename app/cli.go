@@ -23,6 +23,7 @@ Usage:
   lastmile deliveries retry ID        put a dead delivery back in the queue
   lastmile history [flags]            recent releases and where each stands per environment
   lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs)
+  lastmile register --webhook-url URL create lastmile's GitHub App (manifest flow)
   lastmile version                    print the version
 
 Every command reads the database named by LASTMILE_DATABASE (default
@@ -52,6 +53,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = history(ctx, rest, getenv, stdout, stderr)
 	case "audit":
 		err = audit(ctx, rest, getenv, stdout, stderr)
+	case "register":
+		err = register(ctx, rest, getenv, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2

@@ -290,7 +290,7 @@ func observe(ctx context.Context, tx *sql.Tx, name, repo, env string, values ...
 	err := tx.QueryRowContext(ctx, `SELECT count, sum, buckets FROM histograms WHERE name = ? AND repository = ? AND environment = ?`,
 		name, repo, env).Scan(&count, &sum, &raw)
 	if errors.Is(err, sql.ErrNoRows) {
-		raw = "{}"
+		raw = ""
 	} else if err != nil {
 		return err
 	}

@@ -165,7 +165,7 @@ CREATE TABLE histograms (
     environment TEXT    NOT NULL,
     count       INTEGER NOT NULL DEFAULT 0,
     sum         REAL    NOT NULL DEFAULT 0,
-    buckets     TEXT    NOT NULL DEFAULT '{}', -- JSON: upper bound → count (not cumulative)
+    buckets     TEXT    NOT NULL DEFAULT '', -- "le:count,..." by increasing upper bound (not cumulative)
     PRIMARY KEY (name, repository, environment)
 ) WITHOUT ROWID;
 

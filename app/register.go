@@ -1,0 +1,212 @@
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+)
+
+// register runs GitHub's App manifest flow from 127.0.0.1: it serves a page
+// whose button sends lastmile's manifest to GitHub; GitHub creates the App
+// and sends the browser back with a code, which register exchanges for the
+// App's ID, webhook secret and private key, written to files (mode 0600)
+// that `lastmile serve` reads.
+func register(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lastmile register", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `Usage: lastmile register --webhook-url https://lastmile.example.com/webhook [flags]
+
+Creates lastmile's GitHub App with GitHub's manifest flow: open the page it
+serves on 127.0.0.1, press the button, confirm on GitHub. The App's ID,
+webhook secret and private key are written to --out (mode 0600).`)
+		fs.PrintDefaults()
+	}
+	webhookURL := fs.String("webhook-url", "", "public https URL of lastmile's POST /webhook (required)")
+	org := fs.String("org", "", "organisation that owns the App (default: your personal account)")
+	name := fs.String("name", "lastmile", "the App's name on GitHub (must be unique on GitHub)")
+	webURL := fs.String("github", "https://github.com", "GitHub's web root (GitHub Enterprise Server: https://HOST)")
+	apiURL := fs.String("github-url", "", "GitHub's REST API root (default: https://api.github.com/, or HOST/api/v3/ for --github)")
+	listen := fs.String("listen", "127.0.0.1:8787", "where to serve the registration page (keep it on 127.0.0.1)")
+	out := fs.String("out", ".", "directory for lastmile-app.pem and lastmile.env")
+	printOnly := fs.Bool("print-manifest", false, "only print the manifest JSON (to create the App by hand)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if u, err := url.Parse(*webhookURL); *webhookURL == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		fmt.Fprintln(stderr, "lastmile register: --webhook-url must be the public URL of lastmile's /webhook, e.g. https://lastmile.example.com/webhook")
+		return errUsage
+	}
+	if *apiURL == "" {
+		*apiURL = "https://api.github.com/"
+		if w, err := url.Parse(*webURL); err == nil && w.Host != "github.com" {
+			*apiURL = *webURL + "/api/v3/"
+		}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil && !*printOnly {
+		return fmt.Errorf("listen on %s: %w", *listen, err)
+	}
+	redirect := "http://" + *listen + "/callback"
+	if ln != nil {
+		redirect = "http://" + ln.Addr().String() + "/callback"
+	}
+	manifest := githubapp.NewManifest(*name, *webhookURL, redirect)
+	if *printOnly {
+		if ln != nil {
+			ln.Close()
+		}
+		return writeJSONTo(stdout, manifest)
+	}
+	state := make([]byte, 16)
+	if _, err := rand.Read(state); err != nil {
+		return err
+	}
+	r := &registration{
+		manifest: manifest, state: hex.EncodeToString(state), formURL: githubapp.ManifestFormURL(*webURL, *org),
+		apiURL: *apiURL, out: *out, stdout: stdout, done: make(chan error, 1),
+	}
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	fmt.Fprintf(stdout, `To create lastmile's GitHub App:
+  1. Open http://%s/ in a browser on this machine and press "Create the App on GitHub".
+  2. On GitHub, check the name and press "Create GitHub App" (you must be an owner of %s).
+  3. GitHub sends you back here; lastmile writes the App's settings to %s.
+Waiting for GitHub (an hour at most; Ctrl-C to stop)...
+`, ln.Addr(), orDefault(*org, "your account"), *out)
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Hour):
+		return errors.New("no answer from GitHub within an hour (a manifest code is valid for an hour): run lastmile register again")
+	}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+type registration struct {
+	manifest        *githubapp.Manifest
+	state           string
+	formURL, apiURL string
+	out             string
+	stdout          io.Writer
+	done            chan error
+
+	mu       sync.Mutex // one answer is taken, once
+	finished bool
+}
+
+var registerPage = template.Must(template.New("").Parse(`<!doctype html>
+<meta charset="utf-8"><title>Register lastmile</title>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>Register lastmile as a GitHub App</h1>
+<p>GitHub will create an App named <b>{{.Name}}</b> that receives webhooks at <code>{{.Hook}}</code>,
+with read access to contents, actions, checks and metadata, and write access to deployments and commit statuses.</p>
+<form action="{{.Action}}" method="post">
+<input type="hidden" name="manifest" value="{{.Manifest}}">
+<button type="submit">Create the App on GitHub</button>
+</form>
+<p>Afterwards, install the App on your repositories, add <code>.github/lastmile.yml</code> and the deploy workflow (see the README).</p>
+</body>`))
+
+func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	switch req.URL.Path {
+	case "/":
+		manifest, _ := json.Marshal(r.manifest)
+		_ = registerPage.Execute(w, map[string]string{
+			"Name": r.manifest.Name, "Hook": r.manifest.HookAttributes.URL,
+			"Action": r.formURL + "?state=" + r.state, "Manifest": string(manifest),
+		})
+	case "/callback":
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.finished {
+			http.Error(w, "lastmile is already registered; this page is done", http.StatusGone)
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(req.URL.Query().Get("state")), []byte(r.state)) != 1 {
+			http.Error(w, "this answer does not belong to this registration (state mismatch): start again from the registration page", http.StatusBadRequest)
+			return
+		}
+		code := req.URL.Query().Get("code")
+		if code == "" {
+			http.Error(w, "GitHub sent no code", http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(req.Context(), 30*time.Second)
+		defer cancel()
+		reg, err := githubapp.ConvertManifest(ctx, r.apiURL, code, http.DefaultTransport)
+		if err == nil {
+			err = r.save(reg)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			r.done <- err
+			return
+		}
+		r.finished = true
+		fmt.Fprintf(w, "lastmile's App %s (ID %d) exists. Its settings are in %s. You can close this page.\n", reg.Slug, reg.AppID, r.out)
+		r.done <- nil
+	default:
+		http.NotFound(w, req)
+	}
+}
+
+// save writes the App's key and settings (secrets: mode 0600) and tells the
+// user what to do next, without printing a secret.
+func (r *registration) save(reg *githubapp.Registration) error {
+	if err := os.MkdirAll(r.out, 0o700); err != nil {
+		return err
+	}
+	keyPath, err := filepath.Abs(filepath.Join(r.out, "lastmile-app.pem"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyPath, []byte(reg.PrivateKeyPEM), 0o600); err != nil {
+		return err
+	}
+	envPath := filepath.Join(r.out, "lastmile.env")
+	env := "LASTMILE_APP_ID=" + strconv.FormatInt(reg.AppID, 10) + "\n" +
+		"LASTMILE_WEBHOOK_SECRET=" + reg.WebhookSecret + "\n" +
+		"LASTMILE_PRIVATE_KEY_FILE=" + keyPath + "\n" +
+		"LASTMILE_GITHUB_URL=" + r.apiURL + "\n"
+	if err := os.WriteFile(envPath, []byte(env), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.stdout, `
+GitHub created the App %q (ID %d): %s
+  private key:  %s
+  settings:     %s (LASTMILE_APP_ID, LASTMILE_WEBHOOK_SECRET, LASTMILE_PRIVATE_KEY_FILE, LASTMILE_GITHUB_URL)
+Next:
+  1. Start lastmile with those settings:  set -a; . %s; set +a; lastmile serve
+  2. Install the App on the repositories to deploy: %s/installations/new
+  3. In each repository add .github/lastmile.yml and the deploy workflow, and give the
+     gated environments required reviewers (Settings → Environments). See the README.
+`, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, envPath, reg.HTMLURL)
+	return nil
+}

@@ -1,0 +1,158 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"html"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+)
+
+func TestRegisterRunsTheManifestFlow(t *testing.T) {
+	const secret = "whsec-0123456789abcdef"
+	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/app-manifests/good-code/conversions" {
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"message":"Not Found"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(map[string]any{"id": 4242, "slug": "lastmile-acme", "html_url": "https://github.com/apps/lastmile-acme",
+			"webhook_secret": secret, "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"})
+	}))
+	defer github.Close()
+
+	out := t.TempDir()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	exit := make(chan int, 1)
+	var stderr strings.Builder
+	go func() {
+		exit <- Main(ctx, []string{"register", "--webhook-url", "https://lm.example.com/webhook", "--org", "acme",
+			"--listen", "127.0.0.1:0", "--out", out, "--github-url", github.URL + "/"}, func(string) string { return "" }, pw, &stderr)
+		pw.Close()
+	}()
+	var printed strings.Builder
+	lines := bufio.NewScanner(pr)
+	addr := ""
+	for addr == "" && lines.Scan() {
+		printed.WriteString(lines.Text() + "\n")
+		if m := regexp.MustCompile(`Open http://(\S+)/ `).FindStringSubmatch(lines.Text()); m != nil {
+			addr = m[1]
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no address printed:\n%s%s", printed.String(), stderr.String())
+	}
+	go func() {
+		for lines.Scan() {
+			printed.WriteString(lines.Text() + "\n")
+		}
+	}()
+
+	page := get(t, "http://"+addr+"/")
+	form := regexp.MustCompile(`action="([^"]+)"`).FindStringSubmatch(page)
+	value := regexp.MustCompile(`name="manifest" value="([^"]+)"`).FindStringSubmatch(page)
+	if form == nil || value == nil {
+		t.Fatalf("no manifest form:\n%s", page)
+	}
+	action := html.UnescapeString(form[1])
+	if !strings.HasPrefix(action, "https://github.com/organizations/acme/settings/apps/new?state=") {
+		t.Errorf("form posts to %s", action)
+	}
+	var m githubapp.Manifest
+	if err := json.Unmarshal([]byte(html.UnescapeString(value[1])), &m); err != nil {
+		t.Fatal(err)
+	}
+	wantPerms := map[string]string{"contents": "read", "deployments": "write", "statuses": "write", "actions": "read", "metadata": "read", "checks": "read"}
+	for k, v := range wantPerms {
+		if m.DefaultPermissions[k] != v {
+			t.Errorf("permission %s: %q, want %q", k, m.DefaultPermissions[k], v)
+		}
+	}
+	events := strings.Join(m.DefaultEvents, ",")
+	for _, e := range []string{"push", "deployment", "deployment_status", "deployment_review", "deployment_protection_rule", "workflow_job", "workflow_run", "status", "check_suite"} {
+		if !strings.Contains(","+events+",", ","+e+",") {
+			t.Errorf("event %s missing from %s", e, events)
+		}
+	}
+	if m.HookAttributes.URL != "https://lm.example.com/webhook" || m.RedirectURL != "http://"+addr+"/callback" || m.Public {
+		t.Errorf("manifest: %+v", m)
+	}
+	state := strings.TrimPrefix(action, "https://github.com/organizations/acme/settings/apps/new?state=")
+
+	if code := status(t, "http://"+addr+"/callback?state=forged&code=good-code"); code != http.StatusBadRequest {
+		t.Errorf("forged state: %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(out, "lastmile.env")); err == nil {
+		t.Fatal("settings written for a forged answer")
+	}
+	if code := status(t, "http://"+addr+"/callback?state="+state+"&code=good-code"); code != http.StatusOK {
+		t.Errorf("GitHub's answer: %d", code)
+	}
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Fatalf("register exited %d: %s", code, stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("register did not finish")
+	}
+	env, err := os.ReadFile(filepath.Join(out, "lastmile.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"LASTMILE_APP_ID=4242\n", "LASTMILE_WEBHOOK_SECRET=" + secret + "\n", "LASTMILE_PRIVATE_KEY_FILE=" + filepath.Join(out, "lastmile-app.pem")} {
+		if !strings.Contains(string(env), want) {
+			t.Errorf("lastmile.env lacks %q:\n%s", want, env)
+		}
+	}
+	for _, f := range []string{"lastmile.env", "lastmile-app.pem"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600", f, st.Mode().Perm(), err)
+		}
+	}
+	if strings.Contains(printed.String(), secret) || strings.Contains(stderr.String(), secret) {
+		t.Error("the webhook secret was printed")
+	}
+}
+
+func TestRegisterNeedsAWebhookURL(t *testing.T) {
+	code, _, errOut := run(t, "", "register")
+	if code != 2 || !strings.Contains(errOut, "--webhook-url") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+func get(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func status(t *testing.T, u string) int {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

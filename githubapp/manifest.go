@@ -1,0 +1,105 @@
+package githubapp
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/google/go-github/v62/github"
+)
+
+// Manifest is a GitHub App manifest: what lastmile asks GitHub to create
+// when an organisation registers it (the manifest flow).
+type Manifest struct {
+	Name               string            `json:"name"`
+	URL                string            `json:"url"`
+	Description        string            `json:"description"`
+	HookAttributes     HookAttributes    `json:"hook_attributes"`
+	RedirectURL        string            `json:"redirect_url"`
+	Public             bool              `json:"public"`
+	DefaultPermissions map[string]string `json:"default_permissions"`
+	DefaultEvents      []string          `json:"default_events"`
+}
+
+// HookAttributes is where GitHub sends the App's webhooks.
+type HookAttributes struct {
+	URL    string `json:"url"`
+	Active bool   `json:"active"`
+}
+
+// Permissions are the repository permissions lastmile needs, each for a
+// reason: contents (read .github/lastmile.yml and compare commits),
+// deployments (create deployments and statuses, answer protection rules),
+// statuses (the lastmile/config commit status, and the status event),
+// actions (workflow runs and jobs, and their logs), checks (the check_suite
+// event, which says required checks went green), metadata (always).
+var Permissions = map[string]string{
+	"contents":    "read",
+	"deployments": "write",
+	"statuses":    "write",
+	"actions":     "read",
+	"checks":      "read",
+	"metadata":    "read",
+}
+
+// NewManifest describes lastmile's App for webhookURL; GitHub redirects the
+// browser to redirectURL with a code once the App exists.
+func NewManifest(name, webhookURL, redirectURL string) *Manifest {
+	return &Manifest{
+		Name:               name,
+		URL:                "https://github.com/lastmile-app/lastmile",
+		Description:        "Carries every merge to main through test, staging and production, with GitHub approvals and an audit record.",
+		HookAttributes:     HookAttributes{URL: webhookURL, Active: true},
+		RedirectURL:        redirectURL,
+		Public:             false,
+		DefaultPermissions: Permissions,
+		DefaultEvents:      HandledEvents(),
+	}
+}
+
+// ManifestFormURL is the page where GitHub takes a manifest: the personal
+// account's, or an organisation's. webURL is GitHub's web root
+// (https://github.com, or a GitHub Enterprise Server's).
+func ManifestFormURL(webURL, org string) string {
+	base := strings.TrimSuffix(webURL, "/")
+	if org == "" {
+		return base + "/settings/apps/new"
+	}
+	return base + "/organizations/" + url.PathEscape(org) + "/settings/apps/new"
+}
+
+// Registration is what GitHub returns once the App exists: the settings
+// lastmile needs.
+type Registration struct {
+	AppID         int64
+	Slug          string
+	HTMLURL       string
+	WebhookSecret string
+	PrivateKeyPEM string
+}
+
+// ConvertManifest exchanges the code GitHub gave the browser for the new
+// App's ID, webhook secret and private key (POST /app-manifests/{code}/conversions;
+// no authentication: the code is the proof, valid for one hour).
+func ConvertManifest(ctx context.Context, apiURL, code string, transport http.RoundTripper) (*Registration, error) {
+	gh := github.NewClient(&http.Client{Transport: transport})
+	base, err := url.Parse(apiURL)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasSuffix(base.Path, "/") {
+		base.Path += "/"
+	}
+	gh.BaseURL = base
+	cfg, _, err := gh.Apps.CompleteAppManifest(ctx, code)
+	if err != nil {
+		return nil, fmt.Errorf("exchange the manifest code: %w", err)
+	}
+	if cfg.GetID() == 0 || cfg.GetPEM() == "" || cfg.GetWebhookSecret() == "" {
+		return nil, fmt.Errorf("GitHub's answer lacks the App ID, key or webhook secret")
+	}
+	return &Registration{AppID: cfg.GetID(), Slug: cfg.GetSlug(), HTMLURL: cfg.GetHTMLURL(),
+		WebhookSecret: cfg.GetWebhookSecret(), PrivateKeyPEM: cfg.GetPEM()}, nil
+}
