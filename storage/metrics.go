@@ -66,9 +66,39 @@ func encodeBuckets(b map[float64]uint64) (string, error) {
 }
 
 // MetricsSnapshot reads the rollups for a scrape, in one read transaction:
-// a handful of small tables, whatever the length of the history.
+// a handful of small tables, whatever the length of the history. While no
+// one has committed to the database since the last scrape (SQLite's
+// data_version, on a connection kept for this), the last snapshot is
+// returned as it is.
 func (db *DB) MetricsSnapshot(ctx context.Context) (*metrics.Snapshot, error) {
-	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	db.snapMu.Lock()
+	defer db.snapMu.Unlock()
+	if db.snapConn == nil {
+		conn, err := db.read.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		db.snapConn = conn
+	}
+	var version int64
+	if err := db.snapConn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&version); err != nil {
+		db.snapConn.Close()
+		db.snapConn = nil
+		return nil, err
+	}
+	if db.snap != nil && version == db.snapVersion {
+		return db.snap, nil
+	}
+	s, err := db.readSnapshot(ctx, db.snapConn)
+	if err != nil {
+		return nil, err
+	}
+	db.snap, db.snapVersion = s, version
+	return s, nil
+}
+
+func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn) (*metrics.Snapshot, error) {
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
 	}

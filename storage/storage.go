@@ -19,10 +19,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/lastmile-app/lastmile/metrics"
 )
 
 //go:embed migrations/*.sql
@@ -38,6 +41,11 @@ type DB struct {
 	Now func() time.Time
 
 	intake *groupCommitter
+
+	snapMu      sync.Mutex // the metrics snapshot, its connection and data_version
+	snapConn    *sql.Conn
+	snap        *metrics.Snapshot
+	snapVersion int64
 }
 
 // Open opens (creating if needed) the database at path and applies any
@@ -101,6 +109,12 @@ func (db *DB) Path() string { return db.path }
 // Close finishes pending intake commits and closes the database.
 func (db *DB) Close() error {
 	db.intake.close()
+	db.snapMu.Lock()
+	if db.snapConn != nil {
+		db.snapConn.Close()
+		db.snapConn = nil
+	}
+	db.snapMu.Unlock()
 	return errors.Join(db.read.Close(), db.write.Close())
 }
 
