@@ -117,8 +117,11 @@ func (w *Worker) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
+		// now is the time the inbox was last asked for due deliveries.
+		now := w.Now()
 		for len(busy) < w.Concurrency {
-			batch, err := w.Inbox.NextDeliveries(ctx, w.Now(), busy, w.Concurrency-len(busy))
+			now = w.Now()
+			batch, err := w.Inbox.NextDeliveries(ctx, now, busy, w.Concurrency-len(busy))
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -145,9 +148,10 @@ func (w *Worker) Run(ctx context.Context) {
 			// Sleep until the next retry is due (or until woken); also poll
 			// now and then, in case another process wrote the inbox.
 			wait := 5 * time.Second
-			// (A delivery due now but not handed out waits behind a busy
-			// repository: the end of that handling wakes the loop.)
-			if next, err := w.Inbox.NextAttemptAt(ctx); err == nil && next.After(w.Now()) {
+			// (A delivery that was due at now but not handed out waits
+			// behind a busy repository: the end of that handling wakes the
+			// loop. One that became due since now is due at once.)
+			if next, err := w.Inbox.NextAttemptAt(ctx); err == nil && next.After(now) {
 				wait = min(next.Sub(w.Now())+time.Millisecond, wait)
 			}
 			timer = time.NewTimer(wait)

@@ -1,0 +1,450 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/app"
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// handlerFunc adapts a function to app.Handler.
+type handlerFunc func(ctx context.Context, d *pipeline.Delivery) error
+
+func (f handlerFunc) Handle(ctx context.Context, d *pipeline.Delivery) error { return f(ctx, d) }
+
+// handled is one outcome the worker reported to its observer.
+type handled struct {
+	event, result string
+}
+
+// outcomes is an app.HandlingObserver; the worker reports an attempt after
+// its outcome is committed, so a test that receives it can read the inbox.
+type outcomes chan handled
+
+func (o outcomes) DeliveryHandled(event, result string, _ time.Duration) { o <- handled{event, result} }
+
+// next waits for the next n outcomes, failing the test at the deadline.
+func (o outcomes) next(t *testing.T, n int, within time.Duration) []handled {
+	t.Helper()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	var got []handled
+	for len(got) < n {
+		select {
+		case h := <-o:
+			got = append(got, h)
+		case <-deadline.C:
+			t.Fatalf("after %v: %d of %d outcomes: %v", within, len(got), n, got)
+		}
+	}
+	return got
+}
+
+func workerDB(t *testing.T) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func enqueue(t *testing.T, db *storage.DB, id, repo string, at time.Time) {
+	t.Helper()
+	d := &pipeline.Delivery{ID: id, Event: "push", Repository: repo, Body: []byte(`{"id":"` + id + `"}`),
+		State: pipeline.DeliveryPending, ReceivedAt: at}
+	if _, err := db.Accept(context.Background(), d, "push", githubapp.OutcomeAccepted); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startWorker runs w until the test ends (or until the returned stop is
+// called, which waits for Run to return).
+func startWorker(t *testing.T, w *app.Worker) (stop func()) {
+	t.Helper()
+	if w.Log == nil {
+		w.Log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("the worker did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func delivery(t *testing.T, db *storage.DB, id string) *pipeline.Delivery {
+	t.Helper()
+	d, err := db.GetDelivery(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestWorkerOrderPerRepositoryParallelAcrossRepositories(t *testing.T) {
+	db := workerDB(t)
+	repos := []string{"acme/a", "acme/b", "acme/c"}
+	want := map[string][]string{}
+	for i := range 4 {
+		for _, r := range repos {
+			id := fmt.Sprintf("%s#%d", r, i)
+			enqueue(t, db, id, r, time.Time{})
+			want[r] = append(want[r], id)
+		}
+	}
+
+	const concurrency = 2
+	var (
+		mu          sync.Mutex
+		order       = map[string][]string{}
+		inFlight    = map[string]int{}
+		running     int
+		maxRunning  int
+		firstStarts = make(chan string, len(repos))
+		together    = make(chan struct{})
+	)
+	handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		mu.Lock()
+		inFlight[d.Repository]++
+		if inFlight[d.Repository] > 1 {
+			t.Errorf("two deliveries of %s handled at once", d.Repository)
+		}
+		running++
+		maxRunning = max(maxRunning, running)
+		first := len(order[d.Repository]) == 0
+		order[d.Repository] = append(order[d.Repository], d.ID)
+		mu.Unlock()
+		if first {
+			// The first deliveries of two repositories must be in hand
+			// at the same time; a sequential worker never gets there.
+			firstStarts <- d.Repository
+			select {
+			case <-together:
+			case <-time.After(10 * time.Second):
+				t.Errorf("%s: no other repository was handled in parallel", d.Repository)
+			}
+		}
+		mu.Lock()
+		inFlight[d.Repository]--
+		running--
+		mu.Unlock()
+		return nil
+	})
+	obs := make(outcomes, 100)
+	startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, Concurrency: concurrency, MaxAttempts: 3})
+
+	for range concurrency {
+		select {
+		case <-firstStarts:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the worker did not start two repositories")
+		}
+	}
+	close(together)
+	got := obs.next(t, 12, 20*time.Second)
+	for _, h := range got {
+		if h.result != "done" {
+			t.Errorf("outcome %+v, want done", h)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range repos {
+		if !slices.Equal(order[r], want[r]) {
+			t.Errorf("%s handled in order %v, want %v", r, order[r], want[r])
+		}
+	}
+	if maxRunning != concurrency {
+		t.Errorf("at most %d deliveries in hand at once, want %d (Concurrency)", maxRunning, concurrency)
+	}
+	stats, _ := db.InboxStats(context.Background())
+	if stats[pipeline.DeliveryPending] != 0 {
+		t.Errorf("%d deliveries still pending", stats[pipeline.DeliveryPending])
+	}
+}
+
+func TestWorkerRetriesWithBackoffThenParksAsDead(t *testing.T) {
+	db := workerDB(t)
+	enqueue(t, db, "flaky", "acme/a", time.Time{})
+	enqueue(t, db, "fine", "acme/b", time.Time{})
+
+	var calls atomic.Int64
+	var backoffMu sync.Mutex
+	var backoffs []int
+	handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		if d.ID == "fine" {
+			return nil
+		}
+		calls.Add(1)
+		return fmt.Errorf("create deployment: GitHub answered 502 (attempt %d)", d.Attempts+1)
+	})
+	obs := make(outcomes, 100)
+	startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, Concurrency: 2, MaxAttempts: 3,
+		Backoff: func(attempt int) time.Duration {
+			backoffMu.Lock()
+			backoffs = append(backoffs, attempt)
+			backoffMu.Unlock()
+			return 20 * time.Millisecond
+		}})
+
+	// Well within the worker's 5s idle poll: the retry timer must wake it.
+	got := obs.next(t, 4, 4*time.Second)
+	var flaky []string
+	for _, h := range got {
+		if h.result != "done" {
+			flaky = append(flaky, h.result)
+		}
+	}
+	if !slices.Equal(flaky, []string{"retry", "retry", "dead"}) {
+		t.Errorf("outcomes %v, want retry, retry, dead", got)
+	}
+	d := delivery(t, db, "flaky")
+	if d.State != pipeline.DeliveryDead || d.Attempts != 3 || d.LastError != "create deployment: GitHub answered 502 (attempt 3)" {
+		t.Errorf("flaky: state %s attempts %d error %q", d.State, d.Attempts, d.LastError)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("handler called %d times, want MaxAttempts (3)", n)
+	}
+	backoffMu.Lock()
+	if len(backoffs) < 2 || backoffs[0] != 1 || backoffs[1] != 2 {
+		t.Errorf("Backoff called with attempts %v, want 1, 2, …", backoffs)
+	}
+	backoffMu.Unlock()
+	if f := delivery(t, db, "fine"); f.State != pipeline.DeliveryDone {
+		t.Errorf("another repository's delivery is %s", f.State)
+	}
+	// A dead delivery is not tried again.
+	select {
+	case h := <-obs:
+		t.Errorf("unexpected outcome after dead: %+v", h)
+	default:
+	}
+}
+
+func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
+	now := time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
+	const backoff = 90 * time.Second
+	rl := func(d time.Duration) *githubapp.RateLimitedError {
+		return &githubapp.RateLimitedError{Until: now.Add(d), Status: 403}
+	}
+	tests := map[string]struct {
+		err      error
+		panics   bool
+		result   string
+		state    pipeline.DeliveryState
+		next     time.Time // zero: not checked
+		errHas   string
+		note     string
+		attempts int
+	}{
+		"success": {result: "done", state: pipeline.DeliveryDone, attempts: 1},
+		"ignored is done, with its reason": {err: &pipeline.Ignored{Reason: "acme/a is not enrolled: no .github/lastmile.yml"},
+			result: "done", state: pipeline.DeliveryDone, note: "acme/a is not enrolled: no .github/lastmile.yml", attempts: 1},
+		"wrapped ignored": {err: fmt.Errorf("push: %w", &pipeline.Ignored{Reason: "tag push"}),
+			result: "done", state: pipeline.DeliveryDone, note: "tag push", attempts: 1},
+		"error: retried after the backoff": {err: errors.New("GitHub answered 502"),
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "GitHub answered 502", attempts: 1},
+		"malformed payload: dead at once": {err: fmt.Errorf("%w: push: unexpected end of JSON input", githubapp.ErrMalformed),
+			result: "dead", state: pipeline.DeliveryDead, errHas: "malformed payload", attempts: 1},
+		"rate limited: not before the limit ends": {err: rl(2 * time.Hour),
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(2 * time.Hour), errHas: "rate limit", attempts: 1},
+		"wrapped rate limit": {err: fmt.Errorf("create deployment: %w", rl(45*time.Minute)),
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(45 * time.Minute), errHas: "rate limit", attempts: 1},
+		"rate limit shorter than the backoff": {err: rl(10 * time.Second),
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "rate limit", attempts: 1},
+		"panic: a failed attempt": {panics: true,
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "handler panic: boom", attempts: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			db := workerDB(t)
+			db.Now = func() time.Time { return now }
+			enqueue(t, db, "d-1", "acme/a", now.Add(-time.Second))
+			var calls atomic.Int64
+			handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+				calls.Add(1)
+				if tc.panics {
+					panic("boom")
+				}
+				return tc.err
+			})
+			obs := make(outcomes, 10)
+			stop := startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, MaxAttempts: 5,
+				Now: func() time.Time { return now }, Backoff: func(int) time.Duration { return backoff }})
+			got := obs.next(t, 1, 10*time.Second)
+			stop()
+			if got[0] != (handled{"push", tc.result}) {
+				t.Errorf("outcome %+v, want push/%s", got[0], tc.result)
+			}
+			d := delivery(t, db, "d-1")
+			if d.State != tc.state || d.Attempts != tc.attempts || d.Note != tc.note {
+				t.Errorf("state %s attempts %d note %q; want %s %d %q", d.State, d.Attempts, d.Note, tc.state, tc.attempts, tc.note)
+			}
+			if !tc.next.IsZero() && !d.NextAttemptAt.Equal(tc.next) {
+				t.Errorf("next attempt at %v, want %v", d.NextAttemptAt, tc.next)
+			}
+			if !strings.Contains(d.LastError, tc.errHas) || (tc.errHas == "" && d.LastError != "") {
+				t.Errorf("last error %q, want it to contain %q", d.LastError, tc.errHas)
+			}
+			if tc.state == pipeline.DeliveryDone || tc.state == pipeline.DeliveryDead {
+				if !d.FinishedAt.Equal(now) {
+					t.Errorf("finished at %v, want %v", d.FinishedAt, now)
+				}
+			}
+			// The clock stands still: a retry is not due, so there was
+			// exactly one attempt.
+			if n := calls.Load(); n != 1 {
+				t.Errorf("handler called %d times, want 1", n)
+			}
+		})
+	}
+}
+
+func TestWorkerSurvivesAPanicAndRetries(t *testing.T) {
+	db := workerDB(t)
+	enqueue(t, db, "d-1", "acme/a", time.Time{})
+	var calls atomic.Int64
+	handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		if calls.Add(1) == 1 {
+			var m map[string]int
+			m["nil map"]++ // a runtime panic, as a bug would cause
+		}
+		return nil
+	})
+	obs := make(outcomes, 10)
+	startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, MaxAttempts: 3,
+		Backoff: func(int) time.Duration { return time.Millisecond }})
+	got := obs.next(t, 2, 4*time.Second)
+	if got[0].result != "retry" || got[1].result != "done" {
+		t.Errorf("outcomes %v, want retry then done", got)
+	}
+	d := delivery(t, db, "d-1")
+	if d.State != pipeline.DeliveryDone || d.Attempts != 2 || d.LastError != "" {
+		t.Errorf("state %s attempts %d error %q; want done after 2 attempts, error cleared", d.State, d.Attempts, d.LastError)
+	}
+}
+
+func TestWorkerGracefulStopFinishesTheDeliveryInHand(t *testing.T) {
+	db := workerDB(t)
+	enqueue(t, db, "in-hand", "acme/a", time.Time{})
+	enqueue(t, db, "queued", "acme/a", time.Time{})
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	var calls atomic.Int64
+	var handlerCtxErr atomic.Value
+	handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		calls.Add(1)
+		close(started)
+		<-runCtx.Done() // shutdown begins while this delivery is in hand
+		handlerCtxErr.Store(fmt.Sprint(ctx.Err()))
+		return nil
+	})
+	w := &app.Worker{Inbox: db, Handler: handler, Log: slog.New(slog.DiscardHandler), MaxAttempts: 3}
+	if w.Alive() {
+		t.Error("Alive before Run")
+	}
+	done := make(chan struct{})
+	go func() { w.Run(runCtx); close(done) }()
+
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not pick the delivery up")
+	}
+	if !w.Alive() {
+		t.Error("not Alive while handling")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the delivery in hand finished")
+	}
+	if got := handlerCtxErr.Load(); got != "<nil>" {
+		t.Errorf("the handler's context was %v during shutdown; it must let the delivery finish", got)
+	}
+	if d := delivery(t, db, "in-hand"); d.State != pipeline.DeliveryDone {
+		t.Errorf("the delivery in hand is %s after Run returned, want done", d.State)
+	}
+	if d := delivery(t, db, "queued"); d.State != pipeline.DeliveryPending || d.Attempts != 0 {
+		t.Errorf("the queued delivery is %s after %d attempts; nothing new may start during shutdown", d.State, d.Attempts)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("handler called %d times, want 1", n)
+	}
+	if w.Alive() {
+		t.Error("Alive after Run returned")
+	}
+}
+
+// sleepyInbox tells the test when the worker asks when to wake up, which
+// it does right before it waits.
+type sleepyInbox struct {
+	*storage.DB
+	waiting chan struct{}
+}
+
+func (s *sleepyInbox) NextAttemptAt(ctx context.Context) (time.Time, error) {
+	select {
+	case s.waiting <- struct{}{}:
+	default:
+	}
+	return s.DB.NextAttemptAt(ctx)
+}
+
+func TestWorkerWakesWhenNotified(t *testing.T) {
+	db := workerDB(t)
+	inbox := &sleepyInbox{DB: db, waiting: make(chan struct{}, 1)}
+	obs := make(outcomes, 10)
+	w := &app.Worker{Inbox: inbox, Handler: handlerFunc(func(context.Context, *pipeline.Delivery) error { return nil }),
+		Observer: obs, MaxAttempts: 3}
+	startWorker(t, w)
+	select {
+	case <-inbox.waiting: // idle, about to wait for up to 5s
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker never went idle")
+	}
+	enqueue(t, db, "new", "acme/a", time.Time{})
+	w.Notify()
+	obs.next(t, 1, 3*time.Second) // well before the idle poll would find it
+	if d := delivery(t, db, "new"); d.State != pipeline.DeliveryDone {
+		t.Errorf("state %s", d.State)
+	}
+}
+
+func TestDefaultBackoff(t *testing.T) {
+	for attempt, base := range map[int]time.Duration{1: 5 * time.Second, 2: 10 * time.Second, 3: 20 * time.Second,
+		8: 640 * time.Second, 11: time.Hour, 30: time.Hour} {
+		for range 20 {
+			if d := app.DefaultBackoff(attempt); d < base/2 || d > base {
+				t.Errorf("DefaultBackoff(%d) = %v, want within [%v, %v]", attempt, d, base/2, base)
+			}
+		}
+	}
+}
