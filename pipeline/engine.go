@@ -335,6 +335,15 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 	if req.RunID == 0 {
 		return &Ignored{Reason: "deployment_protection_rule without a workflow run"}
 	}
+	if req.SHA == "" {
+		// Older payloads lack sha: the run's commit is known from its
+		// workflow_run event, which GitHub sends first.
+		sha, err := e.Store.RunHeadSHA(ctx, req.RunID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		req.SHA = sha
+	}
 	dec, err := e.Store.ProtectionDecision(ctx, req)
 	if errors.Is(err, ErrNotFound) {
 		dec, err = e.decide(ctx, req)

@@ -188,6 +188,9 @@ type Store interface {
 	// Rejection returns the rejection review of a deployment's run, if any.
 	Rejection(ctx context.Context, d *Deployment) (*Review, error)
 
+	// RunHeadSHA is the commit of a recorded workflow run; ErrNotFound if
+	// lastmile has not seen the run.
+	RunHeadSHA(ctx context.Context, runID int64) (string, error)
 	// Succeeded reports whether sha has a successful deployment (lastmile's
 	// or not) in env.
 	Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error)

@@ -133,6 +133,16 @@ func (db *DB) RecordWorkflowJob(ctx context.Context, job pipeline.WorkflowJob) e
 	})
 }
 
+// RunHeadSHA is the commit of a recorded workflow run.
+func (db *DB) RunHeadSHA(ctx context.Context, runID int64) (string, error) {
+	var sha string
+	err := db.read.QueryRowContext(ctx, `SELECT head_sha FROM workflow_runs WHERE run_id = ?`, runID).Scan(&sha)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", pipeline.ErrNotFound
+	}
+	return sha, err
+}
+
 // RunDeployments lists the lastmile deployments a run worked on.
 func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) ([]*pipeline.Deployment, error) {
 	var out []*pipeline.Deployment
