@@ -18,6 +18,7 @@ import (
 const usage = `lastmile carries every merge to main through the last mile to production.
 
 Usage:
+  lastmile demo                       watch a release go to production against a simulated GitHub
   lastmile serve [flags]              run the GitHub App (see lastmile serve --help)
   lastmile deliveries [flags]         list recent webhook deliveries and their state
   lastmile deliveries retry ID        put a dead delivery back in the queue
@@ -47,6 +48,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		return 0
 	case "serve":
 		err = serve(ctx, rest, getenv, stdout, stderr)
+	case "demo":
+		err = demo(ctx, rest, getenv, stdout, stderr)
 	case "deliveries":
 		err = deliveries(ctx, rest, getenv, stdout, stderr)
 	case "history":
@@ -74,11 +77,26 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 // errUsage marks an error already explained to the user with usage text.
 var errUsage = errors.New("usage")
 
+// parseFlags parses a command's flags; an error has been printed with the
+// usage by the flag package, and is a usage error (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := LoadConfig(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
+		}
+		if errors.Is(err, ErrFlags) {
+			return errUsage
 		}
 		var ce *ConfigError
 		if errors.As(err, &ce) {
@@ -190,8 +208,8 @@ func orDash(s string) string {
 
 func oneLine(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		return s[:n-1] + "…"
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
 	}
 	return s
 }

@@ -28,7 +28,7 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 	env := fs.String("env", "", "only releases deployed to this environment")
 	limit := fs.Int("limit", 20, "how many releases, newest first")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -84,7 +84,7 @@ func audit(ctx context.Context, args []string, getenv func(string) string, stdou
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs")
-	if err := fs.Parse(interspersed(args, map[string]bool{"json": true, "logs": true})); err != nil {
+	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true, "logs": true})); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {

@@ -170,6 +170,10 @@ func DefaultConfig() *Config {
 	return c
 }
 
+// ErrFlags is returned by LoadConfig for flags it could not parse; the
+// problem has been written to the usage writer.
+var ErrFlags = errors.New("invalid flags")
+
 // LoadConfig reads the configuration from getenv and the flags in args
 // (flags win). It returns every problem at once, joined.
 func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
@@ -181,10 +185,14 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		values[s.flag] = fs.String(s.flag, "", s.help)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %v", ErrFlags, err) // the flag package has printed it
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		fmt.Fprintf(usage, "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return nil, fmt.Errorf("%w: unexpected arguments", ErrFlags)
 	}
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })

@@ -56,7 +56,9 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	if addr == "" {
 		t.Fatalf("no address printed:\n%s%s", printed.String(), stderr.String())
 	}
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		for lines.Scan() {
 			printed.WriteString(lines.Text() + "\n")
 		}
@@ -110,6 +112,7 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("register did not finish")
 	}
+	<-scanned // register closed its output
 	env, err := os.ReadFile(filepath.Join(out, "lastmile.env"))
 	if err != nil {
 		t.Fatal(err)

@@ -199,11 +199,14 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	}
 
 	attempt := d.Attempts + 1
-	dead := attempt >= w.MaxAttempts || errors.Is(err, githubapp.ErrMalformed)
 	next := w.Now().Add(w.Backoff(attempt))
-	if until, limited := githubapp.IsRateLimited(err); limited && until.After(next) {
+	until, limited := githubapp.IsRateLimited(err)
+	if limited && until.After(next) {
 		next = until
 	}
+	// Waiting for GitHub's rate limit is not the delivery's fault: it does
+	// not go dead for it.
+	dead := (attempt >= w.MaxAttempts && !limited) || errors.Is(err, githubapp.ErrMalformed)
 	if ferr := w.Inbox.FailDelivery(ctx, d.Seq, err.Error(), next, dead); ferr != nil {
 		log.Error("worker: record failed attempt", "error", ferr, "cause", err)
 		return
