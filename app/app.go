@@ -17,7 +17,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/metrics"
@@ -128,7 +127,7 @@ func (a *App) routes() http.Handler {
 		}
 		return c.String(http.StatusOK, "ready\n")
 	})
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(a.metrics.Registry(), promhttp.HandlerOpts{})))
+	e.GET("/metrics", echo.WrapHandler(a.metrics.Handler()))
 	a.mountAPI(e)
 	return e
 }

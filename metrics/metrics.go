@@ -81,6 +81,10 @@ type Snapshot struct {
 	Gauges     map[string][]Series
 	Histograms map[string][]HistogramSeries
 
+	// RollupsVersion changes whenever the delivery rollups (deployment
+	// counters, histograms, environments) change.
+	RollupsVersion int64
+
 	InboxPending       int64
 	InboxDead          int64
 	OldestPendingSince time.Time // zero when nothing is pending
@@ -98,13 +102,16 @@ type CounterSink interface {
 
 // Metrics is lastmile's metrics registry.
 type Metrics struct {
-	reg    *prometheus.Registry
+	reg    *prometheus.Registry // everything (Registry)
+	live   *prometheus.Registry // everything but the rollups, which Handler renders once per change
 	source Source
 	sink   CounterSink
 	log    *slog.Logger
 
 	mu      sync.Mutex
 	pending map[string]map[string]*Series // unflushed counter increments: metric → label key → delta
+
+	rendered renderedRollups
 
 	rateLimitRemaining *prometheus.GaugeVec
 	rateLimitLimit     *prometheus.GaugeVec
@@ -146,6 +153,7 @@ var help = map[string]string{
 func New(source Source, sink CounterSink, version string, log *slog.Logger) *Metrics {
 	m := &Metrics{
 		reg:     prometheus.NewRegistry(),
+		live:    prometheus.NewRegistry(),
 		source:  source,
 		sink:    sink,
 		log:     log,
@@ -177,12 +185,13 @@ func New(source Source, sink CounterSink, version string, log *slog.Logger) *Met
 		Help: "Build information; the value is always 1.",
 	}, []string{"version", "goversion", "revision"})
 	buildInfo.WithLabelValues(version, runtime.Version(), revision()).Set(1)
-	m.reg.MustRegister(
+	process := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo, m.rateLimitRemaining, m.rateLimitLimit, m.handled, m.handling, m.scrapeErrors,
-		&dbCollector{m: m},
-	)
+	}
+	m.reg.MustRegister(append(process, &dbCollector{m: m, rollups: true})...)
+	m.live.MustRegister(append(process, &dbCollector{m: m})...)
 	return m
 }
 
@@ -307,12 +316,20 @@ func labelKey(labels []string) string {
 	return string(b)
 }
 
-// dbCollector emits the database's metrics, merged with this process's
-// unflushed counter increments.
-type dbCollector struct{ m *Metrics }
+// dbCollector emits the database's metrics: the live part (webhook and
+// GitHub counters, merged with this process's unflushed increments, and the
+// inbox) and, unless rollups is false, the delivery rollups.
+type dbCollector struct {
+	m       *Metrics
+	rollups bool
+}
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, name := range []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo, WebhookDeliveries, GitHubRequests} {
+	names := []string{WebhookDeliveries, GitHubRequests}
+	if c.rollups {
+		names = append(names, rollupNames...)
+	}
+	for _, name := range names {
 		ch <- prometheus.NewDesc(name, help[name], labelNames[name], nil)
 	}
 	for _, name := range []string{InboxPending, InboxDead, InboxOldestPendingAge} {
@@ -320,18 +337,17 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// rollupNames are the metrics computed from the delivery rollups.
+var rollupNames = []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo}
+
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	snap, err := c.m.source.MetricsSnapshot(ctx)
+	snap, err := c.m.snapshot()
 	if err != nil {
-		c.m.scrapeErrors.Inc()
-		c.m.log.Warn("metrics: read database", "error", err)
 		return
 	}
 	// Counters: database values plus what this process has not flushed yet.
 	c.m.mu.Lock()
-	for _, name := range []string{DeploymentsTotal, WebhookDeliveries, GitHubRequests} {
+	for _, name := range []string{WebhookDeliveries, GitHubRequests} {
 		merged := map[string]*Series{}
 		for _, s := range snap.Counters[name] {
 			merged[labelKey(s.Labels)] = &Series{Labels: s.Labels, Value: s.Value}
@@ -349,7 +365,24 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.m.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxPending, help[InboxPending], nil, nil), prometheus.GaugeValue, float64(snap.InboxPending))
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxDead, help[InboxDead], nil, nil), prometheus.GaugeValue, float64(snap.InboxDead))
+	age := 0.0
+	if !snap.OldestPendingSince.IsZero() {
+		age = max(time.Since(snap.OldestPendingSince).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxOldestPendingAge, help[InboxOldestPendingAge], nil, nil), prometheus.GaugeValue, age)
+	if c.rollups {
+		rollupMetrics(snap, ch)
+	}
+}
 
+// rollupMetrics emits the delivery metrics of a snapshot.
+func rollupMetrics(snap *Snapshot, ch chan<- prometheus.Metric) {
+	desc := prometheus.NewDesc(DeploymentsTotal, help[DeploymentsTotal], labelNames[DeploymentsTotal], nil)
+	for _, s := range snap.Counters[DeploymentsTotal] {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, s.Value, s.Labels...)
+	}
 	for _, name := range []string{LastSuccess, EnvironmentInfo} {
 		desc := prometheus.NewDesc(name, help[name], labelNames[name], nil)
 		for _, s := range snap.Gauges[name] {
@@ -363,13 +396,30 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstHistogram(desc, h.Count, h.Sum, cumulative(bounds, h.Buckets), h.Labels...)
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxPending, help[InboxPending], nil, nil), prometheus.GaugeValue, float64(snap.InboxPending))
-	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxDead, help[InboxDead], nil, nil), prometheus.GaugeValue, float64(snap.InboxDead))
-	age := 0.0
-	if !snap.OldestPendingSince.IsZero() {
-		age = max(time.Since(snap.OldestPendingSince).Seconds(), 0)
+}
+
+// rollupCollector emits the delivery metrics of one snapshot (for
+// rendering them once).
+type rollupCollector struct{ snap *Snapshot }
+
+func (c rollupCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, name := range rollupNames {
+		ch <- prometheus.NewDesc(name, help[name], labelNames[name], nil)
 	}
-	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxOldestPendingAge, help[InboxOldestPendingAge], nil, nil), prometheus.GaugeValue, age)
+}
+
+func (c rollupCollector) Collect(ch chan<- prometheus.Metric) { rollupMetrics(c.snap, ch) }
+
+// snapshot reads the database's side, counting and logging a failure.
+func (m *Metrics) snapshot() (*Snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	snap, err := m.source.MetricsSnapshot(ctx)
+	if err != nil {
+		m.scrapeErrors.Inc()
+		m.log.Warn("metrics: read database", "error", err)
+	}
+	return snap, err
 }
 
 // cumulative turns stored per-bound counts into Prometheus's cumulative

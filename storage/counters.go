@@ -27,6 +27,9 @@ func addCounter(ctx context.Context, tx *sql.Tx, name string, labels []string, d
 	if err != nil {
 		return fmt.Errorf("add to counter %s: %w", name, err)
 	}
+	if name == MetricDeployments {
+		return bumpRollups(ctx, tx)
+	}
 	return nil
 }
 

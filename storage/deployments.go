@@ -276,7 +276,10 @@ func (es *envState) save(ctx context.Context, tx *sql.Tx) error {
 		ON CONFLICT (repository_id, environment) DO UPDATE SET repository = excluded.repository,
 		lead_watermark = excluded.lead_watermark, failing_since = excluded.failing_since, last_success_at = excluded.last_success_at`,
 		es.repo.ID, es.env, es.repo.FullName(), es.leadWatermark, es.failingSince, es.lastSuccess)
-	return err
+	if err != nil {
+		return err
+	}
+	return bumpRollups(ctx, tx)
 }
 
 // observe adds observations to a histogram rollup.
@@ -310,5 +313,8 @@ func observe(ctx context.Context, tx *sql.Tx, name, repo, env string, values ...
 	_, err = tx.ExecContext(ctx, `INSERT INTO histograms (name, repository, environment, count, sum, buckets) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name, repository, environment) DO UPDATE SET count = excluded.count, sum = excluded.sum, buckets = excluded.buckets`,
 		name, repo, env, count, sum, enc)
-	return err
+	if err != nil {
+		return err
+	}
+	return bumpRollups(ctx, tx)
 }

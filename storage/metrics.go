@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -65,11 +66,24 @@ func encodeBuckets(b map[float64]uint64) (string, error) {
 	return sb.String(), nil
 }
 
-// MetricsSnapshot reads the rollups for a scrape, in one read transaction:
-// a handful of small tables, whatever the length of the history. While no
+// rollupsVersion counts changes to the delivery rollups (deployment
+// counters, histograms, environment state): a scrape re-reads and
+// re-renders them only when it moved.
+const rollupsVersion = "rollups.version"
+
+// bumpRollups records, in the writing transaction, that the rollups changed.
+func bumpRollups(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, '1')
+		ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1`, rollupsVersion)
+	return err
+}
+
+// MetricsSnapshot reads what a scrape shows, in one read transaction: a
+// handful of small tables, whatever the length of the history. While no
 // one has committed to the database since the last scrape (SQLite's
-// data_version, on a connection kept for this), the last snapshot is
-// returned as it is.
+// data_version, on a connection kept for this) the last snapshot is
+// returned; while only the live counters moved (webhooks, GitHub calls,
+// the inbox), the delivery rollups of the last snapshot are kept.
 func (db *DB) MetricsSnapshot(ctx context.Context) (*metrics.Snapshot, error) {
 	db.snapMu.Lock()
 	defer db.snapMu.Unlock()
@@ -89,7 +103,7 @@ func (db *DB) MetricsSnapshot(ctx context.Context) (*metrics.Snapshot, error) {
 	if db.snap != nil && version == db.snapVersion {
 		return db.snap, nil
 	}
-	s, err := db.readSnapshot(ctx, db.snapConn)
+	s, err := db.readSnapshot(ctx, db.snapConn, db.snap)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +111,7 @@ func (db *DB) MetricsSnapshot(ctx context.Context) (*metrics.Snapshot, error) {
 	return s, nil
 }
 
-func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn) (*metrics.Snapshot, error) {
+func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn, prev *metrics.Snapshot) (*metrics.Snapshot, error) {
 	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -108,66 +122,22 @@ func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn) (*metrics.Snapsh
 		Gauges:     map[string][]metrics.Series{},
 		Histograms: map[string][]metrics.HistogramSeries{},
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT name, labels, value FROM counters`)
-	if err != nil {
+	var raw sql.NullString
+	if err := tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, rollupsVersion).Scan(&raw); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, err
 	}
-	for rows.Next() {
-		var name, key string
-		var v metrics.Series
-		if err := rows.Scan(&name, &key, &v.Value); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if err := json.Unmarshal([]byte(key), &v.Labels); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		s.Counters[name] = append(s.Counters[name], v)
-	}
-	rows.Close()
-
-	rows, err = tx.QueryContext(ctx, `SELECT name, repository, environment, count, sum, buckets FROM histograms`)
-	if err != nil {
+	s.RollupsVersion, _ = strconv.ParseInt(raw.String, 10, 64)
+	if prev != nil && prev.RollupsVersion == s.RollupsVersion {
+		s.Counters[metrics.DeploymentsTotal] = prev.Counters[metrics.DeploymentsTotal]
+		s.Histograms, s.Gauges = prev.Histograms, prev.Gauges
+	} else if err := readRollups(ctx, tx, s); err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		var name, repo, env, raw string
-		var h metrics.HistogramSeries
-		if err := rows.Scan(&name, &repo, &env, &h.Count, &h.Sum, &raw); err != nil {
-			rows.Close()
+	for _, name := range []string{MetricWebhookDeliveries, MetricGitHubRequests} {
+		if s.Counters[name], err = readCounters(ctx, tx, name); err != nil {
 			return nil, err
 		}
-		if h.Buckets, err = decodeBuckets(raw); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		h.Labels = []string{repo, env}
-		s.Histograms[name] = append(s.Histograms[name], h)
 	}
-	rows.Close()
-
-	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at FROM environment_state`)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var repo, env string
-		var production bool
-		var at int64
-		if err := rows.Scan(&repo, &env, &production, &at); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		s.Gauges[metrics.EnvironmentInfo] = append(s.Gauges[metrics.EnvironmentInfo],
-			metrics.Series{Labels: []string{repo, env, strconv.FormatBool(production)}, Value: 1})
-		if at > 0 {
-			s.Gauges[metrics.LastSuccess] = append(s.Gauges[metrics.LastSuccess],
-				metrics.Series{Labels: []string{repo, env}, Value: float64(at) / 1000})
-		}
-	}
-	rows.Close()
-
 	var oldest sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), MIN(received_at) FROM deliveries WHERE state = 'pending'`).Scan(&s.InboxPending, &oldest); err != nil {
 		return nil, err
@@ -178,10 +148,78 @@ func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn) (*metrics.Snapsh
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE state = 'dead'`).Scan(&s.InboxDead); err != nil {
 		return nil, err
 	}
-	for _, list := range s.Counters {
-		sort.Slice(list, func(i, j int) bool { return labelLess(list[i].Labels, list[j].Labels) })
+	return s, nil
+}
+
+func readCounters(ctx context.Context, tx *sql.Tx, name string) ([]metrics.Series, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT labels, value FROM counters WHERE name = ? ORDER BY labels`, name)
+	if err != nil {
+		return nil, err
 	}
-	return s, rows.Err()
+	defer rows.Close()
+	var out []metrics.Series
+	for rows.Next() {
+		var key string
+		var v metrics.Series
+		if err := rows.Scan(&key, &v.Value); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(key), &v.Labels); err != nil {
+			return nil, fmt.Errorf("counter %s: bad labels %q: %w", name, key, err)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// readRollups reads the delivery metrics: deployment counters, histograms,
+// and the environments with their last success.
+func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
+	var err error
+	if s.Counters[metrics.DeploymentsTotal], err = readCounters(ctx, tx, MetricDeployments); err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT name, repository, environment, count, sum, buckets FROM histograms
+		ORDER BY name, repository, environment`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var name, repo, env, raw string
+		var h metrics.HistogramSeries
+		if err := rows.Scan(&name, &repo, &env, &h.Count, &h.Sum, &raw); err != nil {
+			rows.Close()
+			return err
+		}
+		if h.Buckets, err = decodeBuckets(raw); err != nil {
+			rows.Close()
+			return err
+		}
+		h.Labels = []string{repo, env}
+		s.Histograms[name] = append(s.Histograms[name], h)
+	}
+	rows.Close()
+	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at FROM environment_state
+		ORDER BY repository, environment`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var repo, env string
+		var production bool
+		var at int64
+		if err := rows.Scan(&repo, &env, &production, &at); err != nil {
+			return err
+		}
+		s.Gauges[metrics.EnvironmentInfo] = append(s.Gauges[metrics.EnvironmentInfo],
+			metrics.Series{Labels: []string{repo, env, strconv.FormatBool(production)}, Value: 1})
+		if at > 0 {
+			s.Gauges[metrics.LastSuccess] = append(s.Gauges[metrics.LastSuccess],
+				metrics.Series{Labels: []string{repo, env}, Value: float64(at) / 1000})
+		}
+	}
+	return rows.Err()
 }
 
 func labelLess(a, b []string) bool {

@@ -256,7 +256,10 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		if err != nil {
 			return err
 		}
-		return zeroSeries(ctx, tx, repo.FullName(), env.Name)
+		if err := zeroSeries(ctx, tx, repo.FullName(), env.Name); err != nil {
+			return err
+		}
+		return bumpRollups(ctx, tx)
 	case pipeline.CompleteRelease:
 		return setReleaseState(ctx, tx, a.Release.ID, pipeline.ReleaseCompleted, "", "", now)
 	case pipeline.StopRelease:

@@ -6,9 +6,12 @@
 //
 // generate fills a new database with a synthetic, consistent history (see
 // storage.Generate). scrape builds and starts a real `lastmile serve` on that
-// database and, in the same run, a second one on an empty database (the
-// baseline), then scrapes /metrics of each alternately and reports the
-// latencies, their ratio, and the resident memory of each process.
+// database and, in the same run, a second one on a database with the same
+// repositories and environments but a short history (the baseline: the same
+// series, so the same exposition, and 1/200 of the history), then scrapes
+// /metrics of each alternately and reports the latencies, their ratio, and
+// the resident memory of each process. The ratio says what the length of
+// the history costs a scrape.
 // Everything runs on 127.0.0.1 and stops by itself.
 package main
 
@@ -69,13 +72,23 @@ func generate(args []string) error {
 	if _, err := os.Stat(*path); err == nil {
 		return fmt.Errorf("%s exists: generate into a new file", *path)
 	}
+	start := time.Now()
+	if err := generateInto(*path, *repos, *deployments, *commits); err != nil {
+		return err
+	}
+	info, _ := os.Stat(*path)
+	fmt.Printf("generated %s in %s: %.0f MB\n", *path, time.Since(start).Round(time.Second), float64(info.Size())/1e6)
+	return nil
+}
+
+func generateInto(path string, repos, deployments, commits int) error {
 	ctx := context.Background()
-	db, err := storage.Open(ctx, *path)
+	db, err := storage.Open(ctx, path)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	err = db.Generate(ctx, storage.GenerateOptions{Repositories: *repos, Deployments: *deployments, Commits: *commits, Seed: 1},
+	err = db.Generate(ctx, storage.GenerateOptions{Repositories: repos, Deployments: deployments, Commits: commits, Seed: 1},
 		func(n int) {
 			if n%100_000 < 6_000 {
 				fmt.Fprintf(os.Stderr, "\r%d deployments (%s)", n, time.Since(start).Round(time.Second))
@@ -85,18 +98,15 @@ func generate(args []string) error {
 	if cerr := db.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return err
-	}
-	info, _ := os.Stat(*path)
-	fmt.Printf("generated %s in %s: %.0f MB\n", *path, time.Since(start).Round(time.Second), float64(info.Size())/1e6)
-	return nil
+	return err
 }
 
 func scrape(args []string) error {
 	fs := flag.NewFlagSet("scrape", flag.ExitOnError)
 	path := fs.String("db", "", "the generated database")
 	n := fs.Int("n", 200, "scrapes of each server")
+	repos := fs.Int("repositories", 50, "repositories of the generated database (the baseline gets as many)")
+	short := fs.Int("baseline-deployments", 5000, "deployments in the baseline's history")
 	bin := fs.String("lastmile", "", "lastmile binary (default: build ./cmd/lastmile)")
 	fs.Parse(args)
 	if *path == "" {
@@ -120,7 +130,11 @@ func scrape(args []string) error {
 		return err
 	}
 	defer big.stop()
-	empty, err := startServe(*bin, filepath.Join(dir, "empty.db"), dir)
+	baseDB := filepath.Join(dir, "baseline.db")
+	if err := generateInto(baseDB, *repos, *short, *short*3); err != nil {
+		return err
+	}
+	empty, err := startServe(*bin, baseDB, dir)
 	if err != nil {
 		return err
 	}
@@ -152,10 +166,10 @@ func scrape(args []string) error {
 		return ds[int(q*float64(len(ds)-1))]
 	}
 	fmt.Printf("database: %s (%.0f MB); %d scrapes of each server, alternating\n", *path, float64(info.Size())/1e6, *n)
-	fmt.Printf("%-22s %10s %10s %10s %12s %12s\n", "", "p50", "p99", "max", "peak RSS", "exposition")
-	fmt.Printf("%-22s %10s %10s %10s %9.1f MB %9d B\n", "lastmile, long history", ms(p(bigTimes, .5)), ms(p(bigTimes, .99)), ms(p(bigTimes, 1)), big.peakRSS(), bigBytes)
-	fmt.Printf("%-22s %10s %10s %10s %9.1f MB\n", "lastmile, empty (base)", ms(p(emptyTimes, .5)), ms(p(emptyTimes, .99)), ms(p(emptyTimes, 1)), empty.peakRSS())
-	fmt.Printf("ratio long/empty: p50 %.2f, p99 %.2f\n", float64(p(bigTimes, .5))/float64(p(emptyTimes, .5)), float64(p(bigTimes, .99))/float64(p(emptyTimes, .99)))
+	fmt.Printf("%-28s %10s %10s %10s %12s %12s\n", "", "p50", "p99", "max", "peak RSS", "exposition")
+	fmt.Printf("%-28s %10s %10s %10s %9.1f MB %9d B\n", "lastmile, long history", ms(p(bigTimes, .5)), ms(p(bigTimes, .99)), ms(p(bigTimes, 1)), big.peakRSS(), bigBytes)
+	fmt.Printf("%-28s %10s %10s %10s %9.1f MB\n", fmt.Sprintf("baseline, %d deployments", *short), ms(p(emptyTimes, .5)), ms(p(emptyTimes, .99)), ms(p(emptyTimes, 1)), empty.peakRSS())
+	fmt.Printf("ratio long history / baseline: p50 %.2f, p99 %.2f\n", float64(p(bigTimes, .5))/float64(p(emptyTimes, .5)), float64(p(bigTimes, .99))/float64(p(emptyTimes, .99)))
 	return nil
 }
 

@@ -1,0 +1,108 @@
+package metrics
+
+import (
+	"bytes"
+	"compress/gzip"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+)
+
+// renderedRollups is the text exposition of the delivery metrics for one
+// rollups version, plain and gzipped.
+type renderedRollups struct {
+	mu      sync.Mutex
+	version int64
+	valid   bool
+	plain   []byte
+	gzipped []byte
+}
+
+// Handler serves /metrics in Prometheus's text format. The delivery
+// metrics — a histogram and counters per repository and environment, the
+// bulk of the exposition — are rendered once each time the rollups change
+// (a deployment finished, a review was decided), not at every scrape; the
+// rest (process, webhook and GitHub counters, inbox) is rendered per scrape.
+// With Accept-Encoding: gzip the two parts are sent as two gzip members,
+// which gzip readers (Prometheus's among them) read as one stream.
+func (m *Metrics) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var live bytes.Buffer
+		mfs, err := m.live.Gather()
+		if err != nil {
+			m.log.Warn("metrics: gather", "error", err)
+		}
+		enc := expfmt.NewEncoder(&live, expfmt.NewFormat(expfmt.TypeTextPlain))
+		for _, mf := range mfs {
+			if err := enc.Encode(mf); err != nil {
+				http.Error(w, "encode metrics: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		plain, gzipped := m.rollupsText()
+
+		h := w.Header()
+		h.Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		if !acceptsGzip(r) {
+			w.Write(live.Bytes())
+			w.Write(plain)
+			return
+		}
+		h.Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		zw.Write(live.Bytes())
+		zw.Close()
+		w.Write(gzipped)
+	})
+}
+
+// rollupsText returns the delivery metrics' exposition, rendering it again
+// only when the snapshot's rollups version moved.
+func (m *Metrics) rollupsText() (plain, gzipped []byte) {
+	snap, err := m.snapshot()
+	if err != nil {
+		return nil, nil
+	}
+	c := &m.rendered
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.valid && c.version == snap.RollupsVersion {
+		return c.plain, c.gzipped
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(rollupCollector{snap}); err != nil {
+		m.log.Warn("metrics: rollups", "error", err)
+		return nil, nil
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		m.log.Warn("metrics: rollups", "error", err)
+		return nil, nil
+	}
+	var buf, zbuf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			m.log.Warn("metrics: rollups", "error", err)
+			return nil, nil
+		}
+	}
+	zw, _ := gzip.NewWriterLevel(&zbuf, gzip.BestSpeed)
+	zw.Write(buf.Bytes())
+	zw.Close()
+	c.version, c.valid, c.plain, c.gzipped = snap.RollupsVersion, true, buf.Bytes(), zbuf.Bytes()
+	return c.plain, c.gzipped
+}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.TrimSpace(enc) == "gzip" && strings.TrimSpace(q) != "q=0" {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,173 @@
+package metrics
+
+import (
+	"compress/gzip"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// countingSource serves a snapshot and counts the reads.
+type countingSource struct {
+	snap  *Snapshot
+	reads int
+}
+
+func (c *countingSource) MetricsSnapshot(context.Context) (*Snapshot, error) {
+	c.reads++
+	return c.snap, nil
+}
+
+func handlerSnapshot(version int64, successes float64) *Snapshot {
+	return &Snapshot{
+		RollupsVersion: version,
+		Counters: map[string][]Series{
+			DeploymentsTotal:  {{Labels: []string{"acme/shop", "production", "success"}, Value: successes}},
+			WebhookDeliveries: {{Labels: []string{"push", "accepted"}, Value: 7}},
+			GitHubRequests:    {{Labels: []string{"POST", "201"}, Value: 3}},
+		},
+		Gauges: map[string][]Series{
+			LastSuccess:     {{Labels: []string{"acme/shop", "production"}, Value: 1.7e9}},
+			EnvironmentInfo: {{Labels: []string{"acme/shop", "production", "true"}, Value: 1}},
+		},
+		Histograms: map[string][]HistogramSeries{
+			LeadTime: {{Labels: []string{"acme/shop", "production"}, Buckets: map[float64]uint64{300: 1, 7200: 2}, Count: 3, Sum: 9000}},
+		},
+		InboxPending: 2,
+	}
+}
+
+// samples returns the exposition's sample lines, sorted, without the
+// process's own (which move between two scrapes).
+func samples(t *testing.T, body string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "lastmile_") && !strings.HasPrefix(line, "lastmile_delivery_handling") {
+			out = append(out, line)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func scrape(t *testing.T, h http.Handler, gz bool) string {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	if gz {
+		req.Header.Set("Accept-Encoding", "gzip")
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	body := io.Reader(rec.Body)
+	if gz {
+		if rec.Header().Get("Content-Encoding") != "gzip" {
+			t.Fatalf("no gzip answer: %v", rec.Header())
+		}
+		zr, err := gzip.NewReader(rec.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = zr
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestHandlerServesWhatTheRegistryHolds(t *testing.T) {
+	src := &countingSource{snap: handlerSnapshot(1, 2)}
+	m := New(src, nopSink{}, "test", slog.New(slog.DiscardHandler))
+	full := httptest.NewRecorder()
+	promhttp.HandlerFor(m.Registry(), promhttp.HandlerOpts{}).ServeHTTP(full, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	want := strings.Join(samples(t, full.Body.String()), "\n")
+	if !strings.Contains(want, `lastmile_deployments_total{environment="production",repository="acme/shop",state="success"} 2`) {
+		t.Fatalf("the registry lacks the deployments:\n%s", want)
+	}
+	for _, gz := range []bool{false, true} {
+		if got := strings.Join(samples(t, scrape(t, m.Handler(), gz)), "\n"); got != want {
+			t.Errorf("gzip %v: the handler serves\n%s\n\nthe registry holds\n%s", gz, got, want)
+		}
+	}
+}
+
+func TestHandlerRendersTheRollupsAgainOnlyWhenTheyChange(t *testing.T) {
+	src := &countingSource{snap: handlerSnapshot(1, 2)}
+	m := New(src, nopSink{}, "test", slog.New(slog.DiscardHandler))
+	h := m.Handler()
+	first := scrape(t, h, true)
+	// Same version: the rendered text is reused, even if (in this fake) the
+	// numbers behind it changed.
+	src.snap = handlerSnapshot(1, 5)
+	if again := scrape(t, h, true); !strings.Contains(again, `state="success"} 2`) || strings.Contains(again, `state="success"} 5`) {
+		t.Errorf("re-rendered without a new version:\n%s", again)
+	}
+	src.snap = handlerSnapshot(2, 5)
+	if next := scrape(t, h, false); !strings.Contains(next, `state="success"} 5`) {
+		t.Errorf("not re-rendered for a new version:\n%s", next)
+	}
+	if !strings.Contains(first, "# TYPE lastmile_deployment_lead_time_seconds histogram") ||
+		!strings.Contains(first, "lastmile_inbox_pending 2") {
+		t.Errorf("exposition:\n%s", first)
+	}
+}
+
+// bigSnapshot has every delivery series of repos repositories with three
+// environments each.
+func bigSnapshot(repos int) *Snapshot {
+	s := &Snapshot{Counters: map[string][]Series{}, Gauges: map[string][]Series{}, Histograms: map[string][]HistogramSeries{}}
+	for r := range repos {
+		repo := "acme/svc-" + strings.Repeat("x", 3) + string(rune('a'+r%26)) + string(rune('a'+r/26))
+		for _, env := range []string{"test", "staging", "production"} {
+			for _, st := range []string{"success", "failure", "error"} {
+				s.Counters[DeploymentsTotal] = append(s.Counters[DeploymentsTotal], Series{Labels: []string{repo, env, st}, Value: 1000})
+			}
+			s.Gauges[LastSuccess] = append(s.Gauges[LastSuccess], Series{Labels: []string{repo, env}, Value: 1.7e9})
+			s.Gauges[EnvironmentInfo] = append(s.Gauges[EnvironmentInfo], Series{Labels: []string{repo, env, "false"}, Value: 1})
+			for _, name := range []string{LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore} {
+				b := map[float64]uint64{}
+				for _, le := range Buckets(name) {
+					b[le] = 10
+				}
+				s.Histograms[name] = append(s.Histograms[name], HistogramSeries{Labels: []string{repo, env}, Buckets: b, Count: 200, Sum: 1e6})
+			}
+		}
+	}
+	return s
+}
+
+// BenchmarkScrape measures a /metrics scrape (gzip, as Prometheus asks)
+// with 50 repositories × 3 environments: when the rollups have not changed
+// since the last scrape, and when they have (re-rendered).
+//
+//	go test ./metrics -run '^$' -bench Scrape
+func BenchmarkScrape(b *testing.B) {
+	src := &countingSource{snap: bigSnapshot(50)}
+	m := New(src, nopSink{}, "bench", slog.New(slog.DiscardHandler))
+	h := m.Handler()
+	get := func() {
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	b.Run("unchanged", func(b *testing.B) {
+		for b.Loop() {
+			get()
+		}
+	})
+	b.Run("changed", func(b *testing.B) {
+		for b.Loop() {
+			src.snap.RollupsVersion++
+			get()
+		}
+	})
+}
