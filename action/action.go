@@ -1,0 +1,325 @@
+// Package action is the lastmile GitHub Action (action.yml in this
+// directory): the step of a repository's `on: deployment` workflow that
+// deploys the commit of a deployment lastmile created and reports the
+// deployment's statuses.
+//
+// In mode register (an ungated first job) it posts a queued status whose
+// log_url is the run, so lastmile can link the run while the gated deploy job
+// waits for its reviewers. In mode deploy it first reads the deployment's
+// latest status: when lastmile made it inactive (a newer release superseded
+// it while the job waited) or it is already finished, it deploys nothing.
+// Otherwise it posts in_progress, runs the deploy command with the
+// environment as its parameter, and posts success or failure — or error when
+// the job is cancelled.
+//
+// Run is the whole Action. cmd/lastmile-action calls it with the process's
+// environment; other Go code (lastmile demo, the simulator's workflow player
+// in tests) calls it with an injected one, so every caller runs the same code.
+package action
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Env is the runner's side of one run of the Action: where it reads its
+// inputs and the workflow's GITHUB_ variables, and where its output goes.
+// The zero value is the process's own environment, as on a runner.
+type Env struct {
+	// Getenv reads INPUT_* (see InputEnvName) and GITHUB_* variables:
+	// GITHUB_TOKEN, GITHUB_API_URL, GITHUB_SERVER_URL, GITHUB_REPOSITORY,
+	// GITHUB_RUN_ID, GITHUB_SHA, GITHUB_EVENT_NAME, GITHUB_EVENT_PATH,
+	// GITHUB_OUTPUT and GITHUB_WORKSPACE (where the command runs).
+	// Default os.Getenv.
+	Getenv func(string) string
+	// Environ is the deploy command's environment, to which the Action adds
+	// LASTMILE_ENVIRONMENT, LASTMILE_SHA and LASTMILE_DEPLOYMENT_ID (and from
+	// which it removes its own INPUT_ variables, the token among them).
+	// Default os.Environ.
+	Environ func() []string
+	// Stdout is the job log: the Action's messages and workflow commands
+	// (::notice::, ::error::) and the deploy command's standard output.
+	// Default os.Stdout.
+	Stdout io.Writer
+	// Stderr receives the deploy command's standard error. Default: Stdout
+	// when it is set, else os.Stderr.
+	Stderr io.Writer
+	// Transport carries the calls to GitHub. Default: a githubapp.Transport
+	// with its defaults.
+	Transport *githubapp.Transport
+	// KillGrace is how long a cancelled deploy command's process group has
+	// between SIGTERM and SIGKILL. Default 5s, which leaves time to report
+	// the error status before the runner's own SIGKILL, 10 s after its SIGINT.
+	KillGrace time.Duration
+}
+
+func (e Env) withDefaults() Env {
+	if e.Getenv == nil {
+		e.Getenv = os.Getenv
+	}
+	if e.Environ == nil {
+		e.Environ = os.Environ
+	}
+	if e.Stderr == nil {
+		if e.Stdout == nil {
+			e.Stderr = os.Stderr
+		} else {
+			e.Stderr = e.Stdout
+		}
+	}
+	if e.Stdout == nil {
+		e.Stdout = os.Stdout
+	}
+	if e.Transport == nil {
+		e.Transport = &githubapp.Transport{}
+	}
+	if e.KillGrace <= 0 {
+		e.KillGrace = 5 * time.Second
+	}
+	return e
+}
+
+// Result is what a run of the Action reports; Run also writes it to the
+// step's outputs (GITHUB_OUTPUT) as state, skipped and log-url.
+type Result struct {
+	// State is the deployment status the Action left (queued, success,
+	// failure, error), or the state it found when it skipped; "" when it
+	// never reached the deployment.
+	State pipeline.DeploymentState
+	// Skipped tells that the deployment was inactive (superseded) or
+	// already finished, so nothing was deployed or posted.
+	Skipped bool
+	// LogURL is the log_url posted: the job's page, or the run's.
+	LogURL string
+}
+
+// How long the final status may take. When the job was cancelled the runner
+// kills the Action 10 s after its SIGINT, so that post must be quick.
+const (
+	finalPostTimeout     = 30 * time.Second
+	cancelledPostTimeout = 4 * time.Second
+)
+
+// Run runs the Action once: mode register or deploy, as the inputs say.
+// Cancelling ctx (the runner's SIGINT/SIGTERM when the job is cancelled)
+// signals the deploy command's process group and leaves the deployment in
+// state error. A non-nil error means the step fails; Run has already written
+// it to the job log as an ::error:: workflow command. A deployment that is
+// inactive or finished is not an error: Result.Skipped is true.
+func Run(ctx context.Context, env Env) (res Result, err error) {
+	env = env.withDefaults()
+	defer func() {
+		if werr := writeOutputs(env.Getenv("GITHUB_OUTPUT"), res); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		if err != nil {
+			workflowCommand(env.Stdout, "error", err.Error())
+		}
+	}()
+	cfg, err := readConfig(env.Getenv)
+	if err != nil {
+		return Result{}, err
+	}
+	gh, err := githubapp.NewTokenClient(cfg.apiURL, cfg.token, env.Transport)
+	if err != nil {
+		return Result{}, err
+	}
+	r := &runner{env: env, cfg: cfg, gh: gh}
+	latest, err := r.latestState(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if why := skipReason(cfg.deployment.ID, latest); why != "" {
+		workflowCommand(env.Stdout, "notice", why)
+		return Result{State: latest, Skipped: true}, nil
+	}
+	if cfg.mode == ModeRegister {
+		return r.register(ctx)
+	}
+	return r.deploy(ctx)
+}
+
+// skipReason says why a deployment whose latest status is state must not be
+// deployed, or "" when it may.
+func skipReason(id int64, state pipeline.DeploymentState) string {
+	switch {
+	case state == pipeline.DeploymentInactive:
+		return fmt.Sprintf("Deployment %d is inactive: a newer release superseded it while this job waited, so nothing is deployed.", id)
+	case state.Terminal():
+		return fmt.Sprintf("Deployment %d has already finished (%s), so nothing is deployed. To deploy this commit again, start a new deployment.", id, state)
+	}
+	return ""
+}
+
+// runner is one run of the Action.
+type runner struct {
+	env Env
+	cfg *config
+	gh  *github.Client
+}
+
+// latestState reads the state of the deployment's newest status ("" when it
+// has none). GitHub lists statuses newest first.
+func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, error) {
+	c := r.cfg
+	statuses, _, err := r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 1})
+	if err != nil {
+		return "", fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", c.deployment.ID, c.owner, c.repo, explain(err))
+	}
+	if len(statuses) == 0 {
+		return "", nil
+	}
+	return pipeline.DeploymentState(statuses[0].GetState()), nil
+}
+
+// register posts queued with the run's URL.
+func (r *runner) register(ctx context.Context) (Result, error) {
+	c := r.cfg
+	res := Result{State: pipeline.DeploymentQueued, LogURL: c.runURL()}
+	desc := fmt.Sprintf("Waiting for the deploy job to %s", c.deployment.Environment)
+	if err := r.post(ctx, res.State, res.LogURL, desc); err != nil {
+		return Result{}, err
+	}
+	r.printf("lastmile: deployment %d of %s to %s is queued; run %s\n", c.deployment.ID, short(c.deployment.SHA), c.deployment.Environment, res.LogURL)
+	return res, nil
+}
+
+// deploy posts in_progress, runs the command and posts its outcome.
+func (r *runner) deploy(ctx context.Context) (Result, error) {
+	c := r.cfg
+	logURL := c.logURL()
+	if err := r.post(ctx, pipeline.DeploymentInProgress, logURL, fmt.Sprintf("Deploying %s to %s", short(c.deployment.SHA), c.deployment.Environment)); err != nil {
+		return Result{}, err
+	}
+	r.printf("lastmile: deploying %s to %s (deployment %d)\n", c.deployment.SHA, c.deployment.Environment, c.deployment.ID)
+
+	runErr := runCommand(ctx, r.env, c)
+
+	res := Result{State: pipeline.DeploymentSuccess, LogURL: logURL}
+	desc := fmt.Sprintf("Deployed %s to %s", short(c.deployment.SHA), c.deployment.Environment)
+	timeout := finalPostTimeout
+	switch {
+	case runErr == nil:
+	case ctx.Err() != nil:
+		// The job was cancelled (the runner's SIGINT): the deploy did not
+		// finish, which is an error rather than a failed deploy.
+		res.State = pipeline.DeploymentError
+		desc = "Cancelled: the workflow job was cancelled while the deploy command ran"
+		runErr = fmt.Errorf("the workflow job was cancelled; the deploy command was stopped: %w", runErr)
+		timeout = cancelledPostTimeout
+	default:
+		res.State = pipeline.DeploymentFailure
+		desc = "Deploy command failed: " + failureSummary(runErr)
+		runErr = fmt.Errorf("deploy command failed: %s", failureDetail(runErr))
+	}
+	postCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if err := r.post(postCtx, res.State, logURL, desc); err != nil {
+		// GitHub still shows in_progress; lastmile settles the deployment
+		// when the run ends.
+		res.State = pipeline.DeploymentInProgress
+		return res, errors.Join(runErr, err)
+	}
+	if runErr == nil {
+		r.printf("lastmile: deployment %d to %s succeeded\n", c.deployment.ID, c.deployment.Environment)
+	}
+	return res, runErr
+}
+
+// post creates a deployment status. Posting the same status twice does no
+// harm, so the transport may retry it.
+func (r *runner) post(ctx context.Context, state pipeline.DeploymentState, logURL, description string) error {
+	c := r.cfg
+	req := &github.DeploymentStatusRequest{
+		State:       github.String(string(state)),
+		LogURL:      github.String(logURL),
+		Description: github.String(truncate(description, 140)),
+	}
+	if c.environmentURL != "" && state != pipeline.DeploymentQueued {
+		req.EnvironmentURL = github.String(c.environmentURL)
+	}
+	_, _, err := r.gh.Repositories.CreateDeploymentStatus(githubapp.WithRetrySafe(ctx), c.owner, c.repo, c.deployment.ID, req)
+	if err != nil {
+		return fmt.Errorf("post status %s on deployment %d in %s/%s: %w", state, c.deployment.ID, c.owner, c.repo, explain(err))
+	}
+	return nil
+}
+
+func (r *runner) printf(format string, args ...any) {
+	fmt.Fprintf(r.env.Stdout, format, args...)
+}
+
+// explain adds the usual cause to GitHub's refusals of the token.
+func explain(err error) error {
+	var er *github.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil {
+		switch er.Response.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			return fmt.Errorf("%w (does the token reach this repository with permissions deployments: write? In the workflow: permissions: {deployments: write})", err)
+		}
+	}
+	return err
+}
+
+func short(sha string) string {
+	if len(sha) > 7 {
+		return sha[:7]
+	}
+	return sha
+}
+
+// truncate cuts s to at most n characters (GitHub's limit for a
+// description counts characters, not bytes).
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
+}
+
+// writeOutputs appends the step's outputs to the GITHUB_OUTPUT file, if
+// there is one.
+func writeOutputs(path string, res Result) error {
+	if path == "" {
+		return nil
+	}
+	var b strings.Builder
+	for _, kv := range [][2]string{
+		{"state", string(res.State)},
+		{"skipped", fmt.Sprint(res.Skipped)},
+		{"log-url", res.LogURL},
+	} {
+		fmt.Fprintf(&b, "%s=%s\n", kv[0], kv[1])
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("write step outputs: %w", err)
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		return fmt.Errorf("write step outputs: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write step outputs: %w", err)
+	}
+	return nil
+}
+
+// workflowCommand writes a workflow command (::error::, ::notice::) to the job log,
+// escaping its message as the runner expects.
+func workflowCommand(w io.Writer, name, message string) {
+	r := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A")
+	fmt.Fprintf(w, "::%s::%s\n", name, r.Replace(message))
+}

@@ -1,0 +1,541 @@
+//go:build unix
+
+package action_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/action"
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// The deploy command of most tests: it shows its parameters, and whether the
+// Action's token leaked into its environment. It ends with a newline, as a
+// YAML block scalar (command: |) does.
+const showCommand = `echo "env=$LASTMILE_ENVIRONMENT sha=$LASTMILE_SHA id=$LASTMILE_DEPLOYMENT_ID token=${INPUT_TOKEN:-none}"
+echo "pwd=$PWD"
+printf 'arg=[%s]\n'
+`
+
+func TestDeploySucceeds(t *testing.T) {
+	for _, tc := range []struct {
+		passArg string // INPUT_PASS-ENVIRONMENT-ARG
+		wantArg string
+	}{
+		{"", "arg=[]"},
+		{"false", "arg=[]"},
+		{"true", "arg=[production]"},
+	} {
+		t.Run("pass-environment-arg="+tc.passArg, func(t *testing.T) {
+			w := newWorld(t)
+			inputs := map[string]string{
+				"INPUT_COMMAND":         showCommand,
+				"INPUT_ENVIRONMENT-URL": "https://shop.example.com",
+			}
+			if tc.passArg != "" {
+				inputs["INPUT_PASS-ENVIRONMENT-ARG"] = tc.passArg
+			}
+			results := w.playWithRun(inputs)
+			id := w.createDeployment()
+			r := w.result(results)
+			run := w.waitRunCompleted()
+
+			if r.err != nil {
+				t.Fatalf("Run: %v", r.err)
+			}
+			if want := (action.Result{State: pipeline.DeploymentSuccess, LogURL: r.step.jobURL}); r.res != want {
+				t.Errorf("Result %+v, want %+v", r.res, want)
+			}
+			if run.Conclusion != "success" {
+				t.Errorf("run conclusion %q", run.Conclusion)
+			}
+			d := w.deployment(id)
+			// queued is the simulated register job's; the rest the Action's.
+			wantStates(t, d, "queued", "in_progress", "success")
+			if !strings.Contains(r.step.jobURL, "/job/") || !strings.HasPrefix(r.step.jobURL, run.HTMLURL+"/job/") {
+				t.Fatalf("job URL %q is not a job of run %s", r.step.jobURL, run.HTMLURL)
+			}
+			for _, st := range d.Statuses[1:] {
+				if st.LogURL != r.step.jobURL {
+					t.Errorf("%s log_url %q, want the job's %q", st.State, st.LogURL, r.step.jobURL)
+				}
+				if st.EnvironmentURL != "https://shop.example.com" {
+					t.Errorf("%s environment_url %q", st.State, st.EnvironmentURL)
+				}
+				if st.Creator != "github-actions[bot]" {
+					t.Errorf("%s posted by %q, want the workflow token's github-actions[bot]", st.State, st.Creator)
+				}
+			}
+			short := w.sha[:7]
+			if got, want := d.Statuses[1].Description, "Deploying "+short+" to production"; got != want {
+				t.Errorf("in_progress description %q, want %q", got, want)
+			}
+			if got, want := d.Statuses[2].Description, "Deployed "+short+" to production"; got != want {
+				t.Errorf("success description %q, want %q", got, want)
+			}
+			log := jobLog(w.sim)
+			for _, want := range []string{
+				fmt.Sprintf("env=production sha=%s id=%d token=none", w.sha, id),
+				"pwd=" + r.step.vars["GITHUB_WORKSPACE"] + "\n",
+				tc.wantArg + "\n",
+			} {
+				if !strings.Contains(log, want) {
+					t.Errorf("job log lacks %q:\n%s", want, log)
+				}
+			}
+			if strings.Contains(log, "::error::") {
+				t.Errorf("job log has an error:\n%s", log)
+			}
+			wantOutputs(t, r.step.readOutputs(t), "success", "false", r.step.jobURL)
+		})
+	}
+}
+
+func TestDeployFails(t *testing.T) {
+	for name, tc := range map[string]struct {
+		command  string
+		desc     string
+		logLines []string
+	}{
+		"exit 3": {
+			command:  "echo 'migrating the database' >&2\nexit 3\n",
+			desc:     "Deploy command failed: exit status 3",
+			logLines: []string{"migrating the database", "::error::deploy command failed: exit status 3"},
+		},
+		"pipeline": {
+			// -o pipefail: a failure inside a pipe fails the deploy.
+			command:  "false | cat\necho 'not reached'\n",
+			desc:     "Deploy command failed: exit status 1",
+			logLines: []string{"::error::deploy command failed: exit status 1"},
+		},
+		"command not found": {
+			command: "lastmile-no-such-deployer --to production",
+			desc:    "Deploy command failed: command not found (exit status 127)",
+			logLines: []string{
+				"lastmile-no-such-deployer: command not found", // bash's own message
+				"::error::deploy command failed: exit status 127: command not found.",
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			results := w.playWithRun(map[string]string{
+				"INPUT_COMMAND":         tc.command,
+				"INPUT_ENVIRONMENT-URL": "https://shop.example.com",
+			})
+			id := w.createDeployment()
+			r := w.result(results)
+			run := w.waitRunCompleted()
+
+			if r.err == nil {
+				t.Fatal("Run succeeded")
+			}
+			if want := (action.Result{State: pipeline.DeploymentFailure, LogURL: r.step.jobURL}); r.res != want {
+				t.Errorf("Result %+v, want %+v", r.res, want)
+			}
+			if run.Conclusion != "failure" {
+				t.Errorf("run conclusion %q, want failure", run.Conclusion)
+			}
+			d := w.deployment(id)
+			wantStates(t, d, "queued", "in_progress", "failure")
+			last := d.Statuses[2]
+			if last.Description != tc.desc || last.LogURL != r.step.jobURL || last.EnvironmentURL != "https://shop.example.com" {
+				t.Errorf("failure status %+v, want description %q, log_url %q", last, tc.desc, r.step.jobURL)
+			}
+			log := jobLog(w.sim)
+			for _, want := range tc.logLines {
+				if !strings.Contains(log, want) {
+					t.Errorf("job log lacks %q:\n%s", want, log)
+				}
+			}
+			if strings.Contains(log, "not reached") {
+				t.Errorf("the command went on after a failure:\n%s", log)
+			}
+			wantOutputs(t, r.step.readOutputs(t), "failure", "false", r.step.jobURL)
+		})
+	}
+}
+
+// A cancelled job: the runner's signal ends Run's context mid-command. The
+// command's whole process group stops, and the deployment is left in error.
+func TestDeployCancelled(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	results := w.playWithRun(map[string]string{
+		"INPUT_COMMAND": cancelCommand,
+		"PID_FILE":      filepath.Join(dir, "child.pid"),
+		"TERM_FILE":     filepath.Join(dir, "child.term"),
+	})
+	id := w.createDeployment()
+	w.waitFor("the command has started", func(s *simulator.Simulator) bool {
+		return strings.Contains(jobLog(s), "command: sleeping")
+	})
+	wantStates(t, w.deployment(id), "queued", "in_progress")
+	if err := w.sim.CancelRun(repo, w.onlyRun().ID); err != nil {
+		t.Fatal(err)
+	}
+	r := w.result(results)
+	run := w.waitRunCompleted()
+
+	if r.err == nil || !strings.Contains(r.err.Error(), "cancelled") {
+		t.Errorf("Run error %v, want one that says the job was cancelled", r.err)
+	}
+	if want := (action.Result{State: pipeline.DeploymentError, LogURL: r.step.jobURL}); r.res != want {
+		t.Errorf("Result %+v, want %+v", r.res, want)
+	}
+	if run.Conclusion != "cancelled" {
+		t.Errorf("run conclusion %q, want cancelled", run.Conclusion)
+	}
+	d := w.deployment(id)
+	wantStates(t, d, "queued", "in_progress", "error")
+	if last := d.Statuses[2]; !strings.Contains(last.Description, "cancelled") || last.LogURL != r.step.jobURL {
+		t.Errorf("error status %+v, want a description that says cancelled and log_url %s", last, r.step.jobURL)
+	}
+	if log := jobLog(w.sim); strings.Contains(log, "not reached") {
+		t.Errorf("the command went on:\n%s", log)
+	}
+	wantOutputs(t, r.step.readOutputs(t), "error", "false", r.step.jobURL)
+	wantGroupTerminated(t, dir)
+}
+
+// cancelCommand starts a process in the background that records the SIGTERM
+// it gets, and waits for it. Only a signal to the command's process group
+// reaches that process.
+const cancelCommand = `bash -c 'trap "echo TERM > \"$TERM_FILE\"; exit 0" TERM; echo $$ > "$PID_FILE"; echo "command: sleeping"; sleep 300 & wait' &
+wait
+echo 'not reached'
+`
+
+// wantGroupTerminated checks that cancelCommand's background process got
+// SIGTERM (not only the final SIGKILL) and has ended.
+func wantGroupTerminated(t *testing.T, dir string) {
+	t.Helper()
+	waitProcessGone(t, filepath.Join(dir, "child.pid"))
+	if b, err := os.ReadFile(filepath.Join(dir, "child.term")); err != nil || string(b) != "TERM\n" {
+		t.Errorf("the command's background process got no SIGTERM: %q, %v", b, err)
+	}
+}
+
+// waitProcessGone waits until the process whose pid is in file has ended
+// (a zombie has ended: only its parent's wait is missing).
+func waitProcessGone(t *testing.T, file string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+		}
+		// pid (comm) state ...
+		_, rest, _ := strings.Cut(string(stat), ") ")
+		return strings.HasPrefix(rest, "Z") || strings.HasPrefix(rest, "X")
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(10 * time.Second)
+	for !gone() {
+		select {
+		case <-tick.C:
+		case <-timeout:
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("process %d, started by the deploy command, still runs after the cancellation", pid)
+		}
+	}
+}
+
+// A deployment lastmile superseded (inactive) or that has already finished
+// while the deploy job waited for its reviewer: nothing is deployed, the step
+// succeeds and says why.
+func TestDeploySkips(t *testing.T) {
+	for _, tc := range []struct {
+		state  string // posted by lastmile while the job waits
+		notice string
+	}{
+		{"inactive", "is inactive: a newer release superseded it while this job waited, so nothing is deployed."},
+		{"success", "has already finished (success), so nothing is deployed."},
+		{"error", "has already finished (error), so nothing is deployed."},
+	} {
+		t.Run(tc.state, func(t *testing.T) {
+			w := newWorld(t)
+			w.sim.SetEnvironment(repo, environment, simulator.EnvironmentOptions{
+				Reviewers: []string{"alice"}, Review: simulator.Manual(),
+			})
+			marker := filepath.Join(t.TempDir(), "deployed")
+			results := w.playWithRun(map[string]string{"INPUT_COMMAND": "touch " + marker})
+			id := w.createDeployment()
+			w.waitFor("the deploy job waits for its reviewer", func(s *simulator.Simulator) bool {
+				return len(s.PendingReviews(repo)) == 1
+			})
+			w.postStatus(id, tc.state)
+			if err := w.sim.Approve(repo, w.onlyRun().ID, environment, "alice", "go"); err != nil {
+				t.Fatal(err)
+			}
+			r := w.result(results)
+			run := w.waitRunCompleted()
+
+			if r.err != nil {
+				t.Fatalf("Run: %v", r.err)
+			}
+			if want := (action.Result{State: pipeline.DeploymentState(tc.state), Skipped: true}); r.res != want {
+				t.Errorf("Result %+v, want %+v", r.res, want)
+			}
+			if run.Conclusion != "success" {
+				t.Errorf("run conclusion %q, want success", run.Conclusion)
+			}
+			wantStates(t, w.deployment(id), "queued", tc.state)
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			if want := fmt.Sprintf("::notice::Deployment %d %s", id, tc.notice); !strings.Contains(jobLog(w.sim), want) {
+				t.Errorf("job log lacks %q:\n%s", want, jobLog(w.sim))
+			}
+			wantOutputs(t, r.step.readOutputs(t), tc.state, "true", "")
+		})
+	}
+}
+
+// Mode register, as the ungated first job runs it: queued, with the run's
+// URL as log_url.
+func TestRegister(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment() // no workflow: the test plays the runner
+	jc := w.directJob(id)
+	s := newStep(t, jc, map[string]string{"INPUT_MODE": "register"})
+	var log strings.Builder
+	res, err := action.Run(w.ctx, s.env(&log))
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	runURL := serverURL + "/acme/shop/actions/runs/9001"
+	if want := (action.Result{State: pipeline.DeploymentQueued, LogURL: runURL}); res != want {
+		t.Errorf("Result %+v, want %+v", res, want)
+	}
+	d := w.deployment(id)
+	wantStates(t, d, "queued")
+	if st := d.Statuses[0]; st.LogURL != runURL || st.Description != "Waiting for the deploy job to production" {
+		t.Errorf("queued status %+v, want log_url %s", st, runURL)
+	}
+	wantOutputs(t, s.readOutputs(t), "queued", "false", runURL)
+
+	// A deployment lastmile has superseded gets no queued status.
+	id2 := w.createDeployment()
+	w.postStatus(id2, "inactive")
+	s = newStep(t, w.directJob(id2), map[string]string{"INPUT_MODE": "register"})
+	res, err = action.Run(w.ctx, s.env(&log))
+	if err != nil || !res.Skipped {
+		t.Fatalf("Run on an inactive deployment: %+v, %v", res, err)
+	}
+	wantStates(t, w.deployment(id2), "inactive")
+	wantOutputs(t, s.readOutputs(t), "inactive", "true", "")
+}
+
+// Without job-id (GitHub Enterprise Server has no job.check_run_id) the run's
+// URL stands in for the job's.
+func TestDeployWithoutJobID(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	jc := w.directJob(id)
+	s := newStep(t, jc, map[string]string{"INPUT_COMMAND": "true", "INPUT_JOB-ID": ""})
+	var log strings.Builder
+	res, err := action.Run(w.ctx, s.env(&log))
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	if res.LogURL != jc.RunURL {
+		t.Errorf("log_url %q, want the run's %q", res.LogURL, jc.RunURL)
+	}
+	d := w.deployment(id)
+	wantStates(t, d, "in_progress", "success")
+	for _, st := range d.Statuses {
+		if st.LogURL != jc.RunURL || st.EnvironmentURL != "" {
+			t.Errorf("%s: log_url %q environment_url %q", st.State, st.LogURL, st.EnvironmentURL)
+		}
+	}
+}
+
+// What the runner gives a step that is not a lastmile deploy: every problem
+// is reported at once, before GitHub is called, as an ::error:: line.
+func TestRunRejectsBadEnvironment(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{
+		"INPUT_MODE":                 "deploy",
+		"INPUT_COMMAND":              "",
+		"INPUT_PASS-ENVIRONMENT-ARG": "yes",
+		"INPUT_TOKEN":                "",
+		"GITHUB_TOKEN":               "",
+		"GITHUB_EVENT_NAME":          "push",
+	})
+	var log strings.Builder
+	_, err := action.Run(w.ctx, s.env(&log))
+	if err == nil {
+		t.Fatal("Run succeeded")
+	}
+	for _, want := range []string{
+		"input command is required",
+		`input pass-environment-arg: "yes" is not a boolean`,
+		"no GitHub token",
+		`triggered by "push"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "::error::") || !strings.Contains(lines[0], "%0A") {
+		t.Errorf("job log %q, want one ::error:: line with escaped newlines", log.String())
+	}
+	if n := len(w.deployment(id).Statuses); n != 0 {
+		t.Errorf("%d statuses posted", n)
+	}
+	wantOutputs(t, s.readOutputs(t), "", "false", "")
+}
+
+// A token GitHub refuses: the error says which permission the job needs.
+func TestRunExplainsRefusedToken(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "true", "INPUT_TOKEN": "ghs_not_a_real_token"})
+	var log strings.Builder
+	env := s.env(&log)
+	env.Transport = &githubapp.Transport{MaxRetries: 1}
+	_, err := action.Run(w.ctx, env)
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "deployments: write") {
+		t.Errorf("error %v, want GitHub's 401 and the permission to grant", err)
+	}
+	if strings.Contains(log.String(), "ghs_not_a_real_token") {
+		t.Errorf("the token is in the job log:\n%s", log.String())
+	}
+}
+
+func TestInputEnvName(t *testing.T) {
+	// The runner: "INPUT_" + name.Replace(' ', '_').ToUpperInvariant().
+	for in, want := range map[string]string{
+		"mode":                 "INPUT_MODE",
+		"pass-environment-arg": "INPUT_PASS-ENVIRONMENT-ARG",
+		"job-id":               "INPUT_JOB-ID",
+		"some input":           "INPUT_SOME_INPUT",
+	} {
+		if got := action.InputEnvName(in); got != want {
+			t.Errorf("InputEnvName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestNewTokenClient(t *testing.T) {
+	if _, err := githubapp.NewTokenClient("https://api.github.com", "", nil); err == nil {
+		t.Error("no error without a token")
+	}
+	if _, err := githubapp.NewTokenClient("api.github.com", "t", nil); err == nil {
+		t.Error("no error for a URL without a scheme")
+	}
+	gh, err := githubapp.NewTokenClient("https://ghe.example.com/api/v3", "t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := gh.BaseURL.String(); got != "https://ghe.example.com/api/v3/" {
+		t.Errorf("BaseURL %s", got)
+	}
+}
+
+// The Action runs inside the simulator's own event payload too (the player's
+// JobContext.Event), not only GitHub's example.
+func TestSimulatorPayloadAgrees(t *testing.T) {
+	w := newWorld(t)
+	results := make(chan stepResult, 1)
+	w.sim.SetWorkflow(repo, simulator.WorkflowOptions{
+		NoRegister: true,
+		Deploy: func(ctx context.Context, jc simulator.JobContext) error {
+			dir := t.TempDir()
+			s, err := makeStep(dir, jc, map[string]string{"INPUT_COMMAND": `test "$LASTMILE_DEPLOYMENT_ID" = ` + strconv.FormatInt(jc.DeploymentID, 10)})
+			if err != nil {
+				results <- stepResult{err: err}
+				return err
+			}
+			event := filepath.Join(dir, "simulator-event.json")
+			if err := os.WriteFile(event, jc.Event, 0o600); err != nil {
+				results <- stepResult{err: err}
+				return err
+			}
+			s.vars["GITHUB_EVENT_PATH"] = event
+			res, err := action.Run(ctx, s.env(jc.Log))
+			results <- stepResult{step: s, res: res, err: err}
+			return err
+		},
+	})
+	id := w.createDeployment()
+	r := w.result(results)
+	if r.err != nil || r.res.State != pipeline.DeploymentSuccess {
+		t.Fatalf("Run: %+v, %v\n%s", r.res, r.err, jobLog(w.sim))
+	}
+	wantStates(t, w.deployment(id), "in_progress", "success")
+}
+
+// A deploy command that starts a daemon, which keeps the command's output
+// open, still succeeds once the command itself has (the job log is not a
+// file here, as in the workflow player, so its output goes through a pipe).
+func TestDeployLeavesDaemon(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	dir := t.TempDir()
+	s := newStep(t, w.directJob(id), map[string]string{
+		"INPUT_COMMAND": "sleep 300 &\necho $! > \"$PID_FILE\"\necho started the daemon",
+		"PID_FILE":      filepath.Join(dir, "daemon.pid"),
+	})
+	var log lockedBuilder
+	env := s.env(&log)
+	env.KillGrace = 200 * time.Millisecond
+	res, err := action.Run(w.ctx, env)
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(filepath.Join(dir, "daemon.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	if err != nil || res.State != pipeline.DeploymentSuccess {
+		t.Fatalf("Run: %+v, %v\n%s", res, err, log.String())
+	}
+	wantStates(t, w.deployment(id), "in_progress", "success")
+	if !strings.Contains(log.String(), "started the daemon") {
+		t.Errorf("job log:\n%s", log.String())
+	}
+}
+
+// lockedBuilder is a job log written from the command's output goroutine
+// and read by the test.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

@@ -1,0 +1,266 @@
+//go:build unix
+
+package action_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+// These tests run cmd/lastmile-action as a separate process, as the runner
+// runs the Action's last step: only the step's environment, output on a
+// pipe, signals when the job is cancelled, the exit code deciding the step.
+
+// started is a lastmile-action process running in a simulated deploy job.
+type started struct {
+	step *step
+	proc *process
+}
+
+// playWithBinary makes the deploy job of the repository's workflow run the
+// lastmile-action binary. Like the runner, the job sends the process SIGINT
+// when the run is cancelled, and fails when it exits non-zero.
+func (w *world) playWithBinary(inputs map[string]string) <-chan started {
+	bin := binary(w.t)
+	procs := make(chan started, 1)
+	w.sim.SetWorkflow(repo, simulator.WorkflowOptions{
+		Deploy: func(ctx context.Context, jc simulator.JobContext) error {
+			s, err := makeStep(w.t.TempDir(), jc, inputs)
+			if err != nil {
+				return err
+			}
+			p, err := startProcess(bin, s, jc.Log)
+			if err != nil {
+				return err
+			}
+			procs <- started{s, p}
+			select {
+			case <-p.done:
+			case <-ctx.Done():
+				p.cmd.Process.Signal(os.Interrupt)
+				<-p.done
+			}
+			return p.err
+		},
+	})
+	return procs
+}
+
+func (w *world) started(procs <-chan started) started {
+	w.t.Helper()
+	select {
+	case s := <-procs:
+		return s
+	case <-w.ctx.Done():
+		w.t.Fatal("lastmile-action did not start")
+	}
+	return started{}
+}
+
+func (w *world) exitCode(p *process) int {
+	w.t.Helper()
+	code, err := p.wait(w.ctx)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return code
+}
+
+// The command's output reaches the job log while it runs, and the step
+// succeeds with exit code 0.
+func TestBinaryStreamsAndSucceeds(t *testing.T) {
+	binary(t) // before the world's deadline starts: the first build takes a while
+	w := newWorld(t)
+	gate := filepath.Join(t.TempDir(), "gate")
+	if err := syscall.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	procs := w.playWithBinary(map[string]string{
+		"INPUT_COMMAND":              "echo \"deploying to $LASTMILE_ENVIRONMENT\"\nread -r answer < \"$GATE\"\necho \"gate said $answer\"\nprintf 'arg=[%s]\\n'",
+		"INPUT_PASS-ENVIRONMENT-ARG": "true",
+		"INPUT_ENVIRONMENT-URL":      "https://shop.example.com",
+		"GATE":                       gate,
+	})
+	id := w.createDeployment()
+	s := w.started(procs)
+	if err := s.proc.waitLine(w.ctx, "deploying to production"); err != nil {
+		t.Fatal(err)
+	}
+	// The line came while the command still waits at the gate.
+	wantStates(t, w.deployment(id), "queued", "in_progress")
+	if !strings.Contains(jobLog(w.sim), "deploying to production") {
+		t.Errorf("job log lacks the command's output:\n%s", jobLog(w.sim))
+	}
+	opened := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(gate, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteString("go\n")
+			err = errors.Join(err, f.Close())
+		}
+		opened <- err
+	}()
+	if code := w.exitCode(s.proc); code != 0 {
+		t.Fatalf("exit code %d, want 0:\n%s", code, s.proc.output())
+	}
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	run := w.waitRunCompleted()
+	if run.Conclusion != "success" {
+		t.Errorf("run conclusion %q", run.Conclusion)
+	}
+	d := w.deployment(id)
+	wantStates(t, d, "queued", "in_progress", "success")
+	if st := d.Statuses[2]; st.LogURL != s.step.jobURL || st.EnvironmentURL != "https://shop.example.com" {
+		t.Errorf("success status %+v, want log_url %s", st, s.step.jobURL)
+	}
+	out := s.proc.output()
+	for _, want := range []string{"gate said go", "arg=[production]\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "::error::") {
+		t.Errorf("output has an error:\n%s", out)
+	}
+	wantOutputs(t, s.step.readOutputs(t), "success", "false", s.step.jobURL)
+}
+
+// A failed command fails the step: exit code 1 and an ::error:: line.
+func TestBinaryFails(t *testing.T) {
+	for name, tc := range map[string]struct {
+		command, errorLine, desc string
+	}{
+		"exit 3": {
+			command:   "echo 'half deployed'\nexit 3",
+			errorLine: "::error::deploy command failed: exit status 3",
+			desc:      "Deploy command failed: exit status 3",
+		},
+		"command not found": {
+			command:   "./scripts/no-such-deploy.sh",
+			errorLine: "::error::deploy command failed: exit status 127: command not found.",
+			desc:      "Deploy command failed: command not found (exit status 127)",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			binary(t)
+			w := newWorld(t)
+			procs := w.playWithBinary(map[string]string{"INPUT_COMMAND": tc.command})
+			id := w.createDeployment()
+			s := w.started(procs)
+			if code := w.exitCode(s.proc); code != 1 {
+				t.Fatalf("exit code %d, want 1:\n%s", code, s.proc.output())
+			}
+			if !hasLinePrefix(s.proc.output(), tc.errorLine) {
+				t.Errorf("no line starting %q:\n%s", tc.errorLine, s.proc.output())
+			}
+			run := w.waitRunCompleted()
+			if run.Conclusion != "failure" {
+				t.Errorf("run conclusion %q, want failure", run.Conclusion)
+			}
+			d := w.deployment(id)
+			wantStates(t, d, "queued", "in_progress", "failure")
+			if got := d.Statuses[2].Description; got != tc.desc {
+				t.Errorf("failure description %q, want %q", got, tc.desc)
+			}
+			wantOutputs(t, s.step.readOutputs(t), "failure", "false", s.step.jobURL)
+		})
+	}
+}
+
+func hasLinePrefix(out, prefix string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// A cancelled job: the runner signals lastmile-action (SIGINT, then
+// SIGTERM). The command's process group is stopped, the deployment is left
+// in error, and the step fails.
+func TestBinaryCancelled(t *testing.T) {
+	for name, cancel := range map[string]func(w *world, p *process) error{
+		"run cancelled (SIGINT)": func(w *world, p *process) error { return w.sim.CancelRun(repo, w.onlyRun().ID) },
+		"SIGTERM":                func(w *world, p *process) error { return p.cmd.Process.Signal(syscall.SIGTERM) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			binary(t)
+			w := newWorld(t)
+			dir := t.TempDir()
+			procs := w.playWithBinary(map[string]string{
+				"INPUT_COMMAND": cancelCommand,
+				"PID_FILE":      filepath.Join(dir, "child.pid"),
+				"TERM_FILE":     filepath.Join(dir, "child.term"),
+			})
+			id := w.createDeployment()
+			s := w.started(procs)
+			if err := s.proc.waitLine(w.ctx, "command: sleeping"); err != nil {
+				t.Fatal(err)
+			}
+			if err := cancel(w, s.proc); err != nil {
+				t.Fatal(err)
+			}
+			if code := w.exitCode(s.proc); code != 1 {
+				t.Fatalf("exit code %d, want 1:\n%s", code, s.proc.output())
+			}
+			out := s.proc.output()
+			if !hasLinePrefix(out, "::error::the workflow job was cancelled") || strings.Contains(out, "not reached") {
+				t.Errorf("output:\n%s", out)
+			}
+			d := w.deployment(id)
+			wantStates(t, d, "queued", "in_progress", "error")
+			if st := d.Statuses[2]; !strings.HasPrefix(st.Description, "Cancelled") || st.LogURL != s.step.jobURL {
+				t.Errorf("error status %+v", st)
+			}
+			wantOutputs(t, s.step.readOutputs(t), "error", "false", s.step.jobURL)
+			wantGroupTerminated(t, dir)
+		})
+	}
+}
+
+// Mode register as its own step in the ungated first job.
+func TestBinaryRegister(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	id := w.createDeployment()
+	jc := w.directJob(id)
+	s := newStep(t, jc, map[string]string{"INPUT_MODE": "register", "INPUT_COMMAND": ""})
+	p := startBinary(t, s, nil)
+	if code := w.exitCode(p); code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, p.output())
+	}
+	d := w.deployment(id)
+	wantStates(t, d, "queued")
+	if d.Statuses[0].LogURL != jc.RunURL {
+		t.Errorf("queued log_url %q, want the run's %q", d.Statuses[0].LogURL, jc.RunURL)
+	}
+	wantOutputs(t, s.readOutputs(t), "queued", "false", jc.RunURL)
+}
+
+// A workflow that is not triggered on: deployment: exit 1, and the reason.
+func TestBinaryWrongEvent(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "true", "GITHUB_EVENT_NAME": "push"})
+	p := startBinary(t, s, nil)
+	if code := w.exitCode(p); code != 1 {
+		t.Fatalf("exit code %d:\n%s", code, p.output())
+	}
+	if !hasLinePrefix(p.output(), "::error::") || !strings.Contains(p.output(), "on: deployment") {
+		t.Errorf("output:\n%s", p.output())
+	}
+	if n := len(w.deployment(id).Statuses); n != 0 {
+		t.Errorf("%d statuses posted", n)
+	}
+}

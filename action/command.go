@@ -1,0 +1,134 @@
+package action
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// runCommand runs the deploy command through `bash -eo pipefail -c`, in the
+// workspace (GITHUB_WORKSPACE, when set), in its own process group, with its
+// output going straight to the job log. When ctx ends (the job is cancelled)
+// the whole group gets SIGTERM, and SIGKILL KillGrace later if it is still
+// there.
+func runCommand(ctx context.Context, env Env, c *config) error {
+	script := c.command
+	if c.passEnvArg {
+		// The environment becomes the last argument of the command's last
+		// line, quoted for the shell.
+		script = strings.TrimRightFunc(script, unicode.IsSpace) + " " + shellQuote(c.deployment.Environment)
+	}
+	cmd := exec.Command("bash", "-eo", "pipefail", "-c", script)
+	if cmd.Err != nil {
+		return fmt.Errorf("bash is needed to run the deploy command: %w", cmd.Err)
+	}
+	cmd.Env = commandEnv(env.Environ(), c)
+	cmd.Dir = c.workspace // where the runner checks the code out
+	cmd.Stdout, cmd.Stderr = env.Stdout, env.Stderr
+	// Output copied through a pipe (when Stdout is not a file) stops being
+	// awaited this long after the command exits, should a process that left
+	// the group keep the pipe open.
+	cmd.WaitDelay = env.KillGrace
+	setProcessGroup(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the deploy command: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if errors.Is(err, exec.ErrWaitDelay) {
+			// The command succeeded; something it started in the
+			// background still holds its output.
+			fmt.Fprintln(env.Stdout, "lastmile: the deploy command succeeded; the processes it left running write no more to this log")
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	terminateGroup(cmd)
+	grace := time.NewTimer(env.KillGrace)
+	defer grace.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-grace.C:
+		killGroup(cmd)
+		return <-done
+	}
+	// The command has ended. What it started in its group has the rest of
+	// the grace to end too.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for groupAlive(cmd) {
+		select {
+		case <-tick.C:
+		case <-grace.C:
+			killGroup(cmd)
+			return err
+		}
+	}
+	return err
+}
+
+// commandEnv is the deploy command's environment: base without the Action's
+// own INPUT_ variables (the token is one), plus the deployment's parameters.
+func commandEnv(base []string, c *config) []string {
+	out := make([]string, 0, len(base)+3)
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(name, "INPUT_"),
+			name == "LASTMILE_ENVIRONMENT", name == "LASTMILE_SHA", name == "LASTMILE_DEPLOYMENT_ID":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out,
+		"LASTMILE_ENVIRONMENT="+c.deployment.Environment,
+		"LASTMILE_SHA="+c.deployment.SHA,
+		"LASTMILE_DEPLOYMENT_ID="+strconv.FormatInt(c.deployment.ID, 10),
+	)
+}
+
+// shellQuote quotes s as one word for bash.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// failureSummary is a short reason for a deployment status description.
+func failureSummary(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		switch code := ee.ExitCode(); code {
+		case 127:
+			return "command not found (exit status 127)"
+		case 126:
+			return "command not executable (exit status 126)"
+		case -1:
+			return ee.String()
+		default:
+			return "exit status " + strconv.Itoa(code)
+		}
+	}
+	return err.Error()
+}
+
+// failureDetail explains a failure in the job log.
+func failureDetail(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		switch ee.ExitCode() {
+		case 127:
+			return "exit status 127: command not found. Check the command input, and that the program is on PATH or in the workspace (actions/checkout); bash's message is above"
+		case 126:
+			return "exit status 126: the command is not executable (chmod +x?)"
+		}
+	}
+	return err.Error()
+}

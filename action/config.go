@@ -1,0 +1,199 @@
+package action
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Mode is what a step of the Action does.
+type Mode string
+
+const (
+	// ModeDeploy runs the deploy command and reports in_progress, then
+	// success or failure (or error when the job is cancelled).
+	ModeDeploy Mode = "deploy"
+	// ModeRegister reports queued with the run's URL, so lastmile can link
+	// the run while the gated deploy job waits for its reviewers.
+	ModeRegister Mode = "register"
+)
+
+// The Action's inputs, as action.yml declares them.
+const (
+	InputMode               = "mode"
+	InputCommand            = "command"
+	InputPassEnvironmentArg = "pass-environment-arg"
+	InputEnvironmentURL     = "environment-url"
+	InputJobID              = "job-id"
+	InputToken              = "token"
+)
+
+// InputEnvName is the environment variable that carries input name, named
+// the way the runner names them for JavaScript and Docker actions: "INPUT_",
+// then the name with spaces replaced by underscores, upper-cased. Hyphens are
+// kept: pass-environment-arg is INPUT_PASS-ENVIRONMENT-ARG. (A composite
+// action gets no INPUT_ variables from the runner; action.yml sets them in
+// its step's env: under the same names.)
+func InputEnvName(name string) string {
+	return "INPUT_" + strings.ToUpper(strings.ReplaceAll(name, " ", "_"))
+}
+
+// config is a run of the Action as its environment describes it.
+type config struct {
+	mode           Mode
+	token          string
+	apiURL         string
+	serverURL      string
+	owner, repo    string
+	runID          int64
+	jobID          int64 // 0 when unknown
+	deployment     deploymentEvent
+	command        string
+	passEnvArg     bool
+	environmentURL string
+	workspace      string // the command's working directory; "" for the current one
+}
+
+// deploymentEvent is the part of the deployment event payload the Action
+// reads.
+type deploymentEvent struct {
+	ID          int64  `json:"id"`
+	SHA         string `json:"sha"`
+	Environment string `json:"environment"`
+}
+
+// runURL is the workflow run's page.
+func (c *config) runURL() string {
+	return fmt.Sprintf("%s/%s/%s/actions/runs/%d", c.serverURL, c.owner, c.repo, c.runID)
+}
+
+// logURL is the job's page when the job is known, else the run's.
+func (c *config) logURL() string {
+	if c.jobID > 0 {
+		return fmt.Sprintf("%s/job/%d", c.runURL(), c.jobID)
+	}
+	return c.runURL()
+}
+
+// readConfig reads the inputs and the GITHUB_ variables; it reports every
+// problem at once.
+func readConfig(getenv func(string) string) (*config, error) {
+	input := func(name string) string { return strings.TrimSpace(getenv(InputEnvName(name))) }
+	var errs []error
+	c := &config{
+		mode:           ModeDeploy,
+		command:        input(InputCommand),
+		environmentURL: input(InputEnvironmentURL),
+		apiURL:         strings.TrimSuffix(getenv("GITHUB_API_URL"), "/"),
+		serverURL:      strings.TrimSuffix(getenv("GITHUB_SERVER_URL"), "/"),
+		workspace:      getenv("GITHUB_WORKSPACE"),
+	}
+	if m := input(InputMode); m != "" {
+		c.mode = Mode(strings.ToLower(m))
+	}
+	switch c.mode {
+	case ModeDeploy:
+		if c.command == "" {
+			errs = append(errs, fmt.Errorf("input %s is required in mode %s: the command that deploys to the environment", InputCommand, ModeDeploy))
+		}
+	case ModeRegister:
+	default:
+		errs = append(errs, fmt.Errorf("input %s: %q is neither %s nor %s", InputMode, c.mode, ModeDeploy, ModeRegister))
+	}
+	if v := input(InputPassEnvironmentArg); v != "" {
+		b, err := parseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("input %s: %w", InputPassEnvironmentArg, err))
+		}
+		c.passEnvArg = b
+	}
+	if v := input(InputJobID); v != "" {
+		// job.check_run_id: empty where GitHub does not provide it (GitHub
+		// Enterprise Server); then the run's URL stands in for the job's.
+		id, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || id <= 0 {
+			errs = append(errs, fmt.Errorf("input %s: %q is not a job id", InputJobID, v))
+		}
+		c.jobID = id
+	}
+	c.token = input(InputToken)
+	if c.token == "" {
+		c.token = getenv("GITHUB_TOKEN")
+	}
+	if c.token == "" {
+		errs = append(errs, fmt.Errorf("no GitHub token: input %s (default: the job's GITHUB_TOKEN) is empty", InputToken))
+	}
+	if c.apiURL == "" {
+		c.apiURL = "https://api.github.com"
+	}
+	if c.serverURL == "" {
+		c.serverURL = "https://github.com"
+	}
+	owner, repo, err := pipeline.SplitFullName(getenv("GITHUB_REPOSITORY"))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("GITHUB_REPOSITORY: %w", err))
+	}
+	c.owner, c.repo = owner, repo
+	if v := getenv("GITHUB_RUN_ID"); v != "" {
+		if c.runID, err = strconv.ParseInt(v, 10, 64); err != nil || c.runID <= 0 {
+			errs = append(errs, fmt.Errorf("GITHUB_RUN_ID: %q is not a run id", v))
+		}
+	} else {
+		errs = append(errs, errors.New("GITHUB_RUN_ID is not set: the lastmile Action runs in a GitHub Actions workflow"))
+	}
+	if name := getenv("GITHUB_EVENT_NAME"); name != "deployment" {
+		errs = append(errs, fmt.Errorf("the workflow was triggered by %q: the lastmile Action runs in a workflow triggered on: deployment", name))
+	} else if d, err := readDeploymentEvent(getenv("GITHUB_EVENT_PATH")); err != nil {
+		errs = append(errs, err)
+	} else {
+		c.deployment = d
+		if c.deployment.SHA == "" {
+			c.deployment.SHA = getenv("GITHUB_SHA")
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// readDeploymentEvent reads the deployment from the event payload at path.
+func readDeploymentEvent(path string) (deploymentEvent, error) {
+	if path == "" {
+		return deploymentEvent{}, errors.New("GITHUB_EVENT_PATH is not set")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return deploymentEvent{}, fmt.Errorf("read the event payload: %w", err)
+	}
+	var ev struct {
+		Deployment *deploymentEvent `json:"deployment"`
+	}
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return deploymentEvent{}, fmt.Errorf("event payload %s: %w", path, err)
+	}
+	if ev.Deployment == nil || ev.Deployment.ID <= 0 {
+		return deploymentEvent{}, fmt.Errorf("event payload %s has no deployment", path)
+	}
+	if ev.Deployment.Environment == "" {
+		return deploymentEvent{}, fmt.Errorf("event payload %s: deployment %d has no environment", path, ev.Deployment.ID)
+	}
+	return *ev.Deployment, nil
+}
+
+// parseBool accepts what GitHub's toolkit accepts for a boolean input
+// (YAML 1.2 core schema): true, True, TRUE, false, False, FALSE.
+func parseBool(s string) (bool, error) {
+	switch s {
+	case "true", "True", "TRUE":
+		return true, nil
+	case "false", "False", "FALSE":
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not a boolean: use true or false", s)
+}
