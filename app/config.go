@@ -191,8 +191,9 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		return nil, fmt.Errorf("%w: %v", ErrFlags, err) // the flag package has printed it
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(usage, "unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return nil, fmt.Errorf("%w: unexpected arguments", ErrFlags)
+		msg := "unexpected arguments: " + strings.Join(fs.Args(), " ")
+		fmt.Fprintln(usage, msg)
+		return nil, fmt.Errorf("%w: %s", ErrFlags, msg)
 	}
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })

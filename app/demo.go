@@ -1,0 +1,261 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lastmile-app/lastmile/action"
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+const demoConfig = `# .github/lastmile.yml
+environments:
+  - name: test
+  - name: staging
+  - name: production
+`
+
+// demo runs lastmile end to end against the GitHub simulator, in this
+// process: a push of three commits to main goes through test, staging and
+// production; simulated reviewers approve staging and production; the
+// simulated workflow's deploy step runs the lastmile Action's own code.
+func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lastmile demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `Usage: lastmile demo [--dir DIR] [--keep-running] [--verbose]
+
+Runs lastmile, its SQLite store and a simulated GitHub in one process, and
+promotes a push through test, staging and production. Nothing leaves this
+machine. The database stays in --dir (default: a new temporary folder).`)
+		fs.PrintDefaults()
+	}
+	dir := fs.String("dir", "", "folder for the demo's database (default: a new temporary folder)")
+	keep := fs.Bool("keep-running", false, "keep lastmile running afterwards, to browse /metrics and the API (Ctrl-C stops)")
+	verbose := fs.Bool("verbose", false, "print lastmile's log")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "lastmile-demo-")
+		if err != nil {
+			return err
+		}
+		*dir = d
+	} else if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(*dir, "lastmile.db")); err == nil {
+		return fmt.Errorf("%s already holds a lastmile.db: give the demo an empty folder", *dir)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	token := "demo-api-token-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	sb, err := NewSandbox(ctx, SandboxOptions{Dir: *dir, Logger: log, Configure: func(c *Config) { c.APIToken = Secret(token) }})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+
+	const repo = "acme/shop"
+	sim := sb.Sim
+	inst := sim.CreateInstallation("acme", "Organization")
+	sim.CreateRepo(inst, repo, simulator.RepoOptions{})
+	sim.SetEnvironment(repo, "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice"}, Review: simulator.AutoApprove("alice", "staging looks right")})
+	sim.SetEnvironment(repo, "production", simulator.EnvironmentOptions{Reviewers: []string{"bob"}, Review: simulator.AutoApprove("bob", "ship it")})
+	sim.SetWorkflow(repo, simulator.WorkflowOptions{Deploy: func(ctx context.Context, job simulator.JobContext) error {
+		return runAction(ctx, *dir, job)
+	}})
+
+	fmt.Fprintf(stdout, "lastmile demo — everything runs on 127.0.0.1; the database is %s\n\n", sb.Config.Database)
+	fmt.Fprintf(stdout, "GitHub (simulated): %s, with required reviewers on staging (alice) and production (bob)\n", repo)
+	now := time.Now()
+	push := sim.Push(repo, "main",
+		simulator.CommitSpec{Message: "Add lastmile's pipeline", Time: now.Add(-3 * time.Hour), Author: simulator.Author{Name: "Dana", Login: "dana"},
+			Files: map[string]string{".github/lastmile.yml": demoConfig}},
+		simulator.CommitSpec{Message: "Checkout: accept gift cards", Time: now.Add(-90 * time.Minute), Author: simulator.Author{Name: "Eli", Login: "eli"},
+			Files: map[string]string{"checkout.txt": "gift cards"}},
+		simulator.CommitSpec{Message: "Fix rounding in totals", Time: now.Add(-20 * time.Minute), Author: simulator.Author{Name: "Dana", Login: "dana"},
+			Files: map[string]string{"totals.txt": "rounded"}},
+	)
+	fmt.Fprintf(stdout, "pushed 3 commits to main; head %s\n", push.After[:7])
+
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err = sim.WaitFor(waitCtx, func(s *simulator.Simulator) bool {
+		for _, d := range s.Deployments(repo) {
+			if d.SHA == push.After && d.Environment == "production" && (d.State() == "success" || d.State() == "failure" || d.State() == "error") {
+				return true
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return fmt.Errorf("the release did not reach production within a minute: %w (run with --verbose to see why)", err)
+	}
+	if err := sim.WaitIdle(waitCtx); err != nil {
+		return err
+	}
+	rec, err := waitForRecord(waitCtx, sb, repo, push.After)
+	if err != nil {
+		return err
+	}
+	printDemoSummary(stdout, rec)
+
+	metricsOut, _ := scrapeDeployments(ctx, sb.URL())
+	fmt.Fprintf(stdout, "\nFrom /metrics:\n%s", metricsOut)
+	fmt.Fprintf(stdout, `
+Where to look:
+  lastmile audit --database %s %s %s     the full record, with reviews and deploy logs (--logs)
+  lastmile history --database %s
+`, sb.Config.Database, repo, push.After[:7], sb.Config.Database)
+	if !*keep {
+		fmt.Fprintln(stdout, "  lastmile demo --keep-running                 to browse /metrics and the read API while it runs")
+		return nil
+	}
+	fmt.Fprintf(stdout, `
+lastmile keeps running (Ctrl-C stops it):
+  curl %s/metrics
+  curl -H 'Authorization: Bearer %s' %s/api/v1/releases/%s/%s
+`, sb.URL(), token, sb.URL(), repo, push.After)
+	<-ctx.Done()
+	return nil
+}
+
+// runAction runs the lastmile Action's deploy step as a runner would, with
+// the simulated job's token, event payload and log.
+func runAction(ctx context.Context, dir string, job simulator.JobContext) error {
+	event := filepath.Join(dir, fmt.Sprintf("event-%d.json", job.JobID))
+	if err := os.WriteFile(event, job.Event, 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(event)
+	vars := map[string]string{
+		"GITHUB_TOKEN":                                  job.Token,
+		"GITHUB_API_URL":                                job.APIURL,
+		"GITHUB_SERVER_URL":                             "https://github.com",
+		"GITHUB_REPOSITORY":                             job.Repository,
+		"GITHUB_RUN_ID":                                 strconv.FormatInt(job.RunID, 10),
+		"GITHUB_SHA":                                    job.SHA,
+		"GITHUB_EVENT_NAME":                             job.EventName,
+		"GITHUB_EVENT_PATH":                             event,
+		action.InputEnvName(action.InputMode):           string(action.ModeDeploy),
+		action.InputEnvName(action.InputCommand):        `echo "deploying $LASTMILE_SHA to $LASTMILE_ENVIRONMENT"; echo "done"`,
+		action.InputEnvName(action.InputJobID):          strconv.FormatInt(job.JobID, 10),
+		action.InputEnvName(action.InputEnvironmentURL): "https://" + job.Environment + ".shop.example.com",
+	}
+	_, err := action.Run(ctx, action.Env{
+		Getenv:  func(k string) string { return vars[k] },
+		Environ: func() []string { return []string{"PATH=" + os.Getenv("PATH")} },
+		Stdout:  job.Log,
+	})
+	return err
+}
+
+// waitForRecord waits until lastmile has recorded the release's outcome and
+// handled every delivery GitHub sent about it (the last deploy log comes
+// after the release completes).
+func waitForRecord(ctx context.Context, sb *Sandbox, repo, sha string) (*pipeline.AuditRecord, error) {
+	for {
+		rec, err := sb.App.DB().Audit(ctx, repo, sha)
+		if err == nil && rec.Release.State != pipeline.ReleaseActive {
+			stats, err := sb.App.DB().InboxStats(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if stats[pipeline.DeliveryPending] == 0 && sb.Sim.Idle() {
+				return sb.App.DB().Audit(ctx, repo, sha)
+			}
+		}
+		if err != nil && !errors.Is(err, pipeline.ErrNotFound) {
+			return nil, err
+		}
+		wait, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		_ = sb.Sim.WaitFor(wait, func(*simulator.Simulator) bool { return false })
+		cancel()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("lastmile did not finish recording the release: %w", ctx.Err())
+		}
+	}
+}
+
+func printDemoSummary(w io.Writer, rec *pipeline.AuditRecord) {
+	r := rec.Release
+	fmt.Fprintf(w, "\nRelease #%d (%s) is %s", r.ID, r.SHA[:7], r.State)
+	if r.StopReason != "" {
+		fmt.Fprintf(w, ": %s", r.StopReason)
+	}
+	fmt.Fprintln(w)
+	var prodSuccess time.Time
+	for _, env := range rec.Environments {
+		for _, d := range env.Deployments {
+			if d.Origin != pipeline.OriginLastmile {
+				continue
+			}
+			line := fmt.Sprintf("  %-11s deployment %d: %s", env.Name, d.GitHubID, d.State)
+			if !d.TerminalAt.IsZero() {
+				line += fmt.Sprintf(" in %s", d.TerminalAt.Sub(d.CreatedAt).Round(time.Millisecond))
+			}
+			for _, rv := range d.Reviews {
+				if rv.Action == pipeline.ReviewApproved || rv.Action == pipeline.ReviewRejected {
+					line += fmt.Sprintf("; %s by %s (%q)", rv.Action, rv.Actor, rv.Comment)
+				}
+			}
+			for _, j := range d.Jobs {
+				if j.LogBytes > 0 {
+					line += fmt.Sprintf("; deploy log kept (%d bytes)", j.LogBytes)
+				}
+			}
+			fmt.Fprintln(w, line)
+			if env.Production && d.State == pipeline.DeploymentSuccess {
+				prodSuccess = d.TerminalAt
+			}
+		}
+	}
+	if prodSuccess.IsZero() {
+		return
+	}
+	fmt.Fprintln(w, "\nLead time to production, per commit (commit to successful production deployment):")
+	for _, c := range rec.Commits {
+		fmt.Fprintf(w, "  %s  %-30s %s\n", c.SHA[:7], c.Title, prodSuccess.Sub(c.Timestamp).Round(time.Second))
+	}
+}
+
+// scrapeDeployments returns the delivery metric lines of /metrics.
+func scrapeDeployments(ctx context.Context, base string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(string(body), "\n") {
+		if (strings.HasPrefix(line, "lastmile_deployments_total{") && !strings.HasSuffix(line, " 0")) ||
+			strings.HasPrefix(line, "lastmile_deployment_lead_time_seconds_count{") ||
+			strings.HasPrefix(line, "lastmile_approval_wait_seconds_count{") && !strings.HasSuffix(line, " 0") {
+			b.WriteString("  " + line + "\n")
+		}
+	}
+	return b.String(), nil
+}
