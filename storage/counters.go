@@ -35,22 +35,5 @@ func addCounter(ctx context.Context, tx *sql.Tx, name string, labels []string, d
 
 // Counters reads every series of a persistent counter.
 func (db *DB) Counters(ctx context.Context, name string) ([]metrics.Series, error) {
-	rows, err := db.read.QueryContext(ctx, "SELECT labels, value FROM counters WHERE name = ? ORDER BY labels", name)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []metrics.Series
-	for rows.Next() {
-		var key string
-		var v metrics.Series
-		if err := rows.Scan(&key, &v.Value); err != nil {
-			return nil, err
-		}
-		if err := json.Unmarshal([]byte(key), &v.Labels); err != nil {
-			return nil, fmt.Errorf("counter %s: bad labels %q: %w", name, key, err)
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return readCounters(ctx, db.read, name)
 }

@@ -151,8 +151,8 @@ func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn, prev *metrics.Sn
 	return s, nil
 }
 
-func readCounters(ctx context.Context, tx *sql.Tx, name string) ([]metrics.Series, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT labels, value FROM counters WHERE name = ? ORDER BY labels`, name)
+func readCounters(ctx context.Context, q querier, name string) ([]metrics.Series, error) {
+	rows, err := q.QueryContext(ctx, `SELECT labels, value FROM counters WHERE name = ? ORDER BY labels`, name)
 	if err != nil {
 		return nil, err
 	}
