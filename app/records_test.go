@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 )
 
 // promoted runs one release through three environments, a reviewer
@@ -204,5 +208,38 @@ func TestRetentionPrunesPayloadsButKeepsRecordsAndMetrics(t *testing.T) {
 	list, err := db.ListDeliveries(ctx, storageFilterAll())
 	if err != nil || len(list) == 0 {
 		t.Fatalf("deliveries after pruning: %d %v", len(list), err)
+	}
+}
+
+// TestASecondProcessReportsTheSameMetrics reads the database of a running
+// lastmile from a second store, as a second process (or the same one after a
+// restart) would, and compares the delivery metrics with the first one's.
+func TestASecondProcessReportsTheSameMetrics(t *testing.T) {
+	sb, _ := promoted(t, nil)
+	delivery := func(body string) []string {
+		var out []string
+		for _, line := range strings.Split(body, "\n") {
+			for _, name := range []string{"lastmile_deployments_total", "lastmile_deployment_", "lastmile_approval_wait", "lastmile_time_to_restore", "lastmile_last_success", "lastmile_environment_info"} {
+				if strings.HasPrefix(line, name) {
+					out = append(out, line)
+				}
+			}
+		}
+		return out
+	}
+	first := delivery(get(t, sb.URL()+"/metrics"))
+	if len(first) < 20 || !strings.Contains(strings.Join(first, "\n"), `lastmile_deployments_total{environment="production",repository="acme/shop",state="success"} 1`) {
+		t.Fatalf("the first process's metrics:\n%s", strings.Join(first, "\n"))
+	}
+	db2, err := storage.Open(context.Background(), sb.Config.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	srv := httptest.NewServer(metrics.New(db2, db2, "second", slog.New(slog.DiscardHandler)).Handler())
+	defer srv.Close()
+	second := delivery(get(t, srv.URL))
+	if strings.Join(first, "\n") != strings.Join(second, "\n") {
+		t.Errorf("the second process reports\n%s\n\nthe first\n%s", strings.Join(second, "\n"), strings.Join(first, "\n"))
 	}
 }

@@ -309,3 +309,31 @@ func TestDeploymentCreatedButAnswerLost(t *testing.T) {
 		})
 	}
 }
+
+func TestMissedPushesAreFilledFromTheCompareAPI(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	first := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Enrol", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "first release in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, first.After, "production") })
+	settle(t, sb)
+	// Two pushes GitHub never delivered, then one that arrives.
+	sb.Sim.PushSilently(repo, "main", simulator.CommitSpec{Message: "Missed one", Files: map[string]string{"a": "1"}})
+	sb.Sim.PushSilently(repo, "main", simulator.CommitSpec{Message: "Missed two", Files: map[string]string{"b": "2"}})
+	last := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Delivered", Files: map[string]string{"c": "3"}})
+	waitFor(t, sb, "last release in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, last.After, "production") })
+	settle(t, sb)
+	rec, err := sb.App.DB().Audit(context.Background(), repo, last.After)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var titles []string
+	for _, c := range rec.Commits {
+		titles = append(titles, c.Title)
+	}
+	if got := strings.Join(titles, ", "); got != "Missed one, Missed two, Delivered" {
+		t.Errorf("the release's commits: %s", got)
+	}
+	if n := sb.Sim.CountRequests("GET", "/repos/{o}/{r}/compare/{basehead}"); n != 1 {
+		t.Errorf("compare API called %d times, want once", n)
+	}
+}

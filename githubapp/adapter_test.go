@@ -1,0 +1,156 @@
+package githubapp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// scriptedGitHub answers installation tokens and hands every other request
+// to answer.
+func scriptedGitHub(t *testing.T, answer http.HandlerFunc) (*GitHub, pipeline.Repo) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/access_tokens") {
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, `{"token":"t","expires_at":%q}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+			return
+		}
+		answer(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := NewClients(srv.URL+"/", 1, key, &Transport{MaxRetries: 1, BaseDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &GitHub{Clients: clients}, pipeline.Repo{ID: 1, Owner: "acme", Name: "shop", InstallationID: 7}
+}
+
+func TestCreateDeploymentAnswers(t *testing.T) {
+	tests := map[string]struct {
+		status      int
+		body        string
+		wantStatus  int
+		onlyPending bool
+		contexts    int
+		message     string
+	}{
+		"202: GitHub merged instead of deploying": {202, `{"message":"Auto-merged master into topic-branch on deployment."}`, 202, false, 0, "Auto-merged"},
+		"409: required contexts pending": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"pending"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
+			409, true, 1, "Commit status checks failed"},
+		"409: a required context failed": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"failure"},{"context":"lint","state":"pending"}]}]}`,
+			409, false, 2, "build is failure"},
+		"409: merge conflict": {409, `{"message":"Conflict merging master into topic."}`, 409, false, 0, "Conflict merging"},
+		"422: validation failed": {422, `{"message":"Validation Failed","errors":[{"resource":"Deployment","field":"ref","code":"invalid","message":"No ref found for: nope"}]}`,
+			422, false, 0, "No ref found for: nope"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var sent []byte
+			gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+				sent, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				io.WriteString(w, tc.body)
+			})
+			_, _, err := gh.CreateDeployment(context.Background(), repo, pipeline.DeploymentRequest{SHA: "abc", Environment: "test", RequiredContexts: []string{"build"}})
+			var refused *pipeline.RefusedError
+			if !errors.As(err, &refused) {
+				t.Fatalf("got %v (%T), want a RefusedError", err, err)
+			}
+			if refused.Status != tc.wantStatus || refused.OnlyPending() != tc.onlyPending || len(refused.Contexts) != tc.contexts ||
+				!strings.Contains(refused.Error(), tc.message) {
+				t.Errorf("got %+v (%v)", refused, refused)
+			}
+			for _, field := range []string{`"auto_merge":false`, `"ref":"abc"`, `"required_contexts":["build"]`, `"production_environment":false`} {
+				if !bytes.Contains(sent, []byte(field)) {
+					t.Errorf("request %s lacks %s", sent, field)
+				}
+			}
+		})
+	}
+}
+
+func TestCreateDeploymentServerErrorIsNotARefusal(t *testing.T) {
+	calls := 0
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		w.WriteHeader(http.StatusBadGateway)
+	})
+	_, _, err := gh.CreateDeployment(context.Background(), repo, pipeline.DeploymentRequest{SHA: "abc", Environment: "test"})
+	var refused *pipeline.RefusedError
+	if err == nil || errors.As(err, &refused) {
+		t.Fatalf("got %v: a 502 leaves the outcome unknown and must be retried, not recorded as refused", err)
+	}
+	if calls != 1 {
+		t.Errorf("the POST was sent %d times: it may have been applied, so it is not repeated blindly", calls)
+	}
+}
+
+func TestFindDeploymentMatchesTheMarker(t *testing.T) {
+	mine := pipeline.Marker{Instance: "i1", Release: 4, Stage: "staging", Index: 1}
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("sha") != "abc" || r.URL.Query().Get("environment") != "staging" {
+			t.Errorf("query %s", r.URL.RawQuery)
+		}
+		io.WriteString(w, `[
+			{"id": 1, "sha": "abc", "environment": "staging", "payload": {}, "created_at": "2026-01-01T00:00:00Z"},
+			{"id": 2, "sha": "abc", "environment": "staging", "payload": {"lastmile": {"instance": "other", "release": 4, "stage": "staging", "index": 1}}, "created_at": "2026-01-01T00:00:00Z"},
+			{"id": 3, "sha": "abc", "environment": "staging", "payload": "{\"lastmile\":{\"instance\":\"i1\",\"release\":4,\"stage\":\"staging\",\"index\":1}}", "created_at": "2026-01-01T00:00:01Z"}
+		]`)
+	})
+	id, _, err := gh.FindDeployment(context.Background(), repo, "abc", "staging", mine)
+	if err != nil || id != 3 {
+		t.Errorf("got %d %v, want deployment 3 (ours, payload given back as a string)", id, err)
+	}
+	_, _, err = gh.FindDeployment(context.Background(), repo, "abc", "staging", pipeline.Marker{Instance: "i1", Release: 5, Stage: "staging", Index: 1})
+	if !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("another release's marker: %v, want ErrNotFound", err)
+	}
+}
+
+func TestReadFileNotFound(t *testing.T) {
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"message":"Not Found"}`)
+	})
+	if _, err := gh.ReadFile(context.Background(), repo, pipeline.ConfigPath, "abc"); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("got %v, want ErrNotFound", err)
+	}
+}
+
+func TestReadBounded(t *testing.T) {
+	tests := map[string]struct {
+		in        string
+		max       int
+		want      string
+		truncated bool
+	}{
+		"shorter":         {"hello", 10, "hello", false},
+		"exactly the max": {"0123456789", 10, "0123456789", false},
+		"longer: head and tail kept, the cut said": {"abcdefghijKLMNOPqrstuvwxyz", 10, "abcde\n[lastmile: 16 bytes of this log were cut to keep it under 10 bytes]\nvwxyz", true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, truncated, err := readBounded(strings.NewReader(tc.in), tc.max)
+			if err != nil || string(got) != tc.want || truncated != tc.truncated {
+				t.Errorf("got %q %v %v, want %q %v", got, truncated, err, tc.want, tc.truncated)
+			}
+		})
+	}
+}
