@@ -156,6 +156,9 @@ func compare(ctx context.Context, o CompareOptions) error {
 
 	fmt.Printf("lastmile pid %d on %s (database %s), baseline pid %d on %s, GitHub stub on %s\n",
 		lm.pid(), lm.addr, lm.db, base.pid(), base.addr, stub.URL())
+	if env := passedEnv(); len(env) > 0 {
+		fmt.Printf("lastmile environment from this one: %s\n", strings.Join(env, " "))
+	}
 	fmt.Printf("load: %d keep-alive connections, push deliveries of %d bytes (%d commits) over %d repositories, %s warm-up per target, %d rounds × %s per target, interleaved\n\n",
 		o.Conns, payloads.Size, payloads.Commits, o.Repos, o.Warmup, o.Rounds, o.Round)
 
@@ -195,8 +198,8 @@ func compare(ctx context.Context, o CompareOptions) error {
 	settle := func() { time.Sleep(time.Second) }
 
 	var rounds []*roundResult
-	const rowFormat = "%-7s  %-8s  %7s  %6s  %9s  %9s  %9s  %9s  %7s  %5s  %8s  %7s  %16s  %s\n"
-	fmt.Printf(rowFormat, "round", "target", "2xx", "req/s", "p50", "p90", "p99", "max", "non-2xx", "conns", "RSS max", "CPU/2xx", "worker handled", "drain after")
+	const rowFormat = "%-7s  %-8s  %7s  %6s  %9s  %9s  %9s  %9s  %7s  %5s  %8s  %7s  %7s  %4s  %16s  %s\n"
+	fmt.Printf(rowFormat, "round", "target", "2xx", "req/s", "p50", "p90", "p99", "max", "non-2xx", "conns", "RSS max", "CPU/2xx", "client", "busy", "worker handled", "drain after")
 	printRound := func(rr *roundResult) {
 		name := strconv.Itoa(rr.Round)
 		if rr.Round == 0 {
@@ -220,7 +223,8 @@ func compare(ctx context.Context, o CompareOptions) error {
 		}
 		fmt.Printf(rowFormat, name, rr.Target, strconv.FormatInt(rr.OK, 10), fmt.Sprintf("%.0f", rr.RPS()),
 			ms(rr.Quantile(.5)), ms(rr.Quantile(.9)), ms(rr.Quantile(.99)), ms(rr.Quantile(1)),
-			strconv.FormatInt(rr.NonOK(), 10), strconv.FormatInt(rr.Dials, 10), rss, us(rr.CPUPerOK()), handled, drained)
+			strconv.FormatInt(rr.NonOK(), 10), strconv.FormatInt(rr.Dials, 10), rss, us(rr.CPUPerOK()), us(rr.ClientCPUPerOK()),
+			fmt.Sprintf("%.0f%%", 100*rr.MachineBusy), handled, drained)
 		if rr.NonOK() > 0 {
 			fmt.Printf("         %s non-2xx: %s\n", rr.Target, rr.StatusSummary())
 		}
@@ -525,9 +529,7 @@ func startLastmile(ctx context.Context, bin, dir string, secret []byte, githubUR
 		"LASTMILE_REDELIVERY_INTERVAL=0",
 		"LASTMILE_LOG_LEVEL=" + logLevel,
 	}
-	if v := os.Getenv("GOMAXPROCS"); v != "" {
-		cmd.Env = append(cmd.Env, "GOMAXPROCS="+v)
-	}
+	cmd.Env = append(cmd.Env, passedEnv()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -555,6 +557,29 @@ func startLastmile(ctx context.Context, bin, dir string, secret []byte, githubUR
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// passedEnv is the part of this process's environment handed on to
+// lastmile: GOMAXPROCS, GOGC, GOMEMLIMIT, GODEBUG and every LASTMILE_
+// setting the benchmark does not set itself (e.g. LASTMILE_WORKERS), so that
+// a tuning can be measured without a flag here.
+func passedEnv() []string {
+	own := map[string]bool{"LASTMILE_LISTEN": true, "LASTMILE_DATABASE": true, "LASTMILE_WEBHOOK_SECRET": true,
+		"LASTMILE_APP_ID": true, "LASTMILE_PRIVATE_KEY": true, "LASTMILE_PRIVATE_KEY_FILE": true,
+		"LASTMILE_GITHUB_URL": true, "LASTMILE_REDELIVERY_INTERVAL": true, "LASTMILE_LOG_LEVEL": true}
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case k == "GOMAXPROCS", k == "GOGC", k == "GOMEMLIMIT", k == "GODEBUG":
+		case strings.HasPrefix(k, "LASTMILE_") && !own[k]:
+		default:
+			continue
+		}
+		out = append(out, kv)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func freeAddr() (string, error) {
@@ -640,13 +665,17 @@ func reproduceCommand(o CompareOptions) string {
 	if err != nil {
 		root = "."
 	}
+	env := ""
+	if e := passedEnv(); len(e) > 0 {
+		env = strings.Join(e, " ") + " "
+	}
 	flags := fmt.Sprintf("-rounds %d -round %s -warmup %s -conns %d -size %d -repos %d -stop %s -github-latency %s -drain-max %s -log-level %s -timeout %s",
 		o.Rounds, o.Round, o.Warmup, o.Conns, o.Size, o.Repos, o.Stop, o.GitHubLatency, o.DrainMax, o.LogLevel, o.Timeout)
 	switch {
 	case o.Commit != "":
-		return fmt.Sprintf("cd %s && cmd/lastmile-loadgen/bench.sh %s %s", root, o.Commit, flags)
+		return fmt.Sprintf("cd %s && %scmd/lastmile-loadgen/bench.sh %s %s", root, env, o.Commit, flags)
 	case o.Lastmile != "":
-		return fmt.Sprintf("cd %s && go run ./cmd/lastmile-loadgen compare %s -lastmile %s", root, flags, o.Lastmile)
+		return fmt.Sprintf("cd %s && %sgo run ./cmd/lastmile-loadgen compare %s -lastmile %s", root, env, flags, o.Lastmile)
 	}
-	return fmt.Sprintf("cd %s && go run ./cmd/lastmile-loadgen compare %s", root, flags)
+	return fmt.Sprintf("cd %s && %sgo run ./cmd/lastmile-loadgen compare %s", root, env, flags)
 }

@@ -57,6 +57,18 @@ type Result struct {
 	IDs       []string // answered 2xx, when KeepIDs
 	Mem       *MemSample
 	CPU       time.Duration // the target's user+system CPU time during the run (with PID)
+	ClientCPU time.Duration // this process's, during the run
+	// MachineBusy is the fraction of all the machine's CPU time that was
+	// busy during the run (every process: target, client and the rest).
+	MachineBusy float64
+}
+
+// ClientCPUPerOK is the load generator's own CPU time per 2xx answer.
+func (r *Result) ClientCPUPerOK() time.Duration {
+	if r.OK == 0 {
+		return 0
+	}
+	return r.ClientCPU / time.Duration(r.OK)
 }
 
 // CPUPerOK is the target's CPU time per 2xx answer: its cost per delivery,
@@ -134,6 +146,8 @@ func Run(ctx context.Context, o LoadOptions) (*Result, error) {
 	}
 	var sampler *memSampler
 	var cpu0 time.Duration
+	self0, _ := readCPU(os.Getpid())
+	busy0, total0, _ := readMachineCPU()
 	if o.PID > 0 {
 		sampler = startMemSampler(o.PID, 50*time.Millisecond)
 		cpu0, _ = readCPU(o.PID)
@@ -159,7 +173,9 @@ func Run(ctx context.Context, o LoadOptions) (*Result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	res := &Result{Conns: o.Conns, Status: map[int]int64{}, Errors: map[string]int64{}, Elapsed: elapsed,
+	self1, _ := readCPU(os.Getpid())
+	busy1, total1, _ := readMachineCPU()
+	res := &Result{Conns: o.Conns, ClientCPU: self1 - self0, Status: map[int]int64{}, Errors: map[string]int64{}, Elapsed: elapsed,
 		Dials: dials.Load(), BodyBytes: o.Payloads.Size}
 	for _, st := range stats {
 		res.Sent += st.sent
@@ -174,6 +190,9 @@ func Run(ctx context.Context, o LoadOptions) (*Result, error) {
 		res.IDs = append(res.IDs, st.ids...)
 	}
 	slices.Sort(res.Latencies)
+	if total1 > total0 {
+		res.MachineBusy = float64(busy1-busy0) / float64(total1-total0)
+	}
 	if sampler != nil {
 		res.Mem = sampler.stop()
 		if cpu1, err := readCPU(o.PID); err == nil && cpu1 >= cpu0 {
@@ -397,6 +416,34 @@ func readCPU(pid int) (time.Duration, error) {
 		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// readMachineCPU returns the busy and total jiffies of all CPUs, from the
+// first line of /proc/stat.
+func readMachineCPU() (busy, total int64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, errors.New("/proc/stat: unexpected format")
+	}
+	for i, v := range f[1:] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		if i >= 7 { // guest time is already counted in user
+			break
+		}
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, total, nil
 }
 
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }

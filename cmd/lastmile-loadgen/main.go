@@ -180,6 +180,7 @@ func printResult(res *Result, p *Payloads) {
 	fmt.Fprintf(tw, "throughput\t%.0f req/s (2xx)\n", res.RPS())
 	fmt.Fprintf(tw, "latency\tp50 %s  p90 %s  p99 %s  max %s\n", ms(res.Quantile(.5)), ms(res.Quantile(.9)), ms(res.Quantile(.99)), ms(res.Quantile(1)))
 	fmt.Fprintf(tw, "by status\t%s\n", res.StatusSummary())
+	fmt.Fprintf(tw, "machine\t%.0f%% of all CPUs busy; this load generator used %s per 2xx\n", 100*res.MachineBusy, us(res.ClientCPUPerOK()))
 	if m := res.Mem; m != nil {
 		if m.Samples == 0 {
 			fmt.Fprintf(tw, "memory\tpid %d: %s\n", m.PID, m.ReadError)

@@ -145,7 +145,7 @@ func fillInbox(tb testing.TB, db *storage.DB, path string, pending int) {
 }
 
 func BenchmarkNextDeliveries(b *testing.B) {
-	for _, pending := range []int{16, 1000, 5000} {
+	for _, pending := range []int{16, 1000, 5000, 20000} {
 		b.Run(fmt.Sprintf("pending=%d", pending), func(b *testing.B) {
 			db, path := openBenchDB(b)
 			fillInbox(b, db, path, pending)
@@ -163,7 +163,7 @@ func BenchmarkNextDeliveries(b *testing.B) {
 }
 
 func BenchmarkNextAttemptAt(b *testing.B) {
-	for _, pending := range []int{16, 1000, 5000} {
+	for _, pending := range []int{16, 1000, 5000, 20000} {
 		b.Run(fmt.Sprintf("pending=%d", pending), func(b *testing.B) {
 			db, path := openBenchDB(b)
 			fillInbox(b, db, path, pending)
