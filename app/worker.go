@@ -16,8 +16,10 @@ import (
 
 // Inbox is the worker's view of the durable inbox.
 type Inbox interface {
-	NextDeliveries(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, error)
-	NextAttemptAt(ctx context.Context) (time.Time, error)
+	// NextWork returns up to limit due deliveries, at most one per
+	// repository and none of busy repositories, and when the next of the
+	// other queue heads comes due (zero: none).
+	NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, time.Time, error)
 	FinishDelivery(ctx context.Context, seq int64, note string) error
 	FailDelivery(ctx context.Context, seq int64, cause string, next time.Time, dead bool) error
 }
@@ -117,21 +119,18 @@ func (w *Worker) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		// now is the time the inbox was last asked for due deliveries.
-		now := w.Now()
-		for len(busy) < w.Concurrency {
-			now = w.Now()
-			batch, err := w.Inbox.NextDeliveries(ctx, now, busy, w.Concurrency-len(busy))
+		// One look at the inbox per turn: hand out what is due, and learn
+		// when the next queue head comes due.
+		var next time.Time
+		if len(busy) < w.Concurrency {
+			batch, n, err := w.Inbox.NextWork(ctx, w.Now(), busy, w.Concurrency-len(busy))
+			if err != nil && ctx.Err() != nil {
+				return
+			}
 			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
 				w.Log.Error("worker: read inbox", "error", err)
-				break
 			}
-			if len(batch) == 0 {
-				break
-			}
+			next = n
 			for _, d := range batch {
 				busy[d.Repository] = true
 				wg.Add(1)
@@ -145,14 +144,13 @@ func (w *Worker) Run(ctx context.Context) {
 		var timer *time.Timer
 		var due <-chan time.Time
 		if len(busy) < w.Concurrency {
-			// Sleep until the next retry is due (or until woken); also poll
-			// now and then, in case another process wrote the inbox.
+			// Sleep until the next head is due, or until woken (a delivery
+			// arrived, a handling ended); also poll now and then, in case
+			// another process wrote the inbox. A head waiting behind a busy
+			// repository is looked at again when that handling ends.
 			wait := 5 * time.Second
-			// (A delivery that was due at now but not handed out waits
-			// behind a busy repository: the end of that handling wakes the
-			// loop. One that became due since now is due at once.)
-			if next, err := w.Inbox.NextAttemptAt(ctx); err == nil && next.After(now) {
-				wait = min(next.Sub(w.Now())+time.Millisecond, wait)
+			if !next.IsZero() {
+				wait = min(max(next.Sub(w.Now()), 0)+time.Millisecond, wait)
 			}
 			timer = time.NewTimer(wait)
 			due = timer.C

@@ -403,19 +403,22 @@ func TestWorkerGracefulStopFinishesTheDeliveryInHand(t *testing.T) {
 	}
 }
 
-// sleepyInbox tells the test when the worker asks when to wake up, which
-// it does right before it waits.
+// sleepyInbox tells the test when the worker found nothing to do, right
+// before it waits.
 type sleepyInbox struct {
 	*storage.DB
 	waiting chan struct{}
 }
 
-func (s *sleepyInbox) NextAttemptAt(ctx context.Context) (time.Time, error) {
-	select {
-	case s.waiting <- struct{}{}:
-	default:
+func (s *sleepyInbox) NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, time.Time, error) {
+	ds, next, err := s.DB.NextWork(ctx, now, busy, limit)
+	if len(ds) == 0 {
+		select {
+		case s.waiting <- struct{}{}:
+		default:
+		}
 	}
-	return s.DB.NextAttemptAt(ctx)
+	return ds, next, err
 }
 
 func TestWorkerWakesWhenNotified(t *testing.T) {

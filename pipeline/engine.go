@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,6 +28,21 @@ type Engine struct {
 	Now    func() time.Time
 	// DeployLogMaxBytes bounds the deploy job log kept per job.
 	DeployLogMaxBytes int
+
+	saved sync.Map // repository ID → the Repo last saved by this process
+}
+
+// saveRepo records a repository (its name and installation may change),
+// once per process unless it changed.
+func (e *Engine) saveRepo(ctx context.Context, r Repo) error {
+	if saved, ok := e.saved.Load(r.ID); ok && saved.(Repo) == r {
+		return nil
+	}
+	if err := e.Store.SaveRepo(ctx, r); err != nil {
+		return err
+	}
+	e.saved.Store(r.ID, r)
+	return nil
 }
 
 // Ignored is returned by handlers for events that lastmile records but does
@@ -44,7 +60,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	if p.Deleted {
 		return &Ignored{Reason: "branch " + branch + " was deleted"}
 	}
-	if err := e.Store.SaveRepo(ctx, p.Repo); err != nil {
+	if err := e.saveRepo(ctx, p.Repo); err != nil {
 		return err
 	}
 	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)

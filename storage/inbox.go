@@ -14,8 +14,11 @@ import (
 // ErrNotFound is returned when a looked-up record does not exist.
 var ErrNotFound = errors.New("not found")
 
-const deliveryColumns = `seq, delivery_id, event, action, installation_id, repository_id, repository,
-	received_at, state, attempts, next_attempt_at, last_error, finished_at, note, body`
+const deliveryColumns = `d.seq, d.delivery_id, d.event, d.action, d.installation_id, d.repository_id, d.repository,
+	d.received_at, d.state, d.attempts, d.next_attempt_at, d.last_error, d.finished_at, d.note, b.body`
+
+// withBody is the FROM clause that reads deliveries with their bodies.
+const withBody = ` FROM deliveries d LEFT JOIN delivery_bodies b ON b.seq = d.seq`
 
 func scanDelivery(row interface{ Scan(...any) error }) (*pipeline.Delivery, error) {
 	var d pipeline.Delivery
@@ -30,71 +33,92 @@ func scanDelivery(row interface{ Scan(...any) error }) (*pipeline.Delivery, erro
 	return &d, nil
 }
 
-// NextDeliveries returns up to limit deliveries the worker may handle now:
-// for each repository, its oldest pending delivery, if it is due and the
-// repository is not in busy. Deliveries of one repository are therefore
-// handled one at a time, in order of arrival.
-func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, error) {
-	// The heads of the queues, from the partial index of pending deliveries
-	// alone: the cost does not grow with the history.
-	rows, err := db.read.QueryContext(ctx, `SELECT repository, MIN(seq) FROM deliveries WHERE state = 'pending'
-		GROUP BY repository ORDER BY 2`)
+// queueHead is the oldest pending delivery of a repository.
+type queueHead struct {
+	repository  string
+	seq         int64
+	nextAttempt int64
+}
+
+// queueHeads finds the head of each repository's queue with one index seek
+// per repository (a loose index scan of the pending index), so its cost
+// follows the number of repositories with work, not the backlog.
+func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
+	rows, err := db.read.QueryContext(ctx, `WITH RECURSIVE repos(name) AS (
+			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending')
+			UNION ALL
+			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending' AND repository > repos.name)
+			FROM repos WHERE repos.name IS NOT NULL)
+		SELECT d.repository, d.seq, d.next_attempt_at FROM repos
+		JOIN deliveries d ON d.seq = (SELECT MIN(seq) FROM deliveries WHERE state = 'pending' AND repository = repos.name)
+		WHERE repos.name IS NOT NULL ORDER BY d.seq`)
 	if err != nil {
 		return nil, err
 	}
-	var heads []any
+	defer rows.Close()
+	var heads []queueHead
 	for rows.Next() {
-		var repo string
-		var seq int64
-		if err := rows.Scan(&repo, &seq); err != nil {
-			rows.Close()
+		var h queueHead
+		if err := rows.Scan(&h.repository, &h.seq, &h.nextAttempt); err != nil {
 			return nil, err
 		}
-		if !busy[repo] {
-			heads = append(heads, seq)
-		}
+		heads = append(heads, h)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(heads) == 0 {
-		return nil, err
+	return heads, rows.Err()
+}
+
+// NextWork returns up to limit deliveries the worker may handle now: for
+// each repository, its oldest pending delivery, if it is due and the
+// repository is not in busy. Deliveries of one repository are therefore
+// handled one at a time, in order of arrival. next is when the first of the
+// other queue heads (not busy, not handed out) becomes due, or zero.
+func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) (ds []*pipeline.Delivery, next time.Time, err error) {
+	heads, err := db.queueHeads(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
-	var out []*pipeline.Delivery
-	for len(heads) > 0 && len(out) < limit {
-		chunk := heads[:min(len(heads), 200)]
-		heads = heads[len(chunk):]
-		rows, err := db.read.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries
-			WHERE seq IN (?`+strings.Repeat(",?", len(chunk)-1)+`) AND state = 'pending' AND next_attempt_at <= ?
-			ORDER BY seq`, append(chunk, millis(now))...)
-		if err != nil {
-			return nil, err
+	nextDue := int64(0)
+	for _, h := range heads {
+		if busy[h.repository] {
+			continue
 		}
-		for rows.Next() && len(out) < limit {
-			d, err := scanDelivery(rows)
-			if err != nil {
-				rows.Close()
-				return nil, err
+		if h.nextAttempt > millis(now) || len(ds) >= limit {
+			if nextDue == 0 || h.nextAttempt < nextDue {
+				nextDue = h.nextAttempt
 			}
-			out = append(out, d)
+			continue
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
+		d, err := scanDelivery(db.read.QueryRowContext(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.seq = ? AND d.state = 'pending'`, h.seq))
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // handled meanwhile (another process)
 		}
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		ds = append(ds, d)
 	}
-	return out, nil
+	return ds, fromMillis(nextDue), nil
+}
+
+// NextDeliveries is NextWork without the next due time.
+func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, error) {
+	ds, _, err := db.NextWork(ctx, now, busy, limit)
+	return ds, err
 }
 
 // NextAttemptAt is when the first of the deliveries at the head of a
 // repository's queue becomes due, or the zero time when nothing is pending.
 // (A delivery behind one waiting for its retry waits too.)
 func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
-	var next sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT MIN(next_attempt_at) FROM deliveries WHERE seq IN
-		(SELECT MIN(seq) FROM deliveries WHERE state = 'pending' GROUP BY repository)`).Scan(&next)
-	if err != nil || !next.Valid {
+	heads, err := db.queueHeads(ctx)
+	if err != nil || len(heads) == 0 {
 		return time.Time{}, err
 	}
-	return time.UnixMilli(next.Int64), nil
+	next := heads[0].nextAttempt
+	for _, h := range heads[1:] {
+		next = min(next, h.nextAttempt)
+	}
+	return time.UnixMilli(next), nil
 }
 
 // FinishDelivery marks a delivery done: its handling has committed. note
@@ -127,7 +151,7 @@ func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next ti
 func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
 	var out *pipeline.Delivery
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE delivery_id = ?`, deliveryID))
+		d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.delivery_id = ?`, deliveryID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("delivery %s: %w", deliveryID, ErrNotFound)
 		}
@@ -174,7 +198,7 @@ func (db *DB) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline
 	if f.Limit <= 0 {
 		f.Limit = 50
 	}
-	q := `SELECT ` + strings.Replace(deliveryColumns, ", body", ", NULL", 1) + ` FROM deliveries`
+	q := `SELECT ` + strings.Replace(deliveryColumns, ", b.body", ", NULL", 1) + ` FROM deliveries d`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -197,7 +221,7 @@ func (db *DB) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline
 
 // GetDelivery returns one delivery with its body.
 func (db *DB) GetDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
-	d, err := scanDelivery(db.read.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE delivery_id = ?`, deliveryID))
+	d, err := scanDelivery(db.read.QueryRowContext(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.delivery_id = ?`, deliveryID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("delivery %s: %w", deliveryID, ErrNotFound)
 	}

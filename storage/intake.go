@@ -56,19 +56,34 @@ type groupCommitter struct {
 	db       *DB
 	requests chan *intakeRequest
 
+	// Prepared once, used by every batch.
+	insert, insertBody *sql.Stmt
+
 	mu      sync.RWMutex // guards closed against concurrent submit
 	closed  bool
 	stopped chan struct{}
 }
 
-func newGroupCommitter(db *DB) *groupCommitter {
+func newGroupCommitter(db *DB) (*groupCommitter, error) {
 	g := &groupCommitter{
 		db:       db,
 		requests: make(chan *intakeRequest, maxIntakeBatch),
 		stopped:  make(chan struct{}),
 	}
+	var err error
+	g.insert, err = db.write.Prepare(`INSERT INTO deliveries
+		(delivery_id, event, action, installation_id, repository_id, repository, received_at, state, next_attempt_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (delivery_id) DO NOTHING`)
+	if err != nil {
+		return nil, err
+	}
+	if g.insertBody, err = db.write.Prepare(`INSERT INTO delivery_bodies (seq, body) VALUES (?, ?)`); err != nil {
+		g.insert.Close()
+		return nil, err
+	}
 	go g.run()
-	return g
+	return g, nil
 }
 
 func (g *groupCommitter) submit(ctx context.Context, req *intakeRequest) error {
@@ -94,6 +109,8 @@ func (g *groupCommitter) close() {
 	}
 	g.mu.Unlock()
 	<-g.stopped
+	g.insert.Close()
+	g.insertBody.Close()
 }
 
 func (g *groupCommitter) run() {
@@ -126,14 +143,8 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 	// deliveries may already have been answered by a retry.
 	ctx := context.Background()
 	err := g.db.durableTx(ctx, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
-			(delivery_id, event, action, installation_id, repository_id, repository, received_at, body, state, next_attempt_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (delivery_id) DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer ins.Close()
+		ins := tx.StmtContext(ctx, g.insert)
+		insBody := tx.StmtContext(ctx, g.insertBody)
 		outcomes := map[[2]string]float64{}
 		for i, r := range batch {
 			d := r.delivery
@@ -144,7 +155,7 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 				d.ReceivedAt = g.db.Now()
 			}
 			res, err := ins.ExecContext(ctx, d.ID, d.Event, d.Action, d.InstallationID, d.RepositoryID,
-				d.Repository, millis(d.ReceivedAt), d.Body, string(d.State), millis(d.ReceivedAt))
+				d.Repository, millis(d.ReceivedAt), string(d.State), millis(d.ReceivedAt))
 			if err != nil {
 				return fmt.Errorf("insert delivery %s: %w", d.ID, err)
 			}
@@ -156,8 +167,15 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 			if n == 0 {
 				dups[i] = true
 				outcome = "duplicate"
-			} else if id, err := res.LastInsertId(); err == nil {
-				d.Seq = id
+			} else {
+				if d.Seq, err = res.LastInsertId(); err != nil {
+					return err
+				}
+				if d.Body != nil {
+					if _, err := insBody.ExecContext(ctx, d.Seq, d.Body); err != nil {
+						return fmt.Errorf("insert delivery %s: %w", d.ID, err)
+					}
+				}
 			}
 			outcomes[[2]string{r.event, outcome}]++
 		}

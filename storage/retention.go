@@ -20,8 +20,8 @@ type Pruned struct {
 func (db *DB) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 	var p Pruned
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET body = NULL WHERE body IS NOT NULL
-			AND state IN ('done', 'ignored') AND received_at < ?`, millis(cutoff))
+		res, err := tx.ExecContext(ctx, `DELETE FROM delivery_bodies WHERE seq IN (SELECT seq FROM deliveries
+			WHERE state IN ('done', 'ignored') AND received_at < ?)`, millis(cutoff))
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,12 @@ type DB struct {
 
 	intake *groupCommitter
 
+	ckpt               *sql.DB // the checkpointer's own connection
+	stopCkpt, ckptDone chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+
 	snapMu      sync.Mutex // the metrics snapshot, its connection and data_version
 	snapConn    *sql.Conn
 	snap        *metrics.Snapshot
@@ -70,12 +76,18 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		for _, p := range pragmas {
 			q.Add("_pragma", p)
 		}
-		for k, v := range extra {
-			q[k] = v
+		for k, vs := range extra {
+			for _, v := range vs {
+				q.Add(k, v)
+			}
 		}
 		return "file:" + path + "?" + q.Encode()
 	}
-	write, err := sql.Open("sqlite", dsn(url.Values{"_txlock": {"immediate"}}))
+	// The writer does not checkpoint inside its commits (a checkpoint copies
+	// the WAL into the database file and syncs it: tens of milliseconds that
+	// would stall the webhook intake); the checkpointer goroutine does it
+	// beside the writer.
+	write, err := sql.Open("sqlite", dsn(url.Values{"_txlock": {"immediate"}, "_pragma": {"wal_autocheckpoint(0)"}}))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -99,23 +111,60 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(8)
 	db.read = read
-	db.intake = newGroupCommitter(db)
+	ckpt, err := sql.Open("sqlite", dsn(nil))
+	if err != nil {
+		write.Close()
+		read.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	ckpt.SetMaxOpenConns(1)
+	db.ckpt, db.stopCkpt, db.ckptDone = ckpt, make(chan struct{}), make(chan struct{})
+	go db.checkpointer()
+	if db.intake, err = newGroupCommitter(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	return db, nil
+}
+
+// checkpointer copies committed WAL pages into the database file twice a
+// second with a passive checkpoint, which waits for no reader or writer.
+func (db *DB) checkpointer() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stopCkpt:
+			return
+		case <-t.C:
+			_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
 }
 
 // Path is the database file.
 func (db *DB) Path() string { return db.path }
 
-// Close finishes pending intake commits and closes the database.
+// Close finishes pending intake commits, checkpoints and closes the
+// database. Calling it again does nothing.
 func (db *DB) Close() error {
-	db.intake.close()
-	db.snapMu.Lock()
-	if db.snapConn != nil {
-		db.snapConn.Close()
-		db.snapConn = nil
-	}
-	db.snapMu.Unlock()
-	return errors.Join(db.read.Close(), db.write.Close())
+	db.closeOnce.Do(func() {
+		if db.intake != nil {
+			db.intake.close()
+		}
+		close(db.stopCkpt)
+		<-db.ckptDone
+		_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		db.snapMu.Lock()
+		if db.snapConn != nil {
+			db.snapConn.Close()
+			db.snapConn = nil
+		}
+		db.snapMu.Unlock()
+		db.closeErr = errors.Join(db.ckpt.Close(), db.read.Close(), db.write.Close())
+	})
+	return db.closeErr
 }
 
 // Ping checks that the database answers a query.
