@@ -2,14 +2,12 @@ package app
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,17 +135,3 @@ func (p *proc) kill() {
 	case <-time.After(30 * time.Second):
 	}
 }
-
-// stop sends SIGTERM and returns the exit error.
-func (p *proc) stop(ctx context.Context) error {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		p.kill()
-		return ctx.Err()
-	}
-}
-
-var _ = runtime.GOOS

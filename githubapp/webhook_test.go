@@ -83,13 +83,11 @@ func newIntake(t *testing.T) *intake {
 
 // delivery is one POST to /webhook.
 type delivery struct {
-	id, event   string
-	body        []byte
-	headers     map[string]string // set after the defaults; "" deletes
-	contentLen  int64             // 0: the body's length; -1: chunked
-	bodyReader  io.Reader         // instead of body
-	wantStatus  int
-	wantOutcome string
+	id, event  string
+	body       []byte
+	headers    map[string]string // set after the defaults; "" deletes
+	contentLen int64             // 0: the body's length; -1: chunked
+	bodyReader io.Reader         // instead of body
 }
 
 func (in *intake) post(t *testing.T, d delivery) (*http.Response, map[string]string) {

@@ -13,10 +13,10 @@ package metrics
 import (
 	"context"
 	"log/slog"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -455,4 +455,4 @@ func BucketFor(name string, v float64) float64 {
 	return inf
 }
 
-var inf = func() float64 { f, _ := strconv.ParseFloat("+Inf", 64); return f }()
+var inf = math.Inf(1)

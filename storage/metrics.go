@@ -222,15 +222,6 @@ func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
 	return rows.Err()
 }
 
-func labelLess(a, b []string) bool {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return a[i] < b[i]
-		}
-	}
-	return len(a) < len(b)
-}
-
 // AddCounters adds deltas to a persistent counter (metrics.CounterSink).
 func (db *DB) AddCounters(ctx context.Context, name string, deltas []metrics.Series) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
