@@ -50,6 +50,7 @@ type App struct {
 	worker   *Worker
 	http     *http.Server
 	listener net.Listener
+	unlock   func() // releases the database lock
 }
 
 // New opens the database (applying migrations), builds the GitHub clients
@@ -59,8 +60,13 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	unlock, err := lockDatabase(cfg.Database)
+	if err != nil {
+		return nil, err
+	}
 	db, err := storage.Open(ctx, cfg.Database)
 	if err != nil {
+		unlock()
 		return nil, err
 	}
 	m := metrics.New(db, db, Version, log)
@@ -68,6 +74,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	clients, err := githubapp.NewClients(cfg.GitHubURL, cfg.AppID, cfg.Key, transport)
 	if err != nil {
 		db.Close()
+		unlock()
 		return nil, err
 	}
 	engine := &pipeline.Engine{
@@ -86,11 +93,12 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 		MaxAttempts: cfg.MaxAttempts,
 		Backoff:     opts.Backoff,
 	}
-	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker}
+	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker, unlock: unlock}
 	a.listener = opts.Listener
 	if a.listener == nil {
 		if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
 			db.Close()
+			unlock()
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
@@ -179,6 +187,7 @@ func (a *App) Run(ctx context.Context) error {
 	if cerr := a.db.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close database: %w", cerr))
 	}
+	a.unlock()
 	a.log.Info("lastmile stopped")
 	return err
 }

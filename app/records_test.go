@@ -243,3 +243,17 @@ func TestASecondProcessReportsTheSameMetrics(t *testing.T) {
 		t.Errorf("the second process reports\n%s\n\nthe first\n%s", strings.Join(second, "\n"), strings.Join(first, "\n"))
 	}
 }
+
+func TestOneServePerDatabase(t *testing.T) {
+	sb := sandbox(t, nil)
+	cfg := *sb.Config
+	cfg.Listen = "127.0.0.1:0"
+	_, err := New(context.Background(), &cfg, Options{})
+	if err == nil || !strings.Contains(err.Error(), "another lastmile serve is using") {
+		t.Fatalf("a second serve on the same database: %v", err)
+	}
+	// The read commands still work beside it.
+	if code, out, errOut := run(t, cfg.Database, "history"); code != 0 {
+		t.Errorf("history beside a running serve: exit %d %s%s", code, out, errOut)
+	}
+}

@@ -1,0 +1,7 @@
+//go:build !unix
+
+package app
+
+// lockDatabase does nothing where flock is missing: run one lastmile serve
+// per database.
+func lockDatabase(string) (func(), error) { return func() {}, nil }
