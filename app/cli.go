@@ -123,30 +123,26 @@ func dbFlag(fs *flag.FlagSet, getenv func(string) string) *string {
 	return fs.String("database", def, "SQLite database file (LASTMILE_DATABASE)")
 }
 
-func openExisting(ctx context.Context, path string) (*storage.DB, error) {
-	db, err := storage.OpenExisting(ctx, path)
-	if err != nil {
-		return nil, err
+// newFlagSet is a command's flags: problems and usage go to stderr, the
+// usage being text (one or more lines) followed by the flags' defaults.
+func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
 	}
-	return db, nil
+	return fs
 }
 
 func deliveries(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lastmile deliveries", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N]\n       lastmile deliveries retry DELIVERY-ID")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N]\n       lastmile deliveries retry DELIVERY-ID", stderr)
 	path := dbFlag(fs, getenv)
 	state := fs.String("state", "", "only deliveries in this state: pending, done, ignored or dead")
 	repo := fs.String("repo", "", "only deliveries of this repository (owner/name)")
 	limit := fs.Int("limit", 50, "how many, newest first")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage // the flag package has printed the problem and the usage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	switch s := pipeline.DeliveryState(*state); s {
 	case "", pipeline.DeliveryPending, pipeline.DeliveryDone, pipeline.DeliveryIgnored, pipeline.DeliveryDead:
@@ -160,7 +156,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		fs.Usage()
 		return errUsage
 	}
-	db, err := openExisting(ctx, *path)
+	db, err := storage.OpenExisting(ctx, *path)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,12 +16,7 @@ import (
 
 // history prints recent releases and where each stands per environment.
 func history(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lastmile history", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: lastmile history [--repo owner/name] [--env ENVIRONMENT] [--limit N] [--json]")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("lastmile history", "Usage: lastmile history [--repo owner/name] [--env ENVIRONMENT] [--limit N] [--json]", stderr)
 	path := dbFlag(fs, getenv)
 	repo := fs.String("repo", "", "only this repository (owner/name)")
 	env := fs.String("env", "", "only releases deployed to this environment")
@@ -75,12 +69,7 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 
 // audit prints one release's full record.
 func audit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lastmile audit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: lastmile audit [--json] [--logs] OWNER/REPO SHA")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("lastmile audit", "Usage: lastmile audit [--json] [--logs] OWNER/REPO SHA", stderr)
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs")

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,16 +30,11 @@ environments:
 // production; simulated reviewers approve staging and production; the
 // simulated workflow's deploy step runs the lastmile Action's own code.
 func demo(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lastmile demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: lastmile demo [--dir DIR] [--keep-running] [--verbose]
+	fs := newFlagSet("lastmile demo", `Usage: lastmile demo [--dir DIR] [--keep-running] [--verbose]
 
 Runs lastmile, its SQLite store and a simulated GitHub in one process, and
 promotes a push through test, staging and production. Nothing leaves this
-machine. The database stays in --dir (default: a new temporary folder).`)
-		fs.PrintDefaults()
-	}
+machine. The database stays in --dir (default: a new temporary folder).`, stderr)
 	dir := fs.String("dir", "", "folder for the demo's database (default: a new temporary folder)")
 	keep := fs.Bool("keep-running", false, "keep lastmile running afterwards, to browse /metrics and the API (Ctrl-C stops)")
 	verbose := fs.Bool("verbose", false, "print lastmile's log")

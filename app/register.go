@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"html/template"
 	"io"
@@ -29,16 +28,11 @@ import (
 // App's ID, webhook secret and private key, written to files (mode 0600)
 // that `lastmile serve` reads.
 func register(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lastmile register", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `Usage: lastmile register --webhook-url https://lastmile.example.com/webhook [flags]
+	fs := newFlagSet("lastmile register", `Usage: lastmile register --webhook-url https://lastmile.example.com/webhook [flags]
 
 Creates lastmile's GitHub App with GitHub's manifest flow: open the page it
 serves on 127.0.0.1, press the button, confirm on GitHub. The App's ID,
-webhook secret and private key are written to --out (mode 0600).`)
-		fs.PrintDefaults()
-	}
+webhook secret and private key are written to --out (mode 0600).`, stderr)
 	webhookURL := fs.String("webhook-url", "", "public https URL of lastmile's POST /webhook (required)")
 	org := fs.String("org", "", "organisation that owns the App (default: your personal account)")
 	name := fs.String("name", "lastmile", "the App's name on GitHub (must be unique on GitHub)")
