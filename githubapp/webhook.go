@@ -6,7 +6,6 @@
 package githubapp
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -116,7 +115,7 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if r.ContentLength > MaxPayloadBytes {
 		return nil, "", &webhookError{http.StatusRequestEntityTooLarge, OutcomeTooLarge, "payload larger than 25 MB"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxPayloadBytes))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxPayloadBytes), r.ContentLength)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -137,30 +136,11 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "form-encoded payloads are not accepted: set the webhook content type to application/json"}
 	}
-	var head struct {
-		Action       string `json:"action"`
-		Installation *struct {
-			ID int64 `json:"id"`
-		} `json:"installation"`
-		Repository *struct {
-			ID       int64  `json:"id"`
-			FullName string `json:"full_name"`
-		} `json:"repository"`
-	}
-	// json.Unmarshal accepts null for a struct; GitHub always sends an object.
-	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
-		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object"}
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
+	head, err := parseHead(body)
+	if err != nil {
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object: " + err.Error()}
 	}
-	d.Action = head.Action
-	if head.Installation != nil {
-		d.InstallationID = head.Installation.ID
-	}
-	if head.Repository != nil {
-		d.RepositoryID, d.Repository = head.Repository.ID, head.Repository.FullName
-	}
+	d.Action, d.InstallationID, d.RepositoryID, d.Repository = head.Action, head.InstallationID, head.RepositoryID, head.Repository
 	outcome := OutcomeAccepted
 	switch {
 	case d.Event == "ping":
@@ -178,6 +158,26 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		outcome = OutcomeDuplicate
 	}
 	return d, outcome, nil
+}
+
+// readBody reads the whole body, in one allocation when its length was
+// announced.
+func readBody(rd io.Reader, announced int64) ([]byte, error) {
+	if announced <= 0 || announced > MaxPayloadBytes {
+		return io.ReadAll(rd)
+	}
+	// One byte more than announced, to see the end: net/http stops the
+	// body at its Content-Length, so ReadFull ends short, at that length.
+	b := make([]byte, announced+1)
+	n, err := io.ReadFull(rd, b)
+	switch err {
+	case io.ErrUnexpectedEOF, io.EOF:
+		return b[:n], nil
+	case nil: // longer than announced: not from net/http's server
+		rest, err := io.ReadAll(rd)
+		return append(b, rest...), err
+	}
+	return nil, err
 }
 
 // VerifySignature checks an X-Hub-Signature-256 value against the raw body,

@@ -1,0 +1,414 @@
+package githubapp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// deliveryHead is what the intake reads from every body before storing it:
+// enough to route and list a delivery. The handlers parse the whole body
+// later, in the worker.
+type deliveryHead struct {
+	Action         string
+	InstallationID int64
+	RepositoryID   int64
+	Repository     string // full_name
+}
+
+// maxNesting is encoding/json's own nesting limit.
+const maxNesting = 10000
+
+// parseHead validates body as one JSON object and reads its action,
+// installation.id, repository.id and repository.full_name, in one pass.
+//
+// It accepts and rejects exactly what json.Unmarshal into the equivalent
+// struct does (the fuzz test holds it to that): any syntax error, a wrong
+// type for one of those fields, or a top-level value that is not an object
+// is an error; null leaves a field empty; keys match case-insensitively and
+// the last of duplicate keys wins. json.Unmarshal costs two passes over the
+// body (it validates, then decodes); this is the intake's hot path, where
+// the body is ~8 KB and the four fields are near its start or end.
+func parseHead(body []byte) (deliveryHead, error) {
+	s := headScanner{b: body}
+	var h deliveryHead
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '{' {
+		if s.i >= len(s.b) {
+			return h, errors.New("empty body")
+		}
+		// Validate first: a syntax error is reported as such.
+		if err := s.value(0); err != nil {
+			return h, err
+		}
+		return h, errors.New("body is not a JSON object")
+	}
+	var typeErr error
+	err := s.object(0, func(key []byte) error {
+		switch {
+		case keyIs(key, "action"):
+			return s.stringField(1, &h.Action, &typeErr, "action")
+		case keyIs(key, "installation"):
+			return s.objectField(1, &typeErr, "installation", func(key []byte) (bool, error) {
+				if !keyIs(key, "id") {
+					return false, nil
+				}
+				return true, s.intField(2, &h.InstallationID, &typeErr, "installation.id")
+			}, func() { h.InstallationID = 0 })
+		case keyIs(key, "repository"):
+			return s.objectField(1, &typeErr, "repository", func(key []byte) (bool, error) {
+				switch {
+				case keyIs(key, "id"):
+					return true, s.intField(2, &h.RepositoryID, &typeErr, "repository.id")
+				case keyIs(key, "full_name"):
+					return true, s.stringField(2, &h.Repository, &typeErr, "repository.full_name")
+				}
+				return false, nil
+			}, func() { h.RepositoryID, h.Repository = 0, "" })
+		}
+		return s.value(1)
+	})
+	if err != nil {
+		return deliveryHead{}, err
+	}
+	s.ws()
+	if s.i != len(s.b) {
+		return deliveryHead{}, s.errAt("after the top-level value")
+	}
+	if typeErr != nil {
+		return deliveryHead{}, typeErr
+	}
+	return h, nil
+}
+
+// keyIs matches a raw (still quoted-escaped) key the way encoding/json does:
+// exactly, or else case-insensitively after unescaping.
+func keyIs(raw []byte, name string) bool {
+	if string(raw) == name {
+		return true
+	}
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		var k string
+		if json.Unmarshal(append(append([]byte{'"'}, raw...), '"'), &k) != nil {
+			return false
+		}
+		raw = []byte(k)
+	}
+	return bytes.EqualFold(raw, []byte(name))
+}
+
+type headScanner struct {
+	b []byte
+	i int
+}
+
+func (s *headScanner) errAt(what string) error {
+	if s.i >= len(s.b) {
+		return errors.New("unexpected end of JSON input")
+	}
+	return fmt.Errorf("invalid character %q %s (offset %d)", s.b[s.i], what, s.i)
+}
+
+func (s *headScanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// object scans an object whose '{' is at s.i, calling field for each key
+// with s.i on the value; field must consume the value. A nil field skips
+// every value (the path of nested values: a body may nest 10,000 deep).
+func (s *headScanner) object(depth int, field func(key []byte) error) error {
+	if depth+1 > maxNesting {
+		return errors.New("exceeded max depth")
+	}
+	s.i++ // '{'
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == '}' {
+		s.i++
+		return nil
+	}
+	for {
+		if s.i >= len(s.b) || s.b[s.i] != '"' {
+			return s.errAt("looking for beginning of object key string")
+		}
+		key, err := s.str()
+		if err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return s.errAt("after object key")
+		}
+		s.i++
+		s.ws()
+		if field == nil {
+			err = s.value(depth + 1)
+		} else {
+			err = field(key)
+		}
+		if err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.errAt("")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+			s.ws()
+		case '}':
+			s.i++
+			return nil
+		default:
+			return s.errAt("after object key:value pair")
+		}
+	}
+}
+
+// objectField reads a field that must be an object or null: null calls
+// reset, an object is scanned with field (which reports whether it consumed
+// the value), any other value is a type error.
+func (s *headScanner) objectField(depth int, typeErr *error, name string, field func(key []byte) (bool, error), reset func()) error {
+	if s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '{':
+			return s.object(depth, func(key []byte) error {
+				used, err := field(key)
+				if err != nil || used {
+					return err
+				}
+				return s.value(depth + 1)
+			})
+		case 'n':
+			if err := s.literal("null"); err != nil {
+				return err
+			}
+			reset()
+			return nil
+		}
+	}
+	if err := s.value(depth); err != nil {
+		return err
+	}
+	if *typeErr == nil {
+		*typeErr = fmt.Errorf("%s is not an object", name)
+	}
+	return nil
+}
+
+// intField reads an integer into dst; null leaves it, another type or a
+// number that is not an int64 is a type error.
+func (s *headScanner) intField(depth int, dst *int64, typeErr *error, name string) error {
+	start := s.i
+	if s.i < len(s.b) && (s.b[s.i] == '-' || (s.b[s.i] >= '0' && s.b[s.i] <= '9')) {
+		if err := s.number(); err != nil {
+			return err
+		}
+		n, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 64)
+		if err != nil {
+			if *typeErr == nil {
+				*typeErr = fmt.Errorf("%s is not an integer", name)
+			}
+			return nil
+		}
+		*dst = n
+		return nil
+	}
+	if s.i < len(s.b) && s.b[s.i] == 'n' {
+		return s.literal("null")
+	}
+	if err := s.value(depth); err != nil {
+		return err
+	}
+	if *typeErr == nil {
+		*typeErr = fmt.Errorf("%s is not a number", name)
+	}
+	return nil
+}
+
+// stringField reads a string into dst; null leaves it, another type is a
+// type error.
+func (s *headScanner) stringField(depth int, dst *string, typeErr *error, name string) error {
+	if s.i < len(s.b) && s.b[s.i] == '"' {
+		start := s.i
+		raw, err := s.str()
+		if err != nil {
+			return err
+		}
+		if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+			*dst = string(raw)
+			return nil
+		}
+		// Escapes or invalid UTF-8 (replaced by U+FFFD): rare, let
+		// encoding/json decode them exactly as it would.
+		return json.Unmarshal(s.b[start:s.i], dst)
+	}
+	if s.i < len(s.b) && s.b[s.i] == 'n' {
+		return s.literal("null")
+	}
+	if err := s.value(depth); err != nil {
+		return err
+	}
+	if *typeErr == nil {
+		*typeErr = fmt.Errorf("%s is not a string", name)
+	}
+	return nil
+}
+
+// value skips any JSON value, validating it.
+func (s *headScanner) value(depth int) error {
+	if s.i >= len(s.b) {
+		return s.errAt("")
+	}
+	switch c := s.b[s.i]; {
+	case c == '{':
+		return s.object(depth, nil)
+	case c == '[':
+		return s.array(depth)
+	case c == '"':
+		_, err := s.str()
+		return err
+	case c == '-' || (c >= '0' && c <= '9'):
+		return s.number()
+	case c == 't':
+		return s.literal("true")
+	case c == 'f':
+		return s.literal("false")
+	case c == 'n':
+		return s.literal("null")
+	}
+	return s.errAt("looking for beginning of value")
+}
+
+func (s *headScanner) array(depth int) error {
+	if depth+1 > maxNesting {
+		return errors.New("exceeded max depth")
+	}
+	s.i++ // '['
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == ']' {
+		s.i++
+		return nil
+	}
+	for {
+		if err := s.value(depth + 1); err != nil {
+			return err
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return s.errAt("")
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+			s.ws()
+		case ']':
+			s.i++
+			return nil
+		default:
+			return s.errAt("after array element")
+		}
+	}
+}
+
+// str scans a string whose '"' is at s.i and returns its raw content.
+func (s *headScanner) str() ([]byte, error) {
+	s.i++
+	start := s.i
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			return s.b[start : s.i-1], nil
+		case c == '\\':
+			s.i++
+			if s.i >= len(s.b) {
+				return nil, s.errAt("")
+			}
+			switch s.b[s.i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				s.i++
+			case 'u':
+				s.i++
+				for k := 0; k < 4; k++ {
+					if s.i >= len(s.b) || !isHex(s.b[s.i]) {
+						return nil, s.errAt("in \\u hexadecimal character escape")
+					}
+					s.i++
+				}
+			default:
+				return nil, s.errAt("in string escape code")
+			}
+		case c < 0x20:
+			return nil, s.errAt("in string literal")
+		default:
+			s.i++
+		}
+	}
+	return nil, s.errAt("")
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+func (s *headScanner) number() error {
+	if s.b[s.i] == '-' {
+		s.i++
+	}
+	switch {
+	case s.i < len(s.b) && s.b[s.i] == '0':
+		s.i++
+	case s.i < len(s.b) && isDigit(s.b[s.i]):
+		for s.i < len(s.b) && isDigit(s.b[s.i]) {
+			s.i++
+		}
+	default:
+		return s.errAt("in numeric literal")
+	}
+	if s.i < len(s.b) && s.b[s.i] == '.' {
+		s.i++
+		if s.i >= len(s.b) || !isDigit(s.b[s.i]) {
+			return s.errAt("after decimal point in numeric literal")
+		}
+		for s.i < len(s.b) && isDigit(s.b[s.i]) {
+			s.i++
+		}
+	}
+	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
+		s.i++
+		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
+			s.i++
+		}
+		if s.i >= len(s.b) || !isDigit(s.b[s.i]) {
+			return s.errAt("in exponent of numeric literal")
+		}
+		for s.i < len(s.b) && isDigit(s.b[s.i]) {
+			s.i++
+		}
+	}
+	return nil
+}
+
+func (s *headScanner) literal(lit string) error {
+	for k := 0; k < len(lit); k++ {
+		if s.i >= len(s.b) || s.b[s.i] != lit[k] {
+			return s.errAt("in literal " + lit)
+		}
+		s.i++
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package githubapp
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// referenceHead is what the intake read with json.Unmarshal before
+// parseHead: parseHead must agree with it on every input.
+func referenceHead(body []byte) (deliveryHead, error) {
+	var head struct {
+		Action       string `json:"action"`
+		Installation *struct {
+			ID int64 `json:"id"`
+		} `json:"installation"`
+		Repository *struct {
+			ID       int64  `json:"id"`
+			FullName string `json:"full_name"`
+		} `json:"repository"`
+	}
+	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+		return deliveryHead{}, os.ErrInvalid
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return deliveryHead{}, err
+	}
+	h := deliveryHead{Action: head.Action}
+	if head.Installation != nil {
+		h.InstallationID = head.Installation.ID
+	}
+	if head.Repository != nil {
+		h.RepositoryID, h.Repository = head.Repository.ID, head.Repository.FullName
+	}
+	return h, nil
+}
+
+var headCases = []string{
+	`{}`,
+	` {"action":"created","installation":{"id":42},"repository":{"id":7,"full_name":"o/r"}} `,
+	`{"repository":{"full_name":"o/r","id":7,"owner":{"id":1,"x":[1,2,{"id":3}]}},"action":"a"}`,
+	`{"installation":null,"repository":null,"action":null}`,
+	`{"installation":{"id":1},"installation":null}`,
+	`{"installation":{"id":1},"installation":{"node_id":"x"}}`,
+	`{"repository":{"id":1,"full_name":"a"},"repository":{"id":2}}`,
+	`{"Action":"upper","ACTION":"last"}`,
+	`{"inſtallation":{"Id":5}}`,
+	`{"\u0061ction":"escaped key"}`,
+	`{"action":"esc\"aped\u00e9\n"}`,
+	"{\"action\":\"bad utf8 \xff\xfe\"}",
+	`{"action":5}`,
+	`{"action":{"x":1}}`,
+	`{"installation":[1]}`,
+	`{"installation":"1"}`,
+	`{"installation":{"id":"1"}}`,
+	`{"installation":{"id":1.5}}`,
+	`{"installation":{"id":1e3}}`,
+	`{"installation":{"id":-0}}`,
+	`{"installation":{"id":99999999999999999999}}`,
+	`{"repository":{"full_name":true}}`,
+	`{"action":5,"x":}`,
+	`{"a":-}`, `{"a":01}`, `{"a":1.}`, `{"a":1e}`, `{"a":1e+}`, `{"a":-1.5E-3}`,
+	`{"a":tru}`, `{"a":nul}`, `{"a":[1,]}`, `{"a":[,1]}`, `{"a":[]}`, `{"a":{}}`,
+	`{"a":"\x"}`, `{"a":"\u12"}`, `{"a":"\u12G4"}`, "{\"a\":\"tab\there\"}",
+	`{"a":1,}`, `{,}`, `{"a" 1}`, `{"a":1 "b":2}`, `{1:2}`, `{"a":1}}`, `{"a":1} x`, `{"a":1`, `{"a":"`, `{`,
+	``, `   `, `null`, `[]`, `"s"`, `1`, `[{"action":"x"}]`,
+	`{"action":"a"}` + "\n",
+	"{\"a\":\"\x00\"}",
+	strings.Repeat(`{"a":`, 10000) + `1` + strings.Repeat(`}`, 10000),
+	strings.Repeat(`{"a":`, 10001) + `1` + strings.Repeat(`}`, 10001),
+	`{"x":` + strings.Repeat(`[`, 9999) + strings.Repeat(`]`, 9999) + `}`,
+	`{"x":` + strings.Repeat(`[`, 10000) + strings.Repeat(`]`, 10000) + `}`,
+}
+
+func checkHead(t *testing.T, body []byte) {
+	t.Helper()
+	want, wantErr := referenceHead(body)
+	got, err := parseHead(body)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("parseHead(%.200q): error %v, json.Unmarshal: %v", body, err, wantErr)
+	}
+	if got != want {
+		t.Fatalf("parseHead(%.200q) = %+v, json.Unmarshal: %+v", body, got, want)
+	}
+}
+
+func TestParseHeadAgreesWithEncodingJSON(t *testing.T) {
+	for _, c := range headCases {
+		checkHead(t, []byte(c))
+	}
+	// GitHub's own examples: every field found.
+	files, err := filepath.Glob("testdata/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkHead(t, body)
+		if h, _ := parseHead(body); filepath.Base(f) == "push.json" && (h.InstallationID == 0 || h.Repository == "") {
+			t.Fatalf("%s: head %+v lacks the installation or the repository", f, h)
+		}
+	}
+}
+
+// FuzzParseHead holds parseHead to json.Unmarshal's verdict and values:
+//
+//	go test ./githubapp -run '^$' -fuzz FuzzParseHead -fuzztime 1m
+func FuzzParseHead(f *testing.F) {
+	for _, c := range headCases {
+		if len(c) < 1000 { // not the 10,000-deep ones: they slow fuzzing to a crawl
+			f.Add([]byte(c))
+		}
+	}
+	if body, err := os.ReadFile("testdata/push.json"); err == nil {
+		f.Add(body)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) { checkHead(t, body) })
+}
+
+// BenchmarkParseHead: the intake's read of a push body, against the
+// json.Unmarshal it replaced (the baseline, in the same run):
+//
+//	go test ./githubapp -run '^$' -bench ParseHead
+func BenchmarkParseHead(b *testing.B) {
+	body, err := os.ReadFile("testdata/push.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("json.Unmarshal", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if h, err := referenceHead(body); err != nil || h.InstallationID == 0 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parseHead", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if h, err := parseHead(body); err != nil || h.InstallationID == 0 {
+				b.Fatal(err)
+			}
+		}
+	})
+}
