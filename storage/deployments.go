@@ -21,7 +21,7 @@ const deploymentColumns = `d.id, COALESCE(d.release_id, 0), d.repository_id, p.f
 	d.sha, d.origin, COALESCE(d.github_id, 0), d.state, d.production, d.creator, d.attempts, d.reason, d.rejected, d.run_id,
 	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.created_at, d.terminal_at, d.succeeded_at`
 
-func scanDeployment(row interface{ Scan(...any) error }) (*pipeline.Deployment, error) {
+func scanDeployment(row rowScanner) (*pipeline.Deployment, error) {
 	var d pipeline.Deployment
 	var full, origin, state, notify string
 	var created, terminal, succeeded int64

@@ -1,11 +1,14 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
@@ -20,7 +23,7 @@ const deliveryColumns = `d.seq, d.delivery_id, d.event, d.action, d.installation
 // withBody is the FROM clause that reads deliveries with their bodies.
 const withBody = ` FROM deliveries d LEFT JOIN delivery_bodies b ON b.seq = d.seq`
 
-func scanDelivery(row interface{ Scan(...any) error }) (*pipeline.Delivery, error) {
+func scanDelivery(row rowScanner) (*pipeline.Delivery, error) {
 	var d pipeline.Delivery
 	var received, next, finished int64
 	var state string
@@ -44,7 +47,7 @@ type queueHead struct {
 // per repository (a loose index scan of the pending index), so its cost
 // follows the number of repositories with work, not the backlog.
 func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
-	rows, err := db.read.QueryContext(ctx, `WITH RECURSIVE repos(name) AS (
+	rows, err := db.query(ctx, `WITH RECURSIVE repos(name) AS (
 			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending')
 			UNION ALL
 			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending' AND repository > repos.name)
@@ -73,7 +76,7 @@ func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
 // handled one at a time, in order of arrival. next is when the first of the
 // other queue heads (not busy, not handed out) becomes due, or zero.
 func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) (ds []*pipeline.Delivery, next time.Time, err error) {
-	heads, err := db.queueHeads(ctx)
+	heads, err := db.queue.current(ctx, db)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -88,9 +91,10 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool,
 			}
 			continue
 		}
-		d, err := scanDelivery(db.read.QueryRowContext(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.seq = ? AND d.state = 'pending'`, h.seq))
+		d, err := scanDelivery(db.queryRow(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.seq = ? AND d.state = 'pending'`, h.seq))
 		if errors.Is(err, sql.ErrNoRows) {
-			continue // handled meanwhile (another process)
+			db.queue.forget() // changed behind this process's back
+			continue
 		}
 		if err != nil {
 			return nil, time.Time{}, err
@@ -98,6 +102,121 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool,
 		ds = append(ds, d)
 	}
 	return ds, fromMillis(nextDue), nil
+}
+
+// queueCache is this process's view of the queue heads, so that the worker
+// does not search the whole pending index for every delivery it takes. A
+// head changes only when this process finishes or fails it (that
+// repository is then looked up again: one index seek), and a repository
+// gets a head when deliveries arrive (read from the rows after the last one
+// seen: a range of the primary key). A full search every queueFullSearch
+// picks up what another process changed (`lastmile deliveries retry`).
+type queueCache struct {
+	mu       sync.Mutex
+	heads    map[string]queueHead // repository → its oldest pending delivery
+	stale    map[string]bool      // repositories whose head must be looked up
+	seen     int64                // the highest seq read; arrivals come after it
+	searched time.Time            // the last full search; zero: search now
+}
+
+// queueFullSearch bounds how long a change made by another process can go
+// unseen (the worker also polls that often).
+const queueFullSearch = 5 * time.Second
+
+// current returns the queue heads in order of arrival.
+func (c *queueCache) current(ctx context.Context, db *DB) ([]queueHead, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.searched.IsZero() || time.Since(c.searched) > queueFullSearch {
+		// The highest seq first: every row up to it is committed (one
+		// writer, in order), so the search below sees them all.
+		var seen sql.NullInt64
+		if err := db.queryRow(ctx, `SELECT MAX(seq) FROM deliveries`).Scan(&seen); err != nil {
+			return nil, err
+		}
+		heads, err := db.queueHeads(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.heads, c.stale, c.seen, c.searched = map[string]queueHead{}, map[string]bool{}, seen.Int64, time.Now()
+		for _, h := range heads {
+			c.heads[h.repository] = h
+		}
+	} else {
+		if err := c.readArrivals(ctx, db); err != nil {
+			return nil, err
+		}
+		for repo := range c.stale {
+			var h queueHead
+			err := db.queryRow(ctx, `SELECT repository, seq, next_attempt_at FROM deliveries
+				WHERE state = 'pending' AND repository = ? ORDER BY seq LIMIT 1`, repo).Scan(&h.repository, &h.seq, &h.nextAttempt)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				delete(c.heads, repo)
+			case err != nil:
+				return nil, err
+			default:
+				c.heads[repo] = h
+			}
+			delete(c.stale, repo)
+		}
+	}
+	out := make([]queueHead, 0, len(c.heads))
+	for _, h := range c.heads {
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(a, b queueHead) int { return cmp.Compare(a.seq, b.seq) })
+	return out, nil
+}
+
+// readArrivals gives a head to each repository that had none and now has a
+// pending delivery.
+func (c *queueCache) readArrivals(ctx context.Context, db *DB) error {
+	rows, err := db.query(ctx, `SELECT seq, repository, state, next_attempt_at FROM deliveries WHERE seq > ? ORDER BY seq`, c.seen)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h queueHead
+		var state string
+		if err := rows.Scan(&h.seq, &h.repository, &state, &h.nextAttempt); err != nil {
+			return err
+		}
+		c.seen = h.seq
+		if _, ok := c.heads[h.repository]; !ok && !c.stale[h.repository] && state == string(pipeline.DeliveryPending) {
+			c.heads[h.repository] = h
+		}
+	}
+	return rows.Err()
+}
+
+// handled records what became of the head with sequence number seq: done
+// or dead (its repository's next head must be looked up), or to be retried
+// at next.
+func (c *queueCache) handled(seq int64, gone bool, next time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for repo, h := range c.heads {
+		if h.seq != seq {
+			continue
+		}
+		if gone {
+			c.stale[repo] = true
+		} else {
+			h.nextAttempt = millis(next)
+			c.heads[repo] = h
+		}
+		return
+	}
+	c.searched = time.Time{} // not a head this process knew: search again
+}
+
+// forget makes the next call search the whole queue again.
+func (c *queueCache) forget() {
+	c.mu.Lock()
+	c.searched = time.Time{}
+	c.mu.Unlock()
 }
 
 // NextDeliveries is NextWork without the next due time.
@@ -124,26 +243,28 @@ func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
 // FinishDelivery marks a delivery done: its handling has committed. note
 // says what handling concluded, if worth saying.
 func (db *DB) FinishDelivery(ctx context.Context, seq int64, note string) error {
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'done', attempts = attempts + 1,
-			last_error = '', finished_at = ?, note = ? WHERE seq = ?`, millis(db.Now()), note, seq)
+	if _, err := db.exec(ctx, `UPDATE deliveries SET state = 'done', attempts = attempts + 1,
+		last_error = '', finished_at = ?, note = ? WHERE seq = ?`, millis(db.Now()), note, seq); err != nil {
 		return err
-	})
+	}
+	db.queue.handled(seq, true, time.Time{})
+	return nil
 }
 
 // FailDelivery records a failed attempt. The delivery is tried again at next,
 // or parked as dead when dead is true.
 func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next time.Time, dead bool) error {
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		state, finished := pipeline.DeliveryPending, int64(0)
-		if dead {
-			state, finished = pipeline.DeliveryDead, millis(db.Now())
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
-			last_error = ?, next_attempt_at = ?, finished_at = ? WHERE seq = ?`,
-			string(state), cause, millis(next), finished, seq)
+	state, finished := pipeline.DeliveryPending, int64(0)
+	if dead {
+		state, finished = pipeline.DeliveryDead, millis(db.Now())
+	}
+	if _, err := db.exec(ctx, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
+		last_error = ?, next_attempt_at = ?, finished_at = ? WHERE seq = ?`,
+		string(state), cause, millis(next), finished, seq); err != nil {
 		return err
-	})
+	}
+	db.queue.handled(seq, dead, next)
+	return nil
 }
 
 // RetryDelivery puts a dead delivery back in the queue, due now, with its
@@ -173,6 +294,9 @@ func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.D
 		out = d
 		return nil
 	})
+	if err == nil {
+		db.queue.forget()
+	}
 	return out, err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -502,5 +503,63 @@ func TestKnownDeliveries(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNextWorkKeepsUpWithArrivalsAndHandling plays deliveries arriving and
+// the worker taking, finishing and failing them, in a random order, and
+// after every step compares what NextWork hands out (the worker's database,
+// whose queue heads are cached) with what a freshly opened database finds
+// by searching the whole queue.
+func TestNextWorkKeepsUpWithArrivalsAndHandling(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	rng := rand.New(rand.NewPCG(7, 7))
+	repos := []string{"acme/a", "acme/b", "acme/c", "acme/d"}
+	later := inboxT0.Add(time.Hour) // "now" for NextWork: fresh deliveries are due
+	fresh := func() []string {
+		cold, err := storage.Open(ctx, db.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cold.Close()
+		ds, _, err := cold.NextWork(ctx, later, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids(ds)
+	}
+	handled, arrived := 0, 0
+	for step := range 80 {
+		if rng.IntN(3) > 0 { // arrivals outnumber handling: a backlog builds
+			arrived++
+			acceptDelivery(t, db, pendingDelivery(fmt.Sprintf("d%02d", arrived), repos[rng.IntN(len(repos))]))
+		}
+		got, _, err := db.NextWork(ctx, later, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fresh(); !slices.Equal(ids(got), want) {
+			t.Fatalf("step %d: NextWork = %v, a fresh search finds %v", step, ids(got), want)
+		}
+		if len(got) == 0 {
+			continue
+		}
+		d := got[rng.IntN(len(got))]
+		switch rng.IntN(4) {
+		case 0: // fails, retried later: its repository waits
+			err = db.FailDelivery(ctx, d.Seq, "boom", later.Add(time.Minute), false)
+		case 1: // dead: the next one of its repository comes up
+			err = db.FailDelivery(ctx, d.Seq, "boom", time.Time{}, true)
+		default:
+			err = db.FinishDelivery(ctx, d.Seq, "")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		handled++
+	}
+	if handled < 20 || arrived < 40 {
+		t.Fatalf("the walk did too little: %d arrived, %d handled", arrived, handled)
 	}
 }

@@ -54,7 +54,7 @@ func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo) error {
 // PipelineBranch returns the branch named by the last configuration read.
 func (db *DB) PipelineBranch(ctx context.Context, repoID int64) (string, error) {
 	var b string
-	err := db.read.QueryRowContext(ctx, `SELECT pipeline_branch FROM repositories WHERE id = ?`, repoID).Scan(&b)
+	err := db.queryRow(ctx, `SELECT pipeline_branch FROM repositories WHERE id = ?`, repoID).Scan(&b)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
@@ -63,10 +63,8 @@ func (db *DB) PipelineBranch(ctx context.Context, repoID int64) (string, error) 
 
 // SetPipelineBranch remembers the branch a repository's configuration names.
 func (db *DB) SetPipelineBranch(ctx context.Context, repoID int64, branch string) error {
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE repositories SET pipeline_branch = ? WHERE id = ?`, branch, repoID)
-		return err
-	})
+	_, err := db.exec(ctx, `UPDATE repositories SET pipeline_branch = ? WHERE id = ?`, branch, repoID)
+	return err
 }
 
 // RecordRelease stores a release and its commits, or finds the existing one.
@@ -120,7 +118,7 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 const releaseColumns = `r.id, r.repository_id, p.full_name, p.installation_id, r.sha, r.ref, r.pusher, r.pushed_at, r.delivery_id,
 	r.config, r.state, r.stop_kind, r.stop_reason, r.created_at, r.updated_at`
 
-func scanRelease(row interface{ Scan(...any) error }) (*pipeline.Release, error) {
+func scanRelease(row rowScanner) (*pipeline.Release, error) {
 	var r pipeline.Release
 	var full string
 	var pushed, created, updated int64

@@ -41,12 +41,16 @@ type DB struct {
 	Now func() time.Time
 
 	intake *groupCommitter
+	queue  queueCache // the worker's queue heads
 
 	ckpt               *sql.DB // the checkpointer's own connection
 	stopCkpt, ckptDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
+
+	stmtMu sync.Mutex
+	stmts  map[stmtKey]*sql.Stmt // prepared's cache
 
 	snapMu      sync.Mutex // the metrics snapshot, its connection and data_version
 	snapConn    *sql.Conn
@@ -143,6 +147,68 @@ func (db *DB) checkpointer() {
 	}
 }
 
+// prepared returns query prepared on pool (db.read or db.write), prepared
+// once: the driver otherwise compiles a statement on every call, which
+// costs more than running the small queries the worker makes for every
+// delivery. Never call it for db.write inside a write transaction: preparing
+// needs the one write connection.
+func (db *DB) prepared(ctx context.Context, pool *sql.DB, query string) (*sql.Stmt, error) {
+	key := stmtKey{pool, query}
+	db.stmtMu.Lock()
+	defer db.stmtMu.Unlock()
+	if st, ok := db.stmts[key]; ok {
+		return st, nil
+	}
+	st, err := pool.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if db.stmts == nil {
+		db.stmts = map[stmtKey]*sql.Stmt{}
+	}
+	db.stmts[key] = st
+	return st, nil
+}
+
+type stmtKey struct {
+	pool  *sql.DB
+	query string
+}
+
+// exec runs one write statement on its own (it is its own transaction),
+// through a prepared statement.
+func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := db.prepared(ctx, db.write, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// queryRow is db.read.QueryRowContext through a prepared statement.
+func (db *DB) queryRow(ctx context.Context, query string, args ...any) rowScanner {
+	st, err := db.prepared(ctx, db.read, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return st.QueryRowContext(ctx, args...)
+}
+
+// query is db.read.QueryContext through a prepared statement.
+func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := db.prepared(ctx, db.read, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+type rowScanner interface{ Scan(...any) error }
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
 // Path is the database file.
 func (db *DB) Path() string { return db.path }
 
@@ -162,6 +228,12 @@ func (db *DB) Close() error {
 			db.snapConn = nil
 		}
 		db.snapMu.Unlock()
+		db.stmtMu.Lock()
+		for _, st := range db.stmts {
+			st.Close()
+		}
+		db.stmts = nil
+		db.stmtMu.Unlock()
 		db.closeErr = errors.Join(db.ckpt.Close(), db.read.Close(), db.write.Close())
 	})
 	return db.closeErr

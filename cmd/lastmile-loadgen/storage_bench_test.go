@@ -5,7 +5,8 @@ package main
 //	go test ./cmd/lastmile-loadgen -run '^$' -bench . -benchtime 3s -cpuprofile cpu.pprof
 //	go test ./cmd/lastmile-loadgen -run TestInboxQueryPlans -v
 //
-// BenchmarkAccept          storage.DB.Accept alone (group commit, WAL, synchronous=FULL), 16 callers
+// BenchmarkAccept          storage.DB.Accept alone (group commit, WAL, synchronous=FULL), 16 callers;
+//                          also reports CPU µs, write calls and bytes written per delivery
 // BenchmarkWebhook         githubapp.Webhook.ServeHTTP + storage, 16 callers, no HTTP, no worker
 // BenchmarkNextDeliveries  the worker's inbox query, with N deliveries pending (and N done)
 // BenchmarkNextAttemptAt   the worker's other query, same backlogs
@@ -21,9 +22,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,7 +55,7 @@ func benchDelivery(p *Payloads, rng *rand.Rand) *pipeline.Delivery {
 	body := p.Next(rng, nil)
 	repo := int(n % int64(p.Repos))
 	return &pipeline.Delivery{
-		ID: fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), n), Event: "push", InstallationID: installationID,
+		ID: fmt.Sprintf("%016x-%d", rng.Uint64(), n), Event: "push", InstallationID: installationID,
 		RepositoryID: int64(186853002 + repo), Repository: fmt.Sprintf("Codertocat/service-%03d", repo),
 		State: pipeline.DeliveryPending, Body: body,
 	}
@@ -65,6 +69,8 @@ func BenchmarkAccept(b *testing.B) {
 	}
 	b.SetParallelism(8) // × GOMAXPROCS(2) = 16 concurrent callers, as 16 connections
 	b.ResetTimer()
+	io0 := procIO()
+	cpu0 := cpuMicros()
 	b.RunParallel(func(pb *testing.PB) {
 		rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
 		for pb.Next() {
@@ -75,6 +81,11 @@ func BenchmarkAccept(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deliveries/s")
+	io1 := procIO()
+	b.ReportMetric((cpuMicros()-cpu0)/float64(b.N), "cpuµs/op")
+	b.ReportMetric((io1["syscw"]-io0["syscw"])/float64(b.N), "syscw/op")
+	b.ReportMetric((io1["syscr"]-io0["syscr"])/float64(b.N), "syscr/op")
+	b.ReportMetric((io1["wchar"]-io0["wchar"])/float64(b.N), "wchar/op")
 }
 
 type nopCounter struct{}
@@ -265,4 +276,25 @@ func BenchmarkHeadParse(b *testing.B) {
 			}
 		}
 	})
+}
+
+// procIO reads this process's I/O counters (/proc/self/io): syscw and
+// wchar, write calls and bytes, show what a commit costs in system calls.
+func procIO() map[string]float64 {
+	b, _ := os.ReadFile("/proc/self/io")
+	m := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			m[k] = f
+		}
+	}
+	return m
+}
+
+// cpuMicros is this process's user+system CPU time so far, in µs.
+func cpuMicros() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e3
 }
