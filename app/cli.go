@@ -22,6 +22,7 @@ Usage:
   lastmile serve [flags]              run the GitHub App (see lastmile serve --help)
   lastmile deliveries [flags]         list recent webhook deliveries and their state
   lastmile deliveries retry ID        put a dead delivery back in the queue
+  lastmile deliveries discard ID      give up on a dead delivery (--reason TEXT)
   lastmile history [flags]            recent releases and where each stands per environment
   lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs)
   lastmile register --webhook-url URL create lastmile's GitHub App (manifest flow)
@@ -136,12 +137,15 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 }
 
 func deliveries(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N]\n       lastmile deliveries retry DELIVERY-ID", stderr)
+	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N]\n"+
+		"       lastmile deliveries retry DELIVERY-ID\n"+
+		"       lastmile deliveries discard DELIVERY-ID [--reason TEXT]", stderr)
 	path := dbFlag(fs, getenv)
 	state := fs.String("state", "", "only deliveries in this state: pending, done, ignored or dead")
 	repo := fs.String("repo", "", "only deliveries of this repository (owner/name)")
 	limit := fs.Int("limit", 50, "how many, newest first")
-	if err := parseFlags(fs, args); err != nil {
+	reason := fs.String("reason", "", "discard: why the delivery is given up (kept in its note)")
+	if err := parseFlags(fs, interspersed(args, nil)); err != nil {
 		return err
 	}
 	switch s := pipeline.DeliveryState(*state); s {
@@ -152,7 +156,9 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	// Usage is checked before the database is opened, so that a wrong
 	// command line is a usage error (exit 2) wherever it runs.
-	if fs.NArg() > 0 && (fs.Arg(0) != "retry" || fs.NArg() != 2) {
+	action := fs.Arg(0)
+	if fs.NArg() > 0 && ((action != "retry" && action != "discard") || fs.NArg() != 2) ||
+		(*reason != "" && action != "discard") {
 		fs.Usage()
 		return errUsage
 	}
@@ -162,13 +168,21 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	defer db.Close()
 
-	if fs.NArg() > 0 {
+	switch action {
+	case "retry":
 		d, err := db.RetryDelivery(ctx, fs.Arg(1))
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "delivery %s (%s %s) is queued again; a running lastmile serve handles it within seconds\n",
 			d.ID, d.Event, d.Repository)
+		return nil
+	case "discard":
+		d, err := db.DiscardDelivery(ctx, fs.Arg(1), *reason)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "delivery %s (%s %s) is discarded: recorded as ignored, no longer dead\n", d.ID, d.Event, d.Repository)
 		return nil
 	}
 	list, err := db.ListDeliveries(ctx, storage.DeliveryFilter{State: pipeline.DeliveryState(*state), Repository: *repo, Limit: *limit})

@@ -202,6 +202,54 @@ func TestDeliveriesRetry(t *testing.T) {
 	}
 }
 
+func TestDeliveriesDiscard(t *testing.T) {
+	ctx := context.Background()
+	path := cliDB(t)
+
+	// The reason flag after the ID, as people type it.
+	code, stdout, stderr := runCLI(t, nil, "deliveries", "--database", path, "discard", "guid-dead-1", "--reason", "replayed by hand")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(stdout, "guid-dead-1") || !strings.Contains(stdout, "discarded") {
+		t.Errorf("stdout %q should say which delivery is discarded", stdout)
+	}
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	d, err := db.GetDelivery(ctx, "guid-dead-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != pipeline.DeliveryIgnored || d.Note != "discarded by an operator: replayed by hand" || d.LastError == "" {
+		t.Errorf("after discard: state %s, note %q, last error %q; want ignored, the reason, the error kept", d.State, d.Note, d.LastError)
+	}
+	stats, err := db.InboxStats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats[pipeline.DeliveryDead] != 1 { // guid-dead-2 is still dead
+		t.Errorf("dead deliveries after discarding one of two: %d", stats[pipeline.DeliveryDead])
+	}
+	next, err := db.NextDeliveries(ctx, time.Now().Add(time.Second), nil, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range next {
+		if n.ID == "guid-dead-1" {
+			t.Error("a discarded delivery is work for the worker")
+		}
+	}
+	// Discarding is final: neither retried nor discarded again.
+	for _, verb := range []string{"retry", "discard"} {
+		if code, _, stderr := runCLI(t, nil, "deliveries", "--database", path, verb, "guid-dead-1"); code != 1 || !strings.Contains(stderr, "is ignored") {
+			t.Errorf("%s after discard: exit %d, stderr %q", verb, code, stderr)
+		}
+	}
+}
+
 func TestDeliveriesCommandErrors(t *testing.T) {
 	path := cliDB(t)
 	missing := filepath.Join(t.TempDir(), "missing.db")
@@ -242,6 +290,22 @@ func TestDeliveriesCommandErrors(t *testing.T) {
 		"retry with two IDs": {
 			args: []string{"deliveries", "--database", path, "retry", "guid-dead-1", "guid-dead-2"}, code: 2,
 			stderrHas: []string{"Usage: lastmile deliveries"},
+		},
+		"discard a delivery that is not dead": {
+			args: []string{"deliveries", "--database", path, "discard", "guid-retry"}, code: 1,
+			stderrHas: []string{"guid-retry", "only dead deliveries can be discarded"},
+		},
+		"discard an unknown ID": {
+			args: []string{"deliveries", "--database", path, "discard", "no-such-guid"}, code: 1,
+			stderrHas: []string{"no-such-guid", "not found"},
+		},
+		"discard without an ID": {
+			args: []string{"deliveries", "--database", path, "discard", "--reason", "x"}, code: 2,
+			stderrHas: []string{"Usage: lastmile deliveries"},
+		},
+		"a reason without discard": {
+			args: []string{"deliveries", "--database", path, "retry", "guid-dead-1", "--reason", "x"}, code: 2,
+			stderrHas: []string{"discard DELIVERY-ID [--reason TEXT]"},
 		},
 		"unknown subcommand": {
 			args: []string{"deliveries", "--database", path, "purge", "guid-dead-1"}, code: 2,

@@ -210,7 +210,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		return
 	}
 	if dead {
-		log.Error("delivery is dead: an operator can retry it with `lastmile deliveries retry`", "attempts", attempt, "error", err)
+		log.Error("delivery is dead: an operator can retry it with `lastmile deliveries retry` or give it up with `lastmile deliveries discard`", "attempts", attempt, "error", err)
 		w.observe(d.Event, "dead", took)
 		return
 	}

@@ -270,6 +270,46 @@ func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next ti
 // RetryDelivery puts a dead delivery back in the queue, due now, with its
 // attempts reset. It returns the delivery as it now stands.
 func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
+	d, err := db.changeDead(ctx, deliveryID, "retried", func(tx *sql.Tx, d *pipeline.Delivery) error {
+		if d.Body == nil {
+			return fmt.Errorf("delivery %s: its body was pruned by retention and it cannot be handled again", deliveryID)
+		}
+		now := db.Now()
+		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,
+			finished_at = 0 WHERE seq = ?`, millis(now), d.Seq); err != nil {
+			return err
+		}
+		d.State, d.Attempts, d.NextAttemptAt, d.FinishedAt = pipeline.DeliveryPending, 0, now, time.Time{}
+		return nil
+	})
+	if err == nil {
+		db.queue.forget()
+	}
+	return d, err
+}
+
+// DiscardDelivery gives up on a dead delivery: it is recorded as ignored,
+// with who discarded it and why in its note, and no longer counts as dead.
+// Its last error stays.
+func (db *DB) DiscardDelivery(ctx context.Context, deliveryID, reason string) (*pipeline.Delivery, error) {
+	return db.changeDead(ctx, deliveryID, "discarded", func(tx *sql.Tx, d *pipeline.Delivery) error {
+		note := "discarded by an operator"
+		if reason = strings.TrimSpace(reason); reason != "" {
+			note += ": " + reason
+		}
+		now := db.Now()
+		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'ignored', finished_at = ?, note = ? WHERE seq = ?`,
+			millis(now), note, d.Seq); err != nil {
+			return err
+		}
+		d.State, d.FinishedAt, d.Note = pipeline.DeliveryIgnored, now, note
+		return nil
+	})
+}
+
+// changeDead runs change on a dead delivery in a write transaction; any
+// other state is an error naming it (verb: what only dead deliveries can be).
+func (db *DB) changeDead(ctx context.Context, deliveryID, verb string, change func(tx *sql.Tx, d *pipeline.Delivery) error) (*pipeline.Delivery, error) {
 	var out *pipeline.Delivery
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		d, err := scanDelivery(tx.QueryRowContext(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.delivery_id = ?`, deliveryID))
@@ -280,23 +320,14 @@ func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.D
 			return err
 		}
 		if d.State != pipeline.DeliveryDead {
-			return fmt.Errorf("delivery %s is %s: only dead deliveries can be retried", deliveryID, d.State)
+			return fmt.Errorf("delivery %s is %s: only dead deliveries can be %s", deliveryID, d.State, verb)
 		}
-		if d.Body == nil {
-			return fmt.Errorf("delivery %s: its body was pruned by retention and it cannot be handled again", deliveryID)
-		}
-		now := db.Now()
-		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,
-			finished_at = 0 WHERE seq = ?`, millis(now), d.Seq); err != nil {
+		if err := change(tx, d); err != nil {
 			return err
 		}
-		d.State, d.Attempts, d.NextAttemptAt, d.FinishedAt = pipeline.DeliveryPending, 0, now, time.Time{}
 		out = d
 		return nil
 	})
-	if err == nil {
-		db.queue.forget()
-	}
 	return out, err
 }
 
