@@ -337,3 +337,56 @@ func TestMissedPushesAreFilledFromTheCompareAPI(t *testing.T) {
 		t.Errorf("compare API called %d times, want once", n)
 	}
 }
+
+// TestCustomPipelineBranch: a configuration naming `branch: release`.
+// lastmile never saw a push to the default branch (it was installed after
+// the configuration landed), so the first push to release makes it read the
+// configuration on the default branch; from then on, pushes to release are
+// releases and pushes to the default branch or feature branches are not.
+func TestCustomPipelineBranch(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	sb.Sim.PushSilently(repo, "main", simulator.CommitSpec{Message: "Enrol, deploying from release",
+		Files: map[string]string{".github/lastmile.yml": "branch: release\nenvironments:\n  - name: test\n  - name: production\n"}})
+
+	rel := sb.Sim.Push(repo, "release", simulator.CommitSpec{Message: "Ship it", Files: map[string]string{"app.go": "v1"}})
+	waitFor(t, sb, "the release branch's commit in production", func(s *simulator.Simulator) bool {
+		return succeededIn(s, repo, rel.After, "production")
+	})
+	main := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Work on main", Files: map[string]string{"app.go": "v2"}})
+	feature := sb.Sim.Push(repo, "feature", simulator.CommitSpec{Message: "Try things", Files: map[string]string{"app.go": "v3"}})
+	settle(t, sb)
+
+	for sha, what := range map[string]string{main.After: "the default branch", feature.After: "a feature branch"} {
+		if n := len(deploymentsByEnv(sb, repo, sha)); n != 0 {
+			t.Errorf("a push to %s was deployed to %d environments", what, n)
+		}
+		if _, err := sb.App.DB().Audit(context.Background(), repo, sha); err == nil {
+			t.Errorf("a push to %s became a release", what)
+		}
+	}
+	list, err := sb.App.DB().ListDeliveries(context.Background(), storageFilterAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := map[string]bool{}
+	for _, d := range list {
+		notes[d.Note] = true
+	}
+	for _, want := range []string{"push to main, the pipeline branch is release", "push to feature, not the pipeline branch"} {
+		if !notes[want] {
+			t.Errorf("no delivery noted %q: %v", want, notes)
+		}
+	}
+	// Reading the configuration on main happened once, for the first push
+	// to release: the feature branch push cost no call.
+	reads := 0
+	for _, r := range sb.Sim.Requests() {
+		if strings.Contains(r.Path, "/contents/.github/lastmile.yml") && strings.Contains(r.Query, "ref=main") {
+			reads++
+		}
+	}
+	if reads != 1 {
+		t.Errorf("configuration read on main %d times, want 1", reads)
+	}
+}

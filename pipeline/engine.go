@@ -30,7 +30,14 @@ type Engine struct {
 	DeployLogMaxBytes int
 
 	saved sync.Map // repository ID → the Repo last saved by this process
+	// branchReads: repository ID → when this process last read the
+	// configuration on the default branch to learn the pipeline branch.
+	branchReads sync.Map
 }
+
+// branchReadInterval bounds how often a push to another branch makes
+// lastmile read a repository's configuration on its default branch.
+const branchReadInterval = 10 * time.Minute
 
 // saveRepo records a repository (its name and installation may change),
 // once per process unless it changed.
@@ -43,6 +50,42 @@ func (e *Engine) saveRepo(ctx context.Context, r Repo) error {
 	}
 	e.saved.Store(r.ID, r)
 	return nil
+}
+
+// learnPipelineBranch reads the configuration on the default branch, for a
+// push to another branch of a repository whose pipeline branch lastmile has
+// not learned yet (no push to its default branch seen since it was
+// enrolled, or since lastmile was installed): a `branch:` there makes that
+// push a release. At most once per branchReadInterval per repository, so
+// that pushes to the feature branches of repositories that are not
+// enrolled do not cost a GitHub call each. It returns "" when nothing was
+// learned.
+func (e *Engine) learnPipelineBranch(ctx context.Context, p Push) (string, error) {
+	now := e.Now()
+	if last, ok := e.branchReads.Load(p.Repo.ID); ok && now.Sub(last.(time.Time)) < branchReadInterval {
+		return "", nil
+	}
+	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.DefaultBranch)
+	if errors.Is(err, ErrNotFound) {
+		e.branchReads.Store(p.Repo.ID, now)
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s on %s: %w", ConfigPath, p.DefaultBranch, err)
+	}
+	e.branchReads.Store(p.Repo.ID, now)
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return "", nil // reported on the default branch's own pushes
+	}
+	target := cfg.Branch
+	if target == "" {
+		target = p.DefaultBranch
+	}
+	if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
+		return "", err
+	}
+	return target, nil
 }
 
 // Ignored is returned by handlers for events that lastmile records but does
@@ -66,6 +109,11 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
 	if err != nil {
 		return err
+	}
+	if known == "" && branch != p.DefaultBranch {
+		if known, err = e.learnPipelineBranch(ctx, p); err != nil {
+			return err
+		}
 	}
 	if branch != p.DefaultBranch && branch != known {
 		return &Ignored{Reason: "push to " + branch + ", not the pipeline branch"}
