@@ -12,10 +12,8 @@ package main
 // BenchmarkNextAttemptAt   the worker's other query, same backlogs
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -226,56 +224,6 @@ func TestInboxQueryPlans(t *testing.T) {
 	raw.QueryRow("PRAGMA page_size").Scan(&pageSize)
 	raw.QueryRow("PRAGMA page_count").Scan(&pages)
 	t.Logf("page_size %d, %d pages for 400 deliveries of 8000 bytes (%.1f pages each)", pageSize, pages, float64(pages)/400)
-}
-
-// webhookHead is what githubapp.Webhook reads from every body.
-type webhookHead struct {
-	Action       string `json:"action"`
-	Installation *struct {
-		ID int64 `json:"id"`
-	} `json:"installation"`
-	Repository *struct {
-		ID       int64  `json:"id"`
-		FullName string `json:"full_name"`
-	} `json:"repository"`
-}
-
-// BenchmarkHeadParse compares ways to read the head of an 8 KB push: what
-// the webhook does (json.Unmarshal into a small struct: a validating pass,
-// then a decoding pass that skips the rest) against validation alone, the
-// floor for any approach that must still reject malformed JSON.
-func BenchmarkHeadParse(b *testing.B) {
-	p, err := NewPayloads(8000, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	body := p.Next(rand.New(rand.NewPCG(1, 1)), nil)
-	b.Run("unmarshal", func(b *testing.B) {
-		b.SetBytes(int64(len(body)))
-		for b.Loop() {
-			var h webhookHead
-			if err := json.Unmarshal(body, &h); err != nil || h.Installation == nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("valid-only", func(b *testing.B) {
-		b.SetBytes(int64(len(body)))
-		for b.Loop() {
-			if !json.Valid(body) {
-				b.Fatal("invalid")
-			}
-		}
-	})
-	b.Run("decoder-stream", func(b *testing.B) {
-		b.SetBytes(int64(len(body)))
-		for b.Loop() {
-			var h webhookHead
-			if err := json.NewDecoder(bytes.NewReader(body)).Decode(&h); err != nil || h.Installation == nil {
-				b.Fatal(err)
-			}
-		}
-	})
 }
 
 // procIO reads this process's I/O counters (/proc/self/io): syscw and
