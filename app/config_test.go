@@ -95,15 +95,15 @@ func getenvFrom(env map[string]string) func(string) string {
 	return func(k string) string { return env[k] }
 }
 
-func load(t *testing.T, env map[string]string, args ...string) (*app.Config, error, string) {
+func load(t *testing.T, env map[string]string, args ...string) (*app.Config, string, error) {
 	t.Helper()
 	var usage bytes.Buffer
 	cfg, err := app.LoadConfig(args, getenvFrom(env), &usage)
-	return cfg, err, usage.String()
+	return cfg, usage.String(), err
 }
 
 func TestLoadConfigDefaults(t *testing.T) {
-	cfg, err, _ := load(t, validEnv(t))
+	cfg, _, err := load(t, validEnv(t))
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
@@ -147,7 +147,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		"LASTMILE_CONTEXTS_TIMEOUT":     "2h30m",
 		"LASTMILE_SHUTDOWN_TIMEOUT":     "5s",
 	}
-	cfg, err, _ := load(t, env)
+	cfg, _, err := load(t, env)
 	if err != nil {
 		t.Fatalf("LoadConfig: %v", err)
 	}
@@ -173,7 +173,7 @@ func TestLoadConfigFlagsOverrideEnvironment(t *testing.T) {
 	env["LASTMILE_APP_ID"] = "not-a-number" // overridden: not a problem
 	env["LASTMILE_WORKERS"] = "many"        // overridden: not a problem
 	env["LASTMILE_GITHUB_URL"] = "https://env.example.com/"
-	cfg, err, _ := load(t, env,
+	cfg, _, err := load(t, env,
 		"--listen", "127.0.0.1:9100", "-app-id=777", "--workers=8", "--webhook-secret", "flag-secret-value",
 		"--database", "flag.db")
 	if err != nil {
@@ -187,7 +187,7 @@ func TestLoadConfigFlagsOverrideEnvironment(t *testing.T) {
 	}
 
 	// A bad flag value is reported under the flag's name.
-	_, err, _ = load(t, validEnv(t), "--workers", "zero")
+	_, _, err = load(t, validEnv(t), "--workers", "zero")
 	if err == nil || !strings.Contains(err.Error(), "--workers") {
 		t.Errorf("bad --workers: %v, want a problem naming --workers", err)
 	}
@@ -277,7 +277,7 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 			for k, v := range tc.set {
 				env[k] = v
 			}
-			cfg, err, _ := load(t, env, tc.flags...)
+			cfg, _, err := load(t, env, tc.flags...)
 			if err == nil {
 				t.Fatalf("LoadConfig accepted it: %+v", cfg)
 			}
@@ -309,7 +309,7 @@ func TestLoadConfigListsEveryProblemAtOnce(t *testing.T) {
 		"LASTMILE_REDELIVERY_WINDOW":   "-1h",
 		"LASTMILE_LOG_LEVEL":           "loud",
 	}
-	_, err, _ := load(t, env)
+	_, _, err := load(t, env)
 	ps := problems(t, err)
 	wantVars := []string{"LASTMILE_WEBHOOK_SECRET", "LASTMILE_PRIVATE_KEY", "LASTMILE_APP_ID", "LASTMILE_GITHUB_URL",
 		"LASTMILE_LISTEN", "LASTMILE_WORKERS", "LASTMILE_MAX_ATTEMPTS", "LASTMILE_REDELIVERY_INTERVAL",
@@ -346,7 +346,7 @@ func TestLoadConfigNeverShowsSecrets(t *testing.T) {
 	t.Run("valid config printed and logged", func(t *testing.T) {
 		env := validEnv(t)
 		env["LASTMILE_API_TOKEN"] = apiToken
-		cfg, err, _ := load(t, env)
+		cfg, _, err := load(t, env)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,7 +388,7 @@ func TestLoadConfigNeverShowsSecrets(t *testing.T) {
 				for k, v := range tc.env {
 					env[k] = v
 				}
-				_, err, usage := load(t, env, tc.flags...)
+				_, usage, err := load(t, env, tc.flags...)
 				if err == nil {
 					t.Fatal("LoadConfig accepted it")
 				}
@@ -449,11 +449,11 @@ func TestServeUsageListsEverySetting(t *testing.T) {
 }
 
 func TestLoadConfigRefusesStrayArguments(t *testing.T) {
-	_, err, _ := load(t, validEnv(t), "--listen", ":1", "extra", "words")
+	_, _, err := load(t, validEnv(t), "--listen", ":1", "extra", "words")
 	if err == nil || !strings.Contains(err.Error(), "extra words") {
 		t.Errorf("error %v should name the unexpected arguments", err)
 	}
-	_, err, usage := load(t, validEnv(t), "--no-such-flag")
+	_, usage, err := load(t, validEnv(t), "--no-such-flag")
 	if err == nil || !strings.Contains(usage, "no-such-flag") {
 		t.Errorf("unknown flag: %v (usage output %q)", err, usage)
 	}
