@@ -5,9 +5,33 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"unicode/utf8"
 )
+
+// readBody reads the whole body, in one allocation when its length was
+// announced.
+func readBody(rd io.Reader, announced int64) ([]byte, error) {
+	if announced <= 0 || announced > MaxPayloadBytes {
+		return io.ReadAll(rd)
+	}
+	// One byte more than announced, to see the end: net/http stops the
+	// body at its Content-Length, so ReadFull ends short, at that length.
+	b := make([]byte, announced+1)
+	n, err := io.ReadFull(rd, b)
+	switch err {
+	case io.ErrUnexpectedEOF, io.EOF:
+		if int64(n) != announced { // the sender stopped short
+			return nil, io.ErrUnexpectedEOF
+		}
+		return b[:n], nil
+	case nil: // longer than announced: not from net/http's server
+		rest, err := io.ReadAll(rd)
+		return append(b, rest...), err
+	}
+	return nil, err
+}
 
 // deliveryHead is what the intake reads from every body before storing it:
 // enough to route and list a delivery. The handlers parse the whole body

@@ -149,3 +149,29 @@ func BenchmarkParseHead(b *testing.B) {
 		}
 	})
 }
+
+func TestReadBody(t *testing.T) {
+	body := []byte(`{"action":"created"}`)
+	for name, tc := range map[string]struct {
+		announced int64
+		sent      []byte
+		wantErr   bool
+	}{
+		"announced exactly":        {int64(len(body)), body, false},
+		"not announced (chunked)":  {-1, body, false},
+		"empty":                    {0, nil, false},
+		"shorter than announced":   {int64(len(body)) + 5, body, true},
+		"longer than announced":    {int64(len(body)) - 5, body, false}, // read whole: the signature decides
+		"announced over the limit": {MaxPayloadBytes + 1, body, false},  // not trusted: read as it comes
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := readBody(bytes.NewReader(tc.sent), tc.announced)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("readBody: error %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && !bytes.Equal(got, tc.sent) {
+				t.Fatalf("readBody = %q, want %q", got, tc.sent)
+			}
+		})
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -158,26 +157,6 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		outcome = OutcomeDuplicate
 	}
 	return d, outcome, nil
-}
-
-// readBody reads the whole body, in one allocation when its length was
-// announced.
-func readBody(rd io.Reader, announced int64) ([]byte, error) {
-	if announced <= 0 || announced > MaxPayloadBytes {
-		return io.ReadAll(rd)
-	}
-	// One byte more than announced, to see the end: net/http stops the
-	// body at its Content-Length, so ReadFull ends short, at that length.
-	b := make([]byte, announced+1)
-	n, err := io.ReadFull(rd, b)
-	switch err {
-	case io.ErrUnexpectedEOF, io.EOF:
-		return b[:n], nil
-	case nil: // longer than announced: not from net/http's server
-		rest, err := io.ReadAll(rd)
-		return append(b, rest...), err
-	}
-	return nil, err
 }
 
 // VerifySignature checks an X-Hub-Signature-256 value against the raw body,
