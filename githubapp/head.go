@@ -151,14 +151,8 @@ func (s *headScanner) ws() {
 // with s.i on the value; field must consume the value. A nil field skips
 // every value (the path of nested values: a body may nest 10,000 deep).
 func (s *headScanner) object(depth int, field func(key []byte) error) error {
-	if depth+1 > maxNesting {
-		return errors.New("exceeded max depth")
-	}
-	s.i++ // '{'
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		return nil
+	if empty, err := s.enter(depth, '}'); empty || err != nil {
+		return err
 	}
 	for {
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
@@ -182,21 +176,44 @@ func (s *headScanner) object(depth int, field func(key []byte) error) error {
 		if err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.errAt("")
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-			s.ws()
-		case '}':
-			s.i++
-			return nil
-		default:
-			return s.errAt("after object key:value pair")
+		if more, err := s.next('}', "after object key:value pair"); !more || err != nil {
+			return err
 		}
 	}
+}
+
+// enter steps into the object or array whose opening bracket is at s.i;
+// empty reports that closer ends it at once.
+func (s *headScanner) enter(depth int, closer byte) (empty bool, err error) {
+	if depth+1 > maxNesting {
+		return false, errors.New("exceeded max depth")
+	}
+	s.i++
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == closer {
+		s.i++
+		return true, nil
+	}
+	return false, nil
+}
+
+// next steps over what follows an element: a comma (more elements come) or
+// closer (the end).
+func (s *headScanner) next(closer byte, what string) (more bool, err error) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false, s.errAt("")
+	}
+	switch s.b[s.i] {
+	case ',':
+		s.i++
+		s.ws()
+		return true, nil
+	case closer:
+		s.i++
+		return false, nil
+	}
+	return false, s.errAt(what)
 }
 
 // objectField reads a field that must be an object or null: null calls
@@ -315,32 +332,15 @@ func (s *headScanner) value(depth int) error {
 }
 
 func (s *headScanner) array(depth int) error {
-	if depth+1 > maxNesting {
-		return errors.New("exceeded max depth")
-	}
-	s.i++ // '['
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		return nil
+	if empty, err := s.enter(depth, ']'); empty || err != nil {
+		return err
 	}
 	for {
 		if err := s.value(depth + 1); err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.errAt("")
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-			s.ws()
-		case ']':
-			s.i++
-			return nil
-		default:
-			return s.errAt("after array element")
+		if more, err := s.next(']', "after array element"); !more || err != nil {
+			return err
 		}
 	}
 }

@@ -23,6 +23,15 @@ type Config struct {
 	Environments []Environment `json:"environments"`
 }
 
+// PipelineBranch is the branch whose pushes become releases, given the
+// repository's default branch.
+func (c *Config) PipelineBranch(defaultBranch string) string {
+	if c.Branch == "" {
+		return defaultBranch
+	}
+	return c.Branch
+}
+
 // Environment is one stage of the pipeline.
 type Environment struct {
 	Name       string `json:"name"`

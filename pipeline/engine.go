@@ -78,10 +78,7 @@ func (e *Engine) learnPipelineBranch(ctx context.Context, p Push) (string, error
 	if err != nil {
 		return "", nil // reported on the default branch's own pushes
 	}
-	target := cfg.Branch
-	if target == "" {
-		target = p.DefaultBranch
-	}
+	target := cfg.PipelineBranch(p.DefaultBranch)
 	if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
 		return "", err
 	}
@@ -129,10 +126,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	cfg, cfgErr := ParseConfig(data)
 	if cfgErr == nil {
 		rel.Config = cfg
-		target := cfg.Branch
-		if target == "" {
-			target = p.DefaultBranch
-		}
+		target := cfg.PipelineBranch(p.DefaultBranch)
 		if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
 			return err
 		}
