@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lastmile-app/lastmile/storage/storagetest"
 
 	"github.com/lastmile-app/lastmile/app"
 	"github.com/lastmile-app/lastmile/githubapp"
@@ -53,13 +54,7 @@ func (o outcomes) next(t *testing.T, n int, within time.Duration) []handled {
 }
 
 func workerDB(t *testing.T) *storage.DB {
-	t.Helper()
-	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return storagetest.Open(t)
 }
 
 func enqueue(t *testing.T, db *storage.DB, id, repo string, at time.Time) {

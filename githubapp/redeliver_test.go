@@ -10,12 +10,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lastmile-app/lastmile/storage/storagetest"
 
 	"github.com/google/go-github/v62/github"
 
@@ -138,13 +139,7 @@ func githubClientFor(t *testing.T, baseURL string) *github.Client {
 }
 
 func openStore(t *testing.T) *storage.DB {
-	t.Helper()
-	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
+	return storagetest.Open(t)
 }
 
 func TestRedelivererRunOnce(t *testing.T) {

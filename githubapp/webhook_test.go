@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/lastmile-app/lastmile/storage/storagetest"
+
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
@@ -67,17 +69,11 @@ type intake struct {
 
 func newIntake(t *testing.T) *intake {
 	t.Helper()
-	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := storagetest.Open(t)
 	in := &intake{db: db, rejected: &rejections{}}
 	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, in.rejected, func() { in.notified.Add(1) }, discardLog())
 	in.srv = httptest.NewServer(hook)
-	t.Cleanup(func() {
-		in.srv.Close()
-		db.Close()
-	})
+	t.Cleanup(in.srv.Close) // before the database closes
 	return in
 }
 

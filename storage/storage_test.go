@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-app/lastmile/storage/storagetest"
+
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
 )
@@ -23,12 +25,8 @@ var inboxT0 = time.Date(2026, 3, 14, 9, 26, 53, 589_000_000, time.UTC)
 // its clock set to inboxT0, and closes it when the test ends.
 func newInboxDB(t *testing.T) *storage.DB {
 	t.Helper()
-	db, err := storage.Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
+	db := storagetest.Open(t)
 	db.Now = func() time.Time { return inboxT0 }
-	t.Cleanup(func() { db.Close() })
 	return db
 }
 
