@@ -3,6 +3,7 @@ package githubapp
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -29,13 +30,16 @@ type RequestObserver interface {
 type RateLimitedError struct {
 	Until     time.Time
 	Secondary bool // a secondary (abuse) limit rather than the hourly quota
-	Status    int
+	Status    int  // GitHub's answer; 0 when the call was not sent (the quota was known to be spent)
 }
 
 func (e *RateLimitedError) Error() string {
 	kind := "primary"
 	if e.Secondary {
 		kind = "secondary"
+	}
+	if e.Status == 0 {
+		return fmt.Sprintf("GitHub %s rate limit (quota spent, as GitHub's last answer said): retry after %s", kind, e.Until.UTC().Format(time.RFC3339))
 	}
 	return fmt.Sprintf("GitHub %s rate limit (HTTP %d): retry after %s", kind, e.Status, e.Until.UTC().Format(time.RFC3339))
 }
@@ -63,7 +67,20 @@ type Transport struct {
 	Now   func() time.Time
 
 	mu      sync.Mutex
-	blocked map[string]time.Time // rate-limit resource → reset time, while remaining is 0
+	blocked map[quotaKey]time.Time // reset time of a spent quota, while remaining is 0
+}
+
+// quotaKey names one rate-limit quota. GitHub counts each installation, and
+// the App itself, separately: one spent quota must not hold up the others,
+// so the key is the request's credential (hashed: no token is kept as is)
+// and the rate-limit resource.
+type quotaKey struct {
+	credential [sha256.Size]byte
+	resource   string
+}
+
+func quotaOf(req *http.Request, resource string) quotaKey {
+	return quotaKey{sha256.Sum256([]byte(req.Header.Get("Authorization"))), resource}
 }
 
 // retrySafeKey marks a request context whose request may be sent twice.
@@ -142,7 +159,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		code := "error"
 		if err == nil {
 			code = strconv.Itoa(resp.StatusCode)
-			t.recordRateLimit(resp)
+			t.recordRateLimit(req, resp)
 		}
 		if t.Observer != nil {
 			t.Observer.GitHubRequest(req.Method, code)
@@ -187,7 +204,7 @@ func (t *Transport) backoff(attempt int) time.Duration {
 // waitForQuota holds a request while the hourly quota is known to be spent.
 func (t *Transport) waitForQuota(ctx context.Context, req *http.Request) error {
 	t.mu.Lock()
-	until, ok := t.blocked[rateResource(req)]
+	until, ok := t.blocked[quotaOf(req, rateResource(req))]
 	t.mu.Unlock()
 	if !ok {
 		return nil
@@ -197,12 +214,12 @@ func (t *Transport) waitForQuota(ctx context.Context, req *http.Request) error {
 		return nil
 	}
 	if wait > t.maxWait() {
-		return &RateLimitedError{Until: until, Status: http.StatusForbidden}
+		return &RateLimitedError{Until: until}
 	}
 	return t.sleep(ctx, wait)
 }
 
-func (t *Transport) recordRateLimit(resp *http.Response) {
+func (t *Transport) recordRateLimit(req *http.Request, resp *http.Response) {
 	h := resp.Header
 	remaining, err1 := strconv.Atoi(h.Get("X-RateLimit-Remaining"))
 	limit, err2 := strconv.Atoi(h.Get("X-RateLimit-Limit"))
@@ -216,17 +233,24 @@ func (t *Transport) recordRateLimit(resp *http.Response) {
 	if t.Observer != nil {
 		t.Observer.GitHubRateLimit(resource, remaining, limit)
 	}
+	key := quotaOf(req, resource)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.now()
+	for k, until := range t.blocked {
+		if !until.After(now) {
+			delete(t.blocked, k) // reset passed: tokens come and go
+		}
+	}
 	if remaining > 0 {
-		delete(t.blocked, resource)
+		delete(t.blocked, key)
 		return
 	}
 	if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
 		if t.blocked == nil {
-			t.blocked = map[string]time.Time{}
+			t.blocked = map[quotaKey]time.Time{}
 		}
-		t.blocked[resource] = time.Unix(reset, 0)
+		t.blocked[key] = time.Unix(reset, 0)
 	}
 }
 

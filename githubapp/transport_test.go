@@ -543,6 +543,59 @@ func TestTransportRefusesCallsUntilAFarReset(t *testing.T) {
 	}
 }
 
+// GitHub counts each installation's quota, and the App's, on its own: an
+// installation that spent its quota must not hold up the others.
+func TestTransportQuotasAreCountedPerCredential(t *testing.T) {
+	clock, obs := newFakeClock(), &observed{}
+	reset := clock.Now().Add(40 * time.Minute)
+	ok := step{status: 200, headers: map[string]string{"X-RateLimit-Remaining": "4999", "X-RateLimit-Limit": "5000"}}
+	g := newScriptedGitHub(t,
+		step{status: 200, headers: map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000",
+			"X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}},
+		ok, ok)
+	tr := newTestTransport(g, clock, obs)
+	as := func(token string) error {
+		req, err := http.NewRequest(http.MethodGet, g.URL+"/repos/acme/shop", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "token "+token)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			drainBody(resp)
+		}
+		return err
+	}
+	if err := as("ghs_installationA"); err != nil {
+		t.Fatal(err)
+	}
+	if err := as("ghs_installationB"); err != nil {
+		t.Errorf("installation B refused because A spent its quota: %v", err)
+	}
+	err := as("ghs_installationA")
+	var rl *githubapp.RateLimitedError
+	if !errors.As(err, &rl) || !rl.Until.Equal(reset) {
+		t.Errorf("installation A while its quota is spent: %v; want a rate-limit error until %v", err, reset)
+	} else if rl.Status != 0 || !strings.Contains(rl.Error(), "quota spent") {
+		t.Errorf("a call refused without asking GitHub reports %q (status %d)", rl.Error(), rl.Status)
+	}
+	// B's fresh quota does not unblock A.
+	if err := as("ghs_installationB"); err != nil {
+		t.Errorf("installation B: %v", err)
+	}
+	if err := as("ghs_installationA"); err == nil {
+		t.Error("installation A was let through by installation B's quota")
+	}
+	if g.Attempts() != 3 {
+		t.Errorf("%d requests reached GitHub, want 3 (A, B, B)", g.Attempts())
+	}
+}
+
+func drainBody(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
 func TestTransportStopsWhenTheContextEnds(t *testing.T) {
 	g := newScriptedGitHub(t, step{status: 503})
 	obs := &observed{}
