@@ -5,14 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 // RedeliveryStore is what the redelivery poller needs from storage.
 type RedeliveryStore interface {
 	KnownDeliveries(ctx context.Context, ids []string) (map[string]bool, error)
+	// RedeliveriesRequested and RedeliveryRequested keep, across runs, the
+	// redeliveries asked for each GUID and whether lastmile gave up on it.
+	RedeliveriesRequested(ctx context.Context, guids []string) (map[string]pipeline.Redeliveries, error)
+	RedeliveryRequested(ctx context.Context, guid string, gaveUp bool, at, forgetBefore time.Time) error
 	Setting(ctx context.Context, key string) (string, bool, error)
 	SetSetting(ctx context.Context, key, value string) error
 }
@@ -120,20 +127,52 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// This run sees only the recent attempts: the redeliveries asked in
+	// earlier runs are counted in the store.
+	asked, err := r.Store.RedeliveriesRequested(ctx, failed)
+	if err != nil {
+		return 0, err
+	}
 	requested := 0
 	for _, guid := range failed {
 		g := groups[guid]
 		if known[guid] {
 			continue
 		}
-		if r.MaxAttempts > 0 && g.failures >= r.MaxAttempts {
-			r.Log.Warn("redelivery: giving up on a delivery that keeps failing", "delivery", guid,
-				"event", g.latest.GetEvent(), "attempts", g.failures, "status", g.latest.GetStatus())
+		if asked[guid].GaveUp {
 			continue
+		}
+		// Every redelivery asked for failed (or is still under way), on
+		// top of GitHub's first attempt.
+		attempts := max(g.failures, asked[guid].Requests+1)
+		if r.MaxAttempts > 0 && attempts >= r.MaxAttempts {
+			r.Log.Warn("redelivery: giving up on a delivery that keeps failing", "delivery", guid,
+				"event", g.latest.GetEvent(), "attempts", attempts, "status", g.latest.GetStatus())
+			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
+				return requested, err
+			}
+			continue
+		}
+		// Counted before it is asked: a crash in between errs on the side
+		// of asking less.
+		if err := r.Store.RedeliveryRequested(ctx, guid, false, now, now.Add(-r.Window)); err != nil {
+			return requested, err
 		}
 		_, _, err := r.App.Apps.RedeliverHookDelivery(ctx, g.latest.GetID())
 		var accepted *github.AcceptedError
-		if err != nil && !errors.As(err, &accepted) {
+		var refused *github.ErrorResponse
+		switch {
+		case err == nil, errors.As(err, &accepted):
+		case errors.As(err, &refused) && refused.Response != nil &&
+			(refused.Response.StatusCode == http.StatusNotFound || refused.Response.StatusCode == http.StatusUnprocessableEntity):
+			// GitHub will not redeliver this one (gone, or no longer
+			// possible): the others are still asked for.
+			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.latest.GetEvent(), "error", err)
+			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
+				return requested, err
+			}
+			continue
+		default:
 			return requested, fmt.Errorf("redeliver %s: %w", guid, err)
 		}
 		r.Log.Info("redelivery: requested", "delivery", guid, "event", g.latest.GetEvent(),

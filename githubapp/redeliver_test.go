@@ -277,8 +277,8 @@ func TestRedelivererFailuresKeepTheCheckpoint(t *testing.T) {
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	previous := now.Add(-30 * time.Minute).Format(time.RFC3339Nano)
 	tests := map[string]func(h *hookDeliveries){
-		"listing fails":      func(h *hookDeliveries) { h.failList = true },
-		"redelivery refused": func(h *hookDeliveries) { h.failPost = http.StatusUnprocessableEntity },
+		"listing fails":    func(h *hookDeliveries) { h.failList = true },
+		"redelivery fails": func(h *hookDeliveries) { h.failPost = http.StatusBadGateway },
 	}
 	for name, breakIt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -298,6 +298,67 @@ func TestRedelivererFailuresKeepTheCheckpoint(t *testing.T) {
 				t.Errorf("checkpoint moved to %q after a failed run", cp)
 			}
 		})
+	}
+}
+
+// A GUID GitHub refuses to redeliver (422, 404) is given up; the run goes
+// on with the others and completes.
+func TestRedelivererGoesOnPastARefusal(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	gh := newHookDeliveries(t, now, 100,
+		hookAttempt{id: 12, guid: "g-2", ago: time.Minute},
+		hookAttempt{id: 11, guid: "g-1", ago: 2 * time.Minute})
+	gh.failPost = http.StatusUnprocessableEntity
+	db := openStore(t)
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
+		Now: func() time.Time { return now }, Log: discardLog()}
+	if _, err := r.RunOnce(context.Background()); err != nil {
+		t.Fatalf("RunOnce: %v", err)
+	}
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{12, 11}) {
+		t.Errorf("asked to redeliver %v, want both [12 11]", got)
+	}
+	if cp, _, _ := db.Setting(context.Background(), "redelivery.checkpoint"); cp != now.Format(time.RFC3339Nano) {
+		t.Errorf("checkpoint = %q, want the run's time", cp)
+	}
+	// Refused once, not asked again.
+	gh.failPost = 0
+	if _, err := r.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := gh.Redelivered(); len(got) != 2 {
+		t.Errorf("asked again after GitHub refused: %v", got)
+	}
+}
+
+// The cap holds across runs, although each run reads only the attempts
+// since the previous one (less an hour): a delivery that always fails is
+// asked for MaxAttempts-1 times in all, not every run.
+func TestRedelivererCapHoldsAcrossRuns(t *testing.T) {
+	start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	gh := newHookDeliveries(t, start, 100)
+	db := openStore(t)
+	now := start
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: func() time.Time { return now }, Log: discardLog()}
+	attemptsAt := []time.Time{start} // GitHub's first attempt, failed
+	for run := range 3 * 24 * 6 {    // every 10 minutes for the 3 days of GitHub's window
+		now = start.Add(time.Duration(run) * 10 * time.Minute)
+		gh.now = now
+		gh.attempts = nil
+		for i := len(attemptsAt) - 1; i >= 0; i-- { // newest first
+			gh.attempts = append(gh.attempts, hookAttempt{id: int64(100 + i), guid: "g-always-fails", ago: now.Sub(attemptsAt[i]), event: "push"})
+		}
+		before := len(gh.Redelivered())
+		if _, err := r.RunOnce(context.Background()); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		if len(gh.Redelivered()) > before {
+			attemptsAt = append(attemptsAt, now) // the redelivery fails too
+		}
+	}
+	if n := len(gh.Redelivered()); n != 4 {
+		t.Errorf("a delivery that always fails was asked for %d times over 3 days, want 4 (5 attempts in all)", n)
 	}
 }
 

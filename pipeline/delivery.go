@@ -34,3 +34,10 @@ type Delivery struct {
 	FinishedAt    time.Time
 	Note          string // what handling concluded, e.g. why it was ignored
 }
+
+// Redeliveries is what lastmile asked GitHub about one webhook delivery
+// GUID that never reached it: how many redeliveries, and whether it gave up.
+type Redeliveries struct {
+	Requests int
+	GaveUp   bool
+}

@@ -400,32 +400,79 @@ func (db *DB) InboxStats(ctx context.Context) (map[pipeline.DeliveryState]int64,
 // KnownDeliveries reports which of the given delivery IDs are in the inbox.
 func (db *DB) KnownDeliveries(ctx context.Context, ids []string) (map[string]bool, error) {
 	known := map[string]bool{}
+	err := db.queryIn(ctx, `SELECT delivery_id FROM deliveries WHERE delivery_id IN `, ids, func(rows *sql.Rows) error {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		known[id] = true
+		return nil
+	})
+	return known, err
+}
+
+// RedeliveriesRequested returns the redeliveries lastmile asked for each of
+// the given delivery GUIDs (absent: none).
+func (db *DB) RedeliveriesRequested(ctx context.Context, guids []string) (map[string]pipeline.Redeliveries, error) {
+	out := map[string]pipeline.Redeliveries{}
+	err := db.queryIn(ctx, `SELECT guid, requests, gave_up FROM redelivery_requests WHERE guid IN `, guids, func(rows *sql.Rows) error {
+		var guid string
+		var r pipeline.Redeliveries
+		if err := rows.Scan(&guid, &r.Requests, &r.GaveUp); err != nil {
+			return err
+		}
+		out[guid] = r
+		return nil
+	})
+	return out, err
+}
+
+// RedeliveryRequested counts a redelivery request for guid — or, with
+// gaveUp, records that lastmile stopped asking — and forgets what was
+// recorded before forgetBefore (out of GitHub's redelivery window).
+func (db *DB) RedeliveryRequested(ctx context.Context, guid string, gaveUp bool, at, forgetBefore time.Time) error {
+	asked := 1
+	if gaveUp {
+		asked = 0
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM redelivery_requests WHERE requested_at < ?`, millis(forgetBefore)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO redelivery_requests (guid, requests, gave_up, requested_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (guid) DO UPDATE SET requests = requests + excluded.requests,
+				gave_up = MAX(gave_up, excluded.gave_up), requested_at = excluded.requested_at`,
+			guid, asked, gaveUp, millis(at))
+		return err
+	})
+}
+
+// queryIn runs prefix followed by "(?, ?, …)" for the ids, 500 at a time,
+// calling each for every row.
+func (db *DB) queryIn(ctx context.Context, prefix string, ids []string, each func(*sql.Rows) error) error {
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), 500)]
 		ids = ids[len(chunk):]
-		q := `SELECT delivery_id FROM deliveries WHERE delivery_id IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
 		args := make([]any, len(chunk))
 		for i, id := range chunk {
 			args[i] = id
 		}
-		rows, err := db.read.QueryContext(ctx, q, args...)
+		rows, err := db.read.QueryContext(ctx, prefix+`(?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			if err := each(rows); err != nil {
 				rows.Close()
-				return nil, err
+				return err
 			}
-			known[id] = true
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return known, nil
+	return nil
 }
 
 // Setting reads a named value; ok is false when it was never set.
