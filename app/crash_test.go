@@ -77,8 +77,9 @@ func makePush(t *testing.T, repoID, inst int64, repo, before string, res simulat
 // TestKilledUnderLoadLosesNothing sends pushes from 16 connections, kills
 // lastmile with SIGKILL halfway, restarts it, and checks that every delivery
 // answered 2xx was kept and handled, and that its effects happened once:
-// one release per push, at most one GitHub deployment per release and
-// environment, and each repository's newest release in production.
+// one release per push (or, for a push that arrived after a newer one, a
+// late push recognised as such), at most one GitHub deployment per release
+// and environment, and each repository's newest release in production.
 func TestKilledUnderLoadLosesNothing(t *testing.T) {
 	dir := t.TempDir()
 	sim, env := crashEnv(t, dir)
@@ -174,8 +175,10 @@ func TestKilledUnderLoadLosesNothing(t *testing.T) {
 		if got.State != pipeline.DeliveryDone {
 			t.Errorf("delivery %s: %s (%s)", id, got.State, got.LastError)
 		}
-		if _, err := db.Audit(context.Background(), d.repo, d.sha); err != nil {
-			t.Errorf("push %s of %s: no release: %v", d.sha[:7], d.repo, err)
+		// The connections race: a push may arrive after a newer one of its
+		// repository, and is then recognised as late, not deployed.
+		if _, err := db.Audit(context.Background(), d.repo, d.sha); err != nil && !strings.Contains(got.Note, "not deployed backwards") {
+			t.Errorf("push %s of %s: no release (%v), and not recognised as late: %q", d.sha[:7], d.repo, err, got.Note)
 		}
 	}
 	checkOneDeploymentPerStage(t, sim, repos)

@@ -214,8 +214,10 @@ func TestProtectionRuleApprovesOnlyProvenCommits(t *testing.T) {
 	push := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
 	waitFor(t, sb, "proven commit in production", func(s *simulator.Simulator) bool { return succeededIn(s, full, push.After, "production") })
 
-	// Someone deploys a commit that never went through staging.
-	unproven := sb.Sim.PushSilently(full, "hotfix", simulator.CommitSpec{Message: "Hotfix", Files: map[string]string{"x": "y"}})
+	// Someone deploys a commit that never went through staging, and whose
+	// own configuration claims production comes first.
+	unproven := sb.Sim.PushSilently(full, "hotfix", simulator.CommitSpec{Message: "Hotfix", Files: map[string]string{
+		"x": "y", ".github/lastmile.yml": "environments:\n  - name: production\n"}})
 	gh := appClient(t, sb, inst)
 	_, _, err := gh.Repositories.CreateDeployment(context.Background(), "acme", "shop", &github.DeploymentRequest{
 		Ref: github.String(unproven.After), Environment: github.String("production"), AutoMerge: github.Bool(false),

@@ -52,32 +52,34 @@ func (g *GitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string
 	return []byte(content), nil
 }
 
-// Compare lists the commits of head that base lacks, oldest first.
-func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) ([]pipeline.Commit, error) {
+// Compare says how head relates to base and lists the commits of head that
+// base lacks, oldest first.
+func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
 	gh, err := g.client(r)
 	if err != nil {
-		return nil, err
+		return pipeline.Comparison{}, err
 	}
-	var out []pipeline.Commit
+	var out pipeline.Comparison
 	opts := &github.ListOptions{PerPage: 100, Page: 1}
 	for {
 		cmp, resp, err := gh.Repositories.CompareCommits(ctx, r.Owner, r.Name, base, head, opts)
 		if resp != nil && resp.StatusCode == http.StatusNotFound {
-			return nil, pipeline.ErrNotFound
+			return pipeline.Comparison{}, pipeline.ErrNotFound
 		}
 		if err != nil {
-			return nil, err
+			return pipeline.Comparison{}, err
 		}
+		out.Status = cmp.GetStatus()
 		for _, c := range cmp.Commits {
 			commit := c.GetCommit()
-			out = append(out, pipeline.Commit{
+			out.Commits = append(out.Commits, pipeline.Commit{
 				SHA:       c.GetSHA(),
 				Author:    firstNonEmpty(c.GetAuthor().GetLogin(), commit.GetAuthor().GetName()),
 				Timestamp: commit.GetAuthor().GetDate().Time,
 				Title:     pipeline.Title(commit.GetMessage()),
 			})
 		}
-		if resp.NextPage == 0 || len(cmp.Commits) == 0 || len(out) >= cmp.GetTotalCommits() {
+		if resp.NextPage == 0 || len(cmp.Commits) == 0 || len(out.Commits) >= cmp.GetTotalCommits() {
 			return out, nil
 		}
 		opts.Page = resp.NextPage
@@ -191,11 +193,34 @@ func (g *GitHub) CreateDeploymentStatus(ctx context.Context, r pipeline.Repo, id
 	if err != nil {
 		return pipeline.StatusInfo{}, err
 	}
+	return statusInfo(st), nil
+}
+
+// LatestDeploymentStatus reads a deployment's newest status.
+func (g *GitHub) LatestDeploymentStatus(ctx context.Context, r pipeline.Repo, id int64) (pipeline.StatusInfo, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return pipeline.StatusInfo{}, err
+	}
+	list, resp, err := gh.Repositories.ListDeploymentStatuses(ctx, r.Owner, r.Name, id, &github.ListOptions{PerPage: 1})
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return pipeline.StatusInfo{}, pipeline.ErrNotFound
+	}
+	if err != nil {
+		return pipeline.StatusInfo{}, err
+	}
+	if len(list) == 0 {
+		return pipeline.StatusInfo{}, pipeline.ErrNotFound
+	}
+	return statusInfo(list[0]), nil
+}
+
+func statusInfo(st *github.DeploymentStatus) pipeline.StatusInfo {
 	return pipeline.StatusInfo{
 		GitHubID: st.GetID(), State: pipeline.DeploymentState(st.GetState()), Description: st.GetDescription(),
 		LogURL: firstNonEmpty(st.GetLogURL(), st.GetTargetURL()), EnvironmentURL: st.GetEnvironmentURL(),
 		Creator: st.GetCreator().GetLogin(), CreatedAt: st.GetCreatedAt().Time,
-	}, nil
+	}
 }
 
 // CreateCommitStatus writes a commit status.

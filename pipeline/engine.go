@@ -162,7 +162,8 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 
 // releaseCommits lists the commits a push brings since the previous release:
 // from the payload when it is complete and follows the previous release,
-// otherwise from the compare API.
+// otherwise from the compare API. A push of a commit the previous release
+// already contains (delivered late, not forced) is Ignored.
 func (e *Engine) releaseCommits(ctx context.Context, p Push) ([]Commit, error) {
 	prev, err := e.Store.LatestRelease(ctx, p.Repo.ID)
 	if errors.Is(err, ErrNotFound) {
@@ -183,11 +184,19 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) ([]Commit, error) {
 	if base == zeroSHA || base == "" {
 		return p.Commits, nil // a new branch: nothing to compare with
 	}
-	commits, err := e.GitHub.Compare(ctx, p.Repo, base, p.After)
+	cmp, err := e.GitHub.Compare(ctx, p.Repo, base, p.After)
 	if err != nil {
 		return nil, fmt.Errorf("compare %s...%s: %w", short(base), short(p.After), err)
 	}
-	return commits, nil
+	if prev != nil && cmp.Status == "behind" && !p.Forced {
+		// The pushed commit is an ancestor of the latest release: its
+		// delivery came late (GitHub redelivered it, or it waited in the
+		// inbox). Deploying it now would go backwards. A rollback is a
+		// force push, and is deployed.
+		return nil, &Ignored{Reason: fmt.Sprintf("push of %s came after release %d of %s, which already contains it: not deployed backwards",
+			short(p.After), prev.ID, short(prev.SHA))}
+	}
+	return cmp.Commits, nil
 }
 
 const zeroSHA = "0000000000000000000000000000000000000000"
@@ -332,6 +341,19 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		if d.State.Terminal() || d.Notify != "" {
 			continue
 		}
+		// The run's end may have overtaken the deployment's last status
+		// (GitHub does not promise the order of deliveries): GitHub is
+		// asked before lastmile writes a status of its own.
+		latest, err := e.GitHub.LatestDeploymentStatus(ctx, run.Repo, d.GitHubID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("read the statuses of deployment %d: %w", d.GitHubID, err)
+		}
+		if err == nil && latest.State.Terminal() {
+			if _, err := e.Store.RecordStatus(ctx, d, latest); err != nil {
+				return err
+			}
+			continue
+		}
 		state, reason := DeploymentError, "workflow run "+run.URL+" ended ("+run.Conclusion+") without reporting a result"
 		switch run.Conclusion {
 		case "failure", "startup_failure":
@@ -380,7 +402,15 @@ func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
 		return err
 	}
 	if n == 0 {
-		return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
+		// Handled before, perhaps, and interrupted after the intents were
+		// put back in line: they are still to be created.
+		work, err := e.Store.Work(ctx, ev.Repo.ID)
+		if err != nil {
+			return err
+		}
+		if len(work) == 0 {
+			return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
+		}
 	}
 	return e.advance(ctx, ev.Repo)
 }
@@ -441,21 +471,27 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 	if req.SHA == "" {
 		return reject("lastmile could not tell which commit this run deploys, so it cannot check that it was proven first.")
 	}
-	data, err := e.GitHub.ReadFile(ctx, req.Repo, ConfigPath, req.SHA)
+	// The order is the one lastmile promotes by, read on the pipeline
+	// branch — never the configuration of the commit being judged, which
+	// anyone able to push a branch could rewrite.
+	rel, err := e.Store.ReleaseOf(ctx, req.Repo.ID, req.SHA)
 	if errors.Is(err, ErrNotFound) {
-		return reject("lastmile rejects: %s is missing at %s, so the promotion order is unknown.", ConfigPath, short(req.SHA))
+		rel, err = e.Store.LatestRelease(ctx, req.Repo.ID)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return reject("lastmile rejects: it has no release of this repository, so the promotion order is unknown (is %s on the pipeline branch?).", ConfigPath)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s at %s: %w", ConfigPath, short(req.SHA), err)
+		return nil, err
 	}
-	cfg, err := ParseConfig(data)
-	if err != nil {
-		return reject("lastmile rejects: %v", err)
+	cfg := rel.Config
+	if cfg == nil {
+		return reject("lastmile rejects: %s is invalid at %s on the pipeline branch, so the promotion order is unknown: %s", ConfigPath, short(rel.SHA), rel.StopReason)
 	}
 	i := cfg.Index(req.Environment)
 	switch {
 	case i < 0:
-		return reject("lastmile rejects: environment %q is not in %s at %s.", req.Environment, ConfigPath, short(req.SHA))
+		return reject("lastmile rejects: environment %q is not in %s at %s.", req.Environment, ConfigPath, short(rel.SHA))
 	case i == 0:
 		dec.State, dec.Comment = "approved", fmt.Sprintf("lastmile approves: %s is the first environment.", req.Environment)
 		return dec, nil

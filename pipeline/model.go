@@ -119,6 +119,29 @@ func (d *Deployment) Succeeded() bool {
 	return d.State == DeploymentSuccess || (d.State == DeploymentInactive && !d.SucceededAt.IsZero())
 }
 
+// After returns the state a deployment in state s moves to when a status
+// in state next arrives: next, unless it would move the deployment
+// backwards — a queued after in_progress, or a status that is not final
+// after a final one — which only a late delivery does (GitHub does not
+// promise order). Between final states the newest status wins (GitHub's
+// automatic inactive after success, for one).
+func (s DeploymentState) After(next DeploymentState) DeploymentState {
+	if next.progress() < s.progress() {
+		return s
+	}
+	return next
+}
+
+func (s DeploymentState) progress() int {
+	switch {
+	case s.Terminal():
+		return 2
+	case s == DeploymentInProgress:
+		return 1
+	}
+	return 0
+}
+
 // Started reports whether the deploy itself has begun (so it must not be
 // superseded midway).
 func (s DeploymentState) Started() bool {

@@ -67,6 +67,14 @@ type DeploymentRequest struct {
 	Description      string
 }
 
+// Comparison is GitHub's comparison of two commits, base...head.
+type Comparison struct {
+	// Status is "ahead" (head follows base), "behind" (head is an ancestor
+	// of base), "identical" or "diverged".
+	Status  string
+	Commits []Commit // in head, not in base, oldest first
+}
+
 // StatusRequest is a deployment status lastmile writes itself.
 type StatusRequest struct {
 	State       DeploymentState
@@ -87,14 +95,18 @@ type CommitStatus struct {
 type GitHub interface {
 	// ReadFile returns a file's content at a commit; ErrNotFound if absent.
 	ReadFile(ctx context.Context, r Repo, path, sha string) ([]byte, error)
-	// Compare lists the commits in head that are not in base, oldest first.
-	Compare(ctx context.Context, r Repo, base, head string) ([]Commit, error)
+	// Compare says how head relates to base, with the commits in head that
+	// are not in base, oldest first.
+	Compare(ctx context.Context, r Repo, base, head string) (Comparison, error)
 	// CreateDeployment creates a deployment; *RefusedError when GitHub
 	// answers without creating one.
 	CreateDeployment(ctx context.Context, r Repo, req DeploymentRequest) (id int64, createdAt time.Time, err error)
 	// FindDeployment looks for a deployment of sha in env carrying marker
 	// (to recover a creation whose answer was lost).
 	FindDeployment(ctx context.Context, r Repo, sha, env string, marker Marker) (id int64, createdAt time.Time, err error)
+	// LatestDeploymentStatus reads a deployment's newest status;
+	// ErrNotFound if it has none.
+	LatestDeploymentStatus(ctx context.Context, r Repo, deploymentID int64) (StatusInfo, error)
 	// CreateDeploymentStatus writes a status on a deployment.
 	CreateDeploymentStatus(ctx context.Context, r Repo, deploymentID int64, req StatusRequest) (StatusInfo, error)
 	// CreateCommitStatus writes a commit status.
@@ -139,6 +151,8 @@ type Store interface {
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
+	// ReleaseOf is the release of a commit; ErrNotFound if none.
+	ReleaseOf(ctx context.Context, repoID int64, sha string) (*Release, error)
 
 	RepoState(ctx context.Context, repoID int64) (*RepoState, error)
 	// Apply records the plan's decisions. The intents of CreateDeployment

@@ -153,6 +153,12 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		if err != nil {
 			return err
 		}
+		if d.State.After(s.State) != s.State {
+			// A late status (a queued after in_progress, an in_progress
+			// after success): kept in the record, but it does not move the
+			// deployment backwards.
+			return nil
+		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?,
 			log_url = CASE WHEN ? != '' THEN ? ELSE log_url END,
 			environment_url = CASE WHEN ? != '' THEN ? ELSE environment_url END,

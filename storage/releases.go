@@ -150,6 +150,16 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 	return r, err
 }
 
+// ReleaseOf returns the release of a commit.
+func (db *DB) ReleaseOf(ctx context.Context, repoID int64, sha string) (*pipeline.Release, error) {
+	r, err := scanRelease(db.read.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
+		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.sha = ?`, repoID, sha))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, pipeline.ErrNotFound
+	}
+	return r, err
+}
+
 // RepoState gathers what the planner needs, in one read transaction.
 func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState, error) {
 	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})

@@ -1,0 +1,403 @@
+package pipeline_test
+
+// Engine tests with GitHub's deliveries in the orders GitHub does not
+// promise to avoid: late, repeated, interrupted. The ledger is the real
+// SQLite store; GitHub is a small fake that keeps deployments and statuses
+// and knows one linear history. (The scenario tests in app/ run the whole
+// service against the GitHub simulator.)
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
+	"github.com/lastmile-app/lastmile/storage/storagetest"
+)
+
+const threeEnvs = "environments:\n  - name: test\n  - name: staging\n  - name: production\n"
+
+type fakeDeployment struct {
+	id       int64
+	sha, env string
+	payload  pipeline.DeploymentPayload
+	statuses []pipeline.StatusInfo // oldest first
+}
+
+type fakeGitHub struct {
+	mu       sync.Mutex
+	config   string
+	history  []string // the pipeline branch, oldest commit first
+	deps     []*fakeDeployment
+	lastID   int64
+	failNext []error // errors for the next CreateDeployment calls
+	latest   int     // LatestDeploymentStatus calls
+	written  []pipeline.StatusRequest
+}
+
+func (f *fakeGitHub) ReadFile(context.Context, pipeline.Repo, string, string) ([]byte, error) {
+	return []byte(f.config), nil
+}
+
+func (f *fakeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head string) (pipeline.Comparison, error) {
+	b, h := slices.Index(f.history, base), slices.Index(f.history, head)
+	if b < 0 || h < 0 {
+		return pipeline.Comparison{}, pipeline.ErrNotFound
+	}
+	var c pipeline.Comparison
+	switch {
+	case b == h:
+		c.Status = "identical"
+	case b < h:
+		c.Status = "ahead"
+		for _, sha := range f.history[b+1 : h+1] {
+			c.Commits = append(c.Commits, pipeline.Commit{SHA: sha, Title: "commit " + sha})
+		}
+	default:
+		c.Status = "behind"
+	}
+	return c, nil
+}
+
+func (f *fakeGitHub) CreateDeployment(_ context.Context, _ pipeline.Repo, req pipeline.DeploymentRequest) (int64, time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.failNext) > 0 {
+		err := f.failNext[0]
+		f.failNext = f.failNext[1:]
+		return 0, time.Time{}, err
+	}
+	f.lastID++
+	f.deps = append(f.deps, &fakeDeployment{id: 1000 + f.lastID, sha: req.SHA, env: req.Environment, payload: req.Payload})
+	return 1000 + f.lastID, time.Now(), nil
+}
+
+func (f *fakeGitHub) FindDeployment(_ context.Context, _ pipeline.Repo, sha, env string, m pipeline.Marker) (int64, time.Time, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.deps {
+		if d.sha == sha && d.env == env && d.payload.Lastmile == m {
+			return d.id, time.Now(), nil
+		}
+	}
+	return 0, time.Time{}, pipeline.ErrNotFound
+}
+
+func (f *fakeGitHub) LatestDeploymentStatus(_ context.Context, _ pipeline.Repo, id int64) (pipeline.StatusInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.latest++
+	d := f.byID(id)
+	if d == nil || len(d.statuses) == 0 {
+		return pipeline.StatusInfo{}, pipeline.ErrNotFound
+	}
+	return d.statuses[len(d.statuses)-1], nil
+}
+
+func (f *fakeGitHub) CreateDeploymentStatus(_ context.Context, _ pipeline.Repo, id int64, req pipeline.StatusRequest) (pipeline.StatusInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.written = append(f.written, req)
+	return f.post(id, req.State, req.LogURL), nil
+}
+
+// post adds a status to a deployment, as whoever writes it would.
+func (f *fakeGitHub) post(id int64, state pipeline.DeploymentState, logURL string) pipeline.StatusInfo {
+	f.lastID++
+	st := pipeline.StatusInfo{GitHubID: 5000 + f.lastID, State: state, LogURL: logURL, CreatedAt: time.Now()}
+	if d := f.byID(id); d != nil {
+		d.statuses = append(d.statuses, st)
+	}
+	return st
+}
+
+func (f *fakeGitHub) byID(id int64) *fakeDeployment {
+	for _, d := range f.deps {
+		if d.id == id {
+			return d
+		}
+	}
+	return nil
+}
+
+func (f *fakeGitHub) deployment(sha, env string) *fakeDeployment {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.deps {
+		if d.sha == sha && d.env == env {
+			return d
+		}
+	}
+	return nil
+}
+
+func (f *fakeGitHub) CreateCommitStatus(context.Context, pipeline.Repo, string, pipeline.CommitStatus) error {
+	return nil
+}
+
+func (f *fakeGitHub) ReviewProtectionRule(context.Context, pipeline.Repo, int64, string, string, string) error {
+	return nil
+}
+
+func (f *fakeGitHub) JobLog(context.Context, pipeline.Repo, int64, int) ([]byte, bool, error) {
+	return nil, false, pipeline.ErrNotFound
+}
+
+// Three commits of the pipeline branch, oldest first.
+const (
+	c0 = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0"
+	c1 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
+	c2 = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"
+)
+
+var shop = pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+
+type harness struct {
+	t      *testing.T
+	engine *pipeline.Engine
+	gh     *fakeGitHub
+	db     *storage.DB
+}
+
+func newHarness(t *testing.T, history ...string) *harness {
+	gh := &fakeGitHub{config: threeEnvs, history: history}
+	db := storagetest.Open(t)
+	e := &pipeline.Engine{Store: db, GitHub: gh, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+	return &harness{t: t, engine: e, gh: gh, db: db}
+}
+
+func (h *harness) push(before, after string, forced bool) error {
+	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-" + after,
+		Ref: "refs/heads/main", Before: before, After: after, Forced: forced, DefaultBranch: "main", Pusher: "octocat",
+		PushedAt: time.Now(), Commits: []pipeline.Commit{{SHA: after, Title: "commit " + after}}})
+}
+
+// status has the deploy workflow post a status on GitHub; deliver says
+// whether its deployment_status webhook reaches lastmile now.
+func (h *harness) status(sha, env string, state pipeline.DeploymentState, run int64, deliver bool) pipeline.StatusInfo {
+	h.t.Helper()
+	d := h.gh.deployment(sha, env)
+	if d == nil {
+		h.t.Fatalf("no deployment of %s to %s on GitHub", sha, env)
+	}
+	h.gh.mu.Lock()
+	st := h.gh.post(d.id, state, fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", run))
+	h.gh.mu.Unlock()
+	if deliver {
+		h.deliver(sha, env, st)
+	}
+	return st
+}
+
+// deliver hands lastmile the deployment_status webhook of st.
+func (h *harness) deliver(sha, env string, st pipeline.StatusInfo) {
+	h.t.Helper()
+	d := h.gh.deployment(sha, env)
+	err := h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: sha, Environment: env, Payload: mustJSON(h.t, d.payload)},
+		Status:     st})
+	if err != nil {
+		h.t.Fatalf("deployment_status %s of %s in %s: %v", st.State, sha, env, err)
+	}
+}
+
+func (h *harness) runCompleted(run int64, sha, conclusion string) {
+	h.t.Helper()
+	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "completed",
+		RunID: run, Event: "deployment", HeadSHA: sha, Status: "completed", Conclusion: conclusion,
+		URL: fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", run)})
+	if err != nil {
+		h.t.Fatalf("workflow_run %d completed: %v", run, err)
+	}
+}
+
+func (h *harness) ledgerState(sha, env string) pipeline.DeploymentState {
+	h.t.Helper()
+	d, err := h.db.Deployment(context.Background(), h.gh.deployment(sha, env).id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d.State
+}
+
+func (h *harness) deploymentsCounted() map[string]float64 {
+	h.t.Helper()
+	series, err := h.db.Counters(context.Background(), storage.MetricDeployments)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, s := range series {
+		if s.Value != 0 {
+			out[s.Labels[1]+"/"+s.Labels[2]] += s.Value
+		}
+	}
+	return out
+}
+
+func mustJSON(t *testing.T, p pipeline.DeploymentPayload) []byte {
+	t.Helper()
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestLatePushIsNotDeployedBackwards(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	// c1's push failed to reach lastmile; c2's (c1 → c2) did, and later
+	// GitHub redelivers c1's (c0 → c1).
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	err := h.push(c0, c1, false)
+	var ignored *pipeline.Ignored
+	if !errors.As(err, &ignored) {
+		t.Fatalf("late push of c1 = %v, want it ignored", err)
+	}
+	if _, err := h.db.ReleaseOf(context.Background(), shop.ID, c1); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("a release was recorded for the late push of c1 (err %v)", err)
+	}
+	if h.gh.deployment(c1, "test") != nil {
+		t.Error("c1 was deployed to test after c2")
+	}
+	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c2)
+	if err != nil || rel.State != pipeline.ReleaseActive {
+		t.Errorf("release of c2: %+v, %v; want it active", rel, err)
+	}
+
+	// A rollback is a force push to an older commit: that one is deployed.
+	if err := h.push(c2, c0, true); err != nil {
+		t.Fatalf("force push back to c0: %v", err)
+	}
+	if h.gh.deployment(c0, "test") == nil {
+		t.Error("the rollback to c0 was not deployed")
+	}
+}
+
+func TestLateStatusesDoNotMoveADeploymentBack(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	queued := h.status(c1, "test", pipeline.DeploymentQueued, 11, false)
+	running := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	// Delivered late, after the success.
+	h.deliver(c1, "test", running)
+	h.deliver(c1, "test", queued)
+	if got := h.ledgerState(c1, "test"); got != pipeline.DeploymentSuccess {
+		t.Errorf("test deployment after late statuses: %s, want success", got)
+	}
+	h.runCompleted(11, c1, "success")
+	if len(h.gh.written) != 0 {
+		t.Errorf("lastmile wrote %+v on a deployment that succeeded", h.gh.written)
+	}
+
+	// On staging: running, then a late queued.
+	queued = h.status(c1, "staging", pipeline.DeploymentQueued, 12, false)
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 12, true)
+	h.deliver(c1, "staging", queued)
+	if got := h.ledgerState(c1, "staging"); got != pipeline.DeploymentInProgress {
+		t.Errorf("staging deployment after a late queued: %s, want in_progress", got)
+	}
+	// The statuses are all in the record, late or not.
+	rec, err := h.db.Audit(context.Background(), "acme/shop", c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, env := range rec.Environments {
+		for _, d := range env.Deployments {
+			n += len(d.Statuses)
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d statuses in the audit record, want all 5", n)
+	}
+}
+
+func TestRunEndOvertakingTheLastStatus(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentQueued, 11, true)
+	success := h.status(c1, "test", pipeline.DeploymentSuccess, 11, false)
+	// workflow_run completed is handled before the success's webhook.
+	h.runCompleted(11, c1, "success")
+	if len(h.gh.written) != 0 {
+		t.Errorf("lastmile wrote %+v on a deployment whose success it had not yet heard of", h.gh.written)
+	}
+	if got := h.ledgerState(c1, "test"); got != pipeline.DeploymentSuccess {
+		t.Errorf("test deployment: %s, want success (read from GitHub)", got)
+	}
+	if h.gh.deployment(c1, "staging") == nil {
+		t.Error("staging was not deployed after test succeeded")
+	}
+	h.deliver(c1, "test", success) // the late webhook changes nothing
+	if got, want := h.deploymentsCounted(), map[string]float64{"test/success": 1}; !maps(got, want) {
+		t.Errorf("lastmile_deployments_total = %v, want %v", got, want)
+	}
+
+	// A run that really ended without a result still gets lastmile's error.
+	h.status(c1, "staging", pipeline.DeploymentQueued, 12, true)
+	h.runCompleted(12, c1, "cancelled")
+	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentError {
+		t.Errorf("lastmile wrote %+v after a cancelled run, want one error", h.gh.written)
+	}
+	if h.gh.latest != 2 {
+		t.Errorf("GitHub asked %d times for a deployment's latest status, want 2 (once per run that ended without one)", h.gh.latest)
+	}
+}
+
+func maps(a, b map[string]float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestContextsEventRetriedAfterAFailedCreation(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	h.gh.failNext = []error{&pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.",
+		Contexts: []pipeline.ContextState{{Context: "build", State: "pending"}}}}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.deployment(c1, "test") != nil {
+		t.Fatal("deployed although the required context was pending")
+	}
+	contextsGreen := pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "success"}
+	h.gh.failNext = []error{errors.New("502 Bad Gateway")}
+	if err := h.engine.HandleContexts(context.Background(), contextsGreen); err == nil {
+		t.Fatal("HandleContexts succeeded although GitHub failed")
+	}
+	// The worker handles the status event again.
+	if err := h.engine.HandleContexts(context.Background(), contextsGreen); err != nil {
+		t.Fatalf("HandleContexts again: %v", err)
+	}
+	if h.gh.deployment(c1, "test") == nil {
+		t.Error("the retried status event did not create the deployment")
+	}
+	// And an unrelated status of a commit with nothing waiting is ignored.
+	var ignored *pipeline.Ignored
+	if err := h.engine.HandleContexts(context.Background(), pipeline.ContextsChanged{Repo: shop, SHA: c0, Context: "build", State: "success"}); !errors.As(err, &ignored) {
+		t.Errorf("status with nothing waiting = %v, want ignored", err)
+	}
+}
