@@ -10,11 +10,24 @@ import (
 	"unicode/utf8"
 )
 
+// presizeMax bounds the memory readBody sets aside on the word of a
+// Content-Length alone, before a byte or the signature was checked: GitHub's
+// deliveries are almost all far smaller, and a client announcing 25 MB and
+// sending nothing must not hold 25 MB.
+const presizeMax = 1 << 20
+
 // readBody reads the whole body, in one allocation when its length was
-// announced.
+// announced (and small enough to trust).
 func readBody(rd io.Reader, announced int64) ([]byte, error) {
 	if announced <= 0 || announced > MaxPayloadBytes {
 		return io.ReadAll(rd)
+	}
+	if announced > presizeMax {
+		b, err := io.ReadAll(rd) // grows with what actually arrives
+		if err == nil && int64(len(b)) < announced {
+			err = io.ErrUnexpectedEOF
+		}
+		return b, err
 	}
 	// One byte more than announced, to see the end: net/http stops the
 	// body at its Content-Length, so ReadFull ends short, at that length.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -150,6 +151,22 @@ func BenchmarkParseHead(b *testing.B) {
 	})
 }
 
+// A sender that announces a large body and sends a few bytes gets no more
+// memory set aside than presizeMax.
+func TestReadBodyDoesNotTrustALargeContentLength(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range 10 {
+		if _, err := readBody(strings.NewReader(`{"action":`), MaxPayloadBytes); err == nil {
+			t.Fatal("a body shorter than announced was read without error")
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 10*(presizeMax+1<<16) {
+		t.Errorf("10 short bodies announcing %d bytes allocated %d bytes", MaxPayloadBytes, got)
+	}
+}
+
 func TestReadBody(t *testing.T) {
 	body := []byte(`{"action":"created"}`)
 	for name, tc := range map[string]struct {
@@ -163,6 +180,8 @@ func TestReadBody(t *testing.T) {
 		"shorter than announced":   {int64(len(body)) + 5, body, true},
 		"longer than announced":    {int64(len(body)) - 5, body, false}, // read whole: the signature decides
 		"announced over the limit": {MaxPayloadBytes + 1, body, false},  // not trusted: read as it comes
+		"large, and sent":          {presizeMax + 10, bytes.Repeat([]byte("x"), presizeMax+10), false},
+		"large, and short":         {presizeMax + 10, bytes.Repeat([]byte("x"), presizeMax), true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := readBody(bytes.NewReader(tc.sent), tc.announced)
