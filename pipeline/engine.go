@@ -227,28 +227,43 @@ func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo)
 		if m.Instance == instance {
 			// Ours, but the answer to its creation never reached the
 			// ledger: the intent is waiting to be recovered.
-			if err := e.adopt(ctx, repo, m, info); err != nil {
+			adopted, err := e.adopt(ctx, repo, m, info)
+			if err != nil {
 				return nil, err
 			}
-			return e.Store.Deployment(ctx, info.GitHubID)
+			if adopted {
+				return e.Store.Deployment(ctx, info.GitHubID)
+			}
+			// No intent waits for it: a second creation (GitHub's list
+			// did not show the first yet when lastmile looked), or its
+			// release stopped while the answer was lost. It must not
+			// deploy: inactive tells the Action to skip it.
+			e.Log.Warn("deployment carries lastmile's marker but no intent waits for it: marked inactive, recorded as not lastmile's",
+				"repo", repo.FullName(), "deployment", info.GitHubID, "release", m.Release, "environment", m.Stage)
+			if _, err := e.GitHub.CreateDeploymentStatus(ctx, repo, info.GitHubID, StatusRequest{State: DeploymentInactive,
+				Description: fmt.Sprintf("lastmile did not mean to create this deployment (release #%d to %s has another, or stopped)", m.Release, m.Stage)}); err != nil {
+				return nil, fmt.Errorf("mark unexpected deployment %d inactive: %w", info.GitHubID, err)
+			}
 		}
 	}
 	return e.Store.RecordExternal(ctx, repo, info)
 }
 
-func (e *Engine) adopt(ctx context.Context, repo Repo, m Marker, info DeploymentInfo) error {
+// adopt records a deployment found on GitHub as the creation of the intent
+// its marker names, if that intent is still waiting for one.
+func (e *Engine) adopt(ctx context.Context, repo Repo, m Marker, info DeploymentInfo) (bool, error) {
 	work, err := e.Store.Work(ctx, repo.ID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, d := range work {
 		if d.ReleaseID == m.Release && d.Stage == m.Index && d.GitHubID == 0 {
 			e.Log.Info("recovered deployment created before an interruption", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "deployment", info.GitHubID)
-			return e.Store.Created(ctx, d.ID, info.GitHubID, info.CreatedAt)
+			return true, e.Store.Created(ctx, d.ID, info.GitHubID, info.CreatedAt)
 		}
 	}
-	return fmt.Errorf("deployment %d carries lastmile's marker for release %d stage %d, which has no intent", info.GitHubID, m.Release, m.Index)
+	return false, nil
 }
 
 // runURL matches a workflow run URL (the Action's first log_url).

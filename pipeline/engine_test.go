@@ -401,3 +401,39 @@ func TestContextsEventRetriedAfterAFailedCreation(t *testing.T) {
 		t.Errorf("status with nothing waiting = %v, want ignored", err)
 	}
 }
+
+func TestUnexpectedDeploymentWithLastmilesMarker(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	first := h.gh.deployment(c1, "test")
+	// A second deployment for the same release and stage, with lastmile's
+	// marker: created by an attempt whose lookup did not see the first.
+	h.gh.mu.Lock()
+	dup := &fakeDeployment{id: 9999, sha: c1, env: "test", payload: first.payload}
+	h.gh.deps = append(h.gh.deps, dup)
+	h.gh.mu.Unlock()
+	ev := pipeline.NewDeployment{Repo: shop, Deployment: pipeline.DeploymentInfo{GitHubID: dup.id, SHA: c1,
+		Environment: "test", Payload: mustJSON(h.t, dup.payload), CreatedAt: time.Now()}}
+	for range 2 { // handled again: same outcome, no error
+		if err := h.engine.HandleDeployment(context.Background(), ev); err != nil {
+			t.Fatalf("deployment event of the duplicate: %v", err)
+		}
+	}
+	if len(dup.statuses) != 1 || dup.statuses[0].State != pipeline.DeploymentInactive {
+		t.Errorf("the duplicate's statuses: %+v, want one inactive", dup.statuses)
+	}
+	d, err := h.db.Deployment(context.Background(), dup.id)
+	if err != nil || d.Origin != pipeline.OriginExternal {
+		t.Errorf("the duplicate in the ledger: %+v, %v; want it recorded as not lastmile's", d, err)
+	}
+	if len(first.statuses) != 0 {
+		t.Errorf("the real deployment got statuses %+v", first.statuses)
+	}
+	// The release goes on with the real one.
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	if h.gh.deployment(c1, "staging") == nil {
+		t.Error("staging was not deployed after the real test deployment succeeded")
+	}
+}
