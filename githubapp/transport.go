@@ -168,6 +168,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 		if err == nil {
 			if wait, secondary, limited := rateLimitWait(resp, t.now()); limited {
+				if secondary {
+					// GitHub asks the whole client to slow down, not this
+					// call alone: the credential's other calls wait too.
+					t.block(quotaOf(req, secondaryResource), t.now().Add(wait))
+				}
 				if wait > t.maxWait() || last {
 					drain(resp)
 					return nil, &RateLimitedError{Until: t.now().Add(wait), Secondary: secondary, Status: resp.StatusCode}
@@ -204,17 +209,19 @@ func (t *Transport) backoff(attempt int) time.Duration {
 // waitForQuota holds a request while the hourly quota is known to be spent.
 func (t *Transport) waitForQuota(ctx context.Context, req *http.Request) error {
 	t.mu.Lock()
-	until, ok := t.blocked[quotaOf(req, rateResource(req))]
+	quota := t.blocked[quotaOf(req, rateResource(req))]
+	secondary := t.blocked[quotaOf(req, secondaryResource)]
 	t.mu.Unlock()
-	if !ok {
-		return nil
+	until := quota
+	if secondary.After(until) {
+		until = secondary
 	}
 	wait := until.Sub(t.now())
 	if wait <= 0 {
 		return nil
 	}
 	if wait > t.maxWait() {
-		return &RateLimitedError{Until: until}
+		return &RateLimitedError{Until: until, Secondary: until == secondary}
 	}
 	return t.sleep(ctx, wait)
 }
@@ -251,6 +258,21 @@ func (t *Transport) recordRateLimit(req *http.Request, resp *http.Response) {
 			t.blocked = map[quotaKey]time.Time{}
 		}
 		t.blocked[key] = time.Unix(reset, 0)
+	}
+}
+
+// secondaryResource is the key of a secondary (abuse) limit's wait.
+const secondaryResource = "secondary"
+
+// block holds the calls of a quota until until (a later block wins).
+func (t *Transport) block(key quotaKey, until time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.blocked == nil {
+		t.blocked = map[quotaKey]time.Time{}
+	}
+	if until.After(t.blocked[key]) {
+		t.blocked[key] = until
 	}
 }
 

@@ -591,6 +591,42 @@ func TestTransportQuotasAreCountedPerCredential(t *testing.T) {
 	}
 }
 
+// A secondary limit asks the client to slow down, not one call: the same
+// credential's next calls wait too, others' do not.
+func TestTransportSecondaryLimitHoldsTheCredentialsOtherCalls(t *testing.T) {
+	clock, obs := newFakeClock(), &observed{}
+	g := newScriptedGitHub(t,
+		step{status: 403, headers: map[string]string{"Retry-After": "600"},
+			body: `{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}`},
+		step{status: 200})
+	tr := newTestTransport(g, clock, obs)
+	as := func(token string) error {
+		req, err := http.NewRequest(http.MethodGet, g.URL+"/repos/acme/shop", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "token "+token)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			drainBody(resp)
+		}
+		return err
+	}
+	var rl *githubapp.RateLimitedError
+	if err := as("ghs_A"); !errors.As(err, &rl) || !rl.Secondary {
+		t.Fatalf("first call: %v, want a secondary rate-limit error", err)
+	}
+	if err := as("ghs_A"); !errors.As(err, &rl) || !rl.Secondary || rl.Status != 0 {
+		t.Errorf("the same credential's next call: %v, want refused at once (secondary limit)", err)
+	}
+	if err := as("ghs_B"); err != nil {
+		t.Errorf("another credential's call: %v", err)
+	}
+	if g.Attempts() != 2 {
+		t.Errorf("%d requests reached GitHub, want 2", g.Attempts())
+	}
+}
+
 func drainBody(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
