@@ -49,8 +49,10 @@ func (e *RateLimitedError) Error() string {
 //     jitter, for requests that are safe to send twice;
 //   - honours rate limits: on 403/429 with Retry-After it waits that long, on
 //     x-ratelimit-remaining: 0 until x-ratelimit-reset, otherwise (a secondary
-//     limit without a hint) a minute, as GitHub's documentation asks; and once
-//     it knows the hourly quota is spent it does not call GitHub until reset;
+//     limit without a hint) a minute, as GitHub's documentation asks; once
+//     it knows a credential's hourly quota is spent it does not call GitHub
+//     with that credential until reset, and a secondary limit's wait holds
+//     all of the credential's calls;
 //   - reports every call to the observer.
 //
 // A wait longer than MaxWait is not slept: the call fails with
