@@ -591,6 +591,34 @@ func TestTransportQuotasAreCountedPerCredential(t *testing.T) {
 	}
 }
 
+// The App's JWT is signed anew for every call, but the App has one quota.
+func TestTransportAppJWTsShareTheAppsQuota(t *testing.T) {
+	clock, obs := newFakeClock(), &observed{}
+	reset := clock.Now().Add(40 * time.Minute)
+	g := newScriptedGitHub(t,
+		step{status: 200, headers: map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000",
+			"X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}},
+		step{status: 200})
+	tr := newTestTransport(g, clock, obs)
+	for i, jwt := range []string{"eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIiwiaWF0IjoxfQ.c2ln", "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIiwiaWF0IjoyfQ.c2ln"} {
+		req, err := http.NewRequest(http.MethodGet, g.URL+"/app/hook/deliveries", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+jwt)
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			drainBody(resp)
+		}
+		if _, limited := githubapp.IsRateLimited(err); limited != (i == 1) {
+			t.Errorf("call %d with a new JWT: %v", i+1, err)
+		}
+	}
+	if g.Attempts() != 1 {
+		t.Errorf("%d requests reached GitHub, want 1", g.Attempts())
+	}
+}
+
 // A secondary limit asks the client to slow down, not one call: the same
 // credential's next calls wait too, others' do not.
 func TestTransportSecondaryLimitHoldsTheCredentialsOtherCalls(t *testing.T) {
