@@ -347,7 +347,7 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 	if run.Action != "completed" {
 		return nil
 	}
-	deployments, err := e.Store.RunDeployments(ctx, run)
+	deployments, guessed, err := e.Store.RunDeployments(ctx, run)
 	if err != nil {
 		return err
 	}
@@ -368,6 +368,16 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 				return err
 			}
 			continue
+		}
+		if other := RunIDFromURL(latest.LogURL); err == nil && other != 0 && other != run.RunID {
+			// Another run reports on this deployment (the Action's): this
+			// one was, say, a notification workflow on the same event.
+			continue
+		}
+		if guessed {
+			if err := e.Store.LinkRun(ctx, d.ID, run.RunID); err != nil {
+				return err
+			}
 		}
 		state, reason := DeploymentError, "workflow run "+run.URL+" ended ("+run.Conclusion+") without reporting a result"
 		switch run.Conclusion {

@@ -349,14 +349,21 @@ func TestRunEndOvertakingTheLastStatus(t *testing.T) {
 		t.Errorf("lastmile_deployments_total = %v, want %v", got, want)
 	}
 
+	// Another workflow on the same event (a notifier, run 99) ends while
+	// the Action's run 12 is deploying: not a reason to write anything.
+	h.status(c1, "staging", pipeline.DeploymentQueued, 12, false)
+	h.runCompleted(99, c1, "success")
+	if len(h.gh.written) != 0 {
+		t.Errorf("lastmile wrote %+v when an unrelated run ended", h.gh.written)
+	}
 	// A run that really ended without a result still gets lastmile's error.
-	h.status(c1, "staging", pipeline.DeploymentQueued, 12, true)
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 12, true)
 	h.runCompleted(12, c1, "cancelled")
 	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentError {
 		t.Errorf("lastmile wrote %+v after a cancelled run, want one error", h.gh.written)
 	}
-	if h.gh.latest != 2 {
-		t.Errorf("GitHub asked %d times for a deployment's latest status, want 2 (once per run that ended without one)", h.gh.latest)
+	if h.gh.latest != 3 {
+		t.Errorf("GitHub asked %d times for a deployment's latest status, want 3 (once per run that ended before it)", h.gh.latest)
 	}
 }
 

@@ -192,9 +192,10 @@ type Store interface {
 	RecordWorkflowRun(ctx context.Context, run WorkflowRun) error
 	RecordWorkflowJob(ctx context.Context, job WorkflowJob) error
 	// RunDeployments lists the lastmile deployments a workflow run worked
-	// on: linked to it, or else the one non-terminal deployment of its SHA
-	// created before it (then linked).
-	RunDeployments(ctx context.Context, run WorkflowRun) ([]*Deployment, error)
+	// on: linked to it, or else (guessed) the one non-terminal, unlinked
+	// deployment of its SHA created before it, which the caller links once
+	// it has checked.
+	RunDeployments(ctx context.Context, run WorkflowRun) (deps []*Deployment, guessed bool, err error)
 	// DeployJob reports whether a completed job is the one that deployed a
 	// lastmile deployment, returning that deployment.
 	DeployJob(ctx context.Context, job WorkflowJob) (*Deployment, error)

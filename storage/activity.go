@@ -143,37 +143,29 @@ func (db *DB) RunHeadSHA(ctx context.Context, runID int64) (string, error) {
 	return sha, err
 }
 
-// RunDeployments lists the lastmile deployments a run worked on.
-func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) ([]*pipeline.Deployment, error) {
-	var out []*pipeline.Deployment
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		out, err = queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND d.run_id = ? AND d.origin = 'lastmile' ORDER BY d.id`,
-			run.Repo.ID, run.RunID)
-		if err != nil || len(out) > 0 || run.Event != "deployment" || run.HeadSHA == "" {
-			return err
-		}
-		// Not linked (the workflow has no register step and no review
-		// happened): at most one lastmile deployment of a commit is
-		// unfinished at a time, and the run came after it.
-		created := run.CreatedAt
-		if created.IsZero() {
-			created = db.Now()
-		}
-		cands, err := queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.origin = 'lastmile'
-			AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state NOT IN ('inactive', 'abandoned')
-			AND d.created_at <= ? ORDER BY d.id DESC`, run.Repo.ID, run.HeadSHA, millis(created.Add(time.Minute)))
-		if err != nil || len(cands) != 1 {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET run_id = ? WHERE id = ?`, run.RunID, cands[0].ID); err != nil {
-			return err
-		}
-		cands[0].RunID = run.RunID
-		out = cands
-		return nil
-	})
-	return out, err
+// RunDeployments lists the lastmile deployments a run worked on: those
+// linked to it, or else (guessed) the one a run of its commit may have
+// worked on, not linked.
+func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (deps []*pipeline.Deployment, guessed bool, err error) {
+	deps, err = queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.run_id = ? AND d.origin = 'lastmile' ORDER BY d.id`,
+		run.Repo.ID, run.RunID)
+	if err != nil || len(deps) > 0 || run.Event != "deployment" || run.HeadSHA == "" {
+		return deps, false, err
+	}
+	// Not linked (the workflow has no register step and no review
+	// happened): at most one lastmile deployment of a commit is unfinished
+	// at a time, and the run came after it.
+	created := run.CreatedAt
+	if created.IsZero() {
+		created = db.Now()
+	}
+	cands, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.sha = ? AND d.origin = 'lastmile'
+		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state NOT IN ('inactive', 'abandoned')
+		AND d.created_at <= ? ORDER BY d.id DESC`, run.Repo.ID, run.HeadSHA, millis(created.Add(time.Minute)))
+	if err != nil || len(cands) != 1 {
+		return nil, false, err
+	}
+	return cands, true, nil
 }
 
 // DeployJob returns the lastmile deployment that a completed job deployed:
