@@ -7,7 +7,10 @@
 // log_url is the run, so lastmile can link the run while the gated deploy job
 // waits for its reviewers. In mode deploy it first reads the deployment's
 // latest status: when lastmile made it inactive (a newer release superseded
-// it while the job waited) or it is already finished, it deploys nothing.
+// it while the job waited) or it has already succeeded, it deploys nothing;
+// when it failed, it deploys again only in a re-run of the job (someone
+// pressed "Re-run failed jobs"), and lastmile carries the release on if the
+// second attempt succeeds.
 // Otherwise it posts in_progress, runs the deploy command with the
 // environment as its parameter, and posts success or failure — or error when
 // the job is cancelled.
@@ -141,9 +144,13 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if why := skipReason(cfg.deployment.ID, latest); why != "" {
+	if why := skipReason(cfg.deployment.ID, latest, cfg.runAttempt); why != "" {
 		workflowCommand(env.Stdout, "notice", why)
 		return Result{State: latest, Skipped: true}, nil
+	}
+	if latest == pipeline.DeploymentFailure || latest == pipeline.DeploymentError {
+		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d ended in %s; this is attempt %d of the run, so it is deployed again.",
+			cfg.deployment.ID, latest, cfg.runAttempt))
 	}
 	if cfg.mode == ModeRegister {
 		return r.register(ctx)
@@ -152,13 +159,19 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 }
 
 // skipReason says why a deployment whose latest status is state must not be
-// deployed, or "" when it may.
-func skipReason(id int64, state pipeline.DeploymentState) string {
+// deployed by attempt of the run, or "" when it may. A failed deployment is
+// deployed again by a re-run (attempt 2 and more): that is how a person asks
+// for it. A first attempt that finds it failed is a stale or duplicate run.
+func skipReason(id int64, state pipeline.DeploymentState, attempt int) string {
 	switch {
 	case state == pipeline.DeploymentInactive:
 		return fmt.Sprintf("Deployment %d is inactive: a newer release superseded it while this job waited, so nothing is deployed.", id)
+	case (state == pipeline.DeploymentFailure || state == pipeline.DeploymentError) && attempt > 1:
+		return ""
+	case state == pipeline.DeploymentFailure || state == pipeline.DeploymentError:
+		return fmt.Sprintf("Deployment %d has already finished (%s), so nothing is deployed. To deploy it again, re-run the failed job.", id, state)
 	case state.Terminal():
-		return fmt.Sprintf("Deployment %d has already finished (%s), so nothing is deployed. To deploy this commit again, start a new deployment.", id, state)
+		return fmt.Sprintf("Deployment %d has already finished (%s), so nothing is deployed.", id, state)
 	}
 	return ""
 }

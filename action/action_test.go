@@ -313,6 +313,45 @@ func TestDeploySkips(t *testing.T) {
 	}
 }
 
+// "Re-run failed jobs" on a failed deploy: the second attempt finds the
+// deployment failed, deploys again and reports the new outcome on the same
+// deployment.
+func TestDeployAgainOnARerun(t *testing.T) {
+	w := newWorld(t)
+	marker := filepath.Join(t.TempDir(), "attempted")
+	// Fails the first time, succeeds the second.
+	results := w.playWithRun(map[string]string{"INPUT_COMMAND": fmt.Sprintf(
+		`if [ -e %[1]q ]; then echo "second attempt"; else touch %[1]q; echo "flaky" >&2; exit 1; fi`, marker)})
+	id := w.createDeployment()
+	first := w.result(results)
+	if first.err == nil || first.res.State != pipeline.DeploymentFailure {
+		t.Fatalf("first attempt: %+v, %v; want a failure", first.res, first.err)
+	}
+	run := w.waitRunCompleted()
+	if run.Conclusion != "failure" {
+		t.Fatalf("run conclusion %q, want failure", run.Conclusion)
+	}
+
+	if err := w.sim.RerunFailedJobs(repo, run.ID); err != nil {
+		t.Fatal(err)
+	}
+	second := w.result(results)
+	if second.err != nil || second.res.State != pipeline.DeploymentSuccess || second.res.Skipped {
+		t.Fatalf("re-run: %+v, %v; want a success", second.res, second.err)
+	}
+	w.waitFor("the re-run completes", func(s *simulator.Simulator) bool {
+		r, _ := s.Run(repo, run.ID)
+		return r.Attempt == 2 && r.Status == "completed"
+	})
+	if r, _ := w.sim.Run(repo, run.ID); r.Conclusion != "success" {
+		t.Errorf("re-run conclusion %q, want success", r.Conclusion)
+	}
+	wantStates(t, w.deployment(id), "queued", "in_progress", "failure", "in_progress", "success")
+	if want := fmt.Sprintf("::notice::Deployment %d ended in failure; this is attempt 2 of the run, so it is deployed again.", id); !strings.Contains(jobLog(w.sim), want) {
+		t.Errorf("job log lacks %q:\n%s", want, jobLog(w.sim))
+	}
+}
+
 // Mode register, as the ungated first job runs it: queued, with the run's
 // URL as log_url.
 func TestRegister(t *testing.T) {

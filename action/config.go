@@ -51,6 +51,7 @@ type config struct {
 	serverURL      string
 	owner, repo    string
 	runID          int64
+	runAttempt     int   // GITHUB_RUN_ATTEMPT: 2 and more for a re-run
 	jobID          int64 // 0 when unknown
 	deployment     deploymentEvent
 	command        string
@@ -145,6 +146,14 @@ func readConfig(getenv func(string) string) (*config, error) {
 		}
 	} else {
 		errs = append(errs, errors.New("GITHUB_RUN_ID is not set: the lastmile Action runs in a GitHub Actions workflow"))
+	}
+	c.runAttempt = 1
+	if v := getenv("GITHUB_RUN_ATTEMPT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("GITHUB_RUN_ATTEMPT: %q is not a run attempt", v))
+		}
+		c.runAttempt = n
 	}
 	if name := getenv("GITHUB_EVENT_NAME"); name != "deployment" {
 		errs = append(errs, fmt.Errorf("the workflow was triggered by %q: the lastmile Action runs in a workflow triggered on: deployment", name))

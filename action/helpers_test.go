@@ -162,16 +162,17 @@ func (w *world) waitRunCompleted() simulator.Run {
 	return w.onlyRun()
 }
 
-// jobLog is the deploy job's log so far.
+// jobLog is the deploy job's log so far (its latest attempt's).
 func jobLog(s *simulator.Simulator) string {
+	log := ""
 	for _, r := range s.Runs(repo) {
 		for _, j := range r.Jobs {
 			if j.Name == "deploy" {
-				return j.Log
+				log = j.Log
 			}
 		}
 	}
-	return ""
+	return log
 }
 
 // step is one step of the Action as the runner would start it.
@@ -210,24 +211,25 @@ func makeStep(dir string, jc simulator.JobContext, inputs map[string]string) (*s
 		return nil, err
 	}
 	vars := map[string]string{
-		"PATH":              os.Getenv("PATH"),
-		"HOME":              dir,
-		"CI":                "true",
-		"GITHUB_ACTIONS":    "true",
-		"GITHUB_API_URL":    jc.APIURL,
-		"GITHUB_SERVER_URL": serverURL,
-		"GITHUB_REPOSITORY": jc.Repository,
-		"GITHUB_RUN_ID":     strconv.FormatInt(jc.RunID, 10),
-		"GITHUB_SHA":        jc.SHA,
-		"GITHUB_REF":        jc.Ref,
-		"GITHUB_EVENT_NAME": "deployment",
-		"GITHUB_EVENT_PATH": event,
-		"GITHUB_OUTPUT":     outputs,
-		"GITHUB_TOKEN":      jc.Token,
-		"GITHUB_WORKSPACE":  dir,
-		"RUNNER_TEMP":       dir,
-		"INPUT_MODE":        "deploy",
-		"INPUT_TOKEN":       jc.Token,
+		"PATH":               os.Getenv("PATH"),
+		"HOME":               dir,
+		"CI":                 "true",
+		"GITHUB_ACTIONS":     "true",
+		"GITHUB_API_URL":     jc.APIURL,
+		"GITHUB_SERVER_URL":  serverURL,
+		"GITHUB_REPOSITORY":  jc.Repository,
+		"GITHUB_RUN_ID":      strconv.FormatInt(jc.RunID, 10),
+		"GITHUB_RUN_ATTEMPT": strconv.Itoa(max(jc.RunAttempt, 1)),
+		"GITHUB_SHA":         jc.SHA,
+		"GITHUB_REF":         jc.Ref,
+		"GITHUB_EVENT_NAME":  "deployment",
+		"GITHUB_EVENT_PATH":  event,
+		"GITHUB_OUTPUT":      outputs,
+		"GITHUB_TOKEN":       jc.Token,
+		"GITHUB_WORKSPACE":   dir,
+		"RUNNER_TEMP":        dir,
+		"INPUT_MODE":         "deploy",
+		"INPUT_TOKEN":        jc.Token,
 	}
 	jobURL := jc.RunURL
 	if jc.JobID != 0 {

@@ -143,6 +143,7 @@ func runAction(ctx context.Context, dir string, job simulator.JobContext) error 
 		"GITHUB_SERVER_URL":                             "https://github.com",
 		"GITHUB_REPOSITORY":                             job.Repository,
 		"GITHUB_RUN_ID":                                 strconv.FormatInt(job.RunID, 10),
+		"GITHUB_RUN_ATTEMPT":                            strconv.Itoa(max(job.RunAttempt, 1)),
 		"GITHUB_SHA":                                    job.SHA,
 		"GITHUB_EVENT_NAME":                             job.EventName,
 		"GITHUB_EVENT_PATH":                             event,

@@ -86,6 +86,69 @@ func TestFailingDeployStopsTheRelease(t *testing.T) {
 	}
 }
 
+// After a failed deploy, someone presses "Re-run failed jobs": the Action
+// deploys the same deployment again, and when it succeeds the release goes
+// on to production. The audit record keeps both attempts.
+func TestRerunOfAFailedDeployCarriesTheReleaseOn(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", map[string]simulator.ReviewPolicy{"staging": simulator.AutoApprove("alice", "")},
+		simulator.WorkflowOptions{FailEnvironments: []string{"staging"}})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "staging failure", func(s *simulator.Simulator) bool {
+		d := deploymentsByEnv(sb, repo, push.After)["staging"]
+		return len(d) == 1 && d[0].State() == "failure"
+	})
+	settle(t, sb)
+	if rel := releaseOf(t, sb, repo, push.After); rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopFailed {
+		t.Fatalf("release after the failure: %s %s", rel.State, rel.StopKind)
+	}
+	staging := deploymentsByEnv(sb, repo, push.After)["staging"][0]
+	var failed simulator.Run
+	for _, r := range sb.Sim.Runs(repo) {
+		if r.DeploymentID == staging.ID {
+			failed = r
+		}
+	}
+
+	// The cause is fixed; the job is re-run, and runs the lastmile Action.
+	dir := t.TempDir()
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{Deploy: func(ctx context.Context, job simulator.JobContext) error {
+		return runAction(ctx, dir, job)
+	}})
+	if err := sb.Sim.RerunFailedJobs(repo, failed.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+
+	byEnv := deploymentsByEnv(sb, repo, push.After)
+	if len(byEnv["staging"]) != 1 || len(byEnv["production"]) != 1 {
+		t.Errorf("deployments: %d to staging, %d to production; want one each", len(byEnv["staging"]), len(byEnv["production"]))
+	}
+	rec, err := sb.App.DB().Audit(context.Background(), repo, push.After)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Release.State != pipeline.ReleaseCompleted {
+		t.Errorf("release after the re-run: %s %s %q", rec.Release.State, rec.Release.StopKind, rec.Release.StopReason)
+	}
+	for _, env := range rec.Environments {
+		if env.Name != "staging" {
+			continue
+		}
+		var states []string
+		for _, st := range env.Deployments[0].Statuses {
+			states = append(states, string(st.State))
+		}
+		if got := strings.Join(states, ","); !strings.Contains(got, "failure") || !strings.HasSuffix(got, "success") {
+			t.Errorf("staging statuses in the record: %s; want the failure, then the re-run's success", got)
+		}
+		if env.Deployments[0].State != pipeline.DeploymentSuccess {
+			t.Errorf("staging deployment in the record: %s", env.Deployments[0].State)
+		}
+	}
+}
+
 func TestTwoQuickPushesNewestWins(t *testing.T) {
 	sb := sandbox(t, nil)
 	// Staging waits for a reviewer, so the first release is still waiting

@@ -60,7 +60,7 @@
 // Fixtures: CreateInstallation, CreateRepo, Push, PushSilently, DeleteBranch,
 // SetCommitStatus, CompleteCheckSuite, SetEnvironment, SetWorkflow.
 // Reviewers: ReviewPolicy (AutoApprove, AutoReject, Manual, Timeout),
-// PendingReviews, Approve, Reject; CancelRun. Faults: InjectFault with a
+// PendingReviews, Approve, Reject; CancelRun, RerunFailedJobs. Faults: InjectFault with a
 // Fault (server errors, primary and secondary rate limits, delays, and
 // "applied but answer lost"). Observation: Requests, CountRequests,
 // Deliveries, Deployments, CommitStatuses, ProtectionRuleReviews, Runs, Idle.
@@ -84,8 +84,11 @@
 // (deployment webhook with workflow and workflow_run, statuses by
 // github-actions[bot]); without it (`deployment: false`, the default) an
 // environment with a custom protection rule fails the job at once, as
-// documented. Runs, PendingReviews, Approve, Reject, CancelRun and the
-// job-logs endpoint observe and steer runs.
+// documented. RerunFailedJobs re-runs a failed run's deploy job as
+// attempt 2, 3, … (workflow_run requested, in_progress, the deploy job's
+// events again, completed, with run_attempt set). Runs, PendingReviews,
+// Approve, Reject, CancelRun and the job-logs endpoint observe and steer
+// runs.
 //
 // # Choices where GitHub leaves room
 //

@@ -52,6 +52,8 @@ type JobContext struct {
 	// Repository is GITHUB_REPOSITORY ("owner/name").
 	Repository string
 	RunID      int64
+	// RunAttempt is GITHUB_RUN_ATTEMPT: 1, then 2 and more for re-runs.
+	RunAttempt int
 	// RunURL is the run's html_url (what a register step posts as log_url).
 	RunURL string
 	JobID  int64
@@ -69,7 +71,7 @@ type JobContext struct {
 
 type run struct {
 	id, workflowID, checkSuiteID int64
-	number                       int
+	number, attempt              int
 	repo                         *repo
 	opts                         WorkflowOptions
 	trigger                      *deployment
@@ -91,6 +93,7 @@ type run struct {
 
 type job struct {
 	id                                int64
+	attempt                           int // the run's attempt that ran it
 	run                               *run
 	name, environment                 string
 	status, conclusion                string
@@ -143,7 +146,7 @@ func (s *Simulator) startRun(r *repo, d *deployment) {
 	st := s.st
 	now := s.clock()
 	ru := &run{
-		id: st.id(), workflowID: r.id*10 + 1, checkSuiteID: st.id(), repo: r, opts: *r.workflow,
+		id: st.id(), workflowID: r.id*10 + 1, checkSuiteID: st.id(), attempt: 1, repo: r, opts: *r.workflow,
 		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now,
 		wake: make(chan struct{}, 1),
 	}
@@ -182,7 +185,7 @@ func (s *Simulator) startRun(r *repo, d *deployment) {
 
 func (s *Simulator) newJob(ru *run, name, env string) *job {
 	now := s.clock()
-	j := &job{id: s.st.id(), run: ru, name: name, environment: env, status: "queued", createdAt: now}
+	j := &job{id: s.st.id(), attempt: ru.attempt, run: ru, name: name, environment: env, status: "queued", createdAt: now}
 	ru.jobs = append(ru.jobs, j)
 	s.st.jobs[j.id] = j
 	return j
@@ -218,8 +221,12 @@ func (s *Simulator) play(ru *run) {
 	s.notifyLocked()
 	s.mu.Unlock()
 
-	conclusion := s.runDeployJob(ru)
+	s.finishRun(ru, s.runDeployJob(ru))
+}
 
+// finishRun completes a run with the deploy job's conclusion.
+func (s *Simulator) finishRun(ru *run, conclusion string) {
+	r, st := ru.repo, s.st
 	s.mu.Lock()
 	ru.status, ru.conclusion, ru.updatedAt = "completed", conclusion, s.clock()
 	st.enqueueWorkflowRun(r, ru, "completed")
@@ -345,7 +352,7 @@ func (s *Simulator) runDeployJob(ru *run) string {
 	}
 	jc := JobContext{
 		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
-		RunURL: st.runHTML(r, ru), JobID: dj.id, Event: ru.event, EventName: "deployment",
+		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: dj.id, Event: ru.event, EventName: "deployment",
 		Environment: env, SHA: ru.sha, Ref: d.ref, DeploymentID: d.id, Log: &jobLog{s: s, j: dj},
 	}
 	s.notifyLocked()
@@ -497,9 +504,54 @@ func (s *Simulator) CancelRun(repo string, runID int64) error {
 	return nil
 }
 
+// RerunFailedJobs re-runs a completed run's failed deploy job, as GitHub's
+// "Re-run failed jobs" (POST .../actions/runs/{run_id}/rerun-failed-jobs)
+// does: the run's attempt goes up, it is requested again, and its deploy
+// job runs again — through its environment's protection rules again — with
+// the repository's workflow as it now is; the register job, which
+// succeeded, is not run again.
+func (s *Simulator) RerunFailedJobs(repo string, runID int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ru := s.st.runs[runID]
+	if ru == nil || ru.repo != s.mustRepo(repo) {
+		return fmt.Errorf("simulator: no run %d in %s", runID, repo)
+	}
+	if ru.active || ru.conclusion == "success" {
+		return fmt.Errorf("simulator: run %d has no failed jobs to re-run (%s %s)", runID, ru.status, ru.conclusion)
+	}
+	r := ru.repo
+	if r.workflow != nil {
+		ru.opts = *r.workflow
+	}
+	ru.attempt++
+	ru.status, ru.conclusion, ru.updatedAt = "queued", "", s.clock()
+	ru.ctx, ru.cancel = context.WithCancel(context.Background())
+	ru.tok = s.st.newWorkflowToken(r, ru)
+	ru.active = true
+	if s.closed {
+		ru.active = false
+		return nil
+	}
+	s.runWG.Add(1)
+	go func() {
+		defer s.runWG.Done()
+		s.mu.Lock()
+		s.st.enqueueWorkflowRun(r, ru, "requested")
+		ru.status, ru.updatedAt = "in_progress", s.clock()
+		s.st.enqueueWorkflowRun(r, ru, "in_progress")
+		s.notifyLocked()
+		s.mu.Unlock()
+		s.finishRun(ru, s.runDeployJob(ru))
+	}()
+	s.notifyLocked()
+	return nil
+}
+
 // Run is a workflow run as stored.
 type Run struct {
 	ID           int64
+	Attempt      int
 	Status       string // queued, in_progress, completed
 	Conclusion   string
 	DeploymentID int64 // the triggering deployment
@@ -532,7 +584,7 @@ func (s *Simulator) Runs(repo string) []Run {
 		if ru.repo != rp {
 			continue
 		}
-		x := Run{ID: ru.id, Status: ru.status, Conclusion: ru.conclusion, DeploymentID: ru.trigger.id,
+		x := Run{ID: ru.id, Attempt: ru.attempt, Status: ru.status, Conclusion: ru.conclusion, DeploymentID: ru.trigger.id,
 			HTMLURL: s.st.runHTML(rp, ru), Waiting: ru.blocked}
 		for _, j := range ru.jobs {
 			jj := Job{ID: j.id, Name: j.name, Environment: j.environment, Status: j.status, Conclusion: j.conclusion, Log: j.log.String()}

@@ -472,3 +472,53 @@ func TestWorkflowWaitTimer(t *testing.T) {
 		t.Fatalf("events:\n got %v\nwant %v", got, want)
 	}
 }
+
+func TestRerunFailedJobs(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{FailEnvironments: []string{"test"}})
+	h.deploy("acme/shop", "test")
+	h.waitIdle()
+	run := h.sim.Runs("acme/shop")[0]
+	if run.Conclusion != "failure" || run.Attempt != 1 {
+		t.Fatalf("first attempt: %+v", run)
+	}
+	from := len(h.events())
+	if err := h.sim.RerunFailedJobs("acme/shop", run.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	want := []string{
+		"workflow_run/requested",
+		"workflow_run/in_progress",
+		"workflow_job/queued", // deploy, attempt 2; register is not run again
+		"workflow_job/in_progress",
+		"deployment_status/created", // in_progress
+		"deployment_status/created", // failure: the workflow still fails
+		"workflow_job/completed",
+		"workflow_run/completed",
+	}
+	if got := h.eventsFrom(from); !reflect.DeepEqual(got, want) {
+		t.Fatalf("re-run events:\n got %v\nwant %v", got, want)
+	}
+	for _, ev := range []string{"workflow_run", "workflow_job"} {
+		p := h.payload(from, ev, "completed")
+		if got := dig(p, ev, "run_attempt"); got != float64(2) {
+			t.Errorf("%s completed: run_attempt %v, want 2", ev, got)
+		}
+	}
+	run, _ = h.sim.Run("acme/shop", run.ID)
+	if run.Attempt != 2 || run.Status != "completed" || len(run.Jobs) != 3 {
+		t.Errorf("after the re-run: %+v", run)
+	}
+
+	// A run that succeeded has no failed jobs to re-run.
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
+	if err := h.sim.RerunFailedJobs("acme/shop", run.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	if err := h.sim.RerunFailedJobs("acme/shop", run.ID); err == nil {
+		t.Error("re-running a successful run's failed jobs was accepted")
+	}
+}
