@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -68,16 +69,23 @@ type setting struct {
 var settings = []setting{
 	{env: "LASTMILE_LISTEN", flag: "listen", def: ":8080", help: "address of the webhook endpoint (and /metrics, /healthz, /readyz, /api)",
 		set: func(c *Config, v string) error {
-			if _, _, err := net.SplitHostPort(v); err != nil {
+			_, port, err := net.SplitHostPort(v)
+			if err != nil {
 				return fmt.Errorf("not a host:port address: %v", err)
+			}
+			if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+				return fmt.Errorf("%q is not a port (0 to 65535)", port)
 			}
 			c.Listen = v
 			return nil
 		}},
-	{env: "LASTMILE_DATABASE", flag: "database", def: "lastmile.db", help: "SQLite database file (created if missing)",
+	{env: "LASTMILE_DATABASE", flag: "database", def: "lastmile.db", help: "SQLite database file (created if missing; its folder must exist)",
 		set: func(c *Config, v string) error {
 			if strings.TrimSpace(v) == "" {
 				return errors.New("must not be empty")
+			}
+			if fi, err := os.Stat(filepath.Dir(v)); err != nil || !fi.IsDir() {
+				return fmt.Errorf("the folder of %s does not exist", v)
 			}
 			c.Database = v
 			return nil
@@ -106,10 +114,10 @@ var settings = []setting{
 			c.GitHubURL = v
 			return nil
 		}},
-	{env: "LASTMILE_API_TOKEN", flag: "api-token", secret: true, help: "bearer token for the read-only history API under /api/ (unset: the API is off)",
+	{env: "LASTMILE_API_TOKEN", flag: "api-token", secret: true, help: "bearer token for the read-only history API under /api/, at least 16 characters (unset: the API is off)",
 		set: func(c *Config, v string) error {
 			if v != "" && len(v) < 16 {
-				return errors.New("must be at least 16 characters")
+				return ruleError("must be at least 16 characters")
 			}
 			c.APIToken = Secret(v)
 			return nil
@@ -120,18 +128,18 @@ var settings = []setting{
 		set: intSetting(func(c *Config) *int { return &c.Workers }, 1, 256)},
 	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead",
 		set: intSetting(func(c *Config) *int { return &c.MaxAttempts }, 1, 100)},
-	{env: "LASTMILE_REDELIVERY_INTERVAL", flag: "redelivery-interval", def: "10m", help: "how often to ask GitHub for missed deliveries (0 turns it off)",
-		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryInterval })},
-	{env: "LASTMILE_REDELIVERY_WINDOW", flag: "redelivery-window", def: "72h", help: "how far back GitHub keeps deliveries: 72h on github.com, 168h on GitHub Enterprise Server",
-		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryWindow })},
+	{env: "LASTMILE_REDELIVERY_INTERVAL", flag: "redelivery-interval", def: "10m", help: "how often to ask GitHub for missed deliveries: at least 1s, or 0 to turn it off",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryInterval }, time.Second, true)},
+	{env: "LASTMILE_REDELIVERY_WINDOW", flag: "redelivery-window", def: "72h", help: "how far back GitHub keeps deliveries (at least 1h): 72h on github.com, 168h on GitHub Enterprise Server",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryWindow }, time.Hour, false)},
 	{env: "LASTMILE_RETENTION_DAYS", flag: "retention-days", def: "0", help: "prune raw delivery bodies and deploy logs older than this many days (0 keeps them); records and metrics stay",
 		set: intSetting(func(c *Config) *int { return &c.RetentionDays }, 0, 36500)},
 	{env: "LASTMILE_DEPLOY_LOG_MAX_BYTES", flag: "deploy-log-max-bytes", def: "1048576", help: "largest deploy job log kept per job (the rest is cut, and the record says so)",
 		set: intSetting(func(c *Config) *int { return &c.DeployLogMaxBytes }, 1024, 1<<30)},
-	{env: "LASTMILE_CONTEXTS_TIMEOUT", flag: "contexts-timeout", def: "24h", help: "how long a release waits for its required contexts to turn green",
-		set: durationSetting(func(c *Config) *time.Duration { return &c.ContextsTimeout })},
-	{env: "LASTMILE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "30s", help: "how long SIGTERM waits for the delivery in hand",
-		set: durationSetting(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{env: "LASTMILE_CONTEXTS_TIMEOUT", flag: "contexts-timeout", def: "24h", help: "how long a release waits for its required contexts to turn green (at least 1m)",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.ContextsTimeout }, time.Minute, false)},
+	{env: "LASTMILE_SHUTDOWN_TIMEOUT", flag: "shutdown-timeout", def: "30s", help: "how long SIGTERM waits for the delivery in hand (at least 1s)",
+		set: durationSetting(func(c *Config) *time.Duration { return &c.ShutdownTimeout }, time.Second, false)},
 }
 
 func intSetting(field func(*Config) *int, lo, hi int) func(*Config, string) error {
@@ -145,16 +153,30 @@ func intSetting(field func(*Config) *int, lo, hi int) func(*Config, string) erro
 	}
 }
 
-func durationSetting(field func(*Config) *time.Duration) func(*Config, string) error {
+// durationSetting parses a duration of at least least (or 0, when zeroOff:
+// zero turns the feature off).
+func durationSetting(field func(*Config) *time.Duration, least time.Duration, zeroOff bool) func(*Config, string) error {
 	return func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
 			return fmt.Errorf("%q is not a duration such as 90s, 10m or 72h", v)
 		}
+		if d < least && !(zeroOff && d == 0) {
+			if zeroOff {
+				return fmt.Errorf("%s is too short: use at least %s, or 0 to turn it off", v, least)
+			}
+			return fmt.Errorf("%s is too short: use at least %s", v, least)
+		}
 		*field(c) = d
 		return nil
 	}
 }
+
+// ruleError is a problem with a secret setting that does not show the
+// secret: it is reported as is, where other errors about secrets are not.
+type ruleError string
+
+func (e ruleError) Error() string { return string(e) }
 
 // DefaultConfig is the configuration with every default applied and no
 // required setting.
@@ -216,7 +238,8 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 			continue
 		}
 		if err := s.set(c, v); err != nil {
-			if s.secret {
+			var rule ruleError
+			if s.secret && !errors.As(err, &rule) {
 				err = errors.New("invalid value") // never echo a secret back
 			}
 			problems = append(problems, fmt.Errorf("%s: %w", from, err))

@@ -131,7 +131,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 	}
 	env := map[string]string{
 		"LASTMILE_LISTEN":               "127.0.0.1:9090",
-		"LASTMILE_DATABASE":             "/var/lib/lastmile/db.sqlite",
+		"LASTMILE_DATABASE":             filepath.Join(dir, "db.sqlite"),
 		"LASTMILE_WEBHOOK_SECRET":       webhookSecret,
 		"LASTMILE_APP_ID":               "987654",
 		"LASTMILE_PRIVATE_KEY_FILE":     keyFile,
@@ -152,7 +152,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		t.Fatalf("LoadConfig: %v", err)
 	}
 	want := app.Config{
-		Listen: "127.0.0.1:9090", Database: "/var/lib/lastmile/db.sqlite", WebhookSecret: webhookSecret, AppID: 987654,
+		Listen: "127.0.0.1:9090", Database: filepath.Join(dir, "db.sqlite"), WebhookSecret: webhookSecret, AppID: 987654,
 		PrivateKeyFile: keyFile, GitHubURL: "https://ghes.example.com/api/v3/", APIToken: apiToken, LogLevel: slog.LevelDebug,
 		Workers: 16, MaxAttempts: 3, RedeliveryInterval: 0, RedeliveryWindow: 168 * time.Hour, RetentionDays: 90,
 		DeployLogMaxBytes: 4096, ContextsTimeout: 150 * time.Minute, ShutdownTimeout: 5 * time.Second,
@@ -268,7 +268,15 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 			want: []string{"LASTMILE_DEPLOY_LOG_MAX_BYTES"}},
 		"unknown log level": {set: map[string]string{"LASTMILE_LOG_LEVEL": "verbose"}, want: []string{"LASTMILE_LOG_LEVEL"}},
 		"API token too short": {set: map[string]string{"LASTMILE_API_TOKEN": "short-token"},
-			want: []string{"LASTMILE_API_TOKEN", "invalid value"}},
+			want: []string{"LASTMILE_API_TOKEN", "at least 16 characters"}},
+		"listen port out of range": {set: map[string]string{"LASTMILE_LISTEN": "127.0.0.1:99999"},
+			want: []string{"LASTMILE_LISTEN", `"99999" is not a port`}},
+		"database folder missing": {set: map[string]string{"LASTMILE_DATABASE": filepath.Join(dir, "no-such-folder", "lastmile.db")},
+			want: []string{"LASTMILE_DATABASE", "does not exist"}},
+		"redelivery every nanosecond": {set: map[string]string{"LASTMILE_REDELIVERY_INTERVAL": "1ns"},
+			want: []string{"LASTMILE_REDELIVERY_INTERVAL", "at least 1s, or 0 to turn it off"}},
+		"contexts timeout of zero": {set: map[string]string{"LASTMILE_CONTEXTS_TIMEOUT": "0"},
+			want: []string{"LASTMILE_CONTEXTS_TIMEOUT", "at least 1m0s"}},
 		"bad flag value": {flags: []string{"--redelivery-window", "a week"}, want: []string{"--redelivery-window"}},
 	}
 	for name, tc := range tests {
