@@ -85,7 +85,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 				q.Add(k, v)
 			}
 		}
-		return "file:" + path + "?" + q.Encode()
+		return "file:" + uriPath(path) + "?" + q.Encode()
 	}
 	// The writer does not checkpoint inside its commits (a checkpoint copies
 	// the WAL into the database file and syncs it: tens of milliseconds that
@@ -355,11 +355,44 @@ func fromMillis(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
-// OpenExisting opens a database that must already exist (for the read and
-// operator commands, which should not create an empty database by mistake).
+// uriPath writes a file name for a SQLite URI filename: '?' and '#' would
+// otherwise end the path, and '%' start an escape.
+func uriPath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+}
+
+// OpenExisting opens a lastmile database that must already exist and be
+// up to date (for the read and operator commands, which must neither create
+// an empty database by mistake nor migrate the database of a running
+// `lastmile serve` of another version).
 func OpenExisting(ctx context.Context, path string) (*DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("database %s: %w (set LASTMILE_DATABASE or --database)", path, errors.Unwrap(err))
 	}
+	if err := checkSchema(ctx, path); err != nil {
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
 	return Open(ctx, path)
+}
+
+// checkSchema checks, reading only, that path is a lastmile database with
+// every migration of this version applied.
+func checkSchema(ctx context.Context, path string) error {
+	ro, err := sql.Open("sqlite", "file:"+uriPath(path)+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer ro.Close()
+	var applied int
+	if err := ro.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&applied); err != nil {
+		return fmt.Errorf("not a lastmile database (%v)", err)
+	}
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	if applied < len(names) {
+		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, len(names))
+	}
+	return nil
 }

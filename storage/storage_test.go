@@ -236,3 +236,65 @@ func TestSettings(t *testing.T) {
 		t.Errorf("setting another key changed this one to %q", v)
 	}
 }
+
+// The read and operator commands open with OpenExisting: it must neither
+// create nor migrate anything.
+func TestOpenExistingChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	empty := filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := storage.OpenExisting(ctx, empty); err == nil || !strings.Contains(err.Error(), "not a lastmile database") {
+		t.Errorf("OpenExisting on an empty file: %v", err)
+	}
+	if fi, err := os.Stat(empty); err != nil || fi.Size() != 0 {
+		t.Errorf("the empty file was changed: %v %v", fi.Size(), err)
+	}
+	if _, err := os.Stat(empty + "-wal"); !os.IsNotExist(err) {
+		t.Errorf("a write-ahead log was created beside it (%v)", err)
+	}
+
+	// A database of an older lastmile: one migration fewer.
+	older := filepath.Join(dir, "older.db")
+	db, err := storage.Open(ctx, older)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	raw, err := sql.Open("sqlite", "file:"+older)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if _, err := storage.OpenExisting(ctx, older); err == nil || !strings.Contains(err.Error(), "older lastmile") {
+		t.Errorf("OpenExisting on an older database: %v", err)
+	}
+
+	// A current one opens, also while another connection writes to it.
+	path := filepath.Join(dir, "odd #name?.db")
+	live, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	if err := live.SetSetting(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := storage.OpenExisting(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenExisting on a database in use: %v", err)
+	}
+	defer ro.Close()
+	if v, ok, err := ro.Setting(ctx, "k"); err != nil || !ok || v != "v" {
+		t.Errorf("read through OpenExisting: %q %v %v", v, ok, err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the database is not at its name: %v", err)
+	}
+}
