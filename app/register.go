@@ -54,6 +54,16 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 			*apiURL = *webURL + "/api/v3/"
 		}
 	}
+	if !*printOnly {
+		// The App's key and secret are written there once GitHub has made
+		// the App; an earlier App's must not be overwritten.
+		for _, name := range []string{keyFile, envFile} {
+			if _, err := os.Stat(filepath.Join(*out, name)); err == nil {
+				fmt.Fprintf(stderr, "lastmile register: %s already exists (an earlier App's?): move it away, or choose another --out\n", filepath.Join(*out, name))
+				return errUsage
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil && !*printOnly {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
@@ -171,25 +181,42 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
+// The files register writes, in --out.
+const (
+	keyFile = "lastmile-app.pem"
+	envFile = "lastmile.env"
+)
+
+// writeNew writes a file that must not exist yet, readable by its owner
+// only (os.WriteFile keeps an existing file's mode).
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	return errors.Join(err, f.Close())
+}
+
 // save writes the App's key and settings (secrets: mode 0600) and tells the
 // user what to do next, without printing a secret.
 func (r *registration) save(reg *githubapp.Registration) error {
 	if err := os.MkdirAll(r.out, 0o700); err != nil {
 		return err
 	}
-	keyPath, err := filepath.Abs(filepath.Join(r.out, "lastmile-app.pem"))
+	keyPath, err := filepath.Abs(filepath.Join(r.out, keyFile))
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(keyPath, []byte(reg.PrivateKeyPEM), 0o600); err != nil {
+	if err := writeNew(keyPath, []byte(reg.PrivateKeyPEM)); err != nil {
 		return err
 	}
-	envPath := filepath.Join(r.out, "lastmile.env")
+	envPath := filepath.Join(r.out, envFile)
 	env := "LASTMILE_APP_ID=" + strconv.FormatInt(reg.AppID, 10) + "\n" +
 		"LASTMILE_WEBHOOK_SECRET=" + reg.WebhookSecret + "\n" +
 		"LASTMILE_PRIVATE_KEY_FILE=" + keyPath + "\n" +
 		"LASTMILE_GITHUB_URL=" + r.apiURL + "\n"
-	if err := os.WriteFile(envPath, []byte(env), 0o600); err != nil {
+	if err := writeNew(envPath, []byte(env)); err != nil {
 		return err
 	}
 	fmt.Fprintf(r.stdout, `

@@ -139,6 +139,26 @@ func TestRegisterNeedsAWebhookURL(t *testing.T) {
 	}
 }
 
+// An earlier App's key or settings in --out are never overwritten: register
+// refuses before anything is created on GitHub.
+func TestRegisterKeepsAnEarlierAppsFiles(t *testing.T) {
+	for _, name := range []string{"lastmile-app.pem", "lastmile.env"} {
+		out := t.TempDir()
+		earlier := filepath.Join(out, name)
+		if err := os.WriteFile(earlier, []byte("earlier"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := run(t, "", "register", "--webhook-url", "https://lm.example.com/webhook",
+			"--listen", "127.0.0.1:0", "--out", out)
+		if code != 2 || !strings.Contains(errOut, name+" already exists") {
+			t.Errorf("%s present: exit %d: %s", name, code, errOut)
+		}
+		if b, err := os.ReadFile(earlier); err != nil || string(b) != "earlier" {
+			t.Errorf("%s was changed: %q %v", name, b, err)
+		}
+	}
+}
+
 func get(t *testing.T, u string) string {
 	t.Helper()
 	resp, err := http.Get(u)
