@@ -87,6 +87,8 @@ func (a *App) apiError(c echo.Context, err error) error {
 	switch {
 	case notFound(err):
 		status = http.StatusNotFound
+	case errors.Is(err, storage.ErrPruned):
+		status = http.StatusGone
 	case errors.Is(err, pipeline.ErrInvalid):
 		status = http.StatusBadRequest
 	default:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -132,6 +133,28 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	}
 	if code, _ := get("/api/v1/releases/acme/shop/xyz", "Bearer "+token); code != http.StatusBadRequest {
 		t.Errorf("bad sha with the token: %d", code)
+	}
+
+	// A deploy log: served, then, once retention pruned it, gone.
+	var job int64
+	for _, env := range rec.Environments {
+		for _, d := range env.Deployments {
+			for _, j := range d.Jobs {
+				if j.LogBytes > 0 {
+					job = j.ID
+				}
+			}
+		}
+	}
+	logPath := fmt.Sprintf("/api/v1/jobs/%d/log", job)
+	if code, body := get(logPath, "Bearer "+token); code != http.StatusOK || body == "" {
+		t.Errorf("deploy log of job %d: %d %q", job, code, body)
+	}
+	if _, err := sb.App.DB().Prune(context.Background(), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(logPath, "Bearer "+token); code != http.StatusGone || !strings.Contains(body, "pruned by retention") {
+		t.Errorf("pruned deploy log: %d %s", code, body)
 	}
 }
 

@@ -201,6 +201,10 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	return dr, rows.Err()
 }
 
+// ErrPruned is returned for a deploy log that retention removed (the record
+// of it stays).
+var ErrPruned = errors.New("the log was pruned by retention")
+
 // JobLog returns a kept deploy job log, decompressed.
 func (db *DB) JobLog(ctx context.Context, jobID int64) ([]byte, error) {
 	var blob []byte
@@ -212,7 +216,7 @@ func (db *DB) JobLog(ctx context.Context, jobID int64) ([]byte, error) {
 		return nil, err
 	}
 	if blob == nil {
-		return nil, fmt.Errorf("job %d: the log was pruned by retention", jobID)
+		return nil, fmt.Errorf("job %d: %w", jobID, ErrPruned)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(blob))
 	if err != nil {
