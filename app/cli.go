@@ -192,11 +192,18 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RECEIVED\tDELIVERY\tEVENT\tREPOSITORY\tSTATE\tATTEMPTS\tDETAIL")
 	for _, d := range list {
+		// The note (why it was ignored, or discarded) first, then the
+		// last error, if any.
 		detail := d.Note
 		if d.LastError != "" {
-			detail = d.LastError
+			last := d.LastError
 			if d.State == pipeline.DeliveryPending {
-				detail = "retry at " + d.NextAttemptAt.Local().Format(time.DateTime) + ": " + detail
+				last = "retry at " + d.NextAttemptAt.Local().Format(time.DateTime) + ": " + last
+			}
+			if detail == "" {
+				detail = last
+			} else {
+				detail += "; last error: " + last
 			}
 		}
 		event := d.Event

@@ -242,6 +242,11 @@ func TestDeliveriesDiscard(t *testing.T) {
 			t.Error("a discarded delivery is work for the worker")
 		}
 	}
+	// The list shows the reason, then the error it had.
+	code, list, _ := runCLI(t, nil, "deliveries", "--database", path, "--state", "ignored")
+	if code != 0 || !strings.Contains(list, "discarded by an operator: replayed by hand; last error: ") {
+		t.Errorf("deliveries --state ignored: exit %d\n%s", code, list)
+	}
 	// Discarding is final: neither retried nor discarded again.
 	for _, verb := range []string{"retry", "discard"} {
 		if code, _, stderr := runCLI(t, nil, "deliveries", "--database", path, verb, "guid-dead-1"); code != 1 || !strings.Contains(stderr, "is ignored") {

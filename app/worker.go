@@ -78,7 +78,8 @@ func (w *Worker) init() {
 	})
 }
 
-// DefaultBackoff waits 5s, 10s, 20s, … up to an hour, with jitter.
+// DefaultBackoff is the wait before attempt+1: between half and all of
+// 5s, 10s, 20s, … (at most an hour), at random.
 func DefaultBackoff(attempt int) time.Duration {
 	d := 5 * time.Second << min(attempt-1, 10)
 	d = min(d, time.Hour)
