@@ -111,6 +111,12 @@ type Metrics struct {
 	mu      sync.Mutex
 	pending map[string]map[string]*Series // unflushed counter increments: metric → label key → delta
 
+	// flushing is held by Flush (exclusively) while increments move from
+	// pending to the database, and by Collect (shared) while it reads both:
+	// a scrape sees them in one place or the other, never in neither (a
+	// drop Prometheus would take for a counter reset) nor both.
+	flushing sync.RWMutex
+
 	rendered renderedRollups
 
 	rateLimitRemaining *prometheus.GaugeVec
@@ -248,6 +254,8 @@ func (m *Metrics) add(name string, labels []string) {
 
 // Flush writes the counter increments of this process to the database.
 func (m *Metrics) Flush(ctx context.Context) error {
+	m.flushing.Lock()
+	defer m.flushing.Unlock()
 	m.mu.Lock()
 	pending := m.pending
 	m.pending = map[string]map[string]*Series{}
@@ -341,6 +349,8 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 var rollupNames = []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo}
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.flushing.RLock()
+	defer c.m.flushing.RUnlock()
 	snap, err := c.m.snapshot()
 	if err != nil {
 		return
