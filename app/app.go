@@ -184,6 +184,11 @@ func (a *App) Run(ctx context.Context) error {
 		a.log.Warn("shutdown timeout: a delivery was still in hand; it will be handled again at the next start")
 	}
 	bg.Wait()
+	// The flusher flushed when told to stop, but the worker may have called
+	// GitHub since, finishing its delivery: flush once more, last.
+	if ferr := a.metrics.Flush(context.Background()); ferr != nil {
+		a.log.Warn("flush counters at shutdown", "error", ferr)
+	}
 	if cerr := a.db.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close database: %w", cerr))
 	}
