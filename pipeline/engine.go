@@ -134,10 +134,11 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 			return &Ignored{Reason: "push to " + branch + ", the pipeline branch is " + target}
 		}
 	}
-	commits, err := e.releaseCommits(ctx, p)
+	commits, parent, err := e.releaseCommits(ctx, p)
 	if err != nil {
 		return err
 	}
+	rel.ParentID = parent
 	if cfgErr != nil {
 		rel.State, rel.StopKind, rel.StopReason = ReleaseStopped, StopConfigError, cfgErr.Error()
 		if _, err := e.Store.RecordRelease(ctx, rel, commits); err != nil {
@@ -162,41 +163,49 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 
 // releaseCommits lists the commits a push brings since the previous release:
 // from the payload when it is complete and follows the previous release,
-// otherwise from the compare API. A push of a commit the previous release
-// already contains (delivered late, not forced) is Ignored.
-func (e *Engine) releaseCommits(ctx context.Context, p Push) ([]Commit, error) {
+// otherwise from the compare API. parent is the previous release when the
+// push moved the branch forward from it, else 0. A push of a commit the
+// previous release already contains (delivered late, not forced) is
+// Ignored.
+func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, parent int64, err error) {
 	prev, err := e.Store.LatestRelease(ctx, p.Repo.ID)
 	if errors.Is(err, ErrNotFound) {
 		prev = nil
 	} else if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if prev != nil && prev.SHA == p.After {
-		return p.Commits, nil // the same commit again: the release exists
+	if prev == nil {
+		if !p.Truncated || p.Before == zeroSHA || p.Before == "" {
+			return p.Commits, 0, nil // the first release (of a new branch, or of a truncated list: best known)
+		}
+		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
+		if err != nil {
+			return nil, 0, fmt.Errorf("compare %s...%s: %w", short(p.Before), short(p.After), err)
+		}
+		return cmp.Commits, 0, nil
 	}
-	if !p.Truncated && !p.Forced && (prev == nil || prev.SHA == p.Before) {
-		return p.Commits, nil
+	if prev.SHA == p.After {
+		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
 	}
-	base := p.Before
-	if prev != nil {
-		base = prev.SHA
+	if !p.Truncated && !p.Forced && prev.SHA == p.Before {
+		return p.Commits, prev.ID, nil
 	}
-	if base == zeroSHA || base == "" {
-		return p.Commits, nil // a new branch: nothing to compare with
-	}
-	cmp, err := e.GitHub.Compare(ctx, p.Repo, base, p.After)
+	cmp, err := e.GitHub.Compare(ctx, p.Repo, prev.SHA, p.After)
 	if err != nil {
-		return nil, fmt.Errorf("compare %s...%s: %w", short(base), short(p.After), err)
+		return nil, 0, fmt.Errorf("compare %s...%s: %w", short(prev.SHA), short(p.After), err)
 	}
-	if prev != nil && cmp.Status == "behind" && !p.Forced {
+	switch {
+	case cmp.Status == "behind" && !p.Forced:
 		// The pushed commit is an ancestor of the latest release: its
 		// delivery came late (GitHub redelivered it, or it waited in the
 		// inbox). Deploying it now would go backwards. A rollback is a
 		// force push, and is deployed.
-		return nil, &Ignored{Reason: fmt.Sprintf("push of %s came after release %d of %s, which already contains it: not deployed backwards",
+		return nil, 0, &Ignored{Reason: fmt.Sprintf("push of %s came after release %d of %s, which already contains it: not deployed backwards",
 			short(p.After), prev.ID, short(prev.SHA))}
+	case cmp.Status == "ahead":
+		return cmp.Commits, prev.ID, nil
 	}
-	return cmp.Commits, nil
+	return cmp.Commits, 0, nil // history rewritten or rolled back
 }
 
 const zeroSHA = "0000000000000000000000000000000000000000"

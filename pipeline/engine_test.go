@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
 	"github.com/lastmile-app/lastmile/storage/storagetest"
@@ -177,7 +178,7 @@ func newHarness(t *testing.T, history ...string) *harness {
 func (h *harness) push(before, after string, forced bool) error {
 	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-" + after,
 		Ref: "refs/heads/main", Before: before, After: after, Forced: forced, DefaultBranch: "main", Pusher: "octocat",
-		PushedAt: time.Now(), Commits: []pipeline.Commit{{SHA: after, Title: "commit " + after}}})
+		PushedAt: time.Now(), Commits: []pipeline.Commit{{SHA: after, Title: "commit " + after, Timestamp: time.Now().Add(-time.Hour)}}})
 }
 
 // status has the deploy workflow post a status on GitHub; deliver says
@@ -442,5 +443,62 @@ func TestUnexpectedDeploymentWithLastmilesMarker(t *testing.T) {
 	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
 	if h.gh.deployment(c1, "staging") == nil {
 		t.Error("staging was not deployed after the real test deployment succeeded")
+	}
+}
+
+// leadTimesObserved is the number of commits whose lead time to env was
+// observed.
+func (h *harness) leadTimesObserved(env string) uint64 {
+	h.t.Helper()
+	snap, err := h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, s := range snap.Histograms[metrics.LeadTime] {
+		if s.Labels[1] == env {
+			return s.Count
+		}
+	}
+	return 0
+}
+
+// promote has every deployment of sha succeed, environment after
+// environment.
+func (h *harness) promote(sha string, run int64, envs ...string) {
+	h.t.Helper()
+	for i, env := range envs {
+		h.status(sha, env, pipeline.DeploymentSuccess, run+int64(i), true)
+	}
+}
+
+// A commit that a force push removed from the branch never reaches an
+// environment, and gets no lead time there, even when the release that
+// replaced it does.
+func TestLeadTimeCountsOnlyTheCommitsOfTheDeployedHistory(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	if n := h.leadTimesObserved("production"); n != 1 {
+		t.Fatalf("lead times in production after c1: %d, want 1", n)
+	}
+	// c2 fails in staging; the branch is force-pushed back to c0, which
+	// goes to production.
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	if err := h.push(c2, c0, true); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c0, 30, "test", "staging", "production")
+	if n := h.leadTimesObserved("production"); n != 1 {
+		t.Errorf("lead times in production after the rollback: %d, want still 1 (c2 never reached production)", n)
+	}
+	// In test, c2 did arrive (with its own release).
+	if n := h.leadTimesObserved("test"); n != 2 {
+		t.Errorf("lead times in test: %d, want 2 (c1, c2)", n)
 	}
 }

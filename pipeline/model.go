@@ -69,13 +69,17 @@ const (
 
 // Release is one push to the pipeline branch: a commit to promote.
 type Release struct {
-	ID         int64        `json:"id"`
-	Repo       Repo         `json:"repository"`
-	SHA        string       `json:"sha"`
-	Ref        string       `json:"ref"`
-	Pusher     string       `json:"pusher"`
-	PushedAt   time.Time    `json:"pushed_at"`
-	DeliveryID string       `json:"delivery_id"`
+	ID         int64     `json:"id"`
+	Repo       Repo      `json:"repository"`
+	SHA        string    `json:"sha"`
+	Ref        string    `json:"ref"`
+	Pusher     string    `json:"pusher"`
+	PushedAt   time.Time `json:"pushed_at"`
+	DeliveryID string    `json:"delivery_id"`
+	// ParentID is the release this one builds on (the push moved the
+	// branch forward from its commit), or 0: the first release, or a force
+	// push that rewrote or rolled back the branch.
+	ParentID   int64        `json:"parent_id,omitempty"`
 	Config     *Config      `json:"config,omitempty"` // as read at SHA
 	State      ReleaseState `json:"state"`
 	StopKind   StopKind     `json:"stop_kind,omitempty"`

@@ -235,12 +235,20 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 }
 
 // observeLeadTimes observes, for every commit that reaches env for the
-// first time with this deployment (the commits of releases after the
-// environment's watermark, up to this one), the time from the commit to now.
+// first time with this deployment (the commits of this release and of the
+// releases it builds on, after the environment's watermark), the time from
+// the commit to now.
 func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, watermark int64, at time.Time) error {
-	rows, err := tx.QueryContext(ctx, `SELECT MIN(c.timestamp) FROM release_commits c JOIN releases r ON r.id = c.release_id
-		WHERE r.repository_id = ? AND r.id > ? AND r.id <= ? AND c.timestamp > 0 GROUP BY c.sha`,
-		d.Repo.ID, watermark, d.ReleaseID)
+	// The commits of the release and of the releases it builds on, back to
+	// the watermark: a release that a force push left behind never reaches
+	// the environment through this one, and its commits do not count.
+	rows, err := tx.QueryContext(ctx, `WITH RECURSIVE chain(id) AS (
+			SELECT id FROM releases WHERE id = ? AND id > ?
+			UNION ALL
+			SELECT r.parent_id FROM releases r JOIN chain ON r.id = chain.id WHERE r.parent_id > ?)
+		SELECT MIN(c.timestamp) FROM release_commits c WHERE c.release_id IN (SELECT id FROM chain) AND c.timestamp > 0
+		GROUP BY c.sha`,
+		d.ReleaseID, watermark, watermark)
 	if err != nil {
 		return err
 	}

@@ -101,13 +101,14 @@ func (db *DB) Generate(ctx context.Context, o GenerateOptions, progress func(dep
 			return err
 		}
 		cfgJSON := fmt.Sprintf(`{"required_contexts":[],"environments":[%s]}`, envJSON(cfg))
+		parent := int64(0) // the repository's history is linear: each release builds on the one before
 		// Commit in batches: one transaction per 2,000 releases.
 		t := o.Now.Add(-span)
 		for done := 0; done < perRepo && deployments < o.Deployments; {
 			batch := min(2000, perRepo-done)
 			err := db.inTx(ctx, func(tx *sql.Tx) error {
 				insRel, err := tx.PrepareContext(ctx, `INSERT INTO releases (id, repository_id, sha, ref, pusher, pushed_at, delivery_id,
-					config, state, stop_kind, stop_reason, created_at, updated_at) VALUES (?, ?, ?, 'refs/heads/main', ?, ?, '', ?, ?, ?, ?, ?, ?)`)
+					config, state, stop_kind, stop_reason, created_at, updated_at, parent_id) VALUES (?, ?, ?, 'refs/heads/main', ?, ?, '', ?, ?, ?, ?, ?, ?, ?)`)
 				if err != nil {
 					return err
 				}
@@ -141,9 +142,10 @@ func (db *DB) Generate(ctx context.Context, o GenerateOptions, progress func(dep
 					releasesLeft--
 					commitsLeft -= nCommits
 					if _, err := insRel.ExecContext(ctx, releaseID, repo.ID, sha, "dev", millis(t), cfgJSON,
-						string(pipeline.ReleaseCompleted), "", "", millis(t), millis(t)); err != nil {
+						string(pipeline.ReleaseCompleted), "", "", millis(t), millis(t), parent); err != nil {
 						return err
 					}
+					parent = releaseID
 					commitTimes := make([]int64, nCommits)
 					for c := range nCommits {
 						ct := t.Add(-time.Duration(rng.Int64N(int64(72 * time.Hour))))
