@@ -502,3 +502,50 @@ func TestLeadTimeCountsOnlyTheCommitsOfTheDeployedHistory(t *testing.T) {
 		t.Errorf("lead times in test: %d, want 2 (c1, c2)", n)
 	}
 }
+
+func (h *harness) restoresObserved(env string) (count uint64, sum float64) {
+	h.t.Helper()
+	snap, err := h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, s := range snap.Histograms[metrics.TimeToRestore] {
+		if s.Labels[1] == env {
+			return s.Count, s.Sum
+		}
+	}
+	return 0, 0
+}
+
+// Time to restore follows the statuses' times, not the order they arrive
+// in: a failure that happened before the environment's last success starts
+// no clock, and a success from before a failure restores nothing.
+func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	if err := h.push(c1, c2, false); err != nil { // c1's test deploy is running: c2 deploys beside it
+		t.Fatal(err)
+	}
+	if h.gh.deployment(c2, "test") == nil {
+		t.Fatal("c2 was not deployed to test")
+	}
+	late := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // happened first…
+	late.CreatedAt = time.Now().Add(-time.Minute)
+	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	h.deliver(c1, "test", late) // …delivered after c2's success
+	if n, _ := h.restoresObserved("test"); n != 0 {
+		t.Errorf("time to restore observed %d times; the environment never stayed failed", n)
+	}
+	// Nor does the next success in test see a failure to restore from.
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	if err := h.push(c2, c3, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c3, "test", pipeline.DeploymentSuccess, 14, true)
+	if n, sum := h.restoresObserved("test"); n != 0 {
+		t.Errorf("time to restore observed %d times (%.0f s) at the next success", n, sum)
+	}
+}

@@ -198,10 +198,12 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, string(state)}, 1); err != nil {
 			return err
 		}
-		if err := observe(ctx, tx, metrics.DeploymentDuration, repo, env, at.Sub(d.CreatedAt).Seconds()); err != nil {
+		if err := observe(ctx, tx, metrics.DeploymentDuration, repo, env, max(at.Sub(d.CreatedAt).Seconds(), 0)); err != nil {
 			return err
 		}
-		if state != pipeline.DeploymentSuccess && es.failingSince == 0 {
+		// A failure starts the clock of time to restore, unless the
+		// environment has succeeded since (a status delivered late).
+		if state != pipeline.DeploymentSuccess && es.failingSince == 0 && millis(at) > es.lastSuccess {
 			es.failingSince = millis(at)
 		}
 	}
@@ -210,7 +212,9 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 			return err
 		}
 		es.lastSuccess = max(es.lastSuccess, millis(at))
-		if es.failingSince != 0 {
+		// A success from before the failure (delivered late) restores
+		// nothing.
+		if es.failingSince != 0 && millis(at) >= es.failingSince {
 			if err := observe(ctx, tx, metrics.TimeToRestore, repo, env, float64(millis(at)-es.failingSince)/1000); err != nil {
 				return err
 			}
