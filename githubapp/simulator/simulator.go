@@ -241,7 +241,10 @@ func (s *Simulator) Close() error {
 	close(s.stop)
 	var err error
 	if srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// More than 5 s: net/http counts a connection that has sent no
+		// request yet as active for its first 5 s (a client may dial just
+		// before it stops), and Shutdown waits for it.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err = srv.Shutdown(ctx)
 		cancel()
 	}
