@@ -32,7 +32,9 @@ func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 		if a.cfg.APIToken == "" {
 			return c.JSON(http.StatusNotFound, map[string]string{"message": "Not Found"})
 		}
-		given, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+		// The scheme is case-insensitive (RFC 9110 §11.1).
+		scheme, given, ok := strings.Cut(c.Request().Header.Get("Authorization"), " ")
+		ok = ok && strings.EqualFold(scheme, "Bearer")
 		// Compare digests, so the comparison takes the same time whatever
 		// the lengths.
 		want := sha256.Sum256([]byte(a.cfg.APIToken.Reveal()))

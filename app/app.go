@@ -128,7 +128,8 @@ func (a *App) routes() http.Handler {
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", func(c echo.Context) error {
 		if err := a.db.Ping(c.Request().Context()); err != nil {
-			return c.String(http.StatusServiceUnavailable, "database: "+err.Error()+"\n")
+			a.log.Warn("readyz: database", "error", err) // details in the log, not to the internet
+			return c.String(http.StatusServiceUnavailable, "database unavailable\n")
 		}
 		if !a.worker.Alive() {
 			return c.String(http.StatusServiceUnavailable, "worker not running\n")

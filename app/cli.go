@@ -148,6 +148,10 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	if err := parseFlags(fs, interspersed(args, nil)); err != nil {
 		return err
 	}
+	if *limit < 1 {
+		fmt.Fprintf(stderr, "lastmile deliveries: --limit %d: use 1 or more\n", *limit)
+		return errUsage
+	}
 	switch s := pipeline.DeliveryState(*state); s {
 	case "", pipeline.DeliveryPending, pipeline.DeliveryDone, pipeline.DeliveryIgnored, pipeline.DeliveryDead:
 	default:

@@ -29,6 +29,10 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 		fs.Usage()
 		return errUsage
 	}
+	if *limit < 1 {
+		fmt.Fprintf(stderr, "lastmile history: --limit %d: use 1 or more\n", *limit)
+		return errUsage
+	}
 	db, err := storage.OpenExisting(ctx, *path)
 	if err != nil {
 		return err

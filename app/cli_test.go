@@ -324,6 +324,10 @@ func TestDeliveriesCommandErrors(t *testing.T) {
 			args: []string{"deliveries", "--database", path, "--limit", "ten"}, code: 2,
 			stderrHas: []string{"limit"},
 		},
+		"negative limit": {
+			args: []string{"deliveries", "--database", path, "--limit", "-1"}, code: 2,
+			stderrHas: []string{"--limit -1: use 1 or more"},
+		},
 		"unknown state": {
 			args: []string{"deliveries", "--database", path, "--state", "archived"}, code: 2,
 			stderrHas: []string{"archived", "pending, done, ignored or dead"},

@@ -84,6 +84,7 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 		"unknown commit":     {[]string{"audit", "acme/shop", "deadbeefdeadbeef"}, 1, "no release of that commit"},
 		"not a sha":          {[]string{"audit", "acme/shop", "main"}, 1, "is not a commit SHA"},
 		"missing arguments":  {[]string{"audit", "acme/shop"}, 2, "Usage: lastmile audit"},
+		"history limit of 0": {[]string{"history", "--limit", "0"}, 2, "--limit 0: use 1 or more"},
 		"missing database":   {[]string{"audit", "--database", t.TempDir() + "/none.db", "acme/shop", sha}, 1, "none.db"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -113,12 +114,15 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	}
 	paths := []string{"/api/v1/history", "/api/v1/releases/acme/shop/" + sha, "/api/v1/releases/acme/nope/" + sha, "/api/v1/jobs/1/log"}
 	for _, p := range paths {
-		for _, auth := range []string{"", "Bearer wrong", "Basic " + token, "Bearer " + token + "x", token} {
+		for _, auth := range []string{"", "Bearer wrong", "Basic " + token, "Bearer " + token + "x", token, "Bearer", "bearer"} {
 			code, body := get(p, auth)
 			if code != http.StatusUnauthorized || strings.Contains(body, "acme") || strings.Contains(body, sha[:7]) {
 				t.Errorf("GET %s with %q: %d %s", p, auth, code, body)
 			}
 		}
+	}
+	if code, _ := get("/api/v1/history", "bearer "+token); code != http.StatusOK {
+		t.Errorf("the scheme in lower case (it is case-insensitive): %d", code)
 	}
 	code, body := get("/api/v1/releases/acme/shop/"+sha, "Bearer "+token)
 	var rec pipeline.AuditRecord
@@ -278,5 +282,29 @@ func TestOneServePerDatabase(t *testing.T) {
 	// The read commands still work beside it.
 	if code, out, errOut := run(t, cfg.Database, "history"); code != 0 {
 		t.Errorf("history beside a running serve: exit %d %s%s", code, out, errOut)
+	}
+}
+
+// /readyz says whether lastmile can work, without telling the internet why
+// not (the log does).
+func TestReadyz(t *testing.T) {
+	sb := sandbox(t, nil)
+	get := func() (int, string) {
+		resp, err := http.Get(sb.URL() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != http.StatusOK || body != "ready\n" {
+		t.Errorf("readyz: %d %q", code, body)
+	}
+	if err := sb.App.DB().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(); code != http.StatusServiceUnavailable || body != "database unavailable\n" {
+		t.Errorf("readyz with the database closed: %d %q", code, body)
 	}
 }
