@@ -37,7 +37,7 @@ func newState(s *Simulator) *state {
 	return &state{
 		s:             s,
 		apiURL:        "http://127.0.0.1",
-		nextID:        1000000,
+		nextID:        5000000000, // past 2³², as GitHub's job and run ids are: a 32-bit id shows
 		accounts:      map[string]*account{},
 		installations: map[int64]*installation{},
 		repos:         map[string]*repo{},

@@ -81,6 +81,7 @@ type run struct {
 	tok                          *token
 	status, conclusion           string
 	createdAt, updatedAt         time.Time
+	startedAt                    time.Time // of the latest attempt
 	jobs                         []*job
 	gate                         *gate
 
@@ -147,7 +148,7 @@ func (s *Simulator) startRun(r *repo, d *deployment) {
 	now := s.clock()
 	ru := &run{
 		id: st.id(), workflowID: r.id*10 + 1, checkSuiteID: st.id(), attempt: 1, repo: r, opts: *r.workflow,
-		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now,
+		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now, startedAt: now,
 		wake: make(chan struct{}, 1),
 	}
 	// head_branch is the deployment's ref as given (a branch name, or the
@@ -303,6 +304,7 @@ func (s *Simulator) runDeployJob(ru *run) string {
 	var policy ReviewPolicy
 	if g != nil {
 		ru.gate = g
+		ru.status = "waiting" // the run waits for its environment's rules
 		st.enqueueWorkflowJob(r, dj, "waiting")
 		if g.needRule {
 			st.enqueueProtectionRuleRequested(r, dj)
@@ -346,6 +348,7 @@ func (s *Simulator) runDeployJob(ru *run) string {
 		return "cancelled"
 	}
 	dj.status = "queued"
+	ru.status = "in_progress"
 	s.startJob(dj)
 	if dj.twin != nil {
 		st.addDeploymentStatus(r, dj.twin, statusInput{state: "in_progress", logURL: st.jobHTML(r, dj), autoInactive: true}, st.actionsBot(), st.actionsApp())
@@ -525,7 +528,7 @@ func (s *Simulator) RerunFailedJobs(repo string, runID int64) error {
 		ru.opts = *r.workflow
 	}
 	ru.attempt++
-	ru.status, ru.conclusion, ru.updatedAt = "queued", "", s.clock()
+	ru.status, ru.conclusion, ru.updatedAt, ru.startedAt = "queued", "", s.clock(), s.clock()
 	ru.ctx, ru.cancel = context.WithCancel(context.Background())
 	ru.tok = s.st.newWorkflowToken(r, ru)
 	ru.active = true

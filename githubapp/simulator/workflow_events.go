@@ -1,6 +1,7 @@
 package simulator
 
 import (
+	"strconv"
 	"time"
 )
 
@@ -81,14 +82,14 @@ func (st *state) workflowRunJSON(r *repo, ru *run) obj {
 		"triggering_actor":     st.userJSON(ru.actor),
 		"run_attempt":          ru.attempt,
 		"referenced_workflows": []any{},
-		"run_started_at":       ts(ru.createdAt),
+		"run_started_at":       ts(ru.startedAt), // "Resets on re-run"
 		"jobs_url":             api + "/jobs",
 		"logs_url":             api + "/logs",
 		"check_suite_url":      st.repoAPI(r) + "/check-suites/" + itoa(ru.checkSuiteID),
 		"artifacts_url":        api + "/artifacts",
 		"cancel_url":           api + "/cancel",
 		"rerun_url":            api + "/rerun",
-		"previous_attempt_url": nil,
+		"previous_attempt_url": previousAttempt(api, ru.attempt),
 		"workflow_url":         st.repoAPI(r) + "/actions/workflows/" + itoa(ru.workflowID),
 		"head_commit": obj{
 			"id":        c.sha,
@@ -286,4 +287,13 @@ func (st *state) checkRunJSON(r *repo, j *job) obj {
 		"started_at":   ts(started),
 		"completed_at": completed,
 	}
+}
+
+// previousAttempt is a run's previous_attempt_url: the API URL of attempt
+// n-1, or null on the first attempt.
+func previousAttempt(runAPI string, attempt int) any {
+	if attempt <= 1 {
+		return nil
+	}
+	return runAPI + "/attempts/" + strconv.Itoa(attempt-1)
 }

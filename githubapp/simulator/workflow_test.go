@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,6 +159,10 @@ func TestWorkflowManualReview(t *testing.T) {
 	}
 	if revs := req["reviewers"].([]any); len(revs) != 2 || dig(revs[0].(map[string]any), "reviewer", "login") != "alice" {
 		t.Errorf("reviewers: %v", req["reviewers"])
+	}
+	// As in GitHub's example: the run waits.
+	if got := dig(req, "workflow_run", "status"); got != "waiting" {
+		t.Errorf("requested: workflow_run.status %v, want waiting", got)
 	}
 	queued := h.payload(0, "workflow_job", "queued")
 	if dig(queued, "workflow_job", "status") != "waiting" || queued["deployment"] != nil {
@@ -474,7 +479,10 @@ func TestWorkflowWaitTimer(t *testing.T) {
 }
 
 func TestRerunFailedJobs(t *testing.T) {
-	h := newHarness(t, simulator.Options{})
+	var mu sync.Mutex
+	var later time.Duration // the simulator's clock runs ahead by this much
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(later) }
+	h := newHarness(t, simulator.Options{Clock: clock})
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
 	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{FailEnvironments: []string{"test"}})
 	h.deploy("acme/shop", "test")
@@ -484,6 +492,9 @@ func TestRerunFailedJobs(t *testing.T) {
 		t.Fatalf("first attempt: %+v", run)
 	}
 	from := len(h.events())
+	mu.Lock()
+	later = time.Hour // someone re-runs it an hour later
+	mu.Unlock()
 	if err := h.sim.RerunFailedJobs("acme/shop", run.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -506,6 +517,16 @@ func TestRerunFailedJobs(t *testing.T) {
 		if got := dig(p, ev, "run_attempt"); got != float64(2) {
 			t.Errorf("%s completed: run_attempt %v, want 2", ev, got)
 		}
+	}
+	first, second := h.payload(0, "workflow_run", "completed"), h.payload(from, "workflow_run", "completed")
+	if prev, _ := dig(second, "workflow_run", "previous_attempt_url").(string); !strings.HasSuffix(prev, fmt.Sprintf("/actions/runs/%d/attempts/1", run.ID)) {
+		t.Errorf("attempt 2's previous_attempt_url = %v", dig(second, "workflow_run", "previous_attempt_url"))
+	}
+	if dig(first, "workflow_run", "previous_attempt_url") != nil {
+		t.Errorf("attempt 1's previous_attempt_url = %v, want null", dig(first, "workflow_run", "previous_attempt_url"))
+	}
+	if a, b := dig(first, "workflow_run", "run_started_at"), dig(second, "workflow_run", "run_started_at"); a == b {
+		t.Errorf("run_started_at %v did not reset on the re-run", b)
 	}
 	run, _ = h.sim.Run("acme/shop", run.ID)
 	if run.Attempt != 2 || run.Status != "completed" || len(run.Jobs) != 3 {
