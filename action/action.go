@@ -148,6 +148,21 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 		workflowCommand(env.Stdout, "notice", why)
 		return Result{State: latest, Skipped: true}, nil
 	}
+	if cfg.runAttempt > 1 {
+		// A re-run (of the failed jobs, or of all of them, when the
+		// register job has queued the deployment again). Deploying again
+		// must not go backwards: if a newer deployment to the environment
+		// has succeeded since, this commit is outdated there.
+		newer, err := r.newerSuccess(ctx)
+		if err != nil {
+			return Result{}, err
+		}
+		if newer != 0 {
+			workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed again: deployment %d there has succeeded since, and this one would go backwards.",
+				cfg.deployment.ID, cfg.deployment.Environment, newer))
+			return Result{State: latest, Skipped: true}, nil
+		}
+	}
 	if latest == pipeline.DeploymentFailure || latest == pipeline.DeploymentError {
 		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d ended in %s; this is attempt %d of the run, so it is deployed again.",
 			cfg.deployment.ID, latest, cfg.runAttempt))
@@ -195,6 +210,31 @@ func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, err
 		return "", nil
 	}
 	return pipeline.DeploymentState(statuses[0].GetState()), nil
+}
+
+// newerSuccess returns a deployment to the same environment created after
+// this one whose latest status is success, or 0. GitHub lists deployments
+// newest first; the newest hundred are looked at.
+func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
+	c := r.cfg
+	deps, _, err := r.gh.Repositories.ListDeployments(ctx, c.owner, c.repo, &github.DeploymentsListOptions{
+		Environment: c.deployment.Environment, ListOptions: github.ListOptions{PerPage: 100}})
+	if err != nil {
+		return 0, fmt.Errorf("list the deployments to %s in %s/%s: %w", c.deployment.Environment, c.owner, c.repo, explain(err))
+	}
+	for _, d := range deps {
+		if d.GetID() <= c.deployment.ID {
+			continue
+		}
+		statuses, _, err := r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, d.GetID(), &github.ListOptions{PerPage: 1})
+		if err != nil {
+			return 0, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", d.GetID(), c.owner, c.repo, explain(err))
+		}
+		if len(statuses) > 0 && statuses[0].GetState() == string(pipeline.DeploymentSuccess) {
+			return d.GetID(), nil
+		}
+	}
+	return 0, nil
 }
 
 // register posts queued with the run's URL.

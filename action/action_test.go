@@ -352,6 +352,44 @@ func TestDeployAgainOnARerun(t *testing.T) {
 	}
 }
 
+// A re-run of a failed deploy after a newer deployment to the environment
+// succeeded would go backwards: the Action deploys nothing.
+func TestRerunAfterANewerSuccessDeploysNothing(t *testing.T) {
+	w := newWorld(t)
+	marker := filepath.Join(t.TempDir(), "attempted")
+	results := w.playWithRun(map[string]string{"INPUT_COMMAND": fmt.Sprintf(
+		`if [ -e %[1]q ]; then echo "deployed"; else touch %[1]q; exit 1; fi`, marker)})
+	old := w.createDeployment()
+	if r := w.result(results); r.err == nil {
+		t.Fatalf("the first deployment's run: %+v, want a failure", r.res)
+	}
+	newer := w.createDeployment() // its run succeeds
+	if r := w.result(results); r.err != nil || r.res.State != pipeline.DeploymentSuccess {
+		t.Fatalf("the newer deployment's run: %+v, %v", r.res, r.err)
+	}
+	w.waitFor("both runs complete", func(s *simulator.Simulator) bool {
+		runs := s.Runs(repo)
+		return len(runs) == 2 && runs[0].Status == "completed" && runs[1].Status == "completed"
+	})
+	var oldRun simulator.Run
+	for _, r := range w.sim.Runs(repo) {
+		if r.DeploymentID == old {
+			oldRun = r
+		}
+	}
+	if err := w.sim.RerunFailedJobs(repo, oldRun.ID); err != nil {
+		t.Fatal(err)
+	}
+	r := w.result(results)
+	if r.err != nil || !r.res.Skipped || r.res.State != pipeline.DeploymentFailure {
+		t.Fatalf("re-run: %+v, %v; want skipped", r.res, r.err)
+	}
+	wantStates(t, w.deployment(old), "queued", "in_progress", "failure")
+	if want := fmt.Sprintf("deployment %d there has succeeded since, and this one would go backwards", newer); !strings.Contains(jobLog(w.sim), want) {
+		t.Errorf("job log lacks %q:\n%s", want, jobLog(w.sim))
+	}
+}
+
 // Mode register, as the ungated first job runs it: queued, with the run's
 // URL as log_url.
 func TestRegister(t *testing.T) {

@@ -162,13 +162,14 @@ func (w *world) waitRunCompleted() simulator.Run {
 	return w.onlyRun()
 }
 
-// jobLog is the deploy job's log so far (its latest attempt's).
+// jobLog is the log so far of the deploy job started last (of any run, or
+// of a re-run).
 func jobLog(s *simulator.Simulator) string {
-	log := ""
+	log, last := "", int64(0)
 	for _, r := range s.Runs(repo) {
 		for _, j := range r.Jobs {
-			if j.Name == "deploy" {
-				log = j.Log
+			if j.Name == "deploy" && j.ID > last {
+				log, last = j.Log, j.ID
 			}
 		}
 	}
