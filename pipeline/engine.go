@@ -383,6 +383,14 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 			// one was, say, a notification workflow on the same event.
 			continue
 		}
+		if guessed && errors.Is(err, ErrNotFound) && (run.Conclusion == "success" || run.Conclusion == "skipped" || run.Conclusion == "neutral") {
+			// Nothing reported on the deployment yet, and the run ended
+			// well: another workflow on the deployment event (a notifier,
+			// or one whose jobs were all skipped) while the deploy
+			// workflow's first job is still starting. A deploy run that
+			// ended well has reported.
+			continue
+		}
 		if guessed {
 			if err := e.Store.LinkRun(ctx, d.ID, run.RunID); err != nil {
 				return err

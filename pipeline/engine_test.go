@@ -350,6 +350,15 @@ func TestRunEndOvertakingTheLastStatus(t *testing.T) {
 		t.Errorf("lastmile_deployments_total = %v, want %v", got, want)
 	}
 
+	// Other workflows on the deployment event end before the Action's run
+	// has reported anything (its first job still builds): a notifier that
+	// succeeded, one whose jobs were all skipped. Nothing to write.
+	for run, conclusion := range map[int64]string{97: "success", 98: "skipped"} {
+		h.runCompleted(run, c1, conclusion)
+	}
+	if len(h.gh.written) != 0 {
+		t.Errorf("lastmile wrote %+v when unrelated runs ended before any report", h.gh.written)
+	}
 	// Another workflow on the same event (a notifier, run 99) ends while
 	// the Action's run 12 is deploying: not a reason to write anything.
 	h.status(c1, "staging", pipeline.DeploymentQueued, 12, false)
@@ -363,8 +372,8 @@ func TestRunEndOvertakingTheLastStatus(t *testing.T) {
 	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentError {
 		t.Errorf("lastmile wrote %+v after a cancelled run, want one error", h.gh.written)
 	}
-	if h.gh.latest != 3 {
-		t.Errorf("GitHub asked %d times for a deployment's latest status, want 3 (once per run that ended before it)", h.gh.latest)
+	if h.gh.latest != 5 {
+		t.Errorf("GitHub asked %d times for a deployment's latest status, want 5 (once per run that ended before it)", h.gh.latest)
 	}
 }
 
