@@ -1,9 +1,12 @@
 package pipeline
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -73,8 +76,18 @@ func configErr(n *yaml.Node, format string, args ...any) error {
 // keys or environment names, an empty environment list and values of the
 // wrong type are errors that name their line.
 func ParseConfig(data []byte) (*Config, error) {
+	if err := plainText(data); err != nil {
+		return nil, err
+	}
 	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlSyntaxError(err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return nil, configErr(&more, "a second YAML document: the file must hold one (remove the ---)")
+	} else if !errors.Is(err, io.EOF) {
 		return nil, yamlSyntaxError(err)
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
@@ -120,7 +133,11 @@ func ParseConfig(data []byte) (*Config, error) {
 	if len(envs.Content) == 0 {
 		return nil, configErr(envs, "environments must list at least one environment")
 	}
-	seen := map[string]int{}
+	type listed struct {
+		name string
+		line int
+	}
+	seen := map[string]listed{} // by name in lower case
 	explicitProd := make([]*bool, len(envs.Content))
 	for i, item := range envs.Content {
 		if item.Kind != yaml.MappingNode {
@@ -153,10 +170,14 @@ func ParseConfig(data []byte) (*Config, error) {
 		if env.Name == "" {
 			return nil, configErr(item, "environment has no name")
 		}
-		if first, dup := seen[env.Name]; dup {
-			return nil, configErr(item, "environment %q is listed twice (first on line %d)", env.Name, first)
+		// GitHub's environment names are not case sensitive.
+		if first, dup := seen[strings.ToLower(env.Name)]; dup {
+			if first.name != env.Name {
+				return nil, configErr(item, "environment %q is listed twice (first on line %d as %q: GitHub's environment names ignore case)", env.Name, first.line, first.name)
+			}
+			return nil, configErr(item, "environment %q is listed twice (first on line %d)", env.Name, first.line)
 		}
-		seen[env.Name] = item.Line
+		seen[strings.ToLower(env.Name)] = listed{env.Name, item.Line}
 		c.Environments = append(c.Environments, env)
 	}
 	for i := range c.Environments {
@@ -230,6 +251,9 @@ func validEnvironmentName(s string) error {
 	if len(s) > 255 {
 		return errors.New("longer than 255 characters")
 	}
+	if strings.TrimSpace(s) != s {
+		return errors.New("starts or ends with a space")
+	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
 			return errors.New("contains a control character")
@@ -244,6 +268,26 @@ func validRefName(s string) error {
 	}
 	if strings.ContainsAny(s, " ~^:?*[\\") || strings.Contains(s, "..") {
 		return errors.New("not a valid branch name")
+	}
+	return nil
+}
+
+// plainText checks what the YAML library reports without a line: bytes
+// that are not UTF-8, and control characters other than tab, newline and
+// carriage return.
+func plainText(data []byte) error {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return &ConfigError{Line: line, Msg: "not valid YAML: the file is not UTF-8 text"}
+		case r == '\n':
+			line++
+		case (r < 0x20 && r != '\t' && r != '\r') || r == 0x7f:
+			return &ConfigError{Line: line, Msg: fmt.Sprintf("not valid YAML: control character %U", r)}
+		}
+		i += size
 	}
 	return nil
 }
