@@ -206,6 +206,11 @@ func TestExampleWorkflow(t *testing.T) {
 			if strings.Contains(s.Run, "${{") {
 				t.Errorf("job %s: expression inside run:\n%s", job, s.Run)
 			}
+			// The checkout must not leave the job's token in .git/config,
+			// in the deploy command's reach.
+			if strings.HasPrefix(s.Uses, "actions/checkout@") && s.With["persist-credentials"] != false {
+				t.Errorf("job %s: actions/checkout without persist-credentials: false", job)
+			}
 			if !lastmileAction.MatchString(s.Uses) {
 				continue
 			}
