@@ -383,13 +383,23 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 			// one was, say, a notification workflow on the same event.
 			continue
 		}
-		if guessed && errors.Is(err, ErrNotFound) && (run.Conclusion == "success" || run.Conclusion == "skipped" || run.Conclusion == "neutral") {
-			// Nothing reported on the deployment yet, and the run ended
-			// well: another workflow on the deployment event (a notifier,
-			// or one whose jobs were all skipped) while the deploy
-			// workflow's first job is still starting. A deploy run that
-			// ended well has reported.
-			continue
+		if guessed && errors.Is(err, ErrNotFound) {
+			// Nothing reported on the deployment yet. A run that ended
+			// well is another workflow on the deployment event (a
+			// notifier, or one whose jobs were all skipped) — a deploy run
+			// that ended well has reported; and while another run of the
+			// commit is still going, that one may be the deploy run (its
+			// first job still starting): it is judged when it ends.
+			if run.Conclusion == "success" || run.Conclusion == "skipped" || run.Conclusion == "neutral" {
+				continue
+			}
+			others, err := e.Store.OtherRunsInProgress(ctx, run)
+			if err != nil {
+				return err
+			}
+			if others > 0 {
+				continue
+			}
 		}
 		if guessed {
 			if err := e.Store.LinkRun(ctx, d.ID, run.RunID); err != nil {

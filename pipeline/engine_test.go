@@ -213,7 +213,7 @@ func (h *harness) deliver(sha, env string, st pipeline.StatusInfo) {
 func (h *harness) runCompleted(run int64, sha, conclusion string) {
 	h.t.Helper()
 	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "completed",
-		RunID: run, Event: "deployment", HeadSHA: sha, Status: "completed", Conclusion: conclusion,
+		RunID: run, Event: "deployment", HeadSHA: sha, Status: "completed", Conclusion: conclusion, UpdatedAt: time.Now(),
 		URL: fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", run)})
 	if err != nil {
 		h.t.Fatalf("workflow_run %d completed: %v", run, err)
@@ -556,5 +556,36 @@ func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
 	h.status(c3, "test", pipeline.DeploymentSuccess, 14, true)
 	if n, sum := h.restoresObserved("test"); n != 0 {
 		t.Errorf("time to restore observed %d times (%.0f s) at the next success", n, sum)
+	}
+}
+
+func (h *harness) runStarted(run int64, sha string) {
+	h.t.Helper()
+	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "in_progress",
+		RunID: run, Event: "deployment", HeadSHA: sha, Status: "in_progress", UpdatedAt: time.Now(),
+		URL: fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", run)})
+	if err != nil {
+		h.t.Fatalf("workflow_run %d in_progress: %v", run, err)
+	}
+}
+
+// A notifier on the deployment event that fails, before the deploy run's
+// first job has reported anything, is not taken for the deploy run while
+// that run is still going; when the deploy run itself ends without a
+// report, lastmile writes the error.
+func TestFailingNotifierWhileTheDeployRunStarts(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.runStarted(11, c1) // the deploy run: building the Action
+	h.runStarted(12, c1) // a notifier
+	h.runCompleted(12, c1, "failure")
+	if len(h.gh.written) != 0 {
+		t.Fatalf("lastmile wrote %+v when the notifier failed", h.gh.written)
+	}
+	h.runCompleted(11, c1, "failure") // the deploy run fails before reporting
+	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentFailure {
+		t.Errorf("lastmile wrote %+v when the deploy run failed without a report, want a failure", h.gh.written)
 	}
 }

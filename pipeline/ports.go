@@ -196,6 +196,9 @@ type Store interface {
 	// deployment of its SHA created before it, which the caller links once
 	// it has checked.
 	RunDeployments(ctx context.Context, run WorkflowRun) (deps []*Deployment, guessed bool, err error)
+	// OtherRunsInProgress counts the runs on the deployment event for the
+	// run's commit, other than run, that lastmile saw start and not end.
+	OtherRunsInProgress(ctx context.Context, run WorkflowRun) (int, error)
 	// DeployJob reports whether a completed job is the one that deployed a
 	// lastmile deployment, returning that deployment.
 	DeployJob(ctx context.Context, job WorkflowJob) (*Deployment, error)

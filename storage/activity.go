@@ -119,6 +119,16 @@ func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) e
 	})
 }
 
+// OtherRunsInProgress counts the recorded runs of the repository on the
+// deployment event for run's commit, other than run, that have not
+// completed.
+func (db *DB) OtherRunsInProgress(ctx context.Context, run pipeline.WorkflowRun) (int, error) {
+	var n int
+	err := db.queryRow(ctx, `SELECT COUNT(*) FROM workflow_runs WHERE repository_id = ? AND head_sha = ? AND event = 'deployment'
+		AND run_id != ? AND status != 'completed'`, run.Repo.ID, run.HeadSHA, run.RunID).Scan(&n)
+	return n, err
+}
+
 // RecordWorkflowJob stores the latest state of a workflow job.
 func (db *DB) RecordWorkflowJob(ctx context.Context, job pipeline.WorkflowJob) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
