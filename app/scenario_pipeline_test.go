@@ -211,6 +211,36 @@ func TestInvalidConfigIsReportedOnTheCommit(t *testing.T) {
 	}
 }
 
+// A configuration over 1 MB, which GitHub's contents API does not return,
+// is an invalid configuration said on the commit, not a delivery retried
+// until it is dead.
+func TestConfigTooLargeIsReportedOnTheCommit(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	big := threeEnvs + "# " + strings.Repeat("x", 1<<20) + "\n"
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Huge config", Files: map[string]string{".github/lastmile.yml": big}})
+	waitFor(t, sb, "lastmile/config status", func(s *simulator.Simulator) bool {
+		return len(s.CommitStatuses(repo, push.After)) > 0
+	})
+	settle(t, sb)
+	st := sb.Sim.CommitStatuses(repo, push.After)[0]
+	if st.Context != "lastmile/config" || st.State != "failure" || !strings.Contains(st.Description, "1 MB") {
+		t.Errorf("commit status: %+v", st)
+	}
+	if n := len(sb.Sim.Deployments(repo)); n != 0 {
+		t.Errorf("%d deployments for a configuration GitHub would not return", n)
+	}
+	list, err := sb.App.DB().ListDeliveries(context.Background(), storageFilterAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range list {
+		if d.Event == "push" && (d.State != pipeline.DeliveryDone || d.Attempts != 1) {
+			t.Errorf("push delivery: %s after %d attempts (%s)", d.State, d.Attempts, d.LastError)
+		}
+	}
+}
+
 func TestNoConfigMeansNotEnrolled(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})

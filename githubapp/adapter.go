@@ -45,6 +45,9 @@ func (g *GitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string
 	if file == nil {
 		return nil, fmt.Errorf("%s is a directory, not a file", path)
 	}
+	if file.GetEncoding() == "none" { // GitHub's answer for a file of 1 to 100 MB
+		return nil, fmt.Errorf("%s: %w", path, pipeline.ErrTooLarge)
+	}
 	content, err := file.GetContent()
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", path, err)

@@ -66,7 +66,7 @@ func (e *Engine) learnPipelineBranch(ctx context.Context, p Push) (string, error
 		return "", nil
 	}
 	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.DefaultBranch)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooLarge) {
 		e.branchReads.Store(p.Repo.ID, now)
 		return "", nil
 	}
@@ -119,11 +119,17 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	if errors.Is(err, ErrNotFound) {
 		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After)}
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrTooLarge) {
 		return fmt.Errorf("read %s at %s: %w", ConfigPath, short(p.After), err)
 	}
 	rel := &Release{Repo: p.Repo, SHA: p.After, Ref: p.Ref, Pusher: p.Pusher, PushedAt: p.PushedAt, DeliveryID: p.DeliveryID}
-	cfg, cfgErr := ParseConfig(data)
+	var cfg *Config
+	var cfgErr error
+	if err != nil { // too large: an invalid file, said on the commit like any other
+		cfgErr = &ConfigError{Msg: "the file is " + ErrTooLarge.Error() + ": it must be smaller"}
+	} else {
+		cfg, cfgErr = ParseConfig(data)
+	}
 	if cfgErr == nil {
 		rel.Config = cfg
 		target := cfg.PipelineBranch(p.DefaultBranch)

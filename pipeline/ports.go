@@ -11,6 +11,10 @@ import (
 // ErrNotFound is returned by GitHub and Store lookups that find nothing.
 var ErrNotFound = errors.New("not found")
 
+// ErrTooLarge is returned by GitHub.ReadFile for a file GitHub's contents
+// API does not return (over 1 MB).
+var ErrTooLarge = errors.New("larger than GitHub's contents API returns (1 MB)")
+
 // ErrInvalid marks a request that cannot be answered as asked (a malformed
 // SHA, an ambiguous abbreviation).
 var ErrInvalid = errors.New("invalid request")
@@ -93,7 +97,8 @@ type CommitStatus struct {
 // GitHub is what the pipeline asks of GitHub. Every call acts through the
 // repository's installation.
 type GitHub interface {
-	// ReadFile returns a file's content at a commit; ErrNotFound if absent.
+	// ReadFile returns a file's content at a commit; ErrNotFound if absent,
+	// ErrTooLarge if over 1 MB.
 	ReadFile(ctx context.Context, r Repo, path, sha string) ([]byte, error)
 	// Compare says how head relates to base, with the commits in head that
 	// are not in base, oldest first.

@@ -92,7 +92,13 @@ func (st *state) contentJSON(rp *repo, ref, p, typ, content string, withContent 
 		"download_url": download,
 		"_links":       obj{"self": self, "git": git, "html": html},
 	}
-	if withContent {
+	switch {
+	case withContent && len(content) > maxContentsFile:
+		// "Between 1-100 MB: … the content field will be an empty string
+		// and the encoding field will be "none"."
+		o["encoding"] = "none"
+		o["content"] = ""
+	case withContent:
 		o["encoding"] = "base64"
 		o["content"] = wrap60(base64.StdEncoding.EncodeToString([]byte(content)))
 	}
@@ -122,3 +128,7 @@ func (s *Simulator) FileAt(repo, ref, path string) (string, bool) {
 	content, ok := c.files[path]
 	return content, ok
 }
+
+// maxContentsFile is the largest file the contents API returns the content
+// of (1 MB).
+const maxContentsFile = 1 << 20
