@@ -264,16 +264,24 @@ func TestNoConfigMeansNotEnrolled(t *testing.T) {
 func TestRequiredContextsPendingThenGreen(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
-	cfg := "required_contexts: [build]\n" + threeEnvs
+	cfg := "required_contexts: [build, lint]\n" + threeEnvs
 	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": cfg}})
 	sb.Sim.SetCommitStatus(repo, push.After, "build", "pending")
+	sb.Sim.SetCommitStatus(repo, push.After, "lint", "pending")
+	settle(t, sb)
+	if n := len(sb.Sim.Deployments(repo)); n != 0 {
+		t.Fatalf("%d deployments while build and lint are pending", n)
+	}
+	// lint turns green first: GitHub's 409 then lists lint as success and
+	// build as pending, and the release keeps waiting.
+	sb.Sim.SetCommitStatus(repo, push.After, "lint", "success")
 	settle(t, sb)
 	if n := len(sb.Sim.Deployments(repo)); n != 0 {
 		t.Fatalf("%d deployments while build is pending", n)
 	}
 	rel := releaseOf(t, sb, repo, push.After)
 	if rel.State != pipeline.ReleaseActive {
-		t.Fatalf("release while waiting: %+v", rel)
+		t.Fatalf("release while waiting for build: %+v", rel)
 	}
 	sb.Sim.SetCommitStatus(repo, push.After, "build", "success")
 	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })

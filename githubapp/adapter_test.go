@@ -53,6 +53,8 @@ func TestCreateDeploymentAnswers(t *testing.T) {
 		"202: GitHub merged instead of deploying": {202, `{"message":"Auto-merged master into topic-branch on deployment."}`, 202, false, 0, "Auto-merged"},
 		"409: required contexts pending": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"pending"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
 			409, true, 1, "Commit status checks failed"},
+		"409: one required context green, one pending (GitHub lists them all)": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"lint","state":"success"},{"context":"build","state":"pending"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
+			409, true, 2, "build is pending"},
 		"409: a required context failed": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"failure"},{"context":"lint","state":"pending"}]}]}`,
 			409, false, 2, "build is failure"},
 		"409: merge conflict": {409, `{"message":"Conflict merging master into topic."}`, 409, false, 0, "Conflict merging"},

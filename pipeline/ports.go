@@ -47,18 +47,24 @@ func (e *RefusedError) Error() string {
 	return msg
 }
 
-// OnlyPending reports a refusal that may resolve by itself: every required
-// context GitHub named is still pending (or has not reported yet).
+// OnlyPending reports a refusal that may resolve by itself: no required
+// context GitHub named has failed, and at least one has not finished yet
+// (GitHub lists every required context, the green ones too).
 func (e *RefusedError) OnlyPending() bool {
 	if e.Status != 409 || len(e.Contexts) == 0 {
 		return false
 	}
+	waiting := false
 	for _, c := range e.Contexts {
-		if c.State != "pending" && c.State != "" && c.State != "missing" {
+		switch c.State {
+		case "success":
+		case "pending", "", "missing", "queued", "in_progress", "waiting", "requested":
+			waiting = true
+		default: // failure, error, cancelled, timed_out, …
 			return false
 		}
 	}
-	return true
+	return waiting
 }
 
 // DeploymentRequest is a deployment lastmile asks GitHub to create.
