@@ -94,6 +94,7 @@ func pushVariants(t testing.TB) map[string][]byte {
 			p["commits"] = []any{commit, anon}
 		}),
 		"no pushed_at":          edit(func(p map[string]any) { delete(repo(p), "pushed_at") }),
+		"pushed_at null":        edit(func(p map[string]any) { repo(p)["pushed_at"] = nil }),
 		"pushed_at as a string": edit(func(p map[string]any) { repo(p)["pushed_at"] = "2019-05-15T15:20:57Z" }),
 		"master_branch only": edit(func(p map[string]any) {
 			delete(repo(p), "default_branch")

@@ -76,6 +76,9 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err != nil {
 			return err
 		}
+		if ev.Deployment == nil {
+			return fmt.Errorf("%w: deployment event without a deployment", ErrMalformed)
+		}
 		info := deploymentInfo(ev.Deployment)
 		if ev.WorkflowRun != nil {
 			info.WorkflowRunID = ev.WorkflowRun.GetID()
@@ -86,6 +89,9 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		repo, err := repoOf(ev.Repo, ev.Installation)
 		if err != nil {
 			return err
+		}
+		if ev.Deployment == nil || ev.DeploymentStatus == nil {
+			return fmt.Errorf("%w: deployment_status event without a deployment or status", ErrMalformed)
 		}
 		st := ev.GetDeploymentStatus()
 		state, err := pipeline.ParseStatusState(st.GetState())
@@ -129,6 +135,7 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err := json.Unmarshal(d.Body, &extra); err == nil && extra.Deployment != nil && extra.Deployment.GetID() != 0 {
 			info := deploymentInfo(extra.Deployment)
 			info.WorkflowRunID = j.GetRunID()
+			info.Production = productionOf(d.Body)
 			job.Deployment = &info
 		}
 		return rt.Engine.HandleWorkflowJob(ctx, job)
@@ -171,11 +178,11 @@ type pushPayload struct {
 		} `json:"author"`
 	} `json:"commits"`
 	Repository struct {
-		ID            int64            `json:"id"`
-		FullName      string           `json:"full_name"`
-		DefaultBranch string           `json:"default_branch"`
-		MasterBranch  string           `json:"master_branch"`
-		PushedAt      github.Timestamp `json:"pushed_at"` // epoch seconds in push payloads
+		ID            int64             `json:"id"`
+		FullName      string            `json:"full_name"`
+		DefaultBranch string            `json:"default_branch"`
+		MasterBranch  string            `json:"master_branch"`
+		PushedAt      *github.Timestamp `json:"pushed_at"` // epoch seconds in push payloads; may be null
 	} `json:"repository"`
 	Pusher struct {
 		Name string `json:"name"`
@@ -204,7 +211,7 @@ func (ev *pushPayload) push(d *pipeline.Delivery) pipeline.Push {
 		PushedAt:      d.ReceivedAt,
 		Truncated:     len(ev.Commits) >= MaxPushCommits,
 	}
-	if !r.PushedAt.IsZero() {
+	if r.PushedAt != nil && !r.PushedAt.IsZero() {
 		p.PushedAt = r.PushedAt.Time
 	}
 	for _, c := range ev.Commits {

@@ -203,6 +203,22 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 					Payload: json.RawMessage(`{}`), WorkflowRunID: 4747967848},
 			},
 		},
+		"queued workflow job with a production deployment": {
+			event: "workflow_job",
+			body: edit(t, "workflow_job_queued.json", func(p map[string]any) {
+				p["deployment"].(map[string]any)["production_environment"] = true
+			}),
+			want: pipeline.WorkflowJob{
+				Repo:   pipeline.Repo{ID: 591427149, Owner: "lineville", Name: "elastic-machines-testing", InstallationID: 23154469},
+				Action: "queued", JobID: 12877621891, RunID: 4747967848, Name: "test",
+				HeadSHA: "16c5286e8d9a0629956a28938386b36608707a71", Status: "waiting",
+				URL:       "https://github.com/lineville/elastic-machines-testing/actions/runs/4747967848/jobs/8433573014",
+				StartedAt: at("2023-04-19T21:12:12Z"),
+				Deployment: &pipeline.DeploymentInfo{GitHubID: 875096709, SHA: "16c5286e8d9a0629956a28938386b36608707a71",
+					Ref: "main", Environment: "Test", Creator: "lineville", CreatedAt: at("2023-04-19T21:12:12Z"),
+					Payload: json.RawMessage(`{}`), WorkflowRunID: 4747967848, Production: true},
+			},
+		},
 		"workflow job without a deployment": {
 			event: "workflow_job",
 			body: edit(t, "workflow_job_queued.json", func(p map[string]any) {
@@ -408,6 +424,10 @@ func TestRouterRefusals(t *testing.T) {
 			body: edit(t, "deployment_status.json", func(p map[string]any) {
 				p["deployment_status"].(map[string]any)["state"] = "exploded"
 			}), malformed: true},
+		"deployment event without a deployment": {event: "deployment",
+			body: edit(t, "deployment.json", func(p map[string]any) { delete(p, "deployment") }), malformed: true},
+		"deployment status without a deployment": {event: "deployment_status",
+			body: edit(t, "deployment_status.json", func(p map[string]any) { delete(p, "deployment") }), malformed: true},
 		"check suite requested":    {event: "check_suite", body: payload(t, "check_suite_requested.json"), ignored: "check_suite requested"},
 		"ping":                     {event: "ping", body: payload(t, "ping.json"), ignored: "ping"},
 		"event lastmile ignores":   {event: "issues", body: []byte(`{"action":"opened"}`), ignored: "issues"},
@@ -438,5 +458,21 @@ func TestRouterRefusals(t *testing.T) {
 				t.Errorf("engine called %d times, want %d", len(eng.calls), tc.engineCalls)
 			}
 		})
+	}
+}
+
+// GitHub reports a job's own deployment waiting for its environment's
+// reviewers with the state "waiting": it is taken as queued, not refused.
+func TestRouterDeploymentStatusWaiting(t *testing.T) {
+	body := edit(t, "deployment_status.json", func(p map[string]any) {
+		p["deployment_status"].(map[string]any)["state"] = "waiting"
+	})
+	eng := &recordingEngine{}
+	if err := (&githubapp.Router{Engine: eng}).Handle(context.Background(),
+		&pipeline.Delivery{ID: "d", Event: "deployment_status", Body: body}); err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	if got := eng.calls[0].(pipeline.NewDeploymentStatus).Status.State; got != pipeline.DeploymentQueued {
+		t.Errorf("state %q, want queued", got)
 	}
 }

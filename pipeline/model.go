@@ -161,8 +161,14 @@ func (s DeploymentState) Realized() bool {
 	return true
 }
 
-// ParseStatusState checks a GitHub deployment status state.
+// ParseStatusState checks a GitHub deployment status state. GitHub's
+// "waiting" (a job's own deployment waiting for its environment's
+// reviewers) is taken as queued: lastmile's DeploymentWaiting means
+// something else (not created yet).
 func ParseStatusState(s string) (DeploymentState, error) {
+	if s == "waiting" {
+		return DeploymentQueued, nil
+	}
 	switch st := DeploymentState(s); st {
 	case DeploymentPending, DeploymentQueued, DeploymentInProgress, DeploymentSuccess, DeploymentFailure, DeploymentError, DeploymentInactive:
 		return st, nil
