@@ -589,3 +589,26 @@ func TestFailingNotifierWhileTheDeployRunStarts(t *testing.T) {
 		t.Errorf("lastmile wrote %+v when the deploy run failed without a report, want a failure", h.gh.written)
 	}
 }
+
+// An environment's first success is the baseline: its release's own
+// commits get a lead time, not the whole history before it (an environment
+// added to the configuration later would otherwise count every commit ever
+// released).
+func TestLeadTimeInANewEnvironmentStartsWithItsFirstRelease(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.gh.config = "environments:\n  - name: test\n  - name: production\n"
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "production")
+	h.gh.config = threeEnvs // staging is added
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging", "production")
+	for env, want := range map[string]uint64{"test": 2, "staging": 1, "production": 2} {
+		if n := h.leadTimesObserved(env); n != want {
+			t.Errorf("lead times in %s: %d, want %d", env, n, want)
+		}
+	}
+}

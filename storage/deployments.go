@@ -245,14 +245,21 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, watermark int64, at time.Time) error {
 	// The commits of the release and of the releases it builds on, back to
 	// the watermark: a release that a force push left behind never reaches
-	// the environment through this one, and its commits do not count.
+	// the environment through this one, and its commits do not count. The
+	// environment's first success (no watermark: a new repository, or an
+	// environment added to the configuration later) is the baseline: its
+	// release's own commits count, not the whole history before it.
+	stop := watermark
+	if watermark == 0 {
+		stop = d.ReleaseID
+	}
 	rows, err := tx.QueryContext(ctx, `WITH RECURSIVE chain(id) AS (
 			SELECT id FROM releases WHERE id = ? AND id > ?
 			UNION ALL
 			SELECT r.parent_id FROM releases r JOIN chain ON r.id = chain.id WHERE r.parent_id > ?)
 		SELECT MIN(c.timestamp) FROM release_commits c WHERE c.release_id IN (SELECT id FROM chain) AND c.timestamp > 0
 		GROUP BY c.sha`,
-		d.ReleaseID, watermark, watermark)
+		d.ReleaseID, watermark, stop)
 	if err != nil {
 		return err
 	}
