@@ -278,16 +278,7 @@ func (s *headScanner) intField(depth int, dst *int64, typeErr *error, name strin
 		*dst = n
 		return nil
 	}
-	if s.i < len(s.b) && s.b[s.i] == 'n' {
-		return s.literal("null")
-	}
-	if err := s.value(depth); err != nil {
-		return err
-	}
-	if *typeErr == nil {
-		*typeErr = fmt.Errorf("%s is not a number", name)
-	}
-	return nil
+	return s.otherValue(depth, typeErr, name, "a number")
 }
 
 // stringField reads a string into dst; null leaves it, another type is a
@@ -307,6 +298,13 @@ func (s *headScanner) stringField(depth int, dst *string, typeErr *error, name s
 		// encoding/json decode them exactly as it would.
 		return json.Unmarshal(s.b[start:s.i], dst)
 	}
+	return s.otherValue(depth, typeErr, name, "a string")
+}
+
+// otherValue reads a value that is not of the field's type: null leaves the
+// field as it is; anything else is validated and recorded as the (first)
+// type error, as json.Unmarshal reports it after reading the whole body.
+func (s *headScanner) otherValue(depth int, typeErr *error, name, want string) error {
 	if s.i < len(s.b) && s.b[s.i] == 'n' {
 		return s.literal("null")
 	}
@@ -314,7 +312,7 @@ func (s *headScanner) stringField(depth int, dst *string, typeErr *error, name s
 		return err
 	}
 	if *typeErr == nil {
-		*typeErr = fmt.Errorf("%s is not a string", name)
+		*typeErr = fmt.Errorf("%s is not %s", name, want)
 	}
 	return nil
 }

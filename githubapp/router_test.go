@@ -191,33 +191,14 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 			},
 		},
 		"queued workflow job with its deployment": {
-			event: "workflow_job", body: payload(t, "workflow_job_queued.json"),
-			want: pipeline.WorkflowJob{
-				Repo:   pipeline.Repo{ID: 591427149, Owner: "lineville", Name: "elastic-machines-testing", InstallationID: 23154469},
-				Action: "queued", JobID: 12877621891, RunID: 4747967848, Name: "test",
-				HeadSHA: "16c5286e8d9a0629956a28938386b36608707a71", Status: "waiting",
-				URL:       "https://github.com/lineville/elastic-machines-testing/actions/runs/4747967848/jobs/8433573014",
-				StartedAt: at("2023-04-19T21:12:12Z"),
-				Deployment: &pipeline.DeploymentInfo{GitHubID: 875096709, SHA: "16c5286e8d9a0629956a28938386b36608707a71",
-					Ref: "main", Environment: "Test", Creator: "lineville", CreatedAt: at("2023-04-19T21:12:12Z"),
-					Payload: json.RawMessage(`{}`), WorkflowRunID: 4747967848},
-			},
+			event: "workflow_job", body: payload(t, "workflow_job_queued.json"), want: queuedJob(false),
 		},
 		"queued workflow job with a production deployment": {
 			event: "workflow_job",
 			body: edit(t, "workflow_job_queued.json", func(p map[string]any) {
 				p["deployment"].(map[string]any)["production_environment"] = true
 			}),
-			want: pipeline.WorkflowJob{
-				Repo:   pipeline.Repo{ID: 591427149, Owner: "lineville", Name: "elastic-machines-testing", InstallationID: 23154469},
-				Action: "queued", JobID: 12877621891, RunID: 4747967848, Name: "test",
-				HeadSHA: "16c5286e8d9a0629956a28938386b36608707a71", Status: "waiting",
-				URL:       "https://github.com/lineville/elastic-machines-testing/actions/runs/4747967848/jobs/8433573014",
-				StartedAt: at("2023-04-19T21:12:12Z"),
-				Deployment: &pipeline.DeploymentInfo{GitHubID: 875096709, SHA: "16c5286e8d9a0629956a28938386b36608707a71",
-					Ref: "main", Environment: "Test", Creator: "lineville", CreatedAt: at("2023-04-19T21:12:12Z"),
-					Payload: json.RawMessage(`{}`), WorkflowRunID: 4747967848, Production: true},
-			},
+			want: queuedJob(true),
 		},
 		"workflow job without a deployment": {
 			event: "workflow_job",
@@ -225,13 +206,11 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 				delete(p, "deployment")
 				p["action"] = "in_progress"
 			}),
-			want: pipeline.WorkflowJob{
-				Repo:   pipeline.Repo{ID: 591427149, Owner: "lineville", Name: "elastic-machines-testing", InstallationID: 23154469},
-				Action: "in_progress", JobID: 12877621891, RunID: 4747967848, Name: "test",
-				HeadSHA: "16c5286e8d9a0629956a28938386b36608707a71", Status: "waiting",
-				URL:       "https://github.com/lineville/elastic-machines-testing/actions/runs/4747967848/jobs/8433573014",
-				StartedAt: at("2023-04-19T21:12:12Z"),
-			},
+			want: func() pipeline.WorkflowJob {
+				j := queuedJob(false)
+				j.Action, j.Deployment = "in_progress", nil
+				return j
+			}(),
 		},
 		"completed workflow run": {
 			event: "workflow_run", body: payload(t, "workflow_run_completed.json"),
@@ -474,5 +453,21 @@ func TestRouterDeploymentStatusWaiting(t *testing.T) {
 	}
 	if got := eng.calls[0].(pipeline.NewDeploymentStatus).Status.State; got != pipeline.DeploymentQueued {
 		t.Errorf("state %q, want queued", got)
+	}
+}
+
+// queuedJob is what the router makes of GitHub's example workflow_job
+// queued delivery (testdata/workflow_job_queued.json), its deployment in a
+// production environment or not.
+func queuedJob(production bool) pipeline.WorkflowJob {
+	return pipeline.WorkflowJob{
+		Repo:   pipeline.Repo{ID: 591427149, Owner: "lineville", Name: "elastic-machines-testing", InstallationID: 23154469},
+		Action: "queued", JobID: 12877621891, RunID: 4747967848, Name: "test",
+		HeadSHA: "16c5286e8d9a0629956a28938386b36608707a71", Status: "waiting",
+		URL:       "https://github.com/lineville/elastic-machines-testing/actions/runs/4747967848/jobs/8433573014",
+		StartedAt: at("2023-04-19T21:12:12Z"),
+		Deployment: &pipeline.DeploymentInfo{GitHubID: 875096709, SHA: "16c5286e8d9a0629956a28938386b36608707a71",
+			Ref: "main", Environment: "Test", Creator: "lineville", CreatedAt: at("2023-04-19T21:12:12Z"),
+			Payload: json.RawMessage(`{}`), WorkflowRunID: 4747967848, Production: production},
 	}
 }

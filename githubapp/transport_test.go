@@ -554,18 +554,7 @@ func TestTransportQuotasAreCountedPerCredential(t *testing.T) {
 			"X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}},
 		ok, ok)
 	tr := newTestTransport(g, clock, obs)
-	as := func(token string) error {
-		req, err := http.NewRequest(http.MethodGet, g.URL+"/repos/acme/shop", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "token "+token)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			drainBody(resp)
-		}
-		return err
-	}
+	as := func(token string) error { return getAs(t, tr, g.URL+"/repos/acme/shop", "token "+token) }
 	if err := as("ghs_installationA"); err != nil {
 		t.Fatal(err)
 	}
@@ -601,15 +590,7 @@ func TestTransportAppJWTsShareTheAppsQuota(t *testing.T) {
 		step{status: 200})
 	tr := newTestTransport(g, clock, obs)
 	for i, jwt := range []string{"eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIiwiaWF0IjoxfQ.c2ln", "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIiwiaWF0IjoyfQ.c2ln"} {
-		req, err := http.NewRequest(http.MethodGet, g.URL+"/app/hook/deliveries", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+jwt)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			drainBody(resp)
-		}
+		err := getAs(t, tr, g.URL+"/app/hook/deliveries", "Bearer "+jwt)
 		if _, limited := githubapp.IsRateLimited(err); limited != (i == 1) {
 			t.Errorf("call %d with a new JWT: %v", i+1, err)
 		}
@@ -628,18 +609,7 @@ func TestTransportSecondaryLimitHoldsTheCredentialsOtherCalls(t *testing.T) {
 			body: `{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}`},
 		step{status: 200})
 	tr := newTestTransport(g, clock, obs)
-	as := func(token string) error {
-		req, err := http.NewRequest(http.MethodGet, g.URL+"/repos/acme/shop", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "token "+token)
-		resp, err := tr.RoundTrip(req)
-		if err == nil {
-			drainBody(resp)
-		}
-		return err
-	}
+	as := func(token string) error { return getAs(t, tr, g.URL+"/repos/acme/shop", "token "+token) }
 	var rl *githubapp.RateLimitedError
 	if err := as("ghs_A"); !errors.As(err, &rl) || !rl.Secondary {
 		t.Fatalf("first call: %v, want a secondary rate-limit error", err)
@@ -655,9 +625,21 @@ func TestTransportSecondaryLimitHoldsTheCredentialsOtherCalls(t *testing.T) {
 	}
 }
 
-func drainBody(resp *http.Response) {
+// getAs sends a GET with the given Authorization header through tr, as a
+// GitHub client of that credential would, and reads the answer.
+func getAs(t *testing.T, tr http.RoundTripper, url, authorization string) error {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", authorization)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	return resp.Body.Close()
 }
 
 func TestTransportStopsWhenTheContextEnds(t *testing.T) {
