@@ -89,7 +89,15 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	defer srv.Close()
+	// The answer to GitHub's callback is still being written when done is
+	// signalled: Shutdown lets it finish (Close would cut it off).
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
+		}
+	}()
 	fmt.Fprintf(stdout, `To create lastmile's GitHub App:
   1. Open http://%s/ in a browser on this machine and press "Create the App on GitHub".
   2. On GitHub, check the name and press "Create GitHub App" (you must be an owner of %s).
@@ -168,12 +176,14 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if err == nil {
 			err = r.save(reg)
 		}
+		// A code is good for one conversion: whatever the outcome, this
+		// registration is over.
+		r.finished = true
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			r.done <- err
 			return
 		}
-		r.finished = true
 		fmt.Fprintf(w, "lastmile's App %s (ID %d) exists. Its settings are in %s. You can close this page.\n", reg.Slug, reg.AppID, r.out)
 		r.done <- nil
 	default:
