@@ -424,9 +424,11 @@ func TestConformance(t *testing.T) {
 		t.Errorf("job log:\n%s", logText)
 	}
 
-	// Other webhooks: check suite, branch deletion.
+	// Other webhooks: check suite, branch deletion, a force push back to
+	// an earlier commit.
 	sim.CompleteCheckSuite(repo, sha, "success")
 	sim.DeleteBranch(repo, "topic")
+	sim.ForcePush(repo, "main", push.After)
 	h.waitIdle()
 
 	// Hook deliveries: a failed one, listed with a cursor, then redelivered.

@@ -320,7 +320,7 @@ func (st *state) autoMerge(r *repo, branch string, actor *account) (*commit, boo
 	before := r.branches[branch]
 	r.branches[branch] = m.sha
 	r.pushedAt = st.s.clock()
-	st.enqueuePush(r, branch, before, m.sha, []*commit{m}, actor, actor.login, "")
+	st.enqueuePush(r, branch, before, m.sha, false, []*commit{m}, actor, actor.login, "")
 	return m, false
 }
 

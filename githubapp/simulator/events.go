@@ -43,7 +43,7 @@ func (st *state) pushCommitJSON(r *repo, c *commit) obj {
 	}
 }
 
-func (st *state) enqueuePush(r *repo, branch, before, after string, created []*commit, sender *account, pusherName, pusherEmail string) {
+func (st *state) enqueuePush(r *repo, branch, before, after string, forced bool, created []*commit, sender *account, pusherName, pusherEmail string) {
 	html := st.repoHTML(r)
 	deleted := after == zeroSHA
 	isNew := before == zeroSHA
@@ -82,7 +82,7 @@ func (st *state) enqueuePush(r *repo, branch, before, after string, created []*c
 	p["after"] = after
 	p["created"] = isNew
 	p["deleted"] = deleted
-	p["forced"] = false
+	p["forced"] = forced
 	p["base_ref"] = nil
 	p["compare"] = compare
 	p["commits"] = commits

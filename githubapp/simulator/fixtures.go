@@ -149,10 +149,35 @@ func (s *Simulator) push(fullName, branch string, specs []CommitSpec, notify boo
 				pusherName, pusherEmail = "octocat", "octocat@example.com"
 			}
 		}
-		st.enqueuePush(r, branch, before, parent, created, pusher, pusherName, pusherEmail)
+		st.enqueuePush(r, branch, before, parent, false, created, pusher, pusherName, pusherEmail)
 	}
 	s.notifyLocked()
 	return res
+}
+
+// ForcePush points an existing branch at a commit of the repository (git
+// push --force: a rollback when the commit is an earlier one of the branch)
+// and sends the push webhook, with forced: true and, as GitHub does for a
+// commit that brings nothing new, no commits.
+func (s *Simulator) ForcePush(repo, branch, sha string) PushResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	r := s.mustRepo(repo)
+	before, ok := r.branches[branch]
+	if !ok {
+		panic(fmt.Sprintf("simulator: %s has no branch %s", repo, branch))
+	}
+	c, ok := r.resolve(sha)
+	if !ok {
+		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
+	}
+	r.branches[branch] = c.sha
+	r.pushedAt = s.clock().Truncate(time.Second)
+	pusher := st.accountFor("octocat")
+	st.enqueuePush(r, branch, before, c.sha, true, nil, pusher, "octocat", "octocat@example.com")
+	s.notifyLocked()
+	return PushResult{Before: before, After: c.sha}
 }
 
 // DeleteBranch deletes a branch and sends the push webhook GitHub sends for
@@ -171,7 +196,7 @@ func (s *Simulator) DeleteBranch(repo, branch string) {
 	}
 	delete(r.branches, branch)
 	pusher := st.accountFor("octocat")
-	st.enqueuePush(r, branch, before, zeroSHA, nil, pusher, "octocat", "octocat@example.com")
+	st.enqueuePush(r, branch, before, zeroSHA, false, nil, pusher, "octocat", "octocat@example.com")
 	s.notifyLocked()
 }
 

@@ -67,9 +67,10 @@ func TestPushPayloadDetails(t *testing.T) {
 	)
 	h.sim.Push("acme/shop", "feature", simulator.CommitSpec{Message: "f"})
 	h.sim.DeleteBranch("acme/shop", "feature")
+	back := h.sim.ForcePush("acme/shop", "main", res.Commits[0])
 	h.waitIdle()
 	ds := h.sim.Deliveries()
-	if len(ds) != 3 {
+	if len(ds) != 4 {
 		t.Fatalf("deliveries: %d", len(ds))
 	}
 	var p struct {
@@ -122,6 +123,22 @@ func TestPushPayloadDetails(t *testing.T) {
 	if !deleted.Deleted || deleted.After != "0000000000000000000000000000000000000000" || deleted.HeadCommit != nil || len(deleted.Commits) != 0 {
 		t.Errorf("deleted branch: %+v", deleted)
 	}
+	// The branch rolled back to its first new commit: forced, nothing new.
+	var forced struct {
+		Before, After, Compare string
+		Forced, Created        bool
+		HeadCommit             *struct{ ID string } `json:"head_commit"`
+		Commits                []any
+	}
+	json.Unmarshal(ds[3].Body, &forced)
+	if !forced.Forced || forced.Created || forced.Before != res.After || forced.After != res.Commits[0] || back.After != res.Commits[0] ||
+		forced.HeadCommit == nil || forced.HeadCommit.ID != res.Commits[0] || len(forced.Commits) != 0 ||
+		forced.Compare != fmt.Sprintf("https://github.com/acme/shop/compare/%s...%s", res.After[:12], res.Commits[0][:12]) {
+		t.Errorf("force push: %+v", forced)
+	}
+	if got := h.sim.Branch("acme/shop", "main"); got != res.Commits[0] {
+		t.Errorf("main after the force push: %s", got)
+	}
 	// Contents at each commit are right.
 	if got, ok := h.sim.FileAt("acme/shop", res.Commits[0], "a.txt"); !ok || got != "a" {
 		t.Errorf("a.txt at first commit: %q", got)
@@ -132,7 +149,7 @@ func TestPushPayloadDetails(t *testing.T) {
 	// PushSilently sends nothing.
 	h.sim.PushSilently("acme/shop", "main", simulator.CommitSpec{Message: "quiet"})
 	h.waitIdle()
-	if n := len(h.sim.Deliveries()); n != 3 {
+	if n := len(h.sim.Deliveries()); n != 4 {
 		t.Errorf("PushSilently sent a webhook: %d deliveries", n)
 	}
 }
