@@ -64,7 +64,15 @@ func (a *App) apiHistory(c echo.Context) error {
 }
 
 func (a *App) apiRelease(c echo.Context) error {
-	rec, err := a.db.Audit(c.Request().Context(), c.Param("owner")+"/"+c.Param("repo"), c.Param("sha"))
+	var release int64
+	if s := c.QueryParam("release"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return c.JSON(http.StatusBadRequest, map[string]string{"message": "release must be a release ID (a positive integer)"})
+		}
+		release = n
+	}
+	rec, err := a.db.AuditRelease(c.Request().Context(), c.Param("owner")+"/"+c.Param("repo"), c.Param("sha"), release)
 	if err != nil {
 		return a.apiError(c, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,10 +74,14 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 
 // audit prints one release's full record.
 func audit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lastmile audit", "Usage: lastmile audit [--json] [--logs] OWNER/REPO SHA", stderr)
+	fs := newFlagSet("lastmile audit", `Usage: lastmile audit [--json] [--logs] [--release N] OWNER/REPO SHA
+
+Prints the newest release of the commit; a commit the branch was rolled
+back to has more than one (--release picks another).`, stderr)
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs")
+	release := fs.Int64("release", 0, "the release `ID` to print, when the commit was released more than once (default: the newest)")
 	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true, "logs": true})); err != nil {
 		return err
 	}
@@ -89,7 +94,7 @@ func audit(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	defer db.Close()
-	rec, err := db.Audit(ctx, fs.Arg(0), fs.Arg(1))
+	rec, err := db.AuditRelease(ctx, fs.Arg(0), fs.Arg(1), *release)
 	if err != nil {
 		return err
 	}
@@ -151,6 +156,13 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 		fmt.Fprintf(w, " (%s): %s", r.StopKind, r.StopReason)
 	}
 	fmt.Fprintln(w)
+	if len(rec.OtherReleases) > 0 {
+		ids := make([]string, len(rec.OtherReleases))
+		for i, id := range rec.OtherReleases {
+			ids[i] = "#" + strconv.FormatInt(id, 10)
+		}
+		fmt.Fprintf(w, "  the commit was also released as %s (see them with --release)\n", strings.Join(ids, ", "))
+	}
 	fmt.Fprintf(w, "\nCommits (%d):\n", len(rec.Commits))
 	for _, c := range rec.Commits {
 		fmt.Fprintf(w, "  %s  %s  %-16s %s\n", shortSHA(c.SHA), when(c.Timestamp), c.Author, c.Title)

@@ -138,6 +138,18 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	if code, _ := get("/api/v1/releases/acme/shop/xyz", "Bearer "+token); code != http.StatusBadRequest {
 		t.Errorf("bad sha with the token: %d", code)
 	}
+	if code, body := get(fmt.Sprintf("/api/v1/releases/acme/shop/%s?release=%d", sha, rec.Release.ID), "Bearer "+token); code != http.StatusOK ||
+		!strings.Contains(body, sha) {
+		t.Errorf("the release by its ID: %d %s", code, body)
+	}
+	for _, q := range []string{"release=0", "release=x", "release=-1"} {
+		if code, _ := get("/api/v1/releases/acme/shop/"+sha+"?"+q, "Bearer "+token); code != http.StatusBadRequest {
+			t.Errorf("?%s: %d, want 400", q, code)
+		}
+	}
+	if code, _ := get(fmt.Sprintf("/api/v1/releases/acme/shop/%s?release=%d", sha, rec.Release.ID+1000), "Bearer "+token); code != http.StatusNotFound {
+		t.Errorf("a release that is not of the commit: %d, want 404", code)
+	}
 
 	// A deploy log: served, then, once retention pruned it, gone.
 	var job int64

@@ -189,6 +189,48 @@ func TestTwoQuickPushesNewestWins(t *testing.T) {
 	}
 }
 
+// A rollback: the second commit reached production and is bad; main is
+// force-pushed back to the first, which goes through every environment
+// again as a new release.
+func TestRollbackByForcePushDeploysTheEarlierCommitAgain(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	good := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Good", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "the good commit in production", func(s *simulator.Simulator) bool {
+		return succeededIn(s, repo, good.After, "production")
+	})
+	bad := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Bad", Files: map[string]string{"b.txt": "bad"}})
+	waitFor(t, sb, "the bad commit in production", func(s *simulator.Simulator) bool {
+		return succeededIn(s, repo, bad.After, "production")
+	})
+	first := releaseOf(t, sb, repo, good.After)
+
+	sb.Sim.ForcePush(repo, "main", good.After)
+	waitFor(t, sb, "the good commit in production again", func(s *simulator.Simulator) bool {
+		return len(deploymentsByEnv(sb, repo, good.After)["production"]) == 2 && s.Deployments(repo)[len(s.Deployments(repo))-1].State() == "success"
+	})
+	settle(t, sb)
+	for env, deps := range deploymentsByEnv(sb, repo, good.After) {
+		if len(deps) != 2 || deps[1].State() != "success" {
+			t.Errorf("%s: %d deployments of the good commit, the last %s; want 2, success", env, len(deps), deps[len(deps)-1].State())
+		}
+	}
+	rel := releaseOf(t, sb, repo, good.After)
+	if rel.ID == first.ID || rel.State != pipeline.ReleaseCompleted {
+		t.Errorf("release of the rollback: #%d %s; want a new one (not #%d), completed", rel.ID, rel.State, first.ID)
+	}
+	// The newest deployment in production is the good commit.
+	var last simulator.Deployment
+	for _, d := range sb.Sim.Deployments(repo) {
+		if d.Environment == "production" {
+			last = d
+		}
+	}
+	if last.SHA != good.After {
+		t.Errorf("production's newest deployment is of %s, want the rollback to %s", last.SHA, good.After)
+	}
+}
+
 func TestInvalidConfigIsReportedOnTheCommit(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})

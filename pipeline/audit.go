@@ -12,6 +12,9 @@ type AuditRecord struct {
 	// ProtectionDecisions are lastmile's answers, as a custom deployment
 	// protection rule, about this commit.
 	ProtectionDecisions []ProtectionDecision `json:"protection_decisions,omitempty"`
+	// OtherReleases are the IDs of the other releases of the same commit,
+	// newest first: a rollback releases a commit again.
+	OtherReleases []int64 `json:"other_releases,omitempty"`
 }
 
 // EnvironmentRecord is a release's history in one environment.

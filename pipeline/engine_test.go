@@ -129,15 +129,29 @@ func (f *fakeGitHub) byID(id int64) *fakeDeployment {
 	return nil
 }
 
+// deployment is the newest deployment of sha to env.
 func (f *fakeGitHub) deployment(sha, env string) *fakeDeployment {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, d := range f.deps {
+	for _, d := range slices.Backward(f.deps) {
 		if d.sha == sha && d.env == env {
 			return d
 		}
 	}
 	return nil
+}
+
+// count is how many deployments of sha to env GitHub has.
+func (f *fakeGitHub) count(sha, env string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, d := range f.deps {
+		if d.sha == sha && d.env == env {
+			n++
+		}
+	}
+	return n
 }
 
 func (f *fakeGitHub) CreateCommitStatus(context.Context, pipeline.Repo, string, pipeline.CommitStatus) error {
@@ -176,7 +190,7 @@ func newHarness(t *testing.T, history ...string) *harness {
 }
 
 func (h *harness) push(before, after string, forced bool) error {
-	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-" + after,
+	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-" + before[:4] + "-" + after[:4],
 		Ref: "refs/heads/main", Before: before, After: after, Forced: forced, DefaultBranch: "main", Pusher: "octocat",
 		PushedAt: time.Now(), Commits: []pipeline.Commit{{SHA: after, Title: "commit " + after, Timestamp: time.Now().Add(-time.Hour)}}})
 }
@@ -448,8 +462,15 @@ func TestUnexpectedDeploymentWithLastmilesMarker(t *testing.T) {
 	if len(first.statuses) != 0 {
 		t.Errorf("the real deployment got statuses %+v", first.statuses)
 	}
-	// The release goes on with the real one.
-	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	// The release goes on with the real one (not the newest of c1 in test).
+	h.gh.mu.Lock()
+	st := h.gh.post(first.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/11")
+	h.gh.mu.Unlock()
+	if err := h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: first.id, SHA: c1, Environment: "test", Payload: mustJSON(h.t, first.payload)},
+		Status:     st}); err != nil {
+		t.Fatal(err)
+	}
 	if h.gh.deployment(c1, "staging") == nil {
 		t.Error("staging was not deployed after the real test deployment succeeded")
 	}
@@ -477,6 +498,99 @@ func (h *harness) promote(sha string, run int64, envs ...string) {
 	h.t.Helper()
 	for i, env := range envs {
 		h.status(sha, env, pipeline.DeploymentSuccess, run+int64(i), true)
+	}
+}
+
+// A rollback: c2 reached production and is bad, and the branch is
+// force-pushed back to c1, which production ran before. That is a new
+// release of c1, deployed through every environment again; the first
+// release of c1 and its record stay as they were.
+func TestRollbackToAReleasedCommitDeploysItAgain(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	first, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging", "production")
+
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatalf("force push back to c1: %v", err)
+	}
+	again, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID == first.ID || again.State != pipeline.ReleaseActive || again.ParentID != 0 {
+		t.Fatalf("release of the rollback: %+v; want a new active release (first was #%d) building on none", again, first.ID)
+	}
+	// Handled again (a crash before its delivery was marked done): the
+	// same release, not a third.
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.db.ReleaseOf(ctx, shop.ID, c1); got.ID != again.ID {
+		t.Errorf("the rollback handled again made release #%d, want #%d", got.ID, again.ID)
+	}
+	if n := h.gh.count(c1, "test"); n != 2 {
+		t.Fatalf("deployments of c1 to test: %d, want 2 (the release and the rollback)", n)
+	}
+	if h.gh.deployment(c1, "staging").payload.Lastmile.Release != first.ID {
+		t.Error("the rollback went on to staging before it succeeded in test")
+	}
+	h.promote(c1, 30, "test", "staging", "production")
+	for _, env := range []string{"test", "staging", "production"} {
+		d := h.gh.deployment(c1, env)
+		if h.gh.count(c1, env) != 2 || d.payload.Lastmile.Release != again.ID {
+			t.Errorf("%s: %d deployments of c1, newest for release #%d; want 2, the newest for #%d",
+				env, h.gh.count(c1, env), d.payload.Lastmile.Release, again.ID)
+		}
+	}
+	if got, _ := h.db.ReleaseOf(ctx, shop.ID, c1); got.State != pipeline.ReleaseCompleted {
+		t.Errorf("rollback release: %s, want completed", got.State)
+	}
+	// Every production deployment counts; the rollback brought no commit,
+	// so no lead time is observed for it.
+	if got := h.deploymentsCounted()["production/success"]; got != 3 {
+		t.Errorf("production successes counted: %v, want 3", got)
+	}
+	if n := h.leadTimesObserved("production"); n != 2 {
+		t.Errorf("lead times in production: %d, want 2 (c1 and c2, once each)", n)
+	}
+
+	// The audit record of c1 is the rollback's; the first release is
+	// named, and readable by its ID, with its own deployments only.
+	rec, err := h.db.Audit(ctx, "acme/shop", c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Release.ID != again.ID || !slices.Equal(rec.OtherReleases, []int64{first.ID}) || len(rec.Commits) != 0 {
+		t.Errorf("audit of c1: release #%d, others %v, %d commits; want #%d, [%d], none",
+			rec.Release.ID, rec.OtherReleases, len(rec.Commits), again.ID, first.ID)
+	}
+	old, err := h.db.AuditRelease(ctx, "acme/shop", c1[:7], first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Release.ID != first.ID || !slices.Equal(old.OtherReleases, []int64{again.ID}) || len(old.Commits) != 1 {
+		t.Errorf("audit of the first release of c1: #%d, others %v, %d commits", old.Release.ID, old.OtherReleases, len(old.Commits))
+	}
+	for _, r := range []*pipeline.AuditRecord{rec, old} {
+		for _, env := range r.Environments {
+			if len(env.Deployments) != 1 || env.Deployments[0].ReleaseID != r.Release.ID || env.Outcome != pipeline.DeploymentSuccess {
+				t.Errorf("release #%d in %s: %d deployments, outcome %s; want its own one, success", r.Release.ID, env.Name, len(env.Deployments), env.Outcome)
+			}
+		}
+	}
+	if _, err := h.db.AuditRelease(ctx, "acme/shop", c1, 999); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("audit of a release that is not of c1: %v, want not found", err)
 	}
 }
 

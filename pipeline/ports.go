@@ -162,7 +162,8 @@ type Store interface {
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
-	// ReleaseOf is the release of a commit; ErrNotFound if none.
+	// ReleaseOf is the newest release of a commit (a rollback releases a
+	// commit again); ErrNotFound if none.
 	ReleaseOf(ctx context.Context, repoID int64, sha string) (*Release, error)
 
 	RepoState(ctx context.Context, repoID int64) (*RepoState, error)

@@ -9,15 +9,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"slices"
 	"strings"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
-// Audit reads the full record of the release of sha in repository (owner/name).
-// sha may be abbreviated (at least 7 characters). ErrNotFound (wrapped) when
-// there is no such repository or release.
+// Audit reads the full record of the newest release of sha in repository
+// (owner/name): a commit is released again when the branch is rolled back
+// to it. sha may be abbreviated (at least 7 characters). ErrNotFound
+// (wrapped) when there is no such repository or release.
 func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.AuditRecord, error) {
+	return db.AuditRelease(ctx, repository, sha, 0)
+}
+
+// AuditRelease is Audit of one release of sha, by its ID (0: the newest).
+func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseID int64) (*pipeline.AuditRecord, error) {
 	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
@@ -36,7 +44,7 @@ func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.Audi
 		return nil, fmt.Errorf("%w: %q is not a commit SHA (give at least 7 hex characters)", pipeline.ErrInvalid, sha)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
-		WHERE r.repository_id = ? AND r.sha LIKE ? ORDER BY r.id DESC LIMIT 2`, repoID, strings.ToLower(sha)+"%")
+		WHERE r.repository_id = ? AND r.sha LIKE ? ORDER BY r.id DESC`, repoID, strings.ToLower(sha)+"%")
 	if err != nil {
 		return nil, err
 	}
@@ -50,19 +58,49 @@ func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.Audi
 		found = append(found, r)
 	}
 	rows.Close()
-	switch {
-	case len(found) == 0:
-		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
-	case len(found) > 1 && found[0].SHA != strings.ToLower(sha):
-		return nil, fmt.Errorf("%w: %s@%s: the abbreviation matches several releases; give more of the SHA", pipeline.ErrInvalid, repository, sha)
+	if err := rows.Err(); err != nil {
+		return nil, err
 	}
-	rel := found[0]
+	if len(found) == 0 {
+		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
+	}
+	// The releases of the commit, newest first.
+	var same []*pipeline.Release
+	for _, r := range found {
+		if r.SHA != found[0].SHA {
+			return nil, fmt.Errorf("%w: %s@%s: the abbreviation matches several commits; give more of the SHA", pipeline.ErrInvalid, repository, sha)
+		}
+		same = append(same, r)
+	}
+	at := 0
+	if releaseID != 0 {
+		at = slices.IndexFunc(same, func(r *pipeline.Release) bool { return r.ID == releaseID })
+		if at < 0 {
+			return nil, fmt.Errorf("%s@%s: %w: release #%d is not a release of that commit", repository, sha, pipeline.ErrNotFound, releaseID)
+		}
+	}
+	rel := same[at]
 	rec := &pipeline.AuditRecord{Release: *rel}
+	for _, r := range same {
+		if r.ID != rel.ID {
+			rec.OtherReleases = append(rec.OtherReleases, r.ID)
+		}
+	}
+	// Protection decisions are about the commit: each release of it owns
+	// those made from its creation until the next release of it.
+	from, until := int64(0), int64(math.MaxInt64)
+	if at+1 < len(same) {
+		from = millis(rel.CreatedAt)
+	}
+	if at > 0 {
+		until = millis(same[at-1].CreatedAt)
+	}
 	if rec.Commits, err = releaseCommits(ctx, tx, rel.ID); err != nil {
 		return nil, err
 	}
-	deps, err := queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND (d.release_id = ? OR d.sha = ?) ORDER BY d.id`,
-		repoID, rel.ID, rel.SHA)
+	deps, err := queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND (d.release_id = ?
+		OR (d.release_id IS NULL AND d.sha = ? AND d.created_at >= ? AND d.created_at < ?)) ORDER BY d.id`,
+		repoID, rel.ID, rel.SHA, from, until)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +129,8 @@ func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.Audi
 		}
 	}
 	prows, err := tx.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
-		FROM protection_decisions WHERE repository_id = ? AND sha = ? ORDER BY id`, repoID, rel.SHA)
+		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND decided_at >= ? AND decided_at < ? ORDER BY id`,
+		repoID, rel.SHA, from, until)
 	if err != nil {
 		return nil, err
 	}

@@ -78,7 +78,8 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		}
 		var release, twin sql.NullInt64
 		var cfg sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT id, config FROM releases WHERE repository_id = ? AND sha = ?`, repo.ID, info.SHA).Scan(&release, &cfg)
+		err := tx.QueryRowContext(ctx, `SELECT id, config FROM releases WHERE repository_id = ? AND sha = ?
+			ORDER BY id DESC LIMIT 1`, repo.ID, info.SHA).Scan(&release, &cfg)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}

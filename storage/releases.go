@@ -67,11 +67,17 @@ func (db *DB) SetPipelineBranch(ctx context.Context, repoID int64, branch string
 	return err
 }
 
-// RecordRelease stores a release and its commits, or finds the existing one.
+// RecordRelease stores a release and its commits, or finds the existing
+// one: the release its push made already (the push handled again after a
+// crash), or the repository's latest when that is of the same commit. A
+// commit released before that is not the latest (the branch was rolled
+// back to it) is released again.
 func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits []pipeline.Commit) (bool, error) {
 	created := false
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ?`, rel.Repo.ID, rel.SHA).Scan(&rel.ID)
+		err := tx.QueryRowContext(ctx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ?
+			AND (id = (SELECT MAX(id) FROM releases WHERE repository_id = ?) OR (delivery_id = ? AND delivery_id != ''))
+			ORDER BY id DESC LIMIT 1`, rel.Repo.ID, rel.SHA, rel.Repo.ID, rel.DeliveryID).Scan(&rel.ID)
 		if err == nil {
 			return nil
 		}
@@ -150,10 +156,10 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 	return r, err
 }
 
-// ReleaseOf returns the release of a commit.
+// ReleaseOf returns the newest release of a commit.
 func (db *DB) ReleaseOf(ctx context.Context, repoID int64, sha string) (*pipeline.Release, error) {
 	r, err := scanRelease(db.read.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
-		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.sha = ?`, repoID, sha))
+		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.sha = ? ORDER BY r.id DESC LIMIT 1`, repoID, sha))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, pipeline.ErrNotFound
 	}

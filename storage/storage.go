@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"sort"
@@ -61,6 +62,12 @@ type DB struct {
 // Open opens (creating if needed) the database at path and applies any
 // migration it has not seen yet.
 func Open(ctx context.Context, path string) (*DB, error) {
+	return openUpTo(ctx, path, math.MaxInt)
+}
+
+// openUpTo is Open applying the migrations up to version last only (tests
+// of a migration start from the schema before it).
+func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open database: empty path")
 	}
@@ -104,7 +111,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	db := &DB{path: path, write: write, Now: time.Now}
-	if err := db.migrate(ctx); err != nil {
+	if err := db.migrate(ctx, last); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("migrate database %s: %w", path, err)
 	}
@@ -245,7 +252,7 @@ func (db *DB) Ping(ctx context.Context) error {
 	return db.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
-func (db *DB) migrate(ctx context.Context) error {
+func (db *DB) migrate(ctx context.Context, last int) error {
 	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT NOT NULL,
@@ -263,6 +270,9 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migration %s: name must start with a number", base)
 		}
+		if version > last {
+			break
+		}
 		if err := db.migrateOne(ctx, version, base, name); err != nil {
 			return fmt.Errorf("migration %s: %w", base, err)
 		}
@@ -270,8 +280,21 @@ func (db *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
+// migrateOne applies one migration in a transaction, with foreign keys off
+// so that a migration can rebuild a table others refer to (SQLite's way of
+// changing a constraint), and checked before it commits.
 func (db *DB) migrateOne(ctx context.Context, version int, base, name string) error {
-	tx, err := db.write.BeginTx(ctx, nil)
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	// The setting cannot change inside a transaction.
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON")
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
@@ -290,11 +313,33 @@ func (db *DB) migrateOne(ctx context.Context, version int, base, name string) er
 	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 		return err
 	}
+	if err := foreignKeyCheck(ctx, tx); err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
 		version, base, time.Now().UnixMilli()); err != nil {
 		return err
 	}
 	return tx.Commit()
+}
+
+// foreignKeyCheck fails when a row refers to a row that does not exist.
+func foreignKeyCheck(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		var table, parent string
+		var rowid sql.NullInt64
+		var fk int64
+		if err := rows.Scan(&table, &rowid, &parent, &fk); err != nil {
+			return err
+		}
+		return fmt.Errorf("foreign key check: row %d of %s refers to a missing row of %s", rowid.Int64, table, parent)
+	}
+	return rows.Err()
 }
 
 // inTx runs fn in a write transaction and commits it if fn returns nil. The

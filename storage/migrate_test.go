@@ -1,0 +1,94 @@
+package storage
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Migration 0006 rebuilds the releases table that deployments and commits
+// refer to: a database written before it keeps every release, its commits
+// and deployments under the same IDs, with foreign keys intact and enforced
+// afterwards, and a commit can then be released again.
+func TestReleasePerPushMigrationKeepsTheLedger(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: test\n  - name: production\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const c1, c2 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1", "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"
+	if err := db.SaveRepo(ctx, repo); err != nil {
+		t.Fatal(err)
+	}
+	first := &pipeline.Release{Repo: repo, SHA: c1, Ref: "refs/heads/main", Pusher: "octocat", PushedAt: time.Now(),
+		DeliveryID: "d1", Config: cfg, State: pipeline.ReleaseActive}
+	if _, err := db.RecordRelease(ctx, first, []pipeline.Commit{{SHA: c1, Author: "octocat", Title: "one", Timestamp: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Apply(ctx, repo, []pipeline.Action{pipeline.CreateDeployment{Release: first, Stage: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	work, err := db.Work(ctx, repo.ID)
+	if err != nil || len(work) != 1 {
+		t.Fatalf("work before the migration: %v, %v", work, err)
+	}
+	if err := db.Created(ctx, work[0].ID, 1001, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	rel, err := db.ReleaseOf(ctx, repo.ID, c1)
+	if err != nil || rel.ID != first.ID || rel.DeliveryID != "d1" || rel.Config == nil || rel.State != pipeline.ReleaseActive {
+		t.Fatalf("release after the migration: %+v, %v; want #%d as it was", rel, err, first.ID)
+	}
+	d, err := db.Deployment(ctx, 1001)
+	if err != nil || d.ReleaseID != first.ID {
+		t.Fatalf("deployment after the migration: %+v, %v", d, err)
+	}
+	rec, err := db.Audit(ctx, "acme/shop", c1)
+	if err != nil || len(rec.Commits) != 1 || rec.Commits[0].Title != "one" {
+		t.Fatalf("audit after the migration: %+v, %v", rec, err)
+	}
+	var on int
+	if err := db.write.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&on); err != nil || on != 1 {
+		t.Errorf("foreign keys after migrating: %d, %v; want on", on, err)
+	}
+	if _, err := db.write.ExecContext(ctx, `INSERT INTO release_commits (release_id, position, sha, author, timestamp, title)
+		VALUES (999, 0, 'x', 'x', 0, 'x')`); err == nil {
+		t.Error("a commit of a release that does not exist was stored: foreign keys are not enforced")
+	}
+
+	// c2, then the branch rolled back to c1: a second release of c1, with
+	// an ID after every earlier one.
+	second := &pipeline.Release{Repo: repo, SHA: c2, Ref: "refs/heads/main", PushedAt: time.Now(), DeliveryID: "d2",
+		Config: cfg, State: pipeline.ReleaseActive, ParentID: first.ID}
+	again := &pipeline.Release{Repo: repo, SHA: c1, Ref: "refs/heads/main", PushedAt: time.Now(), DeliveryID: "d3",
+		Config: cfg, State: pipeline.ReleaseActive}
+	for _, r := range []*pipeline.Release{second, again} {
+		if created, err := db.RecordRelease(ctx, r, nil); err != nil || !created {
+			t.Fatalf("release of %s: created %v, %v", r.SHA[:2], created, err)
+		}
+	}
+	if again.ID <= second.ID || second.ID <= first.ID {
+		t.Errorf("release IDs %d, %d, %d: want increasing", first.ID, second.ID, again.ID)
+	}
+	// The same push handled again finds its release.
+	dup := *again
+	if created, err := db.RecordRelease(ctx, &dup, nil); err != nil || created || dup.ID != again.ID {
+		t.Errorf("the rollback recorded again: created %v, #%d, %v; want #%d found", created, dup.ID, err, again.ID)
+	}
+}
