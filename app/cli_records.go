@@ -89,6 +89,10 @@ back to has more than one (--release picks another).`, stderr)
 		fs.Usage()
 		return errUsage
 	}
+	if *release < 0 {
+		fmt.Fprintf(stderr, "lastmile audit: --release %d: give a release ID (see lastmile history)\n", *release)
+		return errUsage
+	}
 	db, err := storage.OpenExisting(ctx, *path)
 	if err != nil {
 		return err

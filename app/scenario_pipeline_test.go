@@ -2,6 +2,9 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -228,6 +231,20 @@ func TestRollbackByForcePushDeploysTheEarlierCommitAgain(t *testing.T) {
 	}
 	if last.SHA != good.After {
 		t.Errorf("production's newest deployment is of %s, want the rollback to %s", last.SHA, good.After)
+	}
+
+	// The audit record shows the rollback and names the first release,
+	// which --release shows.
+	code, out, errOut := run(t, sb.Config.Database, "audit", "acme/shop", good.After[:7])
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("Release #%d of acme/shop", rel.ID)) ||
+		!strings.Contains(out, fmt.Sprintf("also released as #%d", first.ID)) {
+		t.Errorf("audit: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, sb.Config.Database, "audit", "--json", "--release", fmt.Sprint(first.ID), "acme/shop", good.After)
+	var rec pipeline.AuditRecord
+	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.Release.ID != first.ID || len(rec.Commits) != 1 ||
+		!slices.Equal(rec.OtherReleases, []int64{rel.ID}) {
+		t.Errorf("audit --release %d: exit %d, release #%d, others %v\n%s", first.ID, code, rec.Release.ID, rec.OtherReleases, errOut)
 	}
 }
 

@@ -193,6 +193,16 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	if prev.SHA == p.After {
 		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
 	}
+	if p.Forced || e.Now().Sub(p.PushedAt) > LatePush {
+		// A force push may move the branch back to a commit released
+		// before, and a push delivered late (redelivered by GitHub, retried
+		// by an operator, or long in the inbox) may be one that a force
+		// push has since undone: either is deployed only while the branch
+		// still points at its commit.
+		if err := e.stillHead(ctx, p); err != nil {
+			return nil, 0, err
+		}
+	}
 	if !p.Truncated && !p.Forced && prev.SHA == p.Before {
 		return p.Commits, prev.ID, nil
 	}
@@ -215,6 +225,28 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 }
 
 const zeroSHA = "0000000000000000000000000000000000000000"
+
+// LatePush is how long after it happened a push is handled before lastmile
+// checks, before releasing it, that its commit is still the branch's head.
+const LatePush = 10 * time.Minute
+
+// stillHead returns an *Ignored unless the push's branch still points at
+// its commit.
+func (e *Engine) stillHead(ctx context.Context, p Push) error {
+	branch := strings.TrimPrefix(p.Ref, "refs/heads/")
+	cmp, err := e.GitHub.Compare(ctx, p.Repo, p.After, branch)
+	if errors.Is(err, ErrNotFound) {
+		return &Ignored{Reason: fmt.Sprintf("push of %s to %s: the branch no longer exists or no longer contains it", short(p.After), branch)}
+	}
+	if err != nil {
+		return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
+	}
+	if cmp.Status != "identical" {
+		return &Ignored{Reason: fmt.Sprintf("push of %s to %s came late: the branch no longer points at it (it is %s), so it is not deployed",
+			short(p.After), branch, cmp.Status)}
+	}
+	return nil
+}
 
 // HandleDeployment records a `deployment` event: lastmile's own deployment
 // (adopted if its creation answer was lost) or someone else's.

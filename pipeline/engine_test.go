@@ -36,7 +36,8 @@ type fakeDeployment struct {
 type fakeGitHub struct {
 	mu       sync.Mutex
 	config   string
-	history  []string // the pipeline branch, oldest commit first
+	history  []string // the pipeline branch's commits, oldest first
+	head     string   // where main points ("": the newest of history)
 	deps     []*fakeDeployment
 	lastID   int64
 	failNext []error // errors for the next CreateDeployment calls
@@ -49,6 +50,14 @@ func (f *fakeGitHub) ReadFile(context.Context, pipeline.Repo, string, string) ([
 }
 
 func (f *fakeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head string) (pipeline.Comparison, error) {
+	f.mu.Lock()
+	if head == "main" {
+		head = f.head
+		if head == "" {
+			head = f.history[len(f.history)-1]
+		}
+	}
+	f.mu.Unlock()
 	b, h := slices.Index(f.history, base), slices.Index(f.history, head)
 	if b < 0 || h < 0 {
 		return pipeline.Comparison{}, pipeline.ErrNotFound
@@ -189,10 +198,19 @@ func newHarness(t *testing.T, history ...string) *harness {
 	return &harness{t: t, engine: e, gh: gh, db: db}
 }
 
+// push moves main from before to after and delivers the push at once.
 func (h *harness) push(before, after string, forced bool) error {
+	h.gh.mu.Lock()
+	h.gh.head = after
+	h.gh.mu.Unlock()
+	return h.deliverPush(before, after, forced, time.Now())
+}
+
+// deliverPush hands lastmile the webhook of a push made at pushedAt.
+func (h *harness) deliverPush(before, after string, forced bool, pushedAt time.Time) error {
 	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-" + before[:4] + "-" + after[:4],
 		Ref: "refs/heads/main", Before: before, After: after, Forced: forced, DefaultBranch: "main", Pusher: "octocat",
-		PushedAt: time.Now(), Commits: []pipeline.Commit{{SHA: after, Title: "commit " + after, Timestamp: time.Now().Add(-time.Hour)}}})
+		PushedAt: pushedAt, Commits: []pipeline.Commit{{SHA: after, Title: "commit " + after, Timestamp: pushedAt.Add(-time.Hour)}}})
 }
 
 // status has the deploy workflow post a status on GitHub; deliver says
@@ -274,7 +292,7 @@ func TestLatePushIsNotDeployedBackwards(t *testing.T) {
 	if err := h.push(c1, c2, false); err != nil {
 		t.Fatal(err)
 	}
-	err := h.push(c0, c1, false)
+	err := h.deliverPush(c0, c1, false, time.Now().Add(-time.Hour))
 	var ignored *pipeline.Ignored
 	if !errors.As(err, &ignored) {
 		t.Fatalf("late push of c1 = %v, want it ignored", err)
@@ -296,6 +314,68 @@ func TestLatePushIsNotDeployedBackwards(t *testing.T) {
 	}
 	if h.gh.deployment(c0, "test") == nil {
 		t.Error("the rollback to c0 was not deployed")
+	}
+}
+
+// A force push back to c1 that reaches lastmile late, after the branch was
+// force-pushed forward to c2 again, must not deploy c1 over c2.
+func TestLateForcePushIsNotDeployedOverTheBranchHead(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.head = c1 // the rollback to c1, whose webhook is lost for now
+	if err := h.push(c1, c2, true); err != nil {
+		t.Fatal(err) // forward to c2 again: c2's release exists
+	}
+	err := h.deliverPush(c2, c1, true, time.Now().Add(-time.Minute))
+	var ignored *pipeline.Ignored
+	if !errors.As(err, &ignored) {
+		t.Fatalf("late force push to c1 = %v, want it ignored", err)
+	}
+	if n := h.gh.count(c1, "test"); n != 1 {
+		t.Errorf("deployments of c1 to test: %d, want 1 (its first release only)", n)
+	}
+}
+
+// A push that a force push has undone, delivered late, is not deployed: c2
+// was pushed and rolled back to c1 before c2's webhook reached lastmile.
+func TestLatePushUndoneByARollbackIsIgnored(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	h.gh.head = c2 // pushed, its webhook lost for now
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err) // rolled back to c1, which is released already
+	}
+	err := h.deliverPush(c1, c2, false, time.Now().Add(-time.Hour))
+	var ignored *pipeline.Ignored
+	if !errors.As(err, &ignored) {
+		t.Fatalf("late push of c2 = %v, want it ignored", err)
+	}
+	if h.gh.deployment(c2, "test") != nil {
+		t.Error("c2, undone by the rollback, was deployed")
+	}
+}
+
+// A push handled long after it happened (a backlog in the inbox) is
+// deployed when its commit is still the branch's head.
+func TestLatePushStillAtTheHeadIsDeployed(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.head = c2
+	if err := h.deliverPush(c1, c2, false, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.deployment(c2, "test") == nil {
+		t.Error("c2 was not deployed")
 	}
 }
 
@@ -508,9 +588,39 @@ func (h *harness) promote(sha string, run int64, envs ...string) {
 func TestRollbackToAReleasedCommitDeploysItAgain(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
+	// A clock that moves 1 ms a reading, so that what happens in order is
+	// recorded in order.
+	var mu sync.Mutex
+	clock := time.Now()
+	h.engine.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Millisecond); return clock }
+	h.db.Now = h.engine.Now
+	external := func(id int64, env string) *pipeline.Deployment {
+		t.Helper()
+		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: pipeline.DeploymentInfo{
+			GitHubID: id, SHA: c1, Environment: env, CreatedAt: h.engine.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := h.db.Deployment(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	decide := func(run int64) {
+		t.Helper()
+		if err := h.engine.HandleProtectionRule(ctx, pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: fmt.Sprint("rule-", run),
+			Environment: "staging", SHA: c1, RunID: run}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A deployment of c1 by someone else before lastmile released it: it
+	// belongs to no release, and is shown with the first release of c1.
+	external(901, "test")
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
+	decide(71)
 	h.promote(c1, 10, "test", "staging", "production")
 	first, err := h.db.ReleaseOf(ctx, shop.ID, c1)
 	if err != nil {
@@ -545,6 +655,16 @@ func TestRollbackToAReleasedCommitDeploysItAgain(t *testing.T) {
 	if h.gh.deployment(c1, "staging").payload.Lastmile.Release != first.ID {
 		t.Error("the rollback went on to staging before it succeeded in test")
 	}
+	// Someone else's deployments of c1 while the rollback is in test: the
+	// one to test is the rollback's twin, the one to production the first
+	// release's (the rollback is not there yet).
+	if d := external(902, "test"); d.ReleaseID != again.ID {
+		t.Errorf("external deployment to test linked to release #%d, want the rollback #%d", d.ReleaseID, again.ID)
+	}
+	if d := external(903, "production"); d.ReleaseID != first.ID {
+		t.Errorf("external deployment to production linked to release #%d, want the first #%d", d.ReleaseID, first.ID)
+	}
+	decide(72)
 	h.promote(c1, 30, "test", "staging", "production")
 	for _, env := range []string{"test", "staging", "production"} {
 		d := h.gh.deployment(c1, env)
@@ -566,7 +686,8 @@ func TestRollbackToAReleasedCommitDeploysItAgain(t *testing.T) {
 	}
 
 	// The audit record of c1 is the rollback's; the first release is
-	// named, and readable by its ID, with its own deployments only.
+	// named, and readable by its ID. Each has its own deployments and
+	// protection decisions.
 	rec, err := h.db.Audit(ctx, "acme/shop", c1)
 	if err != nil {
 		t.Fatal(err)
@@ -582,11 +703,32 @@ func TestRollbackToAReleasedCommitDeploysItAgain(t *testing.T) {
 	if old.Release.ID != first.ID || !slices.Equal(old.OtherReleases, []int64{again.ID}) || len(old.Commits) != 1 {
 		t.Errorf("audit of the first release of c1: #%d, others %v, %d commits", old.Release.ID, old.OtherReleases, len(old.Commits))
 	}
+	want := map[int64]map[string][]int64{ // release → environment → GitHub IDs of external deployments
+		first.ID: {"test": {901}, "production": {903}},
+		again.ID: {"test": {902}},
+	}
+	wantRuns := map[int64]int64{first.ID: 71, again.ID: 72}
 	for _, r := range []*pipeline.AuditRecord{rec, old} {
 		for _, env := range r.Environments {
-			if len(env.Deployments) != 1 || env.Deployments[0].ReleaseID != r.Release.ID || env.Outcome != pipeline.DeploymentSuccess {
-				t.Errorf("release #%d in %s: %d deployments, outcome %s; want its own one, success", r.Release.ID, env.Name, len(env.Deployments), env.Outcome)
+			var own int
+			var others []int64
+			for _, d := range env.Deployments {
+				switch {
+				case d.Origin == pipeline.OriginLastmile && d.ReleaseID == r.Release.ID:
+					own++
+				case d.Origin == pipeline.OriginExternal:
+					others = append(others, d.GitHubID)
+				default:
+					t.Errorf("release #%d in %s shows deployment %d of release #%d", r.Release.ID, env.Name, d.GitHubID, d.ReleaseID)
+				}
 			}
+			if own != 1 || env.Outcome != pipeline.DeploymentSuccess || !slices.Equal(others, want[r.Release.ID][env.Name]) {
+				t.Errorf("release #%d in %s: %d own deployments, outcome %s, external %v; want 1, success, %v",
+					r.Release.ID, env.Name, own, env.Outcome, others, want[r.Release.ID][env.Name])
+			}
+		}
+		if len(r.ProtectionDecisions) != 1 || r.ProtectionDecisions[0].RunID != wantRuns[r.Release.ID] {
+			t.Errorf("release #%d: protection decisions %+v, want the one of run %d", r.Release.ID, r.ProtectionDecisions, wantRuns[r.Release.ID])
 		}
 	}
 	if _, err := h.db.AuditRelease(ctx, "acme/shop", c1, 999); !errors.Is(err, pipeline.ErrNotFound) {

@@ -78,8 +78,16 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		}
 		var release, twin sql.NullInt64
 		var cfg sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT id, config FROM releases WHERE repository_id = ? AND sha = ?
-			ORDER BY id DESC LIMIT 1`, repo.ID, info.SHA).Scan(&release, &cfg)
+		err := tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ?
+			AND origin = 'lastmile' AND github_id IS NOT NULL ORDER BY id DESC LIMIT 1`, repo.ID, info.SHA, info.Environment).Scan(&twin)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		// The twin's release; without a twin, the commit's newest (a
+		// rollback releases a commit again).
+		err = tx.QueryRowContext(ctx, `SELECT id, config FROM releases WHERE repository_id = ? AND sha = ?
+			AND (? IS NULL OR id = (SELECT release_id FROM deployments WHERE id = ?))
+			ORDER BY id DESC LIMIT 1`, repo.ID, info.SHA, twin, twin).Scan(&release, &cfg)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -89,11 +97,6 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 			if json.Unmarshal([]byte(cfg.String), &c) == nil {
 				stage = c.Index(info.Environment)
 			}
-		}
-		err = tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ?
-			AND origin = 'lastmile' AND github_id IS NOT NULL ORDER BY id DESC LIMIT 1`, repo.ID, info.SHA, info.Environment).Scan(&twin)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return err
 		}
 		created := info.CreatedAt
 		if created.IsZero() {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,11 @@ func TestReleasePerPushMigrationKeepsTheLedger(t *testing.T) {
 	if err := db.Created(ctx, work[0].ID, 1001, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// Release IDs were handed out up to 100 (releases are never deleted
+	// today, but IDs must never be reused).
+	if _, err := db.write.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = 100 WHERE name = 'releases'`); err != nil {
+		t.Fatal(err)
+	}
 	db.Close()
 
 	db, err = Open(ctx, path)
@@ -83,12 +89,58 @@ func TestReleasePerPushMigrationKeepsTheLedger(t *testing.T) {
 			t.Fatalf("release of %s: created %v, %v", r.SHA[:2], created, err)
 		}
 	}
-	if again.ID <= second.ID || second.ID <= first.ID {
-		t.Errorf("release IDs %d, %d, %d: want increasing", first.ID, second.ID, again.ID)
+	if second.ID != 101 || again.ID != 102 {
+		t.Errorf("release IDs after the migration: %d, %d; want 101, 102 (the sequence goes on)", second.ID, again.ID)
 	}
-	// The same push handled again finds its release.
+	// The same push handled again finds its release: as the latest of its
+	// commit, or, once a newer release exists (a dead delivery retried), by
+	// its delivery.
 	dup := *again
 	if created, err := db.RecordRelease(ctx, &dup, nil); err != nil || created || dup.ID != again.ID {
 		t.Errorf("the rollback recorded again: created %v, #%d, %v; want #%d found", created, dup.ID, err, again.ID)
+	}
+	newer := &pipeline.Release{Repo: repo, SHA: c2, Ref: "refs/heads/main", PushedAt: time.Now(), DeliveryID: "d4",
+		Config: cfg, State: pipeline.ReleaseActive}
+	if created, err := db.RecordRelease(ctx, newer, nil); err != nil || !created {
+		t.Fatalf("release of c2 again: created %v, %v", created, err)
+	}
+	dup = *again
+	if created, err := db.RecordRelease(ctx, &dup, nil); err != nil || created || dup.ID != again.ID {
+		t.Errorf("the rollback recorded again after a newer release: created %v, #%d, %v; want #%d found", created, dup.ID, err, again.ID)
+	}
+}
+
+// foreignKeyCheck, run before a migration commits, finds a row that refers
+// to a missing one.
+func TestForeignKeyCheckFindsDanglingRows(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "PRAGMA foreign_keys = ON")
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := foreignKeyCheck(ctx, tx); err != nil {
+		t.Fatalf("a fresh database: %v", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO release_commits (release_id, position, sha, author, timestamp, title)
+		VALUES (999, 0, 'x', 'x', 0, 'x')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := foreignKeyCheck(ctx, tx); err == nil || !strings.Contains(err.Error(), "release_commits") {
+		t.Errorf("a commit of a missing release: %v, want an error naming release_commits", err)
 	}
 }

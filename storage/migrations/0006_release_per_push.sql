@@ -23,6 +23,9 @@ INSERT INTO releases_new (id, repository_id, sha, ref, pusher, pushed_at, delive
     stop_reason, created_at, updated_at, parent_id)
     SELECT id, repository_id, sha, ref, pusher, pushed_at, delivery_id, config, state, stop_kind,
     stop_reason, created_at, updated_at, parent_id FROM releases;
+-- Release IDs go on from where they were, not from the largest kept.
+UPDATE sqlite_sequence SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'releases'), 0))
+    WHERE name = 'releases_new';
 DROP TABLE releases;
 ALTER TABLE releases_new RENAME TO releases;
 CREATE INDEX releases_active ON releases (repository_id, id) WHERE state = 'active';
