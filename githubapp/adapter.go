@@ -193,6 +193,15 @@ func (g *GitHub) CreateDeploymentStatus(ctx context.Context, r pipeline.Repo, id
 		sr.LogURL = github.String(req.LogURL)
 	}
 	st, _, err := gh.Repositories.CreateDeploymentStatus(ctx, r.Owner, r.Name, id, sr)
+	var er *github.ErrorResponse
+	if errors.As(err, &er) {
+		switch er.Response.StatusCode {
+		case http.StatusNotFound, http.StatusGone: // the deployment was deleted
+			return pipeline.StatusInfo{}, fmt.Errorf("deployment %d: %w", id, pipeline.ErrNotFound)
+		case http.StatusUnprocessableEntity:
+			return pipeline.StatusInfo{}, refusal(er)
+		}
+	}
 	if err != nil {
 		return pipeline.StatusInfo{}, err
 	}

@@ -104,6 +104,29 @@ func TestCreateDeploymentServerErrorIsNotARefusal(t *testing.T) {
 	}
 }
 
+// A status that can never be written (the deployment was deleted, or GitHub
+// will not take it) is told apart from one to retry.
+func TestCreateDeploymentStatusAnswers(t *testing.T) {
+	for code, check := range map[int]func(error) bool{
+		http.StatusNotFound:            func(err error) bool { return errors.Is(err, pipeline.ErrNotFound) },
+		http.StatusGone:                func(err error) bool { return errors.Is(err, pipeline.ErrNotFound) },
+		http.StatusUnprocessableEntity: func(err error) bool { var r *pipeline.RefusedError; return errors.As(err, &r) && r.Status == 422 },
+		http.StatusBadGateway: func(err error) bool {
+			var r *pipeline.RefusedError
+			return err != nil && !errors.Is(err, pipeline.ErrNotFound) && !errors.As(err, &r)
+		},
+	} {
+		gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(code)
+			io.WriteString(w, `{"message":"no"}`)
+		})
+		_, err := gh.CreateDeploymentStatus(context.Background(), repo, 9, pipeline.StatusRequest{State: pipeline.DeploymentInactive})
+		if !check(err) {
+			t.Errorf("HTTP %d: %v", code, err)
+		}
+	}
+}
+
 func TestFindDeploymentMatchesTheMarker(t *testing.T) {
 	mine := pipeline.Marker{Instance: "i1", Release: 4, Stage: "staging", Index: 1}
 	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {

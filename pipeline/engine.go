@@ -743,6 +743,17 @@ func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
 	st, err := e.GitHub.CreateDeploymentStatus(ctx, repo, d.GitHubID, StatusRequest{
 		State: d.Notify, Description: truncate(d.NotifyReason, 140), LogURL: d.LogURL,
 	})
+	var refused *RefusedError
+	if errors.Is(err, ErrNotFound) || errors.As(err, &refused) {
+		// For good: the deployment was deleted on GitHub (so no workflow
+		// can deploy it either), or GitHub will not take this status.
+		// Retrying would hold back every later deployment of the
+		// repository.
+		why := fmt.Sprintf("lastmile could not write its %s status: %v", d.Notify, err)
+		e.Log.Warn("status given up", "repo", repo.FullName(), "deployment", d.GitHubID, "environment", d.Environment,
+			"state", d.Notify, "error", err)
+		return e.Store.GiveUpNotify(ctx, d.ID, why)
+	}
 	if err != nil {
 		return fmt.Errorf("write %s status on deployment %d: %w", d.Notify, d.GitHubID, err)
 	}

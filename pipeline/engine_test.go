@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -115,6 +116,9 @@ func (f *fakeGitHub) LatestDeploymentStatus(_ context.Context, _ pipeline.Repo, 
 func (f *fakeGitHub) CreateDeploymentStatus(_ context.Context, _ pipeline.Repo, id int64, req pipeline.StatusRequest) (pipeline.StatusInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.byID(id) == nil {
+		return pipeline.StatusInfo{}, fmt.Errorf("deployment %d: %w", id, pipeline.ErrNotFound)
+	}
 	f.written = append(f.written, req)
 	return f.post(id, req.State, req.LogURL), nil
 }
@@ -376,6 +380,37 @@ func TestLatePushStillAtTheHeadIsDeployed(t *testing.T) {
 	}
 	if h.gh.deployment(c2, "test") == nil {
 		t.Error("c2 was not deployed")
+	}
+}
+
+// A status lastmile cannot write for good (its deployment was deleted on
+// GitHub) is given up, said in the record, and holds nothing back.
+func TestStatusOnADeletedDeploymentIsGivenUp(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	old := h.gh.deployment(c1, "test")
+	h.gh.mu.Lock()
+	h.gh.deps = slices.DeleteFunc(h.gh.deps, func(d *fakeDeployment) bool { return d == old })
+	h.gh.mu.Unlock()
+	// c2 supersedes c1 in test, whose deployment lastmile makes inactive.
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatalf("push of c2: %v", err)
+	}
+	if h.gh.deployment(c2, "test") == nil {
+		t.Fatal("c2 was not deployed to test")
+	}
+	d, err := h.db.Deployment(context.Background(), old.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Notify != "" || !strings.Contains(d.Reason, "could not write its inactive status") {
+		t.Errorf("the deleted deployment: notify %q, reason %q; want nothing owed and the reason said", d.Notify, d.Reason)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 21, true)
+	if h.gh.deployment(c2, "staging") == nil {
+		t.Error("c2 did not go on to staging")
 	}
 }
 

@@ -162,6 +162,9 @@ type Store interface {
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
+	// GiveUpNotify drops the status lastmile owes a deployment, saying why
+	// in its reason.
+	GiveUpNotify(ctx context.Context, deploymentID int64, why string) error
 	// ReleaseOf is the newest release of a commit (a rollback releases a
 	// commit again); ErrNotFound if none.
 	ReleaseOf(ctx context.Context, repoID int64, sha string) (*Release, error)
