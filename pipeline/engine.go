@@ -180,6 +180,13 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	} else if err != nil {
 		return nil, 0, err
 	}
+	// Noted even when it makes no release (a force push back to the
+	// latest release's commit): a push made before it and delivered after
+	// it must not be taken for the branch's new head.
+	newest, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt)
+	if err != nil {
+		return nil, 0, err
+	}
 	if prev == nil {
 		if !p.Truncated || p.Before == zeroSHA || p.Before == "" {
 			return p.Commits, 0, nil // the first release (of a new branch, or of a truncated list: best known)
@@ -193,12 +200,12 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	if prev.SHA == p.After {
 		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
 	}
-	if p.Forced || e.Now().Sub(p.PushedAt) > LatePush {
+	if p.Forced || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(newest) {
 		// A force push may move the branch back to a commit released
-		// before, and a push delivered late (redelivered by GitHub, retried
-		// by an operator, or long in the inbox) may be one that a force
-		// push has since undone: either is deployed only while the branch
-		// still points at its commit.
+		// before, and a push delivered late (after a newer one, redelivered
+		// by GitHub, retried by an operator, or long in the inbox) may be
+		// one that a force push has since undone: either is deployed only
+		// while the branch still points at its commit.
 		if err := e.stillHead(ctx, p); err != nil {
 			return nil, 0, err
 		}
@@ -242,7 +249,7 @@ func (e *Engine) stillHead(ctx context.Context, p Push) error {
 		return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
 	}
 	if cmp.Status != "identical" {
-		return &Ignored{Reason: fmt.Sprintf("push of %s to %s came late: the branch no longer points at it (it is %s), so it is not deployed",
+		return &Ignored{Reason: fmt.Sprintf("push of %s to %s came late: the branch no longer points at it (it is %s), so it is not deployed backwards",
 			short(p.After), branch, cmp.Status)}
 	}
 	return nil

@@ -367,6 +367,32 @@ func TestLatePushUndoneByARollbackIsIgnored(t *testing.T) {
 	}
 }
 
+// c2 is pushed, then main is force-pushed back to c1 (the latest release)
+// or to c0; GitHub delivers the force push first and c2's push a minute
+// later. c2, which the branch no longer has, is not deployed.
+func TestPushDeliveredAfterTheRollbackThatUndidItIsIgnored(t *testing.T) {
+	for _, back := range []string{c1, c0} {
+		t.Run(back[:2], func(t *testing.T) {
+			h := newHarness(t, c0, c1, c2)
+			if err := h.deliverPush(c0, c1, false, time.Now().Add(-3*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			h.gh.head = back
+			if err := h.deliverPush(c2, back, true, time.Now().Add(-time.Minute)); err != nil {
+				t.Fatalf("the rollback to %s: %v", back[:2], err)
+			}
+			err := h.deliverPush(c1, c2, false, time.Now().Add(-2*time.Minute))
+			var ignored *pipeline.Ignored
+			if !errors.As(err, &ignored) {
+				t.Fatalf("c2's push, delivered after the rollback = %v, want it ignored", err)
+			}
+			if h.gh.deployment(c2, "test") != nil {
+				t.Error("c2, undone by the rollback, was deployed")
+			}
+		})
+	}
+}
+
 // A push handled long after it happened (a backlog in the inbox) is
 // deployed when its commit is still the branch's head.
 func TestLatePushStillAtTheHeadIsDeployed(t *testing.T) {

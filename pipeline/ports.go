@@ -162,6 +162,10 @@ type Store interface {
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
+	// NotePush records that a push of the pipeline branch made at at is
+	// being handled, and returns the time of the newest push handled before
+	// it (zero if none).
+	NotePush(ctx context.Context, repoID int64, at time.Time) (time.Time, error)
 	// GiveUpNotify drops the status lastmile owes a deployment, saying why
 	// in its reason.
 	GiveUpNotify(ctx context.Context, deploymentID int64, why string) error

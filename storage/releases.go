@@ -67,6 +67,24 @@ func (db *DB) SetPipelineBranch(ctx context.Context, repoID int64, branch string
 	return err
 }
 
+// NotePush records that a push of the pipeline branch made at at is being
+// handled, and returns the time of the newest push handled before it (zero
+// if none).
+func (db *DB) NotePush(ctx context.Context, repoID int64, at time.Time) (time.Time, error) {
+	var newest int64
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT last_push_at FROM repositories WHERE id = ?`, repoID).Scan(&newest); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE repositories SET last_push_at = MAX(last_push_at, ?) WHERE id = ?`, millis(at), repoID)
+		return err
+	})
+	if err != nil || newest == 0 {
+		return time.Time{}, err
+	}
+	return fromMillis(newest), nil
+}
+
 // RecordRelease stores a release and its commits, or finds the existing
 // one: the release its push made already (the push handled again after a
 // crash), or the repository's latest when that is of the same commit. A
