@@ -876,6 +876,116 @@ func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
 	}
 }
 
+// The first attempt's failure, delivered after the re-run's success (GitHub
+// redelivered it), stays in the record but does not undo the success.
+func TestLateFailureDoesNotOverwriteTheRerunSuccess(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	first := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // its webhook is lost for now
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)      // attempt 2
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	h.deliver(c1, "test", first)
+	if got := h.ledgerState(c1, "test"); got != pipeline.DeploymentSuccess {
+		t.Errorf("test deployment after the late failure: %s, want success", got)
+	}
+	d, err := h.db.Deployment(context.Background(), h.gh.deployment(c1, "test").id)
+	if err != nil || d.Reason != "" {
+		t.Errorf("test deployment's reason %q (%v), want none", d.Reason, err)
+	}
+	if rel, _ := h.db.ReleaseOf(context.Background(), shop.ID, c1); rel.State != pipeline.ReleaseActive || h.gh.deployment(c1, "staging") == nil {
+		t.Errorf("release of c1: %s %s; want it active and on to staging", rel.State, rel.StopKind)
+	}
+	// A re-run's success after a failure delivered in order clears the
+	// failure's reason.
+	h2 := newHarness(t, c0, c1)
+	if err := h2.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h2.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	h2.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	if d, err := h2.db.Deployment(context.Background(), h2.gh.deployment(c1, "test").id); err != nil || d.State != pipeline.DeploymentSuccess || d.Reason != "" {
+		t.Errorf("after the re-run's success: %s, reason %q (%v)", d.State, d.Reason, err)
+	}
+}
+
+// The rejection's review event delivered after the run's end, for which
+// lastmile already wrote a failure: the release was rejected, not failed,
+// and a rejection starts no time-to-restore clock.
+func TestRejectionDeliveredAfterTheRunEnded(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	h.runCompleted(11, c1, "failure")
+	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentFailure {
+		t.Fatalf("lastmile wrote %+v at the run's end, want a failure", h.gh.written)
+	}
+	h.deliver(c1, "staging", h.gh.deployment(c1, "staging").statuses[1]) // the failure lastmile wrote, as a webhook
+	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+		Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", Comment: "not today", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRejected || !strings.Contains(rel.StopReason, "rejected by bob: not today") {
+		t.Errorf("release of c1: %+v, %v; want stopped as rejected by bob", rel, err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging")
+	if n, _ := h.restoresObserved("staging"); n != 0 {
+		t.Errorf("time to restore observed %d times in staging after a rejection", n)
+	}
+}
+
+// A failed deploy that had started starts the clock; the next success
+// stops it.
+func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	if n, _ := h.restoresObserved("test"); n != 1 {
+		t.Errorf("time to restore observed %d times in test, want 1", n)
+	}
+}
+
+// Approval wait is a delivery metric: a review of a job that deploys
+// nothing lastmile created (another workflow's environment) is recorded,
+// not measured.
+func TestApprovalWaitCountsOnlyLastmilesDeployments(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	at := time.Now()
+	for i, a := range []pipeline.ReviewAction{pipeline.ReviewRequested, pipeline.ReviewApproved} {
+		if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: fmt.Sprint("pages-", i), Action: a,
+			Environments: []string{"github-pages"}, RunID: 555, HeadSHA: c1, Actor: "alice", Since: at.Add(-time.Hour), At: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := h.db.MetricsSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range snap.Histograms[metrics.ApprovalWait] {
+		if s.Labels[1] == "github-pages" {
+			t.Errorf("approval wait measured for github-pages: %+v", s)
+		}
+	}
+}
+
 func (h *harness) runStarted(run int64, sha string) {
 	h.t.Helper()
 	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "in_progress",

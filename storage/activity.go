@@ -46,7 +46,8 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			if err != nil {
 				return err
 			}
-			if n, _ := res.RowsAffected(); n == 0 || rv.Action == pipeline.ReviewRequested {
+			// The wait is a delivery metric: of lastmile's deployments only.
+			if n, _ := res.RowsAffected(); n == 0 || rv.Action == pipeline.ReviewRequested || dep == nil || dep.Origin != pipeline.OriginLastmile {
 				continue
 			}
 			since := rv.Since
@@ -71,6 +72,15 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 				}
 				if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 1, reason = ? WHERE id = ?`, reason, dep.ID); err != nil {
 					return err
+				}
+				// Delivered after the run's end had already stopped the
+				// release as failed on this deployment: it was a rejection.
+				if dep.State == pipeline.DeploymentFailure || dep.State == pipeline.DeploymentError {
+					if _, err := tx.ExecContext(ctx, `UPDATE releases SET stop_kind = 'rejected', stop_reason = ?, updated_at = ?
+						WHERE id = ? AND state = 'stopped' AND stop_kind = 'failed'`,
+						fmt.Sprintf("deployment to %s ended in %s: %s", env, dep.State, reason), millis(db.Now()), dep.ReleaseID); err != nil {
+						return err
+					}
 				}
 			}
 		}

@@ -163,13 +163,26 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			// deployment backwards.
 			return nil
 		}
+		if d.State.Terminal() && s.State.Terminal() && s.GitHubID != 0 {
+			// Between final statuses the newest on GitHub wins (its IDs
+			// grow), not the last delivered: a first attempt's failure
+			// delivered after its re-run's success stays in the record only.
+			var newer int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ? AND github_id > ?
+				AND state IN ('success', 'failure', 'error', 'inactive')`, d.ID, s.GitHubID).Scan(&newer); err != nil {
+				return err
+			}
+			if newer > 0 {
+				return nil
+			}
+		}
 		_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?,
 			log_url = CASE WHEN ? != '' THEN ? ELSE log_url END,
 			environment_url = CASE WHEN ? != '' THEN ? ELSE environment_url END,
 			notify = CASE WHEN notify = ? THEN '' ELSE notify END,
-			reason = CASE WHEN ? IN ('failure', 'error', 'inactive') AND ? != '' THEN ? ELSE reason END
+			reason = CASE WHEN ? = 'success' THEN '' WHEN ? IN ('failure', 'error', 'inactive') AND ? != '' THEN ? ELSE reason END
 			WHERE id = ?`, string(s.State), s.LogURL, s.LogURL, s.EnvironmentURL, s.EnvironmentURL, string(s.State),
-			string(s.State), s.Description, s.Description, d.ID)
+			string(s.State), string(s.State), s.Description, s.Description, d.ID)
 		if err != nil {
 			return err
 		}
@@ -205,10 +218,19 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		if err := observe(ctx, tx, metrics.DeploymentDuration, repo, env, max(at.Sub(d.CreatedAt).Seconds(), 0)); err != nil {
 			return err
 		}
-		// A failure starts the clock of time to restore, unless the
-		// environment has succeeded since (a status delivered late).
+		// A failed deploy starts the clock of time to restore, unless the
+		// environment has succeeded since (a status delivered late). One
+		// that never started (rejected, cancelled while it waited) changed
+		// nothing there.
 		if state != pipeline.DeploymentSuccess && es.failingSince == 0 && millis(at) > es.lastSuccess {
-			es.failingSince = millis(at)
+			var started int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ? AND state = 'in_progress'`,
+				d.ID).Scan(&started); err != nil {
+				return err
+			}
+			if started > 0 {
+				es.failingSince = millis(at)
+			}
 		}
 	}
 	if state == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
