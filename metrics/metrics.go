@@ -325,7 +325,7 @@ func labelKey(labels []string) string {
 }
 
 // dbCollector emits the database's metrics: the live part (webhook and
-// GitHub counters, merged with this process's unflushed increments, and the
+// GitHub counters, flushed to the database first, and the
 // inbox) and, unless rollups is false, the delivery rollups.
 type dbCollector struct {
 	m       *Metrics
@@ -349,32 +349,28 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 var rollupNames = []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo}
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
+	// A scrape shows only what is in the database: a count shown before
+	// its flush and then lost with the process (killed before the next
+	// flush) would make the counter go backwards, which Prometheus takes
+	// for a reset and counts again. So this process's increments are
+	// flushed first; if that fails they show at a later scrape.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := c.m.Flush(ctx); err != nil {
+		c.m.log.Warn("metrics: flush before scrape", "error", err)
+	}
+	cancel()
 	c.m.flushing.RLock()
 	defer c.m.flushing.RUnlock()
 	snap, err := c.m.snapshot()
 	if err != nil {
 		return
 	}
-	// Counters: database values plus what this process has not flushed yet.
-	c.m.mu.Lock()
 	for _, name := range []string{WebhookDeliveries, GitHubRequests} {
-		merged := map[string]*Series{}
-		for _, s := range snap.Counters[name] {
-			merged[labelKey(s.Labels)] = &Series{Labels: s.Labels, Value: s.Value}
-		}
-		for k, s := range c.m.pending[name] {
-			if cur := merged[k]; cur != nil {
-				cur.Value += s.Value
-			} else {
-				merged[k] = &Series{Labels: s.Labels, Value: s.Value}
-			}
-		}
 		desc := prometheus.NewDesc(name, help[name], labelNames[name], nil)
-		for _, s := range merged {
+		for _, s := range snap.Counters[name] {
 			ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, s.Value, s.Labels...)
 		}
 	}
-	c.m.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxPending, help[InboxPending], nil, nil), prometheus.GaugeValue, float64(snap.InboxPending))
 	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxDead, help[InboxDead], nil, nil), prometheus.GaugeValue, float64(snap.InboxDead))
 	age := 0.0

@@ -371,12 +371,12 @@ func TestOperationsDashboardAgainstPrometheus(t *testing.T) {
 	for k, n := range scenarioWebhooks {
 		webhooks[k[1]] += n
 	}
-	webhooks["too_large"]++ // refused by this process, not yet flushed
+	webhooks["too_large"]++ // refused by this process, flushed by the scrape
 	github := map[string]float64{}
 	for k, n := range scenarioGitHub {
 		github[k[1]] += n
 	}
-	github["200"]++ // this process's call, not yet flushed
+	github["200"]++ // this process's call, flushed by the scrape
 	oldest := env.at.Sub(env.start.Add(-scenarioOldest)).Seconds()
 	wants := map[string][]want{
 		"Webhook deliveries by outcome/A":             perSecond("outcome", webhooks),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -12,6 +14,25 @@ import (
 type fakeSource struct{ snap atomic.Pointer[Snapshot] }
 
 func (f *fakeSource) MetricsSnapshot(context.Context) (*Snapshot, error) { return f.snap.Load(), nil }
+
+// AddCounters adds flushed increments to the snapshot, as the database does.
+func (f *fakeSource) AddCounters(_ context.Context, name string, deltas []Series) error {
+	old := f.snap.Load()
+	next := *old
+	next.Counters = maps.Clone(old.Counters)
+	list := slices.Clone(next.Counters[name])
+	for _, d := range deltas {
+		i := slices.IndexFunc(list, func(s Series) bool { return slices.Equal(s.Labels, d.Labels) })
+		if i < 0 {
+			list = append(list, d)
+		} else {
+			list[i].Value += d.Value
+		}
+	}
+	next.Counters[name] = list
+	f.snap.Store(&next)
+	return nil
+}
 
 type nopSink struct{}
 
@@ -197,7 +218,7 @@ func snapshot(envs []*envScenario, start time.Time, observed bool) *Snapshot {
 func newScenarioMetrics(envs []*envScenario, start time.Time) (*Metrics, func()) {
 	src := &fakeSource{}
 	src.snap.Store(snapshot(envs, start, false))
-	m := New(src, nopSink{}, "test-version", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m := New(src, src, "test-version", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for _, r := range []string{"done", "retry", "dead"} {
 		m.handled.WithLabelValues("push", r) // zero series, for rate() to count the first ones
 	}
@@ -208,9 +229,9 @@ func newScenarioMetrics(envs []*envScenario, start time.Time) (*Metrics, func())
 			m.DeliveryHandled("push", "done", 20*time.Millisecond) // (0.01, 0.025]
 		}
 		m.DeliveryHandled("push", "retry", 2*time.Second) // (1, 2.5]
-		m.WebhookRejected("push", "too_large")            // unflushed: merged into the scrape
-		m.GitHubRequest("GET", "200")
 		src.snap.Store(snapshot(envs, start, true))
+		m.WebhookRejected("push", "too_large") // flushed by the next scrape
+		m.GitHubRequest("GET", "200")
 	}
 	return m, happen
 }
