@@ -146,7 +146,7 @@ var help = map[string]string{
 	ApprovalWait:          "Environment review requested to approved or rejected, for jobs deploying lastmile's deployments.",
 	TimeToRestore:         "First failed deployment (its deploy had started) to the next successful one in the environment.",
 	LastSuccess:           "Unix time of the latest successful deployment.",
-	EnvironmentInfo:       "An environment of a repository's pipeline (always 1); production says whether the configuration marks it as production.",
+	EnvironmentInfo:       "An environment of a repository's pipeline (always 1), while the configuration names it; production says whether it marks it as production.",
 	WebhookDeliveries:     "Webhook deliveries received, by event and outcome.",
 	GitHubRequests:        "HTTP calls made to the GitHub API, by method and status code (\"error\" when no response arrived).",
 	InboxPending:          "Webhook deliveries waiting in the inbox to be handled.",

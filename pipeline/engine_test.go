@@ -986,6 +986,48 @@ func TestApprovalWaitCountsOnlyLastmilesDeployments(t *testing.T) {
 	}
 }
 
+// An environment the configuration no longer names (production renamed to
+// prod) leaves lastmile_environment_info, so the dashboards drop it and the
+// "no production deployment" alert does not fire for it forever.
+func TestRenamedEnvironmentIsRetired(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	info := func() []string {
+		snap, err := h.db.MetricsSnapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var envs []string
+		for _, s := range snap.Gauges[metrics.EnvironmentInfo] {
+			envs = append(envs, s.Labels[1]+"="+s.Labels[2])
+		}
+		slices.Sort(envs)
+		return envs
+	}
+	if got := info(); !slices.Equal(got, []string{"production=true", "staging=false", "test=false"}) {
+		t.Fatalf("environments before the rename: %v", got)
+	}
+	h.gh.config = "environments:\n  - name: test\n  - name: staging\n  - name: prod\n"
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := info(); !slices.Equal(got, []string{"staging=false", "test=false"}) {
+		t.Errorf("environments after the rename: %v, want production gone (prod comes when lastmile deploys there)", got)
+	}
+	h.promote(c2, 20, "test", "staging")
+	if got := info(); !slices.Equal(got, []string{"prod=true", "staging=false", "test=false"}) {
+		t.Errorf("environments once prod is deployed to: %v", got)
+	}
+	// Its history stays: production's success is still counted.
+	if got := h.deploymentsCounted()["production/success"]; got != 1 {
+		t.Errorf("production successes: %v, want 1", got)
+	}
+}
+
 func (h *harness) runStarted(run int64, sha string) {
 	h.t.Helper()
 	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "in_progress",

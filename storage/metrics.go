@@ -199,7 +199,7 @@ func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
 		s.Histograms[name] = append(s.Histograms[name], h)
 	}
 	rows.Close()
-	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at FROM environment_state
+	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at, retired FROM environment_state
 		ORDER BY repository, environment`)
 	if err != nil {
 		return err
@@ -207,13 +207,15 @@ func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
 	defer rows.Close()
 	for rows.Next() {
 		var repo, env string
-		var production bool
+		var production, retired bool
 		var at int64
-		if err := rows.Scan(&repo, &env, &production, &at); err != nil {
+		if err := rows.Scan(&repo, &env, &production, &at, &retired); err != nil {
 			return err
 		}
-		s.Gauges[metrics.EnvironmentInfo] = append(s.Gauges[metrics.EnvironmentInfo],
-			metrics.Series{Labels: []string{repo, env, strconv.FormatBool(production)}, Value: 1})
+		if !retired {
+			s.Gauges[metrics.EnvironmentInfo] = append(s.Gauges[metrics.EnvironmentInfo],
+				metrics.Series{Labels: []string{repo, env, strconv.FormatBool(production)}, Value: 1})
+		}
 		if at > 0 {
 			s.Gauges[metrics.LastSuccess] = append(s.Gauges[metrics.LastSuccess],
 				metrics.Series{Labels: []string{repo, env}, Value: float64(at) / 1000})

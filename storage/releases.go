@@ -134,6 +134,26 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 			}
 		}
 		created = true
+		if rel.Config == nil {
+			return nil
+		}
+		// The environments this configuration no longer names are retired.
+		names := make([]string, len(rel.Config.Environments))
+		for i, e := range rel.Config.Environments {
+			names[i] = e.Name
+		}
+		list, err := json.Marshal(names)
+		if err != nil {
+			return err
+		}
+		res, err = tx.ExecContext(ctx, `UPDATE environment_state SET retired = (environment NOT IN (SELECT value FROM json_each(?)))
+			WHERE repository_id = ? AND retired != (environment NOT IN (SELECT value FROM json_each(?)))`, string(list), rel.Repo.ID, string(list))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return bumpRollups(ctx, tx)
+		}
 		return nil
 	})
 	return created, err
@@ -284,7 +304,7 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
 			VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
-			repository = excluded.repository`, repo.ID, env.Name, repo.FullName(), env.Production)
+			repository = excluded.repository, retired = 0`, repo.ID, env.Name, repo.FullName(), env.Production)
 		if err != nil {
 			return err
 		}
