@@ -1,6 +1,7 @@
 package githubapp
 
 import (
+	"context"
 	"crypto/rsa"
 	"fmt"
 	"net/http"
@@ -73,9 +74,20 @@ func (c *Clients) Installation(id int64) (*github.Client, error) {
 	if gh, ok := c.installs[id]; ok {
 		return gh, nil
 	}
-	gh := c.newClient(ghinstallation.NewFromAppsTransport(c.apps, id))
+	gh := c.newClient(&installationTransport{id: id, next: ghinstallation.NewFromAppsTransport(c.apps, id)})
 	c.installs[id] = gh
 	return gh, nil
+}
+
+// installationTransport marks each request with its installation, for the
+// rate-limit metrics (the token alone does not say whose it is).
+type installationTransport struct {
+	id   int64
+	next http.RoundTripper
+}
+
+func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.next.RoundTrip(req.WithContext(context.WithValue(req.Context(), installationKey{}, t.id)))
 }
 
 // BaseURL is the REST API root the clients call.

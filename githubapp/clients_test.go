@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -168,6 +169,43 @@ func TestClientsRetryTokenRequestsThroughTheTransport(t *testing.T) {
 	}
 	if n := len(clock.Waits()); n != 2 {
 		t.Errorf("backed off %d times, want 2", n)
+	}
+}
+
+// GitHub counts each installation's rate limit apart, and the App's own:
+// the transport reports each quota under its own name, with its reset.
+func TestRateLimitsAreReportedPerQuota(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	obs := &observed{}
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, _ := clients.Installation(w.acme)
+	globex, _ := clients.Installation(w.globex)
+	if _, _, err := acme.Repositories.GetCommit(ctx, "acme", "shop", "main", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := globex.Repositories.GetCommit(ctx, "globex", "api", "main", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := clients.App().Apps.ListHookDeliveries(ctx, &github.ListCursorOptions{PerPage: 10}); err != nil {
+		t.Fatal(err)
+	}
+	var quotas []string
+	for _, q := range obs.Quotas() {
+		name, rest, _ := strings.Cut(q, " ")
+		var reset int64
+		if _, err := fmt.Sscanf(rest[strings.LastIndex(rest, " ")+1:], "%d", &reset); err != nil || time.Unix(reset, 0).Before(time.Now()) {
+			t.Errorf("quota %q: reset not in the future", q)
+		}
+		quotas = append(quotas, name)
+	}
+	// The token requests are the App's (JWT), then each installation's call.
+	want := []string{"app", fmt.Sprint(w.acme), "app", fmt.Sprint(w.globex), "app"}
+	if !slices.Equal(quotas, want) {
+		t.Errorf("quotas reported %v, want %v", quotas, want)
 	}
 }
 

@@ -20,8 +20,10 @@ type RequestObserver interface {
 	// GitHubRequest counts one call; code is the HTTP status, or "error"
 	// when no response arrived.
 	GitHubRequest(method, code string)
-	// GitHubRateLimit records the rate-limit headers of a response.
-	GitHubRateLimit(resource string, remaining, limit int)
+	// GitHubRateLimit records the rate-limit headers of a response: quota
+	// is whose rate limit it is (an installation's ID, "app" for the App's
+	// own calls, "token" for another token), reset when it refills.
+	GitHubRateLimit(quota, resource string, remaining, limit int, reset time.Time)
 }
 
 // RateLimitedError is returned when GitHub's rate limit asks lastmile to wait
@@ -88,6 +90,22 @@ func quotaOf(req *http.Request, resource string) quotaKey {
 		auth = "app"
 	}
 	return quotaKey{sha256.Sum256([]byte(auth)), resource}
+}
+
+// installationKey marks a request context with the installation whose
+// token the request carries (set by Clients).
+type installationKey struct{}
+
+// quotaName names the rate-limit quota a request draws on, for metrics.
+func quotaName(req *http.Request) string {
+	auth := req.Header.Get("Authorization")
+	if strings.HasPrefix(auth, "Bearer ") && strings.Count(auth, ".") == 2 {
+		return "app" // the App's JWT (installation tokens are fetched with it)
+	}
+	if id, ok := req.Context().Value(installationKey{}).(int64); ok {
+		return strconv.FormatInt(id, 10)
+	}
+	return "token"
 }
 
 // retrySafeKey marks a request context whose request may be sent twice.
@@ -245,7 +263,11 @@ func (t *Transport) recordRateLimit(req *http.Request, resp *http.Response) {
 		resource = "core"
 	}
 	if t.Observer != nil {
-		t.Observer.GitHubRateLimit(resource, remaining, limit)
+		var reset time.Time
+		if r, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
+			reset = time.Unix(r, 0)
+		}
+		t.Observer.GitHubRateLimit(quotaName(req), resource, remaining, limit, reset)
 	}
 	key := quotaOf(req, resource)
 	t.mu.Lock()

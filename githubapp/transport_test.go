@@ -58,6 +58,7 @@ type observed struct {
 	mu       sync.Mutex
 	requests []string // "METHOD code"
 	limits   []string // "resource remaining/limit"
+	quotas   []string // "quota resource reset UNIX"
 }
 
 func (o *observed) GitHubRequest(method, code string) {
@@ -66,10 +67,17 @@ func (o *observed) GitHubRequest(method, code string) {
 	o.requests = append(o.requests, method+" "+code)
 }
 
-func (o *observed) GitHubRateLimit(resource string, remaining, limit int) {
+func (o *observed) GitHubRateLimit(quota, resource string, remaining, limit int, reset time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.limits = append(o.limits, fmt.Sprintf("%s %d/%d", resource, remaining, limit))
+	o.quotas = append(o.quotas, fmt.Sprintf("%s %s reset %d", quota, resource, reset.Unix()))
+}
+
+func (o *observed) Quotas() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.quotas...)
 }
 
 func (o *observed) Requests() []string {

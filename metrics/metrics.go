@@ -121,6 +121,7 @@ type Metrics struct {
 
 	rateLimitRemaining *prometheus.GaugeVec
 	rateLimitLimit     *prometheus.GaugeVec
+	rateLimitReset     *prometheus.GaugeVec
 	handled            *prometheus.CounterVec
 	handling           *prometheus.HistogramVec
 	scrapeErrors       prometheus.Counter
@@ -166,12 +167,16 @@ func New(source Source, sink CounterSink, version string, log *slog.Logger) *Met
 		pending: map[string]map[string]*Series{},
 		rateLimitRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lastmile_github_rate_limit_remaining",
-			Help: "Requests left in the current GitHub rate-limit window, as last reported by GitHub.",
-		}, []string{"resource"}),
+			Help: "Requests left in the current GitHub rate-limit window, as last reported by GitHub, per quota (installation ID, or app for the App's own calls) and resource.",
+		}, []string{"installation", "resource"}),
 		rateLimitLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lastmile_github_rate_limit_limit",
-			Help: "Size of the GitHub rate-limit window, as last reported by GitHub.",
-		}, []string{"resource"}),
+			Help: "Size of the GitHub rate-limit window, as last reported by GitHub, per quota and resource.",
+		}, []string{"installation", "resource"}),
+		rateLimitReset: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lastmile_github_rate_limit_reset_timestamp_seconds",
+			Help: "Unix time at which the GitHub rate-limit window refills, as last reported by GitHub, per quota and resource: after it, the remaining count shown is stale.",
+		}, []string{"installation", "resource"}),
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lastmile_deliveries_handled_total",
 			Help: "Delivery handling attempts by the worker in this process, by event and result (done, retry, dead).",
@@ -194,7 +199,7 @@ func New(source Source, sink CounterSink, version string, log *slog.Logger) *Met
 	process := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo, m.rateLimitRemaining, m.rateLimitLimit, m.handled, m.handling, m.scrapeErrors,
+		buildInfo, m.rateLimitRemaining, m.rateLimitLimit, m.rateLimitReset, m.handled, m.handling, m.scrapeErrors,
 	}
 	m.reg.MustRegister(append(process, &dbCollector{m: m, rollups: true})...)
 	m.live.MustRegister(append(process, &dbCollector{m: m})...)
@@ -219,9 +224,12 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 func (m *Metrics) GitHubRequest(method, code string) { m.add(GitHubRequests, []string{method, code}) }
 
 // GitHubRateLimit records the rate-limit headers of a GitHub answer.
-func (m *Metrics) GitHubRateLimit(resource string, remaining, limit int) {
-	m.rateLimitRemaining.WithLabelValues(resource).Set(float64(remaining))
-	m.rateLimitLimit.WithLabelValues(resource).Set(float64(limit))
+func (m *Metrics) GitHubRateLimit(quota, resource string, remaining, limit int, reset time.Time) {
+	m.rateLimitRemaining.WithLabelValues(quota, resource).Set(float64(remaining))
+	m.rateLimitLimit.WithLabelValues(quota, resource).Set(float64(limit))
+	if !reset.IsZero() {
+		m.rateLimitReset.WithLabelValues(quota, resource).Set(float64(reset.Unix()))
+	}
 }
 
 // WebhookRejected counts a delivery refused before it was stored.

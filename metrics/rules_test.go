@@ -181,7 +181,7 @@ func exposedNames() []string {
 		DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess,
 		EnvironmentInfo, WebhookDeliveries, GitHubRequests,
 		InboxPending, InboxDead, InboxOldestPendingAge,
-		"lastmile_github_rate_limit_remaining", "lastmile_github_rate_limit_limit",
+		"lastmile_github_rate_limit_remaining", "lastmile_github_rate_limit_limit", "lastmile_github_rate_limit_reset_timestamp_seconds",
 		"lastmile_deliveries_handled_total", "lastmile_delivery_handling_seconds",
 		"lastmile_metrics_source_errors_total", "lastmile_build_info",
 	}

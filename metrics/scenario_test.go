@@ -223,7 +223,8 @@ func newScenarioMetrics(envs []*envScenario, start time.Time) (*Metrics, func())
 		m.handled.WithLabelValues("push", r) // zero series, for rate() to count the first ones
 	}
 	m.handling.WithLabelValues("push")
-	m.GitHubRateLimit("core", 4000, 5000)
+	m.GitHubRateLimit("42", "core", 4000, 5000, time.Now().Add(time.Hour))
+	m.GitHubRateLimit("43", "core", 100, 5000, time.Now().Add(-time.Minute)) // spent, but refilled since: stale
 	happen := func() {
 		for range 4 {
 			m.DeliveryHandled("push", "done", 20*time.Millisecond) // (0.01, 0.025]
