@@ -387,8 +387,8 @@ func TestOperationsDashboardAgainstPrometheus(t *testing.T) {
 		"Worker: deliveries handled by result/A":      perSecond("result", map[string]float64{"done": 4, "retry": 1, "dead": 0}),
 		// 4 handled in (0.01, 0.025], 1 in (1, 2.5]: the median is rank 2.5
 		// of 4 in the first, p99 rank 4.95, 95% into the second.
-		"Worker: handling latency/A":              {exact(none, 0.01+0.015*2.5/4)},
-		"Worker: handling latency/B":              {exact(none, 1+1.5*0.95)},
+		"Worker: handling latency/A": {exact(none, 0.01+0.015*2.5/4)},
+		"Worker: handling latency/B": {exact(none, 1+1.5*0.95)},
 		// Installation 43's window refilled since it was spent: not shown.
 		"GitHub rate limit: remaining vs limit/A": {exact(map[string]string{"installation": "42", "resource": "core"}, 4000)},
 		"GitHub rate limit: remaining vs limit/B": {exact(map[string]string{"installation": "42", "resource": "core"}, 5000)},

@@ -885,7 +885,7 @@ func TestLateFailureDoesNotOverwriteTheRerunSuccess(t *testing.T) {
 	}
 	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
 	first := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // its webhook is lost for now
-	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)      // attempt 2
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)        // attempt 2
 	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
 	h.deliver(c1, "test", first)
 	if got := h.ledgerState(c1, "test"); got != pipeline.DeploymentSuccess {
