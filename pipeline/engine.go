@@ -33,6 +33,11 @@ type Engine struct {
 	// branchReads: repository ID → when this process last read the
 	// configuration on the default branch to learn the pipeline branch.
 	branchReads sync.Map
+	// advancing: repository ID → the mutex advance holds. The worker
+	// orders deliveries by repository name; a repository renamed or
+	// transferred while deliveries wait under its old name would otherwise
+	// be advanced twice at once (and could create a deployment twice).
+	advancing sync.Map
 }
 
 // branchReadInterval bounds how often a push to another branch makes
@@ -608,6 +613,9 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 // advance plans from the ledger and sends GitHub what the plan needs, until
 // nothing is left to do.
 func (e *Engine) advance(ctx context.Context, repo Repo) error {
+	mu, _ := e.advancing.LoadOrStore(repo.ID, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	for round := 0; round < 8; round++ {
 		state, err := e.Store.RepoState(ctx, repo.ID)
 		if err != nil {

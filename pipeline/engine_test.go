@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,8 +43,11 @@ type fakeGitHub struct {
 	deps     []*fakeDeployment
 	lastID   int64
 	failNext []error // errors for the next CreateDeployment calls
-	latest   int     // LatestDeploymentStatus calls
-	written  []pipeline.StatusRequest
+	// enter, if set, is called as CreateDeployment starts; the function
+	// it returns as it ends.
+	enter   func() (leave func())
+	latest  int // LatestDeploymentStatus calls
+	written []pipeline.StatusRequest
 }
 
 func (f *fakeGitHub) ReadFile(context.Context, pipeline.Repo, string, string) ([]byte, error) {
@@ -79,6 +83,9 @@ func (f *fakeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head stri
 }
 
 func (f *fakeGitHub) CreateDeployment(_ context.Context, _ pipeline.Repo, req pipeline.DeploymentRequest) (int64, time.Time, error) {
+	if f.enter != nil {
+		defer f.enter()()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.failNext) > 0 {
@@ -1025,6 +1032,52 @@ func TestRenamedEnvironmentIsRetired(t *testing.T) {
 	// Its history stays: production's success is still counted.
 	if got := h.deploymentsCounted()["production/success"]; got != 1 {
 		t.Errorf("production successes: %v, want 1", got)
+	}
+}
+
+// Two deliveries of one repository handled at once (the worker orders
+// them by name, and the repository was renamed while some waited) do not
+// advance it at the same time: the second waits, then finds the deployment
+// the first created instead of creating it again.
+func TestARepositoryIsAdvancedOnceAtATime(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	var inflight, most atomic.Int32
+	entered, second := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	h.gh.enter = func() func() {
+		n := inflight.Add(1)
+		if n > most.Load() {
+			most.Store(n)
+		}
+		switch calls.Add(1) {
+		case 1:
+			close(entered)
+			// Hold the first creation until a second one starts beside
+			// it, or long enough for one to have started.
+			select {
+			case <-second:
+			case <-time.After(time.Second):
+			}
+		case 2:
+			close(second)
+		}
+		return func() { inflight.Add(-1) }
+	}
+	first := make(chan error, 1)
+	go func() { first <- h.push(c0, c1, false) }()
+	<-entered
+	// c1's contexts turn green meanwhile: another delivery of shop.
+	if err := h.engine.HandleContexts(context.Background(), pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "success"}); err != nil {
+		var ignored *pipeline.Ignored
+		if !errors.As(err, &ignored) {
+			t.Fatal(err)
+		}
+	}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if most.Load() != 1 || h.gh.count(c1, "test") != 1 {
+		t.Errorf("%d deployments of c1 to test, at most %d created at once; want 1 and 1", h.gh.count(c1, "test"), most.Load())
 	}
 }
 
