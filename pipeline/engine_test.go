@@ -951,6 +951,50 @@ func TestRejectionDeliveredAfterTheRunEnded(t *testing.T) {
 	}
 }
 
+// c1's success in test is delivered after GitHub's automatic inactive for
+// it (c2 succeeded there meanwhile): the deployment stays inactive, as on
+// GitHub, but its success counts.
+func TestSuccessDeliveredAfterTheAutomaticInactive(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	late := h.status(c1, "test", pipeline.DeploymentSuccess, 11, false)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	h.status(c1, "test", pipeline.DeploymentInactive, 11, true) // GitHub's, after c2's success
+	h.deliver(c1, "test", late)
+	d, err := h.db.Deployment(context.Background(), h.gh.deployment(c1, "test").id)
+	if err != nil || d.State != pipeline.DeploymentInactive || d.SucceededAt.IsZero() {
+		t.Errorf("c1's test deployment: %s, succeeded at %v (%v); want inactive, with its success", d.State, d.SucceededAt, err)
+	}
+	if got := h.deploymentsCounted()["test/success"]; got != 2 {
+		t.Errorf("successes in test: %v, want 2", got)
+	}
+}
+
+// The in_progress of a failed deploy delivered after its failure: the
+// deploy had started, so the clock runs from the failure.
+func TestTimeToRestoreWithInProgressDeliveredAfterTheFailure(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	running := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	h.deliver(c1, "test", running)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	if n, _ := h.restoresObserved("test"); n != 1 {
+		t.Errorf("time to restore observed %d times in test, want 1", n)
+	}
+}
+
 // A failed deploy that had started starts the clock; the next success
 // stops it.
 func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {

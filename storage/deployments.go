@@ -160,31 +160,44 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		if d.State.After(s.State) != s.State {
 			// A late status (a queued after in_progress, an in_progress
 			// after success): kept in the record, but it does not move the
-			// deployment backwards.
+			// deployment backwards. An in_progress delivered after the
+			// deployment failed says that the failed deploy had started.
+			if s.State == pipeline.DeploymentInProgress && d.Origin == pipeline.OriginLastmile && !d.TerminalAt.IsZero() &&
+				(d.State == pipeline.DeploymentFailure || d.State == pipeline.DeploymentError) {
+				es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
+				if err != nil {
+					return err
+				}
+				es.failed(millis(d.TerminalAt))
+				return es.save(ctx, tx)
+			}
 			return nil
 		}
+		stale := false
 		if d.State.Terminal() && s.State.Terminal() && s.GitHubID != 0 {
 			// Between final statuses the newest on GitHub wins (its IDs
 			// grow), not the last delivered: a first attempt's failure
-			// delivered after its re-run's success stays in the record only.
+			// delivered after its re-run's success stays in the record
+			// only. A stale status still counts in the metrics below (a
+			// success delivered after GitHub's automatic inactive).
 			var newer int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ? AND github_id > ?
 				AND state IN ('success', 'failure', 'error', 'inactive')`, d.ID, s.GitHubID).Scan(&newer); err != nil {
 				return err
 			}
-			if newer > 0 {
-				return nil
-			}
+			stale = newer > 0
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?,
-			log_url = CASE WHEN ? != '' THEN ? ELSE log_url END,
-			environment_url = CASE WHEN ? != '' THEN ? ELSE environment_url END,
-			notify = CASE WHEN notify = ? THEN '' ELSE notify END,
-			reason = CASE WHEN ? = 'success' THEN '' WHEN ? IN ('failure', 'error', 'inactive') AND ? != '' THEN ? ELSE reason END
-			WHERE id = ?`, string(s.State), s.LogURL, s.LogURL, s.EnvironmentURL, s.EnvironmentURL, string(s.State),
-			string(s.State), string(s.State), s.Description, s.Description, d.ID)
-		if err != nil {
-			return err
+		if !stale {
+			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?,
+				log_url = CASE WHEN ? != '' THEN ? ELSE log_url END,
+				environment_url = CASE WHEN ? != '' THEN ? ELSE environment_url END,
+				notify = CASE WHEN notify = ? THEN '' ELSE notify END,
+				reason = CASE WHEN ? = 'success' THEN '' WHEN ? IN ('failure', 'error', 'inactive') AND ? != '' THEN ? ELSE reason END
+				WHERE id = ?`, string(s.State), s.LogURL, s.LogURL, s.EnvironmentURL, s.EnvironmentURL, string(s.State),
+				string(s.State), string(s.State), s.Description, s.Description, d.ID)
+			if err != nil {
+				return err
+			}
 		}
 		if d.Origin != pipeline.OriginLastmile {
 			if s.State == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
@@ -222,14 +235,14 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		// environment has succeeded since (a status delivered late). One
 		// that never started (rejected, cancelled while it waited) changed
 		// nothing there.
-		if state != pipeline.DeploymentSuccess && es.failingSince == 0 && millis(at) > es.lastSuccess {
+		if state != pipeline.DeploymentSuccess {
 			var started int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ? AND state = 'in_progress'`,
 				d.ID).Scan(&started); err != nil {
 				return err
 			}
 			if started > 0 {
-				es.failingSince = millis(at)
+				es.failed(millis(at))
 			}
 		}
 	}
@@ -319,6 +332,15 @@ func loadEnvState(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, env strin
 		return es, nil
 	}
 	return es, err
+}
+
+// failed starts the clock of time to restore at a failed deploy's time,
+// unless it runs already or the environment has succeeded since (a status
+// delivered late).
+func (es *envState) failed(at int64) {
+	if es.failingSince == 0 && at > es.lastSuccess {
+		es.failingSince = at
+	}
 }
 
 func (es *envState) save(ctx context.Context, tx *sql.Tx) error {
