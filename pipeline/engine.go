@@ -763,11 +763,13 @@ func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
 		// For good: the deployment was deleted on GitHub (so no workflow
 		// can deploy it either), or GitHub will not take this status.
 		// Retrying would hold back every later deployment of the
-		// repository.
-		why := fmt.Sprintf("lastmile could not write its %s status: %v", d.Notify, err)
-		e.Log.Warn("status given up", "repo", repo.FullName(), "deployment", d.GitHubID, "environment", d.Environment,
-			"state", d.Notify, "error", err)
-		return e.Store.GiveUpNotify(ctx, d.ID, why)
+		// repository: the status is recorded as lastmile's alone, so the
+		// deployment still ends (and its release with it).
+		e.Log.Warn("status not written on GitHub, recorded by lastmile only", "repo", repo.FullName(), "deployment", d.GitHubID,
+			"environment", d.Environment, "state", d.Notify, "error", err)
+		_, err = e.Store.RecordStatus(ctx, d, StatusInfo{State: d.Notify, Creator: "lastmile", CreatedAt: e.Now(),
+			Description: strings.TrimPrefix(d.NotifyReason+" (not written on GitHub: "+err.Error()+")", " ")})
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("write %s status on deployment %d: %w", d.Notify, d.GitHubID, err)

@@ -438,12 +438,38 @@ func TestStatusOnADeletedDeploymentIsGivenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Notify != "" || !strings.Contains(d.Reason, "could not write its inactive status") {
-		t.Errorf("the deleted deployment: notify %q, reason %q; want nothing owed and the reason said", d.Notify, d.Reason)
+	if d.Notify != "" || d.State != pipeline.DeploymentInactive || !strings.Contains(d.Reason, "not written on GitHub") {
+		t.Errorf("the deleted deployment: %s, notify %q, reason %q; want inactive, nothing owed, and the reason said", d.State, d.Notify, d.Reason)
 	}
 	h.status(c2, "test", pipeline.DeploymentSuccess, 21, true)
 	if h.gh.deployment(c2, "staging") == nil {
 		t.Error("c2 did not go on to staging")
+	}
+}
+
+// The failure lastmile owes a deploy run that ended without a result, on a
+// deployment deleted on GitHub meanwhile: recorded by lastmile alone, it
+// still ends the deployment and stops the release.
+func TestFailureOnADeletedDeploymentStillEndsIt(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	gone := h.gh.deployment(c1, "test")
+	h.gh.mu.Lock()
+	h.gh.deps = slices.DeleteFunc(h.gh.deps, func(d *fakeDeployment) bool { return d == gone })
+	h.gh.mu.Unlock()
+	h.runCompleted(11, c1, "failure")
+	d, err := h.db.Deployment(context.Background(), gone.id)
+	if err != nil || d.State != pipeline.DeploymentFailure || d.Notify != "" {
+		t.Errorf("the deleted deployment: %+v, %v; want failure, nothing owed", d, err)
+	}
+	if rel, _ := h.db.ReleaseOf(context.Background(), shop.ID, c1); rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopFailed {
+		t.Errorf("release of c1: %s %s, want stopped as failed", rel.State, rel.StopKind)
+	}
+	if got := h.deploymentsCounted()["test/failure"]; got != 1 {
+		t.Errorf("failures counted in test: %v, want 1", got)
 	}
 }
 

@@ -166,9 +166,6 @@ type Store interface {
 	// being handled, and returns the time of the newest push handled before
 	// it (zero if none).
 	NotePush(ctx context.Context, repoID int64, at time.Time) (time.Time, error)
-	// GiveUpNotify drops the status lastmile owes a deployment, saying why
-	// in its reason.
-	GiveUpNotify(ctx context.Context, deploymentID int64, why string) error
 	// ReleaseOf is the newest release of a commit (a rollback releases a
 	// commit again); ErrNotFound if none.
 	ReleaseOf(ctx context.Context, repoID int64, sha string) (*Release, error)

@@ -338,14 +338,6 @@ func setReleaseState(ctx context.Context, tx *sql.Tx, id int64, state pipeline.R
 	return err
 }
 
-// GiveUpNotify drops the status lastmile owes a deployment, adding why to
-// its reason.
-func (db *DB) GiveUpNotify(ctx context.Context, deploymentID int64, why string) error {
-	_, err := db.exec(ctx, `UPDATE deployments SET notify = '', notify_reason = '',
-		reason = CASE WHEN reason = '' THEN ? ELSE reason || '; ' || ? END WHERE id = ?`, why, why, deploymentID)
-	return err
-}
-
 // Work lists a repository's deployments that still need GitHub: intents to
 // create and statuses to write.
 func (db *DB) Work(ctx context.Context, repoID int64) ([]*pipeline.Deployment, error) {
