@@ -22,20 +22,21 @@ func referencePush(d *pipeline.Delivery) (pipeline.Push, error) {
 	r := ev.GetRepo()
 	owner, name, _ := pipeline.SplitFullName(r.GetFullName())
 	p := pipeline.Push{
-		Repo:          pipeline.Repo{ID: r.GetID(), Owner: owner, Name: name, InstallationID: ev.GetInstallation().GetID()},
-		DeliveryID:    d.ID,
-		Ref:           ev.GetRef(),
-		Before:        ev.GetBefore(),
-		After:         ev.GetAfter(),
-		Deleted:       ev.GetDeleted(),
-		Forced:        ev.GetForced(),
-		DefaultBranch: firstNonEmpty(r.GetDefaultBranch(), r.GetMasterBranch()),
-		Pusher:        firstNonEmpty(ev.GetPusher().GetName(), ev.GetSender().GetLogin()),
-		PushedAt:      d.ReceivedAt,
-		Truncated:     len(ev.Commits) >= MaxPushCommits,
+		Repo:            pipeline.Repo{ID: r.GetID(), Owner: owner, Name: name, InstallationID: ev.GetInstallation().GetID()},
+		DeliveryID:      d.ID,
+		Ref:             ev.GetRef(),
+		Before:          ev.GetBefore(),
+		After:           ev.GetAfter(),
+		Deleted:         ev.GetDeleted(),
+		Forced:          ev.GetForced(),
+		DefaultBranch:   firstNonEmpty(r.GetDefaultBranch(), r.GetMasterBranch()),
+		Pusher:          firstNonEmpty(ev.GetPusher().GetName(), ev.GetSender().GetLogin()),
+		PushedAt:        d.ReceivedAt,
+		PushedAtGuessed: true,
+		Truncated:       len(ev.Commits) >= MaxPushCommits,
 	}
 	if t := r.GetPushedAt(); !t.IsZero() {
-		p.PushedAt = t.Time
+		p.PushedAt, p.PushedAtGuessed = t.Time, false
 	}
 	for _, c := range ev.Commits {
 		author := c.GetAuthor()

@@ -199,20 +199,21 @@ func (ev *pushPayload) push(d *pipeline.Delivery) pipeline.Push {
 	r := ev.Repository
 	owner, name, _ := pipeline.SplitFullName(r.FullName)
 	p := pipeline.Push{
-		Repo:          pipeline.Repo{ID: r.ID, Owner: owner, Name: name, InstallationID: ev.Installation.ID},
-		DeliveryID:    d.ID,
-		Ref:           ev.Ref,
-		Before:        ev.Before,
-		After:         ev.After,
-		Deleted:       ev.Deleted,
-		Forced:        ev.Forced,
-		DefaultBranch: firstNonEmpty(r.DefaultBranch, r.MasterBranch),
-		Pusher:        firstNonEmpty(ev.Pusher.Name, ev.Sender.Login),
-		PushedAt:      d.ReceivedAt,
-		Truncated:     len(ev.Commits) >= MaxPushCommits,
+		Repo:            pipeline.Repo{ID: r.ID, Owner: owner, Name: name, InstallationID: ev.Installation.ID},
+		DeliveryID:      d.ID,
+		Ref:             ev.Ref,
+		Before:          ev.Before,
+		After:           ev.After,
+		Deleted:         ev.Deleted,
+		Forced:          ev.Forced,
+		DefaultBranch:   firstNonEmpty(r.DefaultBranch, r.MasterBranch),
+		Pusher:          firstNonEmpty(ev.Pusher.Name, ev.Sender.Login),
+		PushedAt:        d.ReceivedAt,
+		PushedAtGuessed: true,
+		Truncated:       len(ev.Commits) >= MaxPushCommits,
 	}
 	if r.PushedAt != nil && !r.PushedAt.IsZero() {
-		p.PushedAt = r.PushedAt.Time
+		p.PushedAt, p.PushedAtGuessed = r.PushedAt.Time, false
 	}
 	for _, c := range ev.Commits {
 		p.Commits = append(p.Commits, pipeline.Commit{

@@ -336,8 +336,8 @@ func TestRouterPushDetails(t *testing.T) {
 			&pipeline.Delivery{ID: "d", Event: "push", Body: body, ReceivedAt: received}); err != nil {
 			t.Fatal(err)
 		}
-		if got := eng.calls[0].(pipeline.Push).PushedAt; !got.Equal(received) {
-			t.Errorf("PushedAt = %v, want the delivery's %v", got, received)
+		if got := eng.calls[0].(pipeline.Push); !got.PushedAt.Equal(received) || !got.PushedAtGuessed {
+			t.Errorf("PushedAt = %v (guessed %v), want the delivery's %v, guessed", got.PushedAt, got.PushedAtGuessed, received)
 		}
 	})
 	t.Run("a full commit list may be truncated", func(t *testing.T) {

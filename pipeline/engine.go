@@ -187,10 +187,13 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	}
 	// Noted even when it makes no release (a force push back to the
 	// latest release's commit): a push made before it and delivered after
-	// it must not be taken for the branch's new head.
-	newest, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt)
-	if err != nil {
-		return nil, 0, err
+	// it must not be taken for the branch's new head. A push whose time is
+	// not known is not noted, and always checked.
+	var newest time.Time
+	if !p.PushedAtGuessed {
+		if newest, err = e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt); err != nil {
+			return nil, 0, err
+		}
 	}
 	if prev == nil {
 		if !p.Truncated || p.Before == zeroSHA || p.Before == "" {
@@ -205,7 +208,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	if prev.SHA == p.After {
 		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
 	}
-	if p.Forced || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(newest) {
+	if p.Forced || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(newest) {
 		// A force push may move the branch back to a commit released
 		// before, and a push delivered late (after a newer one, redelivered
 		// by GitHub, retried by an operator, or long in the inbox) may be

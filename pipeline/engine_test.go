@@ -400,6 +400,30 @@ func TestPushDeliveredAfterTheRollbackThatUndidItIsIgnored(t *testing.T) {
 	}
 }
 
+// A push without pushed_at (lastmile knows only when it received it),
+// redelivered after the rollback that undid it, is checked against the
+// branch all the same.
+func TestPushOfUnknownTimeIsCheckedAgainstTheBranch(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.head = c1 // c2 was pushed, then main was force-pushed back to c1
+	if err := h.deliverPush(c2, c1, true, time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-c2-redelivered",
+		Ref: "refs/heads/main", Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat",
+		PushedAt: time.Now(), PushedAtGuessed: true, Commits: []pipeline.Commit{{SHA: c2, Title: "commit c2"}}})
+	var ignored *pipeline.Ignored
+	if !errors.As(err, &ignored) {
+		t.Fatalf("c2's push of unknown time = %v, want it ignored", err)
+	}
+	if h.gh.deployment(c2, "test") != nil {
+		t.Error("c2, undone by the rollback, was deployed")
+	}
+}
+
 // A push handled long after it happened (a backlog in the inbox) is
 // deployed when its commit is still the branch's head.
 func TestLatePushStillAtTheHeadIsDeployed(t *testing.T) {

@@ -19,7 +19,10 @@ type Push struct {
 	DefaultBranch string
 	Pusher        string
 	PushedAt      time.Time
-	Commits       []Commit // as listed in the payload, oldest first
+	// PushedAtGuessed: the payload had no pushed_at, and PushedAt is when
+	// lastmile received the delivery (which may be long after the push).
+	PushedAtGuessed bool
+	Commits         []Commit // as listed in the payload, oldest first
 	// Truncated is set when the payload's commit list may be incomplete
 	// (GitHub caps it), so the commits come from the compare API instead.
 	Truncated bool
