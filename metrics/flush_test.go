@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,5 +126,35 @@ func TestScrapeShowsOnlyFlushedCounts(t *testing.T) {
 	}
 	if err := <-flushed; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The rate-limit series follow the quotas in use: a window that has refilled
+// since lastmile last called there goes at the next report of another.
+func TestRateLimitSeriesOfRefilledWindowsGo(t *testing.T) {
+	m := New(&memStore{counters: map[string]*Series{}}, nopSink{}, "test", slog.New(slog.DiscardHandler))
+	m.GitHubRateLimit("42", "core", 10, 5000, time.Now().Add(-time.Second)) // an installation gone since
+	m.GitHubRateLimit("app", "core", 4990, 5000, time.Now().Add(time.Hour))
+	m.GitHubRateLimit("43", "core", 4000, 5000, time.Now().Add(time.Hour))
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "lastmile_github_rate_limit_") {
+			continue
+		}
+		var quotas []string
+		for _, s := range mf.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == "installation" {
+					quotas = append(quotas, l.GetValue())
+				}
+			}
+		}
+		slices.Sort(quotas)
+		if !slices.Equal(quotas, []string{"43", "app"}) {
+			t.Errorf("%s: quotas %v, want [43 app]", mf.GetName(), quotas)
+		}
 	}
 }

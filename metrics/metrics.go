@@ -122,6 +122,7 @@ type Metrics struct {
 	rateLimitRemaining *prometheus.GaugeVec
 	rateLimitLimit     *prometheus.GaugeVec
 	rateLimitReset     *prometheus.GaugeVec
+	resets             map[[2]string]time.Time // quota, resource → reset of the window last seen (under mu)
 	handled            *prometheus.CounterVec
 	handling           *prometheus.HistogramVec
 	scrapeErrors       prometheus.Counter
@@ -165,6 +166,7 @@ func New(source Source, sink CounterSink, version string, log *slog.Logger) *Met
 		sink:    sink,
 		log:     log,
 		pending: map[string]map[string]*Series{},
+		resets:  map[[2]string]time.Time{},
 		rateLimitRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "lastmile_github_rate_limit_remaining",
 			Help: "Requests left in the current GitHub rate-limit window, as last reported by GitHub, per quota (installation ID, or app for the App's own calls) and resource.",
@@ -225,10 +227,27 @@ func (m *Metrics) GitHubRequest(method, code string) { m.add(GitHubRequests, []s
 
 // GitHubRateLimit records the rate-limit headers of a GitHub answer.
 func (m *Metrics) GitHubRateLimit(quota, resource string, remaining, limit int, reset time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.rateLimitRemaining.WithLabelValues(quota, resource).Set(float64(remaining))
 	m.rateLimitLimit.WithLabelValues(quota, resource).Set(float64(limit))
 	if !reset.IsZero() {
 		m.rateLimitReset.WithLabelValues(quota, resource).Set(float64(reset.Unix()))
+	}
+	// The windows that have refilled since lastmile last called there say
+	// nothing any more: they go, so that the series follow the quotas in
+	// use (installations come and go).
+	now := time.Now()
+	for k, r := range m.resets {
+		if r.Before(now) && k != [2]string{quota, resource} {
+			m.rateLimitRemaining.DeleteLabelValues(k[0], k[1])
+			m.rateLimitLimit.DeleteLabelValues(k[0], k[1])
+			m.rateLimitReset.DeleteLabelValues(k[0], k[1])
+			delete(m.resets, k)
+		}
+	}
+	if !reset.IsZero() {
+		m.resets[[2]string{quota, resource}] = reset
 	}
 }
 
