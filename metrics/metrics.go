@@ -145,7 +145,7 @@ var help = map[string]string{
 	DeploymentsTotal:      "Deployments created by lastmile that reached a terminal state (success, failure, error), each counted once.",
 	LeadTime:              "Per commit: time of the first successful deployment containing it in the environment minus the commit's timestamp.",
 	DeploymentDuration:    "Deployment created to terminal state.",
-	ApprovalWait:          "Environment review requested to approved or rejected, for jobs deploying lastmile's deployments.",
+	ApprovalWait:          "Environment review requested to approved or rejected, in the pipeline's environments.",
 	TimeToRestore:         "First failed deployment (its deploy had started) to the next successful one in the environment.",
 	LastSuccess:           "Unix time of the latest successful deployment.",
 	EnvironmentInfo:       "An environment of a repository's pipeline (always 1), while the configuration names it; production says whether it marks it as production.",

@@ -1063,27 +1063,36 @@ func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {
 	}
 }
 
-// Approval wait is a delivery metric: a review of a job that deploys
-// nothing lastmile created (another workflow's environment) is recorded,
-// not measured.
-func TestApprovalWaitCountsOnlyLastmilesDeployments(t *testing.T) {
+// Approval wait is a delivery metric of the pipeline's environments: a
+// review of a job in another environment a workflow uses (github-pages) is
+// recorded, not measured; one in an environment of the configuration is,
+// even where a workflow owns the deployment (lastmile judging it as a
+// protection rule).
+func TestApprovalWaitCountsThePipelinesEnvironments(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
 	at := time.Now()
-	for i, a := range []pipeline.ReviewAction{pipeline.ReviewRequested, pipeline.ReviewApproved} {
-		if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: fmt.Sprint("pages-", i), Action: a,
-			Environments: []string{"github-pages"}, RunID: 555, HeadSHA: c1, Actor: "alice", Since: at.Add(-time.Hour), At: at}); err != nil {
-			t.Fatal(err)
+	for run, env := range map[int64]string{555: "github-pages", 556: "staging"} {
+		for i, a := range []pipeline.ReviewAction{pipeline.ReviewRequested, pipeline.ReviewApproved} {
+			if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: fmt.Sprint(env, i), Action: a,
+				Environments: []string{env}, RunID: run, HeadSHA: c0, Actor: "alice", Since: at.Add(-time.Hour), At: at}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	snap, err := h.db.MetricsSnapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	measured := map[string]uint64{}
 	for _, s := range snap.Histograms[metrics.ApprovalWait] {
-		if s.Labels[1] == "github-pages" {
-			t.Errorf("approval wait measured for github-pages: %+v", s)
-		}
+		measured[s.Labels[1]] = s.Count
+	}
+	if measured["github-pages"] != 0 || measured["staging"] != 1 {
+		t.Errorf("approval waits measured %v, want one in staging and none in github-pages", measured)
 	}
 }
 

@@ -15,6 +15,25 @@ import (
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
+// pipelineEnvironment reports whether env is an environment of the
+// repository's configuration, as its latest valid release read it.
+func pipelineEnvironment(ctx context.Context, tx *sql.Tx, repoID int64, env string) (bool, error) {
+	var cfg string
+	err := tx.QueryRowContext(ctx, `SELECT config FROM releases WHERE repository_id = ? AND config IS NOT NULL
+		ORDER BY id DESC LIMIT 1`, repoID).Scan(&cfg)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var c pipeline.Config
+	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
+		return false, err
+	}
+	return c.Index(env) >= 0, nil
+}
+
 // RecordReview stores a deployment review, linked to the deployment its run
 // works on, and observes the approval wait when a reviewer decides.
 func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
@@ -46,9 +65,21 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			if err != nil {
 				return err
 			}
-			// The wait is a delivery metric: of lastmile's deployments only.
-			if n, _ := res.RowsAffected(); n == 0 || rv.Action == pipeline.ReviewRequested || dep == nil || dep.Origin != pipeline.OriginLastmile {
+			if n, _ := res.RowsAffected(); n == 0 || rv.Action == pipeline.ReviewRequested {
 				continue
+			}
+			// The wait is a delivery metric: of the pipeline's environments
+			// (those of the configuration, where workflows may own the
+			// deployments, lastmile judging them as a protection rule), not
+			// of any other environment a workflow uses.
+			if dep == nil || dep.Origin != pipeline.OriginLastmile {
+				inPipeline, err := pipelineEnvironment(ctx, tx, rv.Repo.ID, env)
+				if err != nil {
+					return err
+				}
+				if !inPipeline {
+					continue
+				}
 			}
 			since := rv.Since
 			if since.IsZero() {
