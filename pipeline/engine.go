@@ -122,6 +122,13 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	}
 	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.After)
 	if errors.Is(err, ErrNotFound) {
+		if known != "" && !p.PushedAtGuessed {
+			// A repository leaving lastmile: an older push delivered
+			// after this one must not deploy over it.
+			if _, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt); err != nil {
+				return err
+			}
+		}
 		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After)}
 	}
 	if err != nil && !errors.Is(err, ErrTooLarge) {

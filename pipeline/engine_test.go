@@ -40,6 +40,7 @@ type fakeGitHub struct {
 	config   string
 	history  []string // the pipeline branch's commits, oldest first
 	head     string   // where main points ("": the newest of history)
+	noConfig []string // commits without .github/lastmile.yml
 	deps     []*fakeDeployment
 	lastID   int64
 	failNext []error // errors for the next CreateDeployment calls
@@ -50,7 +51,12 @@ type fakeGitHub struct {
 	written []pipeline.StatusRequest
 }
 
-func (f *fakeGitHub) ReadFile(context.Context, pipeline.Repo, string, string) ([]byte, error) {
+func (f *fakeGitHub) ReadFile(_ context.Context, _ pipeline.Repo, _, sha string) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if slices.Contains(f.noConfig, sha) {
+		return nil, pipeline.ErrNotFound
+	}
 	return []byte(f.config), nil
 }
 
@@ -421,6 +427,27 @@ func TestPushOfUnknownTimeIsCheckedAgainstTheBranch(t *testing.T) {
 	}
 	if h.gh.deployment(c2, "test") != nil {
 		t.Error("c2, undone by the rollback, was deployed")
+	}
+}
+
+// The push that removes lastmile's configuration, delivered before an
+// older push it came after: the older push is not deployed over it.
+func TestLatePushAfterTheConfigurationWasRemovedIsIgnored(t *testing.T) {
+	const cA = "cacacacacacacacacacacacacacacacacacacaca"
+	h := newHarness(t, c0, c1, cA, c2)
+	if err := h.deliverPush(c0, c1, false, time.Now().Add(-3*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.head, h.gh.noConfig = c2, []string{c2}
+	var ignored *pipeline.Ignored
+	if err := h.deliverPush(cA, c2, false, time.Now().Add(-time.Minute)); !errors.As(err, &ignored) {
+		t.Fatalf("the push removing the configuration = %v, want it ignored (not enrolled)", err)
+	}
+	if err := h.deliverPush(c1, cA, false, time.Now().Add(-2*time.Minute)); !errors.As(err, &ignored) {
+		t.Fatalf("the older push of cA, delivered after = %v, want it ignored", err)
+	}
+	if h.gh.deployment(cA, "test") != nil {
+		t.Error("cA was deployed after the configuration was removed")
 	}
 }
 
