@@ -122,7 +122,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	}
 	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.After)
 	if errors.Is(err, ErrNotFound) {
-		if known != "" && !p.PushedAtGuessed {
+		if known != "" {
 			// A repository leaving lastmile: an older push delivered
 			// after this one must not deploy over it.
 			if _, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt); err != nil {
@@ -195,12 +195,11 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	// Noted even when it makes no release (a force push back to the
 	// latest release's commit): a push made before it and delivered after
 	// it must not be taken for the branch's new head. A push whose time is
-	// not known is not noted, and always checked.
-	var newest time.Time
-	if !p.PushedAtGuessed {
-		if newest, err = e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt); err != nil {
-			return nil, 0, err
-		}
+	// not known is noted at its receipt (never earlier than the push), and
+	// always checked.
+	newest, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt)
+	if err != nil {
+		return nil, 0, err
 	}
 	if prev == nil {
 		if !p.Truncated || p.Before == zeroSHA || p.Before == "" {

@@ -451,6 +451,28 @@ func TestLatePushAfterTheConfigurationWasRemovedIsIgnored(t *testing.T) {
 	}
 }
 
+// A rollback whose payload lacks pushed_at is noted at its receipt: the
+// push it undid, delivered after it, is not deployed.
+func TestPushUndoneByARollbackOfUnknownTimeIsIgnored(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.deliverPush(c0, c1, false, time.Now().Add(-3*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.head = c1
+	if err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "rollback",
+		Ref: "refs/heads/main", Before: c2, After: c1, Forced: true, DefaultBranch: "main", Pusher: "octocat",
+		PushedAt: time.Now(), PushedAtGuessed: true}); err != nil {
+		t.Fatal(err)
+	}
+	var ignored *pipeline.Ignored
+	if err := h.deliverPush(c1, c2, false, time.Now().Add(-2*time.Minute)); !errors.As(err, &ignored) {
+		t.Fatalf("c2's push, delivered after the rollback = %v, want it ignored", err)
+	}
+	if h.gh.deployment(c2, "test") != nil {
+		t.Error("c2, undone by the rollback, was deployed")
+	}
+}
+
 // A push handled long after it happened (a backlog in the inbox) is
 // deployed when its commit is still the branch's head.
 func TestLatePushStillAtTheHeadIsDeployed(t *testing.T) {
@@ -1069,6 +1091,59 @@ func TestTimeToRestoreWithInProgressDeliveredAfterTheFailure(t *testing.T) {
 	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
 	if n, _ := h.restoresObserved("test"); n != 1 {
 		t.Errorf("time to restore observed %d times in test, want 1", n)
+	}
+}
+
+// A re-run approved after a rejection: its in_progress is no late report
+// of the rejected attempt, and starts no clock.
+func TestRerunAfterARejectionStartsNoClock(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+		Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.runCompleted(11, c1, "failure")
+	h.deliver(c1, "staging", h.gh.deployment(c1, "staging").statuses[1]) // the failure lastmile wrote
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)     // re-run, approved
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if n, _ := h.restoresObserved("staging"); n != 0 {
+		t.Errorf("time to restore observed %d times in staging after a rejection and its re-run", n)
+	}
+	if h.ledgerState(c1, "staging") != pipeline.DeploymentSuccess || h.gh.deployment(c1, "production") == nil {
+		t.Error("the re-run's success did not carry the release on")
+	}
+}
+
+// A re-run of a successful deploy is rejected; the first attempt's success
+// is delivered after: it counts, but neither undoes the rejection nor
+// carries the stopped release on.
+func TestSuccessDeliveredAfterTheRerunsFailure(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentQueued, 11, true)
+	ok := h.status(c1, "test", pipeline.DeploymentSuccess, 11, false)
+	// The re-run waits for a reviewer, who rejects it.
+	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+		Environments: []string{"test"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	h.deliver(c1, "test", ok)
+	rel, _ := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if h.ledgerState(c1, "test") != pipeline.DeploymentFailure || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRejected {
+		t.Errorf("after the late success: deployment %s, release %s %s; want failure, stopped as rejected", h.ledgerState(c1, "test"), rel.State, rel.StopKind)
+	}
+	if h.gh.deployment(c1, "staging") != nil {
+		t.Error("the release went on to staging")
 	}
 }
 

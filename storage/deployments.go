@@ -164,6 +164,20 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			// deployment failed says that the failed deploy had started.
 			if s.State == pipeline.DeploymentInProgress && d.Origin == pipeline.OriginLastmile && !d.TerminalAt.IsZero() &&
 				(d.State == pipeline.DeploymentFailure || d.State == pipeline.DeploymentError) {
+				// Older than the failure, not a re-run's (a re-run after a
+				// rejection starts no clock for the rejection).
+				var failID sql.NullInt64
+				if err := tx.QueryRowContext(ctx, `SELECT MAX(github_id) FROM deployment_statuses WHERE deployment_id = ?
+					AND state IN ('failure', 'error')`, d.ID).Scan(&failID); err != nil {
+					return err
+				}
+				older := millis(at) <= millis(d.TerminalAt)
+				if s.GitHubID != 0 && failID.Valid {
+					older = s.GitHubID < failID.Int64
+				}
+				if !older {
+					return nil
+				}
 				es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
 				if err != nil {
 					return err
@@ -205,13 +219,15 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			}
 			return err
 		}
-		return db.rollUp(ctx, tx, d, s.State, at)
+		return db.rollUp(ctx, tx, d, s.State, at, stale)
 	})
 	return isNew, err
 }
 
 // rollUp updates the delivery metrics for a status of a lastmile deployment.
-func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, state pipeline.DeploymentState, at time.Time) error {
+// stale: the status is older than a final one already recorded, so it
+// counts in the metrics but changes nothing else.
+func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, state pipeline.DeploymentState, at time.Time, stale bool) error {
 	repo, env := d.Repo.FullName(), d.Environment
 	terminal := state == pipeline.DeploymentSuccess || state == pipeline.DeploymentFailure || state == pipeline.DeploymentError
 	if !terminal {
@@ -265,13 +281,16 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 			}
 			es.leadWatermark = d.ReleaseID
 		}
-		// A re-run that succeeds after a failure carries the release on.
-		if _, err := tx.ExecContext(ctx, `UPDATE releases SET state = 'active', stop_kind = '', stop_reason = '', updated_at = ?
-			WHERE id = ? AND state = 'stopped' AND stop_kind IN ('failed', 'rejected')`, millis(db.Now()), d.ReleaseID); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 0 WHERE id = ?`, d.ID); err != nil {
-			return err
+		// A re-run that succeeds after a failure carries the release on
+		// (not a success older than the failure, delivered after it).
+		if !stale {
+			if _, err := tx.ExecContext(ctx, `UPDATE releases SET state = 'active', stop_kind = '', stop_reason = '', updated_at = ?
+				WHERE id = ? AND state = 'stopped' AND stop_kind IN ('failed', 'rejected')`, millis(db.Now()), d.ReleaseID); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 0 WHERE id = ?`, d.ID); err != nil {
+				return err
+			}
 		}
 	}
 	return es.save(ctx, tx)
