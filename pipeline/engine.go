@@ -220,7 +220,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		// by GitHub, retried by an operator, or long in the inbox) may be
 		// one that a force push has since undone: either is deployed only
 		// while the branch still points at its commit.
-		if err := e.stillHead(ctx, p); err != nil {
+		if err := e.stillHead(ctx, p, p.PushedAt.Before(newest)); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -252,8 +252,8 @@ const zeroSHA = "0000000000000000000000000000000000000000"
 const LatePush = 10 * time.Minute
 
 // stillHead returns an *Ignored unless the push's branch still points at
-// its commit.
-func (e *Engine) stillHead(ctx context.Context, p Push) error {
+// its commit; overtaken: a newer push of the branch was handled already.
+func (e *Engine) stillHead(ctx context.Context, p Push, overtaken bool) error {
 	branch := strings.TrimPrefix(p.Ref, "refs/heads/")
 	cmp, err := e.GitHub.Compare(ctx, p.Repo, p.After, branch)
 	if errors.Is(err, ErrNotFound) {
@@ -262,12 +262,24 @@ func (e *Engine) stillHead(ctx context.Context, p Push) error {
 	if err != nil {
 		return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
 	}
+	if cmp.Status == "ahead" && len(cmp.Commits) > 0 && cmp.Commits[len(cmp.Commits)-1].SHA == p.Before &&
+		!overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow {
+		// GitHub still shows the branch where this very push, the newest
+		// handled, moved it from: its ref is read from a replica that has
+		// not caught up (a rollback must not be lost to that). Retried
+		// shortly.
+		return fmt.Errorf("GitHub still shows %s at %s, from before this push to %s: will look again", branch, short(p.Before), short(p.After))
+	}
 	if cmp.Status != "identical" {
 		return &Ignored{Reason: fmt.Sprintf("push of %s to %s came late: the branch no longer points at it (it is %s), so it is not deployed backwards",
 			short(p.After), branch, cmp.Status)}
 	}
 	return nil
 }
+
+// staleRefWindow is how long after a push GitHub's view of the branch may
+// still be the one from before it.
+const staleRefWindow = 2 * time.Minute
 
 // HandleDeployment records a `deployment` event: lastmile's own deployment
 // (adopted if its creation answer was lost) or someone else's.

@@ -473,6 +473,44 @@ func TestPushUndoneByARollbackOfUnknownTimeIsIgnored(t *testing.T) {
 	}
 }
 
+// GitHub answers the compare from a replica that still has the branch
+// where the rollback moved it from: the rollback is retried, not lost; but
+// a push minutes old that GitHub shows undone is ignored.
+func TestRollbackSeenBeforeGitHubCaughtUpIsRetried(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	// main is force-pushed back to c1, but GitHub still answers c2.
+	err := h.deliverPush(c2, c1, true, time.Now())
+	var ignored *pipeline.Ignored
+	if err == nil || errors.As(err, &ignored) {
+		t.Fatalf("the rollback while GitHub still shows c2 = %v, want an error to retry", err)
+	}
+	h.gh.head = c1 // caught up
+	if err := h.deliverPush(c2, c1, true, time.Now()); err != nil {
+		t.Fatalf("the rollback retried: %v", err)
+	}
+	if n := h.gh.count(c1, "test"); n != 2 {
+		t.Errorf("deployments of c1 to test: %d, want 2 (the rollback deployed it again)", n)
+	}
+
+	// Minutes after the push, the branch really is elsewhere.
+	h2 := newHarness(t, c0, c1, c2)
+	if err := h2.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.deliverPush(c2, c1, true, time.Now().Add(-5*time.Minute)); !errors.As(err, &ignored) {
+		t.Errorf("a rollback five minutes old, the branch at c2 = %v, want it ignored", err)
+	}
+}
+
 // A push handled long after it happened (a backlog in the inbox) is
 // deployed when its commit is still the branch's head.
 func TestLatePushStillAtTheHeadIsDeployed(t *testing.T) {
