@@ -262,8 +262,7 @@ func (e *Engine) stillHead(ctx context.Context, p Push, overtaken bool) error {
 	if err != nil {
 		return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
 	}
-	if cmp.Status == "ahead" && len(cmp.Commits) > 0 && cmp.Commits[len(cmp.Commits)-1].SHA == p.Before &&
-		!overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow {
+	if cmp.Status != "identical" && cmp.Head() == p.Before && !overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow {
 		// GitHub still shows the branch where this very push, the newest
 		// handled, moved it from: its ref is read from a replica that has
 		// not caught up (a rollback must not be lost to that). Retried

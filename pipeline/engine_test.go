@@ -85,6 +85,7 @@ func (f *fakeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head stri
 	default:
 		c.Status = "behind"
 	}
+	c.MergeBase = f.history[min(b, h)]
 	return c, nil
 }
 
@@ -408,7 +409,9 @@ func TestPushDeliveredAfterTheRollbackThatUndidItIsIgnored(t *testing.T) {
 
 // A push without pushed_at (lastmile knows only when it received it),
 // redelivered after the rollback that undid it, is checked against the
-// branch all the same.
+// branch all the same. GitHub showing the branch where the push moved it
+// from might only mean its API has not caught up, so lastmile looks again
+// for two minutes before it ignores the push.
 func TestPushOfUnknownTimeIsCheckedAgainstTheBranch(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
@@ -418,12 +421,18 @@ func TestPushOfUnknownTimeIsCheckedAgainstTheBranch(t *testing.T) {
 	if err := h.deliverPush(c2, c1, true, time.Now().Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-c2-redelivered",
+	received := time.Now()
+	redelivered := pipeline.Push{Repo: shop, DeliveryID: "push-c2-redelivered",
 		Ref: "refs/heads/main", Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat",
-		PushedAt: time.Now(), PushedAtGuessed: true, Commits: []pipeline.Commit{{SHA: c2, Title: "commit c2"}}})
+		PushedAt: received, PushedAtGuessed: true, Commits: []pipeline.Commit{{SHA: c2, Title: "commit c2"}}}
+	err := h.engine.HandlePush(context.Background(), redelivered)
 	var ignored *pipeline.Ignored
-	if !errors.As(err, &ignored) {
-		t.Fatalf("c2's push of unknown time = %v, want it ignored", err)
+	if err == nil || errors.As(err, &ignored) {
+		t.Fatalf("c2's push of unknown time, just received = %v, want an error to look again", err)
+	}
+	h.engine.Now = func() time.Time { return received.Add(3 * time.Minute) }
+	if err := h.engine.HandlePush(context.Background(), redelivered); !errors.As(err, &ignored) {
+		t.Fatalf("c2's push of unknown time, three minutes on = %v, want it ignored", err)
 	}
 	if h.gh.deployment(c2, "test") != nil {
 		t.Error("c2, undone by the rollback, was deployed")
@@ -496,6 +505,21 @@ func TestRollbackSeenBeforeGitHubCaughtUpIsRetried(t *testing.T) {
 	}
 	if n := h.gh.count(c1, "test"); n != 2 {
 		t.Errorf("deployments of c1 to test: %d, want 2 (the rollback deployed it again)", n)
+	}
+
+	// A push forward, of unknown time, while GitHub still shows the branch
+	// before it (the pushed commit is ahead of what GitHub shows).
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	h.gh.history = append(h.gh.history, c3)
+	forward := pipeline.Push{Repo: shop, DeliveryID: "push-c3", Ref: "refs/heads/main", Before: c1, After: c3,
+		DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(), PushedAtGuessed: true,
+		Commits: []pipeline.Commit{{SHA: c3, Title: "commit c3"}}}
+	if err := h.engine.HandlePush(context.Background(), forward); err == nil || errors.As(err, &ignored) {
+		t.Fatalf("a push of c3 while GitHub still shows c1 = %v, want an error to retry", err)
+	}
+	h.gh.head = c3
+	if err := h.engine.HandlePush(context.Background(), forward); err != nil || h.gh.deployment(c3, "test") == nil {
+		t.Errorf("the push of c3 retried: %v; want c3 deployed", err)
 	}
 
 	// Minutes after the push, the branch really is elsewhere.
