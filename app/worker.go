@@ -203,8 +203,11 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	if limited && until.After(next) {
 		next = until
 	}
-	// Waiting for GitHub's rate limit is not the delivery's fault: it does
-	// not go dead for it.
+	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {
+		next, limited = again.At, true
+	}
+	// Waiting for GitHub (its rate limit, or its API to catch up) is not
+	// the delivery's fault: it does not go dead for it.
 	dead := (attempt >= w.MaxAttempts && !limited) || errors.Is(err, githubapp.ErrMalformed)
 	if ferr := w.Inbox.FailDelivery(ctx, d.Seq, err.Error(), next, dead); ferr != nil {
 		log.Error("worker: record failed attempt", "error", ferr, "cause", err)

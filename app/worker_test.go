@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -255,6 +256,8 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 		errHas   string
 		note     string
 		attempts int
+		// maxAttempts is the worker's MaxAttempts (0: 5).
+		maxAttempts int
 	}{
 		"success": {result: "done", state: pipeline.DeliveryDone, attempts: 1},
 		"ignored is done, with its reason": {err: &pipeline.Ignored{Reason: "acme/a is not enrolled: no .github/lastmile.yml"},
@@ -271,6 +274,12 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 			result: "retry", state: pipeline.DeliveryPending, next: now.Add(45 * time.Minute), errHas: "rate limit", attempts: 1},
 		"rate limit shorter than the backoff": {err: rl(10 * time.Second),
 			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "rate limit", attempts: 1},
+		"look again: at its time, before the backoff": {err: &pipeline.LookAgain{At: now.Add(5 * time.Second), Reason: "GitHub has not caught up"},
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(5 * time.Second), errHas: "GitHub has not caught up", attempts: 1},
+		"look again at the last attempt: not dead": {err: fmt.Errorf("push: %w", &pipeline.LookAgain{At: now.Add(5 * time.Second), Reason: "not caught up"}),
+			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(5 * time.Second), errHas: "not caught up", attempts: 1},
+		"error at the last attempt: dead": {err: errors.New("GitHub answered 502"), maxAttempts: 1,
+			result: "dead", state: pipeline.DeliveryDead, errHas: "GitHub answered 502", attempts: 1},
 		"panic: a failed attempt": {panics: true,
 			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "handler panic: boom", attempts: 1},
 	}
@@ -288,7 +297,7 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 				return tc.err
 			})
 			obs := make(outcomes, 10)
-			stop := startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, MaxAttempts: 5,
+			stop := startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, MaxAttempts: cmp.Or(tc.maxAttempts, 5),
 				Now: func() time.Time { return now }, Backoff: func(int) time.Duration { return backoff }})
 			got := obs.next(t, 1, 10*time.Second)
 			stop()

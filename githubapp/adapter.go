@@ -72,7 +72,7 @@ func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string
 		if err != nil {
 			return pipeline.Comparison{}, err
 		}
-		out.Status, out.MergeBase = cmp.GetStatus(), cmp.GetMergeBaseCommit().GetSHA()
+		out.Status = cmp.GetStatus()
 		for _, c := range cmp.Commits {
 			commit := c.GetCommit()
 			out.Commits = append(out.Commits, pipeline.Commit{

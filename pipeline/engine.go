@@ -96,6 +96,16 @@ type Ignored struct{ Reason string }
 
 func (e *Ignored) Error() string { return "ignored: " + e.Reason }
 
+// LookAgain is returned by a handler that must see GitHub again shortly
+// (its API has not caught up with an event yet): the delivery is retried at
+// At, and the wait does not count towards making it dead.
+type LookAgain struct {
+	At     time.Time
+	Reason string
+}
+
+func (e *LookAgain) Error() string { return "looking again shortly: " + e.Reason }
+
 // HandlePush turns a push to the pipeline branch into a release.
 func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	branch, isBranch := strings.CutPrefix(p.Ref, "refs/heads/")
@@ -262,12 +272,18 @@ func (e *Engine) stillHead(ctx context.Context, p Push, overtaken bool) error {
 	if err != nil {
 		return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
 	}
-	if cmp.Status != "identical" && cmp.Head() == p.Before && !overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow {
-		// GitHub still shows the branch where this very push, the newest
-		// handled, moved it from: its ref is read from a replica that has
-		// not caught up (a rollback must not be lost to that). Retried
-		// shortly.
-		return fmt.Errorf("GitHub still shows %s at %s, from before this push to %s: will look again", branch, short(p.Before), short(p.After))
+	if cmp.Status != "identical" && !overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow && p.Before != zeroSHA && p.Before != "" {
+		// GitHub may still show the branch where this very push, the
+		// newest handled, moved it from: its ref read from a replica that
+		// has not caught up. A rollback must not be lost to that.
+		back, err := e.GitHub.Compare(ctx, p.Repo, p.Before, branch)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("compare %s...%s: %w", short(p.Before), branch, err)
+		}
+		if err == nil && back.Status == "identical" {
+			return &LookAgain{At: e.Now().Add(staleRefRetry),
+				Reason: fmt.Sprintf("GitHub still shows %s at %s, from before this push to %s", branch, short(p.Before), short(p.After))}
+		}
 	}
 	if cmp.Status != "identical" {
 		return &Ignored{Reason: fmt.Sprintf("push of %s to %s came late: the branch no longer points at it (it is %s), so it is not deployed backwards",
@@ -277,8 +293,12 @@ func (e *Engine) stillHead(ctx context.Context, p Push, overtaken bool) error {
 }
 
 // staleRefWindow is how long after a push GitHub's view of the branch may
-// still be the one from before it.
-const staleRefWindow = 2 * time.Minute
+// still be the one from before it; lastmile looks again every
+// staleRefRetry meanwhile (holding the repository's later deliveries).
+const (
+	staleRefWindow = 30 * time.Second
+	staleRefRetry  = 5 * time.Second
+)
 
 // HandleDeployment records a `deployment` event: lastmile's own deployment
 // (adopted if its creation answer was lost) or someone else's.

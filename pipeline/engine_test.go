@@ -85,7 +85,6 @@ func (f *fakeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head stri
 	default:
 		c.Status = "behind"
 	}
-	c.MergeBase = f.history[min(b, h)]
 	return c, nil
 }
 
@@ -411,7 +410,7 @@ func TestPushDeliveredAfterTheRollbackThatUndidItIsIgnored(t *testing.T) {
 // redelivered after the rollback that undid it, is checked against the
 // branch all the same. GitHub showing the branch where the push moved it
 // from might only mean its API has not caught up, so lastmile looks again
-// for two minutes before it ignores the push.
+// for half a minute before it ignores the push.
 func TestPushOfUnknownTimeIsCheckedAgainstTheBranch(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
@@ -426,10 +425,11 @@ func TestPushOfUnknownTimeIsCheckedAgainstTheBranch(t *testing.T) {
 		Ref: "refs/heads/main", Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat",
 		PushedAt: received, PushedAtGuessed: true, Commits: []pipeline.Commit{{SHA: c2, Title: "commit c2"}}}
 	err := h.engine.HandlePush(context.Background(), redelivered)
-	var ignored *pipeline.Ignored
-	if err == nil || errors.As(err, &ignored) {
-		t.Fatalf("c2's push of unknown time, just received = %v, want an error to look again", err)
+	var again *pipeline.LookAgain
+	if !errors.As(err, &again) {
+		t.Fatalf("c2's push of unknown time, just received = %v, want to look again", err)
 	}
+	var ignored *pipeline.Ignored
 	h.engine.Now = func() time.Time { return received.Add(3 * time.Minute) }
 	if err := h.engine.HandlePush(context.Background(), redelivered); !errors.As(err, &ignored) {
 		t.Fatalf("c2's push of unknown time, three minutes on = %v, want it ignored", err)
@@ -495,9 +495,9 @@ func TestRollbackSeenBeforeGitHubCaughtUpIsRetried(t *testing.T) {
 	}
 	// main is force-pushed back to c1, but GitHub still answers c2.
 	err := h.deliverPush(c2, c1, true, time.Now())
-	var ignored *pipeline.Ignored
-	if err == nil || errors.As(err, &ignored) {
-		t.Fatalf("the rollback while GitHub still shows c2 = %v, want an error to retry", err)
+	var again *pipeline.LookAgain
+	if !errors.As(err, &again) || again.At.After(time.Now().Add(time.Minute)) {
+		t.Fatalf("the rollback while GitHub still shows c2 = %v, want to look again within seconds", err)
 	}
 	h.gh.head = c1 // caught up
 	if err := h.deliverPush(c2, c1, true, time.Now()); err != nil {
@@ -514,24 +514,27 @@ func TestRollbackSeenBeforeGitHubCaughtUpIsRetried(t *testing.T) {
 	forward := pipeline.Push{Repo: shop, DeliveryID: "push-c3", Ref: "refs/heads/main", Before: c1, After: c3,
 		DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(), PushedAtGuessed: true,
 		Commits: []pipeline.Commit{{SHA: c3, Title: "commit c3"}}}
-	if err := h.engine.HandlePush(context.Background(), forward); err == nil || errors.As(err, &ignored) {
-		t.Fatalf("a push of c3 while GitHub still shows c1 = %v, want an error to retry", err)
+	if err := h.engine.HandlePush(context.Background(), forward); !errors.As(err, &again) {
+		t.Fatalf("a push of c3 while GitHub still shows c1 = %v, want to look again", err)
 	}
 	h.gh.head = c3
 	if err := h.engine.HandlePush(context.Background(), forward); err != nil || h.gh.deployment(c3, "test") == nil {
 		t.Errorf("the push of c3 retried: %v; want c3 deployed", err)
 	}
 
-	// Minutes after the push, the branch really is elsewhere.
+	// A minute after the push (and no newer one handled), the branch
+	// really is elsewhere.
 	h2 := newHarness(t, c0, c1, c2)
-	if err := h2.push(c0, c1, false); err != nil {
+	if err := h2.deliverPush(c0, c1, false, time.Now().Add(-7*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h2.push(c1, c2, false); err != nil {
+	h2.gh.head = c2
+	if err := h2.deliverPush(c1, c2, false, time.Now().Add(-6*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h2.deliverPush(c2, c1, true, time.Now().Add(-5*time.Minute)); !errors.As(err, &ignored) {
-		t.Errorf("a rollback five minutes old, the branch at c2 = %v, want it ignored", err)
+	var ignored *pipeline.Ignored
+	if err := h2.deliverPush(c2, c1, true, time.Now().Add(-time.Minute)); !errors.As(err, &ignored) {
+		t.Errorf("a rollback a minute old, the branch at c2 = %v, want it ignored", err)
 	}
 }
 

@@ -83,18 +83,6 @@ type Comparison struct {
 	// of base), "identical" or "diverged".
 	Status  string
 	Commits []Commit // in head, not in base, oldest first
-	// MergeBase is the newest commit both have (head itself when it is
-	// behind base).
-	MergeBase string
-}
-
-// Head is the commit head names: its newest commit not in base, or, when
-// it has none, the merge base.
-func (c Comparison) Head() string {
-	if len(c.Commits) > 0 {
-		return c.Commits[len(c.Commits)-1].SHA
-	}
-	return c.MergeBase
 }
 
 // StatusRequest is a deployment status lastmile writes itself.
