@@ -64,24 +64,22 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	if len(found) == 0 {
 		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
 	}
-	// The releases of the commit, newest first.
-	var same []*pipeline.Release
+	// found: the releases of one commit, newest first.
 	for _, r := range found {
 		if r.SHA != found[0].SHA {
 			return nil, fmt.Errorf("%w: %s@%s: the abbreviation matches several commits; give more of the SHA", pipeline.ErrInvalid, repository, sha)
 		}
-		same = append(same, r)
 	}
 	at := 0
 	if releaseID != 0 {
-		at = slices.IndexFunc(same, func(r *pipeline.Release) bool { return r.ID == releaseID })
+		at = slices.IndexFunc(found, func(r *pipeline.Release) bool { return r.ID == releaseID })
 		if at < 0 {
 			return nil, fmt.Errorf("%s@%s: %w: release #%d is not a release of that commit", repository, sha, pipeline.ErrNotFound, releaseID)
 		}
 	}
-	rel := same[at]
+	rel := found[at]
 	rec := &pipeline.AuditRecord{Release: *rel}
-	for _, r := range same {
+	for _, r := range found {
 		if r.ID != rel.ID {
 			rec.OtherReleases = append(rec.OtherReleases, r.ID)
 		}
@@ -89,11 +87,11 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	// Protection decisions are about the commit: each release of it owns
 	// those made from its creation until the next release of it.
 	from, until := int64(0), int64(math.MaxInt64)
-	if at+1 < len(same) {
+	if at+1 < len(found) {
 		from = millis(rel.CreatedAt)
 	}
 	if at > 0 {
-		until = millis(same[at-1].CreatedAt)
+		until = millis(found[at-1].CreatedAt)
 	}
 	if rec.Commits, err = releaseCommits(ctx, tx, rel.ID); err != nil {
 		return nil, err

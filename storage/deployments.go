@@ -160,30 +160,9 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		if d.State.After(s.State) != s.State {
 			// A late status (a queued after in_progress, an in_progress
 			// after success): kept in the record, but it does not move the
-			// deployment backwards. An in_progress delivered after the
-			// deployment failed says that the failed deploy had started.
-			if s.State == pipeline.DeploymentInProgress && d.Origin == pipeline.OriginLastmile && !d.TerminalAt.IsZero() &&
-				(d.State == pipeline.DeploymentFailure || d.State == pipeline.DeploymentError) {
-				// Older than the failure, not a re-run's (a re-run after a
-				// rejection starts no clock for the rejection).
-				var failID sql.NullInt64
-				if err := tx.QueryRowContext(ctx, `SELECT MAX(github_id) FROM deployment_statuses WHERE deployment_id = ?
-					AND state IN ('failure', 'error')`, d.ID).Scan(&failID); err != nil {
-					return err
-				}
-				older := millis(at) <= millis(d.TerminalAt)
-				if s.GitHubID != 0 && failID.Valid {
-					older = s.GitHubID < failID.Int64
-				}
-				if !older {
-					return nil
-				}
-				es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
-				if err != nil {
-					return err
-				}
-				es.failed(millis(d.TerminalAt))
-				return es.save(ctx, tx)
+			// deployment backwards.
+			if s.State == pipeline.DeploymentInProgress {
+				return lateStart(ctx, tx, d, s, at)
 			}
 			return nil
 		}
@@ -222,6 +201,35 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		return db.rollUp(ctx, tx, d, s.State, at, stale)
 	})
 	return isNew, err
+}
+
+// lateStart handles an in_progress delivered after the deployment failed:
+// if it is older than the failure (not a re-run's, which after a rejection
+// starts no clock), the failed deploy had started, and the clock of time
+// to restore runs from the failure.
+func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, s pipeline.StatusInfo, at time.Time) error {
+	if d.Origin != pipeline.OriginLastmile || d.TerminalAt.IsZero() ||
+		(d.State != pipeline.DeploymentFailure && d.State != pipeline.DeploymentError) {
+		return nil
+	}
+	var failID sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(github_id) FROM deployment_statuses WHERE deployment_id = ?
+		AND state IN ('failure', 'error')`, d.ID).Scan(&failID); err != nil {
+		return err
+	}
+	older := millis(at) <= millis(d.TerminalAt)
+	if s.GitHubID != 0 && failID.Valid {
+		older = s.GitHubID < failID.Int64
+	}
+	if !older {
+		return nil
+	}
+	es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
+	if err != nil {
+		return err
+	}
+	es.failed(millis(d.TerminalAt))
+	return es.save(ctx, tx)
 }
 
 // rollUp updates the delivery metrics for a status of a lastmile deployment.

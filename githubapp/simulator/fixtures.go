@@ -94,6 +94,15 @@ func (s *Simulator) mustRepo(fullName string) *repo {
 	return r
 }
 
+// mustBranch returns the commit a branch of r points at, or panics.
+func mustBranch(r *repo, fullName, branch string) string {
+	sha, ok := r.branches[branch]
+	if !ok {
+		panic(fmt.Sprintf("simulator: %s has no branch %s", fullName, branch))
+	}
+	return sha
+}
+
 // Push creates commits on branch (a new branch starts at the default
 // branch's head) and sends the push webhook.
 func (s *Simulator) Push(repo, branch string, commits ...CommitSpec) PushResult {
@@ -164,10 +173,7 @@ func (s *Simulator) ForcePush(repo, branch, sha string) PushResult {
 	defer s.mu.Unlock()
 	st := s.st
 	r := s.mustRepo(repo)
-	before, ok := r.branches[branch]
-	if !ok {
-		panic(fmt.Sprintf("simulator: %s has no branch %s", repo, branch))
-	}
+	before := mustBranch(r, repo, branch)
 	c, ok := r.resolve(sha)
 	if !ok {
 		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
@@ -187,10 +193,7 @@ func (s *Simulator) DeleteBranch(repo, branch string) {
 	defer s.mu.Unlock()
 	st := s.st
 	r := s.mustRepo(repo)
-	before, ok := r.branches[branch]
-	if !ok {
-		panic(fmt.Sprintf("simulator: %s has no branch %s", repo, branch))
-	}
+	before := mustBranch(r, repo, branch)
 	if branch == r.defaultBranch {
 		panic("simulator: cannot delete the default branch")
 	}
