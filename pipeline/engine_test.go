@@ -80,7 +80,7 @@ func (f *fakeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head stri
 	case b < h:
 		c.Status = "ahead"
 		for _, sha := range f.history[b+1 : h+1] {
-			c.Commits = append(c.Commits, pipeline.Commit{SHA: sha, Title: "commit " + sha})
+			c.Commits = append(c.Commits, pipeline.Commit{SHA: sha, Title: "commit " + sha, Timestamp: time.Now().Add(-2 * time.Hour)})
 		}
 	default:
 		c.Status = "behind"
@@ -997,6 +997,44 @@ func TestLeadTimeCountsOnlyTheCommitsOfTheDeployedHistory(t *testing.T) {
 	// In test, c2 did arrive (with its own release).
 	if n := h.leadTimesObserved("test"); n != 2 {
 		t.Errorf("lead times in test: %d, want 2 (c1, c2)", n)
+	}
+}
+
+// A roll-forward after a rollback brings back a commit that production
+// already ran: its lead time was observed when it first arrived, and is not
+// observed again.
+func TestLeadTimeOfACommitIsObservedOncePerEnvironment(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging", "production")
+	if err := h.push(c2, c1, true); err != nil { // the rollback
+		t.Fatal(err)
+	}
+	h.promote(c1, 30, "test", "staging", "production")
+	// The roll-forward: the branch is force-pushed to c2 again.
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	now := time.Now()
+	if err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "roll-forward",
+		Ref: "refs/heads/main", Before: c1, After: c2, Forced: true, DefaultBranch: "main", Pusher: "octocat",
+		PushedAt: now, Commits: []pipeline.Commit{{SHA: c2, Title: "commit " + c2, Timestamp: now.Add(-time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 40, "test", "staging", "production")
+	if got := h.deploymentsCounted()["production/success"]; got != 4 {
+		t.Fatalf("production successes counted: %v, want 4 (c1, c2, the rollback, the roll-forward)", got)
+	}
+	for _, env := range []string{"test", "staging", "production"} {
+		if n := h.leadTimesObserved(env); n != 2 {
+			t.Errorf("lead times in %s: %d, want 2 (c1 and c2, once each)", env, n)
+		}
 	}
 }
 

@@ -305,13 +305,15 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 }
 
 // observeLeadTimes observes, for every commit that reaches env for the
-// first time with this deployment (the commits of this release and of the
-// releases it builds on, after the environment's watermark), the time from
-// the commit to now.
+// first time with this deployment, the time from the commit to now. The
+// commits a deployment brings are those of its release and of the releases
+// it builds on, back to the environment's watermark; of those, a commit that
+// an earlier success already brought there (a roll-forward after a
+// rollback brings back what production ran before) is not observed again:
+// environment_commits keeps, per environment, each commit's first arrival.
 func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, watermark int64, at time.Time) error {
-	// The commits of the release and of the releases it builds on, back to
-	// the watermark: a release that a force push left behind never reaches
-	// the environment through this one, and its commits do not count. The
+	// A release that a force push left behind never reaches the
+	// environment through this one, and its commits do not count. The
 	// environment's first success (no watermark: a new repository, or an
 	// environment added to the configuration later) is the baseline: its
 	// release's own commits count, not the whole history before it.
@@ -323,24 +325,42 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 			SELECT id FROM releases WHERE id = ? AND id > ?
 			UNION ALL
 			SELECT r.parent_id FROM releases r JOIN chain ON r.id = chain.id WHERE r.parent_id > ?)
-		SELECT MIN(c.timestamp) FROM release_commits c WHERE c.release_id IN (SELECT id FROM chain) AND c.timestamp > 0
+		SELECT c.sha, MIN(CASE WHEN c.timestamp > 0 THEN c.timestamp END) FROM release_commits c
+		WHERE c.release_id IN (SELECT id FROM chain)
 		GROUP BY c.sha`,
 		d.ReleaseID, watermark, stop)
 	if err != nil {
 		return err
 	}
-	var values []float64
+	type commit struct {
+		sha string
+		ts  sql.NullInt64
+	}
+	var commits []commit
 	for rows.Next() {
-		var ts int64
-		if err := rows.Scan(&ts); err != nil {
+		var c commit
+		if err := rows.Scan(&c.sha, &c.ts); err != nil {
 			rows.Close()
 			return err
 		}
-		values = append(values, max(float64(millis(at)-ts)/1000, 0))
+		commits = append(commits, c)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	var values []float64
+	for _, c := range commits {
+		res, err := tx.ExecContext(ctx, `INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, d.Repo.ID, d.Environment, c.sha, d.ID, millis(at))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 && c.ts.Valid {
+			values = append(values, max(float64(millis(at)-c.ts.Int64)/1000, 0))
+		}
 	}
 	return observe(ctx, tx, metrics.LeadTime, d.Repo.FullName(), d.Environment, values...)
 }

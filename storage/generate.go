@@ -27,7 +27,8 @@ type GenerateOptions struct {
 // one fails, each deployment with its statuses, and the metrics rollups
 // that history implies (computed as the worker would have, in memory, then
 // written once). It is for benchmarks of reading the ledger: /metrics,
-// history and audit. progress, if set, is told how many deployments exist.
+// history and audit. It leaves out environment_commits (which commits have
+// reached each environment), read only when a later deployment succeeds. progress, if set, is told how many deployments exist.
 func (db *DB) Generate(ctx context.Context, o GenerateOptions, progress func(deployments int)) error {
 	if o.Repositories <= 0 {
 		o.Repositories = 50

@@ -3,7 +3,9 @@ package storage
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +115,72 @@ func TestReleasePerPushMigrationKeepsTheLedger(t *testing.T) {
 	dup = *again
 	if created, err := db.RecordRelease(ctx, &dup, nil); err != nil || created || dup.ID != again.ID {
 		t.Errorf("the rollback recorded again after a newer release: created %v, #%d, %v; want #%d found", created, dup.ID, err, again.ID)
+	}
+}
+
+// Migration 0009 records which commits have reached each environment, from
+// the successful lastmile deployments already in the ledger: the first
+// success that brought a commit is the one kept, and a deployment that did
+// not succeed, or was not lastmile's, brought nothing.
+func TestEnvironmentCommitsMigrationRecordsEarlierArrivals(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1)`,
+		// Release 1 brought a and b; release 2 (a roll-forward) b again and
+		// c; release 3 c again.
+		`INSERT INTO releases (id, repository_id, sha, ref, pusher, pushed_at, delivery_id, config, state, created_at, updated_at)
+			VALUES (1, 42, 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 'refs/heads/main', 'o', 1, 'd1', '{}', 'completed', 1, 1),
+			       (2, 42, 'cccccccccccccccccccccccccccccccccccccccc', 'refs/heads/main', 'o', 2, 'd2', '{}', 'completed', 2, 2),
+			       (3, 42, 'cccccccccccccccccccccccccccccccccccccccc', 'refs/heads/main', 'o', 3, 'd3', '{}', 'active', 3, 3)`,
+		`INSERT INTO release_commits (release_id, position, sha, author, timestamp, title) VALUES
+			(1, 0, 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 'o', 1, 'a'), (1, 1, 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 'o', 1, 'b'),
+			(2, 0, 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 'o', 1, 'b'), (2, 1, 'cccccccccccccccccccccccccccccccccccccccc', 'o', 2, 'c'),
+			(3, 0, 'cccccccccccccccccccccccccccccccccccccccc', 'o', 2, 'c')`,
+		// Production: release 2 succeeded at 2000 (its deployment created
+		// after release 1's, which succeeded at 3000: the earlier success
+		// wins for b); release 3 failed; an external deployment of c
+		// succeeded at 1500 but is not lastmile's.
+		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, created_at, terminal_at, succeeded_at) VALUES
+			(10, 42, 1, 'production', 0, 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb', 'lastmile', 1010, 'success', 1, 3000, 3000),
+			(11, 42, 2, 'production', 0, 'cccccccccccccccccccccccccccccccccccccccc', 'lastmile', 1011, 'success', 2, 2000, 2000),
+			(12, 42, 3, 'production', 0, 'cccccccccccccccccccccccccccccccccccccccc', 'lastmile', 1012, 'failure', 3, 4000, 0),
+			(13, 42, 3, 'staging', -1, 'cccccccccccccccccccccccccccccccccccccccc', 'external', 1013, 'success', 3, 1500, 1500)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	rows, err := db.read.QueryContext(ctx, `SELECT environment, sha, deployment_id, reached_at FROM environment_commits
+		WHERE repository_id = 42 ORDER BY environment, sha`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var env, sha string
+		var dep, at int64
+		if err := rows.Scan(&env, &sha, &dep, &at); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s #%d %d", env, sha[:1], dep, at))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"production a #10 3000", "production b #11 2000", "production c #11 2000"}
+	if !slices.Equal(got, want) {
+		t.Errorf("environment_commits after the migration:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
