@@ -22,6 +22,10 @@ type Inbox interface {
 	NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, time.Time, error)
 	FinishDelivery(ctx context.Context, seq int64, note string) error
 	FailDelivery(ctx context.Context, seq int64, cause string, next time.Time, dead bool) error
+	// PostponeDelivery has a delivery wait until next without counting an
+	// attempt: GitHub asked to wait (a rate limit), or its API has not
+	// caught up yet.
+	PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error
 }
 
 // Handler handles one delivery; it returns nil once its effects are committed.
@@ -197,18 +201,28 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		return
 	}
 
+	// Waiting for GitHub (its rate limit, or its API to catch up) is not
+	// the delivery's fault: it is not an attempt, and never makes the
+	// delivery dead.
+	wait, waiting := githubapp.IsRateLimited(err)
+	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {
+		wait, waiting = again.At, true
+	}
+	if waiting {
+		if !wait.After(w.Now()) {
+			wait = w.Now().Add(w.Backoff(1))
+		}
+		if ferr := w.Inbox.PostponeDelivery(ctx, d.Seq, err.Error(), wait); ferr != nil {
+			log.Error("worker: record a wait", "error", ferr, "cause", err)
+			return
+		}
+		log.Warn("delivery waits for GitHub", "retry_at", wait.UTC().Format(time.RFC3339), "error", err)
+		w.observe(d.Event, "retry", took)
+		return
+	}
 	attempt := d.Attempts + 1
 	next := w.Now().Add(w.Backoff(attempt))
-	until, limited := githubapp.IsRateLimited(err)
-	if limited && until.After(next) {
-		next = until
-	}
-	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {
-		next, limited = again.At, true
-	}
-	// Waiting for GitHub (its rate limit, or its API to catch up) is not
-	// the delivery's fault: it does not go dead for it.
-	dead := (attempt >= w.MaxAttempts && !limited) || errors.Is(err, githubapp.ErrMalformed)
+	dead := attempt >= w.MaxAttempts || errors.Is(err, githubapp.ErrMalformed)
 	if ferr := w.Inbox.FailDelivery(ctx, d.Seq, err.Error(), next, dead); ferr != nil {
 		log.Error("worker: record failed attempt", "error", ferr, "cause", err)
 		return

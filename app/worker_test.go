@@ -268,16 +268,19 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "GitHub answered 502", attempts: 1},
 		"malformed payload: dead at once": {err: fmt.Errorf("%w: push: unexpected end of JSON input", githubapp.ErrMalformed),
 			result: "dead", state: pipeline.DeliveryDead, errHas: "malformed payload", attempts: 1},
+		// Waiting for GitHub is not an attempt.
 		"rate limited: not before the limit ends": {err: rl(2 * time.Hour),
-			result: "retry", state: pipeline.DeliveryPending, next: now.Add(2 * time.Hour), errHas: "rate limit", attempts: 1},
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(2 * time.Hour), errHas: "rate limit", attempts: 0},
 		"wrapped rate limit": {err: fmt.Errorf("create deployment: %w", rl(45*time.Minute)),
-			result: "retry", state: pipeline.DeliveryPending, next: now.Add(45 * time.Minute), errHas: "rate limit", attempts: 1},
-		"rate limit shorter than the backoff": {err: rl(10 * time.Second),
-			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "rate limit", attempts: 1},
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(45 * time.Minute), errHas: "rate limit", attempts: 0},
+		"rate limit shorter than the backoff: at its end": {err: rl(10 * time.Second),
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(10 * time.Second), errHas: "rate limit", attempts: 0},
+		"rate limit already over: after the first backoff": {err: rl(-time.Second),
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "rate limit", attempts: 0},
 		"look again: at its time, before the backoff": {err: &pipeline.LookAgain{At: now.Add(5 * time.Second), Reason: "GitHub has not caught up"},
-			result: "retry", state: pipeline.DeliveryPending, next: now.Add(5 * time.Second), errHas: "GitHub has not caught up", attempts: 1},
+			result: "retry", state: pipeline.DeliveryPending, next: now.Add(5 * time.Second), errHas: "GitHub has not caught up", attempts: 0},
 		"look again at the last attempt: not dead": {err: fmt.Errorf("push: %w", &pipeline.LookAgain{At: now.Add(5 * time.Second), Reason: "not caught up"}),
-			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(5 * time.Second), errHas: "not caught up", attempts: 1},
+			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(5 * time.Second), errHas: "not caught up", attempts: 0},
 		"error at the last attempt: dead": {err: errors.New("GitHub answered 502"), maxAttempts: 1,
 			result: "dead", state: pipeline.DeliveryDead, errHas: "GitHub answered 502", attempts: 1},
 		"panic: a failed attempt": {panics: true,
@@ -325,6 +328,51 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 				t.Errorf("handler called %d times, want 1", n)
 			}
 		})
+	}
+}
+
+// Waits for GitHub do not use up a delivery's attempts: after three of
+// them, one real failure with MaxAttempts 2 is retried, with the first
+// attempt's backoff, and the next attempt succeeds.
+func TestWorkerWaitsForGitHubAreNotAttempts(t *testing.T) {
+	db := workerDB(t)
+	enqueue(t, db, "d-1", "acme/a", time.Time{})
+	var calls atomic.Int64
+	handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		switch n := calls.Add(1); {
+		case n == 1:
+			return &githubapp.RateLimitedError{Until: time.Now(), Status: 429}
+		case n <= 3:
+			return &pipeline.LookAgain{At: time.Now(), Reason: "GitHub still shows main at c2"}
+		case n == 4:
+			return errors.New("GitHub answered 502")
+		default:
+			return nil
+		}
+	})
+	var backoffs []int
+	var mu sync.Mutex
+	obs := make(outcomes, 10)
+	stop := startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, MaxAttempts: 2, Now: time.Now,
+		Backoff: func(attempt int) time.Duration {
+			mu.Lock()
+			defer mu.Unlock()
+			backoffs = append(backoffs, attempt)
+			return time.Millisecond
+		}})
+	got := obs.next(t, 5, 10*time.Second)
+	stop()
+	want := []handled{{"push", "retry"}, {"push", "retry"}, {"push", "retry"}, {"push", "retry"}, {"push", "done"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("outcomes %v, want %v", got, want)
+	}
+	if d := delivery(t, db, "d-1"); d.State != pipeline.DeliveryDone || d.Attempts != 2 {
+		t.Errorf("delivery %s after %d attempts; want done after 2 (the waits are not attempts)", d.State, d.Attempts)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(backoffs, 1) || slices.Contains(backoffs, 4) {
+		t.Errorf("backoffs asked for attempts %v: want the 502's as attempt 1", backoffs)
 	}
 }
 

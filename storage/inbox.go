@@ -267,6 +267,18 @@ func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next ti
 	return nil
 }
 
+// PostponeDelivery has a pending delivery wait until next, saying why,
+// without counting an attempt: the wait was GitHub's doing, not the
+// delivery's.
+func (db *DB) PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error {
+	if _, err := db.exec(ctx, `UPDATE deliveries SET last_error = ?, next_attempt_at = ? WHERE seq = ? AND state = 'pending'`,
+		cause, millis(next), seq); err != nil {
+		return err
+	}
+	db.queue.handled(seq, false, next)
+	return nil
+}
+
 // RetryDelivery puts a dead delivery back in the queue, due now, with its
 // attempts reset. It returns the delivery as it now stands.
 func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
