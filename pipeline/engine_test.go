@@ -1223,6 +1223,46 @@ func TestRerunAfterARejectionStartsNoClock(t *testing.T) {
 	}
 }
 
+// A re-run whose deploy starts and fails breaks the environment as a first
+// attempt would: the clock of time to restore starts, whether the first
+// attempt was rejected or had succeeded, and the next success stops it.
+func TestRerunThatStartsAndFailsStartsTheClock(t *testing.T) {
+	for _, first := range []string{"rejected", "succeeded"} {
+		t.Run(first, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			h.promote(c1, 10, "test")
+			if first == "rejected" {
+				h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+				if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+					Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: time.Now()}); err != nil {
+					t.Fatal(err)
+				}
+				h.runCompleted(11, c1, "failure")
+				h.deliver(c1, "staging", h.gh.deployment(c1, "staging").statuses[1]) // the failure lastmile wrote
+			} else {
+				h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+				h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+			}
+			if n, _ := h.restoresObserved("staging"); n != 0 {
+				t.Fatalf("time to restore observed %d times before the re-run", n)
+			}
+			h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // the re-run starts…
+			h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)    // …and breaks staging
+			if err := h.push(c1, c2, false); err != nil {
+				t.Fatal(err)
+			}
+			h.promote(c2, 20, "test", "staging")
+			if n, _ := h.restoresObserved("staging"); n != 1 {
+				t.Errorf("time to restore observed %d times in staging after the re-run failed and c2 succeeded; want 1", n)
+			}
+		})
+	}
+}
+
 // A re-run of a successful deploy is rejected; the first attempt's success
 // is delivered after: it counts, but neither undoes the rejection nor
 // carries the stopped release on.

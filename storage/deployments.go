@@ -198,7 +198,11 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			}
 			return err
 		}
-		return db.rollUp(ctx, tx, d, s.State, at, stale)
+		rowID, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		return db.rollUp(ctx, tx, d, statusRow{s, rowID}, at, stale)
 	})
 	return isNew, err
 }
@@ -232,11 +236,35 @@ func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, s pipeli
 	return es.save(ctx, tx)
 }
 
+// statusRow is a status as recorded: rowID orders the statuses lastmile
+// recorded without a GitHub ID (its own, never written to GitHub).
+type statusRow struct {
+	pipeline.StatusInfo
+	rowID int64
+}
+
+// attemptStarted reports whether the attempt that the final status s ends
+// had started: an in_progress after the deployment's previous final status
+// and before s, in GitHub's order (its IDs grow), or, for a status without
+// a GitHub ID, in the order lastmile recorded them.
+func attemptStarted(ctx context.Context, tx *sql.Tx, deploymentID int64, s statusRow) (bool, error) {
+	col, pos := "github_id", s.GitHubID
+	if s.GitHubID == 0 {
+		col, pos = "id", s.rowID
+	}
+	var started int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?1 AND state = 'in_progress'
+		AND `+col+` < ?2 AND `+col+` > COALESCE((SELECT MAX(`+col+`) FROM deployment_statuses
+			WHERE deployment_id = ?1 AND `+col+` < ?2 AND state IN ('success', 'failure', 'error')), 0)`,
+		deploymentID, pos).Scan(&started)
+	return started > 0, err
+}
+
 // rollUp updates the delivery metrics for a status of a lastmile deployment.
 // stale: the status is older than a final one already recorded, so it
 // counts in the metrics but changes nothing else.
-func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, state pipeline.DeploymentState, at time.Time, stale bool) error {
-	repo, env := d.Repo.FullName(), d.Environment
+func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, s statusRow, at time.Time, stale bool) error {
+	repo, env, state := d.Repo.FullName(), d.Environment, s.State
 	terminal := state == pipeline.DeploymentSuccess || state == pipeline.DeploymentFailure || state == pipeline.DeploymentError
 	if !terminal {
 		return nil
@@ -255,19 +283,18 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		if err := observe(ctx, tx, metrics.DeploymentDuration, repo, env, max(at.Sub(d.CreatedAt).Seconds(), 0)); err != nil {
 			return err
 		}
-		// A failed deploy starts the clock of time to restore, unless the
-		// environment has succeeded since (a status delivered late). One
-		// that never started (rejected, cancelled while it waited) changed
-		// nothing there.
-		if state != pipeline.DeploymentSuccess {
-			var started int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ? AND state = 'in_progress'`,
-				d.ID).Scan(&started); err != nil {
-				return err
-			}
-			if started > 0 {
-				es.failed(millis(at))
-			}
+	}
+	// A failed deploy — the first attempt or a re-run — starts the clock of
+	// time to restore, unless the environment has succeeded since (a status
+	// delivered late). An attempt that never started (rejected, cancelled
+	// while it waited) changed nothing there.
+	if state != pipeline.DeploymentSuccess {
+		started, err := attemptStarted(ctx, tx, d.ID, s)
+		if err != nil {
+			return err
+		}
+		if started {
+			es.failed(millis(at))
 		}
 	}
 	if state == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
