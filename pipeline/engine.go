@@ -134,9 +134,16 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	if errors.Is(err, ErrNotFound) {
 		if known != "" {
 			// A repository leaving lastmile: an older push delivered
-			// after this one must not deploy over it.
-			if _, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt); err != nil {
+			// after this one must not deploy over it, and, unless a newer
+			// push was handled already, its environments are retired.
+			marks, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt, p.PushedAtGuessed)
+			if err != nil {
 				return err
+			}
+			if !p.PushedAt.Before(marks.Newest) {
+				if err := e.Store.RetireEnvironments(ctx, p.Repo.ID); err != nil {
+					return err
+				}
 			}
 		}
 		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After)}
@@ -206,8 +213,9 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	// latest release's commit): a push made before it and delivered after
 	// it must not be taken for the branch's new head. A push whose time is
 	// not known is noted at its receipt (never earlier than the push), and
-	// always checked.
-	newest, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt)
+	// always checked; only pushes of known time make a push overtaken
+	// (the receipt may be long after the push).
+	marks, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt, p.PushedAtGuessed)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -224,13 +232,13 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	if prev.SHA == p.After {
 		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
 	}
-	if p.Forced || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(newest) {
+	if p.Forced || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(marks.Newest) {
 		// A force push may move the branch back to a commit released
 		// before, and a push delivered late (after a newer one, redelivered
 		// by GitHub, retried by an operator, or long in the inbox) may be
 		// one that a force push has since undone: either is deployed only
 		// while the branch still points at its commit.
-		if err := e.stillHead(ctx, p, p.PushedAt.Before(newest)); err != nil {
+		if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
 			return nil, 0, err
 		}
 	}

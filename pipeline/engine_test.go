@@ -482,6 +482,92 @@ func TestPushUndoneByARollbackOfUnknownTimeIsIgnored(t *testing.T) {
 	}
 }
 
+// A push of unknown time is noted at its receipt, apart from pushes of
+// known time: a push made just before that receipt, which GitHub's API
+// still shows undone, is looked at again rather than dropped as overtaken.
+func TestPushReceivedAfterOneOfUnknownTimeIsNotOvertaken(t *testing.T) {
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	h := newHarness(t, c0, c1, c2, c3)
+	if err := h.deliverPush(c0, c1, false, time.Now().Add(-3*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.head = c2
+	if err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "c2-no-pushed-at",
+		Ref: "refs/heads/main", Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat",
+		PushedAt: time.Now(), PushedAtGuessed: true, Commits: []pipeline.Commit{{SHA: c2}}}); err != nil {
+		t.Fatal(err)
+	}
+	// c3 was pushed 2 s ago, before c2's delivery was received; GitHub's
+	// API still shows main at c2.
+	err := h.deliverPush(c2, c3, false, time.Now().Add(-2*time.Second))
+	var again *pipeline.LookAgain
+	if !errors.As(err, &again) {
+		t.Fatalf("the push of c3 while GitHub still shows c2 = %v, want to look again", err)
+	}
+	h.gh.head = c3
+	if err := h.deliverPush(c2, c3, false, time.Now().Add(-2*time.Second)); err != nil || h.gh.deployment(c3, "test") == nil {
+		t.Errorf("the push of c3 looked at again: %v; want c3 deployed", err)
+	}
+}
+
+// A repository whose configuration file is removed leaves lastmile: its
+// environments are retired (dashboards and the "no production deployment"
+// alert forget them) — unless a newer push, with a configuration, was
+// handled before the removal's delivery arrived.
+func TestRemovedConfigurationRetiresTheEnvironments(t *testing.T) {
+	ctx := context.Background()
+	live := func(h *harness) []string {
+		t.Helper()
+		snap, err := h.db.MetricsSnapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var envs []string
+		for _, s := range snap.Gauges[metrics.EnvironmentInfo] {
+			envs = append(envs, s.Labels[1])
+		}
+		slices.Sort(envs)
+		return envs
+	}
+	all := []string{"production", "staging", "test"}
+	var ignored *pipeline.Ignored
+
+	h := newHarness(t, c0, c1, c2)
+	if err := h.deliverPush(c0, c1, false, time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	if got := live(h); !slices.Equal(got, all) {
+		t.Fatalf("environments before: %v, want %v", got, all)
+	}
+	h.gh.head, h.gh.noConfig = c2, []string{c2}
+	if err := h.deliverPush(c1, c2, false, time.Now()); !errors.As(err, &ignored) {
+		t.Fatalf("the push removing the configuration = %v, want it ignored", err)
+	}
+	if got := live(h); len(got) != 0 {
+		t.Errorf("environments after the configuration was removed: %v, want none", got)
+	}
+
+	// The removal delivered late, after a push that put the file back.
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	h = newHarness(t, c0, c1, c2, c3)
+	h.gh.noConfig = []string{c2}
+	if err := h.deliverPush(c0, c1, false, time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	h.gh.head = c3
+	if err := h.deliverPush(c2, c3, false, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.deliverPush(c1, c2, false, time.Now().Add(-2*time.Second)); !errors.As(err, &ignored) {
+		t.Fatalf("the late push removing the configuration = %v, want it ignored", err)
+	}
+	if got := live(h); !slices.Equal(got, all) {
+		t.Errorf("environments after a late removal: %v, want %v", got, all)
+	}
+}
+
 // GitHub answers the compare from a replica that still has the branch
 // where the rollback moved it from: the rollback is retried, not lost; but
 // a push minutes old that GitHub shows undone is ignored.

@@ -9,6 +9,16 @@ import (
 // translated by githubapp into the terms of this package.
 
 // Push is a push to a branch.
+// PushMarks are the newest pushes of a repository's pipeline branch that
+// lastmile handled (zero: none).
+type PushMarks struct {
+	// Newest is the latest push time, or receipt of a push whose time was
+	// not known.
+	Newest time.Time
+	// NewestKnown is the latest push time known from a payload.
+	NewestKnown time.Time
+}
+
 type Push struct {
 	Repo          Repo
 	DeliveryID    string

@@ -162,10 +162,13 @@ type Store interface {
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
-	// NotePush records that a push of the pipeline branch made at at is
-	// being handled, and returns the time of the newest push handled before
-	// it (zero if none).
-	NotePush(ctx context.Context, repoID int64, at time.Time) (time.Time, error)
+	// NotePush records that a push of the pipeline branch made at at (or,
+	// when guessed, whose delivery was received at at) is being handled,
+	// and returns the newest pushes handled before it.
+	NotePush(ctx context.Context, repoID int64, at time.Time, guessed bool) (PushMarks, error)
+	// RetireEnvironments retires every environment of a repository that
+	// has left lastmile.
+	RetireEnvironments(ctx context.Context, repoID int64) error
 	// ReleaseOf is the newest release of a commit (a rollback releases a
 	// commit again); ErrNotFound if none.
 	ReleaseOf(ctx context.Context, repoID int64, sha string) (*Release, error)

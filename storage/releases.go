@@ -67,22 +67,43 @@ func (db *DB) SetPipelineBranch(ctx context.Context, repoID int64, branch string
 	return err
 }
 
-// NotePush records that a push of the pipeline branch made at at is being
-// handled, and returns the time of the newest push handled before it (zero
-// if none).
-func (db *DB) NotePush(ctx context.Context, repoID int64, at time.Time) (time.Time, error) {
-	var newest int64
+// NotePush records that a push of the pipeline branch made at at (or, when
+// guessed, whose delivery was received at at) is being handled, and returns
+// the newest pushes handled before it.
+func (db *DB) NotePush(ctx context.Context, repoID int64, at time.Time, guessed bool) (pipeline.PushMarks, error) {
+	var known, received int64
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRowContext(ctx, `SELECT last_push_at FROM repositories WHERE id = ?`, repoID).Scan(&newest); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT last_push_at, last_receipt_at FROM repositories WHERE id = ?`, repoID).Scan(&known, &received); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE repositories SET last_push_at = MAX(last_push_at, ?) WHERE id = ?`, millis(at), repoID)
+		col := "last_push_at"
+		if guessed {
+			col = "last_receipt_at"
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE repositories SET `+col+` = MAX(`+col+`, ?) WHERE id = ?`, millis(at), repoID)
 		return err
 	})
-	if err != nil || newest == 0 {
-		return time.Time{}, err
+	if err != nil {
+		return pipeline.PushMarks{}, err
 	}
-	return fromMillis(newest), nil
+	return pipeline.PushMarks{Newest: fromMillis(max(known, received)), NewestKnown: fromMillis(known)}, nil
+}
+
+// RetireEnvironments retires every environment of a repository: it has left
+// lastmile (its configuration file is gone), so dashboards and alerts forget
+// its environments. Its history stays, and a deployment to an environment,
+// or a configuration naming it again, makes it live again.
+func (db *DB) RetireEnvironments(ctx context.Context, repoID int64) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE environment_state SET retired = 1 WHERE repository_id = ? AND retired = 0`, repoID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			return bumpRollups(ctx, tx)
+		}
+		return nil
+	})
 }
 
 // RecordRelease stores a release and its commits, or finds the existing
