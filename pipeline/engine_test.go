@@ -1054,6 +1054,49 @@ func TestRollbackToAReleasedCommitDeploysItAgain(t *testing.T) {
 	}
 }
 
+// After a rollback a commit has a lastmile deployment per release in an
+// environment: a deployment Actions created for a job is the twin of the
+// one its workflow run deploys, and belongs to that one's release.
+func TestExternalDeploymentIsLinkedByItsRun(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentQueued, 10, true)
+	first, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test")
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentQueued, 30, true)
+	again, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil || again.ID == first.ID {
+		t.Fatalf("the rollback's release: %+v, %v", again, err)
+	}
+	for run, want := range map[int64]int64{10: first.ID, 30: again.ID} {
+		id := 900 + run
+		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: pipeline.DeploymentInfo{
+			GitHubID: id, SHA: c1, Environment: "test", WorkflowRunID: run, CreatedAt: time.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := h.db.Deployment(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.ReleaseID != want {
+			t.Errorf("the deployment Actions created for run %d belongs to release #%d, want #%d", run, d.ReleaseID, want)
+		}
+	}
+}
+
 // A commit that a force push removed from the branch never reaches an
 // environment, and gets no lead time there, even when the release that
 // replaced it does.

@@ -78,8 +78,12 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		}
 		var release, twin sql.NullInt64
 		var cfg sql.NullString
+		// The twin is the one the same workflow run deploys, if known
+		// (a commit released again after a rollback has one lastmile
+		// deployment per release), else the newest.
 		err := tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ?
-			AND origin = 'lastmile' AND github_id IS NOT NULL ORDER BY id DESC LIMIT 1`, repo.ID, info.SHA, info.Environment).Scan(&twin)
+			AND origin = 'lastmile' AND github_id IS NOT NULL ORDER BY (run_id = ? AND run_id != 0) DESC, id DESC LIMIT 1`,
+			repo.ID, info.SHA, info.Environment, info.WorkflowRunID).Scan(&twin)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
