@@ -10,6 +10,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -283,7 +284,7 @@ func (db *DB) migrate(ctx context.Context, last int) error {
 // migrateOne applies one migration in a transaction, with foreign keys off
 // so that a migration can rebuild a table others refer to (SQLite's way of
 // changing a constraint), and checked before it commits.
-func (db *DB) migrateOne(ctx context.Context, version int, base, name string) error {
+func (db *DB) migrateOne(ctx context.Context, version int, base, name string) (err error) {
 	conn, err := db.write.Conn(ctx)
 	if err != nil {
 		return err
@@ -293,7 +294,15 @@ func (db *DB) migrateOne(ctx context.Context, version int, base, name string) er
 	if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
 		return err
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON")
+	defer func() {
+		if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); ferr != nil {
+			// The pool must not keep a connection without foreign keys.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			if err == nil {
+				err = fmt.Errorf("turn foreign keys back on: %w", ferr)
+			}
+		}
+	}()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
