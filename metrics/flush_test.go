@@ -18,11 +18,15 @@ type memStore struct {
 	mu       sync.Mutex
 	counters map[string]*Series // lastmile_webhook_deliveries_total by label key
 	entered  chan struct{}      // AddCounters has started
+	read     chan struct{}      // MetricsSnapshot was called (if not nil)
 	release  chan struct{}      // AddCounters may commit
 	fail     bool               // AddCounters fails
 }
 
 func (s *memStore) MetricsSnapshot(context.Context) (*Snapshot, error) {
+	if s.read != nil {
+		s.read <- struct{}{}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	snap := &Snapshot{Counters: map[string][]Series{}}
@@ -113,8 +117,17 @@ func TestScrapeShowsOnlyFlushedCounts(t *testing.T) {
 		t.Fatal("the flush did not start")
 	}
 	store.entered = nil
+	waiting, read := make(chan struct{}, 2), make(chan struct{}, 2)
+	m.waitFlushing, store.read = func() { waiting <- struct{}{} }, read
 	scraped := make(chan float64, 1)
 	go func() { scraped <- value() }()
+	select {
+	case <-waiting: // the scrape waits for the flush's commit
+	case <-read:
+		t.Fatal("the scrape read the database while a flush held its commit")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the scrape neither waited nor read")
+	}
 	close(store.release)
 	select {
 	case v := <-scraped:

@@ -116,6 +116,9 @@ type Metrics struct {
 	// a scrape sees them in one place or the other, never in neither (a
 	// drop Prometheus would take for a counter reset) nor both.
 	flushing sync.RWMutex
+	// waitFlushing, if set (by tests), is called when a flush or a scrape
+	// has to wait for another flush.
+	waitFlushing func()
 
 	rendered renderedRollups
 
@@ -279,9 +282,18 @@ func (m *Metrics) add(name string, labels []string) {
 	s.Value++
 }
 
+func (m *Metrics) flushingBusy() {
+	if m.waitFlushing != nil {
+		m.waitFlushing()
+	}
+}
+
 // Flush writes the counter increments of this process to the database.
 func (m *Metrics) Flush(ctx context.Context) error {
-	m.flushing.Lock()
+	if !m.flushing.TryLock() {
+		m.flushingBusy()
+		m.flushing.Lock()
+	}
 	defer m.flushing.Unlock()
 	m.mu.Lock()
 	pending := m.pending
@@ -386,7 +398,10 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		c.m.log.Warn("metrics: flush before scrape", "error", err)
 	}
 	cancel()
-	c.m.flushing.RLock()
+	if !c.m.flushing.TryRLock() {
+		c.m.flushingBusy()
+		c.m.flushing.RLock()
+	}
 	defer c.m.flushing.RUnlock()
 	snap, err := c.m.snapshot()
 	if err != nil {
