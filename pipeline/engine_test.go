@@ -1392,6 +1392,84 @@ func TestRerunThatStartsAndFailsStartsTheClock(t *testing.T) {
 	}
 }
 
+// A re-run's failure delivered before its in_progress (GitHub does not
+// promise the order): the clock starts at the re-run's failure, not at the
+// first attempt's final status an hour before.
+func TestRerunsFailureDeliveredBeforeItsStart(t *testing.T) {
+	for _, first := range []string{"rejected", "succeeded"} {
+		t.Run(first, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			h.promote(c1, 10, "test")
+			anHourAgo := func(st pipeline.StatusInfo) pipeline.StatusInfo {
+				st.CreatedAt = st.CreatedAt.Add(-time.Hour)
+				return st
+			}
+			if first == "rejected" {
+				h.deliver(c1, "staging", anHourAgo(h.status(c1, "staging", pipeline.DeploymentQueued, 11, false)))
+				if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+					Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: time.Now().Add(-time.Hour)}); err != nil {
+					t.Fatal(err)
+				}
+				h.runCompleted(11, c1, "failure")
+				h.deliver(c1, "staging", anHourAgo(h.gh.deployment(c1, "staging").statuses[1])) // the failure lastmile wrote
+			} else {
+				h.deliver(c1, "staging", anHourAgo(h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false)))
+				h.deliver(c1, "staging", anHourAgo(h.status(c1, "staging", pipeline.DeploymentSuccess, 11, false)))
+			}
+			running := h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false)
+			h.status(c1, "staging", pipeline.DeploymentFailure, 11, true) // delivered first
+			h.deliver(c1, "staging", running)                             // then the re-run's start
+			if err := h.push(c1, c2, false); err != nil {
+				t.Fatal(err)
+			}
+			h.promote(c2, 20, "test", "staging")
+			if n, sum := h.restoresObserved("staging"); n != 1 || sum > 60 {
+				t.Errorf("time to restore in staging: %d observations, %.0f s; want 1, from the re-run's failure (seconds, not an hour)", n, sum)
+			}
+		})
+	}
+}
+
+// A final status lastmile recorded alone (GitHub refused it) ends an
+// attempt like any other: a re-run rejected after it, with no in_progress
+// of its own, does not take the first attempt's for its own.
+func TestRejectedRerunAfterAFailureOnlyLastmileRecorded(t *testing.T) {
+	ctx := context.Background()
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	h := newHarness(t, c0, c1, c2, c3)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+	d, err := h.db.Deployment(ctx, h.gh.deployment(c1, "staging").id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.RecordStatus(ctx, d, pipeline.StatusInfo{State: pipeline.DeploymentError, Creator: "lastmile", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging")
+	if n, _ := h.restoresObserved("staging"); n != 1 {
+		t.Fatalf("restores after the failed deploy and c2: %d, want 1", n)
+	}
+	h.status(c1, "staging", pipeline.DeploymentFailure, 12, true) // a re-run, rejected
+	if err := h.push(c2, c3, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c3, 30, "test", "staging")
+	if n, _ := h.restoresObserved("staging"); n != 1 {
+		t.Errorf("restores in staging: %d, want 1 (the rejected re-run never started)", n)
+	}
+}
+
 // A re-run of a successful deploy is rejected; the first attempt's success
 // is delivered after: it counts, but neither undoes the rejection nor
 // carries the stopped release on.

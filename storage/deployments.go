@@ -1,11 +1,13 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/lastmile-app/lastmile/metrics"
@@ -157,6 +159,10 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			return nil
 		}
 		isNew = true
+		rowID, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
 		d, err := oneDeployment(ctx, tx, `WHERE d.id = ?`, dep.ID)
 		if err != nil {
 			return err
@@ -166,7 +172,7 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			// after success): kept in the record, but it does not move the
 			// deployment backwards.
 			if s.State == pipeline.DeploymentInProgress {
-				return lateStart(ctx, tx, d, s, at)
+				return lateStart(ctx, tx, d, rowID)
 			}
 			return nil
 		}
@@ -202,73 +208,111 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			}
 			return err
 		}
-		rowID, err := res.LastInsertId()
-		if err != nil {
-			return err
-		}
-		return db.rollUp(ctx, tx, d, statusRow{s, rowID}, at, stale)
+		return db.rollUp(ctx, tx, d, s.State, rowID, at, stale)
 	})
 	return isNew, err
 }
 
-// lateStart handles an in_progress delivered after the deployment failed:
-// if it is older than the failure (not a re-run's, which after a rejection
-// starts no clock), the failed deploy had started, and the clock of time
-// to restore runs from the failure.
-func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, s pipeline.StatusInfo, at time.Time) error {
-	if d.Origin != pipeline.OriginLastmile || d.TerminalAt.IsZero() ||
-		(d.State != pipeline.DeploymentFailure && d.State != pipeline.DeploymentError) {
+// lateStart handles an in_progress delivered after a final status of its
+// deployment: a report, delivered late, that the attempt which then failed
+// had started (its clock of time to restore runs from that failure), or
+// the start of a re-run.
+func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, rowID int64) error {
+	if d.Origin != pipeline.OriginLastmile {
 		return nil
 	}
-	var failID sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT MAX(github_id) FROM deployment_statuses WHERE deployment_id = ?
-		AND state IN ('failure', 'error')`, d.ID).Scan(&failID); err != nil {
+	failedAt, err := failedAttempt(ctx, tx, d.ID, rowID)
+	if err != nil || failedAt == 0 {
 		return err
-	}
-	older := millis(at) <= millis(d.TerminalAt)
-	if s.GitHubID != 0 && failID.Valid {
-		older = s.GitHubID < failID.Int64
-	}
-	if !older {
-		return nil
 	}
 	es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
 	if err != nil {
 		return err
 	}
-	es.failed(millis(d.TerminalAt))
+	es.failed(failedAt)
 	return es.save(ctx, tx)
 }
 
-// statusRow is a status as recorded: rowID orders the statuses lastmile
-// recorded without a GitHub ID (its own, never written to GitHub).
-type statusRow struct {
-	pipeline.StatusInfo
-	rowID int64
-}
-
-// attemptStarted reports whether the attempt that the final status s ends
-// had started: an in_progress after the deployment's previous final status
-// and before s, in GitHub's order (its IDs grow), or, for a status without
-// a GitHub ID, in the order lastmile recorded them.
-func attemptStarted(ctx context.Context, tx *sql.Tx, deploymentID int64, s statusRow) (bool, error) {
-	col, pos := "github_id", s.GitHubID
-	if s.GitHubID == 0 {
-		col, pos = "id", s.rowID
+// failedAttempt finds the attempt that the status recorded as row rowID
+// belongs to — a deployment is deployed again by each re-run of its
+// workflow, and its statuses, between one final status and the next, are
+// one attempt — and returns when that attempt failed (its failure or
+// error, unix milliseconds) if it had started (an in_progress); zero if
+// it succeeded, has not ended, or never started (rejected, cancelled while
+// it waited).
+//
+// The statuses are taken in GitHub's order (its IDs grow), whatever order
+// they were delivered in. A status lastmile recorded without a GitHub ID
+// (its own, which GitHub refused) comes right after the newest status
+// recorded before it.
+func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (int64, error) {
+	type status struct {
+		row, github, after int64 // after: for lastmile's own, the newest GitHub ID recorded before it
+		state              string
+		at                 int64
 	}
-	var started int
-	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?1 AND state = 'in_progress'
-		AND `+col+` < ?2 AND `+col+` > COALESCE((SELECT MAX(`+col+`) FROM deployment_statuses
-			WHERE deployment_id = ?1 AND `+col+` < ?2 AND state IN ('success', 'failure', 'error')), 0)`,
-		deploymentID, pos).Scan(&started)
-	return started > 0, err
+	rows, err := tx.QueryContext(ctx, `SELECT id, COALESCE(github_id, 0), state, created_at FROM deployment_statuses
+		WHERE deployment_id = ? ORDER BY id`, deploymentID)
+	if err != nil {
+		return 0, err
+	}
+	var all []status
+	newest := int64(0)
+	for rows.Next() {
+		var s status
+		if err := rows.Scan(&s.row, &s.github, &s.state, &s.at); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		s.after = newest
+		if s.github != 0 {
+			s.after = s.github
+			newest = max(newest, s.github)
+		}
+		all = append(all, s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	slices.SortStableFunc(all, func(a, b status) int {
+		if c := cmp.Compare(a.after, b.after); c != 0 {
+			return c
+		}
+		// Under one GitHub status, it first, then lastmile's own.
+		return cmp.Compare(b.github, a.github)
+	})
+	final := func(s status) bool {
+		return s.state == string(pipeline.DeploymentSuccess) || s.state == string(pipeline.DeploymentFailure) ||
+			s.state == string(pipeline.DeploymentError)
+	}
+	at := slices.IndexFunc(all, func(s status) bool { return s.row == rowID })
+	if at < 0 {
+		return 0, nil
+	}
+	start := at
+	for start > 0 && !final(all[start-1]) {
+		start--
+	}
+	end := at
+	for end < len(all) && !final(all[end]) {
+		end++
+	}
+	if end == len(all) || all[end].state == string(pipeline.DeploymentSuccess) {
+		return 0, nil
+	}
+	started := slices.ContainsFunc(all[start:end], func(s status) bool { return s.state == string(pipeline.DeploymentInProgress) })
+	if !started {
+		return 0, nil
+	}
+	return all[end].at, nil
 }
 
 // rollUp updates the delivery metrics for a status of a lastmile deployment.
 // stale: the status is older than a final one already recorded, so it
 // counts in the metrics but changes nothing else.
-func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, s statusRow, at time.Time, stale bool) error {
-	repo, env, state := d.Repo.FullName(), d.Environment, s.State
+func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, state pipeline.DeploymentState, rowID int64, at time.Time, stale bool) error {
+	repo, env := d.Repo.FullName(), d.Environment
 	terminal := state == pipeline.DeploymentSuccess || state == pipeline.DeploymentFailure || state == pipeline.DeploymentError
 	if !terminal {
 		return nil
@@ -293,12 +337,12 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, s 
 	// delivered late). An attempt that never started (rejected, cancelled
 	// while it waited) changed nothing there.
 	if state != pipeline.DeploymentSuccess {
-		started, err := attemptStarted(ctx, tx, d.ID, s)
+		failedAt, err := failedAttempt(ctx, tx, d.ID, rowID)
 		if err != nil {
 			return err
 		}
-		if started {
-			es.failed(millis(at))
+		if failedAt != 0 {
+			es.failed(failedAt)
 		}
 	}
 	if state == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
