@@ -120,8 +120,10 @@ func TestReleasePerPushMigrationKeepsTheLedger(t *testing.T) {
 
 // Migration 0009 records which commits have reached each environment, from
 // the successful lastmile deployments already in the ledger: the first
-// success that brought a commit is the one kept, and a deployment that did
-// not succeed, or was not lastmile's, brought nothing.
+// success that brought a commit is the one kept; a success brought the
+// commits of the releases it builds on, back to one that succeeded there
+// itself; and a deployment that did not succeed, or was not lastmile's,
+// brought nothing.
 func TestEnvironmentCommitsMigrationRecordsEarlierArrivals(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "lastmile.db")
@@ -150,6 +152,18 @@ func TestEnvironmentCommitsMigrationRecordsEarlierArrivals(t *testing.T) {
 			(11, 42, 2, 'production', 0, 'cccccccccccccccccccccccccccccccccccccccc', 'lastmile', 1011, 'success', 2, 2000, 2000),
 			(12, 42, 3, 'production', 0, 'cccccccccccccccccccccccccccccccccccccccc', 'lastmile', 1012, 'failure', 3, 4000, 0),
 			(13, 42, 3, 'staging', -1, 'cccccccccccccccccccccccccccccccccccccccc', 'external', 1013, 'success', 3, 1500, 1500)`,
+		// Release 4 (d, building on 3) was superseded before production;
+		// release 5 (e, building on 4) succeeded there at 5000 and brought
+		// d with it — and not c again, which release 3 (whose own deploy
+		// failed) built on release 2, where production got it.
+		`UPDATE releases SET parent_id = 2 WHERE id = 3`,
+		`INSERT INTO releases (id, repository_id, sha, ref, pusher, pushed_at, delivery_id, config, state, created_at, updated_at, parent_id)
+			VALUES (4, 42, 'dddddddddddddddddddddddddddddddddddddddd', 'refs/heads/main', 'o', 4, 'd4', '{}', 'stopped', 4, 4, 3),
+			       (5, 42, 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'refs/heads/main', 'o', 5, 'd5', '{}', 'completed', 5, 5, 4)`,
+		`INSERT INTO release_commits (release_id, position, sha, author, timestamp, title) VALUES
+			(4, 0, 'dddddddddddddddddddddddddddddddddddddddd', 'o', 4, 'd'), (5, 0, 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'o', 5, 'e')`,
+		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, created_at, terminal_at, succeeded_at) VALUES
+			(14, 42, 5, 'production', 0, 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'lastmile', 1014, 'success', 5, 5000, 5000)`,
 	} {
 		if _, err := db.write.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -178,7 +192,7 @@ func TestEnvironmentCommitsMigrationRecordsEarlierArrivals(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"production a #10 3000", "production b #11 2000", "production c #11 2000"}
+	want := []string{"production a #10 3000", "production b #11 2000", "production c #11 2000", "production d #14 5000", "production e #14 5000"}
 	if !slices.Equal(got, want) {
 		t.Errorf("environment_commits after the migration:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}

@@ -11,9 +11,20 @@ CREATE TABLE environment_commits (
     PRIMARY KEY (repository_id, environment, sha)
 ) WITHOUT ROWID;
 
--- What earlier successes brought, the first success of each commit winning.
+-- What earlier successes brought, the first success of each commit winning:
+-- a successful deployment brought the commits of its release and of the
+-- releases it builds on (superseded before they got there), back to one
+-- that succeeded there itself.
+WITH RECURSIVE brought(deployment_id, repository_id, environment, reached_at, release_id) AS (
+    SELECT id, repository_id, environment, succeeded_at, release_id FROM deployments
+    WHERE origin = 'lastmile' AND succeeded_at > 0 AND release_id IS NOT NULL
+    UNION ALL
+    SELECT b.deployment_id, b.repository_id, b.environment, b.reached_at, r.parent_id
+    FROM brought b JOIN releases r ON r.id = b.release_id
+    WHERE r.parent_id > 0 AND NOT EXISTS (SELECT 1 FROM deployments p WHERE p.release_id = r.parent_id
+        AND p.environment = b.environment AND p.origin = 'lastmile' AND p.succeeded_at > 0)
+)
 INSERT OR IGNORE INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at)
-SELECT d.repository_id, d.environment, c.sha, d.id, d.succeeded_at
-FROM deployments d JOIN release_commits c ON c.release_id = d.release_id
-WHERE d.origin = 'lastmile' AND d.succeeded_at > 0
-ORDER BY d.succeeded_at, d.id;
+SELECT b.repository_id, b.environment, c.sha, b.deployment_id, b.reached_at
+FROM brought b JOIN release_commits c ON c.release_id = b.release_id
+ORDER BY b.reached_at, b.deployment_id;
