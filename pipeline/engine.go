@@ -132,18 +132,9 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	}
 	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.After)
 	if errors.Is(err, ErrNotFound) {
-		if known != "" {
-			// A repository leaving lastmile: an older push delivered
-			// after this one must not deploy over it, and, unless a newer
-			// push was handled already, its environments are retired.
-			marks, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt, p.PushedAtGuessed)
-			if err != nil {
+		if branch == known {
+			if err := e.leave(ctx, p); err != nil {
 				return err
-			}
-			if !p.PushedAt.Before(marks.Newest) {
-				if err := e.Store.RetireEnvironments(ctx, p.Repo.ID); err != nil {
-					return err
-				}
 			}
 		}
 		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After)}
@@ -194,6 +185,34 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 			"commits", len(commits), "environments", len(cfg.Environments))
 	}
 	return e.advance(ctx, p.Repo)
+}
+
+// leave handles a push that removed the configuration from the pipeline
+// branch: the repository leaves lastmile. The push is noted (an older push
+// delivered after it must not deploy over it) and the repository's
+// environments are retired, so dashboards and alerts forget them — unless
+// a newer push was handled already, or, when that cannot be told from the
+// push times (its own is not known, or a push of unknown time was received
+// after it was made), the branch no longer points at it.
+func (e *Engine) leave(ctx context.Context, p Push) error {
+	marks, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt, p.PushedAtGuessed)
+	if err != nil || p.PushedAt.Before(marks.NewestKnown) {
+		return err
+	}
+	if p.PushedAtGuessed || p.PushedAt.Before(marks.Newest) {
+		branch := strings.TrimPrefix(p.Ref, "refs/heads/")
+		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.After, branch)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
+		}
+		if cmp.Status != "identical" {
+			return nil
+		}
+	}
+	return e.Store.RetireEnvironments(ctx, p.Repo.ID)
 }
 
 // releaseCommits lists the commits a push brings since the previous release:

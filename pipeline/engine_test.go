@@ -515,57 +515,101 @@ func TestPushReceivedAfterOneOfUnknownTimeIsNotOvertaken(t *testing.T) {
 // alert forget them) — unless a newer push, with a configuration, was
 // handled before the removal's delivery arrived.
 func TestRemovedConfigurationRetiresTheEnvironments(t *testing.T) {
-	ctx := context.Background()
-	live := func(h *harness) []string {
-		t.Helper()
-		snap, err := h.db.MetricsSnapshot(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var envs []string
-		for _, s := range snap.Gauges[metrics.EnvironmentInfo] {
-			envs = append(envs, s.Labels[1])
-		}
-		slices.Sort(envs)
-		return envs
-	}
 	all := []string{"production", "staging", "test"}
 	var ignored *pipeline.Ignored
-
-	h := newHarness(t, c0, c1, c2)
-	if err := h.deliverPush(c0, c1, false, time.Now().Add(-time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
-	if got := live(h); !slices.Equal(got, all) {
-		t.Fatalf("environments before: %v, want %v", got, all)
-	}
-	h.gh.head, h.gh.noConfig = c2, []string{c2}
-	if err := h.deliverPush(c1, c2, false, time.Now()); !errors.As(err, &ignored) {
-		t.Fatalf("the push removing the configuration = %v, want it ignored", err)
-	}
-	if got := live(h); len(got) != 0 {
-		t.Errorf("environments after the configuration was removed: %v, want none", got)
-	}
-
-	// The removal delivered late, after a push that put the file back.
 	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
-	h = newHarness(t, c0, c1, c2, c3)
-	h.gh.noConfig = []string{c2}
-	if err := h.deliverPush(c0, c1, false, time.Now().Add(-time.Minute)); err != nil {
-		t.Fatal(err)
+	enrolled := func() *harness {
+		h := newHarness(t, c0, c1, c2, c3)
+		h.gh.noConfig = []string{c2}
+		if err := h.deliverPush(c0, c1, false, time.Now().Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		h.promote(c1, 10, "test", "staging", "production")
+		if got := h.liveEnvs(); !slices.Equal(got, all) {
+			t.Fatalf("environments before: %v, want %v", got, all)
+		}
+		return h
 	}
-	h.promote(c1, 10, "test", "staging", "production")
-	h.gh.head = c3
-	if err := h.deliverPush(c2, c3, false, time.Now().Add(-time.Second)); err != nil {
-		t.Fatal(err)
+	unknownTime := func(h *harness, id, before, after string) error {
+		return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: id,
+			Ref: "refs/heads/main", Before: before, After: after, DefaultBranch: "main", Pusher: "octocat",
+			PushedAt: time.Now(), PushedAtGuessed: true, Commits: []pipeline.Commit{{SHA: after}}})
 	}
-	if err := h.deliverPush(c1, c2, false, time.Now().Add(-2*time.Second)); !errors.As(err, &ignored) {
-		t.Fatalf("the late push removing the configuration = %v, want it ignored", err)
+
+	t.Run("removed", func(t *testing.T) {
+		h := enrolled()
+		h.gh.head = c2
+		if err := h.deliverPush(c1, c2, false, time.Now()); !errors.As(err, &ignored) {
+			t.Fatalf("the push removing the configuration = %v, want it ignored", err)
+		}
+		if got := h.liveEnvs(); len(got) != 0 {
+			t.Errorf("environments after the configuration was removed: %v, want none", got)
+		}
+	})
+	t.Run("removed after a push of unknown time received later", func(t *testing.T) {
+		h := enrolled()
+		pushed := time.Now().Add(-2 * time.Second)
+		_ = unknownTime(h, "c1-again", c0, c1) // c1 redelivered, received after c2 was pushed
+		h.gh.head = c2
+		if err := h.deliverPush(c1, c2, false, pushed); !errors.As(err, &ignored) {
+			t.Fatalf("the push removing the configuration = %v, want it ignored", err)
+		}
+		if got := h.liveEnvs(); len(got) != 0 {
+			t.Errorf("environments after the configuration was removed (main at c2): %v, want none", got)
+		}
+	})
+	for name, late := range map[string]func(h *harness) error{
+		"late removal":                 func(h *harness) error { return h.deliverPush(c1, c2, false, time.Now().Add(-2*time.Second)) },
+		"late removal of unknown time": func(h *harness) error { return unknownTime(h, "c2-late", c1, c2) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := enrolled()
+			h.gh.head = c3 // put the file back
+			if err := h.deliverPush(c2, c3, false, time.Now().Add(-time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if err := late(h); !errors.As(err, &ignored) {
+				t.Fatalf("the late push removing the configuration = %v, want it ignored", err)
+			}
+			if got := h.liveEnvs(); !slices.Equal(got, all) {
+				t.Errorf("environments after a late removal (main is at c3, with the file): %v, want %v", got, all)
+			}
+		})
 	}
-	if got := live(h); !slices.Equal(got, all) {
-		t.Errorf("environments after a late removal: %v, want %v", got, all)
+	t.Run("removed from the default branch, the pipeline branch another", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2)
+		h.gh.config = "branch: release\n" + threeEnvs
+		h.gh.noConfig = []string{c2}
+		push := func(ref, before, after string) error {
+			return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-" + after[:4],
+				Ref: ref, Before: before, After: after, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(),
+				Commits: []pipeline.Commit{{SHA: after, Timestamp: time.Now().Add(-time.Hour)}}})
+		}
+		if err := push("refs/heads/release", c0, c1); err != nil {
+			t.Fatal(err)
+		}
+		h.promote(c1, 10, "test", "staging", "production")
+		if err := push("refs/heads/main", c0, c2); !errors.As(err, &ignored) {
+			t.Fatalf("the push to main = %v, want it ignored", err)
+		}
+		if got := h.liveEnvs(); !slices.Equal(got, all) {
+			t.Errorf("environments after the file left main (the pipeline branch, release, still has it): %v, want %v", got, all)
+		}
+	})
+}
+
+func (h *harness) liveEnvs() []string {
+	h.t.Helper()
+	snap, err := h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
 	}
+	var envs []string
+	for _, s := range snap.Gauges[metrics.EnvironmentInfo] {
+		envs = append(envs, s.Labels[1])
+	}
+	slices.Sort(envs)
+	return envs
 }
 
 // GitHub answers the compare from a replica that still has the branch
