@@ -203,8 +203,16 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 
 	// Waiting for GitHub (its rate limit, or its API to catch up) is not
 	// the delivery's fault: it is not an attempt, and never makes the
-	// delivery dead.
-	wait, waiting := githubapp.IsRateLimited(err)
+	// delivery dead. A secondary rate limit hit again and again is waited
+	// out for longer each time, as GitHub asks.
+	var wait time.Time
+	waiting := false
+	if rl := (*githubapp.RateLimitedError)(nil); errors.As(err, &rl) {
+		wait, waiting = rl.Until, true
+		if rl.Secondary {
+			wait = later(wait, w.Now().Add(w.Backoff(d.Waits+1)))
+		}
+	}
 	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {
 		wait, waiting = again.At, true
 	}
@@ -234,6 +242,13 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	}
 	log.Warn("delivery failed; will retry", "attempt", attempt, "retry_at", next.UTC().Format(time.RFC3339), "error", err)
 	w.observe(d.Event, "retry", took)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (w *Worker) safeHandle(ctx context.Context, d *pipeline.Delivery) (err error) {

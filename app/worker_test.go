@@ -376,6 +376,45 @@ func TestWorkerWaitsForGitHubAreNotAttempts(t *testing.T) {
 	}
 }
 
+// A secondary rate limit hit again and again is waited out for longer each
+// time (GitHub asks for exponentially longer waits), still without counting
+// an attempt; a primary one ends when its window does.
+func TestWorkerWaitsLongerForRepeatedSecondaryRateLimits(t *testing.T) {
+	now := time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
+	for name, tc := range map[string]struct {
+		secondary bool
+		want      time.Time
+	}{
+		"secondary": {true, now.Add(4 * time.Hour)}, // the fourth wait: Backoff(4)
+		"primary":   {false, now.Add(time.Minute)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			db := workerDB(t)
+			db.Now = func() time.Time { return now }
+			enqueue(t, db, "d-1", "acme/a", now.Add(-time.Second))
+			d := delivery(t, db, "d-1")
+			for range 3 { // three waits before
+				if err := db.PostponeDelivery(context.Background(), d.Seq, "rate limited", now.Add(-time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+				return &githubapp.RateLimitedError{Until: now.Add(time.Minute), Secondary: tc.secondary, Status: 403}
+			})
+			obs := make(outcomes, 10)
+			stop := startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, MaxAttempts: 2,
+				Now: func() time.Time { return now }, Backoff: func(n int) time.Duration { return time.Duration(n) * time.Hour }})
+			obs.next(t, 1, 10*time.Second)
+			stop()
+			d = delivery(t, db, "d-1")
+			if !d.NextAttemptAt.Equal(tc.want) || d.Waits != 4 || d.Attempts != 0 || d.State != pipeline.DeliveryPending {
+				t.Errorf("next attempt at %v after %d waits, %d attempts, %s; want %v after 4 waits, 0 attempts, pending",
+					d.NextAttemptAt, d.Waits, d.Attempts, d.State, tc.want)
+			}
+		})
+	}
+}
+
 func TestWorkerSurvivesAPanicAndRetries(t *testing.T) {
 	db := workerDB(t)
 	enqueue(t, db, "d-1", "acme/a", time.Time{})

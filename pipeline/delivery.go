@@ -29,6 +29,7 @@ type Delivery struct {
 
 	State         DeliveryState
 	Attempts      int
+	Waits         int // times it waited for GitHub (rate limit, API catching up): not attempts
 	NextAttemptAt time.Time
 	LastError     string
 	FinishedAt    time.Time

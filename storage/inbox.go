@@ -18,7 +18,7 @@ import (
 var ErrNotFound = errors.New("not found")
 
 const deliveryColumns = `d.seq, d.delivery_id, d.event, d.action, d.installation_id, d.repository_id, d.repository,
-	d.received_at, d.state, d.attempts, d.next_attempt_at, d.last_error, d.finished_at, d.note, b.body`
+	d.received_at, d.state, d.attempts, d.waits, d.next_attempt_at, d.last_error, d.finished_at, d.note, b.body`
 
 // withBody is the FROM clause that reads deliveries with their bodies.
 const withBody = ` FROM deliveries d LEFT JOIN delivery_bodies b ON b.seq = d.seq`
@@ -28,7 +28,7 @@ func scanDelivery(row rowScanner) (*pipeline.Delivery, error) {
 	var received, next, finished int64
 	var state string
 	if err := row.Scan(&d.Seq, &d.ID, &d.Event, &d.Action, &d.InstallationID, &d.RepositoryID, &d.Repository,
-		&received, &state, &d.Attempts, &next, &d.LastError, &finished, &d.Note, &d.Body); err != nil {
+		&received, &state, &d.Attempts, &d.Waits, &next, &d.LastError, &finished, &d.Note, &d.Body); err != nil {
 		return nil, err
 	}
 	d.ReceivedAt, d.NextAttemptAt, d.FinishedAt = fromMillis(received), fromMillis(next), fromMillis(finished)
@@ -268,10 +268,10 @@ func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next ti
 }
 
 // PostponeDelivery has a pending delivery wait until next, saying why,
-// without counting an attempt: the wait was GitHub's doing, not the
-// delivery's.
+// without counting an attempt (the wait was GitHub's doing, not the
+// delivery's); it counts a wait.
 func (db *DB) PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error {
-	if _, err := db.exec(ctx, `UPDATE deliveries SET last_error = ?, next_attempt_at = ? WHERE seq = ? AND state = 'pending'`,
+	if _, err := db.exec(ctx, `UPDATE deliveries SET waits = waits + 1, last_error = ?, next_attempt_at = ? WHERE seq = ? AND state = 'pending'`,
 		cause, millis(next), seq); err != nil {
 		return err
 	}
@@ -287,11 +287,11 @@ func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.D
 			return fmt.Errorf("delivery %s: its body was pruned by retention and it cannot be handled again", deliveryID)
 		}
 		now := db.Now()
-		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,
+		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = 'pending', attempts = 0, waits = 0, next_attempt_at = ?,
 			finished_at = 0 WHERE seq = ?`, millis(now), d.Seq); err != nil {
 			return err
 		}
-		d.State, d.Attempts, d.NextAttemptAt, d.FinishedAt = pipeline.DeliveryPending, 0, now, time.Time{}
+		d.State, d.Attempts, d.Waits, d.NextAttemptAt, d.FinishedAt = pipeline.DeliveryPending, 0, 0, now, time.Time{}
 		return nil
 	})
 	if err == nil {
