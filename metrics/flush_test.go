@@ -102,9 +102,7 @@ func TestScrapeShowsOnlyFlushedCounts(t *testing.T) {
 		t.Errorf("scraped %v with %v stored once the database works, want 16 and 16", v, stored())
 	}
 
-	// A scrape during another flush waits for it: it never shows the
-	// counts the flush has taken from the process but not yet committed
-	// as missing.
+	// A scrape during another flush waits for it before its own flush.
 	for range 4 {
 		m.WebhookRejected("push", "unauthorized")
 	}
@@ -117,25 +115,57 @@ func TestScrapeShowsOnlyFlushedCounts(t *testing.T) {
 		t.Fatal("the flush did not start")
 	}
 	store.entered = nil
-	waiting, read := make(chan struct{}, 2), make(chan struct{}, 2)
-	m.waitFlushing, store.read = func() { waiting <- struct{}{} }, read
+	waiting, read := make(chan bool, 2), make(chan struct{}, 2)
+	m.waitFlushing, store.read = func(read bool) { waiting <- read }, read
 	scraped := make(chan float64, 1)
 	go func() { scraped <- value() }()
 	select {
-	case <-waiting: // the scrape waits for the flush's commit
+	case r := <-waiting:
+		if r {
+			t.Error("the scrape flushed while another flush held its commit")
+		}
 	case <-read:
 		t.Fatal("the scrape read the database while a flush held its commit")
 	case <-time.After(10 * time.Second):
 		t.Fatal("the scrape neither waited nor read")
 	}
 	close(store.release)
-	select {
-	case v := <-scraped:
-		if v != 20 {
-			t.Errorf("scrape during the flush: %v, want 20", v)
+	if v := <-scraped; v != 20 {
+		t.Errorf("scrape during the flush: %v, want 20", v)
+	}
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+
+	// A flush that starts between a scrape's own flush and its read holds
+	// the read until it has committed: the scrape never shows the counts
+	// that flush has taken from the process, and not yet committed, as
+	// missing.
+	store.entered, store.release = make(chan struct{}), make(chan struct{})
+	read = make(chan struct{}, 2)
+	store.read = read
+	m.scrapeFlushed = func() {
+		m.scrapeFlushed = nil
+		for range 4 {
+			m.WebhookRejected("push", "unauthorized")
 		}
+		go func() { flushed <- m.Flush(context.Background()) }()
+		<-store.entered // that flush holds its commit
+	}
+	go func() { scraped <- value() }()
+	select {
+	case r := <-waiting:
+		if !r {
+			t.Error("the scrape's own flush waited, not its read")
+		}
+	case <-read:
+		t.Fatal("the scrape read the database while a flush held its commit")
 	case <-time.After(10 * time.Second):
-		t.Fatal("the scrape did not finish after the commit")
+		t.Fatal("the scrape neither waited nor read")
+	}
+	close(store.release)
+	if v := <-scraped; v != 24 {
+		t.Errorf("scrape while a flush started after its own: %v, want 24", v)
 	}
 	if err := <-flushed; err != nil {
 		t.Fatal(err)

@@ -116,9 +116,11 @@ type Metrics struct {
 	// a scrape sees them in one place or the other, never in neither (a
 	// drop Prometheus would take for a counter reset) nor both.
 	flushing sync.RWMutex
-	// waitFlushing, if set (by tests), is called when a flush or a scrape
-	// has to wait for another flush.
-	waitFlushing func()
+	// Test hooks, if set: waitFlushing is called when a flush (read false)
+	// or a scrape's read (read true) has to wait for another flush;
+	// scrapeFlushed when a scrape has flushed and is about to read.
+	waitFlushing  func(read bool)
+	scrapeFlushed func()
 
 	rendered renderedRollups
 
@@ -282,16 +284,16 @@ func (m *Metrics) add(name string, labels []string) {
 	s.Value++
 }
 
-func (m *Metrics) flushingBusy() {
+func (m *Metrics) flushingBusy(read bool) {
 	if m.waitFlushing != nil {
-		m.waitFlushing()
+		m.waitFlushing(read)
 	}
 }
 
 // Flush writes the counter increments of this process to the database.
 func (m *Metrics) Flush(ctx context.Context) error {
 	if !m.flushing.TryLock() {
-		m.flushingBusy()
+		m.flushingBusy(false)
 		m.flushing.Lock()
 	}
 	defer m.flushing.Unlock()
@@ -398,8 +400,11 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		c.m.log.Warn("metrics: flush before scrape", "error", err)
 	}
 	cancel()
+	if c.m.scrapeFlushed != nil {
+		c.m.scrapeFlushed()
+	}
 	if !c.m.flushing.TryRLock() {
-		c.m.flushingBusy()
+		c.m.flushingBusy(true)
 		c.m.flushing.RLock()
 	}
 	defer c.m.flushing.RUnlock()
