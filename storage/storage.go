@@ -295,7 +295,17 @@ func (db *DB) migrateOne(ctx context.Context, version int, base, name string) (e
 		return err
 	}
 	defer func() {
-		if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); ferr != nil {
+		// Read back: inside a transaction left open the setting is a no-op.
+		ctx := context.WithoutCancel(ctx)
+		on := 0
+		_, ferr := conn.ExecContext(ctx, "PRAGMA foreign_keys = ON")
+		if ferr == nil {
+			ferr = conn.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&on)
+		}
+		if ferr == nil && on != 1 {
+			ferr = errors.New("still off")
+		}
+		if ferr != nil {
 			// The pool must not keep a connection without foreign keys.
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 			if err == nil {
