@@ -11,10 +11,11 @@ import (
 )
 
 // presizeMax bounds the memory readBody sets aside on the word of a
-// Content-Length alone, before a byte or the signature was checked: GitHub's
-// deliveries are almost all far smaller, and a client announcing 25 MB and
-// sending nothing must not hold 25 MB.
-const presizeMax = 1 << 20
+// Content-Length alone, before a byte or the signature was checked: most of
+// GitHub's deliveries are smaller (a push is 7–8 KB), and a client
+// announcing a large body and sending nothing must not hold memory for it;
+// larger bodies grow with what actually arrives.
+const presizeMax = 64 << 10
 
 // readBody reads the whole body, in one allocation when its length was
 // announced (and small enough to trust).

@@ -85,12 +85,15 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	event := r.Header.Get("X-GitHub-Event")
 	d, outcome, err := h.receive(w, r)
 	if err != nil {
+		// The header as sent, before it was checked: bounded and printable
+		// in the log, whatever an unauthenticated sender put there.
+		delivery := forLog(r.Header.Get("X-GitHub-Delivery"))
 		var we *webhookError
 		if !errors.As(err, &we) {
 			we = &webhookError{status: http.StatusServiceUnavailable, outcome: OutcomeUnavailable, msg: "the delivery could not be stored; GitHub may redeliver it"}
-			h.log.Error("webhook: store delivery", "delivery", r.Header.Get("X-GitHub-Delivery"), "event", KnownEvent(event), "error", err)
+			h.log.Error("webhook: store delivery", "delivery", delivery, "event", KnownEvent(event), "error", err)
 		} else {
-			h.log.Warn("webhook: delivery refused", "delivery", r.Header.Get("X-GitHub-Delivery"), "event", KnownEvent(event),
+			h.log.Warn("webhook: delivery refused", "delivery", delivery, "event", KnownEvent(event),
 				"status", we.status, "reason", we.msg, "remote", r.RemoteAddr)
 		}
 		h.counter.WebhookRejected(KnownEvent(event), we.outcome)
@@ -192,6 +195,25 @@ func Sign(secret, body []byte) []byte {
 // SignatureHeader is the X-Hub-Signature-256 value GitHub sends for body.
 func SignatureHeader(secret, body []byte) string {
 	return "sha256=" + hex.EncodeToString(Sign(secret, body))
+}
+
+// forLog is an unchecked header value as it may be logged: at most 100
+// bytes, anything but printable ASCII replaced by '?'.
+func forLog(s string) string {
+	cut := len(s) > 100
+	if cut {
+		s = s[:100]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	if cut {
+		return string(b) + "…"
+	}
+	return string(b)
 }
 
 func printable(s string) bool {

@@ -620,3 +620,27 @@ func TestWebhookRefusesADeclaredOversizeBodyWithoutReadingIt(t *testing.T) {
 		t.Errorf("rejections = %v, want %v", got, want)
 	}
 }
+
+// A refused request's delivery header is logged bounded and printable,
+// whatever an unauthenticated sender put there: a megabyte of bytes that
+// are not UTF-8 must not become six megabytes of log.
+func TestWebhookRefusalLogIsBounded(t *testing.T) {
+	var logged bytes.Buffer
+	h := githubapp.NewWebhook(hookSecret, nil, func(string) bool { return true }, &rejections{}, nil,
+		slog.New(slog.NewJSONHandler(&logged, nil)))
+	req := httptest.NewRequest(http.MethodPost, "/webhook", strings.NewReader(`{}`))
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-GitHub-Delivery", "ab\x1b[2J"+strings.Repeat("\xff", 1<<20))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401", w.Code)
+	}
+	var entry struct{ Delivery string }
+	if err := json.Unmarshal(logged.Bytes(), &entry); err != nil {
+		t.Fatalf("log %q: %v", logged.String(), err)
+	}
+	if want := "ab?[2J" + strings.Repeat("?", 94) + "…"; entry.Delivery != want || logged.Len() > 1000 {
+		t.Errorf("logged %d bytes, delivery %q; want under 1000 bytes, delivery %q", logged.Len(), entry.Delivery, want)
+	}
+}
