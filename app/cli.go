@@ -171,6 +171,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		return err
 	}
 	defer db.Close()
+	stdout = terminal{stdout}
 
 	switch action {
 	case "retry":

@@ -46,6 +46,7 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 	if *asJSON {
 		return writeJSONTo(stdout, list)
 	}
+	stdout = terminal{stdout}
 	if len(list) == 0 {
 		fmt.Fprintln(stdout, "no releases recorded yet")
 		return nil
@@ -105,6 +106,7 @@ back to has more than one (--release picks another).`, stderr)
 	if *asJSON {
 		return writeJSONTo(stdout, rec)
 	}
+	stdout = terminal{stdout}
 	printAudit(stdout, rec)
 	if *logs {
 		for _, env := range rec.Environments {

@@ -322,3 +322,25 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("readyz with the database closed: %d %q", code, body)
 	}
 }
+
+// Text from outside (here a commit message) reaches the operator's
+// terminal escaped: a control sequence in it cannot clear the screen or
+// set the title when history, audit or deliveries print it.
+func TestTextCommandsEscapeControlSequences(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Fix typo\x1b]0;pwned\a\x1b[2J",
+		Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "test success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "test") })
+	settle(t, sb)
+	db := sb.Config.Database
+	for _, args := range [][]string{{"audit", "acme/shop", push.After, "--logs"}, {"history"}, {"deliveries"}} {
+		code, out, errOut := run(t, db, args...)
+		if code != 0 || strings.ContainsAny(out, "\x1b\a") {
+			t.Errorf("%v: exit %d, output with raw control characters:\n%q%s", args, code, out, errOut)
+		}
+		if args[0] == "audit" && !strings.Contains(out, `Fix typo\x1b]0;pwned\x07\x1b[2J`) {
+			t.Errorf("audit does not show the commit title escaped:\n%s", out)
+		}
+	}
+}

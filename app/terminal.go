@@ -1,0 +1,58 @@
+package app
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"unicode/utf8"
+)
+
+// terminal is what the text commands (history, audit, deliveries) print
+// through. The records hold text from outside — commit titles and authors,
+// status descriptions, environment names, deploy logs — and a control
+// sequence in it must not reach the operator's terminal, where it could
+// clear the screen, hide lines, set the title or write the clipboard. Every
+// control character but tab, newline and a carriage return before a
+// newline is shown escaped (ESC as \x1b); the text lastmile writes itself
+// has no others. JSON output needs no such care: encoding/json escapes them.
+type terminal struct{ w io.Writer }
+
+func (t terminal) Write(p []byte) (int, error) {
+	if !bytes.ContainsFunc(p, isControl) && utf8.Valid(p) {
+		return t.w.Write(p)
+	}
+	var b bytes.Buffer
+	b.Grow(len(p) + 16)
+	for i := 0; i < len(p); {
+		r, size := utf8.DecodeRune(p[i:])
+		switch {
+		case r == '\t' || r == '\n' || (r == '\r' && i+1 < len(p) && p[i+1] == '\n'):
+			b.WriteByte(byte(r))
+		case r == utf8.RuneError && size == 1:
+			if c := p[i]; c >= 0x80 && c <= 0x9f { // an 8-bit control to some terminals (0x9b is CSI)
+				fmt.Fprintf(&b, `\x%02x`, c)
+			} else {
+				b.WriteByte(c)
+			}
+		case isControl(r):
+			if r < 0x80 {
+				fmt.Fprintf(&b, `\x%02x`, r)
+			} else {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			}
+		default:
+			b.Write(p[i : i+size])
+		}
+		i += size
+	}
+	if _, err := t.w.Write(b.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// isControl reports C0 and C1 control characters and DEL, but not tab or
+// newline.
+func isControl(r rune) bool {
+	return (r < 0x20 && r != '\t' && r != '\n') || r == 0x7f || (r >= 0x80 && r <= 0x9f)
+}

@@ -1,0 +1,24 @@
+package app
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestTerminalEscapesControlSequences(t *testing.T) {
+	for in, want := range map[string]string{
+		"Fix typo\n":                              "Fix typo\n",
+		"a\tb\r\nc":                               "a\tb\r\nc",
+		"mallory\x1b[2J":                          `mallory\x1b[2J`,
+		"ok\x1b]52;c;Y3VybA==\a":                  `ok\x1b]52;c;Y3VybA==\x07`,
+		"progress 50%\rprogress 100%":             `progress 50%\x0dprogress 100%`,
+		"8-bit CSI \x9b2J, C1 \u009b2J, DEL \x7f": `8-bit CSI \x9b2J, C1 \u009b2J, DEL \x7f`,
+		"café, naïve, 日本, latin-1 \xe9":           "café, naïve, 日本, latin-1 \xe9",
+	} {
+		var b bytes.Buffer
+		n, err := terminal{&b}.Write([]byte(in))
+		if err != nil || n != len(in) || b.String() != want {
+			t.Errorf("%q: wrote %q (%d, %v), want %q (%d)", in, b.String(), n, err, want, len(in))
+		}
+	}
+}
