@@ -487,6 +487,26 @@ func TestRunRejectsBadEnvironment(t *testing.T) {
 	wantOutputs(t, s.readOutputs(t), "", "false", "")
 }
 
+// pass-environment-arg with a command whose last line ends in a comment:
+// the environment would be swallowed by it, and the deploy run without it.
+// The step fails before anything is posted, saying what to do instead.
+func TestRunRefusesAnEnvironmentArgItCannotAppend(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{
+		"INPUT_COMMAND":              "./deploy.sh   # the environment is appended by lastmile",
+		"INPUT_PASS-ENVIRONMENT-ARG": "true",
+	})
+	var log strings.Builder
+	_, err := action.Run(w.ctx, s.env(&log))
+	if err == nil || !strings.Contains(err.Error(), "ends with a comment") || !strings.Contains(err.Error(), "$LASTMILE_ENVIRONMENT") {
+		t.Fatalf("Run: %v; want a refusal naming the comment and $LASTMILE_ENVIRONMENT", err)
+	}
+	if n := len(w.deployment(id).Statuses); n != 0 {
+		t.Errorf("%d statuses posted", n)
+	}
+}
+
 // A token GitHub refuses: the error says which permission the job needs.
 func TestRunExplainsRefusedToken(t *testing.T) {
 	w := newWorld(t)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -113,6 +114,12 @@ func readConfig(getenv func(string) string) (*config, error) {
 		}
 		c.passEnvArg = b
 	}
+	if c.passEnvArg && c.command != "" {
+		if err := appendable(c.command); err != nil {
+			errs = append(errs, fmt.Errorf("input %s: the environment cannot be appended to this command: %w; "+
+				"use $LASTMILE_ENVIRONMENT in the command instead", InputPassEnvironmentArg, err))
+		}
+	}
 	if v := input(InputJobID); v != "" {
 		// job.check_run_id: empty where GitHub does not provide it (GitHub
 		// Enterprise Server); then the run's URL stands in for the job's.
@@ -205,4 +212,68 @@ func parseBool(s string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%q is not a boolean: use true or false", s)
+}
+
+// appendable checks that an argument appended to the script's text becomes
+// the last argument of its last command: not swallowed by a trailing
+// comment, glued on by a trailing backslash, taken into an unterminated
+// quote, or written after a here-document's end marker. It reads the
+// script as bash would, as far as that needs: quotes, backslashes, and
+// words that start a comment.
+func appendable(script string) error {
+	script = strings.TrimRightFunc(script, unicode.IsSpace)
+	var quote rune
+	wordStart := true
+	comment := false
+	for i, r := range script {
+		switch {
+		case comment:
+			if r == '\n' {
+				comment, wordStart = false, true
+			}
+			continue
+		case quote == '\'':
+			if r == '\'' {
+				quote = 0
+			}
+			continue
+		case quote == '"':
+			if r == '"' && !escaped(script, i) {
+				quote = 0
+			}
+			continue
+		case escaped(script, i): // a literal character, part of a word
+			wordStart = false
+			continue
+		case r == '\\' && i == len(script)-1:
+			return errors.New("its last line ends with a backslash")
+		case r == '\'' || r == '"':
+			quote = r
+		case r == '#' && wordStart:
+			comment = true
+			if !strings.Contains(script[i:], "\n") {
+				return errors.New("its last line ends with a comment")
+			}
+			continue
+		case r == '<' && strings.HasPrefix(script[i:], "<<") && !strings.HasPrefix(script[i:], "<<<") &&
+			(i == 0 || script[i-1] != '<'):
+			return errors.New("it has a here-document")
+		}
+		wordStart = unicode.IsSpace(r) || strings.ContainsRune(";&|()", r)
+	}
+	if quote != 0 {
+		return fmt.Errorf("a %c quote is not closed", quote)
+	}
+	return nil
+}
+
+// escaped reports whether the character at i follows an odd number of
+// backslashes.
+func escaped(s string, i int) bool {
+	n := 0
+	for i > 0 && s[i-1] == '\\' {
+		n++
+		i--
+	}
+	return n%2 == 1
 }
