@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,6 +64,11 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 				return errUsage
 			}
 		}
+	}
+	if !loopback(*listen) {
+		fmt.Fprintf(stderr, "lastmile register: --listen %s: serve the registration page on a loopback address (127.0.0.1, ::1 or localhost): "+
+			"it holds the state that ties GitHub's answer to this registration\n", *listen)
+		return errUsage
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil && !*printOnly {
@@ -147,6 +153,13 @@ with read access to contents, actions, checks and metadata, and write access to 
 </body>`))
 
 func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	// Only a page this machine's browser opened by a loopback name: another
+	// name that resolves to 127.0.0.1 (DNS rebinding) would let a web page
+	// read the state and hand in its own App's code.
+	if !loopback(req.Host) {
+		http.Error(w, "open this page as http://127.0.0.1:PORT/ (or localhost)", http.StatusMisdirectedRequest)
+		return
+	}
 	switch req.URL.Path {
 	case "/":
 		manifest, _ := json.Marshal(r.manifest)
@@ -223,9 +236,9 @@ func (r *registration) save(reg *githubapp.Registration) error {
 	}
 	envPath := filepath.Join(r.out, envFile)
 	env := "LASTMILE_APP_ID=" + strconv.FormatInt(reg.AppID, 10) + "\n" +
-		"LASTMILE_WEBHOOK_SECRET=" + reg.WebhookSecret + "\n" +
-		"LASTMILE_PRIVATE_KEY_FILE=" + keyPath + "\n" +
-		"LASTMILE_GITHUB_URL=" + r.apiURL + "\n"
+		"LASTMILE_WEBHOOK_SECRET=" + shellWord(reg.WebhookSecret) + "\n" +
+		"LASTMILE_PRIVATE_KEY_FILE=" + shellWord(keyPath) + "\n" +
+		"LASTMILE_GITHUB_URL=" + shellWord(r.apiURL) + "\n"
 	if err := writeNew(envPath, []byte(env)); err != nil {
 		return err
 	}
@@ -238,6 +251,40 @@ Next:
   2. Install the App on the repositories to deploy: %s/installations/new
   3. In each repository add .github/lastmile.yml and the deploy workflow, and give the
      gated environments required reviewers (Settings → Environments). See the README.
-`, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, envPath, reg.HTMLURL)
+`, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)), reg.HTMLURL)
 	return nil
+}
+
+// loopback reports whether hostport (an address, or a Host header) names
+// this machine's loopback interface.
+func loopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// shellWord is s as one word for a POSIX shell (and the env files of
+// systemd): as it is when it needs no quoting, else single-quoted.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-./:@%+,=", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// sourcePath is path as the `.` command finds it: with a slash (without
+// one, POSIX sh searches PATH instead of the current directory).
+func sourcePath(path string) string {
+	if strings.Contains(path, "/") {
+		return path
+	}
+	return "./" + path
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -33,7 +34,7 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	}))
 	defer github.Close()
 
-	out := t.TempDir()
+	out := filepath.Join(t.TempDir(), "my apps") // a space: the env file must quote it
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -64,6 +65,21 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 		}
 	}()
 
+	// A page of another site that resolves to 127.0.0.1 (DNS rebinding)
+	// gets neither the page (nor its state) nor the callback.
+	for _, path := range []string{"/", "/callback?state=x&code=good-code"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Host = "attacker.example:" + addr[strings.LastIndex(addr, ":")+1:]
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest || strings.Contains(string(body), "state=") {
+			t.Errorf("%s for Host %s: %d %s; want 421", path, req.Host, resp.StatusCode, body)
+		}
+	}
 	page := get(t, "http://"+addr+"/")
 	form := regexp.MustCompile(`action="([^"]+)"`).FindStringSubmatch(page)
 	value := regexp.MustCompile(`name="manifest" value="([^"]+)"`).FindStringSubmatch(page)
@@ -117,10 +133,20 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"LASTMILE_APP_ID=4242\n", "LASTMILE_WEBHOOK_SECRET=" + secret + "\n", "LASTMILE_PRIVATE_KEY_FILE=" + filepath.Join(out, "lastmile-app.pem")} {
+	for _, want := range []string{"LASTMILE_APP_ID=4242\n", "LASTMILE_WEBHOOK_SECRET=" + secret + "\n",
+		"LASTMILE_PRIVATE_KEY_FILE='" + filepath.Join(out, "lastmile-app.pem") + "'\n"} {
 		if !strings.Contains(string(env), want) {
 			t.Errorf("lastmile.env lacks %q:\n%s", want, env)
 		}
+	}
+	// The printed command, run by a POSIX shell, loads the settings.
+	cmd := regexp.MustCompile(`set -a; \. (.+); set \+a`).FindStringSubmatch(printed.String())
+	if cmd == nil {
+		t.Fatalf("no command to load the settings printed:\n%s", printed.String())
+	}
+	loaded, err := exec.Command("sh", "-c", "set -a; . "+cmd[1]+`; set +a; printf '%s|%s' "$LASTMILE_APP_ID" "$LASTMILE_PRIVATE_KEY_FILE"`).CombinedOutput()
+	if want := "4242|" + filepath.Join(out, "lastmile-app.pem"); err != nil || string(loaded) != want {
+		t.Errorf("sh loading %s: %q, %v; want %q", cmd[1], loaded, err, want)
 	}
 	for _, f := range []string{"lastmile.env", "lastmile-app.pem"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Mode().Perm() != 0o600 {
@@ -129,6 +155,21 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	}
 	if strings.Contains(printed.String(), secret) || strings.Contains(stderr.String(), secret) {
 		t.Error("the webhook secret was printed")
+	}
+}
+
+func TestRegisterServesOnlyOnLoopback(t *testing.T) {
+	var stderr strings.Builder
+	code := Main(context.Background(), []string{"register", "--webhook-url", "https://lm.example.com/webhook", "--listen", "0.0.0.0:0",
+		"--out", t.TempDir()}, func(string) string { return "" }, io.Discard, &stderr)
+	if code != 2 || !strings.Contains(stderr.String(), "loopback") {
+		t.Errorf("exit %d, stderr %q; want 2 and a word about loopback", code, stderr.String())
+	}
+	for addr, want := range map[string]bool{"127.0.0.1:8787": true, "localhost:80": true, "[::1]:8787": true, "127.0.0.1": true,
+		"0.0.0.0:8787": false, "attacker.example:8787": false, "192.168.1.10:8787": false, ":8787": false} {
+		if loopback(addr) != want {
+			t.Errorf("loopback(%q) = %v", addr, !want)
+		}
 	}
 }
 
