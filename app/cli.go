@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,18 +19,19 @@ import (
 const usage = `lastmile carries every merge to main through the last mile to production.
 
 Usage:
-  lastmile demo                       watch a release go to production against a simulated GitHub
+  lastmile demo [--dir DIR] [--keep-running]
+                                      watch a release go to production against a simulated GitHub
   lastmile serve [flags]              run the GitHub App (see lastmile serve --help)
   lastmile deliveries [flags]         list recent webhook deliveries and their state
   lastmile deliveries retry ID        put a dead delivery back in the queue
   lastmile deliveries discard ID      give up on a dead delivery (--reason TEXT)
   lastmile history [flags]            recent releases and where each stands per environment
-  lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs)
+  lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs, --release N)
   lastmile register --webhook-url URL create lastmile's GitHub App (manifest flow)
   lastmile version                    print the version
 
-Every command reads the database named by LASTMILE_DATABASE (default
-lastmile.db) or its --database flag.
+serve and the read commands (deliveries, history, audit) use the database
+named by LASTMILE_DATABASE (default lastmile.db) or their --database flag.
 `
 
 // Main runs the lastmile command line and returns the exit code.
@@ -234,4 +236,15 @@ func oneLine(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// self is how the user runs lastmile, for the commands it suggests: the
+// binary's name, or `go run ./cmd/lastmile` when go run built it (into a
+// temporary folder).
+func self() string {
+	exe, err := os.Executable()
+	if err != nil || strings.Contains(exe, string(os.PathSeparator)+"go-build") {
+		return "go run ./cmd/lastmile"
+	}
+	return "lastmile"
 }

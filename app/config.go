@@ -123,7 +123,12 @@ var settings = []setting{
 			return nil
 		}},
 	{env: "LASTMILE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error",
-		set: func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
+		set: func(c *Config, v string) error {
+			if c.LogLevel.UnmarshalText([]byte(v)) != nil {
+				return fmt.Errorf("%q: use debug, info, warn or error", v)
+			}
+			return nil
+		}},
 	{env: "LASTMILE_WORKERS", flag: "workers", def: "4", help: "repositories handled at the same time by the worker",
 		set: intSetting(func(c *Config) *int { return &c.Workers }, 1, 256)},
 	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead",
@@ -278,7 +283,7 @@ func (c *Config) loadKey() (*rsa.PrivateKey, error) {
 	case c.PrivateKeyFile != "":
 		b, err := os.ReadFile(c.PrivateKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("LASTMILE_PRIVATE_KEY_FILE: cannot read %s: %v", c.PrivateKeyFile, errors.Unwrap(err))
+			return nil, fmt.Errorf("LASTMILE_PRIVATE_KEY_FILE (--private-key-file): cannot read %s: %v", c.PrivateKeyFile, errors.Unwrap(err))
 		}
 		pemBytes, source = b, "LASTMILE_PRIVATE_KEY_FILE "+c.PrivateKeyFile
 	case c.PrivateKey == "":

@@ -41,6 +41,10 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "lastmile-demo-")
 		if err != nil {
@@ -113,11 +117,11 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	fmt.Fprintf(stdout, "\nFrom /metrics:\n%s", metricsOut)
 	fmt.Fprintf(stdout, `
 Where to look:
-  lastmile audit --database %s %s %s     the full record, with reviews and deploy logs (--logs)
-  lastmile history --database %s
-`, sb.Config.Database, repo, push.After[:7], sb.Config.Database)
+  %[1]s audit --database %[2]s %[3]s %[4]s     the full record, with reviews and deploy logs (--logs)
+  %[1]s history --database %[2]s
+`, self(), sb.Config.Database, repo, push.After[:7])
 	if !*keep {
-		fmt.Fprintln(stdout, "  lastmile demo --keep-running                 to browse /metrics and the read API while it runs")
+		fmt.Fprintf(stdout, "  %s demo --keep-running                 to browse /metrics and the read API while it runs\n", self())
 		return nil
 	}
 	fmt.Fprintf(stdout, `

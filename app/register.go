@@ -49,6 +49,9 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 		fmt.Fprintln(stderr, "lastmile register: --webhook-url must be the public URL of lastmile's /webhook, e.g. https://lastmile.example.com/webhook")
 		return errUsage
 	}
+	if u, _ := url.Parse(*webhookURL); u.Scheme != "https" {
+		fmt.Fprintln(stderr, "lastmile register: warning: --webhook-url is not https: GitHub will send the deliveries unencrypted")
+	}
 	if *apiURL == "" {
 		*apiURL = "https://api.github.com/"
 		if w, err := url.Parse(*webURL); err == nil && w.Host != "github.com" {
@@ -107,17 +110,26 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	fmt.Fprintf(stdout, `To create lastmile's GitHub App:
   1. Open http://%s/ in a browser on this machine and press "Create the App on GitHub".
   2. On GitHub, check the name and press "Create GitHub App" (you must be an owner of %s).
-  3. GitHub sends you back here; lastmile writes the App's settings to %s.
+  3. GitHub sends you back here; lastmile writes the App's key and settings
+     (%s, %s) to %s.
 Waiting for GitHub (an hour at most; Ctrl-C to stop)...
-`, ln.Addr(), orDefault(*org, "your account"), *out)
+`, ln.Addr(), orDefault(*org, "your account"), keyFile, envFile, absOr(*out))
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return errors.New("stopped before GitHub answered: no App was registered here")
 	case <-time.After(time.Hour):
 		return errors.New("no answer from GitHub within an hour (a manifest code is valid for an hour): run lastmile register again")
 	}
+}
+
+// absOr is path made absolute, or path as it is if that fails.
+func absOr(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 func orDefault(s, def string) string {
