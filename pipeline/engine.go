@@ -38,6 +38,9 @@ type Engine struct {
 	// transferred while deliveries wait under its old name would otherwise
 	// be advanced twice at once (and could create a deployment twice).
 	advancing sync.Map
+	// advanceWaits, if set (by tests), is called when advance has to wait
+	// for another advance of the same repository.
+	advanceWaits func()
 }
 
 // branchReadInterval bounds how often a push to another branch makes
@@ -680,9 +683,15 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 // advance plans from the ledger and sends GitHub what the plan needs, until
 // nothing is left to do.
 func (e *Engine) advance(ctx context.Context, repo Repo) error {
-	mu, _ := e.advancing.LoadOrStore(repo.ID, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	m, _ := e.advancing.LoadOrStore(repo.ID, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	if !mu.TryLock() {
+		if e.advanceWaits != nil {
+			e.advanceWaits()
+		}
+		mu.Lock()
+	}
+	defer mu.Unlock()
 	for round := 0; round < 8; round++ {
 		state, err := e.Store.RepoState(ctx, repo.ID)
 		if err != nil {

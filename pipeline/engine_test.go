@@ -1641,8 +1641,10 @@ func TestRenamedEnvironmentIsRetired(t *testing.T) {
 func TestARepositoryIsAdvancedOnceAtATime(t *testing.T) {
 	h := newHarness(t, c0, c1)
 	var inflight, most atomic.Int32
-	entered, second := make(chan struct{}), make(chan struct{})
+	entered, second, waits := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var calls atomic.Int32
+	var once sync.Once
+	pipeline.SetAdvanceWaits(h.engine, func() { once.Do(func() { close(waits) }) })
 	h.gh.enter = func() func() {
 		n := inflight.Add(1)
 		if n > most.Load() {
@@ -1651,11 +1653,11 @@ func TestARepositoryIsAdvancedOnceAtATime(t *testing.T) {
 		switch calls.Add(1) {
 		case 1:
 			close(entered)
-			// Hold the first creation until a second one starts beside
-			// it, or long enough for one to have started.
+			// Hold the first creation until the second delivery either
+			// waits for it or starts a creation of its own beside it.
 			select {
+			case <-waits:
 			case <-second:
-			case <-time.After(time.Second):
 			}
 		case 2:
 			close(second)
