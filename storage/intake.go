@@ -34,9 +34,9 @@ func (db *DB) Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outc
 	case res := <-req.done:
 		return res.duplicate, res.err
 	case <-ctx.Done():
-		// The commit may still happen; the sender will redeliver and the
-		// duplicate is then recognised by its delivery ID.
-		return false, ctx.Err()
+		// The commit may still happen (and count the delivery); if the
+		// sender sends it again the duplicate is recognised by its ID.
+		return false, fmt.Errorf("%w: %w", pipeline.ErrUnconfirmed, ctx.Err())
 	}
 }
 
