@@ -470,10 +470,14 @@ func (e *Engine) HandleWorkflowJob(ctx context.Context, job WorkflowJob) error {
 // HandleWorkflowRun records a run; a run that ends while its deployment has
 // no terminal status gets one written by lastmile, with the reason.
 func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
-	if err := e.Store.RecordWorkflowRun(ctx, run); err != nil {
+	current, err := e.Store.RecordWorkflowRun(ctx, run)
+	if err != nil {
 		return err
 	}
-	if run.Action != "completed" {
+	if run.Action != "completed" || !current {
+		// Only the end of the run's newest attempt can leave a deployment
+		// without a result; an earlier attempt's, delivered after a re-run
+		// began, changes nothing.
 		return nil
 	}
 	deployments, guessed, err := e.Store.RunDeployments(ctx, run)
@@ -491,6 +495,10 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		latest, err := e.GitHub.LatestDeploymentStatus(ctx, run.Repo, d.GitHubID)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("read the statuses of deployment %d: %w", d.GitHubID, err)
+		}
+		if err == nil && !run.UpdatedAt.IsZero() && latest.CreatedAt.After(run.UpdatedAt) {
+			// A status posted after this run ended: a later attempt's.
+			continue
 		}
 		if err == nil && latest.State.Terminal() {
 			if _, err := e.Store.RecordStatus(ctx, d, latest); err != nil {

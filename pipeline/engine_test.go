@@ -29,10 +29,11 @@ import (
 const threeEnvs = "environments:\n  - name: test\n  - name: staging\n  - name: production\n"
 
 type fakeDeployment struct {
-	id       int64
-	sha, env string
-	payload  pipeline.DeploymentPayload
-	statuses []pipeline.StatusInfo // oldest first
+	id        int64
+	sha, env  string
+	payload   pipeline.DeploymentPayload
+	statuses  []pipeline.StatusInfo // oldest first
+	createdAt time.Time
 }
 
 type fakeGitHub struct {
@@ -49,6 +50,28 @@ type fakeGitHub struct {
 	enter   func() (leave func())
 	latest  int // LatestDeploymentStatus calls
 	written []pipeline.StatusRequest
+	// now, if set, is GitHub's clock (the time of deployments and
+	// statuses); time.Now otherwise.
+	now func() time.Time
+}
+
+func (f *fakeGitHub) time() time.Time {
+	if f.now != nil {
+		return f.now()
+	}
+	return time.Now()
+}
+
+// steppingClock returns a clock that moves one second at each reading.
+func steppingClock() func() time.Time {
+	var mu sync.Mutex
+	t := time.Now().Add(-time.Hour).Truncate(time.Second)
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		t = t.Add(time.Second)
+		return t
+	}
 }
 
 func (f *fakeGitHub) ReadFile(_ context.Context, _ pipeline.Repo, _, sha string) ([]byte, error) {
@@ -100,8 +123,8 @@ func (f *fakeGitHub) CreateDeployment(_ context.Context, _ pipeline.Repo, req pi
 		return 0, time.Time{}, err
 	}
 	f.lastID++
-	f.deps = append(f.deps, &fakeDeployment{id: 1000 + f.lastID, sha: req.SHA, env: req.Environment, payload: req.Payload})
-	return 1000 + f.lastID, time.Now(), nil
+	f.deps = append(f.deps, &fakeDeployment{id: 1000 + f.lastID, sha: req.SHA, env: req.Environment, payload: req.Payload, createdAt: f.time()})
+	return 1000 + f.lastID, f.deps[len(f.deps)-1].createdAt, nil
 }
 
 func (f *fakeGitHub) FindDeployment(_ context.Context, _ pipeline.Repo, sha, env string, m pipeline.Marker) (int64, time.Time, error) {
@@ -109,7 +132,7 @@ func (f *fakeGitHub) FindDeployment(_ context.Context, _ pipeline.Repo, sha, env
 	defer f.mu.Unlock()
 	for _, d := range f.deps {
 		if d.sha == sha && d.env == env && d.payload.Lastmile == m {
-			return d.id, time.Now(), nil
+			return d.id, d.createdAt, nil
 		}
 	}
 	return 0, time.Time{}, pipeline.ErrNotFound
@@ -139,7 +162,7 @@ func (f *fakeGitHub) CreateDeploymentStatus(_ context.Context, _ pipeline.Repo, 
 // post adds a status to a deployment, as whoever writes it would.
 func (f *fakeGitHub) post(id int64, state pipeline.DeploymentState, logURL string) pipeline.StatusInfo {
 	f.lastID++
-	st := pipeline.StatusInfo{GitHubID: 5000 + f.lastID, State: state, LogURL: logURL, CreatedAt: time.Now()}
+	st := pipeline.StatusInfo{GitHubID: 5000 + f.lastID, State: state, LogURL: logURL, CreatedAt: f.time()}
 	if d := f.byID(id); d != nil {
 		d.statuses = append(d.statuses, st)
 	}

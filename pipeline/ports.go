@@ -208,7 +208,10 @@ type Store interface {
 	LinkRun(ctx context.Context, deploymentID, runID int64) error
 
 	RecordReview(ctx context.Context, rv Review) error
-	RecordWorkflowRun(ctx context.Context, run WorkflowRun) error
+	// RecordWorkflowRun stores a run's state; current is false when a
+	// newer state of the run (a later update, or a re-run's attempt) was
+	// recorded already, and this one changed nothing.
+	RecordWorkflowRun(ctx context.Context, run WorkflowRun) (current bool, err error)
 	RecordWorkflowJob(ctx context.Context, job WorkflowJob) error
 	// RunDeployments lists the lastmile deployments a workflow run worked
 	// on: linked to it, or else (guessed) the one non-terminal, unlinked

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -46,7 +47,7 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			return err
 		}
 		for _, env := range rv.Environments {
-			dep, err := runDeployment(ctx, tx, rv.Repo.ID, rv.RunID, rv.HeadSHA, env)
+			dep, err := runDeployment(ctx, tx, rv.Repo.ID, rv.RunID, rv.HeadSHA, env, rv.Since)
 			if err != nil {
 				return err
 			}
@@ -121,8 +122,11 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 
 // runDeployment finds the lastmile deployment a run works on in env: the one
 // linked to the run, or else the newest unlinked, unfinished one of the
-// run's commit in env (which it then links).
-func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, env string) (*pipeline.Deployment, error) {
+// run's commit in env that existed when the run's job began to wait
+// (since, when known), which it then links — unless the run is known to
+// be on another event than deployment (a workflow on push with a job in
+// the environment deploys none of lastmile's deployments).
+func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, env string, since time.Time) (*pipeline.Deployment, error) {
 	d, err := oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.run_id = ? AND d.environment = ? AND d.origin = 'lastmile'
 		ORDER BY d.id DESC LIMIT 1`, repoID, runID, env)
 	if err == nil || !errors.Is(err, pipeline.ErrNotFound) {
@@ -131,8 +135,21 @@ func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, en
 	if sha == "" || runID == 0 {
 		return nil, nil
 	}
+	var event string
+	err = tx.QueryRowContext(ctx, `SELECT event FROM workflow_runs WHERE run_id = ?`, runID).Scan(&event)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	if event != "" && event != "deployment" {
+		return nil, nil
+	}
+	before := int64(math.MaxInt64)
+	if !since.IsZero() {
+		before = millis(since)
+	}
 	d, err = oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.environment = ? AND d.origin = 'lastmile'
-		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 ORDER BY d.id DESC LIMIT 1`, repoID, sha, env)
+		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.created_at <= ? ORDER BY d.id DESC LIMIT 1`,
+		repoID, sha, env, before)
 	if errors.Is(err, pipeline.ErrNotFound) {
 		return nil, nil
 	}
@@ -146,18 +163,28 @@ func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, en
 	return d, nil
 }
 
-// RecordWorkflowRun stores the latest state of a workflow run.
-func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) error {
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO workflow_runs (run_id, repository_id, name, event, head_sha, head_branch,
+// RecordWorkflowRun stores the latest state of a workflow run: a state
+// older than the one recorded (delivered late: an earlier update, or an
+// earlier attempt's end after a re-run began) changes nothing, and current
+// is then false.
+func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (current bool, err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO workflow_runs (run_id, repository_id, name, event, head_sha, head_branch,
 			status, conclusion, url, attempt, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, conclusion = excluded.conclusion,
 			attempt = excluded.attempt, updated_at = excluded.updated_at
-			WHERE excluded.updated_at >= workflow_runs.updated_at`,
+			WHERE excluded.attempt > workflow_runs.attempt
+				OR (excluded.attempt = workflow_runs.attempt AND excluded.updated_at >= workflow_runs.updated_at)`,
 			run.RunID, run.Repo.ID, run.Name, run.Event, run.HeadSHA, run.HeadBranch, run.Status, run.Conclusion,
 			run.URL, max(run.Attempt, 1), millis(run.CreatedAt), millis(run.UpdatedAt))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		current = n > 0
 		return err
 	})
+	return current, err
 }
 
 // OtherRunsInProgress counts the recorded runs of the repository on the
@@ -204,15 +231,18 @@ func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (dep
 		return deps, false, err
 	}
 	// Not linked (the workflow has no register step and no review
-	// happened): at most one lastmile deployment of a commit is unfinished
-	// at a time, and the run came after it.
+	// happened): the run's deployment event came before the run (both
+	// times are GitHub's), and it is a guess only when one unfinished
+	// lastmile deployment of the commit could be it — a superseded one
+	// (inactive) counts too, so that a rollback's deployment of the same
+	// commit is not taken for it.
 	created := run.CreatedAt
 	if created.IsZero() {
 		created = db.Now()
 	}
 	cands, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.sha = ? AND d.origin = 'lastmile'
-		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state NOT IN ('inactive', 'abandoned')
-		AND d.created_at <= ? ORDER BY d.id DESC`, run.Repo.ID, run.HeadSHA, millis(created.Add(time.Minute)))
+		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state != 'abandoned'
+		AND d.created_at <= ? ORDER BY d.id DESC`, run.Repo.ID, run.HeadSHA, millis(created))
 	if err != nil || len(cands) != 1 {
 		return nil, false, err
 	}

@@ -1,0 +1,177 @@
+package pipeline_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Reviews and workflow runs that name no deployment are matched to one by
+// commit, environment and time. These are the sequences where a guess went
+// wrong (found by randomized scenarios): each time, a deployment the run
+// never worked on was ended by it. GitHub's clock steps a second at each
+// reading, so that times are in order.
+
+// The superseded first release's job waits for a reviewer; a rollback
+// releases the same commit again; the reviewer then rejects the old job.
+func TestRejectionOfASupersededRunAfterARollback(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil { // R1: c1 → test (D1)
+		t.Fatal(err)
+	}
+	d1 := h.gh.deployment(c1, "test")
+	requested := h.gh.time()                      // D1's deploy job waits for the reviewers
+	if err := h.push(c1, c2, false); err != nil { // R2 supersedes R1 in test
+		t.Fatal(err)
+	}
+	if err := h.push(c2, c1, true); err != nil { // the rollback: R3 of c1 → test (D3)
+		t.Fatal(err)
+	}
+	d3 := h.gh.deployment(c1, "test")
+	if d3.id == d1.id {
+		t.Fatal("no new deployment for the rollback")
+	}
+	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "r1", Action: pipeline.ReviewRejected,
+		Environments: []string{"test"}, RunID: 11, HeadSHA: c1, Actor: "bob", Since: requested, At: h.gh.time()}); err != nil {
+		t.Fatal(err)
+	}
+	h.runCompleted(11, c1, "failure")
+	got, err := h.db.Deployment(ctx, d3.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RunID == 11 || len(d3.statuses) > 0 || rel.State != pipeline.ReleaseActive {
+		t.Errorf("the rejection of the superseded run ended the rollback's deployment: run %d, GitHub statuses %v, release %s %q",
+			got.RunID, d3.statuses, rel.State, rel.StopReason)
+	}
+}
+
+// The superseded first release's run is cancelled (GitHub's concurrency
+// group keeps only the newest pending job) after a rollback released the
+// same commit again.
+func TestCancelledRunOfASupersededDeploymentAfterARollback(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	d1 := h.gh.deployment(c1, "test")
+	started := h.gh.time() // D1's run
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	d3 := h.gh.deployment(c1, "test")
+	if d3.id == d1.id {
+		t.Fatal("no new deployment for the rollback")
+	}
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 11, Event: "deployment",
+		HeadSHA: c1, Status: "completed", Conclusion: "cancelled", CreatedAt: started, UpdatedAt: h.gh.time(),
+		URL: "https://github.com/acme/shop/actions/runs/11"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.db.Deployment(ctx, d3.id); err != nil || got.RunID == 11 || len(d3.statuses) > 0 {
+		t.Errorf("the cancelled run of the superseded deployment ended the rollback's deployment (%v)", err)
+	}
+}
+
+// A notifier workflow on the deployment event, started by the test
+// deployment, fails after test succeeded and staging's deployment exists.
+func TestNotifierRunEndingAfterTheNextStageWasCreated(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	notifier := h.gh.time() // started by the test deployment, like the deploy run 11
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	staging := h.gh.deployment(c1, "staging")
+	if staging == nil {
+		t.Fatal("staging was not deployed")
+	}
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 99, Name: "Notify",
+		Event: "deployment", HeadSHA: c1, Status: "completed", Conclusion: "failure", CreatedAt: notifier, UpdatedAt: h.gh.time(),
+		URL: "https://github.com/acme/shop/actions/runs/99"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(staging.statuses) > 0 {
+		t.Errorf("the notifier's failure was written on staging's deployment, created after the notifier's run: %v", staging.statuses)
+	}
+}
+
+// A reviewer rejects the job of another workflow (on push) that uses the
+// same environment for the same commit, while lastmile's deployment there
+// is not linked to its run yet.
+func TestRejectionOfAnotherWorkflowsJob(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	d1 := h.gh.deployment(c1, "test")
+	requested := h.gh.time()
+	run := pipeline.WorkflowRun{Repo: shop, Action: "in_progress", RunID: 55, Name: "CI", Event: "push", HeadSHA: c1,
+		Status: "in_progress", CreatedAt: requested, UpdatedAt: requested, URL: "https://github.com/acme/shop/actions/runs/55"}
+	if err := h.engine.HandleWorkflowRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "r55", Action: pipeline.ReviewRejected,
+		Environments: []string{"test"}, RunID: 55, HeadSHA: c1, Actor: "bob", Since: requested, At: h.gh.time()}); err != nil {
+		t.Fatal(err)
+	}
+	run.Action, run.Status, run.Conclusion, run.UpdatedAt = "completed", "completed", "failure", h.gh.time()
+	if err := h.engine.HandleWorkflowRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.db.Deployment(ctx, d1.id); err != nil || got.RunID == 55 || got.Rejected || len(d1.statuses) > 0 {
+		t.Errorf("another workflow's rejected job ended lastmile's deployment (%v)", err)
+	}
+}
+
+// The end of a run's first attempt (cancelled) is delivered after its
+// re-run began deploying again: lastmile writes nothing over the re-run,
+// whether attempt 2's start reached it as a workflow_run or only as the
+// deployment's in_progress.
+func TestAnEarlierAttemptsEndDuringTheRerun(t *testing.T) {
+	for _, rerunSeen := range []bool{false, true} {
+		ctx := context.Background()
+		h := newHarness(t, c0, c1)
+		h.gh.now = steppingClock()
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		h.status(c1, "test", pipeline.DeploymentError, 11, false) // attempt 1 cancelled; its webhook comes late
+		ended := h.gh.time()
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true) // "Re-run failed jobs": attempt 2 deploys
+		run := pipeline.WorkflowRun{Repo: shop, RunID: 11, Event: "deployment", HeadSHA: c1,
+			URL: "https://github.com/acme/shop/actions/runs/11"}
+		if rerunSeen {
+			again := run
+			again.Action, again.Status, again.Attempt, again.UpdatedAt = "requested", "queued", 2, h.gh.time()
+			if err := h.engine.HandleWorkflowRun(ctx, again); err != nil {
+				t.Fatal(err)
+			}
+		}
+		run.Action, run.Status, run.Conclusion, run.Attempt, run.UpdatedAt = "completed", "completed", "cancelled", 1, ended
+		if err := h.engine.HandleWorkflowRun(ctx, run); err != nil {
+			t.Fatal(err)
+		}
+		if len(h.gh.written) > 0 || h.ledgerState(c1, "test") != pipeline.DeploymentInProgress {
+			t.Errorf("re-run seen %v: lastmile wrote %+v over the running re-run; ledger %s", rerunSeen, h.gh.written, h.ledgerState(c1, "test"))
+		}
+	}
+}
