@@ -24,7 +24,8 @@ WITH RECURSIVE brought(deployment_id, repository_id, environment, reached_at, re
     WHERE r.parent_id > 0 AND NOT EXISTS (SELECT 1 FROM deployments p WHERE p.release_id = r.parent_id
         AND p.environment = b.environment AND p.origin = 'lastmile' AND p.succeeded_at > 0)
 )
-INSERT OR IGNORE INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at)
-SELECT b.repository_id, b.environment, c.sha, b.deployment_id, b.reached_at
+INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at)
+SELECT b.repository_id, b.environment, c.sha, b.deployment_id, MIN(b.reached_at) -- SQLite: deployment_id from that row
 FROM brought b JOIN release_commits c ON c.release_id = b.release_id
-ORDER BY b.reached_at, b.deployment_id;
+GROUP BY b.repository_id, b.environment, c.sha
+ORDER BY b.repository_id, b.environment, c.sha; -- in key order: appended, not scattered
