@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 
+	"mvdan.cc/sh/v3/syntax"
+
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
@@ -214,66 +216,35 @@ func parseBool(s string) (bool, error) {
 	return false, fmt.Errorf("%q is not a boolean: use true or false", s)
 }
 
-// appendable checks that an argument appended to the script's text becomes
-// the last argument of its last command: not swallowed by a trailing
-// comment, glued on by a trailing backslash, taken into an unterminated
-// quote, or written after a here-document's end marker. It reads the
-// script as bash would, as far as that needs: quotes, backslashes, and
-// words that start a comment.
+// appendable checks, with a bash parser, that the environment appended to
+// the script's text (as runCommand does) becomes the last argument of its
+// last command: not swallowed by a trailing comment, glued on by a
+// trailing backslash, made a command of its own after `;` or `&`, given to
+// the last part of a pipeline, or written into a here-document's end.
 func appendable(script string) error {
 	script = strings.TrimRightFunc(script, unicode.IsSpace)
-	var quote rune
-	wordStart := true
-	comment := false
-	for i, r := range script {
-		switch {
-		case comment:
-			if r == '\n' {
-				comment, wordStart = false, true
-			}
-			continue
-		case quote == '\'':
-			if r == '\'' {
-				quote = 0
-			}
-			continue
-		case quote == '"':
-			if r == '"' && !escaped(script, i) {
-				quote = 0
-			}
-			continue
-		case escaped(script, i): // a literal character, part of a word
-			wordStart = false
-			continue
-		case r == '\\' && i == len(script)-1:
-			return errors.New("its last line ends with a backslash")
-		case r == '\'' || r == '"':
-			quote = r
-		case r == '#' && wordStart:
-			comment = true
-			if !strings.Contains(script[i:], "\n") {
-				return errors.New("its last line ends with a comment")
-			}
-			continue
-		case r == '<' && strings.HasPrefix(script[i:], "<<") && !strings.HasPrefix(script[i:], "<<<") &&
-			(i == 0 || script[i-1] != '<'):
-			return errors.New("it has a here-document")
-		}
-		wordStart = unicode.IsSpace(r) || strings.ContainsRune(";&|()", r)
+	word := shellQuote("environment")
+	parser := syntax.NewParser(syntax.Variant(syntax.LangBash))
+	before, err := parser.Parse(strings.NewReader(script), "")
+	if err != nil {
+		return fmt.Errorf("it cannot be read as a bash script (%v)", err)
 	}
-	if quote != 0 {
-		return fmt.Errorf("a %c quote is not closed", quote)
+	appended := script + " " + word
+	after, err := parser.Parse(strings.NewReader(appended), "")
+	if err != nil {
+		return fmt.Errorf("with the environment after it, it is no longer valid bash (%v)", err)
+	}
+	if len(after.Stmts) != len(before.Stmts) || len(after.Stmts) == 0 {
+		return errors.New("the environment would be a command of its own, not an argument (the last line ends with ; or &)")
+	}
+	last := after.Stmts[len(after.Stmts)-1]
+	call, simple := last.Cmd.(*syntax.CallExpr)
+	if !simple || last.Background || last.Coprocess || len(call.Args) == 0 {
+		return errors.New("its last line is not one simple command (a pipeline, a list with && or ||, a block or a loop)")
+	}
+	arg := call.Args[len(call.Args)-1]
+	if int(arg.Pos().Offset()) != len(script)+1 || int(arg.End().Offset()) != len(appended) {
+		return errors.New("the environment would not be its last argument (the last line ends with a comment, a backslash or a here-document)")
 	}
 	return nil
-}
-
-// escaped reports whether the character at i follows an odd number of
-// backslashes.
-func escaped(s string, i int) bool {
-	n := 0
-	for i > 0 && s[i-1] == '\\' {
-		n++
-		i--
-	}
-	return n%2 == 1
 }
