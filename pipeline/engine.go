@@ -480,13 +480,43 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		// began, changes nothing.
 		return nil
 	}
-	deployments, guessed, err := e.Store.RunDeployments(ctx, run)
+	orphaned, err := e.orphans(ctx, run)
 	if err != nil {
 		return err
 	}
+	// A run of the commit that ended without a result while this one was
+	// still going was left to be judged when this one ended: now.
+	waiting, err := e.Store.UnjudgedRuns(ctx, run)
+	if err != nil {
+		return err
+	}
+	for _, w := range waiting {
+		more, err := e.orphans(ctx, w)
+		if err != nil {
+			return err
+		}
+		orphaned = append(orphaned, more...)
+	}
+	if len(orphaned) > 0 {
+		if err := e.Store.Apply(ctx, run.Repo, []Action{notifyAction{orphaned}}); err != nil {
+			return err
+		}
+	}
+	return e.advance(ctx, run.Repo)
+}
+
+// orphans judges a completed run: the deployments it worked on that it
+// left without a result, each with the status lastmile owes GitHub.
+func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, error) {
+	deployments, guessed, err := e.Store.RunDeployments(ctx, run)
+	if err != nil {
+		return nil, err
+	}
 	var orphaned []*Deployment
 	for _, d := range deployments {
-		if d.State.Terminal() || d.Notify != "" {
+		// A deployment that failed may be deployed again by a re-run of
+		// its run: whether that attempt reported is asked of GitHub below.
+		if (d.State.Terminal() && d.State != DeploymentFailure && d.State != DeploymentError) || d.Notify != "" {
 			continue
 		}
 		// The run's end may have overtaken the deployment's last status
@@ -494,7 +524,7 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		// asked before lastmile writes a status of its own.
 		latest, err := e.GitHub.LatestDeploymentStatus(ctx, run.Repo, d.GitHubID)
 		if err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("read the statuses of deployment %d: %w", d.GitHubID, err)
+			return nil, fmt.Errorf("read the statuses of deployment %d: %w", d.GitHubID, err)
 		}
 		if err == nil && !run.UpdatedAt.IsZero() && latest.CreatedAt.After(run.UpdatedAt) {
 			// A status posted after this run ended: a later attempt's.
@@ -502,7 +532,7 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		}
 		if err == nil && latest.State.Terminal() {
 			if _, err := e.Store.RecordStatus(ctx, d, latest); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
@@ -523,7 +553,7 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 			}
 			others, err := e.Store.OtherRunsInProgress(ctx, run)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if others > 0 {
 				continue
@@ -531,7 +561,7 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		}
 		if guessed {
 			if err := e.Store.LinkRun(ctx, d.ID, run.RunID); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		state, reason := DeploymentError, "workflow run "+run.URL+" ended ("+run.Conclusion+") without reporting a result"
@@ -539,7 +569,7 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		case "failure", "startup_failure":
 			state = DeploymentFailure
 			if rv, err := e.Store.Rejection(ctx, d); err != nil {
-				return err
+				return nil, err
 			} else if rv != nil {
 				reason = "rejected by " + rv.Actor
 				if rv.Comment != "" {
@@ -556,12 +586,7 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		d.Notify, d.NotifyReason = state, reason
 		orphaned = append(orphaned, d)
 	}
-	if len(orphaned) > 0 {
-		if err := e.Store.Apply(ctx, run.Repo, []Action{notifyAction{orphaned}}); err != nil {
-			return err
-		}
-	}
-	return e.advance(ctx, run.Repo)
+	return orphaned, nil
 }
 
 // notifyAction asks the store to queue statuses lastmile must write.

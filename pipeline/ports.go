@@ -221,6 +221,10 @@ type Store interface {
 	// OtherRunsInProgress counts the runs on the deployment event for the
 	// run's commit, other than run, that lastmile saw start and not end.
 	OtherRunsInProgress(ctx context.Context, run WorkflowRun) (int, error)
+	// UnjudgedRuns lists the other completed runs on the deployment event
+	// for run's commit that worked on no known deployment and did not end
+	// well: runs whose judgement waited for another run of the commit.
+	UnjudgedRuns(ctx context.Context, run WorkflowRun) ([]WorkflowRun, error)
 	// DeployJob reports whether a completed job is the one that deployed a
 	// lastmile deployment, returning that deployment.
 	DeployJob(ctx context.Context, job WorkflowJob) (*Deployment, error)

@@ -852,7 +852,7 @@ func (s *scenario) check() {
 func runScenario(t *testing.T, seed uint64, steps int, adversarial, verbose bool) (violations, log []string) {
 	h := newHarness(t)
 	s := &scenario{t: t, h: h, rng: rand.New(rand.NewPCG(seed, 0x5eed)), adversarial: adversarial, verbose: verbose,
-		clock: time.Now(), parent: map[string]string{}, ctime: map[string]time.Time{}, seen: map[int64]bool{},
+		clock: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC), parent: map[string]string{}, ctime: map[string]time.Time{}, seen: map[int64]bool{},
 		runs: map[int64]*runModel{}, created: map[int64]time.Time{}, lastCreated: map[string]int64{}, build: map[string]string{}}
 	if s.rng.IntN(3) == 0 {
 		s.contexts = true
@@ -862,6 +862,7 @@ func runScenario(t *testing.T, seed uint64, steps int, adversarial, verbose bool
 	h.engine.GitHub = s.gh
 	h.engine.Now = s.now
 	h.db.Now = s.now
+	h.gh.now = s.now // the statuses lastmile writes, on the same clock
 	// The first push: a root commit and one on top.
 	root := s.newCommit("")
 	s.head = root
@@ -892,6 +893,9 @@ func runScenario(t *testing.T, seed uint64, steps int, adversarial, verbose bool
 	// Drain: everything still pending reaches lastmile (in order).
 	s.drain()
 	if len(s.violations) == 0 && !adversarial {
+		s.resultsOwed()
+	}
+	if len(s.violations) == 0 && !adversarial {
 		s.liveness()
 	}
 	return s.violations, s.log
@@ -905,6 +909,34 @@ func (s *scenario) drain() {
 		s.logf("drain: %s", dl.name)
 		s.handle(dl)
 		s.check()
+	}
+}
+
+// resultsOwed (invariant 11): every run ends (GitHub cancels one that
+// waits too long); with everything delivered, a lastmile deployment whose
+// run ended without reporting a result has one, written by lastmile.
+func (s *scenario) resultsOwed() {
+	for _, d := range s.deps() {
+		if run := s.runs[d.id]; run != nil && !run.completed && d.payload.Lastmile.Release != 0 {
+			switch latestState(d) {
+			case pipeline.DeploymentSuccess, pipeline.DeploymentInactive:
+				s.runCompleted(d, "success")
+			case pipeline.DeploymentFailure, pipeline.DeploymentError:
+				s.runCompleted(d, "failure")
+			default:
+				s.runCompleted(d, "cancelled")
+			}
+		}
+	}
+	s.drain()
+	for _, d := range s.deps() {
+		run := s.runs[d.id]
+		if run == nil || !run.completed || d.payload.Lastmile.Release == 0 {
+			continue
+		}
+		if st := latestState(d); !st.Terminal() {
+			s.violate("inv11: run %d of deployment %d (%s) ended, and the deployment is still %q on GitHub", run.id, d.id, d.env, st)
+		}
 	}
 }
 

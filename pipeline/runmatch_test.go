@@ -175,3 +175,112 @@ func TestAnEarlierAttemptsEndDuringTheRerun(t *testing.T) {
 		}
 	}
 }
+
+// The rollback's own deploy run fails before it reported anything: its
+// deployment gets the failure; the superseded first deployment of the
+// same commit (inactive, never finished) does not make the guess
+// ambiguous.
+func TestARollbacksOwnRunEndingUnreported(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	d1 := h.gh.deployment(c1, "test")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	d3 := h.gh.deployment(c1, "test")
+	if d3.id == d1.id {
+		t.Fatal("no new deployment for the rollback")
+	}
+	started := h.gh.time()
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 13, Event: "deployment",
+		HeadSHA: c1, Status: "completed", Conclusion: "failure", Attempt: 1, CreatedAt: started, UpdatedAt: h.gh.time(),
+		URL: "https://github.com/acme/shop/actions/runs/13"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.db.Deployment(ctx, d3.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RunID != 13 || len(d3.statuses) == 0 || got.State != pipeline.DeploymentFailure {
+		t.Errorf("the rollback's failed run left its deployment without a result: run %d, state %s, GitHub statuses %v",
+			got.RunID, got.State, d3.statuses)
+	}
+}
+
+// A run that ends unreported while another run of the commit is still going
+// is judged when that one ends (until then either could be the deploy run).
+func TestARunLeftUnjudgedIsJudgedWhenTheOtherEnds(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	testRun := pipeline.WorkflowRun{Repo: shop, Action: "in_progress", RunID: 11, Event: "deployment", HeadSHA: c1,
+		Status: "in_progress", Attempt: 1, CreatedAt: h.gh.time(), URL: "https://github.com/acme/shop/actions/runs/11"}
+	testRun.UpdatedAt = testRun.CreatedAt
+	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true) // run 11 goes on with its last steps
+	staging := h.gh.deployment(c1, "staging")
+	if staging == nil {
+		t.Fatal("staging was not deployed")
+	}
+	// staging's run (no register job: nothing links it) is cancelled
+	// before it reported anything, while run 11 is still going.
+	started := h.gh.time()
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 12, Event: "deployment",
+		HeadSHA: c1, Status: "completed", Conclusion: "cancelled", Attempt: 1, CreatedAt: started, UpdatedAt: h.gh.time(),
+		URL: "https://github.com/acme/shop/actions/runs/12"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(staging.statuses) != 0 {
+		t.Fatalf("staging's deployment judged while another run of the commit was going: %v", staging.statuses)
+	}
+	testRun.Action, testRun.Status, testRun.Conclusion, testRun.UpdatedAt = "completed", "completed", "success", h.gh.time()
+	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(staging.statuses); n == 0 || staging.statuses[n-1].State != pipeline.DeploymentError {
+		t.Errorf("staging's deployment after both runs ended: %v, want the error lastmile owes", staging.statuses)
+	}
+}
+
+// A deployment whose run lastmile wrote an error for is deployed again by a
+// re-run, which is cancelled too before it reports: lastmile writes the
+// error again (the re-run's in_progress is the deployment's latest status).
+func TestAReRunEndingUnreportedAfterLastmilesError(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentQueued, 11, true) // links run 11
+	run := pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 11, Event: "deployment", HeadSHA: c1, Status: "completed",
+		Conclusion: "cancelled", Attempt: 1, UpdatedAt: h.gh.time(), URL: "https://github.com/acme/shop/actions/runs/11"}
+	if err := h.engine.HandleWorkflowRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.gh.written) != 1 {
+		t.Fatalf("after the first attempt: lastmile wrote %v, want one error", h.gh.written)
+	}
+	h.deliver(c1, "test", h.gh.deployment(c1, "test").statuses[1])
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true) // the re-run deploys
+	run.Attempt, run.UpdatedAt = 2, h.gh.time()
+	if err := h.engine.HandleWorkflowRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.gh.written) != 2 || h.gh.written[1].State != pipeline.DeploymentError {
+		t.Errorf("after the re-run was cancelled: lastmile wrote %v, want a second error", h.gh.written)
+	}
+}

@@ -197,6 +197,35 @@ func (db *DB) OtherRunsInProgress(ctx context.Context, run pipeline.WorkflowRun)
 	return n, err
 }
 
+// UnjudgedRuns lists the other completed runs on the deployment event for
+// run's commit that no deployment is linked to and that did not end well
+// (success, skipped, neutral: a notifier's, whose judgement never writes
+// anything): those whose judgement waited for another run of the commit.
+func (db *DB) UnjudgedRuns(ctx context.Context, run pipeline.WorkflowRun) ([]pipeline.WorkflowRun, error) {
+	rows, err := db.query(ctx, `SELECT r.run_id, r.name, r.event, r.head_sha, r.head_branch, r.status, r.conclusion, r.url,
+			r.attempt, r.created_at, r.updated_at
+		FROM workflow_runs r WHERE r.repository_id = ? AND r.head_sha = ? AND r.event = 'deployment' AND r.run_id != ?
+			AND r.status = 'completed' AND r.conclusion NOT IN ('success', 'skipped', 'neutral')
+			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.run_id = r.run_id)
+		ORDER BY r.run_id`, run.Repo.ID, run.HeadSHA, run.RunID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var runs []pipeline.WorkflowRun
+	for rows.Next() {
+		w := pipeline.WorkflowRun{Repo: run.Repo, Action: "completed"}
+		var created, updated int64
+		if err := rows.Scan(&w.RunID, &w.Name, &w.Event, &w.HeadSHA, &w.HeadBranch, &w.Status, &w.Conclusion, &w.URL,
+			&w.Attempt, &created, &updated); err != nil {
+			return nil, err
+		}
+		w.CreatedAt, w.UpdatedAt = fromMillis(created), fromMillis(updated)
+		runs = append(runs, w)
+	}
+	return runs, rows.Err()
+}
+
 // RecordWorkflowJob stores the latest state of a workflow job.
 func (db *DB) RecordWorkflowJob(ctx context.Context, job pipeline.WorkflowJob) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
@@ -232,16 +261,18 @@ func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (dep
 	}
 	// Not linked (the workflow has no register step and no review
 	// happened): the run's deployment event came before the run (both
-	// times are GitHub's), and it is a guess only when one unfinished
-	// lastmile deployment of the commit could be it — a superseded one
-	// (inactive) counts too, so that a rollback's deployment of the same
-	// commit is not taken for it.
+	// times are GitHub's, so a rollback's deployment of the same commit,
+	// made after the run of the superseded one began, is not a candidate),
+	// and it is a guess only when one unfinished lastmile deployment of
+	// the commit could be it. A superseded one (inactive) is none: it
+	// stays unfinished for good, and would make every later guess
+	// ambiguous.
 	created := run.CreatedAt
 	if created.IsZero() {
 		created = db.Now()
 	}
 	cands, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.sha = ? AND d.origin = 'lastmile'
-		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state != 'abandoned'
+		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state NOT IN ('inactive', 'abandoned')
 		AND d.created_at <= ? ORDER BY d.id DESC`, run.Repo.ID, run.HeadSHA, millis(created))
 	if err != nil || len(cands) != 1 {
 		return nil, false, err
