@@ -88,11 +88,6 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The header as sent, before it was checked: bounded and printable
 		// in the log, whatever an unauthenticated sender put there.
 		delivery := forLog(r.Header.Get("X-GitHub-Delivery"))
-		if errors.Is(err, pipeline.ErrUnconfirmed) {
-			// Nobody to answer, and the commit in flight counts it.
-			h.log.Warn("webhook: the sender went away before the delivery was committed", "delivery", delivery, "event", KnownEvent(event))
-			return
-		}
 		var we *webhookError
 		if !errors.As(err, &we) {
 			we = &webhookError{status: http.StatusServiceUnavailable, outcome: OutcomeUnavailable, msg: "the delivery could not be stored; GitHub may redeliver it"}

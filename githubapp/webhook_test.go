@@ -644,25 +644,3 @@ func TestWebhookRefusalLogIsBounded(t *testing.T) {
 		t.Errorf("logged %d bytes, delivery %q; want under 1000 bytes, delivery %q", logged.Len(), entry.Delivery, want)
 	}
 }
-
-type unconfirmingInbox struct{}
-
-func (unconfirmingInbox) Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outcome string) (bool, error) {
-	return false, fmt.Errorf("%w: %w", pipeline.ErrUnconfirmed, context.Canceled)
-}
-
-// A sender that went away before its delivery was committed is not counted
-// as refused: the commit in flight stores and counts it, or not.
-func TestWebhookSenderGoneIsNotARefusal(t *testing.T) {
-	rejected := &rejections{}
-	h := githubapp.NewWebhook(hookSecret, unconfirmingInbox{}, func(string) bool { return true }, rejected, nil, slog.New(slog.DiscardHandler))
-	body := []byte(`{"ref":"refs/heads/main"}`)
-	req := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
-	req.Header.Set("X-GitHub-Event", "push")
-	req.Header.Set("X-GitHub-Delivery", "d-gone")
-	req.Header.Set("X-Hub-Signature-256", githubapp.SignatureHeader([]byte(hookSecret), body))
-	h.ServeHTTP(httptest.NewRecorder(), req)
-	if got := rejected.list(); len(got) != 0 {
-		t.Errorf("counted as refused: %v", got)
-	}
-}

@@ -1,14 +1,6 @@
 package pipeline
 
-import (
-	"errors"
-	"time"
-)
-
-// ErrUnconfirmed is an inbox's answer to a caller that stopped waiting (its
-// context ended) after the delivery was handed to a commit: the delivery is
-// stored or not as that commit goes, and counted with it.
-var ErrUnconfirmed = errors.New("the sender went away before the delivery's commit: it is stored, or not, with its batch")
+import "time"
 
 // DeliveryState is where a webhook delivery stands in lastmile's inbox.
 type DeliveryState string

@@ -30,14 +30,11 @@ func (db *DB) Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outc
 	if err := db.intake.submit(ctx, req); err != nil {
 		return false, err
 	}
-	select {
-	case res := <-req.done:
-		return res.duplicate, res.err
-	case <-ctx.Done():
-		// The commit may still happen (and count the delivery); if the
-		// sender sends it again the duplicate is recognised by its ID.
-		return false, fmt.Errorf("%w: %w", pipeline.ErrUnconfirmed, ctx.Err())
-	}
+	// Handed to a commit, the delivery is stored (and counted) or not as
+	// that commit goes, whether or not the sender is still there: its
+	// result is awaited either way, so that the caller reports it truly.
+	res := <-req.done
+	return res.duplicate, res.err
 }
 
 type intakeRequest struct {
