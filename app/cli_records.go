@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -278,10 +279,26 @@ func shortSHA(sha string) string {
 	return sha
 }
 
+// writeJSONTo prints v as JSON for a terminal or a tool: encoding/json
+// escapes the C0 controls but not DEL or the C1 controls (U+0080–U+009F,
+// which some terminals obey: U+009B is CSI), so those are escaped too — in
+// JSON they only occur inside strings, where \u escapes mean the same.
 func writeJSONTo(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	for _, r := range string(b) {
+		if r == 0x7f || (r >= 0x80 && r <= 0x9f) {
+			fmt.Fprintf(&out, `\u%04x`, r)
+		} else {
+			out.WriteRune(r)
+		}
+	}
+	out.WriteByte('\n')
+	_, err = w.Write(out.Bytes())
+	return err
 }
 
 // notFound says whether err means an unknown repository, release or job.

@@ -329,7 +329,7 @@ func TestReadyz(t *testing.T) {
 func TestTextCommandsEscapeControlSequences(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
-	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Fix typo\x1b]0;pwned\a\x1b[2J",
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Fix typo\x1b]0;pwned\a\x1b[2J\u009b2J",
 		Files: map[string]string{".github/lastmile.yml": threeEnvs}})
 	waitFor(t, sb, "test success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "test") })
 	settle(t, sb)
@@ -339,8 +339,16 @@ func TestTextCommandsEscapeControlSequences(t *testing.T) {
 		if code != 0 || strings.ContainsAny(out, "\x1b\a") {
 			t.Errorf("%v: exit %d, output with raw control characters:\n%q%s", args, code, out, errOut)
 		}
-		if args[0] == "audit" && !strings.Contains(out, `Fix typo\x1b]0;pwned\x07\x1b[2J`) {
+		if args[0] == "audit" && !strings.Contains(out, `Fix typo\x1b]0;pwned\x07\x1b[2J\u009b2J`) {
 			t.Errorf("audit does not show the commit title escaped:\n%s", out)
 		}
+	}
+	// JSON: escaped too (encoding/json leaves the C1 controls raw), and
+	// the same text once decoded.
+	code, out, errOut := run(t, db, "audit", "--json", "acme/shop", push.After)
+	var rec pipeline.AuditRecord
+	if code != 0 || strings.ContainsAny(out, "\x1b\a\u009b") || json.Unmarshal([]byte(out), &rec) != nil ||
+		len(rec.Commits) != 1 || rec.Commits[0].Title != "Fix typo\x1b]0;pwned\a\x1b[2J\u009b2J" {
+		t.Errorf("audit --json: exit %d, raw control characters or a different title:\n%q%s", code, out, errOut)
 	}
 }

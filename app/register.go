@@ -281,8 +281,10 @@ func loopback(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// shellWord is s as one word for a POSIX shell (and the env files of
-// systemd): as it is when it needs no quoting, else single-quoted.
+// shellWord is s as one word for a POSIX shell (lastmile.env is meant for
+// `set -a; . ./lastmile.env`): as it is when it needs no quoting, else
+// single-quoted. (docker --env-file reads no quotes at all, and systemd
+// reads a value with an embedded quote differently.)
 func shellWord(s string) string {
 	if s != "" && strings.IndexFunc(s, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-./:@%+,=", r))

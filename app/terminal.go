@@ -14,7 +14,7 @@ import (
 // clear the screen, hide lines, set the title or write the clipboard. Every
 // control character but tab, newline and a carriage return before a
 // newline is shown escaped (ESC as \x1b); the text lastmile writes itself
-// has no others. JSON output needs no such care: encoding/json escapes them.
+// has no others. JSON output is escaped by writeJSONTo.
 type terminal struct{ w io.Writer }
 
 func (t terminal) Write(p []byte) (int, error) {

@@ -174,7 +174,8 @@ func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (
 			ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, conclusion = excluded.conclusion,
 			attempt = excluded.attempt, updated_at = excluded.updated_at
 			WHERE excluded.attempt > workflow_runs.attempt
-				OR (excluded.attempt = workflow_runs.attempt AND excluded.updated_at >= workflow_runs.updated_at)`,
+				OR (excluded.attempt = workflow_runs.attempt AND (excluded.updated_at >= workflow_runs.updated_at
+					OR (excluded.updated_at = 0 AND excluded.status = 'completed')))`,
 			run.RunID, run.Repo.ID, run.Name, run.Event, run.HeadSHA, run.HeadBranch, run.Status, run.Conclusion,
 			run.URL, max(run.Attempt, 1), millis(run.CreatedAt), millis(run.UpdatedAt))
 		if err != nil {
