@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -495,7 +496,11 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		if err != nil {
 			return err
 		}
-		orphaned = append(orphaned, more...)
+		for _, d := range more { // one status per deployment, the first run's reason
+			if !slices.ContainsFunc(orphaned, func(o *Deployment) bool { return o.ID == d.ID }) {
+				orphaned = append(orphaned, d)
+			}
+		}
 	}
 	if len(orphaned) > 0 {
 		if err := e.Store.Apply(ctx, run.Repo, []Action{notifyAction{orphaned}}); err != nil {
