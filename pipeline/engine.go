@@ -334,8 +334,22 @@ const (
 // HandleDeployment records a `deployment` event: lastmile's own deployment
 // (adopted if its creation answer was lost) or someone else's.
 func (e *Engine) HandleDeployment(ctx context.Context, ev NewDeployment) error {
-	if _, err := e.deployment(ctx, ev.Repo, ev.Deployment); err != nil {
+	d, err := e.deployment(ctx, ev.Repo, ev.Deployment)
+	if err != nil {
 		return err
+	}
+	if d != nil && d.Origin == OriginLastmile {
+		// A run of the commit may have ended before lastmile knew this
+		// deployment (the answer to its creation was lost): judge it now.
+		orphaned, err := e.orphansWaiting(ctx, WorkflowRun{Repo: ev.Repo, HeadSHA: d.SHA}, nil)
+		if err != nil {
+			return err
+		}
+		if len(orphaned) > 0 {
+			if err := e.Store.Apply(ctx, ev.Repo, []Action{notifyAction{orphaned}}); err != nil {
+				return err
+			}
+		}
 	}
 	return e.advance(ctx, ev.Repo)
 }
@@ -487,20 +501,8 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 	}
 	// A run of the commit that ended without a result while this one was
 	// still going was left to be judged when this one ended: now.
-	waiting, err := e.Store.UnjudgedRuns(ctx, run)
-	if err != nil {
+	if orphaned, err = e.orphansWaiting(ctx, run, orphaned); err != nil {
 		return err
-	}
-	for _, w := range waiting {
-		more, err := e.orphans(ctx, w)
-		if err != nil {
-			return err
-		}
-		for _, d := range more { // one status per deployment, the first run's reason
-			if !slices.ContainsFunc(orphaned, func(o *Deployment) bool { return o.ID == d.ID }) {
-				orphaned = append(orphaned, d)
-			}
-		}
 	}
 	if len(orphaned) > 0 {
 		if err := e.Store.Apply(ctx, run.Repo, []Action{notifyAction{orphaned}}); err != nil {
@@ -508,6 +510,29 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 		}
 	}
 	return e.advance(ctx, run.Repo)
+}
+
+// orphansWaiting judges the completed runs of run's commit (other than run)
+// whose judgement waited — for another run of the commit to end, or for
+// lastmile to know the deployment — and adds what they left without a
+// result to orphaned, one status per deployment.
+func (e *Engine) orphansWaiting(ctx context.Context, run WorkflowRun, orphaned []*Deployment) ([]*Deployment, error) {
+	waiting, err := e.Store.UnjudgedRuns(ctx, run)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range waiting {
+		more, err := e.orphans(ctx, w)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range more { // the first run's reason
+			if !slices.ContainsFunc(orphaned, func(o *Deployment) bool { return o.ID == d.ID }) {
+				orphaned = append(orphaned, d)
+			}
+		}
+	}
+	return orphaned, nil
 }
 
 // orphans judges a completed run: the deployments it worked on that it

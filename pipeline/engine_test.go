@@ -45,6 +45,7 @@ type fakeGitHub struct {
 	deps     []*fakeDeployment
 	lastID   int64
 	failNext []error // errors for the next CreateDeployment calls
+	loseNext bool    // the next CreateDeployment creates the deployment, but its answer is lost
 	// enter, if set, is called as CreateDeployment starts; the function
 	// it returns as it ends.
 	enter   func() (leave func())
@@ -124,6 +125,10 @@ func (f *fakeGitHub) CreateDeployment(_ context.Context, _ pipeline.Repo, req pi
 	}
 	f.lastID++
 	f.deps = append(f.deps, &fakeDeployment{id: 1000 + f.lastID, sha: req.SHA, env: req.Environment, payload: req.Payload, createdAt: f.time()})
+	if f.loseNext {
+		f.loseNext = false
+		return 0, time.Time{}, errors.New("timeout awaiting response headers")
+	}
 	return 1000 + f.lastID, f.deps[len(f.deps)-1].createdAt, nil
 }
 

@@ -284,3 +284,75 @@ func TestAReRunEndingUnreportedAfterLastmilesError(t *testing.T) {
 		t.Errorf("after the re-run was cancelled: lastmile wrote %v, want a second error", h.gh.written)
 	}
 }
+
+// A run whose judgement waited (another run of the commit was going) and
+// that a review linked to its deployment meanwhile is judged when the
+// other run ends: its deployment gets the rejection.
+func TestAWaitingRunLinkedByAReviewIsJudged(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	testRun := pipeline.WorkflowRun{Repo: shop, Action: "in_progress", RunID: 11, Event: "deployment", HeadSHA: c1,
+		Status: "in_progress", Attempt: 1, CreatedAt: h.gh.time(), URL: "https://github.com/acme/shop/actions/runs/11"}
+	testRun.UpdatedAt = testRun.CreatedAt
+	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	staging := h.gh.deployment(c1, "staging")
+	if staging == nil {
+		t.Fatal("staging was not deployed")
+	}
+	// staging's job is rejected; the run's end arrives before the review.
+	requested := h.gh.time()
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 12, Event: "deployment",
+		HeadSHA: c1, Status: "completed", Conclusion: "failure", Attempt: 1, CreatedAt: requested, UpdatedAt: h.gh.time(),
+		URL: "https://github.com/acme/shop/actions/runs/12"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "r12", Action: pipeline.ReviewRejected,
+		Environments: []string{"staging"}, RunID: 12, HeadSHA: c1, Actor: "bob", Since: requested, At: h.gh.time()}); err != nil {
+		t.Fatal(err)
+	}
+	testRun.Action, testRun.Status, testRun.Conclusion, testRun.UpdatedAt = "completed", "completed", "success", h.gh.time()
+	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(staging.statuses); n == 0 || staging.statuses[n-1].State != pipeline.DeploymentFailure {
+		t.Errorf("staging's deployment after both runs ended: %v, want the rejection's failure", staging.statuses)
+	}
+}
+
+// The answer to a deployment's creation is lost, and its run ends (before
+// reporting) while lastmile does not know the deployment yet: once the
+// deployment event makes it known, the run is judged.
+func TestARunEndingBeforeItsDeploymentIsKnown(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	h.gh.loseNext = true
+	if err := h.push(c0, c1, false); err == nil { // the worker would retry it
+		t.Fatal("the push succeeded though GitHub's answer to the deployment was lost")
+	}
+	lost := h.gh.deployment(c1, "test")
+	if lost == nil {
+		t.Fatal("GitHub did not create the deployment")
+	}
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 11, Event: "deployment",
+		HeadSHA: c1, Status: "completed", Conclusion: "cancelled", Attempt: 1, CreatedAt: h.gh.time(), UpdatedAt: h.gh.time(),
+		URL: "https://github.com/acme/shop/actions/runs/11"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: pipeline.DeploymentInfo{
+		GitHubID: lost.id, SHA: c1, Environment: "test", Payload: mustJSON(t, lost.payload), CreatedAt: lost.createdAt}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(lost.statuses); n == 0 || lost.statuses[n-1].State != pipeline.DeploymentError || h.gh.count(c1, "test") != 1 {
+		t.Errorf("the deployment whose run ended before lastmile knew it: %v (%d deployments of c1 to test), want one, with an error",
+			lost.statuses, h.gh.count(c1, "test"))
+	}
+}

@@ -199,15 +199,17 @@ func (db *DB) OtherRunsInProgress(ctx context.Context, run pipeline.WorkflowRun)
 }
 
 // UnjudgedRuns lists the other completed runs on the deployment event for
-// run's commit that no deployment is linked to and that did not end well
-// (success, skipped, neutral: a notifier's, whose judgement never writes
-// anything): those whose judgement waited for another run of the commit.
+// run's commit that did not end well (success, skipped, neutral: a
+// notifier's, whose judgement never writes anything) and worked on no
+// deployment known to have a result: no deployment is linked to them, or
+// one is (a review linked it later) and is unfinished. Those are the runs
+// whose judgement waited for another run of the commit.
 func (db *DB) UnjudgedRuns(ctx context.Context, run pipeline.WorkflowRun) ([]pipeline.WorkflowRun, error) {
 	rows, err := db.query(ctx, `SELECT r.run_id, r.name, r.event, r.head_sha, r.head_branch, r.status, r.conclusion, r.url,
 			r.attempt, r.created_at, r.updated_at
 		FROM workflow_runs r WHERE r.repository_id = ? AND r.head_sha = ? AND r.event = 'deployment' AND r.run_id != ?
 			AND r.status = 'completed' AND r.conclusion NOT IN ('success', 'skipped', 'neutral')
-			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.run_id = r.run_id)
+			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.run_id = r.run_id AND (d.terminal_at != 0 OR d.notify != ''))
 		ORDER BY r.run_id`, run.Repo.ID, run.HeadSHA, run.RunID)
 	if err != nil {
 		return nil, err
