@@ -2,7 +2,9 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -75,11 +77,7 @@ func TestCancelledRunOfASupersededDeploymentAfterARollback(t *testing.T) {
 	if d3.id == d1.id {
 		t.Fatal("no new deployment for the rollback")
 	}
-	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 11, Event: "deployment",
-		HeadSHA: c1, Status: "completed", Conclusion: "cancelled", CreatedAt: started, UpdatedAt: h.gh.time(),
-		URL: "https://github.com/acme/shop/actions/runs/11"}); err != nil {
-		t.Fatal(err)
-	}
+	h.runEnds(deployRun(11, started), "cancelled")
 	if got, err := h.db.Deployment(ctx, d3.id); err != nil || got.RunID == 11 || len(d3.statuses) > 0 {
 		t.Errorf("the cancelled run of the superseded deployment ended the rollback's deployment (%v)", err)
 	}
@@ -199,11 +197,7 @@ func TestARollbacksOwnRunEndingUnreported(t *testing.T) {
 		t.Fatal("no new deployment for the rollback")
 	}
 	started := h.gh.time()
-	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 13, Event: "deployment",
-		HeadSHA: c1, Status: "completed", Conclusion: "failure", Attempt: 1, CreatedAt: started, UpdatedAt: h.gh.time(),
-		URL: "https://github.com/acme/shop/actions/runs/13"}); err != nil {
-		t.Fatal(err)
-	}
+	h.runEnds(deployRun(13, started), "failure")
 	got, err := h.db.Deployment(ctx, d3.id)
 	if err != nil {
 		t.Fatal(err)
@@ -217,39 +211,18 @@ func TestARollbacksOwnRunEndingUnreported(t *testing.T) {
 // A run that ends unreported while another run of the commit is still going
 // is judged when that one ends (until then either could be the deploy run).
 func TestARunLeftUnjudgedIsJudgedWhenTheOtherEnds(t *testing.T) {
-	ctx := context.Background()
-	h := newHarness(t, c0, c1)
-	h.gh.now = steppingClock()
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	testRun := pipeline.WorkflowRun{Repo: shop, Action: "in_progress", RunID: 11, Event: "deployment", HeadSHA: c1,
-		Status: "in_progress", Attempt: 1, CreatedAt: h.gh.time(), URL: "https://github.com/acme/shop/actions/runs/11"}
-	testRun.UpdatedAt = testRun.CreatedAt
-	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
-		t.Fatal(err)
-	}
-	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
-	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true) // run 11 goes on with its last steps
+	h, testRun := testDeployedRunGoingOn(t)
 	staging := h.gh.deployment(c1, "staging")
 	if staging == nil {
 		t.Fatal("staging was not deployed")
 	}
 	// staging's run (no register job: nothing links it) is cancelled
 	// before it reported anything, while run 11 is still going.
-	started := h.gh.time()
-	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 12, Event: "deployment",
-		HeadSHA: c1, Status: "completed", Conclusion: "cancelled", Attempt: 1, CreatedAt: started, UpdatedAt: h.gh.time(),
-		URL: "https://github.com/acme/shop/actions/runs/12"}); err != nil {
-		t.Fatal(err)
-	}
+	h.runEnds(deployRun(12, h.gh.time()), "cancelled")
 	if len(staging.statuses) != 0 {
 		t.Fatalf("staging's deployment judged while another run of the commit was going: %v", staging.statuses)
 	}
-	testRun.Action, testRun.Status, testRun.Conclusion, testRun.UpdatedAt = "completed", "completed", "success", h.gh.time()
-	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
-		t.Fatal(err)
-	}
+	h.runEnds(testRun, "success")
 	if n := len(staging.statuses); n == 0 || staging.statuses[n-1].State != pipeline.DeploymentError {
 		t.Errorf("staging's deployment after both runs ended: %v, want the error lastmile owes", staging.statuses)
 	}
@@ -290,38 +263,19 @@ func TestAReRunEndingUnreportedAfterLastmilesError(t *testing.T) {
 // other run ends: its deployment gets the rejection.
 func TestAWaitingRunLinkedByAReviewIsJudged(t *testing.T) {
 	ctx := context.Background()
-	h := newHarness(t, c0, c1)
-	h.gh.now = steppingClock()
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	testRun := pipeline.WorkflowRun{Repo: shop, Action: "in_progress", RunID: 11, Event: "deployment", HeadSHA: c1,
-		Status: "in_progress", Attempt: 1, CreatedAt: h.gh.time(), URL: "https://github.com/acme/shop/actions/runs/11"}
-	testRun.UpdatedAt = testRun.CreatedAt
-	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
-		t.Fatal(err)
-	}
-	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
-	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	h, testRun := testDeployedRunGoingOn(t)
 	staging := h.gh.deployment(c1, "staging")
 	if staging == nil {
 		t.Fatal("staging was not deployed")
 	}
 	// staging's job is rejected; the run's end arrives before the review.
 	requested := h.gh.time()
-	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 12, Event: "deployment",
-		HeadSHA: c1, Status: "completed", Conclusion: "failure", Attempt: 1, CreatedAt: requested, UpdatedAt: h.gh.time(),
-		URL: "https://github.com/acme/shop/actions/runs/12"}); err != nil {
-		t.Fatal(err)
-	}
+	h.runEnds(deployRun(12, requested), "failure")
 	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "r12", Action: pipeline.ReviewRejected,
 		Environments: []string{"staging"}, RunID: 12, HeadSHA: c1, Actor: "bob", Since: requested, At: h.gh.time()}); err != nil {
 		t.Fatal(err)
 	}
-	testRun.Action, testRun.Status, testRun.Conclusion, testRun.UpdatedAt = "completed", "completed", "success", h.gh.time()
-	if err := h.engine.HandleWorkflowRun(ctx, testRun); err != nil {
-		t.Fatal(err)
-	}
+	h.runEnds(testRun, "success")
 	if n := len(staging.statuses); n == 0 || staging.statuses[n-1].State != pipeline.DeploymentFailure {
 		t.Errorf("staging's deployment after both runs ended: %v, want the rejection's failure", staging.statuses)
 	}
@@ -342,11 +296,7 @@ func TestARunEndingBeforeItsDeploymentIsKnown(t *testing.T) {
 	if lost == nil {
 		t.Fatal("GitHub did not create the deployment")
 	}
-	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 11, Event: "deployment",
-		HeadSHA: c1, Status: "completed", Conclusion: "cancelled", Attempt: 1, CreatedAt: h.gh.time(), UpdatedAt: h.gh.time(),
-		URL: "https://github.com/acme/shop/actions/runs/11"}); err != nil {
-		t.Fatal(err)
-	}
+	h.runEnds(deployRun(11, h.gh.time()), "cancelled")
 	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: pipeline.DeploymentInfo{
 		GitHubID: lost.id, SHA: c1, Environment: "test", Payload: mustJSON(t, lost.payload), CreatedAt: lost.createdAt}}); err != nil {
 		t.Fatal(err)
@@ -355,4 +305,39 @@ func TestARunEndingBeforeItsDeploymentIsKnown(t *testing.T) {
 		t.Errorf("the deployment whose run ended before lastmile knew it: %v (%d deployments of c1 to test), want one, with an error",
 			lost.statuses, h.gh.count(c1, "test"))
 	}
+}
+
+// deployRun is a run of the deploy workflow on the deployment event for
+// c1, its first attempt, created at created.
+func deployRun(id int64, created time.Time) pipeline.WorkflowRun {
+	return pipeline.WorkflowRun{Repo: shop, RunID: id, Event: "deployment", HeadSHA: c1, Attempt: 1, CreatedAt: created,
+		URL: fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", id)}
+}
+
+// runEnds delivers run's end with conclusion, at GitHub's time now.
+func (h *harness) runEnds(run pipeline.WorkflowRun, conclusion string) {
+	h.t.Helper()
+	run.Action, run.Status, run.Conclusion, run.UpdatedAt = "completed", "completed", conclusion, h.gh.time()
+	if err := h.engine.HandleWorkflowRun(context.Background(), run); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// testDeployedRunGoingOn pushes c1 and has run 11 deploy it to test with
+// success; the run goes on with its last steps (not ended), and staging's
+// deployment exists.
+func testDeployedRunGoingOn(t *testing.T) (*harness, pipeline.WorkflowRun) {
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	run := deployRun(11, h.gh.time())
+	run.Action, run.Status, run.UpdatedAt = "in_progress", "in_progress", run.CreatedAt
+	if err := h.engine.HandleWorkflowRun(context.Background(), run); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	return h, run
 }
