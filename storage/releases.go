@@ -94,16 +94,7 @@ func (db *DB) NotePush(ctx context.Context, repoID int64, at time.Time, guessed 
 // its environments. Its history stays, and a deployment to an environment,
 // or a configuration naming it again, makes it live again.
 func (db *DB) RetireEnvironments(ctx context.Context, repoID int64) error {
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE environment_state SET retired = 1 WHERE repository_id = ? AND retired = 0`, repoID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			return bumpRollups(ctx, tx)
-		}
-		return nil
-	})
+	return db.inTx(ctx, func(tx *sql.Tx) error { return retireAllBut(ctx, tx, repoID, []string{}) })
 }
 
 // RecordRelease stores a release and its commits, or finds the existing
@@ -163,21 +154,27 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 		for i, e := range rel.Config.Environments {
 			names[i] = e.Name
 		}
-		list, err := json.Marshal(names)
-		if err != nil {
-			return err
-		}
-		res, err = tx.ExecContext(ctx, `UPDATE environment_state SET retired = (environment NOT IN (SELECT value FROM json_each(?)))
-			WHERE repository_id = ? AND retired != (environment NOT IN (SELECT value FROM json_each(?)))`, string(list), rel.Repo.ID, string(list))
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			return bumpRollups(ctx, tx)
-		}
-		return nil
+		return retireAllBut(ctx, tx, rel.Repo.ID, names)
 	})
 	return created, err
+}
+
+// retireAllBut makes a repository's environments named in live live, and
+// retires the others.
+func retireAllBut(ctx context.Context, tx *sql.Tx, repoID int64, live []string) error {
+	list, err := json.Marshal(live)
+	if err != nil {
+		return err
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE environment_state SET retired = (environment NOT IN (SELECT value FROM json_each(?)))
+		WHERE repository_id = ? AND retired != (environment NOT IN (SELECT value FROM json_each(?)))`, string(list), repoID, string(list))
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		return bumpRollups(ctx, tx)
+	}
+	return nil
 }
 
 const releaseColumns = `r.id, r.repository_id, p.full_name, p.installation_id, r.sha, r.ref, r.pusher, r.pushed_at, r.delivery_id,
