@@ -218,7 +218,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 			event += "." + d.Action
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ReceivedAt.Local().Format(time.DateTime), d.ID, event,
-			orDash(d.Repository), d.State, d.Attempts, oneLine(detail, 100))
+			orDash(inline(d.Repository)), d.State, d.Attempts, oneLine(detail, 100))
 	}
 	return tw.Flush()
 }

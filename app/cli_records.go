@@ -66,10 +66,10 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 			if st == "" {
 				st = "-"
 			}
-			stages = append(stages, s.Environment+":"+st)
+			stages = append(stages, inline(s.Environment)+":"+st)
 		}
 		fmt.Fprintf(tw, "#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Repo.FullName(), shortSHA(r.SHA), r.PushedAt.Local().Format(time.DateTime),
-			orDash(r.Pusher), state, strings.Join(stages, "  "))
+			orDash(inline(r.Pusher)), state, strings.Join(stages, "  "))
 	}
 	return tw.Flush()
 }
@@ -116,7 +116,7 @@ back to has more than one (--release picks another).`, stderr)
 					if j.LogBytes == 0 && !j.LogPruned {
 						continue
 					}
-					fmt.Fprintf(stdout, "\n--- log of job %d (%s) in %s ---\n", j.ID, j.Name, env.Name)
+					fmt.Fprintf(stdout, "\n--- log of job %d (%s) in %s ---\n", j.ID, inline(j.Name), inline(env.Name))
 					log, err := db.JobLog(ctx, j.ID)
 					if err != nil {
 						fmt.Fprintln(stdout, err)
@@ -157,10 +157,10 @@ func interspersed(args []string, boolFlags map[string]bool) []string {
 func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	r := rec.Release
 	fmt.Fprintf(w, "Release #%d of %s at %s (%s)\n", r.ID, r.Repo.FullName(), r.SHA, r.Ref)
-	fmt.Fprintf(w, "  pushed by %s at %s; delivery %s\n", orDash(r.Pusher), when(r.PushedAt), orDash(r.DeliveryID))
+	fmt.Fprintf(w, "  pushed by %s at %s; delivery %s\n", orDash(inline(r.Pusher)), when(r.PushedAt), orDash(r.DeliveryID))
 	fmt.Fprintf(w, "  state: %s", r.State)
 	if r.StopKind != "" {
-		fmt.Fprintf(w, " (%s): %s", r.StopKind, r.StopReason)
+		fmt.Fprintf(w, " (%s): %s", r.StopKind, inline(r.StopReason))
 	}
 	fmt.Fprintln(w)
 	if len(rec.OtherReleases) > 0 {
@@ -172,7 +172,7 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	}
 	fmt.Fprintf(w, "\nCommits (%d):\n", len(rec.Commits))
 	for _, c := range rec.Commits {
-		fmt.Fprintf(w, "  %s  %s  %-16s %s\n", shortSHA(c.SHA), when(c.Timestamp), c.Author, c.Title)
+		fmt.Fprintf(w, "  %s  %s  %-16s %s\n", shortSHA(c.SHA), when(c.Timestamp), inline(c.Author), inline(c.Title))
 	}
 	fmt.Fprintln(w, "\nEnvironments:")
 	for _, env := range rec.Environments {
@@ -184,7 +184,7 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 		if env.Production {
 			prod = " [production]"
 		}
-		fmt.Fprintf(w, "  %s%s: %s\n", env.Name, prod, outcome)
+		fmt.Fprintf(w, "  %s%s: %s\n", inline(env.Name), prod, outcome)
 		for _, d := range env.Deployments {
 			printDeployment(w, &d)
 		}
@@ -192,7 +192,7 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	if len(rec.ProtectionDecisions) > 0 {
 		fmt.Fprintln(w, "\nProtection rule decisions:")
 		for _, p := range rec.ProtectionDecisions {
-			fmt.Fprintf(w, "  %s  run %d, %s: %s — %s\n", when(p.DecidedAt), p.RunID, p.Environment, p.State, p.Comment)
+			fmt.Fprintf(w, "  %s  run %d, %s: %s — %s\n", when(p.DecidedAt), p.RunID, inline(p.Environment), p.State, inline(p.Comment))
 		}
 	}
 }
@@ -200,7 +200,7 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 	who := "lastmile"
 	if d.Origin == pipeline.OriginExternal {
-		who = "created by " + orDash(d.Creator)
+		who = "created by " + orDash(inline(d.Creator))
 		if d.TwinOf != 0 {
 			who += ", the job's own twin of lastmile's (not counted)"
 		}
@@ -215,30 +215,30 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 	}
 	fmt.Fprintln(w)
 	if d.Reason != "" {
-		fmt.Fprintf(w, "      why: %s\n", d.Reason)
+		fmt.Fprintf(w, "      why: %s\n", inline(d.Reason))
 	}
 	for _, s := range d.Statuses {
 		fmt.Fprintf(w, "      %s  status %-11s", when(s.CreatedAt), s.State)
 		if s.Creator != "" {
-			fmt.Fprintf(w, " by %s", s.Creator)
+			fmt.Fprintf(w, " by %s", inline(s.Creator))
 		}
 		if s.Description != "" {
-			fmt.Fprintf(w, " — %s", s.Description)
+			fmt.Fprintf(w, " — %s", inline(s.Description))
 		}
 		if s.LogURL != "" {
-			fmt.Fprintf(w, "  log: %s", s.LogURL)
+			fmt.Fprintf(w, "  log: %s", inline(s.LogURL))
 		}
 		if s.EnvironmentURL != "" {
-			fmt.Fprintf(w, "  url: %s", s.EnvironmentURL)
+			fmt.Fprintf(w, "  url: %s", inline(s.EnvironmentURL))
 		}
 		fmt.Fprintln(w)
 	}
 	for _, rv := range d.Reviews {
 		switch rv.Action {
 		case pipeline.ReviewRequested:
-			fmt.Fprintf(w, "      %s  review requested by %s from %s\n", when(rv.At), orDash(rv.Actor), strings.Join(rv.Reviewers, ", "))
+			fmt.Fprintf(w, "      %s  review requested by %s from %s\n", when(rv.At), orDash(inline(rv.Actor)), inline(strings.Join(rv.Reviewers, ", ")))
 		default:
-			fmt.Fprintf(w, "      %s  %s by %s", when(rv.At), rv.Action, rv.Actor)
+			fmt.Fprintf(w, "      %s  %s by %s", when(rv.At), rv.Action, inline(rv.Actor))
 			if rv.Comment != "" {
 				fmt.Fprintf(w, ": %q", rv.Comment)
 			}
@@ -249,7 +249,7 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 		}
 	}
 	for _, r := range d.Runs {
-		fmt.Fprintf(w, "      run %d %q attempt %d: %s %s  %s\n", r.ID, r.Name, r.Attempt, r.Status, r.Conclusion, r.URL)
+		fmt.Fprintf(w, "      run %d %q attempt %d: %s %s  %s\n", r.ID, r.Name, r.Attempt, r.Status, r.Conclusion, inline(r.URL))
 	}
 	for _, j := range d.Jobs {
 		log := ""
@@ -263,6 +263,17 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 		}
 		fmt.Fprintf(w, "      job %d %q: %s%s\n", j.ID, j.Name, orDash(j.Conclusion), log)
 	}
+}
+
+// inline is a free-text field (a status description, a reason, a name) as
+// the text commands print it on one line of a record: a newline, carriage
+// return or tab in it is shown escaped, so that it cannot start a line that
+// looks like the record's own, nor shift the columns of a table.
+func inline(s string) string {
+	if !strings.ContainsAny(s, "\n\r\t") {
+		return s
+	}
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(s)
 }
 
 func when(t time.Time) string {

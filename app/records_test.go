@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-github/v62/github"
+	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
 	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
@@ -328,7 +330,19 @@ func TestReadyz(t *testing.T) {
 // set the title when history, audit or deliveries print it.
 func TestTextCommandsEscapeControlSequences(t *testing.T) {
 	sb := sandbox(t, nil)
-	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	// The deploy job's final status says, after a newline, what would read
+	// as the start of another record.
+	forged := "Release #999 of acme/shop at 0000000 (refs/heads/main)"
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{Deploy: func(ctx context.Context, job simulator.JobContext) error {
+		gh, err := githubapp.NewTokenClient(job.APIURL, job.Token, nil)
+		if err != nil {
+			return err
+		}
+		owner, name, _ := strings.Cut(job.Repository, "/")
+		_, _, err = gh.Repositories.CreateDeploymentStatus(ctx, owner, name, job.DeploymentID, &github.DeploymentStatusRequest{
+			State: github.String("success"), Description: github.String("deployed\n" + forged + "\r\n\tstate: completed")})
+		return err
+	}})
 	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Fix typo\x1b]0;pwned\a\x1b[2J\u009b2J",
 		Files: map[string]string{".github/lastmile.yml": threeEnvs}})
 	waitFor(t, sb, "test success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "test") })
@@ -341,6 +355,9 @@ func TestTextCommandsEscapeControlSequences(t *testing.T) {
 		}
 		if args[0] == "audit" && !strings.Contains(out, `Fix typo\x1b]0;pwned\x07\x1b[2J\u009b2J`) {
 			t.Errorf("audit does not show the commit title escaped:\n%s", out)
+		}
+		if args[0] == "audit" && (strings.Contains(out, "\n"+forged) || !strings.Contains(out, `deployed\n`+forged+`\r\n\tstate: completed`)) {
+			t.Errorf("audit does not show the status description's newlines escaped on its one line:\n%s", out)
 		}
 	}
 	// JSON: escaped too (encoding/json leaves the C1 controls raw), and
