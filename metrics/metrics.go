@@ -147,7 +147,7 @@ var labelNames = map[string][]string{
 }
 
 var help = map[string]string{
-	DeploymentsTotal:      "Deployments created by lastmile that reached a terminal state (success, failure, error), each counted once.",
+	DeploymentsTotal:      "Deployments created by lastmile that reached a terminal state (success, failure, error), each counted once by its first outcome, and once more as success when a re-run succeeds after a failure.",
 	LeadTime:              "Per commit: time of the first successful deployment containing it in the environment minus the commit's timestamp.",
 	DeploymentDuration:    "Deployment created to terminal state.",
 	ApprovalWait:          "Environment review requested to approved or rejected, in the pipeline's environments.",

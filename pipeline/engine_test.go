@@ -1571,6 +1571,66 @@ func TestSuccessDeliveredAfterTheRerunsFailure(t *testing.T) {
 
 // A failed deploy that had started starts the clock; the next success
 // stops it.
+// lastSuccess is lastmile_last_success_timestamp_seconds of env.
+func (h *harness) lastSuccess(env string) float64 {
+	h.t.Helper()
+	snap, err := h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, s := range snap.Gauges[metrics.LastSuccess] {
+		if s.Labels[1] == env {
+			return s.Value
+		}
+	}
+	return 0
+}
+
+// A deployment that failed and whose re-run succeeded was deployed: deploy
+// frequency (the success count) counts it, beside its failed attempt.
+func TestRerunSuccessAfterAFailureIsCountedAsASuccess(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	// A redelivered success, and another re-run's, count nothing more.
+	last := h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	h.deliver(c1, "test", last)
+	if got := h.deploymentsCounted(); len(got) != 2 || got["test/failure"] != 1 || got["test/success"] != 1 {
+		t.Errorf("lastmile_deployments_total of test: %v; want failure 1 and success 1", got)
+	}
+}
+
+// A deployment that had succeeded is deployed again (its job re-run), the
+// re-run fails, and a third attempt succeeds: that success restores the
+// environment and is its latest success, though the deployment had
+// succeeded before.
+func TestRerunSuccessOfASucceededDeploymentRestores(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	first := h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	again := h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	if n, _ := h.restoresObserved("test"); n != 1 {
+		t.Errorf("time to restore observed %d times in test, want 1 (the third attempt's success)", n)
+	}
+	if got, want := h.lastSuccess("test"), float64(again.CreatedAt.UnixMilli())/1000; got != want || got == float64(first.CreatedAt.UnixMilli())/1000 {
+		t.Errorf("last success of test: %v, want the third attempt's %v", got, want)
+	}
+	if got := h.deploymentsCounted(); len(got) != 1 || got["test/success"] != 1 {
+		t.Errorf("lastmile_deployments_total of test: %v; want success 1 (it was counted when it first ended)", got)
+	}
+}
+
 func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
@@ -1745,6 +1805,26 @@ func TestFailingNotifierWhileTheDeployRunStarts(t *testing.T) {
 // commits get a lead time, not the whole history before it (an environment
 // added to the configuration later would otherwise count every commit ever
 // released).
+// The first deployment to production fails; the next release succeeds
+// there, and with it the failed release's commits first reach production.
+func TestLeadTimeOfAnEnvironmentsFirstSuccessCountsTheReleasesThatFailedThere(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging")
+	h.status(c1, "production", pipeline.DeploymentFailure, 12, true)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging", "production")
+	for env, want := range map[string]uint64{"test": 2, "staging": 2, "production": 2} {
+		if n := h.leadTimesObserved(env); n != want {
+			t.Errorf("lead times in %s: %d, want %d", env, n, want)
+		}
+	}
+}
+
 func TestLeadTimeInANewEnvironmentStartsWithItsFirstRelease(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	h.gh.config = "environments:\n  - name: test\n  - name: production\n"

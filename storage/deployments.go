@@ -137,7 +137,8 @@ func (db *DB) LinkRun(ctx context.Context, deploymentID, runID int64) error {
 
 // RecordStatus stores a deployment status and moves the deployment on. The
 // first terminal status of a lastmile deployment updates the delivery
-// metrics in the same transaction, so each deployment is counted once.
+// metrics in the same transaction, so each deployment is counted once (and
+// once more, as a success, when it succeeds after failing).
 func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipeline.StatusInfo) (bool, error) {
 	isNew := false
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
@@ -345,18 +346,30 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 			es.failed(failedAt)
 		}
 	}
-	if state == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
-		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET succeeded_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
-			return err
-		}
+	// Any success — a re-run's too, of a deployment that had succeeded
+	// before its failed re-run — is the environment's latest success and
+	// ends time to restore; a success from before the failure (delivered
+	// late) restores nothing.
+	if state == pipeline.DeploymentSuccess {
 		es.lastSuccess = max(es.lastSuccess, millis(at))
-		// A success from before the failure (delivered late) restores
-		// nothing.
 		if es.failingSince != 0 && millis(at) >= es.failingSince {
 			if err := observe(ctx, tx, metrics.TimeToRestore, repo, env, float64(millis(at)-es.failingSince)/1000); err != nil {
 				return err
 			}
 			es.failingSince = 0
+		}
+	}
+	if state == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET succeeded_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
+			return err
+		}
+		// Counted when it first ended as failure or error, a deployment
+		// whose re-run succeeds is counted as a success too (once), so
+		// that deploy frequency counts it.
+		if !d.TerminalAt.IsZero() {
+			if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, string(state)}, 1); err != nil {
+				return err
+			}
 		}
 		if d.ReleaseID > es.leadWatermark {
 			if err := observeLeadTimes(ctx, tx, d, es.leadWatermark, at); err != nil {
@@ -390,11 +403,20 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 	// A release that a force push left behind never reaches the
 	// environment through this one, and its commits do not count. The
 	// environment's first success (no watermark: a new repository, or an
-	// environment added to the configuration later) is the baseline: its
-	// release's own commits count, not the whole history before it.
+	// environment added to the configuration later) brings the commits of
+	// the releases since lastmile first deployed there — those that failed
+	// there or never got there — not the whole history before them.
 	stop := watermark
 	if watermark == 0 {
+		var first sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT MIN(release_id) FROM deployments
+			WHERE repository_id = ? AND environment = ? AND origin = 'lastmile'`, d.Repo.ID, d.Environment).Scan(&first); err != nil {
+			return err
+		}
 		stop = d.ReleaseID
+		if first.Valid && first.Int64 < stop {
+			stop = first.Int64 - 1 // the chain takes releases after stop
+		}
 	}
 	rows, err := tx.QueryContext(ctx, `WITH RECURSIVE chain(id) AS (
 			SELECT id FROM releases WHERE id = ? AND id > ?
