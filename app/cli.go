@@ -19,7 +19,7 @@ import (
 const usage = `lastmile carries every merge to main through the last mile to production.
 
 Usage:
-  lastmile demo [--dir DIR] [--keep-running]
+  lastmile demo [--dir DIR] [--keep-running] [--verbose]
                                       watch a release go to production against a simulated GitHub
   lastmile serve [flags]              run the GitHub App (see lastmile serve --help)
   lastmile deliveries [flags]         list recent webhook deliveries and their state
@@ -163,6 +163,10 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	// Usage is checked before the database is opened, so that a wrong
 	// command line is a usage error (exit 2) wherever it runs.
 	action := fs.Arg(0)
+	if *reason != "" && action != "discard" {
+		fmt.Fprintln(stderr, "lastmile deliveries: --reason goes with discard: lastmile deliveries discard ID --reason TEXT")
+		return errUsage
+	}
 	if fs.NArg() > 0 && ((action != "retry" && action != "discard") || fs.NArg() != 2) ||
 		(*reason != "" && action != "discard") {
 		fs.Usage()

@@ -95,6 +95,10 @@ back to has more than one (--release picks another).`, stderr)
 		fmt.Fprintf(stderr, "lastmile audit: --release %d: give a release ID (see lastmile history)\n", *release)
 		return errUsage
 	}
+	if owner, name, ok := strings.Cut(fs.Arg(0), "/"); !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+		fmt.Fprintf(stderr, "lastmile audit: %q: give the repository as OWNER/REPO\n", fs.Arg(0))
+		return errUsage
+	}
 	db, err := storage.OpenExisting(ctx, *path)
 	if err != nil {
 		return err

@@ -310,7 +310,7 @@ func TestDeliveriesCommandErrors(t *testing.T) {
 		},
 		"a reason without discard": {
 			args: []string{"deliveries", "--database", path, "retry", "guid-dead-1", "--reason", "x"}, code: 2,
-			stderrHas: []string{"discard DELIVERY-ID [--reason TEXT]"},
+			stderrHas: []string{"--reason goes with discard"},
 		},
 		"unknown subcommand": {
 			args: []string{"deliveries", "--database", path, "purge", "guid-dead-1"}, code: 2,

@@ -86,6 +86,7 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 		"unknown commit":     {[]string{"audit", "acme/shop", "deadbeefdeadbeef"}, 1, "no release of that commit"},
 		"not a sha":          {[]string{"audit", "acme/shop", "main"}, 1, "is not a commit SHA"},
 		"missing arguments":  {[]string{"audit", "acme/shop"}, 2, "Usage: lastmile audit"},
+		"no owner":           {[]string{"audit", "shop", sha}, 2, `"shop": give the repository as OWNER/REPO`},
 		"negative release":   {[]string{"audit", "--release", "-1", "acme/shop", sha}, 2, "--release -1"},
 		"another release":    {[]string{"audit", "--release", "99", "acme/shop", sha}, 1, "release #99 is not a release of that commit"},
 		"history limit of 0": {[]string{"history", "--limit", "0"}, 2, "--limit 0: use 1 or more"},

@@ -55,7 +55,7 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	if *apiURL == "" {
 		*apiURL = "https://api.github.com/"
 		if w, err := url.Parse(*webURL); err == nil && w.Host != "github.com" {
-			*apiURL = *webURL + "/api/v3/"
+			*apiURL = strings.TrimSuffix(*webURL, "/") + "/api/v3/"
 		}
 	}
 	if !*printOnly {

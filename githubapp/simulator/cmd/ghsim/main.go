@@ -29,6 +29,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // -h: the usage is printed
+			return
+		}
 		fmt.Fprintln(os.Stderr, "ghsim:", err)
 		os.Exit(1)
 	}
