@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -170,4 +171,30 @@ func BenchmarkScrape(b *testing.B) {
 			get()
 		}
 	})
+}
+
+// Each histogram's buckets span what its metric measures: lead time and
+// time to restore minutes to weeks, durations seconds to a week, approval
+// waits to the 30 days GitHub lets a deployment wait for its reviewers.
+func TestBucketsSpanWhatTheyMeasure(t *testing.T) {
+	const day = 86400.0
+	for _, tc := range []struct {
+		name string
+		v    float64
+		want float64
+	}{
+		{LeadTime, 45, 60},
+		{LeadTime, 20 * day, 30 * day},
+		{TimeToRestore, 31 * day, math.Inf(1)},
+		{DeploymentDuration, 0.5, 1},
+		{DeploymentDuration, 8 * day, math.Inf(1)},
+		{ApprovalWait, 3, 5},
+		{ApprovalWait, 10 * day, 14 * day},
+		{ApprovalWait, 29 * day, 30 * day},
+		{ApprovalWait, 31 * day, math.Inf(1)},
+	} {
+		if got := BucketFor(tc.name, tc.v); got != tc.want {
+			t.Errorf("%s: %v s falls in le=%v, want le=%v", tc.name, tc.v, got, tc.want)
+		}
+	}
 }
