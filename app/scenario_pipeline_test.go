@@ -270,9 +270,9 @@ func TestInvalidConfigIsReportedOnTheCommit(t *testing.T) {
 	}
 }
 
-// A configuration over 1 MB, which GitHub's contents API does not return,
-// is an invalid configuration said on the commit, not a delivery retried
-// until it is dead.
+// A configuration over 1 MB, which GitHub's contents API refuses (403,
+// code too_large), is an invalid configuration said on the commit, not a
+// delivery retried until it is dead.
 func TestConfigTooLargeIsReportedOnTheCommit(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})

@@ -39,13 +39,16 @@ func (g *GitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string
 	if resp != nil && resp.StatusCode == http.StatusNotFound {
 		return nil, pipeline.ErrNotFound
 	}
+	if blobTooLarge(err) { // GitHub's answer for a file over 1 MB
+		return nil, fmt.Errorf("%s: %w", path, pipeline.ErrTooLarge)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if file == nil {
 		return nil, fmt.Errorf("%s is a directory, not a file", path)
 	}
-	if file.GetEncoding() == "none" { // GitHub's answer for a file of 1 to 100 MB
+	if file.GetEncoding() == "none" { // the object media type's answer for a file of 1 to 100 MB
 		return nil, fmt.Errorf("%s: %w", path, pipeline.ErrTooLarge)
 	}
 	content, err := file.GetContent()
@@ -53,6 +56,21 @@ func (g *GitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string
 		return nil, fmt.Errorf("decode %s: %w", path, err)
 	}
 	return []byte(content), nil
+}
+
+// blobTooLarge reports whether err is the contents API's refusal of a file
+// over 1 MB: 403 with an error of code "too_large".
+func blobTooLarge(err error) bool {
+	var er *github.ErrorResponse
+	if !errors.As(err, &er) || er.Response == nil || er.Response.StatusCode != http.StatusForbidden {
+		return false
+	}
+	for _, e := range er.Errors {
+		if e.Code == "too_large" {
+			return true
+		}
+	}
+	return false
 }
 
 // Compare says how head relates to base and lists the commits of head that

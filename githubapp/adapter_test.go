@@ -159,6 +159,35 @@ func TestReadFileNotFound(t *testing.T) {
 	}
 }
 
+// A file over 1 MB is ErrTooLarge whichever way GitHub says so: 403 with
+// errors[].code too_large (the default media type), or encoding "none" (the
+// object media type). Another 403 is not.
+func TestReadFileTooLarge(t *testing.T) {
+	tests := map[string]struct {
+		status   int
+		body     string
+		tooLarge bool
+	}{
+		"403 too_large":               {403, `{"message":"This API returns blobs up to 1 MB in size. The requested blob is too large to fetch via the API, but you can use the Git Data API to request blobs up to 100 MB in size.","errors":[{"resource":"Blob","field":"data","code":"too_large"}],"documentation_url":"https://docs.github.com/rest/repos/contents#get-repository-content"}`, true},
+		"encoding none":               {200, `{"type":"file","encoding":"none","content":"","size":2000000,"name":"lastmile.yml","path":".github/lastmile.yml"}`, true},
+		"another 403":                 {403, `{"message":"Resource not accessible by integration","documentation_url":"https://docs.github.com/rest"}`, false},
+		"another error code on a 422": {422, `{"message":"Validation Failed","errors":[{"resource":"Blob","field":"data","code":"too_large"}]}`, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				w.WriteHeader(tc.status)
+				io.WriteString(w, tc.body)
+			})
+			_, err := gh.ReadFile(context.Background(), repo, pipeline.ConfigPath, "abc")
+			if err == nil || errors.Is(err, pipeline.ErrTooLarge) != tc.tooLarge {
+				t.Errorf("got %v, want ErrTooLarge: %v", err, tc.tooLarge)
+			}
+		})
+	}
+}
+
 func TestReadBounded(t *testing.T) {
 	tests := map[string]struct {
 		in        string
