@@ -238,7 +238,7 @@ func TestConformance(t *testing.T) {
 
 	// World: one organization repository per workflow flavour.
 	const repo = "acme/shop"
-	sim.CreateRepo(h.org, repo, simulator.RepoOptions{})
+	sim.CreateRepo(h.org, repo, simulator.RepoOptions{Files: map[string]string{"big.bin": strings.Repeat("x", 1<<20+1)}})
 	sim.CreateRepo(h.org, "acme/twin", simulator.RepoOptions{})
 	sim.SetWorkflow(repo, simulator.WorkflowOptions{FailEnvironments: []string{"broken"}})
 	sim.SetWorkflow("acme/twin", simulator.WorkflowOptions{CreateDeployment: true})
@@ -268,6 +268,16 @@ func TestConformance(t *testing.T) {
 	}
 	if _, _, resp, _ := gh.Repositories.GetContents(ctx, "acme", "shop", "missing.txt", nil); resp == nil || resp.StatusCode != 404 {
 		t.Errorf("missing file: %v", resp)
+	}
+	// A file over 1 MB: 403 with the default media type, its metadata with
+	// the object media type.
+	if _, _, resp, _ := gh.Repositories.GetContents(ctx, "acme", "shop", "big.bin", nil); resp == nil || resp.StatusCode != 403 {
+		t.Errorf("file over 1 MB: %v", resp)
+	}
+	bigReq, _ := gh.NewRequest("GET", "repos/acme/shop/contents/big.bin", nil)
+	bigReq.Header.Set("Accept", "application/vnd.github.object+json")
+	if resp, err := gh.Do(ctx, bigReq, nil); err != nil || resp.StatusCode != 200 {
+		t.Errorf("file over 1 MB, object media type: %v %v", resp, err)
 	}
 
 	// Compare and commits.

@@ -28,6 +28,18 @@ func (s *Simulator) handleGetContents(w http.ResponseWriter, r *http.Request, a 
 	}
 	p := strings.Trim(r.PathValue("path"), "/")
 	if content, ok := c.files[p]; ok {
+		if len(content) > maxContentsFile && !acceptsObject(r) {
+			// "Between 1-100 MB: Only the raw or object custom media types
+			// are supported."
+			writeJSON(w, http.StatusForbidden, obj{
+				"message": "This API returns blobs up to 1 MB in size. The requested blob is too large to fetch via the API, " +
+					"but you can use the Git Data API to request blobs up to 100 MB in size.",
+				"errors":            []any{obj{"resource": "Blob", "field": "data", "code": "too_large"}},
+				"documentation_url": doc,
+				"status":            "403",
+			})
+			return
+		}
 		writeJSON(w, http.StatusOK, st.contentJSON(rp, ref, p, "file", content, true))
 		return
 	}
@@ -94,8 +106,9 @@ func (st *state) contentJSON(rp *repo, ref, p, typ, content string, withContent 
 	}
 	switch {
 	case withContent && len(content) > maxContentsFile:
-		// "Between 1-100 MB: … the content field will be an empty string
-		// and the encoding field will be "none"."
+		// Only asked with the object media type: "Between 1-100 MB: … when
+		// using the object media type, the content field will be an empty
+		// string and the encoding field will be "none"."
 		o["encoding"] = "none"
 		o["content"] = ""
 	case withContent:
@@ -103,6 +116,20 @@ func (st *state) contentJSON(rp *repo, ref, p, typ, content string, withContent 
 		o["content"] = wrap60(base64.StdEncoding.EncodeToString([]byte(content)))
 	}
 	return o
+}
+
+// acceptsObject reports whether the request asks for the object custom media
+// type (application/vnd.github.object, optionally versioned or +json).
+func acceptsObject(r *http.Request) bool {
+	for _, mt := range strings.Split(r.Header.Get("Accept"), ",") {
+		mt, _, _ = strings.Cut(mt, ";")
+		mt = strings.ToLower(strings.TrimSpace(mt))
+		mt = strings.TrimSuffix(mt, "+json")
+		if mt == "application/vnd.github.object" || mt == "application/vnd.github.v3.object" {
+			return true
+		}
+	}
+	return false
 }
 
 func wrap60(s string) string {

@@ -1,6 +1,7 @@
 package simulator_test
 
 import (
+	"errors"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -58,6 +59,45 @@ func TestContentsAtRefs(t *testing.T) {
 	fc, _, _, err := gh.Repositories.GetContents(ctx, "acme", "shop", "hello", nil)
 	if err != nil || fc.GetSHA() != "ce013625030ba8dba906f756967f9e9ca394464a" {
 		t.Errorf("blob sha %s: %v", fc.GetSHA(), err)
+	}
+}
+
+// A file over 1 MB: GitHub refuses it with the default media type (403,
+// errors[0].code too_large) and, with the object media type, answers its
+// metadata with content "" and encoding "none".
+func TestContentsOverOneMB(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	big := strings.Repeat("x", 1<<20+1)
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{Files: map[string]string{"big.txt": big, "edge.txt": big[1:]}})
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+
+	_, _, resp, err := gh.Repositories.GetContents(ctx, "acme", "shop", "big.txt", nil)
+	var er *github.ErrorResponse
+	if !errors.As(err, &er) || resp.StatusCode != 403 || len(er.Errors) != 1 ||
+		er.Errors[0] != (github.Error{Resource: "Blob", Field: "data", Code: "too_large"}) ||
+		!strings.HasPrefix(er.Message, "This API returns blobs up to 1 MB in size.") ||
+		er.DocumentationURL != "https://docs.github.com/rest/repos/contents#get-repository-content" {
+		t.Fatalf("default media type: %v %+v", err, er)
+	}
+	// Exactly 1 MB is still served.
+	if fc, _, _, err := gh.Repositories.GetContents(ctx, "acme", "shop", "edge.txt", nil); err != nil || fc.GetEncoding() != "base64" {
+		t.Errorf("1 MB: %v %+v", err, fc)
+	}
+
+	for _, accept := range []string{"application/vnd.github.object", "application/vnd.github.object+json", "application/vnd.github.v3.object+json; charset=utf-8"} {
+		req, err := gh.NewRequest("GET", "repos/acme/shop/contents/big.txt", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept", accept)
+		var fc github.RepositoryContent
+		if _, err := gh.Do(ctx, req, &fc); err != nil {
+			t.Fatalf("%s: %v", accept, err)
+		}
+		if fc.Content == nil || *fc.Content != "" || fc.GetEncoding() != "none" || fc.GetSize() != len(big) || fc.GetType() != "file" {
+			t.Errorf("%s: %+v", accept, fc)
+		}
 	}
 }
 
