@@ -262,7 +262,7 @@ func (r *repo) failedContexts(sha string, required []string) []any {
 		}
 	}
 	for _, ctx := range required {
-		cs, ok := latest[ctx]
+		cs, ok := latest[contextKey(ctx)]
 		failed = failed || !ok || cs.state != "success"
 	}
 	if !failed {
@@ -275,11 +275,11 @@ func (r *repo) failedContexts(sha string, required []string) []any {
 	// In the order the contexts first reported.
 	first := map[string]int64{}
 	for _, cs := range r.statuses[sha] {
-		if _, ok := first[cs.context]; !ok {
-			first[cs.context] = cs.id
+		if _, ok := first[contextKey(cs.context)]; !ok {
+			first[contextKey(cs.context)] = cs.id
 		}
 	}
-	sort.Slice(list, func(i, j int) bool { return first[list[i].context] < first[list[j].context] })
+	sort.Slice(list, func(i, j int) bool { return first[contextKey(list[i].context)] < first[contextKey(list[j].context)] })
 	out := []any{}
 	for _, cs := range list {
 		out = append(out, obj{"context": cs.context, "state": cs.state})

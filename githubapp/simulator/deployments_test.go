@@ -337,3 +337,42 @@ func TestCommitStatusesREST(t *testing.T) {
 		t.Errorf("CommitStatuses: %+v", got)
 	}
 }
+
+// A commit status context is case-insensitive: "CI" and "ci" are one
+// context, its newest status counts (and spells it), in the combined
+// status, the required_contexts check and the 409's contexts.
+func TestCommitStatusContextIsCaseInsensitive(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+	tok := h.token(h.org)
+	h.sim.SetCommitStatus("acme/shop", sha, "CI", "failure")
+	h.sim.SetCommitStatus("acme/shop", sha, "lint", "success")
+	h.sim.SetCommitStatus("acme/shop", sha, "ci", "success")
+
+	combined, _, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", sha, nil)
+	if err != nil || combined.GetState() != "success" || combined.GetTotalCount() != 2 {
+		t.Fatalf("combined: %v %s %d %+v", err, combined.GetState(), combined.GetTotalCount(), combined.Statuses)
+	}
+	var contexts []string
+	for _, s := range combined.Statuses {
+		contexts = append(contexts, s.GetContext()+"="+s.GetState())
+	}
+	if want := []string{"lint=success", "ci=success"}; !reflect.DeepEqual(contexts, want) {
+		t.Errorf("combined statuses %v, want %v", contexts, want)
+	}
+	if r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false, "required_contexts": []string{"Ci"}}); r.status != 201 {
+		t.Errorf("required Ci, ci green: %d %s", r.status, r.body)
+	}
+	if r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false, "environment": "qa"}); r.status != 201 {
+		t.Errorf("every context, all green: %d %s", r.status, r.body)
+	}
+
+	h.sim.SetCommitStatus("acme/shop", sha, "Ci", "pending")
+	r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false, "required_contexts": []string{"CI"}})
+	if r.status != 409 || !strings.Contains(string(r.body), `"contexts":[{"context":"Ci","state":"pending"},{"context":"lint","state":"success"}]`) {
+		t.Errorf("required CI, Ci pending: %d %s", r.status, r.body)
+	}
+}

@@ -3,6 +3,7 @@ package simulator
 import (
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -33,14 +34,20 @@ func (st *state) addCommitStatus(r *repo, c *commit, state, context string, desc
 	return cs
 }
 
-// latestStatuses returns the newest status of each context, by context.
+// latestStatuses returns the newest status of each context, by contextKey:
+// "This field is case-insensitive", so "CI" and "ci" are one context, shown
+// as its newest status spells it.
 func (r *repo) latestStatuses(sha string) map[string]*commitStatus {
 	out := map[string]*commitStatus{}
 	for _, cs := range r.statuses[sha] {
-		out[cs.context] = cs
+		out[contextKey(cs.context)] = cs
 	}
 	return out
 }
+
+// contextKey is the key of a commit status context, which GitHub compares
+// without regard to case.
+func contextKey(context string) string { return strings.ToLower(context) }
 
 // handleCreateCommitStatus serves POST /repos/{owner}/{repo}/statuses/{sha}.
 func (s *Simulator) handleCreateCommitStatus(w http.ResponseWriter, r *http.Request, a *auth) {
