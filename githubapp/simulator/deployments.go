@@ -411,8 +411,8 @@ func (s *Simulator) handleCreateDeploymentStatus(w http.ResponseWriter, r *http.
 		writeValidation(w, "Validation Failed", doc, obj{"resource": "DeploymentStatus", "code": "custom", "field": "state", "message": "state is not included in the list"})
 		return
 	}
-	if len([]rune(fields["description"])) > 140 {
-		writeValidation(w, "Validation Failed", doc, obj{"resource": "DeploymentStatus", "code": "custom", "field": "description", "message": "description is too long (maximum is 140 characters)"})
+	if e := descriptionTooLong("DeploymentStatus", fields["description"]); e != nil {
+		writeValidation(w, "Validation Failed", doc, e)
 		return
 	}
 	s.mu.Lock()

@@ -323,6 +323,23 @@ func TestCommitStatusesREST(t *testing.T) {
 	if r := h.do("POST", "/repos/acme/shop/statuses/0000000000000000000000000000000000000001", tok, `{"state":"success"}`); r.status != 422 {
 		t.Errorf("unknown sha: %d", r.status)
 	}
+	// A description is at most 140 characters (not bytes).
+	r := h.do("POST", "/repos/acme/shop/statuses/"+sha, tok, `{"state":"success","context":"long","description":"`+strings.Repeat("é", 141)+`"}`)
+	want := map[string]any{
+		"message":           "Validation Failed",
+		"documentation_url": "https://docs.github.com/rest/commits/statuses#create-a-commit-status",
+		"status":            "422",
+		"errors": []any{map[string]any{
+			"resource": "Status", "code": "custom", "field": "description",
+			"message": "description is too long (maximum is 140 characters)",
+		}},
+	}
+	if got := r.json(t); r.status != 422 || !reflect.DeepEqual(got, want) {
+		t.Errorf("description of 141 characters: %d %v", r.status, got)
+	}
+	if r := h.do("POST", "/repos/acme/shop/statuses/"+sha, tok, `{"state":"success","context":"long","description":"`+strings.Repeat("é", 140)+`"}`); r.status != 201 {
+		t.Errorf("description of 140 characters: %d %s", r.status, r.body)
+	}
 	h.waitIdle()
 	var statusEvents int
 	for _, d := range h.sim.Deliveries() {
@@ -330,10 +347,10 @@ func TestCommitStatusesREST(t *testing.T) {
 			statusEvents++
 		}
 	}
-	if statusEvents != 3 {
+	if statusEvents != 4 {
 		t.Errorf("status webhooks: %d", statusEvents)
 	}
-	if got := h.sim.CommitStatuses("acme/shop", sha); len(got) != 3 || got[1].Context != "ci" || got[1].Creator != "lastmile[bot]" {
+	if got := h.sim.CommitStatuses("acme/shop", sha); len(got) != 4 || got[1].Context != "ci" || got[1].Creator != "lastmile[bot]" {
 		t.Errorf("CommitStatuses: %+v", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // CommitStatus is a commit status as stored.
@@ -94,6 +95,12 @@ func (s *Simulator) handleCreateCommitStatus(w http.ResponseWriter, r *http.Requ
 	if !ok {
 		return
 	}
+	if desc != nil {
+		if e := descriptionTooLong("Status", *desc); e != nil {
+			writeValidation(w, "Validation Failed", doc, e)
+			return
+		}
+	}
 	context := "default"
 	if ctxName != nil {
 		context = *ctxName
@@ -111,6 +118,16 @@ func (s *Simulator) handleCreateCommitStatus(w http.ResponseWriter, r *http.Requ
 	cs := st.addCommitStatus(rp, c, state, context, desc, target, st.actor(a))
 	s.notifyLocked()
 	writeJSON(w, http.StatusCreated, st.commitStatusJSON(rp, cs))
+}
+
+// descriptionTooLong is the error GitHub's 422 lists for a commit or
+// deployment status (resource "Status" or "DeploymentStatus") whose
+// description is over 140 characters; nil if it is not.
+func descriptionTooLong(resource, description string) obj {
+	if utf8.RuneCountInString(description) <= 140 {
+		return nil
+	}
+	return obj{"resource": resource, "code": "custom", "field": "description", "message": "description is too long (maximum is 140 characters)"}
 }
 
 // actor is the user a request acts as.
