@@ -128,7 +128,7 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			HeadSHA: j.GetHeadSHA(), Status: j.GetStatus(), Conclusion: j.GetConclusion(), URL: j.GetHTMLURL(),
 			StartedAt: j.GetStartedAt().Time, CompletedAt: j.GetCompletedAt().Time,
 		}
-		// go-github v62 lacks the deployment field of queued/waiting jobs.
+		// go-github v62 lacks the deployment field of queued jobs.
 		var extra struct {
 			Deployment *github.Deployment `json:"deployment"`
 		}

@@ -132,8 +132,8 @@ type WorkflowJob struct {
 	URL         string
 	StartedAt   time.Time
 	CompletedAt time.Time
-	// Deployment is the deployment Actions created for the job (queued and
-	// waiting events of a job that references an environment).
+	// Deployment is the deployment Actions created for the job (the queued
+	// event of a job that references an environment).
 	Deployment *DeploymentInfo
 }
 

@@ -184,7 +184,10 @@ func (st *state) enqueueWorkflowJob(r *repo, j *job, action string) {
 	p := st.eventBase(r, j.run.actor)
 	p["action"] = action
 	p["workflow_job"] = st.workflowJobJSON(r, j)
-	if j.twin != nil && (action == "queued" || action == "waiting") {
+	// Only queued carries the deployment Actions created for the job: the
+	// waiting event of the same job in GitHub's examples (run 4747967848)
+	// has none.
+	if j.twin != nil && action == "queued" {
 		p["deployment"] = st.deploymentJSON(r, j.twin)
 	}
 	st.enqueue("workflow_job", r, p)

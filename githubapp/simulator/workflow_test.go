@@ -295,6 +295,11 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 	if q := h.payload(0, "workflow_job", "queued"); dig(q, "deployment", "id") != float64(deps[1].ID) {
 		t.Errorf("queued job deployment: %v", q["deployment"])
 	}
+	// Only queued carries it (GitHub's example of run 4747967848 sends it
+	// with queued, not with waiting).
+	if d, found := h.payload(0, "workflow_job", "waiting")["deployment"]; found {
+		t.Errorf("waiting job deployment: %v", d)
+	}
 	rule := h.payload(0, "deployment_protection_rule", "requested")
 	callback := fmt.Sprintf("%srepos/acme/shop/actions/runs/%d/deployment_protection_rule", h.api, run.ID)
 	if rule["deployment_callback_url"] != callback || rule["environment"] != "production" || rule["event"] != "deployment" ||
