@@ -234,10 +234,6 @@ func (s *Simulator) handleCreateDeployment(w http.ResponseWriter, r *http.Reques
 		creator: st.actor(a), viaApp: st.viaApp(a), production: production, transient: req.transient,
 		createdAt: now, updatedAt: now,
 	}
-	if d.description == nil {
-		empty := ""
-		d.description = &empty
-	}
 	rp.deployments = append(rp.deployments, d)
 	st.enqueueDeployment(rp, d)
 	// Events caused by a workflow's GITHUB_TOKEN do not start workflows.

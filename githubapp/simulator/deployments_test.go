@@ -1,6 +1,7 @@
 package simulator_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -92,6 +93,34 @@ func TestCreateDeploymentBody(t *testing.T) {
 	id := int64(d["id"].(float64))
 	if got := h.do("GET", fmt.Sprintf("/repos/acme/shop/deployments/%d", id), tok, nil).json(t); got["id"] != d["id"] {
 		t.Errorf("get: %v", got)
+	}
+
+	// Without a description, it is null (not ""), in the answers and in the
+	// deployment webhook, as in every example of GitHub's.
+	r = h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": "main", "environment": "qa", "required_contexts": []string{}})
+	if desc, found := r.json(t)["description"]; r.status != 201 || !found || desc != nil {
+		t.Errorf("no description: %d %s", r.status, r.body)
+	}
+	bare := int64(r.json(t)["id"].(float64))
+	if desc, found := h.do("GET", fmt.Sprintf("/repos/acme/shop/deployments/%d", bare), tok, nil).json(t)["description"]; !found || desc != nil {
+		t.Errorf("get, no description: %v", desc)
+	}
+	h.waitIdle()
+	var hooked int
+	for _, dl := range h.sim.Deliveries() {
+		var ev struct {
+			Deployment map[string]any `json:"deployment"`
+		}
+		if err := json.Unmarshal(dl.Body, &ev); dl.Event != "deployment" || err != nil || ev.Deployment["id"] != float64(bare) {
+			continue
+		}
+		hooked++
+		if desc, found := ev.Deployment["description"]; !found || desc != nil {
+			t.Errorf("webhook, no description: %v", desc)
+		}
+	}
+	if hooked != 1 {
+		t.Errorf("%d deployment webhooks for deployment %d", hooked, bare)
 	}
 
 	for name, body := range map[string]string{

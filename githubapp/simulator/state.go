@@ -125,7 +125,7 @@ type deployment struct {
 	payload             any
 	environment         string
 	originalEnvironment string
-	description         *string
+	description         *string // nil (null) when the creator gave none
 	creator             *account
 	viaApp              *appInfo
 	production          bool

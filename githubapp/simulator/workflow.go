@@ -282,10 +282,10 @@ func (s *Simulator) runDeployJob(ru *run) string {
 	}
 	if ru.opts.CreateDeployment {
 		now := s.clock()
-		empty := ""
+		// Actions gives it no description: null, as in GitHub's example.
 		dj.twin = &deployment{
 			id: st.id(), sha: d.sha, ref: d.ref, task: "deploy", payload: obj{},
-			environment: env, originalEnvironment: env, description: &empty,
+			environment: env, originalEnvironment: env,
 			creator: ru.actor, viaApp: st.actionsApp(), production: d.production,
 			createdAt: now, updatedAt: now, run: ru, job: dj,
 		}
