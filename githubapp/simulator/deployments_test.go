@@ -258,8 +258,15 @@ func TestDeploymentStatusesAndAutoInactive(t *testing.T) {
 			t.Errorf("%s: %d %s", name, r.status, r.body)
 		}
 	}
-	if r := h.do("POST", fmt.Sprintf("/repos/acme/shop/deployments/%d/statuses", cur), tok, `{"state":"success","description":"`+strings.Repeat("é", 140)+`"}`); r.status != 201 {
+	r := h.do("POST", fmt.Sprintf("/repos/acme/shop/deployments/%d/statuses", cur), tok, `{"state":"success","description":"`+strings.Repeat("é", 140)+`"}`)
+	if r.status != 201 {
 		t.Errorf("140 characters: %d", r.status)
+	}
+	// Unset URLs are "", not left out.
+	for _, k := range []string{"target_url", "log_url", "environment_url"} {
+		if v, found := r.json(t)[k]; !found || v != "" {
+			t.Errorf("%s unset: %v (present %v)", k, v, found)
+		}
 	}
 	if r := h.do("POST", "/repos/acme/shop/deployments/1/statuses", tok, `{"state":"success"}`); r.status != 404 {
 		t.Errorf("unknown deployment: %d", r.status)

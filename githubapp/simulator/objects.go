@@ -327,7 +327,7 @@ func (st *state) deploymentJSON(r *repo, d *deployment) obj {
 
 func (st *state) deploymentStatusJSON(r *repo, d *deployment, ds *deploymentStatus) obj {
 	durl := st.repoAPI(r) + "/deployments/" + strconv.FormatInt(d.id, 10)
-	o := obj{
+	return obj{
 		"url":                      durl + "/statuses/" + strconv.FormatInt(ds.id, 10),
 		"id":                       ds.id,
 		"node_id":                  nodeID("DeploymentStatus", ds.id),
@@ -341,15 +341,11 @@ func (st *state) deploymentStatusJSON(r *repo, d *deployment, ds *deploymentStat
 		"deployment_url":           durl,
 		"repository_url":           st.repoAPI(r),
 		"performed_via_github_app": st.appJSON(ds.viaApp),
+		// "" when unset, like target_url: the REST schema's default, and
+		// what GitHub's Actions example of the webhook sends.
+		"log_url":         ds.logURL,
+		"environment_url": ds.environmentURL,
 	}
-	// Both are URIs when present; GitHub leaves them out when unset.
-	if ds.logURL != "" {
-		o["log_url"] = ds.logURL
-	}
-	if ds.environmentURL != "" {
-		o["environment_url"] = ds.environmentURL
-	}
-	return o
 }
 
 func (st *state) commitStatusJSON(r *repo, cs *commitStatus) obj {
