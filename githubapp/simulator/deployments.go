@@ -375,6 +375,14 @@ func (s *Simulator) handleListDeployments(w http.ResponseWriter, r *http.Request
 // handleCreateDeploymentStatus serves POST .../deployments/{id}/statuses.
 func (s *Simulator) handleCreateDeploymentStatus(w http.ResponseWriter, r *http.Request, a *auth) {
 	const doc = docCreateDeploymentStatus
+	// An unknown deployment is 404 whatever the body is: GitHub looks the
+	// deployment up before it reads the status.
+	s.mu.Lock()
+	_, known := s.findDeployment(w, r, doc)
+	s.mu.Unlock()
+	if known == nil {
+		return
+	}
 	body, ok := decodeBody(w, r, doc)
 	if !ok {
 		return

@@ -268,8 +268,12 @@ func TestDeploymentStatusesAndAutoInactive(t *testing.T) {
 			t.Errorf("%s unset: %v (present %v)", k, v, found)
 		}
 	}
-	if r := h.do("POST", "/repos/acme/shop/deployments/1/statuses", tok, `{"state":"success"}`); r.status != 404 {
-		t.Errorf("unknown deployment: %d", r.status)
+	// An unknown deployment is 404, even when the body is invalid too.
+	for _, body := range []string{`{"state":"success"}`, `{}`, `{"state":"done"}`, `{"state":1}`,
+		`{"state":"success","description":"` + strings.Repeat("é", 141) + `"}`} {
+		if r := h.do("POST", "/repos/acme/shop/deployments/1/statuses", tok, body); r.status != 404 {
+			t.Errorf("unknown deployment, body %s: %d %s", body, r.status, r.body)
+		}
 	}
 }
 
