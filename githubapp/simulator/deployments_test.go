@@ -343,17 +343,21 @@ func TestCommitStatusesREST(t *testing.T) {
 	if err != nil || st.GetContext() != "default" {
 		t.Fatalf("default context: %v %v", err, st.GetContext())
 	}
-	gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("success"), Context: github.String("ci")})
+	if _, _, err := gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("success"), Context: github.String("ci")}); err != nil {
+		t.Fatal(err)
+	}
 	combined, _, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", "main", nil)
 	if err != nil || combined.GetState() != "pending" || combined.GetTotalCount() != 2 {
 		t.Fatalf("combined: %v %s %d", err, combined.GetState(), combined.GetTotalCount())
 	}
-	gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("error"), Context: github.String("default")})
+	if _, _, err := gh.Repositories.CreateStatus(ctx, "acme", "shop", sha, &github.RepoStatus{State: github.String("error"), Context: github.String("default")}); err != nil {
+		t.Fatal(err)
+	}
 	if c, _, _ := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", sha, nil); c.GetState() != "failure" {
 		t.Errorf("combined with error: %s", c.GetState())
 	}
-	list, _, _ := gh.Repositories.ListStatuses(ctx, "acme", "shop", sha, nil)
-	if len(list) != 3 || list[0].GetState() != "error" {
+	list, _, err := gh.Repositories.ListStatuses(ctx, "acme", "shop", sha, nil)
+	if err != nil || len(list) != 3 || list[0].GetState() != "error" {
 		t.Errorf("list newest first: %d", len(list))
 	}
 	tok := h.token(h.org)
