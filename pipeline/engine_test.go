@@ -1631,6 +1631,37 @@ func TestRerunSuccessOfASucceededDeploymentRestores(t *testing.T) {
 	}
 }
 
+// A protection-rule request without sha (older GitHub versions send none,
+// nor a deployment) is judged by the commit of its run, known from the
+// run's workflow_run event; a run lastmile never heard of is rejected, with
+// the reason.
+func TestProtectionRuleWithoutShaJudgesTheRunsCommit(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "requested", RunID: 81, Event: "deployment",
+		HeadSHA: c1, Status: "queued", Attempt: 1, CreatedAt: time.Now(), UpdatedAt: time.Now(),
+		URL: "https://github.com/acme/shop/actions/runs/81"}); err != nil {
+		t.Fatal(err)
+	}
+	for run, want := range map[int64]string{81: "approved", 82: "rejected"} {
+		req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: fmt.Sprint("rule-", run), Environment: "staging", RunID: run}
+		if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		dec, err := h.db.ProtectionDecision(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dec.State != want || (run == 81 && dec.SHA != c1) || (run == 82 && !strings.Contains(dec.Comment, "could not tell which commit")) {
+			t.Errorf("run %d: %s of %q (%s), want %s", run, dec.State, dec.SHA, dec.Comment, want)
+		}
+	}
+}
+
 func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
