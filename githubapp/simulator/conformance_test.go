@@ -449,9 +449,11 @@ func TestConformance(t *testing.T) {
 		t.Errorf("job log:\n%s", logText)
 	}
 
-	// Other webhooks: check suite, branch deletion, a force push back to
-	// an earlier commit.
+	// Other webhooks: check suites (one of recorded check runs), branch
+	// deletion, a force push back to an earlier commit.
 	sim.CompleteCheckSuite(repo, sha, "success")
+	sim.SetCheckRun(repo, sha, "build", "in_progress", "")
+	sim.SetCheckRun(repo, sha, "build", "completed", "failure")
 	sim.DeleteBranch(repo, "topic")
 	sim.ForcePush(repo, "main", push.After)
 	h.waitIdle()

@@ -58,7 +58,8 @@
 // # Scripting
 //
 // Fixtures: CreateInstallation, CreateRepo, Push, PushSilently, DeleteBranch,
-// SetCommitStatus, CompleteCheckSuite, SetEnvironment, SetWorkflow.
+// SetCommitStatus, SetCheckRun, CompleteCheckSuite, SetEnvironment,
+// SetWorkflow.
 // Reviewers: ReviewPolicy (AutoApprove, AutoReject, Manual, Timeout),
 // PendingReviews, Approve, Reject; CancelRun, RerunFailedJobs. Faults: InjectFault with a
 // Fault (server errors, primary and secondary rate limits, delays, and

@@ -228,9 +228,10 @@ func (st *state) enqueueStatus(r *repo, c *commit, cs *commitStatus) {
 	st.enqueue("status", r, p)
 }
 
-func (st *state) enqueueCheckSuiteCompleted(r *repo, c *commit, conclusion string) {
-	id := st.id()
-	now := st.s.clock()
+// enqueueCheckSuiteCompleted sends check_suite completed for a suite of the
+// CI App on commit c; runs is its latest_check_runs_count.
+func (st *state) enqueueCheckSuiteCompleted(r *repo, c *commit, suite *checkSuite, conclusion string, runs int) {
+	id := suite.id
 	api := st.repoAPI(r)
 	var branch any
 	for name, sha := range r.branches {
@@ -242,12 +243,6 @@ func (st *state) enqueueCheckSuiteCompleted(r *repo, c *commit, conclusion strin
 	before := zeroSHA
 	if len(c.parents) > 0 {
 		before = c.parents[0]
-	}
-	ci := &appInfo{
-		id: 67890, slug: "ci", name: "CI", description: "A simulated CI app",
-		owner:       st.addAccount("ci-vendor", "Organization", 0),
-		permissions: map[string]string{"checks": "write", "contents": "read", "metadata": "read"},
-		events:      []string{"check_suite", "push"},
 	}
 	person := func(p gitPerson) obj { return obj{"name": p.name, "email": p.email} }
 	p := st.eventBase(r, st.addAccount("ci[bot]", "Bot", 0))
@@ -263,12 +258,12 @@ func (st *state) enqueueCheckSuiteCompleted(r *repo, c *commit, conclusion strin
 		"before":                  before,
 		"after":                   c.sha,
 		"pull_requests":           []any{},
-		"app":                     st.appJSON(ci),
-		"created_at":              ts(now),
-		"updated_at":              ts(now),
+		"app":                     st.appJSON(st.ciApp()),
+		"created_at":              ts(suite.createdAt),
+		"updated_at":              ts(suite.updatedAt),
 		"rerequestable":           true,
 		"runs_rerequestable":      true,
-		"latest_check_runs_count": 1,
+		"latest_check_runs_count": runs,
 		"check_runs_url":          api + "/check-suites/" + itoa(id) + "/check-runs",
 		"head_commit": obj{
 			"id":        c.sha,

@@ -74,6 +74,7 @@ func (s *Simulator) CreateRepo(installationID int64, fullName string, opts RepoO
 		branches:      map[string]string{},
 		commits:       map[string]*commit{},
 		statuses:      map[string][]*commitStatus{},
+		checkSuites:   map[string]*checkSuite{},
 		environments:  map[string]*environment{},
 	}
 	c := st.newCommit(r, nil, CommitSpec{Message: "Initial commit", Files: opts.Files})
@@ -231,7 +232,10 @@ func (s *Simulator) SetCommitStatus(repo, sha, context, state string) int64 {
 }
 
 // CompleteCheckSuite sends a check_suite "completed" webhook for a commit,
-// as a CI App finishing its checks would cause.
+// as a CI App finishing its checks would cause, with the given conclusion.
+// It records no check run: the suite is a fresh one of the CI App, with one
+// run that the required_contexts check does not see (SetCheckRun records
+// check runs, and sends this webhook when they are all completed).
 func (s *Simulator) CompleteCheckSuite(repo, sha, conclusion string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -240,7 +244,9 @@ func (s *Simulator) CompleteCheckSuite(repo, sha, conclusion string) {
 	if !ok {
 		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
 	}
-	s.st.enqueueCheckSuiteCompleted(r, c, conclusion)
+	now := s.clock()
+	suite := &checkSuite{id: s.st.id(), createdAt: now, updatedAt: now}
+	s.st.enqueueCheckSuiteCompleted(r, c, suite, conclusion, 1)
 	s.notifyLocked()
 }
 

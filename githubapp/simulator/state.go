@@ -82,6 +82,7 @@ type repo struct {
 	branches     map[string]string // name -> sha
 	commits      map[string]*commit
 	statuses     map[string][]*commitStatus // sha -> oldest first
+	checkSuites  map[string]*checkSuite     // sha -> the CI App's suite
 	deployments  []*deployment              // oldest first
 	environments map[string]*environment
 	workflow     *WorkflowOptions

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/google/go-github/v62/github"
@@ -286,5 +287,92 @@ func TestCheckSuiteCompleted(t *testing.T) {
 	cs := ev.(*github.CheckSuiteEvent).GetCheckSuite()
 	if cs.GetHeadSHA() != sha || cs.GetConclusion() != "success" || cs.GetHeadBranch() != "main" {
 		t.Errorf("%+v", cs)
+	}
+}
+
+// Check runs recorded with SetCheckRun make up one check suite of the commit:
+// check_suite completed is sent when the last of them completes (success
+// only if every one succeeded), and again when a re-run completes.
+func TestSetCheckRunCompletesTheCheckSuite(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	build := h.sim.SetCheckRun("acme/shop", sha, "build", "queued", "")
+	if id := h.sim.SetCheckRun("acme/shop", sha, "build", "in_progress", ""); id != build {
+		t.Errorf("build in progress: check run %d, want the queued one %d", id, build)
+	}
+	h.sim.SetCheckRun("acme/shop", sha, "lint", "in_progress", "")
+	h.sim.SetCheckRun("acme/shop", sha, "lint", "completed", "success")
+	h.waitIdle()
+	if got := h.events(); len(got) != 0 {
+		t.Fatalf("webhooks while build runs: %v", got)
+	}
+	if id := h.sim.SetCheckRun("acme/shop", sha, "build", "completed", "failure"); id != build {
+		t.Errorf("build completed: check run %d, want %d", id, build)
+	}
+	suite := func(from int, want string) *github.CheckSuite {
+		t.Helper()
+		d, err := h.sim.WaitForDelivery(h.ctx(), from, "check_suite", "completed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := github.ParseWebHook("check_suite", d.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := ev.(*github.CheckSuiteEvent).GetCheckSuite()
+		if cs.GetHeadSHA() != sha || cs.GetStatus() != "completed" || cs.GetConclusion() != want || cs.GetApp().GetSlug() != "ci" {
+			t.Errorf("check suite: %s %s %s by %s, want %s completed %s by ci", cs.GetHeadSHA(), cs.GetStatus(), cs.GetConclusion(), cs.GetApp().GetSlug(), sha, want)
+		}
+		var raw struct {
+			CheckSuite struct {
+				LatestCheckRunsCount int `json:"latest_check_runs_count"`
+			} `json:"check_suite"`
+		}
+		if err := json.Unmarshal(d.Body, &raw); err != nil || raw.CheckSuite.LatestCheckRunsCount != 2 {
+			t.Errorf("latest_check_runs_count %d (%v), want 2", raw.CheckSuite.LatestCheckRunsCount, err)
+		}
+		return cs
+	}
+	first := suite(0, "failure")
+
+	// The failed build is re-run: a new check run of the name, which counts
+	// instead of the failed one.
+	if id := h.sim.SetCheckRun("acme/shop", sha, "build", "in_progress", ""); id == build {
+		t.Errorf("re-run of build kept check run %d", id)
+	}
+	h.waitIdle()
+	if n := len(h.events()); n != 1 {
+		t.Fatalf("webhooks after the re-run started: %v", h.events())
+	}
+	h.sim.SetCheckRun("acme/shop", sha, "build", "completed", "success")
+	if second := suite(1, "success"); second.GetID() != first.GetID() {
+		t.Errorf("the re-run completed suite %d, want the commit's suite %d", second.GetID(), first.GetID())
+	}
+}
+
+// SetCheckRun panics when misused, as the other fixtures do.
+func TestSetCheckRunMisuse(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	for name, call := range map[string]func(){
+		"unknown repository":      func() { h.sim.SetCheckRun("acme/nope", sha, "build", "queued", "") },
+		"unknown commit":          func() { h.sim.SetCheckRun("acme/shop", strings.Repeat("0", 40), "build", "queued", "") },
+		"no name":                 func() { h.sim.SetCheckRun("acme/shop", sha, "", "queued", "") },
+		"unknown status":          func() { h.sim.SetCheckRun("acme/shop", sha, "build", "pending", "") },
+		"conclusion while queued": func() { h.sim.SetCheckRun("acme/shop", sha, "build", "in_progress", "success") },
+		"completed without one":   func() { h.sim.SetCheckRun("acme/shop", sha, "build", "completed", "") },
+		"unknown conclusion":      func() { h.sim.SetCheckRun("acme/shop", sha, "build", "completed", "passed") },
+		"stale is GitHub's":       func() { h.sim.SetCheckRun("acme/shop", sha, "build", "completed", "stale") },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			call()
+		}()
 	}
 }
