@@ -244,22 +244,47 @@ func (s *Simulator) handleCreateDeployment(w http.ResponseWriter, r *http.Reques
 	writeJSON(w, http.StatusCreated, st.deploymentJSON(rp, d))
 }
 
-// failedContexts checks the commit's statuses against the required
-// contexts (nil: every context seen on the commit). When one is not
-// success, or was never reported, it returns what GitHub puts in the 409's
-// errors[0].contexts: every context of the commit's combined status with its
-// latest state (a missing context is not listed, as it has no status).
+// failedContexts checks the commit's statuses and check runs against the
+// required contexts (nil: every context seen on the commit, check runs'
+// names included). A context is satisfied when its latest status is
+// success (statuses compare contexts without regard to case) or when the
+// newest check run of that exact name completed with conclusion success.
+// Only success counts: GitHub's documentation does not say whether a
+// neutral or skipped check run satisfies a context, and a deployment held
+// back wrongly is the safer mistake. When one is not satisfied, or was
+// never reported, it returns what GitHub puts in the 409's
+// errors[0].contexts: every context of the commit with its state — the
+// statuses' contexts (in the order they first reported) with their latest
+// state, then the check runs' names with their conclusion, or their status
+// while not completed. GitHub lists check runs there: the recorded 409s of
+// drevops/vortex#1903 show Actions jobs ("build (0)", "deploy") among the
+// contexts, and others show conclusions (cancelled, skipped) as states. A
+// missing context is not listed, as it has no status or run.
 func (r *repo) failedContexts(sha string, required []string) []any {
 	latest := r.latestStatuses(sha)
-	failed := false
+	runs := r.latestCheckRuns(sha)
+	satisfied := func(ctx string) bool {
+		if cs, ok := latest[contextKey(ctx)]; ok && cs.state == "success" {
+			return true
+		}
+		for _, cr := range runs {
+			if cr.name == ctx && cr.status == "completed" && cr.conclusion == "success" {
+				return true
+			}
+		}
+		return false
+	}
 	if required == nil {
 		for _, cs := range latest {
-			failed = failed || cs.state != "success"
+			required = append(required, cs.context)
+		}
+		for _, cr := range runs {
+			required = append(required, cr.name)
 		}
 	}
+	failed := false
 	for _, ctx := range required {
-		cs, ok := latest[contextKey(ctx)]
-		failed = failed || !ok || cs.state != "success"
+		failed = failed || !satisfied(ctx)
 	}
 	if !failed {
 		return nil
@@ -279,6 +304,9 @@ func (r *repo) failedContexts(sha string, required []string) []any {
 	out := []any{}
 	for _, cs := range list {
 		out = append(out, obj{"context": cs.context, "state": cs.state})
+	}
+	for _, cr := range runs {
+		out = append(out, obj{"context": cr.name, "state": cr.state()})
 	}
 	return out
 }

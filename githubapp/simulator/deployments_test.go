@@ -437,3 +437,80 @@ func TestCommitStatusContextIsCaseInsensitive(t *testing.T) {
 		t.Errorf("required CI, Ci pending: %d %s", r.status, r.body)
 	}
 }
+
+// Check runs count for required_contexts: a context is satisfied by a check
+// run of that exact name completed with conclusion success; one queued, in
+// progress or not successful makes GitHub answer 409, whose contexts list
+// the check runs after the statuses, with their conclusion or status.
+func TestCreateDeploymentRequiredContextsCheckRuns(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "x", Files: map[string]string{"a": "1"}}).After
+	tok := h.token(h.org)
+	h.sim.SetCommitStatus("acme/shop", sha, "lint", "success")
+	h.sim.SetCheckRun("acme/shop", sha, "build", "in_progress", "")
+	n := 0
+	create := func(body map[string]any) apiResponse {
+		n++
+		body["ref"], body["auto_merge"], body["environment"] = sha, false, fmt.Sprintf("env%d", n)
+		return h.do("POST", "/repos/acme/shop/deployments", tok, body)
+	}
+	conflict := func(what string, r apiResponse, contexts string) {
+		t.Helper()
+		if r.status != 409 || !strings.Contains(string(r.body), `"contexts":[`+contexts+`]`) {
+			t.Errorf("%s: got %d %s\nwant 409 with contexts [%s]", what, r.status, r.body, contexts)
+		}
+	}
+
+	r := create(map[string]any{"required_contexts": []string{"build"}})
+	want := map[string]any{
+		"message":           "Conflict: Commit status checks failed for " + sha + ".",
+		"documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment",
+		"errors": []any{map[string]any{
+			"contexts": []any{map[string]any{"context": "lint", "state": "success"}, map[string]any{"context": "build", "state": "in_progress"}},
+			"resource": "Deployment", "field": "required_contexts", "code": "invalid",
+		}},
+	}
+	if got := r.json(t); r.status != 409 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("build in progress: got %d %v\nwant 409 %v", r.status, got, want)
+	}
+	conflict("every context, build in progress", create(map[string]any{}), `{"context":"lint","state":"success"},{"context":"build","state":"in_progress"}`)
+	if r := create(map[string]any{"required_contexts": []string{"lint"}}); r.status != 201 {
+		t.Errorf("lint only: %d %s", r.status, r.body)
+	}
+
+	h.sim.SetCheckRun("acme/shop", sha, "build", "completed", "failure")
+	conflict("build failed", create(map[string]any{"required_contexts": []string{"build"}}), `{"context":"lint","state":"success"},{"context":"build","state":"failure"}`)
+	// A re-run: its newest run counts, queued until it starts.
+	h.sim.SetCheckRun("acme/shop", sha, "build", "queued", "")
+	conflict("build re-run queued", create(map[string]any{"required_contexts": []string{"build"}}), `{"context":"lint","state":"success"},{"context":"build","state":"queued"}`)
+	h.sim.SetCheckRun("acme/shop", sha, "build", "completed", "success")
+	if r := create(map[string]any{"required_contexts": []string{"build", "lint"}}); r.status != 201 {
+		t.Errorf("build and lint green: %d %s", r.status, r.body)
+	}
+	if r := create(map[string]any{}); r.status != 201 {
+		t.Errorf("every context green: %d %s", r.status, r.body)
+	}
+	// A check run's name is matched exactly.
+	conflict("Build required, build green", create(map[string]any{"required_contexts": []string{"Build"}}), `{"context":"lint","state":"success"},{"context":"build","state":"success"}`)
+
+	// Only success satisfies a context: neutral does not.
+	h.sim.SetCheckRun("acme/shop", sha, "docs", "completed", "neutral")
+	conflict("docs neutral", create(map[string]any{"required_contexts": []string{"docs"}}),
+		`{"context":"lint","state":"success"},{"context":"build","state":"success"},{"context":"docs","state":"neutral"}`)
+	conflict("every context, docs neutral", create(map[string]any{}),
+		`{"context":"lint","state":"success"},{"context":"build","state":"success"},{"context":"docs","state":"neutral"}`)
+	if r := create(map[string]any{"required_contexts": []string{"build"}}); r.status != 201 {
+		t.Errorf("build only, docs neutral: %d %s", r.status, r.body)
+	}
+	// A context is satisfied by either a success status or a successful
+	// check run of its name.
+	h.sim.SetCommitStatus("acme/shop", sha, "build", "failure")
+	if r := create(map[string]any{"required_contexts": []string{"build"}}); r.status != 201 {
+		t.Errorf("build status failed, build check run green: %d %s", r.status, r.body)
+	}
+	h.sim.SetCommitStatus("acme/shop", sha, "docs", "success")
+	if r := create(map[string]any{"required_contexts": []string{"docs"}}); r.status != 201 {
+		t.Errorf("docs status green, docs check run neutral: %d %s", r.status, r.body)
+	}
+}

@@ -96,10 +96,15 @@
 //   - Rate limits are per installation (tokens of one installation share the
 //     budget), per repository for workflow tokens (1,000/h) and per address
 //     for anonymous calls (60/h); SetRateLimitUsed jumps ahead.
-//   - A 409 for failed required contexts lists every context of the
-//     commit's combined status in errors[0].contexts, as GitHub's API does;
-//     a required context never reported makes the check fail but is not
-//     listed. Check runs are not modelled.
+//   - A required context is satisfied by a success status or by a check
+//     run of that exact name completed with conclusion success (neutral
+//     and skipped do not count: GitHub's documentation does not say). A 409
+//     for failed required contexts lists every context of the commit in
+//     errors[0].contexts, as GitHub's API does: the statuses' contexts, then
+//     the check runs' names with their conclusion (or status while not
+//     completed); a required context never reported makes the check fail
+//     but is not listed. Check runs exist only through SetCheckRun: the
+//     workflow player's jobs are not check runs of the commit here.
 //   - The push webhook keeps the newest PushCommitLimit commits (2048 by
 //     default, GitHub's documented cap).
 //   - A run's head_branch is the deployment's ref as given (branch name or
