@@ -362,6 +362,106 @@ func TestRequiredContextFailureGivesUp(t *testing.T) {
 	}
 }
 
+// pushWithCheckRun pushes a commit whose CI reports "build" as a check run
+// in progress. The push webhook is held until the check run exists, so
+// lastmile's first attempt meets it (a context never reported would make
+// it give up), and the release waits on GitHub's 409.
+func pushWithCheckRun(t *testing.T, sb *Sandbox, repo string) simulator.PushResult {
+	t.Helper()
+	sb.Sim.SetWebhookURL("")
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile",
+		Files: map[string]string{".github/lastmile.yml": "required_contexts: [build]\n" + threeEnvs}})
+	sb.Sim.SetCheckRun(repo, push.After, "build", "in_progress", "")
+	sb.Sim.SetWebhookURL(sb.URL() + "/webhook")
+	waitFor(t, sb, "a 409 for build", func(s *simulator.Simulator) bool { return deploymentConflicts(s, repo) > 0 })
+	settle(t, sb)
+	if n := len(sb.Sim.Deployments(repo)); n != 0 {
+		t.Fatalf("%d deployments while build is in progress", n)
+	}
+	if rel := releaseOf(t, sb, repo, push.After); rel.State != pipeline.ReleaseActive {
+		t.Fatalf("release while build is in progress: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
+	}
+	return push
+}
+
+// deploymentConflicts counts the 409s GitHub answered to creating a
+// deployment in repo.
+func deploymentConflicts(s *simulator.Simulator, repo string) int {
+	n := 0
+	for _, r := range s.Requests() {
+		if r.Method == "POST" && r.Path == "/repos/"+repo+"/deployments" && r.Status == 409 {
+			n++
+		}
+	}
+	return n
+}
+
+// checkSuiteHandled reports whether lastmile handled (not ignored) a
+// check_suite delivery.
+func checkSuiteHandled(t *testing.T, sb *Sandbox) bool {
+	t.Helper()
+	list, err := sb.App.DB().ListDeliveries(context.Background(), storageFilterAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range list {
+		if d.Event == "check_suite" && d.State == pipeline.DeliveryDone {
+			return true
+		}
+	}
+	return false
+}
+
+// The required context is a CI App's check run: in progress at push time,
+// the first environment's deployment waits (409); the check run succeeds,
+// the check_suite completed webhook reaches lastmile and the release goes
+// ahead.
+func TestRequiredCheckRunInProgressThenGreen(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := pushWithCheckRun(t, sb, repo)
+	sb.Sim.SetCheckRun(repo, push.After, "build", "completed", "success")
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+	if n := len(deploymentsByEnv(sb, repo, push.After)["test"]); n != 1 {
+		t.Errorf("test deployments: %d, want exactly 1", n)
+	}
+	if n := deploymentConflicts(sb.Sim, repo); n < 1 {
+		t.Errorf("409s: %d, want at least 1", n)
+	}
+	if !checkSuiteHandled(t, sb) {
+		t.Errorf("no check_suite delivery handled:\n%s", describe(sb))
+	}
+}
+
+// The required check run fails: nothing is deployed, and the release
+// records that GitHub refused it for build.
+func TestRequiredCheckRunFailureGivesUp(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := pushWithCheckRun(t, sb, repo)
+	sb.Sim.SetCheckRun(repo, push.After, "build", "completed", "failure")
+	waitFor(t, sb, "check_suite completed", func(s *simulator.Simulator) bool {
+		for _, d := range s.Deliveries() {
+			if d.Event == "check_suite" && d.Action == "completed" {
+				return true
+			}
+		}
+		return false
+	})
+	settle(t, sb)
+	rel := releaseOf(t, sb, repo, push.After)
+	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused || !strings.Contains(rel.StopReason, "build is failure") {
+		t.Errorf("release: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
+	}
+	if n := len(deploymentsByEnv(sb, repo, push.After)["test"]); n != 0 {
+		t.Errorf("test deployments: %d", n)
+	}
+	if !checkSuiteHandled(t, sb) {
+		t.Errorf("no check_suite delivery handled:\n%s", describe(sb))
+	}
+}
+
 func TestProtectionRuleApprovesOnlyProvenCommits(t *testing.T) {
 	sb := sandbox(t, nil)
 	full := "acme/shop"
