@@ -362,10 +362,40 @@ func TestRequiredContextFailureGivesUp(t *testing.T) {
 	}
 }
 
+// lastmile is quicker than CI: the push is handled before anything reported
+// the required context, and GitHub's 409 does not list it. The release
+// waits for it (not reported yet is not failed), and goes ahead once CI
+// reports it green.
+func TestRequiredContextNotReportedYetWaits(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile",
+		Files: map[string]string{".github/lastmile.yml": "required_contexts: [build]\n" + threeEnvs}})
+	waitFor(t, sb, "a 409 for build", func(s *simulator.Simulator) bool { return deploymentConflicts(s, repo) > 0 })
+	settle(t, sb)
+	if rel := releaseOf(t, sb, repo, push.After); rel.State != pipeline.ReleaseActive {
+		t.Fatalf("release before CI reported: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
+	}
+	rec, err := sb.App.DB().Audit(context.Background(), repo, push.After)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rec.Environments[0].Deployments; len(d) != 1 || d[0].State != pipeline.DeploymentWaiting ||
+		!strings.Contains(d[0].Reason, "build ("+pipeline.NotReported+")") {
+		t.Fatalf("test deployment before CI reported: %+v", d)
+	}
+	sb.Sim.SetCommitStatus(repo, push.After, "build", "pending")
+	sb.Sim.SetCommitStatus(repo, push.After, "build", "success")
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+	if n := len(deploymentsByEnv(sb, repo, push.After)["test"]); n != 1 {
+		t.Errorf("test deployments: %d, want exactly 1", n)
+	}
+}
+
 // pushWithCheckRun pushes a commit whose CI reports "build" as a check run
 // in progress. The push webhook is held until the check run exists, so
-// lastmile's first attempt meets it (a context never reported would make
-// it give up), and the release waits on GitHub's 409.
+// lastmile's first attempt meets it, and the release waits on GitHub's 409.
 func pushWithCheckRun(t *testing.T, sb *Sandbox, repo string) simulator.PushResult {
 	t.Helper()
 	sb.Sim.SetWebhookURL("")

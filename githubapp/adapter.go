@@ -149,7 +149,8 @@ func (g *GitHub) CreateDeployment(ctx context.Context, r pipeline.Repo, req pipe
 
 // refusal reads a 409 or 422 answer, with the contexts GitHub lists.
 func refusal(er *github.ErrorResponse) *pipeline.RefusedError {
-	ref := &pipeline.RefusedError{Status: er.Response.StatusCode, Message: er.Message}
+	ref := &pipeline.RefusedError{Status: er.Response.StatusCode, Message: er.Message,
+		ContextsFailed: strings.Contains(strings.ToLower(er.Message), "status checks failed")}
 	body, _ := io.ReadAll(io.LimitReader(er.Response.Body, 1<<20))
 	var parsed struct {
 		Errors []struct {
@@ -163,6 +164,7 @@ func refusal(er *github.ErrorResponse) *pipeline.RefusedError {
 		var details []string
 		for _, e := range parsed.Errors {
 			ref.Contexts = append(ref.Contexts, e.Contexts...)
+			ref.ContextsFailed = ref.ContextsFailed || e.Field == "required_contexts"
 			if e.Message != "" {
 				details = append(details, e.Message)
 			} else if e.Field != "" && len(e.Contexts) == 0 {

@@ -57,6 +57,14 @@ func TestCreateDeploymentAnswers(t *testing.T) {
 			409, true, 2, "build is pending"},
 		"409: a required context failed": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"failure"},{"context":"lint","state":"pending"}]}]}`,
 			409, false, 2, "build is failure"},
+		"409: the required context has not reported yet (GitHub lists only the others)": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"lint","state":"success"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
+			409, true, 1, "lint is success"},
+		"409: nothing has reported yet": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
+			409, true, 0, "Commit status checks failed"},
+		"409: another context failed, the required one runs": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"lint","state":"failure"},{"context":"build","state":"in_progress"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
+			409, true, 2, "lint is failure"},
+		"409: the required context failed as a status, its check run succeeded": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"failure"},{"context":"build","state":"success"},{"context":"lint","state":"pending"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
+			409, false, 3, "build is failure"},
 		"409: merge conflict": {409, `{"message":"Conflict merging master into topic."}`, 409, false, 0, "Conflict merging"},
 		"422: validation failed": {422, `{"message":"Validation Failed","errors":[{"resource":"Deployment","field":"ref","code":"invalid","message":"No ref found for: nope"}]}`,
 			422, false, 0, "No ref found for: nope"},
@@ -75,7 +83,7 @@ func TestCreateDeploymentAnswers(t *testing.T) {
 			if !errors.As(err, &refused) {
 				t.Fatalf("got %v (%T), want a RefusedError", err, err)
 			}
-			if refused.Status != tc.wantStatus || refused.OnlyPending() != tc.onlyPending || len(refused.Contexts) != tc.contexts ||
+			if refused.Status != tc.wantStatus || refused.OnlyPending([]string{"build"}) != tc.onlyPending || len(refused.Contexts) != tc.contexts ||
 				!strings.Contains(refused.Error(), tc.message) {
 				t.Errorf("got %+v (%v)", refused, refused)
 			}

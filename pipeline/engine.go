@@ -881,9 +881,9 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		e.Log.Info("deployment created", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "deployment", id, "sha", d.SHA)
 		return e.Store.Created(ctx, d.ID, id, createdAt)
-	case errors.As(err, &refused) && refused.OnlyPending():
+	case errors.As(err, &refused) && refused.OnlyPending(req.RequiredContexts):
 		e.Log.Info("deployment waits for required contexts", "repo", repo.FullName(), "release", d.ReleaseID, "error", refused)
-		return e.Store.Refused(ctx, d.ID, DeploymentWaiting, "waiting for required contexts: "+contextList(refused.Contexts))
+		return e.Store.Refused(ctx, d.ID, DeploymentWaiting, "waiting for required contexts: "+contextList(refused.RequiredStates(req.RequiredContexts)))
 	case errors.As(err, &refused):
 		e.Log.Warn("GitHub refused the deployment", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "error", refused)

@@ -33,6 +33,10 @@ type RefusedError struct {
 	Status   int
 	Message  string
 	Contexts []ContextState
+	// ContextsFailed: a 409 because the required contexts are not all
+	// green (not, say, a merge conflict), though it may list none. A 409
+	// that lists contexts is one too.
+	ContextsFailed bool
 }
 
 func (e *RefusedError) Error() string {
@@ -47,24 +51,62 @@ func (e *RefusedError) Error() string {
 	return msg
 }
 
-// OnlyPending reports a refusal that may resolve by itself: no required
-// context GitHub named has failed, and at least one has not finished yet
-// (GitHub lists every required context, the green ones too).
-func (e *RefusedError) OnlyPending() bool {
-	if e.Status != 409 || len(e.Contexts) == 0 {
+// NotReported is the state RequiredStates gives a required context that
+// GitHub's 409 does not list: nothing reported it yet.
+const NotReported = "not reported yet"
+
+// RequiredStates is the state of each required context in a 409. GitHub
+// lists the contexts that reported on the commit — the green ones too, and
+// others than the required — so a required context it does not list has
+// not reported yet (CI has not started: lastmile is often quicker). A
+// context that is both a status and a check run is green if either is.
+func (e *RefusedError) RequiredStates(required []string) []ContextState {
+	out := make([]ContextState, 0, len(required))
+	for _, name := range required {
+		st := ContextState{Context: name, State: NotReported}
+		for _, c := range e.Contexts {
+			if !strings.EqualFold(c.Context, name) {
+				continue
+			}
+			switch {
+			case st.State == "success":
+			case c.State == "success" || st.State == NotReported || pending(c.State):
+				st.State = c.State
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// OnlyPending reports a refusal that may resolve by itself: a 409 for the
+// required contexts where none has failed and at least one has not
+// finished, or not reported yet.
+func (e *RefusedError) OnlyPending(required []string) bool {
+	if e.Status != 409 || (!e.ContextsFailed && len(e.Contexts) == 0) || len(required) == 0 {
 		return false
 	}
 	waiting := false
-	for _, c := range e.Contexts {
-		switch c.State {
-		case "success":
-		case "pending", "", "missing", "queued", "in_progress", "waiting", "requested":
+	for _, c := range e.RequiredStates(required) {
+		switch {
+		case c.State == "success":
+		case c.State == NotReported || pending(c.State):
 			waiting = true
 		default: // failure, error, cancelled, timed_out, …
 			return false
 		}
 	}
 	return waiting
+}
+
+// pending is a context's state while it runs (a status's, or a check
+// run's status before it has a conclusion).
+func pending(state string) bool {
+	switch state {
+	case "pending", "", "queued", "in_progress", "waiting", "requested":
+		return true
+	}
+	return false
 }
 
 // DeploymentRequest is a deployment lastmile asks GitHub to create.
