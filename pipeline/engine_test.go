@@ -1662,6 +1662,50 @@ func TestProtectionRuleWithoutShaJudgesTheRunsCommit(t *testing.T) {
 	}
 }
 
+// A deployment made through the API, not by lastmile nor by Actions for a
+// job, proves nothing to the protection rule, whatever status it was given;
+// the one Actions created for a job of a workflow run does.
+func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	succeedExternally := func(id, run int64) {
+		t.Helper()
+		info := pipeline.DeploymentInfo{GitHubID: id, SHA: c1, Environment: "staging", Creator: "mallory",
+			CreatedAt: time.Now(), WorkflowRunID: run}
+		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+			Status: pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	judge := func(run int64) *pipeline.ProtectionDecision {
+		t.Helper()
+		req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: fmt.Sprint("rule-", run), Environment: "production", SHA: c1, RunID: run}
+		if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		dec, err := h.db.ProtectionDecision(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dec
+	}
+	succeedExternally(901, 0)
+	if dec := judge(91); dec.State != "rejected" {
+		t.Errorf("production approved on a staging deployment made by hand: %s (%s)", dec.State, dec.Comment)
+	}
+	succeedExternally(902, 77) // Actions' deployment for a job of run 77
+	if dec := judge(92); dec.State != "approved" {
+		t.Errorf("production not approved after the staging job's success: %s (%s)", dec.State, dec.Comment)
+	}
+}
+
 func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
