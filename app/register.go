@@ -88,13 +88,9 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 		}
 		return writeJSONTo(stdout, manifest)
 	}
-	state := make([]byte, 16)
-	if _, err := rand.Read(state); err != nil {
-		return err
-	}
 	r := &registration{
-		manifest: manifest, state: hex.EncodeToString(state), formURL: githubapp.ManifestFormURL(*webURL, *org),
-		apiURL: *apiURL, out: *out, stdout: stdout, done: make(chan error, 1),
+		manifest: manifest, state: randomHex(), token: randomHex(), origin: "http://" + ln.Addr().String(),
+		formURL: githubapp.ManifestFormURL(*webURL, *org), apiURL: *apiURL, out: *out, stdout: stdout, done: make(chan error, 1),
 	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
@@ -108,12 +104,12 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 		}
 	}()
 	fmt.Fprintf(stdout, `To create lastmile's GitHub App:
-  1. Open http://%s/ in a browser on this machine and press "Create the App on GitHub".
+  1. Open %s/?token=%s in a browser on this machine and press "Create the App on GitHub".
   2. On GitHub, check the name and press "Create GitHub App" (you must be an owner of %s).
   3. GitHub sends you back here; lastmile writes the App's key and settings
      (%s, %s) to %s.
 Waiting for GitHub (an hour at most; Ctrl-C to stop)...
-`, ln.Addr(), orDefault(*org, "your account"), keyFile, envFile, absOr(*out))
+`, r.origin, r.token, orDefault(*org, "your account"), keyFile, envFile, absOr(*out))
 	select {
 	case err := <-r.done:
 		return err
@@ -139,9 +135,24 @@ func orDefault(s, def string) string {
 	return s
 }
 
+// randomHex is 128 random bits, in hex.
+func randomHex() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return hex.EncodeToString(b)
+}
+
 type registration struct {
-	manifest        *githubapp.Manifest
-	state           string
+	manifest *githubapp.Manifest
+	state    string // ties GitHub's answer to this registration
+	// token is in the address register prints, so that only who sees it
+	// gets the page (and the state in it): not another user of this
+	// machine, who could reach the loopback port too. The page sets it as
+	// a cookie, which the callback must bring back.
+	token           string
+	origin          string // http://127.0.0.1:PORT: GitHub's redirect goes there
 	formURL, apiURL string
 	out             string
 	stdout          io.Writer
@@ -174,6 +185,16 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	switch req.URL.Path {
 	case "/":
+		if subtle.ConstantTimeCompare([]byte(req.URL.Query().Get("token")), []byte(r.token)) != 1 {
+			http.Error(w, "open the address lastmile register printed: it carries a one-time token", http.StatusForbidden)
+			return
+		}
+		// The cookie must be set for the host GitHub's redirect goes to.
+		if "http://"+req.Host != r.origin {
+			http.Redirect(w, req, r.origin+"/?token="+r.token, http.StatusSeeOther)
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: registerCookie, Value: r.token, Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
 		manifest, _ := json.Marshal(r.manifest)
 		_ = registerPage.Execute(w, map[string]string{
 			"Name": r.manifest.Name, "Hook": r.manifest.HookAttributes.URL,
@@ -184,6 +205,10 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		defer r.mu.Unlock()
 		if r.finished {
 			http.Error(w, "lastmile is already registered; this page is done", http.StatusGone)
+			return
+		}
+		if c, err := req.Cookie(registerCookie); err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.token)) != 1 {
+			http.Error(w, "this answer did not come back to the browser that opened the registration page: start again from the address lastmile register printed", http.StatusForbidden)
 			return
 		}
 		if subtle.ConstantTimeCompare([]byte(req.URL.Query().Get("state")), []byte(r.state)) != 1 {
@@ -215,6 +240,9 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.NotFound(w, req)
 	}
 }
+
+// registerCookie carries the page's token back with GitHub's answer.
+const registerCookie = "lastmile_register"
 
 // The files register writes, in --out.
 const (

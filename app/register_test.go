@@ -7,6 +7,7 @@ import (
 	"html"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -47,11 +48,11 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	}()
 	var printed strings.Builder
 	lines := bufio.NewScanner(pr)
-	addr := ""
+	addr, token := "", ""
 	for addr == "" && lines.Scan() {
 		printed.WriteString(lines.Text() + "\n")
-		if m := regexp.MustCompile(`Open http://(\S+)/ `).FindStringSubmatch(lines.Text()); m != nil {
-			addr = m[1]
+		if m := regexp.MustCompile(`Open http://(\S+)/\?token=(\S+) `).FindStringSubmatch(lines.Text()); m != nil {
+			addr, token = m[1], m[2]
 		}
 	}
 	if addr == "" {
@@ -80,7 +81,22 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 			t.Errorf("%s for Host %s: %d %s; want 421", path, req.Host, resp.StatusCode, body)
 		}
 	}
-	page := get(t, "http://"+addr+"/")
+	// Another user of this machine reaches the port too, but not the
+	// address register printed: no token, no page (and no state).
+	for _, q := range []string{"", "?token=guess"} {
+		if code, body := fetch(t, http.DefaultClient, "http://"+addr+"/"+q); code != http.StatusForbidden || strings.Contains(body, "state=") {
+			t.Errorf("page without the token (%q): %d %s; want 403", q, code, body)
+		}
+	}
+	// The user's browser: the page opened by localhost sends it to the
+	// address GitHub's redirect comes back to, where its cookie is set.
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar}
+	port := addr[strings.LastIndex(addr, ":")+1:]
+	code, page := fetch(t, browser, "http://localhost:"+port+"/?token="+token)
+	if code != http.StatusOK {
+		t.Fatalf("registration page: %d %s", code, page)
+	}
 	form := regexp.MustCompile(`action="([^"]+)"`).FindStringSubmatch(page)
 	value := regexp.MustCompile(`name="manifest" value="([^"]+)"`).FindStringSubmatch(page)
 	if form == nil || value == nil {
@@ -111,13 +127,18 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	}
 	state := strings.TrimPrefix(action, "https://github.com/organizations/acme/settings/apps/new?state=")
 
-	if code := status(t, "http://"+addr+"/callback?state=forged&code=good-code"); code != http.StatusBadRequest {
+	if code, _ := fetch(t, browser, "http://"+addr+"/callback?state=forged&code=good-code"); code != http.StatusBadRequest {
 		t.Errorf("forged state: %d", code)
+	}
+	// Who learnt the state but is not the browser that opened the page
+	// (no cookie) cannot hand in its own App's code either.
+	if code, _ := fetch(t, http.DefaultClient, "http://"+addr+"/callback?state="+state+"&code=good-code"); code != http.StatusForbidden {
+		t.Errorf("answer without the page's cookie: %d, want 403", code)
 	}
 	if _, err := os.Stat(filepath.Join(out, "lastmile.env")); err == nil {
 		t.Fatal("settings written for a forged answer")
 	}
-	if code := status(t, "http://"+addr+"/callback?state="+state+"&code=good-code"); code != http.StatusOK {
+	if code, _ := fetch(t, browser, "http://"+addr+"/callback?state="+state+"&code=good-code"); code != http.StatusOK {
 		t.Errorf("GitHub's answer: %d", code)
 	}
 	select {
@@ -200,23 +221,19 @@ func TestRegisterKeepsAnEarlierAppsFiles(t *testing.T) {
 	}
 }
 
-func get(t *testing.T, u string) string {
+func fetch(t *testing.T, c *http.Client, u string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(u)
+	resp, err := c.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
-func status(t *testing.T, u string) int {
+func get(t *testing.T, u string) string {
 	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	_, body := fetch(t, http.DefaultClient, u)
+	return body
 }
