@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,5 +215,53 @@ func TestReadBounded(t *testing.T) {
 				t.Errorf("got %q %v %v, want %q %v", got, truncated, err, tc.want, tc.truncated)
 			}
 		})
+	}
+}
+
+// A redirect to another host is not followed, by the App's installation
+// clients nor by the Action's token client: their transports would send
+// the token there too. A redirect within the API's host is followed.
+func TestRedirectsToAnotherHostAreNotFollowed(t *testing.T) {
+	var seen atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			t.Errorf("the token reached another host: %s %s", r.Method, r.URL)
+		}
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"type":"file","encoding":"base64","content":"eA=="}`)
+	}))
+	defer other.Close()
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("moved") != "" {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"type":"file","encoding":"base64","content":"eA=="}`)
+			return
+		}
+		if strings.Contains(r.URL.Path, "/here/") {
+			http.Redirect(w, r, r.URL.Path+"?moved=1", http.StatusFound)
+			return
+		}
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
+	})
+	if data, err := gh.ReadFile(context.Background(), repo, "here/file", "abc"); err != nil || string(data) != "x" {
+		t.Errorf("redirect within the host: %q, %v", data, err)
+	}
+	if _, err := gh.ReadFile(context.Background(), repo, ".github/lastmile.yml", "abc"); err == nil || !strings.Contains(err.Error(), "not followed") {
+		t.Errorf("installation client, redirect to another host: %v", err)
+	}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusFound)
+	}))
+	defer api.Close()
+	tc, err := NewTokenClient(api.URL, "ghs_secret", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tc.Repositories.Get(context.Background(), "acme", "shop"); err == nil || !strings.Contains(err.Error(), "not followed") {
+		t.Errorf("token client, redirect to another host: %v", err)
+	}
+	if n := seen.Load(); n != 0 {
+		t.Errorf("the other host got %d requests", n)
 	}
 }

@@ -3,6 +3,7 @@ package githubapp
 import (
 	"context"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -54,7 +55,7 @@ func NewClients(apiURL string, appID int64, key *rsa.PrivateKey, transport *Tran
 }
 
 func (c *Clients) newClient(rt http.RoundTripper) *github.Client {
-	gh := github.NewClient(&http.Client{Transport: rt})
+	gh := github.NewClient(httpClient(rt))
 	u := *c.baseURL
 	gh.BaseURL = &u
 	gh.UploadURL = &u
@@ -92,3 +93,21 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 
 // BaseURL is the REST API root the clients call.
 func (c *Clients) BaseURL() *url.URL { u := *c.baseURL; return &u }
+
+// httpClient is the HTTP client of lastmile's GitHub clients. Their
+// transports add the token to every request, a redirect's too, so a
+// redirect to another host is not followed: the token would go there.
+// (GitHub's own redirects to other hosts, a job log's, are read as
+// answers and fetched without it.)
+func httpClient(rt http.RoundTripper) *http.Client {
+	return &http.Client{Transport: rt, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if from := via[0].URL; req.URL.Host != from.Host || req.URL.Scheme != from.Scheme {
+			return fmt.Errorf("GitHub redirected %s to %s://%s: not followed, so that the token does not go to another host",
+				from.Path, req.URL.Scheme, req.URL.Host)
+		}
+		return nil
+	}}
+}

@@ -84,7 +84,7 @@ type Registration struct {
 // App's ID, webhook secret and private key (POST /app-manifests/{code}/conversions;
 // no authentication: the code is the proof, valid for one hour).
 func ConvertManifest(ctx context.Context, apiURL, code string, transport http.RoundTripper) (*Registration, error) {
-	gh := github.NewClient(&http.Client{Transport: transport})
+	gh := github.NewClient(httpClient(transport))
 	base, err := url.Parse(apiURL)
 	if err != nil {
 		return nil, err

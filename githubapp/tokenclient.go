@@ -3,7 +3,6 @@ package githubapp
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strings"
 
@@ -35,7 +34,7 @@ func NewTokenClient(apiURL, token string, t *Transport) (*github.Client, error) 
 	if t == nil {
 		t = &Transport{}
 	}
-	gh := github.NewClient(&http.Client{Transport: t}).WithAuthToken(token)
+	gh := github.NewClient(httpClient(t)).WithAuthToken(token)
 	upload := *base
 	gh.BaseURL, gh.UploadURL = base, &upload
 	return gh, nil
