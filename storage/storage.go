@@ -72,6 +72,14 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open database: empty path")
 	}
+	// The database holds webhook bodies, deploy logs and the audit record:
+	// a new one is readable by its owner only (SQLite gives its -wal and
+	// -shm files the database's mode), whatever the umask.
+	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	// synchronous(NORMAL) in WAL mode: a commit survives the process being
 	// killed, but may be lost (never half-applied) in a power cut. Writes
 	// that must survive a power cut too — an accepted delivery, the intent

@@ -170,6 +170,26 @@ func TestOpenRefusesAnEmptyPath(t *testing.T) {
 	}
 }
 
+// A new database, and its WAL beside it, are readable by their owner
+// only: they hold webhook bodies, deploy logs and the audit record.
+func TestANewDatabaseIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := storage.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, f := range []string{path, path + "-wal"} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perm := st.Mode().Perm(); perm != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", filepath.Base(f), perm)
+		}
+	}
+}
+
 func TestOpenExisting(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
