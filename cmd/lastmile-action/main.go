@@ -13,6 +13,8 @@ import (
 )
 
 func main() {
+	// The token (INPUT_TOKEN) is not for the deploy command: best effort.
+	_ = hideEnvironment()
 	// A cancelled job gets SIGINT, then SIGTERM 7.5 s later: both end ctx,
 	// and both stay caught, so the Action can still report the error.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
