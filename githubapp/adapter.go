@@ -107,6 +107,23 @@ func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string
 	}
 }
 
+// Relation says how head relates to base, in one request: a page of one
+// commit, whose status is the comparison's whatever its length.
+func (g *GitHub) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return "", err
+	}
+	cmp, resp, err := gh.Repositories.CompareCommits(ctx, r.Owner, r.Name, base, head, &github.ListOptions{PerPage: 1, Page: 1})
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return "", pipeline.ErrNotFound
+	}
+	if err != nil {
+		return "", err
+	}
+	return cmp.GetStatus(), nil
+}
+
 // CreateDeployment creates a deployment of exactly the SHA, never merging.
 func (g *GitHub) CreateDeployment(ctx context.Context, r pipeline.Repo, req pipeline.DeploymentRequest) (int64, time.Time, error) {
 	gh, err := g.client(r)

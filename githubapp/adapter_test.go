@@ -265,3 +265,28 @@ func TestRedirectsToAnotherHostAreNotFollowed(t *testing.T) {
 		t.Errorf("the other host got %d requests", n)
 	}
 }
+
+// Relation asks for the comparison's status in one request, however many
+// commits lie between (Compare pages through them all).
+func TestRelationIsOneRequest(t *testing.T) {
+	var calls atomic.Int32
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/repos/acme/shop/compare/") {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		calls.Add(1)
+		page := r.URL.Query().Get("page")
+		next := "2"
+		if page == "2" {
+			next = "3"
+		}
+		w.Header().Set("Link", fmt.Sprintf(`<http://%s%s?page=%s&per_page=%s>; rel="next"`, r.Host, r.URL.Path, next, r.URL.Query().Get("per_page")))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"ahead","ahead_by":5000,"total_commits":5000,"commits":[{"sha":"c%s","commit":{"message":"m"}}]}`, page)
+	})
+	rel, err := gh.Relation(context.Background(), repo, "abc", "main")
+	if err != nil || rel != "ahead" || calls.Load() != 1 {
+		t.Errorf("Relation: %q, %v after %d requests; want ahead after 1", rel, err, calls.Load())
+	}
+}

@@ -205,14 +205,14 @@ func (e *Engine) leave(ctx context.Context, p Push) error {
 	}
 	if p.PushedAtGuessed || p.PushedAt.Before(marks.Newest) {
 		branch := strings.TrimPrefix(p.Ref, "refs/heads/")
-		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.After, branch)
+		rel, err := e.GitHub.Relation(ctx, p.Repo, p.After, branch)
 		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
 		}
-		if cmp.Status != "identical" {
+		if rel != "identical" {
 			return nil
 		}
 	}
@@ -296,29 +296,29 @@ const LatePush = 10 * time.Minute
 // its commit; overtaken: a newer push of the branch was handled already.
 func (e *Engine) stillHead(ctx context.Context, p Push, overtaken bool) error {
 	branch := strings.TrimPrefix(p.Ref, "refs/heads/")
-	cmp, err := e.GitHub.Compare(ctx, p.Repo, p.After, branch)
+	rel, err := e.GitHub.Relation(ctx, p.Repo, p.After, branch)
 	if errors.Is(err, ErrNotFound) {
 		return &Ignored{Reason: fmt.Sprintf("push of %s to %s: the branch no longer exists or no longer contains it", short(p.After), branch)}
 	}
 	if err != nil {
 		return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
 	}
-	if cmp.Status != "identical" && !overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow && p.Before != zeroSHA && p.Before != "" {
+	if rel != "identical" && !overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow && p.Before != zeroSHA && p.Before != "" {
 		// GitHub may still show the branch where this very push, the
 		// newest handled, moved it from: its ref read from a replica that
 		// has not caught up. A rollback must not be lost to that.
-		back, err := e.GitHub.Compare(ctx, p.Repo, p.Before, branch)
+		back, err := e.GitHub.Relation(ctx, p.Repo, p.Before, branch)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("compare %s...%s: %w", short(p.Before), branch, err)
 		}
-		if err == nil && back.Status == "identical" {
+		if err == nil && back == "identical" {
 			return &LookAgain{At: e.Now().Add(staleRefRetry),
 				Reason: fmt.Sprintf("GitHub still shows %s at %s, from before this push to %s", branch, short(p.Before), short(p.After))}
 		}
 	}
-	if cmp.Status != "identical" {
+	if rel != "identical" {
 		return &Ignored{Reason: fmt.Sprintf("push of %s to %s came late: the branch no longer points at it (it is %s), so it is not deployed backwards",
-			short(p.After), branch, cmp.Status)}
+			short(p.After), branch, rel)}
 	}
 	return nil
 }

@@ -84,6 +84,11 @@ func (f *fakeGitHub) ReadFile(_ context.Context, _ pipeline.Repo, _, sha string)
 	return []byte(f.config), nil
 }
 
+func (f *fakeGitHub) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	cmp, err := f.Compare(ctx, r, base, head)
+	return cmp.Status, err
+}
+
 func (f *fakeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head string) (pipeline.Comparison, error) {
 	f.mu.Lock()
 	if head == "main" {

@@ -151,6 +151,9 @@ type GitHub interface {
 	// Compare says how head relates to base, with the commits in head that
 	// are not in base, oldest first.
 	Compare(ctx context.Context, r Repo, base, head string) (Comparison, error)
+	// Relation is Compare's status only ("identical", "ahead", "behind",
+	// "diverged"), in one request however many commits lie between.
+	Relation(ctx context.Context, r Repo, base, head string) (string, error)
 	// CreateDeployment creates a deployment; *RefusedError when GitHub
 	// answers without creating one.
 	CreateDeployment(ctx context.Context, r Repo, req DeploymentRequest) (id int64, createdAt time.Time, err error)

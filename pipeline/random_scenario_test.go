@@ -52,6 +52,11 @@ func (s *scenario) contextState(sha string) string {
 	return "pending"
 }
 
+func (g *treeGitHub) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	cmp, err := g.Compare(ctx, r, base, head)
+	return cmp.Status, err
+}
+
 func (g *treeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head string) (pipeline.Comparison, error) {
 	s := g.s
 	if head == "main" {
