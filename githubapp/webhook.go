@@ -12,10 +12,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -23,6 +25,14 @@ import (
 // MaxPayloadBytes is GitHub's own cap on webhook payloads (25 MB): GitHub
 // does not deliver larger events, so a larger body is not from GitHub.
 const MaxPayloadBytes = 25 << 20
+
+// DefaultBodiesInFlight bounds the bytes of request bodies the intake holds
+// at once, read but not stored yet (their signatures unchecked, some of
+// them): without a bound, N connections sending 25 MB each would hold
+// N × 25 MB. GitHub's deliveries are mostly a few KB; past the bound the
+// intake answers 503 until bodies are stored, and the redelivery of missed
+// deliveries asks GitHub for those again.
+const DefaultBodiesInFlight = 256 << 20
 
 // Outcomes of a delivery, the outcome label of lastmile_webhook_deliveries_total.
 const (
@@ -59,6 +69,11 @@ type Webhook struct {
 	counter RejectionCounter
 	notify  func()
 	log     *slog.Logger
+	held    atomic.Int64 // bytes of bodies read and not yet stored
+
+	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight); set
+	// it before serving.
+	MaxBodiesInFlight int64
 }
 
 // NewWebhook returns the intake handler. handles reports the events lastmile
@@ -68,7 +83,8 @@ func NewWebhook(secret string, inbox Inbox, handles func(event string) bool, cou
 	if notify == nil {
 		notify = func() {}
 	}
-	return &Webhook{secret: []byte(secret), inbox: inbox, handles: handles, counter: counter, notify: notify, log: log}
+	return &Webhook{secret: []byte(secret), inbox: inbox, handles: handles, counter: counter, notify: notify, log: log,
+		MaxBodiesInFlight: DefaultBodiesInFlight}
 }
 
 // webhookError is a refusal: an HTTP status, the outcome counted, and the
@@ -117,11 +133,17 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if r.ContentLength > MaxPayloadBytes {
 		return nil, "", &webhookError{http.StatusRequestEntityTooLarge, OutcomeTooLarge, "payload larger than 25 MB"}
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, MaxPayloadBytes), r.ContentLength)
+	budget := &heldReader{r: http.MaxBytesReader(w, r.Body, MaxPayloadBytes), h: h}
+	defer budget.release() // once the delivery is stored, or refused
+	body, err := readBody(budget, r.ContentLength)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, "", &webhookError{http.StatusRequestEntityTooLarge, OutcomeTooLarge, "payload larger than 25 MB"}
+		}
+		if errors.Is(err, errBusy) {
+			return nil, "", &webhookError{http.StatusServiceUnavailable, OutcomeUnavailable,
+				"lastmile holds too many bodies at once; GitHub may redeliver this one"}
 		}
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "could not read the body"}
 	}
@@ -160,6 +182,40 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		outcome = OutcomeDuplicate
 	}
 	return d, outcome, nil
+}
+
+var errBusy = errors.New("too many bytes of bodies held at once")
+
+// heldReader counts the bytes read into the webhook's held total, and
+// refuses to read past its bound.
+type heldReader struct {
+	r    io.Reader
+	h    *Webhook
+	held int64
+}
+
+func (hr *heldReader) Read(p []byte) (int, error) {
+	n, err := hr.r.Read(p)
+	if n > 0 {
+		// Added only if it fits: a refused read never counts, not even
+		// for a moment another read would see.
+		for {
+			cur := hr.h.held.Load()
+			if cur+int64(n) > hr.h.MaxBodiesInFlight {
+				return 0, errBusy
+			}
+			if hr.h.held.CompareAndSwap(cur, cur+int64(n)) {
+				break
+			}
+		}
+		hr.held += int64(n)
+	}
+	return n, err
+}
+
+func (hr *heldReader) release() {
+	hr.h.held.Add(-hr.held)
+	hr.held = 0
 }
 
 // VerifySignature checks an X-Hub-Signature-256 value against the raw body,

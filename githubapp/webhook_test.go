@@ -457,6 +457,60 @@ func TestWebhookAnswers503WhenTheInboxCannotCommit(t *testing.T) {
 	}
 }
 
+// The bodies held at once, read and not stored yet, are bounded: a body
+// that would pass the bound while another is still arriving is refused
+// with 503 (GitHub may redeliver it), and once the first is stored the
+// room is back.
+func TestWebhookBoundsTheBodiesHeldAtOnce(t *testing.T) {
+	db := storagetest.Open(t)
+	rejected := &rejections{}
+	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, rejected, nil, discardLog())
+	body := payload(t, "push.json")
+	half := len(body) / 2
+	hook.MaxBodiesInFlight = int64(len(body) + half - 1) // not a whole body beside half of another
+	serve := func(id string, r io.Reader) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/webhook", r)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-GitHub-Delivery", id)
+		req.Header.Set("X-GitHub-Event", "push")
+		req.Header.Set("X-Hub-Signature-256", githubapp.SignatureHeader([]byte(hookSecret), body))
+		w := httptest.NewRecorder()
+		hook.ServeHTTP(w, req)
+		return w
+	}
+	// The first delivery arrives slowly: its first half is held.
+	pr, pw := io.Pipe()
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- serve("slow", io.NopCloser(pr)) }()
+	for _, part := range [][]byte{body[:half], body[half : half+1]} { // the second write returns once the first part was counted
+		if _, err := pw.Write(part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w := serve("meanwhile", bytes.NewReader(body)); w.Code != http.StatusServiceUnavailable {
+		t.Errorf("a whole body beside half of another: %d %s, want 503", w.Code, w.Body)
+	}
+	if _, err := pw.Write(body[half+1:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if w := <-first; w.Code != http.StatusAccepted {
+		t.Errorf("the slow delivery: %d %s", w.Code, w.Body)
+	}
+	if w := serve("after", bytes.NewReader(body)); w.Code != http.StatusAccepted {
+		t.Errorf("a body once the slow one was stored: %d %s, want 202", w.Code, w.Body)
+	}
+	for id, want := range map[string]bool{"slow": true, "meanwhile": false, "after": true} {
+		_, err := db.GetDelivery(context.Background(), id)
+		if (err == nil) != want {
+			t.Errorf("delivery %s stored: %v, want %v", id, err == nil, want)
+		}
+	}
+	if got := fmt.Sprint(rejected.list()); got != fmt.Sprint([][2]string{{"push", githubapp.OutcomeUnavailable}}) {
+		t.Errorf("rejections: %s", got)
+	}
+}
+
 func TestWebhookConcurrentDistinctDeliveries(t *testing.T) {
 	in := newIntake(t)
 	body := payload(t, "deployment_status.json")
