@@ -355,13 +355,13 @@ func readBounded(r io.Reader, max int) ([]byte, bool, error) {
 	if max <= 0 {
 		max = 1 << 20
 	}
-	head := make([]byte, max)
-	n, err := io.ReadFull(r, head)
-	if err == io.EOF || err == io.ErrUnexpectedEOF {
-		return head[:n], false, nil
-	}
+	// Grown as the log arrives, not allocated at max: most logs are small.
+	head, err := io.ReadAll(io.LimitReader(r, int64(max)))
 	if err != nil {
 		return nil, false, err
+	}
+	if len(head) < max {
+		return head, false, nil
 	}
 	// Over max: keep the first half and a ring of the last half.
 	half := max / 2

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -215,6 +216,20 @@ func TestReadBounded(t *testing.T) {
 				t.Errorf("got %q %v %v, want %q %v", got, truncated, err, tc.want, tc.truncated)
 			}
 		})
+	}
+}
+
+// A short log costs what it holds, not the configured maximum.
+func TestReadBoundedAllocatesWhatArrives(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got, truncated, err := readBounded(strings.NewReader("hello"), 512<<20)
+	runtime.ReadMemStats(&after)
+	if err != nil || string(got) != "hello" || truncated {
+		t.Fatalf("got %q %v %v", got, truncated, err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("reading 5 bytes with a 512 MB maximum allocated %d bytes", n)
 	}
 }
 
