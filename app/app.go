@@ -177,15 +177,32 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile stopping: no new deliveries; finishing the ones in hand")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
-	if serr := a.http.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		a.log.Warn("HTTP shutdown", "error", serr)
-	}
+	// The worker starts nothing new from now on, while the HTTP server
+	// answers the requests it has (a slow client must not hold the worker
+	// to new work).
 	stopWork()
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		if serr := a.http.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			a.log.Warn("HTTP shutdown", "error", serr)
+		}
+	}()
 	select {
 	case <-workerDone:
 	case <-shutdownCtx.Done():
-		a.log.Warn("shutdown timeout: a delivery was still in hand; it will be handled again at the next start")
+		// Out of time: the deliveries in hand are cancelled (their GitHub
+		// calls end, nothing more is written for them) before the database
+		// closes; they are handled again at the next start.
+		a.log.Warn("shutdown timeout: cancelling the deliveries in hand; they will be handled again at the next start")
+		a.worker.Abort()
+		select {
+		case <-workerDone:
+		case <-time.After(abortGrace):
+			a.log.Error("a delivery in hand did not end when cancelled; closing the database under it")
+		}
 	}
+	<-httpDone
 	bg.Wait()
 	// The flusher flushed when told to stop, but the worker may have called
 	// GitHub since, finishing its delivery: flush once more, last.
@@ -199,6 +216,10 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile stopped")
 	return err
 }
+
+// abortGrace is how long a shutdown out of time waits for the cancelled
+// deliveries in hand to end.
+const abortGrace = 5 * time.Second
 
 // sweep runs the periodic housekeeping: releases that waited too long for
 // their required contexts are stopped, and (with a retention setting) old

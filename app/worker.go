@@ -59,6 +59,10 @@ type Worker struct {
 	once  sync.Once
 	mu    sync.Mutex
 	alive bool
+	// hands is the context of the deliveries in hand: Run's ending does
+	// not cancel it, Abort does.
+	hands context.Context
+	abort context.CancelFunc
 }
 
 func (w *Worker) init() {
@@ -79,7 +83,16 @@ func (w *Worker) init() {
 		if w.Timeout <= 0 {
 			w.Timeout = 5 * time.Minute
 		}
+		w.hands, w.abort = context.WithCancel(context.Background())
 	})
+}
+
+// Abort cancels the deliveries in hand (a shutdown out of time): their
+// GitHub calls end, their outcome is not recorded, and they are handled
+// again at the next start.
+func (w *Worker) Abort() {
+	w.init()
+	w.abort()
 }
 
 // DefaultBackoff is the wait before attempt+1: between half and all of
@@ -107,7 +120,8 @@ func (w *Worker) Alive() bool {
 }
 
 // Run drains the inbox until ctx ends, then waits for the deliveries in
-// hand to finish (they run on a context that ctx does not cancel).
+// hand to finish (they run on a context that ctx does not cancel; Abort
+// does).
 func (w *Worker) Run(ctx context.Context) {
 	w.init()
 	w.mu.Lock()
@@ -141,7 +155,7 @@ func (w *Worker) Run(ctx context.Context) {
 				wg.Add(1)
 				go func(d *pipeline.Delivery) {
 					defer wg.Done()
-					w.handle(context.WithoutCancel(ctx), d)
+					w.handle(w.hands, d)
 					done <- d.Repository
 				}(d)
 			}
@@ -192,8 +206,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		note, err = ignored.Reason, nil
 	}
 	if err == nil {
-		if ferr := w.Inbox.FinishDelivery(ctx, d.Seq, note); ferr != nil {
-			log.Error("worker: mark delivery done", "error", ferr)
+		if !w.record(ctx, log, "mark delivery done", err, func() error { return w.Inbox.FinishDelivery(ctx, d.Seq, note) }) {
 			return
 		}
 		log.Debug("delivery handled", "took", took, "note", note)
@@ -220,8 +233,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		if !wait.After(w.Now()) {
 			wait = w.Now().Add(w.Backoff(1))
 		}
-		if ferr := w.Inbox.PostponeDelivery(ctx, d.Seq, err.Error(), wait); ferr != nil {
-			log.Error("worker: record a wait", "error", ferr, "cause", err)
+		if !w.record(ctx, log, "record a wait", err, func() error { return w.Inbox.PostponeDelivery(ctx, d.Seq, err.Error(), wait) }) {
 			return
 		}
 		log.Warn("delivery waits for GitHub", "retry_at", wait.UTC().Format(time.RFC3339), "error", err)
@@ -231,8 +243,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	attempt := d.Attempts + 1
 	next := w.Now().Add(w.Backoff(attempt))
 	dead := attempt >= w.MaxAttempts || errors.Is(err, githubapp.ErrMalformed)
-	if ferr := w.Inbox.FailDelivery(ctx, d.Seq, err.Error(), next, dead); ferr != nil {
-		log.Error("worker: record failed attempt", "error", ferr, "cause", err)
+	if !w.record(ctx, log, "record failed attempt", err, func() error { return w.Inbox.FailDelivery(ctx, d.Seq, err.Error(), next, dead) }) {
 		return
 	}
 	if dead {
@@ -242,6 +253,30 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	}
 	log.Warn("delivery failed; will retry", "attempt", attempt, "retry_at", next.UTC().Format(time.RFC3339), "error", err)
 	w.observe(d.Event, "retry", took)
+}
+
+// record writes a handling's outcome, trying again (after 100 ms, doubling
+// to 5 s) until it is written: the repository stays in hand meanwhile, so
+// that its delivery is not handed out again at once and handled over and
+// over while the database refuses writes. It gives up only when ctx ends
+// (Abort): the delivery is then handled again at the next start.
+func (w *Worker) record(ctx context.Context, log *slog.Logger, what string, cause error, write func() error) bool {
+	wait := 100 * time.Millisecond
+	for {
+		ferr := write()
+		if ferr == nil {
+			return true
+		}
+		log.Error("worker: "+what+"; trying again", "error", ferr, "cause", cause, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 func later(a, b time.Time) time.Time {

@@ -541,3 +541,83 @@ func TestDefaultBackoff(t *testing.T) {
 		}
 	}
 }
+
+// flakyOutcomes is the real inbox whose first writes of an outcome fail
+// (the disk full for a moment, a busy timeout).
+type flakyOutcomes struct {
+	*storage.DB
+	failures atomic.Int64 // still to fail
+	tries    atomic.Int64
+}
+
+func (f *flakyOutcomes) FinishDelivery(ctx context.Context, seq int64, note string) error {
+	f.tries.Add(1)
+	if f.failures.Add(-1) >= 0 {
+		return errors.New("disk I/O error")
+	}
+	return f.DB.FinishDelivery(ctx, seq, note)
+}
+
+// An outcome the database refuses to record is written again, the
+// repository held meanwhile: the delivery is not handed out again and
+// handled over and over.
+func TestWorkerRetriesRecordingAnOutcome(t *testing.T) {
+	db := workerDB(t)
+	enqueue(t, db, "d1", "acme/a", time.Time{})
+	inbox := &flakyOutcomes{DB: db}
+	inbox.failures.Store(3)
+	var calls atomic.Int64
+	obs := make(outcomes, 10)
+	w := &app.Worker{Inbox: inbox, Observer: obs, Handler: handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		calls.Add(1)
+		return nil
+	})}
+	startWorker(t, w)
+	if got := obs.next(t, 1, 30*time.Second); got[0].result != "done" {
+		t.Fatalf("outcome %v", got)
+	}
+	if d := delivery(t, db, "d1"); d.State != pipeline.DeliveryDone {
+		t.Errorf("delivery %s, want done", d.State)
+	}
+	if n, tries := calls.Load(), inbox.tries.Load(); n != 1 || tries != 4 {
+		t.Errorf("handled %d times, outcome written %d times; want 1 handling, 4 writes (3 refused)", n, tries)
+	}
+}
+
+// Abort ends the deliveries in hand of a worker told to stop: their
+// context is cancelled, and nothing is recorded for them, so they are
+// handled again at the next start.
+func TestWorkerAbortCancelsTheDeliveriesInHand(t *testing.T) {
+	db := workerDB(t)
+	enqueue(t, db, "stuck", "acme/a", time.Time{})
+	started := make(chan struct{})
+	var seen atomic.Value
+	w := &app.Worker{Inbox: db, Log: slog.New(slog.DiscardHandler), Handler: handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		close(started)
+		<-ctx.Done()
+		seen.Store(ctx.Err())
+		return ctx.Err()
+	})}
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { w.Run(runCtx); close(done) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delivery was not handed out")
+	}
+	cancel()
+	w.Abort()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after Abort")
+	}
+	if err, _ := seen.Load().(error); !errors.Is(err, context.Canceled) {
+		t.Errorf("the handler's context ended with %v, want canceled", err)
+	}
+	if d := delivery(t, db, "stuck"); d.State != pipeline.DeliveryPending || d.Attempts != 0 {
+		t.Errorf("the aborted delivery is %s after %d attempts; want pending, 0 (handled again at the next start)", d.State, d.Attempts)
+	}
+}
