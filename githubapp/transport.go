@@ -75,21 +75,21 @@ type Transport struct {
 }
 
 // quotaKey names one rate-limit quota. GitHub counts each installation, and
-// the App itself, separately: one spent quota must not hold up the others,
-// so the key is the request's credential (hashed: no token is kept as is)
-// and the rate-limit resource.
+// the App itself, separately: one spent quota must not hold up the others.
+// The key is the installation (whatever token it has now: a refreshed
+// token draws on the same quota), the App, or for a token lastmile did not
+// make (the Action's) the token itself, hashed; and the rate-limit resource.
 type quotaKey struct {
 	credential [sha256.Size]byte
 	resource   string
 }
 
 func quotaOf(req *http.Request, resource string) quotaKey {
-	auth := req.Header.Get("Authorization")
-	if strings.HasPrefix(auth, "Bearer ") && strings.Count(auth, ".") == 2 {
-		// The App's JWT: signed anew for every call, one quota.
-		auth = "app"
+	name := quotaName(req)
+	if name == "token" {
+		return quotaKey{sha256.Sum256([]byte(req.Header.Get("Authorization"))), resource}
 	}
-	return quotaKey{sha256.Sum256([]byte(auth)), resource}
+	return quotaKey{sha256.Sum256([]byte("quota of " + name)), resource}
 }
 
 // installationKey marks a request context with the installation whose
