@@ -38,9 +38,10 @@ func scanDelivery(row rowScanner) (*pipeline.Delivery, error) {
 
 // queueHead is the oldest pending delivery of a repository.
 type queueHead struct {
-	repository  string
-	seq         int64
-	nextAttempt int64
+	repository   string
+	repositoryID int64
+	seq          int64
+	nextAttempt  int64
 }
 
 // queueHeads finds the head of each repository's queue with one index seek
@@ -52,7 +53,7 @@ func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
 			UNION ALL
 			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending' AND repository > repos.name)
 			FROM repos WHERE repos.name IS NOT NULL)
-		SELECT d.repository, d.seq, d.next_attempt_at FROM repos
+		SELECT d.repository, d.repository_id, d.seq, d.next_attempt_at FROM repos
 		JOIN deliveries d ON d.seq = (SELECT MIN(seq) FROM deliveries WHERE state = 'pending' AND repository = repos.name)
 		WHERE repos.name IS NOT NULL ORDER BY d.seq`)
 	if err != nil {
@@ -62,7 +63,7 @@ func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
 	var heads []queueHead
 	for rows.Next() {
 		var h queueHead
-		if err := rows.Scan(&h.repository, &h.seq, &h.nextAttempt); err != nil {
+		if err := rows.Scan(&h.repository, &h.repositoryID, &h.seq, &h.nextAttempt); err != nil {
 			return nil, err
 		}
 		heads = append(heads, h)
@@ -81,7 +82,17 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool,
 		return nil, time.Time{}, err
 	}
 	nextDue := int64(0)
+	// The queues are by name; a repository renamed (or transferred) while
+	// deliveries waited has two. Its deliveries under the new name wait
+	// behind those under the old one, in hand or waiting for a retry.
+	first := map[int64]bool{}
 	for _, h := range heads {
+		if h.repositoryID != 0 {
+			if first[h.repositoryID] {
+				continue
+			}
+			first[h.repositoryID] = true
+		}
 		if busy[h.repository] {
 			continue
 		}
@@ -148,8 +159,8 @@ func (c *queueCache) current(ctx context.Context, db *DB) ([]queueHead, error) {
 		}
 		for repo := range c.stale {
 			var h queueHead
-			err := db.queryRow(ctx, `SELECT repository, seq, next_attempt_at FROM deliveries
-				WHERE state = 'pending' AND repository = ? ORDER BY seq LIMIT 1`, repo).Scan(&h.repository, &h.seq, &h.nextAttempt)
+			err := db.queryRow(ctx, `SELECT repository, repository_id, seq, next_attempt_at FROM deliveries
+				WHERE state = 'pending' AND repository = ? ORDER BY seq LIMIT 1`, repo).Scan(&h.repository, &h.repositoryID, &h.seq, &h.nextAttempt)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				delete(c.heads, repo)
@@ -172,7 +183,7 @@ func (c *queueCache) current(ctx context.Context, db *DB) ([]queueHead, error) {
 // readArrivals gives a head to each repository that had none and now has a
 // pending delivery.
 func (c *queueCache) readArrivals(ctx context.Context, db *DB) error {
-	rows, err := db.query(ctx, `SELECT seq, repository, state, next_attempt_at FROM deliveries WHERE seq > ? ORDER BY seq`, c.seen)
+	rows, err := db.query(ctx, `SELECT seq, repository, repository_id, state, next_attempt_at FROM deliveries WHERE seq > ? ORDER BY seq`, c.seen)
 	if err != nil {
 		return err
 	}
@@ -180,7 +191,7 @@ func (c *queueCache) readArrivals(ctx context.Context, db *DB) error {
 	for rows.Next() {
 		var h queueHead
 		var state string
-		if err := rows.Scan(&h.seq, &h.repository, &state, &h.nextAttempt); err != nil {
+		if err := rows.Scan(&h.seq, &h.repository, &h.repositoryID, &state, &h.nextAttempt); err != nil {
 			return err
 		}
 		c.seen = h.seq

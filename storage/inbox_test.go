@@ -113,6 +113,47 @@ func TestNextDeliveriesDrainsEachRepositoryInOrder(t *testing.T) {
 	}
 }
 
+// A repository renamed while deliveries waited has two queues by name; its
+// deliveries under the new name wait behind those under the old one — in
+// hand, or waiting for a retry.
+func TestNextDeliveriesKeepsTheOrderOfARenamedRepository(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	old := pendingDelivery("old-1", "acme/old")
+	renamed := pendingDelivery("new-1", "acme/new")
+	renamed.RepositoryID = old.RepositoryID
+	acceptDelivery(t, db, old)
+	acceptDelivery(t, db, renamed)
+	acceptDelivery(t, db, pendingDelivery("other-1", "acme/other"))
+	next := func(now time.Time, busy map[string]bool) []string {
+		t.Helper()
+		got, err := db.NextDeliveries(ctx, now, busy, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids(got)
+	}
+	if got := next(inboxT0, nil); !slices.Equal(got, []string{"old-1", "other-1"}) {
+		t.Errorf("NextDeliveries = %v, want old-1 and other-1 (new-1 after old-1)", got)
+	}
+	if got := next(inboxT0, map[string]bool{"acme/old": true}); !slices.Equal(got, []string{"other-1"}) {
+		t.Errorf("with old-1 in hand: %v, want other-1 only", got)
+	}
+	retryAt := inboxT0.Add(time.Hour)
+	if err := db.FailDelivery(ctx, old.Seq, "boom", retryAt, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(inboxT0, nil); !slices.Equal(got, []string{"other-1"}) {
+		t.Errorf("old-1 waiting for its retry: %v, want other-1 only", got)
+	}
+	if err := db.FinishDelivery(ctx, old.Seq, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(inboxT0, nil); !slices.Equal(got, []string{"new-1", "other-1"}) {
+		t.Errorf("old-1 done: %v, want new-1 and other-1", got)
+	}
+}
+
 func TestNextDeliveriesWaitsForTheRetryTime(t *testing.T) {
 	ctx := context.Background()
 	db := newInboxDB(t)

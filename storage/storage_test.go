@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,7 +47,7 @@ func acceptDelivery(t *testing.T, db *storage.DB, d *pipeline.Delivery) *pipelin
 // pendingDelivery is a pending push delivery of repo with a small body.
 func pendingDelivery(id, repo string) *pipeline.Delivery {
 	return &pipeline.Delivery{
-		ID: id, Event: "push", Repository: repo, RepositoryID: int64(len(repo)), InstallationID: 7,
+		ID: id, Event: "push", Repository: repo, RepositoryID: int64(crc32.ChecksumIEEE([]byte(repo))), InstallationID: 7,
 		State: pipeline.DeliveryPending, Body: []byte(`{"delivery":"` + id + `"}`),
 	}
 }
