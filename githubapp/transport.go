@@ -318,12 +318,14 @@ func rateLimitWait(resp *http.Response, now time.Time) (wait time.Duration, seco
 		return 0, false, false
 	}
 	h := resp.Header
+	// A Retry-After of 0, or of a time already past, still waits a second:
+	// calling again at once through a limit is what GitHub penalises.
 	if s := h.Get("Retry-After"); s != "" {
 		if secs, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && secs >= 0 {
-			return time.Duration(secs) * time.Second, true, true
+			return max(time.Duration(secs)*time.Second, time.Second), true, true
 		}
 		if at, err := http.ParseTime(s); err == nil {
-			return max(at.Sub(now), 0), true, true
+			return max(at.Sub(now), time.Second), true, true
 		}
 	}
 	if h.Get("X-RateLimit-Remaining") == "0" {

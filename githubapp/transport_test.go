@@ -338,6 +338,16 @@ func TestTransportHonoursRateLimits(t *testing.T) {
 			limited:  step{status: 429, headers: map[string]string{"Retry-After": clockStart.Add(12 * time.Second).Format(http.TimeFormat)}},
 			wantWait: 12 * time.Second,
 		},
+		"Retry-After 0: a second, not at once": {
+			method:   http.MethodGet,
+			limited:  step{status: 429, headers: map[string]string{"Retry-After": "0"}},
+			wantWait: time.Second,
+		},
+		"Retry-After a date already past: a second": {
+			method:   http.MethodGet,
+			limited:  step{status: 429, headers: map[string]string{"Retry-After": clockStart.Add(-time.Minute).Format(http.TimeFormat)}},
+			wantWait: time.Second,
+		},
 		"Retry-After wins over the reset time": {
 			method: http.MethodGet,
 			limited: step{status: 403, headers: map[string]string{"Retry-After": "3", "X-RateLimit-Remaining": "0",
