@@ -388,7 +388,7 @@ func readBounded(r io.Reader, max int) ([]byte, bool, error) {
 	}
 	var out bytes.Buffer
 	out.Write(head[:half])
-	fmt.Fprintf(&out, "\n[lastmile: %d bytes of this log were cut to keep it under %d bytes]\n", total-int64(max), max)
+	fmt.Fprintf(&out, "\n[lastmile: %d bytes of this log were cut; its first %d and last %d bytes are kept]\n", total-int64(max), half, max-half)
 	out.Write(ring[pos:])
 	out.Write(ring[:pos])
 	return out.Bytes(), true, nil

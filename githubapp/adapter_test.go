@@ -207,7 +207,7 @@ func TestReadBounded(t *testing.T) {
 	}{
 		"shorter":         {"hello", 10, "hello", false},
 		"exactly the max": {"0123456789", 10, "0123456789", false},
-		"longer: head and tail kept, the cut said": {"abcdefghijKLMNOPqrstuvwxyz", 10, "abcde\n[lastmile: 16 bytes of this log were cut to keep it under 10 bytes]\nvwxyz", true},
+		"longer: head and tail kept, the cut said": {"abcdefghijKLMNOPqrstuvwxyz", 10, "abcde\n[lastmile: 16 bytes of this log were cut; its first 5 and last 5 bytes are kept]\nvwxyz", true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

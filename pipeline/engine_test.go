@@ -1711,6 +1711,83 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 	}
 }
 
+// The audit record tells what happened: a deployment that succeeded and
+// that GitHub later marked inactive (a newer one succeeded there) shows as
+// a success; statuses are listed in the order GitHub made them, not the
+// order they arrived in; a deployment lastmile did not create has its
+// finishing time too.
+func TestAuditRecordTellsWhatHappened(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	late := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // delivered last
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	h.deliver(c1, "test", late)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	h.status(c1, "test", pipeline.DeploymentInactive, 11, true) // GitHub's, after c2's success
+	external := pipeline.DeploymentInfo{GitHubID: 990, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: time.Now(), WorkflowRunID: 11}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: external}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: external,
+		Status: pipeline.StatusInfo{GitHubID: 9901, State: pipeline.DeploymentFailure, CreatedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+
+	rec, err := h.db.Audit(ctx, shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var test *pipeline.EnvironmentRecord
+	for i := range rec.Environments {
+		if rec.Environments[i].Name == "test" {
+			test = &rec.Environments[i]
+		}
+	}
+	if test == nil {
+		t.Fatalf("no test environment in %+v", rec.Environments)
+	}
+	if test.Outcome != pipeline.DeploymentSuccess {
+		t.Errorf("test's outcome %s, want success (it succeeded, then GitHub marked it inactive)", test.Outcome)
+	}
+	for _, d := range test.Deployments {
+		if d.Origin == pipeline.OriginExternal {
+			if d.TerminalAt.IsZero() {
+				t.Errorf("the deployment lastmile did not create has no finishing time: %+v", d.Deployment)
+			}
+			continue
+		}
+		var ids []int64
+		for _, st := range d.Statuses {
+			ids = append(ids, st.GitHubID)
+		}
+		if !slices.IsSorted(ids) || len(ids) != 5 {
+			t.Errorf("statuses in the record by GitHub ID: %v, want the 5 in GitHub's order", ids)
+		}
+	}
+	hist, err := h.db.History(ctx, storage.HistoryFilter{Repository: shop.FullName()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range hist {
+		if e.Release.SHA != c1 {
+			continue
+		}
+		for _, st := range e.Stages {
+			if st.Environment == "test" && st.State != pipeline.DeploymentSuccess {
+				t.Errorf("history of c1 in test: %s, want success", st.State)
+			}
+		}
+	}
+}
+
 func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {

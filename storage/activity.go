@@ -209,7 +209,8 @@ func (db *DB) UnjudgedRuns(ctx context.Context, run pipeline.WorkflowRun) ([]pip
 			r.attempt, r.created_at, r.updated_at
 		FROM workflow_runs r WHERE r.repository_id = ? AND r.head_sha = ? AND r.event = 'deployment' AND r.run_id != ?
 			AND r.status = 'completed' AND r.conclusion NOT IN ('success', 'skipped', 'neutral')
-			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.run_id = r.run_id AND (d.terminal_at != 0 OR d.notify != ''))
+			AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.run_id = r.run_id AND d.origin = 'lastmile'
+				AND (d.terminal_at != 0 OR d.notify != ''))
 		ORDER BY r.run_id`, run.Repo.ID, run.HeadSHA, run.RunID)
 	if err != nil {
 		return nil, err

@@ -123,7 +123,7 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 		env := &rec.Environments[i]
 		env.Deployments = append(env.Deployments, *dr)
 		if d.Origin == pipeline.OriginLastmile && d.ReleaseID == rel.ID {
-			env.Outcome = d.State
+			env.Outcome = outcome(d)
 		}
 	}
 	prows, err := tx.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
@@ -164,6 +164,16 @@ func releaseCommits(ctx context.Context, q querier, releaseID int64) ([]pipeline
 	return out, rows.Err()
 }
 
+// outcome is a deployment's result as a record shows it: GitHub marks a
+// deployment inactive once a newer one to its environment succeeds (or
+// Actions' own for the job), but it had succeeded.
+func outcome(d *pipeline.Deployment) pipeline.DeploymentState {
+	if d.State == pipeline.DeploymentInactive && d.Succeeded() {
+		return pipeline.DeploymentSuccess
+	}
+	return d.State
+}
+
 func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*pipeline.DeploymentRecord, error) {
 	dr := &pipeline.DeploymentRecord{Deployment: *d, Statuses: []pipeline.StatusInfo{}}
 	rows, err := q.QueryContext(ctx, `SELECT COALESCE(github_id, 0), state, description, log_url, environment_url, creator, created_at
@@ -183,6 +193,8 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		dr.Statuses = append(dr.Statuses, s)
 	}
 	rows.Close()
+	// In the order they happened, not the order they arrived in.
+	inGitHubOrder(dr.Statuses, func(s pipeline.StatusInfo) int64 { return s.GitHubID })
 	if d.Origin == pipeline.OriginExternal || d.RunID == 0 {
 		return dr, rows.Err()
 	}
@@ -322,7 +334,7 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 			for _, env := range e.Release.Config.Environments {
 				st := pipeline.StageOutcome{Environment: env.Name}
 				if d := byEnv[env.Name]; d != nil {
-					st.State, st.At = d.State, d.CreatedAt
+					st.State, st.At = outcome(d), d.CreatedAt
 					if !d.TerminalAt.IsZero() {
 						st.At = d.TerminalAt
 					}

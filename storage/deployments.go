@@ -204,6 +204,14 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			}
 		}
 		if d.Origin != pipeline.OriginLastmile {
+			// Recorded, not counted: its first final status and first
+			// success, for the audit record.
+			final := s.State == pipeline.DeploymentSuccess || s.State == pipeline.DeploymentFailure || s.State == pipeline.DeploymentError
+			if final && d.TerminalAt.IsZero() {
+				if _, err := tx.ExecContext(ctx, `UPDATE deployments SET terminal_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
+					return err
+				}
+			}
 			if s.State == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
 				_, err = tx.ExecContext(ctx, `UPDATE deployments SET succeeded_at = ? WHERE id = ?`, millis(at), d.ID)
 			}
@@ -248,9 +256,9 @@ func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, rowID in
 // recorded before it.
 func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (int64, error) {
 	type status struct {
-		row, github, after int64 // after: for lastmile's own, the newest GitHub ID recorded before it
-		state              string
-		at                 int64
+		row, github int64
+		state       string
+		at          int64
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT id, COALESCE(github_id, 0), state, created_at FROM deployment_statuses
 		WHERE deployment_id = ? ORDER BY id`, deploymentID)
@@ -258,17 +266,11 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 		return 0, err
 	}
 	var all []status
-	newest := int64(0)
 	for rows.Next() {
 		var s status
 		if err := rows.Scan(&s.row, &s.github, &s.state, &s.at); err != nil {
 			rows.Close()
 			return 0, err
-		}
-		s.after = newest
-		if s.github != 0 {
-			s.after = s.github
-			newest = max(newest, s.github)
 		}
 		all = append(all, s)
 	}
@@ -276,13 +278,7 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 	if err := rows.Err(); err != nil {
 		return 0, err
 	}
-	slices.SortStableFunc(all, func(a, b status) int {
-		if c := cmp.Compare(a.after, b.after); c != 0 {
-			return c
-		}
-		// Under one GitHub status, it first, then lastmile's own.
-		return cmp.Compare(b.github, a.github)
-	})
+	inGitHubOrder(all, func(s status) int64 { return s.github })
 	final := func(s status) bool {
 		return s.state == string(pipeline.DeploymentSuccess) || s.state == string(pipeline.DeploymentFailure) ||
 			s.state == string(pipeline.DeploymentError)
@@ -307,6 +303,40 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 		return 0, nil
 	}
 	return all[end].at, nil
+}
+
+// inGitHubOrder sorts a deployment's statuses, given in the order they were
+// recorded, into GitHub's order — its IDs grow — whatever order they were
+// delivered in. A status lastmile recorded without a GitHub ID (its own,
+// which GitHub refused) stays right after the newest status recorded
+// before it.
+func inGitHubOrder[T any](list []T, githubID func(T) int64) {
+	after := make(map[int]int64, len(list)) // index → the GitHub ID it sorts under
+	newest := int64(0)
+	for i, s := range list {
+		if id := githubID(s); id != 0 {
+			newest = max(newest, id)
+			after[i] = id
+		} else {
+			after[i] = newest
+		}
+	}
+	idx := make([]int, len(list))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		if c := cmp.Compare(after[a], after[b]); c != 0 {
+			return c
+		}
+		// Under one GitHub status, it first, then lastmile's own.
+		return cmp.Compare(githubID(list[b]), githubID(list[a]))
+	})
+	sorted := make([]T, len(list))
+	for i, j := range idx {
+		sorted[i] = list[j]
+	}
+	copy(list, sorted)
 }
 
 // rollUp updates the delivery metrics for a status of a lastmile deployment.
