@@ -72,6 +72,17 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.Release.SHA != sha || len(rec.Environments) != 3 {
 		t.Errorf("audit --json: exit %d\n%s", code, out)
 	}
+	// One naming for tools (snake_case, as GitHub's), and no zero times.
+	for _, bad := range []string{`"GitHubID"`, `"CreatedAt"`, `"LogURL"`, "0001-01-01"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("audit --json has %s:\n%s", bad, out)
+		}
+	}
+	for _, want := range []string{`"github_id"`, `"created_at"`, `"log_url"`, `"state": "success"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("audit --json lacks %s:\n%s", want, out)
+		}
+	}
 	code, out, _ = run(t, db, "audit", "acme/shop", sha, "--logs")
 	if code != 0 || !strings.Contains(out, "--- log of job") {
 		t.Errorf("audit --logs: exit %d\n%s", code, out)

@@ -42,7 +42,7 @@ type ReviewRecord struct {
 	Actor     string       `json:"actor"`
 	Reviewers []string     `json:"reviewers,omitempty"`
 	Comment   string       `json:"comment,omitempty"`
-	Since     time.Time    `json:"since,omitempty"`
+	Since     time.Time    `json:"since,omitzero"`
 	At        time.Time    `json:"at"`
 }
 
@@ -62,8 +62,8 @@ type JobRecord struct {
 	Name        string    `json:"name"`
 	URL         string    `json:"url,omitempty"`
 	Conclusion  string    `json:"conclusion,omitempty"`
-	StartedAt   time.Time `json:"started_at,omitempty"`
-	CompletedAt time.Time `json:"completed_at,omitempty"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	CompletedAt time.Time `json:"completed_at,omitzero"`
 	// LogBytes is the size of the kept log (0 when none was kept);
 	// LogTruncated says the log was cut to the configured maximum;
 	// LogPruned says retention removed it.
@@ -85,5 +85,5 @@ type HistoryEntry struct {
 type StageOutcome struct {
 	Environment string          `json:"environment"`
 	State       DeploymentState `json:"state"`
-	At          time.Time       `json:"at,omitempty"` // created, or terminal when finished
+	At          time.Time       `json:"at,omitzero"` // created, or terminal when finished
 }

@@ -59,13 +59,13 @@ type NewDeployment struct {
 
 // StatusInfo is a deployment status.
 type StatusInfo struct {
-	GitHubID       int64
-	State          DeploymentState
-	Description    string
-	LogURL         string
-	EnvironmentURL string
-	Creator        string
-	CreatedAt      time.Time
+	GitHubID       int64           `json:"github_id,omitempty"` // 0: lastmile's own, which GitHub refused
+	State          DeploymentState `json:"state"`
+	Description    string          `json:"description,omitempty"`
+	LogURL         string          `json:"log_url,omitempty"`
+	EnvironmentURL string          `json:"environment_url,omitempty"`
+	Creator        string          `json:"creator,omitempty"`
+	CreatedAt      time.Time       `json:"created_at"`
 }
 
 // NewDeploymentStatus is a `deployment_status` event.

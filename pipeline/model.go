@@ -205,8 +205,8 @@ type Deployment struct {
 	EnvironmentURL string          `json:"environment_url,omitempty"`
 	TwinOf         int64           `json:"twin_of,omitempty"` // external: the lastmile deployment it duplicates
 	CreatedAt      time.Time       `json:"created_at"`
-	TerminalAt     time.Time       `json:"terminal_at,omitempty"`  // first success, failure or error
-	SucceededAt    time.Time       `json:"succeeded_at,omitempty"` // first success
+	TerminalAt     time.Time       `json:"terminal_at,omitzero"`  // first success, failure or error
+	SucceededAt    time.Time       `json:"succeeded_at,omitzero"` // first success
 	// RequiredContexts, for an intent of a release's first stage, are the
 	// contexts GitHub must see green (from the release's configuration).
 	RequiredContexts []string `json:"-"`

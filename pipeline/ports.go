@@ -292,14 +292,14 @@ type Store interface {
 // ProtectionDecision is lastmile's answer to a deployment_protection_rule
 // request.
 type ProtectionDecision struct {
-	ID          int64
-	Repo        Repo
-	DeliveryID  string
-	RunID       int64
-	Environment string
-	SHA         string
-	State       string // approved or rejected
-	Comment     string
-	DecidedAt   time.Time
-	Posted      bool
+	ID          int64     `json:"id"`
+	Repo        Repo      `json:"-"`
+	DeliveryID  string    `json:"delivery_id"`
+	RunID       int64     `json:"run_id"`
+	Environment string    `json:"environment"`
+	SHA         string    `json:"sha"`
+	State       string    `json:"state"` // approved or rejected
+	Comment     string    `json:"comment"`
+	DecidedAt   time.Time `json:"decided_at"`
+	Posted      bool      `json:"posted"` // GitHub has the answer
 }

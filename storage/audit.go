@@ -78,7 +78,7 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 		}
 	}
 	rel := found[at]
-	rec := &pipeline.AuditRecord{Release: *rel}
+	rec := &pipeline.AuditRecord{Release: *rel, Environments: []pipeline.EnvironmentRecord{}}
 	for _, r := range found {
 		if r.ID != rel.ID {
 			rec.OtherReleases = append(rec.OtherReleases, r.ID)
