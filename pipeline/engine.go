@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -444,6 +445,21 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 		e.Log.Info("deployment status", "repo", ev.Repo.FullName(), "environment", d.Environment,
 			"deployment", d.GitHubID, "state", ev.Status.State, "origin", d.Origin)
 	}
+	// The deploy job may have completed before this status arrived (GitHub
+	// does not keep its webhooks in order): its log is kept now.
+	if run := cmp.Or(d.RunID, RunIDFromURL(ev.Status.LogURL)); isNew && run != 0 && d.Origin == OriginLastmile {
+		jobs, err := e.Store.UnloggedJobs(ctx, ev.Repo, run)
+		if err != nil {
+			return err
+		}
+		for _, job := range jobs {
+			// Named by a status only: by the times, an earlier job of the
+			// run (the register job) would pass for the deploy job.
+			if err := e.keepJobLog(ctx, job, true); err != nil {
+				return err
+			}
+		}
+	}
 	return e.advance(ctx, ev.Repo)
 }
 
@@ -466,7 +482,13 @@ func (e *Engine) HandleWorkflowJob(ctx context.Context, job WorkflowJob) error {
 	if job.Action != "completed" {
 		return nil
 	}
-	d, err := e.Store.DeployJob(ctx, job)
+	return e.keepJobLog(ctx, job, false)
+}
+
+// keepJobLog downloads and keeps the log of a completed job that deployed a
+// lastmile deployment (nothing for another job); named: see DeployJob.
+func (e *Engine) keepJobLog(ctx context.Context, job WorkflowJob, named bool) error {
+	d, err := e.Store.DeployJob(ctx, job, named)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}

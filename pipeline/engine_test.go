@@ -1788,6 +1788,41 @@ func TestAuditRecordTellsWhatHappened(t *testing.T) {
 	}
 }
 
+// The deploy job's completion can arrive before the deployment's statuses
+// that name the job (GitHub does not keep webhooks in order): its log is
+// kept when those statuses arrive. The run's other job (register), which
+// no status names, gets none.
+func TestDeployLogKeptWhenTheJobCompletedBeforeItsStatuses(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, job := range []pipeline.WorkflowJob{
+		{JobID: 776, Name: "register", StartedAt: now.Add(-2 * time.Second), CompletedAt: now.Add(-time.Second)},
+		{JobID: 777, Name: "deploy", StartedAt: now.Add(-time.Second), CompletedAt: now},
+	} {
+		job.Repo, job.Action, job.RunID, job.Status, job.Conclusion = shop, "completed", 11, "completed", "success"
+		if err := h.engine.HandleWorkflowJob(ctx, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := h.gh.deployment(c1, "test")
+	for _, state := range []pipeline.DeploymentState{pipeline.DeploymentInProgress, pipeline.DeploymentSuccess} {
+		h.gh.mu.Lock()
+		st := h.gh.post(d.id, state, "https://github.com/acme/shop/actions/runs/11/job/777")
+		h.gh.mu.Unlock()
+		h.deliver(c1, "test", st)
+	}
+	if log, err := h.db.JobLog(ctx, 777); err != nil || len(log) == 0 {
+		t.Errorf("the deploy job's log: %q, %v; want it kept", log, err)
+	}
+	if _, err := h.db.JobLog(ctx, 776); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("the register job's log: %v, want none kept", err)
+	}
+}
+
 func TestTimeToRestoreAfterAFailedDeploy(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {

@@ -271,8 +271,14 @@ type Store interface {
 	// well: runs whose judgement waited for another run of the commit.
 	UnjudgedRuns(ctx context.Context, run WorkflowRun) ([]WorkflowRun, error)
 	// DeployJob reports whether a completed job is the one that deployed a
-	// lastmile deployment, returning that deployment.
-	DeployJob(ctx context.Context, job WorkflowJob) (*Deployment, error)
+	// lastmile deployment, returning that deployment; named says to trust
+	// only a status whose log_url names the job (not the times of the
+	// job and of the deployment's in_progress).
+	DeployJob(ctx context.Context, job WorkflowJob, named bool) (*Deployment, error)
+	// UnloggedJobs lists the completed jobs of a run whose log is not kept
+	// (yet): their completion may have come before the deployment's
+	// statuses that tell which job deployed it.
+	UnloggedJobs(ctx context.Context, repo Repo, runID int64) ([]WorkflowJob, error)
 	SaveJobLog(ctx context.Context, deploymentID int64, job WorkflowJob, log []byte, truncated bool) error
 	// Rejection returns the rejection review of a deployment's run, if any.
 	Rejection(ctx context.Context, d *Deployment) (*Review, error)

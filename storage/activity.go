@@ -285,9 +285,9 @@ func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (dep
 }
 
 // DeployJob returns the lastmile deployment that a completed job deployed:
-// the job named in the deployment's log_url, or else the job of its run that
-// was running when the deployment went in_progress.
-func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob) (*pipeline.Deployment, error) {
+// the job named in the deployment's log_url, or else (unless named) the job
+// of its run that was running when the deployment went in_progress.
+func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named bool) (*pipeline.Deployment, error) {
 	deps, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.run_id = ? AND d.origin = 'lastmile'`,
 		job.Repo.ID, job.RunID)
 	if err != nil {
@@ -304,7 +304,7 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob) (*pipelin
 			return d, nil
 		}
 	}
-	if job.StartedAt.IsZero() || job.CompletedAt.IsZero() {
+	if named || job.StartedAt.IsZero() || job.CompletedAt.IsZero() {
 		return nil, pipeline.ErrNotFound
 	}
 	for _, d := range deps {
@@ -319,6 +319,28 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob) (*pipelin
 		}
 	}
 	return nil, pipeline.ErrNotFound
+}
+
+// UnloggedJobs lists the completed jobs of a run that have no kept log.
+func (db *DB) UnloggedJobs(ctx context.Context, repo pipeline.Repo, runID int64) ([]pipeline.WorkflowJob, error) {
+	rows, err := db.query(ctx, `SELECT j.job_id, j.name, j.head_sha, j.status, j.conclusion, j.url, j.started_at, j.completed_at
+		FROM workflow_jobs j WHERE j.run_id = ? AND j.repository_id = ? AND j.status = 'completed'
+		AND NOT EXISTS (SELECT 1 FROM job_logs l WHERE l.job_id = j.job_id) ORDER BY j.job_id`, runID, repo.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var jobs []pipeline.WorkflowJob
+	for rows.Next() {
+		job := pipeline.WorkflowJob{Repo: repo, RunID: runID, Action: "completed"}
+		var started, completed int64
+		if err := rows.Scan(&job.JobID, &job.Name, &job.HeadSHA, &job.Status, &job.Conclusion, &job.URL, &started, &completed); err != nil {
+			return nil, err
+		}
+		job.StartedAt, job.CompletedAt = fromMillis(started), fromMillis(completed)
+		jobs = append(jobs, job)
+	}
+	return jobs, rows.Err()
 }
 
 // SaveJobLog keeps a deploy job's log, compressed, with the record.
