@@ -311,7 +311,7 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 // which GitHub refused) stays right after the newest status recorded
 // before it.
 func inGitHubOrder[T any](list []T, githubID func(T) int64) {
-	after := make(map[int]int64, len(list)) // index → the GitHub ID it sorts under
+	after := make([]int64, len(list)) // by index: the GitHub ID it sorts under
 	newest := int64(0)
 	for i, s := range list {
 		if id := githubID(s); id != 0 {

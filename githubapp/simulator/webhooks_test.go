@@ -276,15 +276,7 @@ func TestCheckSuiteCompleted(t *testing.T) {
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
 	sha := h.sim.Branch("acme/shop", "main")
 	h.sim.CompleteCheckSuite("acme/shop", sha, "success")
-	d, err := h.sim.WaitForDelivery(h.ctx(), 0, "check_suite", "completed")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := github.ParseWebHook("check_suite", d.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs := ev.(*github.CheckSuiteEvent).GetCheckSuite()
+	cs, _ := h.checkSuiteCompleted(0)
 	if cs.GetHeadSHA() != sha || cs.GetConclusion() != "success" || cs.GetHeadBranch() != "main" {
 		t.Errorf("%+v", cs)
 	}
@@ -312,15 +304,7 @@ func TestSetCheckRunCompletesTheCheckSuite(t *testing.T) {
 	}
 	suite := func(from int, want string) *github.CheckSuite {
 		t.Helper()
-		d, err := h.sim.WaitForDelivery(h.ctx(), from, "check_suite", "completed")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := github.ParseWebHook("check_suite", d.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs := ev.(*github.CheckSuiteEvent).GetCheckSuite()
+		cs, body := h.checkSuiteCompleted(from)
 		if cs.GetHeadSHA() != sha || cs.GetStatus() != "completed" || cs.GetConclusion() != want || cs.GetApp().GetSlug() != "ci" {
 			t.Errorf("check suite: %s %s %s by %s, want %s completed %s by ci", cs.GetHeadSHA(), cs.GetStatus(), cs.GetConclusion(), cs.GetApp().GetSlug(), sha, want)
 		}
@@ -329,7 +313,7 @@ func TestSetCheckRunCompletesTheCheckSuite(t *testing.T) {
 				LatestCheckRunsCount int `json:"latest_check_runs_count"`
 			} `json:"check_suite"`
 		}
-		if err := json.Unmarshal(d.Body, &raw); err != nil || raw.CheckSuite.LatestCheckRunsCount != 2 {
+		if err := json.Unmarshal(body, &raw); err != nil || raw.CheckSuite.LatestCheckRunsCount != 2 {
 			t.Errorf("latest_check_runs_count %d (%v), want 2", raw.CheckSuite.LatestCheckRunsCount, err)
 		}
 		return cs
@@ -375,4 +359,19 @@ func TestSetCheckRunMisuse(t *testing.T) {
 			call()
 		}()
 	}
+}
+
+// checkSuiteCompleted waits for the check_suite completed webhook sent at or
+// after delivery number from, and returns its check suite and raw body.
+func (h *harness) checkSuiteCompleted(from int) (*github.CheckSuite, []byte) {
+	h.t.Helper()
+	d, err := h.sim.WaitForDelivery(h.ctx(), from, "check_suite", "completed")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ev, err := github.ParseWebHook("check_suite", d.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ev.(*github.CheckSuiteEvent).GetCheckSuite(), d.Body
 }
