@@ -1266,16 +1266,20 @@ func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
-	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
-	if err := h.push(c1, c2, false); err != nil { // c1's test deploy is running: c2 deploys beside it
+	// c1's test deploy runs and fails on GitHub, but lastmile hears of it
+	// only after c2, pushed meanwhile, has succeeded there.
+	started := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	started.CreatedAt = time.Now().Add(-2 * time.Minute)
+	late := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // happened first…
+	late.CreatedAt = time.Now().Add(-time.Minute)
+	if err := h.push(c1, c2, false); err != nil {
 		t.Fatal(err)
 	}
 	if h.gh.deployment(c2, "test") == nil {
 		t.Fatal("c2 was not deployed to test")
 	}
-	late := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // happened first…
-	late.CreatedAt = time.Now().Add(-time.Minute)
 	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	h.deliver(c1, "test", started)
 	h.deliver(c1, "test", late) // …delivered after c2's success
 	if n, _ := h.restoresObserved("test"); n != 0 {
 		t.Errorf("time to restore observed %d times; the environment never stayed failed", n)
@@ -1367,13 +1371,16 @@ func TestSuccessDeliveredAfterTheAutomaticInactive(t *testing.T) {
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
-	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	// c1's deploy runs and succeeds on GitHub; lastmile hears of it only
+	// after c2, pushed meanwhile, has succeeded there.
+	started := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
 	late := h.status(c1, "test", pipeline.DeploymentSuccess, 11, false)
 	if err := h.push(c1, c2, false); err != nil {
 		t.Fatal(err)
 	}
 	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
 	h.status(c1, "test", pipeline.DeploymentInactive, 11, true) // GitHub's, after c2's success
+	h.deliver(c1, "test", started)
 	h.deliver(c1, "test", late)
 	d, err := h.db.Deployment(context.Background(), h.gh.deployment(c1, "test").id)
 	if err != nil || d.State != pipeline.DeploymentInactive || d.SucceededAt.IsZero() {

@@ -41,7 +41,12 @@ func (CompleteRelease) isAction()  {}
 //     order. A release whose next environment already has a deployment of a
 //     newer release is superseded, and so is a release whose deployment in an
 //     environment has not started when a newer release deploys there. A
-//     deployment that has started is left to finish.
+//     deployment that has started is left to finish;
+//   - one deployment at a time per environment: while a release's
+//     deployment runs in an environment (in_progress), no other release's
+//     deployment is created there. The next one waits for it to end, so an
+//     environment never ends on an older commit because two deploys ran at
+//     once and the older finished last.
 //
 // Releases are considered newest first, so a newer release's next step is
 // known when an older one is judged.
@@ -60,6 +65,20 @@ func Plan(s *RepoState) []Action {
 		id := reached[env]
 		return id, id > r.ID
 	}
+	// running holds, per environment, the release whose deployment runs
+	// there.
+	running := map[string]int64{}
+	for _, p := range s.Active {
+		for stage, d := range p.ByStage {
+			if d.State == DeploymentInProgress {
+				running[p.Release.Config.Environments[stage].Name] = p.Release.ID
+			}
+		}
+	}
+	busy := func(env string, r *Release) bool {
+		id, ok := running[env]
+		return ok && id != r.ID
+	}
 	for i := len(s.Active) - 1; i >= 0; i-- {
 		p := s.Active[i]
 		r := p.Release
@@ -71,6 +90,9 @@ func Plan(s *RepoState) []Action {
 		if k < 0 {
 			if id, ok := newer(envs[0].Name, r); ok {
 				actions = append(actions, superseded(r, id, envs[0].Name, nil))
+				continue
+			}
+			if busy(envs[0].Name, r) {
 				continue
 			}
 			actions = append(actions, CreateDeployment{Release: r, Stage: 0})
@@ -86,6 +108,9 @@ func Plan(s *RepoState) []Action {
 			next := envs[k+1].Name
 			if id, ok := newer(next, r); ok {
 				actions = append(actions, superseded(r, id, next, nil))
+				continue
+			}
+			if busy(next, r) {
 				continue
 			}
 			actions = append(actions, CreateDeployment{Release: r, Stage: k + 1})

@@ -94,10 +94,30 @@ func TestPlan(t *testing.T) {
 			reached: map[string]int64{"test": 2, "staging": 1},
 			want:    "create #2 staging; stop #1 superseded deactivate staging",
 		},
-		"an older release deploying in staging is left to finish": {
+		"an older release deploying in staging is left to finish, and the newer one waits for it": {
 			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentInProgress), rel(2, DeploymentSuccess)},
 			reached: map[string]int64{"test": 2, "staging": 1},
-			want:    "create #2 staging",
+			want:    "",
+		},
+		"once the older deploy in staging has ended, the newer release deploys there": {
+			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess), rel(2, DeploymentSuccess)},
+			reached: map[string]int64{"test": 2, "staging": 1},
+			want:    "create #1 production; create #2 staging",
+		},
+		"a new release waits for the deploy running in its first environment": {
+			active:  []*ReleaseProgress{rel(1, DeploymentInProgress), rel(2)},
+			reached: map[string]int64{"test": 1},
+			want:    "",
+		},
+		"releases queued behind a running deploy: only the newest deploys when it ends": {
+			active:  []*ReleaseProgress{rel(1, DeploymentSuccess), rel(2), rel(3)},
+			reached: map[string]int64{"test": 1},
+			want:    "create #1 staging; create #3 test; stop #2 superseded",
+		},
+		"a waiting release does not hold up an older one elsewhere": {
+			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess, DeploymentInProgress), rel(2, DeploymentSuccess, DeploymentSuccess)},
+			reached: map[string]int64{"test": 2, "staging": 2, "production": 1},
+			want:    "",
 		},
 		"an older release that succeeds where a newer one went further is superseded, not promoted": {
 			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess), rel(2, DeploymentSuccess, DeploymentSuccess, DeploymentInProgress)},
