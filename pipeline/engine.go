@@ -460,6 +460,10 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			}
 		}
 	}
+	// A job of the next environment may wait for this deployment to end.
+	if err := e.answerWaitingProtectionRules(ctx, ev.Repo, d.SHA); err != nil {
+		return err
+	}
 	return e.advance(ctx, ev.Repo)
 }
 
@@ -690,7 +694,7 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 		req.SHA = sha
 	}
 	dec, err := e.Store.ProtectionDecision(ctx, req)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) || (err == nil && dec.State == ProtectionWaiting) {
 		dec, err = e.decide(ctx, req)
 		if err != nil {
 			return err
@@ -701,7 +705,18 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 	} else if err != nil {
 		return err
 	}
+	return e.answerProtectionRule(ctx, req, dec)
+}
+
+// answerProtectionRule sends GitHub a decision it does not have yet; a
+// waiting one is not sent.
+func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleRequest, dec *ProtectionDecision) error {
 	if dec.Posted {
+		return nil
+	}
+	if dec.State == ProtectionWaiting {
+		e.Log.Info("protection rule waits", "repo", req.Repo.FullName(), "run", req.RunID,
+			"environment", req.Environment, "sha", req.SHA, "comment", dec.Comment)
 		return nil
 	}
 	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, dec.State, dec.Comment); err != nil {
@@ -718,11 +733,28 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 	return e.Store.MarkProtectionPosted(ctx, dec.ID)
 }
 
+// answerWaitingProtectionRules decides again the protection-rule requests
+// for sha that waited for a deployment to end, and answers those no longer
+// waiting.
+func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sha string) error {
+	waiting, err := e.Store.WaitingProtectionDecisions(ctx, repo, sha)
+	if err != nil {
+		return err
+	}
+	for _, w := range waiting {
+		if err := e.HandleProtectionRule(ctx, ProtectionRuleRequest{Repo: repo, DeliveryID: w.DeliveryID,
+			Environment: w.Environment, SHA: w.SHA, RunID: w.RunID}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {
 	dec := &ProtectionDecision{Repo: req.Repo, DeliveryID: req.DeliveryID, RunID: req.RunID,
 		Environment: req.Environment, SHA: req.SHA, DecidedAt: e.Now()}
 	reject := func(format string, args ...any) (*ProtectionDecision, error) {
-		dec.State, dec.Comment = "rejected", fmt.Sprintf(format, args...)
+		dec.State, dec.Comment = ProtectionRejected, fmt.Sprintf(format, args...)
 		return dec, nil
 	}
 	if req.SHA == "" {
@@ -750,7 +782,7 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 	case i < 0:
 		return reject("lastmile rejects: environment %q is not in %s at %s.", req.Environment, ConfigPath, short(rel.SHA))
 	case i == 0:
-		dec.State, dec.Comment = "approved", fmt.Sprintf("lastmile approves: %s is the first environment.", req.Environment)
+		dec.State, dec.Comment = ProtectionApproved, fmt.Sprintf("lastmile approves: %s is the first environment.", req.Environment)
 		return dec, nil
 	}
 	prev := cfg.Environments[i-1].Name
@@ -759,9 +791,17 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 		return nil, err
 	}
 	if !ok {
+		running, err := e.Store.Running(ctx, req.Repo.ID, req.SHA, prev)
+		if err != nil {
+			return nil, err
+		}
+		if running {
+			dec.State, dec.Comment = ProtectionWaiting, fmt.Sprintf("lastmile waits: commit %s is being deployed to %s, which comes before %s; it answers when that deployment ends.", short(req.SHA), prev, req.Environment)
+			return dec, nil
+		}
 		return reject("lastmile rejects: commit %s has not succeeded in %s, which comes before %s.", short(req.SHA), prev, req.Environment)
 	}
-	dec.State, dec.Comment = "approved", fmt.Sprintf("lastmile approves: commit %s succeeded in %s.", short(req.SHA), prev)
+	dec.State, dec.Comment = ProtectionApproved, fmt.Sprintf("lastmile approves: commit %s succeeded in %s.", short(req.SHA), prev)
 	return dec, nil
 }
 

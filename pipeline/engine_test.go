@@ -51,6 +51,7 @@ type fakeGitHub struct {
 	enter   func() (leave func())
 	latest  int // LatestDeploymentStatus calls
 	written []pipeline.StatusRequest
+	answers []string // protection rule answers: "run environment state"
 	// now, if set, is GitHub's clock (the time of deployments and
 	// statuses); time.Now otherwise.
 	now func() time.Time
@@ -217,7 +218,10 @@ func (f *fakeGitHub) CreateCommitStatus(context.Context, pipeline.Repo, string, 
 	return nil
 }
 
-func (f *fakeGitHub) ReviewProtectionRule(context.Context, pipeline.Repo, int64, string, string, string) error {
+func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, run int64, env, state, _ string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers = append(f.answers, fmt.Sprint(run, " ", env, " ", state))
 	return nil
 }
 
@@ -1671,6 +1675,77 @@ func TestProtectionRuleWithoutShaJudgesTheRunsCommit(t *testing.T) {
 		if dec.State != want || (run == 81 && dec.SHA != c1) || (run == 82 && !strings.Contains(dec.Comment, "could not tell which commit")) {
 			t.Errorf("run %d: %s of %q (%s), want %s", run, dec.State, dec.SHA, dec.Comment, want)
 		}
+	}
+}
+
+// GitHub does not keep webhooks in order: the next environment's job can
+// ask the protection rule before lastmile has the previous environment's
+// success. While that deployment runs, the request waits (GitHub is not
+// answered), and it is answered when the deployment ends: approved after a
+// success, rejected after a failure. A request for a commit with no
+// deployment running there is rejected at once.
+func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	judge := func(id, env, sha string, run int64) *pipeline.ProtectionDecision {
+		t.Helper()
+		req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: id, Environment: env, SHA: sha, RunID: run}
+		if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		dec, err := h.db.ProtectionDecision(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dec
+	}
+	answers := func() []string {
+		h.gh.mu.Lock()
+		defer h.gh.mu.Unlock()
+		return slices.Clone(h.gh.answers)
+	}
+
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false) // on GitHub; its webhook comes late
+	if dec := judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting || dec.Posted {
+		t.Fatalf("staging job of c1 while its test deploy runs: %s, posted %v (%s); want waiting, not posted", dec.State, dec.Posted, dec.Comment)
+	}
+	// A redelivery of the request changes nothing.
+	if dec := judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("redelivered request: %s", dec.State)
+	}
+	if got := answers(); len(got) != 0 {
+		t.Fatalf("GitHub answered while the test deploy runs: %q", got)
+	}
+	h.deliver(c1, "test", success)
+	if dec := judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionApproved || !dec.Posted {
+		t.Errorf("after the test success: %s, posted %v (%s); want approved, posted", dec.State, dec.Posted, dec.Comment)
+	}
+	if got, want := answers(), []string{"66 staging approved"}; !slices.Equal(got, want) {
+		t.Errorf("answers %q, want %q", got, want)
+	}
+
+	// c2's test deploy runs and fails: the waiting request is rejected.
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentInProgress, 20, true)
+	if dec := judge("rule-2", "staging", c2, 77); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("staging job of c2 while its test deploy runs: %s (%s)", dec.State, dec.Comment)
+	}
+	h.status(c2, "test", pipeline.DeploymentFailure, 20, true)
+	if dec := judge("rule-2", "staging", c2, 77); dec.State != pipeline.ProtectionRejected || !dec.Posted {
+		t.Errorf("after the test failure: %s, posted %v (%s); want rejected, posted", dec.State, dec.Posted, dec.Comment)
+	}
+	// Nothing runs in staging for c2: production is rejected at once.
+	if dec := judge("rule-3", "production", c2, 88); dec.State != pipeline.ProtectionRejected {
+		t.Errorf("production job of c2, never deployed to staging: %s (%s)", dec.State, dec.Comment)
+	}
+	if got, want := answers(), []string{"66 staging approved", "77 staging rejected", "88 production rejected"}; !slices.Equal(got, want) {
+		t.Errorf("answers %q, want %q", got, want)
 	}
 }
 

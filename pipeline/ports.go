@@ -291,11 +291,25 @@ type Store interface {
 	Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	// ProtectionDecision returns a recorded decision for a request.
 	ProtectionDecision(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error)
+	// RecordProtectionDecision stores a decision; a waiting one is replaced
+	// by the decision made when it no longer waits.
 	RecordProtectionDecision(ctx context.Context, d *ProtectionDecision) error
+	// WaitingProtectionDecisions lists the requests for sha that wait.
+	WaitingProtectionDecisions(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
+	// Running reports whether sha has a deployment in env, of those
+	// Succeeded counts, whose latest status is in_progress.
+	Running(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	MarkProtectionPosted(ctx context.Context, id int64) error
 }
 
 // ProtectionDecision is lastmile's answer to a deployment_protection_rule
+// request.
+//
+// A request for a commit whose deployment to the previous environment is
+// still running waits (ProtectionWaiting, nothing sent to GitHub, which
+// lets a job wait up to 30 days for a rule's answer) and is decided when
+// that deployment ends: GitHub does not keep webhooks in order, and the
+// previous environment's success can reach lastmile after the next job's
 // request.
 type ProtectionDecision struct {
 	ID          int64     `json:"id"`
@@ -304,8 +318,15 @@ type ProtectionDecision struct {
 	RunID       int64     `json:"run_id"`
 	Environment string    `json:"environment"`
 	SHA         string    `json:"sha"`
-	State       string    `json:"state"` // approved or rejected
+	State       string    `json:"state"` // approved, rejected, or waiting (not answered yet)
 	Comment     string    `json:"comment"`
 	DecidedAt   time.Time `json:"decided_at"`
 	Posted      bool      `json:"posted"` // GitHub has the answer
 }
+
+// The states of a ProtectionDecision.
+const (
+	ProtectionApproved = "approved"
+	ProtectionRejected = "rejected"
+	ProtectionWaiting  = "waiting"
+)

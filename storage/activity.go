@@ -396,9 +396,13 @@ func (db *DB) ProtectionDecision(ctx context.Context, req pipeline.ProtectionRul
 	return d, err
 }
 
-// RecordProtectionDecision stores a decision before it is sent.
+// RecordProtectionDecision stores a decision before it is sent. A decision
+// that waited (state waiting) is replaced by the one made when it no
+// longer waits; an approval or rejection is never replaced.
 func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.ProtectionDecision) error {
-	if d.State != "approved" && d.State != "rejected" {
+	switch d.State {
+	case pipeline.ProtectionApproved, pipeline.ProtectionRejected, pipeline.ProtectionWaiting:
+	default:
 		return fmt.Errorf("protection decision: state %q", d.State)
 	}
 	return db.inTx(ctx, func(tx *sql.Tx) error {
@@ -406,12 +410,36 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment, sha,
-			state, comment, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO NOTHING`,
+			state, comment, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state, comment = excluded.comment, decided_at = excluded.decided_at
+			WHERE protection_decisions.state = 'waiting' AND excluded.state != 'waiting'`,
 			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt)); err != nil {
 			return err
 		}
 		return tx.QueryRowContext(ctx, `SELECT id FROM protection_decisions WHERE delivery_id = ?`, d.DeliveryID).Scan(&d.ID)
 	})
+}
+
+// WaitingProtectionDecisions lists the repository's protection-rule
+// requests for sha that wait for a deployment to end.
+func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo, sha string) ([]*pipeline.ProtectionDecision, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
+		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND state = 'waiting' ORDER BY id`, repo.ID, sha)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*pipeline.ProtectionDecision
+	for rows.Next() {
+		d := &pipeline.ProtectionDecision{Repo: repo}
+		var decided int64
+		if err := rows.Scan(&d.ID, &d.DeliveryID, &d.RunID, &d.Environment, &d.SHA, &d.State, &d.Comment, &decided, &d.Posted); err != nil {
+			return nil, err
+		}
+		d.DecidedAt = fromMillis(decided)
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // MarkProtectionPosted records that GitHub has the decision.

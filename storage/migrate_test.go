@@ -232,3 +232,70 @@ func TestForeignKeyCheckFindsDanglingRows(t *testing.T) {
 		t.Errorf("a commit of a missing release: %v, want an error naming release_commits", err)
 	}
 }
+
+// Migration 0013 rebuilds protection_decisions to let a request wait: the
+// decisions recorded before keep their IDs and answers, a decision can then
+// be recorded as waiting and replaced once, and an answer already given is
+// never replaced.
+func TestProtectionWaitingMigrationKeepsTheDecisions(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sha = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
+	if _, err := db.write.ExecContext(ctx, `INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment,
+		sha, state, comment, decided_at, posted) VALUES (42, 'rule-1', 66, 'staging', ?, 'rejected', 'not proven', 1000, 1)`, sha); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.write.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = 50 WHERE name = 'protection_decisions'`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	old, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+	if err != nil || old.ID != 1 || old.State != pipeline.ProtectionRejected || !old.Posted || old.Comment != "not proven" {
+		t.Fatalf("decision after the migration: %+v, %v", old, err)
+	}
+	decide := func(id, state string) *pipeline.ProtectionDecision {
+		t.Helper()
+		d := &pipeline.ProtectionDecision{Repo: repo, DeliveryID: id, RunID: 77, Environment: "staging", SHA: sha,
+			State: state, Comment: state, DecidedAt: time.Now()}
+		if err := db.RecordProtectionDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if d := decide("rule-2", pipeline.ProtectionWaiting); d.ID != 51 || d.State != pipeline.ProtectionWaiting {
+		t.Errorf("waiting decision: #%d %s; want #51 waiting (IDs go on)", d.ID, d.State)
+	}
+	if w, err := db.WaitingProtectionDecisions(ctx, repo, sha); err != nil || len(w) != 1 || w[0].DeliveryID != "rule-2" {
+		t.Errorf("waiting decisions: %+v, %v; want rule-2", w, err)
+	}
+	if d := decide("rule-2", pipeline.ProtectionApproved); d.ID != 51 || d.State != pipeline.ProtectionApproved {
+		t.Errorf("decided after waiting: #%d %s; want #51 approved", d.ID, d.State)
+	}
+	if d := decide("rule-2", pipeline.ProtectionRejected); d.State != pipeline.ProtectionApproved {
+		t.Errorf("an answer was replaced: %s", d.State)
+	}
+	if d := decide("rule-1", pipeline.ProtectionWaiting); d.State != pipeline.ProtectionRejected {
+		t.Errorf("an answer given before the migration was replaced: %s", d.State)
+	}
+	if w, err := db.WaitingProtectionDecisions(ctx, repo, sha); err != nil || len(w) != 0 {
+		t.Errorf("waiting decisions after the answer: %+v, %v; want none", w, err)
+	}
+	if _, err := db.write.ExecContext(ctx, `UPDATE protection_decisions SET state = 'maybe' WHERE id = 1`); err == nil {
+		t.Error("state 'maybe' stored: the CHECK was lost in the rebuild")
+	}
+}

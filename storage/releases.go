@@ -504,6 +504,18 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 	return n > 0, err
 }
 
+// Running reports whether sha has a deployment in env that runs (its
+// latest status is in_progress: a first attempt or a re-run) and would
+// prove the commit if it succeeded (one that Succeeded counts). One waiting
+// for reviewers or for its job does not run: it may wait for days.
+func (db *DB) Running(ctx context.Context, repoID int64, sha, env string) (bool, error) {
+	var n int
+	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
+		AND environment = ? AND state = 'in_progress'
+		AND (origin = 'lastmile' OR run_id != 0)`, repoID, sha, env).Scan(&n)
+	return n > 0, err
+}
+
 // zeroSeries creates the delivery metrics of an environment at zero when
 // lastmile first deploys there, so that Prometheus sees each series before
 // its first increment: rate() and increase() then count that first
