@@ -189,7 +189,32 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		e.Log.Info("release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
 			"commits", len(commits), "environments", len(cfg.Environments))
 	}
+	if p.Forced && rel.ParentID == 0 {
+		if err := e.withdrawRewritten(ctx, p, rel); err != nil {
+			return err
+		}
+	}
 	return e.advance(ctx, p.Repo)
+}
+
+// withdrawRewritten stops the releases still on their way whose commit a
+// force push took off the branch (a rollback, or rewritten history): what
+// the branch no longer holds is not deployed any further.
+func (e *Engine) withdrawRewritten(ctx context.Context, p Push, rel *Release) error {
+	branch := strings.TrimPrefix(p.Ref, "refs/heads/")
+	return e.withdraw(ctx, p.Repo, func(r *Release) (string, error) {
+		if r.ID >= rel.ID || r.SHA == p.After {
+			return "", nil
+		}
+		status, err := e.GitHub.Relation(ctx, p.Repo, r.SHA, p.After)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return "", fmt.Errorf("compare %s...%s: %w", short(r.SHA), short(p.After), err)
+		}
+		if err == nil && (status == "ahead" || status == "identical") {
+			return "", nil
+		}
+		return fmt.Sprintf("superseded: a force push moved %s to %s, which does not contain %s", branch, short(p.After), short(r.SHA)), nil
+	})
 }
 
 // leave handles a push that removed the configuration from the pipeline
@@ -217,7 +242,18 @@ func (e *Engine) leave(ctx context.Context, p Push) error {
 			return nil
 		}
 	}
-	return e.Store.RetireEnvironments(ctx, p.Repo.ID)
+	if err := e.Store.RetireEnvironments(ctx, p.Repo.ID); err != nil {
+		return err
+	}
+	// Nothing is deployed for a repository that left: its releases still
+	// on their way stop where they are.
+	err = e.withdraw(ctx, p.Repo, func(*Release) (string, error) {
+		return fmt.Sprintf("superseded: %s was removed at %s, and the repository left lastmile", ConfigPath, short(p.After)), nil
+	})
+	if err != nil {
+		return err
+	}
+	return e.advance(ctx, p.Repo)
 }
 
 // releaseCommits lists the commits a push brings since the previous release:
@@ -808,15 +844,7 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 // advance plans from the ledger and sends GitHub what the plan needs, until
 // nothing is left to do.
 func (e *Engine) advance(ctx context.Context, repo Repo) error {
-	m, _ := e.advancing.LoadOrStore(repo.ID, &sync.Mutex{})
-	mu := m.(*sync.Mutex)
-	if !mu.TryLock() {
-		if e.advanceWaits != nil {
-			e.advanceWaits()
-		}
-		mu.Lock()
-	}
-	defer mu.Unlock()
+	defer e.lockRepo(repo.ID)()
 	for round := 0; round < 8; round++ {
 		state, err := e.Store.RepoState(ctx, repo.ID)
 		if err != nil {
@@ -847,6 +875,61 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 		}
 	}
 	return errors.New("promotion did not settle after 8 rounds (a bug): see the log")
+}
+
+// lockRepo holds the repository's ledger for one change of its promotion
+// (advance, withdraw) at a time, and returns the function that lets go.
+func (e *Engine) lockRepo(id int64) (unlock func()) {
+	m, _ := e.advancing.LoadOrStore(id, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	if !mu.TryLock() {
+		if e.advanceWaits != nil {
+			e.advanceWaits()
+		}
+		mu.Lock()
+	}
+	return mu.Unlock
+}
+
+// withdraw stops the repository's active releases that a push made
+// obsolete — those for which why gives a reason — as superseded. A
+// deployment of theirs that has not started is made inactive (by the next
+// advance); one that runs is left to finish.
+func (e *Engine) withdraw(ctx context.Context, repo Repo, why func(r *Release) (string, error)) error {
+	defer e.lockRepo(repo.ID)()
+	state, err := e.Store.RepoState(ctx, repo.ID)
+	if err != nil {
+		return err
+	}
+	var actions []Action
+	for _, p := range state.Active {
+		reason, err := why(p.Release)
+		if err != nil {
+			return err
+		}
+		if reason == "" {
+			continue
+		}
+		stop := StopRelease{Release: p.Release, Kind: StopSuperseded, Reason: reason}
+		k := -1
+		for stage := range p.ByStage {
+			k = max(k, stage)
+		}
+		if d := p.ByStage[k]; d != nil && !d.State.Started() {
+			stop.Deactivate = d
+		}
+		actions = append(actions, stop)
+	}
+	if len(actions) == 0 {
+		return nil
+	}
+	if err := e.Store.Apply(ctx, repo, actions); err != nil {
+		return err
+	}
+	for _, a := range actions {
+		e.logAction(repo, a)
+	}
+	return nil
 }
 
 func (e *Engine) logAction(repo Repo, a Action) {

@@ -547,6 +547,42 @@ func TestPushReceivedAfterOneOfUnknownTimeIsNotOvertaken(t *testing.T) {
 	}
 }
 
+// A force push that takes a commit off the branch (a rollback from c2 to
+// c1) stops the releases still on their way whose commit the branch no
+// longer holds: c2, waiting for reviewers in production, is superseded and
+// its deployment made inactive, so an approval given later deploys
+// nothing; c1's release of the rollback goes on.
+func TestForcePushStopsTheReleasesItTookOffTheBranch(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging")
+	h.status(c2, "production", pipeline.DeploymentQueued, 22, true) // waits for reviewers
+	if err := h.push(c2, c1, true); err != nil {                    // the rollback
+		t.Fatal(err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded || !strings.Contains(rel.StopReason, "force push") {
+		t.Errorf("c2's release after the rollback: %s %s %q; want stopped, superseded by the force push", rel.State, rel.StopKind, rel.StopReason)
+	}
+	if got := h.ledgerState(c2, "production"); got != pipeline.DeploymentInactive {
+		t.Errorf("c2's production deployment after the rollback: %s, want inactive", got)
+	}
+	again, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil || again.State != pipeline.ReleaseActive || h.gh.deployment(c1, "test") == nil {
+		t.Errorf("the rollback's release of c1: %+v, %v; want active, deploying to test", again, err)
+	}
+}
+
 // A repository whose configuration file is removed leaves lastmile: its
 // environments are retired (dashboards and the "no production deployment"
 // alert forget them) — unless a newer push, with a configuration, was
@@ -581,6 +617,29 @@ func TestRemovedConfigurationRetiresTheEnvironments(t *testing.T) {
 		}
 		if got := h.liveEnvs(); len(got) != 0 {
 			t.Errorf("environments after the configuration was removed: %v, want none", got)
+		}
+	})
+	t.Run("releases on their way stop", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2)
+		h.gh.noConfig = []string{c2}
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.promote(c1, 10, "test")
+		h.status(c1, "staging", pipeline.DeploymentQueued, 11, true) // waits for reviewers
+		if err := h.push(c1, c2, false); !errors.As(err, &ignored) {
+			t.Fatalf("the push removing the configuration = %v, want it ignored", err)
+		}
+		rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c1)
+		if err != nil || rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "left lastmile") {
+			t.Errorf("c1's release after the configuration was removed: %+v, %v; want stopped", rel, err)
+		}
+		if got := h.ledgerState(c1, "staging"); got != pipeline.DeploymentInactive {
+			t.Errorf("c1's staging deployment: %s, want inactive", got)
+		}
+		h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true) // approved and deployed all the same
+		if h.gh.deployment(c1, "production") != nil {
+			t.Error("production deployment created for a repository that left lastmile")
 		}
 	})
 	t.Run("removed after a push of unknown time received later", func(t *testing.T) {
