@@ -41,10 +41,11 @@ type Environment struct {
 	Production bool   `json:"production"`
 }
 
-// Index returns the position of the named environment, or -1.
+// Index returns the position of the named environment, or -1. GitHub's
+// environment names ignore case, as ParseConfig's duplicate check does.
 func (c *Config) Index(name string) int {
 	for i, e := range c.Environments {
-		if e.Name == name {
+		if strings.EqualFold(e.Name, name) {
 			return i
 		}
 	}

@@ -1808,6 +1808,44 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 	}
 }
 
+// GitHub's environment names ignore case: a job in "staging" is judged by
+// the configuration's "Staging", and its commit's success in "Test" counts.
+func TestProtectionRuleIgnoresTheCaseOfEnvironmentNames(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "environments:\n  - name: Test\n  - name: Staging\n  - name: Production\n"
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "Test")
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1", Environment: "staging", SHA: c1, RunID: 66}
+	if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := h.db.ProtectionDecision(ctx, req)
+	if err != nil || dec.State != pipeline.ProtectionApproved {
+		t.Errorf("job in %q, configuration %q: %+v, %v; want approved", "staging", "Staging", dec, err)
+	}
+	// The staging job's own deployment (Actions'), spelled as the workflow
+	// spells it, succeeds: production may follow.
+	info := pipeline.DeploymentInfo{GitHubID: 901, SHA: c1, Environment: "staging", CreatedAt: time.Now(), WorkflowRunID: 66}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+		Status: pipeline.StatusInfo{GitHubID: 9010, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	req = pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-2", Environment: "PRODUCTION", SHA: c1, RunID: 67}
+	if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	dec, err = h.db.ProtectionDecision(ctx, req)
+	if err != nil || dec.State != pipeline.ProtectionApproved {
+		t.Errorf("job in %q after the success in %q: %+v, %v; want approved", "PRODUCTION", "staging", dec, err)
+	}
+}
+
 // A deployment made through the API, not by lastmile nor by Actions for a
 // job, proves nothing to the protection rule, whatever status it was given;
 // the one Actions created for a job of a workflow run does.

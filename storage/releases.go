@@ -492,7 +492,8 @@ func (db *DB) StageSucceeded(ctx context.Context, releaseID int64, stage int) (b
 	return n > 0, err
 }
 
-// Succeeded reports whether sha succeeded in env: by lastmile's deployment,
+// Succeeded reports whether sha succeeded in env (its name in any case, as
+// GitHub's environment names ignore case): by lastmile's deployment,
 // or by the one GitHub Actions created for a workflow job there (a job the
 // environment's protection rules gated). A deployment someone made through
 // the API, with no job, proves nothing: anyone who may create deployments
@@ -500,7 +501,7 @@ func (db *DB) StageSucceeded(ctx context.Context, releaseID int64, stage int) (b
 func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error) {
 	var n int
 	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
-		AND environment = ? AND succeeded_at > 0 AND (origin = 'lastmile' OR run_id != 0)`, repoID, sha, env).Scan(&n)
+		AND environment = ? COLLATE NOCASE AND succeeded_at > 0 AND (origin = 'lastmile' OR run_id != 0)`, repoID, sha, env).Scan(&n)
 	return n > 0, err
 }
 
@@ -511,7 +512,7 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 func (db *DB) Running(ctx context.Context, repoID int64, sha, env string) (bool, error) {
 	var n int
 	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
-		AND environment = ? AND state = 'in_progress'
+		AND environment = ? COLLATE NOCASE AND state = 'in_progress'
 		AND (origin = 'lastmile' OR run_id != 0)`, repoID, sha, env).Scan(&n)
 	return n > 0, err
 }
