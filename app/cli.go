@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -80,24 +81,37 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 // errUsage marks an error already explained to the user with usage text.
 var errUsage = errors.New("usage")
 
-// parseFlags parses a command's flags; an error has been printed with the
-// usage by the flag package, and is a usage error (exit 2).
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
+// parseFlags parses a command's flags. Help asked for (-h, --help) is
+// printed to stdout and returned as flag.ErrHelp (exit 0); any other
+// problem is printed with the usage to the flag set's output (stderr) and
+// is a usage error (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	stderr := fs.Output()
+	var printed bytes.Buffer
+	fs.SetOutput(&printed)
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		stdout.Write(printed.Bytes())
+		return err
+	case err != nil:
+		stderr.Write(printed.Bytes())
 		return errUsage
 	}
 	return nil
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	cfg, err := LoadConfig(args, getenv, stderr)
+	// Help asked for goes to stdout, a problem with the flags to stderr.
+	var printed bytes.Buffer
+	cfg, err := LoadConfig(args, getenv, &printed)
+	if errors.Is(err, flag.ErrHelp) {
+		stdout.Write(printed.Bytes())
+		return err
+	}
+	stderr.Write(printed.Bytes())
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
 		if errors.Is(err, ErrFlags) {
 			return errUsage
 		}
@@ -126,13 +140,14 @@ func dbFlag(fs *flag.FlagSet, getenv func(string) string) *string {
 	return fs.String("database", def, "SQLite database file (LASTMILE_DATABASE)")
 }
 
-// newFlagSet is a command's flags: problems and usage go to stderr, the
-// usage being text (one or more lines) followed by the flags' defaults.
+// newFlagSet is a command's flags: problems and usage go to stderr (help
+// asked for goes to stdout: see parseFlags), the usage being text (one or
+// more lines) followed by the flags' defaults.
 func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, usage)
+		fmt.Fprintln(fs.Output(), usage)
 		fs.PrintDefaults()
 	}
 	return fs
@@ -147,7 +162,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	repo := fs.String("repo", "", "only deliveries of this repository (owner/name)")
 	limit := fs.Int("limit", 50, "how many, newest first")
 	reason := fs.String("reason", "", "discard: why the delivery is given up (kept in its note)")
-	if err := parseFlags(fs, interspersed(args, nil)); err != nil {
+	if err := parseFlags(fs, interspersed(args, nil), stdout); err != nil {
 		return err
 	}
 	if *limit < 1 {

@@ -24,7 +24,7 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 	env := fs.String("env", "", "only releases deployed to this environment")
 	limit := fs.Int("limit", 20, "how many releases, newest first")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -84,7 +84,7 @@ back to has more than one (--release picks another).`, stderr)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs")
 	release := fs.Int64("release", 0, "the release `ID` to print, when the commit was released more than once (default: the newest)")
-	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true, "logs": true})); err != nil {
+	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true, "logs": true}), stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {

@@ -394,9 +394,46 @@ func TestMainHelpAndVersion(t *testing.T) {
 	if code != 0 || strings.TrimSpace(stdout) != "lastmile "+app.Version {
 		t.Errorf("version: exit %d, stdout %q", code, stdout)
 	}
-	code, _, stderr := runCLI(t, nil, "deliveries", "--help")
-	if code != 0 || !strings.Contains(stderr, "Usage: lastmile deliveries") {
-		t.Errorf("deliveries --help: exit %d, stderr %q", code, stderr)
+}
+
+// Help asked for is output (stdout, exit 0), so that `lastmile serve --help
+// | less` shows it; a wrong command line is a usage error (stderr, exit 2).
+func TestHelpGoesToStdout(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	env := map[string]string{"LASTMILE_DATABASE": missing}
+	for _, cmd := range []struct{ name, usage string }{
+		{"serve", "Usage: lastmile serve"},
+		{"demo", "Usage: lastmile demo"},
+		{"register", "Usage: lastmile register"},
+		{"history", "Usage: lastmile history"},
+		{"audit", "Usage: lastmile audit"},
+		{"deliveries", "Usage: lastmile deliveries"},
+	} {
+		for _, help := range []string{"-h", "--help", "-help"} {
+			t.Run(cmd.name+" "+help, func(t *testing.T) {
+				code, stdout, stderr := runCLI(t, env, cmd.name, help)
+				if code != 0 || !strings.Contains(stdout, cmd.usage) || stderr != "" {
+					t.Errorf("exit %d, stdout %q, stderr %q; want 0, the usage on stdout, nothing on stderr", code, stdout, stderr)
+				}
+				if cmd.name == "serve" && !strings.Contains(stdout, "LASTMILE_WEBHOOK_SECRET") {
+					t.Errorf("serve --help does not list the settings:\n%s", stdout)
+				}
+			})
+		}
+		t.Run(cmd.name+" with an unknown flag", func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, env, cmd.name, "--colour")
+			if code != 2 || stdout != "" || !strings.Contains(stderr, "colour") || !strings.Contains(stderr, cmd.usage) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2, nothing on stdout, the problem and the usage on stderr", code, stdout, stderr)
+			}
+		})
+	}
+	// Help given after other arguments, as people type it.
+	code, stdout, stderr := runCLI(t, env, "audit", "acme/shop", "1a2b3c4", "--help")
+	if code != 0 || !strings.Contains(stdout, "Usage: lastmile audit") || stderr != "" {
+		t.Errorf("audit OWNER/REPO SHA --help: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("help created the database (stat: %v)", err)
 	}
 }
 

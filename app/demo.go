@@ -38,7 +38,7 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	dir := fs.String("dir", "", "folder for the demo's database (default: a new temporary folder)")
 	keep := fs.Bool("keep-running", false, "keep lastmile running afterwards, to browse /metrics and the API (Ctrl-C stops)")
 	verbose := fs.Bool("verbose", false, "print lastmile's log")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

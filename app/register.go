@@ -42,7 +42,7 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	listen := fs.String("listen", "127.0.0.1:8787", "where to serve the registration page (keep it on 127.0.0.1)")
 	out := fs.String("out", ".", "directory for lastmile-app.pem and lastmile.env")
 	printOnly := fs.Bool("print-manifest", false, "only print the manifest JSON (to create the App by hand)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if u, err := url.Parse(*webhookURL); *webhookURL == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
