@@ -154,15 +154,19 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 }
 
 func deliveries(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N]\n"+
+	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N] [--json]\n"+
 		"       lastmile deliveries retry DELIVERY-ID\n"+
-		"       lastmile deliveries discard DELIVERY-ID [--reason TEXT]", stderr)
+		"       lastmile deliveries discard DELIVERY-ID [--reason TEXT]\n\n"+
+		"The table's DETAIL (the note, then the last error) is cut in the middle when\n"+
+		"it is long, keeping its end, where an error says its cause; --json prints\n"+
+		"every field whole.", stderr)
 	path := dbFlag(fs, getenv)
 	state := fs.String("state", "", "only deliveries in this state: pending, done, ignored or dead")
 	repo := fs.String("repo", "", "only deliveries of this repository (owner/name)")
 	limit := fs.Int("limit", 50, "how many, newest first")
+	asJSON := fs.Bool("json", false, "print the deliveries as JSON, every field whole")
 	reason := fs.String("reason", "", "discard: why the delivery is given up (kept in its note)")
-	if err := parseFlags(fs, interspersed(args, nil), stdout); err != nil {
+	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true}), stdout); err != nil {
 		return err
 	}
 	if *limit < 1 {
@@ -180,6 +184,10 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	action := fs.Arg(0)
 	if *reason != "" && action != "discard" {
 		fmt.Fprintln(stderr, "lastmile deliveries: --reason goes with discard: lastmile deliveries discard ID --reason TEXT")
+		return errUsage
+	}
+	if *asJSON && action != "" {
+		fmt.Fprintf(stderr, "lastmile deliveries: --json goes with the list, not with %s\n", action)
 		return errUsage
 	}
 	if fs.NArg() > 0 && ((action != "retry" && action != "discard") || fs.NArg() != 2) ||
@@ -215,44 +223,115 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
+	if *asJSON {
+		out := make([]deliveryJSON, len(list))
+		for i, d := range list {
+			out[i] = newDeliveryJSON(d)
+		}
+		return writeJSONTo(stdout, out)
+	}
+	cut := false
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RECEIVED\tDELIVERY\tEVENT\tREPOSITORY\tSTATE\tATTEMPTS\tDETAIL")
 	for _, d := range list {
-		// The note (why it was ignored, or discarded) first, then the
-		// last error, if any.
-		detail := d.Note
-		if d.LastError != "" {
-			last := d.LastError
-			if d.State == pipeline.DeliveryPending {
-				last = "retry at " + d.NextAttemptAt.Local().Format(time.DateTime) + ": " + last
-			}
-			if detail == "" {
-				detail = last
-			} else {
-				detail += "; last error: " + last
-			}
+		last := d.LastError
+		if last != "" && d.State == pipeline.DeliveryPending {
+			last = "retry at " + d.NextAttemptAt.Local().Format(time.DateTime) + ": " + last
 		}
+		detail, shortened := deliveryDetail(d.Note, last, detailWidth)
+		cut = cut || shortened
 		event := d.Event
 		if d.Action != "" {
 			event += "." + d.Action
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ReceivedAt.Local().Format(time.DateTime), d.ID, event,
-			orDash(inline(d.Repository)), d.State, d.Attempts, oneLine(detail, 100))
+			orDash(inline(d.Repository)), d.State, d.Attempts, detail)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if cut {
+		fmt.Fprintln(stdout, "\n(… marks a DETAIL cut in the middle; lastmile deliveries --json prints it whole)")
+	}
+	return nil
+}
+
+// detailWidth is how much of a delivery's DETAIL the table shows.
+const detailWidth = 100
+
+// deliveryDetail is the DETAIL of a delivery in the table, on one line and
+// at most n characters: the note (why it was ignored, or discarded) first,
+// then the last error, if any. When it must be cut, the note keeps at most
+// half, and each is cut in the middle, so that the error's end, its cause,
+// stays.
+func deliveryDetail(note, lastErr string, n int) (detail string, cut bool) {
+	note, lastErr = strings.Join(strings.Fields(note), " "), strings.Join(strings.Fields(lastErr), " ")
+	const sep = "; last error: "
+	switch {
+	case lastErr == "":
+		detail = cutMiddle(note, n)
+		return detail, detail != note
+	case note == "":
+		detail = cutMiddle(lastErr, n)
+		return detail, detail != lastErr
+	}
+	whole := note + sep + lastErr
+	if len([]rune(whole)) <= n {
+		return whole, false
+	}
+	note = cutMiddle(note, n/2)
+	return note + sep + cutMiddle(lastErr, n-len([]rune(note))-len(sep)), true
+}
+
+// cutMiddle shortens s to n characters by putting "…" in place of its
+// middle: the start says what lastmile was doing, the end why it failed (an
+// error ends with its cause, such as GitHub's answer).
+func cutMiddle(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	head := n / 3
+	tail := n - head - 1
+	return string(r[:head]) + "…" + string(r[len(r)-tail:])
+}
+
+// deliveryJSON is a delivery as `lastmile deliveries --json` prints it:
+// every field whole (the body aside), in snake_case like the audit record.
+type deliveryJSON struct {
+	Seq            int64                  `json:"seq"`
+	ID             string                 `json:"id"`
+	Event          string                 `json:"event"`
+	Action         string                 `json:"action,omitempty"`
+	InstallationID int64                  `json:"installation_id,omitempty"`
+	RepositoryID   int64                  `json:"repository_id,omitempty"`
+	Repository     string                 `json:"repository,omitempty"`
+	ReceivedAt     time.Time              `json:"received_at"`
+	State          pipeline.DeliveryState `json:"state"`
+	Attempts       int                    `json:"attempts"`
+	Waits          int                    `json:"waits"`
+	NextAttemptAt  time.Time              `json:"next_attempt_at,omitzero"`
+	LastError      string                 `json:"last_error,omitempty"`
+	FinishedAt     time.Time              `json:"finished_at,omitzero"`
+	Note           string                 `json:"note,omitempty"`
+}
+
+func newDeliveryJSON(d *pipeline.Delivery) deliveryJSON {
+	j := deliveryJSON{
+		Seq: d.Seq, ID: d.ID, Event: d.Event, Action: d.Action,
+		InstallationID: d.InstallationID, RepositoryID: d.RepositoryID, Repository: d.Repository,
+		ReceivedAt: d.ReceivedAt, State: d.State, Attempts: d.Attempts, Waits: d.Waits,
+		LastError: d.LastError, FinishedAt: d.FinishedAt, Note: d.Note,
+	}
+	if d.State == pipeline.DeliveryPending {
+		j.NextAttemptAt = d.NextAttemptAt // only a delivery in the queue has a next attempt
+	}
+	return j
 }
 
 func orDash(s string) string {
 	if s == "" {
 		return "-"
-	}
-	return s
-}
-
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
 	}
 	return s
 }

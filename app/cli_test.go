@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -79,6 +80,9 @@ func listed(t *testing.T, stdout string) []string {
 	}
 	var ids []string
 	for _, l := range lines[1:] {
+		if l == "" {
+			break // the table ends; a note may follow
+		}
 		f := strings.Fields(l)
 		if len(f) < 4 {
 			t.Fatalf("short line %q", l)
@@ -157,6 +161,32 @@ func TestDeliveriesCommandLists(t *testing.T) {
 			if strings.Contains(l, "guid-ping") && !strings.Contains(l, " - ") {
 				t.Errorf("a delivery without a repository should show -: %q", l)
 			}
+		}
+	})
+
+	t.Run("json: when a pending delivery is tried again, when a done one finished", func(t *testing.T) {
+		_, stdout, _ := runCLI(t, nil, "deliveries", "--database", path, "--json")
+		var got []struct {
+			ID            string    `json:"id"`
+			NextAttemptAt time.Time `json:"next_attempt_at"`
+			FinishedAt    time.Time `json:"finished_at"`
+			LastError     string    `json:"last_error"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+			t.Fatalf("%v\n%s", err, stdout)
+		}
+		byID := map[string]int{}
+		for i, d := range got {
+			byID[d.ID] = i
+		}
+		if len(got) != 5 {
+			t.Fatalf("%d deliveries:\n%s", len(got), stdout)
+		}
+		if d := got[byID["guid-retry"]]; d.NextAttemptAt.Before(time.Now().Add(30*time.Minute)) || d.LastError != "GitHub answered 502" {
+			t.Errorf("pending retry: %+v", d)
+		}
+		if d := got[byID["guid-done"]]; d.FinishedAt.IsZero() || !d.NextAttemptAt.IsZero() {
+			t.Errorf("done: %+v", d)
 		}
 	})
 }
@@ -457,4 +487,111 @@ func TestServeRefusesABadConfiguration(t *testing.T) {
 	if _, err := os.Stat(dbPath); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("serve created the database despite the bad configuration (stat: %v)", err)
 	}
+}
+
+// A dead delivery's error is long (GitHub's URL comes before its answer):
+// the table keeps its end, where the cause is, and --json prints it whole.
+func TestDeliveriesShowTheCause(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := "0123456789abcdef0123456789abcdef01234567"
+	cause := "read .github/lastmile.yml at " + sha + ": GET http://127.0.0.1:34469/repos/acme/dead/contents/.github/lastmile.yml?ref=" +
+		sha + ": 502 Server Error []"
+	d := pipeline.Delivery{ID: "guid-dead", Event: "push", Repository: "acme/dead", InstallationID: 7, RepositoryID: 99, Body: []byte(`{}`), State: pipeline.DeliveryPending}
+	if _, err := db.Accept(ctx, &d, d.Event, "accepted"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FailDelivery(ctx, d.Seq, cause, time.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	short := pipeline.Delivery{ID: "guid-short", Event: "ping", Body: []byte(`{}`), State: pipeline.DeliveryIgnored}
+	if _, err := db.Accept(ctx, &short, short.Event, "accepted"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	t.Run("text", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, nil, "deliveries", "--database", path, "--state", "dead")
+		if code != 0 {
+			t.Fatalf("exit %d, stderr %q", code, stderr)
+		}
+		if ids := listed(t, stdout); len(ids) != 1 || ids[0] != "guid-dead" {
+			t.Errorf("listed %v", ids)
+		}
+		var row string
+		for _, l := range strings.Split(stdout, "\n") {
+			if strings.Contains(l, "guid-dead") {
+				row = l
+			}
+		}
+		detail := row[strings.Index(row, "read .github"):]
+		if !strings.HasSuffix(detail, ": 502 Server Error []") || !strings.Contains(detail, "…") || len([]rune(detail)) != 100 {
+			t.Errorf("DETAIL %q (%d characters): want the error's start and end, cut to 100 in the middle", detail, len([]rune(detail)))
+		}
+		if !strings.Contains(stdout, "lastmile deliveries --json prints it whole") {
+			t.Errorf("no word that a detail was cut:\n%s", stdout)
+		}
+	})
+
+	t.Run("text, nothing cut", func(t *testing.T) {
+		code, stdout, _ := runCLI(t, nil, "deliveries", "--database", path, "--state", "ignored")
+		if code != 0 || strings.Contains(stdout, "…") || strings.Contains(stdout, "--json") {
+			t.Errorf("exit %d:\n%s", code, stdout)
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		// --json after other flags, and before them.
+		for _, args := range [][]string{{"--state", "dead", "--json"}, {"--json", "--state", "dead"}} {
+			code, stdout, stderr := runCLI(t, nil, append([]string{"deliveries", "--database", path}, args...)...)
+			if code != 0 {
+				t.Fatalf("%v: exit %d, stderr %q", args, code, stderr)
+			}
+			var got []map[string]any
+			if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+				t.Fatalf("%v: %v\n%s", args, err, stdout)
+			}
+			if len(got) != 1 {
+				t.Fatalf("%v: %d deliveries:\n%s", args, len(got), stdout)
+			}
+			g := got[0]
+			want := map[string]any{
+				"id": "guid-dead", "event": "push", "repository": "acme/dead", "installation_id": 7.0, "repository_id": 99.0,
+				"state": "dead", "attempts": 1.0, "waits": 0.0, "last_error": cause,
+			}
+			for k, v := range want {
+				if g[k] != v {
+					t.Errorf("%v: %s = %#v, want %#v", args, k, g[k], v)
+				}
+			}
+			for _, k := range []string{"seq", "received_at"} {
+				if _, ok := g[k]; !ok {
+					t.Errorf("%v: no %s in %v", args, k, g)
+				}
+			}
+			for _, k := range []string{"next_attempt_at", "body", "LastError"} {
+				if _, ok := g[k]; ok {
+					t.Errorf("%v: %s in %v", args, k, g)
+				}
+			}
+		}
+	})
+
+	t.Run("json, nothing matches", func(t *testing.T) {
+		code, stdout, _ := runCLI(t, nil, "deliveries", "--database", path, "--repo", "acme/none", "--json")
+		if code != 0 || strings.TrimSpace(stdout) != "[]" {
+			t.Errorf("exit %d, stdout %q; want []", code, stdout)
+		}
+	})
+
+	t.Run("json with retry", func(t *testing.T) {
+		code, stdout, stderr := runCLI(t, nil, "deliveries", "--database", path, "retry", "guid-dead", "--json")
+		if code != 2 || stdout != "" || !strings.Contains(stderr, "--json goes with the list") {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
+	})
 }
