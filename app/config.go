@@ -67,7 +67,7 @@ type setting struct {
 }
 
 var settings = []setting{
-	{env: "LASTMILE_LISTEN", flag: "listen", def: ":8080", help: "address of the webhook endpoint (and /metrics, /healthz, /readyz, /api)",
+	{env: "LASTMILE_LISTEN", flag: "listen", def: ":8080", help: "address of the webhook endpoint (and /metrics, /healthz, /readyz, /api): host:port, such as :8080 or 127.0.0.1:8080",
 		set: func(c *Config, v string) error {
 			_, port, err := net.SplitHostPort(v)
 			if err != nil {
@@ -101,9 +101,9 @@ var settings = []setting{
 			c.AppID = id
 			return nil
 		}},
-	{env: "LASTMILE_PRIVATE_KEY_FILE", flag: "private-key-file", help: "file holding the App's PEM private key (this or LASTMILE_PRIVATE_KEY is required)",
+	{env: "LASTMILE_PRIVATE_KEY_FILE", flag: "private-key-file", help: "file holding the App's PEM private key (this or LASTMILE_PRIVATE_KEY is required; both is an error)",
 		set: func(c *Config, v string) error { c.PrivateKeyFile = v; return nil }},
-	{env: "LASTMILE_PRIVATE_KEY", flag: "private-key", secret: true, help: "the App's PEM private key itself",
+	{env: "LASTMILE_PRIVATE_KEY", flag: "private-key", secret: true, help: "the App's PEM private key itself (not with LASTMILE_PRIVATE_KEY_FILE)",
 		set: func(c *Config, v string) error { c.PrivateKey = Secret(v); return nil }},
 	{env: "LASTMILE_GITHUB_URL", flag: "github-url", def: "https://api.github.com/", help: "GitHub REST API root; GitHub Enterprise Server: https://HOST/api/v3/",
 		set: func(c *Config, v string) error {
@@ -129,17 +129,17 @@ var settings = []setting{
 			}
 			return nil
 		}},
-	{env: "LASTMILE_WORKERS", flag: "workers", def: "4", help: "repositories handled at the same time by the worker",
+	{env: "LASTMILE_WORKERS", flag: "workers", def: "4", help: "repositories handled at the same time by the worker (1 to 256)",
 		set: intSetting(func(c *Config) *int { return &c.Workers }, 1, 256)},
-	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead",
+	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead (1 to 100)",
 		set: intSetting(func(c *Config) *int { return &c.MaxAttempts }, 1, 100)},
 	{env: "LASTMILE_REDELIVERY_INTERVAL", flag: "redelivery-interval", def: "10m", help: "how often to ask GitHub for missed deliveries: at least 1s, or 0 to turn it off",
 		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryInterval }, time.Second, true)},
 	{env: "LASTMILE_REDELIVERY_WINDOW", flag: "redelivery-window", def: "72h", help: "how far back GitHub keeps deliveries (at least 1h): 72h on github.com, 168h on GitHub Enterprise Server",
 		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryWindow }, time.Hour, false)},
-	{env: "LASTMILE_RETENTION_DAYS", flag: "retention-days", def: "0", help: "prune raw delivery bodies and deploy logs older than this many days (0 keeps them); records and metrics stay",
+	{env: "LASTMILE_RETENTION_DAYS", flag: "retention-days", def: "0", help: "prune raw delivery bodies and deploy logs older than this many days, at most 36500 (0 keeps them); records and metrics stay",
 		set: intSetting(func(c *Config) *int { return &c.RetentionDays }, 0, 36500)},
-	{env: "LASTMILE_DEPLOY_LOG_MAX_BYTES", flag: "deploy-log-max-bytes", def: "1048576", help: "largest deploy job log kept per job (the rest is cut, and the record says so)",
+	{env: "LASTMILE_DEPLOY_LOG_MAX_BYTES", flag: "deploy-log-max-bytes", def: "1048576", help: "largest deploy job log kept per job, 1024 to 1073741824 (the rest is cut, and the record says so)",
 		set: intSetting(func(c *Config) *int { return &c.DeployLogMaxBytes }, 1024, 1<<30)},
 	{env: "LASTMILE_CONTEXTS_TIMEOUT", flag: "contexts-timeout", def: "24h", help: "how long a release waits for its required contexts to turn green (at least 1m)",
 		set: durationSetting(func(c *Config) *time.Duration { return &c.ContextsTimeout }, time.Minute, false)},
