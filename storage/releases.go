@@ -446,7 +446,7 @@ func (db *DB) ExpireWaiting(ctx context.Context, cutoff time.Time) (int, error) 
 	var n int
 	now := db.Now()
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT id, release_id, environment, reason FROM deployments
+		rows, err := tx.QueryContext(ctx, `SELECT id, release_id, environment, reason, waiting_since FROM deployments
 			WHERE state = 'waiting' AND waiting_since > 0 AND waiting_since < ?`, millis(cutoff))
 		if err != nil {
 			return err
@@ -454,11 +454,12 @@ func (db *DB) ExpireWaiting(ctx context.Context, cutoff time.Time) (int, error) 
 		type expired struct {
 			id, release int64
 			env, reason string
+			since       int64
 		}
 		var list []expired
 		for rows.Next() {
 			var e expired
-			if err := rows.Scan(&e.id, &e.release, &e.env, &e.reason); err != nil {
+			if err := rows.Scan(&e.id, &e.release, &e.env, &e.reason, &e.since); err != nil {
 				rows.Close()
 				return err
 			}
@@ -466,8 +467,10 @@ func (db *DB) ExpireWaiting(ctx context.Context, cutoff time.Time) (int, error) 
 		}
 		rows.Close()
 		for _, e := range list {
+			// Since its first refusal: the cutoff is only now less the
+			// timeout, the same for every deployment expired.
 			reason := fmt.Sprintf("required contexts not green after waiting since %s (%s)",
-				cutoff.Add(-0).UTC().Format(time.RFC3339), e.reason)
+				fromMillis(e.since).Format(time.RFC3339), e.reason)
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'abandoned', reason = ? WHERE id = ? AND state = 'waiting'`,
 				reason, e.id); err != nil {
 				return err
