@@ -431,14 +431,20 @@ func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo)
 }
 
 // adopt records a deployment found on GitHub as the creation of the intent
-// its marker names, if that intent is still waiting for one.
+// its marker names, if that intent is still waiting for one. Like
+// FindDeployment, it takes only a deployment of the intent's commit to the
+// intent's environment (its name in any case, as GitHub's): a marker alone
+// may name another release than the one it was made for (a database
+// restored from a backup gives the release IDs after the backup again, and
+// an old deployment's marker then names a new release), and anyone who may
+// create deployments can copy one.
 func (e *Engine) adopt(ctx context.Context, repo Repo, m Marker, info DeploymentInfo) (bool, error) {
 	work, err := e.Store.Work(ctx, repo.ID)
 	if err != nil {
 		return false, err
 	}
 	for _, d := range work {
-		if d.ReleaseID == m.Release && d.Stage == m.Index && d.GitHubID == 0 {
+		if d.ReleaseID == m.Release && d.Stage == m.Index && d.GitHubID == 0 && d.SHA == info.SHA && strings.EqualFold(d.Environment, info.Environment) {
 			e.Log.Info("recovered deployment created before an interruption", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "deployment", info.GitHubID)
 			return true, e.Store.Created(ctx, d.ID, info.GitHubID, info.CreatedAt)

@@ -1014,6 +1014,70 @@ func TestUnexpectedDeploymentWithLastmilesMarker(t *testing.T) {
 	}
 }
 
+// A deployment carrying lastmile's marker for a waiting intent, but of
+// another commit or to another environment (one made before a backup of
+// the database was restored, whose release ID names a new release now, or
+// a copied payload), is not adopted as that intent's deployment: the
+// intent is created when its required contexts turn green.
+func TestDeploymentOfAnotherCommitOrEnvironmentIsNotAdopted(t *testing.T) {
+	for name, other := range map[string]struct{ sha, env string }{
+		"another commit":      {c0, "test"},
+		"another environment": {c1, "sandbox"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			h.gh.config = "required_contexts: [build]\n" + threeEnvs
+			h.gh.failNext = []error{&pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.",
+				Contexts: []pipeline.ContextState{{Context: "build", State: "pending"}}}}
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inst, err := h.db.Instance(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.gh.mu.Lock()
+			old := &fakeDeployment{id: 777, sha: other.sha, env: other.env,
+				payload: pipeline.DeploymentPayload{Lastmile: pipeline.Marker{Instance: inst, Release: rel.ID, Stage: "test", Index: 0}}}
+			h.gh.deps = append(h.gh.deps, old)
+			h.gh.mu.Unlock()
+			info := pipeline.DeploymentInfo{GitHubID: old.id, SHA: old.sha, Environment: old.env, Payload: mustJSON(t, old.payload), CreatedAt: time.Now()}
+			if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+				Status: pipeline.StatusInfo{GitHubID: 7770, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
+				t.Fatal(err)
+			}
+			if d, err := h.db.Deployment(ctx, old.id); err != nil {
+				t.Fatal(err)
+			} else if d.Origin != pipeline.OriginExternal {
+				t.Errorf("deployment of %s to %s recorded as %s's (release #%d), want as not lastmile's", other.sha[:7], other.env, d.Origin, d.ReleaseID)
+			}
+			if h.gh.deployment(c1, "staging") != nil {
+				t.Fatal("c1 went on to staging although it was never deployed to test")
+			}
+			if err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "success"}); err != nil {
+				t.Fatal(err)
+			}
+			created := h.gh.deployment(c1, "test")
+			if created == nil || created.id == old.id {
+				t.Fatalf("c1's deployment to test once build is green: %+v; want a new one", created)
+			}
+			if d, err := h.db.Deployment(ctx, created.id); err != nil {
+				t.Fatal(err)
+			} else if d.Origin != pipeline.OriginLastmile || d.ReleaseID != rel.ID {
+				t.Errorf("c1's deployment to test recorded as %s's, release #%d; want lastmile's, release #%d", d.Origin, d.ReleaseID, rel.ID)
+			}
+		})
+	}
+}
+
 // leadTimesObserved is the number of commits whose lead time to env was
 // observed.
 func (h *harness) leadTimesObserved(env string) uint64 {
