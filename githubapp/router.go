@@ -99,6 +99,7 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 		info := deploymentInfo(ev.Deployment)
+		info.WorkflowRunID = workflowRunOf(d.Body)
 		info.Production = productionOf(d.Body)
 		return rt.Engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: repo, Deployment: info,
 			Status: pipeline.StatusInfo{
@@ -254,6 +255,19 @@ func productionOf(body []byte) bool {
 	}
 	_ = json.Unmarshal(body, &p)
 	return p.Deployment.Production
+}
+
+// workflowRunOf reads a deployment_status event's workflow_run, which
+// go-github v62 does not map: the run of a deployment Actions created for a
+// job, as the deployment event says (its status may be delivered first).
+func workflowRunOf(body []byte) int64 {
+	var p struct {
+		WorkflowRun struct {
+			ID int64 `json:"id"`
+		} `json:"workflow_run"`
+	}
+	_ = json.Unmarshal(body, &p)
+	return p.WorkflowRun.ID
 }
 
 func firstNonEmpty(ss ...string) string {

@@ -164,7 +164,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 			want: pipeline.NewDeploymentStatus{Repo: helloWorld,
 				Deployment: func() pipeline.DeploymentInfo {
 					d := pagesDeployment
-					d.Ref = "master"
+					d.Ref, d.WorkflowRunID = "master", 289782451
 					return d
 				}(),
 				Status: pipeline.StatusInfo{GitHubID: 209916254, State: pipeline.DeploymentInProgress,
@@ -182,7 +182,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 			want: pipeline.NewDeploymentStatus{Repo: helloWorld,
 				Deployment: func() pipeline.DeploymentInfo {
 					d := pagesDeployment
-					d.Ref = "master"
+					d.Ref, d.WorkflowRunID = "master", 289782451
 					return d
 				}(),
 				Status: pipeline.StatusInfo{GitHubID: 209916254, State: pipeline.DeploymentSuccess, Description: "Deployed",

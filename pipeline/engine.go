@@ -391,10 +391,19 @@ func (e *Engine) HandleDeployment(ctx context.Context, ev NewDeployment) error {
 	return e.advance(ctx, ev.Repo)
 }
 
-// deployment finds or records the deployment an event is about.
+// deployment finds or records the deployment an event is about. A
+// deployment lastmile did not create is linked to the workflow run GitHub
+// says it is for (the event's workflow_run, or a workflow_job naming it),
+// also when an earlier event that did not say so recorded it.
 func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo) (*Deployment, error) {
 	d, err := e.Store.Deployment(ctx, info.GitHubID)
 	if err == nil {
+		if d.Origin == OriginExternal && d.RunID == 0 && info.WorkflowRunID != 0 {
+			if err := e.Store.LinkRun(ctx, d.ID, info.WorkflowRunID); err != nil {
+				return nil, err
+			}
+			d.RunID = info.WorkflowRunID
+		}
 		return d, nil
 	}
 	if !errors.Is(err, ErrNotFound) {
@@ -472,7 +481,12 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 	if err != nil {
 		return err
 	}
-	if d.RunID == 0 {
+	if d.RunID == 0 && d.Origin == OriginLastmile {
+		// The Action's first status names the run deploying lastmile's
+		// deployment. Anyone who may write deployments can put any run in
+		// a log_url, though: another deployment is linked to a run only
+		// by GitHub's word (see deployment), or its success, made by hand,
+		// would prove its commit to the protection rule.
 		if run := RunIDFromURL(ev.Status.LogURL); run != 0 {
 			if err := e.Store.LinkRun(ctx, d.ID, run); err != nil {
 				return err

@@ -1954,6 +1954,86 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 	}
 }
 
+// judge hands lastmile a deployment_protection_rule request for run's job
+// deploying sha to env, and returns its recorded decision.
+func (h *harness) judge(delivery, env, sha string, run int64) *pipeline.ProtectionDecision {
+	h.t.Helper()
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: delivery, Environment: env, SHA: sha, RunID: run}
+	if err := h.engine.HandleProtectionRule(context.Background(), req); err != nil {
+		h.t.Fatal(err)
+	}
+	dec, err := h.db.ProtectionDecision(context.Background(), req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return dec
+}
+
+// A deployment made by hand through the API proves nothing either when its
+// status's log_url names an Actions run: anyone who may write deployments
+// writes any log_url. Only lastmile's own deployment is linked to a run by
+// its statuses.
+func TestProtectionRuleIgnoresTheRunAHandMadeStatusNames(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	info := pipeline.DeploymentInfo{GitHubID: 901, SHA: c1, Environment: "staging", Creator: "mallory", CreatedAt: time.Now()}
+	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+		Status: pipeline.StatusInfo{GitHubID: 9010, State: pipeline.DeploymentSuccess, CreatedAt: time.Now(),
+			LogURL: "https://github.com/acme/shop/actions/runs/12345/job/678"}}); err != nil {
+		t.Fatal(err)
+	}
+	if dec := h.judge("rule-1", "production", c1, 55); dec.State != "rejected" {
+		t.Errorf("production %s on a staging deployment made by hand whose status names a run: %s", dec.State, dec.Comment)
+	}
+	if d, err := h.db.Deployment(ctx, 901); err != nil {
+		t.Fatal(err)
+	} else if d.RunID != 0 {
+		t.Errorf("the hand-made deployment is linked to run %d, want none", d.RunID)
+	}
+}
+
+// The deployment Actions created for a job may be first heard of by its
+// status (GitHub does not keep webhooks in order), whose log_url no longer
+// links it: its deployment event, or the job's workflow_job naming it,
+// links it to its run when it comes, and it then proves its commit.
+func TestActionsDeploymentIsLinkedToItsRunAfterItsStatus(t *testing.T) {
+	for name, link := range map[string]func(h *harness, info pipeline.DeploymentInfo) error{
+		"deployment event": func(h *harness, info pipeline.DeploymentInfo) error {
+			return h.engine.HandleDeployment(context.Background(), pipeline.NewDeployment{Repo: shop, Deployment: info})
+		},
+		"workflow_job event": func(h *harness, info pipeline.DeploymentInfo) error {
+			return h.engine.HandleWorkflowJob(context.Background(), pipeline.WorkflowJob{Repo: shop, Action: "queued", JobID: 678,
+				RunID: info.WorkflowRunID, Name: "deploy-staging", HeadSHA: c1, Status: "queued", Deployment: &info})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			h.promote(c1, 10, "test")
+			info := pipeline.DeploymentInfo{GitHubID: 902, SHA: c1, Environment: "staging", Creator: "octocat", CreatedAt: time.Now()}
+			if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+				Status: pipeline.StatusInfo{GitHubID: 9020, State: pipeline.DeploymentSuccess, CreatedAt: time.Now(),
+					LogURL: "https://github.com/acme/shop/actions/runs/77/job/678"}}); err != nil {
+				t.Fatal(err)
+			}
+			info.WorkflowRunID = 77
+			if err := link(h, info); err != nil {
+				t.Fatal(err)
+			}
+			if dec := h.judge("rule-1", "production", c1, 78); dec.State != "approved" {
+				t.Errorf("production %s after the staging job's success: %s", dec.State, dec.Comment)
+			}
+		})
+	}
+}
+
 // The audit record tells what happened: a deployment that succeeded and
 // that GitHub later marked inactive (a newer one succeeded there) shows as
 // a success; statuses are listed in the order GitHub made them, not the

@@ -500,7 +500,10 @@ func (db *DB) StageSucceeded(ctx context.Context, releaseID int64, stage int) (b
 // or by the one GitHub Actions created for a workflow job there (a job the
 // environment's protection rules gated). A deployment someone made through
 // the API, with no job, proves nothing: anyone who may create deployments
-// could make one and call it a success.
+// could make one and call it a success. Such a deployment has no run_id:
+// one lastmile did not create is linked to a run only by what GitHub says
+// of it (its events' workflow_run, a workflow_job naming it), never by a
+// status's log_url, which whoever writes the status chooses.
 func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error) {
 	var n int
 	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
