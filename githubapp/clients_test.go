@@ -18,6 +18,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 // simWorld is a simulator with two installations, each with one repository.
@@ -206,6 +207,34 @@ func TestRateLimitsAreReportedPerQuota(t *testing.T) {
 	want := []string{"app", fmt.Sprint(w.acme), "app", fmt.Sprint(w.globex), "app"}
 	if !slices.Equal(quotas, want) {
 		t.Errorf("quotas reported %v, want %v", quotas, want)
+	}
+}
+
+// GitHub's 422 "the endpoint has been spammed" reaches the pipeline as a
+// refusal that passes (Spammed); a 422 for a bad request does not.
+func TestCreateDeploymentSpammedIsTemporary(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := &githubapp.GitHub{Clients: clients}
+	repo := pipeline.Repo{ID: 1, Owner: "acme", Name: "shop", InstallationID: w.acme}
+	main := w.sim.Branch("acme/shop", "main")
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSpammed, Method: "POST", Path: "/repos/{o}/{r}/deployments"})
+	for _, step := range []struct {
+		sha     string
+		spammed bool
+	}{
+		{main, true},
+		{"0123456789abcdef0123456789abcdef01234567", false}, // no such commit: "No ref found"
+	} {
+		_, _, err := gh.CreateDeployment(ctx, repo, pipeline.DeploymentRequest{SHA: step.sha, Environment: "test", RequiredContexts: []string{}})
+		var refused *pipeline.RefusedError
+		if !errors.As(err, &refused) || refused.Status != 422 || refused.Spammed() != step.spammed {
+			t.Errorf("deployment of %s: %v; want a 422 refusal, spammed %v", step.sha[:7], err, step.spammed)
+		}
 	}
 }
 

@@ -1029,6 +1029,7 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		if err := e.Store.MarkAttempt(ctx, d.ID); err != nil {
 			return err
 		}
+		d.Attempts++
 	}
 	req := DeploymentRequest{
 		SHA: d.SHA, Environment: d.Environment, Production: d.Production,
@@ -1046,6 +1047,8 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		e.Log.Info("deployment created", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "deployment", id, "sha", d.SHA)
 		return e.Store.Created(ctx, d.ID, id, createdAt)
+	case errors.As(err, &refused) && refused.Spammed():
+		return e.spammed(ctx, repo, d, refused)
 	case errors.As(err, &refused) && refused.OnlyPending(req.RequiredContexts):
 		e.Log.Info("deployment waits for required contexts", "repo", repo.FullName(), "release", d.ReleaseID, "error", refused)
 		return e.Store.Refused(ctx, d.ID, DeploymentWaiting, "waiting for required contexts: "+contextList(refused.RequiredStates(req.RequiredContexts)))
@@ -1056,6 +1059,36 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 	default:
 		return fmt.Errorf("create deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
 	}
+}
+
+// GitHub answers 422 "the endpoint has been spammed" to deployments created
+// too fast. lastmile asks again after spamRetry, doubling up to spamMaxRetry
+// as GitHub asks of its rate limits, and gives up once the intent has had
+// spamAttempts attempts (about half an hour).
+const (
+	spamRetry    = time.Minute
+	spamMaxRetry = 16 * time.Minute
+	spamAttempts = 6
+)
+
+// spammed records GitHub's 422 "the endpoint has been spammed" on an
+// intent, which stays to be created, and has the delivery handled again
+// later (LookAgain); after spamAttempts attempts it gives the intent up,
+// stopping its release, as for any other refusal.
+func (e *Engine) spammed(ctx context.Context, repo Repo, d *Deployment, refused *RefusedError) error {
+	if d.Attempts >= spamAttempts {
+		e.Log.Warn("GitHub refused the deployment as spam again: given up", "repo", repo.FullName(), "release", d.ReleaseID,
+			"environment", d.Environment, "attempts", d.Attempts, "error", refused)
+		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, fmt.Sprintf("%v (%d attempts)", refused, d.Attempts))
+	}
+	at := e.Now().Add(min(spamRetry<<max(d.Attempts-1, 0), spamMaxRetry))
+	reason := fmt.Sprintf("%v (asking again at %s)", refused, at.UTC().Format(time.RFC3339))
+	e.Log.Warn("GitHub refused the deployment as spam: trying again later", "repo", repo.FullName(), "release", d.ReleaseID,
+		"environment", d.Environment, "attempts", d.Attempts, "retry_at", at.UTC().Format(time.RFC3339))
+	if err := e.Store.Refused(ctx, d.ID, DeploymentIntent, reason); err != nil {
+		return err
+	}
+	return &LookAgain{At: at, Reason: fmt.Sprintf("deployment of release %d to %s: %v", d.ReleaseID, d.Environment, refused)}
 }
 
 func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {

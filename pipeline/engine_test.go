@@ -971,6 +971,93 @@ func TestContextsEventRetriedAfterAFailedCreation(t *testing.T) {
 	}
 }
 
+// GitHub's 422 "the endpoint has been spammed" passes: the intent stays, with
+// the reason, and the delivery is handled again a minute or more later
+// (LookAgain), when the deployment is created. Refused so again and again,
+// the release stops in the end; any other 422 stops it at once.
+func TestSpammedDeploymentIsCreatedLater(t *testing.T) {
+	ctx := context.Background()
+	spammed := func() error {
+		return &pipeline.RefusedError{Status: 422, Message: "Validation Failed: the endpoint has been spammed."}
+	}
+	newClockedHarness := func(t *testing.T) (*harness, time.Time) {
+		h := newHarness(t, c0, c1)
+		now := time.Now()
+		h.engine.Now = func() time.Time { return now }
+		return h, now
+	}
+	release := func(h *harness) *pipeline.Release {
+		h.t.Helper()
+		rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		return rel
+	}
+
+	t.Run("once", func(t *testing.T) {
+		h, now := newClockedHarness(t)
+		h.gh.failNext = []error{spammed()}
+		err := h.push(c0, c1, false)
+		var again *pipeline.LookAgain
+		if !errors.As(err, &again) || again.At.Sub(now) < time.Minute {
+			t.Fatalf("push while GitHub says spammed: %v; want to look again in a minute or more", err)
+		}
+		if rel := release(h); rel.State != pipeline.ReleaseActive {
+			t.Fatalf("release: %s %s %q; want it active", rel.State, rel.StopKind, rel.StopReason)
+		}
+		work, err := h.db.Work(ctx, shop.ID)
+		if err != nil || len(work) != 1 || work[0].State != pipeline.DeploymentIntent || !strings.Contains(work[0].Reason, "the endpoint has been spammed") {
+			t.Fatalf("the test deployment: %+v, %v; want an intent saying GitHub's answer", work, err)
+		}
+		if err := h.push(c0, c1, false); err != nil { // the worker handles the push again
+			t.Fatal(err)
+		}
+		if n := h.gh.count(c1, "test"); n != 1 {
+			t.Errorf("deployments of c1 to test: %d, want 1", n)
+		}
+	})
+
+	t.Run("again and again", func(t *testing.T) {
+		h, now := newClockedHarness(t)
+		for range 50 {
+			h.gh.failNext = append(h.gh.failNext, spammed())
+		}
+		var waits []time.Duration
+		for {
+			err := h.push(c0, c1, false)
+			var again *pipeline.LookAgain
+			if !errors.As(err, &again) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+			if waits = append(waits, again.At.Sub(now)); len(waits) > 20 {
+				t.Fatalf("still looking again after %d attempts: %v", len(waits), waits)
+			}
+		}
+		if len(waits) < 2 || !slices.IsSorted(waits) || waits[0] < time.Minute {
+			t.Errorf("waits %v; want a few, from a minute, growing", waits)
+		}
+		if rel := release(h); rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused ||
+			!strings.Contains(rel.StopReason, "the endpoint has been spammed") {
+			t.Errorf("release: %s %s %q; want it stopped, refused as spam", rel.State, rel.StopKind, rel.StopReason)
+		}
+	})
+
+	t.Run("another 422", func(t *testing.T) {
+		h, _ := newClockedHarness(t)
+		h.gh.failNext = []error{&pipeline.RefusedError{Status: 422, Message: "Validation Failed (No ref found for: c1)"}}
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		if rel := release(h); rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused {
+			t.Errorf("release: %s %s %q; want it stopped at once", rel.State, rel.StopKind, rel.StopReason)
+		}
+	})
+}
+
 func TestUnexpectedDeploymentWithLastmilesMarker(t *testing.T) {
 	h := newHarness(t, c0, c1)
 	if err := h.push(c0, c1, false); err != nil {

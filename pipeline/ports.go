@@ -28,7 +28,8 @@ type ContextState struct {
 
 // RefusedError is GitHub answering a deployment request without creating a
 // deployment: 202 (it merged the default branch instead), 409 (required
-// contexts not green, or a merge conflict) or 422 (validation failed).
+// contexts not green, or a merge conflict) or 422 (validation failed, or
+// the endpoint has been spammed: see Spammed).
 type RefusedError struct {
 	Status   int
 	Message  string
@@ -49,6 +50,13 @@ func (e *RefusedError) Error() string {
 		msg += " (" + strings.Join(parts, ", ") + ")"
 	}
 	return msg
+}
+
+// Spammed reports GitHub's 422 saying that "the endpoint has been
+// spammed": too many deployments created too fast. Unlike a validation
+// failure, it passes: the same request is taken later.
+func (e *RefusedError) Spammed() bool {
+	return e.Status == 422 && strings.Contains(strings.ToLower(e.Message), "has been spammed")
 }
 
 // NotReported is the state RequiredStates gives a required context that
@@ -232,7 +240,8 @@ type Store interface {
 	// Created records the GitHub deployment an intent became.
 	Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error
 	// Refused records that GitHub did not create the deployment: state
-	// waiting (it may yet) or abandoned (it will not).
+	// waiting (it may yet, when the required contexts are green), intent
+	// (it may yet, asked again shortly) or abandoned (it will not).
 	Refused(ctx context.Context, deploymentID int64, state DeploymentState, reason string) error
 	// Resume puts a repository's waiting intents for sha back in line.
 	Resume(ctx context.Context, repoID int64, sha string) (int, error)

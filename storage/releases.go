@@ -409,7 +409,9 @@ func (db *DB) Created(ctx context.Context, deploymentID, githubID int64, created
 	})
 }
 
-// Refused records that GitHub did not create a deployment.
+// Refused records that GitHub did not create a deployment, and why: it
+// waits for its required contexts, stays an intent to be created again
+// shortly, or is abandoned.
 func (db *DB) Refused(ctx context.Context, deploymentID int64, state pipeline.DeploymentState, reason string) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		var err error

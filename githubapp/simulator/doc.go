@@ -62,8 +62,9 @@
 // SetWorkflow.
 // Reviewers: ReviewPolicy (AutoApprove, AutoReject, Manual, Timeout),
 // PendingReviews, Approve, Reject; CancelRun, RerunFailedJobs. Faults: InjectFault with a
-// Fault (server errors, primary and secondary rate limits, delays, and
-// "applied but answer lost"). Observation: Requests, CountRequests,
+// Fault (server errors, primary and secondary rate limits, delays,
+// "applied but answer lost", and the 422 of an endpoint "spammed").
+// Observation: Requests, CountRequests,
 // Deliveries, Deployments, CommitStatuses, ProtectionRuleReviews, Runs, Idle.
 //
 // # The workflow player

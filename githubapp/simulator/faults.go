@@ -29,6 +29,10 @@ const (
 	// the connection is closed when DropConnection is set — after Delay,
 	// if set (the request is recorded before the wait).
 	FaultAppliedLost
+	// FaultSpammed answers Status (default 422) with GitHub's validation
+	// error saying that the endpoint has been spammed (content created too
+	// fast: a limit that passes), without doing anything.
+	FaultSpammed
 )
 
 // Fault is a failure injected into the REST API for the next Times requests
@@ -151,10 +155,17 @@ func (s *Simulator) writeFault(w *response, f *Fault, rate rateSnapshot, now tim
 		writeError(w, status(http.StatusForbidden),
 			"You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID "+w.header.Get("X-GitHub-Request-Id")+".",
 			"https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
+	case FaultSpammed:
+		writeError(w, status(http.StatusUnprocessableEntity), spammedMessage, docsRoot)
 	default:
 		writeError(w, status(http.StatusBadGateway), "Server Error", docsRoot)
 	}
 }
+
+// spammedMessage is the message of FaultSpammed's answer. GitHub documents
+// its 422 as "Validation failed, or the endpoint has been spammed."; this
+// is the second case's message.
+const spammedMessage = "Validation Failed: the endpoint has been spammed."
 
 // lostAnswer replaces a performed request's answer: nil means "close the
 // connection".

@@ -3,7 +3,9 @@ package simulator_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +92,26 @@ func TestFaultSecondaryRateLimit(t *testing.T) {
 	r := h.do("POST", "/repos/acme/shop/deployments", h.token(h.org), deployReq())
 	if r.status != 429 || r.header.Get("Retry-After") != "2" || r.json(t)["documentation_url"] != "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits" {
 		t.Errorf("429: %d %v %s", r.status, r.header, r.body)
+	}
+}
+
+// GitHub's 422 for an endpoint "spammed" has its error body, like its other
+// validation failures, and creates nothing.
+func TestFaultSpammed(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSpammed, Method: "POST", Path: deploymentsPath})
+	r := h.do("POST", "/repos/acme/shop/deployments", h.token(h.org), deployReq())
+	body := r.json(t)
+	if msg, _ := body["message"].(string); r.status != 422 || !strings.Contains(msg, "the endpoint has been spammed") ||
+		!strings.HasPrefix(fmt.Sprint(body["documentation_url"]), "https://docs.github.com/") {
+		t.Errorf("spammed: %d %s", r.status, r.body)
+	}
+	if len(h.sim.Deployments("acme/shop")) != 0 {
+		t.Fatal("the spammed request took effect")
+	}
+	if _, _, err := h.client(h.org, nil).Repositories.CreateDeployment(h.ctx(), "acme", "shop", deployReq()); err != nil {
+		t.Errorf("the next request: %v", err)
 	}
 }
 
