@@ -157,7 +157,7 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		cs := ev.GetCheckSuite()
 		return rt.Engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: repo, SHA: cs.GetHeadSHA(),
-			Context: cs.GetApp().GetSlug(), State: cs.GetConclusion()})
+			Context: cs.GetApp().GetSlug(), State: cs.GetConclusion(), CheckSuite: true})
 	}
 	return &pipeline.Ignored{Reason: "lastmile does not act on " + d.Event}
 }

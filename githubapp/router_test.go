@@ -285,7 +285,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 		"completed check suite": {
 			event: "check_suite", body: payload(t, "check_suite_completed.json"),
 			want: pipeline.ContextsChanged{Repo: pipeline.Repo{ID: 186853002, Owner: "Codertocat", Name: "Hello-World"},
-				SHA: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", Context: "github-actions", State: "success"},
+				SHA: "ec26c3e57ca3a959ca5aad62de7213c562f8c821", Context: "github-actions", State: "success", CheckSuite: true},
 		},
 		"protection rule requested": {
 			event: "deployment_protection_rule",

@@ -712,22 +712,54 @@ func NotifyDeployments(a Action) ([]*Deployment, bool) {
 	return n.Deployments, ok
 }
 
-// HandleContexts retries releases waiting for a commit's required contexts.
+// HandleContexts acts on a `status` or `check_suite` event for the releases
+// waiting for a commit's required contexts, when it can have changed
+// GitHub's answer: a required context's status turning green (the
+// deployment is asked for again) or failing (the release gives up, as on a
+// 409 that lists a failed context), or a completed check suite, which does
+// not say which of its check runs turned green or failed (GitHub's answer
+// will). Asking again on any other status (pending, or of a context no
+// waiting release requires) would spend requests that create content,
+// which GitHub limits, on an answer known already.
 func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
-	n, err := e.Store.Resume(ctx, ev.Repo.ID, ev.SHA)
+	work, err := e.Store.Work(ctx, ev.Repo.ID)
 	if err != nil {
 		return err
 	}
-	if n == 0 {
-		// Handled before, perhaps, and interrupted after the intents were
-		// put back in line: they are still to be created.
-		work, err := e.Store.Work(ctx, ev.Repo.ID)
-		if err != nil {
+	waiting, retry, gaveUp := false, false, false
+	for _, d := range work {
+		if d.State != DeploymentWaiting || d.SHA != ev.SHA {
+			continue
+		}
+		waiting = true
+		switch {
+		case ev.CheckSuite, ev.State == "success" && requires(d, ev.Context):
+			retry = true
+		case (ev.State == "failure" || ev.State == "error") && requires(d, ev.Context):
+			// GitHub would refuse it for this context: no need to ask.
+			e.Log.Warn("required context failed: deployment given up", "repo", ev.Repo.FullName(), "release", d.ReleaseID,
+				"context", ev.Context, "state", ev.State)
+			if err := e.Store.Refused(ctx, d.ID, DeploymentAbandoned, "required context "+ev.Context+" is "+ev.State); err != nil {
+				return err
+			}
+			gaveUp = true
+		}
+	}
+	if retry {
+		if _, err := e.Store.Resume(ctx, ev.Repo.ID, ev.SHA); err != nil {
 			return err
 		}
-		if len(work) == 0 {
-			return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
-		}
+	}
+	// An earlier handling of this event, interrupted, may have put intents
+	// back in line: they are still to be created.
+	inLine := slices.ContainsFunc(work, func(d *Deployment) bool { return d.State == DeploymentIntent })
+	switch {
+	case retry || gaveUp || inLine:
+	case !waiting:
+		return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
+	default:
+		return &Ignored{Reason: fmt.Sprintf("status %s is %s on %s: only a required context's success or failure moves the releases waiting there",
+			ev.Context, ev.State, short(ev.SHA))}
 	}
 	return e.advance(ctx, ev.Repo)
 }
@@ -1118,6 +1150,12 @@ func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
 		"environment", d.Environment, "state", d.Notify, "reason", d.NotifyReason)
 	_, err = e.Store.RecordStatus(ctx, d, st)
 	return err
+}
+
+// requires reports whether d's required contexts include context, compared
+// as GitHub compares them, without regard to case.
+func requires(d *Deployment, context string) bool {
+	return slices.ContainsFunc(d.RequiredContexts, func(c string) bool { return strings.EqualFold(c, context) })
 }
 
 func contextList(cs []ContextState) string {

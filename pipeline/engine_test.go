@@ -44,6 +44,7 @@ type fakeGitHub struct {
 	noConfig []string // commits without .github/lastmile.yml
 	deps     []*fakeDeployment
 	lastID   int64
+	creates  int     // CreateDeployment calls
 	failNext []error // errors for the next CreateDeployment calls
 	loseNext bool    // the next CreateDeployment creates the deployment, but its answer is lost
 	// enter, if set, is called as CreateDeployment starts; the function
@@ -124,6 +125,7 @@ func (f *fakeGitHub) CreateDeployment(_ context.Context, _ pipeline.Repo, req pi
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.creates++
 	if len(f.failNext) > 0 {
 		err := f.failNext[0]
 		f.failNext = f.failNext[1:]
@@ -968,6 +970,80 @@ func TestContextsEventRetriedAfterAFailedCreation(t *testing.T) {
 	var ignored *pipeline.Ignored
 	if err := h.engine.HandleContexts(context.Background(), pipeline.ContextsChanged{Repo: shop, SHA: c0, Context: "build", State: "success"}); !errors.As(err, &ignored) {
 		t.Errorf("status with nothing waiting = %v, want ignored", err)
+	}
+}
+
+// pendingBuild is GitHub's 409 while the required context build is pending.
+func pendingBuild() error {
+	return &pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.",
+		Contexts: []pipeline.ContextState{{Context: "build", State: "pending"}}}
+}
+
+// While a release waits for its required contexts, lastmile asks GitHub
+// again only on an event that can have turned one green: a required
+// context's success (its name compared without regard to case, as GitHub
+// does), or a completed check suite — even a failed one, which may hold
+// the required check run's success. Statuses that are pending, or of
+// another context, change nothing and are ignored.
+func TestContextsEventsAskAgainOnlyWhenARequiredContextMayBeGreen(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	h.gh.failNext = []error{pendingBuild(), pendingBuild(), pendingBuild()}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	status := func(context, state string) pipeline.ContextsChanged {
+		return pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: context, State: state}
+	}
+	for _, step := range []struct {
+		ev      pipeline.ContextsChanged
+		creates int // CreateDeployment calls so far
+	}{
+		{status("lint", "pending"), 1},
+		{status("build", "pending"), 1},
+		{status("lint", "success"), 1},
+		{status("lint", "failure"), 1},
+		{status("Build", "success"), 2}, // build still pending, says GitHub
+		{pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "ci", State: "failure", CheckSuite: true}, 3},
+		{status("build", "success"), 4},
+	} {
+		err := h.engine.HandleContexts(context.Background(), step.ev)
+		var ignored *pipeline.Ignored
+		if err != nil && !errors.As(err, &ignored) {
+			t.Fatalf("%+v: %v", step.ev, err)
+		}
+		if h.gh.creates != step.creates {
+			t.Errorf("after %s %s: %d deployments asked for, want %d", step.ev.Context, step.ev.State, h.gh.creates, step.creates)
+		}
+	}
+	if h.gh.deployment(c1, "test") == nil {
+		t.Error("no deployment to test once build is green")
+	}
+}
+
+// A required context that fails stops the waiting release at once, as
+// GitHub's 409 listing it failed would, without asking GitHub for the
+// deployment again.
+func TestRequiredContextFailureGivesUpWithoutAskingAgain(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	h.gh.failNext = []error{pendingBuild(), &pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.",
+		Contexts: []pipeline.ContextState{{Context: "build", State: "failure"}}}}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleContexts(context.Background(), pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "failure"}); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.creates != 1 {
+		t.Errorf("%d deployments asked for, want 1 (before build failed)", h.gh.creates)
+	}
+	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused || !strings.Contains(rel.StopReason, "build is failure") {
+		t.Errorf("release: %s %s %q; want it stopped, refused as build is failure", rel.State, rel.StopKind, rel.StopReason)
 	}
 }
 

@@ -157,4 +157,7 @@ type ContextsChanged struct {
 	SHA     string
 	Context string // the status context, or the check suite's app
 	State   string // success, failure, error, pending (statuses) or the suite's conclusion
+	// CheckSuite: a completed check suite's event, whose check runs (the
+	// contexts, by name) it does not list.
+	CheckSuite bool
 }

@@ -207,8 +207,9 @@ type Deployment struct {
 	CreatedAt      time.Time       `json:"created_at"`
 	TerminalAt     time.Time       `json:"terminal_at,omitzero"`  // first success, failure or error
 	SucceededAt    time.Time       `json:"succeeded_at,omitzero"` // first success
-	// RequiredContexts, for an intent of a release's first stage, are the
-	// contexts GitHub must see green (from the release's configuration).
+	// RequiredContexts, for an intent of a release's first stage (waiting
+	// or not), are the contexts GitHub must see green (from the release's
+	// configuration).
 	RequiredContexts []string `json:"-"`
 	// Notify is a status lastmile still has to write to GitHub for this
 	// deployment (inactive when superseded; failure or error when its run

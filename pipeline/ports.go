@@ -233,7 +233,8 @@ type Store interface {
 	Apply(ctx context.Context, repo Repo, actions []Action) error
 
 	// Work lists what must still be sent to GitHub for a repository:
-	// deployments in state intent, and deployments with a Notify status.
+	// deployments in state intent or waiting (with their RequiredContexts),
+	// and deployments with a Notify status.
 	Work(ctx context.Context, repoID int64) ([]*Deployment, error)
 	// MarkAttempt counts a creation attempt, durably, before it is made.
 	MarkAttempt(ctx context.Context, deploymentID int64) error

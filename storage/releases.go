@@ -365,7 +365,7 @@ func (db *DB) Work(ctx context.Context, repoID int64) ([]*pipeline.Deployment, e
 		return nil, err
 	}
 	for _, d := range deps {
-		if d.State != pipeline.DeploymentIntent || d.Stage != 0 {
+		if (d.State != pipeline.DeploymentIntent && d.State != pipeline.DeploymentWaiting) || d.Stage != 0 {
 			continue
 		}
 		var cfg sql.NullString
