@@ -714,35 +714,29 @@ func NotifyDeployments(a Action) ([]*Deployment, bool) {
 
 // HandleContexts acts on a `status` or `check_suite` event for the releases
 // waiting for a commit's required contexts, when it can have changed
-// GitHub's answer: a required context's status turning green (the
-// deployment is asked for again) or failing (the release gives up, as on a
-// 409 that lists a failed context), or a completed check suite, which does
-// not say which of its check runs turned green or failed (GitHub's answer
-// will). Asking again on any other status (pending, or of a context no
-// waiting release requires) would spend requests that create content,
-// which GitHub limits, on an answer known already.
+// GitHub's answer: a required context's status that ended (success: the
+// deployment may now be created; failure or error: GitHub's 409 will say
+// so, and the release gives up), or a completed check suite, which does not
+// say which of its check runs turned green or failed. GitHub is asked
+// rather than the event believed, since it does not keep webhooks in order:
+// a failure may arrive after the same context's newer success. Asking again
+// on any other status (pending, or of a context no waiting release
+// requires) would spend requests that create content, which GitHub limits,
+// on an answer known already.
 func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
 	work, err := e.Store.Work(ctx, ev.Repo.ID)
 	if err != nil {
 		return err
 	}
-	waiting, retry, gaveUp := false, false, false
+	waiting, retry := false, false
 	for _, d := range work {
 		if d.State != DeploymentWaiting || d.SHA != ev.SHA {
 			continue
 		}
 		waiting = true
-		switch {
-		case ev.CheckSuite, ev.State == "success" && requires(d, ev.Context):
+		ended := ev.State == "success" || ev.State == "failure" || ev.State == "error"
+		if ev.CheckSuite || (ended && requires(d, ev.Context)) {
 			retry = true
-		case (ev.State == "failure" || ev.State == "error") && requires(d, ev.Context):
-			// GitHub would refuse it for this context: no need to ask.
-			e.Log.Warn("required context failed: deployment given up", "repo", ev.Repo.FullName(), "release", d.ReleaseID,
-				"context", ev.Context, "state", ev.State)
-			if err := e.Store.Refused(ctx, d.ID, DeploymentAbandoned, "required context "+ev.Context+" is "+ev.State); err != nil {
-				return err
-			}
-			gaveUp = true
 		}
 	}
 	if retry {
@@ -754,11 +748,11 @@ func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
 	// back in line: they are still to be created.
 	inLine := slices.ContainsFunc(work, func(d *Deployment) bool { return d.State == DeploymentIntent })
 	switch {
-	case retry || gaveUp || inLine:
+	case retry || inLine:
 	case !waiting:
 		return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
 	default:
-		return &Ignored{Reason: fmt.Sprintf("status %s is %s on %s: only a required context's success or failure moves the releases waiting there",
+		return &Ignored{Reason: fmt.Sprintf("status %s is %s on %s: only a required context's success, failure or error moves the releases waiting there",
 			ev.Context, ev.State, short(ev.SHA))}
 	}
 	return e.advance(ctx, ev.Repo)
