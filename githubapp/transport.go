@@ -50,7 +50,8 @@ func (e *RateLimitedError) Error() string {
 //   - retries network errors and 5xx answers with exponential backoff and
 //     jitter, for requests that are safe to send twice;
 //   - honours rate limits: on 403/429 with Retry-After it waits that long, on
-//     x-ratelimit-remaining: 0 until x-ratelimit-reset, otherwise (a secondary
+//     x-ratelimit-remaining: 0 until x-ratelimit-reset (as far away as it is
+//     from the answer's Date: lastmile's clock may be off), otherwise (a secondary
 //     limit without a hint) a minute, as GitHub's documentation asks; once
 //     it knows a credential's hourly quota is spent it does not call GitHub
 //     with that credential until reset, and a secondary limit's wait holds
@@ -286,8 +287,23 @@ func (t *Transport) recordRateLimit(req *http.Request, resp *http.Response) {
 		if t.blocked == nil {
 			t.blocked = map[quotaKey]time.Time{}
 		}
-		t.blocked[key] = time.Unix(reset, 0)
+		// The reset is GitHub's clock: held for as long as GitHub says is
+		// left, counted from lastmile's now.
+		t.blocked[key] = now.Add(time.Unix(reset, 0).Sub(githubNow(h, now)))
 	}
+}
+
+// githubNow is GitHub's time when it answered: the Date header, or local
+// when it has none that parses. x-ratelimit-reset and a Retry-After date are
+// GitHub's clock; measured against lastmile's, a clock minutes ahead would
+// take a reset still to come for one past and call again through the limit
+// (which GitHub may answer by banning the App), and one behind would wait
+// minutes too long. Date has whole seconds, so the wait it gives errs long.
+func githubNow(h http.Header, local time.Time) time.Time {
+	if at, err := http.ParseTime(h.Get("Date")); err == nil {
+		return at
+	}
+	return local
 }
 
 // secondaryResource is the key of a secondary (abuse) limit's wait.
@@ -312,12 +328,14 @@ func rateResource(*http.Request) string { return "core" }
 // rateLimitWait reports whether resp is a rate-limit refusal and how long
 // GitHub asks to wait, following GitHub's documented order: Retry-After;
 // else, with x-ratelimit-remaining 0, until x-ratelimit-reset; else (a
-// secondary limit without a hint) at least one minute.
-func rateLimitWait(resp *http.Response, now time.Time) (wait time.Duration, secondary, limited bool) {
+// secondary limit without a hint) at least one minute. The times GitHub
+// gives are measured from its Date, not from lastmile's clock (local).
+func rateLimitWait(resp *http.Response, local time.Time) (wait time.Duration, secondary, limited bool) {
 	if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusTooManyRequests {
 		return 0, false, false
 	}
 	h := resp.Header
+	now := githubNow(h, local)
 	// A Retry-After of 0, or of a time already past, still waits a second:
 	// calling again at once through a limit is what GitHub penalises.
 	if s := h.Get("Retry-After"); s != "" {

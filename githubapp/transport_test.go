@@ -96,10 +96,12 @@ type step struct {
 }
 
 // scriptedGitHub answers the n-th request with the n-th step (the last step
-// repeats) and records every request it received.
+// repeats) and records every request it received. Its Date is the test's
+// clock (set by newTestTransport) unless a step gives one.
 type scriptedGitHub struct {
 	*httptest.Server
 	mu     sync.Mutex
+	clock  *fakeClock
 	steps  []step
 	bodies []string
 	paths  []string
@@ -115,6 +117,7 @@ func newScriptedGitHub(t *testing.T, steps ...step) *scriptedGitHub {
 		g.bodies = append(g.bodies, string(b))
 		g.paths = append(g.paths, r.Method+" "+r.URL.Path)
 		s := g.steps[min(n, len(g.steps)-1)]
+		clock := g.clock
 		g.mu.Unlock()
 		if s.drop {
 			conn, _, err := http.NewResponseController(w).Hijack()
@@ -122,6 +125,9 @@ func newScriptedGitHub(t *testing.T, steps ...step) *scriptedGitHub {
 				conn.Close()
 			}
 			return
+		}
+		if clock != nil {
+			w.Header().Set("Date", clock.Now().Format(http.TimeFormat))
 		}
 		for k, v := range s.headers {
 			w.Header().Set(k, v)
@@ -145,6 +151,9 @@ func (g *scriptedGitHub) Bodies() []string {
 func (g *scriptedGitHub) Attempts() int { return len(g.Bodies()) }
 
 func newTestTransport(g *scriptedGitHub, clock *fakeClock, obs *observed) *githubapp.Transport {
+	g.mu.Lock()
+	g.clock = clock
+	g.mu.Unlock()
 	return &githubapp.Transport{
 		Base:       g.Client().Transport,
 		Observer:   obs,
@@ -338,6 +347,12 @@ func TestTransportHonoursRateLimits(t *testing.T) {
 			limited:  step{status: 429, headers: map[string]string{"Retry-After": clockStart.Add(12 * time.Second).Format(http.TimeFormat)}},
 			wantWait: 12 * time.Second,
 		},
+		"Retry-After as a date, lastmile's clock 5 minutes ahead: from GitHub's Date": {
+			method: http.MethodGet,
+			limited: step{status: 429, headers: map[string]string{"Date": clockStart.Add(-5 * time.Minute).Format(http.TimeFormat),
+				"Retry-After": clockStart.Add(-5*time.Minute + 12*time.Second).Format(http.TimeFormat)}},
+			wantWait: 12 * time.Second,
+		},
 		"Retry-After 0: a second, not at once": {
 			method:   http.MethodGet,
 			limited:  step{status: 429, headers: map[string]string{"Retry-After": "0"}},
@@ -407,6 +422,89 @@ func TestTransportHonoursRateLimits(t *testing.T) {
 				t.Errorf("observer saw %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// The times in GitHub's rate-limit answers are GitHub's clock: the wait is
+// measured from the answer's Date, whichever way lastmile's clock is off.
+// GitHub's primary limit here is spent until its reset, a minute away by
+// GitHub's clock; a call before it is answered 403.
+func TestTransportMeasuresRateLimitsByGitHubsClock(t *testing.T) {
+	tests := map[string]struct {
+		first    int             // GitHub's answer to the first call: 403 refused, or 200 with the quota just spent
+		calls    int             // calls made
+		wantWait []time.Duration // waits slept
+	}{
+		"refused until the reset": {first: http.StatusForbidden, calls: 1, wantWait: []time.Duration{time.Minute + time.Second}},
+		"held until the reset":    {first: http.StatusOK, calls: 2, wantWait: []time.Duration{time.Minute}},
+	}
+	for name, tc := range tests {
+		for _, skew := range []time.Duration{5 * time.Minute, -5 * time.Minute} { // lastmile's clock ahead, behind
+			t.Run(fmt.Sprintf("%s, lastmile %v off", name, skew), func(t *testing.T) {
+				clock := newFakeClock()
+				github := func() time.Time { return clock.Now().Add(-skew) }
+				reset := github().Add(time.Minute)
+				var mu sync.Mutex
+				var answers []int
+				srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					now := github()
+					w.Header().Set("Date", now.Format(http.TimeFormat))
+					w.Header().Set("X-RateLimit-Limit", "5000")
+					w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(reset.Unix(), 10))
+					mu.Lock()
+					defer mu.Unlock()
+					status := http.StatusOK
+					switch {
+					case !now.Before(reset):
+						w.Header().Set("X-RateLimit-Remaining", "4999")
+					case len(answers) == 0 && tc.first == http.StatusOK:
+						w.Header().Set("X-RateLimit-Remaining", "0")
+					default:
+						status = http.StatusForbidden
+						w.Header().Set("X-RateLimit-Remaining", "0")
+					}
+					answers = append(answers, status)
+					w.WriteHeader(status)
+					if status == http.StatusForbidden {
+						io.WriteString(w, `{"message":"API rate limit exceeded"}`)
+					}
+				}))
+				t.Cleanup(srv.Close)
+				tr := &githubapp.Transport{Base: srv.Client().Transport, MaxWait: 2 * time.Minute, Sleep: clock.Sleep, Now: clock.Now}
+				for i := range tc.calls {
+					if status, _, err := call(t, context.Background(), tr, http.MethodGet, srv.URL+"/repos/acme/shop", ""); err != nil || status != 200 {
+						t.Errorf("call %d = %d, %v; want 200 after the reset", i+1, status, err)
+						break
+					}
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if want := append([]int{tc.first}, http.StatusOK); !slices.Equal(answers, want) {
+					t.Errorf("GitHub answered %v, want %v: no call before the reset but the first", answers, want)
+				}
+				if w := clock.Waits(); !slices.Equal(w, tc.wantWait) {
+					t.Errorf("waits = %v, want %v (the reset by GitHub's Date)", w, tc.wantWait)
+				}
+			})
+		}
+	}
+}
+
+// Without a Date that parses, the reset is measured from lastmile's clock.
+func TestTransportMeasuresRateLimitsLocallyWithoutADate(t *testing.T) {
+	reset := newFakeClock().Now().Add(47 * time.Second)
+	for _, date := range []string{"", "yesterday"} { // none, one that does not parse
+		g := newScriptedGitHub(t,
+			step{status: 403, headers: map[string]string{"Date": date, "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000",
+				"X-RateLimit-Reset": strconv.FormatInt(reset.Unix(), 10)}},
+			step{status: 200})
+		clock := newFakeClock()
+		if _, _, err := call(t, context.Background(), newTestTransport(g, clock, &observed{}), http.MethodGet, g.URL+"/x", ""); err != nil {
+			t.Fatal(err)
+		}
+		if w := clock.Waits(); !slices.Equal(w, []time.Duration{48 * time.Second}) {
+			t.Errorf("Date %q: waits = %v, want [48s]", date, w)
+		}
 	}
 }
 
@@ -724,6 +822,7 @@ func TestTransportUnblocksWhenGitHubReportsQuotaAgain(t *testing.T) {
 	var reached sync.Map
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached.Store(r.URL.Path, true)
+		w.Header().Set("Date", clock.Now().Format(http.TimeFormat))
 		w.Header().Set("X-RateLimit-Limit", "5000")
 		switch r.URL.Path {
 		case "/slow":
