@@ -20,6 +20,9 @@ type RedeliveryStore interface {
 	// redeliveries asked for each GUID and whether lastmile gave up on it.
 	RedeliveriesRequested(ctx context.Context, guids []string) (map[string]pipeline.Redeliveries, error)
 	RedeliveryRequested(ctx context.Context, guid string, gaveUp bool, at, forgetBefore time.Time) error
+	// RedeliveryNotRequested takes back a request counted for guid that
+	// GitHub did not accept.
+	RedeliveryNotRequested(ctx context.Context, guid string) error
 	Setting(ctx context.Context, key string) (string, bool, error)
 	SetSetting(ctx context.Context, key, value string) error
 }
@@ -133,7 +136,8 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	requested := 0
+	requested, failures, inARow := 0, 0, 0
+	var firstFailure error
 	for _, guid := range failed {
 		g := groups[guid]
 		if known[guid] {
@@ -153,8 +157,12 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 			}
 			continue
 		}
-		// Counted before it is asked: a crash in between errs on the side
-		// of asking less.
+		// Counted before it is asked, and taken back if GitHub does not
+		// accept the request: only an accepted request made GitHub attempt
+		// the delivery again (a 5xx GitHub acted on all the same shows in
+		// its list of attempts, which the cap counts too). A crash in
+		// between errs on the side of asking less, and so does a run
+		// cancelled during the request (which may have reached GitHub).
 		if err := r.Store.RedeliveryRequested(ctx, guid, false, now, now.Add(-r.Window)); err != nil {
 			return requested, err
 		}
@@ -171,13 +179,57 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
 				return requested, err
 			}
+			inARow = 0
 			continue
+		case ctx.Err() != nil:
+			return requested, err
 		default:
-			return requested, fmt.Errorf("redeliver %s: %w", guid, err)
+			if err := r.Store.RedeliveryNotRequested(ctx, guid); err != nil {
+				return requested, err
+			}
+			err = fmt.Errorf("redeliver %s: %w", guid, err)
+			if rateLimited(err) {
+				// GitHub asked to wait: the rest waits for the next run.
+				return requested, err
+			}
+			// A failed request (5xx, network error) says nothing about
+			// the delivery: the run goes on with the others, so that one
+			// delivery GitHub keeps failing on does not hold them up, but
+			// stops after maxFailuresInARow, as GitHub is then likely
+			// unwell. Either way the run ends in an error and leaves the
+			// checkpoint, so that the next run asks again.
+			failures++
+			inARow++
+			if firstFailure == nil {
+				firstFailure = err
+			}
+			if inARow >= maxFailuresInARow {
+				return requested, fmt.Errorf("%d redelivery requests failed in a row, stopped for this run: %w", inARow, err)
+			}
+			r.Log.Warn("redelivery: request failed, asked again next run", "delivery", guid, "event", g.latest.GetEvent(), "error", err)
+			continue
 		}
+		inARow = 0
 		r.Log.Info("redelivery: requested", "delivery", guid, "event", g.latest.GetEvent(),
 			"installation", g.latest.GetInstallationID(), "last_status", g.latest.GetStatus())
 		requested++
 	}
+	if firstFailure != nil {
+		return requested, fmt.Errorf("%d redelivery requests failed, asked again next run; the first: %w", failures, firstFailure)
+	}
 	return requested, r.Store.SetSetting(ctx, redeliveryCheckpoint, now.UTC().Format(time.RFC3339Nano))
+}
+
+// maxFailuresInARow is how many redelivery requests may fail one after the
+// other (5xx, network errors) before a run stops asking.
+const maxFailuresInARow = 3
+
+// rateLimited reports whether err is a rate limit: lastmile's transport
+// reports one as *RateLimitedError, and go-github refuses a call itself
+// while the last answer it saw said the quota was spent.
+func rateLimited(err error) bool {
+	var primary *github.RateLimitError
+	var secondary *github.AbuseRateLimitError
+	_, limited := IsRateLimited(err)
+	return limited || errors.As(err, &primary) || errors.As(err, &secondary)
 }

@@ -1,6 +1,7 @@
 package githubapp_test
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
@@ -41,11 +42,13 @@ type hookAttempt struct {
 // GitHub may), with cursor pagination in the Link header.
 type hookDeliveries struct {
 	*httptest.Server
-	now      time.Time
-	attempts []hookAttempt // newest first
-	pageSize int
-	failList bool // GET answers 500
-	failPost int  // POST .../attempts answers this status (0: 202)
+	now        time.Time
+	attempts   []hookAttempt // newest first
+	pageSize   int
+	failList   bool          // GET answers 500
+	failPost   int           // POST .../attempts answers this status (0: 202)
+	failPostOf map[int64]int // … or, for these attempt IDs, this one
+	limitPost  bool          // POST .../attempts answers 403: the App's rate limit is spent for an hour
 
 	mu          sync.Mutex
 	cursors     []string // cursor of every list request ("" for the first)
@@ -102,8 +105,15 @@ func (h *hookDeliveries) redeliver(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.redelivered = append(h.redelivered, id)
 	h.mu.Unlock()
-	if h.failPost != 0 {
-		http.Error(w, `{"message":"Validation Failed"}`, h.failPost)
+	if h.limitPost {
+		w.Header().Set("X-RateLimit-Limit", "5000")
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10))
+		writeJSONBody(w, http.StatusForbidden, map[string]any{"message": "API rate limit exceeded"})
+		return
+	}
+	if status := cmp.Or(h.failPostOf[id], h.failPost); status != 0 {
+		http.Error(w, `{"message":"Validation Failed"}`, status)
 		return
 	}
 	writeJSONBody(w, http.StatusAccepted, map[string]any{})
@@ -359,6 +369,143 @@ func TestRedelivererCapHoldsAcrossRuns(t *testing.T) {
 	}
 	if n := len(gh.Redelivered()); n != 4 {
 		t.Errorf("a delivery that always fails was asked for %d times over 3 days, want 4 (5 attempts in all)", n)
+	}
+}
+
+// Only a request GitHub accepted is an attempt: POST .../attempts failing
+// (502) for four runs in a row, GitHub never redelivered, and the delivery
+// is asked for once GitHub is well again, although MaxAttempts is 5.
+func TestRedelivererFailedRequestsAreNotAttempts(t *testing.T) {
+	start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	gh := newHookDeliveries(t, start, 100)
+	gh.failPost = http.StatusBadGateway
+	db := openStore(t)
+	now := start
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: func() time.Time { return now }, Log: discardLog()}
+	failedAt := start.Add(-time.Minute)
+	for run := range 5 {
+		now = start.Add(time.Duration(run) * 10 * time.Minute)
+		gh.now = now
+		if run == 4 {
+			gh.failPost = 0 // GitHub's endpoint works again
+		}
+		gh.attempts = []hookAttempt{{id: 11, guid: "g-1", ago: now.Sub(failedAt), event: "push"}}
+		n, err := r.RunOnce(context.Background())
+		if got := len(gh.Redelivered()); got != run+1 {
+			t.Fatalf("run %d: %d requests in all, want %d (one a run)", run+1, got, run+1)
+		}
+		if (err != nil) != (run < 4) || n != map[bool]int{true: 0, false: 1}[run < 4] {
+			t.Errorf("run %d: RunOnce = %d, %v; want an error while GitHub fails, then 1", run+1, n, err)
+		}
+	}
+	asked, err := db.RedeliveriesRequested(context.Background(), []string{"g-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := asked["g-1"]; got != (pipeline.Redeliveries{Requests: 1}) {
+		t.Errorf("recorded %+v, want the one request GitHub accepted", got)
+	}
+}
+
+// A request that fails does not hold up the deliveries after it: they are
+// asked for in the same run, which then reports the failure and keeps the
+// checkpoint, so that the next run asks again. Several failures in a row
+// (GitHub unwell) stop the run.
+func TestRedelivererGoesOnPastAFailedRequest(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	previous := now.Add(-30 * time.Minute).Format(time.RFC3339Nano)
+	attempts := []hookAttempt{{id: 15, guid: "g-5", ago: time.Minute}, {id: 14, guid: "g-4", ago: 2 * time.Minute},
+		{id: 13, guid: "g-3", ago: 3 * time.Minute}, {id: 12, guid: "g-2", ago: 4 * time.Minute}, {id: 11, guid: "g-1", ago: 5 * time.Minute}}
+	tests := map[string]struct {
+		failPostOf map[int64]int
+		wantAsked  []int64
+		wantN      int
+	}{
+		"one fails": {failPostOf: map[int64]int{14: http.StatusBadGateway},
+			wantAsked: []int64{15, 14, 13, 12, 11}, wantN: 4},
+		"failures apart": {failPostOf: map[int64]int{15: http.StatusInternalServerError, 14: http.StatusBadGateway, 12: http.StatusServiceUnavailable},
+			wantAsked: []int64{15, 14, 13, 12, 11}, wantN: 2},
+		"three in a row: the run stops": {failPostOf: map[int64]int{14: http.StatusBadGateway, 13: http.StatusBadGateway, 12: http.StatusBadGateway},
+			wantAsked: []int64{15, 14, 13, 12}, wantN: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			gh := newHookDeliveries(t, now, 100, attempts...)
+			gh.failPostOf = tc.failPostOf
+			db := openStore(t)
+			if err := db.SetSetting(context.Background(), "redelivery.checkpoint", previous); err != nil {
+				t.Fatal(err)
+			}
+			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
+				Now: func() time.Time { return now }, Log: discardLog()}
+			n, err := r.RunOnce(context.Background())
+			if err == nil || n != tc.wantN {
+				t.Errorf("RunOnce = %d, %v; want %d and an error", n, err, tc.wantN)
+			}
+			if got := gh.Redelivered(); !slices.Equal(got, tc.wantAsked) {
+				t.Errorf("asked to redeliver %v, want %v", got, tc.wantAsked)
+			}
+			if cp, _, _ := db.Setting(context.Background(), "redelivery.checkpoint"); cp != previous {
+				t.Errorf("checkpoint moved to %q after a run with failed requests", cp)
+			}
+			asked, err := db.RedeliveriesRequested(context.Background(), []string{"g-1", "g-2", "g-3", "g-4", "g-5"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range attempts {
+				want := 0
+				if slices.Contains(tc.wantAsked, a.id) && tc.failPostOf[a.id] == 0 {
+					want = 1
+				}
+				if got := asked[a.guid].Requests; got != want {
+					t.Errorf("%s: %d requests recorded, want %d", a.guid, got, want)
+				}
+			}
+		})
+	}
+}
+
+// A rate limit stops the run at once (GitHub asked to wait), whether
+// lastmile's transport or go-github reports it; the request it refused is
+// not counted.
+func TestRedelivererStopsAtARateLimit(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	clients := map[string]func(t *testing.T, url string) *github.Client{
+		"go-github alone": githubClientFor,
+		"lastmile's transport": func(t *testing.T, baseURL string) *github.Client {
+			tr := &githubapp.Transport{Sleep: func(context.Context, time.Duration) error { return nil }}
+			gh := github.NewClient(&http.Client{Transport: tr})
+			gh.BaseURL = githubClientFor(t, baseURL).BaseURL
+			return gh
+		},
+	}
+	for name, client := range clients {
+		t.Run(name, func(t *testing.T) {
+			gh := newHookDeliveries(t, now, 100,
+				hookAttempt{id: 12, guid: "g-2", ago: time.Minute}, hookAttempt{id: 11, guid: "g-1", ago: 2 * time.Minute})
+			gh.limitPost = true
+			db := openStore(t)
+			r := &githubapp.Redeliverer{App: client(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
+				Now: func() time.Time { return now }, Log: discardLog()}
+			n, err := r.RunOnce(context.Background())
+			if err == nil || n != 0 {
+				t.Errorf("RunOnce = %d, %v; want 0 and a rate-limit error", n, err)
+			}
+			if got := gh.Redelivered(); !slices.Equal(got, []int64{12}) {
+				t.Errorf("asked to redeliver %v, want [12] and no more after the rate limit", got)
+			}
+			asked, err := db.RedeliveriesRequested(context.Background(), []string{"g-1", "g-2"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if asked["g-2"].Requests != 0 || asked["g-2"].GaveUp || asked["g-1"].Requests != 0 {
+				t.Errorf("recorded %+v after the rate limit, want no request counted", asked)
+			}
+			if _, ok, _ := db.Setting(context.Background(), "redelivery.checkpoint"); ok {
+				t.Error("checkpoint stored after a run the rate limit stopped")
+			}
+		})
 	}
 }
 

@@ -470,6 +470,16 @@ func (db *DB) RedeliveryRequested(ctx context.Context, guid string, gaveUp bool,
 	})
 }
 
+// RedeliveryNotRequested takes back one request counted for guid by
+// RedeliveryRequested: GitHub did not accept it (a failure, a rate limit),
+// so GitHub made no attempt.
+func (db *DB) RedeliveryNotRequested(ctx context.Context, guid string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE redelivery_requests SET requests = MAX(requests - 1, 0) WHERE guid = ?`, guid)
+		return err
+	})
+}
+
 // queryIn runs prefix followed by "(?, ?, …)" for the ids, 500 at a time,
 // calling each for every row.
 func (db *DB) queryIn(ctx context.Context, prefix string, ids []string, each func(*sql.Rows) error) error {

@@ -547,6 +547,44 @@ func TestKnownDeliveries(t *testing.T) {
 	}
 }
 
+// A request counted and then taken back (GitHub did not accept it) leaves
+// the count as it was; a GUID given up stays given up.
+func TestRedeliveryRequests(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	at := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	forget := at.Add(-72 * time.Hour)
+	steps := []func() error{
+		func() error { return db.RedeliveryRequested(ctx, "g-1", false, at, forget) },
+		func() error { return db.RedeliveryRequested(ctx, "g-1", false, at, forget) },
+		func() error { return db.RedeliveryNotRequested(ctx, "g-1") },
+		func() error { return db.RedeliveryRequested(ctx, "g-2", false, at, forget) },
+		func() error { return db.RedeliveryNotRequested(ctx, "g-2") },
+		func() error { return db.RedeliveryNotRequested(ctx, "g-2") }, // never below 0
+		func() error { return db.RedeliveryNotRequested(ctx, "g-unknown") },
+		func() error { return db.RedeliveryRequested(ctx, "g-3", true, at, forget) },
+		func() error { return db.RedeliveryNotRequested(ctx, "g-3") },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("step %d: %v", i+1, err)
+		}
+	}
+	got, err := db.RedeliveriesRequested(ctx, []string{"g-1", "g-2", "g-3", "g-unknown"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]pipeline.Redeliveries{"g-1": {Requests: 1}, "g-2": {}, "g-3": {GaveUp: true}}
+	if len(got) != len(want) {
+		t.Errorf("RedeliveriesRequested = %v, want %v", got, want)
+	}
+	for guid, w := range want {
+		if got[guid] != w {
+			t.Errorf("%s: %+v, want %+v", guid, got[guid], w)
+		}
+	}
+}
+
 // TestNextWorkKeepsUpWithArrivalsAndHandling plays deliveries arriving and
 // the worker taking, finishing and failing them, in a random order, and
 // after every step compares what NextWork hands out (the worker's database,
