@@ -71,14 +71,12 @@ func (r *Redeliverer) Run(ctx context.Context) {
 // RunOnce performs one check and returns how many redeliveries it requested.
 func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 	now := r.Now()
-	cutoff := now.Add(-r.Window)
+	var last time.Time // the last run's checkpoint, GitHub's clock
 	if s, ok, err := r.Store.Setting(ctx, redeliveryCheckpoint); err != nil {
 		return 0, err
 	} else if ok {
-		// Look an hour before the last run: a delivery attempted around it
-		// may have been listed after that run had read the page.
-		if last, err := time.Parse(time.RFC3339Nano, s); err == nil && last.Add(-time.Hour).After(cutoff) {
-			cutoff = last.Add(-time.Hour)
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			last = t
 		}
 	}
 
@@ -89,17 +87,44 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 	}
 	groups := map[string]*group{}
 	var order []string
+	// The checkpoint and the cutoff are compared with delivered_at, GitHub's
+	// clock, and so are kept in it: from lastmile's clock, one an hour or
+	// more ahead would pass over the deliveries that failed since the last
+	// run. checkpoint is GitHub's time when the listing began (the first
+	// page's Date), else the newest delivered_at listed: never later than
+	// what GitHub has shown.
+	var cutoff, checkpoint, newest time.Time
 	opts := &github.ListCursorOptions{PerPage: 100}
 	for {
 		page, resp, err := r.App.Apps.ListHookDeliveries(ctx, opts)
 		if err != nil {
 			return 0, fmt.Errorf("list hook deliveries: %w", err)
 		}
+		if opts.Cursor == "" { // the first page
+			ghNow := now // without a Date, the window by lastmile's clock
+			if date, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+				ghNow, checkpoint = date, date
+			}
+			cutoff = ghNow.Add(-r.Window)
+			// Look an hour before the last run: a delivery attempted
+			// around it may have been listed after that run had read the
+			// page. A checkpoint later than GitHub's now (kept by
+			// lastmile's clock, before) counts as now.
+			if last.After(ghNow) {
+				last = ghNow
+			}
+			if !last.IsZero() && last.Add(-time.Hour).After(cutoff) {
+				cutoff = last.Add(-time.Hour)
+			}
+		}
 		older := false
 		for _, d := range page {
 			if d.DeliveredAt != nil && d.DeliveredAt.Before(cutoff) {
 				older = true
 				break
+			}
+			if d.DeliveredAt != nil && d.DeliveredAt.After(newest) {
+				newest = d.DeliveredAt.Time
 			}
 			guid := d.GetGUID()
 			g, seen := groups[guid]
@@ -217,7 +242,13 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 	if firstFailure != nil {
 		return requested, fmt.Errorf("%d redelivery requests failed, asked again next run; the first: %w", failures, firstFailure)
 	}
-	return requested, r.Store.SetSetting(ctx, redeliveryCheckpoint, now.UTC().Format(time.RFC3339Nano))
+	if checkpoint.IsZero() {
+		checkpoint = newest
+	}
+	if checkpoint.IsZero() {
+		return requested, nil // GitHub showed no time: the last run's stays
+	}
+	return requested, r.Store.SetSetting(ctx, redeliveryCheckpoint, checkpoint.UTC().Format(time.RFC3339Nano))
 }
 
 // maxFailuresInARow is how many redelivery requests may fail one after the

@@ -39,10 +39,12 @@ type hookAttempt struct {
 
 // hookDeliveries is a scripted GitHub for the redelivery endpoints: it lists
 // the attempts newest first, pageSize at a time (ignoring per_page, as
-// GitHub may), with cursor pagination in the Link header.
+// GitHub may), with cursor pagination in the Link header, and its Date is
+// now.
 type hookDeliveries struct {
 	*httptest.Server
-	now        time.Time
+	now        time.Time     // GitHub's clock
+	noDate     bool          // the list answers without a Date header
 	attempts   []hookAttempt // newest first
 	pageSize   int
 	failList   bool          // GET answers 500
@@ -67,6 +69,11 @@ func newHookDeliveries(t *testing.T, now time.Time, pageSize int, attempts ...ho
 }
 
 func (h *hookDeliveries) list(w http.ResponseWriter, r *http.Request) {
+	if h.noDate {
+		w.Header()["Date"] = nil
+	} else {
+		w.Header().Set("Date", h.now.Format(http.TimeFormat))
+	}
 	cursor := r.URL.Query().Get("cursor")
 	h.mu.Lock()
 	h.cursors = append(h.cursors, cursor)
@@ -225,6 +232,12 @@ func TestRedelivererRunOnce(t *testing.T) {
 			attempts: []hookAttempt{{id: 11, guid: "g-1", noTime: true}},
 			want:     []int64{11}, wantPages: 1,
 		},
+		"a checkpoint later than GitHub's now counts as now": {
+			attempts: []hookAttempt{{id: 12, guid: "g-in", ago: 30 * time.Minute}, {id: 11, guid: "g-out", ago: time.Hour + time.Minute}},
+			// kept by lastmile's clock, 2 hours ahead, before the
+			// checkpoint was GitHub's
+			checkpoint: now.Add(2 * time.Hour), want: []int64{12}, wantPages: 1,
+		},
 		"nothing delivered yet": {wantPages: 1},
 	}
 	for name, tc := range tests {
@@ -369,6 +382,72 @@ func TestRedelivererCapHoldsAcrossRuns(t *testing.T) {
 	}
 	if n := len(gh.Redelivered()); n != 4 {
 		t.Errorf("a delivery that always fails was asked for %d times over 3 days, want 4 (5 attempts in all)", n)
+	}
+}
+
+// The checkpoint is kept in GitHub's clock, the one delivered_at is in:
+// with lastmile's clock 2 hours ahead, a delivery that failed 5 minutes
+// after a run is still asked for by the runs that follow.
+func TestRedelivererKeepsTheCheckpointInGitHubsClock(t *testing.T) {
+	start := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	const skew = 2 * time.Hour
+	gh := newHookDeliveries(t, start, 100)
+	db := openStore(t)
+	now := start // GitHub's
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: func() time.Time { return now.Add(skew) }, Log: discardLog()}
+	if _, err := r.RunOnce(context.Background()); err != nil { // nothing failed yet
+		t.Fatal(err)
+	}
+	if cp, _, _ := db.Setting(context.Background(), "redelivery.checkpoint"); cp != start.Format(time.RFC3339Nano) {
+		t.Errorf("checkpoint = %q, want GitHub's time of the run, %v", cp, start)
+	}
+	failedAt := start.Add(5 * time.Minute)
+	for run := 1; run <= 12 && len(gh.Redelivered()) == 0; run++ { // every 10 minutes for 2 hours
+		now = start.Add(time.Duration(run) * 10 * time.Minute)
+		gh.now = now
+		gh.attempts = []hookAttempt{{id: 11, guid: "g-after-run-1", ago: now.Sub(failedAt), event: "push"}}
+		if _, err := r.RunOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{11}) {
+		t.Errorf("asked to redeliver %v in 12 runs, want [11] at the first run after it failed (lastmile's clock %v ahead)", got, skew)
+	}
+}
+
+// Without a Date from GitHub the checkpoint is the newest delivered_at
+// listed, never lastmile's clock; with nothing listed the last one stays.
+func TestRedelivererCheckpointWithoutADate(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	previous := now.Add(-30 * time.Minute).Format(time.RFC3339Nano)
+	tests := map[string]struct {
+		attempts []hookAttempt
+		want     string
+	}{
+		"the newest delivered_at": {
+			attempts: []hookAttempt{{id: 12, guid: "g-2", ago: 2 * time.Minute, ok: true}, {id: 11, guid: "g-1", ago: 5 * time.Minute, ok: true}},
+			want:     now.Add(-2 * time.Minute).Format(time.RFC3339Nano),
+		},
+		"nothing listed": {want: previous},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			gh := newHookDeliveries(t, now, 100, tc.attempts...)
+			gh.noDate = true
+			db := openStore(t)
+			if err := db.SetSetting(context.Background(), "redelivery.checkpoint", previous); err != nil {
+				t.Fatal(err)
+			}
+			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+				Now: func() time.Time { return now.Add(2 * time.Hour) }, Log: discardLog()}
+			if _, err := r.RunOnce(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if cp, _, _ := db.Setting(context.Background(), "redelivery.checkpoint"); cp != tc.want {
+				t.Errorf("checkpoint = %q, want %q", cp, tc.want)
+			}
+		})
 	}
 }
 
