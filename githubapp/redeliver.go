@@ -36,7 +36,8 @@ const redeliveryCheckpoint = "redelivery.checkpoint"
 // own recipe: page the App's deliveries newest first back to the last run,
 // group them by GUID, and redeliver each GUID none of whose attempts
 // succeeded — here also skipping GUIDs already in lastmile's inbox (stored,
-// though GitHub saw the answer fail).
+// though GitHub saw the answer fail) and those of events lastmile does not
+// handle, and asking a second apart.
 type Redeliverer struct {
 	App         *github.Client
 	Store       RedeliveryStore
@@ -44,7 +45,29 @@ type Redeliverer struct {
 	Interval    time.Duration // between runs
 	MaxAttempts int           // failed attempts of one GUID after which it is left alone
 	Now         func() time.Time
-	Log         *slog.Logger
+	// Sleep waits for d or until ctx ends; tests replace it to record waits.
+	Sleep func(ctx context.Context, d time.Duration) error
+	Log   *slog.Logger
+}
+
+// requestSpacing is the least time between two redelivery requests: each
+// makes GitHub send a delivery again, and GitHub asks integrations to wait
+// at least a second between such requests when making many, lest they meet
+// its secondary rate limits.
+const requestSpacing = time.Second
+
+func (r *Redeliverer) sleep(ctx context.Context, d time.Duration) error {
+	if r.Sleep != nil {
+		return r.Sleep(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Run checks at once, then every Interval, until ctx ends.
@@ -145,9 +168,11 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 		opts.Cursor = resp.Cursor
 	}
 
+	// A delivery of an event lastmile does not handle (ping among them)
+	// would only be recorded as ignored: not worth a request.
 	var failed []string
 	for _, guid := range order {
-		if g := groups[guid]; !g.ok {
+		if g := groups[guid]; !g.ok && Handles(g.latest.GetEvent()) {
 			failed = append(failed, guid)
 		}
 	}
@@ -163,6 +188,7 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 	}
 	requested, failures, inARow := 0, 0, 0
 	var firstFailure error
+	asking := false // a request was made this run
 	for _, guid := range failed {
 		g := groups[guid]
 		if known[guid] {
@@ -182,6 +208,12 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 			}
 			continue
 		}
+		if asking {
+			if err := r.sleep(ctx, requestSpacing); err != nil {
+				return requested, err
+			}
+		}
+		asking = true
 		// Counted before it is asked, and taken back if GitHub does not
 		// accept the request: only an accepted request made GitHub attempt
 		// the delivery again (a 5xx GitHub acted on all the same shows in

@@ -33,8 +33,8 @@ type hookAttempt struct {
 	guid   string
 	ago    time.Duration // delivered this long before the test's now
 	ok     bool
-	event  string
-	noTime bool // delivered_at missing
+	event  string // push unless given
+	noTime bool   // delivered_at missing
 }
 
 // hookDeliveries is a scripted GitHub for the redelivery endpoints: it lists
@@ -94,7 +94,7 @@ func (h *hookDeliveries) list(w http.ResponseWriter, r *http.Request) {
 			status, code = "OK", 200
 		}
 		item := map[string]any{"id": a.id, "guid": a.guid, "status": status, "status_code": code,
-			"event": a.event, "action": nil, "installation_id": 7, "repository_id": 70, "redelivery": false, "duration": 0.1}
+			"event": cmp.Or(a.event, "push"), "action": nil, "installation_id": 7, "repository_id": 70, "redelivery": false, "duration": 0.1}
 		if !a.noTime {
 			item["delivered_at"] = h.now.Add(-a.ago).UTC().Format(time.RFC3339)
 		}
@@ -154,6 +154,10 @@ func githubClientFor(t *testing.T, baseURL string) *github.Client {
 	gh.BaseURL = u
 	return gh
 }
+
+// skipWait is the Redeliverer's Sleep in tests: the spacing between
+// requests is not waited out.
+func skipWait(ctx context.Context, _ time.Duration) error { return ctx.Err() }
 
 func openStore(t *testing.T) *storage.DB {
 	return storagetest.Open(t)
@@ -256,7 +260,7 @@ func TestRedelivererRunOnce(t *testing.T) {
 				}
 			}
 			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: window, MaxAttempts: 3,
-				Now: func() time.Time { return now }, Log: discardLog()}
+				Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
 			n, err := r.RunOnce(context.Background())
 			if err != nil {
 				t.Fatalf("RunOnce: %v", err)
@@ -312,7 +316,7 @@ func TestRedelivererFailuresKeepTheCheckpoint(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
-				Now: func() time.Time { return now }, Log: discardLog()}
+				Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
 			if n, err := r.RunOnce(context.Background()); err == nil {
 				t.Fatalf("RunOnce = %d, nil; want an error", n)
 			}
@@ -334,7 +338,7 @@ func TestRedelivererGoesOnPastARefusal(t *testing.T) {
 	gh.failPost = http.StatusUnprocessableEntity
 	db := openStore(t)
 	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
-		Now: func() time.Time { return now }, Log: discardLog()}
+		Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
 	if _, err := r.RunOnce(context.Background()); err != nil {
 		t.Fatalf("RunOnce: %v", err)
 	}
@@ -363,7 +367,7 @@ func TestRedelivererCapHoldsAcrossRuns(t *testing.T) {
 	db := openStore(t)
 	now := start
 	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
-		Now: func() time.Time { return now }, Log: discardLog()}
+		Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
 	attemptsAt := []time.Time{start} // GitHub's first attempt, failed
 	for run := range 3 * 24 * 6 {    // every 10 minutes for the 3 days of GitHub's window
 		now = start.Add(time.Duration(run) * 10 * time.Minute)
@@ -395,7 +399,7 @@ func TestRedelivererKeepsTheCheckpointInGitHubsClock(t *testing.T) {
 	db := openStore(t)
 	now := start // GitHub's
 	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
-		Now: func() time.Time { return now.Add(skew) }, Log: discardLog()}
+		Now: func() time.Time { return now.Add(skew) }, Sleep: skipWait, Log: discardLog()}
 	if _, err := r.RunOnce(context.Background()); err != nil { // nothing failed yet
 		t.Fatal(err)
 	}
@@ -440,7 +444,7 @@ func TestRedelivererCheckpointWithoutADate(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
-				Now: func() time.Time { return now.Add(2 * time.Hour) }, Log: discardLog()}
+				Now: func() time.Time { return now.Add(2 * time.Hour) }, Sleep: skipWait, Log: discardLog()}
 			if _, err := r.RunOnce(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -448,6 +452,58 @@ func TestRedelivererCheckpointWithoutADate(t *testing.T) {
 				t.Errorf("checkpoint = %q, want %q", cp, tc.want)
 			}
 		})
+	}
+}
+
+// Deliveries of events lastmile does not act on (it would only record them
+// as ignored) are not worth a request; ping is one of them.
+func TestRedelivererAsksOnlyForEventsItHandles(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	gh := newHookDeliveries(t, now, 100,
+		hookAttempt{id: 17, guid: "g-installation", ago: time.Minute, event: "installation"},
+		hookAttempt{id: 16, guid: "g-ping", ago: 2 * time.Minute, event: "ping"},
+		hookAttempt{id: 15, guid: "g-push", ago: 3 * time.Minute, event: "push"},
+		hookAttempt{id: 14, guid: "g-issues", ago: 4 * time.Minute, event: "issues"},
+		hookAttempt{id: 13, guid: "g-deployment-status", ago: 5 * time.Minute, event: "deployment_status"},
+		hookAttempt{id: 12, guid: "g-unknown", ago: 6 * time.Minute, event: "sponsorship"},
+		hookAttempt{id: 11, guid: "g-workflow-run", ago: 7 * time.Minute, event: "workflow_run"})
+	db := openStore(t)
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
+	n, err := r.RunOnce(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := gh.Redelivered(), []int64{15, 13, 11}; !slices.Equal(got, want) || n != len(want) {
+		t.Errorf("asked to redeliver %v (RunOnce = %d), want only the events lastmile handles, %v", got, n, want)
+	}
+}
+
+// Redelivery requests are a second apart, as GitHub asks of many requests
+// that make it do something, whatever GitHub answered the one before; the
+// first is not held back.
+func TestRedelivererSpacesItsRequests(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	gh := newHookDeliveries(t, now, 100,
+		hookAttempt{id: 14, guid: "g-4", ago: time.Minute}, hookAttempt{id: 13, guid: "g-3", ago: 2 * time.Minute},
+		hookAttempt{id: 12, guid: "g-2", ago: 3 * time.Minute}, hookAttempt{id: 11, guid: "g-1", ago: 4 * time.Minute})
+	gh.failPostOf = map[int64]int{13: http.StatusUnprocessableEntity}
+	db := openStore(t)
+	var waits []string // each wait, after how many requests
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: func() time.Time { return now }, Log: discardLog(),
+		Sleep: func(ctx context.Context, d time.Duration) error {
+			waits = append(waits, fmt.Sprintf("%v after %d", d, len(gh.Redelivered())))
+			return nil
+		}}
+	if _, err := r.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{14, 13, 12, 11}) {
+		t.Fatalf("asked to redeliver %v, want [14 13 12 11]", got)
+	}
+	if want := []string{"1s after 1", "1s after 2", "1s after 3"}; !slices.Equal(waits, want) {
+		t.Errorf("waits %q, want %q", waits, want)
 	}
 }
 
@@ -461,7 +517,7 @@ func TestRedelivererFailedRequestsAreNotAttempts(t *testing.T) {
 	db := openStore(t)
 	now := start
 	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
-		Now: func() time.Time { return now }, Log: discardLog()}
+		Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
 	failedAt := start.Add(-time.Minute)
 	for run := range 5 {
 		now = start.Add(time.Duration(run) * 10 * time.Minute)
@@ -517,7 +573,7 @@ func TestRedelivererGoesOnPastAFailedRequest(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
-				Now: func() time.Time { return now }, Log: discardLog()}
+				Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
 			n, err := r.RunOnce(context.Background())
 			if err == nil || n != tc.wantN {
 				t.Errorf("RunOnce = %d, %v; want %d and an error", n, err, tc.wantN)
@@ -566,7 +622,7 @@ func TestRedelivererStopsAtARateLimit(t *testing.T) {
 			gh.limitPost = true
 			db := openStore(t)
 			r := &githubapp.Redeliverer{App: client(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
-				Now: func() time.Time { return now }, Log: discardLog()}
+				Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
 			n, err := r.RunOnce(context.Background())
 			if err == nil || n != 0 {
 				t.Errorf("RunOnce = %d, %v; want 0 and a rate-limit error", n, err)
@@ -664,7 +720,7 @@ func TestRedelivererAgainstTheSimulator(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &githubapp.Redeliverer{App: clients.App(), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
-		Now: time.Now, Log: discardLog()}
+		Now: time.Now, Sleep: skipWait, Log: discardLog()}
 	n, err := r.RunOnce(ctx)
 	if err != nil {
 		t.Fatalf("RunOnce: %v", err)
