@@ -258,20 +258,26 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 	}
 	r.printf("lastmile: deploying %s to %s (deployment %d)\n", c.deployment.SHA, c.deployment.Environment, c.deployment.ID)
 
-	runErr := runCommand(ctx, r.env, c)
+	stopped, runErr := runCommand(ctx, r.env, c)
 
 	res := Result{State: pipeline.DeploymentSuccess, LogURL: logURL}
 	desc := fmt.Sprintf("Deployed %s to %s", short(c.deployment.SHA), c.deployment.Environment)
 	timeout := finalPostTimeout
 	switch {
-	case runErr == nil:
-	case ctx.Err() != nil:
-		// The job was cancelled (the runner's SIGINT): the deploy did not
-		// finish, which is an error rather than a failed deploy.
+	case stopped:
+		// The job was cancelled (the runner's SIGINT) before the command
+		// ended: the deploy did not finish, which is an error rather than
+		// a failed deploy — and not a success either, even when the
+		// command, stopped, exits 0 (a TERM trap that cleans up and exits).
 		res.State = pipeline.DeploymentError
 		desc = "Cancelled: the workflow job was cancelled while the deploy command ran"
-		runErr = fmt.Errorf("the workflow job was cancelled; the deploy command was stopped: %w", runErr)
+		if runErr == nil {
+			runErr = errors.New("the workflow job was cancelled; the deploy command was stopped (it then exited with status 0)")
+		} else {
+			runErr = fmt.Errorf("the workflow job was cancelled; the deploy command was stopped: %w", runErr)
+		}
 		timeout = cancelledPostTimeout
+	case runErr == nil:
 	default:
 		res.State = pipeline.DeploymentFailure
 		desc = "Deploy command failed: " + failureSummary(runErr)

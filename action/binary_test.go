@@ -228,6 +228,49 @@ func TestBinaryCancelled(t *testing.T) {
 	}
 }
 
+// A deploy script that cleans up on TERM, as the README advises, and ends
+// its trap with a plain exit: stopped by the cancellation, it exits 0. The
+// deploy did not finish all the same: the deployment is left in error, not
+// success (which lastmile would promote), and the step fails.
+func TestBinaryCancelledCommandExitsZero(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	procs := w.playWithBinary(map[string]string{"INPUT_COMMAND": `tmp=$(mktemp -d)
+trap 'echo "cleaning up $tmp"; rm -rf "$tmp"; exit' TERM
+echo "command: sleeping"
+sleep 300 &
+wait
+echo 'not reached'
+`})
+	id := w.createDeployment()
+	s := w.started(procs)
+	if err := s.proc.waitLine(w.ctx, "command: sleeping"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.sim.CancelRun(repo, w.onlyRun().ID); err != nil {
+		t.Fatal(err)
+	}
+	if code := w.exitCode(s.proc); code != 1 {
+		t.Fatalf("exit code %d, want 1:\n%s", code, s.proc.output())
+	}
+	out := s.proc.output()
+	if !strings.Contains(out, "cleaning up") || strings.Contains(out, "not reached") {
+		t.Errorf("the command's trap did not run, or the command went on:\n%s", out)
+	}
+	if !hasLinePrefix(out, "::error::the workflow job was cancelled; the deploy command was stopped (it then exited with status 0)") {
+		t.Errorf("no ::error:: line saying the job was cancelled:\n%s", out)
+	}
+	if run := w.waitRunCompleted(); run.Conclusion != "cancelled" {
+		t.Errorf("run conclusion %q, want cancelled", run.Conclusion)
+	}
+	d := w.deployment(id)
+	wantStates(t, d, "queued", "in_progress", "error")
+	if st := d.Statuses[2]; !strings.HasPrefix(st.Description, "Cancelled") {
+		t.Errorf("error status %+v", st)
+	}
+	wantOutputs(t, s.step.readOutputs(t), "error", "false", s.step.jobURL)
+}
+
 // Mode register as its own step in the ungated first job.
 func TestBinaryRegister(t *testing.T) {
 	binary(t)

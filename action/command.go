@@ -15,8 +15,10 @@ import (
 // workspace (GITHUB_WORKSPACE, when set), in its own process group, with its
 // output going straight to the job log. When ctx ends (the job is cancelled)
 // the whole group gets SIGTERM, and SIGKILL KillGrace later if it is still
-// there.
-func runCommand(ctx context.Context, env Env, c *config) error {
+// there. stopped tells that ctx ended before the command did: the command
+// was stopped, whatever its exit status (a script that traps TERM to clean
+// up may well exit 0).
+func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err error) {
 	script := c.command
 	if c.passEnvArg {
 		// The environment becomes the last argument of the command's last
@@ -25,7 +27,7 @@ func runCommand(ctx context.Context, env Env, c *config) error {
 	}
 	cmd := exec.Command("bash", "-eo", "pipefail", "-c", script)
 	if cmd.Err != nil {
-		return fmt.Errorf("bash is needed to run the deploy command: %w", cmd.Err)
+		return false, fmt.Errorf("bash is needed to run the deploy command: %w", cmd.Err)
 	}
 	cmd.Env = commandEnv(env.Environ(), c)
 	cmd.Dir = c.workspace // where the runner checks the code out
@@ -36,7 +38,7 @@ func runCommand(ctx context.Context, env Env, c *config) error {
 	cmd.WaitDelay = env.KillGrace
 	setProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start the deploy command: %w", err)
+		return false, fmt.Errorf("start the deploy command: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -46,20 +48,19 @@ func runCommand(ctx context.Context, env Env, c *config) error {
 			// The command succeeded; something it started in the
 			// background still holds its output.
 			fmt.Fprintln(env.Stdout, "lastmile: the deploy command succeeded; the processes it left running write no more to this log")
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	case <-ctx.Done():
 	}
 	terminateGroup(cmd)
 	grace := time.NewTimer(env.KillGrace)
 	defer grace.Stop()
-	var err error
 	select {
 	case err = <-done:
 	case <-grace.C:
 		killGroup(cmd)
-		return <-done
+		return true, <-done
 	}
 	// The command has ended. What it started in its group has the rest of
 	// the grace to end too.
@@ -70,10 +71,10 @@ func runCommand(ctx context.Context, env Env, c *config) error {
 		case <-tick.C:
 		case <-grace.C:
 			killGroup(cmd)
-			return err
+			return true, err
 		}
 	}
-	return err
+	return true, err
 }
 
 // commandEnv is the deploy command's environment: base without the Action's
