@@ -118,7 +118,8 @@ const (
 // Run runs the Action once: mode register or deploy, as the inputs say.
 // Cancelling ctx (the runner's SIGINT/SIGTERM when the job is cancelled)
 // signals the deploy command's process group and leaves the deployment in
-// state error. A non-nil error means the step fails; Run has already written
+// state error (as does a cancellation before the command started, once
+// in_progress may have been posted). A non-nil error means the step fails; Run has already written
 // it to the job log as an ::error:: workflow command. A deployment that is
 // inactive or finished is not an error: Result.Skipped is true.
 func Run(ctx context.Context, env Env) (res Result, err error) {
@@ -142,7 +143,7 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 	r := &runner{env: env, cfg: cfg, gh: gh}
 	latest, err := r.latestState(ctx)
 	if err != nil {
-		return Result{}, err
+		return Result{}, cancelledBefore(ctx, err)
 	}
 	if why := skipReason(cfg.deployment.ID, latest, cfg.runAttempt); why != "" {
 		workflowCommand(env.Stdout, "notice", why)
@@ -155,7 +156,7 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 		// has succeeded since, this commit is outdated there.
 		newer, err := r.newerSuccess(ctx)
 		if err != nil {
-			return Result{}, err
+			return Result{}, cancelledBefore(ctx, err)
 		}
 		if newer != 0 {
 			workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed again: deployment %d there has succeeded since, and this one would go backwards.",
@@ -243,7 +244,7 @@ func (r *runner) register(ctx context.Context) (Result, error) {
 	res := Result{State: pipeline.DeploymentQueued, LogURL: c.runURL()}
 	desc := fmt.Sprintf("Waiting for the deploy job to %s", c.deployment.Environment)
 	if err := r.post(ctx, res.State, res.LogURL, desc); err != nil {
-		return Result{}, err
+		return Result{}, cancelledBefore(ctx, err)
 	}
 	r.printf("lastmile: deployment %d of %s to %s is queued; run %s\n", c.deployment.ID, short(c.deployment.SHA), c.deployment.Environment, res.LogURL)
 	return res, nil
@@ -254,13 +255,28 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 	c := r.cfg
 	logURL := c.logURL()
 	if err := r.post(ctx, pipeline.DeploymentInProgress, logURL, fmt.Sprintf("Deploying %s to %s", short(c.deployment.SHA), c.deployment.Environment)); err != nil {
-		return Result{}, err
+		if !mayHaveArrived(err) {
+			// GitHub refused it: the deployment is as it was.
+			return Result{}, err
+		}
+		// in_progress may be on GitHub although the call failed (the job
+		// was cancelled while it was on its way, or no answer came), and
+		// nothing will deploy: leave the deployment in error rather than
+		// in_progress.
+		desc, timeout := "Not deployed: the in_progress status could not be reported", finalPostTimeout
+		if ctx.Err() != nil {
+			desc, timeout = "Cancelled: the workflow job was cancelled before the deploy command started", cancelledPostTimeout
+			err = fmt.Errorf("the workflow job was cancelled before the deploy command started; nothing was deployed: %w", err)
+		} else {
+			err = fmt.Errorf("nothing was deployed: %w", err)
+		}
+		return r.finish(ctx, pipeline.DeploymentError, logURL, desc, timeout, err)
 	}
 	r.printf("lastmile: deploying %s to %s (deployment %d)\n", c.deployment.SHA, c.deployment.Environment, c.deployment.ID)
 
 	stopped, runErr := runCommand(ctx, r.env, c)
 
-	res := Result{State: pipeline.DeploymentSuccess, LogURL: logURL}
+	state := pipeline.DeploymentSuccess
 	desc := fmt.Sprintf("Deployed %s to %s", short(c.deployment.SHA), c.deployment.Environment)
 	timeout := finalPostTimeout
 	switch {
@@ -269,7 +285,7 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		// ended: the deploy did not finish, which is an error rather than
 		// a failed deploy — and not a success either, even when the
 		// command, stopped, exits 0 (a TERM trap that cleans up and exits).
-		res.State = pipeline.DeploymentError
+		state = pipeline.DeploymentError
 		desc = "Cancelled: the workflow job was cancelled while the deploy command ran"
 		if runErr == nil {
 			runErr = errors.New("the workflow job was cancelled; the deploy command was stopped (it then exited with status 0)")
@@ -279,22 +295,60 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		timeout = cancelledPostTimeout
 	case runErr == nil:
 	default:
-		res.State = pipeline.DeploymentFailure
+		state = pipeline.DeploymentFailure
 		desc = "Deploy command failed: " + failureSummary(runErr)
 		runErr = fmt.Errorf("deploy command failed: %s", failureDetail(runErr))
 	}
+	res, err := r.finish(ctx, state, logURL, desc, timeout, runErr)
+	if err == nil {
+		r.printf("lastmile: deployment %d to %s succeeded\n", c.deployment.ID, c.deployment.Environment)
+	}
+	return res, err
+}
+
+// finish posts the deployment's final status, state, within timeout of a
+// context detached from ctx (which the cancellation of the job may have
+// ended), and returns the Result and runErr, the reason the step fails
+// (nil when it succeeds), joined with the post's error.
+func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, logURL, desc string, timeout time.Duration, runErr error) (Result, error) {
+	res := Result{State: state, LogURL: logURL}
 	postCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if err := r.post(postCtx, res.State, logURL, desc); err != nil {
+	if err := r.post(postCtx, state, logURL, desc); err != nil {
 		// GitHub still shows in_progress; lastmile settles the deployment
 		// when the run ends.
 		res.State = pipeline.DeploymentInProgress
 		return res, errors.Join(runErr, err)
 	}
-	if runErr == nil {
-		r.printf("lastmile: deployment %d to %s succeeded\n", c.deployment.ID, c.deployment.Environment)
-	}
 	return res, runErr
+}
+
+// cancelledBefore says, when the job was cancelled, that err (a call to
+// GitHub that the cancellation ended) came before anything was deployed.
+func cancelledBefore(ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		return err
+	}
+	return fmt.Errorf("the workflow job was cancelled before the deploy started; nothing was deployed: %w", err)
+}
+
+// mayHaveArrived tells whether a call that failed with err may have taken
+// effect on GitHub all the same: anything but an answer of GitHub's that
+// refused it (4xx, a rate limit).
+func mayHaveArrived(err error) bool {
+	var (
+		er  *github.ErrorResponse
+		rl  *github.RateLimitError
+		arl *github.AbuseRateLimitError
+		lim *githubapp.RateLimitedError
+	)
+	switch {
+	case errors.As(err, &er):
+		return er.Response == nil || er.Response.StatusCode >= 500
+	case errors.As(err, &rl), errors.As(err, &arl), errors.As(err, &lim):
+		return false
+	}
+	return true
 }
 
 // post creates a deployment status. Posting the same status twice does no

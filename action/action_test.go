@@ -210,6 +210,71 @@ func TestDeployCancelled(t *testing.T) {
 	wantGroupTerminated(t, dir)
 }
 
+// A cancellation before the deploy command starts, while the Action still
+// waits for GitHub. Once the in_progress status may be on GitHub (its call
+// was on its way), the deployment is left in error, not in_progress;
+// before that, nothing is posted (lastmile settles the deployment when the
+// cancelled run ends). Either way nothing is deployed and the step fails.
+func TestDeployCancelledBeforeTheCommand(t *testing.T) {
+	for name, tc := range map[string]struct {
+		method    string // the call GitHub does not answer (it takes effect)
+		wantErr   string
+		wantState pipeline.DeploymentState
+		states    []string
+	}{
+		"reading the statuses": {
+			method:  "GET",
+			wantErr: "the workflow job was cancelled before the deploy started; nothing was deployed",
+			states:  []string{"queued"},
+		},
+		"posting in_progress": {
+			method:    "POST",
+			wantErr:   "the workflow job was cancelled before the deploy command started; nothing was deployed",
+			wantState: pipeline.DeploymentError,
+			states:    []string{"queued", "in_progress", "error"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			const statuses = "/repos/{owner}/{repo}/deployments/*/statuses"
+			w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultAppliedLost, Method: tc.method, Path: statuses, Delay: deadline})
+			marker := filepath.Join(t.TempDir(), "deployed")
+			results := w.playWithRun(map[string]string{"INPUT_COMMAND": "touch " + marker})
+			id := w.createDeployment()
+			w.waitFor("GitHub has the call it does not answer", func(s *simulator.Simulator) bool {
+				return s.CountRequests(tc.method, statuses) == 1
+			})
+			if err := w.sim.CancelRun(repo, w.onlyRun().ID); err != nil {
+				t.Fatal(err)
+			}
+			r := w.result(results)
+			if run := w.waitRunCompleted(); run.Conclusion != "cancelled" {
+				t.Errorf("run conclusion %q, want cancelled", run.Conclusion)
+			}
+
+			if r.err == nil || !strings.Contains(r.err.Error(), tc.wantErr) {
+				t.Errorf("Run error %v, want one that says %q", r.err, tc.wantErr)
+			}
+			logURL := ""
+			if tc.wantState != "" {
+				logURL = r.step.jobURL
+			}
+			if want := (action.Result{State: tc.wantState, LogURL: logURL}); r.res != want {
+				t.Errorf("Result %+v, want %+v", r.res, want)
+			}
+			d := w.deployment(id)
+			wantStates(t, d, tc.states...)
+			if last := d.Statuses[len(d.Statuses)-1]; last.State == "error" && !strings.HasPrefix(last.Description, "Cancelled: the workflow job was cancelled before the deploy command started") {
+				t.Errorf("error status %+v", last)
+			}
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			wantOutputs(t, r.step.readOutputs(t), string(tc.wantState), "false", logURL)
+		})
+	}
+}
+
 // cancelCommand starts a process in the background that records the SIGTERM
 // it gets, and waits for it. Only a signal to the command's process group
 // reaches that process.
