@@ -60,8 +60,13 @@ type Env struct {
 	// when it is set, else os.Stderr.
 	Stderr io.Writer
 	// Transport carries the calls to GitHub. Default: a githubapp.Transport
-	// with its defaults.
+	// with its defaults (retries, rate limits) over http.DefaultTransport,
+	// each attempt bounded by RequestTimeout.
 	Transport *githubapp.Transport
+	// RequestTimeout bounds each attempt of a call to GitHub made through
+	// the default Transport (a Transport given decides for itself).
+	// Default 15s.
+	RequestTimeout time.Duration
 	// KillGrace is how long a cancelled deploy command's process group has
 	// between SIGTERM and SIGKILL. Default 5s, which leaves time to report
 	// the error status before the runner's own SIGKILL, 10 s after its SIGINT.
@@ -85,8 +90,11 @@ func (e Env) withDefaults() Env {
 	if e.Stdout == nil {
 		e.Stdout = os.Stdout
 	}
+	if e.RequestTimeout <= 0 {
+		e.RequestTimeout = 15 * time.Second
+	}
 	if e.Transport == nil {
-		e.Transport = &githubapp.Transport{}
+		e.Transport = &githubapp.Transport{Base: attemptTimeout{base: http.DefaultTransport, timeout: e.RequestTimeout}}
 	}
 	if e.KillGrace <= 0 {
 		e.KillGrace = 5 * time.Second
@@ -97,9 +105,10 @@ func (e Env) withDefaults() Env {
 // Result is what a run of the Action reports; Run also writes it to the
 // step's outputs (GITHUB_OUTPUT) as state, skipped and log-url.
 type Result struct {
-	// State is the deployment status the Action left (queued, success,
+	// State is the deployment status the Action reported (queued, success,
 	// failure, error), or the state it found when it skipped; "" when it
-	// never reached the deployment.
+	// never reached the deployment. When the final status could not be
+	// posted (Run's error says so), State is the one it meant to report.
 	State pipeline.DeploymentState
 	// Skipped tells that the deployment was inactive (superseded) or
 	// already finished, so nothing was deployed or posted.
@@ -310,17 +319,56 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 // context detached from ctx (which the cancellation of the job may have
 // ended), and returns the Result and runErr, the reason the step fails
 // (nil when it succeeds), joined with the post's error.
+//
+// The post is tried again, with a growing pause, until it succeeds, GitHub
+// refuses it (4xx) or timeout has passed: a status lost here would leave
+// the deployment in_progress until the run ends. When it is lost all the
+// same, Result.State is still the state the Action meant to report, and
+// the error says that GitHub does not show it.
 func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, logURL, desc string, timeout time.Duration, runErr error) (Result, error) {
 	res := Result{State: state, LogURL: logURL}
 	postCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	if err := r.post(postCtx, state, logURL, desc); err != nil {
-		// GitHub still shows in_progress; lastmile settles the deployment
-		// when the run ends.
-		res.State = pipeline.DeploymentInProgress
-		return res, errors.Join(runErr, err)
+	if err := r.postPersistently(postCtx, state, logURL, desc); err != nil {
+		what := fmt.Sprintf("the %s status could not be reported", state)
+		if runErr == nil {
+			what = "the deploy succeeded, but " + what
+		}
+		return res, errors.Join(runErr, fmt.Errorf("%s: GitHub does not show it, and lastmile settles deployment %d when this run ends: %w",
+			what, r.cfg.deployment.ID, err))
 	}
 	return res, runErr
+}
+
+// postPersistently is post, tried again after a pause while the failure
+// may pass (a 5xx, no answer, a rate limit) and ctx's deadline leaves time.
+func (r *runner) postPersistently(ctx context.Context, state pipeline.DeploymentState, logURL, description string) error {
+	pause := time.Second
+	for {
+		err := r.post(ctx, state, logURL, description)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		wait := pause
+		var lim *githubapp.RateLimitedError
+		if errors.As(err, &lim) {
+			wait = max(wait, time.Until(lim.Until))
+		} else if !mayHaveArrived(err) {
+			return err // GitHub refused it: trying again changes nothing
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return err
+		}
+		r.printf("lastmile: %v; trying again in %s\n", err, wait.Round(100*time.Millisecond))
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return err
+		}
+		pause = min(2*pause, 8*time.Second)
+	}
 }
 
 // cancelledBefore says, when the job was cancelled, that err (a call to

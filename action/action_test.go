@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -273,6 +274,118 @@ func TestDeployCancelledBeforeTheCommand(t *testing.T) {
 			wantOutputs(t, r.step.readOutputs(t), string(tc.wantState), "false", logURL)
 		})
 	}
+}
+
+// The final status when GitHub fails: tried again while the failure may
+// pass (502s for longer than one call's retries last), given up at once
+// when GitHub refuses it. A status not reported fails the step, which says
+// so; the state output is the one the Action meant to report.
+func TestDeployFinalStatus(t *testing.T) {
+	for name, tc := range map[string]struct {
+		fault   simulator.Fault
+		wantErr string // "": the status is reported
+	}{
+		"502 for a while": {
+			// More than the transport's retries of one call (5 attempts).
+			fault: simulator.Fault{Kind: simulator.FaultServerError, Times: 7},
+		},
+		"refused": {
+			fault:   simulator.Fault{Kind: simulator.FaultServerError, Status: http.StatusUnprocessableEntity},
+			wantErr: "the deploy succeeded, but the success status could not be reported: GitHub does not show it, and lastmile settles deployment",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			gate := filepath.Join(t.TempDir(), "gate")
+			if err := syscall.Mkfifo(gate, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s := newStep(t, w.directJob(id), map[string]string{
+				"INPUT_COMMAND": `read -r answer < "$GATE"; echo "deployed ($answer)"`,
+				"GATE":          gate,
+			})
+			var log lockedBuilder
+			env := s.env(&log)
+			env.Transport = &githubapp.Transport{BaseDelay: time.Millisecond}
+			type result struct {
+				res action.Result
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				res, err := action.Run(w.ctx, env)
+				done <- result{res, err}
+			}()
+			w.waitFor("the deploy command runs", func(s *simulator.Simulator) bool {
+				return len(s.Deployments(repo)) == 1 && len(s.Deployments(repo)[0].Statuses) == 1
+			})
+			f := tc.fault
+			f.Method, f.Path = "POST", "/repos/{owner}/{repo}/deployments/*/statuses"
+			w.sim.InjectFault(f)
+			if err := writeGate(gate, "go"); err != nil {
+				t.Fatal(err)
+			}
+			r := <-done
+
+			d := w.deployment(id)
+			if want := (action.Result{State: pipeline.DeploymentSuccess, LogURL: s.jobURL}); r.res != want {
+				t.Errorf("Result %+v, want %+v", r.res, want)
+			}
+			wantOutputs(t, s.readOutputs(t), "success", "false", s.jobURL)
+			if tc.wantErr == "" {
+				if r.err != nil {
+					t.Fatalf("Run: %v\n%s", r.err, log.String())
+				}
+				wantStates(t, d, "in_progress", "success")
+				if !strings.Contains(log.String(), "trying again in") {
+					t.Errorf("the job log does not say the status is tried again:\n%s", log.String())
+				}
+				return
+			}
+			if r.err == nil || !strings.Contains(r.err.Error(), tc.wantErr) {
+				t.Fatalf("Run error %v, want one that says %q", r.err, tc.wantErr)
+			}
+			wantStates(t, d, "in_progress")
+			if !hasLinePrefix(log.String(), "::error::the deploy succeeded, but the success status could not be reported") {
+				t.Errorf("job log:\n%s", log.String())
+			}
+			if n := w.sim.CountRequests("POST", f.Path); n != 2 {
+				t.Errorf("%d posts of a status, want 2: a refused one is not tried again", n)
+			}
+		})
+	}
+}
+
+// writeGate writes answer to the FIFO gate, once the deploy command reads it.
+func writeGate(gate, answer string) error {
+	f, err := os.OpenFile(gate, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(answer + "\n")
+	return errors.Join(err, f.Close())
+}
+
+// A call GitHub does not answer is abandoned after RequestTimeout and tried
+// again, rather than holding the step until the job's timeout.
+func TestStalledCallTriedAgain(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultDelay, Method: "GET",
+		Path: "/repos/{owner}/{repo}/deployments/*/statuses", Delay: deadline})
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "true"})
+	var log strings.Builder
+	env := s.env(&log)
+	env.RequestTimeout = 500 * time.Millisecond
+	res, err := action.Run(w.ctx, env)
+	if err != nil || res.State != pipeline.DeploymentSuccess {
+		t.Fatalf("Run: %+v, %v\n%s", res, err, log.String())
+	}
+	if n := w.sim.CountRequests("GET", "/repos/{owner}/{repo}/deployments/*/statuses"); n < 2 {
+		t.Errorf("%d reads of the statuses, want the stalled one and its retry", n)
+	}
+	wantStates(t, w.deployment(id), "in_progress", "success")
 }
 
 // cancelCommand starts a process in the background that records the SIGTERM
