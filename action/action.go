@@ -1,7 +1,9 @@
 // Package action is the lastmile GitHub Action (action.yml in this
 // directory): the step of a repository's `on: deployment` workflow that
 // deploys the commit of a deployment lastmile created and reports the
-// deployment's statuses.
+// deployment's statuses. Deployments other Apps create trigger the same
+// workflow; the Action leaves them alone (their payload has no lastmile
+// marker).
 //
 // In mode register (an ungated first job) it posts a queued status whose
 // log_url is the run, so lastmile can link the run while the gated deploy job
@@ -110,8 +112,9 @@ type Result struct {
 	// never reached the deployment. When the final status could not be
 	// posted (Run's error says so), State is the one it meant to report.
 	State pipeline.DeploymentState
-	// Skipped tells that the deployment was inactive (superseded) or
-	// already finished, so nothing was deployed or posted.
+	// Skipped tells that the deployment was inactive (superseded), already
+	// finished, or not lastmile's (State is then ""), so nothing was
+	// deployed or posted.
 	Skipped bool
 	// LogURL is the log_url posted: the job's page, or the run's.
 	LogURL string
@@ -128,9 +131,11 @@ const (
 // Cancelling ctx (the runner's SIGINT/SIGTERM when the job is cancelled)
 // signals the deploy command's process group and leaves the deployment in
 // state error (as does a cancellation before the command started, once
-// in_progress may have been posted). A non-nil error means the step fails; Run has already written
-// it to the job log as an ::error:: workflow command. A deployment that is
-// inactive or finished is not an error: Result.Skipped is true.
+// in_progress may have been posted). A non-nil error means the step fails;
+// Run has already written it to the job log as an ::error:: workflow
+// command. A deployment that is inactive or finished, or that lastmile did
+// not create (its payload has no lastmile marker, unless input
+// require-lastmile is false), is not an error: Result.Skipped is true.
 func Run(ctx context.Context, env Env) (res Result, err error) {
 	env = env.withDefaults()
 	defer func() {
@@ -144,6 +149,15 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 	cfg, err := readConfig(env.Getenv)
 	if err != nil {
 		return Result{}, err
+	}
+	if d := cfg.deployment; cfg.requireLastmile && !d.byLastmile() {
+		by := ""
+		if d.Creator.Login != "" {
+			by = " (created by " + d.Creator.Login + ")"
+		}
+		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s%s is not lastmile's: its payload has no lastmile marker. Nothing is deployed and no status is reported; to deploy such deployments too, set %s: false.",
+			d.ID, d.Environment, by, InputRequireLastmile))
+		return Result{Skipped: true}, nil
 	}
 	gh, err := githubapp.NewTokenClient(cfg.apiURL, cfg.token, env.Transport)
 	if err != nil {

@@ -603,6 +603,77 @@ func TestRegister(t *testing.T) {
 	wantOutputs(t, s.readOutputs(t), "inactive", "true", "")
 }
 
+// Other Apps' deployments (Vercel's "Preview", Heroku's…) trigger the
+// on: deployment workflow too. Without lastmile's marker in its payload a
+// deployment is skipped, in both modes, before any call to GitHub: nothing
+// deployed, no status posted, a notice, and the step succeeds — unless
+// require-lastmile is false.
+func TestRunSkipsOtherAppsDeployments(t *testing.T) {
+	for name, tc := range map[string]struct {
+		inputs  map[string]string
+		payload any
+		states  []string // nil: skipped
+	}{
+		"deploy, GitHub's example payload": {
+			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\""},
+			payload: map[string]any{}, // testdata/deployment.json's, as it is
+		},
+		"register, another App's payload": {
+			inputs:  map[string]string{"INPUT_MODE": "register"},
+			payload: map[string]any{"vercel": map[string]any{"preview": true}},
+		},
+		"deploy, require-lastmile false": {
+			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\"", "INPUT_REQUIRE-LASTMILE": "false"},
+			payload: map[string]any{},
+			states:  []string{"in_progress", "success"},
+		},
+		"deploy, lastmile's marker as a JSON string": {
+			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\""},
+			payload: `{"lastmile":{"instance":"lastmile-test","release":1,"stage":"production","index":0}}`,
+			states:  []string{"in_progress", "success"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			jc := w.directJob(id)
+			marker := filepath.Join(t.TempDir(), "deployed")
+			tc.inputs["MARKER"] = marker
+			s := newStep(t, jc, tc.inputs)
+			s.setPayload(t, jc, tc.payload)
+			w.sim.ResetRequests()
+			var log strings.Builder
+			res, err := action.Run(w.ctx, s.env(&log))
+			if err != nil {
+				t.Fatalf("Run: %v\n%s", err, log.String())
+			}
+			_, statErr := os.Stat(marker)
+			if tc.states != nil {
+				if res.Skipped || res.State != pipeline.DeploymentSuccess || statErr != nil {
+					t.Fatalf("Run: %+v, command ran: %v; want a deploy\n%s", res, statErr, log.String())
+				}
+				wantStates(t, w.deployment(id), tc.states...)
+				return
+			}
+			if want := (action.Result{Skipped: true}); res != want {
+				t.Errorf("Result %+v, want %+v", res, want)
+			}
+			if !errors.Is(statErr, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", statErr)
+			}
+			if n := len(w.sim.Requests()); n != 0 {
+				t.Errorf("%d calls to GitHub, want none: %+v", n, w.sim.Requests())
+			}
+			wantStates(t, w.deployment(id))
+			want := fmt.Sprintf("::notice::Deployment %d to production (created by Codertocat) is not lastmile's: its payload has no lastmile marker. Nothing is deployed and no status is reported; to deploy such deployments too, set require-lastmile: false.\n", id)
+			if log.String() != want {
+				t.Errorf("job log %q, want %q", log.String(), want)
+			}
+			wantOutputs(t, s.readOutputs(t), "", "true", "")
+		})
+	}
+}
+
 // Without job-id (GitHub Enterprise Server has no job.check_run_id) the run's
 // URL stands in for the job's.
 func TestDeployWithoutJobID(t *testing.T) {

@@ -34,6 +34,7 @@ const (
 	InputEnvironmentURL     = "environment-url"
 	InputJobID              = "job-id"
 	InputToken              = "token"
+	InputRequireLastmile    = "require-lastmile"
 )
 
 // InputEnvName is the environment variable that carries input name, named
@@ -61,6 +62,10 @@ type config struct {
 	passEnvArg     bool
 	environmentURL string
 	workspace      string // the command's working directory; "" for the current one
+	// requireLastmile: only a deployment whose payload carries lastmile's
+	// marker is deployed (the default); other Apps' deployments (Vercel,
+	// Netlify, Heroku…) trigger on: deployment workflows too.
+	requireLastmile bool
 }
 
 // deploymentEvent is the part of the deployment event payload the Action
@@ -69,6 +74,19 @@ type deploymentEvent struct {
 	ID          int64  `json:"id"`
 	SHA         string `json:"sha"`
 	Environment string `json:"environment"`
+	// Payload is the deployment's payload: lastmile's carries its marker
+	// (pipeline.DeploymentPayload).
+	Payload json.RawMessage `json:"payload"`
+	Creator struct {
+		Login string `json:"login"`
+	} `json:"creator"`
+}
+
+// byLastmile tells whether lastmile created the deployment: its payload
+// carries lastmile's marker.
+func (d deploymentEvent) byLastmile() bool {
+	_, ok := pipeline.ParseMarker(d.Payload)
+	return ok
 }
 
 // runURL is the workflow run's page.
@@ -115,6 +133,14 @@ func readConfig(getenv func(string) string) (*config, error) {
 			errs = append(errs, fmt.Errorf("input %s: %w", InputPassEnvironmentArg, err))
 		}
 		c.passEnvArg = b
+	}
+	c.requireLastmile = true
+	if v := input(InputRequireLastmile); v != "" {
+		b, err := parseBool(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("input %s: %w", InputRequireLastmile, err))
+		}
+		c.requireLastmile = b
 	}
 	if c.passEnvArg && c.command != "" {
 		if err := appendable(c.command); err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/action"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 const (
@@ -37,6 +38,12 @@ const (
 	// deadline bounds every wait on a condition.
 	deadline = 60 * time.Second
 )
+
+// lastmilePayload is the payload lastmile puts on the deployments it
+// creates: its marker. The Action deploys only deployments that carry it.
+var lastmilePayload = pipeline.DeploymentPayload{Lastmile: pipeline.Marker{
+	Instance: "lastmile-test", Release: 1, Stage: environment, Index: 0,
+}}
 
 // world is a simulated GitHub with one repository where lastmile's App is
 // installed.
@@ -85,7 +92,7 @@ func (w *world) createDeployment() int64 {
 	d, _, err := w.app.Repositories.CreateDeployment(w.ctx, owner, repoName, &github.DeploymentRequest{
 		Ref: github.String(w.sha), Environment: github.String(environment),
 		AutoMerge: github.Bool(false), RequiredContexts: &[]string{},
-		Payload: map[string]any{"lastmile": map[string]any{"release": 1, "stage": 0}},
+		Payload: lastmilePayload,
 	})
 	if err != nil {
 		w.t.Fatal(err)
@@ -185,8 +192,8 @@ type step struct {
 
 // newStep builds the environment the runner gives the Action's step in the
 // job jc: the GITHUB_ variables, GITHUB_EVENT_PATH pointing at GitHub's
-// example deployment payload (changed only to point at jc's deployment),
-// and the inputs (keys are the INPUT_ variable names, as action.yml sets
+// example deployment payload (changed only to point at jc's deployment, and
+// with lastmile's marker as its deployment's payload), and the inputs (keys are the INPUT_ variable names, as action.yml sets
 // them). token and job-id get the values action.yml's defaults give them.
 func newStep(t *testing.T, jc simulator.JobContext, inputs map[string]string) *step {
 	t.Helper()
@@ -199,7 +206,7 @@ func newStep(t *testing.T, jc simulator.JobContext, inputs map[string]string) *s
 
 // makeStep is newStep for goroutines other than the test's (a Deploy func).
 func makeStep(dir string, jc simulator.JobContext, inputs map[string]string) (*step, error) {
-	payload, err := examplePayload(jc)
+	payload, err := examplePayload(jc, lastmilePayload)
 	if err != nil {
 		return nil, err
 	}
@@ -244,8 +251,10 @@ func makeStep(dir string, jc simulator.JobContext, inputs map[string]string) (*s
 }
 
 // examplePayload is testdata/deployment.json with the ids, owner, name and
-// sha of jc's deployment.
-func examplePayload(jc simulator.JobContext) ([]byte, error) {
+// sha of jc's deployment, and payload as the deployment's payload: GitHub's
+// example is of a deployment created with "payload": {}, and lastmile's
+// carry its marker (lastmilePayload).
+func examplePayload(jc simulator.JobContext, payload any) ([]byte, error) {
 	raw, err := os.ReadFile(filepath.Join("testdata", "deployment.json"))
 	if err != nil {
 		return nil, err
@@ -257,6 +266,7 @@ func examplePayload(jc simulator.JobContext) ([]byte, error) {
 	o, n, _ := strings.Cut(jc.Repository, "/")
 	d := ev["deployment"].(map[string]any)
 	d["id"], d["sha"], d["ref"] = jc.DeploymentID, jc.SHA, jc.SHA
+	d["payload"] = payload
 	if d["environment"] != jc.Environment {
 		return nil, fmt.Errorf("example payload's environment is %v, the job's %s", d["environment"], jc.Environment)
 	}
@@ -265,6 +275,19 @@ func examplePayload(jc simulator.JobContext) ([]byte, error) {
 	r["owner"].(map[string]any)["login"] = o
 	ev["installation"].(map[string]any)["id"] = 1
 	return json.MarshalIndent(ev, "", "  ")
+}
+
+// setPayload makes the step's event GitHub's example with payload as the
+// deployment's payload.
+func (s *step) setPayload(t *testing.T, jc simulator.JobContext, payload any) {
+	t.Helper()
+	b, err := examplePayload(jc, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.vars["GITHUB_EVENT_PATH"], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // env is the step's environment as an action.Env writing the job log to log.

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/lastmile-app/lastmile/action"
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 // actionStep is a step of a workflow job or of a composite action.
@@ -70,6 +72,7 @@ var wantInputs = map[string]string{
 	"environment-url":      "INPUT_ENVIRONMENT-URL",
 	"job-id":               "INPUT_JOB-ID",
 	"token":                "INPUT_TOKEN",
+	"require-lastmile":     "INPUT_REQUIRE-LASTMILE",
 }
 
 func TestActionMetadata(t *testing.T) {
@@ -86,6 +89,7 @@ func TestActionMetadata(t *testing.T) {
 		"pass-environment-arg": "false",
 		"job-id":               "${{ job.check_run_id }}",
 		"token":                "${{ github.token }}",
+		"require-lastmile":     "true",
 	} {
 		if got := a.Inputs[name].Default; got != def {
 			t.Errorf("input %s default %q, want %q", name, got, def)
@@ -166,6 +170,7 @@ type workflowFile struct {
 	Permissions map[string]string `yaml:"permissions"`
 	Jobs        map[string]struct {
 		Name        string `yaml:"name"`
+		If          string `yaml:"if"`
 		RunsOn      any    `yaml:"runs-on"`
 		Needs       any    `yaml:"needs"`
 		Environment any    `yaml:"environment"`
@@ -196,9 +201,16 @@ func TestExampleWorkflow(t *testing.T) {
 	}
 
 	// Every step: no expression inside run:, and the Action gets its inputs
-	// through with:, only inputs it declares.
+	// through with:, only inputs it declares. Every job runs only for
+	// lastmile's deployments (their payload carries its marker,
+	// pipeline.DeploymentPayload).
+	key, _, _ := strings.Cut(reflect.TypeFor[pipeline.DeploymentPayload]().Field(0).Tag.Get("json"), ",")
+	onlyLastmiles := "github.event.deployment.payload." + key
 	uses := map[string][]actionStep{}
 	for job, j := range wf.Jobs {
+		if j.If != onlyLastmiles {
+			t.Errorf("job %s if: %q, want %s", job, j.If, onlyLastmiles)
+		}
 		if rs, ok := j.RunsOn.(string); !ok || !strings.HasPrefix(rs, "ubuntu-") {
 			t.Errorf("job %s runs-on %v, want a GitHub-hosted Ubuntu runner", job, j.RunsOn)
 		}
