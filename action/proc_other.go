@@ -7,8 +7,9 @@ import (
 	"os/exec"
 )
 
-// Outside Unix (GitHub's Windows runners) there are no process groups to
-// signal: the command itself is interrupted, then killed.
+// Outside Unix there are no process groups to signal: the command itself
+// is interrupted, then killed. (action.yml refuses runners other than
+// Linux; this keeps action.Run usable from Go code elsewhere.)
 
 func setProcessGroup(*exec.Cmd) {}
 

@@ -1,11 +1,14 @@
 package action_test
 
 import (
+	"debug/elf"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -96,25 +99,71 @@ func TestActionMetadata(t *testing.T) {
 		}
 	}
 
-	// Go comes from actions/setup-go, at the version of the repository's go.mod.
+	// A check of the runner, Go from actions/setup-go at the version of the
+	// repository's go.mod, the build, the run.
 	steps := a.Runs.Steps
-	if len(steps) != 3 {
-		t.Fatalf("%d steps, want setup-go, build, run", len(steps))
+	if len(steps) != 4 {
+		t.Fatalf("%d steps, want the runner's check, setup-go, build, run", len(steps))
 	}
-	if !strings.HasPrefix(steps[0].Uses, "actions/setup-go@") {
-		t.Errorf("first step uses %q, want actions/setup-go", steps[0].Uses)
+	check, setup, build := steps[0], steps[1], steps[2]
+	if check.ID != "runner" || !strings.Contains(check.Run, "RUNNER_OS") {
+		t.Errorf("first step %+v, want the runner's check (id runner)", check)
 	}
-	if got := steps[0].With["go-version-file"]; got != "${{ github.action_path }}/../go.mod" {
+	if !strings.HasPrefix(setup.Uses, "actions/setup-go@") {
+		t.Errorf("second step uses %q, want actions/setup-go", setup.Uses)
+	}
+	if got := setup.With["go-version-file"]; got != "${{ github.action_path }}/../go.mod" {
 		t.Errorf("go-version-file %v, want the repository's go.mod", got)
+	}
+	// setup-go's cache looks for go.sum with a glob that stays inside the
+	// workspace, and the action is not there: it would warn and restore
+	// nothing in every job.
+	if got, ok := setup.With["cache"]; !ok || got != false {
+		t.Errorf("setup-go cache: %#v, want the boolean false", got)
+	}
+	if _, ok := setup.With["cache-dependency-path"]; ok {
+		t.Error("setup-go has a cache-dependency-path, with the cache off")
 	}
 	if _, err := os.Stat(filepath.Join("..", "go.mod")); err != nil {
 		t.Errorf("action_path/../go.mod: %v", err)
 	}
-	if !strings.Contains(steps[1].Run, "go build") || !strings.Contains(steps[1].Run, "./cmd/lastmile-action") {
-		t.Errorf("build step runs %q", steps[1].Run)
+	if !strings.Contains(build.Run, "go build") || !strings.Contains(build.Run, "./cmd/lastmile-action") {
+		t.Errorf("build step runs %q", build.Run)
+	}
+	// Whatever Go settings the job has in its env:, the binary is built
+	// for this runner, from this module.
+	for k, v := range map[string]string{
+		"GOOS":        "linux",
+		"GOARCH":      "${{ steps.runner.outputs.goarch }}",
+		"GOWORK":      "off",
+		"GOFLAGS":     "-mod=readonly",
+		"CGO_ENABLED": "0",
+	} {
+		if build.Env[k] != v {
+			t.Errorf("build step env %s = %q, want %q", k, build.Env[k], v)
+		}
 	}
 	if _, err := os.Stat(filepath.Join("..", "cmd", "lastmile-action", "main.go")); err != nil {
 		t.Errorf("the entry point: %v", err)
+	}
+
+	// Every action used is pinned to a commit's full SHA (GitHub's policy
+	// "require actions to be pinned to a full-length commit SHA" covers
+	// the actions an action uses), its version in a comment.
+	raw, err := os.ReadFile("action.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range steps {
+		if s.Uses == "" {
+			continue
+		}
+		if !pinned.MatchString(s.Uses) {
+			t.Errorf("step %q uses %s: not pinned to a full commit SHA", s.Name, s.Uses)
+		}
+		if !regexp.MustCompile(`(?m)^\s*uses: ` + regexp.QuoteMeta(s.Uses) + ` # v\d+\.\d+\.\d+$`).Match(raw) {
+			t.Errorf("step %q uses %s without its version in a comment (# vX.Y.Z)", s.Name, s.Uses)
+		}
 	}
 
 	// Inputs reach the program through env:, never through the script.
@@ -164,6 +213,117 @@ func TestActionMetadata(t *testing.T) {
 	}
 }
 
+// runScript runs a run: step's script as the runner does (bash -e), with
+// the job's environment job and the step's env: over it, in dir; it returns
+// the output and the step outputs written to GITHUB_OUTPUT.
+func runScript(t *testing.T, s actionStep, job map[string]string, dir string) (out string, outputs map[string]string, err error) {
+	t.Helper()
+	bash, lookErr := exec.LookPath("bash")
+	if lookErr != nil {
+		t.Skip("no bash:", lookErr)
+	}
+	outFile := filepath.Join(t.TempDir(), "github_output")
+	env := map[string]string{"GITHUB_OUTPUT": outFile}
+	maps.Copy(env, job)
+	maps.Copy(env, s.Env)
+	cmd := exec.Command(bash, "--noprofile", "--norc", "-eo", "pipefail", "-c", s.Run)
+	cmd.Dir = dir
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	b, err := cmd.CombinedOutput()
+	outputs = map[string]string{}
+	if o, readErr := os.ReadFile(outFile); readErr == nil {
+		for l := range strings.Lines(string(o)) {
+			if k, v, ok := strings.Cut(strings.TrimSuffix(l, "\n"), "="); ok {
+				outputs[k] = v
+			}
+		}
+	}
+	return string(b), outputs, err
+}
+
+// The first step refuses runners other than Linux on X64 or ARM64, before
+// Go is installed, and names the GOARCH to build for.
+func TestActionChecksTheRunner(t *testing.T) {
+	var a actionMetadata
+	readYAML(t, "action.yml", &a)
+	check := a.Runs.Steps[0]
+	for _, tc := range []struct {
+		os, arch, goarch, refusal string
+	}{
+		{"Linux", "X64", "amd64", ""},
+		{"Linux", "ARM64", "arm64", ""},
+		{"Windows", "X64", "", "::error::The lastmile Action runs on Linux runners only, such as runs-on: ubuntu-latest (it stops a cancelled deploy's process group and hides the token as Linux allows); this runner is Windows."},
+		{"macOS", "ARM64", "", "::error::The lastmile Action runs on Linux runners only, such as runs-on: ubuntu-latest (it stops a cancelled deploy's process group and hides the token as Linux allows); this runner is macOS."},
+		{"Linux", "ARM", "", "::error::The lastmile Action runs on X64 and ARM64 Linux runners; this runner is ARM."},
+	} {
+		out, outputs, err := runScript(t, check, map[string]string{"RUNNER_OS": tc.os, "RUNNER_ARCH": tc.arch}, t.TempDir())
+		if tc.refusal != "" {
+			if err == nil || out != tc.refusal+"\n" || len(outputs) != 0 {
+				t.Errorf("%s %s: %v, output %q, outputs %v; want a failure with %q", tc.os, tc.arch, err, out, outputs, tc.refusal)
+			}
+			continue
+		}
+		if err != nil || out != "" || outputs["goarch"] != tc.goarch {
+			t.Errorf("%s %s: %v, output %q, outputs %v; want goarch %s", tc.os, tc.arch, err, out, outputs, tc.goarch)
+		}
+	}
+}
+
+// The build step builds lastmile-action for the runner from this module,
+// whatever Go settings the job's env: has.
+func TestActionBuildIgnoresTheJobsGoSettings(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds lastmile-action")
+	}
+	runnerArch := map[string]string{"amd64": "X64", "arm64": "ARM64"}[runtime.GOARCH]
+	if runnerArch == "" {
+		t.Skipf("no GitHub runner is %s", runtime.GOARCH)
+	}
+	var a actionMetadata
+	readYAML(t, "action.yml", &a)
+	check, build := a.Runs.Steps[0], a.Runs.Steps[2]
+	actionPath, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	job := map[string]string{
+		"RUNNER_OS": "Linux", "RUNNER_ARCH": runnerArch, "RUNNER_TEMP": tmp,
+		"GITHUB_ACTION_PATH": actionPath,
+		// The job's own settings, for another program.
+		"GOOS": "windows", "GOARCH": "386", "CGO_ENABLED": "1",
+		"GOWORK": filepath.Join(tmp, "go.work"), "GOFLAGS": "-mod=vendor -tags=other",
+	}
+	for _, k := range []string{"PATH", "HOME", "GOCACHE", "GOMODCACHE", "GOPATH", "GOPROXY", "GOTOOLCHAIN"} {
+		if v, ok := os.LookupEnv(k); ok {
+			job[k] = v
+		}
+	}
+	if err := os.WriteFile(job["GOWORK"], []byte("go 1.26\nuse ./elsewhere\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, outputs, err := runScript(t, check, job, tmp)
+	if err != nil {
+		t.Fatalf("the runner's check: %v\n%s", err, out)
+	}
+	build.Env = maps.Clone(build.Env)
+	build.Env["GOARCH"] = outputs["goarch"] // ${{ steps.runner.outputs.goarch }}
+	if out, _, err := runScript(t, build, job, tmp); err != nil {
+		t.Fatalf("the build step: %v\n%s", err, out)
+	}
+	f, err := elf.Open(filepath.Join(tmp, "lastmile-action", "lastmile-action"))
+	if err != nil {
+		t.Fatalf("the binary built is not a Linux program: %v", err)
+	}
+	defer f.Close()
+	want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[runtime.GOARCH]
+	if f.Machine != want {
+		t.Errorf("the binary is for %v, want %v", f.Machine, want)
+	}
+}
+
 type workflowFile struct {
 	Name        string            `yaml:"name"`
 	On          any               `yaml:"on"`
@@ -181,6 +341,9 @@ type workflowFile struct {
 		Steps []actionStep `yaml:"steps"`
 	} `yaml:"jobs"`
 }
+
+// pinned is an action reference pinned to a commit.
+var pinned = regexp.MustCompile(`^[A-Za-z0-9-]+/[A-Za-z0-9._-]+(/[^@]+)?@[0-9a-f]{40}$`)
 
 var lastmileAction = regexp.MustCompile(`^[A-Za-z0-9-]+/lastmile/action@v1$`)
 

@@ -2,6 +2,6 @@
 
 package main
 
-// hideEnvironment does nothing outside Linux (GitHub's runners for the
-// Action are Linux).
+// hideEnvironment does nothing outside Linux (action.yml refuses runners
+// other than Linux).
 func hideEnvironment() error { return nil }
