@@ -585,6 +585,46 @@ func TestForcePushStopsTheReleasesItTookOffTheBranch(t *testing.T) {
 	}
 }
 
+// A rollback while the bad commit's production deploy runs: that deploy is
+// left to finish (it cannot be called back), and the rollback's release
+// waits for it before deploying to production, so that production ends on
+// the rollback, not on whichever of the two finished last.
+func TestRollbackWaitsForTheDeployItInterrupts(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging")
+	h.status(c2, "production", pipeline.DeploymentInProgress, 22, true)
+	if err := h.push(c2, c1, true); err != nil { // the rollback
+		t.Fatal(err)
+	}
+	rollback := func() *fakeDeployment {
+		h.gh.mu.Lock()
+		defer h.gh.mu.Unlock()
+		var last *fakeDeployment
+		for _, d := range h.gh.deps {
+			if d.sha == c1 && d.env == "production" {
+				last = d
+			}
+		}
+		return last
+	}
+	first := rollback()
+	h.promote(c1, 30, "test", "staging")
+	if d := rollback(); d != first {
+		t.Fatal("the rollback's production deployment was created while c2's production deploy runs")
+	}
+	h.status(c2, "production", pipeline.DeploymentSuccess, 22, true)
+	if d := rollback(); d == first {
+		t.Error("the rollback's production deployment was not created once c2's production deploy ended")
+	}
+}
+
 // A repository whose configuration file is removed leaves lastmile: its
 // environments are retired (dashboards and the "no production deployment"
 // alert forget them) — unless a newer push, with a configuration, was

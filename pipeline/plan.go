@@ -65,9 +65,13 @@ func Plan(s *RepoState) []Action {
 		id := reached[env]
 		return id, id > r.ID
 	}
-	// running holds, per environment, the release whose deployment runs
-	// there.
-	running := map[string]int64{}
+	// running holds, per environment, a release whose deployment runs
+	// there: an active release's, or a stopped one's (superseded or
+	// withdrawn while it ran) that the ledger shows.
+	running := make(map[string]int64, len(s.Running))
+	for env, id := range s.Running {
+		running[env] = id
+	}
 	for _, p := range s.Active {
 		for stage, d := range p.ByStage {
 			if d.State == DeploymentInProgress {

@@ -50,6 +50,7 @@ func TestPlan(t *testing.T) {
 	tests := map[string]struct {
 		active  []*ReleaseProgress
 		reached map[string]int64
+		running map[string]int64
 		want    string
 	}{
 		"a new release deploys to its first environment": {
@@ -114,6 +115,12 @@ func TestPlan(t *testing.T) {
 			reached: map[string]int64{"test": 1},
 			want:    "create #1 staging; create #3 test; stop #2 superseded",
 		},
+		"a stopped release's deploy still running holds the environment too": {
+			active:  []*ReleaseProgress{rel(2, DeploymentSuccess, DeploymentSuccess)},
+			reached: map[string]int64{"test": 2, "staging": 2, "production": 1},
+			running: map[string]int64{"production": 1},
+			want:    "",
+		},
 		"a waiting release does not hold up an older one elsewhere": {
 			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess, DeploymentInProgress), rel(2, DeploymentSuccess, DeploymentSuccess)},
 			reached: map[string]int64{"test": 2, "staging": 2, "production": 1},
@@ -160,7 +167,7 @@ func TestPlan(t *testing.T) {
 			if reached == nil {
 				reached = map[string]int64{}
 			}
-			got := describe(Plan(&RepoState{Active: tc.active, Reached: reached}))
+			got := describe(Plan(&RepoState{Active: tc.active, Reached: reached, Running: tc.running}))
 			if got != tc.want {
 				t.Errorf("got  %q\nwant %q", got, tc.want)
 			}

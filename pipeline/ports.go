@@ -197,6 +197,9 @@ type RepoState struct {
 	// Reached holds, per environment name, the newest release that has a
 	// lastmile deployment there (abandoned intents aside).
 	Reached map[string]int64
+	// Running holds, per environment name, a release whose lastmile
+	// deployment there is in progress, active or not.
+	Running map[string]int64
 }
 
 // Store is the ledger the pipeline keeps. Each method is one transaction.

@@ -262,7 +262,11 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 			}
 		}
 	}
-	rows, err = tx.QueryContext(ctx, `SELECT environment, MAX(release_id) FROM deployments
+	// Reached and Running in one pass: a running deployment may be a
+	// stopped release's (superseded, or withdrawn by a force push, while it
+	// ran), which the active releases above do not show.
+	rows, err = tx.QueryContext(ctx, `SELECT environment, MAX(release_id),
+			MAX(CASE WHEN state = 'in_progress' THEN release_id ELSE 0 END) FROM deployments
 		WHERE repository_id = ? AND origin = 'lastmile' AND state != 'abandoned' GROUP BY environment`, repoID)
 	if err != nil {
 		return nil, err
@@ -270,11 +274,17 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	defer rows.Close()
 	for rows.Next() {
 		var env string
-		var id int64
-		if err := rows.Scan(&env, &id); err != nil {
+		var id, running int64
+		if err := rows.Scan(&env, &id, &running); err != nil {
 			return nil, err
 		}
 		s.Reached[env] = id
+		if running != 0 {
+			if s.Running == nil {
+				s.Running = map[string]int64{}
+			}
+			s.Running[env] = running
+		}
 	}
 	return s, rows.Err()
 }
