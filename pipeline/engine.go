@@ -176,6 +176,14 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 			return err
 		}
 		e.Log.Warn("invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
+		if p.Forced && rel.ParentID == 0 {
+			if err := e.withdrawRewritten(ctx, p, rel); err != nil {
+				return err
+			}
+			if err := e.advance(ctx, p.Repo); err != nil {
+				return err
+			}
+		}
 		return e.GitHub.CreateCommitStatus(ctx, p.Repo, p.After, CommitStatus{
 			Context: "lastmile/config", State: "failure", Description: truncate(cfgErr.Error(), 140),
 		})
@@ -591,7 +599,13 @@ func (e *Engine) HandleWorkflowRun(ctx context.Context, run WorkflowRun) error {
 			return err
 		}
 	}
-	return e.advance(ctx, run.Repo)
+	if err := e.advance(ctx, run.Repo); err != nil {
+		return err
+	}
+	// The run's end may be how lastmile learnt that a deployment of its
+	// commit ended: a protection-rule request that waited for it is
+	// answered now, not only when a deployment_status comes.
+	return e.answerWaitingProtectionRules(ctx, run.Repo, run.HeadSHA)
 }
 
 // orphansWaiting judges the completed runs of run's commit (other than run)
@@ -923,6 +937,14 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 	return errors.New("promotion did not settle after 8 rounds (a bug): see the log")
 }
 
+// RerunWindow is how long after a workflow run GitHub lets it be re-run
+// (30 days): a failed deployment's re-run can succeed until then.
+const RerunWindow = 30 * 24 * time.Hour
+
+// maxRevivable bounds the stopped releases a withdrawal looks at (each may
+// cost a compare request on a force push).
+const maxRevivable = 20
+
 // lockRepo holds the repository's ledger for one change of its promotion
 // (advance, withdraw) at a time, and returns the function that lets go.
 func (e *Engine) lockRepo(id int64) (unlock func()) {
@@ -940,14 +962,29 @@ func (e *Engine) lockRepo(id int64) (unlock func()) {
 // withdraw stops the repository's active releases that a push made
 // obsolete — those for which why gives a reason — as superseded. A
 // deployment of theirs that has not started is made inactive (by the next
-// advance); one that runs is left to finish.
+// advance); one that runs is left to finish. A release stopped by a recent
+// failure or rejection that why names is marked superseded too, its first
+// reason kept: a re-run that succeeds would otherwise carry it on.
 func (e *Engine) withdraw(ctx context.Context, repo Repo, why func(r *Release) (string, error)) error {
 	defer e.lockRepo(repo.ID)()
 	state, err := e.Store.RepoState(ctx, repo.ID)
 	if err != nil {
 		return err
 	}
+	revivable, err := e.Store.Revivable(ctx, repo.ID, e.Now().Add(-RerunWindow), maxRevivable)
+	if err != nil {
+		return err
+	}
 	var actions []Action
+	for _, r := range revivable {
+		reason, err := why(r)
+		if err != nil {
+			return err
+		}
+		if reason != "" {
+			actions = append(actions, StopRelease{Release: r, Kind: StopSuperseded, Reason: r.StopReason + "; then " + reason})
+		}
+	}
 	for _, p := range state.Active {
 		reason, err := why(p.Release)
 		if err != nil {

@@ -625,6 +625,92 @@ func TestRollbackWaitsForTheDeployItInterrupts(t *testing.T) {
 	}
 }
 
+// A force push also withdraws a release stopped by a failure that a re-run
+// could still carry on: re-running c2's failed staging job after the
+// rollback to c1 does not take c2 to production. The same holds after a
+// force push to a commit whose configuration is invalid, and after the
+// configuration is removed.
+func TestRerunDoesNotReviveAWithdrawnRelease(t *testing.T) {
+	failInStaging := func(h *harness) {
+		t.Helper()
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.promote(c1, 10, "test", "staging", "production")
+		if err := h.push(c1, c2, false); err != nil {
+			t.Fatal(err)
+		}
+		h.promote(c2, 20, "test")
+		h.status(c2, "staging", pipeline.DeploymentInProgress, 21, true)
+		h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	}
+	rerun := func(t *testing.T, h *harness) {
+		t.Helper()
+		h.status(c2, "staging", pipeline.DeploymentInProgress, 21, true) // Re-run failed jobs
+		h.status(c2, "staging", pipeline.DeploymentSuccess, 21, true)
+		if h.gh.deployment(c2, "production") != nil {
+			t.Error("c2, no longer on the branch, reached production after a re-run")
+		}
+		rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c2)
+		if err != nil || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded ||
+			!strings.Contains(rel.StopReason, "ended in failure; then superseded") {
+			t.Errorf("c2's release: %+v, %v; want stopped, superseded, its failure still said", rel, err)
+		}
+	}
+	t.Run("force push", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2)
+		failInStaging(h)
+		if err := h.push(c2, c1, true); err != nil {
+			t.Fatal(err)
+		}
+		rerun(t, h)
+	})
+	t.Run("force push to an invalid configuration", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2)
+		failInStaging(h)
+		h.gh.mu.Lock()
+		h.gh.config = "environments: [\n"
+		h.gh.mu.Unlock()
+		_ = h.push(c2, c1, true) // a config error
+		rerun(t, h)
+	})
+	t.Run("configuration removed", func(t *testing.T) {
+		const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+		h := newHarness(t, c0, c1, c2, c3)
+		h.gh.noConfig = []string{c3}
+		failInStaging(h)
+		_ = h.push(c2, c3, false) // ignored: the repository leaves
+		rerun(t, h)
+	})
+}
+
+// A force push to a commit with an invalid configuration stops the releases
+// it took off the branch, as any force push does.
+func TestForcePushToAnInvalidConfigurationStopsTheReleasesItTookOff(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test")
+	h.status(c2, "staging", pipeline.DeploymentQueued, 21, true) // waits for reviewers
+	h.gh.mu.Lock()
+	h.gh.config = "environments: [\n"
+	h.gh.mu.Unlock()
+	_ = h.push(c2, c1, true)
+	if got := h.ledgerState(c2, "staging"); got != pipeline.DeploymentInactive {
+		t.Errorf("c2's staging deployment after the rollback: %s, want inactive", got)
+	}
+	h.status(c2, "staging", pipeline.DeploymentInProgress, 21, true) // approved all the same
+	h.status(c2, "staging", pipeline.DeploymentSuccess, 21, true)
+	if h.gh.deployment(c2, "production") != nil {
+		t.Error("c2, taken off the branch by a force push, went on to production")
+	}
+}
+
 // A repository whose configuration file is removed leaves lastmile: its
 // environments are retired (dashboards and the "no production deployment"
 // alert forget them) — unless a newer push, with a configuration, was
@@ -2072,6 +2158,30 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 	}
 	if got, want := answers(), []string{"66 staging approved", "77 staging rejected", "88 production rejected"}; !slices.Equal(got, want) {
 		t.Errorf("answers %q, want %q", got, want)
+	}
+}
+
+// A protection-rule request that waits is answered when lastmile learns how
+// the deployment before it ended from its run's end (the success's webhook
+// lost), not only from a deployment_status.
+func TestWaitingProtectionRuleAnsweredAtTheRunsEnd(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, false) // its webhook is lost
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1", Environment: "staging", SHA: c1, RunID: 66}
+	if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if dec, err := h.db.ProtectionDecision(ctx, req); err != nil || dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("decision: %+v, %v; want waiting", dec, err)
+	}
+	h.runCompleted(10, c1, "success")
+	if dec, err := h.db.ProtectionDecision(ctx, req); err != nil || dec.State != pipeline.ProtectionApproved || !dec.Posted {
+		t.Errorf("decision after the run's end: %+v, %v; want approved, posted", dec, err)
 	}
 }
 

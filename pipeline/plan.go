@@ -1,6 +1,9 @@
 package pipeline
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Action is one decision of Plan.
 type Action interface{ isAction() }
@@ -52,17 +55,20 @@ func (CompleteRelease) isAction()  {}
 // known when an older one is judged.
 func Plan(s *RepoState) []Action {
 	var actions []Action
+	// Environments are keyed without regard to case, as GitHub names them:
+	// "Staging" in one release's configuration is "staging" in another's.
+	key := strings.ToLower
 	reached := make(map[string]int64, len(s.Reached))
-	for env, id := range s.Reached {
-		reached[env] = id
-	}
 	reach := func(env string, id int64) {
-		if id > reached[env] {
-			reached[env] = id
+		if id > reached[key(env)] {
+			reached[key(env)] = id
 		}
 	}
+	for env, id := range s.Reached {
+		reach(env, id)
+	}
 	newer := func(env string, r *Release) (int64, bool) {
-		id := reached[env]
+		id := reached[key(env)]
 		return id, id > r.ID
 	}
 	// running holds, per environment, a release whose deployment runs
@@ -70,17 +76,17 @@ func Plan(s *RepoState) []Action {
 	// withdrawn while it ran) that the ledger shows.
 	running := make(map[string]int64, len(s.Running))
 	for env, id := range s.Running {
-		running[env] = id
+		running[key(env)] = id
 	}
 	for _, p := range s.Active {
 		for stage, d := range p.ByStage {
 			if d.State == DeploymentInProgress {
-				running[p.Release.Config.Environments[stage].Name] = p.Release.ID
+				running[key(p.Release.Config.Environments[stage].Name)] = p.Release.ID
 			}
 		}
 	}
 	busy := func(env string, r *Release) bool {
-		id, ok := running[env]
+		id, ok := running[key(env)]
 		return ok && id != r.ID
 	}
 	for i := len(s.Active) - 1; i >= 0; i-- {

@@ -121,6 +121,15 @@ func TestPlan(t *testing.T) {
 			running: map[string]int64{"production": 1},
 			want:    "",
 		},
+		"a deploy running in an environment spelt otherwise holds it too (GitHub ignores case)": {
+			active: []*ReleaseProgress{func() *ReleaseProgress {
+				p := rel(1, DeploymentSuccess, DeploymentInProgress)
+				p.Release.Config = &Config{Environments: []Environment{{Name: "test"}, {Name: "Staging"}, {Name: "production", Production: true}}}
+				return p
+			}(), rel(2, DeploymentSuccess)},
+			reached: map[string]int64{"test": 2, "Staging": 1},
+			want:    "",
+		},
 		"a waiting release does not hold up an older one elsewhere": {
 			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess, DeploymentInProgress), rel(2, DeploymentSuccess, DeploymentSuccess)},
 			reached: map[string]int64{"test": 2, "staging": 2, "production": 1},

@@ -216,6 +216,10 @@ type Store interface {
 	// RecordRelease stores a release with its commits, or finds the one
 	// already stored for (repository, SHA); rel.ID is set either way.
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
+	// Revivable lists, newest first and up to limit, the releases stopped
+	// by a failure or rejection since since, which a successful re-run
+	// would carry on.
+	Revivable(ctx context.Context, repoID int64, since time.Time, limit int) ([]*Release, error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
 	// NotePush records that a push of the pipeline branch made at at (or,

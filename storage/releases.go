@@ -212,6 +212,28 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 	return r, err
 }
 
+// Revivable lists a repository's releases, newest first, up to limit, that
+// stopped after a failure or rejection since since: a re-run of the failed
+// deployment that succeeds would carry them on.
+func (db *DB) Revivable(ctx context.Context, repoID int64, since time.Time, limit int) ([]*pipeline.Release, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r
+		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.state = 'stopped'
+		AND r.stop_kind IN ('failed', 'rejected') AND r.updated_at >= ? ORDER BY r.id DESC LIMIT ?`, repoID, millis(since), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*pipeline.Release
+	for rows.Next() {
+		r, err := scanRelease(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
 // ReleaseOf returns the newest release of a commit.
 func (db *DB) ReleaseOf(ctx context.Context, repoID int64, sha string) (*pipeline.Release, error) {
 	r, err := scanRelease(db.read.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
