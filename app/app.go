@@ -221,14 +221,28 @@ func (a *App) Run(ctx context.Context) error {
 // deliveries in hand to end.
 const abortGrace = 5 * time.Second
 
-// sweep runs the periodic housekeeping: releases that waited too long for
-// their required contexts are stopped, and (with a retention setting) old
-// delivery bodies and deploy logs are pruned.
+// sweep runs the periodic housekeeping: releases that waited behind a
+// deployment in progress for longer than pipeline.HoldRunning go on,
+// releases that waited too long for their required contexts are stopped,
+// and (with a retention setting) old delivery bodies and deploy logs are
+// pruned.
 func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	var lastPrune time.Time
+	// Holds that ended since the last look (the first look goes back one
+	// hold: what ended while lastmile was down).
+	lookedAt := time.Now().Add(-pipeline.HoldRunning)
 	for {
+		now := time.Now()
+		if err := a.engine.AdvanceReleased(ctx, lookedAt, now); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("sweep: releases waiting behind a deployment in progress for too long", "error", err)
+		} else {
+			lookedAt = now
+		}
 		if n, err := a.db.ExpireWaiting(ctx, time.Now().Add(-a.cfg.ContextsTimeout)); err != nil {
 			if ctx.Err() != nil {
 				return

@@ -937,6 +937,27 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 	return errors.New("promotion did not settle after 8 rounds (a bug): see the log")
 }
 
+// AdvanceReleased plans again the repositories where a deployment in
+// progress stopped holding its environment between from and to (it never
+// reported an end, HoldRunning ago): a release that waited behind it goes
+// on without waiting for the repository's next event. Run periodically,
+// with consecutive windows.
+func (e *Engine) AdvanceReleased(ctx context.Context, from, to time.Time) error {
+	repos, err := e.Store.HoldEnded(ctx, from, to)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, repo := range repos {
+		e.Log.Warn("a deployment in progress for too long no longer holds its environment", "repo", repo.FullName(),
+			"hold", HoldRunning.String())
+		if err := e.advance(ctx, repo); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", repo.FullName(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // RerunWindow is how long after a workflow run GitHub lets it be re-run
 // (30 days): a failed deployment's re-run can succeed until then.
 const RerunWindow = 30 * 24 * time.Hour

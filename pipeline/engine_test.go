@@ -711,6 +711,49 @@ func TestForcePushToAnInvalidConfigurationStopsTheReleasesItTookOff(t *testing.T
 	}
 }
 
+// A deployment that never reports an end (its run unknown to lastmile, so
+// never judged) holds its environment for pipeline.HoldRunning only: then
+// the release waiting behind it goes on, at the sweep's next look.
+func TestDeploymentInProgressTooLongStopsHoldingItsEnvironment(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging")
+	started := time.Now()
+	h.status(c1, "production", pipeline.DeploymentInProgress, 12, true) // and nothing more, ever
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging")
+	if h.gh.deployment(c2, "production") != nil {
+		t.Fatal("c2's production deployment created while c1's production deploy runs")
+	}
+	var mu sync.Mutex
+	now := started
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h.engine.Now, h.db.Now = clock, clock
+	look := func(from, to time.Time) {
+		t.Helper()
+		mu.Lock()
+		now = to
+		mu.Unlock()
+		if err := h.engine.AdvanceReleased(ctx, from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := started.Add(pipeline.HoldRunning)
+	look(started, held.Add(-time.Minute))
+	if h.gh.deployment(c2, "production") != nil {
+		t.Fatal("c2's production deployment created before the hold ended")
+	}
+	look(held.Add(-time.Minute), held.Add(time.Minute))
+	if h.gh.deployment(c2, "production") == nil {
+		t.Error("c2's production deployment not created once c1's deploy stopped holding production")
+	}
+}
+
 // A repository whose configuration file is removed leaves lastmile: its
 // environments are retired (dashboards and the "no production deployment"
 // alert forget them) — unless a newer push, with a configuration, was

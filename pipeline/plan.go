@@ -46,10 +46,10 @@ func (CompleteRelease) isAction()  {}
 //     environment has not started when a newer release deploys there. A
 //     deployment that has started is left to finish;
 //   - one deployment at a time per environment: while a release's
-//     deployment runs in an environment (in_progress), no other release's
-//     deployment is created there. The next one waits for it to end, so an
-//     environment never ends on an older commit because two deploys ran at
-//     once and the older finished last.
+//     deployment runs in an environment (RepoState.Running), no other
+//     release's deployment is created there. The next one waits for it to
+//     end, so an environment never ends on an older commit because two
+//     deploys ran at once and the older finished last.
 //
 // Releases are considered newest first, so a newer release's next step is
 // known when an older one is judged.
@@ -71,19 +71,9 @@ func Plan(s *RepoState) []Action {
 		id := reached[key(env)]
 		return id, id > r.ID
 	}
-	// running holds, per environment, a release whose deployment runs
-	// there: an active release's, or a stopped one's (superseded or
-	// withdrawn while it ran) that the ledger shows.
 	running := make(map[string]int64, len(s.Running))
 	for env, id := range s.Running {
 		running[key(env)] = id
-	}
-	for _, p := range s.Active {
-		for stage, d := range p.ByStage {
-			if d.State == DeploymentInProgress {
-				running[key(p.Release.Config.Environments[stage].Name)] = p.Release.ID
-			}
-		}
 	}
 	busy := func(env string, r *Release) bool {
 		id, ok := running[key(env)]

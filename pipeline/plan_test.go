@@ -98,6 +98,7 @@ func TestPlan(t *testing.T) {
 		"an older release deploying in staging is left to finish, and the newer one waits for it": {
 			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentInProgress), rel(2, DeploymentSuccess)},
 			reached: map[string]int64{"test": 2, "staging": 1},
+			running: map[string]int64{"staging": 1},
 			want:    "",
 		},
 		"once the older deploy in staging has ended, the newer release deploys there": {
@@ -108,6 +109,7 @@ func TestPlan(t *testing.T) {
 		"a new release waits for the deploy running in its first environment": {
 			active:  []*ReleaseProgress{rel(1, DeploymentInProgress), rel(2)},
 			reached: map[string]int64{"test": 1},
+			running: map[string]int64{"test": 1},
 			want:    "",
 		},
 		"releases queued behind a running deploy: only the newest deploys when it ends": {
@@ -128,11 +130,13 @@ func TestPlan(t *testing.T) {
 				return p
 			}(), rel(2, DeploymentSuccess)},
 			reached: map[string]int64{"test": 2, "Staging": 1},
+			running: map[string]int64{"Staging": 1},
 			want:    "",
 		},
 		"a waiting release does not hold up an older one elsewhere": {
 			active:  []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess, DeploymentInProgress), rel(2, DeploymentSuccess, DeploymentSuccess)},
 			reached: map[string]int64{"test": 2, "staging": 2, "production": 1},
+			running: map[string]int64{"production": 1},
 			want:    "",
 		},
 		"an older release that succeeds where a newer one went further is superseded, not promoted": {

@@ -198,9 +198,17 @@ type RepoState struct {
 	// lastmile deployment there (abandoned intents aside).
 	Reached map[string]int64
 	// Running holds, per environment name, a release whose lastmile
-	// deployment there is in progress, active or not.
+	// deployment there is in progress, active or not, and has been for
+	// less than HoldRunning: one that never reports an end (its run not
+	// known to lastmile, so never judged) stops holding the environment.
 	Running map[string]int64
 }
+
+// HoldRunning is how long a deployment in progress keeps the next
+// release's deployment to its environment waiting: longer than a deploy
+// job runs (GitHub ends a job on its own runners after 6 hours), so that a
+// deployment whose end never comes does not hold the environment for good.
+const HoldRunning = 24 * time.Hour
 
 // Store is the ledger the pipeline keeps. Each method is one transaction.
 type Store interface {
@@ -216,6 +224,10 @@ type Store interface {
 	// RecordRelease stores a release with its commits, or finds the one
 	// already stored for (repository, SHA); rel.ID is set either way.
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
+	// HoldEnded lists the repositories with an active release where a
+	// deployment in progress stopped holding its environment (HoldRunning)
+	// between from and to.
+	HoldEnded(ctx context.Context, from, to time.Time) ([]Repo, error)
 	// Revivable lists, newest first and up to limit, the releases stopped
 	// by a failure or rejection since since, which a successful re-run
 	// would carry on.

@@ -212,6 +212,33 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 	return r, err
 }
 
+// HoldEnded lists the repositories with an active release where a lastmile
+// deployment, in progress since its latest status, stopped holding its
+// environment (pipeline.HoldRunning) between from and to: a release waiting
+// behind it can go on, and nothing else would tell the pipeline so.
+func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Repo, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT p.id, p.full_name, p.installation_id FROM repositories p
+		WHERE EXISTS (SELECT 1 FROM releases r WHERE r.repository_id = p.id AND r.state = 'active')
+		AND EXISTS (SELECT 1 FROM deployments d WHERE d.repository_id = p.id AND d.origin = 'lastmile' AND d.state = 'in_progress'
+			AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at) + ? BETWEEN ? AND ?)
+		ORDER BY p.id`, pipeline.HoldRunning.Milliseconds(), millis(from), millis(to))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []pipeline.Repo
+	for rows.Next() {
+		var r pipeline.Repo
+		var full string
+		if err := rows.Scan(&r.ID, &full, &r.InstallationID); err != nil {
+			return nil, err
+		}
+		r.Owner, r.Name, _ = pipeline.SplitFullName(full)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
 // Revivable lists a repository's releases, newest first, up to limit, that
 // stopped after a failure or rejection since since: a re-run of the failed
 // deployment that succeeds would carry them on.
@@ -287,9 +314,13 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	// Reached and Running in one pass: a running deployment may be a
 	// stopped release's (superseded, or withdrawn by a force push, while it
 	// ran), which the active releases above do not show.
+	// Running: in progress since its latest status, for less than
+	// pipeline.HoldRunning.
 	rows, err = tx.QueryContext(ctx, `SELECT environment, MAX(release_id),
-			MAX(CASE WHEN state = 'in_progress' THEN release_id ELSE 0 END) FROM deployments
-		WHERE repository_id = ? AND origin = 'lastmile' AND state != 'abandoned' GROUP BY environment`, repoID)
+			MAX(CASE WHEN state = 'in_progress' AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s
+				WHERE s.deployment_id = deployments.id), created_at) > ? THEN release_id ELSE 0 END) FROM deployments
+		WHERE repository_id = ? AND origin = 'lastmile' AND state != 'abandoned' GROUP BY environment`,
+		millis(db.Now().Add(-pipeline.HoldRunning)), repoID)
 	if err != nil {
 		return nil, err
 	}
