@@ -166,6 +166,9 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	if r.StopKind != "" {
 		fmt.Fprintf(w, " (%s): %s", r.StopKind, inline(r.StopReason))
 	}
+	if rec.Waiting != "" {
+		fmt.Fprintf(w, "; %s", rec.Waiting)
+	}
 	fmt.Fprintln(w)
 	if len(rec.OtherReleases) > 0 {
 		ids := make([]string, len(rec.OtherReleases))

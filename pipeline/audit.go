@@ -12,6 +12,10 @@ type AuditRecord struct {
 	// ProtectionDecisions are lastmile's answers, as a custom deployment
 	// protection rule, about this commit.
 	ProtectionDecisions []ProtectionDecision `json:"protection_decisions,omitempty"`
+	// Waiting says what an active release waits for before its next
+	// deployment, when that is another release's deployment running in
+	// the environment (one deploy at a time per environment).
+	Waiting string `json:"waiting,omitempty"`
 	// OtherReleases are the IDs of the other releases of the same commit,
 	// newest first: a rollback releases a commit again.
 	OtherReleases []int64 `json:"other_releases,omitempty"`

@@ -730,6 +730,13 @@ func TestDeploymentInProgressTooLongStopsHoldingItsEnvironment(t *testing.T) {
 	if h.gh.deployment(c2, "production") != nil {
 		t.Fatal("c2's production deployment created while c1's production deploy runs")
 	}
+	rec, err := h.db.Audit(ctx, shop.FullName(), c2)
+	if err != nil || !strings.Contains(rec.Waiting, "deployment to production to end") {
+		t.Errorf("c2's audit record while it waits: waiting %q, %v; want it to say it waits for production", rec.Waiting, err)
+	}
+	if rec, err := h.db.Audit(ctx, shop.FullName(), c1); err != nil || rec.Waiting != "" {
+		t.Errorf("c1's audit record: waiting %q, %v; want nothing (it runs)", rec.Waiting, err)
+	}
 	var mu sync.Mutex
 	now := started
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -751,6 +758,9 @@ func TestDeploymentInProgressTooLongStopsHoldingItsEnvironment(t *testing.T) {
 	look(held.Add(-time.Minute), held.Add(time.Minute))
 	if h.gh.deployment(c2, "production") == nil {
 		t.Error("c2's production deployment not created once c1's deploy stopped holding production")
+	}
+	if rec, err := h.db.Audit(ctx, shop.FullName(), c2); err != nil || rec.Waiting != "" {
+		t.Errorf("c2's audit record once deploying: waiting %q, %v; want nothing", rec.Waiting, err)
 	}
 }
 

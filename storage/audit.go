@@ -12,6 +12,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -126,6 +127,9 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 			env.Outcome = outcome(d)
 		}
 	}
+	if rec.Waiting, err = waitingBehind(ctx, tx, repoID, rel, rec.Environments, db.Now()); err != nil {
+		return nil, err
+	}
 	prows, err := tx.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
 		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND decided_at >= ? AND decided_at < ? ORDER BY id`,
 		repoID, rel.SHA, from, until)
@@ -143,6 +147,39 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 		rec.ProtectionDecisions = append(rec.ProtectionDecisions, p)
 	}
 	return rec, prows.Err()
+}
+
+// waitingBehind says why an active release has no deployment yet in the
+// environment it goes to next, when that is another release's deployment
+// running there (one deploy at a time per environment), or "".
+func waitingBehind(ctx context.Context, q querier, repoID int64, rel *pipeline.Release, envs []pipeline.EnvironmentRecord, now time.Time) (string, error) {
+	if rel.State != pipeline.ReleaseActive || rel.Config == nil {
+		return "", nil
+	}
+	next := ""
+	for i, e := range rel.Config.Environments {
+		if envs[i].Outcome == "" {
+			if i == 0 || envs[i-1].Outcome == pipeline.DeploymentSuccess {
+				next = e.Name
+			}
+			break
+		}
+	}
+	if next == "" {
+		return "", nil
+	}
+	var other int64
+	err := q.QueryRowContext(ctx, `SELECT release_id FROM deployments d WHERE d.repository_id = ? AND d.origin = 'lastmile'
+		AND d.environment = ? COLLATE NOCASE AND d.state = 'in_progress' AND d.release_id != ?
+		AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at) > ?
+		ORDER BY d.release_id DESC LIMIT 1`, repoID, next, rel.ID, millis(now.Add(-pipeline.HoldRunning))).Scan(&other)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("waits for release #%d's deployment to %s to end: one deploy at a time per environment", other, next), nil
 }
 
 func releaseCommits(ctx context.Context, q querier, releaseID int64) ([]pipeline.Commit, error) {
