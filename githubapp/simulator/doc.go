@@ -63,7 +63,9 @@
 // Reviewers: ReviewPolicy (AutoApprove, AutoReject, Manual, Timeout),
 // PendingReviews, Approve, Reject; CancelRun, RerunFailedJobs. Faults: InjectFault with a
 // Fault (server errors, primary and secondary rate limits, delays,
-// "applied but answer lost", and the 422 of an endpoint "spammed").
+// "applied but answer lost", and the 422 of an endpoint "spammed");
+// HoldWebhooks with a WebhookHold (event, action, a predicate on the
+// payload), HeldWebhooks and ReleaseWebhooks deliver webhooks out of order.
 // Observation: Requests, CountRequests,
 // Deliveries, Deployments, CommitStatuses, ProtectionRuleReviews, Runs, Idle.
 //
@@ -126,4 +128,19 @@
 // itself; POST /app/hook/deliveries/{id}/attempts (or Redeliver) sends it
 // again with the same X-GitHub-Delivery GUID. While no webhook URL is set,
 // deliveries wait in the queue.
+//
+// GitHub does not promise that order. To deliver out of order, arm a hold:
+//
+//	sim.HoldWebhooks(simulator.WebhookHold{Event: "deployment_status", Match: func(w simulator.Webhook) bool {
+//		return w.Field("deployment_status", "state") == "success"
+//	}})
+//	// ... what happens meanwhile is delivered; then:
+//	sim.ReleaseWebhooks()
+//
+// Each webhook the sender comes to (redeliveries too) that a hold matches
+// is set aside, neither sent nor recorded as a delivery; ReleaseWebhooks
+// disarms every hold and queues the held webhooks behind whatever is
+// queued, in their order, each with its GUID and body (signed when sent).
+// Held webhooks do not keep the Simulator from being Idle. Match runs with
+// the Simulator's lock held: it must not call the Simulator.
 package simulator

@@ -23,6 +23,8 @@ type state struct {
 	deliveries []*Delivery // oldest first
 	queue      []*outgoing
 	sending    bool
+	holds      []*WebhookHold
+	held       []*outgoing // set aside by holds, oldest first
 
 	runs     map[int64]*run
 	runOrder []int64

@@ -105,6 +105,12 @@ func (s *Simulator) sendLoop() {
 		}
 		o := s.st.queue[0]
 		s.st.queue = s.st.queue[1:]
+		if s.heldLocked(o) {
+			s.st.held = append(s.st.held, o)
+			s.notifyLocked()
+			s.mu.Unlock()
+			continue
+		}
 		s.st.sending = true
 		url := s.st.webhookURL
 		s.mu.Unlock()
