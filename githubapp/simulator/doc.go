@@ -88,9 +88,16 @@
 // (deployment webhook with workflow and workflow_run, statuses by
 // github-actions[bot]); without it (`deployment: false`, the default) an
 // environment with a custom protection rule fails the job at once, as
-// documented. RerunFailedJobs re-runs a failed run's deploy job as
-// attempt 2, 3, … (workflow_run requested, in_progress, the deploy job's
-// events again, completed, with run_attempt set). Runs, PendingReviews,
+// documented. With WorkflowOptions.NextEnvironments, jobs that each
+// `needs:` the one before follow the deploy job, one per environment, each
+// with its own deployment (CreateDeployment) and that environment's
+// protection rules, as in a workflow whose jobs own their deployments
+// test → staging → production: when a job ends, Actions reports success or
+// failure on its deployment, then the next job's deployment is created and
+// its rules are asked (deployment_protection_rule requested).
+// RerunFailedJobs re-runs a failed run's job that did not succeed and those
+// after it as attempt 2, 3, … (workflow_run requested, in_progress, the
+// jobs' events again, completed, with run_attempt set). Runs, PendingReviews,
 // Approve, Reject, CancelRun and the job-logs endpoint observe and steer
 // runs.
 //

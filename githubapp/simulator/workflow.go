@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,6 +36,17 @@ type WorkflowOptions struct {
 	// reports; "{env}" is replaced by the environment name. Default
 	// "https://{env}.example.com".
 	EnvironmentURL string
+	// NextEnvironments lists the environments of the jobs that follow the
+	// deploy job, in order, as in a workflow whose jobs promote the commit
+	// test → staging → production: each `needs:` the job before it (it
+	// runs only when that one succeeded) and references its environment
+	// as the deploy job does (its own deployment with CreateDeployment,
+	// that environment's protection rules). They carry an `if:` on the
+	// triggering deployment's environment: a run for a deployment to one
+	// of them has its deploy job only. Their steps post nothing on the
+	// triggering deployment and fail in FailEnvironments; Deploy is the
+	// deploy job's only.
+	NextEnvironments []string
 	// Deploy, when set, replaces the deploy job's steps. It runs like an
 	// Action on a runner, with what JobContext gives it; an error fails
 	// the job. When nil, the job posts in_progress then success (or
@@ -84,6 +96,9 @@ type run struct {
 	startedAt                    time.Time // of the latest attempt
 	jobs                         []*job
 	gate                         *gate
+	// failedAt is the job of the last attempt that did not succeed: 0 the
+	// deploy job, i+1 the job for NextEnvironments[i].
+	failedAt int
 
 	active  bool // the player goroutine runs
 	blocked bool // it waits for a reviewer or a protection-rule answer
@@ -222,7 +237,27 @@ func (s *Simulator) play(ru *run) {
 	s.notifyLocked()
 	s.mu.Unlock()
 
-	s.finishRun(ru, s.runDeployJob(ru))
+	s.finishRun(ru, s.runJobs(ru))
+}
+
+// runJobs plays the run's jobs from ru.failedAt on (a re-run's first) and
+// returns the run's conclusion.
+func (s *Simulator) runJobs(ru *run) string {
+	s.mu.Lock()
+	from := ru.failedAt
+	envs := []string{ru.trigger.environment}
+	if !slices.ContainsFunc(ru.opts.NextEnvironments, func(e string) bool { return strings.EqualFold(e, ru.trigger.environment) }) {
+		envs = append(envs, ru.opts.NextEnvironments...)
+	}
+	s.mu.Unlock()
+	conclusion := "success"
+	for i := from; i < len(envs) && conclusion == "success"; i++ {
+		conclusion = s.runDeployJob(ru, envs[i], i > 0)
+		s.mu.Lock()
+		ru.failedAt = i
+		s.mu.Unlock()
+	}
+	return conclusion
 }
 
 // finishRun completes a run with the deploy job's conclusion.
@@ -260,16 +295,20 @@ func (s *Simulator) finishJob(j *job, conclusion string) {
 	s.st.enqueueWorkflowJob(j.run.repo, j, "completed")
 }
 
-// runDeployJob plays the deploy job and returns the run's conclusion.
-func (s *Simulator) runDeployJob(ru *run) string {
+// runDeployJob plays the deploy job, or (next) the job for one of
+// NextEnvironments, and returns its conclusion.
+func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 	r := ru.repo
 	st := s.st
 	d := ru.trigger
 
 	s.mu.Lock()
-	env := d.environment
 	envCfg := r.environments[env]
-	dj := s.newJob(ru, "deploy", env)
+	name := "deploy"
+	if next {
+		name = "deploy-" + env
+	}
+	dj := s.newJob(ru, name, env)
 	if envCfg != nil && envCfg.opts.CustomProtectionRule && !ru.opts.CreateDeployment {
 		// "If the environment has a custom deployment protection rule
 		// enabled, jobs that use deployment: false will fail."
@@ -286,7 +325,7 @@ func (s *Simulator) runDeployJob(ru *run) string {
 		dj.twin = &deployment{
 			id: st.id(), sha: d.sha, ref: d.ref, task: "deploy", payload: obj{},
 			environment: env, originalEnvironment: env,
-			creator: ru.actor, viaApp: st.actionsApp(), production: d.production,
+			creator: ru.actor, viaApp: st.actionsApp(), production: d.production && !next,
 			createdAt: now, updatedAt: now, run: ru, job: dj,
 		}
 		r.deployments = append(r.deployments, dj.twin)
@@ -362,9 +401,12 @@ func (s *Simulator) runDeployJob(ru *run) string {
 	s.mu.Unlock()
 
 	var err error
-	if ru.opts.Deploy != nil {
+	switch {
+	case next:
+		err = s.nextDeploy(ru, dj)
+	case ru.opts.Deploy != nil:
 		err = safeDeploy(ru.ctx, ru.opts.Deploy, jc)
-	} else {
+	default:
 		err = s.defaultDeploy(ru, dj)
 	}
 
@@ -421,6 +463,18 @@ func (s *Simulator) defaultDeploy(ru *run, dj *job) error {
 	dj.logf(s.clock(), "Deployment %d: %s", d.id, state)
 	s.notifyLocked()
 	if state != "success" {
+		return errors.New("deploy failed")
+	}
+	return nil
+}
+
+// nextDeploy is the steps of a job for one of NextEnvironments: they
+// report nothing themselves (Actions reports on the job's own deployment).
+func (s *Simulator) nextDeploy(ru *run, dj *job) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dj.logf(s.clock(), "Deploying %s to %s", ru.sha, dj.environment)
+	if slices.Contains(ru.opts.FailEnvironments, dj.environment) {
 		return errors.New("deploy failed")
 	}
 	return nil
@@ -509,10 +563,11 @@ func (s *Simulator) CancelRun(repo string, runID int64) error {
 
 // RerunFailedJobs re-runs a completed run's failed deploy job, as GitHub's
 // "Re-run failed jobs" (POST .../actions/runs/{run_id}/rerun-failed-jobs)
-// does: the run's attempt goes up, it is requested again, and its deploy
-// job runs again — through its environment's protection rules again — with
-// the repository's workflow as it now is; the register job, which
-// succeeded, is not run again.
+// does: the run's attempt goes up, it is requested again, and its job that
+// did not succeed (the deploy job, or one of NextEnvironments') runs again
+// — through its environment's protection rules again — then the jobs that
+// need it, with the repository's workflow as it now is; the jobs that
+// succeeded (the register job, those before) are not run again.
 func (s *Simulator) RerunFailedJobs(repo string, runID int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -545,7 +600,7 @@ func (s *Simulator) RerunFailedJobs(repo string, runID int64) error {
 		s.st.enqueueWorkflowRun(r, ru, "in_progress")
 		s.notifyLocked()
 		s.mu.Unlock()
-		s.finishRun(ru, s.runDeployJob(ru))
+		s.finishRun(ru, s.runJobs(ru))
 	}()
 	s.notifyLocked()
 	return nil

@@ -548,3 +548,90 @@ func TestRerunFailedJobs(t *testing.T) {
 		t.Error("re-running a successful run's failed jobs was accepted")
 	}
 }
+
+// Jobs that own their deployments, test then staging (`needs:`): the test
+// job's deployment reports success when the job ends, then the staging
+// job's deployment is created and its custom rule asked; a rejection fails
+// the run, and a re-run runs the staging job again, not the test job.
+func TestWorkflowNextEnvironments(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true, CreateDeployment: true, NextEnvironments: []string{"staging"}})
+	h.sim.SetEnvironment("acme/shop", "staging", simulator.EnvironmentOptions{CustomProtectionRule: true})
+	h.deploy("acme/shop", "test")
+	h.waitIdle()
+	want := []string{
+		"deployment/created", // the app's, to test
+		"workflow_run/requested",
+		"workflow_run/in_progress",
+		"deployment/created", // the test job's
+		"workflow_job/queued",
+		"workflow_job/in_progress",
+		"deployment_status/created", // test job's deployment in_progress
+		"deployment_status/created", // app's deployment in_progress
+		"deployment_status/created", // app's deployment success
+		"deployment_status/created", // test job's deployment success
+		"deployment_status/created", // app's deployment inactive (auto_inactive)
+		"workflow_job/completed",
+		"deployment/created", // the staging job's
+		"workflow_job/queued",
+		"workflow_job/waiting",
+		"deployment_protection_rule/requested",
+	}
+	if got := h.events(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	deps := h.sim.Deployments("acme/shop")
+	run := h.sim.Runs("acme/shop")[0]
+	if len(deps) != 3 || deps[2].Environment != "staging" || deps[2].SHA != deps[0].SHA || deps[2].WorkflowRunID != run.ID ||
+		len(run.Jobs) != 2 || run.Jobs[1].Name != "deploy-staging" || run.Jobs[1].TwinDeploymentID != deps[2].ID || !run.Waiting {
+		t.Fatalf("deployments %+v run %+v", deps, run)
+	}
+	if rule := h.payload(0, "deployment_protection_rule", "requested"); rule["environment"] != "staging" || dig(rule, "deployment", "id") != float64(deps[2].ID) {
+		t.Errorf("rule event: %v", rule)
+	}
+	path := fmt.Sprintf("/repos/acme/shop/actions/runs/%d/deployment_protection_rule", run.ID)
+	if r := h.do("POST", path, h.token(h.org), map[string]string{"environment_name": "staging", "state": "rejected"}); r.status != 204 {
+		t.Fatalf("reject: %d %s", r.status, r.body)
+	}
+	h.waitIdle()
+	run, _ = h.sim.Run("acme/shop", run.ID)
+	if run.Conclusion != "failure" || run.Jobs[0].Conclusion != "success" || run.Jobs[1].Conclusion != "failure" {
+		t.Fatalf("after the rejection: %+v", run)
+	}
+	if st := h.sim.Deployments("acme/shop")[2].State(); st != "failure" {
+		t.Errorf("staging job's deployment: %s", st)
+	}
+
+	n := len(h.sim.Deliveries())
+	if err := h.sim.RerunFailedJobs("acme/shop", run.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	want = []string{
+		"workflow_run/requested",
+		"workflow_run/in_progress",
+		"deployment/created", // the staging job's, again
+		"workflow_job/queued",
+		"workflow_job/waiting",
+		"deployment_protection_rule/requested",
+	}
+	if got := h.eventsFrom(n); !reflect.DeepEqual(got, want) {
+		t.Fatalf("re-run:\n got %v\nwant %v", got, want)
+	}
+	if r := h.do("POST", path, h.token(h.org), map[string]string{"environment_name": "staging", "state": "approved"}); r.status != 204 {
+		t.Fatalf("approve: %d %s", r.status, r.body)
+	}
+	h.waitIdle()
+	if run, _ = h.sim.Run("acme/shop", run.ID); run.Conclusion != "success" || run.Attempt != 2 {
+		t.Errorf("re-run: %+v", run)
+	}
+
+	// A run for a deployment to staging has its deploy job only.
+	h.deploy("acme/shop", "staging")
+	h.waitIdle()
+	runs := h.sim.Runs("acme/shop")
+	if jobs := runs[1].Jobs; len(jobs) != 1 || jobs[0].Name != "deploy" || jobs[0].Environment != "staging" {
+		t.Errorf("run for a deployment to staging: %+v", jobs)
+	}
+}
