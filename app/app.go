@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -230,18 +231,34 @@ func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	var lastPrune time.Time
-	// Holds that ended since the last look (the first look goes back one
-	// hold: what ended while lastmile was down).
-	lookedAt := time.Now().Add(-pipeline.HoldRunning)
+	// Holds that ended since the last look; the first look goes back to
+	// the beginning (what ended while lastmile was down, however long). A
+	// repository that could not be advanced is tried again at the next.
+	var lookedAt time.Time
+	var held []pipeline.Repo
 	for {
 		now := time.Now()
-		if err := a.engine.AdvanceReleased(ctx, lookedAt, now); err != nil {
+		if ended, err := a.db.HoldEnded(ctx, lookedAt, now); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			a.log.Warn("sweep: releases waiting behind a deployment in progress for too long", "error", err)
+			a.log.Warn("sweep: deployments in progress for too long", "error", err)
 		} else {
 			lookedAt = now
+			for _, r := range ended {
+				if !slices.ContainsFunc(held, func(o pipeline.Repo) bool { return o.ID == r.ID }) {
+					held = append(held, r)
+				}
+			}
+		}
+		if len(held) > 0 {
+			var err error
+			if held, err = a.engine.AdvanceReleased(ctx, held); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				a.log.Warn("sweep: releases waiting behind a deployment in progress for too long; trying again in a minute", "error", err)
+			}
 		}
 		if n, err := a.db.ExpireWaiting(ctx, time.Now().Add(-a.cfg.ContextsTimeout)); err != nil {
 			if ctx.Err() != nil {

@@ -423,8 +423,15 @@ func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo)
 			return nil, err
 		}
 		if m.Instance == instance {
-			// Ours, but the answer to its creation never reached the
-			// ledger: the intent is waiting to be recovered.
+			// Ours. Its creation may be being recorded right now by an
+			// advance outside this repository's queue (the sweep's): once
+			// that is done, look again.
+			defer e.lockRepo(repo.ID)()
+			if d, err := e.Store.Deployment(ctx, info.GitHubID); err == nil || !errors.Is(err, ErrNotFound) {
+				return d, err
+			}
+			// The answer to its creation never reached the ledger: the
+			// intent is waiting to be recovered.
 			adopted, err := e.adopt(ctx, repo, m, info)
 			if err != nil {
 				return nil, err
@@ -937,25 +944,22 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 	return errors.New("promotion did not settle after 8 rounds (a bug): see the log")
 }
 
-// AdvanceReleased plans again the repositories where a deployment in
-// progress stopped holding its environment between from and to (it never
-// reported an end, HoldRunning ago): a release that waited behind it goes
-// on without waiting for the repository's next event. Run periodically,
-// with consecutive windows.
-func (e *Engine) AdvanceReleased(ctx context.Context, from, to time.Time) error {
-	repos, err := e.Store.HoldEnded(ctx, from, to)
-	if err != nil {
-		return err
-	}
+// AdvanceReleased plans again repositories where a deployment in progress
+// stopped holding its environment (it never reported an end, HoldRunning
+// ago; see Store.HoldEnded): a release that waited behind it goes on
+// without waiting for the repository's next event. It returns the
+// repositories it could not advance, to try again later.
+func (e *Engine) AdvanceReleased(ctx context.Context, repos []Repo) (failed []Repo, err error) {
 	var errs []error
 	for _, repo := range repos {
 		e.Log.Warn("a deployment in progress for too long no longer holds its environment", "repo", repo.FullName(),
 			"hold", HoldRunning.String())
 		if err := e.advance(ctx, repo); err != nil {
+			failed = append(failed, repo)
 			errs = append(errs, fmt.Errorf("%s: %w", repo.FullName(), err))
 		}
 	}
-	return errors.Join(errs...)
+	return failed, errors.Join(errs...)
 }
 
 // RerunWindow is how long after a workflow run GitHub lets it be re-run

@@ -746,8 +746,12 @@ func TestDeploymentInProgressTooLongStopsHoldingItsEnvironment(t *testing.T) {
 		mu.Lock()
 		now = to
 		mu.Unlock()
-		if err := h.engine.AdvanceReleased(ctx, from, to); err != nil {
+		repos, err := h.db.HoldEnded(ctx, from, to)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if failed, err := h.engine.AdvanceReleased(ctx, repos); err != nil || len(failed) != 0 {
+			t.Fatal(failed, err)
 		}
 	}
 	held := started.Add(pipeline.HoldRunning)
@@ -761,6 +765,107 @@ func TestDeploymentInProgressTooLongStopsHoldingItsEnvironment(t *testing.T) {
 	}
 	if rec, err := h.db.Audit(ctx, shop.FullName(), c2); err != nil || rec.Waiting != "" {
 		t.Errorf("c2's audit record once deploying: waiting %q, %v; want nothing", rec.Waiting, err)
+	}
+}
+
+type workerCtxKey struct{}
+
+// interleavedStore makes the worker's handling of a deployment webhook look
+// the deployment up (and find nothing) before an advance running outside
+// the worker (the sweep's) records its creation, and go on only once it has.
+type interleavedStore struct {
+	pipeline.Store
+	created     chan struct{}
+	createdOnce sync.Once
+	looked      chan struct{}
+	lookedOnce  sync.Once
+}
+
+func (s *interleavedStore) Deployment(ctx context.Context, githubID int64) (*pipeline.Deployment, error) {
+	d, err := s.Store.Deployment(ctx, githubID)
+	if ctx.Value(workerCtxKey{}) != nil {
+		s.lookedOnce.Do(func() { close(s.looked) })
+	}
+	return d, err
+}
+
+func (s *interleavedStore) Instance(ctx context.Context) (string, error) {
+	if ctx.Value(workerCtxKey{}) != nil {
+		<-s.created
+	}
+	return s.Store.Instance(ctx)
+}
+
+func (s *interleavedStore) Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error {
+	err := s.Store.Created(ctx, deploymentID, githubID, createdAt)
+	s.createdOnce.Do(func() { close(s.created) })
+	return err
+}
+
+// The sweep creates a deployment outside the worker's queue, so its
+// deployment webhook can be handled while the sweep records the creation:
+// the worker, having found no deployment of that ID, waits for the advance
+// to end and finds it then, instead of taking lastmile's own deployment for
+// an unexpected one and marking it inactive (which stopped the release).
+func TestDeploymentCreatedOutsideTheQueueIsNotTakenForAnUnexpectedOne(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test", "staging")
+	started := time.Now()
+	h.status(c1, "production", pipeline.DeploymentInProgress, 12, true)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test", "staging")
+	now := started.Add(pipeline.HoldRunning + time.Minute)
+	clock := func() time.Time { return now }
+	h.engine.Now, h.db.Now = clock, clock
+	is := &interleavedStore{Store: h.db, created: make(chan struct{}), looked: make(chan struct{})}
+	h.engine.Store = is
+	var wg sync.WaitGroup
+	var werr error
+	h.gh.enter = func() func() {
+		return func() { // as GitHub answers the creation
+			d := h.gh.deployment(c2, "production")
+			if d == nil {
+				return
+			}
+			h.gh.enter = nil
+			wg.Add(1)
+			go func() { // the worker, handling the deployment webhook
+				defer wg.Done()
+				wctx := context.WithValue(ctx, workerCtxKey{}, true)
+				werr = h.engine.HandleDeployment(wctx, pipeline.NewDeployment{Repo: shop, Deployment: pipeline.DeploymentInfo{
+					GitHubID: d.id, SHA: c2, Environment: "production", Payload: mustJSON(t, d.payload), CreatedAt: d.createdAt}})
+			}()
+			<-is.looked
+		}
+	}
+	repos, err := h.db.HoldEnded(ctx, started, now)
+	if err != nil || len(repos) != 1 {
+		t.Fatalf("holds ended: %v, %v; want %s", repos, err, shop.FullName())
+	}
+	if failed, err := h.engine.AdvanceReleased(ctx, repos); err != nil || len(failed) != 0 {
+		t.Fatal(failed, err)
+	}
+	wg.Wait()
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	d := h.gh.deployment(c2, "production")
+	if d == nil {
+		t.Fatal("no production deployment of c2")
+	}
+	for _, s := range d.statuses {
+		if s.State == pipeline.DeploymentInactive {
+			t.Error("lastmile marked its own production deployment of c2 inactive")
+		}
+	}
+	if got := h.ledgerState(c2, "production"); got == pipeline.DeploymentIntent || got == pipeline.DeploymentInactive {
+		t.Errorf("c2's production deployment in the ledger: %s", got)
 	}
 }
 

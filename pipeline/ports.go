@@ -204,10 +204,12 @@ type RepoState struct {
 	Running map[string]int64
 }
 
-// HoldRunning is how long a deployment in progress keeps the next
-// release's deployment to its environment waiting: longer than a deploy
-// job runs (GitHub ends a job on its own runners after 6 hours), so that a
-// deployment whose end never comes does not hold the environment for good.
+// HoldRunning is how long after its latest status a deployment in progress
+// keeps the next release's deployment to its environment waiting: longer
+// than a deploy job runs on GitHub's runners (which end a job after 6
+// hours; a self-hosted runner's may run longer, and is then overtaken), so
+// that a deployment whose end never comes does not hold the environment
+// for good.
 const HoldRunning = 24 * time.Hour
 
 // Store is the ledger the pipeline keeps. Each method is one transaction.
@@ -224,10 +226,6 @@ type Store interface {
 	// RecordRelease stores a release with its commits, or finds the one
 	// already stored for (repository, SHA); rel.ID is set either way.
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
-	// HoldEnded lists the repositories with an active release where a
-	// deployment in progress stopped holding its environment (HoldRunning)
-	// between from and to.
-	HoldEnded(ctx context.Context, from, to time.Time) ([]Repo, error)
 	// Revivable lists, newest first and up to limit, the releases stopped
 	// by a failure or rejection since since, which a successful re-run
 	// would carry on.

@@ -214,14 +214,18 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 
 // HoldEnded lists the repositories with an active release where a lastmile
 // deployment, in progress since its latest status, stopped holding its
-// environment (pipeline.HoldRunning) between from and to: a release waiting
-// behind it can go on, and nothing else would tell the pipeline so.
+// environment (pipeline.HoldRunning) after from and until to (consecutive
+// windows see each end once): a release waiting behind it can go on, and
+// nothing else would tell the pipeline so. It reads the deployments in
+// progress only (their own index), however long the history.
 func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Repo, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT p.id, p.full_name, p.installation_id FROM repositories p
-		WHERE EXISTS (SELECT 1 FROM releases r WHERE r.repository_id = p.id AND r.state = 'active')
-		AND EXISTS (SELECT 1 FROM deployments d WHERE d.repository_id = p.id AND d.origin = 'lastmile' AND d.state = 'in_progress'
-			AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at) + ? BETWEEN ? AND ?)
-		ORDER BY p.id`, pipeline.HoldRunning.Milliseconds(), millis(from), millis(to))
+	rows, err := db.read.QueryContext(ctx, `SELECT DISTINCT p.id, p.full_name, p.installation_id
+		FROM deployments d INDEXED BY deployments_in_progress JOIN repositories p ON p.id = d.repository_id
+		WHERE d.origin = 'lastmile' AND d.state = 'in_progress'
+			AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at) + ? > ?
+			AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at) + ? <= ?
+			AND EXISTS (SELECT 1 FROM releases r WHERE r.repository_id = p.id AND r.state = 'active')
+		ORDER BY p.id`, pipeline.HoldRunning.Milliseconds(), millis(from), pipeline.HoldRunning.Milliseconds(), millis(to))
 	if err != nil {
 		return nil, err
 	}
