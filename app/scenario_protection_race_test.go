@@ -42,6 +42,18 @@ func protectionDecisions(t *testing.T, sb *Sandbox, repo, sha, env string) []pip
 	return out
 }
 
+// protectedStaging creates acme/shop, in its own installation, with
+// lastmile as its staging environment's custom protection rule and the
+// workflow given.
+func protectedStaging(sb *Sandbox, wf simulator.WorkflowOptions) (full string, inst int64) {
+	full = "acme/shop"
+	inst = sb.Sim.CreateInstallation("acme", "Organization")
+	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
+	sb.Sim.SetEnvironment(full, "staging", simulator.EnvironmentOptions{CustomProtectionRule: true})
+	sb.Sim.SetWorkflow(full, wf)
+	return full, inst
+}
+
 // A workflow whose jobs own their deployments, test then staging, with
 // lastmile as staging's custom protection rule. The test job's success
 // reaches lastmile only after the staging job's protection-rule request:
@@ -49,11 +61,7 @@ func protectionDecisions(t *testing.T, sb *Sandbox, repo, sha, env string) []pip
 // then approves once the success arrives — it never rejects.
 func TestProtectionRuleWaitsForASuccessDeliveredLate(t *testing.T) {
 	sb := sandbox(t, nil)
-	full := "acme/shop"
-	inst := sb.Sim.CreateInstallation("acme", "Organization")
-	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
-	sb.Sim.SetEnvironment(full, "staging", simulator.EnvironmentOptions{CustomProtectionRule: true})
-	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{CreateDeployment: true, NextEnvironments: []string{"staging"}})
+	full, _ := protectedStaging(sb, simulator.WorkflowOptions{CreateDeployment: true, NextEnvironments: []string{"staging"}})
 	holdTestResults(sb, "success", false)
 	push := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": testThenStaging}})
 
@@ -119,11 +127,7 @@ func TestProtectionRuleWaitsForASuccessDeliveredLate(t *testing.T) {
 // the failure arrives, never approved.
 func TestProtectionRuleRejectsAfterAFailureDeliveredLate(t *testing.T) {
 	sb := sandbox(t, nil)
-	full := "acme/shop"
-	inst := sb.Sim.CreateInstallation("acme", "Organization")
-	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
-	sb.Sim.SetEnvironment(full, "staging", simulator.EnvironmentOptions{CustomProtectionRule: true})
-	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{CreateDeployment: true, FailEnvironments: []string{"test"}})
+	full, inst := protectedStaging(sb, simulator.WorkflowOptions{CreateDeployment: true, FailEnvironments: []string{"test"}})
 	// The run's end would tell lastmile too (it then asks GitHub): held.
 	holdTestResults(sb, "failure", true)
 	push := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": testThenStaging}})

@@ -401,10 +401,7 @@ func TestLateForcePushIsNotDeployedOverTheBranchHead(t *testing.T) {
 // was pushed and rolled back to c1 before c2's webhook reached lastmile.
 func TestLatePushUndoneByARollbackIsIgnored(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
+	h.release(c0, c1, 10, "test", "staging", "production")
 	h.gh.head = c2 // pushed, its webhook lost for now
 	if err := h.push(c2, c1, true); err != nil {
 		t.Fatal(err) // rolled back to c1, which is released already
@@ -557,14 +554,8 @@ func TestPushReceivedAfterOneOfUnknownTimeIsNotOvertaken(t *testing.T) {
 func TestForcePushStopsTheReleasesItTookOffTheBranch(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging")
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20, "test", "staging")
 	h.status(c2, "production", pipeline.DeploymentQueued, 22, true) // waits for reviewers
 	if err := h.push(c2, c1, true); err != nil {                    // the rollback
 		t.Fatal(err)
@@ -591,14 +582,8 @@ func TestForcePushStopsTheReleasesItTookOffTheBranch(t *testing.T) {
 // the rollback, not on whichever of the two finished last.
 func TestRollbackWaitsForTheDeployItInterrupts(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging")
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20, "test", "staging")
 	h.status(c2, "production", pipeline.DeploymentInProgress, 22, true)
 	if err := h.push(c2, c1, true); err != nil { // the rollback
 		t.Fatal(err)
@@ -633,14 +618,8 @@ func TestRollbackWaitsForTheDeployItInterrupts(t *testing.T) {
 func TestRerunDoesNotReviveAWithdrawnRelease(t *testing.T) {
 	failInStaging := func(h *harness) {
 		t.Helper()
-		if err := h.push(c0, c1, false); err != nil {
-			t.Fatal(err)
-		}
-		h.promote(c1, 10, "test", "staging", "production")
-		if err := h.push(c1, c2, false); err != nil {
-			t.Fatal(err)
-		}
-		h.promote(c2, 20, "test")
+		h.release(c0, c1, 10, "test", "staging", "production")
+		h.release(c1, c2, 20, "test")
 		h.status(c2, "staging", pipeline.DeploymentInProgress, 21, true)
 		h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
 	}
@@ -688,14 +667,8 @@ func TestRerunDoesNotReviveAWithdrawnRelease(t *testing.T) {
 // it took off the branch, as any force push does.
 func TestForcePushToAnInvalidConfigurationStopsTheReleasesItTookOff(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test")
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20, "test")
 	h.status(c2, "staging", pipeline.DeploymentQueued, 21, true) // waits for reviewers
 	h.gh.mu.Lock()
 	h.gh.config = "environments: [\n"
@@ -717,16 +690,10 @@ func TestForcePushToAnInvalidConfigurationStopsTheReleasesItTookOff(t *testing.T
 func TestDeploymentInProgressTooLongStopsHoldingItsEnvironment(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging")
+	h.release(c0, c1, 10, "test", "staging")
 	started := time.Now()
 	h.status(c1, "production", pipeline.DeploymentInProgress, 12, true) // and nothing more, ever
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging")
+	h.release(c1, c2, 20, "test", "staging")
 	if h.gh.deployment(c2, "production") != nil {
 		t.Fatal("c2's production deployment created while c1's production deploy runs")
 	}
@@ -810,16 +777,10 @@ func (s *interleavedStore) Created(ctx context.Context, deploymentID, githubID i
 func TestDeploymentCreatedOutsideTheQueueIsNotTakenForAnUnexpectedOne(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging")
+	h.release(c0, c1, 10, "test", "staging")
 	started := time.Now()
 	h.status(c1, "production", pipeline.DeploymentInProgress, 12, true)
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging")
+	h.release(c1, c2, 20, "test", "staging")
 	now := started.Add(pipeline.HoldRunning + time.Minute)
 	clock := func() time.Time { return now }
 	h.engine.Now, h.db.Now = clock, clock
@@ -908,10 +869,7 @@ func TestRemovedConfigurationRetiresTheEnvironments(t *testing.T) {
 	t.Run("releases on their way stop", func(t *testing.T) {
 		h := newHarness(t, c0, c1, c2)
 		h.gh.noConfig = []string{c2}
-		if err := h.push(c0, c1, false); err != nil {
-			t.Fatal(err)
-		}
-		h.promote(c1, 10, "test")
+		h.release(c0, c1, 10, "test")
 		h.status(c1, "staging", pipeline.DeploymentQueued, 11, true) // waits for reviewers
 		if err := h.push(c1, c2, false); !errors.As(err, &ignored) {
 			t.Fatalf("the push removing the configuration = %v, want it ignored", err)
@@ -1543,6 +1501,15 @@ func (h *harness) leadTimesObserved(env string) uint64 {
 
 // promote has every deployment of sha succeed, environment after
 // environment.
+// release pushes sha (after before) and promotes it through envs.
+func (h *harness) release(before, sha string, run int64, envs ...string) {
+	h.t.Helper()
+	if err := h.push(before, sha, false); err != nil {
+		h.t.Fatal(err)
+	}
+	h.promote(sha, run, envs...)
+}
+
 func (h *harness) promote(sha string, run int64, envs ...string) {
 	h.t.Helper()
 	for i, env := range envs {
@@ -1595,10 +1562,7 @@ func TestRollbackToAReleasedCommitDeploysItAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging", "production")
+	h.release(c1, c2, 20, "test", "staging", "production")
 
 	if err := h.push(c2, c1, true); err != nil {
 		t.Fatalf("force push back to c1: %v", err)
@@ -1720,10 +1684,7 @@ func TestExternalDeploymentIsLinkedByItsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test")
+	h.release(c1, c2, 20, "test")
 	if err := h.push(c2, c1, true); err != nil {
 		t.Fatal(err)
 	}
@@ -1753,10 +1714,7 @@ func TestExternalDeploymentIsLinkedByItsRun(t *testing.T) {
 // replaced it does.
 func TestLeadTimeCountsOnlyTheCommitsOfTheDeployedHistory(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
+	h.release(c0, c1, 10, "test", "staging", "production")
 	if n := h.leadTimesObserved("production"); n != 1 {
 		t.Fatalf("lead times in production after c1: %d, want 1", n)
 	}
@@ -1785,14 +1743,8 @@ func TestLeadTimeCountsOnlyTheCommitsOfTheDeployedHistory(t *testing.T) {
 // observed again.
 func TestLeadTimeOfACommitIsObservedOncePerEnvironment(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging", "production")
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20, "test", "staging", "production")
 	if err := h.push(c2, c1, true); err != nil { // the rollback
 		t.Fatal(err)
 	}
@@ -1910,10 +1862,7 @@ func TestLateFailureDoesNotOverwriteTheRerunSuccess(t *testing.T) {
 func TestRejectionDeliveredAfterTheRunEnded(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test")
+	h.release(c0, c1, 10, "test")
 	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
 	h.runCompleted(11, c1, "failure")
 	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentFailure {
@@ -1928,10 +1877,7 @@ func TestRejectionDeliveredAfterTheRunEnded(t *testing.T) {
 	if err != nil || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRejected || !strings.Contains(rel.StopReason, "rejected by bob: not today") {
 		t.Errorf("release of c1: %+v, %v; want stopped as rejected by bob", rel, err)
 	}
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging")
+	h.release(c1, c2, 20, "test", "staging")
 	if n, _ := h.restoresObserved("staging"); n != 0 {
 		t.Errorf("time to restore observed %d times in staging after a rejection", n)
 	}
@@ -1989,10 +1935,7 @@ func TestTimeToRestoreWithInProgressDeliveredAfterTheFailure(t *testing.T) {
 func TestRerunAfterARejectionStartsNoClock(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test")
+	h.release(c0, c1, 10, "test")
 	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
 	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
 		Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: time.Now()}); err != nil {
@@ -2018,10 +1961,7 @@ func TestRerunThatStartsAndFailsStartsTheClock(t *testing.T) {
 		t.Run(first, func(t *testing.T) {
 			ctx := context.Background()
 			h := newHarness(t, c0, c1, c2)
-			if err := h.push(c0, c1, false); err != nil {
-				t.Fatal(err)
-			}
-			h.promote(c1, 10, "test")
+			h.release(c0, c1, 10, "test")
 			if first == "rejected" {
 				h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
 				if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
@@ -2039,10 +1979,7 @@ func TestRerunThatStartsAndFailsStartsTheClock(t *testing.T) {
 			}
 			h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // the re-run starts…
 			h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)    // …and breaks staging
-			if err := h.push(c1, c2, false); err != nil {
-				t.Fatal(err)
-			}
-			h.promote(c2, 20, "test", "staging")
+			h.release(c1, c2, 20, "test", "staging")
 			if n, _ := h.restoresObserved("staging"); n != 1 {
 				t.Errorf("time to restore observed %d times in staging after the re-run failed and c2 succeeded; want 1", n)
 			}
@@ -2058,10 +1995,7 @@ func TestRerunsFailureDeliveredBeforeItsStart(t *testing.T) {
 		t.Run(first, func(t *testing.T) {
 			ctx := context.Background()
 			h := newHarness(t, c0, c1, c2)
-			if err := h.push(c0, c1, false); err != nil {
-				t.Fatal(err)
-			}
-			h.promote(c1, 10, "test")
+			h.release(c0, c1, 10, "test")
 			anHourAgo := func(st pipeline.StatusInfo) pipeline.StatusInfo {
 				st.CreatedAt = st.CreatedAt.Add(-time.Hour)
 				return st
@@ -2081,10 +2015,7 @@ func TestRerunsFailureDeliveredBeforeItsStart(t *testing.T) {
 			running := h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false)
 			h.status(c1, "staging", pipeline.DeploymentFailure, 11, true) // delivered first
 			h.deliver(c1, "staging", running)                             // then the re-run's start
-			if err := h.push(c1, c2, false); err != nil {
-				t.Fatal(err)
-			}
-			h.promote(c2, 20, "test", "staging")
+			h.release(c1, c2, 20, "test", "staging")
 			if n, sum := h.restoresObserved("staging"); n != 1 || sum > 60 {
 				t.Errorf("time to restore in staging: %d observations, %.0f s; want 1, from the re-run's failure (seconds, not an hour)", n, sum)
 			}
@@ -2099,10 +2030,7 @@ func TestRejectedRerunAfterAFailureOnlyLastmileRecorded(t *testing.T) {
 	ctx := context.Background()
 	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	h := newHarness(t, c0, c1, c2, c3)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test")
+	h.release(c0, c1, 10, "test")
 	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
 	d, err := h.db.Deployment(ctx, h.gh.deployment(c1, "staging").id)
 	if err != nil {
@@ -2111,18 +2039,12 @@ func TestRejectedRerunAfterAFailureOnlyLastmileRecorded(t *testing.T) {
 	if _, err := h.db.RecordStatus(ctx, d, pipeline.StatusInfo{State: pipeline.DeploymentError, Creator: "lastmile", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging")
+	h.release(c1, c2, 20, "test", "staging")
 	if n, _ := h.restoresObserved("staging"); n != 1 {
 		t.Fatalf("restores after the failed deploy and c2: %d, want 1", n)
 	}
 	h.status(c1, "staging", pipeline.DeploymentFailure, 12, true) // a re-run, rejected
-	if err := h.push(c2, c3, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c3, 30, "test", "staging")
+	h.release(c2, c3, 30, "test", "staging")
 	if n, _ := h.restoresObserved("staging"); n != 1 {
 		t.Errorf("restores in staging: %d, want 1 (the rejected re-run never started)", n)
 	}
@@ -2224,10 +2146,7 @@ func TestRerunSuccessOfASucceededDeploymentRestores(t *testing.T) {
 func TestProtectionRuleWithoutShaJudgesTheRunsCommit(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test")
+	h.release(c0, c1, 10, "test")
 	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "requested", RunID: 81, Event: "deployment",
 		HeadSHA: c1, Status: "queued", Attempt: 1, CreatedAt: time.Now(), UpdatedAt: time.Now(),
 		URL: "https://github.com/acme/shop/actions/runs/81"}); err != nil {
@@ -2349,10 +2268,7 @@ func TestProtectionRuleIgnoresTheCaseOfEnvironmentNames(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
 	h.gh.config = "environments:\n  - name: Test\n  - name: Staging\n  - name: Production\n"
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "Test")
+	h.release(c0, c1, 10, "Test")
 	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1", Environment: "staging", SHA: c1, RunID: 66}
 	if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
 		t.Fatal(err)
@@ -2387,10 +2303,7 @@ func TestProtectionRuleIgnoresTheCaseOfEnvironmentNames(t *testing.T) {
 func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test")
+	h.release(c0, c1, 10, "test")
 	succeedExternally := func(id, run int64) {
 		t.Helper()
 		info := pipeline.DeploymentInfo{GitHubID: id, SHA: c1, Environment: "staging", Creator: "mallory",
@@ -2447,10 +2360,7 @@ func (h *harness) judge(delivery, env, sha string, run int64) *pipeline.Protecti
 func TestProtectionRuleIgnoresTheRunAHandMadeStatusNames(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test")
+	h.release(c0, c1, 10, "test")
 	info := pipeline.DeploymentInfo{GitHubID: 901, SHA: c1, Environment: "staging", Creator: "mallory", CreatedAt: time.Now()}
 	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
 		Status: pipeline.StatusInfo{GitHubID: 9010, State: pipeline.DeploymentSuccess, CreatedAt: time.Now(),
@@ -2484,10 +2394,7 @@ func TestActionsDeploymentIsLinkedToItsRunAfterItsStatus(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			h := newHarness(t, c0, c1)
-			if err := h.push(c0, c1, false); err != nil {
-				t.Fatal(err)
-			}
-			h.promote(c1, 10, "test")
+			h.release(c0, c1, 10, "test")
 			info := pipeline.DeploymentInfo{GitHubID: 902, SHA: c1, Environment: "staging", Creator: "octocat", CreatedAt: time.Now()}
 			if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
 				Status: pipeline.StatusInfo{GitHubID: 9020, State: pipeline.DeploymentSuccess, CreatedAt: time.Now(),
@@ -2672,10 +2579,7 @@ func TestApprovalWaitCountsThePipelinesEnvironments(t *testing.T) {
 func TestRenamedEnvironmentIsRetired(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging", "production")
+	h.release(c0, c1, 10, "test", "staging", "production")
 	info := func() []string {
 		snap, err := h.db.MetricsSnapshot(ctx)
 		if err != nil {
@@ -2795,15 +2699,9 @@ func TestFailingNotifierWhileTheDeployRunStarts(t *testing.T) {
 // there, and with it the failed release's commits first reach production.
 func TestLeadTimeOfAnEnvironmentsFirstSuccessCountsTheReleasesThatFailedThere(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "staging")
+	h.release(c0, c1, 10, "test", "staging")
 	h.status(c1, "production", pipeline.DeploymentFailure, 12, true)
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging", "production")
+	h.release(c1, c2, 20, "test", "staging", "production")
 	for env, want := range map[string]uint64{"test": 2, "staging": 2, "production": 2} {
 		if n := h.leadTimesObserved(env); n != want {
 			t.Errorf("lead times in %s: %d, want %d", env, n, want)
@@ -2814,15 +2712,9 @@ func TestLeadTimeOfAnEnvironmentsFirstSuccessCountsTheReleasesThatFailedThere(t 
 func TestLeadTimeInANewEnvironmentStartsWithItsFirstRelease(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	h.gh.config = "environments:\n  - name: test\n  - name: production\n"
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c1, 10, "test", "production")
+	h.release(c0, c1, 10, "test", "production")
 	h.gh.config = threeEnvs // staging is added
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
-	h.promote(c2, 20, "test", "staging", "production")
+	h.release(c1, c2, 20, "test", "staging", "production")
 	for env, want := range map[string]uint64{"test": 2, "staging": 1, "production": 2} {
 		if n := h.leadTimesObserved(env); n != want {
 			t.Errorf("lead times in %s: %d, want %d", env, n, want)

@@ -212,6 +212,10 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 	return r, err
 }
 
+// statusSince is when deployment d got its latest status (its creation
+// when it has none): the start of the hold of a deployment in progress.
+const statusSince = `COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at)`
+
 // HoldEnded lists the repositories with an active release where a lastmile
 // deployment, in progress since its latest status, stopped holding its
 // environment (pipeline.HoldRunning) after from and until to (consecutive
@@ -221,11 +225,9 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Repo, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT DISTINCT p.id, p.full_name, p.installation_id
 		FROM deployments d INDEXED BY deployments_in_progress JOIN repositories p ON p.id = d.repository_id
-		WHERE d.origin = 'lastmile' AND d.state = 'in_progress'
-			AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at) + ? > ?
-			AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at) + ? <= ?
+		WHERE d.origin = 'lastmile' AND d.state = 'in_progress' AND `+statusSince+` BETWEEN ? AND ?
 			AND EXISTS (SELECT 1 FROM releases r WHERE r.repository_id = p.id AND r.state = 'active')
-		ORDER BY p.id`, pipeline.HoldRunning.Milliseconds(), millis(from), pipeline.HoldRunning.Milliseconds(), millis(to))
+		ORDER BY p.id`, millis(from.Add(-pipeline.HoldRunning))+1, millis(to.Add(-pipeline.HoldRunning)))
 	if err != nil {
 		return nil, err
 	}
@@ -320,10 +322,9 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	// ran), which the active releases above do not show.
 	// Running: in progress since its latest status, for less than
 	// pipeline.HoldRunning.
-	rows, err = tx.QueryContext(ctx, `SELECT environment, MAX(release_id),
-			MAX(CASE WHEN state = 'in_progress' AND COALESCE((SELECT MAX(created_at) FROM deployment_statuses s
-				WHERE s.deployment_id = deployments.id), created_at) > ? THEN release_id ELSE 0 END) FROM deployments
-		WHERE repository_id = ? AND origin = 'lastmile' AND state != 'abandoned' GROUP BY environment`,
+	rows, err = tx.QueryContext(ctx, `SELECT d.environment, MAX(d.release_id),
+			MAX(CASE WHEN d.state = 'in_progress' AND `+statusSince+` > ? THEN d.release_id ELSE 0 END) FROM deployments d
+		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.state != 'abandoned' GROUP BY d.environment`,
 		millis(db.Now().Add(-pipeline.HoldRunning)), repoID)
 	if err != nil {
 		return nil, err

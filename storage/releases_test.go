@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 	"github.com/lastmile-app/lastmile/storage/storagetest"
 )
 
@@ -20,32 +21,13 @@ func TestExpireWaitingSaysSinceWhenTheDeploymentWaited(t *testing.T) {
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	now := t0
 	db.Now = func() time.Time { return now }
-	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
-	cfg, err := pipeline.ParseConfig([]byte("required_contexts: [build]\nenvironments:\n  - name: test\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.SaveRepo(ctx, repo); err != nil {
-		t.Fatal(err)
-	}
-	rel := &pipeline.Release{Repo: repo, SHA: "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1", Ref: "refs/heads/main",
-		Config: cfg, State: pipeline.ReleaseActive}
-	if _, err := db.RecordRelease(ctx, rel, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Apply(ctx, repo, []pipeline.Action{pipeline.CreateDeployment{Release: rel, Stage: 0}}); err != nil {
-		t.Fatal(err)
-	}
-	work, err := db.Work(ctx, repo.ID)
-	if err != nil || len(work) != 1 {
-		t.Fatalf("work: %v, %v; want the test intent", work, err)
-	}
+	repo, rel, intent := firstIntent(t, db, "required_contexts: [build]\nenvironments:\n  - name: test\n")
 	for _, at := range []time.Duration{0, time.Hour} { // refused, then again when a status made lastmile ask
 		now = t0.Add(at)
 		if _, err := db.Resume(ctx, repo.ID, rel.SHA); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.Refused(ctx, work[0].ID, pipeline.DeploymentWaiting, "waiting for required contexts: build (pending)"); err != nil {
+		if err := db.Refused(ctx, intent.ID, pipeline.DeploymentWaiting, "waiting for required contexts: build (pending)"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -75,27 +57,8 @@ func TestHoldEndedSeesEachEndOnce(t *testing.T) {
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	now := t0
 	db.Now = func() time.Time { return now }
-	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
-	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: test\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.SaveRepo(ctx, repo); err != nil {
-		t.Fatal(err)
-	}
-	rel := &pipeline.Release{Repo: repo, SHA: "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1", Ref: "refs/heads/main",
-		Config: cfg, State: pipeline.ReleaseActive}
-	if _, err := db.RecordRelease(ctx, rel, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Apply(ctx, repo, []pipeline.Action{pipeline.CreateDeployment{Release: rel, Stage: 0}}); err != nil {
-		t.Fatal(err)
-	}
-	work, err := db.Work(ctx, repo.ID)
-	if err != nil || len(work) != 1 {
-		t.Fatalf("work: %v, %v", work, err)
-	}
-	if err := db.Created(ctx, work[0].ID, 1001, t0); err != nil {
+	repo, _, intent := firstIntent(t, db, "environments:\n  - name: test\n")
+	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
 		t.Fatal(err)
 	}
 	d, err := db.Deployment(ctx, 1001)
@@ -134,4 +97,33 @@ func TestHoldEndedSeesEachEndOnce(t *testing.T) {
 	if n := seen(time.Time{}, end.Add(49*time.Hour)); n != 0 {
 		t.Errorf("a deployment that ended: seen %d times", n)
 	}
+}
+
+// firstIntent records acme/shop, a release of one commit with the
+// configuration given, and the intent to deploy it to its first
+// environment.
+func firstIntent(t *testing.T, db *storage.DB, config string) (pipeline.Repo, *pipeline.Release, *pipeline.Deployment) {
+	t.Helper()
+	ctx := context.Background()
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	cfg, err := pipeline.ParseConfig([]byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveRepo(ctx, repo); err != nil {
+		t.Fatal(err)
+	}
+	rel := &pipeline.Release{Repo: repo, SHA: "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1", Ref: "refs/heads/main",
+		Config: cfg, State: pipeline.ReleaseActive}
+	if _, err := db.RecordRelease(ctx, rel, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Apply(ctx, repo, []pipeline.Action{pipeline.CreateDeployment{Release: rel, Stage: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	work, err := db.Work(ctx, repo.ID)
+	if err != nil || len(work) != 1 {
+		t.Fatalf("work: %v, %v; want the intent to deploy to the first environment", work, err)
+	}
+	return repo, rel, work[0]
 }
