@@ -15,7 +15,8 @@ import (
 )
 
 // The read API serves the history and audit records as JSON, for tools.
-// It shares the webhook's address, which faces the internet, so it is never
+// It shares the webhook's address, which faces the internet, unless
+// Config.AdminListen gives it one of its own; either way it is never
 // anonymous: every request needs `Authorization: Bearer <LASTMILE_API_TOKEN>`,
 // and without a configured token the API does not exist (404). A missing or
 // wrong token gets 401 and nothing else — not even whether the record

@@ -51,7 +51,11 @@ type App struct {
 	worker   *Worker
 	http     *http.Server
 	listener net.Listener
-	unlock   func() // releases the database lock
+	// admin serves /metrics and /api on their own address
+	// (Config.AdminListen), when there is one; otherwise http serves them.
+	admin         *http.Server
+	adminListener net.Listener
+	unlock        func() // releases the database lock
 }
 
 // New opens the database (applying migrations), builds the GitHub clients
@@ -103,31 +107,59 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 		}
 	}
-	a.http = &http.Server{
-		Handler:           a.routes(),
+	if cfg.AdminListen != "" {
+		if a.adminListener, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			a.listener.Close()
+			db.Close()
+			unlock()
+			return nil, fmt.Errorf("listen on %s (LASTMILE_ADMIN_LISTEN): %w", cfg.AdminListen, err)
+		}
+		a.http = a.server(a.routes(true, false))
+		a.admin = a.server(a.routes(false, true))
+	} else {
+		a.http = a.server(a.routes(true, true))
+	}
+	return a, nil
+}
+
+func (a *App) server(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		// GitHub gives up on a delivery after 10 s: a body that takes
 		// longer is not GitHub's, and must not hold memory for long.
 		ReadTimeout:  30 * time.Second,
 		WriteTimeout: 2 * time.Minute,
 		IdleTimeout:  2 * time.Minute,
-		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:     slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	return a, nil
 }
 
 // Addr is the address the HTTP server listens on.
 func (a *App) Addr() string { return a.listener.Addr().String() }
 
+// AdminAddr is the address serving /metrics and /api when
+// Config.AdminListen is set, and "" otherwise.
+func (a *App) AdminAddr() string {
+	if a.adminListener == nil {
+		return ""
+	}
+	return a.adminListener.Addr().String()
+}
+
 // DB is the store (for the demo and tests).
 func (a *App) DB() *storage.DB { return a.db }
 
-func (a *App) routes() http.Handler {
+// routes is what one address serves: the webhook, the admin endpoints
+// (/metrics and the read API), or both; health on each.
+func (a *App) routes(webhook, admin bool) http.Handler {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.Use(middleware.Recover())
-	hook := githubapp.NewWebhook(a.cfg.WebhookSecret.Reveal(), a.db, githubapp.Handles, a.metrics, a.worker.Notify, a.log)
-	e.POST("/webhook", echo.WrapHandler(hook))
+	if webhook {
+		hook := githubapp.NewWebhook(a.cfg.WebhookSecret.Reveal(), a.db, githubapp.Handles, a.metrics, a.worker.Notify, a.log)
+		e.POST("/webhook", echo.WrapHandler(hook))
+	}
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", func(c echo.Context) error {
 		if err := a.db.Ping(c.Request().Context()); err != nil {
@@ -139,8 +171,10 @@ func (a *App) routes() http.Handler {
 		}
 		return c.String(http.StatusOK, "ready\n")
 	})
-	e.GET("/metrics", echo.WrapHandler(a.metrics.Handler()))
-	a.mountAPI(e)
+	if admin {
+		e.GET("/metrics", echo.WrapHandler(a.metrics.Handler()))
+		a.mountAPI(e)
+	}
 	return e
 }
 
@@ -148,10 +182,13 @@ func (a *App) routes() http.Handler {
 // accepting deliveries, let the worker finish the deliveries in hand, flush
 // the counters and close the database.
 func (a *App) Run(ctx context.Context) error {
-	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "database", a.cfg.Database,
-		"github", a.cfg.GitHubURL, "app_id", a.cfg.AppID)
-	serveErr := make(chan error, 1)
+	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "admin_listen", a.AdminAddr(),
+		"database", a.cfg.Database, "github", a.cfg.GitHubURL, "app_id", a.cfg.AppID)
+	serveErr := make(chan error, 2)
 	go func() { serveErr <- a.http.Serve(a.listener) }()
+	if a.admin != nil {
+		go func() { serveErr <- a.admin.Serve(a.adminListener) }()
+	}
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var bg sync.WaitGroup
@@ -185,8 +222,13 @@ func (a *App) Run(ctx context.Context) error {
 	httpDone := make(chan struct{})
 	go func() {
 		defer close(httpDone)
-		if serr := a.http.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-			a.log.Warn("HTTP shutdown", "error", serr)
+		for _, srv := range []*http.Server{a.http, a.admin} {
+			if srv == nil {
+				continue
+			}
+			if serr := srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+				a.log.Warn("HTTP shutdown", "error", serr)
+			}
 		}
 	}()
 	select {

@@ -34,6 +34,7 @@ func (s Secret) Reveal() string { return string(s) }
 // variable with a matching flag of `lastmile serve` (flags win).
 type Config struct {
 	Listen         string
+	AdminListen    string // "": /metrics and /api on Listen
 	Database       string
 	WebhookSecret  Secret
 	AppID          int64
@@ -67,17 +68,15 @@ type setting struct {
 }
 
 var settings = []setting{
-	{env: "LASTMILE_LISTEN", flag: "listen", def: ":8080", help: "address of the webhook endpoint (and /metrics, /healthz, /readyz, /api): host:port, such as :8080 or 127.0.0.1:8080",
+	{env: "LASTMILE_LISTEN", flag: "listen", def: ":8080", help: "address of the webhook endpoint (and /healthz, /readyz, and /metrics and /api unless LASTMILE_ADMIN_LISTEN is set): host:port, such as :8080 or 127.0.0.1:8080",
 		set: func(c *Config, v string) error {
-			_, port, err := net.SplitHostPort(v)
-			if err != nil {
-				return fmt.Errorf("not a host:port address: %v", err)
-			}
-			if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-				return fmt.Errorf("%q is not a port (0 to 65535)", port)
-			}
 			c.Listen = v
-			return nil
+			return checkHostPort(v)
+		}},
+	{env: "LASTMILE_ADMIN_LISTEN", flag: "admin-listen", help: "address for /metrics and /api (and /healthz, /readyz), off the webhook's internet-facing address, which then serves only /webhook, /healthz and /readyz: host:port, such as 127.0.0.1:9090 (unset: all on LASTMILE_LISTEN)",
+		set: func(c *Config, v string) error {
+			c.AdminListen = v
+			return checkHostPort(v)
 		}},
 	{env: "LASTMILE_DATABASE", flag: "database", def: "lastmile.db", help: "SQLite database file (created if missing; its folder must exist)",
 		set: func(c *Config, v string) error {
@@ -197,6 +196,19 @@ func DefaultConfig() *Config {
 	return c
 }
 
+// checkHostPort accepts a listen address: host:port, the host possibly
+// empty (every interface), the port 0 to 65535.
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("not a host:port address: %v", err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q is not a port (0 to 65535)", port)
+	}
+	return nil
+}
+
 // ErrFlags is returned by LoadConfig for flags it could not parse; the
 // problem has been written to the usage writer.
 var ErrFlags = errors.New("invalid flags")
@@ -249,6 +261,9 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 			}
 			problems = append(problems, fmt.Errorf("%s: %w", from, err))
 		}
+	}
+	if c.AdminListen != "" && c.AdminListen == c.Listen {
+		problems = append(problems, errors.New("LASTMILE_ADMIN_LISTEN must differ from LASTMILE_LISTEN (unset it to serve everything on one address)"))
 	}
 	if key, err := c.loadKey(); err != nil {
 		problems = append(problems, err)

@@ -131,6 +131,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 	}
 	env := map[string]string{
 		"LASTMILE_LISTEN":               "127.0.0.1:9090",
+		"LASTMILE_ADMIN_LISTEN":         "127.0.0.1:9091",
 		"LASTMILE_DATABASE":             filepath.Join(dir, "db.sqlite"),
 		"LASTMILE_WEBHOOK_SECRET":       webhookSecret,
 		"LASTMILE_APP_ID":               "987654",
@@ -152,7 +153,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		t.Fatalf("LoadConfig: %v", err)
 	}
 	want := app.Config{
-		Listen: "127.0.0.1:9090", Database: filepath.Join(dir, "db.sqlite"), WebhookSecret: webhookSecret, AppID: 987654,
+		Listen: "127.0.0.1:9090", AdminListen: "127.0.0.1:9091", Database: filepath.Join(dir, "db.sqlite"), WebhookSecret: webhookSecret, AppID: 987654,
 		PrivateKeyFile: keyFile, GitHubURL: "https://ghes.example.com/api/v3/", APIToken: apiToken, LogLevel: slog.LevelDebug,
 		Workers: 16, MaxAttempts: 3, RedeliveryInterval: 0, RedeliveryWindow: 168 * time.Hour, RetentionDays: 90,
 		DeployLogMaxBytes: 4096, ContextsTimeout: 150 * time.Minute, ShutdownTimeout: 5 * time.Second,
@@ -254,6 +255,10 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 		"unparsable URL":     {set: map[string]string{"LASTMILE_GITHUB_URL": "http://[::1"}, want: []string{"LASTMILE_GITHUB_URL"}},
 		"listen without a port": {set: map[string]string{"LASTMILE_LISTEN": "localhost"},
 			want: []string{"LASTMILE_LISTEN", "host:port"}},
+		"admin address without a port": {set: map[string]string{"LASTMILE_ADMIN_LISTEN": "127.0.0.1"},
+			want: []string{"LASTMILE_ADMIN_LISTEN", "host:port"}},
+		"admin address is the webhook's": {set: map[string]string{"LASTMILE_LISTEN": "127.0.0.1:9090", "LASTMILE_ADMIN_LISTEN": "127.0.0.1:9090"},
+			want: []string{"LASTMILE_ADMIN_LISTEN must differ from LASTMILE_LISTEN"}},
 		"empty database name":       {set: map[string]string{"LASTMILE_DATABASE": "   "}, want: []string{"LASTMILE_DATABASE", "empty"}},
 		"duration without a unit":   {set: map[string]string{"LASTMILE_REDELIVERY_INTERVAL": "10"}, want: []string{"LASTMILE_REDELIVERY_INTERVAL", "duration"}},
 		"duration in words":         {set: map[string]string{"LASTMILE_SHUTDOWN_TIMEOUT": "soon"}, want: []string{"LASTMILE_SHUTDOWN_TIMEOUT", `"soon"`}},

@@ -381,3 +381,50 @@ func TestTextCommandsEscapeControlSequences(t *testing.T) {
 		t.Errorf("audit --json: exit %d, raw control characters or a different title:\n%q%s", code, out, errOut)
 	}
 }
+
+// With LASTMILE_ADMIN_LISTEN the webhook's address serves only the webhook
+// and health: /metrics and the read API move to the admin address.
+func TestAdminAddressServesMetricsAndAPI(t *testing.T) {
+	const token = "0123456789abcdef-token"
+	sb, sha := promoted(t, func(c *Config) { c.APIToken, c.AdminListen = token, "127.0.0.1:0" })
+	admin := "http://" + sb.App.AdminAddr()
+	if sb.App.AdminAddr() == "" || admin == sb.URL() {
+		t.Fatalf("admin address %q, webhook address %s", sb.App.AdminAddr(), sb.URL())
+	}
+	do := func(method, url, auth string) (int, string) {
+		req, _ := http.NewRequest(method, url, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	release := "/api/v1/releases/acme/shop/" + sha
+	for _, tc := range []struct {
+		method, url, auth string
+		code              int
+		has               string
+	}{
+		// The promotion went through the webhook address, so it works.
+		{"GET", sb.URL() + "/healthz", "", http.StatusOK, "ok"},
+		{"GET", sb.URL() + "/readyz", "", http.StatusOK, "ready"},
+		{"GET", sb.URL() + "/metrics", "", http.StatusNotFound, ""},
+		{"GET", sb.URL() + release, "Bearer " + token, http.StatusNotFound, ""},
+		{"GET", sb.URL() + "/api/v1/history", "Bearer " + token, http.StatusNotFound, ""},
+		{"GET", admin + "/metrics", "", http.StatusOK, `lastmile_deployments_total{environment="production",repository="acme/shop",state="success"} 1`},
+		{"GET", admin + release, "Bearer " + token, http.StatusOK, sha},
+		{"GET", admin + release, "", http.StatusUnauthorized, ""},
+		{"GET", admin + "/readyz", "", http.StatusOK, "ready"},
+		{"POST", admin + "/webhook", "", http.StatusNotFound, ""},
+	} {
+		code, body := do(tc.method, tc.url, tc.auth)
+		if code != tc.code || !strings.Contains(body, tc.has) {
+			t.Errorf("%s %s: %d %.200q, want %d with %q", tc.method, tc.url, code, body, tc.code, tc.has)
+		}
+	}
+}
