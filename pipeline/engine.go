@@ -716,7 +716,7 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 		case "success":
 			reason = "workflow run succeeded but never reported the deployment's result"
 		}
-		d.Notify, d.NotifyReason = state, reason
+		d.Notify, d.NotifyReason, d.NotifyAt = state, reason, run.UpdatedAt
 		orphaned = append(orphaned, d)
 	}
 	return orphaned, nil

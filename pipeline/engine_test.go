@@ -2721,3 +2721,90 @@ func TestLeadTimeInANewEnvironmentStartsWithItsFirstRelease(t *testing.T) {
 		}
 	}
 }
+
+// The run was cancelled mid-deploy 3 hours before lastmile handled its end
+// (a backlog, a downtime): the status lastmile then writes is dated now on
+// GitHub, but time to restore and the deployment's duration run from the
+// run's end.
+func TestStatusWrittenLateByLastmileIsDatedByTheRunsEnd(t *testing.T) {
+	var mu sync.Mutex
+	clock := time.Now().Add(-5 * time.Hour).Truncate(time.Second)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	wait := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	h := newHarness(t, c0, c1, c2)
+	h.gh.now = now
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(time.Minute)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	wait(time.Minute)
+	ended := now() // the run was cancelled here
+	wait(3 * time.Hour)
+	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "completed",
+		RunID: 11, Event: "deployment", HeadSHA: c1, Status: "completed", Conclusion: "cancelled", UpdatedAt: ended,
+		URL: "https://github.com/acme/shop/actions/runs/11"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := h.gh.deployment(c1, "test").statuses
+	if last := st[len(st)-1]; last.State != pipeline.DeploymentError || !last.CreatedAt.Equal(now()) {
+		t.Fatalf("lastmile's status: %s at %s, want error written now (%s)", last.State, last.CreatedAt, now())
+	}
+	h.deliver(c1, "test", st[len(st)-1]) // its webhook, after lastmile recorded it
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(10 * time.Minute)
+	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	n, sum := h.restoresObserved("test")
+	if want := (3*time.Hour + 10*time.Minute).Seconds(); n != 1 || sum != want {
+		t.Errorf("time to restore: %d observations, %.0f s; want 1, %.0f s (from the run's end)", n, sum, want)
+	}
+	rec, err := h.db.AuditRelease(context.Background(), "acme/shop", c1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The record keeps when lastmile wrote it.
+	sts := rec.Environments[0].Deployments[0].Statuses
+	if got := sts[len(sts)-1]; got.State != pipeline.DeploymentError || !got.CreatedAt.Equal(ended.Add(3*time.Hour)) {
+		t.Errorf("recorded status %s at %s, want error at %s", got.State, got.CreatedAt, ended.Add(3*time.Hour))
+	}
+}
+
+// Two failed deploys in a row, the earlier one's statuses delivered after
+// the later one's: time to restore runs from the earlier failure.
+func TestTimeToRestoreFromTheEarlierFailureDeliveredLate(t *testing.T) {
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	var mu sync.Mutex
+	clock := time.Now().Add(-5 * time.Hour).Truncate(time.Second)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	wait := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	h := newHarness(t, c0, c1, c2, c3)
+	h.gh.now = now
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(time.Minute)
+	run1 := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	wait(time.Minute)
+	fail1 := h.status(c1, "test", pipeline.DeploymentFailure, 11, false)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(time.Hour)
+	h.status(c2, "test", pipeline.DeploymentInProgress, 12, true)
+	wait(time.Minute)
+	h.status(c2, "test", pipeline.DeploymentFailure, 12, true) // 61 minutes after c1's
+	h.deliver(c1, "test", run1)
+	h.deliver(c1, "test", fail1)
+	if err := h.push(c2, c3, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(10 * time.Minute)
+	h.status(c3, "test", pipeline.DeploymentSuccess, 13, true)
+	n, sum := h.restoresObserved("test")
+	if want := (71 * time.Minute).Seconds(); n != 1 || sum != want {
+		t.Errorf("time to restore: %d observations, %.0f s; want 1, %.0f s (from the first failure)", n, sum, want)
+	}
+}

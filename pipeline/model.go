@@ -216,6 +216,10 @@ type Deployment struct {
 	// ended without one).
 	Notify       DeploymentState `json:"notify,omitempty"`
 	NotifyReason string          `json:"notify_reason,omitempty"`
+	// NotifyAt is when what Notify reports happened (its run's end), if
+	// known: the metrics date the status by it, not by when lastmile
+	// wrote it.
+	NotifyAt time.Time `json:"notify_at,omitzero"`
 }
 
 // Marker is the part of a deployment payload that identifies lastmile's

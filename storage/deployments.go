@@ -21,20 +21,20 @@ type querier interface {
 
 const deploymentColumns = `d.id, COALESCE(d.release_id, 0), d.repository_id, p.full_name, p.installation_id, d.environment, d.stage,
 	d.sha, d.origin, COALESCE(d.github_id, 0), d.state, d.production, d.creator, d.attempts, d.reason, d.rejected, d.run_id,
-	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.created_at, d.terminal_at, d.succeeded_at`
+	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.notify_at, d.created_at, d.terminal_at, d.succeeded_at`
 
 func scanDeployment(row rowScanner) (*pipeline.Deployment, error) {
 	var d pipeline.Deployment
 	var full, origin, state, notify string
-	var created, terminal, succeeded int64
+	var notifyAt, created, terminal, succeeded int64
 	if err := row.Scan(&d.ID, &d.ReleaseID, &d.Repo.ID, &full, &d.Repo.InstallationID, &d.Environment, &d.Stage,
 		&d.SHA, &origin, &d.GitHubID, &state, &d.Production, &d.Creator, &d.Attempts, &d.Reason, &d.Rejected, &d.RunID,
-		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &created, &terminal, &succeeded); err != nil {
+		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &notifyAt, &created, &terminal, &succeeded); err != nil {
 		return nil, err
 	}
 	d.Repo.Owner, d.Repo.Name, _ = pipeline.SplitFullName(full)
 	d.Origin, d.State, d.Notify = pipeline.Origin(origin), pipeline.DeploymentState(state), pipeline.DeploymentState(notify)
-	d.CreatedAt, d.TerminalAt, d.SucceededAt = fromMillis(created), fromMillis(terminal), fromMillis(succeeded)
+	d.NotifyAt, d.CreatedAt, d.TerminalAt, d.SucceededAt = fromMillis(notifyAt), fromMillis(created), fromMillis(terminal), fromMillis(succeeded)
 	return &d, nil
 }
 
@@ -168,6 +168,14 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		if err != nil {
 			return err
 		}
+		if s.State == d.Notify && !d.NotifyAt.IsZero() && d.NotifyAt.Before(at) {
+			// The status lastmile owed for a run that ended earlier (the
+			// Action's own, posted before the run ended, keeps its time).
+			at = d.NotifyAt
+			if _, err := tx.ExecContext(ctx, `UPDATE deployment_statuses SET ended_at = ? WHERE id = ?`, millis(at), rowID); err != nil {
+				return err
+			}
+		}
 		if d.State.After(s.State) != s.State {
 			// A late status (a queued after in_progress, an in_progress
 			// after success): kept in the record, but it does not move the
@@ -260,7 +268,8 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 		state       string
 		at          int64
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, COALESCE(github_id, 0), state, created_at FROM deployment_statuses
+	rows, err := tx.QueryContext(ctx, `SELECT id, COALESCE(github_id, 0), state,
+		CASE WHEN ended_at > 0 THEN ended_at ELSE created_at END FROM deployment_statuses
 		WHERE deployment_id = ? ORDER BY id`, deploymentID)
 	if err != nil {
 		return 0, err
@@ -509,10 +518,11 @@ func loadEnvState(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, env strin
 }
 
 // failed starts the clock of time to restore at a failed deploy's time,
-// unless it runs already or the environment has succeeded since (a status
-// delivered late).
+// unless the environment has succeeded since (a status delivered late); a
+// clock that runs already goes back to an earlier failure delivered after
+// a later one.
 func (es *envState) failed(at int64) {
-	if es.failingSince == 0 && at > es.lastSuccess {
+	if at > es.lastSuccess && (es.failingSince == 0 || at < es.failingSince) {
 		es.failingSince = at
 	}
 }

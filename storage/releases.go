@@ -372,8 +372,8 @@ func (db *DB) Apply(ctx context.Context, repo pipeline.Repo, actions []pipeline.
 func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipeline.Action, now time.Time) error {
 	if deps, ok := pipeline.NotifyDeployments(a); ok {
 		for _, d := range deps {
-			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = ?, notify_reason = ? WHERE id = ? AND notify = ''`,
-				string(d.Notify), d.NotifyReason, d.ID); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = ?, notify_reason = ?, notify_at = ? WHERE id = ? AND notify = ''`,
+				string(d.Notify), d.NotifyReason, millis(d.NotifyAt), d.ID); err != nil {
 				return err
 			}
 		}
