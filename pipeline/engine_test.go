@@ -2808,3 +2808,51 @@ func TestTimeToRestoreFromTheEarlierFailureDeliveredLate(t *testing.T) {
 		t.Errorf("time to restore: %d observations, %.0f s; want 1, %.0f s (from the first failure)", n, sum, want)
 	}
 }
+
+// A deployment that failed and whose re-run succeeded counts failure once
+// and success once, whether the failure's webhook comes first or after
+// the success's (a redelivery, say).
+func TestFailedThenRerunSuccessCountsTheSameInAnyOrder(t *testing.T) {
+	for _, failureLast := range []bool{false, true} {
+		h := newHarness(t, c0, c1)
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		fail := h.status(c1, "test", pipeline.DeploymentFailure, 11, !failureLast)
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+		if failureLast {
+			h.deliver(c1, "test", fail)
+			h.deliver(c1, "test", fail) // and redelivered: nothing more
+		}
+		if got, want := h.deploymentsCounted(), map[string]float64{"test/failure": 1, "test/success": 1}; !maps(got, want) {
+			t.Errorf("failure delivered last %v: lastmile_deployments_total of test %v, want %v", failureLast, got, want)
+		}
+	}
+}
+
+// A deployment that succeeded, then failed on a re-run, counts one success,
+// whichever status lastmile hears of first.
+func TestSucceededThenRerunFailureCountsOneSuccessInAnyOrder(t *testing.T) {
+	for _, successLast := range []bool{false, true} {
+		h := newHarness(t, c0, c1)
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		ok := h.status(c1, "test", pipeline.DeploymentSuccess, 11, !successLast)
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+		want := map[string]float64{"test/success": 1}
+		if successLast {
+			h.deliver(c1, "test", ok)
+			// Heard of first, the re-run's failure was counted: what
+			// lastmile knew then.
+			want = map[string]float64{"test/failure": 1, "test/success": 1}
+		}
+		if got := h.deploymentsCounted(); !maps(got, want) {
+			t.Errorf("success delivered last %v: lastmile_deployments_total of test %v, want %v", successLast, got, want)
+		}
+	}
+}

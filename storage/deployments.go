@@ -138,7 +138,8 @@ func (db *DB) LinkRun(ctx context.Context, deploymentID, runID int64) error {
 // RecordStatus stores a deployment status and moves the deployment on. The
 // first terminal status of a lastmile deployment updates the delivery
 // metrics in the same transaction, so each deployment is counted once (and
-// once more, as a success, when it succeeds after failing).
+// once more, as a success, when it succeeds after failing), whatever order
+// its statuses are delivered in.
 func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipeline.StatusInfo) (bool, error) {
 	isNew := false
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
@@ -370,6 +371,25 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		}
 		if err := observe(ctx, tx, metrics.DeploymentDuration, repo, env, max(at.Sub(d.CreatedAt).Seconds(), 0)); err != nil {
 			return err
+		}
+	} else if state != pipeline.DeploymentSuccess && d.TerminalAt.Equal(d.SucceededAt) {
+		// Counted as a success when it first ended, as lastmile heard it:
+		// if this failure is its first final status in GitHub's order
+		// (delivered after a re-run's success), it counts as well, as it
+		// would have in order — failure once, then success once.
+		var first bool
+		if err := tx.QueryRowContext(ctx, `SELECT s.github_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deployment_statuses o
+			WHERE o.deployment_id = s.deployment_id AND o.github_id < s.github_id AND o.state IN ('success', 'failure', 'error'))
+			FROM deployment_statuses s WHERE s.id = ?`, rowID).Scan(&first); err != nil {
+			return err
+		}
+		if first {
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET terminal_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
+				return err
+			}
+			if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, string(state)}, 1); err != nil {
+				return err
+			}
 		}
 	}
 	// A failed deploy — the first attempt or a re-run — starts the clock of
