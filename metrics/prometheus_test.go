@@ -114,6 +114,16 @@ func (l *liveState) setup(ctx context.Context) (*liveEnv, error) {
 	}); err != nil {
 		return fail(err)
 	}
+	// The delivery rules take increase() of the totals they record first
+	// (lastmile:…:max): those must have recorded the zeros too, by an
+	// evaluation after a scrape that saw them.
+	zeros, err := prom.Query(ctx, `timestamp(lastmile_build_info)`, time.Time{})
+	if err != nil || len(zeros) != 1 {
+		return fail(fmt.Errorf("timestamp of the scrape before the scenario: %v %v", zeros, err))
+	}
+	if _, err := prom.WaitForEvaluation(ctx, promtest.UnixSeconds(zeros[0].Value), 2); err != nil {
+		return fail(err)
+	}
 	happen()
 	sel := `lastmile_deployments_total{repository="acme/shop", environment="production", state="success"}`
 	if _, err := prom.WaitForSamples(ctx, sel, func(s []promtest.Sample) bool { return len(s) == 1 && s[0].Value == 2 }); err != nil {
