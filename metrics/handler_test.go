@@ -174,8 +174,9 @@ func BenchmarkScrape(b *testing.B) {
 }
 
 // Each histogram's buckets span what its metric measures: lead time and
-// time to restore minutes to weeks, durations seconds to a week, approval
-// waits to the 30 days GitHub lets a deployment wait for its reviewers.
+// time to restore minutes to weeks, durations and approval waits seconds to
+// the 30 days GitHub lets a deployment wait for its reviewers (a
+// deployment's duration includes that wait).
 func TestBucketsSpanWhatTheyMeasure(t *testing.T) {
 	const day = 86400.0
 	for _, tc := range []struct {
@@ -187,7 +188,9 @@ func TestBucketsSpanWhatTheyMeasure(t *testing.T) {
 		{LeadTime, 20 * day, 30 * day},
 		{TimeToRestore, 31 * day, math.Inf(1)},
 		{DeploymentDuration, 0.5, 1},
-		{DeploymentDuration, 8 * day, math.Inf(1)},
+		{DeploymentDuration, 8 * day, 14 * day},
+		{DeploymentDuration, 29 * day, 30 * day},
+		{DeploymentDuration, 31 * day, math.Inf(1)},
 		{ApprovalWait, 3, 5},
 		{ApprovalWait, 10 * day, 14 * day},
 		{ApprovalWait, 29 * day, 30 * day},

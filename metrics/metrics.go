@@ -16,7 +16,6 @@ import (
 	"math"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -43,15 +42,13 @@ const (
 )
 
 // Bucket sets. Lead time and time to restore span minutes to weeks;
-// durations and approval waits seconds to hours (with a tail to a week, as a
-// review may wait over a weekend — and for approvals to 30 days, as long as
-// GitHub lets a deployment wait for its reviewers).
+// durations and approval waits seconds to hours, with a tail to 30 days: a
+// review may wait over a weekend, and as long as GitHub lets a deployment
+// wait for its reviewers — which a deployment's duration includes.
 var (
 	LongBuckets = []float64{60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 345600, 604800, 1209600, 2592000}
-	// ShortBuckets are for deployment durations.
-	ShortBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800}
-	// ApprovalBuckets are for approval waits.
-	ApprovalBuckets = append(slices.Clip(ShortBuckets), 1209600, 2592000)
+	// ShortBuckets are for deployment durations and approval waits.
+	ShortBuckets = []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400, 259200, 604800, 1209600, 2592000}
 )
 
 // Buckets returns the bucket upper bounds of a histogram metric.
@@ -59,8 +56,6 @@ func Buckets(name string) []float64 {
 	switch name {
 	case LeadTime, TimeToRestore:
 		return LongBuckets
-	case ApprovalWait:
-		return ApprovalBuckets
 	default:
 		return ShortBuckets
 	}
