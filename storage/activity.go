@@ -16,23 +16,27 @@ import (
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
-// pipelineEnvironment reports whether env is an environment of the
-// repository's configuration, as its latest valid release read it.
-func pipelineEnvironment(ctx context.Context, tx *sql.Tx, repoID int64, env string) (bool, error) {
+// pipelineEnvironment returns env as the repository's configuration, as
+// its latest valid release read it, spells it (GitHub's environment names
+// ignore case), or "" when the configuration does not name it.
+func pipelineEnvironment(ctx context.Context, tx *sql.Tx, repoID int64, env string) (string, error) {
 	var cfg string
 	err := tx.QueryRowContext(ctx, `SELECT config FROM releases WHERE repository_id = ? AND config IS NOT NULL
 		ORDER BY id DESC LIMIT 1`, repoID).Scan(&cfg)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+		return "", nil
 	}
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	var c pipeline.Config
 	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-		return false, err
+		return "", err
 	}
-	return c.Index(env) >= 0, nil
+	if i := c.Index(env); i >= 0 {
+		return c.Environments[i].Name, nil
+	}
+	return "", nil
 }
 
 // RecordReview stores a deployment review, linked to the deployment its run
@@ -72,13 +76,18 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			// The wait is a delivery metric: of the pipeline's environments
 			// (those of the configuration, where workflows may own the
 			// deployments, lastmile judging them as a protection rule), not
-			// of any other environment a workflow uses.
-			if dep == nil || dep.Origin != pipeline.OriginLastmile {
-				inPipeline, err := pipelineEnvironment(ctx, tx, rv.Repo.ID, env)
-				if err != nil {
+			// of any other environment a workflow uses. It is observed under
+			// the environment's name as lastmile's deployment, else the
+			// configuration, spells it, like the environment's other series:
+			// the review's may differ in case.
+			metricEnv := env
+			if dep != nil && dep.Origin == pipeline.OriginLastmile {
+				metricEnv = dep.Environment
+			} else {
+				if metricEnv, err = pipelineEnvironment(ctx, tx, rv.Repo.ID, env); err != nil {
 					return err
 				}
-				if !inPipeline {
+				if metricEnv == "" {
 					continue
 				}
 			}
@@ -93,7 +102,7 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			}
 			if !since.IsZero() {
 				wait := max(at.Sub(since).Seconds(), 0)
-				if err := observe(ctx, tx, metrics.ApprovalWait, rv.Repo.FullName(), env, wait); err != nil {
+				if err := observe(ctx, tx, metrics.ApprovalWait, rv.Repo.FullName(), metricEnv, wait); err != nil {
 					return err
 				}
 			}
@@ -120,14 +129,15 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 	})
 }
 
-// runDeployment finds the lastmile deployment a run works on in env: the one
-// linked to the run, or else the newest unlinked, unfinished one of the
-// run's commit in env that existed when the run's job began to wait
-// (since, when known), which it then links — unless the run is known to
-// be on another event than deployment (a workflow on push with a job in
-// the environment deploys none of lastmile's deployments).
+// runDeployment finds the lastmile deployment a run works on in env (its
+// name compared ignoring case, as GitHub does): the one linked to the run,
+// or else the newest unlinked, unfinished one of the run's commit in env
+// that existed when the run's job began to wait (since, when known), which
+// it then links — unless the run is known to be on another event than
+// deployment (a workflow on push with a job in the environment deploys none
+// of lastmile's deployments).
 func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, env string, since time.Time) (*pipeline.Deployment, error) {
-	d, err := oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.run_id = ? AND d.environment = ? AND d.origin = 'lastmile'
+	d, err := oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.run_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile'
 		ORDER BY d.id DESC LIMIT 1`, repoID, runID, env)
 	if err == nil || !errors.Is(err, pipeline.ErrNotFound) {
 		return d, err
@@ -147,7 +157,7 @@ func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, en
 	if !since.IsZero() {
 		before = millis(since)
 	}
-	d, err = oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.environment = ? AND d.origin = 'lastmile'
+	d, err = oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile'
 		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.created_at <= ? ORDER BY d.id DESC LIMIT 1`,
 		repoID, sha, env, before)
 	if errors.Is(err, pipeline.ErrNotFound) {

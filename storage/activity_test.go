@@ -1,0 +1,67 @@
+package storage_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/metrics"
+	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage/storagetest"
+)
+
+// GitHub's environment names ignore case, and a deployment_review payload
+// may spell one otherwise than the configuration does: the review is still
+// linked to lastmile's deployment there, and its approval wait is observed
+// under the configuration's spelling, the one every other series of the
+// environment (lastmile_environment_info among them) carries — whether
+// lastmile's deployment is the one reviewed (staging) or a workflow's job
+// owns the environment (production).
+func TestApprovalWaitUnderTheConfigurationsSpelling(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: staging\n  - name: production\n    production: true\n")
+	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
+		t.Fatal(err)
+	}
+	for _, rv := range []struct {
+		env string
+		run int64
+	}{{"Staging", 11}, {"PRODUCTION", 12}} {
+		for i, a := range []pipeline.ReviewAction{pipeline.ReviewRequested, pipeline.ReviewApproved} {
+			if err := db.RecordReview(ctx, pipeline.Review{Repo: repo, DeliveryID: rv.env + string(a), Action: a,
+				Environments: []string{rv.env}, RunID: rv.run, HeadSHA: rel.SHA, Actor: "alice",
+				Since: t0.Add(time.Minute), At: t0.Add(time.Minute + time.Duration(i)*20*time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	d, err := db.Deployment(ctx, 1001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.RunID != 11 {
+		t.Errorf("lastmile's staging deployment is linked to run %d, want 11 (the run reviewed in Staging)", d.RunID)
+	}
+	snap, err := db.MetricsSnapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waits []string
+	for _, s := range snap.Histograms[metrics.ApprovalWait] {
+		if s.Count > 0 {
+			waits = append(waits, s.Labels[1])
+			if s.Count != 1 || s.Sum != 1200 {
+				t.Errorf("approval wait in %s: %d observed, sum %v; want one of 1200 s", s.Labels[1], s.Count, s.Sum)
+			}
+		}
+	}
+	slices.Sort(waits)
+	if !slices.Equal(waits, []string{"production", "staging"}) {
+		t.Errorf("approval waits observed in %q, want in [production staging], as the configuration spells them", waits)
+	}
+}
