@@ -375,12 +375,14 @@ func (db *DB) SaveJobLog(ctx context.Context, deploymentID int64, job pipeline.W
 	})
 }
 
-// Rejection returns the rejection of a deployment, if a reviewer rejected it.
+// Rejection returns the rejection of a deployment, if a reviewer rejected it:
+// a review linked to it, or one of its run in its environment (the name
+// compared ignoring case: the review's may be spelled otherwise).
 func (db *DB) Rejection(ctx context.Context, d *pipeline.Deployment) (*pipeline.Review, error) {
 	var rv pipeline.Review
 	var at int64
 	err := db.read.QueryRowContext(ctx, `SELECT actor, comment, at FROM reviews WHERE action = 'rejected'
-		AND (deployment_id = ? OR (repository_id = ? AND run_id = ? AND run_id != 0 AND environment = ?))
+		AND (deployment_id = ? OR (repository_id = ? AND run_id = ? AND run_id != 0 AND environment = ? COLLATE NOCASE))
 		ORDER BY at DESC LIMIT 1`, d.ID, d.Repo.ID, d.RunID, d.Environment).Scan(&rv.Actor, &rv.Comment, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil

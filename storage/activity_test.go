@@ -65,3 +65,36 @@ func TestApprovalWaitUnderTheConfigurationsSpelling(t *testing.T) {
 		t.Errorf("approval waits observed in %q, want in [production staging], as the configuration spells them", waits)
 	}
 }
+
+// A rejection recorded before lastmile's deployment could be linked to the
+// run (the answer to its creation not yet stored) is found once the run is
+// linked, though the review spells the environment otherwise.
+func TestRejectionFoundThroughTheRunWhateverTheCase(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: staging\n")
+	if err := db.RecordReview(ctx, pipeline.Review{Repo: repo, DeliveryID: "r1", Action: pipeline.ReviewRejected,
+		Environments: []string{"Staging"}, RunID: 11, HeadSHA: rel.SHA, Actor: "alice", Comment: "not today",
+		Since: t0, At: t0.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.Deployment(ctx, 1001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkRun(ctx, d.ID, 11); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = db.Deployment(ctx, 1001); err != nil {
+		t.Fatal(err)
+	}
+	rv, err := db.Rejection(ctx, d)
+	if err != nil || rv == nil || rv.Actor != "alice" || rv.Comment != "not today" {
+		t.Errorf("rejection of the staging deployment: %+v, %v; want alice's, found through run 11", rv, err)
+	}
+}
