@@ -217,6 +217,9 @@ func eachKey(m *yaml.Node, allowed []string, fn func(key string, k, v *yaml.Node
 	return nil
 }
 
+// str reads a string value. No value of the file may hold a control
+// character (see UnsafeRune): each ends up in logs, commit statuses and
+// GitHub's pages.
 func str(v *yaml.Node, what string) (string, error) {
 	if v.Kind != yaml.ScalarNode || v.Tag != "!!str" {
 		return "", configErr(v, "%s must be a string", what)
@@ -224,7 +227,42 @@ func str(v *yaml.Node, what string) (string, error) {
 	if strings.TrimSpace(v.Value) == "" {
 		return "", configErr(v, "%s must not be empty", what)
 	}
+	if r, found := UnsafeRune(v.Value); found {
+		return "", configErr(v, "%s: %q %s", what, v.Value, unsafeRuneProblem(r))
+	}
 	return v.Value, nil
+}
+
+// UnsafeRune returns the first rune of s that can change how a line of text
+// reads rather than being part of it, and whether there is one: a control
+// character (C0, DEL, C1: a newline starts a line that looks like the
+// program's own, an escape sequence acts on a terminal), a Unicode line or
+// paragraph separator, or a bidirectional control (U+061C, U+200E, U+200F,
+// U+202A–U+202E, U+2066–U+2069), which makes text show in another order
+// than it is read. No name GitHub accepts holds one.
+func UnsafeRune(s string) (rune, bool) {
+	for _, r := range s {
+		switch {
+		case r < 0x20, r >= 0x7f && r <= 0x9f,
+			r == 0x2028, r == 0x2029,
+			r == 0x061c, r == 0x200e, r == 0x200f,
+			r >= 0x202a && r <= 0x202e,
+			r >= 0x2066 && r <= 0x2069:
+			return r, true
+		}
+	}
+	return 0, false
+}
+
+// unsafeRuneProblem says what is wrong with a rune UnsafeRune found.
+func unsafeRuneProblem(r rune) string {
+	switch {
+	case r == 0x2028 || r == 0x2029:
+		return fmt.Sprintf("contains the line break %U", r)
+	case r > 0x9f:
+		return fmt.Sprintf("contains the bidirectional control %U, which makes text show in another order", r)
+	}
+	return fmt.Sprintf("contains the control character %U", r)
 }
 
 func strList(v *yaml.Node, what string) ([]string, error) {
@@ -247,7 +285,8 @@ func strList(v *yaml.Node, what string) ([]string, error) {
 	return out, nil
 }
 
-// validEnvironmentName follows GitHub's limits on environment names.
+// validEnvironmentName follows GitHub's limits on environment names (str
+// has refused control characters).
 func validEnvironmentName(s string) error {
 	if len(s) > 255 {
 		return errors.New("longer than 255 characters")
@@ -255,20 +294,41 @@ func validEnvironmentName(s string) error {
 	if strings.TrimSpace(s) != s {
 		return errors.New("starts or ends with a space")
 	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return errors.New("contains a control character")
-		}
-	}
 	return nil
 }
 
+// validRefName applies git's rules for a branch name (git check-ref-format
+// --branch), so that a name no push can have is refused rather than
+// silently matching nothing. str has refused control characters.
 func validRefName(s string) error {
 	if strings.HasPrefix(s, "refs/") {
 		return errors.New("give the branch name without refs/heads/")
 	}
-	if strings.ContainsAny(s, " ~^:?*[\\") || strings.Contains(s, "..") {
-		return errors.New("not a valid branch name")
+	if i := strings.IndexAny(s, " ~^:?*[\\"); i >= 0 {
+		return fmt.Errorf("a branch name cannot hold %q: git refuses space, ~, ^, :, ?, *, [ and \\ in one", s[i:i+1])
+	}
+	for _, bad := range []string{"..", "@{", "//"} {
+		if strings.Contains(s, bad) {
+			return fmt.Errorf("git refuses %q in a branch name", bad)
+		}
+	}
+	switch {
+	case s == "@", s == "HEAD":
+		return fmt.Errorf("git refuses %s as a branch name", s)
+	case strings.HasPrefix(s, "-"):
+		return errors.New("git refuses a branch name that starts with -")
+	case strings.HasPrefix(s, "/"), strings.HasSuffix(s, "/"):
+		return errors.New("git refuses a branch name that starts or ends with /")
+	case strings.HasSuffix(s, "."):
+		return errors.New("git refuses a branch name that ends with .")
+	}
+	for _, part := range strings.Split(s, "/") {
+		if strings.HasPrefix(part, ".") {
+			return fmt.Errorf("git refuses a part of a branch name that starts with . (%q)", part)
+		}
+		if strings.HasSuffix(part, ".lock") {
+			return fmt.Errorf("git refuses a part of a branch name that ends with .lock (%q)", part)
+		}
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package pipeline
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -77,5 +79,91 @@ func TestParseConfig(t *testing.T) {
 				t.Errorf("error %q lacks %q", err, tc.errText)
 			}
 		})
+	}
+}
+
+// Every string of the file (a branch, a required context, an environment
+// name) is refused with its line when it holds a control character, a line
+// separator or a bidirectional control: such text ends up in logs and on
+// GitHub's pages, where it can start a line or show in another order.
+func TestParseConfigRefusesControlCharacters(t *testing.T) {
+	for name, tc := range map[string]struct {
+		field string // YAML with %s where the quoted value goes
+		value string
+		line  int
+		want  string
+	}{
+		"newline in the branch":             {field: "branch: %s\nenvironments:\n  - name: a\n", value: "ma\nin", line: 1, want: `branch: "ma\nin" contains the control character U+000A`},
+		"tab in the branch":                 {field: "branch: %s\nenvironments:\n  - name: a\n", value: "ma\tin", line: 1, want: "U+0009"},
+		"DEL in the branch":                 {field: "branch: %s\nenvironments:\n  - name: a\n", value: "main\x7f", line: 1, want: "U+007F"},
+		"escape in a required context":      {field: "required_contexts:\n  - build\n  - %s\nenvironments:\n  - name: a\n", value: "ci\x1b[2J", line: 3, want: "control character U+001B"},
+		"C1 in a required context":          {field: "required_contexts: [build, %s]\nenvironments:\n  - name: a\n", value: "ci\u0085", line: 1, want: "control character U+0085"},
+		"RLO in a required context":         {field: "required_contexts:\n  - %s\nenvironments:\n  - name: a\n", value: "ci\u202e", line: 2, want: "bidirectional control U+202E"},
+		"newline in an environment name":    {field: "environments:\n  - name: test\n  - name: %s\n", value: "prod\n::warning::x", line: 3, want: "control character U+000A"},
+		"C1 CSI in an environment name":     {field: "environments:\n  - name: %s\n", value: "prod\u009b31m", line: 2, want: "control character U+009B"},
+		"NEL in an environment name":        {field: "environments:\n  - name: %s\n", value: "prod\u0085", line: 2, want: "control character U+0085"},
+		"LRE in an environment name":        {field: "environments:\n  - name: %s\n", value: "\u202aprod", line: 2, want: "bidirectional control U+202A"},
+		"RLO in an environment name":        {field: "environments:\n  - name: %s\n", value: "staging\u202edorp", line: 2, want: "bidirectional control U+202E"},
+		"LRI in an environment name":        {field: "environments:\n  - name: %s\n", value: "\u2066prod", line: 2, want: "U+2066"},
+		"PDI in an environment name":        {field: "environments:\n  - name: %s\n", value: "prod\u2069", line: 2, want: "U+2069"},
+		"LRM in an environment name":        {field: "environments:\n  - name: %s\n", value: "prod\u200e", line: 2, want: "U+200E"},
+		"RLM in an environment name":        {field: "environments:\n  - name: %s\n", value: "prod\u200f", line: 2, want: "U+200F"},
+		"ALM in an environment name":        {field: "environments:\n  - name: %s\n", value: "prod\u061c", line: 2, want: "U+061C"},
+		"line separator in an environment":  {field: "environments:\n  - name: %s\n", value: "prod\u2028x", line: 2, want: "line break U+2028"},
+		"paragraph separator in a context":  {field: "required_contexts: [%s]\nenvironments:\n  - name: a\n", value: "ci\u2029", line: 1, want: "line break U+2029"},
+		"carriage return in an environment": {field: "environments:\n  - name: %s\n", value: "prod\rx", line: 2, want: "U+000D"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			doc := fmt.Sprintf(tc.field, strconv.Quote(tc.value))
+			c, err := ParseConfig([]byte(doc))
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("ParseConfig(%q) = %+v, %v; want a ConfigError", doc, c, err)
+			}
+			if ce.Line != tc.line || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q (line %d), want line %d and %q", err, ce.Line, tc.line, tc.want)
+			}
+		})
+	}
+}
+
+// A branch must be a name git accepts (git check-ref-format --branch): one
+// it refuses can never be pushed, so every push would be ignored.
+func TestParseConfigBranchNames(t *testing.T) {
+	for _, ok := range []string{"main", "release/v1.2", "feature/x-y_z", "a.b", "@x", "x@y", "v1.lockdown", "über", "a/b/c", "a-", "a+b", "a{b}"} {
+		c, err := ParseConfig([]byte("branch: " + strconv.Quote(ok) + "\nenvironments:\n  - name: a\n"))
+		if err != nil || c.Branch != ok {
+			t.Errorf("branch %q: %+v, %v; want it accepted", ok, c, err)
+		}
+	}
+	for bad, want := range map[string]string{
+		"refs/heads/main": "without refs/heads/",
+		"ma in":           `cannot hold " "`,
+		"main~1":          `cannot hold "~"`,
+		"main^":           `cannot hold "^"`,
+		"a:b":             `cannot hold ":"`,
+		"a?":              `cannot hold "?"`,
+		"a*":              `cannot hold "*"`,
+		"a[b":             `cannot hold "["`,
+		`a\b`:             `cannot hold "\\"`,
+		"a..b":            `".."`,
+		"a@{1}":           `"@{"`,
+		"@":               "git refuses @ as a branch name",
+		"HEAD":            "git refuses HEAD as a branch name",
+		"-main":           "starts with -",
+		"/main":           "starts or ends with /",
+		"main/":           "starts or ends with /",
+		"a//b":            `"//"`,
+		"main.":           "ends with .",
+		".main":           `starts with . (".main")`,
+		"a/.b/c":          `starts with . (".b")`,
+		"main.lock":       `ends with .lock ("main.lock")`,
+		"a.lock/b":        `ends with .lock ("a.lock")`,
+	} {
+		_, err := ParseConfig([]byte("environments:\n  - name: a\nbranch: " + strconv.Quote(bad) + "\n"))
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Line != 3 || !strings.Contains(err.Error(), want) {
+			t.Errorf("branch %q: %v; want a ConfigError on line 3 with %q", bad, err, want)
+		}
 	}
 }
