@@ -736,6 +736,68 @@ func TestRunRejectsBadEnvironment(t *testing.T) {
 	wantOutputs(t, s.readOutputs(t), "", "false", "")
 }
 
+// A deployment event whose environment or sha holds a line break (no
+// payload of GitHub's does) would print, unescaped, lines the runner reads
+// as workflow commands. The Action refuses the payload before it prints or
+// posts anything of it: the only workflow command in the log is its
+// ::error::, whose message is escaped.
+func TestRunRefusesControlCharactersInThePayload(t *testing.T) {
+	deploy := map[string]string{"INPUT_COMMAND": "touch \"$MARKER\""}
+	register := map[string]string{"INPUT_MODE": "register"}
+	for name, tc := range map[string]struct {
+		inputs       map[string]string
+		field, value string // the deployment's field, and its value ("SHA" is the commit's)
+		want         string // in the error
+	}{
+		"environment with a newline, deploy": {inputs: deploy, field: "environment", value: "production\n::warning::injected",
+			want: `environment "production\n::warning::injected" holds U+000A`},
+		"environment with a newline, register": {inputs: register, field: "environment", value: "production\n::warning::injected",
+			want: `environment "production\n::warning::injected" holds U+000A`},
+		"environment with a carriage return": {inputs: deploy, field: "environment", value: "production\r::warning::injected",
+			want: "holds U+000D"},
+		"environment with a bidirectional control": {inputs: deploy, field: "environment", value: "production\u202e",
+			want: "holds U+202E"},
+		"sha with a newline": {inputs: deploy, field: "sha", value: "SHA\n::warning::injected",
+			want: `\n::warning::injected" is not a commit SHA`},
+		"sha not hexadecimal": {inputs: register, field: "sha", value: "main",
+			want: `sha "main" is not a commit SHA`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			jc := w.directJob(id)
+			marker := filepath.Join(t.TempDir(), "deployed")
+			inputs := map[string]string{"MARKER": marker}
+			for k, v := range tc.inputs {
+				inputs[k] = v
+			}
+			s := newStep(t, jc, inputs)
+			s.setDeploymentField(t, tc.field, strings.ReplaceAll(tc.value, "SHA", w.sha))
+			var log strings.Builder
+			_, err := action.Run(w.ctx, s.env(&log))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Run: %v; want an error with %q", err, tc.want)
+			}
+			// The runner ends a line at \r as well as at \n.
+			for _, line := range strings.FieldsFunc(log.String(), func(r rune) bool { return r == '\n' || r == '\r' }) {
+				if strings.HasPrefix(line, "::") && !strings.HasPrefix(line, "::error::") {
+					t.Errorf("the job log has a workflow command from the payload: %q\n%s", line, log.String())
+				}
+			}
+			if n := strings.Count(log.String(), "\n"); n != 1 || !strings.HasPrefix(log.String(), "::error::") {
+				t.Errorf("job log %q, want one ::error:: line", log.String())
+			}
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			if n := len(w.deployment(id).Statuses); n != 0 {
+				t.Errorf("%d statuses posted", n)
+			}
+			wantOutputs(t, s.readOutputs(t), "", "false", "")
+		})
+	}
+}
+
 // pass-environment-arg with a command whose last line ends in a comment:
 // the environment would be swallowed by it, and the deploy run without it.
 // The step fails before anything is posted, saying what to do instead.

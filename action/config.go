@@ -198,6 +198,9 @@ func readConfig(getenv func(string) string) (*config, error) {
 		c.deployment = d
 		if c.deployment.SHA == "" {
 			c.deployment.SHA = getenv("GITHUB_SHA")
+			if c.deployment.SHA != "" && !commitSHA(c.deployment.SHA) {
+				errs = append(errs, fmt.Errorf("GITHUB_SHA: %q is not a commit SHA (40 or 64 hexadecimal digits)", c.deployment.SHA))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -224,10 +227,40 @@ func readDeploymentEvent(path string) (deploymentEvent, error) {
 	if ev.Deployment == nil || ev.Deployment.ID <= 0 {
 		return deploymentEvent{}, fmt.Errorf("event payload %s has no deployment", path)
 	}
-	if ev.Deployment.Environment == "" {
-		return deploymentEvent{}, fmt.Errorf("event payload %s: deployment %d has no environment", path, ev.Deployment.ID)
+	d := ev.Deployment
+	if d.Environment == "" {
+		return deploymentEvent{}, fmt.Errorf("event payload %s: deployment %d has no environment", path, d.ID)
 	}
-	return *ev.Deployment, nil
+	// The environment and the sha go into the job log as they are, where a
+	// newline would start a line the runner reads as a workflow command
+	// (::warning::, ::add-mask::…). GitHub's environment names hold no
+	// control character, and a sha is hexadecimal: a payload with one is
+	// not GitHub's, and nothing of it is printed.
+	var errs []error
+	if r, found := pipeline.UnsafeRune(d.Environment); found {
+		errs = append(errs, fmt.Errorf("event payload %s: deployment %d: environment %q holds %U, a control character no GitHub environment name has", path, d.ID, d.Environment, r))
+	}
+	if d.SHA != "" && !commitSHA(d.SHA) {
+		errs = append(errs, fmt.Errorf("event payload %s: deployment %d: sha %q is not a commit SHA (40 or 64 hexadecimal digits)", path, d.ID, d.SHA))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return deploymentEvent{}, err
+	}
+	return *d, nil
+}
+
+// commitSHA tells whether s is a full commit SHA: SHA-1's 40 hexadecimal
+// digits, or SHA-256's 64.
+func commitSHA(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
 }
 
 // parseBool accepts what GitHub's toolkit accepts for a boolean input

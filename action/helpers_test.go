@@ -290,6 +290,28 @@ func (s *step) setPayload(t *testing.T, jc simulator.JobContext, payload any) {
 	}
 }
 
+// setDeploymentField sets one field of the deployment in the step's event
+// payload (a value GitHub's own example could not have).
+func (s *step) setDeploymentField(t *testing.T, field string, value any) {
+	t.Helper()
+	path := s.vars["GITHUB_EVENT_PATH"]
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal(b, &ev); err != nil {
+		t.Fatal(err)
+	}
+	ev["deployment"].(map[string]any)[field] = value
+	if b, err = json.Marshal(ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // env is the step's environment as an action.Env writing the job log to log.
 func (s *step) env(log io.Writer) action.Env {
 	return action.Env{
