@@ -29,6 +29,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -432,8 +433,38 @@ func (r *runner) post(ctx context.Context, state pipeline.DeploymentState, logUR
 	return nil
 }
 
+// printf writes a line of the Action's own to the job log. The text in its
+// string and error arguments (an answer of GitHub's, say) is free text: a
+// control character in it is written escaped (\n, \x1b, \u202e), so that
+// it cannot start a line the runner reads as a workflow command.
 func (r *runner) printf(format string, args ...any) {
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			args[i] = escapeControls(v)
+		case error:
+			args[i] = escapeControls(v.Error())
+		}
+	}
 	fmt.Fprintf(r.env.Stdout, format, args...)
+}
+
+// escapeControls writes each rune of s that pipeline.UnsafeRune reports as
+// a Go escape, and leaves the rest as it is.
+func escapeControls(s string) string {
+	if _, found := pipeline.UnsafeRune(s); !found {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if _, unsafe := pipeline.UnsafeRune(string(r)); !unsafe {
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRune(r) // '\n', '\x1b', '\u202e'
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
 }
 
 // explain adds the usual cause to GitHub's refusals of the token.
