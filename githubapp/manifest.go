@@ -2,9 +2,11 @@ package githubapp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-github/v62/github"
@@ -95,11 +97,58 @@ func ConvertManifest(ctx context.Context, apiURL, code string, transport http.Ro
 	gh.BaseURL = base
 	cfg, _, err := gh.Apps.CompleteAppManifest(ctx, code)
 	if err != nil {
-		return nil, fmt.Errorf("exchange the manifest code: %w", err)
+		return nil, fmt.Errorf("exchange the manifest code (POST /app-manifests/{code}/conversions): %s", conversionFailure(err, code))
 	}
 	if cfg.GetID() == 0 || cfg.GetPEM() == "" || cfg.GetWebhookSecret() == "" {
 		return nil, fmt.Errorf("GitHub's answer lacks the App ID, key or webhook secret")
 	}
 	return &Registration{AppID: cfg.GetID(), Slug: cfg.GetSlug(), HTMLURL: cfg.GetHTMLURL(),
 		WebhookSecret: cfg.GetWebhookSecret(), PrivateKeyPEM: cfg.GetPEM()}, nil
+}
+
+// conversionFailure says why the conversion failed without the request's
+// URL, which holds the code: whoever reads it within the hour (on the
+// registration page, in a terminal's scrollback, in a log) can exchange it
+// for the App's private key. GitHub's answer gives its status and message;
+// a call that got no answer gives the transport's error without the URL.
+// Whatever still quotes the code (a refused redirect names its path) has
+// it replaced by {code}.
+func conversionFailure(err error, code string) string {
+	var (
+		er  *github.ErrorResponse
+		rl  *github.RateLimitError
+		arl *github.AbuseRateLimitError
+		ue  *url.Error
+	)
+	msg := err.Error()
+	switch {
+	case errors.As(err, &er) && er.Response != nil:
+		msg = answer(er.Response, er.Message)
+		if len(er.Errors) > 0 {
+			msg += fmt.Sprintf(" %+v", er.Errors)
+		}
+	case errors.As(err, &rl) && rl.Response != nil:
+		msg = answer(rl.Response, rl.Message)
+	case errors.As(err, &arl) && arl.Response != nil:
+		msg = answer(arl.Response, arl.Message)
+	case errors.As(err, &ue):
+		msg = ue.Err.Error()
+	}
+	if code != "" {
+		msg = strings.ReplaceAll(msg, code, "{code}")
+		msg = strings.ReplaceAll(msg, url.PathEscape(code), "{code}")
+	}
+	return msg
+}
+
+// answer is GitHub's status and message.
+func answer(resp *http.Response, message string) string {
+	status := resp.Status
+	if status == "" {
+		status = strconv.Itoa(resp.StatusCode)
+	}
+	if message == "" {
+		return status
+	}
+	return status + ": " + message
 }

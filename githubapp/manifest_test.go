@@ -1,0 +1,88 @@
+package githubapp_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+)
+
+// The manifest code can be exchanged for the App's private key within the
+// hour: when the exchange fails, the error (which lastmile register shows
+// on the page and prints) must not hold it, whatever went wrong.
+func TestConvertManifestErrorsHideTheCode(t *testing.T) {
+	const code = "3f2a9c0d17b84e6a5c21"
+	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedURL := "http://" + refused.Addr().String() + "/"
+	refused.Close() // nothing listens there any more
+
+	for name, tc := range map[string]struct {
+		handler http.HandlerFunc // nil: the connection is refused
+		want    []string
+	}{
+		"502": {
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusBadGateway)
+				io.WriteString(w, `{"message":"Server Error"}`)
+			},
+			want: []string{"502 Bad Gateway: Server Error"},
+		},
+		"404 quoting the code": {
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"message":"no conversion for `+code+`"}`)
+			},
+			want: []string{"404 Not Found: no conversion for {code}"},
+		},
+		"rate limited": {
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-RateLimit-Remaining", "0")
+				w.Header().Set("X-RateLimit-Reset", "4102444800")
+				w.WriteHeader(http.StatusForbidden)
+				io.WriteString(w, `{"message":"API rate limit exceeded"}`)
+			},
+			want: []string{"403 Forbidden: API rate limit exceeded"},
+		},
+		"redirected to another host": {
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "http://elsewhere.example/x", http.StatusTemporaryRedirect)
+			},
+			want: []string{"GitHub redirected /app-manifests/{code}/conversions to http://elsewhere.example"},
+		},
+		"connection refused": {want: []string{"connection refused"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			apiURL := refusedURL
+			if tc.handler != nil {
+				srv := httptest.NewServer(tc.handler)
+				defer srv.Close()
+				apiURL = srv.URL + "/"
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			reg, err := githubapp.ConvertManifest(ctx, apiURL, code, http.DefaultTransport)
+			if err == nil {
+				t.Fatalf("ConvertManifest succeeded: %+v", reg)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, code) {
+				t.Errorf("the error holds the code: %s", msg)
+			}
+			for _, w := range append(tc.want, "POST /app-manifests/{code}/conversions") {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q lacks %q", msg, w)
+				}
+			}
+		})
+	}
+}
