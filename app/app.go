@@ -183,7 +183,7 @@ func (a *App) routes(webhook, admin bool) http.Handler {
 // the counters and close the database.
 func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "admin_listen", a.AdminAddr(),
-		"database", a.cfg.Database, "github", a.cfg.GitHubURL, "app_id", a.cfg.AppID)
+		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- a.http.Serve(a.listener) }()
 	if a.admin != nil {

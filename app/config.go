@@ -58,6 +58,25 @@ type Config struct {
 	Key *rsa.PrivateKey `json:"-"`
 }
 
+// redactURL is u with its user information (user:password@), which may be
+// a credential, replaced by REDACTED, whether or not u parses: for logs and
+// error messages.
+func redactURL(u string) string {
+	prefix, rest := "", u
+	if scheme, after, ok := strings.Cut(u, "://"); ok {
+		prefix, rest = scheme+"://", after
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return u
+	}
+	return prefix + "REDACTED" + rest[at:]
+}
+
 // setting describes one configuration value: its variable, its flag, its
 // default and what it means. The table drives parsing, validation and help.
 type setting struct {
@@ -104,11 +123,28 @@ var settings = []setting{
 		set: func(c *Config, v string) error { c.PrivateKeyFile = v; return nil }},
 	{env: "LASTMILE_PRIVATE_KEY", flag: "private-key", secret: true, help: "the App's PEM private key itself (not with LASTMILE_PRIVATE_KEY_FILE)",
 		set: func(c *Config, v string) error { c.PrivateKey = Secret(v); return nil }},
-	{env: "LASTMILE_GITHUB_URL", flag: "github-url", def: "https://api.github.com/", help: "GitHub REST API root; GitHub Enterprise Server: https://HOST/api/v3/",
+	{env: "LASTMILE_GITHUB_URL", flag: "github-url", def: "https://api.github.com/", help: "GitHub REST API root, without user:password@, query or fragment; GitHub Enterprise Server: https://HOST/api/v3/",
 		set: func(c *Config, v string) error {
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				return fmt.Errorf("%q is not an http(s) URL with a host", v)
+				return fmt.Errorf("%q is not an http(s) URL with a host", redactURL(v))
+			}
+			var wrong []string
+			if u.User != nil {
+				wrong = append(wrong, "a user name or password (user:password@)")
+			}
+			if u.RawQuery != "" || u.ForceQuery {
+				wrong = append(wrong, "a query (?…)")
+			}
+			if u.Fragment != "" || strings.Contains(v, "#") {
+				wrong = append(wrong, "a fragment (#…)")
+			}
+			if len(wrong) > 0 {
+				why := ""
+				if u.User != nil {
+					why = ": lastmile authenticates to GitHub as the App, and the URL is logged"
+				}
+				return fmt.Errorf("%q must be the API root alone, without %s%s", redactURL(v), strings.Join(wrong, ", nor "), why)
 			}
 			c.GitHubURL = v
 			return nil

@@ -253,6 +253,18 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 		"URL without a host": {set: map[string]string{"LASTMILE_GITHUB_URL": "https:///api/v3/"}, want: []string{"LASTMILE_GITHUB_URL"}},
 		"not a URL":          {set: map[string]string{"LASTMILE_GITHUB_URL": "api.github.com"}, want: []string{"LASTMILE_GITHUB_URL"}},
 		"unparsable URL":     {set: map[string]string{"LASTMILE_GITHUB_URL": "http://[::1"}, want: []string{"LASTMILE_GITHUB_URL"}},
+		"URL with a user and password": {set: map[string]string{"LASTMILE_GITHUB_URL": "https://user:s3cret-pass@ghes.example.com/api/v3/"},
+			want: []string{"LASTMILE_GITHUB_URL", `"https://REDACTED@ghes.example.com/api/v3/" must be the API root alone, without a user name or password`}},
+		"URL with a token as its user": {set: map[string]string{"LASTMILE_GITHUB_URL": "https://ghp_s3cret@api.github.com/"},
+			want: []string{"LASTMILE_GITHUB_URL", "REDACTED@api.github.com", "user name or password"}},
+		"URL with a query": {set: map[string]string{"LASTMILE_GITHUB_URL": "https://ghes.example.com/api/v3/?per_page=100"},
+			want: []string{"LASTMILE_GITHUB_URL", "without a query (?…)"}},
+		"URL with an empty query": {set: map[string]string{"LASTMILE_GITHUB_URL": "https://api.github.com/?"},
+			want: []string{"LASTMILE_GITHUB_URL", "without a query"}},
+		"URL with a fragment": {set: map[string]string{"LASTMILE_GITHUB_URL": "https://api.github.com/#v3"},
+			want: []string{"LASTMILE_GITHUB_URL", "without a fragment (#…)"}},
+		"URL with all three": {set: map[string]string{"LASTMILE_GITHUB_URL": "https://u:p@api.github.com/?a=b#c"},
+			want: []string{"LASTMILE_GITHUB_URL", "without a user name or password", "nor a query", "nor a fragment"}},
 		"listen without a port": {set: map[string]string{"LASTMILE_LISTEN": "localhost"},
 			want: []string{"LASTMILE_LISTEN", "host:port"}},
 		"admin address without a port": {set: map[string]string{"LASTMILE_ADMIN_LISTEN": "127.0.0.1"},
@@ -307,6 +319,41 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A credential in LASTMILE_GITHUB_URL (user:password@, or a token as the
+// user) is refused, and the refusal does not repeat it, whatever else is
+// wrong with the URL.
+func TestLoadConfigNeverShowsURLCredentials(t *testing.T) {
+	for _, v := range []string{
+		"https://user:s3cret@ghes.example.com/api/v3/",
+		"https://s3cret@ghes.example.com/",
+		"ftp://user:s3cret@ghes.example.com/",
+		"http://user:s3cret@[::1/",
+		"https://user:s3cret@/api/v3/",
+		"https://user:s3cret@ghes.example.com/api/v3/?x=1",
+	} {
+		for _, via := range []string{"env", "flag"} {
+			env := validEnv(t)
+			var args []string
+			if via == "env" {
+				env["LASTMILE_GITHUB_URL"] = v
+			} else {
+				args = []string{"--github-url", v}
+			}
+			cfg, _, err := load(t, env, args...)
+			if err == nil {
+				t.Errorf("%s %q accepted: %+v", via, v, cfg)
+				continue
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("%s %q: the error shows the credential: %v", via, v, err)
+			}
+			if ps := problems(t, err); len(ps) != 1 || !strings.Contains(ps[0], "REDACTED") {
+				t.Errorf("%s %q: problems %q, want one naming the URL redacted", via, v, ps)
+			}
+		}
 	}
 }
 

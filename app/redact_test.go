@@ -1,0 +1,83 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://api.github.com/":                   "https://api.github.com/",
+		"https://user:pass@ghes.example.com/api/v3": "https://REDACTED@ghes.example.com/api/v3",
+		"https://token@ghes.example.com":            "https://REDACTED@ghes.example.com",
+		"https://a@b:c@host/x?y=z@w#f@g":            "https://REDACTED@host/x?y=z@w#f@g",
+		"http://user:pass@[::1":                     "http://REDACTED@[::1",
+		"https://host/path@not-userinfo":            "https://host/path@not-userinfo",
+		"user:pass@host/api":                        "REDACTED@host/api",
+		"":                                          "",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// lockedBuffer is a log destination the App's goroutines share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The start-up log line names the GitHub URL without its user
+// information, even one set by code that LoadConfig's check does not see.
+func TestStartupLogRedactsTheGitHubURL(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Database = filepath.Join(t.TempDir(), "lastmile.db")
+	cfg.WebhookSecret = Secret("whsec")
+	cfg.AppID = 1
+	cfg.Key = key
+	cfg.GitHubURL = "http://user:s3cret-pass@127.0.0.1:1/"
+	cfg.RedeliveryInterval = 0
+	cfg.ShutdownTimeout = 10 * time.Second
+	var log lockedBuffer
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitUntil(t, "lastmile logs its start", 10*time.Second, func() bool { return strings.Contains(log.String(), "lastmile starting") })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if out := log.String(); strings.Contains(out, "s3cret-pass") || !strings.Contains(out, "github=http://REDACTED@127.0.0.1:1/") {
+		t.Errorf("log:\n%s\nwant the GitHub URL as http://REDACTED@127.0.0.1:1/", out)
+	}
+}
