@@ -149,8 +149,13 @@ var settings = []setting{
 			c.GitHubURL = v
 			return nil
 		}},
-	{env: "LASTMILE_API_TOKEN", flag: "api-token", secret: true, help: "bearer token for the read-only history API under /api/, at least 16 characters (unset: the API is off)",
+	{env: "LASTMILE_API_TOKEN", flag: "api-token", secret: true, help: "bearer token for the read-only history API under /api/, at least 16 characters, no whitespace at either end (unset: the API is off)",
 		set: func(c *Config, v string) error {
+			// The token a client sends is read without the whitespace
+			// around it: one configured with some could never match.
+			if strings.TrimSpace(v) != v {
+				return ruleError("must not start or end with whitespace (a newline copied with it?)")
+			}
 			if v != "" && len(v) < 16 {
 				return ruleError("must be at least 16 characters")
 			}
