@@ -18,6 +18,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -101,7 +102,7 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 				q.Add(k, v)
 			}
 		}
-		return "file:" + uriPath(path) + "?" + q.Encode()
+		return fileURI(path) + "?" + q.Encode()
 	}
 	// The writer does not checkpoint inside its commits (a checkpoint copies
 	// the WAL into the database file and syncs it: tens of milliseconds that
@@ -427,10 +428,19 @@ func fromMillis(ms int64) time.Time {
 	return time.UnixMilli(ms).UTC()
 }
 
-// uriPath writes a file name for a SQLite URI filename: '?' and '#' would
-// otherwise end the path, and '%' start an escape.
-func uriPath(path string) string {
-	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+// fileURI is the SQLite URI filename of the file at path, without its
+// query. The path is cleaned, and an absolute one is given an empty
+// authority (file:///var/lib/…): written as it is, a path that starts with
+// // (LASTMILE_DATABASE=//var/lib/lastmile.db) would read as
+// file://HOST/…, which SQLite refuses ("invalid uri authority"). In the
+// path, '?' and '#' would end it, and '%' start an escape.
+func fileURI(path string) string {
+	clean := filepath.Clean(path)
+	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(clean)
+	if strings.HasPrefix(clean, "/") {
+		return "file://" + escaped
+	}
+	return "file:" + escaped
 }
 
 // OpenExisting opens a lastmile database that must already exist and be
@@ -450,7 +460,7 @@ func OpenExisting(ctx context.Context, path string) (*DB, error) {
 // checkSchema checks, reading only, that path is a lastmile database with
 // every migration of this version applied.
 func checkSchema(ctx context.Context, path string) error {
-	ro, err := sql.Open("sqlite", "file:"+uriPath(path)+"?mode=ro")
+	ro, err := sql.Open("sqlite", fileURI(path)+"?mode=ro")
 	if err != nil {
 		return err
 	}

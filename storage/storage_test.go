@@ -164,6 +164,46 @@ func readMigrations(t *testing.T, path string) map[int]migrationRow {
 	return out
 }
 
+// A database path written with a leading // (or with . and .. in it) is
+// the file it names: //tmp/x.db opens /tmp/x.db, rather than failing with
+// "invalid uri authority" once an empty file has been created.
+func TestOpenCleansThePath(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if !filepath.IsAbs(dir) {
+		t.Fatalf("temporary directory %s is not absolute", dir)
+	}
+	for _, tc := range []struct{ name, written string }{
+		{"a.db", "/" + filepath.Join(dir, "a.db")},
+		{"b.db", "//" + dir + "/./sub/../b.db"},
+		{"c?#%.db", "/" + dir + "//c?#%.db"},
+	} {
+		if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		db, err := storage.Open(ctx, tc.written)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", tc.written, err)
+		}
+		acceptDelivery(t, db, pendingDelivery("d-"+tc.name, "acme/shop"))
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The data is in the file the path names, and OpenExisting, which
+		// checks it read-only first, finds it through either spelling.
+		for _, p := range []string{filepath.Join(dir, tc.name), tc.written} {
+			db, err := storage.OpenExisting(ctx, p)
+			if err != nil {
+				t.Fatalf("OpenExisting(%q): %v", p, err)
+			}
+			if _, err := db.GetDelivery(ctx, "d-"+tc.name); err != nil {
+				t.Errorf("GetDelivery through %q: %v", p, err)
+			}
+			db.Close()
+		}
+	}
+}
+
 func TestOpenRefusesAnEmptyPath(t *testing.T) {
 	if db, err := storage.Open(context.Background(), ""); err == nil {
 		db.Close()
