@@ -1,5 +1,10 @@
 package githubapp
 
+import (
+	"maps"
+	"slices"
+)
+
 // handledEvents are the webhook events lastmile acts on; the App subscribes
 // to exactly these (see the manifest).
 var handledEvents = map[string]bool{
@@ -39,4 +44,32 @@ func KnownEvent(event string) string {
 		return event
 	}
 	return "other"
+}
+
+// WebhookSeries lists the label values (event, outcome) of every series of
+// lastmile_webhook_deliveries_total the intake can count, for them to be
+// exposed at 0 from start-up. The event label is KnownEvent's, so the list
+// is bounded whatever senders put in X-GitHub-Event: every event label can
+// be refused (before its signature is checked, or when the inbox cannot
+// commit it) and redelivered (duplicate); a stored delivery is accepted
+// when lastmile handles its event, ping for GitHub's hello, and ignored
+// otherwise.
+func WebhookSeries() [][]string {
+	events := slices.Sorted(maps.Keys(handledEvents))
+	events = append(events, slices.Sorted(maps.Keys(otherEvents))...)
+	events = append(events, "other")
+	var out [][]string
+	for _, e := range events {
+		stored := OutcomeIgnored
+		switch {
+		case e == "ping":
+			stored = OutcomePing
+		case handledEvents[e]:
+			stored = OutcomeAccepted
+		}
+		for _, o := range []string{stored, OutcomeDuplicate, OutcomeUnauthorized, OutcomeTooLarge, OutcomeMalformed, OutcomeUnavailable} {
+			out = append(out, []string{e, o})
+		}
+	}
+	return out
 }

@@ -74,7 +74,31 @@ func newIntake(t *testing.T) *intake {
 	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, in.rejected, func() { in.notified.Add(1) }, discardLog())
 	in.srv = httptest.NewServer(hook)
 	t.Cleanup(in.srv.Close) // before the database closes
+	t.Cleanup(func() { in.checkSeriesStartAtZero(t) })
 	return in
+}
+
+// checkSeriesStartAtZero checks that every series the test counted is one
+// WebhookSeries lists, which lastmile exposes at 0 from start-up: an alert
+// on a series Prometheus first sees at 1 never counts that first delivery.
+func (in *intake) checkSeriesStartAtZero(t *testing.T) {
+	t.Helper()
+	listed := map[[2]string]bool{}
+	for _, s := range githubapp.WebhookSeries() {
+		listed[[2]string{s[0], s[1]}] = true
+	}
+	counted := in.rejected.list()
+	// What the inbox counted, unless the test closed the database.
+	if stored, err := in.db.Counters(context.Background(), storage.MetricWebhookDeliveries); err == nil {
+		for _, s := range stored {
+			counted = append(counted, [2]string{s.Labels[0], s.Labels[1]})
+		}
+	}
+	for _, k := range counted {
+		if !listed[k] {
+			t.Errorf("counted event=%q outcome=%q, which WebhookSeries does not list: it would first appear at 1", k[0], k[1])
+		}
+	}
 }
 
 // delivery is one POST to /webhook.
@@ -696,5 +720,34 @@ func TestWebhookRefusalLogIsBounded(t *testing.T) {
 	}
 	if want := "ab?[2J" + strings.Repeat("?", 94) + "…"; entry.Delivery != want || logged.Len() > 1000 {
 		t.Errorf("logged %d bytes, delivery %q; want under 1000 bytes, delivery %q", logged.Len(), entry.Delivery, want)
+	}
+}
+
+// The series exposed at 0 are bounded (KnownEvent's labels), and include
+// those the signature alerts read.
+func TestWebhookSeries(t *testing.T) {
+	series := githubapp.WebhookSeries()
+	seen := map[[2]string]bool{}
+	for _, s := range series {
+		if len(s) != 2 || githubapp.KnownEvent(s[0]) != s[0] {
+			t.Errorf("series %q: want a KnownEvent label and an outcome", s)
+			continue
+		}
+		if seen[[2]string{s[0], s[1]}] {
+			t.Errorf("series %q listed twice", s)
+		}
+		seen[[2]string{s[0], s[1]}] = true
+	}
+	for _, want := range [][2]string{
+		{"push", githubapp.OutcomeUnauthorized}, {"push", githubapp.OutcomeAccepted},
+		{"deployment_status", githubapp.OutcomeUnauthorized}, {"ping", githubapp.OutcomePing},
+		{"installation", githubapp.OutcomeIgnored}, {"other", githubapp.OutcomeUnauthorized},
+	} {
+		if !seen[want] {
+			t.Errorf("WebhookSeries lacks event=%q outcome=%q", want[0], want[1])
+		}
+	}
+	if len(series) > 200 {
+		t.Errorf("%d series: keep the exposition small", len(series))
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -199,5 +200,39 @@ func TestRateLimitSeriesOfRefilledWindowsGo(t *testing.T) {
 		if !slices.Equal(quotas, []string{"43", "app"}) {
 			t.Errorf("%s: quotas %v, want [43 app]", mf.GetName(), quotas)
 		}
+	}
+}
+
+// Series started at zero are exposed from the first scrape of a fresh
+// registry, at 0 (Prometheus's increase() then counts their first
+// increment), and stored, so that a series already counted keeps its value.
+func TestStartAtZero(t *testing.T) {
+	counted := []string{"push", "accepted"}
+	store := &memStore{counters: map[string]*Series{labelKey(counted): {Labels: counted, Value: 7}}}
+	m := New(store, store, "test", slog.New(slog.DiscardHandler))
+	m.StartAtZero(WebhookDeliveries, [][]string{{"push", "unauthorized"}, counted})
+	got := map[string]float64{}
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != WebhookDeliveries {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[strings.Join(labels, ",")] = s.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{"event=push,outcome=unauthorized": 0, "event=push,outcome=accepted": 7}
+	if !maps.Equal(got, want) {
+		t.Errorf("a fresh registry exposes %v, want %v", got, want)
+	}
+	if s := store.counters[labelKey([]string{"push", "unauthorized"})]; s == nil || s.Value != 0 {
+		t.Errorf("stored unauthorized series: %+v, want 0", s)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"math"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -260,6 +261,20 @@ func (m *Metrics) GitHubRateLimit(quota, resource string, remaining, limit int, 
 // WebhookRejected counts a delivery refused before it was stored.
 func (m *Metrics) WebhookRejected(event, outcome string) {
 	m.add(WebhookDeliveries, []string{event, outcome})
+}
+
+// StartAtZero makes the series of a persistent counter (WebhookDeliveries,
+// GitHubRequests) with the given label values exist at 0 from the next
+// flush — the first scrape flushes first —, so that Prometheus sees each of
+// them before its first increment: increase() and rate() count nothing for
+// a series that first appears at 1, and an alert on the first refused
+// webhook would never fire. Series already counted keep their value.
+func (m *Metrics) StartAtZero(name string, series [][]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, labels := range series {
+		m.addLocked(name, Series{Labels: slices.Clone(labels)})
+	}
 }
 
 // DeliveryHandled records one handling attempt by the worker.
