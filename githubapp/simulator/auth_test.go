@@ -34,12 +34,14 @@ func TestAppJWT(t *testing.T) {
 		"installation tk": {h.token(h.org), "A JSON web token could not be decoded"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			r := h.do("POST", path, tc.auth, nil)
-			if r.status != http.StatusUnauthorized || r.json(t)["message"] != tc.message {
-				t.Fatalf("got %d %s, want 401 %q", r.status, r.body, tc.message)
-			}
-			if r.json(t)["documentation_url"] == nil {
-				t.Error("no documentation_url")
+			for _, req := range [][2]string{{"POST", path}, {"GET", "/app"}} {
+				r := h.do(req[0], req[1], tc.auth, nil)
+				if r.status != http.StatusUnauthorized || r.json(t)["message"] != tc.message {
+					t.Fatalf("%s %s: got %d %s, want 401 %q", req[0], req[1], r.status, r.body, tc.message)
+				}
+				if r.json(t)["documentation_url"] == nil {
+					t.Errorf("%s %s: no documentation_url", req[0], req[1])
+				}
 			}
 		})
 	}
@@ -55,6 +57,9 @@ func TestAppJWT(t *testing.T) {
 	}
 	if tok["repository_selection"] != "all" || tok["permissions"].(map[string]any)["deployments"] != "write" {
 		t.Errorf("token: %v", tok)
+	}
+	if r := h.do("GET", "/app", "Bearer "+h.jwt(), nil); r.status != 200 || r.json(t)["id"] != float64(testAppID) {
+		t.Errorf("GET /app with a valid JWT: %d %s", r.status, r.body)
 	}
 	if r := h.do("POST", "/app/installations/999/access_tokens", "Bearer "+h.jwt(), nil); r.status != 404 {
 		t.Errorf("unknown installation: %d", r.status)

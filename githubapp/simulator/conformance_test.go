@@ -458,6 +458,15 @@ func TestConformance(t *testing.T) {
 	sim.ForcePush(repo, "main", push.After)
 	h.waitIdle()
 
+	// The App itself, as lastmile's start-up check asks for it.
+	self, _, err := app.Apps.Get(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self.GetID() != sim.AppID() || self.GetInstallationsCount() != 1 {
+		t.Errorf("GET /app: id %d, %d installations; want %d and 1", self.GetID(), self.GetInstallationsCount(), sim.AppID())
+	}
+
 	// Hook deliveries: a failed one, listed with a cursor, then redelivered.
 	h.hook.failNext(503)
 	sim.SetCommitStatus(repo, sha, "lint", "success")
@@ -526,8 +535,8 @@ func TestConformance(t *testing.T) {
 		ops = append(ops, op)
 	}
 	sort.Strings(ops)
-	if len(ops) != 18 {
-		t.Errorf("exercised %d of 18 operations: %v", len(ops), ops)
+	if len(ops) != 19 {
+		t.Errorf("exercised %d of 19 operations: %v", len(ops), ops)
 	}
 }
 

@@ -47,9 +47,10 @@
 // The API is served at the root path like api.github.com, so point the
 // clients at URL(): ghinstallation's AppsTransport and Transport BaseURL =
 // strings.TrimSuffix(sim.URL(), "/"), and go-github's Client.BaseURL =
-// sim.URL(). POST /app/installations/{id}/access_tokens needs an RS256 JWT
-// signed with AppPrivateKeyPEM (iss = AppID, iat in the past, exp at most
-// 10 minutes ahead); repository endpoints need an installation token of an
+// sim.URL(). GET /app and POST /app/installations/{id}/access_tokens need
+// an RS256 JWT signed with AppPrivateKeyPEM (iss = AppID, iat in the past,
+// exp at most 10 minutes ahead), and answer 401 with GitHub's message
+// otherwise; repository endpoints need an installation token of an
 // installation that has the repository, or a run's workflow token.
 // Installation tokens expire after an hour of Options.Clock (ExpireTokens
 // expires them at once). Every response carries x-ratelimit-* headers with

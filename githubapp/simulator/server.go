@@ -21,6 +21,7 @@ func (s *Simulator) routes() http.Handler {
 	handle := func(pattern string, need authNeed, h func(w http.ResponseWriter, r *http.Request, a *auth)) {
 		mux.Handle(pattern, s.endpoint(need, h))
 	}
+	handle("GET /app", needApp, s.handleGetApp)
 	handle("POST /app/installations/{installation_id}/access_tokens", needApp, s.handleCreateToken)
 	handle("GET /app/hook/deliveries", needApp, s.handleListDeliveries)
 	handle("GET /app/hook/deliveries/{delivery_id}", needApp, s.handleGetDelivery)

@@ -38,6 +38,7 @@ import (
 // restOperations lists the REST operations the simulator serves, by path and
 // lower-case method, exactly as GitHub's description spells them.
 var restOperations = map[string][]string{
+	"/app": {"get"},
 	"/app/installations/{installation_id}/access_tokens":                     {"post"},
 	"/app/hook/deliveries":                                                   {"get"},
 	"/app/hook/deliveries/{delivery_id}":                                     {"get"},
