@@ -3,8 +3,10 @@ package githubapp
 import (
 	"context"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -88,7 +90,82 @@ type installationTransport struct {
 }
 
 func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.next.RoundTrip(req.WithContext(context.WithValue(req.Context(), installationKey{}, t.id)))
+	resp, err := t.next.RoundTrip(req.WithContext(context.WithValue(req.Context(), installationKey{}, t.id)))
+	if err != nil {
+		return nil, installationTokenError(t.id, err)
+	}
+	return resp, nil
+}
+
+// InstallationTokenError is a failure to get an installation's token.
+// Its message ends with GitHub's answer — "GitHub answered 401
+// Unauthorized: A JSON web token could not be decoded" — or the reason no
+// answer came, so that the cause stays when a long error is cut in the
+// middle; it does not repeat the token endpoint's URL.
+type InstallationTokenError struct {
+	Installation int64
+	Status       string // GitHub's answer ("401 Unauthorized"); "" when none came
+	Message      string // GitHub's message, if its answer had one
+	Err          error  // why no answer came (the transport's error: a rate limit, the network)
+}
+
+func (e *InstallationTokenError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "installation token for installation %d: ", e.Installation)
+	switch {
+	case e.Status != "":
+		b.WriteString("GitHub answered " + e.Status)
+		if e.Message != "" {
+			b.WriteString(": " + e.Message)
+		}
+	case e.Err != nil:
+		b.WriteString(e.Err.Error())
+	default:
+		b.WriteString("failed")
+	}
+	return b.String()
+}
+
+func (e *InstallationTokenError) Unwrap() error { return e.Err }
+
+// installationTokenError rewrites ghinstallation's failure to get a token
+// ("could not refresh installation id N's token: received non 2xx response
+// status "401 Unauthorized" when fetching URL"), whose cause sits in the
+// middle, as an *InstallationTokenError; it closes the answer's body,
+// which ghinstallation leaves open. Other errors are returned as they are.
+func installationTokenError(id int64, err error) error {
+	var he *ghinstallation.HTTPError
+	if !errors.As(err, &he) {
+		return err
+	}
+	e := &InstallationTokenError{Installation: id, Err: he.RootCause}
+	if resp := he.Response; resp != nil && he.RootCause == nil {
+		e.Status = resp.Status
+		if resp.Body != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			var answer struct {
+				Message string `json:"message"`
+			}
+			if json.Unmarshal(body, &answer) == nil && answer.Message != http.StatusText(resp.StatusCode) {
+				e.Message = oneLine(answer.Message, 300)
+			}
+		}
+	}
+	if e.Status == "" && e.Err == nil {
+		return err
+	}
+	return e
+}
+
+// oneLine is s on one line (runs of white space made one space), cut
+// after n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
 }
 
 // BaseURL is the REST API root the clients call.

@@ -309,3 +309,64 @@ func TestNewClientsRejectsABadURL(t *testing.T) {
 		t.Error("NewClients accepted an unparsable URL")
 	}
 }
+
+// A token GitHub refuses ends the error with GitHub's status and message,
+// the cause, which `lastmile deliveries` keeps when it cuts a long error in
+// the middle; the token endpoint's URL is not in it.
+func TestInstallationTokenErrorsEndWithGitHubsAnswer(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	otherKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		appID int64
+		key   *rsa.PrivateKey
+		want  string
+	}{
+		"wrong private key": {w.sim.AppID(), otherKey, "GitHub answered 401 Unauthorized: A JSON web token could not be decoded"},
+		"wrong App ID":      {w.sim.AppID() + 1, simKey(t, w.sim), "GitHub answered 401 Unauthorized: Integration not found"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			clients, err := githubapp.NewClients(w.apiURL, tc.appID, tc.key, &githubapp.Transport{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			acme, _ := clients.Installation(w.acme)
+			_, _, _, err = acme.Repositories.GetContents(ctx, "acme", "shop", ".github/lastmile.yml", nil)
+			want := fmt.Sprintf("installation token for installation %d: %s", w.acme, tc.want)
+			if err == nil || !strings.HasSuffix(err.Error(), want) {
+				t.Fatalf("error %v, want one ending with %q", err, want)
+			}
+			if strings.Contains(err.Error(), "access_tokens") {
+				t.Errorf("error %q names the token endpoint", err)
+			}
+			var te *githubapp.InstallationTokenError
+			if !errors.As(err, &te) || te.Installation != w.acme || te.Status != "401 Unauthorized" {
+				t.Errorf("error %#v: want an *InstallationTokenError of installation %d, 401", err, w.acme)
+			}
+		})
+	}
+}
+
+// A token request that gets no answer says why, last; a rate limit stays
+// one for the worker, which then waits instead of counting an attempt.
+func TestInstallationTokenErrorsKeepTheirCause(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Method: "POST", Path: tokenPath, Times: 1, Reset: time.Hour})
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, _ := clients.Installation(w.acme)
+	_, _, err = acme.Repositories.GetCommit(ctx, "acme", "shop", "main", nil)
+	if _, limited := githubapp.IsRateLimited(err); !limited {
+		t.Fatalf("error %v: want a rate limit", err)
+	}
+	prefix := fmt.Sprintf("installation token for installation %d: GitHub primary rate limit (HTTP 403): retry after ", w.acme)
+	if !strings.Contains(err.Error(), prefix) {
+		t.Errorf("error %q, want it to end with %q and the time", err, prefix)
+	}
+}
