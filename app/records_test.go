@@ -314,9 +314,12 @@ func TestOneServePerDatabase(t *testing.T) {
 }
 
 // /readyz says whether lastmile can work, without telling the internet why
-// not (the log does).
+// not (the log does). A sandbox is ready when NewSandbox returns.
 func TestReadyz(t *testing.T) {
 	sb := sandbox(t, nil)
+	if !sb.App.worker.Alive() {
+		t.Error("NewSandbox returned before the worker ran")
+	}
 	get := func() (int, string) {
 		resp, err := http.Get(sb.URL() + "/readyz")
 		if err != nil {

@@ -82,6 +82,13 @@ func NewSandbox(ctx context.Context, opts SandboxOptions) (*Sandbox, error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	sb := &Sandbox{Sim: sim, App: a, Config: cfg, cancel: cancel, done: make(chan error, 1)}
 	go func() { sb.done <- a.Run(runCtx) }()
+	// Return once the worker runs, so that lastmile is ready (/readyz)
+	// when the caller gets it.
+	select {
+	case <-a.worker.Started():
+	case err := <-sb.done:
+		sb.done <- err // for Close
+	}
 	return sb, nil
 }
 

@@ -55,10 +55,12 @@ type Worker struct {
 	Backoff func(attempt int) time.Duration
 	Now     func() time.Time
 
-	wake  chan struct{}
-	once  sync.Once
-	mu    sync.Mutex
-	alive bool
+	wake    chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	alive   bool
+	started chan struct{} // closed once Run has begun
+	begun   sync.Once
 	// hands is the context of the deliveries in hand: Run's ending does
 	// not cancel it, Abort does.
 	hands context.Context
@@ -68,6 +70,7 @@ type Worker struct {
 func (w *Worker) init() {
 	w.once.Do(func() {
 		w.wake = make(chan struct{}, 1)
+		w.started = make(chan struct{})
 		if w.Backoff == nil {
 			w.Backoff = DefaultBackoff
 		}
@@ -112,6 +115,13 @@ func (w *Worker) Notify() {
 	}
 }
 
+// Started is closed once Run has begun: Alive is true from then until Run
+// ends.
+func (w *Worker) Started() <-chan struct{} {
+	w.init()
+	return w.started
+}
+
 // Alive reports whether Run is running.
 func (w *Worker) Alive() bool {
 	w.mu.Lock()
@@ -127,6 +137,7 @@ func (w *Worker) Run(ctx context.Context) {
 	w.mu.Lock()
 	w.alive = true
 	w.mu.Unlock()
+	w.begun.Do(func() { close(w.started) })
 	defer func() {
 		w.mu.Lock()
 		w.alive = false
