@@ -200,6 +200,7 @@ func (a *App) Run(ctx context.Context) error {
 	workerDone := make(chan struct{})
 	go func() { a.worker.Run(workCtx); close(workerDone) }()
 	run(func(ctx context.Context) { a.metrics.RunFlusher(ctx, 10*time.Second) })
+	run(func(ctx context.Context) { checkCredentials(ctx, a.clients, a.cfg.AppID, a.log) })
 	run(a.sweep)
 	if a.cfg.RedeliveryInterval > 0 {
 		r := &githubapp.Redeliverer{App: a.clients.App(), Store: a.db, Window: a.cfg.RedeliveryWindow,

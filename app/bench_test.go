@@ -14,7 +14,8 @@ import (
 
 // apiCalls counts lastmile's calls to GitHub (the App's and its
 // installations', not the simulated workflows'), by endpoint, leaving out
-// installation token requests.
+// installation token requests and the start-up check of the App's
+// credentials (GET /app, once per start).
 func apiCalls(sim *simulator.Simulator) map[string]int {
 	ids := regexp.MustCompile(`/[0-9a-f]{40}|/\d+`)
 	out := map[string]int{}
@@ -22,7 +23,7 @@ func apiCalls(sim *simulator.Simulator) map[string]int {
 		if r.Auth != simulator.AuthInstallation && r.Auth != simulator.AuthApp {
 			continue
 		}
-		if strings.HasSuffix(r.Path, "/access_tokens") {
+		if strings.HasSuffix(r.Path, "/access_tokens") || r.Method == "GET" && r.Path == "/app" {
 			continue
 		}
 		out[r.Method+" "+ids.ReplaceAllString(r.Path, "/{id}")]++
