@@ -47,9 +47,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "version", "--version":
+	case "--version":
 		fmt.Fprintln(stdout, "lastmile", Version)
 		return 0
+	case "version":
+		err = version(rest, stdout, stderr)
 	case "serve":
 		err = serve(ctx, rest, getenv, stdout, stderr)
 	case "demo":
@@ -151,6 +153,21 @@ func newFlagSet(name, usage string, stderr io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+func version(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("lastmile version", "Usage: lastmile version\n\n"+
+		"Prints lastmile's version: \"dev\" unless the build set it with\n"+
+		"  go build -ldflags \"-X github.com/lastmile-app/lastmile/app.Version=v1.2.3\" ./cmd/lastmile", stderr)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	fmt.Fprintln(stdout, "lastmile", Version)
+	return nil
 }
 
 func deliveries(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -420,9 +420,15 @@ func TestMainHelpAndVersion(t *testing.T) {
 			t.Errorf("%v: exit %d, stdout %q", args, code, stdout)
 		}
 	}
-	code, stdout, _ := runCLI(t, nil, "version")
-	if code != 0 || strings.TrimSpace(stdout) != "lastmile "+app.Version {
-		t.Errorf("version: exit %d, stdout %q", code, stdout)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, stdout, _ := runCLI(t, nil, args...)
+		if code != 0 || strings.TrimSpace(stdout) != "lastmile "+app.Version {
+			t.Errorf("%v: exit %d, stdout %q", args, code, stdout)
+		}
+	}
+	code, stdout, stderr := runCLI(t, nil, "version", "extra")
+	if code != 2 || stdout != "" || !strings.Contains(stderr, "Usage: lastmile version") {
+		t.Errorf("version extra: exit %d, stdout %q, stderr %q; want 2 and the usage on stderr", code, stdout, stderr)
 	}
 }
 
@@ -438,6 +444,7 @@ func TestHelpGoesToStdout(t *testing.T) {
 		{"history", "Usage: lastmile history"},
 		{"audit", "Usage: lastmile audit"},
 		{"deliveries", "Usage: lastmile deliveries"},
+		{"version", "Usage: lastmile version"},
 	} {
 		for _, help := range []string{"-h", "--help", "-help"} {
 			t.Run(cmd.name+" "+help, func(t *testing.T) {
