@@ -45,11 +45,14 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	if *asJSON {
+		if list == nil {
+			list = []pipeline.HistoryEntry{} // [], not null
+		}
 		return writeJSONTo(stdout, list)
 	}
 	stdout = terminal{stdout}
 	if len(list) == 0 {
-		fmt.Fprintln(stdout, "no releases recorded yet")
+		fmt.Fprintln(stdout, noReleases(*repo, *env))
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
@@ -72,6 +75,22 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 			orDash(inline(r.Pusher)), state, strings.Join(stages, "  "))
 	}
 	return tw.Flush()
+}
+
+// noReleases says that history found nothing, and for which filters:
+// other repositories may have releases.
+func noReleases(repo, env string) string {
+	msg := "no releases"
+	if repo != "" {
+		msg += " of " + inline(repo)
+	}
+	if env != "" {
+		msg += " deployed to " + inline(env)
+	}
+	if repo == "" && env == "" {
+		msg += " recorded yet"
+	}
+	return msg
 }
 
 // audit prints one release's full record.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,9 +56,32 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 		!strings.Contains(out, "production:success") || !strings.Contains(out, "completed") {
 		t.Errorf("history: exit %d\n%s%s", code, out, errOut)
 	}
-	code, out, _ = run(t, db, "history", "--repo", "acme/other")
-	if code != 0 || !strings.Contains(out, "no releases") {
-		t.Errorf("history of another repository: exit %d\n%s", code, out)
+	// Nothing matches the filters: the message says for which, as other
+	// repositories have releases.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--repo", "acme/other"}, "no releases of acme/other\n"},
+		{[]string{"--env", "qa"}, "no releases deployed to qa\n"},
+		{[]string{"--repo", "acme/other", "--env", "production"}, "no releases of acme/other deployed to production\n"},
+	} {
+		code, out, _ = run(t, db, append([]string{"history"}, tc.args...)...)
+		if code != 0 || out != tc.want {
+			t.Errorf("history %v: exit %d, %q; want %q", tc.args, code, out, tc.want)
+		}
+	}
+	if code, out, _ := run(t, db, "history", "--repo", "acme/other", "--json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("history --json of another repository: exit %d, %q; want []", code, out)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	edb, err := storage.Open(context.Background(), empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edb.Close()
+	if code, out, _ := run(t, empty, "history"); code != 0 || out != "no releases recorded yet\n" {
+		t.Errorf("history of an empty database: exit %d, %q", code, out)
 	}
 
 	code, out, errOut = run(t, db, "audit", "acme/shop", sha[:10])
