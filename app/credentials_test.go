@@ -20,40 +20,72 @@ import (
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
-// wrongKey runs lastmile with a private key that is not the App's.
-func wrongKey(t *testing.T) *Sandbox {
+// loggedSandbox is sandbox with lastmile's log kept in logs, which tells
+// when a line containing want arrives.
+func loggedSandbox(t *testing.T, configure func(*Config), want string) (*Sandbox, *logLines) {
 	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	logs := newLogLines(want)
+	sb, err := NewSandbox(context.Background(), SandboxOptions{Dir: t.TempDir(), Logger: logs.logger(), Configure: configure})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sandbox(t, func(c *Config) {
-		c.Key = key
-		c.MaxAttempts = 100 // pending, not dead, while the test looks
+	t.Cleanup(func() {
+		if err := sb.Close(); err != nil {
+			t.Errorf("close sandbox: %v", err)
+		}
 	})
+	return sb, logs
+}
+
+// awaitLog waits until logs has had the line it waits for.
+func awaitLog(t *testing.T, logs *logLines, what string) {
+	t.Helper()
+	select {
+	case <-logs.seen:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no %s in the log after 30 s:\n%s", what, logs)
+	}
+}
+
+// onlyDelivery returns the one delivery of the sandbox's inbox.
+func onlyDelivery(t *testing.T, sb *Sandbox) *pipeline.Delivery {
+	t.Helper()
+	list, err := sb.App.DB().ListDeliveries(context.Background(), storageFilterAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Fatalf("%d deliveries, want 1: %+v", len(list), list)
+	}
+	return list[0]
+}
+
+// detailRow returns the row of delivery id in `lastmile deliveries` output.
+func detailRow(stdout, id string) string {
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.Contains(l, id) {
+			return strings.TrimRight(l, " ")
+		}
+	}
+	return ""
 }
 
 // With a wrong private key every delivery fails to get an installation
 // token: `lastmile deliveries --state pending` ends its DETAIL with
 // GitHub's answer, the cause, which a cut in the middle keeps.
 func TestWrongPrivateKeyShowsGitHubsAnswer(t *testing.T) {
-	sb := wrongKey(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, logs := loggedSandbox(t, func(c *Config) {
+		c.Key = key
+		c.MaxAttempts = 100 // pending, not dead, while the test looks
+	}, `msg="delivery failed; will retry"`)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
 	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
-	var failed *pipeline.Delivery
-	waitFor(t, sb, "the push's delivery to fail", func(*simulator.Simulator) bool {
-		list, err := sb.App.DB().ListDeliveries(context.Background(), storageFilterAll())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range list {
-			if d.Event == "push" && d.LastError != "" {
-				failed = d
-				return true
-			}
-		}
-		return false
-	})
+	awaitLog(t, logs, "failed delivery") // logged once the failure is recorded
+	failed := onlyDelivery(t, sb)
 	cause := "installation token for installation " + strconv.FormatInt(failed.InstallationID, 10) +
 		": GitHub answered 401 Unauthorized: A JSON web token could not be decoded"
 	if !strings.HasSuffix(failed.LastError, cause) || !strings.Contains(failed.LastError, "read .github/lastmile.yml at "+push.After[:7]) {
@@ -63,17 +95,11 @@ func TestWrongPrivateKeyShowsGitHubsAnswer(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deliveries: exit %d, %s", code, stderr)
 	}
-	var row string
-	for _, l := range strings.Split(stdout, "\n") {
-		if strings.Contains(l, failed.ID) {
-			row = strings.TrimRight(l, " ")
-		}
-	}
+	t.Logf("lastmile deliveries --state pending:\n%s", stdout)
 	// The DETAIL's last 66 characters: most of GitHub's answer.
-	if !strings.HasSuffix(row, "answered 401 Unauthorized: A JSON web token could not be decoded") {
+	if row := detailRow(stdout, failed.ID); !strings.HasSuffix(row, "answered 401 Unauthorized: A JSON web token could not be decoded") {
 		t.Errorf("deliveries --state pending shows\n%s\nwant the row of %s to end with GitHub's answer", stdout, failed.ID)
 	}
-	t.Logf("lastmile deliveries --state pending:\n%s", stdout)
 }
 
 // logLines is a log's text, kept for a test, which tells when a line with
@@ -193,22 +219,8 @@ func TestStartWithAWrongKeyLogsTheCause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := newLogLines("GitHub refuses the App's credentials")
-	sb, err := NewSandbox(context.Background(), SandboxOptions{Dir: t.TempDir(), Logger: logs.logger(),
-		Configure: func(c *Config) { c.Key = key }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sb.Close(); err != nil {
-			t.Errorf("close sandbox: %v", err)
-		}
-	})
-	select {
-	case <-logs.seen:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no word of the refused credentials in the log:\n%s", logs)
-	}
+	sb, logs := loggedSandbox(t, func(c *Config) { c.Key = key }, "GitHub refuses the App's credentials")
+	awaitLog(t, logs, "word of the refused credentials")
 	line := logs.find("level=ERROR", "GitHub refuses the App's credentials", `message="A JSON web token could not be decoded"`)
 	if line == "" {
 		t.Fatalf("log:\n%s", logs)
