@@ -315,8 +315,10 @@ func TestNoConfigMeansNotEnrolled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].State != pipeline.DeliveryDone || !strings.Contains(list[0].Note, "not enrolled") {
-		t.Errorf("push delivery: %+v", list)
+	// Recorded as ignored, as the specification says, with why.
+	want := "repository not enrolled: no .github/lastmile.yml at " + push.After[:7]
+	if len(list) != 1 || list[0].State != pipeline.DeliveryIgnored || list[0].Note != want || list[0].Attempts != 1 {
+		t.Errorf("push delivery: %+v; want ignored after one attempt, noted %q", list, want)
 	}
 }
 

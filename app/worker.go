@@ -21,6 +21,9 @@ type Inbox interface {
 	// other queue heads comes due (zero: none).
 	NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, time.Time, error)
 	FinishDelivery(ctx context.Context, seq int64, note string) error
+	// IgnoreDelivery records a handled delivery as ignored: handling found
+	// nothing to act on (a push of a repository that is not enrolled).
+	IgnoreDelivery(ctx context.Context, seq int64, note string) error
 	FailDelivery(ctx context.Context, seq int64, cause string, next time.Time, dead bool) error
 	// PostponeDelivery has a delivery wait until next without counting an
 	// attempt: GitHub asked to wait (a rate limit), or its API has not
@@ -212,16 +215,20 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	took := time.Since(start)
 
 	var ignored *pipeline.Ignored
-	note := ""
+	note, state := "", pipeline.DeliveryDone
 	if errors.As(err, &ignored) {
-		note, err = ignored.Reason, nil
+		note, state, err = ignored.Reason, ignored.DeliveryState(), nil
 	}
 	if err == nil {
-		if !w.record(ctx, log, "mark delivery done", err, func() error { return w.Inbox.FinishDelivery(ctx, d.Seq, note) }) {
+		finish := w.Inbox.FinishDelivery
+		if state == pipeline.DeliveryIgnored {
+			finish = w.Inbox.IgnoreDelivery
+		}
+		if !w.record(ctx, log, "mark delivery "+string(state), err, func() error { return finish(ctx, d.Seq, note) }) {
 			return
 		}
-		log.Debug("delivery handled", "took", took, "note", note)
-		w.observe(d.Event, "done", took)
+		log.Debug("delivery handled", "took", took, "state", state, "note", note)
+		w.observe(d.Event, string(state), took)
 		return
 	}
 

@@ -260,8 +260,10 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 		maxAttempts int
 	}{
 		"success": {result: "done", state: pipeline.DeliveryDone, attempts: 1},
-		"ignored is done, with its reason": {err: &pipeline.Ignored{Reason: "acme/a is not enrolled: no .github/lastmile.yml"},
-			result: "done", state: pipeline.DeliveryDone, note: "acme/a is not enrolled: no .github/lastmile.yml", attempts: 1},
+		"ignored is done, with its reason": {err: &pipeline.Ignored{Reason: "push to topic, not the pipeline branch"},
+			result: "done", state: pipeline.DeliveryDone, note: "push to topic, not the pipeline branch", attempts: 1},
+		"not enrolled: ignored, with its reason": {err: fmt.Errorf("push: %w", &pipeline.Ignored{Reason: "repository not enrolled: no .github/lastmile.yml at 1a2b3c4", NotEnrolled: true}),
+			result: "ignored", state: pipeline.DeliveryIgnored, note: "repository not enrolled: no .github/lastmile.yml at 1a2b3c4", attempts: 1},
 		"wrapped ignored": {err: fmt.Errorf("push: %w", &pipeline.Ignored{Reason: "tag push"}),
 			result: "done", state: pipeline.DeliveryDone, note: "tag push", attempts: 1},
 		"error: retried after the backoff": {err: errors.New("GitHub answered 502"),
@@ -317,7 +319,7 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 			if !strings.Contains(d.LastError, tc.errHas) || (tc.errHas == "" && d.LastError != "") {
 				t.Errorf("last error %q, want it to contain %q", d.LastError, tc.errHas)
 			}
-			if tc.state == pipeline.DeliveryDone || tc.state == pipeline.DeliveryDead {
+			if tc.state == pipeline.DeliveryDone || tc.state == pipeline.DeliveryIgnored || tc.state == pipeline.DeliveryDead {
 				if !d.FinishedAt.Equal(now) {
 					t.Errorf("finished at %v, want %v", d.FinishedAt, now)
 				}

@@ -188,7 +188,7 @@ func New(source Source, sink CounterSink, version string, log *slog.Logger) *Met
 		}, []string{"installation", "resource"}),
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lastmile_deliveries_handled_total",
-			Help: "Delivery handling attempts by the worker in this process, by event and result (done, retry, dead).",
+			Help: "Delivery handling attempts by the worker in this process, by event and result (done, ignored, retry, dead).",
 		}, []string{"event", "result"}),
 		handling: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "lastmile_delivery_handling_seconds",

@@ -6,11 +6,13 @@ import "time"
 type DeliveryState string
 
 // The states of a delivery. A delivery enters the inbox as pending (or as
-// ignored, for events lastmile does not act on) and leaves it as done or dead.
+// ignored, for events lastmile does not act on) and leaves it as done,
+// ignored (a push of a repository that is not enrolled, or a dead delivery
+// an operator gave up) or dead.
 const (
 	DeliveryPending DeliveryState = "pending" // waiting for the worker, possibly after a failed attempt
 	DeliveryDone    DeliveryState = "done"    // handled; its effects are committed
-	DeliveryIgnored DeliveryState = "ignored" // an event lastmile does not handle, or a ping
+	DeliveryIgnored DeliveryState = "ignored" // an event lastmile does not handle, a ping, a push of a repository not enrolled, a discarded delivery
 	DeliveryDead    DeliveryState = "dead"    // failed too often; waits for an operator
 )
 

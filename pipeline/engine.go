@@ -96,10 +96,26 @@ func (e *Engine) learnPipelineBranch(ctx context.Context, p Push) (string, error
 }
 
 // Ignored is returned by handlers for events that lastmile records but does
-// not act on; the delivery is done, with the reason as its note.
-type Ignored struct{ Reason string }
+// not act on; the delivery is done, with the reason as its note — or, for a
+// push of a repository that is not enrolled, ignored, as the specification
+// records it.
+type Ignored struct {
+	Reason string
+	// NotEnrolled says the repository has no configuration at the pushed
+	// commit: the push is recorded as ignored.
+	NotEnrolled bool
+}
 
 func (e *Ignored) Error() string { return "ignored: " + e.Reason }
+
+// DeliveryState is the state the delivery is recorded in: ignored for a
+// push of a repository that is not enrolled, done otherwise.
+func (e *Ignored) DeliveryState() DeliveryState {
+	if e.NotEnrolled {
+		return DeliveryIgnored
+	}
+	return DeliveryDone
+}
 
 // LookAgain is returned by a handler that must see GitHub again shortly
 // (its API has not caught up with an event yet): the delivery is retried at
@@ -142,7 +158,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 				return err
 			}
 		}
-		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After)}
+		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After), NotEnrolled: true}
 	}
 	if err != nil && !errors.Is(err, ErrTooLarge) {
 		return fmt.Errorf("read %s at %s: %w", ConfigPath, short(p.After), err)

@@ -485,8 +485,9 @@ func TestLatePushAfterTheConfigurationWasRemovedIsIgnored(t *testing.T) {
 	}
 	h.gh.head, h.gh.noConfig = c2, []string{c2}
 	var ignored *pipeline.Ignored
-	if err := h.deliverPush(cA, c2, false, time.Now().Add(-time.Minute)); !errors.As(err, &ignored) {
-		t.Fatalf("the push removing the configuration = %v, want it ignored (not enrolled)", err)
+	if err := h.deliverPush(cA, c2, false, time.Now().Add(-time.Minute)); !errors.As(err, &ignored) || !ignored.NotEnrolled ||
+		ignored.DeliveryState() != pipeline.DeliveryIgnored {
+		t.Fatalf("the push removing the configuration = %v, want it ignored (not enrolled), recorded as ignored", err)
 	}
 	if err := h.deliverPush(c1, cA, false, time.Now().Add(-2*time.Minute)); !errors.As(err, &ignored) {
 		t.Fatalf("the older push of cA, delivered after = %v, want it ignored", err)

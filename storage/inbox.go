@@ -254,8 +254,18 @@ func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
 // FinishDelivery marks a delivery done: its handling has committed. note
 // says what handling concluded, if worth saying.
 func (db *DB) FinishDelivery(ctx context.Context, seq int64, note string) error {
-	if _, err := db.exec(ctx, `UPDATE deliveries SET state = 'done', attempts = attempts + 1,
-		last_error = '', finished_at = ?, note = ? WHERE seq = ?`, millis(db.Now()), note, seq); err != nil {
+	return db.finishDelivery(ctx, seq, pipeline.DeliveryDone, note)
+}
+
+// IgnoreDelivery marks a handled delivery ignored: handling found nothing
+// to act on (a push of a repository that is not enrolled); note says why.
+func (db *DB) IgnoreDelivery(ctx context.Context, seq int64, note string) error {
+	return db.finishDelivery(ctx, seq, pipeline.DeliveryIgnored, note)
+}
+
+func (db *DB) finishDelivery(ctx context.Context, seq int64, state pipeline.DeliveryState, note string) error {
+	if _, err := db.exec(ctx, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
+		last_error = '', finished_at = ?, note = ? WHERE seq = ?`, string(state), millis(db.Now()), note, seq); err != nil {
 		return err
 	}
 	db.queue.handled(seq, true, time.Time{})

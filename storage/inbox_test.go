@@ -230,6 +230,7 @@ func TestFinishAndFailDelivery(t *testing.T) {
 	done := acceptDelivery(t, db, pendingDelivery("done", "a/b"))
 	retried := acceptDelivery(t, db, pendingDelivery("retried", "a/c"))
 	dead := acceptDelivery(t, db, pendingDelivery("dead", "a/d"))
+	ignored := acceptDelivery(t, db, pendingDelivery("ignored", "a/e"))
 
 	finishedAt := inboxT0.Add(time.Minute)
 	db.Now = func() time.Time { return finishedAt }
@@ -238,7 +239,10 @@ func TestFinishAndFailDelivery(t *testing.T) {
 	if err := db.FailDelivery(ctx, done.Seq, "first try failed", next, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.FinishDelivery(ctx, done.Seq, "not enrolled"); err != nil {
+	if err := db.FinishDelivery(ctx, done.Seq, "push to topic, not the pipeline branch"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.IgnoreDelivery(ctx, ignored.Seq, "repository not enrolled"); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -259,7 +263,8 @@ func TestFinishAndFailDelivery(t *testing.T) {
 		finished time.Time
 		next     time.Time
 	}{
-		{"done", pipeline.DeliveryDone, 2, "", "not enrolled", finishedAt, next},
+		{"done", pipeline.DeliveryDone, 2, "", "push to topic, not the pipeline branch", finishedAt, next},
+		{"ignored", pipeline.DeliveryIgnored, 1, "", "repository not enrolled", finishedAt, inboxT0},
 		{"retried", pipeline.DeliveryPending, 2, "GitHub 502", "", time.Time{}, next},
 		{"dead", pipeline.DeliveryDead, 1, "malformed payload", "", finishedAt, next},
 	}
@@ -285,7 +290,7 @@ func TestFinishAndFailDelivery(t *testing.T) {
 	if stats[pipeline.DeliveryPending] != 1 || stats[pipeline.DeliveryDead] != 1 {
 		t.Errorf("InboxStats = %v, want 1 pending and 1 dead", stats)
 	}
-	// Neither done nor dead deliveries are work any more.
+	// Neither done, ignored nor dead deliveries are work any more.
 	got, err := db.NextDeliveries(ctx, next, nil, 10)
 	if err != nil {
 		t.Fatal(err)
