@@ -13,8 +13,9 @@ import (
 
 // githubStub answers the GitHub calls lastmile's worker makes for a push to
 // a repository that is not enrolled: an installation token, then a 404 for
-// .github/lastmile.yml. The worker then records the push as ignored and
-// marks the delivery done — the full handling path, without GitHub.
+// .github/lastmile.yml. The worker then records the delivery as ignored
+// (not enrolled) — the full handling path, without GitHub. It also answers
+// lastmile's start-up check of the App's credentials (GET /app).
 type githubStub struct {
 	Latency time.Duration // added to every answer, to mimic GitHub's
 
@@ -39,6 +40,10 @@ func startGitHubStub(latency time.Duration) (*githubStub, error) {
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, `{"token":"x","expires_at":%q,"permissions":{"contents":"read","deployments":"write","statuses":"write"},"repository_selection":"all"}`,
 			time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	})
+	mux.HandleFunc("GET /app", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		fmt.Fprint(w, `{"id":1,"slug":"lastmile-loadgen","name":"lastmile-loadgen","installations_count":1}`)
 	})
 	mux.HandleFunc("GET /repos/{owner}/{repo}/contents/.github/lastmile.yml", func(w http.ResponseWriter, r *http.Request) {
 		s.wait(r.Context())
