@@ -61,6 +61,9 @@ func (a *App) apiHistory(c echo.Context) error {
 	if err != nil {
 		return a.apiError(c, err)
 	}
+	if list == nil {
+		list = []pipeline.HistoryEntry{} // [] for none, not null
+	}
 	return c.JSON(http.StatusOK, map[string]any{"releases": list})
 }
 

@@ -125,26 +125,8 @@ var settings = []setting{
 		set: func(c *Config, v string) error { c.PrivateKey = Secret(v); return nil }},
 	{env: "LASTMILE_GITHUB_URL", flag: "github-url", def: "https://api.github.com/", help: "GitHub REST API root, without user:password@, query or fragment; GitHub Enterprise Server: https://HOST/api/v3/",
 		set: func(c *Config, v string) error {
-			u, err := url.Parse(v)
-			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-				return fmt.Errorf("%q is not an http(s) URL with a host", redactURL(v))
-			}
-			var wrong []string
-			if u.User != nil {
-				wrong = append(wrong, "a user name or password (user:password@)")
-			}
-			if u.RawQuery != "" || u.ForceQuery {
-				wrong = append(wrong, "a query (?…)")
-			}
-			if u.Fragment != "" || strings.Contains(v, "#") {
-				wrong = append(wrong, "a fragment (#…)")
-			}
-			if len(wrong) > 0 {
-				why := ""
-				if u.User != nil {
-					why = ": lastmile authenticates to GitHub as the App, and the URL is logged"
-				}
-				return fmt.Errorf("%q must be the API root alone, without %s%s", redactURL(v), strings.Join(wrong, ", nor "), why)
+			if err := checkGitHubURL(v); err != nil {
+				return err
 			}
 			c.GitHubURL = v
 			return nil
@@ -235,6 +217,34 @@ func DefaultConfig() *Config {
 		}
 	}
 	return c
+}
+
+// checkGitHubURL accepts GitHub's REST API root: an http(s) URL with a
+// host, and nothing that does not belong there (credentials, which would
+// be logged, a query or a fragment).
+func checkGitHubURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL with a host", redactURL(v))
+	}
+	var wrong []string
+	if u.User != nil {
+		wrong = append(wrong, "a user name or password (user:password@)")
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		wrong = append(wrong, "a query (?…)")
+	}
+	if u.Fragment != "" || strings.Contains(v, "#") {
+		wrong = append(wrong, "a fragment (#…)")
+	}
+	if len(wrong) > 0 {
+		why := ""
+		if u.User != nil {
+			why = ": lastmile authenticates to GitHub as the App, and the URL is logged"
+		}
+		return fmt.Errorf("%q must be the API root alone, without %s%s", redactURL(v), strings.Join(wrong, ", nor "), why)
+	}
+	return nil
 }
 
 // checkHostPort accepts a listen address: host:port, the host possibly

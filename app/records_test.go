@@ -169,6 +169,10 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &rec) != nil || rec.Release.SHA != sha {
 		t.Errorf("with the token: %d %s", code, body)
 	}
+	if code, body := get("/api/v1/history?repository=acme/nope", "Bearer "+token); code != http.StatusOK ||
+		strings.TrimSpace(body) != `{"releases":[]}` {
+		t.Errorf("history of a repository with none: %d %s, want an empty list", code, body)
+	}
 	if code, body := get("/api/v1/history?limit=5", "Bearer "+token); code != http.StatusOK || !strings.Contains(body, sha) {
 		t.Errorf("history with the token: %d %s", code, body)
 	}

@@ -58,6 +58,11 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 			*apiURL = strings.TrimSuffix(*webURL, "/") + "/api/v3/"
 		}
 	}
+	if err := checkGitHubURL(*apiURL); err != nil {
+		// What it writes to lastmile.env, serve would refuse.
+		fmt.Fprintf(stderr, "lastmile register: --github-url: %v\n", err)
+		return errUsage
+	}
 	if !*printOnly {
 		// The App's key and secret are written there once GitHub has made
 		// the App; an earlier App's must not be overwritten.

@@ -201,6 +201,22 @@ func TestRegisterNeedsAWebhookURL(t *testing.T) {
 	}
 }
 
+// A --github-url that serve would refuse is refused before anything is
+// created on GitHub or written, and its credentials are not echoed.
+func TestRegisterRefusesAGitHubURLServeWouldRefuse(t *testing.T) {
+	for _, u := range []string{"https://admin:hunter2@ghe.example.com/api/v3/", "https://ghe.example.com/api/v3/?x=1", "ghe.example.com"} {
+		out := t.TempDir()
+		code, _, errOut := run(t, "", "register", "--webhook-url", "https://lm.example.com/webhook",
+			"--listen", "127.0.0.1:0", "--out", out, "--github-url", u)
+		if code != 2 || !strings.Contains(errOut, "--github-url") || strings.Contains(errOut, "hunter2") {
+			t.Errorf("--github-url %s: exit %d: %s", u, code, errOut)
+		}
+		if files, _ := os.ReadDir(out); len(files) != 0 {
+			t.Errorf("--github-url %s: %d files written to --out", u, len(files))
+		}
+	}
+}
+
 // An earlier App's key or settings in --out are never overwritten: register
 // refuses before anything is created on GitHub.
 func TestRegisterKeepsAnEarlierAppsFiles(t *testing.T) {
