@@ -320,7 +320,7 @@ func validRefName(s string) error {
 	case strings.HasPrefix(s, "/"), strings.HasSuffix(s, "/"):
 		return errors.New("git refuses a branch name that starts or ends with /")
 	case strings.HasSuffix(s, "."):
-		return errors.New("git refuses a branch name that ends with .")
+		return errors.New("git refuses a branch name that ends with a dot")
 	}
 	for _, part := range strings.Split(s, "/") {
 		if strings.HasPrefix(part, ".") {

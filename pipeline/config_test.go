@@ -154,7 +154,7 @@ func TestParseConfigBranchNames(t *testing.T) {
 		"/main":           "starts or ends with /",
 		"main/":           "starts or ends with /",
 		"a//b":            `"//"`,
-		"main.":           "ends with .",
+		"main.":           "ends with a dot",
 		".main":           `starts with . (".main")`,
 		"a/.b/c":          `starts with . (".b")`,
 		"main.lock":       `ends with .lock ("main.lock")`,
