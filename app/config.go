@@ -60,7 +60,8 @@ type Config struct {
 
 // redactURL is u with its user information (user:password@), which may be
 // a credential, replaced by REDACTED, whether or not u parses: for logs and
-// error messages.
+// error messages. A URL that does not parse (a password holding '/', '?'
+// or '#' breaks it) is redacted up to its last '@'.
 func redactURL(u string) string {
 	prefix, rest := "", u
 	if scheme, after, ok := strings.Cut(u, "://"); ok {
@@ -71,6 +72,9 @@ func redactURL(u string) string {
 		authority = rest[:i]
 	}
 	at := strings.LastIndex(authority, "@")
+	if _, err := url.Parse(u); at < 0 && err != nil {
+		at = strings.LastIndex(rest, "@")
+	}
 	if at < 0 {
 		return u
 	}

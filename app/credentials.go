@@ -24,7 +24,7 @@ func checkCredentials(ctx context.Context, clients *githubapp.Clients, appID int
 	if ctx.Err() != nil {
 		return // stopping
 	}
-	api := strings.TrimSuffix(clients.BaseURL().String(), "/")
+	api := redactURL(strings.TrimSuffix(clients.BaseURL().String(), "/"))
 	var refused *github.ErrorResponse
 	switch {
 	case err == nil:

@@ -22,7 +22,11 @@ func TestRedactURL(t *testing.T) {
 		"http://user:pass@[::1":                     "http://REDACTED@[::1",
 		"https://host/path@not-userinfo":            "https://host/path@not-userinfo",
 		"user:pass@host/api":                        "REDACTED@host/api",
-		"":                                          "",
+		// A password holding '/', '?' or '#' makes the URL unparsable.
+		"https://x-access-token:ghp_sec/ret@ghe.example.com/api/v3/": "https://REDACTED@ghe.example.com/api/v3/",
+		"https://user:pa?ss@ghe.example.com/":                        "https://REDACTED@ghe.example.com/",
+		"https://user:pa#ss@ghe.example.com/":                        "https://REDACTED@ghe.example.com/",
+		"":                                                           "",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
@@ -73,11 +77,16 @@ func TestStartupLogRedactsTheGitHubURL(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	waitUntil(t, "lastmile logs its start", 10*time.Second, func() bool { return strings.Contains(log.String(), "lastmile starting") })
+	// The start-up check of the App's credentials names GitHub too.
+	waitUntil(t, "the credentials check gives up", 60*time.Second, func() bool {
+		return strings.Contains(log.String(), "could not check the App's credentials")
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
-	if out := log.String(); strings.Contains(out, "s3cret-pass") || !strings.Contains(out, "github=http://REDACTED@127.0.0.1:1/") {
+	if out := log.String(); strings.Contains(out, "s3cret-pass") || !strings.Contains(out, "github=http://REDACTED@127.0.0.1:1/") ||
+		!strings.Contains(out, "github=http://REDACTED@127.0.0.1:1 ") {
 		t.Errorf("log:\n%s\nwant the GitHub URL as http://REDACTED@127.0.0.1:1/", out)
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"math"
 	"net/url"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -429,15 +428,15 @@ func fromMillis(ms int64) time.Time {
 }
 
 // fileURI is the SQLite URI filename of the file at path, without its
-// query. The path is cleaned, and an absolute one is given an empty
-// authority (file:///var/lib/…): written as it is, a path that starts with
-// // (LASTMILE_DATABASE=//var/lib/lastmile.db) would read as
-// file://HOST/…, which SQLite refuses ("invalid uri authority"). In the
-// path, '?' and '#' would end it, and '%' start an escape.
+// query. An absolute path is given an empty authority (file:///var/lib/…):
+// written as it is, a path that starts with // (LASTMILE_DATABASE=
+// //var/lib/lastmile.db) would read as file://HOST/…, which SQLite refuses
+// ("invalid uri authority"). The path is not cleaned: the kernel resolves
+// it, symbolic links and all, as it does for the lock file beside it. In
+// the path, '?' and '#' would end it, and '%' start an escape.
 func fileURI(path string) string {
-	clean := filepath.Clean(path)
-	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(clean)
-	if strings.HasPrefix(clean, "/") {
+	escaped := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	if strings.HasPrefix(path, "/") {
 		return "file://" + escaped
 	}
 	return "file:" + escaped

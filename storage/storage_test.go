@@ -167,7 +167,10 @@ func readMigrations(t *testing.T, path string) map[int]migrationRow {
 // A database path written with a leading // (or with . and .. in it) is
 // the file it names: //tmp/x.db opens /tmp/x.db, rather than failing with
 // "invalid uri authority" once an empty file has been created.
-func TestOpenCleansThePath(t *testing.T) {
+// The path is the file the kernel finds, as written: a leading //, ./ and
+// .., and a symbolic link followed by .. (which names the link target's
+// parent, not the folder the link is in).
+func TestOpenTakesThePathAsWritten(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	if !filepath.IsAbs(dir) {
@@ -177,15 +180,24 @@ func TestOpenCleansThePath(t *testing.T) {
 		{"a.db", "/" + filepath.Join(dir, "a.db")},
 		{"b.db", "//" + dir + "/./sub/../b.db"},
 		{"c?#%.db", "/" + dir + "//c?#%.db"},
+		{"vol/d.db", dir + "/link/../d.db"}, // link -> vol/data
 	} {
 		if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o700); err != nil {
 			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "vol", "data"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, "link")); err != nil {
+			if err := os.Symlink(filepath.Join(dir, "vol", "data"), filepath.Join(dir, "link")); err != nil {
+				t.Fatal(err)
+			}
 		}
 		db, err := storage.Open(ctx, tc.written)
 		if err != nil {
 			t.Fatalf("Open(%q): %v", tc.written, err)
 		}
-		acceptDelivery(t, db, pendingDelivery("d-"+tc.name, "acme/shop"))
+		acceptDelivery(t, db, pendingDelivery("d-"+filepath.Base(tc.name), "acme/shop"))
 		if err := db.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -196,7 +208,7 @@ func TestOpenCleansThePath(t *testing.T) {
 			if err != nil {
 				t.Fatalf("OpenExisting(%q): %v", p, err)
 			}
-			if _, err := db.GetDelivery(ctx, "d-"+tc.name); err != nil {
+			if _, err := db.GetDelivery(ctx, "d-"+filepath.Base(tc.name)); err != nil {
 				t.Errorf("GetDelivery through %q: %v", p, err)
 			}
 			db.Close()
