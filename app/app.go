@@ -312,6 +312,14 @@ func (a *App) sweep(ctx context.Context) {
 		} else if n > 0 {
 			a.log.Info("sweep: releases stopped after waiting too long for required contexts", "count", n)
 		}
+		if n, err := a.engine.FetchMissingJobLogs(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("sweep: deploy job logs GitHub did not have at first", "error", err)
+		} else if n > 0 {
+			a.log.Info("sweep: deploy job logs kept that GitHub did not have at first", "count", n)
+		}
 		if a.cfg.RetentionDays > 0 && time.Since(lastPrune) > time.Hour {
 			cutoff := time.Now().AddDate(0, 0, -a.cfg.RetentionDays)
 			if p, err := a.db.Prune(ctx, cutoff); err != nil {

@@ -588,11 +588,45 @@ func (e *Engine) keepJobLog(ctx context.Context, job WorkflowJob, named bool) er
 	}
 	log, truncated, err := e.GitHub.JobLog(ctx, job.Repo, job.JobID, e.DeployLogMaxBytes)
 	if errors.Is(err, ErrNotFound) {
-		log, truncated = []byte("(GitHub had no log for this job)\n"), false
+		// Looked for again for a while (FetchMissingJobLogs): GitHub may
+		// not serve the log of a job that has just completed.
+		return e.Store.SaveMissingJobLog(ctx, d.ID, job, []byte(noJobLog))
 	} else if err != nil {
 		return fmt.Errorf("download log of job %d: %w", job.JobID, err)
 	}
 	return e.Store.SaveJobLog(ctx, d.ID, job, log, truncated)
+}
+
+// noJobLog is what the record keeps for a deploy job GitHub had no log for.
+const noJobLog = "(GitHub had no log for this job)\n"
+
+// JobLogGrace is how long lastmile looks again for the log of a deploy job
+// that GitHub had no log for when the job completed.
+const JobLogGrace = 10 * time.Minute
+
+// FetchMissingJobLogs looks again for the deploy job logs that GitHub did
+// not have when lastmile first asked, less than JobLogGrace ago, and keeps
+// those it now has. It returns how many it kept.
+func (e *Engine) FetchMissingJobLogs(ctx context.Context) (int, error) {
+	missing, err := e.Store.MissingJobLogs(ctx, e.Now().Add(-JobLogGrace))
+	if err != nil {
+		return 0, err
+	}
+	kept := 0
+	for _, m := range missing {
+		log, truncated, err := e.GitHub.JobLog(ctx, m.Job.Repo, m.Job.JobID, e.DeployLogMaxBytes)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return kept, fmt.Errorf("download log of job %d: %w", m.Job.JobID, err)
+		}
+		if err := e.Store.SaveJobLog(ctx, m.DeploymentID, m.Job, log, truncated); err != nil {
+			return kept, err
+		}
+		kept++
+	}
+	return kept, nil
 }
 
 // HandleWorkflowRun records a run; a run that ends while its deployment has

@@ -56,6 +56,10 @@ type fakeGitHub struct {
 	// now, if set, is GitHub's clock (the time of deployments and
 	// statuses); time.Now otherwise.
 	now func() time.Time
+	// logs are the job logs GitHub has, by job ID (404 for the others);
+	// logAsks counts the JobLog calls.
+	logs    map[int64]string
+	logAsks int
 }
 
 func (f *fakeGitHub) time() time.Time {
@@ -227,7 +231,13 @@ func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, ru
 	return nil
 }
 
-func (f *fakeGitHub) JobLog(context.Context, pipeline.Repo, int64, int) ([]byte, bool, error) {
+func (f *fakeGitHub) JobLog(_ context.Context, _ pipeline.Repo, jobID int64, _ int) ([]byte, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logAsks++
+	if log, ok := f.logs[jobID]; ok {
+		return []byte(log), false, nil
+	}
 	return nil, false, pipeline.ErrNotFound
 }
 
@@ -2855,5 +2865,70 @@ func TestSucceededThenRerunFailureCountsOneSuccessInAnyOrder(t *testing.T) {
 		if got := h.deploymentsCounted(); !maps(got, want) {
 			t.Errorf("success delivered last %v: lastmile_deployments_total of test %v, want %v", successLast, got, want)
 		}
+	}
+}
+
+// GitHub may have no log yet for a deploy job that has just completed: the
+// record keeps a placeholder, and lastmile looks again (the sweep) for
+// JobLogGrace, keeping the log once GitHub has it; then it stops asking.
+func TestDeployLogLookedForAgainWhileGitHubHasNone(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	deployJob := func(sha string, run, job int64) {
+		d := h.gh.deployment(sha, "test")
+		url := fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d/job/%d", run, job)
+		for _, state := range []pipeline.DeploymentState{pipeline.DeploymentInProgress, pipeline.DeploymentSuccess} {
+			h.gh.mu.Lock()
+			st := h.gh.post(d.id, state, url)
+			h.gh.mu.Unlock()
+			h.deliver(sha, "test", st)
+		}
+		now := time.Now()
+		if err := h.engine.HandleWorkflowJob(ctx, pipeline.WorkflowJob{Repo: shop, Action: "completed", RunID: run, JobID: job,
+			Name: "deploy", Status: "completed", Conclusion: "success", StartedAt: now.Add(-time.Second), CompletedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deployJob(c1, 11, 777)
+	if log, err := h.db.JobLog(ctx, 777); err != nil || !strings.Contains(string(log), "GitHub had no log") {
+		t.Fatalf("log of job 777 before GitHub has it: %q, %v; want the placeholder", log, err)
+	}
+	if n, err := h.engine.FetchMissingJobLogs(ctx); err != nil || n != 0 {
+		t.Fatalf("FetchMissingJobLogs while GitHub has none: %d, %v", n, err)
+	}
+	h.gh.mu.Lock()
+	h.gh.logs = map[int64]string{777: "deploying c1 to test\ndone\n"}
+	h.gh.mu.Unlock()
+	if n, err := h.engine.FetchMissingJobLogs(ctx); err != nil || n != 1 {
+		t.Fatalf("FetchMissingJobLogs once GitHub has it: %d, %v; want 1", n, err)
+	}
+	if log, err := h.db.JobLog(ctx, 777); err != nil || string(log) != "deploying c1 to test\ndone\n" {
+		t.Errorf("log of job 777: %q, %v; want GitHub's", log, err)
+	}
+	// Kept: not asked for again.
+	h.gh.mu.Lock()
+	asked := h.gh.logAsks
+	h.gh.mu.Unlock()
+	if n, err := h.engine.FetchMissingJobLogs(ctx); err != nil || n != 0 {
+		t.Errorf("FetchMissingJobLogs after the log was kept: %d, %v", n, err)
+	}
+	// A log still missing JobLogGrace after lastmile first asked is not
+	// asked for any more.
+	h.promote(c1, 11, "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	deployJob(c2, 12, 888)
+	h.engine.Now = func() time.Time { return time.Now().Add(pipeline.JobLogGrace + time.Minute) }
+	if n, err := h.engine.FetchMissingJobLogs(ctx); err != nil || n != 0 {
+		t.Errorf("FetchMissingJobLogs after the grace: %d, %v", n, err)
+	}
+	h.gh.mu.Lock()
+	defer h.gh.mu.Unlock()
+	if h.gh.logAsks != asked+1 {
+		t.Errorf("GitHub was asked %d more times for logs, want 1 (job 888 when it completed)", h.gh.logAsks-asked)
 	}
 }

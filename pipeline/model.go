@@ -222,6 +222,13 @@ type Deployment struct {
 	NotifyAt time.Time `json:"notify_at,omitzero"`
 }
 
+// A MissingJobLog is a deploy job that GitHub had no log for when lastmile
+// asked.
+type MissingJobLog struct {
+	DeploymentID int64
+	Job          WorkflowJob // Repo, JobID and Name
+}
+
 // Marker is the part of a deployment payload that identifies lastmile's
 // deployments: which lastmile database (Instance), which release and stage.
 type Marker struct {

@@ -307,6 +307,12 @@ type Store interface {
 	// statuses that tell which job deployed it.
 	UnloggedJobs(ctx context.Context, repo Repo, runID int64) ([]WorkflowJob, error)
 	SaveJobLog(ctx context.Context, deploymentID int64, job WorkflowJob, log []byte, truncated bool) error
+	// SaveMissingJobLog keeps placeholder as the log of a deploy job that
+	// GitHub had no log for, marked missing — unless a log is kept already.
+	SaveMissingJobLog(ctx context.Context, deploymentID int64, job WorkflowJob, placeholder []byte) error
+	// MissingJobLogs lists the deploy jobs first found without a log
+	// after since.
+	MissingJobLogs(ctx context.Context, since time.Time) ([]MissingJobLog, error)
 	// Rejection returns the rejection review of a deployment's run, if any.
 	Rejection(ctx context.Context, d *Deployment) (*Review, error)
 

@@ -355,24 +355,72 @@ func (db *DB) UnloggedJobs(ctx context.Context, repo pipeline.Repo, runID int64)
 
 // SaveJobLog keeps a deploy job's log, compressed, with the record.
 func (db *DB) SaveJobLog(ctx context.Context, deploymentID int64, job pipeline.WorkflowJob, log []byte, truncated bool) error {
-	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	zipped, err := gzipped(log)
 	if err != nil {
-		return err
-	}
-	if _, err := zw.Write(log); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
 		return err
 	}
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO job_logs (job_id, deployment_id, name, log, size, truncated, fetched_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET log = excluded.log, size = excluded.size,
-			truncated = excluded.truncated, fetched_at = excluded.fetched_at`,
-			job.JobID, deploymentID, job.Name, buf.Bytes(), len(log), truncated, millis(db.Now()))
+			truncated = excluded.truncated, fetched_at = excluded.fetched_at, missing = 0`,
+			job.JobID, deploymentID, job.Name, zipped, len(log), truncated, millis(db.Now()))
 		return err
 	})
+}
+
+// gzipped is b compressed, as deploy logs are kept.
+func gzipped(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(b); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// SaveMissingJobLog keeps placeholder as the log of a deploy job that GitHub
+// had no log for, marked missing, unless a log (or an earlier placeholder,
+// whose time MissingJobLogs counts from) is kept already.
+func (db *DB) SaveMissingJobLog(ctx context.Context, deploymentID int64, job pipeline.WorkflowJob, placeholder []byte) error {
+	zipped, err := gzipped(placeholder)
+	if err != nil {
+		return err
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO job_logs (job_id, deployment_id, name, log, size, truncated, fetched_at, missing)
+			VALUES (?, ?, ?, ?, ?, 0, ?, 1) ON CONFLICT (job_id) DO NOTHING`,
+			job.JobID, deploymentID, job.Name, zipped, len(placeholder), millis(db.Now()))
+		return err
+	})
+}
+
+// MissingJobLogs lists the deploy jobs first found without a log after
+// since.
+func (db *DB) MissingJobLogs(ctx context.Context, since time.Time) ([]pipeline.MissingJobLog, error) {
+	rows, err := db.query(ctx, `SELECT l.job_id, l.name, l.deployment_id, p.id, p.full_name, p.installation_id
+		FROM job_logs l JOIN deployments d ON d.id = l.deployment_id JOIN repositories p ON p.id = d.repository_id
+		WHERE l.missing = 1 AND l.fetched_at > ? ORDER BY l.job_id`, millis(since))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var list []pipeline.MissingJobLog
+	for rows.Next() {
+		var m pipeline.MissingJobLog
+		var full string
+		if err := rows.Scan(&m.Job.JobID, &m.Job.Name, &m.DeploymentID, &m.Job.Repo.ID, &full, &m.Job.Repo.InstallationID); err != nil {
+			return nil, err
+		}
+		m.Job.Repo.Owner, m.Job.Repo.Name, _ = pipeline.SplitFullName(full)
+		list = append(list, m)
+	}
+	return list, rows.Err()
 }
 
 // Rejection returns the rejection of a deployment, if a reviewer rejected it:
