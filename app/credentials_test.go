@@ -74,10 +74,7 @@ func detailRow(stdout, id string) string {
 // token: `lastmile deliveries --state pending` ends its DETAIL with
 // GitHub's answer, the cause, which a cut in the middle keeps.
 func TestWrongPrivateKeyShowsGitHubsAnswer(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newKey(t)
 	sb, logs := loggedSandbox(t, func(c *Config) {
 		c.Key = key
 		c.MaxAttempts = 100 // pending, not dead, while the test looks
@@ -215,10 +212,7 @@ func TestCheckCredentials(t *testing.T) {
 // Started with a wrong private key, lastmile says so in its log soon after
 // it starts, and serves on: it is ready, and takes deliveries.
 func TestStartWithAWrongKeyLogsTheCause(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newKey(t)
 	sb, logs := loggedSandbox(t, func(c *Config) { c.Key = key }, "GitHub refuses the App's credentials")
 	awaitLog(t, logs, "word of the refused credentials")
 	line := logs.find("level=ERROR", "GitHub refuses the App's credentials", `message="A JSON web token could not be decoded"`)

@@ -139,19 +139,7 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 func TestReadAPIRequiresTheToken(t *testing.T) {
 	const token = "0123456789abcdef-token"
 	sb, sha := promoted(t, func(c *Config) { c.APIToken = token })
-	get := func(path, auth string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, sb.URL()+path, nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(path, auth string) (int, string) { return request(t, http.MethodGet, sb.URL()+path, auth) }
 	paths := []string{"/api/v1/history", "/api/v1/releases/acme/shop/" + sha, "/api/v1/releases/acme/nope/" + sha, "/api/v1/jobs/1/log"}
 	for _, p := range paths {
 		for _, auth := range []string{"", "Bearer wrong", "Basic " + token, "Bearer " + token + "x", token, "Bearer", "bearer"} {
@@ -221,18 +209,9 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 func TestReadAPIIsOffWithoutAToken(t *testing.T) {
 	sb, sha := promoted(t, nil)
 	for _, auth := range []string{"", "Bearer "} {
-		req, _ := http.NewRequest(http.MethodGet, sb.URL()+"/api/v1/releases/acme/shop/"+sha, nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound || strings.Contains(string(b), sha[:7]) {
-			t.Errorf("%q: %d %s", auth, resp.StatusCode, b)
+		code, body := request(t, http.MethodGet, sb.URL()+"/api/v1/releases/acme/shop/"+sha, auth)
+		if code != http.StatusNotFound || strings.Contains(body, sha[:7]) {
+			t.Errorf("%q: %d %s", auth, code, body)
 		}
 	}
 }
@@ -422,19 +401,6 @@ func TestAdminAddressServesMetricsAndAPI(t *testing.T) {
 	if sb.App.AdminAddr() == "" || admin == sb.URL() {
 		t.Fatalf("admin address %q, webhook address %s", sb.App.AdminAddr(), sb.URL())
 	}
-	do := func(method, url, auth string) (int, string) {
-		req, _ := http.NewRequest(method, url, nil)
-		if auth != "" {
-			req.Header.Set("Authorization", auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
 	release := "/api/v1/releases/acme/shop/" + sha
 	for _, tc := range []struct {
 		method, url, auth string
@@ -453,9 +419,29 @@ func TestAdminAddressServesMetricsAndAPI(t *testing.T) {
 		{"GET", admin + "/readyz", "", http.StatusOK, "ready"},
 		{"POST", admin + "/webhook", "", http.StatusNotFound, ""},
 	} {
-		code, body := do(tc.method, tc.url, tc.auth)
+		code, body := request(t, tc.method, tc.url, tc.auth)
 		if code != tc.code || !strings.Contains(body, tc.has) {
 			t.Errorf("%s %s: %d %.200q, want %d with %q", tc.method, tc.url, code, body, tc.code, tc.has)
 		}
 	}
+}
+
+// request sends method url with an Authorization header (none if auth is
+// empty) and returns the answer's status code and body.
+func request(t *testing.T, method, url, auth string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -3,10 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -55,18 +52,7 @@ func (l *lockedBuffer) String() string {
 // The start-up log line names the GitHub URL without its user
 // information, even one set by code that LoadConfig's check does not see.
 func TestStartupLogRedactsTheGitHubURL(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Database = filepath.Join(t.TempDir(), "lastmile.db")
-	cfg.WebhookSecret = Secret("whsec")
-	cfg.AppID = 1
-	cfg.Key = key
-	cfg.GitHubURL = "http://user:s3cret-pass@127.0.0.1:1/"
-	cfg.RedeliveryInterval = 0
+	cfg := bareConfig(t, "http://user:s3cret-pass@127.0.0.1:1/")
 	cfg.ShutdownTimeout = 10 * time.Second
 	var log lockedBuffer
 	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})

@@ -29,18 +29,7 @@ func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool
 // slow client holds the HTTP server's shutdown: the worker's deliveries
 // must not wait for it, nor start after it.
 func TestShutdownStopsTheWorkerBeforeSlowClients(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Database = filepath.Join(t.TempDir(), "lastmile.db")
-	cfg.WebhookSecret = Secret("s3cret")
-	cfg.AppID = 1
-	cfg.Key = key
-	cfg.GitHubURL = "http://127.0.0.1:1/"
-	cfg.RedeliveryInterval = 0
+	cfg := bareConfig(t, "http://127.0.0.1:1/")
 	cfg.ShutdownTimeout = time.Minute
 	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -87,4 +76,29 @@ func TestShutdownStopsTheWorkerBeforeSlowClients(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return once the client left")
 	}
+}
+
+// newKey is a fresh App private key: one GitHub (the simulator) does not
+// know, or any key where none is checked.
+func newKey(t *testing.T) *rsa.PrivateKey {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// bareConfig is a configuration for an App built in the test, on
+// 127.0.0.1, with a fresh database, GitHub at github and no redelivery.
+func bareConfig(t *testing.T, github string) *Config {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Database = filepath.Join(t.TempDir(), "lastmile.db")
+	cfg.WebhookSecret = Secret("s3cret")
+	cfg.AppID = 1
+	cfg.Key = newKey(t)
+	cfg.GitHubURL = github
+	cfg.RedeliveryInterval = 0
+	return cfg
 }

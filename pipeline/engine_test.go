@@ -81,6 +81,16 @@ func steppingClock() func() time.Time {
 	}
 }
 
+// manualClock is a clock that starts at start (to the second) and moves
+// only when wait says.
+func manualClock(start time.Time) (now func() time.Time, wait func(time.Duration)) {
+	var mu sync.Mutex
+	clock := start.Truncate(time.Second)
+	now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	wait = func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	return now, wait
+}
+
 func (f *fakeGitHub) ReadFile(_ context.Context, _ pipeline.Repo, _, sha string) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -2738,10 +2748,7 @@ func TestLeadTimeInANewEnvironmentStartsWithItsFirstRelease(t *testing.T) {
 // GitHub, but time to restore and the deployment's duration run from the
 // run's end.
 func TestStatusWrittenLateByLastmileIsDatedByTheRunsEnd(t *testing.T) {
-	var mu sync.Mutex
-	clock := time.Now().Add(-5 * time.Hour).Truncate(time.Second)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	wait := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
 	h := newHarness(t, c0, c1, c2)
 	h.gh.now = now
 	if err := h.push(c0, c1, false); err != nil {
@@ -2787,10 +2794,7 @@ func TestStatusWrittenLateByLastmileIsDatedByTheRunsEnd(t *testing.T) {
 // the later one's: time to restore runs from the earlier failure.
 func TestTimeToRestoreFromTheEarlierFailureDeliveredLate(t *testing.T) {
 	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
-	var mu sync.Mutex
-	clock := time.Now().Add(-5 * time.Hour).Truncate(time.Second)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	wait := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
 	h := newHarness(t, c0, c1, c2, c3)
 	h.gh.now = now
 	if err := h.push(c0, c1, false); err != nil {
