@@ -181,6 +181,14 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 			return &Ignored{Reason: "push to " + branch + ", the pipeline branch is " + target}
 		}
 	}
+	if cfgErr != nil && known != "" && branch != known {
+		// An invalid file pushed to the default branch while the pipeline
+		// branch is another: said on the commit, but it is no release of
+		// the pipeline, which goes on as it was.
+		e.Log.Warn("invalid repository configuration, not on the pipeline branch", "repo", p.Repo.FullName(), "sha", p.After,
+			"branch", branch, "pipeline_branch", known, "error", cfgErr)
+		return e.configStatus(ctx, p, cfgErr)
+	}
 	commits, parent, err := e.releaseCommits(ctx, p)
 	if err != nil {
 		return err
@@ -192,7 +200,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 			return err
 		}
 		e.Log.Warn("invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
-		if p.Forced && rel.ParentID == 0 {
+		if p.MovedAnywhere() && rel.ParentID == 0 {
 			if err := e.withdrawRewritten(ctx, p, rel); err != nil {
 				return err
 			}
@@ -200,9 +208,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 				return err
 			}
 		}
-		return e.GitHub.CreateCommitStatus(ctx, p.Repo, p.After, CommitStatus{
-			Context: "lastmile/config", State: "failure", Description: truncate(cfgErr.Error(), 140),
-		})
+		return e.configStatus(ctx, p, cfgErr)
 	}
 	rel.State = ReleaseActive
 	created, err := e.Store.RecordRelease(ctx, rel, commits)
@@ -213,7 +219,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		e.Log.Info("release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
 			"commits", len(commits), "environments", len(cfg.Environments))
 	}
-	if p.Forced && rel.ParentID == 0 {
+	if p.MovedAnywhere() && rel.ParentID == 0 {
 		if err := e.withdrawRewritten(ctx, p, rel); err != nil {
 			return err
 		}
@@ -221,11 +227,23 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	return e.advance(ctx, p.Repo)
 }
 
+// configStatus says on the pushed commit what is wrong with its
+// configuration.
+func (e *Engine) configStatus(ctx context.Context, p Push, cfgErr error) error {
+	return e.GitHub.CreateCommitStatus(ctx, p.Repo, p.After, CommitStatus{
+		Context: "lastmile/config", State: "failure", Description: truncate(cfgErr.Error(), 140),
+	})
+}
+
 // withdrawRewritten stops the releases still on their way whose commit a
 // force push took off the branch (a rollback, or rewritten history): what
 // the branch no longer holds is not deployed any further.
 func (e *Engine) withdrawRewritten(ctx context.Context, p Push, rel *Release) error {
 	branch := strings.TrimPrefix(p.Ref, "refs/heads/")
+	moved := fmt.Sprintf("a force push moved %s to %s", branch, short(p.After))
+	if !p.Forced {
+		moved = fmt.Sprintf("%s was deleted and created again at %s", branch, short(p.After))
+	}
 	return e.withdraw(ctx, p.Repo, func(r *Release) (string, error) {
 		if r.ID >= rel.ID || r.SHA == p.After {
 			return "", nil
@@ -237,7 +255,7 @@ func (e *Engine) withdrawRewritten(ctx context.Context, p Push, rel *Release) er
 		if err == nil && (status == "ahead" || status == "identical") {
 			return "", nil
 		}
-		return fmt.Sprintf("superseded: a force push moved %s to %s, which does not contain %s", branch, short(p.After), short(r.SHA)), nil
+		return fmt.Sprintf("superseded: %s, which does not contain %s", moved, short(r.SHA)), nil
 	})
 }
 
@@ -316,7 +334,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	if prev.SHA == p.After {
 		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
 	}
-	if p.Forced || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(marks.Newest) {
+	if p.MovedAnywhere() || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(marks.Newest) {
 		// A force push may move the branch back to a commit released
 		// before, and a push delivered late (after a newer one, redelivered
 		// by GitHub, retried by an operator, or long in the inbox) may be
@@ -326,7 +344,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 			return nil, 0, err
 		}
 	}
-	if !p.Truncated && !p.Forced && prev.SHA == p.Before {
+	if !p.Truncated && !p.MovedAnywhere() && prev.SHA == p.Before {
 		return p.Commits, prev.ID, nil
 	}
 	cmp, err := e.GitHub.Compare(ctx, p.Repo, prev.SHA, p.After)
@@ -334,11 +352,12 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		return nil, 0, fmt.Errorf("compare %s...%s: %w", short(prev.SHA), short(p.After), err)
 	}
 	switch {
-	case cmp.Status == "behind" && !p.Forced:
+	case cmp.Status == "behind" && !p.MovedAnywhere():
 		// The pushed commit is an ancestor of the latest release: its
 		// delivery came late (GitHub redelivered it, or it waited in the
 		// inbox). Deploying it now would go backwards. A rollback is a
-		// force push, and is deployed.
+		// force push (or the branch deleted and created again at an older
+		// commit), and is deployed.
 		return nil, 0, &Ignored{Reason: fmt.Sprintf("push of %s came after release %d of %s, which already contains it: not deployed backwards",
 			short(p.After), prev.ID, short(prev.SHA))}
 	case cmp.Status == "ahead":

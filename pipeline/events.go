@@ -38,6 +38,13 @@ type Push struct {
 	Truncated bool
 }
 
+// MovedAnywhere reports whether the push may have moved the branch to any
+// commit rather than forward: a force push, or a push that created the
+// branch (again, after it was deleted: its before is all zeros).
+func (p Push) MovedAnywhere() bool {
+	return p.Forced || p.Before == zeroSHA
+}
+
 // DeploymentInfo is a deployment as GitHub describes it in events.
 type DeploymentInfo struct {
 	GitHubID      int64
