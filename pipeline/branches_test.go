@@ -101,3 +101,47 @@ func TestInvalidConfigOffThePipelineBranch(t *testing.T) {
 	}
 }
 
+// The protection rule lets a commit of the pipeline branch go only where
+// its release goes: not backwards, after a newer release succeeded there,
+// and not once a newer release superseded it or a force push withdrew it.
+// A rollback (a new release of an older commit) is approved.
+func TestProtectionRuleNeverApprovesGoingBackwards(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20, "test", "staging", "production")
+	dec := h.judge("rule-1", "production", c1, 91) // a re-run of c1's deploy
+	if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "would go backwards") {
+		t.Errorf("c1 in production after c2 succeeded there: %s %q; want rejected as going backwards", dec.State, dec.Comment)
+	}
+	if dec := h.judge("rule-2", "production", c2, 92); dec.State != pipeline.ProtectionApproved {
+		t.Errorf("c2 in production again (a re-run): %s %q; want approved", dec.State, dec.Comment)
+	}
+
+	// c2 passed staging while c1 waited for production: c1 is superseded.
+	h1 := newHarness(t, c0, c1, c2)
+	h1.release(c0, c1, 10, "test", "staging")
+	h1.status(c1, "production", pipeline.DeploymentQueued, 12, true)
+	h1.release(c1, c2, 20, "test", "staging")
+	dec = h1.judge("rule-5", "production", c1, 95)
+	if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "which it supersedes") {
+		t.Errorf("c1 in production after c2 superseded it: %s %q; want rejected", dec.State, dec.Comment)
+	}
+
+	// c1 force-pushed back: c2's release is no longer on its way.
+	h2 := newHarness(t, c0, c1, c2)
+	h2.release(c0, c1, 10, "test", "staging", "production")
+	h2.release(c1, c2, 20, "test", "staging")
+	if err := h2.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	dec = h2.judge("rule-3", "production", c2, 93)
+	if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "force push") {
+		t.Errorf("c2 in production after a force push took it off the branch: %s %q; want rejected", dec.State, dec.Comment)
+	}
+	// The rollback release of c1 goes through again, although c1's
+	// first release reached production long ago.
+	h2.promote(c1, 30, "test")
+	if dec := h2.judge("rule-4", "staging", c1, 94); dec.State != pipeline.ProtectionApproved {
+		t.Errorf("the rollback of c1 in staging: %s %q; want approved", dec.State, dec.Comment)
+	}
+}

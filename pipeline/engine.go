@@ -950,9 +950,18 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 		return reject("lastmile rejects: %s is invalid at %s on the pipeline branch, so the promotion order is unknown: %s", ConfigPath, short(rel.SHA), rel.StopReason)
 	}
 	i := cfg.Index(req.Environment)
-	switch {
-	case i < 0:
+	if i < 0 {
 		return reject("lastmile rejects: environment %q is not in %s at %s.", req.Environment, ConfigPath, short(rel.SHA))
+	}
+	if rel.SHA == req.SHA {
+		if why, err := e.outrun(ctx, req, rel, cfg, i); err != nil || why != "" {
+			if err != nil {
+				return nil, err
+			}
+			return reject("%s", why)
+		}
+	}
+	switch {
 	case i == 0:
 		dec.State, dec.Comment = ProtectionApproved, fmt.Sprintf("lastmile approves: %s is the first environment.", req.Environment)
 		return dec, nil
@@ -975,6 +984,47 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 	}
 	dec.State, dec.Comment = ProtectionApproved, fmt.Sprintf("lastmile approves: commit %s succeeded in %s.", short(req.SHA), prev)
 	return dec, nil
+}
+
+// outrun says why a commit of the pipeline branch (its release rel) must
+// not be deployed to environment i of cfg, as lastmile would not deploy
+// it there itself: a force push took it off the branch, a newer release
+// has succeeded in that environment (it would go backwards), or a newer
+// release has passed the environment before (newest wins). "" if none.
+func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Release, cfg *Config, i int) (string, error) {
+	branch := strings.TrimPrefix(rel.Ref, "refs/heads/")
+	on, err := e.GitHub.Relation(ctx, req.Repo, req.SHA, branch)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", fmt.Errorf("compare %s...%s: %w", short(req.SHA), branch, err)
+	}
+	if on != "ahead" && on != "identical" {
+		return fmt.Sprintf("lastmile rejects: commit %s is no longer on %s (a force push took it off).", short(req.SHA), branch), nil
+	}
+	newer, newerSHA, err := e.newerSuccess(ctx, req.Repo, rel, req.Environment)
+	if err != nil || newer != 0 {
+		return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has succeeded in %s since release #%d of commit %s: deploying %s there would go backwards.",
+			newer, short(newerSHA), req.Environment, rel.ID, short(req.SHA), short(req.SHA)), err
+	}
+	if i == 0 {
+		return "", nil
+	}
+	prev := cfg.Environments[i-1].Name
+	newer, newerSHA, err = e.newerSuccess(ctx, req.Repo, rel, prev)
+	if err != nil || newer != 0 {
+		return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has passed %s since release #%d of commit %s, which it supersedes: the newest release is the one promoted to %s.",
+			newer, short(newerSHA), prev, rel.ID, short(req.SHA), req.Environment), err
+	}
+	return "", nil
+}
+
+// newerSuccess is a release newer than rel, of another commit, that has
+// succeeded in env; 0 if none.
+func (e *Engine) newerSuccess(ctx context.Context, repo Repo, rel *Release, env string) (int64, string, error) {
+	newer, sha, err := e.Store.NewestSuccess(ctx, repo.ID, env)
+	if errors.Is(err, ErrNotFound) || (err == nil && (newer <= rel.ID || sha == rel.SHA)) {
+		return 0, "", nil
+	}
+	return newer, sha, err
 }
 
 // advance plans from the ledger and sends GitHub what the plan needs, until

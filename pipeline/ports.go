@@ -322,6 +322,9 @@ type Store interface {
 	// Succeeded reports whether sha has a successful deployment (lastmile's
 	// or not) in env.
 	Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error)
+	// NewestSuccess is the newest release with a success in env (one that
+	// Succeeded counts), and its commit; ErrNotFound if there is none.
+	NewestSuccess(ctx context.Context, repoID int64, env string) (releaseID int64, sha string, err error)
 	// ProtectionDecision returns a recorded decision for a request.
 	ProtectionDecision(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error)
 	// RecordProtectionDecision stores a decision; a waiting one is replaced

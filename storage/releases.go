@@ -581,6 +581,20 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 	return n > 0, err
 }
 
+// NewestSuccess is the newest release with a success in env that Succeeded
+// would count, and its commit; pipeline.ErrNotFound if there is none.
+func (db *DB) NewestSuccess(ctx context.Context, repoID int64, env string) (int64, string, error) {
+	var id int64
+	var sha string
+	err := db.read.QueryRowContext(ctx, `SELECT release_id, sha FROM deployments WHERE repository_id = ?
+		AND environment = ? COLLATE NOCASE AND succeeded_at > 0 AND release_id IS NOT NULL
+		AND (origin = 'lastmile' OR run_id != 0) ORDER BY release_id DESC LIMIT 1`, repoID, env).Scan(&id, &sha)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, "", pipeline.ErrNotFound
+	}
+	return id, sha, err
+}
+
 // Running reports whether sha has a deployment in env that runs (its
 // latest status is in_progress: a first attempt or a re-run) and would
 // prove the commit if it succeeded (one that Succeeded counts). One waiting
