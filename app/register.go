@@ -292,11 +292,15 @@ GitHub created the App %q (ID %d): %s
   private key:  %s
   settings:     %s (LASTMILE_APP_ID, LASTMILE_WEBHOOK_SECRET, LASTMILE_PRIVATE_KEY_FILE, LASTMILE_GITHUB_URL)
 Next:
-  1. Start lastmile with those settings:  set -a; . %s; set +a; lastmile serve
-  2. Install the App on the repositories to deploy: %s/installations/new
+  1. Start lastmile with those settings and a database on a persistent disk (the read
+     commands need the same LASTMILE_DATABASE):
+       mkdir -p /var/lib/lastmile
+       echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> %[6]s
+       set -a; . %[6]s; set +a; lastmile serve
+  2. Install the App on the repositories to deploy: %[3]s/installations/new
   3. In each repository add .github/lastmile.yml and the deploy workflow, and give the
      gated environments required reviewers (Settings → Environments). See the README.
-`, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)), reg.HTMLURL)
+`, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)))
 	return nil
 }
 

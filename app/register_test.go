@@ -169,6 +169,20 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	if want := "4242|" + filepath.Join(out, "lastmile-app.pem"); err != nil || string(loaded) != want {
 		t.Errorf("sh loading %s: %q, %v; want %q", cmd[1], loaded, err, want)
 	}
+	// It names the database as the README's step 3 does, in the same file,
+	// so that serve and the read commands agree on it.
+	addDB := "echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> " + cmd[1]
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(printed.String(), addDB+"\n") || !strings.Contains(string(readme), "echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> lastmile.env") {
+		t.Errorf("register's next steps and the README's step 3 should both add LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db to lastmile.env; register printed:\n%s", printed.String())
+	}
+	loaded, err = exec.Command("sh", "-c", addDB+"; set -a; . "+cmd[1]+`; set +a; printf '%s' "$LASTMILE_DATABASE"`).CombinedOutput()
+	if want := "/var/lib/lastmile/lastmile.db"; err != nil || string(loaded) != want {
+		t.Errorf("sh adding the database to %s: %q, %v; want %q", cmd[1], loaded, err, want)
+	}
 	for _, f := range []string{"lastmile.env", "lastmile-app.pem"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("%s: mode %v, %v; want 0600", f, st.Mode().Perm(), err)
