@@ -72,7 +72,7 @@ func (a *App) apiRelease(c echo.Context) error {
 	if s := c.QueryParam("release"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 1 {
-			return c.JSON(http.StatusBadRequest, map[string]string{"message": "release must be a release ID (a positive integer)"})
+			return c.JSON(http.StatusBadRequest, map[string]string{"message": "release must be a release number (a positive integer, as in the history's release.id)"})
 		}
 		release = n
 	}

@@ -102,7 +102,7 @@ back to has more than one (--release picks another).`, stderr)
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs")
-	release := fs.Int64("release", 0, "the release `ID` to print, when the commit was released more than once (default: the newest)")
+	release := fs.Int64("release", 0, "the release to print, by its number `N` (history's RELEASE column shows it as #N); default: the newest")
 	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true, "logs": true}), stdout); err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ back to has more than one (--release picks another).`, stderr)
 		return errUsage
 	}
 	if *release < 0 {
-		fmt.Fprintf(stderr, "lastmile audit: --release %d: give a release ID (see lastmile history)\n", *release)
+		fmt.Fprintf(stderr, "lastmile audit: --release %d: give a release number (history's RELEASE column, without the #)\n", *release)
 		return errUsage
 	}
 	if owner, name, ok := strings.Cut(fs.Arg(0), "/"); !ok || owner == "" || name == "" || strings.Contains(name, "/") {
