@@ -277,8 +277,9 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 const detailWidth = 100
 
 // deliveryDetail is the DETAIL of a delivery in the table, on one line and
-// at most n characters: the note (why it was ignored, or discarded) first,
-// then the last error, if any. When it must be cut, the note keeps at most
+// at most n characters: the note (why lastmile did not act on it: why it
+// was ignored or discarded, or why a done one released or deployed
+// nothing) first, then the last error, if any. When it must be cut, the note keeps at most
 // half, and each is cut in the middle, so that the error's end, its cause,
 // stays.
 func deliveryDetail(note, lastErr string, n int) (detail string, cut bool) {
