@@ -237,6 +237,26 @@ func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, err
 	return pipeline.DeploymentState(statuses[0].GetState()), nil
 }
 
+// supersededSince reports whether the deployment was made inactive since
+// its last end (success, failure or error): its newest statuses, newest
+// first, are read up to that end.
+func (r *runner) supersededSince(ctx context.Context) (bool, error) {
+	c := r.cfg
+	statuses, _, err := r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 100})
+	if err != nil {
+		return false, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", c.deployment.ID, c.owner, c.repo, explain(err))
+	}
+	for _, st := range statuses {
+		switch pipeline.DeploymentState(st.GetState()) {
+		case pipeline.DeploymentInactive:
+			return true, nil
+		case pipeline.DeploymentSuccess, pipeline.DeploymentFailure, pipeline.DeploymentError:
+			return false, nil
+		}
+	}
+	return false, nil
+}
+
 // newerSuccess returns a deployment to the same environment created after
 // this one whose latest status is success, or 0. GitHub lists deployments
 // newest first; the newest hundred are looked at.
@@ -296,6 +316,21 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		}
 		return r.finish(ctx, pipeline.DeploymentError, logURL, desc, timeout, err)
 	}
+	// lastmile may have made the deployment inactive (a newer release
+	// superseded it) after this step read its latest status, unaware
+	// yet that the deploy was starting. It writes its inactive, then reads
+	// the statuses; this step wrote in_progress, and reads them now:
+	// whichever came second, one of them sees the other.
+	if superseded, err := r.supersededSince(ctx); err != nil || superseded {
+		if err != nil {
+			return r.finish(ctx, pipeline.DeploymentError, logURL, "Not deployed: the deployment's statuses could not be read to check that it was not superseded",
+				finalPostTimeout, fmt.Errorf("nothing was deployed: %w", err))
+		}
+		workflowCommand(r.env.Stdout, "notice", fmt.Sprintf("Deployment %d was made inactive as this job started: a newer release superseded it, so nothing is deployed.", c.deployment.ID))
+		res, err := r.finish(ctx, pipeline.DeploymentInactive, logURL, "Not deployed: a newer release superseded it as the deploy job started", finalPostTimeout, nil)
+		res.Skipped = true
+		return res, err
+	}
 	r.printf("lastmile: deploying %s to %s (deployment %d)\n", c.deployment.SHA, c.deployment.Environment, c.deployment.ID)
 
 	stopped, runErr := runCommand(ctx, r.env, c)
@@ -346,7 +381,10 @@ func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, log
 	defer cancel()
 	if err := r.postPersistently(postCtx, state, logURL, desc); err != nil {
 		what := fmt.Sprintf("the %s status could not be reported", state)
-		if runErr == nil {
+		switch {
+		case state == pipeline.DeploymentInactive:
+			what = "nothing was deployed, but " + what
+		case runErr == nil:
 			what = "the deploy succeeded, but " + what
 		}
 		return res, errors.Join(runErr, fmt.Errorf("%s: GitHub does not show it, and lastmile settles deployment %d when this run ends: %w",

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -946,4 +947,67 @@ func (l *lockedBuilder) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// roundTripFunc is an http.RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// lastmile makes the deployment inactive (a newer release superseded it)
+// as the deploy starts: just before the step's in_progress reaches GitHub,
+// after the step read the latest status, or just after it. Either way the
+// step finds it when it reads the statuses after its in_progress, deploys
+// nothing and writes inactive itself, so that lastmile knows no deploy
+// runs.
+func TestDeploySupersededAsItStarts(t *testing.T) {
+	for _, after := range []bool{false, true} {
+		t.Run(map[bool]string{false: "inactive before in_progress", true: "inactive after in_progress"}[after], func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			marker := filepath.Join(t.TempDir(), "deployed")
+			s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "touch " + marker})
+			var log strings.Builder
+			env := s.env(&log)
+			var once sync.Once
+			env.Transport = &githubapp.Transport{Base: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				inProgress := false
+				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/statuses") && r.GetBody != nil {
+					body, err := r.GetBody()
+					if err != nil {
+						return nil, err
+					}
+					b, _ := io.ReadAll(body)
+					inProgress = strings.Contains(string(b), `"state":"in_progress"`)
+				}
+				if inProgress && !after {
+					once.Do(func() { w.postStatus(id, "inactive") })
+				}
+				resp, err := http.DefaultTransport.RoundTrip(r)
+				if inProgress && after {
+					once.Do(func() { w.postStatus(id, "inactive") })
+				}
+				return resp, err
+			})}
+			res, err := action.Run(w.ctx, env)
+			if err != nil {
+				t.Fatalf("Run: %v\n%s", err, log.String())
+			}
+			if want := (action.Result{State: pipeline.DeploymentInactive, LogURL: s.jobURL, Skipped: true}); res != want {
+				t.Errorf("Result %+v, want %+v", res, want)
+			}
+			want := []string{"inactive", "in_progress", "inactive"}
+			if after {
+				want = []string{"in_progress", "inactive", "inactive"}
+			}
+			wantStates(t, w.deployment(id), want...)
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			if !strings.Contains(log.String(), fmt.Sprintf("::notice::Deployment %d was made inactive as this job started", id)) {
+				t.Errorf("job log:\n%s", log.String())
+			}
+			wantOutputs(t, s.readOutputs(t), "inactive", "true", s.jobURL)
+		})
+	}
 }
