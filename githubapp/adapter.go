@@ -247,21 +247,39 @@ func (g *GitHub) CreateDeploymentStatus(ctx context.Context, r pipeline.Repo, id
 
 // LatestDeploymentStatus reads a deployment's newest status.
 func (g *GitHub) LatestDeploymentStatus(ctx context.Context, r pipeline.Repo, id int64) (pipeline.StatusInfo, error) {
-	gh, err := g.client(r)
-	if err != nil {
-		return pipeline.StatusInfo{}, err
-	}
-	list, resp, err := gh.Repositories.ListDeploymentStatuses(ctx, r.Owner, r.Name, id, &github.ListOptions{PerPage: 1})
-	if resp != nil && resp.StatusCode == http.StatusNotFound {
-		return pipeline.StatusInfo{}, pipeline.ErrNotFound
-	}
+	list, err := g.deploymentStatuses(ctx, r, id, 1)
 	if err != nil {
 		return pipeline.StatusInfo{}, err
 	}
 	if len(list) == 0 {
 		return pipeline.StatusInfo{}, pipeline.ErrNotFound
 	}
-	return statusInfo(list[0]), nil
+	return list[0], nil
+}
+
+// DeploymentStatuses lists a deployment's newest statuses (up to 100),
+// newest first, as GitHub lists them.
+func (g *GitHub) DeploymentStatuses(ctx context.Context, r pipeline.Repo, id int64) ([]pipeline.StatusInfo, error) {
+	return g.deploymentStatuses(ctx, r, id, 100)
+}
+
+func (g *GitHub) deploymentStatuses(ctx context.Context, r pipeline.Repo, id int64, n int) ([]pipeline.StatusInfo, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return nil, err
+	}
+	list, resp, err := gh.Repositories.ListDeploymentStatuses(ctx, r.Owner, r.Name, id, &github.ListOptions{PerPage: n})
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return nil, pipeline.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]pipeline.StatusInfo, len(list))
+	for i, st := range list {
+		out[i] = statusInfo(st)
+	}
+	return out, nil
 }
 
 func statusInfo(st *github.DeploymentStatus) pipeline.StatusInfo {

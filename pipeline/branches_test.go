@@ -145,3 +145,98 @@ func TestProtectionRuleNeverApprovesGoingBackwards(t *testing.T) {
 		t.Errorf("the rollback of c1 in staging: %s %q; want approved", dec.State, dec.Comment)
 	}
 }
+
+// c1's production deploy has begun on GitHub (the Action posted
+// in_progress) when c2 passes staging, but lastmile has not heard of it:
+// it makes c1's deployment inactive, reads back what GitHub has, and
+// waits for that deploy to end before creating c2's production deployment
+// — never two deploys at once, and production ends on c2.
+func TestSupersedingADeployThatHasBegunWaitsForIt(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging")
+	h.status(c1, "production", pipeline.DeploymentQueued, 12, true)
+	started := h.status(c1, "production", pipeline.DeploymentInProgress, 12, false) // its webhook late
+	h.release(c1, c2, 20, "test", "staging")
+	if h.gh.deployment(c2, "production") != nil {
+		t.Fatal("c2's production deployment created while c1's production deploy runs")
+	}
+	if got := h.ledgerState(c1, "production"); got != pipeline.DeploymentInProgress {
+		t.Errorf("c1's production deployment in the ledger: %s; want in_progress (it runs, though made inactive)", got)
+	}
+	h.deliver(c1, "production", started) // the late webhook changes nothing
+	if h.gh.deployment(c2, "production") != nil {
+		t.Fatal("c2's production deployment created while c1's production deploy runs")
+	}
+	h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
+	if h.gh.deployment(c2, "production") == nil {
+		t.Fatal("c2's production deployment not created once c1's deploy ended")
+	}
+	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c1)
+	if err != nil || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded {
+		t.Errorf("c1's release: %+v, %v; want it superseded all the same", rel, err)
+	}
+	if got := h.deploymentsCounted()["production/success"]; got != 1 {
+		t.Errorf("production successes counted: %v; want 1 (c1's deploy did run)", got)
+	}
+}
+
+// The same when the in_progress comes after lastmile's inactive (an Action
+// that does not check for one), and the Action that does check: it finds
+// lastmile's inactive right after its in_progress, deploys nothing and
+// writes inactive itself, which ends the hold.
+func TestDeployStartedAfterTheInactive(t *testing.T) {
+	for _, checks := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Action deploys", true: "Action checks and stops"}[checks], func(t *testing.T) {
+			h := newHarness(t, c0, c1, c2)
+			h.release(c0, c1, 10, "test", "staging")
+			h.status(c1, "production", pipeline.DeploymentQueued, 12, true)
+			h.release(c1, c2, 20, "test", "staging")
+			if h.gh.deployment(c2, "production") == nil {
+				t.Fatal("c2's production deployment not created")
+			}
+			// c2's production deployment is created; c2's deploy waits for
+			// reviewers, while c1's job, approved already, starts.
+			h.status(c1, "production", pipeline.DeploymentInProgress, 12, true)
+			held, err := h.db.HeldBy(context.Background(), shop.ID, "production")
+			if err != nil || held == 0 {
+				t.Errorf("production held by release %d (%v) after c1's in_progress; want c1's", held, err)
+			}
+			if checks {
+				h.status(c1, "production", pipeline.DeploymentInactive, 12, true)
+			} else {
+				h.status(c1, "production", pipeline.DeploymentFailure, 12, true)
+			}
+			if held, err := h.db.HeldBy(context.Background(), shop.ID, "production"); err != nil || held != 0 {
+				t.Errorf("production still held by release %d (%v) after c1's deploy ended", held, err)
+			}
+		})
+	}
+}
+
+// A deploy that had begun when lastmile made its deployment inactive, and
+// whose run ended without reporting (the runner was lost): lastmile
+// writes the end itself, and the next release's deployment is created.
+func TestSupersededDeployWhoseRunEndsWithoutAnEnd(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging")
+	h.status(c1, "production", pipeline.DeploymentQueued, 12, true)
+	h.status(c1, "production", pipeline.DeploymentInProgress, 12, false)
+	h.release(c1, c2, 20, "test", "staging")
+	if h.gh.deployment(c2, "production") != nil {
+		t.Fatal("c2's production deployment created while c1's production deploy runs")
+	}
+	// The run ended on GitHub before lastmile wrote its inactive; its
+	// workflow_run event arrives now.
+	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "completed",
+		RunID: 12, Event: "deployment", HeadSHA: c1, Status: "completed", Conclusion: "cancelled",
+		UpdatedAt: time.Now().Add(-time.Minute), URL: "https://github.com/acme/shop/actions/runs/12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.ledgerState(c1, "production"); got != pipeline.DeploymentError {
+		t.Errorf("c1's production deployment after its run ended: %s; want error, written by lastmile", got)
+	}
+	if h.gh.deployment(c2, "production") == nil {
+		t.Error("c2's production deployment not created once c1's run ended")
+	}
+}

@@ -728,7 +728,11 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("read the statuses of deployment %d: %w", d.GitHubID, err)
 		}
-		if err == nil && !run.UpdatedAt.IsZero() && latest.CreatedAt.After(run.UpdatedAt) {
+		// An inactive over a deploy that had begun (lastmile's own,
+		// written when it superseded the deployment, possibly after the
+		// run ended) says nothing of how the deploy ended.
+		overBegun := err == nil && latest.State == DeploymentInactive && d.State == DeploymentInProgress
+		if err == nil && !overBegun && !run.UpdatedAt.IsZero() && latest.CreatedAt.After(run.UpdatedAt) {
 			// A status posted after this run ended: a later attempt's.
 			continue
 		}
@@ -736,7 +740,17 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 			if _, err := e.Store.RecordStatus(ctx, d, latest); err != nil {
 				return nil, err
 			}
-			continue
+			if !overBegun {
+				continue
+			}
+			// Unless the deploy reported an end since (the Action's own
+			// inactive: it deployed nothing), the run left it without one.
+			if d, err = e.Store.Deployment(ctx, d.GitHubID); err != nil {
+				return nil, err
+			}
+			if d.State != DeploymentInProgress {
+				continue
+			}
 		}
 		if other := RunIDFromURL(latest.LogURL); err == nil && other != 0 && other != run.RunID {
 			// Another run reports on this deployment (the Action's): this
@@ -1190,6 +1204,18 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 		if d.State != DeploymentIntent {
 			continue
 		}
+		// The plan waits for a deploy in progress; one that lastmile hears
+		// of only now (below, reading back the inactive it wrote on a
+		// deployment whose workflow had begun) holds the environment too.
+		held, err := e.Store.HeldBy(ctx, repo.ID, d.Environment)
+		if err != nil {
+			return sent, err
+		}
+		if held != 0 && held != d.ReleaseID {
+			e.Log.Info("deployment waits: a deploy of another release runs in its environment", "repo", repo.FullName(),
+				"release", d.ReleaseID, "environment", d.Environment, "running_release", held)
+			continue
+		}
 		if err := e.create(ctx, repo, d, fresh[[2]int64{d.ReleaseID, int64(d.Stage)}]); err != nil {
 			return sent, err
 		}
@@ -1321,8 +1347,29 @@ func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
 	if st.Description == "" {
 		st.Description = d.NotifyReason
 	}
+	st.ByLastmile = true
 	e.Log.Info("status written by lastmile", "repo", repo.FullName(), "deployment", d.GitHubID,
 		"environment", d.Environment, "state", d.Notify, "reason", d.NotifyReason)
+	if d.Notify == DeploymentInactive {
+		// The workflow may have begun to deploy before the inactive, its
+		// in_progress not delivered yet: read back what GitHub has, so
+		// that such a deploy holds its environment before lastmile
+		// creates the next deployment there. (The Action, in turn, reads
+		// the statuses after its in_progress and deploys nothing if an
+		// inactive came first: whichever wrote first, the other sees it.)
+		list, err := e.GitHub.DeploymentStatuses(ctx, repo, d.GitHubID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("read back the statuses of deployment %d: %w", d.GitHubID, err)
+		}
+		for _, o := range slices.Backward(list) {
+			if o.GitHubID == st.GitHubID {
+				continue
+			}
+			if _, err := e.Store.RecordStatus(ctx, d, o); err != nil {
+				return err
+			}
+		}
+	}
 	_, err = e.Store.RecordStatus(ctx, d, st)
 	return err
 }

@@ -51,6 +51,7 @@ type fakeGitHub struct {
 	// it returns as it ends.
 	enter   func() (leave func())
 	latest  int // LatestDeploymentStatus calls
+	listed  int // DeploymentStatuses calls
 	written []pipeline.StatusRequest
 	answers []string // protection rule answers: "run environment state"
 	// now, if set, is GitHub's clock (the time of deployments and
@@ -183,13 +184,52 @@ func (f *fakeGitHub) CreateDeploymentStatus(_ context.Context, _ pipeline.Repo, 
 		return pipeline.StatusInfo{}, fmt.Errorf("deployment %d: %w", id, pipeline.ErrNotFound)
 	}
 	f.written = append(f.written, req)
-	return f.post(id, req.State, req.LogURL), nil
+	return f.postAs(id, req.State, req.LogURL, lastmileBot), nil
 }
 
-// post adds a status to a deployment, as whoever writes it would.
+// backdate sets the time GitHub gives a status.
+func (f *fakeGitHub) backdate(st *pipeline.StatusInfo, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st.CreatedAt = at
+	for _, d := range f.deps {
+		for i := range d.statuses {
+			if d.statuses[i].GitHubID == st.GitHubID {
+				d.statuses[i].CreatedAt = at
+			}
+		}
+	}
+}
+
+// DeploymentStatuses lists a deployment's statuses, newest first.
+func (f *fakeGitHub) DeploymentStatuses(_ context.Context, _ pipeline.Repo, id int64) ([]pipeline.StatusInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.listed++
+	d := f.byID(id)
+	if d == nil {
+		return nil, pipeline.ErrNotFound
+	}
+	out := slices.Clone(d.statuses)
+	slices.Reverse(out)
+	return out, nil
+}
+
+// The logins GitHub shows on statuses: lastmile's App's bot, and the
+// workflow's (the Action's GITHUB_TOKEN).
+const (
+	lastmileBot = "lastmile[bot]"
+	actionsBot  = "github-actions[bot]"
+)
+
+// post adds a status to a deployment, as the workflow would.
 func (f *fakeGitHub) post(id int64, state pipeline.DeploymentState, logURL string) pipeline.StatusInfo {
+	return f.postAs(id, state, logURL, actionsBot)
+}
+
+func (f *fakeGitHub) postAs(id int64, state pipeline.DeploymentState, logURL, creator string) pipeline.StatusInfo {
 	f.lastID++
-	st := pipeline.StatusInfo{GitHubID: 5000 + f.lastID, State: state, LogURL: logURL, CreatedAt: f.time()}
+	st := pipeline.StatusInfo{GitHubID: 5000 + f.lastID, State: state, LogURL: logURL, Creator: creator, CreatedAt: f.time()}
 	if d := f.byID(id); d != nil {
 		d.statuses = append(d.statuses, st)
 	}
@@ -1814,17 +1854,20 @@ func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
 		t.Fatal(err)
 	}
 	// c1's test deploy runs and fails on GitHub, but lastmile hears of it
-	// only after c2, pushed meanwhile, has succeeded there.
-	started := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
-	started.CreatedAt = time.Now().Add(-2 * time.Minute)
-	late := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // happened first…
-	late.CreatedAt = time.Now().Add(-time.Minute)
+	// only after c2, pushed meanwhile, has succeeded there. (c2's push
+	// makes c1's deployment inactive, and lastmile reads its statuses
+	// back: there are none yet. The deploy workflow here starts it all
+	// the same.)
 	if err := h.push(c1, c2, false); err != nil {
 		t.Fatal(err)
 	}
 	if h.gh.deployment(c2, "test") == nil {
 		t.Fatal("c2 was not deployed to test")
 	}
+	started := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	late := h.status(c1, "test", pipeline.DeploymentFailure, 11, false) // happened first…
+	h.gh.backdate(&started, time.Now().Add(-2*time.Minute))
+	h.gh.backdate(&late, time.Now().Add(-time.Minute))
 	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
 	h.deliver(c1, "test", started)
 	h.deliver(c1, "test", late) // …delivered after c2's success

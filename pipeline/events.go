@@ -73,6 +73,9 @@ type StatusInfo struct {
 	EnvironmentURL string          `json:"environment_url,omitempty"`
 	Creator        string          `json:"creator,omitempty"`
 	CreatedAt      time.Time       `json:"created_at"`
+	// ByLastmile: lastmile wrote it (GitHub's answer to its own call), so
+	// its Creator is lastmile's login on GitHub, its App's bot.
+	ByLastmile bool `json:"-"`
 }
 
 // NewDeploymentStatus is a `deployment_status` event.

@@ -171,6 +171,9 @@ type GitHub interface {
 	// LatestDeploymentStatus reads a deployment's newest status;
 	// ErrNotFound if it has none.
 	LatestDeploymentStatus(ctx context.Context, r Repo, deploymentID int64) (StatusInfo, error)
+	// DeploymentStatuses lists a deployment's newest statuses, newest
+	// first (GitHub's first page: up to 100).
+	DeploymentStatuses(ctx context.Context, r Repo, deploymentID int64) ([]StatusInfo, error)
 	// CreateDeploymentStatus writes a status on a deployment.
 	CreateDeploymentStatus(ctx context.Context, r Repo, deploymentID int64, req StatusRequest) (StatusInfo, error)
 	// CreateCommitStatus writes a commit status.
@@ -322,6 +325,9 @@ type Store interface {
 	// Succeeded reports whether sha has a successful deployment (lastmile's
 	// or not) in env.
 	Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error)
+	// HeldBy is the release whose deployment in env is in progress and
+	// holds the environment (see RepoState.Running), 0 if none.
+	HeldBy(ctx context.Context, repoID int64, env string) (int64, error)
 	// NewestSuccess is the newest release with a success in env (one that
 	// Succeeded counts), and its commit; ErrNotFound if there is none.
 	NewestSuccess(ctx context.Context, repoID int64, env string) (releaseID int64, sha string, err error)

@@ -288,6 +288,18 @@ func latestState(d *fakeDeployment) pipeline.DeploymentState {
 	return d.statuses[len(d.statuses)-1].State
 }
 
+// deployState is what a deploy that has begun goes by: the latest status
+// but an inactive lastmile wrote, which does not stop it (the Action checks
+// for one only before it starts).
+func deployState(d *fakeDeployment) pipeline.DeploymentState {
+	for _, st := range slices.Backward(d.statuses) {
+		if st.State != pipeline.DeploymentInactive || st.Creator != lastmileBot {
+			return st.State
+		}
+	}
+	return ""
+}
+
 // post has the deploy workflow (or GitHub) post a status and queues its
 // webhook.
 func (s *scenario) post(d *fakeDeployment, state pipeline.DeploymentState, who string) {
@@ -537,7 +549,7 @@ func (s *scenario) actRealistic(d *fakeDeployment) {
 		run.started = true
 		s.runInProgress(d)
 		s.post(d, pipeline.DeploymentInProgress, "action")
-	case r < 75 && run.started && latest == pipeline.DeploymentInProgress:
+	case r < 75 && run.started && deployState(d) == pipeline.DeploymentInProgress:
 		// The deploy ends (or is cancelled), and so does its run.
 		switch x := s.rng.IntN(10); {
 		case x < 7:
@@ -557,7 +569,7 @@ func (s *scenario) actRealistic(d *fakeDeployment) {
 			s.post(d, pipeline.DeploymentError, "action")
 			s.runCompleted(d, "cancelled")
 		}
-	case r < 80 && run.started && latest == pipeline.DeploymentInProgress && !run.completed:
+	case r < 80 && run.started && deployState(d) == pipeline.DeploymentInProgress && !run.completed:
 		// The runner is lost: the run ends without a final status.
 		s.runCompleted(d, []string{"failure", "cancelled", "timed_out"}[s.rng.IntN(3)])
 	case r < 90 && (latest == pipeline.DeploymentFailure || latest == pipeline.DeploymentError) && run.completed:

@@ -169,6 +169,29 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		if err != nil {
 			return err
 		}
+		if s.ByLastmile && s.Creator != "" {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
+				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, appLoginKey, s.Creator); err != nil {
+				return err
+			}
+		}
+		if d.Origin == pipeline.OriginLastmile && s.GitHubID != 0 &&
+			(d.State == pipeline.DeploymentInactive && s.State == pipeline.DeploymentInProgress ||
+				d.State == pipeline.DeploymentInProgress && s.State == pipeline.DeploymentInactive) {
+			// lastmile made a deployment inactive that the workflow had
+			// begun to deploy (its in_progress not yet delivered): the
+			// deploy runs all the same, and holds its environment, until
+			// the workflow reports an end.
+			runs, err := attemptRuns(ctx, tx, d.ID)
+			if err != nil {
+				return err
+			}
+			if runs {
+				_, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'in_progress',
+					notify = CASE WHEN notify = ? THEN '' ELSE notify END WHERE id = ?`, string(s.State), d.ID)
+				return err
+			}
+		}
 		if s.State == d.Notify && !d.NotifyAt.IsZero() && d.NotifyAt.Before(at) {
 			// The status lastmile owed for a run that ended earlier (the
 			// Action's own, posted before the run ended, keeps its time).
@@ -229,6 +252,27 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		return db.rollUp(ctx, tx, d, s.State, rowID, at, stale)
 	})
 	return isNew, err
+}
+
+// appLoginKey names the setting that holds lastmile's login on GitHub (its
+// App's bot), as GitHub shows it on the statuses lastmile writes.
+const appLoginKey = "github_app_login"
+
+// attemptRuns reports whether the deploy a deployment's newest in_progress
+// began still runs although the deployment was made inactive: no one but
+// lastmile has written a status on GitHub since — neither an end (success,
+// failure, error) nor the inactive the Action writes when it finds, right
+// after its in_progress, that lastmile made the deployment inactive, and
+// deploys nothing. lastmile's own inactive does not stop a deploy that has
+// begun.
+func attemptRuns(ctx context.Context, tx *sql.Tx, deploymentID int64) (bool, error) {
+	var runs bool
+	err := tx.QueryRowContext(ctx, `SELECT p.started IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deployment_statuses s
+			WHERE s.deployment_id = ? AND s.github_id > p.started
+			AND (s.state != 'inactive' OR s.creator != COALESCE((SELECT value FROM settings WHERE key = ?), '')))
+		FROM (SELECT MAX(github_id) AS started FROM deployment_statuses WHERE deployment_id = ? AND state = 'in_progress') p`,
+		deploymentID, appLoginKey, deploymentID).Scan(&runs)
+	return runs, err
 }
 
 // lateStart handles an in_progress delivered after a final status of its

@@ -581,6 +581,18 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 	return n > 0, err
 }
 
+// HeldBy is the release whose lastmile deployment in env is in progress
+// and holds the environment (for less than pipeline.HoldRunning since its
+// latest status), the newest if several; 0 if none.
+func (db *DB) HeldBy(ctx context.Context, repoID int64, env string) (int64, error) {
+	var id int64
+	err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(d.release_id), 0) FROM deployments d
+		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.state = 'in_progress'
+		AND d.environment = ? COLLATE NOCASE AND `+statusSince+` > ?`,
+		repoID, env, millis(db.Now().Add(-pipeline.HoldRunning))).Scan(&id)
+	return id, err
+}
+
 // NewestSuccess is the newest release with a success in env that Succeeded
 // would count, and its commit; pipeline.ErrNotFound if there is none.
 func (db *DB) NewestSuccess(ctx context.Context, repoID int64, env string) (int64, string, error) {
