@@ -30,6 +30,9 @@ type renderedRollups struct {
 // which gzip readers (Prometheus's among them) read as one stream.
 func (m *Metrics) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.scrape.Lock()
+		defer m.scrape.Unlock()
+		m.scraped = nil
 		var live bytes.Buffer
 		mfs, err := m.live.Gather()
 		if err != nil {
@@ -42,7 +45,7 @@ func (m *Metrics) Handler() http.Handler {
 				return
 			}
 		}
-		plain, gzipped := m.rollupsText()
+		plain, gzipped := m.rollupsText(m.scraped)
 
 		h := w.Header()
 		h.Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
@@ -59,11 +62,11 @@ func (m *Metrics) Handler() http.Handler {
 	})
 }
 
-// rollupsText returns the delivery metrics' exposition, rendering it again
-// only when the snapshot's rollups version moved.
-func (m *Metrics) rollupsText() (plain, gzipped []byte) {
-	snap, err := m.snapshot()
-	if err != nil {
+// rollupsText returns the delivery metrics' exposition of snap (none if
+// nil: the database could not be read), rendering it again only when the
+// snapshot's rollups version moved.
+func (m *Metrics) rollupsText(snap *Snapshot) (plain, gzipped []byte) {
+	if snap == nil {
 		return nil, nil
 	}
 	c := &m.rendered

@@ -3,6 +3,7 @@ package metrics
 import (
 	"compress/gzip"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"math"
@@ -199,5 +200,27 @@ func TestBucketsSpanWhatTheyMeasure(t *testing.T) {
 		if got := BucketFor(tc.name, tc.v); got != tc.want {
 			t.Errorf("%s: %v s falls in le=%v, want le=%v", tc.name, tc.v, got, tc.want)
 		}
+	}
+}
+
+// failingSource is a database that cannot be read.
+type failingSource struct{ reads int }
+
+func (f *failingSource) MetricsSnapshot(context.Context) (*Snapshot, error) {
+	f.reads++
+	return nil, errors.New("database is locked")
+}
+
+// A scrape reads the database once (each failed read counts in
+// lastmile_metrics_source_errors_total, which counts scrapes): the
+// delivery part of a scrape shows the snapshot its live part read.
+func TestScrapeReadsTheDatabaseOnce(t *testing.T) {
+	src := &failingSource{}
+	m := New(src, nopSink{}, "test", slog.New(slog.DiscardHandler))
+	for range 3 {
+		scrape(t, m.Handler(), false)
+	}
+	if src.reads != 3 { // each failed read is counted
+		t.Errorf("3 scrapes read the database %d times, want 3", src.reads)
 	}
 }

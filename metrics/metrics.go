@@ -125,6 +125,11 @@ type Metrics struct {
 	scrapeFlushed func()
 
 	rendered renderedRollups
+	// scrape serializes Handler's scrapes; scraped is the snapshot the
+	// live part of the scrape in hand read (nil if that read failed), which
+	// the delivery part then shows: one database read per scrape.
+	scrape  sync.Mutex
+	scraped *Snapshot
 
 	rateLimitRemaining *prometheus.GaugeVec
 	rateLimitLimit     *prometheus.GaugeVec
@@ -425,6 +430,9 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	defer c.m.flushing.RUnlock()
 	snap, err := c.m.snapshot()
+	if !c.rollups && err == nil {
+		c.m.scraped = snap // under c.m.scrape: the live registry is gathered by Handler only
+	}
 	if err != nil {
 		return
 	}
