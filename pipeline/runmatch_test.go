@@ -341,3 +341,33 @@ func testDeployedRunGoingOn(t *testing.T) (*harness, pipeline.WorkflowRun) {
 	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
 	return h, run
 }
+
+// c1's first release waits in production (its deployment not started,
+// unlinked); a rollback releases c1 again, and a push supersedes the
+// rollback's test deployment. That superseded deployment's run ends
+// cancelled: it is no guess for the production deployment made before it.
+func TestASupersededDeploymentsRunIsNotTakenForAnOlderOne(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.now = steppingClock()
+	h.release(c0, c1, 10, "test", "staging")
+	prod := h.gh.deployment(c1, "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c2, c1, true); err != nil { // the rollback: c1 released again
+		t.Fatal(err)
+	}
+	rollback := h.gh.deployment(c1, "test")
+	started := h.gh.time()                                             // the rollback's test deployment's run
+	if err := h.pushBranch("main", c1, c2, false, false); err != nil { // a second push of c2 (its own delivery)
+		t.Fatal(err)
+	}
+	if got, err := h.db.Deployment(ctx, rollback.id); err != nil || got.State != pipeline.DeploymentInactive {
+		t.Fatalf("the rollback's test deployment: %+v, %v; want it superseded", got, err)
+	}
+	h.runEnds(deployRun(21, started), "cancelled")
+	if got, err := h.db.Deployment(ctx, prod.id); err != nil || got.RunID == 21 || got.State.Terminal() || len(prod.statuses) > 0 {
+		t.Errorf("the superseded deployment's run ended c1's production deployment: %+v, %v, GitHub statuses %v", got, err, prod.statuses)
+	}
+}
