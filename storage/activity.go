@@ -102,7 +102,11 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			}
 			if !since.IsZero() {
 				wait := max(at.Sub(since).Seconds(), 0)
-				if err := observe(ctx, tx, metrics.ApprovalWait, rv.Repo.FullName(), metricEnv, wait); err != nil {
+				name, err := repoName(ctx, tx, rv.Repo.ID)
+				if err != nil {
+					return err
+				}
+				if err := observe(ctx, tx, metrics.ApprovalWait, name, metricEnv, wait); err != nil {
 					return err
 				}
 			}

@@ -41,14 +41,72 @@ func (db *DB) Instance(ctx context.Context) (string, error) {
 	return v, err
 }
 
-// SaveRepo records a repository and the installation that reaches it.
+// SaveRepo records a repository and the installation that reaches it. A
+// new name (the repository was renamed or transferred) becomes the
+// repository label of its delivery metrics from then on: in the same
+// transaction, its environments' series are created at zero under the new
+// name, so that Prometheus sees each at 0 before its first increment, and
+// lastmile_environment_info and the last success follow the new name. The
+// series under the old name keep their totals and stop moving.
 func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (?, ?, ?, ?)
+		var old string
+		err := tx.QueryRowContext(ctx, `SELECT full_name FROM repositories WHERE id = ?`, r.ID).Scan(&old)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name, installation_id = excluded.installation_id,
 			updated_at = excluded.updated_at`, r.ID, r.FullName(), r.InstallationID, millis(db.Now()))
-		return err
+		if err != nil || old == "" || old == r.FullName() {
+			return err
+		}
+		return renameSeries(ctx, tx, r.ID, r.FullName())
 	})
+}
+
+// renameSeries moves a renamed repository's environments to its new name:
+// their delivery series are created at zero under it, and environment_state
+// (lastmile_environment_info, the last success) carries it.
+func renameSeries(ctx context.Context, tx *sql.Tx, repoID int64, name string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT environment FROM environment_state WHERE repository_id = ? ORDER BY environment`, repoID)
+	if err != nil {
+		return err
+	}
+	var envs []string
+	for rows.Next() {
+		var env string
+		if err := rows.Scan(&env); err != nil {
+			rows.Close()
+			return err
+		}
+		envs = append(envs, env)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, env := range envs {
+		if err := zeroSeries(ctx, tx, name, env); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE environment_state SET repository = ? WHERE repository_id = ?`, name, repoID); err != nil {
+		return err
+	}
+	return bumpRollups(ctx, tx)
+}
+
+// repoName is a repository's full name as the database records it, the
+// repository label of every delivery metric: never the name an event
+// carries, which is the old one for a delivery queued before a rename.
+func repoName(ctx context.Context, tx *sql.Tx, repoID int64) (string, error) {
+	var name string
+	err := tx.QueryRowContext(ctx, `SELECT full_name FROM repositories WHERE id = ?`, repoID).Scan(&name)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("repository %d is not recorded", repoID)
+	}
+	return name, err
 }
 
 // PipelineBranch returns the branch named by the last configuration read.
@@ -382,7 +440,11 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 	switch a := a.(type) {
 	case pipeline.CreateDeployment:
 		env := a.Release.Config.Environments[a.Stage]
-		_, err := tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
+		name, err := repoName(ctx, tx, repo.ID)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
 			state, production, attempts, created_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, 1, ?)
 			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now))
 		if err != nil {
@@ -390,11 +452,11 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
 			VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
-			repository = excluded.repository, retired = 0`, repo.ID, env.Name, repo.FullName(), env.Production)
+			repository = excluded.repository, retired = 0`, repo.ID, env.Name, name, env.Production)
 		if err != nil {
 			return err
 		}
-		if err := zeroSeries(ctx, tx, repo.FullName(), env.Name); err != nil {
+		if err := zeroSeries(ctx, tx, name, env.Name); err != nil {
 			return err
 		}
 		return bumpRollups(ctx, tx)

@@ -1,0 +1,177 @@
+package pipeline_test
+
+// The delivery series as Prometheus sees them: each must be exposed at 0
+// before its first increment, or increase() and the recording rules never
+// count that first event; and each lives under the repository's current
+// name and the environments its configuration names.
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/metrics"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// scraper stands for Prometheus: scrape reads the delivery counters and
+// histograms (their counts) as /metrics shows them, and remembers the
+// value each series had when it was first seen.
+type scraper struct {
+	h     *harness
+	first map[string]float64
+	last  map[string]float64
+}
+
+func newScraper(h *harness) *scraper {
+	return &scraper{h: h, first: map[string]float64{}}
+}
+
+func (s *scraper) scrape() {
+	s.h.t.Helper()
+	snap, err := s.h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		s.h.t.Fatal(err)
+	}
+	now := map[string]float64{}
+	for _, c := range snap.Counters[metrics.DeploymentsTotal] {
+		now[metrics.DeploymentsTotal+"{"+strings.Join(c.Labels, ",")+"}"] = c.Value
+	}
+	for name, list := range snap.Histograms {
+		for _, h := range list {
+			now[name+"_count{"+strings.Join(h.Labels, ",")+"}"] = float64(h.Count)
+		}
+	}
+	for k, v := range now {
+		if _, ok := s.first[k]; !ok {
+			s.first[k] = v
+		}
+	}
+	s.last = now
+}
+
+// startedAboveZero lists the series first seen with a value above 0.
+func (s *scraper) startedAboveZero() []string {
+	var out []string
+	for k, v := range s.first {
+		if v != 0 {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// of keeps the series of the last scrape whose labels begin with repo.
+func (s *scraper) of(repo string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range s.last {
+		if strings.Contains(k, "{"+repo+",") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func (h *harness) environmentGauges() []string {
+	h.t.Helper()
+	snap, err := h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for _, name := range []string{metrics.EnvironmentInfo, metrics.LastSuccess} {
+		for _, s := range snap.Gauges[name] {
+			out = append(out, name+"{"+strings.Join(s.Labels, ",")+"}")
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The repository is renamed (acme/shop to acme/store) while c1's deploys are
+// under way; c1's statuses, queued before the rename, and a review arrive
+// under the old name. Every series that moves after the rename is under
+// the new name and was exposed at 0 first; the old name's series keep their
+// totals and stop moving.
+func TestRenamedRepositorySeriesStartAtZero(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	sc := newScraper(h)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	sc.scrape()
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true) // staging created as acme/shop
+	sc.scrape()
+	renamed := shop
+	renamed.Name = "store"
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	now := time.Now()
+	if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: "refs/heads/main",
+		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
+		Commits: []pipeline.Commit{{SHA: c2, Timestamp: now.Add(-time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	sc.scrape()
+	oldName := sc.of("acme/shop")
+	if len(oldName) == 0 {
+		t.Fatal("no series under the old name before the rename")
+	}
+
+	// Delivered under the old name from here on.
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	sc.scrape()
+	h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
+	sc.scrape()
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	sc.scrape()
+	for i, a := range []pipeline.ReviewAction{pipeline.ReviewRequested, pipeline.ReviewApproved} {
+		if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-" + string(a), Action: a,
+			Environments: []string{"staging"}, RunID: 21, HeadSHA: c2, Actor: "alice",
+			Since: now.Add(-time.Minute), At: now.Add(time.Duration(i) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc.scrape()
+	h.promote(c2, 21, "staging", "production")
+	sc.scrape()
+
+	if got := sc.startedAboveZero(); len(got) != 0 {
+		t.Errorf("series first exposed above 0 (increase() misses their first event): %v", got)
+	}
+	if got := sc.of("acme/shop"); !sameSeries(got, oldName) {
+		t.Errorf("series under the old name moved after the rename:\n got %v\nwant %v", got, oldName)
+	}
+	moved := sc.of("acme/store")
+	for _, k := range []string{
+		metrics.DeploymentsTotal + "{acme/store,staging,success}",
+		metrics.DeploymentsTotal + "{acme/store,production,success}",
+		metrics.ApprovalWait + "_count{acme/store,staging}",
+	} {
+		if moved[k] == 0 {
+			t.Errorf("%s = %v, want the events after the rename counted under the new name", k, moved[k])
+		}
+	}
+	for _, g := range h.environmentGauges() {
+		if !strings.Contains(g, "{acme/store,") {
+			t.Errorf("%s: environment gauges follow the repository's new name", g)
+		}
+	}
+}
+
+func sameSeries(a, b map[string]float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
