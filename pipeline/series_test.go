@@ -175,3 +175,66 @@ func sameSeries(a, b map[string]float64) bool {
 	}
 	return true
 }
+
+func (h *harness) environmentInfo() []string {
+	h.t.Helper()
+	snap, err := h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var envs []string
+	for _, s := range snap.Gauges[metrics.EnvironmentInfo] {
+		envs = append(envs, s.Labels[1]+"="+s.Labels[2])
+	}
+	slices.Sort(envs)
+	return envs
+}
+
+// production is renamed prod while c1 is still on its way: c1 finishes in
+// production (its configuration's), c2 (the new configuration) goes to
+// prod. production stays retired: no dashboard shows it, and the "no
+// production deployment" alert does not fire for it after 7 days.
+func TestRemovedEnvironmentStaysRetiredWhenAnOlderReleaseDeploysThere(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	h.gh.config = "environments:\n  - name: test\n  - name: staging\n  - name: prod\n"
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if h.gh.deployment(c1, "production") == nil {
+		t.Fatal("c1, released with production in its configuration, was not deployed there")
+	}
+	h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
+	if got := h.deploymentsCounted()["production/success"]; got != 1 {
+		t.Errorf("production successes: %v, want c1's counted", got)
+	}
+	h.promote(c2, 20, "test", "staging", "prod")
+	want := []string{"prod=true", "staging=false", "test=false"}
+	if got := h.environmentInfo(); !slices.Equal(got, want) {
+		t.Errorf("environment_info after c1 reached production and c2 prod: %v, want %v", got, want)
+	}
+}
+
+// The configuration spells an environment in another case than the
+// release that deploys there: GitHub's names ignore case, so it is the
+// same environment, and it stays live.
+func TestEnvironmentNamedInAnotherCaseStaysLive(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	h.gh.config = "environments:\n  - name: test\n  - name: staging\n  - name: Production\n"
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
+	if got := h.environmentInfo(); !slices.Contains(got, "production=true") {
+		t.Errorf("environment_info after c1 reached production, which the configuration names Production: %v", got)
+	}
+}

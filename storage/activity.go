@@ -20,23 +20,35 @@ import (
 // its latest valid release read it, spells it (GitHub's environment names
 // ignore case), or "" when the configuration does not name it.
 func pipelineEnvironment(ctx context.Context, tx *sql.Tx, repoID int64, env string) (string, error) {
+	e, ok, err := configuredEnvironment(ctx, tx, repoID, env)
+	if !ok {
+		return "", err
+	}
+	return e.Name, nil
+}
+
+// configuredEnvironment returns env as the repository's configuration, as
+// its latest valid release read it, declares it (its name compared ignoring
+// case, as GitHub compares environment names); false when the
+// configuration does not name it.
+func configuredEnvironment(ctx context.Context, tx *sql.Tx, repoID int64, env string) (pipeline.Environment, bool, error) {
 	var cfg string
 	err := tx.QueryRowContext(ctx, `SELECT config FROM releases WHERE repository_id = ? AND config IS NOT NULL
 		ORDER BY id DESC LIMIT 1`, repoID).Scan(&cfg)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return pipeline.Environment{}, false, nil
 	}
 	if err != nil {
-		return "", err
+		return pipeline.Environment{}, false, err
 	}
 	var c pipeline.Config
 	if err := json.Unmarshal([]byte(cfg), &c); err != nil {
-		return "", err
+		return pipeline.Environment{}, false, err
 	}
 	if i := c.Index(env); i >= 0 {
-		return c.Environments[i].Name, nil
+		return c.Environments[i], true, nil
 	}
-	return "", nil
+	return pipeline.Environment{}, false, nil
 }
 
 // RecordReview stores a deployment review, linked to the deployment its run

@@ -149,8 +149,9 @@ func (db *DB) NotePush(ctx context.Context, repoID int64, at time.Time, guessed 
 
 // RetireEnvironments retires every environment of a repository: it has left
 // lastmile (its configuration file is gone), so dashboards and alerts forget
-// its environments. Its history stays, and a deployment to an environment,
-// or a configuration naming it again, makes it live again.
+// its environments. Its history stays, and a configuration naming an
+// environment again makes it live again (its releases are withdrawn:
+// nothing is deployed meanwhile).
 func (db *DB) RetireEnvironments(ctx context.Context, repoID int64) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error { return retireAllBut(ctx, tx, repoID, []string{}) })
 }
@@ -450,9 +451,23 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
-			VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
-			repository = excluded.repository, retired = 0`, repo.ID, env.Name, name, env.Production)
+		// The environment is live (in lastmile_environment_info) only if
+		// the configuration, as the newest valid release read it, names
+		// it: a release from before an environment was renamed or removed
+		// may still finish its way there, and that deployment does not
+		// bring it back. Its production flag is the configuration's.
+		cur, live, err := configuredEnvironment(ctx, tx, repo.ID, env.Name)
+		if err != nil {
+			return err
+		}
+		production := env.Production
+		if live {
+			production = cur.Production
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production, retired)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET
+			production = CASE WHEN excluded.retired THEN production ELSE excluded.production END,
+			repository = excluded.repository, retired = excluded.retired`, repo.ID, env.Name, name, production, !live)
 		if err != nil {
 			return err
 		}
