@@ -2663,8 +2663,8 @@ func TestRenamedEnvironmentIsRetired(t *testing.T) {
 	if err := h.push(c1, c2, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := info(); !slices.Equal(got, []string{"staging=false", "test=false"}) {
-		t.Errorf("environments after the rename: %v, want production gone (prod comes when lastmile deploys there)", got)
+	if got := info(); !slices.Equal(got, []string{"prod=true", "staging=false", "test=false"}) {
+		t.Errorf("environments after the rename: %v, want production gone and prod there (the configuration names it)", got)
 	}
 	h.promote(c2, 20, "test", "staging")
 	if got := info(); !slices.Equal(got, []string{"prod=true", "staging=false", "test=false"}) {

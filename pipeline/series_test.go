@@ -7,6 +7,7 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -92,75 +93,80 @@ func (h *harness) environmentGauges() []string {
 }
 
 // The repository is renamed (acme/shop to acme/store) while c1's deploys are
-// under way; c1's statuses, queued before the rename, and a review arrive
-// under the old name. Every series that moves after the rename is under
-// the new name and was exposed at 0 first; the old name's series keep their
-// totals and stop moving.
+// under way, and lastmile learns it from a push under the new name — a
+// release, or a push to another branch —; c1's statuses, queued before the
+// rename, and a review arrive under the old name. Every series that moves
+// after the rename is under the new name and was exposed at 0 first; the
+// old name's series keep their totals and stop moving.
 func TestRenamedRepositorySeriesStartAtZero(t *testing.T) {
-	ctx := context.Background()
-	h := newHarness(t, c0, c1, c2)
-	sc := newScraper(h)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	sc.scrape()
-	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true) // staging created as acme/shop
-	sc.scrape()
-	renamed := shop
-	renamed.Name = "store"
-	h.gh.mu.Lock()
-	h.gh.head = c2
-	h.gh.mu.Unlock()
-	now := time.Now()
-	if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: "refs/heads/main",
-		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
-		Commits: []pipeline.Commit{{SHA: c2, Timestamp: now.Add(-time.Hour)}}}); err != nil {
-		t.Fatal(err)
-	}
-	sc.scrape()
-	oldName := sc.of("acme/shop")
-	if len(oldName) == 0 {
-		t.Fatal("no series under the old name before the rename")
-	}
+	for name, ref := range map[string]string{"release": "refs/heads/main", "push to another branch": "refs/heads/feature"} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			sc := newScraper(h)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			sc.scrape()
+			h.status(c1, "test", pipeline.DeploymentSuccess, 10, true) // staging created as acme/shop
+			sc.scrape()
+			renamed := shop
+			renamed.Name = "store"
+			if ref == "refs/heads/main" {
+				h.gh.mu.Lock()
+				h.gh.head = c2
+				h.gh.mu.Unlock()
+			}
+			now := time.Now()
+			err := h.engine.HandlePush(ctx, pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: ref,
+				Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
+				Commits: []pipeline.Commit{{SHA: c2, Timestamp: now.Add(-time.Hour)}}})
+			var ignored *pipeline.Ignored
+			if err != nil && !(ref != "refs/heads/main" && errors.As(err, &ignored)) {
+				t.Fatal(err)
+			}
+			sc.scrape()
+			oldName := sc.of("acme/shop")
+			if len(oldName) == 0 {
+				t.Fatal("no series under the old name before the rename")
+			}
 
-	// Delivered under the old name from here on.
-	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
-	sc.scrape()
-	h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
-	sc.scrape()
-	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
-	sc.scrape()
-	for i, a := range []pipeline.ReviewAction{pipeline.ReviewRequested, pipeline.ReviewApproved} {
-		if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-" + string(a), Action: a,
-			Environments: []string{"staging"}, RunID: 21, HeadSHA: c2, Actor: "alice",
-			Since: now.Add(-time.Minute), At: now.Add(time.Duration(i) * time.Second)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sc.scrape()
-	h.promote(c2, 21, "staging", "production")
-	sc.scrape()
+			// Delivered under the old name from here on.
+			h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+			sc.scrape()
+			for i, a := range []pipeline.ReviewAction{pipeline.ReviewRequested, pipeline.ReviewApproved} {
+				if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-" + string(a), Action: a,
+					Environments: []string{"production"}, RunID: 12, HeadSHA: c1, Actor: "alice",
+					Since: now.Add(-time.Minute), At: now.Add(time.Duration(i) * time.Second)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sc.scrape()
+			h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
+			sc.scrape()
 
-	if got := sc.startedAboveZero(); len(got) != 0 {
-		t.Errorf("series first exposed above 0 (increase() misses their first event): %v", got)
-	}
-	if got := sc.of("acme/shop"); !sameSeries(got, oldName) {
-		t.Errorf("series under the old name moved after the rename:\n got %v\nwant %v", got, oldName)
-	}
-	moved := sc.of("acme/store")
-	for _, k := range []string{
-		metrics.DeploymentsTotal + "{acme/store,staging,success}",
-		metrics.DeploymentsTotal + "{acme/store,production,success}",
-		metrics.ApprovalWait + "_count{acme/store,staging}",
-	} {
-		if moved[k] == 0 {
-			t.Errorf("%s = %v, want the events after the rename counted under the new name", k, moved[k])
-		}
-	}
-	for _, g := range h.environmentGauges() {
-		if !strings.Contains(g, "{acme/store,") {
-			t.Errorf("%s: environment gauges follow the repository's new name", g)
-		}
+			if got := sc.startedAboveZero(); len(got) != 0 {
+				t.Errorf("series first exposed above 0 (increase() misses their first event): %v", got)
+			}
+			if got := sc.of("acme/shop"); !sameSeries(got, oldName) {
+				t.Errorf("series under the old name moved after the rename:\n got %v\nwant %v", got, oldName)
+			}
+			moved := sc.of("acme/store")
+			for _, k := range []string{
+				metrics.DeploymentsTotal + "{acme/store,staging,success}",
+				metrics.DeploymentsTotal + "{acme/store,production,success}",
+				metrics.ApprovalWait + "_count{acme/store,production}",
+			} {
+				if moved[k] == 0 {
+					t.Errorf("%s = %v, want the events after the rename counted under the new name", k, moved[k])
+				}
+			}
+			for _, g := range h.environmentGauges() {
+				if !strings.Contains(g, "{acme/store,") {
+					t.Errorf("%s: environment gauges follow the repository's new name", g)
+				}
+			}
+		})
 	}
 }
 
@@ -236,5 +242,70 @@ func TestEnvironmentNamedInAnotherCaseStaysLive(t *testing.T) {
 	h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
 	if got := h.environmentInfo(); !slices.Contains(got, "production=true") {
 		t.Errorf("environment_info after c1 reached production, which the configuration names Production: %v", got)
+	}
+}
+
+// A deploy that ends within a scrape interval of its deployment's creation
+// (right after the previous environment's success) is still counted by
+// increase(): its environment's series are exposed at 0 from the moment
+// the release naming it is recorded, not from its first deployment there.
+// Prometheus scrapes here after the push, and then only once staging and
+// production have each been deployed, start to end.
+func TestQuickFirstDeploySeenAtZero(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	sc := newScraper(h)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	sc.scrape()
+	h.promote(c1, 10, "test", "staging", "production")
+	sc.scrape()
+	if got := sc.startedAboveZero(); len(got) != 0 {
+		t.Errorf("series first exposed above 0 (increase() misses their first event): %v", got)
+	}
+	for _, env := range []string{"test", "staging", "production"} {
+		if k := metrics.DeploymentsTotal + "{acme/shop," + env + ",success}"; sc.last[k] != 1 {
+			t.Errorf("%s = %v, want 1", k, sc.last[k])
+		}
+	}
+}
+
+// The environments a configuration names are the pipeline's from the push
+// on, deployed to or not: lastmile_environment_info lists them and their
+// series are at 0. One that never had a success has no last-success
+// timestamp, so LastmileNoProductionDeploy, which needs one, does not fire
+// for it.
+func TestConfiguredEnvironmentsAreListedBeforeTheirFirstDeployment(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.deployment(c1, "staging") != nil {
+		t.Fatal("staging deployed before test succeeded")
+	}
+	want := []string{"production=true", "staging=false", "test=false"}
+	if got := h.environmentInfo(); !slices.Equal(got, want) {
+		t.Errorf("environment_info once c1 is released: %v, want %v", got, want)
+	}
+	sc := newScraper(h)
+	sc.scrape()
+	for _, k := range []string{
+		metrics.DeploymentsTotal + "{acme/shop,production,success}",
+		metrics.DeploymentsTotal + "{acme/shop,production,failure}",
+		metrics.LeadTime + "_count{acme/shop,production}",
+		metrics.TimeToRestore + "_count{acme/shop,production}",
+	} {
+		if v, ok := sc.last[k]; !ok || v != 0 {
+			t.Errorf("%s = %v (exposed %v), want 0", k, v, ok)
+		}
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+	got := h.environmentGauges()
+	if !slices.Contains(got, metrics.EnvironmentInfo+"{acme/shop,production,true}") {
+		t.Errorf("production, never deployed to, left environment_info: %v", got)
+	}
+	if slices.Contains(got, metrics.LastSuccess+"{acme/shop,production}") {
+		t.Errorf("production has a last success without a deployment: %v", got)
 	}
 }

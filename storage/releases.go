@@ -208,10 +208,35 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 		if rel.Config == nil {
 			return nil
 		}
-		// The environments this configuration no longer names are retired.
+		// The environments this configuration names are the pipeline's:
+		// each is live, with its delivery series at zero from now on, long
+		// before lastmile's first deployment there ends (see zeroSeries).
+		// The environments it no longer names are retired.
+		if err := saveRepoTx(ctx, tx, rel.Repo, now); err != nil {
+			return err
+		}
+		name, err := repoName(ctx, tx, rel.Repo.ID)
+		if err != nil {
+			return err
+		}
 		names := make([]string, len(rel.Config.Environments))
 		for i, e := range rel.Config.Environments {
 			names[i] = e.Name
+			res, err := tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
+				VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
+				repository = excluded.repository WHERE production != excluded.production OR repository != excluded.repository`,
+				rel.Repo.ID, e.Name, name, e.Production)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				if err := bumpRollups(ctx, tx); err != nil {
+					return err
+				}
+			}
+			if err := zeroSeries(ctx, tx, name, e.Name); err != nil {
+				return err
+			}
 		}
 		return retireAllBut(ctx, tx, rel.Repo.ID, names)
 	})
@@ -696,21 +721,40 @@ func (db *DB) Running(ctx context.Context, repoID int64, sha, env string) (bool,
 	return n > 0, err
 }
 
-// zeroSeries creates the delivery metrics of an environment at zero when
-// lastmile first deploys there, so that Prometheus sees each series before
-// its first increment: rate() and increase() then count that first
-// deployment too.
+// zeroSeries creates the delivery metrics of an environment at zero, if
+// they are not there yet, so that Prometheus sees each series before its
+// first increment: rate() and increase() then count that first deployment
+// too. They are created when a release whose configuration names the
+// environment is recorded (and when lastmile deploys there, and under a
+// repository's new name when it is renamed): a scrape then sees the zero
+// unless the first deployment there ends within a scrape interval of the
+// push that first named the environment.
 func zeroSeries(ctx context.Context, tx *sql.Tx, repo, env string) error {
+	added := int64(0)
 	for _, state := range []string{"success", "failure", "error"} {
-		if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, state}, 0); err != nil {
+		key, err := json.Marshal([]string{repo, env, state})
+		if err != nil {
 			return err
 		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO counters (name, labels, value) VALUES (?, ?, 0) ON CONFLICT DO NOTHING`,
+			MetricDeployments, string(key))
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		added += n
 	}
 	for _, name := range []string{metrics.LeadTime, metrics.DeploymentDuration, metrics.ApprovalWait, metrics.TimeToRestore} {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO histograms (name, repository, environment) VALUES (?, ?, ?)
-			ON CONFLICT DO NOTHING`, name, repo, env); err != nil {
+		res, err := tx.ExecContext(ctx, `INSERT INTO histograms (name, repository, environment) VALUES (?, ?, ?)
+			ON CONFLICT DO NOTHING`, name, repo, env)
+		if err != nil {
 			return err
 		}
+		n, _ := res.RowsAffected()
+		added += n
+	}
+	if added > 0 {
+		return bumpRollups(ctx, tx)
 	}
 	return nil
 }
