@@ -507,19 +507,17 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 	// environment through this one, and its commits do not count. The
 	// environment's first success (no watermark: a new repository, or an
 	// environment added to the configuration later) brings the commits of
-	// the releases since lastmile first deployed there — those that failed
-	// there or never got there — not the whole history before them.
+	// the releases since the first whose configuration names the
+	// environment — those that failed there, stopped before it or never
+	// got there — not the history from before the environment was in the
+	// pipeline.
 	stop := watermark
 	if watermark == 0 {
-		var first sql.NullInt64
-		if err := tx.QueryRowContext(ctx, `SELECT MIN(release_id) FROM deployments
-			WHERE repository_id = ? AND environment = ? AND origin = 'lastmile'`, d.Repo.ID, d.Environment).Scan(&first); err != nil {
+		first, err := firstReleaseNaming(ctx, tx, d.Repo.ID, d.Environment, d.ReleaseID)
+		if err != nil {
 			return err
 		}
-		stop = d.ReleaseID
-		if first.Valid && first.Int64 < stop {
-			stop = first.Int64 - 1 // the chain takes releases after stop
-		}
+		stop = min(first, d.ReleaseID) - 1 // the chain takes releases after stop
 	}
 	rows, err := tx.QueryContext(ctx, `WITH RECURSIVE chain(id) AS (
 			SELECT id FROM releases WHERE id = ? AND id > ?
@@ -563,6 +561,33 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 		}
 	}
 	return observe(ctx, tx, metrics.LeadTime, d.Repo.FullName(), d.Environment, values...)
+}
+
+// firstReleaseNaming returns the first release of the repository, up to
+// upTo, whose configuration names env (GitHub's environment names ignore
+// case); upTo if none does.
+func firstReleaseNaming(ctx context.Context, tx *sql.Tx, repoID int64, env string, upTo int64) (int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, config FROM releases
+		WHERE repository_id = ? AND id <= ? AND config IS NOT NULL ORDER BY id`, repoID, upTo)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var raw string
+		if err := rows.Scan(&id, &raw); err != nil {
+			return 0, err
+		}
+		var c pipeline.Config
+		if json.Unmarshal([]byte(raw), &c) == nil && c.Index(env) >= 0 {
+			return id, nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	return upTo, nil
 }
 
 type envState struct {
