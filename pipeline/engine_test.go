@@ -1847,7 +1847,10 @@ func (h *harness) restoresObserved(env string) (count uint64, sum float64) {
 
 // Time to restore follows the statuses' times, not the order they arrive
 // in: a failure that happened before the environment's last success starts
-// no clock, and a success from before a failure restores nothing.
+// no clock — it is measured at once to the first success after it, as in
+// GitHub's order (this test expected no observation at all before: the
+// failure was dropped) — and a success from before a failure restores
+// nothing.
 func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
@@ -1871,17 +1874,19 @@ func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
 	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
 	h.deliver(c1, "test", started)
 	h.deliver(c1, "test", late) // …delivered after c2's success
-	if n, _ := h.restoresObserved("test"); n != 0 {
-		t.Errorf("time to restore observed %d times; the environment never stayed failed", n)
+	// As in GitHub's order: test failed with c1's deploy and c2's success,
+	// about a minute later, restored it.
+	if n, sum := h.restoresObserved("test"); n != 1 || sum < 60 || sum > 70 {
+		t.Errorf("time to restore observed %d times (%.0f s); want once, from c1's failure to c2's success (60 s)", n, sum)
 	}
-	// Nor does the next success in test see a failure to restore from.
+	// The next success in test sees no failure to restore from.
 	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	if err := h.push(c2, c3, false); err != nil {
 		t.Fatal(err)
 	}
 	h.status(c3, "test", pipeline.DeploymentSuccess, 14, true)
-	if n, sum := h.restoresObserved("test"); n != 0 {
-		t.Errorf("time to restore observed %d times (%.0f s) at the next success", n, sum)
+	if n, sum := h.restoresObserved("test"); n != 1 {
+		t.Errorf("time to restore observed %d times (%.0f s) after the next success, want still 1", n, sum)
 	}
 }
 

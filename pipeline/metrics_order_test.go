@@ -5,6 +5,7 @@ package pipeline_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -40,5 +41,109 @@ func TestLeadTimeOfAnEnvironmentsFirstSuccessIgnoresTheCaseOfItsName(t *testing.
 	h.release(c1, c2, 20, "test", "staging")
 	if n := h.leadTimesObserved("staging"); n != 2 {
 		t.Errorf("lead times in staging: %d, want 2 (c1 and c2)", n)
+	}
+}
+
+// The same history on GitHub — c1's deploy to test starts (after c2's push
+// superseded it: its workflow deploys all the same) and fails, and c2's
+// succeeds there 11 minutes later — heard in GitHub's order and with c1's
+// statuses delivered after c2's success: one restore of 660 s either way.
+func TestTimeToRestoreDoesNotDependOnDeliveryOrder(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		now, wait := manualClock(time.Now().Add(-5 * time.Hour))
+		h := newHarness(t, c0, c1, c2)
+		h.gh.now = now
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.push(c1, c2, false); err != nil {
+			t.Fatal(err)
+		}
+		wait(time.Minute)
+		started := h.status(c1, "test", pipeline.DeploymentInProgress, 11, !late)
+		wait(time.Minute)
+		failed := h.status(c1, "test", pipeline.DeploymentFailure, 11, !late)
+		wait(11 * time.Minute)
+		h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+		if late {
+			h.deliver(c1, "test", started)
+			h.deliver(c1, "test", failed)
+		}
+		if n, sum := h.restoresObserved("test"); n != 1 || sum != 660 {
+			t.Errorf("c1's statuses delivered late %v: time to restore observed %d times, sum %.0f s; want once, 660 s", late, n, sum)
+		}
+	}
+}
+
+// A late failure whose attempt never started (rejected, cancelled while it
+// waited) restores nothing; one that had started restores once, however
+// many in_progress statuses it had. (c1's statuses are posted after c2's
+// push superseded it: its workflow deploys all the same.)
+func TestLateFailureRestoresOnlyIfItsAttemptStarted(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	queued := h.status(c1, "test", pipeline.DeploymentQueued, 11, false)
+	failed := h.status(c1, "test", pipeline.DeploymentFailure, 11, false)
+	h.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	h.deliver(c1, "test", failed)
+	h.deliver(c1, "test", queued)
+	if n, _ := h.restoresObserved("test"); n != 0 {
+		t.Errorf("time to restore observed %d times after an attempt that never started", n)
+	}
+
+	h2 := newHarness(t, c0, c1, c2)
+	if err := h2.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	first := h2.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	again := h2.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	failed = h2.status(c1, "test", pipeline.DeploymentFailure, 11, false)
+	h2.status(c2, "test", pipeline.DeploymentSuccess, 12, true)
+	h2.deliver(c1, "test", failed) // no start known yet: nothing
+	h2.deliver(c1, "test", first)  // it had started
+	h2.deliver(c1, "test", again)  // nothing more
+	if n, _ := h2.restoresObserved("test"); n != 1 {
+		t.Errorf("time to restore observed %d times, want 1", n)
+	}
+}
+
+// Two failed deploys before the success that restored test, the later one
+// heard of first (its clock ended at that success): the earlier one,
+// delivered after the success, cannot replace that observation, and adds
+// none.
+func TestLateFailureKeepsTheRestoreAlreadyObserved(t *testing.T) {
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
+	h := newHarness(t, c0, c1, c2, c3)
+	h.gh.now = now
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(time.Minute)
+	run1 := h.status(c1, "test", pipeline.DeploymentInProgress, 11, false)
+	fail1 := h.status(c1, "test", pipeline.DeploymentFailure, 11, false)
+	wait(time.Minute)
+	h.status(c2, "test", pipeline.DeploymentInProgress, 12, true)
+	h.status(c2, "test", pipeline.DeploymentFailure, 12, true)
+	if err := h.push(c2, c3, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(10 * time.Minute)
+	h.status(c3, "test", pipeline.DeploymentSuccess, 13, true)
+	h.deliver(c1, "test", fail1)
+	h.deliver(c1, "test", run1)
+	if n, sum := h.restoresObserved("test"); n != 1 || sum != 600 {
+		t.Errorf("time to restore: %d observations, %.0f s; want 1, 600 s (c2's, observed first)", n, sum)
 	}
 }

@@ -278,36 +278,46 @@ func attemptRuns(ctx context.Context, tx *sql.Tx, deploymentID int64) (bool, err
 // lateStart handles an in_progress delivered after a final status of its
 // deployment: a report, delivered late, that the attempt which then failed
 // had started (its clock of time to restore runs from that failure), or
-// the start of a re-run.
+// the start of a re-run. An attempt already known to have started was
+// counted then.
 func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, rowID int64) error {
 	if d.Origin != pipeline.OriginLastmile {
 		return nil
 	}
-	failedAt, err := failedAttempt(ctx, tx, d.ID, rowID)
-	if err != nil || failedAt == 0 {
+	a, err := failedAttempt(ctx, tx, d.ID, rowID)
+	if err != nil || a.failedAt == 0 || a.starts > 1 {
 		return err
 	}
 	es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
 	if err != nil {
 		return err
 	}
-	es.failed(failedAt)
+	if err := es.failedDeploy(ctx, tx, a); err != nil {
+		return err
+	}
 	return es.save(ctx, tx)
+}
+
+// attempt is one attempt of a deployment (see failedAttempt).
+type attempt struct {
+	failedAt int64 // when it failed (unix milliseconds); 0 if it succeeded, has not ended, or never started
+	final    int64 // the row of its final status, if it failed
+	starts   int   // its in_progress statuses
 }
 
 // failedAttempt finds the attempt that the status recorded as row rowID
 // belongs to — a deployment is deployed again by each re-run of its
 // workflow, and its statuses, between one final status and the next, are
 // one attempt — and returns when that attempt failed (its failure or
-// error, unix milliseconds) if it had started (an in_progress); zero if
-// it succeeded, has not ended, or never started (rejected, cancelled while
-// it waited).
+// error, unix milliseconds) if it had started (an in_progress), with the
+// row of that final status; zero if it succeeded, has not ended, or never
+// started (rejected, cancelled while it waited).
 //
 // The statuses are taken in GitHub's order (its IDs grow), whatever order
 // they were delivered in. A status lastmile recorded without a GitHub ID
 // (its own, which GitHub refused) comes right after the newest status
 // recorded before it.
-func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (int64, error) {
+func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (attempt, error) {
 	type status struct {
 		row, github int64
 		state       string
@@ -317,20 +327,20 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 		CASE WHEN ended_at > 0 THEN ended_at ELSE created_at END FROM deployment_statuses
 		WHERE deployment_id = ? ORDER BY id`, deploymentID)
 	if err != nil {
-		return 0, err
+		return attempt{}, err
 	}
 	var all []status
 	for rows.Next() {
 		var s status
 		if err := rows.Scan(&s.row, &s.github, &s.state, &s.at); err != nil {
 			rows.Close()
-			return 0, err
+			return attempt{}, err
 		}
 		all = append(all, s)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return attempt{}, err
 	}
 	inGitHubOrder(all, func(s status) int64 { return s.github })
 	final := func(s status) bool {
@@ -339,7 +349,7 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 	}
 	at := slices.IndexFunc(all, func(s status) bool { return s.row == rowID })
 	if at < 0 {
-		return 0, nil
+		return attempt{}, nil
 	}
 	start := at
 	for start > 0 && !final(all[start-1]) {
@@ -350,13 +360,18 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 		end++
 	}
 	if end == len(all) || all[end].state == string(pipeline.DeploymentSuccess) {
-		return 0, nil
+		return attempt{}, nil
 	}
-	started := slices.ContainsFunc(all[start:end], func(s status) bool { return s.state == string(pipeline.DeploymentInProgress) })
-	if !started {
-		return 0, nil
+	starts := 0
+	for _, s := range all[start:end] {
+		if s.state == string(pipeline.DeploymentInProgress) {
+			starts++
+		}
 	}
-	return all[end].at, nil
+	if starts == 0 {
+		return attempt{}, nil
+	}
+	return attempt{failedAt: all[end].at, final: all[end].row, starts: starts}, nil
 }
 
 // inGitHubOrder sorts a deployment's statuses, given in the order they were
@@ -437,16 +452,19 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		}
 	}
 	// A failed deploy — the first attempt or a re-run — starts the clock of
-	// time to restore, unless the environment has succeeded since (a status
-	// delivered late). An attempt that never started (rejected, cancelled
-	// while it waited) changed nothing there.
+	// time to restore, or, heard of after the success that restored the
+	// environment, is measured to that success (failedDeploy). An attempt
+	// that never started (rejected, cancelled while it waited) changed
+	// nothing there.
 	if state != pipeline.DeploymentSuccess {
-		failedAt, err := failedAttempt(ctx, tx, d.ID, rowID)
+		a, err := failedAttempt(ctx, tx, d.ID, rowID)
 		if err != nil {
 			return err
 		}
-		if failedAt != 0 {
-			es.failed(failedAt)
+		if a.failedAt != 0 {
+			if err := es.failedDeploy(ctx, tx, a); err != nil {
+				return err
+			}
 		}
 	}
 	// Any success — a re-run's too, of a deployment that had succeeded
@@ -607,13 +625,84 @@ func loadEnvState(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, env strin
 }
 
 // failed starts the clock of time to restore at a failed deploy's time,
-// unless the environment has succeeded since (a status delivered late); a
-// clock that runs already goes back to an earlier failure delivered after
-// a later one.
+// unless the environment has succeeded since (a status delivered late:
+// see failedDeploy); a clock that runs already goes back to an earlier
+// failure delivered after a later one.
 func (es *envState) failed(at int64) {
 	if at > es.lastSuccess && (es.failingSince == 0 || at < es.failingSince) {
 		es.failingSince = at
 	}
+}
+
+// failedDeploy counts a failed attempt that had started: it starts (or
+// moves back) the clock, or — heard of after a success later than it, the
+// clock long stopped — it is measured at once to the first success in the
+// environment after it, as it would have been heard in GitHub's order.
+// Unless another failed deploy between the success before it and that
+// success was counted already: that one's clock ended at that success (or
+// at a later one, that success unknown then), and the observation it made
+// stays, though it may be shorter — a histogram observation cannot be
+// replaced.
+func (es *envState) failedDeploy(ctx context.Context, tx *sql.Tx, a attempt) error {
+	if a.failedAt > es.lastSuccess {
+		es.failed(a.failedAt)
+		return nil
+	}
+	const successes = `SELECT CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END AS at
+		FROM deployment_statuses s JOIN deployments d ON d.id = s.deployment_id
+		WHERE d.repository_id = ? AND d.environment = ? AND d.origin = 'lastmile' AND s.state = 'success'`
+	var before, restored int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(CASE WHEN at < ? THEN at END), 0),
+		COALESCE(MIN(CASE WHEN at >= ? THEN at END), 0) FROM (`+successes+`)`,
+		a.failedAt, a.failedAt, es.repo.ID, es.env).Scan(&before, &restored); err != nil {
+		return err
+	}
+	if restored == 0 {
+		return nil
+	}
+	counted, err := startedFailure(ctx, tx, es.repo.ID, es.env, before, restored, a.final)
+	if err != nil || counted {
+		return err
+	}
+	return observe(ctx, tx, metrics.TimeToRestore, es.repo.FullName(), es.env, float64(restored-a.failedAt)/1000)
+}
+
+// startedFailure reports whether a lastmile deployment in env has a failed
+// attempt that had started, other than the one ending at row except, that
+// failed after from and no later than to (unix milliseconds).
+func startedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, from, to, except int64) (bool, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT s.deployment_id, s.id FROM deployment_statuses s
+		JOIN deployments d ON d.id = s.deployment_id
+		WHERE d.repository_id = ? AND d.environment = ? AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
+		AND s.id != ? AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END > ?
+		AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END <= ?`, repoID, env, except, from, to)
+	if err != nil {
+		return false, err
+	}
+	type final struct{ deployment, row int64 }
+	var finals []final
+	for rows.Next() {
+		var f final
+		if err := rows.Scan(&f.deployment, &f.row); err != nil {
+			rows.Close()
+			return false, err
+		}
+		finals = append(finals, f)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	for _, f := range finals {
+		a, err := failedAttempt(ctx, tx, f.deployment, f.row)
+		if err != nil {
+			return false, err
+		}
+		if a.failedAt != 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (es *envState) save(ctx context.Context, tx *sql.Tx) error {
