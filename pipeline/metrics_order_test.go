@@ -147,3 +147,41 @@ func TestLateFailureKeepsTheRestoreAlreadyObserved(t *testing.T) {
 		t.Errorf("time to restore: %d observations, %.0f s; want 1, 600 s (c2's, observed first)", n, sum)
 	}
 }
+
+// c1 fails in test, c2 succeeds there, c3 fails: c2's success, heard of
+// after c3's failure, restores c1's and leaves test failing since c3's,
+// which c4's success restores. (c2 is superseded by c3's push before it
+// starts: its workflow deploys all the same.)
+func TestLateSuccessBetweenTwoFailures(t *testing.T) {
+	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	const c4 = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4"
+	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
+	h := newHarness(t, c0, c1, c2, c3, c4)
+	h.gh.now = now
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(time.Minute)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c2, c3, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(5 * time.Minute)
+	ok := h.status(c2, "test", pipeline.DeploymentSuccess, 12, false)
+	wait(time.Minute)
+	h.status(c3, "test", pipeline.DeploymentInProgress, 13, true)
+	h.status(c3, "test", pipeline.DeploymentFailure, 13, true)
+	h.deliver(c2, "test", ok)
+	if err := h.push(c3, c4, false); err != nil {
+		t.Fatal(err)
+	}
+	wait(20 * time.Minute)
+	h.status(c4, "test", pipeline.DeploymentSuccess, 14, true)
+	if n, sum := h.restoresObserved("test"); n != 2 || sum != (5+20)*60 {
+		t.Errorf("time to restore: %d observations, %.0f s; want 2, %d s (c1 to c2, c3 to c4)", n, sum, (5+20)*60)
+	}
+}

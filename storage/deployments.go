@@ -470,14 +470,18 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 	// Any success — a re-run's too, of a deployment that had succeeded
 	// before its failed re-run — is the environment's latest success and
 	// ends time to restore; a success from before the failure (delivered
-	// late) restores nothing.
+	// late) restores nothing. A success heard of after failures later than
+	// it (delivered late) leaves the environment failing since the first
+	// of those.
 	if state == pipeline.DeploymentSuccess {
 		es.lastSuccess = max(es.lastSuccess, millis(at))
 		if es.failingSince != 0 && millis(at) >= es.failingSince {
 			if err := observe(ctx, tx, metrics.TimeToRestore, repo, env, float64(millis(at)-es.failingSince)/1000); err != nil {
 				return err
 			}
-			es.failingSince = 0
+			if es.failingSince, err = firstStartedFailure(ctx, tx, d.Repo.ID, env, millis(at)); err != nil {
+				return err
+			}
 		}
 	}
 	if state == pipeline.DeploymentSuccess && d.SucceededAt.IsZero() {
@@ -667,6 +671,47 @@ func (es *envState) failedDeploy(ctx context.Context, tx *sql.Tx, a attempt) err
 	return observe(ctx, tx, metrics.TimeToRestore, es.repo.FullName(), es.env, float64(restored-a.failedAt)/1000)
 }
 
+// firstStartedFailure returns the time of the first failed attempt that
+// had started, of a lastmile deployment in env, after after (unix
+// milliseconds); 0 if none.
+func firstStartedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, after int64) (int64, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT s.deployment_id, s.id FROM deployment_statuses s
+		JOIN deployments d ON d.id = s.deployment_id
+		WHERE d.repository_id = ? AND d.environment = ? AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
+		AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END > ?
+		ORDER BY CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END, s.id`, repoID, env, after)
+	if err != nil {
+		return 0, err
+	}
+	finals, err := scanFinals(rows)
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range finals {
+		a, err := failedAttempt(ctx, tx, f.deployment, f.row)
+		if err != nil || a.failedAt != 0 {
+			return a.failedAt, err
+		}
+	}
+	return 0, nil
+}
+
+// finalRow is a final status of a deployment: its deployment and row.
+type finalRow struct{ deployment, row int64 }
+
+func scanFinals(rows *sql.Rows) ([]finalRow, error) {
+	defer rows.Close()
+	var finals []finalRow
+	for rows.Next() {
+		var f finalRow
+		if err := rows.Scan(&f.deployment, &f.row); err != nil {
+			return nil, err
+		}
+		finals = append(finals, f)
+	}
+	return finals, rows.Err()
+}
+
 // startedFailure reports whether a lastmile deployment in env has a failed
 // attempt that had started, other than the one ending at row except, that
 // failed after from and no later than to (unix milliseconds).
@@ -679,18 +724,8 @@ func startedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, f
 	if err != nil {
 		return false, err
 	}
-	type final struct{ deployment, row int64 }
-	var finals []final
-	for rows.Next() {
-		var f final
-		if err := rows.Scan(&f.deployment, &f.row); err != nil {
-			rows.Close()
-			return false, err
-		}
-		finals = append(finals, f)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	finals, err := scanFinals(rows)
+	if err != nil {
 		return false, err
 	}
 	for _, f := range finals {
