@@ -543,6 +543,9 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			}
 		}
 	}
+	if err := e.readBackUnheardEnd(ctx, ev.Repo, d, ev.Status); err != nil {
+		return err
+	}
 	isNew, err := e.Store.RecordStatus(ctx, d, ev.Status)
 	if err != nil {
 		return err
@@ -571,6 +574,37 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 		return err
 	}
 	return e.advance(ctx, ev.Repo)
+}
+
+// readBackUnheardEnd records, before the final status st of a lastmile
+// deployment, the statuses GitHub made before it that lastmile has not
+// heard of, when one of them must be an earlier attempt's end (a re-run's
+// success delivered before the first attempt's failure): the deployment's
+// duration runs to its first final status, and an observation cannot be
+// undone when that status arrives later. GitHub is asked only then.
+func (e *Engine) readBackUnheardEnd(ctx context.Context, repo Repo, d *Deployment, st StatusInfo) error {
+	if d.Origin != OriginLastmile {
+		return nil
+	}
+	unheard, err := e.Store.EndUnheard(ctx, d.ID, st)
+	if err != nil || !unheard {
+		return err
+	}
+	list, err := e.GitHub.DeploymentStatuses(ctx, repo, d.GitHubID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read back the statuses of deployment %d: %w", d.GitHubID, err)
+	}
+	for _, o := range slices.Backward(list) { // oldest first
+		if o.GitHubID != 0 && o.GitHubID < st.GitHubID {
+			if _, err := e.Store.RecordStatus(ctx, d, o); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // HandleReview records a deployment review.

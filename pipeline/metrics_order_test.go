@@ -4,9 +4,11 @@ package pipeline_test
 // hears of it.
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
@@ -183,5 +185,57 @@ func TestLateSuccessBetweenTwoFailures(t *testing.T) {
 	h.status(c4, "test", pipeline.DeploymentSuccess, 14, true)
 	if n, sum := h.restoresObserved("test"); n != 2 || sum != (5+20)*60 {
 		t.Errorf("time to restore: %d observations, %.0f s; want 2, %d s (c1 to c2, c3 to c4)", n, sum, (5+20)*60)
+	}
+}
+
+func (h *harness) durations(env string) (uint64, float64) {
+	h.t.Helper()
+	snap, err := h.db.MetricsSnapshot(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, s := range snap.Histograms[metrics.DeploymentDuration] {
+		if s.Labels[1] == env {
+			return s.Count, s.Sum
+		}
+	}
+	return 0, 0
+}
+
+// A deploy fails 2 minutes after its deployment was created, its re-run
+// succeeds an hour later: its duration is 120 s, whether the failure's
+// webhook comes first or after the re-run's success (lastmile then reads
+// the failure back from GitHub, and only then).
+func TestDurationDoesNotDependOnDeliveryOrder(t *testing.T) {
+	for _, failureLast := range []bool{false, true} {
+		now, wait := manualClock(time.Now().Add(-5 * time.Hour))
+		h := newHarness(t, c0, c1)
+		h.gh.now = now
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		listed := h.gh.listed
+		wait(time.Minute)
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		wait(time.Minute)
+		fail := h.status(c1, "test", pipeline.DeploymentFailure, 11, !failureLast)
+		wait(time.Hour)
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+		if failureLast {
+			h.deliver(c1, "test", fail) // a duplicate now
+		}
+		if n, sum := h.durations("test"); n != 1 || sum != 120 {
+			t.Errorf("failure delivered last %v: duration observed %d times, sum %.0f s; want once, 120 s", failureLast, n, sum)
+		}
+		if got, want := h.deploymentsCounted(), map[string]float64{"test/failure": 1, "test/success": 1}; !maps(got, want) {
+			t.Errorf("failure delivered last %v: lastmile_deployments_total of test %v, want %v", failureLast, got, want)
+		}
+		if n, sum := h.restoresObserved("test"); n != 1 || sum != 3600 {
+			t.Errorf("failure delivered last %v: time to restore observed %d times, sum %.0f s; want once, 3600 s", failureLast, n, sum)
+		}
+		if reads, want := h.gh.listed-listed, map[bool]int{false: 0, true: 1}[failureLast]; reads != want {
+			t.Errorf("failure delivered last %v: statuses read back %d times, want %d", failureLast, reads, want)
+		}
 	}
 }

@@ -279,6 +279,10 @@ type Store interface {
 	// the first terminal status of a lastmile deployment updates the
 	// delivery metrics. It reports whether the status was new.
 	RecordStatus(ctx context.Context, d *Deployment, s StatusInfo) (bool, error)
+	// EndUnheard reports whether the final status s of a deployment, not
+	// recorded yet, follows the start of an earlier attempt whose end the
+	// store has not recorded (its webhook not delivered yet).
+	EndUnheard(ctx context.Context, deploymentID int64, s StatusInfo) (bool, error)
 	// LinkRun ties a workflow run to a deployment.
 	LinkRun(ctx context.Context, deploymentID, runID int64) error
 

@@ -374,6 +374,61 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 	return attempt{failedAt: all[end].at, final: all[end].row, starts: starts}, nil
 }
 
+// EndUnheard reports whether the final status s of a deployment, not yet
+// recorded, comes after the start of an earlier attempt whose end lastmile
+// has not heard of: in GitHub's order (its IDs grow), an in_progress
+// followed by a queued or another in_progress with no final status
+// (success, failure, error, inactive) between — a re-run's statuses
+// delivered before the first attempt's failure, say. The engine then
+// reads that end back from GitHub before it records s.
+func (db *DB) EndUnheard(ctx context.Context, deploymentID int64, s pipeline.StatusInfo) (bool, error) {
+	type status struct {
+		github int64
+		state  string
+	}
+	if s.GitHubID == 0 || !(s.State == pipeline.DeploymentSuccess || s.State == pipeline.DeploymentFailure || s.State == pipeline.DeploymentError) {
+		return false, nil
+	}
+	rows, err := db.read.QueryContext(ctx, `SELECT COALESCE(github_id, 0), state FROM deployment_statuses
+		WHERE deployment_id = ? ORDER BY id`, deploymentID)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	var all []status
+	for rows.Next() {
+		var st status
+		if err := rows.Scan(&st.github, &st.state); err != nil {
+			return false, err
+		}
+		if st.github == s.GitHubID {
+			return false, nil // recorded already
+		}
+		all = append(all, st)
+	}
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	all = append(all, status{s.GitHubID, string(s.State)})
+	inGitHubOrder(all, func(st status) int64 { return st.github })
+	started := false // an attempt has started, its end not heard of
+	for _, st := range all {
+		if st.github == s.GitHubID {
+			break
+		}
+		switch pipeline.DeploymentState(st.state) {
+		case pipeline.DeploymentQueued, pipeline.DeploymentInProgress:
+			if started {
+				return true, nil
+			}
+			started = st.state == string(pipeline.DeploymentInProgress)
+		case pipeline.DeploymentSuccess, pipeline.DeploymentFailure, pipeline.DeploymentError, pipeline.DeploymentInactive:
+			started = false
+		}
+	}
+	return false, nil
+}
+
 // inGitHubOrder sorts a deployment's statuses, given in the order they were
 // recorded, into GitHub's order — its IDs grow — whatever order they were
 // delivered in. A status lastmile recorded without a GitHub ID (its own,
@@ -428,6 +483,14 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, string(state)}, 1); err != nil {
 			return err
 		}
+		// Its duration: created to its first final status, observed once,
+		// by the first final status lastmile hears of. An observation
+		// cannot be undone, so the engine first reads back an earlier
+		// attempt's end it knows it has not heard of (EndUnheard): a
+		// re-run's success delivered before the first attempt's failure
+		// measures that failure, as in GitHub's order. A final status
+		// heard of before an earlier one lastmile had no sign of (a
+		// rejection, of an attempt that never started) keeps its value.
 		if err := observe(ctx, tx, metrics.DeploymentDuration, repo, env, max(at.Sub(d.CreatedAt).Seconds(), 0)); err != nil {
 			return err
 		}
