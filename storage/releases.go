@@ -219,9 +219,36 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 		if err != nil {
 			return err
 		}
+		// Most pushes name the environments the previous one did: those
+		// already live under this name, flag and all, have their series.
+		type live struct {
+			env        string
+			production bool
+		}
+		known := map[live]bool{}
+		rows, err := tx.QueryContext(ctx, `SELECT environment, production FROM environment_state
+			WHERE repository_id = ? AND repository = ? AND NOT retired`, rel.Repo.ID, name)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var l live
+			if err := rows.Scan(&l.env, &l.production); err != nil {
+				rows.Close()
+				return err
+			}
+			known[l] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
 		names := make([]string, len(rel.Config.Environments))
 		for i, e := range rel.Config.Environments {
 			names[i] = e.Name
+			if known[live{e.Name, e.Production}] {
+				continue
+			}
 			res, err := tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
 				VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
 				repository = excluded.repository WHERE production != excluded.production OR repository != excluded.repository`,
