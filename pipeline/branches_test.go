@@ -240,3 +240,35 @@ func TestSupersededDeployWhoseRunEndsWithoutAnEnd(t *testing.T) {
 		t.Error("c2's production deployment not created once c1's run ended")
 	}
 }
+
+// The branch created again while GitHub still shows it where it was (or
+// not at all): lastmile looks again shortly rather than drop the rollback.
+func TestBranchCreatedAgainSeenBeforeGitHubCaughtUp(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.gh.config = "branch: release\n" + threeEnvs
+	if err := h.pushBranch("release", c0, c1, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.pushBranch("release", c1, c2, false, false); err != nil {
+		t.Fatal(err)
+	}
+	var ign *pipeline.Ignored
+	if err := h.pushBranch("release", c2, zeroSHA, false, true); !errors.As(err, &ign) {
+		t.Fatalf("push deleting the branch: %v; want it ignored", err)
+	}
+	recreate := pipeline.Push{Repo: shop, DeliveryID: "push-recreate", Ref: "refs/heads/release", Before: zeroSHA, After: c1,
+		DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(), Commits: []pipeline.Commit{{SHA: c1, Title: "commit c1"}}}
+	var again *pipeline.LookAgain
+	if err := h.engine.HandlePush(context.Background(), recreate); !errors.As(err, &again) { // GitHub still shows c2
+		t.Fatalf("the branch created again at c1 while GitHub still shows it at c2: %v; want to look again shortly", err)
+	}
+	h.gh.mu.Lock()
+	h.gh.head = c1 // caught up
+	h.gh.mu.Unlock()
+	if err := h.engine.HandlePush(context.Background(), recreate); err != nil {
+		t.Fatalf("the push creating the branch again, retried: %v", err)
+	}
+	if n := h.gh.count(c1, "test"); n != 2 {
+		t.Errorf("c1 deployed to test %d times; want 2 (the rollback released again)", n)
+	}
+}

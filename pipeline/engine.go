@@ -377,13 +377,21 @@ const LatePush = 10 * time.Minute
 func (e *Engine) stillHead(ctx context.Context, p Push, overtaken bool) error {
 	branch := strings.TrimPrefix(p.Ref, "refs/heads/")
 	rel, err := e.GitHub.Relation(ctx, p.Repo, p.After, branch)
+	fresh := !overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow
+	if (errors.Is(err, ErrNotFound) || err == nil && rel != "identical") && fresh && p.Before == zeroSHA {
+		// This push created the branch (again): GitHub, its ref read from
+		// a replica that has not caught up, may not show it yet, or show
+		// it where it was before it was deleted.
+		return &LookAgain{At: e.Now().Add(staleRefRetry),
+			Reason: fmt.Sprintf("GitHub does not show %s at %s yet, where this push created it", branch, short(p.After))}
+	}
 	if errors.Is(err, ErrNotFound) {
 		return &Ignored{Reason: fmt.Sprintf("push of %s to %s: the branch no longer exists or no longer contains it", short(p.After), branch)}
 	}
 	if err != nil {
 		return fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
 	}
-	if rel != "identical" && !overtaken && e.Now().Sub(p.PushedAt) < staleRefWindow && p.Before != zeroSHA && p.Before != "" {
+	if rel != "identical" && fresh && p.Before != zeroSHA && p.Before != "" {
 		// GitHub may still show the branch where this very push, the
 		// newest handled, moved it from: its ref read from a replica that
 		// has not caught up. A rollback must not be lost to that.
