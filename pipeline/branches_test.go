@@ -272,3 +272,56 @@ func TestBranchCreatedAgainSeenBeforeGitHubCaughtUp(t *testing.T) {
 		t.Errorf("c1 deployed to test %d times; want 2 (the rollback released again)", n)
 	}
 }
+
+// The read-back after lastmile's inactive fails (GitHub answers 502): the
+// inactive is not written again when lastmile tries again, and the next
+// release's deployment to the environment waits for the read-back, which
+// finds the deploy that had begun.
+func TestReadBackAfterTheInactiveFails(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging")
+	h.status(c1, "production", pipeline.DeploymentQueued, 12, true)
+	h.status(c1, "production", pipeline.DeploymentInProgress, 12, false) // its webhook late
+	h.gh.mu.Lock()
+	h.gh.failLists = 2
+	h.gh.mu.Unlock()
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c2, 20, "test")
+	staging := h.gh.deployment(c2, "staging")
+	h.gh.mu.Lock()
+	success := h.gh.post(staging.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/21")
+	h.gh.mu.Unlock()
+	ev := pipeline.NewDeploymentStatus{Repo: shop, Status: success, Deployment: pipeline.DeploymentInfo{GitHubID: staging.id,
+		SHA: c2, Environment: "staging", Payload: mustJSON(t, staging.payload)}}
+	// Delivered, then retried by the worker: GitHub fails the read-back
+	// twice, then answers.
+	for i := range 3 {
+		err := h.engine.HandleDeploymentStatus(context.Background(), ev)
+		if i < 2 && (err == nil || !strings.Contains(err.Error(), "read back the statuses")) {
+			t.Fatalf("attempt %d with GitHub failing the read-back: %v; want the read-back's error", i+1, err)
+		}
+		if i == 2 && err != nil {
+			t.Fatalf("attempt 3, GitHub answering: %v", err)
+		}
+		if i < 2 && h.gh.deployment(c2, "production") != nil {
+			t.Fatal("c2's production deployment created before c1's production deployment was read back")
+		}
+	}
+	inactive := 0
+	for _, st := range h.gh.deployment(c1, "production").statuses {
+		if st.State == pipeline.DeploymentInactive {
+			inactive++
+		}
+	}
+	if inactive != 1 {
+		t.Errorf("%d inactive statuses on c1's production deployment; want 1 (written once)", inactive)
+	}
+	if got := h.ledgerState(c1, "production"); got != pipeline.DeploymentInProgress {
+		t.Errorf("c1's production deployment once read back: %s; want in_progress (its deploy had begun)", got)
+	}
+	if h.gh.deployment(c2, "production") != nil {
+		t.Error("c2's production deployment created while c1's production deploy runs")
+	}
+}

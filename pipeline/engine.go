@@ -598,21 +598,7 @@ func (e *Engine) readBackUnheardEnd(ctx context.Context, repo Repo, d *Deploymen
 	if err != nil || !unheard {
 		return err
 	}
-	list, err := e.GitHub.DeploymentStatuses(ctx, repo, d.GitHubID)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read back the statuses of deployment %d: %w", d.GitHubID, err)
-	}
-	for _, o := range slices.Backward(list) { // oldest first
-		if o.GitHubID != 0 && o.GitHubID < st.GitHubID {
-			if _, err := e.Store.RecordStatus(ctx, d, o); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return e.recordFromGitHub(ctx, repo, d, st.GitHubID)
 }
 
 // HandleReview records a deployment review.
@@ -1243,6 +1229,13 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 			sent = true
 			continue
 		}
+		if d.ReadBack { // a read-back that failed before
+			if err := e.readBack(ctx, repo, d); err != nil {
+				return sent, err
+			}
+			sent = true
+			continue
+		}
 		if d.State != DeploymentIntent {
 			continue
 		}
@@ -1392,28 +1385,50 @@ func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
 	st.ByLastmile = true
 	e.Log.Info("status written by lastmile", "repo", repo.FullName(), "deployment", d.GitHubID,
 		"environment", d.Environment, "state", d.Notify, "reason", d.NotifyReason)
-	if d.Notify == DeploymentInactive {
-		// The workflow may have begun to deploy before the inactive, its
-		// in_progress not delivered yet: read back what GitHub has, so
-		// that such a deploy holds its environment before lastmile
-		// creates the next deployment there. (The Action, in turn, reads
-		// the statuses after its in_progress and deploys nothing if an
-		// inactive came first: whichever wrote first, the other sees it.)
-		list, err := e.GitHub.DeploymentStatuses(ctx, repo, d.GitHubID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("read back the statuses of deployment %d: %w", d.GitHubID, err)
+	// Recorded at once, so that a failed read-back below does not write it
+	// again: for an inactive, the store notes the read-back owed.
+	if _, err := e.Store.RecordStatus(ctx, d, st); err != nil {
+		return err
+	}
+	if d.Notify != DeploymentInactive {
+		return nil
+	}
+	return e.readBack(ctx, repo, d)
+}
+
+// readBack reads back the statuses of a deployment lastmile made inactive:
+// the workflow may have begun to deploy before the inactive, its
+// in_progress not delivered yet, and such a deploy holds its environment
+// (until then, so does the owed read-back: see Store.HeldBy). The Action,
+// in turn, reads the statuses after its in_progress and deploys nothing if
+// an inactive came first: whichever wrote first, the other sees it.
+func (e *Engine) readBack(ctx context.Context, repo Repo, d *Deployment) error {
+	if err := e.recordFromGitHub(ctx, repo, d, 0); err != nil {
+		return err
+	}
+	return e.Store.ReadBackDone(ctx, d.ID)
+}
+
+// recordFromGitHub records the statuses of a deployment that GitHub has
+// and lastmile may not have heard of — all of them, or those older than
+// status before (GitHub's ID) — oldest first, as GitHub made them.
+func (e *Engine) recordFromGitHub(ctx context.Context, repo Repo, d *Deployment, before int64) error {
+	list, err := e.GitHub.DeploymentStatuses(ctx, repo, d.GitHubID)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read back the statuses of deployment %d: %w", d.GitHubID, err)
+	}
+	for _, o := range slices.Backward(list) { // oldest first
+		if o.GitHubID == 0 || before != 0 && o.GitHubID >= before {
+			continue
 		}
-		for _, o := range slices.Backward(list) {
-			if o.GitHubID == st.GitHubID {
-				continue
-			}
-			if _, err := e.Store.RecordStatus(ctx, d, o); err != nil {
-				return err
-			}
+		if _, err := e.Store.RecordStatus(ctx, d, o); err != nil {
+			return err
 		}
 	}
-	_, err = e.Store.RecordStatus(ctx, d, st)
-	return err
+	return nil
 }
 
 // requires reports whether d's required contexts include context, compared

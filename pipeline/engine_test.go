@@ -49,11 +49,13 @@ type fakeGitHub struct {
 	loseNext bool    // the next CreateDeployment creates the deployment, but its answer is lost
 	// enter, if set, is called as CreateDeployment starts; the function
 	// it returns as it ends.
-	enter   func() (leave func())
-	latest  int // LatestDeploymentStatus calls
-	listed  int // DeploymentStatuses calls
-	written []pipeline.StatusRequest
-	answers []string // protection rule answers: "run environment state"
+	enter  func() (leave func())
+	latest int // LatestDeploymentStatus calls
+	listed int // DeploymentStatuses calls
+	// failLists is how many DeploymentStatuses calls fail next.
+	failLists int
+	written   []pipeline.StatusRequest
+	answers   []string // protection rule answers: "run environment state"
 	// now, if set, is GitHub's clock (the time of deployments and
 	// statuses); time.Now otherwise.
 	now func() time.Time
@@ -206,6 +208,10 @@ func (f *fakeGitHub) DeploymentStatuses(_ context.Context, _ pipeline.Repo, id i
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.listed++
+	if f.failLists > 0 {
+		f.failLists--
+		return nil, errors.New("502 Bad Gateway")
+	}
 	d := f.byID(id)
 	if d == nil {
 		return nil, pipeline.ErrNotFound

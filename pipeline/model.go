@@ -220,6 +220,9 @@ type Deployment struct {
 	// known: the metrics date the status by it, not by when lastmile
 	// wrote it.
 	NotifyAt time.Time `json:"notify_at,omitzero"`
+	// ReadBack: lastmile made it inactive and has still to read its
+	// statuses back from GitHub (its deploy may have begun).
+	ReadBack bool `json:"-"`
 }
 
 // A MissingJobLog is a deploy job that GitHub had no log for when lastmile

@@ -330,8 +330,11 @@ type Store interface {
 	// or not) in env.
 	Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	// HeldBy is the release whose deployment in env is in progress and
-	// holds the environment (see RepoState.Running), 0 if none.
+	// holds the environment (see RepoState.Running), or is still to be
+	// read back after lastmile made it inactive; 0 if none.
 	HeldBy(ctx context.Context, repoID int64, env string) (int64, error)
+	// ReadBackDone records that a deployment's statuses were read back.
+	ReadBackDone(ctx context.Context, deploymentID int64) error
 	// NewestSuccess is the newest release with a success in env (one that
 	// Succeeded counts), and its commit; ErrNotFound if there is none.
 	NewestSuccess(ctx context.Context, repoID int64, env string) (releaseID int64, sha string, err error)

@@ -21,7 +21,7 @@ type querier interface {
 
 const deploymentColumns = `d.id, COALESCE(d.release_id, 0), d.repository_id, p.full_name, p.installation_id, d.environment, d.stage,
 	d.sha, d.origin, COALESCE(d.github_id, 0), d.state, d.production, d.creator, d.attempts, d.reason, d.rejected, d.run_id,
-	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.notify_at, d.created_at, d.terminal_at, d.succeeded_at`
+	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.notify_at, d.created_at, d.terminal_at, d.succeeded_at, d.read_back`
 
 func scanDeployment(row rowScanner) (*pipeline.Deployment, error) {
 	var d pipeline.Deployment
@@ -29,7 +29,7 @@ func scanDeployment(row rowScanner) (*pipeline.Deployment, error) {
 	var notifyAt, created, terminal, succeeded int64
 	if err := row.Scan(&d.ID, &d.ReleaseID, &d.Repo.ID, &full, &d.Repo.InstallationID, &d.Environment, &d.Stage,
 		&d.SHA, &origin, &d.GitHubID, &state, &d.Production, &d.Creator, &d.Attempts, &d.Reason, &d.Rejected, &d.RunID,
-		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &notifyAt, &created, &terminal, &succeeded); err != nil {
+		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &notifyAt, &created, &terminal, &succeeded, &d.ReadBack); err != nil {
 		return nil, err
 	}
 	d.Repo.Owner, d.Repo.Name, _ = pipeline.SplitFullName(full)
@@ -172,6 +172,13 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		if s.ByLastmile && s.Creator != "" {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
 				ON CONFLICT (key) DO UPDATE SET value = excluded.value`, appLoginKey, s.Creator); err != nil {
+				return err
+			}
+		}
+		if s.ByLastmile && s.State == pipeline.DeploymentInactive && d.Origin == pipeline.OriginLastmile {
+			// Its statuses are read back next (see pipeline.Engine's
+			// notify): owed until then.
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET read_back = 1 WHERE id = ?`, d.ID); err != nil {
 				return err
 			}
 		}

@@ -557,7 +557,7 @@ func setReleaseState(ctx context.Context, tx *sql.Tx, id int64, state pipeline.R
 // create and statuses to write.
 func (db *DB) Work(ctx context.Context, repoID int64) ([]*pipeline.Deployment, error) {
 	deps, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.origin = 'lastmile'
-		AND (d.state IN ('intent', 'waiting') OR d.notify != '') ORDER BY d.id`, repoID)
+		AND (d.state IN ('intent', 'waiting') OR d.notify != '' OR d.read_back = 1) ORDER BY d.id`, repoID)
 	if err != nil {
 		return nil, err
 	}
@@ -581,6 +581,15 @@ func (db *DB) Work(ctx context.Context, repoID int64) ([]*pipeline.Deployment, e
 		}
 	}
 	return deps, nil
+}
+
+// ReadBackDone records that a deployment's statuses were read back after
+// lastmile made it inactive.
+func (db *DB) ReadBackDone(ctx context.Context, deploymentID int64) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET read_back = 0 WHERE id = ?`, deploymentID)
+		return err
+	})
 }
 
 // MarkAttempt counts a creation attempt, durably, before the attempt.
@@ -712,12 +721,13 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 
 // HeldBy is the release whose lastmile deployment in env is in progress
 // and holds the environment (for less than pipeline.HoldRunning since its
-// latest status), the newest if several; 0 if none.
+// latest status), or was made inactive and is still to be read back (its
+// deploy may have begun), the newest if several; 0 if none.
 func (db *DB) HeldBy(ctx context.Context, repoID int64, env string) (int64, error) {
 	var id int64
 	err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(d.release_id), 0) FROM deployments d
-		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.state = 'in_progress'
-		AND d.environment = ? COLLATE NOCASE AND `+statusSince+` > ?`,
+		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.environment = ? COLLATE NOCASE
+		AND (d.read_back = 1 OR d.state = 'in_progress' AND `+statusSince+` > ?)`,
 		repoID, env, millis(db.Now().Add(-pipeline.HoldRunning))).Scan(&id)
 	return id, err
 }
