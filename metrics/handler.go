@@ -30,36 +30,47 @@ type renderedRollups struct {
 // which gzip readers (Prometheus's among them) read as one stream.
 func (m *Metrics) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.scrape.Lock()
-		defer m.scrape.Unlock()
-		m.scraped = nil
-		var live bytes.Buffer
-		mfs, err := m.live.Gather()
+		live, plain, gzipped, err := m.render()
 		if err != nil {
-			m.log.Warn("metrics: gather", "error", err)
+			http.Error(w, "encode metrics: "+err.Error(), http.StatusInternalServerError)
+			return
 		}
-		enc := expfmt.NewEncoder(&live, expfmt.NewFormat(expfmt.TypeTextPlain))
-		for _, mf := range mfs {
-			if err := enc.Encode(mf); err != nil {
-				http.Error(w, "encode metrics: "+err.Error(), http.StatusInternalServerError)
-				return
-			}
-		}
-		plain, gzipped := m.rollupsText(m.scraped)
 
 		h := w.Header()
 		h.Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 		if !acceptsGzip(r) {
-			w.Write(live.Bytes())
+			w.Write(live)
 			w.Write(plain)
 			return
 		}
 		h.Set("Content-Encoding", "gzip")
 		zw := gzip.NewWriter(w)
-		zw.Write(live.Bytes())
+		zw.Write(live)
 		zw.Close()
 		w.Write(gzipped)
 	})
+}
+
+// render gathers one scrape: the live part, and the delivery part of the
+// same database snapshot. Scrapes are rendered one at a time (not written:
+// a slow client holds no other scrape back).
+func (m *Metrics) render() (live, plain, gzipped []byte, err error) {
+	m.scrape.Lock()
+	defer m.scrape.Unlock()
+	m.scraped = nil
+	mfs, gerr := m.live.Gather()
+	if gerr != nil {
+		m.log.Warn("metrics: gather", "error", gerr)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	plain, gzipped = m.rollupsText(m.scraped)
+	return buf.Bytes(), plain, gzipped, nil
 }
 
 // rollupsText returns the delivery metrics' exposition of snap (none if

@@ -11,7 +11,9 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -222,5 +224,54 @@ func TestScrapeReadsTheDatabaseOnce(t *testing.T) {
 	}
 	if src.reads != 3 { // each failed read is counted
 		t.Errorf("3 scrapes read the database %d times, want 3", src.reads)
+	}
+}
+
+// stalledWriter is a client that does not read its answer: its Write
+// blocks until released.
+type stalledWriter struct {
+	header  http.Header
+	writing chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (w *stalledWriter) Header() http.Header { return w.header }
+func (w *stalledWriter) WriteHeader(int)     {}
+func (w *stalledWriter) Write(b []byte) (int, error) {
+	w.once.Do(func() { close(w.writing) })
+	<-w.release
+	return len(b), nil
+}
+
+// A client that does not read its answer holds no other scrape back.
+func TestSlowClientDoesNotHoldOtherScrapes(t *testing.T) {
+	m := New(&countingSource{snap: handlerSnapshot(1, 2)}, nopSink{}, "test", slog.New(slog.DiscardHandler))
+	h := m.Handler()
+	slow := &stalledWriter{header: http.Header{}, writing: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.ServeHTTP(slow, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	}()
+	defer func() { close(slow.release); <-done }()
+	select {
+	case <-slow.writing:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first scrape never wrote")
+	}
+	second := make(chan string, 1)
+	go func() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		second <- rec.Body.String()
+	}()
+	select {
+	case body := <-second:
+		if !strings.Contains(body, "lastmile_deployments_total") {
+			t.Errorf("the second scrape:\n%s", body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a scrape waited 30 s for a client that does not read its answer")
 	}
 }
