@@ -227,7 +227,9 @@ func TestRemovedEnvironmentStaysRetiredWhenAnOlderReleaseDeploysThere(t *testing
 
 // The configuration spells an environment in another case than the
 // release that deploys there: GitHub's names ignore case, so it is the
-// same environment, and it stays live.
+// same environment, and it stays live — once, under the configuration's
+// spelling (as an environment renamed otherwise, the old spelling's series
+// keep their history and leave the dashboards).
 func TestEnvironmentNamedInAnotherCaseStaysLive(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
@@ -240,7 +242,7 @@ func TestEnvironmentNamedInAnotherCaseStaysLive(t *testing.T) {
 	}
 	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
 	h.status(c1, "production", pipeline.DeploymentSuccess, 12, true)
-	if got := h.environmentInfo(); !slices.Contains(got, "production=true") {
+	if got := h.environmentInfo(); !slices.Equal(got, []string{"Production=true", "staging=false", "test=false"}) {
 		t.Errorf("environment_info after c1 reached production, which the configuration names Production: %v", got)
 	}
 }
@@ -307,5 +309,29 @@ func TestConfiguredEnvironmentsAreListedBeforeTheirFirstDeployment(t *testing.T)
 	}
 	if slices.Contains(got, metrics.LastSuccess+"{acme/shop,production}") {
 		t.Errorf("production has a last success without a deployment: %v", got)
+	}
+}
+
+// The configuration spells an environment otherwise ("Staging" becomes
+// "staging") while an older release is on its way there: that release's
+// deployment to "Staging" does not make the old spelling live beside the
+// new one.
+func TestRespelledEnvironmentIsLiveOnce(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.gh.config = "environments:\n  - name: test\n  - name: Staging\n  - name: production\n"
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	h.gh.config = "environments:\n  - name: test\n  - name: staging\n  - name: production\n"
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	if h.gh.deployment(c1, "Staging") == nil {
+		t.Fatal("c1's deployment to Staging not created")
+	}
+	if got := h.liveEnvs(); !slices.Equal(got, []string{"production", "staging", "test"}) {
+		t.Errorf("live environments %v; want production, staging, test", got)
 	}
 }

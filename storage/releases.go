@@ -512,6 +512,10 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		if err != nil {
 			return err
 		}
+		// Spelled otherwise now ("Staging" become "staging"): GitHub takes
+		// both for one environment, and the configuration's spelling is the
+		// live one; this one stays retired.
+		live = live && cur.Name == env.Name
 		production := env.Production
 		if live {
 			production = cur.Production
