@@ -325,3 +325,39 @@ func TestReadBackAfterTheInactiveFails(t *testing.T) {
 		t.Error("c2's production deployment created while c1's production deploy runs")
 	}
 }
+
+// countingRelation counts the compare calls of a fake GitHub.
+type countingRelation struct {
+	*fakeGitHub
+	relations int
+}
+
+func (c *countingRelation) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	c.relations++
+	return c.fakeGitHub.Relation(ctx, r, base, head)
+}
+
+// A protection-rule request that waits (the previous environment's deploy
+// runs) costs GitHub no compare: the branch is checked only to approve.
+func TestWaitingProtectionRuleComparesNothing(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	cr := &countingRelation{fakeGitHub: h.gh}
+	h.engine.GitHub = cr
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("decision while test runs: %s %q; want waiting", dec.State, dec.Comment)
+	}
+	if cr.relations != 0 {
+		t.Errorf("%d compares for a request that waits; want 0", cr.relations)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionApproved {
+		t.Fatalf("decision once test succeeded: %s %q; want approved", dec.State, dec.Comment)
+	}
+	if cr.relations != 1 {
+		t.Errorf("%d compares to approve; want 1", cr.relations)
+	}
+}

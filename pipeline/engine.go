@@ -995,18 +995,24 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 	if i < 0 {
 		return reject("lastmile rejects: environment %q is not in %s at %s.", req.Environment, ConfigPath, short(rel.SHA))
 	}
-	if rel.SHA == req.SHA {
-		if why, err := e.outrun(ctx, req, rel, cfg, i); err != nil || why != "" {
+	// approve approves, unless the commit, one of the pipeline branch,
+	// would go where lastmile would not take it itself (asked only now:
+	// it costs a compare, and a waiting request is decided again).
+	approve := func(comment string) (*ProtectionDecision, error) {
+		if rel.SHA == req.SHA {
+			why, err := e.outrun(ctx, req, rel, cfg, i)
 			if err != nil {
 				return nil, err
 			}
-			return reject("%s", why)
+			if why != "" {
+				return reject("%s", why)
+			}
 		}
-	}
-	switch {
-	case i == 0:
-		dec.State, dec.Comment = ProtectionApproved, fmt.Sprintf("lastmile approves: %s is the first environment.", req.Environment)
+		dec.State, dec.Comment = ProtectionApproved, comment
 		return dec, nil
+	}
+	if i == 0 {
+		return approve(fmt.Sprintf("lastmile approves: %s is the first environment.", req.Environment))
 	}
 	prev := cfg.Environments[i-1].Name
 	ok, err := e.Store.Succeeded(ctx, req.Repo.ID, req.SHA, prev)
@@ -1024,8 +1030,7 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 		}
 		return reject("lastmile rejects: commit %s has not succeeded in %s, which comes before %s.", short(req.SHA), prev, req.Environment)
 	}
-	dec.State, dec.Comment = ProtectionApproved, fmt.Sprintf("lastmile approves: commit %s succeeded in %s.", short(req.SHA), prev)
-	return dec, nil
+	return approve(fmt.Sprintf("lastmile approves: commit %s succeeded in %s.", short(req.SHA), prev))
 }
 
 // outrun says why a commit of the pipeline branch (its release rel) must
