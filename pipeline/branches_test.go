@@ -171,6 +171,9 @@ func TestSupersedingADeployThatHasBegunWaitsForIt(t *testing.T) {
 	if h.gh.deployment(c2, "production") == nil {
 		t.Fatal("c2's production deployment not created once c1's deploy ended")
 	}
+	if h.gh.finds != 0 {
+		t.Errorf("%d lookups of a deployment on GitHub; want none (the intent that waited was never sent)", h.gh.finds)
+	}
 	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c1)
 	if err != nil || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded {
 		t.Errorf("c1's release: %+v, %v; want it superseded all the same", rel, err)

@@ -1254,6 +1254,12 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 		if held != 0 && held != d.ReleaseID {
 			e.Log.Info("deployment waits: a deploy of another release runs in its environment", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "running_release", held)
+			if fresh[[2]int64{d.ReleaseID, int64(d.Stage)}] {
+				// Its first attempt, counted with the intent, is not made.
+				if err := e.Store.UncountAttempt(ctx, d.ID); err != nil {
+					return sent, err
+				}
+			}
 			continue
 		}
 		if err := e.create(ctx, repo, d, fresh[[2]int64{d.ReleaseID, int64(d.Stage)}]); err != nil {

@@ -52,6 +52,7 @@ type fakeGitHub struct {
 	enter  func() (leave func())
 	latest int // LatestDeploymentStatus calls
 	listed int // DeploymentStatuses calls
+	finds  int // FindDeployment calls
 	// failLists is how many DeploymentStatuses calls fail next.
 	failLists int
 	written   []pipeline.StatusRequest
@@ -160,6 +161,7 @@ func (f *fakeGitHub) CreateDeployment(_ context.Context, _ pipeline.Repo, req pi
 func (f *fakeGitHub) FindDeployment(_ context.Context, _ pipeline.Repo, sha, env string, m pipeline.Marker) (int64, time.Time, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.finds++
 	for _, d := range f.deps {
 		if d.sha == sha && d.env == env && d.payload.Lastmile == m {
 			return d.id, d.createdAt, nil

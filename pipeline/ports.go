@@ -333,6 +333,9 @@ type Store interface {
 	// holds the environment (see RepoState.Running), or is still to be
 	// read back after lastmile made it inactive; 0 if none.
 	HeldBy(ctx context.Context, repoID int64, env string) (int64, error)
+	// UncountAttempt takes back the attempt counted for a creation that
+	// was not made after all.
+	UncountAttempt(ctx context.Context, deploymentID int64) error
 	// ReadBackDone records that a deployment's statuses were read back.
 	ReadBackDone(ctx context.Context, deploymentID int64) error
 	// NewestSuccess is the newest release with a success in env (one that

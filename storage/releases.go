@@ -596,6 +596,16 @@ func (db *DB) ReadBackDone(ctx context.Context, deploymentID int64) error {
 	})
 }
 
+// UncountAttempt takes back an attempt counted for a creation that was not
+// made after all (the intent waited): the next attempt need not look for
+// the deployment on GitHub first.
+func (db *DB) UncountAttempt(ctx context.Context, deploymentID int64) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = MAX(attempts - 1, 0) WHERE id = ?`, deploymentID)
+		return err
+	})
+}
+
 // MarkAttempt counts a creation attempt, durably, before the attempt.
 func (db *DB) MarkAttempt(ctx context.Context, deploymentID int64) error {
 	return db.durableTx(ctx, func(tx *sql.Tx) error {
