@@ -154,14 +154,19 @@ func TestProtectionRuleNeverApprovesGoingBackwards(t *testing.T) {
 func TestSupersedingADeployThatHasBegunWaitsForIt(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	h.release(c0, c1, 10, "test", "staging")
-	h.status(c1, "production", pipeline.DeploymentQueued, 12, true)
-	started := h.status(c1, "production", pipeline.DeploymentInProgress, 12, false) // its webhook late
+	h.status(c1, "production", pipeline.DeploymentQueued, 12, false) // the Action's statuses, their webhooks late
+	started := h.status(c1, "production", pipeline.DeploymentInProgress, 12, false)
 	h.release(c1, c2, 20, "test", "staging")
 	if h.gh.deployment(c2, "production") != nil {
 		t.Fatal("c2's production deployment created while c1's production deploy runs")
 	}
 	if got := h.ledgerState(c1, "production"); got != pipeline.DeploymentInProgress {
 		t.Errorf("c1's production deployment in the ledger: %s; want in_progress (it runs, though made inactive)", got)
+	}
+	// Read back, its statuses name its run, as delivered ones would: a
+	// run of another workflow ending meanwhile is not taken for it.
+	if d, err := h.db.Deployment(context.Background(), h.gh.deployment(c1, "production").id); err != nil || d.RunID != 12 {
+		t.Errorf("c1's production deployment read back: run %d (%v); want run 12, which its statuses name", d.RunID, err)
 	}
 	h.deliver(c1, "production", started) // the late webhook changes nothing
 	if h.gh.deployment(c2, "production") != nil {

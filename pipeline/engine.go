@@ -539,17 +539,8 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 	if err != nil {
 		return err
 	}
-	if d.RunID == 0 && d.Origin == OriginLastmile {
-		// The Action's first status names the run deploying lastmile's
-		// deployment. Anyone who may write deployments can put any run in
-		// a log_url, though: another deployment is linked to a run only
-		// by GitHub's word (see deployment), or its success, made by hand,
-		// would prove its commit to the protection rule.
-		if run := RunIDFromURL(ev.Status.LogURL); run != 0 {
-			if err := e.Store.LinkRun(ctx, d.ID, run); err != nil {
-				return err
-			}
-		}
+	if err := e.linkRun(ctx, d, ev.Status); err != nil {
+		return err
 	}
 	if err := e.readBackUnheardEnd(ctx, ev.Repo, d, ev.Status); err != nil {
 		return err
@@ -582,6 +573,27 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 		return err
 	}
 	return e.advance(ctx, ev.Repo)
+}
+
+// linkRun links lastmile's deployment d to the run its status st names,
+// if it has none: the Action's first status names the run deploying it.
+// Anyone who may write deployments can put any run in a log_url, though:
+// another deployment is linked to a run only by GitHub's word (see
+// deployment), or its success, made by hand, would prove its commit to the
+// protection rule.
+func (e *Engine) linkRun(ctx context.Context, d *Deployment, st StatusInfo) error {
+	if d.RunID != 0 || d.Origin != OriginLastmile {
+		return nil
+	}
+	run := RunIDFromURL(st.LogURL)
+	if run == 0 {
+		return nil
+	}
+	if err := e.Store.LinkRun(ctx, d.ID, run); err != nil {
+		return err
+	}
+	d.RunID = run
+	return nil
 }
 
 // readBackUnheardEnd records, before the final status st of a lastmile
@@ -1434,6 +1446,9 @@ func (e *Engine) recordFromGitHub(ctx context.Context, repo Repo, d *Deployment,
 	for _, o := range slices.Backward(list) { // oldest first
 		if o.GitHubID == 0 || before != 0 && o.GitHubID >= before {
 			continue
+		}
+		if err := e.linkRun(ctx, d, o); err != nil {
+			return err
 		}
 		if _, err := e.Store.RecordStatus(ctx, d, o); err != nil {
 			return err
