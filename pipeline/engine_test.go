@@ -1009,13 +1009,10 @@ func TestRemovedConfigurationRetiresTheEnvironments(t *testing.T) {
 
 func (h *harness) liveEnvs() []string {
 	h.t.Helper()
-	snap, err := h.db.MetricsSnapshot(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	var envs []string
-	for _, s := range snap.Gauges[metrics.EnvironmentInfo] {
-		envs = append(envs, s.Labels[1])
+	for _, e := range h.environmentInfo() {
+		env, _, _ := strings.Cut(e, "=")
+		envs = append(envs, env)
 	}
 	slices.Sort(envs)
 	return envs
