@@ -403,8 +403,7 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 			return err
 		}
 		wait := pause
-		var lim *githubapp.RateLimitedError
-		if errors.As(err, &lim) {
+		if lim, ok := githubapp.AsRateLimited(err, time.Now()); ok {
 			wait = max(wait, time.Until(lim.Until))
 		} else if !mayHaveArrived(err) {
 			return err // GitHub refused it: trying again changes nothing

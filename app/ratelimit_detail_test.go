@@ -43,3 +43,29 @@ func TestRateLimitedDeliveryShowsTheLimit(t *testing.T) {
 		t.Errorf("--json: exit %d\n%s\nwant the whole error %q", code, stdout, waiting.LastError)
 	}
 }
+
+// A call that spends an installation's hourly quota succeeds (200 with
+// x-ratelimit-remaining: 0); go-github remembers it and refuses the next
+// calls itself, before they reach lastmile's transport. The delivery waits
+// for the reset like any rate-limited one — no attempt counted, never
+// dead — and its error says so in lastmile's words, at its end.
+func TestSpentQuotaRememberedByGoGitHubIsWaitedOut(t *testing.T) {
+	sb, logs := loggedSandbox(t, func(c *Config) { c.MaxAttempts = 2 }, `msg="delivery waits for GitHub"`)
+	inst := sb.Sim.CreateInstallation("acme", "Organization")
+	repo := "acme/shop"
+	sb.Sim.CreateRepo(inst, repo, simulator.RepoOptions{})
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{})
+	// The next call of this installation is its 5,000th of the hour.
+	sb.Sim.SetRateLimitUsed(inst, simulator.DefaultRateLimit-1)
+	sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	awaitLog(t, logs, "wait for GitHub")
+	d := onlyDelivery(t, sb)
+	const spent = "GitHub primary rate limit (quota spent, as GitHub's last answer said): retry after "
+	if d.State != pipeline.DeliveryPending || d.Attempts != 0 || d.Waits == 0 || !strings.Contains(d.LastError, spent) {
+		t.Fatalf("the delivery: state %s, %d attempts, %d waits, error %q; want pending, waiting without attempts, the spent quota in its error", d.State, d.Attempts, d.Waits, d.LastError)
+	}
+	resets, err := time.Parse(time.RFC3339, d.LastError[strings.LastIndex(d.LastError, spent)+len(spent):])
+	if err != nil || !d.NextAttemptAt.Equal(resets) || time.Until(resets) < 50*time.Minute {
+		t.Errorf("waits until %v, error says %v (%v); want the quota's reset, about an hour away", d.NextAttemptAt, resets, err)
+	}
+}

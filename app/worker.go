@@ -238,10 +238,15 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	// out for longer each time, as GitHub asks.
 	var wait time.Time
 	waiting := false
-	if rl := (*githubapp.RateLimitedError)(nil); errors.As(err, &rl) {
+	if rl, ok := githubapp.AsRateLimited(err, w.Now()); ok {
 		wait, waiting = rl.Until, true
 		if rl.Secondary {
 			wait = later(wait, w.Now().Add(w.Backoff(d.Waits+1)))
+		}
+		if !errors.As(err, new(*githubapp.RateLimitedError)) {
+			// go-github's own refusal: said in lastmile's words, last,
+			// where `lastmile deliveries` shows the end of an error.
+			err = fmt.Errorf("%w: %v", err, rl)
 		}
 	}
 	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,5 +371,51 @@ func TestInstallationTokenErrorsKeepTheirCause(t *testing.T) {
 	prefix := fmt.Sprintf("installation token for installation %d: GitHub primary rate limit (HTTP 403): retry after ", w.acme)
 	if !strings.Contains(err.Error(), prefix) {
 		t.Errorf("error %q, want it to end with %q and the time", err, prefix)
+	}
+}
+
+// ghinstallation signs the App's JWT once per call, valid for about 90
+// seconds. A call held in the transport by rate limits (Retry-After: 25,
+// four times) is not sent again once its JWT may have expired: after 60
+// seconds of waits it ends as *RateLimitedError, and the caller's next call
+// carries a new JWT — it never becomes a 401.
+func TestTransportDoesNotHoldTheAppsJWTPastItsLife(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: time.Now()} // ghinstallation dates the JWT by the real clock
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var claims struct{ Exp int64 }
+		parts := strings.Split(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), ".")
+		if len(parts) == 3 {
+			b, _ := base64.RawURLEncoding.DecodeString(parts[1])
+			_ = json.Unmarshal(b, &claims)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if claims.Exp == 0 || clock.Now().Unix() >= claims.Exp {
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"message":"'Expiration time' claim ('exp') is too far in the past"}`)
+			return
+		}
+		w.Header().Set("Retry-After", "25")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"message":"You have exceeded a secondary rate limit."}`)
+	}))
+	defer srv.Close()
+	clients, err := githubapp.NewClients(srv.URL+"/", 1, key, &githubapp.Transport{Sleep: clock.Sleep, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = clients.App().Apps.ListHookDeliveries(context.Background(), &github.ListCursorOptions{})
+	var waited time.Duration
+	for _, w := range clock.Waits() {
+		waited += w
+	}
+	var limited *githubapp.RateLimitedError
+	if !errors.As(err, &limited) || !limited.Secondary || waited > time.Minute || calls.Load() < 2 {
+		t.Errorf("after %d calls and %v of waits: %v; want a secondary *RateLimitedError within a minute of waits, the JWT never sent expired", calls.Load(), waited, err)
 	}
 }

@@ -287,12 +287,9 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 // other (5xx, network errors) before a run stops asking.
 const maxFailuresInARow = 3
 
-// rateLimited reports whether err is a rate limit: lastmile's transport
-// reports one as *RateLimitedError, and go-github refuses a call itself
-// while the last answer it saw said the quota was spent.
+// rateLimited reports whether err is a rate limit: the transport's, or
+// go-github's own refusal while the last answer said to wait.
 func rateLimited(err error) bool {
-	var primary *github.RateLimitError
-	var secondary *github.AbuseRateLimitError
 	_, limited := IsRateLimited(err)
-	return limited || errors.As(err, &primary) || errors.As(err, &secondary)
+	return limited
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/google/go-github/v62/github"
 )
 
 // RequestObserver is told about every HTTP call made to GitHub.
@@ -164,7 +166,8 @@ func (t *Transport) base() http.RoundTripper {
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	if err := t.waitForQuota(ctx, req); err != nil {
+	hold := t.holdLimit(req)
+	if err := t.waitForQuota(ctx, req, hold); err != nil {
 		if req.Body != nil {
 			req.Body.Close()
 		}
@@ -199,7 +202,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 					// call alone: the credential's other calls wait too.
 					t.block(quotaOf(req, secondaryResource), t.now().Add(wait))
 				}
-				if wait > t.maxWait() || last {
+				if wait > t.maxWait() || last || beyond(hold, t.now().Add(wait)) {
 					drain(resp)
 					return nil, &RateLimitedError{Until: t.now().Add(wait), Secondary: secondary, Status: resp.StatusCode}
 				}
@@ -216,7 +219,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		} else if !repeatable || last || ctx.Err() != nil {
 			return nil, err
 		}
-		if err := t.sleep(ctx, t.backoff(attempt)); err != nil {
+		pause := t.backoff(attempt)
+		if beyond(hold, t.now().Add(pause)) {
+			if err == nil {
+				return resp, nil
+			}
+			return nil, err
+		}
+		if err := t.sleep(ctx, pause); err != nil {
 			return nil, err
 		}
 	}
@@ -233,7 +243,25 @@ func (t *Transport) backoff(attempt int) time.Duration {
 }
 
 // waitForQuota holds a request while the hourly quota is known to be spent.
-func (t *Transport) waitForQuota(ctx context.Context, req *http.Request) error {
+// jwtHold is the longest a request carrying the App's JWT is held in the
+// transport, waits and retries included: ghinstallation signs a JWT for
+// each call, valid for about 90 seconds, and sending it again after that
+// would only be refused (401). A longer wait is the caller's, with a new JWT.
+const jwtHold = 60 * time.Second
+
+// holdLimit is the time after which req is no longer held for a wait or a
+// retry: jwtHold from now if it carries the App's JWT, else none (zero).
+func (t *Transport) holdLimit(req *http.Request) time.Time {
+	if quotaName(req) == "app" {
+		return t.now().Add(jwtHold)
+	}
+	return time.Time{}
+}
+
+// beyond reports whether at is past hold (holdLimit's; zero: no limit).
+func beyond(hold, at time.Time) bool { return !hold.IsZero() && at.After(hold) }
+
+func (t *Transport) waitForQuota(ctx context.Context, req *http.Request, hold time.Time) error {
 	t.mu.Lock()
 	quota := t.blocked[quotaOf(req, rateResource(req))]
 	secondary := t.blocked[quotaOf(req, secondaryResource)]
@@ -246,7 +274,7 @@ func (t *Transport) waitForQuota(ctx context.Context, req *http.Request) error {
 	if wait <= 0 {
 		return nil
 	}
-	if wait > t.maxWait() {
+	if wait > t.maxWait() || beyond(hold, until) {
 		return &RateLimitedError{Until: until, Secondary: until == secondary}
 	}
 	return t.sleep(ctx, wait)
@@ -409,9 +437,47 @@ func drain(resp *http.Response) {
 
 // IsRateLimited reports whether err is a rate-limit refusal, and until when.
 func IsRateLimited(err error) (time.Time, bool) {
-	var rl *RateLimitedError
-	if errors.As(err, &rl) {
+	if rl, ok := AsRateLimited(err, time.Now()); ok {
 		return rl.Until, true
 	}
 	return time.Time{}, false
+}
+
+// AsRateLimited reports whether err is a rate-limit refusal, as a
+// *RateLimitedError: the transport's own, or go-github's. go-github
+// remembers the last answer's rate limit per client, and once an answer
+// said the hourly quota was spent (a 200 with x-ratelimit-remaining: 0 is
+// enough) or a secondary limit asked to wait, it refuses further calls
+// itself, before they reach the transport, with a *github.RateLimitError or
+// *github.AbuseRateLimitError until the reset. A secondary limit that names
+// no wait is waited out for a minute, as GitHub asks; now is when err
+// arrived.
+func AsRateLimited(err error, now time.Time) (*RateLimitedError, bool) {
+	var (
+		rl        *RateLimitedError
+		primary   *github.RateLimitError
+		secondary *github.AbuseRateLimitError
+	)
+	switch {
+	case errors.As(err, &rl):
+		return rl, true
+	case errors.As(err, &primary):
+		return &RateLimitedError{Until: primary.Rate.Reset.Time, Status: answered(primary.Response, primary.Message)}, true
+	case errors.As(err, &secondary):
+		wait := time.Minute
+		if secondary.RetryAfter != nil {
+			wait = *secondary.RetryAfter
+		}
+		return &RateLimitedError{Until: now.Add(wait), Secondary: true, Status: answered(secondary.Response, secondary.Message)}, true
+	}
+	return nil, false
+}
+
+// answered is the HTTP status GitHub gave a call go-github reports as rate
+// limited, or 0 when go-github did not send it (its message says so).
+func answered(resp *http.Response, message string) int {
+	if resp == nil || strings.Contains(message, "not making remote request") {
+		return 0
+	}
+	return resp.StatusCode
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-github/v62/github"
+
 	"github.com/lastmile-app/lastmile/githubapp"
 )
 
@@ -866,5 +868,38 @@ func TestTransportUnblocksWhenGitHubReportsQuotaAgain(t *testing.T) {
 	}
 	if w := clock.Waits(); len(w) != 0 {
 		t.Errorf("waited %v", w)
+	}
+}
+
+// go-github's own rate-limit refusals read as *RateLimitedError: until its
+// remembered reset, or a secondary limit's Retry-After (a minute when it
+// names none), with the status 0 when go-github did not send the call.
+func TestAsRateLimited(t *testing.T) {
+	now := time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC)
+	reset := now.Add(37 * time.Minute)
+	fake := &http.Response{StatusCode: http.StatusForbidden}
+	wait := 90 * time.Second
+	for _, tc := range []struct {
+		name string
+		err  error
+		want *githubapp.RateLimitedError
+	}{
+		{"transport's", fmt.Errorf("read config: %w", &githubapp.RateLimitedError{Until: reset, Status: 429}), &githubapp.RateLimitedError{Until: reset, Status: 429}},
+		{"go-github's spent quota", fmt.Errorf("read config: %w", &github.RateLimitError{Rate: github.Rate{Reset: github.Timestamp{Time: reset}}, Response: fake,
+			Message: "API rate limit of 5000 still exceeded until then, not making remote request."}), &githubapp.RateLimitedError{Until: reset}},
+		{"a primary limit GitHub answered", &github.RateLimitError{Rate: github.Rate{Reset: github.Timestamp{Time: reset}}, Response: fake, Message: "API rate limit exceeded"},
+			&githubapp.RateLimitedError{Until: reset, Status: 403}},
+		{"go-github's secondary wait", &github.AbuseRateLimitError{Response: fake, RetryAfter: &wait, Message: "API secondary rate limit exceeded until then, not making remote request."},
+			&githubapp.RateLimitedError{Until: now.Add(wait), Secondary: true}},
+		{"a secondary limit naming no wait", &github.AbuseRateLimitError{Response: fake, Message: "You have exceeded a secondary rate limit"},
+			&githubapp.RateLimitedError{Until: now.Add(time.Minute), Secondary: true, Status: 403}},
+		{"not a rate limit", &github.ErrorResponse{Response: fake, Message: "Resource not accessible by integration"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := githubapp.AsRateLimited(tc.err, now)
+			if ok != (tc.want != nil) || (ok && (!got.Until.Equal(tc.want.Until) || got.Secondary != tc.want.Secondary || got.Status != tc.want.Status)) {
+				t.Errorf("AsRateLimited = %+v, %v; want %+v", got, ok, tc.want)
+			}
+		})
 	}
 }
