@@ -2053,6 +2053,17 @@ func TestRerunThatStartsAndFailsStartsTheClock(t *testing.T) {
 			}
 			h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // the re-run starts…
 			h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)    // …and breaks staging
+			h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // a third attempt…
+			h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)    // …fails again
+			// c1's staging deployment counts once as each outcome it had:
+			// a failure (rejected, or its re-run's), and its success.
+			want := map[string]float64{"staging/failure": 1}
+			if first == "succeeded" {
+				want["staging/success"] = 1
+			}
+			if got := h.deploymentsCounted(); got["staging/failure"] != want["staging/failure"] || got["staging/success"] != want["staging/success"] {
+				t.Errorf("deployments counted: %v; want staging %v", got, want)
+			}
 			h.release(c1, c2, 20, "test", "staging")
 			if n, _ := h.restoresObserved("staging"); n != 1 {
 				t.Errorf("time to restore observed %d times in staging after the re-run failed and c2 succeeded; want 1", n)
@@ -2190,7 +2201,8 @@ func TestRerunSuccessAfterAFailureIsCountedAsASuccess(t *testing.T) {
 // A deployment that had succeeded is deployed again (its job re-run), the
 // re-run fails, and a third attempt succeeds: that success restores the
 // environment and is its latest success, though the deployment had
-// succeeded before.
+// succeeded before. The deployment counts once as a success and once as
+// a failure.
 func TestRerunSuccessOfASucceededDeploymentRestores(t *testing.T) {
 	h := newHarness(t, c0, c1)
 	if err := h.push(c0, c1, false); err != nil {
@@ -2208,8 +2220,8 @@ func TestRerunSuccessOfASucceededDeploymentRestores(t *testing.T) {
 	if got, want := h.lastSuccess("test"), float64(again.CreatedAt.UnixMilli())/1000; got != want || got == float64(first.CreatedAt.UnixMilli())/1000 {
 		t.Errorf("last success of test: %v, want the third attempt's %v", got, want)
 	}
-	if got := h.deploymentsCounted(); len(got) != 1 || got["test/success"] != 1 {
-		t.Errorf("lastmile_deployments_total of test: %v; want success 1 (it was counted when it first ended)", got)
+	if got := h.deploymentsCounted(); len(got) != 2 || got["test/success"] != 1 || got["test/failure"] != 1 {
+		t.Errorf("lastmile_deployments_total of test: %v; want success 1 (counted when it first ended) and failure 1 (its re-run's), the third attempt nothing more", got)
 	}
 }
 
@@ -2900,12 +2912,12 @@ func TestFailedThenRerunSuccessCountsTheSameInAnyOrder(t *testing.T) {
 	}
 }
 
-// A deployment that succeeded, then failed on a re-run, counts one success,
-// whichever status lastmile hears of first: the re-run's failure, heard of
-// first, follows two starts with no end between, and lastmile reads the
-// first attempt's success back from GitHub before it (this test expected
-// the failure to be counted too before, what lastmile knew then).
-func TestSucceededThenRerunFailureCountsOneSuccessInAnyOrder(t *testing.T) {
+// A deployment that succeeded, then failed on a re-run (which broke the
+// environment: time to restore starts), counts one success and one
+// failure, whichever status lastmile hears of first: the re-run's failure,
+// heard of first, follows two starts with no end between, and lastmile
+// reads the first attempt's success back from GitHub before it.
+func TestSucceededThenRerunFailureCountsTheSameInAnyOrder(t *testing.T) {
 	for _, successLast := range []bool{false, true} {
 		h := newHarness(t, c0, c1)
 		if err := h.push(c0, c1, false); err != nil {
@@ -2918,7 +2930,7 @@ func TestSucceededThenRerunFailureCountsOneSuccessInAnyOrder(t *testing.T) {
 		if successLast {
 			h.deliver(c1, "test", ok)
 		}
-		if got, want := h.deploymentsCounted(), map[string]float64{"test/success": 1}; !maps(got, want) {
+		if got, want := h.deploymentsCounted(), map[string]float64{"test/success": 1, "test/failure": 1}; !maps(got, want) {
 			t.Errorf("success delivered last %v: lastmile_deployments_total of test %v, want %v", successLast, got, want)
 		}
 	}

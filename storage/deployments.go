@@ -502,20 +502,24 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 			return err
 		}
 	} else if state != pipeline.DeploymentSuccess && d.TerminalAt.Equal(d.SucceededAt) {
-		// Counted as a success when it first ended, as lastmile heard it:
-		// if this failure is its first final status in GitHub's order
-		// (delivered after a re-run's success), it counts as well, as it
-		// would have in order — failure once, then success once.
-		var first bool
+		// Counted as a success when it first ended, as lastmile heard it.
+		// Its first failure counts as well, once — a re-run's after that
+		// success, or one delivered late that came first in GitHub's order
+		// (which then is when it first ended) — as a failure then a
+		// success on a re-run count once each.
+		var first, counted bool
 		if err := tx.QueryRowContext(ctx, `SELECT s.github_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deployment_statuses o
-			WHERE o.deployment_id = s.deployment_id AND o.github_id < s.github_id AND o.state IN ('success', 'failure', 'error'))
-			FROM deployment_statuses s WHERE s.id = ?`, rowID).Scan(&first); err != nil {
+			WHERE o.deployment_id = s.deployment_id AND o.github_id < s.github_id AND o.state IN ('success', 'failure', 'error')),
+			EXISTS (SELECT 1 FROM deployment_statuses o WHERE o.deployment_id = s.deployment_id AND o.id != s.id AND o.state IN ('failure', 'error'))
+			FROM deployment_statuses s WHERE s.id = ?`, rowID).Scan(&first, &counted); err != nil {
 			return err
 		}
 		if first {
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET terminal_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
 				return err
 			}
+		}
+		if !counted {
 			if err := addCounter(ctx, tx, MetricDeployments, []string{repo, env, string(state)}, 1); err != nil {
 				return err
 			}
