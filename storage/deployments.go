@@ -686,6 +686,12 @@ func firstReleaseNaming(ctx context.Context, tx *sql.Tx, repoID int64, env strin
 	return upTo, nil
 }
 
+// envState is an environment's state in the ledger. GitHub's environment
+// names ignore case, and so do environment_state and environment_commits
+// (and the lookups of the environment's deployments here): a configuration
+// that respells the environment in case only keeps its lead-time watermark
+// and arrivals, its restore clock and its last success. env is the
+// deployment's spelling, the label of the metrics it observes.
 type envState struct {
 	repo                                     pipeline.Repo
 	env                                      string
@@ -728,7 +734,7 @@ func (es *envState) failedDeploy(ctx context.Context, tx *sql.Tx, a attempt) err
 	}
 	const successes = `SELECT CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END AS at
 		FROM deployment_statuses s JOIN deployments d ON d.id = s.deployment_id
-		WHERE d.repository_id = ? AND d.environment = ? AND d.origin = 'lastmile' AND s.state = 'success'`
+		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile' AND s.state = 'success'`
 	var before, restored int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(CASE WHEN at < ? THEN at END), 0),
 		COALESCE(MIN(CASE WHEN at >= ? THEN at END), 0) FROM (`+successes+`)`,
@@ -751,7 +757,7 @@ func (es *envState) failedDeploy(ctx context.Context, tx *sql.Tx, a attempt) err
 func firstStartedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, after int64) (int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT s.deployment_id, s.id FROM deployment_statuses s
 		JOIN deployments d ON d.id = s.deployment_id
-		WHERE d.repository_id = ? AND d.environment = ? AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
+		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
 		AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END > ?
 		ORDER BY CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END, s.id`, repoID, env, after)
 	if err != nil {
@@ -792,7 +798,7 @@ func scanFinals(rows *sql.Rows) ([]finalRow, error) {
 func startedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, from, to, except int64) (bool, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT s.deployment_id, s.id FROM deployment_statuses s
 		JOIN deployments d ON d.id = s.deployment_id
-		WHERE d.repository_id = ? AND d.environment = ? AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
+		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
 		AND s.id != ? AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END > ?
 		AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END <= ?`, repoID, env, except, from, to)
 	if err != nil {
@@ -814,6 +820,8 @@ func startedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, f
 	return false, nil
 }
 
+// save writes the state back; a row that exists keeps its spelling (the
+// configuration's: see RecordRelease).
 func (es *envState) save(ctx context.Context, tx *sql.Tx) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, lead_watermark,
 		failing_since, last_success_at) VALUES (?, ?, ?, ?, ?, ?)

@@ -299,3 +299,103 @@ func TestProtectionWaitingMigrationKeepsTheDecisions(t *testing.T) {
 		t.Error("state 'maybe' stored: the CHECK was lost in the rebuild")
 	}
 }
+
+// Migration 0018 makes environment names compare without case in
+// environment_state and environment_commits, as on GitHub. A database that
+// holds an environment under two spellings (a configuration respelled it
+// in case) keeps one row of each: the live spelling (else the one with the
+// latest success), the latest watermark and success, the restore clock of
+// a failure after that success, and each commit's first arrival.
+func TestEnvironmentNocaseMigrationMergesSpellings(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 17)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1), (43, 'acme/cart', 7, 1)`,
+		`INSERT INTO deployments (id, repository_id, environment, stage, sha, origin, state, created_at) VALUES
+			(10, 42, 'Production', 0, 'a', 'lastmile', 'success', 1), (11, 42, 'production', 0, 'b', 'lastmile', 'success', 2),
+			(12, 42, 'staging', 0, 'a', 'lastmile', 'success', 1)`,
+		// acme/shop: Production, retired, succeeded last at 5000; production
+		// (the configuration's now) succeeded at 4000 and failed at 6000.
+		// acme/cart: neither spelling live, Staging's success the latest;
+		// STAGING's failure was before it.
+		`INSERT INTO environment_state (repository_id, environment, repository, production, lead_watermark, failing_since,
+			last_success_at, retired) VALUES
+			(42, 'Production', 'acme/shop', 0, 3, 0, 5000, 1),
+			(42, 'production', 'acme/shop', 1, 5, 6000, 4000, 0),
+			(42, 'staging', 'acme/shop', 0, 5, 0, 3000, 0),
+			(43, 'STAGING', 'acme/cart', 0, 4, 3500, 3000, 1),
+			(43, 'Staging', 'acme/cart', 0, 2, 0, 7000, 1)`,
+		`INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at) VALUES
+			(42, 'Production', 'a', 10, 3000), (42, 'production', 'a', 11, 4000), (42, 'production', 'b', 11, 4000),
+			(42, 'staging', 'a', 12, 1000)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	rows := func(q string) []string {
+		t.Helper()
+		r, err := db.read.QueryContext(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		cols, _ := r.Columns()
+		var out []string
+		for r.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := r.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, strings.TrimSpace(fmt.Sprintln(vals...)))
+		}
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	got := rows(`SELECT repository_id, environment, repository, production, lead_watermark, failing_since, last_success_at, retired
+		FROM environment_state ORDER BY repository_id, environment`)
+	want := []string{
+		"42 production acme/shop 1 5 6000 5000 0",
+		"42 staging acme/shop 0 5 0 3000 0",
+		"43 Staging acme/cart 0 4 0 7000 1",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("environment_state after the migration:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	got = rows(`SELECT repository_id, environment, sha, deployment_id, reached_at FROM environment_commits ORDER BY repository_id, environment, sha`)
+	want = []string{"42 Production a 10 3000", "42 production b 11 4000", "42 staging a 12 1000"}
+	if !slices.Equal(got, want) {
+		t.Errorf("environment_commits after the migration:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// Another spelling is the same environment from now on.
+	for _, q := range []string{
+		`INSERT INTO environment_state (repository_id, environment, repository) VALUES (42, 'PRODUCTION', 'acme/shop')`,
+		`INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at) VALUES (42, 'PRODUCTION', 'b', 11, 1)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err == nil {
+			t.Errorf("%s: stored, want a conflict with the environment's other spelling", q)
+		}
+	}
+	// The restore clock reads an environment's deployments in any case by
+	// its index.
+	plan := rows(`EXPLAIN QUERY PLAN SELECT s.id FROM deployment_statuses s JOIN deployments d ON d.id = s.deployment_id
+		WHERE d.repository_id = 42 AND d.environment = 'production' COLLATE NOCASE AND d.origin = 'lastmile' AND s.state = 'success'`)
+	if !strings.Contains(strings.Join(plan, " | "), "deployments_reached (repository_id=? AND environment=?)") {
+		t.Errorf("query plan of an environment's successes: %v, want the deployments_reached index on repository and environment", plan)
+	}
+}

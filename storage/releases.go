@@ -249,9 +249,15 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 			if known[live{e.Name, e.Production}] {
 				continue
 			}
+			// An environment spelled otherwise before ("Production" become
+			// "production") is the same one, as on GitHub: its row (names
+			// compare without case) takes the configuration's spelling, the
+			// label of lastmile_environment_info and the last success.
 			res, err := tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
-				VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET production = excluded.production,
-				repository = excluded.repository WHERE production != excluded.production OR repository != excluded.repository`,
+				VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET environment = excluded.environment,
+				production = excluded.production, repository = excluded.repository
+				WHERE production != excluded.production OR repository != excluded.repository
+				OR environment != excluded.environment COLLATE BINARY`,
 				rel.Repo.ID, e.Name, name, e.Production)
 			if err != nil {
 				return err
@@ -270,8 +276,9 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 	return created, err
 }
 
-// retireAllBut makes a repository's environments named in live live, and
-// retires the others.
+// retireAllBut makes a repository's environments named in live (in any
+// case: environment_state compares names without case) live, and retires
+// the others.
 func retireAllBut(ctx context.Context, tx *sql.Tx, repoID int64, live []string) error {
 	list, err := json.Marshal(live)
 	if err != nil {
@@ -513,17 +520,17 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 			return err
 		}
 		// Spelled otherwise now ("Staging" become "staging"): GitHub takes
-		// both for one environment, and the configuration's spelling is the
-		// live one; this one stays retired.
-		live = live && cur.Name == env.Name
-		production := env.Production
+		// both for one environment, and so does environment_state; the
+		// configuration's spelling is the live one.
+		spelling, production := env.Name, env.Production
 		if live {
-			production = cur.Production
+			spelling, production = cur.Name, cur.Production
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production, retired)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET
+			environment = CASE WHEN excluded.retired THEN environment ELSE excluded.environment END,
 			production = CASE WHEN excluded.retired THEN production ELSE excluded.production END,
-			repository = excluded.repository, retired = excluded.retired`, repo.ID, env.Name, name, production, !live)
+			repository = excluded.repository, retired = excluded.retired`, repo.ID, spelling, name, production, !live)
 		if err != nil {
 			return err
 		}
