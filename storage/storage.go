@@ -80,6 +80,9 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	} else if !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
+	if err := initNew(ctx, path); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	// synchronous(NORMAL) in WAL mode: a commit survives the process being
 	// killed, but may be lost (never half-applied) in a power cut. Writes
 	// that must survive a power cut too — an accepted delivery, the intent
@@ -145,6 +148,37 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// initNew sets up a database that has no page yet (a new file) to give
+// back to the file system the space retention frees: auto_vacuum
+// INCREMENTAL, which lets Prune truncate free pages off the file
+// (incremental_vacuum). The setting only takes on a database with no page:
+// switching to WAL writes the first page, so it has to come before, on a
+// connection of its own — the pools' _pragma lists would apply it on every
+// connection they open, and the driver runs them in its own (sorted)
+// order. An existing database keeps its setting: `lastmile vacuum`
+// converts one made without it.
+func initNew(ctx context.Context, path string) error {
+	conn, err := sql.Open("sqlite", fileURI(path))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetMaxOpenConns(1)
+	var pages int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		return err
+	}
+	if pages > 0 {
+		return nil
+	}
+	for _, pragma := range []string{"PRAGMA auto_vacuum = INCREMENTAL", "PRAGMA journal_mode = WAL"} {
+		if _, err := conn.ExecContext(ctx, pragma); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkpointer copies committed WAL pages into the database file twice a
