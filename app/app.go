@@ -56,6 +56,7 @@ type App struct {
 	admin         *http.Server
 	adminListener net.Listener
 	unlock        func() // releases the database lock
+	vacuumHinted  bool   // the sweep said once that the database does not shrink
 }
 
 // New opens the database (applying migrations), builds the GitHub clients
@@ -262,6 +263,35 @@ func (a *App) Run(ctx context.Context) error {
 	return err
 }
 
+// prune drops the delivery bodies and deploy logs older than cutoff, gives
+// the pages they held back to the file system, and logs what it did with
+// the file's figures after. It reports whether it went to the end (if not,
+// the sweep tries again a minute later).
+func (a *App) prune(ctx context.Context, cutoff time.Time) bool {
+	p, err := a.db.Prune(ctx, cutoff)
+	attrs := []any{"delivery_bodies", p.DeliveryBodies, "job_logs", p.JobLogs, "older_than", cutoff.UTC().Format(time.RFC3339)}
+	if p.Disk.PageSize > 0 {
+		attrs = append(attrs, "auto_vacuum", p.Disk.AutoVacuum, "pages_reclaimed", p.PagesReclaimed,
+			"page_count", p.Disk.PageCount, "freelist_count", p.Disk.FreelistCount, "page_size", p.Disk.PageSize)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("sweep: retention", append([]any{"error", err}, attrs...)...)
+		}
+		return false
+	}
+	if p.DeliveryBodies+p.JobLogs+p.PagesReclaimed == 0 {
+		return true
+	}
+	a.log.Info("sweep: retention pruned old payloads and logs; records and metrics stay", attrs...)
+	if p.Disk.AutoVacuum == "none" && !a.vacuumHinted {
+		a.vacuumHinted = true
+		a.log.Info("sweep: retention: this database was created without auto_vacuum, so the space pruned is reused for new data but the file does not shrink; `lastmile vacuum`, run once with lastmile serve stopped, converts it (it needs free disk of about twice the database's size)",
+			"database", a.cfg.Database, "freelist_count", p.Disk.FreelistCount, "page_size", p.Disk.PageSize)
+	}
+	return true
+}
+
 // abortGrace is how long a shutdown out of time waits for the cancelled
 // deliveries in hand to end.
 const abortGrace = 5 * time.Second
@@ -321,15 +351,8 @@ func (a *App) sweep(ctx context.Context) {
 			a.log.Info("sweep: deploy job logs kept that GitHub did not have at first", "count", n)
 		}
 		if a.cfg.RetentionDays > 0 && time.Since(lastPrune) > time.Hour {
-			cutoff := time.Now().AddDate(0, 0, -a.cfg.RetentionDays)
-			if p, err := a.db.Prune(ctx, cutoff); err != nil {
-				a.log.Warn("sweep: retention", "error", err)
-			} else {
+			if a.prune(ctx, time.Now().AddDate(0, 0, -a.cfg.RetentionDays)) {
 				lastPrune = time.Now()
-				if p.DeliveryBodies+p.JobLogs > 0 {
-					a.log.Info("sweep: retention pruned old payloads and logs; records and metrics stay",
-						"delivery_bodies", p.DeliveryBodies, "job_logs", p.JobLogs, "older_than", cutoff.UTC().Format(time.RFC3339))
-				}
 			}
 		}
 		select {

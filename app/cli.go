@@ -29,10 +29,12 @@ Usage:
   lastmile history [flags]            recent releases and where each stands per environment
   lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs, --release N)
   lastmile register --webhook-url URL create lastmile's GitHub App (manifest flow)
+  lastmile vacuum [--database F]      give the database's free space back to the disk (serve stopped)
   lastmile version                    print the version
 
-serve and the read commands (deliveries, history, audit) use the database
-named by LASTMILE_DATABASE (default lastmile.db) or their --database flag.
+serve, vacuum and the read commands (deliveries, history, audit) use the
+database named by LASTMILE_DATABASE (default lastmile.db) or their --database
+flag.
 `
 
 // Main runs the lastmile command line and returns the exit code.
@@ -64,6 +66,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = audit(ctx, rest, getenv, stdout, stderr)
 	case "register":
 		err = register(ctx, rest, getenv, stdout, stderr)
+	case "vacuum":
+		err = vacuum(ctx, rest, getenv, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -363,4 +367,57 @@ func self() string {
 		return "go run ./cmd/lastmile"
 	}
 	return "lastmile"
+}
+
+func vacuum(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("lastmile vacuum", "Usage: lastmile vacuum [--database F]\n\n"+
+		"Gives the database's free space back to the file system, and makes retention\n"+
+		"(LASTMILE_RETENTION_DAYS) shrink the file from then on. A database created by a\n"+
+		"lastmile that did not do so yet (auto_vacuum none) is converted, once: rewritten\n"+
+		"whole (SQLite's VACUUM), which takes seconds to minutes for a large database and\n"+
+		"needs free disk of about twice its size (a temporary copy in SQLITE_TMPDIR or\n"+
+		"TMPDIR, else /var/tmp or /tmp, and the WAL beside the database). Stop lastmile\n"+
+		"serve first (vacuum refuses to run beside it) and back the database up.", stderr)
+	path := dbFlag(fs, getenv)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	db, err := storage.OpenExisting(ctx, *path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	// A rewrite holds the write lock throughout: the intake of a running
+	// serve would time out meanwhile.
+	unlock, err := lockDatabase(*path)
+	if err != nil {
+		return fmt.Errorf("%w; stop it before lastmile vacuum", err)
+	}
+	defer unlock()
+	v, err := db.Vacuum(ctx)
+	if err != nil {
+		return err
+	}
+	sizes := fmt.Sprintf("%s → %s (%d → %d pages of %d bytes)", megabytes(v.Before.Bytes()), megabytes(v.After.Bytes()),
+		v.Before.PageCount, v.After.PageCount, v.After.PageSize)
+	switch {
+	case v.Converted:
+		fmt.Fprintf(stdout, "%s: converted to auto_vacuum=incremental and compacted: %s; retention now gives pruned space back to the disk\n", *path, sizes)
+	case v.Before.AutoVacuum == "full":
+		fmt.Fprintf(stdout, "%s: auto_vacuum=full gives free pages back at every commit already; nothing to do\n", *path)
+	case v.Before.PageCount == v.After.PageCount:
+		fmt.Fprintf(stdout, "%s: auto_vacuum=incremental already, and no free page to give back (%s)\n", *path, megabytes(v.After.Bytes()))
+	default:
+		fmt.Fprintf(stdout, "%s: auto_vacuum=incremental already; free pages given back: %s\n", *path, sizes)
+	}
+	return nil
+}
+
+// megabytes writes n bytes in MB (10⁶ bytes), with one decimal.
+func megabytes(n int64) string {
+	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 }
