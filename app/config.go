@@ -163,7 +163,7 @@ var settings = []setting{
 		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryInterval }, time.Second, true)},
 	{env: "LASTMILE_REDELIVERY_WINDOW", flag: "redelivery-window", def: "72h", help: "how far back GitHub keeps deliveries (at least 1h): 72h on github.com, 168h on GitHub Enterprise Server",
 		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryWindow }, time.Hour, false)},
-	{env: "LASTMILE_RETENTION_DAYS", flag: "retention-days", def: "0", help: "prune raw delivery bodies and deploy logs older than this many days, at most 36500 (0 keeps them); records and metrics stay",
+	{env: "LASTMILE_RETENTION_DAYS", flag: "retention-days", def: "0", help: "prune raw delivery bodies and deploy logs older than this many days, at most 36500 (0 keeps them); records and metrics stay, and the database file shrinks by what was pruned (one created by an earlier lastmile: run lastmile vacuum once)",
 		set: intSetting(func(c *Config) *int { return &c.RetentionDays }, 0, 36500)},
 	{env: "LASTMILE_DEPLOY_LOG_MAX_BYTES", flag: "deploy-log-max-bytes", def: "1048576", help: "largest deploy job log kept per job, 1024 to 1073741824 (the rest is cut, and the record says so)",
 		set: intSetting(func(c *Config) *int { return &c.DeployLogMaxBytes }, 1024, 1<<30)},
