@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lastmile-app/lastmile/githubapp"
@@ -93,9 +94,11 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 		}
 		return writeJSONTo(stdout, manifest)
 	}
+	formURL := githubapp.ManifestFormURL(*webURL, *org)
 	r := &registration{
 		manifest: manifest, state: randomHex(), token: randomHex(), origin: "http://" + ln.Addr().String(),
-		formURL: githubapp.ManifestFormURL(*webURL, *org), apiURL: *apiURL, out: *out, stdout: stdout, done: make(chan error, 1),
+		formURL: formURL, appsURL: strings.TrimSuffix(formURL, "/new"), apiURL: *apiURL, out: *out,
+		stdout: stdout, stderr: stderr, done: make(chan error, 1),
 	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
@@ -119,8 +122,14 @@ Waiting for GitHub (an hour at most; Ctrl-C to stop)...
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
+		if r.gotCode.Load() {
+			return fmt.Errorf("stopped before GitHub's code was exchanged for the App's key: no settings were written. %s", r.recovery())
+		}
 		return errors.New("stopped before GitHub answered: no App was registered here")
 	case <-time.After(time.Hour):
+		if r.gotCode.Load() {
+			return fmt.Errorf("GitHub's code could not be exchanged within the hour it is good for: no settings were written. %s", r.recovery())
+		}
 		return errors.New("no answer from GitHub within an hour (a manifest code is valid for an hour): run lastmile register again")
 	}
 }
@@ -159,12 +168,26 @@ type registration struct {
 	token           string
 	origin          string // http://127.0.0.1:PORT: GitHub's redirect goes there
 	formURL, apiURL string
+	appsURL         string // the owner's list of Apps on GitHub
 	out             string
-	stdout          io.Writer
+	stdout, stderr  io.Writer
 	done            chan error
+
+	// gotCode is set once GitHub sent the browser back with a code: the App
+	// then exists on GitHub, whatever becomes of the exchange.
+	gotCode atomic.Bool
 
 	mu       sync.Mutex // one answer is taken, once
 	finished bool
+	outcome  string // what the page says once finished
+}
+
+// recovery tells what to do when GitHub made the App but lastmile did not
+// get (or could not keep) its key and secret.
+func (r *registration) recovery() string {
+	return fmt.Sprintf("GitHub may already have created the App: open its settings (%s), generate a private key, "+
+		"set a webhook secret, and write %s as the README's \"Or create the App by hand\" section says; "+
+		"or delete the App there and run lastmile register again.", r.appsURL, envFile)
 }
 
 var registerPage = template.Must(template.New("").Parse(`<!doctype html>
@@ -209,7 +232,7 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if r.finished {
-			http.Error(w, "lastmile is already registered; this page is done", http.StatusGone)
+			http.Error(w, "This registration is over: "+r.outcome, http.StatusGone)
 			return
 		}
 		if c, err := req.Cookie(registerCookie); err != nil || subtle.ConstantTimeCompare([]byte(c.Value), []byte(r.token)) != 1 {
@@ -225,21 +248,36 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, "GitHub sent no code", http.StatusBadRequest)
 			return
 		}
+		r.gotCode.Store(true)
 		ctx, cancel := context.WithTimeout(req.Context(), 30*time.Second)
 		defer cancel()
 		reg, err := githubapp.ConvertManifest(ctx, r.apiURL, code, http.DefaultTransport)
+		// A code is good for one conversion, within the hour. Without an
+		// answer from GitHub (or with a server error, or a rate limit) the
+		// code may never have been acted on: the registration stays open,
+		// and reloading the page tries it again (a code GitHub did use is
+		// then answered 404, which is final).
+		var ce *githubapp.ConversionError
+		if errors.As(err, &ce) && ce.Retryable() {
+			fmt.Fprintf(r.stderr, "lastmile register: %v\n  Reload the page in the browser to try again (GitHub's code is good for an hour).\n", err)
+			http.Error(w, err.Error()+"\n\nGitHub gave no answer lastmile can act on. Reload this page to try again: "+
+				"GitHub's code is good for an hour, unless GitHub used it.", http.StatusServiceUnavailable)
+			return
+		}
 		if err == nil {
 			err = r.save(reg)
 		}
-		// A code is good for one conversion: whatever the outcome, this
-		// registration is over.
+		// GitHub answered: whatever the outcome, this registration is over.
 		r.finished = true
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+			err = fmt.Errorf("%w\n%s", err, r.recovery())
+			r.outcome = err.Error()
+			http.Error(w, r.outcome, http.StatusBadGateway)
 			r.done <- err
 			return
 		}
-		fmt.Fprintf(w, "lastmile's App %s (ID %d) exists. Its settings are in %s. You can close this page.\n", reg.Slug, reg.AppID, r.out)
+		r.outcome = fmt.Sprintf("lastmile's App %s (ID %d) exists. Its settings are in %s. You can close this page.\n", reg.Slug, reg.AppID, r.out)
+		fmt.Fprint(w, r.outcome)
 		r.done <- nil
 	default:
 		http.NotFound(w, req)

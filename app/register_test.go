@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -266,4 +267,172 @@ func get(t *testing.T, u string) string {
 	t.Helper()
 	_, body := fetch(t, http.DefaultClient, u)
 	return body
+}
+
+// registerRun is a lastmile register started against a fake GitHub, with
+// the browser that opened its page (and so holds its cookie).
+type registerRun struct {
+	addr, state string
+	browser     *http.Client
+	out         string
+	exit        chan int
+	stderr      *strings.Builder // read once exit has answered
+}
+
+func startRegister(t *testing.T, ctx context.Context, githubURL string, args ...string) *registerRun {
+	t.Helper()
+	r := &registerRun{out: t.TempDir(), exit: make(chan int, 1), stderr: &strings.Builder{}}
+	pr, pw := io.Pipe()
+	go func() {
+		r.exit <- Main(ctx, append([]string{"register", "--webhook-url", "https://lm.example.com/webhook",
+			"--listen", "127.0.0.1:0", "--out", r.out, "--github-url", githubURL + "/"}, args...), func(string) string { return "" }, pw, r.stderr)
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	token := ""
+	for r.addr == "" && lines.Scan() {
+		if m := regexp.MustCompile(`Open http://(\S+)/\?token=(\S+) `).FindStringSubmatch(lines.Text()); m != nil {
+			r.addr, token = m[1], m[2]
+		}
+	}
+	if r.addr == "" {
+		t.Fatal("register printed no address")
+	}
+	go io.Copy(io.Discard, pr)
+	jar, _ := cookiejar.New(nil)
+	r.browser = &http.Client{Jar: jar}
+	code, page := fetch(t, r.browser, "http://"+r.addr+"/?token="+token)
+	form := regexp.MustCompile(`action="[^"]+\?state=([0-9a-f]+)"`).FindStringSubmatch(page)
+	if code != http.StatusOK || form == nil {
+		t.Fatalf("registration page: %d %s", code, page)
+	}
+	r.state = form[1]
+	return r
+}
+
+// callback is GitHub sending the browser back with code (or the user
+// reloading that page).
+func (r *registerRun) callback(t *testing.T, code string) (int, string) {
+	t.Helper()
+	return fetch(t, r.browser, "http://"+r.addr+"/callback?state="+r.state+"&code="+code)
+}
+
+// An exchange of GitHub's code that got no answer (the connection closed)
+// or a server error leaves the registration open: reloading the page tries
+// the same code again, and the settings are written once GitHub answers.
+func TestRegisterRetriesTheCodeWithoutAnAnswer(t *testing.T) {
+	var calls atomic.Int32
+	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/app-manifests/good-code/conversions" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		switch calls.Add(1) {
+		case 1: // the connection breaks before GitHub answers
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		case 2:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, `{"message":"Service Unavailable"}`)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusCreated)
+			json.NewEncoder(w).Encode(map[string]any{"id": 4242, "slug": "lastmile-acme", "html_url": "https://github.com/apps/lastmile-acme",
+				"webhook_secret": "whsec-0123456789abcdef", "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"})
+		}
+	}))
+	defer github.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := startRegister(t, ctx, github.URL, "--org", "acme")
+
+	for try := 1; try <= 2; try++ {
+		code, page := r.callback(t, "good-code")
+		if code != http.StatusServiceUnavailable || !strings.Contains(page, "Reload this page to try again") {
+			t.Errorf("try %d: %d %s; want 503 and a word about reloading", try, code, page)
+		}
+		if _, err := os.Stat(filepath.Join(r.out, "lastmile.env")); err == nil {
+			t.Fatalf("try %d: settings written without GitHub's answer", try)
+		}
+		select {
+		case code := <-r.exit:
+			t.Fatalf("try %d: register exited %d before GitHub answered: %s", try, code, r.stderr.String())
+		default:
+		}
+	}
+	if code, page := r.callback(t, "good-code"); code != http.StatusOK || !strings.Contains(page, "ID 4242") {
+		t.Errorf("reload once GitHub answers: %d %s", code, page)
+	}
+	select {
+	case code := <-r.exit:
+		if code != 0 {
+			t.Fatalf("register exited %d: %s", code, r.stderr.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("register did not finish")
+	}
+	if env, err := os.ReadFile(filepath.Join(r.out, "lastmile.env")); err != nil || !strings.Contains(string(env), "LASTMILE_APP_ID=4242\n") {
+		t.Errorf("lastmile.env: %q %v", env, err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("GitHub was asked %d times, want 3", n)
+	}
+	if !strings.Contains(r.stderr.String(), "Reload the page in the browser to try again") {
+		t.Errorf("the terminal was not told to reload: %s", r.stderr.String())
+	}
+}
+
+// GitHub's definitive refusal of the code (it was used, or expired) ends
+// the registration, and says how to finish with the App GitHub may have
+// made, on the page and in the terminal.
+func TestRegisterGivesUpOnARefusedCode(t *testing.T) {
+	for org, apps := range map[string]string{"acme": "https://github.com/organizations/acme/settings/apps)", "": "https://github.com/settings/apps)"} {
+		var calls atomic.Int32
+		github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"message":"Not Found"}`)
+		}))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		var args []string
+		if org != "" {
+			args = []string{"--org", org}
+		}
+		r := startRegister(t, ctx, github.URL, args...)
+		advice := []string{"GitHub may already have created the App", apps, "generate a private key", "set a webhook secret",
+			`write lastmile.env as the README's "Or create the App by hand" section says`, "delete the App there and run lastmile register again"}
+		has := func(what, text string) {
+			t.Helper()
+			for _, a := range advice {
+				if !strings.Contains(text, a) {
+					t.Errorf("org %q: %s lacks %q:\n%s", org, what, a, text)
+				}
+			}
+		}
+		code, page := r.callback(t, "used-code")
+		if code != http.StatusBadGateway || !strings.Contains(page, "404 Not Found") {
+			t.Errorf("org %q: refused code: %d %s", org, code, page)
+		}
+		has("the page", page)
+		select {
+		case code := <-r.exit:
+			if code != 1 {
+				t.Errorf("org %q: register exited %d, want 1", org, code)
+			}
+		case <-ctx.Done():
+			t.Fatalf("org %q: register did not finish", org)
+		}
+		has("the terminal", r.stderr.String())
+		if n := calls.Load(); n != 1 {
+			t.Errorf("org %q: GitHub was asked %d times, want 1", org, n)
+		}
+		if files, _ := os.ReadDir(r.out); len(files) != 0 {
+			t.Errorf("org %q: %d files written", org, len(files))
+		}
+		cancel()
+		github.Close()
+	}
 }

@@ -95,15 +95,43 @@ func ConvertManifest(ctx context.Context, apiURL, code string, transport http.Ro
 		base.Path += "/"
 	}
 	gh.BaseURL = base
-	cfg, _, err := gh.Apps.CompleteAppManifest(ctx, code)
+	cfg, resp, err := gh.Apps.CompleteAppManifest(ctx, code)
 	if err != nil {
-		return nil, fmt.Errorf("exchange the manifest code (POST /app-manifests/{code}/conversions): %s", conversionFailure(err, code))
+		e := &ConversionError{msg: "exchange the manifest code (POST /app-manifests/{code}/conversions): " + conversionFailure(err, code)}
+		if resp != nil && resp.Response != nil {
+			e.Status = resp.StatusCode
+		}
+		var rl *github.RateLimitError
+		var arl *github.AbuseRateLimitError
+		e.rateLimited = errors.As(err, &rl) || errors.As(err, &arl) || e.Status == http.StatusTooManyRequests
+		return nil, e
 	}
 	if cfg.GetID() == 0 || cfg.GetPEM() == "" || cfg.GetWebhookSecret() == "" {
 		return nil, fmt.Errorf("GitHub's answer lacks the App ID, key or webhook secret")
 	}
 	return &Registration{AppID: cfg.GetID(), Slug: cfg.GetSlug(), HTMLURL: cfg.GetHTMLURL(),
 		WebhookSecret: cfg.GetWebhookSecret(), PrivateKeyPEM: cfg.GetPEM()}, nil
+}
+
+// ConversionError is a failed exchange of a manifest code.
+type ConversionError struct {
+	// Status is GitHub's HTTP status; 0 when no answer came (the
+	// connection failed or closed, the call timed out).
+	Status      int
+	rateLimited bool
+	msg         string
+}
+
+func (e *ConversionError) Error() string { return e.msg }
+
+// Retryable reports whether the same code may be tried again: GitHub did
+// not answer, answered with a server error, or refused the call for its
+// rate limit. A code is good for one conversion, within the hour after
+// GitHub made it; one GitHub did not get, or did not act on, is still
+// good (one it did act on is answered 404 the next time). Any other answer
+// (a 404 or 422 for a used or expired code) is final.
+func (e *ConversionError) Retryable() bool {
+	return e.Status == 0 || e.Status >= 500 || e.rateLimited
 }
 
 // conversionFailure says why the conversion failed without the request's

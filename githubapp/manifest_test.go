@@ -2,6 +2,7 @@ package githubapp_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -28,13 +29,15 @@ func TestConvertManifestErrorsHideTheCode(t *testing.T) {
 	for name, tc := range map[string]struct {
 		handler http.HandlerFunc // nil: the connection is refused
 		want    []string
+		retry   bool // the same code may be tried again
 	}{
 		"502": {
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				w.WriteHeader(http.StatusBadGateway)
 				io.WriteString(w, `{"message":"Server Error"}`)
 			},
-			want: []string{"502 Bad Gateway: Server Error"},
+			want:  []string{"502 Bad Gateway: Server Error"},
+			retry: true,
 		},
 		"404 quoting the code": {
 			handler: func(w http.ResponseWriter, r *http.Request) {
@@ -44,6 +47,14 @@ func TestConvertManifestErrorsHideTheCode(t *testing.T) {
 			},
 			want: []string{"404 Not Found: no conversion for {code}"},
 		},
+		"422": {
+			handler: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnprocessableEntity)
+				io.WriteString(w, `{"message":"Validation Failed"}`)
+			},
+			want: []string{"422 Unprocessable Entity: Validation Failed"},
+		},
 		"rate limited": {
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("X-RateLimit-Remaining", "0")
@@ -51,15 +62,17 @@ func TestConvertManifestErrorsHideTheCode(t *testing.T) {
 				w.WriteHeader(http.StatusForbidden)
 				io.WriteString(w, `{"message":"API rate limit exceeded"}`)
 			},
-			want: []string{"403 Forbidden: API rate limit exceeded"},
+			want:  []string{"403 Forbidden: API rate limit exceeded"},
+			retry: true,
 		},
 		"redirected to another host": {
 			handler: func(w http.ResponseWriter, r *http.Request) {
 				http.Redirect(w, r, "http://elsewhere.example/x", http.StatusTemporaryRedirect)
 			},
-			want: []string{"GitHub redirected /app-manifests/{code}/conversions to http://elsewhere.example"},
+			want:  []string{"GitHub redirected /app-manifests/{code}/conversions to http://elsewhere.example"},
+			retry: true, // no conversion answered
 		},
-		"connection refused": {want: []string{"connection refused"}},
+		"connection refused": {want: []string{"connection refused"}, retry: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			apiURL := refusedURL
@@ -77,6 +90,10 @@ func TestConvertManifestErrorsHideTheCode(t *testing.T) {
 			msg := err.Error()
 			if strings.Contains(msg, code) {
 				t.Errorf("the error holds the code: %s", msg)
+			}
+			var ce *githubapp.ConversionError
+			if !errors.As(err, &ce) || ce.Retryable() != tc.retry {
+				t.Errorf("error %#v: want a *ConversionError, Retryable() %v", err, tc.retry)
 			}
 			for _, w := range append(tc.want, "POST /app-manifests/{code}/conversions") {
 				if !strings.Contains(msg, w) {
