@@ -200,7 +200,7 @@ with read access to contents, actions, checks and metadata, and write access to 
 <input type="hidden" name="manifest" value="{{.Manifest}}">
 <button type="submit">Create the App on GitHub</button>
 </form>
-<p>Afterwards, install the App on your repositories, add <code>.github/lastmile.yml</code> and the deploy workflow (see the README).</p>
+<p>Afterwards, install the App on your repositories, give the gated environments required reviewers, then add the deploy workflow and <code>.github/lastmile.yml</code> (see the README).</p>
 </body>`))
 
 func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -336,8 +336,9 @@ Next:
        echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> %[6]s
        set -a; . %[6]s; set +a; lastmile serve
   2. Install the App on the repositories to deploy: %[3]s/installations/new
-  3. In each repository add .github/lastmile.yml and the deploy workflow, and give the
-     gated environments required reviewers (Settings → Environments). See the README.
+  3. In each repository first give the gated environments required reviewers (Settings →
+     Environments), then add the deploy workflow and .github/lastmile.yml: the push that
+     adds it is already a release. See the README.
 `, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)))
 	return nil
 }

@@ -151,6 +151,13 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 		t.Fatal("register did not finish")
 	}
 	<-scanned // register closed its output
+	// The gated environments get their reviewers before the configuration
+	// is pushed: that push is already a release.
+	for what, text := range map[string]string{"next steps": printed.String(), "registration page": page} {
+		if r, c := strings.Index(text, "required reviewers"), strings.Index(text, "lastmile.yml"); r < 0 || c < 0 || r > c {
+			t.Errorf("the %s should name required reviewers before .github/lastmile.yml:\n%s", what, text)
+		}
+	}
 	env, err := os.ReadFile(filepath.Join(out, "lastmile.env"))
 	if err != nil {
 		t.Fatal(err)
