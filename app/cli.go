@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -358,15 +359,46 @@ func orDash(s string) string {
 	return s
 }
 
-// self is how the user runs lastmile, for the commands it suggests: the
-// binary's name, or `go run ./cmd/lastmile` when go run built it (into a
-// temporary folder).
-func self() string {
-	exe, err := os.Executable()
-	if err != nil || strings.Contains(exe, string(os.PathSeparator)+"go-build") {
+// self is how the user runs lastmile, for the commands it suggests: see
+// commandName.
+func self(getenv func(string) string) string {
+	return commandName(os.Args[0], getenv("GOCACHE"))
+}
+
+// commandName is the command the user can paste to run lastmile again,
+// from how it was started (arg0, os.Args[0]): `go run ./cmd/lastmile` when
+// go run built it (into the Go build cache, or a go-build temporary
+// folder); else arg0 as given, quoted for the shell where it needs it: a
+// path (./lastmile, /usr/local/bin/lastmile) or the name the shell found
+// on PATH (lastmile); `lastmile` when there is no arg0. gocache is
+// $GOCACHE, for a build cache of another name than go-build.
+func commandName(arg0, gocache string) string {
+	if builtByGoRun(arg0, gocache) {
 		return "go run ./cmd/lastmile"
 	}
-	return "lastmile"
+	if arg0 == "" {
+		return "lastmile"
+	}
+	return shellWord(arg0)
+}
+
+// builtByGoRun reports whether arg0 is an executable go run built: one in
+// a go-build folder (the build cache's default name, and go run's
+// temporary folders) or in $GOCACHE.
+func builtByGoRun(arg0, gocache string) bool {
+	path := filepath.ToSlash(arg0)
+	if gocache != "" {
+		if rel, err := filepath.Rel(gocache, arg0); err == nil && filepath.IsLocal(rel) {
+			return true
+		}
+	}
+	dirs := strings.Split(path, "/")
+	for _, d := range dirs[:len(dirs)-1] {
+		if strings.HasPrefix(d, "go-build") {
+			return true
+		}
+	}
+	return false
 }
 
 func vacuum(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

@@ -47,3 +47,26 @@ func TestDeliveryDetail(t *testing.T) {
 		})
 	}
 }
+
+// The commands lastmile suggests (the demo's "Where to look") start as the
+// user started lastmile, so that they can be pasted.
+func TestCommandName(t *testing.T) {
+	for _, tc := range []struct{ arg0, gocache, want string }{
+		{"/tmp/go-build1715990240/b001/exe/lastmile", "", "go run ./cmd/lastmile"},                                                            // go run, first build
+		{"/root/.cache/go-build/53/535638c8c60edddf1518b18e18ae93226749d31592ad0b2120a32b9d3cb3601d-d/lastmile", "", "go run ./cmd/lastmile"}, // go run, cached
+		{"/srv/cache/gc/53/5356-d/lastmile", "/srv/cache/gc", "go run ./cmd/lastmile"},                                                        // $GOCACHE of another name
+		{"/srv/cache/gc/53/5356-d/lastmile", "", "/srv/cache/gc/53/5356-d/lastmile"},
+		{"./lastmile", "/root/.cache/go-build", "./lastmile"},
+		{"bin/lastmile", "", "bin/lastmile"},
+		{"/usr/local/bin/lastmile", "/root/.cache/go-build", "/usr/local/bin/lastmile"},
+		{"/opt/my tools/lastmile", "", "'/opt/my tools/lastmile'"},
+		{"./go-build-lastmile", "", "./go-build-lastmile"}, // the binary's own name is not a folder
+		{"lastmile", "", "lastmile"},
+		{"lm", "", "lm"}, // found on PATH under another name
+		{"", "", "lastmile"},
+	} {
+		if got := commandName(tc.arg0, tc.gocache); got != tc.want {
+			t.Errorf("commandName(%q, %q) = %q, want %q", tc.arg0, tc.gocache, got, tc.want)
+		}
+	}
+}

@@ -119,9 +119,9 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 Where to look:
   %[1]s audit --database %[2]s %[3]s %[4]s     the full record, with reviews and deploy logs (--logs)
   %[1]s history --database %[2]s
-`, self(), sb.Config.Database, repo, push.After[:7])
+`, self(getenv), sb.Config.Database, repo, push.After[:7])
 	if !*keep {
-		fmt.Fprintf(stdout, "  %s demo --keep-running                 to browse /metrics and the read API while it runs\n", self())
+		fmt.Fprintf(stdout, "  %s demo --keep-running                 to browse /metrics and the read API while it runs\n", self(getenv))
 		return nil
 	}
 	fmt.Fprintf(stdout, `
