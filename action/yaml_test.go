@@ -386,6 +386,11 @@ func TestExampleWorkflow(t *testing.T) {
 			if strings.HasPrefix(s.Uses, "actions/checkout@") && s.With["persist-credentials"] != false {
 				t.Errorf("job %s: actions/checkout without persist-credentials: false", job)
 			}
+			// Other Actions are pinned to a commit, which organisations
+			// that require full-SHA pinning need.
+			if s.Uses != "" && !lastmileAction.MatchString(s.Uses) && !pinned.MatchString(s.Uses) {
+				t.Errorf("job %s uses %s: pin it to a full commit SHA", job, s.Uses)
+			}
 			if !lastmileAction.MatchString(s.Uses) {
 				continue
 			}
