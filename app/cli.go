@@ -176,7 +176,7 @@ func version(args []string, stdout, stderr io.Writer) error {
 }
 
 func deliveries(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--state pending|done|ignored|dead] [--repo owner/name] [--limit N] [--json]\n"+
+	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--database F] [--state pending|done|ignored|dead] [--repo owner/name] [--limit N] [--json]\n"+
 		"       lastmile deliveries retry DELIVERY-ID\n"+
 		"       lastmile deliveries discard DELIVERY-ID [--reason TEXT]\n\n"+
 		"The table's DETAIL (the note, then the last error) is cut in the middle when\n"+
@@ -212,10 +212,21 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stderr, "lastmile deliveries: --json goes with the list, not with %s\n", action)
 		return errUsage
 	}
-	if fs.NArg() > 0 && ((action != "retry" && action != "discard") || fs.NArg() != 2) ||
-		(*reason != "" && action != "discard") {
-		fs.Usage()
-		return errUsage
+	if fs.NArg() > 0 {
+		problem := ""
+		switch {
+		case action != "retry" && action != "discard":
+			problem = fmt.Sprintf(": unknown action %q: use retry or discard", action)
+		case fs.NArg() == 1:
+			problem = " " + action + ": missing DELIVERY-ID"
+		case fs.NArg() > 2:
+			problem = fmt.Sprintf(" %s: unexpected argument %q: one DELIVERY-ID at a time", action, fs.Arg(2))
+		}
+		if problem != "" {
+			fmt.Fprintln(stderr, "lastmile deliveries"+problem)
+			fs.Usage()
+			return errUsage
+		}
 	}
 	db, err := storage.OpenExisting(ctx, *path)
 	if err != nil {

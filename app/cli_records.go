@@ -18,7 +18,7 @@ import (
 
 // history prints recent releases and where each stands per environment.
 func history(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lastmile history", "Usage: lastmile history [--repo owner/name] [--env ENVIRONMENT] [--limit N] [--json]", stderr)
+	fs := newFlagSet("lastmile history", "Usage: lastmile history [--database F] [--repo owner/name] [--env ENVIRONMENT] [--limit N] [--json]", stderr)
 	path := dbFlag(fs, getenv)
 	repo := fs.String("repo", "", "only this repository (owner/name)")
 	env := fs.String("env", "", "only releases deployed to this environment")
@@ -28,6 +28,7 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "lastmile history: unexpected argument %q (filter with --repo and --env)\n", fs.Arg(0))
 		fs.Usage()
 		return errUsage
 	}
@@ -95,7 +96,7 @@ func noReleases(repo, env string) string {
 
 // audit prints one release's full record.
 func audit(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lastmile audit", `Usage: lastmile audit [--json] [--logs] [--release N] OWNER/REPO SHA
+	fs := newFlagSet("lastmile audit", `Usage: lastmile audit [--database F] [--json] [--logs] [--release N] OWNER/REPO SHA
 
 Prints the newest release of the commit; a commit the branch was rolled
 back to has more than one (--release picks another).`, stderr)
@@ -107,6 +108,14 @@ back to has more than one (--release picks another).`, stderr)
 		return err
 	}
 	if fs.NArg() != 2 {
+		switch fs.NArg() {
+		case 0:
+			fmt.Fprintln(stderr, "lastmile audit: missing OWNER/REPO and SHA")
+		case 1:
+			fmt.Fprintln(stderr, "lastmile audit: missing SHA")
+		default:
+			fmt.Fprintf(stderr, "lastmile audit: unexpected argument %q after OWNER/REPO SHA\n", fs.Arg(2))
+		}
 		fs.Usage()
 		return errUsage
 	}

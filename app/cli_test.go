@@ -602,3 +602,32 @@ func TestDeliveriesShowTheCause(t *testing.T) {
 		}
 	})
 }
+
+// A command line that lacks an argument, or has one too many, says which
+// first, then the usage; exit 2, before any database is opened.
+func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	env := map[string]string{"LASTMILE_DATABASE": missing}
+	for _, tc := range []struct {
+		args         []string
+		first, usage string
+	}{
+		{[]string{"audit"}, "lastmile audit: missing OWNER/REPO and SHA", "Usage: lastmile audit [--database F] "},
+		{[]string{"audit", "acme/shop"}, "lastmile audit: missing SHA", "Usage: lastmile audit [--database F] "},
+		{[]string{"audit", "--json", "acme/shop"}, "lastmile audit: missing SHA", "Usage: lastmile audit"},
+		{[]string{"audit", "acme/shop", "1a2b3c4", "extra"}, `lastmile audit: unexpected argument "extra"`, "Usage: lastmile audit"},
+		{[]string{"deliveries", "retry"}, "lastmile deliveries retry: missing DELIVERY-ID", "Usage: lastmile deliveries [--database F] "},
+		{[]string{"deliveries", "discard", "--reason", "stale"}, "lastmile deliveries discard: missing DELIVERY-ID", "Usage: lastmile deliveries"},
+		{[]string{"deliveries", "retry", "guid-1", "guid-2"}, `lastmile deliveries retry: unexpected argument "guid-2"`, "Usage: lastmile deliveries"},
+		{[]string{"deliveries", "replay", "guid-1"}, `lastmile deliveries: unknown action "replay"`, "Usage: lastmile deliveries"},
+		{[]string{"history", "acme/shop"}, `lastmile history: unexpected argument "acme/shop"`, "Usage: lastmile history [--database F] "},
+	} {
+		code, stdout, stderr := runCLI(t, env, tc.args...)
+		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, tc.first) || !strings.Contains(stderr, tc.usage) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2, and on stderr %q first, then %q", tc.args, code, stdout, stderr, tc.first, tc.usage)
+		}
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a usage error created the database (stat: %v)", err)
+	}
+}
