@@ -249,7 +249,10 @@ func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.gotCode.Store(true)
-		ctx, cancel := context.WithTimeout(req.Context(), 30*time.Second)
+		// Not the browser's request context: a reload or a closed tab while
+		// GitHub answers would throw away the only answer it gives for
+		// this code (the App's key and secret).
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), 30*time.Second)
 		defer cancel()
 		reg, err := githubapp.ConvertManifest(ctx, r.apiURL, code, http.DefaultTransport)
 		// A code is good for one conversion, within the hour. Without an

@@ -448,3 +448,66 @@ func TestRegisterGivesUpOnARefusedCode(t *testing.T) {
 		github.Close()
 	}
 }
+
+// A browser that goes away while the code is being exchanged (a reload of
+// the slow page, a closed tab) does not cost the App's key: GitHub answers
+// a code once, so the exchange finishes and writes the settings.
+func TestRegisterKeepsTheAnswerWhenTheBrowserLeaves(t *testing.T) {
+	var calls atomic.Int32
+	received, abandoned := make(chan struct{}), make(chan struct{})
+	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if calls.Add(1) > 1 { // the code was used
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"message":"Not Found"}`)
+			return
+		}
+		close(received)
+		// GitHub creates the App, taking a second to answer, while the
+		// browser gives up; an exchange abandoned with it ends here.
+		<-abandoned
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(time.Second):
+		}
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(map[string]any{"id": 4242, "slug": "lastmile-acme", "html_url": "https://github.com/apps/lastmile-acme",
+			"webhook_secret": "whsec-0123456789abcdef", "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"})
+	}))
+	defer github.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := startRegister(t, ctx, github.URL, "--org", "acme")
+
+	leave, gone := context.WithCancel(ctx)
+	first, _ := http.NewRequestWithContext(leave, http.MethodGet, "http://"+r.addr+"/callback?state="+r.state+"&code=good-code", nil)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := r.browser.Do(first)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case <-received:
+	case <-ctx.Done():
+		t.Fatal("the code never reached GitHub")
+	}
+	gone()
+	if err := <-done; err == nil {
+		t.Fatal("the abandoned load got an answer")
+	}
+	close(abandoned)
+	select {
+	case <-r.exit:
+	case <-ctx.Done():
+		t.Fatal("register did not finish")
+	}
+	env, err := os.ReadFile(filepath.Join(r.out, "lastmile.env"))
+	if err != nil || !strings.Contains(string(env), "LASTMILE_APP_ID=4242") || calls.Load() != 1 {
+		t.Errorf("GitHub answered the exchange with the App's key, asked %d times; settings %q (%v)\nstderr:\n%s",
+			calls.Load(), env, err, r.stderr.String())
+	}
+}
