@@ -819,6 +819,48 @@ func TestRunRefusesAnEnvironmentArgItCannotAppend(t *testing.T) {
 	}
 }
 
+// An environment-url that is not an http(s) URL is refused before
+// anything is posted or run, like the other invalid inputs: GitHub would
+// show it as the deployment's link. The step fails, and lastmile settles
+// the deployment when the run ends.
+func TestRunRefusesABadEnvironmentURL(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	for _, url := range []string{
+		"staging.example.com",
+		"not a url",
+		"javascript:alert(1)",
+		"https://Staging EU.example.com",
+		"ftp://files.example.com",
+		"https://",
+	} {
+		t.Run(url, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "deployed")
+			s := newStep(t, w.directJob(id), map[string]string{
+				"INPUT_COMMAND":         `touch "$MARKER"`,
+				"INPUT_ENVIRONMENT-URL": url,
+				"MARKER":                marker,
+			})
+			var log strings.Builder
+			_, err := action.Run(w.ctx, s.env(&log))
+			want := fmt.Sprintf("input environment-url: %q is not an http(s) URL", url)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Run: %v; want an error with %s", err, want)
+			}
+			if !strings.HasPrefix(log.String(), "::error::"+want) {
+				t.Errorf("job log %q", log.String())
+			}
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			if n := len(w.deployment(id).Statuses); n != 0 {
+				t.Errorf("%d statuses posted", n)
+			}
+			wantOutputs(t, s.readOutputs(t), "", "false", "")
+		})
+	}
+}
+
 // A token GitHub refuses: the error says which permission the job needs.
 func TestRunExplainsRefusedToken(t *testing.T) {
 	w := newWorld(t)

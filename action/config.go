@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -148,6 +149,12 @@ func readConfig(getenv func(string) string) (*config, error) {
 				"use $LASTMILE_ENVIRONMENT in the command instead", InputPassEnvironmentArg, err))
 		}
 	}
+	if v := c.environmentURL; v != "" && !httpURL(v) {
+		// GitHub takes any string as environment_url and shows it as the
+		// deployment's link: a host without its scheme, or a javascript:
+		// URL, would be a broken or unsafe link.
+		errs = append(errs, fmt.Errorf("input %s: %q is not an http(s) URL (such as https://staging.example.com)", InputEnvironmentURL, v))
+	}
 	if v := input(InputJobID); v != "" {
 		// job.check_run_id: empty where GitHub does not provide it (GitHub
 		// Enterprise Server); then the run's URL stands in for the job's.
@@ -247,6 +254,23 @@ func readDeploymentEvent(path string) (deploymentEvent, error) {
 		return deploymentEvent{}, err
 	}
 	return *d, nil
+}
+
+// httpURL tells whether s is an absolute http or https URL with a host,
+// without white space or control characters.
+func httpURL(s string) bool {
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return false
+	}
+	if _, unsafe := pipeline.UnsafeRune(s); unsafe {
+		return false
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	return (scheme == "http" || scheme == "https") && u.Host != "" && u.Hostname() != "" && u.Opaque == ""
 }
 
 // commitSHA tells whether s is a full commit SHA: SHA-1's 40 hexadecimal

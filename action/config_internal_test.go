@@ -42,3 +42,31 @@ func TestAppendable(t *testing.T) {
 		}
 	}
 }
+
+// environment-url is GitHub's link to the deployment: only an absolute
+// http(s) URL with a host.
+func TestHTTPURL(t *testing.T) {
+	for s, want := range map[string]bool{
+		"https://staging.example.com":            true,
+		"http://10.0.0.7:8080/":                  true,
+		"HTTPS://Staging.Example.com/shop?x=1#a": true,
+		"https://[::1]:8443/health":              true,
+		"staging.example.com":                    false,
+		"not a url":                              false,
+		"javascript:alert(1)":                    false,
+		"https://Staging EU.example.com":         false,
+		"https://staging.example.com/a b":        false,
+		"https://staging.example.com/\tx":        false,
+		"https://staging.example.com/\u202ex":    false,
+		"ftp://files.example.com":                false,
+		"https://":                               false,
+		"https:staging.example.com":              false,
+		"//staging.example.com":                  false,
+		"https://:443/":                          false,
+		"/relative/path":                         false,
+	} {
+		if got := httpURL(s); got != want {
+			t.Errorf("httpURL(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
