@@ -176,6 +176,56 @@ func TestBinaryFails(t *testing.T) {
 	}
 }
 
+// A command whose output does not end with a line break (curl's, printf's):
+// the Action's ::error:: still starts a line, where the runner reads it as
+// a workflow command. The command's stdout and stderr are the process's
+// two streams, which the job log merges; output that ended with a line
+// break gets no empty line after it.
+func TestBinaryErrorAfterAnUnfinishedLine(t *testing.T) {
+	for name, tc := range map[string]struct {
+		command string
+		want    string // the output's end, up to the ::error::
+	}{
+		"stdout":        {`printf '{"status":"rejected"}'; exit 22`, "{\"status\":\"rejected\"}\n::error::deploy command failed: exit status 22"},
+		"stderr":        {`printf 'curl: (22) The requested URL returned error: 422' >&2; exit 22`, "error: 422\n::error::deploy command failed: exit status 22"},
+		"finished line": {`echo 'half deployed'; exit 22`, "half deployed\n::error::deploy command failed: exit status 22"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			binary(t)
+			w := newWorld(t)
+			id := w.createDeployment()
+			s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": tc.command})
+			p := startBinary(t, s, nil)
+			code := w.exitCode(p)
+			out := p.output()
+			if code != 1 || !hasLinePrefix(out, "::error::deploy command failed") {
+				t.Fatalf("exit %d; no line starts with ::error::deploy command failed:\n%s", code, out)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("output lacks %q:\n%s", tc.want, out)
+			}
+			wantStates(t, w.deployment(id), "in_progress", "failure")
+		})
+	}
+}
+
+// After a successful command that printed no line break, the Action's
+// own line starts a line.
+func TestBinarySuccessAfterAnUnfinishedLine(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": `printf 'deployed'`})
+	p := startBinary(t, s, nil)
+	if code := w.exitCode(p); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.output())
+	}
+	if !hasLinePrefix(p.output(), "lastmile: deployment ") || !strings.Contains(p.output(), "deployed\nlastmile: deployment ") {
+		t.Errorf("the success line does not start a line:\n%s", p.output())
+	}
+	wantStates(t, w.deployment(id), "in_progress", "success")
+}
+
 func hasLinePrefix(out, prefix string) bool {
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, prefix) {

@@ -4,21 +4,41 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
 
 // runCommand runs the deploy command through `bash -eo pipefail -c`, in the
 // workspace (GITHUB_WORKSPACE, when set), in its own process group, with its
-// output going straight to the job log. When ctx ends (the job is cancelled)
+// output copied to the job log as it comes, and ended with a line break if
+// the command left its last line unfinished. When ctx ends (the job is cancelled)
 // the whole group gets SIGTERM, and SIGKILL KillGrace later if it is still
 // there. stopped tells that ctx ended before the command did: the command
 // was stopped, whatever its exit status (a script that traps TERM to clean
 // up may well exit 0).
 func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err error) {
+	// The job log is read line by line, and the runner takes a workflow
+	// command (::error::) only at the start of a line: output that ends
+	// without a line break (curl's, printf's) would swallow the Action's
+	// next line. Both streams are watched: they may be one in the log.
+	stdout := &lineTracker{w: env.Stdout}
+	stderr := stdout
+	if !sameWriter(env.Stdout, env.Stderr) {
+		stderr = &lineTracker{w: env.Stderr}
+	}
+	env.Stdout, env.Stderr = stdout, stderr
+	defer endLine(stdout, stderr)
+	return runScript(ctx, env, c, func() { endLine(stdout, stderr) })
+}
+
+// runScript is runCommand once the output is watched; endLine ends the
+// command's last line of output, if it is unfinished.
+func runScript(ctx context.Context, env Env, c *config, endLine func()) (stopped bool, err error) {
 	script := c.command
 	if c.passEnvArg {
 		// The environment becomes the last argument of the command's last
@@ -32,9 +52,9 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 	cmd.Env = commandEnv(env.Environ(), c)
 	cmd.Dir = c.workspace // where the runner checks the code out
 	cmd.Stdout, cmd.Stderr = env.Stdout, env.Stderr
-	// Output copied through a pipe (when Stdout is not a file) stops being
-	// awaited this long after the command exits, should a process that left
-	// the group keep the pipe open.
+	// The output, copied through a pipe (the writers are not files), stops
+	// being awaited this long after the command exits, should a process
+	// that left the group keep the pipe open.
 	cmd.WaitDelay = env.KillGrace
 	setProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
@@ -47,6 +67,7 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 		if errors.Is(err, exec.ErrWaitDelay) {
 			// The command succeeded; something it started in the
 			// background still holds its output.
+			endLine()
 			fmt.Fprintln(env.Stdout, "lastmile: the deploy command succeeded; the processes it left running write no more to this log")
 			return false, nil
 		}
@@ -132,4 +153,55 @@ func failureDetail(err error) string {
 		}
 	}
 	return err.Error()
+}
+
+// lineTracker passes the command's output on to w, and remembers whether
+// the last byte written was a line break.
+type lineTracker struct {
+	w io.Writer
+
+	mu      sync.Mutex
+	partial bool // the last byte written was not '\n'
+}
+
+func (t *lineTracker) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n, err := t.w.Write(p)
+	if n > 0 {
+		t.partial = p[n-1] != '\n'
+	}
+	return n, err
+}
+
+// endLine writes a line break to the job log (stdout's writer) when the
+// command's output, on either stream, ended in the middle of a line, so
+// that the Action's next line starts a line of its own. Where stdout and
+// stderr are separate streams, an unfinished line on stderr costs an empty
+// line in the log.
+func endLine(stdout, stderr *lineTracker) {
+	stdout.mu.Lock()
+	partial := stdout.partial
+	stdout.mu.Unlock()
+	if stderr != stdout {
+		stderr.mu.Lock()
+		partial = partial || stderr.partial
+		stderr.partial = false
+		stderr.mu.Unlock()
+	}
+	if partial {
+		_, _ = stdout.Write([]byte{'\n'})
+	}
+}
+
+// sameWriter tells whether a and b are the same writer (as exec.Cmd checks
+// to give stdout and stderr one pipe); writers whose type cannot be
+// compared are not.
+func sameWriter(a, b io.Writer) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }
