@@ -63,8 +63,12 @@ type Env struct {
 	// when it is set, else os.Stderr.
 	Stderr io.Writer
 	// Transport carries the calls to GitHub. Default: a githubapp.Transport
-	// with its defaults (retries, rate limits) over http.DefaultTransport,
-	// each attempt bounded by RequestTimeout.
+	// with its defaults for retries over http.DefaultTransport, each
+	// attempt bounded by RequestTimeout, which sleeps no rate limit itself:
+	// it hands each one back to the Action, which waits it out (for up to
+	// RateLimitMaxWait), saying so in the job log. A Transport given
+	// decides for itself how long it sleeps inside a call; the rate limits
+	// it hands back are waited out the same way.
 	Transport *githubapp.Transport
 	// RequestTimeout bounds each attempt of a call to GitHub made through
 	// the default Transport (a Transport given decides for itself).
@@ -74,6 +78,12 @@ type Env struct {
 	// between SIGTERM and SIGKILL. Default 5s, which leaves time to report
 	// the error status before the runner's own SIGKILL, 10 s after its SIGINT.
 	KillGrace time.Duration
+
+	// now and sleep are the Action's clock: when a rate limit ends, and
+	// the waits for it and between tries (also the default Transport's).
+	// Default time.Now and a timer; tests set them (export_test.go).
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 func (e Env) withDefaults() Env {
@@ -96,8 +106,22 @@ func (e Env) withDefaults() Env {
 	if e.RequestTimeout <= 0 {
 		e.RequestTimeout = 15 * time.Second
 	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.sleep == nil {
+		e.sleep = sleep
+	}
 	if e.Transport == nil {
-		e.Transport = &githubapp.Transport{Base: attemptTimeout{base: http.DefaultTransport, timeout: e.RequestTimeout}}
+		e.Transport = &githubapp.Transport{
+			Base: attemptTimeout{base: http.DefaultTransport, timeout: e.RequestTimeout},
+			// Every rate limit comes back as a RateLimitedError at once
+			// (each wait is at least a second), for the Action to wait
+			// out in the open: waitRateLimit.
+			MaxWait: time.Nanosecond,
+			Now:     e.now,
+			Sleep:   e.sleep,
+		}
 	}
 	if e.KillGrace <= 0 {
 		e.KillGrace = 5 * time.Second
@@ -121,12 +145,32 @@ type Result struct {
 	LogURL string
 }
 
-// How long the final status may take. When the job was cancelled the runner
-// kills the Action 10 s after its SIGINT, so that post must be quick.
+// How long the final status may take while GitHub fails (5xx, no answer).
+// When the job was cancelled the runner kills the Action 10 s after its
+// SIGINT, so that post must be quick.
 const (
 	finalPostTimeout     = 30 * time.Second
 	cancelledPostTimeout = 4 * time.Second
 )
+
+// RateLimitMaxWait is how long the Action waits, from a call's first
+// refusal, for GitHub's rate limit to pass before it gives the call up.
+// The step has nothing else to do: waiting deploys late, giving up not at
+// all (or, on the final status, leaves a deploy that happened unreported).
+// A cancellation of the job ends the wait.
+const RateLimitMaxWait = 15 * time.Minute
+
+// sleep waits for d, or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Run runs the Action once: mode register or deploy, as the inputs say.
 // Cancelling ctx (the runner's SIGINT/SIGTERM when the job is cancelled)
@@ -227,7 +271,11 @@ type runner struct {
 // has none). GitHub lists statuses newest first.
 func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, error) {
 	c := r.cfg
-	statuses, _, err := r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 1})
+	var statuses []*github.DeploymentStatus
+	err := r.call(ctx, func() (err error) {
+		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 1})
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", c.deployment.ID, c.owner, c.repo, explain(err))
 	}
@@ -242,7 +290,11 @@ func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, err
 // first, are read up to that end.
 func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 	c := r.cfg
-	statuses, _, err := r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 100})
+	var statuses []*github.DeploymentStatus
+	err := r.call(ctx, func() (err error) {
+		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 100})
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", c.deployment.ID, c.owner, c.repo, explain(err))
 	}
@@ -262,8 +314,12 @@ func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 // newest first; the newest hundred are looked at.
 func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 	c := r.cfg
-	deps, _, err := r.gh.Repositories.ListDeployments(ctx, c.owner, c.repo, &github.DeploymentsListOptions{
-		Environment: c.deployment.Environment, ListOptions: github.ListOptions{PerPage: 100}})
+	var deps []*github.Deployment
+	err := r.call(ctx, func() (err error) {
+		deps, _, err = r.gh.Repositories.ListDeployments(ctx, c.owner, c.repo, &github.DeploymentsListOptions{
+			Environment: c.deployment.Environment, ListOptions: github.ListOptions{PerPage: 100}})
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("list the deployments to %s in %s/%s: %w", c.deployment.Environment, c.owner, c.repo, explain(err))
 	}
@@ -271,7 +327,11 @@ func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 		if d.GetID() <= c.deployment.ID {
 			continue
 		}
-		statuses, _, err := r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, d.GetID(), &github.ListOptions{PerPage: 1})
+		var statuses []*github.DeploymentStatus
+		err := r.call(ctx, func() (err error) {
+			statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, d.GetID(), &github.ListOptions{PerPage: 1})
+			return err
+		})
 		if err != nil {
 			return 0, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", d.GetID(), c.owner, c.repo, explain(err))
 		}
@@ -287,7 +347,7 @@ func (r *runner) register(ctx context.Context) (Result, error) {
 	c := r.cfg
 	res := Result{State: pipeline.DeploymentQueued, LogURL: c.runURL()}
 	desc := fmt.Sprintf("Waiting for the deploy job to %s", c.deployment.Environment)
-	if err := r.post(ctx, res.State, res.LogURL, desc); err != nil {
+	if err := r.call(ctx, func() error { return r.post(ctx, res.State, res.LogURL, desc) }); err != nil {
 		return Result{}, cancelledBefore(ctx, err)
 	}
 	r.printf("lastmile: deployment %d of %s to %s is queued; run %s\n", c.deployment.ID, short(c.deployment.SHA), c.deployment.Environment, res.LogURL)
@@ -298,10 +358,13 @@ func (r *runner) register(ctx context.Context) (Result, error) {
 func (r *runner) deploy(ctx context.Context) (Result, error) {
 	c := r.cfg
 	logURL := c.logURL()
-	if err := r.post(ctx, pipeline.DeploymentInProgress, logURL, fmt.Sprintf("Deploying %s to %s", short(c.deployment.SHA), c.deployment.Environment)); err != nil {
+	inProgress := fmt.Sprintf("Deploying %s to %s", short(c.deployment.SHA), c.deployment.Environment)
+	if err := r.call(ctx, func() error { return r.post(ctx, pipeline.DeploymentInProgress, logURL, inProgress) }); err != nil {
 		if !mayHaveArrived(err) {
-			// GitHub refused it: the deployment is as it was.
-			return Result{}, err
+			// GitHub refused it (a rate limit too long to wait for, or
+			// the job cancelled during the wait): the deployment is as it
+			// was.
+			return Result{}, cancelledBefore(ctx, err)
 		}
 		// in_progress may be on GitHub although the call failed (the job
 		// was cancelled while it was on its way, or no answer came), and
@@ -365,21 +428,21 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 	return res, err
 }
 
-// finish posts the deployment's final status, state, within timeout of a
-// context detached from ctx (which the cancellation of the job may have
-// ended), and returns the Result and runErr, the reason the step fails
-// (nil when it succeeds), joined with the post's error.
+// finish posts the deployment's final status, state, with a context
+// detached from ctx (which the cancellation of the job may have ended),
+// and returns the Result and runErr, the reason the step fails (nil when
+// it succeeds), joined with the post's error.
 //
 // The post is tried again, with a growing pause, until it succeeds, GitHub
-// refuses it (4xx) or timeout has passed: a status lost here would leave
-// the deployment in_progress until the run ends. When it is lost all the
-// same, Result.State is still the state the Action meant to report, and
-// the error says that GitHub does not show it.
+// refuses it (4xx) or timeout has passed; a rate limit is waited out for
+// up to RateLimitMaxWait unless the job is cancelled: a status lost here
+// would leave the deployment in_progress until the run ends, and a deploy
+// that succeeded reported as a failed step. When it is lost all the same,
+// Result.State is still the state the Action meant to report, and the
+// error says that GitHub does not show it.
 func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, logURL, desc string, timeout time.Duration, runErr error) (Result, error) {
 	res := Result{State: state, LogURL: logURL}
-	postCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	if err := r.postPersistently(postCtx, state, logURL, desc); err != nil {
+	if err := r.postPersistently(ctx, state, logURL, desc, timeout); err != nil {
 		what := fmt.Sprintf("the %s status could not be reported", state)
 		switch {
 		case state == pipeline.DeploymentInactive:
@@ -393,34 +456,108 @@ func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, log
 	return res, runErr
 }
 
-// postPersistently is post, tried again after a pause while the failure
-// may pass (a 5xx, no answer, a rate limit) and ctx's deadline leaves time.
-func (r *runner) postPersistently(ctx context.Context, state pipeline.DeploymentState, logURL, description string) error {
+// postPersistently is post with a context detached from the job's, ctx,
+// tried again after a pause while the failure may pass: a 5xx or no answer
+// for up to timeout, counted from the start or from the end of the last
+// rate limit waited out; a rate limit, waited out, for up to
+// RateLimitMaxWait from the start, unless the job is cancelled (ctx has
+// ended, or ends during the wait): then only within timeout.
+func (r *runner) postPersistently(ctx context.Context, state pipeline.DeploymentState, logURL, description string, timeout time.Duration) error {
+	detached := context.WithoutCancel(ctx)
+	start := r.env.now()
+	deadline := start.Add(timeout)
 	pause := time.Second
 	for {
-		err := r.post(ctx, state, logURL, description)
-		if err == nil || ctx.Err() != nil {
-			return err
+		postCtx, cancel := context.WithTimeout(detached, deadline.Sub(r.env.now()))
+		err := r.post(postCtx, state, logURL, description)
+		cancel()
+		if err == nil {
+			return nil
 		}
-		wait := pause
-		if lim, ok := githubapp.AsRateLimited(err, time.Now()); ok {
-			wait = max(wait, time.Until(lim.Until))
-		} else if !mayHaveArrived(err) {
+		now := r.env.now()
+		if lim, ok := githubapp.AsRateLimited(err, now); ok {
+			if lim.Until.After(deadline) {
+				switch {
+				case ctx.Err() != nil:
+					return err // cancelled: the runner's SIGKILL comes soon
+				case lim.Until.After(start.Add(RateLimitMaxWait)):
+					return fmt.Errorf("%w (more than %s away: not waited for)", err, RateLimitMaxWait)
+				}
+			}
+			// The job's cancellation ends a wait the runner would not
+			// let finish anyway.
+			waitCtx := ctx
+			if ctx.Err() != nil {
+				waitCtx = detached
+			}
+			if werr := r.waitRateLimit(waitCtx, lim.Until, err); werr != nil {
+				return fmt.Errorf("the workflow job was cancelled while the Action waited for GitHub's rate limit: %w", err)
+			}
+			if ctx.Err() == nil {
+				deadline = maxTime(deadline, r.env.now().Add(timeout))
+			}
+			continue
+		}
+		if !mayHaveArrived(err) {
 			return err // GitHub refused it: trying again changes nothing
 		}
-		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+		wait := pause
+		if now.Add(wait).After(deadline) {
 			return err
 		}
 		r.printf("lastmile: %v; trying again in %s\n", err, wait.Round(100*time.Millisecond))
-		timer := time.NewTimer(wait)
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
+		if err := r.env.sleep(detached, wait); err != nil {
 			return err
 		}
 		pause = min(2*pause, 8*time.Second)
 	}
+}
+
+// call makes a call to GitHub, fn, and while GitHub's rate limit refuses
+// it, waits until the limit has passed and calls again: for up to
+// RateLimitMaxWait from the first refusal, and until ctx ends (the job is
+// cancelled). The step has nothing else to do meanwhile.
+func (r *runner) call(ctx context.Context, fn func() error) error {
+	var giveUp time.Time
+	for {
+		err := fn()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		now := r.env.now()
+		lim, ok := githubapp.AsRateLimited(err, now)
+		if !ok {
+			return err
+		}
+		if giveUp.IsZero() {
+			giveUp = now.Add(RateLimitMaxWait)
+		}
+		if lim.Until.After(giveUp) {
+			return fmt.Errorf("%w (more than %s away: not waited for)", err, RateLimitMaxWait)
+		}
+		if werr := r.waitRateLimit(ctx, lim.Until, err); werr != nil {
+			return err
+		}
+	}
+}
+
+// waitRateLimit says in the job log that the Action waits for GitHub's
+// rate limit, which refused a call with err, until until; and waits (a
+// second at least: calling again through a limit is what GitHub
+// penalises), or until ctx ends.
+func (r *runner) waitRateLimit(ctx context.Context, until time.Time, err error) error {
+	d := max(until.Sub(r.env.now()), time.Second)
+	secs := int64((d + time.Second - 1) / time.Second)
+	r.printf("lastmile: GitHub rate limit: waiting until %s (%d s) to try again: %v\n",
+		r.env.now().Add(d).UTC().Format("15:04:05 UTC"), secs, err)
+	return r.env.sleep(ctx, d)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // cancelledBefore says, when the job was cancelled, that err (a call to

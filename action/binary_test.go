@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
 )
@@ -356,4 +357,54 @@ func TestBinaryWrongEvent(t *testing.T) {
 	if n := len(w.deployment(id).Statuses); n != 0 {
 		t.Errorf("%d statuses posted", n)
 	}
+}
+
+// The binary waits out a rate limit GitHub sets on its first call (here a
+// secondary limit with Retry-After 1, a real second), says so, and
+// deploys.
+func TestBinaryWaitsForARateLimit(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	id := w.createDeployment()
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "GET",
+		Path: "/repos/{owner}/{repo}/deployments/*/statuses", RetryAfter: time.Second})
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed"})
+	p := startBinary(t, s, nil)
+	if code := w.exitCode(p); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.output())
+	}
+	if !hasLinePrefix(p.output(), "lastmile: GitHub rate limit: waiting until ") || !strings.Contains(p.output(), " (1 s) to try again: ") {
+		t.Errorf("the output does not say the Action waits for the rate limit:\n%s", p.output())
+	}
+	wantStates(t, w.deployment(id), "in_progress", "success")
+}
+
+// The job cancelled while the binary waits for a rate limit (ten minutes
+// away): the wait ends with the runner's SIGINT, nothing is deployed, and
+// the step fails.
+func TestBinaryCancelledDuringARateLimit(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	id := w.createDeployment()
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "GET",
+		Path: "/repos/{owner}/{repo}/deployments/*/statuses", RetryAfter: 10 * time.Minute})
+	marker := filepath.Join(t.TempDir(), "deployed")
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": `touch "$MARKER"`, "MARKER": marker})
+	p := startBinary(t, s, nil)
+	if err := p.waitLine(w.ctx, "lastmile: GitHub rate limit: waiting until "); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := w.exitCode(p); code != 1 {
+		t.Fatalf("exit %d:\n%s", code, p.output())
+	}
+	if !hasLinePrefix(p.output(), "::error::the workflow job was cancelled before the deploy started; nothing was deployed") {
+		t.Errorf("output:\n%s", p.output())
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the deploy command ran (%v)", err)
+	}
+	wantStates(t, w.deployment(id))
 }

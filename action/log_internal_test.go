@@ -36,11 +36,11 @@ func TestTryingAgainEscapesGitHubsAnswer(t *testing.T) {
 	gh := github.NewClient(nil)
 	gh.BaseURL, _ = url.Parse(srv.URL + "/")
 	var log strings.Builder
-	r := &runner{env: Env{Stdout: &log}, gh: gh,
+	r := &runner{env: Env{Stdout: &log}.withDefaults(), gh: gh,
 		cfg: &config{owner: "acme", repo: "shop", deployment: deploymentEvent{ID: 7}}}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := r.postPersistently(ctx, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/1", "Deployed"); err != nil {
+	if err := r.postPersistently(ctx, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/1", "Deployed", finalPostTimeout); err != nil {
 		t.Fatalf("postPersistently: %v", err)
 	}
 	lines := strings.FieldsFunc(log.String(), func(r rune) bool { return r == '\n' || r == '\r' })

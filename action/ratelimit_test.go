@@ -1,0 +1,354 @@
+//go:build unix
+
+package action_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/action"
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+const statusesPath = "/repos/{owner}/{repo}/deployments/*/statuses"
+
+// fakeClock is the Action's clock in these tests: a wait is recorded and
+// moves the time on at once.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	waits []time.Duration
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.waits = append(c.waits, d)
+	return nil
+}
+
+// longest is the longest wait so far.
+func (c *fakeClock) longest() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var m time.Duration
+	for _, d := range c.waits {
+		m = max(m, d)
+	}
+	return m
+}
+
+// gatedRun runs the Action in-process, with the default transport and
+// clock, on a deploy command that waits for the test to open its gate
+// (a FIFO); before is injected before the run starts, during once the
+// command runs (in_progress has been posted).
+type gatedRun struct {
+	w    *world
+	id   int64 // the deployment
+	s    *step
+	log  *notifyingLog
+	gate string
+	done chan gatedResult
+}
+
+type gatedResult struct {
+	res action.Result
+	err error
+}
+
+func startGated(t *testing.T, w *world, ctx context.Context, clock *fakeClock, before []simulator.Fault) *gatedRun {
+	t.Helper()
+	id := w.createDeployment()
+	gate := filepath.Join(t.TempDir(), "gate")
+	if err := syscall.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newStep(t, w.directJob(id), map[string]string{
+		"INPUT_COMMAND": `echo "command: waiting"; read -r answer < "$GATE"; echo "deployed ($answer)"`,
+		"GATE":          gate,
+	})
+	for _, f := range before {
+		w.sim.InjectFault(f)
+	}
+	g := &gatedRun{w: w, id: id, s: s, log: &notifyingLog{changed: make(chan struct{}, 1)}, gate: gate, done: make(chan gatedResult, 1)}
+	env := s.env(g.log)
+	if clock != nil {
+		action.SetClock(&env, clock.Now, clock.Sleep)
+	}
+	go func() {
+		res, err := action.Run(ctx, env)
+		g.done <- gatedResult{res, err}
+		select {
+		case g.log.changed <- struct{}{}:
+		default:
+		}
+	}()
+	return g
+}
+
+// commandRuns waits until the deploy command runs, or the run has ended.
+func (g *gatedRun) commandRuns() {
+	g.w.t.Helper()
+	for !strings.Contains(g.log.String(), "command: waiting") && len(g.done) == 0 {
+		select {
+		case <-g.log.changed:
+		case <-g.w.ctx.Done():
+			g.w.t.Fatalf("the deploy command does not run and the Action does not end:\n%s", g.log.String())
+		}
+	}
+}
+
+// notifyingLog is a job log that tells of each write on changed.
+type notifyingLog struct {
+	lockedBuilder
+	changed chan struct{}
+}
+
+func (l *notifyingLog) Write(p []byte) (int, error) {
+	n, err := l.lockedBuilder.Write(p)
+	select {
+	case l.changed <- struct{}{}:
+	default:
+	}
+	return n, err
+}
+
+// open opens the gate, if the command waits at it, and returns the run's
+// result.
+func (g *gatedRun) open() gatedResult {
+	g.w.t.Helper()
+	if strings.Contains(g.log.String(), "command: waiting") {
+		if err := writeGate(g.gate, "go"); err != nil {
+			g.w.t.Fatal(err)
+		}
+	}
+	select {
+	case r := <-g.done:
+		return r
+	case <-g.w.ctx.Done():
+		g.w.t.Fatalf("the Action did not finish:\n%s", g.log.String())
+	}
+	return gatedResult{}
+}
+
+// A rate limit is waited out, however long GitHub asks for (up to 15
+// minutes), and the job log says so: on the first read of the statuses,
+// on posting in_progress, and on posting the final status after a deploy
+// that succeeded — where giving up would turn it into a failed step.
+func TestRateLimitIsWaitedOut(t *testing.T) {
+	for name, tc := range map[string]struct {
+		fault  simulator.Fault
+		during bool          // injected once the command runs
+		wait   time.Duration // the least wait
+	}{
+		"secondary, Retry-After 60s, on reading the statuses": {
+			fault: simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "GET", Path: statusesPath, RetryAfter: 60 * time.Second},
+			wait:  60 * time.Second,
+		},
+		"primary, reset in 2 min, on posting in_progress": {
+			fault: simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Method: "POST", Path: statusesPath, Reset: 2 * time.Minute},
+			wait:  119 * time.Second,
+		},
+		"secondary, Retry-After 60s, on posting success": {
+			fault:  simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "POST", Path: statusesPath, RetryAfter: 60 * time.Second},
+			during: true,
+			wait:   60 * time.Second,
+		},
+		"primary, reset in 10 min, on posting success": {
+			fault:  simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Method: "POST", Path: statusesPath, Reset: 10 * time.Minute},
+			during: true,
+			wait:   599 * time.Second,
+		},
+		// Shorter than githubapp.Transport's default MaxWait: said in the
+		// job log too, not slept inside the call.
+		"secondary, Retry-After 20s, on reading the statuses": {
+			fault: simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "GET", Path: statusesPath, RetryAfter: 20 * time.Second},
+			wait:  20 * time.Second,
+		},
+		"primary with HTTP 429, reset in 2 min, on reading the statuses": {
+			fault: simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Status: 429, Method: "GET", Path: statusesPath, Reset: 2 * time.Minute},
+			wait:  119 * time.Second,
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			clock := newFakeClock()
+			var before []simulator.Fault
+			if !tc.during {
+				before = append(before, tc.fault)
+			}
+			g := startGated(t, w, w.ctx, clock, before)
+			g.commandRuns()
+			if tc.during {
+				w.sim.InjectFault(tc.fault)
+			}
+			r := g.open()
+			log := g.log.String()
+			if r.err != nil || r.res.State != pipeline.DeploymentSuccess {
+				t.Fatalf("Run: %+v, %v\n%s", r.res, r.err, log)
+			}
+			wantStates(t, w.deployment(g.id), "in_progress", "success")
+			if !strings.Contains(log, "deployed (go)") {
+				t.Errorf("the command did not deploy:\n%s", log)
+			}
+			if !hasLinePrefix(log, "lastmile: GitHub rate limit: waiting until ") {
+				t.Errorf("the job log does not say the Action waits for the rate limit:\n%s", log)
+			}
+			if got := clock.longest(); got < tc.wait || got > tc.wait+3*time.Second {
+				t.Errorf("longest wait %s, want about %s (waits %v)", got, tc.wait, clock.waits)
+			}
+			if w.sim.PendingFaults() != 0 {
+				t.Errorf("the fault was not met")
+			}
+		})
+	}
+}
+
+// A rate limit further away than RateLimitMaxWait is not waited for: the
+// step fails at once, saying so — before the deploy, nothing is deployed;
+// after it, the success is said not to be reported.
+func TestRateLimitTooFarAway(t *testing.T) {
+	for name, tc := range map[string]struct {
+		fault   simulator.Fault
+		during  bool
+		wantErr string
+		states  []string
+	}{
+		"on reading the statuses": {
+			fault:   simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Method: "GET", Path: statusesPath, Reset: 20 * time.Minute},
+			wantErr: "read the statuses of deployment",
+		},
+		"on posting success": {
+			fault:   simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Method: "POST", Path: statusesPath, Reset: 20 * time.Minute},
+			during:  true,
+			wantErr: "the deploy succeeded, but the success status could not be reported",
+			states:  []string{"in_progress"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			clock := newFakeClock()
+			var before []simulator.Fault
+			if !tc.during {
+				before = append(before, tc.fault)
+			}
+			g := startGated(t, w, w.ctx, clock, before)
+			g.commandRuns()
+			if tc.during {
+				w.sim.InjectFault(tc.fault)
+			}
+			r := g.open()
+			if r.err == nil || !strings.Contains(r.err.Error(), tc.wantErr) || !strings.Contains(r.err.Error(), "more than 15m0s away: not waited for") {
+				t.Fatalf("Run error %v, want one that says %q and that the limit was not waited for", r.err, tc.wantErr)
+			}
+			wantStates(t, w.deployment(g.id), tc.states...)
+			if got := clock.longest(); got > 10*time.Second {
+				t.Errorf("waited %s", got)
+			}
+		})
+	}
+}
+
+// The job's cancellation ends the wait for a rate limit: nothing is
+// deployed, and the step fails at once.
+func TestRateLimitWaitEndsWithTheJob(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	waiting := make(chan time.Duration, 1)
+	release := make(chan struct{}) // ends a wait that the cancellation did not
+	defer close(release)
+	blockUntilCancelled := func(wctx context.Context, d time.Duration) error {
+		select {
+		case waiting <- d:
+		default:
+		}
+		select {
+		case <-wctx.Done():
+			return wctx.Err()
+		case <-release:
+			return errors.New("released")
+		}
+	}
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "GET", Path: statusesPath, RetryAfter: 60 * time.Second})
+	id := w.createDeployment()
+	marker := filepath.Join(t.TempDir(), "deployed")
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": `touch "$MARKER"`, "MARKER": marker})
+	var log lockedBuilder
+	env := s.env(&log)
+	action.SetClock(&env, time.Now, blockUntilCancelled)
+	done := make(chan error, 1)
+	go func() {
+		_, err := action.Run(ctx, env)
+		done <- err
+	}()
+	select {
+	case d := <-waiting:
+		if d < 59*time.Second {
+			t.Errorf("waits %s, want a minute", d)
+		}
+	case err := <-done:
+		t.Fatalf("Run ended without waiting: %v\n%s", err, log.String())
+	}
+	cancel()
+	var err error
+	select {
+	case err = <-done:
+	case <-w.ctx.Done():
+		t.Fatalf("the wait did not end with the job's cancellation:\n%s", log.String())
+	}
+	if err == nil || !strings.Contains(err.Error(), "the workflow job was cancelled before the deploy started; nothing was deployed") {
+		t.Errorf("Run error %v", err)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the deploy command ran (%v)", err)
+	}
+	wantStates(t, w.deployment(id))
+}
+
+// When the job is cancelled, the error status gets the short deadline
+// still: a rate limit a minute away is not waited for (the runner kills
+// the Action 10 s after its SIGINT).
+func TestRateLimitNotWaitedForWhenCancelled(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(w.ctx)
+	defer cancel()
+	clock := newFakeClock()
+	g := startGated(t, w, ctx, clock, nil)
+	g.commandRuns()
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "POST", Path: statusesPath, RetryAfter: 60 * time.Second})
+	cancel()
+	var r gatedResult
+	select {
+	case r = <-g.done:
+	case <-w.ctx.Done():
+		t.Fatalf("the Action did not finish:\n%s", g.log.String())
+	}
+	if r.err == nil || !strings.Contains(r.err.Error(), "the error status could not be reported") {
+		t.Fatalf("Run error %v, want one that says the error status was not reported", r.err)
+	}
+	if got := clock.longest(); got >= 5*time.Second {
+		t.Errorf("waited %s for the rate limit of a cancelled job (waits %v)", got, clock.waits)
+	}
+	wantStates(t, w.deployment(g.id), "in_progress")
+}
