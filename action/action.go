@@ -52,7 +52,10 @@ type Env struct {
 	Getenv func(string) string
 	// Environ is the deploy command's environment, to which the Action adds
 	// LASTMILE_ENVIRONMENT, LASTMILE_SHA and LASTMILE_DEPLOYMENT_ID (and from
-	// which it removes its own INPUT_ variables, the token among them).
+	// which it removes its own INPUT_ variables, the token among them, and
+	// the LASTMILE_JOB_ ones). Where Getenv has the job's PATH and
+	// GOTOOLCHAIN as action.yml recorded them before setup-go (EnvJobPath
+	// and the others), the command gets those instead of Environ's.
 	// Default os.Environ.
 	Environ func() []string
 	// Stdout is the job log: the Action's messages and workflow commands

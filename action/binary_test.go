@@ -408,3 +408,56 @@ func TestBinaryCancelledDuringARateLimit(t *testing.T) {
 	}
 	wantStates(t, w.deployment(id))
 }
+
+// The deploy command runs with the job's PATH and GOTOOLCHAIN as the
+// Action's first step recorded them (LASTMILE_JOB_*), not with those
+// setup-go left for the Action's own steps (its Go first on PATH,
+// GOTOOLCHAIN=local); without a record, with the step's own.
+func TestBinaryCommandGetsTheJobsPathAndGoToolchain(t *testing.T) {
+	const show = `printf 'PATH=%s\n' "$PATH"; printf 'GOTOOLCHAIN=%s\n' "${GOTOOLCHAIN-(unset)}"; env | grep '^LASTMILE_JOB_' || echo 'no LASTMILE_JOB_'`
+	jobPath := "/opt/job-go/bin:" + os.Getenv("PATH")
+	stepPath := "/opt/hostedtoolcache/go/1.26.8/x64/bin:/home/runner/go/bin:" + jobPath
+	for name, tc := range map[string]struct {
+		vars                    map[string]string
+		wantPath, wantToolchain string
+	}{
+		"GOTOOLCHAIN was set": {
+			vars:     map[string]string{"LASTMILE_JOB_PATH": jobPath, "LASTMILE_JOB_GOTOOLCHAIN_SET": "true", "LASTMILE_JOB_GOTOOLCHAIN": "go1.27.1+auto"},
+			wantPath: jobPath, wantToolchain: "go1.27.1+auto",
+		},
+		"GOTOOLCHAIN was unset": {
+			vars:     map[string]string{"LASTMILE_JOB_PATH": jobPath, "LASTMILE_JOB_GOTOOLCHAIN_SET": "false", "LASTMILE_JOB_GOTOOLCHAIN": ""},
+			wantPath: jobPath, wantToolchain: "(unset)",
+		},
+		"GOTOOLCHAIN was empty": {
+			vars:     map[string]string{"LASTMILE_JOB_PATH": jobPath, "LASTMILE_JOB_GOTOOLCHAIN_SET": "true", "LASTMILE_JOB_GOTOOLCHAIN": ""},
+			wantPath: jobPath, wantToolchain: "",
+		},
+		"no record": {
+			vars:     map[string]string{},
+			wantPath: stepPath, wantToolchain: "local",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			binary(t)
+			w := newWorld(t)
+			id := w.createDeployment()
+			inputs := map[string]string{"INPUT_COMMAND": show, "PATH": stepPath, "GOTOOLCHAIN": "local"}
+			for k, v := range tc.vars {
+				inputs[k] = v
+			}
+			s := newStep(t, w.directJob(id), inputs)
+			p := startBinary(t, s, nil)
+			if code := w.exitCode(p); code != 0 {
+				t.Fatalf("exit %d:\n%s", code, p.output())
+			}
+			out := p.output()
+			for _, want := range []string{"PATH=" + tc.wantPath + "\n", "GOTOOLCHAIN=" + tc.wantToolchain + "\n", "no LASTMILE_JOB_\n"} {
+				if !strings.Contains("\n"+out, "\n"+want) {
+					t.Errorf("the command's environment lacks the line %q:\n%s", strings.TrimSuffix(want, "\n"), out)
+				}
+			}
+			wantStates(t, w.deployment(id), "in_progress", "success")
+		})
+	}
+}

@@ -99,17 +99,27 @@ func runScript(ctx context.Context, env Env, c *config, endLine func()) (stopped
 }
 
 // commandEnv is the deploy command's environment: base without the Action's
-// own INPUT_ variables (the token is one), plus the deployment's parameters.
+// own INPUT_ variables (the token is one) and LASTMILE_JOB_ ones, with the
+// job's PATH and GOTOOLCHAIN from before setup-go when action.yml recorded
+// them, plus the deployment's parameters.
 func commandEnv(base []string, c *config) []string {
-	out := make([]string, 0, len(base)+3)
+	out := make([]string, 0, len(base)+5)
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
-		case strings.HasPrefix(name, "INPUT_"),
-			name == "LASTMILE_ENVIRONMENT", name == "LASTMILE_SHA", name == "LASTMILE_DEPLOYMENT_ID":
+		case strings.HasPrefix(name, "INPUT_"), strings.HasPrefix(name, "LASTMILE_JOB_"),
+			name == "LASTMILE_ENVIRONMENT", name == "LASTMILE_SHA", name == "LASTMILE_DEPLOYMENT_ID",
+			name == "PATH" && c.jobPath != "",
+			name == "GOTOOLCHAIN" && c.restoreGoToolchain:
 			continue
 		}
 		out = append(out, kv)
+	}
+	if c.jobPath != "" {
+		out = append(out, "PATH="+c.jobPath)
+	}
+	if c.jobGoToolchain != nil {
+		out = append(out, "GOTOOLCHAIN="+*c.jobGoToolchain)
 	}
 	return append(out,
 		"LASTMILE_ENVIRONMENT="+c.deployment.Environment,

@@ -38,6 +38,21 @@ const (
 	InputRequireLastmile    = "require-lastmile"
 )
 
+// The job's PATH and GOTOOLCHAIN as action.yml's first step records them,
+// before its setup-go step changes them for the rest of the job; the
+// deploy command gets them back. Absent (Run called from Go, or an older
+// action.yml), the command has the Action's own.
+const (
+	// EnvJobPath is the job's PATH.
+	EnvJobPath = "LASTMILE_JOB_PATH"
+	// EnvJobGoToolchainSet is "true" when the job had GOTOOLCHAIN set
+	// (to EnvJobGoToolchain's value), "false" when not: the command then
+	// has none.
+	EnvJobGoToolchainSet = "LASTMILE_JOB_GOTOOLCHAIN_SET"
+	// EnvJobGoToolchain is the job's GOTOOLCHAIN.
+	EnvJobGoToolchain = "LASTMILE_JOB_GOTOOLCHAIN"
+)
+
 // InputEnvName is the environment variable that carries input name, named
 // the way the runner names them for JavaScript and Docker actions: "INPUT_",
 // then the name with spaces replaced by underscores, upper-cased. Hyphens are
@@ -63,6 +78,15 @@ type config struct {
 	passEnvArg     bool
 	environmentURL string
 	workspace      string // the command's working directory; "" for the current one
+	// jobPath is the job's PATH from before the Action's setup-go step
+	// (action.yml records it): the deploy command's PATH. "": unknown,
+	// the command gets the Action's own.
+	jobPath string
+	// jobGoToolchain is the job's GOTOOLCHAIN from before setup-go, when
+	// it was set; restoreGoToolchain tells that it was recorded (set or
+	// not), so the command gets it back rather than setup-go's local.
+	jobGoToolchain     *string
+	restoreGoToolchain bool
 	// requireLastmile: only a deployment whose payload carries lastmile's
 	// marker is deployed (the default); other Apps' deployments (Vercel,
 	// Netlify, Heroku…) trigger on: deployment workflows too.
@@ -163,6 +187,17 @@ func readConfig(getenv func(string) string) (*config, error) {
 			errs = append(errs, fmt.Errorf("input %s: %q is not a job id", InputJobID, v))
 		}
 		c.jobID = id
+	}
+	c.jobPath = getenv(EnvJobPath)
+	switch v := getenv(EnvJobGoToolchainSet); v {
+	case "":
+	case "true":
+		tc := getenv(EnvJobGoToolchain)
+		c.jobGoToolchain, c.restoreGoToolchain = &tc, true
+	case "false":
+		c.restoreGoToolchain = true
+	default:
+		errs = append(errs, fmt.Errorf("%s: %q is neither true nor false", EnvJobGoToolchainSet, v))
 	}
 	c.token = input(InputToken)
 	if c.token == "" {

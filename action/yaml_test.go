@@ -196,9 +196,16 @@ func TestActionMetadata(t *testing.T) {
 			t.Errorf("run step env %s = %q, want %q", env, got, want)
 		}
 	}
+	// The job's PATH and GOTOOLCHAIN, as the runner's check recorded
+	// them before setup-go, for the deploy command.
+	for k, v := range wantJobEnv {
+		if got := runStep.Env[k]; got != v {
+			t.Errorf("run step env %s = %q, want %q", k, got, v)
+		}
+	}
 	for k, v := range runStep.Env {
-		if strings.Contains(v, "${{") && !strings.HasPrefix(k, "INPUT_") {
-			t.Errorf("run step env %s = %q: only inputs come from expressions", k, v)
+		if strings.Contains(v, "${{") && !strings.HasPrefix(k, "INPUT_") && wantJobEnv[k] != v {
+			t.Errorf("run step env %s = %q: only inputs and the job's recorded PATH and GOTOOLCHAIN come from expressions", k, v)
 		}
 	}
 
@@ -211,6 +218,14 @@ func TestActionMetadata(t *testing.T) {
 	if len(a.Outputs) != 3 {
 		t.Errorf("outputs %v", slices.Sorted(maps.Keys(a.Outputs)))
 	}
+}
+
+// wantJobEnv is what the run step passes on of the runner's check: the
+// job's PATH and GOTOOLCHAIN from before setup-go.
+var wantJobEnv = map[string]string{
+	action.EnvJobPath:           "${{ steps.runner.outputs.path }}",
+	action.EnvJobGoToolchainSet: "${{ steps.runner.outputs.gotoolchain-set }}",
+	action.EnvJobGoToolchain:    "${{ steps.runner.outputs.gotoolchain }}",
 }
 
 // runScript runs a run: step's script as the runner does (bash -e), with
@@ -234,14 +249,76 @@ func runScript(t *testing.T, s actionStep, job map[string]string, dir string) (o
 	b, err := cmd.CombinedOutput()
 	outputs = map[string]string{}
 	if o, readErr := os.ReadFile(outFile); readErr == nil {
-		for l := range strings.Lines(string(o)) {
-			if k, v, ok := strings.Cut(strings.TrimSuffix(l, "\n"), "="); ok {
+		// name=value lines, and name<<DELIMITER blocks (GitHub's form for
+		// a value that may hold anything).
+		lines := strings.Split(strings.TrimSuffix(string(o), "\n"), "\n")
+		for i := 0; i < len(lines); i++ {
+			l := lines[i]
+			if k, delim, ok := strings.Cut(l, "<<"); ok && !strings.Contains(k, "=") {
+				var val []string
+				for i++; i < len(lines) && lines[i] != delim; i++ {
+					val = append(val, lines[i])
+				}
+				if i == len(lines) {
+					t.Errorf("GITHUB_OUTPUT: %s<<%s has no end", k, delim)
+				}
+				outputs[k] = strings.Join(val, "\n")
+				continue
+			}
+			if k, v, ok := strings.Cut(l, "="); ok {
 				outputs[k] = v
 			}
 		}
 	}
 	return string(b), outputs, err
 }
+
+// The runner's check records the job's PATH and GOTOOLCHAIN (set, even
+// empty, or not) before setup-go changes them, and the run step passes
+// them on to lastmile-action.
+func TestActionRecordsTheJobsPathAndGoToolchain(t *testing.T) {
+	var a actionMetadata
+	readYAML(t, "action.yml", &a)
+	check, run := a.Runs.Steps[0], a.Runs.Steps[3]
+	path := "/opt/hostedtoolcache/go/1.27.1/x64/bin:/home/runner/go/bin:with=equals:" + os.Getenv("PATH")
+	for name, tc := range map[string]struct {
+		gotoolchain *string
+		want        map[string]string // the run step's LASTMILE_JOB_ variables
+	}{
+		"GOTOOLCHAIN set": {ptr("go1.27.1+auto"), map[string]string{
+			action.EnvJobPath: path, action.EnvJobGoToolchainSet: "true", action.EnvJobGoToolchain: "go1.27.1+auto"}},
+		"GOTOOLCHAIN local, from the job's own setup-go": {ptr("local"), map[string]string{
+			action.EnvJobPath: path, action.EnvJobGoToolchainSet: "true", action.EnvJobGoToolchain: "local"}},
+		"GOTOOLCHAIN empty": {ptr(""), map[string]string{
+			action.EnvJobPath: path, action.EnvJobGoToolchainSet: "true", action.EnvJobGoToolchain: ""}},
+		"GOTOOLCHAIN unset": {nil, map[string]string{
+			action.EnvJobPath: path, action.EnvJobGoToolchainSet: "false", action.EnvJobGoToolchain: ""}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			job := map[string]string{"RUNNER_OS": "Linux", "RUNNER_ARCH": "X64", "PATH": path}
+			if tc.gotoolchain != nil {
+				job["GOTOOLCHAIN"] = *tc.gotoolchain
+			}
+			out, outputs, err := runScript(t, check, job, t.TempDir())
+			if err != nil || out != "" {
+				t.Fatalf("the runner's check: %v\n%s", err, out)
+			}
+			// ${{ steps.runner.outputs.NAME }} is NAME's output, or "".
+			expr := regexp.MustCompile(`^\$\{\{ steps\.runner\.outputs\.([a-z-]+) \}\}$`)
+			for k, want := range tc.want {
+				m := expr.FindStringSubmatch(run.Env[k])
+				if m == nil {
+					t.Fatalf("run step env %s = %q", k, run.Env[k])
+				}
+				if got := outputs[m[1]]; got != want {
+					t.Errorf("%s = output %s = %q, want %q (outputs %q)", k, m[1], got, want, outputs)
+				}
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // The first step refuses runners other than Linux on X64 or ARM64, before
 // Go is installed, and names the GOARCH to build for.
