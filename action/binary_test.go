@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -460,4 +461,94 @@ func TestBinaryCommandGetsTheJobsPathAndGoToolchain(t *testing.T) {
 			wantStates(t, w.deployment(id), "in_progress", "success")
 		})
 	}
+}
+
+// killPIDFileOnCleanup kills the process whose PID the command wrote to
+// file, once the test ends: one that left the deploy command's group.
+func killPIDFileOnCleanup(t *testing.T, file string) {
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(file); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+}
+
+// The runner's cancellation, to the letter: SIGINT, SIGTERM 7.5 s later,
+// SIGKILL 2.5 s after that. The deploy command ignores SIGTERM (it is
+// killed KillGrace, 5 s, after it) and something it started left its
+// process group (setsid) with its output open: the Action posts error
+// before the runner's kill all the same.
+func TestBinaryCancelledWithinTheRunnersBudget(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	id := w.createDeployment()
+	pidFile := filepath.Join(t.TempDir(), "escaped.pid")
+	killPIDFileOnCleanup(t, pidFile)
+	s := newStep(t, w.directJob(id), map[string]string{
+		// The escaped process writes its PID once in its own session.
+		"INPUT_COMMAND": "setsid sh -c 'echo $$ > \"$PID_FILE\"; exec sleep 60' &\nuntil [ -s \"$PID_FILE\" ]; do sleep 0.05; done\n" +
+			"trap '' TERM\necho 'command: sleeping'\nsleep 300",
+		"PID_FILE": pidFile,
+	})
+	p := startBinary(t, s, nil)
+	if err := p.waitLine(w.ctx, "command: sleeping"); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(7500 * time.Millisecond):
+		// The Action's own budget is KillGrace and half a second.
+		t.Errorf("lastmile-action still running when the runner sent SIGTERM, 7.5 s after cancelling")
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(2500 * time.Millisecond):
+			t.Errorf("the runner had to kill lastmile-action, 10 s after cancelling:\n%s", p.output())
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	wantStates(t, w.deployment(id), "in_progress", "error")
+}
+
+// The deploy command exits 0, leaving a process running with its output
+// open, and the job is cancelled a moment after, while the Action still
+// copies that output: the deploy finished, and is reported as a success.
+func TestBinaryCancelledAfterTheCommandSucceeded(t *testing.T) {
+	binary(t)
+	w := newWorld(t)
+	id := w.createDeployment()
+	dir := t.TempDir()
+	pidFile, shellFile := filepath.Join(dir, "daemon.pid"), filepath.Join(dir, "shell.pid")
+	killPIDFileOnCleanup(t, pidFile)
+	s := newStep(t, w.directJob(id), map[string]string{
+		"INPUT_COMMAND": "sleep 300 &\necho $! > \"$PID_FILE\"\necho $$ > \"$SHELL_FILE\"\necho 'command: deployed'",
+		"PID_FILE":      pidFile,
+		"SHELL_FILE":    shellFile,
+	})
+	p := startBinary(t, s, nil)
+	if err := p.waitLine(w.ctx, "command: deployed"); err != nil {
+		t.Fatal(err)
+	}
+	// The command's shell has exited (and lastmile-action reaped it).
+	b, err := os.ReadFile(shellFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := "/proc/" + strings.TrimSpace(string(b))
+	for _, err := os.Stat(proc); err == nil; _, err = os.Stat(proc) {
+		select {
+		case <-w.ctx.Done():
+			t.Fatalf("the deploy command's shell is still there: %v", w.ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	p.cmd.Process.Signal(os.Interrupt)
+	if code := w.exitCode(p); code != 0 {
+		t.Errorf("exit code %d, want 0:\n%s", code, p.output())
+	}
+	wantStates(t, w.deployment(id), "in_progress", "success")
 }

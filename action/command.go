@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -16,29 +17,12 @@ import (
 // runCommand runs the deploy command through `bash -eo pipefail -c`, in the
 // workspace (GITHUB_WORKSPACE, when set), in its own process group, with its
 // output copied to the job log as it comes, and ended with a line break if
-// the command left its last line unfinished. When ctx ends (the job is cancelled)
-// the whole group gets SIGTERM, and SIGKILL KillGrace later if it is still
-// there. stopped tells that ctx ended before the command did: the command
-// was stopped, whatever its exit status (a script that traps TERM to clean
-// up may well exit 0).
+// the command left its last line unfinished. When ctx ends (the job is
+// cancelled) the whole group gets SIGTERM, and SIGKILL KillGrace later if it
+// is still there. stopped tells that ctx ended before the command did: the
+// command was stopped, whatever its exit status (a script that traps TERM to
+// clean up may well exit 0).
 func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err error) {
-	// The job log is read line by line, and the runner takes a workflow
-	// command (::error::) only at the start of a line: output that ends
-	// without a line break (curl's, printf's) would swallow the Action's
-	// next line. Both streams are watched: they may be one in the log.
-	stdout := &lineTracker{w: env.Stdout}
-	stderr := stdout
-	if !sameWriter(env.Stdout, env.Stderr) {
-		stderr = &lineTracker{w: env.Stderr}
-	}
-	env.Stdout, env.Stderr = stdout, stderr
-	defer endLine(stdout, stderr)
-	return runScript(ctx, env, c, func() { endLine(stdout, stderr) })
-}
-
-// runScript is runCommand once the output is watched; endLine ends the
-// command's last line of output, if it is unfinished.
-func runScript(ctx context.Context, env Env, c *config, endLine func()) (stopped bool, err error) {
 	script := c.command
 	if c.passEnvArg {
 		// The environment becomes the last argument of the command's last
@@ -51,29 +35,31 @@ func runScript(ctx context.Context, env Env, c *config, endLine func()) (stopped
 	}
 	cmd.Env = commandEnv(env.Environ(), c)
 	cmd.Dir = c.workspace // where the runner checks the code out
-	cmd.Stdout, cmd.Stderr = env.Stdout, env.Stderr
-	// The output, copied through a pipe (the writers are not files), stops
-	// being awaited this long after the command exits, should a process
-	// that left the group keep the pipe open.
-	cmd.WaitDelay = env.KillGrace
-	setProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
+	out, err := startOutput(env.Stdout, env.Stderr)
+	if err != nil {
 		return false, fmt.Errorf("start the deploy command: %w", err)
 	}
+	cmd.Stdout, cmd.Stderr = out.stdoutW, out.stderrW
+	setProcessGroup(cmd)
+	err = cmd.Start()
+	out.started()
+	if err != nil {
+		out.finish(0)
+		return false, fmt.Errorf("start the deploy command: %w", err)
+	}
+	// The command's ends of the pipes are files: Wait returns when the
+	// command exits, whatever it left running with its output open.
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
-	case err := <-done:
-		if errors.Is(err, exec.ErrWaitDelay) {
-			// The command succeeded; something it started in the
-			// background still holds its output.
-			endLine()
-			fmt.Fprintln(env.Stdout, "lastmile: the deploy command succeeded; the processes it left running write no more to this log")
-			return false, nil
-		}
+	case err = <-done:
+		// The deploy ended on its own; its output is still awaited a
+		// while (less once the job is cancelled) from what it left running.
+		out.finishWithin(ctx, env.KillGrace)
 		return false, err
 	case <-ctx.Done():
 	}
+	defer out.finish(cancelledDrain)
 	terminateGroup(cmd)
 	grace := time.NewTimer(env.KillGrace)
 	defer grace.Stop()
@@ -96,6 +82,119 @@ func runScript(ctx context.Context, env Env, c *config, endLine func()) (stopped
 		}
 	}
 	return true, err
+}
+
+// cancelledDrain is how long, once the job is cancelled and the command
+// has ended, its output is still awaited from processes that left its
+// group: the runner kills the Action 10 s after cancelling, and the final
+// status must be posted before.
+const cancelledDrain = 500 * time.Millisecond
+
+// output copies the deploy command's stdout and stderr to the job log
+// through pipes lastmile owns, so that the command's end is known when it
+// exits (not when everything it started closes its output), and so that an
+// unfinished last line is ended before the Action's own lines: the runner
+// takes a workflow command (::error::) only at the start of a line.
+type output struct {
+	stdout, stderr   *lineTracker // stderr is stdout when both go to one writer
+	stdoutW, stderrW *os.File     // the command's ends
+	readers          []*os.File
+	copied           sync.WaitGroup
+	drained          chan struct{} // closed once both copies have ended
+}
+
+func startOutput(stdout, stderr io.Writer) (*output, error) {
+	o := &output{stdout: &lineTracker{w: stdout}, drained: make(chan struct{})}
+	defer func() {
+		go func() {
+			o.copied.Wait()
+			close(o.drained)
+		}()
+	}()
+	var err error
+	if o.stdoutW, err = o.pipe(o.stdout); err != nil {
+		return nil, err
+	}
+	o.stderr, o.stderrW = o.stdout, o.stdoutW // one pipe for both, as exec.Cmd does
+	if !sameWriter(stdout, stderr) {
+		o.stderr = &lineTracker{w: stderr}
+		if o.stderrW, err = o.pipe(o.stderr); err != nil {
+			o.started()
+			for _, r := range o.readers {
+				_ = r.Close()
+			}
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// pipe starts copying a new pipe's output to t, and returns its write end.
+func (o *output) pipe(t *lineTracker) (*os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	o.readers = append(o.readers, r)
+	o.copied.Add(1)
+	go func() {
+		defer o.copied.Done()
+		_, _ = io.Copy(t, r)
+	}()
+	return w, nil
+}
+
+// started closes lastmile's copies of the command's ends, once the command
+// has its own: the copies end when the command and all it started have
+// closed their output.
+func (o *output) started() {
+	for _, w := range []*os.File{o.stdoutW, o.stderrW} {
+		if w != nil {
+			_ = w.Close()
+		}
+	}
+}
+
+// finishWithin is finish with a wait of limit, cut to cancelledDrain when
+// ctx ends meanwhile.
+func (o *output) finishWithin(ctx context.Context, limit time.Duration) {
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	select {
+	case <-o.drained:
+	case <-timer.C:
+	case <-ctx.Done():
+		o.finish(cancelledDrain)
+		return
+	}
+	o.finish(0)
+}
+
+// finish waits up to limit for the command's output to end, then stops
+// copying it (what the command left running then writes to a closed pipe)
+// and ends an unfinished last line.
+func (o *output) finish(limit time.Duration) {
+	cut := false
+	select {
+	case <-o.drained:
+	default:
+		timer := time.NewTimer(limit)
+		select {
+		case <-o.drained:
+		case <-timer.C:
+			cut = true
+		}
+		timer.Stop()
+	}
+	for _, r := range o.readers {
+		_ = r.Close()
+	}
+	<-o.drained
+	o.readers = nil
+	endLine(o.stdout, o.stderr)
+	if cut {
+		fmt.Fprintln(o.stdout.w, "lastmile: the deploy command has ended; the processes it left running write no more to this log")
+	}
 }
 
 // commandEnv is the deploy command's environment: base without the Action's
