@@ -479,13 +479,12 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 		}
 		now := r.env.now()
 		if lim, ok := githubapp.AsRateLimited(err, now); ok {
-			if lim.Until.After(deadline) {
-				switch {
-				case ctx.Err() != nil:
-					return err // cancelled: the runner's SIGKILL comes soon
-				case lim.Until.After(start.Add(RateLimitMaxWait)):
-					return fmt.Errorf("%w (more than %s away: not waited for)", err, RateLimitMaxWait)
-				}
+			switch {
+			case ctx.Err() != nil && lim.Until.After(deadline):
+				return err // cancelled: the runner's SIGKILL comes soon
+			case ctx.Err() == nil && lim.Until.After(start.Add(RateLimitMaxWait)):
+				// However short each wait, not past RateLimitMaxWait in all.
+				return fmt.Errorf("%w (more than %s away: not waited for)", err, RateLimitMaxWait)
 			}
 			// The job's cancellation ends a wait the runner would not
 			// let finish anyway.

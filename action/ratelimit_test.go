@@ -352,3 +352,26 @@ func TestRateLimitNotWaitedForWhenCancelled(t *testing.T) {
 	}
 	wantStates(t, w.deployment(g.id), "in_progress")
 }
+
+// Short rate limits on the final status, one after the other (GitHub
+// answering Retry-After: 20 for ever), are waited out for no longer than
+// RateLimitMaxWait in all: then the step fails, saying so.
+func TestRateLimitShortWaitsOnTheFinalStatusEnd(t *testing.T) {
+	w := newWorld(t)
+	clock := newFakeClock()
+	g := startGated(t, w, w.ctx, clock, nil)
+	g.commandRuns()
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "POST", Path: statusesPath,
+		RetryAfter: 20 * time.Second, Times: 150}) // 50 minutes of refusals
+	r := g.open()
+	clock.mu.Lock()
+	var total time.Duration
+	for _, d := range clock.waits {
+		total += d
+	}
+	clock.mu.Unlock()
+	if total > action.RateLimitMaxWait || r.err == nil || !strings.Contains(r.err.Error(), "more than 15m0s away: not waited for") {
+		t.Errorf("waited %s in all for the final status, then: %v; want at most %s, then the step fails saying the limit was not waited for",
+			total, r.err, action.RateLimitMaxWait)
+	}
+}
