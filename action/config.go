@@ -300,7 +300,15 @@ func httpURL(s string) bool {
 	if _, unsafe := pipeline.UnsafeRune(s); unsafe {
 		return false
 	}
-	u, err := url.Parse(s)
+	// Only the scheme and host are judged: a browser opens a path or
+	// fragment with a stray % (…/50%-off) that url.Parse refuses.
+	head := s
+	if i := strings.Index(s, "://"); i >= 0 {
+		if j := strings.IndexAny(s[i+3:], "/?#"); j >= 0 {
+			head = s[:i+3+j]
+		}
+	}
+	u, err := url.Parse(head)
 	if err != nil {
 		return false
 	}
