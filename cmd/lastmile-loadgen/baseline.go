@@ -127,7 +127,7 @@ func startBaselineChild(secret []byte, lifetime time.Duration) (*child, error) {
 	cmd := exec.Command(self, "baseline", "-listen", "127.0.0.1:0", "-lifetime", lifetime.String(), "-parent")
 	cmd.Env = append(os.Environ(), secretEnv+"="+string(secret))
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	dieWithParent(cmd)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

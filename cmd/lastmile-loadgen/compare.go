@@ -531,7 +531,7 @@ func startLastmile(ctx context.Context, bin, dir string, secret []byte, githubUR
 	}
 	cmd.Env = append(cmd.Env, passedEnv()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

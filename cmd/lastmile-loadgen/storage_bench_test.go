@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 // Benchmarks that isolate the parts of the intake path, for profiling:
