@@ -1053,3 +1053,20 @@ func TestDeploySupersededAsItStarts(t *testing.T) {
 		})
 	}
 }
+
+// A deploy command that cannot start (the workspace is gone) fails the
+// deploy with the reason, at once, and says nothing of processes left
+// running.
+func TestDeployCommandThatCannotStart(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed"})
+	s.vars["GITHUB_WORKSPACE"] = filepath.Join(t.TempDir(), "gone")
+	var log strings.Builder
+	res, err := action.Run(w.ctx, s.env(&log))
+	if err == nil || !strings.Contains(err.Error(), "start the deploy command") || res.State != pipeline.DeploymentFailure ||
+		strings.Contains(log.String(), "left running") || strings.Contains(log.String(), "deployed\n") {
+		t.Errorf("Run: %+v, %v; want a failure that says the command did not start\n%s", res, err, log.String())
+	}
+	wantStates(t, w.deployment(id), "in_progress", "failure")
+}

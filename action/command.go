@@ -44,7 +44,7 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 	err = cmd.Start()
 	out.started()
 	if err != nil {
-		out.finish(0)
+		out.finish(env.KillGrace) // nothing holds the pipes: at once
 		return false, fmt.Errorf("start the deploy command: %w", err)
 	}
 	// The command's ends of the pipes are files: Wait returns when the
