@@ -113,7 +113,7 @@ func (e Env) withDefaults() Env {
 		e.now = time.Now
 	}
 	if e.sleep == nil {
-		e.sleep = sleep
+		e.sleep = githubapp.Sleep
 	}
 	if e.Transport == nil {
 		e.Transport = &githubapp.Transport{
@@ -162,18 +162,6 @@ const (
 // all (or, on the final status, leaves a deploy that happened unreported).
 // A cancellation of the job ends the wait.
 const RateLimitMaxWait = 15 * time.Minute
-
-// sleep waits for d, or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // Run runs the Action once: mode register or deploy, as the inputs say.
 // Cancelling ctx (the runner's SIGINT/SIGTERM when the job is cancelled)

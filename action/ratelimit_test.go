@@ -151,6 +151,25 @@ func (g *gatedRun) open() gatedResult {
 	return gatedResult{}
 }
 
+// runWithFault runs the Action on a gated deploy command, in-process on a
+// fake clock, with fault met before the run starts or, during, once the
+// command runs; it returns when the run ends.
+func runWithFault(t *testing.T, fault simulator.Fault, during bool) (*world, *gatedRun, *fakeClock, gatedResult) {
+	t.Helper()
+	w := newWorld(t)
+	clock := newFakeClock()
+	var before []simulator.Fault
+	if !during {
+		before = append(before, fault)
+	}
+	g := startGated(t, w, w.ctx, clock, before)
+	g.commandRuns()
+	if during {
+		w.sim.InjectFault(fault)
+	}
+	return w, g, clock, g.open()
+}
+
 // A rate limit is waited out, however long GitHub asks for (up to 15
 // minutes), and the job log says so: on the first read of the statuses,
 // on posting in_progress, and on posting the final status after a deploy
@@ -191,18 +210,7 @@ func TestRateLimitIsWaitedOut(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			w := newWorld(t)
-			clock := newFakeClock()
-			var before []simulator.Fault
-			if !tc.during {
-				before = append(before, tc.fault)
-			}
-			g := startGated(t, w, w.ctx, clock, before)
-			g.commandRuns()
-			if tc.during {
-				w.sim.InjectFault(tc.fault)
-			}
-			r := g.open()
+			w, g, clock, r := runWithFault(t, tc.fault, tc.during)
 			log := g.log.String()
 			if r.err != nil || r.res.State != pipeline.DeploymentSuccess {
 				t.Fatalf("Run: %+v, %v\n%s", r.res, r.err, log)
@@ -246,18 +254,7 @@ func TestRateLimitTooFarAway(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			w := newWorld(t)
-			clock := newFakeClock()
-			var before []simulator.Fault
-			if !tc.during {
-				before = append(before, tc.fault)
-			}
-			g := startGated(t, w, w.ctx, clock, before)
-			g.commandRuns()
-			if tc.during {
-				w.sim.InjectFault(tc.fault)
-			}
-			r := g.open()
+			w, g, clock, r := runWithFault(t, tc.fault, tc.during)
 			if r.err == nil || !strings.Contains(r.err.Error(), tc.wantErr) || !strings.Contains(r.err.Error(), "more than 15m0s away: not waited for") {
 				t.Fatalf("Run error %v, want one that says %q and that the limit was not waited for", r.err, tc.wantErr)
 			}
