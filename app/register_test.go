@@ -349,10 +349,7 @@ func TestRegisterRetriesTheCodeWithoutAnAnswer(t *testing.T) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, `{"message":"Service Unavailable"}`)
 		default:
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusCreated)
-			json.NewEncoder(w).Encode(map[string]any{"id": 4242, "slug": "lastmile-acme", "html_url": "https://github.com/apps/lastmile-acme",
-				"webhook_secret": "whsec-0123456789abcdef", "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"})
+			writeConversion(w)
 		}
 	}))
 	defer github.Close()
@@ -471,9 +468,7 @@ func TestRegisterKeepsTheAnswerWhenTheBrowserLeaves(t *testing.T) {
 			return
 		case <-time.After(time.Second):
 		}
-		w.WriteHeader(http.StatusCreated)
-		json.NewEncoder(w).Encode(map[string]any{"id": 4242, "slug": "lastmile-acme", "html_url": "https://github.com/apps/lastmile-acme",
-			"webhook_secret": "whsec-0123456789abcdef", "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"})
+		writeConversion(w)
 	}))
 	defer github.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -510,4 +505,13 @@ func TestRegisterKeepsTheAnswerWhenTheBrowserLeaves(t *testing.T) {
 		t.Errorf("GitHub answered the exchange with the App's key, asked %d times; settings %q (%v)\nstderr:\n%s",
 			calls.Load(), env, err, r.stderr.String())
 	}
+}
+
+// writeConversion answers a manifest code's conversion as GitHub does: 201
+// with App 4242's ID, key and webhook secret.
+func writeConversion(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(map[string]any{"id": 4242, "slug": "lastmile-acme", "html_url": "https://github.com/apps/lastmile-acme",
+		"webhook_secret": "whsec-0123456789abcdef", "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"})
 }
