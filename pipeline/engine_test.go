@@ -1565,8 +1565,6 @@ func (h *harness) leadTimesObserved(env string) uint64 {
 	return 0
 }
 
-// promote has every deployment of sha succeed, environment after
-// environment.
 // release pushes sha (after before) and promotes it through envs.
 func (h *harness) release(before, sha string, run int64, envs ...string) {
 	h.t.Helper()
@@ -1576,6 +1574,8 @@ func (h *harness) release(before, sha string, run int64, envs ...string) {
 	h.promote(sha, run, envs...)
 }
 
+// promote has every deployment of sha succeed, environment after
+// environment.
 func (h *harness) promote(sha string, run int64, envs ...string) {
 	h.t.Helper()
 	for i, env := range envs {

@@ -8,6 +8,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 )
 
 // scraper stands for Prometheus: scrape reads the delivery counters and
@@ -333,5 +335,41 @@ func TestRespelledEnvironmentIsLiveOnce(t *testing.T) {
 	}
 	if got := h.liveEnvs(); !slices.Equal(got, []string{"production", "staging", "test"}) {
 		t.Errorf("live environments %v; want production, staging, test", got)
+	}
+}
+
+// The history and the audit record name environments as GitHub does,
+// without regard to case: `lastmile history --env production` lists a
+// release deployed to the configuration's "Production", and a deployment
+// lastmile did not create, to "production", is recorded under that
+// environment rather than as another one.
+func TestHistoryAndAuditIgnoreTheCaseOfEnvironments(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "environments:\n  - name: test\n  - name: Production\n"
+	h.release(c0, c1, 10, "test", "Production")
+	for _, env := range []string{"Production", "production", "PRODUCTION"} {
+		list, err := h.db.History(ctx, storage.HistoryFilter{Environment: env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 1 {
+			t.Errorf("history --env %s: %d releases, want 1", env, len(list))
+		}
+	}
+	external := pipeline.DeploymentInfo{GitHubID: 990, SHA: c1, Environment: "production", Creator: "octocat", CreatedAt: time.Now(), WorkflowRunID: 11}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: external}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := h.db.Audit(ctx, shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range rec.Environments {
+		names = append(names, fmt.Sprintf("%s:%d", e.Name, len(e.Deployments)))
+	}
+	if !slices.Equal(names, []string{"test:1", "Production:2"}) {
+		t.Errorf("audit record's environments (name:deployments) %v, want [test:1 Production:2]", names)
 	}
 }

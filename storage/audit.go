@@ -103,18 +103,20 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	if err != nil {
 		return nil, err
 	}
+	// GitHub's environment names ignore case: a deployment to "Production"
+	// belongs under the configuration's "production".
 	envIndex := map[string]int{}
 	if rel.Config != nil {
 		for _, e := range rel.Config.Environments {
-			envIndex[e.Name] = len(rec.Environments)
+			envIndex[strings.ToLower(e.Name)] = len(rec.Environments)
 			rec.Environments = append(rec.Environments, pipeline.EnvironmentRecord{Name: e.Name, Production: e.Production})
 		}
 	}
 	for _, d := range deps {
-		i, ok := envIndex[d.Environment]
+		i, ok := envIndex[strings.ToLower(d.Environment)]
 		if !ok {
 			i = len(rec.Environments)
-			envIndex[d.Environment] = i
+			envIndex[strings.ToLower(d.Environment)] = i
 			rec.Environments = append(rec.Environments, pipeline.EnvironmentRecord{Name: d.Environment, Production: d.Production})
 		}
 		dr, err := deploymentRecord(ctx, tx, d)
@@ -335,7 +337,7 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		args = append(args, f.Repository)
 	}
 	if f.Environment != "" {
-		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ?
+		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
 			AND d.origin = 'lastmile' AND d.state != 'abandoned')`)
 		args = append(args, f.Environment)
 	}
@@ -365,12 +367,12 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		}
 		byEnv := map[string]*pipeline.Deployment{}
 		for _, d := range deps {
-			byEnv[d.Environment] = d
+			byEnv[strings.ToLower(d.Environment)] = d
 		}
 		if e.Release.Config != nil {
 			for _, env := range e.Release.Config.Environments {
 				st := pipeline.StageOutcome{Environment: env.Name}
-				if d := byEnv[env.Name]; d != nil {
+				if d := byEnv[strings.ToLower(env.Name)]; d != nil {
 					st.State, st.At = outcome(d), d.CreatedAt
 					if !d.TerminalAt.IsZero() {
 						st.At = d.TerminalAt
