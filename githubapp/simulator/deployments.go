@@ -500,7 +500,7 @@ func (st *state) addDeploymentStatus(r *repo, d *deployment, in statusInput, cre
 		// inactive status is only added to deployments that had a success
 		// state."
 		for _, prior := range r.deployments {
-			if prior == d || prior.id > d.id || prior.environment != d.environment || prior.transient || prior.production {
+			if prior == d || prior.id > d.id || !strings.EqualFold(prior.environment, d.environment) || prior.transient || prior.production {
 				continue
 			}
 			if n := len(prior.statuses); n == 0 || prior.statuses[n-1].state != "success" {

@@ -269,10 +269,10 @@ func (s *Simulator) SetEnvironment(repo, name string, opts EnvironmentOptions) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.mustRepo(repo)
-	env := r.environments[name]
+	env := r.environments[strings.ToLower(name)]
 	if env == nil {
 		env = &environment{id: s.st.id(), name: name}
-		r.environments[name] = env
+		r.environments[strings.ToLower(name)] = env
 	}
 	env.opts = opts
 	s.notifyLocked()

@@ -88,7 +88,7 @@ func (s *Simulator) review(repo string, runID int64, env, login, comment string,
 		return fmt.Errorf("simulator: no run %d in %s", runID, repo)
 	}
 	g := ru.gate
-	if g == nil || !g.needReview || g.review != "" || g.environment != env {
+	if g == nil || !g.needReview || g.review != "" || !strings.EqualFold(g.environment, env) {
 		return fmt.Errorf("simulator: run %d does not wait for a review of %s", runID, env)
 	}
 	allowed := false
@@ -174,7 +174,7 @@ func (s *Simulator) handleReviewProtectionRule(w http.ResponseWriter, r *http.Re
 		return
 	}
 	g := ru.gate
-	if g == nil || !g.needRule || g.environment != env || g.rule != "" {
+	if g == nil || !g.needRule || !strings.EqualFold(g.environment, env) || g.rule != "" {
 		writeValidation(w, fmt.Sprintf("No pending custom deployment requests in workflow run `%d` to approve or reject", id), doc)
 		return
 	}

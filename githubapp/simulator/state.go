@@ -86,7 +86,7 @@ type repo struct {
 	statuses     map[string][]*commitStatus // sha -> oldest first
 	checkSuites  map[string]*checkSuite     // sha -> the CI App's suite
 	deployments  []*deployment              // oldest first
-	environments map[string]*environment
+	environments map[string]*environment    // by lower-case name: GitHub's environment names ignore case
 	workflow     *WorkflowOptions
 	ruleReviews  []ProtectionRuleReview
 }

@@ -303,7 +303,7 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 	d := ru.trigger
 
 	s.mu.Lock()
-	envCfg := r.environments[env]
+	envCfg := r.environments[strings.ToLower(env)]
 	name := "deploy"
 	if next {
 		name = "deploy-" + env

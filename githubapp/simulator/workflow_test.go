@@ -207,6 +207,29 @@ func TestWorkflowManualReview(t *testing.T) {
 	}
 }
 
+// GitHub's environment names ignore case: a deployment to "Staging" runs
+// its job in the environment "staging", gated by that environment's
+// reviewers, and it approves as "STAGING" as well.
+func TestWorkflowEnvironmentNamesIgnoreCase(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true})
+	h.sim.SetEnvironment("acme/shop", "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice"}})
+	id := h.deploy("acme/shop", "Staging")
+	h.waitIdle()
+	pending := h.sim.PendingReviews("acme/shop")
+	if len(pending) != 1 {
+		t.Fatalf("a deployment to %q waits for %d reviews, want 1 (the environment %q's reviewers); events %v", "Staging", len(pending), "staging", h.events())
+	}
+	if err := h.sim.Approve("acme/shop", pending[0].RunID, "STAGING", "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	if d := h.sim.Deployments("acme/shop")[0]; d.ID != id || d.State() != "success" {
+		t.Errorf("deployment %+v, want %d in success", d, id)
+	}
+}
+
 func TestWorkflowRejectedAndTimedOut(t *testing.T) {
 	for name, tc := range map[string]struct {
 		policy simulator.ReviewPolicy
