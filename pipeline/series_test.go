@@ -373,3 +373,30 @@ func TestHistoryAndAuditIgnoreTheCaseOfEnvironments(t *testing.T) {
 		t.Errorf("audit record's environments (name:deployments) %v, want [test:1 Production:2]", names)
 	}
 }
+
+// Actions' own deployment to "test" (a job without `deployment: false`)
+// is the twin of lastmile's deployment to the configuration's "Test".
+func TestTwinLinkedWhateverTheCaseOfItsEnvironment(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "environments:\n  - name: Test\n  - name: Production\n"
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "Test", pipeline.DeploymentQueued, 10, true) // links run 10
+	info := pipeline.DeploymentInfo{GitHubID: 901, SHA: c1, Environment: "test", Creator: "octocat", WorkflowRunID: 10}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	ext, err := h.db.Deployment(ctx, 901)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := h.db.Deployment(ctx, h.gh.deployment(c1, "Test").id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ext.TwinOf != ours.ID {
+		t.Errorf("Actions' deployment to %q: twin of %d, want lastmile's deployment to %q (%d)", "test", ext.TwinOf, "Test", ours.ID)
+	}
+}

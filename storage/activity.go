@@ -107,7 +107,7 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			if since.IsZero() {
 				var req sql.NullInt64
 				if err := tx.QueryRowContext(ctx, `SELECT MAX(at) FROM reviews WHERE repository_id = ? AND run_id = ?
-					AND environment = ? AND action = 'requested'`, rv.Repo.ID, rv.RunID, env).Scan(&req); err != nil {
+					AND environment = ? COLLATE NOCASE AND action = 'requested'`, rv.Repo.ID, rv.RunID, env).Scan(&req); err != nil {
 					return err
 				}
 				since = fromMillis(req.Int64)

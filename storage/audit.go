@@ -238,7 +238,7 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		return dr, rows.Err()
 	}
 	rows, err = q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
-		WHERE deployment_id = ? OR (repository_id = ? AND run_id = ? AND environment = ?) ORDER BY at, id`,
+		WHERE deployment_id = ? OR (repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE) ORDER BY at, id`,
 		d.ID, d.Repo.ID, d.RunID, d.Environment)
 	if err != nil {
 		return nil, err

@@ -83,7 +83,7 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		// The twin is the one the same workflow run deploys, if known
 		// (a commit released again after a rollback has one lastmile
 		// deployment per release), else the newest.
-		err := tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ?
+		err := tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ? COLLATE NOCASE
 			AND origin = 'lastmile' AND github_id IS NOT NULL ORDER BY (run_id = ? AND run_id != 0) DESC, id DESC LIMIT 1`,
 			repo.ID, info.SHA, info.Environment, info.WorkflowRunID).Scan(&twin)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
