@@ -96,7 +96,7 @@ var settings = []setting{
 			c.Listen = v
 			return checkHostPort(v)
 		}},
-	{env: "LASTMILE_ADMIN_LISTEN", flag: "admin-listen", help: "address for /metrics and /api (and /healthz, /readyz), off the webhook's internet-facing address, which then serves only /webhook, /healthz and /readyz: host:port, such as 127.0.0.1:9090 (unset: all on LASTMILE_LISTEN)",
+	{env: "LASTMILE_ADMIN_LISTEN", flag: "admin-listen", help: "address for /metrics and /api (and /healthz, /readyz), off the webhook's internet-facing address, which then serves only /webhook, /healthz and /readyz: host:port, such as 127.0.0.1:9797 (unset: all on LASTMILE_LISTEN)",
 		set: func(c *Config, v string) error {
 			c.AdminListen = v
 			return checkHostPort(v)

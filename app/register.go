@@ -338,7 +338,7 @@ Next:
        mkdir -p /var/lib/lastmile
        echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> %[6]s
        # /metrics and /api stay off the public address:
-       echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9090' >> %[6]s
+       echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> %[6]s
        set -a; . %[6]s; set +a; lastmile serve
   2. Install the App on the repositories to deploy: %[3]s/installations/new
   3. In each repository first give the gated environments required reviewers (Settings →

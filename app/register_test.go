@@ -188,12 +188,12 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 		t.Errorf("register's next steps and the README's step 3 should both add LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db to lastmile.env; register printed:\n%s", printed.String())
 	}
 	// Both keep /metrics and /api off the public address, as step 1 says.
-	addAdmin := "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9090' >> " + cmd[1]
-	if !strings.Contains(printed.String(), addAdmin+"\n") || !strings.Contains(string(readme), "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9090' >> lastmile.env") {
-		t.Errorf("register's next steps and the README's step 3 should both add LASTMILE_ADMIN_LISTEN=127.0.0.1:9090 to lastmile.env; register printed:\n%s", printed.String())
+	addAdmin := "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> " + cmd[1]
+	if !strings.Contains(printed.String(), addAdmin+"\n") || !strings.Contains(string(readme), "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> lastmile.env") {
+		t.Errorf("register's next steps and the README's step 3 should both add LASTMILE_ADMIN_LISTEN=127.0.0.1:9797 to lastmile.env; register printed:\n%s", printed.String())
 	}
 	loaded, err = exec.Command("sh", "-c", addDB+"; "+addAdmin+"; set -a; . "+cmd[1]+`; set +a; printf '%s|%s' "$LASTMILE_DATABASE" "$LASTMILE_ADMIN_LISTEN"`).CombinedOutput()
-	if want := "/var/lib/lastmile/lastmile.db|127.0.0.1:9090"; err != nil || string(loaded) != want {
+	if want := "/var/lib/lastmile/lastmile.db|127.0.0.1:9797"; err != nil || string(loaded) != want {
 		t.Errorf("sh adding the database and admin address to %s: %q, %v; want %q", cmd[1], loaded, err, want)
 	}
 	for _, f := range []string{"lastmile.env", "lastmile-app.pem"} {
