@@ -1237,6 +1237,15 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 	if err != nil {
 		return false, err
 	}
+	// A newer release's intent holds older ones back from its environment:
+	// one that supersedes them (Plan) once GitHub has created it, or, when
+	// GitHub refuses it for a pending required context, lets them go on.
+	newest := map[string]int64{}
+	for _, d := range work {
+		if env := strings.ToLower(d.Environment); d.State == DeploymentIntent {
+			newest[env] = max(newest[env], d.ReleaseID)
+		}
+	}
 	sent := false
 	for _, d := range work {
 		if d.Notify != "" {
@@ -1263,9 +1272,15 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 		if err != nil {
 			return sent, err
 		}
-		if held != 0 && held != d.ReleaseID {
+		if newer := newest[strings.ToLower(d.Environment)]; held == 0 && newer > d.ReleaseID {
+			e.Log.Info("deployment waits: a newer release's deployment to its environment is created first", "repo", repo.FullName(),
+				"release", d.ReleaseID, "environment", d.Environment, "newer_release", newer)
+			held = newer
+		} else if held != 0 && held != d.ReleaseID {
 			e.Log.Info("deployment waits: a deploy of another release runs in its environment", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "running_release", held)
+		}
+		if held != 0 && held != d.ReleaseID {
 			if fresh[[2]int64{d.ReleaseID, int64(d.Stage)}] {
 				// Its first attempt, counted with the intent, is not made.
 				if err := e.Store.UncountAttempt(ctx, d.ID); err != nil {

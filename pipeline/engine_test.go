@@ -304,6 +304,7 @@ const (
 	c0 = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0"
 	c1 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
 	c2 = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"
+	c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 )
 
 var shop = pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
@@ -591,7 +592,6 @@ func TestPushUndoneByARollbackOfUnknownTimeIsIgnored(t *testing.T) {
 // known time: a push made just before that receipt, which GitHub's API
 // still shows undone, is looked at again rather than dropped as overtaken.
 func TestPushReceivedAfterOneOfUnknownTimeIsNotOvertaken(t *testing.T) {
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	h := newHarness(t, c0, c1, c2, c3)
 	if err := h.deliverPush(c0, c1, false, time.Now().Add(-3*time.Minute)); err != nil {
 		t.Fatal(err)
@@ -723,7 +723,6 @@ func TestRerunDoesNotReviveAWithdrawnRelease(t *testing.T) {
 		rerun(t, h)
 	})
 	t.Run("configuration removed", func(t *testing.T) {
-		const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 		h := newHarness(t, c0, c1, c2, c3)
 		h.gh.noConfig = []string{c3}
 		failInStaging(h)
@@ -906,7 +905,6 @@ func TestDeploymentCreatedOutsideTheQueueIsNotTakenForAnUnexpectedOne(t *testing
 func TestRemovedConfigurationRetiresTheEnvironments(t *testing.T) {
 	all := []string{"production", "staging", "test"}
 	var ignored *pipeline.Ignored
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	enrolled := func() *harness {
 		h := newHarness(t, c0, c1, c2, c3)
 		h.gh.noConfig = []string{c2}
@@ -1045,7 +1043,6 @@ func TestRollbackSeenBeforeGitHubCaughtUpIsRetried(t *testing.T) {
 
 	// A push forward, of unknown time, while GitHub still shows the branch
 	// before it (the pushed commit is ahead of what GitHub shows).
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	h.gh.history = append(h.gh.history, c3)
 	forward := pipeline.Push{Repo: shop, DeliveryID: "push-c3", Ref: "refs/heads/main", Before: c1, After: c3,
 		DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(), PushedAtGuessed: true,
@@ -1352,6 +1349,72 @@ func TestRequiredContextFailureGivesUp(t *testing.T) {
 	}
 	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused || !strings.Contains(rel.StopReason, "build") {
 		t.Errorf("release: %s %s %q; want it stopped, refused as build failed", rel.State, rel.StopKind, rel.StopReason)
+	}
+}
+
+// Two releases wait for their builds. The older one's build turns green
+// first: it is deployed, not superseded by the newer one, whose build may
+// never pass (GitHub refused its deployment, and it has none). Here it
+// fails, and the older release goes on to staging.
+func TestReleaseWaitingForItsBuildSupersedesNothing(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	h.gh.failNext = []error{pendingBuild(), pendingBuild()}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	state := func(sha string) string {
+		t.Helper()
+		r, err := h.db.ReleaseOf(ctx, shop.ID, sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%s %s %s", r.State, r.StopKind, r.StopReason)
+	}
+	if err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "success"}); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.deployment(c1, "test") == nil {
+		t.Fatalf("c1 not deployed to test once its build is green, while c2's still runs: c1 %s", state(c1))
+	}
+	h.gh.failNext = []error{&pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.",
+		Contexts: []pipeline.ContextState{{Context: "build", State: "failure"}}}}
+	if err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c2, Context: "build", State: "failure"}); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	if h.gh.deployment(c1, "staging") == nil {
+		t.Errorf("c1 not deployed to staging after its success in test (c1 %s; c2 %s)", state(c1), state(c2))
+	}
+
+	// c1 is deployed to test and queued there when c2 is pushed, its build
+	// running: c1 stays. Once c2's build is green GitHub creates c2's
+	// deployment, and c1's, not started, is superseded.
+	h = newHarness(t, c0, c1, c2)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentQueued, 10, true)
+	h.gh.failNext = []error{pendingBuild()}
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := state(c1); got != "active  " {
+		t.Errorf("c1, queued in test, once c2 is pushed with its build running: %s, want active", got)
+	}
+	if err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c2, Context: "build", State: "success"}); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.deployment(c2, "test") == nil {
+		t.Errorf("c2 not deployed to test once its build is green: %s", state(c2))
+	}
+	if got := state(c1); !strings.HasPrefix(got, "stopped superseded") {
+		t.Errorf("c1, queued in test, once c2 is deployed there: %s, want superseded", got)
 	}
 }
 
@@ -1885,7 +1948,6 @@ func TestTimeToRestoreWithStatusesDeliveredLate(t *testing.T) {
 		t.Errorf("time to restore observed %d times (%.0f s); want once, from c1's failure to c2's success (60 s)", n, sum)
 	}
 	// The next success in test sees no failure to restore from.
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	if err := h.push(c2, c3, false); err != nil {
 		t.Fatal(err)
 	}
@@ -2113,7 +2175,6 @@ func TestRerunsFailureDeliveredBeforeItsStart(t *testing.T) {
 // of its own, does not take the first attempt's for its own.
 func TestRejectedRerunAfterAFailureOnlyLastmileRecorded(t *testing.T) {
 	ctx := context.Background()
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	h := newHarness(t, c0, c1, c2, c3)
 	h.release(c0, c1, 10, "test")
 	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
@@ -2858,7 +2919,6 @@ func TestStatusWrittenLateByLastmileIsDatedByTheRunsEnd(t *testing.T) {
 // Two failed deploys in a row, the earlier one's statuses delivered after
 // the later one's: time to restore runs from the earlier failure.
 func TestTimeToRestoreFromTheEarlierFailureDeliveredLate(t *testing.T) {
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
 	h := newHarness(t, c0, c1, c2, c3)
 	h.gh.now = now

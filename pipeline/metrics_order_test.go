@@ -122,7 +122,6 @@ func TestLateFailureRestoresOnlyIfItsAttemptStarted(t *testing.T) {
 // delivered after the success, cannot replace that observation, and adds
 // none.
 func TestLateFailureKeepsTheRestoreAlreadyObserved(t *testing.T) {
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
 	h := newHarness(t, c0, c1, c2, c3)
 	h.gh.now = now
@@ -155,7 +154,6 @@ func TestLateFailureKeepsTheRestoreAlreadyObserved(t *testing.T) {
 // which c4's success restores. (c2 is superseded by c3's push before it
 // starts: its workflow deploys all the same.)
 func TestLateSuccessBetweenTwoFailures(t *testing.T) {
-	const c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
 	const c4 = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4"
 	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
 	h := newHarness(t, c0, c1, c2, c3, c4)

@@ -44,7 +44,11 @@ func (CompleteRelease) isAction()  {}
 //     order. A release whose next environment already has a deployment of a
 //     newer release is superseded, and so is a release whose deployment in an
 //     environment has not started when a newer release deploys there. A
-//     deployment that has started is left to finish;
+//     deployment that has started is left to finish. A first deployment
+//     that GitHub may refuse for a required context pending supersedes
+//     nothing until GitHub has created it (see RepoState.Reached): the
+//     older release, whose build passed, is not given up for one whose
+//     build may fail;
 //   - one deployment at a time per environment: while a release's
 //     deployment runs in an environment (RepoState.Running), no other
 //     release's deployment is created there. The next one waits for it to
@@ -96,7 +100,9 @@ func Plan(s *RepoState) []Action {
 				continue
 			}
 			actions = append(actions, CreateDeployment{Release: r, Stage: 0})
-			reach(envs[0].Name, r.ID)
+			if len(r.Config.RequiredContexts) == 0 { // else see RepoState.Reached
+				reach(envs[0].Name, r.ID)
+			}
 			continue
 		}
 		d := p.ByStage[k]

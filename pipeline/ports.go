@@ -198,7 +198,13 @@ type RepoState struct {
 	Repo   Repo
 	Active []*ReleaseProgress // oldest first
 	// Reached holds, per environment name, the newest release that has a
-	// lastmile deployment there (abandoned intents aside).
+	// lastmile deployment there, or is about to: abandoned intents aside,
+	// and first deployments that GitHub may refuse while a required context
+	// is pending — those that it refused so (waiting), and intents of
+	// releases with required contexts until GitHub has created them. Such a
+	// deployment supersedes no older release: its build may never pass, and
+	// the older release's may have. Meanwhile it holds older intents back
+	// from its environment (Engine.realize).
 	Reached map[string]int64
 	// Running holds, per environment name, a release whose lastmile
 	// deployment there is in progress, active or not, and has been for

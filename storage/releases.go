@@ -440,9 +440,13 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	// ran), which the active releases above do not show.
 	// Running: in progress since its latest status, for less than
 	// pipeline.HoldRunning.
-	rows, err = tx.QueryContext(ctx, `SELECT d.environment, MAX(d.release_id),
+	// Reached: not a first deployment that GitHub may still refuse for its
+	// required contexts (see pipeline.RepoState).
+	rows, err = tx.QueryContext(ctx, `SELECT d.environment,
+			MAX(CASE WHEN d.state = 'intent' AND d.stage = 0 AND (SELECT json_array_length(r.config, '$.required_contexts') > 0
+				FROM releases r WHERE r.id = d.release_id) THEN 0 ELSE d.release_id END),
 			MAX(CASE WHEN d.state = 'in_progress' AND `+statusSince+` > ? THEN d.release_id ELSE 0 END) FROM deployments d
-		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.state != 'abandoned' GROUP BY d.environment`,
+		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.state NOT IN ('abandoned', 'waiting') GROUP BY d.environment`,
 		millis(db.Now().Add(-pipeline.HoldRunning)), repoID)
 	if err != nil {
 		return nil, err
@@ -454,7 +458,9 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 		if err := rows.Scan(&env, &id, &running); err != nil {
 			return nil, err
 		}
-		s.Reached[env] = id
+		if id != 0 {
+			s.Reached[env] = id
+		}
 		if running != 0 {
 			if s.Running == nil {
 				s.Running = map[string]int64{}
