@@ -400,3 +400,48 @@ func TestTwinLinkedWhateverTheCaseOfItsEnvironment(t *testing.T) {
 		t.Errorf("Actions' deployment to %q: twin of %d, want lastmile's deployment to %q (%d)", "test", ext.TwinOf, "Test", ours.ID)
 	}
 }
+
+// A workflow that owns its deployments (a job without `deployment:
+// false`, not run for lastmile's deployment) is gated by reviewers: the
+// audit record shows the reviews and the run with that deployment.
+func TestAuditShowsTheReviewsOfADeploymentWithoutATwin(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	now := time.Now()
+	external := pipeline.DeploymentInfo{GitHubID: 990, SHA: c1, Environment: "production", Creator: "github-actions[bot]",
+		CreatedAt: now, WorkflowRunID: 77}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: external}); err != nil {
+		t.Fatal(err)
+	}
+	for i, rv := range []pipeline.Review{
+		{Action: pipeline.ReviewRequested, Actor: "octocat", Reviewers: []string{"alice"}, At: now},
+		{Action: pipeline.ReviewApproved, Actor: "alice", Comment: "go", Since: now, At: now.Add(time.Minute)},
+	} {
+		rv.Repo, rv.DeliveryID, rv.Environments, rv.RunID, rv.HeadSHA = shop, fmt.Sprintf("review-%d", i), []string{"production"}, 77, c1
+		if err := h.engine.HandleReview(ctx, rv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, err := h.db.Audit(ctx, shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rec.Environments {
+		if e.Name != "production" {
+			continue
+		}
+		if len(e.Deployments) != 1 {
+			t.Fatalf("production: %d deployments, want Actions' one", len(e.Deployments))
+		}
+		var got []string
+		for _, r := range e.Deployments[0].Reviews {
+			got = append(got, fmt.Sprintf("%s by %s", r.Action, r.Actor))
+		}
+		if !slices.Equal(got, []string{"requested by octocat", "approved by alice"}) {
+			t.Errorf("reviews of Actions' deployment to production: %v, want requested by octocat, approved by alice", got)
+		}
+		return
+	}
+	t.Errorf("no production in the record: %+v", rec.Environments)
+}

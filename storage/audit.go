@@ -234,7 +234,11 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	rows.Close()
 	// In the order they happened, not the order they arrived in.
 	inGitHubOrder(dr.Statuses, func(s pipeline.StatusInfo) int64 { return s.GitHubID })
-	if d.Origin == pipeline.OriginExternal || d.RunID == 0 {
+	// A deployment lastmile did not create shows its run, jobs and reviews
+	// when it has no twin of lastmile's (which shows them): a workflow that
+	// owns its deployments, gated by reviewers or by lastmile's protection
+	// rule.
+	if d.RunID == 0 || (d.Origin == pipeline.OriginExternal && d.TwinOf != 0) {
 		return dr, rows.Err()
 	}
 	rows, err = q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
