@@ -371,3 +371,25 @@ func TestASupersededDeploymentsRunIsNotTakenForAnOlderOne(t *testing.T) {
 		t.Errorf("the superseded deployment's run ended c1's production deployment: %+v, %v, GitHub statuses %v", got, err, prod.statuses)
 	}
 }
+
+// Another tool creates a deployment of the same commit after lastmile's
+// (not yet linked to its run), and the `on: deployment` workflow's run for
+// that one fails: the run may be either deployment's, so lastmile writes
+// nothing on its own.
+func TestRunThatMayBeAnotherToolsDeploymentsEndsNothing(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	d1 := h.gh.deployment(c1, "test")
+	other := pipeline.DeploymentInfo{GitHubID: 991, SHA: c1, Environment: "preview", Creator: "deploybot", CreatedAt: h.gh.time()}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: other}); err != nil {
+		t.Fatal(err)
+	}
+	h.runEnds(deployRun(66, h.gh.time()), "failure")
+	if got, err := h.db.Deployment(ctx, d1.id); err != nil || got.RunID == 66 || len(d1.statuses) > 0 {
+		t.Errorf("the failed run, which may be deploybot's deployment's, ended lastmile's deployment (%v)", err)
+	}
+}

@@ -308,13 +308,13 @@ func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (dep
 		return nil, false, err
 	}
 	// Nor is it a guess when another deployment of the commit, finished or
-	// superseded, was created after it and before the run: GitHub starts a
-	// deployment's run right after creating it, so the run may be that
-	// one's (a superseded deployment's run that ended is not the
-	// unfinished one's).
+	// superseded, lastmile's or another tool's, was created after it and
+	// before the run: GitHub starts a deployment's run right after creating
+	// it, so the run may be that one's (a superseded deployment's run that
+	// ended is not the unfinished one's).
 	var later int
 	if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments d WHERE d.repository_id = ? AND d.sha = ?
-		AND d.origin = 'lastmile' AND d.github_id IS NOT NULL AND d.id != ? AND d.created_at >= ? AND d.created_at <= ?`,
+		AND d.github_id IS NOT NULL AND d.id != ? AND d.created_at >= ? AND d.created_at <= ?`,
 		run.Repo.ID, run.HeadSHA, cands[0].ID, millis(cands[0].CreatedAt), millis(created)).Scan(&later); err != nil {
 		return nil, false, err
 	}
