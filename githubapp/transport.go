@@ -221,16 +221,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if resp.StatusCode < 500 || !repeatable || last {
 				return resp, nil
 			}
-			drain(resp)
 		} else if !repeatable || last || ctx.Err() != nil {
 			return nil, err
 		}
 		pause := t.backoff(attempt)
 		if beyond(hold, t.now().Add(pause)) {
 			if err == nil {
-				return resp, nil
+				return resp, nil // GitHub's answer, its body unread
 			}
 			return nil, err
+		}
+		if err == nil {
+			drain(resp)
 		}
 		if err := t.sleep(ctx, pause); err != nil {
 			return nil, err

@@ -307,6 +307,33 @@ func TestTransportRetriesServerErrors(t *testing.T) {
 	}
 }
 
+// A call carrying the App's JWT is not retried past jwtHold: when the
+// backoff would go beyond it, the caller gets GitHub's 5xx answer, body
+// and all, to say what went wrong.
+func TestTransportGivesTheJWTCallsLast5xxWithItsBody(t *testing.T) {
+	g := newScriptedGitHub(t, step{status: 503, body: `{"message":"unavailable"}`}, step{status: 200})
+	clock, obs := newFakeClock(), &observed{}
+	tr := newTestTransport(g, clock, obs)
+	tr.BaseDelay = 3 * time.Minute // the first backoff already goes beyond the JWT's hold
+	req, err := http.NewRequest(http.MethodGet, g.URL+"/app/hook/deliveries", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiIxIn0.c2ln")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || err != nil || string(body) != `{"message":"unavailable"}` {
+		t.Errorf("answer %d %q (%v), want GitHub's 503 with its body", resp.StatusCode, body, err)
+	}
+	if g.Attempts() != 1 {
+		t.Errorf("%d requests reached GitHub, want 1", g.Attempts())
+	}
+}
+
 func TestTransportDoesNotRepeatAPostAfterANetworkError(t *testing.T) {
 	g := newScriptedGitHub(t, step{drop: true}, step{status: 201})
 	clock, obs := newFakeClock(), &observed{}
