@@ -2637,7 +2637,8 @@ func TestAuditRecordTellsWhatHappened(t *testing.T) {
 }
 
 // The deploy job's completion can arrive before the deployment's statuses
-// that name the job (GitHub does not keep webhooks in order): its log is
+// that name the job, and before its own earlier events (GitHub does not
+// keep webhooks in order): its log is
 // kept when those statuses arrive. The run's other job (register), which
 // no status names, gets none.
 func TestDeployLogKeptWhenTheJobCompletedBeforeItsStatuses(t *testing.T) {
@@ -2653,6 +2654,18 @@ func TestDeployLogKeptWhenTheJobCompletedBeforeItsStatuses(t *testing.T) {
 	} {
 		job.Repo, job.Action, job.RunID, job.Status, job.Conclusion = shop, "completed", 11, "completed", "success"
 		if err := h.engine.HandleWorkflowJob(ctx, job); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The deploy job's earlier events, delivered late (GitHub does not keep
+	// webhooks in order, and sends queued again once a reviewer approves):
+	// the job stays completed.
+	for _, status := range []string{"queued", "waiting", "in_progress"} {
+		late := pipeline.WorkflowJob{Repo: shop, Action: status, RunID: 11, JobID: 777, Name: "deploy", Status: status}
+		if status == "in_progress" {
+			late.StartedAt = now.Add(-time.Second)
+		}
+		if err := h.engine.HandleWorkflowJob(ctx, late); err != nil {
 			t.Fatal(err)
 		}
 	}

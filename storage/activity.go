@@ -257,17 +257,28 @@ func (db *DB) UnjudgedRuns(ctx context.Context, run pipeline.WorkflowRun) ([]pip
 }
 
 // RecordWorkflowJob stores the latest state of a workflow job.
+//
+// A job only goes forward (a re-run is a new job): an earlier event
+// delivered late, or GitHub's second queued once a reviewer approved the
+// job, changes nothing.
 func (db *DB) RecordWorkflowJob(ctx context.Context, job pipeline.WorkflowJob) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO workflow_jobs (job_id, run_id, repository_id, name, head_sha, status,
 			conclusion, url, started_at, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, conclusion = excluded.conclusion,
 			started_at = CASE WHEN excluded.started_at > 0 THEN excluded.started_at ELSE workflow_jobs.started_at END,
-			completed_at = CASE WHEN excluded.completed_at > 0 THEN excluded.completed_at ELSE workflow_jobs.completed_at END`,
+			completed_at = CASE WHEN excluded.completed_at > 0 THEN excluded.completed_at ELSE workflow_jobs.completed_at END
+			WHERE `+jobProgress("excluded.status")+` >= `+jobProgress("workflow_jobs.status"),
 			job.JobID, job.RunID, job.Repo.ID, job.Name, job.HeadSHA, job.Status, job.Conclusion, job.URL,
 			millis(job.StartedAt), millis(job.CompletedAt))
 		return err
 	})
+}
+
+// jobProgress ranks a workflow job's status column (SQL) by how far the
+// job has come.
+func jobProgress(column string) string {
+	return `(CASE ` + column + ` WHEN 'completed' THEN 3 WHEN 'in_progress' THEN 2 ELSE 1 END)`
 }
 
 // RunHeadSHA is the commit of a recorded workflow run.
