@@ -74,7 +74,8 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	sim.CreateRepo(inst, repo, simulator.RepoOptions{})
 	sim.SetEnvironment(repo, "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice"}, Review: simulator.AutoApprove("alice", "staging looks right")})
 	sim.SetEnvironment(repo, "production", simulator.EnvironmentOptions{Reviewers: []string{"bob"}, Review: simulator.AutoApprove("bob", "ship it")})
-	sim.SetWorkflow(repo, simulator.WorkflowOptions{Deploy: func(ctx context.Context, job simulator.JobContext) error {
+	// The example workflow's: its jobs run for lastmile's deployments only.
+	sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile", Deploy: func(ctx context.Context, job simulator.JobContext) error {
 		return runAction(ctx, *dir, job)
 	}})
 

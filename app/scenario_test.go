@@ -40,8 +40,12 @@ func sandbox(t *testing.T, configure func(*Config)) *Sandbox {
 }
 
 // repo creates acme/<name> with the given environments' reviewers and the
-// default workflow.
+// workflow wf, whose jobs run, as the example workflow's, for lastmile's
+// deployments only unless wf says otherwise.
 func (sb *Sandbox) repo(name string, reviewed map[string]simulator.ReviewPolicy, wf simulator.WorkflowOptions) string {
+	if wf.JobsIf == "" {
+		wf.JobsIf = "lastmile"
+	}
 	full := "acme/" + name
 	inst := sb.Sim.CreateInstallation("acme", "Organization")
 	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})

@@ -449,6 +449,26 @@ func TestConformance(t *testing.T) {
 		t.Errorf("job log:\n%s", logText)
 	}
 
+	// Skipped jobs: the `needs:` of a failed job, and every job of a run
+	// for a deployment without the payload key the jobs' `if:` requires.
+	sim.CreateRepo(h.org, "acme/skips", simulator.RepoOptions{})
+	sim.SetWorkflow("acme/skips", simulator.WorkflowOptions{JobsIf: "lastmile", FailEnvironments: []string{"test"}, NextEnvironments: []string{"staging"}})
+	sim.Push("acme/skips", "main", simulator.CommitSpec{Message: "init", Files: map[string]string{"x": "1"}})
+	for _, payload := range []any{map[string]any{"lastmile": map[string]any{"release": 1}}, nil} {
+		if _, _, err := gh.Repositories.CreateDeployment(ctx, "acme", "skips", &github.DeploymentRequest{Ref: github.String("main"),
+			Environment: github.String("test"), RequiredContexts: &[]string{}, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.waitIdle()
+	var conclusions []string
+	for _, ru := range sim.Runs("acme/skips") {
+		conclusions = append(conclusions, ru.Conclusion)
+	}
+	if sort.Strings(conclusions); strings.Join(conclusions, " ") != "failure skipped" {
+		t.Errorf("runs of acme/skips: %v, want a failure and a skipped one", conclusions)
+	}
+
 	// Other webhooks: check suites (one of recorded check runs), branch
 	// deletion, a force push back to an earlier commit.
 	sim.CompleteCheckSuite(repo, sha, "success")

@@ -47,6 +47,12 @@ type WorkflowOptions struct {
 	// triggering deployment and fail in FailEnvironments; Deploy is the
 	// deploy job's only.
 	NextEnvironments []string
+	// JobsIf, when set, names a key of the deployment's payload that every
+	// job's `if:` requires, as the shipped example workflow's
+	// `if: github.event.deployment.payload.lastmile` ("lastmile"): for a
+	// deployment whose payload lacks it (another tool's), every job is
+	// skipped and the run concludes skipped, posting nothing.
+	JobsIf string
 	// Deploy, when set, replaces the deploy job's steps. It runs like an
 	// Action on a runner, with what JobContext gives it; an error fails
 	// the job. When nil, the job posts in_progress then success (or
@@ -220,6 +226,15 @@ func (s *Simulator) play(ru *run) {
 
 	s.mu.Lock()
 	st.enqueueWorkflowRun(r, ru, "requested")
+	if !ru.jobsRun() {
+		if !ru.opts.NoRegister {
+			s.skipJob(ru, "register", "")
+		}
+		s.skipJob(ru, "deploy", d.environment)
+		s.mu.Unlock()
+		s.finishRun(ru, "skipped")
+		return
+	}
 	var reg *job
 	if !ru.opts.NoRegister {
 		reg = s.newJob(ru, "register", "")
@@ -257,7 +272,48 @@ func (s *Simulator) runJobs(ru *run) string {
 		ru.failedAt = i
 		s.mu.Unlock()
 	}
+	if conclusion != "success" {
+		// The jobs that `needs:` the one that did not succeed are skipped.
+		s.mu.Lock()
+		for _, env := range envs[ru.failedAt+1:] {
+			s.skipJob(ru, "deploy-"+env, env)
+		}
+		s.notifyLocked()
+		s.mu.Unlock()
+	}
 	return conclusion
+}
+
+// jobsRun reports whether the run's jobs pass their `if:` (JobsIf).
+func (ru *run) jobsRun() bool {
+	if ru.opts.JobsIf == "" {
+		return true
+	}
+	p, ok := ru.trigger.payload.(map[string]any)
+	if !ok {
+		return false
+	}
+	switch v := p[ru.opts.JobsIf].(type) {
+	case nil:
+		return false
+	case bool:
+		return v
+	case string:
+		return v != ""
+	case float64:
+		return v != 0
+	}
+	return true
+}
+
+// skipJob records a job that its `if:` or a failed `needs:` skipped:
+// GitHub sends only its completed event, conclusion skipped, with no steps
+// and no runner. Call with s.mu held.
+func (s *Simulator) skipJob(ru *run, name, env string) {
+	j := s.newJob(ru, name, env)
+	j.status, j.conclusion = "completed", "skipped"
+	j.startedAt, j.completedAt = j.createdAt, j.createdAt
+	s.st.enqueueWorkflowJob(ru.repo, j, "completed")
 }
 
 // finishRun completes a run with the deploy job's conclusion.

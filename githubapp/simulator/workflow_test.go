@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -656,5 +657,68 @@ func TestWorkflowNextEnvironments(t *testing.T) {
 	runs := h.sim.Runs("acme/shop")
 	if jobs := runs[1].Jobs; len(jobs) != 1 || jobs[0].Name != "deploy" || jobs[0].Environment != "staging" {
 		t.Errorf("run for a deployment to staging: %+v", jobs)
+	}
+}
+
+// Jobs that `needs:` a failed one are skipped, and so is every job of a
+// run for a deployment whose payload lacks the key the jobs' `if:`
+// requires: GitHub sends only their completed event, conclusion skipped,
+// with no steps and no runner; a run whose every job was skipped concludes
+// skipped, and nothing is posted on its deployment.
+func TestWorkflowSkippedJobs(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{NoRegister: true, JobsIf: "stage",
+		FailEnvironments: []string{"test"}, NextEnvironments: []string{"staging", "production"}})
+	h.deploy("acme/shop", "test") // its payload has "stage"
+	h.waitIdle()
+	if got, want := h.events()[len(h.events())-4:], []string{
+		"workflow_job/completed", // deploy: failure
+		"workflow_job/completed", // deploy-staging: skipped
+		"workflow_job/completed", // deploy-production: skipped
+		"workflow_run/completed",
+	}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("events after the failed deploy job: %v, want %v", got, want)
+	}
+	run := h.sim.Runs("acme/shop")[0]
+	var jobs []string
+	for _, j := range run.Jobs {
+		jobs = append(jobs, j.Name+" "+j.Conclusion)
+	}
+	if run.Conclusion != "failure" || !slices.Equal(jobs, []string{"deploy failure", "deploy-staging skipped", "deploy-production skipped"}) {
+		t.Errorf("run %s, jobs %v; want failure, the jobs after deploy skipped", run.Conclusion, jobs)
+	}
+	var skipped map[string]any
+	for _, d := range h.sim.Deliveries() {
+		var m map[string]any
+		if d.Event == "workflow_job" && json.Unmarshal(d.Body, &m) == nil && dig(m, "workflow_job", "name") == "deploy-staging" {
+			skipped = m
+		}
+	}
+	if skipped == nil || dig(skipped, "workflow_job", "conclusion") != "skipped" || dig(skipped, "workflow_job", "runner_name") != nil ||
+		len(dig(skipped, "workflow_job", "steps").([]any)) != 0 || dig(skipped, "workflow_job", "started_at") != dig(skipped, "workflow_job", "completed_at") {
+		t.Errorf("the skipped job's event: %v", skipped)
+	}
+
+	n := len(h.sim.Deliveries())
+	owner, name := "acme", "shop"
+	d, _, err := h.client(h.org, nil).Repositories.CreateDeployment(h.ctx(), owner, name, &github.DeploymentRequest{
+		Ref: github.String(h.sim.Branch("acme/shop", "main")), Environment: github.String("test"), RequiredContexts: &[]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	if got, want := h.eventsFrom(n), []string{"deployment/created", "workflow_run/requested", "workflow_job/completed", "workflow_run/completed"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("events for a deployment without the key: %v, want %v", got, want)
+	}
+	for _, ru := range h.sim.Runs("acme/shop") {
+		if ru.DeploymentID == d.GetID() && ru.Conclusion != "skipped" {
+			t.Errorf("its run concluded %q, want skipped", ru.Conclusion)
+		}
+	}
+	for _, dep := range h.sim.Deployments("acme/shop") {
+		if dep.ID == d.GetID() && len(dep.Statuses) != 0 {
+			t.Errorf("statuses posted on it: %+v", dep.Statuses)
+		}
 	}
 }

@@ -192,7 +192,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 			"README.md":            "# " + repo + "\n",
 			".github/lastmile.yml": config,
 		}})
-		sim.SetWorkflow(repo, simulator.WorkflowOptions{})
+		sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile"}) // as action/examples/deploy.yml
 		for _, env := range envNames {
 			opts := simulator.EnvironmentOptions{}
 			if env == "production" && *reviewer != "" {
