@@ -351,7 +351,15 @@ func (c *Config) loadKey() (*rsa.PrivateKey, error) {
 	case c.PrivateKeyFile != "" && c.PrivateKey != "":
 		return nil, errors.New("set only one of LASTMILE_PRIVATE_KEY_FILE and LASTMILE_PRIVATE_KEY")
 	case c.PrivateKeyFile != "":
+		// The key itself, put where its file's name goes, is never echoed.
+		if what := keyMaterial(c.PrivateKeyFile); what != "" {
+			return nil, fmt.Errorf("LASTMILE_PRIVATE_KEY_FILE (--private-key-file) %s, not a file name: put the key in LASTMILE_PRIVATE_KEY, or its file's path here", what)
+		}
 		b, err := os.ReadFile(c.PrivateKeyFile)
+		if err != nil && len(c.PrivateKeyFile) > maxShownKeyFile {
+			return nil, fmt.Errorf("LASTMILE_PRIVATE_KEY_FILE (--private-key-file): cannot read the file it names (%d bytes, not shown: is it the key itself? Put the key in LASTMILE_PRIVATE_KEY, or its file's path here): %v",
+				len(c.PrivateKeyFile), errors.Unwrap(err))
+		}
 		if err != nil {
 			return nil, fmt.Errorf("LASTMILE_PRIVATE_KEY_FILE (--private-key-file): cannot read %s: %v", c.PrivateKeyFile, errors.Unwrap(err))
 		}
@@ -366,6 +374,29 @@ func (c *Config) loadKey() (*rsa.PrivateKey, error) {
 	return key, nil
 }
 
+// keyMaterial says what makes a value given as the key's file name key
+// material rather than a file name ("" when nothing does): a PEM block, a
+// line break (a key's lines), or more than a path holds (PATH_MAX).
+func keyMaterial(v string) string {
+	switch {
+	case strings.Contains(v, "-----BEGIN"):
+		return "holds a PEM key"
+	case strings.ContainsAny(v, "\r\n"):
+		return "holds a line break (key material?)"
+	case len(v) > 4096:
+		return fmt.Sprintf("holds %d bytes (key material?)", len(v))
+	}
+	return ""
+}
+
+// maxShownKeyFile is the longest key file name an error repeats: a longer
+// one that cannot be read may be a key's base64 on one line (a 2048-bit
+// key's is about 1,600 characters).
+const maxShownKeyFile = 256
+
+// passphraseProtected is the advice for an encrypted private key.
+const passphraseProtected = "the private key is passphrase-protected: lastmile needs the unencrypted PEM GitHub generated; decrypt it (openssl pkey -in KEY -out KEY.plain asks for the passphrase) and use that file"
+
 // ParsePrivateKey reads an RSA private key in PEM (PKCS#1, as GitHub
 // issues it, or PKCS#8). Errors never include the key.
 func ParsePrivateKey(pemBytes []byte) (*rsa.PrivateKey, error) {
@@ -374,7 +405,14 @@ func ParsePrivateKey(pemBytes []byte) (*rsa.PrivateKey, error) {
 		return nil, errors.New("not a PEM private key")
 	}
 	switch block.Type {
+	case "ENCRYPTED PRIVATE KEY": // PKCS#8 with a passphrase
+		return nil, errors.New(passphraseProtected)
 	case "RSA PRIVATE KEY":
+		// OpenSSL's traditional encryption: "Proc-Type: 4,ENCRYPTED" and
+		// the cipher in "DEK-Info", the block's bytes the ciphertext.
+		if _, ok := block.Headers["DEK-Info"]; ok || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") {
+			return nil, errors.New(passphraseProtected)
+		}
 		key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
 		if err != nil {
 			return nil, errors.New("malformed RSA private key")

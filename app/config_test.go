@@ -31,6 +31,8 @@ type testKeys struct {
 	ecPKCS8, ecSEC1  string
 	certificate      string
 	corruptRSA       string
+	encryptedPKCS8   string   // passphrase-protected, as openssl pkey -aes256 writes it
+	encryptedPKCS1   string   // passphrase-protected, OpenSSL's traditional form
 	pkcs1Base64Lines []string // the key material as it appears in the PEM
 }
 
@@ -60,6 +62,12 @@ var keysOnce = sync.OnceValues(func() (*testKeys, error) {
 	k.ecSEC1 = string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
 	k.certificate = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not really")}))
 	k.corruptRSA = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k.rsa)[:200]}))
+	// Only the type and headers matter: they are what lastmile reads of
+	// an encrypted key (its bytes, ciphertext, do not parse).
+	k.encryptedPKCS8 = string(pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("ciphertext, not a key")}))
+	k.encryptedPKCS1 = string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY",
+		Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,08EAA8BFDA23DA4BF721F09A74C212BB"},
+		Bytes:   x509.MarshalPKCS1PrivateKey(k.rsa)[:1184]})) // ciphertext's length, a multiple of the block size
 	for _, line := range strings.Split(k.pkcs1, "\n") {
 		if len(line) == 64 {
 			k.pkcs1Base64Lines = append(k.pkcs1Base64Lines, line)
@@ -248,6 +256,18 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 		"EC SEC1 key":        {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.ecSEC1}, want: []string{"LASTMILE_PRIVATE_KEY", "EC PRIVATE KEY", "not an RSA private key"}},
 		"a certificate":      {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.certificate}, want: []string{"CERTIFICATE", "not an RSA private key"}},
 		"corrupt RSA key":    {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.corruptRSA}, want: []string{"LASTMILE_PRIVATE_KEY", "malformed RSA private key"}},
+		"key file setting holds the key": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": k.pkcs1},
+			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "holds a PEM key, not a file name", "put the key in LASTMILE_PRIVATE_KEY"}},
+		"key file setting holds the key on one line": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": strings.Join(k.pkcs1Base64Lines, "")},
+			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "cannot read the file it names", "not shown", "Put the key in LASTMILE_PRIVATE_KEY"}},
+		"key file flag holds the key": {set: map[string]string{"LASTMILE_PRIVATE_KEY": ""}, flags: []string{"--private-key-file", k.pkcs8},
+			want: []string{"--private-key-file", "holds a PEM key, not a file name"}},
+		"passphrase-protected PKCS#8 key": {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.encryptedPKCS8},
+			want: []string{"LASTMILE_PRIVATE_KEY", "passphrase-protected", "unencrypted PEM GitHub generated", "openssl pkey -in KEY -out KEY.plain"}},
+		"passphrase-protected traditional RSA key": {set: map[string]string{"LASTMILE_PRIVATE_KEY": k.encryptedPKCS1},
+			want: []string{"LASTMILE_PRIVATE_KEY", "passphrase-protected", "unencrypted PEM GitHub generated"}},
+		"key file passphrase-protected": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": write("encrypted.pem", k.encryptedPKCS1)},
+			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "encrypted.pem", "passphrase-protected"}},
 		"URL with another scheme": {set: map[string]string{"LASTMILE_GITHUB_URL": "ftp://github.example.com/"},
 			want: []string{"LASTMILE_GITHUB_URL", "not an http(s) URL"}},
 		"URL without a host": {set: map[string]string{"LASTMILE_GITHUB_URL": "https:///api/v3/"}, want: []string{"LASTMILE_GITHUB_URL"}},
@@ -442,13 +462,20 @@ func TestLoadConfigNeverShowsSecrets(t *testing.T) {
 			env   map[string]string
 			flags []string
 		}{
-			"short API token":       {env: map[string]string{"LASTMILE_API_TOKEN": "TOPSECRET-short"}},
-			"short API token flag":  {flags: []string{"--api-token", "TOPSECRET-shrt"}},
-			"inline key not PEM":    {env: map[string]string{"LASTMILE_PRIVATE_KEY": "TOPSECRET key material, not PEM"}},
-			"inline key corrupt":    {env: map[string]string{"LASTMILE_PRIVATE_KEY": strings.Replace(k.pkcs1, k.pkcs1Base64Lines[3], "TOPSECRET", 1)}},
-			"with other problems":   {env: map[string]string{"LASTMILE_APP_ID": "x", "LASTMILE_PRIVATE_KEY": k.ecPKCS8}},
-			"key file and inline":   {env: map[string]string{"LASTMILE_PRIVATE_KEY_FILE": "/nonexistent"}},
-			"secret with bad value": {flags: []string{"--webhook-secret", webhookSecret, "--app-id", "-1"}},
+			"short API token":      {env: map[string]string{"LASTMILE_API_TOKEN": "TOPSECRET-short"}},
+			"short API token flag": {flags: []string{"--api-token", "TOPSECRET-shrt"}},
+			"inline key not PEM":   {env: map[string]string{"LASTMILE_PRIVATE_KEY": "TOPSECRET key material, not PEM"}},
+			"inline key corrupt":   {env: map[string]string{"LASTMILE_PRIVATE_KEY": strings.Replace(k.pkcs1, k.pkcs1Base64Lines[3], "TOPSECRET", 1)}},
+			"with other problems":  {env: map[string]string{"LASTMILE_APP_ID": "x", "LASTMILE_PRIVATE_KEY": k.ecPKCS8}},
+			"key file and inline":  {env: map[string]string{"LASTMILE_PRIVATE_KEY_FILE": "/nonexistent"}},
+			// The key where its file's name goes: the name is not echoed.
+			"key as the key file":          {env: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": k.pkcs1}},
+			"key as the key file flag":     {env: map[string]string{"LASTMILE_PRIVATE_KEY": ""}, flags: []string{"--private-key-file", k.pkcs1}},
+			"key's lines as the key file":  {env: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": strings.Join(k.pkcs1Base64Lines, "\n")}},
+			"key on one line as key file":  {env: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": strings.Join(k.pkcs1Base64Lines, "")}},
+			"key longer than a path":       {env: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": strings.Repeat(strings.Join(k.pkcs1Base64Lines, ""), 3)}},
+			"key as the key file and more": {env: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": k.pkcs1, "LASTMILE_APP_ID": "x"}},
+			"secret with bad value":        {flags: []string{"--webhook-secret", webhookSecret, "--app-id", "-1"}},
 		}
 		for name, tc := range tests {
 			t.Run(name, func(t *testing.T) {
