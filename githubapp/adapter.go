@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -346,9 +348,21 @@ func (g *GitHub) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max i
 		return nil, false, pipeline.ErrNotFound
 	}
 	if err != nil {
-		return nil, false, err
+		// A Location that does not parse comes back whole in the error.
+		return nil, false, hideSignedURLs(err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	log, truncated, err := g.downloadLog(ctx, u.String(), max)
+	if err != nil {
+		return nil, false, hideSignedURLs(err)
+	}
+	return log, truncated, nil
+}
+
+// downloadLog reads the log at the address GitHub redirected to: a
+// short-lived URL whose query signs the download (sig=…). Its errors may
+// carry that URL: JobLog hides its query.
+func (g *GitHub) downloadLog(ctx context.Context, u string, max int) ([]byte, bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, false, err
 	}
@@ -366,6 +380,37 @@ func (g *GitHub) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max i
 	}
 	return readBounded(logResp.Body, max)
 }
+
+// urlQuery is a URL's query and fragment in an error's text.
+var urlQuery = regexp.MustCompile(`(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'?#]*)[?#][^\s"']*`)
+
+// hideSignedURLs is err without the query (nor fragment) of any URL in it,
+// where a signed download's signature is: that of a *url.Error, and any
+// other in its text. Scheme, host and path stay, to say what failed; the
+// error still wraps err (errors.Is and errors.As see through it).
+func hideSignedURLs(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = urlQuery.ReplaceAllString(ue.URL, "$1")
+		if i := strings.IndexAny(ue.URL, "?#"); i >= 0 { // not a URL the pattern knows
+			ue.URL = ue.URL[:i]
+		}
+	}
+	text := err.Error()
+	if hidden := urlQuery.ReplaceAllString(text, "$1"); hidden != text {
+		return &hiddenURLError{text: hidden, err: err}
+	}
+	return err
+}
+
+// hiddenURLError is an error whose text has had URL queries taken out.
+type hiddenURLError struct {
+	text string
+	err  error
+}
+
+func (e *hiddenURLError) Error() string { return e.text }
+func (e *hiddenURLError) Unwrap() error { return e.err }
 
 // readBounded reads r keeping at most max bytes: all of it if it fits,
 // otherwise its first and last halves around a note of what was cut.

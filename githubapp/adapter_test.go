@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -305,3 +307,86 @@ func TestRelationIsOneRequest(t *testing.T) {
 		t.Errorf("Relation: %q, %v after %d requests; want ahead after 1", rel, err, calls.Load())
 	}
 }
+
+// A job's log is downloaded from the short-lived URL GitHub redirects to,
+// signed by its query (sig=…). When the download fails, the error — which
+// ends up in the log and in the delivery's last_error — says where it
+// went, without the signature.
+func TestJobLogErrorHidesTheSignedURL(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there any more: connection refused
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://"+dead+"/actions-results/job.txt?sp=r&sig=SAS-SIGNATURE-SECRET", http.StatusFound)
+	})
+	_, _, err = gh.JobLog(context.Background(), repo, 42, 1<<20)
+	if err == nil {
+		t.Fatal("download from a dead host succeeded")
+	}
+	if strings.Contains(err.Error(), "SAS-SIGNATURE-SECRET") || strings.Contains(err.Error(), "sp=r") {
+		t.Errorf("the error shows the log URL's query: %v", err)
+	}
+	if !strings.Contains(err.Error(), "http://"+dead+"/actions-results/job.txt") {
+		t.Errorf("the error does not say which download failed: %v", err)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("the error no longer wraps its cause: %v", err)
+	}
+}
+
+// The log's body breaks off: the read error, whatever its text, does not
+// show the signed URL either.
+func TestJobLogBodyErrorHidesTheSignedURL(t *testing.T) {
+	signed := "https://results.example.net/actions-results/job.txt?sp=r&sig=SAS-SIGNATURE-SECRET"
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, signed, http.StatusFound)
+	})
+	gh.Logs = &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: http.StatusOK, Body: io.NopCloser(io.MultiReader(strings.NewReader("line 1\n"),
+			errReader{fmt.Errorf("read from %s: %w", r.URL, io.ErrUnexpectedEOF)}))}, nil
+	})}
+	_, _, err := gh.JobLog(context.Background(), repo, 42, 1<<20)
+	if err == nil {
+		t.Fatal("a broken download succeeded")
+	}
+	if strings.Contains(err.Error(), "SAS-SIGNATURE-SECRET") {
+		t.Errorf("the error shows the log URL's signature: %v", err)
+	}
+	if !strings.Contains(err.Error(), "https://results.example.net/actions-results/job.txt") || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("error %v, want the download's address and its cause", err)
+	}
+}
+
+// GitHub's redirect, the first request's answer, to a Location lastmile
+// cannot follow: the errors of Go's HTTP client and of go-github repeat the
+// Location, signature included.
+func TestJobLogBadLocationHidesTheSignature(t *testing.T) {
+	for name, location := range map[string]string{
+		"not a header line": "https://results.example.net/job.txt?sig=SAS-SIGNATURE-SECRET&x=\x7f", // the transport refuses the answer
+		"not a URL":         "https://results.example.net:blob/job.txt?sig=SAS-SIGNATURE-SECRET",   // go-github cannot parse it
+	} {
+		t.Run(name, func(t *testing.T) {
+			gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header()["Location"] = []string{location}
+				w.WriteHeader(http.StatusFound)
+			})
+			_, _, err := gh.JobLog(context.Background(), repo, 42, 1<<20)
+			if err == nil {
+				t.Fatal("a Location that is no URL was followed")
+			}
+			if strings.Contains(err.Error(), "SAS-SIGNATURE-SECRET") {
+				t.Errorf("the error shows the log URL's signature: %v", err)
+			}
+			if !strings.Contains(err.Error(), "results.example.net") {
+				t.Errorf("the error does not say where GitHub redirected: %v", err)
+			}
+		})
+	}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
