@@ -119,11 +119,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	stderr.Write(printed.Bytes())
 	if err != nil {
-		if errors.Is(err, ErrFlags) {
-			return errUsage
-		}
 		var ce *ConfigError
-		if errors.As(err, &ce) {
+		if errors.As(err, &ce) { // the command line's problems too (ErrFlags)
 			fmt.Fprintln(stderr, "lastmile:", err)
 			fmt.Fprintln(stderr, "\nRun `lastmile serve --help` for every setting.")
 			return errUsage

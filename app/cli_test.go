@@ -496,6 +496,27 @@ func TestServeRefusesABadConfiguration(t *testing.T) {
 	}
 }
 
+// A wrong command line is one of the problems serve lists, not the only
+// one it names: still exit 2, before anything is opened.
+func TestServeListsAStrayArgumentWithTheOtherProblems(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "serve.db")
+	for _, args := range [][]string{{"serve", "--listen", ":1", "extra"}, {"serve", "--colour"}} {
+		code, stdout, stderr := runCLI(t, map[string]string{"LASTMILE_DATABASE": dbPath, "LASTMILE_APP_ID": "twelve"}, args...)
+		if code != 2 || stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q; want 2 and nothing", args, code, stdout)
+		}
+		list := stderr[strings.Index(stderr, "lastmile: invalid configuration:")+1:]
+		for _, want := range []string{strings.TrimLeft(args[len(args)-1], "-"), "LASTMILE_WEBHOOK_SECRET", "LASTMILE_APP_ID", "LASTMILE_PRIVATE_KEY"} {
+			if !strings.Contains(list, want) {
+				t.Errorf("%v: the list of problems lacks %q:\n%s", args, want, stderr)
+			}
+		}
+	}
+	if _, err := os.Stat(dbPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("serve created the database despite the bad command line (stat: %v)", err)
+	}
+}
+
 // A dead delivery's error is long (GitHub's URL comes before its answer):
 // the table keeps its end, where the cause is, and --json prints it whole.
 func TestDeliveriesShowTheCause(t *testing.T) {

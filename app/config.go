@@ -264,12 +264,14 @@ func checkHostPort(v string) error {
 	return nil
 }
 
-// ErrFlags is returned by LoadConfig for flags it could not parse; the
-// problem has been written to the usage writer.
+// ErrFlags is returned by LoadConfig, within its *ConfigError, for a
+// command line it could not parse (an unknown flag, a flag without its
+// value) or one with arguments that are not flags.
 var ErrFlags = errors.New("invalid flags")
 
 // LoadConfig reads the configuration from getenv and the flags in args
-// (flags win). It returns every problem at once, joined.
+// (flags win). It returns every problem at once, joined, the command
+// line's among them.
 func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
 	fs := flag.NewFlagSet("lastmile serve", flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -278,23 +280,35 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	for _, s := range settings {
 		values[s.flag] = fs.String(s.flag, "", s.help)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %v", ErrFlags, err) // the flag package has printed it
+	var problems []error
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil, err
+	case err != nil:
+		problems = append(problems, err) // the flag package has printed it, with the usage
+	case fs.NArg() > 0:
+		problems = append(problems, errors.New("unexpected arguments: "+strings.Join(fs.Args(), " ")))
 	}
-	if fs.NArg() > 0 {
-		msg := "unexpected arguments: " + strings.Join(fs.Args(), " ")
-		fmt.Fprintln(usage, msg)
-		return nil, fmt.Errorf("%w: %s", ErrFlags, msg)
-	}
+	badFlags := len(problems) > 0
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	// Parsing stops at the first problem, or at the first argument that is
+	// not a flag: a flag named in args that was not read is not known, and
+	// neither is its setting (the environment's value may be the one the
+	// flag overrides). Such settings are not checked.
+	unread := map[string]bool{}
+	if badFlags {
+		for name := range flagsNamed(args) {
+			unread[name] = !explicit[name]
+		}
+	}
 
 	c := &Config{}
-	var problems []error
 	for _, s := range settings {
+		if unread[s.flag] {
+			continue
+		}
 		v, from := getenv(s.env), s.env
 		if explicit[s.flag] {
 			v, from = *values[s.flag], "--"+s.flag
@@ -320,19 +334,38 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	if c.AdminListen != "" && c.AdminListen == c.Listen {
 		problems = append(problems, errors.New("LASTMILE_ADMIN_LISTEN must differ from LASTMILE_LISTEN (unset it to serve everything on one address)"))
 	}
-	if key, err := c.loadKey(); err != nil {
-		problems = append(problems, err)
-	} else {
-		c.Key = key
+	if !unread["private-key"] && !unread["private-key-file"] {
+		if key, err := c.loadKey(); err != nil {
+			problems = append(problems, err)
+		} else {
+			c.Key = key
+		}
 	}
-	if err := errors.Join(problems...); err != nil {
-		return nil, &ConfigError{Problems: problems}
+	if len(problems) > 0 {
+		return nil, &ConfigError{Problems: problems, flags: badFlags}
 	}
 	return c, nil
 }
 
-// ConfigError lists every problem found in the configuration.
-type ConfigError struct{ Problems []error }
+// flagsNamed is the names of the flags args names: -name, --name,
+// -name=value (and any value that looks like one).
+func flagsNamed(args []string) map[string]bool {
+	named := map[string]bool{}
+	for _, a := range args {
+		if name, ok := strings.CutPrefix(a, "-"); ok {
+			name, _, _ = strings.Cut(strings.TrimPrefix(name, "-"), "=")
+			named[name] = true
+		}
+	}
+	return named
+}
+
+// ConfigError lists every problem found in the configuration. It is
+// ErrFlags when the command line is among them (errors.Is).
+type ConfigError struct {
+	Problems []error
+	flags    bool
+}
 
 func (e *ConfigError) Error() string {
 	var b strings.Builder
@@ -343,6 +376,9 @@ func (e *ConfigError) Error() string {
 	}
 	return b.String()
 }
+
+// Is reports whether target is ErrFlags and the command line is wrong.
+func (e *ConfigError) Is(target error) bool { return target == ErrFlags && e.flags }
 
 func (c *Config) loadKey() (*rsa.PrivateKey, error) {
 	pemBytes := []byte(c.PrivateKey.Reveal())

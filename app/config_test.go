@@ -554,6 +554,86 @@ func TestLoadConfigRefusesStrayArguments(t *testing.T) {
 	}
 }
 
+// A stray argument, an unknown flag or a flag without its value is one of
+// the problems the start-up message lists: the settings are checked too.
+func TestStrayArgumentsAreListedWithTheOtherProblems(t *testing.T) {
+	env := validEnv(t)
+	env["LASTMILE_WEBHOOK_SECRET"] = ""
+	env["LASTMILE_APP_ID"] = "twelve"
+	for name, args := range map[string][]string{
+		"stray argument":      {"--listen", ":1", "extra"},
+		"unknown flag":        {"--listen", ":1", "--extra"},
+		"flag without value":  {"--listen", ":1", "--extra=1", "--workers"},
+		"bad flag syntax":     {"--listen", ":1", "---extra"},
+		"after the arguments": {"extra", "--listen", ":1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, usage, err := load(t, env, args...)
+			if err == nil {
+				t.Fatal("LoadConfig accepted it")
+			}
+			if !errors.Is(err, app.ErrFlags) {
+				t.Errorf("error %v is not ErrFlags", err)
+			}
+			ps := problems(t, err)
+			all := err.Error() + usage
+			for _, v := range []string{"extra", "LASTMILE_WEBHOOK_SECRET", "LASTMILE_APP_ID"} {
+				if !strings.Contains(all, v) {
+					t.Errorf("the start-up message does not name %s:\n%s", v, all)
+				}
+			}
+			if len(ps) != 3 || !strings.Contains(ps[0], "extra") {
+				t.Errorf("problems %q, want the command line's first, then the secret's and the App ID's", ps)
+			}
+		})
+	}
+
+	// Settings are not ErrFlags.
+	if _, _, err := load(t, env); err == nil || errors.Is(err, app.ErrFlags) {
+		t.Errorf("a bad environment: %v, want a problem that is not ErrFlags", err)
+	}
+}
+
+// A flag the command line names but that was not read (parsing stopped
+// before it, or it lacks its value) is not known: the setting it would
+// override is not reported from the environment.
+func TestUnreadFlagsAreNotReportedAsTheirVariables(t *testing.T) {
+	env := validEnv(t)
+	env["LASTMILE_WEBHOOK_SECRET"] = ""
+	env["LASTMILE_APP_ID"] = "twelve"
+	env["LASTMILE_PRIVATE_KEY"] = ""
+	keyFile := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(keyFile, []byte(keys(t).pkcs1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, args := range map[string][]string{
+		"after an unknown flag":    {"--colour", "--webhook-secret", "s", "--app-id=7", "-private-key-file", keyFile},
+		"after a stray argument":   {"extra", "--webhook-secret", "s", "--app-id", "7", "--private-key", "k"},
+		"after the flags' end":     {"--", "--webhook-secret", "s", "--app-id", "7", "--private-key-file=" + keyFile},
+		"missing its value":        {"--webhook-secret", "s", "--private-key-file", keyFile, "--app-id"},
+		"after bad flag syntax":    {"-=x", "--webhook-secret=s", "--app-id", "7", "--private-key", "k"},
+		"after a flag's bad value": {"--workers", "many", "extra", "--webhook-secret=s", "--app-id", "7", "--private-key", "k"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := load(t, env, args...)
+			if err == nil {
+				t.Fatal("LoadConfig accepted it")
+			}
+			ps := problems(t, err)
+			for _, p := range ps {
+				for _, v := range []string{"LASTMILE_WEBHOOK_SECRET", "LASTMILE_APP_ID", "LASTMILE_PRIVATE_KEY"} {
+					if strings.Contains(p, v) {
+						t.Errorf("problem %q: the command line names the flag of %s", p, v)
+					}
+				}
+			}
+			if len(ps) == 0 || !errors.Is(err, app.ErrFlags) {
+				t.Errorf("problems %q, want the command line's", ps)
+			}
+		})
+	}
+}
+
 func TestParsePrivateKey(t *testing.T) {
 	k := keys(t)
 	for name, pemText := range map[string]string{"PKCS#1": k.pkcs1, "PKCS#8": k.pkcs8, "with text around": "comment\n" + k.pkcs1 + "\ntrailer"} {
