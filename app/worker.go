@@ -17,9 +17,10 @@ import (
 // Inbox is the worker's view of the durable inbox.
 type Inbox interface {
 	// NextWork returns up to limit due deliveries, at most one per
-	// repository and none of busy repositories, and when the next of the
-	// other queue heads comes due (zero: none).
-	NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, time.Time, error)
+	// repository and none of busy repositories (by ID: a renamed one is
+	// the same), and when the next of the other queue heads comes due
+	// (zero: none).
+	NextWork(ctx context.Context, now time.Time, busy map[pipeline.InHand]bool, limit int) ([]*pipeline.Delivery, time.Time, error)
 	FinishDelivery(ctx context.Context, seq int64, note string) error
 	// IgnoreDelivery records a handled delivery as ignored: handling found
 	// nothing to act on (a push of a repository that is not enrolled).
@@ -147,8 +148,8 @@ func (w *Worker) Run(ctx context.Context) {
 		w.mu.Unlock()
 	}()
 
-	busy := map[string]bool{}
-	done := make(chan string, w.Concurrency)
+	busy := map[pipeline.InHand]bool{}
+	done := make(chan pipeline.InHand, w.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -165,12 +166,12 @@ func (w *Worker) Run(ctx context.Context) {
 			}
 			next = n
 			for _, d := range batch {
-				busy[d.Repository] = true
+				busy[d.InHand()] = true
 				wg.Add(1)
 				go func(d *pipeline.Delivery) {
 					defer wg.Done()
 					w.handle(w.hands, d)
-					done <- d.Repository
+					done <- d.InHand()
 				}(d)
 			}
 		}

@@ -502,7 +502,7 @@ type sleepyInbox struct {
 	waiting chan struct{}
 }
 
-func (s *sleepyInbox) NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, time.Time, error) {
+func (s *sleepyInbox) NextWork(ctx context.Context, now time.Time, busy map[pipeline.InHand]bool, limit int) ([]*pipeline.Delivery, time.Time, error) {
 	ds, next, err := s.DB.NextWork(ctx, now, busy, limit)
 	if len(ds) == 0 {
 		select {

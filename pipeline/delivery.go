@@ -38,6 +38,25 @@ type Delivery struct {
 	Note          string // what handling concluded, e.g. why it was ignored
 }
 
+// InHand names the repository of a delivery for the worker, which hands
+// out one delivery of a repository at a time: its ID, which a rename or a
+// transfer keeps, or the name of a delivery that has no repository ID.
+type InHand struct {
+	RepositoryID int64
+	Repository   string // only when RepositoryID is 0
+}
+
+// InHandOf is the InHand of a repository ID and name.
+func InHandOf(repositoryID int64, repository string) InHand {
+	if repositoryID != 0 {
+		return InHand{RepositoryID: repositoryID}
+	}
+	return InHand{Repository: repository}
+}
+
+// InHand names d's repository for the worker.
+func (d *Delivery) InHand() InHand { return InHandOf(d.RepositoryID, d.Repository) }
+
 // Redeliveries is what lastmile asked GitHub about one webhook delivery
 // GUID that never reached it: how many redeliveries, and whether it gave up.
 type Redeliveries struct {

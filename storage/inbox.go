@@ -73,10 +73,11 @@ func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
 
 // NextWork returns up to limit deliveries the worker may handle now: for
 // each repository, its oldest pending delivery, if it is due and the
-// repository is not in busy. Deliveries of one repository are therefore
-// handled one at a time, in order of arrival. next is when the first of the
-// other queue heads (not busy, not handed out) becomes due, or zero.
-func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool, limit int) (ds []*pipeline.Delivery, next time.Time, err error) {
+// repository is not in busy (by ID: a delivery's InHand). Deliveries of one
+// repository are therefore handled one at a time, in order of arrival.
+// next is when the first of the other queue heads (not busy, not handed
+// out) becomes due, or zero.
+func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[pipeline.InHand]bool, limit int) (ds []*pipeline.Delivery, next time.Time, err error) {
 	heads, err := db.queue.current(ctx, db)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -84,7 +85,9 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool,
 	nextDue := int64(0)
 	// The queues are by name; a repository renamed (or transferred) while
 	// deliveries waited has two. Its deliveries under the new name wait
-	// behind those under the old one, in hand or waiting for a retry.
+	// behind those under the old one, in hand or waiting for a retry; and
+	// while one of either name is in hand (busy is by repository ID), so
+	// does a delivery under the old name retried by an operator.
 	first := map[int64]bool{}
 	for _, h := range heads {
 		if h.repositoryID != 0 {
@@ -93,7 +96,7 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[string]bool,
 			}
 			first[h.repositoryID] = true
 		}
-		if busy[h.repository] {
+		if busy[pipeline.InHandOf(h.repositoryID, h.repository)] {
 			continue
 		}
 		if h.nextAttempt > millis(now) || len(ds) >= limit {
@@ -231,7 +234,7 @@ func (c *queueCache) forget() {
 }
 
 // NextDeliveries is NextWork without the next due time.
-func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[string]bool, limit int) ([]*pipeline.Delivery, error) {
+func (db *DB) NextDeliveries(ctx context.Context, now time.Time, busy map[pipeline.InHand]bool, limit int) ([]*pipeline.Delivery, error) {
 	ds, _, err := db.NextWork(ctx, now, busy, limit)
 	return ds, err
 }

@@ -38,19 +38,29 @@ func seedInterleaved(t *testing.T, db *storage.DB) map[string]*pipeline.Delivery
 	return out
 }
 
+// inHand is the repositories named, as the worker has them in hand: by
+// the repository ID pendingDelivery gives them.
+func inHand(repos ...string) map[pipeline.InHand]bool {
+	busy := map[pipeline.InHand]bool{}
+	for _, r := range repos {
+		busy[pendingDelivery("", r).InHand()] = true
+	}
+	return busy
+}
+
 func TestNextDeliveries(t *testing.T) {
 	ctx := context.Background()
 	tests := map[string]struct {
-		busy  map[string]bool
+		busy  map[pipeline.InHand]bool
 		limit int
 		want  []string
 	}{
 		"oldest of each repository, in arrival order": {limit: 10, want: []string{"a1", "b1", "c1"}},
 		"limit":                       {limit: 2, want: []string{"a1", "b1"}},
-		"busy repositories skipped":   {busy: map[string]bool{"acme/a": true}, limit: 10, want: []string{"b1", "c1"}},
-		"busy skipped before limit":   {busy: map[string]bool{"acme/a": true}, limit: 1, want: []string{"b1"}},
-		"everything busy":             {busy: map[string]bool{"acme/a": true, "acme/b": true, "acme/c": true}, limit: 10},
-		"unrelated busy repositories": {busy: map[string]bool{"acme/z": true}, limit: 10, want: []string{"a1", "b1", "c1"}},
+		"busy repositories skipped":   {busy: inHand("acme/a"), limit: 10, want: []string{"b1", "c1"}},
+		"busy skipped before limit":   {busy: inHand("acme/a"), limit: 1, want: []string{"b1"}},
+		"everything busy":             {busy: inHand("acme/a", "acme/b", "acme/c"), limit: 10},
+		"unrelated busy repositories": {busy: inHand("acme/z"), limit: 10, want: []string{"a1", "b1", "c1"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -125,7 +135,7 @@ func TestNextDeliveriesKeepsTheOrderOfARenamedRepository(t *testing.T) {
 	acceptDelivery(t, db, old)
 	acceptDelivery(t, db, renamed)
 	acceptDelivery(t, db, pendingDelivery("other-1", "acme/other"))
-	next := func(now time.Time, busy map[string]bool) []string {
+	next := func(now time.Time, busy map[pipeline.InHand]bool) []string {
 		t.Helper()
 		got, err := db.NextDeliveries(ctx, now, busy, 10)
 		if err != nil {
@@ -136,7 +146,7 @@ func TestNextDeliveriesKeepsTheOrderOfARenamedRepository(t *testing.T) {
 	if got := next(inboxT0, nil); !slices.Equal(got, []string{"old-1", "other-1"}) {
 		t.Errorf("NextDeliveries = %v, want old-1 and other-1 (new-1 after old-1)", got)
 	}
-	if got := next(inboxT0, map[string]bool{"acme/old": true}); !slices.Equal(got, []string{"other-1"}) {
+	if got := next(inboxT0, map[pipeline.InHand]bool{old.InHand(): true}); !slices.Equal(got, []string{"other-1"}) {
 		t.Errorf("with old-1 in hand: %v, want other-1 only", got)
 	}
 	retryAt := inboxT0.Add(time.Hour)
@@ -151,6 +161,48 @@ func TestNextDeliveriesKeepsTheOrderOfARenamedRepository(t *testing.T) {
 	}
 	if got := next(inboxT0, nil); !slices.Equal(got, []string{"new-1", "other-1"}) {
 		t.Errorf("old-1 done: %v, want new-1 and other-1", got)
+	}
+}
+
+// A dead delivery of a renamed repository, under its old name, retried by
+// an operator while a delivery under the new name is in hand, waits for it:
+// the worker has repositories in hand by ID, not by name.
+func TestNextDeliveriesHoldsARetriedDeliveryOfARenamedRepositoryWhileTheNewNameIsInHand(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	old := pendingDelivery("old-1", "acme/old")
+	renamed := pendingDelivery("new-1", "acme/new")
+	renamed.RepositoryID = old.RepositoryID
+	acceptDelivery(t, db, old)
+	acceptDelivery(t, db, renamed)
+	acceptDelivery(t, db, pendingDelivery("other-1", "acme/other"))
+	if err := db.FailDelivery(ctx, old.Seq, "boom", inboxT0, true); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.NextDeliveries(ctx, inboxT0, nil, 10)
+	if err != nil || !slices.Equal(ids(got), []string{"new-1", "other-1"}) {
+		t.Fatalf("old-1 dead: %v, %v; want new-1 and other-1", ids(got), err)
+	}
+	inHand := map[pipeline.InHand]bool{got[0].InHand(): true}
+	if _, err := db.RetryDelivery(ctx, "old-1"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = db.NextDeliveries(ctx, inboxT0, inHand, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids(got), []string{"other-1"}) {
+		t.Errorf("with new-1 of the same repository in hand, NextDeliveries handed out %v, want other-1 only", ids(got))
+	}
+	// A delivery without a repository ID is in hand by its name.
+	noID := pendingDelivery("no-id-1", "acme/no-id")
+	noID.RepositoryID = 0
+	acceptDelivery(t, db, noID)
+	inHand[got[0].InHand()] = true // other-1
+	inHand[pipeline.InHand{Repository: "acme/no-id"}] = true
+	got, err = db.NextDeliveries(ctx, inboxT0, inHand, 10)
+	if err != nil || len(got) != 0 {
+		t.Errorf("with new-1, other-1 and no-id-1 in hand: %v, %v; want nothing", ids(got), err)
 	}
 }
 

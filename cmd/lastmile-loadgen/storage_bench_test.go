@@ -160,7 +160,10 @@ func BenchmarkNextDeliveries(b *testing.B) {
 		b.Run(fmt.Sprintf("pending=%d", pending), func(b *testing.B) {
 			db, path := openBenchDB(b)
 			fillInbox(b, db, path, pending)
-			busy := map[string]bool{"Codertocat/service-001": true, "Codertocat/service-002": true, "Codertocat/service-003": true}
+			busy := map[pipeline.InHand]bool{} // Codertocat/service-001 to 003 (benchDelivery's IDs)
+			for repo := 1; repo <= 3; repo++ {
+				busy[pipeline.InHandOf(int64(186853002+repo), fmt.Sprintf("Codertocat/service-%03d", repo))] = true
+			}
 			ctx := context.Background()
 			b.ResetTimer()
 			for b.Loop() {
