@@ -172,6 +172,13 @@ func TestCheckCredentials(t *testing.T) {
 		w.Write([]byte(`{"message":"'Issued at' claim ('iat') must be an Integer representing a time in the past","documentation_url":"https://docs.github.com/rest"}`))
 	}))
 	t.Cleanup(clockOff.Close)
+	// A GitHub Enterprise Server's web address, not its API root (/api/v3/).
+	webPages := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte("<!DOCTYPE html><html><title>Page not found · GitHub</title></html>"))
+	}))
+	t.Cleanup(webPages.Close)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -191,6 +198,9 @@ func TestCheckCredentials(t *testing.T) {
 			"app_id=7", `status="401 Unauthorized"`, `message="A JSON web token could not be decoded"`}},
 		"wrong App ID": {apiURL, 8, key, []string{"level=ERROR", "LASTMILE_APP_ID or the private key", "app_id=8", `message="Integration not found"`}},
 		"clock off":    {clockOff.URL + "/", 7, key, []string{"level=ERROR", "this machine's clock is likely off", `message="'Issued at' claim`}},
+		"not the API root": {webPages.URL + "/", 7, key, []string{"level=ERROR", "GitHub answered 404 Not Found for GET /app",
+			"is LASTMILE_GITHUB_URL the REST API root, such as https://HOST/api/v3/ for GitHub Enterprise Server?",
+			"github=" + webPages.URL + " ", `status="404 Not Found"`}},
 		"unreachable": {unreachable, 7, key, []string{"level=WARN", `msg="could not check the App's credentials with GitHub; going on"`,
 			"github=" + strings.TrimSuffix(unreachable, "/"), "connection refused"}},
 	} {
