@@ -452,13 +452,21 @@ func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, log
 // for up to timeout, counted from the start or from the end of the last
 // rate limit waited out; a rate limit, waited out, for up to
 // RateLimitMaxWait from the start, unless the job is cancelled (ctx has
-// ended, or ends during the wait): then only within timeout.
+// ended, or ends during the wait): then only within timeout. Once a try
+// may have arrived (a 5xx or no answer), each further one first reads the
+// deployment's newest status, and posts nothing when it is already this
+// one: GitHub took the lost try.
 func (r *runner) postPersistently(ctx context.Context, state pipeline.DeploymentState, logURL, description string, timeout time.Duration) error {
 	detached := context.WithoutCancel(ctx)
 	start := r.env.now()
 	deadline := start.Add(timeout)
 	pause := time.Second
+	mayBeThere := false // an earlier try may have posted it
 	for {
+		if mayBeThere && r.alreadyPosted(detached, deadline, state, logURL) {
+			r.printf("lastmile: the %s status is on GitHub: an earlier try posted it, though its answer was lost\n", state)
+			return nil
+		}
 		postCtx, cancel := context.WithTimeout(detached, deadline.Sub(r.env.now()))
 		err := r.post(postCtx, state, logURL, description)
 		cancel()
@@ -491,6 +499,7 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 		if !mayHaveArrived(err) {
 			return err // GitHub refused it: trying again changes nothing
 		}
+		mayBeThere = true
 		wait := pause
 		if now.Add(wait).After(deadline) {
 			return err
@@ -501,6 +510,22 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 		}
 		pause = min(2*pause, 8*time.Second)
 	}
+}
+
+// alreadyPosted reports whether the deployment's newest status is state
+// with logURL: a post whose answer was lost (a 5xx, a dropped connection)
+// arrived all the same, and posting it again would end the deployment
+// twice. A read that fails says nothing: it reports false, and the status
+// is posted again.
+func (r *runner) alreadyPosted(ctx context.Context, deadline time.Time, state pipeline.DeploymentState, logURL string) bool {
+	c := r.cfg
+	ctx, cancel := context.WithTimeout(ctx, deadline.Sub(r.env.now()))
+	defer cancel()
+	statuses, _, err := r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 1})
+	if err != nil || len(statuses) == 0 {
+		return false
+	}
+	return statuses[0].GetState() == string(state) && statuses[0].GetLogURL() == logURL
 }
 
 // call makes a call to GitHub, fn, and while GitHub's rate limit refuses
@@ -578,10 +603,16 @@ func mayHaveArrived(err error) bool {
 	return true
 }
 
-// post creates a deployment status. Posting the same status twice does no
-// harm, so the transport may retry it.
+// post creates a deployment status. The transport may send queued or
+// in_progress again after a 5xx or a lost connection: twice does no harm.
+// A final status (success, failure, error, inactive) is sent once: posted
+// twice, it would end the deployment twice; postPersistently tries it
+// again only once it has seen that GitHub does not have it.
 func (r *runner) post(ctx context.Context, state pipeline.DeploymentState, logURL, description string) error {
 	c := r.cfg
+	if !state.Terminal() {
+		ctx = githubapp.WithRetrySafe(ctx)
+	}
 	req := &github.DeploymentStatusRequest{
 		State:       github.String(string(state)),
 		LogURL:      github.String(logURL),
@@ -590,7 +621,7 @@ func (r *runner) post(ctx context.Context, state pipeline.DeploymentState, logUR
 	if c.environmentURL != "" && state != pipeline.DeploymentQueued {
 		req.EnvironmentURL = github.String(c.environmentURL)
 	}
-	_, _, err := r.gh.Repositories.CreateDeploymentStatus(githubapp.WithRetrySafe(ctx), c.owner, c.repo, c.deployment.ID, req)
+	_, _, err := r.gh.Repositories.CreateDeploymentStatus(ctx, c.owner, c.repo, c.deployment.ID, req)
 	if err != nil {
 		return fmt.Errorf("post status %s on deployment %d in %s/%s: %w", state, c.deployment.ID, c.owner, c.repo, explain(err))
 	}

@@ -287,8 +287,8 @@ func TestDeployFinalStatus(t *testing.T) {
 		wantErr string // "": the status is reported
 	}{
 		"502 for a while": {
-			// More than the transport's retries of one call (5 attempts).
-			fault: simulator.Fault{Kind: simulator.FaultServerError, Times: 7},
+			// Five tries, for 15 s: the sixth, after 23 s, is taken.
+			fault: simulator.Fault{Kind: simulator.FaultServerError, Times: 5},
 		},
 		"refused": {
 			fault:   simulator.Fault{Kind: simulator.FaultServerError, Status: http.StatusUnprocessableEntity},
@@ -308,7 +308,8 @@ func TestDeployFinalStatus(t *testing.T) {
 			})
 			var log lockedBuilder
 			env := s.env(&log)
-			env.Transport = &githubapp.Transport{BaseDelay: time.Millisecond}
+			clock := newFakeClock() // the pauses between tries pass at once
+			action.SetClock(&env, clock.Now, clock.Sleep)
 			type result struct {
 				res action.Result
 				err error
@@ -353,6 +354,52 @@ func TestDeployFinalStatus(t *testing.T) {
 			}
 			if n := w.sim.CountRequests("POST", f.Path); n != 2 {
 				t.Errorf("%d posts of a status, want 2: a refused one is not tried again", n)
+			}
+		})
+	}
+}
+
+// A final status whose answer is lost (GitHub took it, then answered 502
+// or dropped the connection) is posted once: before the Action tries it
+// again, it reads the deployment's newest status, finds it there, and
+// says so. The step's outcome is the deploy's.
+func TestFinalStatusPostedOnceWhenItsAnswerIsLost(t *testing.T) {
+	for name, tc := range map[string]struct {
+		answer  string // at the gate: "fail" fails the command
+		drop    bool
+		state   pipeline.DeploymentState
+		wantErr string // "": the step succeeds
+	}{
+		"success, 502":                {answer: "go", state: pipeline.DeploymentSuccess},
+		"success, connection dropped": {answer: "go", drop: true, state: pipeline.DeploymentSuccess},
+		"failure, 502":                {answer: "fail", state: pipeline.DeploymentFailure, wantErr: "deploy command failed: exit status 1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			g := startGated(t, w, w.ctx, newFakeClock(), nil)
+			g.commandRuns()
+			w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultAppliedLost, Method: "POST", Path: statusesPath, DropConnection: tc.drop})
+			r := g.openWith(tc.answer)
+			log := g.log.String()
+
+			switch {
+			case tc.wantErr == "" && r.err != nil:
+				t.Errorf("Run: %v", r.err)
+			case tc.wantErr != "" && (r.err == nil || !strings.Contains(r.err.Error(), tc.wantErr) || strings.Contains(r.err.Error(), "could not be reported")):
+				t.Errorf("Run error %v, want the command's failure alone", r.err)
+			}
+			if want := (action.Result{State: tc.state, LogURL: g.s.jobURL}); r.res != want {
+				t.Errorf("Result %+v, want %+v", r.res, want)
+			}
+			wantStates(t, w.deployment(g.id), "in_progress", string(tc.state))
+			if n := w.sim.CountRequests("POST", statusesPath); n != 2 {
+				t.Errorf("%d posts of a status, want 2: in_progress, and %s once", n, tc.state)
+			}
+			if !hasLinePrefix(log, fmt.Sprintf("lastmile: the %s status is on GitHub: an earlier try posted it, though its answer was lost", tc.state)) {
+				t.Errorf("the job log does not say the status arrived:\n%s", log)
+			}
+			if w.sim.PendingFaults() != 0 {
+				t.Errorf("the fault was not met")
 			}
 		})
 	}

@@ -60,8 +60,9 @@ func (c *fakeClock) longest() time.Duration {
 
 // gatedRun runs the Action in-process, with the default transport and
 // clock, on a deploy command that waits for the test to open its gate
-// (a FIFO); before is injected before the run starts, during once the
-// command runs (in_progress has been posted).
+// (a FIFO), and fails when the answer there is "fail"; before is
+// injected before the run starts, during once the command runs
+// (in_progress has been posted).
 type gatedRun struct {
 	w    *world
 	id   int64 // the deployment
@@ -84,7 +85,7 @@ func startGated(t *testing.T, w *world, ctx context.Context, clock *fakeClock, b
 		t.Fatal(err)
 	}
 	s := newStep(t, w.directJob(id), map[string]string{
-		"INPUT_COMMAND": `echo "command: waiting"; read -r answer < "$GATE"; echo "deployed ($answer)"`,
+		"INPUT_COMMAND": `echo "command: waiting"; read -r answer < "$GATE"; echo "deployed ($answer)"; test "$answer" != fail`,
 		"GATE":          gate,
 	})
 	for _, f := range before {
@@ -137,8 +138,14 @@ func (l *notifyingLog) Write(p []byte) (int, error) {
 // result.
 func (g *gatedRun) open() gatedResult {
 	g.w.t.Helper()
+	return g.openWith("go")
+}
+
+// openWith is open with answer at the gate ("fail" fails the command).
+func (g *gatedRun) openWith(answer string) gatedResult {
+	g.w.t.Helper()
 	if strings.Contains(g.log.String(), "command: waiting") {
-		if err := writeGate(g.gate, "go"); err != nil {
+		if err := writeGate(g.gate, answer); err != nil {
 			g.w.t.Fatal(err)
 		}
 	}
