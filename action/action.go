@@ -622,11 +622,49 @@ func (r *runner) post(ctx context.Context, state pipeline.DeploymentState, logUR
 		req.EnvironmentURL = github.String(c.environmentURL)
 	}
 	_, _, err := r.gh.Repositories.CreateDeploymentStatus(ctx, c.owner, c.repo, c.deployment.ID, req)
+	if lim, ok := spammed(err, r.env.now()); ok {
+		err = &spammedError{err: err, limit: lim}
+	}
 	if err != nil {
 		return fmt.Errorf("post status %s on deployment %d in %s/%s: %w", state, c.deployment.ID, c.owner, c.repo, explain(err))
 	}
 	return nil
 }
+
+// spammed tells GitHub's 422 saying that "the endpoint has been spammed"
+// (statuses created too fast, a limit that passes: nothing was posted) in
+// err, as a secondary rate limit to wait out before posting again: until
+// its Retry-After if it has one, else for a minute, as GitHub asks of a
+// secondary limit that names no wait.
+func spammed(err error, now time.Time) (*githubapp.RateLimitedError, bool) {
+	var er *github.ErrorResponse
+	if !errors.As(err, &er) || er.Response == nil {
+		return nil, false
+	}
+	msg := er.Message
+	for _, e := range er.Errors {
+		msg += " " + e.Message
+	}
+	if !pipeline.IsSpammed(er.Response.StatusCode, msg) {
+		return nil, false
+	}
+	wait, ok := githubapp.RetryAfter(er.Response.Header, now)
+	if !ok {
+		wait = time.Minute
+	}
+	return &githubapp.RateLimitedError{Until: now.Add(wait), Secondary: true, Status: er.Response.StatusCode}, true
+}
+
+// spammedError is GitHub's answer, err, that the endpoint has been
+// spammed: it reads as GitHub's answer, and is the rate limit, limit,
+// that call and postPersistently wait out.
+type spammedError struct {
+	err   error
+	limit *githubapp.RateLimitedError
+}
+
+func (e *spammedError) Error() string   { return e.err.Error() }
+func (e *spammedError) Unwrap() []error { return []error{e.err, e.limit} }
 
 // printf writes a line of the Action's own to the job log. The text in its
 // string and error arguments (an answer of GitHub's, say) is free text: a

@@ -181,6 +181,8 @@ func runWithFault(t *testing.T, fault simulator.Fault, during bool) (*world, *ga
 // minutes), and the job log says so: on the first read of the statuses,
 // on posting in_progress, and on posting the final status after a deploy
 // that succeeded — where giving up would turn it into a failed step.
+// GitHub's 422 saying that the endpoint has been spammed (statuses
+// created too fast) is such a limit too: a minute, or its Retry-After.
 func TestRateLimitIsWaitedOut(t *testing.T) {
 	for name, tc := range map[string]struct {
 		fault  simulator.Fault
@@ -214,6 +216,20 @@ func TestRateLimitIsWaitedOut(t *testing.T) {
 		"primary with HTTP 429, reset in 2 min, on reading the statuses": {
 			fault: simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Status: 429, Method: "GET", Path: statusesPath, Reset: 2 * time.Minute},
 			wait:  119 * time.Second,
+		},
+		"spammed (422), on posting in_progress": {
+			fault: simulator.Fault{Kind: simulator.FaultSpammed, Method: "POST", Path: statusesPath},
+			wait:  60 * time.Second,
+		},
+		"spammed (422), on posting success": {
+			fault:  simulator.Fault{Kind: simulator.FaultSpammed, Method: "POST", Path: statusesPath},
+			during: true,
+			wait:   60 * time.Second,
+		},
+		"spammed (422), Retry-After 90s, on posting success": {
+			fault:  simulator.Fault{Kind: simulator.FaultSpammed, Method: "POST", Path: statusesPath, RetryAfter: 90 * time.Second},
+			during: true,
+			wait:   90 * time.Second,
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -372,15 +372,8 @@ func rateLimitWait(resp *http.Response, local time.Time) (wait time.Duration, se
 	}
 	h := resp.Header
 	now := githubNow(h, local)
-	// A Retry-After of 0, or of a time already past, still waits a second:
-	// calling again at once through a limit is what GitHub penalises.
-	if s := h.Get("Retry-After"); s != "" {
-		if secs, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && secs >= 0 {
-			return max(time.Duration(secs)*time.Second, time.Second), true, true
-		}
-		if at, err := http.ParseTime(s); err == nil {
-			return max(at.Sub(now), time.Second), true, true
-		}
+	if wait, ok := RetryAfter(h, local); ok {
+		return wait, true, true
 	}
 	if h.Get("X-RateLimit-Remaining") == "0" {
 		if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
@@ -393,6 +386,25 @@ func rateLimitWait(resp *http.Response, local time.Time) (wait time.Duration, se
 		return time.Minute, true, true
 	}
 	return 0, false, false
+}
+
+// RetryAfter is the wait an answer's Retry-After header asks for: seconds,
+// or a date measured from the answer's Date (local when it has none). A
+// Retry-After of 0, or of a time already past, still waits a second:
+// calling again at once through a limit is what GitHub penalises. ok is
+// false when the answer has no Retry-After that parses.
+func RetryAfter(h http.Header, local time.Time) (wait time.Duration, ok bool) {
+	s := h.Get("Retry-After")
+	if s == "" {
+		return 0, false
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && secs >= 0 {
+		return max(time.Duration(secs)*time.Second, time.Second), true
+	}
+	if at, err := http.ParseTime(s); err == nil {
+		return max(at.Sub(githubNow(h, local)), time.Second), true
+	}
+	return 0, false
 }
 
 // secondaryLimitBody peeks at a 403 body for GitHub's secondary-limit

@@ -56,7 +56,15 @@ func (e *RefusedError) Error() string {
 // spammed": too many deployments created too fast. Unlike a validation
 // failure, it passes: the same request is taken later.
 func (e *RefusedError) Spammed() bool {
-	return e.Status == 422 && strings.Contains(strings.ToLower(e.Message), "has been spammed")
+	return IsSpammed(e.Status, e.Message)
+}
+
+// IsSpammed reports whether GitHub's answer, its HTTP status and message
+// (with those of its errors), is the 422 saying that "the endpoint has been
+// spammed": content (deployments, deployment statuses) created too fast, a
+// limit that passes.
+func IsSpammed(status int, message string) bool {
+	return status == 422 && strings.Contains(strings.ToLower(message), "has been spammed")
 }
 
 // NotReported is the state RequiredStates gives a required context that

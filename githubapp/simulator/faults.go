@@ -31,7 +31,8 @@ const (
 	FaultAppliedLost
 	// FaultSpammed answers Status (default 422) with GitHub's validation
 	// error saying that the endpoint has been spammed (content created too
-	// fast: a limit that passes), without doing anything.
+	// fast: a limit that passes), and Retry-After when RetryAfter > 0,
+	// without doing anything.
 	FaultSpammed
 )
 
@@ -49,7 +50,8 @@ type Fault struct {
 	Times int
 	// Status overrides the HTTP status where the kind allows it.
 	Status int
-	// RetryAfter is sent as Retry-After (seconds) by FaultSecondaryRateLimit.
+	// RetryAfter is sent as Retry-After (seconds) by FaultSecondaryRateLimit
+	// and FaultSpammed.
 	RetryAfter time.Duration
 	// Reset is how far ahead x-ratelimit-reset is for
 	// FaultPrimaryRateLimit (default one minute).
@@ -149,16 +151,22 @@ func (s *Simulator) writeFault(w *response, f *Fault, rate rateSnapshot, now tim
 		writeError(w, status(http.StatusForbidden), rate.exceededMessage(),
 			"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-primary-rate-limits")
 	case FaultSecondaryRateLimit:
-		if f.RetryAfter > 0 {
-			w.header.Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
-		}
+		setRetryAfter(w, f)
 		writeError(w, status(http.StatusForbidden),
 			"You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID "+w.header.Get("X-GitHub-Request-Id")+".",
 			"https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits")
 	case FaultSpammed:
+		setRetryAfter(w, f)
 		writeError(w, status(http.StatusUnprocessableEntity), spammedMessage, docsRoot)
 	default:
 		writeError(w, status(http.StatusBadGateway), "Server Error", docsRoot)
+	}
+}
+
+// setRetryAfter sends f.RetryAfter, if any, as Retry-After (seconds).
+func setRetryAfter(w *response, f *Fault) {
+	if f.RetryAfter > 0 {
+		w.header.Set("Retry-After", strconv.Itoa(int((f.RetryAfter+time.Second-1)/time.Second)))
 	}
 }
 
