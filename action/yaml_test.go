@@ -1,6 +1,7 @@
 package action_test
 
 import (
+	"debug/buildinfo"
 	"debug/elf"
 	"maps"
 	"os"
@@ -8,7 +9,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -349,14 +349,11 @@ func TestActionChecksTheRunner(t *testing.T) {
 }
 
 // The build step builds lastmile-action for the runner from this module,
-// whatever Go settings the job's env: has.
+// whatever Go settings the job's env: has: the plain binary, with Go's
+// defaults, for X64 and ARM64 runners alike.
 func TestActionBuildIgnoresTheJobsGoSettings(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds lastmile-action")
-	}
-	runnerArch := map[string]string{"amd64": "X64", "arm64": "ARM64"}[runtime.GOARCH]
-	if runnerArch == "" {
-		t.Skipf("no GitHub runner is %s", runtime.GOARCH)
 	}
 	var a actionMetadata
 	readYAML(t, "action.yml", &a)
@@ -365,39 +362,65 @@ func TestActionBuildIgnoresTheJobsGoSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := t.TempDir()
-	job := map[string]string{
-		"RUNNER_OS": "Linux", "RUNNER_ARCH": runnerArch, "RUNNER_TEMP": tmp,
-		"GITHUB_ACTION_PATH": actionPath,
-		// The job's own settings, for another program.
-		"GOOS": "windows", "GOARCH": "386", "CGO_ENABLED": "1",
-		"GOWORK": filepath.Join(tmp, "go.work"), "GOFLAGS": "-mod=vendor -tags=other",
-	}
-	for _, k := range []string{"PATH", "HOME", "GOCACHE", "GOMODCACHE", "GOPATH", "GOPROXY", "GOTOOLCHAIN"} {
-		if v, ok := os.LookupEnv(k); ok {
-			job[k] = v
-		}
-	}
-	if err := os.WriteFile(job["GOWORK"], []byte("go 1.26\nuse ./elsewhere\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, outputs, err := runScript(t, check, job, tmp)
-	if err != nil {
-		t.Fatalf("the runner's check: %v\n%s", err, out)
-	}
-	build.Env = maps.Clone(build.Env)
-	build.Env["GOARCH"] = outputs["goarch"] // ${{ steps.runner.outputs.goarch }}
-	if out, _, err := runScript(t, build, job, tmp); err != nil {
-		t.Fatalf("the build step: %v\n%s", err, out)
-	}
-	f, err := elf.Open(filepath.Join(tmp, "lastmile-action", "lastmile-action"))
-	if err != nil {
-		t.Fatalf("the binary built is not a Linux program: %v", err)
-	}
-	defer f.Close()
-	want := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[runtime.GOARCH]
-	if f.Machine != want {
-		t.Errorf("the binary is for %v, want %v", f.Machine, want)
+	for runnerArch, want := range map[string]struct {
+		machine  elf.Machine
+		settings map[string]string // the binary's build settings, Go's defaults ("": none)
+	}{
+		"X64":   {elf.EM_X86_64, map[string]string{"GOAMD64": "v1", "GOEXPERIMENT": "", "GOFIPS140": ""}},
+		"ARM64": {elf.EM_AARCH64, map[string]string{"GOARM64": "v8.0", "GOEXPERIMENT": "", "GOFIPS140": ""}},
+	} {
+		t.Run(runnerArch, func(t *testing.T) {
+			tmp := t.TempDir()
+			job := map[string]string{
+				"RUNNER_OS": "Linux", "RUNNER_ARCH": runnerArch, "RUNNER_TEMP": tmp,
+				"GITHUB_ACTION_PATH": actionPath,
+				// The job's own settings, for another program (a GOPATH
+				// project's GO111MODULE=off among them).
+				"GOOS": "windows", "GOARCH": "386", "CGO_ENABLED": "1",
+				"GOWORK": filepath.Join(tmp, "go.work"), "GOFLAGS": "-mod=vendor -tags=other",
+				"GO111MODULE": "off", "GOEXPERIMENT": "jsonv2", "GOFIPS140": "latest",
+				"GOAMD64": "v4", "GOARM64": "v9.0", "GOARM": "5",
+			}
+			for _, k := range []string{"PATH", "HOME", "GOCACHE", "GOMODCACHE", "GOPATH", "GOPROXY", "GOTOOLCHAIN"} {
+				if v, ok := os.LookupEnv(k); ok {
+					job[k] = v
+				}
+			}
+			if err := os.WriteFile(job["GOWORK"], []byte("go 1.26\nuse ./elsewhere\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, outputs, err := runScript(t, check, job, tmp)
+			if err != nil {
+				t.Fatalf("the runner's check: %v\n%s", err, out)
+			}
+			build.Env = maps.Clone(build.Env)
+			build.Env["GOARCH"] = outputs["goarch"] // ${{ steps.runner.outputs.goarch }}
+			if out, _, err := runScript(t, build, job, tmp); err != nil {
+				t.Fatalf("the build step: %v\n%s", err, out)
+			}
+			bin := filepath.Join(tmp, "lastmile-action", "lastmile-action")
+			f, err := elf.Open(bin)
+			if err != nil {
+				t.Fatalf("the binary built is not a Linux program: %v", err)
+			}
+			defer f.Close()
+			if f.Machine != want.machine {
+				t.Errorf("the binary is for %v, want %v", f.Machine, want.machine)
+			}
+			info, err := buildinfo.ReadFile(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			settings := map[string]string{}
+			for _, s := range info.Settings {
+				settings[s.Key] = s.Value
+			}
+			for k, v := range want.settings {
+				if settings[k] != v {
+					t.Errorf("the binary was built with %s=%q, want %q", k, settings[k], v)
+				}
+			}
+		})
 	}
 }
 
