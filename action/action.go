@@ -31,6 +31,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -456,13 +457,49 @@ func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, log
 // may have arrived (a 5xx or no answer), each further one first reads the
 // deployment's newest status, and posts nothing when it is already this
 // one: GitHub took the lost try.
+//
+// However long timeout is, the job's cancellation, whenever it comes,
+// leaves cancelledPostTimeout from then, the try on its way included: the
+// runner's SIGKILL follows its SIGINT by 10 s.
 func (r *runner) postPersistently(ctx context.Context, state pipeline.DeploymentState, logURL, description string, timeout time.Duration) error {
-	detached := context.WithoutCancel(ctx)
+	detached, cut := context.WithCancel(context.WithoutCancel(ctx))
+	defer cut()
+	var (
+		mu    sync.Mutex
+		cutAt time.Time   // when the cancellation's time is up; zero before it
+		timer *time.Timer // ends the try on its way then
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cutAt = r.env.now().Add(cancelledPostTimeout)
+		timer = time.AfterFunc(cancelledPostTimeout, cut)
+	})
+	defer func() {
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	start := r.env.now()
 	deadline := start.Add(timeout)
+	cutShort := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !cutAt.IsZero() && cutAt.Before(deadline) {
+			deadline = cutAt
+		}
+	}
 	pause := time.Second
 	mayBeThere := false // an earlier try may have posted it
+	var lastErr error
 	for {
+		cutShort()
+		if lastErr != nil && !r.env.now().Before(deadline) {
+			return lastErr // the cancellation left no time for another
+		}
 		if mayBeThere && r.alreadyPosted(detached, deadline, state, logURL) {
 			r.printf("lastmile: the %s status is on GitHub: an earlier try posted it, though its answer was lost\n", state)
 			return nil
@@ -474,6 +511,7 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 			return nil
 		}
 		now := r.env.now()
+		cutShort()
 		if lim, ok := githubapp.AsRateLimited(err, now); ok {
 			switch {
 			case ctx.Err() != nil && lim.Until.After(deadline):
@@ -505,9 +543,10 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 			return err
 		}
 		r.printf("lastmile: %v; trying again in %s\n", err, wait.Round(100*time.Millisecond))
-		if err := r.env.sleep(detached, wait); err != nil {
-			return err
+		if r.env.sleep(detached, wait) != nil {
+			return err // the cancellation's time is up
 		}
+		lastErr = err
 		pause = min(2*pause, 8*time.Second)
 	}
 }

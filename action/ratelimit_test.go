@@ -26,9 +26,23 @@ type fakeClock struct {
 	mu    sync.Mutex
 	now   time.Time
 	waits []time.Duration
+	hold  *heldWait // the next wait's, if any
 }
 
+type heldWait struct{ held, release chan struct{} }
+
 func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+
+// holdNextWait makes the clock's next wait pass only once release is
+// called; held is closed when that wait has begun (the time has not moved
+// on yet).
+func (c *fakeClock) holdNextWait() (held <-chan struct{}, release func()) {
+	h := &heldWait{held: make(chan struct{}), release: make(chan struct{})}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hold = h
+	return h.held, sync.OnceFunc(func() { close(h.release) })
+}
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
@@ -37,6 +51,14 @@ func (c *fakeClock) Now() time.Time {
 }
 
 func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	h := c.hold
+	c.hold = nil
+	c.mu.Unlock()
+	if h != nil {
+		close(h.held)
+		<-h.release
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -149,6 +171,12 @@ func (g *gatedRun) openWith(answer string) gatedResult {
 			g.w.t.Fatal(err)
 		}
 	}
+	return g.result()
+}
+
+// result waits for the run's result.
+func (g *gatedRun) result() gatedResult {
+	g.w.t.Helper()
 	select {
 	case r := <-g.done:
 		return r
@@ -175,6 +203,21 @@ func runWithFault(t *testing.T, fault simulator.Fault, during bool) (*world, *ga
 		w.sim.InjectFault(fault)
 	}
 	return w, g, clock, g.open()
+}
+
+// startCancellable starts the Action on a gated deploy command, in-process
+// on clock (nil: the real one), in a job the test cancels with the
+// function returned; it returns once the command runs and fault, met
+// next, is injected.
+func startCancellable(t *testing.T, clock *fakeClock, fault simulator.Fault) (*world, *gatedRun, context.CancelFunc) {
+	t.Helper()
+	w := newWorld(t)
+	ctx, cancel := context.WithCancel(w.ctx)
+	t.Cleanup(cancel)
+	g := startGated(t, w, ctx, clock, nil)
+	g.commandRuns()
+	w.sim.InjectFault(fault)
+	return w, g, cancel
 }
 
 // A rate limit is waited out, however long GitHub asks for (up to 15
@@ -350,20 +393,10 @@ func TestRateLimitWaitEndsWithTheJob(t *testing.T) {
 // still: a rate limit a minute away is not waited for (the runner kills
 // the Action 10 s after its SIGINT).
 func TestRateLimitNotWaitedForWhenCancelled(t *testing.T) {
-	w := newWorld(t)
-	ctx, cancel := context.WithCancel(w.ctx)
-	defer cancel()
 	clock := newFakeClock()
-	g := startGated(t, w, ctx, clock, nil)
-	g.commandRuns()
-	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "POST", Path: statusesPath, RetryAfter: 60 * time.Second})
+	w, g, cancel := startCancellable(t, clock, simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "POST", Path: statusesPath, RetryAfter: 60 * time.Second})
 	cancel()
-	var r gatedResult
-	select {
-	case r = <-g.done:
-	case <-w.ctx.Done():
-		t.Fatalf("the Action did not finish:\n%s", g.log.String())
-	}
+	r := g.result()
 	if r.err == nil || !strings.Contains(r.err.Error(), "the error status could not be reported") {
 		t.Fatalf("Run error %v, want one that says the error status was not reported", r.err)
 	}
@@ -393,5 +426,60 @@ func TestRateLimitShortWaitsOnTheFinalStatusEnd(t *testing.T) {
 	if total > action.RateLimitMaxWait || r.err == nil || !strings.Contains(r.err.Error(), "more than 15m0s away: not waited for") {
 		t.Errorf("waited %s in all for the final status, then: %v; want at most %s, then the step fails saying the limit was not waited for",
 			total, r.err, action.RateLimitMaxWait)
+	}
+}
+
+// A cancellation of the job that comes while the final status is being
+// tried again (the deploy command had ended: the status is success) cuts
+// the tries left to the cancelled job's few seconds, as if the job had
+// been cancelled during the deploy: the runner's SIGKILL comes 10 s after
+// its SIGINT.
+func TestLateCancellationCutsTheFinalStatusShort(t *testing.T) {
+	clock := newFakeClock()
+	w, g, cancel := startCancellable(t, clock, simulator.Fault{Kind: simulator.FaultServerError, Method: "POST", Path: statusesPath, Times: 100})
+	held, release := clock.holdNextWait() // the pause after the first 502
+	defer release()
+	if err := writeGate(g.gate, "go"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case r := <-g.done:
+		t.Fatalf("Run ended without trying the status again: %+v, %v\n%s", r.res, r.err, g.log.String())
+	case <-w.ctx.Done():
+		t.Fatalf("the final status is not tried again:\n%s", g.log.String())
+	}
+	cancelled := clock.Now()
+	cancel()
+	release()
+	r := g.result()
+	if r.err == nil || !strings.Contains(r.err.Error(), "the deploy succeeded, but the success status could not be reported") {
+		t.Errorf("Run error %v, want one that says the success status was not reported", r.err)
+	}
+	if took := clock.Now().Sub(cancelled); took > 4*time.Second {
+		t.Errorf("the success status was tried for %s after the job's cancellation (waits %v), want 4 s at most", took, clock.waits)
+	}
+	wantStates(t, w.deployment(g.id), "in_progress")
+}
+
+// The same for a try on its way when the job is cancelled (GitHub has not
+// answered yet): it is given up 4 s later, not when its own 15 s, or the
+// final status's 30 s, are up — after the runner's SIGKILL.
+func TestLateCancellationCutsTheFinalStatusTryShort(t *testing.T) {
+	w, g, cancel := startCancellable(t, nil, simulator.Fault{Kind: simulator.FaultAppliedLost, Method: "POST", Path: statusesPath, Delay: deadline})
+	if err := writeGate(g.gate, "go"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("the success status is on its way", func(s *simulator.Simulator) bool {
+		return s.CountRequests("POST", statusesPath) == 2
+	})
+	cancel()
+	select {
+	case r := <-g.done:
+		if r.err == nil || !strings.Contains(r.err.Error(), "the deploy succeeded, but the success status could not be reported") {
+			t.Errorf("Run error %v, want one that says the success status was not reported", r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the Action still posts the success status 10 s after the job's cancellation (the runner's SIGKILL):\n%s", g.log.String())
 	}
 }
