@@ -95,7 +95,14 @@
 // protection rules, as in a workflow whose jobs own their deployments
 // test → staging → production: when a job ends, Actions reports success or
 // failure on its deployment, then the next job's deployment is created and
-// its rules are asked (deployment_protection_rule requested).
+// its rules are asked (deployment_protection_rule requested). A job that
+// does not succeed has those that `needs:` it skipped, and
+// WorkflowOptions.JobsIf (the example workflow's `if:` on the payload's
+// lastmile key) skips every job of a run for a deployment without it: a
+// skipped job sends only workflow_job completed (conclusion skipped, no
+// steps, no runner), and a run whose every job was skipped completes
+// skipped, posting nothing. Concurrency groups are not modelled: jobs of
+// one group run side by side, and none is cancelled as pending.
 // RerunFailedJobs re-runs a failed run's job that did not succeed and those
 // after it as attempt 2, 3, … (workflow_run requested, in_progress, the
 // jobs' events again, completed, with run_attempt set). Runs, PendingReviews,
