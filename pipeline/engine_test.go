@@ -679,6 +679,64 @@ func TestRollbackWaitsForTheDeployItInterrupts(t *testing.T) {
 	}
 }
 
+// A re-run of a failed deploy ("Re-run failed jobs": the same deployment,
+// new statuses) deploys in its environment as a first attempt does: while
+// it runs, the next release's deployment there is not created (one deploy
+// at a time per environment), although the ledger keeps the deployment's
+// failure until the re-run ends. A start delivered after the failure it
+// came before (a late in_progress of the first attempt), or a re-run's
+// start delivered after its end, holds nothing.
+func TestRerunInProgressHoldsItsEnvironment(t *testing.T) {
+	ctx := context.Background()
+	failInStaging := func(h *harness) {
+		t.Helper()
+		h.release(c0, c1, 10, "test")
+		h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+		h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+	}
+	t.Run("re-run in progress", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2)
+		failInStaging(h)
+		h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // Re-run failed jobs
+		h.release(c1, c2, 20, "test")
+		if h.gh.deployment(c2, "staging") != nil {
+			t.Fatal("c2's staging deployment was created while c1's re-run deploys to staging")
+		}
+		if got := h.ledgerState(c1, "staging"); got != pipeline.DeploymentFailure {
+			t.Errorf("c1's staging deployment while its re-run runs: %s, want failure", got)
+		}
+		if rec, err := h.db.Audit(ctx, shop.FullName(), c2); err != nil || !strings.Contains(rec.Waiting, "deployment to staging to end") {
+			t.Errorf("c2's audit record while it waits: waiting %q, %v; want it to say it waits for staging", rec.Waiting, err)
+		}
+		h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+		if h.gh.deployment(c2, "staging") == nil {
+			t.Error("c2's staging deployment not created once c1's re-run ended")
+		}
+	})
+	t.Run("first attempt's start delivered late", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2)
+		h.release(c0, c1, 10, "test")
+		started := h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false)
+		h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+		h.deliver(c1, "staging", started)
+		h.release(c1, c2, 20, "test")
+		if h.gh.deployment(c2, "staging") == nil {
+			t.Error("c2's staging deployment not created: c1's failed deploy, whose start came late, holds staging")
+		}
+	})
+	t.Run("re-run's start delivered after its end", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2)
+		failInStaging(h)
+		started := h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false) // Re-run failed jobs
+		h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+		h.deliver(c1, "staging", started)
+		h.release(c1, c2, 20, "test")
+		if h.gh.deployment(c2, "staging") == nil {
+			t.Error("c2's staging deployment not created: c1's re-run, which has ended, holds staging")
+		}
+	})
+}
+
 // A force push also withdraws a release stopped by a failure that a re-run
 // could still carry on: re-running c2's failed staging job after the
 // rollback to c1 does not take c2 to production. The same holds after a
@@ -2382,6 +2440,24 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 	}
 	if got, want := answers(), []string{"66 staging approved", "77 staging rejected", "88 production rejected"}; !slices.Equal(got, want) {
 		t.Errorf("answers %q, want %q", got, want)
+	}
+}
+
+// A re-run of a failed deploy to the previous environment runs as a first
+// attempt does: a protection-rule request waits for it rather than being
+// rejected, and is answered when the re-run ends.
+func TestProtectionRuleWaitsForARerunInProgress(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // Re-run failed jobs
+	if dec := h.judge("rule-1", "production", c1, 40); dec.State != pipeline.ProtectionWaiting || dec.Posted {
+		t.Fatalf("production job of c1 while its staging re-run runs: %s, posted %v (%s); want waiting", dec.State, dec.Posted, dec.Comment)
+	}
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if dec := h.judge("rule-1", "production", c1, 40); dec.State != pipeline.ProtectionApproved || !dec.Posted {
+		t.Errorf("after the staging re-run succeeded: %s, posted %v (%s); want approved, posted", dec.State, dec.Posted, dec.Comment)
 	}
 }
 

@@ -215,7 +215,8 @@ type RepoState struct {
 	// from its environment (Engine.realize).
 	Reached map[string]int64
 	// Running holds, per environment name, a release whose lastmile
-	// deployment there is in progress, active or not, and has been for
+	// deployment there is in progress — a first attempt, or a re-run of
+	// its workflow after its final status — active or not, and has been for
 	// less than HoldRunning: one that never reports an end (its run not
 	// known to lastmile, so never judged) stops holding the environment.
 	Running map[string]int64
@@ -363,7 +364,8 @@ type Store interface {
 	// WaitingProtectionDecisions lists the requests for sha that wait.
 	WaitingProtectionDecisions(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
 	// Running reports whether sha has a deployment in env, of those
-	// Succeeded counts, whose latest status is in_progress.
+	// Succeeded counts, whose latest status is in_progress (a first
+	// attempt or a re-run).
 	Running(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	MarkProtectionPosted(ctx context.Context, id int64) error
 }

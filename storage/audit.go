@@ -172,7 +172,7 @@ func waitingBehind(ctx context.Context, q querier, repoID int64, rel *pipeline.R
 	}
 	var other int64
 	err := q.QueryRowContext(ctx, `SELECT release_id FROM deployments d WHERE d.repository_id = ? AND d.origin = 'lastmile'
-		AND d.environment = ? COLLATE NOCASE AND d.state = 'in_progress' AND d.release_id != ?
+		AND d.environment = ? COLLATE NOCASE AND (d.state = 'in_progress' OR d.rerun = 1) AND d.release_id != ?
 		AND `+statusSince+` > ?
 		ORDER BY d.release_id DESC LIMIT 1`, repoID, next, rel.ID, millis(now.Add(-pipeline.HoldRunning))).Scan(&other)
 	if errors.Is(err, sql.ErrNoRows) {

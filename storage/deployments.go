@@ -142,7 +142,7 @@ func (db *DB) LinkRun(ctx context.Context, deploymentID, runID int64) error {
 // its statuses are delivered in.
 func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipeline.StatusInfo) (bool, error) {
 	isNew := false
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	record := func(tx *sql.Tx) error {
 		at := s.CreatedAt
 		if at.IsZero() {
 			at = db.Now()
@@ -257,8 +257,58 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			return err
 		}
 		return db.rollUp(ctx, tx, d, s.State, rowID, at, stale)
+	}
+	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		if err := record(tx); err != nil || !isNew || !s.State.Started() {
+			return err
+		}
+		return markRerun(ctx, tx, dep.ID)
 	})
 	return isNew, err
+}
+
+// markRerun records whether a re-run of a deployment is deploying it again
+// after its final status: its newest in_progress comes after its newest
+// final status (success, failure, error, inactive) in GitHub's order,
+// whatever order they were delivered in. Its state stays the final one
+// (see pipeline.DeploymentState.After), but like a first attempt in
+// progress the re-run holds its environment and has a protection-rule
+// request wait for it (see Running, HeldBy, RepoState); the re-run's own
+// final status ends that.
+func markRerun(ctx context.Context, tx *sql.Tx, deploymentID int64) error {
+	type status struct {
+		github int64
+		state  pipeline.DeploymentState
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT COALESCE(github_id, 0), state FROM deployment_statuses
+		WHERE deployment_id = ? ORDER BY id`, deploymentID)
+	if err != nil {
+		return err
+	}
+	var all []status
+	for rows.Next() {
+		var st status
+		if err := rows.Scan(&st.github, &st.state); err != nil {
+			rows.Close()
+			return err
+		}
+		all = append(all, st)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	inGitHubOrder(all, func(st status) int64 { return st.github })
+	rerun := false
+	for _, st := range slices.Backward(all) {
+		if st.state.Started() {
+			rerun = st.state == pipeline.DeploymentInProgress
+			break
+		}
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE deployments SET rerun = (? AND state IN ('success', 'failure', 'error', 'inactive'))
+		WHERE id = ? AND rerun != (? AND state IN ('success', 'failure', 'error', 'inactive'))`, rerun, deploymentID, rerun)
+	return err
 }
 
 // appLoginKey names the setting that holds lastmile's login on GitHub (its

@@ -399,3 +399,75 @@ func TestEnvironmentNocaseMigrationMergesSpellings(t *testing.T) {
 		t.Errorf("query plan of an environment's successes: %v, want the deployments_reached index on repository and environment", plan)
 	}
 }
+
+// Migration 0019 marks the deployments a re-run deploys again at the time
+// of the migration — the newest in_progress after the newest final status,
+// in GitHub's order — so that they hold their environment, have a
+// protection-rule request wait, and are seen by the sweep when their hold
+// ends; a first attempt's start heard of after its end, and a re-run that
+// ended (with a status lastmile recorded alone too), are not.
+func TestRerunMigrationMarksTheRerunsInProgress(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 18)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now().Add(-time.Hour)
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1)`,
+		`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at) VALUES
+			(1, 42, 'a', 'refs/heads/main', 1, '{}', 'stopped', 1, 1), (2, 42, 'b', 'refs/heads/main', 1, '{}', 'stopped', 1, 1),
+			(3, 42, 'c', 'refs/heads/main', 1, '{}', 'stopped', 1, 1), (4, 42, 'd', 'refs/heads/main', 1, '{}', 'active', 1, 1)`,
+		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, created_at) VALUES
+			(10, 42, 1, 'staging', 1, 'a', 'lastmile', 100, 'failure', 1),
+			(11, 42, 2, 'production', 2, 'b', 'lastmile', 101, 'failure', 1),
+			(12, 42, 3, 'test', 0, 'c', 'lastmile', 102, 'success', 1)`,
+		// 10: started, failed, re-run in progress. 11: its start delivered
+		// after its failure. 12: succeeded, re-run, which lastmile ended
+		// with a failure GitHub did not take.
+		fmt.Sprintf(`INSERT INTO deployment_statuses (id, deployment_id, github_id, state, created_at) VALUES
+			(1, 10, 1001, 'in_progress', 1), (2, 10, 1002, 'failure', 2), (3, 10, 1003, 'in_progress', %d),
+			(4, 11, 1005, 'failure', 2), (5, 11, 1004, 'in_progress', 1),
+			(6, 12, 1006, 'in_progress', 1), (7, 12, 1007, 'success', 2), (8, 12, 1008, 'in_progress', 3),
+			(9, 12, NULL, 'failure', 4)`, millis(started)),
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	var rerun []int64
+	rows, err := db.read.QueryContext(ctx, `SELECT id FROM deployments WHERE rerun = 1 ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		rerun = append(rerun, id)
+	}
+	rows.Close()
+	if !slices.Equal(rerun, []int64{10}) {
+		t.Errorf("deployments marked as re-run in progress: %v; want [10]", rerun)
+	}
+	if held, err := db.HeldBy(ctx, 42, "staging"); err != nil || held != 1 {
+		t.Errorf("staging held by release %d (%v); want 1, whose re-run deploys there", held, err)
+	}
+	if run, err := db.Running(ctx, 42, "a", "staging"); err != nil || !run {
+		t.Errorf("a's staging deployment running: %v (%v); want true", run, err)
+	}
+	if run, err := db.Running(ctx, 42, "b", "production"); err != nil || run {
+		t.Errorf("b's production deployment running: %v (%v); want false", run, err)
+	}
+	ended := started.Add(pipeline.HoldRunning)
+	if repos, err := db.HoldEnded(ctx, ended.Add(-time.Minute), ended.Add(time.Minute)); err != nil || len(repos) != 1 || repos[0].ID != 42 {
+		t.Errorf("holds ended around %v: %+v (%v); want acme/shop's", ended, repos, err)
+	}
+}

@@ -335,7 +335,8 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 const statusSince = `COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at)`
 
 // HoldEnded lists the repositories with an active release where a lastmile
-// deployment, in progress since its latest status, stopped holding its
+// deployment, in progress (or re-run: see markRerun) since its latest
+// status, stopped holding its
 // environment (pipeline.HoldRunning) after from and until to (consecutive
 // windows see each end once): a release waiting behind it can go on, and
 // nothing else would tell the pipeline so. It reads the deployments in
@@ -343,7 +344,7 @@ const statusSince = `COALESCE((SELECT MAX(created_at) FROM deployment_statuses s
 func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Repo, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT DISTINCT p.id, p.full_name, p.installation_id
 		FROM deployments d INDEXED BY deployments_in_progress JOIN repositories p ON p.id = d.repository_id
-		WHERE d.origin = 'lastmile' AND d.state = 'in_progress' AND `+statusSince+` BETWEEN ? AND ?
+		WHERE d.origin = 'lastmile' AND (d.state = 'in_progress' OR d.rerun = 1) AND `+statusSince+` BETWEEN ? AND ?
 			AND EXISTS (SELECT 1 FROM releases r WHERE r.repository_id = p.id AND r.state = 'active')
 		ORDER BY p.id`, millis(from.Add(-pipeline.HoldRunning))+1, millis(to.Add(-pipeline.HoldRunning)))
 	if err != nil {
@@ -438,14 +439,14 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	// Reached and Running in one pass: a running deployment may be a
 	// stopped release's (superseded, or withdrawn by a force push, while it
 	// ran), which the active releases above do not show.
-	// Running: in progress since its latest status, for less than
-	// pipeline.HoldRunning.
+	// Running: in progress, a first attempt or a re-run (see markRerun),
+	// since its latest status, for less than pipeline.HoldRunning.
 	// Reached: not a first deployment that GitHub may still refuse for its
 	// required contexts (see pipeline.RepoState).
 	rows, err = tx.QueryContext(ctx, `SELECT d.environment,
 			MAX(CASE WHEN d.state = 'intent' AND d.stage = 0 AND (SELECT json_array_length(r.config, '$.required_contexts') > 0
 				FROM releases r WHERE r.id = d.release_id) THEN 0 ELSE d.release_id END),
-			MAX(CASE WHEN d.state = 'in_progress' AND `+statusSince+` > ? THEN d.release_id ELSE 0 END) FROM deployments d
+			MAX(CASE WHEN (d.state = 'in_progress' OR d.rerun = 1) AND `+statusSince+` > ? THEN d.release_id ELSE 0 END) FROM deployments d
 		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.state NOT IN ('abandoned', 'waiting') GROUP BY d.environment`,
 		millis(db.Now().Add(-pipeline.HoldRunning)), repoID)
 	if err != nil {
@@ -747,14 +748,14 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 }
 
 // HeldBy is the release whose lastmile deployment in env is in progress
-// and holds the environment (for less than pipeline.HoldRunning since its
+// (a first attempt or a re-run: see markRerun) and holds the environment (for less than pipeline.HoldRunning since its
 // latest status), or was made inactive and is still to be read back (its
 // deploy may have begun), the newest if several; 0 if none.
 func (db *DB) HeldBy(ctx context.Context, repoID int64, env string) (int64, error) {
 	var id int64
 	err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(d.release_id), 0) FROM deployments d
 		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.environment = ? COLLATE NOCASE
-		AND (d.read_back = 1 OR d.state = 'in_progress' AND `+statusSince+` > ?)`,
+		AND (d.read_back = 1 OR (d.state = 'in_progress' OR d.rerun = 1) AND `+statusSince+` > ?)`,
 		repoID, env, millis(db.Now().Add(-pipeline.HoldRunning))).Scan(&id)
 	return id, err
 }
@@ -774,13 +775,14 @@ func (db *DB) NewestSuccess(ctx context.Context, repoID int64, env string) (int6
 }
 
 // Running reports whether sha has a deployment in env that runs (its
-// latest status is in_progress: a first attempt or a re-run) and would
+// latest status is in_progress: a first attempt, or a re-run after its
+// final status, see markRerun) and would
 // prove the commit if it succeeded (one that Succeeded counts). One waiting
 // for reviewers or for its job does not run: it may wait for days.
 func (db *DB) Running(ctx context.Context, repoID int64, sha, env string) (bool, error) {
 	var n int
 	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
-		AND environment = ? COLLATE NOCASE AND state = 'in_progress'
+		AND environment = ? COLLATE NOCASE AND (state = 'in_progress' OR rerun = 1)
 		AND (origin = 'lastmile' OR run_id != 0)`, repoID, sha, env).Scan(&n)
 	return n > 0, err
 }
