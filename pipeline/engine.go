@@ -601,7 +601,11 @@ func (e *Engine) linkRun(ctx context.Context, d *Deployment, st StatusInfo) erro
 // heard of, when one of them must be an earlier attempt's end (a re-run's
 // success delivered before the first attempt's failure): the deployment's
 // duration runs to its first final status, and an observation cannot be
-// undone when that status arrives later. GitHub is asked only then.
+// undone when that status arrives later. So too before an inactive
+// someone else wrote over a deployment with no final status recorded
+// (GitHub's automatic inactive, delivered before the success it follows):
+// that success carries the release on, where the inactive alone would stop
+// it as superseded. GitHub is asked only then.
 func (e *Engine) readBackUnheardEnd(ctx context.Context, repo Repo, d *Deployment, st StatusInfo) error {
 	if d.Origin != OriginLastmile {
 		return nil

@@ -2105,6 +2105,70 @@ func TestSuccessDeliveredAfterTheAutomaticInactive(t *testing.T) {
 	}
 }
 
+// GitHub's automatic inactive (on a successful deployment, when another
+// deployment to the environment succeeds: here the deploy job's own
+// Actions deployment) delivered before the success it follows: lastmile
+// reads the deployment's statuses back from GitHub, and the release goes
+// on, as it would have in GitHub's order — after a first attempt or after
+// a re-run of a failed one. An inactive with no success before it still
+// stops the release, as superseded.
+func TestAutomaticInactiveBeforeTheSuccessDoesNotStopTheRelease(t *testing.T) {
+	ctx := context.Background()
+	goesOn := func(t *testing.T, h *harness, success pipeline.StatusInfo) {
+		t.Helper()
+		h.status(c1, "test", pipeline.DeploymentInactive, 11, true) // GitHub's, delivered first
+		rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel.State != pipeline.ReleaseActive || h.gh.deployment(c1, "staging") == nil {
+			t.Errorf("c1's release after its test deploy succeeded: %s/%s %q, staging deployment %v; want active, deploying to staging",
+				rel.State, rel.StopKind, rel.StopReason, h.gh.deployment(c1, "staging") != nil)
+		}
+		h.deliver(c1, "test", success)
+		if got := h.ledgerState(c1, "test"); got != pipeline.DeploymentInactive {
+			t.Errorf("c1's test deployment: %s, want inactive", got)
+		}
+		if got := h.deploymentsCounted()["test/success"]; got != 1 {
+			t.Errorf("successes in test: %v, want 1", got)
+		}
+	}
+	t.Run("first attempt", func(t *testing.T) {
+		h := newHarness(t, c0, c1)
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		goesOn(t, h, h.status(c1, "test", pipeline.DeploymentSuccess, 11, false))
+	})
+	t.Run("re-run", func(t *testing.T) {
+		h := newHarness(t, c0, c1)
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true) // Re-run failed jobs
+		goesOn(t, h, h.status(c1, "test", pipeline.DeploymentSuccess, 11, false))
+	})
+	t.Run("no success", func(t *testing.T) {
+		h := newHarness(t, c0, c1)
+		if err := h.push(c0, c1, false); err != nil {
+			t.Fatal(err)
+		}
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		h.status(c1, "test", pipeline.DeploymentInactive, 11, true) // someone's, over the deploy
+		rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded || h.gh.deployment(c1, "staging") != nil {
+			t.Errorf("c1's release after its test deployment was made inactive: %s/%s %q, staging deployment %v; want stopped, superseded",
+				rel.State, rel.StopKind, rel.StopReason, h.gh.deployment(c1, "staging") != nil)
+		}
+	})
+}
+
 // The in_progress of a failed deploy delivered after its failure: the
 // deploy had started, so the clock runs from the failure.
 func TestTimeToRestoreWithInProgressDeliveredAfterTheFailure(t *testing.T) {

@@ -296,7 +296,9 @@ type Store interface {
 	RecordStatus(ctx context.Context, d *Deployment, s StatusInfo) (bool, error)
 	// EndUnheard reports whether the final status s of a deployment, not
 	// recorded yet, follows the start of an earlier attempt whose end the
-	// store has not recorded (its webhook not delivered yet).
+	// store has not recorded (its webhook not delivered yet), or is an
+	// inactive someone else wrote (GitHub's automatic one, after a
+	// success) over a deployment with no final status recorded.
 	EndUnheard(ctx context.Context, deploymentID int64, s StatusInfo) (bool, error)
 	// LinkRun ties a workflow run to a deployment.
 	LinkRun(ctx context.Context, deploymentID, runID int64) error

@@ -438,10 +438,28 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 // (success, failure, error, inactive) between — a re-run's statuses
 // delivered before the first attempt's failure, say. The engine then
 // reads that end back from GitHub before it records s.
+//
+// So too for an inactive that someone other than lastmile wrote (GitHub's
+// automatic inactive, when another deployment to the environment
+// succeeds) over a deployment with no final status recorded, or whose
+// re-run runs: GitHub makes only a successful deployment inactive so, and
+// that success, if it came first, carries the release on (an inactive
+// with no success before it stops the release, as superseded).
 func (db *DB) EndUnheard(ctx context.Context, deploymentID int64, s pipeline.StatusInfo) (bool, error) {
 	type status struct {
 		github int64
 		state  string
+	}
+	if s.GitHubID != 0 && s.State == pipeline.DeploymentInactive && !s.ByLastmile {
+		var unheard bool
+		err := db.read.QueryRowContext(ctx, `SELECT (d.state NOT IN ('success', 'failure', 'error', 'inactive') OR d.rerun = 1)
+			AND ? != COALESCE((SELECT value FROM settings WHERE key = ?), '')
+			AND NOT EXISTS (SELECT 1 FROM deployment_statuses WHERE deployment_id = d.id AND github_id = ?)
+			FROM deployments d WHERE d.id = ?`, s.Creator, appLoginKey, s.GitHubID, deploymentID).Scan(&unheard)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil
+		}
+		return unheard, err
 	}
 	if s.GitHubID == 0 || !(s.State == pipeline.DeploymentSuccess || s.State == pipeline.DeploymentFailure || s.State == pipeline.DeploymentError) {
 		return false, nil
