@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,61 @@ func TestProtectionRuleNeverApprovesGoingBackwards(t *testing.T) {
 	h2.promote(c1, 30, "test")
 	if dec := h2.judge("rule-4", "staging", c1, 94); dec.State != pipeline.ProtectionApproved {
 		t.Errorf("the rollback of c1 in staging: %s %q; want approved", dec.State, dec.Comment)
+	}
+}
+
+// A commit of the pipeline branch that is not a release's head (c1, which
+// one push c0 → c2 brought with c2) is the pipeline branch's all the same:
+// the protection rule does not approve it where a release that contains it
+// has succeeded (it would go backwards), nor where one has passed the
+// environment before (newest wins).
+func TestProtectionRuleNeverApprovesACommitInsideAPushGoingBackwards(t *testing.T) {
+	for _, c2Reached := range []string{"production", "staging"} {
+		t.Run("c2 reached "+c2Reached, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "push-c0-c2", Ref: "refs/heads/main",
+				Before: c0, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(),
+				Commits: []pipeline.Commit{{SHA: c1, Timestamp: time.Now().Add(-2 * time.Hour)}, {SHA: c2, Timestamp: time.Now().Add(-time.Hour)}}}); err != nil {
+				t.Fatal(err)
+			}
+			envs := []string{"test", "staging", "production"}
+			h.promote(c2, 10, envs[:slices.Index(envs, c2Reached)+1]...)
+			dec := h.judge("rule-c1-test", "test", c1, 70)
+			if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "would go backwards") {
+				t.Errorf("a job deploying c1 (on main, brought by c2's push) to test after c2 succeeded there: %s %q; want rejected as going backwards",
+					dec.State, dec.Comment)
+			}
+			// c1's jobs deploy it to test and staging all the same (their
+			// own deployments, which GitHub Actions created): production?
+			jobSucceeds(t, h, c1, "test", 950)
+			jobSucceeds(t, h, c1, "staging", 951)
+			want := map[string]string{"production": "would go backwards", "staging": "the newest release is the one promoted"}[c2Reached]
+			if dec := h.judge("rule-c1-prod", "production", c1, 72); dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
+				t.Errorf("a job deploying c1 to production after c2 succeeded in %s: %s %q; want rejected (%s)", c2Reached, dec.State, dec.Comment, want)
+			}
+			// A commit main does not hold (another branch's) is judged by
+			// the previous environment alone.
+			jobSucceeds(t, h, c3, "test", 960)
+			if dec := h.judge("rule-c3-staging", "staging", c3, 73); dec.State != pipeline.ProtectionApproved {
+				t.Errorf("a job deploying c3, of another branch, to staging after it succeeded in test: %s %q; want approved", dec.State, dec.Comment)
+			}
+		})
+	}
+}
+
+// jobSucceeds delivers a workflow job's own deployment of sha to env
+// (GitHub Actions', of run id) and its success.
+func jobSucceeds(t *testing.T, h *harness, sha, env string, id int64) {
+	t.Helper()
+	info := pipeline.DeploymentInfo{GitHubID: id, SHA: sha, Environment: env, Creator: "github-actions[bot]",
+		CreatedAt: time.Now(), WorkflowRunID: id}
+	if err := h.engine.HandleDeployment(context.Background(), pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+		Status: pipeline.StatusInfo{GitHubID: 10 * id, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
 	}
 }
 

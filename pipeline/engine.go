@@ -1013,16 +1013,20 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 	}
 	// approve approves, unless the commit, one of the pipeline branch,
 	// would go where lastmile would not take it itself (asked only now:
-	// it costs a compare, and a waiting request is decided again).
+	// it costs compares, and a waiting request is decided again).
 	approve := func(comment string) (*ProtectionDecision, error) {
-		if rel.SHA == req.SHA {
-			why, err := e.outrun(ctx, req, rel, cfg, i)
-			if err != nil {
-				return nil, err
-			}
-			if why != "" {
-				return reject("%s", why)
-			}
+		outrun := e.outrun
+		if rel.SHA != req.SHA {
+			// No release of its own: a commit of another branch, or one
+			// that a push brought with others, not its head.
+			outrun = e.outrunInside
+		}
+		why, err := outrun(ctx, req, rel, cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		if why != "" {
+			return reject("%s", why)
 		}
 		dec.State, dec.Comment = ProtectionApproved, comment
 		return dec, nil
@@ -1078,6 +1082,62 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 			newer, short(newerSHA), prev, rel.ID, short(req.SHA), req.Environment), err
 	}
 	return "", nil
+}
+
+// outrunInside is outrun for a commit with no release of its own, judged
+// in the order of rel, the latest release. One of the pipeline branch (a
+// commit that a push brought with others, not its head) must not be
+// deployed to environment i of cfg where the newest release to succeed
+// there contains it (it would go backwards), nor where the newest to pass
+// the environment before does (newest wins). A commit the branch does not hold is
+// another branch's, judged by the previous environment alone: one that a
+// force push took off the branch cannot be told from it. "" if none. It
+// costs up to three compares.
+func (e *Engine) outrunInside(ctx context.Context, req ProtectionRuleRequest, rel *Release, cfg *Config, i int) (string, error) {
+	branch := strings.TrimPrefix(rel.Ref, "refs/heads/")
+	on, err := e.GitHub.Relation(ctx, req.Repo, req.SHA, branch)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", fmt.Errorf("compare %s...%s: %w", short(req.SHA), branch, err)
+	}
+	if on != "ahead" && on != "identical" {
+		return "", nil
+	}
+	newer, newerSHA, err := e.successContaining(ctx, req.Repo, req.SHA, req.Environment)
+	if err != nil || newer != 0 {
+		return fmt.Sprintf("lastmile rejects: release #%d (commit %s), which contains commit %s of %s, has succeeded in %s: deploying %s there would go backwards.",
+			newer, short(newerSHA), short(req.SHA), branch, req.Environment, short(req.SHA)), err
+	}
+	if i == 0 {
+		return "", nil
+	}
+	prev := cfg.Environments[i-1].Name
+	newer, newerSHA, err = e.successContaining(ctx, req.Repo, req.SHA, prev)
+	if err != nil || newer != 0 {
+		return fmt.Sprintf("lastmile rejects: release #%d (commit %s), which contains commit %s of %s, has passed %s: the newest release is the one promoted to %s.",
+			newer, short(newerSHA), short(req.SHA), branch, prev, req.Environment), err
+	}
+	return "", nil
+}
+
+// successContaining is the newest release with a success in env when its
+// commit contains sha (sha is one of its ancestors); 0 if there is none or
+// it does not.
+func (e *Engine) successContaining(ctx context.Context, repo Repo, sha, env string) (int64, string, error) {
+	newest, newestSHA, err := e.Store.NewestSuccess(ctx, repo.ID, env)
+	if errors.Is(err, ErrNotFound) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	on, err := e.GitHub.Relation(ctx, repo, sha, newestSHA)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return 0, "", fmt.Errorf("compare %s...%s: %w", short(sha), short(newestSHA), err)
+	}
+	if on != "ahead" {
+		return 0, "", nil
+	}
+	return newest, newestSHA, nil
 }
 
 // newerSuccess is a release newer than rel, of another commit, that has
