@@ -337,7 +337,9 @@ type Store interface {
 	// MissingJobLogs lists the deploy jobs first found without a log
 	// after since.
 	MissingJobLogs(ctx context.Context, since time.Time) ([]MissingJobLog, error)
-	// Rejection returns the rejection review of a deployment's run, if any.
+	// Rejection returns the rejection review of a deployment's current
+	// attempt, if any: one made after its latest final status, and not
+	// followed by an approval (a re-run's).
 	Rejection(ctx context.Context, d *Deployment) (*Review, error)
 
 	// RunHeadSHA is the commit of a recorded workflow run; ErrNotFound if

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,6 +256,45 @@ func TestAReRunEndingUnreportedAfterLastmilesError(t *testing.T) {
 	}
 	if len(h.gh.written) != 2 || h.gh.written[1].State != pipeline.DeploymentError {
 		t.Errorf("after the re-run was cancelled: lastmile wrote %v, want a second error", h.gh.written)
+	}
+}
+
+// A re-run approved after its first attempt was rejected, whose runner is
+// then lost: the run ends without a result, and the failure lastmile
+// writes gives this attempt's reason, not the first attempt's rejection.
+func TestAnApprovedReRunEndingUnreportedIsNotCalledRejected(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true) // links run 11
+	review := func(id string, action pipeline.ReviewAction, actor, comment string) {
+		t.Helper()
+		if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: id, Action: action,
+			Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: actor, Comment: comment, At: h.gh.time()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	review("review-1", pipeline.ReviewRejected, "bob", "not today")
+	h.runEnds(deployRun(11, h.gh.time()), "failure")
+	if len(h.gh.written) != 1 || h.gh.written[0].Description != "rejected by bob: not today" {
+		t.Fatalf("after the rejected first attempt: lastmile wrote %+v, want bob's rejection", h.gh.written)
+	}
+	h.deliver(c1, "staging", h.gh.deployment(c1, "staging").statuses[1]) // the failure lastmile wrote
+	// "Re-run failed jobs": alice approves, the deploy starts, the runner
+	// is lost.
+	review("review-2", pipeline.ReviewApproved, "alice", "")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+	rerun := deployRun(11, h.gh.time())
+	rerun.Attempt = 2
+	h.runEnds(rerun, "failure")
+	if len(h.gh.written) != 2 {
+		t.Fatalf("statuses lastmile wrote: %+v; want 2, one per attempt", h.gh.written)
+	}
+	if got := h.gh.written[1]; got.State != pipeline.DeploymentFailure || strings.Contains(got.Description, "rejected") {
+		t.Errorf("the status lastmile wrote for the approved re-run whose runner was lost: %s %q; want a failure that does not say it was rejected",
+			got.State, got.Description)
 	}
 }
 

@@ -464,16 +464,51 @@ func (db *DB) MissingJobLogs(ctx context.Context, since time.Time) ([]pipeline.M
 	return list, rows.Err()
 }
 
-// Rejection returns the rejection of a deployment, if a reviewer rejected it:
-// a review linked to it, or one of its run in its environment (the name
-// compared ignoring case: the review's may be spelled otherwise).
+// Rejection returns the rejection of a deployment's current attempt, if a
+// reviewer rejected it: a review linked to it, or one of its run in its
+// environment (the name compared ignoring case: the review's may be spelled
+// otherwise). A deployment is deployed again by each re-run of its run: a
+// rejection made before its latest final status (success, failure or
+// error, in GitHub's order) was an earlier attempt's, and one that an
+// approval followed (a re-run approved) is not this attempt's either.
 func (db *DB) Rejection(ctx context.Context, d *pipeline.Deployment) (*pipeline.Review, error) {
+	type status struct {
+		github, at int64
+		final      bool
+	}
+	rows, err := db.read.QueryContext(ctx, `SELECT COALESCE(github_id, 0), created_at, state IN ('success', 'failure', 'error')
+		FROM deployment_statuses WHERE deployment_id = ? ORDER BY id`, d.ID)
+	if err != nil {
+		return nil, err
+	}
+	var all []status
+	for rows.Next() {
+		var s status
+		if err := rows.Scan(&s.github, &s.at, &s.final); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		all = append(all, s)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	inGitHubOrder(all, func(s status) int64 { return s.github })
+	ended := int64(0) // the latest final status: the previous attempt's end
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].final {
+			ended = all[i].at
+			break
+		}
+	}
 	var rv pipeline.Review
+	var action string
 	var at int64
-	err := db.read.QueryRowContext(ctx, `SELECT actor, comment, at FROM reviews WHERE action = 'rejected'
+	err = db.read.QueryRowContext(ctx, `SELECT action, actor, comment, at FROM reviews WHERE action IN ('rejected', 'approved')
 		AND (deployment_id = ? OR (repository_id = ? AND run_id = ? AND run_id != 0 AND environment = ? COLLATE NOCASE))
-		ORDER BY at DESC LIMIT 1`, d.ID, d.Repo.ID, d.RunID, d.Environment).Scan(&rv.Actor, &rv.Comment, &at)
-	if errors.Is(err, sql.ErrNoRows) {
+		AND at > ? ORDER BY at DESC, id DESC LIMIT 1`, d.ID, d.Repo.ID, d.RunID, d.Environment, ended).Scan(&action, &rv.Actor, &rv.Comment, &at)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && action != string(pipeline.ReviewRejected)) {
 		return nil, nil
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -96,5 +97,42 @@ func TestRejectionFoundThroughTheRunWhateverTheCase(t *testing.T) {
 	rv, err := db.Rejection(ctx, d)
 	if err != nil || rv == nil || rv.Actor != "alice" || rv.Comment != "not today" {
 		t.Errorf("rejection of the staging deployment: %+v, %v; want alice's, found through run 11", rv, err)
+	}
+}
+
+// A rejection that an approval followed (a re-run approved) is not the
+// current attempt's; a rejection of a later attempt is.
+func TestRejectionOfTheCurrentAttemptOnly(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: staging\n")
+	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.Deployment(ctx, 1001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkRun(ctx, d.ID, 11); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = db.Deployment(ctx, 1001); err != nil {
+		t.Fatal(err)
+	}
+	for i, rv := range []struct {
+		action pipeline.ReviewAction
+		actor  string
+		want   string
+	}{{pipeline.ReviewRejected, "bob", "bob"}, {pipeline.ReviewApproved, "alice", ""}, {pipeline.ReviewRejected, "carol", "carol"}} {
+		if err := db.RecordReview(ctx, pipeline.Review{Repo: repo, DeliveryID: fmt.Sprint("r", i), Action: rv.action,
+			Environments: []string{"staging"}, RunID: 11, HeadSHA: rel.SHA, Actor: rv.actor, At: t0.Add(time.Duration(i+1) * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.Rejection(ctx, d)
+		if err != nil || (got == nil) != (rv.want == "") || (got != nil && got.Actor != rv.want) {
+			t.Errorf("after %s's %s: rejection %+v, %v; want %q's", rv.actor, rv.action, got, err, rv.want)
+		}
 	}
 }
