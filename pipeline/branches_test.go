@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -424,4 +425,62 @@ func TestWaitingProtectionRuleComparesNothing(t *testing.T) {
 	if cr.relations != 1 {
 		t.Errorf("%d compares to approve; want 1", cr.relations)
 	}
+}
+
+// nthSHA is a commit of its own for n.
+func nthSHA(n int) string { return fmt.Sprintf("%04x", 0xa000+n) + strings.Repeat("e", 36) }
+
+// A force push withdraws every release that a failure stopped within the
+// re-run window, not only the newest checked at the push: after 22 pushes
+// that each failed in test, main is force-pushed back to the first, and a
+// re-run of the oldest failed test job, which succeeds, does not carry its
+// commit, no longer on the branch, to staging. The same after the
+// configuration is removed.
+func TestRerunDoesNotReviveAnOldReleaseTakenOffTheBranch(t *testing.T) {
+	failing := func(t *testing.T) *harness {
+		var hist []string
+		for i := 0; i <= 24; i++ {
+			hist = append(hist, nthSHA(i))
+		}
+		h := newHarness(t, hist...)
+		h.gh.noConfig = []string{nthSHA(24)}
+		h.release(nthSHA(0), nthSHA(1), 10, "test", "staging", "production")
+		for i := 2; i <= 23; i++ { // 22 pushes, each failing in test
+			if err := h.push(nthSHA(i-1), nthSHA(i), false); err != nil {
+				t.Fatal(err)
+			}
+			h.status(nthSHA(i), "test", pipeline.DeploymentInProgress, int64(100+i), true)
+			h.status(nthSHA(i), "test", pipeline.DeploymentFailure, int64(100+i), true)
+		}
+		return h
+	}
+	rerun := func(t *testing.T, h *harness, reason string) {
+		t.Helper()
+		h.status(nthSHA(2), "test", pipeline.DeploymentInProgress, 102, true) // Re-run failed jobs
+		h.status(nthSHA(2), "test", pipeline.DeploymentSuccess, 102, true)
+		if h.gh.deployment(nthSHA(2), "staging") != nil {
+			t.Errorf("commit %s was deployed to staging after a re-run", nthSHA(2)[:9])
+		}
+		rel, err := h.db.ReleaseOf(context.Background(), shop.ID, nthSHA(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded ||
+			!strings.Contains(rel.StopReason, "ended in failure; then superseded: "+reason) {
+			t.Errorf("release of %s after the re-run: %s/%s %q; want stopped, superseded (%s), its failure still said",
+				nthSHA(2)[:9], rel.State, rel.StopKind, rel.StopReason, reason)
+		}
+	}
+	t.Run("force push", func(t *testing.T) {
+		h := failing(t)
+		if err := h.push(nthSHA(23), nthSHA(1), true); err != nil { // nthSHA(2…23) leave the branch
+			t.Fatal(err)
+		}
+		rerun(t, h, "main no longer contains "+nthSHA(2)[:7])
+	})
+	t.Run("configuration removed", func(t *testing.T) {
+		h := failing(t)
+		_ = h.push(nthSHA(23), nthSHA(24), false) // ignored: the repository leaves
+		rerun(t, h, ".github/lastmile.yml was removed")
+	})
 }

@@ -244,7 +244,7 @@ func (e *Engine) withdrawRewritten(ctx context.Context, p Push, rel *Release) er
 	if !p.Forced {
 		moved = fmt.Sprintf("%s was deleted and created again at %s", branch, short(p.After))
 	}
-	return e.withdraw(ctx, p.Repo, func(r *Release) (string, error) {
+	return e.withdraw(ctx, p.Repo, maxRevivable, func(r *Release) (string, error) {
 		if r.ID >= rel.ID || r.SHA == p.After {
 			return "", nil
 		}
@@ -288,8 +288,9 @@ func (e *Engine) leave(ctx context.Context, p Push) error {
 		return err
 	}
 	// Nothing is deployed for a repository that left: its releases still
-	// on their way stop where they are.
-	err = e.withdraw(ctx, p.Repo, func(*Release) (string, error) {
+	// on their way stop where they are, and those a re-run could carry
+	// on (all of them: this costs GitHub nothing).
+	err = e.withdraw(ctx, p.Repo, -1, func(*Release) (string, error) {
 		return fmt.Sprintf("superseded: %s was removed at %s, and the repository left lastmile", ConfigPath, short(p.After)), nil
 	})
 	if err != nil {
@@ -545,7 +546,7 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 	if err := e.readBackUnheardEnd(ctx, ev.Repo, d, ev.Status); err != nil {
 		return err
 	}
-	isNew, err := e.Store.RecordStatus(ctx, d, ev.Status)
+	isNew, err := e.recordStatus(ctx, ev.Repo, d, ev.Status)
 	if err != nil {
 		return err
 	}
@@ -594,6 +595,40 @@ func (e *Engine) linkRun(ctx context.Context, d *Deployment, st StatusInfo) erro
 	}
 	d.RunID = run
 	return nil
+}
+
+// recordStatus records a status of deployment d that GitHub has. A success
+// of lastmile's deployment carries its release on when a failure or
+// rejection stopped it (a re-run's), but only while the branch it was
+// released from still holds its commit: otherwise the release is first
+// marked superseded, its first reason kept, and stays stopped. A force push
+// marks so only the newest such releases (maxRevivable), and one lastmile
+// never heard of none; a re-run may come to any of them. GitHub is asked
+// (one compare) only for such a success.
+func (e *Engine) recordStatus(ctx context.Context, repo Repo, d *Deployment, st StatusInfo) (bool, error) {
+	if d.Origin != OriginLastmile || st.State != DeploymentSuccess || d.ReleaseID == 0 {
+		return e.Store.RecordStatus(ctx, d, st)
+	}
+	rel, err := e.Store.Release(ctx, d.ReleaseID)
+	if err != nil {
+		return false, err
+	}
+	branch, isBranch := strings.CutPrefix(rel.Ref, "refs/heads/")
+	if rel.State == ReleaseStopped && (rel.StopKind == StopFailed || rel.StopKind == StopRejected) && isBranch {
+		status, err := e.GitHub.Relation(ctx, repo, rel.SHA, branch)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return false, fmt.Errorf("compare %s...%s: %w", short(rel.SHA), branch, err)
+		}
+		if err != nil || status != "ahead" && status != "identical" {
+			stop := StopRelease{Release: rel, Kind: StopSuperseded,
+				Reason: rel.StopReason + "; then superseded: " + branch + " no longer contains " + short(rel.SHA)}
+			if err := e.Store.Apply(ctx, repo, []Action{stop}); err != nil {
+				return false, err
+			}
+			e.logAction(repo, stop)
+		}
+	}
+	return e.Store.RecordStatus(ctx, d, st)
 }
 
 // readBackUnheardEnd records, before the final status st of a lastmile
@@ -781,7 +816,7 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 			continue
 		}
 		if err == nil && latest.State.Terminal() {
-			if _, err := e.Store.RecordStatus(ctx, d, latest); err != nil {
+			if _, err := e.recordStatus(ctx, run.Repo, d, latest); err != nil {
 				return nil, err
 			}
 			if !overBegun {
@@ -1208,8 +1243,9 @@ func (e *Engine) AdvanceReleased(ctx context.Context, repos []Repo) (failed []Re
 // (30 days): a failed deployment's re-run can succeed until then.
 const RerunWindow = 30 * 24 * time.Hour
 
-// maxRevivable bounds the stopped releases a withdrawal looks at (each may
-// cost a compare request on a force push).
+// maxRevivable bounds the stopped releases a force push looks at (each may
+// cost a compare request); an older one it took off the branch is stopped
+// when a re-run of it succeeds (see recordStatus).
 const maxRevivable = 20
 
 // lockRepo holds the repository's ledger for one change of its promotion
@@ -1231,14 +1267,15 @@ func (e *Engine) lockRepo(id int64) (unlock func()) {
 // deployment of theirs that has not started is made inactive (by the next
 // advance); one that runs is left to finish. A release stopped by a recent
 // failure or rejection that why names is marked superseded too, its first
-// reason kept: a re-run that succeeds would otherwise carry it on.
-func (e *Engine) withdraw(ctx context.Context, repo Repo, why func(r *Release) (string, error)) error {
+// reason kept: a re-run that succeeds would otherwise carry it on. Of
+// those, why is asked about the newest limit (all when limit < 0).
+func (e *Engine) withdraw(ctx context.Context, repo Repo, limit int, why func(r *Release) (string, error)) error {
 	defer e.lockRepo(repo.ID)()
 	state, err := e.Store.RepoState(ctx, repo.ID)
 	if err != nil {
 		return err
 	}
-	revivable, err := e.Store.Revivable(ctx, repo.ID, e.Now().Add(-RerunWindow), maxRevivable)
+	revivable, err := e.Store.Revivable(ctx, repo.ID, e.Now().Add(-RerunWindow), limit)
 	if err != nil {
 		return err
 	}
@@ -1529,7 +1566,7 @@ func (e *Engine) recordFromGitHub(ctx context.Context, repo Repo, d *Deployment,
 		if err := e.linkRun(ctx, d, o); err != nil {
 			return err
 		}
-		if _, err := e.Store.RecordStatus(ctx, d, o); err != nil {
+		if _, err := e.recordStatus(ctx, repo, d, o); err != nil {
 			return err
 		}
 	}

@@ -244,10 +244,12 @@ type Store interface {
 	// RecordRelease stores a release with its commits, or finds the one
 	// already stored for (repository, SHA); rel.ID is set either way.
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
-	// Revivable lists, newest first and up to limit, the releases stopped
-	// by a failure or rejection since since, which a successful re-run
-	// would carry on.
+	// Revivable lists, newest first and up to limit (all when limit < 0),
+	// the releases stopped by a failure or rejection since since, which a
+	// successful re-run would carry on.
 	Revivable(ctx context.Context, repoID int64, since time.Time, limit int) ([]*Release, error)
+	// Release is a release by its ID; ErrNotFound if none.
+	Release(ctx context.Context, id int64) (*Release, error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
 	// NotePush records that a push of the pipeline branch made at at (or,

@@ -364,9 +364,10 @@ func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Rep
 	return out, rows.Err()
 }
 
-// Revivable lists a repository's releases, newest first, up to limit, that
-// stopped after a failure or rejection since since: a re-run of the failed
-// deployment that succeeds would carry them on.
+// Revivable lists a repository's releases, newest first, up to limit (all
+// of them when limit < 0), that stopped after a failure or rejection since
+// since: a re-run of the failed deployment that succeeds would carry them
+// on.
 func (db *DB) Revivable(ctx context.Context, repoID int64, since time.Time, limit int) ([]*pipeline.Release, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r
 		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.state = 'stopped'
@@ -384,6 +385,16 @@ func (db *DB) Revivable(ctx context.Context, repoID int64, since time.Time, limi
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// Release returns a release by its ID.
+func (db *DB) Release(ctx context.Context, id int64) (*pipeline.Release, error) {
+	r, err := scanRelease(db.read.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
+		JOIN repositories p ON p.id = r.repository_id WHERE r.id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, pipeline.ErrNotFound
+	}
+	return r, err
 }
 
 // ReleaseOf returns the newest release of a commit.
