@@ -484,3 +484,104 @@ func TestRerunDoesNotReviveAnOldReleaseTakenOffTheBranch(t *testing.T) {
 		rerun(t, h, ".github/lastmile.yml was removed")
 	})
 }
+
+// divergedGitHub is the fake GitHub after a force push lastmile never
+// heard of: the commits in gone are no longer on the branch, and compare
+// says a comparison from one of them has diverged (c0 is the merge base);
+// pairs answers compare for two commits off the branch.
+type divergedGitHub struct {
+	*fakeGitHub
+	gone  map[string]bool
+	pairs map[[2]string]string
+}
+
+func (g *divergedGitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
+	if st, ok := g.pairs[[2]string{base, head}]; ok {
+		return pipeline.Comparison{Status: st}, nil
+	}
+	if g.gone[base] {
+		c, err := g.fakeGitHub.Compare(ctx, r, c0, head)
+		c.Status = "diverged"
+		return c, err
+	}
+	return g.fakeGitHub.Compare(ctx, r, base, head)
+}
+
+func (g *divergedGitHub) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	c, err := g.Compare(ctx, r, base, head)
+	return c.Status, err
+}
+
+// A force push whose delivery lastmile missed (GitHub could not deliver
+// it, or it went dead and was discarded), then an ordinary push on top of
+// it: compare says the new head has diverged from the latest release,
+// whose commit the branch no longer holds. That release is stopped as the
+// force push would have stopped it, and its staging deployment, approved
+// later, does not carry it to production.
+func TestMissedForcePushStopsTheReleasesItTookOff(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	g := &divergedGitHub{fakeGitHub: h.gh, gone: map[string]bool{}}
+	h.engine.GitHub = g
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true) // waits for its reviewers
+	// main is force-pushed back to c0 (missed), then c3 is pushed on it.
+	h.gh.mu.Lock()
+	h.gh.history, h.gh.head = []string{c0, c3}, c3
+	h.gh.mu.Unlock()
+	g.gone[c1] = true
+	if err := h.deliverPush(c0, c3, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded || !strings.Contains(rel.StopReason, "does not contain "+c1[:7]) {
+		t.Errorf("c1's release, whose commit main no longer holds: %s/%s %q; want stopped, superseded", rel.State, rel.StopKind, rel.StopReason)
+	}
+	if got := h.ledgerState(c1, "staging"); got != pipeline.DeploymentInactive {
+		t.Errorf("c1's staging deployment: %s, want inactive", got)
+	}
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // approved all the same
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if h.gh.deployment(c1, "production") != nil {
+		t.Error("c1, no longer on main, was deployed to production")
+	}
+	if again, err := h.db.ReleaseOf(ctx, shop.ID, c3); err != nil || again.State != pipeline.ReleaseActive || h.gh.deployment(c3, "test") == nil {
+		t.Errorf("c3's release: %+v, %v; want active, deploying to test", again, err)
+	}
+}
+
+// A push made in the same second as a force push that lastmile handled
+// already, and delivered after it, compares as diverged from the force
+// push's release: it is not taken for a force push lastmile did not hear
+// of. The branch no longer points at it, so it is not released, and the
+// force push's release goes on.
+func TestPushDeliveredAfterTheForcePushThatUndidItWithdrawsNothing(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	g := &divergedGitHub{fakeGitHub: h.gh, gone: map[string]bool{}, pairs: map[[2]string]string{{c3, c2}: "diverged"}}
+	h.engine.GitHub = g
+	h.release(c0, c1, 10, "test")
+	// c2 is pushed on c1, then, in the same second, main is force-pushed
+	// to c3, made on c0. The force push is delivered first.
+	at := time.Now()
+	h.gh.mu.Lock()
+	h.gh.history, h.gh.head = []string{c0, c3}, c3
+	h.gh.mu.Unlock()
+	g.gone[c1], g.gone[c2] = true, true
+	if err := h.deliverPush(c2, c3, true, at); err != nil {
+		t.Fatal(err)
+	}
+	var ignored *pipeline.Ignored
+	if err := h.deliverPush(c1, c2, false, at); !errors.As(err, &ignored) {
+		t.Errorf("the push of c2 delivered after the force push to c3: %v; want ignored", err)
+	}
+	if h.gh.deployment(c2, "test") != nil {
+		t.Error("c2, which the force push undid, was deployed to test")
+	}
+	if rel, err := h.db.ReleaseOf(ctx, shop.ID, c3); err != nil || rel.State != pipeline.ReleaseActive || h.gh.deployment(c3, "test") == nil {
+		t.Errorf("c3's release: %+v, %v; want active, deploying to test", rel, err)
+	}
+}

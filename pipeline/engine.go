@@ -194,13 +194,17 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		return err
 	}
 	rel.ParentID = parent
+	// Parent 0: the push did not move the branch forward from the latest
+	// release — a force push, the branch created again, or history that a
+	// push lastmile did not hear of rewrote (compare says diverged).
+	rewritten := parent == 0
 	if cfgErr != nil {
 		rel.State, rel.StopKind, rel.StopReason = ReleaseStopped, StopConfigError, cfgErr.Error()
 		if _, err := e.Store.RecordRelease(ctx, rel, commits); err != nil {
 			return err
 		}
 		e.Log.Warn("invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
-		if p.MovedAnywhere() && rel.ParentID == 0 {
+		if rewritten {
 			if err := e.withdrawRewritten(ctx, p, rel); err != nil {
 				return err
 			}
@@ -219,7 +223,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		e.Log.Info("release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
 			"commits", len(commits), "environments", len(cfg.Environments))
 	}
-	if p.MovedAnywhere() && rel.ParentID == 0 {
+	if rewritten {
 		if err := e.withdrawRewritten(ctx, p, rel); err != nil {
 			return err
 		}
@@ -236,13 +240,18 @@ func (e *Engine) configStatus(ctx context.Context, p Push, cfgErr error) error {
 }
 
 // withdrawRewritten stops the releases still on their way whose commit a
-// force push took off the branch (a rollback, or rewritten history): what
-// the branch no longer holds is not deployed any further.
+// force push took off the branch (a rollback, or rewritten history; also
+// one lastmile did not hear of, found by the next push): what the branch
+// no longer holds is not deployed any further.
 func (e *Engine) withdrawRewritten(ctx context.Context, p Push, rel *Release) error {
 	branch := strings.TrimPrefix(p.Ref, "refs/heads/")
 	moved := fmt.Sprintf("a force push moved %s to %s", branch, short(p.After))
-	if !p.Forced {
+	switch {
+	case p.Forced:
+	case p.Before == zeroSHA:
 		moved = fmt.Sprintf("%s was deleted and created again at %s", branch, short(p.After))
+	default:
+		moved = fmt.Sprintf("%s was rewritten by a push lastmile did not hear of, and is now at %s", branch, short(p.After))
 	}
 	return e.withdraw(ctx, p.Repo, maxRevivable, func(r *Release) (string, error) {
 		if r.ID >= rel.ID || r.SHA == p.After {
@@ -335,6 +344,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	if prev.SHA == p.After {
 		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
 	}
+	checked := false
 	if p.MovedAnywhere() || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(marks.Newest) {
 		// A force push may move the branch back to a commit released
 		// before, and a push delivered late (after a newer one, redelivered
@@ -344,6 +354,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
 			return nil, 0, err
 		}
+		checked = true
 	}
 	if !p.Truncated && !p.MovedAnywhere() && prev.SHA == p.Before {
 		return p.Commits, prev.ID, nil
@@ -363,6 +374,15 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 			short(p.After), prev.ID, short(prev.SHA))}
 	case cmp.Status == "ahead":
 		return cmp.Commits, prev.ID, nil
+	case cmp.Status == "diverged" && !checked:
+		// Not a force push, yet the latest release is not in its history:
+		// a force push lastmile did not hear of (its delivery missed)
+		// rewrote the branch before it — or this push came before one
+		// that did, and is delivered after it. As a force push, it is
+		// deployed only while the branch still points at its commit.
+		if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
+			return nil, 0, err
+		}
 	}
 	return cmp.Commits, 0, nil // history rewritten or rolled back
 }
