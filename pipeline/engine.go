@@ -1358,16 +1358,8 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 	if err != nil {
 		return false, err
 	}
-	// A newer release's intent holds older ones back from its environment:
-	// one that supersedes them (Plan) once GitHub has created it, or, when
-	// GitHub refuses it for a pending required context, lets them go on.
-	newest := map[string]int64{}
-	for _, d := range work {
-		if env := strings.ToLower(d.Environment); d.State == DeploymentIntent {
-			newest[env] = max(newest[env], d.ReleaseID)
-		}
-	}
 	sent := false
+	var intents []*Deployment
 	for _, d := range work {
 		if d.Notify != "" {
 			if err := e.notify(ctx, repo, d); err != nil {
@@ -1383,17 +1375,26 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 			sent = true
 			continue
 		}
-		if d.State != DeploymentIntent {
-			continue
+		if d.State == DeploymentIntent {
+			intents = append(intents, d)
 		}
+	}
+	// Newest release first: a newer release's intent holds older ones back
+	// from its environment until GitHub has answered it. Created (or to be
+	// tried again later), it supersedes them by the next plan; refused, for
+	// a required context pending or failed, it lets the next older one be
+	// tried at once.
+	slices.SortStableFunc(intents, func(a, b *Deployment) int { return cmp.Compare(b.ReleaseID, a.ReleaseID) })
+	answered := map[string]int64{} // environment: the release whose deployment GitHub did not refuse
+	for _, d := range intents {
 		// The plan waits for a deploy in progress; one that lastmile hears
-		// of only now (below, reading back the inactive it wrote on a
+		// of only now (above, reading back the inactive it wrote on a
 		// deployment whose workflow had begun) holds the environment too.
 		held, err := e.Store.HeldBy(ctx, repo.ID, d.Environment)
 		if err != nil {
 			return sent, err
 		}
-		if newer := newest[strings.ToLower(d.Environment)]; held == 0 && newer > d.ReleaseID {
+		if newer := answered[strings.ToLower(d.Environment)]; held == 0 && newer != 0 {
 			e.Log.Info("deployment waits: a newer release's deployment to its environment is created first", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "newer_release", newer)
 			held = newer
@@ -1414,13 +1415,17 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 			return sent, err
 		}
 		sent = true
+		if d.State != DeploymentWaiting && d.State != DeploymentAbandoned {
+			answered[strings.ToLower(d.Environment)] = d.ReleaseID
+		}
 	}
 	return sent, nil
 }
 
 // create turns an intent into a GitHub deployment. Unless the intent is
 // fresh (recorded by this very round, with its attempt counted), an earlier
-// attempt may have created it already, so it is looked for first.
+// attempt may have created it already, so it is looked for first. A
+// refusal that ends the intent (waiting, abandoned) is set on d.State too.
 func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh bool) error {
 	instance, err := e.Store.Instance(ctx)
 	if err != nil {
@@ -1435,6 +1440,7 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		if !ok {
 			e.Log.Error("refusing to deploy a release that did not succeed in the previous stage (a bug)",
 				"repo", repo.FullName(), "release", d.ReleaseID, "environment", d.Environment)
+			d.State = DeploymentAbandoned
 			return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, "the previous environment has no success for this release")
 		}
 	}
@@ -1478,10 +1484,12 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		return e.spammed(ctx, repo, d, refused)
 	case errors.As(err, &refused) && refused.OnlyPending(req.RequiredContexts):
 		e.Log.Info("deployment waits for required contexts", "repo", repo.FullName(), "release", d.ReleaseID, "error", refused)
+		d.State = DeploymentWaiting
 		return e.Store.Refused(ctx, d.ID, DeploymentWaiting, "waiting for required contexts: "+contextList(refused.RequiredStates(req.RequiredContexts)))
 	case errors.As(err, &refused):
 		e.Log.Warn("GitHub refused the deployment", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "error", refused)
+		d.State = DeploymentAbandoned
 		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, refused.Error())
 	default:
 		return fmt.Errorf("create deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
@@ -1506,6 +1514,7 @@ func (e *Engine) spammed(ctx context.Context, repo Repo, d *Deployment, refused 
 	if d.Attempts >= spamAttempts {
 		e.Log.Warn("GitHub refused the deployment as spam again: given up", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "attempts", d.Attempts, "error", refused)
+		d.State = DeploymentAbandoned
 		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, fmt.Sprintf("%v (%d attempts)", refused, d.Attempts))
 	}
 	at := e.Now().Add(min(spamRetry<<max(d.Attempts-1, 0), spamMaxRetry))

@@ -1476,6 +1476,52 @@ func TestReleaseWaitingForItsBuildSupersedesNothing(t *testing.T) {
 	}
 }
 
+// Nine releases queue up behind a deploy running in test, their builds
+// still running: when it ends, lastmile asks GitHub for each, newest first,
+// in one pass (each refused while its build runs) instead of one release
+// per round, and the promotion settles.
+func TestManyReleasesWaitingForTheirBuildsSettle(t *testing.T) {
+	shas := []string{c0}
+	for i := 1; i <= 10; i++ {
+		shas = append(shas, strings.Repeat(fmt.Sprintf("%x", i), 40))
+	}
+	h := newHarness(t, shas...)
+	h.gh.config = "required_contexts: [build]\nenvironments:\n  - name: test\n"
+	if err := h.push(shas[0], shas[1], false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(shas[1], "test", pipeline.DeploymentInProgress, 10, true)
+	for i := 2; i <= 10; i++ {
+		if err := h.push(shas[i-1], shas[i], false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 9 {
+		h.gh.failNext = append(h.gh.failNext, pendingBuild())
+	}
+	before := h.gh.creates
+	d := h.gh.deployment(shas[1], "test")
+	h.gh.mu.Lock()
+	st := h.gh.post(d.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/10")
+	h.gh.mu.Unlock()
+	err := h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: shas[1], Environment: "test", Payload: mustJSON(t, d.payload)},
+		Status:     st})
+	if err != nil {
+		t.Fatalf("test's success, with 9 releases whose builds run queued behind it: %v", err)
+	}
+	if n := h.gh.creates - before; n != 9 {
+		t.Errorf("%d deployments asked for once test was free, want 9 (each release once, refused while its build runs)", n)
+	}
+	// The oldest one's build turns green first: it is deployed.
+	if err := h.engine.HandleContexts(context.Background(), pipeline.ContextsChanged{Repo: shop, SHA: shas[2], Context: "build", State: "success"}); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.deployment(shas[2], "test") == nil {
+		t.Error("the oldest waiting release not deployed once its build is green")
+	}
+}
+
 // GitHub's 422 "the endpoint has been spammed" passes: the intent stays, with
 // the reason, and the delivery is handled again a minute or more later
 // (LookAgain), when the deployment is created. Refused so again and again,
