@@ -553,6 +553,39 @@ func TestMissedForcePushStopsTheReleasesItTookOff(t *testing.T) {
 	}
 }
 
+// The configuration moves the pipeline from main to release, which does
+// not hold main's release on its way: that release stops, and its reason
+// says the pipeline branch moved, not that main was rewritten.
+func TestPipelineBranchMovedStopsTheReleasesItDoesNotHold(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	g := &divergedGitHub{fakeGitHub: h.gh, gone: map[string]bool{}}
+	h.engine.GitHub = g
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	h.gh.mu.Lock()
+	h.gh.config = "branch: release\n" + threeEnvs
+	h.gh.mu.Unlock()
+	var ignored *pipeline.Ignored
+	if err := h.pushBranch("main", c1, c2, false, false); !errors.As(err, &ignored) { // the configuration names release
+		t.Fatalf("the push to main that moves the pipeline to release: %v, want it ignored", err)
+	}
+	h.gh.mu.Lock()
+	h.gh.history, h.gh.head = []string{c0, c3}, c3
+	h.gh.mu.Unlock()
+	g.gone[c1] = true
+	if err := h.pushBranch("release", c0, c3, false, false); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "the pipeline branch is now release") {
+		t.Errorf("main's release once the pipeline is release: %s %q; want stopped, the pipeline branch moved", rel.State, rel.StopReason)
+	}
+}
+
 // A push made in the same second as a force push that lastmile handled
 // already, and delivered after it, compares as diverged from the force
 // push's release: it is not taken for a force push lastmile did not hear

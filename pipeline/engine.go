@@ -264,6 +264,12 @@ func (e *Engine) withdrawRewritten(ctx context.Context, p Push, rel *Release) er
 		if err == nil && (status == "ahead" || status == "identical") {
 			return "", nil
 		}
+		if r.Ref != "" && r.Ref != p.Ref && !p.Forced && p.Before != zeroSHA {
+			// Released from another branch: the configuration moved the
+			// pipeline to this one, which does not hold it.
+			return fmt.Sprintf("superseded: the pipeline branch is now %s, at %s, which does not contain %s (released from %s)",
+				branch, short(p.After), short(r.SHA), strings.TrimPrefix(r.Ref, "refs/heads/")), nil
+		}
 		return fmt.Sprintf("superseded: %s, which does not contain %s", moved, short(r.SHA)), nil
 	})
 }
