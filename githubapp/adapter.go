@@ -391,8 +391,7 @@ var urlQuery = regexp.MustCompile(`(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'?#]*)[?#][
 func hideSignedURLs(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		ue.URL = urlQuery.ReplaceAllString(ue.URL, "$1")
-		if i := strings.IndexAny(ue.URL, "?#"); i >= 0 { // not a URL the pattern knows
+		if i := strings.IndexAny(ue.URL, "?#"); i >= 0 {
 			ue.URL = ue.URL[:i]
 		}
 	}
