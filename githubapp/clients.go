@@ -70,7 +70,9 @@ func (c *Clients) App() *github.Client { return c.app }
 // Installation returns the client for an installation, creating it once.
 func (c *Clients) Installation(id int64) (*github.Client, error) {
 	if id <= 0 {
-		return nil, fmt.Errorf("no installation in this event: is lastmile installed as a GitHub App on the repository?")
+		// Not an App's delivery (a repository's own webhook pointed at
+		// lastmile?): handling it again will not help.
+		return nil, fmt.Errorf("%w: no installation in this event: is lastmile installed as a GitHub App on the repository?", ErrMalformed)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

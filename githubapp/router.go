@@ -48,13 +48,21 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err := json.Unmarshal(d.Body, &p); err != nil {
 			return fmt.Errorf("%w: push: %v", ErrMalformed, err)
 		}
-		return rt.Engine.HandlePush(ctx, p.push(d))
+		push, err := p.push(d)
+		if err != nil {
+			return err
+		}
+		return rt.Engine.HandlePush(ctx, push)
 	case "deployment_review":
 		var p deploymentReviewPayload
 		if err := json.Unmarshal(d.Body, &p); err != nil {
 			return fmt.Errorf("%w: deployment_review: %v", ErrMalformed, err)
 		}
-		return rt.Engine.HandleReview(ctx, p.review(d.ID))
+		rv, err := p.review(d.ID)
+		if err != nil {
+			return err
+		}
+		return rt.Engine.HandleReview(ctx, rv)
 	case "deployment_protection_rule":
 		var p protectionRulePayload
 		if err := json.Unmarshal(d.Body, &p); err != nil {
@@ -196,9 +204,17 @@ type pushPayload struct {
 	} `json:"installation"`
 }
 
-func (ev *pushPayload) push(d *pipeline.Delivery) pipeline.Push {
+func (ev *pushPayload) push(d *pipeline.Delivery) (pipeline.Push, error) {
 	r := ev.Repository
-	owner, name, _ := pipeline.SplitFullName(r.FullName)
+	owner, name, err := pipeline.SplitFullName(r.FullName)
+	switch {
+	case r.ID == 0:
+		return pipeline.Push{}, fmt.Errorf("%w: push: no repository", ErrMalformed)
+	case err != nil:
+		return pipeline.Push{}, fmt.Errorf("%w: push: repository.full_name: %v", ErrMalformed, err)
+	case ev.Installation.ID == 0:
+		return pipeline.Push{}, fmt.Errorf("%w: push: no installation (lastmile is a GitHub App: its deliveries name their installation)", ErrMalformed)
+	}
 	p := pipeline.Push{
 		Repo:            pipeline.Repo{ID: r.ID, Owner: owner, Name: name, InstallationID: ev.Installation.ID},
 		DeliveryID:      d.ID,
@@ -224,7 +240,7 @@ func (ev *pushPayload) push(d *pipeline.Delivery) pipeline.Push {
 			Title:     pipeline.Title(c.Message),
 		})
 	}
-	return p
+	return p, nil
 }
 
 func repoOf(r *github.Repository, inst *github.Installation) (pipeline.Repo, error) {
@@ -312,8 +328,11 @@ type reviewJobRun struct {
 	UpdatedAt   string `json:"updated_at"`
 }
 
-func (p *deploymentReviewPayload) review(deliveryID string) pipeline.Review {
-	repo, _ := repoOf(p.Repository, p.Installation)
+func (p *deploymentReviewPayload) review(deliveryID string) (pipeline.Review, error) {
+	repo, err := repoOf(p.Repository, p.Installation)
+	if err != nil {
+		return pipeline.Review{}, fmt.Errorf("deployment_review: %w", err)
+	}
 	rv := pipeline.Review{Repo: repo, DeliveryID: deliveryID, Action: pipeline.ReviewAction(p.Action), Comment: p.Comment}
 	rv.Since = parseTime(p.Since)
 	if p.WorkflowRun != nil {
@@ -358,7 +377,7 @@ func (p *deploymentReviewPayload) review(deliveryID string) pipeline.Review {
 			}
 		}
 	}
-	return rv
+	return rv, nil
 }
 
 // protectionRulePayload is the `deployment_protection_rule` event; go-github
