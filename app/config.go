@@ -58,10 +58,11 @@ type Config struct {
 	Key *rsa.PrivateKey `json:"-"`
 }
 
-// redactURL is u with its user information (user:password@), which may be
-// a credential, replaced by REDACTED, whether or not u parses: for logs and
-// error messages. A URL that does not parse (a password holding '/', '?'
-// or '#' breaks it) is redacted up to its last '@'.
+// redactURL is u with its user information (user:password@) and its query
+// and fragment, any of which may hold a credential, replaced by REDACTED,
+// whether or not u parses: for logs and error messages. A URL that does
+// not parse (a password holding '/', '?' or '#' breaks it) is redacted up
+// to its last '@'.
 func redactURL(u string) string {
 	prefix, rest := "", u
 	if scheme, after, ok := strings.Cut(u, "://"); ok {
@@ -75,10 +76,13 @@ func redactURL(u string) string {
 	if _, err := url.Parse(u); at < 0 && err != nil {
 		at = strings.LastIndex(rest, "@")
 	}
-	if at < 0 {
-		return u
+	if at >= 0 {
+		prefix, rest = prefix+"REDACTED", rest[at:]
 	}
-	return prefix + "REDACTED" + rest[at:]
+	if i := strings.IndexAny(rest, "?#"); i >= 0 {
+		rest = rest[:i+1] + "REDACTED"
+	}
+	return prefix + rest
 }
 
 // setting describes one configuration value: its variable, its flag, its
