@@ -291,7 +291,13 @@ func (w *Worker) record(ctx context.Context, log *slog.Logger, what string, caus
 		if ferr == nil {
 			return true
 		}
-		log.Error("worker: "+what+"; trying again", "error", ferr, "cause", cause, "retry_in", wait)
+		if ctx.Err() != nil {
+			// Stopping (Abort): the write failed because the database
+			// work was cancelled, not because something is wrong.
+			log.Info("worker: stopped before it could "+what+"; the delivery is handled again at the next start", "cause", cause)
+			return false
+		}
+		log.Error("worker: "+what+"; trying again", "error", ferr, "cause", cause, "retry_in", wait.String())
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

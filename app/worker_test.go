@@ -594,7 +594,8 @@ func TestWorkerAbortCancelsTheDeliveriesInHand(t *testing.T) {
 	enqueue(t, db, "stuck", "acme/a", time.Time{})
 	started := make(chan struct{})
 	var seen atomic.Value
-	w := &app.Worker{Inbox: db, Log: slog.New(slog.DiscardHandler), Handler: handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+	var logged syncBuffer
+	w := &app.Worker{Inbox: db, Log: slog.New(slog.NewJSONHandler(&logged, nil)), Handler: handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
 		close(started)
 		<-ctx.Done()
 		seen.Store(ctx.Err())
@@ -622,4 +623,27 @@ func TestWorkerAbortCancelsTheDeliveriesInHand(t *testing.T) {
 	if d := delivery(t, db, "stuck"); d.State != pipeline.DeliveryPending || d.Attempts != 0 {
 		t.Errorf("the aborted delivery is %s after %d attempts; want pending, 0 (handled again at the next start)", d.State, d.Attempts)
 	}
+	// Stopping is no fault: nothing is logged as an error (operators
+	// alert on those).
+	if out := logged.String(); strings.Contains(out, `"level":"ERROR"`) || !strings.Contains(out, "handled again at the next start") {
+		t.Errorf("the worker's log when aborted:\n%s\nwant no ERROR, and a note that the delivery is handled again", out)
+	}
+}
+
+// syncBuffer is a log destination that goroutines share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
