@@ -62,17 +62,24 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--repo", "acme/other"}, "no releases of acme/other\n"},
 		{[]string{"--env", "qa"}, "no releases deployed to qa\n"},
-		{[]string{"--repo", "acme/other", "--env", "production"}, "no releases of acme/other deployed to production\n"},
+		{[]string{"--repo", "ACME/shop", "--env", "qa"}, "no releases of ACME/shop deployed to qa\n"},
 	} {
 		code, out, _ = run(t, db, append([]string{"history"}, tc.args...)...)
 		if code != 0 || out != tc.want {
 			t.Errorf("history %v: exit %d, %q; want %q", tc.args, code, out, tc.want)
 		}
 	}
-	if code, out, _ := run(t, db, "history", "--repo", "acme/other", "--json"); code != 0 || strings.TrimSpace(out) != "[]" {
-		t.Errorf("history --json of another repository: exit %d, %q; want []", code, out)
+	if code, out, _ := run(t, db, "history", "--repo", "acme/shop", "--env", "qa", "--json"); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Errorf("history --json with nothing deployed to qa: exit %d, %q; want []", code, out)
+	}
+	// A repository lastmile never heard of (a misspelt name) is an error,
+	// as in audit, not an empty history.
+	for _, args := range [][]string{{"--repo", "acme/other"}, {"--repo", "acme/other", "--json"}, {"--repo", "acme/other", "--env", "production"}} {
+		code, out, errOut := run(t, db, append([]string{"history"}, args...)...)
+		if code != 1 || out != "" || !strings.Contains(errOut, "repository acme/other: not found: lastmile has no record of it") {
+			t.Errorf("history %v: exit %d, stdout %q, stderr %q; want exit 1 and the repository unknown", args, code, out, errOut)
+		}
 	}
 	empty := filepath.Join(t.TempDir(), "empty.db")
 	edb, err := storage.Open(context.Background(), empty)
@@ -157,9 +164,13 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &rec) != nil || rec.Release.SHA != sha {
 		t.Errorf("with the token: %d %s", code, body)
 	}
-	if code, body := get("/api/v1/history?repository=acme/nope", "Bearer "+token); code != http.StatusOK ||
+	if code, body := get("/api/v1/history?repository=acme/shop&environment=qa", "Bearer "+token); code != http.StatusOK ||
 		strings.TrimSpace(body) != `{"releases":[]}` {
-		t.Errorf("history of a repository with none: %d %s, want an empty list", code, body)
+		t.Errorf("history of a repository with nothing deployed to qa: %d %s, want an empty list", code, body)
+	}
+	if code, body := get("/api/v1/history?repository=acme/nope", "Bearer "+token); code != http.StatusNotFound ||
+		!strings.Contains(body, "lastmile has no record of it") {
+		t.Errorf("history of a repository lastmile never heard of: %d %s, want 404", code, body)
 	}
 	if code, body := get("/api/v1/history?limit=5", "Bearer "+token); code != http.StatusOK || !strings.Contains(body, sha) {
 		t.Errorf("history with the token: %d %s", code, body)

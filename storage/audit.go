@@ -32,12 +32,7 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 		return nil, err
 	}
 	defer tx.Rollback()
-	var repoID int64
-	err = tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE full_name = ? COLLATE NOCASE ORDER BY updated_at DESC LIMIT 1`,
-		repository).Scan(&repoID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("repository %s: %w: lastmile has no record of it", repository, pipeline.ErrNotFound)
-	}
+	repoID, err := repositoryNamed(ctx, tx, repository)
 	if err != nil {
 		return nil, err
 	}
@@ -360,6 +355,13 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		out = append(out, pipeline.HistoryEntry{Release: *r})
 	}
 	rows.Close()
+	if len(out) == 0 && f.Repository != "" {
+		// Nothing of a repository lastmile never heard of is an error,
+		// as in Audit: a misspelt name must not read as "no releases".
+		if _, err := repositoryNamed(ctx, tx, f.Repository); err != nil {
+			return nil, err
+		}
+	}
 	for i := range out {
 		e := &out[i]
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM release_commits WHERE release_id = ?`, e.Release.ID).Scan(&e.Commits); err != nil {
@@ -387,4 +389,16 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		}
 	}
 	return out, nil
+}
+
+// repositoryNamed is the ID of the repository lastmile knows by that name
+// (the newest, if it was renamed and the name reused), or ErrNotFound.
+func repositoryNamed(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE full_name = ? COLLATE NOCASE ORDER BY updated_at DESC LIMIT 1`,
+		name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("repository %s: %w: lastmile has no record of it", name, pipeline.ErrNotFound)
+	}
+	return id, err
 }
