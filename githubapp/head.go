@@ -82,7 +82,7 @@ func parseHead(body []byte) (deliveryHead, error) {
 		if err := s.value(0); err != nil {
 			return h, err
 		}
-		return h, errors.New("body is not a JSON object")
+		return h, errors.New("a JSON value but not an object")
 	}
 	var typeErr error
 	err := s.object(0, func(key []byte) error {
