@@ -1101,3 +1101,26 @@ func sh(sha string) string {
 	}
 	return sha
 }
+
+// TestRandomScenarioRegressions replays the seeds that once broke an
+// invariant, with the length of run that found them: each names what it
+// caught.
+func TestRandomScenarioRegressions(t *testing.T) {
+	for _, tc := range []struct {
+		seed, steps int
+		adversarial bool
+		caught      string
+	}{
+		// A review of a rollback's run, once the rollback's deployment had
+		// finished, linked the run to the superseded (inactive) deployment
+		// of the same commit.
+		{819, 60, false, "a run linked to a superseded deployment"},
+	} {
+		t.Run(fmt.Sprintf("seed%d-%dsteps", tc.seed, tc.steps), func(t *testing.T) {
+			violations, log := runScenario(t, uint64(tc.seed), tc.steps, tc.adversarial, false)
+			if len(violations) > 0 {
+				t.Errorf("(once: %s) %s\n%s", tc.caught, violations[0], strings.Join(log, "\n"))
+			}
+		})
+	}
+}

@@ -149,7 +149,8 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 // name compared ignoring case, as GitHub does): the one linked to the run,
 // or else the newest unlinked, unfinished one of the run's commit in env
 // that existed when the run's job began to wait (since, when known), which
-// it then links — unless the run is known to be on another event than
+// it then links (a superseded one, inactive, is none: it stays unfinished
+// for good, and the run is a rollback's of the same commit) — unless the run is known to be on another event than
 // deployment (a workflow on push with a job in the environment deploys none
 // of lastmile's deployments).
 func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, env string, since time.Time) (*pipeline.Deployment, error) {
@@ -174,7 +175,8 @@ func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, en
 		before = millis(since)
 	}
 	d, err = oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile'
-		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.created_at <= ? ORDER BY d.id DESC LIMIT 1`,
+		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state NOT IN ('inactive', 'abandoned')
+		AND d.created_at <= ? ORDER BY d.id DESC LIMIT 1`,
 		repoID, sha, env, before)
 	if errors.Is(err, pipeline.ErrNotFound) {
 		return nil, nil
