@@ -147,10 +147,12 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 
 // runDeployment finds the lastmile deployment a run works on in env (its
 // name compared ignoring case, as GitHub does): the one linked to the run,
-// or else the newest unlinked, unfinished one of the run's commit in env
-// that existed when the run's job began to wait (since, when known), which
-// it then links (a superseded one, inactive, is none: it stays unfinished
-// for good, and the run is a rollback's of the same commit) — unless the run is known to be on another event than
+// or else the newest one of the run's commit in env that existed when the
+// run's job began to wait (since, when known), which it then links if it
+// is unlinked and unfinished (a superseded one, inactive, can be the
+// run's; an older one than the newest cannot: a rollback's deployment of
+// the same commit, finished, is not a reason to take the one it
+// superseded) — unless the run is known to be on another event than
 // deployment (a workflow on push with a job in the environment deploys none
 // of lastmile's deployments).
 func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, env string, since time.Time) (*pipeline.Deployment, error) {
@@ -175,14 +177,16 @@ func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, en
 		before = millis(since)
 	}
 	d, err = oneDeployment(ctx, tx, `WHERE d.repository_id = ? AND d.sha = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile'
-		AND d.run_id = 0 AND d.github_id IS NOT NULL AND d.terminal_at = 0 AND d.state NOT IN ('inactive', 'abandoned')
-		AND d.created_at <= ? ORDER BY d.id DESC LIMIT 1`,
+		AND d.github_id IS NOT NULL AND d.created_at <= ? ORDER BY d.id DESC LIMIT 1`,
 		repoID, sha, env, before)
 	if errors.Is(err, pipeline.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
+	}
+	if d.RunID != 0 || !d.TerminalAt.IsZero() {
+		return nil, nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE deployments SET run_id = ? WHERE id = ?`, runID, d.ID); err != nil {
 		return nil, err
