@@ -618,3 +618,42 @@ func TestPushDeliveredAfterTheForcePushThatUndidItWithdrawsNothing(t *testing.T)
 		t.Errorf("c3's release: %+v, %v; want active, deploying to test", rel, err)
 	}
 }
+
+// The configuration on main moves the pipeline to the branch release; a
+// push to main made before that move, delivered late (out of order, or
+// redelivered), is not deployed, and its older configuration does not move
+// the pipeline back to main either: release's next push is a release.
+func TestLatePushDoesNotMoveThePipelineBranchBack(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2, c3, c4)
+	old := time.Now().Add(-time.Minute)
+	if err := h.push(c0, c1, false); err != nil { // main, no branch: key
+		t.Fatal(err)
+	}
+	h.gh.config = "branch: release\n" + threeEnvs
+	var ign *pipeline.Ignored
+	if err := h.pushBranch("main", c1, c2, false, false); !errors.As(err, &ign) {
+		t.Fatalf("push to main moving the pipeline: %v", err)
+	}
+	if err := h.pushBranch("release", c2, c3, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := h.db.PipelineBranch(ctx, shop.ID); b != "release" {
+		t.Fatalf("pipeline branch %q", b)
+	}
+	// main's push of c1 again (GitHub redelivered it), with c1's configuration.
+	h.gh.config = threeEnvs
+	err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "push-redelivered", Ref: "refs/heads/main",
+		Before: c0, After: c1, DefaultBranch: "main", Pusher: "octocat", PushedAt: old,
+		Commits: []pipeline.Commit{{SHA: c1, Timestamp: old}}})
+	if !errors.As(err, &ign) {
+		t.Errorf("the late push of main: %v, want it ignored", err)
+	}
+	if b, _ := h.db.PipelineBranch(ctx, shop.ID); b != "release" {
+		t.Errorf("after a late push to main the pipeline branch is %q, want release", b)
+	}
+	h.gh.config = "branch: release\n" + threeEnvs
+	if err := h.pushBranch("release", c3, c4, false, false); err != nil {
+		t.Errorf("release's next push c4: %v; want a release", err)
+	}
+}

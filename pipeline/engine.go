@@ -173,8 +173,8 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	}
 	if cfgErr == nil {
 		rel.Config = cfg
-		target := cfg.PipelineBranch(p.DefaultBranch)
-		if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
+		target, err := e.movePipelineBranch(ctx, p, known, cfg.PipelineBranch(p.DefaultBranch))
+		if err != nil {
 			return err
 		}
 		if branch != target {
@@ -229,6 +229,31 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		}
 	}
 	return e.advance(ctx, p.Repo)
+}
+
+// movePipelineBranch records the pipeline branch that the configuration
+// of push p names, and returns the pipeline branch. A push that would move
+// the pipeline from the branch known must still be current: one delivered
+// late (out of order, or redelivered), whose branch has moved on past it,
+// carries an older configuration, and must not take the pipeline back —
+// the pushes that followed it name the branch that holds.
+func (e *Engine) movePipelineBranch(ctx context.Context, p Push, known, target string) (string, error) {
+	if known != "" && target != known {
+		branch := strings.TrimPrefix(p.Ref, "refs/heads/")
+		rel, err := e.GitHub.Relation(ctx, p.Repo, p.After, branch)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return "", fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
+		}
+		if err == nil && rel == "ahead" {
+			e.Log.Info("pipeline branch kept: the push naming another came late", "repo", p.Repo.FullName(), "sha", p.After,
+				"branch", branch, "pipeline_branch", known, "named", target)
+			return known, nil
+		}
+	}
+	if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
+		return "", err
+	}
+	return target, nil
 }
 
 // configStatus says on the pushed commit what is wrong with its

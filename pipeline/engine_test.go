@@ -305,6 +305,7 @@ const (
 	c1 = "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
 	c2 = "c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2"
 	c3 = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3"
+	c4 = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4"
 )
 
 var shop = pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}

@@ -154,7 +154,6 @@ func TestLateFailureKeepsTheRestoreAlreadyObserved(t *testing.T) {
 // which c4's success restores. (c2 is superseded by c3's push before it
 // starts: its workflow deploys all the same.)
 func TestLateSuccessBetweenTwoFailures(t *testing.T) {
-	const c4 = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4"
 	now, wait := manualClock(time.Now().Add(-5 * time.Hour))
 	h := newHarness(t, c0, c1, c2, c3, c4)
 	h.gh.now = now
