@@ -18,11 +18,9 @@ const zeroSHA = "0000000000000000000000000000000000000000"
 // created; deleted: it is removed) and delivers the push at once.
 func (h *harness) pushBranch(branch, before, after string, forced, deleted bool) error {
 	h.t.Helper()
-	if !deleted {
-		h.gh.mu.Lock()
-		h.gh.head = after
-		h.gh.mu.Unlock()
-	}
+	h.gh.mu.Lock()
+	h.gh.head = after // deleted: zeroSHA, which no compare finds
+	h.gh.mu.Unlock()
 	now := time.Now()
 	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop,
 		DeliveryID: "push-" + branch + "-" + before[:4] + "-" + after[:4], Ref: "refs/heads/" + branch,
@@ -56,8 +54,8 @@ func TestBranchDeletedAndCreatedAgainIsARollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded ||
-		!strings.Contains(rel.StopReason, "release was deleted and created again at "+c1[:7]) {
-		t.Errorf("c2's release: %s %s %q; want it superseded, the branch created again without it", rel.State, rel.StopKind, rel.StopReason)
+		!strings.Contains(rel.StopReason, "the pipeline branch release was deleted") {
+		t.Errorf("c2's release: %s %s %q; want it superseded when the branch was deleted", rel.State, rel.StopKind, rel.StopReason)
 	}
 	if n := h.gh.count(c1, "test"); n != 2 {
 		t.Errorf("c1 deployed to test %d times; want 2 (the rollback released again)", n)
@@ -655,5 +653,66 @@ func TestLatePushDoesNotMoveThePipelineBranchBack(t *testing.T) {
 	h.gh.config = "branch: release\n" + threeEnvs
 	if err := h.pushBranch("release", c3, c4, false, false); err != nil {
 		t.Errorf("release's next push c4: %v; want a release", err)
+	}
+}
+
+// The pipeline branch is deleted while a release is on its way: nothing
+// the branch no longer holds goes on to the next environment, and the
+// protection rule refuses it too.
+func TestDeletedPipelineBranchStopsItsReleases(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "branch: release\n" + threeEnvs
+	if err := h.pushBranch("release", c0, c1, false, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	var ign *pipeline.Ignored
+	if err := h.pushBranch("release", c1, zeroSHA, false, true); !errors.As(err, &ign) {
+		t.Fatalf("delete: %v", err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "the pipeline branch release was deleted") {
+		t.Errorf("c1's release after its branch was deleted: %s %q; want stopped, saying why", rel.State, rel.StopReason)
+	}
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if h.gh.deployment(c1, "production") != nil {
+		t.Errorf("c1 deployed to production after its branch %q was deleted", "release")
+	}
+	if dec := h.judge("rule-x", "production", c1, 99); dec.State != "rejected" {
+		t.Errorf("the protection rule for c1 in production: %s %q, want rejected", dec.State, dec.Comment)
+	}
+}
+
+// A deletion of the pipeline branch delivered after the push that created
+// it again, holding the release's commit: the release goes on.
+func TestLateBranchDeletionKeepsWhatTheBranchHoldsAgain(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "branch: release\n" + threeEnvs
+	if err := h.pushBranch("release", c0, c1, false, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	// GitHub shows release at c1 again; the deletion arrives now.
+	err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "push-late-delete", Ref: "refs/heads/release",
+		Before: c1, After: zeroSHA, Deleted: true, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now().Add(-time.Minute)})
+	var ign *pipeline.Ignored
+	if !errors.As(err, &ign) {
+		t.Fatalf("late deletion: %v", err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.State != pipeline.ReleaseActive {
+		t.Errorf("c1's release after a late deletion of a branch that holds it: %s %q; want active", rel.State, rel.StopReason)
+	}
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if h.gh.deployment(c1, "production") == nil {
+		t.Error("c1 not deployed to production")
 	}
 }

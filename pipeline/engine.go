@@ -134,6 +134,9 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		return &Ignored{Reason: "push to " + p.Ref + " is not a branch"}
 	}
 	if p.Deleted {
+		if err := e.branchDeleted(ctx, p, branch); err != nil {
+			return err
+		}
 		return &Ignored{Reason: "branch " + branch + " was deleted"}
 	}
 	if err := e.saveRepo(ctx, p.Repo); err != nil {
@@ -297,6 +300,33 @@ func (e *Engine) withdrawRewritten(ctx context.Context, p Push, rel *Release) er
 		}
 		return fmt.Sprintf("superseded: %s, which does not contain %s", moved, short(r.SHA)), nil
 	})
+}
+
+// branchDeleted stops the releases on their way when the push deleted
+// the pipeline branch: what no branch holds is not deployed any further,
+// as after a force push. A release whose commit the branch holds again
+// (created again since, the deletion delivered late) goes on.
+func (e *Engine) branchDeleted(ctx context.Context, p Push, branch string) error {
+	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
+	if err != nil || known != branch {
+		return err
+	}
+	err = e.withdraw(ctx, p.Repo, maxRevivable, func(r *Release) (string, error) {
+		status, err := e.GitHub.Relation(ctx, p.Repo, r.SHA, branch)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return fmt.Sprintf("superseded: the pipeline branch %s was deleted", branch), nil
+		case err != nil:
+			return "", fmt.Errorf("compare %s...%s: %w", short(r.SHA), branch, err)
+		case status == "ahead" || status == "identical":
+			return "", nil
+		}
+		return fmt.Sprintf("superseded: the pipeline branch %s was deleted, and created again without %s", branch, short(r.SHA)), nil
+	})
+	if err != nil {
+		return err
+	}
+	return e.advance(ctx, p.Repo)
 }
 
 // leave handles a push that removed the configuration from the pipeline
