@@ -241,7 +241,7 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 func skipReason(id int64, state pipeline.DeploymentState, attempt int) string {
 	switch {
 	case state == pipeline.DeploymentInactive:
-		return fmt.Sprintf("Deployment %d is inactive: a newer release superseded it while this job waited, so nothing is deployed.", id)
+		return fmt.Sprintf("Deployment %d is inactive: lastmile superseded it (a newer release, or its commit left the branch), so nothing is deployed.", id)
 	case (state == pipeline.DeploymentFailure || state == pipeline.DeploymentError) && attempt > 1:
 		return ""
 	case state == pipeline.DeploymentFailure || state == pipeline.DeploymentError:

@@ -496,7 +496,7 @@ func TestDeploySkips(t *testing.T) {
 		state  string // posted by lastmile while the job waits
 		notice string
 	}{
-		{"inactive", "is inactive: a newer release superseded it while this job waited, so nothing is deployed."},
+		{"inactive", "is inactive: lastmile superseded it (a newer release, or its commit left the branch), so nothing is deployed."},
 		{"success", "has already finished (success), so nothing is deployed."},
 		{"error", "has already finished (error), so nothing is deployed."},
 	} {

@@ -684,3 +684,59 @@ func TestCustomPipelineBranch(t *testing.T) {
 		t.Errorf("configuration read on main %d times, want 1", reads)
 	}
 }
+
+// A bad commit fails in production; main is force-pushed back to the good
+// one (lastmile withdraws the bad release), and the rollback waits for a
+// staging reviewer. Someone presses "Re-run failed jobs" on the bad
+// commit's production run: lastmile made the failed deployment inactive
+// when it withdrew the release, and the Action deploys nothing.
+func TestRerunOfAWithdrawnReleaseDeploysNothing(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	good := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Good", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "good in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, good.After, "production") })
+	settle(t, sb)
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile", FailEnvironments: []string{"production"}})
+	bad := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Bad", Files: map[string]string{"b.txt": "bad"}})
+	waitFor(t, sb, "bad fails in production", func(s *simulator.Simulator) bool {
+		d := deploymentsByEnv(sb, repo, bad.After)["production"]
+		return len(d) == 1 && d[0].State() == "failure"
+	})
+	settle(t, sb)
+	sb.Sim.SetEnvironment(repo, "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice"}, Review: simulator.Manual()})
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile"})
+	sb.Sim.ForcePush(repo, "main", good.After)
+	waitFor(t, sb, "the rollback waiting for its staging reviewer", func(s *simulator.Simulator) bool { return len(s.PendingReviews(repo)) == 1 })
+	settle(t, sb)
+	if rel := releaseOf(t, sb, repo, bad.After); rel.StopKind != pipeline.StopSuperseded {
+		t.Errorf("the bad release after the force push: %s %s %q, want superseded", rel.State, rel.StopKind, rel.StopReason)
+	}
+
+	prod := deploymentsByEnv(sb, repo, bad.After)["production"][0]
+	var failed simulator.Run
+	for _, r := range sb.Sim.Runs(repo) {
+		if r.DeploymentID == prod.ID {
+			failed = r
+		}
+	}
+	dir := t.TempDir()
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile", Deploy: func(ctx context.Context, job simulator.JobContext) error {
+		return runAction(ctx, dir, job)
+	}})
+	if err := sb.Sim.RerunFailedJobs(repo, failed.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sb, "the re-run ends", func(s *simulator.Simulator) bool {
+		r, _ := s.Run(repo, failed.ID)
+		return r.Status == "completed"
+	})
+	settle(t, sb)
+	prod = deploymentsByEnv(sb, repo, bad.After)["production"][0]
+	var states []string
+	for _, st := range prod.Statuses {
+		states = append(states, st.State)
+	}
+	if prod.State() != "inactive" || slices.Contains(states, "success") || slices.Contains(states, "in_progress") && states[len(states)-1] != "inactive" {
+		t.Errorf("the re-run of %s, which the force push took off main, in production: statuses %v; want the failure, then inactive, and nothing deployed", bad.After[:7], states)
+	}
+}

@@ -1367,7 +1367,8 @@ func (e *Engine) withdraw(ctx context.Context, repo Repo, limit int, why func(r 
 			return err
 		}
 		if reason != "" {
-			actions = append(actions, StopRelease{Release: r, Kind: StopSuperseded, Reason: r.StopReason + "; then " + reason})
+			actions = append(actions, StopRelease{Release: r, Kind: StopSuperseded, Reason: r.StopReason + "; then " + reason,
+				DeactivateEnded: reason})
 		}
 	}
 	for _, p := range state.Active {

@@ -22,6 +22,11 @@ type StopRelease struct {
 	// Deactivate is the release's deployment that has not started and must
 	// not (a superseded release's pending deployment), or nil.
 	Deactivate *Deployment
+	// DeactivateEnded, when not "", is the reason to make inactive the
+	// deployment at which a stopped release ended in failure or error —
+	// one a re-run of its job would deploy again — when the release is
+	// withdrawn: the Action deploys nothing for an inactive deployment.
+	DeactivateEnded string
 }
 
 // CompleteRelease marks a release that succeeded in its last environment.

@@ -571,6 +571,16 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 				return err
 			}
 		}
+		if a.DeactivateEnded != "" {
+			// Its newest deployment on GitHub, if it ended in failure or
+			// error (a re-run in progress already is left to end).
+			_, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = 'inactive', notify_reason = ?
+				WHERE id = (SELECT id FROM deployments WHERE release_id = ? AND origin = 'lastmile' AND github_id IS NOT NULL
+					ORDER BY stage DESC, id DESC LIMIT 1) AND state IN ('failure', 'error') AND notify = ''`, a.DeactivateEnded, a.Release.ID)
+			if err != nil {
+				return err
+			}
+		}
 		return setReleaseState(ctx, tx, a.Release.ID, pipeline.ReleaseStopped, a.Kind, a.Reason, now)
 	}
 	return fmt.Errorf("unknown action %T", a)
