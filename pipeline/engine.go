@@ -1424,6 +1424,16 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 	var intents []*Deployment
 	for _, d := range work {
 		if d.Notify != "" {
+			if d.GitHubID == 0 {
+				found, err := e.lookForSuperseded(ctx, repo, d)
+				if err != nil {
+					return sent, err
+				}
+				sent = true
+				if !found {
+					continue
+				}
+			}
 			if err := e.notify(ctx, repo, d); err != nil {
 				return sent, err
 			}
@@ -1484,12 +1494,47 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 	return sent, nil
 }
 
+// lookForSuperseded settles an intent whose release was superseded while
+// an attempt to create it had no answer (Store.Apply keeps such an intent,
+// owing an inactive): GitHub's deployment, if that attempt made one, is
+// recorded as the intent's (d is updated), and reported true, for the
+// inactive to be written on it; otherwise the intent is abandoned.
+func (e *Engine) lookForSuperseded(ctx context.Context, repo Repo, d *Deployment) (bool, error) {
+	marker, err := e.marker(ctx, d)
+	if err != nil {
+		return false, err
+	}
+	id, createdAt, err := e.GitHub.FindDeployment(ctx, repo, d.SHA, d.Environment, marker)
+	if errors.Is(err, ErrNotFound) {
+		return false, e.Store.Refused(ctx, d.ID, DeploymentAbandoned, d.NotifyReason)
+	}
+	if err != nil {
+		return false, fmt.Errorf("look for deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
+	}
+	e.Log.Info("found the deployment of a superseded release that an earlier attempt created: making it inactive", "repo", repo.FullName(),
+		"release", d.ReleaseID, "environment", d.Environment, "deployment", id)
+	if err := e.Store.Created(ctx, d.ID, id, createdAt); err != nil {
+		return false, err
+	}
+	d.GitHubID, d.State = id, DeploymentCreated
+	return true, nil
+}
+
+// marker is the payload marker of a release's deployment.
+func (e *Engine) marker(ctx context.Context, d *Deployment) (Marker, error) {
+	instance, err := e.Store.Instance(ctx)
+	if err != nil {
+		return Marker{}, err
+	}
+	return Marker{Instance: instance, Release: d.ReleaseID, Stage: d.Environment, Index: d.Stage}, nil
+}
+
 // create turns an intent into a GitHub deployment. Unless the intent is
 // fresh (recorded by this very round, with its attempt counted), an earlier
 // attempt may have created it already, so it is looked for first. A
 // refusal that ends the intent (waiting, abandoned) is set on d.State too.
 func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh bool) error {
-	instance, err := e.Store.Instance(ctx)
+	marker, err := e.marker(ctx, d)
 	if err != nil {
 		return err
 	}
@@ -1506,7 +1551,6 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 			return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, "the previous environment has no success for this release")
 		}
 	}
-	marker := Marker{Instance: instance, Release: d.ReleaseID, Stage: d.Environment, Index: d.Stage}
 	if !fresh && d.Attempts > 0 {
 		// An earlier attempt may have created it: GitHub timed out, or the
 		// process died before recording the answer.

@@ -3260,3 +3260,58 @@ func TestDeployLogLookedForAgainWhileGitHubHasNone(t *testing.T) {
 		t.Errorf("GitHub was asked %d more times for logs, want 1 (job 888 when it completed)", h.gh.logAsks-asked)
 	}
 }
+
+// A creation whose answer was lost, then superseded before lastmile looked
+// for it on GitHub: the deployment GitHub did create is found, recorded as
+// lastmile's and made inactive — not taken for someone else's when its
+// events come — and a deploy its workflow began all the same holds the
+// environment, and is ended by lastmile when its run ends without a result.
+func TestLostCreationSupersededBeforeLookup(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.loseNext = true
+	if err := h.push(c0, c1, false); err == nil {
+		t.Fatal("want the lost answer to fail the handling")
+	}
+	// The failed delivery waits for its retry; the next push is handled.
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	d1 := h.gh.deployment(c1, "test")
+	if d1 == nil {
+		t.Fatal("no deployment of c1 on GitHub")
+	}
+	rec, err := h.db.Deployment(ctx, d1.id)
+	if err != nil {
+		t.Fatalf("GitHub's deployment %d of release #1 → test is not in the ledger: %v", d1.id, err)
+	}
+	h.gh.mu.Lock()
+	var states []pipeline.DeploymentState
+	for _, st := range d1.statuses {
+		states = append(states, st.State)
+	}
+	h.gh.mu.Unlock()
+	if rec.Origin != pipeline.OriginLastmile || rec.State != pipeline.DeploymentInactive || !slices.Contains(states, pipeline.DeploymentInactive) {
+		t.Errorf("release #1's deployment %d to test: origin %s, state %s, GitHub statuses %v; want lastmile's, made inactive",
+			d1.id, rec.Origin, rec.State, states)
+	}
+	// Its workflow began to deploy before it saw the inactive.
+	h.gh.mu.Lock()
+	st := h.gh.post(d1.id, pipeline.DeploymentInProgress, "https://github.com/acme/shop/actions/runs/31")
+	h.gh.mu.Unlock()
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: pipeline.DeploymentInfo{
+		GitHubID: d1.id, SHA: c1, Environment: "test", Payload: mustJSON(t, d1.payload), CreatedAt: d1.createdAt}}); err != nil {
+		t.Fatal(err)
+	}
+	h.deliver(c1, "test", st)
+	if held, err := h.db.HeldBy(ctx, shop.ID, "test"); err != nil || held != rec.ReleaseID {
+		t.Errorf("test held by release %d (%v) while release #%d's deploy runs there", held, err, rec.ReleaseID)
+	}
+	h.runCompleted(31, c1, "cancelled")
+	h.gh.mu.Lock()
+	last := d1.statuses[len(d1.statuses)-1]
+	h.gh.mu.Unlock()
+	if last.State != pipeline.DeploymentError && last.State != pipeline.DeploymentFailure {
+		t.Errorf("after its run was cancelled, release #1's deployment's latest status is %s; want lastmile's error or failure", last.State)
+	}
+}

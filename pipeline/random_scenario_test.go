@@ -1115,6 +1115,10 @@ func TestRandomScenarioRegressions(t *testing.T) {
 		// finished, linked the run to the superseded (inactive) deployment
 		// of the same commit.
 		{819, 60, false, "a run linked to a superseded deployment"},
+		// An intent whose creation's answer was lost was abandoned, when a
+		// newer release superseded it, without looking for it on GitHub:
+		// the deployment GitHub had made ran unowned.
+		{722, 60, false, "a lost creation superseded before it was looked for"},
 	} {
 		t.Run(fmt.Sprintf("seed%d-%dsteps", tc.seed, tc.steps), func(t *testing.T) {
 			violations, log := runScenario(t, uint64(tc.seed), tc.steps, tc.adversarial, false)

@@ -565,7 +565,17 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 				_, err = tx.ExecContext(ctx, `UPDATE deployments SET notify = 'inactive', notify_reason = ? WHERE id = ? AND notify = ''`,
 					a.Reason, d.ID)
 			} else {
-				_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = 'abandoned', reason = ? WHERE id = ?`, a.Reason, d.ID)
+				// An intent that an attempt may have created (its answer
+				// lost) stays one, owing an inactive: the engine looks
+				// for it on GitHub first (Engine.realize), so that a
+				// deployment GitHub did make is known as lastmile's, made
+				// inactive, and, if its workflow began to deploy it, holds
+				// its environment like any other.
+				_, err = tx.ExecContext(ctx, `UPDATE deployments SET
+					state = CASE WHEN state = 'intent' AND attempts > 0 THEN state ELSE 'abandoned' END,
+					notify = CASE WHEN state = 'intent' AND attempts > 0 THEN 'inactive' ELSE notify END,
+					notify_reason = CASE WHEN state = 'intent' AND attempts > 0 THEN ? ELSE notify_reason END,
+					reason = ? WHERE id = ?`, a.Reason, a.Reason, d.ID)
 			}
 			if err != nil {
 				return err
@@ -676,7 +686,9 @@ func (db *DB) Refused(ctx context.Context, deploymentID int64, state pipeline.De
 				waiting_since = CASE WHEN waiting_since = 0 THEN ? ELSE waiting_since END WHERE id = ?`,
 				reason, millis(db.Now()), deploymentID)
 		} else {
-			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?, reason = ? WHERE id = ?`, string(state), reason, deploymentID)
+			// Abandoned, it owes GitHub nothing.
+			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?, reason = ?,
+				notify = CASE WHEN ? = 'abandoned' THEN '' ELSE notify END WHERE id = ?`, string(state), reason, string(state), deploymentID)
 		}
 		return err
 	})
