@@ -348,19 +348,33 @@ func TestRequiredContextsPendingThenGreen(t *testing.T) {
 	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
 }
 
-func TestRequiredContextFailureGivesUp(t *testing.T) {
+// The required status fails: nothing is deployed, and the release waits,
+// saying build failed, until the build is re-run green.
+func TestRequiredContextFailureWaitsForARerun(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
 	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile",
 		Files: map[string]string{".github/lastmile.yml": "required_contexts: [build]\n" + threeEnvs}})
 	sb.Sim.SetCommitStatus(repo, push.After, "build", "failure")
 	settle(t, sb)
-	rel := releaseOf(t, sb, repo, push.After)
-	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused || !strings.Contains(rel.StopReason, "build is failure") {
-		t.Errorf("release: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
+	waitingForFailedBuild(t, sb, repo, push.After)
+	sb.Sim.SetCommitStatus(repo, push.After, "build", "success") // re-run, green
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+}
+
+// waitingForFailedBuild checks that the release of sha is active with no
+// deployment, its first one waiting and saying that build failed.
+func waitingForFailedBuild(t *testing.T, sb *Sandbox, repo, sha string) {
+	t.Helper()
+	if rel := releaseOf(t, sb, repo, sha); rel.State != pipeline.ReleaseActive {
+		t.Errorf("release: %s %s %q, want it active, waiting for build", rel.State, rel.StopKind, rel.StopReason)
 	}
-	if n := len(sb.Sim.Deployments(repo)); n != 0 {
-		t.Errorf("%d deployments", n)
+	if n := len(deploymentsByEnv(sb, repo, sha)["test"]); n != 0 {
+		t.Errorf("test deployments on GitHub: %d, want none while build failed", n)
+	}
+	code, out, errOut := run(t, sb.Config.Database, "audit", repo, sha)
+	if code != 0 || !strings.Contains(out, "build (failure)") {
+		t.Errorf("audit (exit %d) does not say the release waits for build, failed:\n%s%s", code, out, errOut)
 	}
 }
 
@@ -467,8 +481,8 @@ func TestRequiredCheckRunInProgressThenGreen(t *testing.T) {
 }
 
 // The required check run fails: nothing is deployed, and the release
-// records that GitHub refused it for build.
-func TestRequiredCheckRunFailureGivesUp(t *testing.T) {
+// waits, saying build failed, until the check run is re-run green.
+func TestRequiredCheckRunFailureWaitsForARerun(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
 	push := pushWithCheckRun(t, sb, repo)
@@ -482,16 +496,12 @@ func TestRequiredCheckRunFailureGivesUp(t *testing.T) {
 		return false
 	})
 	settle(t, sb)
-	rel := releaseOf(t, sb, repo, push.After)
-	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused || !strings.Contains(rel.StopReason, "build is failure") {
-		t.Errorf("release: %s %s %q", rel.State, rel.StopKind, rel.StopReason)
-	}
-	if n := len(deploymentsByEnv(sb, repo, push.After)["test"]); n != 0 {
-		t.Errorf("test deployments: %d", n)
-	}
+	waitingForFailedBuild(t, sb, repo, push.After)
 	if !checkSuiteHandled(t, sb) {
 		t.Errorf("no check_suite delivery handled:\n%s", describe(sb))
 	}
+	sb.Sim.SetCheckRun(repo, push.After, "build", "completed", "success") // re-run, green
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
 }
 
 func TestProtectionRuleApprovesOnlyProvenCommits(t *testing.T) {

@@ -47,12 +47,12 @@ func scriptedGitHub(t *testing.T, answer http.HandlerFunc) (*GitHub, pipeline.Re
 
 func TestCreateDeploymentAnswers(t *testing.T) {
 	tests := map[string]struct {
-		status      int
-		body        string
-		wantStatus  int
-		onlyPending bool
-		contexts    int
-		message     string
+		status     int
+		body       string
+		wantStatus int
+		awaits     bool
+		contexts   int
+		message    string
 	}{
 		"202: GitHub merged instead of deploying": {202, `{"message":"Auto-merged master into topic-branch on deployment."}`, 202, false, 0, "Auto-merged"},
 		"409: required contexts pending": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"pending"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
@@ -60,7 +60,7 @@ func TestCreateDeploymentAnswers(t *testing.T) {
 		"409: one required context green, one pending (GitHub lists them all)": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"lint","state":"success"},{"context":"build","state":"pending"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
 			409, true, 2, "build is pending"},
 		"409: a required context failed": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"build","state":"failure"},{"context":"lint","state":"pending"}]}]}`,
-			409, false, 2, "build is failure"},
+			409, true, 2, "build is failure"},
 		"409: the required context has not reported yet (GitHub lists only the others)": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[{"context":"lint","state":"success"}],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
 			409, true, 1, "lint is success"},
 		"409: nothing has reported yet": {409, `{"message":"Conflict: Commit status checks failed for abc.","errors":[{"contexts":[],"resource":"Deployment","field":"required_contexts","code":"invalid"}]}`,
@@ -87,7 +87,7 @@ func TestCreateDeploymentAnswers(t *testing.T) {
 			if !errors.As(err, &refused) {
 				t.Fatalf("got %v (%T), want a RefusedError", err, err)
 			}
-			if refused.Status != tc.wantStatus || refused.OnlyPending([]string{"build"}) != tc.onlyPending || len(refused.Contexts) != tc.contexts ||
+			if refused.Status != tc.wantStatus || refused.AwaitsContexts([]string{"build"}) != tc.awaits || len(refused.Contexts) != tc.contexts ||
 				!strings.Contains(refused.Error(), tc.message) {
 				t.Errorf("got %+v (%v)", refused, refused)
 			}

@@ -1588,7 +1588,7 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		return e.Store.Created(ctx, d.ID, id, createdAt)
 	case errors.As(err, &refused) && refused.Spammed():
 		return e.spammed(ctx, repo, d, refused)
-	case errors.As(err, &refused) && refused.OnlyPending(req.RequiredContexts):
+	case errors.As(err, &refused) && refused.AwaitsContexts(req.RequiredContexts):
 		e.Log.Info("deployment waits for required contexts", "repo", repo.FullName(), "release", d.ReleaseID, "error", refused)
 		d.State = DeploymentWaiting
 		return e.Store.Refused(ctx, d.ID, DeploymentWaiting, "waiting for required contexts: "+contextList(refused.RequiredStates(req.RequiredContexts)))

@@ -1386,9 +1386,11 @@ func TestContextsEventsAskAgainOnlyWhenARequiredContextMayBeGreen(t *testing.T) 
 }
 
 // A required context that fails makes lastmile ask GitHub again (the event
-// alone is not believed: GitHub does not keep webhooks in order), and
-// GitHub's 409 listing it failed stops the waiting release.
-func TestRequiredContextFailureGivesUp(t *testing.T) {
+// alone is not believed: GitHub does not keep webhooks in order); GitHub's
+// 409 listing it failed leaves the release waiting, saying so, for a
+// re-run of the check: once it is green, the release is deployed.
+func TestRequiredContextFailureWaitsForARerun(t *testing.T) {
+	ctx := context.Background()
 	h := newHarness(t, c0, c1)
 	h.gh.config = "required_contexts: [build]\n" + threeEnvs
 	h.gh.failNext = []error{pendingBuild(), &pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.",
@@ -1396,18 +1398,37 @@ func TestRequiredContextFailureGivesUp(t *testing.T) {
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.engine.HandleContexts(context.Background(), pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "failure"}); err != nil {
+	if err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "failure"}); err != nil {
 		t.Fatal(err)
 	}
 	if h.gh.creates != 2 {
 		t.Errorf("%d deployments asked for, want 2 (before build failed, and once it failed)", h.gh.creates)
 	}
-	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c1)
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRefused || !strings.Contains(rel.StopReason, "build") {
-		t.Errorf("release: %s %s %q; want it stopped, refused as build failed", rel.State, rel.StopKind, rel.StopReason)
+	rec, err := h.db.Audit(ctx, shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := ""
+	for _, env := range rec.Environments {
+		for _, d := range env.Deployments {
+			if d.State == pipeline.DeploymentWaiting {
+				waiting = d.Reason
+			}
+		}
+	}
+	if rel.State != pipeline.ReleaseActive || !strings.Contains(waiting, "build (failure)") {
+		t.Errorf("release: %s %s %q, its deployment waiting for %q; want it active, waiting, saying build failed", rel.State, rel.StopKind, rel.StopReason, waiting)
+	}
+	// The check is re-run, green.
+	if err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "success"}); err != nil {
+		t.Fatal(err)
+	}
+	if h.gh.deployment(c1, "test") == nil {
+		t.Error("no deployment to test once build was re-run green")
 	}
 }
 

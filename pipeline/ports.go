@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -95,24 +96,15 @@ func (e *RefusedError) RequiredStates(required []string) []ContextState {
 	return out
 }
 
-// OnlyPending reports a refusal that may resolve by itself: a 409 for the
-// required contexts where none has failed and at least one has not
-// finished, or not reported yet.
-func (e *RefusedError) OnlyPending(required []string) bool {
+// AwaitsContexts reports a refusal that a required context turning green
+// resolves: a 409 for the required contexts where at least one has not
+// finished, has not reported yet, or failed — a failed check is re-run,
+// and a flaky build re-run green deploys the release it held back.
+func (e *RefusedError) AwaitsContexts(required []string) bool {
 	if e.Status != 409 || (!e.ContextsFailed && len(e.Contexts) == 0) || len(required) == 0 {
 		return false
 	}
-	waiting := false
-	for _, c := range e.RequiredStates(required) {
-		switch {
-		case c.State == "success":
-		case c.State == NotReported || pending(c.State):
-			waiting = true
-		default: // failure, error, cancelled, timed_out, …
-			return false
-		}
-	}
-	return waiting
+	return slices.ContainsFunc(e.RequiredStates(required), func(c ContextState) bool { return c.State != "success" })
 }
 
 // pending is a context's state while it runs (a status's, or a check
