@@ -251,6 +251,22 @@ type Store interface {
 	// RetireEnvironments retires every environment of a repository that
 	// has left lastmile.
 	RetireEnvironments(ctx context.Context, repoID int64) error
+	// SetInstallation records what became of an installation; a
+	// redelivered event changes nothing. An installation that becomes
+	// active has its deliveries that wait (those put off while it was
+	// suspended) made due at once; it returns how many.
+	SetInstallation(ctx context.Context, st InstallationState) (woken int, err error)
+	// InstallationRepos lists the repositories recorded as reached through
+	// an installation.
+	InstallationRepos(ctx context.Context, installationID int64) ([]Repo, error)
+	// Repos lists those of the repositories ids that are recorded.
+	Repos(ctx context.Context, ids []int64) ([]Repo, error)
+	// DropWork gives up what lastmile still owes GitHub for a repository
+	// it can no longer reach: deployments not created yet are abandoned
+	// with reason, statuses still to write and read-backs are dropped
+	// (record the statuses first), and deploy logs are no longer looked
+	// for. Work lists nothing for it afterwards.
+	DropWork(ctx context.Context, repoID int64, reason string) error
 	// ReleaseOf is the newest release of a commit (a rollback releases a
 	// commit again); ErrNotFound if none.
 	ReleaseOf(ctx context.Context, repoID int64, sha string) (*Release, error)

@@ -1,0 +1,133 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// SetInstallation records what became of an installation of the App. The
+// state's since and by are kept while it stays in that state, so that a
+// redelivered event changes nothing. An installation that becomes active
+// (unsuspended, installed again; or first heard of) has its deliveries that
+// wait for a later attempt made due at once, in the same transaction, and
+// the count of them returned: while it was suspended they were put off
+// until it would be unsuspended (see app.Worker) — also when lastmile did
+// not hear of the suspension, GitHub's refusal saying it. Any other wait
+// of them (a rate limit) costs a look at most: the transport holds back a
+// call whose quota is known to be spent.
+func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState) (woken int, err error) {
+	now := db.Now()
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		var was string
+		err := tx.QueryRowContext(ctx, `SELECT state FROM installations WHERE id = ?`, st.ID).Scan(&was)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if was == string(st.State) {
+			return nil
+		}
+		since := st.Since
+		if since.IsZero() {
+			since = now
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO installations (id, account, state, since, by, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET account = CASE WHEN excluded.account != '' THEN excluded.account ELSE account END,
+			state = excluded.state, since = excluded.since, by = excluded.by, updated_at = excluded.updated_at`,
+			st.ID, st.Account, string(st.State), millis(since), st.By, millis(now)); err != nil {
+			return err
+		}
+		if st.State != pipeline.InstallationActive {
+			return nil
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET next_attempt_at = ?
+			WHERE state = 'pending' AND installation_id = ? AND next_attempt_at > ?`, millis(now), st.ID, millis(now))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		woken = int(n)
+		return err
+	})
+	if woken > 0 {
+		db.queue.forget() // the heads' times changed behind the cache
+	}
+	return woken, err
+}
+
+// Installation is what lastmile recorded of an installation;
+// pipeline.ErrNotFound if nothing (it is taken to be active).
+func (db *DB) Installation(ctx context.Context, id int64) (pipeline.InstallationState, error) {
+	st := pipeline.InstallationState{ID: id}
+	var state string
+	var since int64
+	err := db.queryRow(ctx, `SELECT account, state, since, by FROM installations WHERE id = ?`, id).Scan(&st.Account, &state, &since, &st.By)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, pipeline.ErrNotFound
+	}
+	st.State, st.Since = pipeline.InstallationStatus(state), fromMillis(since)
+	return st, err
+}
+
+// InstallationRepos lists the repositories lastmile recorded as reached
+// through an installation (the installation of their latest event).
+func (db *DB) InstallationRepos(ctx context.Context, installationID int64) ([]pipeline.Repo, error) {
+	return db.repos(ctx, `WHERE installation_id = ?`, installationID)
+}
+
+// Repos lists the repositories of ids that lastmile has recorded, by ID;
+// the others are left out.
+func (db *DB) Repos(ctx context.Context, ids []int64) ([]pipeline.Repo, error) {
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, err
+	}
+	return db.repos(ctx, `WHERE id IN (SELECT value FROM json_each(?))`, string(list))
+}
+
+func (db *DB) repos(ctx context.Context, where string, args ...any) ([]pipeline.Repo, error) {
+	rows, err := db.query(ctx, `SELECT id, full_name, installation_id FROM repositories `+where+` ORDER BY id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []pipeline.Repo
+	for rows.Next() {
+		var r pipeline.Repo
+		var full string
+		if err := rows.Scan(&r.ID, &full, &r.InstallationID); err != nil {
+			return nil, err
+		}
+		r.Owner, r.Name, _ = pipeline.SplitFullName(full)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// DropWork gives up, in one transaction, what lastmile still owes GitHub
+// for a repository it can no longer reach (the App was uninstalled, or the
+// repository removed from its installation): its deployments not created
+// yet (intents, and those waiting for required contexts) are abandoned
+// with reason, the statuses it had still to write and the read-backs it
+// had still to make are dropped, and the deploy logs GitHub did not have
+// yet are no longer looked for. Work then lists nothing for it, so that no
+// advance of it (the sweep's, say) calls GitHub in vain. The caller
+// records the statuses first, as lastmile's alone.
+func (db *DB) DropWork(ctx context.Context, repoID int64, reason string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'abandoned', reason = ?
+			WHERE repository_id = ? AND origin = 'lastmile' AND state IN ('intent', 'waiting')`, reason, repoID); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = '', notify_reason = '', read_back = 0
+			WHERE repository_id = ? AND origin = 'lastmile' AND (notify != '' OR read_back = 1)`, repoID); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE job_logs SET missing = 0 WHERE missing = 1
+			AND deployment_id IN (SELECT id FROM deployments WHERE repository_id = ?)`, repoID)
+		return err
+	})
+}

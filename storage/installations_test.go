@@ -1,0 +1,200 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Migration 0020 adds the installations' states to a database written
+// before it; its repositories and deliveries stay as they were, and an
+// installation lastmile heard nothing of is unknown (taken to be active).
+func TestInstallationsMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 19)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1), (43, 'acme/api', 7, 1), (44, 'globex/web', 8, 1)`,
+		`INSERT INTO deliveries (delivery_id, event, installation_id, repository_id, repository, received_at, state, next_attempt_at)
+			VALUES ('d1', 'push', 7, 42, 'acme/shop', 1, 'pending', 0)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	if _, err := db.Installation(ctx, 7); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("installation 7 before any event: %v, want ErrNotFound", err)
+	}
+	repos, err := db.InstallationRepos(ctx, 7)
+	if err != nil || len(repos) != 2 || repos[0].FullName() != "acme/shop" || repos[1].FullName() != "acme/api" || repos[0].InstallationID != 7 {
+		t.Errorf("repositories of installation 7: %+v (%v); want acme/shop and acme/api", repos, err)
+	}
+	since := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, Account: "acme", State: pipeline.InstallationSuspended,
+		Since: since, By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.Installation(ctx, 7)
+	if err != nil || st.State != pipeline.InstallationSuspended || !st.Since.Equal(since) || st.By != "alice" || st.Account != "acme" {
+		t.Errorf("installation 7: %+v (%v); want suspended by alice at %v", st, err, since)
+	}
+	var n int
+	if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'repositories_installation'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("index of the repositories by installation: %d (%v), want it", n, err)
+	}
+	var pending int
+	if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND installation_id = 7`).Scan(&pending); err != nil || pending != 1 {
+		t.Errorf("pending deliveries of installation 7 after the migration: %d (%v), want 1", pending, err)
+	}
+}
+
+// An installation's state keeps its time and author while it stays in it
+// (a redelivered event), and one that becomes active again makes due at
+// once its pending deliveries that wait for later — and only those.
+func TestSetInstallationWakesItsWaitingDeliveries(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return now }
+	later := now.Add(time.Hour)
+	type seed struct {
+		id    string
+		inst  int64
+		repo  string
+		state pipeline.DeliveryState
+		wait  bool // postponed until later
+	}
+	for i, s := range []seed{
+		{"shop-waits", 7, "acme/shop", pipeline.DeliveryPending, true},
+		{"api-waits", 7, "acme/api", pipeline.DeliveryPending, true},
+		{"shop-behind", 7, "acme/shop", pipeline.DeliveryPending, false},
+		{"other-installation", 8, "globex/web", pipeline.DeliveryPending, true},
+		{"done", 7, "acme/docs", pipeline.DeliveryDone, false},
+	} {
+		d := &pipeline.Delivery{ID: s.id, Event: "push", InstallationID: s.inst, RepositoryID: int64(100 + i), Repository: s.repo,
+			State: s.state, Body: []byte(`{}`)}
+		if _, err := db.Accept(ctx, d, "push", "accepted"); err != nil {
+			t.Fatal(err)
+		}
+		if s.wait {
+			got, err := db.GetDelivery(ctx, s.id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.PostponeDelivery(ctx, got.Seq, "installation 7 is suspended", later); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	due := func() []string {
+		t.Helper()
+		ds, _, err := db.NextWork(ctx, now, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range ds {
+			out = append(out, d.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got := due(); len(got) != 0 {
+		t.Fatalf("due before the unsuspension: %v, want none (the queue heads wait)", got)
+	}
+
+	suspendedAt := now.Add(-time.Minute)
+	for range 2 { // the second: GitHub redelivers the event
+		woken, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: pipeline.InstallationSuspended, Since: suspendedAt, By: "alice"})
+		if err != nil || woken != 0 {
+			t.Fatalf("suspension: %d woken, %v; want none", woken, err)
+		}
+		now = now.Add(time.Second)
+	}
+	if st, _ := db.Installation(ctx, 7); !st.Since.Equal(suspendedAt) || st.By != "alice" {
+		t.Errorf("after the redelivered suspension: %+v; want since %v by alice", st, suspendedAt)
+	}
+
+	woken, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: pipeline.InstallationActive, By: "bob"})
+	if err != nil || woken != 2 {
+		t.Fatalf("unsuspension: %d woken, %v; want 2 (the waiting deliveries of installation 7)", woken, err)
+	}
+	if got, want := due(), []string{"api-waits", "shop-waits"}; !slices.Equal(got, want) {
+		t.Errorf("due after the unsuspension: %v, want %v (installation 8's still waits)", got, want)
+	}
+	if d, _ := db.GetDelivery(ctx, "shop-waits"); d.Attempts != 0 || d.Waits != 1 || d.State != pipeline.DeliveryPending {
+		t.Errorf("shop-waits: %+v; want pending, no attempt, one wait", d)
+	}
+	if woken, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: pipeline.InstallationActive, By: "bob"}); err != nil || woken != 0 {
+		t.Errorf("unsuspension redelivered: %d woken, %v; want nothing changed", woken, err)
+	}
+	if st, _ := db.Installation(ctx, 7); st.State != pipeline.InstallationActive || st.By != "bob" || !st.Since.Equal(now) {
+		t.Errorf("installation 7: %+v; want active since %v by bob", st, now)
+	}
+}
+
+// DropWork leaves nothing owed to GitHub for a repository: its intents are
+// abandoned, its statuses to write and read-backs dropped, its missing
+// deploy logs no longer looked for; another repository's work stays.
+func TestDropWork(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1), (43, 'acme/api', 7, 1)`,
+		`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at) VALUES
+			(1, 42, 'a', 'refs/heads/main', 1, '{}', 'stopped', 1, 1), (2, 42, 'b', 'refs/heads/main', 1, '{}', 'active', 1, 1),
+			(3, 43, 'c', 'refs/heads/main', 1, '{}', 'active', 1, 1)`,
+		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, notify, notify_reason, read_back, created_at) VALUES
+			(10, 42, 1, 'staging', 1, 'a', 'lastmile', 100, 'queued', 'inactive', 'superseded', 0, 1),
+			(11, 42, 1, 'test', 0, 'a', 'lastmile', 101, 'inactive', '', '', 1, 1),
+			(12, 42, 2, 'test', 0, 'b', 'lastmile', NULL, 'intent', '', '', 0, 1),
+			(13, 43, 3, 'test', 0, 'c', 'lastmile', NULL, 'intent', '', '', 0, 1)`,
+		`INSERT INTO job_logs (job_id, deployment_id, size, fetched_at, missing) VALUES (500, 11, 0, 1, 1)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if work, err := db.Work(ctx, 42); err != nil || len(work) != 3 {
+		t.Fatalf("acme/shop's work before: %d (%v), want 3", len(work), err)
+	}
+	if err := db.DropWork(ctx, 42, "lastmile no longer has access to the repository"); err != nil {
+		t.Fatal(err)
+	}
+	if work, err := db.Work(ctx, 42); err != nil || len(work) != 0 {
+		t.Errorf("acme/shop's work after: %+v (%v), want none", work, err)
+	}
+	if work, err := db.Work(ctx, 43); err != nil || len(work) != 1 {
+		t.Errorf("acme/api's work after: %d (%v), want its intent still", len(work), err)
+	}
+	var state, reason string
+	if err := db.read.QueryRowContext(ctx, `SELECT state, reason FROM deployments WHERE id = 12`).Scan(&state, &reason); err != nil ||
+		state != "abandoned" || reason != "lastmile no longer has access to the repository" {
+		t.Errorf("acme/shop's intent: %s %q (%v), want abandoned with the reason", state, reason, err)
+	}
+	missing, err := db.MissingJobLogs(ctx, time.UnixMilli(0))
+	if err != nil || len(missing) != 0 {
+		t.Errorf("deploy logs still looked for: %+v (%v), want none", missing, err)
+	}
+}
