@@ -1352,6 +1352,11 @@ func (e *Engine) lockRepo(id int64) (unlock func()) {
 // those, why is asked about the newest limit (all when limit < 0).
 func (e *Engine) withdraw(ctx context.Context, repo Repo, limit int, why func(r *Release) (string, error)) error {
 	defer e.lockRepo(repo.ID)()
+	return e.stopReleases(ctx, repo, limit, why)
+}
+
+// stopReleases is withdraw, the repository held by the caller.
+func (e *Engine) stopReleases(ctx context.Context, repo Repo, limit int, why func(r *Release) (string, error)) error {
 	state, err := e.Store.RepoState(ctx, repo.ID)
 	if err != nil {
 		return err

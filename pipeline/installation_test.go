@@ -1,0 +1,304 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// refusingGitHub is GitHub once the App lost the repository: it refuses
+// every call, as the real one does (the installation's token is 404), and
+// records that the call was made.
+type refusingGitHub struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+var errNoInstallation = errors.New("installation token for installation 7: GitHub answered 404 Not Found")
+
+func (g *refusingGitHub) call(name string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calls = append(g.calls, name)
+	return errNoInstallation
+}
+
+func (g *refusingGitHub) made() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.calls...)
+}
+
+func (g *refusingGitHub) ReadFile(context.Context, pipeline.Repo, string, string) ([]byte, error) {
+	return nil, g.call("ReadFile")
+}
+func (g *refusingGitHub) Compare(context.Context, pipeline.Repo, string, string) (pipeline.Comparison, error) {
+	return pipeline.Comparison{}, g.call("Compare")
+}
+func (g *refusingGitHub) Relation(context.Context, pipeline.Repo, string, string) (string, error) {
+	return "", g.call("Relation")
+}
+func (g *refusingGitHub) CreateDeployment(context.Context, pipeline.Repo, pipeline.DeploymentRequest) (int64, time.Time, error) {
+	return 0, time.Time{}, g.call("CreateDeployment")
+}
+func (g *refusingGitHub) FindDeployment(context.Context, pipeline.Repo, string, string, pipeline.Marker) (int64, time.Time, error) {
+	return 0, time.Time{}, g.call("FindDeployment")
+}
+func (g *refusingGitHub) LatestDeploymentStatus(context.Context, pipeline.Repo, int64) (pipeline.StatusInfo, error) {
+	return pipeline.StatusInfo{}, g.call("LatestDeploymentStatus")
+}
+func (g *refusingGitHub) DeploymentStatuses(context.Context, pipeline.Repo, int64) ([]pipeline.StatusInfo, error) {
+	return nil, g.call("DeploymentStatuses")
+}
+func (g *refusingGitHub) CreateDeploymentStatus(context.Context, pipeline.Repo, int64, pipeline.StatusRequest) (pipeline.StatusInfo, error) {
+	return pipeline.StatusInfo{}, g.call("CreateDeploymentStatus")
+}
+func (g *refusingGitHub) CreateCommitStatus(context.Context, pipeline.Repo, string, pipeline.CommitStatus) error {
+	return g.call("CreateCommitStatus")
+}
+func (g *refusingGitHub) ReviewProtectionRule(context.Context, pipeline.Repo, int64, string, string, string) error {
+	return g.call("ReviewProtectionRule")
+}
+func (g *refusingGitHub) JobLog(context.Context, pipeline.Repo, int64, int) ([]byte, bool, error) {
+	return nil, false, g.call("JobLog")
+}
+
+// api is a second repository of shop's installation.
+var api = pipeline.Repo{ID: 43, Owner: "acme", Name: "api", InstallationID: 7}
+
+// pushTo delivers a push of sha to repo's main.
+func (h *harness) pushTo(repo pipeline.Repo, before, sha string) error {
+	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: repo, DeliveryID: repo.Name + "-" + sha[:4],
+		Ref: "refs/heads/main", Before: before, After: sha, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(),
+		Commits: []pipeline.Commit{{SHA: sha, Title: "commit " + sha, Timestamp: time.Now().Add(-time.Hour)}}})
+}
+
+// installationEvent hands lastmile an installation event and returns the
+// note it finished the delivery with.
+func (h *harness) installationEvent(ev pipeline.InstallationEvent) string {
+	h.t.Helper()
+	if ev.InstallationID == 0 {
+		ev.InstallationID = 7
+	}
+	if ev.Account == "" {
+		ev.Account = "acme"
+	}
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	err := h.engine.HandleInstallation(context.Background(), ev)
+	var ignored *pipeline.Ignored
+	if !errors.As(err, &ignored) || ignored.DeliveryState() != pipeline.DeliveryDone {
+		h.t.Fatalf("installation %s: %v; want it done, with a note", ev.Action, err)
+	}
+	return ignored.Reason
+}
+
+func (h *harness) releaseState(repo pipeline.Repo, sha string) *pipeline.Release {
+	h.t.Helper()
+	rel, err := h.db.ReleaseOf(context.Background(), repo.ID, sha)
+	if err != nil {
+		h.t.Fatalf("release of %s in %s: %v", sha[:2], repo.FullName(), err)
+	}
+	return rel
+}
+
+// The App is uninstalled while c1 waits for staging's reviewers, c2 is on
+// its way to test and c3's deployment could not be created yet: every
+// release stops, saying who uninstalled the App, the environments are
+// retired, and nothing is left for GitHub — neither at once, nor at a later
+// advance of the repository (the sweep's), nor when the event is
+// redelivered.
+func TestUninstallStopsTheReleasesWithoutCallingGitHub(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2, c3)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true) // waits for reviewers
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.mu.Lock()
+	h.gh.failNext = []error{errors.New("502 Bad Gateway")}
+	h.gh.mu.Unlock()
+	if err := h.push(c2, c3, false); err == nil {
+		t.Fatal("the push of c3, its deployment's creation failing: no error")
+	}
+	if work, err := h.db.Work(ctx, shop.ID); err != nil || len(work) == 0 {
+		t.Fatalf("work owed before the uninstallation: %d (%v); want c3's intent", len(work), err)
+	}
+	if got := h.liveEnvs(); len(got) != 3 {
+		t.Fatalf("environments before: %v", got)
+	}
+
+	gone := &refusingGitHub{}
+	h.engine.GitHub = gone
+	uninstall := pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "octocat",
+		Repos: []pipeline.Repo{{ID: shop.ID, Owner: "acme", Name: "shop"}, {ID: 999, Owner: "acme", Name: "never-seen"}}}
+	note := h.installationEvent(uninstall)
+	if !strings.Contains(note, "acme/shop left lastmile") || strings.Contains(note, "never-seen") {
+		t.Errorf("note %q: want it to say acme/shop left lastmile (and nothing of a repository lastmile never saw)", note)
+	}
+
+	// c2 was superseded by c3 before; c1 and c3 were on their way.
+	const reason = "superseded: the lastmile App was uninstalled from the repository by octocat"
+	for _, sha := range []string{c1, c3} {
+		rel := h.releaseState(shop, sha)
+		if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded || rel.StopReason != reason {
+			t.Errorf("release of %s: %s %s %q; want stopped, superseded: %q", sha[:2], rel.State, rel.StopKind, rel.StopReason, reason)
+		}
+	}
+	if got := h.liveEnvs(); len(got) != 0 {
+		t.Errorf("environments after the uninstallation: %v, want none (retired)", got)
+	}
+	if rel := h.releaseState(shop, c2); rel.State != pipeline.ReleaseStopped {
+		t.Errorf("release of c2: %s, want stopped", rel.State)
+	}
+	if got := h.ledgerState(c1, "staging"); got != pipeline.DeploymentInactive {
+		t.Errorf("c1's staging deployment: %s, want inactive (in the record)", got)
+	}
+	rec, err := h.db.Audit(ctx, shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last pipeline.StatusInfo
+	for _, env := range rec.Environments {
+		if env.Name == "staging" && len(env.Deployments) > 0 {
+			st := env.Deployments[0].Statuses
+			last = st[len(st)-1]
+		}
+	}
+	if last.State != pipeline.DeploymentInactive || last.GitHubID != 0 || last.Creator != "lastmile" ||
+		!strings.Contains(last.Description, "not written on GitHub: lastmile no longer has access to the repository") {
+		t.Errorf("c1's staging statuses end with %+v; want an inactive recorded by lastmile alone, saying why", last)
+	}
+	if work, err := h.db.Work(ctx, shop.ID); err != nil || len(work) != 0 {
+		t.Errorf("work still owed GitHub: %+v (%v); want none", work, err)
+	}
+	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled || st.By != "octocat" {
+		t.Errorf("installation 7: %+v (%v); want recorded uninstalled by octocat", st, err)
+	}
+	if got, err := h.db.Repos(ctx, []int64{999}); err != nil || len(got) != 0 {
+		t.Errorf("a repository lastmile never saw was recorded: %+v (%v)", got, err)
+	}
+
+	// Later: the deploy of c1's staging, approved all the same, reports
+	// (its webhook reached lastmile before GitHub stopped sending them),
+	// the sweep advances the repository, and GitHub redelivers the event.
+	if failed, err := h.engine.AdvanceReleased(ctx, []pipeline.Repo{shop}); err != nil || len(failed) != 0 {
+		t.Errorf("advance after the uninstallation: %v %v", failed, err)
+	}
+	if n, err := h.engine.FetchMissingJobLogs(ctx); err != nil || n != 0 {
+		t.Errorf("missing job logs: %d %v", n, err)
+	}
+	if again := h.installationEvent(uninstall); again != note {
+		t.Errorf("redelivered: note %q, want %q again", again, note)
+	}
+	if rel := h.releaseState(shop, c1); rel.StopReason != reason {
+		t.Errorf("c1's reason after the redelivery: %q, want %q", rel.StopReason, reason)
+	}
+	if calls := gone.made(); len(calls) != 0 {
+		t.Errorf("GitHub called after the uninstallation: %v", calls)
+	}
+}
+
+// Of two repositories of an installation, one is removed from it: it leaves
+// lastmile, saying who removed it; the other goes on as before. A removal
+// from another installation (the repository was transferred, and is
+// recorded under the new one) changes nothing.
+func TestRemovedRepositoryLeavesTheOtherUntouched(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	if err := h.pushTo(shop, c0, c1); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.pushTo(api, c0, c2); err != nil { // another commit: the fake GitHub tells deployments apart by commit
+		t.Fatal(err)
+	}
+	note := h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Action: pipeline.RepositoriesRemoved, Sender: "mallory",
+		Repos: []pipeline.Repo{api}})
+	if !strings.Contains(note, "no repository lastmile knows left it") {
+		t.Errorf("removal from another installation: note %q", note)
+	}
+	if rel := h.releaseState(api, c2); rel.State != pipeline.ReleaseActive {
+		t.Fatalf("api's release after a removal from installation 8: %s, want active", rel.State)
+	}
+
+	note = h.installationEvent(pipeline.InstallationEvent{Action: pipeline.RepositoriesRemoved, Sender: "octocat", Repos: []pipeline.Repo{api}})
+	if !strings.Contains(note, "acme/api left lastmile") || strings.Contains(note, "acme/shop") {
+		t.Errorf("note %q", note)
+	}
+	if rel := h.releaseState(api, c2); rel.State != pipeline.ReleaseStopped ||
+		rel.StopReason != "superseded: the repository was removed from lastmile's installation by octocat" {
+		t.Errorf("api's release: %s %q", rel.State, rel.StopReason)
+	}
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
+		t.Errorf("shop's release: %s %q, want active", rel.State, rel.StopReason)
+	}
+	if st, err := h.db.Installation(context.Background(), 7); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("installation 7 after a removal: %+v (%v); want nothing recorded: it is installed", st, err)
+	}
+	// shop goes on: its test deployment succeeds, staging's is created.
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	if h.gh.deployment(c1, "staging") == nil {
+		t.Error("shop's release did not go on to staging")
+	}
+}
+
+// A suspension stops nothing and is recorded with who did it and when;
+// the unsuspension, and an installation or repositories added, clear the
+// mark, and a stale uninstalled mark too.
+func TestSuspensionIsRecordedAndStopsNothing(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	note := h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: at})
+	if !strings.Contains(note, "suspended by alice") {
+		t.Errorf("note %q", note)
+	}
+	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationSuspended || st.By != "alice" || !st.Since.Equal(at) {
+		t.Errorf("installation 7: %+v (%v); want suspended by alice at %v", st, err, at)
+	}
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
+		t.Errorf("c1's release after the suspension: %s %q, want active", rel.State, rel.StopReason)
+	}
+	if got := h.liveEnvs(); len(got) != 3 {
+		t.Errorf("environments after the suspension: %v, want all three live", got)
+	}
+	for _, tc := range []struct {
+		stale  pipeline.InstallationAction
+		action pipeline.InstallationAction
+	}{
+		{pipeline.InstallationSuspend, pipeline.InstallationUnsuspend},
+		{pipeline.InstallationDeleted, pipeline.InstallationCreated},
+		{pipeline.InstallationSuspend, pipeline.RepositoriesAdded},
+	} {
+		h.installationEvent(pipeline.InstallationEvent{Action: tc.stale, Sender: "alice"})
+		h.installationEvent(pipeline.InstallationEvent{Action: tc.action, Sender: "bob", Repos: []pipeline.Repo{api}})
+		if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationActive || st.By != "bob" {
+			t.Errorf("%s after %s: %+v (%v); want active, by bob", tc.action, tc.stale, st, err)
+		}
+	}
+}
+
+// The installation uninstalled lists a repository that lastmile recorded
+// under an earlier installation on the account (uninstalled and installed
+// again, lastmile not hearing of it): GitHub's list is the truth, and that
+// repository leaves lastmile too.
+func TestUninstallReachesTheRepositoriesGitHubLists(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	web := pipeline.Repo{ID: 44, Owner: "acme", Name: "web", InstallationID: 6}
+	if err := h.pushTo(web, c0, c1); err != nil {
+		t.Fatal(err)
+	}
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "octocat", Repos: []pipeline.Repo{web}})
+	if rel := h.releaseState(web, c1); rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "uninstalled") {
+		t.Errorf("web's release: %s %q; want stopped: the App was uninstalled", rel.State, rel.StopReason)
+	}
+}
