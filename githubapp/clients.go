@@ -84,6 +84,18 @@ func (c *Clients) Installation(id int64) (*github.Client, error) {
 	return gh, nil
 }
 
+// Forget drops the client of an installation that was uninstalled or
+// suspended: its token, minted before, is refused now (GitHub revokes an
+// uninstalled installation's tokens), and a call with it would fail
+// without saying why until the token expired, up to an hour later. The
+// next call asks for a new token, and GitHub's refusal of that says what
+// became of the installation (see InstallationGone, InstallationSuspended).
+func (c *Clients) Forget(id int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.installs, id)
+}
+
 // installationTransport marks each request with its installation, for the
 // rate-limit metrics (the token alone does not say whose it is).
 type installationTransport struct {
@@ -107,6 +119,7 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 type InstallationTokenError struct {
 	Installation int64
 	Status       string // GitHub's answer ("401 Unauthorized"); "" when none came
+	Code         int    // its HTTP status code; 0 when no answer came
 	Message      string // GitHub's message, if its answer had one
 	Err          error  // why no answer came (the transport's error: a rate limit, the network)
 }
@@ -142,7 +155,7 @@ func installationTokenError(id int64, err error) error {
 	}
 	e := &InstallationTokenError{Installation: id, Err: he.RootCause}
 	if resp := he.Response; resp != nil && he.RootCause == nil {
-		e.Status = resp.Status
+		e.Status, e.Code = resp.Status, resp.StatusCode
 		if resp.Body != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
@@ -158,6 +171,37 @@ func installationTokenError(id int64, err error) error {
 		return err
 	}
 	return e
+}
+
+// InstallationGone reports whether err is GitHub refusing an
+// installation's token because it has no such installation (404), and
+// which installation. That is what GitHub answers once the App was
+// uninstalled — and also when lastmile runs with another App's ID and key,
+// or against another GitHub, so it does not prove the installation gone:
+// the worker takes it so only for an installation recorded as uninstalled.
+func InstallationGone(err error) (installation int64, ok bool) {
+	var te *InstallationTokenError
+	if errors.As(err, &te) && te.Code == http.StatusNotFound {
+		return te.Installation, true
+	}
+	return 0, false
+}
+
+// InstallationSuspended reports whether err is GitHub refusing an
+// installation because it is suspended — 403 "This installation has been
+// suspended" — for its token, or for a call made with a token minted
+// before the suspension.
+func InstallationSuspended(err error) bool {
+	var te *InstallationTokenError
+	if errors.As(err, &te) {
+		return te.Code == http.StatusForbidden && suspendedMessage(te.Message)
+	}
+	var er *github.ErrorResponse
+	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == http.StatusForbidden && suspendedMessage(er.Message)
+}
+
+func suspendedMessage(msg string) bool {
+	return strings.Contains(strings.ToLower(msg), "installation has been suspended")
 }
 
 // oneLine is s on one line (runs of white space made one space), cut

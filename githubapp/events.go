@@ -5,34 +5,41 @@ import (
 	"slices"
 )
 
-// handledEvents are the webhook events lastmile acts on; the App subscribes
-// to exactly these (see the manifest).
-var handledEvents = map[string]bool{
-	"push":                       true,
-	"deployment":                 true,
-	"deployment_status":          true,
-	"deployment_review":          true,
-	"deployment_protection_rule": true,
-	"workflow_job":               true,
-	"workflow_run":               true,
-	"status":                     true,
-	"check_suite":                true,
-}
+// subscribedEvents are the webhook events the App subscribes to (the
+// manifest's) and acts on.
+var subscribedEvents = []string{"push", "deployment", "deployment_status", "deployment_review", "deployment_protection_rule",
+	"workflow_job", "workflow_run", "status", "check_suite"}
+
+// appEvents are the events GitHub sends every App, unasked: what becomes of
+// its installations. "All GitHub Apps receive this event by default. You
+// cannot manually subscribe to this event," GitHub's webhook description
+// says of both, so the manifest does not name them. lastmile acts on them:
+// an uninstalled App or a removed repository stops the releases on their
+// way, a suspension has deliveries wait.
+var appEvents = []string{"installation", "installation_repositories"}
+
+// handledEvents are the webhook events lastmile acts on: stored to be
+// handled, and asked for again when missed.
+var handledEvents = func() map[string]bool {
+	m := map[string]bool{}
+	for _, e := range append(slices.Clone(subscribedEvents), appEvents...) {
+		m[e] = true
+	}
+	return m
+}()
 
 // Handles reports whether lastmile acts on deliveries of event.
 func Handles(event string) bool { return handledEvents[event] }
 
-// HandledEvents lists the events lastmile acts on.
-func HandledEvents() []string {
-	return []string{"push", "deployment", "deployment_status", "deployment_review", "deployment_protection_rule",
-		"workflow_job", "workflow_run", "status", "check_suite"}
-}
+// SubscribedEvents lists the events the App subscribes to, for its
+// manifest: those lastmile acts on but the ones GitHub sends every App.
+func SubscribedEvents() []string { return slices.Clone(subscribedEvents) }
 
 // otherEvents are further GitHub events an App may receive; they are named in
 // metrics. Any other value of the (unsigned) X-GitHub-Event header is counted
 // as "other", so a forged header cannot create new series.
 var otherEvents = map[string]bool{
-	"ping": true, "installation": true, "installation_repositories": true, "installation_target": true,
+	"ping": true, "installation_target": true,
 	"github_app_authorization": true, "check_run": true, "create": true, "delete": true, "pull_request": true,
 	"pull_request_review": true, "issues": true, "issue_comment": true, "repository": true, "release": true,
 	"workflow_dispatch": true, "merge_group": true, "security_advisory": true, "meta": true,

@@ -57,7 +57,7 @@ func NewManifest(name, webhookURL, redirectURL string) *Manifest {
 		RedirectURL:        redirectURL,
 		Public:             false,
 		DefaultPermissions: Permissions,
-		DefaultEvents:      HandledEvents(),
+		DefaultEvents:      SubscribedEvents(),
 	}
 }
 

@@ -103,3 +103,24 @@ func TestConvertManifestErrorsHideTheCode(t *testing.T) {
 		})
 	}
 }
+
+// GitHub sends the installation events to every App and lets none
+// subscribe to them: the manifest names only events an App subscribes to,
+// each of which lastmile handles, and lastmile handles the installation
+// events all the same.
+func TestManifestSubscribesOnlyToWhatAnAppCan(t *testing.T) {
+	m := githubapp.NewManifest("lastmile", "https://lm.example.com/webhook", "http://127.0.0.1:8787/callback")
+	for _, e := range m.DefaultEvents {
+		if strings.HasPrefix(e, "installation") {
+			t.Errorf("the manifest subscribes to %s, which GitHub sends unasked", e)
+		}
+		if !githubapp.Handles(e) {
+			t.Errorf("the manifest subscribes to %s, which lastmile does not handle", e)
+		}
+	}
+	for _, e := range []string{"installation", "installation_repositories"} {
+		if !githubapp.Handles(e) {
+			t.Errorf("lastmile does not handle %s", e)
+		}
+	}
+}

@@ -456,10 +456,13 @@ func TestRedelivererCheckpointWithoutADate(t *testing.T) {
 }
 
 // Deliveries of events lastmile does not act on (it would only record them
-// as ignored) are not worth a request; ping is one of them.
+// as ignored) are not worth a request; ping is one of them. An installation
+// event, which GitHub sends unasked, is: a missed uninstallation would
+// leave releases on their way for good.
 func TestRedelivererAsksOnlyForEventsItHandles(t *testing.T) {
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	gh := newHookDeliveries(t, now, 100,
+		hookAttempt{id: 18, guid: "g-installation-target", ago: 30 * time.Second, event: "installation_target"},
 		hookAttempt{id: 17, guid: "g-installation", ago: time.Minute, event: "installation"},
 		hookAttempt{id: 16, guid: "g-ping", ago: 2 * time.Minute, event: "ping"},
 		hookAttempt{id: 15, guid: "g-push", ago: 3 * time.Minute, event: "push"},
@@ -474,7 +477,7 @@ func TestRedelivererAsksOnlyForEventsItHandles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := gh.Redelivered(), []int64{15, 13, 11}; !slices.Equal(got, want) || n != len(want) {
+	if got, want := gh.Redelivered(), []int64{17, 15, 13, 11}; !slices.Equal(got, want) || n != len(want) {
 		t.Errorf("asked to redeliver %v (RunOnce = %d), want only the events lastmile handles, %v", got, n, want)
 	}
 }

@@ -21,6 +21,7 @@ type Engine interface {
 	HandleWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) error
 	HandleProtectionRule(ctx context.Context, req pipeline.ProtectionRuleRequest) error
 	HandleContexts(ctx context.Context, ev pipeline.ContextsChanged) error
+	HandleInstallation(ctx context.Context, ev pipeline.InstallationEvent) error
 }
 
 // ErrMalformed marks a delivery whose payload cannot be understood: handling
@@ -35,6 +36,9 @@ const MaxPushCommits = 2048
 // the engine.
 type Router struct {
 	Engine Engine
+	// Forget, if set, drops the cached client of an installation that was
+	// uninstalled or suspended (see Clients.Forget).
+	Forget func(installation int64)
 }
 
 // Handle handles one delivery.
@@ -155,6 +159,14 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		return rt.Engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: repo, SHA: ev.GetSHA(),
 			Context: ev.GetContext(), State: ev.GetState()})
+	case *github.InstallationEvent:
+		return rt.installation(ctx, d, ev.GetAction(), ev.GetInstallation(), ev.Repositories, ev.GetSender())
+	case *github.InstallationRepositoriesEvent:
+		repos := ev.RepositoriesAdded
+		if ev.GetAction() == string(pipeline.RepositoriesRemoved) {
+			repos = ev.RepositoriesRemoved
+		}
+		return rt.installation(ctx, d, ev.GetAction(), ev.GetInstallation(), repos, ev.GetSender())
 	case *github.CheckSuiteEvent:
 		repo, err := repoOf(ev.Repo, ev.Installation)
 		if err != nil {
@@ -168,6 +180,42 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 			Context: cs.GetApp().GetSlug(), State: cs.GetConclusion(), CheckSuite: true})
 	}
 	return &pipeline.Ignored{Reason: "lastmile does not act on " + d.Event}
+}
+
+// installation hands the engine an `installation` or
+// `installation_repositories` event. The client of an installation that
+// was uninstalled or suspended is dropped first: its deliveries handled
+// from now on ask for a token, and GitHub's refusal says why.
+func (rt *Router) installation(ctx context.Context, d *pipeline.Delivery, action string, inst *github.Installation,
+	repos []*github.Repository, sender *github.User) error {
+	if inst.GetID() == 0 {
+		return fmt.Errorf("%w: %s event without an installation", ErrMalformed, d.Event)
+	}
+	ev := pipeline.InstallationEvent{
+		InstallationID: inst.GetID(), Account: inst.GetAccount().GetLogin(), Action: pipeline.InstallationAction(action),
+		Sender: sender.GetLogin(), At: d.ReceivedAt,
+	}
+	for _, r := range repos {
+		owner, name, err := pipeline.SplitFullName(r.GetFullName())
+		if err != nil {
+			owner, name = ev.Account, r.GetName()
+		}
+		ev.Repos = append(ev.Repos, pipeline.Repo{ID: r.GetID(), Owner: owner, Name: name, InstallationID: inst.GetID()})
+	}
+	switch ev.Action {
+	case pipeline.InstallationSuspend:
+		// Who suspended it, and when, as the installation says.
+		ev.Sender = firstNonEmpty(inst.GetSuspendedBy().GetLogin(), ev.Sender)
+		if at := inst.GetSuspendedAt(); !at.IsZero() {
+			ev.At = at.Time
+		}
+		fallthrough
+	case pipeline.InstallationDeleted:
+		if rt.Forget != nil {
+			rt.Forget(ev.InstallationID)
+		}
+	}
+	return rt.Engine.HandleInstallation(ctx, ev)
 }
 
 // pushPayload is the part of a push event's payload that lastmile reads.

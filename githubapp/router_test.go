@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,9 @@ func (e *recordingEngine) HandleProtectionRule(_ context.Context, req pipeline.P
 	return e.record(req)
 }
 func (e *recordingEngine) HandleContexts(_ context.Context, ev pipeline.ContextsChanged) error {
+	return e.record(ev)
+}
+func (e *recordingEngine) HandleInstallation(_ context.Context, ev pipeline.InstallationEvent) error {
 	return e.record(ev)
 }
 
@@ -299,6 +303,37 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 				DeliveryID: "delivery-1", Environment: "production", SHA: "f95f852bd8fca8fcc58a9a2d6c842781e32a215e",
 				Ref: "refs/heads/main", Event: "deployment", RunID: 1234567, DeploymentID: 555},
 		},
+		"App uninstalled": {
+			event: "installation", body: payload(t, "installation_deleted.json"),
+			want: pipeline.InstallationEvent{InstallationID: 2, Account: "octocat", Action: pipeline.InstallationDeleted,
+				Repos:  []pipeline.Repo{{ID: 1296269, Owner: "octocat", Name: "Hello-World", InstallationID: 2}},
+				Sender: "octocat", At: at("2030-01-01T00:00:00Z")},
+		},
+		"installation suspended: by whom and when, as the installation says": {
+			event: "installation", body: payload(t, "installation_suspend.json"),
+			want: pipeline.InstallationEvent{InstallationID: 16598467, Account: "Codertocat", Action: pipeline.InstallationSuspend,
+				Sender: "Codertocat", At: at("2021-04-29T02:32:50Z")},
+		},
+		"installation unsuspended": {
+			event: "installation", body: payload(t, "installation_unsuspend.json"),
+			want: pipeline.InstallationEvent{InstallationID: 16598467, Account: "Codertocat", Action: pipeline.InstallationUnsuspend,
+				Sender: "Codertocat", At: at("2030-01-01T00:00:00Z")},
+		},
+		"repository removed from the installation": {
+			event: "installation_repositories", body: payload(t, "installation_repositories_removed.json"),
+			want: pipeline.InstallationEvent{InstallationID: 2, Account: "octocat", Action: pipeline.RepositoriesRemoved,
+				Repos:  []pipeline.Repo{{ID: 1296269, Owner: "octocat", Name: "Hello-World", InstallationID: 2}},
+				Sender: "octocat", At: at("2030-01-01T00:00:00Z")},
+		},
+		"repositories added: those added, not those removed": {
+			event: "installation_repositories", body: edit(t, "installation_repositories_removed.json", func(p map[string]any) {
+				p["action"] = "added"
+				p["repositories_added"] = []any{map[string]any{"id": 7, "name": "api", "full_name": "octocat/api"}}
+			}),
+			want: pipeline.InstallationEvent{InstallationID: 2, Account: "octocat", Action: pipeline.RepositoriesAdded,
+				Repos:  []pipeline.Repo{{ID: 7, Owner: "octocat", Name: "api", InstallationID: 2}},
+				Sender: "octocat", At: at("2030-01-01T00:00:00Z")},
+		},
 		"protection rule without sha takes the deployment's": {
 			event: "deployment_protection_rule",
 			body: []byte(`{"action":"requested","environment":"staging","event":"push",
@@ -418,6 +453,8 @@ func TestRouterRefusals(t *testing.T) {
 		"protection rule answered": {event: "deployment_protection_rule", body: []byte(`{"action":"completed","repository":{"id":1,"full_name":"a/b"}}`), ignored: "completed"},
 		"engine error is returned": {event: "status", body: payload(t, "status.json"), engineErr: engineErr, wantErr: engineErr, engineCalls: 1},
 		"unknown event name":       {event: "no_such_event", body: []byte(`{}`), malformed: true},
+		"installation event without an installation": {event: "installation",
+			body: edit(t, "installation_deleted.json", func(p map[string]any) { delete(p, "installation") }), malformed: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -474,5 +511,36 @@ func queuedJob(production bool) pipeline.WorkflowJob {
 		Deployment: &pipeline.DeploymentInfo{GitHubID: 875096709, SHA: "16c5286e8d9a0629956a28938386b36608707a71",
 			Ref: "main", Environment: "Test", Creator: "lineville", CreatedAt: at("2023-04-19T21:12:12Z"),
 			Payload: json.RawMessage(`{}`), WorkflowRunID: 4747967848, Production: production},
+	}
+}
+
+// The router drops the cached client of an installation uninstalled or
+// suspended, before the engine acts on it, and of no other.
+func TestRouterForgetsTheClientOfAnInstallationGone(t *testing.T) {
+	for _, tc := range []struct {
+		event, file string
+		want        []int64
+	}{
+		{"installation", "installation_deleted.json", []int64{2}},
+		{"installation", "installation_suspend.json", []int64{16598467}},
+		{"installation", "installation_unsuspend.json", nil},
+		{"installation_repositories", "installation_repositories_removed.json", nil},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			var forgot []int64
+			eng := &recordingEngine{}
+			rt := &githubapp.Router{Engine: eng, Forget: func(id int64) {
+				if len(eng.calls) > 0 {
+					t.Error("forgotten after the engine acted")
+				}
+				forgot = append(forgot, id)
+			}}
+			if err := rt.Handle(context.Background(), &pipeline.Delivery{ID: "d", Event: tc.event, Body: payload(t, tc.file)}); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(forgot, tc.want) {
+				t.Errorf("forgot %v, want %v", forgot, tc.want)
+			}
+		})
 	}
 }

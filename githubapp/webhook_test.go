@@ -334,6 +334,12 @@ func TestWebhookAcceptsGitHubPayloads(t *testing.T) {
 		{"status.json", "status"},
 		{"check_suite_completed.json", "check_suite"},
 		{"check_suite_requested.json", "check_suite"},
+		// Sent to every App unasked; stored, to be handled, with the
+		// installation (and no repository).
+		{"installation_deleted.json", "installation"},
+		{"installation_suspend.json", "installation"},
+		{"installation_unsuspend.json", "installation"},
+		{"installation_repositories_removed.json", "installation_repositories"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -388,7 +394,7 @@ func TestWebhookRecordsEventsItDoesNotHandle(t *testing.T) {
 	}{
 		"ping":                {event: "ping", label: "ping", outcome: githubapp.OutcomePing, body: payload(t, "ping.json")},
 		"known unhandled":     {event: "issues", label: "issues", outcome: githubapp.OutcomeIgnored, body: []byte(`{"action":"opened","repository":{"id":5,"full_name":"a/b"}}`)},
-		"installation":        {event: "installation", label: "installation", outcome: githubapp.OutcomeIgnored, body: []byte(`{"action":"created","installation":{"id":42}}`)},
+		"installation target": {event: "installation_target", label: "installation_target", outcome: githubapp.OutcomeIgnored, body: []byte(`{"action":"renamed","installation":{"id":42}}`)},
 		"invented event name": {event: "made_up", label: "other", outcome: githubapp.OutcomeIgnored, body: []byte(`{}`)},
 		"create":              {event: "create", label: "create", outcome: githubapp.OutcomeIgnored, body: []byte(`{"ref":"v1"}`)},
 	}
@@ -741,7 +747,8 @@ func TestWebhookSeries(t *testing.T) {
 	for _, want := range [][2]string{
 		{"push", githubapp.OutcomeUnauthorized}, {"push", githubapp.OutcomeAccepted},
 		{"deployment_status", githubapp.OutcomeUnauthorized}, {"ping", githubapp.OutcomePing},
-		{"installation", githubapp.OutcomeIgnored}, {"other", githubapp.OutcomeUnauthorized},
+		{"installation", githubapp.OutcomeAccepted}, {"installation_repositories", githubapp.OutcomeAccepted},
+		{"installation_target", githubapp.OutcomeIgnored}, {"other", githubapp.OutcomeUnauthorized},
 	} {
 		if !seen[want] {
 			t.Errorf("WebhookSeries lacks event=%q outcome=%q", want[0], want[1])
