@@ -355,6 +355,62 @@ func TestInstallationTokenErrorsEndWithGitHubsAnswer(t *testing.T) {
 	}
 }
 
+// What GitHub answers once an installation is suspended or the App
+// uninstalled is told apart from other failures: a call with the token
+// minted before is refused as suspended (403), or revoked (401, which says
+// nothing of the installation); once the client is forgotten, the new
+// token's refusal says it (403 suspended, 404). A 404 of another kind (a
+// repository the installation does not have) is neither.
+func TestClientsTellAnInstallationSuspendedOrGone(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := &githubapp.GitHub{Clients: clients}
+	shop := pipeline.Repo{Owner: "acme", Name: "shop", InstallationID: w.acme}
+	read := func() error {
+		_, err := gh.ReadFile(ctx, shop, "README.md", "main")
+		return err
+	}
+	check := func(when string, err error, suspended bool, gone int64) {
+		t.Helper()
+		if got := githubapp.InstallationSuspended(err); got != suspended {
+			t.Errorf("%s: InstallationSuspended(%v) = %v, want %v", when, err, got, suspended)
+		}
+		if id, ok := githubapp.InstallationGone(err); ok != (gone != 0) || id != gone {
+			t.Errorf("%s: InstallationGone(%v) = %d, %v; want %d", when, err, id, ok, gone)
+		}
+	}
+	if err := read(); err != nil {
+		t.Fatal(err)
+	}
+	check("a 404 of a repository of another installation", func() error {
+		_, err := gh.ReadFile(ctx, pipeline.Repo{Owner: "globex", Name: "api", InstallationID: w.acme}, "README.md", "main")
+		return err
+	}(), false, 0)
+
+	w.sim.SuspendInstallation(w.acme, "alice")
+	check("suspended, the token minted before", read(), true, 0)
+	clients.Forget(w.acme)
+	err = read()
+	check("suspended, a new token", err, true, 0)
+	var te *githubapp.InstallationTokenError
+	if !errors.As(err, &te) || te.Code != http.StatusForbidden || te.Message != "This installation has been suspended" {
+		t.Errorf("error %#v: want the token refused with GitHub's 403", err)
+	}
+	w.sim.UnsuspendInstallation(w.acme, "alice")
+	if err := read(); err != nil {
+		t.Fatalf("unsuspended: %v", err)
+	}
+
+	w.sim.DeleteInstallation(w.acme, "octocat")
+	check("uninstalled, the token minted before", read(), false, 0)
+	clients.Forget(w.acme)
+	check("uninstalled, a new token", read(), false, w.acme)
+}
+
 // A token request that gets no answer says why, last; a rate limit stays
 // one for the worker, which then waits instead of counting an attempt.
 func TestInstallationTokenErrorsKeepTheirCause(t *testing.T) {

@@ -8,7 +8,13 @@ import "net/http"
 func (s *Simulator) handleGetApp(w http.ResponseWriter, r *http.Request, a *auth) {
 	s.mu.Lock()
 	body := s.st.appJSON(s.st.theApp())
-	body["installations_count"] = len(s.st.installations)
+	n := 0
+	for _, inst := range s.st.installations {
+		if !inst.deleted {
+			n++
+		}
+	}
+	body["installations_count"] = n
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, body)
 }

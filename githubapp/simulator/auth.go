@@ -201,6 +201,10 @@ func (s *Simulator) authorize(w http.ResponseWriter, r *http.Request, need authN
 		}
 		return true
 	}
+	if inst := s.st.installations[a.installationID]; a.kind == AuthInstallation && inst != nil && inst.suspendedBy != nil {
+		writeError(w, http.StatusForbidden, suspendedMessage, docsRoot)
+		return false
+	}
 	if rp == nil || !a.tok.canSee(rp) {
 		writeError(w, http.StatusNotFound, "Not Found", docsRoot)
 		return false
@@ -221,6 +225,9 @@ func (s *Simulator) authorize(w http.ResponseWriter, r *http.Request, need authN
 func (t *token) canSee(r *repo) bool {
 	if r.installation.id != t.installationID {
 		return false
+	}
+	if t.kind == AuthInstallation && !r.installation.has(r) {
+		return false // removed from the installation since
 	}
 	if t.repos == nil {
 		return true
@@ -251,8 +258,12 @@ func (s *Simulator) handleCreateToken(w http.ResponseWriter, r *http.Request, a 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inst := s.st.installations[id]
-	if inst == nil {
+	if inst == nil || inst.deleted {
 		writeError(w, http.StatusNotFound, "Not Found", doc)
+		return
+	}
+	if inst.suspendedBy != nil {
+		writeError(w, http.StatusForbidden, suspendedMessage, doc)
 		return
 	}
 	t := &token{

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bradleyfalzon/ghinstallation/v2"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -517,6 +518,59 @@ func TestConformance(t *testing.T) {
 		t.Errorf("redelivery: %+v", last)
 	}
 
+	// The installation's lifecycle, on another account: a repository
+	// removed from it (its token no longer reaches it), the installation
+	// suspended (a call with the token minted before is refused, and so is
+	// a new token), unsuspended, then uninstalled (the token minted before
+	// is revoked, a new one is refused: no such installation).
+	globex := sim.CreateInstallation("globex", "Organization")
+	sim.CreateRepo(globex, "globex/web", simulator.RepoOptions{})
+	sim.CreateRepo(globex, "globex/api", simulator.RepoOptions{})
+	// gx keeps its first token. Its calls are not validated: GitHub's
+	// description of an operation lists no 401 or 403 for a token refused
+	// as a whole. The token requests of new clients are.
+	gx := h.client(globex, nil)
+	status := func(c *github.Client, repo string) int {
+		t.Helper()
+		_, resp, err := c.Repositories.GetCommit(ctx, "globex", repo, "main", nil)
+		var tokenErr *ghinstallation.HTTPError
+		switch {
+		case errors.As(err, &tokenErr) && tokenErr.Response != nil:
+			return tokenErr.Response.StatusCode
+		case resp != nil:
+			return resp.StatusCode
+		}
+		t.Fatalf("GET a commit of globex/%s: %v", repo, err)
+		return 0
+	}
+	if got := status(gx, "api"); got != 200 {
+		t.Fatalf("globex/api before its removal: %d", got)
+	}
+	sim.RemoveRepositoryFromInstallation("globex/api", "octocat")
+	if got := status(gx, "api"); got != 404 {
+		t.Errorf("globex/api removed from the installation: %d, want 404", got)
+	}
+	sim.SuspendInstallation(globex, "octocat")
+	if got := status(gx, "web"); got != 403 {
+		t.Errorf("suspended, the token minted before: %d, want 403", got)
+	}
+	if got := status(h.client(globex, v), "web"); got != 403 {
+		t.Errorf("suspended, a new token: %d, want 403", got)
+	}
+	sim.UnsuspendInstallation(globex, "octocat")
+	if got := status(h.client(globex, v), "web"); got != 200 {
+		t.Errorf("unsuspended: %d, want 200", got)
+	}
+	sim.DeleteInstallation(globex, "octocat")
+	if got := status(gx, "web"); got != 401 {
+		t.Errorf("uninstalled, the token minted before: %d, want 401", got)
+	}
+	if got := status(h.client(globex, v), "web"); got != 404 {
+		t.Errorf("uninstalled, a new token: %d, want 404", got)
+	}
+	h.waitIdle()
+	ds = sim.Deliveries()
+
 	// Every webhook conforms to its schema, and every kind was sent.
 	wv := newWebhookValidator(t)
 	examples := loadExamples(t)
@@ -539,6 +593,8 @@ func TestConformance(t *testing.T) {
 		"webhook-workflow-run-requested", "webhook-workflow-run-in-progress", "webhook-workflow-run-completed",
 		"webhook-workflow-job-queued", "webhook-workflow-job-waiting", "webhook-workflow-job-in-progress", "webhook-workflow-job-completed",
 		"webhook-status", "webhook-check-suite-completed",
+		"webhook-installation-deleted", "webhook-installation-suspend", "webhook-installation-unsuspend",
+		"webhook-installation-repositories-removed",
 	} {
 		if !seen[want] {
 			t.Errorf("no %s webhook was sent", want)

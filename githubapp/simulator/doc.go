@@ -61,6 +61,14 @@
 // Fixtures: CreateInstallation, CreateRepo, Push, PushSilently, DeleteBranch,
 // SetCommitStatus, SetCheckRun, CompleteCheckSuite, SetEnvironment,
 // SetWorkflow.
+// The installation's lifecycle, each with the webhook GitHub sends every
+// App: DeleteInstallation (`installation` deleted, listing its
+// repositories; its tokens are revoked, 401, and a new one is refused, 404),
+// SuspendInstallation and UnsuspendInstallation (`installation` suspend and
+// unsuspend; while suspended a new token is refused with 403 "This
+// installation has been suspended"), RemoveRepositoryFromInstallation
+// (`installation_repositories` removed; the installation's tokens answer
+// 404 for it).
 // Reviewers: ReviewPolicy (AutoApprove, AutoReject, Manual, Timeout),
 // PendingReviews, Approve, Reject; CancelRun, RerunFailedJobs. Faults: InjectFault with a
 // Fault (server errors, primary and secondary rate limits, delays,
@@ -131,6 +139,19 @@
 //     timer runs in real time, so keep it short.
 //   - The App's JWT on a repository endpoint gets 403 "Resource not
 //     accessible by integration".
+//   - A call with a token minted before its installation was suspended gets
+//     the 403 a new token gets (GitHub documents only that the App's access
+//     to the API is blocked). While an installation is suspended, and once
+//     the App no longer reaches a repository (removed from the
+//     installation, or the App uninstalled), the events of its
+//     repositories send no webhook, then or later ("the app's access to ...
+//     webhook events is blocked"); workflow runs go on, their GITHUB_TOKEN
+//     not being the App's.
+//   - Not modelled: installing the App through GitHub (CreateInstallation
+//     sends no `installation` created webhook), adding repositories to an
+//     installation (`installation_repositories` added), installing it again
+//     on an account, new permissions (new_permissions_accepted), and
+//     suspensions by GitHub itself.
 //
 // Run it as a process with ./githubapp/simulator/cmd/ghsim.
 //

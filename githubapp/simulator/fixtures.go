@@ -30,7 +30,8 @@ func (s *Simulator) CreateInstallation(account, accountType string) int64 {
 	defer s.mu.Unlock()
 	st := s.st
 	a := st.addAccount(account, accountType, 0)
-	inst := &installation{id: st.id(), account: a}
+	now := s.clock().Truncate(time.Second)
+	inst := &installation{id: st.id(), account: a, selection: "all", createdAt: now, updatedAt: now}
 	st.installations[inst.id] = inst
 	s.notifyLocked()
 	return inst.id

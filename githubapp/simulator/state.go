@@ -66,9 +66,26 @@ type account struct {
 }
 
 type installation struct {
-	id      int64
-	account *account
-	repos   []*repo
+	id        int64
+	account   *account
+	repos     []*repo // the repositories the App reaches through it
+	selection string  // "all", or "selected" once a repository was removed
+	createdAt time.Time
+	updatedAt time.Time
+	// suspendedBy is who suspended it, nil while it is not suspended.
+	suspendedBy *account
+	suspendedAt time.Time
+	deleted     bool // the App was uninstalled
+}
+
+// has reports whether the App reaches r through the installation.
+func (inst *installation) has(r *repo) bool {
+	for _, x := range inst.repos {
+		if x == r {
+			return true
+		}
+	}
+	return false
 }
 
 type repo struct {
@@ -77,9 +94,11 @@ type repo struct {
 	name          string
 	private       bool
 	defaultBranch string
-	installation  *installation
-	createdAt     time.Time
-	pushedAt      time.Time
+	// installation is the one the repository was created under; whether
+	// the App still reaches it through it is installation.has.
+	installation *installation
+	createdAt    time.Time
+	pushedAt     time.Time
 
 	branches     map[string]string // name -> sha
 	commits      map[string]*commit

@@ -65,19 +65,28 @@ func newGUID() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// enqueue appends a webhook to the sender queue. GitHub sends an App's
-// webhooks in the order the events happened; so does the single sender.
+// enqueue appends a webhook about r to the sender queue. GitHub sends an
+// App's webhooks in the order the events happened; so does the single
+// sender. The App hears nothing of a repository it no longer reaches
+// (removed from its installation, or the App uninstalled), nor, while its
+// installation is suspended, of its repositories: "the app's access to
+// the GitHub API or webhook events is blocked for that account".
 func (st *state) enqueue(event string, r *repo, payload obj) {
+	if !st.reaches(r) {
+		return
+	}
+	st.enqueueFor(event, r.installation, r.id, payload)
+}
+
+// enqueueFor appends a webhook of an installation (about a repository of
+// it, or about the installation itself: repositoryID 0).
+func (st *state) enqueueFor(event string, inst *installation, repositoryID int64, payload obj) {
 	body, err := json.Marshal(payload)
 	if err != nil {
 		panic(fmt.Sprintf("simulator: marshal %s payload: %v", event, err))
 	}
 	action, _ := payload["action"].(string)
-	o := &outgoing{guid: newGUID(), event: event, action: action, body: body}
-	if r != nil {
-		o.installationID = r.installation.id
-		o.repositoryID = r.id
-	}
+	o := &outgoing{guid: newGUID(), event: event, action: action, body: body, installationID: inst.id, repositoryID: repositoryID}
 	st.queue = append(st.queue, o)
 	st.s.nudgeSender()
 }

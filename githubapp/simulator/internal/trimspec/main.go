@@ -76,11 +76,16 @@ var webhooks = []string{
 	"workflow-job-completed",
 	"status",
 	"check-suite-completed",
+	"installation-deleted",
+	"installation-suspend",
+	"installation-unsuspend",
+	"installation-repositories-removed",
 }
 
 // exampleEvents are the events whose example payloads are kept.
 var exampleEvents = []string{
 	"check_suite", "deployment", "deployment_review", "deployment_status",
+	"installation", "installation_repositories",
 	"push", "status", "workflow_job", "workflow_run",
 }
 
