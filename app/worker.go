@@ -32,6 +32,19 @@ type Inbox interface {
 	PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error
 }
 
+// Installations is what the worker reads of the App's installations.
+type Installations interface {
+	// Installation is what lastmile recorded of an installation;
+	// pipeline.ErrNotFound if nothing.
+	Installation(ctx context.Context, id int64) (pipeline.InstallationState, error)
+}
+
+// SuspendedRecheck is how long a delivery of a suspended installation
+// waits before lastmile asks GitHub again. The unsuspension's webhook makes
+// it due at once (Store.SetInstallation): this is for an unsuspension whose
+// webhook lastmile never gets.
+const SuspendedRecheck = time.Hour
+
 // Handler handles one delivery; it returns nil once its effects are committed.
 type Handler interface {
 	Handle(ctx context.Context, d *pipeline.Delivery) error
@@ -47,12 +60,15 @@ type HandlingObserver interface {
 // done only after its handler returned nil; a failure is retried with
 // exponential backoff, and after MaxAttempts it is parked as dead.
 type Worker struct {
-	Inbox       Inbox
-	Handler     Handler
-	Observer    HandlingObserver
-	Log         *slog.Logger
-	Concurrency int
-	MaxAttempts int
+	Inbox   Inbox
+	Handler Handler
+	// Installations, if set, tells a delivery of an uninstalled
+	// installation, which is ignored rather than retried.
+	Installations Installations
+	Observer      HandlingObserver
+	Log           *slog.Logger
+	Concurrency   int
+	MaxAttempts   int
 	// Timeout bounds one handling attempt.
 	Timeout time.Duration
 	// Backoff is the wait after a failed attempt (the first is attempt 1).
@@ -233,12 +249,26 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		return
 	}
 
+	// The App was uninstalled: GitHub refuses the installation's token, and
+	// always will. That is no fault to alert anyone of: the delivery is
+	// ignored, saying why, rather than retried until dead.
+	if note, ok := w.uninstalled(ctx, err); ok {
+		if !w.record(ctx, log, "mark delivery ignored", err, func() error { return w.Inbox.IgnoreDelivery(ctx, d.Seq, note) }) {
+			return
+		}
+		log.Warn("delivery ignored: the lastmile App was uninstalled from its installation", "note", note, "error", err)
+		w.observe(d.Event, string(pipeline.DeliveryIgnored), took)
+		return
+	}
+
 	// Waiting for GitHub (its rate limit, or its API to catch up) is not
 	// the delivery's fault: it is not an attempt, and never makes the
 	// delivery dead. A secondary rate limit hit again and again is waited
-	// out for longer each time, as GitHub asks.
+	// out for longer each time, as GitHub asks. Nor is waiting for an
+	// installation to be unsuspended: its unsuspension makes the delivery
+	// due at once.
 	var wait time.Time
-	waiting := false
+	waiting, why := false, "delivery waits for GitHub"
 	if rl, ok := githubapp.AsRateLimited(err, w.Now()); ok {
 		wait, waiting = rl.Until, true
 		if rl.Secondary {
@@ -253,6 +283,12 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {
 		wait, waiting = again.At, true
 	}
+	if githubapp.InstallationSuspended(err) {
+		wait, waiting, why = w.Now().Add(SuspendedRecheck), true, "delivery waits until its installation is unsuspended"
+		// Said first, GitHub's refusal last: `lastmile deliveries` keeps
+		// both ends of a long error.
+		err = fmt.Errorf("%s: %w", w.suspension(ctx, d.InstallationID), err)
+	}
 	if waiting {
 		if !wait.After(w.Now()) {
 			wait = w.Now().Add(w.Backoff(1))
@@ -260,7 +296,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		if !w.record(ctx, log, "record a wait", err, func() error { return w.Inbox.PostponeDelivery(ctx, d.Seq, err.Error(), wait) }) {
 			return
 		}
-		log.Warn("delivery waits for GitHub", "retry_at", wait.UTC().Format(time.RFC3339), "error", err)
+		log.Warn(why, "retry_at", wait.UTC().Format(time.RFC3339), "error", err)
 		w.observe(d.Event, "retry", took)
 		return
 	}
@@ -277,6 +313,55 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	}
 	log.Warn("delivery failed; will retry", "attempt", attempt, "retry_at", next.UTC().Format(time.RFC3339), "error", err)
 	w.observe(d.Event, "retry", took)
+}
+
+// uninstalled returns the note of a delivery whose installation's token
+// GitHub refused as unknown (404) when lastmile recorded the installation
+// as uninstalled. GitHub's 404 alone does not tell an uninstalled App from
+// lastmile running with another App's ID and key, or against another
+// GitHub: ignoring deliveries then would lose them, where retrying makes
+// them dead, for an operator to retry once the setting is fixed. And an
+// uninstallation's webhook is sent to every App (and asked for again when
+// missed), so a delivery refused before it was handled is ignored at its
+// next attempt.
+func (w *Worker) uninstalled(ctx context.Context, err error) (note string, ok bool) {
+	id, gone := githubapp.InstallationGone(err)
+	if !gone || w.Installations == nil {
+		return "", false
+	}
+	st, lerr := w.Installations.Installation(ctx, id)
+	if lerr != nil || st.State != pipeline.InstallationUninstalled {
+		return "", false
+	}
+	return fmt.Sprintf("the lastmile App was uninstalled from installation %d%s%s at %s: GitHub no longer gives lastmile access to it",
+		id, forAccount(st.Account), byLogin(st.By), st.Since.UTC().Format(time.RFC3339)), true
+}
+
+// suspension says that an installation is suspended, and since when and
+// by whom when lastmile heard of it.
+func (w *Worker) suspension(ctx context.Context, id int64) string {
+	what := fmt.Sprintf("installation %d is suspended", id)
+	if w.Installations != nil {
+		if st, err := w.Installations.Installation(ctx, id); err == nil && st.State == pipeline.InstallationSuspended {
+			what = fmt.Sprintf("installation %d%s was suspended%s at %s", id, forAccount(st.Account), byLogin(st.By),
+				st.Since.UTC().Format(time.RFC3339))
+		}
+	}
+	return what + ": waiting until it is unsuspended (not an attempt)"
+}
+
+func forAccount(account string) string {
+	if account == "" {
+		return ""
+	}
+	return " (" + account + ")"
+}
+
+func byLogin(login string) string {
+	if login == "" {
+		return ""
+	}
+	return " by " + login
 }
 
 // record writes a handling's outcome, trying again (after 100 ms, doubling

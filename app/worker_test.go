@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/google/go-github/v62/github"
 
 	"github.com/lastmile-app/lastmile/storage/storagetest"
 
@@ -646,4 +650,120 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// What GitHub answers for an installation that was uninstalled or
+// suspended is no fault of the delivery's. A 404 for the token of an
+// installation lastmile recorded as uninstalled: the delivery is ignored,
+// with a note naming the installation, logged once at WARN. A suspension's
+// 403 (for a new token, or for a call with one minted before): it waits,
+// not counting an attempt, never dead, saying so. Anything else is a
+// failed attempt, as before — a 404 of an installation lastmile has not
+// recorded as uninstalled too (lastmile may run with another App's key).
+func TestWorkerRefusedInstallations(t *testing.T) {
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	const backoff = 7 * time.Second
+	gone := fmt.Errorf("read .github/lastmile.yml at c0ffee0: %w",
+		&githubapp.InstallationTokenError{Installation: 7, Status: "404 Not Found", Code: http.StatusNotFound})
+	suspendedToken := fmt.Errorf("read .github/lastmile.yml at c0ffee0: %w", &githubapp.InstallationTokenError{Installation: 7,
+		Status: "403 Forbidden", Code: http.StatusForbidden, Message: "This installation has been suspended"})
+	suspendedCall := fmt.Errorf("read .github/lastmile.yml at c0ffee0: %w", &github.ErrorResponse{
+		Response: &http.Response{StatusCode: http.StatusForbidden, Request: &http.Request{Method: "GET", URL: &url.URL{}}},
+		Message:  "This installation has been suspended"})
+	forbidden := &github.ErrorResponse{Response: &http.Response{StatusCode: http.StatusForbidden, Request: &http.Request{Method: "GET", URL: &url.URL{}}},
+		Message: "Resource not accessible by integration"}
+	uninstalled := pipeline.InstallationState{ID: 7, Account: "acme", State: pipeline.InstallationUninstalled, Since: now.Add(-time.Minute), By: "octocat"}
+	suspended := pipeline.InstallationState{ID: 7, Account: "acme", State: pipeline.InstallationSuspended, Since: now.Add(-time.Minute), By: "alice"}
+	tests := map[string]struct {
+		recorded    *pipeline.InstallationState
+		err         error
+		maxAttempts int
+		result      string
+		state       pipeline.DeliveryState
+		attempts    int
+		next        time.Time
+		has         string // in the note (ignored) or the last error (pending)
+		suffix      string // the last error's end
+		warned      string // logged at WARN, once
+	}{
+		"404, the installation recorded uninstalled: ignored": {recorded: &uninstalled, err: gone,
+			result: "ignored", state: pipeline.DeliveryIgnored, attempts: 1,
+			has:    "the lastmile App was uninstalled from installation 7 (acme) by octocat at 2026-11-26T09:59:00Z",
+			warned: "delivery ignored: the lastmile App was uninstalled from its installation"},
+		"404, the installation not recorded uninstalled: a failed attempt": {err: gone,
+			result: "retry", state: pipeline.DeliveryPending, attempts: 1, next: now.Add(backoff), suffix: "GitHub answered 404 Not Found",
+			warned: "delivery failed; will retry"},
+		"404, the installation recorded suspended: a failed attempt": {recorded: &suspended, err: gone,
+			result: "retry", state: pipeline.DeliveryPending, attempts: 1, next: now.Add(backoff), suffix: "GitHub answered 404 Not Found"},
+		"the token refused as suspended: waits, saying since when and by whom": {recorded: &suspended, err: suspendedToken,
+			result: "retry", state: pipeline.DeliveryPending, attempts: 0, next: now.Add(app.SuspendedRecheck),
+			has:    "installation 7 (acme) was suspended by alice at 2026-11-26T09:59:00Z: waiting until it is unsuspended (not an attempt)",
+			suffix: "GitHub answered 403 Forbidden: This installation has been suspended",
+			warned: "delivery waits until its installation is unsuspended"},
+		"a call refused as suspended, at the last attempt, the suspension not heard of yet: waits": {err: suspendedCall, maxAttempts: 1,
+			result: "retry", state: pipeline.DeliveryPending, attempts: 0, next: now.Add(app.SuspendedRecheck),
+			has: "installation 7 is suspended: waiting until it is unsuspended", suffix: "403 This installation has been suspended []"},
+		"another 403: a failed attempt": {recorded: &suspended, err: forbidden,
+			result: "retry", state: pipeline.DeliveryPending, attempts: 1, next: now.Add(backoff), suffix: "403 Resource not accessible by integration []"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			db := workerDB(t)
+			db.Now = func() time.Time { return now }
+			d := &pipeline.Delivery{ID: "d-1", Event: "push", Repository: "acme/shop", InstallationID: 7, Body: []byte(`{}`),
+				State: pipeline.DeliveryPending, ReceivedAt: now.Add(-time.Second)}
+			if _, err := db.Accept(context.Background(), d, "push", githubapp.OutcomeAccepted); err != nil {
+				t.Fatal(err)
+			}
+			if tc.recorded != nil {
+				if _, err := db.SetInstallation(context.Background(), *tc.recorded); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var logged strings.Builder
+			var logMu sync.Mutex
+			log := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logged}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			obs := make(outcomes, 10)
+			stop := startWorker(t, &app.Worker{Inbox: db, Installations: db, Log: log, Observer: obs, MaxAttempts: cmp.Or(tc.maxAttempts, 5),
+				Handler: handlerFunc(func(context.Context, *pipeline.Delivery) error { return tc.err }),
+				Now:     func() time.Time { return now }, Backoff: func(int) time.Duration { return backoff }})
+			got := obs.next(t, 1, 10*time.Second)
+			stop()
+			if got[0] != (handled{"push", tc.result}) {
+				t.Errorf("outcome %+v, want push/%s", got[0], tc.result)
+			}
+			d = delivery(t, db, "d-1")
+			if d.State != tc.state || d.Attempts != tc.attempts {
+				t.Errorf("state %s, %d attempts; want %s, %d", d.State, d.Attempts, tc.state, tc.attempts)
+			}
+			if !tc.next.IsZero() && !d.NextAttemptAt.Equal(tc.next) {
+				t.Errorf("next attempt at %v, want %v", d.NextAttemptAt, tc.next)
+			}
+			detail := d.LastError
+			if tc.state == pipeline.DeliveryIgnored {
+				detail = d.Note
+			}
+			if !strings.Contains(detail, tc.has) || !strings.HasSuffix(detail, tc.suffix) {
+				t.Errorf("%s %q: want it to contain %q and end with %q", map[bool]string{true: "note", false: "last error"}[tc.state == pipeline.DeliveryIgnored],
+					detail, tc.has, tc.suffix)
+			}
+			logMu.Lock()
+			defer logMu.Unlock()
+			if tc.warned != "" && strings.Count(logged.String(), "level=WARN msg=\""+tc.warned) != 1 {
+				t.Errorf("log:\n%s\nwant one WARN %q", logged.String(), tc.warned)
+			}
+		})
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
