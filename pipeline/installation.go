@@ -164,7 +164,8 @@ func (e *Engine) suspended(ctx context.Context, ev InstallationEvent) error {
 // added to it, and GitHub sends a suspended installation no events —
 // clearing a stale mark (installation IDs are new when the App is
 // installed again, but nothing promises it). Its deliveries that waited for
-// the unsuspension are due at once.
+// the unsuspension are due at once: the worker looks at the inbox again as
+// soon as a handling ends, this one's too, and hands them out.
 func (e *Engine) reinstated(ctx context.Context, ev InstallationEvent) error {
 	woken, err := e.Store.SetInstallation(ctx, InstallationState{ID: ev.InstallationID, Account: ev.Account,
 		State: InstallationActive, Since: ev.At, By: ev.Sender})
