@@ -302,3 +302,37 @@ func TestUninstallReachesTheRepositoriesGitHubLists(t *testing.T) {
 		t.Errorf("web's release: %s %q; want stopped: the App was uninstalled", rel.State, rel.StopReason)
 	}
 }
+
+// A release stopped by a failure, which a re-run could carry on, is
+// withdrawn too when the App is uninstalled; the inactive lastmile would
+// write on its failed deployment (so that a re-run deploys nothing) cannot
+// be written any more: it is recorded as lastmile's alone, and nothing is
+// left for GitHub.
+func TestUninstallWithdrawsAFailedReleaseWithoutCallingGitHub(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopFailed {
+		t.Fatalf("c1's release after staging failed: %s %s", rel.State, rel.StopKind)
+	}
+	gone := &refusingGitHub{}
+	h.engine.GitHub = gone
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "octocat"})
+	rel := h.releaseState(shop, c1)
+	if rel.StopKind != pipeline.StopSuperseded || !strings.HasSuffix(rel.StopReason, "; then superseded: the lastmile App was uninstalled from the repository by octocat") {
+		t.Errorf("c1's release: %s %q; want superseded, its first reason kept", rel.StopKind, rel.StopReason)
+	}
+	if work, err := h.db.Work(ctx, shop.ID); err != nil || len(work) != 0 {
+		t.Errorf("work still owed GitHub: %+v (%v); want none", work, err)
+	}
+	if got := h.ledgerState(c1, "staging"); got != pipeline.DeploymentInactive {
+		t.Errorf("c1's failed staging deployment: %s, want inactive in the record", got)
+	}
+	if failed, err := h.engine.AdvanceReleased(ctx, []pipeline.Repo{shop}); err != nil || len(failed) != 0 {
+		t.Errorf("advance after the uninstallation: %v %v", failed, err)
+	}
+	if calls := gone.made(); len(calls) != 0 {
+		t.Errorf("GitHub called after the uninstallation: %v", calls)
+	}
+}
