@@ -227,20 +227,28 @@ const unreachable = "lastmile no longer has access to the repository"
 // repository it can no longer reach as lastmile's alone, as notify does
 // for a deployment GitHub no longer has (so that the deployment ends in
 // the record, and its release with it), then drops the rest of what it
-// owed (Store.DropWork).
+// owed (Store.DropWork). An intent owing an inactive (its release
+// superseded while an attempt to create it had no answer) is abandoned:
+// whether GitHub made it, lastmile can no longer look.
 func (e *Engine) settleUnreachable(ctx context.Context, repo Repo) error {
 	work, err := e.Store.Work(ctx, repo.ID)
 	if err != nil {
 		return err
 	}
 	for _, d := range work {
-		if d.Notify == "" {
-			continue
-		}
-		_, err := e.Store.RecordStatus(ctx, d, StatusInfo{State: d.Notify, Creator: "lastmile", CreatedAt: e.Now(),
-			Description: strings.TrimPrefix(d.NotifyReason+" (not written on GitHub: "+unreachable+")", " ")})
-		if err != nil {
-			return err
+		switch {
+		case d.Notify == "":
+		case d.GitHubID == 0:
+			reason := d.NotifyReason + " (" + unreachable + ": whether an earlier attempt created it on GitHub is not known)"
+			if err := e.Store.Refused(ctx, d.ID, DeploymentAbandoned, reason); err != nil {
+				return err
+			}
+		default:
+			_, err := e.Store.RecordStatus(ctx, d, StatusInfo{State: d.Notify, Creator: "lastmile", CreatedAt: e.Now(),
+				Description: strings.TrimPrefix(d.NotifyReason+" (not written on GitHub: "+unreachable+")", " ")})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return e.Store.DropWork(ctx, repo.ID, unreachable)

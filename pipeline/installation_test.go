@@ -179,6 +179,17 @@ func TestUninstallStopsTheReleasesWithoutCallingGitHub(t *testing.T) {
 	if work, err := h.db.Work(ctx, shop.ID); err != nil || len(work) != 0 {
 		t.Errorf("work still owed GitHub: %+v (%v); want none", work, err)
 	}
+	// c3's intent, whose creation failed: GitHub may have made it, but
+	// lastmile can no longer look: abandoned, saying so — not recorded
+	// inactive, as if lastmile knew of a deployment.
+	rec3, err := h.db.Audit(ctx, shop.FullName(), c3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rec3.Environments[0].Deployments; len(d) != 1 || d[0].State != pipeline.DeploymentAbandoned || len(d[0].Statuses) != 0 ||
+		!strings.Contains(d[0].Reason, "lastmile no longer has access to the repository") {
+		t.Errorf("c3's test deployment: %+v; want abandoned, no status, saying lastmile has no access", d)
+	}
 	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled || st.By != "octocat" {
 		t.Errorf("installation 7: %+v (%v); want recorded uninstalled by octocat", st, err)
 	}
