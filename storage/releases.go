@@ -111,17 +111,28 @@ func repoName(ctx context.Context, tx *sql.Tx, repoID int64) (string, error) {
 
 // PipelineBranch returns the branch named by the last configuration read.
 func (db *DB) PipelineBranch(ctx context.Context, repoID int64) (string, error) {
-	var b string
-	err := db.queryRow(ctx, `SELECT pipeline_branch FROM repositories WHERE id = ?`, repoID).Scan(&b)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
+	b, _, err := db.PipelineBranchSource(ctx, repoID)
 	return b, err
 }
 
-// SetPipelineBranch remembers the branch a repository's configuration names.
-func (db *DB) SetPipelineBranch(ctx context.Context, repoID int64, branch string) error {
-	_, err := db.exec(ctx, `UPDATE repositories SET pipeline_branch = ? WHERE id = ?`, branch, repoID)
+// PipelineBranchSource returns the branch named by the last configuration
+// read, and the commit whose configuration last changed it ("" if not
+// known).
+func (db *DB) PipelineBranchSource(ctx context.Context, repoID int64) (branch, sha string, err error) {
+	err = db.queryRow(ctx, `SELECT pipeline_branch, pipeline_branch_sha FROM repositories WHERE id = ?`, repoID).Scan(&branch, &sha)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", nil
+	}
+	return branch, sha, err
+}
+
+// SetPipelineBranch remembers the branch a repository's configuration
+// names, and, when that changes it, the commit of that configuration (sha,
+// "" if not known).
+func (db *DB) SetPipelineBranch(ctx context.Context, repoID int64, branch, sha string) error {
+	_, err := db.exec(ctx, `UPDATE repositories SET
+		pipeline_branch_sha = CASE WHEN pipeline_branch != ? THEN ? ELSE pipeline_branch_sha END,
+		pipeline_branch = ? WHERE id = ?`, branch, sha, branch, repoID)
 	return err
 }
 
@@ -586,7 +597,7 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 			// error (a re-run in progress already is left to end).
 			_, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = 'inactive', notify_reason = ?
 				WHERE id = (SELECT id FROM deployments WHERE release_id = ? AND origin = 'lastmile' AND github_id IS NOT NULL
-					ORDER BY stage DESC, id DESC LIMIT 1) AND state IN ('failure', 'error') AND notify = ''`, a.DeactivateEnded, a.Release.ID)
+					ORDER BY stage DESC, id DESC LIMIT 1) AND state IN ('failure', 'error') AND rerun = 0 AND notify = ''`, a.DeactivateEnded, a.Release.ID)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,145 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// c2 failed in staging and its failed job is being re-run (in progress,
+// holding staging) when main is force-pushed back to c1. The withdrawal
+// must not let c1's rollback deploy to staging while c2's re-run deploys
+// there.
+func TestWithdrawalDuringARerunKeepsTheHold(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20, "test")
+	h.status(c2, "staging", pipeline.DeploymentInProgress, 21, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	h.status(c2, "staging", pipeline.DeploymentInProgress, 21, true) // Re-run failed jobs: runs now
+	if held, _ := h.db.HeldBy(ctx, shop.ID, "staging"); held == 0 {
+		t.Fatal("precondition: the re-run should hold staging")
+	}
+	if err := h.push(c2, c1, true); err != nil { // rollback to c1
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 30, true) // the rollback passes test
+	held, _ := h.db.HeldBy(ctx, shop.ID, "staging")
+	if n := h.gh.count(c1, "staging"); n != 1 {
+		t.Errorf("rollback of c1 deployed to staging (%d deployments of c1 there, held by %d) while c2's re-run still deploys there; lastmile wrote %+v",
+			n, held, h.gh.written)
+	}
+}
+
+// main's configuration moves the pipeline to the branch release at c2, and
+// c3 is pushed to main right after (GitHub's main is at c3 when lastmile
+// handles c2's push). Neither c2 nor c3 names main as the pipeline branch:
+// neither must be deployed from main.
+func TestPushMovingThePipelineAwayIsNoReleaseWhenMainMovedOn(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2, c3)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.mu.Lock()
+	h.gh.config = "branch: release\n" + threeEnvs
+	h.gh.head = c3 // c3 pushed to main right after c2
+	h.gh.mu.Unlock()
+	errC2 := h.deliverPush(c1, c2, false, time.Now())
+	errC3 := h.deliverPush(c2, c3, false, time.Now())
+	b, _ := h.db.PipelineBranch(ctx, shop.ID)
+	t.Logf("c2: %v; c3: %v; branch %q", errC2, errC3, b)
+	if rel, err := h.db.ReleaseOf(ctx, shop.ID, c2); err == nil {
+		t.Errorf("c2's push to main, whose configuration names the branch release, made release #%d (%s), deployed to test: %v; pushes: %v / %v; pipeline branch now %q",
+			rel.ID, rel.State, h.gh.deployment(c2, "test") != nil, errC2, errC3, b)
+		h.promote(c2, 40, "test", "staging")
+		if h.gh.deployment(c2, "production") != nil {
+			t.Errorf("c2, a commit of main, reached production after the pipeline moved to release")
+		}
+	}
+}
+
+// The App is uninstalled from acme (installation 7) and installed again
+// (installation 8); lastmile hears of the uninstallation only after a push
+// of the new installation (GitHub does not promise the order; a missed
+// delivery is asked for again later). GitHub's event lists shop, which
+// lastmile now reaches through installation 8: it must not leave lastmile.
+func TestLateUninstallOfAnOldInstallationKeepsTheReinstalledRepo(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	reinstalled := shop
+	reinstalled.InstallationID = 8
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Action: pipeline.InstallationCreated, Repos: []pipeline.Repo{reinstalled}})
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	if err := h.pushTo(reinstalled, c1, c2); err != nil {
+		t.Fatal(err)
+	}
+	// installation 7's deletion, delivered late, listing shop.
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 7, Action: pipeline.InstallationDeleted, Sender: "octocat",
+		Repos: []pipeline.Repo{shop}})
+	if rel := h.releaseState(shop, c2); rel.State != pipeline.ReleaseActive {
+		t.Errorf("c2's release, pushed through installation 8, after installation 7's late deletion: %s %q; want active", rel.State, rel.StopReason)
+	}
+	if envs := h.liveEnvs(); len(envs) != 3 {
+		t.Errorf("live environments %v; want shop's three", envs)
+	}
+	h.gh.mu.Lock()
+	written := len(h.gh.written)
+	h.gh.mu.Unlock()
+	if st := h.ledgerState(c2, "test"); st == pipeline.DeploymentInactive && written == 0 {
+		t.Errorf("c2's test deployment is inactive in the ledger but nothing was written on GitHub: its workflow still deploys it")
+	}
+}
+
+// suspendedLogs is the fake GitHub with shop's installation suspended:
+// its job logs are refused.
+type suspendedLogs struct{ *fakeGitHub }
+
+func (s suspendedLogs) JobLog(ctx context.Context, r pipeline.Repo, job int64, max int) ([]byte, bool, error) {
+	if r.ID == shop.ID {
+		return nil, false, errors.New("installation token for installation 7: GitHub answered 403 Forbidden: This installation has been suspended")
+	}
+	return s.fakeGitHub.JobLog(ctx, r, job, max)
+}
+
+// shop's installation is suspended; api's (another account's) is not. The
+// sweep's look for missing deploy logs must still keep api's.
+func TestSuspendedInstallationDoesNotBlockOthersMissingLogs(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	other := pipeline.Repo{ID: 44, Owner: "other", Name: "web", InstallationID: 9}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.pushTo(other, c0, c1); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for _, d := range h.gh.deps {
+		rec, err := h.db.Deployment(ctx, d.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, rec.ID)
+	}
+	if len(ids) != 2 {
+		t.Fatalf("deployments %d", len(ids))
+	}
+	for i, repo := range []pipeline.Repo{shop, other} {
+		if err := h.db.SaveMissingJobLog(ctx, ids[i], pipeline.WorkflowJob{Repo: repo, JobID: int64(100 + i), Name: "deploy"}, []byte("none")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.gh.logs = map[int64]string{101: "web's log"}
+	h.engine.GitHub = suspendedLogs{h.gh}
+	n, err := h.engine.FetchMissingJobLogs(ctx)
+	if log, _ := h.db.JobLog(ctx, 101); string(log) != "web's log" {
+		t.Errorf("FetchMissingJobLogs: %d kept, %v; other/web's log %q not kept while shop's installation is suspended", n, err, log)
+	}
+}
