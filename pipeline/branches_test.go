@@ -716,3 +716,35 @@ func TestLateBranchDeletionKeepsWhatTheBranchHoldsAgain(t *testing.T) {
 		t.Error("c1 not deployed to production")
 	}
 }
+
+// GitHub may still show the pipeline branch where a push just deleted it
+// (its ref read from a replica that has not caught up): lastmile looks
+// again rather than take every release as still held.
+func TestBranchDeletionLooksAgainWhileGitHubStillShowsTheBranch(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "branch: release\n" + threeEnvs
+	if err := h.pushBranch("release", c0, c1, false, false); err != nil {
+		t.Fatal(err)
+	}
+	h.promote(c1, 10, "test")
+	deletion := pipeline.Push{Repo: shop, DeliveryID: "push-delete", Ref: "refs/heads/release",
+		Before: c1, After: zeroSHA, Deleted: true, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now()}
+	var again *pipeline.LookAgain
+	if err := h.engine.HandlePush(ctx, deletion); !errors.As(err, &again) {
+		t.Fatalf("deletion while GitHub still shows release at c1: %v, want a look again", err)
+	}
+	if rel, _ := h.db.ReleaseOf(ctx, shop.ID, c1); rel.State != pipeline.ReleaseActive {
+		t.Errorf("c1's release after the first look: %s %q, want active until GitHub shows the deletion", rel.State, rel.StopReason)
+	}
+	h.gh.mu.Lock()
+	h.gh.head = zeroSHA // GitHub caught up
+	h.gh.mu.Unlock()
+	var ign *pipeline.Ignored
+	if err := h.engine.HandlePush(ctx, deletion); !errors.As(err, &ign) {
+		t.Fatalf("deletion looked at again: %v", err)
+	}
+	if rel, _ := h.db.ReleaseOf(ctx, shop.ID, c1); rel.State != pipeline.ReleaseStopped {
+		t.Errorf("c1's release once GitHub shows the deletion: %s %q, want stopped", rel.State, rel.StopReason)
+	}
+}

@@ -89,7 +89,7 @@ func (e *Engine) learnPipelineBranch(ctx context.Context, p Push) (string, error
 		return "", nil // reported on the default branch's own pushes
 	}
 	target := cfg.PipelineBranch(p.DefaultBranch)
-	if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
+	if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target, ""); err != nil {
 		return "", err
 	}
 	return target, nil
@@ -236,24 +236,31 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 
 // movePipelineBranch records the pipeline branch that the configuration
 // of push p names, and returns the pipeline branch. A push that would move
-// the pipeline from the branch known must still be current: one delivered
-// late (out of order, or redelivered), whose branch has moved on past it,
+// the pipeline from the branch known must not come from before the commit
+// that moved it there: one delivered late (out of order, or redelivered)
 // carries an older configuration, and must not take the pipeline back —
-// the pushes that followed it name the branch that holds.
+// the push that followed it named the branch that holds. (Whether the
+// push's own branch has moved on since says nothing: a push right after it
+// may not have been handled yet.)
 func (e *Engine) movePipelineBranch(ctx context.Context, p Push, known, target string) (string, error) {
 	if known != "" && target != known {
-		branch := strings.TrimPrefix(p.Ref, "refs/heads/")
-		rel, err := e.GitHub.Relation(ctx, p.Repo, p.After, branch)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return "", fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
+		_, source, err := e.Store.PipelineBranchSource(ctx, p.Repo.ID)
+		if err != nil {
+			return "", err
 		}
-		if err == nil && rel == "ahead" {
-			e.Log.Info("pipeline branch kept: the push naming another came late", "repo", p.Repo.FullName(), "sha", p.After,
-				"branch", branch, "pipeline_branch", known, "named", target)
-			return known, nil
+		if source != "" && source != p.After {
+			rel, err := e.GitHub.Relation(ctx, p.Repo, p.After, source)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return "", fmt.Errorf("compare %s...%s: %w", short(p.After), short(source), err)
+			}
+			if err == nil && rel == "ahead" {
+				e.Log.Info("pipeline branch kept: the push naming another came before the commit that set it", "repo", p.Repo.FullName(),
+					"sha", p.After, "pipeline_branch", known, "set_at", source, "named", target)
+				return known, nil
+			}
 		}
 	}
-	if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target); err != nil {
+	if err := e.Store.SetPipelineBranch(ctx, p.Repo.ID, target, p.After); err != nil {
 		return "", err
 	}
 	return target, nil
@@ -310,6 +317,15 @@ func (e *Engine) branchDeleted(ctx context.Context, p Push, branch string) error
 	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
 	if err != nil || known != branch {
 		return err
+	}
+	if p.Before != "" && p.Before != zeroSHA && e.Now().Sub(p.PushedAt) < staleRefWindow {
+		// GitHub, its ref read from a replica that has not caught up, may
+		// still show the branch where this push deleted it: every release
+		// would look held.
+		if rel, err := e.GitHub.Relation(ctx, p.Repo, p.Before, branch); err == nil && rel == "identical" {
+			return &LookAgain{At: e.Now().Add(staleRefRetry),
+				Reason: fmt.Sprintf("GitHub still shows %s at %s, where this push deleted it", branch, short(p.Before))}
+		}
 	}
 	err = e.withdraw(ctx, p.Repo, maxRevivable, func(r *Release) (string, error) {
 		status, err := e.GitHub.Relation(ctx, p.Repo, r.SHA, branch)
@@ -792,20 +808,32 @@ func (e *Engine) FetchMissingJobLogs(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	kept := 0
+	// One installation GitHub refuses (suspended, rate limited, its token
+	// refused) does not hold back the others': its further jobs are left
+	// for the next sweep, and the first error is returned after the rest.
+	var firstErr error
+	refused := map[int64]bool{}
 	for _, m := range missing {
+		if refused[m.Job.Repo.InstallationID] {
+			continue
+		}
 		log, truncated, err := e.GitHub.JobLog(ctx, m.Job.Repo, m.Job.JobID, e.DeployLogMaxBytes)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return kept, fmt.Errorf("download log of job %d: %w", m.Job.JobID, err)
+			refused[m.Job.Repo.InstallationID] = true
+			if firstErr == nil {
+				firstErr = fmt.Errorf("download log of job %d: %w", m.Job.JobID, err)
+			}
+			continue
 		}
 		if err := e.Store.SaveJobLog(ctx, m.DeploymentID, m.Job, log, truncated); err != nil {
 			return kept, err
 		}
 		kept++
 	}
-	return kept, nil
+	return kept, firstErr
 }
 
 // HandleWorkflowRun records a run; a run that ends while its deployment has

@@ -231,7 +231,12 @@ type Store interface {
 	// PipelineBranch is the branch the repository's last read configuration
 	// named ("" when lastmile has not read one).
 	PipelineBranch(ctx context.Context, repoID int64) (string, error)
-	SetPipelineBranch(ctx context.Context, repoID int64, branch string) error
+	// PipelineBranchSource is the pipeline branch and the commit whose
+	// configuration last changed it ("" if not known).
+	PipelineBranchSource(ctx context.Context, repoID int64) (branch, sha string, err error)
+	// SetPipelineBranch records the branch named by the configuration of
+	// commit sha ("" if not known).
+	SetPipelineBranch(ctx context.Context, repoID int64, branch, sha string) error
 
 	// RecordRelease stores a release with its commits, or finds the one
 	// already stored for (repository, SHA); rel.ID is set either way.
@@ -252,7 +257,8 @@ type Store interface {
 	// has left lastmile.
 	RetireEnvironments(ctx context.Context, repoID int64) error
 	// SetInstallation records what became of an installation; a
-	// redelivered event changes nothing. An installation that becomes
+	// redelivered event changes nothing, and an uninstalled installation
+	// stays so (GitHub never reuses its ID). An installation that becomes
 	// active has its deliveries that wait (those put off while it was
 	// suspended) made due at once; it returns how many.
 	SetInstallation(ctx context.Context, st InstallationState) (woken int, err error)
