@@ -84,10 +84,11 @@ func (e *Engine) HandleInstallation(ctx context.Context, ev InstallationEvent) e
 
 // uninstalled has every repository lastmile reached through an installation
 // that was deleted leave lastmile: those it recorded under the installation,
-// and those GitHub lists as the installation's that it recorded under
-// another (an earlier installation on the same account, whose own
-// uninstallation lastmile did not hear of: the App is installed once per
-// account, so GitHub's list is the truth). The installation is recorded
+// and those GitHub lists as the installation's that it recorded under an
+// earlier one (on the same account, whose own uninstallation lastmile did
+// not hear of: the App is installed once per account, so GitHub's list is
+// the truth) — not those recorded under a later one: the App was installed
+// again, and this deletion was delivered late. The installation is recorded
 // first, so that its deliveries handled meanwhile, refused their token,
 // are ignored rather than retried.
 func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
@@ -104,7 +105,9 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 		return err
 	}
 	for _, r := range listed {
-		if !slices.ContainsFunc(repos, func(o Repo) bool { return o.ID == r.ID }) {
+		// Recorded under a newer installation (GitHub's IDs grow): the
+		// App was installed again since, and this deletion comes late.
+		if r.InstallationID < ev.InstallationID && !slices.ContainsFunc(repos, func(o Repo) bool { return o.ID == r.ID }) {
 			repos = append(repos, r)
 		}
 	}
@@ -162,8 +165,9 @@ func (e *Engine) suspended(ctx context.Context, ev InstallationEvent) error {
 // reinstated records an installation that GitHub says is there and
 // unsuspended — it was unsuspended, or installed; or repositories were
 // added to it, and GitHub sends a suspended installation no events —
-// clearing a stale mark (installation IDs are new when the App is
-// installed again, but nothing promises it). Its deliveries that waited for
+// clearing a suspension lastmile missed the end of; an uninstalled
+// installation stays so (Store.SetInstallation: GitHub gives the App
+// installed again a new installation ID). Its deliveries that waited for
 // the unsuspension are due at once: the worker looks at the inbox again as
 // soon as a handling ends, this one's too, and hands them out.
 func (e *Engine) reinstated(ctx context.Context, ev InstallationEvent) error {

@@ -287,7 +287,6 @@ func TestSuspensionIsRecordedAndStopsNothing(t *testing.T) {
 		action pipeline.InstallationAction
 	}{
 		{pipeline.InstallationSuspend, pipeline.InstallationUnsuspend},
-		{pipeline.InstallationDeleted, pipeline.InstallationCreated},
 		{pipeline.InstallationSuspend, pipeline.RepositoriesAdded},
 	} {
 		h.installationEvent(pipeline.InstallationEvent{Action: tc.stale, Sender: "alice"})
@@ -295,6 +294,13 @@ func TestSuspensionIsRecordedAndStopsNothing(t *testing.T) {
 		if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationActive || st.By != "bob" {
 			t.Errorf("%s after %s: %+v (%v); want active, by bob", tc.action, tc.stale, st, err)
 		}
+	}
+	// Uninstalled is final: GitHub gives a new installation a new ID, so
+	// a creation of this one after its deletion was delivered late.
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "alice"})
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationCreated, Sender: "bob", Repos: []pipeline.Repo{api}})
+	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled || st.By != "alice" {
+		t.Errorf("created after deleted: %+v (%v); want still uninstalled, by alice", st, err)
 	}
 }
 

@@ -11,7 +11,8 @@ import (
 
 // SetInstallation records what became of an installation of the App. The
 // state's since and by are kept while it stays in that state, so that a
-// redelivered event changes nothing. An installation that becomes active
+// redelivered event changes nothing, and an uninstalled installation stays
+// so. An installation that becomes active
 // (unsuspended, installed again; or first heard of) has its deliveries that
 // wait for a later attempt made due at once, in the same transaction, and
 // the count of them returned: while it was suspended they were put off
@@ -27,7 +28,10 @@ func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if was == string(st.State) {
+		// Deleted is final: GitHub never gives an installation's ID to
+		// another, so an event that says otherwise (an unsuspension, a
+		// repository added) was delivered late.
+		if was == string(st.State) || was == string(pipeline.InstallationUninstalled) {
 			return nil
 		}
 		since := st.Since

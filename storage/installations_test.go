@@ -198,3 +198,63 @@ func TestDropWork(t *testing.T) {
 		t.Errorf("deploy logs still looked for: %+v (%v), want none", missing, err)
 	}
 }
+
+// An uninstalled installation stays so: GitHub never reuses its ID, so an
+// unsuspension or a repository added delivered after its deletion changes
+// nothing.
+func TestUninstalledIsFinal(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deleted := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: pipeline.InstallationUninstalled, Since: deleted, By: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, late := range []pipeline.InstallationStatus{pipeline.InstallationActive, pipeline.InstallationSuspended} {
+		if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: late, Since: deleted.Add(-time.Hour), By: "bob"}); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled || st.By != "alice" {
+			t.Errorf("after a late %s: %+v (%v), want uninstalled by alice", late, st, err)
+		}
+	}
+}
+
+// Migration 0021 keeps each repository's pipeline branch, its source not
+// known; a change records the commit whose configuration made it.
+func TestPipelineBranchSource(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.write.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, pipeline_branch, updated_at)
+		VALUES (42, 'acme/shop', 7, 'release', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	if b, sha, err := db.PipelineBranchSource(ctx, 42); err != nil || b != "release" || sha != "" {
+		t.Errorf("after the migration: %q %q (%v), want release, source unknown", b, sha, err)
+	}
+	for _, step := range []struct{ branch, sha, wantSHA string }{
+		{"release", "c1", ""}, // unchanged: the source stays unknown
+		{"main", "c2", "c2"},  // moved by c2
+		{"main", "c3", "c2"},  // unchanged
+		{"release", "", ""},   // moved, source not known
+	} {
+		if err := db.SetPipelineBranch(ctx, 42, step.branch, step.sha); err != nil {
+			t.Fatal(err)
+		}
+		if b, sha, err := db.PipelineBranchSource(ctx, 42); err != nil || b != step.branch || sha != step.wantSHA {
+			t.Errorf("after %s at %q: %q %q (%v), want %s at %q", step.branch, step.sha, b, sha, err, step.branch, step.wantSHA)
+		}
+	}
+}
