@@ -814,7 +814,17 @@ func (e *Engine) FetchMissingJobLogs(ctx context.Context) (int, error) {
 	var firstErr error
 	refused := map[int64]bool{}
 	for _, m := range missing {
-		if refused[m.Job.Repo.InstallationID] {
+		inst := m.Job.Repo.InstallationID
+		if _, seen := refused[inst]; !seen {
+			// A suspended installation's are left for after it is
+			// unsuspended: GitHub refuses them meanwhile.
+			st, err := e.Store.Installation(ctx, inst)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return kept, err
+			}
+			refused[inst] = st.State == InstallationSuspended
+		}
+		if refused[inst] {
 			continue
 		}
 		log, truncated, err := e.GitHub.JobLog(ctx, m.Job.Repo, m.Job.JobID, e.DeployLogMaxBytes)
@@ -822,7 +832,7 @@ func (e *Engine) FetchMissingJobLogs(ctx context.Context) (int, error) {
 			continue
 		}
 		if err != nil {
-			refused[m.Job.Repo.InstallationID] = true
+			refused[inst] = true
 			if firstErr == nil {
 				firstErr = fmt.Errorf("download log of job %d: %w", m.Job.JobID, err)
 			}
@@ -1338,6 +1348,17 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 func (e *Engine) AdvanceReleased(ctx context.Context, repos []Repo) (failed []Repo, err error) {
 	var errs []error
 	for _, repo := range repos {
+		st, err := e.Store.Installation(ctx, repo.InstallationID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return repos, err
+		}
+		switch st.State {
+		case InstallationSuspended: // GitHub refuses its calls: its turn comes once it is unsuspended
+			failed = append(failed, repo)
+			continue
+		case InstallationUninstalled: // the repository left lastmile
+			continue
+		}
 		e.Log.Warn("a deployment in progress for too long no longer holds its environment", "repo", repo.FullName(),
 			"hold", HoldRunning.String())
 		if err := e.advance(ctx, repo); err != nil {

@@ -262,6 +262,9 @@ type Store interface {
 	// active has its deliveries that wait (those put off while it was
 	// suspended) made due at once; it returns how many.
 	SetInstallation(ctx context.Context, st InstallationState) (woken int, err error)
+	// Installation is what lastmile recorded of an installation;
+	// ErrNotFound if nothing (it is taken to be active).
+	Installation(ctx context.Context, id int64) (InstallationState, error)
 	// InstallationRepos lists the repositories recorded as reached through
 	// an installation.
 	InstallationRepos(ctx context.Context, installationID int64) ([]Repo, error)

@@ -98,11 +98,15 @@ func TestLateUninstallOfAnOldInstallationKeepsTheReinstalledRepo(t *testing.T) {
 }
 
 // suspendedLogs is the fake GitHub with shop's installation suspended:
-// its job logs are refused.
-type suspendedLogs struct{ *fakeGitHub }
+// its job logs are refused, and counted.
+type suspendedLogs struct {
+	*fakeGitHub
+	asked *int
+}
 
 func (s suspendedLogs) JobLog(ctx context.Context, r pipeline.Repo, job int64, max int) ([]byte, bool, error) {
 	if r.ID == shop.ID {
+		*s.asked++
 		return nil, false, errors.New("installation token for installation 7: GitHub answered 403 Forbidden: This installation has been suspended")
 	}
 	return s.fakeGitHub.JobLog(ctx, r, job, max)
@@ -137,9 +141,21 @@ func TestSuspendedInstallationDoesNotBlockOthersMissingLogs(t *testing.T) {
 		}
 	}
 	h.gh.logs = map[int64]string{101: "web's log"}
-	h.engine.GitHub = suspendedLogs{h.gh}
+	asked := 0
+	h.engine.GitHub = suspendedLogs{h.gh, &asked}
 	n, err := h.engine.FetchMissingJobLogs(ctx)
-	if log, _ := h.db.JobLog(ctx, 101); string(log) != "web's log" {
-		t.Errorf("FetchMissingJobLogs: %d kept, %v; other/web's log %q not kept while shop's installation is suspended", n, err, log)
+	if log, _ := h.db.JobLog(ctx, 101); string(log) != "web's log" || asked != 1 {
+		t.Errorf("FetchMissingJobLogs: %d kept, %v, shop's asked for %d times; other/web's log %q not kept while shop's installation is suspended",
+			n, err, asked, log)
+	}
+	// Once lastmile has heard of the suspension, GitHub is not asked.
+	if _, err := h.db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: pipeline.InstallationSuspended}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.engine.FetchMissingJobLogs(ctx); err != nil || asked != 1 {
+		t.Errorf("FetchMissingJobLogs of a suspended installation: %v, shop's asked for %d times in all, want 1", err, asked)
+	}
+	if failed, err := h.engine.AdvanceReleased(ctx, []pipeline.Repo{shop}); err != nil || len(failed) != 1 {
+		t.Errorf("AdvanceReleased of a suspended installation's repository: %v, %v; want it kept for later, no error", failed, err)
 	}
 }
