@@ -37,6 +37,9 @@ type Installations interface {
 	// Installation is what lastmile recorded of an installation;
 	// pipeline.ErrNotFound if nothing.
 	Installation(ctx context.Context, id int64) (pipeline.InstallationState, error)
+	// Detached reports whether a repository was removed from the
+	// installation it was reached through.
+	Detached(ctx context.Context, repoID int64) (bool, error)
 }
 
 // SuspendedRecheck is how long a delivery of a suspended installation
@@ -252,11 +255,15 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	// The App was uninstalled: GitHub refuses the installation's token, and
 	// always will. That is no fault to alert anyone of: the delivery is
 	// ignored, saying why, rather than retried until dead.
-	if note, ok := w.uninstalled(ctx, err); ok {
+	note, ok := w.uninstalled(ctx, err)
+	if !ok {
+		note, ok = w.removed(ctx, d)
+	}
+	if ok {
 		if !w.record(ctx, log, "mark delivery ignored", err, func() error { return w.Inbox.IgnoreDelivery(ctx, d.Seq, note) }) {
 			return
 		}
-		log.Warn("delivery ignored: the lastmile App was uninstalled from its installation", "note", note, "error", err)
+		log.Warn("delivery ignored: lastmile no longer has access to its repository", "note", note, "error", err)
 		w.observe(d.Event, string(pipeline.DeliveryIgnored), took)
 		return
 	}
@@ -335,6 +342,21 @@ func (w *Worker) uninstalled(ctx context.Context, err error) (note string, ok bo
 	}
 	return fmt.Sprintf("the lastmile App was uninstalled from installation %d%s%s at %s: GitHub no longer gives lastmile access to it",
 		id, forAccount(st.Account), byLogin(st.By), st.Since.UTC().Format(time.RFC3339)), true
+}
+
+// removed returns the note of a failed delivery of a repository that was
+// removed from lastmile's installation since (its calls GitHub refuses
+// now, and the repository left lastmile).
+func (w *Worker) removed(ctx context.Context, d *pipeline.Delivery) (string, bool) {
+	if w.Installations == nil || d.RepositoryID == 0 || d.InstallationID == 0 {
+		return "", false
+	}
+	gone, err := w.Installations.Detached(ctx, d.RepositoryID)
+	if err != nil || !gone {
+		return "", false
+	}
+	return fmt.Sprintf("%s was removed from the lastmile App's installation %d: GitHub no longer gives lastmile access to it",
+		d.Repository, d.InstallationID), true
 }
 
 // suspension says that an installation is suspended, and since when and

@@ -689,7 +689,7 @@ func TestWorkerRefusedInstallations(t *testing.T) {
 		"404, the installation recorded uninstalled: ignored": {recorded: &uninstalled, err: gone,
 			result: "ignored", state: pipeline.DeliveryIgnored, attempts: 1,
 			has:    "the lastmile App was uninstalled from installation 7 (acme) by octocat at 2026-11-26T09:59:00Z",
-			warned: "delivery ignored: the lastmile App was uninstalled from its installation"},
+			warned: "delivery ignored: lastmile no longer has access to its repository"},
 		"404, the installation not recorded uninstalled: a failed attempt": {err: gone,
 			result: "retry", state: pipeline.DeliveryPending, attempts: 1, next: now.Add(backoff), suffix: "GitHub answered 404 Not Found",
 			warned: "delivery failed; will retry"},

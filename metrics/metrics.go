@@ -165,7 +165,7 @@ var help = map[string]string{
 	GitHubRequests:        "HTTP calls made to the GitHub API, by method and status code (\"error\" when no response arrived).",
 	InboxPending:          "Webhook deliveries waiting in the inbox to be handled.",
 	InboxDead:             "Webhook deliveries parked as dead after too many failed attempts.",
-	InboxOldestPendingAge: "Age of the oldest delivery waiting in the inbox (0 when empty).",
+	InboxOldestPendingAge: "Age of the oldest delivery waiting in the inbox (0 when empty), leaving out those waiting for their installation to be unsuspended.",
 }
 
 // New builds the registry. source provides the database's metrics; sink,

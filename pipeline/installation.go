@@ -83,14 +83,14 @@ func (e *Engine) HandleInstallation(ctx context.Context, ev InstallationEvent) e
 }
 
 // uninstalled has every repository lastmile reached through an installation
-// that was deleted leave lastmile: those it recorded under the installation,
-// and those GitHub lists as the installation's that it recorded under an
-// earlier one (on the same account, whose own uninstallation lastmile did
-// not hear of: the App is installed once per account, so GitHub's list is
-// the truth) — not those recorded under a later one: the App was installed
-// again, and this deletion was delivered late. The installation is recorded
-// first, so that its deliveries handled meanwhile, refused their token,
-// are ignored rather than retried.
+// that was deleted leave lastmile: those it recorded under the
+// installation. Not those GitHub's event lists that lastmile recorded under
+// another: the App was installed again since, or the repository was
+// transferred to another account where it is installed, and this deletion
+// was delivered late. (One whose own installation's deletion lastmile never
+// heard of stays until its first delivery fails.) The installation is
+// recorded first, so that its deliveries handled meanwhile, refused their
+// token, are ignored rather than retried.
 func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 	if _, err := e.Store.SetInstallation(ctx, InstallationState{ID: ev.InstallationID, Account: ev.Account,
 		State: InstallationUninstalled, Since: ev.At, By: ev.Sender}); err != nil {
@@ -99,17 +99,6 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 	repos, err := e.Store.InstallationRepos(ctx, ev.InstallationID)
 	if err != nil {
 		return err
-	}
-	listed, err := e.Store.Repos(ctx, repoIDs(ev.Repos))
-	if err != nil {
-		return err
-	}
-	for _, r := range listed {
-		// Recorded under a newer installation (GitHub's IDs grow): the
-		// App was installed again since, and this deletion comes late.
-		if r.InstallationID < ev.InstallationID && !slices.ContainsFunc(repos, func(o Repo) bool { return o.ID == r.ID }) {
-			repos = append(repos, r)
-		}
 	}
 	reason := "superseded: the lastmile App was uninstalled from the repository" + by(ev.Sender)
 	if err := e.departAll(ctx, repos, reason); err != nil {
@@ -141,6 +130,14 @@ func (e *Engine) repositoriesRemoved(ctx context.Context, ev InstallationEvent) 
 	reason := "superseded: the repository was removed from lastmile's installation" + by(ev.Sender)
 	if err := e.departAll(ctx, repos, reason); err != nil {
 		return err
+	}
+	// Recorded as reached through no installation: its deliveries still
+	// in the inbox, whose calls GitHub now refuses, are ignored rather
+	// than retried until dead (see app.Worker).
+	for _, r := range repos {
+		if err := e.Store.DetachRepo(ctx, r.ID, ev.InstallationID); err != nil {
+			return err
+		}
 	}
 	if len(repos) > 0 {
 		e.Log.Warn("repositories were removed from the lastmile App's installation: they left lastmile",
@@ -176,6 +173,20 @@ func (e *Engine) reinstated(ctx context.Context, ev InstallationEvent) error {
 	if err != nil {
 		return err
 	}
+	if ev.Action == RepositoriesAdded {
+		// Reached through this installation now (transferred, or removed
+		// and added again): a later removal from the other changes nothing.
+		for _, r := range ev.Repos {
+			if err := e.Store.AttachRepo(ctx, r.ID, ev.InstallationID); err != nil {
+				return err
+			}
+		}
+	}
+	if ev.Action == InstallationUnsuspend {
+		if err := e.catchUp(ctx, ev.InstallationID); err != nil {
+			return err
+		}
+	}
 	if woken > 0 {
 		e.Log.Info("the lastmile App's installation is active: its waiting deliveries are due again",
 			"installation", ev.InstallationID, "action", ev.Action, "by", ev.Sender, "deliveries", woken)
@@ -188,6 +199,42 @@ func (e *Engine) reinstated(ctx context.Context, ev InstallationEvent) error {
 		what += fmt.Sprintf("; %d waiting deliveries are due again", woken)
 	}
 	return &Ignored{Reason: what}
+}
+
+// catchUp reads back, after a suspension, the statuses of the deployments
+// lastmile's releases were waiting on in the installation's repositories:
+// GitHub sent no webhooks meanwhile, and sends none of them later, so a
+// deploy approved and run during the suspension would otherwise never be
+// heard of, and its release wait for good. Then promotion goes on.
+func (e *Engine) catchUp(ctx context.Context, installationID int64) error {
+	repos, err := e.Store.InstallationRepos(ctx, installationID)
+	if err != nil {
+		return err
+	}
+	for _, repo := range repos {
+		state, err := e.Store.RepoState(ctx, repo.ID)
+		if err != nil {
+			return err
+		}
+		read := false
+		for _, p := range state.Active {
+			for _, d := range p.ByStage {
+				if d.GitHubID == 0 || d.State.Terminal() {
+					continue
+				}
+				if err := e.recordFromGitHub(ctx, repo, d, 0); err != nil {
+					return fmt.Errorf("%s: %w", repo.FullName(), err)
+				}
+				read = true
+			}
+		}
+		if read {
+			if err := e.advance(ctx, repo); err != nil {
+				return fmt.Errorf("%s: %w", repo.FullName(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // departAll has each repository leave lastmile (see depart).

@@ -305,18 +305,56 @@ func TestSuspensionIsRecordedAndStopsNothing(t *testing.T) {
 }
 
 // The installation uninstalled lists a repository that lastmile recorded
-// under an earlier installation on the account (uninstalled and installed
-// again, lastmile not hearing of it): GitHub's list is the truth, and that
-// repository leaves lastmile too.
-func TestUninstallReachesTheRepositoriesGitHubLists(t *testing.T) {
+// under another installation (the App installed again, or the repository
+// transferred to another account where it is installed; the deletion
+// delivered late): that repository stays.
+func TestUninstallLeavesARepositoryRecordedUnderAnother(t *testing.T) {
 	h := newHarness(t, c0, c1)
-	web := pipeline.Repo{ID: 44, Owner: "acme", Name: "web", InstallationID: 6}
+	web := pipeline.Repo{ID: 44, Owner: "globex", Name: "web", InstallationID: 5}
 	if err := h.pushTo(web, c0, c1); err != nil {
 		t.Fatal(err)
 	}
 	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "octocat", Repos: []pipeline.Repo{web}})
-	if rel := h.releaseState(web, c1); rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "uninstalled") {
-		t.Errorf("web's release: %s %q; want stopped: the App was uninstalled", rel.State, rel.StopReason)
+	if rel := h.releaseState(web, c1); rel.State != pipeline.ReleaseActive {
+		t.Errorf("web's release, recorded under installation 5, after installation 7's deletion: %s %q; want active", rel.State, rel.StopReason)
+	}
+}
+
+// A repository transferred to another account where the App is installed
+// is added to that installation and removed from the first, in either
+// order: it stays in lastmile.
+func TestTransferredRepositoryStays(t *testing.T) {
+	for _, addedFirst := range []bool{true, false} {
+		t.Run(map[bool]string{true: "added first", false: "removed first"}[addedFirst], func(t *testing.T) {
+			h := newHarness(t, c0, c1, c2)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			moved := shop
+			moved.InstallationID = 8
+			added := pipeline.InstallationEvent{InstallationID: 8, Action: pipeline.RepositoriesAdded, Sender: "octocat", Repos: []pipeline.Repo{moved}}
+			removed := pipeline.InstallationEvent{InstallationID: 7, Action: pipeline.RepositoriesRemoved, Sender: "octocat", Repos: []pipeline.Repo{shop}}
+			if addedFirst {
+				h.installationEvent(added)
+				h.installationEvent(removed)
+				if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
+					t.Errorf("c1's release after the transfer: %s %q; want active", rel.State, rel.StopReason)
+				}
+			} else {
+				h.installationEvent(removed)
+				h.installationEvent(added)
+			}
+			// Its next push, through installation 8, is a release.
+			h.gh.mu.Lock()
+			h.gh.head = c2
+			h.gh.mu.Unlock()
+			if err := h.pushTo(moved, c1, c2); err != nil {
+				t.Fatal(err)
+			}
+			if rel := h.releaseState(shop, c2); rel.State != pipeline.ReleaseActive {
+				t.Errorf("c2's release after the transfer: %s %q; want active", rel.State, rel.StopReason)
+			}
+		})
 	}
 }
 

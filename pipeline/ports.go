@@ -262,6 +262,10 @@ type Store interface {
 	// active has its deliveries that wait (those put off while it was
 	// suspended) made due at once; it returns how many.
 	SetInstallation(ctx context.Context, st InstallationState) (woken int, err error)
+	// AttachRepo records that a known repository is reached through
+	// installation id now; DetachRepo that it no longer is, if it was.
+	AttachRepo(ctx context.Context, repoID, id int64) error
+	DetachRepo(ctx context.Context, repoID, id int64) error
 	// Installation is what lastmile recorded of an installation;
 	// ErrNotFound if nothing (it is taken to be active).
 	Installation(ctx context.Context, id int64) (InstallationState, error)

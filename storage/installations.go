@@ -12,9 +12,11 @@ import (
 // SetInstallation records what became of an installation of the App. The
 // state's since and by are kept while it stays in that state, so that a
 // redelivered event changes nothing, and an uninstalled installation stays
-// so. An installation that becomes active
-// (unsuspended, installed again; or first heard of) has its deliveries that
-// wait for a later attempt made due at once, in the same transaction, and
+// so; a suspension older than the installation's last activation (GitHub's
+// suspended_at) was delivered late, and changes nothing. An installation
+// that becomes active (unsuspended, installed again; or first heard of) or
+// uninstalled (for them to be ignored) has its deliveries that wait for a
+// later attempt made due at once, in the same transaction, and
 // the count of them returned: while it was suspended they were put off
 // until it would be unsuspended (see app.Worker) — also when lastmile did
 // not hear of the suspension, GitHub's refusal saying it. Any other wait
@@ -24,9 +26,16 @@ func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState
 	now := db.Now()
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		var was string
-		err := tx.QueryRowContext(ctx, `SELECT state FROM installations WHERE id = ?`, st.ID).Scan(&was)
+		var wasSince int64
+		err := tx.QueryRowContext(ctx, `SELECT state, since FROM installations WHERE id = ?`, st.ID).Scan(&was, &wasSince)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
+		}
+		if st.State == pipeline.InstallationSuspended && was == string(pipeline.InstallationActive) &&
+			!st.Since.IsZero() && millis(st.Since) < wasSince {
+			// A suspension from before the installation was last made
+			// active (its suspended_at is GitHub's): delivered late.
+			return nil
 		}
 		// Deleted is final: GitHub never gives an installation's ID to
 		// another, so an event that says otherwise (an unsuspension, a
@@ -44,7 +53,7 @@ func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState
 			st.ID, st.Account, string(st.State), millis(since), st.By, millis(now)); err != nil {
 			return err
 		}
-		if st.State != pipeline.InstallationActive {
+		if st.State == pipeline.InstallationSuspended {
 			return nil
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET next_attempt_at = ?
@@ -109,6 +118,34 @@ func (db *DB) repos(ctx context.Context, where string, args ...any) ([]pipeline.
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// AttachRepo records that a repository lastmile knows is reached through
+// installation id now (added to it: transferred to another account, or
+// removed and added again); one it does not know is left for its first
+// event.
+func (db *DB) AttachRepo(ctx context.Context, repoID, id int64) error {
+	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = ? WHERE id = ?`, id, repoID)
+	return err
+}
+
+// DetachRepo records that a repository is no longer reached through
+// installation id (removed from it): its installation becomes 0, unless it
+// was recorded under another since (added to it first: a transfer).
+func (db *DB) DetachRepo(ctx context.Context, repoID, id int64) error {
+	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = 0 WHERE id = ? AND installation_id = ?`, repoID, id)
+	return err
+}
+
+// Detached reports whether lastmile recorded a repository as removed from
+// the installation it was reached through (DetachRepo).
+func (db *DB) Detached(ctx context.Context, repoID int64) (bool, error) {
+	var id int64
+	err := db.queryRow(ctx, `SELECT installation_id FROM repositories WHERE id = ?`, repoID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil && id == 0, err
 }
 
 // DropWork gives up, in one transaction, what lastmile still owes GitHub

@@ -138,8 +138,15 @@ func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn, prev *metrics.Sn
 			return nil, err
 		}
 	}
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE state = 'pending'`).Scan(&s.InboxPending); err != nil {
+		return nil, err
+	}
+	// The age of the oldest pending delivery leaves out those of a
+	// suspended installation: they wait for its account to unsuspend it,
+	// which is no fault of lastmile's to page anyone for.
 	var oldest sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), MIN(received_at) FROM deliveries WHERE state = 'pending'`).Scan(&s.InboxPending, &oldest); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'
+		AND installation_id NOT IN (SELECT id FROM installations WHERE state = 'suspended')`).Scan(&oldest); err != nil {
 		return nil, err
 	}
 	if oldest.Valid {
