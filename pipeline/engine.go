@@ -51,11 +51,11 @@ const branchReadInterval = 10 * time.Minute
 
 // saveRepo records a repository (its name and installation may change),
 // once per process unless it changed.
-func (e *Engine) saveRepo(ctx context.Context, r Repo) error {
+func (e *Engine) saveRepo(ctx context.Context, r Repo, at time.Time) error {
 	if saved, ok := e.saved.Load(r.ID); ok && saved.(Repo) == r {
 		return nil
 	}
-	if err := e.Store.SaveRepo(ctx, r); err != nil {
+	if err := e.Store.SaveRepo(ctx, r, at); err != nil {
 		return err
 	}
 	e.saved.Store(r.ID, r)
@@ -139,7 +139,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		}
 		return &Ignored{Reason: "branch " + branch + " was deleted"}
 	}
-	if err := e.saveRepo(ctx, p.Repo); err != nil {
+	if err := e.saveRepo(ctx, p.Repo, p.PushedAt); err != nil {
 		return err
 	}
 	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
@@ -253,7 +253,19 @@ func (e *Engine) movePipelineBranch(ctx context.Context, p Push, known, target s
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return "", fmt.Errorf("compare %s...%s: %w", short(p.After), short(source), err)
 			}
-			if err == nil && rel == "ahead" {
+			late := err == nil && rel == "ahead"
+			if err == nil && rel == "diverged" {
+				// On another line of history than the commit that set it
+				// (a push to another branch): late if its own branch has
+				// moved on past it.
+				branch := strings.TrimPrefix(p.Ref, "refs/heads/")
+				own, err := e.GitHub.Relation(ctx, p.Repo, p.After, branch)
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return "", fmt.Errorf("compare %s...%s: %w", short(p.After), branch, err)
+				}
+				late = err == nil && own == "ahead"
+			}
+			if late {
 				e.Log.Info("pipeline branch kept: the push naming another came before the commit that set it", "repo", p.Repo.FullName(),
 					"sha", p.After, "pipeline_branch", known, "set_at", source, "named", target)
 				return known, nil

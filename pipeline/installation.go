@@ -135,7 +135,7 @@ func (e *Engine) repositoriesRemoved(ctx context.Context, ev InstallationEvent) 
 	// in the inbox, whose calls GitHub now refuses, are ignored rather
 	// than retried until dead (see app.Worker).
 	for _, r := range repos {
-		if err := e.Store.DetachRepo(ctx, r.ID, ev.InstallationID); err != nil {
+		if err := e.Store.DetachRepo(ctx, r.ID, ev.InstallationID, ev.At); err != nil {
 			return err
 		}
 	}
@@ -177,7 +177,7 @@ func (e *Engine) reinstated(ctx context.Context, ev InstallationEvent) error {
 		// Reached through this installation now (transferred, or removed
 		// and added again): a later removal from the other changes nothing.
 		for _, r := range ev.Repos {
-			if err := e.Store.AttachRepo(ctx, r.ID, ev.InstallationID); err != nil {
+			if err := e.Store.AttachRepo(ctx, r.ID, ev.InstallationID, ev.At); err != nil {
 				return err
 			}
 		}
@@ -212,29 +212,41 @@ func (e *Engine) catchUp(ctx context.Context, installationID int64) error {
 		return err
 	}
 	for _, repo := range repos {
-		state, err := e.Store.RepoState(ctx, repo.ID)
-		if err != nil {
-			return err
-		}
-		read := false
-		for _, p := range state.Active {
-			for _, d := range p.ByStage {
-				if d.GitHubID == 0 || d.State.Terminal() {
-					continue
-				}
-				if err := e.recordFromGitHub(ctx, repo, d, 0); err != nil {
-					return fmt.Errorf("%s: %w", repo.FullName(), err)
-				}
-				read = true
+		// One repository GitHub refuses does not hold back the others':
+		// its releases go on at its next event.
+		if err := e.catchUpRepo(ctx, repo); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-		}
-		if read {
-			if err := e.advance(ctx, repo); err != nil {
-				return fmt.Errorf("%s: %w", repo.FullName(), err)
-			}
+			e.Log.Warn("after the unsuspension: could not read back the repository's deployments", "repo", repo.FullName(), "error", err)
 		}
 	}
 	return nil
+}
+
+// catchUpRepo reads back the statuses of the deployments a repository's
+// releases wait on, and advances it if it read any.
+func (e *Engine) catchUpRepo(ctx context.Context, repo Repo) error {
+	state, err := e.Store.RepoState(ctx, repo.ID)
+	if err != nil {
+		return err
+	}
+	read := false
+	for _, p := range state.Active {
+		for _, d := range p.ByStage {
+			if d.GitHubID == 0 || d.State.Terminal() {
+				continue
+			}
+			if err := e.recordFromGitHub(ctx, repo, d, 0); err != nil {
+				return err
+			}
+			read = true
+		}
+	}
+	if !read {
+		return nil
+	}
+	return e.advance(ctx, repo)
 }
 
 // departAll has each repository leave lastmile (see depart).

@@ -227,7 +227,9 @@ type Store interface {
 	// Instance identifies this lastmile database in deployment markers.
 	Instance(ctx context.Context) (string, error)
 
-	SaveRepo(ctx context.Context, r Repo) error
+	// SaveRepo records a repository and its installation as an event of
+	// time at says, unless a later installation event recorded another.
+	SaveRepo(ctx context.Context, r Repo, at time.Time) error
 	// PipelineBranch is the branch the repository's last read configuration
 	// named ("" when lastmile has not read one).
 	PipelineBranch(ctx context.Context, repoID int64) (string, error)
@@ -264,8 +266,8 @@ type Store interface {
 	SetInstallation(ctx context.Context, st InstallationState) (woken int, err error)
 	// AttachRepo records that a known repository is reached through
 	// installation id now; DetachRepo that it no longer is, if it was.
-	AttachRepo(ctx context.Context, repoID, id int64) error
-	DetachRepo(ctx context.Context, repoID, id int64) error
+	AttachRepo(ctx context.Context, repoID, id int64, at time.Time) error
+	DetachRepo(ctx context.Context, repoID, id int64, at time.Time) error
 	// Installation is what lastmile recorded of an installation;
 	// ErrNotFound if nothing (it is taken to be active).
 	Installation(ctx context.Context, id int64) (InstallationState, error)

@@ -26,7 +26,7 @@ type caseLedger struct {
 func newCaseLedger(t *testing.T) *caseLedger {
 	db := storagetest.Open(t)
 	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
-	if err := db.SaveRepo(context.Background(), repo); err != nil {
+	if err := db.SaveRepo(context.Background(), repo, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	return &caseLedger{t: t, db: db, repo: repo, github: 1000}

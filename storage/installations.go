@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -12,8 +13,9 @@ import (
 // SetInstallation records what became of an installation of the App. The
 // state's since and by are kept while it stays in that state, so that a
 // redelivered event changes nothing, and an uninstalled installation stays
-// so; a suspension older than the installation's last activation (GitHub's
-// suspended_at) was delivered late, and changes nothing. An installation
+// so; a change from before the state recorded (a suspension older than
+// the last unsuspension, or the reverse) was delivered late, and changes
+// nothing. An installation
 // that becomes active (unsuspended, installed again; or first heard of) or
 // uninstalled (for them to be ignored) has its deliveries that wait for a
 // later attempt made due at once, in the same transaction, and
@@ -31,10 +33,10 @@ func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if st.State == pipeline.InstallationSuspended && was == string(pipeline.InstallationActive) &&
-			!st.Since.IsZero() && millis(st.Since) < wasSince {
-			// A suspension from before the installation was last made
-			// active (its suspended_at is GitHub's): delivered late.
+		if !st.Since.IsZero() && millis(st.Since) < wasSince {
+			// From before the state recorded (a suspension's suspended_at
+			// is GitHub's; an unsuspension's time, when lastmile received
+			// it): delivered late, or handled again.
 			return nil
 		}
 		// Deleted is final: GitHub never gives an installation's ID to
@@ -121,20 +123,30 @@ func (db *DB) repos(ctx context.Context, where string, args ...any) ([]pipeline.
 }
 
 // AttachRepo records that a repository lastmile knows is reached through
-// installation id now (added to it: transferred to another account, or
-// removed and added again); one it does not know is left for its first
+// installation id since at (added to it: transferred to another account,
+// or removed and added again); one it does not know is left for its first
 // event.
-func (db *DB) AttachRepo(ctx context.Context, repoID, id int64) error {
-	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = ? WHERE id = ?`, id, repoID)
+func (db *DB) AttachRepo(ctx context.Context, repoID, id int64, at time.Time) error {
+	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = ?, installation_at = ? WHERE id = ?`, id, db.millisOr(at), repoID)
 	return err
 }
 
 // DetachRepo records that a repository is no longer reached through
-// installation id (removed from it): its installation becomes 0, unless it
-// was recorded under another since (added to it first: a transfer).
-func (db *DB) DetachRepo(ctx context.Context, repoID, id int64) error {
-	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = 0 WHERE id = ? AND installation_id = ?`, repoID, id)
+// installation id since at (removed from it): its installation becomes 0,
+// unless it was recorded under another since (added to it first: a
+// transfer).
+func (db *DB) DetachRepo(ctx context.Context, repoID, id int64, at time.Time) error {
+	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = 0, installation_at = ? WHERE id = ? AND installation_id = ?`,
+		db.millisOr(at), repoID, id)
 	return err
+}
+
+// millisOr is at in milliseconds, or now's when at is zero.
+func (db *DB) millisOr(at time.Time) int64 {
+	if at.IsZero() {
+		at = db.Now()
+	}
+	return millis(at)
 }
 
 // Detached reports whether lastmile recorded a repository as removed from

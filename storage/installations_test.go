@@ -258,3 +258,70 @@ func TestPipelineBranchSource(t *testing.T) {
 		}
 	}
 }
+
+// An unsuspension handled again after a later suspension (its delivery
+// retried) changes nothing: the installation stays suspended.
+func TestLateUnsuspensionChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	t1 := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
+	for _, st := range []pipeline.InstallationState{
+		{ID: 7, State: pipeline.InstallationSuspended, Since: t1},
+		{ID: 7, State: pipeline.InstallationActive, Since: t1.Add(time.Hour)},
+		{ID: 7, State: pipeline.InstallationSuspended, Since: t1.Add(2 * time.Hour)},
+		{ID: 7, State: pipeline.InstallationActive, Since: t1.Add(time.Hour)}, // the retry
+	} {
+		if _, err := db.SetInstallation(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := db.Installation(ctx, 7); st.State != pipeline.InstallationSuspended {
+		t.Errorf("after suspend T1, unsuspend T2, suspend T3, unsuspend T2 again: %s; want suspended", st.State)
+	}
+}
+
+// A push made before its repository was removed from (or transferred out
+// of) an installation, delivered late, does not record its older
+// installation over the installation event's; a push made after does.
+func TestSaveRepoAfterAnInstallationEvent(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	removedAt := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	r := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	if err := db.SaveRepo(ctx, r, removedAt.Add(-2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DetachRepo(ctx, 42, 7, removedAt); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SaveRepo(ctx, r, removedAt.Add(-time.Minute)); err != nil { // pushed before the removal
+		t.Fatal(err)
+	}
+	if d, _ := db.Detached(ctx, 42); !d {
+		t.Error("a late push re-attached a removed repository to installation 7")
+	}
+	if err := db.AttachRepo(ctx, 42, 5, removedAt.Add(time.Minute)); err != nil { // added to globex's
+		t.Fatal(err)
+	}
+	if err := db.SaveRepo(ctx, r, removedAt); err != nil { // another late push through 7
+		t.Fatal(err)
+	}
+	if repos, _ := db.InstallationRepos(ctx, 5); len(repos) != 1 {
+		t.Errorf("repositories of installation 5 after a late push through 7: %v, want shop", repos)
+	}
+	moved := pipeline.Repo{ID: 42, Owner: "globex", Name: "shop", InstallationID: 6}
+	if err := db.SaveRepo(ctx, moved, removedAt.Add(time.Hour)); err != nil { // a later push through 6
+		t.Fatal(err)
+	}
+	if repos, _ := db.InstallationRepos(ctx, 6); len(repos) != 1 || repos[0].FullName() != "globex/shop" {
+		t.Errorf("repositories of installation 6 after its push: %v, want globex/shop", repos)
+	}
+}

@@ -41,23 +41,29 @@ func (db *DB) Instance(ctx context.Context) (string, error) {
 	return v, err
 }
 
-// SaveRepo records a repository and the installation that reaches it. A
-// new name (the repository was renamed or transferred) becomes the
+// SaveRepo records a repository and the installation that reaches it, as
+// an event of time at (zero: now) says — unless an installation event
+// after it recorded another (AttachRepo, DetachRepo: a push made before the
+// repository was removed or transferred, delivered late). A new name (the repository was renamed or transferred) becomes the
 // repository label of its delivery metrics from then on: in the same
 // transaction, its environments' series are created at zero under the new
 // name, so that Prometheus sees each at 0 before its first increment, and
 // lastmile_environment_info and the last success follow the new name. The
 // series under the old name keep their totals and stop moving.
-func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo) error {
+func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		var old string
 		err := tx.QueryRowContext(ctx, `SELECT full_name FROM repositories WHERE id = ?`, r.ID).Scan(&old)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
+		if at.IsZero() {
+			at = db.Now()
+		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name, installation_id = excluded.installation_id,
-			updated_at = excluded.updated_at`, r.ID, r.FullName(), r.InstallationID, millis(db.Now()))
+			ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name,
+			installation_id = CASE WHEN ? > installation_at THEN excluded.installation_id ELSE installation_id END,
+			updated_at = excluded.updated_at`, r.ID, r.FullName(), r.InstallationID, millis(db.Now()), millis(at))
 		if err != nil || old == "" || old == r.FullName() {
 			return err
 		}

@@ -110,7 +110,7 @@ func firstIntent(t *testing.T, db *storage.DB, config string) (pipeline.Repo, *p
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SaveRepo(ctx, repo); err != nil {
+	if err := db.SaveRepo(ctx, repo, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	rel := &pipeline.Release{Repo: repo, SHA: "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1", Ref: "refs/heads/main",
