@@ -61,6 +61,13 @@ POST /_ghsim/push takes, as query or form values, repo (one of -repo; the
 first by default), branch (default: main) and message. It is ghsim's own
 control, not GitHub's API, and answers only to loopback addresses.
 
+POST /_ghsim/installation does to the App's installation what an
+organisation owner can do on GitHub, with the webhooks GitHub sends:
+action=suspend, unsuspend or uninstall, or action=remove with repo (the
+repository removed from the installation); by (default: octocat) names
+who did it. For example:
+       curl -X POST -d action=suspend http://127.0.0.1:PORT/_ghsim/installation
+
 With -approve-as LOGIN, production has LOGIN as its required reviewer, who
 approves each deployment at once (the audit record shows the review). No
 reviewer otherwise: every environment is ungated.
@@ -205,6 +212,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready fun
 	out := &lockedWriter{w: stdout}
 	mux := http.NewServeMux()
 	mux.Handle("POST /_ghsim/push", &pusher{sim: sim, repos: repoNames, out: out})
+	mux.Handle("POST /_ghsim/installation", &installer{sim: sim, id: inst, account: *owner, repos: repoNames, out: out})
 	mux.Handle("/", sim.Handler())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
@@ -287,6 +295,72 @@ func shellQuote(s string) string {
 // pusher is POST /_ghsim/push: it pushes one commit, with the simulator's
 // own push (the push webhook follows), to a branch of one of ghsim's
 // repositories.
+// installer is ghsim's control of the App's installation: what an
+// organisation owner does on GitHub (suspend, unsuspend, uninstall, remove
+// a repository), with the webhooks GitHub sends.
+type installer struct {
+	sim     *simulator.Simulator
+	id      int64
+	account string
+	repos   []string
+	out     io.Writer
+
+	mu   sync.Mutex
+	gone bool // uninstalled: nothing more can be done to it
+}
+
+func (in *installer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !fromLoopback(r) {
+		controlError(w, http.StatusForbidden, "ghsim's control answers only to loopback addresses")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		controlError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	by := r.Form.Get("by")
+	if by == "" {
+		by = "octocat"
+	}
+	if !branchName.MatchString(by) {
+		controlError(w, http.StatusBadRequest, fmt.Sprintf("by %q: give a GitHub login", by))
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.gone {
+		controlError(w, http.StatusConflict, fmt.Sprintf("the App was uninstalled from %s: restart ghsim to install it again", in.account))
+		return
+	}
+	action, repo := r.Form.Get("action"), ""
+	switch action {
+	case "suspend":
+		in.sim.SuspendInstallation(in.id, by)
+	case "unsuspend":
+		in.sim.UnsuspendInstallation(in.id, by)
+	case "uninstall":
+		in.sim.DeleteInstallation(in.id, by)
+		in.gone = true
+	case "remove":
+		for _, name := range in.repos {
+			if strings.EqualFold(name, r.Form.Get("repo")) {
+				repo = name
+			}
+		}
+		if repo == "" {
+			controlError(w, http.StatusNotFound, fmt.Sprintf("no repository %q: ghsim has %s", r.Form.Get("repo"), strings.Join(in.repos, ", ")))
+			return
+		}
+		in.sim.RemoveRepositoryFromInstallation(repo, by)
+	default:
+		controlError(w, http.StatusBadRequest, fmt.Sprintf("action %q: give suspend, unsuspend, uninstall, or remove with repo", action))
+		return
+	}
+	fmt.Fprintf(in.out, "ghsim: %s %s%s (installation %d)\n", by, action, map[bool]string{true: " " + repo}[repo != ""], in.id)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	json.NewEncoder(w).Encode(map[string]any{"installation": in.id, "action": action, "repository": repo, "by": by})
+}
+
 type pusher struct {
 	sim   *simulator.Simulator
 	repos []string

@@ -179,6 +179,73 @@ func TestPushControl(t *testing.T) {
 	}
 }
 
+// The installation control does what an organisation owner does on
+// GitHub, with GitHub's webhooks; bad requests change nothing.
+func TestInstallationControl(t *testing.T) {
+	hook, events := receiver(t)
+	sim, _ := started(t, "-key-out", filepath.Join(t.TempDir(), "app.pem"), "-repo", "acme/shop,acme/api", "-webhook-url", hook)
+	control := func(values url.Values) (int, map[string]any) {
+		t.Helper()
+		resp, err := http.PostForm(sim.URL()+"_ghsim/installation", values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, body
+	}
+	next := func(want string) {
+		t.Helper()
+		select {
+		case e := <-events:
+			if e != want {
+				t.Errorf("webhook %q, want %q", e, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s webhook within 30 s", want)
+		}
+	}
+	for _, bad := range []struct {
+		values url.Values
+		code   int
+	}{
+		{url.Values{"action": {"explode"}}, http.StatusBadRequest},
+		{nil, http.StatusBadRequest},
+		{url.Values{"action": {"remove"}, "repo": {"acme/none"}}, http.StatusNotFound},
+		{url.Values{"action": {"suspend"}, "by": {"a b"}}, http.StatusBadRequest},
+	} {
+		if code, body := control(bad.values); code != bad.code || body["message"] == "" {
+			t.Errorf("%v: %d %v, want %d with a message", bad.values, code, body, bad.code)
+		}
+	}
+	if code, body := control(url.Values{"action": {"suspend"}, "by": {"alice"}}); code != http.StatusOK || body["action"] != "suspend" {
+		t.Fatalf("suspend: %d %v", code, body)
+	}
+	next("installation")
+	if code, _ := control(url.Values{"action": {"unsuspend"}}); code != http.StatusOK {
+		t.Fatalf("unsuspend: %d", code)
+	}
+	next("installation")
+	if code, body := control(url.Values{"action": {"remove"}, "repo": {"ACME/api"}}); code != http.StatusOK || body["repository"] != "acme/api" {
+		t.Fatalf("remove: %d %v", code, body)
+	}
+	next("installation_repositories")
+	if code, _ := control(url.Values{"action": {"uninstall"}}); code != http.StatusOK {
+		t.Fatalf("uninstall: %d", code)
+	}
+	next("installation")
+	sent := len(sim.Deliveries())
+	if code, body := control(url.Values{"action": {"suspend"}}); code != http.StatusConflict || body["message"] == "" {
+		t.Errorf("suspend after uninstall: %d %v, want 409 with a message", code, body)
+	}
+	if n := len(sim.Deliveries()); n != sent {
+		t.Errorf("%d webhooks made after a refused request", n-sent)
+	}
+}
+
 // The README's walk-through: ghsim, then lastmile serve with the settings
 // ghsim prints, then a push through ghsim's control: the release reaches
 // production and lastmile history shows it.
