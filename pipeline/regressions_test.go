@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 )
 
 // c2 failed in staging and its failed job is being re-run (in progress,
@@ -157,5 +158,42 @@ func TestSuspendedInstallationDoesNotBlockOthersMissingLogs(t *testing.T) {
 	}
 	if failed, err := h.engine.AdvanceReleased(ctx, []pipeline.Repo{shop}); err != nil || len(failed) != 1 {
 		t.Errorf("AdvanceReleased of a suspended installation's repository: %v, %v; want it kept for later, no error", failed, err)
+	}
+}
+
+// A withdrawn release whose staging deployment failed: lastmile made that
+// deployment inactive (so that a re-run deploys nothing), and the audit
+// record and the history still show that staging failed.
+func TestWithdrawnFailureStillShowsAsFailed(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20, "test")
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	if err := h.push(c2, c1, true); err != nil { // the rollback withdraws c2
+		t.Fatal(err)
+	}
+	rec, err := h.db.Audit(ctx, shop.FullName(), c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rec.Environments {
+		if e.Name == "staging" && e.Outcome != pipeline.DeploymentFailure {
+			t.Errorf("c2's staging in the audit record: %s, want failure", e.Outcome)
+		}
+	}
+	hist, err := h.db.History(ctx, storage.HistoryFilter{Repository: shop.FullName()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range hist {
+		if e.Release.SHA != c2 {
+			continue
+		}
+		for _, st := range e.Stages {
+			if st.Environment == "staging" && st.State != pipeline.DeploymentFailure {
+				t.Errorf("c2's staging in the history: %s, want failure", st.State)
+			}
+		}
 	}
 }

@@ -121,7 +121,9 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 		env := &rec.Environments[i]
 		env.Deployments = append(env.Deployments, *dr)
 		if d.Origin == pipeline.OriginLastmile && d.ReleaseID == rel.ID {
-			env.Outcome = outcome(d)
+			if env.Outcome, err = outcome(ctx, tx, d); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if rec.Waiting, err = waitingBehind(ctx, tx, repoID, rel, rec.Environments, db.Now()); err != nil {
@@ -200,12 +202,26 @@ func releaseCommits(ctx context.Context, q querier, releaseID int64) ([]pipeline
 
 // outcome is a deployment's result as a record shows it: GitHub marks a
 // deployment inactive once a newer one to its environment succeeds (or
-// Actions' own for the job), but it had succeeded.
-func outcome(d *pipeline.Deployment) pipeline.DeploymentState {
-	if d.State == pipeline.DeploymentInactive && d.Succeeded() {
-		return pipeline.DeploymentSuccess
+// Actions' own for the job), but it had succeeded; lastmile marks a failed
+// one inactive when it withdraws its release (so that a re-run deploys
+// nothing), but it had failed.
+func outcome(ctx context.Context, q querier, d *pipeline.Deployment) (pipeline.DeploymentState, error) {
+	switch {
+	case d.State != pipeline.DeploymentInactive:
+	case d.Succeeded():
+		return pipeline.DeploymentSuccess, nil
+	case !d.TerminalAt.IsZero():
+		var state string
+		err := q.QueryRowContext(ctx, `SELECT state FROM deployment_statuses WHERE deployment_id = ? AND state IN ('failure', 'error')
+			ORDER BY COALESCE(github_id, 0) DESC, id DESC LIMIT 1`, d.ID).Scan(&state)
+		if err == nil {
+			return pipeline.DeploymentState(state), nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", err
+		}
 	}
-	return d.State
+	return d.State, nil
 }
 
 func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*pipeline.DeploymentRecord, error) {
@@ -379,7 +395,10 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 			for _, env := range e.Release.Config.Environments {
 				st := pipeline.StageOutcome{Environment: env.Name}
 				if d := byEnv[strings.ToLower(env.Name)]; d != nil {
-					st.State, st.At = outcome(d), d.CreatedAt
+					if st.State, err = outcome(ctx, tx, d); err != nil {
+						return nil, err
+					}
+					st.At = d.CreatedAt
 					if !d.TerminalAt.IsZero() {
 						st.At = d.TerminalAt
 					}
