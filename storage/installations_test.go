@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -323,5 +324,34 @@ func TestSaveRepoAfterAnInstallationEvent(t *testing.T) {
 	}
 	if repos, _ := db.InstallationRepos(ctx, 6); len(repos) != 1 || repos[0].FullName() != "globex/shop" {
 		t.Errorf("repositories of installation 6 after its push: %v, want globex/shop", repos)
+	}
+}
+
+// The inbox gauges read the pending deliveries' index only: the done ones,
+// which retention keeps by the million, are never walked at a scrape.
+func TestInboxPendingQueryPlan(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+inboxPendingQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	got := strings.Join(plan, " | ")
+	if !strings.Contains(got, "deliveries USING INDEX deliveries_pending") || strings.Contains(got, "deliveries_received") {
+		t.Errorf("query plan of the inbox gauges: %s; want the deliveries_pending index alone", got)
 	}
 }
