@@ -343,6 +343,14 @@ func (a *App) sweep(ctx context.Context) {
 		} else if n > 0 {
 			a.log.Info("sweep: releases stopped after waiting too long for required contexts", "count", n)
 		}
+		if n, err := a.engine.AnswerLongWaitingProtectionRules(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("sweep: protection-rule requests waiting too long for a deployment to end", "error", err)
+		} else if n > 0 {
+			a.log.Info("sweep: protection-rule requests that waited too long for a deployment to end judged again", "count", n)
+		}
 		if n, err := a.engine.FetchMissingJobLogs(ctx); err != nil {
 			if ctx.Err() != nil {
 				return

@@ -1146,6 +1146,35 @@ func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sh
 	return nil
 }
 
+// AnswerLongWaitingProtectionRules answers the protection-rule requests
+// that have waited longer than HoldRunning for a deployment in progress
+// to end: one that never reports its end (its run lost) proves nothing,
+// and no status event will come to answer them. It returns how many it
+// looked at. A suspended or uninstalled installation's are left alone.
+func (e *Engine) AnswerLongWaitingProtectionRules(ctx context.Context) (int, error) {
+	waiting, err := e.Store.LongWaitingProtectionDecisions(ctx, e.Now().Add(-HoldRunning))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, w := range waiting {
+		st, err := e.Store.Installation(ctx, w.Repo.InstallationID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return n, err
+		}
+		if st.State == InstallationSuspended || st.State == InstallationUninstalled {
+			continue
+		}
+		n++
+		if err := e.HandleProtectionRule(ctx, ProtectionRuleRequest{Repo: w.Repo, DeliveryID: w.DeliveryID,
+			Environment: w.Environment, SHA: w.SHA, RunID: w.RunID}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", w.Repo.FullName(), err))
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
 func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {
 	dec := &ProtectionDecision{Repo: req.Repo, DeliveryID: req.DeliveryID, RunID: req.RunID,
 		Environment: req.Environment, SHA: req.SHA, DecidedAt: e.Now()}

@@ -392,9 +392,12 @@ type Store interface {
 	RecordProtectionDecision(ctx context.Context, d *ProtectionDecision) error
 	// WaitingProtectionDecisions lists the requests for sha that wait.
 	WaitingProtectionDecisions(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
+	// LongWaitingProtectionDecisions lists the requests, of every
+	// repository, that have waited since before before.
+	LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*ProtectionDecision, error)
 	// Running reports whether sha has a deployment in env, of those
 	// Succeeded counts, whose latest status is in_progress (a first
-	// attempt or a re-run).
+	// attempt or a re-run), since less than HoldRunning.
 	Running(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	MarkProtectionPosted(ctx context.Context, id int64) error
 }

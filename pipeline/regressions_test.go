@@ -3,6 +3,8 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -195,5 +197,40 @@ func TestWithdrawnFailureStillShowsAsFailed(t *testing.T) {
 				t.Errorf("c2's staging in the history: %s, want failure", st.State)
 			}
 		}
+	}
+}
+
+// A protection-rule request waits for the deployment to the environment
+// before to end; that deployment never reports its end (its run lost):
+// after pipeline.HoldRunning the sweep judges the request again, and the
+// commit, not proven, is rejected — the job does not wait for good.
+func TestProtectionRuleWaitForALostDeployIsBounded(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	started := time.Now()
+	var mu sync.Mutex
+	now := started
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h.engine.Now, h.db.Now = clock, clock
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // and nothing more, ever
+	if dec := h.judge("rule-1", "production", c1, 40); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("production job of c1 while staging deploys: %s (%s); want waiting", dec.State, dec.Comment)
+	}
+	set := func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	set(started.Add(pipeline.HoldRunning - time.Minute))
+	if n, err := h.engine.AnswerLongWaitingProtectionRules(ctx); err != nil || n != 0 {
+		t.Errorf("before the hold ends: %d judged again, %v; want none", n, err)
+	}
+	set(started.Add(pipeline.HoldRunning + time.Minute))
+	if n, err := h.engine.AnswerLongWaitingProtectionRules(ctx); err != nil || n != 1 {
+		t.Errorf("after the hold ended: %d judged again, %v; want 1", n, err)
+	}
+	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1"})
+	if err != nil || dec.State != pipeline.ProtectionRejected || !dec.Posted || !strings.Contains(dec.Comment, "has not succeeded in staging") {
+		t.Errorf("the request after the hold ended: %+v, %v; want rejected, posted, saying staging", dec, err)
+	}
+	if n, err := h.engine.AnswerLongWaitingProtectionRules(ctx); err != nil || n != 0 {
+		t.Errorf("once answered: %d judged again, %v; want none", n, err)
 	}
 }

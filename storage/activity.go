@@ -584,6 +584,33 @@ func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo
 	return out, rows.Err()
 }
 
+// LongWaitingProtectionDecisions lists the protection-rule requests, of
+// every repository, that have waited since before before.
+func (db *DB) LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*pipeline.ProtectionDecision, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
+		d.sha, d.state, d.comment, d.decided_at, d.posted
+		FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
+		WHERE d.state = 'waiting' AND d.decided_at < ? ORDER BY d.id`, millis(before))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*pipeline.ProtectionDecision
+	for rows.Next() {
+		d := &pipeline.ProtectionDecision{}
+		var full string
+		var decided int64
+		if err := rows.Scan(&d.Repo.ID, &full, &d.Repo.InstallationID, &d.ID, &d.DeliveryID, &d.RunID, &d.Environment,
+			&d.SHA, &d.State, &d.Comment, &decided, &d.Posted); err != nil {
+			return nil, err
+		}
+		d.Repo.Owner, d.Repo.Name, _ = pipeline.SplitFullName(full)
+		d.DecidedAt = fromMillis(decided)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
 // MarkProtectionPosted records that GitHub has the decision.
 func (db *DB) MarkProtectionPosted(ctx context.Context, id int64) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {

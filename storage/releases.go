@@ -828,12 +828,15 @@ func (db *DB) NewestSuccess(ctx context.Context, repoID int64, env string) (int6
 // latest status is in_progress: a first attempt, or a re-run after its
 // final status, see markRerun) and would
 // prove the commit if it succeeded (one that Succeeded counts). One waiting
-// for reviewers or for its job does not run: it may wait for days.
+// for reviewers or for its job does not run: it may wait for days; nor
+// does one whose latest status is older than pipeline.HoldRunning (it
+// never reported an end: it holds no environment either).
 func (db *DB) Running(ctx context.Context, repoID int64, sha, env string) (bool, error) {
 	var n int
-	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
-		AND environment = ? COLLATE NOCASE AND (state = 'in_progress' OR rerun = 1)
-		AND (origin = 'lastmile' OR run_id != 0)`, repoID, sha, env).Scan(&n)
+	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments d WHERE d.repository_id = ? AND d.sha = ?
+		AND d.environment = ? COLLATE NOCASE AND (d.state = 'in_progress' OR d.rerun = 1)
+		AND (d.origin = 'lastmile' OR d.run_id != 0) AND `+statusSince+` > ?`,
+		repoID, sha, env, millis(db.Now().Add(-pipeline.HoldRunning))).Scan(&n)
 	return n > 0, err
 }
 
