@@ -830,11 +830,11 @@ func (e *Engine) FetchMissingJobLogs(ctx context.Context) (int, error) {
 		if _, seen := refused[inst]; !seen {
 			// A suspended installation's are left for after it is
 			// unsuspended: GitHub refuses them meanwhile.
-			st, err := e.Store.Installation(ctx, inst)
-			if err != nil && !errors.Is(err, ErrNotFound) {
+			state, err := e.installationState(ctx, inst)
+			if err != nil {
 				return kept, err
 			}
-			refused[inst] = st.State == InstallationSuspended
+			refused[inst] = state == InstallationSuspended
 		}
 		if refused[inst] {
 			continue
@@ -1146,6 +1146,16 @@ func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sh
 	return nil
 }
 
+// installationState is where lastmile recorded an installation stands:
+// active when it recorded nothing of it.
+func (e *Engine) installationState(ctx context.Context, id int64) (InstallationStatus, error) {
+	st, err := e.Store.Installation(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return InstallationActive, nil
+	}
+	return st.State, err
+}
+
 // AnswerLongWaitingProtectionRules answers the protection-rule requests
 // that have waited longer than HoldRunning for a deployment in progress
 // to end: one that never reports its end (its run lost) proves nothing,
@@ -1159,11 +1169,11 @@ func (e *Engine) AnswerLongWaitingProtectionRules(ctx context.Context) (int, err
 	n := 0
 	var errs []error
 	for _, w := range waiting {
-		st, err := e.Store.Installation(ctx, w.Repo.InstallationID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		state, err := e.installationState(ctx, w.Repo.InstallationID)
+		if err != nil {
 			return n, err
 		}
-		if st.State == InstallationSuspended || st.State == InstallationUninstalled {
+		if state == InstallationSuspended || state == InstallationUninstalled {
 			continue
 		}
 		n++
@@ -1389,11 +1399,11 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 func (e *Engine) AdvanceReleased(ctx context.Context, repos []Repo) (failed []Repo, err error) {
 	var errs []error
 	for _, repo := range repos {
-		st, err := e.Store.Installation(ctx, repo.InstallationID)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		state, err := e.installationState(ctx, repo.InstallationID)
+		if err != nil {
 			return repos, err
 		}
-		switch st.State {
+		switch state {
 		case InstallationSuspended: // GitHub refuses its calls: its turn comes once it is unsuspended
 			failed = append(failed, repo)
 			continue

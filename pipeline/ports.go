@@ -274,8 +274,6 @@ type Store interface {
 	// InstallationRepos lists the repositories recorded as reached through
 	// an installation.
 	InstallationRepos(ctx context.Context, installationID int64) ([]Repo, error)
-	// Repos lists those of the repositories ids that are recorded.
-	Repos(ctx context.Context, ids []int64) ([]Repo, error)
 	// DropWork gives up what lastmile still owes GitHub for a repository
 	// it can no longer reach: deployments not created yet are abandoned
 	// with reason, statuses still to write and read-backs are dropped

@@ -108,6 +108,11 @@ func (db *DB) repos(ctx context.Context, where string, args ...any) ([]pipeline.
 	if err != nil {
 		return nil, err
 	}
+	return scanRepos(rows)
+}
+
+// scanRepos reads rows of (id, full_name, installation_id), and closes them.
+func scanRepos(rows *sql.Rows) ([]pipeline.Repo, error) {
 	defer rows.Close()
 	var out []pipeline.Repo
 	for rows.Next() {

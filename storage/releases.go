@@ -367,18 +367,7 @@ func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Rep
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	var out []pipeline.Repo
-	for rows.Next() {
-		var r pipeline.Repo
-		var full string
-		if err := rows.Scan(&r.ID, &full, &r.InstallationID); err != nil {
-			return nil, err
-		}
-		r.Owner, r.Name, _ = pipeline.SplitFullName(full)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return scanRepos(rows)
 }
 
 // Revivable lists a repository's releases, newest first, up to limit (all

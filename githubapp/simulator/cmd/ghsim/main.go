@@ -295,6 +295,32 @@ func shellQuote(s string) string {
 // pusher is POST /_ghsim/push: it pushes one commit, with the simulator's
 // own push (the push webhook follows), to a branch of one of ghsim's
 // repositories.
+// controlForm admits a request to ghsim's controls (from a loopback
+// address only) and parses its form; it answers the request itself and
+// reports false when it refuses it.
+func controlForm(w http.ResponseWriter, r *http.Request) bool {
+	if !fromLoopback(r) {
+		controlError(w, http.StatusForbidden, "ghsim's control answers only to loopback addresses")
+		return false
+	}
+	if err := r.ParseForm(); err != nil {
+		controlError(w, http.StatusBadRequest, err.Error())
+		return false
+	}
+	return true
+}
+
+// knownRepo is the repository of repos named name, ignoring case as GitHub
+// does.
+func knownRepo(repos []string, name string) (string, bool) {
+	for _, known := range repos {
+		if strings.EqualFold(known, name) {
+			return known, true
+		}
+	}
+	return name, false
+}
+
 // installer is ghsim's control of the App's installation: what an
 // organisation owner does on GitHub (suspend, unsuspend, uninstall, remove
 // a repository), with the webhooks GitHub sends.
@@ -310,12 +336,7 @@ type installer struct {
 }
 
 func (in *installer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !fromLoopback(r) {
-		controlError(w, http.StatusForbidden, "ghsim's control answers only to loopback addresses")
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		controlError(w, http.StatusBadRequest, err.Error())
+	if !controlForm(w, r) {
 		return
 	}
 	by := r.Form.Get("by")
@@ -342,12 +363,8 @@ func (in *installer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.sim.DeleteInstallation(in.id, by)
 		in.gone = true
 	case "remove":
-		for _, name := range in.repos {
-			if strings.EqualFold(name, r.Form.Get("repo")) {
-				repo = name
-			}
-		}
-		if repo == "" {
+		var known bool
+		if repo, known = knownRepo(in.repos, r.Form.Get("repo")); !known {
 			controlError(w, http.StatusNotFound, fmt.Sprintf("no repository %q: ghsim has %s", r.Form.Get("repo"), strings.Join(in.repos, ", ")))
 			return
 		}
@@ -374,24 +391,14 @@ type pusher struct {
 var branchName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]*$`)
 
 func (p *pusher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !fromLoopback(r) {
-		controlError(w, http.StatusForbidden, "ghsim's control answers only to loopback addresses")
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		controlError(w, http.StatusBadRequest, err.Error())
+	if !controlForm(w, r) {
 		return
 	}
 	repo := r.Form.Get("repo")
 	if repo == "" {
 		repo = p.repos[0]
 	}
-	known := false
-	for _, name := range p.repos {
-		if strings.EqualFold(name, repo) {
-			repo, known = name, true
-		}
-	}
+	repo, known := knownRepo(p.repos, repo)
 	if !known {
 		controlError(w, http.StatusNotFound, fmt.Sprintf("no repository %q: ghsim has %s", repo, strings.Join(p.repos, ", ")))
 		return
