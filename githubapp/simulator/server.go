@@ -22,11 +22,13 @@ func (s *Simulator) routes() http.Handler {
 		mux.Handle(pattern, s.endpoint(need, h))
 	}
 	handle("GET /app", needApp, s.handleGetApp)
+	handle("GET /app/installations/{installation_id}", needApp, s.handleGetInstallation)
 	handle("POST /app/installations/{installation_id}/access_tokens", needApp, s.handleCreateToken)
 	handle("GET /app/hook/deliveries", needApp, s.handleListDeliveries)
 	handle("GET /app/hook/deliveries/{delivery_id}", needApp, s.handleGetDelivery)
 	handle("POST /app/hook/deliveries/{delivery_id}/attempts", needApp, s.handleRedeliver)
 
+	handle("GET /repos/{owner}/{repo}/installation", needApp, s.handleGetRepoInstallation)
 	handle("GET /repos/{owner}/{repo}/contents/{path...}", needRepoRead, s.handleGetContents)
 	handle("GET /repos/{owner}/{repo}/compare/{basehead...}", needRepoRead, s.handleCompare)
 	handle("GET /repos/{owner}/{repo}/commits/{ref}", needRepoRead, s.handleGetCommit)
@@ -42,6 +44,7 @@ func (s *Simulator) routes() http.Handler {
 	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}/statuses/{status_id}", needRepoRead, s.handleGetDeploymentStatus)
 
 	handle("POST /repos/{owner}/{repo}/actions/runs/{run_id}/deployment_protection_rule", needRepoWrite, s.handleReviewProtectionRule)
+	handle("GET /repos/{owner}/{repo}/actions/runs/{run_id}", needRepoRead, s.handleGetWorkflowRun)
 	handle("GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs", needRepoRead, s.handleJobLogs)
 
 	// Job logs are served like blob storage: no auth header needed.

@@ -1,0 +1,58 @@
+package simulator
+
+import "net/http"
+
+// Reads of the App's installations (with the App's JWT) and of a workflow
+// run (with a token that reaches its repository). Their bodies are those
+// the webhooks carry: GitHub's REST schemas "installation" and
+// "workflow-run" describe the same objects.
+
+// handleGetInstallation serves GET /app/installations/{installation_id}:
+// the installation, suspended or not (suspended_at and suspended_by say
+// so); 404 once the App was uninstalled from it, as for an id it never had.
+func (s *Simulator) handleGetInstallation(w http.ResponseWriter, r *http.Request, a *auth) {
+	const doc = docsRoot + "/apps/apps#get-an-installation-for-the-authenticated-app"
+	id, _ := pathID(r, "installation_id")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.st.installations[id]
+	if inst == nil || inst.deleted {
+		writeError(w, http.StatusNotFound, "Not Found", doc)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.st.installationJSON(inst))
+}
+
+// handleGetRepoInstallation serves GET /repos/{owner}/{repo}/installation:
+// the installation the App reaches the repository through, suspended or
+// not; 404 when none does (the repository removed from it, the App
+// uninstalled, or no such repository).
+func (s *Simulator) handleGetRepoInstallation(w http.ResponseWriter, r *http.Request, a *auth) {
+	const doc = docsRoot + "/apps/apps#get-a-repository-installation-for-the-authenticated-app"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.st.lookupRepo(r.PathValue("owner") + "/" + r.PathValue("repo"))
+	if rp == nil || rp.installation.deleted || !rp.installation.has(rp) {
+		writeError(w, http.StatusNotFound, "Not Found", doc)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.st.installationJSON(rp.installation))
+}
+
+// handleGetWorkflowRun serves GET /repos/{owner}/{repo}/actions/runs/{run_id}:
+// the run as it is now (its latest attempt); 404 for a run of another
+// repository or none. pull_requests is always empty, so
+// exclude_pull_requests changes nothing.
+func (s *Simulator) handleGetWorkflowRun(w http.ResponseWriter, r *http.Request, a *auth) {
+	const doc = docsRoot + "/actions/workflow-runs#get-a-workflow-run"
+	id, _ := pathID(r, "run_id")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.st.lookupRepo(r.PathValue("owner") + "/" + r.PathValue("repo"))
+	ru := s.st.runs[id]
+	if ru == nil || ru.repo != rp {
+		writeError(w, http.StatusNotFound, "Not Found", doc)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.st.workflowRunJSON(rp, ru))
+}
