@@ -39,6 +39,7 @@ import (
 // restValidator validates traffic against the REST description.
 type restValidator struct {
 	t      *testing.T
+	doc    *openapi3.T
 	router routers.Router
 	base   http.RoundTripper
 
@@ -63,7 +64,7 @@ func newRESTValidator(t *testing.T, apiURL string) *restValidator {
 	if err != nil {
 		t.Fatalf("router: %v", err)
 	}
-	return &restValidator{t: t, router: router, base: http.DefaultTransport, checked: map[string]map[int]bool{}}
+	return &restValidator{t: t, doc: doc, router: router, base: http.DefaultTransport, checked: map[string]map[int]bool{}}
 }
 
 // RoundTrip validates the request, sends it, and validates the response.
@@ -124,7 +125,12 @@ func (v *restValidator) RoundTrip(req *http.Request) (*http.Response, error) {
 		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
 		Body: io.NopCloser(bytes.NewReader(respBody)), Options: opts,
 	}
-	if err := openapi3filter.ValidateResponse(req.Context(), out); err != nil {
+	if undeclared, _ := req.Context().Value(undeclaredNotFoundKey{}).(bool); undeclared && resp.StatusCode == http.StatusNotFound &&
+		route.Operation.Responses.Status(http.StatusNotFound) == nil {
+		if err := v.validateNotFound(respBody); err != nil {
+			v.t.Errorf("%s %s -> 404: response is not GitHub's not_found: %v\nbody: %.2000s", req.Method, req.URL.Path, err, respBody)
+		}
+	} else if err := openapi3filter.ValidateResponse(req.Context(), out); err != nil {
 		v.t.Errorf("%s %s -> %d: response does not conform: %v\nbody: %.2000s", req.Method, req.URL.Path, resp.StatusCode, err, respBody)
 	}
 	for _, h := range []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Used", "X-RateLimit-Reset", "X-RateLimit-Resource", "X-GitHub-Request-Id"} {
@@ -143,6 +149,28 @@ func (v *restValidator) RoundTrip(req *http.Request) (*http.Response, error) {
 	v.checked[key][resp.StatusCode] = true
 	v.mu.Unlock()
 	return resp, nil
+}
+
+// undeclaredNotFoundKey marks a request context whose answer is a 404 that
+// GitHub gives but its description does not list for the operation (GET
+// /repos/{owner}/{repo}/actions/runs/{run_id} lists only 200): that 404 is
+// validated against the description's not_found response, which every
+// other operation's 404 refers to. The request is validated as usual, and
+// so is any other answer.
+type undeclaredNotFoundKey struct{}
+
+// validateNotFound checks a body against the description's not_found
+// response (schema basic-error).
+func (v *restValidator) validateNotFound(body []byte) error {
+	ref := v.doc.Components.Responses["not_found"]
+	if ref == nil || ref.Value == nil || ref.Value.Content.Get("application/json") == nil {
+		return errors.New("the description has no not_found response")
+	}
+	var value any
+	if err := json.Unmarshal(body, &value); err != nil {
+		return err
+	}
+	return ref.Value.Content.Get("application/json").Schema.Value.VisitJSON(value, openapi3.MultiErrors())
 }
 
 // webhookValidator validates webhook bodies against the webhook schemas.
@@ -434,6 +462,20 @@ func TestConformance(t *testing.T) {
 		t.Fatalf("twin runs: %+v", runs)
 	}
 
+	// The run, as lastmile reads it; an unknown one is 404 (GitHub's
+	// description lists no 404 for this operation: see
+	// undeclaredNotFoundKey).
+	wr, _, err := gh.Actions.GetWorkflowRunByID(ctx, "acme", "twin", runs[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wr.GetID() != runs[0].ID || wr.GetConclusion() != "success" || wr.GetHeadSHA() != tw.After || wr.GetRepository().GetFullName() != "acme/twin" {
+		t.Errorf("GET the twin run: id %d, conclusion %q, head_sha %s, repository %s", wr.GetID(), wr.GetConclusion(), wr.GetHeadSHA(), wr.GetRepository().GetFullName())
+	}
+	if _, resp, _ := gh.Actions.GetWorkflowRunByID(context.WithValue(ctx, undeclaredNotFoundKey{}, true), "acme", "twin", 1); resp == nil || resp.StatusCode != 404 {
+		t.Errorf("unknown run: %v", resp)
+	}
+
 	// Job logs: 302 to a blob.
 	jobID := runs[0].Jobs[len(runs[0].Jobs)-1].ID
 	logURL, _, err := gh.Actions.GetWorkflowJobLogs(ctx, "acme", "twin", jobID, 2)
@@ -486,6 +528,37 @@ func TestConformance(t *testing.T) {
 	}
 	if self.GetID() != sim.AppID() || self.GetInstallationsCount() != 1 {
 		t.Errorf("GET /app: id %d, %d installations; want %d and 1", self.GetID(), self.GetInstallationsCount(), sim.AppID())
+	}
+	// Its installation, by id and by repository; none, 404.
+	installation := func(id int64, repo string) (*github.Installation, int) {
+		t.Helper()
+		var (
+			inst *github.Installation
+			resp *github.Response
+			err  error
+		)
+		if repo == "" {
+			inst, resp, err = app.Apps.GetInstallation(ctx, id)
+		} else {
+			owner, name, _ := strings.Cut(repo, "/")
+			inst, resp, err = app.Apps.FindRepositoryInstallation(ctx, owner, name)
+		}
+		if resp == nil {
+			t.Fatalf("installation %d %s: %v", id, repo, err)
+		}
+		return inst, resp.StatusCode
+	}
+	for _, repo := range []string{"", repo} {
+		if inst, code := installation(h.org, repo); code != 200 || inst.GetID() != h.org || inst.GetAccount().GetLogin() != "acme" ||
+			inst.GetAppID() != sim.AppID() || inst.SuspendedAt != nil {
+			t.Errorf("the installation (%q): %d %+v", repo, code, inst)
+		}
+	}
+	if _, code := installation(1, ""); code != 404 {
+		t.Errorf("unknown installation: %d, want 404", code)
+	}
+	if _, code := installation(0, "acme/nothing"); code != 404 {
+		t.Errorf("installation of an unknown repository: %d, want 404", code)
 	}
 
 	// Hook deliveries: a failed one, listed with a cursor, then redelivered.
@@ -550,7 +623,15 @@ func TestConformance(t *testing.T) {
 	if got := status(gx, "api"); got != 404 {
 		t.Errorf("globex/api removed from the installation: %d, want 404", got)
 	}
+	if _, code := installation(0, "globex/api"); code != 404 {
+		t.Errorf("installation of globex/api, removed: %d, want 404", code)
+	}
 	sim.SuspendInstallation(globex, "octocat")
+	for _, repo := range []string{"", "globex/web"} {
+		if inst, code := installation(globex, repo); code != 200 || inst.GetID() != globex || inst.SuspendedAt == nil || inst.GetSuspendedBy().GetLogin() != "octocat" {
+			t.Errorf("the suspended installation (%q): %d %+v", repo, code, inst)
+		}
+	}
 	if got := status(gx, "web"); got != 403 {
 		t.Errorf("suspended, the token minted before: %d, want 403", got)
 	}
@@ -567,6 +648,11 @@ func TestConformance(t *testing.T) {
 	}
 	if got := status(h.client(globex, v), "web"); got != 404 {
 		t.Errorf("uninstalled, a new token: %d, want 404", got)
+	}
+	for _, repo := range []string{"", "globex/web"} {
+		if _, code := installation(globex, repo); code != 404 {
+			t.Errorf("the uninstalled installation (%q): %d, want 404", repo, code)
+		}
 	}
 	h.waitIdle()
 	ds = sim.Deliveries()
@@ -611,8 +697,19 @@ func TestConformance(t *testing.T) {
 		ops = append(ops, op)
 	}
 	sort.Strings(ops)
-	if len(ops) != 19 {
-		t.Errorf("exercised %d of 19 operations: %v", len(ops), ops)
+	if len(ops) != 22 {
+		t.Errorf("exercised %d of 22 operations: %v", len(ops), ops)
+	}
+	// The reads that answer 404 for what is not there (or no longer) were
+	// seen answering it.
+	for _, op := range []string{
+		"GET /app/installations/{installation_id}",
+		"GET /repos/{owner}/{repo}/installation",
+		"GET /repos/{owner}/{repo}/actions/runs/{run_id}",
+	} {
+		if !v.checked[op][200] || !v.checked[op][404] {
+			t.Errorf("%s answered %v, want 200 and 404 among them", op, v.checked[op])
+		}
 	}
 }
 

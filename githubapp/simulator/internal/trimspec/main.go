@@ -38,11 +38,13 @@ import (
 // restOperations lists the REST operations the simulator serves, by path and
 // lower-case method, exactly as GitHub's description spells them.
 var restOperations = map[string][]string{
-	"/app": {"get"},
+	"/app":                                 {"get"},
+	"/app/installations/{installation_id}": {"get"},
 	"/app/installations/{installation_id}/access_tokens":                     {"post"},
 	"/app/hook/deliveries":                                                   {"get"},
 	"/app/hook/deliveries/{delivery_id}":                                     {"get"},
 	"/app/hook/deliveries/{delivery_id}/attempts":                            {"post"},
+	"/repos/{owner}/{repo}/installation":                                     {"get"},
 	"/repos/{owner}/{repo}/contents/{path}":                                  {"get"},
 	"/repos/{owner}/{repo}/compare/{basehead}":                               {"get"},
 	"/repos/{owner}/{repo}/commits/{ref}":                                    {"get"},
@@ -53,6 +55,7 @@ var restOperations = map[string][]string{
 	"/repos/{owner}/{repo}/deployments/{deployment_id}":                      {"get"},
 	"/repos/{owner}/{repo}/deployments/{deployment_id}/statuses":             {"get", "post"},
 	"/repos/{owner}/{repo}/deployments/{deployment_id}/statuses/{status_id}": {"get"},
+	"/repos/{owner}/{repo}/actions/runs/{run_id}":                            {"get"},
 	"/repos/{owner}/{repo}/actions/runs/{run_id}/deployment_protection_rule": {"post"},
 	"/repos/{owner}/{repo}/actions/jobs/{job_id}/logs":                       {"get"},
 }
