@@ -1,8 +1,9 @@
 // Package simulator is a stateful, in-process fake of the parts of GitHub
-// that lastmile uses: App authentication (JWT and installation tokens),
-// repository contents, commits and compare, commit statuses, deployments and
-// deployment statuses, custom deployment protection rules, job logs, the
-// App's hook deliveries, signed webhook deliveries, and an Actions player
+// that lastmile uses: App authentication (JWT and installation tokens), the
+// App's installations (by id and by repository), repository contents,
+// commits and compare, commit statuses, deployments and deployment statuses,
+// custom deployment protection rules, workflow runs and job logs, the App's
+// hook deliveries, signed webhook deliveries, and an Actions player
 // that runs an `on: deployment` workflow the way GitHub does (register job,
 // gated deploy job, reviews, protection rules, statuses, twin deployments).
 //
@@ -47,10 +48,14 @@
 // The API is served at the root path like api.github.com, so point the
 // clients at URL(): ghinstallation's AppsTransport and Transport BaseURL =
 // strings.TrimSuffix(sim.URL(), "/"), and go-github's Client.BaseURL =
-// sim.URL(). GET /app and POST /app/installations/{id}/access_tokens need
-// an RS256 JWT signed with AppPrivateKeyPEM (iss = AppID, iat in the past,
-// exp at most 10 minutes ahead), and answer 401 with GitHub's message
-// otherwise; repository endpoints need an installation token of an
+// sim.URL(). GET /app, GET /app/installations/{id},
+// POST /app/installations/{id}/access_tokens and
+// GET /repos/{owner}/{repo}/installation need an RS256 JWT signed with
+// AppPrivateKeyPEM (iss = AppID, iat in the past, exp at most 10 minutes
+// ahead), and answer 401 with GitHub's message otherwise; the two
+// installation reads answer a suspended installation with suspended_at and
+// suspended_by set, and 404 for an uninstalled one or a repository removed
+// from it. Other repository endpoints need an installation token of an
 // installation that has the repository, or a run's workflow token.
 // Installation tokens expire after an hour of Options.Clock (ExpireTokens
 // expires them at once). Every response carries x-ratelimit-* headers with
