@@ -293,6 +293,11 @@ func (a *App) prune(ctx context.Context, cutoff time.Time) bool {
 	return true
 }
 
+// suspendedRecheck is how often the sweep asks GitHub about the
+// installations recorded as suspended (one request each): an
+// unsuspension whose delivery never came is found within it.
+const suspendedRecheck = 10 * time.Minute
+
 // abortGrace is how long a shutdown out of time waits for the cancelled
 // deliveries in hand to end.
 const abortGrace = 5 * time.Second
@@ -300,12 +305,13 @@ const abortGrace = 5 * time.Second
 // sweep runs the periodic housekeeping: releases that waited behind a
 // deployment in progress for longer than pipeline.HoldRunning go on,
 // releases that waited too long for their required contexts are stopped,
-// and (with a retention setting) old delivery bodies and deploy logs are
-// pruned.
+// installations recorded as suspended are looked up on GitHub (every
+// suspendedRecheck), and (with a retention setting) old delivery bodies
+// and deploy logs are pruned.
 func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
-	var lastPrune time.Time
+	var lastPrune, lastRecheck time.Time
 	// Holds that ended since the last look; the first look goes back to
 	// the beginning (what ended while lastmile was down, however long). A
 	// repository that could not be advanced is tried again at the next.
@@ -350,6 +356,19 @@ func (a *App) sweep(ctx context.Context) {
 			a.log.Warn("sweep: protection-rule requests waiting too long for a deployment to end", "error", err)
 		} else if n > 0 {
 			a.log.Info("sweep: protection-rule requests that waited too long for a deployment to end judged again", "count", n)
+		}
+		if time.Since(lastRecheck) >= suspendedRecheck {
+			if n, err := a.engine.RecheckSuspended(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				a.log.Warn("sweep: installations recorded as suspended", "error", err)
+			} else {
+				lastRecheck = time.Now()
+				if n > 0 {
+					a.log.Info("sweep: installations recorded as suspended found unsuspended on GitHub", "count", n)
+				}
+			}
 		}
 		if n, err := a.engine.FetchMissingJobLogs(ctx); err != nil {
 			if ctx.Err() != nil {

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -307,10 +308,73 @@ func TestRemovedRepositoryLeavesTheOtherOfItsInstallation(t *testing.T) {
 	if rel := releaseOf(t, sb, "acme/shop", shop.After); rel.State != pipeline.ReleaseCompleted {
 		t.Errorf("acme/shop's release: %s %q, want completed", rel.State, rel.StopReason)
 	}
-	if calls, _ := lastmileCalls(sb, mark, "acme/api", inst); len(calls) != 0 {
-		t.Errorf("lastmile called GitHub for acme/api after its removal: %+v", calls)
+	// One question, as the App, where acme/api stands now; nothing else.
+	calls, _ := lastmileCalls(sb, mark, "acme/api", inst)
+	if len(calls) != 1 || calls[0].Method != http.MethodGet || calls[0].Path != "/repos/acme/api/installation" || calls[0].Status != http.StatusNotFound {
+		t.Errorf("lastmile's calls for acme/api after its removal: %+v; want one GET of its installation (404)", calls)
 	}
 	if n := deadDeliveries(t, sb); n != 0 {
 		t.Errorf("%d dead deliveries, want none\n%s", n, describe(sb))
 	}
+}
+
+// GitHub sends no webhooks while an installation is suspended, and none of
+// them later. At the unsuspension lastmile reads back what it missed: a
+// required context that turned green (the release waiting for it goes
+// on), and a reviewer's rejection (the run ended without a result on the
+// deployment: lastmile writes the failure, and the release stops).
+func TestUnsuspensionCatchesUpWithWhatGitHubDidNotSend(t *testing.T) {
+	t.Run("required context green", func(t *testing.T) {
+		sb := sandbox(t, nil)
+		const repo = "acme/shop"
+		inst := sb.Sim.CreateInstallation("acme", "Organization")
+		sb.installedRepo(inst, repo, nil)
+		push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile",
+			Files: map[string]string{".github/lastmile.yml": "required_contexts: [build]\n" + threeEnvs}})
+		sb.Sim.SetCommitStatus(repo, push.After, "build", "pending")
+		waitFor(t, sb, "a 409 for build", func(s *simulator.Simulator) bool { return deploymentConflicts(s, repo) > 0 })
+		settle(t, sb)
+		sb.Sim.SuspendInstallation(inst, "alice")
+		deliveredSoon(t, sb, "installation", "suspend")
+		settle(t, sb)
+		sb.Sim.SetCommitStatus(repo, push.After, "build", "success") // its webhook is never sent
+		sb.Sim.UnsuspendInstallation(inst, "alice")
+		deliveredSoon(t, sb, "installation", "unsuspend")
+		waitFor(t, sb, "the release in production", func(s *simulator.Simulator) bool {
+			return succeededIn(s, repo, push.After, "production")
+		})
+	})
+	t.Run("rejected", func(t *testing.T) {
+		sb := sandbox(t, nil)
+		const repo = "acme/shop"
+		inst := sb.Sim.CreateInstallation("acme", "Organization")
+		sb.installedRepo(inst, repo, map[string]simulator.ReviewPolicy{"staging": simulator.Manual()})
+		push := sb.enroll(repo)
+		review := pendingReview(t, sb, repo, "staging")
+		settle(t, sb)
+		sb.Sim.SuspendInstallation(inst, "alice")
+		deliveredSoon(t, sb, "installation", "suspend")
+		settle(t, sb)
+		if err := sb.Sim.Reject(repo, review.RunID, "staging", "bob", "no"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, sb, "the rejected run's end, during the suspension", func(s *simulator.Simulator) bool {
+			run, ok := s.Run(repo, review.RunID)
+			return ok && run.Status == "completed"
+		})
+		sb.Sim.UnsuspendInstallation(inst, "alice")
+		deliveredSoon(t, sb, "installation", "unsuspend")
+		waitFor(t, sb, "the failure lastmile owes staging's deployment", func(s *simulator.Simulator) bool {
+			for _, d := range deploymentsByEnv(sb, repo, push.After)["staging"] {
+				if st := d.Statuses; len(st) > 0 && st[len(st)-1].State == "failure" {
+					return true
+				}
+			}
+			return false
+		})
+		settle(t, sb)
+		if rel := releaseOf(t, sb, repo, push.After); rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopFailed {
+			t.Errorf("release after the unsuspension: %s %s %q; want stopped, failed", rel.State, rel.StopKind, rel.StopReason)
+		}
+	})
 }

@@ -358,6 +358,67 @@ func (g *GitHub) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max i
 	return log, truncated, nil
 }
 
+// WorkflowRun reads a workflow run as it is now.
+func (g *GitHub) WorkflowRun(ctx context.Context, r pipeline.Repo, runID int64) (pipeline.WorkflowRun, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return pipeline.WorkflowRun{}, err
+	}
+	run, resp, err := gh.Actions.GetWorkflowRunByID(ctx, r.Owner, r.Name, runID)
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return pipeline.WorkflowRun{}, pipeline.ErrNotFound
+	}
+	if err != nil {
+		return pipeline.WorkflowRun{}, err
+	}
+	return workflowRun(r, "", run), nil
+}
+
+// workflowRun is what lastmile reads of a workflow run, from its webhook
+// (with the event's action) or from the API.
+func workflowRun(r pipeline.Repo, action string, run *github.WorkflowRun) pipeline.WorkflowRun {
+	return pipeline.WorkflowRun{
+		Repo: r, Action: action, RunID: run.GetID(), Name: run.GetName(), Event: run.GetEvent(),
+		HeadSHA: run.GetHeadSHA(), HeadBranch: run.GetHeadBranch(), Status: run.GetStatus(), Conclusion: run.GetConclusion(),
+		URL: run.GetHTMLURL(), Attempt: run.GetRunAttempt(), CreatedAt: run.GetCreatedAt().Time, UpdatedAt: run.GetUpdatedAt().Time,
+	}
+}
+
+// Installation reads, as the App, what GitHub says of an installation now.
+func (g *GitHub) Installation(ctx context.Context, id int64) (pipeline.InstallationState, error) {
+	inst, resp, err := g.Clients.App().Apps.GetInstallation(ctx, id)
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return pipeline.InstallationState{}, pipeline.ErrNotFound
+	}
+	if err != nil {
+		return pipeline.InstallationState{}, err
+	}
+	return installationState(inst), nil
+}
+
+// RepoInstallation reads, as the App, which installation reaches a
+// repository now.
+func (g *GitHub) RepoInstallation(ctx context.Context, r pipeline.Repo) (int64, error) {
+	inst, resp, err := g.Clients.App().Apps.FindRepositoryInstallation(ctx, r.Owner, r.Name)
+	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		return 0, pipeline.ErrNotFound
+	}
+	if err != nil {
+		return 0, err
+	}
+	return inst.GetID(), nil
+}
+
+// installationState is where an installation stands, as GitHub describes
+// it: suspended (since when, by whom) or active.
+func installationState(inst *github.Installation) pipeline.InstallationState {
+	st := pipeline.InstallationState{ID: inst.GetID(), Account: inst.GetAccount().GetLogin(), State: pipeline.InstallationActive}
+	if at := inst.GetSuspendedAt(); !at.IsZero() {
+		st.State, st.Since, st.By = pipeline.InstallationSuspended, at.Time, inst.GetSuspendedBy().GetLogin()
+	}
+	return st
+}
+
 // downloadLog reads the log at the address GitHub redirected to: a
 // short-lived URL whose query signs the download (sig=…). Its errors may
 // carry that URL: JobLog hides its query.

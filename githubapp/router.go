@@ -124,12 +124,7 @@ func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err != nil {
 			return err
 		}
-		r := ev.GetWorkflowRun()
-		return rt.Engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{
-			Repo: repo, Action: ev.GetAction(), RunID: r.GetID(), Name: r.GetName(), Event: r.GetEvent(),
-			HeadSHA: r.GetHeadSHA(), HeadBranch: r.GetHeadBranch(), Status: r.GetStatus(), Conclusion: r.GetConclusion(),
-			URL: r.GetHTMLURL(), Attempt: r.GetRunAttempt(), CreatedAt: r.GetCreatedAt().Time, UpdatedAt: r.GetUpdatedAt().Time,
-		})
+		return rt.Engine.HandleWorkflowRun(ctx, workflowRun(repo, ev.GetAction(), ev.GetWorkflowRun()))
 	case *github.WorkflowJobEvent:
 		repo, err := repoOf(ev.Repo, ev.Installation)
 		if err != nil {

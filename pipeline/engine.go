@@ -40,6 +40,9 @@ type Engine struct {
 	// transferred while deliveries wait under its old name would otherwise
 	// be advanced twice at once (and could create a deployment twice).
 	advancing sync.Map
+	// installing: installation ID → the mutex held while its state is
+	// read from GitHub and recorded.
+	installing sync.Map
 	// advanceWaits, if set (by tests), is called when advance has to wait
 	// for another advance of the same repository.
 	advanceWaits func()
@@ -1432,11 +1435,23 @@ const maxRevivable = 20
 // lockRepo holds the repository's ledger for one change of its promotion
 // (advance, withdraw) at a time, and returns the function that lets go.
 func (e *Engine) lockRepo(id int64) (unlock func()) {
-	m, _ := e.advancing.LoadOrStore(id, &sync.Mutex{})
+	return lockIn(&e.advancing, id, e.advanceWaits)
+}
+
+// lockInstallation holds an installation's record for one change at a
+// time (see installationNow), and returns the function that lets go.
+func (e *Engine) lockInstallation(id int64) (unlock func()) {
+	return lockIn(&e.installing, id, nil)
+}
+
+// lockIn takes the mutex of id in locks, calling waits (if set) when it
+// has to wait for it.
+func lockIn(locks *sync.Map, id int64, waits func()) (unlock func()) {
+	m, _ := locks.LoadOrStore(id, &sync.Mutex{})
 	mu := m.(*sync.Mutex)
 	if !mu.TryLock() {
-		if e.advanceWaits != nil {
-			e.advanceWaits()
+		if waits != nil {
+			waits()
 		}
 		mu.Lock()
 	}

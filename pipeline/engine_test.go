@@ -64,6 +64,76 @@ type fakeGitHub struct {
 	// logAsks counts the JobLog calls.
 	logs    map[int64]string
 	logAsks int
+	// installations is where GitHub says each installation stands (absent:
+	// active; uninstalled: GitHub has none, 404); installs counts the reads.
+	installations map[int64]pipeline.InstallationState
+	installs      int
+	// reaches is the installation that reaches each repository (absent:
+	// the one the caller names; 0: none, 404).
+	reaches map[int64]int64
+	// runs are the workflow runs GitHub has, by ID (404 for the others).
+	runs map[int64]pipeline.WorkflowRun
+}
+
+// setInstallation makes GitHub say that installation id stands so.
+func (f *fakeGitHub) setInstallation(id int64, state pipeline.InstallationStatus, since time.Time, by string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.installations == nil {
+		f.installations = map[int64]pipeline.InstallationState{}
+	}
+	f.installations[id] = pipeline.InstallationState{ID: id, Account: "acme", State: state, Since: since, By: by}
+}
+
+// setReaches makes GitHub say that installation id (0: none) reaches the
+// repository.
+func (f *fakeGitHub) setReaches(repoID, id int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.reaches == nil {
+		f.reaches = map[int64]int64{}
+	}
+	f.reaches[repoID] = id
+}
+
+func (f *fakeGitHub) Installation(_ context.Context, id int64) (pipeline.InstallationState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.installs++
+	st, ok := f.installations[id]
+	switch {
+	case !ok:
+		return pipeline.InstallationState{ID: id, Account: "acme", State: pipeline.InstallationActive}, nil
+	case st.State == pipeline.InstallationUninstalled:
+		return pipeline.InstallationState{}, pipeline.ErrNotFound
+	case st.State == pipeline.InstallationActive:
+		st.Since, st.By = time.Time{}, "" // GitHub says nothing of an unsuspension
+	}
+	return st, nil
+}
+
+func (f *fakeGitHub) RepoInstallation(_ context.Context, r pipeline.Repo) (int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id, ok := f.reaches[r.ID]
+	if !ok {
+		return r.InstallationID, nil
+	}
+	if id == 0 {
+		return 0, pipeline.ErrNotFound
+	}
+	return id, nil
+}
+
+func (f *fakeGitHub) WorkflowRun(_ context.Context, r pipeline.Repo, runID int64) (pipeline.WorkflowRun, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	run, ok := f.runs[runID]
+	if !ok {
+		return pipeline.WorkflowRun{}, pipeline.ErrNotFound
+	}
+	run.Repo = r
+	return run, nil
 }
 
 func (f *fakeGitHub) time() time.Time {

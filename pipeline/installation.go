@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -68,16 +69,28 @@ type InstallationState struct {
 }
 
 // HandleInstallation acts on what became of an installation of the App.
+//
+// Only an uninstallation is taken as the event says (it is final: GitHub
+// never gives the ID to another installation). For the rest, the event is
+// the cue to ask GitHub where the installation, and the repositories it
+// names, stand now: GitHub does not promise the order of its deliveries, a
+// redelivery asked for after an outage comes late, and an event's own time
+// (a suspension's suspended_at, GitHub's; or when lastmile received it) is
+// on two clocks — an unsuspension delivered after a later suspension, or a
+// repository's removal delivered after it was added back, would otherwise
+// be recorded over what followed.
 func (e *Engine) HandleInstallation(ctx context.Context, ev InstallationEvent) error {
 	switch ev.Action {
 	case InstallationDeleted:
 		return e.uninstalled(ctx, ev)
-	case RepositoriesRemoved:
-		return e.repositoriesRemoved(ctx, ev)
-	case InstallationSuspend:
-		return e.suspended(ctx, ev)
-	case InstallationCreated, InstallationUnsuspend, RepositoriesAdded:
-		return e.reinstated(ctx, ev)
+	case RepositoriesRemoved, RepositoriesAdded:
+		return e.repositoriesMoved(ctx, ev)
+	case InstallationSuspend, InstallationUnsuspend, InstallationCreated:
+		what, err := e.installationNow(ctx, ev)
+		if err != nil {
+			return err
+		}
+		return &Ignored{Reason: what}
 	}
 	return &Ignored{Reason: fmt.Sprintf("installation %d: %s", ev.InstallationID, ev.Action)}
 }
@@ -92,8 +105,11 @@ func (e *Engine) HandleInstallation(ctx context.Context, ev InstallationEvent) e
 // recorded first, so that its deliveries handled meanwhile, refused their
 // token, are ignored rather than retried.
 func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
-	if _, err := e.Store.SetInstallation(ctx, InstallationState{ID: ev.InstallationID, Account: ev.Account,
-		State: InstallationUninstalled, Since: ev.At, By: ev.Sender}); err != nil {
+	unlock := e.lockInstallation(ev.InstallationID)
+	_, err := e.Store.SetInstallation(ctx, InstallationState{ID: ev.InstallationID, Account: ev.Account,
+		State: InstallationUninstalled, Since: ev.At, By: ev.Sender})
+	unlock()
+	if err != nil {
 		return err
 	}
 	repos, err := e.Store.InstallationRepos(ctx, ev.InstallationID)
@@ -110,141 +126,270 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 		orUnknown(ev.Account), by(ev.Sender), ev.InstallationID, left(repos))}
 }
 
-// repositoriesRemoved has the repositories removed from an installation
-// leave lastmile. Only those lastmile recorded under that installation: a
-// repository transferred to another account where the App is installed is
-// removed from the first installation as it is added to the second, and
-// GitHub does not promise the order of the two events.
-func (e *Engine) repositoriesRemoved(ctx context.Context, ev InstallationEvent) error {
-	known, err := e.Store.InstallationRepos(ctx, ev.InstallationID)
+// installationNow records where an installation stands, as GitHub says
+// now, after an event that may have changed it (a suspension, an
+// unsuspension, an installation, repositories added), and returns what
+// became of it, for the delivery's note. One that GitHub no longer has was
+// uninstalled: that event's delivery says so, and nothing is recorded
+// here. One found suspended changes nothing else: its deliveries wait
+// until it is unsuspended (see app.Worker), and its releases stay where
+// they are. One found active after lastmile recorded it suspended — or
+// on an unsuspension, also when handled again — has its waiting
+// deliveries made due at once (the worker looks at the inbox again as
+// soon as a handling ends), and what happened meanwhile read back
+// (catchUp); a failure to read it back fails the handling, to be tried
+// again. The installation is held throughout, so that two of its events
+// handled at once record what GitHub said last.
+func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (string, error) {
+	defer e.lockInstallation(ev.InstallationID)()
+	what := fmt.Sprintf("installation %d (%s) %s%s", ev.InstallationID, orUnknown(ev.Account), ev.Action, by(ev.Sender))
+	now, err := e.GitHub.Installation(ctx, ev.InstallationID)
+	if errors.Is(err, ErrNotFound) {
+		return what + ": GitHub no longer has the installation (the App was uninstalled; that event's delivery says so)", nil
+	}
 	if err != nil {
-		return err
+		return "", fmt.Errorf("read installation %d on GitHub: %w", ev.InstallationID, err)
 	}
-	removed := repoIDs(ev.Repos)
-	var repos []Repo
-	for _, r := range known {
-		if slices.Contains(removed, r.ID) {
-			repos = append(repos, r)
-		}
-	}
-	reason := "superseded: the repository was removed from lastmile's installation" + by(ev.Sender)
-	if err := e.departAll(ctx, repos, reason); err != nil {
-		return err
-	}
-	// Recorded as reached through no installation: its deliveries still
-	// in the inbox, whose calls GitHub now refuses, are ignored rather
-	// than retried until dead (see app.Worker).
-	for _, r := range repos {
-		if err := e.Store.DetachRepo(ctx, r.ID, ev.InstallationID, ev.At); err != nil {
-			return err
-		}
-	}
-	if len(repos) > 0 {
-		e.Log.Warn("repositories were removed from the lastmile App's installation: they left lastmile",
-			"installation", ev.InstallationID, "account", ev.Account, "by", ev.Sender, "repos", names(repos))
-	}
-	return &Ignored{Reason: fmt.Sprintf("repositories removed from installation %d%s: %s", ev.InstallationID, by(ev.Sender), left(repos))}
-}
-
-// suspended records a suspension. Nothing stops: the installation's
-// deliveries wait until it is unsuspended, and its releases go on then.
-func (e *Engine) suspended(ctx context.Context, ev InstallationEvent) error {
-	if _, err := e.Store.SetInstallation(ctx, InstallationState{ID: ev.InstallationID, Account: ev.Account,
-		State: InstallationSuspended, Since: ev.At, By: ev.Sender}); err != nil {
-		return err
-	}
-	e.Log.Warn("the lastmile App's installation was suspended: its deliveries wait until it is unsuspended",
-		"installation", ev.InstallationID, "account", ev.Account, "by", ev.Sender)
-	return &Ignored{Reason: fmt.Sprintf("installation %d (%s) suspended%s: its deliveries wait until it is unsuspended; its releases stay where they are",
-		ev.InstallationID, orUnknown(ev.Account), by(ev.Sender))}
-}
-
-// reinstated records an installation that GitHub says is there and
-// unsuspended — it was unsuspended, or installed; or repositories were
-// added to it, and GitHub sends a suspended installation no events —
-// clearing a suspension lastmile missed the end of; an uninstalled
-// installation stays so (Store.SetInstallation: GitHub gives the App
-// installed again a new installation ID). Its deliveries that waited for
-// the unsuspension are due at once: the worker looks at the inbox again as
-// soon as a handling ends, this one's too, and hands them out.
-func (e *Engine) reinstated(ctx context.Context, ev InstallationEvent) error {
-	woken, err := e.Store.SetInstallation(ctx, InstallationState{ID: ev.InstallationID, Account: ev.Account,
-		State: InstallationActive, Since: ev.At, By: ev.Sender})
+	was, err := e.installationState(ctx, ev.InstallationID)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if ev.Action == RepositoriesAdded {
-		// Reached through this installation now (transferred, or removed
-		// and added again): a later removal from the other changes nothing.
-		for _, r := range ev.Repos {
-			if err := e.Store.AttachRepo(ctx, r.ID, ev.InstallationID, ev.At); err != nil {
-				return err
-			}
+	if now.Account == "" {
+		now.Account = ev.Account
+	}
+	if now.State == InstallationActive {
+		now.Since, now.By = ev.At, ""
+		if ev.Action != InstallationSuspend {
+			now.By = ev.Sender
 		}
 	}
-	if ev.Action == InstallationUnsuspend {
+	woken, err := e.Store.SetInstallation(ctx, now)
+	if err != nil {
+		return "", err
+	}
+	if now.State == InstallationSuspended {
+		what := fmt.Sprintf("installation %d (%s) suspended%s at %s: its deliveries wait until it is unsuspended; its releases stay where they are",
+			ev.InstallationID, orUnknown(now.Account), by(now.By), now.Since.UTC().Format(time.RFC3339))
+		if ev.Action != InstallationSuspend {
+			what += fmt.Sprintf(" (%s%s delivered late: GitHub says the installation is suspended)", ev.Action, by(ev.Sender))
+		}
+		e.Log.Warn("the lastmile App's installation is suspended: its deliveries wait until it is unsuspended",
+			"installation", ev.InstallationID, "account", now.Account, "by", now.By, "since", now.Since)
+		return what, nil
+	}
+	if ev.Action == InstallationSuspend {
+		what += " (delivered late: GitHub says it is active)"
+	}
+	if ev.Action == InstallationUnsuspend || was == InstallationSuspended {
 		if err := e.catchUp(ctx, ev.InstallationID); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if woken > 0 {
 		e.Log.Info("the lastmile App's installation is active: its waiting deliveries are due again",
 			"installation", ev.InstallationID, "action", ev.Action, "by", ev.Sender, "deliveries", woken)
-	}
-	what := fmt.Sprintf("installation %d (%s) %s%s", ev.InstallationID, orUnknown(ev.Account), ev.Action, by(ev.Sender))
-	if ev.Action == RepositoriesAdded {
-		what = fmt.Sprintf("repositories added to installation %d%s: %s", ev.InstallationID, by(ev.Sender), strings.Join(names(ev.Repos), ", "))
-	}
-	if woken > 0 {
 		what += fmt.Sprintf("; %d waiting deliveries are due again", woken)
 	}
-	return &Ignored{Reason: what}
+	return what, nil
 }
 
-// catchUp reads back, after a suspension, the statuses of the deployments
-// lastmile's releases were waiting on in the installation's repositories:
-// GitHub sent no webhooks meanwhile, and sends none of them later, so a
-// deploy approved and run during the suspension would otherwise never be
-// heard of, and its release wait for good. Then promotion goes on.
+// RecheckSuspended asks GitHub about the installations lastmile recorded
+// as suspended, and records those it finds active again as unsuspended
+// (installationNow): the unsuspension's delivery may never come (lastmile
+// was down longer than GitHub keeps deliveries to be asked for again). It
+// returns how many it found active.
+func (e *Engine) RecheckSuspended(ctx context.Context) (int, error) {
+	ids, err := e.Store.InstallationsIn(ctx, InstallationSuspended)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, id := range ids {
+		now, err := e.GitHub.Installation(ctx, id)
+		if err != nil || now.State != InstallationActive {
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				errs = append(errs, fmt.Errorf("installation %d: %w", id, err))
+			}
+			continue
+		}
+		what, err := e.installationNow(ctx, InstallationEvent{InstallationID: id, Account: now.Account,
+			Action: InstallationUnsuspend, At: e.Now()})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("installation %d: %w", id, err))
+			continue
+		}
+		n++
+		e.Log.Warn("an installation recorded as suspended is active on GitHub: recorded as unsuspended", "installation", id, "note", what)
+	}
+	return n, errors.Join(errs...)
+}
+
+// repositoriesMoved acts on repositories removed from an installation, or
+// added to one, as GitHub says they stand now: a repository that no
+// installation of the App reaches any more leaves lastmile; one that an
+// installation reaches (added back since it was removed, or transferred to
+// another account where the App is installed) is recorded as reached
+// through it, and its releases go on. Only repositories lastmile knows
+// cost a question to GitHub. Repositories added also say that the
+// installation is there: GitHub sends a suspended installation no events.
+func (e *Engine) repositoriesMoved(ctx context.Context, ev InstallationEvent) error {
+	var notes []string
+	if ev.Action == RepositoriesAdded {
+		what, err := e.installationNow(ctx, ev)
+		if err != nil {
+			return err
+		}
+		notes = append(notes, what)
+	}
+	known, err := e.Store.Repos(ctx, repoIDs(ev.Repos))
+	if err != nil {
+		return err
+	}
+	var gone, moved []Repo
+	for _, r := range known {
+		named := ev.Repos[slices.IndexFunc(ev.Repos, func(x Repo) bool { return x.ID == r.ID })]
+		inst, err := e.GitHub.RepoInstallation(ctx, named)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			if r.InstallationID != 0 {
+				gone = append(gone, r)
+			}
+		case err != nil:
+			return fmt.Errorf("read the installation of %s on GitHub: %w", named.FullName(), err)
+		case inst != r.InstallationID:
+			r.InstallationID = inst
+			moved = append(moved, r)
+		}
+	}
+	reason := "superseded: the repository was removed from lastmile's installation" + by(ev.Sender)
+	if err := e.departAll(ctx, gone, reason); err != nil {
+		return err
+	}
+	// Recorded as reached through no installation: its deliveries still
+	// in the inbox, whose calls GitHub now refuses, are ignored rather
+	// than retried until dead (see app.Worker).
+	at := e.Now()
+	for _, r := range gone {
+		if err := e.Store.DetachRepo(ctx, r.ID, at); err != nil {
+			return err
+		}
+		e.saved.Delete(r.ID)
+	}
+	for _, r := range moved {
+		if err := e.Store.AttachRepo(ctx, r.ID, r.InstallationID, at); err != nil {
+			return err
+		}
+		e.saved.Delete(r.ID)
+	}
+	if len(gone) > 0 {
+		e.Log.Warn("repositories were removed from the lastmile App's installation: they left lastmile",
+			"installation", ev.InstallationID, "account", ev.Account, "by", ev.Sender, "repos", names(gone))
+	}
+	verb := "removed from"
+	if ev.Action == RepositoriesAdded {
+		verb = "added to"
+	}
+	note := fmt.Sprintf("repositories %s installation %d%s: %s", verb, ev.InstallationID, by(ev.Sender), strings.Join(names(ev.Repos), ", "))
+	if ev.Action == RepositoriesRemoved || len(gone) > 0 {
+		note += "; " + left(gone)
+	}
+	for _, r := range moved {
+		note += fmt.Sprintf("; %s is reached through installation %d", r.FullName(), r.InstallationID)
+	}
+	return &Ignored{Reason: strings.Join(append(notes, note), "; ")}
+}
+
+// catchUp reads back, after a suspension, what happened meanwhile in the
+// installation's repositories: GitHub sent no webhooks while it was
+// suspended, and sends none of them later, so a deploy approved and run
+// during the suspension, a run that ended without a result (rejected,
+// cancelled), or a required context that turned green would otherwise
+// never be heard of, and its release wait for good. Every repository is
+// read back; the failures are returned together, for the handling to be
+// tried again (reading back again is harmless).
 func (e *Engine) catchUp(ctx context.Context, installationID int64) error {
 	repos, err := e.Store.InstallationRepos(ctx, installationID)
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, repo := range repos {
-		// One repository GitHub refuses does not hold back the others':
-		// its releases go on at its next event.
 		if err := e.catchUpRepo(ctx, repo); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			e.Log.Warn("after the unsuspension: could not read back the repository's deployments", "repo", repo.FullName(), "error", err)
+			errs = append(errs, fmt.Errorf("after the unsuspension, read back %s: %w", repo.FullName(), err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
-// catchUpRepo reads back the statuses of the deployments a repository's
-// releases wait on, and advances it if it read any.
+// catchUpRepo reads back a repository's deployments that its releases
+// wait on: their statuses, then the runs of those still without a result
+// (a run that ended is handled as its workflow_run completed event would
+// have been); and has the releases waiting for required contexts try
+// again. Then promotion goes on.
 func (e *Engine) catchUpRepo(ctx context.Context, repo Repo) error {
-	state, err := e.Store.RepoState(ctx, repo.ID)
+	unfinished := func() ([]*Deployment, error) {
+		state, err := e.Store.RepoState(ctx, repo.ID)
+		if err != nil {
+			return nil, err
+		}
+		var out []*Deployment
+		for _, p := range state.Active {
+			for _, d := range p.ByStage {
+				if d.GitHubID != 0 && !d.State.Terminal() {
+					out = append(out, d)
+				}
+			}
+		}
+		return out, nil
+	}
+	ds, err := unfinished()
 	if err != nil {
 		return err
 	}
-	read := false
-	for _, p := range state.Active {
-		for _, d := range p.ByStage {
-			if d.GitHubID == 0 || d.State.Terminal() {
-				continue
-			}
-			if err := e.recordFromGitHub(ctx, repo, d, 0); err != nil {
-				return err
-			}
-			read = true
+	for _, d := range ds {
+		if err := e.recordFromGitHub(ctx, repo, d, 0); err != nil {
+			return err
 		}
 	}
-	if !read {
-		return nil
+	if ds, err = unfinished(); err != nil {
+		return err
+	}
+	var ended []WorkflowRun
+	for _, d := range ds {
+		if d.RunID == 0 || slices.ContainsFunc(ended, func(r WorkflowRun) bool { return r.RunID == d.RunID }) {
+			continue
+		}
+		run, err := e.GitHub.WorkflowRun(ctx, repo, d.RunID)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read workflow run %d: %w", d.RunID, err)
+		}
+		if run.Status == "completed" {
+			run.Action = "completed"
+			ended = append(ended, run)
+		}
+	}
+	for _, run := range ended {
+		if err := e.HandleWorkflowRun(ctx, run); err != nil {
+			return err
+		}
+	}
+	work, err := e.Store.Work(ctx, repo.ID)
+	if err != nil {
+		return err
+	}
+	for _, d := range work {
+		if d.State == DeploymentWaiting {
+			if _, err := e.Store.Resume(ctx, repo.ID, d.SHA); err != nil {
+				return err
+			}
+		}
 	}
 	return e.advance(ctx, repo)
 }

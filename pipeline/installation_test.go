@@ -64,6 +64,15 @@ func (g *refusingGitHub) CreateCommitStatus(context.Context, pipeline.Repo, stri
 func (g *refusingGitHub) ReviewProtectionRule(context.Context, pipeline.Repo, int64, string, string, string) error {
 	return g.call("ReviewProtectionRule")
 }
+func (g *refusingGitHub) WorkflowRun(context.Context, pipeline.Repo, int64) (pipeline.WorkflowRun, error) {
+	return pipeline.WorkflowRun{}, g.call("WorkflowRun")
+}
+func (g *refusingGitHub) Installation(context.Context, int64) (pipeline.InstallationState, error) {
+	return pipeline.InstallationState{}, g.call("Installation")
+}
+func (g *refusingGitHub) RepoInstallation(context.Context, pipeline.Repo) (int64, error) {
+	return 0, g.call("RepoInstallation")
+}
 func (g *refusingGitHub) JobLog(context.Context, pipeline.Repo, int64, int) ([]byte, bool, error) {
 	return nil, false, g.call("JobLog")
 }
@@ -238,6 +247,7 @@ func TestRemovedRepositoryLeavesTheOtherUntouched(t *testing.T) {
 		t.Fatalf("api's release after a removal from installation 8: %s, want active", rel.State)
 	}
 
+	h.gh.setReaches(api.ID, 0)
 	note = h.installationEvent(pipeline.InstallationEvent{Action: pipeline.RepositoriesRemoved, Sender: "octocat", Repos: []pipeline.Repo{api}})
 	if !strings.Contains(note, "acme/api left lastmile") || strings.Contains(note, "acme/shop") {
 		t.Errorf("note %q", note)
@@ -268,7 +278,8 @@ func TestSuspensionIsRecordedAndStopsNothing(t *testing.T) {
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
-	at := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
+	at := time.Now().Add(-time.Minute).Truncate(time.Second)
+	h.gh.setInstallation(7, pipeline.InstallationSuspended, at, "alice")
 	note := h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: at})
 	if !strings.Contains(note, "suspended by alice") {
 		t.Errorf("note %q", note)
@@ -289,7 +300,9 @@ func TestSuspensionIsRecordedAndStopsNothing(t *testing.T) {
 		{pipeline.InstallationSuspend, pipeline.InstallationUnsuspend},
 		{pipeline.InstallationSuspend, pipeline.RepositoriesAdded},
 	} {
+		h.gh.setInstallation(7, pipeline.InstallationSuspended, at, "alice")
 		h.installationEvent(pipeline.InstallationEvent{Action: tc.stale, Sender: "alice"})
+		h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 		h.installationEvent(pipeline.InstallationEvent{Action: tc.action, Sender: "bob", Repos: []pipeline.Repo{api}})
 		if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationActive || st.By != "bob" {
 			t.Errorf("%s after %s: %+v (%v); want active, by bob", tc.action, tc.stale, st, err)
@@ -298,6 +311,7 @@ func TestSuspensionIsRecordedAndStopsNothing(t *testing.T) {
 	// Uninstalled is final: GitHub gives a new installation a new ID, so
 	// a creation of this one after its deletion was delivered late.
 	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "alice"})
+	h.gh.setInstallation(7, pipeline.InstallationUninstalled, time.Time{}, "")
 	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationCreated, Sender: "bob", Repos: []pipeline.Repo{api}})
 	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled || st.By != "alice" {
 		t.Errorf("created after deleted: %+v (%v); want still uninstalled, by alice", st, err)
@@ -322,7 +336,8 @@ func TestUninstallLeavesARepositoryRecordedUnderAnother(t *testing.T) {
 
 // A repository transferred to another account where the App is installed
 // is added to that installation and removed from the first, in either
-// order: it stays in lastmile.
+// order: GitHub says the second reaches it, so it stays in lastmile, its
+// release going on, recorded under the second.
 func TestTransferredRepositoryStays(t *testing.T) {
 	for _, addedFirst := range []bool{true, false} {
 		t.Run(map[bool]string{true: "added first", false: "removed first"}[addedFirst], func(t *testing.T) {
@@ -334,15 +349,19 @@ func TestTransferredRepositoryStays(t *testing.T) {
 			moved.InstallationID = 8
 			added := pipeline.InstallationEvent{InstallationID: 8, Action: pipeline.RepositoriesAdded, Sender: "octocat", Repos: []pipeline.Repo{moved}}
 			removed := pipeline.InstallationEvent{InstallationID: 7, Action: pipeline.RepositoriesRemoved, Sender: "octocat", Repos: []pipeline.Repo{shop}}
+			h.gh.setReaches(shop.ID, 8)
 			if addedFirst {
 				h.installationEvent(added)
 				h.installationEvent(removed)
-				if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
-					t.Errorf("c1's release after the transfer: %s %q; want active", rel.State, rel.StopReason)
-				}
 			} else {
 				h.installationEvent(removed)
 				h.installationEvent(added)
+			}
+			if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
+				t.Errorf("c1's release after the transfer: %s %q; want active", rel.State, rel.StopReason)
+			}
+			if repos, err := h.db.InstallationRepos(context.Background(), 8); err != nil || len(repos) != 1 {
+				t.Errorf("repositories of installation 8: %v (%v); want acme/shop", repos, err)
 			}
 			// Its next push, through installation 8, is a release.
 			h.gh.mu.Lock()

@@ -183,6 +183,16 @@ type GitHub interface {
 	ReviewProtectionRule(ctx context.Context, r Repo, runID int64, environment, state, comment string) error
 	// JobLog downloads a job's log, at most max bytes of it.
 	JobLog(ctx context.Context, r Repo, jobID int64, max int) (log []byte, truncated bool, err error)
+	// WorkflowRun reads a workflow run as it is now; ErrNotFound if GitHub
+	// has none.
+	WorkflowRun(ctx context.Context, r Repo, runID int64) (WorkflowRun, error)
+	// Installation reads, as the App, what GitHub says of an installation
+	// now: active, or suspended since when and by whom; ErrNotFound if
+	// GitHub has no such installation (the App was uninstalled).
+	Installation(ctx context.Context, id int64) (InstallationState, error)
+	// RepoInstallation reads, as the App, which installation reaches a
+	// repository now; ErrNotFound if none does.
+	RepoInstallation(ctx context.Context, r Repo) (int64, error)
 }
 
 // ReleaseProgress is an active release and its lastmile deployments, the
@@ -258,19 +268,25 @@ type Store interface {
 	// RetireEnvironments retires every environment of a repository that
 	// has left lastmile.
 	RetireEnvironments(ctx context.Context, repoID int64) error
-	// SetInstallation records what became of an installation; a
-	// redelivered event changes nothing, and an uninstalled installation
-	// stays so (GitHub never reuses its ID). An installation that becomes
-	// active has its deliveries that wait (those put off while it was
-	// suspended) made due at once; it returns how many.
+	// SetInstallation records where an installation stands now; one that
+	// stays in its state keeps its since and by, and an uninstalled
+	// installation stays so (GitHub never reuses its ID). An installation
+	// that becomes active has its deliveries that wait (those put off while
+	// it was suspended) made due at once; it returns how many.
 	SetInstallation(ctx context.Context, st InstallationState) (woken int, err error)
 	// AttachRepo records that a known repository is reached through
-	// installation id now; DetachRepo that it no longer is, if it was.
+	// installation id since at; DetachRepo that it is reached through
+	// none. A push made before at and delivered after does not record its
+	// installation over theirs.
 	AttachRepo(ctx context.Context, repoID, id int64, at time.Time) error
-	DetachRepo(ctx context.Context, repoID, id int64, at time.Time) error
+	DetachRepo(ctx context.Context, repoID int64, at time.Time) error
 	// Installation is what lastmile recorded of an installation;
 	// ErrNotFound if nothing (it is taken to be active).
 	Installation(ctx context.Context, id int64) (InstallationState, error)
+	// InstallationsIn lists the installations recorded in a state.
+	InstallationsIn(ctx context.Context, state InstallationStatus) ([]int64, error)
+	// Repos lists the repositories of ids that lastmile knows.
+	Repos(ctx context.Context, ids []int64) ([]Repo, error)
 	// InstallationRepos lists the repositories recorded as reached through
 	// an installation.
 	InstallationRepos(ctx context.Context, installationID int64) ([]Repo, error)

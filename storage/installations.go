@@ -10,40 +10,41 @@ import (
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
-// SetInstallation records what became of an installation of the App. The
-// state's since and by are kept while it stays in that state, so that a
-// redelivered event changes nothing, and an uninstalled installation stays
-// so; a change from before the state recorded (a suspension older than
-// the last unsuspension, or the reverse) was delivered late, and changes
-// nothing. An installation
-// that becomes active (unsuspended, installed again; or first heard of) or
-// uninstalled (for them to be ignored) has its deliveries that wait for a
-// later attempt made due at once, in the same transaction, and
-// the count of them returned: while it was suspended they were put off
-// until it would be unsuspended (see app.Worker) — also when lastmile did
-// not hear of the suspension, GitHub's refusal saying it. Any other wait
-// of them (a rate limit) costs a look at most: the transport holds back a
-// call whose quota is known to be spent.
+// SetInstallation records where an installation of the App stands now:
+// the caller asked GitHub (see pipeline.Engine.HandleInstallation), or
+// was told of its uninstallation, which is final — GitHub never gives an
+// installation's ID to another, so nothing recorded after it (an
+// unsuspension delivered late) changes it. The state's since and by are
+// kept while it stays in that state, so that an event handled again
+// changes nothing — but for a suspension with another suspended_at: the
+// installation was suspended again since. An installation that becomes active (unsuspended,
+// installed again; or first heard of) or uninstalled (for them to be
+// ignored) has its deliveries that wait for a later attempt made due at
+// once, in the same transaction, and the count of them returned: while it
+// was suspended they were put off until it would be unsuspended (see
+// app.Worker) — also when lastmile did not hear of the suspension, GitHub's
+// refusal saying it. Any other wait of them (a rate limit) costs a look at
+// most: the transport holds back a call whose quota is known to be spent.
 func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState) (woken int, err error) {
 	now := db.Now()
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		var was string
-		var wasSince int64
-		err := tx.QueryRowContext(ctx, `SELECT state, since FROM installations WHERE id = ?`, st.ID).Scan(&was, &wasSince)
+		err := tx.QueryRowContext(ctx, `SELECT state FROM installations WHERE id = ?`, st.ID).Scan(&was)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if !st.Since.IsZero() && millis(st.Since) < wasSince {
-			// From before the state recorded (a suspension's suspended_at
-			// is GitHub's; an unsuspension's time, when lastmile received
-			// it): delivered late, or handled again.
+		if was == string(pipeline.InstallationUninstalled) {
 			return nil
 		}
-		// Deleted is final: GitHub never gives an installation's ID to
-		// another, so an event that says otherwise (an unsuspension, a
-		// repository added) was delivered late.
-		if was == string(st.State) || was == string(pipeline.InstallationUninstalled) {
-			return nil
+		if was == string(st.State) {
+			if st.State != pipeline.InstallationSuspended || st.Since.IsZero() {
+				return nil
+			}
+			// Suspended again since (GitHub's suspended_at tells one
+			// suspension from another): its time and who did it.
+			_, err := tx.ExecContext(ctx, `UPDATE installations SET since = ?, by = ?, updated_at = ? WHERE id = ? AND since != ?`,
+				millis(st.Since), st.By, millis(now), st.ID, millis(st.Since))
+			return err
 		}
 		since := st.Since
 		if since.IsZero() {
@@ -130,20 +131,36 @@ func scanRepos(rows *sql.Rows) ([]pipeline.Repo, error) {
 // AttachRepo records that a repository lastmile knows is reached through
 // installation id since at (added to it: transferred to another account,
 // or removed and added again); one it does not know is left for its first
-// event.
+// event. A push made before at, delivered after, does not record its
+// installation over this (SaveRepo).
 func (db *DB) AttachRepo(ctx context.Context, repoID, id int64, at time.Time) error {
 	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = ?, installation_at = ? WHERE id = ?`, id, db.millisOr(at), repoID)
 	return err
 }
 
-// DetachRepo records that a repository is no longer reached through
-// installation id since at (removed from it): its installation becomes 0,
-// unless it was recorded under another since (added to it first: a
-// transfer).
-func (db *DB) DetachRepo(ctx context.Context, repoID, id int64, at time.Time) error {
-	_, err := db.exec(ctx, `UPDATE repositories SET installation_id = 0, installation_at = ? WHERE id = ? AND installation_id = ?`,
-		db.millisOr(at), repoID, id)
-	return err
+// DetachRepo records that a repository is reached through no installation
+// of the App since at (removed from its installation): its installation
+// becomes 0.
+func (db *DB) DetachRepo(ctx context.Context, repoID int64, at time.Time) error {
+	return db.AttachRepo(ctx, repoID, 0, at)
+}
+
+// InstallationsIn lists the installations recorded in a state, by ID.
+func (db *DB) InstallationsIn(ctx context.Context, state pipeline.InstallationStatus) ([]int64, error) {
+	rows, err := db.query(ctx, `SELECT id FROM installations WHERE state = ? ORDER BY id`, string(state))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // millisOr is at in milliseconds, or now's when at is zero.

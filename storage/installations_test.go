@@ -260,9 +260,12 @@ func TestPipelineBranchSource(t *testing.T) {
 	}
 }
 
-// An unsuspension handled again after a later suspension (its delivery
-// retried) changes nothing: the installation stays suspended.
-func TestLateUnsuspensionChangesNothing(t *testing.T) {
+// SetInstallation records the state it is given, whatever its time: the
+// engine asked GitHub where the installation stands, and an unsuspension's
+// time (when lastmile received it) and a suspension's (GitHub's
+// suspended_at) are on two clocks. A state recorded again keeps its since
+// and by.
+func TestSetInstallationRecordsTheStateGiven(t *testing.T) {
 	ctx := context.Background()
 	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
 	if err != nil {
@@ -270,18 +273,25 @@ func TestLateUnsuspensionChangesNothing(t *testing.T) {
 	}
 	defer db.Close()
 	t1 := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
-	for _, st := range []pipeline.InstallationState{
-		{ID: 7, State: pipeline.InstallationSuspended, Since: t1},
-		{ID: 7, State: pipeline.InstallationActive, Since: t1.Add(time.Hour)},
-		{ID: 7, State: pipeline.InstallationSuspended, Since: t1.Add(2 * time.Hour)},
-		{ID: 7, State: pipeline.InstallationActive, Since: t1.Add(time.Hour)}, // the retry
+	for _, step := range []struct {
+		set  pipeline.InstallationState
+		want pipeline.InstallationState
+	}{
+		{pipeline.InstallationState{ID: 7, State: pipeline.InstallationSuspended, Since: t1, By: "alice"},
+			pipeline.InstallationState{State: pipeline.InstallationSuspended, Since: t1, By: "alice"}},
+		// Its since before the suspension's: GitHub's clock ahead of lastmile's.
+		{pipeline.InstallationState{ID: 7, State: pipeline.InstallationActive, Since: t1.Add(-time.Second), By: "bob"},
+			pipeline.InstallationState{State: pipeline.InstallationActive, Since: t1.Add(-time.Second), By: "bob"}},
+		{pipeline.InstallationState{ID: 7, State: pipeline.InstallationActive, Since: t1.Add(time.Hour), By: "carol"},
+			pipeline.InstallationState{State: pipeline.InstallationActive, Since: t1.Add(-time.Second), By: "bob"}},
 	} {
-		if _, err := db.SetInstallation(ctx, st); err != nil {
+		if _, err := db.SetInstallation(ctx, step.set); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if st, _ := db.Installation(ctx, 7); st.State != pipeline.InstallationSuspended {
-		t.Errorf("after suspend T1, unsuspend T2, suspend T3, unsuspend T2 again: %s; want suspended", st.State)
+		st, err := db.Installation(ctx, 7)
+		if err != nil || st.State != step.want.State || !st.Since.Equal(step.want.Since) || st.By != step.want.By {
+			t.Errorf("after %+v: %+v (%v); want %+v", step.set, st, err, step.want)
+		}
 	}
 }
 
@@ -300,7 +310,7 @@ func TestSaveRepoAfterAnInstallationEvent(t *testing.T) {
 	if err := db.SaveRepo(ctx, r, removedAt.Add(-2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.DetachRepo(ctx, 42, 7, removedAt); err != nil {
+	if err := db.DetachRepo(ctx, 42, removedAt); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SaveRepo(ctx, r, removedAt.Add(-time.Minute)); err != nil { // pushed before the removal
