@@ -587,10 +587,7 @@ func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo
 // LongWaitingProtectionDecisions lists the protection-rule requests, of
 // every repository, that have waited since before before.
 func (db *DB) LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*pipeline.ProtectionDecision, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
-		d.sha, d.state, d.comment, d.decided_at, d.posted
-		FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
-		WHERE d.state = 'waiting' AND d.decided_at < ? ORDER BY d.id`, millis(before))
+	rows, err := db.read.QueryContext(ctx, longWaitingQuery, millis(before))
 	if err != nil {
 		return nil, err
 	}
@@ -610,6 +607,16 @@ func (db *DB) LongWaitingProtectionDecisions(ctx context.Context, before time.Ti
 	}
 	return out, rows.Err()
 }
+
+// longWaitingQuery reads the waiting requests through the partial index
+// protection_decisions_waiting alone, in its order (repository, commit,
+// then ID): the answered decisions, never pruned, are not walked at each
+// sweep. Ordered by ID alone, SQLite would scan the whole table in rowid
+// order rather than sort the few waiting rows.
+const longWaitingQuery = `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
+	d.sha, d.state, d.comment, d.decided_at, d.posted
+	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
+	WHERE d.state = 'waiting' AND d.decided_at < ? ORDER BY d.repository_id, d.sha, d.id`
 
 // MarkProtectionPosted records that GitHub has the decision.
 func (db *DB) MarkProtectionPosted(ctx context.Context, id int64) error {

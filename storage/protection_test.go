@@ -1,0 +1,83 @@
+package storage
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// The sweep's look for long-waiting protection-rule requests reads the
+// waiting requests' partial index only: the answered decisions, never
+// pruned, are not walked every minute.
+func TestLongWaitingProtectionQueryPlan(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+longWaitingQuery, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(plan, " | ")
+	if !strings.Contains(got, "d USING INDEX protection_decisions_waiting") || strings.Contains(got, "TEMP B-TREE") {
+		t.Errorf("query plan of the long-waiting protection-rule requests: %s; want the protection_decisions_waiting index, in its order", got)
+	}
+}
+
+// LongWaitingProtectionDecisions lists the requests of every repository
+// waiting since before the bound, and neither those answered nor those
+// waiting since after it.
+func TestLongWaitingProtectionDecisions(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	shop := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	api := pipeline.Repo{ID: 43, Owner: "acme", Name: "api", InstallationID: 7}
+	for _, d := range []*pipeline.ProtectionDecision{
+		{Repo: api, DeliveryID: "api-old", SHA: "b", State: pipeline.ProtectionWaiting, DecidedAt: t0},
+		{Repo: shop, DeliveryID: "shop-answered", SHA: "a", State: pipeline.ProtectionRejected, DecidedAt: t0},
+		{Repo: shop, DeliveryID: "shop-old", SHA: "a", State: pipeline.ProtectionWaiting, DecidedAt: t0.Add(time.Minute)},
+		{Repo: shop, DeliveryID: "shop-recent", SHA: "a", State: pipeline.ProtectionWaiting, DecidedAt: t0.Add(time.Hour)},
+	} {
+		d.RunID, d.Environment = 11, "production"
+		if err := db.RecordProtectionDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting, err := db.LongWaitingProtectionDecisions(ctx, t0.Add(30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range waiting {
+		got = append(got, w.Repo.FullName()+" "+w.DeliveryID)
+	}
+	slices.Sort(got)
+	if want := "acme/api api-old, acme/shop shop-old"; strings.Join(got, ", ") != want {
+		t.Errorf("long-waiting requests: %s; want %s", strings.Join(got, ", "), want)
+	}
+}
