@@ -21,7 +21,9 @@ func TestProtectionRuleOfARemovedRepositoryIsIgnored(t *testing.T) {
 	sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": testThenStaging}})
 	waitFor(t, sb, "the protection rule request held", func(s *simulator.Simulator) bool { return len(s.HeldWebhooks()) == 1 })
 	settle(t, sb)
-	sb.Sim.RemoveRepositoryFromInstallation(full, "octocat")
+	if err := sb.Sim.RemoveRepositoryFromInstallation(full, "octocat"); err != nil {
+		t.Fatal(err)
+	}
 	deliveredSoon(t, sb, "installation_repositories", "removed")
 	settle(t, sb)
 	sb.Sim.ReleaseWebhooks()
@@ -58,7 +60,9 @@ func TestDeployDuringASuspensionIsLearntOnceUnsuspended(t *testing.T) {
 	push := sb.enroll(repo)
 	review := pendingReview(t, sb, repo, "staging")
 	settle(t, sb)
-	sb.Sim.SuspendInstallation(inst, "alice")
+	if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	deliveredSoon(t, sb, "installation", "suspend")
 	settle(t, sb)
 	if err := sb.Sim.Approve(repo, review.RunID, "staging", "bob", "ok"); err != nil {
@@ -66,7 +70,9 @@ func TestDeployDuringASuspensionIsLearntOnceUnsuspended(t *testing.T) {
 	}
 	waitFor(t, sb, "staging deployed", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "staging") })
 	settle(t, sb)
-	sb.Sim.UnsuspendInstallation(inst, "alice")
+	if err := sb.Sim.UnsuspendInstallation(inst, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	deliveredSoon(t, sb, "installation", "unsuspend")
 	settle(t, sb)
 	waitFor(t, sb, "production deployed after the unsuspension", func(s *simulator.Simulator) bool {
@@ -88,7 +94,9 @@ func TestSuspensionDoesNotAgeTheInbox(t *testing.T) {
 	settle(t, sb)
 	sb.Sim.HoldWebhooks(simulator.WebhookHold{Event: "push"})
 	sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Feature", Files: map[string]string{"app.txt": "v2"}})
-	sb.Sim.SuspendInstallation(inst, "alice")
+	if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, sb, "held", func(s *simulator.Simulator) bool { return len(s.HeldWebhooks()) == 1 })
 	sb.Sim.ReleaseWebhooks()
 	waitUntil(t, "the push to wait", 30*time.Second, func() bool { d := newestPush(t, sb); return d != nil && d.Waits > 0 })

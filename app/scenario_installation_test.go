@@ -220,7 +220,9 @@ func TestSuspendedInstallationDeliveriesWaitUntilUnsuspended(t *testing.T) {
 	sb.Sim.HoldWebhooks(simulator.WebhookHold{Event: "push"})
 	sb.Sim.HoldWebhooks(simulator.WebhookHold{Event: "installation"})
 	second := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Feature", Files: map[string]string{"app.txt": "v2"}})
-	sb.Sim.SuspendInstallation(inst, "alice")
+	if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, sb, "the push and the suspension held", func(s *simulator.Simulator) bool { return len(s.HeldWebhooks()) == 2 })
 	if n := sb.Sim.ReleaseWebhooks(); n != 2 {
 		t.Fatalf("released %d webhooks, want the push and the suspension", n)
@@ -252,7 +254,9 @@ func TestSuspendedInstallationDeliveriesWaitUntilUnsuspended(t *testing.T) {
 	}
 
 	// Unsuspended: the push is due at once (it was put off for an hour).
-	sb.Sim.UnsuspendInstallation(inst, "alice")
+	if err := sb.Sim.UnsuspendInstallation(inst, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, sb, "the second push in production", func(s *simulator.Simulator) bool {
 		return succeededIn(s, repo, second.After, "production")
 	})
@@ -284,7 +288,9 @@ func TestRemovedRepositoryLeavesTheOtherOfItsInstallation(t *testing.T) {
 	settle(t, sb)
 
 	mark := len(sb.Sim.Requests())
-	sb.Sim.RemoveRepositoryFromInstallation("acme/api", "octocat")
+	if err := sb.Sim.RemoveRepositoryFromInstallation("acme/api", "octocat"); err != nil {
+		t.Fatal(err)
+	}
 	deliveredSoon(t, sb, "installation_repositories", "removed")
 	settle(t, sb)
 	if rel := releaseOf(t, sb, "acme/api", api.After); rel.State != pipeline.ReleaseStopped ||

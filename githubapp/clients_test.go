@@ -391,7 +391,9 @@ func TestClientsTellAnInstallationSuspendedOrGone(t *testing.T) {
 		return err
 	}(), false, 0)
 
-	w.sim.SuspendInstallation(w.acme, "alice")
+	if err := w.sim.SuspendInstallation(w.acme, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	check("suspended, the token minted before", read(), true, 0)
 	clients.Forget(w.acme)
 	err = read()
@@ -400,7 +402,9 @@ func TestClientsTellAnInstallationSuspendedOrGone(t *testing.T) {
 	if !errors.As(err, &te) || te.Code != http.StatusForbidden || te.Message != "This installation has been suspended" {
 		t.Errorf("error %#v: want the token refused with GitHub's 403", err)
 	}
-	w.sim.UnsuspendInstallation(w.acme, "alice")
+	if err := w.sim.UnsuspendInstallation(w.acme, "alice"); err != nil {
+		t.Fatal(err)
+	}
 	if err := read(); err != nil {
 		t.Fatalf("unsuspended: %v", err)
 	}

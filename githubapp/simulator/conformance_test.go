@@ -619,14 +619,18 @@ func TestConformance(t *testing.T) {
 	if got := status(gx, "api"); got != 200 {
 		t.Fatalf("globex/api before its removal: %d", got)
 	}
-	sim.RemoveRepositoryFromInstallation("globex/api", "octocat")
+	if err := sim.RemoveRepositoryFromInstallation("globex/api", "octocat"); err != nil {
+		t.Fatal(err)
+	}
 	if got := status(gx, "api"); got != 404 {
 		t.Errorf("globex/api removed from the installation: %d, want 404", got)
 	}
 	if _, code := installation(0, "globex/api"); code != 404 {
 		t.Errorf("installation of globex/api, removed: %d, want 404", code)
 	}
-	sim.SuspendInstallation(globex, "octocat")
+	if err := sim.SuspendInstallation(globex, "octocat"); err != nil {
+		t.Fatal(err)
+	}
 	for _, repo := range []string{"", "globex/web"} {
 		if inst, code := installation(globex, repo); code != 200 || inst.GetID() != globex || inst.SuspendedAt == nil || inst.GetSuspendedBy().GetLogin() != "octocat" {
 			t.Errorf("the suspended installation (%q): %d %+v", repo, code, inst)
@@ -638,7 +642,9 @@ func TestConformance(t *testing.T) {
 	if got := status(h.client(globex, v), "web"); got != 403 {
 		t.Errorf("suspended, a new token: %d, want 403", got)
 	}
-	sim.UnsuspendInstallation(globex, "octocat")
+	if err := sim.UnsuspendInstallation(globex, "octocat"); err != nil {
+		t.Fatal(err)
+	}
 	if got := status(h.client(globex, v), "web"); got != 200 {
 		t.Errorf("unsuspended: %d, want 200", got)
 	}

@@ -73,7 +73,9 @@
 // unsuspend; while suspended a new token is refused with 403 "This
 // installation has been suspended"), RemoveRepositoryFromInstallation
 // (`installation_repositories` removed; the installation's tokens answer
-// 404 for it).
+// 404 for it). A change that cannot be made as the installation stands (a
+// suspension twice, an unsuspension of an active installation, a
+// repository removed twice) returns an error and changes nothing.
 // Reviewers: ReviewPolicy (AutoApprove, AutoReject, Manual, Timeout),
 // PendingReviews, Approve, Reject; CancelRun, RerunFailedJobs. Faults: InjectFault with a
 // Fault (server errors, primary and secondary rate limits, delays,

@@ -57,47 +57,56 @@ func (s *Simulator) DeleteInstallation(id int64, login string) {
 }
 
 // SuspendInstallation suspends an installation, as login, and sends the
-// `installation` suspend webhook.
-func (s *Simulator) SuspendInstallation(id int64, login string) {
+// `installation` suspend webhook. It changes nothing and returns an error
+// if the installation is suspended already (GitHub's page offers no
+// suspension then); it panics if the App is not installed there.
+func (s *Simulator) SuspendInstallation(id int64, login string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
 	inst := st.mustInstallation(id)
 	if inst.suspendedBy != nil {
-		panic(fmt.Sprintf("simulator: installation %d is suspended already", id))
+		return fmt.Errorf("simulator: installation %d is suspended already", id)
 	}
 	now := s.clock().Truncate(time.Second)
 	inst.suspendedBy, inst.suspendedAt, inst.updatedAt = st.accountFor(login), now, now
 	st.enqueueFor("installation", inst, 0, st.installationEvent("suspend", inst, login))
 	s.notifyLocked()
+	return nil
 }
 
 // UnsuspendInstallation lifts an installation's suspension, as login, and
-// sends the `installation` unsuspend webhook.
-func (s *Simulator) UnsuspendInstallation(id int64, login string) {
+// sends the `installation` unsuspend webhook. It changes nothing and
+// returns an error if the installation is not suspended; it panics if the
+// App is not installed there.
+func (s *Simulator) UnsuspendInstallation(id int64, login string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
 	inst := st.mustInstallation(id)
 	if inst.suspendedBy == nil {
-		panic(fmt.Sprintf("simulator: installation %d is not suspended", id))
+		return fmt.Errorf("simulator: installation %d is not suspended", id)
 	}
 	inst.suspendedBy, inst.suspendedAt, inst.updatedAt = nil, time.Time{}, s.clock().Truncate(time.Second)
 	st.enqueueFor("installation", inst, 0, st.installationEvent("unsuspend", inst, login))
 	s.notifyLocked()
+	return nil
 }
 
 // RemoveRepositoryFromInstallation removes a repository from the App's
 // installation, as login (the installation's repository selection becomes
 // "selected"), and sends the `installation_repositories` removed webhook.
-func (s *Simulator) RemoveRepositoryFromInstallation(fullName, login string) {
+// It changes nothing and returns an error if the installation does not
+// have the repository (removed already, or the App uninstalled); it panics
+// if there is no such repository.
+func (s *Simulator) RemoveRepositoryFromInstallation(fullName, login string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
 	r := s.mustRepo(fullName)
 	inst := r.installation
 	if inst.deleted || !inst.has(r) {
-		panic(fmt.Sprintf("simulator: the App's installation does not have %s", fullName))
+		return fmt.Errorf("simulator: the App's installation does not have %s", fullName)
 	}
 	for i, x := range inst.repos {
 		if x == r {
@@ -113,6 +122,7 @@ func (s *Simulator) RemoveRepositoryFromInstallation(fullName, login string) {
 	p["requester"] = nil
 	st.enqueueFor("installation_repositories", inst, 0, p)
 	s.notifyLocked()
+	return nil
 }
 
 // mustInstallation returns an installation the App is installed on, or

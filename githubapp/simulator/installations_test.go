@@ -32,13 +32,19 @@ func (h *harness) webhooksSince(from int) []string {
 // A repository removed from the installation: the installation's token,
 // old or new, no longer reaches it (404), and its events send no webhook;
 // the installation's other repository is as before. The removal's webhook
-// names the repository and who removed it, signed like any other.
+// names the repository and who removed it, signed like any other; a
+// removal twice is an error and sends nothing.
 func TestRemoveRepositoryFromInstallation(t *testing.T) {
 	h := newHarness(t, simulator.Options{})
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
 	h.sim.CreateRepo(h.org, "acme/api", simulator.RepoOptions{})
 	old := h.token(h.org)
-	h.sim.RemoveRepositoryFromInstallation("acme/api", "octocat")
+	if err := h.sim.RemoveRepositoryFromInstallation("acme/api", "octocat"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sim.RemoveRepositoryFromInstallation("acme/api", "octocat"); err == nil {
+		t.Error("acme/api removed twice: no error")
+	}
 	h.sim.Push("acme/api", "main", simulator.CommitSpec{Message: "unseen"})
 	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "seen"})
 	h.waitIdle()
@@ -65,12 +71,18 @@ func TestRemoveRepositoryFromInstallation(t *testing.T) {
 
 // A suspended installation: a new token is refused with GitHub's 403, and
 // so is a call with a token minted before; its repositories' events send
-// no webhook. Unsuspended, it works again.
+// no webhook. Unsuspended, it works again. A suspension twice, or an
+// unsuspension of an active installation, is an error and sends nothing.
 func TestSuspendAndUnsuspendInstallation(t *testing.T) {
 	h := newHarness(t, simulator.Options{})
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
 	old := h.token(h.org)
-	h.sim.SuspendInstallation(h.org, "alice")
+	if err := h.sim.SuspendInstallation(h.org, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sim.SuspendInstallation(h.org, "bob"); err == nil {
+		t.Error("suspended twice: no error")
+	}
 	r := h.do("POST", fmt.Sprintf("/app/installations/%d/access_tokens", h.org), "Bearer "+h.jwt(), nil)
 	if body := r.json(t); r.status != 403 || body["message"] != "This installation has been suspended" || body["documentation_url"] == "" {
 		t.Errorf("token of a suspended installation: %d %s", r.status, r.body)
@@ -79,7 +91,12 @@ func TestSuspendAndUnsuspendInstallation(t *testing.T) {
 		t.Errorf("a token minted before the suspension: %d %s", r.status, r.body)
 	}
 	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "while suspended"})
-	h.sim.UnsuspendInstallation(h.org, "bob")
+	if err := h.sim.UnsuspendInstallation(h.org, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sim.UnsuspendInstallation(h.org, "bob"); err == nil {
+		t.Error("unsuspended while active: no error")
+	}
 	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "after"})
 	h.waitIdle()
 	if got, want := h.webhooksSince(0), []string{"installation/suspend", "installation/unsuspend", "push"}; !slices.Equal(got, want) {

@@ -65,7 +65,9 @@ POST /_ghsim/installation does to the App's installation what an
 organisation owner can do on GitHub, with the webhooks GitHub sends:
 action=suspend, unsuspend or uninstall, or action=remove with repo (the
 repository removed from the installation); by (default: octocat) names
-who did it. For example:
+who did it. What the installation cannot take as it stands (a suspension
+twice, an unsuspension while active, a repository removed twice) is
+answered 409 with why, and changes nothing. For example:
        curl -X POST -d action=suspend http://127.0.0.1:PORT/_ghsim/installation
 
 With -approve-as LOGIN, production has LOGIN as its required reviewer, who
@@ -354,11 +356,12 @@ func (in *installer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	action, repo := r.Form.Get("action"), ""
+	var err error
 	switch action {
 	case "suspend":
-		in.sim.SuspendInstallation(in.id, by)
+		err = in.sim.SuspendInstallation(in.id, by)
 	case "unsuspend":
-		in.sim.UnsuspendInstallation(in.id, by)
+		err = in.sim.UnsuspendInstallation(in.id, by)
 	case "uninstall":
 		in.sim.DeleteInstallation(in.id, by)
 		in.gone = true
@@ -368,9 +371,15 @@ func (in *installer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			controlError(w, http.StatusNotFound, fmt.Sprintf("no repository %q: ghsim has %s", r.Form.Get("repo"), strings.Join(in.repos, ", ")))
 			return
 		}
-		in.sim.RemoveRepositoryFromInstallation(repo, by)
+		err = in.sim.RemoveRepositoryFromInstallation(repo, by)
 	default:
 		controlError(w, http.StatusBadRequest, fmt.Sprintf("action %q: give suspend, unsuspend, uninstall, or remove with repo", action))
+		return
+	}
+	if err != nil {
+		// Done already (suspended twice, a repository removed twice) or
+		// not to be done (unsuspended while active): nothing changed.
+		controlError(w, http.StatusConflict, err.Error())
 		return
 	}
 	fmt.Fprintf(in.out, "ghsim: %s %s%s (installation %d)\n", by, action, map[bool]string{true: " " + repo}[repo != ""], in.id)

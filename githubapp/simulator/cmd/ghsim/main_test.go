@@ -242,6 +242,63 @@ func TestInstallationControl(t *testing.T) {
 	}
 }
 
+// The installation control refuses, with 409 and why, what cannot be done
+// to the installation as it stands — an unsuspension while it is active, a
+// repository removed twice, a suspension twice — and changes nothing: the
+// next webhook is the next change's.
+func TestInstallationControlRefusesWhatIsDoneAlready(t *testing.T) {
+	hook, events := receiver(t)
+	sim, _ := started(t, "-key-out", filepath.Join(t.TempDir(), "app.pem"), "-repo", "acme/shop,acme/api", "-webhook-url", hook)
+	control := func(values url.Values) (int, string) {
+		t.Helper()
+		resp, err := http.PostForm(sim.URL()+"_ghsim/installation", values)
+		if err != nil {
+			t.Fatalf("%v: %v", values, err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		message, _ := body["message"].(string)
+		return resp.StatusCode, message
+	}
+	next := func(want string) {
+		t.Helper()
+		select {
+		case e := <-events:
+			if e != want {
+				t.Errorf("webhook %q, want %q", e, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s webhook within 30 s", want)
+		}
+	}
+	refused := func(values url.Values, why string) {
+		t.Helper()
+		if code, message := control(values); code != http.StatusConflict || !strings.Contains(message, why) {
+			t.Errorf("%v: %d %q, want 409 saying %q", values, code, message, why)
+		}
+	}
+	refused(url.Values{"action": {"unsuspend"}}, "is not suspended")
+	remove := url.Values{"action": {"remove"}, "repo": {"acme/api"}}
+	if code, message := control(remove); code != http.StatusOK {
+		t.Fatalf("remove: %d %s", code, message)
+	}
+	next("installation_repositories")
+	refused(remove, "does not have acme/api")
+	suspend := url.Values{"action": {"suspend"}}
+	if code, message := control(suspend); code != http.StatusOK {
+		t.Fatalf("suspend: %d %s", code, message)
+	}
+	next("installation")
+	refused(suspend, "is suspended already")
+	if code, message := control(url.Values{"action": {"unsuspend"}}); code != http.StatusOK {
+		t.Fatalf("unsuspend: %d %s", code, message)
+	}
+	next("installation")
+}
+
 // The README's walk-through: ghsim, then lastmile serve with the settings
 // ghsim prints, then a push through ghsim's control: the release reaches
 // production and lastmile history shows it.
