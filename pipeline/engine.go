@@ -1098,6 +1098,9 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 		if err != nil {
 			return err
 		}
+		// The sweep and the worker (or another process) may answer the
+		// same request at once: the decision sent is the one recorded,
+		// which may be the other's.
 		if err := e.Store.RecordProtectionDecision(ctx, dec); err != nil {
 			return err
 		}

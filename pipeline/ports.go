@@ -402,7 +402,8 @@ type Store interface {
 	// ProtectionDecision returns a recorded decision for a request.
 	ProtectionDecision(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error)
 	// RecordProtectionDecision stores a decision; a waiting one is replaced
-	// by the decision made when it no longer waits.
+	// by the decision made when it no longer waits. It leaves d holding
+	// what is recorded: another handler's answer, recorded first, is kept.
 	RecordProtectionDecision(ctx context.Context, d *ProtectionDecision) error
 	// WaitingProtectionDecisions lists the requests for sha that wait.
 	WaitingProtectionDecisions(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)

@@ -540,7 +540,10 @@ func (db *DB) ProtectionDecision(ctx context.Context, req pipeline.ProtectionRul
 
 // RecordProtectionDecision stores a decision before it is sent. A decision
 // that waited (state waiting) is replaced by the one made when it no
-// longer waits; an approval or rejection is never replaced.
+// longer waits; an approval or rejection is never replaced. d is left
+// holding what is recorded — another handler's decision, made at the same
+// time and recorded first, if there was one — so that the decision sent
+// is the recorded one.
 func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.ProtectionDecision) error {
 	switch d.State {
 	case pipeline.ProtectionApproved, pipeline.ProtectionRejected, pipeline.ProtectionWaiting:
@@ -558,7 +561,13 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt)); err != nil {
 			return err
 		}
-		return tx.QueryRowContext(ctx, `SELECT id FROM protection_decisions WHERE delivery_id = ?`, d.DeliveryID).Scan(&d.ID)
+		var decided int64
+		if err := tx.QueryRowContext(ctx, `SELECT id, state, comment, decided_at, posted FROM protection_decisions WHERE delivery_id = ?`,
+			d.DeliveryID).Scan(&d.ID, &d.State, &d.Comment, &decided, &d.Posted); err != nil {
+			return err
+		}
+		d.DecidedAt = fromMillis(decided)
+		return nil
 	})
 }
 

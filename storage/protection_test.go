@@ -81,3 +81,40 @@ func TestLongWaitingProtectionDecisions(t *testing.T) {
 		t.Errorf("long-waiting requests: %s; want %s", strings.Join(got, ", "), want)
 	}
 }
+
+// RecordProtectionDecision leaves the decision holding what is recorded:
+// an answer recorded first by another handler, and whether it was posted,
+// not the decision it was given.
+func TestRecordProtectionDecisionHoldsWhatIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	decision := func(state, comment string, at time.Time) *pipeline.ProtectionDecision {
+		t.Helper()
+		d := &pipeline.ProtectionDecision{Repo: repo, DeliveryID: "rule-1", RunID: 11, Environment: "production", SHA: "a",
+			State: state, Comment: comment, DecidedAt: at}
+		if err := db.RecordProtectionDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first := decision(pipeline.ProtectionApproved, "proven", t0)
+	if first.State != pipeline.ProtectionApproved || first.Posted {
+		t.Fatalf("first decision: %+v; want approved, not posted", first)
+	}
+	late := decision(pipeline.ProtectionRejected, "not proven", t0.Add(time.Minute))
+	if late.ID != first.ID || late.State != pipeline.ProtectionApproved || late.Comment != "proven" || !late.DecidedAt.Equal(t0) || late.Posted {
+		t.Errorf("a rejection recorded after an approval holds %+v; want the approval recorded first", late)
+	}
+	if err := db.MarkProtectionPosted(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if again := decision(pipeline.ProtectionRejected, "not proven", t0.Add(2*time.Minute)); again.State != pipeline.ProtectionApproved || !again.Posted {
+		t.Errorf("a rejection recorded after the approval was posted holds %+v; want the approval, posted", again)
+	}
+}
