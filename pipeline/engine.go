@@ -1165,8 +1165,10 @@ func (e *Engine) installationState(ctx context.Context, id int64) (InstallationS
 // AnswerLongWaitingProtectionRules answers the protection-rule requests
 // that have waited longer than HoldRunning for a deployment in progress
 // to end: one that never reports its end (its run lost) proves nothing,
-// and no status event will come to answer them. It returns how many it
-// looked at. A suspended or uninstalled installation's are left alone.
+// and no status event will come to answer them. One judged waiting still
+// (a deployment reported in progress since) is looked at again only
+// HoldRunning after that judgement. It returns how many it looked at. A
+// suspended or uninstalled installation's are left alone.
 func (e *Engine) AnswerLongWaitingProtectionRules(ctx context.Context) (int, error) {
 	waiting, err := e.Store.LongWaitingProtectionDecisions(ctx, e.Now().Add(-HoldRunning))
 	if err != nil {

@@ -402,13 +402,14 @@ type Store interface {
 	// ProtectionDecision returns a recorded decision for a request.
 	ProtectionDecision(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error)
 	// RecordProtectionDecision stores a decision; a waiting one is replaced
-	// by the decision made when it no longer waits. It leaves d holding
-	// what is recorded: another handler's answer, recorded first, is kept.
+	// by the decision made when it is judged again (one still waiting
+	// moves its time on). It leaves d holding what is recorded: another
+	// handler's answer, recorded first, is kept.
 	RecordProtectionDecision(ctx context.Context, d *ProtectionDecision) error
 	// WaitingProtectionDecisions lists the requests for sha that wait.
 	WaitingProtectionDecisions(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
 	// LongWaitingProtectionDecisions lists the requests, of every
-	// repository, that have waited since before before.
+	// repository, that wait, last judged so before before.
 	LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*ProtectionDecision, error)
 	// Running reports whether sha has a deployment in env, of those
 	// Succeeded counts, whose latest status is in_progress (a first

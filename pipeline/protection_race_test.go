@@ -109,3 +109,42 @@ func TestProtectionRuleAnsweredOnceWhenTheSweepAndTheWorkerRace(t *testing.T) {
 		})
 	}
 }
+
+// A protection-rule request judged again while it still waits — c1's
+// deployment to staging reported in progress again, hours later — is
+// looked at by the sweep again only HoldRunning after that judgement, not
+// at every sweep from HoldRunning after the first; then, staging's
+// deployment silent since, it is rejected.
+func TestProtectionRuleStillWaitingIsJudgedAgainAfterTheHoldOnly(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	started := time.Now()
+	var mu sync.Mutex
+	now := started
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	set := func(t time.Time) { mu.Lock(); now = t; mu.Unlock() }
+	h.engine.Now, h.db.Now, h.gh.now = clock, clock, clock
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+	if dec := h.judge("rule-1", "production", c1, 40); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("production job of c1 while staging deploys: %s (%s); want waiting", dec.State, dec.Comment)
+	}
+	again := started.Add(pipeline.HoldRunning - time.Hour)
+	set(again)
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // still deploying; the request is judged again
+	for _, at := range []time.Duration{time.Minute, 2 * time.Minute, 22 * time.Hour} {
+		set(started.Add(pipeline.HoldRunning + at))
+		if n, err := h.engine.AnswerLongWaitingProtectionRules(ctx); err != nil || n != 0 {
+			t.Errorf("%v after the first judgement, %v after the last: %d judged again, %v; want none",
+				pipeline.HoldRunning+at, pipeline.HoldRunning+at-(pipeline.HoldRunning-time.Hour), n, err)
+		}
+	}
+	set(again.Add(pipeline.HoldRunning + time.Minute))
+	if n, err := h.engine.AnswerLongWaitingProtectionRules(ctx); err != nil || n != 1 {
+		t.Errorf("after the hold of the last judgement: %d judged again, %v; want 1", n, err)
+	}
+	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1"})
+	if err != nil || dec.State != pipeline.ProtectionRejected || !dec.Posted {
+		t.Errorf("the request after the hold ended: %+v, %v; want rejected, posted", dec, err)
+	}
+}

@@ -539,8 +539,11 @@ func (db *DB) ProtectionDecision(ctx context.Context, req pipeline.ProtectionRul
 }
 
 // RecordProtectionDecision stores a decision before it is sent. A decision
-// that waited (state waiting) is replaced by the one made when it no
-// longer waits; an approval or rejection is never replaced. d is left
+// that waited (state waiting) is replaced by the one made when it is
+// judged again: an answer, or a decision that still waits, which moves its
+// time on (the sweep looks again at a request only pipeline.HoldRunning
+// after it was last judged waiting); an approval or rejection is never
+// replaced. d is left
 // holding what is recorded — another handler's decision, made at the same
 // time and recorded first, if there was one — so that the decision sent
 // is the recorded one.
@@ -557,7 +560,7 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 		if _, err := tx.ExecContext(ctx, `INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment, sha,
 			state, comment, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state, comment = excluded.comment, decided_at = excluded.decided_at
-			WHERE protection_decisions.state = 'waiting' AND excluded.state != 'waiting'`,
+			WHERE protection_decisions.state = 'waiting'`,
 			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt)); err != nil {
 			return err
 		}
@@ -594,7 +597,7 @@ func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo
 }
 
 // LongWaitingProtectionDecisions lists the protection-rule requests, of
-// every repository, that have waited since before before.
+// every repository, that wait, last judged so before before.
 func (db *DB) LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*pipeline.ProtectionDecision, error) {
 	rows, err := db.read.QueryContext(ctx, longWaitingQuery, millis(before))
 	if err != nil {

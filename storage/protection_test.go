@@ -118,3 +118,30 @@ func TestRecordProtectionDecisionHoldsWhatIsRecorded(t *testing.T) {
 		t.Errorf("a rejection recorded after the approval was posted holds %+v; want the approval, posted", again)
 	}
 }
+
+// A request judged again while it still waits moves its time on: the sweep
+// looks at it again only pipeline.HoldRunning after that judgement.
+func TestProtectionDecisionStillWaitingMovesItsTimeOn(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	for i, comment := range []string{"waits for staging", "waits for staging still"} {
+		d := &pipeline.ProtectionDecision{Repo: repo, DeliveryID: "rule-1", RunID: 11, Environment: "production", SHA: "a",
+			State: pipeline.ProtectionWaiting, Comment: comment, DecidedAt: t0.Add(time.Duration(i) * time.Hour)}
+		if err := db.RecordProtectionDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+	if err != nil || got.State != pipeline.ProtectionWaiting || !got.DecidedAt.Equal(t0.Add(time.Hour)) || got.Comment != "waits for staging still" {
+		t.Errorf("judged waiting again an hour later: %+v, %v; want waiting, decided at %v, with the new comment", got, err, t0.Add(time.Hour))
+	}
+	if waiting, err := db.LongWaitingProtectionDecisions(ctx, t0.Add(30*time.Minute)); err != nil || len(waiting) != 0 {
+		t.Errorf("waiting since before %v: %d, %v; want none (judged again since)", t0.Add(30*time.Minute), len(waiting), err)
+	}
+}
