@@ -340,11 +340,15 @@ func TestUnsuspensionCatchesUpWithWhatGitHubDidNotSend(t *testing.T) {
 		sb.Sim.SetCommitStatus(repo, push.After, "build", "pending")
 		waitFor(t, sb, "a 409 for build", func(s *simulator.Simulator) bool { return deploymentConflicts(s, repo) > 0 })
 		settle(t, sb)
-		sb.Sim.SuspendInstallation(inst, "alice")
+		if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
+			t.Fatal(err)
+		}
 		deliveredSoon(t, sb, "installation", "suspend")
 		settle(t, sb)
 		sb.Sim.SetCommitStatus(repo, push.After, "build", "success") // its webhook is never sent
-		sb.Sim.UnsuspendInstallation(inst, "alice")
+		if err := sb.Sim.UnsuspendInstallation(inst, "alice"); err != nil {
+			t.Fatal(err)
+		}
 		deliveredSoon(t, sb, "installation", "unsuspend")
 		waitFor(t, sb, "the release in production", func(s *simulator.Simulator) bool {
 			return succeededIn(s, repo, push.After, "production")
@@ -358,7 +362,9 @@ func TestUnsuspensionCatchesUpWithWhatGitHubDidNotSend(t *testing.T) {
 		push := sb.enroll(repo)
 		review := pendingReview(t, sb, repo, "staging")
 		settle(t, sb)
-		sb.Sim.SuspendInstallation(inst, "alice")
+		if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
+			t.Fatal(err)
+		}
 		deliveredSoon(t, sb, "installation", "suspend")
 		settle(t, sb)
 		if err := sb.Sim.Reject(repo, review.RunID, "staging", "bob", "no"); err != nil {
@@ -368,7 +374,9 @@ func TestUnsuspensionCatchesUpWithWhatGitHubDidNotSend(t *testing.T) {
 			run, ok := s.Run(repo, review.RunID)
 			return ok && run.Status == "completed"
 		})
-		sb.Sim.UnsuspendInstallation(inst, "alice")
+		if err := sb.Sim.UnsuspendInstallation(inst, "alice"); err != nil {
+			t.Fatal(err)
+		}
 		deliveredSoon(t, sb, "installation", "unsuspend")
 		waitFor(t, sb, "the failure lastmile owes staging's deployment", func(s *simulator.Simulator) bool {
 			for _, d := range deploymentsByEnv(sb, repo, push.After)["staging"] {
