@@ -716,13 +716,18 @@ func (db *DB) Resume(ctx context.Context, repoID int64, sha string) (int, error)
 }
 
 // ExpireWaiting abandons deployments that have waited for their required
-// contexts since before cutoff, stopping their releases. It returns how many.
+// contexts since before cutoff, stopping their releases — but for those of
+// a suspended installation. It returns how many.
 func (db *DB) ExpireWaiting(ctx context.Context, cutoff time.Time) (int, error) {
 	var n int
 	now := db.Now()
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
+		// Not those of a suspended installation: GitHub sends no status
+		// while it is suspended, and its unsuspension has them ask again.
 		rows, err := tx.QueryContext(ctx, `SELECT id, release_id, environment, reason, waiting_since FROM deployments
-			WHERE state = 'waiting' AND waiting_since > 0 AND waiting_since < ?`, millis(cutoff))
+			WHERE state = 'waiting' AND waiting_since > 0 AND waiting_since < ?
+			AND repository_id NOT IN (SELECT r.id FROM repositories r JOIN installations i ON i.id = r.installation_id
+				WHERE i.state = 'suspended')`, millis(cutoff))
 		if err != nil {
 			return err
 		}

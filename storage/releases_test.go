@@ -14,7 +14,8 @@ import (
 // A release whose first deployment waited too long for its required
 // contexts is stopped, saying since when it waited: since GitHub first
 // refused the deployment (a later refusal does not move that), not since
-// the sweep's cutoff.
+// the sweep's cutoff. Not while the repository's installation is
+// suspended.
 func TestExpireWaitingSaysSinceWhenTheDeploymentWaited(t *testing.T) {
 	ctx := context.Background()
 	db := storagetest.Open(t)
@@ -33,6 +34,17 @@ func TestExpireWaitingSaysSinceWhenTheDeploymentWaited(t *testing.T) {
 	}
 
 	now = t0.Add(26 * time.Hour)
+	// Not while its installation is suspended: GitHub sends no status
+	// then, and the unsuspension has the release ask again.
+	if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: repo.InstallationID, State: pipeline.InstallationSuspended, Since: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.ExpireWaiting(ctx, now.Add(-24*time.Hour)); n != 0 || err != nil {
+		t.Fatalf("ExpireWaiting, the installation suspended: %d, %v; want none", n, err)
+	}
+	if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: repo.InstallationID, State: pipeline.InstallationActive}); err != nil {
+		t.Fatal(err)
+	}
 	if n, err := db.ExpireWaiting(ctx, now.Add(-24*time.Hour)); n != 1 || err != nil {
 		t.Fatalf("ExpireWaiting: %d, %v; want the one deployment", n, err)
 	}
