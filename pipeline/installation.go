@@ -134,12 +134,15 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 // here. One found suspended changes nothing else: its deliveries wait
 // until it is unsuspended (see app.Worker), and its releases stay where
 // they are. One found active after lastmile recorded it suspended — or
-// on an unsuspension, also when handled again — has its waiting
-// deliveries made due at once (the worker looks at the inbox again as
-// soon as a handling ends), and what happened meanwhile read back
-// (catchUp); a failure to read it back fails the handling, to be tried
-// again. The installation is held throughout, so that two of its events
-// handled at once record what GitHub said last.
+// on an unsuspension, also when handled again — has what happened
+// meanwhile read back (catchUp) before it is recorded active: a failure
+// to read it back leaves it recorded suspended and fails the handling, to
+// be tried again (by this delivery's next attempt, or the sweep's
+// RecheckSuspended). One found active has its deliveries put off made due
+// at once (the worker looks at the inbox again as soon as a handling
+// ends): GitHub's refusal may have put them off while lastmile had not
+// heard of the suspension. The installation is held throughout, so that
+// two of its events handled at once record what GitHub said last.
 func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (string, error) {
 	defer e.lockInstallation(ev.InstallationID)()
 	what := fmt.Sprintf("installation %d (%s) %s%s", ev.InstallationID, orUnknown(ev.Account), ev.Action, by(ev.Sender))
@@ -162,6 +165,14 @@ func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (str
 		if ev.Action != InstallationSuspend {
 			now.By = ev.Sender
 		}
+		// Caught up before it is recorded active: a failure leaves it
+		// recorded suspended, for this delivery's next attempt — or the
+		// sweep (RecheckSuspended) — to catch up again.
+		if ev.Action == InstallationUnsuspend || was == InstallationSuspended {
+			if err := e.catchUp(ctx, ev.InstallationID); err != nil {
+				return "", err
+			}
+		}
 	}
 	woken, err := e.Store.SetInstallation(ctx, now)
 	if err != nil {
@@ -179,11 +190,6 @@ func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (str
 	}
 	if ev.Action == InstallationSuspend {
 		what += " (delivered late: GitHub says it is active)"
-	}
-	if ev.Action == InstallationUnsuspend || was == InstallationSuspended {
-		if err := e.catchUp(ctx, ev.InstallationID); err != nil {
-			return "", err
-		}
 	}
 	if woken > 0 {
 		e.Log.Info("the lastmile App's installation is active: its waiting deliveries are due again",
@@ -315,14 +321,45 @@ func (e *Engine) catchUp(ctx context.Context, installationID int64) error {
 	}
 	var errs []error
 	for _, repo := range repos {
-		if err := e.catchUpRepo(ctx, repo); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			errs = append(errs, fmt.Errorf("after the unsuspension, read back %s: %w", repo.FullName(), err))
+		err := e.catchUpRepo(ctx, repo)
+		if err == nil {
+			continue
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if gone, lerr := e.unreachable(ctx, repo); lerr == nil && gone {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("after the unsuspension, read back %s: %w", repo.FullName(), err))
 	}
 	return errors.Join(errs...)
+}
+
+// unreachable reports whether the App no longer reaches a repository
+// through its installation, as GitHub says now — deleted, removed from
+// the installation (GitHub sent no webhook of it while the installation
+// was suspended), or transferred — and if so has it leave lastmile, or
+// records it under the installation that reaches it now. Its catch-up
+// failing then fails nothing: there is nothing left to catch up with, or
+// its next event will.
+func (e *Engine) unreachable(ctx context.Context, repo Repo) (bool, error) {
+	inst, err := e.GitHub.RepoInstallation(ctx, repo)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		e.Log.Warn("after the unsuspension: no installation of the App reaches the repository any more: it leaves lastmile", "repo", repo.FullName())
+		if err := e.depart(ctx, repo, "superseded: no installation of the lastmile App reaches the repository any more"); err != nil {
+			return false, err
+		}
+		e.saved.Delete(repo.ID)
+		return true, e.Store.DetachRepo(ctx, repo.ID, e.Now())
+	case err != nil:
+		return false, err
+	case inst != repo.InstallationID:
+		e.saved.Delete(repo.ID)
+		return true, e.Store.AttachRepo(ctx, repo.ID, inst, e.Now())
+	}
+	return false, nil
 }
 
 // catchUpRepo reads back a repository's deployments that its releases
@@ -350,6 +387,7 @@ func (e *Engine) catchUpRepo(ctx context.Context, repo Repo) error {
 	if err != nil {
 		return err
 	}
+	read := ds
 	for _, d := range ds {
 		if err := e.recordFromGitHub(ctx, repo, d, 0); err != nil {
 			return err
@@ -391,7 +429,22 @@ func (e *Engine) catchUpRepo(ctx context.Context, repo Repo) error {
 			}
 		}
 	}
-	return e.advance(ctx, repo)
+	if err := e.advance(ctx, repo); err != nil {
+		return err
+	}
+	// A protection-rule request that waited for a deployment read back
+	// is answered now, as a deployment_status would have had it.
+	var answered []string
+	for _, d := range read {
+		if slices.Contains(answered, d.SHA) {
+			continue
+		}
+		answered = append(answered, d.SHA)
+		if err := e.answerWaitingProtectionRules(ctx, repo, d.SHA); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // departAll has each repository leave lastmile (see depart).

@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -201,5 +202,175 @@ func TestRecheckSuspendedFindsAnUnsuspension(t *testing.T) {
 	}
 	if h.gh.deployment(c1, "production") == nil {
 		t.Error("c1's staging success, read back, did not take it to production")
+	}
+}
+
+// A protection-rule request that waits for a deploy in progress is
+// answered at the unsuspension when the catch-up reads back that the
+// deploy succeeded while the installation was suspended (no webhook came),
+// not 24 hours later by the sweep.
+func TestCatchUpAnswersWaitingProtectionRules(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1", Environment: "staging", SHA: c1, RunID: 66}
+	if err := h.engine.HandleProtectionRule(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if dec, _ := h.db.ProtectionDecision(ctx, req); dec == nil || dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("decision %+v; want waiting", dec)
+	}
+	suspended := time.Now().Add(-time.Minute).Truncate(time.Second)
+	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, false) // meanwhile, unheard of
+	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationUnsuspend, Sender: "alice"})
+	if got := h.ledgerState(c1, "test"); got != pipeline.DeploymentSuccess {
+		t.Fatalf("c1's test: %s; want success read back", got)
+	}
+	if n, err := h.engine.AnswerLongWaitingProtectionRules(ctx); err != nil || n != 0 {
+		t.Logf("sweep: %d %v", n, err)
+	}
+	if dec, _ := h.db.ProtectionDecision(ctx, req); dec.State != pipeline.ProtectionApproved || !dec.Posted {
+		t.Errorf("after the catch-up read back c1's test success: request %s, posted %v (%s); want approved, posted", dec.State, dec.Posted, dec.Comment)
+	}
+}
+
+// The sweep finds an installation recorded suspended active on GitHub
+// (its unsuspension's delivery lost), and GitHub fails a read-back: the
+// installation stays recorded suspended, so the next sweep catches up
+// again, and the release goes on.
+func TestRecheckSuspendedCatchesUpAgainAfterAFailure(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
+	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, false) // unheard of
+	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
+	h.gh.mu.Lock()
+	h.gh.failLists = 1
+	h.gh.mu.Unlock()
+	if _, err := h.engine.RecheckSuspended(ctx); err == nil || !strings.Contains(err.Error(), "read back") {
+		t.Fatalf("first recheck, GitHub failing the read-back: %v; want the error", err)
+	}
+	if st, _ := h.db.Installation(ctx, 7); st.State != pipeline.InstallationSuspended {
+		t.Errorf("installation 7 after a failed catch-up: %s, want suspended still (to be caught up again)", st.State)
+	}
+	// The sweep tries again a minute later (lastRecheck not moved on).
+	if n, err := h.engine.RecheckSuspended(ctx); n != 1 || err != nil {
+		t.Errorf("second recheck: %d, %v; want the installation caught up", n, err)
+	}
+	if st, _ := h.db.Installation(ctx, 7); st.State != pipeline.InstallationActive {
+		t.Errorf("installation 7 after the second recheck: %s, want active", st.State)
+	}
+	if h.gh.deployment(c1, "production") == nil {
+		t.Error("c1's staging success (during the suspension) never read back: no production deployment after the sweep tried again")
+	}
+}
+
+// A repository added is the first word that a suspended installation is
+// active again, and GitHub fails a read-back: the delivery fails, and its
+// next attempt catches up again.
+func TestAddedRepositoryCatchesUpAgainAfterAFailure(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
+	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, false)
+	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
+	h.gh.mu.Lock()
+	h.gh.failLists = 1
+	h.gh.mu.Unlock()
+	ev := pipeline.InstallationEvent{InstallationID: 7, Account: "acme", Action: pipeline.RepositoriesAdded, Sender: "bob",
+		At: time.Now(), Repos: []pipeline.Repo{api}}
+	if err := h.engine.HandleInstallation(ctx, ev); err == nil || !strings.Contains(err.Error(), "read back") {
+		t.Fatalf("added, GitHub failing the read-back: %v; want the handling to fail", err)
+	}
+	h.installationEvent(ev) // the worker tries again
+	if h.gh.deployment(c1, "production") == nil {
+		t.Error("retry of the failed delivery did not catch up: no production deployment of c1")
+	}
+}
+
+// A repository GitHub no longer lets lastmile reach (deleted, or removed
+// while the installation was suspended: GitHub sends no webhook then)
+// does not fail the unsuspension at every attempt: asked, GitHub says no
+// installation reaches it, and it leaves lastmile.
+func TestUnsuspensionLeavesAnUnreachableRepository(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	h.gh.failNext = []error{pendingBuild()}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	suspended := time.Now().Add(-time.Minute).Truncate(time.Second)
+	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
+	h.gh.setReaches(shop.ID, 0) // GitHub: no installation reaches it
+	notFound := errors.New("POST https://api.github.com/repos/acme/shop/deployments: 404 Not Found []")
+	ev := pipeline.InstallationEvent{InstallationID: 7, Account: "acme", Action: pipeline.InstallationUnsuspend, Sender: "alice", At: time.Now()}
+	failed := 0
+	for attempt := 1; attempt <= 10; attempt++ {
+		h.gh.mu.Lock()
+		h.gh.failNext = []error{notFound}
+		h.gh.mu.Unlock()
+		err := h.engine.HandleInstallation(ctx, ev)
+		var ignored *pipeline.Ignored
+		if !errors.As(err, &ignored) {
+			failed++
+			t.Logf("attempt %d: %v", attempt, err)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("the unsuspension failed %d of 10 attempts (MaxAttempts: dead) for a repository GitHub no longer lets lastmile reach", failed)
+	}
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "no installation of the lastmile App reaches the repository") {
+		t.Errorf("c1's release: %s %q; want stopped, saying lastmile no longer reaches the repository", rel.State, rel.StopReason)
+	}
+	if gone, _ := h.db.Detached(ctx, shop.ID); !gone {
+		t.Error("the unreachable repository is not recorded as reached through no installation")
+	}
+}
+
+// A suspension and its unsuspension both handled after the unsuspension
+// (lastmile behind its inbox, or a short suspension): the push GitHub
+// refused as suspended meanwhile, put off for an hour, is due at once.
+func TestUnsuspensionWakesPutOffDeliveries(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationCreated, Sender: "alice", At: time.Now().Add(-time.Hour)})
+	d := &pipeline.Delivery{ID: "push-1", Event: "push", InstallationID: 7, RepositoryID: shop.ID, Repository: shop.FullName(),
+		ReceivedAt: time.Now(), Body: []byte(`{}`)}
+	if _, err := h.db.Accept(ctx, d, "push", "accepted"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.db.GetDelivery(ctx, "push-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	putOff := time.Now().Add(time.Hour)
+	if err := h.db.PostponeDelivery(ctx, got.Seq, "installation 7 is suspended: waiting until it is unsuspended (not an attempt)", putOff); err != nil {
+		t.Fatal(err)
+	}
+	// GitHub: suspended, then unsuspended; both events handled after.
+	suspendedAt := time.Now().Add(-time.Minute).Truncate(time.Second)
+	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspendedAt})
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationUnsuspend, Sender: "alice"})
+	got, _ = h.db.GetDelivery(ctx, "push-1")
+	if got.NextAttemptAt.After(time.Now().Add(time.Minute)) {
+		t.Errorf("the push put off while the installation was suspended: next attempt %v; want due at once after the unsuspension", got.NextAttemptAt)
 	}
 }

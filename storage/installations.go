@@ -17,9 +17,9 @@ import (
 // unsuspension delivered late) changes it. The state's since and by are
 // kept while it stays in that state, so that an event handled again
 // changes nothing — but for a suspension with another suspended_at: the
-// installation was suspended again since. An installation that becomes active (unsuspended,
-// installed again; or first heard of) or uninstalled (for them to be
-// ignored) has its deliveries that wait for a later attempt made due at
+// installation was suspended again since. An installation recorded
+// active (unsuspended, installed again, first heard of — or active still)
+// or that becomes uninstalled (for them to be ignored) has its deliveries that wait for a later attempt made due at
 // once, in the same transaction, and the count of them returned: while it
 // was suspended they were put off until it would be unsuspended (see
 // app.Worker) — also when lastmile did not hear of the suspension, GitHub's
@@ -33,11 +33,11 @@ func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if was == string(pipeline.InstallationUninstalled) {
+		switch {
+		case was == string(pipeline.InstallationUninstalled):
 			return nil
-		}
-		if was == string(st.State) {
-			if st.State != pipeline.InstallationSuspended || st.Since.IsZero() {
+		case was == string(st.State) && st.State == pipeline.InstallationSuspended:
+			if st.Since.IsZero() {
 				return nil
 			}
 			// Suspended again since (GitHub's suspended_at tells one
@@ -45,16 +45,21 @@ func (db *DB) SetInstallation(ctx context.Context, st pipeline.InstallationState
 			_, err := tx.ExecContext(ctx, `UPDATE installations SET since = ?, by = ?, updated_at = ? WHERE id = ? AND since != ?`,
 				millis(st.Since), st.By, millis(now), st.ID, millis(st.Since))
 			return err
-		}
-		since := st.Since
-		if since.IsZero() {
-			since = now
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO installations (id, account, state, since, by, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+		case was == string(st.State):
+			// Active still: nothing to record, but its deliveries put off
+			// are woken all the same — GitHub's refusal may have put them
+			// off while lastmile had not heard of the suspension.
+		default:
+			since := st.Since
+			if since.IsZero() {
+				since = now
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO installations (id, account, state, since, by, updated_at) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET account = CASE WHEN excluded.account != '' THEN excluded.account ELSE account END,
 			state = excluded.state, since = excluded.since, by = excluded.by, updated_at = excluded.updated_at`,
-			st.ID, st.Account, string(st.State), millis(since), st.By, millis(now)); err != nil {
-			return err
+				st.ID, st.Account, string(st.State), millis(since), st.By, millis(now)); err != nil {
+				return err
+			}
 		}
 		if st.State == pipeline.InstallationSuspended {
 			return nil
