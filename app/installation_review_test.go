@@ -53,18 +53,8 @@ func TestProtectionRuleOfARemovedRepositoryIsIgnored(t *testing.T) {
 // installation is unsuspended lastmile reads back its deployment's
 // statuses and goes on to production.
 func TestDeployDuringASuspensionIsLearntOnceUnsuspended(t *testing.T) {
-	sb := sandbox(t, nil)
+	sb, inst, push, review := suspendedWhileStagingWaits(t)
 	const repo = "acme/shop"
-	inst := sb.Sim.CreateInstallation("acme", "Organization")
-	sb.installedRepo(inst, repo, map[string]simulator.ReviewPolicy{"staging": simulator.Manual()})
-	push := sb.enroll(repo)
-	review := pendingReview(t, sb, repo, "staging")
-	settle(t, sb)
-	if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	deliveredSoon(t, sb, "installation", "suspend")
-	settle(t, sb)
 	if err := sb.Sim.Approve(repo, review.RunID, "staging", "bob", "ok"); err != nil {
 		t.Fatal(err)
 	}
@@ -107,4 +97,24 @@ func TestSuspensionDoesNotAgeTheInbox(t *testing.T) {
 	if !snap.OldestPendingSince.IsZero() {
 		t.Errorf("lastmile_inbox_oldest_pending_age_seconds counts a delivery waiting for an unsuspension (since %v, next attempt in an hour): LastmileInboxStuck pages after ~10 minutes of a suspension", snap.OldestPendingSince)
 	}
+}
+
+// suspendedWhileStagingWaits enrolls acme/shop, its staging gated by a
+// reviewer, and has alice suspend its installation while staging's deploy
+// waits for the review; it returns once lastmile handled the suspension.
+func suspendedWhileStagingWaits(t *testing.T) (sb *Sandbox, inst int64, push simulator.PushResult, review simulator.PendingReview) {
+	t.Helper()
+	sb = sandbox(t, nil)
+	const repo = "acme/shop"
+	inst = sb.Sim.CreateInstallation("acme", "Organization")
+	sb.installedRepo(inst, repo, map[string]simulator.ReviewPolicy{"staging": simulator.Manual()})
+	push = sb.enroll(repo)
+	review = pendingReview(t, sb, repo, "staging")
+	settle(t, sb)
+	if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	deliveredSoon(t, sb, "installation", "suspend")
+	settle(t, sb)
+	return sb, inst, push, review
 }

@@ -355,18 +355,8 @@ func TestUnsuspensionCatchesUpWithWhatGitHubDidNotSend(t *testing.T) {
 		})
 	})
 	t.Run("rejected", func(t *testing.T) {
-		sb := sandbox(t, nil)
+		sb, inst, push, review := suspendedWhileStagingWaits(t)
 		const repo = "acme/shop"
-		inst := sb.Sim.CreateInstallation("acme", "Organization")
-		sb.installedRepo(inst, repo, map[string]simulator.ReviewPolicy{"staging": simulator.Manual()})
-		push := sb.enroll(repo)
-		review := pendingReview(t, sb, repo, "staging")
-		settle(t, sb)
-		if err := sb.Sim.SuspendInstallation(inst, "alice"); err != nil {
-			t.Fatal(err)
-		}
-		deliveredSoon(t, sb, "installation", "suspend")
-		settle(t, sb)
 		if err := sb.Sim.Reject(repo, review.RunID, "staging", "bob", "no"); err != nil {
 			t.Fatal(err)
 		}

@@ -145,14 +145,21 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 // two of its events handled at once record what GitHub said last.
 func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (string, error) {
 	defer e.lockInstallation(ev.InstallationID)()
-	what := fmt.Sprintf("installation %d (%s) %s%s", ev.InstallationID, orUnknown(ev.Account), ev.Action, by(ev.Sender))
 	now, err := e.GitHub.Installation(ctx, ev.InstallationID)
 	if errors.Is(err, ErrNotFound) {
-		return what + ": GitHub no longer has the installation (the App was uninstalled; that event's delivery says so)", nil
+		return happened(ev) + ": GitHub no longer has the installation (the App was uninstalled; that event's delivery says so)", nil
 	}
 	if err != nil {
 		return "", fmt.Errorf("read installation %d on GitHub: %w", ev.InstallationID, err)
 	}
+	return e.recordInstallation(ctx, ev, now)
+}
+
+// recordInstallation records what GitHub says of an installation now
+// after ev (see installationNow, whose lock the caller holds), and returns
+// what became of it.
+func (e *Engine) recordInstallation(ctx context.Context, ev InstallationEvent, now InstallationState) (string, error) {
+	what := happened(ev)
 	was, err := e.installationState(ctx, ev.InstallationID)
 	if err != nil {
 		return "", err
@@ -199,6 +206,11 @@ func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (str
 	return what, nil
 }
 
+// happened says what an installation event said, for a delivery's note.
+func happened(ev InstallationEvent) string {
+	return fmt.Sprintf("installation %d (%s) %s%s", ev.InstallationID, orUnknown(ev.Account), ev.Action, by(ev.Sender))
+}
+
 // RecheckSuspended asks GitHub about the installations lastmile recorded
 // as suspended, and records those it finds active again as unsuspended
 // (installationNow): the unsuspension's delivery may never come (lastmile
@@ -212,23 +224,31 @@ func (e *Engine) RecheckSuspended(ctx context.Context) (int, error) {
 	n := 0
 	var errs []error
 	for _, id := range ids {
-		now, err := e.GitHub.Installation(ctx, id)
-		if err != nil || now.State != InstallationActive {
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				errs = append(errs, fmt.Errorf("installation %d: %w", id, err))
-			}
-			continue
-		}
-		what, err := e.installationNow(ctx, InstallationEvent{InstallationID: id, Account: now.Account,
-			Action: InstallationUnsuspend, At: e.Now()})
+		what, err := e.recheck(ctx, id)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("installation %d: %w", id, err))
-			continue
 		}
-		n++
-		e.Log.Warn("an installation recorded as suspended is active on GitHub: recorded as unsuspended", "installation", id, "note", what)
+		if what != "" {
+			n++
+			e.Log.Warn("an installation recorded as suspended is active on GitHub: recorded as unsuspended", "installation", id, "note", what)
+		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// recheck asks GitHub about an installation recorded as suspended and, if
+// it is active, records it unsuspended and returns what became of it ("":
+// suspended still, or GitHub no longer has it).
+func (e *Engine) recheck(ctx context.Context, id int64) (string, error) {
+	defer e.lockInstallation(id)()
+	now, err := e.GitHub.Installation(ctx, id)
+	if errors.Is(err, ErrNotFound) || err == nil && now.State != InstallationActive {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return e.recordInstallation(ctx, InstallationEvent{InstallationID: id, Account: now.Account, Action: InstallationUnsuspend, At: e.Now()}, now)
 }
 
 // repositoriesMoved acts on repositories removed from an installation, or

@@ -30,8 +30,7 @@ func TestLateInstallationEventsRecordWhatGitHubSays(t *testing.T) {
 		}
 	}
 	t1 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	h.gh.setInstallation(7, pipeline.InstallationSuspended, t1, "alice")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: t1})
+	h.suspendedBy("alice", t1)
 	// Unsuspended, suspended again at t3: the unsuspension is delivered last.
 	t3 := t1.Add(30 * time.Minute)
 	h.gh.setInstallation(7, pipeline.InstallationSuspended, t3, "carol")
@@ -50,8 +49,7 @@ func TestLateInstallationEventsRecordWhatGitHubSays(t *testing.T) {
 	// GitHub's clock a minute ahead: the suspension's suspended_at is
 	// later than when lastmile receives the unsuspension that follows.
 	ahead := time.Now().Add(time.Minute).Truncate(time.Second)
-	h.gh.setInstallation(7, pipeline.InstallationSuspended, ahead, "alice")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: ahead})
+	h.suspendedBy("alice", ahead)
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationUnsuspend, Sender: "alice", At: time.Now()})
 	state("after the unsuspension, GitHub's clock ahead", pipeline.InstallationActive)
@@ -126,8 +124,7 @@ func TestUnsuspensionCatchesUp(t *testing.T) {
 				h.status(c1, "staging", pipeline.DeploymentQueued, 11, true) // waits for reviewers
 			}
 			suspended := time.Now().Add(-time.Minute).Truncate(time.Second)
-			h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
-			h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+			h.suspendedBy("alice", suspended)
 			// Meanwhile, unheard of:
 			switch tc {
 			case "deployed":
@@ -187,8 +184,7 @@ func TestRecheckSuspendedFindsAnUnsuspension(t *testing.T) {
 	h.release(c0, c1, 10, "test")
 	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
 	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
-	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.suspendedBy("alice", suspended)
 	if n, err := h.engine.RecheckSuspended(ctx); err != nil || n != 0 {
 		t.Fatalf("still suspended on GitHub: RecheckSuspended = %d, %v; want 0", n, err)
 	}
@@ -224,8 +220,7 @@ func TestCatchUpAnswersWaitingProtectionRules(t *testing.T) {
 		t.Fatalf("decision %+v; want waiting", dec)
 	}
 	suspended := time.Now().Add(-time.Minute).Truncate(time.Second)
-	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.suspendedBy("alice", suspended)
 	h.status(c1, "test", pipeline.DeploymentSuccess, 10, false) // meanwhile, unheard of
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationUnsuspend, Sender: "alice"})
@@ -250,8 +245,7 @@ func TestRecheckSuspendedCatchesUpAgainAfterAFailure(t *testing.T) {
 	h.release(c0, c1, 10, "test")
 	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
 	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
-	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.suspendedBy("alice", suspended)
 	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, false) // unheard of
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 	h.gh.mu.Lock()
@@ -284,8 +278,7 @@ func TestAddedRepositoryCatchesUpAgainAfterAFailure(t *testing.T) {
 	h.release(c0, c1, 10, "test")
 	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
 	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
-	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.suspendedBy("alice", suspended)
 	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, false)
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 	h.gh.mu.Lock()
@@ -315,8 +308,7 @@ func TestUnsuspensionLeavesAnUnreachableRepository(t *testing.T) {
 		t.Fatal(err)
 	}
 	suspended := time.Now().Add(-time.Minute).Truncate(time.Second)
-	h.gh.setInstallation(7, pipeline.InstallationSuspended, suspended, "alice")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: suspended})
+	h.suspendedBy("alice", suspended)
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 	h.gh.setReaches(shop.ID, 0) // GitHub: no installation reaches it
 	notFound := errors.New("POST https://api.github.com/repos/acme/shop/deployments: 404 Not Found []")
@@ -373,4 +365,12 @@ func TestUnsuspensionWakesPutOffDeliveries(t *testing.T) {
 	if got.NextAttemptAt.After(time.Now().Add(time.Minute)) {
 		t.Errorf("the push put off while the installation was suspended: next attempt %v; want due at once after the unsuspension", got.NextAttemptAt)
 	}
+}
+
+// suspendedBy has GitHub suspend installation 7 at at, by login, and
+// lastmile handle the suspension.
+func (h *harness) suspendedBy(login string, at time.Time) {
+	h.t.Helper()
+	h.gh.setInstallation(7, pipeline.InstallationSuspended, at, login)
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: login, At: at})
 }

@@ -346,7 +346,16 @@ func TestInboxPendingQueryPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+inboxPendingQuery)
+	got := queryPlan(t, db, inboxPendingQuery)
+	if !strings.Contains(got, "deliveries USING INDEX deliveries_pending") || strings.Contains(got, "deliveries_received") {
+		t.Errorf("query plan of the inbox gauges: %s; want the deliveries_pending index alone", got)
+	}
+}
+
+// queryPlan is SQLite's plan for query, its steps joined by " | ".
+func queryPlan(t *testing.T, db *DB, query string, args ...any) string {
+	t.Helper()
+	rows, err := db.read.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,8 +369,8 @@ func TestInboxPendingQueryPlan(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	got := strings.Join(plan, " | ")
-	if !strings.Contains(got, "deliveries USING INDEX deliveries_pending") || strings.Contains(got, "deliveries_received") {
-		t.Errorf("query plan of the inbox gauges: %s; want the deliveries_pending index alone", got)
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
+	return strings.Join(plan, " | ")
 }

@@ -21,24 +21,7 @@ func TestLongWaitingProtectionQueryPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.read.QueryContext(ctx, "EXPLAIN QUERY PLAN "+longWaitingQuery, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	got := strings.Join(plan, " | ")
+	got := queryPlan(t, db, longWaitingQuery, 0)
 	if !strings.Contains(got, "d USING INDEX protection_decisions_waiting") || strings.Contains(got, "TEMP B-TREE") {
 		t.Errorf("query plan of the long-waiting protection-rule requests: %s; want the protection_decisions_waiting index, in its order", got)
 	}
