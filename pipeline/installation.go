@@ -130,8 +130,8 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 // now, after an event that may have changed it (a suspension, an
 // unsuspension, an installation, repositories added), and returns what
 // became of it, for the delivery's note. One that GitHub no longer has was
-// uninstalled: that event's delivery says so, and nothing is recorded
-// here. One found suspended changes nothing else: its deliveries wait
+// uninstalled since: it is recorded so (gone), as the deletion's delivery,
+// which may come later or never, would. One found suspended changes nothing else: its deliveries wait
 // until it is unsuspended (see app.Worker), and its releases stay where
 // they are. One found active after lastmile recorded it suspended — or
 // on an unsuspension, also when handled again — has what happened
@@ -144,11 +144,14 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 // heard of the suspension. The installation is held throughout, so that
 // two of its events handled at once record what GitHub said last.
 func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (string, error) {
-	defer e.lockInstallation(ev.InstallationID)()
+	unlock := e.lockInstallation(ev.InstallationID)
 	now, err := e.GitHub.Installation(ctx, ev.InstallationID)
 	if errors.Is(err, ErrNotFound) {
-		return happened(ev) + ": GitHub no longer has the installation (the App was uninstalled; that event's delivery says so)", nil
+		unlock()
+		what, err := e.gone(ctx, ev.InstallationID)
+		return happened(ev) + ", delivered late: " + what, err
 	}
+	defer unlock()
 	if err != nil {
 		return "", fmt.Errorf("read installation %d on GitHub: %w", ev.InstallationID, err)
 	}
@@ -214,8 +217,11 @@ func happened(ev InstallationEvent) string {
 // RecheckSuspended asks GitHub about the installations lastmile recorded
 // as suspended, and records those it finds active again as unsuspended
 // (installationNow): the unsuspension's delivery may never come (lastmile
-// was down longer than GitHub keeps deliveries to be asked for again). It
-// returns how many it found active.
+// was down longer than GitHub keeps deliveries to be asked for again). One
+// that GitHub no longer has was uninstalled meanwhile, its deletion's
+// delivery lost as well: it is recorded uninstalled, its repositories
+// leave lastmile, and it is not asked about again. It returns how many it
+// found active or gone.
 func (e *Engine) RecheckSuspended(ctx context.Context) (int, error) {
 	ids, err := e.Store.InstallationsIn(ctx, InstallationSuspended)
 	if err != nil {
@@ -230,25 +236,43 @@ func (e *Engine) RecheckSuspended(ctx context.Context) (int, error) {
 		}
 		if what != "" {
 			n++
-			e.Log.Warn("an installation recorded as suspended is active on GitHub: recorded as unsuspended", "installation", id, "note", what)
+			e.Log.Warn("an installation recorded as suspended is no longer suspended on GitHub", "installation", id, "note", what)
 		}
 	}
 	return n, errors.Join(errs...)
 }
 
 // recheck asks GitHub about an installation recorded as suspended and, if
-// it is active, records it unsuspended and returns what became of it ("":
-// suspended still, or GitHub no longer has it).
+// it is active, records it unsuspended, or, if GitHub no longer has it,
+// uninstalled; it returns what became of it ("": suspended still).
 func (e *Engine) recheck(ctx context.Context, id int64) (string, error) {
-	defer e.lockInstallation(id)()
+	unlock := e.lockInstallation(id)
 	now, err := e.GitHub.Installation(ctx, id)
-	if errors.Is(err, ErrNotFound) || err == nil && now.State != InstallationActive {
-		return "", nil
+	if errors.Is(err, ErrNotFound) {
+		unlock()
+		return e.gone(ctx, id)
 	}
-	if err != nil {
+	defer unlock()
+	if err != nil || now.State != InstallationActive {
 		return "", err
 	}
 	return e.recordInstallation(ctx, InstallationEvent{InstallationID: id, Account: now.Account, Action: InstallationUnsuspend, At: e.Now()}, now)
+}
+
+// gone records as uninstalled an installation that GitHub no longer has,
+// as its deletion's delivery would (uninstalled), and returns what became
+// of it.
+func (e *Engine) gone(ctx context.Context, id int64) (string, error) {
+	was, err := e.Store.Installation(ctx, id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", err
+	}
+	err = e.uninstalled(ctx, InstallationEvent{InstallationID: id, Account: was.Account, Action: InstallationDeleted, At: e.Now()})
+	var ignored *Ignored
+	if errors.As(err, &ignored) {
+		return "GitHub no longer has it: " + ignored.Reason, nil
+	}
+	return "", err
 }
 
 // repositoriesMoved acts on repositories removed from an installation, or

@@ -410,3 +410,32 @@ func TestUninstallWithdrawsAFailedReleaseWithoutCallingGitHub(t *testing.T) {
 		t.Errorf("GitHub called after the uninstallation: %v", calls)
 	}
 }
+
+// A suspension delivered after GitHub deleted the installation (its
+// deletion not yet delivered, or lost): the installation is recorded
+// uninstalled, as the deletion would record it, and its repositories'
+// releases stop; the deletion, delivered later, changes nothing more.
+func TestInstallationEventOfAnInstallationGitHubNoLongerHas(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.gh.setInstallation(7, pipeline.InstallationUninstalled, time.Time{}, "")
+	note := h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice"})
+	if !strings.Contains(note, "delivered late") || !strings.Contains(note, "no longer has it") {
+		t.Errorf("note %q; want it to say GitHub no longer has the installation", note)
+	}
+	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled {
+		t.Errorf("installation 7: %+v (%v); want deleted", st, err)
+	}
+	rel := h.releaseState(shop, c1)
+	if rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "the lastmile App was uninstalled") {
+		t.Errorf("c1's release: %s (%s); want stopped by the uninstallation", rel.State, rel.StopReason)
+	}
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "octocat"})
+	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled {
+		t.Errorf("installation 7 after the deletion's delivery: %+v (%v); want deleted", st, err)
+	}
+	if again := h.releaseState(shop, c1); again.StopReason != rel.StopReason {
+		t.Errorf("the deletion's delivery changed the stopped release's reason: %q, was %q", again.StopReason, rel.StopReason)
+	}
+}

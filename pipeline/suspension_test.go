@@ -374,3 +374,38 @@ func (h *harness) suspendedBy(login string, at time.Time) {
 	h.gh.setInstallation(7, pipeline.InstallationSuspended, at, login)
 	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: login, At: at})
 }
+
+// An installation recorded as suspended that GitHub no longer has was
+// uninstalled while lastmile heard nothing (the deletion's delivery lost
+// too): the sweep records it uninstalled, its repositories leave lastmile,
+// and it is not asked about again every ten minutes.
+func TestRecheckSuspendedFindsAnUninstallation(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	h.suspendedBy("alice", time.Now().Add(-time.Hour).Truncate(time.Second))
+	h.gh.setInstallation(7, pipeline.InstallationUninstalled, time.Time{}, "")
+	if n, err := h.engine.RecheckSuspended(ctx); err != nil || n != 1 {
+		t.Fatalf("uninstalled on GitHub: RecheckSuspended = %d, %v; want 1", n, err)
+	}
+	if st, err := h.db.Installation(ctx, 7); err != nil || st.State != pipeline.InstallationUninstalled || st.Account != "acme" {
+		t.Errorf("installation 7: %+v (%v); want deleted, account acme kept", st, err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopSuperseded ||
+		!strings.Contains(rel.StopReason, "the lastmile App was uninstalled") {
+		t.Errorf("c1's release: %+v (%v); want stopped, superseded by the uninstallation", rel, err)
+	}
+	h.gh.mu.Lock()
+	asked := h.gh.installs
+	h.gh.mu.Unlock()
+	if n, err := h.engine.RecheckSuspended(ctx); err != nil || n != 0 {
+		t.Fatalf("second sweep: RecheckSuspended = %d, %v; want 0", n, err)
+	}
+	h.gh.mu.Lock()
+	defer h.gh.mu.Unlock()
+	if h.gh.installs != asked {
+		t.Errorf("the second sweep asked GitHub about the uninstalled installation again (%d reads, %d before)", h.gh.installs, asked)
+	}
+}
