@@ -207,7 +207,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	if cfgErr != nil {
 		rel.State, rel.StopKind, rel.StopReason = ReleaseStopped, StopConfigError, cfgErr.Error()
 		if _, err := e.Store.RecordRelease(ctx, rel, commits); err != nil {
-			return err
+			return departed(p, err)
 		}
 		e.Log.Warn("invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
 		if rewritten {
@@ -223,7 +223,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	rel.State = ReleaseActive
 	created, err := e.Store.RecordRelease(ctx, rel, commits)
 	if err != nil {
-		return err
+		return departed(p, err)
 	}
 	if created {
 		e.Log.Info("release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
@@ -235,6 +235,17 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		}
 	}
 	return e.advance(ctx, p.Repo)
+}
+
+// departed is the outcome of a push whose release the store refused with
+// ErrUnreachable: the repository left lastmile (removed from the App's
+// installation, or the App uninstalled) while the push was handled, its
+// departure recorded first. Other errors are returned as they are.
+func departed(p Push, err error) error {
+	if errors.Is(err, ErrUnreachable) {
+		return &Ignored{Reason: fmt.Sprintf("push of %s to %s not released: %v", short(p.After), p.Repo.FullName(), err)}
+	}
+	return err
 }
 
 // movePipelineBranch records the pipeline branch that the configuration

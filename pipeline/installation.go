@@ -302,9 +302,9 @@ func (e *Engine) repositoriesMoved(ctx context.Context, ev InstallationEvent) er
 		inst, err := e.GitHub.RepoInstallation(ctx, named)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			if r.InstallationID != 0 {
-				gone = append(gone, r)
-			}
+			// Also when recorded detached already: an earlier attempt
+			// that failed midway (departing is harmless to do again).
+			gone = append(gone, r)
 		case err != nil:
 			return fmt.Errorf("read the installation of %s on GitHub: %w", named.FullName(), err)
 		case inst != r.InstallationID:
@@ -312,19 +312,21 @@ func (e *Engine) repositoriesMoved(ctx context.Context, ev InstallationEvent) er
 			moved = append(moved, r)
 		}
 	}
-	reason := "superseded: the repository was removed from lastmile's installation" + by(ev.Sender)
-	if err := e.departAll(ctx, gone, reason); err != nil {
-		return err
-	}
-	// Recorded as reached through no installation: its deliveries still
-	// in the inbox, whose calls GitHub now refuses, are ignored rather
-	// than retried until dead (see app.Worker).
+	// Recorded as reached through no installation first: a push handled
+	// meanwhile records no release (Store.RecordRelease), or records it
+	// before, for the departure to stop; and its deliveries still in the
+	// inbox, whose calls GitHub now refuses, are ignored rather than
+	// retried until dead (see app.Worker).
 	at := e.Now()
 	for _, r := range gone {
 		if err := e.Store.DetachRepo(ctx, r.ID, at); err != nil {
 			return err
 		}
 		e.saved.Delete(r.ID)
+	}
+	reason := "superseded: the repository was removed from lastmile's installation" + by(ev.Sender)
+	if err := e.departAll(ctx, gone, reason); err != nil {
+		return err
 	}
 	for _, r := range moved {
 		if err := e.Store.AttachRepo(ctx, r.ID, r.InstallationID, at); err != nil {

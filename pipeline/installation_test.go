@@ -439,3 +439,57 @@ func TestInstallationEventOfAnInstallationGitHubNoLongerHas(t *testing.T) {
 		t.Errorf("the deletion's delivery changed the stopped release's reason: %q, was %q", again.StopReason, rel.StopReason)
 	}
 }
+
+// readHookGitHub is GitHub that runs before, once, as lastmile reads a
+// repository's configuration: what happens meanwhile on another queue.
+type readHookGitHub struct {
+	*fakeGitHub
+	before func()
+}
+
+func (g *readHookGitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string) ([]byte, error) {
+	if f := g.before; f != nil {
+		g.before = nil
+		f()
+	}
+	return g.fakeGitHub.ReadFile(ctx, r, path, sha)
+}
+
+// A push handled while the repository's removal from the installation (or
+// the App's uninstallation) is handled on another queue: its configuration
+// read before GitHub refused the App, the departure recorded before the
+// release would be. No release is recorded on its way in a repository
+// that left lastmile; the push is ignored, saying why.
+func TestPushHandledWhileTheRepositoryLeaves(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ev   pipeline.InstallationEvent
+	}{
+		{"removed", pipeline.InstallationEvent{Action: pipeline.RepositoriesRemoved, Sender: "octocat", Repos: []pipeline.Repo{shop}}},
+		{"uninstalled", pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "octocat"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "first", Ref: "refs/heads/main",
+				Before: c0, After: c0, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			h.engine.GitHub = &readHookGitHub{fakeGitHub: h.gh, before: func() {
+				h.gh.setReaches(shop.ID, 0)
+				h.installationEvent(tc.ev)
+			}}
+			err := h.push(c0, c1, false)
+			var ignored *pipeline.Ignored
+			if !errors.As(err, &ignored) || !strings.Contains(ignored.Reason, "left lastmile") {
+				t.Fatalf("the push: %v; want it ignored, the repository having left lastmile", err)
+			}
+			if rel, err := h.db.ReleaseOf(ctx, shop.ID, c1); err == nil {
+				t.Errorf("c1's release recorded (%s) after the repository left lastmile", rel.State)
+			}
+			if h.gh.deployment(c1, "test") != nil {
+				t.Error("c1 deployed to test after the repository left lastmile")
+			}
+		})
+	}
+}

@@ -16,6 +16,11 @@ var ErrNotFound = errors.New("not found")
 // API does not return (over 1 MB).
 var ErrTooLarge = errors.New("larger than GitHub's contents API returns (1 MB)")
 
+// ErrUnreachable is returned by Store.RecordRelease for a repository that
+// lastmile can no longer reach: recorded as removed from its installation,
+// or reached through an installation recorded as uninstalled.
+var ErrUnreachable = errors.New("the repository left lastmile: the App no longer reaches it")
+
 // ErrInvalid marks a request that cannot be answered as asked (a malformed
 // SHA, an ambiguous abbreviation).
 var ErrInvalid = errors.New("invalid request")

@@ -177,11 +177,26 @@ func (db *DB) RetireEnvironments(ctx context.Context, repoID int64) error {
 // one: the release its push made already (the push handled again after a
 // crash), or the repository's latest when that is of the same commit. A
 // commit released before that is not the latest (the branch was rolled
-// back to it) is released again.
+// back to it) is released again. A repository recorded as no longer
+// reached (DetachRepo, or its installation uninstalled) is given no new
+// release: pipeline.ErrUnreachable. Checked in the same transaction, so
+// that a push handled beside the repository's departure either records its
+// release before the departure is recorded (and the departure stops it) or
+// is refused.
 func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits []pipeline.Commit) (bool, error) {
 	created := false
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ?
+		var installation int64
+		var state sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT r.installation_id, i.state FROM repositories r
+			LEFT JOIN installations i ON i.id = r.installation_id WHERE r.id = ?`, rel.Repo.ID).Scan(&installation, &state)
+		if err == nil && (installation == 0 || state.String == string(pipeline.InstallationUninstalled)) {
+			return pipeline.ErrUnreachable
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ?
 			AND (id = (SELECT MAX(id) FROM releases WHERE repository_id = ?) OR (delivery_id = ? AND delivery_id != ''))
 			ORDER BY id DESC LIMIT 1`, rel.Repo.ID, rel.SHA, rel.Repo.ID, rel.DeliveryID).Scan(&rel.ID)
 		if err == nil {
