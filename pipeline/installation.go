@@ -83,9 +83,9 @@ func (e *Engine) HandleInstallation(ctx context.Context, ev InstallationEvent) e
 	switch ev.Action {
 	case InstallationDeleted:
 		return e.uninstalled(ctx, ev)
-	case RepositoriesRemoved, RepositoriesAdded:
+	case RepositoriesRemoved, RepositoriesAdded, InstallationCreated:
 		return e.repositoriesMoved(ctx, ev)
-	case InstallationSuspend, InstallationUnsuspend, InstallationCreated:
+	case InstallationSuspend, InstallationUnsuspend:
 		what, err := e.installationNow(ctx, ev)
 		if err != nil {
 			return err
@@ -276,7 +276,8 @@ func (e *Engine) gone(ctx context.Context, id int64) (string, error) {
 }
 
 // repositoriesMoved acts on repositories removed from an installation, or
-// added to one, as GitHub says they stand now: a repository that no
+// added to one (also by the App's installation: those a created
+// installation lists), as GitHub says they stand now: a repository that no
 // installation of the App reaches any more leaves lastmile; one that an
 // installation reaches (added back since it was removed, or transferred to
 // another account where the App is installed) is recorded as reached
@@ -285,7 +286,7 @@ func (e *Engine) gone(ctx context.Context, id int64) (string, error) {
 // installation is there: GitHub sends a suspended installation no events.
 func (e *Engine) repositoriesMoved(ctx context.Context, ev InstallationEvent) error {
 	var notes []string
-	if ev.Action == RepositoriesAdded {
+	if ev.Action != RepositoriesRemoved {
 		what, err := e.installationNow(ctx, ev)
 		if err != nil {
 			return err
@@ -339,8 +340,11 @@ func (e *Engine) repositoriesMoved(ctx context.Context, ev InstallationEvent) er
 			"installation", ev.InstallationID, "account", ev.Account, "by", ev.Sender, "repos", names(gone))
 	}
 	verb := "removed from"
-	if ev.Action == RepositoriesAdded {
+	switch ev.Action {
+	case RepositoriesAdded:
 		verb = "added to"
+	case InstallationCreated:
+		verb = "of the new"
 	}
 	note := fmt.Sprintf("repositories %s installation %d%s: %s", verb, ev.InstallationID, by(ev.Sender), strings.Join(names(ev.Repos), ", "))
 	if ev.Action == RepositoriesRemoved || len(gone) > 0 {

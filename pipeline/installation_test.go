@@ -493,3 +493,32 @@ func TestPushHandledWhileTheRepositoryLeaves(t *testing.T) {
 		})
 	}
 }
+
+// The App installed again (a new installation, with a new ID) on an
+// account whose repository lastmile knows: the repository is recorded as
+// reached through the new installation from its `created` event on (its
+// suspension's catch-up, its uninstallation, reach it), not from its next
+// push only.
+func TestInstallationCreatedAttachesKnownRepositories(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.setInstallation(7, pipeline.InstallationUninstalled, time.Time{}, "")
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationDeleted, Sender: "octocat"})
+	again := shop
+	again.InstallationID = 9
+	h.gh.setReaches(shop.ID, 9)
+	note := h.installationEvent(pipeline.InstallationEvent{InstallationID: 9, Action: pipeline.InstallationCreated, Sender: "octocat",
+		Repos: []pipeline.Repo{again, {ID: 99, Owner: "acme", Name: "unknown", InstallationID: 9}}})
+	if !strings.Contains(note, "acme/shop is reached through installation 9") {
+		t.Errorf("note %q; want it to say acme/shop is reached through installation 9", note)
+	}
+	if repos, err := h.db.InstallationRepos(ctx, 9); err != nil || len(repos) != 1 || repos[0].ID != shop.ID {
+		t.Errorf("repositories of installation 9: %v (%v); want acme/shop", repos, err)
+	}
+	if repos, err := h.db.Repos(ctx, []int64{99}); err != nil || len(repos) != 0 {
+		t.Errorf("repository 99, unknown to lastmile: %v (%v); want it not recorded from the created event", repos, err)
+	}
+}
