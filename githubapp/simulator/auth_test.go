@@ -165,6 +165,22 @@ func TestRateLimitAccounting(t *testing.T) {
 	}
 }
 
+// Date is GitHub's clock, which clients read (lastmile's redelivery keeps
+// its checkpoint in it): the simulator's, answers and lost answers alike.
+func TestDateIsTheSimulatorsClock(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	h := newHarness(t, simulator.Options{Clock: clock.Now})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	const want = "Wed, 02 Jan 2030 03:04:05 GMT"
+	if r := h.do("GET", "/repos/acme/shop/commits/main", "", nil); r.status != 200 || r.header.Get("Date") != want {
+		t.Errorf("answer: %d, Date %q, want %q", r.status, r.header.Get("Date"), want)
+	}
+	h.sim.InjectFault(simulator.Fault{Kind: simulator.FaultAppliedLost, Path: "/repos/acme/shop/commits/main"})
+	if r := h.do("GET", "/repos/acme/shop/commits/main", "", nil); r.status != 502 || r.header.Get("Date") != want {
+		t.Errorf("lost answer: %d, Date %q, want %q", r.status, r.header.Get("Date"), want)
+	}
+}
+
 func TestConcurrentUse(t *testing.T) {
 	h := newHarness(t, simulator.Options{})
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})

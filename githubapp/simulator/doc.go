@@ -59,7 +59,8 @@
 // installation that has the repository, or a run's workflow token.
 // Installation tokens expire after an hour of Options.Clock (ExpireTokens
 // expires them at once). Every response carries x-ratelimit-* headers with
-// real per-installation accounting and x-github-request-id.
+// real per-installation accounting, x-github-request-id, and a Date of
+// Options.Clock (GitHub's clock, as clients read it).
 //
 // # Scripting
 //

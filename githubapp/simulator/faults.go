@@ -182,7 +182,7 @@ func (s *Simulator) lostAnswer(done *response, f *Fault, reqID string) *response
 		return nil
 	}
 	rec := &response{header: http.Header{}}
-	for _, k := range []string{"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Used", "X-RateLimit-Reset", "X-RateLimit-Resource"} {
+	for _, k := range []string{"Date", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Used", "X-RateLimit-Reset", "X-RateLimit-Resource"} {
 		rec.header.Set(k, done.header.Get(k))
 	}
 	rec.header.Set("X-GitHub-Request-Id", reqID)

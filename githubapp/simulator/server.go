@@ -108,6 +108,9 @@ func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *htt
 		rec.header.Set("X-GitHub-Api-Version-Selected", "2022-11-28")
 		rec.header.Set("X-GitHub-Media-Type", "github.v3; format=json")
 		rec.header.Set("Server", "github.com")
+		// GitHub's clock, which clients read (lastmile's redelivery
+		// keeps its checkpoint in it): Options.Clock's, not the host's.
+		rec.header.Set("Date", now.Format(http.TimeFormat))
 		rate.setHeaders(rec.header)
 
 		if fault != nil && fault.Kind == FaultDelay {
