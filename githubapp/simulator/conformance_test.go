@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -677,6 +678,12 @@ func TestConformance(t *testing.T) {
 		if m := missingKeys(examples[schemaName(d.Event, d.Action)], d.Body, exampleExceptions[d.Event+"/"+d.Action]); len(m) > 0 {
 			t.Errorf("webhook %s/%s lacks fields GitHub's examples have: %v", d.Event, d.Action, m)
 		}
+		// Its bot users' URLs are built as in GitHub's examples.
+		var body any
+		_ = json.Unmarshal(d.Body, &body)
+		if _, errs := botURLErrors(body, strings.TrimSuffix(h.api, "/")); len(errs) > 0 {
+			t.Errorf("webhook %s/%s: %v", d.Event, d.Action, errs)
+		}
 	}
 	for _, want := range []string{
 		"webhook-push", "webhook-deployment-created", "webhook-deployment-status-created",
@@ -819,4 +826,66 @@ func missingKeys(examples []json.RawMessage, got []byte, except []string) []stri
 var exampleExceptions = map[string][]string{
 	// Only when Actions creates a deployment for the job (CreateDeployment).
 	"workflow_job/queued": {"deployment"},
+}
+
+// botURLErrors checks every bot user in v (an object of type "Bot") the way
+// GitHub's examples render them: url is the API root's /users/ and the
+// login path-escaped ("renovate%5Bbot%5D"), the other API URLs extend it,
+// and html_url is the App's page. It returns how many bots it checked.
+func botURLErrors(v any, apiRoot string) (int, []string) {
+	n := 0
+	var errs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			login, _ := x["login"].(string)
+			if x["type"] == "Bot" && login != "" {
+				n++
+				self := apiRoot + "/users/" + url.PathEscape(login)
+				if x["url"] != self {
+					errs = append(errs, fmt.Sprintf("%s: url %v, want %s", login, x["url"], self))
+				}
+				if want := "https://github.com/apps/" + strings.TrimSuffix(login, "[bot]"); x["html_url"] != want {
+					errs = append(errs, fmt.Sprintf("%s: html_url %v, want %s", login, x["html_url"], want))
+				}
+				for k, u := range x {
+					if s, _ := u.(string); strings.HasSuffix(k, "_url") && k != "html_url" && k != "avatar_url" && !strings.HasPrefix(s, self+"/") {
+						errs = append(errs, fmt.Sprintf("%s: %s %q, want it under %s/", login, k, s, self))
+					}
+				}
+			}
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	return n, errs
+}
+
+// The rule botURLErrors checks is GitHub's: its examples' bot users follow
+// it.
+func TestBotURLsAsInGitHubsExamples(t *testing.T) {
+	bots := 0
+	for name, list := range loadExamples(t) {
+		for _, ex := range list {
+			var v any
+			if err := json.Unmarshal(ex, &v); err != nil {
+				t.Fatal(err)
+			}
+			n, errs := botURLErrors(v, "https://api.github.com")
+			bots += n
+			if len(errs) > 0 {
+				t.Errorf("%s: %v", name, errs)
+			}
+		}
+	}
+	if bots == 0 {
+		t.Fatal("GitHub's examples have no bot user")
+	}
 }

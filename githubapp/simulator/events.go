@@ -245,7 +245,7 @@ func (st *state) enqueueCheckSuiteCompleted(r *repo, c *commit, suite *checkSuit
 		before = c.parents[0]
 	}
 	person := func(p gitPerson) obj { return obj{"name": p.name, "email": p.email} }
-	p := st.eventBase(r, st.addAccount("ci[bot]", "Bot", 0))
+	p := st.eventBase(r, st.botOf(st.ciApp(), 0))
 	p["action"] = "completed"
 	p["check_suite"] = obj{
 		"id":                      id,

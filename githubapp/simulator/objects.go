@@ -3,6 +3,7 @@ package simulator
 import (
 	"encoding/base64"
 	"fmt"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -16,10 +17,10 @@ type obj = map[string]any
 const (
 	htmlRoot = "https://github.com"
 
-	// GitHub Actions' own App and bot user, with their real ids.
-	actionsAppID    = 15368
-	actionsBotLogin = "github-actions[bot]"
-	actionsBotID    = 41898282
+	// GitHub Actions' own App and bot user (github-actions[bot]), with
+	// their real ids.
+	actionsAppID = 15368
+	actionsBotID = 41898282
 )
 
 // ts formats a time as GitHub does: RFC 3339 in UTC, whole seconds.
@@ -31,11 +32,23 @@ func nodeID(kind string, id int64) string {
 	return base64.StdEncoding.EncodeToString([]byte("0" + strconv.Itoa(len(kind)) + ":" + kind + strconv.FormatInt(id, 10)))
 }
 
+// avatarURL is an account's avatar: an App's bot has its App's
+// ("/in/<app id>", as renovate[bot]'s in GitHub's examples), others their
+// own.
+func avatarURL(a *account) string {
+	if a.app != 0 {
+		return fmt.Sprintf("https://avatars.githubusercontent.com/in/%d?v=4", a.app)
+	}
+	return fmt.Sprintf("https://avatars.githubusercontent.com/u/%d?v=4", a.id)
+}
+
 func (st *state) userJSON(a *account) obj {
 	if a == nil {
 		return nil
 	}
-	api := st.apiURL + "/users/" + a.login
+	// A bot's login is escaped in its URLs, as in GitHub's examples:
+	// ".../users/renovate%5Bbot%5D".
+	api := st.apiURL + "/users/" + url.PathEscape(a.login)
 	kind := "User"
 	if a.typ == "Organization" {
 		kind = "Organization"
@@ -46,7 +59,7 @@ func (st *state) userJSON(a *account) obj {
 		"login":               a.login,
 		"id":                  a.id,
 		"node_id":             nodeID(kind, a.id),
-		"avatar_url":          fmt.Sprintf("https://avatars.githubusercontent.com/u/%d?v=4", a.id),
+		"avatar_url":          avatarURL(a),
 		"gravatar_id":         "",
 		"url":                 api,
 		"html_url":            htmlRoot + "/" + a.login,
@@ -91,7 +104,7 @@ func (st *state) orgJSON(a *account) obj {
 		"issues_url":         api + "/issues",
 		"members_url":        api + "/members{/member}",
 		"public_members_url": api + "/public_members{/member}",
-		"avatar_url":         fmt.Sprintf("https://avatars.githubusercontent.com/u/%d?v=4", a.id),
+		"avatar_url":         avatarURL(a),
 		"description":        nil,
 	}
 }
@@ -145,7 +158,14 @@ func (st *state) theApp() *appInfo {
 // appBot is the App's bot user, the actor of everything done with an
 // installation token.
 func (st *state) appBot() *account {
-	return st.addAccount(st.s.opts.AppSlug+"[bot]", "Bot", 0)
+	return st.botOf(st.theApp(), 0)
+}
+
+// botOf returns app's bot user, "<slug>[bot]", with id (0: a fresh one).
+func (st *state) botOf(app *appInfo, id int64) *account {
+	a := st.addAccount(app.slug+"[bot]", "Bot", id)
+	a.app = app.id
+	return a
 }
 
 // actionsApp is GitHub Actions, which performs what GITHUB_TOKEN does.
@@ -162,7 +182,7 @@ func (st *state) actionsApp() *appInfo {
 }
 
 func (st *state) actionsBot() *account {
-	return st.addAccount(actionsBotLogin, "Bot", actionsBotID)
+	return st.botOf(st.actionsApp(), actionsBotID)
 }
 
 func (st *state) installationRef(r *repo) obj {
@@ -358,7 +378,7 @@ func (st *state) commitStatusJSON(r *repo, cs *commitStatus) obj {
 	}
 	return obj{
 		"url":         st.repoAPI(r) + "/statuses/" + cs.sha,
-		"avatar_url":  fmt.Sprintf("https://avatars.githubusercontent.com/u/%d?v=4", cs.creator.id),
+		"avatar_url":  avatarURL(cs.creator),
 		"id":          cs.id,
 		"node_id":     nodeID("StatusContext", cs.id),
 		"state":       cs.state,

@@ -63,6 +63,7 @@ type account struct {
 	login string
 	id    int64
 	typ   string // User, Organization or Bot
+	app   int64  // a bot's App
 }
 
 type installation struct {

@@ -375,3 +375,31 @@ func (h *harness) checkSuiteCompleted(from int) (*github.CheckSuite, []byte) {
 	}
 	return ev.(*github.CheckSuiteEvent).GetCheckSuite(), d.Body
 }
+
+// Bot users are rendered as GitHub renders them: the login escaped in
+// their API URLs ("lastmile%5Bbot%5D"), the App's page as html_url, and the
+// App's avatar ("/in/<app id>").
+func TestBotUsers(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
+	h.deploy("acme/shop", "test")
+	h.waitIdle()
+	api := strings.TrimSuffix(h.api, "/")
+	for _, tc := range []struct {
+		user        map[string]any
+		login, slug string
+		app         int
+	}{
+		{dig(h.payload(0, "deployment", "created"), "deployment", "creator").(map[string]any), "lastmile[bot]", "lastmile", testAppID},
+		{dig(h.payload(0, "deployment_status", "created"), "deployment_status", "creator").(map[string]any), "github-actions[bot]", "github-actions", 15368},
+	} {
+		u := tc.user
+		esc := strings.ReplaceAll(strings.ReplaceAll(tc.login, "[", "%5B"), "]", "%5D")
+		if u["login"] != tc.login || u["type"] != "Bot" || u["url"] != api+"/users/"+esc ||
+			u["events_url"] != api+"/users/"+esc+"/events{/privacy}" || u["html_url"] != "https://github.com/apps/"+tc.slug ||
+			u["avatar_url"] != fmt.Sprintf("https://avatars.githubusercontent.com/in/%d?v=4", tc.app) {
+			t.Errorf("%s: %v", tc.login, u)
+		}
+	}
+}
