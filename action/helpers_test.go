@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,11 +57,14 @@ type world struct {
 	app  *github.Client // lastmile's installation client
 	ctx  context.Context
 	stop context.CancelFunc
+	// clock is the simulated GitHub's clock once shareClock gave it one.
+	clock atomic.Pointer[func() time.Time]
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	sim := simulator.New(simulator.Options{AppID: 42})
+	w := &world{t: t}
+	sim := simulator.New(simulator.Options{AppID: 42, Clock: w.now})
 	api, err := sim.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -82,8 +86,22 @@ func newWorld(t *testing.T) *world {
 	app.BaseURL, _ = app.BaseURL.Parse(api)
 	ctx, stop := context.WithTimeout(context.Background(), deadline)
 	t.Cleanup(stop)
-	return &world{t: t, sim: sim, api: api, sha: push.After, itr: itr, app: app, ctx: ctx, stop: stop}
+	w.sim, w.api, w.sha, w.itr, w.app, w.ctx, w.stop = sim, api, push.After, itr, app, ctx, stop
+	return w
 }
+
+// now is the simulated GitHub's time: the real clock's, until shareClock.
+func (w *world) now() time.Time {
+	if c := w.clock.Load(); c != nil {
+		return (*c)()
+	}
+	return time.Now()
+}
+
+// shareClock makes now the simulated GitHub's clock: time passes for
+// GitHub as it does for an Action on that clock (its waits for a rate
+// limit's reset among them).
+func (w *world) shareClock(now func() time.Time) { w.clock.Store(&now) }
 
 // createDeployment creates a deployment the way lastmile does, with the
 // App's installation token. With a workflow set, it starts a run.

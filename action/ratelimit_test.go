@@ -117,6 +117,9 @@ func startGated(t *testing.T, w *world, ctx context.Context, clock *fakeClock, b
 	env := s.env(g.log)
 	if clock != nil {
 		action.SetClock(&env, clock.Now, clock.Sleep)
+		// GitHub's time passes as the Action waits: a primary rate
+		// limit spends the budget until its reset, by GitHub's clock.
+		w.shareClock(clock.Now)
 	}
 	go func() {
 		res, err := action.Run(ctx, env)

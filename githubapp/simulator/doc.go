@@ -129,7 +129,10 @@
 //
 //   - Rate limits are per installation (tokens of one installation share the
 //     budget), per repository for workflow tokens (1,000/h) and per address
-//     for anonymous calls (60/h); SetRateLimitUsed jumps ahead.
+//     for anonymous calls (60/h); SetRateLimitUsed jumps ahead, and a
+//     FaultPrimaryRateLimit spends the request's budget until its Reset (by
+//     Options.Clock), as a spent hour does: every call of that installation
+//     is refused until then.
 //   - A required context is satisfied by a success status or by a check
 //     run of that exact name completed with conclusion success (neutral
 //     and skipped do not count: GitHub's documentation does not say). A 409

@@ -14,9 +14,13 @@ type FaultKind int
 const (
 	// FaultServerError answers Status (default 502) without doing anything.
 	FaultServerError FaultKind = iota + 1
-	// FaultPrimaryRateLimit answers Status (403, or 429) with
-	// x-ratelimit-remaining: 0 and x-ratelimit-reset, as when the hourly
-	// budget is spent.
+	// FaultPrimaryRateLimit spends the hourly budget of the request's
+	// bucket (its installation's, for an installation token) until Reset:
+	// the request is answered Status (403, or 429) with
+	// x-ratelimit-remaining: 0 and x-ratelimit-reset, and so is every call
+	// of that bucket until then (403, as a spent budget is), whatever its
+	// path; then a fresh hour begins. Keep Reset short in tests that wait
+	// for it by the real clock.
 	FaultPrimaryRateLimit
 	// FaultSecondaryRateLimit answers Status (403, or 429) with GitHub's
 	// secondary-limit message and, when RetryAfter > 0, Retry-After.
@@ -54,7 +58,8 @@ type Fault struct {
 	// and FaultSpammed.
 	RetryAfter time.Duration
 	// Reset is how far ahead x-ratelimit-reset is for
-	// FaultPrimaryRateLimit (default one minute).
+	// FaultPrimaryRateLimit, and how long the budget stays spent (default
+	// one minute).
 	Reset time.Duration
 	// Delay is the wait of FaultDelay, and FaultAppliedLost's wait before
 	// its lost answer.
@@ -131,8 +136,16 @@ func pathMatches(pattern, path string) bool {
 	return len(ps) == len(xs)
 }
 
+// reset is how long FaultPrimaryRateLimit spends the budget.
+func (f *Fault) reset() time.Duration {
+	if f.Reset <= 0 {
+		return time.Minute
+	}
+	return f.Reset
+}
+
 // writeFault answers a request with the fault instead of handling it.
-func (s *Simulator) writeFault(w *response, f *Fault, rate rateSnapshot, now time.Time) {
+func (s *Simulator) writeFault(w *response, f *Fault, rate rateSnapshot) {
 	status := func(def int) int {
 		if f.Status != 0 {
 			return f.Status
@@ -141,15 +154,8 @@ func (s *Simulator) writeFault(w *response, f *Fault, rate rateSnapshot, now tim
 	}
 	switch f.Kind {
 	case FaultPrimaryRateLimit:
-		reset := f.Reset
-		if reset <= 0 {
-			reset = time.Minute
-		}
-		w.header.Set("X-RateLimit-Remaining", "0")
-		w.header.Set("X-RateLimit-Used", w.header.Get("X-RateLimit-Limit"))
-		w.header.Set("X-RateLimit-Reset", strconv.FormatInt(now.Add(reset).Unix(), 10))
-		writeError(w, status(http.StatusForbidden), rate.exceededMessage(),
-			"https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-primary-rate-limits")
+		// The headers say the budget spent (spendLocked).
+		rate.writeExceeded(w, status(http.StatusForbidden))
 	case FaultSecondaryRateLimit:
 		setRetryAfter(w, f)
 		writeError(w, status(http.StatusForbidden),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,21 +57,47 @@ func TestFaultServerError(t *testing.T) {
 	}
 }
 
+// A primary rate limit spends the installation's budget until its reset:
+// every call of the installation is refused until then, whatever its path,
+// with GitHub's message naming the request; other installations go on, and
+// a fresh hour begins at the reset.
 func TestFaultPrimaryRateLimit(t *testing.T) {
-	h := newHarness(t, simulator.Options{})
+	clock := &fakeClock{now: time.Now()}
+	h := newHarness(t, simulator.Options{Clock: clock.Now})
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	other := h.sim.CreateInstallation("globex", "Organization")
+	h.sim.CreateRepo(other, "globex/web", simulator.RepoOptions{})
+	tok, otherTok := h.token(h.org), h.token(other)
 	h.sim.InjectFault(simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Path: deploymentsPath, Reset: 90 * time.Second})
 	_, _, err := h.client(h.org, nil).Repositories.CreateDeployment(h.ctx(), "acme", "shop", deployReq())
 	var rl *github.RateLimitError
 	if !errors.As(err, &rl) {
 		t.Fatalf("want RateLimitError, got %v", err)
 	}
-	if until := time.Until(rl.Rate.Reset.Time); until < 80*time.Second || until > 100*time.Second {
+	reset := rl.Rate.Reset.Time
+	if until := reset.Sub(clock.Now()); until < 80*time.Second || until > 100*time.Second {
 		t.Errorf("reset in %v", until)
+	}
+	// The installation's next calls, on any path, until the reset.
+	for _, path := range []string{"/repos/acme/shop/commits/main", "/repos/acme/shop/deployments"} {
+		r := h.do("GET", path, tok, nil)
+		want := fmt.Sprintf("API rate limit exceeded for installation ID %d. If you reach out to GitHub Support for help, please include the request ID %s.", h.org, r.header.Get("X-GitHub-Request-Id"))
+		if r.status != 403 || r.header.Get("X-RateLimit-Remaining") != "0" || r.header.Get("X-RateLimit-Reset") != strconv.FormatInt(reset.Unix(), 10) ||
+			r.json(t)["message"] != want {
+			t.Errorf("GET %s during the limit: %d %v %s", path, r.status, r.header, r.body)
+		}
+	}
+	if r := h.do("GET", "/repos/globex/web/commits/main", otherTok, nil); r.status != 200 {
+		t.Errorf("another installation during the limit: %d %s", r.status, r.body)
+	}
+	clock.Advance(90 * time.Second)
+	r := h.do("GET", "/repos/acme/shop/commits/main", tok, nil)
+	if r.status != 200 || r.header.Get("X-RateLimit-Remaining") != strconv.Itoa(simulator.DefaultRateLimit-1) {
+		t.Errorf("after the reset: %d, remaining %s", r.status, r.header.Get("X-RateLimit-Remaining"))
 	}
 	// The 429 flavour carries the same headers.
 	h.sim.InjectFault(simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Path: deploymentsPath, Status: http.StatusTooManyRequests})
-	r := h.do("POST", "/repos/acme/shop/deployments", h.token(h.org), deployReq())
+	r = h.do("POST", "/repos/acme/shop/deployments", tok, deployReq())
 	if r.status != 429 || r.header.Get("X-RateLimit-Remaining") != "0" || r.header.Get("X-RateLimit-Reset") == "" {
 		t.Errorf("429: %d %v", r.status, r.header)
 	}

@@ -16,6 +16,7 @@ type rateWindow struct {
 
 // rateSnapshot is the bucket's state after counting one request.
 type rateSnapshot struct {
+	key         string // the bucket's, in state.rates
 	limit, used int
 	reset       time.Time
 	resource    string
@@ -33,8 +34,14 @@ func (r rateSnapshot) setHeaders(h http.Header) {
 	h.Set("X-RateLimit-Resource", r.resource)
 }
 
-func (r rateSnapshot) exceededMessage() string {
-	return fmt.Sprintf("API rate limit exceeded for %s. If you reach out to GitHub Support for help, please include the request ID.", r.who)
+// writeExceeded answers a request of a spent bucket (its headers already
+// say remaining 0 and the reset) with GitHub's message, which names the
+// request's ID: "API rate limit exceeded for installation ID 22782749. If
+// you reach out to GitHub Support for help, please include the request ID
+// E069:28A5:946476:98F36C:6542E844." (as GitHub answered in a public issue).
+func (r rateSnapshot) writeExceeded(w *response, status int) {
+	msg := fmt.Sprintf("API rate limit exceeded for %s. If you reach out to GitHub Support for help, please include the request ID %s.", r.who, w.header.Get("X-GitHub-Request-Id"))
+	writeError(w, status, msg, "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-primary-rate-limits")
 }
 
 // rateFor counts a request against its bucket, as GitHub does: installation
@@ -55,13 +62,31 @@ func (s *Simulator) rateFor(a *auth, now time.Time) rateSnapshot {
 	default:
 		key, who, limit = "ip:"+a.remote, a.remote, 60
 	}
-	w := s.st.rates[key]
+	w := s.st.rateWindow(key, limit, now)
+	w.used++
+	return rateSnapshot{key: key, limit: w.limit, used: w.used, reset: w.reset, resource: "core", who: who}
+}
+
+// rateWindow returns the bucket key, a fresh one of limit when it has none
+// or its hour is over. Call with s.mu held.
+func (st *state) rateWindow(key string, limit int, now time.Time) *rateWindow {
+	w := st.rates[key]
 	if w == nil || !now.Before(w.reset) {
 		w = &rateWindow{limit: limit, reset: now.Add(time.Hour).Truncate(time.Second)}
-		s.st.rates[key] = w
+		st.rates[key] = w
 	}
-	w.used++
-	return rateSnapshot{limit: w.limit, used: w.used, reset: w.reset, resource: "core", who: who}
+	return w
+}
+
+// spendLocked spends the bucket of r until reset, as if its budget were
+// used up: this request is its last, and every later one is refused until
+// reset, then a fresh hour begins. It returns r as spent. Call with s.mu
+// held.
+func (s *Simulator) spendLocked(r rateSnapshot, reset time.Time) rateSnapshot {
+	w := s.st.rates[r.key]
+	w.used, w.reset = w.limit, reset.Truncate(time.Second)
+	r.used, r.reset = w.used, w.reset
+	return r
 }
 
 // SetRateLimitUsed sets how much of an installation's hourly budget is used,
@@ -69,12 +94,6 @@ func (s *Simulator) rateFor(a *auth, now time.Time) rateSnapshot {
 func (s *Simulator) SetRateLimitUsed(installationID int64, used int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := fmt.Sprintf("installation:%d", installationID)
-	w := s.st.rates[key]
-	if w == nil {
-		w = &rateWindow{limit: s.opts.RateLimit, reset: s.clock().Add(time.Hour).Truncate(time.Second)}
-		s.st.rates[key] = w
-	}
-	w.used = used
+	s.st.rateWindow(fmt.Sprintf("installation:%d", installationID), s.opts.RateLimit, s.clock()).used = used
 	s.notifyLocked()
 }

@@ -101,6 +101,9 @@ func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *htt
 		a := s.authenticate(req)
 		fault := s.matchFault(req)
 		rate := s.rateFor(a, now)
+		if fault != nil && fault.Kind == FaultPrimaryRateLimit {
+			rate = s.spendLocked(rate, now.Add(fault.reset()))
+		}
 		s.mu.Unlock()
 
 		rec := &response{header: http.Header{}}
@@ -122,10 +125,9 @@ func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *htt
 		}
 		switch {
 		case fault != nil && fault.Kind != FaultAppliedLost:
-			s.writeFault(rec, fault, rate, now)
+			s.writeFault(rec, fault, rate)
 		case rate.exceeded():
-			rec.header.Set("X-RateLimit-Remaining", "0")
-			writeError(rec, http.StatusForbidden, rate.exceededMessage(), docsRoot+"/using-the-rest-api/rate-limits-for-the-rest-api")
+			rate.writeExceeded(rec, http.StatusForbidden)
 		case a.err != "":
 			writeError(rec, http.StatusUnauthorized, a.err, docsRoot)
 		default:
