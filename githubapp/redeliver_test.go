@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -674,11 +675,25 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func TestRedelivererAgainstTheSimulator(t *testing.T) {
+// simRedelivery is the simulator delivering to lastmile's webhook endpoint
+// through a gate, with lastmile's store and the App's client.
+type simRedelivery struct {
+	t    *testing.T
+	ctx  context.Context
+	sim  *simulator.Simulator
+	db   *storage.DB
+	gate *gate
+	app  *github.Client
+}
+
+// newSimRedelivery starts it, the simulator on clock (nil: the real one),
+// with one installation and its repository acme/shop.
+func newSimRedelivery(t *testing.T, clock func() time.Time) *simRedelivery {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	const secret = "sim-webhook-secret"
-	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: secret})
+	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: secret, Clock: clock})
 	t.Cleanup(func() { sim.Close() })
 	apiURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {
@@ -689,25 +704,45 @@ func TestRedelivererAgainstTheSimulator(t *testing.T) {
 	lastmile := httptest.NewServer(g)
 	t.Cleanup(lastmile.Close)
 	sim.SetWebhookURL(lastmile.URL + "/webhook")
-
 	inst := sim.CreateInstallation("acme", "Organization")
 	sim.CreateRepo(inst, "acme/shop", simulator.RepoOptions{})
-	push := func(mode, msg string) string {
-		t.Helper()
-		g.set(mode)
-		from := len(sim.Deliveries())
-		sim.Push("acme/shop", "main", simulator.CommitSpec{Message: msg, Files: map[string]string{"f.txt": msg}})
-		d, err := sim.WaitForDelivery(ctx, from, "push", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d.GUID
+	clients, err := githubapp.NewClients(apiURL, sim.AppID(), simKey(t, sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	missed1 := push("down", "one")
-	missed2 := push("down", "two")
-	storedOnly := push("stored-but-failed", "three")
-	fine := push("up", "four")
-	g.set("up")
+	return &simRedelivery{t: t, ctx: ctx, sim: sim, db: db, gate: g, app: clients.App()}
+}
+
+// push pushes with the gate in mode and returns the push delivery's GUID.
+func (w *simRedelivery) push(mode, msg string) string {
+	w.t.Helper()
+	w.gate.set(mode)
+	defer w.gate.set("up")
+	from := len(w.sim.Deliveries())
+	w.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: msg, Files: map[string]string{"f.txt": msg}})
+	d, err := w.sim.WaitForDelivery(w.ctx, from, "push", "")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return d.GUID
+}
+
+// attempts returns the delivery attempts of each GUID.
+func (w *simRedelivery) attempts() map[string][]simulator.Delivery {
+	out := map[string][]simulator.Delivery{}
+	for _, d := range w.sim.Deliveries() {
+		out[d.GUID] = append(out[d.GUID], d)
+	}
+	return out
+}
+
+func TestRedelivererAgainstTheSimulator(t *testing.T) {
+	w := newSimRedelivery(t, nil)
+	ctx, sim, db := w.ctx, w.sim, w.db
+	missed1 := w.push("down", "one")
+	missed2 := w.push("down", "two")
+	storedOnly := w.push("stored-but-failed", "three")
+	fine := w.push("up", "four")
 
 	known, err := db.KnownDeliveries(ctx, []string{missed1, missed2, storedOnly, fine})
 	if err != nil {
@@ -717,12 +752,7 @@ func TestRedelivererAgainstTheSimulator(t *testing.T) {
 		t.Fatalf("setup: inbox knows %v", known)
 	}
 
-	key := simKey(t, sim)
-	clients, err := githubapp.NewClients(apiURL, sim.AppID(), key, &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &githubapp.Redeliverer{App: clients.App(), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+	r := &githubapp.Redeliverer{App: w.app, Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
 		Now: time.Now, Sleep: skipWait, Log: discardLog()}
 	n, err := r.RunOnce(ctx)
 	if err != nil {
@@ -734,10 +764,7 @@ func TestRedelivererAgainstTheSimulator(t *testing.T) {
 	if err := sim.WaitFor(ctx, func(s *simulator.Simulator) bool { return len(s.Deliveries()) == 6 && s.Idle() }); err != nil {
 		t.Fatalf("the redeliveries did not arrive: %v (%d deliveries)", err, len(sim.Deliveries()))
 	}
-	attempts := map[string][]simulator.Delivery{}
-	for _, d := range sim.Deliveries() {
-		attempts[d.GUID] = append(attempts[d.GUID], d)
-	}
+	attempts := w.attempts()
 	for _, guid := range []string{missed1, missed2} {
 		a := attempts[guid]
 		if len(a) != 2 || !a[1].Redelivery || !a[1].OK() {
@@ -759,6 +786,63 @@ func TestRedelivererAgainstTheSimulator(t *testing.T) {
 	// A second run finds nothing left to do.
 	if n, err := r.RunOnce(ctx); err != nil || n != 0 {
 		t.Errorf("second RunOnce = %d, %v; want 0", n, err)
+	}
+}
+
+// The simulator redelivers what failed in the past 3 days and lists older
+// deliveries too: lastmile's own window decides what it asks for. Within
+// GitHub's window, a shorter one of lastmile's leaves the older deliveries
+// alone; a longer one (GitHub Enterprise Server's 7 days, set against
+// github.com) asks for them, and GitHub's refusal (422) of the one past
+// its window is recorded as given up, the others redelivered.
+func TestRedelivererWindowAgainstTheSimulator(t *testing.T) {
+	for name, tc := range map[string]struct {
+		window    time.Duration
+		requested int  // redeliveries GitHub accepted
+		asked     int  // requests that reached GitHub
+		hoursOld  bool // the delivery of two hours ago is redelivered
+	}{
+		"lastmile's window of 1h":   {window: time.Hour, requested: 1, asked: 1},
+		"lastmile's window of 168h": {window: 168 * time.Hour, requested: 2, asked: 3, hoursOld: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			// The deliveries are made in the past, by the simulator's
+			// clock behind the real one; lastmile runs on the real clock.
+			var behind atomic.Int64
+			w := newSimRedelivery(t, func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) })
+			behind.Store(int64(simulator.RedeliveryWindow + time.Hour))
+			daysOld := w.push("down", "four days ago")
+			behind.Store(int64(2 * time.Hour))
+			hoursOld := w.push("down", "two hours ago")
+			behind.Store(0)
+			fresh := w.push("down", "now")
+
+			r := &githubapp.Redeliverer{App: w.app, Store: w.db, Window: tc.window, MaxAttempts: 5,
+				Now: time.Now, Sleep: skipWait, Log: discardLog()}
+			n, err := r.RunOnce(w.ctx)
+			if err != nil || n != tc.requested {
+				t.Fatalf("RunOnce = %d, %v; want %d", n, err, tc.requested)
+			}
+			if got := w.sim.CountRequests("POST", "/app/hook/deliveries/*/attempts"); got != tc.asked {
+				t.Errorf("%d redelivery requests reached GitHub, want %d", got, tc.asked)
+			}
+			if err := w.sim.WaitIdle(w.ctx); err != nil {
+				t.Fatal(err)
+			}
+			attempts := w.attempts()
+			for guid, want := range map[string]bool{fresh: true, hoursOld: tc.hoursOld, daysOld: false} {
+				if redelivered := len(attempts[guid]) == 2 && attempts[guid][1].OK(); redelivered != want {
+					t.Errorf("%s: attempts %+v, redelivered %v, want %v", guid, attempts[guid], redelivered, want)
+				}
+			}
+			asked, err := w.db.RedeliveriesRequested(w.ctx, []string{daysOld})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gaveUp := tc.asked > tc.requested; asked[daysOld].GaveUp != gaveUp {
+				t.Errorf("the delivery past GitHub's window: recorded %+v, want given up %v", asked[daysOld], gaveUp)
+			}
+		})
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,7 +275,10 @@ var emptyURIs = map[string][]string{
 }
 
 func TestConformance(t *testing.T) {
-	h := newHarness(t, simulator.Options{})
+	// The simulator's clock runs behind the real one by ago, for deliveries
+	// made in the past.
+	var ago atomic.Int64
+	h := newHarness(t, simulator.Options{Clock: func() time.Time { return time.Now().Add(-time.Duration(ago.Load())) }})
 	sim := h.sim
 	v := newRESTValidator(t, h.api)
 	gh := h.client(h.org, v)
@@ -590,6 +594,16 @@ func TestConformance(t *testing.T) {
 	last := ds[len(ds)-1]
 	if !last.Redelivery || last.GUID != items[0].GetGUID() || !last.OK() {
 		t.Errorf("redelivery: %+v", last)
+	}
+	// One that failed more than the redelivery window ago is refused.
+	ago.Store(int64(simulator.RedeliveryWindow + time.Hour))
+	h.hook.failNext(503)
+	sim.SetCommitStatus(repo, sha, "old", "success")
+	h.waitIdle()
+	ago.Store(0)
+	ds = sim.Deliveries()
+	if _, resp, _ := app.Apps.RedeliverHookDelivery(ctx, ds[len(ds)-1].ID); resp == nil || resp.StatusCode != 422 {
+		t.Errorf("redelivery past the window: %v", resp)
 	}
 
 	// The installation's lifecycle, on another account: a repository

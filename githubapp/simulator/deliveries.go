@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -39,7 +40,11 @@ func deliveryItemJSON(d *Delivery) obj {
 
 // handleListDeliveries serves GET /app/hook/deliveries: newest first,
 // cursor-paginated (the Link header's next URL carries cursor=), optionally
-// filtered by status=success|failure.
+// filtered by status=success|failure. Every delivery is listed, however
+// old: GitHub documents how far back deliveries can be redelivered
+// (RedeliveryWindow) and that its web page lists those of the past 3
+// days, not how far back this list goes; listing them all leaves the
+// cut-off to the client, as GitHub's own redelivery script has it.
 func (s *Simulator) handleListDeliveries(w http.ResponseWriter, r *http.Request, a *auth) {
 	q := r.URL.Query()
 	perPage := 30
@@ -151,15 +156,25 @@ func flatHeaders(h http.Header) obj {
 }
 
 // handleRedeliver serves POST /app/hook/deliveries/{id}/attempts: 202, and
-// the same payload is sent again with the same GUID.
+// the same payload is sent again with the same GUID. A delivery older than
+// RedeliveryWindow is refused, and stays listed: GitHub documents the
+// window but not its answer past it, so this is the operation's documented
+// 422 ("Validation failed"), in GitHub's words for a validation error.
 func (s *Simulator) handleRedeliver(w http.ResponseWriter, r *http.Request, a *auth) {
+	const doc = docsRoot + "/apps/webhooks#redeliver-a-delivery-for-an-app-webhook"
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d := s.findDelivery(r)
 	if d == nil {
-		writeError(w, http.StatusNotFound, "Not Found", docsRoot+"/apps/webhooks#redeliver-a-delivery-for-an-app-webhook")
+		writeError(w, http.StatusNotFound, "Not Found", doc)
 		return
 	}
-	_ = s.redeliverLocked(d.ID)
+	if err := s.redeliverLocked(d.ID); errors.Is(err, errTooOld) {
+		writeValidation(w, "Validation Failed", doc, obj{
+			"resource": "HookDelivery", "field": "delivered_at", "code": "custom",
+			"message": "Deliveries that occurred more than 3 days ago cannot be redelivered",
+		})
+		return
+	}
 	writeJSON(w, http.StatusAccepted, obj{})
 }

@@ -173,8 +173,10 @@
 // X-Hub-Signature), and recorded as hook deliveries with the receiver's
 // status. Like GitHub, the Simulator never retries a failed delivery by
 // itself; POST /app/hook/deliveries/{id}/attempts (or Redeliver) sends it
-// again with the same X-GitHub-Delivery GUID. While no webhook URL is set,
-// deliveries wait in the queue.
+// again with the same X-GitHub-Delivery GUID, if it was made within
+// RedeliveryWindow (3 days of Options.Clock; 422 for an older one, which
+// is still listed). While no webhook URL is set, deliveries wait in the
+// queue.
 //
 // GitHub does not promise that order. To deliver out of order, arm a hold:
 //

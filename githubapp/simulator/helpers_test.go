@@ -224,9 +224,11 @@ func signJWT(t *testing.T, sim *simulator.Simulator, claims map[string]any) stri
 }
 
 // jwt returns a valid App JWT.
-func (h *harness) jwt() string {
-	now := time.Now().Unix()
-	return signJWT(h.t, h.sim, map[string]any{"iat": now - 60, "exp": now + 540, "iss": h.sim.AppID()})
+func (h *harness) jwt() string { return h.jwtAt(time.Now()) }
+
+// jwtAt returns an App JWT valid at now (a simulator's fake clock).
+func (h *harness) jwtAt(now time.Time) string {
+	return signJWT(h.t, h.sim, map[string]any{"iat": now.Unix() - 60, "exp": now.Unix() + 540, "iss": h.sim.AppID()})
 }
 
 // apiResponse is a raw REST answer.

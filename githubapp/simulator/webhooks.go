@@ -253,8 +253,17 @@ func (s *Simulator) WaitForDelivery(ctx context.Context, from int, event, action
 	return found, err
 }
 
+// RedeliveryWindow is how far back a delivery can be redelivered: "You can
+// redeliver webhook deliveries that occurred in the past 3 days" (GitHub's
+// docs, "Redelivering webhooks"; 7 days on GitHub Enterprise Server).
+const RedeliveryWindow = 3 * 24 * time.Hour
+
+// errTooOld is Redeliver's error for a delivery older than RedeliveryWindow.
+var errTooOld = errors.New("simulator: the delivery is older than the redelivery window")
+
 // Redeliver sends a recorded delivery again with the same GUID, as
-// POST /app/hook/deliveries/{id}/attempts does.
+// POST /app/hook/deliveries/{id}/attempts does; a delivery made more than
+// RedeliveryWindow ago (by Options.Clock) is not redelivered.
 func (s *Simulator) Redeliver(deliveryID int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -264,6 +273,9 @@ func (s *Simulator) Redeliver(deliveryID int64) error {
 func (s *Simulator) redeliverLocked(deliveryID int64) error {
 	for _, d := range s.st.deliveries {
 		if d.ID == deliveryID {
+			if d.DeliveredAt.Before(s.clock().Add(-RedeliveryWindow)) {
+				return errTooOld
+			}
 			s.st.queue = append(s.st.queue, &outgoing{
 				guid: d.GUID, event: d.Event, action: d.Action, body: d.Body,
 				installationID: d.InstallationID, repositoryID: d.RepositoryID, redelivery: true,

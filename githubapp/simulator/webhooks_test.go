@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-github/v62/github"
 
@@ -188,6 +189,48 @@ func TestDeliveriesAreNotRetriedAndRedeliveryKeepsGUID(t *testing.T) {
 	}
 	if _, resp, _ := app.Apps.GetHookDelivery(ctx, 1); resp == nil || resp.StatusCode != 404 {
 		t.Errorf("unknown delivery: %v", resp)
+	}
+}
+
+// "You can redeliver webhook deliveries that occurred in the past 3 days":
+// an older one is refused (422), and still listed.
+func TestRedeliveryWindow(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	h := newHarness(t, simulator.Options{Clock: clock.Now})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.hook.failNext(503)
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "a"})
+	h.waitIdle()
+	first := h.sim.Deliveries()[0]
+	redeliver := func(id int64) apiResponse {
+		t.Helper()
+		r := h.do("POST", fmt.Sprintf("/app/hook/deliveries/%d/attempts", id), "Bearer "+h.jwtAt(clock.Now()), nil)
+		h.waitIdle()
+		return r
+	}
+	clock.Advance(simulator.RedeliveryWindow - time.Minute)
+	if r := redeliver(first.ID); r.status != 202 || len(h.sim.Deliveries()) != 2 {
+		t.Fatalf("within the window: %d %s, %d deliveries", r.status, r.body, len(h.sim.Deliveries()))
+	}
+	clock.Advance(2 * time.Minute)
+	r := redeliver(first.ID)
+	if body := r.json(t); r.status != 422 || body["message"] != "Validation Failed" || body["documentation_url"] == nil {
+		t.Errorf("past the window: %d %s", r.status, r.body)
+	}
+	if err := h.sim.Redeliver(first.ID); err == nil {
+		t.Error("Redeliver past the window: no error")
+	}
+	h.waitIdle()
+	if n := len(h.sim.Deliveries()); n != 2 {
+		t.Errorf("%d deliveries, want no redelivery past the window", n)
+	}
+	list := h.do("GET", "/app/hook/deliveries", "Bearer "+h.jwtAt(clock.Now()), nil).list(t)
+	if len(list) != 2 || list[1]["id"] != float64(first.ID) {
+		t.Errorf("list: %v, want the delivery past the window still listed", list)
+	}
+	// The redelivery is recent: it can be redelivered.
+	if r := redeliver(h.sim.Deliveries()[1].ID); r.status != 202 || len(h.sim.Deliveries()) != 3 {
+		t.Errorf("a recent redelivery: %d %s", r.status, r.body)
 	}
 }
 
