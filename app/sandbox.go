@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"time"
 
+	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
 )
 
@@ -44,7 +46,10 @@ func NewSandbox(ctx context.Context, opts SandboxOptions) (*Sandbox, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	sim := simulator.New(simulator.Options{AppID: 1, WebhookSecret: hex.EncodeToString(secret), Logger: log.With("component", "simulator")})
+	// The App is installed with the permissions its manifest asks for, so
+	// that lastmile runs with no more than it would get on GitHub.
+	sim := simulator.New(simulator.Options{AppID: 1, WebhookSecret: hex.EncodeToString(secret), Logger: log.With("component", "simulator"),
+		Permissions: maps.Clone(githubapp.Permissions)})
 	apiURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {
 		return nil, err

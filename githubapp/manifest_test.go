@@ -2,8 +2,10 @@ package githubapp_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -122,5 +124,29 @@ func TestManifestSubscribesOnlyToWhatAnAppCan(t *testing.T) {
 		if !githubapp.Handles(e) {
 			t.Errorf("lastmile does not handle %s", e)
 		}
+	}
+}
+
+// The simulator installs lastmile's App with what its manifest asks for, no
+// more (and the sandbox passes the manifest's permissions itself): a
+// permission missing from the manifest fails the tests that need it, as it
+// would fail on GitHub, which refuses a token what it does not grant.
+func TestSimulatorGrantsTheManifestsPermissions(t *testing.T) {
+	w := newSimWorld(t)
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := clients.App().Apps.CreateInstallationToken(context.Background(), w.acme, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(tok.GetPermissions())
+	var granted map[string]string
+	if err := json.Unmarshal(b, &granted); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(granted, githubapp.Permissions) {
+		t.Errorf("the simulator's installation grants %v, the manifest asks for %v", granted, githubapp.Permissions)
 	}
 }

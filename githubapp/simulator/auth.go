@@ -28,15 +28,34 @@ const (
 // tokenTTL is how long installation tokens live: "expire after 1 hour".
 const tokenTTL = time.Hour
 
-// authNeed is what an endpoint requires.
-type authNeed int
+// authNeed is what an endpoint requires: nothing, the App's JWT, or a
+// token with a repository permission.
+type authNeed struct {
+	app   bool
+	perm  string // the repository permission, for repository endpoints
+	write bool   // write access to it; else read (or write)
+}
 
-const (
-	needNone authNeed = iota
-	needApp
-	needRepoRead
-	needRepoWrite
+var (
+	needNone = authNeed{}
+	needApp  = authNeed{app: true}
 )
+
+// needRead and needWrite are what a repository endpoint requires: a token
+// granted perm, at least read, or write.
+func needRead(perm string) authNeed  { return authNeed{perm: perm} }
+func needWrite(perm string) authNeed { return authNeed{perm: perm, write: true} }
+
+// allows reports whether the token's permissions grant need.
+func (t *token) allows(need authNeed) bool {
+	switch t.permissions[need.perm] {
+	case "write":
+		return true
+	case "read":
+		return !need.write
+	}
+	return false
+}
 
 type auth struct {
 	kind           AuthKind
@@ -170,13 +189,15 @@ func (s *Simulator) verifyJWT(raw string) string {
 }
 
 // authorize checks that the caller may use the endpoint and, for repository
-// endpoints, sees the repository. It writes the error answer and returns
-// false if not.
+// endpoints, sees the repository and is granted the permission the
+// endpoint needs, reads included (GitHub's 403 "Resource not accessible by
+// integration" otherwise). It writes the error answer and returns false if
+// not.
 func (s *Simulator) authorize(w http.ResponseWriter, r *http.Request, need authNeed, a *auth) bool {
-	switch need {
-	case needNone:
+	switch {
+	case need == needNone:
 		return true
-	case needApp:
+	case need.app:
 		if a.kind != AuthApp {
 			writeError(w, http.StatusUnauthorized, "A JSON web token could not be decoded", docsRoot)
 			return false
@@ -195,7 +216,7 @@ func (s *Simulator) authorize(w http.ResponseWriter, r *http.Request, need authN
 			writeError(w, http.StatusNotFound, "Not Found", docsRoot)
 			return false
 		}
-		if need == needRepoWrite {
+		if need.write {
 			writeError(w, http.StatusUnauthorized, "Requires authentication", docsRoot)
 			return false
 		}
@@ -209,15 +230,9 @@ func (s *Simulator) authorize(w http.ResponseWriter, r *http.Request, need authN
 		writeError(w, http.StatusNotFound, "Not Found", docsRoot)
 		return false
 	}
-	if need == needRepoWrite {
-		perm := "deployments"
-		if strings.Contains(r.URL.Path, "/statuses/") && !strings.Contains(r.URL.Path, "/deployments/") {
-			perm = "statuses"
-		}
-		if a.tok.permissions[perm] != "write" {
-			writeError(w, http.StatusForbidden, "Resource not accessible by integration", docsRoot)
-			return false
-		}
+	if !a.tok.allows(need) {
+		writeError(w, http.StatusForbidden, "Resource not accessible by integration", docsRoot)
+		return false
 	}
 	return true
 }

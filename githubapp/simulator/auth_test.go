@@ -113,6 +113,61 @@ func TestInstallationTokens(t *testing.T) {
 	}
 }
 
+// Reads need their permission as writes do: a token without it gets
+// GitHub's 403 "Resource not accessible by integration", one with it (read
+// or write) gets through.
+func TestReadPermissions(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
+	id := h.deploy("acme/shop", "test")
+	h.waitIdle()
+	run := h.sim.Runs("acme/shop")[0]
+	sha := h.sim.Branch("acme/shop", "main")
+	reads := map[string]string{ // path -> the permission it needs
+		"/repos/acme/shop/contents/README.md":                                "contents",
+		"/repos/acme/shop/compare/" + sha + "..." + sha:                      "contents",
+		"/repos/acme/shop/commits/main":                                      "contents",
+		"/repos/acme/shop/commits/main/statuses":                             "statuses",
+		"/repos/acme/shop/commits/main/status":                               "statuses",
+		"/repos/acme/shop/deployments":                                       "deployments",
+		fmt.Sprintf("/repos/acme/shop/deployments/%d", id):                   "deployments",
+		fmt.Sprintf("/repos/acme/shop/deployments/%d/statuses", id):          "deployments",
+		fmt.Sprintf("/repos/acme/shop/actions/runs/%d", run.ID):              "actions",
+		fmt.Sprintf("/repos/acme/shop/actions/jobs/%d/logs", run.Jobs[0].ID): "actions",
+	}
+	tokenWith := func(perms map[string]string) string {
+		t.Helper()
+		r := h.do("POST", fmt.Sprintf("/app/installations/%d/access_tokens", h.org), "Bearer "+h.jwt(), map[string]any{"permissions": perms})
+		if r.status != 201 {
+			t.Fatalf("token with %v: %d %s", perms, r.status, r.body)
+		}
+		return "token " + r.json(t)["token"].(string)
+	}
+	all := map[string]string{"actions": "read", "contents": "read", "deployments": "write", "statuses": "write"}
+	for path, perm := range reads {
+		without := map[string]string{}
+		for k, v := range all {
+			if k != perm {
+				without[k] = v
+			}
+		}
+		if r := h.do("GET", path, tokenWith(without), nil); r.status != 403 || r.json(t)["message"] != "Resource not accessible by integration" {
+			t.Errorf("GET %s without %s: %d %s", path, perm, r.status, r.body)
+		}
+		if r := h.do("GET", path, tokenWith(map[string]string{perm: all[perm]}), nil); r.status != 200 && r.status != 302 {
+			t.Errorf("GET %s with only %s %s: %d %s", path, perm, all[perm], r.status, r.body)
+		}
+	}
+	// The installation's own permissions bound its tokens: an App without
+	// contents cannot read a file.
+	h2 := newHarness(t, simulator.Options{Permissions: map[string]string{"deployments": "write", "metadata": "read"}})
+	h2.sim.CreateRepo(h2.org, "acme/shop", simulator.RepoOptions{})
+	if r := h2.do("GET", "/repos/acme/shop/contents/README.md", h2.token(h2.org), nil); r.status != 403 {
+		t.Errorf("an installation without contents: %d %s", r.status, r.body)
+	}
+}
+
 func TestGhinstallationRefreshesExpiredTokens(t *testing.T) {
 	h := newHarness(t, simulator.Options{})
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})

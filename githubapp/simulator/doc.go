@@ -56,7 +56,12 @@
 // installation reads answer a suspended installation with suspended_at and
 // suspended_by set, and 404 for an uninstalled one or a repository removed
 // from it. Other repository endpoints need an installation token of an
-// installation that has the repository, or a run's workflow token.
+// installation that has the repository, or a run's workflow token, granted
+// the repository permission GitHub's reference names for the endpoint,
+// reads included (contents read for contents, compare and commits,
+// statuses, deployments, actions for runs and job logs; 403 "Resource not
+// accessible by integration" otherwise). Options.Permissions are the App's
+// (by default what lastmile's manifest asks for).
 // Installation tokens expire after an hour of Options.Clock (ExpireTokens
 // expires them at once). Every response carries x-ratelimit-* headers with
 // real per-installation accounting, x-github-request-id, and a Date of

@@ -15,7 +15,9 @@ import (
 const docsRoot = "https://docs.github.com/rest"
 
 // routes builds the REST API. Paths are GitHub's, served at the root like
-// api.github.com.
+// api.github.com; each repository endpoint needs the repository permission
+// GitHub's reference names for it ("Contents" read for contents, compare
+// and commits, "Commit statuses" for statuses, "Deployments", "Actions").
 func (s *Simulator) routes() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(pattern string, need authNeed, h func(w http.ResponseWriter, r *http.Request, a *auth)) {
@@ -29,23 +31,23 @@ func (s *Simulator) routes() http.Handler {
 	handle("POST /app/hook/deliveries/{delivery_id}/attempts", needApp, s.handleRedeliver)
 
 	handle("GET /repos/{owner}/{repo}/installation", needApp, s.handleGetRepoInstallation)
-	handle("GET /repos/{owner}/{repo}/contents/{path...}", needRepoRead, s.handleGetContents)
-	handle("GET /repos/{owner}/{repo}/compare/{basehead...}", needRepoRead, s.handleCompare)
-	handle("GET /repos/{owner}/{repo}/commits/{ref}", needRepoRead, s.handleGetCommit)
-	handle("GET /repos/{owner}/{repo}/commits/{ref}/statuses", needRepoRead, s.handleListCommitStatuses)
-	handle("GET /repos/{owner}/{repo}/commits/{ref}/status", needRepoRead, s.handleCombinedStatus)
-	handle("POST /repos/{owner}/{repo}/statuses/{sha}", needRepoWrite, s.handleCreateCommitStatus)
+	handle("GET /repos/{owner}/{repo}/contents/{path...}", needRead("contents"), s.handleGetContents)
+	handle("GET /repos/{owner}/{repo}/compare/{basehead...}", needRead("contents"), s.handleCompare)
+	handle("GET /repos/{owner}/{repo}/commits/{ref}", needRead("contents"), s.handleGetCommit)
+	handle("GET /repos/{owner}/{repo}/commits/{ref}/statuses", needRead("statuses"), s.handleListCommitStatuses)
+	handle("GET /repos/{owner}/{repo}/commits/{ref}/status", needRead("statuses"), s.handleCombinedStatus)
+	handle("POST /repos/{owner}/{repo}/statuses/{sha}", needWrite("statuses"), s.handleCreateCommitStatus)
 
-	handle("POST /repos/{owner}/{repo}/deployments", needRepoWrite, s.handleCreateDeployment)
-	handle("GET /repos/{owner}/{repo}/deployments", needRepoRead, s.handleListDeployments)
-	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}", needRepoRead, s.handleGetDeployment)
-	handle("POST /repos/{owner}/{repo}/deployments/{deployment_id}/statuses", needRepoWrite, s.handleCreateDeploymentStatus)
-	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}/statuses", needRepoRead, s.handleListDeploymentStatuses)
-	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}/statuses/{status_id}", needRepoRead, s.handleGetDeploymentStatus)
+	handle("POST /repos/{owner}/{repo}/deployments", needWrite("deployments"), s.handleCreateDeployment)
+	handle("GET /repos/{owner}/{repo}/deployments", needRead("deployments"), s.handleListDeployments)
+	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}", needRead("deployments"), s.handleGetDeployment)
+	handle("POST /repos/{owner}/{repo}/deployments/{deployment_id}/statuses", needWrite("deployments"), s.handleCreateDeploymentStatus)
+	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}/statuses", needRead("deployments"), s.handleListDeploymentStatuses)
+	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}/statuses/{status_id}", needRead("deployments"), s.handleGetDeploymentStatus)
 
-	handle("POST /repos/{owner}/{repo}/actions/runs/{run_id}/deployment_protection_rule", needRepoWrite, s.handleReviewProtectionRule)
-	handle("GET /repos/{owner}/{repo}/actions/runs/{run_id}", needRepoRead, s.handleGetWorkflowRun)
-	handle("GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs", needRepoRead, s.handleJobLogs)
+	handle("POST /repos/{owner}/{repo}/actions/runs/{run_id}/deployment_protection_rule", needWrite("deployments"), s.handleReviewProtectionRule)
+	handle("GET /repos/{owner}/{repo}/actions/runs/{run_id}", needRead("actions"), s.handleGetWorkflowRun)
+	handle("GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs", needRead("actions"), s.handleJobLogs)
 
 	// Job logs are served like blob storage: no auth header needed.
 	mux.HandleFunc("GET /_simulator/blobs/job-logs/{key}", s.handleLogBlob)

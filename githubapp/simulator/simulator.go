@@ -50,7 +50,9 @@ type Options struct {
 	// Default DefaultRateLimit.
 	RateLimit int
 	// Permissions are the App's installation permissions, reported with
-	// installation tokens. Default: actions read, contents read,
+	// installation tokens, which are refused what they do not grant (reads
+	// too). Default: what lastmile's App manifest asks for
+	// (githubapp.Permissions): actions read, checks read, contents read,
 	// deployments write, metadata read, statuses write.
 	Permissions map[string]string
 	// HookID is the App webhook's ID (X-GitHub-Hook-ID). Default 100001.
@@ -111,6 +113,7 @@ func New(opts Options) *Simulator {
 	if opts.Permissions == nil {
 		opts.Permissions = map[string]string{
 			"actions":     "read",
+			"checks":      "read",
 			"contents":    "read",
 			"deployments": "write",
 			"metadata":    "read",
