@@ -421,9 +421,7 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 				conclusion = "cancelled"
 			}
 			s.finishJob(dj, conclusion)
-			if dj.twin != nil {
-				st.addDeploymentStatus(r, dj.twin, statusInput{state: "failure", autoInactive: true}, st.actionsBot(), st.actionsApp())
-			}
+			st.reportOnTwin(dj, "failure")
 			s.notifyLocked()
 			return conclusion
 		}
@@ -445,9 +443,7 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 	dj.status = "queued"
 	ru.status = "in_progress"
 	s.startJob(dj)
-	if dj.twin != nil {
-		st.addDeploymentStatus(r, dj.twin, statusInput{state: "in_progress", logURL: st.jobHTML(r, dj), autoInactive: true}, st.actionsBot(), st.actionsApp())
-	}
+	st.reportOnTwin(dj, "in_progress")
 	jc := JobContext{
 		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
 		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: dj.id, Event: ru.event, EventName: "deployment",
@@ -476,16 +472,27 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 		conclusion = "failure"
 		dj.logf(s.clock(), "##[error]%v", err)
 	}
-	if dj.twin != nil {
-		state := "success"
-		if conclusion != "success" {
-			state = "failure"
-		}
-		st.addDeploymentStatus(r, dj.twin, statusInput{state: state, logURL: st.jobHTML(r, dj), autoInactive: true}, st.actionsBot(), st.actionsApp())
+	state := "success"
+	if conclusion != "success" {
+		state = "failure"
 	}
+	st.reportOnTwin(dj, state)
 	s.finishJob(dj, conclusion)
 	s.notifyLocked()
 	return conclusion
+}
+
+// reportOnTwin adds a status to the job's own deployment, if Actions
+// created one, as Actions does: by the run's actor, performed via no App
+// (GitHub's statuses of Actions' deployments have the triggering user as
+// creator, and its github-pages example has performed_via_github_app
+// null), with the job's page as log_url. Call with s.mu held.
+func (st *state) reportOnTwin(j *job, state string) {
+	if j.twin == nil {
+		return
+	}
+	r := j.run.repo
+	st.addDeploymentStatus(r, j.twin, statusInput{state: state, logURL: st.jobHTML(r, j), autoInactive: true}, j.run.actor, nil)
 }
 
 func safeDeploy(ctx context.Context, f func(context.Context, JobContext) error, jc JobContext) (err error) {

@@ -54,6 +54,21 @@ func (h *harness) payload(from int, event, action string) map[string]any {
 	return nil
 }
 
+// statusEvents decodes the deployment_status deliveries of deployment id
+// from index from.
+func (h *harness) statusEvents(from int, id int64) []map[string]any {
+	h.t.Helper()
+	var out []map[string]any
+	for _, d := range h.sim.Deliveries()[from:] {
+		var m map[string]any
+		if d.Event != "deployment_status" || json.Unmarshal(d.Body, &m) != nil || dig(m, "deployment", "id") != float64(id) {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 func dig(m map[string]any, path ...string) any {
 	var v any = m
 	for _, p := range path {
@@ -365,6 +380,18 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 	}
 	if got := h.eventsFrom(n); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after approval:\n got %v\nwant %v", got, want)
+	}
+	// Actions reports on the twin as the run's actor, via no App.
+	var twinStates []any
+	for _, p := range h.statusEvents(0, deps[1].ID) {
+		ds := p["deployment_status"].(map[string]any)
+		twinStates = append(twinStates, ds["state"])
+		if via, ok := ds["performed_via_github_app"]; dig(ds, "creator", "login") != "lastmile[bot]" || dig(p, "sender", "login") != "lastmile[bot]" || !ok || via != nil {
+			t.Errorf("twin status %v: creator %v, sender %v, performed_via_github_app %v", ds["state"], dig(ds, "creator", "login"), dig(p, "sender", "login"), via)
+		}
+	}
+	if want := []any{"in_progress", "success"}; !reflect.DeepEqual(twinStates, want) {
+		t.Errorf("twin statuses %v, want %v", twinStates, want)
 	}
 	reviews := h.sim.ProtectionRuleReviews("acme/shop")
 	if len(reviews) != 2 || reviews[0].State != "" || reviews[1].State != "approved" || reviews[1].Comment != "ok" {
