@@ -103,7 +103,8 @@
 // gated) and, when the environment has protection rules, workflow_job
 // waiting, deployment_protection_rule requested (custom rule) and
 // deployment_review requested (required reviewers). Once released the job
-// runs (in_progress), reports in_progress then success/failure statuses on
+// is queued again (workflow_job queued, status queued, with the job's
+// deployment as the first time) and runs (in_progress), reports in_progress then success/failure statuses on
 // the triggering deployment (or runs WorkflowOptions.Deploy with a
 // JobContext), completes, and the run completes. With
 // WorkflowOptions.CreateDeployment the job makes its own "twin" deployment

@@ -440,8 +440,14 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 		s.mu.Unlock()
 		return "cancelled"
 	}
-	dj.status = "queued"
 	ru.status = "in_progress"
+	if g != nil {
+		// Released, the job is queued for a runner: GitHub sends
+		// workflow_job queued again (with the job's deployment, as the
+		// first).
+		dj.status = "queued"
+		st.enqueueWorkflowJob(r, dj, "queued")
+	}
 	s.startJob(dj)
 	st.reportOnTwin(dj, "in_progress")
 	jc := JobContext{

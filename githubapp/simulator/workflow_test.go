@@ -202,6 +202,7 @@ func TestWorkflowManualReview(t *testing.T) {
 	h.waitIdle()
 	want = []string{
 		"deployment_review/approved",
+		"workflow_job/queued", // again, released to a runner
 		"workflow_job/in_progress",
 		"deployment_status/created",
 		"deployment_status/created",
@@ -210,6 +211,9 @@ func TestWorkflowManualReview(t *testing.T) {
 	}
 	if got := h.eventsFrom(n); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after approval:\n got %v\nwant %v", got, want)
+	}
+	if again := h.payload(n, "workflow_job", "queued"); dig(again, "workflow_job", "status") != "queued" || dig(again, "workflow_job", "id") != dig(queued, "workflow_job", "id") {
+		t.Errorf("queued again: %v", again["workflow_job"])
 	}
 	ap := h.payload(n, "deployment_review", "approved")
 	if dig(ap, "approver", "login") != "bob" || ap["comment"] != "ship it" || len(ap["workflow_job_runs"].([]any)) != 1 || dig(ap, "workflow_run", "id") != float64(runs[0].ID) {
@@ -370,6 +374,7 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 		t.Errorf("answer after the run: %d", r.status)
 	}
 	want = []string{
+		"workflow_job/queued", // again, released to a runner
 		"workflow_job/in_progress",
 		"deployment_status/created", // twin in_progress (Actions)
 		"deployment_status/created", // app's deployment in_progress
@@ -380,6 +385,10 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 	}
 	if got := h.eventsFrom(n); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after approval:\n got %v\nwant %v", got, want)
+	}
+	// Queued again, with the twin as the first time.
+	if again := h.payload(n, "workflow_job", "queued"); dig(again, "workflow_job", "status") != "queued" || dig(again, "deployment", "id") != float64(deps[1].ID) {
+		t.Errorf("queued again: status %v, deployment %v", dig(again, "workflow_job", "status"), again["deployment"])
 	}
 	// Actions reports on the twin as the run's actor, via no App.
 	var twinStates []any
@@ -528,7 +537,7 @@ func TestWorkflowWaitTimer(t *testing.T) {
 	}
 	h.waitIdle()
 	want := []string{"deployment/created", "workflow_run/requested", "workflow_run/in_progress", "workflow_job/queued", "workflow_job/waiting",
-		"workflow_job/in_progress", "deployment_status/created", "deployment_status/created", "workflow_job/completed", "workflow_run/completed"}
+		"workflow_job/queued", "workflow_job/in_progress", "deployment_status/created", "deployment_status/created", "workflow_job/completed", "workflow_run/completed"}
 	if got := h.events(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("events:\n got %v\nwant %v", got, want)
 	}
