@@ -109,7 +109,9 @@
 // JobContext), completes, and the run completes. With
 // WorkflowOptions.CreateDeployment the job makes its own "twin" deployment
 // (deployment webhook with workflow and workflow_run; its statuses
-// created by the run's actor, performed_via_github_app null); without it (`deployment: false`, the default) an
+// created by the run's actor, performed_via_github_app null: waiting while
+// the job waits for its environment's rules, queued once released, then
+// in_progress and success or failure); without it (`deployment: false`, the default) an
 // environment with a custom protection rule fails the job at once, as
 // documented. With WorkflowOptions.NextEnvironments, jobs that each
 // `needs:` the one before follow the deploy job, one per environment, each

@@ -401,6 +401,9 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 		ru.gate = g
 		ru.status = "waiting" // the run waits for its environment's rules
 		st.enqueueWorkflowJob(r, dj, "waiting")
+		// The job's deployment waits with it (a state the webhook schema
+		// allows and the REST description's enum lacks).
+		st.reportOnTwin(dj, "waiting")
 		if g.needRule {
 			st.enqueueProtectionRuleRequested(r, dj)
 		}
@@ -442,10 +445,11 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 	}
 	ru.status = "in_progress"
 	if g != nil {
-		// Released, the job is queued for a runner: GitHub sends
-		// workflow_job queued again (with the job's deployment, as the
-		// first).
+		// Released, the job is queued for a runner: its deployment is
+		// queued, and GitHub sends workflow_job queued again (with the
+		// job's deployment, as the first).
 		dj.status = "queued"
+		st.reportOnTwin(dj, "queued")
 		st.enqueueWorkflowJob(r, dj, "queued")
 	}
 	s.startJob(dj)

@@ -315,6 +315,7 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 		"deployment/created", // Actions' twin
 		"workflow_job/queued",
 		"workflow_job/waiting",
+		"deployment_status/created", // twin waiting
 		"deployment_protection_rule/requested",
 	}
 	if got := h.events(); !reflect.DeepEqual(got, want) {
@@ -374,7 +375,8 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 		t.Errorf("answer after the run: %d", r.status)
 	}
 	want = []string{
-		"workflow_job/queued", // again, released to a runner
+		"deployment_status/created", // twin queued
+		"workflow_job/queued",       // again, released to a runner
 		"workflow_job/in_progress",
 		"deployment_status/created", // twin in_progress (Actions)
 		"deployment_status/created", // app's deployment in_progress
@@ -399,7 +401,7 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 			t.Errorf("twin status %v: creator %v, sender %v, performed_via_github_app %v", ds["state"], dig(ds, "creator", "login"), dig(p, "sender", "login"), via)
 		}
 	}
-	if want := []any{"in_progress", "success"}; !reflect.DeepEqual(twinStates, want) {
+	if want := []any{"waiting", "queued", "in_progress", "success"}; !reflect.DeepEqual(twinStates, want) {
 		t.Errorf("twin statuses %v, want %v", twinStates, want)
 	}
 	reviews := h.sim.ProtectionRuleReviews("acme/shop")
@@ -424,6 +426,13 @@ func TestWorkflowTwinDeploymentAndProtectionRule(t *testing.T) {
 	h.waitIdle()
 	if run2, _ = h.sim.Run("acme/shop", run2.ID); run2.Conclusion != "failure" {
 		t.Errorf("rejected run: %+v", run2)
+	}
+	var rejected []string
+	for _, p := range h.statusEvents(0, run2.Jobs[0].TwinDeploymentID) {
+		rejected = append(rejected, fmt.Sprint(dig(p, "deployment_status", "state")))
+	}
+	if want := []string{"waiting", "failure"}; !reflect.DeepEqual(rejected, want) {
+		t.Errorf("the rejected job's deployment: statuses %v, want %v", rejected, want)
 	}
 }
 
@@ -636,6 +645,7 @@ func TestWorkflowNextEnvironments(t *testing.T) {
 		"deployment/created", // the staging job's
 		"workflow_job/queued",
 		"workflow_job/waiting",
+		"deployment_status/created", // the staging job's deployment waiting
 		"deployment_protection_rule/requested",
 	}
 	if got := h.events(); !reflect.DeepEqual(got, want) {
@@ -674,6 +684,7 @@ func TestWorkflowNextEnvironments(t *testing.T) {
 		"deployment/created", // the staging job's, again
 		"workflow_job/queued",
 		"workflow_job/waiting",
+		"deployment_status/created", // waiting
 		"deployment_protection_rule/requested",
 	}
 	if got := h.eventsFrom(n); !reflect.DeepEqual(got, want) {
