@@ -117,11 +117,7 @@ func TestInstallationTokens(t *testing.T) {
 // GitHub's 403 "Resource not accessible by integration", one with it (read
 // or write) gets through.
 func TestReadPermissions(t *testing.T) {
-	h := newHarness(t, simulator.Options{})
-	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
-	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
-	id := h.deploy("acme/shop", "test")
-	h.waitIdle()
+	h, id := deployedHarness(t)
 	run := h.sim.Runs("acme/shop")[0]
 	sha := h.sim.Branch("acme/shop", "main")
 	reads := map[string]string{ // path -> the permission it needs

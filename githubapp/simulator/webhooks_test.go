@@ -423,11 +423,7 @@ func (h *harness) checkSuiteCompleted(from int) (*github.CheckSuite, []byte) {
 // their API URLs ("lastmile%5Bbot%5D"), the App's page as html_url, and the
 // App's avatar ("/in/<app id>").
 func TestBotUsers(t *testing.T) {
-	h := newHarness(t, simulator.Options{})
-	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
-	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
-	h.deploy("acme/shop", "test")
-	h.waitIdle()
+	h, _ := deployedHarness(t)
 	api := strings.TrimSuffix(h.api, "/")
 	for _, tc := range []struct {
 		user        map[string]any

@@ -81,12 +81,19 @@ func dig(m map[string]any, path ...string) any {
 	return v
 }
 
-func TestWorkflowUngatedOrder(t *testing.T) {
+// deployedHarness is a harness whose acme/shop has the default workflow and
+// a deployment to test, played to its end; it returns the deployment's id.
+func deployedHarness(t *testing.T) (*harness, int64) {
 	h := newHarness(t, simulator.Options{})
 	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
 	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{})
 	id := h.deploy("acme/shop", "test")
 	h.waitIdle()
+	return h, id
+}
+
+func TestWorkflowUngatedOrder(t *testing.T) {
+	h, id := deployedHarness(t)
 	want := []string{
 		"deployment/created",
 		"workflow_run/requested",
