@@ -35,6 +35,7 @@ const (
 	TimeToRestore         = "lastmile_time_to_restore_seconds"
 	LastSuccess           = "lastmile_last_success_timestamp_seconds"
 	EnvironmentInfo       = "lastmile_environment_info"
+	EnvironmentLiveSince  = "lastmile_environment_live_since_timestamp_seconds"
 	WebhookDeliveries     = "lastmile_webhook_deliveries_total"
 	GitHubRequests        = "lastmile_github_requests_total"
 	InboxPending          = "lastmile_inbox_pending"
@@ -142,15 +143,16 @@ type Metrics struct {
 
 // Labels of the metrics this package emits from the database.
 var labelNames = map[string][]string{
-	DeploymentsTotal:   {"repository", "environment", "state"},
-	LeadTime:           {"repository", "environment"},
-	DeploymentDuration: {"repository", "environment"},
-	ApprovalWait:       {"repository", "environment"},
-	TimeToRestore:      {"repository", "environment"},
-	LastSuccess:        {"repository", "environment"},
-	EnvironmentInfo:    {"repository", "environment", "production"},
-	WebhookDeliveries:  {"event", "outcome"},
-	GitHubRequests:     {"method", "code"},
+	DeploymentsTotal:     {"repository", "environment", "state"},
+	LeadTime:             {"repository", "environment"},
+	DeploymentDuration:   {"repository", "environment"},
+	ApprovalWait:         {"repository", "environment"},
+	TimeToRestore:        {"repository", "environment"},
+	LastSuccess:          {"repository", "environment"},
+	EnvironmentInfo:      {"repository", "environment", "production"},
+	EnvironmentLiveSince: {"repository", "environment"},
+	WebhookDeliveries:    {"event", "outcome"},
+	GitHubRequests:       {"method", "code"},
 }
 
 var help = map[string]string{
@@ -161,6 +163,7 @@ var help = map[string]string{
 	TimeToRestore:         "First failed deployment (its deploy had started) to the next successful one in the environment.",
 	LastSuccess:           "Unix time of the latest successful deployment.",
 	EnvironmentInfo:       "An environment of a repository's pipeline (always 1), while the configuration names it; production says whether it marks it as production.",
+	EnvironmentLiveSince:  "Unix time since which the configuration names the environment (as production, for a production one), while it does.",
 	WebhookDeliveries:     "Webhook deliveries received, by event and outcome.",
 	GitHubRequests:        "HTTP calls made to the GitHub API, by method and status code (\"error\" when no response arrived).",
 	InboxPending:          "Webhook deliveries waiting in the inbox to be handled.",
@@ -408,7 +411,7 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // rollupNames are the metrics computed from the delivery rollups.
-var rollupNames = []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo}
+var rollupNames = []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo, EnvironmentLiveSince}
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	// A scrape shows only what is in the database: a count shown before
@@ -460,7 +463,7 @@ func rollupMetrics(snap *Snapshot, ch chan<- prometheus.Metric) {
 	for _, s := range snap.Counters[DeploymentsTotal] {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, s.Value, s.Labels...)
 	}
-	for _, name := range []string{LastSuccess, EnvironmentInfo} {
+	for _, name := range []string{LastSuccess, EnvironmentInfo, EnvironmentLiveSince} {
 		desc := prometheus.NewDesc(name, help[name], labelNames[name], nil)
 		for _, s := range snap.Gauges[name] {
 			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, s.Value, s.Labels...)

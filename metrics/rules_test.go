@@ -179,7 +179,7 @@ func TestExpositionPassesPromtoolCheckMetrics(t *testing.T) {
 func exposedNames() []string {
 	return []string{
 		DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess,
-		EnvironmentInfo, WebhookDeliveries, GitHubRequests,
+		EnvironmentInfo, EnvironmentLiveSince, WebhookDeliveries, GitHubRequests,
 		InboxPending, InboxDead, InboxOldestPendingAge,
 		"lastmile_github_rate_limit_remaining", "lastmile_github_rate_limit_limit", "lastmile_github_rate_limit_reset_timestamp_seconds",
 		"lastmile_deliveries_handled_total", "lastmile_delivery_handling_seconds",

@@ -177,6 +177,8 @@ func snapshot(envs []*envScenario, start time.Time, observed bool) *Snapshot {
 		}
 		s.Gauges[EnvironmentInfo] = append(s.Gauges[EnvironmentInfo],
 			Series{Labels: []string{e.repo, e.env, prod}, Value: 1})
+		s.Gauges[EnvironmentLiveSince] = append(s.Gauges[EnvironmentLiveSince],
+			Series{Labels: labels, Value: float64(start.Add(-30 * 24 * time.Hour).Unix())})
 		if !e.lastSuccess.IsZero() {
 			s.Gauges[LastSuccess] = append(s.Gauges[LastSuccess], Series{Labels: labels, Value: float64(e.lastSuccess.Unix())})
 		}

@@ -204,7 +204,7 @@ func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
 		s.Histograms[name] = append(s.Histograms[name], h)
 	}
 	rows.Close()
-	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at, retired FROM environment_state
+	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at, retired, live_since FROM environment_state
 		ORDER BY repository, environment`)
 	if err != nil {
 		return err
@@ -213,13 +213,17 @@ func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
 	for rows.Next() {
 		var repo, env string
 		var production, retired bool
-		var at int64
-		if err := rows.Scan(&repo, &env, &production, &at, &retired); err != nil {
+		var at, since int64
+		if err := rows.Scan(&repo, &env, &production, &at, &retired, &since); err != nil {
 			return err
 		}
 		if !retired {
 			s.Gauges[metrics.EnvironmentInfo] = append(s.Gauges[metrics.EnvironmentInfo],
 				metrics.Series{Labels: []string{repo, env, strconv.FormatBool(production)}, Value: 1})
+			if since > 0 {
+				s.Gauges[metrics.EnvironmentLiveSince] = append(s.Gauges[metrics.EnvironmentLiveSince],
+					metrics.Series{Labels: []string{repo, env}, Value: float64(since) / 1000})
+			}
 		}
 		if at > 0 {
 			s.Gauges[metrics.LastSuccess] = append(s.Gauges[metrics.LastSuccess],

@@ -285,12 +285,15 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 			// "production") is the same one, as on GitHub: its row (names
 			// compare without case) takes the configuration's spelling, the
 			// label of lastmile_environment_info and the last success.
-			res, err := tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production)
-				VALUES (?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET environment = excluded.environment,
+			// Live since now when new, brought back (retired: see
+			// retireAllBut), or made a production one.
+			res, err := tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production, live_since)
+				VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET environment = excluded.environment,
+				live_since = CASE WHEN retired OR (excluded.production AND NOT production) THEN excluded.live_since ELSE live_since END,
 				production = excluded.production, repository = excluded.repository
 				WHERE production != excluded.production OR repository != excluded.repository
-				OR environment != excluded.environment COLLATE BINARY`,
-				rel.Repo.ID, e.Name, name, e.Production)
+				OR environment != excluded.environment COLLATE BINARY OR retired`,
+				rel.Repo.ID, e.Name, name, e.Production, millis(now))
 			if err != nil {
 				return err
 			}
@@ -565,11 +568,12 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		if live {
 			spelling, production = cur.Name, cur.Production
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production, retired)
-			VALUES (?, ?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET
+		_, err = tx.ExecContext(ctx, `INSERT INTO environment_state (repository_id, environment, repository, production, retired, live_since)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repository_id, environment) DO UPDATE SET
 			environment = CASE WHEN excluded.retired THEN environment ELSE excluded.environment END,
 			production = CASE WHEN excluded.retired THEN production ELSE excluded.production END,
-			repository = excluded.repository, retired = excluded.retired`, repo.ID, spelling, name, production, !live)
+			live_since = CASE WHEN retired AND NOT excluded.retired THEN excluded.live_since ELSE live_since END,
+			repository = excluded.repository, retired = excluded.retired`, repo.ID, spelling, name, production, !live, millis(now))
 		if err != nil {
 			return err
 		}
