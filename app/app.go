@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -181,12 +182,23 @@ func (a *App) routes(webhook, admin bool) http.Handler {
 	return e
 }
 
+// warnSecretWhitespace warns of a webhook secret that starts or ends with
+// whitespace. It is not refused: GitHub signs with the secret as the App's
+// settings hold it, spaces and all. But it is most often a newline copied
+// with it, and then every delivery is refused.
+func warnSecretWhitespace(log *slog.Logger, secret Secret) {
+	if s := secret.Reveal(); strings.TrimSpace(s) != s {
+		log.Warn("the webhook secret (LASTMILE_WEBHOOK_SECRET) starts or ends with whitespace: if the App's settings do not, every delivery will be refused (401)")
+	}
+}
+
 // Run serves and works until ctx ends, then shuts down in order: stop
 // accepting deliveries, let the worker finish the deliveries in hand, flush
 // the counters and close the database.
 func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "admin_listen", a.AdminAddr(),
 		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
+	warnSecretWhitespace(a.log, a.cfg.WebhookSecret)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- a.http.Serve(a.listener) }()
 	if a.admin != nil {

@@ -78,3 +78,34 @@ func TestStartupLogRedactsTheGitHubURL(t *testing.T) {
 		t.Errorf("log:\n%s\nwant the GitHub URL as http://REDACTED@127.0.0.1:1/", out)
 	}
 }
+
+// A webhook secret with whitespace at either end is warned of at start-up
+// (most often a newline copied with it), without the secret; one without
+// is not.
+func TestStartupWarnsOfAWebhookSecretWithWhitespace(t *testing.T) {
+	for secret, warned := range map[string]bool{"s3cret-value\n": true, " s3cret-value": true, "s3cret-value": false, "s3cret value": false} {
+		var log lockedBuffer
+		warnSecretWhitespace(slog.New(slog.NewTextHandler(&log, nil)), Secret(secret))
+		out := log.String()
+		if strings.Contains(out, "whitespace") != warned || strings.Contains(out, "s3cret") {
+			t.Errorf("secret %q: log %q; want a warning: %v, without the secret", secret, out, warned)
+		}
+	}
+	cfg := bareConfig(t, "http://127.0.0.1:1/")
+	cfg.WebhookSecret = "s3cret-value\n"
+	var log lockedBuffer
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitUntil(t, "lastmile warns of the webhook secret", 10*time.Second, func() bool {
+		return strings.Contains(log.String(), "starts or ends with whitespace")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}

@@ -164,7 +164,6 @@ func TestEnvironmentRespelledInCaseIsOneEnvironment(t *testing.T) {
 	}
 }
 
-
 // An environment is live since the push whose configuration first named
 // it (as production, for a production one): later pushes naming it keep
 // that time; named again after it was removed, or made a production one,
