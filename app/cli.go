@@ -225,7 +225,13 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 			return errUsage
 		}
 	}
-	db, err := storage.OpenExisting(ctx, *path)
+	// The listing reads only: it must neither wait for a busy serve's
+	// writes nor hold them up.
+	open := storage.OpenReadOnly
+	if action != "" {
+		open = storage.OpenExisting
+	}
+	db, err := open(ctx, *path)
 	if err != nil {
 		return err
 	}

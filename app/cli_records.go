@@ -36,7 +36,7 @@ func history(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "lastmile history: --limit %d: use 1 or more\n", *limit)
 		return errUsage
 	}
-	db, err := storage.OpenExisting(ctx, *path)
+	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ back to has more than one (--release picks another).`, stderr)
 		fmt.Fprintf(stderr, "lastmile audit: %q: give the repository as OWNER/REPO\n", fs.Arg(0))
 		return errUsage
 	}
-	db, err := storage.OpenExisting(ctx, *path)
+	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -397,7 +398,7 @@ func TestDeliveriesCommandErrors(t *testing.T) {
 // dbState summarises every delivery's state and attempts.
 func dbState(t *testing.T, path string) string {
 	t.Helper()
-	db, err := storage.OpenExisting(context.Background(), path)
+	db, err := storage.OpenReadOnly(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,5 +651,65 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a usage error created the database (stat: %v)", err)
+	}
+}
+
+// The read commands run beside a busy lastmile serve: while another
+// connection holds the write lock (one of serve's write transactions), they
+// answer at once, reading the last commit — they neither wait for the lock
+// (its busy timeout, then "database is locked") nor hold serve's writes up.
+func TestReadCommandsBesideAWriteTransaction(t *testing.T) {
+	ctx := context.Background()
+	path := cliDB(t)
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: production\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := "c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1"
+	if err := db.SaveRepo(ctx, repo, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	rel := &pipeline.Release{Repo: repo, SHA: sha, Ref: "refs/heads/main", PushedAt: time.Now(), Config: cfg, State: pipeline.ReleaseActive}
+	if _, err := db.RecordRelease(ctx, rel, []pipeline.Commit{{SHA: sha, Author: "octocat", Timestamp: time.Now(), Title: "Ship it"}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	writer, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	conn, err := writer.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "ROLLBACK")
+
+	env := map[string]string{"LASTMILE_DATABASE": path}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"history"}, "#1"},
+		{[]string{"history", "--env", "production", "--json"}, "[]"},
+		{[]string{"audit", "acme/shop", sha[:7]}, "Release #1 of acme/shop"},
+		{[]string{"audit", "--json", "acme/shop", sha}, `"sha": "` + sha + `"`},
+		{[]string{"deliveries"}, "guid-dead-2"},
+		{[]string{"deliveries", "--json"}, `"id": "guid-dead-2"`},
+	} {
+		code, stdout, stderr := runCLI(t, env, tc.args...)
+		if code != 0 || !strings.Contains(stdout, tc.want) {
+			t.Errorf("%v beside a write transaction: exit %d, stdout %q, stderr %q; want exit 0 and %q", tc.args, code, stdout, stderr, tc.want)
+		}
 	}
 }

@@ -26,6 +26,9 @@ const maxIntakeBatch = 256
 // transaction is being written, the next calls queue up and share the next
 // transaction, so durability costs one fsync per batch, not per delivery.
 func (db *DB) Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outcome string) (duplicate bool, err error) {
+	if db.intake == nil {
+		return false, ErrReadOnly
+	}
 	req := &intakeRequest{delivery: d, event: eventLabel, outcome: outcome, done: make(chan intakeResult, 1)}
 	if err := db.intake.submit(ctx, req); err != nil {
 		return false, err

@@ -139,7 +139,7 @@ func (db *DB) reclaim(ctx context.Context) (reclaimed int64, after Disk, err err
 // back are the file's: the free pages, and the pointer-map pages that
 // tracked them.
 func (db *DB) reclaimOnce(ctx context.Context) (int64, Disk, error) {
-	conn, err := db.write.Conn(ctx)
+	conn, err := db.writeConn(ctx)
 	if err != nil {
 		return 0, Disk{}, err
 	}
@@ -182,7 +182,7 @@ func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 	if v.Before, err = db.DiskUsage(ctx); err != nil {
 		return v, err
 	}
-	conn, err := db.write.Conn(ctx)
+	conn, err := db.writeConn(ctx)
 	if err != nil {
 		return v, err
 	}

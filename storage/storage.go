@@ -36,7 +36,7 @@ var migrations embed.FS
 // DB is an open lastmile database.
 type DB struct {
 	path  string
-	write *sql.DB // exactly one connection: SQLite has one writer anyway
+	write *sql.DB // exactly one connection: SQLite has one writer anyway; nil when opened read-only
 	read  *sql.DB // readers, concurrent with the writer thanks to WAL
 
 	// Now is the clock used for every timestamp the store writes itself.
@@ -228,6 +228,9 @@ type stmtKey struct {
 // exec runs one write statement on its own (it is its own transaction),
 // through a prepared statement.
 func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if db.write == nil {
+		return nil, ErrReadOnly
+	}
 	st, err := db.prepared(ctx, db.write, query)
 	if err != nil {
 		return nil, err
@@ -269,9 +272,11 @@ func (db *DB) Close() error {
 		if db.intake != nil {
 			db.intake.close()
 		}
-		close(db.stopCkpt)
-		<-db.ckptDone
-		_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		if db.ckpt != nil {
+			close(db.stopCkpt)
+			<-db.ckptDone
+			_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
 		db.snapMu.Lock()
 		if db.snapConn != nil {
 			db.snapConn.Close()
@@ -284,7 +289,13 @@ func (db *DB) Close() error {
 		}
 		db.stmts = nil
 		db.stmtMu.Unlock()
-		db.closeErr = errors.Join(db.ckpt.Close(), db.read.Close(), db.write.Close())
+		errs := []error{db.read.Close()}
+		for _, pool := range []*sql.DB{db.ckpt, db.write} {
+			if pool != nil {
+				errs = append(errs, pool.Close())
+			}
+		}
+		db.closeErr = errors.Join(errs...)
 	})
 	return db.closeErr
 }
@@ -302,25 +313,46 @@ func (db *DB) migrate(ctx context.Context, last int) error {
 		applied_at INTEGER NOT NULL)`); err != nil {
 		return err
 	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	files, err := migrationFiles()
 	if err != nil {
 		return err
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		base := strings.TrimPrefix(name, "migrations/")
-		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with a number", base)
-		}
-		if version > last {
+	for _, m := range files {
+		if m.version > last {
 			break
 		}
-		if err := db.migrateOne(ctx, version, base, name); err != nil {
-			return fmt.Errorf("migration %s: %w", base, err)
+		if err := db.migrateOne(ctx, m.version, m.base, m.name); err != nil {
+			return fmt.Errorf("migration %s: %w", m.base, err)
 		}
 	}
 	return nil
+}
+
+// A migrationFile is one of the embedded migrations: name is its path in
+// the embedded files, base its file name, version the number it starts
+// with.
+type migrationFile struct {
+	version    int
+	base, name string
+}
+
+// migrationFiles lists the embedded migrations in the order they apply.
+func migrationFiles() ([]migrationFile, error) {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	files := make([]migrationFile, len(names))
+	for i, name := range names {
+		base := strings.TrimPrefix(name, "migrations/")
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with a number", base)
+		}
+		files[i] = migrationFile{version, base, name}
+	}
+	return files, nil
 }
 
 // migrateOne applies one migration in a transaction, with foreign keys off
@@ -418,7 +450,7 @@ func (db *DB) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 func (db *DB) writeTx(ctx context.Context, durable bool, fn func(tx *sql.Tx) error) error {
 	// The one write connection, held for the whole transaction, so the
 	// synchronous setting applies to this commit only.
-	conn, err := db.write.Conn(ctx)
+	conn, err := db.writeConn(ctx)
 	if err != nil {
 		return err
 	}
@@ -438,6 +470,15 @@ func (db *DB) writeTx(ctx context.Context, durable bool, fn func(tx *sql.Tx) err
 		return err
 	}
 	return tx.Commit()
+}
+
+// writeConn is the one write connection, for the caller alone until it
+// closes it.
+func (db *DB) writeConn(ctx context.Context) (*sql.Conn, error) {
+	if db.write == nil {
+		return nil, ErrReadOnly
+	}
+	return db.write.Conn(ctx)
 }
 
 func isUniqueViolation(err error) bool {
@@ -477,37 +518,100 @@ func fileURI(path string) string {
 }
 
 // OpenExisting opens a lastmile database that must already exist and be
-// up to date (for the read and operator commands, which must neither create
-// an empty database by mistake nor migrate the database of a running
-// `lastmile serve` of another version).
+// up to date, to write to it (the operator commands, which must neither
+// create an empty database by mistake nor migrate the database of a
+// running `lastmile serve` of another version). The read commands use
+// OpenReadOnly.
 func OpenExisting(ctx context.Context, path string) (*DB, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("database %s: %w (set LASTMILE_DATABASE or --database)", path, errors.Unwrap(err))
-	}
-	if err := checkSchema(ctx, path); err != nil {
-		return nil, fmt.Errorf("database %s: %w", path, err)
+	if err := checkExisting(ctx, path); err != nil {
+		return nil, err
 	}
 	return Open(ctx, path)
 }
 
+// ErrReadOnly is returned by the writes of a database opened with
+// OpenReadOnly.
+var ErrReadOnly = errors.New("the database is open for reading only")
+
+// OpenReadOnly opens a lastmile database that must already exist and be up
+// to date, for reading only (the read commands: history, audit, the
+// deliveries listing): no migration, no write connection, no intake, no
+// checkpointer. Beside a busy `lastmile serve`, it then neither waits for
+// serve's writes nor holds them up: a reader of a WAL database sees the
+// last commit, whatever transaction is open. Its writes return ErrReadOnly.
+func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
+	if err := checkExisting(ctx, path); err != nil {
+		return nil, err
+	}
+	q := url.Values{"mode": {"ro"}, "_pragma": {"query_only(1)", "busy_timeout(10000)"}}
+	read, err := sql.Open("sqlite", fileURI(path)+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	read.SetMaxOpenConns(8)
+	if err := read.PingContext(ctx); err != nil {
+		read.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return &DB{path: path, read: read, Now: time.Now}, nil
+}
+
+// checkExisting checks, reading only, that path is a lastmile database
+// with exactly this version's migrations applied.
+func checkExisting(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("database %s: %w (set LASTMILE_DATABASE or --database)", path, errors.Unwrap(err))
+	}
+	if err := checkSchema(ctx, path); err != nil {
+		return fmt.Errorf("database %s: %w", path, err)
+	}
+	return nil
+}
+
 // checkSchema checks, reading only, that path is a lastmile database with
-// every migration of this version applied.
+// every migration of this version applied, and none that this version does
+// not know (a newer lastmile's: its schema may mean what this version
+// cannot read).
 func checkSchema(ctx context.Context, path string) error {
 	ro, err := sql.Open("sqlite", fileURI(path)+"?mode=ro")
 	if err != nil {
 		return err
 	}
 	defer ro.Close()
-	var applied int
-	if err := ro.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&applied); err != nil {
-		return fmt.Errorf("not a lastmile database (%v)", err)
-	}
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+	files, err := migrationFiles()
 	if err != nil {
 		return err
 	}
-	if applied < len(names) {
-		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, len(names))
+	known := map[int]bool{}
+	for _, m := range files {
+		known[m.version] = true
+	}
+	rows, err := ro.QueryContext(ctx, `SELECT version, name FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return fmt.Errorf("not a lastmile database (%v)", err)
+	}
+	defer rows.Close()
+	applied, unknown := 0, ""
+	for rows.Next() {
+		var version int
+		var name string
+		if err := rows.Scan(&version, &name); err != nil {
+			return err
+		}
+		if known[version] {
+			applied++
+		} else {
+			unknown = name // the newest
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	switch {
+	case unknown != "":
+		return fmt.Errorf("written by a newer lastmile (its migration %s is not one of this version's): use that version of lastmile, or a newer one", unknown)
+	case applied < len(files):
+		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, len(files))
 	}
 	return nil
 }

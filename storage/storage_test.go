@@ -310,18 +310,24 @@ func TestSettings(t *testing.T) {
 	}
 }
 
-// The read and operator commands open with OpenExisting: it must neither
-// create nor migrate anything.
+// The read commands open with OpenReadOnly, the operator commands with
+// OpenExisting: neither must create or migrate anything, and both refuse a
+// database that is not lastmile's, or whose schema is not this version's.
 func TestOpenExistingChangesNothing(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
+	openers := map[string]func(context.Context, string) (*storage.DB, error){
+		"OpenExisting": storage.OpenExisting, "OpenReadOnly": storage.OpenReadOnly,
+	}
 
 	empty := filepath.Join(dir, "empty.db")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := storage.OpenExisting(ctx, empty); err == nil || !strings.Contains(err.Error(), "not a lastmile database") {
-		t.Errorf("OpenExisting on an empty file: %v", err)
+	for name, open := range openers {
+		if _, err := open(ctx, empty); err == nil || !strings.Contains(err.Error(), "not a lastmile database") {
+			t.Errorf("%s on an empty file: %v", name, err)
+		}
 	}
 	if fi, err := os.Stat(empty); err != nil || fi.Size() != 0 {
 		t.Errorf("the empty file was changed: %v %v", fi.Size(), err)
@@ -330,23 +336,40 @@ func TestOpenExistingChangesNothing(t *testing.T) {
 		t.Errorf("a write-ahead log was created beside it (%v)", err)
 	}
 
-	// A database of an older lastmile: one migration fewer.
-	older := filepath.Join(dir, "older.db")
-	db, err := storage.Open(ctx, older)
-	if err != nil {
-		t.Fatal(err)
+	// A database of an older lastmile (one migration fewer), and one of a
+	// newer lastmile (a migration this version does not know).
+	schemas := []struct {
+		name, sql string
+		want      []string
+	}{
+		{"older", `DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)`,
+			[]string{"older lastmile", "start this version's `lastmile serve` on it first, which migrates it"}},
+		{"newer", `INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 0)`,
+			[]string{"newer lastmile", "9999_future.sql", "use that version of lastmile"}},
 	}
-	db.Close()
-	raw, err := sql.Open("sqlite", "file:"+older)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.Exec(`DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)`); err != nil {
-		t.Fatal(err)
-	}
-	raw.Close()
-	if _, err := storage.OpenExisting(ctx, older); err == nil || !strings.Contains(err.Error(), "older lastmile") {
-		t.Errorf("OpenExisting on an older database: %v", err)
+	for _, sc := range schemas {
+		path := filepath.Join(dir, sc.name+".db")
+		db, err := storage.Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		raw, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.Exec(sc.sql); err != nil {
+			t.Fatal(err)
+		}
+		raw.Close()
+		for name, open := range openers {
+			_, err := open(ctx, path)
+			for _, want := range sc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("%s on a database of an %s lastmile: %v; want an error saying %q", name, sc.name, err, want)
+				}
+			}
+		}
 	}
 
 	// A current one opens, also while another connection writes to it.
@@ -369,5 +392,58 @@ func TestOpenExistingChangesNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Errorf("the database is not at its name: %v", err)
+	}
+}
+
+// Beside a lastmile serve in the middle of a write transaction (another
+// connection holding the write lock), OpenReadOnly opens at once and reads
+// the last commit, without waiting for the lock; its writes are refused.
+func TestOpenReadOnlyBesideAWriteTransaction(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	live, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	acceptDelivery(t, live, pendingDelivery("d-1", "acme/shop"))
+
+	writer, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	conn, err := writer.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.ExecContext(ctx, "ROLLBACK")
+	if _, err := conn.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('uncommitted', 'x')`); err != nil {
+		t.Fatal(err)
+	}
+
+	ro, err := storage.OpenReadOnly(ctx, path)
+	if err != nil {
+		t.Fatalf("OpenReadOnly beside a write transaction: %v", err)
+	}
+	defer ro.Close()
+	if _, err := ro.GetDelivery(ctx, "d-1"); err != nil {
+		t.Errorf("read through OpenReadOnly: %v", err)
+	}
+	if _, ok, err := ro.Setting(ctx, "uncommitted"); err != nil || ok {
+		t.Errorf("OpenReadOnly reads the uncommitted write: %v, %v", ok, err)
+	}
+	if err := ro.SetSetting(ctx, "k", "v"); !errors.Is(err, storage.ErrReadOnly) {
+		t.Errorf("a write through OpenReadOnly: %v, want ErrReadOnly", err)
+	}
+	if _, err := ro.Accept(ctx, pendingDelivery("d-2", "acme/shop"), "push", "accepted"); !errors.Is(err, storage.ErrReadOnly) {
+		t.Errorf("Accept through OpenReadOnly: %v, want ErrReadOnly", err)
+	}
+	if err := ro.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }
