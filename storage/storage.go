@@ -67,7 +67,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 }
 
 // openUpTo is Open applying the migrations up to version last only (tests
-// of a migration start from the schema before it).
+// of a migration start from the schema before it); none when last is 0.
 func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open database: empty path")
@@ -123,9 +123,11 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	db := &DB{path: path, write: write, Now: time.Now}
-	if err := db.migrate(ctx, last); err != nil {
-		write.Close()
-		return nil, fmt.Errorf("migrate database %s: %w", path, err)
+	if last > 0 {
+		if err := db.migrate(ctx, last); err != nil {
+			write.Close()
+			return nil, fmt.Errorf("migrate database %s: %w", path, err)
+		}
 	}
 	read, err := sql.Open("sqlite", dsn(url.Values{"_pragma": {"query_only(1)"}}))
 	if err != nil {
@@ -526,7 +528,9 @@ func OpenExisting(ctx context.Context, path string) (*DB, error) {
 	if err := checkExisting(ctx, path); err != nil {
 		return nil, err
 	}
-	return Open(ctx, path)
+	// Up to date: the migrations would only take the write lock, once
+	// each, to find that they are applied.
+	return openUpTo(ctx, path, 0)
 }
 
 // ErrReadOnly is returned by the writes of a database opened with

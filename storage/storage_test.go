@@ -396,9 +396,10 @@ func TestOpenExistingChangesNothing(t *testing.T) {
 }
 
 // Beside a lastmile serve in the middle of a write transaction (another
-// connection holding the write lock), OpenReadOnly opens at once and reads
-// the last commit, without waiting for the lock; its writes are refused.
-func TestOpenReadOnlyBesideAWriteTransaction(t *testing.T) {
+// connection holding the write lock), OpenReadOnly and OpenExisting open
+// at once, without waiting for the lock, and read the last commit;
+// OpenReadOnly's writes are refused.
+func TestOpenBesideAWriteTransaction(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "lastmile.db")
 	live, err := storage.Open(ctx, path)
@@ -426,24 +427,29 @@ func TestOpenReadOnlyBesideAWriteTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ro, err := storage.OpenReadOnly(ctx, path)
-	if err != nil {
-		t.Fatalf("OpenReadOnly beside a write transaction: %v", err)
-	}
-	defer ro.Close()
-	if _, err := ro.GetDelivery(ctx, "d-1"); err != nil {
-		t.Errorf("read through OpenReadOnly: %v", err)
-	}
-	if _, ok, err := ro.Setting(ctx, "uncommitted"); err != nil || ok {
-		t.Errorf("OpenReadOnly reads the uncommitted write: %v, %v", ok, err)
-	}
-	if err := ro.SetSetting(ctx, "k", "v"); !errors.Is(err, storage.ErrReadOnly) {
-		t.Errorf("a write through OpenReadOnly: %v, want ErrReadOnly", err)
-	}
-	if _, err := ro.Accept(ctx, pendingDelivery("d-2", "acme/shop"), "push", "accepted"); !errors.Is(err, storage.ErrReadOnly) {
-		t.Errorf("Accept through OpenReadOnly: %v, want ErrReadOnly", err)
-	}
-	if err := ro.Close(); err != nil {
-		t.Errorf("Close: %v", err)
+	for name, open := range map[string]func(context.Context, string) (*storage.DB, error){
+		"OpenExisting": storage.OpenExisting, "OpenReadOnly": storage.OpenReadOnly,
+	} {
+		db, err := open(ctx, path)
+		if err != nil {
+			t.Fatalf("%s beside a write transaction: %v", name, err)
+		}
+		if _, err := db.GetDelivery(ctx, "d-1"); err != nil {
+			t.Errorf("read through %s: %v", name, err)
+		}
+		if _, ok, err := db.Setting(ctx, "uncommitted"); err != nil || ok {
+			t.Errorf("%s reads the uncommitted write: %v, %v", name, ok, err)
+		}
+		if name == "OpenReadOnly" {
+			if err := db.SetSetting(ctx, "k", "v"); !errors.Is(err, storage.ErrReadOnly) {
+				t.Errorf("a write through OpenReadOnly: %v, want ErrReadOnly", err)
+			}
+			if _, err := db.Accept(ctx, pendingDelivery("d-2", "acme/shop"), "push", "accepted"); !errors.Is(err, storage.ErrReadOnly) {
+				t.Errorf("Accept through OpenReadOnly: %v, want ErrReadOnly", err)
+			}
+		}
+		if err := db.Close(); err != nil {
+			t.Errorf("%s: Close: %v", name, err)
+		}
 	}
 }
