@@ -368,7 +368,9 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 			rows.Close()
 			return nil, err
 		}
-		out = append(out, pipeline.HistoryEntry{Release: *r})
+		// [] for a release with no configuration (stopped for an
+		// invalid one), as for one not deployed yet: not null.
+		out = append(out, pipeline.HistoryEntry{Release: *r, Stages: []pipeline.StageOutcome{}})
 	}
 	rows.Close()
 	if len(out) == 0 && f.Repository != "" {
