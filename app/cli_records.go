@@ -18,10 +18,16 @@ import (
 
 // history prints recent releases and where each stands per environment.
 func history(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("lastmile history", "Usage: lastmile history [--database F] [--repo owner/name] [--env ENVIRONMENT] [--limit N] [--json]", stderr)
+	fs := newFlagSet("lastmile history", `Usage: lastmile history [--database F] [--repo owner/name] [--env ENVIRONMENT] [--limit N] [--json]
+
+--env lists the releases deployed to the environment: those with a deployment
+there on GitHub (waiting for its reviewers, deploying or ended), not those
+lastmile never created there (waiting for their required contexts, refused,
+stopped first) nor those withdrawn before their deploy began there (made
+inactive: superseded or stopped).`, stderr)
 	path := dbFlag(fs, getenv)
 	repo := fs.String("repo", "", "only this repository (owner/name)")
-	env := fs.String("env", "", "only releases deployed to this environment")
+	env := fs.String("env", "", "only releases deployed to this environment (see above)")
 	limit := fs.Int("limit", 20, "how many releases, newest first")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseFlags(fs, args, stdout); err != nil {

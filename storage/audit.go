@@ -331,12 +331,17 @@ func (db *DB) JobLog(ctx context.Context, jobID int64) ([]byte, error) {
 // HistoryFilter selects releases for History.
 type HistoryFilter struct {
 	Repository  string // owner/name; "" for all
-	Environment string // only releases that reached it; "" for all
+	Environment string // only releases deployed to it (see History); "" for all
 	Limit       int    // default 20
 }
 
 // History lists recent releases, newest first, with where each stands in
-// every environment.
+// every environment. Filtered by environment, it lists the releases
+// deployed there: those with a deployment of lastmile's there that exists
+// on GitHub — waiting for its reviewers, deploying, or ended — unless it
+// was withdrawn (made inactive: its release superseded or stopped) before
+// its deploy began. Not those lastmile never created there (an intent, one
+// GitHub refused for now or for good, one its release stopped first).
 func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryEntry, error) {
 	if f.Limit <= 0 {
 		f.Limit = 20
@@ -353,7 +358,9 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 	}
 	if f.Environment != "" {
 		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
-			AND d.origin = 'lastmile' AND d.state != 'abandoned')`)
+			AND d.origin = 'lastmile' AND d.github_id IS NOT NULL
+			AND ((d.state != 'inactive' AND d.notify != 'inactive') OR d.terminal_at != 0
+				OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = d.id AND s.state = 'in_progress')))`)
 		args = append(args, f.Environment)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
