@@ -3,6 +3,8 @@ package app
 import (
 	"strings"
 	"testing"
+
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 func TestDeliveryDetail(t *testing.T) {
@@ -67,6 +69,33 @@ func TestCommandName(t *testing.T) {
 	} {
 		if got := commandName(tc.arg0, tc.gocache); got != tc.want {
 			t.Errorf("commandName(%q, %q) = %q, want %q", tc.arg0, tc.gocache, got, tc.want)
+		}
+	}
+}
+
+// audit says of each job of a deployment what became of its log.
+func TestPrintDeploymentSaysWhatBecameOfEachJobLog(t *testing.T) {
+	d := &pipeline.DeploymentRecord{
+		Deployment: pipeline.Deployment{GitHubID: 1001, State: pipeline.DeploymentSuccess},
+		Jobs: []pipeline.JobRecord{
+			{ID: 1, Name: "deploy", Conclusion: "success", LogBytes: 120},
+			{ID: 2, Name: "deploy", Conclusion: "success", LogBytes: 1024, LogTruncated: true},
+			{ID: 3, Name: "deploy", Conclusion: "success", LogPruned: true},
+			{ID: 4, Name: "deploy", Conclusion: "success", LogMissing: true},
+			{ID: 5, Name: "build", Conclusion: "success"},
+		},
+	}
+	var b strings.Builder
+	printDeployment(&b, d)
+	for _, want := range []string{
+		`job 1 "deploy": success, log kept (120 bytes)` + "\n",
+		`job 2 "deploy": success, log kept (1024 bytes, cut to the configured maximum)` + "\n",
+		`job 3 "deploy": success, log pruned by retention` + "\n",
+		`job 4 "deploy": success, no log kept: GitHub had no log for it` + "\n",
+		`job 5 "build": success` + "\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("audit lacks %q:\n%s", want, b.String())
 		}
 	}
 }

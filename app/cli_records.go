@@ -295,6 +295,8 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 	for _, j := range d.Jobs {
 		log := ""
 		switch {
+		case j.LogMissing:
+			log = ", no log kept: GitHub had no log for it"
 		case j.LogPruned:
 			log = ", log pruned by retention"
 		case j.LogBytes > 0 && j.LogTruncated:

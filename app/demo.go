@@ -215,7 +215,10 @@ func printDemoSummary(w io.Writer, rec *pipeline.AuditRecord) {
 				}
 			}
 			for _, j := range d.Jobs {
-				if j.LogBytes > 0 {
+				switch {
+				case j.LogMissing:
+					line += "; GitHub had no deploy log"
+				case j.LogBytes > 0:
 					line += fmt.Sprintf("; deploy log kept (%d bytes)", j.LogBytes)
 				}
 			}

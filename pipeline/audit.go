@@ -70,10 +70,13 @@ type JobRecord struct {
 	CompletedAt time.Time `json:"completed_at,omitzero"`
 	// LogBytes is the size of the kept log (0 when none was kept);
 	// LogTruncated says the log was cut to the configured maximum;
-	// LogPruned says retention removed it.
+	// LogPruned says retention removed it; LogMissing says GitHub had no
+	// log for the job when lastmile asked for it (and none since: lastmile
+	// looks again for a while), so none is kept.
 	LogBytes     int  `json:"log_bytes,omitempty"`
 	LogTruncated bool `json:"log_truncated,omitempty"`
 	LogPruned    bool `json:"log_pruned,omitempty"`
+	LogMissing   bool `json:"log_missing,omitempty"`
 }
 
 // HistoryEntry is one release in the history listing.

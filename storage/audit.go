@@ -285,7 +285,7 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	}
 	rows.Close()
 	rows, err = q.QueryContext(ctx, `SELECT j.job_id, j.name, j.url, j.conclusion, j.started_at, j.completed_at,
-		COALESCE(l.size, 0), COALESCE(l.truncated, 0), l.job_id IS NOT NULL AND l.log IS NULL
+		COALESCE(l.size, 0), COALESCE(l.truncated, 0), l.job_id IS NOT NULL AND l.log IS NULL, COALESCE(l.missing, 0)
 		FROM workflow_jobs j LEFT JOIN job_logs l ON l.job_id = j.job_id AND l.deployment_id = ?
 		WHERE j.run_id = ? ORDER BY j.job_id`, d.ID, d.RunID)
 	if err != nil {
@@ -295,8 +295,13 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	for rows.Next() {
 		var j pipeline.JobRecord
 		var started, completed int64
-		if err := rows.Scan(&j.ID, &j.Name, &j.URL, &j.Conclusion, &started, &completed, &j.LogBytes, &j.LogTruncated, &j.LogPruned); err != nil {
+		if err := rows.Scan(&j.ID, &j.Name, &j.URL, &j.Conclusion, &started, &completed, &j.LogBytes, &j.LogTruncated, &j.LogPruned, &j.LogMissing); err != nil {
 			return nil, err
+		}
+		if j.LogMissing {
+			// What is kept is lastmile's placeholder (SaveMissingJobLog),
+			// not a log: nothing of the job's was kept, or pruned.
+			j.LogBytes, j.LogTruncated, j.LogPruned = 0, false, false
 		}
 		j.StartedAt, j.CompletedAt = fromMillis(started), fromMillis(completed)
 		dr.Jobs = append(dr.Jobs, j)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
+	"github.com/lastmile-app/lastmile/storage/storagetest"
 )
 
 // A release stopped for an invalid configuration has no stages: the
@@ -129,5 +130,59 @@ func TestHistoryOfAnEnvironmentListsTheReleasesDeployedThere(t *testing.T) {
 		if got[id] != state {
 			t.Errorf("release #%d in history --env production: %q, want %q (\"\": not listed)", id, got[id], state)
 		}
+	}
+}
+
+// A deploy job GitHub had no log for: the record says so, with no log kept
+// (what is kept is lastmile's placeholder), also once retention prunes the
+// placeholder; the log GitHub serves later is kept as any other.
+func TestAuditOfAJobGitHubHadNoLogFor(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: production\n")
+	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkRun(ctx, intent.ID, 77); err != nil {
+		t.Fatal(err)
+	}
+	job := pipeline.WorkflowJob{Repo: repo, RunID: 77, JobID: 88, Name: "deploy", Status: "completed", Conclusion: "success",
+		StartedAt: t0, CompletedAt: t0.Add(time.Minute)}
+	if err := db.RecordWorkflowJob(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	record := func() (pipeline.JobRecord, string) {
+		t.Helper()
+		rec, err := db.Audit(ctx, "acme/shop", rel.SHA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		j := rec.Environments[0].Deployments[0].Jobs[0]
+		b, err := json.Marshal(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j, string(b)
+	}
+	if err := db.SaveMissingJobLog(ctx, intent.ID, job, []byte("(GitHub had no log for this job)\n")); err != nil {
+		t.Fatal(err)
+	}
+	j, b := record()
+	if !j.LogMissing || j.LogBytes != 0 || j.LogPruned || !strings.Contains(b, `"log_missing":true`) || strings.Contains(b, "log_bytes") {
+		t.Errorf("job GitHub had no log for: %s; want log_missing and no log_bytes", b)
+	}
+	if _, err := db.Prune(ctx, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if j, b := record(); !j.LogMissing || j.LogPruned {
+		t.Errorf("job GitHub had no log for, its placeholder pruned: %s; want log_missing, not log_pruned", b)
+	}
+	if err := db.SaveJobLog(ctx, intent.ID, job, []byte("deployed\n"), false); err != nil {
+		t.Fatal(err)
+	}
+	if j, b := record(); j.LogMissing || j.LogBytes != len("deployed\n") {
+		t.Errorf("job whose log GitHub served later: %s; want its log_bytes, not log_missing", b)
 	}
 }
