@@ -99,3 +99,23 @@ func TestPrintDeploymentSaysWhatBecameOfEachJobLog(t *testing.T) {
 		}
 	}
 }
+
+// audit of a commit a release brought says so first, and names the other
+// releases that brought it.
+func TestPrintAuditOfABroughtCommit(t *testing.T) {
+	rec := &pipeline.AuditRecord{
+		Release:       pipeline.Release{ID: 3, SHA: "f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6", Repo: pipeline.Repo{Owner: "acme", Name: "shop"}},
+		BroughtCommit: &pipeline.Commit{SHA: "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2", Title: "Fix rounding"},
+		OtherReleases: []int64{1},
+	}
+	var b strings.Builder
+	printAudit(&b, rec)
+	for _, want := range []string{
+		"Commit b2b2b2b \"Fix rounding\" was brought by release #3 (head f6f6f6f): the release deploys its head, which contains it.\n\nRelease #3 of acme/shop",
+		"  commit b2b2b2b was also brought by #1 (see them with --release)\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("audit lacks %q:\n%s", want, b.String())
+		}
+	}
+}

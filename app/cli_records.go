@@ -105,7 +105,9 @@ func audit(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs := newFlagSet("lastmile audit", `Usage: lastmile audit [--database F] [--json] [--logs] [--release N] OWNER/REPO SHA
 
 Prints the newest release of the commit; a commit the branch was rolled
-back to has more than one (--release picks another).`, stderr)
+back to has more than one (--release picks another). A commit that is no
+release's head, but one a release brought (its commits since the release
+before), prints the newest release that brought it, saying so.`, stderr)
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs")
@@ -194,6 +196,10 @@ func interspersed(args []string, boolFlags map[string]bool) []string {
 
 func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	r := rec.Release
+	if c := rec.BroughtCommit; c != nil {
+		fmt.Fprintf(w, "Commit %s %q was brought by release #%d (head %s): the release deploys its head, which contains it.\n\n",
+			shortSHA(c.SHA), inline(c.Title), r.ID, shortSHA(r.SHA))
+	}
 	fmt.Fprintf(w, "Release #%d of %s at %s (%s)\n", r.ID, r.Repo.FullName(), r.SHA, r.Ref)
 	fmt.Fprintf(w, "  pushed by %s at %s; delivery %s\n", orDash(inline(r.Pusher)), when(r.PushedAt), orDash(r.DeliveryID))
 	fmt.Fprintf(w, "  state: %s", r.State)
@@ -209,7 +215,11 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 		for i, id := range rec.OtherReleases {
 			ids[i] = "#" + strconv.FormatInt(id, 10)
 		}
-		fmt.Fprintf(w, "  the commit was also released as %s (see them with --release)\n", strings.Join(ids, ", "))
+		if c := rec.BroughtCommit; c != nil {
+			fmt.Fprintf(w, "  commit %s was also brought by %s (see them with --release)\n", shortSHA(c.SHA), strings.Join(ids, ", "))
+		} else {
+			fmt.Fprintf(w, "  the commit was also released as %s (see them with --release)\n", strings.Join(ids, ", "))
+		}
 	}
 	fmt.Fprintf(w, "\nCommits (%d):\n", len(rec.Commits))
 	for _, c := range rec.Commits {

@@ -143,6 +143,40 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 	}
 }
 
+// audit of a commit that a release brought but is not its head — the
+// first of a push of two — shows that release, saying so, in the text, in
+// its JSON and over the read API.
+func TestAuditOfACommitAReleaseBrought(t *testing.T) {
+	const token = "0123456789abcdef-token"
+	sb := sandbox(t, func(c *Config) { c.APIToken = token })
+	repo := sb.repo("shop", map[string]simulator.ReviewPolicy{"production": simulator.AutoApprove("bob", "ship it")}, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main",
+		simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}},
+		simulator.CommitSpec{Message: "Fix rounding", Files: map[string]string{"totals.go": "package totals\n"}})
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+	first := push.Commits[0]
+	db := sb.Config.Database
+
+	code, out, errOut := run(t, db, "audit", "acme/shop", first[:7])
+	want := fmt.Sprintf("Commit %s \"Add lastmile\" was brought by release #1 (head %s)", first[:7], push.After[:7])
+	if code != 0 || !strings.HasPrefix(out, want) || !strings.Contains(out, "Release #1 of acme/shop at "+push.After) {
+		t.Errorf("audit of a commit release #1 brought: exit %d; want it to start with %q\n%s%s", code, want, out, errOut)
+	}
+	code, out, _ = run(t, db, "audit", "--json", "acme/shop", first)
+	var rec pipeline.AuditRecord
+	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.Release.SHA != push.After ||
+		rec.BroughtCommit == nil || rec.BroughtCommit.SHA != first || rec.BroughtCommit.Title != "Add lastmile" {
+		t.Errorf("audit --json of a commit release #1 brought: exit %d\n%s", code, out)
+	}
+	code, body := request(t, http.MethodGet, sb.URL()+"/api/v1/releases/acme/shop/"+first, "Bearer "+token)
+	rec = pipeline.AuditRecord{}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &rec) != nil || rec.Release.SHA != push.After ||
+		rec.BroughtCommit == nil || rec.BroughtCommit.SHA != first {
+		t.Errorf("GET the release of a commit release #1 brought: %d %s", code, body)
+	}
+}
+
 func TestReadAPIRequiresTheToken(t *testing.T) {
 	const token = "0123456789abcdef-token"
 	sb, sha := promoted(t, func(c *Config) { c.APIToken = token })

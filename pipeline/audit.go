@@ -17,8 +17,13 @@ type AuditRecord struct {
 	// the environment (one deploy at a time per environment).
 	Waiting string `json:"waiting,omitempty"`
 	// OtherReleases are the IDs of the other releases of the same commit,
-	// newest first: a rollback releases a commit again.
+	// newest first: a rollback releases a commit again. With
+	// BroughtCommit, the other releases that brought that commit.
 	OtherReleases []int64 `json:"other_releases,omitempty"`
+	// BroughtCommit is the commit asked for when it is not the release's
+	// head but one the release brought (pushed with it, or since the
+	// release before): the release deployed its head, which contains it.
+	BroughtCommit *Commit `json:"brought_commit,omitempty"`
 }
 
 // EnvironmentRecord is a release's history in one environment.

@@ -19,8 +19,11 @@ import (
 
 // Audit reads the full record of the newest release of sha in repository
 // (owner/name): a commit is released again when the branch is rolled back
-// to it. sha may be abbreviated (at least 7 characters). ErrNotFound
-// (wrapped) when there is no such repository or release.
+// to it. sha may be abbreviated (at least 7 characters). A commit that is
+// no release's head but one a release brought (pushed with it, or since
+// the release before) is shown in the newest release that brought it, the
+// record's BroughtCommit saying so. ErrNotFound (wrapped) when there is no
+// such repository, or no release brought the commit.
 func (db *DB) Audit(ctx context.Context, repository, sha string) (*pipeline.AuditRecord, error) {
 	return db.AuditRelease(ctx, repository, sha, 0)
 }
@@ -39,8 +42,78 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	if len(sha) < 7 || strings.Trim(strings.ToLower(sha), "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("%w: %q is not a commit SHA (give at least 7 hex characters)", pipeline.ErrInvalid, sha)
 	}
+	// The commits of the releases: their heads, and those they brought.
+	prefix := strings.ToLower(sha) + "%"
+	shas, err := queryColumn[string](ctx, tx, `SELECT sha FROM releases WHERE repository_id = ? AND sha LIKE ?
+		UNION SELECT c.sha FROM releases r JOIN release_commits c ON c.release_id = r.id WHERE r.repository_id = ? AND c.sha LIKE ?
+		LIMIT 2`, repoID, prefix, repoID, prefix)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(shas) == 0:
+		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
+	case len(shas) > 1:
+		return nil, fmt.Errorf("%w: %s@%s: the abbreviation matches several commits; give more of the SHA", pipeline.ErrInvalid, repository, sha)
+	}
+	commit := shas[0]
+	// The releases of the commit, newest first: those it is the head of,
+	// else those that brought it.
+	ids, err := queryColumn[int64](ctx, tx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ? ORDER BY id DESC`, repoID, commit)
+	if err != nil {
+		return nil, err
+	}
+	head := len(ids) > 0
+	if !head {
+		if ids, err = queryColumn[int64](ctx, tx, `SELECT DISTINCT r.id FROM releases r JOIN release_commits c ON c.release_id = r.id
+			WHERE r.repository_id = ? AND c.sha = ? ORDER BY r.id DESC`, repoID, commit); err != nil {
+			return nil, err
+		}
+	}
+	if releaseID == 0 {
+		releaseID = ids[0]
+	} else if !slices.Contains(ids, releaseID) {
+		return nil, fmt.Errorf("%s@%s: %w: release #%d is not a release of that commit", repository, sha, pipeline.ErrNotFound, releaseID)
+	}
+	rec, err := db.auditRecord(ctx, tx, repoID, releaseID)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if id != releaseID {
+			rec.OtherReleases = append(rec.OtherReleases, id)
+		}
+	}
+	if !head {
+		i := slices.IndexFunc(rec.Commits, func(c pipeline.Commit) bool { return c.SHA == commit })
+		brought := rec.Commits[i]
+		rec.BroughtCommit = &brought
+	}
+	return rec, nil
+}
+
+// queryColumn runs a query of one column and returns its values.
+func queryColumn[T any](ctx context.Context, q querier, query string, args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// auditRecord reads the record of release id (of repository repoID).
+func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64) (*pipeline.AuditRecord, error) {
+	// found: the releases of its head commit, newest first.
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
-		WHERE r.repository_id = ? AND r.sha LIKE ? ORDER BY r.id DESC`, repoID, strings.ToLower(sha)+"%")
+		WHERE r.repository_id = ? AND r.sha = (SELECT sha FROM releases WHERE id = ?) ORDER BY r.id DESC`, repoID, id)
 	if err != nil {
 		return nil, err
 	}
@@ -57,29 +130,9 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	if len(found) == 0 {
-		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
-	}
-	// found: the releases of one commit, newest first.
-	for _, r := range found {
-		if r.SHA != found[0].SHA {
-			return nil, fmt.Errorf("%w: %s@%s: the abbreviation matches several commits; give more of the SHA", pipeline.ErrInvalid, repository, sha)
-		}
-	}
-	at := 0
-	if releaseID != 0 {
-		at = slices.IndexFunc(found, func(r *pipeline.Release) bool { return r.ID == releaseID })
-		if at < 0 {
-			return nil, fmt.Errorf("%s@%s: %w: release #%d is not a release of that commit", repository, sha, pipeline.ErrNotFound, releaseID)
-		}
-	}
+	at := slices.IndexFunc(found, func(r *pipeline.Release) bool { return r.ID == id })
 	rel := found[at]
 	rec := &pipeline.AuditRecord{Release: *rel, Environments: []pipeline.EnvironmentRecord{}}
-	for _, r := range found {
-		if r.ID != rel.ID {
-			rec.OtherReleases = append(rec.OtherReleases, r.ID)
-		}
-	}
 	// Protection decisions are about the commit: each release of it owns
 	// those made from its creation until the next release of it.
 	from, until := int64(0), int64(math.MaxInt64)

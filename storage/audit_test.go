@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -184,5 +185,93 @@ func TestAuditOfAJobGitHubHadNoLogFor(t *testing.T) {
 	}
 	if j, b := record(); j.LogMissing || j.LogBytes != len("deployed\n") {
 		t.Errorf("job whose log GitHub served later: %s; want its log_bytes, not log_missing", b)
+	}
+}
+
+// audit of a commit that is no release's head, but one a release brought,
+// shows the newest release that brought it, saying so; a commit no release
+// brought is not found, and an abbreviation of several commits (heads or
+// not) is refused.
+func TestAuditOfACommitAReleaseBrought(t *testing.T) {
+	ctx := context.Background()
+	l := newCaseLedger(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: production\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := func(commits ...string) *pipeline.Release {
+		t.Helper()
+		var cs []pipeline.Commit
+		for i, sha := range commits {
+			cs = append(cs, pipeline.Commit{SHA: sha, Author: "octocat", Timestamp: t0.Add(time.Duration(i) * time.Minute), Title: "commit " + sha[:4]})
+		}
+		rel := &pipeline.Release{Repo: l.repo, SHA: commits[len(commits)-1], Ref: "refs/heads/main", PushedAt: t0, Config: cfg,
+			State: pipeline.ReleaseActive, ParentID: l.parent}
+		if _, err := l.db.RecordRelease(ctx, rel, cs); err != nil {
+			t.Fatal(err)
+		}
+		l.parent = rel.ID
+		return rel
+	}
+	sha := func(prefix string) string { return prefix + strings.Repeat("0", 40-len(prefix)) }
+	r1 := release(sha("a1a1a1a1"), sha("b2b2b2b2"), sha("c3c3c3c3"))
+	r2 := release(sha("c3c3c3c3d4"), sha("e5e5e5e5"))
+	// A force push back before b2, then b2 pushed again with a new head:
+	// r3 brings b2 again.
+	r3 := release(sha("b2b2b2b2"), sha("f6f6f6f6"))
+
+	for _, tc := range []struct {
+		sha     string
+		release int64 // asked for; 0: the newest
+		want    *pipeline.Release
+		brought string
+		others  []int64
+	}{
+		{sha: "a1a1a1a", want: r1, brought: sha("a1a1a1a1")},
+		{sha: sha("c3c3c3c3d4"), want: r2, brought: sha("c3c3c3c3d4")},
+		{sha: sha("c3c3c3c3"), want: r1},
+		{sha: "e5e5e5e", want: r2},
+		{sha: "b2b2b2b", want: r3, brought: sha("b2b2b2b2"), others: []int64{r1.ID}},
+		{sha: "b2b2b2b", release: r1.ID, want: r1, brought: sha("b2b2b2b2"), others: []int64{r3.ID}},
+	} {
+		rec, err := l.db.AuditRelease(ctx, "acme/shop", tc.sha, tc.release)
+		if err != nil {
+			t.Errorf("audit %s (release %d): %v", tc.sha, tc.release, err)
+			continue
+		}
+		brought := ""
+		if rec.BroughtCommit != nil {
+			brought = rec.BroughtCommit.SHA
+		}
+		if rec.Release.ID != tc.want.ID || rec.Release.SHA != tc.want.SHA || brought != tc.brought ||
+			fmt.Sprint(rec.OtherReleases) != fmt.Sprint(tc.others) || len(rec.Environments) != 1 {
+			t.Errorf("audit %s (release %d): release #%d at %s, brought %q, others %v; want release #%d at %s, brought %q, others %v",
+				tc.sha, tc.release, rec.Release.ID, rec.Release.SHA, brought, rec.OtherReleases,
+				tc.want.ID, tc.want.SHA, tc.brought, tc.others)
+		}
+	}
+	b, err := l.db.Audit(ctx, "acme/shop", "a1a1a1a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := json.Marshal(b); !strings.Contains(string(j), `"brought_commit":{"sha":"`+sha("a1a1a1a1")+`"`) {
+		t.Errorf("the audit JSON of a brought commit lacks brought_commit: %s", j)
+	}
+
+	for _, tc := range []struct {
+		sha     string
+		release int64
+		want    error
+		msg     string
+	}{
+		{sha: "9999999", want: pipeline.ErrNotFound, msg: "no release of that commit"},
+		{sha: "a1a1a1a", release: r2.ID, want: pipeline.ErrNotFound, msg: fmt.Sprintf("release #%d is not a release of that commit", r2.ID)},
+		{sha: "c3c3c3c3", want: pipeline.ErrInvalid, msg: "the abbreviation matches several commits"},
+	} {
+		_, err := l.db.AuditRelease(ctx, "acme/shop", tc.sha, tc.release)
+		if !errors.Is(err, tc.want) || !strings.Contains(fmt.Sprint(err), tc.msg) {
+			t.Errorf("audit %s (release %d): %v; want %v, %q", tc.sha, tc.release, err, tc.want, tc.msg)
+		}
 	}
 }
