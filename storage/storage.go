@@ -547,8 +547,7 @@ func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
 	if err := checkExisting(ctx, path); err != nil {
 		return nil, err
 	}
-	q := url.Values{"mode": {"ro"}, "_pragma": {"query_only(1)", "busy_timeout(10000)"}}
-	read, err := sql.Open("sqlite", fileURI(path)+"?"+q.Encode())
+	read, err := sql.Open("sqlite", readOnlyDSN(path))
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
@@ -558,6 +557,15 @@ func OpenReadOnly(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	return &DB{path: path, read: read, Now: time.Now}, nil
+}
+
+// readOnlyDSN opens path read-only. The busy timeout is for the moments a
+// reader of a WAL database waits too: while another connection recovers
+// the WAL after a crash, or the last one to close checkpoints and removes
+// it.
+func readOnlyDSN(path string) string {
+	q := url.Values{"mode": {"ro"}, "_pragma": {"query_only(1)", "busy_timeout(10000)"}}
+	return fileURI(path) + "?" + q.Encode()
 }
 
 // checkExisting checks, reading only, that path is a lastmile database
@@ -577,7 +585,7 @@ func checkExisting(ctx context.Context, path string) error {
 // not know (a newer lastmile's: its schema may mean what this version
 // cannot read).
 func checkSchema(ctx context.Context, path string) error {
-	ro, err := sql.Open("sqlite", fileURI(path)+"?mode=ro")
+	ro, err := sql.Open("sqlite", readOnlyDSN(path))
 	if err != nil {
 		return err
 	}
