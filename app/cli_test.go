@@ -3,7 +3,6 @@ package app_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"github.com/lastmile-app/lastmile/app"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
+	"github.com/lastmile-app/lastmile/storage/storagetest"
 )
 
 // cliDB seeds a database through the storage API: a done push, an ignored
@@ -680,20 +680,7 @@ func TestReadCommandsBesideAWriteTransaction(t *testing.T) {
 	}
 	db.Close()
 
-	writer, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer writer.Close()
-	conn, err := writer.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(ctx, "ROLLBACK")
+	storagetest.HoldWriteLock(t, path)
 
 	env := map[string]string{"LASTMILE_DATABASE": path}
 	for _, tc := range []struct {

@@ -409,20 +409,7 @@ func TestOpenBesideAWriteTransaction(t *testing.T) {
 	defer live.Close()
 	acceptDelivery(t, live, pendingDelivery("d-1", "acme/shop"))
 
-	writer, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer writer.Close()
-	conn, err := writer.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.ExecContext(ctx, "ROLLBACK")
+	conn := storagetest.HoldWriteLock(t, path)
 	if _, err := conn.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('uncommitted', 'x')`); err != nil {
 		t.Fatal(err)
 	}

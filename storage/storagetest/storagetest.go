@@ -3,6 +3,7 @@ package storagetest
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -19,4 +20,29 @@ func Open(tb testing.TB) *storage.DB {
 	}
 	tb.Cleanup(func() { db.Close() })
 	return db
+}
+
+// HoldWriteLock opens the database at path on a connection of its own and
+// begins a write transaction there (BEGIN IMMEDIATE), as a lastmile serve
+// in the middle of a write holds it: until tb ends, no other connection
+// can write. It returns that connection, to write in the transaction
+// (never committed: it is rolled back when tb ends).
+func HoldWriteLock(tb testing.TB, path string) *sql.Conn {
+	tb.Helper()
+	ctx := context.Background()
+	writer, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { writer.Close() })
+	conn, err := writer.Conn(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.ExecContext(ctx, "ROLLBACK") })
+	return conn
 }
