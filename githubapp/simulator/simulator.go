@@ -60,6 +60,10 @@ type Options struct {
 	// DeliveryTimeout bounds one webhook POST. GitHub gives up after 10 s,
 	// which is the default.
 	DeliveryTimeout time.Duration
+	// Wrap, if set, wraps the REST API's handler (what Handler returns and
+	// Start serves), so that a test can observe or check every request and
+	// every answer.
+	Wrap func(http.Handler) http.Handler
 }
 
 // Simulator is a stateful fake of the parts of GitHub that lastmile uses:
@@ -149,6 +153,9 @@ func New(opts Options) *Simulator {
 	s.st = newState(s)
 	s.st.webhookURL = opts.WebhookURL
 	s.handler = s.routes()
+	if opts.Wrap != nil {
+		s.handler = opts.Wrap(s.handler)
+	}
 	s.senderWG.Add(1)
 	go s.sendLoop()
 	return s
