@@ -1,0 +1,268 @@
+package oasvalidate_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/bradleyfalzon/ghinstallation/v2"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
+)
+
+func load(t *testing.T) *oasvalidate.Validator {
+	t.Helper()
+	v, err := oasvalidate.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func request(method, target, body string) *http.Request {
+	r := httptest.NewRequest(method, target, strings.NewReader(body))
+	if body != "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	return r
+}
+
+// A deployment as GitHub describes it (every required field).
+const deployment = `{"url":"https://api.github.com/repos/acme/shop/deployments/1","id":1,"node_id":"D_1","sha":"a84d88e7554fc1fa21bcbc4efae3c782a70d2b9d",
+"ref":"main","task":"deploy","payload":{},"original_environment":"test","environment":"test","description":null,
+"creator":null,"created_at":"2024-01-01T00:00:00Z","updated_at":"2024-01-01T00:00:00Z",
+"statuses_url":"https://api.github.com/repos/acme/shop/deployments/1/statuses","repository_url":"https://api.github.com/repos/acme/shop"}`
+
+func TestRequestMismatches(t *testing.T) {
+	v := load(t)
+	for _, c := range []struct {
+		name, method, target, body string
+		want                       string // in the error
+	}{
+		{"POST deployments without ref", "POST", "/repos/acme/shop/deployments", `{"environment":"test"}`, `"ref"`},
+		{"a field of the wrong type", "POST", "/repos/acme/shop/deployments", `{"ref":"main","auto_merge":"yes"}`, "auto_merge"},
+		{"a state GitHub does not have", "POST", "/repos/acme/shop/deployments/1/statuses", `{"state":"done"}`, "state"},
+		{"a query parameter of the wrong type", "GET", "/repos/acme/shop/deployments?per_page=many", "", "per_page"},
+		{"a path parameter of the wrong type", "GET", "/repos/acme/shop/deployments/abc", "", "deployment_id"},
+		{"a query parameter the operation does not have", "GET", "/repos/acme/shop/deployments?state=success", "", `"state"`},
+		{"a misspelt body field (GitHub would ignore it)", "POST", "/repos/acme/shop/deployments", `{"ref":"main","enviroment":"test"}`, `"enviroment"`},
+		{"no such operation", "DELETE", "/app", "", "no such operation"},
+		{"no such path", "GET", "/repos/acme/shop/branches", "", "no such operation"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := v.Request(request(c.method, c.target, c.body), []byte(c.body))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s %s %s: error %v, want one about %s", c.method, c.target, c.body, err, c.want)
+			}
+		})
+	}
+	if _, err := v.Request(request("DELETE", "/app", ""), nil); !errors.Is(err, oasvalidate.ErrNoOperation) {
+		t.Errorf("DELETE /app: %v, want ErrNoOperation", err)
+	}
+	// And conforming ones pass: a file path with slashes, a compare of
+	// branches with one, the JSON null of ghinstallation's token request.
+	for _, c := range []struct{ method, target, body string }{
+		{"POST", "/repos/acme/shop/deployments", `{"ref":"main","environment":"test","required_contexts":[],"payload":{"lastmile":{"release":1}}}`},
+		{"GET", "/repos/acme/shop/contents/.github/lastmile.yml?ref=main", ""},
+		{"GET", "/repos/acme/shop/compare/main...feature/x", ""},
+		{"POST", "/app/installations/1/access_tokens", "null"},
+	} {
+		op, err := v.Request(request(c.method, c.target, c.body), []byte(c.body))
+		if err != nil {
+			t.Errorf("%s %s %s: %v", c.method, c.target, c.body, err)
+		} else if !strings.HasPrefix(op.String(), c.method+" /") {
+			t.Errorf("%s %s: operation %s", c.method, c.target, op)
+		}
+	}
+}
+
+func TestResponseMismatches(t *testing.T) {
+	v := load(t)
+	op, err := v.Request(request("POST", "/repos/acme/shop/deployments", `{"ref":"main"}`), []byte(`{"ref":"main"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get, err := v.Request(request("GET", "/repos/acme/shop/deployments", ""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json := http.Header{"Content-Type": {"application/json; charset=utf-8"}}
+	for _, c := range []struct {
+		name   string
+		op     *oasvalidate.Operation
+		status int
+		header http.Header
+		body   string
+		want   string // in the error; "" for none
+	}{
+		{"a conforming deployment", op, 201, json, deployment, ""},
+		{"an id that is not an integer", op, 201, json, strings.Replace(deployment, `"id":1`, `"id":"1"`, 1), "id"},
+		{"a required field missing", op, 201, json, strings.Replace(deployment, `"sha":"a84d88e7554fc1fa21bcbc4efae3c782a70d2b9d",`, "", 1), "sha"},
+		{"a URL that is not absolute", op, 201, json, strings.Replace(deployment, `"repository_url":"https://api.github.com/repos/acme/shop"`, `"repository_url":"/repos/acme/shop"`, 1), "repository_url"},
+		{"a time that is not RFC 3339", op, 201, json, strings.Replace(deployment, `"created_at":"2024-01-01T00:00:00Z"`, `"created_at":"yesterday"`, 1), "created_at"},
+		{"a status the operation does not declare", op, 200, json, deployment, "200"},
+		{"a list that is not one", get, 200, json, deployment, "array"},
+		{"a 422 without GitHub's validation error body", op, 422, json, `{"errors":[{"code":"missing_field"}]}`, "message"},
+		// Exceptions: GitHub answers these to any operation.
+		{"an injected 502", get, 502, json, `{"message":"Server Error","documentation_url":"https://docs.github.com/rest"}`, ""},
+		{"a 502 that is not GitHub's error body", get, 502, json, `<html>bad gateway</html>`, "502"},
+		{"a primary rate limit as 429", get, 429, http.Header{"X-Ratelimit-Remaining": {"0"}}, `{"message":"API rate limit exceeded","documentation_url":"x"}`, ""},
+		{"a secondary rate limit", get, 403, json, `{"message":"You have exceeded a secondary rate limit.","documentation_url":"x"}`, ""},
+		{"a 403 for another reason", get, 403, json, `{"message":"Forbidden","documentation_url":"x"}`, "403"},
+		{"a 404", get, 404, json, `{"message":"Not Found","documentation_url":"x","status":"404"}`, ""},
+		{"a 404 without a message", get, 404, json, `{"documentation_url":"x"}`, "no message"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := v.Response(c.op, c.status, c.header, []byte(c.body))
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("%s -> %d: %v", c.op, c.status, err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("%s -> %d %s: error %v, want one about %s", c.op, c.status, c.body, err, c.want)
+			}
+		})
+	}
+}
+
+// reportT is a testing.TB that records what Wrap reports.
+type reportT struct {
+	testing.TB
+	mu       sync.Mutex
+	errors   []string
+	cleanups []func()
+}
+
+func (r *reportT) Helper()          {}
+func (r *reportT) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
+func (r *reportT) Error(args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errors = append(r.errors, fmt.Sprint(args...))
+}
+func (r *reportT) Errorf(format string, args ...any) { r.Error(fmt.Sprintf(format, args...)) }
+
+func (r *reportT) end() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+// Wrap on a simulator fails the test for a bad request, and for a bad
+// answer (here from a handler that stands in for a simulator bug), once
+// each, and lets deliberate faults and the simulator's own paths pass.
+func TestWrapReportsMismatches(t *testing.T) {
+	rt := &reportT{TB: t}
+	wrap := oasvalidate.Wrap(rt)
+	bad := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/deployments") {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, `{"not":"a list"}`)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	sim := simulator.New(simulator.Options{AppID: 7, Wrap: func(h http.Handler) http.Handler { return wrap(bad(h)) }})
+	api, err := sim.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := sim.CreateInstallation("acme", "Organization")
+	sim.CreateRepo(inst, "acme/shop", simulator.RepoOptions{})
+	sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "init", Files: map[string]string{"x": "1"}})
+	atr, err := ghinstallation.NewAppsTransport(http.DefaultTransport, sim.AppID(), sim.AppPrivateKeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	atr.BaseURL = strings.TrimSuffix(api, "/")
+	token, err := ghinstallation.NewFromAppsTransport(atr, inst).Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, path, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, strings.TrimSuffix(api, "/")+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "token "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// A bad request: the simulator refuses it (422, which the operation
+	// declares); the request is what is reported.
+	if got := do("POST", "/repos/acme/shop/deployments", `{"environment":"test"}`); got != 422 {
+		t.Errorf("POST deployments without ref: %d", got)
+	}
+	// A bad answer, twice: reported once, with its count.
+	do("GET", "/repos/acme/shop/deployments", "")
+	do("GET", "/repos/acme/shop/deployments", "")
+	// Deliberate faults and conforming traffic: nothing to report.
+	sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "POST", Path: "/repos/{o}/{r}/deployments"})
+	sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "GET", Path: "/repos/{o}/{r}/commits/{ref}", Status: 429})
+	sim.InjectFault(simulator.Fault{Kind: simulator.FaultAppliedLost, Method: "POST", Path: "/repos/{o}/{r}/statuses/{sha}", DropConnection: true})
+	if got := do("POST", "/repos/acme/shop/deployments", `{"ref":"main","required_contexts":[]}`); got != 502 {
+		t.Errorf("injected 502: %d", got)
+	}
+	if got := do("GET", "/repos/acme/shop/commits/main", ""); got != 429 {
+		t.Errorf("injected 429: %d", got)
+	}
+	if got := do("POST", "/repos/acme/shop/deployments", `{"ref":"main","required_contexts":[]}`); got != 201 {
+		t.Errorf("deployment: %d", got)
+	}
+	req, _ := http.NewRequest("POST", strings.TrimSuffix(api, "/")+"/repos/acme/shop/statuses/main", strings.NewReader(`{"state":"success"}`))
+	req.Header.Set("Authorization", "token "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Errorf("the dropped connection answered %d", resp.StatusCode)
+	}
+	if got := do("GET", "/_simulator/blobs/job-logs/none", ""); got != 404 {
+		t.Errorf("a blob: %d", got)
+	}
+	if err := sim.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	rt.end()
+	t.Log(strings.Join(rt.errors, "\n"))
+	if len(rt.errors) != 2 {
+		t.Fatalf("reported %d mismatches, want 2:\n%s", len(rt.errors), strings.Join(rt.errors, "\n"))
+	}
+	for i, want := range []string{
+		"POST /repos/acme/shop/deployments: request does not conform to POST /repos/{owner}/{repo}/deployments of GitHub's REST description",
+		"GET /repos/acme/shop/deployments: answer 200 does not conform to GET /repos/{owner}/{repo}/deployments of GitHub's REST description",
+	} {
+		if !strings.Contains(rt.errors[i], want) {
+			t.Errorf("report %d:\n%s\nwant it to say %q", i, rt.errors[i], want)
+		}
+	}
+	if !strings.Contains(rt.errors[0], `"ref"`) || !strings.Contains(rt.errors[1], "(2 times)") {
+		t.Errorf("reports:\n%s", strings.Join(rt.errors, "\n"))
+	}
+}
+
+// lastmile's binaries do not depend on kin-openapi, nor on this package.
+func TestNotInBinaries(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/lastmile-app/lastmile/cmd/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "github.com/getkin/") || strings.HasSuffix(dep, "/oasvalidate") {
+			t.Errorf("a command depends on %s", dep)
+		}
+	}
+}
