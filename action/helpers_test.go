@@ -24,6 +24,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/action"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
@@ -64,7 +65,10 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{t: t}
-	sim := simulator.New(simulator.Options{AppID: 42, Clock: w.now})
+	// Every request that reaches the simulator (the Action's, in process or
+	// as a binary, and the test's own) and every answer is checked against
+	// GitHub's REST description.
+	sim := simulator.New(simulator.Options{AppID: 42, Clock: w.now, Wrap: oasvalidate.Wrap(t)})
 	api, err := sim.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
 )
@@ -27,7 +28,7 @@ func crashEnv(t *testing.T, dir string) (*simulator.Simulator, []string) {
 	t.Helper()
 	secret := make([]byte, 16)
 	_, _ = rand.Read(secret)
-	sim := simulator.New(simulator.Options{AppID: 7, WebhookSecret: hex.EncodeToString(secret)})
+	sim := simulator.New(simulator.Options{AppID: 7, WebhookSecret: hex.EncodeToString(secret), Wrap: oasvalidate.Wrap(t)})
 	apiURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

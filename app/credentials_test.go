@@ -17,6 +17,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
@@ -25,7 +26,7 @@ import (
 func loggedSandbox(t *testing.T, configure func(*Config), want string) (*Sandbox, *logLines) {
 	t.Helper()
 	logs := newLogLines(want)
-	sb, err := NewSandbox(context.Background(), SandboxOptions{Dir: t.TempDir(), Logger: logs.logger(), Configure: configure})
+	sb, err := NewSandbox(context.Background(), SandboxOptions{Dir: t.TempDir(), Logger: logs.logger(), Configure: configure, WrapGitHub: oasvalidate.Wrap(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +152,7 @@ func (l *logLines) String() string {
 // logs what GitHub answered: accepted, refused with the likely cause, or
 // not asked at all.
 func TestCheckCredentials(t *testing.T) {
-	sim := simulator.New(simulator.Options{AppID: 7})
+	sim := simulator.New(simulator.Options{AppID: 7, Wrap: oasvalidate.Wrap(t)})
 	t.Cleanup(func() { sim.Close() })
 	apiURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {

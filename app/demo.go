@@ -25,6 +25,10 @@ environments:
   - name: production
 `
 
+// demoWrapGitHub is the demo's SandboxOptions.WrapGitHub: nil, but TestDemo
+// checks the demo's traffic with GitHub with it.
+var demoWrapGitHub func(http.Handler) http.Handler
+
 // demo runs lastmile end to end against the GitHub simulator, in this
 // process: a push of three commits to main goes through test, staging and
 // production; simulated reviewers approve staging and production; the
@@ -62,7 +66,7 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	token := "demo-api-token-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	sb, err := NewSandbox(ctx, SandboxOptions{Dir: *dir, Logger: log, Configure: func(c *Config) { c.APIToken = Secret(token) }})
+	sb, err := NewSandbox(ctx, SandboxOptions{Dir: *dir, Logger: log, Configure: func(c *Config) { c.APIToken = Secret(token) }, WrapGitHub: demoWrapGitHub})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 )
 
 func TestDemo(t *testing.T) {
@@ -14,6 +16,8 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errOut strings.Builder
+	demoWrapGitHub = oasvalidate.Wrap(t)
+	t.Cleanup(func() { demoWrapGitHub = nil })
 	start := time.Now()
 	if code := Main(ctx, []string{"demo", "--dir", dir}, func(string) string { return "" }, &out, &errOut); code != 0 {
 		t.Fatalf("demo exited %d\n%s%s", code, out.String(), errOut.String())

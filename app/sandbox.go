@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -33,6 +34,10 @@ type SandboxOptions struct {
 	Logger *slog.Logger
 	// Configure adjusts lastmile's configuration before it starts.
 	Configure func(*Config)
+	// WrapGitHub, if set, wraps the simulator's REST API handler
+	// (simulator.Options.Wrap): the tests check all of lastmile's traffic
+	// with GitHub against GitHub's description with it.
+	WrapGitHub func(http.Handler) http.Handler
 }
 
 // NewSandbox starts the simulator and lastmile, wired to each other over
@@ -49,7 +54,7 @@ func NewSandbox(ctx context.Context, opts SandboxOptions) (*Sandbox, error) {
 	// The App is installed with the permissions its manifest asks for, so
 	// that lastmile runs with no more than it would get on GitHub.
 	sim := simulator.New(simulator.Options{AppID: 1, WebhookSecret: hex.EncodeToString(secret), Logger: log.With("component", "simulator"),
-		Permissions: maps.Clone(githubapp.Permissions)})
+		Permissions: maps.Clone(githubapp.Permissions), Wrap: opts.WrapGitHub})
 	apiURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {
 		return nil, err

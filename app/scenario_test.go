@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
 )
@@ -27,7 +28,10 @@ func sandbox(t *testing.T, configure func(*Config)) *Sandbox {
 	if os.Getenv("LASTMILE_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	sb, err := NewSandbox(context.Background(), SandboxOptions{Dir: t.TempDir(), Logger: log, Configure: configure})
+	// Every request lastmile sends to the simulator, and every answer, is
+	// checked against GitHub's REST description; the test fails with each
+	// mismatch once it ends.
+	sb, err := NewSandbox(context.Background(), SandboxOptions{Dir: t.TempDir(), Logger: log, Configure: configure, WrapGitHub: oasvalidate.Wrap(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
 )
@@ -149,7 +150,7 @@ func TestRetentionLogLine(t *testing.T) {
 			ctx := context.Background()
 			var logs lockedBuffer
 			dir := t.TempDir()
-			sb, err := NewSandbox(ctx, SandboxOptions{Dir: dir, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+			sb, err := NewSandbox(ctx, SandboxOptions{Dir: dir, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), WrapGitHub: oasvalidate.Wrap(t),
 				Configure: func(c *Config) {
 					if old {
 						c.Database = oldDatabase(t, 0)

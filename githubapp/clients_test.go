@@ -21,6 +21,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
@@ -33,7 +34,8 @@ type simWorld struct {
 
 func newSimWorld(t *testing.T) *simWorld {
 	t.Helper()
-	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: "unused"})
+	// The clients' traffic is checked against GitHub's REST description.
+	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: "unused", Wrap: oasvalidate.Wrap(t)})
 	t.Cleanup(func() { sim.Close() })
 	apiURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
 )
@@ -693,7 +694,8 @@ func newSimRedelivery(t *testing.T, clock func() time.Time) *simRedelivery {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	const secret = "sim-webhook-secret"
-	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: secret, Clock: clock})
+	// The redeliverer's traffic is checked against GitHub's REST description.
+	sim := simulator.New(simulator.Options{AppID: 4242, WebhookSecret: secret, Clock: clock, Wrap: oasvalidate.Wrap(t)})
 	t.Cleanup(func() { sim.Close() })
 	apiURL, err := sim.Start("127.0.0.1:0")
 	if err != nil {
