@@ -56,23 +56,13 @@ func (l *lockedBuffer) String() string {
 func TestStartupLogRedactsTheGitHubURL(t *testing.T) {
 	cfg := bareConfig(t, "http://user:s3cret-pass@127.0.0.1:1/")
 	cfg.ShutdownTimeout = 10 * time.Second
-	var log lockedBuffer
-	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
+	log, stop := runLogged(t, cfg)
 	waitUntil(t, "lastmile logs its start", 10*time.Second, func() bool { return strings.Contains(log.String(), "lastmile starting") })
 	// The start-up check of the App's credentials names GitHub too.
 	waitUntil(t, "the credentials check gives up", 60*time.Second, func() bool {
 		return strings.Contains(log.String(), "could not check the App's credentials")
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
-	}
+	stop()
 	if out := log.String(); strings.Contains(out, "s3cret-pass") || !strings.Contains(out, "github=http://REDACTED@127.0.0.1:1/") ||
 		!strings.Contains(out, "github=http://REDACTED@127.0.0.1:1 ") {
 		t.Errorf("log:\n%s\nwant the GitHub URL as http://REDACTED@127.0.0.1:1/", out)
@@ -93,19 +83,30 @@ func TestStartupWarnsOfAWebhookSecretWithWhitespace(t *testing.T) {
 	}
 	cfg := bareConfig(t, "http://127.0.0.1:1/")
 	cfg.WebhookSecret = "s3cret-value\n"
-	var log lockedBuffer
-	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	log, stop := runLogged(t, cfg)
+	waitUntil(t, "lastmile warns of the webhook secret", 10*time.Second, func() bool {
+		return strings.Contains(log.String(), "starts or ends with whitespace")
+	})
+	stop()
+}
+
+// runLogged runs lastmile with cfg, logging as text to the buffer it
+// returns; stop ends the run and checks that it ended without an error.
+func runLogged(t *testing.T, cfg *Config) (log *lockedBuffer, stop func()) {
+	t.Helper()
+	log = &lockedBuffer{}
+	a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	waitUntil(t, "lastmile warns of the webhook secret", 10*time.Second, func() bool {
-		return strings.Contains(log.String(), "starts or ends with whitespace")
-	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
+	return log, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
 	}
 }
