@@ -283,7 +283,9 @@ func TestSupersededDeployWhoseRunEndsWithoutAnEnd(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	h.release(c0, c1, 10, "test", "staging")
 	h.status(c1, "production", pipeline.DeploymentQueued, 12, true)
-	h.status(c1, "production", pipeline.DeploymentInProgress, 12, false)
+	started := h.status(c1, "production", pipeline.DeploymentInProgress, 12, false)
+	// The deploy began before its run ended (a minute ago, below).
+	h.gh.backdate(&started, time.Now().Add(-2*time.Minute))
 	h.release(c1, c2, 20, "test", "staging")
 	if h.gh.deployment(c2, "production") != nil {
 		t.Fatal("c2's production deployment created while c1's production deploy runs")
@@ -746,5 +748,73 @@ func TestBranchDeletionLooksAgainWhileGitHubStillShowsTheBranch(t *testing.T) {
 	}
 	if rel, _ := h.db.ReleaseOf(ctx, shop.ID, c1); rel.State != pipeline.ReleaseStopped {
 		t.Errorf("c1's release once GitHub shows the deletion: %s %q, want stopped", rel.State, rel.StopReason)
+	}
+}
+
+// A deploy's run ends without a result (its runner lost): lastmile writes
+// error. Its failed jobs are re-run (the run keeps its ID), and attempt
+// 2's deploy has begun, its in_progress not delivered yet, when a rollback
+// withdraws the release and lastmile makes the deployment inactive (and
+// reads back that the deploy runs). Attempt 1's end, delivered again
+// now, is not the end of this deploy: lastmile writes no status, the
+// record keeps one failure, and attempt 2's end is the deploy's.
+func TestFirstAttemptsEndDeliveredAgainWhileTheReRunDeploys(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	h.release(c1, c2, 20)
+	h.status(c2, "test", pipeline.DeploymentQueued, 20, true)
+	first := h.status(c2, "test", pipeline.DeploymentInProgress, 20, true)
+	h.gh.backdate(&first, time.Now().Add(-3*time.Minute))
+	attempt1 := pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 20, Event: "deployment", HeadSHA: c2,
+		Status: "completed", Conclusion: "cancelled", Attempt: 1, UpdatedAt: time.Now().Add(-2 * time.Minute),
+		URL: "https://github.com/acme/shop/actions/runs/20"}
+	if err := h.engine.HandleWorkflowRun(ctx, attempt1); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.ledgerState(c2, "test"); got != pipeline.DeploymentError {
+		t.Fatalf("c2's test deployment after attempt 1 ended: %s; want error, written by lastmile", got)
+	}
+	// Re-run failed jobs: attempt 2 deploys (its workflow_run events and
+	// its in_progress are not delivered yet).
+	rerun := h.status(c2, "test", pipeline.DeploymentInProgress, 20, false)
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.ledgerState(c2, "test"); got != pipeline.DeploymentInProgress {
+		t.Fatalf("c2's test deployment after the rollback: %s; want in_progress (attempt 2 deploys, though made inactive)", got)
+	}
+	errorsWritten := func() int {
+		n := 0
+		for _, w := range h.gh.written {
+			if w.State == pipeline.DeploymentError || w.State == pipeline.DeploymentFailure {
+				n++
+			}
+		}
+		return n
+	}
+	// Attempt 1's end, delivered again (or late).
+	if err := h.engine.HandleWorkflowRun(ctx, attempt1); err != nil {
+		t.Fatal(err)
+	}
+	if n := errorsWritten(); n != 1 {
+		t.Errorf("lastmile wrote %d failure or error statuses; want 1 (attempt 1's), not one over attempt 2's deploy", n)
+	}
+	if got := h.ledgerState(c2, "test"); got != pipeline.DeploymentInProgress {
+		t.Errorf("c2's test deployment after attempt 1's end came again: %s; want in_progress (attempt 2 deploys)", got)
+	}
+	if h.gh.count(c1, "test") != 1 {
+		t.Error("the rollback's test deployment created while attempt 2's deploy of c2 runs there")
+	}
+	// Attempt 2 ends: its result is the deploy's, and the environment is
+	// free for the rollback.
+	h.deliver(c2, "test", rerun)
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	h.runCompleted(20, c2, "success")
+	if n := errorsWritten(); n != 1 {
+		t.Errorf("lastmile wrote %d failure or error statuses in all; want 1", n)
+	}
+	if h.gh.count(c1, "test") != 2 {
+		t.Error("the rollback's test deployment not created once attempt 2's deploy of c2 ended")
 	}
 }

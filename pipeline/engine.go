@@ -954,10 +954,21 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 		}
 		// An inactive over a deploy that had begun (lastmile's own,
 		// written when it superseded the deployment, possibly after the
-		// run ended) says nothing of how the deploy ended.
+		// run ended) says nothing of how the deploy ended, nor of which
+		// attempt of the run it is: the deploy's in_progress says that.
 		overBegun := err == nil && latest.State == DeploymentInactive && d.State == DeploymentInProgress
-		if err == nil && !overBegun && !run.UpdatedAt.IsZero() && latest.CreatedAt.After(run.UpdatedAt) {
-			// A status posted after this run ended: a later attempt's.
+		posted := latest.CreatedAt
+		if overBegun {
+			started, err := e.newestStart(ctx, run.Repo, d)
+			if err != nil {
+				return nil, err
+			}
+			posted = started
+		}
+		if err == nil && !run.UpdatedAt.IsZero() && posted.After(run.UpdatedAt) {
+			// A status posted after this run ended: a later attempt's
+			// (a re-run keeps the run's ID, and its first attempt's end
+			// may be delivered late, or again, once it deploys).
 			continue
 		}
 		if err == nil && latest.State.Terminal() {
@@ -1027,6 +1038,25 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 		orphaned = append(orphaned, d)
 	}
 	return orphaned, nil
+}
+
+// newestStart is when GitHub made the newest in_progress status of
+// deployment d (zero if it has none): the start of the deploy that an
+// inactive lastmile wrote over it did not stop.
+func (e *Engine) newestStart(ctx context.Context, repo Repo, d *Deployment) (time.Time, error) {
+	list, err := e.GitHub.DeploymentStatuses(ctx, repo, d.GitHubID)
+	if errors.Is(err, ErrNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the statuses of deployment %d: %w", d.GitHubID, err)
+	}
+	for _, st := range list { // newest first
+		if st.State == DeploymentInProgress {
+			return st.CreatedAt, nil
+		}
+	}
+	return time.Time{}, nil
 }
 
 // notifyAction asks the store to queue statuses lastmile must write.
