@@ -818,3 +818,96 @@ func TestFirstAttemptsEndDeliveredAgainWhileTheReRunDeploys(t *testing.T) {
 		t.Error("the rollback's test deployment not created once attempt 2's deploy of c2 ended")
 	}
 }
+
+// The latest release is withdrawn (superseded: the configuration was
+// removed, or the pipeline branch deleted), and a new push puts the branch
+// back on its very commit: that is a rollback to it, released again and
+// deployed, as one to an older commit is; the audit record of the commit
+// is the new release's, which no stop reason of the withdrawn one follows.
+// The same push handled again finds its release, and another push event
+// of the same head makes no second one.
+func TestBranchPutBackOnAWithdrawnLatestReleaseReleasesItAgain(t *testing.T) {
+	for name, withdraw := range map[string]func(h *harness){
+		"configuration removed": func(h *harness) {
+			h.gh.noConfig = []string{c2}
+			var ign *pipeline.Ignored
+			if err := h.pushBranch("main", c1, c2, false, false); !errors.As(err, &ign) {
+				h.t.Fatalf("the push removing the configuration: %v; want it ignored", err)
+			}
+		},
+		"branch deleted": func(h *harness) {
+			var ign *pipeline.Ignored
+			if err := h.pushBranch("main", c1, zeroSHA, false, true); !errors.As(err, &ign) {
+				h.t.Fatalf("the push deleting the branch: %v; want it ignored", err)
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			if err := h.pushBranch("main", c0, c1, false, false); err != nil {
+				t.Fatal(err)
+			}
+			h.promote(c1, 10, "test")
+			first, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			withdraw(h)
+			if rel, _ := h.db.ReleaseOf(ctx, shop.ID, c1); rel.StopKind != pipeline.StopSuperseded {
+				t.Fatalf("c1's release: %s %s %q; want it superseded", rel.State, rel.StopKind, rel.StopReason)
+			}
+			// The branch is put back on c1 (a force push, or created again).
+			back := pipeline.Push{Repo: shop, DeliveryID: "push-back", Ref: "refs/heads/main", Before: c2, After: c1, Forced: true,
+				DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now()}
+			if name == "branch deleted" {
+				back.Before, back.Forced = zeroSHA, false
+			}
+			h.gh.mu.Lock()
+			h.gh.head = c1
+			h.gh.mu.Unlock()
+			if err := h.engine.HandlePush(ctx, back); err != nil {
+				t.Fatalf("the push putting main back on c1: %v", err)
+			}
+			again, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.ID == first.ID || again.State != pipeline.ReleaseActive || again.StopReason != "" {
+				t.Fatalf("c1's release once main is back on it: #%d %s %q; want a new active release (the withdrawn one is #%d)",
+					again.ID, again.State, again.StopReason, first.ID)
+			}
+			if n := h.gh.count(c1, "test"); n != 2 {
+				t.Errorf("deployments of c1 to test: %d; want 2 (the release and the one that puts it back)", n)
+			}
+			rec, err := h.db.Audit(ctx, "acme/shop", c1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Release.ID != again.ID || rec.Release.StopReason != "" || !slices.Equal(rec.OtherReleases, []int64{first.ID}) {
+				t.Errorf("audit of c1: release #%d (%q), others %v; want #%d with no stop reason, [%d]",
+					rec.Release.ID, rec.Release.StopReason, rec.OtherReleases, again.ID, first.ID)
+			}
+			// Handled again (a crash, a redelivery), and another push
+			// event of the same head: no further release.
+			if err := h.engine.HandlePush(ctx, back); err != nil {
+				t.Fatal(err)
+			}
+			dup := back
+			dup.DeliveryID = "push-back-2"
+			if err := h.engine.HandlePush(ctx, dup); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := h.db.ReleaseOf(ctx, shop.ID, c1); got.ID != again.ID {
+				t.Errorf("c1's release after its push came again: #%d; want #%d", got.ID, again.ID)
+			}
+			if n := h.gh.count(c1, "test"); n != 2 {
+				t.Errorf("deployments of c1 to test: %d; want 2", n)
+			}
+			h.promote(c1, 20, "test", "staging", "production")
+			if got, _ := h.db.ReleaseOf(ctx, shop.ID, c1); got.State != pipeline.ReleaseCompleted {
+				t.Errorf("c1's release: %s; want completed", got.State)
+			}
+		})
+	}
+}

@@ -444,8 +444,20 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		}
 		return cmp.Commits, 0, nil
 	}
-	if prev.SHA == p.After {
+	if prev.SHA == p.After && (!prev.Withdrawn() || prev.DeliveryID == p.DeliveryID) {
 		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
+	}
+	if prev.SHA == p.After {
+		// The latest release is of this very commit, withdrawn since (a
+		// force push or a push lastmile did not release took it off the
+		// branch, the branch was deleted, the configuration removed), and
+		// this push puts the branch back on it: a rollback to it, released
+		// again as one to an older commit is (bringing no commit) — while
+		// the branch still points at it.
+		if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
+			return nil, 0, err
+		}
+		return nil, 0, nil
 	}
 	checked := false
 	if p.MovedAnywhere() || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(marks.Newest) {

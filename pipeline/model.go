@@ -88,6 +88,14 @@ type Release struct {
 	UpdatedAt  time.Time    `json:"updated_at"`
 }
 
+// Withdrawn reports whether the release was stopped as superseded: a newer
+// release got there first, or (the latest release) the branch no longer
+// held its commit. A push that puts the branch back on the commit of a
+// withdrawn latest release releases it again.
+func (r *Release) Withdrawn() bool {
+	return r.State == ReleaseStopped && r.StopKind == StopSuperseded
+}
+
 // DeploymentState is where a deployment stands. The first three are
 // lastmile's own (no GitHub deployment exists yet, or never will); the
 // others mirror GitHub's deployment status states.

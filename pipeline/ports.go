@@ -256,7 +256,9 @@ type Store interface {
 	SetPipelineBranch(ctx context.Context, repoID int64, branch, sha string) error
 
 	// RecordRelease stores a release with its commits, or finds the one
-	// already stored for (repository, SHA); rel.ID is set either way.
+	// already stored for it: its push's (the same delivery), or the
+	// repository's latest when that is of the same SHA and not withdrawn
+	// (Release.Withdrawn); rel.ID is set either way.
 	RecordRelease(ctx context.Context, rel *Release, commits []Commit) (created bool, err error)
 	// Revivable lists, newest first and up to limit (all when limit < 0),
 	// the releases stopped by a failure or rejection since since, which a

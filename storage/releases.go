@@ -175,9 +175,11 @@ func (db *DB) RetireEnvironments(ctx context.Context, repoID int64) error {
 
 // RecordRelease stores a release and its commits, or finds the existing
 // one: the release its push made already (the push handled again after a
-// crash), or the repository's latest when that is of the same commit. A
-// commit released before that is not the latest (the branch was rolled
-// back to it) is released again. A repository recorded as no longer
+// crash), or the repository's latest when that is of the same commit and
+// still stands (not withdrawn: stopped as superseded). A commit released
+// before that is not the latest, or whose latest release was withdrawn
+// (the branch was rolled back to it, or put back on it), is released
+// again. A repository recorded as no longer
 // reached (DetachRepo, or its installation uninstalled) is given no new
 // release: pipeline.ErrUnreachable. Checked in the same transaction, so
 // that a push handled beside the repository's departure either records its
@@ -197,8 +199,10 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 			return err
 		}
 		err = tx.QueryRowContext(ctx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ?
-			AND (id = (SELECT MAX(id) FROM releases WHERE repository_id = ?) OR (delivery_id = ? AND delivery_id != ''))
-			ORDER BY id DESC LIMIT 1`, rel.Repo.ID, rel.SHA, rel.Repo.ID, rel.DeliveryID).Scan(&rel.ID)
+			AND ((id = (SELECT MAX(id) FROM releases WHERE repository_id = ?) AND NOT (state = ? AND stop_kind = ?))
+				OR (delivery_id = ? AND delivery_id != ''))
+			ORDER BY id DESC LIMIT 1`, rel.Repo.ID, rel.SHA, rel.Repo.ID, string(pipeline.ReleaseStopped), string(pipeline.StopSuperseded),
+			rel.DeliveryID).Scan(&rel.ID)
 		if err == nil {
 			return nil
 		}
