@@ -1121,6 +1121,14 @@ func TestRandomScenarioRegressions(t *testing.T) {
 		// newer release superseded it, without looking for it on GitHub:
 		// the deployment GitHub had made ran unowned.
 		{722, 60, false, "a lost creation superseded before it was looked for"},
+		// A re-run's deploy, made inactive by lastmile, got an error
+		// written over it when the first attempt's end was delivered
+		// again.
+		{6158, 60, false, "an earlier attempt's end judged over a re-run's deploy"},
+		{40218, 80, false, "an earlier attempt's end judged over a re-run's deploy"},
+		// A force push back to the commit of the latest release, which a
+		// re-run's success had found off the branch, released nothing.
+		{5786, 60, false, "a push back to a withdrawn latest release's commit"},
 	} {
 		t.Run(fmt.Sprintf("seed%d-%dsteps", tc.seed, tc.steps), func(t *testing.T) {
 			violations, log := runScenario(t, uint64(tc.seed), tc.steps, tc.adversarial, false)
