@@ -206,8 +206,8 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	rewritten := parent == 0
 	if cfgErr != nil {
 		rel.State, rel.StopKind, rel.StopReason = ReleaseStopped, StopConfigError, cfgErr.Error()
-		if _, err := e.Store.RecordRelease(ctx, rel, commits); err != nil {
-			return departed(p, err)
+		if _, err := e.recordRelease(ctx, p, rel, commits); err != nil {
+			return err
 		}
 		e.Log.Warn("invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
 		if rewritten {
@@ -221,9 +221,9 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		return e.configStatus(ctx, p, cfgErr)
 	}
 	rel.State = ReleaseActive
-	created, err := e.Store.RecordRelease(ctx, rel, commits)
+	created, err := e.recordRelease(ctx, p, rel, commits)
 	if err != nil {
-		return departed(p, err)
+		return err
 	}
 	if created {
 		e.Log.Info("release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
@@ -237,15 +237,28 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	return e.advance(ctx, p.Repo)
 }
 
-// departed is the outcome of a push whose release the store refused with
-// ErrUnreachable: the repository left lastmile (removed from the App's
-// installation, or the App uninstalled) while the push was handled, its
-// departure recorded first. Other errors are returned as they are.
-func departed(p Push, err error) error {
-	if errors.Is(err, ErrUnreachable) {
-		return &Ignored{Reason: fmt.Sprintf("push of %s to %s not released: %v", short(p.After), p.Repo.FullName(), err)}
+// recordRelease records push p's release. A store that refuses it
+// (ErrUnreachable: the repository is recorded as no longer reached) is
+// told the push's installation again first, as saveRepo would have told
+// it had its cache not stood in the way — the repository may have been
+// added back since (its event lost, or not yet handled), which a push made
+// after the removal says — and asked again. Refused again, the push came
+// while, or before, the repository left lastmile: it is ignored, saying so.
+func (e *Engine) recordRelease(ctx context.Context, p Push, rel *Release, commits []Commit) (bool, error) {
+	created, err := e.Store.RecordRelease(ctx, rel, commits)
+	if !errors.Is(err, ErrUnreachable) {
+		return created, err
 	}
-	return err
+	e.saved.Delete(p.Repo.ID)
+	if err := e.saveRepo(ctx, p.Repo, p.PushedAt); err != nil {
+		return false, err
+	}
+	created, err = e.Store.RecordRelease(ctx, rel, commits)
+	if errors.Is(err, ErrUnreachable) {
+		e.saved.Delete(p.Repo.ID)
+		return false, &Ignored{Reason: fmt.Sprintf("push of %s to %s not released: %v", short(p.After), p.Repo.FullName(), err)}
+	}
+	return created, err
 }
 
 // movePipelineBranch records the pipeline branch that the configuration

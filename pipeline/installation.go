@@ -129,9 +129,11 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 // installationNow records where an installation stands, as GitHub says
 // now, after an event that may have changed it (a suspension, an
 // unsuspension, an installation, repositories added), and returns what
-// became of it, for the delivery's note. One that GitHub no longer has was
-// uninstalled since: it is recorded so (gone), as the deletion's delivery,
-// which may come later or never, would. One found suspended changes nothing else: its deliveries wait
+// became of it, for the delivery's note. One that GitHub no longer has
+// after a suspension or an unsuspension was uninstalled since: it is
+// recorded so (gone), as the deletion's delivery, which may come later or
+// never, would (after an installation or repositories added, GitHub may
+// just not show it yet: nothing is recorded). One found suspended changes nothing else: its deliveries wait
 // until it is unsuspended (see app.Worker), and its releases stay where
 // they are. One found active after lastmile recorded it suspended — or
 // on an unsuspension, also when handled again — has what happened
@@ -148,6 +150,12 @@ func (e *Engine) installationNow(ctx context.Context, ev InstallationEvent) (str
 	now, err := e.GitHub.Installation(ctx, ev.InstallationID)
 	if errors.Is(err, ErrNotFound) {
 		unlock()
+		if ev.Action == InstallationCreated || ev.Action == RepositoriesAdded {
+			// GitHub may not show an installation just made yet: not
+			// taken for an uninstallation (its deletion's delivery says
+			// so when there is one).
+			return happened(ev) + ": GitHub does not have the installation (not yet, or no longer): nothing recorded", nil
+		}
 		what, err := e.gone(ctx, ev.InstallationID)
 		return happened(ev) + ", delivered late: " + what, err
 	}
@@ -398,11 +406,13 @@ func (e *Engine) unreachable(ctx context.Context, repo Repo) (bool, error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		e.Log.Warn("after the unsuspension: no installation of the App reaches the repository any more: it leaves lastmile", "repo", repo.FullName())
-		if err := e.depart(ctx, repo, "superseded: no installation of the lastmile App reaches the repository any more"); err != nil {
+		// Detached first, as repositoriesMoved does: a push handled
+		// meanwhile records no release, or records it for depart to stop.
+		if err := e.Store.DetachRepo(ctx, repo.ID, e.Now()); err != nil {
 			return false, err
 		}
 		e.saved.Delete(repo.ID)
-		return true, e.Store.DetachRepo(ctx, repo.ID, e.Now())
+		return true, e.depart(ctx, repo, "superseded: no installation of the lastmile App reaches the repository any more")
 	case err != nil:
 		return false, err
 	case inst != repo.InstallationID:

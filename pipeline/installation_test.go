@@ -522,3 +522,64 @@ func TestInstallationCreatedAttachesKnownRepositories(t *testing.T) {
 		t.Errorf("repository 99, unknown to lastmile: %v (%v); want it not recorded from the created event", repos, err)
 	}
 }
+
+// A push made before the repository was removed from the installation
+// (to another branch), handled after the removal; the repository is added
+// back (that event lost): the next push, made after, is released — what
+// the late push had lastmile remember of the repository (its installation,
+// which the store did not record over the removal) does not keep the next
+// from recording it again.
+func TestPushAfterTheRepositoryIsAddedBackWithoutItsEvent(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2, c3)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	removedAt := time.Now()
+	h.gh.setReaches(shop.ID, 0)
+	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.RepositoriesRemoved, Sender: "octocat", Repos: []pipeline.Repo{shop}})
+	err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "feature", Ref: "refs/heads/feature",
+		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: removedAt.Add(-time.Minute)})
+	var ignored *pipeline.Ignored
+	if !errors.As(err, &ignored) {
+		t.Fatalf("the push to a feature branch made before the removal: %v; want it ignored", err)
+	}
+	if gone, err := h.db.Detached(ctx, shop.ID); err != nil || !gone {
+		t.Fatalf("acme/shop detached: %v (%v); want the late push not to record its installation over the removal", gone, err)
+	}
+	h.gh.setReaches(shop.ID, 7) // added back; its event lost
+	h.gh.mu.Lock()
+	h.gh.head = c3
+	h.gh.mu.Unlock()
+	if err := h.deliverPush(c2, c3, false, removedAt.Add(time.Minute)); err != nil {
+		t.Fatalf("the push made after the repository was added back: %v; want it released", err)
+	}
+	if rel := h.releaseState(shop, c3); rel.State != pipeline.ReleaseActive {
+		t.Errorf("c3's release: %s %q; want active", rel.State, rel.StopReason)
+	}
+}
+
+// A created or added event whose installation GitHub does not show
+// (not yet: an installation just made) records nothing: the installation
+// is not taken for uninstalled, and its repositories stay.
+func TestInstallationNotShownYetIsNotUninstalled(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.setInstallation(7, pipeline.InstallationUninstalled, time.Time{}, "") // GitHub's 404, for now
+	for _, action := range []pipeline.InstallationAction{pipeline.RepositoriesAdded, pipeline.InstallationCreated} {
+		note := h.installationEvent(pipeline.InstallationEvent{Action: action, Sender: "octocat",
+			Repos: []pipeline.Repo{{ID: 77, Owner: "acme", Name: "api", InstallationID: 7}}})
+		if !strings.Contains(note, "nothing recorded") {
+			t.Errorf("%s: note %q; want it to say nothing was recorded", action, note)
+		}
+	}
+	if st, err := h.db.Installation(ctx, 7); err == nil && st.State == pipeline.InstallationUninstalled {
+		t.Errorf("installation 7 recorded %s after a 404 on a created or added event", st.State)
+	}
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
+		t.Errorf("c1's release: %s %q; want active", rel.State, rel.StopReason)
+	}
+}

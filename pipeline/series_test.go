@@ -277,8 +277,7 @@ func TestQuickFirstDeploySeenAtZero(t *testing.T) {
 // The environments a configuration names are the pipeline's from the push
 // on, deployed to or not: lastmile_environment_info lists them and their
 // series are at 0. One that never had a success has no last-success
-// timestamp, so LastmileNoProductionDeploy, which needs one, does not fire
-// for it.
+// timestamp: LastmileNoProductionDeploy counts from its live-since time.
 func TestConfiguredEnvironmentsAreListedBeforeTheirFirstDeployment(t *testing.T) {
 	h := newHarness(t, c0, c1)
 	if err := h.push(c0, c1, false); err != nil {

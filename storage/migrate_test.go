@@ -471,3 +471,48 @@ func TestRerunMigrationMarksTheRerunsInProgress(t *testing.T) {
 		t.Errorf("holds ended around %v: %+v (%v); want acme/shop's", ended, repos, err)
 	}
 }
+
+// Migration 0023 starts the live-since time of the live environments that
+// never succeeded at the migration, so that upgrading raises no alert at
+// once for them; one that succeeded keeps counting from its last success
+// (an alert due stays due); a retired one has none.
+func TestLiveSinceMigrationStartsTheNeverSucceeded(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1)`,
+		`INSERT INTO environment_state (repository_id, environment, repository, production, last_success_at, retired) VALUES
+			(42, 'production', 'acme/shop', 1, 0, 0), (42, 'staging', 'acme/shop', 0, 5000, 0), (42, 'qa', 'acme/shop', 0, 0, 1)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	before := time.Now().Add(-time.Second).UnixMilli()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	since := map[string]int64{}
+	r, err := db.read.QueryContext(ctx, `SELECT environment, live_since FROM environment_state`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for r.Next() {
+		var env string
+		var at int64
+		if err := r.Scan(&env, &at); err != nil {
+			t.Fatal(err)
+		}
+		since[env] = at
+	}
+	if since["production"] < before || since["production"] > time.Now().UnixMilli() || since["staging"] != 0 || since["qa"] != 0 {
+		t.Errorf("live since after the migration: %v; want production's at the migration (after %d), staging (succeeded) and qa (retired) 0", since, before)
+	}
+}
