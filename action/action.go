@@ -209,20 +209,20 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 		workflowCommand(env.Stdout, "notice", why)
 		return Result{State: latest, Skipped: true}, nil
 	}
-	if cfg.runAttempt > 1 {
-		// A re-run (of the failed jobs, or of all of them, when the
-		// register job has queued the deployment again). Deploying again
-		// must not go backwards: if a newer deployment to the environment
-		// has succeeded since, this commit is outdated there.
-		newer, err := r.newerSuccess(ctx)
-		if err != nil {
-			return Result{}, cancelledBefore(ctx, err)
-		}
-		if newer != 0 {
-			workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed again: deployment %d there has succeeded since, and this one would go backwards.",
-				cfg.deployment.ID, cfg.deployment.Environment, newer))
-			return Result{State: latest, Skipped: true}, nil
-		}
+	// Deploying must not go backwards: if a newer deployment to the
+	// environment has succeeded, this commit is outdated there — on a
+	// re-run (of the failed jobs, or of all of them, when the register job
+	// has queued the deployment again), or on a first attempt whose
+	// deployment lastmile has not made inactive (yet: its status is
+	// written by the next advance, which a GitHub outage may hold up).
+	newer, err := r.newerSuccess(ctx)
+	if err != nil {
+		return Result{}, cancelledBefore(ctx, err)
+	}
+	if newer != 0 {
+		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, has succeeded, and this one would go backwards.",
+			cfg.deployment.ID, cfg.deployment.Environment, newer))
+		return Result{State: latest, Skipped: true}, nil
 	}
 	if latest == pipeline.DeploymentFailure || latest == pipeline.DeploymentError {
 		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d ended in %s; this is attempt %d of the run, so it is deployed again.",

@@ -611,8 +611,32 @@ func TestRerunAfterANewerSuccessDeploysNothing(t *testing.T) {
 		t.Fatalf("re-run: %+v, %v; want skipped", r.res, r.err)
 	}
 	wantStates(t, w.deployment(old), "queued", "in_progress", "failure")
-	if want := fmt.Sprintf("deployment %d there has succeeded since, and this one would go backwards", newer); !strings.Contains(jobLog(w.sim), want) {
+	if want := fmt.Sprintf("deployment %d there, of a newer release, has succeeded, and this one would go backwards", newer); !strings.Contains(jobLog(w.sim), want) {
 		t.Errorf("job log lacks %q:\n%s", want, jobLog(w.sim))
+	}
+}
+
+// A first attempt whose deployment lastmile has not made inactive (yet),
+// while a newer deployment to the environment has succeeded: nothing is
+// deployed, the deployment keeps its statuses, the step succeeds.
+func TestFirstAttemptAfterANewerSuccessDeploysNothing(t *testing.T) {
+	w := newWorld(t)
+	old := w.createDeployment()
+	w.postStatus(old, "queued")
+	newer := w.createDeployment()
+	w.postStatus(newer, "success")
+	s := newStep(t, w.directJob(old), map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD"})
+	var log strings.Builder
+	res, err := action.Run(w.ctx, s.env(&log))
+	if err != nil || !res.Skipped {
+		t.Fatalf("Run: %+v, %v; want skipped\n%s", res, err, log.String())
+	}
+	if strings.Contains(log.String(), "DEPLOYED-OLD") {
+		t.Errorf("the command ran:\n%s", log.String())
+	}
+	wantStates(t, w.deployment(old), "queued")
+	if want := fmt.Sprintf("deployment %d there, of a newer release, has succeeded", newer); !strings.Contains(log.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, log.String())
 	}
 }
 

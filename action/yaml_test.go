@@ -429,11 +429,12 @@ type workflowFile struct {
 	On          any               `yaml:"on"`
 	Permissions map[string]string `yaml:"permissions"`
 	Jobs        map[string]struct {
-		Name        string `yaml:"name"`
-		If          string `yaml:"if"`
-		RunsOn      any    `yaml:"runs-on"`
-		Needs       any    `yaml:"needs"`
-		Environment any    `yaml:"environment"`
+		Name        string            `yaml:"name"`
+		If          string            `yaml:"if"`
+		RunsOn      any               `yaml:"runs-on"`
+		Needs       any               `yaml:"needs"`
+		Outputs     map[string]string `yaml:"outputs"`
+		Environment any               `yaml:"environment"`
 		Concurrency *struct {
 			Group            string `yaml:"group"`
 			CancelInProgress any    `yaml:"cancel-in-progress"`
@@ -470,9 +471,12 @@ func TestExampleWorkflow(t *testing.T) {
 	key, _, _ := strings.Cut(reflect.TypeFor[pipeline.DeploymentPayload]().Field(0).Tag.Get("json"), ",")
 	onlyLastmiles := "github.event.deployment.payload." + key
 	uses := map[string][]actionStep{}
+	// The deploy job runs only for a deployment the register job did not
+	// skip (superseded, or finished).
+	wantIf := map[string]string{"register": onlyLastmiles, "deploy": onlyLastmiles + " && needs.register.outputs.skipped != 'true'"}
 	for job, j := range wf.Jobs {
-		if j.If != onlyLastmiles {
-			t.Errorf("job %s if: %q, want %s", job, j.If, onlyLastmiles)
+		if j.If != wantIf[job] {
+			t.Errorf("job %s if: %q, want %s", job, j.If, wantIf[job])
 		}
 		if rs, ok := j.RunsOn.(string); !ok || !strings.HasPrefix(rs, "ubuntu-") {
 			t.Errorf("job %s runs-on %v, want a GitHub-hosted Ubuntu runner", job, j.RunsOn)
@@ -513,7 +517,10 @@ func TestExampleWorkflow(t *testing.T) {
 		t.Errorf("register job has environment %v: it must run ungated", reg.Environment)
 	}
 	if len(uses["register"]) != 1 || uses["register"][0].With["mode"] != "register" {
-		t.Errorf("register job's lastmile steps %+v, want one with mode: register", uses["register"])
+		t.Fatalf("register job's lastmile steps %+v, want one with mode: register", uses["register"])
+	}
+	if id := uses["register"][0].ID; id == "" || reg.Outputs["skipped"] != "${{ steps."+id+".outputs.skipped }}" {
+		t.Errorf("register job outputs %v (step id %q), want skipped from its lastmile step", reg.Outputs, id)
 	}
 
 	dep := wf.Jobs["deploy"]
