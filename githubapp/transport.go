@@ -60,13 +60,16 @@ func (e *RateLimitedError) Error() string {
 //     all of the credential's calls;
 //   - reports every call to the observer.
 //
-// A wait longer than MaxWait is not slept: the call fails with
-// *RateLimitedError and the caller (the worker) schedules the retry.
+// A call sleeps at most MaxWait for rate limits in all, its retries
+// included, and never past its context's deadline: a longer wait is not
+// slept, the call fails with *RateLimitedError and the caller (the worker)
+// schedules the retry, so that one throttled credential does not hold a
+// worker long.
 type Transport struct {
 	Base       http.RoundTripper
 	Observer   RequestObserver
 	MaxRetries int           // further attempts after the first; default 4
-	MaxWait    time.Duration // longest wait slept inside a call; default 30s
+	MaxWait    time.Duration // longest a call sleeps for rate limits, in all; default 30s
 	BaseDelay  time.Duration // first backoff; default 500ms
 
 	// Sleep waits for d or until ctx ends; tests replace it to record waits.
@@ -173,7 +176,8 @@ func (t *Transport) base() http.RoundTripper {
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	hold := t.holdLimit(req)
-	if err := t.waitForQuota(ctx, req, hold); err != nil {
+	waited, err := t.waitForQuota(ctx, req, hold)
+	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
 		}
@@ -208,7 +212,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 					// call alone: the credential's other calls wait too.
 					t.block(quotaOf(req, secondaryResource), t.now().Add(wait))
 				}
-				if wait > t.maxWait() || last || beyond(hold, t.now().Add(wait)) {
+				if waited+wait > t.maxWait() || last || beyond(hold, t.now().Add(wait)) || pastDeadline(ctx, t.now().Add(wait)) {
 					drain(resp)
 					return nil, &RateLimitedError{Until: t.now().Add(wait), Secondary: secondary, Status: resp.StatusCode}
 				}
@@ -216,6 +220,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				if err := t.sleep(ctx, wait); err != nil {
 					return nil, err
 				}
+				waited += wait
 				continue
 			}
 			if resp.StatusCode < 500 || !repeatable || last {
@@ -250,7 +255,6 @@ func (t *Transport) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// waitForQuota holds a request while the hourly quota is known to be spent.
 // jwtHold is the longest a request carrying the App's JWT is held in the
 // transport, waits and retries included: ghinstallation signs a JWT for
 // each call, valid for about 90 seconds, and sending it again after that
@@ -269,7 +273,18 @@ func (t *Transport) holdLimit(req *http.Request) time.Time {
 // beyond reports whether at is past hold (holdLimit's; zero: no limit).
 func beyond(hold, at time.Time) bool { return !hold.IsZero() && at.After(hold) }
 
-func (t *Transport) waitForQuota(ctx context.Context, req *http.Request, hold time.Time) error {
+// pastDeadline reports whether at is after ctx's deadline: a wait until
+// then would end in ctx's error rather than a call, and is the caller's to
+// schedule instead.
+func pastDeadline(ctx context.Context, at time.Time) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && at.After(deadline)
+}
+
+// waitForQuota sleeps while the credential's quota is known to be spent,
+// and returns how long; a wait beyond MaxWait, the hold or ctx's deadline
+// is not slept: *RateLimitedError.
+func (t *Transport) waitForQuota(ctx context.Context, req *http.Request, hold time.Time) (time.Duration, error) {
 	t.mu.Lock()
 	quota := t.blocked[quotaOf(req, rateResource(req))]
 	secondary := t.blocked[quotaOf(req, secondaryResource)]
@@ -280,12 +295,12 @@ func (t *Transport) waitForQuota(ctx context.Context, req *http.Request, hold ti
 	}
 	wait := until.Sub(t.now())
 	if wait <= 0 {
-		return nil
+		return 0, nil
 	}
-	if wait > t.maxWait() || beyond(hold, until) {
-		return &RateLimitedError{Until: until, Secondary: until == secondary}
+	if wait > t.maxWait() || beyond(hold, until) || pastDeadline(ctx, until) {
+		return 0, &RateLimitedError{Until: until, Secondary: until == secondary}
 	}
-	return t.sleep(ctx, wait)
+	return wait, t.sleep(ctx, wait)
 }
 
 func (t *Transport) recordRateLimit(req *http.Request, resp *http.Response) {

@@ -930,3 +930,33 @@ func TestAsRateLimited(t *testing.T) {
 		})
 	}
 }
+
+// A call sleeps at most MaxWait for rate limits in all, its retries
+// included (each wait within MaxWait, they added up to MaxRetries of
+// them), so that a throttled credential does not hold a worker for
+// minutes; nor does it sleep past its context's deadline.
+func TestTransportRateLimitWaitsAddUpToMaxWait(t *testing.T) {
+	g := newScriptedGitHub(t, step{status: 429, headers: map[string]string{"Retry-After": "50"}})
+	clock, obs := newFakeClock(), &observed{}
+	tr := newTestTransport(g, clock, obs) // MaxWait 2 min, MaxRetries 3
+	_, _, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/x", "")
+	if _, ok := githubapp.IsRateLimited(err); !ok {
+		t.Fatalf("error = %v, want a rate-limit error", err)
+	}
+	if w := clock.Waits(); !slices.Equal(w, []time.Duration{50 * time.Second, 50 * time.Second}) {
+		t.Errorf("waits = %v, want 50s twice (a third would pass MaxWait's 2 min in all)", w)
+	}
+
+	g = newScriptedGitHub(t, step{status: 429, headers: map[string]string{"Retry-After": "5"}})
+	clock = &fakeClock{now: time.Now()} // the context's deadline is on the real clock
+	tr = newTestTransport(g, clock, obs)
+	ctx, cancel := context.WithDeadline(context.Background(), clock.Now().Add(3*time.Second))
+	defer cancel()
+	_, _, err = call(t, ctx, tr, http.MethodGet, g.URL+"/x", "")
+	if _, ok := githubapp.IsRateLimited(err); !ok {
+		t.Fatalf("a wait past the deadline: error = %v, want a rate-limit error (the caller's to schedule)", err)
+	}
+	if w := clock.Waits(); len(w) != 0 {
+		t.Errorf("waits = %v, want none past the context's deadline", w)
+	}
+}
