@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/google/go-github/v62/github"
@@ -100,6 +101,7 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 		ok       bool
 		failures int
 		latest   *github.HookDelivery
+		first    time.Time // its first attempt seen (GitHub lists the newest first)
 	}
 	groups := map[string]*group{}
 	var order []string
@@ -149,6 +151,9 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 				groups[guid] = g
 				order = append(order, guid)
 			}
+			if d.DeliveredAt != nil {
+				g.first = d.DeliveredAt.Time
+			}
 			if d.GetStatus() == "OK" {
 				g.ok = true
 			} else {
@@ -162,13 +167,18 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 	}
 
 	// A delivery of an event lastmile does not handle (ping among them)
-	// would only be recorded as ignored: not worth a request.
+	// would only be recorded as ignored: not worth a request. They are
+	// asked for in the order GitHub first sent them, so that they reach
+	// the inbox — and each repository's queue — in the order of the
+	// events (GitHub lists them newest first).
 	var failed []string
 	for _, guid := range order {
 		if g := groups[guid]; !g.ok && Handles(g.latest.GetEvent()) {
 			failed = append(failed, guid)
 		}
 	}
+	slices.Reverse(failed)
+	slices.SortStableFunc(failed, func(a, b string) int { return groups[a].first.Compare(groups[b].first) })
 	known, err := r.Store.KnownDeliveries(ctx, failed)
 	if err != nil {
 		return 0, err

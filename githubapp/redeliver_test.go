@@ -217,7 +217,7 @@ func TestRedelivererRunOnce(t *testing.T) {
 				{id: 13, guid: "g-3", ago: 5 * time.Minute}, {id: 12, guid: "g-2", ago: 6 * time.Minute},
 				{id: 11, guid: "g-1", ago: 7 * time.Minute}},
 			known:    []string{"g-3"},
-			pageSize: 2, want: []int64{16, 14, 12, 11}, wantPages: 4,
+			pageSize: 2, want: []int64{11, 12, 14, 16}, wantPages: 4,
 		},
 		"a success on a later page still counts": {
 			attempts: []hookAttempt{{id: 13, guid: "g-1", ago: time.Minute}, {id: 12, guid: "g-2", ago: 2 * time.Minute},
@@ -228,7 +228,7 @@ func TestRedelivererRunOnce(t *testing.T) {
 			attempts: []hookAttempt{{id: 13, guid: "g-recent", ago: 30 * time.Minute},
 				{id: 12, guid: "g-around-last-run", ago: 2*time.Hour + 30*time.Minute},
 				{id: 11, guid: "g-before-last-run", ago: 3*time.Hour + time.Minute}},
-			checkpoint: now.Add(-2 * time.Hour), want: []int64{13, 12}, wantPages: 1,
+			checkpoint: now.Add(-2 * time.Hour), want: []int64{12, 13}, wantPages: 1,
 		},
 		"a checkpoint older than the window does not widen it": {
 			attempts:   []hookAttempt{{id: 12, guid: "g-in", ago: window - time.Hour}, {id: 11, guid: "g-out", ago: window + time.Minute}},
@@ -344,8 +344,8 @@ func TestRedelivererGoesOnPastARefusal(t *testing.T) {
 	if _, err := r.RunOnce(context.Background()); err != nil {
 		t.Fatalf("RunOnce: %v", err)
 	}
-	if got := gh.Redelivered(); !slices.Equal(got, []int64{12, 11}) {
-		t.Errorf("asked to redeliver %v, want both [12 11]", got)
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{11, 12}) {
+		t.Errorf("asked to redeliver %v, want both [11 12]", got)
 	}
 	if cp, _, _ := db.Setting(context.Background(), "redelivery.checkpoint"); cp != now.Format(time.RFC3339Nano) {
 		t.Errorf("checkpoint = %q, want the run's time", cp)
@@ -479,7 +479,7 @@ func TestRedelivererAsksOnlyForEventsItHandles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := gh.Redelivered(), []int64{17, 15, 13, 11}; !slices.Equal(got, want) || n != len(want) {
+	if got, want := gh.Redelivered(), []int64{11, 13, 15, 17}; !slices.Equal(got, want) || n != len(want) {
 		t.Errorf("asked to redeliver %v (RunOnce = %d), want only the events lastmile handles, %v", got, n, want)
 	}
 }
@@ -504,11 +504,30 @@ func TestRedelivererSpacesItsRequests(t *testing.T) {
 	if _, err := r.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := gh.Redelivered(); !slices.Equal(got, []int64{14, 13, 12, 11}) {
-		t.Fatalf("asked to redeliver %v, want [14 13 12 11]", got)
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{11, 12, 13, 14}) {
+		t.Fatalf("asked to redeliver %v, want [11 12 13 14], oldest first", got)
 	}
 	if want := []string{"1s after 1", "1s after 2", "1s after 3"}; !slices.Equal(waits, want) {
 		t.Errorf("waits %q, want %q", waits, want)
+	}
+}
+
+// The deliveries missed are asked for in the order GitHub first sent
+// them, so that they reach the inbox in the order of their events: a
+// delivery whose redelivery failed again comes by its first attempt, not
+// its latest (whose ID is the one asked for).
+func TestRedelivererAsksOldestFirst(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	gh := newHookDeliveries(t, now, 100,
+		hookAttempt{id: 15, guid: "g-1", ago: time.Minute}, hookAttempt{id: 12, guid: "g-2", ago: 5 * time.Minute},
+		hookAttempt{id: 11, guid: "g-1", ago: 10 * time.Minute})
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: openStore(t), Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: func() time.Time { return now }, Log: discardLog(), Sleep: skipWait}
+	if _, err := r.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{15, 12}) {
+		t.Errorf("asked to redeliver %v, want [15 12]: g-1 (first sent 10 minutes ago, its latest attempt 15) before g-2", got)
 	}
 }
 
@@ -563,11 +582,11 @@ func TestRedelivererGoesOnPastAFailedRequest(t *testing.T) {
 		wantN      int
 	}{
 		"one fails": {failPostOf: map[int64]int{14: http.StatusBadGateway},
-			wantAsked: []int64{15, 14, 13, 12, 11}, wantN: 4},
+			wantAsked: []int64{11, 12, 13, 14, 15}, wantN: 4},
 		"failures apart": {failPostOf: map[int64]int{15: http.StatusInternalServerError, 14: http.StatusBadGateway, 12: http.StatusServiceUnavailable},
-			wantAsked: []int64{15, 14, 13, 12, 11}, wantN: 2},
+			wantAsked: []int64{11, 12, 13, 14, 15}, wantN: 2},
 		"three in a row: the run stops": {failPostOf: map[int64]int{14: http.StatusBadGateway, 13: http.StatusBadGateway, 12: http.StatusBadGateway},
-			wantAsked: []int64{15, 14, 13, 12}, wantN: 1},
+			wantAsked: []int64{11, 12, 13, 14}, wantN: 1},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -632,8 +651,8 @@ func TestRedelivererStopsAtARateLimit(t *testing.T) {
 			if err == nil || n != 0 {
 				t.Errorf("RunOnce = %d, %v; want 0 and a rate-limit error", n, err)
 			}
-			if got := gh.Redelivered(); !slices.Equal(got, []int64{12}) {
-				t.Errorf("asked to redeliver %v, want [12] and no more after the rate limit", got)
+			if got := gh.Redelivered(); !slices.Equal(got, []int64{11}) {
+				t.Errorf("asked to redeliver %v, want [11] (the oldest) and no more after the rate limit", got)
 			}
 			asked, err := db.RedeliveriesRequested(context.Background(), []string{"g-1", "g-2"})
 			if err != nil {
