@@ -165,6 +165,10 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object: " + err.Error()}
 	}
 	d.Action, d.InstallationID, d.RepositoryID, d.Repository = head.Action, head.InstallationID, head.RepositoryID, head.Repository
+	// Every delivery keeps its raw body, an ignored one too: the record of
+	// what GitHub sent, and what a later lastmile that handles the event
+	// can be given again (lastmile deliveries retry).
+	d.Body = body
 	outcome := OutcomeAccepted
 	switch {
 	case d.Event == "ping":
@@ -172,7 +176,7 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	case !h.handles(d.Event):
 		outcome, d.State = OutcomeIgnored, pipeline.DeliveryIgnored
 	default:
-		d.State, d.Body = pipeline.DeliveryPending, body
+		d.State = pipeline.DeliveryPending
 	}
 	duplicate, err := h.inbox.Accept(r.Context(), d, KnownEvent(d.Event), outcome)
 	if err != nil {
