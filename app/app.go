@@ -170,6 +170,12 @@ func (a *App) routes(webhook, admin bool) http.Handler {
 			a.log.Warn("readyz: database", "error", err) // details in the log, not to the internet
 			return c.String(http.StatusServiceUnavailable, "database unavailable\n")
 		}
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		if err := a.db.Writable(ctx); err != nil {
+			a.log.Warn("readyz: the inbox cannot store deliveries", "error", err)
+			return c.String(http.StatusServiceUnavailable, "the inbox cannot store deliveries\n")
+		}
 		if !a.worker.Alive() {
 			return c.String(http.StatusServiceUnavailable, "worker not running\n")
 		}

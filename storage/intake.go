@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -62,6 +64,10 @@ type groupCommitter struct {
 	mu      sync.RWMutex // guards closed against concurrent submit
 	closed  bool
 	stopped chan struct{}
+
+	// failing says that the last commit failed (a full disk, say): see
+	// DB.Writable.
+	failing atomic.Bool
 }
 
 func newGroupCommitter(db *DB) (*groupCommitter, error) {
@@ -131,6 +137,7 @@ func (g *groupCommitter) run() {
 			}
 		}
 		dups, err := g.commit(batch)
+		g.failing.Store(err != nil)
 		for i, r := range batch {
 			r.done <- intakeResult{duplicate: err == nil && dups[i], err: err}
 		}
@@ -187,4 +194,25 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 		return nil
 	})
 	return dups, err
+}
+
+// Writable reports whether the inbox can store deliveries: nil when the
+// intake's last commit went through; when it failed, whether a durable
+// write made now goes through — so that a process that cannot store what
+// it receives reports it (readiness), and reports it no more once the
+// cause is gone, although nothing is sent to a process that is not ready.
+func (db *DB) Writable(ctx context.Context) error {
+	if !db.intake.failing.Load() {
+		return nil
+	}
+	err := db.durableTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('readyz.probe', ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, db.Now().UTC().Format(time.RFC3339Nano))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("the inbox's last commit failed, and so does a write now: %w", err)
+	}
+	db.intake.failing.Store(false)
+	return nil
 }

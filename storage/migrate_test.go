@@ -516,3 +516,39 @@ func TestLiveSinceMigrationStartsTheNeverSucceeded(t *testing.T) {
 		t.Errorf("live since after the migration: %v; want production's at the migration (after %d), staging (succeeded) and qa (retired) 0", since, before)
 	}
 }
+
+// Writable: after the intake's commit failed, the inbox is reported unable
+// to store deliveries while a write fails too (the write connection stuck,
+// here), and able again once a write goes through.
+func TestWritableAfterAFailedCommit(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Writable(ctx); err != nil {
+		t.Fatalf("a new database: %v, want writable", err)
+	}
+	// A commit that fails (here a state the schema refuses; on a full
+	// disk, any).
+	if _, err := db.Accept(ctx, &pipeline.Delivery{ID: "bad", Event: "push", State: "bogus"}, "push", "accepted"); err == nil {
+		t.Fatal("Accept of a delivery the schema refuses: no error")
+	}
+	conn, err := db.write.Conn(ctx) // a writer that does not let go
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := db.Writable(short); err == nil {
+		t.Error("after a failed commit, with no write possible: writable, want an error")
+	}
+	conn.Close()
+	if err := db.Writable(ctx); err != nil {
+		t.Errorf("once a write goes through: %v, want writable", err)
+	}
+	if db.intake.failing.Load() {
+		t.Error("still failing after a write went through")
+	}
+}
