@@ -29,6 +29,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,7 +223,15 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 	if newer != 0 {
 		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, has succeeded, and this one would go backwards.",
 			cfg.deployment.ID, cfg.deployment.Environment, newer))
-		return Result{State: latest, Skipped: true}, nil
+		if cfg.mode == ModeRegister || latest.Terminal() {
+			return Result{State: latest, Skipped: true}, nil
+		}
+		// Not finished: said so, as lastmile would (superseded), so that
+		// the run's end without a result is not taken for an error.
+		res, err := r.finish(ctx, pipeline.DeploymentInactive, cfg.logURL(),
+			fmt.Sprintf("Not deployed: deployment %d of a newer release has succeeded in %s", newer, cfg.deployment.Environment), finalPostTimeout, nil)
+		res.Skipped = true
+		return res, err
 	}
 	if latest == pipeline.DeploymentFailure || latest == pipeline.DeploymentError {
 		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d ended in %s; this is attempt %d of the run, so it is deployed again.",
@@ -301,11 +310,16 @@ func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
-// newerSuccess returns a deployment to the same environment created after
-// this one whose latest status is success, or 0. GitHub lists deployments
-// newest first; the newest hundred are looked at.
+// newerSuccess returns a deployment of lastmile's to the same environment,
+// created after this one, that has succeeded there, or 0. Only lastmile's
+// (of the same lastmile, when this one is lastmile's) are releases: another
+// App's deployment, or an Actions job's own, says nothing of this one. One
+// that succeeded counts though GitHub or lastmile made it inactive since:
+// it was deployed. GitHub lists deployments newest first; the newest
+// hundred are looked at.
 func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 	c := r.cfg
+	mine, marked := pipeline.ParseMarker(c.deployment.Payload)
 	var deps []*github.Deployment
 	err := r.call(ctx, func() (err error) {
 		deps, _, err = r.gh.Repositories.ListDeployments(ctx, c.owner, c.repo, &github.DeploymentsListOptions{
@@ -319,15 +333,19 @@ func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 		if d.GetID() <= c.deployment.ID {
 			continue
 		}
+		m, ok := pipeline.ParseMarker(d.Payload)
+		if !ok || marked && m.Instance != mine.Instance {
+			continue
+		}
 		var statuses []*github.DeploymentStatus
 		err := r.call(ctx, func() (err error) {
-			statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, d.GetID(), &github.ListOptions{PerPage: 1})
+			statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, d.GetID(), &github.ListOptions{PerPage: 100})
 			return err
 		})
 		if err != nil {
 			return 0, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", d.GetID(), c.owner, c.repo, explain(err))
 		}
-		if len(statuses) > 0 && statuses[0].GetState() == string(pipeline.DeploymentSuccess) {
+		if slices.ContainsFunc(statuses, func(st *github.DeploymentStatus) bool { return st.GetState() == string(pipeline.DeploymentSuccess) }) {
 			return d.GetID(), nil
 		}
 	}

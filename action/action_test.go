@@ -617,26 +617,44 @@ func TestRerunAfterANewerSuccessDeploysNothing(t *testing.T) {
 }
 
 // A first attempt whose deployment lastmile has not made inactive (yet),
-// while a newer deployment to the environment has succeeded: nothing is
-// deployed, the deployment keeps its statuses, the step succeeds.
+// while a newer deployment of lastmile's to the environment has succeeded
+// (made inactive since, as GitHub does to earlier successes): nothing is
+// deployed, the deployment is made inactive, saying why, and the step
+// succeeds. Another App's newer success says nothing of it: it deploys.
 func TestFirstAttemptAfterANewerSuccessDeploysNothing(t *testing.T) {
-	w := newWorld(t)
-	old := w.createDeployment()
-	w.postStatus(old, "queued")
-	newer := w.createDeployment()
-	w.postStatus(newer, "success")
-	s := newStep(t, w.directJob(old), map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD"})
-	var log strings.Builder
-	res, err := action.Run(w.ctx, s.env(&log))
-	if err != nil || !res.Skipped {
-		t.Fatalf("Run: %+v, %v; want skipped\n%s", res, err, log.String())
-	}
-	if strings.Contains(log.String(), "DEPLOYED-OLD") {
-		t.Errorf("the command ran:\n%s", log.String())
-	}
-	wantStates(t, w.deployment(old), "queued")
-	if want := fmt.Sprintf("deployment %d there, of a newer release, has succeeded", newer); !strings.Contains(log.String(), want) {
-		t.Errorf("log lacks %q:\n%s", want, log.String())
+	for _, tc := range []struct {
+		name    string
+		payload any
+		skipped bool
+	}{
+		{"lastmile's", lastmilePayload, true},
+		{"another App's", map[string]bool{"vercel": true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			old := w.createDeployment()
+			w.postStatus(old, "queued")
+			newer := w.createDeploymentWith(tc.payload)
+			w.postStatus(newer, "success")
+			w.postStatus(newer, "inactive")
+			s := newStep(t, w.directJob(old), map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD"})
+			var log strings.Builder
+			res, err := action.Run(w.ctx, s.env(&log))
+			if err != nil || res.Skipped != tc.skipped {
+				t.Fatalf("Run: %+v, %v; want skipped %v\n%s", res, err, tc.skipped, log.String())
+			}
+			if !tc.skipped {
+				wantStates(t, w.deployment(old), "queued", "in_progress", "success")
+				return
+			}
+			if strings.Contains(log.String(), "DEPLOYED-OLD") {
+				t.Errorf("the command ran:\n%s", log.String())
+			}
+			wantStates(t, w.deployment(old), "queued", "inactive")
+			if want := fmt.Sprintf("deployment %d there, of a newer release, has succeeded", newer); !strings.Contains(log.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, log.String())
+			}
+		})
 	}
 }
 

@@ -111,10 +111,17 @@ func (w *world) shareClock(now func() time.Time) { w.clock.Store(&now) }
 // App's installation token. With a workflow set, it starts a run.
 func (w *world) createDeployment() int64 {
 	w.t.Helper()
+	return w.createDeploymentWith(lastmilePayload)
+}
+
+// createDeploymentWith creates a deployment with payload: lastmile's, or
+// another App's.
+func (w *world) createDeploymentWith(payload any) int64 {
+	w.t.Helper()
 	d, _, err := w.app.Repositories.CreateDeployment(w.ctx, owner, repoName, &github.DeploymentRequest{
 		Ref: github.String(w.sha), Environment: github.String(environment),
 		AutoMerge: github.Bool(false), RequiredContexts: &[]string{},
-		Payload: lastmilePayload,
+		Payload: payload,
 	})
 	if err != nil {
 		w.t.Fatal(err)
