@@ -1,6 +1,7 @@
 package githubapp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,6 +103,7 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 		failures int
 		latest   *github.HookDelivery
 		first    time.Time // its first attempt seen (GitHub lists the newest first)
+		firstID  int64     // and that attempt's ID (they grow: ties within a second)
 	}
 	groups := map[string]*group{}
 	var order []string
@@ -154,6 +156,7 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 			if d.DeliveredAt != nil {
 				g.first = d.DeliveredAt.Time
 			}
+			g.firstID = d.GetID()
 			if d.GetStatus() == "OK" {
 				g.ok = true
 			} else {
@@ -177,8 +180,10 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 			failed = append(failed, guid)
 		}
 	}
-	slices.Reverse(failed)
-	slices.SortStableFunc(failed, func(a, b string) int { return groups[a].first.Compare(groups[b].first) })
+	slices.SortFunc(failed, func(a, b string) int {
+		ga, gb := groups[a], groups[b]
+		return cmp.Or(ga.first.Compare(gb.first), cmp.Compare(ga.firstID, gb.firstID))
+	})
 	known, err := r.Store.KnownDeliveries(ctx, failed)
 	if err != nil {
 		return 0, err

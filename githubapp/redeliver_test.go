@@ -515,19 +515,20 @@ func TestRedelivererSpacesItsRequests(t *testing.T) {
 // The deliveries missed are asked for in the order GitHub first sent
 // them, so that they reach the inbox in the order of their events: a
 // delivery whose redelivery failed again comes by its first attempt, not
-// its latest (whose ID is the one asked for).
+// its latest (whose ID is the one asked for); within a second (GitHub's
+// times have no finer grain), by the first attempt's ID.
 func TestRedelivererAsksOldestFirst(t *testing.T) {
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	gh := newHookDeliveries(t, now, 100,
-		hookAttempt{id: 15, guid: "g-1", ago: time.Minute}, hookAttempt{id: 12, guid: "g-2", ago: 5 * time.Minute},
-		hookAttempt{id: 11, guid: "g-1", ago: 10 * time.Minute})
+		hookAttempt{id: 15, guid: "g-1", ago: time.Minute}, hookAttempt{id: 13, guid: "g-3", ago: 10 * time.Minute},
+		hookAttempt{id: 12, guid: "g-2", ago: 5 * time.Minute}, hookAttempt{id: 11, guid: "g-1", ago: 10 * time.Minute})
 	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: openStore(t), Window: 72 * time.Hour, MaxAttempts: 5,
 		Now: func() time.Time { return now }, Log: discardLog(), Sleep: skipWait}
 	if _, err := r.RunOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := gh.Redelivered(); !slices.Equal(got, []int64{15, 12}) {
-		t.Errorf("asked to redeliver %v, want [15 12]: g-1 (first sent 10 minutes ago, its latest attempt 15) before g-2", got)
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{15, 13, 12}) {
+		t.Errorf("asked to redeliver %v, want [15 13 12]: g-1 (first sent 10 minutes ago, attempt 11; its latest attempt 15), then g-3 (sent in the same second, attempt 13), then g-2", got)
 	}
 }
 

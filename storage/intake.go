@@ -65,9 +65,10 @@ type groupCommitter struct {
 	closed  bool
 	stopped chan struct{}
 
-	// failing says that the last commit failed (a full disk, say): see
-	// DB.Writable.
-	failing atomic.Bool
+	// failing is the number of the last commit when it failed (a full
+	// disk, say), 0 when it went through: see DB.Writable.
+	failing atomic.Int64
+	commits int64 // run's own count
 }
 
 func newGroupCommitter(db *DB) (*groupCommitter, error) {
@@ -137,7 +138,12 @@ func (g *groupCommitter) run() {
 			}
 		}
 		dups, err := g.commit(batch)
-		g.failing.Store(err != nil)
+		g.commits++
+		if err != nil {
+			g.failing.Store(g.commits)
+		} else {
+			g.failing.Store(0)
+		}
 		for i, r := range batch {
 			r.done <- intakeResult{duplicate: err == nil && dups[i], err: err}
 		}
@@ -202,7 +208,11 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 // it receives reports it (readiness), and reports it no more once the
 // cause is gone, although nothing is sent to a process that is not ready.
 func (db *DB) Writable(ctx context.Context) error {
-	if !db.intake.failing.Load() {
+	if db.intake == nil {
+		return nil // opened read-only: no intake
+	}
+	failed := db.intake.failing.Load()
+	if failed == 0 {
 		return nil
 	}
 	err := db.durableTx(ctx, func(tx *sql.Tx) error {
@@ -213,6 +223,7 @@ func (db *DB) Writable(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("the inbox's last commit failed, and so does a write now: %w", err)
 	}
-	db.intake.failing.Store(false)
+	// Cleared only if no commit failed since the probe began.
+	db.intake.failing.CompareAndSwap(failed, 0)
 	return nil
 }

@@ -548,7 +548,7 @@ func TestWritableAfterAFailedCommit(t *testing.T) {
 	if err := db.Writable(ctx); err != nil {
 		t.Errorf("once a write goes through: %v, want writable", err)
 	}
-	if db.intake.failing.Load() {
+	if db.intake.failing.Load() != 0 {
 		t.Error("still failing after a write went through")
 	}
 }
