@@ -166,8 +166,7 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	}
 	d.Action, d.InstallationID, d.RepositoryID, d.Repository = head.Action, head.InstallationID, head.RepositoryID, head.Repository
 	// Every delivery keeps its raw body, an ignored one too: the record of
-	// what GitHub sent, and what a later lastmile that handles the event
-	// can be given again (lastmile deliveries retry).
+	// what GitHub sent (pruned with the others by the retention setting).
 	d.Body = body
 	outcome := OutcomeAccepted
 	switch {
