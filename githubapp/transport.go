@@ -273,13 +273,16 @@ func (t *Transport) holdLimit(req *http.Request) time.Time {
 // beyond reports whether at is past hold (holdLimit's; zero: no limit).
 func beyond(hold, at time.Time) bool { return !hold.IsZero() && at.After(hold) }
 
-// pastDeadline reports whether at is after ctx's deadline: a wait until
-// then would end in ctx's error rather than a call, and is the caller's to
-// schedule instead.
+// pastDeadline reports whether at leaves the call too little of ctx's time
+// (deadlineMargin): a wait until then would end in ctx's error rather
+// than GitHub's answer, and is the caller's to schedule instead.
 func pastDeadline(ctx context.Context, at time.Time) bool {
 	deadline, ok := ctx.Deadline()
-	return ok && at.After(deadline)
+	return ok && at.Add(deadlineMargin).After(deadline)
 }
+
+// deadlineMargin is the time a call is left for itself after a wait.
+const deadlineMargin = 5 * time.Second
 
 // waitForQuota sleeps while the credential's quota is known to be spent,
 // and returns how long; a wait beyond MaxWait, the hold or ctx's deadline

@@ -934,7 +934,8 @@ func TestAsRateLimited(t *testing.T) {
 // A call sleeps at most MaxWait for rate limits in all, its retries
 // included (each wait within MaxWait, they added up to MaxRetries of
 // them), so that a throttled credential does not hold a worker for
-// minutes; nor does it sleep past its context's deadline.
+// minutes; nor does it sleep so long that its context's deadline leaves
+// the call itself no time.
 func TestTransportRateLimitWaitsAddUpToMaxWait(t *testing.T) {
 	g := newScriptedGitHub(t, step{status: 429, headers: map[string]string{"Retry-After": "50"}})
 	clock, obs := newFakeClock(), &observed{}
@@ -950,7 +951,8 @@ func TestTransportRateLimitWaitsAddUpToMaxWait(t *testing.T) {
 	g = newScriptedGitHub(t, step{status: 429, headers: map[string]string{"Retry-After": "5"}})
 	clock = &fakeClock{now: time.Now()} // the context's deadline is on the real clock
 	tr = newTestTransport(g, clock, obs)
-	ctx, cancel := context.WithDeadline(context.Background(), clock.Now().Add(3*time.Second))
+	// 5 s of wait would leave the call 3 s of its 8: too little.
+	ctx, cancel := context.WithDeadline(context.Background(), clock.Now().Add(8*time.Second))
 	defer cancel()
 	_, _, err = call(t, ctx, tr, http.MethodGet, g.URL+"/x", "")
 	if _, ok := githubapp.IsRateLimited(err); !ok {
