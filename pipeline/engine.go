@@ -1334,9 +1334,10 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 
 // outrun says why a commit of the pipeline branch (its release rel) must
 // not be deployed to environment i of cfg, as lastmile would not deploy
-// it there itself: a force push took it off the branch, a newer release
-// has succeeded in that environment (it would go backwards), or a newer
-// release has passed the environment before (newest wins). "" if none.
+// it there itself: a force push took it off the branch, lastmile withdrew
+// the release (a newer one superseded it), a newer release has succeeded
+// in that environment (it would go backwards), or a newer release has
+// passed the environment before (newest wins). "" if none.
 func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Release, cfg *Config, i int) (string, error) {
 	branch := strings.TrimPrefix(rel.Ref, "refs/heads/")
 	on, err := e.GitHub.Relation(ctx, req.Repo, req.SHA, branch)
@@ -1351,14 +1352,20 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 		return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has succeeded in %s since release #%d of commit %s: deploying %s there would go backwards.",
 			newer, short(newerSHA), req.Environment, rel.ID, short(req.SHA), short(req.SHA)), err
 	}
-	if i == 0 {
-		return "", nil
+	if i > 0 {
+		prev := cfg.Environments[i-1].Name
+		newer, newerSHA, err = e.newerSuccess(ctx, req.Repo, rel, prev)
+		if err != nil || newer != 0 {
+			return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has passed %s since release #%d of commit %s, which it supersedes: the newest release is the one promoted to %s.",
+				newer, short(newerSHA), prev, rel.ID, short(req.SHA), req.Environment), err
+		}
 	}
-	prev := cfg.Environments[i-1].Name
-	newer, newerSHA, err = e.newerSuccess(ctx, req.Repo, rel, prev)
-	if err != nil || newer != 0 {
-		return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has passed %s since release #%d of commit %s, which it supersedes: the newest release is the one promoted to %s.",
-			newer, short(newerSHA), prev, rel.ID, short(req.SHA), req.Environment), err
+	if rel.Withdrawn() {
+		// lastmile withdrew it itself: a newer release got where it was
+		// going first — also through an environment its configuration
+		// does not name (renamed, removed), where the checks above, in
+		// its own order, do not look.
+		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
 	}
 	return "", nil
 }

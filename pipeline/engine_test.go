@@ -3406,3 +3406,39 @@ func TestLostCreationSupersededBeforeLookup(t *testing.T) {
 		t.Errorf("after its run was cancelled, release #1's deployment's latest status is %s; want lastmile's error or failure", last.State)
 	}
 }
+
+// The configuration changes between two releases (staging renamed
+// preprod, or removed): c2, newer, passed the environment before
+// production in its own order, and lastmile withdrew c1, whose production
+// deployment had not started. A protection-rule request to deploy c1 to
+// production is rejected, as lastmile would not deploy it there itself
+// (in c1's own order, no newer release passed staging).
+func TestProtectionRuleRejectsAReleaseWithdrawnAcrossAConfigurationChange(t *testing.T) {
+	for name, cfg2 := range map[string]string{
+		"renamed": "environments:\n  - name: test\n  - name: preprod\n  - name: production\n",
+		"removed": "environments:\n  - name: test\n  - name: production\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, c0, c1, c2)
+			h.release(c0, c1, 10, "test", "staging") // c1's production deployment created, not started
+			h.gh.mu.Lock()
+			h.gh.config = cfg2
+			h.gh.mu.Unlock()
+			envs := []string{"test", "preprod"}
+			if name == "removed" {
+				envs = envs[:1]
+			}
+			h.release(c1, c2, 20, envs...)
+			if h.gh.deployment(c2, "production") == nil {
+				t.Fatal("c2 not sent to production")
+			}
+			if rel := h.releaseState(shop, c1); !rel.Withdrawn() {
+				t.Fatalf("c1's release: %s %s %q; want withdrawn by c2", rel.State, rel.StopKind, rel.StopReason)
+			}
+			dec := h.judge("rule-"+name, "production", c1, 99)
+			if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "withdrawn") {
+				t.Errorf("c1 to production: %s %q; want rejected, c1's release withdrawn", dec.State, dec.Comment)
+			}
+		})
+	}
+}
