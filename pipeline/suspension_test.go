@@ -180,11 +180,7 @@ func TestUnsuspensionCatchesUp(t *testing.T) {
 // is found active, and caught up as at an unsuspension.
 func TestRecheckSuspendedFindsAnUnsuspension(t *testing.T) {
 	ctx := context.Background()
-	h := newHarness(t, c0, c1)
-	h.release(c0, c1, 10, "test")
-	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
-	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
-	h.suspendedBy("alice", suspended)
+	h := stagingWaitsSuspended(t)
 	if n, err := h.engine.RecheckSuspended(ctx); err != nil || n != 0 {
 		t.Fatalf("still suspended on GitHub: RecheckSuspended = %d, %v; want 0", n, err)
 	}
@@ -241,11 +237,7 @@ func TestCatchUpAnswersWaitingProtectionRules(t *testing.T) {
 // again, and the release goes on.
 func TestRecheckSuspendedCatchesUpAgainAfterAFailure(t *testing.T) {
 	ctx := context.Background()
-	h := newHarness(t, c0, c1)
-	h.release(c0, c1, 10, "test")
-	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
-	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
-	h.suspendedBy("alice", suspended)
+	h := stagingWaitsSuspended(t)
 	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, false) // unheard of
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 	h.gh.mu.Lock()
@@ -274,11 +266,7 @@ func TestRecheckSuspendedCatchesUpAgainAfterAFailure(t *testing.T) {
 // next attempt catches up again.
 func TestAddedRepositoryCatchesUpAgainAfterAFailure(t *testing.T) {
 	ctx := context.Background()
-	h := newHarness(t, c0, c1)
-	h.release(c0, c1, 10, "test")
-	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
-	suspended := time.Now().Add(-time.Hour).Truncate(time.Second)
-	h.suspendedBy("alice", suspended)
+	h := stagingWaitsSuspended(t)
 	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, false)
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
 	h.gh.mu.Lock()
@@ -367,6 +355,18 @@ func TestUnsuspensionWakesPutOffDeliveries(t *testing.T) {
 	}
 }
 
+// stagingWaitsSuspended is c1 released, passed test, its staging
+// deployment queued (waiting for reviewers), when alice suspended the
+// installation an hour ago.
+func stagingWaitsSuspended(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	h.suspendedBy("alice", time.Now().Add(-time.Hour).Truncate(time.Second))
+	return h
+}
+
 // suspendedBy has GitHub suspend installation 7 at at, by login, and
 // lastmile handle the suspension.
 func (h *harness) suspendedBy(login string, at time.Time) {
@@ -381,10 +381,7 @@ func (h *harness) suspendedBy(login string, at time.Time) {
 // and it is not asked about again every ten minutes.
 func TestRecheckSuspendedFindsAnUninstallation(t *testing.T) {
 	ctx := context.Background()
-	h := newHarness(t, c0, c1)
-	h.release(c0, c1, 10, "test")
-	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
-	h.suspendedBy("alice", time.Now().Add(-time.Hour).Truncate(time.Second))
+	h := stagingWaitsSuspended(t)
 	h.gh.setInstallation(7, pipeline.InstallationUninstalled, time.Time{}, "")
 	if n, err := h.engine.RecheckSuspended(ctx); err != nil || n != 1 {
 		t.Fatalf("uninstalled on GitHub: RecheckSuspended = %d, %v; want 1", n, err)

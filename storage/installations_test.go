@@ -67,11 +67,7 @@ func TestInstallationsMigration(t *testing.T) {
 // once its pending deliveries that wait for later — and only those.
 func TestSetInstallationWakesItsWaitingDeliveries(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	db.Now = func() time.Time { return now }
 	later := now.Add(time.Hour)
@@ -156,11 +152,7 @@ func TestSetInstallationWakesItsWaitingDeliveries(t *testing.T) {
 // deploy logs no longer looked for; another repository's work stays.
 func TestDropWork(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	for _, q := range []string{
 		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1), (43, 'acme/api', 7, 1)`,
 		`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at) VALUES
@@ -205,11 +197,7 @@ func TestDropWork(t *testing.T) {
 // nothing.
 func TestUninstalledIsFinal(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	deleted := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: pipeline.InstallationUninstalled, Since: deleted, By: "alice"}); err != nil {
 		t.Fatal(err)
@@ -267,11 +255,7 @@ func TestPipelineBranchSource(t *testing.T) {
 // and by.
 func TestSetInstallationRecordsTheStateGiven(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	t1 := time.Now().Add(-3 * time.Hour).Truncate(time.Second)
 	for _, step := range []struct {
 		set  pipeline.InstallationState
@@ -300,11 +284,7 @@ func TestSetInstallationRecordsTheStateGiven(t *testing.T) {
 // installation over the installation event's; a push made after does.
 func TestSaveRepoAfterAnInstallationEvent(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	removedAt := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
 	r := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
 	if err := db.SaveRepo(ctx, r, removedAt.Add(-2*time.Hour)); err != nil {
@@ -340,12 +320,7 @@ func TestSaveRepoAfterAnInstallationEvent(t *testing.T) {
 // The inbox gauges read the pending deliveries' index only: the done ones,
 // which retention keeps by the million, are never walked at a scrape.
 func TestInboxPendingQueryPlan(t *testing.T) {
-	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	got := queryPlan(t, db, inboxPendingQuery)
 	if !strings.Contains(got, "deliveries USING INDEX deliveries_pending") || strings.Contains(got, "deliveries_received") {
 		t.Errorf("query plan of the inbox gauges: %s; want the deliveries_pending index alone", got)

@@ -202,11 +202,7 @@ func TestEnvironmentCommitsMigrationRecordsEarlierArrivals(t *testing.T) {
 // to a missing one.
 func TestForeignKeyCheckFindsDanglingRows(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	conn, err := db.write.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -522,11 +518,7 @@ func TestLiveSinceMigrationStartsTheNeverSucceeded(t *testing.T) {
 // here), and able again once a write goes through.
 func TestWritableAfterAFailedCommit(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	if err := db.Writable(ctx); err != nil {
 		t.Fatalf("a new database: %v, want writable", err)
 	}

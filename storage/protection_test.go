@@ -15,12 +15,7 @@ import (
 // waiting requests' partial index only: the answered decisions, never
 // pruned, are not walked every minute.
 func TestLongWaitingProtectionQueryPlan(t *testing.T) {
-	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	got := queryPlan(t, db, longWaitingQuery, 0)
 	if !strings.Contains(got, "d USING INDEX protection_decisions_waiting") || strings.Contains(got, "TEMP B-TREE") {
 		t.Errorf("query plan of the long-waiting protection-rule requests: %s; want the protection_decisions_waiting index, in its order", got)
@@ -32,11 +27,7 @@ func TestLongWaitingProtectionQueryPlan(t *testing.T) {
 // waiting since after it.
 func TestLongWaitingProtectionDecisions(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	shop := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
 	api := pipeline.Repo{ID: 43, Owner: "acme", Name: "api", InstallationID: 7}
@@ -70,11 +61,7 @@ func TestLongWaitingProtectionDecisions(t *testing.T) {
 // not the decision it was given.
 func TestRecordProtectionDecisionHoldsWhatIsRecorded(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
 	decision := func(state, comment string, at time.Time) *pipeline.ProtectionDecision {
@@ -106,11 +93,7 @@ func TestRecordProtectionDecisionHoldsWhatIsRecorded(t *testing.T) {
 // looks at it again only pipeline.HoldRunning after that judgement.
 func TestProtectionDecisionStillWaitingMovesItsTimeOn(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "lastmile.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t)
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
 	for i, comment := range []string{"waits for staging", "waits for staging still"} {
@@ -127,4 +110,16 @@ func TestProtectionDecisionStillWaitingMovesItsTimeOn(t *testing.T) {
 	if waiting, err := db.LongWaitingProtectionDecisions(ctx, t0.Add(30*time.Minute)); err != nil || len(waiting) != 0 {
 		t.Errorf("waiting since before %v: %d, %v; want none (judged again since)", t0.Add(30*time.Minute), len(waiting), err)
 	}
+}
+
+// openTemp opens a new database in the test's temporary folder, closed
+// when the test ends (storagetest.Open, for this package's own tests).
+func openTemp(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "lastmile.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }
