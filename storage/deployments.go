@@ -720,8 +720,11 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return err
-		} else if n == 1 && c.ts.Valid {
-			values = append(values, max(float64(millis(at)-c.ts.Int64)/1000, 0))
+		} else if n == 1 && c.ts.Valid && c.ts.Int64 < millis(at) {
+			// A commit dated after the success that brought it (its
+			// committer's clock ahead) has no lead time to tell: left out,
+			// as Four Keys does, rather than counted as the fastest.
+			values = append(values, float64(millis(at)-c.ts.Int64)/1000)
 		}
 	}
 	return observe(ctx, tx, metrics.LeadTime, d.Repo.FullName(), d.Environment, values...)

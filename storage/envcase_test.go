@@ -206,3 +206,31 @@ func TestEnvironmentLiveSince(t *testing.T) {
 	push(5, hour(4), both) // and named again
 	since(at("production", hour(1)), at("staging", hour(4)))
 }
+
+// A commit dated after the success that brought it to the environment (its
+// committer's clock ahead) has no lead time: it is left out of the
+// histogram, not counted as the fastest; the commits around it are measured.
+func TestLeadTimeLeavesOutCommitsDatedAfterTheirDeployment(t *testing.T) {
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	min := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Minute) }
+	l := newCaseLedger(t)
+
+	r1 := l.release(1, "production", min(0))
+	d1 := l.deploy(r1, min(1))
+	l.status(d1, pipeline.DeploymentInProgress, min(1))
+	l.status(d1, pipeline.DeploymentSuccess, min(2))
+	// Release 2's commit says 09:30; its deployment succeeded at 09:12 by
+	// GitHub's clock.
+	r2 := l.release(2, "production", min(30))
+	d2 := l.deploy(r2, min(10))
+	l.status(d2, pipeline.DeploymentInProgress, min(11))
+	l.status(d2, pipeline.DeploymentSuccess, min(12))
+	r3 := l.release(3, "production", min(40))
+	d3 := l.deploy(r3, min(41))
+	l.status(d3, pipeline.DeploymentInProgress, min(41))
+	l.status(d3, pipeline.DeploymentSuccess, min(45))
+
+	if got, want := l.series(metrics.LeadTime), []string{"[production]=2/420"}; !slices.Equal(got, want) {
+		t.Errorf("lead times: %v, want %v (120 s and 300 s; the commit dated after its deployment left out)", got, want)
+	}
+}
