@@ -720,7 +720,7 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 		}
 		if n, err := res.RowsAffected(); err != nil {
 			return err
-		} else if n == 1 && c.ts.Valid && c.ts.Int64 < millis(at) {
+		} else if n == 1 && c.ts.Valid && c.ts.Int64 <= millis(at) {
 			// A commit dated after the success that brought it (its
 			// committer's clock ahead) has no lead time to tell: left out,
 			// as Four Keys does, rather than counted as the fastest.
