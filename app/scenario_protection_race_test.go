@@ -60,13 +60,11 @@ func protectedStaging(sb *Sandbox, wf simulator.WorkflowOptions) (full string, i
 // lastmile waits (the test deployment is in_progress as far as it knows),
 // then approves once the success arrives — it never rejects. (GitHub's
 // automatic inactive on lastmile's deployment, after the job's own
-// deployment succeeds, is held too: it would have lastmile read the
-// success back from GitHub at once.)
+// deployment succeeds, sends no webhook, as GitHub documents.)
 func TestProtectionRuleWaitsForASuccessDeliveredLate(t *testing.T) {
 	sb := sandbox(t, nil)
 	full, _ := protectedStaging(sb, simulator.WorkflowOptions{CreateDeployment: true, NextEnvironments: []string{"staging"}})
 	holdTestResults(sb, "success", false)
-	holdTestResults(sb, "inactive", false)
 	push := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": testThenStaging}})
 
 	waitFor(t, sb, "the staging job's protection-rule request", func(s *simulator.Simulator) bool {
@@ -81,8 +79,8 @@ func TestProtectionRuleWaitsForASuccessDeliveredLate(t *testing.T) {
 	if reviews := sb.Sim.ProtectionRuleReviews(full); len(reviews) != 0 {
 		t.Fatalf("lastmile answered before the test success reached it: %+v", reviews)
 	}
-	if held := sb.Sim.HeldWebhooks(); len(held) != 3 {
-		t.Fatalf("held %d statuses in test, want 3 (the success of lastmile's deployment and of the job's, and GitHub's inactive on lastmile's)", len(held))
+	if held := sb.Sim.HeldWebhooks(); len(held) != 2 {
+		t.Fatalf("held %d statuses in test, want 2 (the success of lastmile's deployment and of the job's)", len(held))
 	}
 	run := sb.Sim.Runs(full)[0]
 	if len(run.Jobs) != 3 || run.Jobs[2].Environment != "staging" || !run.Waiting {
@@ -93,7 +91,7 @@ func TestProtectionRuleWaitsForASuccessDeliveredLate(t *testing.T) {
 		t.Fatalf("decision while the test success is held: %+v", decs)
 	}
 
-	if n := sb.Sim.ReleaseWebhooks(); n != 3 {
+	if n := sb.Sim.ReleaseWebhooks(); n != 2 {
 		t.Fatalf("released %d", n)
 	}
 	waitFor(t, sb, "the run's end", func(s *simulator.Simulator) bool {

@@ -107,6 +107,12 @@ func (st *state) enqueueDeployment(r *repo, d *deployment) {
 }
 
 func (st *state) enqueueDeploymentStatus(r *repo, d *deployment, ds *deploymentStatus) {
+	if ds.state == "inactive" {
+		// "A webhook event is not fired for deployment statuses with an
+		// `inactive` state" (GitHub's description of deployment_status):
+		// neither for one posted through the API nor for auto_inactive's.
+		return
+	}
 	p := st.eventBase(r, ds.creator)
 	p["action"] = "created"
 	p["deployment_status"] = st.deploymentStatusJSON(r, d, ds)

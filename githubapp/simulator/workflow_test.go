@@ -646,8 +646,7 @@ func TestWorkflowNextEnvironments(t *testing.T) {
 		"deployment_status/created", // test job's deployment in_progress
 		"deployment_status/created", // app's deployment in_progress
 		"deployment_status/created", // app's deployment success
-		"deployment_status/created", // test job's deployment success
-		"deployment_status/created", // app's deployment inactive (auto_inactive)
+		"deployment_status/created", // test job's deployment success (auto_inactive's inactive on the app's sends nothing)
 		"workflow_job/completed",
 		"deployment/created", // the staging job's
 		"workflow_job/queued",
