@@ -1360,14 +1360,34 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 				newer, short(newerSHA), prev, rel.ID, short(req.SHA), req.Environment), err
 		}
 	}
-	if rel.Withdrawn() {
-		// lastmile withdrew it itself: a newer release got where it was
-		// going first — also through an environment its configuration
-		// does not name (renamed, removed), where the checks above, in
-		// its own order, do not look.
-		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
+	if !rel.Withdrawn() {
+		return "", nil
 	}
-	return "", nil
+	// lastmile withdrew it itself. A newer release sent to this
+	// environment got there first — also through an environment the
+	// older one's configuration does not name (renamed, removed), where
+	// the checks above, in its own order, do not look.
+	state, err := e.Store.RepoState(ctx, req.Repo.ID)
+	if err != nil {
+		return "", err
+	}
+	for env, id := range state.Reached {
+		if strings.EqualFold(env, req.Environment) && id > rel.ID {
+			return fmt.Sprintf("lastmile rejects: release #%d has been sent to %s since release #%d of commit %s, which lastmile withdrew (%s): the newest release is the one promoted.",
+				id, req.Environment, rel.ID, short(req.SHA), rel.StopReason), nil
+		}
+	}
+	// Superseded where a newer release deploys to an environment before
+	// this one says nothing of this one: where workflows own their
+	// deployments, lastmile's own deployment of every release but the
+	// newest is superseded before it ever runs, and a commit that passed
+	// the previous environment (the newer one has not) is the one to
+	// promote. Any other withdrawal (the repository left lastmile, its
+	// deployment made inactive) stands.
+	if strings.HasPrefix(rel.StopReason, supersededByNewer) {
+		return "", nil
+	}
+	return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
 }
 
 // outrunInside is outrun for a commit with no release of its own, judged

@@ -3436,9 +3436,51 @@ func TestProtectionRuleRejectsAReleaseWithdrawnAcrossAConfigurationChange(t *tes
 				t.Fatalf("c1's release: %s %s %q; want withdrawn by c2", rel.State, rel.StopKind, rel.StopReason)
 			}
 			dec := h.judge("rule-"+name, "production", c1, 99)
-			if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "withdrawn") {
-				t.Errorf("c1 to production: %s %q; want rejected, c1's release withdrawn", dec.State, dec.Comment)
+			if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "release #2 has been sent to production") {
+				t.Errorf("c1 to production: %s %q; want rejected, c2 sent there since", dec.State, dec.Comment)
 			}
 		})
 	}
 }
+
+// Where workflows own their deployments (lastmile the protection rule),
+// lastmile's own deployment of c1 never runs, and c2's push supersedes it
+// at test. c1's jobs passed test and staging; c2 has passed nothing: c1's
+// production job is approved — being withdrawn because a newer release was
+// sent to an earlier environment says nothing of production.
+func TestProtectionRuleApprovesAReleaseSupersededOnlyBeforeTheEnvironment(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	id := int64(900)
+	jobDeploys := func(sha, env string, run int64) { // an Actions job's own deployment, succeeding
+		t.Helper()
+		id++
+		info := pipeline.DeploymentInfo{GitHubID: id, SHA: sha, Environment: env, Creator: "octocat",
+			CreatedAt: time.Now(), WorkflowRunID: run}
+		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+			Status: pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobDeploys(c1, "test", 77)
+	if dec := h.judge("rule-1", "staging", c1, 77); dec.State != pipeline.ProtectionApproved {
+		t.Fatalf("c1 to staging: %s %q", dec.State, dec.Comment)
+	}
+	jobDeploys(c1, "staging", 77)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if rel := h.releaseState(shop, c1); !rel.Withdrawn() {
+		t.Fatalf("c1's release: %s %s %q; want superseded by c2 at test", rel.State, rel.StopKind, rel.StopReason)
+	}
+	if dec := h.judge("rule-2", "production", c1, 77); dec.State != pipeline.ProtectionApproved {
+		t.Errorf("c1 to production (passed staging; c2 has passed nothing): %s %q; want approved", dec.State, dec.Comment)
+	}
+}
+

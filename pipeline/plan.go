@@ -150,7 +150,11 @@ func Plan(s *RepoState) []Action {
 	return actions
 }
 
+// supersededByNewer begins the reason of a release that Plan stopped
+// because a newer one deploys to where it was going next.
+const supersededByNewer = "superseded: newer release #"
+
 func superseded(r *Release, by int64, env string, d *Deployment) StopRelease {
 	return StopRelease{Release: r, Kind: StopSuperseded, Deactivate: d,
-		Reason: fmt.Sprintf("superseded: newer release #%d deploys to %s", by, env)}
+		Reason: fmt.Sprintf(supersededByNewer+"%d deploys to %s", by, env)}
 }
