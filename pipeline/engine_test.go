@@ -3484,3 +3484,44 @@ func TestProtectionRuleApprovesAReleaseSupersededOnlyBeforeTheEnvironment(t *tes
 	}
 }
 
+// A workflow on push (run 77) has a job in test, gated by reviewers; its
+// reviews reach lastmile before any workflow_run event of it, and are
+// taken for lastmile's own deployment of the commit to test (nothing runs
+// that one yet). Once the run is known to be on push, the link is undone:
+// its end writes nothing on lastmile's deployment, and the release goes on.
+func TestPushRunReviewedBeforeItsRunEventLeavesLastmilesDeploymentAlone(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	own := h.gh.deployment(c1, "test")
+	since := time.Now().Add(time.Second)
+	for i, rv := range []pipeline.Review{
+		{Action: pipeline.ReviewRequested, Actor: "octocat", Reviewers: []string{"bob"}, At: since},
+		{Action: pipeline.ReviewRejected, Actor: "bob", Comment: "not now", At: since.Add(time.Minute)},
+	} {
+		rv.Repo, rv.DeliveryID, rv.Environments, rv.RunID, rv.HeadSHA, rv.Since = shop, fmt.Sprintf("rev-%d", i), []string{"test"}, 77, c1, since
+		if err := h.engine.HandleReview(ctx, rv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 77, Name: "CD",
+		Event: "push", HeadSHA: c1, HeadBranch: "main", Status: "completed", Conclusion: "failure", Attempt: 1,
+		CreatedAt: since.Add(-time.Second), UpdatedAt: since.Add(2 * time.Minute),
+		URL: "https://github.com/acme/shop/actions/runs/77"}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := h.db.Deployment(ctx, own.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.RunID != 0 || d.State.Terminal() || d.Rejected || rel.State != pipeline.ReleaseActive {
+		t.Errorf("lastmile's own deployment to test, which no workflow ran: run %d, state %s, rejected %v (%q); release %s %s %q; counted %v",
+			d.RunID, d.State, d.Rejected, d.Reason, rel.State, rel.StopKind, rel.StopReason, h.deploymentsCounted())
+	}
+}

@@ -214,8 +214,23 @@ func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (
 			return err
 		}
 		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
 		current = n > 0
-		return err
+		if run.Event != "" && run.Event != "deployment" {
+			// A run on another event (a workflow on push with a job in
+			// the environment) deploys none of lastmile's deployments: a
+			// link that a review of it guessed before its event was known
+			// (runDeployment) is undone, with the rejection it recorded,
+			// so that its end is not judged against the deployment.
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET run_id = 0,
+					reason = CASE WHEN rejected = 1 THEN '' ELSE reason END, rejected = 0
+				WHERE run_id = ? AND repository_id = ? AND origin = 'lastmile' AND terminal_at = 0`, run.RunID, run.Repo.ID); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	return current, err
 }
