@@ -3525,3 +3525,33 @@ func TestPushRunReviewedBeforeItsRunEventLeavesLastmilesDeploymentAlone(t *testi
 			d.RunID, d.State, d.Rejected, d.Reason, rel.State, rel.StopKind, rel.StopReason, h.deploymentsCounted())
 	}
 }
+
+// A rejection delivered after the re-run that a reviewer approved then
+// succeeded: the deployment stands as that success in the record, not as
+// rejected, and the release goes on.
+func TestRejectionDeliveredAfterTheRerunsSuccess(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+	h.runCompleted(11, c1, "failure")
+	h.deliver(c1, "staging", h.gh.deployment(c1, "staging").statuses[1]) // the failure lastmile wrote
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)     // re-run, approved
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+		Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", Comment: "not today", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := h.db.Deployment(ctx, h.gh.deployment(c1, "staging").id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != pipeline.DeploymentSuccess || d.Rejected || strings.Contains(d.Reason, "rejected") || rel.State == pipeline.ReleaseStopped {
+		t.Errorf("staging after its re-run's success and the first attempt's late rejection: %s, rejected %v (%q); release %s %s %q",
+			d.State, d.Rejected, d.Reason, rel.State, rel.StopKind, rel.StopReason)
+	}
+}

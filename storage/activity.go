@@ -122,7 +122,10 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 					return err
 				}
 			}
-			if rv.Action == pipeline.ReviewRejected && dep != nil {
+			// A rejection delivered after a re-run of the job, approved
+			// then, succeeded is the first attempt's: the deployment stands
+			// as the success, not as rejected, in the record.
+			if rv.Action == pipeline.ReviewRejected && dep != nil && dep.State != pipeline.DeploymentSuccess {
 				reason := "rejected by " + rv.Actor
 				if rv.Comment != "" {
 					reason += ": " + rv.Comment
