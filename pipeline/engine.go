@@ -660,6 +660,13 @@ func (e *Engine) adopt(ctx context.Context, repo Repo, m Marker, info Deployment
 		return false, err
 	}
 	for _, d := range work {
+		// Only an intent that lastmile has tried to create can have a
+		// deployment on GitHub: not one GitHub refused (waiting for its
+		// required contexts) nor one held back from its busy environment,
+		// whose adoption would skip what held it.
+		if d.State != DeploymentIntent || d.Attempts == 0 {
+			continue
+		}
 		if d.ReleaseID == m.Release && d.Stage == m.Index && d.GitHubID == 0 && d.SHA == info.SHA && strings.EqualFold(d.Environment, info.Environment) {
 			e.Log.Info("recovered deployment created before an interruption", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "deployment", info.GitHubID)
