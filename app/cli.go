@@ -135,6 +135,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return a.Run(ctx)
 }
 
+// noArgs refuses the arguments left after the flags of a command that
+// takes flags only: the first of them is named (the flags after it were
+// not read), then the usage follows; a usage error.
+func noArgs(fs *flag.FlagSet) error {
+	if fs.NArg() == 0 {
+		return nil
+	}
+	fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+	fs.Usage()
+	return errUsage
+}
+
 // dbFlag adds --database to a command's flags, defaulting to LASTMILE_DATABASE.
 func dbFlag(fs *flag.FlagSet, getenv func(string) string) *string {
 	def := getenv("LASTMILE_DATABASE")
@@ -164,9 +176,8 @@ func version(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	fmt.Fprintln(stdout, "lastmile", Version)
 	return nil
@@ -428,9 +439,8 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	db, err := storage.OpenExisting(ctx, *path)
 	if err != nil {

@@ -643,6 +643,13 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"deliveries", "retry", "guid-1", "guid-2"}, `lastmile deliveries retry: unexpected argument "guid-2"`, "Usage: lastmile deliveries"},
 		{[]string{"deliveries", "replay", "guid-1"}, `lastmile deliveries: unknown action "replay"`, "Usage: lastmile deliveries"},
 		{[]string{"history", "acme/shop"}, `lastmile history: unexpected argument "acme/shop"`, "Usage: lastmile history [--database F] "},
+		{[]string{"vacuum", "extra"}, `lastmile vacuum: unexpected argument "extra"`, "Usage: lastmile vacuum"},
+		{[]string{"version", "extra"}, `lastmile version: unexpected argument "extra"`, "Usage: lastmile version"},
+		{[]string{"demo", "extra"}, `lastmile demo: unexpected argument "extra"`, "Usage: lastmile demo"},
+		// The flags after a stray argument are not read: no App named
+		// "lastmile" for acme's "foo".
+		{[]string{"register", "--print-manifest", "--webhook-url", "https://x.example/webhook", "extra", "--name", "foo", "--org", "acme"},
+			`lastmile register: unexpected argument "extra"`, "Usage: lastmile register"},
 	} {
 		code, stdout, stderr := runCLI(t, env, tc.args...)
 		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, tc.first) || !strings.Contains(stderr, tc.usage) {

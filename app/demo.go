@@ -45,9 +45,8 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "lastmile-demo-")

@@ -46,6 +46,9 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
 	if u, err := url.Parse(*webhookURL); *webhookURL == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		fmt.Fprintln(stderr, "lastmile register: --webhook-url must be the public URL of lastmile's /webhook, e.g. https://lastmile.example.com/webhook")
 		return errUsage
