@@ -227,6 +227,8 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 			problem = fmt.Sprintf(": unknown action %q: use retry or discard", action)
 		case fs.NArg() == 1:
 			problem = " " + action + ": missing DELIVERY-ID"
+		case strings.TrimSpace(fs.Arg(1)) == "":
+			problem = fmt.Sprintf(" %s: %q is not a DELIVERY-ID (the DELIVERY column of lastmile deliveries)", action, fs.Arg(1))
 		case fs.NArg() > 2:
 			problem = fmt.Sprintf(" %s: unexpected argument %q: one DELIVERY-ID at a time", action, fs.Arg(2))
 		}

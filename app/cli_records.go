@@ -135,6 +135,10 @@ before), prints the newest release that brought it, saying so.`, stderr)
 		fmt.Fprintf(stderr, "lastmile audit: %q: give the repository as OWNER/REPO\n", fs.Arg(0))
 		return errUsage
 	}
+	if err := pipeline.CheckSHA(fs.Arg(1)); err != nil {
+		fmt.Fprintf(stderr, "lastmile audit: %v\n", err)
+		return errUsage
+	}
 	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {
 		return err

@@ -640,6 +640,8 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"audit", "acme/shop", "1a2b3c4", "extra"}, `lastmile audit: unexpected argument "extra"`, "Usage: lastmile audit"},
 		{[]string{"deliveries", "retry"}, "lastmile deliveries retry: missing DELIVERY-ID", "Usage: lastmile deliveries [--database F] "},
 		{[]string{"deliveries", "discard", "--reason", "stale"}, "lastmile deliveries discard: missing DELIVERY-ID", "Usage: lastmile deliveries"},
+		{[]string{"deliveries", "retry", ""}, `lastmile deliveries retry: "" is not a DELIVERY-ID`, "Usage: lastmile deliveries"},
+		{[]string{"deliveries", "discard", " ", "--reason", "stale"}, `lastmile deliveries discard: " " is not a DELIVERY-ID`, "Usage: lastmile deliveries"},
 		{[]string{"deliveries", "retry", "guid-1", "guid-2"}, `lastmile deliveries retry: unexpected argument "guid-2"`, "Usage: lastmile deliveries"},
 		{[]string{"deliveries", "replay", "guid-1"}, `lastmile deliveries: unknown action "replay"`, "Usage: lastmile deliveries"},
 		{[]string{"history", "acme/shop"}, `lastmile history: unexpected argument "acme/shop"`, "Usage: lastmile history [--database F] "},
@@ -654,6 +656,19 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		code, stdout, stderr := runCLI(t, env, tc.args...)
 		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, tc.first) || !strings.Contains(stderr, tc.usage) {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2, and on stderr %q first, then %q", tc.args, code, stdout, stderr, tc.first, tc.usage)
+		}
+	}
+	// A malformed value is named, with what to give instead.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"audit", "acme/shop", "zz"}, `lastmile audit: "zz" is not a commit SHA (give at least 7 hex characters)` + "\n"},
+		{[]string{"audit", "acme/shop", "1a2b3c4g"}, `lastmile audit: "1a2b3c4g" is not a commit SHA (give at least 7 hex characters)` + "\n"},
+	} {
+		code, stdout, stderr := runCLI(t, env, tc.args...)
+		if code != 2 || stdout != "" || stderr != tc.want {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2, and on stderr %q", tc.args, code, stdout, stderr, tc.want)
 		}
 	}
 	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {

@@ -126,7 +126,7 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 	}{
 		"unknown repository": {[]string{"audit", "acme/nope", sha}, 1, "acme/nope: not found"},
 		"unknown commit":     {[]string{"audit", "acme/shop", "deadbeefdeadbeef"}, 1, "no release of that commit"},
-		"not a sha":          {[]string{"audit", "acme/shop", "main"}, 1, "is not a commit SHA"},
+		"not a sha":          {[]string{"audit", "acme/shop", "main"}, 2, `lastmile audit: "main" is not a commit SHA`},
 		"missing arguments":  {[]string{"audit", "acme/shop"}, 2, "Usage: lastmile audit"},
 		"no owner":           {[]string{"audit", "shop", sha}, 2, `"shop": give the repository as OWNER/REPO`},
 		"negative release":   {[]string{"audit", "--release", "-1", "acme/shop", sha}, 2, "--release -1"},

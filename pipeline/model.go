@@ -33,6 +33,15 @@ func SplitFullName(full string) (owner, name string, err error) {
 	return owner, name, nil
 }
 
+// CheckSHA checks that sha can name a commit as the audit record takes
+// one: its SHA, or an abbreviation of at least 7 hex digits.
+func CheckSHA(sha string) error {
+	if len(sha) < 7 || strings.Trim(strings.ToLower(sha), "0123456789abcdef") != "" {
+		return fmt.Errorf("%q is not a commit SHA (give at least 7 hex characters)", sha)
+	}
+	return nil
+}
+
 // Commit is one commit a release brings.
 type Commit struct {
 	SHA       string    `json:"sha"`

@@ -39,8 +39,8 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	if err != nil {
 		return nil, err
 	}
-	if len(sha) < 7 || strings.Trim(strings.ToLower(sha), "0123456789abcdef") != "" {
-		return nil, fmt.Errorf("%w: %q is not a commit SHA (give at least 7 hex characters)", pipeline.ErrInvalid, sha)
+	if err := pipeline.CheckSHA(sha); err != nil {
+		return nil, fmt.Errorf("%w: %w", pipeline.ErrInvalid, err)
 	}
 	// The commits of the releases: their heads, and those they brought.
 	prefix := strings.ToLower(sha) + "%"
