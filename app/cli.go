@@ -203,6 +203,11 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintf(stderr, "lastmile deliveries: --limit %d: use 1 or more\n", *limit)
 		return errUsage
 	}
+	if *repo != "" {
+		if err := checkRepo(fs, "--repo ", *repo); err != nil {
+			return err
+		}
+	}
 	switch s := pipeline.DeliveryState(*state); s {
 	case "", pipeline.DeliveryPending, pipeline.DeliveryDone, pipeline.DeliveryIgnored, pipeline.DeliveryDead:
 	default:

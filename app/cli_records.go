@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -41,6 +42,11 @@ inactive: superseded or stopped).`, stderr)
 	if *limit < 1 {
 		fmt.Fprintf(stderr, "lastmile history: --limit %d: use 1 or more\n", *limit)
 		return errUsage
+	}
+	if *repo != "" {
+		if err := checkRepo(fs, "--repo ", *repo); err != nil {
+			return err
+		}
 	}
 	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {
@@ -131,9 +137,8 @@ before), prints the newest release that brought it, saying so.`, stderr)
 		fmt.Fprintf(stderr, "lastmile audit: --release %d: give a release number (history's RELEASE column, without the #)\n", *release)
 		return errUsage
 	}
-	if owner, name, ok := strings.Cut(fs.Arg(0), "/"); !ok || owner == "" || name == "" || strings.Contains(name, "/") {
-		fmt.Fprintf(stderr, "lastmile audit: %q: give the repository as OWNER/REPO\n", fs.Arg(0))
-		return errUsage
+	if err := checkRepo(fs, "", fs.Arg(0)); err != nil {
+		return err
 	}
 	if err := pipeline.CheckSHA(fs.Arg(1)); err != nil {
 		fmt.Fprintf(stderr, "lastmile audit: %v\n", err)
@@ -170,6 +175,17 @@ before), prints the newest release that brought it, saying so.`, stderr)
 				}
 			}
 		}
+	}
+	return nil
+}
+
+// checkRepo checks a repository named on the command line (by flag, such
+// as "--repo ", or "" for an argument): OWNER/REPO, as GitHub names it. A
+// usage error otherwise: a name without its owner would find nothing.
+func checkRepo(fs *flag.FlagSet, given, repo string) error {
+	if _, _, err := pipeline.SplitFullName(repo); err != nil {
+		fmt.Fprintf(fs.Output(), "%s: %s%q: give the repository as OWNER/REPO\n", fs.Name(), given, repo)
+		return errUsage
 	}
 	return nil
 }

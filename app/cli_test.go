@@ -121,6 +121,10 @@ func TestDeliveriesCommandLists(t *testing.T) {
 			args: []string{"deliveries", "--database", path, "--repo", "acme/shop"},
 			want: []string{"guid-dead-1", "guid-retry", "guid-done"},
 		},
+		"one repository, in another case (GitHub's names ignore it)": {
+			args: []string{"deliveries", "--database", path, "--repo", "Acme/SHOP"},
+			want: []string{"guid-dead-1", "guid-retry", "guid-done"},
+		},
 		"state and repository": {
 			args: []string{"deliveries", "--database", path, "--repo", "acme/shop", "--state", "dead"},
 			want: []string{"guid-dead-1"},
@@ -665,6 +669,13 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 	}{
 		{[]string{"audit", "acme/shop", "zz"}, `lastmile audit: "zz" is not a commit SHA (give at least 7 hex characters)` + "\n"},
 		{[]string{"audit", "acme/shop", "1a2b3c4g"}, `lastmile audit: "1a2b3c4g" is not a commit SHA (give at least 7 hex characters)` + "\n"},
+		// Every command that takes a repository checks it the same way.
+		{[]string{"audit", "shop", "1a2b3c4"}, `lastmile audit: "shop": give the repository as OWNER/REPO` + "\n"},
+		{[]string{"deliveries", "--repo", "shop"}, `lastmile deliveries: --repo "shop": give the repository as OWNER/REPO` + "\n"},
+		{[]string{"deliveries", "--repo", "acme/shop/"}, `lastmile deliveries: --repo "acme/shop/": give the repository as OWNER/REPO` + "\n"},
+		{[]string{"history", "--repo", "shop"}, `lastmile history: --repo "shop": give the repository as OWNER/REPO` + "\n"},
+		{[]string{"history", "--repo", "acme/shop/"}, `lastmile history: --repo "acme/shop/": give the repository as OWNER/REPO` + "\n"},
+		{[]string{"history", "--repo", "/shop"}, `lastmile history: --repo "/shop": give the repository as OWNER/REPO` + "\n"},
 	} {
 		code, stdout, stderr := runCLI(t, env, tc.args...)
 		if code != 2 || stdout != "" || stderr != tc.want {

@@ -370,7 +370,7 @@ func (db *DB) changeDead(ctx context.Context, deliveryID, verb string, change fu
 // DeliveryFilter selects deliveries for ListDeliveries.
 type DeliveryFilter struct {
 	State      pipeline.DeliveryState // "" for any
-	Repository string                 // "" for any
+	Repository string                 // "" for any; its case is ignored, as GitHub ignores it
 	Limit      int                    // default 50
 }
 
@@ -383,7 +383,7 @@ func (db *DB) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline
 		args = append(args, string(f.State))
 	}
 	if f.Repository != "" {
-		where = append(where, "repository = ?")
+		where = append(where, "repository = ? COLLATE NOCASE")
 		args = append(args, f.Repository)
 	}
 	if f.Limit <= 0 {

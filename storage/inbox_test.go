@@ -502,6 +502,7 @@ func TestListDeliveries(t *testing.T) {
 		"all":              {storage.DeliveryFilter{}, expect(func(seed) bool { return true }, 0)},
 		"dead":             {storage.DeliveryFilter{State: pipeline.DeliveryDead}, expect(func(s seed) bool { return s.state == pipeline.DeliveryDead }, 0)},
 		"repository":       {storage.DeliveryFilter{Repository: "acme/a"}, expect(func(s seed) bool { return s.repo == "acme/a" }, 0)},
+		"repo, any case":   {storage.DeliveryFilter{Repository: "ACME/A"}, expect(func(s seed) bool { return s.repo == "acme/a" }, 0)},
 		"state and repo":   {storage.DeliveryFilter{State: pipeline.DeliveryPending, Repository: "acme/b"}, expect(func(s seed) bool { return s.repo == "acme/b" && s.state == pipeline.DeliveryPending }, 0)},
 		"limit":            {storage.DeliveryFilter{Limit: 2}, expect(func(seed) bool { return true }, 2)},
 		"nothing matches":  {storage.DeliveryFilter{Repository: "acme/zzz"}, nil},
