@@ -185,8 +185,8 @@ func version(args []string, stdout, stderr io.Writer) error {
 
 func deliveries(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("lastmile deliveries", "Usage: lastmile deliveries [--database F] [--state pending|done|ignored|dead] [--repo owner/name] [--limit N] [--json]\n"+
-		"       lastmile deliveries retry DELIVERY-ID\n"+
-		"       lastmile deliveries discard DELIVERY-ID [--reason TEXT]\n\n"+
+		"       lastmile deliveries retry [--database F] DELIVERY-ID\n"+
+		"       lastmile deliveries discard [--database F] DELIVERY-ID [--reason TEXT]\n\n"+
 		"The table's DETAIL (the note, then the last error) is cut in the middle when\n"+
 		"it is long, keeping its end, where an error says its cause; --json prints\n"+
 		"every field whole.", stderr)

@@ -1,6 +1,9 @@
 package app
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -31,5 +34,35 @@ func TestREADMEConfigurationTable(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("README configuration table:\n%s\n\nthe code:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestREADMECommandTableNamesTheDatabase keeps the README's command table
+// true about --database: every row of a command that takes it shows it
+// (serve's row, "[flags]", aside).
+func TestREADMECommandTableNamesTheDatabase(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| `lastmile ([a-z]+)([^`]*)` \\|")
+	rows := 0
+	for _, line := range strings.Split(string(readme), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil || strings.Contains(m[2], "[flags]") {
+			continue
+		}
+		rows++
+		var help bytes.Buffer
+		if code := Main(context.Background(), []string{m[1], "--help"}, func(string) string { return "" }, &help, io.Discard); code != 0 {
+			t.Fatalf("lastmile %s --help: exit %d", m[1], code)
+		}
+		takes := regexp.MustCompile(`(?m)^  -database\b`).Match(help.Bytes())
+		if shows := strings.Contains(m[2], "[--database F]"); takes != shows {
+			t.Errorf("README row `lastmile %s%s`: shows [--database F] %v, but the command takes --database: %v", m[1], m[2], shows, takes)
+		}
+	}
+	if rows < 8 {
+		t.Errorf("only %d rows of the command table found", rows)
 	}
 }
