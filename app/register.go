@@ -42,7 +42,7 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	apiURL := fs.String("github-url", "", "GitHub's REST API root (default: https://api.github.com/, or HOST/api/v3/ for --github)")
 	listen := fs.String("listen", "127.0.0.1:8787", "where to serve the registration page (keep it on 127.0.0.1)")
 	out := fs.String("out", ".", "directory for lastmile-app.pem and lastmile.env")
-	printOnly := fs.Bool("print-manifest", false, "only print the manifest JSON (to create the App by hand)")
+	printOnly := fs.Bool("print-manifest", false, "only print the manifest JSON of --name and --webhook-url (to create the App by hand): nothing is served, written or created")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
@@ -67,14 +67,17 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 		fmt.Fprintf(stderr, "lastmile register: --github-url: %v\n", err)
 		return errUsage
 	}
-	if !*printOnly {
-		// The App's key and secret are written there once GitHub has made
-		// the App; an earlier App's must not be overwritten.
-		for _, name := range []string{keyFile, envFile} {
-			if _, err := os.Stat(filepath.Join(*out, name)); err == nil {
-				fmt.Fprintf(stderr, "lastmile register: %s already exists (an earlier App's?): move it away, or choose another --out\n", filepath.Join(*out, name))
-				return errUsage
-			}
+	if *printOnly {
+		// Without the manifest flow, there is no page for GitHub to send
+		// the browser back to: no redirect_url, no port.
+		return writeJSONTo(stdout, githubapp.NewManifest(*name, *webhookURL, ""))
+	}
+	// The App's key and secret are written there once GitHub has made the
+	// App; an earlier App's must not be overwritten.
+	for _, name := range []string{keyFile, envFile} {
+		if _, err := os.Stat(filepath.Join(*out, name)); err == nil {
+			fmt.Fprintf(stderr, "lastmile register: %s already exists (an earlier App's?): move it away, or choose another --out\n", filepath.Join(*out, name))
+			return errUsage
 		}
 	}
 	if !loopback(*listen) {
@@ -83,20 +86,10 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 		return errUsage
 	}
 	ln, err := net.Listen("tcp", *listen)
-	if err != nil && !*printOnly {
+	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
 	}
-	redirect := "http://" + *listen + "/callback"
-	if ln != nil {
-		redirect = "http://" + ln.Addr().String() + "/callback"
-	}
-	manifest := githubapp.NewManifest(*name, *webhookURL, redirect)
-	if *printOnly {
-		if ln != nil {
-			ln.Close()
-		}
-		return writeJSONTo(stdout, manifest)
-	}
+	manifest := githubapp.NewManifest(*name, *webhookURL, "http://"+ln.Addr().String()+"/callback")
 	formURL := githubapp.ManifestFormURL(*webURL, *org)
 	r := &registration{
 		manifest: manifest, state: randomHex(), token: randomHex(), origin: "http://" + ln.Addr().String(),

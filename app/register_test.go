@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"html"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -514,4 +515,34 @@ func writeConversion(w http.ResponseWriter) {
 	w.WriteHeader(http.StatusCreated)
 	json.NewEncoder(w).Encode(map[string]any{"id": 4242, "slug": "lastmile-acme", "html_url": "https://github.com/apps/lastmile-acme",
 		"webhook_secret": "whsec-0123456789abcdef", "pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n"})
+}
+
+// --print-manifest prints the manifest to fill GitHub's form by hand: the
+// name and webhook given, and no redirect_url (there is no page to go back
+// to), without taking the --listen port.
+func TestRegisterPrintsTheManifest(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0") // --listen's port, taken
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	out := t.TempDir()
+	code, stdout, stderr := run(t, "", "register", "--print-manifest", "--webhook-url", "https://lm.example.com/webhook",
+		"--name", "lastmile-acme", "--listen", held.Addr().String(), "--out", out)
+	if code != 0 || stderr != "" {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		t.Fatalf("%v:\n%s", err, stdout)
+	}
+	if _, ok := m["redirect_url"]; ok {
+		t.Errorf("the printed manifest has a redirect_url:\n%s", stdout)
+	}
+	if m["name"] != "lastmile-acme" || m["hook_attributes"].(map[string]any)["url"] != "https://lm.example.com/webhook" {
+		t.Errorf("printed manifest:\n%s", stdout)
+	}
+	if files, _ := os.ReadDir(out); len(files) != 0 {
+		t.Errorf("%d files written to --out", len(files))
+	}
 }

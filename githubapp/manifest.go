@@ -19,7 +19,7 @@ type Manifest struct {
 	URL                string            `json:"url"`
 	Description        string            `json:"description"`
 	HookAttributes     HookAttributes    `json:"hook_attributes"`
-	RedirectURL        string            `json:"redirect_url"`
+	RedirectURL        string            `json:"redirect_url,omitempty"`
 	Public             bool              `json:"public"`
 	DefaultPermissions map[string]string `json:"default_permissions"`
 	DefaultEvents      []string          `json:"default_events"`
@@ -47,7 +47,8 @@ var Permissions = map[string]string{
 }
 
 // NewManifest describes lastmile's App for webhookURL; GitHub redirects the
-// browser to redirectURL with a code once the App exists.
+// browser to redirectURL with a code once the App exists ("" leaves it out:
+// a manifest printed to fill GitHub's form by hand has nowhere to go back to).
 func NewManifest(name, webhookURL, redirectURL string) *Manifest {
 	return &Manifest{
 		Name:               name,
