@@ -29,7 +29,7 @@ import (
 // and sends the browser back with a code, which register exchanges for the
 // App's ID, webhook secret and private key, written to files (mode 0600)
 // that `lastmile serve` reads.
-func register(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func register(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("lastmile register", `Usage: lastmile register --webhook-url https://lastmile.example.com/webhook [flags]
 
 Creates lastmile's GitHub App with GitHub's manifest flow: open the page it
@@ -85,6 +85,19 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 			"it holds the state that ties GitHub's answer to this registration\n", *listen)
 		return errUsage
 	}
+	// The files are written once GitHub has made the App: that they can
+	// be is checked before, with the folder made if needed (and removed
+	// again if no App's files come to it).
+	undo, err := prepareOut(*out)
+	if err != nil {
+		fmt.Fprintf(stderr, "lastmile register: --out %s: the App's key and settings could not be written there: %v\n", *out, err)
+		return errUsage
+	}
+	defer func() {
+		if err != nil {
+			undo()
+		}
+	}()
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", *listen, err)
@@ -128,6 +141,40 @@ Waiting for GitHub (an hour at most; Ctrl-C to stop)...
 		}
 		return errors.New("no answer from GitHub within an hour (a manifest code is valid for an hour): run lastmile register again")
 	}
+}
+
+// prepareOut checks that files can be created in dir: it creates the
+// folder if needed (mode 0700, as its parents) and a file in it, which it
+// removes. undo removes the folders it created, once they are empty again.
+func prepareOut(dir string) (undo func(), err error) {
+	var created []string // deepest first
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	undo = func() {
+		for _, d := range created {
+			os.Remove(d) // fails, as it should, on a folder that is not empty
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		undo()
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, ".lastmile-register-*")
+	if err == nil {
+		err = errors.Join(f.Close(), os.Remove(f.Name()))
+	}
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	return undo, nil
 }
 
 // absOr is path made absolute, or path as it is if that fails.

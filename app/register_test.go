@@ -546,3 +546,65 @@ func TestRegisterPrintsTheManifest(t *testing.T) {
 		t.Errorf("%d files written to --out", len(files))
 	}
 }
+
+// An --out where the App's key and settings cannot be written is refused
+// before the page is served (GitHub would make an App whose key is lost),
+// and nothing is left there.
+func TestRegisterChecksTheOutFolderFirst(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outs := map[string]string{"a file": file, "a folder in a file": filepath.Join(file, "apps")}
+	if st, err := os.Stat("/proc/self"); err == nil && st.IsDir() {
+		outs["a folder that takes no file"] = "/proc" // even root creates none there
+	}
+	for what, out := range outs {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var stdout, stderr strings.Builder
+		code := Main(ctx, []string{"register", "--webhook-url", "https://lm.example.com/webhook", "--listen", "127.0.0.1:0", "--out", out},
+			func(string) string { return "" }, &stdout, &stderr)
+		cancel()
+		if want := "lastmile register: --out " + out + ": the App's key and settings could not be written there: "; code != 2 ||
+			!strings.HasPrefix(stderr.String(), want) || strings.Contains(stdout.String(), "Open http") {
+			t.Errorf("--out %s: exit %d, stdout %q, stderr %q; want 2, and on stderr %q", what, code, stdout.String(), stderr.String(), want)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "kept" {
+		t.Errorf("the file given as --out: %q, %v", b, err)
+	}
+	if files, _ := os.ReadDir(dir); len(files) != 1 {
+		t.Errorf("%d files left beside the file", len(files))
+	}
+}
+
+// A folder register made for --out is gone again when it stops before
+// GitHub answered.
+func TestRegisterRemovesTheOutFolderItMadeWhenStopped(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "new", "apps")
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	exit := make(chan int, 1)
+	go func() {
+		exit <- Main(ctx, []string{"register", "--webhook-url", "https://lm.example.com/webhook", "--listen", "127.0.0.1:0", "--out", out},
+			func(string) string { return "" }, pw, io.Discard)
+		pw.Close()
+	}()
+	lines := bufio.NewScanner(pr)
+	for lines.Scan() && !strings.HasPrefix(lines.Text(), "Waiting for GitHub") {
+	}
+	go io.Copy(io.Discard, pr)
+	if st, err := os.Stat(out); err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
+		t.Errorf("--out while register waits: %v, %v; want a folder, mode 0700", st, err)
+	}
+	cancel()
+	if code := <-exit; code != 1 {
+		t.Errorf("register stopped: exit %d, want 1", code)
+	}
+	if files, _ := os.ReadDir(dir); len(files) != 0 {
+		t.Errorf("%d files left where register made --out", len(files))
+	}
+}
