@@ -56,9 +56,13 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	if u, _ := url.Parse(*webhookURL); u.Scheme != "https" {
 		fmt.Fprintln(stderr, "lastmile register: warning: --webhook-url is not https: GitHub will send the deliveries unencrypted")
 	}
+	// A --github other than github.com is a GitHub Enterprise Server: its
+	// API is under /api/v3/, and it keeps deliveries longer.
+	w, err := url.Parse(*webURL)
+	ghes := err == nil && w.Host != "github.com"
 	if *apiURL == "" {
 		*apiURL = "https://api.github.com/"
-		if w, err := url.Parse(*webURL); err == nil && w.Host != "github.com" {
+		if ghes {
 			*apiURL = strings.TrimSuffix(*webURL, "/") + "/api/v3/"
 		}
 	}
@@ -106,7 +110,7 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	formURL := githubapp.ManifestFormURL(*webURL, *org)
 	r := &registration{
 		manifest: manifest, state: randomHex(), token: randomHex(), origin: "http://" + ln.Addr().String(),
-		formURL: formURL, appsURL: strings.TrimSuffix(formURL, "/new"), apiURL: *apiURL, out: *out,
+		formURL: formURL, appsURL: strings.TrimSuffix(formURL, "/new"), apiURL: *apiURL, ghes: ghes, out: *out,
 		stdout: stdout, stderr: stderr, done: make(chan error, 1),
 	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
@@ -211,6 +215,7 @@ type registration struct {
 	token           string
 	origin          string // http://127.0.0.1:PORT: GitHub's redirect goes there
 	formURL, apiURL string
+	ghes            bool   // a GitHub Enterprise Server's --github
 	appsURL         string // the owner's list of Apps on GitHub
 	out             string
 	stdout, stderr  io.Writer
@@ -339,6 +344,11 @@ const (
 	envFile = "lastmile.env"
 )
 
+// ghesRedeliveryWindow is LASTMILE_REDELIVERY_WINDOW for a GitHub
+// Enterprise Server, which keeps deliveries for 7 days (github.com, 3: the
+// default).
+const ghesRedeliveryWindow = "168h"
+
 // writeNew writes a file that must not exist yet, readable by its owner
 // only (os.WriteFile keeps an existing file's mode).
 func writeNew(path string, data []byte) error {
@@ -368,13 +378,18 @@ func (r *registration) save(reg *githubapp.Registration) error {
 		"LASTMILE_WEBHOOK_SECRET=" + shellWord(reg.WebhookSecret) + "\n" +
 		"LASTMILE_PRIVATE_KEY_FILE=" + shellWord(keyPath) + "\n" +
 		"LASTMILE_GITHUB_URL=" + shellWord(r.apiURL) + "\n"
+	settings := "LASTMILE_APP_ID, LASTMILE_WEBHOOK_SECRET, LASTMILE_PRIVATE_KEY_FILE, LASTMILE_GITHUB_URL"
+	if r.ghes {
+		env += "LASTMILE_REDELIVERY_WINDOW=" + ghesRedeliveryWindow + "\n"
+		settings += ", LASTMILE_REDELIVERY_WINDOW"
+	}
 	if err := writeNew(envPath, []byte(env)); err != nil {
 		return err
 	}
 	fmt.Fprintf(r.stdout, `
 GitHub created the App %q (ID %d): %s
   private key:  %s
-  settings:     %s (LASTMILE_APP_ID, LASTMILE_WEBHOOK_SECRET, LASTMILE_PRIVATE_KEY_FILE, LASTMILE_GITHUB_URL)
+  settings:     %s (%[7]s)
 Next:
   1. Start lastmile with those settings and a database on a persistent disk (the read
      commands need the same LASTMILE_DATABASE):
@@ -387,7 +402,7 @@ Next:
   3. In each repository first give the gated environments required reviewers (Settings →
      Environments), then add the deploy workflow and .github/lastmile.yml: the push that
      adds it is already a release. See the README.
-`, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)))
+`, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)), settings)
 	return nil
 }
 

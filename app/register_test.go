@@ -608,3 +608,35 @@ func TestRegisterRemovesTheOutFolderItMadeWhenStopped(t *testing.T) {
 		t.Errorf("%d files left where register made --out", len(files))
 	}
 }
+
+// An App registered on a GitHub Enterprise Server gets the server's
+// redelivery window in lastmile.env (it keeps deliveries 7 days); one on
+// github.com keeps the default.
+func TestRegisterWritesTheRedeliveryWindowOfGHES(t *testing.T) {
+	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeConversion(w) }))
+	defer github.Close()
+	for web, want := range map[string]string{"https://ghe.example.com": "LASTMILE_REDELIVERY_WINDOW=168h\n", "https://github.com/": ""} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		r := startRegister(t, ctx, github.URL, "--github", web)
+		if code, page := r.callback(t, "good-code"); code != http.StatusOK {
+			t.Fatalf("--github %s: GitHub's answer: %d %s", web, code, page)
+		}
+		if code := <-r.exit; code != 0 {
+			t.Fatalf("--github %s: exit %d: %s", web, code, r.stderr.String())
+		}
+		cancel()
+		env, err := os.ReadFile(filepath.Join(r.out, "lastmile.env"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := regexp.MustCompile(`(?m)^LASTMILE_REDELIVERY_WINDOW=.*\n`).FindString(string(env)); got != want {
+			t.Errorf("--github %s: lastmile.env has %q, want %q:\n%s", web, got, want, env)
+		}
+		if want != "" {
+			d, err := time.ParseDuration(strings.TrimSpace(strings.TrimPrefix(want, "LASTMILE_REDELIVERY_WINDOW=")))
+			if err != nil || d != 7*24*time.Hour {
+				t.Errorf("%q: %v, %v", want, d, err)
+			}
+		}
+	}
+}
