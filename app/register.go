@@ -110,7 +110,7 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	formURL := githubapp.ManifestFormURL(*webURL, *org)
 	r := &registration{
 		manifest: manifest, state: randomHex(), token: randomHex(), origin: "http://" + ln.Addr().String(),
-		formURL: formURL, appsURL: strings.TrimSuffix(formURL, "/new"), apiURL: *apiURL, ghes: ghes, out: *out,
+		formURL: formURL, appsURL: strings.TrimSuffix(formURL, "/new"), apiURL: *apiURL, ghes: ghes, out: absOr(*out),
 		stdout: stdout, stderr: stderr, done: make(chan error, 1),
 	}
 	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
@@ -130,7 +130,7 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
   3. GitHub sends you back here; lastmile writes the App's key and settings
      (%s, %s) to %s.
 Waiting for GitHub (an hour at most; Ctrl-C to stop)...
-`, r.origin, r.token, orDefault(*org, "your account"), keyFile, envFile, absOr(*out))
+`, r.origin, r.token, orDefault(*org, "your account"), keyFile, envFile, r.out)
 	select {
 	case err := <-r.done:
 		return err
@@ -217,7 +217,7 @@ type registration struct {
 	formURL, apiURL string
 	ghes            bool   // a GitHub Enterprise Server's --github
 	appsURL         string // the owner's list of Apps on GitHub
-	out             string
+	out             string // absolute: the next steps name its files
 	stdout, stderr  io.Writer
 	done            chan error
 

@@ -290,11 +290,13 @@ type registerRun struct {
 	out         string
 	exit        chan int
 	stderr      *strings.Builder // read once exit has answered
+	printed     *strings.Builder // stdout, read once printedAll is closed
+	printedAll  chan struct{}
 }
 
 func startRegister(t *testing.T, ctx context.Context, githubURL string, args ...string) *registerRun {
 	t.Helper()
-	r := &registerRun{out: t.TempDir(), exit: make(chan int, 1), stderr: &strings.Builder{}}
+	r := &registerRun{out: t.TempDir(), exit: make(chan int, 1), stderr: &strings.Builder{}, printed: &strings.Builder{}, printedAll: make(chan struct{})}
 	pr, pw := io.Pipe()
 	go func() {
 		r.exit <- Main(ctx, append([]string{"register", "--webhook-url", "https://lm.example.com/webhook",
@@ -304,6 +306,7 @@ func startRegister(t *testing.T, ctx context.Context, githubURL string, args ...
 	lines := bufio.NewScanner(pr)
 	token := ""
 	for r.addr == "" && lines.Scan() {
+		r.printed.WriteString(lines.Text() + "\n")
 		if m := regexp.MustCompile(`Open http://(\S+)/\?token=(\S+) `).FindStringSubmatch(lines.Text()); m != nil {
 			r.addr, token = m[1], m[2]
 		}
@@ -311,7 +314,13 @@ func startRegister(t *testing.T, ctx context.Context, githubURL string, args ...
 	if r.addr == "" {
 		t.Fatal("register printed no address")
 	}
-	go io.Copy(io.Discard, pr)
+	go func() {
+		defer close(r.printedAll)
+		for lines.Scan() {
+			r.printed.WriteString(lines.Text() + "\n")
+		}
+		io.Copy(io.Discard, pr)
+	}()
 	jar, _ := cookiejar.New(nil)
 	r.browser = &http.Client{Jar: jar}
 	code, page := fetch(t, r.browser, "http://"+r.addr+"/?token="+token)
@@ -637,6 +646,41 @@ func TestRegisterWritesTheRedeliveryWindowOfGHES(t *testing.T) {
 			if err != nil || d != 7*24*time.Hour {
 				t.Errorf("%q: %v, %v", want, d, err)
 			}
+		}
+	}
+}
+
+// register's next steps name lastmile.env and the key by their absolute
+// paths, whatever --out was given as: they are pasted in another folder.
+func TestRegisterPrintsAbsolutePaths(t *testing.T) {
+	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeConversion(w) }))
+	defer github.Close()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := startRegister(t, ctx, github.URL, "--out", "apps")
+	code, page := r.callback(t, "good-code")
+	if code != http.StatusOK {
+		t.Fatalf("GitHub's answer: %d %s", code, page)
+	}
+	if !strings.Contains(page, "Its settings are in "+filepath.Join(dir, "apps")+".") {
+		t.Errorf("the page does not name --out's absolute path: %s", page)
+	}
+	if code := <-r.exit; code != 0 {
+		t.Fatalf("exit %d: %s", code, r.stderr.String())
+	}
+	<-r.printedAll
+	env := filepath.Join(dir, "apps", "lastmile.env")
+	for _, want := range []string{
+		"(lastmile-app.pem, lastmile.env) to " + filepath.Join(dir, "apps") + ".\n",
+		"  private key:  " + filepath.Join(dir, "apps", "lastmile-app.pem") + "\n",
+		"  settings:     " + env + " (",
+		"echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> " + shellWord(env) + "\n",
+		"set -a; . " + shellWord(env) + "; set +a; lastmile serve\n",
+	} {
+		if !strings.Contains(r.printed.String(), want) {
+			t.Errorf("register printed no %q:\n%s", want, r.printed.String())
 		}
 	}
 }
