@@ -124,13 +124,17 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 			srv.Close()
 		}
 	}()
+	owner := "the App will belong to your personal account; for an organisation's, give --org ORG"
+	if *org != "" {
+		owner = "you must be an owner of the organisation " + *org
+	}
 	fmt.Fprintf(stdout, `To create lastmile's GitHub App:
   1. Open %s/?token=%s in a browser on this machine and press "Create the App on GitHub".
-  2. On GitHub, check the name and press "Create GitHub App" (you must be an owner of %s).
+  2. On GitHub, check the name and press "Create GitHub App" (%s).
   3. GitHub sends you back here; lastmile writes the App's key and settings
      (%s, %s) to %s.
 Waiting for GitHub (an hour at most; Ctrl-C to stop)...
-`, r.origin, r.token, orDefault(*org, "your account"), keyFile, envFile, r.out)
+`, r.origin, r.token, owner, keyFile, envFile, r.out)
 	select {
 	case err := <-r.done:
 		return err
@@ -187,13 +191,6 @@ func absOr(path string) string {
 		return abs
 	}
 	return path
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // randomHex is 128 random bits, in hex.

@@ -684,3 +684,28 @@ func TestRegisterPrintsAbsolutePaths(t *testing.T) {
 		}
 	}
 }
+
+// register says who will own the App: an organisation's owner must
+// confirm its App; without --org, the App is the user's own.
+func TestRegisterSaysWhoOwnsTheApp(t *testing.T) {
+	for org, want := range map[string]string{
+		"acme": `press "Create GitHub App" (you must be an owner of the organisation acme).`,
+		"":     `press "Create GitHub App" (the App will belong to your personal account; for an organisation's, give --org ORG).`,
+	} {
+		github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeConversion(w) }))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		args := []string{}
+		if org != "" {
+			args = append(args, "--org", org)
+		}
+		r := startRegister(t, ctx, github.URL, args...)
+		r.callback(t, "good-code")
+		<-r.exit
+		<-r.printedAll
+		if !strings.Contains(r.printed.String(), want) || strings.Contains(r.printed.String(), "owner of your account") {
+			t.Errorf("--org %q: register printed, without %q:\n%s", org, want, r.printed.String())
+		}
+		cancel()
+		github.Close()
+	}
+}
