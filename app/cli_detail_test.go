@@ -119,3 +119,21 @@ func TestPrintAuditOfABroughtCommit(t *testing.T) {
 		}
 	}
 }
+
+// A release stopped for an invalid configuration has no environments:
+// audit prints no heading without anything under it.
+func TestPrintAuditWithoutEnvironments(t *testing.T) {
+	rec := &pipeline.AuditRecord{Release: pipeline.Release{ID: 1, SHA: "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", Repo: pipeline.Repo{Owner: "acme", Name: "shop"},
+		State: pipeline.ReleaseStopped, StopKind: pipeline.StopConfigError, StopReason: ".github/lastmile.yml: environments: empty list"}}
+	var b strings.Builder
+	printAudit(&b, rec)
+	if strings.Contains(b.String(), "Environments") || !strings.Contains(b.String(), "state: stopped (config_error): .github/lastmile.yml") {
+		t.Errorf("audit of a release stopped for its configuration:\n%s", b.String())
+	}
+	rec.Environments = []pipeline.EnvironmentRecord{{Name: "production"}}
+	b.Reset()
+	printAudit(&b, rec)
+	if !strings.Contains(b.String(), "\nEnvironments:\n  production: not reached\n") {
+		t.Errorf("audit of a release with an environment:\n%s", b.String())
+	}
+}

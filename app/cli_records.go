@@ -245,7 +245,9 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	for _, c := range rec.Commits {
 		fmt.Fprintf(w, "  %s  %s  %-16s %s\n", shortSHA(c.SHA), when(c.Timestamp), inline(c.Author), inline(c.Title))
 	}
-	fmt.Fprintln(w, "\nEnvironments:")
+	if len(rec.Environments) > 0 { // none without a valid configuration
+		fmt.Fprintln(w, "\nEnvironments:")
+	}
 	for _, env := range rec.Environments {
 		outcome := string(env.Outcome)
 		if outcome == "" {
