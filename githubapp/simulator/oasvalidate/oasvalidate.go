@@ -1,6 +1,7 @@
-// Package oasvalidate checks REST traffic against GitHub's published OpenAPI
-// description: the trimmed copy of @octokit/openapi in
+// Package oasvalidate checks REST traffic and webhooks against GitHub's
+// published OpenAPI description: the trimmed copy of @octokit/openapi in
 // githubapp/simulator/testdata (see its README.md), loaded with kin-openapi.
+// The webhooks are in the same description, under x-webhooks.
 //
 // It is for tests only: lastmile's binaries must not depend on kin-openapi,
 // so no package but a _test.go file imports this one (TestNotInBinaries
@@ -9,6 +10,9 @@
 // request that reaches the simulator and every answer it gives:
 //
 //	sim := simulator.New(simulator.Options{Wrap: oasvalidate.Wrap(t)})
+//
+// A webhook is checked against the body schema of its event and action
+// (Validator.Webhook), formats included, with the same EmptyURIs.
 //
 // A request is checked for its operation (path and method), its parameters
 // (path, query, header) and its body schema, and for query parameters and
@@ -43,14 +47,15 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 )
 
-// SpecFile is the REST description's path inside the module.
+// SpecFile is the description's path inside the module.
 const SpecFile = "githubapp/simulator/testdata/github-rest-openapi.json"
 
-// Validator checks requests and answers against the REST description. It is
-// safe for concurrent use.
+// Validator checks requests, answers and webhooks against the description.
+// It is safe for concurrent use.
 type Validator struct {
-	doc    *openapi3.T
-	router routers.Router
+	doc      *openapi3.T
+	router   routers.Router
+	webhooks map[webhookKey]*webhookSchema
 }
 
 var (
@@ -59,23 +64,25 @@ var (
 	loadErr  error
 )
 
-// EmptyURIs are properties (schema name -> property names) of format uri
-// that GitHub sends as "" when they are unset: the description's own
-// default for each is "", which is not a URI (and GitHub's Actions example
-// of the deployment_status webhook sends "environment_url": ""). They are
-// checked as a URI or "". The conformance test makes the same exception
-// for the webhook's deployment_status.
+// EmptyURIs are properties (schema name -> property paths, "a.b" for the
+// property b of a's object) of format uri that GitHub sends as "" when they
+// are unset: the REST description's own default for each is "", which is
+// not a URI, and GitHub's Actions example of the deployment_status webhook
+// sends "environment_url": "". They are checked as a URI or "". The
+// webhook's deployment_status is its own schema, not the REST one, and its
+// target_url has no format.
 var EmptyURIs = map[string][]string{
-	"deployment-status": {"environment_url", "log_url", "target_url"},
+	"deployment-status":                 {"environment_url", "log_url", "target_url"},
+	"webhook-deployment-status-created": {"deployment_status.environment_url", "deployment_status.log_url"},
 }
 
 // uriOrEmpty is the format EmptyURIs are checked with.
 const uriOrEmpty = "uri-or-empty"
 
-// kin-openapi checks the formats date, date-time and int64 itself, not uri
-// and email, which GitHub's description uses too (uri on every URL of an
-// object): checked here, as the webhook schemas' are in the conformance
-// test. Before any validation: kin's format table is global.
+// kin-openapi checks the formats date, date-time and int64 itself, not uri,
+// email and uri-template, which GitHub's description uses too (uri on every
+// URL of an object, uri-template on the webhooks' "..._url" templates):
+// checked here. Before any validation: kin's format table is global.
 func init() {
 	uri := func(s string) error {
 		if u, err := url.Parse(s); err != nil || !u.IsAbs() {
@@ -96,6 +103,29 @@ func init() {
 		}
 		return nil
 	}))
+	openapi3.DefineStringFormatValidator("uri-template", openapi3.NewCallbackValidator(validURITemplate))
+}
+
+// validURITemplate checks that s's braces are balanced and not nested: a
+// URI template (RFC 6570) such as GitHub's
+// "https://api.github.com/repos/acme/shop/issues{/number}", whose
+// expansions a URI parser would not accept.
+func validURITemplate(s string) error {
+	open := false
+	for _, ch := range s {
+		switch {
+		case ch == '{' && !open:
+			open = true
+		case ch == '}' && open:
+			open = false
+		case ch == '{' || ch == '}':
+			return fmt.Errorf("unbalanced braces in %q", s)
+		}
+	}
+	if open {
+		return fmt.Errorf("unclosed brace in %q", s)
+	}
+	return nil
 }
 
 // Load reads and checks the description once per process.
@@ -111,7 +141,7 @@ func Load() (*Validator, error) {
 	return loaded, loadErr
 }
 
-// loadFile reads the REST description from path.
+// loadFile reads the description from path.
 func loadFile(path string) (*Validator, error) {
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromFile(path)
@@ -124,7 +154,12 @@ func loadFile(path string) (*Validator, error) {
 			return nil, fmt.Errorf("oasvalidate: %s has no schema %s (EmptyURIs)", path, name)
 		}
 		for _, p := range props {
-			ps := s.Value.Properties[p]
+			ps := s
+			for _, k := range strings.Split(p, ".") {
+				if ps = ps.Value.Properties[k]; ps == nil || ps.Value == nil {
+					break
+				}
+			}
 			if ps == nil || ps.Value == nil || ps.Value.Format != "uri" {
 				return nil, fmt.Errorf("oasvalidate: %s.%s is not a uri (EmptyURIs)", name, p)
 			}
@@ -141,7 +176,11 @@ func loadFile(path string) (*Validator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oasvalidate: router: %w", err)
 	}
-	return &Validator{doc: doc, router: router}, nil
+	webhooks, err := indexWebhooks(doc)
+	if err != nil {
+		return nil, fmt.Errorf("oasvalidate: %s: %w", path, err)
+	}
+	return &Validator{doc: doc, router: router, webhooks: webhooks}, nil
 }
 
 // specPath finds SpecFile: beside this source file when the tests run from

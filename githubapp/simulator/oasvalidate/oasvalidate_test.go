@@ -2,12 +2,15 @@ package oasvalidate_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -129,6 +132,98 @@ func TestResponseMismatches(t *testing.T) {
 				t.Errorf("%s -> %d %s: error %v, want one about %s", c.op, c.status, c.body, err, c.want)
 			}
 		})
+	}
+}
+
+// examples returns GitHub's example payloads of an event
+// (testdata/github-webhook-examples.json, from @octokit/webhooks-examples).
+func examples(t *testing.T, event string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "github-webhook-examples.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Events []struct {
+			Name     string           `json:"name"`
+			Examples []map[string]any `json:"examples"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range f.Events {
+		if e.Name == event {
+			return e.Examples
+		}
+	}
+	t.Fatalf("no example of %s", event)
+	return nil
+}
+
+func TestWebhookMismatches(t *testing.T) {
+	v := load(t)
+	if got := len(v.Webhooks()); got != 20 {
+		t.Errorf("the description has %d webhooks, want the 20 the simulator sends: %v", got, v.Webhooks())
+	}
+	// GitHub's own examples conform, those that are not older than the
+	// description (many lack a field it has added since): one of each
+	// kind the simulator sends that has a conforming example.
+	for _, c := range []struct {
+		event string
+		index int
+	}{
+		{"check_suite", 0}, {"deployment", 2}, {"deployment_review", 0}, {"deployment_status", 0},
+		{"installation", 5}, {"installation", 6}, {"workflow_job", 1}, {"workflow_job", 5}, {"workflow_job", 7},
+		{"workflow_run", 1}, {"workflow_run", 3},
+	} {
+		ex := examples(t, c.event)[c.index]
+		action, _ := ex["action"].(string)
+		body, _ := json.Marshal(ex)
+		if err := v.Webhook(c.event, action, body); err != nil {
+			t.Errorf("GitHub's example %d of %s: %v", c.index, c.event, err)
+		}
+	}
+
+	// A deployment_status example, changed.
+	status := func(change func(m map[string]any)) []byte {
+		ex := examples(t, "deployment_status")[0]
+		change(ex)
+		b, _ := json.Marshal(ex)
+		return b
+	}
+	deploymentStatus := func(k string, val any) func(map[string]any) {
+		return func(m map[string]any) { m["deployment_status"].(map[string]any)[k] = val }
+	}
+	for _, c := range []struct {
+		name, event, action string
+		body                []byte
+		want                string // in the error; "" for none
+	}{
+		{"environment_url \"\" (EmptyURIs)", "deployment_status", "created", status(deploymentStatus("environment_url", "")), ""},
+		{"a log_url", "deployment_status", "created", status(deploymentStatus("log_url", "https://example.com/log")), ""},
+		{"an environment_url that is not a URL", "deployment_status", "created", status(deploymentStatus("environment_url", "staging")),
+			`webhook deployment_status/created does not conform to webhook-deployment-status-created (x-webhooks deployment-status-created) of GitHub's description: Error at "/deployment_status/environment_url"`},
+		{"an id that is not an integer", "deployment_status", "created", status(deploymentStatus("id", "1")), `"/deployment_status/id"`},
+		{"a required field missing", "deployment_status", "created", status(func(m map[string]any) { delete(m["deployment"].(map[string]any), "sha") }), `"/deployment/sha": property "sha" is missing`},
+		{"a time that is not RFC 3339", "deployment_status", "created", status(func(m map[string]any) { m["repository"].(map[string]any)["updated_at"] = "yesterday" }), `"/repository/updated_at"`},
+		{"another action than the payload's", "deployment_status", "deleted", status(func(map[string]any) {}), "no such webhook"},
+		{"the payload's action is not the webhook's", "deployment_status", "created", status(func(m map[string]any) { m["action"] = "deleted" }), `action is "deleted"`},
+		{"a kind the simulator does not send", "issues", "opened", []byte(`{"action":"opened"}`), "no such webhook"},
+		{"not JSON", "status", "", []byte(`{`), "not JSON"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := v.Webhook(c.event, c.action, c.body)
+			switch {
+			case c.want == "" && err != nil:
+				t.Errorf("%s/%s: %v", c.event, c.action, err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Errorf("%s/%s: error %v, want one about %s", c.event, c.action, err, c.want)
+			}
+		})
+	}
+	if err := v.Webhook("issues", "opened", []byte(`{"action":"opened"}`)); !errors.Is(err, oasvalidate.ErrNoWebhook) {
+		t.Errorf("issues/opened: %v, want ErrNoWebhook", err)
 	}
 }
 

@@ -1,20 +1,21 @@
-// Command trimspec cuts GitHub's published OpenAPI descriptions down to the
+// Command trimspec cuts GitHub's published OpenAPI description down to the
 // operations and webhooks that the simulator implements, keeping every
 // component they reference (transitively), so that the simulator's
-// conformance test can run from a small committed copy.
+// conformance test, and oasvalidate, run from a small committed copy.
 //
-// Inputs are the files shipped in the npm packages @octokit/openapi@23.0.2
-// (generated/api.github.com.json, the REST description, OpenAPI 3.0.3) and
-// @octokit/openapi-webhooks@12.1.0 (generated/api.github.com.json, the
-// webhook description, OpenAPI 3.1). Both are MIT-licensed. With -examples,
-// it also keeps the example payloads of the events the simulator sends from
-// @octokit/webhooks-examples@7.6.1 (api.github.com/index.json, MIT).
+// Its input is the file shipped in the npm package @octokit/openapi@23.0.2
+// (generated/api.github.com.json, OpenAPI 3.0.3): the REST operations under
+// "paths", the webhooks under "x-webhooks" (OpenAPI 3.0 has no "webhooks";
+// @octokit/openapi-webhooks publishes them on their own as OpenAPI 3.1, but
+// its 12.1.0 is an older snapshot: see testdata/README.md). MIT-licensed.
+// With -examples, it also keeps the example payloads of the events the
+// simulator sends from @octokit/webhooks-examples@7.6.1
+// (api.github.com/index.json, MIT).
 //
 // Usage:
 //
 //	go run ./githubapp/simulator/internal/trimspec \
 //	    -rest    .../octokit-openapi-23.0.2/package/generated/api.github.com.json \
-//	    -webhooks .../octokit-openapi-webhooks-12.1.0/package/generated/api.github.com.json \
 //	    -examples .../octokit-webhooks-examples-7.6.1/package/api.github.com/index.json \
 //	    -out githubapp/simulator/testdata
 //
@@ -60,8 +61,8 @@ var restOperations = map[string][]string{
 	"/repos/{owner}/{repo}/actions/jobs/{job_id}/logs":                       {"get"},
 }
 
-// webhooks lists the webhook descriptions (keys of the "webhooks" object) the
-// simulator sends.
+// webhooks lists the webhook descriptions (keys of the "x-webhooks" object)
+// of the webhooks the simulator sends.
 var webhooks = []string{
 	"push",
 	"deployment-created",
@@ -95,27 +96,25 @@ var exampleEvents = []string{
 // Output file names inside -out.
 const (
 	restOut     = "github-rest-openapi.json"
-	webhooksOut = "github-webhooks-openapi.json"
 	examplesOut = "github-webhook-examples.json"
 )
 
 func main() {
-	rest := flag.String("rest", "", "REST description from @octokit/openapi@23.0.2 (generated/api.github.com.json)")
-	hooks := flag.String("webhooks", "", "webhook description from @octokit/openapi-webhooks@12.1.0 (generated/api.github.com.json)")
+	rest := flag.String("rest", "", "description from @octokit/openapi@23.0.2 (generated/api.github.com.json): its REST operations and x-webhooks")
 	examples := flag.String("examples", "", "example payloads from @octokit/webhooks-examples@7.6.1 (api.github.com/index.json); optional")
 	out := flag.String("out", "", "output directory")
 	flag.Parse()
-	if *rest == "" || *hooks == "" || *out == "" {
+	if *rest == "" || *out == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*rest, *hooks, *examples, *out); err != nil {
+	if err := run(*rest, *examples, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "trimspec:", err)
 		os.Exit(1)
 	}
 }
 
-func run(restPath, hooksPath, examplesPath, outDir string) error {
+func run(restPath, examplesPath, outDir string) error {
 	if examplesPath != "" {
 		if err := trimExamples(examplesPath, filepath.Join(outDir, examplesOut)); err != nil {
 			return err
@@ -125,22 +124,11 @@ func run(restPath, hooksPath, examplesPath, outDir string) error {
 	if err != nil {
 		return err
 	}
-	trimmedREST, err := trimREST(restDoc)
+	trimmed, err := trim(restDoc)
 	if err != nil {
 		return fmt.Errorf("%s: %w", restPath, err)
 	}
-	hooksDoc, err := load(hooksPath)
-	if err != nil {
-		return err
-	}
-	trimmedHooks, err := trimWebhooks(hooksDoc)
-	if err != nil {
-		return fmt.Errorf("%s: %w", hooksPath, err)
-	}
-	if err := write(filepath.Join(outDir, restOut), trimmedREST); err != nil {
-		return err
-	}
-	return write(filepath.Join(outDir, webhooksOut), trimmedHooks)
+	return write(filepath.Join(outDir, restOut), trimmed)
 }
 
 // trimExamples keeps the entries of exampleEvents from the examples index
@@ -200,7 +188,36 @@ func write(path string, doc map[string]any) error {
 	return os.WriteFile(path, buf.Bytes(), 0o644)
 }
 
-func trimREST(doc map[string]any) (map[string]any, error) {
+// trim keeps the operations of restOperations (paths) and the webhooks of
+// webhooks (x-webhooks), and every component either references.
+func trim(doc map[string]any) (map[string]any, error) {
+	keptPaths, err := trimPaths(doc)
+	if err != nil {
+		return nil, err
+	}
+	keptHooks, err := trimWebhooks(doc)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{
+		"openapi":            doc["openapi"],
+		"info":               doc["info"],
+		"servers":            doc["servers"],
+		"paths":              keptPaths,
+		"x-webhooks":         keptHooks,
+		"x-trimmed-from":     "npm package @octokit/openapi@23.0.2, file generated/api.github.com.json (MIT license), trimmed by githubapp/simulator/internal/trimspec",
+		"x-trimmed-paths":    sortedKeys(restOperations),
+		"x-trimmed-webhooks": sortedKeys(keptHooks),
+	}
+	comps, err := referencedComponents(doc, map[string]any{"paths": keptPaths, "x-webhooks": keptHooks})
+	if err != nil {
+		return nil, err
+	}
+	out["components"] = comps
+	return out, nil
+}
+
+func trimPaths(doc map[string]any) (map[string]any, error) {
 	paths, _ := doc["paths"].(map[string]any)
 	if paths == nil {
 		return nil, errors.New("no paths")
@@ -227,26 +244,13 @@ func trimREST(doc map[string]any) (map[string]any, error) {
 		}
 		keptPaths[p] = kept
 	}
-	out := map[string]any{
-		"openapi":         doc["openapi"],
-		"info":            doc["info"],
-		"servers":         doc["servers"],
-		"paths":           keptPaths,
-		"x-trimmed-from":  "npm package @octokit/openapi@23.0.2, file generated/api.github.com.json (MIT license), trimmed by githubapp/simulator/internal/trimspec",
-		"x-trimmed-paths": sortedKeys(restOperations),
-	}
-	comps, err := referencedComponents(doc, keptPaths)
-	if err != nil {
-		return nil, err
-	}
-	out["components"] = comps
-	return out, nil
+	return keptPaths, nil
 }
 
 func trimWebhooks(doc map[string]any) (map[string]any, error) {
-	all, _ := doc["webhooks"].(map[string]any)
+	all, _ := doc["x-webhooks"].(map[string]any)
 	if all == nil {
-		return nil, errors.New("no webhooks")
+		return nil, errors.New("no x-webhooks")
 	}
 	kept := map[string]any{}
 	for _, name := range webhooks {
@@ -256,18 +260,7 @@ func trimWebhooks(doc map[string]any) (map[string]any, error) {
 		}
 		kept[name] = w
 	}
-	out := map[string]any{
-		"openapi":        doc["openapi"],
-		"info":           doc["info"],
-		"webhooks":       kept,
-		"x-trimmed-from": "npm package @octokit/openapi-webhooks@12.1.0, file generated/api.github.com.json (MIT license), trimmed by githubapp/simulator/internal/trimspec",
-	}
-	comps, err := referencedComponents(doc, kept)
-	if err != nil {
-		return nil, err
-	}
-	out["components"] = comps
-	return out, nil
+	return kept, nil
 }
 
 // referencedComponents returns the components section holding every

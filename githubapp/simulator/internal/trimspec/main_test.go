@@ -30,12 +30,22 @@ func TestReferencedComponentsIsTransitive(t *testing.T) {
 	}
 }
 
-func TestTrimRESTKeepsOnlyListedMethods(t *testing.T) {
+func TestTrimKeepsOnlyListedOperationsAndWebhooks(t *testing.T) {
 	paths := map[string]any{}
 	for p := range restOperations {
 		paths[p] = map[string]any{"get": map[string]any{}, "post": map[string]any{}, "delete": map[string]any{}, "parameters": []any{}}
 	}
-	out, err := trimREST(map[string]any{"openapi": "3.0.3", "paths": paths, "components": map[string]any{}})
+	hooks := map[string]any{"issues-opened": map[string]any{"post": map[string]any{}}}
+	for _, name := range webhooks {
+		hooks[name] = map[string]any{"post": map[string]any{"requestBody": map[string]any{"$ref": "#/components/requestBodies/" + name}}}
+	}
+	bodies := map[string]any{"issues-opened": map[string]any{}}
+	for _, name := range webhooks {
+		bodies[name] = map[string]any{"content": map[string]any{}}
+	}
+	doc := map[string]any{"openapi": "3.0.3", "paths": paths, "x-webhooks": hooks,
+		"components": map[string]any{"requestBodies": bodies}}
+	out, err := trim(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,8 +53,18 @@ func TestTrimRESTKeepsOnlyListedMethods(t *testing.T) {
 	if !reflect.DeepEqual(sortedKeys(item), []string{"get", "parameters", "post"}) {
 		t.Errorf("kept %v", sortedKeys(item))
 	}
+	keptHooks := out["x-webhooks"].(map[string]any)
+	keptBodies := out["components"].(map[string]any)["requestBodies"].(map[string]any)
+	if len(keptHooks) != len(webhooks) || keptHooks["issues-opened"] != nil || keptHooks["deployment-protection-rule-requested"] == nil ||
+		len(keptBodies) != len(webhooks) || keptBodies["issues-opened"] != nil {
+		t.Errorf("kept webhooks %v and request bodies %v", sortedKeys(keptHooks), sortedKeys(keptBodies))
+	}
+	delete(hooks, "push")
+	if _, err := trim(doc); err == nil || !strings.Contains(err.Error(), "push") {
+		t.Errorf("a missing webhook: %v", err)
+	}
 	delete(paths, "/app/hook/deliveries")
-	if _, err := trimREST(map[string]any{"paths": paths}); err == nil {
+	if _, err := trim(doc); err == nil {
 		t.Error("a missing path was not reported")
 	}
 }
