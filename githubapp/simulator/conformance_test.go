@@ -33,7 +33,8 @@ import (
 //     against the REST OpenAPI description (operation exists, request body,
 //     declared response status, response body);
 //   - every webhook body, against the webhook schema of its event and action
-//     (the description's x-webhooks), with oasvalidate too.
+//     (the description's x-webhooks), with oasvalidate: the harness's
+//     receiver checks every webhook it gets (newReceiver).
 
 // restValidator validates traffic against the REST description, with
 // oasvalidate (which the app and Action tests use on the simulator's side),
@@ -540,13 +541,11 @@ func TestConformance(t *testing.T) {
 	h.waitIdle()
 	ds = sim.Deliveries()
 
-	// Every webhook conforms to its schema, and every kind was sent.
+	// Every webhook conformed to its schema (the receiver checked them),
+	// and every kind was sent.
 	examples := loadExamples(t)
 	seen := map[string]bool{}
 	for _, d := range ds {
-		if err := v.v.Webhook(d.Event, d.Action, d.Body); err != nil {
-			t.Error(err)
-		}
 		seen[schemaName(d.Event, d.Action)] = true
 		// And it has every field GitHub's example payloads of that kind
 		// have (testdata/github-webhook-examples.json).

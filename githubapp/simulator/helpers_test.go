@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-github/v62/github"
 
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 )
 
 const (
@@ -33,7 +34,11 @@ const (
 	testSecret = "It's a Secret to Everybody"
 )
 
-// receiver is a webhook endpoint that checks signatures and records bodies.
+// receiver is a webhook endpoint that checks signatures, checks bodies
+// against GitHub's webhook schemas (oasvalidate, as the app and Action tests
+// check the webhooks of their simulators), and records them: every flow
+// the simulator's own tests play has its webhooks checked, not only
+// TestConformance's.
 type receiver struct {
 	t    *testing.T
 	srv  *httptest.Server
@@ -51,6 +56,10 @@ type received struct {
 }
 
 func newReceiver(t *testing.T) *receiver {
+	schemas, err := oasvalidate.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var nonce [8]byte
 	_, _ = rand.Read(nonce[:])
 	rc := &receiver{t: t, path: "/webhook/" + hex.EncodeToString(nonce[:])}
@@ -69,6 +78,13 @@ func newReceiver(t *testing.T) *receiver {
 		m.Write(body)
 		if want := "sha256=" + hex.EncodeToString(m.Sum(nil)); r.Header.Get("X-Hub-Signature-256") != want {
 			t.Errorf("delivery %s: bad signature", r.Header.Get("X-GitHub-Delivery"))
+		}
+		var head struct {
+			Action string `json:"action"`
+		}
+		_ = json.Unmarshal(body, &head)
+		if err := schemas.Webhook(r.Header.Get("X-GitHub-Event"), head.Action, body); err != nil {
+			t.Errorf("delivery %s: %v\n\tbody: %.1000s", r.Header.Get("X-GitHub-Delivery"), err, body)
 		}
 		rc.mu.Lock()
 		rc.got = append(rc.got, received{event: r.Header.Get("X-GitHub-Event"), guid: r.Header.Get("X-GitHub-Delivery"), body: body, header: r.Header.Clone()})

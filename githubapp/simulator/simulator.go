@@ -62,8 +62,21 @@ type Options struct {
 	DeliveryTimeout time.Duration
 	// Wrap, if set, wraps the REST API's handler (what Handler returns and
 	// Start serves), so that a test can observe or check every request and
-	// every answer.
+	// every answer. If the handler it returns is also a WebhookObserver,
+	// it sees every webhook too.
 	Wrap func(http.Handler) http.Handler
+}
+
+// WebhookObserver is implemented by a handler that Options.Wrap returns to
+// see the webhooks as well as the REST traffic (oasvalidate's checks both
+// against GitHub's description). The Simulator calls ObserveWebhook from
+// its sender, without its lock held, with every webhook it is about to
+// POST (each delivery attempt, redeliveries too; not one held back by a
+// WebhookHold until it is released), before it is sent: event is its
+// X-GitHub-Event, action its payload's action ("" if none), body the
+// payload as signed, which ObserveWebhook must not modify.
+type WebhookObserver interface {
+	ObserveWebhook(event, action string, body []byte)
 }
 
 // Simulator is a stateful fake of the parts of GitHub that lastmile uses:
@@ -76,8 +89,9 @@ type Simulator struct {
 	key    *rsa.PrivateKey
 	keyPEM []byte
 
-	handler http.Handler
-	client  *http.Client // for webhook deliveries
+	handler  http.Handler
+	observer WebhookObserver // Options.Wrap's handler, if it is one
+	client   *http.Client    // for webhook deliveries
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every state change
@@ -155,6 +169,7 @@ func New(opts Options) *Simulator {
 	s.handler = s.routes()
 	if opts.Wrap != nil {
 		s.handler = opts.Wrap(s.handler)
+		s.observer, _ = s.handler.(WebhookObserver)
 	}
 	s.senderWG.Add(1)
 	go s.sendLoop()

@@ -124,6 +124,9 @@ func (s *Simulator) sendLoop() {
 		url := s.st.webhookURL
 		s.mu.Unlock()
 
+		if s.observer != nil {
+			s.observer.ObserveWebhook(o.event, o.action, o.body)
+		}
 		d := s.deliver(url, o)
 
 		s.mu.Lock()

@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,6 +192,61 @@ func TestDeliveriesAreNotRetriedAndRedeliveryKeepsGUID(t *testing.T) {
 	}
 	if _, resp, _ := app.Apps.GetHookDelivery(ctx, 1); resp == nil || resp.StatusCode != 404 {
 		t.Errorf("unknown delivery: %v", resp)
+	}
+}
+
+// observer is an Options.Wrap handler that is a WebhookObserver: it records
+// what it is shown.
+type observer struct {
+	http.Handler
+	mu   sync.Mutex
+	seen []string // "event/action body"
+}
+
+func (o *observer) ObserveWebhook(event, action string, body []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen = append(o.seen, event+"/"+action+" "+string(body))
+}
+
+func (o *observer) observed() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.seen)
+}
+
+// The handler Options.Wrap returns sees every webhook before it is sent,
+// when it is a WebhookObserver: each delivery attempt (a failed one, a
+// redelivery), in order, with the body sent; a held webhook once released.
+func TestWebhookObserverSeesEveryDelivery(t *testing.T) {
+	obs := &observer{}
+	h := newHarness(t, simulator.Options{Wrap: func(next http.Handler) http.Handler {
+		obs.Handler = next
+		return obs
+	}})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.hook.failNext(503)
+	first := h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "a"})
+	h.sim.HoldWebhooks(simulator.WebhookHold{Event: "status"})
+	h.sim.SetCommitStatus("acme/shop", first.After, "ci", "success")
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "b"})
+	h.waitIdle()
+	if n := len(obs.observed()); n != 2 {
+		t.Fatalf("observed %d webhooks before the status was released, want the 2 pushes", n)
+	}
+	h.sim.ReleaseWebhooks()
+	h.waitIdle()
+	if err := h.sim.Redeliver(h.sim.Deliveries()[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	h.waitIdle()
+	ds := h.sim.Deliveries()
+	var want []string
+	for _, d := range ds {
+		want = append(want, d.Event+"/"+d.Action+" "+string(d.Body))
+	}
+	if got := obs.observed(); len(ds) != 4 || !slices.Equal(got, want) || !ds[3].Redelivery {
+		t.Errorf("observed:\n%s\nwant the deliveries:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 

@@ -13,15 +13,22 @@ import (
 	"testing"
 )
 
-// Mismatch is a request or an answer that does not conform.
+// Mismatch is a request, an answer or a webhook that does not conform.
 type Mismatch struct {
-	Method, Path string
-	Status       int    // the answer's status; 0 for a request mismatch
-	Err          error  // what does not conform
-	Body         []byte // the request's body, or the answer's
+	Method, Path string // the request's; "" for a webhook
+	Status       int    // the answer's status; 0 for a request or a webhook
+	// Webhook is the webhook's event and action ("deployment/created"),
+	// "" for a request or an answer.
+	Webhook string
+	Err     error  // what does not conform
+	Body    []byte // the request's body, the answer's, or the webhook's
 }
 
 func (m Mismatch) String() string {
+	if m.Webhook != "" {
+		// Err, Validator.Webhook's, begins "webhook EVENT/ACTION".
+		return fmt.Sprintf("the simulator's %v\n\tbody: %.1000s", m.Err, m.Body)
+	}
 	return fmt.Sprintf("%s %s: %v\n\tbody: %.1000s", m.Method, m.Path, m.Err, m.Body)
 }
 
@@ -33,41 +40,65 @@ var skipped = []string{"/_simulator/", "/_ghsim/"}
 // Handler checks every request before next serves it, and next's answer,
 // calling report (from the serving goroutine) for each mismatch. The
 // request is served whatever it finds. An answer whose connection next
-// hijacks (a lost answer) is not checked.
+// hijacks (a lost answer) is not checked. The handler is a
+// simulator.WebhookObserver: the simulator it wraps has it check every
+// webhook before it is sent (reported from the simulator's sender).
 func (v *Validator) Handler(next http.Handler, report func(Mismatch)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, p := range skipped {
-			if strings.HasPrefix(r.URL.Path, p) {
-				next.ServeHTTP(w, r)
-				return
-			}
+	return &handler{v: v, next: next, report: report}
+}
+
+// handler is what Handler returns.
+type handler struct {
+	v      *Validator
+	next   http.Handler
+	report func(Mismatch)
+}
+
+// ObserveWebhook checks a webhook the simulator is about to send
+// (simulator.WebhookObserver).
+func (h *handler) ObserveWebhook(event, action string, body []byte) {
+	if err := h.v.Webhook(event, action, body); err != nil {
+		name := event
+		if action != "" {
+			name += "/" + action
 		}
-		var body []byte
-		if r.Body != nil {
-			var err error
-			if body, err = io.ReadAll(r.Body); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			r.Body.Close()
-			r.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		op, err := v.Request(r, body)
-		if err != nil {
-			report(Mismatch{Method: r.Method, Path: r.URL.RequestURI(), Err: err, Body: body})
-		}
-		rec := &recorder{ResponseWriter: w}
-		next.ServeHTTP(rec, r)
-		if op == nil || rec.hijacked {
+		h.report(Mismatch{Webhook: name, Err: err, Body: body})
+	}
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	v, next, report := h.v, h.next, h.report
+	for _, p := range skipped {
+		if strings.HasPrefix(r.URL.Path, p) {
+			next.ServeHTTP(w, r)
 			return
 		}
-		if rec.status == 0 {
-			rec.status, rec.header = http.StatusOK, w.Header().Clone()
+	}
+	var body []byte
+	if r.Body != nil {
+		var err error
+		if body, err = io.ReadAll(r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
 		}
-		if err := v.Response(op, rec.status, rec.header, rec.body.Bytes()); err != nil {
-			report(Mismatch{Method: r.Method, Path: r.URL.RequestURI(), Status: rec.status, Err: err, Body: rec.body.Bytes()})
-		}
-	})
+		r.Body.Close()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	op, err := v.Request(r, body)
+	if err != nil {
+		report(Mismatch{Method: r.Method, Path: r.URL.RequestURI(), Err: err, Body: body})
+	}
+	rec := &recorder{ResponseWriter: w}
+	next.ServeHTTP(rec, r)
+	if op == nil || rec.hijacked {
+		return
+	}
+	if rec.status == 0 {
+		rec.status, rec.header = http.StatusOK, w.Header().Clone()
+	}
+	if err := v.Response(op, rec.status, rec.header, rec.body.Bytes()); err != nil {
+		report(Mismatch{Method: r.Method, Path: r.URL.RequestURI(), Status: rec.status, Err: err, Body: rec.body.Bytes()})
+	}
 }
 
 // recorder passes an answer on and keeps a copy.
@@ -112,10 +143,13 @@ func (r *recorder) Flush() {
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // Wrap returns a handler wrapper (simulator.Options.Wrap) that checks all
-// traffic and, when t's test ends, fails it with every mismatch found
-// (identical ones once, with their count). Call it before the simulator's
-// own cleanup is registered, so that the report comes after the
-// simulator has stopped.
+// traffic, and every webhook the simulator sends, and, when t's test ends,
+// fails it with every mismatch found (identical ones once, with their
+// count). The simulator finds the webhook check on the handler Wrap
+// returns (a simulator.WebhookObserver): a wrapper of that handler must be
+// inside it, or pass ObserveWebhook on to it.
+// Call Wrap before the simulator's own cleanup is registered, so that the
+// report comes after the simulator has stopped.
 func Wrap(t testing.TB) func(http.Handler) http.Handler {
 	t.Helper()
 	v, err := Load()

@@ -7,7 +7,8 @@
 // so no package but a _test.go file imports this one (TestNotInBinaries
 // checks it). The simulator's conformance test uses Validator directly on
 // the client side; the app and Action tests turn on Wrap, which checks every
-// request that reaches the simulator and every answer it gives:
+// request that reaches the simulator and every answer it gives, and every
+// webhook it sends (its handler is a simulator.WebhookObserver):
 //
 //	sim := simulator.New(simulator.Options{Wrap: oasvalidate.Wrap(t)})
 //

@@ -1,6 +1,7 @@
 package oasvalidate_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
 
@@ -250,9 +252,22 @@ func (r *reportT) end() {
 	}
 }
 
-// Wrap on a simulator fails the test for a bad request, and for a bad
-// answer (here from a handler that stands in for a simulator bug), once
-// each, and lets deliberate faults and the simulator's own paths pass.
+// breakPush stands in for a simulator bug in its push webhooks: it shows
+// the webhook check of the handler it wraps a push whose "forced" is not a
+// boolean.
+type breakPush struct{ http.Handler }
+
+func (b breakPush) ObserveWebhook(event, action string, body []byte) {
+	if event == "push" {
+		body = bytes.Replace(body, []byte(`"forced":false`), []byte(`"forced":"no"`), 1)
+	}
+	b.Handler.(simulator.WebhookObserver).ObserveWebhook(event, action, body)
+}
+
+// Wrap on a simulator fails the test for a bad request, for a bad answer
+// (here from a handler that stands in for a simulator bug), and for a bad
+// webhook, once each, and lets deliberate faults, the simulator's own
+// paths and conforming webhooks pass.
 func TestWrapReportsMismatches(t *testing.T) {
 	rt := &reportT{TB: t}
 	wrap := oasvalidate.Wrap(rt)
@@ -266,7 +281,9 @@ func TestWrapReportsMismatches(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	sim := simulator.New(simulator.Options{AppID: 7, Wrap: func(h http.Handler) http.Handler { return wrap(bad(h)) }})
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer hook.Close()
+	sim := simulator.New(simulator.Options{AppID: 7, WebhookURL: hook.URL, Wrap: func(h http.Handler) http.Handler { return breakPush{wrap(bad(h))} }})
 	api, err := sim.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -274,6 +291,11 @@ func TestWrapReportsMismatches(t *testing.T) {
 	inst := sim.CreateInstallation("acme", "Organization")
 	sim.CreateRepo(inst, "acme/shop", simulator.RepoOptions{})
 	sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "init", Files: map[string]string{"x": "1"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := sim.WaitIdle(ctx); err != nil { // the push webhook is sent (and reported) first
+		t.Fatal(err)
+	}
 	atr, err := ghinstallation.NewAppsTransport(http.DefaultTransport, sim.AppID(), sim.AppPrivateKeyPEM())
 	if err != nil {
 		t.Fatal(err)
@@ -327,16 +349,28 @@ func TestWrapReportsMismatches(t *testing.T) {
 	if got := do("GET", "/_simulator/blobs/job-logs/none", ""); got != 404 {
 		t.Errorf("a blob: %d", got)
 	}
+	// The webhooks: the push (broken), the deployments' (conforming).
+	if err := sim.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var sent []string
+	for _, d := range sim.Deliveries() {
+		sent = append(sent, d.Event+"/"+d.Action)
+	}
+	if strings.Join(sent, " ") != "push/ deployment/created" {
+		t.Errorf("webhooks sent: %v", sent)
+	}
 	if err := sim.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	rt.end()
 	t.Log(strings.Join(rt.errors, "\n"))
-	if len(rt.errors) != 2 {
-		t.Fatalf("reported %d mismatches, want 2:\n%s", len(rt.errors), strings.Join(rt.errors, "\n"))
+	if len(rt.errors) != 3 {
+		t.Fatalf("reported %d mismatches, want 3:\n%s", len(rt.errors), strings.Join(rt.errors, "\n"))
 	}
 	for i, want := range []string{
+		"the simulator's webhook push does not conform to webhook-push (x-webhooks push) of GitHub's description: Error at \"/forced\"",
 		"POST /repos/acme/shop/deployments: request does not conform to POST /repos/{owner}/{repo}/deployments of GitHub's REST description",
 		"GET /repos/acme/shop/deployments: answer 200 does not conform to GET /repos/{owner}/{repo}/deployments of GitHub's REST description",
 	} {
@@ -344,7 +378,7 @@ func TestWrapReportsMismatches(t *testing.T) {
 			t.Errorf("report %d:\n%s\nwant it to say %q", i, rt.errors[i], want)
 		}
 	}
-	if !strings.Contains(rt.errors[0], `"ref"`) || !strings.Contains(rt.errors[1], "(2 times)") {
+	if !strings.Contains(rt.errors[1], `"ref"`) || !strings.Contains(rt.errors[2], "(2 times)") {
 		t.Errorf("reports:\n%s", strings.Join(rt.errors, "\n"))
 	}
 }
