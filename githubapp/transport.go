@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -416,8 +417,10 @@ func RetryAfter(h http.Header, local time.Time) (wait time.Duration, ok bool) {
 	if s == "" {
 		return 0, false
 	}
-	if secs, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && secs >= 0 {
-		return max(time.Duration(secs)*time.Second, time.Second), true
+	if secs, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil && secs >= 0 {
+		// Capped where a Duration would overflow (and come out negative,
+		// then a second): a wait that long is longer than any MaxWait.
+		return max(time.Duration(min(secs, int64(math.MaxInt64/time.Second)))*time.Second, time.Second), true
 	}
 	if at, err := http.ParseTime(s); err == nil {
 		return max(at.Sub(githubNow(h, local)), time.Second), true

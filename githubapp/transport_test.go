@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -960,5 +961,26 @@ func TestTransportRateLimitWaitsAddUpToMaxWait(t *testing.T) {
 	}
 	if w := clock.Waits(); len(w) != 0 {
 		t.Errorf("waits = %v, want none past the context's deadline", w)
+	}
+}
+
+// Retry-After in seconds: a second at least, and a value too large for a
+// Duration is a very long wait (longer than any MaxWait), not an overflow
+// that came out as one second and had the transport call again through
+// the limit.
+func TestRetryAfterSeconds(t *testing.T) {
+	now := time.Now()
+	for value, want := range map[string]time.Duration{
+		"0":                    time.Second,
+		"30":                   30 * time.Second,
+		" 120 ":                2 * time.Minute,
+		"9223372037":           time.Duration(math.MaxInt64/time.Second) * time.Second,
+		"10000000000":          time.Duration(math.MaxInt64/time.Second) * time.Second,
+		"99999999999999999999": 0, // not a number lastmile can read: no Retry-After
+	} {
+		wait, ok := githubapp.RetryAfter(http.Header{"Retry-After": {value}}, now)
+		if wait != want || ok != (want != 0) {
+			t.Errorf("Retry-After: %q → %v (ok %v), want %v", value, wait, ok, want)
+		}
 	}
 }
