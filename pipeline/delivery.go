@@ -38,24 +38,31 @@ type Delivery struct {
 	Note          string // what handling concluded, e.g. why it was ignored
 }
 
-// InHand names the repository of a delivery for the worker, which hands
-// out one delivery of a repository at a time: its ID, which a rename or a
-// transfer keeps, or the name of a delivery that has no repository ID.
+// InHand names the queue of a delivery for the worker, which hands out one
+// delivery of a queue at a time: its repository's ID, which a rename or a
+// transfer keeps, or the name of a delivery that has no repository ID; a
+// delivery of no repository at all (an installation's own events) is
+// queued with its installation's.
 type InHand struct {
 	RepositoryID int64
 	Repository   string // only when RepositoryID is 0
+	Installation int64  // only when both are empty
 }
 
-// InHandOf is the InHand of a repository ID and name.
-func InHandOf(repositoryID int64, repository string) InHand {
-	if repositoryID != 0 {
+// InHandOf is the InHand of a repository ID and name, and of the
+// installation a delivery with neither came from.
+func InHandOf(repositoryID int64, repository string, installation int64) InHand {
+	switch {
+	case repositoryID != 0:
 		return InHand{RepositoryID: repositoryID}
+	case repository != "":
+		return InHand{Repository: repository}
 	}
-	return InHand{Repository: repository}
+	return InHand{Installation: installation}
 }
 
-// InHand names d's repository for the worker.
-func (d *Delivery) InHand() InHand { return InHandOf(d.RepositoryID, d.Repository) }
+// InHand names d's queue for the worker.
+func (d *Delivery) InHand() InHand { return InHandOf(d.RepositoryID, d.Repository, d.InstallationID) }
 
 // Redeliveries is what lastmile asked GitHub about one webhook delivery
 // GUID that never reached it: how many redeliveries, and whether it gave up.

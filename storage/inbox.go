@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,24 +39,43 @@ func scanDelivery(row rowScanner) (*pipeline.Delivery, error) {
 
 // queueHead is the oldest pending delivery of a repository.
 type queueHead struct {
-	repository   string
-	repositoryID int64
-	seq          int64
-	nextAttempt  int64
+	repository     string
+	repositoryID   int64
+	installationID int64
+	seq            int64
+	nextAttempt    int64
 }
+
+// key names the head's queue: its repository's name, or (a delivery of no
+// repository: an installation's own events) its installation's, so that
+// one installation's event waiting for a retry holds up no other's.
+func (h queueHead) key() string {
+	if h.repository != "" {
+		return h.repository
+	}
+	return installationQueue + strconv.FormatInt(h.installationID, 10)
+}
+
+// installationQueue begins the key of an installation's queue (no
+// repository name begins with it).
+const installationQueue = "#"
 
 // queueHeads finds the head of each repository's queue with one index seek
 // per repository (a loose index scan of the pending index), so its cost
-// follows the number of repositories with work, not the backlog.
+// follows the number of repositories with work, not the backlog; and the
+// head of each installation's queue (its own events, few).
 func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
 	rows, err := db.query(ctx, `WITH RECURSIVE repos(name) AS (
-			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending')
+			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending' AND repository > '')
 			UNION ALL
 			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending' AND repository > repos.name)
 			FROM repos WHERE repos.name IS NOT NULL)
-		SELECT d.repository, d.repository_id, d.seq, d.next_attempt_at FROM repos
+		SELECT d.repository, d.repository_id, d.installation_id, d.seq, d.next_attempt_at FROM repos
 		JOIN deliveries d ON d.seq = (SELECT MIN(seq) FROM deliveries WHERE state = 'pending' AND repository = repos.name)
-		WHERE repos.name IS NOT NULL ORDER BY d.seq`)
+		WHERE repos.name IS NOT NULL
+		UNION ALL
+		SELECT repository, repository_id, installation_id, MIN(seq), next_attempt_at FROM deliveries
+		WHERE state = 'pending' AND repository = '' GROUP BY installation_id`)
 	if err != nil {
 		return nil, err
 	}
@@ -63,11 +83,12 @@ func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
 	var heads []queueHead
 	for rows.Next() {
 		var h queueHead
-		if err := rows.Scan(&h.repository, &h.repositoryID, &h.seq, &h.nextAttempt); err != nil {
+		if err := rows.Scan(&h.repository, &h.repositoryID, &h.installationID, &h.seq, &h.nextAttempt); err != nil {
 			return nil, err
 		}
 		heads = append(heads, h)
 	}
+	slices.SortFunc(heads, func(a, b queueHead) int { return cmp.Compare(a.seq, b.seq) })
 	return heads, rows.Err()
 }
 
@@ -96,7 +117,7 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[pipeline.InH
 			}
 			first[h.repositoryID] = true
 		}
-		if busy[pipeline.InHandOf(h.repositoryID, h.repository)] {
+		if busy[pipeline.InHandOf(h.repositoryID, h.repository, h.installationID)] {
 			continue
 		}
 		if h.nextAttempt > millis(now) || len(ds) >= limit {
@@ -127,8 +148,8 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[pipeline.InH
 // picks up what another process changed (`lastmile deliveries retry`).
 type queueCache struct {
 	mu       sync.Mutex
-	heads    map[string]queueHead // repository → its oldest pending delivery
-	stale    map[string]bool      // repositories whose head must be looked up
+	heads    map[string]queueHead // queue (queueHead.key) → its oldest pending delivery
+	stale    map[string]bool      // queues whose head must be looked up
 	seen     int64                // the highest seq read; arrivals come after it
 	searched time.Time            // the last full search; zero: search now
 }
@@ -154,25 +175,35 @@ func (c *queueCache) current(ctx context.Context, db *DB) ([]queueHead, error) {
 		}
 		c.heads, c.stale, c.seen, c.searched = map[string]queueHead{}, map[string]bool{}, seen.Int64, time.Now()
 		for _, h := range heads {
-			c.heads[h.repository] = h
+			c.heads[h.key()] = h
 		}
 	} else {
 		if err := c.readArrivals(ctx, db); err != nil {
 			return nil, err
 		}
-		for repo := range c.stale {
+		for key := range c.stale {
 			var h queueHead
-			err := db.queryRow(ctx, `SELECT repository, repository_id, seq, next_attempt_at FROM deliveries
-				WHERE state = 'pending' AND repository = ? ORDER BY seq LIMIT 1`, repo).Scan(&h.repository, &h.repositoryID, &h.seq, &h.nextAttempt)
+			repo, installation := key, int64(-1) // a repository's queue: any installation
+			if id, ok := strings.CutPrefix(key, installationQueue); ok {
+				repo = ""
+				n, err := strconv.ParseInt(id, 10, 64)
+				if err != nil {
+					return nil, err
+				}
+				installation = n
+			}
+			err := db.queryRow(ctx, `SELECT repository, repository_id, installation_id, seq, next_attempt_at FROM deliveries
+				WHERE state = 'pending' AND repository = ? AND (? < 0 OR installation_id = ?) ORDER BY seq LIMIT 1`,
+				repo, installation, installation).Scan(&h.repository, &h.repositoryID, &h.installationID, &h.seq, &h.nextAttempt)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
-				delete(c.heads, repo)
+				delete(c.heads, key)
 			case err != nil:
 				return nil, err
 			default:
-				c.heads[repo] = h
+				c.heads[key] = h
 			}
-			delete(c.stale, repo)
+			delete(c.stale, key)
 		}
 	}
 	out := make([]queueHead, 0, len(c.heads))
@@ -186,7 +217,7 @@ func (c *queueCache) current(ctx context.Context, db *DB) ([]queueHead, error) {
 // readArrivals gives a head to each repository that had none and now has a
 // pending delivery.
 func (c *queueCache) readArrivals(ctx context.Context, db *DB) error {
-	rows, err := db.query(ctx, `SELECT seq, repository, repository_id, state, next_attempt_at FROM deliveries WHERE seq > ? ORDER BY seq`, c.seen)
+	rows, err := db.query(ctx, `SELECT seq, repository, repository_id, installation_id, state, next_attempt_at FROM deliveries WHERE seq > ? ORDER BY seq`, c.seen)
 	if err != nil {
 		return err
 	}
@@ -194,12 +225,12 @@ func (c *queueCache) readArrivals(ctx context.Context, db *DB) error {
 	for rows.Next() {
 		var h queueHead
 		var state string
-		if err := rows.Scan(&h.seq, &h.repository, &h.repositoryID, &state, &h.nextAttempt); err != nil {
+		if err := rows.Scan(&h.seq, &h.repository, &h.repositoryID, &h.installationID, &state, &h.nextAttempt); err != nil {
 			return err
 		}
 		c.seen = h.seq
-		if _, ok := c.heads[h.repository]; !ok && !c.stale[h.repository] && state == string(pipeline.DeliveryPending) {
-			c.heads[h.repository] = h
+		if _, ok := c.heads[h.key()]; !ok && !c.stale[h.key()] && state == string(pipeline.DeliveryPending) {
+			c.heads[h.key()] = h
 		}
 	}
 	return rows.Err()

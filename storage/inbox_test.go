@@ -700,3 +700,46 @@ func TestNextWorkKeepsUpWithArrivalsAndHandling(t *testing.T) {
 		t.Fatalf("the walk did too little: %d arrived, %d handled", arrived, handled)
 	}
 }
+
+// An installation's own events (no repository) are queued by installation:
+// one installation's event waiting for its retry holds up no other's (an
+// unsuspension among them), while one installation's events still go one
+// at a time, in order — also when the worker's view of the queues is built
+// again from the database.
+func TestInstallationEventsQueuedByInstallation(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	event := func(id string, inst int64) *pipeline.Delivery {
+		return acceptDelivery(t, db, &pipeline.Delivery{ID: id, Event: "installation", Action: "created", InstallationID: inst,
+			State: pipeline.DeliveryPending, Body: []byte(`{}`)})
+	}
+	a1 := event("inst-1a", 1)
+	event("inst-2", 2)
+	event("inst-1b", 1)
+	got, err := db.NextDeliveries(ctx, inboxT0, nil, 10)
+	if err != nil || !slices.Equal(ids(got), []string{"inst-1a", "inst-2"}) {
+		t.Fatalf("first look: %v %v; want the head of each installation's queue", ids(got), err)
+	}
+	busy := map[pipeline.InHand]bool{got[0].InHand(): true}
+	if got, err := db.NextDeliveries(ctx, inboxT0, busy, 10); err != nil || !slices.Equal(ids(got), []string{"inst-2"}) {
+		t.Fatalf("with installation 1's event in hand: %v %v; want installation 2's only", ids(got), err)
+	}
+	if err := db.FailDelivery(ctx, a1.Seq, "GitHub 502", inboxT0.Add(time.Hour), false); err != nil {
+		t.Fatal(err)
+	}
+	for _, view := range []string{"kept", "built again"} {
+		if view == "built again" { // another process's view, read from the database alone
+			other, err := storage.Open(ctx, db.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { other.Close() })
+			db = other
+		}
+		got, err = db.NextDeliveries(ctx, inboxT0.Add(time.Minute), nil, 10)
+		if err != nil || !slices.Equal(ids(got), []string{"inst-2"}) {
+			t.Errorf("queues %s, installation 1's first event waiting for its retry: %v %v; want installation 2's (installation 1's second waits behind its first)",
+				view, ids(got), err)
+		}
+	}
+}

@@ -162,7 +162,7 @@ func BenchmarkNextDeliveries(b *testing.B) {
 			fillInbox(b, db, path, pending)
 			busy := map[pipeline.InHand]bool{} // Codertocat/service-001 to 003 (benchDelivery's IDs)
 			for repo := 1; repo <= 3; repo++ {
-				busy[pipeline.InHandOf(int64(186853002+repo), fmt.Sprintf("Codertocat/service-%03d", repo))] = true
+				busy[pipeline.InHandOf(int64(186853002+repo), fmt.Sprintf("Codertocat/service-%03d", repo), 0)] = true
 			}
 			ctx := context.Background()
 			b.ResetTimer()
