@@ -1,21 +1,25 @@
-// Command trimspec cuts GitHub's published OpenAPI description down to the
+// Command trimspec cuts GitHub's published OpenAPI descriptions down to the
 // operations and webhooks that the simulator implements, keeping every
 // component they reference (transitively), so that the simulator's
-// conformance test, and oasvalidate, run from a small committed copy.
+// conformance test, and oasvalidate, run from small committed copies.
 //
-// Its input is the file shipped in the npm package @octokit/openapi@23.0.2
-// (generated/api.github.com.json, OpenAPI 3.0.3): the REST operations under
-// "paths", the webhooks under "x-webhooks" (OpenAPI 3.0 has no "webhooks";
-// @octokit/openapi-webhooks publishes them on their own as OpenAPI 3.1, but
-// its 12.1.0 is an older snapshot: see testdata/README.md). MIT-licensed.
-// With -examples, it also keeps the example payloads of the events the
-// simulator sends from @octokit/webhooks-examples@7.6.1
-// (api.github.com/index.json, MIT).
+// Its main input is the file shipped in the npm package
+// @octokit/openapi@23.0.2 (generated/api.github.com.json, OpenAPI 3.0.3):
+// the REST operations under "paths", the webhooks under "x-webhooks"
+// (OpenAPI 3.0 has no "webhooks"). With -webhooks, it also keeps the same
+// webhooks from the file shipped in @octokit/openapi-webhooks@12.1.0
+// (generated/api.github.com.json, OpenAPI 3.1, under "webhooks"), an older
+// snapshot of GitHub's webhook schemas that the webhooks are checked
+// against as well (see testdata/README.md). With -examples, it also keeps
+// the example payloads of the events the simulator sends from
+// @octokit/webhooks-examples@7.6.1 (api.github.com/index.json). All three
+// are MIT-licensed.
 //
 // Usage:
 //
 //	go run ./githubapp/simulator/internal/trimspec \
-//	    -rest    .../octokit-openapi-23.0.2/package/generated/api.github.com.json \
+//	    -rest     .../octokit-openapi-23.0.2/package/generated/api.github.com.json \
+//	    -webhooks .../octokit-openapi-webhooks-12.1.0/package/generated/api.github.com.json \
 //	    -examples .../octokit-webhooks-examples-7.6.1/package/api.github.com/index.json \
 //	    -out githubapp/simulator/testdata
 //
@@ -61,8 +65,9 @@ var restOperations = map[string][]string{
 	"/repos/{owner}/{repo}/actions/jobs/{job_id}/logs":                       {"get"},
 }
 
-// webhooks lists the webhook descriptions (keys of the "x-webhooks" object)
-// of the webhooks the simulator sends.
+// webhooks lists the webhook descriptions (keys of the REST description's
+// "x-webhooks" object, and of the webhook description's "webhooks") of the
+// webhooks the simulator sends.
 var webhooks = []string{
 	"push",
 	"deployment-created",
@@ -96,11 +101,13 @@ var exampleEvents = []string{
 // Output file names inside -out.
 const (
 	restOut     = "github-rest-openapi.json"
+	webhooksOut = "github-webhooks-openapi.json"
 	examplesOut = "github-webhook-examples.json"
 )
 
 func main() {
 	rest := flag.String("rest", "", "description from @octokit/openapi@23.0.2 (generated/api.github.com.json): its REST operations and x-webhooks")
+	hooks := flag.String("webhooks", "", "webhook description from @octokit/openapi-webhooks@12.1.0 (generated/api.github.com.json); optional")
 	examples := flag.String("examples", "", "example payloads from @octokit/webhooks-examples@7.6.1 (api.github.com/index.json); optional")
 	out := flag.String("out", "", "output directory")
 	flag.Parse()
@@ -108,15 +115,28 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*rest, *examples, *out); err != nil {
+	if err := run(*rest, *hooks, *examples, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "trimspec:", err)
 		os.Exit(1)
 	}
 }
 
-func run(restPath, examplesPath, outDir string) error {
+func run(restPath, hooksPath, examplesPath, outDir string) error {
 	if examplesPath != "" {
 		if err := trimExamples(examplesPath, filepath.Join(outDir, examplesOut)); err != nil {
+			return err
+		}
+	}
+	if hooksPath != "" {
+		hooksDoc, err := load(hooksPath)
+		if err != nil {
+			return err
+		}
+		trimmed, err := trimWebhookDescription(hooksDoc)
+		if err != nil {
+			return fmt.Errorf("%s: %w", hooksPath, err)
+		}
+		if err := write(filepath.Join(outDir, webhooksOut), trimmed); err != nil {
 			return err
 		}
 	}
@@ -195,7 +215,7 @@ func trim(doc map[string]any) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	keptHooks, err := trimWebhooks(doc)
+	keptHooks, err := trimWebhooks(doc, "x-webhooks")
 	if err != nil {
 		return nil, err
 	}
@@ -247,10 +267,35 @@ func trimPaths(doc map[string]any) (map[string]any, error) {
 	return keptPaths, nil
 }
 
-func trimWebhooks(doc map[string]any) (map[string]any, error) {
-	all, _ := doc["x-webhooks"].(map[string]any)
+// trimWebhookDescription keeps the webhooks of webhooks from the webhook
+// description of @octokit/openapi-webhooks (OpenAPI 3.1: under "webhooks"),
+// and every component they reference. Its output is what trimspec wrote
+// before the REST description's x-webhooks were used too, byte for byte.
+func trimWebhookDescription(doc map[string]any) (map[string]any, error) {
+	kept, err := trimWebhooks(doc, "webhooks")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]any{
+		"openapi":        doc["openapi"],
+		"info":           doc["info"],
+		"webhooks":       kept,
+		"x-trimmed-from": "npm package @octokit/openapi-webhooks@12.1.0, file generated/api.github.com.json (MIT license), trimmed by githubapp/simulator/internal/trimspec",
+	}
+	comps, err := referencedComponents(doc, kept)
+	if err != nil {
+		return nil, err
+	}
+	out["components"] = comps
+	return out, nil
+}
+
+// trimWebhooks keeps the webhooks of webhooks from doc's section key
+// ("x-webhooks" in the REST description, "webhooks" in the webhook one).
+func trimWebhooks(doc map[string]any, key string) (map[string]any, error) {
+	all, _ := doc[key].(map[string]any)
 	if all == nil {
-		return nil, errors.New("no x-webhooks")
+		return nil, errors.New("no " + key)
 	}
 	kept := map[string]any{}
 	for _, name := range webhooks {

@@ -68,3 +68,35 @@ func TestTrimKeepsOnlyListedOperationsAndWebhooks(t *testing.T) {
 		t.Error("a missing path was not reported")
 	}
 }
+
+func TestTrimWebhookDescriptionKeepsOnlyListedWebhooks(t *testing.T) {
+	hooks := map[string]any{"issues-opened": map[string]any{"post": map[string]any{}}}
+	schemas := map[string]any{"webhook-issues-opened": map[string]any{}}
+	for _, name := range webhooks {
+		hooks[name] = map[string]any{"post": map[string]any{"requestBody": map[string]any{"content": map[string]any{"application/json": map[string]any{
+			"schema": map[string]any{"$ref": "#/components/schemas/webhook-" + name}}}}}}
+		schemas["webhook-"+name] = map[string]any{"type": "object"}
+	}
+	doc := map[string]any{"openapi": "3.1.0", "info": map[string]any{}, "webhooks": hooks, "x-webhooks": map[string]any{},
+		"components": map[string]any{"schemas": schemas}}
+	out, err := trimWebhookDescription(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(sortedKeys(out), []string{"components", "info", "openapi", "webhooks", "x-trimmed-from"}) {
+		t.Errorf("top-level keys %v", sortedKeys(out))
+	}
+	keptHooks := out["webhooks"].(map[string]any)
+	keptSchemas := out["components"].(map[string]any)["schemas"].(map[string]any)
+	if len(keptHooks) != len(webhooks) || keptHooks["issues-opened"] != nil || keptHooks["deployment-protection-rule-requested"] == nil ||
+		len(keptSchemas) != len(webhooks) || keptSchemas["webhook-issues-opened"] != nil {
+		t.Errorf("kept webhooks %v and schemas %v", sortedKeys(keptHooks), sortedKeys(keptSchemas))
+	}
+	delete(hooks, "status")
+	if _, err := trimWebhookDescription(doc); err == nil || !strings.Contains(err.Error(), "status") {
+		t.Errorf("a missing webhook: %v", err)
+	}
+	if _, err := trimWebhookDescription(map[string]any{"x-webhooks": hooks}); err == nil || !strings.Contains(err.Error(), "no webhooks") {
+		t.Errorf("no webhooks section: %v", err)
+	}
+}
