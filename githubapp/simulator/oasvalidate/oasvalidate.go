@@ -1,10 +1,12 @@
 // Package oasvalidate checks REST traffic and webhooks against GitHub's
-// published OpenAPI description: the trimmed copy of @octokit/openapi in
-// githubapp/simulator/testdata (see its README.md), loaded with kin-openapi.
-// The webhooks are in the same description, under x-webhooks.
+// published OpenAPI descriptions: the trimmed copy of @octokit/openapi in
+// githubapp/simulator/testdata (see its README.md), loaded with kin-openapi,
+// whose x-webhooks describe the webhooks; and the webhooks also against the
+// trimmed copy of @octokit/openapi-webhooks (WebhooksFile, OpenAPI 3.1),
+// with santhosh-tekuri/jsonschema.
 //
-// It is for tests only: lastmile's binaries must not depend on kin-openapi,
-// so no package but a _test.go file imports this one (TestNotInBinaries
+// It is for tests only: lastmile's binaries must not depend on kin-openapi
+// or jsonschema, so no package but a _test.go file imports this one (TestNotInBinaries
 // checks it). The simulator's conformance test uses Validator directly on
 // the client side; the app and Action tests turn on Wrap, which checks every
 // request that reaches the simulator and every answer it gives, and every
@@ -13,7 +15,8 @@
 //	sim := simulator.New(simulator.Options{Wrap: oasvalidate.Wrap(t)})
 //
 // A webhook is checked against the body schema of its event and action
-// (Validator.Webhook), formats included, with the same EmptyURIs.
+// in both descriptions (Validator.Webhook), formats included, with the
+// same EmptyURIs (and WebhookExceptions for the older WebhooksFile).
 //
 // A request is checked for its operation (path and method), its parameters
 // (path, query, header) and its body schema, and for query parameters and
@@ -51,12 +54,13 @@ import (
 // SpecFile is the description's path inside the module.
 const SpecFile = "githubapp/simulator/testdata/github-rest-openapi.json"
 
-// Validator checks requests, answers and webhooks against the description.
-// It is safe for concurrent use.
+// Validator checks requests, answers and webhooks against the description,
+// and webhooks against WebhooksFile too. It is safe for concurrent use.
 type Validator struct {
-	doc      *openapi3.T
-	router   routers.Router
-	webhooks map[webhookKey]*webhookSchema
+	doc         *openapi3.T
+	router      routers.Router
+	webhooks    map[webhookKey]*webhookSchema
+	pkgWebhooks map[webhookKey]*packageWebhook // WebhooksFile's
 }
 
 var (
@@ -129,7 +133,8 @@ func validURITemplate(s string) error {
 	return nil
 }
 
-// Load reads and checks the description once per process.
+// Load reads and checks the description, and WebhooksFile beside it, once
+// per process.
 func Load() (*Validator, error) {
 	loadOnce.Do(func() {
 		path, err := specPath()
@@ -137,13 +142,14 @@ func Load() (*Validator, error) {
 			loadErr = err
 			return
 		}
-		loaded, loadErr = loadFile(path)
+		loaded, loadErr = loadFile(path, filepath.Join(filepath.Dir(path), filepath.Base(WebhooksFile)))
 	})
 	return loaded, loadErr
 }
 
-// loadFile reads the description from path.
-func loadFile(path string) (*Validator, error) {
+// loadFile reads the description from path, and WebhooksFile from
+// webhooksPath.
+func loadFile(path, webhooksPath string) (*Validator, error) {
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromFile(path)
 	if err != nil {
@@ -181,7 +187,11 @@ func loadFile(path string) (*Validator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oasvalidate: %s: %w", path, err)
 	}
-	return &Validator{doc: doc, router: router, webhooks: webhooks}, nil
+	pkgWebhooks, err := loadPackageWebhooks(webhooksPath, doc, webhooks, WebhookExceptions)
+	if err != nil {
+		return nil, fmt.Errorf("oasvalidate: %w", err)
+	}
+	return &Validator{doc: doc, router: router, webhooks: webhooks, pkgWebhooks: pkgWebhooks}, nil
 }
 
 // specPath finds SpecFile: beside this source file when the tests run from

@@ -229,6 +229,87 @@ func TestWebhookMismatches(t *testing.T) {
 	}
 }
 
+// Every webhook is checked against both descriptions: the REST package's
+// x-webhooks and the webhook package's (WebhooksFile), with
+// WebhookExceptions for the latter and only those.
+func TestWebhookBothDescriptions(t *testing.T) {
+	v := load(t)
+	// A protection rule request as the simulator sends it for a job with
+	// no deployment of its own (deployment null), with the repository and
+	// sender of GitHub's deployment_status example.
+	rule := func(change func(m map[string]any)) []byte {
+		ex := examples(t, "deployment_status")[0]
+		m := map[string]any{
+			"action": "requested", "environment": "production", "event": "push",
+			"sha": ex["deployment"].(map[string]any)["sha"], "ref": "refs/heads/main",
+			"deployment_callback_url": "https://api.github.com/repos/acme/shop/actions/runs/5/deployment_protection_rule",
+			"deployment":              nil,
+			"installation":            map[string]any{"id": 1, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="},
+			"repository":              ex["repository"], "sender": ex["sender"],
+		}
+		change(m)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	// GitHub's deployment example with a workflow_run (older than both
+	// descriptions: it lacks the run's path and display_title), changed.
+	deployment := func(change func(m map[string]any)) []byte {
+		ex := examples(t, "deployment")[1]
+		run := ex["workflow_run"].(map[string]any)
+		run["path"], run["display_title"] = ".github/workflows/deploy.yml", "Deploy"
+		change(ex)
+		b, _ := json.Marshal(ex)
+		return b
+	}
+	previousAttempt := func(val any) func(map[string]any) {
+		return func(m map[string]any) { m["workflow_run"].(map[string]any)["previous_attempt_url"] = val }
+	}
+	// GitHub's push example (older than both descriptions: its repository
+	// lacks has_discussions), changed.
+	push := func(change func(m map[string]any)) []byte {
+		ex := examples(t, "push")[1]
+		ex["repository"].(map[string]any)["has_discussions"] = false
+		change(ex)
+		b, _ := json.Marshal(ex)
+		return b
+	}
+	const rest, pkg = "(x-webhooks ", "of " + oasvalidate.WebhooksPackage + ":"
+	for _, c := range []struct {
+		name, event, action string
+		body                []byte
+		rest, pkg           string // in the error, about each description; "" for none
+	}{
+		{"a push", "push", "", push(func(map[string]any) {}), "", ""},
+		{"a protection rule request, deployment null (WebhookExceptions)", "deployment_protection_rule", "requested", rule(func(map[string]any) {}), "", ""},
+		{"a protection rule request, deployment not an object", "deployment_protection_rule", "requested", rule(func(m map[string]any) { m["deployment"] = "none" }),
+			`"/deployment"`, "at '/deployment'"},
+		{"a protection rule request without sender (required by 12.1.0 only)", "deployment_protection_rule", "requested", rule(func(m map[string]any) { delete(m, "sender") }),
+			"", "missing property 'sender'"},
+		{"a re-run's deployment, previous_attempt_url a URL (WebhookExceptions)", "deployment", "created", deployment(previousAttempt("https://api.github.com/repos/acme/shop/actions/runs/5/attempts/1")), "", ""},
+		{"a deployment, previous_attempt_url a number (nullable of any type in 23.0.2)", "deployment", "created", deployment(previousAttempt(1)),
+			"", "at '/workflow_run/previous_attempt_url'"},
+		{"a push, forced not a boolean", "push", "", push(func(m map[string]any) { m["forced"] = "no" }),
+			`webhook push does not conform to webhook-push (x-webhooks push) of GitHub's description: Error at "/forced"`,
+			"webhook push does not conform to webhook-push (webhooks push) of " + oasvalidate.WebhooksPackage + ": at '/forced': got string, want boolean"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			err := v.Webhook(c.event, c.action, c.body)
+			msg := ""
+			if err != nil {
+				msg = err.Error()
+			}
+			for _, d := range []struct{ name, marker, want string }{{"x-webhooks", rest, c.rest}, {oasvalidate.WebhooksPackage, pkg, c.pkg}} {
+				switch failed := strings.Contains(msg, d.marker); {
+				case d.want == "" && failed:
+					t.Errorf("%s/%s does not conform to %s: %v", c.event, c.action, d.name, err)
+				case d.want != "" && (!failed || !strings.Contains(msg, d.want)):
+					t.Errorf("%s/%s: error %v, want one from %s about %s", c.event, c.action, err, d.name, d.want)
+				}
+			}
+		})
+	}
+}
+
 // reportT is a testing.TB that records what Wrap reports.
 type reportT struct {
 	testing.TB
@@ -378,19 +459,22 @@ func TestWrapReportsMismatches(t *testing.T) {
 			t.Errorf("report %d:\n%s\nwant it to say %q", i, rt.errors[i], want)
 		}
 	}
-	if !strings.Contains(rt.errors[1], `"ref"`) || !strings.Contains(rt.errors[2], "(2 times)") {
+	// The broken push is reported against both descriptions.
+	if !strings.Contains(rt.errors[0], "webhook push does not conform to webhook-push (webhooks push) of "+oasvalidate.WebhooksPackage+": at '/forced'") ||
+		!strings.Contains(rt.errors[1], `"ref"`) || !strings.Contains(rt.errors[2], "(2 times)") {
 		t.Errorf("reports:\n%s", strings.Join(rt.errors, "\n"))
 	}
 }
 
-// lastmile's binaries do not depend on kin-openapi, nor on this package.
+// lastmile's binaries do not depend on kin-openapi, jsonschema, nor on this
+// package.
 func TestNotInBinaries(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "github.com/lastmile-app/lastmile/cmd/...").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/getkin/") || strings.HasSuffix(dep, "/oasvalidate") {
+		if strings.HasPrefix(dep, "github.com/getkin/") || strings.HasPrefix(dep, "github.com/santhosh-tekuri/") || strings.HasSuffix(dep, "/oasvalidate") {
 			t.Errorf("a command depends on %s", dep)
 		}
 	}

@@ -1,6 +1,7 @@
 package oasvalidate
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // ErrNoWebhook is wrapped by Webhook's error when the description has no
@@ -95,9 +97,12 @@ func (v *Validator) Webhooks() []string {
 
 // Webhook checks a webhook's body against the schema of its event
 // (X-GitHub-Event) and action (the payload's, "" for none), formats
-// included. The error names the webhook, its schema and the fields that do
-// not conform; it wraps ErrNoWebhook when the description has no such
-// webhook.
+// included, in both descriptions: the x-webhooks of SpecFile
+// (@octokit/openapi) and WebhooksFile (@octokit/openapi-webhooks, an older
+// snapshot, with WebhookExceptions). The error names the
+// webhook, the description, its schema and the fields that do not conform,
+// one line for each description the body does not conform to; it wraps
+// ErrNoWebhook when the description has no such webhook.
 func (v *Validator) Webhook(event, action string, body []byte) error {
 	key := webhookKey{event, action}
 	ws := v.webhooks[key]
@@ -111,8 +116,18 @@ func (v *Validator) Webhook(event, action string, body []byte) error {
 	if got, _ := path(value, "action").(string); got != action {
 		return fmt.Errorf("webhook %s: the payload's action is %q", key, got)
 	}
+	var errs []error
 	if err := ws.ref.Value.VisitJSON(value, openapi3.MultiErrors(), openapi3.DisableSchemaErrorDetails()); err != nil {
-		return fmt.Errorf("webhook %s does not conform to %s (x-webhooks %s) of GitHub's description: %w", key, ws.schema, ws.name, err)
+		errs = append(errs, fmt.Errorf("webhook %s does not conform to %s (x-webhooks %s) of GitHub's description: %w", key, ws.schema, ws.name, err))
 	}
-	return nil
+	// jsonschema's own reading of the body (json.Number for numbers), which
+	// webhookPackage may change.
+	pkgValue, err := jsonschema.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("webhook %s: body is not JSON: %w", key, err)
+	}
+	if err := v.webhookPackage(key, pkgValue); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
