@@ -33,8 +33,9 @@ import (
 //     against the REST OpenAPI description (operation exists, request body,
 //     declared response status, response body);
 //   - every webhook body, against the webhook schema of its event and action
-//     (the description's x-webhooks), with oasvalidate: the harness's
-//     receiver checks every webhook it gets (newReceiver).
+//     in both the description's x-webhooks and @octokit/openapi-webhooks,
+//     with oasvalidate: the harness's receiver checks every webhook it gets
+//     (newReceiver).
 
 // restValidator validates traffic against the REST description, with
 // oasvalidate (which the app and Action tests use on the simulator's side),
@@ -541,8 +542,8 @@ func TestConformance(t *testing.T) {
 	h.waitIdle()
 	ds = sim.Deliveries()
 
-	// Every webhook conformed to its schema (the receiver checked them),
-	// and every kind was sent.
+	// Every webhook conformed to its schemas in both descriptions (the
+	// receiver checked them), and every kind was sent.
 	examples := loadExamples(t)
 	seen := map[string]bool{}
 	for _, d := range ds {

@@ -9,9 +9,9 @@
 //
 // Bodies, fields and status codes follow GitHub's published descriptions;
 // conformance_test.go checks every request and response against the REST
-// OpenAPI description and every webhook against the webhook schemas (the
-// description's x-webhooks; trimmed copies in testdata/, see
-// testdata/README.md). Tests of code that talks to the simulator can have
+// OpenAPI description and every webhook against the webhook schemas (both
+// the description's x-webhooks and @octokit/openapi-webhooks'; trimmed
+// copies in testdata/, see testdata/README.md). Tests of code that talks to the simulator can have
 // all of its traffic, and every webhook it sends, checked against them with
 // Options.Wrap and the oasvalidate package (see WebhookObserver).
 //

@@ -35,8 +35,9 @@ const (
 )
 
 // receiver is a webhook endpoint that checks signatures, checks bodies
-// against GitHub's webhook schemas (oasvalidate, as the app and Action tests
-// check the webhooks of their simulators), and records them: every flow
+// against GitHub's webhook schemas (oasvalidate.Validator.Webhook: the REST
+// description's x-webhooks and @octokit/openapi-webhooks, as the app and
+// Action tests check the webhooks of their simulators), and records them: every flow
 // the simulator's own tests play has its webhooks checked, not only
 // TestConformance's.
 type receiver struct {

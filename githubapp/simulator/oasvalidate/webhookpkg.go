@@ -42,8 +42,8 @@ type WebhookException struct {
 // sends, or the simulator, runs into).
 var WebhookExceptions = []WebhookException{
 	{Schema: "webhook-deployment-protection-rule-requested", Property: "deployment", Example: nil,
-		Reason: "GitHub sends deployment null when the gated job has no deployment of its own (it names no environment url to create one with); " +
-			"@octokit/openapi@23.0.2 describes it as nullable-deployment, 12.1.0 as a plain deployment"},
+		Reason: "deployment is null when the gated job has no deployment of its own: @octokit/openapi@23.0.2 describes it as nullable-deployment, " +
+			"12.1.0 as a plain deployment (the simulator sends the job's twin deployment, and null if it has none)"},
 	{Schema: "webhook-deployment-created", Property: "workflow_run.previous_attempt_url", Example: "https://api.github.com/repos/acme/shop/actions/runs/5/attempts/1",
 		Reason: "the webhook's workflow_run is the run's, whose previous_attempt_url is the previous attempt's URL from a re-run's second attempt on " +
 			"(a nullable uri in both descriptions' workflow_run webhooks and the REST workflow-run); 23.0.2 describes it here as nullable of any type, 12.1.0 as null only"},
