@@ -57,8 +57,9 @@ type Env struct {
 	// which it removes its own INPUT_ variables, the token among them, and
 	// the LASTMILE_JOB_ ones). Where Getenv has the job's PATH and
 	// GOTOOLCHAIN as action.yml recorded them before setup-go (EnvJobPath
-	// and the others), the command gets those instead of Environ's.
-	// Default os.Environ.
+	// and the others), the command gets those instead of Environ's. Its
+	// GITHUB_OUTPUT is a file of its own (in RUNNER_TEMP), removed when it
+	// ends, not the step's. Default os.Environ.
 	Environ func() []string
 	// Stdout is the job log: the Action's messages and workflow commands
 	// (::notice::, ::error::) and the deploy command's standard output.

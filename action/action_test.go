@@ -1159,3 +1159,34 @@ func TestDeployCommandThatCannotStart(t *testing.T) {
 	}
 	wantStates(t, w.deployment(id), "in_progress", "failure")
 }
+
+// The deploy command writes its step outputs (GITHUB_OUTPUT) to a file of
+// its own, removed when it ends: a block it starts and does not end (it
+// fails before its delimiter) cannot swallow the Action's outputs,
+// written after it.
+func TestCommandCannotCorruptTheActionsOutputs(t *testing.T) {
+	w := newWorld(t)
+	seen := filepath.Join(t.TempDir(), "command-output-path")
+	results := w.playWithRun(map[string]string{
+		"INPUT_COMMAND": "echo \"$GITHUB_OUTPUT\" > \"$SEEN\"\n" +
+			"echo 'notes<<EOF_NOTES' >> \"$GITHUB_OUTPUT\"\necho 'line 1' >> \"$GITHUB_OUTPUT\"\nexit 3",
+		"SEEN": seen,
+	})
+	w.createDeployment()
+	r := w.result(results)
+	if r.err == nil {
+		t.Fatal("the failed command did not fail the step")
+	}
+	wantOutputs(t, r.step.readOutputs(t), "failure", "false", r.step.jobURL)
+	b, err := os.ReadFile(seen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := strings.TrimSuffix(string(b), "\n")
+	if path == "" || path == r.step.outputs || !strings.HasPrefix(path, r.step.vars["RUNNER_TEMP"]+"/") {
+		t.Errorf("the command's GITHUB_OUTPUT %q, want a file of its own in RUNNER_TEMP (%s)", path, r.step.vars["RUNNER_TEMP"])
+	}
+	if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the command's GITHUB_OUTPUT is still there: %v", err)
+	}
+}

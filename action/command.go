@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,11 @@ import (
 // is still there. stopped tells that ctx ended before the command did: the
 // command was stopped, whatever its exit status (a script that traps TERM to
 // clean up may well exit 0).
+//
+// The command's GITHUB_OUTPUT is a file of its own, removed when it ends:
+// what it writes there cannot reach the Action's step outputs (a
+// name<<DELIMITER block it starts and does not end would otherwise swallow
+// the state, skipped and log-url lines the Action appends after it).
 func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err error) {
 	script := c.command
 	if c.passEnvArg {
@@ -33,7 +39,18 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 	if cmd.Err != nil {
 		return false, fmt.Errorf("bash is needed to run the deploy command: %w", cmd.Err)
 	}
-	cmd.Env = commandEnv(env.Environ(), c)
+	scratch, err := os.MkdirTemp(c.tempDir, "lastmile-command-")
+	if err != nil {
+		return false, fmt.Errorf("start the deploy command: its GITHUB_OUTPUT file: %w", err)
+	}
+	// Removed with its directory: a process the command leaves running
+	// cannot make the file again.
+	defer os.RemoveAll(scratch)
+	outputs := filepath.Join(scratch, "github_output")
+	if err := os.WriteFile(outputs, nil, 0o600); err != nil {
+		return false, fmt.Errorf("start the deploy command: its GITHUB_OUTPUT file: %w", err)
+	}
+	cmd.Env = commandEnv(env.Environ(), c, outputs)
 	cmd.Dir = c.workspace // where the runner checks the code out
 	out, err := startOutput(env.Stdout, env.Stderr)
 	if err != nil {
@@ -200,14 +217,16 @@ func (o *output) finish(limit time.Duration) {
 // commandEnv is the deploy command's environment: base without the Action's
 // own INPUT_ variables (the token is one) and LASTMILE_JOB_ ones, with the
 // job's PATH and GOTOOLCHAIN from before setup-go when action.yml recorded
-// them, plus the deployment's parameters.
-func commandEnv(base []string, c *config) []string {
-	out := make([]string, 0, len(base)+5)
+// them, GITHUB_OUTPUT the command's own file, outputs, instead of the
+// Action's, plus the deployment's parameters.
+func commandEnv(base []string, c *config, outputs string) []string {
+	out := make([]string, 0, len(base)+6)
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(name, "INPUT_"), strings.HasPrefix(name, "LASTMILE_JOB_"),
 			name == "LASTMILE_ENVIRONMENT", name == "LASTMILE_SHA", name == "LASTMILE_DEPLOYMENT_ID",
+			name == "GITHUB_OUTPUT",
 			name == "PATH" && c.jobPath != "",
 			name == "GOTOOLCHAIN" && c.restoreGoToolchain:
 			continue
@@ -221,6 +240,7 @@ func commandEnv(base []string, c *config) []string {
 		out = append(out, "GOTOOLCHAIN="+*c.jobGoToolchain)
 	}
 	return append(out,
+		"GITHUB_OUTPUT="+outputs,
 		"LASTMILE_ENVIRONMENT="+c.deployment.Environment,
 		"LASTMILE_SHA="+c.deployment.SHA,
 		"LASTMILE_DEPLOYMENT_ID="+strconv.FormatInt(c.deployment.ID, 10),

@@ -78,6 +78,9 @@ type config struct {
 	passEnvArg     bool
 	environmentURL string
 	workspace      string // the command's working directory; "" for the current one
+	// tempDir is RUNNER_TEMP, where the command's own GITHUB_OUTPUT file
+	// is made; "" for the system's temporary directory.
+	tempDir string
 	// jobPath is the job's PATH from before the Action's setup-go step
 	// (action.yml records it): the deploy command's PATH. "": unknown,
 	// the command gets the Action's own.
@@ -139,6 +142,7 @@ func readConfig(getenv func(string) string) (*config, error) {
 		apiURL:         strings.TrimSuffix(getenv("GITHUB_API_URL"), "/"),
 		serverURL:      strings.TrimSuffix(getenv("GITHUB_SERVER_URL"), "/"),
 		workspace:      getenv("GITHUB_WORKSPACE"),
+		tempDir:        getenv("RUNNER_TEMP"),
 	}
 	if m := input(InputMode); m != "" {
 		c.mode = Mode(strings.ToLower(m))
