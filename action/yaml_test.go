@@ -51,6 +51,18 @@ type actionMetadata struct {
 	} `yaml:"runs"`
 }
 
+// step is the step of the composite with id id.
+func (a *actionMetadata) step(t *testing.T, id string) actionStep {
+	t.Helper()
+	for _, s := range a.Runs.Steps {
+		if s.ID == id {
+			return s
+		}
+	}
+	t.Fatalf("action.yml has no step with id %s", id)
+	return actionStep{}
+}
+
 func readYAML(t *testing.T, path string, v any) {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -109,8 +121,11 @@ func TestActionMetadata(t *testing.T) {
 	if check.ID != "runner" || !strings.Contains(check.Run, "RUNNER_OS") {
 		t.Errorf("first step %+v, want the runner's check (id runner)", check)
 	}
-	if !strings.HasPrefix(setup.Uses, "actions/setup-go@") {
-		t.Errorf("second step uses %q, want actions/setup-go", setup.Uses)
+	if setup.ID != "setup-go" || !strings.HasPrefix(setup.Uses, "actions/setup-go@") {
+		t.Errorf("second step %+v, want actions/setup-go (id setup-go)", setup)
+	}
+	if build.ID != "build" {
+		t.Errorf("third step %+v, want the build (id build)", build)
 	}
 	if got := setup.With["go-version-file"]; got != "${{ github.action_path }}/../go.mod" {
 		t.Errorf("go-version-file %v, want the repository's go.mod", got)
@@ -279,7 +294,7 @@ func runScript(t *testing.T, s actionStep, job map[string]string, dir string) (o
 func TestActionRecordsTheJobsPathAndGoToolchain(t *testing.T) {
 	var a actionMetadata
 	readYAML(t, "action.yml", &a)
-	check, run := a.Runs.Steps[0], a.Runs.Steps[3]
+	check, run := a.step(t, "runner"), a.step(t, "run")
 	path := "/opt/hostedtoolcache/go/1.27.1/x64/bin:/home/runner/go/bin:with=equals:" + os.Getenv("PATH")
 	for name, tc := range map[string]struct {
 		gotoolchain *string
@@ -325,7 +340,7 @@ func ptr[T any](v T) *T { return &v }
 func TestActionChecksTheRunner(t *testing.T) {
 	var a actionMetadata
 	readYAML(t, "action.yml", &a)
-	check := a.Runs.Steps[0]
+	check := a.step(t, "runner")
 	for _, tc := range []struct {
 		os, arch, goarch, refusal string
 	}{
@@ -357,7 +372,7 @@ func TestActionBuildIgnoresTheJobsGoSettings(t *testing.T) {
 	}
 	var a actionMetadata
 	readYAML(t, "action.yml", &a)
-	check, build := a.Runs.Steps[0], a.Runs.Steps[2]
+	check, build := a.step(t, "runner"), a.step(t, "build")
 	actionPath, err := filepath.Abs(".")
 	if err != nil {
 		t.Fatal(err)
