@@ -3,12 +3,14 @@ package action_test
 import (
 	"debug/buildinfo"
 	"debug/elf"
+	"errors"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -433,6 +435,101 @@ func TestActionBuildIgnoresTheJobsGoSettings(t *testing.T) {
 			for k, v := range want.settings {
 				if settings[k] != v {
 					t.Errorf("the binary was built with %s=%q, want %q", k, settings[k], v)
+				}
+			}
+		})
+	}
+}
+
+// The job's own settings for its Go (another Go's GOROOT, a build cache
+// of its own or GOCACHE=off, a go env file, a GOCACHEPROG, GODEBUG) stop
+// neither setup-go (which runs go version, go env GOPATH and go env with
+// the Go it installed) nor the build; the build has a cache of its own,
+// in RUNNER_TEMP, when the job names one, and Go's default otherwise.
+func TestActionGoIgnoresTheJobsGoEnvironment(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds lastmile-action")
+	}
+	var a actionMetadata
+	readYAML(t, "action.yml", &a)
+	check, setup, build := a.step(t, "runner"), a.step(t, "setup-go"), a.step(t, "build")
+	actionPath, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runnerArch := map[string]string{"amd64": "X64", "arm64": "ARM64"}[runtime.GOARCH]
+	if runnerArch == "" {
+		t.Skipf("no runner is %s", runtime.GOARCH)
+	}
+	// One RUNNER_TEMP for all the cases: the build cache made there is
+	// built from nothing once.
+	runnerTemp := t.TempDir()
+	ownCache := filepath.Join(runnerTemp, "lastmile-action", "go-build")
+	goEnv := filepath.Join(t.TempDir(), "go.env") // `go env -w` for the job's Go
+	if err := os.WriteFile(goEnv, []byte("GOEXPERIMENT=nosuchexperiment\nGOFLAGS=-mod=vendor\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	jobCache := filepath.Join(t.TempDir(), "job-go-build")
+	for name, tc := range map[string]struct {
+		job       map[string]string
+		ownCache  bool   // lastmile's build has its own cache
+		untouched string // a path lastmile's build must not make
+	}{
+		"GOROOT of another Go": {job: map[string]string{"GOROOT": "/usr/local/go-1.21"}},
+		"GOCACHE off":          {job: map[string]string{"GOCACHE": "off"}, ownCache: true},
+		"GOCACHE relative":     {job: map[string]string{"GOCACHE": "go-build"}, ownCache: true},
+		"GOCACHE the job's":    {job: map[string]string{"GOCACHE": jobCache}, ownCache: true, untouched: jobCache},
+		"GOENV":                {job: map[string]string{"GOENV": goEnv}},
+		"GOCACHEPROG":          {job: map[string]string{"GOCACHEPROG": filepath.Join(runnerTemp, "no-such-cacheprog")}},
+		"GODEBUG":              {job: map[string]string{"GODEBUG": "gocachehash=1"}}, // would print every hash
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			job := map[string]string{
+				"RUNNER_OS": "Linux", "RUNNER_ARCH": runnerArch, "RUNNER_TEMP": runnerTemp,
+				"GITHUB_ACTION_PATH": actionPath,
+			}
+			for _, k := range []string{"PATH", "HOME", "GOCACHE", "GOMODCACHE", "GOPATH", "GOPROXY", "GOTOOLCHAIN"} {
+				if v, ok := os.LookupEnv(k); ok {
+					job[k] = v
+				}
+			}
+			maps.Copy(job, tc.job)
+			out, outputs, err := runScript(t, check, job, dir)
+			if err != nil {
+				t.Fatalf("the runner's check: %v\n%s", err, out)
+			}
+			// setup-go's own go commands, with GOTOOLCHAIN=local as it
+			// sets it (setup-go's src/main.ts, at the pinned commit).
+			goCalls := actionStep{Run: "go version >/dev/null\ngo env GOPATH >/dev/null\ngo env >/dev/null", Env: maps.Clone(setup.Env)}
+			if goCalls.Env == nil {
+				goCalls.Env = map[string]string{}
+			}
+			goCalls.Env["GOTOOLCHAIN"] = "local"
+			if out, _, err := runScript(t, goCalls, job, dir); err != nil {
+				t.Errorf("setup-go's go commands: %v\n%s", err, out)
+			}
+			build := build
+			build.Env = maps.Clone(build.Env)
+			build.Env["GOARCH"] = outputs["goarch"] // ${{ steps.runner.outputs.goarch }}
+			if out, _, err := runScript(t, build, job, dir); err != nil || out != "" {
+				if len(out) > 2000 {
+					out = out[:2000] + "…"
+				}
+				t.Fatalf("the build step: %v, output:\n%s", err, out)
+			}
+			if _, err := os.Stat(filepath.Join(runnerTemp, "lastmile-action", "lastmile-action")); err != nil {
+				t.Errorf("no binary: %v", err)
+			}
+			if _, err := os.Stat(ownCache); tc.ownCache && err != nil {
+				t.Errorf("lastmile's build has no cache of its own in RUNNER_TEMP: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "go-build")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the build made a cache in its working directory (%v)", err)
+			}
+			if tc.untouched != "" {
+				if _, err := os.Stat(tc.untouched); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the build wrote to the job's GOCACHE %s (%v)", tc.untouched, err)
 				}
 			}
 		})
