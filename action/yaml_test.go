@@ -129,8 +129,14 @@ func TestActionMetadata(t *testing.T) {
 	if build.ID != "build" {
 		t.Errorf("third step %+v, want the build (id build)", build)
 	}
-	if got := setup.With["go-version-file"]; got != "${{ github.action_path }}/../go.mod" {
-		t.Errorf("go-version-file %v, want the repository's go.mod", got)
+	// The version the runner's check read from go.mod: in a job with
+	// container:, ${{ github.action_path }} is the runner's path, and
+	// setup-go runs in the container.
+	if got := setup.With["go-version"]; got != "${{ steps.runner.outputs.go-version }}" {
+		t.Errorf("setup-go go-version %v, want the runner's check's go-version output", got)
+	}
+	if got, ok := setup.With["go-version-file"]; ok {
+		t.Errorf("setup-go go-version-file %v: setup-go would read it in its own file system", got)
 	}
 	// setup-go's cache looks for go.sum with a glob that stays inside the
 	// workspace, and the action is not there: it would warn and restore
@@ -312,7 +318,7 @@ func TestActionRecordsTheJobsPathAndGoToolchain(t *testing.T) {
 			action.EnvJobPath: path, action.EnvJobGoToolchainSet: "false", action.EnvJobGoToolchain: ""}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			job := map[string]string{"RUNNER_OS": "Linux", "RUNNER_ARCH": "X64", "PATH": path}
+			job := map[string]string{"RUNNER_OS": "Linux", "RUNNER_ARCH": "X64", "PATH": path, "GITHUB_ACTION_PATH": actionPath(t)}
 			if tc.gotoolchain != nil {
 				job["GOTOOLCHAIN"] = *tc.gotoolchain
 			}
@@ -337,12 +343,40 @@ func TestActionRecordsTheJobsPathAndGoToolchain(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+// actionPath is GITHUB_ACTION_PATH: this directory.
+func actionPath(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// goDirective is the version in the go directive of the go.mod at path.
+func goDirective(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range strings.Lines(string(b)) {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "go" {
+			return f[1]
+		}
+	}
+	t.Fatalf("%s has no go directive", path)
+	return ""
+}
+
 // The first step refuses runners other than Linux on X64 or ARM64, before
-// Go is installed, and names the GOARCH to build for.
+// Go is installed, and names the GOARCH to build for and the Go version
+// of lastmile's go.mod, for setup-go.
 func TestActionChecksTheRunner(t *testing.T) {
 	var a actionMetadata
 	readYAML(t, "action.yml", &a)
 	check := a.step(t, "runner")
+	goVersion := goDirective(t, filepath.Join("..", "go.mod"))
 	for _, tc := range []struct {
 		os, arch, goarch, refusal string
 	}{
@@ -352,16 +386,57 @@ func TestActionChecksTheRunner(t *testing.T) {
 		{"macOS", "ARM64", "", "::error::The lastmile Action runs on Linux runners only, such as runs-on: ubuntu-latest (it stops a cancelled deploy's process group and hides the token as Linux allows); this runner is macOS."},
 		{"Linux", "ARM", "", "::error::The lastmile Action runs on X64 and ARM64 Linux runners; this runner is ARM."},
 	} {
-		out, outputs, err := runScript(t, check, map[string]string{"RUNNER_OS": tc.os, "RUNNER_ARCH": tc.arch}, t.TempDir())
+		out, outputs, err := runScript(t, check, map[string]string{"RUNNER_OS": tc.os, "RUNNER_ARCH": tc.arch, "GITHUB_ACTION_PATH": actionPath(t)}, t.TempDir())
 		if tc.refusal != "" {
 			if err == nil || out != tc.refusal+"\n" || len(outputs) != 0 {
 				t.Errorf("%s %s: %v, output %q, outputs %v; want a failure with %q", tc.os, tc.arch, err, out, outputs, tc.refusal)
 			}
 			continue
 		}
-		if err != nil || out != "" || outputs["goarch"] != tc.goarch {
-			t.Errorf("%s %s: %v, output %q, outputs %v; want goarch %s", tc.os, tc.arch, err, out, outputs, tc.goarch)
+		if err != nil || out != "" || outputs["goarch"] != tc.goarch || outputs["go-version"] != goVersion {
+			t.Errorf("%s %s: %v, output %q, outputs %v; want goarch %s and go-version %s", tc.os, tc.arch, err, out, outputs, tc.goarch, goVersion)
 		}
+	}
+}
+
+// The runner's check reads the Go version from the go directive of
+// lastmile's go.mod, as setup-go does with GOTOOLCHAIN=local (which it
+// sets before it reads the file): not from a toolchain directive.
+func TestActionReadsItsGoVersion(t *testing.T) {
+	var a actionMetadata
+	readYAML(t, "action.yml", &a)
+	check := a.step(t, "runner")
+	for name, tc := range map[string]struct {
+		gomod, want string // want "": the check fails
+	}{
+		"go directive":     {gomod: "module example.com/m\n\ngo 1.26.8\n", want: "1.26.8"},
+		"with a toolchain": {gomod: "// lastmile\nmodule example.com/m\n\ngo 1.25.3 // comment\n\ntoolchain go1.26.1\n", want: "1.25.3"},
+		"minor only":       {gomod: "module example.com/m\ngo 1.26", want: "1.26"}, // and no final line break
+		"no go directive":  {gomod: "module example.com/m\n\n// go 1.26.8\ngodebug default=go1.21\n"},
+		"no go.mod":        {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			repo := t.TempDir()
+			path := filepath.Join(repo, "action")
+			if err := os.Mkdir(path, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tc.gomod != "" {
+				if err := os.WriteFile(filepath.Join(repo, "go.mod"), []byte(tc.gomod), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, outputs, err := runScript(t, check, map[string]string{"RUNNER_OS": "Linux", "RUNNER_ARCH": "X64", "GITHUB_ACTION_PATH": path}, t.TempDir())
+			if tc.want == "" {
+				if want := "::error::The lastmile Action found no Go version (a go directive) in " + path + "/../go.mod.\n"; err == nil || out != want {
+					t.Errorf("%v, output %q; want a failure with %q", err, out, want)
+				}
+				return
+			}
+			if err != nil || out != "" || outputs["go-version"] != tc.want {
+				t.Errorf("%v, output %q, outputs %q; want go-version %s", err, out, outputs, tc.want)
+			}
+		})
 	}
 }
 
