@@ -114,12 +114,13 @@ func TestActionMetadata(t *testing.T) {
 	}
 
 	// A check of the runner, Go from actions/setup-go at the version of the
-	// repository's go.mod, the build, the run.
+	// repository's go.mod, the build, the removal of setup-go's problem
+	// matcher, the run.
 	steps := a.Runs.Steps
-	if len(steps) != 4 {
-		t.Fatalf("%d steps, want the runner's check, setup-go, build, run", len(steps))
+	if len(steps) != 5 {
+		t.Fatalf("%d steps, want the runner's check, setup-go, build, removal of the problem matcher, run", len(steps))
 	}
-	check, setup, build := steps[0], steps[1], steps[2]
+	check, setup, build, unmatch := steps[0], steps[1], steps[2], steps[3]
 	if check.ID != "runner" || !strings.Contains(check.Run, "RUNNER_OS") {
 		t.Errorf("first step %+v, want the runner's check (id runner)", check)
 	}
@@ -128,6 +129,16 @@ func TestActionMetadata(t *testing.T) {
 	}
 	if build.ID != "build" {
 		t.Errorf("third step %+v, want the build (id build)", build)
+	}
+	// setup-go's problem matcher (owner "go" in its matchers.json at the
+	// pinned commit, v6.5.0) would make error annotations of the deploy
+	// command's lines that look like Go's (file.go:12:3: message), and of
+	// later steps': removed once the build is done.
+	if unmatch.ID != "remove-matcher" || steps[4].ID != "run" {
+		t.Errorf("fourth and fifth steps %+v, %+v: want the removal of setup-go's problem matcher after the build, before the run", unmatch, steps[4])
+	}
+	if out, _, err := runScript(t, unmatch, nil, t.TempDir()); err != nil || out != "::remove-matcher owner=go::\n" {
+		t.Errorf("the problem matcher's removal: %v, output %q; want ::remove-matcher owner=go::", err, out)
 	}
 	// The version the runner's check read from go.mod: in a job with
 	// container:, ${{ github.action_path }} is the runner's path, and
