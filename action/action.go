@@ -381,14 +381,7 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		// was cancelled while it was on its way, or no answer came), and
 		// nothing will deploy: leave the deployment in error rather than
 		// in_progress.
-		desc, timeout := "Not deployed: the in_progress status could not be reported", finalPostTimeout
-		if ctx.Err() != nil {
-			desc, timeout = "Cancelled: the workflow job was cancelled before the deploy command started", cancelledPostTimeout
-			err = fmt.Errorf("the workflow job was cancelled before the deploy command started; nothing was deployed: %w", err)
-		} else {
-			err = fmt.Errorf("nothing was deployed: %w", err)
-		}
-		return r.finish(ctx, pipeline.DeploymentError, logURL, desc, timeout, err)
+		return r.notDeployed(ctx, logURL, "Not deployed: the in_progress status could not be reported", err)
 	}
 	// lastmile may have made the deployment inactive (a newer release
 	// superseded it) after this step read its latest status, unaware
@@ -397,13 +390,16 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 	// whichever came second, one of them sees the other.
 	if superseded, err := r.supersededSince(ctx); err != nil || superseded {
 		if err != nil {
-			return r.finish(ctx, pipeline.DeploymentError, logURL, "Not deployed: the deployment's statuses could not be read to check that it was not superseded",
-				finalPostTimeout, fmt.Errorf("nothing was deployed: %w", err))
+			return r.notDeployed(ctx, logURL, "Not deployed: the deployment's statuses could not be read to check that it was not superseded", err)
 		}
 		workflowCommand(r.env.Stdout, "notice", fmt.Sprintf("Deployment %d was made inactive as this job started: a newer release superseded it, so nothing is deployed.", c.deployment.ID))
 		res, err := r.finish(ctx, pipeline.DeploymentInactive, logURL, "Not deployed: a newer release superseded it as the deploy job started", finalPostTimeout, nil)
 		res.Skipped = true
 		return res, err
+	}
+	if ctx.Err() != nil {
+		// Cancelled as the read was answered: the command is not started.
+		return r.notDeployed(ctx, logURL, "", nil)
 	}
 	r.printf("lastmile: deploying %s to %s (deployment %d)\n", c.deployment.SHA, c.deployment.Environment, c.deployment.ID)
 
@@ -437,6 +433,23 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		r.printf("lastmile: deployment %d to %s succeeded\n", c.deployment.ID, c.deployment.Environment)
 	}
 	return res, err
+}
+
+// notDeployed leaves in error a deployment that may show in_progress, when
+// err, a call to GitHub that failed, or the job's cancellation (err nil)
+// stopped the deploy before its command started: desc says why, unless
+// the job was cancelled, which it then says.
+func (r *runner) notDeployed(ctx context.Context, logURL, desc string, err error) (Result, error) {
+	if ctx.Err() == nil {
+		return r.finish(ctx, pipeline.DeploymentError, logURL, desc, finalPostTimeout, fmt.Errorf("nothing was deployed: %w", err))
+	}
+	why := "the workflow job was cancelled before the deploy command started; nothing was deployed"
+	if err != nil {
+		err = fmt.Errorf("%s: %w", why, err)
+	} else {
+		err = errors.New(why)
+	}
+	return r.finish(ctx, pipeline.DeploymentError, logURL, "Cancelled: the workflow job was cancelled before the deploy command started", cancelledPostTimeout, err)
 }
 
 // finish posts the deployment's final status, state, with a context

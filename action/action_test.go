@@ -1190,3 +1190,83 @@ func TestCommandCannotCorruptTheActionsOutputs(t *testing.T) {
 		t.Errorf("the command's GITHUB_OUTPUT is still there: %v", err)
 	}
 }
+
+// A cancellation of the job once in_progress is posted, while the Action
+// reads the statuses again to check that lastmile did not supersede the
+// deployment, or just after that read: nothing is deployed, and the
+// deployment is left in error, said to be cancelled (not "the statuses
+// could not be read", which is for a read GitHub refuses).
+func TestDeployCancelledWhileCheckingSuperseded(t *testing.T) {
+	const cancelledErr, cancelledDesc = "the workflow job was cancelled before the deploy command started; nothing was deployed",
+		"Cancelled: the workflow job was cancelled before the deploy command started"
+	for name, tc := range map[string]struct {
+		read              string // what becomes of the read: "cancelled", "answered" (then cancelled), "refused"
+		wantErr, wantDesc string
+	}{
+		"cancelled during the read": {"cancelled", cancelledErr, cancelledDesc},
+		"cancelled after the read":  {"answered", cancelledErr, cancelledDesc},
+		"the read refused": {"refused", "nothing was deployed: read the statuses of deployment",
+			"Not deployed: the deployment's statuses could not be read to check that it was not superseded"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			marker := filepath.Join(t.TempDir(), "deployed")
+			s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "touch " + marker})
+			var log strings.Builder
+			env := s.env(&log)
+			ctx, cancel := context.WithCancel(w.ctx)
+			defer cancel()
+			var (
+				mu         sync.Mutex
+				inProgress bool // posted
+				checked    bool // the read after it has come
+			)
+			env.Transport = &githubapp.Transport{Base: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+				mu.Lock()
+				check := inProgress && !checked && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/statuses")
+				checked = checked || check
+				mu.Unlock()
+				switch {
+				case check && tc.read == "cancelled":
+					// The runner's SIGINT, with the read on its way.
+					cancel()
+					<-r.Context().Done()
+					return nil, r.Context().Err()
+				case check && tc.read == "refused":
+					return &http.Response{
+						StatusCode: http.StatusNotFound, Status: "404 Not Found", Request: r,
+						Header: http.Header{"Content-Type": {"application/json"}},
+						Body:   io.NopCloser(strings.NewReader(`{"message":"Not Found"}`)),
+					}, nil
+				}
+				resp, err := http.DefaultTransport.RoundTrip(r)
+				if check {
+					cancel() // the read is answered
+				}
+				if err == nil && r.Method == http.MethodPost && resp.StatusCode == http.StatusCreated {
+					mu.Lock()
+					inProgress = true
+					mu.Unlock()
+				}
+				return resp, err
+			})}
+			res, err := action.Run(ctx, env)
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Run error %v, want one that says %q\n%s", err, tc.wantErr, log.String())
+			}
+			if want := (action.Result{State: pipeline.DeploymentError, LogURL: s.jobURL}); res != want {
+				t.Errorf("Result %+v, want %+v", res, want)
+			}
+			d := w.deployment(id)
+			wantStates(t, d, "in_progress", "error")
+			if last := d.Statuses[1]; last.Description != tc.wantDesc {
+				t.Errorf("error status %+v, want description %q", last, tc.wantDesc)
+			}
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			wantOutputs(t, s.readOutputs(t), "error", "false", s.jobURL)
+		})
+	}
+}
