@@ -2732,15 +2732,7 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 	h.release(c0, c1, 10, "test")
 	succeedExternally := func(id, run int64) {
 		t.Helper()
-		info := pipeline.DeploymentInfo{GitHubID: id, SHA: c1, Environment: "staging", Creator: "mallory",
-			CreatedAt: time.Now(), WorkflowRunID: run}
-		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
-			Status: pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
-			t.Fatal(err)
-		}
+		h.externalSuccess(id, c1, "staging", "mallory", run)
 	}
 	judge := func(run int64) *pipeline.ProtectionDecision {
 		t.Helper()
@@ -2766,6 +2758,23 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 
 // judge hands lastmile a deployment_protection_rule request for run's job
 // deploying sha to env, and returns its recorded decision.
+// externalSuccess has lastmile hear of a deployment it did not create
+// (GitHubID id, by creator; an Actions job's when run is not 0) and of its
+// success.
+func (h *harness) externalSuccess(id int64, sha, env, creator string, run int64) {
+	h.t.Helper()
+	ctx := context.Background()
+	info := pipeline.DeploymentInfo{GitHubID: id, SHA: sha, Environment: env, Creator: creator,
+		CreatedAt: time.Now(), WorkflowRunID: run}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+		Status: pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 func (h *harness) judge(delivery, env, sha string, run int64) *pipeline.ProtectionDecision {
 	h.t.Helper()
 	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: delivery, Environment: env, SHA: sha, RunID: run}
@@ -3450,30 +3459,15 @@ func TestProtectionRuleRejectsAReleaseWithdrawnAcrossAConfigurationChange(t *tes
 // production job is approved — being withdrawn because a newer release was
 // sent to an earlier environment says nothing of production.
 func TestProtectionRuleApprovesAReleaseSupersededOnlyBeforeTheEnvironment(t *testing.T) {
-	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
-	id := int64(900)
-	jobDeploys := func(sha, env string, run int64) { // an Actions job's own deployment, succeeding
-		t.Helper()
-		id++
-		info := pipeline.DeploymentInfo{GitHubID: id, SHA: sha, Environment: env, Creator: "octocat",
-			CreatedAt: time.Now(), WorkflowRunID: run}
-		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
-			Status: pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	jobDeploys(c1, "test", 77)
+	h.externalSuccess(901, c1, "test", "octocat", 77) // the test job's own deployment
 	if dec := h.judge("rule-1", "staging", c1, 77); dec.State != pipeline.ProtectionApproved {
 		t.Fatalf("c1 to staging: %s %q", dec.State, dec.Comment)
 	}
-	jobDeploys(c1, "staging", 77)
+	h.externalSuccess(902, c1, "staging", "octocat", 77)
 	if err := h.push(c1, c2, false); err != nil {
 		t.Fatal(err)
 	}
