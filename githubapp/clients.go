@@ -1,7 +1,6 @@
 package githubapp
 
 import (
-	"context"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -19,11 +18,13 @@ import (
 
 // Clients hands out GitHub API clients: one for the App itself (JWT auth, for
 // /app endpoints) and one cached client per installation, whose token
-// ghinstallation refreshes before it expires. Every call goes through one
-// Transport (retries, rate limits, metrics).
+// ghinstallation keeps and renews before it expires, and which a token
+// GitHub refuses sends for a new one (see installationTransport). Every
+// call goes through one Transport (retries, rate limits, metrics).
 type Clients struct {
 	baseURL   *url.URL
-	apps      *ghinstallation.AppsTransport
+	appID     int64
+	key       *rsa.PrivateKey
 	transport *Transport
 	app       *github.Client
 
@@ -48,12 +49,27 @@ func NewClients(apiURL string, appID int64, key *rsa.PrivateKey, transport *Tran
 		t.MaxIdleConnsPerHost = 16
 		transport.Base = t
 	}
-	apps := ghinstallation.NewAppsTransportFromPrivateKey(transport, appID, key)
-	// ghinstallation wants scheme, host and the API prefix without the slash.
-	apps.BaseURL = strings.TrimSuffix(base.String(), "/")
-	c := &Clients{baseURL: base, apps: apps, transport: transport, installs: map[int64]*github.Client{}}
-	c.app = c.newClient(apps)
+	c := &Clients{baseURL: base, appID: appID, key: key, transport: transport, installs: map[int64]*github.Client{}}
+	c.app = c.newClient(c.appsTransport(transport))
 	return c, nil
+}
+
+// appsTransport authenticates as the App (its JWT) over tr.
+func (c *Clients) appsTransport(tr http.RoundTripper) *ghinstallation.AppsTransport {
+	apps := ghinstallation.NewAppsTransportFromPrivateKey(tr, c.appID, c.key)
+	// ghinstallation wants scheme, host and the API prefix without the slash.
+	apps.BaseURL = strings.TrimSuffix(c.baseURL.String(), "/")
+	return apps
+}
+
+// installationTokens is a new ghinstallation Transport for installation
+// id: it asks for the installation's token with the App's JWT at its first
+// call, keeps it, and renews it a minute before it expires. Each has an
+// AppsTransport of its own: ghinstallation writes the AppsTransport's
+// BaseURL and Client at every token request, a data race between
+// installations sharing one.
+func (c *Clients) installationTokens(id int64) *ghinstallation.Transport {
+	return ghinstallation.NewFromAppsTransport(c.appsTransport(c.transport), id)
 }
 
 func (c *Clients) newClient(rt http.RoundTripper) *github.Client {
@@ -79,36 +95,22 @@ func (c *Clients) Installation(id int64) (*github.Client, error) {
 	if gh, ok := c.installs[id]; ok {
 		return gh, nil
 	}
-	gh := c.newClient(&installationTransport{id: id, next: ghinstallation.NewFromAppsTransport(c.apps, id)})
+	gh := c.newClient(&installationTransport{id: id, tokens: c.installationTokens})
 	c.installs[id] = gh
 	return gh, nil
 }
 
 // Forget drops the client of an installation that was uninstalled or
-// suspended: its token, minted before, is refused now (GitHub revokes an
-// uninstalled installation's tokens), and a call with it would fail
-// without saying why until the token expired, up to an hour later. The
-// next call asks for a new token, and GitHub's refusal of that says what
-// became of the installation (see InstallationGone, InstallationSuspended).
+// suspended: its token, minted before, is refused now — GitHub revokes an
+// uninstalled installation's tokens (401, which costs each call a second
+// try with a new token), and refuses a suspended one's calls (403) until
+// the token expires, up to an hour later. The next call asks for a new
+// token, and GitHub's refusal of that says what became of the
+// installation (see InstallationGone, InstallationSuspended).
 func (c *Clients) Forget(id int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.installs, id)
-}
-
-// installationTransport marks each request with its installation, for the
-// rate-limit metrics (the token alone does not say whose it is).
-type installationTransport struct {
-	id   int64
-	next http.RoundTripper
-}
-
-func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req.WithContext(context.WithValue(req.Context(), installationKey{}, t.id)))
-	if err != nil {
-		return nil, installationTokenError(t.id, err)
-	}
-	return resp, nil
 }
 
 // InstallationTokenError is a failure to get an installation's token.

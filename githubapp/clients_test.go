@@ -109,6 +109,33 @@ func TestClientsInstallationTokensWorkAgainstTheSimulator(t *testing.T) {
 	}
 }
 
+// A token GitHub revoked (the simulator's ExpireTokens) does not fail the
+// call: it is sent again with a new token.
+func TestClientsReplaceARevokedTokenAgainstTheSimulator(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	acme, _ := clients.Installation(w.acme)
+	for i := range 3 {
+		if i == 1 {
+			w.sim.ExpireTokens()
+		}
+		if _, _, err := acme.Repositories.GetCommit(ctx, "acme", "shop", "main", nil); err != nil {
+			t.Fatalf("call %d: %v", i+1, err)
+		}
+	}
+	var calls []string
+	for _, r := range w.sim.Requests() {
+		calls = append(calls, fmt.Sprintf("%s %d", r.Method, r.Status))
+	}
+	if want := []string{"POST 201", "GET 200", "GET 401", "POST 201", "GET 200", "GET 200"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %q, want %q", calls, want)
+	}
+}
+
 func TestClientsAreCachedPerInstallation(t *testing.T) {
 	w := newSimWorld(t)
 	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
@@ -359,10 +386,12 @@ func TestInstallationTokenErrorsEndWithGitHubsAnswer(t *testing.T) {
 
 // What GitHub answers once an installation is suspended or the App
 // uninstalled is told apart from other failures: a call with the token
-// minted before is refused as suspended (403), or revoked (401, which says
-// nothing of the installation); once the client is forgotten, the new
-// token's refusal says it (403 suspended, 404). A 404 of another kind (a
-// repository the installation does not have) is neither.
+// minted before is refused as suspended (403); once the client is
+// forgotten, the new token's refusal says it (403 suspended). An
+// uninstalled App's token is revoked (401, which says nothing of the
+// installation): the call is sent again with a new token, whose refusal
+// (404) says it, forgotten or not. A 404 of another kind (a repository the
+// installation does not have) is neither.
 func TestClientsTellAnInstallationSuspendedOrGone(t *testing.T) {
 	ctx := context.Background()
 	w := newSimWorld(t)
@@ -412,7 +441,11 @@ func TestClientsTellAnInstallationSuspendedOrGone(t *testing.T) {
 	}
 
 	w.sim.DeleteInstallation(w.acme, "octocat")
-	check("uninstalled, the token minted before", read(), false, 0)
+	before := w.sim.CountRequests("POST", tokenPath)
+	check("uninstalled, the token minted before", read(), false, w.acme)
+	if n := w.sim.CountRequests("POST", tokenPath) - before; n != 1 {
+		t.Errorf("uninstalled: %d token requests after the 401, want 1", n)
+	}
 	clients.Forget(w.acme)
 	check("uninstalled, a new token", read(), false, w.acme)
 }

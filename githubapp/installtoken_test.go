@@ -1,0 +1,286 @@
+package githubapp_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+)
+
+var testAppKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
+
+// tokenGitHub is a fake GitHub that mints installation tokens, valid for
+// an hour of the real clock (ghinstallation's), and takes them until it
+// revokes them. It does not check the App's JWT.
+type tokenGitHub struct {
+	*httptest.Server
+
+	mu      sync.Mutex
+	minted  int
+	revoked map[string]bool
+	refuse  bool     // every token refused (401)
+	log     []string // "METHOD path status token#"
+	bodies  []string // of the calls made with a token
+}
+
+func newTokenGitHub(t *testing.T) *tokenGitHub {
+	t.Helper()
+	g := &tokenGitHub{revoked: map[string]bool{}}
+	g.Server = httptest.NewServer(http.HandlerFunc(g.serve))
+	t.Cleanup(g.Close)
+	return g
+}
+
+func (g *tokenGitHub) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	now := time.Now()
+	w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
+	w.Header().Set("Content-Type", "application/json")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/access_tokens") {
+		g.minted++
+		tok := fmt.Sprintf("ghs_token%d", g.minted)
+		g.log = append(g.log, "POST /access_tokens 201 "+strings.TrimPrefix(tok, "ghs_"))
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"token":%q,"expires_at":%q}`, tok, now.Add(time.Hour).UTC().Format(time.RFC3339))
+		return
+	}
+	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "token ")
+	g.bodies = append(g.bodies, string(body))
+	if !strings.HasPrefix(tok, "ghs_") || g.revoked[tok] || g.refuse {
+		g.log = append(g.log, fmt.Sprintf("%s %s 401 %s", r.Method, r.URL.Path, strings.TrimPrefix(tok, "ghs_")))
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}`)
+		return
+	}
+	g.log = append(g.log, fmt.Sprintf("%s %s 200 %s", r.Method, r.URL.Path, strings.TrimPrefix(tok, "ghs_")))
+	fmt.Fprint(w, `{"id":1,"full_name":"o/r","state":"success"}`)
+}
+
+// revoke makes GitHub refuse every token minted so far.
+func (g *tokenGitHub) revoke() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := 1; i <= g.minted; i++ {
+		g.revoked[fmt.Sprintf("ghs_token%d", i)] = true
+	}
+}
+
+func (g *tokenGitHub) refuseAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.refuse = true
+}
+
+// Log returns the calls since the last Log, and forgets them.
+func (g *tokenGitHub) Log() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	log := g.log
+	g.log = nil
+	return log
+}
+
+func (g *tokenGitHub) Bodies() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.bodies...)
+}
+
+// installationClient is installation 7's client against g.
+func (g *tokenGitHub) installationClient(t *testing.T, obs *observed) *github.Client {
+	t.Helper()
+	key, err := testAppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &githubapp.Transport{}
+	if obs != nil {
+		tr.Observer = obs
+	}
+	clients, err := githubapp.NewClients(g.URL+"/", 1, key, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, err := clients.Installation(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gh
+}
+
+// A token GitHub refuses (401: revoked, or expired all the same) is
+// dropped and the call sent again, once, with a new token, which later
+// calls use. Each call is counted.
+func TestInstallationTokenRefusedIsReplaced(t *testing.T) {
+	ctx := context.Background()
+	g := newTokenGitHub(t)
+	obs := &observed{}
+	gh := g.installationClient(t, obs)
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatal(err)
+	}
+	g.revoke()
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatalf("call after the token was revoked: %v", err)
+	}
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatalf("call after that: %v", err)
+	}
+	want := []string{
+		"POST /access_tokens 201 token1", "GET /repos/o/r 200 token1",
+		"GET /repos/o/r 401 token1", "POST /access_tokens 201 token2", "GET /repos/o/r 200 token2",
+		"GET /repos/o/r 200 token2",
+	}
+	if log := g.Log(); !slices.Equal(log, want) {
+		t.Errorf("calls %q, want %q", log, want)
+	}
+	if got, want := obs.Requests(), []string{"POST 201", "GET 200", "GET 401", "POST 201", "GET 200", "GET 200"}; !slices.Equal(got, want) {
+		t.Errorf("calls counted %q, want %q", got, want)
+	}
+}
+
+// Calls refused together get one new token between them.
+func TestInstallationTokenRefusedToConcurrentCalls(t *testing.T) {
+	ctx := context.Background()
+	g := newTokenGitHub(t)
+	gh := g.installationClient(t, nil)
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatal(err)
+	}
+	g.revoke()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+				t.Errorf("call after the token was revoked: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	var mints int
+	for _, c := range g.Log() {
+		if strings.HasPrefix(c, "POST /access_tokens") {
+			mints++
+		}
+	}
+	if mints != 2 {
+		t.Errorf("%d tokens minted, want 2", mints)
+	}
+}
+
+// A new token refused too is GitHub's answer: the call is not sent a
+// third time, and a token just minted is not replaced at once. The error
+// does not carry the token.
+func TestInstallationTokenRefusedTwiceIsTheAnswer(t *testing.T) {
+	ctx := context.Background()
+	g := newTokenGitHub(t)
+	gh := g.installationClient(t, nil)
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatal(err)
+	}
+	g.Log()
+	g.refuseAll()
+	check := func(when string, want []string) {
+		t.Helper()
+		_, _, err := gh.Repositories.Get(ctx, "o", "r")
+		var er *github.ErrorResponse
+		if !errors.As(err, &er) || er.Response.StatusCode != http.StatusUnauthorized || er.Message != "Bad credentials" {
+			t.Errorf("%s: %v, want GitHub's 401", when, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "ghs_") {
+			t.Errorf("%s: the error %q carries the token", when, err)
+		}
+		if log := g.Log(); !slices.Equal(log, want) {
+			t.Errorf("%s: calls %q, want %q", when, log, want)
+		}
+	}
+	check("the token kept refused, then a new one", []string{
+		"GET /repos/o/r 401 token1", "POST /access_tokens 201 token2", "GET /repos/o/r 401 token2"})
+	check("a new token refused", []string{"POST /access_tokens 201 token3", "GET /repos/o/r 401 token3"})
+}
+
+// A POST refused for its token is sent again with its body: GitHub did
+// not act on it.
+func TestInstallationTokenRefusedPOSTIsReplayed(t *testing.T) {
+	ctx := context.Background()
+	g := newTokenGitHub(t)
+	gh := g.installationClient(t, nil)
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatal(err)
+	}
+	g.revoke()
+	g.Log()
+	st := &github.RepoStatus{State: github.String("success"), Context: github.String("lastmile"), Description: github.String("deployed")}
+	req, err := gh.NewRequest("POST", "repos/o/r/statuses/abc123", st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not a body net/http could read again by itself (it rewinds one it
+	// failed to send whole): the replay is lastmile's.
+	req.GetBody = nil
+	if _, err := gh.Do(ctx, req, nil); err != nil {
+		t.Fatalf("POST after the token was revoked: %v", err)
+	}
+	want := []string{"POST /repos/o/r/statuses/abc123 401 token1", "POST /access_tokens 201 token2", "POST /repos/o/r/statuses/abc123 200 token2"}
+	if log := g.Log(); !slices.Equal(log, want) {
+		t.Errorf("calls %q, want %q", log, want)
+	}
+	bodies := g.Bodies()
+	sent := bodies[len(bodies)-2:]
+	if sent[0] == "" || sent[1] != sent[0] || !strings.Contains(sent[0], `"description":"deployed"`) {
+		t.Errorf("bodies sent %q, want the status twice", sent)
+	}
+}
+
+// Installations ask for their first tokens at once, each through a
+// ghinstallation Transport that shares nothing with the others' (sharing
+// one AppsTransport was a data race, for go test -race to report).
+func TestInstallationTokensAskedForTogether(t *testing.T) {
+	ctx := context.Background()
+	g := newTokenGitHub(t)
+	key, err := testAppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := githubapp.NewClients(g.URL+"/", 1, key, &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for id := range int64(4) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gh, err := clients.Installation(id + 1)
+			if err == nil {
+				_, _, err = gh.Repositories.Get(ctx, "o", "r")
+			}
+			if err != nil {
+				t.Errorf("installation %d: %v", id+1, err)
+			}
+		}()
+	}
+	wg.Wait()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.minted != 4 {
+		t.Errorf("%d tokens minted, want 4", g.minted)
+	}
+}
