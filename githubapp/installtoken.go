@@ -3,18 +3,22 @@ package githubapp
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
 )
 
 // installationTransport authenticates each call as installation id through
 // a ghinstallation Transport, which asks for the installation's token,
-// keeps it and renews it before it expires, and marks the call with the
-// installation, for the rate-limit metrics (the token alone does not say
-// whose it is).
+// keeps it and renews it before it expires (see tokenClock), and marks the
+// call with the installation, for the rate-limit metrics (the token alone
+// does not say whose it is).
 //
 // A call GitHub answers 401 with the token kept from an earlier call (it
 // was revoked, or expired all the same) drops that ghinstallation
@@ -96,4 +100,65 @@ func (t *installationTransport) drop(tokens *ghinstallation.Transport) {
 	if t.current == tokens {
 		t.current = nil
 	}
+}
+
+// tokenRenewal is how long before an installation token expires, by
+// GitHub's clock, ghinstallation is to renew it: longer than a call is held
+// in the transport with its retries and rate-limit waits (MaxWait, the
+// backoff, slow answers), so that a call does not start with a token that
+// expires on the way. GitHub's tokens last an hour.
+const tokenRenewal = 5 * time.Minute
+
+// ghinstallationRenewal is how long before a token's expires_at, by the
+// local clock (time.Now), ghinstallation renews it (v2.11.0).
+const ghinstallationRenewal = time.Minute
+
+// tokenClock is the transport under ghinstallation's installation
+// Transports: it passes every call to lastmile's Transport, and changes one
+// thing, in the answer to a token request (POST
+// /app/installations/{id}/access_tokens). Its expires_at is GitHub's
+// clock, and ghinstallation measures it against the local clock: with a
+// local clock more than its minute of margin behind GitHub's, the token
+// went on being sent, and refused, until the local clock caught up.
+// tokenClock puts expires_at on the local clock — the token's life is
+// counted from the answer's Date, GitHub's time when it answered — and
+// tokenRenewal less ghinstallation's minute earlier, so that ghinstallation
+// renews the token tokenRenewal before it expires by GitHub's clock. The
+// rest of the answer is left as it is, and an answer without an expires_at
+// that reads is not changed.
+type tokenClock struct{ next http.RoundTripper }
+
+func (t tokenClock) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || req.Method != http.MethodPost || !strings.HasSuffix(req.URL.Path, "/access_tokens") || resp.StatusCode/100 != 2 {
+		return resp, err
+	}
+	local := time.Now() // ghinstallation's clock, not the Transport's
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("read GitHub's answer (%s): %w", resp.Status, err)
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(localExpiry(body, githubNow(resp.Header, local), local)))
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// localExpiry is a token answer with its expires_at moved from GitHub's
+// clock (github, when it answered) to the local one (local, then), less
+// tokenRenewal and ghinstallationRenewal's difference.
+func localExpiry(body []byte, github, local time.Time) []byte {
+	var answer map[string]json.RawMessage
+	var expires time.Time
+	if json.Unmarshal(body, &answer) != nil || json.Unmarshal(answer["expires_at"], &expires) != nil || expires.IsZero() {
+		return body
+	}
+	at := local.Add(expires.Sub(github) - (tokenRenewal - ghinstallationRenewal))
+	answer["expires_at"], _ = json.Marshal(at.UTC().Truncate(time.Second))
+	out, err := json.Marshal(answer)
+	if err != nil {
+		return body
+	}
+	return out
 }
