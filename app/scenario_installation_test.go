@@ -382,3 +382,33 @@ func TestUnsuspensionCatchesUpWithWhatGitHubDidNotSend(t *testing.T) {
 		}
 	})
 }
+
+// GitHub revokes the installation token lastmile keeps (or it expires
+// before lastmile's clock says so): the delivery that meets the refusal
+// (401) is handled at its first attempt all the same, with a new token.
+func TestRevokedInstallationTokenCostsNoAttempt(t *testing.T) {
+	sb := sandbox(t, nil)
+	const repo = "acme/shop"
+	inst := sb.Sim.CreateInstallation("acme", "Organization")
+	sb.installedRepo(inst, repo, nil)
+	sb.enroll(repo)
+	settle(t, sb)
+
+	sb.Sim.ExpireTokens()
+	mark := len(sb.Sim.Requests())
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "v2", Files: map[string]string{"app.txt": "v2"}})
+	settle(t, sb)
+	if d := newestPush(t, sb); d.State != pipeline.DeliveryDone || d.Attempts != 1 || d.LastError != "" {
+		t.Errorf("the push after the token was revoked: %s after %d attempts, error %q; want done at its first", d.State, d.Attempts, d.LastError)
+	}
+	calls, tokens := lastmileCalls(sb, mark, repo, inst)
+	if len(calls) == 0 || calls[0].Status != http.StatusUnauthorized || len(tokens) != 1 || tokens[0].Status != http.StatusCreated {
+		t.Errorf("calls after the revocation %+v, tokens %+v; want the first refused (401), then one new token", calls, tokens)
+	}
+	for i, c := range calls {
+		if i > 0 && c.Status == http.StatusUnauthorized {
+			t.Errorf("a call refused with the new token: %+v", c)
+		}
+	}
+	waitFor(t, sb, "v2 in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+}
