@@ -3519,6 +3519,19 @@ func TestPushRunReviewedBeforeItsRunEventLeavesLastmilesDeploymentAlone(t *testi
 		t.Errorf("lastmile's own deployment to test, which no workflow ran: run %d, state %s, rejected %v (%q); release %s %s %q; counted %v",
 			d.RunID, d.State, d.Rejected, d.Reason, rel.State, rel.StopKind, rel.StopReason, h.deploymentsCounted())
 	}
+
+	// lastmile's own deploy run then fails without a final status: the
+	// push run's rejection is not taken for its reason.
+	h.runStarted(88, c1)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 88, true)
+	h.runCompleted(88, c1, "failure")
+	if d, err = h.db.Deployment(ctx, own.id); err != nil {
+		t.Fatal(err)
+	}
+	if rv, err := h.db.Rejection(ctx, d); err != nil || rv != nil || d.Rejected || strings.Contains(d.Reason+d.NotifyReason, "bob") {
+		t.Errorf("lastmile's deployment, failed in its own run 88: rejection %+v (%v), rejected %v, reason %q / %q; want nothing of the push run's reviewer",
+			rv, err, d.Rejected, d.Reason, d.NotifyReason)
+	}
 }
 
 // A rejection delivered after the re-run that a reviewer approved then

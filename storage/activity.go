@@ -226,7 +226,13 @@ func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (
 			// the environment) deploys none of lastmile's deployments: a
 			// link that a review of it guessed before its event was known
 			// (runDeployment) is undone, with the rejection it recorded,
-			// so that its end is not judged against the deployment.
+			// and its reviews, so that neither its end nor its rejection is
+			// taken for the deployment's.
+			if _, err := tx.ExecContext(ctx, `UPDATE reviews SET deployment_id = NULL WHERE run_id = ? AND repository_id = ?
+				AND deployment_id IN (SELECT id FROM deployments WHERE run_id = ? AND origin = 'lastmile' AND terminal_at = 0)`,
+				run.RunID, run.Repo.ID, run.RunID); err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET run_id = 0,
 					reason = CASE WHEN rejected = 1 THEN '' ELSE reason END, rejected = 0
 				WHERE run_id = ? AND repository_id = ? AND origin = 'lastmile' AND terminal_at = 0`, run.RunID, run.Repo.ID); err != nil {
