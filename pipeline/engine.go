@@ -1389,12 +1389,22 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 	// deployments, lastmile's own deployment of every release but the
 	// newest is superseded before it ever runs, and a commit that passed
 	// the previous environment (the newer one has not) is the one to
-	// promote. Any other withdrawal (the repository left lastmile, its
-	// deployment made inactive) stands.
-	if strings.HasPrefix(rel.StopReason, supersededByNewer) {
-		return "", nil
+	// promote — unless lastmile has since withdrawn the latest release for
+	// another reason (the repository left lastmile, the branch was
+	// deleted), which stands for the older ones too. Any other withdrawal
+	// (its deployment made inactive) stands.
+	if !strings.HasPrefix(rel.StopReason, supersededByNewer) {
+		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
 	}
-	return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
+	latest, err := e.Store.LatestRelease(ctx, req.Repo.ID)
+	if err != nil {
+		return "", err
+	}
+	if latest.ID != rel.ID && latest.Withdrawn() && !strings.HasPrefix(latest.StopReason, supersededByNewer) {
+		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was superseded, and lastmile has withdrawn the latest, release #%d (%s).",
+			rel.ID, short(req.SHA), latest.ID, latest.StopReason), nil
+	}
+	return "", nil
 }
 
 // outrunInside is outrun for a commit with no release of its own, judged

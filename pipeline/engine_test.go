@@ -3563,3 +3563,33 @@ func TestRejectionDeliveredAfterTheRerunsSuccess(t *testing.T) {
 			d.State, d.Rejected, d.Reason, rel.State, rel.StopKind, rel.StopReason)
 	}
 }
+
+// As above, c1 superseded at test by c2; then .github/lastmile.yml is
+// removed and the repository leaves lastmile (c2 withdrawn for it): c1's
+// production job is rejected too, as c2's is — lastmile promotes nothing
+// of the repository any more.
+func TestProtectionRuleRejectsASupersededReleaseOnceTheRepositoryLeft(t *testing.T) {
+	h := newHarness(t, c0, c1, c2, c3)
+	h.gh.noConfig = []string{c3}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.externalSuccess(901, c1, "test", "octocat", 77)
+	h.externalSuccess(902, c1, "staging", "octocat", 77)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.externalSuccess(903, c2, "test", "octocat", 78)
+	var ignored *pipeline.Ignored
+	if err := h.push(c2, c3, false); !errors.As(err, &ignored) {
+		t.Fatalf("the push removing the configuration: %v, want ignored", err)
+	}
+	for _, c := range []struct {
+		sha string
+		run int64
+	}{{c2, 78}, {c1, 77}} {
+		if dec := h.judge(fmt.Sprint("rule-", c.run), "production", c.sha, c.run); dec.State != pipeline.ProtectionRejected {
+			t.Errorf("%s to production after the repository left lastmile: %s %q; want rejected", c.sha[:7], dec.State, dec.Comment)
+		}
+	}
+}
