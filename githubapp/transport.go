@@ -213,7 +213,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 					// call alone: the credential's other calls wait too.
 					t.block(quotaOf(req, secondaryResource), t.now().Add(wait))
 				}
-				if waited+wait > t.maxWait() || last || beyond(hold, t.now().Add(wait)) || pastDeadline(ctx, t.now().Add(wait)) {
+				if wait > t.maxWait()-waited || last || beyond(hold, t.now().Add(wait)) || pastDeadline(ctx, t.now().Add(wait)) {
 					drain(resp)
 					return nil, &RateLimitedError{Until: t.now().Add(wait), Secondary: secondary, Status: resp.StatusCode}
 				}

@@ -984,3 +984,21 @@ func TestRetryAfterSeconds(t *testing.T) {
 		}
 	}
 }
+
+// A Retry-After too long for any MaxWait, after the call has waited once
+// already, is a rate-limit error at once: the time waited added to it
+// overflowed to a negative wait that passed the MaxWait check, and the
+// call slept for centuries (a context without a deadline: the Action's).
+func TestHugeRetryAfterAfterAWaitIsNotSlept(t *testing.T) {
+	g := newScriptedGitHub(t,
+		step{status: 429, headers: map[string]string{"Retry-After": "5"}},
+		step{status: 429, headers: map[string]string{"Retry-After": "10000000000"}})
+	clock, obs := newFakeClock(), &observed{}
+	_, _, err := call(t, context.Background(), newTestTransport(g, clock, obs), http.MethodGet, g.URL+"/x", "")
+	if waits := clock.Waits(); len(waits) != 1 || waits[0] != 5*time.Second {
+		t.Errorf("waits %v, want the first Retry-After's 5s only", waits)
+	}
+	if _, ok := githubapp.IsRateLimited(err); !ok {
+		t.Errorf("error = %v, want a rate-limit error", err)
+	}
+}
