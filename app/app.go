@@ -166,14 +166,17 @@ func (a *App) routes(webhook, admin bool) http.Handler {
 	}
 	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", func(c echo.Context) error {
-		// Bounded: a probe that hangs (the read pool busy with slow
-		// queries) is no answer for the orchestrator asking.
-		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-		defer cancel()
-		if err := a.db.Ping(ctx); err != nil {
+		// Each check bounded on its own: a probe that hangs (the read pool
+		// busy with slow queries) is no answer for the orchestrator
+		// asking, and a slow ping is not the write probe's failure.
+		ping, cancelPing := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancelPing()
+		if err := a.db.Ping(ping); err != nil {
 			a.log.Warn("readyz: database", "error", err) // details in the log, not to the internet
 			return c.String(http.StatusServiceUnavailable, "database unavailable\n")
 		}
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
 		if err := a.db.Writable(ctx); err != nil {
 			a.log.Warn("readyz: the inbox cannot store deliveries", "error", err)
 			return c.String(http.StatusServiceUnavailable, "the inbox cannot store deliveries\n")
