@@ -528,7 +528,8 @@ func TestActionBuildIgnoresTheJobsGoSettings(t *testing.T) {
 }
 
 // The job's own settings for its Go (another Go's GOROOT, a build cache
-// of its own or GOCACHE=off, a go env file, a GOCACHEPROG, GODEBUG) stop
+// of its own or GOCACHE=off, a go env file, a GOCACHEPROG, GODEBUG,
+// GOFLAGS, GO111MODULE) stop
 // neither setup-go (which runs go version, go env GOPATH and go env with
 // the Go it installed) nor the build; the build has a cache of its own,
 // in RUNNER_TEMP, when the job names one, and Go's default otherwise.
@@ -568,6 +569,8 @@ func TestActionGoIgnoresTheJobsGoEnvironment(t *testing.T) {
 		"GOENV":                {job: map[string]string{"GOENV": goEnv}},
 		"GOCACHEPROG":          {job: map[string]string{"GOCACHEPROG": filepath.Join(runnerTemp, "no-such-cacheprog")}},
 		"GODEBUG":              {job: map[string]string{"GODEBUG": "gocachehash=1"}}, // would print every hash
+		"GOFLAGS":              {job: map[string]string{"GOFLAGS": "-bogus"}},
+		"GO111MODULE":          {job: map[string]string{"GO111MODULE": "bogus"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
