@@ -319,6 +319,17 @@ func (db *DB) migrate(ctx context.Context, last int) error {
 	if err != nil {
 		return err
 	}
+	// A database a newer lastmile migrated has tables whose meaning this
+	// version does not know: it is not written to (read commands refuse it
+	// the same way, checkSchema).
+	var unknown string
+	if err := db.write.QueryRowContext(ctx, `SELECT COALESCE((SELECT name FROM schema_migrations
+		WHERE version > ? ORDER BY version DESC LIMIT 1), '')`, files[len(files)-1].version).Scan(&unknown); err != nil {
+		return err
+	}
+	if unknown != "" {
+		return newerDatabase(unknown)
+	}
 	for _, m := range files {
 		if m.version > last {
 			break
@@ -584,6 +595,12 @@ func checkExisting(ctx context.Context, path string) error {
 // every migration of this version applied, and none that this version does
 // not know (a newer lastmile's: its schema may mean what this version
 // cannot read).
+// newerDatabase is the refusal of a database that a newer lastmile
+// migrated (migration, the newest, is not one of this version's).
+func newerDatabase(migration string) error {
+	return fmt.Errorf("written by a newer lastmile (its migration %s is not one of this version's): use that version of lastmile, or a newer one", migration)
+}
+
 func checkSchema(ctx context.Context, path string) error {
 	ro, err := sql.Open("sqlite", readOnlyDSN(path))
 	if err != nil {
@@ -621,7 +638,7 @@ func checkSchema(ctx context.Context, path string) error {
 	}
 	switch {
 	case unknown != "":
-		return fmt.Errorf("written by a newer lastmile (its migration %s is not one of this version's): use that version of lastmile, or a newer one", unknown)
+		return newerDatabase(unknown)
 	case applied < len(files):
 		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, len(files))
 	}

@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -368,6 +369,25 @@ func TestOpenExistingChangesNothing(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), want) {
 					t.Errorf("%s on a database of an %s lastmile: %v; want an error saying %q", name, sc.name, err, want)
 				}
+			}
+		}
+		if sc.name == "newer" {
+			// serve (Open, which migrates) refuses it too, and writes nothing.
+			before, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db, err := storage.Open(ctx, path)
+			if err == nil {
+				db.Close()
+			}
+			for _, want := range sc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Open on a database of a newer lastmile: %v; want an error saying %q", err, want)
+				}
+			}
+			if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
+				t.Errorf("Open changed the database of a newer lastmile (%v)", err)
 			}
 		}
 	}
