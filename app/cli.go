@@ -290,7 +290,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	for _, d := range list {
 		last := d.LastError
 		if last != "" && d.State == pipeline.DeliveryPending {
-			last = "retry at " + d.NextAttemptAt.Local().Format(time.DateTime) + ": " + last
+			last = "retry at " + when(d.NextAttemptAt) + ": " + last
 		}
 		detail, shortened := deliveryDetail(d.Note, last, detailWidth)
 		cut = cut || shortened
@@ -298,7 +298,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		if d.Action != "" {
 			event += "." + d.Action
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.ReceivedAt.Local().Format(time.DateTime), d.ID, event,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", when(d.ReceivedAt), d.ID, event,
 			orDash(inline(d.Repository)), d.State, d.Attempts, detail)
 	}
 	if err := tw.Flush(); err != nil {

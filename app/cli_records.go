@@ -84,7 +84,7 @@ inactive: superseded or stopped).`, stderr)
 			}
 			stages = append(stages, inline(s.Environment)+":"+st)
 		}
-		fmt.Fprintf(tw, "#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Repo.FullName(), shortSHA(r.SHA), r.PushedAt.Local().Format(time.DateTime),
+		fmt.Fprintf(tw, "#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Repo.FullName(), shortSHA(r.SHA), when(r.PushedAt),
 			orDash(inline(r.Pusher)), state, strings.Join(stages, "  "))
 	}
 	return tw.Flush()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,12 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "acme/shop") || !strings.Contains(out, sha[:7]) ||
 		!strings.Contains(out, "production:success") || !strings.Contains(out, "completed") {
 		t.Errorf("history: exit %d\n%s%s", code, out, errOut)
+	}
+	// One push, one time: history says it as audit does (UTC, marked Z),
+	// whatever the local time zone.
+	_, auditOut, _ := run(t, db, "audit", "acme/shop", sha)
+	if m := regexp.MustCompile(`pushed by .+ at (\S+ \S+Z);`).FindStringSubmatch(auditOut); m == nil || !strings.Contains(out, m[1]) {
+		t.Errorf("the push time in history:\n%s\nis not audit's:\n%s", out, auditOut)
 	}
 	// Nothing matches the filters: the message says for which, as other
 	// repositories have releases.
