@@ -366,15 +366,20 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 // of it stays).
 var ErrPruned = errors.New("the log was pruned by retention")
 
-// JobLog returns a kept deploy job log, decompressed.
+// JobLog returns a kept deploy job log, decompressed: not one GitHub had
+// no log for (lastmile keeps a placeholder, for the record to say so).
 func (db *DB) JobLog(ctx context.Context, jobID int64) ([]byte, error) {
 	var blob []byte
-	err := db.read.QueryRowContext(ctx, `SELECT log FROM job_logs WHERE job_id = ?`, jobID).Scan(&blob)
+	var missing bool
+	err := db.read.QueryRowContext(ctx, `SELECT log, missing FROM job_logs WHERE job_id = ?`, jobID).Scan(&blob, &missing)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("job %d: %w: no log kept", jobID, pipeline.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
+	}
+	if missing {
+		return nil, fmt.Errorf("job %d: %w: GitHub had no log for it", jobID, pipeline.ErrNotFound)
 	}
 	if blob == nil {
 		return nil, fmt.Errorf("job %d: %w", jobID, ErrPruned)

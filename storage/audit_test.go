@@ -174,17 +174,29 @@ func TestAuditOfAJobGitHubHadNoLogFor(t *testing.T) {
 	if !j.LogMissing || j.LogBytes != 0 || j.LogPruned || !strings.Contains(b, `"log_missing":true`) || strings.Contains(b, "log_bytes") {
 		t.Errorf("job GitHub had no log for: %s; want log_missing and no log_bytes", b)
 	}
+	// Its placeholder is no log to serve (GET /api/v1/jobs/ID/log: 404).
+	noLog := func(when string) {
+		t.Helper()
+		if log, err := db.JobLog(ctx, job.JobID); !errors.Is(err, pipeline.ErrNotFound) || !strings.Contains(fmt.Sprint(err), "GitHub had no log") {
+			t.Errorf("JobLog of a job GitHub had no log for, %s: %q, %v; want not found, saying why", when, log, err)
+		}
+	}
+	noLog("kept")
 	if _, err := db.Prune(ctx, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if j, b := record(); !j.LogMissing || j.LogPruned {
 		t.Errorf("job GitHub had no log for, its placeholder pruned: %s; want log_missing, not log_pruned", b)
 	}
+	noLog("its placeholder pruned")
 	if err := db.SaveJobLog(ctx, intent.ID, job, []byte("deployed\n"), false); err != nil {
 		t.Fatal(err)
 	}
 	if j, b := record(); j.LogMissing || j.LogBytes != len("deployed\n") {
 		t.Errorf("job whose log GitHub served later: %s; want its log_bytes, not log_missing", b)
+	}
+	if log, err := db.JobLog(ctx, job.JobID); err != nil || string(log) != "deployed\n" {
+		t.Errorf("JobLog once GitHub served it: %q, %v", log, err)
 	}
 }
 
