@@ -157,7 +157,8 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64) (*p
 	if rel.Config != nil {
 		for _, e := range rel.Config.Environments {
 			envIndex[strings.ToLower(e.Name)] = len(rec.Environments)
-			rec.Environments = append(rec.Environments, pipeline.EnvironmentRecord{Name: e.Name, Production: e.Production})
+			rec.Environments = append(rec.Environments, pipeline.EnvironmentRecord{Name: e.Name, Production: e.Production,
+				Deployments: []pipeline.DeploymentRecord{}}) // [] in JSON, not null, where none was made
 		}
 	}
 	for _, d := range deps {

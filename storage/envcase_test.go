@@ -2,8 +2,10 @@ package storage_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +234,23 @@ func TestLeadTimeLeavesOutCommitsDatedAfterTheirDeployment(t *testing.T) {
 
 	if got, want := l.series(metrics.LeadTime), []string{"[production]=2/420"}; !slices.Equal(got, want) {
 		t.Errorf("lead times: %v, want %v (120 s and 300 s; the commit dated after its deployment left out)", got, want)
+	}
+}
+
+// The audit record's JSON lists an environment the release has not reached
+// with "deployments": [] — a list, as its other lists are, not null.
+func TestAuditJSONListsNoDeploymentsAsEmpty(t *testing.T) {
+	l := newCaseLedger(t)
+	rel := l.release(1, "production", time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC))
+	rec, err := l.db.Audit(context.Background(), l.repo.FullName(), rel.SHA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"name":"production","production":true,"deployments":[]`) {
+		t.Errorf("audit JSON of a release not deployed yet: %s; want production with \"deployments\":[]", b)
 	}
 }
