@@ -1125,7 +1125,13 @@ func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
 		}
 		waiting = true
 		ended := ev.State == "success" || ev.State == "failure" || ev.State == "error"
-		if ev.CheckSuite || (ended && requires(d, ev.Context)) {
+		// A required context now pending that the waiting reason does not
+		// say so of (GitHub's answer was "not reported yet"): GitHub is
+		// asked again, so that the reason a user reads is GitHub's current
+		// one — once: a pending said already changes nothing.
+		newlyPending := ev.State == "pending" &&
+			!strings.Contains(strings.ToLower(d.Reason), strings.ToLower(ev.Context)+" (pending)")
+		if ev.CheckSuite || ((ended || newlyPending) && requires(d, ev.Context)) {
 			retry = true
 		}
 	}
@@ -1142,7 +1148,7 @@ func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
 	case !waiting:
 		return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
 	default:
-		return &Ignored{Reason: fmt.Sprintf("status %s is %s on %s: only a required context's success, failure or error moves the releases waiting there",
+		return &Ignored{Reason: fmt.Sprintf("status %s is %s on %s: only a required context's success, failure or error (or its first pending) moves the releases waiting there",
 			ev.Context, ev.State, short(ev.SHA))}
 	}
 	return e.advance(ctx, ev.Repo)

@@ -3595,3 +3595,48 @@ func TestProtectionRuleRejectsASupersededReleaseOnceTheRepositoryLeft(t *testing
 		}
 	}
 }
+
+// A release waits for build, which GitHub had no status of yet: once CI
+// reports build pending, lastmile asks GitHub again, once, so that the
+// reason a user reads says pending, not "not reported yet" (which sends
+// them looking for a misspelt context); the next pending asks nothing.
+func TestRequiredContextReportedPendingIsSaid(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	h.gh.failNext = []error{&pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.", ContextsFailed: true}, pendingBuild()}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	reason := func() string {
+		t.Helper()
+		rec, err := h.db.Audit(ctx, shop.FullName(), c1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, env := range rec.Environments {
+			for _, d := range env.Deployments {
+				if d.State == pipeline.DeploymentWaiting {
+					return d.Reason
+				}
+			}
+		}
+		return ""
+	}
+	if r := reason(); !strings.Contains(r, "build (not reported yet)") {
+		t.Fatalf("waiting for %q; want build not reported yet", r)
+	}
+	for i, want := range []int{2, 2} {
+		err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "pending"})
+		var ignored *pipeline.Ignored
+		if err != nil && !errors.As(err, &ignored) {
+			t.Fatal(err)
+		}
+		if h.gh.creates != want {
+			t.Errorf("after pending #%d: %d deployments asked for, want %d", i+1, h.gh.creates, want)
+		}
+		if r := reason(); !strings.Contains(r, "build (pending)") {
+			t.Errorf("after pending #%d: waiting for %q; want build (pending)", i+1, r)
+		}
+	}
+}
