@@ -3640,3 +3640,40 @@ func TestRequiredContextReportedPendingIsSaid(t *testing.T) {
 		}
 	}
 }
+
+// A deploy whose statuses name the run but not the job (a workflow of its
+// own, not the Action): the job is told by its times, and a re-run's job
+// by the re-run's in_progress, not the first attempt's — its log is kept
+// too.
+func TestRerunDeployLogKeptWithoutItsJobNamed(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	at := t0
+	h.gh.mu.Lock()
+	h.gh.now = func() time.Time { return at }
+	h.gh.logs = map[int64]string{777: "first attempt\n", 778: "re-run\n"}
+	h.gh.mu.Unlock()
+	attempt := func(job int64, start time.Duration, end pipeline.DeploymentState) {
+		t.Helper()
+		at = t0.Add(start + time.Second)
+		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+		at = t0.Add(start + 10*time.Second)
+		h.status(c1, "test", end, 11, true)
+		if err := h.engine.HandleWorkflowJob(ctx, pipeline.WorkflowJob{Repo: shop, Action: "completed", RunID: 11, JobID: job,
+			Name: "deploy", Status: "completed", Conclusion: map[pipeline.DeploymentState]string{pipeline.DeploymentSuccess: "success"}[end],
+			StartedAt: t0.Add(start), CompletedAt: t0.Add(start + 11*time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attempt(777, 0, pipeline.DeploymentFailure)
+	attempt(778, 100*time.Second, pipeline.DeploymentSuccess)
+	for job, want := range map[int64]string{777: "first attempt\n", 778: "re-run\n"} {
+		if log, err := h.db.JobLog(ctx, job); err != nil || string(log) != want {
+			t.Errorf("log of job %d: %q, %v; want %q", job, log, err, want)
+		}
+	}
+}

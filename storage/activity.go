@@ -367,7 +367,8 @@ func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (dep
 
 // DeployJob returns the lastmile deployment that a completed job deployed:
 // the job named in the deployment's log_url, or else (unless named) the job
-// of its run that was running when the deployment went in_progress.
+// of its run that was running when the deployment went in_progress (in
+// any attempt: a re-run's job when it did again).
 func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named bool) (*pipeline.Deployment, error) {
 	deps, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.run_id = ? AND d.origin = 'lastmile'`,
 		job.Repo.ID, job.RunID)
@@ -389,13 +390,16 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named boo
 		return nil, pipeline.ErrNotFound
 	}
 	for _, d := range deps {
-		var at sql.NullInt64
-		if err := db.read.QueryRowContext(ctx, `SELECT MIN(created_at) FROM deployment_statuses WHERE deployment_id = ?
-			AND state = 'in_progress'`, d.ID).Scan(&at); err != nil {
+		// An in_progress of any attempt: a re-run's job went in_progress
+		// again, within its own times. Timestamps from GitHub have whole
+		// seconds: allow for the rounding.
+		var n int
+		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?
+			AND state = 'in_progress' AND created_at BETWEEN ? AND ?`,
+			d.ID, millis(job.StartedAt)-1000, millis(job.CompletedAt)+1000).Scan(&n); err != nil {
 			return nil, err
 		}
-		// Timestamps from GitHub have whole seconds: allow for the rounding.
-		if at.Valid && at.Int64 >= millis(job.StartedAt)-1000 && at.Int64 <= millis(job.CompletedAt)+1000 {
+		if n > 0 {
 			return d, nil
 		}
 	}
