@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -64,7 +65,8 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	token := "demo-api-token-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	// Random: with --keep-running, the API answers on 127.0.0.1 until stopped.
+	token := "demo-api-token-" + rand.Text()
 	sb, err := NewSandbox(ctx, SandboxOptions{Dir: *dir, Logger: log, Configure: func(c *Config) { c.APIToken = Secret(token) }, WrapGitHub: demoWrapGitHub})
 	if err != nil {
 		return err
