@@ -172,6 +172,61 @@ func TestRenamedRepositorySeriesStartAtZero(t *testing.T) {
 	}
 }
 
+// A push made before the rename, redelivered after lastmile learnt the new
+// name (acme/shop to acme/store), carries the old name: it does not take
+// the repository back to it. The environments and the delivery series
+// stay under the new name, and the repository is found by it.
+func TestRedeliveredPushDoesNotRenameTheRepositoryBack(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	sc := newScraper(h)
+	before := time.Now().Add(-time.Hour)
+	h.gh.mu.Lock()
+	h.gh.head = c1
+	h.gh.mu.Unlock()
+	if err := h.deliverPush(c0, c1, false, before); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	renamed := shop
+	renamed.Name = "store"
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	now := time.Now()
+	if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: "refs/heads/main",
+		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
+		Commits: []pipeline.Commit{{SHA: c2, Timestamp: now.Add(-time.Minute)}}}); err != nil {
+		t.Fatal(err)
+	}
+	sc.scrape()
+	oldName := sc.of("acme/shop")
+
+	if err := h.deliverPush(c0, c1, false, before); err != nil { // the redelivery
+		var ignored *pipeline.Ignored
+		if !errors.As(err, &ignored) {
+			t.Fatal(err)
+		}
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 11, true)
+	sc.scrape()
+
+	for _, g := range h.environmentGauges() {
+		if !strings.Contains(g, "{acme/store,") {
+			t.Errorf("%s: environment gauges stay under the repository's new name", g)
+		}
+	}
+	if got := sc.of("acme/shop"); !sameSeries(got, oldName) {
+		t.Errorf("series under the old name moved after the redelivery:\n got %v\nwant %v", got, oldName)
+	}
+	if k := metrics.DeploymentsTotal + "{acme/store,test,success}"; sc.of("acme/store")[k] != 1 {
+		t.Errorf("%s = %v, want the deployment after the redelivery counted under the new name", k, sc.of("acme/store")[k])
+	}
+	if _, err := h.db.Audit(ctx, "acme/store", c2); err != nil {
+		t.Errorf("audit by the new name after the redelivery: %v", err)
+	}
+}
+
 func sameSeries(a, b map[string]float64) bool {
 	if len(a) != len(b) {
 		return false

@@ -44,30 +44,39 @@ func (db *DB) Instance(ctx context.Context) (string, error) {
 // SaveRepo records a repository and the installation that reaches it, as
 // an event of time at (zero: now) says — unless an installation event
 // after it recorded another (AttachRepo, DetachRepo: a push made before the
-// repository was removed or transferred, delivered late). A new name (the repository was renamed or transferred) becomes the
-// repository label of its delivery metrics from then on: in the same
-// transaction, its environments' series are created at zero under the new
-// name, so that Prometheus sees each at 0 before its first increment, and
+// repository was removed or transferred, delivered late). Its name, the
+// same way, unless an event after it recorded another (name_at): a push
+// made before a rename, handled after it (redelivered, or a dead delivery
+// retried), does not put the old name back. A new name (the repository
+// was renamed or transferred) becomes the repository label of its
+// delivery metrics from then on: in the same transaction, its
+// environments' series are created at zero under the new name, so that
+// Prometheus sees each at 0 before its first increment, and
 // lastmile_environment_info and the last success follow the new name. The
 // series under the old name keep their totals and stop moving.
 func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		var old string
-		err := tx.QueryRowContext(ctx, `SELECT full_name FROM repositories WHERE id = ?`, r.ID).Scan(&old)
+		var nameAt int64
+		err := tx.QueryRowContext(ctx, `SELECT full_name, name_at FROM repositories WHERE id = ?`, r.ID).Scan(&old, &nameAt)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 		if at.IsZero() {
 			at = db.Now()
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET full_name = excluded.full_name,
-			installation_id = CASE WHEN ? > installation_at THEN excluded.installation_id ELSE installation_id END,
-			updated_at = excluded.updated_at`, r.ID, r.FullName(), r.InstallationID, millis(db.Now()), millis(at))
-		if err != nil || old == "" || old == r.FullName() {
+		// excluded.name_at is the event's time, at.
+		name, current := r.FullName(), millis(at) >= nameAt
+		_, err = tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at, name_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET
+			full_name = CASE WHEN excluded.name_at >= name_at THEN excluded.full_name ELSE full_name END,
+			name_at = MAX(name_at, excluded.name_at),
+			installation_id = CASE WHEN excluded.name_at > installation_at THEN excluded.installation_id ELSE installation_id END,
+			updated_at = excluded.updated_at`, r.ID, name, r.InstallationID, millis(db.Now()), millis(at))
+		if err != nil || old == "" || old == name || !current {
 			return err
 		}
-		return renameSeries(ctx, tx, r.ID, r.FullName())
+		return renameSeries(ctx, tx, r.ID, name)
 	})
 }
 
