@@ -417,8 +417,14 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 	defer tx.Rollback()
 	where, args := []string{"1 = 1"}, []any{}
 	if f.Repository != "" {
-		where = append(where, "p.full_name = ? COLLATE NOCASE")
-		args = append(args, f.Repository)
+		// By the repository lastmile knows by that name, now or before
+		// a rename: its releases, under its current name.
+		id, err := repositoryNamed(ctx, tx, f.Repository)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, "r.repository_id = ?")
+		args = append(args, id)
 	}
 	if f.Environment != "" {
 		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
@@ -444,13 +450,6 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		out = append(out, pipeline.HistoryEntry{Release: *r, Stages: []pipeline.StageOutcome{}})
 	}
 	rows.Close()
-	if len(out) == 0 && f.Repository != "" {
-		// Nothing of a repository lastmile never heard of is an error,
-		// as in Audit: a misspelt name must not read as "no releases".
-		if _, err := repositoryNamed(ctx, tx, f.Repository); err != nil {
-			return nil, err
-		}
-	}
 	for i := range out {
 		e := &out[i]
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM release_commits WHERE release_id = ?`, e.Release.ID).Scan(&e.Commits); err != nil {
@@ -484,11 +483,17 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 }
 
 // repositoryNamed is the ID of the repository lastmile knows by that name
-// (the newest, if it was renamed and the name reused), or ErrNotFound.
+// (the newest, if it was renamed and the name reused), else of the one
+// that had that name before its current one (renamed or transferred; the
+// last to have it, if several did), or ErrNotFound.
 func repositoryNamed(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
 	var id int64
 	err := tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE full_name = ? COLLATE NOCASE ORDER BY updated_at DESC LIMIT 1`,
 		name).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, `SELECT repository_id FROM repository_names WHERE full_name = ?
+			ORDER BY until_at DESC, repository_id DESC LIMIT 1`, name).Scan(&id)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("repository %s: %w: lastmile has no record of it", name, pipeline.ErrNotFound)
 	}

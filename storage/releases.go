@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/lastmile-app/lastmile/metrics"
@@ -47,13 +48,16 @@ func (db *DB) Instance(ctx context.Context) (string, error) {
 // repository was removed or transferred, delivered late). Its name, the
 // same way, unless an event after it recorded another (name_at): a push
 // made before a rename, handled after it (redelivered, or a dead delivery
-// retried), does not put the old name back. A new name (the repository
-// was renamed or transferred) becomes the repository label of its
-// delivery metrics from then on: in the same transaction, its
-// environments' series are created at zero under the new name, so that
-// Prometheus sees each at 0 before its first increment, and
-// lastmile_environment_info and the last success follow the new name. The
-// series under the old name keep their totals and stop moving.
+// retried), does not put the old name back. The name replaced, and the
+// older one a late event carries, are kept as names the repository had
+// (repository_names), so that a lookup by an old name finds the
+// repository (audit, history). A new name (the repository was renamed or
+// transferred) becomes the repository label of its delivery metrics from
+// then on: in the same transaction, its environments' series are created
+// at zero under the new name, so that Prometheus sees each at 0 before its
+// first increment, and lastmile_environment_info and the last success
+// follow the new name. The series under the old name keep their totals
+// and stop moving.
 func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		var old string
@@ -73,8 +77,22 @@ func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error
 			name_at = MAX(name_at, excluded.name_at),
 			installation_id = CASE WHEN excluded.name_at > installation_at THEN excluded.installation_id ELSE installation_id END,
 			updated_at = excluded.updated_at`, r.ID, name, r.InstallationID, millis(db.Now()), millis(at))
-		if err != nil || old == "" || old == name || !current {
+		if err != nil || old == "" || old == name {
 			return err
+		}
+		if !strings.EqualFold(old, name) { // a name in another case is the same name
+			past := name // the event's, older than the one recorded
+			if current {
+				past = old
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO repository_names (repository_id, full_name, until_at) VALUES (?, ?, ?)
+				ON CONFLICT (repository_id, full_name) DO UPDATE SET until_at = MAX(until_at, excluded.until_at)`,
+				r.ID, past, millis(at)); err != nil {
+				return err
+			}
+		}
+		if !current {
+			return nil
 		}
 		return renameSeries(ctx, tx, r.ID, name)
 	})

@@ -2,7 +2,10 @@ package storage
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,4 +61,60 @@ func repoNameOf(ctx context.Context, db *DB, id int64) (string, error) {
 	var name string
 	err := db.read.QueryRowContext(ctx, `SELECT full_name FROM repositories WHERE id = ?`, id).Scan(&name)
 	return name, err
+}
+
+// Migration 0025 keeps, as names a repository had, those its deliveries
+// came under other than its current one (in any case: one name), each
+// with the newest delivery under it; names of repositories lastmile has
+// no record of are not kept. A lookup by such a name then finds the
+// repository.
+func TestRepositoryNamesMigrationKeepsTheNamesOfTheDeliveries(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/store', 7, 1), (43, 'acme/api', 7, 1)`,
+		`INSERT INTO deliveries (delivery_id, event, repository_id, repository, received_at, state) VALUES
+			('d1', 'push', 42, 'acme/shop', 1000, 'done'), ('d2', 'push', 42, 'Acme/Shop', 2000, 'done'),
+			('d3', 'push', 42, 'acme/store', 3000, 'done'), ('d4', 'push', 42, 'acme/old-shop', 500, 'dead'),
+			('d5', 'push', 43, 'ACME/API', 4000, 'done'), ('d6', 'push', 44, 'acme/unknown', 5000, 'done'),
+			('d7', 'installation', 0, '', 6000, 'done')`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	rows, err := db.read.QueryContext(ctx, `SELECT repository_id, lower(full_name), until_at FROM repository_names ORDER BY 1, 2`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var id, until int64
+		var name string
+		if err := rows.Scan(&id, &name, &until); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d %s %d", id, name, until))
+	}
+	if want := []string{"42 acme/old-shop 500", "42 acme/shop 2000"}; !slices.Equal(got, want) {
+		t.Errorf("names after the migration: %q, want %q", got, want)
+	}
+	for _, name := range []string{"acme/shop", "acme/old-shop", "acme/store"} {
+		if _, err := db.History(ctx, HistoryFilter{Repository: name}); err != nil {
+			t.Errorf("history --repo %s after the migration: %v", name, err)
+		}
+	}
+	if _, err := db.History(ctx, HistoryFilter{Repository: "acme/unknown"}); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("history --repo acme/unknown (a repository lastmile has no record of): %v, want not found", err)
+	}
 }

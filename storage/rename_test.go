@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -96,5 +97,78 @@ func TestALatePushDoesNotRenameTheRepositoryBack(t *testing.T) {
 	rec, err := l.db.Audit(ctx, "acme/shop", fmt.Sprintf("%040d", 1))
 	if err != nil || rec.Release.Repo.FullName() != "acme/shop" {
 		t.Fatalf("audit of acme/shop renamed back: %v, %v; want its release, under acme/shop", rec, err)
+	}
+}
+
+// A renamed repository is found by its old name, its records showing its
+// current name; a name another repository holds now finds that one, and
+// of several repositories that had a name, the last to have it.
+func TestARenamedRepositoryIsFoundByItsOldName(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	l, _ := renamedLedger(t, t0)
+	db := l.db
+	sha1 := fmt.Sprintf("%040d", 1)
+	// found checks that name finds the release of sha (the newest of its
+	// repository), recorded under want, in audit and in the history.
+	found := func(when, name, sha, want string) {
+		t.Helper()
+		if rec, err := db.Audit(ctx, name, sha); err != nil {
+			t.Errorf("%s: audit %s %s: %v", when, name, sha, err)
+		} else if got := rec.Release.Repo.FullName(); rec.Release.SHA != sha || got != want {
+			t.Errorf("%s: audit %s found %s of %s, want %s of %s", when, name, rec.Release.SHA, got, sha, want)
+		}
+		list, err := db.History(ctx, storage.HistoryFilter{Repository: name})
+		if err != nil {
+			t.Errorf("%s: history --repo %s: %v", when, name, err)
+		} else if len(list) == 0 || list[0].Release.SHA != sha || list[0].Release.Repo.FullName() != want {
+			var got []string
+			for _, e := range list {
+				got = append(got, e.Release.Repo.FullName()+"@"+e.Release.SHA)
+			}
+			t.Errorf("%s: history --repo %s: %v; want %s@%s first", when, name, got, want, sha)
+		}
+	}
+	found("renamed", "acme/shop", sha1, "acme/store")
+	found("renamed", "ACME/Shop", sha1, "acme/store")
+	found("renamed", "acme/store", sha1, "acme/store")
+
+	// A new repository is created as acme/shop: it holds the name now.
+	shop2 := pipeline.Repo{ID: 43, Owner: "acme", Name: "shop", InstallationID: 7}
+	if err := db.SaveRepo(ctx, shop2, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	l2 := &caseLedger{t: t, db: db, repo: shop2, github: 2000}
+	sha7 := l2.release(7, "production", t0.Add(time.Hour)).SHA
+	found("name reused", "acme/shop", sha7, "acme/shop")
+	if _, err := db.Audit(ctx, "acme/shop", sha1); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("audit acme/shop of the renamed repository's commit, the name reused: %v; want not found (acme/shop is the new repository)", err)
+	}
+	found("name reused", "acme/store", sha1, "acme/store")
+
+	// The new repository is renamed too: of the two that had the name, it
+	// had it last.
+	shop2.Name = "shop-v2"
+	if err := db.SaveRepo(ctx, shop2, t0.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	found("both renamed", "acme/shop", sha7, "acme/shop-v2")
+
+	// A name lastmile learns only from a late event is a name the
+	// repository had.
+	legacy := pipeline.Repo{ID: 44, Owner: "acme", Name: "api", InstallationID: 7}
+	if err := db.SaveRepo(ctx, legacy, t0); err != nil {
+		t.Fatal(err)
+	}
+	legacy.Name = "legacy-api"
+	if err := db.SaveRepo(ctx, legacy, t0.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := db.History(ctx, storage.HistoryFilter{Repository: "acme/legacy-api"}); err != nil || len(list) != 0 {
+		t.Errorf("history --repo acme/legacy-api (acme/api's name before): %v, %v; want none, no error", list, err)
+	}
+
+	if _, err := db.Audit(ctx, "acme/nothing", sha1); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("audit of a name no repository had: %v; want not found", err)
 	}
 }
