@@ -206,3 +206,38 @@ func TestRetentionLogLine(t *testing.T) {
 		})
 	}
 }
+
+// A reader in the middle of a read (a lastmile history, a backup) keeps
+// the converted pages in the WAL: vacuum says so, rather than report a
+// file it has not shrunk; once the reader is done, vacuum again shrinks it.
+func TestVacuumCommandSaysWhenAReaderHoldsThePagesBack(t *testing.T) {
+	path := oldDatabase(t, 300)
+	reader, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	tx, err := reader.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM deliveries`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	const held = "another process is reading the database"
+	code, stdout, stderr := run(t, path, "vacuum")
+	if code != 0 || !strings.Contains(stdout, "converted to auto_vacuum=incremental") || !strings.Contains(stdout, held) {
+		t.Errorf("vacuum beside a reader: exit %d, stdout %q, stderr %q; want the conversion and %q", code, stdout, stderr, held)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = run(t, path, "vacuum")
+	if code != 0 || strings.Contains(stdout, held) {
+		t.Errorf("vacuum once the reader is done: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if wal, err := os.Stat(path + "-wal"); err == nil && wal.Size() > 0 {
+		t.Errorf("the WAL is left at %d bytes", wal.Size())
+	}
+}

@@ -164,7 +164,17 @@ type Vacuumed struct {
 	// rewritten in incremental mode.
 	Converted     bool
 	Before, After Disk
+	// HeldByReaders says another connection reading the database (a
+	// lastmile history, a backup, serve's read pool) kept the WAL from
+	// being copied back and truncated: the file keeps its size, and the
+	// space given back (After) reaches the disk once they are done, at
+	// the next checkpoint.
+	HeldByReaders bool
 }
+
+// vacuumReaderWait is how long Vacuum waits for readers to let go of the
+// pages its checkpoint copies back, before it reports them.
+const vacuumReaderWait = time.Second
 
 // Vacuum makes the database give its free space back to the file system,
 // and prunes to come shrink it. A database in auto_vacuum none mode (made
@@ -201,10 +211,20 @@ func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 			return v, fmt.Errorf("PRAGMA incremental_vacuum: %w", err)
 		}
 	}
+	// A reader holds the checkpoint back for as long as it reads: waited
+	// for a while, not for the connection's busy timeout, then reported.
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", vacuumReaderWait.Milliseconds())); err != nil {
+		return v, err
+	}
 	var busy, walPages, checkpointed int64
-	if err := conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &walPages, &checkpointed); err != nil {
+	err = conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &walPages, &checkpointed)
+	if _, rerr := conn.ExecContext(ctx, "PRAGMA busy_timeout = 10000"); err == nil {
+		err = rerr
+	}
+	if err != nil {
 		return v, fmt.Errorf("PRAGMA wal_checkpoint(TRUNCATE): %w", err)
 	}
+	v.HeldByReaders = busy != 0 || checkpointed < walPages
 	v.After, err = diskUsage(ctx, conn)
 	return v, err
 }
