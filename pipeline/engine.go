@@ -142,7 +142,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		}
 		return &Ignored{Reason: "branch " + branch + " was deleted"}
 	}
-	if err := e.saveRepo(ctx, p.Repo, p.PushedAt); err != nil {
+	if err := e.saveRepo(ctx, p.Repo, p.PushTime()); err != nil {
 		return err
 	}
 	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
@@ -250,7 +250,7 @@ func (e *Engine) recordRelease(ctx context.Context, p Push, rel *Release, commit
 		return created, err
 	}
 	e.saved.Delete(p.Repo.ID)
-	if err := e.saveRepo(ctx, p.Repo, p.PushedAt); err != nil {
+	if err := e.saveRepo(ctx, p.Repo, p.PushTime()); err != nil {
 		return false, err
 	}
 	created, err = e.Store.RecordRelease(ctx, rel, commits)

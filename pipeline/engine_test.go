@@ -3677,3 +3677,41 @@ func TestRerunDeployLogKeptWithoutItsJobNamed(t *testing.T) {
 		}
 	}
 }
+
+// A push whose payload has no pushed_at (dated by its receipt) says
+// nothing of when its repository's name was true: redelivered after a
+// rename, it does not put the old name back.
+func TestPushWithoutItsTimeDoesNotRenameTheRepositoryBack(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	before := time.Now().Add(-time.Hour)
+	h.gh.mu.Lock()
+	h.gh.head = c1
+	h.gh.mu.Unlock()
+	if err := h.deliverPush(c0, c1, false, before); err != nil {
+		t.Fatal(err)
+	}
+	renamed := shop
+	renamed.Name = "store"
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	now := time.Now()
+	if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: "refs/heads/main",
+		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
+		Commits: []pipeline.Commit{{SHA: c2, Timestamp: now.Add(-time.Minute)}}}); err != nil {
+		t.Fatal(err)
+	}
+	err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "old-redelivered", Ref: "refs/heads/main",
+		Before: c0, After: c1, DefaultBranch: "main", Pusher: "octocat",
+		PushedAt: now.Add(time.Minute), PushedAtGuessed: true,
+		Commits: []pipeline.Commit{{SHA: c1, Timestamp: before.Add(-time.Hour)}}})
+	var ignored *pipeline.Ignored
+	if err != nil && !errors.As(err, &ignored) {
+		t.Fatal(err)
+	}
+	hist, err := h.db.History(ctx, storage.HistoryFilter{Repository: "acme/store"})
+	if err != nil || len(hist) == 0 || hist[0].Release.Repo.FullName() != "acme/store" {
+		t.Errorf("history of acme/store after the old name's undated push: %+v, %v; want it under acme/store", hist, err)
+	}
+}

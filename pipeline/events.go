@@ -38,6 +38,15 @@ type Push struct {
 	Truncated bool
 }
 
+// PushTime is when the push happened, as GitHub says: zero when its
+// payload did not say (PushedAt is then when lastmile received it).
+func (p Push) PushTime() time.Time {
+	if p.PushedAtGuessed {
+		return time.Time{}
+	}
+	return p.PushedAt
+}
+
 // MovedAnywhere reports whether the push may have moved the branch to any
 // commit rather than forward: a force push, or a push that created the
 // branch (again, after it was deleted: its before is all zeros).

@@ -43,7 +43,10 @@ func (db *DB) Instance(ctx context.Context) (string, error) {
 }
 
 // SaveRepo records a repository and the installation that reaches it, as
-// an event of time at (zero: now) says — unless an installation event
+// an event of time at says (zero: a time not known, such as a push
+// without pushed_at, dated by its receipt: the installation as of now,
+// and the name only of a repository that has none dated yet — a receipt
+// time says nothing of when the name was true) — unless an installation event
 // after it recorded another (AttachRepo, DetachRepo: a push made before the
 // repository was removed or transferred, delivered late). Its name, the
 // same way, unless an event after it recorded another (name_at): a push
@@ -66,17 +69,19 @@ func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if at.IsZero() {
-			at = db.Now()
+		// The event's time for the name (0: not known) and for the
+		// installation (not known: now).
+		eventAt, installAt := int64(0), millis(db.Now())
+		if !at.IsZero() {
+			eventAt, installAt = millis(at), millis(at)
 		}
-		// excluded.name_at is the event's time, at.
-		name, current := r.FullName(), millis(at) >= nameAt
+		name, current := r.FullName(), eventAt >= nameAt
 		_, err = tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at, name_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET
 			full_name = CASE WHEN excluded.name_at >= name_at THEN excluded.full_name ELSE full_name END,
 			name_at = MAX(name_at, excluded.name_at),
-			installation_id = CASE WHEN excluded.name_at > installation_at THEN excluded.installation_id ELSE installation_id END,
-			updated_at = excluded.updated_at`, r.ID, name, r.InstallationID, millis(db.Now()), millis(at))
+			installation_id = CASE WHEN ? > installation_at THEN excluded.installation_id ELSE installation_id END,
+			updated_at = excluded.updated_at`, r.ID, name, r.InstallationID, millis(db.Now()), eventAt, installAt)
 		if err != nil || old == "" || old == name {
 			return err
 		}
@@ -87,7 +92,7 @@ func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO repository_names (repository_id, full_name, until_at) VALUES (?, ?, ?)
 				ON CONFLICT (repository_id, full_name) DO UPDATE SET until_at = MAX(until_at, excluded.until_at)`,
-				r.ID, past, millis(at)); err != nil {
+				r.ID, past, installAt); err != nil {
 				return err
 			}
 		}
