@@ -1125,12 +1125,11 @@ func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
 		}
 		waiting = true
 		ended := ev.State == "success" || ev.State == "failure" || ev.State == "error"
-		// A required context now pending that the waiting reason does not
-		// say so of (GitHub's answer was "not reported yet"): GitHub is
-		// asked again, so that the reason a user reads is GitHub's current
-		// one — once: a pending said already changes nothing.
-		newlyPending := ev.State == "pending" &&
-			!strings.Contains(strings.ToLower(d.Reason), strings.ToLower(ev.Context)+" (pending)")
+		// A required context now pending of which the waiting reason says
+		// GitHub had nothing: GitHub is asked again, so that the reason a
+		// user reads is GitHub's current one — once: the reason then
+		// says the context pending (or running).
+		newlyPending := ev.State == "pending" && saysNotReported(d.Reason, ev.Context)
 		if ev.CheckSuite || ((ended || newlyPending) && requires(d, ev.Context)) {
 			retry = true
 		}
@@ -1953,6 +1952,22 @@ func (e *Engine) recordFromGitHub(ctx context.Context, repo Repo, d *Deployment,
 // as GitHub compares them, without regard to case.
 func requires(d *Deployment, context string) bool {
 	return slices.ContainsFunc(d.RequiredContexts, func(c string) bool { return strings.EqualFold(c, context) })
+}
+
+// saysNotReported reports whether a waiting reason (its contextList) says
+// that GitHub had nothing of context: the context's own entry, not one of
+// another context whose name ends with it (e2e-test, test).
+func saysNotReported(reason, context string) bool {
+	_, list, ok := strings.Cut(reason, ": ")
+	if !ok {
+		return false
+	}
+	for _, entry := range strings.Split(list, ", ") {
+		if strings.EqualFold(entry, context+" ("+NotReported+")") {
+			return true
+		}
+	}
+	return false
 }
 
 func contextList(cs []ContextState) string {

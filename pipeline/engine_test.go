@@ -3715,3 +3715,48 @@ func TestPushWithoutItsTimeDoesNotRenameTheRepositoryBack(t *testing.T) {
 		t.Errorf("history of acme/store after the old name's undated push: %+v, %v; want it under acme/store", hist, err)
 	}
 }
+
+// The pending that has lastmile ask GitHub again is the first of a
+// context GitHub had nothing of, by its own entry in the reason: not
+// every pending of a context GitHub reports running (a status and a check
+// run of one name), and not one hidden by another context whose name ends
+// with it (e2e-test, test).
+func TestRequiredContextPendingAsksOnlyWhenItWasNotReported(t *testing.T) {
+	for name, tc := range map[string]struct {
+		config          string
+		refused, states []pipeline.ContextState // GitHub's first answer, and its answers once the pending is posted
+		context         string
+		asks            int
+	}{
+		"a status and a check run of one name": {"required_contexts: [build]\n",
+			[]pipeline.ContextState{{Context: "build", State: "pending"}, {Context: "build", State: "in_progress"}},
+			[]pipeline.ContextState{{Context: "build", State: "pending"}, {Context: "build", State: "in_progress"}}, "build", 0},
+		"a context whose name ends another's": {"required_contexts: [e2e-test, test]\n",
+			[]pipeline.ContextState{{Context: "e2e-test", State: "pending"}},
+			[]pipeline.ContextState{{Context: "e2e-test", State: "pending"}, {Context: "test", State: "pending"}}, "test", 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			h.gh.config = tc.config + threeEnvs
+			refuse := func(cs []pipeline.ContextState) error {
+				return &pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.", Contexts: cs}
+			}
+			h.gh.failNext = []error{refuse(tc.refused), refuse(tc.states), refuse(tc.states), refuse(tc.states), refuse(tc.states)}
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			start := h.gh.creates
+			for range 4 {
+				err := h.engine.HandleContexts(ctx, pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: tc.context, State: "pending"})
+				var ignored *pipeline.Ignored
+				if err != nil && !errors.As(err, &ignored) {
+					t.Fatal(err)
+				}
+			}
+			if n := h.gh.creates - start; n != tc.asks {
+				t.Errorf("4 pending statuses of %s: GitHub asked %d times, want %d", tc.context, n, tc.asks)
+			}
+		})
+	}
+}
