@@ -3760,3 +3760,33 @@ func TestRequiredContextPendingAsksOnlyWhenItWasNotReported(t *testing.T) {
 		})
 	}
 }
+
+// A re-run's register job that ended the second before the deploy job
+// went in_progress is not taken for the deploy job: its log is not kept
+// as the deploy log.
+func TestRerunRegisterJobIsNotTheDeployJob(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	at := t0
+	h.gh.mu.Lock()
+	h.gh.now = func() time.Time { return at }
+	h.gh.logs = map[int64]string{779: "register (attempt 2)\n"}
+	h.gh.mu.Unlock()
+	at = t0.Add(time.Second)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	at = t0.Add(10 * time.Second)
+	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	at = t0.Add(106 * time.Second) // the re-run's deploy job
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	if err := h.engine.HandleWorkflowJob(ctx, pipeline.WorkflowJob{Repo: shop, Action: "completed", RunID: 11, JobID: 779,
+		Name: "register", Status: "completed", Conclusion: "success", StartedAt: t0.Add(100 * time.Second), CompletedAt: t0.Add(105 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if log, err := h.db.JobLog(ctx, 779); err == nil {
+		t.Errorf("the re-run's register job was taken for the deploy job: its log %q kept", log)
+	}
+}

@@ -391,12 +391,14 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named boo
 	}
 	for _, d := range deps {
 		// An in_progress of any attempt: a re-run's job went in_progress
-		// again, within its own times. Timestamps from GitHub have whole
-		// seconds: allow for the rounding.
+		// again, within its own times. Both are GitHub's times, in whole
+		// seconds, so a job's in_progress is neither before it started
+		// nor after it completed — and a job that ended the second before
+		// (a re-run's register job) is not taken for the deploy job.
 		var n int
 		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?
 			AND state = 'in_progress' AND created_at BETWEEN ? AND ?`,
-			d.ID, millis(job.StartedAt)-1000, millis(job.CompletedAt)+1000).Scan(&n); err != nil {
+			d.ID, millis(job.StartedAt), millis(job.CompletedAt)).Scan(&n); err != nil {
 			return nil, err
 		}
 		if n > 0 {
