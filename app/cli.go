@@ -478,7 +478,7 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stdout, "%s: auto_vacuum=incremental already; free pages given back: %s\n", *path, sizes)
 	}
 	if v.HeldByReaders {
-		fmt.Fprintf(stdout, "%s: another process is reading the database (a lastmile history, a backup): the file keeps its size until it is done, and shrinks at the next checkpoint (lastmile serve's, or lastmile vacuum again)\n", *path)
+		fmt.Fprintf(stdout, "%s: another process is reading the database (a lastmile history, a backup) or writing to it: the file keeps its size until it is done, and shrinks at the next checkpoint (lastmile serve's, or lastmile vacuum again)\n", *path)
 	}
 	return nil
 }

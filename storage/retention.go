@@ -164,9 +164,9 @@ type Vacuumed struct {
 	// rewritten in incremental mode.
 	Converted     bool
 	Before, After Disk
-	// HeldByReaders says another connection reading the database (a
-	// lastmile history, a backup, serve's read pool) kept the WAL from
-	// being copied back and truncated: the file keeps its size, and the
+	// HeldByReaders says another connection using the database (a reader:
+	// a lastmile history, a backup; or a writer) kept the WAL from being
+	// copied back and truncated: the file keeps its size, and the
 	// space given back (After) reaches the disk once they are done, at
 	// the next checkpoint.
 	HeldByReaders bool
@@ -218,7 +218,9 @@ func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 	}
 	var busy, walPages, checkpointed int64
 	err = conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &walPages, &checkpointed)
-	if _, rerr := conn.ExecContext(ctx, "PRAGMA busy_timeout = 10000"); err == nil {
+	// Restored even when ctx is cancelled: the connection goes back to the
+	// pool, where a second's busy timeout would fail serve's writes.
+	if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA busy_timeout = 10000"); err == nil {
 		err = rerr
 	}
 	if err != nil {

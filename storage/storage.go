@@ -591,16 +591,16 @@ func checkExisting(ctx context.Context, path string) error {
 	return nil
 }
 
-// checkSchema checks, reading only, that path is a lastmile database with
-// every migration of this version applied, and none that this version does
-// not know (a newer lastmile's: its schema may mean what this version
-// cannot read).
 // newerDatabase is the refusal of a database that a newer lastmile
 // migrated (migration, the newest, is not one of this version's).
 func newerDatabase(migration string) error {
 	return fmt.Errorf("written by a newer lastmile (its migration %s is not one of this version's): use that version of lastmile, or a newer one", migration)
 }
 
+// checkSchema checks, reading only, that path is a lastmile database with
+// every migration of this version applied, and none that this version does
+// not know (a newer lastmile's: its schema may mean what this version
+// cannot read).
 func checkSchema(ctx context.Context, path string) error {
 	ro, err := sql.Open("sqlite", readOnlyDSN(path))
 	if err != nil {
