@@ -251,6 +251,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		w.observe(d.Event, string(state), took)
 		return
 	}
+	err = githubapp.Tidy(err) // as logged and as `lastmile deliveries` shows it
 
 	// The App was uninstalled: GitHub refuses the installation's token, and
 	// always will. That is no fault to alert anyone of: the delivery is

@@ -702,9 +702,9 @@ func TestWorkerRefusedInstallations(t *testing.T) {
 			warned: "delivery waits until its installation is unsuspended"},
 		"a call refused as suspended, at the last attempt, the suspension not heard of yet: waits": {err: suspendedCall, maxAttempts: 1,
 			result: "retry", state: pipeline.DeliveryPending, attempts: 0, next: now.Add(app.SuspendedRecheck),
-			has: "installation 7 is suspended: waiting until it is unsuspended", suffix: "403 This installation has been suspended []"},
+			has: "installation 7 is suspended: waiting until it is unsuspended", suffix: "403 This installation has been suspended"},
 		"another 403: a failed attempt": {recorded: &suspended, err: forbidden,
-			result: "retry", state: pipeline.DeliveryPending, attempts: 1, next: now.Add(backoff), suffix: "403 Resource not accessible by integration []"},
+			result: "retry", state: pipeline.DeliveryPending, attempts: 1, next: now.Add(backoff), suffix: "403 Resource not accessible by integration"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -72,7 +72,7 @@ func (r *Redeliverer) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			r.Log.Warn("redelivery: check failed", "error", err)
+			r.Log.Warn("redelivery: check failed", "error", Tidy(err))
 		} else if n > 0 {
 			r.Log.Info("redelivery: asked GitHub to redeliver missed deliveries", "count", n)
 		}
@@ -240,7 +240,7 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 			(refused.Response.StatusCode == http.StatusNotFound || refused.Response.StatusCode == http.StatusUnprocessableEntity):
 			// GitHub will not redeliver this one (gone, or no longer
 			// possible): the others are still asked for.
-			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.latest.GetEvent(), "error", err)
+			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.latest.GetEvent(), "error", Tidy(err))
 			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
 				return requested, err
 			}
@@ -271,7 +271,7 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 			if inARow >= maxFailuresInARow {
 				return requested, fmt.Errorf("%d redelivery requests failed in a row, stopped for this run: %w", inARow, err)
 			}
-			r.Log.Warn("redelivery: request failed, asked again next run", "delivery", guid, "event", g.latest.GetEvent(), "error", err)
+			r.Log.Warn("redelivery: request failed, asked again next run", "delivery", guid, "event", g.latest.GetEvent(), "error", Tidy(err))
 			continue
 		}
 		inARow = 0

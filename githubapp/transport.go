@@ -522,3 +522,28 @@ func answered(resp *http.Response, message string) int {
 	}
 	return resp.StatusCode
 }
+
+// Tidy returns err with go-github's empty list of errors left out of its
+// text ("GET …: 502 Server Error []" says "GET …: 502 Server Error"), for
+// logs and for the inbox's last error; errors.Is and errors.As see err as
+// before.
+func Tidy(err error) error {
+	var er *github.ErrorResponse
+	if err == nil || !errors.As(err, &er) || len(er.Errors) != 0 {
+		return err
+	}
+	full := er.Error()
+	trimmed, ok := strings.CutSuffix(full, " []")
+	if !ok {
+		return err
+	}
+	return tidyError{err, strings.Replace(err.Error(), full, trimmed, 1)}
+}
+
+type tidyError struct {
+	error
+	text string
+}
+
+func (e tidyError) Error() string { return e.text }
+func (e tidyError) Unwrap() error { return e.error }

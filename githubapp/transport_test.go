@@ -1002,3 +1002,40 @@ func TestHugeRetryAfterAfterAWaitIsNotSlept(t *testing.T) {
 		t.Errorf("error = %v, want a rate-limit error", err)
 	}
 }
+
+// Tidy leaves go-github's empty list of errors out of an error's text,
+// wherever the refusal sits in the chain, and nothing else; errors.As
+// still finds the refusal.
+func TestTidyLeavesOutAnEmptyErrorList(t *testing.T) {
+	req, err := http.NewRequest(http.MethodGet, "https://api.github.com/repos/acme/shop/contents/x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusal := func(errs ...github.Error) *github.ErrorResponse {
+		return &github.ErrorResponse{Response: &http.Response{StatusCode: 502, Request: req}, Message: "Server Error", Errors: errs}
+	}
+	for name, tc := range map[string]struct {
+		err  error
+		want string
+	}{
+		"wrapped": {fmt.Errorf("read config: %w", refusal()),
+			"read config: GET https://api.github.com/repos/acme/shop/contents/x: 502 Server Error"},
+		"wrapped, then said more": {fmt.Errorf("%w: wait for GitHub", fmt.Errorf("read: %w", refusal())),
+			"read: GET https://api.github.com/repos/acme/shop/contents/x: 502 Server Error: wait for GitHub"},
+		"a list that says something": {fmt.Errorf("read: %w", refusal(github.Error{Resource: "Deployment", Code: "invalid"})),
+			fmt.Errorf("read: %w", refusal(github.Error{Resource: "Deployment", Code: "invalid"})).Error()},
+		"no refusal": {errors.New("network down []"), "network down []"},
+	} {
+		got := githubapp.Tidy(tc.err)
+		if got.Error() != tc.want {
+			t.Errorf("%s: %q, want %q", name, got.Error(), tc.want)
+		}
+		var er *github.ErrorResponse
+		if errors.As(tc.err, &er) && (!errors.As(got, &er) || er.Response.StatusCode != 502) {
+			t.Errorf("%s: errors.As no longer finds GitHub's refusal in %v", name, got)
+		}
+	}
+	if githubapp.Tidy(nil) != nil {
+		t.Error("Tidy(nil) is not nil")
+	}
+}
