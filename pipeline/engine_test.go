@@ -2758,6 +2758,24 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 
 // judge hands lastmile a deployment_protection_rule request for run's job
 // deploying sha to env, and returns its recorded decision.
+// pushRenamed has lastmile hear of a push from before to after of acme/shop
+// renamed acme/store, made now, and returns when.
+func (h *harness) pushRenamed(before, after string) time.Time {
+	h.t.Helper()
+	renamed := shop
+	renamed.Name = "store"
+	h.gh.mu.Lock()
+	h.gh.head = after
+	h.gh.mu.Unlock()
+	now := time.Now()
+	if err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: "refs/heads/main",
+		Before: before, After: after, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
+		Commits: []pipeline.Commit{{SHA: after, Timestamp: now.Add(-time.Minute)}}}); err != nil {
+		h.t.Fatal(err)
+	}
+	return now
+}
+
 // externalSuccess has lastmile hear of a deployment it did not create
 // (GitHubID id, by creator; an Actions job's when run is not 0) and of its
 // success.
@@ -3691,17 +3709,7 @@ func TestPushWithoutItsTimeDoesNotRenameTheRepositoryBack(t *testing.T) {
 	if err := h.deliverPush(c0, c1, false, before); err != nil {
 		t.Fatal(err)
 	}
-	renamed := shop
-	renamed.Name = "store"
-	h.gh.mu.Lock()
-	h.gh.head = c2
-	h.gh.mu.Unlock()
-	now := time.Now()
-	if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: "refs/heads/main",
-		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
-		Commits: []pipeline.Commit{{SHA: c2, Timestamp: now.Add(-time.Minute)}}}); err != nil {
-		t.Fatal(err)
-	}
+	now := h.pushRenamed(c1, c2)
 	err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "old-redelivered", Ref: "refs/heads/main",
 		Before: c0, After: c1, DefaultBranch: "main", Pusher: "octocat",
 		PushedAt: now.Add(time.Minute), PushedAtGuessed: true,

@@ -188,17 +188,7 @@ func TestRedeliveredPushDoesNotRenameTheRepositoryBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
-	renamed := shop
-	renamed.Name = "store"
-	h.gh.mu.Lock()
-	h.gh.head = c2
-	h.gh.mu.Unlock()
-	now := time.Now()
-	if err := h.engine.HandlePush(ctx, pipeline.Push{Repo: renamed, DeliveryID: "renamed", Ref: "refs/heads/main",
-		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: now,
-		Commits: []pipeline.Commit{{SHA: c2, Timestamp: now.Add(-time.Minute)}}}); err != nil {
-		t.Fatal(err)
-	}
+	h.pushRenamed(c1, c2)
 	sc.scrape()
 	oldName := sc.of("acme/shop")
 
