@@ -2758,6 +2758,31 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 
 // judge hands lastmile a deployment_protection_rule request for run's job
 // deploying sha to env, and returns its recorded decision.
+// clockedTestDeploy releases c1 (pushed on c0) and sets GitHub's clock to
+// t0, an hour ago in whole seconds, and its job logs to logs; statusAt
+// posts, and delivers, a status of c1's test deployment by run 11 (its
+// log_url the run's, naming no job) at t0+offset.
+func (h *harness) clockedTestDeploy(logs map[int64]string) (t0 time.Time, statusAt func(offset time.Duration, state pipeline.DeploymentState)) {
+	h.t.Helper()
+	if err := h.push(c0, c1, false); err != nil {
+		h.t.Fatal(err)
+	}
+	t0 = time.Now().Add(-time.Hour).Truncate(time.Second)
+	var mu sync.Mutex
+	at := t0
+	h.gh.mu.Lock()
+	h.gh.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return at }
+	h.gh.logs = logs
+	h.gh.mu.Unlock()
+	return t0, func(offset time.Duration, state pipeline.DeploymentState) {
+		h.t.Helper()
+		mu.Lock()
+		at = t0.Add(offset)
+		mu.Unlock()
+		h.status(c1, "test", state, 11, true)
+	}
+}
+
 // pushRenamed has lastmile hear of a push from before to after of acme/shop
 // renamed acme/store, made now, and returns when.
 func (h *harness) pushRenamed(before, after string) time.Time {
@@ -3666,21 +3691,11 @@ func TestRequiredContextReportedPendingIsSaid(t *testing.T) {
 func TestRerunDeployLogKeptWithoutItsJobNamed(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	at := t0
-	h.gh.mu.Lock()
-	h.gh.now = func() time.Time { return at }
-	h.gh.logs = map[int64]string{777: "first attempt\n", 778: "re-run\n"}
-	h.gh.mu.Unlock()
+	t0, statusAt := h.clockedTestDeploy(map[int64]string{777: "first attempt\n", 778: "re-run\n"})
 	attempt := func(job int64, start time.Duration, end pipeline.DeploymentState) {
 		t.Helper()
-		at = t0.Add(start + time.Second)
-		h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
-		at = t0.Add(start + 10*time.Second)
-		h.status(c1, "test", end, 11, true)
+		statusAt(start+time.Second, pipeline.DeploymentInProgress)
+		statusAt(start+10*time.Second, end)
 		if err := h.engine.HandleWorkflowJob(ctx, pipeline.WorkflowJob{Repo: shop, Action: "completed", RunID: 11, JobID: job,
 			Name: "deploy", Status: "completed", Conclusion: map[pipeline.DeploymentState]string{pipeline.DeploymentSuccess: "success"}[end],
 			StartedAt: t0.Add(start), CompletedAt: t0.Add(start + 11*time.Second)}); err != nil {
@@ -3775,21 +3790,10 @@ func TestRequiredContextPendingAsksOnlyWhenItWasNotReported(t *testing.T) {
 func TestRerunRegisterJobIsNotTheDeployJob(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
-	at := t0
-	h.gh.mu.Lock()
-	h.gh.now = func() time.Time { return at }
-	h.gh.logs = map[int64]string{779: "register (attempt 2)\n"}
-	h.gh.mu.Unlock()
-	at = t0.Add(time.Second)
-	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
-	at = t0.Add(10 * time.Second)
-	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
-	at = t0.Add(106 * time.Second) // the re-run's deploy job
-	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	t0, statusAt := h.clockedTestDeploy(map[int64]string{779: "register (attempt 2)\n"})
+	statusAt(time.Second, pipeline.DeploymentInProgress)
+	statusAt(10*time.Second, pipeline.DeploymentFailure)
+	statusAt(106*time.Second, pipeline.DeploymentInProgress) // the re-run's deploy job
 	if err := h.engine.HandleWorkflowJob(ctx, pipeline.WorkflowJob{Repo: shop, Action: "completed", RunID: 11, JobID: 779,
 		Name: "register", Status: "completed", Conclusion: "success", StartedAt: t0.Add(100 * time.Second), CompletedAt: t0.Add(105 * time.Second)}); err != nil {
 		t.Fatal(err)
