@@ -292,7 +292,7 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	case err != nil:
 		problems = append(problems, err) // the flag package has printed it, with the usage
 	case fs.NArg() > 0:
-		problems = append(problems, errors.New("unexpected arguments: "+strings.Join(fs.Args(), " ")))
+		problems = append(problems, strayArguments(fs.Args(), flagsNamed(args)))
 	}
 	badFlags := len(problems) > 0
 	explicit := map[string]bool{}
@@ -351,6 +351,19 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	return c, nil
 }
 
+// strayArguments is the problem of the arguments left after the flags.
+// They are shown, unless a secret's flag is on the command line: an
+// unquoted secret or key with spaces in it (--private-key $(cat key.pem))
+// leaves the rest of its value there, which is never echoed.
+func strayArguments(stray []string, named map[string]bool) error {
+	for _, s := range settings {
+		if s.secret && named[s.flag] {
+			return fmt.Errorf("%d unexpected arguments after the flags (not shown: they may be the rest of --%s's value; quote a value that holds spaces or line breaks)", len(stray), s.flag)
+		}
+	}
+	return errors.New("unexpected arguments: " + strings.Join(stray, " "))
+}
+
 // flagsNamed is the names of the flags args names: -name, --name,
 // -name=value (and any value that looks like one).
 func flagsNamed(args []string) map[string]bool {
@@ -386,7 +399,7 @@ func (e *ConfigError) Is(target error) bool { return target == ErrFlags && e.fla
 
 func (c *Config) loadKey() (*rsa.PrivateKey, error) {
 	pemBytes := []byte(c.PrivateKey.Reveal())
-	source := "LASTMILE_PRIVATE_KEY"
+	source := "LASTMILE_PRIVATE_KEY (--private-key)"
 	switch {
 	case c.PrivateKeyFile != "" && c.PrivateKey != "":
 		return nil, errors.New("set only one of LASTMILE_PRIVATE_KEY_FILE and LASTMILE_PRIVATE_KEY")

@@ -476,6 +476,10 @@ func TestLoadConfigNeverShowsSecrets(t *testing.T) {
 			"key longer than a path":       {env: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": strings.Repeat(strings.Join(k.pkcs1Base64Lines, ""), 3)}},
 			"key as the key file and more": {env: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": k.pkcs1, "LASTMILE_APP_ID": "x"}},
 			"secret with bad value":        {flags: []string{"--webhook-secret", webhookSecret, "--app-id", "-1"}},
+			// Unquoted, a value with spaces leaves its rest as arguments.
+			"unquoted key flag":    {env: map[string]string{"LASTMILE_PRIVATE_KEY": ""}, flags: append([]string{"--private-key", "-----BEGIN"}, k.pkcs1Base64Lines...)},
+			"unquoted secret flag": {flags: []string{"--webhook-secret", "my", "TOPSECRET", "words"}},
+			"unquoted token flag":  {flags: []string{"--api-token=first-part-of-it", "TOPSECRET"}},
 		}
 		for name, tc := range tests {
 			t.Run(name, func(t *testing.T) {

@@ -527,7 +527,9 @@ func fileURI(path string) string {
 	if strings.HasPrefix(path, "/") {
 		return "file://" + escaped
 	}
-	return "file:" + escaped
+	// A relative path goes through ./: "file::memory:" would be SQLite's
+	// in-memory database (an inbox lost at exit), not the file ":memory:".
+	return "file:./" + escaped
 }
 
 // OpenExisting opens a lastmile database that must already exist and be

@@ -217,6 +217,33 @@ func TestOpenTakesThePathAsWritten(t *testing.T) {
 	}
 }
 
+// A relative path names a file in the working directory, whatever it
+// says to SQLite: ":memory:" is a file so named, not an in-memory
+// database that would lose the inbox at exit.
+func TestOpenTakesARelativePathAsAFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for _, name := range []string{":memory:", "plain.db", "file:x.db"} {
+		db, err := storage.Open(ctx, name)
+		if err != nil {
+			t.Fatalf("Open(%q): %v", name, err)
+		}
+		acceptDelivery(t, db, pendingDelivery("d-"+name, "acme/shop"))
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err = storage.OpenExisting(ctx, filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("OpenExisting(%q) after Open(%q): %v", filepath.Join(dir, name), name, err)
+		}
+		if _, err := db.GetDelivery(ctx, "d-"+name); err != nil {
+			t.Errorf("the delivery accepted through %q: %v", name, err)
+		}
+		db.Close()
+	}
+}
+
 func TestOpenRefusesAnEmptyPath(t *testing.T) {
 	if db, err := storage.Open(context.Background(), ""); err == nil {
 		db.Close()
