@@ -60,20 +60,34 @@ type App struct {
 	vacuumHinted  bool   // the sweep said once that the database does not shrink
 }
 
-// New opens the database (applying migrations), builds the GitHub clients
-// and binds the listener. Run starts the work.
+// New binds the listeners, opens the database (applying migrations) and
+// builds the GitHub clients. Run starts the work.
 func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	// The addresses first: a start that cannot listen (a port in use)
+	// leaves no database behind, new or migrated.
+	listener, adminListener, err := listen(cfg, opts.Listener)
+	if err != nil {
+		return nil, err
+	}
+	closeListeners := func() {
+		listener.Close()
+		if adminListener != nil {
+			adminListener.Close()
+		}
+	}
 	unlock, err := lockDatabase(cfg.Database)
 	if err != nil {
+		closeListeners()
 		return nil, err
 	}
 	db, err := storage.Open(ctx, cfg.Database)
 	if err != nil {
 		unlock()
+		closeListeners()
 		return nil, err
 	}
 	m := metrics.New(db, db, Version, log)
@@ -83,6 +97,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	if err != nil {
 		db.Close()
 		unlock()
+		closeListeners()
 		return nil, err
 	}
 	engine := &pipeline.Engine{
@@ -103,27 +118,32 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 		Backoff:       opts.Backoff,
 	}
 	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker, unlock: unlock}
-	a.listener = opts.Listener
-	if a.listener == nil {
-		if a.listener, err = net.Listen("tcp", cfg.Listen); err != nil {
-			db.Close()
-			unlock()
-			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-		}
-	}
+	a.listener, a.adminListener = listener, adminListener
 	if cfg.AdminListen != "" {
-		if a.adminListener, err = net.Listen("tcp", cfg.AdminListen); err != nil {
-			a.listener.Close()
-			db.Close()
-			unlock()
-			return nil, fmt.Errorf("listen on %s (LASTMILE_ADMIN_LISTEN): %w", cfg.AdminListen, err)
-		}
 		a.http = a.server(a.routes(true, false))
 		a.admin = a.server(a.routes(false, true))
 	} else {
 		a.http = a.server(a.routes(true, true))
 	}
 	return a, nil
+}
+
+// listen binds the webhook's address (unless given a listener) and the
+// admin address, if any.
+func listen(cfg *Config, given net.Listener) (listener, admin net.Listener, err error) {
+	listener = given
+	if listener == nil {
+		if listener, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+	}
+	if cfg.AdminListen != "" {
+		if admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			listener.Close()
+			return nil, nil, fmt.Errorf("listen on %s (LASTMILE_ADMIN_LISTEN): %w", cfg.AdminListen, err)
+		}
+	}
+	return listener, admin, nil
 }
 
 func (a *App) server(h http.Handler) *http.Server {

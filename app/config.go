@@ -113,6 +113,9 @@ var settings = []setting{
 			if fi, err := os.Stat(filepath.Dir(v)); err != nil || !fi.IsDir() {
 				return fmt.Errorf("the folder of %s does not exist", v)
 			}
+			if fi, err := os.Stat(v); err == nil && fi.IsDir() {
+				return fmt.Errorf("%s is a folder: name the database file in it, such as %s", v, filepath.Join(v, "lastmile.db"))
+			}
 			c.Database = v
 			return nil
 		}},

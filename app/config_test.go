@@ -318,6 +318,8 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 			want: []string{"LASTMILE_LISTEN", `"99999" is not a port`}},
 		"database folder missing": {set: map[string]string{"LASTMILE_DATABASE": filepath.Join(dir, "no-such-folder", "lastmile.db")},
 			want: []string{"LASTMILE_DATABASE", "does not exist"}},
+		"database is a folder": {set: map[string]string{"LASTMILE_DATABASE": dir},
+			want: []string{"LASTMILE_DATABASE", "is a folder"}},
 		"redelivery every nanosecond": {set: map[string]string{"LASTMILE_REDELIVERY_INTERVAL": "1ns"},
 			want: []string{"LASTMILE_REDELIVERY_INTERVAL", "at least 1s, or 0 to turn it off"}},
 		"contexts timeout of zero": {set: map[string]string{"LASTMILE_CONTEXTS_TIMEOUT": "0"},

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -101,4 +103,36 @@ func bareConfig(t *testing.T, github string) *Config {
 	cfg.GitHubURL = github
 	cfg.RedeliveryInterval = 0
 	return cfg
+}
+
+// A start that cannot bind its addresses (a port in use) fails before it
+// touches the database: no new file, no lock file, nothing migrated.
+func TestAStartThatCannotListenLeavesNoDatabase(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for name, set := range map[string]func(*Config){
+		"webhook address": func(c *Config) { c.Listen = taken.Addr().String() },
+		"admin address":   func(c *Config) { c.AdminListen = taken.Addr().String() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := bareConfig(t, "http://127.0.0.1:1/")
+			set(cfg)
+			if _, err = New(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)}); err == nil {
+				t.Fatal("New succeeded on an address in use")
+			}
+			if !strings.Contains(err.Error(), "listen on "+taken.Addr().String()) {
+				t.Errorf("error %q should name the address", err)
+			}
+			left, err := os.ReadDir(filepath.Dir(cfg.Database))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range left {
+				t.Errorf("the failed start left %s", f.Name())
+			}
+		})
+	}
 }
