@@ -170,10 +170,10 @@ func initNew(ctx context.Context, path string) error {
 	conn.SetMaxOpenConns(1)
 	var pages int64
 	if err := conn.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
-		return err
+		return notOurs(err)
 	}
 	if pages > 0 {
-		return nil
+		return checkOurs(ctx, conn)
 	}
 	for _, pragma := range []string{"PRAGMA auto_vacuum = INCREMENTAL", "PRAGMA journal_mode = WAL"} {
 		if _, err := conn.ExecContext(ctx, pragma); err != nil {
@@ -181,6 +181,59 @@ func initNew(ctx context.Context, path string) error {
 		}
 	}
 	return nil
+}
+
+// checkOurs refuses a database that has tables but is not lastmile's (no
+// schema_migrations), before anything is written to it: migrating would
+// add lastmile's tables to another program's database, and switch it to
+// WAL.
+func checkOurs(ctx context.Context, conn *sql.DB) error {
+	var ours int
+	var tables []string
+	rows, err := conn.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`)
+	if err != nil {
+		return notOurs(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return err
+		}
+		if name == "schema_migrations" {
+			ours++
+		}
+		tables = append(tables, name)
+	}
+	if err := rows.Err(); err != nil {
+		return notOurs(err)
+	}
+	if ours == 0 && len(tables) > 0 {
+		if len(tables) > 3 {
+			tables = append(tables[:3], "…")
+		}
+		return fmt.Errorf("not a lastmile database (it has other tables: %s); lastmile leaves it as it is: name a new file, or a lastmile database", strings.Join(tables, ", "))
+	}
+	return nil
+}
+
+// notOurs is the error of a first query that SQLite could not run on a
+// file: "not a lastmile database" when the file is not a database at
+// all, the error as it is otherwise (a permission, a disk error).
+func notOurs(err error) error {
+	if sqliteCode(err) == sqlite3.SQLITE_NOTADB {
+		return fmt.Errorf("not a lastmile database (%v)", err)
+	}
+	return err
+}
+
+// sqliteCode is the SQLite result code (extended) of err, 0 if none.
+func sqliteCode(err error) int {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		return se.Code()
+	}
+	return 0
 }
 
 // checkpointer copies committed WAL pages into the database file twice a
@@ -495,8 +548,8 @@ func (db *DB) writeConn(ctx context.Context) (*sql.Conn, error) {
 }
 
 func isUniqueViolation(err error) bool {
-	var se *sqlite.Error
-	return errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+	code := sqliteCode(err)
+	return code == sqlite3.SQLITE_CONSTRAINT_UNIQUE || code == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
 
 // millis converts a time to the stored representation (unix milliseconds; 0 for the zero time).
@@ -584,8 +637,10 @@ func readOnlyDSN(path string) string {
 // checkExisting checks, reading only, that path is a lastmile database
 // with exactly this version's migrations applied.
 func checkExisting(ctx context.Context, path string) error {
-	if _, err := os.Stat(path); err != nil {
+	if fi, err := os.Stat(path); err != nil {
 		return fmt.Errorf("database %s: %w (set LASTMILE_DATABASE or --database)", path, errors.Unwrap(err))
+	} else if fi.IsDir() {
+		return fmt.Errorf("database %s: a folder, not a database file (set LASTMILE_DATABASE or --database)", path)
 	}
 	if err := checkSchema(ctx, path); err != nil {
 		return fmt.Errorf("database %s: %w", path, err)
@@ -618,8 +673,16 @@ func checkSchema(ctx context.Context, path string) error {
 		known[m.version] = true
 	}
 	rows, err := ro.QueryContext(ctx, `SELECT version, name FROM schema_migrations ORDER BY version`)
-	if err != nil {
+	switch {
+	case err == nil:
+	case strings.Contains(err.Error(), "no such table"):
 		return fmt.Errorf("not a lastmile database (%v)", err)
+	case sqliteCode(err) == sqlite3.SQLITE_READONLY_DIRECTORY:
+		// Reading a WAL database takes its -shm file, created beside it
+		// when no process has it open.
+		return fmt.Errorf("cannot read it: SQLite reads a WAL database through its -shm file, which it cannot create in the database's folder (%v): run as a user who can write there, or while lastmile serve has the database open", err)
+	default:
+		return notOurs(err)
 	}
 	defer rows.Close()
 	applied, unknown := 0, ""

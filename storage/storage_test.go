@@ -244,6 +244,50 @@ func TestOpenTakesARelativePathAsAFile(t *testing.T) {
 	}
 }
 
+// Open (lastmile serve) refuses another program's database and leaves it
+// byte for byte as it was: no lastmile tables added, no switch to WAL.
+// A file that is not a database at all is refused the same way.
+func TestOpenRefusesAnotherProgramsDatabase(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "other.db")
+	other, err := sql.Open("sqlite", foreign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(`CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine')`); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	text := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(text, bytes.Repeat([]byte("not a database\n"), 512), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		foreign: "not a lastmile database (it has other tables: notes)",
+		text:    "not a lastmile database (file is not a database",
+	} {
+		before, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if db, err := storage.Open(ctx, path); err == nil {
+			db.Close()
+			t.Errorf("Open(%s) succeeded", filepath.Base(path))
+		} else if !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%s): %v, want it to say %q", filepath.Base(path), err, want)
+		}
+		if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
+			t.Errorf("Open changed %s (%v)", filepath.Base(path), err)
+		}
+		for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+			if _, err := os.Stat(path + suffix); !os.IsNotExist(err) {
+				t.Errorf("Open left %s%s (%v)", filepath.Base(path), suffix, err)
+			}
+		}
+	}
+}
+
 func TestOpenRefusesAnEmptyPath(t *testing.T) {
 	if db, err := storage.Open(context.Background(), ""); err == nil {
 		db.Close()
@@ -355,6 +399,11 @@ func TestOpenExistingChangesNothing(t *testing.T) {
 	for name, open := range openers {
 		if _, err := open(ctx, empty); err == nil || !strings.Contains(err.Error(), "not a lastmile database") {
 			t.Errorf("%s on an empty file: %v", name, err)
+		}
+	}
+	for name, open := range openers {
+		if _, err := open(ctx, dir); err == nil || !strings.Contains(err.Error(), "a folder, not a database file") {
+			t.Errorf("%s on a folder: %v", name, err)
 		}
 	}
 	if fi, err := os.Stat(empty); err != nil || fi.Size() != 0 {
