@@ -23,9 +23,22 @@ import (
 // exists.
 func (a *App) mountAPI(e *echo.Echo) {
 	g := e.Group("/api/v1", a.requireToken)
-	g.GET("/history", a.apiHistory)
-	g.GET("/releases/:owner/:repo/:sha", a.apiRelease)
-	g.GET("/jobs/:id/log", a.apiJobLog)
+	for path, get := range map[string]echo.HandlerFunc{
+		"/history":                    a.apiHistory,
+		"/releases/:owner/:repo/:sha": a.apiRelease,
+		"/jobs/:id/log":               a.apiJobLog,
+	} {
+		g.GET(path, get)
+		// Another method on the API's paths: 405, once the token is
+		// checked (the group's catch-all would say 404).
+		g.Match([]string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, path, readOnly)
+	}
+}
+
+// readOnly answers a request to write to the read API.
+func readOnly(c echo.Context) error {
+	c.Response().Header().Set("Allow", http.MethodGet)
+	return c.JSON(http.StatusMethodNotAllowed, map[string]string{"message": "Method Not Allowed: the API is read-only (GET)"})
 }
 
 func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {

@@ -200,6 +200,21 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	if code, _ := get("/api/v1/history", "bearer "+token); code != http.StatusOK {
 		t.Errorf("the scheme in lower case (it is case-insensitive): %d", code)
 	}
+	// The API is read-only: another method is 405 with the token, 401
+	// without it (nothing said before the token is checked).
+	for _, p := range paths {
+		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+			if code, body := request(t, method, sb.URL()+p, "Bearer "+token); code != http.StatusMethodNotAllowed {
+				t.Errorf("%s %s with the token: %d %s, want 405", method, p, code, body)
+			}
+			if code, _ := request(t, method, sb.URL()+p, ""); code != http.StatusUnauthorized {
+				t.Errorf("%s %s without a token: %d, want 401", method, p, code)
+			}
+		}
+	}
+	if code, _ := get("/api/v1/nothing-here", "Bearer "+token); code != http.StatusNotFound {
+		t.Errorf("an unknown path of the API: %d, want 404", code)
+	}
 	code, body := get("/api/v1/releases/acme/shop/"+sha, "Bearer "+token)
 	var rec pipeline.AuditRecord
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &rec) != nil || rec.Release.SHA != sha {
