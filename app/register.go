@@ -15,14 +15,36 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lastmile-app/lastmile/githubapp"
 )
+
+// githubLogin is the form of a GitHub account's name: letters, digits and
+// single hyphens between them (at most 39 characters, checked apart).
+var githubLogin = regexp.MustCompile(`^[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$`)
+
+// checkAppName says what is wrong with name as a GitHub App's name ("" if
+// nothing GitHub is known to refuse): it must have a letter or digit, and
+// at most 34 characters.
+func checkAppName(name string) string {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return "the App needs a name"
+	case utf8.RuneCountInString(name) > 34:
+		return "GitHub takes at most 34 characters"
+	case !strings.ContainsFunc(name, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }):
+		return "the App's name needs a letter or a digit"
+	}
+	return ""
+}
 
 // register runs GitHub's App manifest flow from 127.0.0.1: it serves a page
 // whose button sends lastmile's manifest to GitHub; GitHub creates the App
@@ -51,6 +73,20 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	}
 	if u, err := url.Parse(*webhookURL); *webhookURL == "" || err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 		fmt.Fprintln(stderr, "lastmile register: --webhook-url must be the public URL of lastmile's /webhook, e.g. https://lastmile.example.com/webhook")
+		return errUsage
+	}
+	if u, _ := url.Parse(*webhookURL); u.User != nil || u.Fragment != "" || strings.HasSuffix(*webhookURL, "#") {
+		// GitHub would keep a password in the App's settings, and show it
+		// to whoever can read them; a fragment is never sent.
+		fmt.Fprintln(stderr, "lastmile register: --webhook-url must not hold user:password@ or a #fragment: GitHub signs each delivery with the webhook secret instead")
+		return errUsage
+	}
+	if problem := checkAppName(*name); problem != "" {
+		fmt.Fprintf(stderr, "lastmile register: --name %q: %s\n", *name, problem)
+		return errUsage
+	}
+	if *org != "" && (len(*org) > 39 || !githubLogin.MatchString(*org)) {
+		fmt.Fprintf(stderr, "lastmile register: --org %q is not a GitHub organisation's name (letters, digits and single hyphens between them, at most 39)\n", *org)
 		return errUsage
 	}
 	if u, _ := url.Parse(*webhookURL); u.Scheme != "https" {

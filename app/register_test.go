@@ -229,6 +229,44 @@ func TestRegisterNeedsAWebhookURL(t *testing.T) {
 	}
 }
 
+// A webhook URL with credentials, an App name GitHub refuses and an
+// organisation that cannot exist are refused before anything is served,
+// written or sent, and the password is not echoed.
+func TestRegisterChecksItsInputs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--webhook-url", "https://u:hunter2@lm.example.com/webhook"}, "--webhook-url must not hold user:password@"},
+		{[]string{"--webhook-url", "https://lm.example.com/webhook#x"}, "--webhook-url must not hold user:password@ or a #fragment"},
+		{[]string{"--name", ""}, "the App needs a name"},
+		{[]string{"--name", "   "}, "the App needs a name"},
+		{[]string{"--name", strings.Repeat("a", 35)}, "at most 34 characters"},
+		{[]string{"--name", "!!!"}, "needs a letter or a digit"},
+		{[]string{"--org", "bad org!"}, "not a GitHub organisation's name"},
+		{[]string{"--org", "-acme"}, "not a GitHub organisation's name"},
+		{[]string{"--org", "ac--me"}, "not a GitHub organisation's name"},
+		{[]string{"--org", strings.Repeat("a", 40)}, "not a GitHub organisation's name"},
+	} {
+		out := filepath.Join(t.TempDir(), "out")
+		args := append([]string{"register", "--webhook-url", "https://lm.example.com/webhook", "--listen", "127.0.0.1:0", "--out", out}, tc.args...)
+		code, stdout, errOut := run(t, "", args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) || strings.Contains(errOut+stdout, "hunter2") {
+			t.Errorf("%q: exit %d, %s%s; want exit 2 saying %q", tc.args, code, stdout, errOut, tc.want)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%q: --out was made (%v)", tc.args, err)
+		}
+	}
+	// What GitHub takes is still taken.
+	for _, args := range [][]string{{"--name", strings.Repeat("a", 34)}, {"--name", "lastmile (acme)"}, {"--org", "acme-corp-2"}, {"--org", strings.Repeat("a", 39)}} {
+		code, stdout, errOut := run(t, "", append([]string{"register", "--webhook-url", "https://lm.example.com/webhook", "--print-manifest"}, args...)...)
+		if code != 0 || !strings.Contains(stdout, `"hook_attributes"`) {
+			t.Errorf("%q: exit %d, %s%s", args, code, stdout, errOut)
+		}
+	}
+}
+
 // A --github-url that serve would refuse is refused before anything is
 // created on GitHub or written, and its credentials are not echoed.
 func TestRegisterRefusesAGitHubURLServeWouldRefuse(t *testing.T) {
