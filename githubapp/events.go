@@ -3,6 +3,8 @@ package githubapp
 import (
 	"maps"
 	"slices"
+
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 // subscribedEvents are the webhook events the App subscribes to (the
@@ -27,6 +29,30 @@ var handledEvents = func() map[string]bool {
 	}
 	return m
 }()
+
+// headProblem says what a delivery of an event lastmile acts on lacks in
+// its head for the worker to handle it ("" if nothing): the intake
+// refuses such a delivery (400) rather than storing one that could only go
+// dead. The worker checks the rest of the payload.
+func headProblem(event string, h deliveryHead) string {
+	switch {
+	case !handledEvents[event]:
+		return ""
+	case slices.Contains(appEvents, event):
+		if h.InstallationID == 0 {
+			return event + " event without an installation"
+		}
+	case h.RepositoryID == 0:
+		return event + " event without a repository"
+	case event == "push" && h.InstallationID == 0:
+		return "push event without an installation (lastmile is a GitHub App: its deliveries name their installation)"
+	case event == "push":
+		if _, _, err := pipeline.SplitFullName(h.Repository); err != nil {
+			return "push event: repository.full_name: " + err.Error()
+		}
+	}
+	return ""
+}
 
 // Handles reports whether lastmile acts on deliveries of event.
 func Handles(event string) bool { return handledEvents[event] }

@@ -164,6 +164,9 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if err != nil {
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object: " + err.Error()}
 	}
+	if problem := headProblem(d.Event, head); problem != "" {
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, problem}
+	}
 	d.Action, d.InstallationID, d.RepositoryID, d.Repository = head.Action, head.InstallationID, head.RepositoryID, head.Repository
 	// Every delivery keeps its raw body, an ignored one too: the record of
 	// what GitHub sent (pruned with the others by the retention setting).

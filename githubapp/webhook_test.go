@@ -275,6 +275,15 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 		"JSON null":         {d: signed(`null`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
 		"trailing garbage":  {d: signed(`{"ref":"refs/heads/main"} x`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
 		"wrong field types": {d: signed(`{"installation":{"id":"one"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		// Signed, JSON, of an event lastmile handles, but without what its
+		// handling needs: it could only go dead in the inbox.
+		"push of an empty object":         {d: signed(`{}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push without a repository":       {d: signed(`{"ref":"refs/heads/main","installation":{"id":7}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push without an installation":    {d: signed(`{"ref":"refs/heads/main","repository":{"id":1,"full_name":"acme/shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push with a repository unnamed":  {d: signed(`{"installation":{"id":7},"repository":{"id":1,"full_name":"shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"deployment_status without repo":  {d: delivery{id: "d-1", event: "deployment_status", body: []byte(`{"action":"created","installation":{"id":7}}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_status"},
+		"installation without its ID":     {d: delivery{id: "d-1", event: "installation", body: []byte(`{"action":"deleted"}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation"},
+		"installation_repositories empty": {d: delivery{id: "d-1", event: "installation_repositories", body: []byte(`{}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation_repositories"},
 		"ping that is not JSON": {
 			d:      delivery{id: "d-1", event: "ping", body: []byte("zen")},
 			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "ping",
