@@ -110,7 +110,7 @@ func TestDashboardsAgainstARealPrometheus(t *testing.T) {
 		"Successful deployments, last 7 days/A":              rounds(2),
 		"Deployment success rate ($window)/A":                near(2.0/3, 0.01),
 		"Deployment success rate over time ($window)/A":      near(2.0/3, 0.01),
-		"Deploy frequency: successful deployments per day/A": rounds(2),
+		"Deploy frequency: successful deployments per 24 hours/A": rounds(2),
 		"Time since last successful deployment/A":            func(v float64) bool { return v >= 0 && v < 300 },
 		"Lead time for changes ($window): median and p90/B":  func(v float64) bool { return v > 3600 && v <= 7200 },
 		"Lead time for changes, median ($window)/A":          func(v float64) bool { return v > 0 && v <= 60 },

@@ -245,7 +245,7 @@ func deliveryWants(selected []*envScenario, at time.Time) map[string][]want {
 	hasRestore := func(e *envScenario) bool { return e.hasRestore }
 
 	add("Successful deployments, last 7 days/A", successes)
-	add("Deploy frequency: successful deployments per day/A", successes)
+	add("Deploy frequency: successful deployments per 24 hours/A", successes)
 	for _, title := range []string{"Deployment success rate ($window)/A", "Deployment success rate over time ($window)/A"} {
 		add(title, func(e *envScenario) []want { return []want{exact(envLabels(e), e.successRate)} })
 	}
