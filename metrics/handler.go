@@ -52,12 +52,12 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // render gathers one scrape: the live part, and the delivery part of the
-// same database snapshot. Scrapes are rendered one at a time (not written:
-// a slow client holds no other scrape back).
+// same database snapshot (which gathering the live part renders). Scrapes
+// are rendered one at a time (not written: a slow client holds no other
+// scrape back).
 func (m *Metrics) render() (live, plain, gzipped []byte, err error) {
 	m.scrape.Lock()
 	defer m.scrape.Unlock()
-	m.scraped = nil
 	mfs, gerr := m.live.Gather()
 	if gerr != nil {
 		m.log.Warn("metrics: gather", "error", gerr)
@@ -69,39 +69,39 @@ func (m *Metrics) render() (live, plain, gzipped []byte, err error) {
 			return nil, nil, nil, err
 		}
 	}
-	plain, gzipped = m.rollupsText(m.scraped)
-	return buf.Bytes(), plain, gzipped, nil
+	return buf.Bytes(), m.delivery[0], m.delivery[1], nil
 }
 
-// rollupsText returns the delivery metrics' exposition of snap (none if
-// nil: the database could not be read), rendering it again only when the
-// snapshot's rollups version moved.
+// rollupsText returns the delivery metrics' exposition of snap, rendering
+// it again only when the snapshot's rollups version moved. If it cannot
+// be rendered (two series with one label set, which the registry refuses),
+// there is none: that is counted in lastmile_metrics_source_errors_total
+// and logged, at each scrape until the rollups change.
 func (m *Metrics) rollupsText(snap *Snapshot) (plain, gzipped []byte) {
-	if snap == nil {
-		return nil, nil
-	}
 	c := &m.rendered
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.valid && c.version == snap.RollupsVersion {
 		return c.plain, c.gzipped
 	}
+	failed := func(err error) ([]byte, []byte) {
+		m.scrapeErrors.Inc()
+		m.log.Error("metrics: delivery metrics left out of the scrape", "rollups_version", snap.RollupsVersion, "error", err)
+		return nil, nil
+	}
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(rollupCollector{snap}); err != nil {
-		m.log.Warn("metrics: rollups", "error", err)
-		return nil, nil
+		return failed(err)
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
-		m.log.Warn("metrics: rollups", "error", err)
-		return nil, nil
+		return failed(err)
 	}
 	var buf, zbuf bytes.Buffer
 	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
-			m.log.Warn("metrics: rollups", "error", err)
-			return nil, nil
+			return failed(err)
 		}
 	}
 	zw, _ := gzip.NewWriterLevel(&zbuf, gzip.BestSpeed)

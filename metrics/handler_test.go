@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -224,6 +225,44 @@ func TestScrapeReadsTheDatabaseOnce(t *testing.T) {
 	}
 	if src.reads != 3 { // each failed read is counted
 		t.Errorf("3 scrapes read the database %d times, want 3", src.reads)
+	}
+}
+
+// Delivery metrics the registry refuses (two series with one label set,
+// from a source that lets them through) are missing from the scrape, and
+// that is not silent: each such scrape counts in
+// lastmile_metrics_source_errors_total, that scrape already, and is
+// logged. So is a database that cannot be read.
+func TestUnrenderedDeliveryMetricsAreCountedAndLogged(t *testing.T) {
+	dup := handlerSnapshot(1, 2)
+	dup.Gauges[LastSuccess] = append(dup.Gauges[LastSuccess], Series{Labels: []string{"acme/shop", "production"}, Value: 1.6e9})
+	for _, tc := range []struct {
+		name   string
+		source Source
+		log    string
+	}{
+		{"duplicate series", &countingSource{snap: dup}, "was collected before with the same name and label values"},
+		{"database not read", &failingSource{}, "database is locked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logged strings.Builder
+			m := New(tc.source, nopSink{}, "test", slog.New(slog.NewTextHandler(&logged, nil)))
+			for i := 1; i <= 2; i++ {
+				body := scrape(t, m.Handler(), i == 2)
+				if want := fmt.Sprintf("lastmile_metrics_source_errors_total %d\n", i); !strings.Contains(body, want) {
+					t.Errorf("scrape %d lacks %q:\n%s", i, want, body)
+				}
+				if strings.Contains(body, DeploymentsTotal) {
+					t.Errorf("scrape %d shows delivery metrics:\n%s", i, body)
+				}
+				if !strings.Contains(body, "lastmile_build_info") {
+					t.Errorf("scrape %d lacks the live part:\n%s", i, body)
+				}
+			}
+			if n := strings.Count(logged.String(), tc.log); n != 2 {
+				t.Errorf("logged %d times %q, want 2:\n%s", n, tc.log, logged.String())
+			}
+		})
 	}
 }
 

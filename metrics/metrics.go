@@ -126,11 +126,12 @@ type Metrics struct {
 	scrapeFlushed func()
 
 	rendered renderedRollups
-	// scrape serializes Handler's scrapes; scraped is the snapshot the
-	// live part of the scrape in hand read (nil if that read failed), which
-	// the delivery part then shows: one database read per scrape.
-	scrape  sync.Mutex
-	scraped *Snapshot
+	// scrape serializes Handler's scrapes; delivery is the delivery part
+	// of the scrape in hand (plain, gzipped), rendered from the snapshot
+	// its live part read: one database read per scrape. Nil if that read
+	// or the rendering failed.
+	scrape   sync.Mutex
+	delivery [2][]byte
 
 	rateLimitRemaining *prometheus.GaugeVec
 	rateLimitLimit     *prometheus.GaugeVec
@@ -205,7 +206,7 @@ func New(source Source, sink CounterSink, version string, log *slog.Logger) *Met
 		}, []string{"event"}),
 		scrapeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lastmile_metrics_source_errors_total",
-			Help: "Scrapes for which the database could not be read.",
+			Help: "Scrapes for which the database could not be read, or its delivery metrics could not be rendered: they are missing from that scrape.",
 		}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -216,7 +217,7 @@ func New(source Source, sink CounterSink, version string, log *slog.Logger) *Met
 	process := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		buildInfo, m.rateLimitRemaining, m.rateLimitLimit, m.rateLimitReset, m.handled, m.handling, m.scrapeErrors,
+		buildInfo, m.rateLimitRemaining, m.rateLimitLimit, m.rateLimitReset, m.handled, m.handling,
 	}
 	m.reg.MustRegister(append(process, &dbCollector{m: m, rollups: true})...)
 	m.live.MustRegister(append(process, &dbCollector{m: m})...)
@@ -391,7 +392,9 @@ func labelKey(labels []string) string {
 
 // dbCollector emits the database's metrics: the live part (webhook and
 // GitHub counters, flushed to the database first, and the
-// inbox) and, unless rollups is false, the delivery rollups.
+// inbox) and, unless rollups is false, the delivery rollups (rendered
+// apart for Handler when it is). It emits lastmile_metrics_source_errors_total
+// too, last, so that a failure of the scrape in hand counts in it.
 type dbCollector struct {
 	m       *Metrics
 	rollups bool
@@ -408,34 +411,18 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, name := range []string{InboxPending, InboxDead, InboxOldestPendingAge} {
 		ch <- prometheus.NewDesc(name, help[name], nil, nil)
 	}
+	ch <- c.m.scrapeErrors.Desc()
 }
 
 // rollupNames are the metrics computed from the delivery rollups.
 var rollupNames = []string{DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess, EnvironmentInfo, EnvironmentLiveSince}
 
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
-	// A scrape shows only what is in the database: a count shown before
-	// its flush and then lost with the process (killed before the next
-	// flush) would make the counter go backwards, which Prometheus takes
-	// for a reset and counts again. So this process's increments are
-	// flushed first; if that fails they show at a later scrape.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if err := c.m.Flush(ctx); err != nil {
-		c.m.log.Warn("metrics: flush before scrape", "error", err)
+	defer func() { ch <- c.m.scrapeErrors }()
+	if !c.rollups {
+		c.m.delivery = [2][]byte{} // under c.m.scrape: the live registry is gathered by Handler only
 	}
-	cancel()
-	if c.m.scrapeFlushed != nil {
-		c.m.scrapeFlushed()
-	}
-	if !c.m.flushing.TryRLock() {
-		c.m.flushingBusy(true)
-		c.m.flushing.RLock()
-	}
-	defer c.m.flushing.RUnlock()
-	snap, err := c.m.snapshot()
-	if !c.rollups && err == nil {
-		c.m.scraped = snap // under c.m.scrape: the live registry is gathered by Handler only
-	}
+	snap, err := c.read()
 	if err != nil {
 		return
 	}
@@ -454,7 +441,32 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxOldestPendingAge, help[InboxOldestPendingAge], nil, nil), prometheus.GaugeValue, age)
 	if c.rollups {
 		rollupMetrics(snap, ch)
+		return
 	}
+	c.m.delivery[0], c.m.delivery[1] = c.m.rollupsText(snap)
+}
+
+// read flushes this process's counts, then reads the database's side.
+func (c *dbCollector) read() (*Snapshot, error) {
+	// A scrape shows only what is in the database: a count shown before
+	// its flush and then lost with the process (killed before the next
+	// flush) would make the counter go backwards, which Prometheus takes
+	// for a reset and counts again. So this process's increments are
+	// flushed first; if that fails they show at a later scrape.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := c.m.Flush(ctx); err != nil {
+		c.m.log.Warn("metrics: flush before scrape", "error", err)
+	}
+	cancel()
+	if c.m.scrapeFlushed != nil {
+		c.m.scrapeFlushed()
+	}
+	if !c.m.flushing.TryRLock() {
+		c.m.flushingBusy(true)
+		c.m.flushing.RLock()
+	}
+	defer c.m.flushing.RUnlock()
+	return c.m.snapshot()
 }
 
 // rollupMetrics emits the delivery metrics of a snapshot.

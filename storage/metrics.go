@@ -204,33 +204,84 @@ func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
 		s.Histograms[name] = append(s.Histograms[name], h)
 	}
 	rows.Close()
-	rows, err = tx.QueryContext(ctx, `SELECT repository, environment, production, last_success_at, retired, live_since FROM environment_state
-		ORDER BY repository, environment`)
+	return readEnvironments(ctx, tx, s)
+}
+
+// readEnvironments reads environment_state: lastmile_environment_info, the
+// live since and the last success of each environment. Its rows are by
+// repository ID, the series by repository name, and two IDs can carry one
+// name (a repository deleted, or renamed or transferred before lastmile
+// heard of it, and another created or renamed under that name): their rows
+// make one series per label set, as their deployment counters and
+// histograms (kept by name) do — two series with one label set would make
+// the registry refuse every delivery metric. The last success is the
+// newest of the rows; the info and live since are those of one live row:
+// of the repository whose name came from the newest event (name_at, as
+// SaveRepo records names), of the highest ID (the newer repository) on a
+// tie. Rows are grouped by their labels exactly: the table compares
+// environments without case, and "Production" of one repository and
+// "production" of another are two label sets.
+func readEnvironments(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
+	rows, err := tx.QueryContext(ctx, `SELECT e.repository, e.environment, e.production, e.last_success_at, e.retired, e.live_since,
+		COALESCE(r.name_at, 0), e.repository_id
+		FROM environment_state e LEFT JOIN repositories r ON r.id = e.repository_id
+		ORDER BY e.repository, e.environment COLLATE BINARY`)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var repo, env string
-		var production, retired bool
-		var at, since int64
-		if err := rows.Scan(&repo, &env, &production, &at, &retired, &since); err != nil {
-			return err
+	type row struct {
+		repo, env         string
+		production, live  bool
+		at, since, nameAt int64
+		id                int64
+	}
+	var group []row // the rows of one label set
+	emit := func() {
+		if len(group) == 0 {
+			return
 		}
-		if !retired {
+		var at int64
+		var info *row
+		for i := range group {
+			r := &group[i]
+			at = max(at, r.at)
+			if r.live && (info == nil || r.nameAt > info.nameAt || r.nameAt == info.nameAt && r.id > info.id) {
+				info = r
+			}
+		}
+		labels := []string{group[0].repo, group[0].env}
+		if info != nil {
 			s.Gauges[metrics.EnvironmentInfo] = append(s.Gauges[metrics.EnvironmentInfo],
-				metrics.Series{Labels: []string{repo, env, strconv.FormatBool(production)}, Value: 1})
-			if since > 0 {
+				metrics.Series{Labels: []string{info.repo, info.env, strconv.FormatBool(info.production)}, Value: 1})
+			if info.since > 0 {
 				s.Gauges[metrics.EnvironmentLiveSince] = append(s.Gauges[metrics.EnvironmentLiveSince],
-					metrics.Series{Labels: []string{repo, env}, Value: float64(since) / 1000})
+					metrics.Series{Labels: labels, Value: float64(info.since) / 1000})
 			}
 		}
 		if at > 0 {
 			s.Gauges[metrics.LastSuccess] = append(s.Gauges[metrics.LastSuccess],
-				metrics.Series{Labels: []string{repo, env}, Value: float64(at) / 1000})
+				metrics.Series{Labels: labels, Value: float64(at) / 1000})
 		}
+		group = group[:0]
 	}
-	return rows.Err()
+	for rows.Next() {
+		var r row
+		var retired bool
+		if err := rows.Scan(&r.repo, &r.env, &r.production, &r.at, &retired, &r.since, &r.nameAt, &r.id); err != nil {
+			return err
+		}
+		r.live = !retired
+		if len(group) > 0 && (group[0].repo != r.repo || group[0].env != r.env) {
+			emit()
+		}
+		group = append(group, r)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	emit()
+	return nil
 }
 
 // AddCounters adds deltas to a persistent counter (metrics.CounterSink).
