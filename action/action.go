@@ -771,13 +771,23 @@ func escapeControls(s string) string {
 	return b.String()
 }
 
-// explain adds the usual cause to GitHub's refusals of the token.
+// explain adds the usual causes to GitHub's refusals (and leaves out
+// go-github's empty list of errors).
 func explain(err error) error {
+	err = githubapp.Tidy(err)
+	const permissions = "does the token reach this repository with permissions deployments: write? In the workflow: permissions: {deployments: write}"
 	var er *github.ErrorResponse
 	if errors.As(err, &er) && er.Response != nil {
 		switch er.Response.StatusCode {
-		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
-			return fmt.Errorf("%w (does the token reach this repository with permissions deployments: write? In the workflow: permissions: {deployments: write})", err)
+		case http.StatusUnauthorized:
+			return fmt.Errorf("%w (GitHub did not take the token: expired, revoked, or not one of this GitHub's? The job's GITHUB_TOKEN is valid until the job ends)", err)
+		case http.StatusForbidden:
+			return fmt.Errorf("%w (%s)", err, permissions)
+		case http.StatusNotFound:
+			if req := er.Response.Request; req != nil && strings.Contains(req.URL.Path, "/deployments/") {
+				return fmt.Errorf("%w (was the deployment deleted? Otherwise, %s)", err, permissions)
+			}
+			return fmt.Errorf("%w (%s)", err, permissions)
 		}
 	}
 	return err

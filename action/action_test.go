@@ -712,6 +712,14 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 			inputs:  map[string]string{"INPUT_MODE": "register"},
 			payload: map[string]any{"vercel": map[string]any{"preview": true}},
 		},
+		// The inputs for deploying do not matter to a deployment that is
+		// not deployed (an environment URL built from another App's
+		// environment name, such as "Preview – shop").
+		"deploy, inputs invalid for deploying": {
+			inputs: map[string]string{"INPUT_COMMAND": "", "INPUT_ENVIRONMENT-URL": "https://Preview – shop.example.com",
+				"INPUT_PASS-ENVIRONMENT-ARG": "maybe", "INPUT_JOB-ID": "x"},
+			payload: map[string]any{"vercel": map[string]any{"preview": true}},
+		},
 		"deploy, require-lastmile false": {
 			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\"", "INPUT_REQUIRE-LASTMILE": "false"},
 			payload: map[string]any{},
@@ -888,6 +896,30 @@ func TestRunRefusesControlCharactersInThePayload(t *testing.T) {
 	}
 }
 
+// A deployment that names no commit, outside a runner (no GITHUB_SHA):
+// nothing to deploy, refused before any status is posted.
+func TestRunRefusesADeploymentWithoutACommit(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	jc := w.directJob(id)
+	marker := filepath.Join(t.TempDir(), "deployed")
+	s := newStep(t, jc, map[string]string{"INPUT_COMMAND": "touch \"$MARKER\"", "MARKER": marker})
+	s.setDeploymentField(t, "sha", "")
+	s.vars["GITHUB_SHA"] = ""
+	var log strings.Builder
+	_, err := action.Run(w.ctx, s.env(&log))
+	want := fmt.Sprintf("deployment %d names no commit", id)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Run: %v; want an error with %q", err, want)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the deploy command ran (%v)", err)
+	}
+	if n := len(w.deployment(id).Statuses); n != 0 {
+		t.Errorf("%d statuses posted", n)
+	}
+}
+
 // pass-environment-arg with a command whose last line ends in a comment:
 // the environment would be swallowed by it, and the deploy run without it.
 // The step fails before anything is posted, saying what to do instead.
@@ -950,7 +982,7 @@ func TestRunRefusesABadEnvironmentURL(t *testing.T) {
 	}
 }
 
-// A token GitHub refuses: the error says which permission the job needs.
+// A token GitHub refuses: the error says what that means.
 func TestRunExplainsRefusedToken(t *testing.T) {
 	w := newWorld(t)
 	id := w.createDeployment()
@@ -959,8 +991,9 @@ func TestRunExplainsRefusedToken(t *testing.T) {
 	env := s.env(&log)
 	env.Transport = &githubapp.Transport{MaxRetries: 1}
 	_, err := action.Run(w.ctx, env)
-	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "deployments: write") {
-		t.Errorf("error %v, want GitHub's 401 and the permission to grant", err)
+	if err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "GitHub did not take the token") ||
+		strings.Contains(err.Error(), " []") {
+		t.Errorf("error %v, want GitHub's 401 and what it means, without go-github's empty list", err)
 	}
 	if strings.Contains(log.String(), "ghs_not_a_real_token") {
 		t.Errorf("the token is in the job log:\n%s", log.String())

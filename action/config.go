@@ -164,10 +164,12 @@ func readConfig(getenv func(string) string) (*config, error) {
 		c.passEnvArg = b
 	}
 	c.requireLastmile = true
+	requireKnown := true // require-lastmile is valid
 	if v := input(InputRequireLastmile); v != "" {
 		b, err := parseBool(v)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("input %s: %w", InputRequireLastmile, err))
+			requireKnown = false
 		}
 		c.requireLastmile = b
 	}
@@ -242,9 +244,17 @@ func readConfig(getenv func(string) string) (*config, error) {
 		errs = append(errs, err)
 	} else {
 		c.deployment = d
+		if requireKnown && c.requireLastmile && !d.byLastmile() {
+			// Not lastmile's: nothing is deployed or reported, and the
+			// inputs for deploying do not matter (Run says so and skips).
+			return c, nil
+		}
 		if c.deployment.SHA == "" {
 			c.deployment.SHA = getenv("GITHUB_SHA")
-			if c.deployment.SHA != "" && !commitSHA(c.deployment.SHA) {
+			switch {
+			case c.deployment.SHA == "":
+				errs = append(errs, fmt.Errorf("deployment %d names no commit (no sha in the event payload), and GITHUB_SHA is not set: nothing to deploy", d.ID))
+			case !commitSHA(c.deployment.SHA):
 				errs = append(errs, fmt.Errorf("GITHUB_SHA: %q is not a commit SHA (40 or 64 hexadecimal digits)", c.deployment.SHA))
 			}
 		}

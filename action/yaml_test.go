@@ -640,7 +640,8 @@ type workflowFile struct {
 			Group            string `yaml:"group"`
 			CancelInProgress any    `yaml:"cancel-in-progress"`
 		} `yaml:"concurrency"`
-		Steps []actionStep `yaml:"steps"`
+		TimeoutMinutes int          `yaml:"timeout-minutes"`
+		Steps          []actionStep `yaml:"steps"`
 	} `yaml:"jobs"`
 }
 
@@ -739,6 +740,11 @@ func TestExampleWorkflow(t *testing.T) {
 	}
 	if env["deployment"] != false {
 		t.Errorf("environment deployment: %#v, want the boolean false", env["deployment"])
+	}
+	// A deploy that hangs must not hold the environment for GitHub's
+	// default of 6 hours before its deployment is left in error.
+	if dep.TimeoutMinutes <= 0 || dep.TimeoutMinutes >= 360 {
+		t.Errorf("deploy job timeout-minutes %d, want one under GitHub's 360", dep.TimeoutMinutes)
 	}
 	if c := dep.Concurrency; c == nil || !strings.Contains(c.Group, "${{ github.event.deployment.environment }}") || c.CancelInProgress != false {
 		t.Errorf("deploy job concurrency %+v, want a group per environment and cancel-in-progress: false", c)
