@@ -137,3 +137,22 @@ func TestPrintAuditWithoutEnvironments(t *testing.T) {
 		t.Errorf("audit of a release with an environment:\n%s", b.String())
 	}
 }
+
+// The audit of a baseline release says that its commits are the history
+// of the branch its push created, and that only its head has a lead time.
+func TestPrintAuditOfABaseline(t *testing.T) {
+	rec := &pipeline.AuditRecord{Release: pipeline.Release{ID: 1, SHA: "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", Ref: "refs/heads/main",
+		Repo: pipeline.Repo{Owner: "acme", Name: "shop"}, Baseline: true},
+		Commits: []pipeline.Commit{{SHA: "0101010101010101010101010101010101010101"}, {SHA: "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"}}}
+	var b strings.Builder
+	printAudit(&b, rec)
+	if want := "\nCommits (2; a baseline: the push created main with this history, and only a1a1a1a counts for lead time):\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("audit lacks %q:\n%s", want, b.String())
+	}
+	rec.Release.Baseline = false
+	b.Reset()
+	printAudit(&b, rec)
+	if !strings.Contains(b.String(), "\nCommits (2):\n") {
+		t.Errorf("audit of a release that is no baseline:\n%s", b.String())
+	}
+}

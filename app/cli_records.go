@@ -241,7 +241,12 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 			fmt.Fprintf(w, "  the commit was also released as %s (see them with --release)\n", strings.Join(ids, ", "))
 		}
 	}
-	fmt.Fprintf(w, "\nCommits (%d):\n", len(rec.Commits))
+	if r.Baseline {
+		fmt.Fprintf(w, "\nCommits (%d; a baseline: the push created %s with this history, and only %s counts for lead time):\n",
+			len(rec.Commits), inline(strings.TrimPrefix(r.Ref, "refs/heads/")), shortSHA(r.SHA))
+	} else {
+		fmt.Fprintf(w, "\nCommits (%d):\n", len(rec.Commits))
+	}
 	for _, c := range rec.Commits {
 		fmt.Fprintf(w, "  %s  %s  %-16s %s\n", shortSHA(c.SHA), when(c.Timestamp), inline(c.Author), inline(c.Title))
 	}

@@ -195,15 +195,14 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 			"branch", branch, "pipeline_branch", known, "error", cfgErr)
 		return e.configStatus(ctx, p, cfgErr)
 	}
-	commits, parent, err := e.releaseCommits(ctx, p)
+	commits, err := e.releaseCommits(ctx, p, rel)
 	if err != nil {
 		return err
 	}
-	rel.ParentID = parent
 	// Parent 0: the push did not move the branch forward from the latest
 	// release — a force push, the branch created again, or history that a
 	// push lastmile did not hear of rewrote (compare says diverged).
-	rewritten := parent == 0
+	rewritten := rel.ParentID == 0
 	if cfgErr != nil {
 		rel.State, rel.StopKind, rel.StopReason = ReleaseStopped, StopConfigError, cfgErr.Error()
 		if _, err := e.recordRelease(ctx, p, rel, commits); err != nil {
@@ -426,16 +425,17 @@ func (e *Engine) leave(ctx context.Context, p Push) error {
 
 // releaseCommits lists the commits a push brings since the previous release:
 // from the payload when it is complete and follows the previous release,
-// otherwise from the compare API. parent is the previous release when the
-// push moved the branch forward from it, else 0. A push of a commit the
-// previous release already contains (delivered late, not forced) is
-// Ignored.
-func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, parent int64, err error) {
+// otherwise from the compare API. It sets rel's ParentID — the previous
+// release when the push moved the branch forward from it, else 0; a first
+// release from a push that created the branch is a Baseline, its commits
+// the branch's whole history. A push of a commit the previous release
+// already contains (delivered late, not forced) is Ignored.
+func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Commit, error) {
 	prev, err := e.Store.LatestRelease(ctx, p.Repo.ID)
 	if errors.Is(err, ErrNotFound) {
 		prev = nil
 	} else if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	// Noted even when it makes no release (a force push back to the
 	// latest release's commit): a push made before it and delivered after
@@ -445,20 +445,28 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 	// (the receipt may be long after the push).
 	marks, err := e.Store.NotePush(ctx, p.Repo.ID, p.PushedAt, p.PushedAtGuessed)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	if prev == nil {
-		if !p.Truncated || p.Before == zeroSHA || p.Before == "" {
-			return p.Commits, 0, nil // the first release (of a new branch, or of a truncated list: best known)
+		if p.Before == zeroSHA {
+			// The push created the branch: its commits are the branch's
+			// history, however old (a new repository pushed, or one
+			// imported), which lead time must not count as delivered now.
+			rel.Baseline = true
+			return p.Commits, nil
+		}
+		if !p.Truncated || p.Before == "" {
+			return p.Commits, nil // the first release (of a truncated list without before: best known)
 		}
 		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
 		if err != nil {
-			return nil, 0, fmt.Errorf("compare %s...%s: %w", short(p.Before), short(p.After), err)
+			return nil, fmt.Errorf("compare %s...%s: %w", short(p.Before), short(p.After), err)
 		}
-		return cmp.Commits, 0, nil
+		return cmp.Commits, nil
 	}
 	if prev.SHA == p.After && (!prev.Withdrawn() || prev.DeliveryID == p.DeliveryID) {
-		return p.Commits, prev.ParentID, nil // the same commit again: the release exists
+		rel.ParentID = prev.ParentID
+		return p.Commits, nil // the same commit again: the release exists
 	}
 	if prev.SHA == p.After {
 		// The latest release is of this very commit, withdrawn since (a
@@ -468,9 +476,9 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		// again as one to an older commit is (bringing no commit) — while
 		// the branch still points at it.
 		if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
-		return nil, 0, nil
+		return nil, nil
 	}
 	checked := false
 	if p.MovedAnywhere() || p.PushedAtGuessed || e.Now().Sub(p.PushedAt) > LatePush || p.PushedAt.Before(marks.Newest) {
@@ -480,16 +488,17 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		// one that a force push has since undone: either is deployed only
 		// while the branch still points at its commit.
 		if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 		checked = true
 	}
 	if !p.Truncated && !p.MovedAnywhere() && prev.SHA == p.Before {
-		return p.Commits, prev.ID, nil
+		rel.ParentID = prev.ID
+		return p.Commits, nil
 	}
 	cmp, err := e.GitHub.Compare(ctx, p.Repo, prev.SHA, p.After)
 	if err != nil {
-		return nil, 0, fmt.Errorf("compare %s...%s: %w", short(prev.SHA), short(p.After), err)
+		return nil, fmt.Errorf("compare %s...%s: %w", short(prev.SHA), short(p.After), err)
 	}
 	switch {
 	case cmp.Status == "behind" && !p.MovedAnywhere():
@@ -498,10 +507,11 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		// inbox). Deploying it now would go backwards. A rollback is a
 		// force push (or the branch deleted and created again at an older
 		// commit), and is deployed.
-		return nil, 0, &Ignored{Reason: fmt.Sprintf("push of %s came after release %d of %s, which already contains it: not deployed backwards",
+		return nil, &Ignored{Reason: fmt.Sprintf("push of %s came after release %d of %s, which already contains it: not deployed backwards",
 			short(p.After), prev.ID, short(prev.SHA))}
 	case cmp.Status == "ahead":
-		return cmp.Commits, prev.ID, nil
+		rel.ParentID = prev.ID
+		return cmp.Commits, nil
 	case cmp.Status == "diverged" && !checked:
 		// Not a force push, yet the latest release is not in its history:
 		// a force push lastmile did not hear of (its delivery missed)
@@ -509,10 +519,10 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push) (commits []Commit, 
 		// that did, and is delivered after it. As a force push, it is
 		// deployed only while the branch still points at its commit.
 		if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
-	return cmp.Commits, 0, nil // history rewritten or rolled back
+	return cmp.Commits, nil // history rewritten or rolled back
 }
 
 const zeroSHA = "0000000000000000000000000000000000000000"

@@ -88,7 +88,13 @@ type Release struct {
 	// ParentID is the release this one builds on (the push moved the
 	// branch forward from its commit), or 0: the first release, or a force
 	// push that rewrote or rolled back the branch.
-	ParentID   int64        `json:"parent_id,omitempty"`
+	ParentID int64 `json:"parent_id,omitempty"`
+	// Baseline: the repository's first release, from a push that created
+	// the pipeline branch (its before is all zeros): its commits are the
+	// branch's whole history (a new or imported repository), kept for the
+	// audit but not counted for lead time — only SHA, the commit pushed,
+	// is.
+	Baseline   bool         `json:"baseline,omitempty"`
 	Config     *Config      `json:"config,omitempty"` // as read at SHA
 	State      ReleaseState `json:"state"`
 	StopKind   StopKind     `json:"stop_kind,omitempty"`

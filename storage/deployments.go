@@ -674,7 +674,9 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 	// the releases since the first whose configuration names the
 	// environment — those that failed there, stopped before it or never
 	// got there — not the history from before the environment was in the
-	// pipeline.
+	// pipeline. Nor does the history a baseline release lists (the
+	// branch's, when the push that created it made the repository's first
+	// release): only its own commit counts.
 	stop := watermark
 	if watermark == 0 {
 		first, err := firstReleaseNaming(ctx, tx, d.Repo.ID, d.Environment, d.ReleaseID)
@@ -687,8 +689,8 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 			SELECT id FROM releases WHERE id = ? AND id > ?
 			UNION ALL
 			SELECT r.parent_id FROM releases r JOIN chain ON r.id = chain.id WHERE r.parent_id > ?)
-		SELECT c.sha, MIN(CASE WHEN c.timestamp > 0 THEN c.timestamp END) FROM release_commits c
-		WHERE c.release_id IN (SELECT id FROM chain)
+		SELECT c.sha, MIN(CASE WHEN c.timestamp > 0 THEN c.timestamp END) FROM release_commits c JOIN releases r ON r.id = c.release_id
+		WHERE c.release_id IN (SELECT id FROM chain) AND (NOT r.baseline OR c.sha = r.sha)
 		GROUP BY c.sha`,
 		d.ReleaseID, watermark, stop)
 	if err != nil {
