@@ -426,10 +426,12 @@ func (e *Engine) leave(ctx context.Context, p Push) error {
 // releaseCommits lists the commits a push brings since the previous release:
 // from the payload when it is complete and follows the previous release,
 // otherwise from the compare API. It sets rel's ParentID — the previous
-// release when the push moved the branch forward from it, else 0; a first
-// release from a push that created the branch is a Baseline, its commits
-// the branch's whole history. A push of a commit the previous release
-// already contains (delivered late, not forced) is Ignored.
+// release when the push moved the branch forward from it, else 0 — and
+// Base, the commit the commits are counted from: the previous release's,
+// or (the repository's first release) the push's before; a first release
+// from a push that created the branch is a Baseline, its commits the
+// branch's whole history. A push of a commit the previous release already
+// contains (delivered late, not forced) is Ignored.
 func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Commit, error) {
 	prev, err := e.Store.LatestRelease(ctx, p.Repo.ID)
 	if errors.Is(err, ErrNotFound) {
@@ -455,6 +457,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 			rel.Baseline = true
 			return p.Commits, nil
 		}
+		rel.Base = p.Before
 		if !p.Truncated || p.Before == "" {
 			return p.Commits, nil // the first release (of a truncated list without before: best known)
 		}
@@ -464,6 +467,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		}
 		return cmp.Commits, nil
 	}
+	rel.Base = prev.SHA
 	if prev.SHA == p.After && (!prev.Withdrawn() || prev.DeliveryID == p.DeliveryID) {
 		rel.ParentID = prev.ParentID
 		return p.Commits, nil // the same commit again: the release exists
@@ -769,10 +773,14 @@ func (e *Engine) linkRun(ctx context.Context, d *Deployment, st StatusInfo) erro
 // marked superseded, its first reason kept, and stays stopped. A force push
 // marks so only the newest such releases (maxRevivable), and one lastmile
 // never heard of none; a re-run may come to any of them. GitHub is asked
-// (one compare) only for such a success.
+// (one compare) only for such a success, and for the success of a release
+// that does not build on what its environment last ran (leadCompare).
 func (e *Engine) recordStatus(ctx context.Context, repo Repo, d *Deployment, st StatusInfo) (bool, error) {
 	if d.Origin != OriginLastmile || st.State != DeploymentSuccess || d.ReleaseID == 0 {
 		return e.Store.RecordStatus(ctx, d, st)
+	}
+	if err := e.leadCompare(ctx, repo, d); err != nil {
+		return false, err
 	}
 	rel, err := e.Store.Release(ctx, d.ReleaseID)
 	if err != nil {
@@ -794,6 +802,49 @@ func (e *Engine) recordStatus(ctx context.Context, repo Repo, d *Deployment, st 
 		}
 	}
 	return e.Store.RecordStatus(ctx, d, st)
+}
+
+// leadCompareAttempts is how many failed requests for the comparison a
+// success's lead time needs lastmile makes before it gives the comparison
+// up: each failure has the delivery retried (after 5 s, then 10 s), and
+// the success waits for it — its promotion too — only that long.
+const leadCompareAttempts = 3
+
+// leadCompare asks GitHub, before a success of lastmile's deployment d is
+// recorded, for the commits that success brings to its environment when
+// they are not those of the releases d's release builds on back to the
+// environment's newest success: a rollback, a force push, history
+// rewritten (Store.LeadCompare). One compare, kept, so that a redelivery,
+// a restart or another environment with the same last commit does not ask
+// again; none for a release that moved the branch forward. A request that
+// fails has the delivery retried, as the engine's other requests do;
+// after leadCompareAttempts failures — at once when GitHub has no such
+// comparison (a commit gone, histories unrelated) — the comparison is
+// given up, saying why, and the success counts the commits of the
+// releases it builds on alone, rather than hold the promotion any longer.
+func (e *Engine) leadCompare(ctx context.Context, repo Repo, d *Deployment) error {
+	lc, err := e.Store.LeadCompare(ctx, d)
+	if err != nil || lc == nil {
+		return err
+	}
+	cmp, err := e.GitHub.Compare(ctx, repo, lc.Base, lc.Head)
+	if err == nil {
+		return e.Store.SaveLeadCompare(ctx, lc, cmp)
+	}
+	if ctx.Err() != nil {
+		return err // cancelled (a shutdown): no attempt of GitHub's to count
+	}
+	giveUp := errors.Is(err, ErrNotFound) || lc.Attempts+1 >= leadCompareAttempts
+	failed := fmt.Errorf("compare %s...%s for the lead time of release %d in %s: %w", short(lc.Base), short(lc.Head), lc.ReleaseID, d.Environment, err)
+	if err := e.Store.LeadCompareFailed(ctx, lc, failed.Error(), giveUp); err != nil {
+		return err
+	}
+	if !giveUp {
+		return failed
+	}
+	e.Log.Warn("lead time: GitHub's comparison given up; the success counts the commits of the releases it builds on only",
+		"repo", repo.FullName(), "release", lc.ReleaseID, "environment", d.Environment, "attempts", lc.Attempts+1, "error", err)
+	return nil
 }
 
 // readBackUnheardEnd records, before the final status st of a lastmile

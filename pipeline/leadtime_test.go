@@ -4,7 +4,9 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +116,452 @@ func TestBranchCreatedAgainIsNoBaseline(t *testing.T) {
 	}
 	if n, _ := h.leadTimes("production"); n != 2 {
 		t.Errorf("production: %d lead times observed, want 2 (c1, c2)", n)
+	}
+}
+
+// graphGitHub is the harness's fake GitHub over a commit graph (a force
+// push may put main on a commit beside its history), counting the
+// comparisons lastmile asks for (not Relation's one-commit pages), the
+// next failCompares of which fail with failWith.
+type graphGitHub struct {
+	*fakeGitHub
+	parent       map[string]string // commit → its parent ("" for the root)
+	compares     []string          // base...head, short
+	failCompares int
+	failWith     error
+}
+
+func newGraphHarness(t *testing.T, edges ...string) (*harness, *graphGitHub) {
+	h := newHarness(t)
+	g := &graphGitHub{fakeGitHub: h.gh, parent: map[string]string{}}
+	for i := 0; i < len(edges); i += 2 {
+		g.parent[edges[i]] = edges[i+1]
+	}
+	h.engine.GitHub = g
+	return h, g
+}
+
+// ancestry is sha and its ancestors, newest first.
+func (g *graphGitHub) ancestry(sha string) []string {
+	var out []string
+	for ; sha != ""; sha = g.parent[sha] {
+		out = append(out, sha)
+	}
+	return out
+}
+
+func (g *graphGitHub) compare(base, head string) (pipeline.Comparison, error) {
+	g.mu.Lock()
+	if len(head) != 40 {
+		head = g.head
+	}
+	g.mu.Unlock()
+	if _, ok := g.parent[base]; !ok {
+		return pipeline.Comparison{}, pipeline.ErrNotFound
+	}
+	if _, ok := g.parent[head]; !ok {
+		return pipeline.Comparison{}, pipeline.ErrNotFound
+	}
+	ba, ha := g.ancestry(base), g.ancestry(head)
+	var c pipeline.Comparison
+	switch {
+	case base == head:
+		c.Status = "identical"
+	case slices.Contains(ha, base):
+		c.Status = "ahead"
+	case slices.Contains(ba, head):
+		c.Status = "behind"
+	default:
+		c.Status = "diverged"
+	}
+	for _, sha := range slices.Backward(ha) {
+		if !slices.Contains(ba, sha) {
+			c.Commits = append(c.Commits, pipeline.Commit{SHA: sha, Title: "commit " + sha, Timestamp: time.Now().Add(-2 * time.Hour)})
+		}
+	}
+	return c, nil
+}
+
+func (g *graphGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head string) (pipeline.Comparison, error) {
+	g.mu.Lock()
+	g.compares = append(g.compares, sh(base)+"..."+sh(head))
+	fail := g.failCompares > 0
+	if fail {
+		g.failCompares--
+	}
+	g.mu.Unlock()
+	if fail {
+		return pipeline.Comparison{}, g.failWith
+	}
+	return g.compare(base, head)
+}
+
+func (g *graphGitHub) Relation(_ context.Context, _ pipeline.Repo, base, head string) (string, error) {
+	c, err := g.compare(base, head)
+	return c.Status, err
+}
+
+// asked returns the comparisons asked for since the last call.
+func (g *graphGitHub) asked() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := g.compares
+	g.compares = nil
+	return out
+}
+
+// observed is the lead times observed so far in each environment.
+func (h *harness) observed() map[string]uint64 {
+	h.t.Helper()
+	out := map[string]uint64{}
+	for _, env := range []string{"test", "staging", "production"} {
+		out[env] = h.leadTimesObserved(env)
+	}
+	return out
+}
+
+// since is, per environment, how many lead times were observed after
+// before.
+func (h *harness) since(before map[string]uint64) map[string]uint64 {
+	h.t.Helper()
+	out := map[string]uint64{}
+	for env, n := range h.observed() {
+		out[env] = n - before[env]
+	}
+	return out
+}
+
+func sameCounts(a, b map[string]uint64) bool {
+	for _, env := range []string{"test", "staging", "production"} {
+		if a[env] != b[env] {
+			return false
+		}
+	}
+	return true
+}
+
+// The amended head of c3, beside it on c2.
+const c3a = "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3"
+
+// Releases that move main forward: each success brings the commits of
+// the releases since the environment's last success — GitHub is asked
+// nothing for it, as before.
+func TestFastForwardReleasesAskNoComparison(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	before := h.observed()
+	h.release(c2, c3, 30, "test", "staging", "production")
+	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
+		t.Errorf("lead times observed for c3's release: %v, want %v (c3 in test; c2 and c3 beyond)", got, want)
+	}
+	if asked := g.asked(); len(asked) != 0 {
+		t.Errorf("comparisons asked for: %v, want none", asked)
+	}
+}
+
+// c1 is in production. c2 passes test but fails in staging; c3 is pushed
+// on top and passes test. main is force-pushed back to c2 (dropping c3):
+// that release brings c2 to staging and production for the first time —
+// the commits of c1...c2 there, of c3...c2 (none) in test. One comparison
+// (staging's and production's last commit is the same), and none for test,
+// whose last commit is the one the release was compared from at its push.
+func TestRollbackToAnUndeployedCommitObservesIt(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	h.release(c2, c3, 30, "test")
+	g.asked()
+	before := h.observed()
+	if err := h.push(c3, c2, true); err != nil {
+		t.Fatal(err)
+	}
+	g.asked() // the push's own comparison
+	h.promote(c2, 40, "test", "staging", "production")
+	if got, want := h.since(before), map[string]uint64{"test": 0, "staging": 1, "production": 1}; !sameCounts(got, want) {
+		t.Errorf("lead times observed for the rollback to c2: %v, want %v", got, want)
+	}
+	if asked, want := g.asked(), []string{"c1c1...c2c2"}; !slices.Equal(asked, want) {
+		t.Errorf("comparisons asked for: %v, want %v", asked, want)
+	}
+	// Delivered again: nothing asked, nothing observed again.
+	after := h.observed()
+	h.deliver(c2, "production", h.gh.deployment(c2, "production").statuses[0])
+	if got := h.since(after); !sameCounts(got, nil) {
+		t.Errorf("the success delivered again observed %v", got)
+	}
+	if asked := g.asked(); len(asked) != 0 {
+		t.Errorf("the success delivered again asked for %v", asked)
+	}
+}
+
+// c2 fails in test, and main is force-pushed back to c1, which every
+// environment runs: the rollback brings nothing anywhere, and GitHub is
+// asked nothing for it.
+func TestRollbackOfAFailedReleaseAsksNothing(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentFailure, 20, true)
+	before := h.observed()
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	g.asked()
+	h.promote(c1, 30, "test", "staging", "production")
+	if got := h.since(before); !sameCounts(got, nil) {
+		t.Errorf("lead times observed for the rollback to c1: %v, want none", got)
+	}
+	if asked := g.asked(); len(asked) != 0 {
+		t.Errorf("comparisons asked for: %v, want none", asked)
+	}
+}
+
+// c2 and c3 are pushed after c1 reached production; c2 fails in test,
+// and c3 is amended (c3a, on c2) before it got anywhere. The amended
+// head's release brings c2 and c3a everywhere: c1...c3a.
+func TestAmendedHeadBringsTheCommitsBeneathIt(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2, c3a, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentFailure, 20, true)
+	if err := h.push(c2, c3, false); err != nil {
+		t.Fatal(err)
+	}
+	before := h.observed()
+	if err := h.push(c3, c3a, true); err != nil {
+		t.Fatal(err)
+	}
+	g.asked()
+	h.promote(c3a, 30, "test", "staging", "production")
+	if got, want := h.since(before), map[string]uint64{"test": 2, "staging": 2, "production": 2}; !sameCounts(got, want) {
+		t.Errorf("lead times observed for the amended head: %v, want %v (c2 and c3a)", got, want)
+	}
+	if asked, want := g.asked(), []string{"c1c1...a3a3"}; !slices.Equal(asked, want) {
+		t.Errorf("comparisons asked for: %v, want %v", asked, want)
+	}
+}
+
+// A release that moves main forward from a rollback that did not get
+// everywhere walks back to the rollback only: where the rollback did not
+// succeed, its success brings what GitHub's comparison says.
+func TestReleaseOnARollbackObservesWhatTheRollbackBrought(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2, c4, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	h.release(c2, c3, 30, "test")
+	if err := h.push(c3, c2, true); err != nil { // back to c2, which fails in staging again
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 40, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 41, true)
+	before := h.observed()
+	g.asked()
+	h.release(c2, c4, 50, "test", "staging", "production")
+	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
+		t.Errorf("lead times observed for c4's release: %v, want %v (c4 in test; c2 and c4 beyond)", got, want)
+	}
+	if asked, want := g.asked(), []string{"c1c1...c4c4"}; !slices.Equal(asked, want) {
+		t.Errorf("comparisons asked for: %v, want %v", asked, want)
+	}
+}
+
+// An environment's first success, by a release that does not build on
+// the first release naming the environment, brings the commits since that
+// release's base: c1 failed in staging, c2 too, and main went back to c1.
+func TestFirstSuccessOfARollbackObservesFromTheFirstRelease(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	before := h.observed()
+	if err := h.push(c2, c1, true); err != nil {
+		t.Fatal(err)
+	}
+	g.asked()
+	h.promote(c1, 30, "test", "staging", "production")
+	if got, want := h.since(before), map[string]uint64{"test": 0, "staging": 1, "production": 1}; !sameCounts(got, want) {
+		t.Errorf("lead times observed for the rollback to c1: %v, want %v (c1 beyond test)", got, want)
+	}
+	if asked, want := g.asked(), []string{"c0c0...c1c1"}; !slices.Equal(asked, want) {
+		t.Errorf("comparisons asked for: %v, want %v", asked, want)
+	}
+}
+
+// After a baseline whose commit never got past test, main's next commit is
+// amended: the amended release's first success beyond test brings the
+// baseline's commit and the amended one — never the history the baseline
+// listed. One comparison, c1...c3, for test (its last commit) and beyond
+// (the baseline's commit, contained in c3).
+func TestFirstSuccessAfterABaselineRewrittenLeavesTheHistoryOut(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c1)
+	h.pushCreatingMain(50, c1)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentFailure, 20, true)
+	before := h.observed()
+	if err := h.push(c2, c3, true); err != nil { // c2 amended as c3
+		t.Fatal(err)
+	}
+	g.asked()
+	h.promote(c3, 30, "test", "staging", "production")
+	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
+		t.Errorf("lead times observed for the amended release: %v, want %v (c3 in test; c1 and c3 beyond)", got, want)
+	}
+	if asked, want := g.asked(), []string{"c1c1...c3c3"}; !slices.Equal(asked, want) {
+		t.Errorf("comparisons asked for: %v, want %v", asked, want)
+	}
+}
+
+// rollbackToUndeployed sets up TestRollbackToAnUndeployedCommitObservesIt's
+// rollback to c2, which then succeeds in test, and returns c2's success
+// in staging, posted on GitHub, not delivered yet.
+func rollbackToUndeployed(t *testing.T) (*harness, *graphGitHub, pipeline.StatusInfo) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
+	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
+	h.release(c2, c3, 30, "test")
+	if err := h.push(c3, c2, true); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c2, "test", pipeline.DeploymentSuccess, 40, true)
+	g.asked()
+	return h, g, h.status(c2, "staging", pipeline.DeploymentSuccess, 41, false)
+}
+
+// tryDeliver hands lastmile the deployment_status webhook of st, and
+// returns what handling it returned.
+func (h *harness) tryDeliver(sha, env string, st pipeline.StatusInfo) error {
+	d := h.gh.deployment(sha, env)
+	return h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: sha, Environment: env, Payload: mustJSON(h.t, d.payload)},
+		Status:     st})
+}
+
+// The comparison a success's lead time needs fails: the delivery is
+// retried (the success not recorded meanwhile, nothing promoted), as for
+// the engine's other requests, and the comparison made then counts.
+func TestLeadComparisonFailingIsAskedAgain(t *testing.T) {
+	h, g, st := rollbackToUndeployed(t)
+	before := h.observed()
+	g.failCompares, g.failWith = 2, errors.New("GET compare: 502 Bad Gateway")
+	for attempt := 1; attempt <= 2; attempt++ {
+		err := h.tryDeliver(c2, "staging", st)
+		if err == nil || !strings.Contains(err.Error(), "502 Bad Gateway") {
+			t.Fatalf("attempt %d: %v, want the comparison's failure", attempt, err)
+		}
+		if got := h.ledgerState(c2, "staging"); got == pipeline.DeploymentSuccess || h.gh.deployment(c2, "production") != nil {
+			t.Fatalf("attempt %d: staging %s, production deployment %v: the success was recorded", attempt, got, h.gh.deployment(c2, "production"))
+		}
+	}
+	h.deliver(c2, "staging", st)
+	h.promote(c2, 50, "production")
+	if got, want := h.since(before), map[string]uint64{"staging": 1, "production": 1}; !sameCounts(got, want) {
+		t.Errorf("lead times observed: %v, want %v", got, want)
+	}
+	if asked := g.asked(); len(asked) != 3 {
+		t.Errorf("comparisons asked for: %v, want 3 (two failed)", asked)
+	}
+}
+
+// A comparison that keeps failing is given up at the third failure — at
+// once when GitHub has none (404: a commit gone, unrelated histories):
+// the success is recorded and promoted, and counts only what the releases
+// it builds on tell (the rollback brought no commit); nothing more is
+// asked for that release and commit, in any environment.
+func TestLeadComparisonFailingIsGivenUp(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		err      error
+		failures int
+	}{
+		{"failing", errors.New("GET compare: 502 Bad Gateway"), 3},
+		{"not found", pipeline.ErrNotFound, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, g, st := rollbackToUndeployed(t)
+			before := h.observed()
+			g.failCompares, g.failWith = 100, tc.err
+			for attempt := 1; attempt < tc.failures; attempt++ {
+				if err := h.tryDeliver(c2, "staging", st); err == nil {
+					t.Fatalf("attempt %d: no error, want the comparison's failure", attempt)
+				}
+			}
+			h.deliver(c2, "staging", st)
+			if got := h.ledgerState(c2, "staging"); got != pipeline.DeploymentSuccess {
+				t.Fatalf("staging: %s after the comparison was given up, want success", got)
+			}
+			h.promote(c2, 50, "production")
+			if got := h.since(before); !sameCounts(got, nil) {
+				t.Errorf("lead times observed: %v, want none (given up)", got)
+			}
+			if asked := g.asked(); len(asked) != tc.failures {
+				t.Errorf("comparisons asked for: %v, want %d", asked, tc.failures)
+			}
+		})
+	}
+}
+
+// failingStatusStore fails the next fail RecordStatus calls: the process
+// dies after the comparison was kept, before the success was recorded.
+type failingStatusStore struct {
+	pipeline.Store
+	fail int
+}
+
+func (s *failingStatusStore) RecordStatus(ctx context.Context, d *pipeline.Deployment, st pipeline.StatusInfo) (bool, error) {
+	if s.fail > 0 {
+		s.fail--
+		return false, errors.New("disk I/O error")
+	}
+	return s.Store.RecordStatus(ctx, d, st)
+}
+
+// The success handled again after the comparison was kept (a restart, a
+// redelivery) takes the kept comparison: GitHub is asked once.
+func TestLeadComparisonIsKeptAcrossAttempts(t *testing.T) {
+	h, g, st := rollbackToUndeployed(t)
+	before := h.observed()
+	h.engine.Store = &failingStatusStore{Store: h.db, fail: 1}
+	if err := h.tryDeliver(c2, "staging", st); err == nil {
+		t.Fatal("the success was recorded through a failing store")
+	}
+	h.deliver(c2, "staging", st)
+	h.promote(c2, 50, "production")
+	if got, want := h.since(before), map[string]uint64{"staging": 1, "production": 1}; !sameCounts(got, want) {
+		t.Errorf("lead times observed: %v, want %v", got, want)
+	}
+	if asked, want := g.asked(), []string{"c1c1...c2c2"}; !slices.Equal(asked, want) {
+		t.Errorf("comparisons asked for: %v, want %v", asked, want)
 	}
 }

@@ -94,7 +94,12 @@ type Release struct {
 	// branch's whole history (a new or imported repository), kept for the
 	// audit but not counted for lead time — only SHA, the commit pushed,
 	// is.
-	Baseline   bool         `json:"baseline,omitempty"`
+	Baseline bool `json:"baseline,omitempty"`
+	// Base is the commit its commits are counted from (they are those of
+	// base...SHA): the previous release's, or, for the repository's first
+	// release, its push's before ("" for a baseline, or not known: a
+	// release recorded before lastmile kept it).
+	Base       string       `json:"base,omitempty"`
 	Config     *Config      `json:"config,omitempty"` // as read at SHA
 	State      ReleaseState `json:"state"`
 	StopKind   StopKind     `json:"stop_kind,omitempty"`

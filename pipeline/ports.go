@@ -140,6 +140,18 @@ type Comparison struct {
 	Commits []Commit // in head, not in base, oldest first
 }
 
+// LeadCompare is the comparison that the lead time of a success needs from
+// GitHub when the release does not build on what the environment last ran
+// (a rollback, a force push, history rewritten): the commits the success
+// brings there are those of Base...Head — in the release's commit, not in
+// the environment's last successful one.
+type LeadCompare struct {
+	ReleaseID int64
+	Base      string // the environment's last successful commit (see Store.LeadCompare)
+	Head      string // the release's commit
+	Attempts  int    // the requests that failed so far
+}
+
 // StatusRequest is a deployment status lastmile writes itself.
 type StatusRequest struct {
 	State       DeploymentState
@@ -340,6 +352,24 @@ type Store interface {
 	// the first terminal status of a lastmile deployment updates the
 	// delivery metrics. It reports whether the status was new.
 	RecordStatus(ctx context.Context, d *Deployment, s StatusInfo) (bool, error)
+	// LeadCompare is the comparison that a success of lastmile's
+	// deployment d, not recorded yet, needs to tell the commits it brings
+	// to its environment: when d's release does not build on the
+	// environment's newest success (a rollback, a force push, history
+	// rewritten), the commits of GitHub's comparison of that success's
+	// commit with d's — or, at the environment's first success, of the
+	// commit the first release naming the environment counts its commits
+	// from. nil when none is needed (the releases it builds on tell them,
+	// the success is recorded already, or a newer release's came first) or
+	// the comparison is recorded already, made or given up.
+	LeadCompare(ctx context.Context, d *Deployment) (*LeadCompare, error)
+	// SaveLeadCompare records GitHub's comparison; the success's lead
+	// times take its commits.
+	SaveLeadCompare(ctx context.Context, lc *LeadCompare, cmp Comparison) error
+	// LeadCompareFailed counts a failed request for the comparison, with
+	// why; given up, the success's lead times take the commits of the
+	// releases it builds on alone (what they tell without GitHub).
+	LeadCompareFailed(ctx context.Context, lc *LeadCompare, reason string, giveUp bool) error
 	// EndUnheard reports whether the final status s of a deployment, not
 	// recorded yet, follows the start of an earlier attempt whose end the
 	// store has not recorded (its webhook not delivered yet), or is an

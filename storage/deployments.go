@@ -662,55 +662,25 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 // observeLeadTimes observes, for every commit that reaches env for the
 // first time with this deployment, the time from the commit to now. The
 // commits a deployment brings are those of its release and of the releases
-// it builds on, back to the environment's watermark; of those, a commit that
-// an earlier success already brought there (a roll-forward after a
-// rollback brings back what production ran before) is not observed again:
-// environment_commits keeps, per environment, each commit's first arrival.
+// it builds on, back to the environment's watermark — or, when its release
+// does not build on what the environment last ran, those of GitHub's
+// comparison (see leadPlan); of those, a commit that an earlier success
+// already brought there (a roll-forward after a rollback brings back what
+// production ran before) is not observed again: environment_commits keeps,
+// per environment, each commit's first arrival.
+//
+// A release that a force push left behind never reaches the environment
+// through this one, and its commits do not count. The environment's first
+// success (no watermark: a new repository, or an environment added to the
+// configuration later) brings the commits of the releases since the first
+// whose configuration names the environment — those that failed there,
+// stopped before it or never got there — not the history from before the
+// environment was in the pipeline. Nor does the history a baseline release
+// lists (the branch's, when the push that created it made the repository's
+// first release): only its own commit counts.
 func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, watermark int64, at time.Time) error {
-	// A release that a force push left behind never reaches the
-	// environment through this one, and its commits do not count. The
-	// environment's first success (no watermark: a new repository, or an
-	// environment added to the configuration later) brings the commits of
-	// the releases since the first whose configuration names the
-	// environment — those that failed there, stopped before it or never
-	// got there — not the history from before the environment was in the
-	// pipeline. Nor does the history a baseline release lists (the
-	// branch's, when the push that created it made the repository's first
-	// release): only its own commit counts.
-	stop := watermark
-	if watermark == 0 {
-		first, err := firstReleaseNaming(ctx, tx, d.Repo.ID, d.Environment, d.ReleaseID)
-		if err != nil {
-			return err
-		}
-		stop = min(first, d.ReleaseID) - 1 // the chain takes releases after stop
-	}
-	rows, err := tx.QueryContext(ctx, `WITH RECURSIVE chain(id) AS (
-			SELECT id FROM releases WHERE id = ? AND id > ?
-			UNION ALL
-			SELECT r.parent_id FROM releases r JOIN chain ON r.id = chain.id WHERE r.parent_id > ?)
-		SELECT c.sha, MIN(CASE WHEN c.timestamp > 0 THEN c.timestamp END) FROM release_commits c JOIN releases r ON r.id = c.release_id
-		WHERE c.release_id IN (SELECT id FROM chain) AND (NOT r.baseline OR c.sha = r.sha)
-		GROUP BY c.sha`,
-		d.ReleaseID, watermark, stop)
+	commits, err := leadCommits(ctx, tx, d.Repo.ID, d.Environment, d.ReleaseID, d.SHA, watermark)
 	if err != nil {
-		return err
-	}
-	type commit struct {
-		sha string
-		ts  sql.NullInt64
-	}
-	var commits []commit
-	for rows.Next() {
-		var c commit
-		if err := rows.Scan(&c.sha, &c.ts); err != nil {
-			rows.Close()
-			return err
-		}
-		commits = append(commits, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	var values []float64
@@ -735,8 +705,8 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 // firstReleaseNaming returns the first release of the repository, up to
 // upTo, whose configuration names env (GitHub's environment names ignore
 // case); upTo if none does.
-func firstReleaseNaming(ctx context.Context, tx *sql.Tx, repoID int64, env string, upTo int64) (int64, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, config FROM releases
+func firstReleaseNaming(ctx context.Context, q querier, repoID int64, env string, upTo int64) (int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, config FROM releases
 		WHERE repository_id = ? AND id <= ? AND config IS NOT NULL ORDER BY id`, repoID, upTo)
 	if err != nil {
 		return 0, err

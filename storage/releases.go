@@ -252,9 +252,9 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 		now := db.Now()
 		rel.CreatedAt, rel.UpdatedAt = now, now
 		res, err := tx.ExecContext(ctx, `INSERT INTO releases (repository_id, sha, ref, pusher, pushed_at, delivery_id, config,
-			state, stop_kind, stop_reason, created_at, updated_at, parent_id, baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			state, stop_kind, stop_reason, created_at, updated_at, parent_id, baseline, base_sha) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			rel.Repo.ID, rel.SHA, rel.Ref, rel.Pusher, millis(rel.PushedAt), rel.DeliveryID, cfg,
-			string(rel.State), string(rel.StopKind), rel.StopReason, millis(now), millis(now), rel.ParentID, rel.Baseline)
+			string(rel.State), string(rel.StopKind), rel.StopReason, millis(now), millis(now), rel.ParentID, rel.Baseline, rel.Base)
 		if err != nil {
 			return fmt.Errorf("insert release %s@%s: %w", rel.Repo.FullName(), rel.SHA, err)
 		}
@@ -367,7 +367,7 @@ func retireAllBut(ctx context.Context, tx *sql.Tx, repoID int64, live []string) 
 }
 
 const releaseColumns = `r.id, r.repository_id, p.full_name, p.installation_id, r.sha, r.ref, r.pusher, r.pushed_at, r.delivery_id,
-	r.config, r.state, r.stop_kind, r.stop_reason, r.created_at, r.updated_at, r.parent_id, r.baseline`
+	r.config, r.state, r.stop_kind, r.stop_reason, r.created_at, r.updated_at, r.parent_id, r.baseline, r.base_sha`
 
 func scanRelease(row rowScanner) (*pipeline.Release, error) {
 	var r pipeline.Release
@@ -376,7 +376,7 @@ func scanRelease(row rowScanner) (*pipeline.Release, error) {
 	var cfg sql.NullString
 	var state, kind string
 	if err := row.Scan(&r.ID, &r.Repo.ID, &full, &r.Repo.InstallationID, &r.SHA, &r.Ref, &r.Pusher, &pushed, &r.DeliveryID,
-		&cfg, &state, &kind, &r.StopReason, &created, &updated, &r.ParentID, &r.Baseline); err != nil {
+		&cfg, &state, &kind, &r.StopReason, &created, &updated, &r.ParentID, &r.Baseline, &r.Base); err != nil {
 		return nil, err
 	}
 	r.Repo.Owner, r.Repo.Name, _ = pipeline.SplitFullName(full)
