@@ -17,6 +17,7 @@ package pipeline_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -990,6 +991,9 @@ func (s *scenario) liveness() {
 				s.violate("inv9: the latest release #%d is superseded: %s", rel.ID, rel.StopReason)
 			}
 			s.logf("  latest release #%d: %s %s %s", rel.ID, rel.State, rel.StopKind, rel.StopReason)
+			if rel.State == pipeline.ReleaseCompleted {
+				s.reached()
+			}
 			return
 		}
 		var d *fakeDeployment
@@ -1022,6 +1026,49 @@ func (s *scenario) liveness() {
 	rel, _ := s.h.db.LatestRelease(ctx, shop.ID)
 	if rel.State == pipeline.ReleaseActive {
 		s.violate("inv9: the latest release #%d is still active after succeeding everywhere", rel.ID)
+	}
+	if rel.State == pipeline.ReleaseCompleted {
+		s.reached()
+	}
+}
+
+// reached (invariant 12): once main's release has succeeded everywhere,
+// every commit of main's history reached every environment, as the lead
+// time counts it (environment_commits): whatever rollbacks, force pushes
+// and rewrites came before — the root aside, the history before the first
+// release.
+func (s *scenario) reached() {
+	db, err := sql.Open("sqlite", "file:"+s.h.db.Path()+"?mode=ro")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer db.Close()
+	history := s.ancestry(s.head)
+	history = history[:len(history)-1]
+	for _, env := range []string{"test", "staging", "production"} {
+		rows, err := db.Query(`SELECT sha FROM environment_commits WHERE repository_id = ? AND environment = ?`, shop.ID, env)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for rows.Next() {
+			var sha string
+			if err := rows.Scan(&sha); err != nil {
+				s.t.Fatal(err)
+			}
+			got[sha] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			s.t.Fatal(err)
+		}
+		s.logf("  %s: %d commits reached it for lead time; main's history holds %d", env, len(got), len(history))
+		for _, sha := range history {
+			if !got[sha] {
+				s.violate("inv12: %s is in main's history (at %s), which succeeded in %s, but never reached it for lead time", sh(sha), sh(s.head), env)
+				return
+			}
+		}
 	}
 }
 
@@ -1129,6 +1176,12 @@ func TestRandomScenarioRegressions(t *testing.T) {
 		// A force push back to the commit of the latest release, which a
 		// re-run's success had found off the branch, released nothing.
 		{5786, 60, false, "a push back to a withdrawn latest release's commit"},
+		// A force push's release (a rollback, a rewrite) brought its
+		// environments, for lead time, only the commits it was compared
+		// with the previous release for: those beneath it that had not
+		// reached an environment yet never did.
+		{2, 40, false, "commits beneath a force push's head left out of lead time"},
+		{25, 40, false, "commits beneath a force push's head left out of lead time"},
 	} {
 		t.Run(fmt.Sprintf("seed%d-%dsteps", tc.seed, tc.steps), func(t *testing.T) {
 			violations, log := runScenario(t, uint64(tc.seed), tc.steps, tc.adversarial, false)
