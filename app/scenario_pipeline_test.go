@@ -14,6 +14,7 @@ import (
 	"net/http"
 
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
@@ -748,5 +749,59 @@ func TestRerunOfAWithdrawnReleaseDeploysNothing(t *testing.T) {
 	}
 	if prod.State() != "inactive" || slices.Contains(states, "success") || slices.Contains(states, "in_progress") && states[len(states)-1] != "inactive" {
 		t.Errorf("the re-run of %s, which the force push took off main, in production: statuses %v; want the failure, then inactive, and nothing deployed", bad.After[:7], states)
+	}
+}
+
+// A rollback to a commit that passed test but failed in staging brings it
+// to staging and production for the first time, and its lead time there
+// is observed: lastmile compares, once, the environments' last commit
+// with the rollback's (GitHub's compare, as the adapter pages it).
+func TestRollbackToACommitThatFailedInStagingObservesItsLeadTime(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	good := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Good", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "the good commit in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, good.After, "production") })
+	settle(t, sb)
+	failedIn := func(sha, env string) func(*simulator.Simulator) bool {
+		return func(s *simulator.Simulator) bool {
+			for _, d := range s.Deployments(repo) {
+				if d.Environment == env && d.SHA == sha && d.State() == "failure" {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{FailEnvironments: []string{"staging"}})
+	fix := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Fix", Files: map[string]string{"v": "2"}})
+	waitFor(t, sb, "the fix failing in staging", failedIn(fix.After, "staging"))
+	broken := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Broken", Files: map[string]string{"v": "3"}})
+	waitFor(t, sb, "the broken commit failing in staging", failedIn(broken.After, "staging"))
+	settle(t, sb)
+	before := map[string]uint64{}
+	for _, env := range []string{"test", "staging", "production"} {
+		before[env], _ = histogramIn(t, sb, metrics.LeadTime, repo, env)
+	}
+
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{})
+	sb.Sim.ResetRequests()
+	sb.Sim.ForcePush(repo, "main", fix.After)
+	waitFor(t, sb, "the fix in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, fix.After, "production") })
+	settle(t, sb)
+	for env, want := range map[string]uint64{"test": 0, "staging": 1, "production": 1} {
+		if n, _ := histogramIn(t, sb, metrics.LeadTime, repo, env); n-before[env] != want {
+			t.Errorf("%s: %d lead times observed for the rollback, want %d", env, n-before[env], want)
+		}
+	}
+	compares := 0
+	for _, r := range sb.Sim.Requests() {
+		if strings.Contains(r.Path, "/compare/"+good.After+"..."+fix.After) {
+			compares++
+		}
+	}
+	calls := apiCalls(sb.Sim)
+	t.Logf("GitHub API calls for the rollback through 3 environments: %v", calls)
+	if compares != 1 {
+		t.Errorf("compares of the good commit with the fix: %d, want 1 (staging's and production's)", compares)
 	}
 }
