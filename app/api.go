@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -61,7 +63,34 @@ func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// badParams answers 400 to a query parameter the endpoint does not take, or
+// one given twice (a misspelt filter would otherwise return everything
+// unfiltered); it reports whether it did.
+func badParams(c echo.Context, takes ...string) (bool, error) {
+	for name, values := range c.QueryParams() {
+		var problem string
+		switch {
+		case !slices.Contains(takes, name):
+			problem = fmt.Sprintf("unknown query parameter %q", name)
+		case len(values) > 1:
+			problem = fmt.Sprintf("query parameter %q given %d times", name, len(values))
+		default:
+			continue
+		}
+		if len(takes) == 0 {
+			problem += ": this endpoint takes none"
+		} else {
+			problem += ": this endpoint takes " + strings.Join(takes, ", ")
+		}
+		return true, c.JSON(http.StatusBadRequest, map[string]string{"message": problem})
+	}
+	return false, nil
+}
+
 func (a *App) apiHistory(c echo.Context) error {
+	if bad, err := badParams(c, "repository", "environment", "limit"); bad {
+		return err
+	}
 	f := storage.HistoryFilter{Repository: c.QueryParam("repository"), Environment: c.QueryParam("environment")}
 	if s := c.QueryParam("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -81,6 +110,9 @@ func (a *App) apiHistory(c echo.Context) error {
 }
 
 func (a *App) apiRelease(c echo.Context) error {
+	if bad, err := badParams(c, "release"); bad {
+		return err
+	}
 	var release int64
 	if s := c.QueryParam("release"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
@@ -97,6 +129,9 @@ func (a *App) apiRelease(c echo.Context) error {
 }
 
 func (a *App) apiJobLog(c echo.Context) error {
+	if bad, err := badParams(c); bad {
+		return err
+	}
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil {
 		return c.JSON(http.StatusBadRequest, map[string]string{"message": "job id must be a number"})

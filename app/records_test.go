@@ -212,6 +212,14 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 			}
 		}
 	}
+	// A parameter an endpoint does not take, or one given twice, is an
+	// error, not a filter silently left out.
+	for _, q := range []string{"/api/v1/history?repo=acme/shop", "/api/v1/history?limit=1&limit=2",
+		"/api/v1/releases/acme/shop/" + sha + "?environment=production", "/api/v1/jobs/1/log?x=1"} {
+		if code, body := get(q, "Bearer "+token); code != http.StatusBadRequest || !strings.Contains(body, "this endpoint takes") {
+			t.Errorf("GET %s: %d %s, want 400 naming what the endpoint takes", q, code, body)
+		}
+	}
 	if code, _ := get("/api/v1/nothing-here", "Bearer "+token); code != http.StatusNotFound {
 		t.Errorf("an unknown path of the API: %d, want 404", code)
 	}
