@@ -277,10 +277,15 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	if err != nil {
 		return err
 	}
+	behind, err := db.WaitingBehind(ctx, list)
+	if err != nil {
+		return err
+	}
 	if *asJSON {
 		out := make([]deliveryJSON, len(list))
 		for i, d := range list {
 			out[i] = newDeliveryJSON(d)
+			out[i].WaitsBehind = behind[d.ID].DeliveryID
 		}
 		return writeJSONTo(stdout, out)
 	}
@@ -291,6 +296,13 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		last := d.LastError
 		if last != "" && d.State == pipeline.DeliveryPending {
 			last = "retry at " + when(d.NextAttemptAt) + ": " + last
+		}
+		if h, ok := behind[d.ID]; ok && last == "" {
+			// Its queue's deliveries are handled one at a time, in order.
+			last = "waits behind delivery " + h.DeliveryID
+			if h.NextAttemptAt.After(time.Now()) {
+				last += ", to be retried at " + when(h.NextAttemptAt)
+			}
 		}
 		detail, shortened := deliveryDetail(d.Note, last, detailWidth)
 		cut = cut || shortened
@@ -369,6 +381,9 @@ type deliveryJSON struct {
 	LastError      string                 `json:"last_error,omitempty"`
 	FinishedAt     time.Time              `json:"finished_at,omitzero"`
 	Note           string                 `json:"note,omitempty"`
+	// WaitsBehind is the delivery at the head of its queue that a pending
+	// delivery waits for.
+	WaitsBehind string `json:"waits_behind,omitempty"`
 }
 
 func newDeliveryJSON(d *pipeline.Delivery) deliveryJSON {

@@ -196,6 +196,68 @@ func TestDeliveriesCommandLists(t *testing.T) {
 	})
 }
 
+// A pending delivery behind its queue's head (handled one at a time, in
+// order) says which delivery it waits for, and when that one is tried
+// again; a head, and a delivery of another queue, do not.
+func TestDeliveriesSayWhatTheyWaitBehind(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retryAt := time.Now().Add(time.Hour)
+	for _, d := range []pipeline.Delivery{
+		{ID: "guid-head", Event: "push", Repository: "acme/shop", RepositoryID: 1, InstallationID: 7},
+		{ID: "guid-behind-1", Event: "push", Repository: "acme/shop", RepositoryID: 1, InstallationID: 7},
+		{ID: "guid-other", Event: "push", Repository: "acme/api", RepositoryID: 2, InstallationID: 7},
+		{ID: "guid-behind-2", Event: "deployment_status", Repository: "acme/shop", RepositoryID: 1, InstallationID: 7},
+		{ID: "guid-install", Event: "installation", Action: "suspend", InstallationID: 7},
+	} {
+		d.Body, d.State = []byte(`{"seeded":true}`), pipeline.DeliveryPending
+		if _, err := db.Accept(ctx, &d, d.Event, "accepted"); err != nil {
+			t.Fatal(err)
+		}
+		if d.ID == "guid-head" {
+			if err := db.FailDelivery(ctx, d.Seq, "GitHub answered 502", retryAt, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	db.Close()
+
+	_, stdout, _ := runCLI(t, nil, "deliveries", "--database", path)
+	waits := "waits behind delivery guid-head, to be retried at " + retryAt.UTC().Format("2006-01-02 15:04:05Z")
+	for _, l := range strings.Split(stdout, "\n") {
+		id := strings.Fields(l + " x x x")[2]
+		switch want := strings.Contains(l, waits); {
+		case id == "guid-behind-1" || id == "guid-behind-2":
+			if !want {
+				t.Errorf("%s should say %q: %q", id, waits, l)
+			}
+		case strings.HasPrefix(id, "guid-") && strings.Contains(l, "waits behind"):
+			t.Errorf("%s waits behind nothing: %q", id, l)
+		}
+	}
+	_, stdout, _ = runCLI(t, nil, "deliveries", "--database", path, "--json")
+	var got []struct {
+		ID          string `json:"id"`
+		WaitsBehind string `json:"waits_behind"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	want := map[string]string{"guid-behind-1": "guid-head", "guid-behind-2": "guid-head"}
+	for _, d := range got {
+		if d.WaitsBehind != want[d.ID] {
+			t.Errorf("--json: %s waits behind %q, want %q", d.ID, d.WaitsBehind, want[d.ID])
+		}
+	}
+	if len(got) != 5 {
+		t.Errorf("--json listed %d deliveries, want 5", len(got))
+	}
+}
+
 func TestDeliveriesRetry(t *testing.T) {
 	ctx := context.Background()
 	path := cliDB(t)

@@ -441,6 +441,49 @@ func (db *DB) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline
 	return out, rows.Err()
 }
 
+// QueueHead is the delivery at the head of a queue, which the pending
+// deliveries behind it wait for.
+type QueueHead struct {
+	DeliveryID    string
+	NextAttemptAt time.Time // zero: due now (or in hand)
+}
+
+// WaitingBehind maps the ID of each pending delivery of ds that waits
+// behind an older one of its queue (its repository's, or its
+// installation's own events') to that queue's head.
+func (db *DB) WaitingBehind(ctx context.Context, ds []*pipeline.Delivery) (map[string]QueueHead, error) {
+	out := map[string]QueueHead{}
+	if !slices.ContainsFunc(ds, func(d *pipeline.Delivery) bool { return d.State == pipeline.DeliveryPending }) {
+		return out, nil
+	}
+	heads, err := db.queueHeads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bySeq := map[string]int64{}
+	for _, h := range heads {
+		bySeq[h.key()] = h.seq
+	}
+	found := map[int64]QueueHead{}
+	for _, d := range ds {
+		head, ok := bySeq[queueHead{repository: d.Repository, installationID: d.InstallationID}.key()]
+		if d.State != pipeline.DeliveryPending || !ok || head >= d.Seq {
+			continue
+		}
+		h, ok := found[head]
+		if !ok {
+			var next int64
+			if err := db.read.QueryRowContext(ctx, `SELECT delivery_id, next_attempt_at FROM deliveries WHERE seq = ?`, head).Scan(&h.DeliveryID, &next); err != nil {
+				return nil, err
+			}
+			h.NextAttemptAt = fromMillis(next)
+			found[head] = h
+		}
+		out[d.ID] = h
+	}
+	return out, nil
+}
+
 // GetDelivery returns one delivery with its body.
 func (db *DB) GetDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
 	d, err := scanDelivery(db.read.QueryRowContext(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.delivery_id = ?`, deliveryID))
