@@ -75,6 +75,14 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 		out.finishWithin(ctx, env.KillGrace)
 		return false, err
 	case <-ctx.Done():
+		// Cancelled as the command ended: its exit (the process reaped,
+		// not yet handed over) is its result, not the cancellation's.
+		select {
+		case err = <-done:
+			out.finishWithin(ctx, env.KillGrace)
+			return false, err
+		default:
+		}
 	}
 	defer out.finish(cancelledDrain)
 	terminateGroup(cmd)

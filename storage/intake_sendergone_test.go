@@ -35,7 +35,10 @@ func TestAcceptOfASenderThatWentAway(t *testing.T) {
 	// Wait until the batch with the delivery waits for the connection,
 	// then let the sender go.
 	deadline := time.Now().Add(10 * time.Second)
-	for db.write.Stats().WaitCount == 0 && time.Now().Before(deadline) {
+	for db.write.Stats().WaitCount == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the delivery's batch never waited for the write connection")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	cancel()
