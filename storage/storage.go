@@ -188,7 +188,7 @@ func initNew(ctx context.Context, path string) error {
 // add lastmile's tables to another program's database, and switch it to
 // WAL.
 func checkOurs(ctx context.Context, conn *sql.DB) error {
-	var ours int
+	ours := false // schema_migrations is among the tables
 	var tables []string
 	rows, err := conn.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`)
 	if err != nil {
@@ -200,15 +200,13 @@ func checkOurs(ctx context.Context, conn *sql.DB) error {
 		if err := rows.Scan(&name); err != nil {
 			return err
 		}
-		if name == "schema_migrations" {
-			ours++
-		}
+		ours = ours || name == "schema_migrations"
 		tables = append(tables, name)
 	}
 	if err := rows.Err(); err != nil {
 		return notOurs(err)
 	}
-	if ours == 0 && len(tables) > 0 {
+	if !ours && len(tables) > 0 {
 		if len(tables) > 3 {
 			tables = append(tables[:3], "…")
 		}
