@@ -75,12 +75,26 @@ func blobTooLarge(err error) bool {
 	return false
 }
 
+// rateLimitMarked marks err as pipeline.ErrRateLimited when it is GitHub's
+// refusal for a rate limit (its text, and the errors it wraps, unchanged).
+func rateLimitMarked(err error) error {
+	if _, ok := AsRateLimited(err, time.Now()); ok {
+		return rateLimitedMark{err}
+	}
+	return err
+}
+
+type rateLimitedMark struct{ error }
+
+func (r rateLimitedMark) Unwrap() error        { return r.error }
+func (r rateLimitedMark) Is(target error) bool { return target == pipeline.ErrRateLimited }
+
 // Compare says how head relates to base and lists the commits of head that
 // base lacks, oldest first.
 func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
 	gh, err := g.client(r)
 	if err != nil {
-		return pipeline.Comparison{}, err
+		return pipeline.Comparison{}, rateLimitMarked(err)
 	}
 	var out pipeline.Comparison
 	opts := &github.ListOptions{PerPage: 100, Page: 1}
@@ -90,7 +104,7 @@ func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string
 			return pipeline.Comparison{}, pipeline.ErrNotFound
 		}
 		if err != nil {
-			return pipeline.Comparison{}, err
+			return pipeline.Comparison{}, rateLimitMarked(err)
 		}
 		out.Status = cmp.GetStatus()
 		for _, c := range cmp.Commits {

@@ -171,6 +171,35 @@ func TestReadFileNotFound(t *testing.T) {
 	}
 }
 
+// A comparison GitHub refuses for its rate limit is marked as such
+// (pipeline.ErrRateLimited), its text and the errors it wraps unchanged;
+// another refusal is not.
+func TestCompareMarksTheRateLimit(t *testing.T) {
+	reset := time.Now().Add(time.Hour).Unix()
+	limited, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-RateLimit-Limit", "5000")
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset", fmt.Sprint(reset))
+		w.Header().Set("X-RateLimit-Resource", "core")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"message":"API rate limit exceeded for installation ID 7."}`)
+	})
+	_, err := limited.Compare(context.Background(), repo, "aaa", "bbb")
+	if !errors.Is(err, pipeline.ErrRateLimited) {
+		t.Fatalf("rate limited: %v, want pipeline.ErrRateLimited", err)
+	}
+	if _, ok := AsRateLimited(err, time.Now()); !ok || strings.Contains(err.Error(), pipeline.ErrRateLimited.Error()) {
+		t.Errorf("the mark changed the error: %v", err)
+	}
+	refused, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"message":"Resource not accessible by integration"}`)
+	})
+	if _, err := refused.Compare(context.Background(), repo, "aaa", "bbb"); err == nil || errors.Is(err, pipeline.ErrRateLimited) {
+		t.Errorf("refused for lack of permission: %v, want an error that is not the rate limit", err)
+	}
+}
+
 // A file over 1 MB is ErrTooLarge whichever way GitHub says so: 403 with
 // errors[].code too_large (the default media type), or encoding "none" (the
 // object media type). Another 403 is not.

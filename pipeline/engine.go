@@ -831,8 +831,10 @@ func (e *Engine) leadCompare(ctx context.Context, repo Repo, d *Deployment) erro
 	if err == nil {
 		return e.Store.SaveLeadCompare(ctx, lc, cmp)
 	}
-	if ctx.Err() != nil {
-		return err // cancelled (a shutdown): no attempt of GitHub's to count
+	if ctx.Err() != nil || errors.Is(err, ErrRateLimited) {
+		// Cancelled (a shutdown), or GitHub asks to wait: no failure to
+		// count; the delivery is handled again later.
+		return err
 	}
 	giveUp := errors.Is(err, ErrNotFound) || lc.Attempts+1 >= leadCompareAttempts
 	failed := fmt.Errorf("compare %s...%s for the lead time of release %d in %s: %w", short(lc.Base), short(lc.Head), lc.ReleaseID, d.Environment, err)

@@ -532,6 +532,26 @@ func TestLeadComparisonFailingIsGivenUp(t *testing.T) {
 	}
 }
 
+// GitHub's rate limit is no failure of the comparison: however often it
+// asks to wait, the comparison is not given up, and once the limit is
+// gone the success brings what the comparison lists.
+func TestLeadComparisonRateLimitedIsNotAFailure(t *testing.T) {
+	h, g, st := rollbackToUndeployed(t)
+	before := h.observed()
+	g.failCompares, g.failWith = 5, fmt.Errorf("GET compare: 403 API rate limit exceeded: %w", pipeline.ErrRateLimited)
+	for attempt := 1; attempt <= 5; attempt++ {
+		err := h.tryDeliver(c2, "staging", st)
+		if !errors.Is(err, pipeline.ErrRateLimited) {
+			t.Fatalf("attempt %d: %v, want the rate limit", attempt, err)
+		}
+	}
+	h.deliver(c2, "staging", st)
+	h.promote(c2, 50, "production")
+	if got, want := h.since(before), map[string]uint64{"staging": 1, "production": 1}; !sameCounts(got, want) {
+		t.Errorf("lead times observed: %v, want %v (the comparison made once the limit went)", got, want)
+	}
+}
+
 // failingStatusStore fails the next fail RecordStatus calls: the process
 // dies after the comparison was kept, before the success was recorded.
 type failingStatusStore struct {

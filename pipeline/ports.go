@@ -12,6 +12,11 @@ import (
 // ErrNotFound is returned by GitHub and Store lookups that find nothing.
 var ErrNotFound = errors.New("not found")
 
+// ErrRateLimited marks (errors.Is) a GitHub call refused for a rate limit:
+// GitHub asks to wait, which is no failure of the request (the delivery is
+// handled again once the limit resets) and is not counted as one.
+var ErrRateLimited = errors.New("GitHub rate limit")
+
 // ErrTooLarge is returned by GitHub.ReadFile for a file GitHub's contents
 // API does not return (over 1 MB).
 var ErrTooLarge = errors.New("larger than GitHub's contents API returns (1 MB)")
