@@ -296,9 +296,13 @@ func (a *App) Run(ctx context.Context) error {
 	bg.Wait()
 	// The flusher flushed when told to stop, but the worker may have called
 	// GitHub since, finishing its delivery: flush once more, last.
-	if ferr := a.metrics.Flush(context.Background()); ferr != nil {
+	// Bounded: a database that does not answer must not keep the process
+	// from closing it past its orchestrator's patience.
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
+	if ferr := a.metrics.Flush(flushCtx); ferr != nil {
 		a.log.Warn("flush counters at shutdown", "error", ferr)
 	}
+	cancelFlush()
 	if cerr := a.db.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close database: %w", cerr))
 	}
@@ -348,9 +352,11 @@ const abortGrace = 5 * time.Second
 // sweep runs the periodic housekeeping: releases that waited behind a
 // deployment in progress for longer than pipeline.HoldRunning go on,
 // releases that waited too long for their required contexts are stopped,
-// installations recorded as suspended are looked up on GitHub (every
-// suspendedRecheck), and (with a retention setting) old delivery bodies
-// and deploy logs are pruned.
+// protection-rule requests that waited too long for a deployment to end
+// are judged again, installations recorded as suspended are looked up on
+// GitHub (every suspendedRecheck), deploy job logs GitHub did not have at
+// first are fetched again, and (with a retention setting) old delivery
+// bodies and deploy logs are pruned.
 func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()

@@ -235,7 +235,9 @@ func revision() string {
 	return "unknown"
 }
 
-// Registry is the registry to serve.
+// Registry gathers every metric, the delivery metrics included, in one
+// registry (for tests and tools; Handler serves the live part and the
+// delivery part rendered apart, from one database read).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // GitHubRequest counts one GitHub API call (githubapp.RequestObserver).

@@ -36,9 +36,10 @@ type Engine struct {
 	// configuration on the default branch to learn the pipeline branch.
 	branchReads sync.Map
 	// advancing: repository ID → the mutex advance holds. The worker
-	// orders deliveries by repository name; a repository renamed or
-	// transferred while deliveries wait under its old name would otherwise
-	// be advanced twice at once (and could create a deployment twice).
+	// handles one delivery of a repository at a time, but the periodic
+	// sweep (AdvanceReleased) advances releases beside it: without the
+	// lock a repository could be advanced twice at once (and a deployment
+	// created twice).
 	advancing sync.Map
 	// installing: installation ID → the mutex held while its state is
 	// read from GitHub and recorded.

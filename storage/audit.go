@@ -296,7 +296,9 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		s.State, s.CreatedAt = pipeline.DeploymentState(state), fromMillis(at)
 		dr.Statuses = append(dr.Statuses, s)
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
 	// In the order they happened, not the order they arrived in.
 	inGitHubOrder(dr.Statuses, func(s pipeline.StatusInfo) int64 { return s.GitHubID })
 	// A deployment lastmile did not create shows its run, jobs and reviews
@@ -304,7 +306,7 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	// owns its deployments, gated by reviewers or by lastmile's protection
 	// rule.
 	if d.RunID == 0 || (d.Origin == pipeline.OriginExternal && d.TwinOf != 0) {
-		return dr, rows.Err()
+		return dr, nil
 	}
 	rows, err = q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
 		WHERE deployment_id = ? OR (repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE) ORDER BY at, id`,
@@ -324,7 +326,9 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		_ = json.Unmarshal([]byte(reviewers), &r.Reviewers)
 		dr.Reviews = append(dr.Reviews, r)
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
 	rows, err = q.QueryContext(ctx, `SELECT run_id, name, url, status, conclusion, attempt FROM workflow_runs WHERE run_id = ?`, d.RunID)
 	if err != nil {
 		return nil, err
@@ -337,7 +341,9 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		}
 		dr.Runs = append(dr.Runs, r)
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
 	rows, err = q.QueryContext(ctx, `SELECT j.job_id, j.name, j.url, j.conclusion, j.started_at, j.completed_at,
 		COALESCE(l.size, 0), COALESCE(l.truncated, 0), l.job_id IS NOT NULL AND l.log IS NULL, COALESCE(l.missing, 0)
 		FROM workflow_jobs j LEFT JOIN job_logs l ON l.job_id = j.job_id AND l.deployment_id = ?
@@ -449,7 +455,9 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		// invalid one), as for one not deployed yet: not null.
 		out = append(out, pipeline.HistoryEntry{Release: *r, Stages: []pipeline.StageOutcome{}})
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
 	for i := range out {
 		e := &out[i]
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM release_commits WHERE release_id = ?`, e.Release.ID).Scan(&e.Commits); err != nil {

@@ -12,9 +12,9 @@ import (
 // Names of the persistent counters. Their label values are stored in the
 // order the metric declares its labels.
 const (
-	MetricWebhookDeliveries = "lastmile_webhook_deliveries_total" // event, outcome
-	MetricGitHubRequests    = "lastmile_github_requests_total"    // method, code
-	MetricDeployments       = "lastmile_deployments_total"        // repository, environment, state
+	MetricWebhookDeliveries = metrics.WebhookDeliveries // event, outcome
+	MetricGitHubRequests    = metrics.GitHubRequests    // method, code
+	MetricDeployments       = metrics.DeploymentsTotal  // repository, environment, state
 )
 
 func addCounter(ctx context.Context, tx *sql.Tx, name string, labels []string, delta float64) error {

@@ -203,7 +203,9 @@ func readRollups(ctx context.Context, tx *sql.Tx, s *metrics.Snapshot) error {
 		h.Labels = []string{repo, env}
 		s.Histograms[name] = append(s.Histograms[name], h)
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return err
+	}
 	return readEnvironments(ctx, tx, s)
 }
 

@@ -800,7 +800,9 @@ func (db *DB) ExpireWaiting(ctx context.Context, cutoff time.Time) (int, error) 
 			}
 			list = append(list, e)
 		}
-		rows.Close()
+		if err := closeRows(rows); err != nil {
+			return err
+		}
 		for _, e := range list {
 			// Since its first refusal: the cutoff is only now less the
 			// timeout, the same for every deployment expired.

@@ -311,6 +311,15 @@ func (db *DB) query(ctx context.Context, query string, args ...any) (*sql.Rows, 
 
 type rowScanner interface{ Scan(...any) error }
 
+// closeRows closes rows read by hand (the next query of the transaction
+// needs the connection) and returns the error that ended their
+// iteration, if it was not their end.
+func closeRows(rows *sql.Rows) error {
+	err := rows.Err()
+	rows.Close()
+	return err
+}
+
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }

@@ -11,7 +11,7 @@ package main
 //                          also reports CPU µs, write calls and bytes written per delivery
 // BenchmarkWebhook         githubapp.Webhook.ServeHTTP + storage, 16 callers, no HTTP, no worker
 // BenchmarkNextDeliveries  the worker's inbox query, with N deliveries pending (and N done)
-// BenchmarkNextAttemptAt   the worker's other query, same backlogs
+// BenchmarkNextAttemptAt   the next due time alone (NextWork gives it beside the deliveries), same backlogs
 
 import (
 	"context"

@@ -69,15 +69,6 @@ func RuleFiles() ([]string, error) {
 	return files, err
 }
 
-// DashboardFiles returns lastmile's Grafana dashboards (metrics/dashboards/*.json).
-func DashboardFiles() ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(Dir(), "dashboards", "*.json"))
-	if err == nil && len(files) == 0 {
-		err = errors.New("promtest: no dashboards in " + filepath.Join(Dir(), "dashboards"))
-	}
-	return files, err
-}
-
 // Config describes the Prometheus server to start.
 type Config struct {
 	// Targets are host:port addresses scraped at /metrics, in one job.
