@@ -75,26 +75,27 @@ func blobTooLarge(err error) bool {
 	return false
 }
 
-// rateLimitMarked marks err as pipeline.ErrRateLimited when it is GitHub's
-// refusal for a rate limit (its text, and the errors it wraps, unchanged).
-func rateLimitMarked(err error) error {
-	if _, ok := AsRateLimited(err, time.Now()); ok {
-		return rateLimitedMark{err}
+// waitMarked marks err as pipeline.ErrGitHubWait when it is GitHub's
+// refusal for a rate limit, or for a suspended installation (its text,
+// and the errors it wraps, unchanged).
+func waitMarked(err error) error {
+	if _, ok := AsRateLimited(err, time.Now()); ok || InstallationSuspended(err) {
+		return waitMark{err}
 	}
 	return err
 }
 
-type rateLimitedMark struct{ error }
+type waitMark struct{ error }
 
-func (r rateLimitedMark) Unwrap() error        { return r.error }
-func (r rateLimitedMark) Is(target error) bool { return target == pipeline.ErrRateLimited }
+func (r waitMark) Unwrap() error        { return r.error }
+func (r waitMark) Is(target error) bool { return target == pipeline.ErrGitHubWait }
 
 // Compare says how head relates to base and lists the commits of head that
 // base lacks, oldest first.
 func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
 	gh, err := g.client(r)
 	if err != nil {
-		return pipeline.Comparison{}, rateLimitMarked(err)
+		return pipeline.Comparison{}, waitMarked(err)
 	}
 	var out pipeline.Comparison
 	opts := &github.ListOptions{PerPage: 100, Page: 1}
@@ -104,7 +105,7 @@ func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string
 			return pipeline.Comparison{}, pipeline.ErrNotFound
 		}
 		if err != nil {
-			return pipeline.Comparison{}, rateLimitMarked(err)
+			return pipeline.Comparison{}, waitMarked(err)
 		}
 		out.Status = cmp.GetStatus()
 		for _, c := range cmp.Commits {

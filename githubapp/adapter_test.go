@@ -171,10 +171,10 @@ func TestReadFileNotFound(t *testing.T) {
 	}
 }
 
-// A comparison GitHub refuses for its rate limit is marked as such
-// (pipeline.ErrRateLimited), its text and the errors it wraps unchanged;
-// another refusal is not.
-func TestCompareMarksTheRateLimit(t *testing.T) {
+// A comparison GitHub refuses for its rate limit, or for a suspended
+// installation, is marked as one to wait for (pipeline.ErrGitHubWait), its
+// text and the errors it wraps unchanged; another refusal is not.
+func TestCompareMarksWhatToWaitFor(t *testing.T) {
 	reset := time.Now().Add(time.Hour).Unix()
 	limited, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-RateLimit-Limit", "5000")
@@ -185,17 +185,24 @@ func TestCompareMarksTheRateLimit(t *testing.T) {
 		io.WriteString(w, `{"message":"API rate limit exceeded for installation ID 7."}`)
 	})
 	_, err := limited.Compare(context.Background(), repo, "aaa", "bbb")
-	if !errors.Is(err, pipeline.ErrRateLimited) {
-		t.Fatalf("rate limited: %v, want pipeline.ErrRateLimited", err)
+	if !errors.Is(err, pipeline.ErrGitHubWait) {
+		t.Fatalf("rate limited: %v, want pipeline.ErrGitHubWait", err)
 	}
-	if _, ok := AsRateLimited(err, time.Now()); !ok || strings.Contains(err.Error(), pipeline.ErrRateLimited.Error()) {
+	if _, ok := AsRateLimited(err, time.Now()); !ok || strings.Contains(err.Error(), pipeline.ErrGitHubWait.Error()) {
 		t.Errorf("the mark changed the error: %v", err)
+	}
+	suspended, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"message":"This installation has been suspended"}`)
+	})
+	if _, err := suspended.Compare(context.Background(), repo, "aaa", "bbb"); !errors.Is(err, pipeline.ErrGitHubWait) || !InstallationSuspended(err) {
+		t.Errorf("installation suspended: %v, want pipeline.ErrGitHubWait", err)
 	}
 	refused, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 		io.WriteString(w, `{"message":"Resource not accessible by integration"}`)
 	})
-	if _, err := refused.Compare(context.Background(), repo, "aaa", "bbb"); err == nil || errors.Is(err, pipeline.ErrRateLimited) {
+	if _, err := refused.Compare(context.Background(), repo, "aaa", "bbb"); err == nil || errors.Is(err, pipeline.ErrGitHubWait) {
 		t.Errorf("refused for lack of permission: %v, want an error that is not the rate limit", err)
 	}
 }

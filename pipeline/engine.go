@@ -832,7 +832,7 @@ func (e *Engine) leadCompare(ctx context.Context, repo Repo, d *Deployment) erro
 	if err == nil {
 		return e.Store.SaveLeadCompare(ctx, lc, cmp)
 	}
-	if ctx.Err() != nil || errors.Is(err, ErrRateLimited) {
+	if ctx.Err() != nil || errors.Is(err, ErrGitHubWait) {
 		// Cancelled (a shutdown), or GitHub asks to wait: no failure to
 		// count; the delivery is handled again later.
 		return err

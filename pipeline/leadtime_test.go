@@ -538,10 +538,10 @@ func TestLeadComparisonFailingIsGivenUp(t *testing.T) {
 func TestLeadComparisonRateLimitedIsNotAFailure(t *testing.T) {
 	h, g, st := rollbackToUndeployed(t)
 	before := h.observed()
-	g.failCompares, g.failWith = 5, fmt.Errorf("GET compare: 403 API rate limit exceeded: %w", pipeline.ErrRateLimited)
+	g.failCompares, g.failWith = 5, fmt.Errorf("GET compare: 403 API rate limit exceeded: %w", pipeline.ErrGitHubWait)
 	for attempt := 1; attempt <= 5; attempt++ {
 		err := h.tryDeliver(c2, "staging", st)
-		if !errors.Is(err, pipeline.ErrRateLimited) {
+		if !errors.Is(err, pipeline.ErrGitHubWait) {
 			t.Fatalf("attempt %d: %v, want the rate limit", attempt, err)
 		}
 	}
@@ -583,5 +583,36 @@ func TestLeadComparisonIsKeptAcrossAttempts(t *testing.T) {
 	}
 	if asked, want := g.asked(), []string{"c1c1...c2c2"}; !slices.Equal(asked, want) {
 		t.Errorf("comparisons asked for: %v, want %v", asked, want)
+	}
+}
+
+// main is created at c1 with 50 commits of history (a baseline). Later it
+// is rolled back to an old history commit (h10), a fix c3 is made on it
+// and released, then main is force-pushed forward to c2 (on c1). The
+// roll-forward's success brings c2 alone: h11..h50, the baseline's
+// history, reached every environment with c1, without a lead time.
+func TestBaselineHistoryNeverCountsThroughALaterComparison(t *testing.T) {
+	hs := func(i int) string { return fmt.Sprintf("%040x", i) }
+	edges := []string{hs(1), ""}
+	for i := 2; i <= 50; i++ {
+		edges = append(edges, hs(i), hs(i-1))
+	}
+	edges = append(edges, c1, hs(50), c2, c1, c3, hs(10))
+	h, g := newGraphHarness(t, edges...)
+	h.pushCreatingMain(50, c1)
+	h.promote(c1, 10, "test", "staging", "production")
+	if err := h.push(c1, hs(10), true); err != nil { // roll back to last year's h10
+		t.Fatal(err)
+	}
+	h.promote(hs(10), 20, "test", "staging", "production")
+	h.release(hs(10), c3, 30, "test", "staging", "production")
+	before := h.observed()
+	g.asked()
+	if err := h.push(c3, c2, true); err != nil { // forward again, onto c1's line
+		t.Fatal(err)
+	}
+	h.promote(c2, 40, "test", "staging", "production")
+	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 1, "production": 1}; !sameCounts(got, want) {
+		t.Errorf("lead times observed by the roll-forward to c2: %v, want %v (c2 alone: c1 reached them before, h11..h50 are the baseline's history)", got, want)
 	}
 }

@@ -12,10 +12,11 @@ import (
 // ErrNotFound is returned by GitHub and Store lookups that find nothing.
 var ErrNotFound = errors.New("not found")
 
-// ErrRateLimited marks (errors.Is) a GitHub call refused for a rate limit:
-// GitHub asks to wait, which is no failure of the request (the delivery is
-// handled again once the limit resets) and is not counted as one.
-var ErrRateLimited = errors.New("GitHub rate limit")
+// ErrGitHubWait marks (errors.Is) a GitHub call that GitHub asks to wait
+// for — a rate limit — or that cannot be made while the installation is
+// suspended: no failure of the request (the delivery is handled again
+// later), and not counted as one.
+var ErrGitHubWait = errors.New("GitHub asks to wait")
 
 // ErrTooLarge is returned by GitHub.ReadFile for a file GitHub's contents
 // API does not return (over 1 MB).

@@ -684,22 +684,54 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 		return err
 	}
 	var values []float64
+	reached := map[string]bool{} // the commits that reach the environment now
 	for _, c := range commits {
 		res, err := tx.ExecContext(ctx, `INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, d.Repo.ID, d.Environment, c.sha, d.ID, millis(at))
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil {
+		n, err := res.RowsAffected()
+		if err != nil {
 			return err
-		} else if n == 1 && c.ts.Valid && c.ts.Int64 <= millis(at) {
+		}
+		reached[c.sha] = n == 1
+		if n == 1 && c.ts.Valid && c.ts.Int64 <= millis(at) {
 			// A commit dated after the success that brought it (its
 			// committer's clock ahead) has no lead time to tell: left out,
 			// as Four Keys does, rather than counted as the fastest.
 			values = append(values, float64(millis(at)-c.ts.Int64)/1000)
 		}
 	}
+	if err := reachBaselineHistory(ctx, tx, d, reached, at); err != nil {
+		return err
+	}
 	return observe(ctx, tx, metrics.LeadTime, d.Repo.FullName(), d.Environment, values...)
+}
+
+// reachBaselineHistory records, when the commit of the repository's
+// baseline release reaches d's environment (reached says which commits
+// do now), the history that release lists as having reached it too —
+// those commits are beneath it — without a lead time: a comparison that
+// lists some of them later (a roll forward after a rollback into that
+// history) does not count them as delivered then.
+func reachBaselineHistory(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, reached map[string]bool, at time.Time) error {
+	// A baseline is the repository's first release: one seek.
+	var baseline int64
+	var sha string
+	var isBaseline bool
+	err := tx.QueryRowContext(ctx, `SELECT id, sha, baseline FROM releases WHERE repository_id = ? ORDER BY id LIMIT 1`,
+		d.Repo.ID).Scan(&baseline, &sha, &isBaseline)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && (!isBaseline || !reached[sha]) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at)
+		SELECT ?, ?, sha, ?, ? FROM release_commits WHERE release_id = ? AND sha != ?
+		ON CONFLICT DO NOTHING`, d.Repo.ID, d.Environment, d.ID, millis(at), baseline, sha)
+	return err
 }
 
 // firstReleaseNaming returns the first release of the repository, up to

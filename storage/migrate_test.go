@@ -544,3 +544,89 @@ func TestWritableAfterAFailedCommit(t *testing.T) {
 		t.Error("still failing after a write went through")
 	}
 }
+
+// Migration 0028 marks as baselines the first releases recorded before
+// 0026 whose push created the branch (its stored body says before is all
+// zeros) — not one whose push followed a commit, nor one whose body was
+// pruned (nothing known) — and records the history a baseline lists as
+// having reached every environment its commit reached.
+func TestBaselineBackfillMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, 27)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := func(c byte) string { return strings.Repeat(string(c), 40) }
+	zeros := sha('0')
+	for _, d := range []struct{ id, repo, before string }{
+		{"d-created", "acme/new", zeros},
+		{"d-followed", "acme/old", sha('9')},
+		{"d-later", "acme/new", sha('c')},
+	} {
+		body := fmt.Sprintf(`{"ref":"refs/heads/main","before":%q,"repository":{"id":1,"full_name":%q},"installation":{"id":7}}`, d.before, d.repo)
+		if _, err := db.Accept(ctx, &pipeline.Delivery{ID: d.id, Event: "push", Repository: d.repo, Body: []byte(body), State: pipeline.DeliveryPending}, "push", "accepted"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/new', 7, 1), (43, 'acme/old', 7, 1), (44, 'acme/pruned', 7, 1)`,
+		// acme/new: its first release (c, from the push that created main,
+		// with history a and b) reached test; a later release, d.
+		// acme/old: its first push followed a commit. acme/pruned: its
+		// push's body is gone.
+		`INSERT INTO releases (id, repository_id, sha, ref, pusher, pushed_at, delivery_id, config, state, created_at, updated_at) VALUES
+			(1, 42, '` + sha('c') + `', 'refs/heads/main', 'o', 1, 'd-created', '{}', 'active', 1, 1),
+			(2, 43, '` + sha('e') + `', 'refs/heads/main', 'o', 1, 'd-followed', '{}', 'active', 1, 1),
+			(3, 44, '` + sha('f') + `', 'refs/heads/main', 'o', 1, 'd-pruned', '{}', 'active', 1, 1),
+			(4, 42, '` + sha('d') + `', 'refs/heads/main', 'o', 2, 'd-later', '{}', 'active', 2, 2)`,
+		`INSERT INTO release_commits (release_id, position, sha, author, timestamp, title) VALUES
+			(1, 0, '` + sha('a') + `', 'o', 1, 'a'), (1, 1, '` + sha('b') + `', 'o', 1, 'b'), (1, 2, '` + sha('c') + `', 'o', 1, 'c'),
+			(2, 0, '` + sha('e') + `', 'o', 1, 'e'), (3, 0, '` + sha('f') + `', 'o', 1, 'f'), (4, 0, '` + sha('d') + `', 'o', 2, 'd')`,
+		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, created_at, terminal_at, succeeded_at) VALUES
+			(10, 42, 1, 'test', 0, '` + sha('c') + `', 'lastmile', 1010, 'success', 1, 1000, 1000)`,
+		`INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at) VALUES (42, 'test', '` + sha('c') + `', 10, 1000)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	defer db.Close()
+	var baselines []int64
+	rows, err := db.read.QueryContext(ctx, `SELECT id FROM releases WHERE baseline ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		baselines = append(baselines, id)
+	}
+	rows.Close()
+	if !slices.Equal(baselines, []int64{1}) {
+		t.Errorf("baselines after the migration: %v, want [1] (acme/new's first release only)", baselines)
+	}
+	var reached []string
+	rows, err = db.read.QueryContext(ctx, `SELECT environment || ' ' || substr(sha, 1, 1) || ' #' || deployment_id || ' ' || reached_at
+		FROM environment_commits WHERE repository_id = 42 ORDER BY environment, sha`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		reached = append(reached, s)
+	}
+	rows.Close()
+	if want := []string{"test a #10 1000", "test b #10 1000", "test c #10 1000"}; !slices.Equal(reached, want) {
+		t.Errorf("environment_commits after the migration: %v, want %v", reached, want)
+	}
+}
