@@ -716,8 +716,8 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 		// not deployed (an environment URL built from another App's
 		// environment name, such as "Preview – shop").
 		"deploy, inputs invalid for deploying": {
-			inputs: map[string]string{"INPUT_COMMAND": "", "INPUT_ENVIRONMENT-URL": "https://Preview – shop.example.com",
-				"INPUT_PASS-ENVIRONMENT-ARG": "maybe", "INPUT_JOB-ID": "x"},
+			inputs: map[string]string{"INPUT_COMMAND": "./deploy.sh # to the environment", "INPUT_ENVIRONMENT-URL": "https://Preview – shop.example.com",
+				"INPUT_PASS-ENVIRONMENT-ARG": "true"},
 			payload: map[string]any{"vercel": map[string]any{"preview": true}},
 		},
 		"deploy, require-lastmile false": {
@@ -768,6 +768,29 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 				t.Errorf("job log %q, want %q", log.String(), want)
 			}
 			wantOutputs(t, s.readOutputs(t), "", "true", "")
+		})
+	}
+}
+
+// The workflow's own mistakes are said whatever the deployment, one that
+// is not lastmile's too: they would break the next one that is.
+func TestRunReportsWorkflowMistakesOnOtherAppsDeployments(t *testing.T) {
+	for name, inputs := range map[string]map[string]string{
+		"mode misspelt":                      {"INPUT_MODE": "deplyo"},
+		"pass-environment-arg not a boolean": {"INPUT_COMMAND": "true", "INPUT_PASS-ENVIRONMENT-ARG": "maybe"},
+		"no token":                           {"INPUT_COMMAND": "true", "INPUT_TOKEN": "", "GITHUB_TOKEN": ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			jc := w.directJob(id)
+			s := newStep(t, jc, inputs)
+			s.setPayload(t, jc, map[string]any{"vercel": map[string]any{"preview": true}})
+			var log strings.Builder
+			res, err := action.Run(w.ctx, s.env(&log))
+			if err == nil || res.Skipped || !strings.HasPrefix(log.String(), "::error::") {
+				t.Errorf("Run: %+v, %v; want the mistake said as an error\n%s", res, err, log.String())
+			}
 		})
 	}
 }

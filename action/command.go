@@ -79,7 +79,8 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 		// not yet handed over) is its result, not the cancellation's.
 		select {
 		case err = <-done:
-			out.finishWithin(ctx, env.KillGrace)
+			terminateGroup(cmd) // what it left running stops with the job
+			out.finish(cancelledDrain)
 			return false, err
 		default:
 		}

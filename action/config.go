@@ -134,7 +134,11 @@ func (c *config) logURL() string {
 // problem at once.
 func readConfig(getenv func(string) string) (*config, error) {
 	input := func(name string) string { return strings.TrimSpace(getenv(InputEnvName(name))) }
-	var errs []error
+	// errs are the workflow's problems; deployErrs those of the inputs for
+	// deploying alone, which a deployment that is not lastmile's (never
+	// deployed) does not have (an environment-url built from another App's
+	// environment name need not be a URL).
+	var errs, deployErrs []error
 	c := &config{
 		mode:           ModeDeploy,
 		command:        input(InputCommand),
@@ -175,7 +179,7 @@ func readConfig(getenv func(string) string) (*config, error) {
 	}
 	if c.passEnvArg && c.command != "" {
 		if err := appendable(c.command); err != nil {
-			errs = append(errs, fmt.Errorf("input %s: the environment cannot be appended to this command: %w; "+
+			deployErrs = append(deployErrs, fmt.Errorf("input %s: the environment cannot be appended to this command: %w; "+
 				"use $LASTMILE_ENVIRONMENT in the command instead", InputPassEnvironmentArg, err))
 		}
 	}
@@ -183,7 +187,7 @@ func readConfig(getenv func(string) string) (*config, error) {
 		// GitHub takes any string as environment_url and shows it as the
 		// deployment's link: a host without its scheme, or a javascript:
 		// URL, would be a broken or unsafe link.
-		errs = append(errs, fmt.Errorf("input %s: %q is not an http(s) URL (such as https://staging.example.com)", InputEnvironmentURL, v))
+		deployErrs = append(deployErrs, fmt.Errorf("input %s: %q is not an http(s) URL (such as https://staging.example.com)", InputEnvironmentURL, v))
 	}
 	if v := input(InputJobID); v != "" {
 		// job.check_run_id: empty where GitHub does not provide it (GitHub
@@ -245,8 +249,11 @@ func readConfig(getenv func(string) string) (*config, error) {
 	} else {
 		c.deployment = d
 		if requireKnown && c.requireLastmile && !d.byLastmile() {
-			// Not lastmile's: nothing is deployed or reported, and the
-			// inputs for deploying do not matter (Run says so and skips).
+			// Not lastmile's: nothing is deployed or reported (Run says so
+			// and skips), and the inputs for deploying do not matter.
+			if err := errors.Join(errs...); err != nil {
+				return nil, err
+			}
 			return c, nil
 		}
 		if c.deployment.SHA == "" {
@@ -259,7 +266,7 @@ func readConfig(getenv func(string) string) (*config, error) {
 			}
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(append(errs, deployErrs...)...); err != nil {
 		return nil, err
 	}
 	return c, nil

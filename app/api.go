@@ -30,17 +30,18 @@ func (a *App) mountAPI(e *echo.Echo) {
 		"/releases/:owner/:repo/:sha": a.apiRelease,
 		"/jobs/:id/log":               a.apiJobLog,
 	} {
-		g.GET(path, get)
-		// Another method on the API's paths: 405, once the token is
-		// checked (the group's catch-all would say 404).
-		g.Match([]string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}, path, readOnly)
+		// Any other method on the API's paths: 405, once the token is
+		// checked (the group's catch-all would say 404). GET and HEAD,
+		// registered after, take their own.
+		g.Any(path, readOnly)
+		g.Match([]string{http.MethodGet, http.MethodHead}, path, get)
 	}
 }
 
 // readOnly answers a request to write to the read API.
 func readOnly(c echo.Context) error {
-	c.Response().Header().Set("Allow", http.MethodGet)
-	return c.JSON(http.StatusMethodNotAllowed, map[string]string{"message": "Method Not Allowed: the API is read-only (GET)"})
+	c.Response().Header().Set("Allow", "GET, HEAD")
+	return c.JSON(http.StatusMethodNotAllowed, map[string]string{"message": "Method Not Allowed: the API is read-only (GET, HEAD)"})
 }
 
 func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {

@@ -213,6 +213,9 @@ func TestDeliveriesSayWhatTheyWaitBehind(t *testing.T) {
 		{ID: "guid-other", Event: "push", Repository: "acme/api", RepositoryID: 2, InstallationID: 7},
 		{ID: "guid-behind-2", Event: "deployment_status", Repository: "acme/shop", RepositoryID: 1, InstallationID: 7},
 		{ID: "guid-install", Event: "installation", Action: "suspend", InstallationID: 7},
+		// acme/shop renamed acme/store while these waited: still behind
+		// its head under the old name.
+		{ID: "guid-renamed", Event: "push", Repository: "acme/store", RepositoryID: 1, InstallationID: 7},
 	} {
 		d.Body, d.State = []byte(`{"seeded":true}`), pipeline.DeliveryPending
 		if _, err := db.Accept(ctx, &d, d.Event, "accepted"); err != nil {
@@ -231,7 +234,7 @@ func TestDeliveriesSayWhatTheyWaitBehind(t *testing.T) {
 	for _, l := range strings.Split(stdout, "\n") {
 		id := strings.Fields(l + " x x x")[2]
 		switch want := strings.Contains(l, waits); {
-		case id == "guid-behind-1" || id == "guid-behind-2":
+		case id == "guid-behind-1" || id == "guid-behind-2" || id == "guid-renamed":
 			if !want {
 				t.Errorf("%s should say %q: %q", id, waits, l)
 			}
@@ -247,14 +250,14 @@ func TestDeliveriesSayWhatTheyWaitBehind(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatalf("%v\n%s", err, stdout)
 	}
-	want := map[string]string{"guid-behind-1": "guid-head", "guid-behind-2": "guid-head"}
+	want := map[string]string{"guid-behind-1": "guid-head", "guid-behind-2": "guid-head", "guid-renamed": "guid-head"}
 	for _, d := range got {
 		if d.WaitsBehind != want[d.ID] {
 			t.Errorf("--json: %s waits behind %q, want %q", d.ID, d.WaitsBehind, want[d.ID])
 		}
 	}
-	if len(got) != 5 {
-		t.Errorf("--json listed %d deliveries, want 5", len(got))
+	if len(got) != 6 {
+		t.Errorf("--json listed %d deliveries, want 6", len(got))
 	}
 }
 

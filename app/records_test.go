@@ -203,7 +203,7 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	// The API is read-only: another method is 405 with the token, 401
 	// without it (nothing said before the token is checked).
 	for _, p := range paths {
-		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete} {
+		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodTrace, "PROPFIND"} {
 			if code, body := request(t, method, sb.URL()+p, "Bearer "+token); code != http.StatusMethodNotAllowed {
 				t.Errorf("%s %s with the token: %d %s, want 405", method, p, code, body)
 			}
@@ -219,6 +219,9 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 		if code, body := get(q, "Bearer "+token); code != http.StatusBadRequest || !strings.Contains(body, "this endpoint takes") {
 			t.Errorf("GET %s: %d %s, want 400 naming what the endpoint takes", q, code, body)
 		}
+	}
+	if code, body := request(t, http.MethodHead, sb.URL()+"/api/v1/history", "Bearer "+token); code != http.StatusOK || body != "" {
+		t.Errorf("HEAD /api/v1/history with the token: %d %q, want 200 and no body", code, body)
 	}
 	if code, _ := get("/api/v1/nothing-here", "Bearer "+token); code != http.StatusNotFound {
 		t.Errorf("an unknown path of the API: %d, want 404", code)

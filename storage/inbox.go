@@ -460,13 +460,22 @@ func (db *DB) WaitingBehind(ctx context.Context, ds []*pipeline.Delivery) (map[s
 	if err != nil {
 		return nil, err
 	}
-	bySeq := map[string]int64{}
-	for _, h := range heads {
-		bySeq[h.key()] = h.seq
+	// As NextWork: a repository's deliveries wait behind the oldest of its
+	// queues, whatever name each was delivered under (renamed, or
+	// transferred, while they waited); the others by their queue.
+	byKey, byRepo := map[string]int64{}, map[int64]int64{}
+	for _, h := range heads { // oldest first
+		byKey[h.key()] = h.seq
+		if _, ok := byRepo[h.repositoryID]; !ok && h.repositoryID != 0 {
+			byRepo[h.repositoryID] = h.seq
+		}
 	}
 	found := map[int64]QueueHead{}
 	for _, d := range ds {
-		head, ok := bySeq[queueHead{repository: d.Repository, installationID: d.InstallationID}.key()]
+		head, ok := byRepo[d.RepositoryID]
+		if d.RepositoryID == 0 || !ok {
+			head, ok = byKey[queueHead{repository: d.Repository, installationID: d.InstallationID}.key()]
+		}
 		if d.State != pipeline.DeliveryPending || !ok || head >= d.Seq {
 			continue
 		}

@@ -183,14 +183,14 @@ func initNew(ctx context.Context, path string) error {
 	return nil
 }
 
-// checkOurs refuses a database that has tables but is not lastmile's (no
-// schema_migrations), before anything is written to it: migrating would
-// add lastmile's tables to another program's database, and switch it to
-// WAL.
+// checkOurs refuses a database that has a schema (tables, views, indexes
+// or triggers) but is not lastmile's (no schema_migrations table), before
+// anything is written to it: migrating would add lastmile's tables to
+// another program's database, and switch it to WAL.
 func checkOurs(ctx context.Context, conn *sql.DB) error {
 	ours := false // schema_migrations is among the tables
 	var tables []string
-	rows, err := conn.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`)
+	rows, err := conn.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite\_%' ESCAPE '\' ORDER BY name`)
 	if err != nil {
 		return notOurs(err)
 	}
@@ -210,7 +210,7 @@ func checkOurs(ctx context.Context, conn *sql.DB) error {
 		if len(tables) > 3 {
 			tables = append(tables[:3], "…")
 		}
-		return fmt.Errorf("not a lastmile database (it has other tables: %s); lastmile leaves it as it is: name a new file, or a lastmile database", strings.Join(tables, ", "))
+		return fmt.Errorf("not a lastmile database (it holds another schema: %s); lastmile leaves it as it is: name a new file, or a lastmile database", strings.Join(tables, ", "))
 	}
 	return nil
 }

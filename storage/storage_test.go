@@ -259,12 +259,21 @@ func TestOpenRefusesAnotherProgramsDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Close()
+	view := filepath.Join(dir, "view.db")
+	if other, err = sql.Open("sqlite", view); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(`CREATE VIEW v AS SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
 	text := filepath.Join(dir, "notes.txt")
 	if err := os.WriteFile(text, bytes.Repeat([]byte("not a database\n"), 512), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]string{
-		foreign: "not a lastmile database (it has other tables: notes)",
+		foreign: "not a lastmile database (it holds another schema: notes)",
+		view:    "not a lastmile database (it holds another schema: v)",
 		text:    "not a lastmile database (file is not a database",
 	} {
 		before, err := os.ReadFile(path)
