@@ -1828,10 +1828,16 @@ func (h *harness) leadTimesObserved(env string) uint64 {
 // release pushes sha (after before) and promotes it through envs.
 func (h *harness) release(before, sha string, run int64, envs ...string) {
 	h.t.Helper()
-	if err := h.push(before, sha, false); err != nil {
+	h.mustPush(before, sha, false)
+	h.promote(sha, run, envs...)
+}
+
+// mustPush is push, failing the test on an error.
+func (h *harness) mustPush(before, after string, forced bool) {
+	h.t.Helper()
+	if err := h.push(before, after, forced); err != nil {
 		h.t.Fatal(err)
 	}
-	h.promote(sha, run, envs...)
 }
 
 // promote has every deployment of sha succeed, environment after

@@ -103,9 +103,7 @@ func TestReleasesAfterABaselineLeaveItsHistoryOut(t *testing.T) {
 func TestBranchCreatedAgainIsNoBaseline(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	h.release(c0, c1, 10, "test", "staging", "production")
-	if err := h.push(strings.Repeat("0", 40), c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(strings.Repeat("0", 40), c2, false)
 	h.promote(c2, 20, "test", "staging", "production")
 	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c2)
 	if err != nil {
@@ -249,9 +247,7 @@ const c3a = "a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3"
 func TestFastForwardReleasesAskNoComparison(t *testing.T) {
 	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
 	h.release(c0, c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
 	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
 	before := h.observed()
@@ -273,17 +269,13 @@ func TestFastForwardReleasesAskNoComparison(t *testing.T) {
 func TestRollbackToAnUndeployedCommitObservesIt(t *testing.T) {
 	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
 	h.release(c0, c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
 	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
 	h.release(c2, c3, 30, "test")
 	g.asked()
 	before := h.observed()
-	if err := h.push(c3, c2, true); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c3, c2, true)
 	g.asked() // the push's own comparison
 	h.promote(c2, 40, "test", "staging", "production")
 	if got, want := h.since(before), map[string]uint64{"test": 0, "staging": 1, "production": 1}; !sameCounts(got, want) {
@@ -309,14 +301,10 @@ func TestRollbackToAnUndeployedCommitObservesIt(t *testing.T) {
 func TestRollbackOfAFailedReleaseAsksNothing(t *testing.T) {
 	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1)
 	h.release(c0, c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentFailure, 20, true)
 	before := h.observed()
-	if err := h.push(c2, c1, true); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c2, c1, true)
 	g.asked()
 	h.promote(c1, 30, "test", "staging", "production")
 	if got := h.since(before); !sameCounts(got, nil) {
@@ -333,17 +321,11 @@ func TestRollbackOfAFailedReleaseAsksNothing(t *testing.T) {
 func TestAmendedHeadBringsTheCommitsBeneathIt(t *testing.T) {
 	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2, c3a, c2)
 	h.release(c0, c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentFailure, 20, true)
-	if err := h.push(c2, c3, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c2, c3, false)
 	before := h.observed()
-	if err := h.push(c3, c3a, true); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c3, c3a, true)
 	g.asked()
 	h.promote(c3a, 30, "test", "staging", "production")
 	if got, want := h.since(before), map[string]uint64{"test": 2, "staging": 2, "production": 2}; !sameCounts(got, want) {
@@ -360,15 +342,11 @@ func TestAmendedHeadBringsTheCommitsBeneathIt(t *testing.T) {
 func TestReleaseOnARollbackObservesWhatTheRollbackBrought(t *testing.T) {
 	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2, c4, c2)
 	h.release(c0, c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
 	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
 	h.release(c2, c3, 30, "test")
-	if err := h.push(c3, c2, true); err != nil { // back to c2, which fails in staging again
-		t.Fatal(err)
-	}
+	h.mustPush(c3, c2, true) // back to c2, which fails in staging again
 	h.status(c2, "test", pipeline.DeploymentSuccess, 40, true)
 	h.status(c2, "staging", pipeline.DeploymentFailure, 41, true)
 	before := h.observed()
@@ -387,20 +365,14 @@ func TestReleaseOnARollbackObservesWhatTheRollbackBrought(t *testing.T) {
 // release's base: c1 failed in staging, c2 too, and main went back to c1.
 func TestFirstSuccessOfARollbackObservesFromTheFirstRelease(t *testing.T) {
 	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c0, c1, false)
 	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
 	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
 	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
 	before := h.observed()
-	if err := h.push(c2, c1, true); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c2, c1, true)
 	g.asked()
 	h.promote(c1, 30, "test", "staging", "production")
 	if got, want := h.since(before), map[string]uint64{"test": 0, "staging": 1, "production": 1}; !sameCounts(got, want) {
@@ -421,14 +393,10 @@ func TestFirstSuccessAfterABaselineRewrittenLeavesTheHistoryOut(t *testing.T) {
 	h.pushCreatingMain(50, c1)
 	h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
 	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentFailure, 20, true)
 	before := h.observed()
-	if err := h.push(c2, c3, true); err != nil { // c2 amended as c3
-		t.Fatal(err)
-	}
+	h.mustPush(c2, c3, true) // c2 amended as c3
 	g.asked()
 	h.promote(c3, 30, "test", "staging", "production")
 	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
@@ -445,15 +413,11 @@ func TestFirstSuccessAfterABaselineRewrittenLeavesTheHistoryOut(t *testing.T) {
 func rollbackToUndeployed(t *testing.T) (*harness, *graphGitHub, pipeline.StatusInfo) {
 	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
 	h.release(c0, c1, 10, "test", "staging", "production")
-	if err := h.push(c1, c2, false); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c1, c2, false)
 	h.status(c2, "test", pipeline.DeploymentSuccess, 20, true)
 	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
 	h.release(c2, c3, 30, "test")
-	if err := h.push(c3, c2, true); err != nil {
-		t.Fatal(err)
-	}
+	h.mustPush(c3, c2, true)
 	h.status(c2, "test", pipeline.DeploymentSuccess, 40, true)
 	g.asked()
 	return h, g, h.status(c2, "staging", pipeline.DeploymentSuccess, 41, false)
@@ -601,16 +565,12 @@ func TestBaselineHistoryNeverCountsThroughALaterComparison(t *testing.T) {
 	h, g := newGraphHarness(t, edges...)
 	h.pushCreatingMain(50, c1)
 	h.promote(c1, 10, "test", "staging", "production")
-	if err := h.push(c1, hs(10), true); err != nil { // roll back to last year's h10
-		t.Fatal(err)
-	}
+	h.mustPush(c1, hs(10), true) // roll back to last year's h10
 	h.promote(hs(10), 20, "test", "staging", "production")
 	h.release(hs(10), c3, 30, "test", "staging", "production")
 	before := h.observed()
 	g.asked()
-	if err := h.push(c3, c2, true); err != nil { // forward again, onto c1's line
-		t.Fatal(err)
-	}
+	h.mustPush(c3, c2, true) // forward again, onto c1's line
 	h.promote(c2, 40, "test", "staging", "production")
 	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 1, "production": 1}; !sameCounts(got, want) {
 		t.Errorf("lead times observed by the roll-forward to c2: %v, want %v (c2 alone: c1 reached them before, h11..h50 are the baseline's history)", got, want)

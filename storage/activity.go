@@ -526,8 +526,7 @@ func (db *DB) Rejection(ctx context.Context, d *pipeline.Deployment) (*pipeline.
 		}
 		all = append(all, s)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return nil, err
 	}
 	inGitHubOrder(all, func(s status) int64 { return s.github })

@@ -126,8 +126,7 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64) (*p
 		}
 		found = append(found, r)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return nil, err
 	}
 	at := slices.IndexFunc(found, func(r *pipeline.Release) bool { return r.ID == id })

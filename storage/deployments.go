@@ -294,8 +294,7 @@ func markRerun(ctx context.Context, tx *sql.Tx, deploymentID int64) error {
 		}
 		all = append(all, st)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return err
 	}
 	inGitHubOrder(all, func(st status) int64 { return st.github })
@@ -395,8 +394,7 @@ func failedAttempt(ctx context.Context, tx *sql.Tx, deploymentID, rowID int64) (
 		}
 		all = append(all, s)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return attempt{}, err
 	}
 	inGitHubOrder(all, func(s status) int64 { return s.github })

@@ -596,8 +596,7 @@ func (db *DB) queryIn(ctx context.Context, prefix string, ids []string, each fun
 				return err
 			}
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := closeRows(rows); err != nil {
 			return err
 		}
 	}

@@ -437,19 +437,7 @@ func TestRerunMigrationMarksTheRerunsInProgress(t *testing.T) {
 		t.Fatalf("migrate: %v", err)
 	}
 	defer db.Close()
-	var rerun []int64
-	rows, err := db.read.QueryContext(ctx, `SELECT id FROM deployments WHERE rerun = 1 ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		rerun = append(rerun, id)
-	}
-	rows.Close()
+	rerun := column[int64](t, db, `SELECT id FROM deployments WHERE rerun = 1 ORDER BY id`)
 	if !slices.Equal(rerun, []int64{10}) {
 		t.Errorf("deployments marked as re-run in progress: %v; want [10]", rerun)
 	}
@@ -596,37 +584,35 @@ func TestBaselineBackfillMigration(t *testing.T) {
 		t.Fatalf("migrate: %v", err)
 	}
 	defer db.Close()
-	var baselines []int64
-	rows, err := db.read.QueryContext(ctx, `SELECT id FROM releases WHERE baseline ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		baselines = append(baselines, id)
-	}
-	rows.Close()
+	baselines := column[int64](t, db, `SELECT id FROM releases WHERE baseline ORDER BY id`)
 	if !slices.Equal(baselines, []int64{1}) {
 		t.Errorf("baselines after the migration: %v, want [1] (acme/new's first release only)", baselines)
 	}
-	var reached []string
-	rows, err = db.read.QueryContext(ctx, `SELECT environment || ' ' || substr(sha, 1, 1) || ' #' || deployment_id || ' ' || reached_at
+	reached := column[string](t, db, `SELECT environment || ' ' || substr(sha, 1, 1) || ' #' || deployment_id || ' ' || reached_at
 		FROM environment_commits WHERE repository_id = 42 ORDER BY environment, sha`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			t.Fatal(err)
-		}
-		reached = append(reached, s)
-	}
-	rows.Close()
 	if want := []string{"test a #10 1000", "test b #10 1000", "test c #10 1000"}; !slices.Equal(reached, want) {
 		t.Errorf("environment_commits after the migration: %v, want %v", reached, want)
 	}
+}
+
+// column reads the one column of query's rows.
+func column[T any](t *testing.T, db *DB, query string, args ...any) []T {
+	t.Helper()
+	rows, err := db.read.QueryContext(context.Background(), query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -120,8 +120,7 @@ func renameSeries(ctx context.Context, tx *sql.Tx, repoID int64, name string) er
 		}
 		envs = append(envs, env)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return err
 	}
 	for _, env := range envs {
@@ -307,8 +306,7 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 			}
 			known[l] = true
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := closeRows(rows); err != nil {
 			return err
 		}
 		names := make([]string, len(rel.Config.Environments))
@@ -491,8 +489,7 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 		s.Active = append(s.Active, p)
 		byID[r.ID] = p
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return nil, err
 	}
 	if len(s.Active) > 0 {
