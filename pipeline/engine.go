@@ -1395,12 +1395,12 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 		return nil, err
 	}
 	if !ok {
-		running, err := e.Store.Running(ctx, req.Repo.ID, req.SHA, prev)
+		unfinished, err := e.Store.Unfinished(ctx, req.Repo.ID, req.SHA, prev)
 		if err != nil {
 			return nil, err
 		}
-		if running {
-			dec.State, dec.Comment = ProtectionWaiting, fmt.Sprintf("lastmile waits: commit %s is being deployed to %s, which comes before %s; it answers when that deployment ends.", short(req.SHA), prev, req.Environment)
+		if unfinished {
+			dec.State, dec.Comment = ProtectionWaiting, fmt.Sprintf("lastmile waits: commit %s has a deployment to %s, which comes before %s, that has not ended; it answers when that deployment ends.", short(req.SHA), prev, req.Environment)
 			return dec, nil
 		}
 		return reject("lastmile rejects: commit %s has not succeeded in %s, which comes before %s.", short(req.SHA), prev, req.Environment)

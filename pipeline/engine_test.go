@@ -2670,6 +2670,33 @@ func TestProtectionRuleWaitsForARerunInProgress(t *testing.T) {
 	}
 }
 
+// GitHub does not deliver webhooks in order: a staging job's request may
+// come while lastmile has heard only the queued of the commit's test
+// deploy, its in_progress and success still on their way. It waits for
+// them rather than rejecting a commit that has succeeded.
+func TestProtectionRuleWaitsForADeployHeardOnlyQueued(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentQueued, 10, true)
+	started := h.status(c1, "test", pipeline.DeploymentInProgress, 10, false)
+	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting || dec.Posted {
+		t.Fatalf("staging job of c1, its test deploy heard queued: %s, posted %v (%s); want waiting", dec.State, dec.Posted, dec.Comment)
+	}
+	h.deliver(c1, "test", started)
+	h.deliver(c1, "test", success)
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionApproved || !dec.Posted {
+		t.Errorf("after the test success: %s, posted %v (%s); want approved, posted", dec.State, dec.Posted, dec.Comment)
+	}
+	// lastmile has created c1's staging deployment meanwhile: a production
+	// job waits for it too.
+	if dec := h.judge("rule-2", "production", c1, 67); dec.State != pipeline.ProtectionWaiting {
+		t.Errorf("production job of c1, its staging deployment created: %s (%s); want waiting", dec.State, dec.Comment)
+	}
+}
+
 // A protection-rule request that waits is answered when lastmile learns how
 // the deployment before it ended from its run's end (the success's webhook
 // lost), not only from a deployment_status.
@@ -2753,8 +2780,10 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 		return dec
 	}
 	succeedExternally(901, 0)
-	if dec := judge(91); dec.State != "rejected" {
-		t.Errorf("production approved on a staging deployment made by hand: %s (%s)", dec.State, dec.Comment)
+	// Not approved: it waits for lastmile's own staging deployment, which
+	// has not ended.
+	if dec := judge(91); dec.State != "waiting" {
+		t.Errorf("production judged on a staging deployment made by hand: %s (%s); want waiting", dec.State, dec.Comment)
 	}
 	succeedExternally(902, 77) // Actions' deployment for a job of run 77
 	if dec := judge(92); dec.State != "approved" {
@@ -2851,8 +2880,10 @@ func TestProtectionRuleIgnoresTheRunAHandMadeStatusNames(t *testing.T) {
 			LogURL: "https://github.com/acme/shop/actions/runs/12345/job/678"}}); err != nil {
 		t.Fatal(err)
 	}
-	if dec := h.judge("rule-1", "production", c1, 55); dec.State != "rejected" {
-		t.Errorf("production %s on a staging deployment made by hand whose status names a run: %s", dec.State, dec.Comment)
+	// Not approved: it waits for lastmile's own staging deployment, which
+	// has not ended.
+	if dec := h.judge("rule-1", "production", c1, 55); dec.State != "waiting" {
+		t.Errorf("production %s on a staging deployment made by hand whose status names a run: %s; want waiting", dec.State, dec.Comment)
 	}
 	if d, err := h.db.Deployment(ctx, 901); err != nil {
 		t.Fatal(err)

@@ -454,10 +454,11 @@ type Store interface {
 	// LongWaitingProtectionDecisions lists the requests, of every
 	// repository, that wait, last judged so before before.
 	LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*ProtectionDecision, error)
-	// Running reports whether sha has a deployment in env, of those
-	// Succeeded counts, whose latest status is in_progress (a first
-	// attempt or a re-run), since less than HoldRunning.
-	Running(ctx context.Context, repoID int64, sha, env string) (bool, error)
+	// Unfinished reports whether sha has a deployment in env, of those
+	// Succeeded counts, that has not ended (created, pending, queued or
+	// in_progress: a first attempt or a re-run), its latest status less
+	// than HoldRunning old.
+	Unfinished(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	MarkProtectionPosted(ctx context.Context, id int64) error
 }
 

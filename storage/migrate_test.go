@@ -444,11 +444,11 @@ func TestRerunMigrationMarksTheRerunsInProgress(t *testing.T) {
 	if held, err := db.HeldBy(ctx, 42, "staging"); err != nil || held != 1 {
 		t.Errorf("staging held by release %d (%v); want 1, whose re-run deploys there", held, err)
 	}
-	if run, err := db.Running(ctx, 42, "a", "staging"); err != nil || !run {
-		t.Errorf("a's staging deployment running: %v (%v); want true", run, err)
+	if run, err := db.Unfinished(ctx, 42, "a", "staging"); err != nil || !run {
+		t.Errorf("a's staging deployment unfinished: %v (%v); want true", run, err)
 	}
-	if run, err := db.Running(ctx, 42, "b", "production"); err != nil || run {
-		t.Errorf("b's production deployment running: %v (%v); want false", run, err)
+	if run, err := db.Unfinished(ctx, 42, "b", "production"); err != nil || run {
+		t.Errorf("b's production deployment unfinished: %v (%v); want false", run, err)
 	}
 	ended := started.Add(pipeline.HoldRunning)
 	if repos, err := db.HoldEnded(ctx, ended.Add(-time.Minute), ended.Add(time.Minute)); err != nil || len(repos) != 1 || repos[0].ID != 42 {
