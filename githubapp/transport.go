@@ -338,14 +338,36 @@ func (t *Transport) recordRateLimit(req *http.Request, resp *http.Response) {
 		delete(t.blocked, key)
 		return
 	}
-	if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
+	if wait, ok := resetWait(h, githubNow(h, now)); ok {
 		if t.blocked == nil {
 			t.blocked = map[quotaKey]time.Time{}
 		}
 		// The reset is GitHub's clock: held for as long as GitHub says is
 		// left, counted from lastmile's now.
-		t.blocked[key] = now.Add(time.Unix(reset, 0).Sub(githubNow(h, now)))
+		t.blocked[key] = now.Add(wait)
 	}
+}
+
+// maxResetWait bounds the wait an x-ratelimit-reset asks for: GitHub's
+// primary rate limits reset within the hour, so a reset further away is
+// not GitHub's own (a faulty proxy, say) and must not hold a credential's
+// calls for good — nor overflow a Duration into a wait that is negative,
+// which would call again at once through the limit.
+const maxResetWait = time.Hour
+
+// resetWait is the wait until an answer's x-ratelimit-reset, from GitHub's
+// now: at most maxResetWait, 0 for a reset already past. ok is false when
+// the answer has no x-ratelimit-reset that parses.
+func resetWait(h http.Header, now time.Time) (time.Duration, bool) {
+	reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	at := time.Unix(reset, 0)
+	if at.After(now.Add(maxResetWait)) {
+		return maxResetWait, true
+	}
+	return max(at.Sub(now), 0), true
 }
 
 // githubNow is GitHub's time when it answered: the Date header, or local
@@ -395,9 +417,9 @@ func rateLimitWait(resp *http.Response, local time.Time) (wait time.Duration, se
 		return wait, true, true
 	}
 	if h.Get("X-RateLimit-Remaining") == "0" {
-		if reset, err := strconv.ParseInt(h.Get("X-RateLimit-Reset"), 10, 64); err == nil {
+		if wait, ok := resetWait(h, now); ok {
 			// One extra second: reset is whole seconds and clocks differ.
-			return max(time.Unix(reset, 0).Sub(now), 0) + time.Second, false, true
+			return wait + time.Second, false, true
 		}
 		return time.Minute, false, true
 	}

@@ -1003,6 +1003,37 @@ func TestHugeRetryAfterAfterAWaitIsNotSlept(t *testing.T) {
 	}
 }
 
+// An x-ratelimit-reset centuries away — no GitHub sends one, a faulty
+// proxy might — is a wait of an hour at most: neither a Duration that
+// overflows into a negative wait (the call sent again at once, through the
+// limit) nor a credential held until a restart.
+func TestHugeRateLimitResetWaitsAnHourAtMost(t *testing.T) {
+	huge := map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000", "X-RateLimit-Reset": "99999999999"}
+	g := newScriptedGitHub(t, step{status: 403, headers: huge}, step{status: 200})
+	clock, obs := newFakeClock(), &observed{}
+	start := clock.Now()
+	_, _, err := call(t, context.Background(), newTestTransport(g, clock, obs), http.MethodGet, g.URL+"/repos/acme/shop", "")
+	if g.Attempts() != 1 || len(clock.Waits()) != 0 {
+		t.Errorf("%d requests sent, waits %v; want 1 request, no wait (an hour is longer than MaxWait)", g.Attempts(), clock.Waits())
+	}
+	if until, ok := githubapp.IsRateLimited(err); !ok || until.Sub(start) != time.Hour+time.Second {
+		t.Errorf("error %v (until %v); want a rate-limit error until an hour and a second from now", err, until)
+	}
+
+	// An answer that spends the quota, with the same reset, holds the
+	// credential's next calls for an hour, not for centuries.
+	g = newScriptedGitHub(t, step{status: 200, headers: huge}, step{status: 200})
+	clock = newFakeClock()
+	tr := newTestTransport(g, clock, obs)
+	if _, _, err := call(t, context.Background(), tr, http.MethodGet, g.URL+"/a", ""); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = call(t, context.Background(), tr, http.MethodGet, g.URL+"/b", "")
+	if until, ok := githubapp.IsRateLimited(err); !ok || until.Sub(clock.Now()) != time.Hour {
+		t.Errorf("second call: %v (until %v); want refused, held an hour", err, until)
+	}
+}
+
 // Tidy leaves go-github's empty list of errors out of an error's text,
 // wherever the refusal sits in the chain, and nothing else; errors.As
 // still finds the refusal.
