@@ -35,18 +35,26 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 		return nil, err
 	}
 	defer tx.Rollback()
-	repoID, err := repositoryNamed(ctx, tx, repository)
+	repoIDs, err := repositoriesNamed(ctx, tx, repository)
 	if err != nil {
 		return nil, err
 	}
 	if err := pipeline.CheckSHA(sha); err != nil {
 		return nil, fmt.Errorf("%w: %w", pipeline.ErrInvalid, err)
 	}
-	// The commits of the releases: their heads, and those they brought.
+	// The commits of the releases: their heads, and those they brought; of
+	// the first repository by that name (the newest) that has the commit.
 	prefix := strings.ToLower(sha) + "%"
-	shas, err := queryColumn[string](ctx, tx, `SELECT sha FROM releases WHERE repository_id = ? AND sha LIKE ?
-		UNION SELECT c.sha FROM releases r JOIN release_commits c ON c.release_id = r.id WHERE r.repository_id = ? AND c.sha LIKE ?
-		LIMIT 2`, repoID, prefix, repoID, prefix)
+	var repoID int64
+	var shas []string
+	for _, repoID = range repoIDs {
+		shas, err = queryColumn[string](ctx, tx, `SELECT sha FROM releases WHERE repository_id = ? AND sha LIKE ?
+			UNION SELECT c.sha FROM releases r JOIN release_commits c ON c.release_id = r.id WHERE r.repository_id = ? AND c.sha LIKE ?
+			LIMIT 2`, repoID, prefix, repoID, prefix)
+		if err != nil || len(shas) > 0 {
+			break
+		}
+	}
 	switch {
 	case err != nil:
 		return nil, err
@@ -424,12 +432,14 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 	if f.Repository != "" {
 		// By the repository lastmile knows by that name, now or before
 		// a rename: its releases, under its current name.
-		id, err := repositoryNamed(ctx, tx, f.Repository)
+		ids, err := repositoriesNamed(ctx, tx, f.Repository)
 		if err != nil {
 			return nil, err
 		}
-		where = append(where, "r.repository_id = ?")
-		args = append(args, id)
+		where = append(where, "r.repository_id IN (?"+strings.Repeat(", ?", len(ids)-1)+")")
+		for _, id := range ids {
+			args = append(args, id)
+		}
 	}
 	if f.Environment != "" {
 		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
@@ -489,20 +499,21 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 	return out, nil
 }
 
-// repositoryNamed is the ID of the repository lastmile knows by that name
-// (the newest, if it was renamed and the name reused), else of the one
-// that had that name before its current one (renamed or transferred; the
-// last to have it, if several did), or ErrNotFound.
-func repositoryNamed(ctx context.Context, tx *sql.Tx, name string) (int64, error) {
-	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM repositories WHERE full_name = ? COLLATE NOCASE ORDER BY updated_at DESC LIMIT 1`,
-		name).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.QueryRowContext(ctx, `SELECT repository_id FROM repository_names WHERE full_name = ?
-			ORDER BY until_at DESC, repository_id DESC LIMIT 1`, name).Scan(&id)
+// repositoriesNamed are the IDs of the repositories lastmile knows by that
+// name, the newest first: more than one when a repository was deleted (or
+// renamed without lastmile hearing of it) and another took its name, each
+// keeping its records. When none has the name now, the one that had it
+// before its current one (renamed or transferred; the last to have it, if
+// several did). ErrNotFound if no repository has or had it.
+func repositoriesNamed(ctx context.Context, tx *sql.Tx, name string) ([]int64, error) {
+	ids, err := queryColumn[int64](ctx, tx, `SELECT id FROM repositories WHERE full_name = ? COLLATE NOCASE
+		ORDER BY updated_at DESC, id DESC`, name)
+	if err == nil && len(ids) == 0 {
+		ids, err = queryColumn[int64](ctx, tx, `SELECT repository_id FROM repository_names WHERE full_name = ?
+			ORDER BY until_at DESC, repository_id DESC LIMIT 1`, name)
 	}
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("repository %s: %w: lastmile has no record of it", name, pipeline.ErrNotFound)
+	if err == nil && len(ids) == 0 {
+		return nil, fmt.Errorf("repository %s: %w: lastmile has no record of it", name, pipeline.ErrNotFound)
 	}
-	return id, err
+	return ids, err
 }

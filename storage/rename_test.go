@@ -172,3 +172,45 @@ func TestARenamedRepositoryIsFoundByItsOldName(t *testing.T) {
 		t.Errorf("audit of a name no repository had: %v; want not found", err)
 	}
 }
+
+// A repository deleted (lastmile does not hear of it) and another created
+// under its name: lastmile knows two repositories by one name, and finds
+// the records of both by it — the audit of a commit in whichever has it,
+// the newer first; the history of both.
+func TestADeletedRepositorysRecordsAreFoundByItsReusedName(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	old := &caseLedger{t: t, db: db, repo: pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}, github: 1000}
+	if err := db.SaveRepo(ctx, old.repo, t0); err != nil {
+		t.Fatal(err)
+	}
+	first := old.release(1, "production", t0)
+	db.Now = func() time.Time { return t0.Add(time.Hour) }
+	recreated := &caseLedger{t: t, db: db, repo: pipeline.Repo{ID: 43, Owner: "acme", Name: "shop", InstallationID: 7}, github: 2000}
+	if err := db.SaveRepo(ctx, recreated.repo, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	second := recreated.release(2, "production", t0.Add(time.Hour))
+
+	for _, rel := range []*pipeline.Release{first, second} {
+		rec, err := db.Audit(ctx, "acme/shop", rel.SHA)
+		if err != nil {
+			t.Errorf("audit acme/shop %s: %v", rel.SHA[:7], err)
+		} else if rec.Release.ID != rel.ID || rec.Release.Repo.ID != rel.Repo.ID {
+			t.Errorf("audit acme/shop %s: release #%d of repository %d; want #%d of %d", rel.SHA[:7], rec.Release.ID, rec.Release.Repo.ID, rel.ID, rel.Repo.ID)
+		}
+	}
+	list, err := db.History(ctx, storage.HistoryFilter{Repository: "acme/shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for _, e := range list {
+		got = append(got, e.Release.ID)
+	}
+	if want := []int64{second.ID, first.ID}; !slices.Equal(got, want) {
+		t.Errorf("history --repo acme/shop: releases %v; want %v", got, want)
+	}
+}
