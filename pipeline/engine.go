@@ -1178,11 +1178,36 @@ func NotifyDeployments(a Action) ([]*Deployment, bool) {
 // requires) would spend requests that create content, which GitHub limits,
 // on an answer known already.
 func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
-	work, err := e.Store.Work(ctx, ev.Repo.ID)
+	work, waiting, retry, err := e.resumeWaiting(ctx, ev)
 	if err != nil {
 		return err
 	}
-	waiting, retry := false, false
+	// An earlier handling of this event, interrupted, may have put intents
+	// back in line: they are still to be created.
+	inLine := slices.ContainsFunc(work, func(d *Deployment) bool { return d.State == DeploymentIntent })
+	switch {
+	case retry || inLine:
+	case !waiting:
+		return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
+	default:
+		return &Ignored{Reason: fmt.Sprintf("status %s is %s on %s: only a required context's success, failure or error (or its first pending) moves the releases waiting there",
+			ev.Context, ev.State, short(ev.SHA))}
+	}
+	return e.advance(ctx, ev.Repo)
+}
+
+// resumeWaiting puts back in line the deployments of ev's commit that wait
+// for their required contexts, if ev may have turned one green (retry),
+// and returns the repository's work as it was read. It holds the
+// repository meanwhile: a creation in hand (GitHub's 409 on its way, from
+// before this context turned green) is then recorded waiting before the
+// work is read, and resumed — this event is the last that would.
+func (e *Engine) resumeWaiting(ctx context.Context, ev ContextsChanged) (work []*Deployment, waiting, retry bool, err error) {
+	defer e.lockRepo(ev.Repo.ID)()
+	work, err = e.Store.Work(ctx, ev.Repo.ID)
+	if err != nil {
+		return nil, false, false, err
+	}
 	for _, d := range work {
 		if d.State != DeploymentWaiting || d.SHA != ev.SHA {
 			continue
@@ -1200,21 +1225,10 @@ func (e *Engine) HandleContexts(ctx context.Context, ev ContextsChanged) error {
 	}
 	if retry {
 		if _, err := e.Store.Resume(ctx, ev.Repo.ID, ev.SHA); err != nil {
-			return err
+			return nil, false, false, err
 		}
 	}
-	// An earlier handling of this event, interrupted, may have put intents
-	// back in line: they are still to be created.
-	inLine := slices.ContainsFunc(work, func(d *Deployment) bool { return d.State == DeploymentIntent })
-	switch {
-	case retry || inLine:
-	case !waiting:
-		return &Ignored{Reason: "no release waits for the contexts of " + short(ev.SHA)}
-	default:
-		return &Ignored{Reason: fmt.Sprintf("status %s is %s on %s: only a required context's success, failure or error (or its first pending) moves the releases waiting there",
-			ev.Context, ev.State, short(ev.SHA))}
-	}
-	return e.advance(ctx, ev.Repo)
+	return work, waiting, retry, nil
 }
 
 // HandleProtectionRule answers GitHub's question, as a custom deployment

@@ -3190,6 +3190,48 @@ func TestARepositoryIsAdvancedOnceAtATime(t *testing.T) {
 	}
 }
 
+// A required context turns green while lastmile creates the release's
+// first deployment, and GitHub, which looked before, answers 409: the
+// status event, handled meanwhile, waits for that creation to be recorded
+// (waiting) and then asks GitHub again — it is the last event that would.
+func TestContextsGreenDuringTheCreationTheyRefuseAskAgain(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.gh.config = "required_contexts: [build]\n" + threeEnvs
+	h.gh.failNext = []error{pendingBuild()}
+	waits := make(chan struct{})
+	var once sync.Once
+	pipeline.SetAdvanceWaits(h.engine, func() { once.Do(func() { close(waits) }) })
+	var calls atomic.Int32
+	handled := make(chan error, 1)
+	h.gh.enter = func() func() {
+		if calls.Add(1) == 1 {
+			go func() {
+				handled <- h.engine.HandleContexts(context.Background(), pipeline.ContextsChanged{Repo: shop, SHA: c1, Context: "build", State: "success"})
+			}()
+			// GitHub answers once the status event waits for the
+			// repository (or has been handled).
+			select {
+			case <-waits:
+			case err := <-handled:
+				handled <- err
+			}
+		}
+		return func() {}
+	}
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-handled; err != nil {
+		var ignored *pipeline.Ignored
+		if !errors.As(err, &ignored) {
+			t.Fatal(err)
+		}
+	}
+	if h.gh.deployment(c1, "test") == nil {
+		t.Errorf("no deployment to test after build turned green (%d creations asked for); want the 409 asked again", h.gh.creates)
+	}
+}
+
 func (h *harness) runStarted(run int64, sha string) {
 	h.t.Helper()
 	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "in_progress",
