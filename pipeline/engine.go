@@ -725,8 +725,18 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			"deployment", d.GitHubID, "state", ev.Status.State, "origin", d.Origin)
 	}
 	// The deploy job may have completed before this status arrived (GitHub
-	// does not keep its webhooks in order): its log is kept now.
-	if run := cmp.Or(d.RunID, RunIDFromURL(ev.Status.LogURL)); isNew && run != 0 && d.Origin == OriginLastmile {
+	// does not keep its webhooks in order): its log is kept now. Of a
+	// deployment not lastmile's, only Actions' own for a job of its run
+	// (linked by GitHub's word, never by a log_url) without a twin of
+	// lastmile's (see Store.DeployJob).
+	run := cmp.Or(d.RunID, RunIDFromURL(ev.Status.LogURL))
+	if d.Origin != OriginLastmile {
+		run = 0
+		if d.TwinOf == 0 {
+			run = d.RunID
+		}
+	}
+	if isNew && run != 0 {
 		jobs, err := e.Store.UnloggedJobs(ctx, ev.Repo, run)
 		if err != nil {
 			return err
@@ -876,8 +886,9 @@ func (e *Engine) HandleReview(ctx context.Context, rv Review) error {
 	return e.Store.RecordReview(ctx, rv)
 }
 
-// HandleWorkflowJob records a job; when the job that deployed a lastmile
-// deployment completes, its log joins the audit record.
+// HandleWorkflowJob records a job; when the job that deployed a deployment
+// completes (lastmile's, or Actions' own for the job: see Store.DeployJob),
+// its log joins the audit record.
 func (e *Engine) HandleWorkflowJob(ctx context.Context, job WorkflowJob) error {
 	if job.Deployment != nil && job.Deployment.GitHubID != 0 {
 		if _, err := e.deployment(ctx, job.Repo, *job.Deployment); err != nil {
@@ -894,7 +905,8 @@ func (e *Engine) HandleWorkflowJob(ctx context.Context, job WorkflowJob) error {
 }
 
 // keepJobLog downloads and keeps the log of a completed job that deployed a
-// lastmile deployment (nothing for another job); named: see DeployJob.
+// deployment Store.DeployJob finds (nothing for another job); named: see
+// DeployJob.
 func (e *Engine) keepJobLog(ctx context.Context, job WorkflowJob, named bool) error {
 	d, err := e.Store.DeployJob(ctx, job, named)
 	if errors.Is(err, ErrNotFound) {

@@ -404,7 +404,9 @@ type Store interface {
 	// well: runs whose judgement waited for another run of the commit.
 	UnjudgedRuns(ctx context.Context, run WorkflowRun) ([]WorkflowRun, error)
 	// DeployJob reports whether a completed job is the one that deployed a
-	// lastmile deployment, returning that deployment; named says to trust
+	// lastmile deployment, or Actions' own deployment for a job of its run
+	// that has no twin of lastmile's (linked to the run by GitHub, never by
+	// a status's log_url), returning that deployment; named says to trust
 	// only a status whose log_url names the job (not the times of the
 	// job and of the deployment's in_progress).
 	DeployJob(ctx context.Context, job WorkflowJob, named bool) (*Deployment, error)

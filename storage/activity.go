@@ -365,12 +365,22 @@ func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (dep
 	return cands, true, nil
 }
 
-// DeployJob returns the lastmile deployment that a completed job deployed:
-// the job named in the deployment's log_url, or else (unless named) the job
-// of its run that was running when the deployment went in_progress (in
-// any attempt: a re-run's job when it did again).
+// DeployJob returns the deployment that a completed job deployed: the job
+// named in the deployment's log_url, or else (unless named) the job of its
+// run that was running when the deployment went in_progress (in any
+// attempt: a re-run's job when it did again). The deployment is one of
+// lastmile's linked to the job's run, or else Actions' own for a job of
+// that run (a workflow that owns its deployments): one GitHub linked to the
+// run, as Succeeded trusts — never one made through the API, whose
+// statuses' log_url anyone who may write deployments can point at any job —
+// and without a twin of lastmile's, which keeps the job's log.
 func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named bool) (*pipeline.Deployment, error) {
-	deps, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.run_id = ? AND d.origin = 'lastmile'`,
+	if job.RunID == 0 {
+		return nil, pipeline.ErrNotFound
+	}
+	deps, err := queryDeployments(ctx, db.read, `WHERE d.repository_id = ? AND d.run_id = ?
+		AND (d.origin = 'lastmile' OR d.origin = 'external' AND COALESCE(d.twin_of, 0) = 0)
+		ORDER BY d.origin = 'lastmile' DESC, d.id`,
 		job.Repo.ID, job.RunID)
 	if err != nil {
 		return nil, err
