@@ -249,6 +249,89 @@ func TestRollbackByForcePushDeploysTheEarlierCommitAgain(t *testing.T) {
 	}
 }
 
+// The pipeline branch's history replaced by an unrelated one (an orphan
+// branch force-pushed over it, a history rewritten): GitHub compares
+// nothing across the two (404, no common ancestor). The push is released
+// at once — not a delivery retried until it is dead, holding up the
+// repository's later deliveries — and deployed everywhere; the release in
+// flight on the old history is withdrawn; only the commit pushed counts
+// for lead time (the rewritten commits keep their old dates).
+func TestAHistoryReplacedIsReleased(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", map[string]simulator.ReviewPolicy{"production": simulator.Manual()}, simulator.WorkflowOptions{})
+	// pending is the review that sha's job waits for, if one does.
+	pending := func(s *simulator.Simulator, sha string) (simulator.PendingReview, bool) {
+		shas, deps := map[int64]string{}, map[int64]int64{}
+		for _, d := range s.Deployments(repo) {
+			shas[d.ID] = d.SHA
+		}
+		for _, r := range s.Runs(repo) {
+			deps[r.ID] = r.DeploymentID
+		}
+		for _, p := range s.PendingReviews(repo) {
+			if shas[deps[p.RunID]] == sha {
+				return p, true
+			}
+		}
+		return simulator.PendingReview{}, false
+	}
+	// approve approves the production job that waits for sha.
+	approve := func(sha string) {
+		t.Helper()
+		waitFor(t, sb, "the production review of "+sha[:7], func(s *simulator.Simulator) bool {
+			_, ok := pending(s, sha)
+			return ok
+		})
+		p, _ := pending(sb.Sim, sha)
+		if err := sb.Sim.Approve(repo, p.RunID, p.Environment, "bob", "ok"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Good", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	approve(good.After)
+	waitFor(t, sb, "the good commit in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, good.After, "production") })
+	// The next commit waits for its production review: in flight.
+	next := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Next", Files: map[string]string{"v": "2"}})
+	waitFor(t, sb, "the next commit's production review", func(s *simulator.Simulator) bool {
+		_, ok := pending(s, next.After)
+		return ok
+	})
+	settle(t, sb)
+	before, _ := histogramIn(t, sb, metrics.LeadTime, repo, "production")
+
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	rewritten := sb.Sim.ReplaceHistory(repo, "main",
+		simulator.CommitSpec{Message: "Good (rewritten)", Time: old, Files: map[string]string{".github/lastmile.yml": threeEnvs}},
+		simulator.CommitSpec{Message: "Next (rewritten)", Time: old, Files: map[string]string{"v": "2"}})
+	approve(rewritten.After)
+	waitFor(t, sb, "the rewritten history in production", func(s *simulator.Simulator) bool {
+		return succeededIn(s, repo, rewritten.After, "production")
+	})
+	settle(t, sb)
+	rel := releaseOf(t, sb, repo, rewritten.After)
+	if rel.State != pipeline.ReleaseCompleted || !rel.Baseline || rel.ParentID != 0 {
+		t.Errorf("release of the rewritten history: %s, baseline %v, parent %d; want completed, a baseline, no parent", rel.State, rel.Baseline, rel.ParentID)
+	}
+	if prev := releaseOf(t, sb, repo, next.After); !prev.Withdrawn() {
+		t.Errorf("the release in flight on the old history: %s %s (%s); want withdrawn", prev.State, prev.StopKind, prev.StopReason)
+	}
+	if succeededIn(sb.Sim, repo, next.After, "production") {
+		t.Error("the old history's next commit reached production")
+	}
+	if n, _ := histogramIn(t, sb, metrics.LeadTime, repo, "production"); n-before != 1 {
+		t.Errorf("%d lead times observed in production for the rewritten history, want 1 (its head)", n-before)
+	}
+	list, err := sb.App.DB().ListDeliveries(context.Background(), storageFilterAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range list {
+		if d.Event == "push" && (d.State != pipeline.DeliveryDone || d.Attempts != 1) {
+			t.Errorf("push delivery %s: %s after %d attempts (%s)", d.ID, d.State, d.Attempts, d.LastError)
+		}
+	}
+}
+
 func TestInvalidConfigIsReportedOnTheCommit(t *testing.T) {
 	sb := sandbox(t, nil)
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})

@@ -463,6 +463,12 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 			return p.Commits, nil // the first release (of a truncated list without before: best known)
 		}
 		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
+		if errors.Is(err, ErrNotFound) {
+			// No common ancestor: the push replaced the branch's history
+			// (see below), and lists what it brings.
+			rel.Base, rel.Baseline = "", true
+			return p.Commits, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("compare %s...%s: %w", short(p.Before), short(p.After), err)
 		}
@@ -502,6 +508,24 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		return p.Commits, nil
 	}
 	cmp, err := e.GitHub.Compare(ctx, p.Repo, prev.SHA, p.After)
+	if errors.Is(err, ErrNotFound) {
+		// GitHub finds no common ancestor of the latest release's commit
+		// and the pushed one (or no longer has the former): the branch's
+		// history was replaced by an unrelated one — an orphan branch
+		// pushed over it, a history rewritten (git filter-repo). It is
+		// deployed as a force push is, while the branch still points at
+		// its commit. Its commits, those the push lists, are a new history
+		// (rewritten ones keep their dates): kept for the audit, not
+		// counted for lead time — only the commit pushed is, as for the
+		// branch's first release.
+		if !checked {
+			if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
+				return nil, err
+			}
+		}
+		rel.Base, rel.Baseline = "", true
+		return p.Commits, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("compare %s...%s: %w", short(prev.SHA), short(p.After), err)
 	}

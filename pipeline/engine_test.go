@@ -3232,6 +3232,36 @@ func TestContextsGreenDuringTheCreationTheyRefuseAskAgain(t *testing.T) {
 	}
 }
 
+// The first push lastmile hears of replaced the branch's history with an
+// unrelated one (a force push), its commit list truncated: GitHub
+// compares nothing across the two (404, no common ancestor). The release
+// is made of what the push lists, as a baseline, and deployed — not a
+// delivery failing until it is dead.
+func TestFirstReleaseOfAReplacedHistory(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.gh.mu.Lock()
+	h.gh.head = c1
+	h.gh.mu.Unlock()
+	gone := strings.Repeat("e", 40) // the old history's head: GitHub compares nothing with it
+	err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "push-orphan", Ref: "refs/heads/main",
+		Before: gone, After: c1, Forced: true, Truncated: true, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(),
+		Commits: []pipeline.Commit{{SHA: c0, Title: "root"}, {SHA: c1, Title: "head"}}})
+	if err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	rel, err := h.db.LatestRelease(ctx, shop.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.SHA != c1 || !rel.Baseline || rel.Base != "" {
+		t.Errorf("release %s, baseline %v, base %q; want c1's, a baseline, no base", rel.SHA, rel.Baseline, rel.Base)
+	}
+	if h.gh.deployment(c1, "test") == nil {
+		t.Error("no deployment of c1 to test")
+	}
+}
+
 func (h *harness) runStarted(run int64, sha string) {
 	h.t.Helper()
 	err := h.engine.HandleWorkflowRun(context.Background(), pipeline.WorkflowRun{Repo: shop, Action: "in_progress",

@@ -93,7 +93,9 @@ type Release struct {
 	// the pipeline branch (its before is all zeros): its commits are the
 	// branch's whole history (a new or imported repository), kept for the
 	// audit but not counted for lead time — only SHA, the commit pushed,
-	// is.
+	// is. So is a release from a push that replaced the branch's history
+	// with one unrelated to the latest release's (GitHub finds no common
+	// ancestor).
 	Baseline bool `json:"baseline,omitempty"`
 	// Base is the commit its commits are counted from (they are those of
 	// base...SHA): the previous release's, or, for the repository's first

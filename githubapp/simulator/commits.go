@@ -26,6 +26,13 @@ func (s *Simulator) handleCompare(w http.ResponseWriter, r *http.Request, a *aut
 	ahead := rp.between(bc.sha, hc.sha)
 	behind := rp.between(hc.sha, bc.sha)
 	mb := rp.mergeBase(bc.sha, hc.sha)
+	if mb == nil {
+		// Unrelated histories (an orphan branch, a history rewritten):
+		// GitHub compares nothing and answers 404.
+		s.mu.Unlock()
+		writeError(w, http.StatusNotFound, "No common ancestor between "+base+" and "+head+".", doc)
+		return
+	}
 	status := "diverged"
 	switch {
 	case bc.sha == hc.sha:
@@ -65,15 +72,9 @@ func (s *Simulator) handleCompare(w http.ResponseWriter, r *http.Request, a *aut
 		"total_commits":     len(ahead),
 		"commits":           commits,
 	}
-	oldFiles := map[string]string{}
-	if mb != nil {
-		out["merge_base_commit"] = st.restCommitJSON(rp, mb, false)
-		oldFiles = mb.files
-	} else {
-		out["merge_base_commit"] = st.restCommitJSON(rp, bc, false)
-	}
+	out["merge_base_commit"] = st.restCommitJSON(rp, mb, false)
 	if !paged || p.page == 1 {
-		files, _, _ := st.diffEntries(rp, oldFiles, hc.files, hc.sha)
+		files, _, _ := st.diffEntries(rp, mb.files, hc.files, hc.sha)
 		out["files"] = files
 	}
 	s.mu.Unlock()

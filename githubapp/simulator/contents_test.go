@@ -2,6 +2,7 @@ package simulator_test
 
 import (
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -166,6 +167,17 @@ func TestCompare(t *testing.T) {
 	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "more"})
 	if c, _, _ := gh.Repositories.CompareCommits(ctx, "acme", "shop", "main", "side", nil); c.GetStatus() != "diverged" || c.GetBehindBy() != 1 || c.GetAheadBy() != 1 {
 		t.Errorf("diverged: %s", c.GetStatus())
+	}
+	// A history replaced by an unrelated one: no common ancestor, 404.
+	before := h.sim.Branch("acme/shop", "main")
+	orphan := h.sim.ReplaceHistory("acme/shop", "main", simulator.CommitSpec{Message: "root", Files: map[string]string{"g.txt": "g"}})
+	_, resp, err := gh.Repositories.CompareCommits(ctx, "acme", "shop", before, orphan.After, nil)
+	var gerr *github.ErrorResponse
+	if resp == nil || resp.StatusCode != http.StatusNotFound || !errors.As(err, &gerr) || !strings.HasPrefix(gerr.Message, "No common ancestor between "+before) {
+		t.Errorf("compare across unrelated histories: %v; want 404, no common ancestor", err)
+	}
+	if c, _, err := gh.Repositories.CompareCommits(ctx, "acme", "shop", side, "side", nil); err != nil || c.GetStatus() != "identical" {
+		t.Errorf("compare within the old history after the replacement: %v %s", err, c.GetStatus())
 	}
 	commit, _, err := gh.Repositories.GetCommit(ctx, "acme", "shop", push.Commits[1], nil)
 	if err != nil || commit.GetStats().GetAdditions() != 2 || commit.GetStats().GetDeletions() != 1 || commit.GetCommit().GetMessage() != "c1" {

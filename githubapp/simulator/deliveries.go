@@ -70,7 +70,10 @@ func (s *Simulator) handleListDeliveries(w http.ResponseWriter, r *http.Request,
 		if after != 0 && d.ID >= after {
 			continue
 		}
-		if (filter == "success" && !d.OK()) || (filter == "failure" && d.OK()) {
+		// GitHub's status filter goes by status_code: success is 200-399,
+		// failure 400-599 (a delivery that got no answer is neither).
+		if (filter == "success" && (d.StatusCode < 200 || d.StatusCode > 399)) ||
+			(filter == "failure" && (d.StatusCode < 400 || d.StatusCode > 599)) {
 			continue
 		}
 		if len(items) == perPage {

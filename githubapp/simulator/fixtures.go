@@ -188,6 +188,39 @@ func (s *Simulator) ForcePush(repo, branch, sha string) PushResult {
 	return PushResult{Before: before, After: c.sha}
 }
 
+// ReplaceHistory force-pushes to an existing branch a new history, unrelated
+// to the branch's (an orphan branch pushed over it, or its history
+// rewritten, say with git filter-repo): commits chained from a new root
+// commit, whose tree holds only the files the specs give. The push webhook
+// says forced: true and lists the new commits. GitHub then compares
+// nothing across the two histories (404, no common ancestor).
+func (s *Simulator) ReplaceHistory(repo, branch string, commits ...CommitSpec) PushResult {
+	if len(commits) == 0 {
+		panic("simulator: ReplaceHistory needs a commit")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	r := s.mustRepo(repo)
+	before := mustBranch(r, repo, branch)
+	res := PushResult{Before: before}
+	var created []*commit
+	var parents []string
+	for _, spec := range commits {
+		c := st.newCommit(r, parents, spec)
+		created = append(created, c)
+		res.Commits = append(res.Commits, c.sha)
+		parents = []string{c.sha}
+	}
+	res.After = parents[0]
+	r.branches[branch] = res.After
+	r.pushedAt = s.clock().Truncate(time.Second)
+	pusher := st.accountFor("octocat")
+	st.enqueuePush(r, branch, before, res.After, true, created, pusher, "octocat", "octocat@example.com")
+	s.notifyLocked()
+	return res
+}
+
 // DeleteBranch deletes a branch and sends the push webhook GitHub sends for
 // it (deleted: true, after = 40 zeros).
 func (s *Simulator) DeleteBranch(repo, branch string) {

@@ -331,6 +331,16 @@ func TestListDeliveriesCursor(t *testing.T) {
 	if l := r.list(t); len(l) != 1 || l[0]["status_code"] != float64(500) {
 		t.Errorf("failure filter: %s", r.body)
 	}
+	// GitHub's filter goes by status_code: a 3xx is a success.
+	h.hook.failNext(304)
+	h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "redirected"})
+	h.waitIdle()
+	if l := h.do("GET", "/app/hook/deliveries?status=failure", tok, nil).list(t); len(l) != 1 {
+		t.Errorf("failure filter with a 304: %d deliveries, want the 500 alone", len(l))
+	}
+	if l := h.do("GET", "/app/hook/deliveries?status=success&per_page=100", tok, nil).list(t); len(l) != 6 || l[0]["status_code"] != float64(304) {
+		t.Errorf("success filter with a 304: %v; want 6 deliveries, the 304 first", l)
+	}
 	// Installation tokens cannot list deliveries.
 	if r := h.do("GET", "/app/hook/deliveries", h.token(h.org), nil); r.status != 401 {
 		t.Errorf("with installation token: %d", r.status)
