@@ -205,3 +205,37 @@ func TestDeployLogOfAJobWithATwinIsKeptWithLastmilesDeployment(t *testing.T) {
 		}
 	}
 }
+
+// Actions' deployment for a job of the run that lastmile's deployment
+// triggered is its twin; one for a job of another run — the commit
+// redeployed by a workflow run by hand — is a deployment of its own: no
+// twin, its job's log kept with it. Neither is counted.
+func TestAJobDeploymentOfAnotherRunIsNoTwin(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test") // lastmile's deployment of c1 to test, run 10
+	counted := h.deploymentsCounted()
+	now := time.Now()
+	h.gh.mu.Lock()
+	h.gh.logs = map[int64]string{7701: "redeploying test\n"}
+	h.gh.mu.Unlock()
+	h.externalDeployment(990, c1, "test", "github-actions[bot]", 10, 10, 1001, now) // the twin, run 10
+	h.externalDeployment(991, c1, "test", "octocat", 77, 77, 7701, now)             // a run by hand
+	h.jobCompleted(77, 7701, "deploy", c1, now, now.Add(3*time.Second))
+	ours, err := h.db.Deployment(ctx, h.gh.deployment(c1, "test").id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if twin, err := h.db.Deployment(ctx, 990); err != nil || twin.TwinOf != ours.ID {
+		t.Errorf("Actions' deployment for run 10's job: twin of %v (%v); want lastmile's, %d", twin.TwinOf, err, ours.ID)
+	}
+	if other, err := h.db.Deployment(ctx, 991); err != nil || other.TwinOf != 0 {
+		t.Errorf("Actions' deployment for run 77's job: twin of %v (%v); want none", other.TwinOf, err)
+	}
+	if got := loggedJobs(h.auditedDeployment(c1, 991)); got[7701] == 0 {
+		t.Errorf("logs kept with run 77's deployment: %v; want job 7701's", got)
+	}
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != fmt.Sprint(counted) {
+		t.Errorf("deployments counted: %v, before the external ones %v", got, counted)
+	}
+}

@@ -82,10 +82,15 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		var cfg sql.NullString
 		// The twin is the one the same workflow run deploys, if known
 		// (a commit released again after a rollback has one lastmile
-		// deployment per release), else the newest.
+		// deployment per release), else the newest whose run is not
+		// known yet. Actions' deployment for a job of another run than
+		// the one a lastmile deployment is known to have triggered (a
+		// workflow run by hand or on push redeploying the commit) is no
+		// twin: it is a deployment of its own, its job's log kept with it.
 		err := tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ? COLLATE NOCASE
-			AND origin = 'lastmile' AND github_id IS NOT NULL ORDER BY (run_id = ? AND run_id != 0) DESC, id DESC LIMIT 1`,
-			repo.ID, info.SHA, info.Environment, info.WorkflowRunID).Scan(&twin)
+			AND origin = 'lastmile' AND github_id IS NOT NULL AND (? = 0 OR run_id = 0 OR run_id = ?)
+			ORDER BY (run_id = ? AND run_id != 0) DESC, id DESC LIMIT 1`,
+			repo.ID, info.SHA, info.Environment, info.WorkflowRunID, info.WorkflowRunID, info.WorkflowRunID).Scan(&twin)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
