@@ -459,9 +459,11 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 			return p.Commits, nil
 		}
 		rel.Base = p.Before
-		if !p.Truncated || p.Before == "" {
+		if (!p.Truncated && !p.Forced) || p.Before == "" {
 			return p.Commits, nil // the first release (of a truncated list without before: best known)
 		}
+		// A list cut short, or a force push, which may have replaced the
+		// branch's history: GitHub's comparison tells.
 		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
 		if errors.Is(err, ErrNotFound) {
 			// No common ancestor: the push replaced the branch's history
@@ -522,6 +524,13 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 			if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
 				return nil, err
 			}
+		}
+		if !p.Truncated && !p.MovedAnywhere() {
+			// A push that moved the branch forward, its list whole, after
+			// a replacement lastmile did not hear of: its own commits are
+			// known; only the history before it is new.
+			rel.Base = p.Before
+			return p.Commits, nil
 		}
 		rel.Base, rel.Baseline = "", true
 		return p.Commits, nil
@@ -858,30 +867,45 @@ const leadCompareAttempts = 3
 // given up, saying why, and the success counts the commits of the
 // releases it builds on alone, rather than hold the promotion any longer.
 func (e *Engine) leadCompare(ctx context.Context, repo Repo, d *Deployment) error {
+	// A comparison given up may be followed by another (a history replaced
+	// since the environment's last success is compared from the
+	// replacement: see Store.LeadCompare); at most one more.
+	for range 2 {
+		retry, err := e.leadCompareOnce(ctx, repo, d)
+		if err != nil || !retry {
+			return err
+		}
+	}
+	return nil
+}
+
+// leadCompareOnce asks GitHub the comparison Store.LeadCompare says d's
+// success needs, if any, and records it; retry reports one given up.
+func (e *Engine) leadCompareOnce(ctx context.Context, repo Repo, d *Deployment) (retry bool, err error) {
 	lc, err := e.Store.LeadCompare(ctx, d)
 	if err != nil || lc == nil {
-		return err
+		return false, err
 	}
 	cmp, err := e.GitHub.Compare(ctx, repo, lc.Base, lc.Head)
 	if err == nil {
-		return e.Store.SaveLeadCompare(ctx, lc, cmp)
+		return false, e.Store.SaveLeadCompare(ctx, lc, cmp)
 	}
 	if ctx.Err() != nil || errors.Is(err, ErrGitHubWait) {
 		// Cancelled (a shutdown), or GitHub asks to wait: no failure to
 		// count; the delivery is handled again later.
-		return err
+		return false, err
 	}
 	giveUp := errors.Is(err, ErrNotFound) || lc.Attempts+1 >= leadCompareAttempts
 	failed := fmt.Errorf("compare %s...%s for the lead time of release %d in %s: %w", short(lc.Base), short(lc.Head), lc.ReleaseID, d.Environment, err)
 	if err := e.Store.LeadCompareFailed(ctx, lc, failed.Error(), giveUp); err != nil {
-		return err
+		return false, err
 	}
 	if !giveUp {
-		return failed
+		return false, failed
 	}
 	e.Log.Warn("lead time: GitHub's comparison given up; the success counts the commits of the releases it builds on only",
 		"repo", repo.FullName(), "release", lc.ReleaseID, "environment", d.Environment, "attempts", lc.Attempts+1, "error", err)
-	return nil
+	return true, nil
 }
 
 // readBackUnheardEnd records, before the final status st of a lastmile

@@ -93,6 +93,35 @@ func planLead(ctx context.Context, q querier, repoID int64, env string, releaseI
 		// the chain holds the comparison's commits already.
 		p.base = ""
 	}
+	if p.base == "" {
+		return p, nil
+	}
+	// A history that replaced the branch's since then (a baseline after
+	// the first release: see pipeline.Release), before this release: when
+	// the release is of that new history, the comparison with what the
+	// environment last ran, of the old one, finds no common ancestor (404)
+	// and is given up. The commits are then counted from the replacement:
+	// its commit compared with the release's, its own commit added when
+	// the release contains it. (The release may also have gone back to the
+	// old history: the first comparison tells.)
+	var state string
+	err = q.QueryRowContext(ctx, `SELECT state FROM lead_compares WHERE release_id = ? AND base_sha = ?`, releaseID, p.base).Scan(&state)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) || state != "given_up" {
+		return p, nil
+	}
+	var replaced int64
+	var replacedSHA string
+	err = q.QueryRowContext(ctx, `SELECT id, sha FROM releases WHERE repository_id = ? AND baseline AND id > ? AND id < ?
+		ORDER BY id DESC LIMIT 1`, repoID, p.stop, releaseID).Scan(&replaced, &replacedSHA)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return p, nil
+	case err != nil:
+		return p, err
+	}
+	if replacedSHA != p.base {
+		p.base, p.first = replacedSHA, replaced
+	}
 	return p, nil
 }
 
