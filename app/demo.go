@@ -121,22 +121,51 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 
 	metricsOut, _ := scrapeDeployments(ctx, sb.URL())
 	fmt.Fprintf(stdout, "\nFrom /metrics:\n%s", metricsOut)
-	fmt.Fprintf(stdout, `
-Where to look:
-  %[1]s audit --database %[2]s %[3]s %[4]s     the full record, with reviews and deploy logs (--logs)
-  %[1]s history --database %[2]s
-`, self(getenv), sb.Config.Database, repo, push.After[:7])
+	printDemoNextSteps(stdout, demoNextSteps{self: self(getenv), database: sb.Config.Database, repo: repo, sha: push.After, keep: *keep, url: sb.URL(), token: token})
 	if !*keep {
-		fmt.Fprintf(stdout, "  %s demo --keep-running                 to browse /metrics and the read API while it runs\n", self(getenv))
 		return nil
 	}
-	fmt.Fprintf(stdout, `
-lastmile keeps running (Ctrl-C stops it):
-  curl %s/metrics
-  curl -H 'Authorization: Bearer %s' %s/api/v1/releases/%s/%s
-`, sb.URL(), token, sb.URL(), repo, push.After)
 	<-ctx.Done()
 	return nil
+}
+
+// demoNextSteps is what the demo's closing lines name: the command that ran
+// it (self), its database, the release, and, with --keep-running, where
+// lastmile answers and the read API's token.
+type demoNextSteps struct {
+	self, database, repo, sha string
+	keep                      bool
+	url, token                string
+}
+
+// printDemoNextSteps prints the commands to run next, each on a line of its
+// own under a line that says what it shows, so that a command line pasted
+// whole into a shell runs as printed (a description after the command, even
+// as a # comment, would reach the argument list where a shell does not take
+// comments interactively, as zsh by default). Every word that needs it is
+// quoted for a POSIX shell.
+func printDemoNextSteps(w io.Writer, n demoNextSteps) {
+	db := shellWord(n.database)
+	fmt.Fprintf(w, `
+Where to look:
+  the full record, with reviews and deploy logs (add --logs to print the logs):
+    %[1]s audit --database %[2]s %[3]s %[4]s
+  the releases recorded:
+    %[1]s history --database %[2]s
+`, n.self, db, shellWord(n.repo), shellWord(n.sha[:7]))
+	if !n.keep {
+		fmt.Fprintf(w, `  to browse /metrics and the read API while it runs:
+    %s demo --keep-running
+`, n.self)
+		return
+	}
+	fmt.Fprintf(w, `
+lastmile keeps running (Ctrl-C stops it):
+  the metrics:
+    curl %s
+  the release's record from the read API:
+    curl -H %s %s
+`, shellWord(n.url+"/metrics"), shellWord("Authorization: Bearer "+n.token), shellWord(n.url+"/api/v1/releases/"+n.repo+"/"+n.sha))
 }
 
 // runAction runs the lastmile Action's deploy step as a runner would, with

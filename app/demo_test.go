@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
+	"mvdan.cc/sh/v3/expand"
+	"mvdan.cc/sh/v3/syntax"
 )
 
 func TestDemo(t *testing.T) {
@@ -52,4 +56,167 @@ func TestDemo(t *testing.T) {
 	if code != 0 || !strings.Contains(logs, "deploying "+sha[1]) || !strings.Contains(logs, " to production") {
 		t.Errorf("audit --logs of the demo's release: exit %d\n%s", code, logs)
 	}
+	// Every command it prints next runs as printed, pasted whole into a
+	// shell: the read commands read the release, and demo --keep-running
+	// takes its flags (--help added, so that it does not run: a stray word
+	// would end the flags, and lastmile demo refuses arguments).
+	prefix := shellArgs(t, self(func(string) string { return "" }))
+	ran := map[string]bool{}
+	for _, line := range demoCommandLines(t, text) {
+		args := shellArgs(t, line)
+		if len(args) <= len(prefix) || strings.Join(args[:len(prefix)], "\x00") != strings.Join(prefix, "\x00") {
+			t.Errorf("printed command %q does not run lastmile as %q", line, prefix)
+			continue
+		}
+		args = args[len(prefix):]
+		ran[args[0]] = true
+		want := ""
+		switch args[0] {
+		case "audit":
+			want = "Fix rounding in totals"
+		case "history":
+			want = "production:success"
+		case "demo":
+			args = append(args, "--help")
+			want = "Usage: lastmile demo"
+		}
+		var out, errOut strings.Builder
+		if code := Main(ctx, args, func(string) string { return "" }, &out, &errOut); code != 0 || !strings.Contains(out.String(), want) {
+			t.Errorf("printed command %q: lastmile %q exited %d, printing %q (want it to contain %q)\n%s", line, args, code, out.String(), want, errOut.String())
+		}
+	}
+	for _, cmd := range []string{"audit", "history", "demo"} {
+		if !ran[cmd] {
+			t.Errorf("the demo printed no lastmile %s command to run next:\n%s", cmd, text)
+		}
+	}
+}
+
+// TestDemoNextStepsPasteWhole checks the demo's closing commands with
+// words that need quoting (the binary's and the database's folders with a
+// space and a quote), with and without --keep-running: each command line,
+// parsed as a shell would, has exactly the arguments meant, and no line of
+// description text reaches one.
+func TestDemoNextStepsPasteWhole(t *testing.T) {
+	binary := "/tmp/my tools/lastmile"
+	database := "/tmp/Dana's demo/lastmile.db"
+	sha := "2e4c0b4d6f0a6f5e0b9e2a3c4d5e6f708192a3b4"
+	lm := []string{binary}
+	for _, keep := range []bool{false, true} {
+		var b strings.Builder
+		printDemoNextSteps(&b, demoNextSteps{self: commandName(binary, ""), database: database, repo: "acme/shop", sha: sha,
+			keep: keep, url: "http://127.0.0.1:40123", token: "demo-api-token-ABC"})
+		want := [][]string{
+			append(lm, "audit", "--database", database, "acme/shop", sha[:7]),
+			append(lm, "history", "--database", database),
+		}
+		if keep {
+			want = append(want,
+				[]string{"curl", "http://127.0.0.1:40123/metrics"},
+				[]string{"curl", "-H", "Authorization: Bearer demo-api-token-ABC", "http://127.0.0.1:40123/api/v1/releases/acme/shop/" + sha})
+		} else {
+			want = append(want, append(lm, "demo", "--keep-running"))
+		}
+		var got [][]string
+		for _, line := range demoCommandLines(t, b.String()) {
+			got = append(got, shellArgs(t, line))
+		}
+		if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", want) {
+			t.Errorf("keep-running %v: the printed commands parse as\n%q\nwant\n%q\nprinted:\n%s", keep, got, want, b.String())
+		}
+	}
+}
+
+// TestREADMEQuotesTheDemosNextSteps keeps the README's quote of the
+// demo's closing lines true.
+func TestREADMEQuotesTheDemosNextSteps(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	printDemoNextSteps(&b, demoNextSteps{self: commandName("./lastmile", ""), database: "/tmp/lastmile-demo-2817465930/lastmile.db",
+		repo: "acme/shop", sha: "2e4c0b4d6f0a6f5e0b9e2a3c4d5e6f708192a3b4"})
+	if quote := "```\n" + strings.TrimPrefix(b.String(), "\n") + "```\n"; !strings.Contains(string(readme), quote) {
+		t.Errorf("the README does not quote the demo's closing lines as it prints them:\n%s", quote)
+	}
+}
+
+// demoCommandLines returns the command lines of the demo's closing part
+// (from "Where to look:"): indented by four spaces, each under a line
+// indented by two that says what it shows and ends with a colon. Any other
+// line there fails the test.
+func demoCommandLines(t *testing.T, text string) []string {
+	t.Helper()
+	i := strings.Index(text, "\nWhere to look:\n")
+	if i < 0 {
+		t.Fatalf("no \"Where to look:\" in the demo's output:\n%s", text)
+	}
+	var cmds []string
+	described := false
+	for _, line := range strings.Split(strings.TrimSuffix(text[i+1:], "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(line, "    "):
+			if !described {
+				t.Errorf("command line %q has no description line above it", line)
+			}
+			cmds = append(cmds, strings.TrimPrefix(line, "    "))
+			described = false
+		case strings.HasPrefix(line, "  ") && strings.HasSuffix(line, ":"):
+			described = true
+		case line == "" || line == "Where to look:" || line == "lastmile keeps running (Ctrl-C stops it):":
+		default:
+			t.Errorf("line %q of the demo's closing part is neither a command nor the description of one", line)
+		}
+	}
+	if len(cmds) == 0 {
+		t.Fatalf("no command lines after \"Where to look:\":\n%s", text)
+	}
+	return cmds
+}
+
+// shellArgs parses line as a POSIX shell would: one simple command, no
+// comment (zsh takes # as a word unless interactive_comments is set), every
+// word literal — plain, single-quoted or double-quoted text, no expansion —
+// and returns its words.
+func shellArgs(t *testing.T, line string) []string {
+	t.Helper()
+	f, err := syntax.NewParser(syntax.KeepComments(true), syntax.Variant(syntax.LangPOSIX)).Parse(strings.NewReader(line), "")
+	if err != nil {
+		t.Errorf("%q is not a shell command: %v", line, err)
+		return nil
+	}
+	call, ok := (*syntax.CallExpr)(nil), len(f.Stmts) == 1
+	if ok {
+		call, ok = f.Stmts[0].Cmd.(*syntax.CallExpr)
+	}
+	if !ok || len(f.Stmts[0].Redirs) > 0 || f.Stmts[0].Background || len(f.Stmts[0].Comments) > 0 || len(f.Last) > 0 || len(call.Assigns) > 0 {
+		t.Errorf("%q is not one simple command without a comment", line)
+		return nil
+	}
+	var args []string
+	for _, w := range call.Args {
+		for _, part := range w.Parts {
+			switch p := part.(type) {
+			case *syntax.Lit:
+				ok = ok && !strings.ContainsAny(p.Value, "*?[{~") // no glob, brace or tilde expansion
+			case *syntax.SglQuoted:
+				ok = ok && !p.Dollar
+			case *syntax.DblQuoted:
+				for _, q := range p.Parts {
+					_, lit := q.(*syntax.Lit)
+					ok = ok && lit
+				}
+			default:
+				ok = false
+			}
+		}
+		fields, err := expand.Fields(nil, w)
+		if !ok || err != nil || len(fields) != 1 {
+			t.Errorf("%q: the word %q is not plain text", line, line[w.Pos().Offset():w.End().Offset()])
+			return nil
+		}
+		args = append(args, fields[0])
+	}
+	return args
 }
