@@ -178,7 +178,7 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	if want := "4242|" + filepath.Join(out, "lastmile-app.pem"); err != nil || string(loaded) != want {
 		t.Errorf("sh loading %s: %q, %v; want %q", cmd[1], loaded, err, want)
 	}
-	// It names the database as the README's step 3 does, in the same file,
+	// It names the database as the README's step 4 does, in the same file,
 	// so that serve and the read commands agree on it.
 	addDB := "echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> " + cmd[1]
 	readme, err := os.ReadFile("../README.md")
@@ -186,12 +186,12 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(printed.String(), addDB+"\n") || !strings.Contains(string(readme), "echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> lastmile.env") {
-		t.Errorf("register's next steps and the README's step 3 should both add LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db to lastmile.env; register printed:\n%s", printed.String())
+		t.Errorf("register's next steps and the README's step 4 should both add LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db to lastmile.env; register printed:\n%s", printed.String())
 	}
-	// Both keep /metrics and /api off the public address, as step 1 says.
+	// Both keep /metrics and /api off the public address, as step 2 says.
 	addAdmin := "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> " + cmd[1]
 	if !strings.Contains(printed.String(), addAdmin+"\n") || !strings.Contains(string(readme), "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> lastmile.env") {
-		t.Errorf("register's next steps and the README's step 3 should both add LASTMILE_ADMIN_LISTEN=127.0.0.1:9797 to lastmile.env; register printed:\n%s", printed.String())
+		t.Errorf("register's next steps and the README's step 4 should both add LASTMILE_ADMIN_LISTEN=127.0.0.1:9797 to lastmile.env; register printed:\n%s", printed.String())
 	}
 	loaded, err = exec.Command("sh", "-c", addDB+"; "+addAdmin+"; set -a; . "+cmd[1]+`; set +a; printf '%s|%s' "$LASTMILE_DATABASE" "$LASTMILE_ADMIN_LISTEN"`).CombinedOutput()
 	if want := "/var/lib/lastmile/lastmile.db|127.0.0.1:9797"; err != nil || string(loaded) != want {
