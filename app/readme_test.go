@@ -3,11 +3,19 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/lastmile-app/lastmile/metrics/promtest"
 )
 
 // TestREADMEConfigurationTable keeps the README's configuration table true:
@@ -64,5 +72,57 @@ func TestREADMECommandTableNamesTheDatabase(t *testing.T) {
 	}
 	if rows < 8 {
 		t.Errorf("only %d rows of the command table found", rows)
+	}
+}
+
+// TestREADMEPrometheusConfig keeps the set-up's prometheus.yml example
+// true: it scrapes the admin address that step 4 appends to lastmile.env,
+// an address lastmile takes as LASTMILE_ADMIN_LISTEN, and promtool accepts
+// it (its rule file being the repository's).
+func TestREADMEPrometheusConfig(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```yaml\n((?:[^`]*\n)?   scrape_configs:\n.*?)   ```").FindSubmatch(readme)
+	if block == nil {
+		t.Fatal("no yaml block with scrape_configs in the README")
+	}
+	config := regexp.MustCompile(`(?m)^   `).ReplaceAllString(string(block[1]), "")
+	admin := regexp.MustCompile(`echo 'LASTMILE_ADMIN_LISTEN=([^']+)' >> lastmile.env`).FindSubmatch(readme)
+	if admin == nil {
+		t.Fatal("the README's step 4 sets no LASTMILE_ADMIN_LISTEN")
+	}
+	if !strings.Contains(config, "- targets: ['"+string(admin[1])+"']") {
+		t.Errorf("the README's scrape config does not scrape %s, step 4's LASTMILE_ADMIN_LISTEN:\n%s", admin[1], config)
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"LASTMILE_WEBHOOK_SECRET": "secret", "LASTMILE_APP_ID": "1", "LASTMILE_ADMIN_LISTEN": string(admin[1]),
+		"LASTMILE_PRIVATE_KEY": string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))}
+	if cfg, err := LoadConfig(nil, func(k string) string { return env[k] }, io.Discard); err != nil || cfg.AdminListen != string(admin[1]) {
+		t.Errorf("LASTMILE_ADMIN_LISTEN=%s: %v", admin[1], err)
+	}
+	rules, err := filepath.Abs("../metrics/rules/lastmile.rules.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := regexp.MustCompile(`(?m)^  - (/\S+/lastmile\.rules\.yml)`)
+	if !rule.MatchString(config) {
+		t.Fatalf("the README's prometheus.yml loads no lastmile.rules.yml:\n%s", config)
+	}
+	config = rule.ReplaceAllString(config, "  - "+rules)
+	path := filepath.Join(t.TempDir(), "prometheus.yml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	promtool, err := promtest.Binary("promtool", "PROMTOOL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(promtool, "check", "config", path).CombinedOutput(); err != nil {
+		t.Errorf("promtool check config of the README's prometheus.yml: %v\n%s\n%s", err, out, config)
 	}
 }
