@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -124,5 +125,21 @@ func TestREADMEPrometheusConfig(t *testing.T) {
 	}
 	if out, err := exec.Command(promtool, "check", "config", path).CombinedOutput(); err != nil {
 		t.Errorf("promtool check config of the README's prometheus.yml: %v\n%s\n%s", err, out, config)
+	}
+}
+
+// TestREADMEQuotesServeWithoutSettings keeps Troubleshooting's quote of
+// lastmile serve started without its settings true: the same lines, and
+// exit code 2.
+func TestREADMEQuotesServeWithoutSettings(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"serve"}, func(string) string { return "" }, &stdout, &stderr)
+	quote := "  $ lastmile serve\n" + regexp.MustCompile(`(?m)^(.)`).ReplaceAllString(stderr.String(), "  $1") + "  $ echo $?\n  " + strconv.Itoa(code) + "\n"
+	if code != 2 || !strings.Contains(string(readme), quote) {
+		t.Errorf("lastmile serve without settings: exit %d; the README should quote:\n%s", code, quote)
 	}
 }
