@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -13,8 +14,12 @@ import (
 // workers on one inbox would handle deliveries twice. The lock is an flock
 // on DB.lock beside the database, released when the process ends, however
 // it ends. The read commands (history, audit, deliveries) take no lock.
+//
+// The lock is the database file's, whatever path names it: beside the file
+// a symbolic link (to it, or to a folder on its path) points at, where
+// SQLite opens it, so that a second serve given the link finds it taken.
 func lockDatabase(path string) (release func(), err error) {
-	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(lockPath(path)+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock database: %w", err)
 	}
@@ -26,4 +31,16 @@ func lockDatabase(path string) (release func(), err error) {
 		return nil, fmt.Errorf("lock database: %w", err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// lockPath is the database file's own path: path with its symbolic links
+// resolved, or, for a database not created yet, its folder's.
+func lockPath(path string) string {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		return real
+	}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		return filepath.Join(dir, filepath.Base(path))
+	}
+	return path
 }

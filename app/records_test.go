@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -392,8 +393,29 @@ func TestOneServePerDatabase(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "another lastmile serve is using") {
 		t.Fatalf("a second serve on the same database: %v", err)
 	}
+	// Nor through a symbolic link to the file, or to its folder: SQLite
+	// opens the file the link points at.
+	links := t.TempDir()
+	toFile, toDir := filepath.Join(links, "lastmile.db"), filepath.Join(links, "data")
+	if err := os.Symlink(sb.Config.Database, toFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Dir(sb.Config.Database), toDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{toFile, filepath.Join(toDir, filepath.Base(sb.Config.Database))} {
+		cfg.Database = path
+		second, err := New(context.Background(), &cfg, Options{})
+		if err == nil {
+			second.db.Close()
+			second.unlock()
+			t.Errorf("a second serve on the same database through %s started", path)
+		} else if !strings.Contains(err.Error(), "another lastmile serve is using") {
+			t.Errorf("a second serve through %s: %v", path, err)
+		}
+	}
 	// The read commands still work beside it.
-	if code, out, errOut := run(t, cfg.Database, "history"); code != 0 {
+	if code, out, errOut := run(t, sb.Config.Database, "history"); code != 0 {
 		t.Errorf("history beside a running serve: exit %d %s%s", code, out, errOut)
 	}
 }
