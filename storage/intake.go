@@ -18,6 +18,13 @@ var ErrClosed = errors.New("database is closing")
 // maxIntakeBatch bounds how many deliveries share one commit.
 const maxIntakeBatch = 256
 
+// The bounds of the write Writable probes with: as large as the bodies of
+// the commit that failed, within them.
+const (
+	minProbeBytes = 64 << 10
+	maxProbeBytes = 32 << 20
+)
+
 // Accept commits a received delivery to the inbox and returns once it is on
 // disk. A delivery whose ID is already stored is not stored again: Accept
 // then reports duplicate. The delivery is counted in
@@ -66,9 +73,11 @@ type groupCommitter struct {
 	stopped chan struct{}
 
 	// failing is the number of the last commit when it failed (a full
-	// disk, say), 0 when it went through: see DB.Writable.
-	failing atomic.Int64
-	commits int64 // run's own count
+	// disk, say), 0 when it went through; failedBytes, the bytes of the
+	// bodies that commit held: see DB.Writable.
+	failing     atomic.Int64
+	failedBytes atomic.Int64
+	commits     int64 // run's own count
 }
 
 func newGroupCommitter(db *DB) (*groupCommitter, error) {
@@ -140,6 +149,11 @@ func (g *groupCommitter) run() {
 		dups, err := g.commit(batch)
 		g.commits++
 		if err != nil {
+			var n int64
+			for _, r := range batch {
+				n += int64(len(r.delivery.Body))
+			}
+			g.failedBytes.Store(n)
 			g.failing.Store(g.commits)
 		} else {
 			g.failing.Store(0)
@@ -204,9 +218,12 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 
 // Writable reports whether the inbox can store deliveries: nil when the
 // intake's last commit went through; when it failed, whether a durable
-// write made now goes through — so that a process that cannot store what
-// it receives reports it (readiness), and reports it no more once the
-// cause is gone, although nothing is sent to a process that is not ready.
+// write as large as that commit's bodies goes through now — so that a
+// process that cannot store what it receives reports it (readiness), and
+// reports it no more once the cause is gone, although nothing is sent to a
+// process that is not ready. (A write of a few bytes would fit in what a
+// full disk has left, and report ready a process whose next delivery
+// fails.)
 func (db *DB) Writable(ctx context.Context) error {
 	if db.intake == nil {
 		return nil // opened read-only: no intake
@@ -215,13 +232,18 @@ func (db *DB) Writable(ctx context.Context) error {
 	if failed == 0 {
 		return nil
 	}
+	size := min(max(db.intake.failedBytes.Load(), minProbeBytes), maxProbeBytes)
 	err := db.durableTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('readyz.probe', ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, db.Now().UTC().Format(time.RFC3339Nano))
+		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('readyz.probe', zeroblob(?))
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, size)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("the inbox's last commit failed, and so does a write now: %w", err)
+		return fmt.Errorf("the inbox's last commit failed, and so does a write of %d bytes now: %w", size, err)
+	}
+	// The probe's space is free again for deliveries.
+	if _, err := db.exec(ctx, `UPDATE settings SET value = ? WHERE key = 'readyz.probe'`, db.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+		return fmt.Errorf("the inbox's last commit failed; a probe went through, but not its removal: %w", err)
 	}
 	// Cleared only if no commit failed since the probe began.
 	db.intake.failing.CompareAndSwap(failed, 0)

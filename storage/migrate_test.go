@@ -533,6 +533,40 @@ func TestWritableAfterAFailedCommit(t *testing.T) {
 	}
 }
 
+// Writable on a full disk (here the database's page limit, which SQLite
+// answers as a full disk does): a write of a few bytes still fits in what
+// is left, a delivery does not; the probe writes as much as the failed
+// commit held, and reports the inbox unable to store until that fits.
+func TestWritableOnAFullDisk(t *testing.T) {
+	ctx := context.Background()
+	db := openTemp(t)
+	var pages int64
+	if err := db.write.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	limit := func(n int64) {
+		t.Helper()
+		if _, err := db.write.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limit(pages + 4) // room for a settings row, not for a 100 KB body
+	body := []byte(`{"pad":"` + strings.Repeat("x", 100<<10) + `"}`)
+	if _, err := db.Accept(ctx, &pipeline.Delivery{ID: "big", Event: "push", Body: body}, "push", "accepted"); err == nil {
+		t.Fatal("Accept of a 100 KB delivery on a full disk: no error")
+	}
+	if err := db.Writable(ctx); err == nil {
+		t.Error("on a full disk that still fits a few bytes: writable, want an error")
+	}
+	limit(pages + 1000) // space is back
+	if err := db.Writable(ctx); err != nil {
+		t.Errorf("once space is back: %v, want writable", err)
+	}
+	if _, err := db.Accept(ctx, &pipeline.Delivery{ID: "big", Event: "push", Body: body}, "push", "accepted"); err != nil {
+		t.Errorf("Accept once space is back: %v", err)
+	}
+}
+
 // Migration 0028 marks as baselines the first releases recorded before
 // 0026 whose push created the branch (its stored body says before is all
 // zeros) — not one whose push followed a commit, nor one whose body was
