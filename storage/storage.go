@@ -92,7 +92,11 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 		"journal_mode(WAL)",
 		"synchronous(NORMAL)",
 		"foreign_keys(1)",
-		"busy_timeout(10000)",
+		fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()),
+		// The WAL file is cut back to this size when it starts over
+		// (after a checkpoint caught up): a burst, a large prune or a
+		// migration does not leave it at its largest for good.
+		fmt.Sprintf("journal_size_limit(%d)", walSizeLimit),
 	}
 	dsn := func(extra url.Values) string {
 		q := url.Values{}
@@ -234,6 +238,17 @@ func sqliteCode(err error) int {
 	return 0
 }
 
+// walSizeLimit is the size the WAL file is cut back to when it starts
+// over, and the size past which the checkpointer makes it start over.
+const walSizeLimit = 64 << 20
+
+// busyTimeout is how long a connection waits for a lock another holds.
+const busyTimeout = 10 * time.Second
+
+// restartWait bounds how long a checkpoint that makes the WAL start over
+// waits for the readers to leave it, holding the writes back meanwhile.
+const restartWait = 100 * time.Millisecond
+
 // checkpointer copies committed WAL pages into the database file twice a
 // second with a passive checkpoint, which waits for no reader or writer.
 func (db *DB) checkpointer() {
@@ -245,9 +260,41 @@ func (db *DB) checkpointer() {
 		case <-db.stopCkpt:
 			return
 		case <-t.C:
-			_, _ = db.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+			_ = db.checkpoint(context.Background())
 		}
 	}
+}
+
+// checkpoint runs one passive checkpoint. The WAL starts over only when a
+// write begins after a checkpoint caught up with it: under a steady intake
+// a passive one never does (commits keep coming as it copies), and the
+// file would grow without end — every read searching more of it. Past
+// walSizeLimit, a restart checkpoint follows on the write connection,
+// which holds this process's writes back while it copies the little the
+// passive one left and waits for the readers to leave the WAL (at most
+// restartWait, else it gives up, SQLITE_BUSY, and a later tick tries
+// again); the next write starts the WAL over.
+func (db *DB) checkpoint(ctx context.Context) error {
+	var busy, frames, copied, pageSize int64
+	if err := db.ckpt.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+		return err
+	}
+	if err := db.ckpt.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize); err != nil {
+		return err
+	}
+	if frames*pageSize <= walSizeLimit {
+		return nil
+	}
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartWait.Milliseconds())); err != nil {
+		return err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA busy_timeout = %d", busyTimeout.Milliseconds()))
+	return conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied)
 }
 
 // prepared returns query prepared on pool (db.read or db.write), prepared
