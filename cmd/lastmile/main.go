@@ -14,6 +14,14 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGTERM or Ctrl-C asks for a clean stop (the delivery in
+	// hand finished, up to the shutdown timeout); once it came, a second
+	// one ends the process at once, as Go does by default: what was
+	// answered 2xx is on disk already.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	code := app.Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
