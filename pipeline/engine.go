@@ -40,10 +40,10 @@ type Engine struct {
 	// sweep (AdvanceReleased) advances releases beside it: without the
 	// lock a repository could be advanced twice at once (and a deployment
 	// created twice).
-	advancing sync.Map
+	advancing keyedLocks
 	// installing: installation ID → the mutex held while its state is
 	// read from GitHub and recorded.
-	installing sync.Map
+	installing keyedLocks
 	// advanceWaits, if set (by tests), is called when advance has to wait
 	// for another advance of the same repository.
 	advanceWaits func()
@@ -1702,18 +1702,47 @@ func (e *Engine) lockInstallation(id int64) (unlock func()) {
 	return lockIn(&e.installing, id, nil)
 }
 
+// keyedLocks is one mutex per ID, kept only while it is held or waited
+// for: a process that sees many repositories over its life does not keep
+// a mutex for each.
+type keyedLocks struct {
+	mu    sync.Mutex
+	locks map[int64]*keyedLock
+}
+
+type keyedLock struct {
+	sync.Mutex
+	refs int // holders and waiters
+}
+
 // lockIn takes the mutex of id in locks, calling waits (if set) when it
 // has to wait for it.
-func lockIn(locks *sync.Map, id int64, waits func()) (unlock func()) {
-	m, _ := locks.LoadOrStore(id, &sync.Mutex{})
-	mu := m.(*sync.Mutex)
-	if !mu.TryLock() {
+func lockIn(locks *keyedLocks, id int64, waits func()) (unlock func()) {
+	locks.mu.Lock()
+	l := locks.locks[id]
+	if l == nil {
+		if locks.locks == nil {
+			locks.locks = map[int64]*keyedLock{}
+		}
+		l = &keyedLock{}
+		locks.locks[id] = l
+	}
+	l.refs++
+	locks.mu.Unlock()
+	if !l.TryLock() {
 		if waits != nil {
 			waits()
 		}
-		mu.Lock()
+		l.Lock()
 	}
-	return mu.Unlock
+	return func() {
+		l.Unlock()
+		locks.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(locks.locks, id)
+		}
+		locks.mu.Unlock()
+	}
 }
 
 // withdraw stops the repository's active releases that a push made
