@@ -3,7 +3,9 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -72,48 +74,274 @@ var autoVacuumModes = map[int]string{0: "none", 1: "full", 2: "incremental"}
 // for it (the webhook intake's group commit, the worker).
 const reclaimStep = 128
 
+// pruneBatch is how many delivery bodies one write transaction of Prune
+// deals with (deleting those of the handled deliveries), and pruneLogBatch
+// how many deploy logs one drops: each batch holds the write connection
+// for a few milliseconds, about as long as an intake commit, whatever the
+// size of the history or of the backlog (the first prune after retention
+// is switched on may have millions of bodies to drop). Between batches the
+// connection goes to whoever waits for it, as between reclaim's steps. A
+// batch reads up to pruneScan deliveries (their index entries and states,
+// ≈0.5 µs each): the first prune goes through a history whose bodies were
+// pruned by an earlier lastmile, or never kept.
+const (
+	pruneBatch    = 256
+	pruneScan     = 2048
+	pruneLogBatch = 64 // logs are larger than bodies: up to a few hundred KB compressed
+)
+
+// retentionBodies is the setting that says how far Prune has gone through
+// the deliveries, in (received_at, seq) order: "<received_at>/<seq>" of the
+// last one it looked at. The body of every handled delivery up to there is
+// gone; those pending or dead when Prune passed them, which keep their
+// bodies, are in retention_held. A prune starts where the last one
+// stopped, so that an hourly prune reads the deliveries of the last hour,
+// not all of them since the first. (The intake stamps a delivery with its
+// received_at in its commit, after those already stored, so none arrives
+// behind the mark — unless the clock went back past it, or the caller of
+// Accept set an earlier ReceivedAt: such a delivery keeps its body.)
+const retentionBodies = "retention.bodies"
+
 // Prune drops the bulky parts of records older than cutoff: the raw bodies
 // of deliveries that were handled (done or ignored) and the kept deploy job
 // logs. The records themselves — deliveries, releases, deployments,
 // statuses, reviews — and the metrics stay. Pending and dead deliveries keep
-// their bodies: they may still be handled.
+// their bodies: they may still be handled, and a later prune drops them once
+// they are.
+//
+// It works in batches (pruneBatch deliveries, pruneLogBatch logs), each its
+// own short write transaction, with a pause as long as the batch between
+// them, so that the webhook intake and the worker keep going meanwhile; it
+// stops between two batches when ctx is cancelled, leaving a consistent
+// state that the next prune carries on from. It remembers how far it went
+// through the deliveries (the setting retentionBodies), and looks only at
+// those received since, and at the few it kept a body of for being pending
+// or dead (retention_held); the logs it finds by an index of the kept ones.
 //
 // Then, on a database in auto_vacuum incremental mode (every database
 // lastmile creates), the free pages — those the prune freed, and any an
 // earlier, interrupted prune left — are given back to the file system in
 // steps of reclaimStep pages, each its own short write, with a pause as
-// long as the step between them, so that the webhook intake and the
-// worker keep going meanwhile; the file shrinks as the checkpointer copies
-// the steps into it. A database made without auto_vacuum (by a lastmile
-// older than this) reuses the freed pages for new data but does not shrink;
-// Vacuum converts it.
+// long as the step between them; the file shrinks as the checkpointer
+// copies the steps into it. A database made without auto_vacuum (by a
+// lastmile older than this) reuses the freed pages for new data but does
+// not shrink; Vacuum converts it.
 func (db *DB) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 	var p Pruned
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM delivery_bodies WHERE seq IN (SELECT seq FROM deliveries
-			WHERE state IN ('done', 'ignored') AND received_at < ?)`, millis(cutoff))
-		if err != nil {
-			return err
-		}
-		if p.DeliveryBodies, err = res.RowsAffected(); err != nil {
-			return err
-		}
-		res, err = tx.ExecContext(ctx, `UPDATE job_logs SET log = NULL WHERE log IS NOT NULL AND fetched_at < ?`, millis(cutoff))
-		if err != nil {
-			return err
-		}
-		p.JobLogs, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
+	var heldAfter int64 // the seq retention_held is gone through up to, in this prune
+	if err := db.inBatches(ctx, func() (bool, error) {
+		n, more, err := db.pruneHeld(ctx, millis(cutoff), &heldAfter)
+		p.DeliveryBodies += n
+		return more, err
+	}); err != nil {
 		return p, err
 	}
+	if err := db.inBatches(ctx, func() (bool, error) {
+		n, more, err := db.pruneBodies(ctx, millis(cutoff))
+		p.DeliveryBodies += n
+		return more, err
+	}); err != nil {
+		return p, err
+	}
+	if err := db.inBatches(ctx, func() (bool, error) {
+		n, more, err := db.pruneLogs(ctx, millis(cutoff))
+		p.JobLogs += n
+		return more, err
+	}); err != nil {
+		return p, err
+	}
+	var err error
 	p.PagesReclaimed, p.Disk, err = db.reclaim(ctx)
 	if err != nil {
 		return p, fmt.Errorf("pruned, then giving the free pages back to the file system: %w", err)
 	}
 	return p, nil
 }
+
+// inBatches runs batch until it says there is no more to do, with a pause
+// as long as the batch (a millisecond at least) after each, so that the
+// write connection goes to the intake and the worker in between; it stops
+// there when ctx is cancelled.
+func (db *DB) inBatches(ctx context.Context, batch func() (more bool, err error)) error {
+	for {
+		began := time.Now()
+		more, err := batch()
+		if err != nil || !more {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(max(time.Since(began), time.Millisecond)):
+		}
+	}
+}
+
+// pruneBodies goes on through the deliveries received before cutoff (in
+// milliseconds) from the point the setting retentionBodies marks, in one
+// write transaction: it reads up to pruneScan of them and deals with up to
+// pruneBatch bodies — it deletes those of the handled deliveries, and notes
+// in retention_held those it keeps for being pending or dead — then moves
+// the mark past the deliveries it dealt with. It reports the bodies
+// deleted, and whether there may be more.
+func (db *DB) pruneBodies(ctx context.Context, cutoff int64) (deleted int64, more bool, err error) {
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		var markAt, markSeq int64
+		var mark string
+		switch err := tx.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, retentionBodies).Scan(&mark); {
+		case errors.Is(err, sql.ErrNoRows):
+			markAt, markSeq = math.MinInt64, 0
+		case err != nil:
+			return err
+		default:
+			if _, err := fmt.Sscanf(mark, "%d/%d", &markAt, &markSeq); err != nil {
+				return fmt.Errorf("setting %s = %q: %w", retentionBodies, mark, err)
+			}
+		}
+		rows, err := tx.QueryContext(ctx, pruneBodiesQuery, markAt, markSeq, cutoff, pruneScan)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			seq, receivedAt int64
+			state           string
+			body            bool
+		}
+		var batch []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.seq, &r.receivedAt, &r.state, &r.body); err != nil {
+				rows.Close()
+				return err
+			}
+			batch = append(batch, r)
+		}
+		if err := closeRows(rows); err != nil {
+			return err
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		more = len(batch) == pruneScan
+		last, bodies := batch[len(batch)-1], 0
+		for i, r := range batch {
+			if bodies == pruneBatch {
+				last, more = batch[i-1], true
+				break
+			}
+			if !r.body {
+				continue
+			}
+			bodies++
+			switch r.state {
+			case "done", "ignored":
+				if _, err := tx.ExecContext(ctx, `DELETE FROM delivery_bodies WHERE seq = ?`, r.seq); err != nil {
+					return err
+				}
+				deleted++
+			default: // pending or dead: kept, and looked at again by pruneHeld
+				if _, err := tx.ExecContext(ctx, `INSERT INTO retention_held (seq) VALUES (?) ON CONFLICT DO NOTHING`, r.seq); err != nil {
+					return err
+				}
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, retentionBodies, fmt.Sprintf("%d/%d", last.receivedAt, last.seq))
+		return err
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return deleted, more, nil
+}
+
+// pruneBodiesQuery reads the deliveries after the mark (received_at, seq)
+// received before the cutoff, in that order, from the deliveries_received
+// index (whose entries end with the seq): it starts at the mark, it does
+// not read the deliveries before.
+const pruneBodiesQuery = `SELECT d.seq, d.received_at, d.state, b.seq IS NOT NULL
+	FROM deliveries d INDEXED BY deliveries_received LEFT JOIN delivery_bodies b ON b.seq = d.seq
+	WHERE (d.received_at, d.seq) > (?, ?) AND d.received_at < ?
+	ORDER BY d.received_at, d.seq LIMIT ?`
+
+// pruneHeld looks at the next pruneBatch deliveries of retention_held
+// (those pruneBodies passed while they were pending or dead) after seq
+// *after, in one write transaction: it deletes the bodies of those handled
+// since, and forgets them, and those whose body is gone. Those still
+// pending or dead stay, and so do those received at cutoff or after (a
+// retention made longer since). It moves *after past them, and reports the
+// bodies deleted and whether there may be more.
+func (db *DB) pruneHeld(ctx context.Context, cutoff int64, after *int64) (deleted int64, more bool, err error) {
+	last := *after
+	err = db.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, pruneHeldQuery, *after, pruneBatch)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			seq, receivedAt int64
+			state           string
+			body            bool
+		}
+		var batch []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.seq, &r.state, &r.receivedAt, &r.body); err != nil {
+				rows.Close()
+				return err
+			}
+			batch = append(batch, r)
+		}
+		if err := closeRows(rows); err != nil {
+			return err
+		}
+		for _, r := range batch {
+			last = r.seq
+			handled := r.state == "done" || r.state == "ignored"
+			if r.body && (!handled || r.receivedAt >= cutoff) {
+				continue
+			}
+			if r.body {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM delivery_bodies WHERE seq = ?`, r.seq); err != nil {
+					return err
+				}
+				deleted++
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM retention_held WHERE seq = ?`, r.seq); err != nil {
+				return err
+			}
+		}
+		more = len(batch) == pruneBatch
+		return nil
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	*after = last
+	return deleted, more, nil
+}
+
+const pruneHeldQuery = `SELECT h.seq, COALESCE(d.state, ''), COALESCE(d.received_at, 0),
+	EXISTS (SELECT 1 FROM delivery_bodies b WHERE b.seq = h.seq)
+	FROM retention_held h LEFT JOIN deliveries d ON d.seq = h.seq
+	WHERE h.seq > ? ORDER BY h.seq LIMIT ?`
+
+// pruneLogs drops the next pruneLogBatch kept deploy logs fetched before
+// cutoff (in milliseconds), found by the index job_logs_kept, in one write
+// transaction. It reports the logs dropped, and whether there may be more.
+func (db *DB) pruneLogs(ctx context.Context, cutoff int64) (dropped int64, more bool, err error) {
+	res, err := db.exec(ctx, pruneLogsQuery, cutoff, pruneLogBatch)
+	if err != nil {
+		return 0, false, err
+	}
+	if dropped, err = res.RowsAffected(); err != nil {
+		return 0, false, err
+	}
+	return dropped, dropped == pruneLogBatch, nil
+}
+
+const pruneLogsQuery = `UPDATE job_logs SET log = NULL WHERE job_id IN (SELECT job_id
+	FROM job_logs INDEXED BY job_logs_kept WHERE log IS NOT NULL AND fetched_at < ? ORDER BY fetched_at LIMIT ?)`
 
 // reclaim gives the free pages of a database in auto_vacuum incremental
 // mode back to the file system, reclaimStep pages at a time (see Prune).
