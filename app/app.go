@@ -259,7 +259,7 @@ func (a *App) Run(ctx context.Context) error {
 	case err = <-serveErr:
 		err = fmt.Errorf("HTTP server: %w", err)
 	}
-	a.log.Info("lastmile stopping: no new deliveries; finishing the ones in hand (a second SIGTERM or Ctrl-C stops it at once)")
+	a.log.Info("lastmile stopping: no new deliveries; finishing the ones in hand (another SIGTERM or Ctrl-C, a second or more after, stops it at once)")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	// The worker starts nothing new from now on, while the HTTP server

@@ -34,10 +34,19 @@ func lockDatabase(path string) (release func(), err error) {
 }
 
 // lockPath is the database file's own path: path with its symbolic links
-// resolved, or, for a database not created yet, its folder's.
+// resolved — followed one by one, so that a link to a database not created
+// yet (SQLite creates it through the link) names where it will be — and
+// its folder's.
 func lockPath(path string) string {
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		return real
+	for range 40 { // as the kernel, a bound on links followed
+		target, err := os.Readlink(path)
+		if err != nil {
+			break // not a link (or nothing there yet)
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
 	}
 	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
 		return filepath.Join(dir, filepath.Base(path))

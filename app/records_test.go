@@ -414,6 +414,21 @@ func TestOneServePerDatabase(t *testing.T) {
 			t.Errorf("a second serve through %s: %v", path, err)
 		}
 	}
+	// A link made before its database: SQLite creates the file through it,
+	// and the lock is where the file will be.
+	data := t.TempDir()
+	early := filepath.Join(links, "early.db")
+	if err := os.Symlink(filepath.Join(data, "lastmile.db"), early); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockDatabase(early)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockDatabase(filepath.Join(data, "lastmile.db")); err == nil {
+		t.Error("a second lock on a database through its real path, the first taken through a link made before the file")
+	}
+	unlock()
 	// The read commands still work beside it.
 	if code, out, errOut := run(t, sb.Config.Database, "history"); code != 0 {
 		t.Errorf("history beside a running serve: exit %d %s%s", code, out, errOut)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -17,10 +18,11 @@ import (
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
 )
 
-// SIGTERM asks `lastmile serve` for a clean stop: it waits for the delivery
-// in hand (here stuck on a GitHub that never answers) up to the shutdown
-// timeout. A second SIGTERM ends it at once.
-func TestASecondSIGTERMStopsAtOnce(t *testing.T) {
+// stuckServe starts `lastmile serve` against a GitHub that never answers
+// and hands it a push: the delivery in hand waits on GitHub (its
+// installation token) until the shutdown timeout.
+func stuckServe(t *testing.T, shutdownTimeout string) *proc {
+	t.Helper()
 	called := make(chan string, 16)
 	gone := make(chan struct{})
 	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -33,15 +35,15 @@ func TestASecondSIGTERMStopsAtOnce(t *testing.T) {
 		case <-gone:
 		}
 	}))
-	defer github.Close()
-	defer close(gone)
+	t.Cleanup(github.Close)
+	t.Cleanup(func() { close(gone) })
 	dir := t.TempDir()
 	key := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(newKey(t))})
 	const secret = "s3cret-s3cret"
 	p := startServe(t, []string{
 		"LASTMILE_DATABASE=" + dir + "/lastmile.db", "LASTMILE_WEBHOOK_SECRET=" + secret, "LASTMILE_APP_ID=7",
 		"LASTMILE_PRIVATE_KEY=" + string(key), "LASTMILE_GITHUB_URL=" + github.URL + "/",
-		"LASTMILE_REDELIVERY_INTERVAL=0", "LASTMILE_SHUTDOWN_TIMEOUT=5m",
+		"LASTMILE_REDELIVERY_INTERVAL=0", "LASTMILE_SHUTDOWN_TIMEOUT=" + shutdownTimeout,
 	})
 	push := makePush(t, 42, 9, "acme/shop", strings.Repeat("0", 40), simulator.PushResult{After: strings.Repeat("a", 40), Commits: []string{strings.Repeat("a", 40)}})
 	req, err := http.NewRequest(http.MethodPost, "http://"+p.addr+"/webhook", bytes.NewReader(push.body))
@@ -60,7 +62,6 @@ func TestASecondSIGTERMStopsAtOnce(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("push: %s", resp.Status)
 	}
-	// The worker asks GitHub for the installation's token: in hand.
 	deadline := time.After(60 * time.Second)
 	for inHand := false; !inHand; {
 		select {
@@ -70,20 +71,58 @@ func TestASecondSIGTERMStopsAtOnce(t *testing.T) {
 			t.Fatalf("the worker did not call GitHub\n%s", p.logs)
 		}
 	}
+	return p
+}
+
+// SIGTERM asks `lastmile serve` for a clean stop: it waits for the delivery
+// in hand up to the shutdown timeout. Another SIGTERM, a second or more
+// after the first, ends it at once.
+func TestASecondSIGTERMStopsAtOnce(t *testing.T) {
+	p := stuckServe(t, "5m")
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	waitUntil(t, "lastmile stopping", 30*time.Second, func() bool { return strings.Contains(p.logs.String(), "lastmile stopping") })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-p.done:
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+				t.Errorf("exit after another SIGTERM: %v; want ended by the signal", err)
+			}
+			return
+		case <-time.After(200 * time.Millisecond): // the next SIGTERM
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still running 30 s into SIGTERMs sent after the first (the shutdown timeout is 5 minutes)\n%s", p.logs)
+		}
+	}
+}
+
+// A Ctrl-C that a launcher passes on as a SIGTERM while the terminal sends
+// the SIGINT too: two signals at once are one request for a clean stop,
+// which ends when the shutdown timeout does, with exit code 0.
+func TestTwoSignalsAtOnceAreOneCleanStop(t *testing.T) {
+	p := stuckServe(t, "2s")
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	// The SIGTERM comes as lastmile starts stopping (well within the
+	// second).
 	waitUntil(t, "lastmile stopping", 30*time.Second, func() bool { return strings.Contains(p.logs.String(), "lastmile stopping") })
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-p.done:
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
-			t.Errorf("exit after the second SIGTERM: %v; want ended by the signal", err)
+		if err != nil {
+			t.Errorf("exit after SIGINT and SIGTERM at once: %v; want a clean stop, code 0\n%s", err, p.logs)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("still running 30 s after a second SIGTERM (the shutdown timeout is 5 minutes)\n%s", p.logs)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("still running a minute after a clean stop with a 2 s shutdown timeout\n%s", p.logs)
 	}
 }

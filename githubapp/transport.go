@@ -363,11 +363,12 @@ func resetWait(h http.Header, now time.Time) (time.Duration, bool) {
 	if err != nil {
 		return 0, false
 	}
-	at := time.Unix(reset, 0)
-	if at.After(now.Add(maxResetWait)) {
+	// Compared in seconds first: time.Unix of a value near the int64 limit
+	// wraps round into the past.
+	if reset > now.Unix()+int64(maxResetWait/time.Second) {
 		return maxResetWait, true
 	}
-	return max(at.Sub(now), 0), true
+	return max(time.Unix(reset, 0).Sub(now), 0), true
 }
 
 // githubNow is GitHub's time when it answered: the Date header, or local

@@ -1008,7 +1008,13 @@ func TestHugeRetryAfterAfterAWaitIsNotSlept(t *testing.T) {
 // overflows into a negative wait (the call sent again at once, through the
 // limit) nor a credential held until a restart.
 func TestHugeRateLimitResetWaitsAnHourAtMost(t *testing.T) {
-	huge := map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000", "X-RateLimit-Reset": "99999999999"}
+	for _, reset := range []string{"99999999999", "9223372036854775807", "9223372036000000000"} {
+		t.Run(reset, func(t *testing.T) { hugeRateLimitReset(t, reset) })
+	}
+}
+
+func hugeRateLimitReset(t *testing.T, reset string) {
+	huge := map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000", "X-RateLimit-Reset": reset}
 	g := newScriptedGitHub(t, step{status: 403, headers: huge}, step{status: 200})
 	clock, obs := newFakeClock(), &observed{}
 	start := clock.Now()

@@ -465,7 +465,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		// A list cut short, or a force push, which may have replaced the
 		// branch's history: GitHub's comparison tells.
 		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) && e.showsCommit(ctx, p) {
 			// No common ancestor: the push replaced the branch's history
 			// (see below), and lists what it brings.
 			rel.Base, rel.Baseline = "", true
@@ -510,7 +510,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		return p.Commits, nil
 	}
 	cmp, err := e.GitHub.Compare(ctx, p.Repo, prev.SHA, p.After)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrNotFound) && e.showsCommit(ctx, p) {
 		// GitHub finds no common ancestor of the latest release's commit
 		// and the pushed one (or no longer has the former): the branch's
 		// history was replaced by an unrelated one — an orphan branch
@@ -564,6 +564,17 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 }
 
 const zeroSHA = "0000000000000000000000000000000000000000"
+
+// showsCommit reports whether GitHub shows the pushed commit, compared with
+// its branch: when it does, a comparison of it that GitHub answers 404 is
+// one across unrelated histories (or with a commit GitHub no longer has) —
+// the push replaced the branch's history. When it does not (GitHub not
+// caught up with the push yet, a repository it no longer lets lastmile
+// read), the 404 says nothing of the kind, and the delivery is retried.
+func (e *Engine) showsCommit(ctx context.Context, p Push) bool {
+	_, err := e.GitHub.Relation(ctx, p.Repo, p.After, strings.TrimPrefix(p.Ref, "refs/heads/"))
+	return err == nil
+}
 
 // LatePush is how long after it happened a push is handled before lastmile
 // checks, before releasing it, that its commit is still the branch's head.

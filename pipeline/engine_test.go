@@ -2690,10 +2690,33 @@ func TestProtectionRuleWaitsForADeployHeardOnlyQueued(t *testing.T) {
 	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionApproved || !dec.Posted {
 		t.Errorf("after the test success: %s, posted %v (%s); want approved, posted", dec.State, dec.Posted, dec.Comment)
 	}
-	// lastmile has created c1's staging deployment meanwhile: a production
-	// job waits for it too.
-	if dec := h.judge("rule-2", "production", c1, 67); dec.State != pipeline.ProtectionWaiting {
-		t.Errorf("production job of c1, its staging deployment created: %s (%s); want waiting", dec.State, dec.Comment)
+	// lastmile has created c1's staging deployment meanwhile, which no
+	// run has taken up: a production job is rejected at once.
+	if dec := h.judge("rule-2", "production", c1, 67); dec.State != pipeline.ProtectionRejected {
+		t.Errorf("production job of c1, its staging deployment created, not run: %s (%s); want rejected", dec.State, dec.Comment)
+	}
+}
+
+// In a repository whose workflows own their deployments, no run takes up
+// lastmile's own: a job of a commit whose test job failed is rejected at
+// once, not held for a day by lastmile's test deployment, which nothing
+// will run.
+func TestProtectionRuleDoesNotWaitForADeploymentNoRunTookUp(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	info := pipeline.DeploymentInfo{GitHubID: 901, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: time.Now(), WorkflowRunID: 77}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+		Status: pipeline.StatusInfo{GitHubID: 9010, State: pipeline.DeploymentFailure, CreatedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if dec := h.judge("rule-88", "staging", c1, 88); dec.State != pipeline.ProtectionRejected {
+		t.Errorf("staging job of c1, which failed in test: %s, posted %v (%s); want rejected at once", dec.State, dec.Posted, dec.Comment)
 	}
 }
 
@@ -2780,10 +2803,8 @@ func TestProtectionRuleIgnoresDeploymentsMadeByHand(t *testing.T) {
 		return dec
 	}
 	succeedExternally(901, 0)
-	// Not approved: it waits for lastmile's own staging deployment, which
-	// has not ended.
-	if dec := judge(91); dec.State != "waiting" {
-		t.Errorf("production judged on a staging deployment made by hand: %s (%s); want waiting", dec.State, dec.Comment)
+	if dec := judge(91); dec.State != "rejected" {
+		t.Errorf("production approved on a staging deployment made by hand: %s (%s)", dec.State, dec.Comment)
 	}
 	succeedExternally(902, 77) // Actions' deployment for a job of run 77
 	if dec := judge(92); dec.State != "approved" {
@@ -2880,10 +2901,8 @@ func TestProtectionRuleIgnoresTheRunAHandMadeStatusNames(t *testing.T) {
 			LogURL: "https://github.com/acme/shop/actions/runs/12345/job/678"}}); err != nil {
 		t.Fatal(err)
 	}
-	// Not approved: it waits for lastmile's own staging deployment, which
-	// has not ended.
-	if dec := h.judge("rule-1", "production", c1, 55); dec.State != "waiting" {
-		t.Errorf("production %s on a staging deployment made by hand whose status names a run: %s; want waiting", dec.State, dec.Comment)
+	if dec := h.judge("rule-1", "production", c1, 55); dec.State != "rejected" {
+		t.Errorf("production %s on a staging deployment made by hand whose status names a run: %s", dec.State, dec.Comment)
 	}
 	if d, err := h.db.Deployment(ctx, 901); err != nil {
 		t.Fatal(err)

@@ -239,3 +239,23 @@ func TestAJobDeploymentOfAnotherRunIsNoTwin(t *testing.T) {
 		t.Errorf("deployments counted: %v, before the external ones %v", got, counted)
 	}
 }
+
+// Actions' own deployment names its deploy job in its statuses' log_url:
+// another job of the run that was running at its in_progress (a lint, a
+// matrix leg) is not taken for it, its log not kept as the deploy log.
+func TestAParallelJobIsNotTakenForAWorkflowOwnedDeploysJob(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	now := time.Now()
+	const run, deployJob, lintJob = 77, 7701, 7702
+	h.gh.mu.Lock()
+	h.gh.logs = map[int64]string{deployJob: "deploying production\n", lintJob: "linting\n"}
+	h.gh.mu.Unlock()
+	h.externalDeployment(990, c1, "production", "github-actions[bot]", run, run, deployJob, now)
+	h.jobCompleted(run, lintJob, "lint", c1, now.Add(-time.Second), now.Add(5*time.Second))
+	h.jobCompleted(run, deployJob, "deploy-production", c1, now, now.Add(3*time.Second))
+	got := loggedJobs(h.auditedDeployment(c1, 990))
+	if got[lintJob] != 0 || got[deployJob] == 0 {
+		t.Errorf("logs kept with deployment 990: %v; want the deploy job's (%d) alone", got, deployJob)
+	}
+}

@@ -457,9 +457,9 @@ type Store interface {
 	// repository, that wait, last judged so before before.
 	LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*ProtectionDecision, error)
 	// Unfinished reports whether sha has a deployment in env, of those
-	// Succeeded counts, that has not ended (created, pending, queued or
-	// in_progress: a first attempt or a re-run), its latest status less
-	// than HoldRunning old.
+	// Succeeded counts, that runs and has not ended (in progress, a first
+	// attempt or a re-run; or taken up by a workflow run, with no status
+	// yet, pending or queued), its latest status less than HoldRunning old.
 	Unfinished(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	MarkProtectionPosted(ctx context.Context, id int64) error
 }

@@ -400,6 +400,12 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named boo
 		return nil, pipeline.ErrNotFound
 	}
 	for _, d := range deps {
+		if d.Origin != pipeline.OriginLastmile {
+			// Actions' own deployment names its job in its statuses'
+			// log_url: another job of the run running at its in_progress
+			// (a lint, a matrix leg) is not its deploy job.
+			continue
+		}
 		// An in_progress of any attempt: a re-run's job went in_progress
 		// again, within its own times. Both are GitHub's times, in whole
 		// seconds, so a job's in_progress is neither before it started

@@ -42,6 +42,17 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	if err := pipeline.CheckSHA(sha); err != nil {
 		return nil, fmt.Errorf("%w: %w", pipeline.ErrInvalid, err)
 	}
+	if releaseID != 0 {
+		// The repository of that release first, of those by that name.
+		var owner int64
+		if err := tx.QueryRowContext(ctx, `SELECT repository_id FROM releases WHERE id = ?`, releaseID).Scan(&owner); err == nil {
+			if i := slices.Index(repoIDs, owner); i > 0 {
+				repoIDs = append([]int64{owner}, slices.Delete(repoIDs, i, i+1)...)
+			}
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+	}
 	// The commits of the releases: their heads, and those they brought; of
 	// the first repository by that name (the newest) that has the commit.
 	prefix := strings.ToLower(sha) + "%"

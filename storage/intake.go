@@ -18,8 +18,8 @@ var ErrClosed = errors.New("database is closing")
 // maxIntakeBatch bounds how many deliveries share one commit.
 const maxIntakeBatch = 256
 
-// The bounds of the write Writable probes with: as large as the bodies of
-// the commit that failed, within them.
+// The bounds of the write Writable probes with: as large as the largest
+// body of the commit that failed, within them.
 const (
 	minProbeBytes = 64 << 10
 	maxProbeBytes = 32 << 20
@@ -74,7 +74,7 @@ type groupCommitter struct {
 
 	// failing is the number of the last commit when it failed (a full
 	// disk, say), 0 when it went through; failedBytes, the bytes of the
-	// bodies that commit held: see DB.Writable.
+	// largest body that commit held: see DB.Writable.
 	failing     atomic.Int64
 	failedBytes atomic.Int64
 	commits     int64 // run's own count
@@ -149,9 +149,9 @@ func (g *groupCommitter) run() {
 		dups, err := g.commit(batch)
 		g.commits++
 		if err != nil {
-			var n int64
+			var n int64 // the largest body: GitHub redelivers one at a time
 			for _, r := range batch {
-				n += int64(len(r.delivery.Body))
+				n = max(n, int64(len(r.delivery.Body)))
 			}
 			g.failedBytes.Store(n)
 			g.failing.Store(g.commits)
@@ -218,7 +218,7 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 
 // Writable reports whether the inbox can store deliveries: nil when the
 // intake's last commit went through; when it failed, whether a durable
-// write as large as that commit's bodies goes through now — so that a
+// write as large as that commit's largest body goes through now — so that a
 // process that cannot store what it receives reports it (readiness), and
 // reports it no more once the cause is gone, although nothing is sent to a
 // process that is not ready. (A write of a few bytes would fit in what a

@@ -106,7 +106,10 @@ func planLead(ctx context.Context, q querier, repoID int64, env string, releaseI
 	// old history: the first comparison tells.)
 	var state string
 	err = q.QueryRowContext(ctx, `SELECT state FROM lead_compares WHERE release_id = ? AND base_sha = ?`, releaseID, p.base).Scan(&state)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) || state != "given_up" {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return p, err
+	}
+	if state != "given_up" {
 		return p, nil
 	}
 	var replaced int64

@@ -872,18 +872,22 @@ func (db *DB) NewestSuccess(ctx context.Context, repoID int64, env string) (int6
 	return id, sha, err
 }
 
-// Unfinished reports whether sha has a deployment in env that has not
-// ended (no status yet, pending, queued or in_progress: a first attempt, or
-// a re-run after its final status, see markRerun) and would prove the
-// commit if it succeeded (one that Succeeded counts). One waiting for its
-// reviewers counts too: GitHub does not deliver webhooks in order, and a
-// deployment last heard queued may have succeeded already, its in_progress
-// and success on their way. One whose latest status is older than
-// pipeline.HoldRunning does not (it never reported an end).
+// Unfinished reports whether sha has a deployment in env that runs and has
+// not ended, and would prove the commit if it succeeded (one that
+// Succeeded counts): one in progress (a first attempt, or a re-run after
+// its final status, see markRerun), or one a workflow run has taken up
+// (linked to its run) that has no status yet, or is pending or queued —
+// waiting for its reviewers, say: GitHub does not deliver webhooks in
+// order, and a deployment last heard queued may have succeeded already,
+// its in_progress and success on their way. Not one no run has taken up
+// (a workflow that owns its deployments never runs lastmile's), nor one
+// whose latest status is older than pipeline.HoldRunning (it never
+// reported an end).
 func (db *DB) Unfinished(ctx context.Context, repoID int64, sha, env string) (bool, error) {
 	var n int
 	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments d WHERE d.repository_id = ? AND d.sha = ?
-		AND d.environment = ? COLLATE NOCASE AND (d.state IN ('created', 'pending', 'queued', 'in_progress') OR d.rerun = 1)
+		AND d.environment = ? COLLATE NOCASE
+		AND (d.state = 'in_progress' OR d.rerun = 1 OR d.state IN ('created', 'pending', 'queued') AND d.run_id != 0)
 		AND (d.origin = 'lastmile' OR d.run_id != 0) AND `+statusSince+` > ?`,
 		repoID, sha, env, millis(db.Now().Add(-pipeline.HoldRunning))).Scan(&n)
 	return n > 0, err

@@ -213,4 +213,16 @@ func TestADeletedRepositorysRecordsAreFoundByItsReusedName(t *testing.T) {
 	if want := []int64{second.ID, first.ID}; !slices.Equal(got, want) {
 		t.Errorf("history --repo acme/shop: releases %v; want %v", got, want)
 	}
+	// The new repository made from the same history: a commit both have
+	// released is audited in the newer, and in the older by its release.
+	again := recreated.release(1, "production", t0.Add(2*time.Hour))
+	if again.SHA != first.SHA {
+		t.Fatalf("release of the same commit: %s, want %s", again.SHA, first.SHA)
+	}
+	if rec, err := db.Audit(ctx, "acme/shop", first.SHA); err != nil || rec.Release.ID != again.ID {
+		t.Errorf("audit acme/shop %s: %+v (%v); want the newer repository's release #%d", first.SHA[:7], rec, err, again.ID)
+	}
+	if rec, err := db.AuditRelease(ctx, "acme/shop", first.SHA, first.ID); err != nil || rec.Release.ID != first.ID {
+		t.Errorf("audit --release %d acme/shop %s: %v; want the older repository's release", first.ID, first.SHA[:7], err)
+	}
 }
