@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 )
 
-// presizeMax bounds the memory readBody sets aside on the word of a
+// presizeMax bounds the memory readBody sets aside at once on the word of a
 // Content-Length alone, before a byte or the signature was checked: most of
 // GitHub's deliveries are smaller (a push is 7–8 KB), and a client
 // announcing a large body and sending nothing must not hold memory for it;
@@ -19,19 +19,27 @@ const presizeMax = 64 << 10
 
 // readBody reads the whole body, in one allocation when its length was
 // announced (and small enough to trust).
-func readBody(rd io.Reader, announced int64) ([]byte, error) {
-	if announced <= 0 || announced > MaxPayloadBytes {
-		return io.ReadAll(rd)
+//
+// hold, if not nil, is asked before each allocation for the bytes the body
+// would then hold in all (the capacity of its buffer, not only the bytes
+// read: a buffer is memory held, read into or not); its error ends the
+// read, before the allocation.
+func readBody(rd io.Reader, announced int64, hold func(total int64) error) ([]byte, error) {
+	if hold == nil {
+		hold = func(int64) error { return nil }
 	}
-	if announced > presizeMax {
-		b, err := io.ReadAll(rd) // grows with what actually arrives
-		if err == nil && int64(len(b)) < announced {
+	if announced <= 0 || announced > presizeMax {
+		b, err := readAll(rd, nil, announced, hold) // grows with what actually arrives
+		if err == nil && announced <= MaxPayloadBytes && int64(len(b)) < announced {
 			err = io.ErrUnexpectedEOF
 		}
 		return b, err
 	}
 	// One byte more than announced, to see the end: net/http stops the
 	// body at its Content-Length, so ReadFull ends short, at that length.
+	if err := hold(announced + 1); err != nil {
+		return nil, err
+	}
 	b := make([]byte, announced+1)
 	n, err := io.ReadFull(rd, b)
 	switch err {
@@ -41,10 +49,40 @@ func readBody(rd io.Reader, announced int64) ([]byte, error) {
 		}
 		return b[:n], nil
 	case nil: // longer than announced: not from net/http's server
-		rest, err := io.ReadAll(rd)
-		return append(b, rest...), err
+		return readAll(rd, b, -1, hold)
 	}
 	return nil, err
+}
+
+// readAll reads rd to its end after b, like io.ReadAll, in one buffer grown
+// by doubling (to the announced length and one byte, when one was announced
+// and it is no more than MaxPayloadBytes: an honest body then ends in a
+// buffer of its size), asking hold before each growth.
+func readAll(rd io.Reader, b []byte, announced int64, hold func(total int64) error) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			size := max(2*int64(cap(b)), 512)
+			if announced >= int64(len(b)) && announced <= MaxPayloadBytes && size >= announced {
+				size = announced + 1
+			}
+			size = min(size, MaxPayloadBytes+1) // one more byte is an error anyway (http.MaxBytesReader)
+			if size <= int64(len(b)) {
+				size = int64(len(b)) + 512
+			}
+			if err := hold(size); err != nil {
+				return nil, err
+			}
+			b = append(make([]byte, 0, size), b...)
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // deliveryHead is what the intake reads from every body before storing it:

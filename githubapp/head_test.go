@@ -159,7 +159,7 @@ func TestReadBodyDoesNotTrustALargeContentLength(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		for range 10 {
-			if _, err := readBody(strings.NewReader(`{"action":`), announced); err == nil {
+			if _, err := readBody(strings.NewReader(`{"action":`), announced, nil); err == nil {
 				t.Fatal("a body shorter than announced was read without error")
 			}
 		}
@@ -187,7 +187,7 @@ func TestReadBody(t *testing.T) {
 		"large, and short":         {presizeMax + 10, bytes.Repeat([]byte("x"), presizeMax), true},
 	} {
 		t.Run(name, func(t *testing.T) {
-			got, err := readBody(bytes.NewReader(tc.sent), tc.announced)
+			got, err := readBody(bytes.NewReader(tc.sent), tc.announced, nil)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("readBody: error %v, want error %v", err, tc.wantErr)
 			}
@@ -195,5 +195,44 @@ func TestReadBody(t *testing.T) {
 				t.Fatalf("readBody = %q, want %q", got, tc.sent)
 			}
 		})
+	}
+}
+
+// readBody asks hold for each buffer before allocating it: what a body
+// holds is its buffer's capacity (at least its bytes read), an honest body
+// ends in a buffer of its announced length, and a refusal ends the read.
+func TestReadBodyHoldsItsBuffers(t *testing.T) {
+	for name, tc := range map[string]struct {
+		announced int64
+		sent      int
+		maxHeld   int64
+	}{
+		"presized":                   {1000, 1000, 1001},
+		"announced large":            {1 << 20, 1 << 20, 1<<20 + 1},
+		"announced large, sent less": {MaxPayloadBytes, 100 << 10, 2 * (100 << 10)},
+		"not announced":              {-1, 100 << 10, 2 * (100 << 10)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var held int64
+			b, _ := readBody(bytes.NewReader(make([]byte, tc.sent)), tc.announced, func(total int64) error {
+				held = max(held, total)
+				return nil
+			})
+			if int64(cap(b)) > held || held > tc.maxHeld {
+				t.Errorf("a buffer of %d bytes for %d bytes sent, %d held; want at most %d held", cap(b), len(b), held, tc.maxHeld)
+			}
+		})
+	}
+	refuse := func(total int64) error {
+		if total > 4096 {
+			return errBusy
+		}
+		return nil
+	}
+	if _, err := readBody(bytes.NewReader(make([]byte, 10000)), 10000, refuse); err != errBusy {
+		t.Errorf("presized past the bound: %v, want errBusy", err)
+	}
+	if _, err := readBody(bytes.NewReader(make([]byte, 10000)), -1, refuse); err != errBusy {
+		t.Errorf("growing past the bound: %v, want errBusy", err)
 	}
 }

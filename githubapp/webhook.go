@@ -27,8 +27,8 @@ import (
 const MaxPayloadBytes = 25 << 20
 
 // DefaultBodiesInFlight bounds the bytes of request bodies the intake holds
-// at once, read but not stored yet (their signatures unchecked, some of
-// them): without a bound, N connections sending 25 MB each would hold
+// at once, not stored yet (their signatures unchecked, some of them): the
+// buffers they are read into, counted before they are allocated. Without a bound, N connections sending 25 MB each would hold
 // N × 25 MB. GitHub's deliveries are mostly a few KB; past the bound the
 // intake answers 503 until bodies are stored, and the redelivery of missed
 // deliveries asks GitHub for those again.
@@ -69,7 +69,7 @@ type Webhook struct {
 	counter RejectionCounter
 	notify  func()
 	log     *slog.Logger
-	held    atomic.Int64 // bytes of bodies read and not yet stored
+	held    atomic.Int64 // bytes of buffers held for bodies not yet stored
 
 	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight); set
 	// it before serving.
@@ -135,13 +135,17 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	}
 	budget := &heldReader{r: http.MaxBytesReader(w, r.Body, MaxPayloadBytes), h: h}
 	defer budget.release() // once the delivery is stored, or refused
-	body, err := readBody(budget, r.ContentLength)
+	body, err := readBody(budget, r.ContentLength, budget.hold)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, "", &webhookError{http.StatusRequestEntityTooLarge, OutcomeTooLarge, "payload larger than 25 MB"}
 		}
 		if errors.Is(err, errBusy) {
+			// Answered at once, and the connection closed: net/http would
+			// otherwise read the rest of a small body before answering,
+			// waiting for a sender that sends nothing.
+			w.Header().Set("Connection", "close")
 			return nil, "", &webhookError{http.StatusServiceUnavailable, OutcomeUnavailable,
 				"lastmile holds too many bodies at once; GitHub may redeliver this one"}
 		}
@@ -192,31 +196,49 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 
 var errBusy = errors.New("too many bytes of bodies held at once")
 
-// heldReader counts the bytes read into the webhook's held total, and
-// refuses to read past its bound.
+// heldReader counts the memory a body holds into the webhook's held total,
+// and refuses to hold more past its bound: readBody takes the buffers it
+// allocates from it (hold) before allocating them, a presized one too; a
+// read past what the body holds (a caller that did not) is counted as it
+// comes.
 type heldReader struct {
 	r    io.Reader
 	h    *Webhook
-	held int64
+	held int64 // counted in h.held for this body: the most of its buffer's capacity and its bytes read
+	read int64
 }
 
 func (hr *heldReader) Read(p []byte) (int, error) {
 	n, err := hr.r.Read(p)
 	if n > 0 {
-		// Added only if it fits: a refused read never counts, not even
-		// for a moment another read would see.
-		for {
-			cur := hr.h.held.Load()
-			if cur+int64(n) > hr.h.MaxBodiesInFlight {
-				return 0, errBusy
-			}
-			if hr.h.held.CompareAndSwap(cur, cur+int64(n)) {
-				break
-			}
+		hr.read += int64(n)
+		if herr := hr.hold(hr.read); herr != nil {
+			return 0, herr
 		}
-		hr.held += int64(n)
 	}
 	return n, err
+}
+
+// hold makes the body hold total bytes in all, if that fits in the bound;
+// what it holds already is not counted again.
+func (hr *heldReader) hold(total int64) error {
+	add := total - hr.held
+	if add <= 0 {
+		return nil
+	}
+	// Added only if it fits: a refused hold never counts, not even for a
+	// moment another body would see.
+	for {
+		cur := hr.h.held.Load()
+		if cur+add > hr.h.MaxBodiesInFlight {
+			return errBusy
+		}
+		if hr.h.held.CompareAndSwap(cur, cur+add) {
+			break
+		}
+	}
+	hr.held = total
+	return nil
 }
 
 func (hr *heldReader) release() {

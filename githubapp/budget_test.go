@@ -1,0 +1,106 @@
+package githubapp_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/storage/storagetest"
+)
+
+// waitUntil polls cond until it holds, failing the test at the deadline.
+func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// budgetServer is the webhook on a real HTTP server (the connections of
+// these tests are raw ones) with a budget of bodies held at once.
+func budgetServer(t *testing.T, budget int64) (*githubapp.Webhook, *httptest.Server) {
+	t.Helper()
+	db := storagetest.Open(t)
+	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, &rejections{}, nil, discardLog())
+	hook.MaxBodiesInFlight = budget
+	srv := httptest.NewServer(hook)
+	t.Cleanup(srv.Close) // before the database closes
+	return hook, srv
+}
+
+// rawPost opens a connection and sends a delivery's headers, announcing
+// length bytes of body, and the first bytes of body given (unsigned).
+func rawPost(t *testing.T, srv *httptest.Server, id string, length int64, body []byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: lastmile\r\nContent-Type: application/json\r\n"+
+		"X-GitHub-Event: push\r\nX-GitHub-Delivery: %s\r\nContent-Length: %d\r\n\r\n", id, length); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// answer reads the answer on c (within 10 s).
+func answer(t *testing.T, c net.Conn) int {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A body's announced length (small enough to be read into one buffer of
+// its size) is taken from the budget before that buffer is allocated, not
+// as its bytes arrive: connections that announce a body and send nothing
+// hold no memory the budget does not count, and once it is full the next
+// one is refused with 503 before a byte of its body arrived. What they
+// held is given back when they go.
+func TestWebhookCountsPresizedBodiesBeforeTheyArrive(t *testing.T) {
+	const budget, announced = 256 << 10, 1000 // 1000 bytes: a small body, under 1/256 of the budget
+	hook, srv := budgetServer(t, budget)
+	fit := budget / (announced + 1) // each holds its length and the byte that sees its end
+	var conns []net.Conn
+	for i := range fit {
+		conns = append(conns, rawPost(t, srv, fmt.Sprint("silent-", i), announced, nil))
+	}
+	waitUntil(t, fmt.Sprintf("%d silent bodies held (%d bytes held)", fit, hook.Held()), 10*time.Second,
+		func() bool { return hook.Held() == int64(fit*(announced+1)) })
+
+	if got := answer(t, rawPost(t, srv, "one-more", announced, nil)); got != http.StatusServiceUnavailable {
+		t.Errorf("one more silent body past the budget: %d, want 503", got)
+	}
+	// A body that fits in what is left is read.
+	left := budget - fit*(announced+1)
+	body := []byte(fmt.Sprintf(`{"zen":"%0*d"}`, left-20, 0))
+	in := &intake{srv: srv}
+	if resp, msg := in.post(t, delivery{id: "ping-1", event: "ping", body: body}); resp.StatusCode != http.StatusOK {
+		t.Errorf("a ping of %d bytes, %d left in the budget: %s %v", len(body), left, resp.Status, msg)
+	}
+	if got := hook.Held(); got != int64(fit*(announced+1)) {
+		t.Errorf("held %d once the ping was stored, want %d", got, fit*(announced+1))
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	waitUntil(t, fmt.Sprintf("the silent bodies given back (%d bytes held)", hook.Held()), 10*time.Second,
+		func() bool { return hook.Held() == 0 })
+}
