@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,4 +104,49 @@ func TestWebhookCountsPresizedBodiesBeforeTheyArrive(t *testing.T) {
 	}
 	waitUntil(t, fmt.Sprintf("the silent bodies given back (%d bytes held)", hook.Held()), 10*time.Second,
 		func() bool { return hook.Held() == 0 })
+}
+
+// Senders of large bodies, who need no secret to send them slowly, cannot
+// take the whole budget: past 3/4 of it only small bodies (1/256 of it at
+// most) are read, so GitHub's usual deliveries (a push is 7–8 KB) are still
+// stored while unsigned junk stalls on the other connections; the junk past
+// 3/4 is refused with 503.
+func TestWebhookKeepsAReserveForSmallBodies(t *testing.T) {
+	const budget = 4 << 20 // a small body: 16 KiB at most; 3 MiB for the large ones
+	hook, srv := budgetServer(t, budget)
+	junk := make([]byte, 1<<20-100) // read into a buffer of 1 MiB
+	for i := range 3 {
+		c := rawPost(t, srv, fmt.Sprint("junk-", i), githubapp.MaxPayloadBytes, nil)
+		if _, err := c.Write(junk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, fmt.Sprintf("3 MiB of junk held (%d bytes held)", hook.Held()), 10*time.Second,
+		func() bool { return hook.Held() == 3<<20 })
+
+	// One more large body: past 3/4 of the budget, refused as it grows.
+	c := rawPost(t, srv, "junk-3", githubapp.MaxPayloadBytes, nil)
+	go c.Write(junk) // fails once the connection is closed
+	var status atomic.Int64
+	go func() {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			status.Store(-1)
+			return
+		}
+		resp.Body.Close()
+		status.Store(int64(resp.StatusCode))
+	}()
+	waitUntil(t, fmt.Sprintf("the fourth junk body answered or held (%d bytes held)", hook.Held()), 10*time.Second,
+		func() bool { return status.Load() != 0 || hook.Held() == 4<<20 })
+
+	in := &intake{srv: srv}
+	if resp, msg := in.post(t, delivery{id: "push-1", event: "push", body: payload(t, "push.json")}); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("GitHub's signed push while unsigned junk holds the budget: %s %v, want 202", resp.Status, msg)
+	}
+	waitUntil(t, "the fourth junk body answered", 10*time.Second, func() bool { return status.Load() != 0 })
+	if got := status.Load(); got != http.StatusServiceUnavailable {
+		t.Errorf("a fourth large body past 3/4 of the budget: %d, want 503", got)
+	}
 }

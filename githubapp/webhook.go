@@ -71,8 +71,10 @@ type Webhook struct {
 	log     *slog.Logger
 	held    atomic.Int64 // bytes of buffers held for bodies not yet stored
 
-	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight); set
-	// it before serving.
+	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight), its
+	// last quarter kept for small bodies (1/256 of it at most); set it
+	// before serving, to at least 4/3 × MaxPayloadBytes (+1) for the
+	// largest body to fit.
 	MaxBodiesInFlight int64
 }
 
@@ -219,18 +221,33 @@ func (hr *heldReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// hold makes the body hold total bytes in all, if that fits in the bound;
-// what it holds already is not counted again.
+// The share of the budget kept for small bodies: a body may hold more than
+// 1/smallBodyShare of MaxBodiesInFlight (1 MB of the default 256 MB) only
+// while the bodies held stay within all but 1/reserveShare of it. Senders
+// of large bodies, who need no secret to send them slowly, cannot take the
+// last quarter: it is there for GitHub's usual deliveries, a few KB each.
+const (
+	smallBodyShare = 256
+	reserveShare   = 4
+)
+
+// hold makes the body hold total bytes in all, if that fits in the bound
+// (for a body larger than a small one, in the bound less the reserve); what
+// it holds already is not counted again.
 func (hr *heldReader) hold(total int64) error {
 	add := total - hr.held
 	if add <= 0 {
 		return nil
 	}
+	limit := hr.h.MaxBodiesInFlight
+	if total > limit/smallBodyShare {
+		limit -= limit / reserveShare
+	}
 	// Added only if it fits: a refused hold never counts, not even for a
 	// moment another body would see.
 	for {
 		cur := hr.h.held.Load()
-		if cur+add > hr.h.MaxBodiesInFlight {
+		if cur+add > limit {
 			return errBusy
 		}
 		if hr.h.held.CompareAndSwap(cur, cur+add) {
