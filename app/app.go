@@ -52,6 +52,7 @@ type App struct {
 	worker   *Worker
 	http     *http.Server
 	listener net.Listener
+	conns    *connLimit // listener, at most maxWebhookConns connections open
 	// admin serves /metrics and /api on their own address
 	// (Config.AdminListen), when there is one; otherwise http serves them.
 	admin         *http.Server
@@ -119,6 +120,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	}
 	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker, unlock: unlock}
 	a.listener, a.adminListener = listener, adminListener
+	a.conns = newConnLimit(listener, maxWebhookConns)
 	if cfg.AdminListen != "" {
 		a.http = a.server(a.routes(true, false))
 		a.admin = a.server(a.routes(false, true))
@@ -150,6 +152,7 @@ func (a *App) server(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
 		// GitHub gives up on a delivery after 10 s: a body that takes
 		// longer is not GitHub's, and must not hold memory for long.
 		ReadTimeout:  30 * time.Second,
@@ -231,7 +234,7 @@ func (a *App) Run(ctx context.Context) error {
 		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
 	warnSecretWhitespace(a.log, a.cfg.WebhookSecret)
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- a.http.Serve(a.listener) }()
+	go func() { serveErr <- a.http.Serve(a.conns) }()
 	if a.admin != nil {
 		go func() { serveErr <- a.admin.Serve(a.adminListener) }()
 	}
