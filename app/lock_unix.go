@@ -19,14 +19,15 @@ import (
 // a symbolic link (to it, or to a folder on its path) points at, where
 // SQLite opens it, so that a second serve given the link finds it taken.
 func lockDatabase(path string) (release func(), err error) {
-	f, err := os.OpenFile(lockPath(path)+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	lock := lockPath(path) + ".lock"
+	f, err := os.OpenFile(lock, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock database: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another lastmile serve is using %s (it holds %s.lock): run one per database", path, path)
+			return nil, fmt.Errorf("another lastmile serve is using %s (it holds %s): run one per database", path, lock)
 		}
 		return nil, fmt.Errorf("lock database: %w", err)
 	}
@@ -44,7 +45,14 @@ func lockPath(path string) string {
 			break // not a link (or nothing there yet)
 		}
 		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(path), target)
+			// Relative to the link's folder as the kernel finds it: that
+			// folder's own links resolved first, so that a ".." in the
+			// target goes up from where the folder really is.
+			dir := filepath.Dir(path)
+			if real, err := filepath.EvalSymlinks(dir); err == nil {
+				dir = real
+			}
+			target = filepath.Join(dir, target)
 		}
 		path = target
 	}

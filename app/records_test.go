@@ -429,6 +429,32 @@ func TestOneServePerDatabase(t *testing.T) {
 		t.Error("a second lock on a database through its real path, the first taken through a link made before the file")
 	}
 	unlock()
+	// A relative link going up (..) from a folder that is itself a link:
+	// up from where that folder really is, as the kernel goes.
+	real := t.TempDir()
+	for _, dir := range []string{"disk/data", "disk/db"} {
+		if err := os.MkdirAll(filepath.Join(real, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(real, "disk/db/lastmile.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../db/lastmile.db", filepath.Join(real, "disk/data/lastmile.db")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(real, "disk/data"), filepath.Join(links, "srv-data")); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err = lockDatabase(filepath.Join(links, "srv-data", "lastmile.db"))
+	if err != nil {
+		t.Fatalf("lock through a folder link and a relative file link: %v", err)
+	}
+	_, err = lockDatabase(filepath.Join(real, "disk/db/lastmile.db"))
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(real, "disk/db/lastmile.db.lock")) {
+		t.Errorf("a second lock through the real path: %v; want refused, naming the lock held", err)
+	}
+	unlock()
 	// The read commands still work beside it.
 	if code, out, errOut := run(t, sb.Config.Database, "history"); code != 0 {
 		t.Errorf("history beside a running serve: exit %d %s%s", code, out, errOut)

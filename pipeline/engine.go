@@ -1390,8 +1390,9 @@ func (e *Engine) installationState(ctx context.Context, id int64) (InstallationS
 }
 
 // AnswerLongWaitingProtectionRules answers the protection-rule requests
-// that have waited longer than HoldRunning for a deployment in progress
-// to end: one that never reports its end (its run lost) proves nothing,
+// that have waited longer than HoldRunning for a deployment to end (in
+// progress, or taken up by its run and still pending or queued): one that
+// reports nothing that long (its run lost) proves nothing,
 // and no status event will come to answer them. One judged waiting still
 // (a deployment reported in progress since) is looked at again only
 // HoldRunning after that judgement. It returns how many it looked at. A

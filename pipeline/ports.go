@@ -467,8 +467,9 @@ type Store interface {
 // ProtectionDecision is lastmile's answer to a deployment_protection_rule
 // request.
 //
-// A request for a commit whose deployment to the previous environment is
-// still running waits (ProtectionWaiting, nothing sent to GitHub, which
+// A request for a commit whose deployment to the previous environment has
+// not ended (in progress, or taken up by its run and still pending or
+// queued: see Store.Unfinished) waits (ProtectionWaiting, nothing sent to GitHub, which
 // lets a job wait up to 30 days for a rule's answer) and is decided when
 // that deployment ends: GitHub does not keep webhooks in order, and the
 // previous environment's success can reach lastmile after the next job's
