@@ -198,25 +198,8 @@ func (db *DB) pruneBodies(ctx context.Context, cutoff int64) (deleted int64, mor
 				return fmt.Errorf("setting %s = %q: %w", retentionBodies, mark, err)
 			}
 		}
-		rows, err := tx.QueryContext(ctx, pruneBodiesQuery, markAt, markSeq, cutoff, pruneScan)
+		batch, err := queryPruneRows(ctx, tx, pruneBodiesQuery, markAt, markSeq, cutoff, pruneScan)
 		if err != nil {
-			return err
-		}
-		type row struct {
-			seq, receivedAt int64
-			state           string
-			body            bool
-		}
-		var batch []row
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.seq, &r.receivedAt, &r.state, &r.body); err != nil {
-				rows.Close()
-				return err
-			}
-			batch = append(batch, r)
-		}
-		if err := closeRows(rows); err != nil {
 			return err
 		}
 		if len(batch) == 0 {
@@ -255,6 +238,32 @@ func (db *DB) pruneBodies(ctx context.Context, cutoff int64) (deleted int64, mor
 	return deleted, more, nil
 }
 
+// pruneRow is a delivery a prune looks at: its seq, when it was received,
+// its state, and whether it still has its body.
+type pruneRow struct {
+	seq, receivedAt int64
+	state           string
+	body            bool
+}
+
+// queryPruneRows runs a query of pruneRow's columns, in its order.
+func queryPruneRows(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]pruneRow, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	var batch []pruneRow
+	for rows.Next() {
+		var r pruneRow
+		if err := rows.Scan(&r.seq, &r.receivedAt, &r.state, &r.body); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		batch = append(batch, r)
+	}
+	return batch, closeRows(rows)
+}
+
 // pruneBodiesQuery reads the deliveries after the mark (received_at, seq)
 // received before the cutoff, in that order, from the deliveries_received
 // index (whose entries end with the seq): it starts at the mark, it does
@@ -274,25 +283,8 @@ const pruneBodiesQuery = `SELECT d.seq, d.received_at, d.state, b.seq IS NOT NUL
 func (db *DB) pruneHeld(ctx context.Context, cutoff int64, after *int64) (deleted int64, more bool, err error) {
 	last := *after
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, pruneHeldQuery, *after, pruneBatch)
+		batch, err := queryPruneRows(ctx, tx, pruneHeldQuery, *after, pruneBatch)
 		if err != nil {
-			return err
-		}
-		type row struct {
-			seq, receivedAt int64
-			state           string
-			body            bool
-		}
-		var batch []row
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.seq, &r.state, &r.receivedAt, &r.body); err != nil {
-				rows.Close()
-				return err
-			}
-			batch = append(batch, r)
-		}
-		if err := closeRows(rows); err != nil {
 			return err
 		}
 		for _, r := range batch {
@@ -321,7 +313,7 @@ func (db *DB) pruneHeld(ctx context.Context, cutoff int64, after *int64) (delete
 	return deleted, more, nil
 }
 
-const pruneHeldQuery = `SELECT h.seq, COALESCE(d.state, ''), COALESCE(d.received_at, 0),
+const pruneHeldQuery = `SELECT h.seq, COALESCE(d.received_at, 0), COALESCE(d.state, ''),
 	EXISTS (SELECT 1 FROM delivery_bodies b WHERE b.seq = h.seq)
 	FROM retention_held h LEFT JOIN deliveries d ON d.seq = h.seq
 	WHERE h.seq > ? ORDER BY h.seq LIMIT ?`
