@@ -3,6 +3,7 @@ package githubapp_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -107,8 +108,8 @@ func TestWebhookCountsPresizedBodiesBeforeTheyArrive(t *testing.T) {
 }
 
 // Senders of large bodies, who need no secret to send them slowly, cannot
-// take the whole budget: past 3/4 of it only small bodies (1/256 of it at
-// most) are read, so GitHub's usual deliveries (a push is 7–8 KB) are still
+// take the whole budget: past 3/4 of it only small bodies (1/256 of it,
+// 16 KB at most) are read, so GitHub's usual deliveries (a push is 7–8 KB) are still
 // stored while unsigned junk stalls on the other connections; the junk past
 // 3/4 is refused with 503.
 func TestWebhookKeepsAReserveForSmallBodies(t *testing.T) {
@@ -148,5 +149,66 @@ func TestWebhookKeepsAReserveForSmallBodies(t *testing.T) {
 	waitUntil(t, "the fourth junk body answered", 10*time.Second, func() bool { return status.Load() != 0 })
 	if got := status.Load(); got != http.StatusServiceUnavailable {
 		t.Errorf("a fourth large body past 3/4 of the budget: %d, want 503", got)
+	}
+}
+
+// Nor do bodies over 16 KB, however far under 1/256 of the budget, take
+// the reserve: 256 unsigned bodies of 256 KiB each stall and hold 3/4 of a
+// 64 MiB budget at most, and GitHub's signed push is still stored.
+func TestWebhookReserveIsForBodiesOf16KBAtMost(t *testing.T) {
+	const budget = 64 << 20 // 1/256: 256 KiB; a small body: 16 KiB at most
+	hook, srv := budgetServer(t, budget)
+	var refused atomic.Int64
+	for i := range 256 {
+		c := rawPost(t, srv, fmt.Sprint("junk-", i), 256<<10-1, make([]byte, 128<<10+1)) // grows a buffer of 256 KiB
+		go func() {
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+				resp.Body.Close()
+				refused.Add(1)
+			}
+		}()
+	}
+	waitUntil(t, fmt.Sprintf("the junk held or refused (%d bytes held, %d refused)", hook.Held(), refused.Load()), 20*time.Second,
+		func() bool {
+			return hook.Held()+refused.Load()*(256<<10) >= 256*(256<<10) || hook.Held() == budget-budget/4
+		})
+	if held := hook.Held(); held > budget-budget/4 {
+		t.Fatalf("junk of 256 KiB bodies holds %d bytes, past 3/4 of the budget (%d)", held, budget-budget/4)
+	}
+	in := &intake{srv: srv}
+	if resp, msg := in.post(t, delivery{id: "push-1", event: "push", body: payload(t, "push.json")}); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("GitHub's signed push while unsigned 256 KiB bodies stall: %s %v, want 202", resp.Status, msg)
+	}
+}
+
+// A body refused for the budget is answered 503 and its connection let go
+// within a second, not held while the server would read the rest of a body
+// that never comes.
+func TestWebhookBusyRefusalLetsTheConnectionGo(t *testing.T) {
+	const budget, announced = 256 << 10, 1000
+	hook, srv := budgetServer(t, budget)
+	fit := budget / (announced + 1)
+	for i := range fit {
+		rawPost(t, srv, fmt.Sprint("silent-", i), announced, nil)
+	}
+	waitUntil(t, "the budget full", 10*time.Second, func() bool { return hook.Held() == int64(fit*(announced+1)) })
+	c := rawPost(t, srv, "one-more", announced, nil) // announces 1000 bytes, sends none
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close {
+		t.Fatalf("one more past the budget: %s, close %v; want 503, the connection closed", resp.Status, resp.Close)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); err == nil {
+		t.Error("bytes after the 503")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Error("the connection refused with 503 is still open 10 s later: the server waits for the body it refused")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -72,7 +73,7 @@ type Webhook struct {
 	held    atomic.Int64 // bytes of buffers held for bodies not yet stored
 
 	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight), its
-	// last quarter kept for small bodies (1/256 of it at most); set it
+	// last quarter kept for small bodies (1/256 of it, 16 KB at most); set it
 	// before serving, to at least 4/3 × MaxPayloadBytes (+1) for the
 	// largest body to fit.
 	MaxBodiesInFlight int64
@@ -146,8 +147,11 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		if errors.Is(err, errBusy) {
 			// Answered at once, and the connection closed: net/http would
 			// otherwise read the rest of a small body before answering,
-			// waiting for a sender that sends nothing.
+			// waiting for a sender that sends nothing — and, after the
+			// answer, before closing: a second for what has arrived, then
+			// the connection is let go.
 			w.Header().Set("Connection", "close")
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Second))
 			return nil, "", &webhookError{http.StatusServiceUnavailable, OutcomeUnavailable,
 				"lastmile holds too many bodies at once; GitHub may redeliver this one"}
 		}
@@ -222,12 +226,17 @@ func (hr *heldReader) Read(p []byte) (int, error) {
 }
 
 // The share of the budget kept for small bodies: a body may hold more than
-// 1/smallBodyShare of MaxBodiesInFlight (1 MB of the default 256 MB) only
-// while the bodies held stay within all but 1/reserveShare of it. Senders
-// of large bodies, who need no secret to send them slowly, cannot take the
-// last quarter: it is there for GitHub's usual deliveries, a few KB each.
+// a small one — 1/smallBodyShare of MaxBodiesInFlight, at most
+// smallBodyMax (16 KB of the default 256 MB) — only while the bodies held
+// stay within all but 1/reserveShare of it. Senders of larger bodies, who
+// need no secret to send them slowly, cannot take the last quarter: it is
+// there for GitHub's small deliveries (a push of a few commits is 7–8 KB).
+// Nor can senders of small ones: the default budget's quarter, 64 MB,
+// holds 16 KB on every one of the 4096 connections the webhook's address
+// takes at once.
 const (
 	smallBodyShare = 256
+	smallBodyMax   = 16 << 10
 	reserveShare   = 4
 )
 
@@ -240,7 +249,7 @@ func (hr *heldReader) hold(total int64) error {
 		return nil
 	}
 	limit := hr.h.MaxBodiesInFlight
-	if total > limit/smallBodyShare {
+	if total > min(limit/smallBodyShare, smallBodyMax) {
 		limit -= limit / reserveShare
 	}
 	// Added only if it fits: a refused hold never counts, not even for a
