@@ -234,6 +234,13 @@ func (a *App) Run(ctx context.Context) error {
 		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
 	warnSecretWhitespace(a.log, a.cfg.WebhookSecret)
 	serveErr := make(chan error, 2)
+	// At the cap of connections, the idle ones (kept alive, or opened and
+	// silent for 5 s) are let go: net/http closes them when keep-alives
+	// are turned off, and they are turned on again at once.
+	a.conns.full = func() {
+		a.http.SetKeepAlivesEnabled(false)
+		a.http.SetKeepAlivesEnabled(true)
+	}
 	go func() { serveErr <- a.http.Serve(a.conns) }()
 	if a.admin != nil {
 		go func() { serveErr <- a.admin.Serve(a.adminListener) }()

@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxWebhookConns caps the connections the webhook's address holds open at
@@ -27,6 +28,12 @@ type connLimit struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	waiting   atomic.Bool // Accept waits for a slot
+	// full, if set, is called when Accept has to wait for a slot, and
+	// every second while it waits: the server then lets its idle
+	// connections go (see App.Run), so that connections kept alive with
+	// nothing to do do not hold the slots for their IdleTimeout while new
+	// ones wait.
+	full func()
 }
 
 func newConnLimit(l net.Listener, max int) *connLimit {
@@ -38,13 +45,25 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	case l.slots <- struct{}{}:
 	default:
 		l.waiting.Store(true)
-		select {
-		case l.slots <- struct{}{}:
-			l.waiting.Store(false)
-		case <-l.closed:
-			l.waiting.Store(false)
-			return nil, net.ErrClosed
+		// While it waits, every second (connections accepted last become
+		// idle only after their first request).
+		tick := time.NewTicker(time.Second)
+		for waiting := true; waiting; {
+			if l.full != nil {
+				l.full()
+			}
+			select {
+			case l.slots <- struct{}{}:
+				waiting = false
+			case <-l.closed:
+				tick.Stop()
+				l.waiting.Store(false)
+				return nil, net.ErrClosed
+			case <-tick.C:
+			}
 		}
+		tick.Stop()
+		l.waiting.Store(false)
 	}
 	c, err := l.Listener.Accept()
 	if err != nil {

@@ -73,20 +73,35 @@ func TestHeadersAreBounded(t *testing.T) {
 // once: past it, the next one is served only once another closed.
 func TestConnectionsAreCapped(t *testing.T) {
 	a := runApp(t, func(a *App) { a.conns = newConnLimit(a.listener, 2) })
-	c1, c2 := dial(t, a.Addr()), dial(t, a.Addr())
-	for _, c := range []net.Conn{c1, c2} {
-		if got := getHealthz(t, c, 0); got != http.StatusOK {
-			t.Fatalf("GET /healthz: %d", got)
+	// Two connections busy with a request each (a body announced, not sent
+	// yet): the server accepts no third.
+	busy := func() net.Conn {
+		c := dial(t, a.Addr())
+		if _, err := fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: lastmile\r\nX-GitHub-Event: ping\r\nX-GitHub-Delivery: d\r\nContent-Length: 100\r\n\r\n"); err != nil {
+			t.Fatal(err)
 		}
+		return c
 	}
-	// Two connections open (kept alive): the server accepts no third.
+	c1, _ := busy(), busy()
 	c3 := dial(t, a.Addr())
 	waitUntil(t, "the server waits for a connection to close before accepting another", 10*time.Second, a.conns.waiting.Load)
 	c1.Close()
 	if got := getHealthz(t, c3, 0); got != http.StatusOK {
 		t.Errorf("the third connection once the first closed: %d, want 200", got)
 	}
-	if got := getHealthz(t, c2, 0); got != http.StatusOK {
-		t.Errorf("the second connection, still open: %d, want 200", got)
+}
+
+// Connections kept alive with nothing to do do not hold the slots while a
+// new one waits: at the cap, the server lets its idle connections go.
+func TestIdleConnectionsGiveWayAtTheCap(t *testing.T) {
+	a := runApp(t, func(a *App) { a.conns = newConnLimit(a.listener, 2) })
+	idle := []net.Conn{dial(t, a.Addr()), dial(t, a.Addr())}
+	for _, c := range idle {
+		if got := getHealthz(t, c, 0); got != http.StatusOK { // then idle, kept alive
+			t.Fatalf("GET /healthz: %d", got)
+		}
+	}
+	if got := getHealthz(t, dial(t, a.Addr()), 0); got != http.StatusOK {
+		t.Errorf("a new connection beside two idle ones at the cap: %d, want 200", got)
 	}
 }
