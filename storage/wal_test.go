@@ -13,6 +13,18 @@ import (
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
+// openFile opens a new database in a temporary folder, and gives its path.
+func openFile(t *testing.T) (*DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db, path
+}
+
 // walBytes is the size of the database's WAL file.
 func walBytes(t *testing.T, path string) int64 {
 	t.Helper()
@@ -28,12 +40,7 @@ func walBytes(t *testing.T, path string) int64 {
 // a checkpoint has caught up and the WAL starts over: it is cut back.
 func TestTheWALIsCutBackAfterALargeWrite(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, path := openFile(t)
 	if _, err := db.exec(ctx, `INSERT INTO settings (key, value) VALUES ('big', zeroblob(80 << 20))`); err != nil {
 		t.Fatal(err)
 	}
@@ -61,12 +68,7 @@ func TestTheWALIsCutBackAfterALargeWrite(t *testing.T) {
 // well below what the intake writes.
 func TestTheWALStaysBoundedUnderASteadyIntake(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db, path := openFile(t)
 	const senders, each = 16, 1000
 	body := make([]byte, 8000)
 	var largest atomic.Int64
