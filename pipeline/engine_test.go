@@ -2104,16 +2104,7 @@ func TestLeadTimeOfACommitIsObservedOncePerEnvironment(t *testing.T) {
 
 func (h *harness) restoresObserved(env string) (count uint64, sum float64) {
 	h.t.Helper()
-	snap, err := h.db.MetricsSnapshot(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, s := range snap.Histograms[metrics.TimeToRestore] {
-		if s.Labels[1] == env {
-			return s.Count, s.Sum
-		}
-	}
-	return 0, 0
+	return h.histogram(metrics.TimeToRestore, env)
 }
 
 // Time to restore follows the statuses' times, not the order they arrive

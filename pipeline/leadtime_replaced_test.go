@@ -88,9 +88,7 @@ func TestLeadTimeAfterAMissedReplacementCountsThePushsCommits(t *testing.T) {
 	before := h.observed()
 	h.pushListing("after-missed", x2, x4, false, x3, x4)
 	h.promote(x4, 20, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 2, "staging": 2, "production": 2}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for x3 and x4: %v, want %v", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 2, "staging": 2, "production": 2}, " for x3 and x4")
 }
 
 // After a replacement, whose head x2 failed in staging, an amended head
@@ -108,9 +106,7 @@ func TestLeadTimeAfterAReplacementThenAnAmendedHead(t *testing.T) {
 	before := h.observed()
 	g.asked()
 	h.promote(x3a, 30, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for x3a: %v, want %v (x3a in test; x2 and x3a beyond)", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 2, "production": 2}, " for x3a (x3a in test; x2 and x3a beyond)")
 	if asked := g.asked(); !slices.Contains(asked, sh(x2)+"..."+sh(x3a)) {
 		t.Errorf("compares asked: %v; want the replacement's x2...x3a", asked)
 	}
@@ -127,9 +123,7 @@ func TestLeadTimeAfterAReplacementThenForward(t *testing.T) {
 	before := h.observed()
 	h.pushListing("x3", x2, x3, false, x3)
 	h.promote(x3, 30, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for x3: %v, want %v", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 2, "production": 2}, " for x3")
 }
 
 // The first push lastmile hears of replaced the history, its list whole:
@@ -157,7 +151,5 @@ func TestLeadTimeOfARollbackToTheHistoryReplaced(t *testing.T) {
 	before := h.observed()
 	h.pushListing("back", x2, c2, true)
 	h.promote(c2, 30, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 0, "staging": 1, "production": 1}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for the rollback to c2: %v, want %v", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 0, "staging": 1, "production": 1}, " for the rollback to c2")
 }

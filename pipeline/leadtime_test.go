@@ -19,11 +19,17 @@ import (
 // env.
 func (h *harness) leadTimes(env string) (uint64, float64) {
 	h.t.Helper()
+	return h.histogram(metrics.LeadTime, env)
+}
+
+// histogram is the count and sum of the histogram name's series of env.
+func (h *harness) histogram(name, env string) (uint64, float64) {
+	h.t.Helper()
 	snap, err := h.db.MetricsSnapshot(context.Background())
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	for _, s := range snap.Histograms[metrics.LeadTime] {
+	for _, s := range snap.Histograms[name] {
 		if s.Labels[1] == env {
 			return s.Count, s.Sum
 		}
@@ -140,27 +146,29 @@ func newGraphHarness(t *testing.T, edges ...string) (*harness, *graphGitHub) {
 }
 
 // ancestry is sha and its ancestors, newest first.
-func (g *graphGitHub) ancestry(sha string) []string {
+func (g *graphGitHub) ancestry(sha string) []string { return ancestryIn(g.parent, sha) }
+
+// ancestryIn is sha and its ancestors in a commit graph (commit → its
+// parent, "" for a root), newest first.
+func ancestryIn(parent map[string]string, sha string) []string {
 	var out []string
-	for ; sha != ""; sha = g.parent[sha] {
+	for ; sha != ""; sha = parent[sha] {
 		out = append(out, sha)
 	}
 	return out
 }
 
-func (g *graphGitHub) compare(base, head string) (pipeline.Comparison, error) {
-	g.mu.Lock()
-	if len(head) != 40 {
-		head = g.head
-	}
-	g.mu.Unlock()
-	if _, ok := g.parent[base]; !ok {
+// compareIn is GitHub's comparison base...head in a commit graph: 404 for
+// a commit it does not hold, the commits of head that base lacks (oldest
+// first, as commit makes them).
+func compareIn(parent map[string]string, base, head string, commit func(sha string) pipeline.Commit) (pipeline.Comparison, error) {
+	if _, ok := parent[base]; !ok {
 		return pipeline.Comparison{}, pipeline.ErrNotFound
 	}
-	if _, ok := g.parent[head]; !ok {
+	if _, ok := parent[head]; !ok {
 		return pipeline.Comparison{}, pipeline.ErrNotFound
 	}
-	ba, ha := g.ancestry(base), g.ancestry(head)
+	ba, ha := ancestryIn(parent, base), ancestryIn(parent, head)
 	var c pipeline.Comparison
 	switch {
 	case base == head:
@@ -174,10 +182,21 @@ func (g *graphGitHub) compare(base, head string) (pipeline.Comparison, error) {
 	}
 	for _, sha := range slices.Backward(ha) {
 		if !slices.Contains(ba, sha) {
-			c.Commits = append(c.Commits, pipeline.Commit{SHA: sha, Title: "commit " + sha, Timestamp: time.Now().Add(-2 * time.Hour)})
+			c.Commits = append(c.Commits, commit(sha))
 		}
 	}
 	return c, nil
+}
+
+func (g *graphGitHub) compare(base, head string) (pipeline.Comparison, error) {
+	g.mu.Lock()
+	if len(head) != 40 {
+		head = g.head
+	}
+	g.mu.Unlock()
+	return compareIn(g.parent, base, head, func(sha string) pipeline.Commit {
+		return pipeline.Commit{SHA: sha, Title: "commit " + sha, Timestamp: time.Now().Add(-2 * time.Hour)}
+	})
 }
 
 func (g *graphGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head string) (pipeline.Comparison, error) {
@@ -220,6 +239,24 @@ func (h *harness) observed() map[string]uint64 {
 
 // since is, per environment, how many lead times were observed after
 // before.
+// wantObserved checks the lead times observed in each environment since
+// before; what says for what (" for c3's release", say).
+func (h *harness) wantObserved(before, want map[string]uint64, what string) {
+	h.t.Helper()
+	if got := h.since(before); !sameCounts(got, want) {
+		h.t.Errorf("lead times observed%s: %v, want %v", what, got, want)
+	}
+}
+
+// wantAsked checks the comparisons asked of GitHub since g.asked was last
+// called.
+func (g *graphGitHub) wantAsked(t *testing.T, want []string) {
+	t.Helper()
+	if asked := g.asked(); !slices.Equal(asked, want) {
+		t.Errorf("comparisons asked for: %v, want %v", asked, want)
+	}
+}
+
 func (h *harness) since(before map[string]uint64) map[string]uint64 {
 	h.t.Helper()
 	out := map[string]uint64{}
@@ -252,9 +289,7 @@ func TestFastForwardReleasesAskNoComparison(t *testing.T) {
 	h.status(c2, "staging", pipeline.DeploymentFailure, 21, true)
 	before := h.observed()
 	h.release(c2, c3, 30, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for c3's release: %v, want %v (c3 in test; c2 and c3 beyond)", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 2, "production": 2}, " for c3's release (c3 in test; c2 and c3 beyond)")
 	if asked := g.asked(); len(asked) != 0 {
 		t.Errorf("comparisons asked for: %v, want none", asked)
 	}
@@ -278,12 +313,8 @@ func TestRollbackToAnUndeployedCommitObservesIt(t *testing.T) {
 	h.mustPush(c3, c2, true)
 	g.asked() // the push's own comparison
 	h.promote(c2, 40, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 0, "staging": 1, "production": 1}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for the rollback to c2: %v, want %v", got, want)
-	}
-	if asked, want := g.asked(), []string{"c1c1...c2c2"}; !slices.Equal(asked, want) {
-		t.Errorf("comparisons asked for: %v, want %v", asked, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 0, "staging": 1, "production": 1}, " for the rollback to c2")
+	g.wantAsked(t, []string{"c1c1...c2c2"})
 	// Delivered again: nothing asked, nothing observed again.
 	after := h.observed()
 	h.deliver(c2, "production", h.gh.deployment(c2, "production").statuses[0])
@@ -328,12 +359,8 @@ func TestAmendedHeadBringsTheCommitsBeneathIt(t *testing.T) {
 	h.mustPush(c3, c3a, true)
 	g.asked()
 	h.promote(c3a, 30, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 2, "staging": 2, "production": 2}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for the amended head: %v, want %v (c2 and c3a)", got, want)
-	}
-	if asked, want := g.asked(), []string{"c1c1...a3a3"}; !slices.Equal(asked, want) {
-		t.Errorf("comparisons asked for: %v, want %v", asked, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 2, "staging": 2, "production": 2}, " for the amended head (c2 and c3a)")
+	g.wantAsked(t, []string{"c1c1...a3a3"})
 }
 
 // A release that moves main forward from a rollback that did not get
@@ -352,12 +379,8 @@ func TestReleaseOnARollbackObservesWhatTheRollbackBrought(t *testing.T) {
 	before := h.observed()
 	g.asked()
 	h.release(c2, c4, 50, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for c4's release: %v, want %v (c4 in test; c2 and c4 beyond)", got, want)
-	}
-	if asked, want := g.asked(), []string{"c1c1...c4c4"}; !slices.Equal(asked, want) {
-		t.Errorf("comparisons asked for: %v, want %v", asked, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 2, "production": 2}, " for c4's release (c4 in test; c2 and c4 beyond)")
+	g.wantAsked(t, []string{"c1c1...c4c4"})
 }
 
 // An environment's first success, by a release that does not build on
@@ -375,12 +398,8 @@ func TestFirstSuccessOfARollbackObservesFromTheFirstRelease(t *testing.T) {
 	h.mustPush(c2, c1, true)
 	g.asked()
 	h.promote(c1, 30, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 0, "staging": 1, "production": 1}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for the rollback to c1: %v, want %v (c1 beyond test)", got, want)
-	}
-	if asked, want := g.asked(), []string{"c0c0...c1c1"}; !slices.Equal(asked, want) {
-		t.Errorf("comparisons asked for: %v, want %v", asked, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 0, "staging": 1, "production": 1}, " for the rollback to c1 (c1 beyond test)")
+	g.wantAsked(t, []string{"c0c0...c1c1"})
 }
 
 // After a baseline whose commit never got past test, main's next commit is
@@ -399,12 +418,8 @@ func TestFirstSuccessAfterABaselineRewrittenLeavesTheHistoryOut(t *testing.T) {
 	h.mustPush(c2, c3, true) // c2 amended as c3
 	g.asked()
 	h.promote(c3, 30, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 2, "production": 2}; !sameCounts(got, want) {
-		t.Errorf("lead times observed for the amended release: %v, want %v (c3 in test; c1 and c3 beyond)", got, want)
-	}
-	if asked, want := g.asked(), []string{"c1c1...c3c3"}; !slices.Equal(asked, want) {
-		t.Errorf("comparisons asked for: %v, want %v", asked, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 2, "production": 2}, " for the amended release (c3 in test; c1 and c3 beyond)")
+	g.wantAsked(t, []string{"c1c1...c3c3"})
 }
 
 // rollbackToUndeployed sets up TestRollbackToAnUndeployedCommitObservesIt's
@@ -450,9 +465,7 @@ func TestLeadComparisonFailingIsAskedAgain(t *testing.T) {
 	}
 	h.deliver(c2, "staging", st)
 	h.promote(c2, 50, "production")
-	if got, want := h.since(before), map[string]uint64{"staging": 1, "production": 1}; !sameCounts(got, want) {
-		t.Errorf("lead times observed: %v, want %v", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"staging": 1, "production": 1}, "")
 	if asked := g.asked(); len(asked) != 3 {
 		t.Errorf("comparisons asked for: %v, want 3 (two failed)", asked)
 	}
@@ -511,9 +524,7 @@ func TestLeadComparisonRateLimitedIsNotAFailure(t *testing.T) {
 	}
 	h.deliver(c2, "staging", st)
 	h.promote(c2, 50, "production")
-	if got, want := h.since(before), map[string]uint64{"staging": 1, "production": 1}; !sameCounts(got, want) {
-		t.Errorf("lead times observed: %v, want %v (the comparison made once the limit went)", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"staging": 1, "production": 1}, " (the comparison made once the limit went)")
 }
 
 // failingStatusStore fails the next fail RecordStatus calls: the process
@@ -542,12 +553,8 @@ func TestLeadComparisonIsKeptAcrossAttempts(t *testing.T) {
 	}
 	h.deliver(c2, "staging", st)
 	h.promote(c2, 50, "production")
-	if got, want := h.since(before), map[string]uint64{"staging": 1, "production": 1}; !sameCounts(got, want) {
-		t.Errorf("lead times observed: %v, want %v", got, want)
-	}
-	if asked, want := g.asked(), []string{"c1c1...c2c2"}; !slices.Equal(asked, want) {
-		t.Errorf("comparisons asked for: %v, want %v", asked, want)
-	}
+	h.wantObserved(before, map[string]uint64{"staging": 1, "production": 1}, "")
+	g.wantAsked(t, []string{"c1c1...c2c2"})
 }
 
 // main is created at c1 with 50 commits of history (a baseline). Later it
@@ -572,7 +579,5 @@ func TestBaselineHistoryNeverCountsThroughALaterComparison(t *testing.T) {
 	g.asked()
 	h.mustPush(c3, c2, true) // forward again, onto c1's line
 	h.promote(c2, 40, "test", "staging", "production")
-	if got, want := h.since(before), map[string]uint64{"test": 1, "staging": 1, "production": 1}; !sameCounts(got, want) {
-		t.Errorf("lead times observed by the roll-forward to c2: %v, want %v (c2 alone: c1 reached them before, h11..h50 are the baseline's history)", got, want)
-	}
+	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 1, "production": 1}, " by the roll-forward to c2 (c2 alone: c1 reached them before, h11..h50 are the baseline's history)")
 }

@@ -4,7 +4,6 @@ package pipeline_test
 // hears of it.
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -187,16 +186,7 @@ func TestLateSuccessBetweenTwoFailures(t *testing.T) {
 
 func (h *harness) durations(env string) (uint64, float64) {
 	h.t.Helper()
-	snap, err := h.db.MetricsSnapshot(context.Background())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, s := range snap.Histograms[metrics.DeploymentDuration] {
-		if s.Labels[1] == env {
-			return s.Count, s.Sum
-		}
-	}
-	return 0, 0
+	return h.histogram(metrics.DeploymentDuration, env)
 }
 
 // A deploy fails 2 minutes after its deployment was created, its re-run

@@ -66,30 +66,7 @@ func (g *treeGitHub) Compare(_ context.Context, _ pipeline.Repo, base, head stri
 	if base == "main" {
 		base = s.head
 	}
-	if _, ok := s.parent[base]; !ok {
-		return pipeline.Comparison{}, pipeline.ErrNotFound
-	}
-	if _, ok := s.parent[head]; !ok {
-		return pipeline.Comparison{}, pipeline.ErrNotFound
-	}
-	ba, ha := s.ancestry(base), s.ancestry(head) // newest first, self included
-	var c pipeline.Comparison
-	switch {
-	case base == head:
-		c.Status = "identical"
-	case slices.Contains(ha, base):
-		c.Status = "ahead"
-	case slices.Contains(ba, head):
-		c.Status = "behind"
-	default:
-		c.Status = "diverged"
-	}
-	for _, sha := range slices.Backward(ha) {
-		if !slices.Contains(ba, sha) {
-			c.Commits = append(c.Commits, s.commit(sha))
-		}
-	}
-	return c, nil
+	return compareIn(s.parent, base, head, s.commit)
 }
 
 func (g *treeGitHub) FindDeployment(ctx context.Context, r pipeline.Repo, sha, env string, m pipeline.Marker) (int64, time.Time, error) {
@@ -220,14 +197,7 @@ func (s *scenario) violate(format string, args ...any) {
 	s.logf("!! VIOLATION %s", msg)
 }
 
-func (s *scenario) ancestry(sha string) []string {
-	var out []string
-	for sha != "" {
-		out = append(out, sha)
-		sha = s.parent[sha]
-	}
-	return out
-}
+func (s *scenario) ancestry(sha string) []string { return ancestryIn(s.parent, sha) }
 
 func (s *scenario) commit(sha string) pipeline.Commit {
 	return pipeline.Commit{SHA: sha, Title: "commit " + sh(sha), Author: "dev", Timestamp: s.ctime[sha]}

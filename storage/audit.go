@@ -112,20 +112,7 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 
 // queryColumn runs a query of one column and returns its values.
 func queryColumn[T any](ctx context.Context, q querier, query string, args ...any) ([]T, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		var v T
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
+	return queryRows(ctx, q, func(rows *sql.Rows, v *T) error { return rows.Scan(v) }, query, args...)
 }
 
 // auditRecord reads the record of release id (of repository repoID).

@@ -177,20 +177,7 @@ func leadCommits(ctx context.Context, tx *sql.Tx, repoID int64, env string, rele
 }
 
 func queryLeadCommits(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]leadCommit, error) {
-	rows, err := tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var commits []leadCommit
-	for rows.Next() {
-		var c leadCommit
-		if err := rows.Scan(&c.sha, &c.ts); err != nil {
-			return nil, err
-		}
-		commits = append(commits, c)
-	}
-	return commits, rows.Err()
+	return queryRows(ctx, tx, func(rows *sql.Rows, c *leadCommit) error { return rows.Scan(&c.sha, &c.ts) }, query, args...)
 }
 
 // LeadCompare returns the comparison a success of lastmile's deployment d

@@ -248,20 +248,9 @@ type pruneRow struct {
 
 // queryPruneRows runs a query of pruneRow's columns, in its order.
 func queryPruneRows(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]pruneRow, error) {
-	rows, err := tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	var batch []pruneRow
-	for rows.Next() {
-		var r pruneRow
-		if err := rows.Scan(&r.seq, &r.receivedAt, &r.state, &r.body); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		batch = append(batch, r)
-	}
-	return batch, closeRows(rows)
+	return queryRows(ctx, tx, func(rows *sql.Rows, r *pruneRow) error {
+		return rows.Scan(&r.seq, &r.receivedAt, &r.state, &r.body)
+	}, query, args...)
 }
 
 // pruneBodiesQuery reads the deliveries after the mark (received_at, seq)
