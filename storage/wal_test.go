@@ -65,7 +65,7 @@ func TestTheWALIsCutBackAfterALargeWrite(t *testing.T) {
 // Under a steady intake a passive checkpoint never catches up (commits
 // keep coming as it copies), and the WAL would hold every frame written:
 // the checkpointer makes it start over past walSizeLimit, so that it stays
-// well below what the intake writes.
+// well below twice what the intake writes.
 func TestTheWALStaysBoundedUnderASteadyIntake(t *testing.T) {
 	ctx := context.Background()
 	db, path := openFile(t)
@@ -95,7 +95,11 @@ func TestTheWALStaysBoundedUnderASteadyIntake(t *testing.T) {
 	wg.Wait()
 	written := int64(senders * each * len(body))
 	t.Logf("%d MB of bodies written; the WAL's largest %d MB", written>>20, largest.Load()>>20)
-	if largest.Load() >= written {
+	// Holding every frame written, the WAL passes twice the bodies (their
+	// pages, and the indexes'); made to start over, it stays near
+	// walSizeLimit plus what a few ticks write — on a machine so busy that
+	// ticks slip, about the bodies written.
+	if largest.Load() >= written*3/2 {
 		t.Errorf("the WAL grew to %d MB under a steady intake of %d MB of bodies: it holds everything written", largest.Load()>>20, written>>20)
 	}
 }
