@@ -15,6 +15,7 @@ import (
 	"github.com/lastmile-app/lastmile/githubapp/simulator/oasvalidate"
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
+	"github.com/lastmile-app/lastmile/storage/storagetest"
 )
 
 // oldDatabase makes a database as a lastmile that did not set auto_vacuum
@@ -40,7 +41,7 @@ func oldDatabase(t *testing.T, n int) string {
 	defer db.Close()
 	old := time.Now().AddDate(-1, 0, 0)
 	db.Now = func() time.Time { return old }
-	body := []byte(strings.Repeat("x", 8000))
+	body := storagetest.Noise(8000)
 	for i := range n {
 		d := &pipeline.Delivery{ID: fmt.Sprintf("guid-%d", i), Event: "push", Repository: "acme/shop", State: pipeline.DeliveryDone, Body: body}
 		if _, err := db.Accept(ctx, d, "push", "accepted"); err != nil {
@@ -160,7 +161,7 @@ func TestRetentionLogLine(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sb.Close()
-			body := []byte(strings.Repeat("x", 8000))
+			body := storagetest.Noise(8000)
 			for i := range 200 {
 				d := &pipeline.Delivery{ID: fmt.Sprintf("guid-%d", i), Event: "push", Repository: "acme/shop", State: pipeline.DeliveryDone,
 					Body: body, ReceivedAt: time.Now().AddDate(0, 0, -40)}

@@ -32,6 +32,11 @@ func scanDelivery(row rowScanner) (*pipeline.Delivery, error) {
 		&received, &state, &d.Attempts, &d.Waits, &next, &d.LastError, &finished, &d.Note, &d.Body); err != nil {
 		return nil, err
 	}
+	body, err := unpackBody(d.Body)
+	if err != nil {
+		return nil, fmt.Errorf("delivery %s: %w", d.ID, err)
+	}
+	d.Body = body
 	d.ReceivedAt, d.NextAttemptAt, d.FinishedAt = fromMillis(received), fromMillis(next), fromMillis(finished)
 	d.State = pipeline.DeliveryState(state)
 	return &d, nil

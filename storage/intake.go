@@ -39,6 +39,11 @@ func (db *DB) Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outc
 		return false, ErrReadOnly
 	}
 	req := &intakeRequest{delivery: d, event: eventLabel, outcome: outcome, done: make(chan intakeResult, 1)}
+	if d.Body != nil {
+		// Compressed here, by each caller, not by the one goroutine
+		// that commits for all of them.
+		req.blob = packBody(d.Body)
+	}
 	if err := db.intake.submit(ctx, req); err != nil {
 		return false, err
 	}
@@ -53,6 +58,7 @@ type intakeRequest struct {
 	delivery *pipeline.Delivery
 	event    string
 	outcome  string
+	blob     []byte // the delivery's body as kept (packBody)
 	done     chan intakeResult
 }
 
@@ -198,8 +204,8 @@ func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 				if d.Seq, err = res.LastInsertId(); err != nil {
 					return err
 				}
-				if d.Body != nil {
-					if _, err := insBody.ExecContext(ctx, d.Seq, d.Body); err != nil {
+				if r.blob != nil {
+					if _, err := insBody.ExecContext(ctx, d.Seq, r.blob); err != nil {
 						return fmt.Errorf("insert delivery %s: %w", d.ID, err)
 					}
 				}

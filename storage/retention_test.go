@@ -13,6 +13,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
+	"github.com/lastmile-app/lastmile/storage/storagetest"
 )
 
 // retentionT0 is when the old deliveries of the retention tests arrived.
@@ -24,10 +25,7 @@ func fillHandled(t *testing.T, db *storage.DB, prefix string, n, size int) {
 	t.Helper()
 	db.Now = func() time.Time { return retentionT0 }
 	defer func() { db.Now = time.Now }()
-	body := make([]byte, size)
-	for i := range body {
-		body[i] = byte('a' + i%26)
-	}
+	body := storagetest.Noise(size)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 32)

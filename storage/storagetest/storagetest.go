@@ -4,6 +4,7 @@ package storagetest
 import (
 	"context"
 	"database/sql"
+	"math/rand/v2"
 	"path/filepath"
 	"testing"
 
@@ -45,4 +46,16 @@ func HoldWriteLock(tb testing.TB, path string) *sql.Conn {
 	}
 	tb.Cleanup(func() { conn.ExecContext(ctx, "ROLLBACK") })
 	return conn
+}
+
+// Noise returns n bytes of hex digits that do not compress: the bodies of
+// tests that measure what a database holds, since lastmile keeps
+// compressible bodies smaller than they came.
+func Noise(n int) []byte {
+	rng := rand.New(rand.NewPCG(uint64(n), 0x5eed))
+	out := make([]byte, n)
+	for i := range out {
+		out[i] = "0123456789abcdef"[rng.IntN(16)]
+	}
+	return out
 }
