@@ -551,7 +551,8 @@ func TestWritableOnAFullDisk(t *testing.T) {
 		}
 	}
 	limit(pages + 4) // room for a settings row, not for a 100 KB body
-	body := []byte(`{"pad":"` + string(noise(100<<10)) + `"}`) // kept whole: it does not compress
+	// (kept whole: it does not compress)
+	body := []byte(`{"pad":"` + string(noise(100<<10)) + `"}`)
 	if _, err := db.Accept(ctx, &pipeline.Delivery{ID: "big", Event: "push", Body: body}, "push", "accepted"); err == nil {
 		t.Fatal("Accept of a 100 KB delivery on a full disk: no error")
 	}
