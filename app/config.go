@@ -157,10 +157,13 @@ var settings = []setting{
 		}},
 	{env: "LASTMILE_LOG_LEVEL", flag: "log-level", def: "info", help: "debug, info, warn or error",
 		set: func(c *Config, v string) error {
-			if c.LogLevel.UnmarshalText([]byte(v)) != nil {
-				return fmt.Errorf("%q: use debug, info, warn or error", v)
+			// slog also reads offsets (error+100 would log nothing at
+			// all): the four names alone.
+			switch strings.ToLower(v) {
+			case "debug", "info", "warn", "error":
+				return c.LogLevel.UnmarshalText([]byte(v))
 			}
-			return nil
+			return fmt.Errorf("%q: use debug, info, warn or error", v)
 		}},
 	{env: "LASTMILE_WORKERS", flag: "workers", def: "4", help: "repositories handled at the same time by the worker (1 to 256)",
 		set: intSetting(func(c *Config) *int { return &c.Workers }, 1, 256)},
@@ -259,16 +262,44 @@ func checkGitHubURL(v string) error {
 }
 
 // checkHostPort accepts a listen address: host:port, the host possibly
-// empty (every interface), the port 0 to 65535.
+// empty (every interface), the port 0 to 65535 in decimal digits (0: one
+// the system picks, logged at start — for tests and harnesses).
 func checkHostPort(v string) error {
 	_, port, err := net.SplitHostPort(v)
 	if err != nil {
 		return fmt.Errorf("not a host:port address: %v", err)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || strings.Trim(port, "0123456789") != "" {
 		return fmt.Errorf("%q is not a port (0 to 65535)", port)
 	}
 	return nil
+}
+
+// sameSocket reports whether listening on a and b (checked by
+// checkHostPort) would take one socket twice: the same port, not 0, on
+// hosts that meet — the same, or either every interface ("", 0.0.0.0,
+// ::), or both the loopback's (localhost, 127.0.0.1, ::1).
+func sameSocket(a, b string) bool {
+	hostA, portA, _ := net.SplitHostPort(a)
+	hostB, portB, _ := net.SplitHostPort(b)
+	pa, _ := strconv.Atoi(portA)
+	pb, _ := strconv.Atoi(portB)
+	if pa != pb || pa == 0 {
+		return false
+	}
+	every := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	loopback := func(h string) bool {
+		ip := net.ParseIP(h)
+		return strings.EqualFold(h, "localhost") || (ip != nil && ip.IsLoopback())
+	}
+	if every(hostA) || every(hostB) || (loopback(hostA) && loopback(hostB)) {
+		return true
+	}
+	ipA, ipB := net.ParseIP(hostA), net.ParseIP(hostB)
+	if ipA != nil && ipB != nil {
+		return ipA.Equal(ipB)
+	}
+	return strings.EqualFold(hostA, hostB)
 }
 
 // ErrFlags is returned by LoadConfig, within its *ConfigError, for a
@@ -338,8 +369,8 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 			problems = append(problems, fmt.Errorf("%s: %w", from, err))
 		}
 	}
-	if c.AdminListen != "" && c.AdminListen == c.Listen {
-		problems = append(problems, errors.New("LASTMILE_ADMIN_LISTEN must differ from LASTMILE_LISTEN (unset it to serve everything on one address)"))
+	if c.AdminListen != "" && checkHostPort(c.AdminListen) == nil && checkHostPort(c.Listen) == nil && sameSocket(c.AdminListen, c.Listen) {
+		problems = append(problems, fmt.Errorf("LASTMILE_ADMIN_LISTEN %s and LASTMILE_LISTEN %s would take the same port: give the admin address a port of its own (or unset it to serve everything on one address)", c.AdminListen, c.Listen))
 	}
 	if !unread["private-key"] && !unread["private-key-file"] {
 		if key, err := c.loadKey(); err != nil {

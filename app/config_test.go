@@ -176,6 +176,28 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 	}
 }
 
+// Addresses that do not take one socket twice, and the level names in any
+// case, are accepted.
+func TestLoadConfigAcceptsDistinctAddressesAndLevelNames(t *testing.T) {
+	for _, tc := range []struct{ listen, admin, level string }{
+		{":8080", "127.0.0.1:9797", "WARN"},
+		{"127.0.0.1:9090", "10.0.0.5:9090", "Error"}, // one port on two interfaces
+		{"127.0.0.1:0", "127.0.0.1:0", "debug"},      // two ports the system picks
+		{"[::1]:9090", "[::1]:9091", "info"},
+	} {
+		env := validEnv(t)
+		env["LASTMILE_LISTEN"], env["LASTMILE_ADMIN_LISTEN"], env["LASTMILE_LOG_LEVEL"] = tc.listen, tc.admin, tc.level
+		cfg, _, err := load(t, env)
+		if err != nil {
+			t.Errorf("%+v: %v", tc, err)
+			continue
+		}
+		if cfg.Listen != tc.listen || cfg.AdminListen != tc.admin || !strings.EqualFold(cfg.LogLevel.String(), tc.level) {
+			t.Errorf("%+v: read %q, %q, %v", tc, cfg.Listen, cfg.AdminListen, cfg.LogLevel)
+		}
+	}
+}
+
 func TestLoadConfigFlagsOverrideEnvironment(t *testing.T) {
 	env := validEnv(t)
 	env["LASTMILE_LISTEN"] = ":9000"
@@ -290,7 +312,20 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 		"admin address without a port": {set: map[string]string{"LASTMILE_ADMIN_LISTEN": "127.0.0.1"},
 			want: []string{"LASTMILE_ADMIN_LISTEN", "host:port"}},
 		"admin address is the webhook's": {set: map[string]string{"LASTMILE_LISTEN": "127.0.0.1:9090", "LASTMILE_ADMIN_LISTEN": "127.0.0.1:9090"},
-			want: []string{"LASTMILE_ADMIN_LISTEN must differ from LASTMILE_LISTEN"}},
+			want: []string{"LASTMILE_ADMIN_LISTEN 127.0.0.1:9090 and LASTMILE_LISTEN 127.0.0.1:9090 would take the same port"}},
+		"admin address on every interface, the webhook's port": {set: map[string]string{"LASTMILE_LISTEN": ":9090", "LASTMILE_ADMIN_LISTEN": "0.0.0.0:9090"},
+			want: []string{"would take the same port"}},
+		"admin address on the loopback, the webhook's on every interface": {set: map[string]string{"LASTMILE_LISTEN": "[::]:9090", "LASTMILE_ADMIN_LISTEN": "127.0.0.1:9090"},
+			want: []string{"would take the same port"}},
+		"admin address localhost, the webhook's 127.0.0.1": {set: map[string]string{"LASTMILE_LISTEN": "127.0.0.1:9090", "LASTMILE_ADMIN_LISTEN": "localhost:9090"},
+			want: []string{"would take the same port"}},
+		"admin address the webhook's, spelled otherwise": {set: map[string]string{"LASTMILE_LISTEN": "[::1]:9090", "LASTMILE_ADMIN_LISTEN": "[0:0:0:0:0:0:0:1]:9090"},
+			want: []string{"would take the same port"}},
+		"port with a sign":          {set: map[string]string{"LASTMILE_LISTEN": ":+8080"}, want: []string{"LASTMILE_LISTEN", `"+8080" is not a port`}},
+		"negative zero port":        {set: map[string]string{"LASTMILE_ADMIN_LISTEN": "127.0.0.1:-0"}, want: []string{"LASTMILE_ADMIN_LISTEN", `"-0" is not a port`}},
+		"port past 65535":           {set: map[string]string{"LASTMILE_LISTEN": ":65536"}, want: []string{"LASTMILE_LISTEN", "not a port"}},
+		"log level with offset":     {set: map[string]string{"LASTMILE_LOG_LEVEL": "error+100"}, want: []string{"LASTMILE_LOG_LEVEL", `"error+100": use debug, info, warn or error`}},
+		"log level below debug":     {set: map[string]string{"LASTMILE_LOG_LEVEL": "DEBUG-3"}, want: []string{"LASTMILE_LOG_LEVEL"}},
 		"empty database name":       {set: map[string]string{"LASTMILE_DATABASE": "   "}, want: []string{"LASTMILE_DATABASE", "empty"}},
 		"duration without a unit":   {set: map[string]string{"LASTMILE_REDELIVERY_INTERVAL": "10"}, want: []string{"LASTMILE_REDELIVERY_INTERVAL", "duration"}},
 		"duration in words":         {set: map[string]string{"LASTMILE_SHUTDOWN_TIMEOUT": "soon"}, want: []string{"LASTMILE_SHUTDOWN_TIMEOUT", `"soon"`}},
