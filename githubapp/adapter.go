@@ -39,6 +39,12 @@ func (g *GitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string
 	}
 	file, _, resp, err := gh.Repositories.GetContents(ctx, r.Owner, r.Name, path, &github.RepositoryContentGetOptions{Ref: sha})
 	if resp != nil && resp.StatusCode == http.StatusNotFound {
+		// GitHub says which is missing: the file ("Not Found"), or the
+		// commit ("No commit found for the ref …").
+		var er *github.ErrorResponse
+		if errors.As(err, &er) && strings.HasPrefix(er.Message, "No commit found") {
+			return nil, fmt.Errorf("%s at %s: %s: %w", path, sha, er.Message, pipeline.ErrUnknownCommit)
+		}
 		return nil, pipeline.ErrNotFound
 	}
 	if blobTooLarge(err) { // GitHub's answer for a file over 1 MB

@@ -171,6 +171,20 @@ func TestReadFileNotFound(t *testing.T) {
 	}
 }
 
+// GitHub's contents API answers 404 both for a file a commit does not
+// hold and for a ref it does not show: the second, right after a push
+// (its API not caught up yet), is not "no configuration".
+func TestReadFileTellsAnUnknownCommitFromAnAbsentFile(t *testing.T) {
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, `{"message":"No commit found for the ref `+r.URL.Query().Get("ref")+`","documentation_url":"https://docs.github.com/rest/repos/contents#get-repository-content","status":"404"}`)
+	})
+	_, err := gh.ReadFile(context.Background(), repo, pipeline.ConfigPath, "c2c2c2c")
+	if !errors.Is(err, pipeline.ErrUnknownCommit) || errors.Is(err, pipeline.ErrNotFound) || !strings.Contains(err.Error(), "No commit found for the ref c2c2c2c") {
+		t.Errorf("got %v, want ErrUnknownCommit (not ErrNotFound) with GitHub's message", err)
+	}
+}
+
 // A comparison GitHub refuses for its rate limit, or for a suspended
 // installation, is marked as one to wait for (pipeline.ErrGitHubWait), its
 // text and the errors it wraps unchanged; another refusal is not.

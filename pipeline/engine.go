@@ -80,7 +80,7 @@ func (e *Engine) learnPipelineBranch(ctx context.Context, p Push) (string, error
 		return "", nil
 	}
 	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.DefaultBranch)
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooLarge) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnknownCommit) || errors.Is(err, ErrTooLarge) {
 		e.branchReads.Store(p.Repo.ID, now)
 		return "", nil
 	}
@@ -159,6 +159,17 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		return &Ignored{Reason: "push to " + branch + ", not the pipeline branch"}
 	}
 	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.After)
+	if errors.Is(err, ErrUnknownCommit) {
+		// Not "no configuration": GitHub, its API not caught up with the
+		// push yet, does not show the commit. Read again shortly; later
+		// on, the delivery fails and is retried (and parked as dead in
+		// the end), rather than taking the repository out of lastmile.
+		if e.Now().Sub(p.PushedAt) < staleRefWindow {
+			return &LookAgain{At: e.Now().Add(staleRefRetry),
+				Reason: fmt.Sprintf("GitHub does not show %s yet, pushed to %s", short(p.After), branch)}
+		}
+		return fmt.Errorf("read %s at %s: %w", ConfigPath, short(p.After), err)
+	}
 	if errors.Is(err, ErrNotFound) {
 		if branch == known {
 			if err := e.leave(ctx, p); err != nil {

@@ -3921,3 +3921,68 @@ func TestRerunRegisterJobIsNotTheDeployJob(t *testing.T) {
 		t.Errorf("the re-run's register job was taken for the deploy job: its log %q kept", log)
 	}
 }
+
+// notYetGitHub is GitHub whose API has not caught up with some pushes: it
+// does not show those commits (its contents API's "No commit found").
+type notYetGitHub struct {
+	*fakeGitHub
+	unseen map[string]bool
+}
+
+func (g *notYetGitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string) ([]byte, error) {
+	if g.unseen[sha] {
+		return nil, fmt.Errorf("%s at %s: No commit found for the ref %s: %w", path, sha, sha, pipeline.ErrUnknownCommit)
+	}
+	return g.fakeGitHub.ReadFile(ctx, r, path, sha)
+}
+
+// A push whose commit GitHub does not show yet is read again shortly, not
+// taken for a repository without configuration: the release on its way
+// goes on, and the push is released once GitHub shows its commit. Long
+// after the push, the delivery fails (retried, then dead), still without
+// taking the repository out of lastmile.
+func TestPushOfACommitGitHubDoesNotShowYetIsReadAgain(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	g := &notYetGitHub{fakeGitHub: h.gh, unseen: map[string]bool{c2: true}}
+	h.engine.GitHub = g
+	h.mustPush(c0, c1, false)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true) // c1 on its way to staging
+
+	stillOn := func(when string) {
+		t.Helper()
+		rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel.State == pipeline.ReleaseStopped {
+			t.Errorf("%s: c1's release stopped (%s: %s)", when, rel.StopKind, rel.StopReason)
+		}
+		if _, err := h.db.ReleaseOf(ctx, shop.ID, c2); !errors.Is(err, pipeline.ErrNotFound) {
+			t.Errorf("%s: c2 released before GitHub showed it: %v", when, err)
+		}
+	}
+	var again *pipeline.LookAgain
+	if err := h.push(c1, c2, false); !errors.As(err, &again) || !strings.Contains(again.Reason, "does not show c2c2c2c yet") {
+		t.Fatalf("the push of a commit GitHub does not show yet = %v, want to look again shortly", err)
+	}
+	stillOn("looking again")
+	var ignored *pipeline.Ignored
+	stale := h.deliverPush(c1, c2, false, time.Now().Add(-time.Hour))
+	if stale == nil || errors.As(stale, &again) || errors.As(stale, &ignored) || !errors.Is(stale, pipeline.ErrUnknownCommit) {
+		t.Errorf("an hour after the push, GitHub still not showing its commit = %v, want a failure to retry", stale)
+	}
+	stillOn("an hour on")
+
+	g.unseen[c2] = false // GitHub has caught up
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.ReleaseOf(ctx, shop.ID, c2); err != nil {
+		t.Errorf("c2, once GitHub shows it: %v, want it released", err)
+	}
+	if h.gh.deployment(c2, "test") == nil {
+		t.Error("c2 was not deployed to test")
+	}
+}

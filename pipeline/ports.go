@@ -18,6 +18,12 @@ var ErrNotFound = errors.New("not found")
 // later), and not counted as one.
 var ErrGitHubWait = errors.New("GitHub asks to wait")
 
+// ErrUnknownCommit is returned by GitHub.ReadFile when GitHub does not show
+// the commit itself (its contents API's "No commit found for the ref"), as
+// opposed to ErrNotFound, the file absent from a commit it shows: right
+// after a push, GitHub's API may not have caught up with it yet.
+var ErrUnknownCommit = errors.New("GitHub does not show the commit")
+
 // ErrTooLarge is returned by GitHub.ReadFile for a file GitHub's contents
 // API does not return (over 1 MB).
 var ErrTooLarge = errors.New("larger than GitHub's contents API returns (1 MB)")
@@ -177,7 +183,8 @@ type CommitStatus struct {
 // repository's installation.
 type GitHub interface {
 	// ReadFile returns a file's content at a commit; ErrNotFound if absent,
-	// ErrTooLarge if over 1 MB.
+	// ErrUnknownCommit if GitHub does not show the commit, ErrTooLarge if
+	// over 1 MB.
 	ReadFile(ctx context.Context, r Repo, path, sha string) ([]byte, error)
 	// Compare says how head relates to base, with the commits in head that
 	// are not in base, oldest first.
