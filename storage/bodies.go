@@ -13,8 +13,9 @@ import (
 // Deliveries' bodies are kept compressed, in Snappy's framing format
 // (github.com/google/snappy, framing_format.txt: chunks of at most 64 KB,
 // each with a CRC-32C of its data), which any Snappy stream decoder reads:
-// a push of 7-8 KB keeps 2-3 KB, so the inbox, its WAL and the writes of
-// every intake commit shrink to about a third. A body that compression
+// a push of 8 KB keeps 2.5 KB, so a delivery takes half the room it did in
+// the database file, and an intake commit writes a quarter less (the
+// indexes' pages are the rest). A body that compression
 // would not make smaller, and every body stored before lastmile compressed
 // them, is kept as received: GitHub's bodies are JSON, which never begins
 // with the framing format's first byte (0xff).
