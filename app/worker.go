@@ -229,9 +229,14 @@ func (w *Worker) Run(ctx context.Context) {
 func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	log := w.Log.With("delivery", d.ID, "event", d.Event, "action", d.Action, "installation", d.InstallationID, "repo", d.Repository)
 	start := time.Now()
-	hctx, cancel := context.WithTimeout(ctx, w.Timeout)
-	err := w.safeHandle(hctx, d)
-	cancel()
+	var err error
+	if d.BodyDamage != nil { // nothing to handle: dead at once
+		err = fmt.Errorf("%w: its stored body is damaged: %v", githubapp.ErrMalformed, d.BodyDamage)
+	} else {
+		hctx, cancel := context.WithTimeout(ctx, w.Timeout)
+		err = w.safeHandle(hctx, d)
+		cancel()
+	}
 	took := time.Since(start)
 
 	var ignored *pipeline.Ignored

@@ -3,11 +3,13 @@ package app_test
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -103,6 +105,60 @@ func delivery(t *testing.T, db *storage.DB, id string) *pipeline.Delivery {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// A delivery whose stored body is damaged is parked as dead at once,
+// saying so, without its handler; the other repositories' deliveries go on.
+func TestWorkerParksADamagedDeliveryAsDead(t *testing.T) {
+	db := workerDB(t)
+	push, err := os.ReadFile("../githubapp/testdata/push.json") // kept compressed
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"damaged", "fine"} {
+		d := &pipeline.Delivery{ID: id, Event: "push", Repository: "acme/" + id, Body: push, State: pipeline.DeliveryPending}
+		if _, err := db.Accept(context.Background(), d, "push", githubapp.OutcomeAccepted); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := sql.Open("sqlite", "file:"+db.Path()+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`UPDATE delivery_bodies SET body = CAST(substr(body, 1, length(body) - 1) || X'00' AS BLOB)
+		WHERE seq = (SELECT seq FROM deliveries WHERE delivery_id = 'damaged')`); err != nil {
+		t.Fatal(err)
+	}
+	var handledIDs sync.Map
+	handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		handledIDs.Store(d.ID, true)
+		return nil
+	})
+	obs := make(outcomes, 10)
+	startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, Concurrency: 2})
+	got := obs.next(t, 2, 10*time.Second)
+	slices.SortFunc(got, func(a, b handled) int { return strings.Compare(a.result, b.result) })
+	if !slices.Equal(got, []handled{{"push", "dead"}, {"push", "done"}}) {
+		t.Errorf("outcomes %v, want one dead and one done", got)
+	}
+	if _, ok := handledIDs.Load("damaged"); ok {
+		t.Error("the damaged delivery was handed to its handler")
+	}
+	d := delivery(t, db, "damaged")
+	if d.State != pipeline.DeliveryDead || d.Attempts != 1 || !strings.Contains(d.LastError, "its stored body is damaged: delivery damaged: compressed body") {
+		t.Errorf("damaged: state %s, attempts %d, error %q", d.State, d.Attempts, d.LastError)
+	}
+	if f := delivery(t, db, "fine"); f.State != pipeline.DeliveryDone {
+		t.Errorf("the other repository's delivery is %s", f.State)
+	}
+	// An operator can give it up; not retry it.
+	if _, err := db.RetryDelivery(context.Background(), "damaged"); err == nil || !strings.Contains(err.Error(), "cannot be handled again (discard it)") {
+		t.Errorf("retry of a damaged delivery: %v", err)
+	}
+	if d, err := db.DiscardDelivery(context.Background(), "damaged", "damaged on disk"); err != nil || d.State != pipeline.DeliveryIgnored {
+		t.Errorf("discard of a damaged delivery: %v, %v", d, err)
+	}
 }
 
 func TestWorkerOrderPerRepositoryParallelAcrossRepositories(t *testing.T) {

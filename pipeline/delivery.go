@@ -28,6 +28,9 @@ type Delivery struct {
 	Repository     string // owner/name, or "" for events without a repository
 	ReceivedAt     time.Time
 	Body           []byte // the raw body, exactly as signed; nil once pruned
+	// BodyDamage, when not nil, says why the stored body could not be read
+	// back (Body is then nil): the worker parks the delivery as dead.
+	BodyDamage error
 
 	State         DeliveryState
 	Attempts      int

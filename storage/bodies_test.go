@@ -133,8 +133,8 @@ func TestBodiesAreKeptCompressedAndReadBackAsReceived(t *testing.T) {
 }
 
 // A body stored before bodies were compressed reads as it was; a damaged
-// record is an error naming the delivery, never a wrong body handed to
-// the worker.
+// one is read as no body and the damage, naming the delivery — never a
+// wrong body handed to the worker, nor an error that stops the inbox.
 func TestKeptBodiesFromBeforeAndDamaged(t *testing.T) {
 	ctx := context.Background()
 	db := newInboxDB(t)
@@ -169,8 +169,26 @@ func TestKeptBodiesFromBeforeAndDamaged(t *testing.T) {
 	}
 	for _, id := range []string{"garbage", "cut-short", "flipped"} {
 		got, err := db.GetDelivery(ctx, id)
-		if err == nil || !strings.Contains(err.Error(), "delivery "+id+": compressed body") {
-			t.Errorf("GetDelivery(%s) = %v, %v; want an error naming the delivery's compressed body", id, got, err)
+		if err != nil {
+			t.Fatalf("GetDelivery(%s): %v", id, err)
 		}
+		if got.Body != nil || got.BodyDamage == nil || !strings.Contains(got.BodyDamage.Error(), "delivery "+id+": compressed body") {
+			t.Errorf("GetDelivery(%s): body %q, damage %v; want no body, and the damage naming the delivery's compressed body", id, got.Body, got.BodyDamage)
+		}
+	}
+	// The damage spoils that delivery alone: the worker is handed every
+	// queue's head, the damaged ones saying so.
+	work, _, err := db.NextWork(ctx, inboxT0, map[pipeline.InHand]bool{}, 10)
+	if err != nil {
+		t.Fatalf("NextWork beside damaged bodies: %v", err)
+	}
+	damaged := 0
+	for _, d := range work {
+		if d.BodyDamage != nil {
+			damaged++
+		}
+	}
+	if len(work) != 5 || damaged != 3 {
+		t.Errorf("NextWork handed out %d deliveries, %d of them damaged; want 5, 3 damaged", len(work), damaged)
 	}
 }

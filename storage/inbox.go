@@ -32,9 +32,12 @@ func scanDelivery(row rowScanner) (*pipeline.Delivery, error) {
 		&received, &state, &d.Attempts, &d.Waits, &next, &d.LastError, &finished, &d.Note, &d.Body); err != nil {
 		return nil, err
 	}
+	// A damaged body spoils this delivery alone: it is handed out (and
+	// parked as dead by the worker) or changed by an operator like any
+	// other, not an error that stops the reading of the inbox.
 	body, err := unpackBody(d.Body)
 	if err != nil {
-		return nil, fmt.Errorf("delivery %s: %w", d.ID, err)
+		d.BodyDamage = fmt.Errorf("delivery %s: %w", d.ID, err)
 	}
 	d.Body = body
 	d.ReceivedAt, d.NextAttemptAt, d.FinishedAt = fromMillis(received), fromMillis(next), fromMillis(finished)
@@ -343,6 +346,9 @@ func (db *DB) PostponeDelivery(ctx context.Context, seq int64, cause string, nex
 // attempts reset. It returns the delivery as it now stands.
 func (db *DB) RetryDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
 	d, err := db.changeDead(ctx, deliveryID, "retried", func(tx *sql.Tx, d *pipeline.Delivery) error {
+		if d.BodyDamage != nil {
+			return fmt.Errorf("%w: it cannot be handled again (discard it)", d.BodyDamage)
+		}
 		if d.Body == nil {
 			return fmt.Errorf("delivery %s: its body was pruned by retention and it cannot be handled again", deliveryID)
 		}
