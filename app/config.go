@@ -277,8 +277,9 @@ func checkHostPort(v string) error {
 
 // sameSocket reports whether listening on a and b (checked by
 // checkHostPort) would take one socket twice: the same port, not 0, on
-// hosts that meet — the same, or either every interface ("", 0.0.0.0,
-// ::), or both the loopback's (localhost, 127.0.0.1, ::1).
+// hosts that meet — either every interface ("", 0.0.0.0, ::, however
+// spelled), or the same address (localhost is 127.0.0.1, as Go listens on
+// it; a zone is left out), or the same host name.
 func sameSocket(a, b string) bool {
 	hostA, portA, _ := net.SplitHostPort(a)
 	hostB, portB, _ := net.SplitHostPort(b)
@@ -287,19 +288,23 @@ func sameSocket(a, b string) bool {
 	if pa != pb || pa == 0 {
 		return false
 	}
-	every := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
-	loopback := func(h string) bool {
-		ip := net.ParseIP(h)
-		return strings.EqualFold(h, "localhost") || (ip != nil && ip.IsLoopback())
+	ip := func(h string) net.IP {
+		if strings.EqualFold(h, "localhost") {
+			h = "127.0.0.1"
+		}
+		h, _, _ = strings.Cut(h, "%")
+		return net.ParseIP(h)
 	}
-	if every(hostA) || every(hostB) || (loopback(hostA) && loopback(hostB)) {
+	ipA, ipB := ip(hostA), ip(hostB)
+	every := func(h string, ip net.IP) bool { return h == "" || ip != nil && ip.IsUnspecified() }
+	switch {
+	case every(hostA, ipA) || every(hostB, ipB):
 		return true
-	}
-	ipA, ipB := net.ParseIP(hostA), net.ParseIP(hostB)
-	if ipA != nil && ipB != nil {
+	case ipA != nil && ipB != nil:
 		return ipA.Equal(ipB)
+	default:
+		return strings.EqualFold(hostA, hostB)
 	}
-	return strings.EqualFold(hostA, hostB)
 }
 
 // ErrFlags is returned by LoadConfig, within its *ConfigError, for a

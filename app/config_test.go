@@ -184,6 +184,9 @@ func TestLoadConfigAcceptsDistinctAddressesAndLevelNames(t *testing.T) {
 		{"127.0.0.1:9090", "10.0.0.5:9090", "Error"}, // one port on two interfaces
 		{"127.0.0.1:0", "127.0.0.1:0", "debug"},      // two ports the system picks
 		{"[::1]:9090", "[::1]:9091", "info"},
+		{"127.0.0.1:9090", "[::1]:9090", "info"},     // the loopback of each family
+		{"127.0.0.1:9090", "127.0.0.2:9090", "info"}, // two loopback addresses
+		{"localhost:9090", "[::1]:9090", "info"},
 	} {
 		env := validEnv(t)
 		env["LASTMILE_LISTEN"], env["LASTMILE_ADMIN_LISTEN"], env["LASTMILE_LOG_LEVEL"] = tc.listen, tc.admin, tc.level
@@ -320,6 +323,10 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 		"admin address localhost, the webhook's 127.0.0.1": {set: map[string]string{"LASTMILE_LISTEN": "127.0.0.1:9090", "LASTMILE_ADMIN_LISTEN": "localhost:9090"},
 			want: []string{"would take the same port"}},
 		"admin address the webhook's, spelled otherwise": {set: map[string]string{"LASTMILE_LISTEN": "[::1]:9090", "LASTMILE_ADMIN_LISTEN": "[0:0:0:0:0:0:0:1]:9090"},
+			want: []string{"would take the same port"}},
+		"admin address on every interface, spelled otherwise": {set: map[string]string{"LASTMILE_LISTEN": "[0:0:0:0:0:0:0:0]:9090", "LASTMILE_ADMIN_LISTEN": "127.0.0.1:9090"},
+			want: []string{"would take the same port"}},
+		"admin address with a zone": {set: map[string]string{"LASTMILE_LISTEN": "[::1]:9090", "LASTMILE_ADMIN_LISTEN": "[::1%lo]:9090"},
 			want: []string{"would take the same port"}},
 		"port with a sign":          {set: map[string]string{"LASTMILE_LISTEN": ":+8080"}, want: []string{"LASTMILE_LISTEN", `"+8080" is not a port`}},
 		"negative zero port":        {set: map[string]string{"LASTMILE_ADMIN_LISTEN": "127.0.0.1:-0"}, want: []string{"LASTMILE_ADMIN_LISTEN", `"-0" is not a port`}},
