@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sync"
 
@@ -32,57 +33,43 @@ const minPackedBody = 128
 const maxUnpackedBody = 32 << 20
 
 var (
-	packers = sync.Pool{New: func() any {
-		return s2.NewWriter(nil, s2.WriterSnappyCompat(), s2.WriterConcurrency(1))
-	}}
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
 	// Snappy's chunks hold at most 64 KB.
-	unpackers = sync.Pool{New: func() any { return s2.NewReader(nil, s2.ReaderMaxBlockSize(64<<10)) }}
+	unpackers = sync.Pool{New: func() any { return s2.NewReader(nil, s2.ReaderMaxBlockSize(maxChunk)) }}
 )
+
+// maxChunk is the most data one chunk of the framing format holds.
+const maxChunk = 64 << 10
 
 // packBody returns the form in which body is kept: compressed when that
 // halves it at least (GitHub's JSON keeps a third or less), as received
-// otherwise. Beside body it holds one buffer of half its size at most —
-// memory the webhook's budget for bodies held at once does not count — and
-// nothing once it returns.
+// otherwise. Beside body it allocates the kept form's buffer, half body's
+// size — memory the webhook's budget for bodies held at once does not
+// count — and one chunk's scratch space, 76 KB at most.
 func packBody(body []byte) []byte {
 	if len(body) < minPackedBody {
 		return body
 	}
-	out := &smallerThan{limit: len(body) / 2}
-	w := packers.Get().(*s2.Writer)
-	defer func() {
-		w.Reset(nil) // the pool keeps no output
-		packers.Put(w)
-	}()
-	w.Reset(out)
-	if _, err := w.Write(body); err != nil {
-		return body
+	limit := len(body) / 2
+	out := make([]byte, 0, limit)
+	out = append(out, snappyStream...)
+	scratch := make([]byte, s2.MaxEncodedLen(min(len(body), maxChunk)))
+	for rest := body; len(rest) > 0; {
+		chunk := rest[:min(len(rest), maxChunk)]
+		rest = rest[len(chunk):]
+		kind, data := byte(0x00), s2.EncodeSnappy(scratch, chunk) // compressed data
+		if len(data) >= len(chunk) {
+			kind, data = 0x01, chunk // uncompressed data
+		}
+		if len(out)+8+len(data) >= limit {
+			return body // compressing does not pay
+		}
+		n, c := 4+len(data), crc32.Checksum(chunk, castagnoli)
+		c = (c>>15 | c<<17) + 0xa282ead8 // the format's masked checksum
+		out = append(out, kind, byte(n), byte(n>>8), byte(n>>16), byte(c), byte(c>>8), byte(c>>16), byte(c>>24))
+		out = append(out, data...)
 	}
-	if err := w.Close(); err != nil {
-		return body
-	}
-	return out.buf
-}
-
-// smallerThan collects bytes while they are fewer than limit, and refuses
-// the write that would reach it: compression gives up as soon as it would
-// not pay.
-type smallerThan struct {
-	buf   []byte
-	limit int
-}
-
-var errNoSmaller = errors.New("compressed, the body would be no smaller")
-
-func (s *smallerThan) Write(p []byte) (int, error) {
-	if len(s.buf)+len(p) >= s.limit {
-		return 0, errNoSmaller
-	}
-	if s.buf == nil {
-		s.buf = make([]byte, 0, s.limit-1) // never grown: one allocation
-	}
-	s.buf = append(s.buf, p...)
-	return len(p), nil
+	return out
 }
 
 // unpackBody returns a kept body as it was received.

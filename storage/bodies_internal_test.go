@@ -25,8 +25,12 @@ func TestPackBodyAllocatesHalfTheBodyAtMost(t *testing.T) {
 		}
 		runtime.ReadMemStats(&after)
 		perCall := float64(after.TotalAlloc-before.TotalAlloc) / n
-		if perCall > 0.6*float64(len(body)) {
-			t.Errorf("%s: %.1f MB allocated per %.1f MB body, want at most half the body's size", name, perCall/(1<<20), float64(len(body))/(1<<20))
+		bound := len(body)/2 + 128<<10
+		if raceEnabled { // s2's pooled 64 KB table, made again for some chunks
+			bound += len(body) / maxChunk * 64 << 10
+		}
+		if perCall > float64(bound) {
+			t.Errorf("%s: %.1f MB allocated per %.1f MB body, want half the body's size and a chunk's scratch space at most", name, perCall/(1<<20), float64(len(body))/(1<<20))
 		}
 		if name == "does not compress" && &kept[0] != &body[0] {
 			t.Errorf("%s: kept a copy, want the body as received", name)
