@@ -38,6 +38,10 @@ const (
 	InputRequireLastmile    = "require-lastmile"
 )
 
+// Inputs lists the Action's inputs (the constants above): their INPUT_
+// variables are the Action's own, kept from the deploy command.
+var Inputs = []string{InputMode, InputCommand, InputPassEnvironmentArg, InputEnvironmentURL, InputJobID, InputToken, InputRequireLastmile}
+
 // The job's PATH and GOTOOLCHAIN as action.yml's first step records them,
 // before its setup-go step changes them for the rest of the job; the
 // deploy command gets them back. Absent (Run called from Go, or an older
@@ -392,6 +396,11 @@ func appendable(script string) error {
 	arg := call.Args[len(call.Args)-1]
 	if int(arg.Pos().Offset()) != len(script)+1 || int(arg.End().Offset()) != len(appended) {
 		return errors.New("the environment would not be its last argument (the last line ends with a comment, a backslash or a here-document)")
+	}
+	if len(call.Args) < 2 {
+		// The last line runs nothing of its own (an assignment, a
+		// redirection alone): the environment would be the command.
+		return errors.New("the environment would be the command run, not an argument (the last line is an assignment or a redirection alone)")
 	}
 	return nil
 }

@@ -35,6 +35,9 @@ func TestAppendable(t *testing.T) {
 		"echo 'unterminated":                                  "cannot be read",
 		"cat <<EOF\nhello\nEOF":                               "no longer valid",
 		"cat <<EOF\nhello":                                    "cannot be read",
+		"./deploy.sh\nDEPLOYED=yes":                           "would be the command run",
+		"./deploy.sh\n> marker":                               "would be the command run",
+		"DEPLOYED=yes ./deploy.sh":                            "",
 	} {
 		err := appendable(script)
 		if (problem == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), problem)) {
