@@ -1326,3 +1326,22 @@ func TestDeployCancelledWhileCheckingSuperseded(t *testing.T) {
 		})
 	}
 }
+
+// The deploy command gets the job's own INPUT_ variables (a job's env: may
+// name one so), not the Action's: none of its inputs' variables, the
+// token's least of all.
+func TestTheCommandGetsTheJobsInputVariablesNotTheActions(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{
+		"INPUT_COMMAND": `echo "chart=${INPUT_CHART-unset} command=${INPUT_COMMAND-unset} token=${INPUT_TOKEN-unset}"`,
+		"INPUT_CHART":   "charts/shop",
+	})
+	var log strings.Builder
+	if _, err := action.Run(context.Background(), s.env(&log)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "chart=charts/shop command=unset token=unset") {
+		t.Errorf("the command's INPUT_ variables:\n%s", log.String())
+	}
+}

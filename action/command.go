@@ -224,16 +224,21 @@ func (o *output) finish(limit time.Duration) {
 }
 
 // commandEnv is the deploy command's environment: base without the Action's
-// own INPUT_ variables (the token is one) and LASTMILE_JOB_ ones, with the
+// own INPUT_ variables (the token is one; the job's own INPUT_ variables
+// stay) and LASTMILE_JOB_ ones, with the
 // job's PATH and GOTOOLCHAIN from before setup-go when action.yml recorded
 // them, GITHUB_OUTPUT the command's own file, outputs, instead of the
 // Action's, plus the deployment's parameters.
 func commandEnv(base []string, c *config, outputs string) []string {
+	own := map[string]bool{}
+	for _, in := range Inputs {
+		own[InputEnvName(in)] = true
+	}
 	out := make([]string, 0, len(base)+6)
 	for _, kv := range base {
 		name, _, _ := strings.Cut(kv, "=")
 		switch {
-		case strings.HasPrefix(name, "INPUT_"), strings.HasPrefix(name, "LASTMILE_JOB_"),
+		case own[name], strings.HasPrefix(name, "LASTMILE_JOB_"),
 			name == "LASTMILE_ENVIRONMENT", name == "LASTMILE_SHA", name == "LASTMILE_DEPLOYMENT_ID",
 			name == "GITHUB_OUTPUT",
 			name == "PATH" && c.jobPath != "",

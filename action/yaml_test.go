@@ -101,6 +101,9 @@ func TestActionMetadata(t *testing.T) {
 	if got, want := slices.Sorted(maps.Keys(a.Inputs)), slices.Sorted(maps.Keys(wantInputs)); !slices.Equal(got, want) {
 		t.Fatalf("inputs %v, want %v (update the test and Run together)", got, want)
 	}
+	if got, want := slices.Sorted(slices.Values(action.Inputs)), slices.Sorted(maps.Keys(wantInputs)); !slices.Equal(got, want) {
+		t.Errorf("action.Inputs %v, want action.yml's %v: the deploy command would get an input's variable", got, want)
+	}
 	for name, def := range map[string]string{
 		"mode":                 "deploy",
 		"pass-environment-arg": "false",
