@@ -56,3 +56,21 @@ func TestSpentQuotaHoldsTheInstallationWhateverItsToken(t *testing.T) {
 		t.Errorf("another installation: %v, sent %d times; want it sent once", err, sent["token ghs_other"])
 	}
 }
+
+// The App's JWT draws on the App's quota; a token — an installation's or
+// the Action's GITHUB_TOKEN, in GitHub's older form or its newer stateless
+// one (ghs_APPID_JWT, two dots in it) — on its own.
+func TestQuotaNameTellsTheAppsJWTFromATokenWithDots(t *testing.T) {
+	for auth, want := range map[string]string{
+		"Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOjQyfQ.c2ln": "app",
+		"Bearer ghs_42_eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOjQyfQ.c2ln":          "token",
+		"Bearer ghs_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij":                 "token",
+		"token ghs_42_eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOjQyfQ.c2ln":           "token",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://github.test/repos/acme/shop", nil)
+		req.Header.Set("Authorization", auth)
+		if got := quotaName(req); got != want {
+			t.Errorf("%s: quota %q, want %q", auth, got, want)
+		}
+	}
+}

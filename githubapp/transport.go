@@ -106,8 +106,11 @@ type installationKey struct{}
 // quotaName names the rate-limit quota a request draws on, for metrics.
 func quotaName(req *http.Request) string {
 	auth := req.Header.Get("Authorization")
-	if strings.HasPrefix(auth, "Bearer ") && strings.Count(auth, ".") == 2 {
-		return "app" // the App's JWT (installation tokens are fetched with it)
+	if cred, ok := strings.CutPrefix(auth, "Bearer "); ok && strings.HasPrefix(cred, "eyJ") && strings.Count(cred, ".") == 2 {
+		// The App's JWT (installation tokens are fetched with it): a JSON
+		// header, base64url, first. A token of GitHub's own (ghs_…,
+		// whose newer form ghs_APPID_JWT has two dots too) is not.
+		return "app"
 	}
 	if id, ok := req.Context().Value(installationKey{}).(int64); ok {
 		return strconv.FormatInt(id, 10)
