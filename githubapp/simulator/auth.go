@@ -8,7 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"math/big"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -77,14 +77,23 @@ type token struct {
 	run            *run // workflow tokens
 }
 
-func newTokenValue() string {
-	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 36)
-	for i := range b {
-		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
-		b[i] = alphabet[n.Int64()]
-	}
-	return "ghs_" + string(b)
+// newTokenValue mints an installation token of GitHub App appID in the
+// stateless format GitHub has minted since April 2026 — "ghs_APPID_JWT"
+// (@octokit/openapi, create an installation access token: "If your
+// application expects or relies on installation tokens being exactly 40
+// characters long, it may not handle this new token format correctly") —
+// so that what reads lastmile's credentials meets two dots in a token, as
+// in an App's JWT. Its claims are opaque here: the simulator looks tokens
+// up, it does not verify them.
+func newTokenValue(appID int64) string {
+	nonce := make([]byte, 24)
+	_, _ = rand.Read(nonce)
+	sig := make([]byte, 32)
+	_, _ = rand.Read(sig)
+	enc := base64.RawURLEncoding
+	header := enc.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`))
+	claims := enc.EncodeToString([]byte(fmt.Sprintf(`{"iss":%d,"jti":%q}`, appID, enc.EncodeToString(nonce))))
+	return fmt.Sprintf("ghs_%d_%s.%s.%s", appID, header, claims, enc.EncodeToString(sig))
 }
 
 // authenticate reads the Authorization header. Call with s.mu held.
@@ -105,7 +114,7 @@ func (s *Simulator) authenticate(r *http.Request) *auth {
 		a.err = "Bad credentials"
 		return a
 	}
-	if strings.Count(cred, ".") == 2 {
+	if !strings.HasPrefix(cred, "ghs_") && strings.Count(cred, ".") == 2 {
 		if msg := s.verifyJWT(cred); msg != "" {
 			a.err = msg
 			return a
@@ -282,7 +291,7 @@ func (s *Simulator) handleCreateToken(w http.ResponseWriter, r *http.Request, a 
 		return
 	}
 	t := &token{
-		value:          newTokenValue(),
+		value:          newTokenValue(s.opts.AppID),
 		kind:           AuthInstallation,
 		installationID: id,
 		permissions:    map[string]string{},
@@ -347,7 +356,7 @@ func (s *Simulator) handleCreateToken(w http.ResponseWriter, r *http.Request, a 
 // deployments and statuses write. Call with s.mu held.
 func (st *state) newWorkflowToken(r *repo, ru *run) *token {
 	t := &token{
-		value:          newTokenValue(),
+		value:          newTokenValue(actionsAppID),
 		kind:           AuthWorkflow,
 		installationID: r.installation.id,
 		repos:          []*repo{r},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,6 +97,14 @@ func TestInstallationTokens(t *testing.T) {
 		t.Fatalf("scoped token: %d %s", r.status, r.body)
 	}
 	scoped := "token " + r.json(t)["token"].(string)
+	// GitHub's stateless format since April 2026: ghs_APPID_ and a JWT —
+	// two dots, yet a token, not the App's JWT, also as a Bearer.
+	if raw := r.json(t)["token"].(string); !strings.HasPrefix(raw, fmt.Sprintf("ghs_%d_eyJ", testAppID)) || strings.Count(raw, ".") != 2 {
+		t.Errorf("token %q, want ghs_%d_ and a JWT", raw, testAppID)
+	}
+	if r := h.do("GET", "/repos/acme/other/contents/README.md", "Bearer "+strings.TrimPrefix(scoped, "token "), nil); r.status != 200 {
+		t.Errorf("the token as a Bearer credential: %d %s", r.status, r.body)
+	}
 	if r := h.do("GET", "/repos/acme/shop/contents/README.md", scoped, nil); r.status != 404 {
 		t.Errorf("scoped token on another repo: %d", r.status)
 	}
