@@ -75,10 +75,19 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	// The database holds webhook bodies, deploy logs and the audit record:
 	// a new one is readable by its owner only (SQLite gives its -wal and
 	// -shm files the database's mode), whatever the umask.
-	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
-		f.Close()
-	} else if !errors.Is(err, fs.ErrExist) {
+	// (Created through a symbolic link too — even one to a file not there
+	// yet —, which O_EXCL would not follow.)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if err := oneName(path, fi); err != nil {
+		return nil, err
 	}
 	if err := initNew(ctx, path); err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -713,6 +722,8 @@ func checkExisting(ctx context.Context, path string) error {
 		return fmt.Errorf("database %s: %w (set LASTMILE_DATABASE or --database)", path, errors.Unwrap(err))
 	} else if fi.IsDir() {
 		return fmt.Errorf("database %s: a folder, not a database file (set LASTMILE_DATABASE or --database)", path)
+	} else if err := oneName(path, fi); err != nil {
+		return err
 	}
 	if err := checkSchema(ctx, path); err != nil {
 		return fmt.Errorf("database %s: %w", path, err)
@@ -778,6 +789,18 @@ func checkSchema(ctx context.Context, path string) error {
 		return newerDatabase(unknown)
 	case applied < len(files):
 		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, len(files))
+	}
+	return nil
+}
+
+// oneName refuses a database file with more than one name (hard links):
+// SQLite keeps the WAL and the lock of shared memory beside the name it
+// opened, so two names are two databases writing one file — corrupted as
+// soon as two processes write through both — and lastmile's one-serve lock
+// is beside the name too. A symbolic link is one name.
+func oneName(path string, fi os.FileInfo) error {
+	if n := names(fi); n > 1 {
+		return fmt.Errorf("database %s: the file has %d names (hard links), and SQLite keeps a database's WAL beside the name it is opened by, so each name would write it as a database of its own: keep one (a symbolic link is fine)", path, n)
 	}
 	return nil
 }

@@ -305,22 +305,78 @@ func TestOpenRefusesAnEmptyPath(t *testing.T) {
 }
 
 // A new database, and its WAL beside it, are readable by their owner
-// only: they hold webhook bodies, deploy logs and the audit record.
+// only: they hold webhook bodies, deploy logs and the audit record — one
+// created through a symbolic link to a file not there yet as well.
 func TestANewDatabaseIsPrivate(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := storage.Open(context.Background(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, f := range []string{path, path + "-wal"} {
-		st, err := os.Stat(f)
+	for _, viaLink := range []bool{false, true} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "lastmile.db")
+		open := path
+		if viaLink {
+			if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			path, open = filepath.Join(dir, "data", "lastmile.db"), filepath.Join(dir, "link.db")
+			if err := os.Symlink("data/lastmile.db", open); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db, err := storage.Open(context.Background(), open)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if perm := st.Mode().Perm(); perm != 0o600 {
-			t.Errorf("%s: mode %v, want 0600", filepath.Base(f), perm)
+		defer db.Close()
+		for _, f := range []string{path, path + "-wal", path + "-shm"} {
+			st, err := os.Stat(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if perm := st.Mode().Perm(); perm != 0o600 {
+				t.Errorf("via a link %v: %s: mode %v, want 0600", viaLink, filepath.Base(f), perm)
+			}
 		}
+	}
+}
+
+// A database file with two names (hard links) is refused by every way of
+// opening it: SQLite would keep a WAL beside each name, and two processes
+// writing through both corrupt the file.
+func TestADatabaseWithTwoNamesIsRefused(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "lastmile.db")
+	db, err := storage.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	link := filepath.Join(dir, "other.db")
+	if err := os.Link(path, link); err != nil {
+		t.Fatal(err)
+	}
+	for name, open := range map[string]func(context.Context, string) (*storage.DB, error){
+		"Open": storage.Open, "OpenExisting": storage.OpenExisting, "OpenReadOnly": storage.OpenReadOnly,
+	} {
+		for _, p := range []string{path, link} {
+			db, err := open(ctx, p)
+			if err == nil {
+				db.Close()
+				t.Errorf("%s(%s) beside a hard link: opened", name, filepath.Base(p))
+			} else if !strings.Contains(err.Error(), "has 2 names (hard links)") {
+				t.Errorf("%s(%s): %v", name, filepath.Base(p), err)
+			}
+		}
+	}
+	if _, err := os.Stat(link + "-wal"); err == nil {
+		t.Error("a WAL was made beside the second name")
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := storage.Open(ctx, path); err != nil {
+		t.Errorf("one name again: %v", err)
+	} else {
+		db.Close()
 	}
 }
 
