@@ -65,10 +65,14 @@ func (r *Redeliverer) sleep(ctx context.Context, d time.Duration) error {
 	return Sleep(ctx, d)
 }
 
-// Run checks at once, then every Interval, until ctx ends.
+// Run checks at once (RunAtStart), then every Interval (RunOnce), until
+// ctx ends.
 func (r *Redeliverer) Run(ctx context.Context) {
+	check := r.RunAtStart
 	for {
-		if n, err := r.RunOnce(ctx); err != nil {
+		n, err := check(ctx)
+		check = r.RunOnce
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -87,7 +91,16 @@ func (r *Redeliverer) Run(ctx context.Context) {
 }
 
 // RunOnce performs one check and returns how many redeliveries it requested.
-func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
+func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) { return r.check(ctx, false) }
+
+// RunAtStart is the check at start: it also asks, once more, for the
+// deliveries lastmile gave up on in earlier runs (still within the window
+// and the look back): what refused them while lastmile ran — a wrong
+// webhook secret, a proxy or its certificate — is what a restart often
+// follows the fix of, and GitHub would redeliver them still.
+func (r *Redeliverer) RunAtStart(ctx context.Context) (int, error) { return r.check(ctx, true) }
+
+func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 	now := r.Now()
 	var last time.Time // the last run's checkpoint, GitHub's clock
 	if s, ok, err := r.Store.Setting(ctx, redeliveryCheckpoint); err != nil {
@@ -202,13 +215,13 @@ func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) {
 		if known[guid] {
 			continue
 		}
-		if asked[guid].GaveUp {
+		if asked[guid].GaveUp && !again {
 			continue
 		}
 		// Every redelivery asked for failed (or is still under way), on
 		// top of GitHub's first attempt.
 		attempts := max(g.failures, asked[guid].Requests+1)
-		if r.MaxAttempts > 0 && attempts >= r.MaxAttempts {
+		if r.MaxAttempts > 0 && attempts >= r.MaxAttempts && !again {
 			r.Log.Warn("redelivery: giving up on a delivery that keeps failing", "delivery", guid,
 				"event", g.latest.GetEvent(), "attempts", attempts, "status", g.latest.GetStatus())
 			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {

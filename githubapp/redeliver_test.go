@@ -880,3 +880,46 @@ func simKey(t *testing.T, sim *simulator.Simulator) *rsa.PrivateKey {
 	}
 	return key
 }
+
+// A cause that refuses every attempt while lastmile runs (a wrong webhook
+// secret, a broken proxy) uses up the attempts of the deliveries it
+// refused within the hour; once it is fixed, later runs leave them alone,
+// but the run at start — a restart follows such a fix — asks for each of
+// them once more, and the push reaches the inbox.
+func TestTheRunAtStartAsksAgainForWhatWasGivenUp(t *testing.T) {
+	w := newSimRedelivery(t, nil)
+	w.gate.set("down")
+	from := len(w.sim.Deliveries())
+	w.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "m", Files: map[string]string{"f.txt": "m"}})
+	d, err := w.sim.WaitForDelivery(w.ctx, from, "push", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &githubapp.Redeliverer{App: w.app, Store: w.db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: time.Now, Sleep: skipWait, Log: discardLog()}
+	for run := 1; run <= 5; run++ { // ten-minute runs while deliveries are refused
+		if _, err := r.RunOnce(w.ctx); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		if err := w.sim.WaitIdle(w.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(w.attempts()[d.GUID]); n != 5 {
+		t.Fatalf("setup: %d attempts of the push, want 5 (the cap)", n)
+	}
+	w.gate.set("up") // fixed
+	if n, err := r.RunOnce(w.ctx); err != nil || n != 0 {
+		t.Errorf("a run after the cap: %d requests, %v; want none", n, err)
+	}
+	n, err := r.RunAtStart(w.ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("the run at start: %d requests, %v; want 1", n, err)
+	}
+	if err := w.sim.WaitIdle(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if known, err := w.db.KnownDeliveries(w.ctx, []string{d.GUID}); err != nil || !known[d.GUID] {
+		t.Errorf("the push given up on is not in the inbox after the run at start: %v %v", known, err)
+	}
+}
