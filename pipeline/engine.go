@@ -1348,6 +1348,10 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 	return e.answerProtectionRule(ctx, req, dec)
 }
 
+// maxProtectionComment is the longest comment GitHub takes with a custom
+// deployment protection rule's review, in characters.
+const maxProtectionComment = 1024
+
 // answerProtectionRule sends GitHub a decision it does not have yet; a
 // waiting one is not sent.
 func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleRequest, dec *ProtectionDecision) error {
@@ -1359,7 +1363,10 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 			"environment", req.Environment, "sha", req.SHA, "comment", dec.Comment)
 		return nil
 	}
-	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, dec.State, dec.Comment); err != nil {
+	// The comment as GitHub takes it (the record keeps it whole): a longer
+	// one is refused with a 422, which would leave the run waiting.
+	comment := truncate(dec.Comment, maxProtectionComment)
+	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, dec.State, comment); err != nil {
 		var refused *RefusedError
 		if !errors.As(err, &refused) || refused.Status != 422 {
 			return fmt.Errorf("answer protection rule for run %d: %w", req.RunID, err)

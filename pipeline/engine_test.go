@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
@@ -352,9 +353,12 @@ func (f *fakeGitHub) CreateCommitStatus(context.Context, pipeline.Repo, string, 
 	return nil
 }
 
-func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, run int64, env, state, _ string) error {
+func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, run int64, env, state, comment string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if utf8.RuneCountInString(comment) > 1024 { // as GitHub (and the simulator) refuses it
+		return &pipeline.RefusedError{Status: 422, Message: "Validation Failed: comment is too long (maximum is 1024 characters)"}
+	}
 	f.answers = append(f.answers, fmt.Sprint(run, " ", env, " ", state))
 	return nil
 }
@@ -3984,5 +3988,96 @@ func TestPushOfACommitGitHubDoesNotShowYetIsReadAgain(t *testing.T) {
 	}
 	if h.gh.deployment(c2, "test") == nil {
 		t.Error("c2 was not deployed to test")
+	}
+}
+
+// A rejection's comment can quote what users wrote (a configuration's
+// values, a reviewer's comment in a stop reason) at any length: GitHub
+// takes 1024 characters, and refuses a longer one — which would leave the
+// run waiting for 30 days. The answer is cut to fit; the record keeps the
+// whole comment.
+func TestALongProtectionRuleCommentIsCutToWhatGitHubTakes(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.gh.config = "branch: \"release " + strings.Repeat("k", 1100) + "\"\nenvironments:\n  - name: test\n"
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	dec := h.judge("rule-1", "test", c1, 55)
+	if dec.State != pipeline.ProtectionRejected || utf8.RuneCountInString(dec.Comment) <= 1024 || !dec.Posted {
+		t.Fatalf("decision %s, posted %v, comment of %d characters; want a rejection of more than 1024, posted", dec.State, dec.Posted, utf8.RuneCountInString(dec.Comment))
+	}
+	if !slices.Equal(h.gh.answers, []string{"55 test rejected"}) {
+		t.Errorf("answers GitHub took: %v, want run 55's rejection", h.gh.answers)
+	}
+}
+
+// flakyStatusGitHub refuses lastmile's deployment statuses with a 502 while
+// fail counts down.
+type flakyStatusGitHub struct {
+	*fakeGitHub
+	fail *int
+}
+
+func (g flakyStatusGitHub) CreateDeploymentStatus(ctx context.Context, r pipeline.Repo, id int64, req pipeline.StatusRequest) (pipeline.StatusInfo, error) {
+	if *g.fail > 0 {
+		*g.fail--
+		return pipeline.StatusInfo{}, errors.New("502 Bad Gateway")
+	}
+	return g.fakeGitHub.CreateDeploymentStatus(ctx, r, id, req)
+}
+
+// The end lastmile owes for a run that ended without one is not written
+// once a re-run has started and reported its own end: the write failed
+// (GitHub answered 502), the re-run succeeded meanwhile, and the retried
+// delivery wrote the first attempt's failure over the success — on GitHub,
+// in the ledger, and in the metrics.
+func TestAnOwedFailureIsNotWrittenOverAReRunsSuccess(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	fail := 0
+	h.engine.GitHub = flakyStatusGitHub{h.gh, &fail}
+	at := time.Now().Add(-time.Minute).Truncate(time.Second) // GitHub's clock
+	h.gh.now = func() time.Time { return at }
+	h.mustPush(c0, c1, false)
+	h.status(c1, "test", pipeline.DeploymentQueued, 11, true) // the Action's first status names run 11
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	ended := at.Add(time.Second) // attempt 1 ended without a result
+	at = ended.Add(time.Second)  // then attempt 2
+	fail = 1                     // the owed failure's write is refused: owed still
+	_ = h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 11, Attempt: 1,
+		Event: "deployment", HeadSHA: c1, Status: "completed", Conclusion: "failure", UpdatedAt: ended,
+		URL: "https://github.com/acme/shop/actions/runs/11"})
+	if len(h.gh.written) != 0 {
+		t.Fatalf("setup: lastmile wrote %+v through a refusal", h.gh.written)
+	}
+	if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "requested", RunID: 11, Attempt: 2,
+		Event: "deployment", HeadSHA: c1, Status: "queued", UpdatedAt: at,
+		URL: "https://github.com/acme/shop/actions/runs/11"}); err != nil {
+		t.Fatal(err)
+	}
+	// Attempt 2 deploys and succeeds; its statuses are delivered (GitHub
+	// still refusing lastmile's writes meanwhile), then the failed delivery
+	// of attempt 1's end is retried.
+	fail = 100
+	for _, state := range []pipeline.DeploymentState{pipeline.DeploymentInProgress, pipeline.DeploymentSuccess} {
+		st := h.status(c1, "test", state, 11, false)
+		d := h.gh.deployment(c1, "test")
+		_ = h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop,
+			Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "test", Payload: mustJSON(t, d.payload)}, Status: st})
+	}
+	fail = 0
+	d := h.gh.deployment(c1, "test")
+	h.deliver(c1, "test", d.statuses[len(d.statuses)-1])
+	if last := d.statuses[len(d.statuses)-1]; last.State != pipeline.DeploymentSuccess || len(h.gh.written) != 0 {
+		t.Errorf("newest status on GitHub %s; lastmile wrote %+v; want the re-run's success, nothing written", last.State, h.gh.written)
+	}
+	if got := h.ledgerState(c1, "test"); got != pipeline.DeploymentSuccess {
+		t.Errorf("ledger: test is %s, want success", got)
+	}
+	if got := h.deploymentsCounted(); got["test/failure"] != 0 || got["test/success"] != 1 {
+		t.Errorf("deployments counted %v, want one success", got)
+	}
+	if h.gh.deployment(c1, "staging") == nil {
+		t.Error("staging was not deployed after the re-run's success")
 	}
 }

@@ -236,12 +236,19 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 			stale = newer > 0
 		}
 		if !stale {
+			// The end lastmile owes for a run that ended without one
+			// (failure, error) is moot once GitHub has an end of the
+			// deployment, or a start made after that run ended (a re-run
+			// deploys it, and reports its own end): written after them, it
+			// would be the newest status, over the re-run's.
+			moot := s.GitHubID != 0 && !s.ByLastmile && (s.State == pipeline.DeploymentSuccess || s.State == pipeline.DeploymentFailure || s.State == pipeline.DeploymentError ||
+				s.State == pipeline.DeploymentInProgress && !d.NotifyAt.IsZero() && at.After(d.NotifyAt))
 			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?,
 				log_url = CASE WHEN ? != '' THEN ? ELSE log_url END,
 				environment_url = CASE WHEN ? != '' THEN ? ELSE environment_url END,
-				notify = CASE WHEN notify = ? THEN '' ELSE notify END,
+				notify = CASE WHEN notify = ? THEN '' WHEN ? AND notify IN ('failure', 'error') THEN '' ELSE notify END,
 				reason = CASE WHEN ? = 'success' THEN '' WHEN ? IN ('failure', 'error', 'inactive') AND ? != '' THEN ? ELSE reason END
-				WHERE id = ?`, string(s.State), s.LogURL, s.LogURL, s.EnvironmentURL, s.EnvironmentURL, string(s.State),
+				WHERE id = ?`, string(s.State), s.LogURL, s.LogURL, s.EnvironmentURL, s.EnvironmentURL, string(s.State), moot,
 				string(s.State), string(s.State), s.Description, s.Description, d.ID)
 			if err != nil {
 				return err
