@@ -93,7 +93,11 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	} else if !slices.Contains(ids, releaseID) {
 		return nil, fmt.Errorf("%s@%s: %w: release #%d is not a release of that commit", repository, sha, pipeline.ErrNotFound, releaseID)
 	}
-	rec, err := db.auditRecord(ctx, tx, repoID, releaseID)
+	brought := "" // the commit asked about, when the release brought it
+	if !head {
+		brought = commit
+	}
+	rec, err := db.auditRecord(ctx, tx, repoID, releaseID, brought)
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +119,11 @@ func queryColumn[T any](ctx context.Context, q querier, query string, args ...an
 	return queryRows(ctx, q, func(rows *sql.Rows, v *T) error { return rows.Scan(v) }, query, args...)
 }
 
-// auditRecord reads the record of release id (of repository repoID).
-func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64) (*pipeline.AuditRecord, error) {
+// auditRecord reads the record of release id (of repository repoID); with
+// brought, a commit the release brought, also the deployments of that
+// commit lastmile did not make and the protection-rule decisions about it
+// (a deployment of it made by hand), which no release of its own holds.
+func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, brought string) (*pipeline.AuditRecord, error) {
 	// found: the releases of its head commit, newest first.
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
 		WHERE r.repository_id = ? AND r.sha = (SELECT sha FROM releases WHERE id = ?) ORDER BY r.id DESC`, repoID, id)
@@ -150,9 +157,13 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64) (*p
 	if rec.Commits, err = releaseCommits(ctx, tx, rel.ID); err != nil {
 		return nil, err
 	}
+	about := rel.SHA // the commits whose unlinked deployments and decisions belong here
+	if brought != "" {
+		about = brought
+	}
 	deps, err := queryDeployments(ctx, tx, `WHERE d.repository_id = ? AND (d.release_id = ?
-		OR (d.release_id IS NULL AND d.sha = ? AND d.created_at >= ? AND d.created_at < ?)) ORDER BY d.id`,
-		repoID, rel.ID, rel.SHA, from, until)
+		OR (d.release_id IS NULL AND d.sha IN (?, ?) AND d.created_at >= ? AND d.created_at < ?)) ORDER BY d.id`,
+		repoID, rel.ID, rel.SHA, about, from, until)
 	if err != nil {
 		return nil, err
 	}
@@ -189,8 +200,8 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64) (*p
 		return nil, err
 	}
 	prows, err := tx.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
-		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND decided_at >= ? AND decided_at < ? ORDER BY id`,
-		repoID, rel.SHA, from, until)
+		FROM protection_decisions WHERE repository_id = ? AND sha IN (?, ?) AND decided_at >= ? AND decided_at < ? ORDER BY id`,
+		repoID, rel.SHA, about, from, until)
 	if err != nil {
 		return nil, err
 	}
