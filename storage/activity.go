@@ -124,8 +124,12 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			}
 			// A rejection delivered after a re-run of the job, approved
 			// then, succeeded is the first attempt's: the deployment stands
-			// as the success, not as rejected, in the record.
-			if rv.Action == pipeline.ReviewRejected && dep != nil && dep.State != pipeline.DeploymentSuccess {
+			// as the success, not as rejected, in the record. One of a job
+			// whose deployment lastmile had withdrawn (inactive: superseded)
+			// is kept as a review; the deployment's why stays the
+			// withdrawal.
+			if rv.Action == pipeline.ReviewRejected && dep != nil && dep.State != pipeline.DeploymentSuccess &&
+				dep.State != pipeline.DeploymentInactive {
 				reason := "rejected by " + rv.Actor
 				if rv.Comment != "" {
 					reason += ": " + rv.Comment
