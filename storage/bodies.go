@@ -32,14 +32,15 @@ const minPackedBody = 128
 // allocate it.
 const maxUnpackedBody = 32 << 20
 
-var (
-	castagnoli = crc32.MakeTable(crc32.Castagnoli)
-	// Snappy's chunks hold at most 64 KB.
-	unpackers = sync.Pool{New: func() any { return s2.NewReader(nil, s2.ReaderMaxBlockSize(maxChunk)) }}
-)
-
 // maxChunk is the most data one chunk of the framing format holds.
 const maxChunk = 64 << 10
+
+var (
+	// castagnoli is CRC-32C's table: the format's checksum.
+	castagnoli = crc32.MakeTable(crc32.Castagnoli)
+	// unpackers read compressed bodies, chunks of maxChunk at most.
+	unpackers = sync.Pool{New: func() any { return s2.NewReader(nil, s2.ReaderMaxBlockSize(maxChunk)) }}
+)
 
 // packBody returns the form in which body is kept: compressed when that
 // halves it at least (GitHub's JSON keeps a third or less), as received
