@@ -316,9 +316,11 @@ var ErrFlags = errors.New("invalid flags")
 // (flags win). It returns every problem at once, joined, the command
 // line's among them.
 func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
+	// The usage is printed for help asked for only: a wrong flag is one
+	// of the problems listed, which the whole table would bury.
 	fs := flag.NewFlagSet("lastmile serve", flag.ContinueOnError)
-	fs.SetOutput(usage)
-	fs.Usage = func() { PrintServeUsage(usage) }
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	values := map[string]*string{}
 	for _, s := range settings {
 		values[s.flag] = fs.String(s.flag, "", s.help)
@@ -327,9 +329,10 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	err := fs.Parse(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+		PrintServeUsage(usage)
 		return nil, err
 	case err != nil:
-		problems = append(problems, err) // the flag package has printed it, with the usage
+		problems = append(problems, err)
 	case fs.NArg() > 0:
 		problems = append(problems, strayArguments(fs.Args(), flagsNamed(args)))
 	}

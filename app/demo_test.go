@@ -220,3 +220,40 @@ func shellArgs(t *testing.T, line string) []string {
 	}
 	return args
 }
+
+// TestDemoSaysWhyTheReleaseStopped runs the demo where its deploy step
+// cannot work: without bash it refuses to start, saying so; with a bash
+// that fails every command, the release stops in test and the demo says
+// why, with the record's commands, instead of waiting out its minute.
+func TestDemoSaysWhyTheReleaseStopped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	empty := t.TempDir()
+	t.Setenv("PATH", empty)
+	dir := filepath.Join(t.TempDir(), "demo")
+	var out, errOut strings.Builder
+	if code := Main(ctx, []string{"demo", "--dir", dir}, func(string) string { return "" }, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "runs its command with bash") {
+		t.Errorf("demo without bash exited %d, want an error that says bash is needed:\n%s%s", code, out.String(), errOut.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "lastmile.db")); err == nil {
+		t.Errorf("demo without bash made a database before refusing")
+	}
+
+	failing := filepath.Join(empty, "bash")
+	if err := os.WriteFile(failing, []byte("#!/bin/sh\necho 'no deploy today' >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errOut.Reset()
+	code := Main(ctx, []string{"demo", "--dir", dir}, func(string) string { return "" }, &out, &errOut)
+	if code == 0 {
+		t.Fatalf("demo with a failing deploy exited 0:\n%s", out.String())
+	}
+	if msg := errOut.String(); !strings.Contains(msg, "did not reach production: deployment to test ended in failure") || strings.Contains(msg, "within a minute") {
+		t.Errorf("demo with a failing deploy said\n%s\nwant the release's stop reason", msg)
+	}
+	text := out.String()
+	if !strings.Contains(text, "is stopped") || !strings.Contains(text, " audit --database ") {
+		t.Errorf("demo with a failing deploy printed no stopped release and no audit command:\n%s", text)
+	}
+}
