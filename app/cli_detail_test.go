@@ -3,6 +3,7 @@ package app
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -135,6 +136,14 @@ func TestPrintAuditWithoutEnvironments(t *testing.T) {
 	printAudit(&b, rec)
 	if !strings.Contains(b.String(), "\nEnvironments:\n  production: not reached\n") {
 		t.Errorf("audit of a release with an environment:\n%s", b.String())
+	}
+	// Brought there by a newer release that built on it.
+	at := time.Date(2026, 11, 27, 9, 30, 0, 0, time.UTC)
+	rec.Environments[0].ReachedWith = &pipeline.Arrival{ReleaseID: 2, SHA: "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2", DeploymentID: 77, At: at}
+	b.Reset()
+	printAudit(&b, rec)
+	if want := "  production: not deployed by this release\n    the commit reached it with release #2 (b2b2b2b): deployment 77, succeeded " + when(at) + "\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("audit of a release whose commit a newer one brought lacks %q:\n%s", want, b.String())
 	}
 }
 

@@ -255,7 +255,10 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	}
 	for _, env := range rec.Environments {
 		outcome := string(env.Outcome)
-		if outcome == "" {
+		switch {
+		case outcome == "" && env.ReachedWith != nil:
+			outcome = "not deployed by this release"
+		case outcome == "":
 			outcome = "not reached"
 		}
 		prod := ""
@@ -263,6 +266,10 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 			prod = " [production]"
 		}
 		fmt.Fprintf(w, "  %s%s: %s\n", inline(env.Name), prod, outcome)
+		if a := env.ReachedWith; a != nil {
+			fmt.Fprintf(w, "    the commit reached it with release #%d (%s): deployment %d, succeeded %s\n",
+				a.ReleaseID, shortSHA(a.SHA), a.DeploymentID, when(a.At))
+		}
 		for _, d := range env.Deployments {
 			printDeployment(w, &d)
 		}

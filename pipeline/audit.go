@@ -34,6 +34,22 @@ type EnvironmentRecord struct {
 	// release never reached it).
 	Outcome     DeploymentState    `json:"outcome,omitempty"`
 	Deployments []DeploymentRecord `json:"deployments"`
+	// ReachedWith is, where this release did not succeed itself, the
+	// other release whose successful deployment first brought the commit
+	// there: a newer release built on it (this one superseded, or
+	// stopped, before it got there), or an earlier release of the same
+	// commit. The commit's lead time there is measured to that success.
+	ReachedWith *Arrival `json:"reached_with,omitempty"`
+}
+
+// Arrival is another release's successful deployment that brought a
+// commit to an environment.
+type Arrival struct {
+	ReleaseID int64  `json:"release_id"`
+	SHA       string `json:"sha"` // that release's commit
+	// DeploymentID is GitHub's ID of that deployment.
+	DeploymentID int64     `json:"deployment_id"`
+	At           time.Time `json:"at"` // its success
 }
 
 // DeploymentRecord is one deployment with everything that happened to it.

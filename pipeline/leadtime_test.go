@@ -581,3 +581,54 @@ func TestBaselineHistoryNeverCountsThroughALaterComparison(t *testing.T) {
 	h.promote(c2, 40, "test", "staging", "production")
 	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 1, "production": 1}, " by the roll-forward to c2 (c2 alone: c1 reached them before, h11..h50 are the baseline's history)")
 }
+
+// A commit whose own release did not get to an environment — superseded
+// by a newer release that built on it, or stopped by a failure before a
+// newer release carried it on — reached it with that newer release's
+// success: its audit record says which, where its lead time is measured
+// to, instead of leaving the environment as never reached.
+func TestAuditSaysWhichReleaseBroughtTheCommit(t *testing.T) {
+	ctx := context.Background()
+	for _, stop := range []string{"superseded in staging", "failed in staging"} {
+		t.Run(stop, func(t *testing.T) {
+			h := newHarness(t, c0, c1, c2)
+			h.mustPush(c0, c1, false)
+			h.status(c1, "test", pipeline.DeploymentSuccess, 10, true)
+			if stop == "failed in staging" {
+				h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+			}
+			h.release(c1, c2, 20, "test", "staging", "production")
+			rec, err := h.db.Audit(ctx, "acme/shop", c1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			newer, err := h.db.Audit(ctx, "acme/shop", c2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, env := range rec.Environments {
+				mine := newer.Environments[i]
+				switch {
+				case env.Outcome == pipeline.DeploymentSuccess:
+					if env.Name != "test" || env.ReachedWith != nil {
+						t.Errorf("c1's release succeeded in %s, reached with %+v; want test only, its own", env.Name, env.ReachedWith)
+					}
+				case env.ReachedWith == nil:
+					t.Errorf("c1 in %s: outcome %q and no release that brought it; c2's release did", env.Name, env.Outcome)
+				default:
+					d := mine.Deployments[0]
+					want := pipeline.Arrival{ReleaseID: newer.Release.ID, SHA: c2, DeploymentID: d.GitHubID, At: d.SucceededAt}
+					if got := *env.ReachedWith; got.ReleaseID != want.ReleaseID || got.SHA != want.SHA || got.DeploymentID != want.DeploymentID || !got.At.Equal(want.At) {
+						t.Errorf("c1 in %s reached with %+v, want c2's success %+v", env.Name, got, want)
+					}
+				}
+			}
+			// c2's own record: its own successes, no other release's.
+			for _, env := range newer.Environments {
+				if env.Outcome != pipeline.DeploymentSuccess || env.ReachedWith != nil {
+					t.Errorf("c2 in %s: outcome %q, reached with %+v; want its own success", env.Name, env.Outcome, env.ReachedWith)
+				}
+			}
+		})
+	}
+}

@@ -196,6 +196,13 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, bro
 			}
 		}
 	}
+	for i := range rec.Environments {
+		if env := &rec.Environments[i]; env.Outcome != pipeline.DeploymentSuccess {
+			if env.ReachedWith, err = reachedWith(ctx, tx, repoID, rel.ID, env.Name, about); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if rec.Waiting, err = waitingBehind(ctx, tx, repoID, rel, rec.Environments, db.Now()); err != nil {
 		return nil, err
 	}
@@ -216,6 +223,26 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, bro
 		rec.ProtectionDecisions = append(rec.ProtectionDecisions, p)
 	}
 	return rec, prows.Err()
+}
+
+// reachedWith is the successful deployment of a release other than
+// releaseID that first brought sha to the environment (the one its lead
+// time there is measured to: see environment_commits), or nil.
+func reachedWith(ctx context.Context, q querier, repoID, releaseID int64, environment, sha string) (*pipeline.Arrival, error) {
+	var a pipeline.Arrival
+	var at int64
+	err := q.QueryRowContext(ctx, `SELECT r.id, r.sha, COALESCE(d.github_id, 0), ec.reached_at
+		FROM environment_commits ec JOIN deployments d ON d.id = ec.deployment_id JOIN releases r ON r.id = d.release_id
+		WHERE ec.repository_id = ? AND ec.environment = ? AND ec.sha = ? AND r.id != ?`,
+		repoID, environment, sha, releaseID).Scan(&a.ReleaseID, &a.SHA, &a.DeploymentID, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.At = fromMillis(at)
+	return &a, nil
 }
 
 // waitingBehind says why an active release has no deployment yet in the
