@@ -62,14 +62,19 @@ type Config struct {
 // and fragment, any of which may hold a credential, replaced by REDACTED,
 // whether or not u parses: for logs and error messages. A URL that does
 // not parse (a password holding '/', '?' or '#' breaks it) is redacted up
-// to its last '@'.
+// to its last '@', and so is one without "://" (a typo such as
+// "https:/user:password@host" or "//user:password@host" parses, its
+// authority not where a URL's is).
 func redactURL(u string) string {
 	prefix, rest := "", u
-	if scheme, after, ok := strings.Cut(u, "://"); ok {
+	scheme, after, hasScheme := strings.Cut(u, "://")
+	if hasScheme {
 		prefix, rest = scheme+"://", after
 	}
 	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 && hasScheme {
+		authority = rest[:i]
+	} else if i := strings.IndexAny(rest, "?#"); i >= 0 {
 		authority = rest[:i]
 	}
 	at := strings.LastIndex(authority, "@")
@@ -237,6 +242,12 @@ func DefaultConfig() *Config {
 // host, and nothing that does not belong there (credentials, which would
 // be logged, a query or a fragment).
 func checkGitHubURL(v string) error {
+	return checkRootURL(v, "the API root")
+}
+
+// checkRootURL accepts an http(s) URL with a host and no user information,
+// query nor fragment: what, the root of one of GitHub's sites.
+func checkRootURL(v, what string) error {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return fmt.Errorf("%q is not an http(s) URL with a host", redactURL(v))
@@ -254,9 +265,9 @@ func checkGitHubURL(v string) error {
 	if len(wrong) > 0 {
 		why := ""
 		if u.User != nil {
-			why = ": lastmile authenticates to GitHub as the App, and the URL is logged"
+			why = ": lastmile needs no credentials in it (it authenticates as the App), and the URL is printed and logged"
 		}
-		return fmt.Errorf("%q must be the API root alone, without %s%s", redactURL(v), strings.Join(wrong, ", nor "), why)
+		return fmt.Errorf("%q must be %s alone, without %s%s", redactURL(v), what, strings.Join(wrong, ", nor "), why)
 	}
 	return nil
 }

@@ -26,6 +26,11 @@ func TestRedactURL(t *testing.T) {
 		"https://user:pa?ss@ghe.example.com/":                        "https://REDACTED@ghe.example.com/",
 		"https://user:pa#ss@ghe.example.com/":                        "https://REDACTED@ghe.example.com/",
 		"":                                                           "",
+		// Typos that parse, their authority elsewhere.
+		"//user:hunter2@ghe.example.com":         "REDACTED@ghe.example.com",
+		"https:/user:hunter2@ghe.example.com":    "REDACTED@ghe.example.com",
+		"https//user:hunter2@ghe.example.com/x":  "REDACTED@ghe.example.com/x",
+		"https:user:hunter2@ghe.example.com?a=b": "REDACTED@ghe.example.com?REDACTED",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)

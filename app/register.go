@@ -92,6 +92,11 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	if u, _ := url.Parse(*webhookURL); u.Scheme != "https" {
 		fmt.Fprintln(stderr, "lastmile register: warning: --webhook-url is not https: GitHub will send the deliveries unencrypted")
 	}
+	// The page's form posts there, and it is printed.
+	if err := checkRootURL(*webURL, "GitHub's web root"); err != nil {
+		fmt.Fprintf(stderr, "lastmile register: --github: %v\n", err)
+		return errUsage
+	}
 	// A --github other than github.com is a GitHub Enterprise Server: its
 	// API is under /api/v3/, and it keeps deliveries longer.
 	w, err := url.Parse(*webURL)

@@ -283,6 +283,24 @@ func TestRegisterRefusesAGitHubURLServeWouldRefuse(t *testing.T) {
 	}
 }
 
+// So is a --github (the web root the page's form posts to, printed) with
+// credentials, a query or no host: it is not put in the page, nor echoed
+// with its password, and the error names --github, not the API URL made
+// from it.
+func TestRegisterRefusesABadGitHubWebRoot(t *testing.T) {
+	for _, u := range []string{"https://admin:hunter2@ghe.example.com", "//admin:hunter2@ghe.example.com", "https://ghe.example.com/?x=1", "not a url"} {
+		out := t.TempDir()
+		code, stdout, errOut := run(t, "", "register", "--webhook-url", "https://lm.example.com/webhook",
+			"--listen", "127.0.0.1:0", "--out", out, "--github", u)
+		if code != 2 || !strings.Contains(errOut, "--github:") || strings.Contains(errOut, "--github-url") || strings.Contains(errOut+stdout, "hunter2") {
+			t.Errorf("--github %s: exit %d: %s%s", u, code, stdout, errOut)
+		}
+		if files, _ := os.ReadDir(out); len(files) != 0 {
+			t.Errorf("--github %s: %d files written to --out", u, len(files))
+		}
+	}
+}
+
 // An earlier App's key or settings in --out are never overwritten: register
 // refuses before anything is created on GitHub.
 func TestRegisterKeepsAnEarlierAppsFiles(t *testing.T) {
