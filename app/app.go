@@ -233,6 +233,9 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "admin_listen", a.AdminAddr(),
 		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
 	warnSecretWhitespace(a.log, a.cfg.WebhookSecret)
+	if len(a.cfg.IgnoredVariables) > 0 {
+		a.log.Warn("environment variables that are no setting of lastmile serve are ignored", "variables", a.cfg.IgnoredVariables)
+	}
 	serveErr := make(chan error, 2)
 	// At the cap of connections, the idle ones (kept alive, or opened and
 	// silent for 5 s) are let go: net/http closes them when keep-alives

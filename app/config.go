@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -52,6 +53,11 @@ type Config struct {
 	DeployLogMaxBytes  int
 	ContextsTimeout    time.Duration
 	ShutdownTimeout    time.Duration
+
+	// IgnoredVariables are the LASTMILE_ environment variables that are
+	// no setting, nor one misspelled (the Action's LASTMILE_SHA, say):
+	// warned of at start.
+	IgnoredVariables []string
 
 	// Parsed from PrivateKey or PrivateKeyFile by Load. Never encoded: a
 	// JSON log handler would print the private exponent and primes.
@@ -398,10 +404,72 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 			c.Key = key
 		}
 	}
+	misspelled, ignored := unknownVariables(getenv)
+	problems = append(problems, misspelled...)
+	c.IgnoredVariables = ignored
 	if len(problems) > 0 {
 		return nil, &ConfigError{Problems: problems, flags: badFlags}
 	}
 	return c, nil
+}
+
+// environ lists the process's environment, where LoadConfig looks for the
+// LASTMILE_ variables that are no setting.
+var environ = os.Environ
+
+// unknownVariables sorts the LASTMILE_ variables of the environment that
+// getenv sees (and not only environ: a test's getenv sees its own) and
+// that are no setting: one a letter or two from a setting's name is a
+// problem, its setting silently left at its default otherwise
+// (LASTMILE_ADMIN_LISTN would put /metrics and /api on the webhook's
+// address); the others are ignored. Values are never shown.
+func unknownVariables(getenv func(string) string) (misspelled []error, ignored []string) {
+	known := map[string]bool{}
+	for _, s := range settings {
+		known[s.env] = true
+	}
+	seen := map[string]bool{}
+	for _, kv := range environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "LASTMILE_") || known[name] || seen[name] || getenv(name) == "" {
+			continue
+		}
+		seen[name] = true
+		closest, best := "", 3
+		for _, s := range settings {
+			if d := editDistance(name, s.env); d < best {
+				closest, best = s.env, d
+			}
+		}
+		if closest != "" {
+			misspelled = append(misspelled, fmt.Errorf("%s is no setting: did you mean %s?", name, closest))
+		} else {
+			ignored = append(ignored, name)
+		}
+	}
+	slices.Sort(ignored)
+	return misspelled, ignored
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // strayArguments is the problem of the arguments left after the flags.

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -171,7 +172,7 @@ func TestLoadConfigReadsEveryVariable(t *testing.T) {
 		t.Error("the PKCS#8 key file was not parsed into the RSA key")
 	}
 	got.Key = nil
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("config\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -698,5 +699,48 @@ func TestParsePrivateKey(t *testing.T) {
 				t.Error("parsed a different key")
 			}
 		})
+	}
+}
+
+// A LASTMILE_ variable a letter or two from a setting's name is a typo
+// that would leave the setting at its default (LASTMILE_ADMIN_LISTN: the
+// API and /metrics on the webhook's address): a problem, naming the
+// setting meant, never the value. Other LASTMILE_ variables (the Action's,
+// say) are ignored, and listed for the start-up warning.
+func TestLoadConfigRefusesMisspelledVariables(t *testing.T) {
+	t.Setenv("LASTMILE_ADMIN_LISTN", "127.0.0.1:19797")
+	t.Setenv("LASTMILE_API_TOKN", "hunter2hunter2hunter2")
+	t.Setenv("LASTMILE_SHA", "c0ffee")
+	env := validEnv(t)
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+	_, err := app.LoadConfig(nil, getenv, &bytes.Buffer{})
+	var ce *app.ConfigError
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 {
+		t.Fatalf("LoadConfig: %v, want the two misspelled variables as problems", err)
+	}
+	for _, want := range []string{"LASTMILE_ADMIN_LISTN is no setting: did you mean LASTMILE_ADMIN_LISTEN?", "LASTMILE_API_TOKN is no setting: did you mean LASTMILE_API_TOKEN?"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("problems %v lack %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "LASTMILE_SHA") {
+		t.Errorf("problems %v show a value, or the Action's variable", err)
+	}
+
+	// Seen by the process but not by getenv (a test's own environment):
+	// not this configuration's.
+	if _, err := app.LoadConfig(nil, getenvFrom(env), &bytes.Buffer{}); err != nil {
+		t.Errorf("LoadConfig with a getenv that does not see them: %v", err)
+	}
+	os.Unsetenv("LASTMILE_ADMIN_LISTN")
+	os.Unsetenv("LASTMILE_API_TOKN")
+	cfg, err := app.LoadConfig(nil, getenv, &bytes.Buffer{})
+	if err != nil || !slices.Equal(cfg.IgnoredVariables, []string{"LASTMILE_SHA"}) {
+		t.Errorf("LoadConfig: %v, ignored %v; want LASTMILE_SHA ignored", err, cfg)
 	}
 }
