@@ -57,8 +57,8 @@ type App struct {
 	// (Config.AdminListen), when there is one; otherwise http serves them.
 	admin         *http.Server
 	adminListener net.Listener
-	unlock        func() // releases the database lock
-	vacuumHinted  bool   // the sweep said once that the database does not shrink
+	unlock        func(keep bool) // releases the database lock
+	vacuumHinted  bool            // the sweep said once that the database does not shrink
 }
 
 // New binds the listeners, opens the database (applying migrations) and
@@ -87,7 +87,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	}
 	db, err := storage.Open(ctx, cfg.Database)
 	if err != nil {
-		unlock()
+		unlock(false)
 		closeListeners()
 		return nil, err
 	}
@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	clients, err := githubapp.NewClients(cfg.GitHubURL, cfg.AppID, cfg.Key, transport)
 	if err != nil {
 		db.Close()
-		unlock()
+		unlock(true)
 		closeListeners()
 		return nil, err
 	}
@@ -319,7 +319,7 @@ func (a *App) Run(ctx context.Context) error {
 	if cerr := a.db.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close database: %w", cerr))
 	}
-	a.unlock()
+	a.unlock(true)
 	a.log.Info("lastmile stopped")
 	return err
 }

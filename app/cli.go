@@ -475,7 +475,7 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return fmt.Errorf("%w; stop it before lastmile vacuum", err)
 	}
-	defer unlock()
+	defer unlock(true)
 	v, err := db.Vacuum(ctx)
 	if err != nil {
 		return err

@@ -126,6 +126,8 @@ var settings = []setting{
 			}
 			if fi, err := os.Stat(v); err == nil && fi.IsDir() {
 				return fmt.Errorf("%s is a folder: name the database file in it, such as %s", v, filepath.Join(v, "lastmile.db"))
+			} else if err == nil && !fi.Mode().IsRegular() {
+				return fmt.Errorf("%s is not a regular file (a FIFO, a device or a socket): name a database file", v)
 			}
 			c.Database = v
 			return nil

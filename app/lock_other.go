@@ -4,4 +4,4 @@ package app
 
 // lockDatabase does nothing where flock is missing: run one lastmile serve
 // per database.
-func lockDatabase(string) (func(), error) { return func() {}, nil }
+func lockDatabase(string) (func(keep bool), error) { return func(bool) {}, nil }

@@ -385,6 +385,36 @@ func TestASecondProcessReportsTheSameMetrics(t *testing.T) {
 	}
 }
 
+// A start refused for its database (not a lastmile database, written by a
+// newer lastmile, …) leaves nothing beside it: no DB.lock.
+func TestRefusedStartLeavesNoLock(t *testing.T) {
+	sb := sandbox(t, nil)
+	cfg := *sb.Config
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Database = filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(cfg.Database, []byte("not a database, but my notes\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := New(context.Background(), &cfg, Options{}); err == nil {
+		a.db.Close()
+		a.unlock(true)
+		t.Fatal("serve started on a text file")
+	}
+	if _, err := os.Stat(cfg.Database + ".lock"); err == nil {
+		t.Errorf("a refused start left %s.lock behind", cfg.Database)
+	}
+	// The lock of an earlier start stays: it was not this one's to remove.
+	if err := os.WriteFile(cfg.Database+".lock", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(context.Background(), &cfg, Options{}); err == nil {
+		t.Fatal("serve started on a text file")
+	}
+	if _, err := os.Stat(cfg.Database + ".lock"); err != nil {
+		t.Errorf("a refused start removed a lock it did not create: %v", err)
+	}
+}
+
 func TestOneServePerDatabase(t *testing.T) {
 	sb := sandbox(t, nil)
 	cfg := *sb.Config
@@ -408,7 +438,7 @@ func TestOneServePerDatabase(t *testing.T) {
 		second, err := New(context.Background(), &cfg, Options{})
 		if err == nil {
 			second.db.Close()
-			second.unlock()
+			second.unlock(true)
 			t.Errorf("a second serve on the same database through %s started", path)
 		} else if !strings.Contains(err.Error(), "another lastmile serve is using") {
 			t.Errorf("a second serve through %s: %v", path, err)
@@ -428,7 +458,7 @@ func TestOneServePerDatabase(t *testing.T) {
 	if _, err := lockDatabase(filepath.Join(data, "lastmile.db")); err == nil {
 		t.Error("a second lock on a database through its real path, the first taken through a link made before the file")
 	}
-	unlock()
+	unlock(true)
 	// A relative link going up (..) from a folder that is itself a link:
 	// up from where that folder really is, as the kernel goes.
 	real := t.TempDir()
@@ -454,7 +484,7 @@ func TestOneServePerDatabase(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), filepath.Join(real, "disk/db/lastmile.db.lock")) {
 		t.Errorf("a second lock through the real path: %v; want refused, naming the lock held", err)
 	}
-	unlock()
+	unlock(true)
 	// The read commands still work beside it.
 	if code, out, errOut := run(t, sb.Config.Database, "history"); code != 0 {
 		t.Errorf("history beside a running serve: exit %d %s%s", code, out, errOut)

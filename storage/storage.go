@@ -77,6 +77,10 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	// -shm files the database's mode), whatever the umask.
 	// (Created through a symbolic link too — even one to a file not there
 	// yet —, which O_EXCL would not follow.)
+	// Not a FIFO, which the open would wait on for a writer, forever.
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, notAFile(path, fi)
+	}
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
@@ -720,8 +724,8 @@ func readOnlyDSN(path string) string {
 func checkExisting(ctx context.Context, path string) error {
 	if fi, err := os.Stat(path); err != nil {
 		return fmt.Errorf("database %s: %w (set LASTMILE_DATABASE or --database)", path, errors.Unwrap(err))
-	} else if fi.IsDir() {
-		return fmt.Errorf("database %s: a folder, not a database file (set LASTMILE_DATABASE or --database)", path)
+	} else if !fi.Mode().IsRegular() {
+		return notAFile(path, fi)
 	} else if err := oneName(path, fi); err != nil {
 		return err
 	}
@@ -729,6 +733,16 @@ func checkExisting(ctx context.Context, path string) error {
 		return fmt.Errorf("database %s: %w", path, err)
 	}
 	return nil
+}
+
+// notAFile is the refusal of a database path that names no regular file: a
+// folder, or a FIFO, a device or a socket.
+func notAFile(path string, fi os.FileInfo) error {
+	what := "not a regular file (a FIFO, a device or a socket)"
+	if fi.IsDir() {
+		what = "a folder"
+	}
+	return fmt.Errorf("database %s: %s, not a database file (set LASTMILE_DATABASE or --database)", path, what)
 }
 
 // newerDatabase is the refusal of a database that a newer lastmile
