@@ -411,13 +411,13 @@ func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 		// The setting applies at the VACUUM on the same connection.
 		for _, stmt := range []string{"PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"} {
 			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				return v, fmt.Errorf("%s: %w", stmt, err)
+				return v, db.writeErr(fmt.Errorf("%s: %w", stmt, err))
 			}
 		}
 		v.Converted = true
 	case "incremental":
 		if _, err := conn.ExecContext(ctx, "PRAGMA incremental_vacuum"); err != nil {
-			return v, fmt.Errorf("PRAGMA incremental_vacuum: %w", err)
+			return v, db.writeErr(fmt.Errorf("PRAGMA incremental_vacuum: %w", err))
 		}
 	}
 	// A reader holds the checkpoint back for as long as it reads: waited

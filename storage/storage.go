@@ -143,7 +143,18 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	if last > 0 {
 		if err := db.migrate(ctx, last); err != nil {
 			write.Close()
-			return nil, fmt.Errorf("migrate database %s: %w", path, err)
+			return nil, fmt.Errorf("migrate database %s: %w", path, db.writeErr(err))
+		}
+		// SQLite opens a file it may not write read-only, and says so at
+		// the first write only: at start, not at the first delivery,
+		// answered 503 by a process that said it was ready.
+		if _, err := write.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('opened_at', ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+			write.Close()
+			if werr := db.writeErr(err); werr != err {
+				return nil, werr
+			}
+			return nil, fmt.Errorf("open database %s: %w", path, err)
 		}
 	}
 	read, err := sql.Open("sqlite", dsn(url.Values{"_pragma": {"query_only(1)"}}))
@@ -348,7 +359,8 @@ func (db *DB) exec(ctx context.Context, query string, args ...any) (sql.Result, 
 	if err != nil {
 		return nil, err
 	}
-	return st.ExecContext(ctx, args...)
+	res, err := st.ExecContext(ctx, args...)
+	return res, db.writeErr(err)
 }
 
 // queryRow is db.read.QueryRowContext through a prepared statement.
@@ -598,7 +610,17 @@ func (db *DB) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	return db.writeTx(ctx, true, fn)
 }
 
-func (db *DB) writeTx(ctx context.Context, durable bool, fn func(tx *sql.Tx) error) error {
+// writeErr is err saying which database cannot be written, and where to
+// look, when SQLite refused a write because it opened the file read-only.
+func (db *DB) writeErr(err error) error {
+	if err != nil && sqliteCode(err)&0xff == sqlite3.SQLITE_READONLY {
+		return fmt.Errorf("database %s cannot be written: lastmile's user must be able to write the file, its -wal and -shm files beside it, and their folder (%w)", db.path, err)
+	}
+	return err
+}
+
+func (db *DB) writeTx(ctx context.Context, durable bool, fn func(tx *sql.Tx) error) (err error) {
+	defer func() { err = db.writeErr(err) }()
 	// The one write connection, held for the whole transaction, so the
 	// synchronous setting applies to this commit only.
 	conn, err := db.writeConn(ctx)
@@ -728,6 +750,13 @@ func checkExisting(ctx context.Context, path string) error {
 		return notAFile(path, fi)
 	} else if err := oneName(path, fi); err != nil {
 		return err
+	}
+	// SQLite says only "unable to open database file" of a file this user
+	// may not read.
+	if f, err := os.Open(path); err != nil {
+		return fmt.Errorf("database %s: %w: run the command as the user lastmile serve runs as (sudo -u USER …), or with read access to the file and its folder", path, errors.Unwrap(err))
+	} else {
+		f.Close()
 	}
 	if err := checkSchema(ctx, path); err != nil {
 		return fmt.Errorf("database %s: %w", path, err)
