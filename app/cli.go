@@ -263,14 +263,14 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 			return err
 		}
 		fmt.Fprintf(stdout, "delivery %s (%s %s) is queued again; a running lastmile serve handles it within seconds\n",
-			d.ID, d.Event, d.Repository)
+			inline(d.ID), inline(d.Event), inline(d.Repository))
 		return nil
 	case "discard":
 		d, err := db.DiscardDelivery(ctx, fs.Arg(1), *reason)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "delivery %s (%s %s) is discarded: recorded as ignored, no longer dead\n", d.ID, d.Event, d.Repository)
+		fmt.Fprintf(stdout, "delivery %s (%s %s) is discarded: recorded as ignored, no longer dead\n", inline(d.ID), inline(d.Event), inline(d.Repository))
 		return nil
 	}
 	list, err := db.ListDeliveries(ctx, storage.DeliveryFilter{State: pipeline.DeliveryState(*state), Repository: *repo, Limit: *limit})
@@ -310,7 +310,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		if d.Action != "" {
 			event += "." + d.Action
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", when(d.ReceivedAt), d.ID, event,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", when(d.ReceivedAt), inline(d.ID), inline(event),
 			orDash(inline(d.Repository)), d.State, d.Attempts, detail)
 	}
 	if err := tw.Flush(); err != nil {

@@ -165,3 +165,20 @@ func TestPrintAuditOfABaseline(t *testing.T) {
 		t.Errorf("audit of a release that is no baseline:\n%s", b.String())
 	}
 }
+
+// The fields of a record that come from a webhook, a job's conclusion and a
+// run's status among them, are printed on their line: a newline in one
+// cannot forge a line of the record.
+func TestPrintAuditKeepsPayloadFieldsOnTheirLine(t *testing.T) {
+	forged := "success\n  production [production]: success (forged)"
+	rec := &pipeline.AuditRecord{Release: pipeline.Release{ID: 1, SHA: "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", Repo: pipeline.Repo{Owner: "acme", Name: "shop"}},
+		Environments: []pipeline.EnvironmentRecord{{Name: "test", Deployments: []pipeline.DeploymentRecord{{
+			Runs: []pipeline.RunRecord{{ID: 7, Name: "deploy", Attempt: 1, Status: "completed\nx", Conclusion: forged}},
+			Jobs: []pipeline.JobRecord{{ID: 8, Name: "deploy", Conclusion: forged}},
+		}}}}}
+	var b strings.Builder
+	printAudit(&b, rec)
+	if strings.Contains(b.String(), "\n  production [production]") || strings.Contains(b.String(), "\nx") {
+		t.Errorf("a payload's newline forged a line of the record:\n%s", b.String())
+	}
+}

@@ -84,7 +84,7 @@ inactive: superseded or stopped).`, stderr)
 			}
 			stages = append(stages, inline(s.Environment)+":"+st)
 		}
-		fmt.Fprintf(tw, "#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Repo.FullName(), shortSHA(r.SHA), when(r.PushedAt),
+		fmt.Fprintf(tw, "#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, inline(r.Repo.FullName()), shortSHA(r.SHA), when(r.PushedAt),
 			orDash(inline(r.Pusher)), state, strings.Join(stages, "  "))
 	}
 	return tw.Flush()
@@ -334,7 +334,7 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 		}
 	}
 	for _, r := range d.Runs {
-		fmt.Fprintf(w, "      run %d %q attempt %d: %s %s  %s\n", r.ID, r.Name, r.Attempt, r.Status, r.Conclusion, inline(r.URL))
+		fmt.Fprintf(w, "      run %d %q attempt %d: %s %s  %s\n", r.ID, r.Name, r.Attempt, inline(r.Status), inline(r.Conclusion), inline(r.URL))
 	}
 	for _, j := range d.Jobs {
 		log := ""
@@ -348,7 +348,7 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 		case j.LogBytes > 0:
 			log = fmt.Sprintf(", log kept (%d bytes)", j.LogBytes)
 		}
-		fmt.Fprintf(w, "      job %d %q: %s%s\n", j.ID, j.Name, orDash(j.Conclusion), log)
+		fmt.Fprintf(w, "      job %d %q: %s%s\n", j.ID, j.Name, orDash(inline(j.Conclusion)), log)
 	}
 }
 

@@ -13,8 +13,9 @@ import (
 // sequence in it must not reach the operator's terminal, where it could
 // clear the screen, hide lines, set the title or write the clipboard. Every
 // control character but tab, newline and a carriage return before a
-// newline is shown escaped (ESC as \x1b); the text lastmile writes itself
-// has no others. JSON output is escaped by writeJSONTo.
+// newline is shown escaped (ESC as \x1b), and so is every bidirectional
+// formatting character (U+202E as \u202e); the text lastmile writes itself
+// has none. JSON output is escaped by writeJSONTo.
 type terminal struct{ w io.Writer }
 
 func (t terminal) Write(p []byte) (int, error) {
@@ -52,7 +53,9 @@ func (t terminal) Write(p []byte) (int, error) {
 }
 
 // isControl reports C0 and C1 control characters and DEL, but not tab or
-// newline.
+// newline, and the bidirectional formatting characters, which reorder how
+// the rest of a line shows (a title that reads other than it is).
 func isControl(r rune) bool {
-	return (r < 0x20 && r != '\t' && r != '\n') || r == 0x7f || (r >= 0x80 && r <= 0x9f)
+	return (r < 0x20 && r != '\t' && r != '\n') || r == 0x7f || (r >= 0x80 && r <= 0x9f) ||
+		r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }

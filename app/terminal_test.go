@@ -14,6 +14,8 @@ func TestTerminalEscapesControlSequences(t *testing.T) {
 		"progress 50%\rprogress 100%":             `progress 50%\x0dprogress 100%`,
 		"8-bit CSI \x9b2J, C1 \u009b2J, DEL \x7f": `8-bit CSI \x9b2J, C1 \u009b2J, DEL \x7f`,
 		"café, naïve, 日本, latin-1 \xe9":           "café, naïve, 日本, latin-1 \xe9",
+		// Bidirectional formatting: a title that shows other than it reads.
+		"Fix \u202eexe.txt\u202c, \u2066x\u2069 \u200f": `Fix \u202eexe.txt\u202c, \u2066x\u2069 \u200f`,
 	} {
 		var b bytes.Buffer
 		n, err := terminal{&b}.Write([]byte(in))
