@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
@@ -377,6 +378,18 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		v, from := getenv(s.env), s.env
 		if explicit[s.flag] {
 			v, from = *values[s.flag], "--"+s.flag
+			// A flag given no value takes the next one's as its own
+			// (--webhook-secret --api-token=…): never a setting's value.
+			if name, ok := strings.CutPrefix(v, "-"); ok {
+				name, _, _ = strings.Cut(strings.TrimPrefix(name, "-"), "=")
+				if _, isFlag := values[name]; isFlag {
+					problems = append(problems, fmt.Errorf("--%s has no value: the flag after it (--%s) was taken as its value; give it one (--%s=VALUE)", s.flag, name, s.flag))
+					continue
+				}
+			}
+		} else if other, ok := keyCounterpart[s.flag]; ok && explicit[other] {
+			// The key's flag wins over the environment's key, either way.
+			continue
 		}
 		if v == "" {
 			if s.required {
@@ -414,6 +427,9 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	}
 	return c, nil
 }
+
+// keyCounterpart pairs the two ways of giving the App's key (flags).
+var keyCounterpart = map[string]string{"private-key": "private-key-file", "private-key-file": "private-key"}
 
 // environ lists the process's environment, where LoadConfig looks for the
 // LASTMILE_ variables that are no setting.
@@ -544,6 +560,10 @@ func (c *Config) loadKey() (*rsa.PrivateKey, error) {
 		return nil, errors.New("LASTMILE_PRIVATE_KEY_FILE or LASTMILE_PRIVATE_KEY is required (the App's PEM private key)")
 	}
 	key, err := ParsePrivateKey(pemBytes)
+	if err != nil && bytes.Contains(pemBytes, []byte(`\n`)) && !bytes.Contains(pemBytes, []byte("\n")) {
+		// As some .env files and CI secret stores write a key.
+		return nil, fmt.Errorf("%s: %w: it holds \\n escapes where its line breaks go; give it its real line breaks (a quoted multi-line value), or put it in a file for LASTMILE_PRIVATE_KEY_FILE", source, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}

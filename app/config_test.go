@@ -744,3 +744,53 @@ func TestLoadConfigRefusesMisspelledVariables(t *testing.T) {
 		t.Errorf("LoadConfig: %v, ignored %v; want LASTMILE_SHA ignored", err, cfg)
 	}
 }
+
+// A flag given no value takes the next flag as its value: refused, naming
+// both flags, never showing the value (a secret's, here the API token).
+func TestLoadConfigRefusesAFlagAsAValue(t *testing.T) {
+	for _, args := range [][]string{
+		{"--webhook-secret", "--api-token=hunter2hunter2hunter2"},
+		{"--webhook-secret", "-api-token", "hunter2hunter2hunter2"},
+		{"--listen", "--admin-listen=127.0.0.1:9797"},
+	} {
+		_, _, err := load(t, validEnv(t), args...)
+		if err == nil || !strings.Contains(err.Error(), args[0]+" has no value") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: %v, want %s refused as given no value, the value not shown", args, err, args[0])
+		}
+	}
+	// A value that starts with a dash but names no flag is a value.
+	cfg, _, err := load(t, validEnv(t), "--webhook-secret", "-not-a-flag-secret")
+	if err != nil || cfg.WebhookSecret.Reveal() != "-not-a-flag-secret" {
+		t.Errorf("a secret that starts with a dash: %v", err)
+	}
+}
+
+// Flags win over the environment for the App's key too: a key flag
+// replaces the environment's key, given either way, instead of both being
+// "set". A key whose line breaks were written as \n escapes says so.
+func TestLoadConfigKeyFlagWinsOverTheEnvironment(t *testing.T) {
+	k := keys(t)
+	file := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(file, []byte(k.pkcs1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := validEnv(t)
+	env["LASTMILE_PRIVATE_KEY"] = "not the key"
+	cfg, _, err := load(t, env, "--private-key-file", file)
+	if err != nil || !cfg.Key.Equal(k.rsa) {
+		t.Errorf("--private-key-file beside LASTMILE_PRIVATE_KEY: %v", err)
+	}
+	env = validEnv(t)
+	delete(env, "LASTMILE_PRIVATE_KEY")
+	env["LASTMILE_PRIVATE_KEY_FILE"] = filepath.Join(t.TempDir(), "gone.pem")
+	cfg, _, err = load(t, env, "--private-key", k.pkcs1)
+	if err != nil || !cfg.Key.Equal(k.rsa) {
+		t.Errorf("--private-key beside LASTMILE_PRIVATE_KEY_FILE: %v", err)
+	}
+
+	env = validEnv(t)
+	env["LASTMILE_PRIVATE_KEY"] = strings.ReplaceAll(strings.TrimSpace(k.pkcs1), "\n", `\n`)
+	if _, _, err := load(t, env); err == nil || !strings.Contains(err.Error(), `holds \n escapes where its line breaks go`) {
+		t.Errorf(`a key with \n escapes: %v`, err)
+	}
+}
