@@ -217,14 +217,6 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	// Usage is checked before the database is opened, so that a wrong
 	// command line is a usage error (exit 2) wherever it runs.
 	action := fs.Arg(0)
-	if *reason != "" && action != "discard" {
-		fmt.Fprintln(stderr, "lastmile deliveries: --reason goes with discard: lastmile deliveries discard ID --reason TEXT")
-		return errUsage
-	}
-	if *asJSON && action != "" {
-		fmt.Fprintf(stderr, "lastmile deliveries: --json goes with the list, not with %s\n", action)
-		return errUsage
-	}
 	if fs.NArg() > 0 {
 		problem := ""
 		switch {
@@ -242,6 +234,14 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 			fs.Usage()
 			return errUsage
 		}
+	}
+	if *reason != "" && action != "discard" {
+		fmt.Fprintln(stderr, "lastmile deliveries: --reason goes with discard: lastmile deliveries discard ID --reason TEXT")
+		return errUsage
+	}
+	if *asJSON && action != "" {
+		fmt.Fprintf(stderr, "lastmile deliveries: --json goes with the list, not with %s\n", action)
+		return errUsage
 	}
 	// The listing reads only: it must neither wait for a busy serve's
 	// writes nor hold them up.

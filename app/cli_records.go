@@ -116,7 +116,7 @@ release's head, but one a release brought (its commits since the release
 before), prints the newest release that brought it, saying so.`, stderr)
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
-	logs := fs.Bool("logs", false, "also print the kept deploy logs")
+	logs := fs.Bool("logs", false, "also print the kept deploy logs (with --json, each in its job's \"log\")")
 	release := fs.Int64("release", 0, "the release to print, by its number `N` (history's RELEASE column shows it as #N); default: the newest")
 	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true, "logs": true}), stdout); err != nil {
 		return err
@@ -154,29 +154,47 @@ before), prints the newest release that brought it, saying so.`, stderr)
 		return err
 	}
 	if *asJSON {
+		if *logs {
+			// Each kept log in its job's "log".
+			keptLogs(rec, func(_ string, j *pipeline.JobRecord) {
+				log, err := db.JobLog(ctx, j.ID)
+				if err != nil {
+					log = []byte(err.Error())
+				}
+				text := string(log)
+				j.Log = &text
+			})
+		}
 		return writeJSONTo(stdout, rec)
 	}
 	stdout = terminal{stdout}
 	printAudit(stdout, rec)
 	if *logs {
-		for _, env := range rec.Environments {
-			for _, d := range env.Deployments {
-				for _, j := range d.Jobs {
-					if j.LogBytes == 0 && !j.LogPruned {
-						continue
-					}
-					fmt.Fprintf(stdout, "\n--- log of job %d (%s) in %s ---\n", j.ID, inline(j.Name), inline(env.Name))
-					log, err := db.JobLog(ctx, j.ID)
-					if err != nil {
-						fmt.Fprintln(stdout, err)
-						continue
-					}
-					stdout.Write(log)
+		keptLogs(rec, func(env string, j *pipeline.JobRecord) {
+			fmt.Fprintf(stdout, "\n--- log of job %d (%s) in %s ---\n", j.ID, inline(j.Name), inline(env))
+			log, err := db.JobLog(ctx, j.ID)
+			if err != nil {
+				fmt.Fprintln(stdout, err)
+				return
+			}
+			stdout.Write(log)
+		})
+	}
+	return nil
+}
+
+// keptLogs calls fn with each job of the record whose log was kept (or
+// pruned: the log says so), and its environment.
+func keptLogs(rec *pipeline.AuditRecord, fn func(env string, j *pipeline.JobRecord)) {
+	for _, env := range rec.Environments {
+		for _, d := range env.Deployments {
+			for i := range d.Jobs {
+				if j := &d.Jobs[i]; j.LogBytes > 0 || j.LogPruned {
+					fn(env.Name, j)
 				}
 			}
 		}
 	}
-	return nil
 }
 
 // checkRepo checks a repository named on the command line (by flag, such

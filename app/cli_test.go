@@ -697,6 +697,11 @@ func TestDeliveriesShowTheCause(t *testing.T) {
 		if code != 2 || stdout != "" || !strings.Contains(stderr, "--json goes with the list") {
 			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 		}
+		// An unknown action is that, whatever flags go with it.
+		code, stdout, stderr = runCLI(t, nil, "deliveries", "--database", path, "--limit", "2", "--json", "extra")
+		if code != 2 || stdout != "" || !strings.Contains(stderr, `unknown action "extra"`) || strings.Contains(stderr, "--json goes with") {
+			t.Errorf("--json with an unknown action: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
 	})
 }
 

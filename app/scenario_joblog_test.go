@@ -78,4 +78,27 @@ func TestAuditShowsTheDeployLogOfAWorkflowOwnedDeployment(t *testing.T) {
 	if i := strings.Index(out, head); code != 0 || i < 0 || !strings.Contains(out[i:], "Deploying "+push.After+" to production") {
 		t.Errorf("audit --logs: exit %d; no log of the production job\n%s%s", code, out, errOut)
 	}
+	if prodJob.Log != nil {
+		t.Errorf("audit --json without --logs holds the log of job %d", prodJob.ID)
+	}
+
+	// --json --logs: each kept log in its job's "log", whole.
+	code, out, errOut = run(t, db, "audit", "--json", "--logs", repo, push.After)
+	var withLogs pipeline.AuditRecord
+	if code != 0 || json.Unmarshal([]byte(out), &withLogs) != nil {
+		t.Fatalf("audit --json --logs: exit %d\n%s%s", code, out, errOut)
+	}
+	found := false
+	for _, env := range withLogs.Environments {
+		for _, d := range env.Deployments {
+			for _, j := range d.Jobs {
+				if j.ID == prodJob.ID {
+					found = j.Log != nil && len(*j.Log) == prodJob.LogBytes && strings.Contains(*j.Log, "Deploying "+push.After+" to production")
+				}
+			}
+		}
+	}
+	if !found {
+		t.Errorf("audit --json --logs: job %d without its whole log (%d bytes)\n%s", prodJob.ID, prodJob.LogBytes, out)
+	}
 }

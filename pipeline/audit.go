@@ -98,6 +98,9 @@ type JobRecord struct {
 	LogTruncated bool `json:"log_truncated,omitempty"`
 	LogPruned    bool `json:"log_pruned,omitempty"`
 	LogMissing   bool `json:"log_missing,omitempty"`
+	// Log is the kept log itself, where it was asked for (lastmile audit
+	// --json --logs); the record alone leaves it out.
+	Log *string `json:"log,omitempty"`
 }
 
 // HistoryEntry is one release in the history listing.
