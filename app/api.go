@@ -93,6 +93,11 @@ func (a *App) apiHistory(c echo.Context) error {
 		return err
 	}
 	f := storage.HistoryFilter{Repository: c.QueryParam("repository"), Environment: c.QueryParam("environment")}
+	if f.Repository != "" {
+		if _, _, err := pipeline.SplitFullName(f.Repository); err != nil {
+			return c.JSON(http.StatusBadRequest, map[string]string{"message": "repository must be OWNER/REPO, as GitHub names it"})
+		}
+	}
 	if s := c.QueryParam("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {

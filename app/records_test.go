@@ -221,6 +221,13 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 			t.Errorf("GET %s: %d %s, want 400 naming what the endpoint takes", q, code, body)
 		}
 	}
+	// A repository that is no OWNER/REPO is refused, as the CLI refuses
+	// it, not answered as one that has no release.
+	for _, repo := range []string{"nope", "acme/shop/x", "acme/"} {
+		if code, body := get("/api/v1/history?repository="+repo, "Bearer "+token); code != http.StatusBadRequest || !strings.Contains(body, "OWNER/REPO") {
+			t.Errorf("GET /api/v1/history?repository=%s: %d %s, want 400", repo, code, body)
+		}
+	}
 	if code, body := request(t, http.MethodHead, sb.URL()+"/api/v1/history", "Bearer "+token); code != http.StatusOK || body != "" {
 		t.Errorf("HEAD /api/v1/history with the token: %d %q, want 200 and no body", code, body)
 	}
