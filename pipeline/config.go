@@ -141,6 +141,9 @@ func ParseConfig(data []byte) (*Config, error) {
 	seen := map[string]listed{} // by name in lower case
 	explicitProd := make([]*bool, len(envs.Content))
 	for i, item := range envs.Content {
+		if item.Kind == yaml.AliasNode {
+			return nil, configErr(item, "an alias (*%s) in environments: write each environment out, once", item.Value)
+		}
 		if item.Kind != yaml.MappingNode {
 			return nil, configErr(item, "each environment must be a mapping with a name, e.g. - name: staging")
 		}
@@ -293,6 +296,11 @@ func validEnvironmentName(s string) error {
 	}
 	if strings.TrimSpace(s) != s {
 		return errors.New("starts or ends with a space")
+	}
+	// Invisible: two names that read the same would be two environments.
+	if i := strings.IndexAny(s, "\u00ad\u180e\u200b\u2060\ufeff"); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return fmt.Errorf("contains the invisible character %U", r)
 	}
 	return nil
 }
