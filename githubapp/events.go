@@ -1,6 +1,7 @@
 package githubapp
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 
@@ -50,8 +51,38 @@ func headProblem(event string, h deliveryHead) string {
 		if _, _, err := pipeline.SplitFullName(h.Repository); err != nil {
 			return "push event: repository.full_name: " + err.Error()
 		}
+		if problem := shaProblem("before", h.Before); problem != "" {
+			return "push event: " + problem
+		}
+		if problem := shaProblem("after", h.After); problem != "" {
+			return "push event: " + problem
+		}
 	}
 	return ""
+}
+
+// shaProblem says why a push's before or after (field) is not what GitHub
+// sends ("" if it is): a commit's full SHA, 40 hex digits (64 in a SHA-256
+// repository), forty zeros for none (before, a branch's creation; after,
+// its deletion). Anything else could only fail at every attempt, the
+// repository's later deliveries waiting behind it.
+func shaProblem(field, sha string) string {
+	if isFullSHA(sha) {
+		return ""
+	}
+	return fmt.Sprintf("%s %.80q is not a commit's full SHA (40 or 64 hex digits)", field, sha)
+}
+
+func isFullSHA(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		if !isHex(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // Handles reports whether lastmile acts on deliveries of event.

@@ -86,20 +86,23 @@ func readAll(rd io.Reader, b []byte, announced int64, hold func(total int64) err
 }
 
 // deliveryHead is what the intake reads from every body before storing it:
-// enough to route and list a delivery. The handlers parse the whole body
-// later, in the worker.
+// enough to route and list a delivery, and to refuse one the worker could
+// never handle. The handlers parse the whole body later, in the worker.
 type deliveryHead struct {
 	Action         string
 	InstallationID int64
 	RepositoryID   int64
 	Repository     string // full_name
+	Before, After  string // a push's before and after (read for a push only)
 }
 
 // maxNesting is encoding/json's own nesting limit.
 const maxNesting = 10000
 
 // parseHead validates body as one JSON object and reads its action,
-// installation.id, repository.id and repository.full_name, in one pass.
+// installation.id, repository.id and repository.full_name, in one pass;
+// and, when event is "push", before and after (other events' fields of
+// those names are not read: they may be anything).
 //
 // It accepts and rejects exactly what json.Unmarshal into the equivalent
 // struct does (the fuzz test holds it to that): any syntax error, a wrong
@@ -108,7 +111,8 @@ const maxNesting = 10000
 // the last of duplicate keys wins. json.Unmarshal costs two passes over the
 // body (it validates, then decodes); this is the intake's hot path, where
 // the body is ~8 KB and the four fields are near its start or end.
-func parseHead(body []byte) (deliveryHead, error) {
+func parseHead(body []byte, event string) (deliveryHead, error) {
+	push := event == "push"
 	s := headScanner{b: body}
 	var h deliveryHead
 	s.ws()
@@ -144,6 +148,10 @@ func parseHead(body []byte) (deliveryHead, error) {
 				}
 				return false, nil
 			}, func() { h.RepositoryID, h.Repository = 0, "" })
+		case push && keyIs(key, "before"):
+			return s.stringField(1, &h.Before, &typeErr, "before")
+		case push && keyIs(key, "after"):
+			return s.stringField(1, &h.After, &typeErr, "after")
 		}
 		return s.value(1)
 	})

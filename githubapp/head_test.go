@@ -11,8 +11,9 @@ import (
 )
 
 // referenceHead is what the intake read with json.Unmarshal before
-// parseHead: parseHead must agree with it on every input.
-func referenceHead(body []byte) (deliveryHead, error) {
+// parseHead (and a push's before and after, as the router reads them):
+// parseHead must agree with it on every input.
+func referenceHead(body []byte, event string) (deliveryHead, error) {
 	var head struct {
 		Action       string `json:"action"`
 		Installation *struct {
@@ -23,13 +24,22 @@ func referenceHead(body []byte) (deliveryHead, error) {
 			FullName string `json:"full_name"`
 		} `json:"repository"`
 	}
+	var push struct {
+		Before string `json:"before"`
+		After  string `json:"after"`
+	}
 	if b := bytes.TrimLeft(body, " \t\r\n"); len(b) == 0 || b[0] != '{' {
 		return deliveryHead{}, os.ErrInvalid
 	}
 	if err := json.Unmarshal(body, &head); err != nil {
 		return deliveryHead{}, err
 	}
-	h := deliveryHead{Action: head.Action}
+	if event == "push" {
+		if err := json.Unmarshal(body, &push); err != nil {
+			return deliveryHead{}, err
+		}
+	}
+	h := deliveryHead{Action: head.Action, Before: push.Before, After: push.After}
 	if head.Installation != nil {
 		h.InstallationID = head.Installation.ID
 	}
@@ -62,6 +72,9 @@ var headCases = []string{
 	`{"installation":{"id":-0}}`,
 	`{"installation":{"id":99999999999999999999}}`,
 	`{"repository":{"full_name":true}}`,
+	`{"before":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","after":"0000000000000000000000000000000000000000"}`,
+	`{"BEFORE":"a","Before":null,"aFter":"b\u00e9"}`,
+	`{"before":5}`, `{"after":{"id":1}}`, `{"after":["x"]}`, `{"before":"a","before":true}`,
 	`{"action":5,"x":}`,
 	`{"a":-}`, `{"a":01}`, `{"a":1.}`, `{"a":1e}`, `{"a":1e+}`, `{"a":-1.5E-3}`,
 	`{"a":tru}`, `{"a":nul}`, `{"a":[1,]}`, `{"a":[,1]}`, `{"a":[]}`, `{"a":{}}`,
@@ -76,15 +89,19 @@ var headCases = []string{
 	`{"x":` + strings.Repeat(`[`, 10000) + strings.Repeat(`]`, 10000) + `}`,
 }
 
+// checkHead checks parseHead against referenceHead on body, as the head of
+// a push (before and after read) and of another event (not read).
 func checkHead(t *testing.T, body []byte) {
 	t.Helper()
-	want, wantErr := referenceHead(body)
-	got, err := parseHead(body)
-	if (err != nil) != (wantErr != nil) {
-		t.Fatalf("parseHead(%.200q): error %v, json.Unmarshal: %v", body, err, wantErr)
-	}
-	if got != want {
-		t.Fatalf("parseHead(%.200q) = %+v, json.Unmarshal: %+v", body, got, want)
+	for _, event := range []string{"push", "deployment"} {
+		want, wantErr := referenceHead(body, event)
+		got, err := parseHead(body, event)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("parseHead(%.200q, %s): error %v, json.Unmarshal: %v", body, event, err, wantErr)
+		}
+		if got != want {
+			t.Fatalf("parseHead(%.200q, %s) = %+v, json.Unmarshal: %+v", body, event, got, want)
+		}
 	}
 }
 
@@ -103,8 +120,8 @@ func TestParseHeadAgreesWithEncodingJSON(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkHead(t, body)
-		if h, _ := parseHead(body); filepath.Base(f) == "push.json" && (h.InstallationID == 0 || h.Repository == "") {
-			t.Fatalf("%s: head %+v lacks the installation or the repository", f, h)
+		if h, _ := parseHead(body, "push"); filepath.Base(f) == "push.json" && (h.InstallationID == 0 || h.Repository == "" || h.Before == "" || h.After == "") {
+			t.Fatalf("%s: head %+v lacks the installation, the repository, before or after", f, h)
 		}
 	}
 }
@@ -136,7 +153,8 @@ func BenchmarkParseHead(b *testing.B) {
 	b.Run("json.Unmarshal", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		for b.Loop() {
-			if h, err := referenceHead(body); err != nil || h.InstallationID == 0 {
+			// The head as the intake read it then: without before and after.
+			if h, err := referenceHead(body, ""); err != nil || h.InstallationID == 0 {
 				b.Fatal(err)
 			}
 		}
@@ -144,7 +162,7 @@ func BenchmarkParseHead(b *testing.B) {
 	b.Run("parseHead", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		for b.Loop() {
-			if h, err := parseHead(body); err != nil || h.InstallationID == 0 {
+			if h, err := parseHead(body, "push"); err != nil || h.InstallationID == 0 {
 				b.Fatal(err)
 			}
 		}

@@ -258,6 +258,13 @@ func (ev *pushPayload) push(d *pipeline.Delivery) (pipeline.Push, error) {
 	case ev.Installation.ID == 0:
 		return pipeline.Push{}, fmt.Errorf("%w: push: no installation (lastmile is a GitHub App: its deliveries name their installation)", ErrMalformed)
 	}
+	// The intake refuses these (a delivery stored before it did, or by
+	// hand, is dead at once rather than failing at every attempt).
+	for _, f := range [][2]string{{"before", ev.Before}, {"after", ev.After}} {
+		if problem := shaProblem(f[0], f[1]); problem != "" {
+			return pipeline.Push{}, fmt.Errorf("%w: push: %s", ErrMalformed, problem)
+		}
+	}
 	p := pipeline.Push{
 		Repo:            pipeline.Repo{ID: r.ID, Owner: owner, Name: name, InstallationID: ev.Installation.ID},
 		DeliveryID:      d.ID,

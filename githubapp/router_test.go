@@ -431,6 +431,8 @@ func TestRouterRefusals(t *testing.T) {
 		"deployment without repository": {event: "deployment", body: edit(t, "deployment.json", func(p map[string]any) { delete(p, "repository") }), malformed: true},
 		"push without repository":       {event: "push", body: edit(t, "push.json", func(p map[string]any) { delete(p, "repository") }), malformed: true},
 		"push without installation":     {event: "push", body: edit(t, "push.json", func(p map[string]any) { delete(p, "installation") }), malformed: true},
+		"push after not a SHA":          {event: "push", body: edit(t, "push.json", func(p map[string]any) { p["after"] = "not-a-sha" }), malformed: true},
+		"push without before":           {event: "push", body: edit(t, "push.json", func(p map[string]any) { delete(p, "before") }), malformed: true},
 		"push of a nameless repository": {event: "push", body: edit(t, "push.json", func(p map[string]any) { p["repository"].(map[string]any)["full_name"] = "nameless" }), malformed: true},
 		"review without repository": {event: "deployment_review",
 			body: edit(t, "deployment_review_requested.json", func(p map[string]any) { delete(p, "repository") }), malformed: true},

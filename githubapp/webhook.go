@@ -170,7 +170,7 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "form-encoded payloads are not accepted: set the webhook content type to application/json"}
 	}
-	head, err := parseHead(body)
+	head, err := parseHead(body, d.Event)
 	if err != nil {
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object: " + err.Error()}
 	}

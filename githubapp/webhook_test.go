@@ -191,12 +191,16 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 	signed := func(body string) delivery {
 		return delivery{id: "d-1", event: "push", body: []byte(body)}
 	}
+	pushWith := func(change func(p map[string]any)) delivery {
+		return delivery{id: "d-1", event: "push", body: edit(t, "push.json", change)}
+	}
 
 	tests := map[string]struct {
 		d          delivery
 		status     int
 		outcome    string
 		eventLabel string
+		says       string // in the message, if set
 	}{
 		"declared length over 25 MB": {
 			d:      delivery{id: "d-1", event: "push", body: oversized, contentLen: int64(len(oversized))},
@@ -277,10 +281,26 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 		"wrong field types": {d: signed(`{"installation":{"id":"one"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
 		// Signed, JSON, of an event lastmile handles, but without what its
 		// handling needs: it could only go dead in the inbox.
-		"push of an empty object":         {d: signed(`{}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
-		"push without a repository":       {d: signed(`{"ref":"refs/heads/main","installation":{"id":7}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
-		"push without an installation":    {d: signed(`{"ref":"refs/heads/main","repository":{"id":1,"full_name":"acme/shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
-		"push with a repository unnamed":  {d: signed(`{"installation":{"id":7},"repository":{"id":1,"full_name":"shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push of an empty object":        {d: signed(`{}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push without a repository":      {d: signed(`{"ref":"refs/heads/main","installation":{"id":7}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push without an installation":   {d: signed(`{"ref":"refs/heads/main","repository":{"id":1,"full_name":"acme/shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push with a repository unnamed": {d: signed(`{"installation":{"id":7},"repository":{"id":1,"full_name":"shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		// GitHub's before and after are full SHAs (forty zeros for none):
+		// anything else could only fail at every attempt.
+		"push after not a SHA": {d: pushWith(func(p map[string]any) { p["after"] = "not-a-sha" }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: `after "not-a-sha" is not a commit's full SHA`},
+		"push before abbreviated": {d: pushWith(func(p map[string]any) { p["before"] = "6113728" }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: `before "6113728"`},
+		"push after of 41 hex digits": {d: pushWith(func(p map[string]any) { p["after"] = strings.Repeat("a", 41) }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "after"},
+		"push after of 40 characters, one not hex": {d: pushWith(func(p map[string]any) { p["after"] = strings.Repeat("a", 39) + "g" }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "after"},
+		"push without after": {d: pushWith(func(p map[string]any) { delete(p, "after") }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: `after ""`},
+		"push with before null": {d: pushWith(func(p map[string]any) { p["before"] = nil }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: `before ""`},
+		"push with before a number": {d: pushWith(func(p map[string]any) { p["before"] = 5 }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "before"},
 		"deployment_status without repo":  {d: delivery{id: "d-1", event: "deployment_status", body: []byte(`{"action":"created","installation":{"id":7}}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_status"},
 		"installation without its ID":     {d: delivery{id: "d-1", event: "installation", body: []byte(`{"action":"deleted"}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation"},
 		"installation_repositories empty": {d: delivery{id: "d-1", event: "installation_repositories", body: []byte(`{}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation_repositories"},
@@ -297,8 +317,8 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 			if resp.StatusCode != tc.status {
 				t.Errorf("status = %d (%q), want %d", resp.StatusCode, msg["message"], tc.status)
 			}
-			if msg["message"] == "" {
-				t.Error("the answer does not say what is wrong")
+			if msg["message"] == "" || !strings.Contains(msg["message"], tc.says) {
+				t.Errorf("the answer %q does not say what is wrong (%q)", msg["message"], tc.says)
 			}
 			if got := in.stored(t); len(got) != 0 {
 				t.Errorf("%d deliveries stored, want none: %+v", len(got), got[0])
@@ -391,6 +411,39 @@ func TestWebhookAcceptsGitHubPayloads(t *testing.T) {
 			}
 			if got := in.rejected.list(); len(got) != 0 {
 				t.Errorf("rejections counted: %v", got)
+			}
+		})
+	}
+}
+
+// A push's before and after are taken in every form GitHub sends: a SHA-1
+// or a SHA-256 repository's, in either case, and forty zeros for a branch
+// created (before) or deleted (after); another event's fields of those
+// names are not read.
+func TestWebhookAcceptsFullSHAs(t *testing.T) {
+	short, long := "6113728f27ae82c7b1a177c8d03f9e96e0adf246", strings.Repeat("0123456789abcdef", 4)
+	tests := map[string]struct {
+		event, file   string
+		before, after any
+	}{
+		"SHA-1":                    {"push", "push.json", short, "ec26c3e57ca3a959ca5aad62de7213c562f8c821"},
+		"upper case":               {"push", "push.json", strings.ToUpper(short), strings.ToUpper(short)},
+		"SHA-256":                  {"push", "push.json", long, strings.ToUpper(long)},
+		"a branch created":         {"push", "push.json", strings.Repeat("0", 40), short},
+		"a branch deleted":         {"push", "push.json", short, strings.Repeat("0", 40)},
+		"another event's before":   {"status", "status.json", 5, "not-a-sha"},
+		"another event's no after": {"deployment", "deployment.json", nil, nil},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			in := newIntake(t)
+			body := edit(t, tc.file, func(p map[string]any) { p["before"], p["after"] = tc.before, tc.after })
+			if resp, msg := in.post(t, delivery{id: "d-1", event: tc.event, body: body}); resp.StatusCode != http.StatusAccepted {
+				t.Errorf("status = %d (%q), want 202", resp.StatusCode, msg["message"])
+			}
+			if n := len(in.stored(t)); n != 1 {
+				t.Errorf("%d deliveries stored, want 1", n)
 			}
 		})
 	}
