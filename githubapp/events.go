@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"unicode"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -36,9 +38,16 @@ var handledEvents = func() map[string]bool {
 // refuses such a delivery (400) rather than storing one that could only go
 // dead. The worker checks the rest of the payload.
 func headProblem(event string, h deliveryHead) string {
-	switch {
-	case !handledEvents[event]:
+	if !handledEvents[event] {
 		return ""
+	}
+	// GitHub's repository names are letters, digits and -_. : a control
+	// character would fail every request naming the repository (net/url
+	// refuses it), at every attempt.
+	if strings.IndexFunc(h.Repository, unicode.IsControl) >= 0 {
+		return fmt.Sprintf("%s event: repository.full_name %.100q holds a control character", event, h.Repository)
+	}
+	switch {
 	case slices.Contains(appEvents, event):
 		if h.InstallationID == 0 {
 			return event + " event without an installation"

@@ -301,6 +301,24 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: `before ""`},
 		"push with before a number": {d: pushWith(func(p map[string]any) { p["before"] = 5 }),
 			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "before"},
+		// A control character in a repository's name fails every request
+		// naming it (net/url refuses it): C0, DEL and C1 alike.
+		"push of a repository named with a tab": {d: pushWith(func(p map[string]any) { p["repository"].(map[string]any)["full_name"] = "acme/sh\top" }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: `repository.full_name "acme/sh\top" holds a control character`},
+		"push of a repository named with ESC": {d: pushWith(func(p map[string]any) { p["repository"].(map[string]any)["full_name"] = "acme/\x1b[2Jshop" }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "control character"},
+		"push of a repository named with a newline": {d: pushWith(func(p map[string]any) { p["repository"].(map[string]any)["full_name"] = "acme\n/shop" }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "control character"},
+		"push of a repository named with DEL": {d: pushWith(func(p map[string]any) { p["repository"].(map[string]any)["full_name"] = "acme/shop\x7f" }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "control character"},
+		"push of a repository named with a C1 control, escaped": {d: signed(`{"before":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","after":"6113728f27ae82c7b1a177c8d03f9e96e0adf246",` +
+			`"installation":{"id":7},"repository":{"id":1,"full_name":"acme/sh\u0085op"}}`), // escaped in the JSON
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "control character"},
+		"deployment_status of a repository named with a C1 control": {
+			d: delivery{id: "d-1", event: "deployment_status", body: edit(t, "deployment_status.json", func(p map[string]any) {
+				p["repository"].(map[string]any)["full_name"] = "acme/\u009bshop"
+			})},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_status", says: "control character"},
 		"deployment_status without repo":  {d: delivery{id: "d-1", event: "deployment_status", body: []byte(`{"action":"created","installation":{"id":7}}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_status"},
 		"installation without its ID":     {d: delivery{id: "d-1", event: "installation", body: []byte(`{"action":"deleted"}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation"},
 		"installation_repositories empty": {d: delivery{id: "d-1", event: "installation_repositories", body: []byte(`{}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation_repositories"},
