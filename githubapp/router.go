@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/google/go-github/v62/github"
@@ -43,6 +44,24 @@ type Router struct {
 
 // Handle handles one delivery.
 func (rt *Router) Handle(ctx context.Context, d *pipeline.Delivery) error {
+	return unbuildableURL(rt.handle(ctx, d))
+}
+
+// unbuildableURL marks as malformed the error of a request whose URL could
+// not be built (net/url refused it: a control character, a bad %-escape):
+// the API's root is checked at start-up, so the payload's values made it —
+// a repository's owner or name, a SHA — and every attempt would fail the
+// same way. Retried, it made the repository's later deliveries wait an
+// hour behind it.
+func unbuildableURL(err error) error {
+	var ue *url.Error
+	if err == nil || errors.Is(err, ErrMalformed) || !errors.As(err, &ue) || ue.Op != "parse" {
+		return err
+	}
+	return fmt.Errorf("%w: a request's URL, made of the payload's values: %w", ErrMalformed, err)
+}
+
+func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 	switch d.Event {
 	case "push":
 		// Pushes are most of the traffic: decoded into the few fields the
