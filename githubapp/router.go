@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/google/go-github/v62/github"
@@ -61,6 +63,72 @@ func unbuildableURL(err error) error {
 	return fmt.Errorf("%w: a request's URL, made of the payload's values: %w", ErrMalformed, err)
 }
 
+// payloadError is ErrMalformed with what decoding event's payload met. A
+// field of the wrong type is said in words — the field, what lastmile reads
+// there, what the payload has — where encoding/json's message ends in the
+// Go type it decodes into, a dump of a struct's fields that `lastmile
+// deliveries` cut in the middle.
+func payloadError(event string, err error) error {
+	var te *json.UnmarshalTypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%w: %s: %v", ErrMalformed, event, err)
+	}
+	what := fmt.Sprintf("want %s, got %s", jsonWants(te.Type), jsonGot(te.Value))
+	if te.Field != "" {
+		what = fmt.Sprintf("field %q: %s", te.Field, what)
+	}
+	return fmt.Errorf("%w: %s: %s", ErrMalformed, event, what)
+}
+
+// jsonWants says what JSON value decodes into t.
+func jsonWants(t reflect.Type) string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "another value"
+	}
+	switch t.Kind() {
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "an array"
+	case reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another value"
+}
+
+// jsonGot says the JSON value encoding/json describes as v ("string",
+// "number 1.5", …).
+func jsonGot(v string) string {
+	switch v {
+	case "string", "number":
+		return "a " + v
+	case "object", "array":
+		return "an " + v
+	case "bool":
+		return "a boolean"
+	}
+	if n, ok := strings.CutPrefix(v, "number "); ok {
+		return fmt.Sprintf("the number %.40s", n)
+	}
+	return fmt.Sprintf("%.40s", v)
+}
+
 func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 	switch d.Event {
 	case "push":
@@ -69,7 +137,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		// costs a third more (BenchmarkPushDecode).
 		var p pushPayload
 		if err := json.Unmarshal(d.Body, &p); err != nil {
-			return fmt.Errorf("%w: push: %v", ErrMalformed, err)
+			return payloadError("push", err)
 		}
 		push, err := p.push(d)
 		if err != nil {
@@ -79,7 +147,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 	case "deployment_review":
 		var p deploymentReviewPayload
 		if err := json.Unmarshal(d.Body, &p); err != nil {
-			return fmt.Errorf("%w: deployment_review: %v", ErrMalformed, err)
+			return payloadError("deployment_review", err)
 		}
 		rv, err := p.review(d.ID)
 		if err != nil {
@@ -89,7 +157,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 	case "deployment_protection_rule":
 		var p protectionRulePayload
 		if err := json.Unmarshal(d.Body, &p); err != nil {
-			return fmt.Errorf("%w: deployment_protection_rule: %v", ErrMalformed, err)
+			return payloadError("deployment_protection_rule", err)
 		}
 		req, err := p.request(d.ID)
 		if err != nil {
@@ -99,7 +167,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	ev, err := github.ParseWebHook(d.Event, d.Body)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrMalformed, d.Event, err)
+		return payloadError(d.Event, err)
 	}
 	switch ev := ev.(type) {
 	case *github.DeploymentEvent:

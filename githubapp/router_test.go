@@ -546,3 +546,42 @@ func TestRouterForgetsTheClientOfAnInstallationGone(t *testing.T) {
 		})
 	}
 }
+
+// A field of the wrong type is said in words, whole: the field, what
+// lastmile reads there, what the payload has — not encoding/json's dump of
+// the Go type, which `lastmile deliveries` cut in the middle.
+func TestRouterSaysWhichFieldHasTheWrongType(t *testing.T) {
+	tests := map[string]struct {
+		event string
+		body  []byte
+		want  string
+	}{
+		"commits not an array": {"push", edit(t, "push.json", func(p map[string]any) { p["commits"] = "notarray" }),
+			`malformed payload: push: field "commits": want an array, got a string`},
+		"a commit's author's name a number": {"push", edit(t, "push.json", func(p map[string]any) {
+			p["commits"].([]any)[0].(map[string]any)["author"].(map[string]any)["name"] = 5
+		}), `malformed payload: push: field "commits.author.name": want a string, got a number`},
+		"repository.id a fraction": {"push", []byte(`{"repository":{"id":1.5}}`),
+			`malformed payload: push: field "repository.id": want an integer, got the number 1.5`},
+		"forced a string": {"push", []byte(`{"forced":"yes"}`),
+			`malformed payload: push: field "forced": want true or false, got a string`},
+		"reviewers an object": {"deployment_review", edit(t, "deployment_review_requested.json", func(p map[string]any) { p["reviewers"] = map[string]any{} }),
+			`malformed payload: deployment_review: field "reviewers": want an array, got an object`},
+		"deployment a boolean (go-github's types)": {"deployment", edit(t, "deployment.json", func(p map[string]any) { p["deployment"] = true }),
+			`malformed payload: deployment: field "deployment": want an object, got a boolean`},
+		"the protection rule's sha an array": {"deployment_protection_rule", []byte(`{"sha":["a"]}`),
+			`malformed payload: deployment_protection_rule: field "sha": want a string, got an array`},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := (&githubapp.Router{Engine: &recordingEngine{}}).Handle(context.Background(),
+				&pipeline.Delivery{ID: "d", Event: tc.event, Body: tc.body})
+			if !errors.Is(err, githubapp.ErrMalformed) {
+				t.Errorf("Handle = %v, want ErrMalformed", err)
+			}
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("error %q, want %q", err, tc.want)
+			}
+		})
+	}
+}
