@@ -298,11 +298,12 @@ func (s *headScanner) objectField(depth int, typeErr *error, name string, field 
 			return nil
 		}
 	}
+	got := valueKind(s.b[s.i:])
 	if err := s.value(depth); err != nil {
 		return err
 	}
 	if *typeErr == nil {
-		*typeErr = fmt.Errorf("%s is not an object", name)
+		*typeErr = &headTypeError{name, "an object", got}
 	}
 	return nil
 }
@@ -318,14 +319,14 @@ func (s *headScanner) intField(depth int, dst *int64, typeErr *error, name strin
 		n, err := strconv.ParseInt(string(s.b[start:s.i]), 10, 64)
 		if err != nil {
 			if *typeErr == nil {
-				*typeErr = fmt.Errorf("%s is not an integer", name)
+				*typeErr = &headTypeError{name, "an integer", fmt.Sprintf("the number %.40s", s.b[start:s.i])}
 			}
 			return nil
 		}
 		*dst = n
 		return nil
 	}
-	return s.otherValue(depth, typeErr, name, "a number")
+	return s.otherValue(depth, typeErr, name, "an integer")
 }
 
 // stringField reads a string into dst; null leaves it, another type is a
@@ -355,13 +356,40 @@ func (s *headScanner) otherValue(depth int, typeErr *error, name, want string) e
 	if s.i < len(s.b) && s.b[s.i] == 'n' {
 		return s.literal("null")
 	}
+	got := valueKind(s.b[s.i:])
 	if err := s.value(depth); err != nil {
 		return err
 	}
 	if *typeErr == nil {
-		*typeErr = fmt.Errorf("%s is not %s", name, want)
+		*typeErr = &headTypeError{name, want, got}
 	}
 	return nil
+}
+
+// headTypeError is a field of the head of another type than the intake
+// reads, said as the router says one (payloadError).
+type headTypeError struct{ field, want, got string }
+
+func (e *headTypeError) Error() string {
+	return fmt.Sprintf("field %q: want %s, got %s", e.field, e.want, e.got)
+}
+
+// valueKind says what kind of JSON value b begins with (a valid one: the
+// caller validates it).
+func valueKind(b []byte) string {
+	if len(b) > 0 {
+		switch b[0] {
+		case '"':
+			return "a string"
+		case '{':
+			return "an object"
+		case '[':
+			return "an array"
+		case 't', 'f':
+			return "a boolean"
+		}
+	}
+	return "a number"
 }
 
 // value skips any JSON value, validating it.

@@ -171,6 +171,9 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "form-encoded payloads are not accepted: set the webhook content type to application/json"}
 	}
 	head, err := parseHead(body, d.Event)
+	if te := (*headTypeError)(nil); errors.As(err, &te) {
+		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, d.Event + ": " + te.Error()}
+	}
 	if err != nil {
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "body is not a JSON object: " + err.Error()}
 	}
