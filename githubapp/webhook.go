@@ -43,7 +43,7 @@ const (
 	OutcomePing         = "ping"         // GitHub's hello
 	OutcomeUnauthorized = "unauthorized" // missing or wrong signature
 	OutcomeTooLarge     = "too_large"    // body over MaxPayloadBytes
-	OutcomeMalformed    = "malformed"    // missing headers or a body that is not JSON
+	OutcomeMalformed    = "malformed"    // missing headers, a body that is not JSON (or compressed: 415), or lacks what its handling needs
 	OutcomeUnavailable  = "unavailable"  // the inbox could not commit it
 )
 
@@ -136,6 +136,15 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if r.ContentLength > MaxPayloadBytes {
 		return nil, "", &webhookError{http.StatusRequestEntityTooLarge, OutcomeTooLarge, "payload larger than 25 MB"}
 	}
+	if enc, ok := encoded(r.Header); ok {
+		// Refused before the body is read, or its signature checked: a
+		// proxy that compressed GitHub's body also broke the signature,
+		// which would be refused as if the secret were wrong.
+		w.Header().Set("Accept-Encoding", "identity")
+		return nil, "", &webhookError{http.StatusUnsupportedMediaType, OutcomeMalformed,
+			"compressed bodies (Content-Encoding: " + forLog(enc) + ") are not accepted: GitHub sends webhook bodies uncompressed, " +
+				"and signs those bytes; a proxy must pass them through unchanged"}
+	}
 	budget := &heldReader{r: http.MaxBytesReader(w, r.Body, MaxPayloadBytes), h: h}
 	defer budget.release() // once the delivery is stored, or refused
 	body, err := readBody(budget, r.ContentLength, budget.hold)
@@ -201,6 +210,20 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		outcome = OutcomeDuplicate
 	}
 	return d, outcome, nil
+}
+
+// encoded reports a Content-Encoding other than identity (RFC 9110 8.4),
+// and the header as sent. GitHub never compresses a webhook's body.
+func encoded(h http.Header) (string, bool) {
+	values := h.Values("Content-Encoding")
+	for _, v := range values {
+		for coding := range strings.SplitSeq(v, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				return strings.Join(values, ", "), true
+			}
+		}
+	}
+	return "", false
 }
 
 var errBusy = errors.New("too many bytes of bodies held at once")

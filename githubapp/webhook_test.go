@@ -2,6 +2,7 @@ package githubapp_test
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
@@ -177,6 +178,19 @@ func (in *intake) counted(t *testing.T) map[[2]string]float64 {
 	return out
 }
 
+func gzipped(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func sha1Header(secret, body []byte) string {
 	m := hmac.New(sha1.New, secret)
 	m.Write(body)
@@ -267,6 +281,18 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 			d:      delivery{id: "d-1", event: "pusé", body: push},
 			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "other",
 		},
+		// GitHub never compresses a body: a proxy that did broke its
+		// signature too, which is not what the answer should blame.
+		"gzip body": {
+			d:      delivery{id: "d-1", event: "push", body: gzipped(t, push), headers: map[string]string{"Content-Encoding": "gzip"}},
+			status: http.StatusUnsupportedMediaType, outcome: githubapp.OutcomeMalformed, eventLabel: "push",
+			says: "compressed bodies (Content-Encoding: gzip) are not accepted"},
+		"gzip body, signed as GitHub signs the uncompressed one": {
+			d:      delivery{id: "d-1", event: "push", body: gzipped(t, push), headers: map[string]string{"Content-Encoding": "gzip", "X-Hub-Signature-256": validSig}},
+			status: http.StatusUnsupportedMediaType, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "Content-Encoding: gzip"},
+		"brotli after identity": {
+			d:      delivery{id: "d-1", event: "push", body: push, headers: map[string]string{"Content-Encoding": "identity, br"}},
+			status: http.StatusUnsupportedMediaType, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "Content-Encoding: identity, br"},
 		"form-encoded body": {
 			d: delivery{id: "d-1", event: "push", body: []byte("payload=%7B%7D"),
 				headers: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
@@ -342,6 +368,9 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 			}
 			if msg["message"] == "" || !strings.Contains(msg["message"], tc.says) {
 				t.Errorf("the answer %q does not say what is wrong (%q)", msg["message"], tc.says)
+			}
+			if got := resp.Header.Get("Accept-Encoding"); tc.status == http.StatusUnsupportedMediaType && got != "identity" {
+				t.Errorf("a 415 for a compressed body with Accept-Encoding %q, want identity (RFC 9110 15.5.16)", got)
 			}
 			if got := in.stored(t); len(got) != 0 {
 				t.Errorf("%d deliveries stored, want none: %+v", len(got), got[0])
@@ -469,6 +498,18 @@ func TestWebhookAcceptsFullSHAs(t *testing.T) {
 				t.Errorf("%d deliveries stored, want 1", n)
 			}
 		})
+	}
+}
+
+// Content-Encoding: identity (or none) is an uncompressed body.
+func TestWebhookAcceptsTheIdentityEncoding(t *testing.T) {
+	for _, enc := range []string{"identity", "Identity", ""} {
+		in := newIntake(t)
+		resp, msg := in.post(t, delivery{id: "d-1", event: "push", body: payload(t, "push.json"),
+			headers: map[string]string{"Content-Encoding": enc}})
+		if resp.StatusCode != http.StatusAccepted || len(in.stored(t)) != 1 {
+			t.Errorf("Content-Encoding %q: status = %d (%q), %d stored; want 202 and 1", enc, resp.StatusCode, msg["message"], len(in.stored(t)))
+		}
 	}
 }
 
