@@ -166,8 +166,18 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 		}
 		return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "could not read the body"}
 	}
+	// One of each of GitHub's headers: of two, which is GitHub's? (A
+	// signature is the sender's proof: two are a signature problem.)
+	if len(r.Header.Values("X-Hub-Signature-256")) > 1 {
+		return nil, "", &webhookError{http.StatusUnauthorized, OutcomeUnauthorized, "more than one X-Hub-Signature-256 header"}
+	}
 	if err := VerifySignature(h.secret, r.Header.Get("X-Hub-Signature-256"), body); err != nil {
 		return nil, "", &webhookError{http.StatusUnauthorized, OutcomeUnauthorized, err.Error()}
+	}
+	for _, name := range []string{"X-GitHub-Delivery", "X-GitHub-Event"} {
+		if len(r.Header.Values(name)) > 1 {
+			return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "more than one " + name + " header"}
+		}
 	}
 	d := &pipeline.Delivery{ID: r.Header.Get("X-GitHub-Delivery"), Event: r.Header.Get("X-GitHub-Event")}
 	if d.ID == "" || len(d.ID) > 100 || !printable(d.ID) {

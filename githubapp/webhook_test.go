@@ -107,6 +107,7 @@ type delivery struct {
 	id, event  string
 	body       []byte
 	headers    map[string]string // set after the defaults; "" deletes
+	added      [][2]string       // added after those: a second value of a header
 	contentLen int64             // 0: the body's length; -1: chunked
 	bodyReader io.Reader         // instead of body
 }
@@ -139,6 +140,9 @@ func (in *intake) post(t *testing.T, d delivery) (*http.Response, map[string]str
 		} else {
 			req.Header.Set(k, v)
 		}
+	}
+	for _, kv := range d.added {
+		req.Header.Add(kv[0], kv[1])
 	}
 	resp, err := in.srv.Client().Do(req)
 	if err != nil {
@@ -261,6 +265,22 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 			d:      delivery{id: "d-1", event: "invented_event", body: push, headers: map[string]string{"X-Hub-Signature-256": "sha256=00"}},
 			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "other",
 		},
+		// Of two values of one of GitHub's headers, which is GitHub's?
+		"two signatures, the first right": {
+			d:      delivery{id: "d-1", event: "push", body: push, added: [][2]string{{"X-Hub-Signature-256", githubapp.SignatureHeader([]byte("not-the-secret"), push)}}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push", says: "more than one X-Hub-Signature-256 header"},
+		"two signatures, the same": {
+			d:      delivery{id: "d-1", event: "push", body: push, added: [][2]string{{"X-Hub-Signature-256", validSig}}},
+			status: http.StatusUnauthorized, outcome: githubapp.OutcomeUnauthorized, eventLabel: "push", says: "X-Hub-Signature-256"},
+		"two delivery IDs": {
+			d:      delivery{id: "d-1", event: "push", body: push, added: [][2]string{{"X-GitHub-Delivery", "d-2"}}},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "more than one X-GitHub-Delivery header"},
+		"two events": {
+			d:      delivery{id: "d-1", event: "push", body: push, added: [][2]string{{"x-github-event", "ping"}}},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "more than one X-GitHub-Event header"},
+		"two events, the same": {
+			d:      delivery{id: "d-1", event: "push", body: push, added: [][2]string{{"X-GitHub-Event", "push"}}},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "X-GitHub-Event"},
 		"no delivery ID": {
 			d:      delivery{id: "", event: "push", body: push},
 			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push",
