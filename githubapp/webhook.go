@@ -70,7 +70,10 @@ type Webhook struct {
 	counter RejectionCounter
 	notify  func()
 	log     *slog.Logger
-	held    atomic.Int64 // bytes of buffers held for bodies not yet stored
+	// refusals logs the refusals, those of unsigned requests bounded
+	// (RefusalLinesPerMinute).
+	refusals *refusalLog
+	held     atomic.Int64 // bytes of buffers held for bodies not yet stored
 
 	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight), its
 	// last quarter kept for small bodies (1/256 of it, 16 KB at most); set it
@@ -87,7 +90,7 @@ func NewWebhook(secret string, inbox Inbox, handles func(event string) bool, cou
 		notify = func() {}
 	}
 	return &Webhook{secret: []byte(secret), inbox: inbox, handles: handles, counter: counter, notify: notify, log: log,
-		MaxBodiesInFlight: DefaultBodiesInFlight}
+		refusals: newRefusalLog(log), MaxBodiesInFlight: DefaultBodiesInFlight}
 }
 
 // webhookError is a refusal: an HTTP status, the outcome counted, and the
@@ -99,6 +102,13 @@ type webhookError struct {
 }
 
 func (e *webhookError) Error() string { return e.msg }
+
+// signedRefusal is the refusal of a delivery whose signature was verified:
+// only GitHub (or whoever holds the secret) can cause one, so each is
+// logged, whatever the bound on refusals' lines.
+type signedRefusal struct{ *webhookError }
+
+func (e signedRefusal) Unwrap() error { return e.webhookError }
 
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	event := r.Header.Get("X-GitHub-Event")
@@ -112,8 +122,13 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			we = &webhookError{status: http.StatusServiceUnavailable, outcome: OutcomeUnavailable, msg: "the delivery could not be stored; GitHub may redeliver it"}
 			h.log.Error("webhook: store delivery", "delivery", delivery, "event", KnownEvent(event), "error", err)
 		} else {
-			h.log.Warn("webhook: delivery refused", "delivery", delivery, "event", KnownEvent(event),
-				"status", we.status, "reason", we.msg, "remote", r.RemoteAddr)
+			rf := refusedLine{delivery: delivery, event: KnownEvent(event), status: we.status, outcome: we.outcome,
+				reason: we.msg, remote: r.RemoteAddr}
+			if errors.As(err, new(signedRefusal)) {
+				h.refusals.line(rf)
+			} else {
+				h.refusals.refused(rf)
+			}
 		}
 		h.counter.WebhookRejected(KnownEvent(event), we.outcome)
 		writeJSON(w, we.status, map[string]string{"message": we.msg})
@@ -174,6 +189,15 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if err := VerifySignature(h.secret, r.Header.Get("X-Hub-Signature-256"), body); err != nil {
 		return nil, "", &webhookError{http.StatusUnauthorized, OutcomeUnauthorized, err.Error()}
 	}
+	d, outcome, err := h.admit(r, body)
+	if we := (*webhookError)(nil); errors.As(err, &we) {
+		err = signedRefusal{we}
+	}
+	return d, outcome, err
+}
+
+// admit checks and stores a delivery whose signature was verified.
+func (h *Webhook) admit(r *http.Request, body []byte) (*pipeline.Delivery, string, error) {
 	for _, name := range []string{"X-GitHub-Delivery", "X-GitHub-Event"} {
 		if len(r.Header.Values(name)) > 1 {
 			return nil, "", &webhookError{http.StatusBadRequest, OutcomeMalformed, "more than one " + name + " header"}

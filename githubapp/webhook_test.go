@@ -15,10 +15,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lastmile-app/lastmile/storage/storagetest"
 
@@ -904,5 +906,139 @@ func TestWebhookSeries(t *testing.T) {
 	}
 	if len(series) > 200 {
 		t.Errorf("%d series: keep the exposition small", len(series))
+	}
+}
+
+type timer struct {
+	d time.Duration
+	f func()
+}
+
+// lockedWriter writes to w under mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// The refusals anyone can cause, without the secret, are logged one by one
+// up to RefusalLinesPerMinute a minute, the rest summed up in one line at
+// the minute's end: a flood of bad signatures cannot fill the disk. Those
+// of signed deliveries are all logged, and every refusal is counted.
+func TestWebhookRefusalLogIsRateLimited(t *testing.T) {
+	// What the server's goroutines log and schedule, and the time they
+	// read, under mu: the test reads and sets them between requests.
+	var (
+		mu     sync.Mutex
+		logged bytes.Buffer
+		now    = time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
+		timers []timer
+	)
+	db := storagetest.Open(t)
+	rejected := &rejections{}
+	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, rejected, nil,
+		slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logged}, nil)))
+	hook.SetRefusalClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return now },
+		func(d time.Duration, f func()) { mu.Lock(); defer mu.Unlock(); timers = append(timers, timer{d, f}) })
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	scheduled := func() []timer { mu.Lock(); defer mu.Unlock(); return slices.Clone(timers) }
+	in := &intake{db: db, rejected: rejected}
+	in.srv = httptest.NewServer(hook)
+	t.Cleanup(in.srv.Close)
+
+	type line struct {
+		Msg, Delivery, Reason string
+		More, Logged          int
+		Outcomes              map[string]int
+		LastStatus            int    `json:"last_status"`
+		LastRemote            string `json:"last_remote"`
+	}
+	lines := func() []line { // the lines logged since the last call
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		var out []line
+		dec := json.NewDecoder(&logged)
+		for dec.More() {
+			var l line
+			if err := dec.Decode(&l); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, l)
+		}
+		return out
+	}
+	push := payload(t, "push.json")
+	unsigned := func(n int) {
+		t.Helper()
+		for i := range n {
+			resp, _ := in.post(t, delivery{id: fmt.Sprintf("forged-%d", i), event: "push", body: push,
+				headers: map[string]string{"X-Hub-Signature-256": "sha256=" + strings.Repeat("0", 64)}})
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("a forged delivery: %d, want 401", resp.StatusCode)
+			}
+		}
+	}
+	const limit = githubapp.RefusalLinesPerMinute
+
+	// A flood: the first ones logged, the rest held for the summary.
+	unsigned(limit + 30)
+	// A signed delivery refused after them is logged all the same.
+	bad := edit(t, "push.json", func(p map[string]any) { p["after"] = "not-a-sha" })
+	if resp, _ := in.post(t, delivery{id: "signed-bad", event: "push", body: bad}); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a signed delivery with a bad after: %d, want 400", resp.StatusCode)
+	}
+	got := lines()
+	if len(got) != limit+1 || got[limit].Delivery != "signed-bad" {
+		t.Fatalf("%d lines logged, want %d forged ones and the signed one last: %+v", len(got), limit, got)
+	}
+	for i, l := range got[:limit] {
+		if l.Msg != "webhook: delivery refused" || l.Delivery != fmt.Sprintf("forged-%d", i) {
+			t.Errorf("line %d: %+v, want the refusal of forged-%d", i, l, i)
+		}
+	}
+	if n := len(rejected.list()); n != limit+31 {
+		t.Errorf("%d refusals counted, want every one of the %d", n, limit+31)
+	}
+	due := scheduled()
+	if len(due) != 1 || due[0].d != time.Minute {
+		t.Fatalf("summaries scheduled: %v, want one, at the end of the minute", due)
+	}
+
+	// The minute ends: one line sums up the 30 not logged.
+	advance(time.Minute)
+	due[0].f()
+	got = lines()
+	if len(got) != 1 || got[0].More != 30 || got[0].Outcomes[githubapp.OutcomeUnauthorized] != 30 ||
+		got[0].LastStatus != http.StatusUnauthorized || got[0].LastRemote == "" || got[0].Logged != limit || !strings.Contains(got[0].Msg, "more deliveries refused") {
+		t.Fatalf("at the minute's end: %+v, want one summary of 30 unauthorized", got)
+	}
+
+	// The next minute logs its first ones again. When its summary is due
+	// before its timer has run, the next refusal logs it first; the timer
+	// then logs nothing more.
+	advance(time.Second)
+	unsigned(limit + 5)
+	advance(time.Minute)
+	unsigned(1)
+	got = lines()
+	if len(got) != limit+2 || got[limit].More != 5 || got[limit+1].Msg != "webhook: delivery refused" {
+		t.Fatalf("a second minute: %d lines, want %d in full, the summary of 5, then the next minute's first line: %+v", len(got), limit, got)
+	}
+	if due = scheduled(); len(due) != 2 {
+		t.Fatalf("%d summaries scheduled, want 2", len(due))
+	}
+	if due[1].d != time.Minute {
+		t.Errorf("the second summary scheduled in %v, want a minute", due[1].d)
+	}
+	due[1].f()
+	due[0].f()
+	if got := lines(); len(got) != 0 {
+		t.Errorf("timers of summaries already logged logged %+v", got)
 	}
 }
