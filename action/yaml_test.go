@@ -173,7 +173,7 @@ func TestActionMetadata(t *testing.T) {
 		"GOOS":        "linux",
 		"GOARCH":      "${{ steps.runner.outputs.goarch }}",
 		"GOWORK":      "off",
-		"GOFLAGS":     "-mod=readonly",
+		"GOFLAGS":     "-mod=readonly -buildvcs=false",
 		"CGO_ENABLED": "0",
 	} {
 		if build.Env[k] != v {
@@ -574,6 +574,9 @@ func TestActionGoIgnoresTheJobsGoEnvironment(t *testing.T) {
 		"GODEBUG":              {job: map[string]string{"GODEBUG": "gocachehash=1"}}, // would print every hash
 		"GOFLAGS":              {job: map[string]string{"GOFLAGS": "-bogus"}},
 		"GO111MODULE":          {job: map[string]string{"GO111MODULE": "bogus"}},
+		// Go refuses both relative: Go's defaults.
+		"GOPATH relative":     {job: map[string]string{"GOPATH": "go"}},
+		"GOMODCACHE relative": {job: map[string]string{"GOMODCACHE": "mod"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -616,8 +619,10 @@ func TestActionGoIgnoresTheJobsGoEnvironment(t *testing.T) {
 			if _, err := os.Stat(ownCache); tc.ownCache && err != nil {
 				t.Errorf("lastmile's build has no cache of its own in RUNNER_TEMP: %v", err)
 			}
-			if _, err := os.Stat(filepath.Join(dir, "go-build")); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("the build made a cache in its working directory (%v)", err)
+			for _, own := range []string{"go-build", "go", "mod"} {
+				if _, err := os.Stat(filepath.Join(dir, own)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("the build made %s in its working directory (%v)", own, err)
+				}
 			}
 			if tc.untouched != "" {
 				if _, err := os.Stat(tc.untouched); !errors.Is(err, os.ErrNotExist) {
@@ -748,6 +753,10 @@ func TestExampleWorkflow(t *testing.T) {
 	// default of 6 hours before its deployment is left in error.
 	if dep.TimeoutMinutes <= 0 || dep.TimeoutMinutes >= 360 {
 		t.Errorf("deploy job timeout-minutes %d, want one under GitHub's 360", dep.TimeoutMinutes)
+	}
+	// Nor a register job whose build stalls, which the deploy job needs.
+	if reg := wf.Jobs["register"]; reg.TimeoutMinutes <= 0 || reg.TimeoutMinutes > 30 {
+		t.Errorf("register job timeout-minutes %d, want a short one", reg.TimeoutMinutes)
 	}
 	if c := dep.Concurrency; c == nil || !strings.Contains(c.Group, "${{ github.event.deployment.environment }}") || c.CancelInProgress != false {
 		t.Errorf("deploy job concurrency %+v, want a group per environment and cancel-in-progress: false", c)
