@@ -1966,6 +1966,12 @@ func (e *Engine) marker(ctx context.Context, d *Deployment) (Marker, error) {
 	return Marker{Instance: instance, Release: d.ReleaseID, Stage: d.Environment, Index: d.Stage}, nil
 }
 
+// CreateListLag is how long after an attempt to create a deployment whose
+// answer was lost lastmile trusts GitHub's list of deployments to show
+// what that attempt made: before, a deployment not listed may still be
+// there, and no other attempt is made.
+const CreateListLag = 10 * time.Second
+
 // create turns an intent into a GitHub deployment. Unless the intent is
 // fresh (recorded by this very round, with its attempt counted), an earlier
 // attempt may have created it already, so it is looked for first. A
@@ -1999,6 +2005,16 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		}
 		if !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("look for deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
+		}
+		// GitHub's list may not show a deployment made a moment ago (its
+		// answer lost: a timeout, a 502 from a proxy in front of it):
+		// asked again at once, GitHub would make a second one. Until it
+		// would list it, lastmile waits — for its deployment webhook,
+		// which adopts it, or for the list.
+		if since := e.Now().Sub(d.AttemptedAt); !d.AttemptedAt.IsZero() && since < CreateListLag {
+			return &LookAgain{At: d.AttemptedAt.Add(CreateListLag), Reason: fmt.Sprintf(
+				"deployment of release %d to %s: the answer to its creation was lost %s ago, and GitHub does not list one yet",
+				d.ReleaseID, d.Environment, since.Round(time.Millisecond))}
 		}
 	}
 	if !fresh {

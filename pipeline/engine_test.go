@@ -1397,7 +1397,17 @@ func TestContextsEventRetriedAfterAFailedCreation(t *testing.T) {
 	if err := h.engine.HandleContexts(context.Background(), contextsGreen); err == nil {
 		t.Fatal("HandleContexts succeeded although GitHub failed")
 	}
-	// The worker handles the status event again.
+	// The worker handles the status event again: at once, GitHub's list
+	// might not show yet what the failed attempt made, so it waits…
+	var again *pipeline.LookAgain
+	if err := h.engine.HandleContexts(context.Background(), contextsGreen); !errors.As(err, &again) {
+		t.Fatalf("HandleContexts again at once: %v, want to look again once GitHub would list the deployment", err)
+	}
+	if n := h.gh.count(c1, "test"); n != 0 {
+		t.Fatalf("%d deployments created again at once", n)
+	}
+	// …and creates it once the list would show it.
+	h.engine.Now = func() time.Time { return time.Now().Add(pipeline.CreateListLag) }
 	if err := h.engine.HandleContexts(context.Background(), contextsGreen); err != nil {
 		t.Fatalf("HandleContexts again: %v", err)
 	}
@@ -4079,5 +4089,69 @@ func TestAnOwedFailureIsNotWrittenOverAReRunsSuccess(t *testing.T) {
 	}
 	if h.gh.deployment(c1, "staging") == nil {
 		t.Error("staging was not deployed after the re-run's success")
+	}
+}
+
+// laggingList is GitHub whose list of deployments does not show a
+// deployment for as many FindDeployment calls as hidden says after its
+// creation (its replicas behind, or a creation GitHub finished after the
+// client gave up on its answer).
+type laggingList struct {
+	*fakeGitHub
+	hidden map[int64]int
+}
+
+func (g *laggingList) FindDeployment(ctx context.Context, r pipeline.Repo, sha, env string, m pipeline.Marker) (int64, time.Time, error) {
+	id, at, err := g.fakeGitHub.FindDeployment(ctx, r, sha, env, m)
+	if err == nil && g.hidden[id] > 0 {
+		g.hidden[id]--
+		return 0, time.Time{}, pipeline.ErrNotFound
+	}
+	return id, at, err
+}
+
+// The answer to a creation is lost and GitHub's list does not show the
+// deployment yet when the retried delivery looks for it: lastmile does not
+// create a second one, but waits (LookAgain) until the list would show it
+// — or until the deployment's webhook, which adopts it, comes first.
+func TestLostCreationIsNotMadeAgainBeforeGitHubListsIt(t *testing.T) {
+	ctx := context.Background()
+	for _, adoptedBy := range []string{"the list", "the webhook"} {
+		t.Run(adoptedBy, func(t *testing.T) {
+			h := newHarness(t, c0, c1)
+			lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
+			h.engine.GitHub = lag
+			h.gh.loseNext = true
+			if err := h.push(c0, c1, false); err == nil {
+				t.Fatal("the push whose creation lost its answer succeeded")
+			}
+			first := h.gh.deployment(c1, "test")
+			lag.hidden[first.id] = 1
+			var again *pipeline.LookAgain
+			if err := h.push(c0, c1, false); !errors.As(err, &again) || again.At.After(time.Now().Add(pipeline.CreateListLag)) {
+				t.Fatalf("the push again at once: %v, want to look again within %s", err, pipeline.CreateListLag)
+			}
+			if n := h.gh.count(c1, "test"); n != 1 {
+				t.Fatalf("GitHub deployments of c1 to test: %d, want 1", n)
+			}
+			if adoptedBy == "the webhook" {
+				info := pipeline.DeploymentInfo{GitHubID: first.id, SHA: c1, Environment: "test", Payload: mustJSON(t, first.payload), CreatedAt: first.createdAt}
+				if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				h.engine.Now = func() time.Time { return time.Now().Add(pipeline.CreateListLag) }
+			}
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatalf("the push again: %v", err)
+			}
+			if n := h.gh.count(c1, "test"); n != 1 {
+				t.Errorf("GitHub deployments of c1 to test: %d, want 1", n)
+			}
+			d, err := h.db.Deployment(ctx, first.id)
+			if err != nil || d.Origin != pipeline.OriginLastmile {
+				t.Errorf("deployment %d: %+v, %v; want it recorded as lastmile's intent's", first.id, d, err)
+			}
+		})
 	}
 }

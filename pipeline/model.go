@@ -216,27 +216,29 @@ const (
 
 // Deployment is one deployment of a release to an environment.
 type Deployment struct {
-	ID             int64           `json:"id"` // lastmile's own
-	ReleaseID      int64           `json:"release_id,omitempty"`
-	Repo           Repo            `json:"-"`
-	Environment    string          `json:"environment"`
-	Stage          int             `json:"stage"` // index in the release's config; -1 for external ones not in it
-	SHA            string          `json:"sha"`
-	Origin         Origin          `json:"origin"`
-	GitHubID       int64           `json:"github_id,omitempty"`
-	State          DeploymentState `json:"state"`
-	Production     bool            `json:"production"`
-	Creator        string          `json:"creator,omitempty"`
-	Attempts       int             `json:"attempts,omitempty"` // creation attempts (intent recovery)
-	Reason         string          `json:"reason,omitempty"`   // why it is waiting, abandoned, failed or inactive
-	Rejected       bool            `json:"rejected,omitempty"` // a reviewer rejected it
-	RunID          int64           `json:"run_id,omitempty"`
-	LogURL         string          `json:"log_url,omitempty"`
-	EnvironmentURL string          `json:"environment_url,omitempty"`
-	TwinOf         int64           `json:"twin_of,omitempty"` // external: the lastmile deployment it duplicates
-	CreatedAt      time.Time       `json:"created_at"`
-	TerminalAt     time.Time       `json:"terminal_at,omitzero"`  // first success, failure or error
-	SucceededAt    time.Time       `json:"succeeded_at,omitzero"` // first success
+	ID          int64           `json:"id"` // lastmile's own
+	ReleaseID   int64           `json:"release_id,omitempty"`
+	Repo        Repo            `json:"-"`
+	Environment string          `json:"environment"`
+	Stage       int             `json:"stage"` // index in the release's config; -1 for external ones not in it
+	SHA         string          `json:"sha"`
+	Origin      Origin          `json:"origin"`
+	GitHubID    int64           `json:"github_id,omitempty"`
+	State       DeploymentState `json:"state"`
+	Production  bool            `json:"production"`
+	Creator     string          `json:"creator,omitempty"`
+	Attempts    int             `json:"attempts,omitempty"` // creation attempts (intent recovery)
+	// AttemptedAt is when the latest of them was made.
+	AttemptedAt    time.Time `json:"-"`
+	Reason         string    `json:"reason,omitempty"`   // why it is waiting, abandoned, failed or inactive
+	Rejected       bool      `json:"rejected,omitempty"` // a reviewer rejected it
+	RunID          int64     `json:"run_id,omitempty"`
+	LogURL         string    `json:"log_url,omitempty"`
+	EnvironmentURL string    `json:"environment_url,omitempty"`
+	TwinOf         int64     `json:"twin_of,omitempty"` // external: the lastmile deployment it duplicates
+	CreatedAt      time.Time `json:"created_at"`
+	TerminalAt     time.Time `json:"terminal_at,omitzero"`  // first success, failure or error
+	SucceededAt    time.Time `json:"succeeded_at,omitzero"` // first success
 	// RequiredContexts, for an intent of a release's first stage (waiting
 	// or not), are the contexts GitHub must see green (from the release's
 	// configuration).

@@ -21,20 +21,21 @@ type querier interface {
 
 const deploymentColumns = `d.id, COALESCE(d.release_id, 0), d.repository_id, p.full_name, p.installation_id, d.environment, d.stage,
 	d.sha, d.origin, COALESCE(d.github_id, 0), d.state, d.production, d.creator, d.attempts, d.reason, d.rejected, d.run_id,
-	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.notify_at, d.created_at, d.terminal_at, d.succeeded_at, d.read_back`
+	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.notify_at, d.created_at, d.terminal_at, d.succeeded_at, d.read_back, d.attempted_at`
 
 func scanDeployment(row rowScanner) (*pipeline.Deployment, error) {
 	var d pipeline.Deployment
 	var full, origin, state, notify string
-	var notifyAt, created, terminal, succeeded int64
+	var notifyAt, created, terminal, succeeded, attempted int64
 	if err := row.Scan(&d.ID, &d.ReleaseID, &d.Repo.ID, &full, &d.Repo.InstallationID, &d.Environment, &d.Stage,
 		&d.SHA, &origin, &d.GitHubID, &state, &d.Production, &d.Creator, &d.Attempts, &d.Reason, &d.Rejected, &d.RunID,
-		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &notifyAt, &created, &terminal, &succeeded, &d.ReadBack); err != nil {
+		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &notifyAt, &created, &terminal, &succeeded, &d.ReadBack, &attempted); err != nil {
 		return nil, err
 	}
 	d.Repo.Owner, d.Repo.Name, _ = pipeline.SplitFullName(full)
 	d.Origin, d.State, d.Notify = pipeline.Origin(origin), pipeline.DeploymentState(state), pipeline.DeploymentState(notify)
 	d.NotifyAt, d.CreatedAt, d.TerminalAt, d.SucceededAt = fromMillis(notifyAt), fromMillis(created), fromMillis(terminal), fromMillis(succeeded)
+	d.AttemptedAt = fromMillis(attempted)
 	return &d, nil
 }
 

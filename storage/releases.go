@@ -580,8 +580,8 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
-			state, production, attempts, created_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, 1, ?)
-			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now))
+			state, production, attempts, created_at, attempted_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, 1, ?, ?)
+			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now), millis(now))
 		if err != nil {
 			return err
 		}
@@ -709,10 +709,12 @@ func (db *DB) UncountAttempt(ctx context.Context, deploymentID int64) error {
 	})
 }
 
-// MarkAttempt counts a creation attempt, durably, before the attempt.
+// MarkAttempt counts a creation attempt, and its time, durably, before
+// the attempt.
 func (db *DB) MarkAttempt(ctx context.Context, deploymentID int64) error {
 	return db.durableTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = attempts + 1 WHERE id = ?`, deploymentID)
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = attempts + 1, attempted_at = ? WHERE id = ?`,
+			millis(db.Now()), deploymentID)
 		return err
 	})
 }
@@ -744,8 +746,10 @@ func (db *DB) Refused(ctx context.Context, deploymentID int64, state pipeline.De
 				waiting_since = CASE WHEN waiting_since = 0 THEN ? ELSE waiting_since END WHERE id = ?`,
 				reason, millis(db.Now()), deploymentID)
 		} else {
-			// Abandoned, it owes GitHub nothing.
-			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?, reason = ?,
+			// Abandoned, it owes GitHub nothing. An intent GitHub refused
+			// for now (spam) had an answer: no attempt's deployment can
+			// be on its way to the list (attempted_at 0).
+			_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = ?, reason = ?, attempted_at = 0,
 				notify = CASE WHEN ? = 'abandoned' THEN '' ELSE notify END WHERE id = ?`, string(state), reason, string(state), deploymentID)
 		}
 		return err
