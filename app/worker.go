@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/go-github/v62/github"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -262,7 +264,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	// always will. That is no fault to alert anyone of: the delivery is
 	// ignored, saying why, rather than retried until dead.
 	note, ok := w.uninstalled(ctx, err)
-	if !ok {
+	if !ok && accessRefused(err, w.Now()) {
 		note, ok = w.removed(ctx, d)
 	}
 	if ok {
@@ -348,6 +350,28 @@ func (w *Worker) uninstalled(ctx context.Context, err error) (note string, ok bo
 	}
 	return fmt.Sprintf("the lastmile App was uninstalled from installation %d%s%s at %s: GitHub no longer gives lastmile access to it",
 		id, forAccount(st.Account), byLogin(st.By), st.Since.UTC().Format(time.RFC3339)), true
+}
+
+// accessRefused reports whether err is GitHub refusing lastmile the
+// repository: 404, or 401 or 403 other than a rate limit — not a 5xx, a
+// network error or a rate limit, which a repository lastmile still reaches
+// gets too, and which pass.
+func accessRefused(err error, now time.Time) bool {
+	if _, limited := githubapp.AsRateLimited(err, now); limited {
+		return false
+	}
+	if errors.Is(err, pipeline.ErrNotFound) {
+		return true
+	}
+	var er *github.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil {
+		switch er.Response.StatusCode {
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound:
+			return true
+		}
+	}
+	var refused *pipeline.RefusedError
+	return errors.As(err, &refused) && (refused.Status == http.StatusForbidden || refused.Status == http.StatusNotFound)
 }
 
 // removed returns the note of a failed delivery of a repository that was
