@@ -31,7 +31,11 @@ func (db *DB) Instance(ctx context.Context) (string, error) {
 		return "", err
 	}
 	id := hex.EncodeToString(b)
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
+	// Durably, as the intent it goes out with: rolled back by a power cut
+	// after a deployment carried it, a new identity would not know that
+	// deployment for lastmile's, and an interrupted creation would not
+	// find it before making another.
+	err := db.durableTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, instanceKey, id)
 		return err
 	})
