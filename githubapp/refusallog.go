@@ -8,15 +8,14 @@ import (
 	"time"
 )
 
-// RefusalLinesPerMinute bounds the WARN lines of refused deliveries that
-// anyone can cause, having no secret (a wrong or missing signature, a body
-// too large or compressed, the intake too busy): each minute's first ones
-// are logged one by one; past them, the refusals are counted and logged in
-// one line when that minute ends. Unbounded, one line a request, anyone on
-// the internet could fill the disk. The refusals of deliveries that
-// passed the signature check (only GitHub, or whoever holds the secret,
-// can send those) are all logged one by one, and
-// lastmile_webhook_deliveries_total counts every refusal.
+// RefusalLinesPerMinute bounds the WARN lines of refused deliveries (a
+// wrong or missing signature, a body too large or compressed, the intake
+// too busy, a header or body lastmile cannot take): each minute's first
+// ones are logged one by one; past them, the refusals are counted and
+// logged in one line when that minute ends. Unbounded, one line a request,
+// anyone on the internet could fill the disk — with forged requests, or
+// with a signed body seen once (the signature covers no header) sent again
+// and again. lastmile_webhook_deliveries_total counts every refusal.
 const RefusalLinesPerMinute = 20
 
 // refusalLog is the bound on those lines: a window opens at a refusal

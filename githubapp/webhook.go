@@ -103,13 +103,6 @@ type webhookError struct {
 
 func (e *webhookError) Error() string { return e.msg }
 
-// signedRefusal is the refusal of a delivery whose signature was verified:
-// only GitHub (or whoever holds the secret) can cause one, so each is
-// logged, whatever the bound on refusals' lines.
-type signedRefusal struct{ *webhookError }
-
-func (e signedRefusal) Unwrap() error { return e.webhookError }
-
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	event := r.Header.Get("X-GitHub-Event")
 	d, outcome, err := h.receive(w, r)
@@ -124,11 +117,11 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			rf := refusedLine{delivery: delivery, event: KnownEvent(event), status: we.status, outcome: we.outcome,
 				reason: we.msg, remote: r.RemoteAddr}
-			if errors.As(err, new(signedRefusal)) {
-				h.refusals.line(rf)
-			} else {
-				h.refusals.refused(rf)
-			}
+			// Signed ones too: a signed body can be sent again by anyone
+			// who saw it (a proxy's log, the App's Recent Deliveries),
+			// with headers of their choosing, which the signature does
+			// not cover.
+			h.refusals.refused(rf)
 		}
 		h.counter.WebhookRejected(KnownEvent(event), we.outcome)
 		writeJSON(w, we.status, map[string]string{"message": we.msg})
@@ -189,11 +182,7 @@ func (h *Webhook) receive(w http.ResponseWriter, r *http.Request) (*pipeline.Del
 	if err := VerifySignature(h.secret, r.Header.Get("X-Hub-Signature-256"), body); err != nil {
 		return nil, "", &webhookError{http.StatusUnauthorized, OutcomeUnauthorized, err.Error()}
 	}
-	d, outcome, err := h.admit(r, body)
-	if we := (*webhookError)(nil); errors.As(err, &we) {
-		err = signedRefusal{we}
-	}
-	return d, outcome, err
+	return h.admit(r, body)
 }
 
 // admit checks and stores a delivery whose signature was verified.

@@ -926,10 +926,10 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// The refusals anyone can cause, without the secret, are logged one by one
-// up to RefusalLinesPerMinute a minute, the rest summed up in one line at
-// the minute's end: a flood of bad signatures cannot fill the disk. Those
-// of signed deliveries are all logged, and every refusal is counted.
+// Refusals are logged one by one up to RefusalLinesPerMinute a minute,
+// the rest summed up in one line at the minute's end: a flood of bad
+// signatures cannot fill the disk, nor can a signed body sent again and
+// again (its headers are not signed). Every refusal is counted.
 func TestWebhookRefusalLogIsRateLimited(t *testing.T) {
 	// What the server's goroutines log and schedule, and the time they
 	// read, under mu: the test reads and sets them between requests.
@@ -986,24 +986,24 @@ func TestWebhookRefusalLogIsRateLimited(t *testing.T) {
 	}
 	const limit = githubapp.RefusalLinesPerMinute
 
-	// A flood: the first ones logged, the rest held for the summary.
-	unsigned(limit + 30)
-	// A signed delivery refused after them is logged all the same.
+	// A flood: the first ones logged, the rest held for the summary — a
+	// signed delivery refused after them too.
+	unsigned(limit + 29)
 	bad := edit(t, "push.json", func(p map[string]any) { p["after"] = "not-a-sha" })
 	if resp, _ := in.post(t, delivery{id: "signed-bad", event: "push", body: bad}); resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("a signed delivery with a bad after: %d, want 400", resp.StatusCode)
 	}
 	got := lines()
-	if len(got) != limit+1 || got[limit].Delivery != "signed-bad" {
-		t.Fatalf("%d lines logged, want %d forged ones and the signed one last: %+v", len(got), limit, got)
+	if len(got) != limit {
+		t.Fatalf("%d lines logged, want the first %d forged ones: %+v", len(got), limit, got)
 	}
 	for i, l := range got[:limit] {
 		if l.Msg != "webhook: delivery refused" || l.Delivery != fmt.Sprintf("forged-%d", i) {
 			t.Errorf("line %d: %+v, want the refusal of forged-%d", i, l, i)
 		}
 	}
-	if n := len(rejected.list()); n != limit+31 {
-		t.Errorf("%d refusals counted, want every one of the %d", n, limit+31)
+	if n := len(rejected.list()); n != limit+30 {
+		t.Errorf("%d refusals counted, want every one of the %d", n, limit+30)
 	}
 	due := scheduled()
 	if len(due) != 1 || due[0].d != time.Minute {
@@ -1014,9 +1014,9 @@ func TestWebhookRefusalLogIsRateLimited(t *testing.T) {
 	advance(time.Minute)
 	due[0].f()
 	got = lines()
-	if len(got) != 1 || got[0].More != 30 || got[0].Outcomes[githubapp.OutcomeUnauthorized] != 30 ||
-		got[0].LastStatus != http.StatusUnauthorized || got[0].LastRemote == "" || got[0].Logged != limit || !strings.Contains(got[0].Msg, "more deliveries refused") {
-		t.Fatalf("at the minute's end: %+v, want one summary of 30 unauthorized", got)
+	if len(got) != 1 || got[0].More != 30 || got[0].Outcomes[githubapp.OutcomeUnauthorized] != 29 || got[0].Outcomes[githubapp.OutcomeMalformed] != 1 ||
+		got[0].LastStatus != http.StatusBadRequest || got[0].LastRemote == "" || got[0].Logged != limit || !strings.Contains(got[0].Msg, "more deliveries refused") {
+		t.Fatalf("at the minute's end: %+v, want one summary of 29 unauthorized and the signed malformed one last", got)
 	}
 
 	// The next minute logs its first ones again. When its summary is due
