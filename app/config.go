@@ -67,11 +67,12 @@ type Config struct {
 
 // redactURL is u with its user information (user:password@) and its query
 // and fragment, any of which may hold a credential, replaced by REDACTED,
-// whether or not u parses: for logs and error messages. A URL that does
-// not parse (a password holding '/', '?' or '#' breaks it) is redacted up
-// to its last '@', and so is one without "://" (a typo such as
-// "https:/user:password@host" or "//user:password@host" parses, its
-// authority not where a URL's is).
+// whether or not u parses: for logs and error messages. Unless u parses
+// as a URL with a host, whose user information is where a URL has it, an
+// '@' anywhere may end a password: u is redacted up to its last '@' (a
+// password holding '/', '?' or '#' breaks a URL; and typos such as
+// "https:///user:pw@host", "https:/user:pw@host" or "//user:pw@host" put
+// the authority elsewhere).
 func redactURL(u string) string {
 	prefix, rest := "", u
 	scheme, after, hasScheme := strings.Cut(u, "://")
@@ -81,11 +82,9 @@ func redactURL(u string) string {
 	authority := rest
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 && hasScheme {
 		authority = rest[:i]
-	} else if i := strings.IndexAny(rest, "?#"); i >= 0 {
-		authority = rest[:i]
 	}
 	at := strings.LastIndex(authority, "@")
-	if _, err := url.Parse(u); at < 0 && err != nil {
+	if p, err := url.Parse(u); at < 0 && (err != nil || p.Host == "") {
 		at = strings.LastIndex(rest, "@")
 	}
 	if at >= 0 {
@@ -144,9 +143,9 @@ var settings = []setting{
 			c.AppID = id
 			return nil
 		}},
-	{env: "LASTMILE_PRIVATE_KEY_FILE", flag: "private-key-file", help: "file holding the App's PEM private key (this or LASTMILE_PRIVATE_KEY is required; both is an error)",
+	{env: "LASTMILE_PRIVATE_KEY_FILE", flag: "private-key-file", help: "file holding the App's PEM private key (this or LASTMILE_PRIVATE_KEY is required; both in the environment, or both as flags, is an error: a flag replaces the other's variable)",
 		set: func(c *Config, v string) error { c.PrivateKeyFile = v; return nil }},
-	{env: "LASTMILE_PRIVATE_KEY", flag: "private-key", secret: true, help: "the App's PEM private key itself (not with LASTMILE_PRIVATE_KEY_FILE)",
+	{env: "LASTMILE_PRIVATE_KEY", flag: "private-key", secret: true, help: "the App's PEM private key itself (not with LASTMILE_PRIVATE_KEY_FILE, but --private-key replaces that variable)",
 		set: func(c *Config, v string) error { c.PrivateKey = Secret(v); return nil }},
 	{env: "LASTMILE_GITHUB_URL", flag: "github-url", def: "https://api.github.com/", help: "GitHub REST API root, without user:password@, query or fragment; GitHub Enterprise Server: https://HOST/api/v3/",
 		set: func(c *Config, v string) error {
@@ -384,6 +383,7 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 				name, _, _ = strings.Cut(strings.TrimPrefix(name, "-"), "=")
 				if _, isFlag := values[name]; isFlag {
 					problems = append(problems, fmt.Errorf("--%s has no value: the flag after it (--%s) was taken as its value; give it one (--%s=VALUE)", s.flag, name, s.flag))
+					unread[s.flag] = true // not known: nor is what it depends on (the key)
 					continue
 				}
 			}

@@ -758,6 +758,11 @@ func TestLoadConfigRefusesAFlagAsAValue(t *testing.T) {
 			t.Errorf("%q: %v, want %s refused as given no value, the value not shown", args, err, args[0])
 		}
 	}
+	// The key's flag without a value is that problem alone, not also a
+	// key missing (the environment's, which the flag replaces).
+	if _, _, err := load(t, validEnv(t), "--private-key-file", "--listen=:0"); err == nil || len(problems(t, err)) != 1 {
+		t.Errorf("--private-key-file without a value: %v, want that one problem", err)
+	}
 	// A value that starts with a dash but names no flag is a value.
 	cfg, _, err := load(t, validEnv(t), "--webhook-secret", "-not-a-flag-secret")
 	if err != nil || cfg.WebhookSecret.Reveal() != "-not-a-flag-secret" {

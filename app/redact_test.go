@@ -27,10 +27,14 @@ func TestRedactURL(t *testing.T) {
 		"https://user:pa#ss@ghe.example.com/":                        "https://REDACTED@ghe.example.com/",
 		"":                                                           "",
 		// Typos that parse, their authority elsewhere.
-		"//user:hunter2@ghe.example.com":         "REDACTED@ghe.example.com",
-		"https:/user:hunter2@ghe.example.com":    "REDACTED@ghe.example.com",
-		"https//user:hunter2@ghe.example.com/x":  "REDACTED@ghe.example.com/x",
-		"https:user:hunter2@ghe.example.com?a=b": "REDACTED@ghe.example.com?REDACTED",
+		"//user:hunter2@ghe.example.com":                 "REDACTED@ghe.example.com",
+		"https:/user:hunter2@ghe.example.com":            "REDACTED@ghe.example.com",
+		"https//user:hunter2@ghe.example.com/x":          "REDACTED@ghe.example.com/x",
+		"https:user:hunter2@ghe.example.com?a=b":         "REDACTED@ghe.example.com?REDACTED",
+		"https:///octo:s3cretpw@ghe.example.com/api/v3/": "https://REDACTED@ghe.example.com/api/v3/",
+		"https:/octo:s3c?retpw@ghe.example.com":          "REDACTED@ghe.example.com",
+		"https:user:p?ss@host":                           "REDACTED@host",
+		"https:user:p#ss@host/x?y":                       "REDACTED@host/x?REDACTED",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
