@@ -1943,6 +1943,9 @@ func (e *Engine) lookForSuperseded(ctx context.Context, repo Repo, d *Deployment
 	}
 	id, createdAt, err := e.GitHub.FindDeployment(ctx, repo, d.SHA, d.Environment, marker)
 	if errors.Is(err, ErrNotFound) {
+		if again := e.listLag(d); again != nil {
+			return false, again
+		}
 		return false, e.Store.Refused(ctx, d.ID, DeploymentAbandoned, d.NotifyReason)
 	}
 	if err != nil {
@@ -2006,15 +2009,8 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		if !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("look for deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
 		}
-		// GitHub's list may not show a deployment made a moment ago (its
-		// answer lost: a timeout, a 502 from a proxy in front of it):
-		// asked again at once, GitHub would make a second one. Until it
-		// would list it, lastmile waits — for its deployment webhook,
-		// which adopts it, or for the list.
-		if since := e.Now().Sub(d.AttemptedAt); !d.AttemptedAt.IsZero() && since < CreateListLag {
-			return &LookAgain{At: d.AttemptedAt.Add(CreateListLag), Reason: fmt.Sprintf(
-				"deployment of release %d to %s: the answer to its creation was lost %s ago, and GitHub does not list one yet",
-				d.ReleaseID, d.Environment, since.Round(time.Millisecond))}
+		if again := e.listLag(d); again != nil {
+			return again
 		}
 	}
 	if !fresh {
@@ -2051,8 +2047,32 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		d.State = DeploymentAbandoned
 		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, refused.Error())
 	default:
+		// No answer: GitHub may have made it, at any time until now.
+		if lerr := e.Store.AnswerLost(ctx, d.ID); lerr != nil {
+			e.Log.Warn("recording a creation without an answer", "repo", repo.FullName(), "release", d.ReleaseID, "error", lerr)
+		}
 		return fmt.Errorf("create deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
 	}
+}
+
+// listLag is the LookAgain of an intent whose latest creation attempt got
+// no answer less than CreateListLag ago, and that GitHub's list does not
+// show: GitHub may have made it a moment ago (a timeout, a 502 from a
+// proxy in front of it), and its list may not show it yet — asked again at
+// once, GitHub would make a second one. Nil otherwise. A clock set back
+// since waits CreateListLag from now at most.
+func (e *Engine) listLag(d *Deployment) *LookAgain {
+	if d.AttemptedAt.IsZero() {
+		return nil
+	}
+	now := e.Now()
+	since := now.Sub(d.AttemptedAt)
+	if since >= CreateListLag {
+		return nil
+	}
+	return &LookAgain{At: now.Add(CreateListLag - max(since, 0)), Reason: fmt.Sprintf(
+		"deployment of release %d to %s: an attempt to create it got no answer %s ago, and GitHub does not list one yet",
+		d.ReleaseID, d.Environment, max(since, 0).Round(time.Millisecond))}
 }
 
 // GitHub answers 422 "the endpoint has been spammed" to deployments created

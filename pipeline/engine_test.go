@@ -4112,8 +4112,10 @@ func (g *laggingList) FindDeployment(ctx context.Context, r pipeline.Repo, sha, 
 
 // The answer to a creation is lost and GitHub's list does not show the
 // deployment yet when the retried delivery looks for it: lastmile does not
-// create a second one, but waits (LookAgain) until the list would show it
-// — or until the deployment's webhook, which adopts it, comes first.
+// create a second one, but waits (LookAgain) until the list would show it.
+// (Or the deployment's webhook adopts it meanwhile: handled before the
+// wait ends only when no delivery of the repository waits — a creation of
+// the sweep's —, as a repository's deliveries are handled in order.)
 func TestLostCreationIsNotMadeAgainBeforeGitHubListsIt(t *testing.T) {
 	ctx := context.Background()
 	for _, adoptedBy := range []string{"the list", "the webhook"} {
@@ -4153,5 +4155,78 @@ func TestLostCreationIsNotMadeAgainBeforeGitHubListsIt(t *testing.T) {
 				t.Errorf("deployment %d: %+v, %v; want it recorded as lastmile's intent's", first.id, d, err)
 			}
 		})
+	}
+}
+
+// The answer to a creation came too late (the client gave up after 30 s,
+// GitHub making the deployment at their end): the wait for GitHub's list
+// counts from when the answer was lost, not from when the request began.
+func TestLostCreationWaitsFromTheLostAnswer(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	h.engine.Now, h.db.Now = clock, clock
+	lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
+	h.engine.GitHub = lag
+	h.gh.enter = func() func() { return func() { now = now.Add(30 * time.Second) } }
+	h.gh.loseNext = true
+	if err := h.push(c0, c1, false); err == nil {
+		t.Fatal("the push whose creation lost its answer succeeded")
+	}
+	h.gh.enter = nil
+	first := h.gh.deployment(c1, "test")
+	lag.hidden[first.id] = 2
+	now = now.Add(3 * time.Second) // the worker's first retry
+	var again *pipeline.LookAgain
+	// (The ledger keeps times to the millisecond.)
+	if err := h.push(c0, c1, false); !errors.As(err, &again) || again.At.Sub(now) <= pipeline.CreateListLag-3*time.Second-time.Millisecond ||
+		again.At.Sub(now) > pipeline.CreateListLag-3*time.Second {
+		t.Fatalf("the push again 3 s after the lost answer: %v, want to look again %s after that answer", err, pipeline.CreateListLag)
+	}
+	if n := h.gh.count(c1, "test"); n != 1 {
+		t.Errorf("GitHub deployments of c1 to test: %d, want 1", n)
+	}
+	// A clock set back an hour since waits no more than the lag from now:
+	// the repository's later deliveries wait behind this one.
+	now = now.Add(-time.Hour)
+	if err := h.push(c0, c1, false); !errors.As(err, &again) || again.At.After(now.Add(pipeline.CreateListLag)) {
+		t.Errorf("the push again, the clock set back: %v, want to look again within %s", err, pipeline.CreateListLag)
+	}
+}
+
+// An intent whose creation lost its answer, superseded before GitHub's list
+// shows what that attempt made: not abandoned at once (the deployment
+// would deploy, with no inactive on it), but looked for again once the list
+// would show it, and made inactive.
+func TestLostCreationSupersededBeforeGitHubListsIt(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
+	h.engine.GitHub = lag
+	h.gh.loseNext = true
+	if err := h.push(c0, c1, false); err == nil {
+		t.Fatal("the push whose creation lost its answer succeeded")
+	}
+	d1 := h.gh.deployment(c1, "test")
+	lag.hidden[d1.id] = 1
+	var again *pipeline.LookAgain
+	if err := h.push(c1, c2, false); !errors.As(err, &again) {
+		t.Fatalf("the next push, while GitHub's list may lag: %v, want to look again", err)
+	}
+	h.engine.Now = func() time.Time { return time.Now().Add(pipeline.CreateListLag) }
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatalf("the next push again: %v", err)
+	}
+	rec, err := h.db.Deployment(context.Background(), d1.id)
+	if err != nil || rec.Origin != pipeline.OriginLastmile || rec.State != pipeline.DeploymentInactive {
+		t.Fatalf("release #1's deployment %d: %+v, %v; want lastmile's, made inactive", d1.id, rec, err)
+	}
+	h.gh.mu.Lock()
+	last := d1.statuses[len(d1.statuses)-1].State
+	h.gh.mu.Unlock()
+	if last != pipeline.DeploymentInactive {
+		t.Errorf("GitHub's latest status of deployment %d: %s, want inactive", d1.id, last)
+	}
+	if h.gh.deployment(c2, "test") == nil {
+		t.Error("release #2 was not sent to test")
 	}
 }

@@ -344,6 +344,9 @@ type Store interface {
 	Work(ctx context.Context, repoID int64) ([]*Deployment, error)
 	// MarkAttempt counts a creation attempt, durably, before it is made.
 	MarkAttempt(ctx context.Context, deploymentID int64) error
+	// AnswerLost records the time an attempt got no answer, from which
+	// GitHub's list is given CreateListLag to show what it may have made.
+	AnswerLost(ctx context.Context, deploymentID int64) error
 	// Created records the GitHub deployment an intent became.
 	Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error
 	// Refused records that GitHub did not create the deployment: state

@@ -723,6 +723,17 @@ func (db *DB) MarkAttempt(ctx context.Context, deploymentID int64) error {
 	})
 }
 
+// AnswerLost records when an attempt to create an intent's deployment got
+// no answer (a timeout, a 5xx): GitHub may have made it by then, and its
+// list may show it only later.
+func (db *DB) AnswerLost(ctx context.Context, deploymentID int64) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempted_at = ? WHERE id = ? AND state = 'intent'`,
+			millis(db.Now()), deploymentID)
+		return err
+	})
+}
+
 // Created records the GitHub deployment an intent became.
 func (db *DB) Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error {
 	if createdAt.IsZero() {
