@@ -155,14 +155,13 @@ before), prints the newest release that brought it, saying so.`, stderr)
 	}
 	if *asJSON {
 		if *logs {
-			// Each kept log in its job's "log".
+			// Each kept log in its job's "log" (none for one pruned:
+			// its log_pruned says so).
 			keptLogs(rec, func(_ string, j *pipeline.JobRecord) {
-				log, err := db.JobLog(ctx, j.ID)
-				if err != nil {
-					log = []byte(err.Error())
+				if log, err := db.JobLog(ctx, j.ID); err == nil {
+					text := string(log)
+					j.Log = &text
 				}
-				text := string(log)
-				j.Log = &text
 			})
 		}
 		return writeJSONTo(stdout, rec)
@@ -396,9 +395,11 @@ func shortSHA(sha string) string {
 }
 
 // writeJSONTo prints v as JSON for a terminal or a tool: encoding/json
-// escapes the C0 controls but not DEL or the C1 controls (U+0080–U+009F,
-// which some terminals obey: U+009B is CSI), so those are escaped too — in
-// JSON they only occur inside strings, where \u escapes mean the same.
+// escapes the C0 controls but not DEL, the C1 controls (U+0080–U+009F,
+// which some terminals obey: U+009B is CSI) nor the bidirectional
+// formatting characters, so those are escaped too, as the text output
+// escapes them (isControl) — in JSON they only occur inside strings, where
+// \u escapes mean the same.
 func writeJSONTo(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -406,7 +407,7 @@ func writeJSONTo(w io.Writer, v any) error {
 	}
 	var out bytes.Buffer
 	for _, r := range string(b) {
-		if r == 0x7f || (r >= 0x80 && r <= 0x9f) {
+		if isControl(r) {
 			fmt.Fprintf(&out, `\u%04x`, r)
 		} else {
 			out.WriteRune(r)

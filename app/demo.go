@@ -50,6 +50,11 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	if err := noArgs(fs); err != nil {
 		return err
 	}
+	// The simulated workflow runs the Action's deploy step, which runs its
+	// command as a runner does, with bash.
+	if _, err := exec.LookPath("bash"); err != nil {
+		return fmt.Errorf("the demo's deploy step runs its command with bash, as GitHub's runners do: %w", err)
+	}
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "lastmile-demo-")
 		if err != nil {
@@ -61,11 +66,6 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	}
 	if _, err := os.Stat(filepath.Join(*dir, "lastmile.db")); err == nil {
 		return fmt.Errorf("%s already holds a lastmile.db: give the demo an empty folder", *dir)
-	}
-	// The simulated workflow runs the Action's deploy step, which runs its
-	// command as a runner does, with bash.
-	if _, err := exec.LookPath("bash"); err != nil {
-		return fmt.Errorf("the demo's deploy step runs its command with bash, as GitHub's runners do: %w", err)
 	}
 	log := slog.New(slog.DiscardHandler)
 	if *verbose {
@@ -113,7 +113,7 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	}
 	printDemoSummary(stdout, rec)
 	if rec.Release.State != pipeline.ReleaseCompleted {
-		printDemoNextSteps(stdout, demoNextSteps{self: self(getenv), database: sb.Config.Database, repo: repo, sha: push.After, url: sb.URL(), token: token})
+		printDemoNextSteps(stdout, demoNextSteps{self: self(getenv), database: sb.Config.Database, repo: repo, sha: push.After, stopped: true})
 		return fmt.Errorf("the release did not reach production: %s (run with --verbose to see lastmile's log)", rec.Release.StopReason)
 	}
 
@@ -134,6 +134,7 @@ type demoNextSteps struct {
 	self, database, repo, sha string
 	keep                      bool
 	url, token                string
+	stopped                   bool // the release stopped: nothing more to browse
 }
 
 // printDemoNextSteps prints the commands to run next, each on a line of its
@@ -151,6 +152,9 @@ Where to look:
   the releases recorded:
     %[1]s history --database %[2]s
 `, n.self, db, shellWord(n.repo), shellWord(n.sha[:7]))
+	if n.stopped {
+		return
+	}
 	if !n.keep {
 		fmt.Fprintf(w, `  to browse /metrics and the read API while it runs:
     %s demo --keep-running

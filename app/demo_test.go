@@ -235,8 +235,8 @@ func TestDemoSaysWhyTheReleaseStopped(t *testing.T) {
 	if code := Main(ctx, []string{"demo", "--dir", dir}, func(string) string { return "" }, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "runs its command with bash") {
 		t.Errorf("demo without bash exited %d, want an error that says bash is needed:\n%s%s", code, out.String(), errOut.String())
 	}
-	if _, err := os.Stat(filepath.Join(dir, "lastmile.db")); err == nil {
-		t.Errorf("demo without bash made a database before refusing")
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("demo without bash made its folder before refusing")
 	}
 
 	failing := filepath.Join(empty, "bash")
@@ -253,7 +253,7 @@ func TestDemoSaysWhyTheReleaseStopped(t *testing.T) {
 		t.Errorf("demo with a failing deploy said\n%s\nwant the release's stop reason", msg)
 	}
 	text := out.String()
-	if !strings.Contains(text, "is stopped") || !strings.Contains(text, " audit --database ") {
-		t.Errorf("demo with a failing deploy printed no stopped release and no audit command:\n%s", text)
+	if !strings.Contains(text, "is stopped") || !strings.Contains(text, " audit --database ") || strings.Contains(text, "--keep-running") {
+		t.Errorf("demo with a failing deploy printed no stopped release and no audit command (or something to browse):\n%s", text)
 	}
 }

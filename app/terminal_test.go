@@ -24,3 +24,17 @@ func TestTerminalEscapesControlSequences(t *testing.T) {
 		}
 	}
 }
+
+// JSON output escapes what the text output escapes, as \u escapes that
+// mean the same inside its strings: DEL, C1 and the bidirectional
+// formatting characters (encoding/json escapes C0 itself).
+func TestWriteJSONEscapesWhatTheTerminalWould(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeJSONTo(&b, map[string]string{"title": "Fix \u202egnp.exe\u202c, DEL \x7f, CSI \u009b2J, tab\t"}); err != nil {
+		t.Fatal(err)
+	}
+	want := `"Fix \u202egnp.exe\u202c, DEL \u007f, CSI \u009b2J, tab\t"`
+	if !bytes.Contains(b.Bytes(), []byte(want)) {
+		t.Errorf("writeJSONTo printed %s, want it to hold %s", b.Bytes(), want)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/google/go-github/v62/github"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-github/v62/github"
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/pipeline"
 )
