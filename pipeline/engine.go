@@ -2047,8 +2047,9 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		d.State = DeploymentAbandoned
 		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, refused.Error())
 	default:
-		// No answer: GitHub may have made it, at any time until now.
-		if lerr := e.Store.AnswerLost(ctx, d.ID); lerr != nil {
+		// No answer: GitHub may have made it, at any time until now (a
+		// shutdown's cancelled request too: recorded all the same).
+		if lerr := e.Store.AnswerLost(context.WithoutCancel(ctx), d.ID); lerr != nil {
 			e.Log.Warn("recording a creation without an answer", "repo", repo.FullName(), "release", d.ReleaseID, "error", lerr)
 		}
 		return fmt.Errorf("create deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
