@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,27 +68,17 @@ type Config struct {
 
 // redactURL is u with its user information (user:password@) and its query
 // and fragment, any of which may hold a credential, replaced by REDACTED,
-// whether or not u parses: for logs and error messages. Unless u parses
-// as a URL with a host, whose user information is where a URL has it, an
-// '@' anywhere may end a password: u is redacted up to its last '@' (a
-// password holding '/', '?' or '#' breaks a URL; and typos such as
-// "https:///user:pw@host", "https:/user:pw@host" or "//user:pw@host" put
-// the authority elsewhere).
+// whether or not u parses: for logs and error messages. Everything after
+// the scheme up to the last '@' is taken for user information, wherever
+// that '@' is: a password may hold '/', '?' or '#', or be all digits, and
+// a typo ("https:///user:pw@host", "https:/user:pw@host") puts it
+// anywhere; a URL lastmile takes holds no '@' (checkRootURL).
 func redactURL(u string) string {
 	prefix, rest := "", u
-	scheme, after, hasScheme := strings.Cut(u, "://")
-	if hasScheme {
-		prefix, rest = scheme+"://", after
+	if i := strings.Index(u, "://"); i > 0 && urlScheme.MatchString(u[:i]) {
+		prefix, rest = u[:i+3], u[i+3:]
 	}
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 && hasScheme {
-		authority = rest[:i]
-	}
-	at := strings.LastIndex(authority, "@")
-	if p, err := url.Parse(u); at < 0 && (err != nil || p.Host == "") {
-		at = strings.LastIndex(rest, "@")
-	}
-	if at >= 0 {
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
 		prefix, rest = prefix+"REDACTED", rest[at:]
 	}
 	if i := strings.IndexAny(rest, "?#"); i >= 0 {
@@ -95,6 +86,10 @@ func redactURL(u string) string {
 	}
 	return prefix + rest
 }
+
+// urlScheme is a URL's scheme (RFC 3986): what comes before a "://" that
+// is not one is not kept whole by redactURL.
+var urlScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
 
 // setting describes one configuration value: its variable, its flag, its
 // default and what it means. The table drives parsing, validation and help.
@@ -261,8 +256,8 @@ func checkRootURL(v, what string) error {
 		return fmt.Errorf("%q is not an http(s) URL with a host", redactURL(v))
 	}
 	var wrong []string
-	if u.User != nil {
-		wrong = append(wrong, "a user name or password (user:password@)")
+	if u.User != nil || strings.Contains(v, "@") {
+		wrong = append(wrong, "a user name or password (user:password@), nor any '@'")
 	}
 	if u.RawQuery != "" || u.ForceQuery {
 		wrong = append(wrong, "a query (?…)")
@@ -272,7 +267,7 @@ func checkRootURL(v, what string) error {
 	}
 	if len(wrong) > 0 {
 		why := ""
-		if u.User != nil {
+		if u.User != nil || strings.Contains(v, "@") {
 			why = ": lastmile needs no credentials in it (it authenticates as the App), and the URL is printed and logged"
 		}
 		return fmt.Errorf("%q must be %s alone, without %s%s", redactURL(v), what, strings.Join(wrong, ", nor "), why)

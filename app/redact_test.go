@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -15,29 +16,54 @@ func TestRedactURL(t *testing.T) {
 		"https://api.github.com/":                   "https://api.github.com/",
 		"https://user:pass@ghes.example.com/api/v3": "https://REDACTED@ghes.example.com/api/v3",
 		"https://token@ghes.example.com":            "https://REDACTED@ghes.example.com",
-		"https://a@b:c@host/x?y=z@w#f@g":            "https://REDACTED@host/x?REDACTED",
+		"https://a@b:c@host/x?y=z@w#f@g":            "https://REDACTED@g",
 		"https://host/api/v3/?token=zzz":            "https://host/api/v3/?REDACTED",
 		"https://host/api/v3/#secret":               "https://host/api/v3/#REDACTED",
 		"http://user:pass@[::1":                     "http://REDACTED@[::1",
-		"https://host/path@not-userinfo":            "https://host/path@not-userinfo",
+		"https://host/path@not-userinfo":            "https://REDACTED@not-userinfo", // as a token holding '/' would be
 		"user:pass@host/api":                        "REDACTED@host/api",
-		// A password holding '/', '?' or '#' makes the URL unparsable.
+		// A password holding '/', '?' or '#', or all digits: parsed or not,
+		// its URL is redacted up to the last '@'.
 		"https://x-access-token:ghp_sec/ret@ghe.example.com/api/v3/": "https://REDACTED@ghe.example.com/api/v3/",
 		"https://user:pa?ss@ghe.example.com/":                        "https://REDACTED@ghe.example.com/",
 		"https://user:pa#ss@ghe.example.com/":                        "https://REDACTED@ghe.example.com/",
 		"":                                                           "",
 		// Typos that parse, their authority elsewhere.
-		"//user:hunter2@ghe.example.com":                 "REDACTED@ghe.example.com",
-		"https:/user:hunter2@ghe.example.com":            "REDACTED@ghe.example.com",
-		"https//user:hunter2@ghe.example.com/x":          "REDACTED@ghe.example.com/x",
-		"https:user:hunter2@ghe.example.com?a=b":         "REDACTED@ghe.example.com?REDACTED",
-		"https:///octo:s3cretpw@ghe.example.com/api/v3/": "https://REDACTED@ghe.example.com/api/v3/",
-		"https:/octo:s3c?retpw@ghe.example.com":          "REDACTED@ghe.example.com",
-		"https:user:p?ss@host":                           "REDACTED@host",
-		"https:user:p#ss@host/x?y":                       "REDACTED@host/x?REDACTED",
+		"//user:hunter2@ghe.example.com":                   "REDACTED@ghe.example.com",
+		"https:/user:hunter2@ghe.example.com":              "REDACTED@ghe.example.com",
+		"https//user:hunter2@ghe.example.com/x":            "REDACTED@ghe.example.com/x",
+		"https:user:hunter2@ghe.example.com?a=b":           "REDACTED@ghe.example.com?REDACTED",
+		"https:///octo:s3cretpw@ghe.example.com/api/v3/":   "https://REDACTED@ghe.example.com/api/v3/",
+		"https:/octo:s3c?retpw@ghe.example.com":            "REDACTED@ghe.example.com",
+		"https:user:p?ss@host":                             "REDACTED@host",
+		"https:user:p#ss@host/x?y":                         "REDACTED@host/x?REDACTED",
+		"https://ghp_ab/cdEF@ghe.example.com/api/v3":       "https://REDACTED@ghe.example.com/api/v3",
+		"https://user:8/cd@ghe.example.com/api/v3":         "https://REDACTED@ghe.example.com/api/v3",
+		"//user:hunter2@ghe.example.com/?next=https://x":   "REDACTED@ghe.example.com/?REDACTED",
+		"https:/user:hunter2@ghe.example.com/x?r=http://y": "REDACTED@ghe.example.com/x?REDACTED",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Whatever the shape around it, a password before an '@' never reaches
+// redactURL's output: passwords of the characters that break URLs, put
+// where typos put them, in URLs with a query or a fragment.
+func TestRedactURLNeverShowsThePassword(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	parts := []string{"https://", "https:/", "https:", "//", "", "pw://", "http://x.example/", "https:///"}
+	chars := "abcXYZ019/?#:@%.-_~!$&'()*+,;=[]"
+	for range 20000 {
+		pw := "SEKRIT"
+		for range rng.IntN(6) {
+			pw += string(chars[rng.IntN(len(chars))])
+		}
+		in := parts[rng.IntN(len(parts))] + []string{"", "user:", "a@b:"}[rng.IntN(3)] + pw + "@ghe.example.com" +
+			[]string{"", "/api/v3/", "/x?y=1", "/x#f", "/?next=https://y"}[rng.IntN(5)]
+		if out := redactURL(in); strings.Contains(out, "SEKRIT") {
+			t.Fatalf("redactURL(%q) = %q shows the password", in, out)
 		}
 	}
 }
