@@ -1852,12 +1852,28 @@ func (e *Engine) logAction(repo Repo, a Action) {
 
 // realize creates the deployments the ledger intends and writes the
 // statuses it owes, reporting whether anything was sent.
-func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool) (bool, error) {
+func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool) (sent bool, err error) {
 	work, err := e.Store.Work(ctx, repo.ID)
 	if err != nil {
 		return false, err
 	}
-	sent := false
+	// A fresh intent's first attempt is counted with it, as it is made
+	// this round: one this round did not reach (another's error ended it)
+	// is not counted, nor taken for a request that may have made its
+	// deployment (see listLag).
+	tried := map[int64]bool{}
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, d := range work {
+			if d.State == DeploymentIntent && fresh[[2]int64{d.ReleaseID, int64(d.Stage)}] && !tried[d.ID] {
+				if uerr := e.Store.UncountAttempt(context.WithoutCancel(ctx), d.ID); uerr != nil {
+					e.Log.Warn("uncounting an attempt not made", "repo", repo.FullName(), "release", d.ReleaseID, "error", uerr)
+				}
+			}
+		}
+	}()
 	var intents []*Deployment
 	for _, d := range work {
 		if d.Notify != "" {
@@ -1911,6 +1927,7 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 			e.Log.Info("deployment waits: a deploy of another release runs in its environment", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "running_release", held)
 		}
+		tried[d.ID] = true
 		if held != 0 && held != d.ReleaseID {
 			if fresh[[2]int64{d.ReleaseID, int64(d.Stage)}] {
 				// Its first attempt, counted with the intent, is not made.
@@ -1943,8 +1960,8 @@ func (e *Engine) lookForSuperseded(ctx context.Context, repo Repo, d *Deployment
 	}
 	id, createdAt, err := e.GitHub.FindDeployment(ctx, repo, d.SHA, d.Environment, marker)
 	if errors.Is(err, ErrNotFound) {
-		if again := e.listLag(d); again != nil {
-			return false, again
+		if again, err := e.listLag(ctx, d); err != nil || again != nil {
+			return false, cmp.Or[error](err, again)
 		}
 		return false, e.Store.Refused(ctx, d.ID, DeploymentAbandoned, d.NotifyReason)
 	}
@@ -1974,6 +1991,12 @@ func (e *Engine) marker(ctx context.Context, d *Deployment) (Marker, error) {
 // what that attempt made: before, a deployment not listed may still be
 // there, and no other attempt is made.
 const CreateListLag = 10 * time.Second
+
+// CreateInFlight is how long after it is sent a request to create a
+// deployment may still make one: GitHub's answer is awaited 30 s (and its
+// body read after). A process killed while it waited knows no more, and
+// takes the request to have made it as late as that.
+const CreateInFlight = time.Minute
 
 // create turns an intent into a GitHub deployment. Unless the intent is
 // fresh (recorded by this very round, with its attempt counted), an earlier
@@ -2009,12 +2032,12 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		if !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("look for deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
 		}
-		if again := e.listLag(d); again != nil {
-			return again
+		if again, err := e.listLag(ctx, d); err != nil || again != nil {
+			return cmp.Or[error](err, again)
 		}
 	}
 	if !fresh {
-		if err := e.Store.MarkAttempt(ctx, d.ID); err != nil {
+		if err := e.Store.MarkAttempt(ctx, d.ID, e.Now().Add(CreateInFlight)); err != nil {
 			return err
 		}
 		d.Attempts++
@@ -2056,24 +2079,32 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 	}
 }
 
-// listLag is the LookAgain of an intent whose latest creation attempt got
-// no answer less than CreateListLag ago, and that GitHub's list does not
-// show: GitHub may have made it a moment ago (a timeout, a 502 from a
-// proxy in front of it), and its list may not show it yet — asked again at
-// once, GitHub would make a second one. Nil otherwise. A clock set back
-// since waits CreateListLag from now at most.
-func (e *Engine) listLag(d *Deployment) *LookAgain {
+// listLag is the LookAgain of an intent that GitHub's list does not show,
+// when its latest creation attempt may have made it less than
+// CreateListLag ago (Deployment.AttemptedAt: when its answer was lost — a
+// timeout, a 502 from a proxy in front of GitHub —, or, not known, as late
+// as its request could make it): GitHub's list may not show it yet, and
+// asked again, GitHub would make a second one. Nil otherwise. A time
+// further ahead than an attempt can put it (the clock set back since) is
+// taken as now, once.
+func (e *Engine) listLag(ctx context.Context, d *Deployment) (*LookAgain, error) {
 	if d.AttemptedAt.IsZero() {
-		return nil
+		return nil, nil
 	}
 	now := e.Now()
-	since := now.Sub(d.AttemptedAt)
-	if since >= CreateListLag {
-		return nil
+	until := d.AttemptedAt.Add(CreateListLag)
+	if until.Sub(now) > CreateInFlight+CreateListLag {
+		if err := e.Store.AnswerLost(ctx, d.ID); err != nil {
+			return nil, err
+		}
+		until = now.Add(CreateListLag)
 	}
-	return &LookAgain{At: now.Add(CreateListLag - max(since, 0)), Reason: fmt.Sprintf(
-		"deployment of release %d to %s: an attempt to create it got no answer %s ago, and GitHub does not list one yet",
-		d.ReleaseID, d.Environment, max(since, 0).Round(time.Millisecond))}
+	if !now.Before(until) {
+		return nil, nil
+	}
+	return &LookAgain{At: until, Reason: fmt.Sprintf(
+		"deployment of release %d to %s: an attempt to create it may have made it until %s, and GitHub does not list one yet",
+		d.ReleaseID, d.Environment, d.AttemptedAt.UTC().Format(time.RFC3339))}, nil
 }
 
 // GitHub answers 422 "the endpoint has been spammed" to deployments created

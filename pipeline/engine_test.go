@@ -4186,11 +4186,63 @@ func TestLostCreationWaitsFromTheLostAnswer(t *testing.T) {
 	if n := h.gh.count(c1, "test"); n != 1 {
 		t.Errorf("GitHub deployments of c1 to test: %d, want 1", n)
 	}
-	// A clock set back an hour since waits no more than the lag from now:
-	// the repository's later deliveries wait behind this one.
+	// A clock set back an hour since waits the lag from now, once: the
+	// repository's later deliveries wait behind this one.
 	now = now.Add(-time.Hour)
 	if err := h.push(c0, c1, false); !errors.As(err, &again) || again.At.After(now.Add(pipeline.CreateListLag)) {
-		t.Errorf("the push again, the clock set back: %v, want to look again within %s", err, pipeline.CreateListLag)
+		t.Fatalf("the push again, the clock set back: %v, want to look again within %s", err, pipeline.CreateListLag)
+	}
+	now = again.At
+	if err := h.push(c0, c1, false); err != nil {
+		t.Errorf("the push again after that wait: %v", err)
+	}
+	if n := h.gh.count(c1, "test"); n != 1 {
+		t.Errorf("GitHub deployments of c1 to test: %d, want 1", n)
+	}
+}
+
+// lastmile is killed while it waits for GitHub's answer to a creation (25 s
+// in), which GitHub makes; restarted at once, it finds nothing in a list
+// that lags, and waits as long as that request could have made it, plus
+// the list's lag: not a second deployment.
+func TestCreationKilledInFlightIsNotMadeAgain(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	h.engine.Now, h.db.Now = clock, clock
+	lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
+	h.engine.GitHub = lag
+	h.gh.enter = func() func() {
+		return func() { now = now.Add(25 * time.Second); panic("killed") }
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the creation was not cut short")
+			}
+		}()
+		h.push(c0, c1, false)
+	}()
+	h.gh.enter = nil
+	first := h.gh.deployment(c1, "test")
+	if first == nil {
+		t.Fatal("GitHub made no deployment")
+	}
+	lag.hidden[first.id] = 1
+	now = now.Add(time.Second) // restarted
+	var again *pipeline.LookAgain
+	if err := h.push(c0, c1, false); !errors.As(err, &again) {
+		t.Fatalf("the push after the restart: %v, want to look again", err)
+	}
+	if n := h.gh.count(c1, "test"); n != 1 {
+		t.Errorf("GitHub deployments of c1 to test: %d, want 1", n)
+	}
+	now = again.At
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatalf("the push once the list would show it: %v", err)
+	}
+	if n := h.gh.count(c1, "test"); n != 1 {
+		t.Errorf("GitHub deployments of c1 to test: %d, want 1", n)
 	}
 }
 

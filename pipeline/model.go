@@ -228,7 +228,9 @@ type Deployment struct {
 	Production  bool            `json:"production"`
 	Creator     string          `json:"creator,omitempty"`
 	Attempts    int             `json:"attempts,omitempty"` // creation attempts (intent recovery)
-	// AttemptedAt is when the latest of them was made.
+	// AttemptedAt is as late as the latest of them may have made the
+	// deployment: when its answer was lost, or, not known, when its
+	// request could make it at the latest (see Engine.listLag).
 	AttemptedAt    time.Time `json:"-"`
 	Reason         string    `json:"reason,omitempty"`   // why it is waiting, abandoned, failed or inactive
 	Rejected       bool      `json:"rejected,omitempty"` // a reviewer rejected it

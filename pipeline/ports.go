@@ -343,9 +343,12 @@ type Store interface {
 	// and deployments with a Notify status.
 	Work(ctx context.Context, repoID int64) ([]*Deployment, error)
 	// MarkAttempt counts a creation attempt, durably, before it is made.
-	MarkAttempt(ctx context.Context, deploymentID int64) error
-	// AnswerLost records the time an attempt got no answer, from which
-	// GitHub's list is given CreateListLag to show what it may have made.
+	// Until is as late as the attempt may make the deployment
+	// (Deployment.AttemptedAt).
+	MarkAttempt(ctx context.Context, deploymentID int64, until time.Time) error
+	// AnswerLost records now as the time an attempt got no answer (its
+	// Deployment.AttemptedAt), from which GitHub's list is given
+	// CreateListLag to show what it may have made.
 	AnswerLost(ctx context.Context, deploymentID int64) error
 	// Created records the GitHub deployment an intent became.
 	Created(ctx context.Context, deploymentID, githubID int64, createdAt time.Time) error

@@ -585,7 +585,8 @@ func (db *DB) apply(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, a pipel
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
 			state, production, attempts, created_at, attempted_at) VALUES (?, ?, ?, ?, ?, 'lastmile', 'intent', ?, 1, ?, ?)
-			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now), millis(now))
+			ON CONFLICT DO NOTHING`, repo.ID, a.Release.ID, env.Name, a.Stage, a.Release.SHA, env.Production, millis(now),
+			millis(now.Add(pipeline.CreateInFlight)))
 		if err != nil {
 			return err
 		}
@@ -708,26 +709,27 @@ func (db *DB) ReadBackDone(ctx context.Context, deploymentID int64) error {
 // the deployment on GitHub first.
 func (db *DB) UncountAttempt(ctx context.Context, deploymentID int64) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = MAX(attempts - 1, 0) WHERE id = ?`, deploymentID)
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = MAX(attempts - 1, 0),
+			attempted_at = CASE WHEN attempts <= 1 THEN 0 ELSE attempted_at END WHERE id = ?`, deploymentID)
 		return err
 	})
 }
 
-// MarkAttempt counts a creation attempt, and its time, durably, before
-// the attempt.
-func (db *DB) MarkAttempt(ctx context.Context, deploymentID int64) error {
+// MarkAttempt counts a creation attempt, durably, before the attempt, with
+// the time until which it may make the deployment.
+func (db *DB) MarkAttempt(ctx context.Context, deploymentID int64, until time.Time) error {
 	return db.durableTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempts = attempts + 1, attempted_at = ? WHERE id = ?`,
-			millis(db.Now()), deploymentID)
+			millis(until), deploymentID)
 		return err
 	})
 }
 
 // AnswerLost records when an attempt to create an intent's deployment got
 // no answer (a timeout, a 5xx): GitHub may have made it by then, and its
-// list may show it only later.
+// list may show it only later. Durably, as the attempt.
 func (db *DB) AnswerLost(ctx context.Context, deploymentID int64) error {
-	return db.inTx(ctx, func(tx *sql.Tx) error {
+	return db.durableTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE deployments SET attempted_at = ? WHERE id = ? AND state = 'intent'`,
 			millis(db.Now()), deploymentID)
 		return err
