@@ -155,12 +155,16 @@ before), prints the newest release that brought it, saying so.`, stderr)
 	}
 	if *asJSON {
 		if *logs {
-			// Each kept log in its job's "log" (none for one pruned:
-			// its log_pruned says so).
+			// Each kept log in its job's "log" (none for one pruned: its
+			// log_pruned says so; log_error for one that cannot be read).
 			keptLogs(rec, func(_ string, j *pipeline.JobRecord) {
-				if log, err := db.JobLog(ctx, j.ID); err == nil {
+				log, err := db.JobLog(ctx, j.ID)
+				switch {
+				case err == nil:
 					text := string(log)
 					j.Log = &text
+				case !errors.Is(err, storage.ErrPruned):
+					j.LogError = err.Error()
 				}
 			})
 		}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -100,5 +101,34 @@ func TestAuditShowsTheDeployLogOfAWorkflowOwnedDeployment(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("audit --json --logs: job %d without its whole log (%d bytes)\n%s", prodJob.ID, prodJob.LogBytes, out)
+	}
+
+	// A kept log that cannot be read is said so (log_error), not left out
+	// as if it had not been asked for.
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`UPDATE job_logs SET log = x'1f8b0800' WHERE job_id = ?`, prodJob.ID); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	code, out, errOut = run(t, db, "audit", "--json", "--logs", repo, push.After)
+	var broken pipeline.AuditRecord
+	if code != 0 || json.Unmarshal([]byte(out), &broken) != nil {
+		t.Fatalf("audit --json --logs with a damaged log: exit %d\n%s%s", code, out, errOut)
+	}
+	said := false
+	for _, env := range broken.Environments {
+		for _, d := range env.Deployments {
+			for _, j := range d.Jobs {
+				if j.ID == prodJob.ID {
+					said = j.Log == nil && j.LogError != ""
+				}
+			}
+		}
+	}
+	if !said {
+		t.Errorf("audit --json --logs: the damaged log of job %d is not said to be unreadable\n%s", prodJob.ID, out)
 	}
 }

@@ -99,8 +99,10 @@ type JobRecord struct {
 	LogPruned    bool `json:"log_pruned,omitempty"`
 	LogMissing   bool `json:"log_missing,omitempty"`
 	// Log is the kept log itself, where it was asked for (lastmile audit
-	// --json --logs); the record alone leaves it out.
-	Log *string `json:"log,omitempty"`
+	// --json --logs); the record alone leaves it out. LogError says why a
+	// kept log asked for could not be read.
+	Log      *string `json:"log,omitempty"`
+	LogError string  `json:"log_error,omitempty"`
 }
 
 // HistoryEntry is one release in the history listing.
