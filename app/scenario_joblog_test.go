@@ -84,23 +84,10 @@ func TestAuditShowsTheDeployLogOfAWorkflowOwnedDeployment(t *testing.T) {
 	}
 
 	// --json --logs: each kept log in its job's "log", whole.
-	code, out, errOut = run(t, db, "audit", "--json", "--logs", repo, push.After)
-	var withLogs pipeline.AuditRecord
-	if code != 0 || json.Unmarshal([]byte(out), &withLogs) != nil {
-		t.Fatalf("audit --json --logs: exit %d\n%s%s", code, out, errOut)
-	}
-	found := false
-	for _, env := range withLogs.Environments {
-		for _, d := range env.Deployments {
-			for _, j := range d.Jobs {
-				if j.ID == prodJob.ID {
-					found = j.Log != nil && len(*j.Log) == prodJob.LogBytes && strings.Contains(*j.Log, "Deploying "+push.After+" to production")
-				}
-			}
-		}
-	}
+	j := jobWithLogs(t, db, repo, push.After, prodJob.ID)
+	found := j.Log != nil && len(*j.Log) == prodJob.LogBytes && strings.Contains(*j.Log, "Deploying "+push.After+" to production")
 	if !found {
-		t.Errorf("audit --json --logs: job %d without its whole log (%d bytes)\n%s", prodJob.ID, prodJob.LogBytes, out)
+		t.Errorf("audit --json --logs: job %d without its whole log (%d bytes): %+v", prodJob.ID, prodJob.LogBytes, j)
 	}
 
 	// A kept log that cannot be read is said so (log_error), not left out
@@ -113,22 +100,32 @@ func TestAuditShowsTheDeployLogOfAWorkflowOwnedDeployment(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw.Close()
-	code, out, errOut = run(t, db, "audit", "--json", "--logs", repo, push.After)
-	var broken pipeline.AuditRecord
-	if code != 0 || json.Unmarshal([]byte(out), &broken) != nil {
-		t.Fatalf("audit --json --logs with a damaged log: exit %d\n%s%s", code, out, errOut)
+	j = jobWithLogs(t, db, repo, push.After, prodJob.ID)
+	said := j.Log == nil && j.LogError != ""
+	if !said {
+		t.Errorf("audit --json --logs: the damaged log of job %d is not said to be unreadable: %+v", prodJob.ID, j)
 	}
-	said := false
-	for _, env := range broken.Environments {
+}
+
+// jobWithLogs is job id of sha's record as lastmile audit --json --logs
+// prints it: the last deployment's listing it (the one whose log is kept,
+// after its twin's), or the zero job if none does.
+func jobWithLogs(t *testing.T, db, repo, sha string, id int64) pipeline.JobRecord {
+	t.Helper()
+	code, out, errOut := run(t, db, "audit", "--json", "--logs", repo, sha)
+	var rec pipeline.AuditRecord
+	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil {
+		t.Fatalf("audit --json --logs: exit %d\n%s%s", code, out, errOut)
+	}
+	var job pipeline.JobRecord
+	for _, env := range rec.Environments {
 		for _, d := range env.Deployments {
 			for _, j := range d.Jobs {
-				if j.ID == prodJob.ID {
-					said = j.Log == nil && j.LogError != ""
+				if j.ID == id {
+					job = j
 				}
 			}
 		}
 	}
-	if !said {
-		t.Errorf("audit --json --logs: the damaged log of job %d is not said to be unreadable\n%s", prodJob.ID, out)
-	}
+	return job
 }

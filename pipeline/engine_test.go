@@ -4101,6 +4101,13 @@ type laggingList struct {
 	hidden map[int64]int
 }
 
+// lagList puts a laggingList in front of the harness's GitHub.
+func lagList(h *harness) *laggingList {
+	lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
+	h.engine.GitHub = lag
+	return lag
+}
+
 func (g *laggingList) FindDeployment(ctx context.Context, r pipeline.Repo, sha, env string, m pipeline.Marker) (int64, time.Time, error) {
 	id, at, err := g.fakeGitHub.FindDeployment(ctx, r, sha, env, m)
 	if err == nil && g.hidden[id] > 0 {
@@ -4121,8 +4128,7 @@ func TestLostCreationIsNotMadeAgainBeforeGitHubListsIt(t *testing.T) {
 	for _, adoptedBy := range []string{"the list", "the webhook"} {
 		t.Run(adoptedBy, func(t *testing.T) {
 			h := newHarness(t, c0, c1)
-			lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
-			h.engine.GitHub = lag
+			lag := lagList(h)
 			h.gh.loseNext = true
 			if err := h.push(c0, c1, false); err == nil {
 				t.Fatal("the push whose creation lost its answer succeeded")
@@ -4166,8 +4172,7 @@ func TestLostCreationWaitsFromTheLostAnswer(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { return now }
 	h.engine.Now, h.db.Now = clock, clock
-	lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
-	h.engine.GitHub = lag
+	lag := lagList(h)
 	h.gh.enter = func() func() { return func() { now = now.Add(30 * time.Second) } }
 	h.gh.loseNext = true
 	if err := h.push(c0, c1, false); err == nil {
@@ -4210,8 +4215,7 @@ func TestCreationKilledInFlightIsNotMadeAgain(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { return now }
 	h.engine.Now, h.db.Now = clock, clock
-	lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
-	h.engine.GitHub = lag
+	lag := lagList(h)
 	h.gh.enter = func() func() {
 		return func() { now = now.Add(25 * time.Second); panic("killed") }
 	}
@@ -4252,8 +4256,7 @@ func TestCreationKilledInFlightIsNotMadeAgain(t *testing.T) {
 // would show it, and made inactive.
 func TestLostCreationSupersededBeforeGitHubListsIt(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
-	lag := &laggingList{fakeGitHub: h.gh, hidden: map[int64]int{}}
-	h.engine.GitHub = lag
+	lag := lagList(h)
 	h.gh.loseNext = true
 	if err := h.push(c0, c1, false); err == nil {
 		t.Fatal("the push whose creation lost its answer succeeded")
