@@ -14,6 +14,12 @@ import (
 // ConfigPath is where a repository declares its pipeline.
 const ConfigPath = ".github/lastmile.yml"
 
+// MaxEnvironments bounds the environments a configuration lists. Each is a
+// set of series in every scrape of /metrics (and rows of the ledger): a
+// file of thousands, pushed by anyone who may push to the branch, would
+// make every scrape megabytes long.
+const MaxEnvironments = 25
+
 // Config is a repository's .github/lastmile.yml.
 type Config struct {
 	// Branch whose pushes become releases; "" means the repository's
@@ -133,6 +139,9 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if len(envs.Content) == 0 {
 		return nil, configErr(envs, "environments must list at least one environment")
+	}
+	if len(envs.Content) > MaxEnvironments {
+		return nil, configErr(envs, "environments lists %d environments: lastmile promotes through at most %d", len(envs.Content), MaxEnvironments)
 	}
 	type listed struct {
 		name string

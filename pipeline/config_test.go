@@ -170,3 +170,32 @@ func TestParseConfigBranchNames(t *testing.T) {
 		}
 	}
 }
+
+// A configuration lists at most MaxEnvironments environments: one more is
+// refused on the list's line; as many is a pipeline.
+func TestParseConfigBoundsTheEnvironments(t *testing.T) {
+	doc := func(n int) string {
+		var b strings.Builder
+		b.WriteString("branch: main\nenvironments:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "  - name: stage-%d\n", i)
+		}
+		return b.String()
+	}
+	c, err := ParseConfig([]byte(doc(MaxEnvironments)))
+	if err != nil {
+		t.Fatalf("%d environments: %v", MaxEnvironments, err)
+	}
+	if len(c.Environments) != MaxEnvironments || !c.Environments[MaxEnvironments-1].Production {
+		t.Errorf("%d environments: got %+v", MaxEnvironments, c.Environments)
+	}
+	_, err = ParseConfig([]byte(doc(MaxEnvironments + 1)))
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("%d environments: got %v, want a ConfigError", MaxEnvironments+1, err)
+	}
+	want := fmt.Sprintf("environments lists %d environments: lastmile promotes through at most %d", MaxEnvironments+1, MaxEnvironments)
+	if ce.Line != 3 || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v (line %d), want line 3 and %q", err, ce.Line, want)
+	}
+}
