@@ -351,21 +351,71 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 
 // retireAllBut makes a repository's environments named in live (in any
 // case: environment_state compares names without case) live, and retires
-// the others.
+// the others. A retired environment that never finished a deployment loses
+// the zero series zeroSeries gave it: they measured nothing, and a
+// configuration renamed push after push would otherwise add series to every
+// scrape for good.
 func retireAllBut(ctx context.Context, tx *sql.Tx, repoID int64, live []string) error {
 	list, err := json.Marshal(live)
 	if err != nil {
 		return err
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE environment_state SET retired = (environment NOT IN (SELECT value FROM json_each(?)))
-		WHERE repository_id = ? AND retired != (environment NOT IN (SELECT value FROM json_each(?)))`, string(list), repoID, string(list))
+	rows, err := tx.QueryContext(ctx, `UPDATE environment_state SET retired = (environment NOT IN (SELECT value FROM json_each(?)))
+		WHERE repository_id = ? AND retired != (environment NOT IN (SELECT value FROM json_each(?)))
+		RETURNING repository, environment, retired`, string(list), repoID, string(list))
 	if err != nil {
 		return err
 	}
-	if n, _ := res.RowsAffected(); n > 0 {
+	type env struct{ repo, name string }
+	var retired []env
+	changed := false
+	for rows.Next() {
+		var e env
+		var gone bool
+		if err := rows.Scan(&e.repo, &e.name, &gone); err != nil {
+			rows.Close()
+			return err
+		}
+		changed = true
+		if gone {
+			retired = append(retired, e)
+		}
+	}
+	if err := closeRows(rows); err != nil {
+		return err
+	}
+	for _, e := range retired {
+		if err := dropZeroSeries(ctx, tx, repoID, e.repo, e.name); err != nil {
+			return err
+		}
+	}
+	if changed {
 		return bumpRollups(ctx, tx)
 	}
 	return nil
+}
+
+// dropZeroSeries removes an environment's delivery series (under every
+// spelling of its name) when lastmile never deployed there: all of them are
+// still at zero, and no deployment in flight will end there and count (its
+// first increment would then go unseen by increase()).
+func dropZeroSeries(ctx context.Context, tx *sql.Tx, repoID int64, repo, env string) error {
+	var used bool
+	err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE repository_id = ?
+			AND environment = ? COLLATE NOCASE AND origin = 'lastmile')
+		OR EXISTS (SELECT 1 FROM counters WHERE name = ? AND value != 0
+			AND json_extract(labels, '$[0]') = ? AND json_extract(labels, '$[1]') = ? COLLATE NOCASE)
+		OR EXISTS (SELECT 1 FROM histograms WHERE count != 0 AND repository = ? AND environment = ? COLLATE NOCASE)`,
+		repoID, env, MetricDeployments, repo, env, repo, env).Scan(&used)
+	if err != nil || used {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM counters WHERE name = ?
+		AND json_extract(labels, '$[0]') = ? AND json_extract(labels, '$[1]') = ? COLLATE NOCASE`, MetricDeployments, repo, env); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `DELETE FROM histograms WHERE repository = ? AND environment = ? COLLATE NOCASE`, repo, env)
+	return err
 }
 
 const releaseColumns = `r.id, r.repository_id, p.full_name, p.installation_id, r.sha, r.ref, r.pusher, r.pushed_at, r.delivery_id,
