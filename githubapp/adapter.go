@@ -97,21 +97,30 @@ func (r waitMark) Unwrap() error        { return r.error }
 func (r waitMark) Is(target error) bool { return target == pipeline.ErrGitHubWait }
 
 // Compare says how head relates to base and lists the commits of head that
-// base lacks, oldest first.
+// base lacks, oldest first: at most pipeline.MaxCompareCommits of them —
+// a comparison GitHub says holds more is pipeline.ErrComparisonTooLarge,
+// after one request.
 func (g *GitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
 	gh, err := g.client(r)
 	if err != nil {
 		return pipeline.Comparison{}, waitMarked(err)
 	}
 	var out pipeline.Comparison
-	opts := &github.ListOptions{PerPage: 100, Page: 1}
-	for {
+	const perPage = 100
+	opts := &github.ListOptions{PerPage: perPage, Page: 1}
+	for requests := 1; ; requests++ {
 		cmp, resp, err := gh.Repositories.CompareCommits(ctx, r.Owner, r.Name, base, head, opts)
 		if resp != nil && resp.StatusCode == http.StatusNotFound {
 			return pipeline.Comparison{}, pipeline.ErrNotFound
 		}
 		if err != nil {
 			return pipeline.Comparison{}, waitMarked(err)
+		}
+		// The total is checked on every page, and the pages counted, so
+		// that no answer makes this page on past the bound.
+		if total := cmp.GetTotalCommits(); total > pipeline.MaxCompareCommits || requests > pipeline.MaxCompareCommits/perPage {
+			return pipeline.Comparison{}, fmt.Errorf("compare %s...%s in %s: %w (%d, more than %d)",
+				base, head, r.FullName(), pipeline.ErrComparisonTooLarge, max(total, len(out.Commits)), pipeline.MaxCompareCommits)
 		}
 		out.Status = cmp.GetStatus()
 		for _, c := range cmp.Commits {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -440,3 +441,51 @@ func TestJobLogBadLocationHidesTheSignature(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// Compare pages through a comparison of up to pipeline.MaxCompareCommits
+// commits; one GitHub says holds more is refused after its first page —
+// not paged through, hundreds of requests against the installation's
+// quota — as ErrComparisonTooLarge.
+func TestCompareBoundsTheCommitsListed(t *testing.T) {
+	for _, tc := range []struct {
+		total, requests int
+		err             error
+	}{
+		{total: 250, requests: 3},
+		{total: pipeline.MaxCompareCommits, requests: pipeline.MaxCompareCommits / 100},
+		{total: pipeline.MaxCompareCommits + 1, requests: 1, err: pipeline.ErrComparisonTooLarge},
+		{total: 2_000_000, requests: 1, err: pipeline.ErrComparisonTooLarge},
+	} {
+		t.Run(strconv.Itoa(tc.total), func(t *testing.T) {
+			var calls atomic.Int32
+			gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+				calls.Add(1)
+				page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+				per, _ := strconv.Atoi(r.URL.Query().Get("per_page"))
+				lo, hi := min((page-1)*per, tc.total), min(page*per, tc.total)
+				if hi < tc.total {
+					w.Header().Set("Link", fmt.Sprintf(`<http://%s%s?page=%d&per_page=%d>; rel="next"`, r.Host, r.URL.Path, page+1, per))
+				}
+				commits := make([]string, 0, hi-lo)
+				for i := lo; i < hi; i++ {
+					commits = append(commits, fmt.Sprintf(`{"sha":"%040d","commit":{"message":"commit %d"}}`, i, i))
+				}
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"status":"ahead","ahead_by":%d,"total_commits":%d,"commits":[%s]}`, tc.total, tc.total, strings.Join(commits, ","))
+			})
+			cmp, err := gh.Compare(context.Background(), repo, "abc", "def")
+			if int(calls.Load()) != tc.requests {
+				t.Errorf("%d requests, want %d", calls.Load(), tc.requests)
+			}
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) || !strings.Contains(err.Error(), strconv.Itoa(tc.total)) || len(cmp.Commits) != 0 {
+					t.Errorf("got %d commits, %v; want %v saying %d", len(cmp.Commits), err, tc.err, tc.total)
+				}
+				return
+			}
+			if err != nil || len(cmp.Commits) != tc.total || cmp.Commits[tc.total-1].SHA != fmt.Sprintf("%040d", tc.total-1) {
+				t.Errorf("got %d commits, %v; want %d", len(cmp.Commits), err, tc.total)
+			}
+		})
+	}
+}

@@ -476,9 +476,10 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		// A list cut short, or a force push, which may have replaced the
 		// branch's history: GitHub's comparison tells.
 		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
-		if errors.Is(err, ErrNotFound) && e.showsCommit(ctx, p) {
+		if errors.Is(err, ErrComparisonTooLarge) || errors.Is(err, ErrNotFound) && e.showsCommit(ctx, p) {
 			// No common ancestor: the push replaced the branch's history
-			// (see below), and lists what it brings.
+			// (see below), and lists what it brings; or it brought a
+			// history too long to list, taken alike.
 			rel.Base, rel.Baseline = "", true
 			return p.Commits, nil
 		}
@@ -521,7 +522,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		return p.Commits, nil
 	}
 	cmp, err := e.GitHub.Compare(ctx, p.Repo, prev.SHA, p.After)
-	if errors.Is(err, ErrNotFound) && e.showsCommit(ctx, p) {
+	if errors.Is(err, ErrComparisonTooLarge) || errors.Is(err, ErrNotFound) && e.showsCommit(ctx, p) {
 		// GitHub finds no common ancestor of the latest release's commit
 		// and the pushed one (or no longer has the former): the branch's
 		// history was replaced by an unrelated one — an orphan branch
@@ -530,7 +531,9 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		// its commit. Its commits, those the push lists, are a new history
 		// (rewritten ones keep their dates): kept for the audit, not
 		// counted for lead time — only the commit pushed is, as for the
-		// branch's first release.
+		// branch's first release. A comparison of more commits than
+		// lastmile lists (a history imported or merged in whole) is taken
+		// alike: what the push lists is kept, the commit pushed counted.
 		if !checked {
 			if err := e.stillHead(ctx, p, p.PushedAt.Before(marks.NewestKnown)); err != nil {
 				return nil, err
@@ -885,7 +888,8 @@ const leadCompareAttempts = 3
 // again; none for a release that moved the branch forward. A request that
 // fails has the delivery retried, as the engine's other requests do;
 // after leadCompareAttempts failures — at once when GitHub has no such
-// comparison (a commit gone, histories unrelated) — the comparison is
+// comparison (a commit gone, histories unrelated), or one of more commits
+// than lastmile lists (ErrComparisonTooLarge) — the comparison is
 // given up, saying why, and the success counts the commits of the
 // releases it builds on alone, rather than hold the promotion any longer.
 func (e *Engine) leadCompare(ctx context.Context, repo Repo, d *Deployment) error {
@@ -917,7 +921,7 @@ func (e *Engine) leadCompareOnce(ctx context.Context, repo Repo, d *Deployment) 
 		// count; the delivery is handled again later.
 		return false, err
 	}
-	giveUp := errors.Is(err, ErrNotFound) || lc.Attempts+1 >= leadCompareAttempts
+	giveUp := errors.Is(err, ErrNotFound) || errors.Is(err, ErrComparisonTooLarge) || lc.Attempts+1 >= leadCompareAttempts
 	failed := fmt.Errorf("compare %s...%s for the lead time of release %d in %s: %w", short(lc.Base), short(lc.Head), lc.ReleaseID, d.Environment, err)
 	if err := e.Store.LeadCompareFailed(ctx, lc, failed.Error(), giveUp); err != nil {
 		return false, err

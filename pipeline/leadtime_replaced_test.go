@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -152,4 +153,37 @@ func TestLeadTimeOfARollbackToTheHistoryReplaced(t *testing.T) {
 	h.pushListing("back", x2, c2, true)
 	h.promote(c2, 30, "test", "staging", "production")
 	h.wantObserved(before, map[string]uint64{"test": 0, "staging": 1, "production": 1}, " for the rollback to c2")
+}
+
+// A push whose comparison with the latest release holds more commits than
+// lastmile lists (a history imported or merged in whole) is released as one
+// that replaced the history: what it lists is kept, only the commit pushed
+// counts for lead time — not the imported history's thousands of old
+// commits, nor an error retried for ever.
+func TestLeadTimeOfAPushTooLargeToCompare(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	g.asked()
+	g.failCompares, g.failWith = 100, fmt.Errorf("compare c1c1...c3c3: %w (25000, more than 10000)", pipeline.ErrComparisonTooLarge)
+	before := h.observed()
+	h.pushListing("import", c1, c3, true, c2, c3)
+	h.promote(c3, 20, "test", "staging", "production")
+	h.wantObserved(before, map[string]uint64{"test": 1, "staging": 1, "production": 1}, " for c3 alone")
+	// Asked at the push, and once more for the first success's lead time
+	// (as for a history replaced), given up at once: not per environment.
+	if asked := g.asked(); !slices.Equal(asked, []string{"c1c1...c3c3", "c1c1...c3c3"}) {
+		t.Errorf("comparisons asked for: %v, want c1c1...c3c3 twice", asked)
+	}
+}
+
+// The first push lastmile hears of, forced, compares with its before: a
+// comparison too large to list makes it a baseline as well.
+func TestLeadTimeOfAFirstPushTooLargeToCompare(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
+	g.failCompares, g.failWith = 100, fmt.Errorf("compare c1c1...c3c3: %w (25000, more than 10000)", pipeline.ErrComparisonTooLarge)
+	h.pushListing("first-import", c1, c3, true, c2, c3)
+	h.promote(c3, 10, "test", "staging", "production")
+	if got, want := h.observed(), map[string]uint64{"test": 1, "staging": 1, "production": 1}; !sameCounts(got, want) {
+		t.Errorf("lead times observed: %v, want %v (the commit pushed only)", got, want)
+	}
 }

@@ -484,6 +484,7 @@ func TestLeadComparisonFailingIsGivenUp(t *testing.T) {
 	}{
 		{"failing", errors.New("GET compare: 502 Bad Gateway"), 3},
 		{"not found", pipeline.ErrNotFound, 1},
+		{"too large", fmt.Errorf("compare c3c3...c2c2: %w (20000, more than 10000)", pipeline.ErrComparisonTooLarge), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, g, st := rollbackToUndeployed(t)

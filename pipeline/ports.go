@@ -12,6 +12,19 @@ import (
 // ErrNotFound is returned by GitHub and Store lookups that find nothing.
 var ErrNotFound = errors.New("not found")
 
+// MaxCompareCommits bounds the commits lastmile lists from one GitHub
+// comparison (100 requests of 100 commits).
+const MaxCompareCommits = 10_000
+
+// ErrComparisonTooLarge is returned by GitHub.Compare for a comparison that
+// GitHub says holds more than MaxCompareCommits commits: a history imported
+// or merged in whole, not work delivered. lastmile does not page through it
+// (hundreds of requests against the installation's hourly quota, started
+// over after each wait, and every commit held in memory): it takes such a
+// push as it takes one that replaced the branch's history (GitHub's 404),
+// and gives up such a comparison for lead time at once.
+var ErrComparisonTooLarge = errors.New("the comparison lists too many commits")
+
 // ErrGitHubWait marks (errors.Is) a GitHub call that GitHub asks to wait
 // for — a rate limit — or that cannot be made while the installation is
 // suspended: no failure of the request (the delivery is handled again
