@@ -402,15 +402,18 @@ func retireAllBut(ctx context.Context, tx *sql.Tx, repoID int64, live []string) 
 // dropZeroSeries removes an environment's delivery series (under every
 // spelling of its name) when lastmile never deployed there: all of them are
 // still at zero, and no deployment in flight will end there and count (its
-// first increment would then go unseen by increase()).
+// first increment would then go unseen by increase()). Series are kept by
+// name: they stay while another repository of that name (see
+// readEnvironments) has the environment live.
 func dropZeroSeries(ctx context.Context, tx *sql.Tx, repoID int64, repo, env string) error {
 	var used bool
 	err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE repository_id = ?
 			AND environment = ? COLLATE NOCASE AND origin = 'lastmile')
 		OR EXISTS (SELECT 1 FROM counters WHERE name = ? AND value != 0
 			AND json_extract(labels, '$[0]') = ? AND json_extract(labels, '$[1]') = ? COLLATE NOCASE)
-		OR EXISTS (SELECT 1 FROM histograms WHERE count != 0 AND repository = ? AND environment = ? COLLATE NOCASE)`,
-		repoID, env, MetricDeployments, repo, env, repo, env).Scan(&used)
+		OR EXISTS (SELECT 1 FROM histograms WHERE count != 0 AND repository = ? AND environment = ? COLLATE NOCASE)
+		OR EXISTS (SELECT 1 FROM environment_state WHERE repository = ? AND environment = ? AND NOT retired)`,
+		repoID, env, MetricDeployments, repo, env, repo, env, repo, env).Scan(&used)
 	if err != nil || used {
 		return err
 	}

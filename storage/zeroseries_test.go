@@ -99,3 +99,25 @@ func TestRetiredEnvironmentNeverDeployedLeavesNoSeries(t *testing.T) {
 	}
 	check("the repository left lastmile", "staging")
 }
+
+// Series are kept by name: two repositories under one name (one deleted or
+// renamed before lastmile heard of it, another under that name) share them,
+// and one retiring an environment the other still names leaves them.
+func TestRetiredEnvironmentKeepsTheSeriesOfItsNamesake(t *testing.T) {
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	older := newCaseLedger(t)
+	newer := &caseLedger{t: t, db: older.db, repo: pipeline.Repo{ID: 43, Owner: "acme", Name: "shop", InstallationID: 7}, github: 5000}
+	if err := newer.db.SaveRepo(context.Background(), newer.repo, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	older.release(1, "qa", t0)
+	newer.release(2, "qa", t0.Add(time.Minute))
+	older.release(3, "production", t0.Add(2*time.Minute))
+	if got, want := older.environmentsWithSeries(), []string{"production", "qa"}; !slices.Equal(got, want) {
+		t.Errorf("qa retired by one repository, live in its namesake: series for %v, want %v", got, want)
+	}
+	newer.release(4, "production", t0.Add(3*time.Minute))
+	if got, want := older.environmentsWithSeries(), []string{"production"}; !slices.Equal(got, want) {
+		t.Errorf("qa retired by both: series for %v, want %v", got, want)
+	}
+}
