@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -291,6 +292,31 @@ func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
 		next = min(next, h.nextAttempt)
 	}
 	return time.UnixMilli(next), nil
+}
+
+// ClaimBody records that the body whose SHA-256 is digest is handled under
+// delivery deliveryID, unless a delivery took it up before: it returns the
+// ID of the delivery that first did (deliveryID itself, the first time and
+// at each further attempt). GitHub signs the body, not the delivery ID, so
+// a signed body sent again under another ID is a replay, which the worker
+// does not handle again.
+func (db *DB) ClaimBody(ctx context.Context, digest [sha256.Size]byte, deliveryID string) (string, error) {
+	const owner = `SELECT delivery_id FROM delivery_digests WHERE digest = ?`
+	var first string
+	err := db.queryRow(ctx, owner, digest[:]).Scan(&first)
+	if err == nil || !errors.Is(err, sql.ErrNoRows) {
+		return first, err
+	}
+	res, err := db.exec(ctx, `INSERT INTO delivery_digests (digest, delivery_id, at) VALUES (?, ?, ?)
+		ON CONFLICT (digest) DO NOTHING`, digest[:], deliveryID, millis(db.Now()))
+	if err != nil {
+		return "", err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return deliveryID, err
+	}
+	err = db.queryRow(ctx, owner, digest[:]).Scan(&first)
+	return first, err
 }
 
 // FinishDelivery marks a delivery done: its handling has committed. note
