@@ -33,9 +33,10 @@ type Inbox interface {
 	// attempt: GitHub asked to wait (a rate limit), or its API has not
 	// caught up yet.
 	PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error
-	// ClaimBody records the body of digest as taken up under deliveryID,
-	// unless a delivery took it up before: it returns that delivery's ID.
-	ClaimBody(ctx context.Context, digest [sha256.Size]byte, deliveryID string) (string, error)
+	// ClaimBody returns the ID of the delivery that first took up the body
+	// of digest: deliveryID's own (seq's) if none did before, recorded
+	// with the outcome of the attempt.
+	ClaimBody(ctx context.Context, seq int64, digest [sha256.Size]byte, deliveryID string) (string, error)
 }
 
 // Installations is what the worker reads of the App's installations.
@@ -348,9 +349,9 @@ func (w *Worker) firstUnder(ctx context.Context, d *pipeline.Delivery) (string, 
 	if len(d.Body) == 0 {
 		return "", nil
 	}
-	first, err := w.Inbox.ClaimBody(ctx, sha256.Sum256(d.Body), d.ID)
+	first, err := w.Inbox.ClaimBody(ctx, d.Seq, sha256.Sum256(d.Body), d.ID)
 	if err != nil {
-		return "", fmt.Errorf("record the delivery's body as taken up: %w", err)
+		return "", fmt.Errorf("look up the delivery's body among those taken up: %w", err)
 	}
 	if first == d.ID {
 		return "", nil
