@@ -330,7 +330,7 @@ type bodyClaim struct {
 // handle delivery seq, and records the claim ClaimBody took for seq, if
 // any, in the same transaction. The claim stays for the next call when the
 // transaction fails.
-func (db *DB) recordOutcome(ctx context.Context, seq int64, query string, args ...any) error {
+func (db *DB) recordOutcome(ctx context.Context, seq int64, query string, args ...any) (err error) {
 	db.claimMu.Lock()
 	c, claimed := db.claims[seq]
 	delete(db.claims, seq)
@@ -339,22 +339,33 @@ func (db *DB) recordOutcome(ctx context.Context, seq int64, query string, args .
 		_, err := db.exec(ctx, query, args...)
 		return err
 	}
-	err := db.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+	defer func() {
+		if err != nil {
+			db.claimMu.Lock()
+			if _, again := db.claims[seq]; !again {
+				db.claims[seq] = c
+			}
+			db.claimMu.Unlock()
+		}
+	}()
+	// Both statements prepared once, as exec's are: compiling them at
+	// every outcome would cost the worker more than the writes.
+	outcome, err := db.prepared(ctx, db.write, query)
+	if err != nil {
+		return err
+	}
+	insert, err := db.prepared(ctx, db.write, `INSERT INTO delivery_digests (digest, delivery_id, at) VALUES (?, ?, ?)
+		ON CONFLICT (digest) DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.StmtContext(ctx, outcome).ExecContext(ctx, args...); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO delivery_digests (digest, delivery_id, at) VALUES (?, ?, ?)
-			ON CONFLICT (digest) DO NOTHING`, c.digest[:], c.deliveryID, millis(db.Now()))
+		_, err := tx.StmtContext(ctx, insert).ExecContext(ctx, c.digest[:], c.deliveryID, millis(db.Now()))
 		return err
 	})
-	if err != nil {
-		db.claimMu.Lock()
-		if _, again := db.claims[seq]; !again {
-			db.claims[seq] = c
-		}
-		db.claimMu.Unlock()
-	}
-	return err
 }
 
 // FinishDelivery marks a delivery done: its handling has committed. note
