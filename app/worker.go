@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,10 +32,6 @@ type Inbox interface {
 	// attempt: GitHub asked to wait (a rate limit), or its API has not
 	// caught up yet.
 	PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error
-	// ClaimBody returns the ID of the delivery that first took up the body
-	// of digest: deliveryID's own (seq's) if none did before, recorded
-	// with the outcome of the attempt.
-	ClaimBody(ctx context.Context, seq int64, digest [sha256.Size]byte, deliveryID string) (string, error)
 }
 
 // Installations is what the worker reads of the App's installations.
@@ -237,13 +232,9 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	log := w.Log.With("delivery", d.ID, "event", d.Event, "action", d.Action, "installation", d.InstallationID, "repo", d.Repository)
 	start := time.Now()
 	var err error
-	note, state := "", pipeline.DeliveryDone
-	replayOf := ""
 	if d.BodyDamage != nil { // nothing to handle: dead at once
 		err = fmt.Errorf("%w: its stored body is damaged: %v", githubapp.ErrMalformed, d.BodyDamage)
-	} else if replayOf, err = w.firstUnder(ctx, d); err == nil && replayOf != "" {
-		note, state = fmt.Sprintf("the body of delivery %s, sent again under another delivery ID (GitHub signs the body, not the ID): a replay, not handled again", replayOf), pipeline.DeliveryIgnored
-	} else if err == nil {
+	} else {
 		hctx, cancel := context.WithTimeout(ctx, w.Timeout)
 		err = w.safeHandle(hctx, d)
 		cancel()
@@ -251,6 +242,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	took := time.Since(start)
 
 	var ignored *pipeline.Ignored
+	note, state := "", pipeline.DeliveryDone
 	if errors.As(err, &ignored) {
 		note, state, err = ignored.Reason, ignored.DeliveryState(), nil
 	}
@@ -262,11 +254,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		if !w.record(ctx, log, "mark delivery "+string(state), err, func() error { return finish(ctx, d.Seq, note) }) {
 			return
 		}
-		if replayOf != "" {
-			log.Warn("delivery ignored: its body was taken up before under another delivery ID (a replay of a signed body)", "first", replayOf)
-		} else {
-			log.Debug("delivery handled", "took", took, "state", state, "note", note)
-		}
+		log.Debug("delivery handled", "took", took, "state", state, "note", note)
 		w.observe(d.Event, string(state), took)
 		return
 	}
@@ -340,23 +328,6 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	}
 	log.Warn("delivery failed; will retry", "attempt", attempt, "retry_at", next.UTC().Format(time.RFC3339), "error", err)
 	w.observe(d.Event, "retry", took)
-}
-
-// firstUnder returns the ID of the delivery that took up d's body before
-// d, if another did: d is then a replay (see Inbox.ClaimBody). A delivery
-// without a body (none to replay) claims nothing.
-func (w *Worker) firstUnder(ctx context.Context, d *pipeline.Delivery) (string, error) {
-	if len(d.Body) == 0 {
-		return "", nil
-	}
-	first, err := w.Inbox.ClaimBody(ctx, d.Seq, sha256.Sum256(d.Body), d.ID)
-	if err != nil {
-		return "", fmt.Errorf("look up the delivery's body among those taken up: %w", err)
-	}
-	if first == d.ID {
-		return "", nil
-	}
-	return first, nil
 }
 
 // uninstalled returns the note of a delivery whose installation's token

@@ -3,7 +3,6 @@ package storage
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -294,80 +293,6 @@ func (db *DB) NextAttemptAt(ctx context.Context) (time.Time, error) {
 	return time.UnixMilli(next), nil
 }
 
-// ClaimBody says whether the body whose SHA-256 is digest, of delivery
-// deliveryID (its seq), was taken up before under another delivery: it
-// returns the ID of the delivery that first took it up, deliveryID itself
-// when none did. GitHub signs the body, not the delivery ID, so a signed
-// body sent again under another ID is a replay, which the worker does not
-// handle again. The claim is recorded with the outcome of the attempt, in
-// the same transaction (FinishDelivery, IgnoreDelivery, FailDelivery or
-// PostponeDelivery of seq): the worker writes no more per delivery for it.
-// A process stopped in between records neither; the next attempt claims
-// again.
-func (db *DB) ClaimBody(ctx context.Context, seq int64, digest [sha256.Size]byte, deliveryID string) (string, error) {
-	var first string
-	err := db.queryRow(ctx, `SELECT delivery_id FROM delivery_digests WHERE digest = ?`, digest[:]).Scan(&first)
-	if err == nil || !errors.Is(err, sql.ErrNoRows) {
-		return first, err
-	}
-	db.claimMu.Lock()
-	if db.claims == nil {
-		db.claims = map[int64]bodyClaim{}
-	}
-	db.claims[seq] = bodyClaim{digest: digest, deliveryID: deliveryID}
-	db.claimMu.Unlock()
-	return deliveryID, nil
-}
-
-// bodyClaim is a body ClaimBody found taken up by no delivery yet, to be
-// recorded with its delivery's outcome.
-type bodyClaim struct {
-	digest     [sha256.Size]byte
-	deliveryID string
-}
-
-// recordOutcome runs query, which records the outcome of an attempt to
-// handle delivery seq, and records the claim ClaimBody took for seq, if
-// any, in the same transaction. The claim stays for the next call when the
-// transaction fails.
-func (db *DB) recordOutcome(ctx context.Context, seq int64, query string, args ...any) (err error) {
-	db.claimMu.Lock()
-	c, claimed := db.claims[seq]
-	delete(db.claims, seq)
-	db.claimMu.Unlock()
-	if !claimed {
-		_, err := db.exec(ctx, query, args...)
-		return err
-	}
-	defer func() {
-		if err != nil {
-			db.claimMu.Lock()
-			if _, again := db.claims[seq]; !again {
-				db.claims[seq] = c
-			}
-			db.claimMu.Unlock()
-		}
-	}()
-	// Both statements prepared once, as exec's are: compiling them at
-	// every outcome would cost the worker more than the writes.
-	outcome, err := db.prepared(ctx, db.write, query)
-	if err != nil {
-		return err
-	}
-	insert, err := db.prepared(ctx, db.write, `INSERT INTO delivery_digests (digest, delivery_id, at) VALUES (?, ?, ?)
-		ON CONFLICT (digest) DO NOTHING`)
-	if err != nil {
-		return err
-	}
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.StmtContext(ctx, outcome).ExecContext(ctx, args...); err != nil {
-			return err
-		}
-		_, err := tx.StmtContext(ctx, insert).ExecContext(ctx, c.digest[:], c.deliveryID, millis(db.Now()))
-		return err
-	})
-}
-
 // FinishDelivery marks a delivery done: its handling has committed. note
 // says what handling concluded, if worth saying.
 func (db *DB) FinishDelivery(ctx context.Context, seq int64, note string) error {
@@ -381,7 +306,7 @@ func (db *DB) IgnoreDelivery(ctx context.Context, seq int64, note string) error 
 }
 
 func (db *DB) finishDelivery(ctx context.Context, seq int64, state pipeline.DeliveryState, note string) error {
-	if err := db.recordOutcome(ctx, seq, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
+	if _, err := db.exec(ctx, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
 		last_error = '', finished_at = ?, note = ? WHERE seq = ?`, string(state), millis(db.Now()), note, seq); err != nil {
 		return err
 	}
@@ -396,7 +321,7 @@ func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next ti
 	if dead {
 		state, finished = pipeline.DeliveryDead, millis(db.Now())
 	}
-	if err := db.recordOutcome(ctx, seq, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
+	if _, err := db.exec(ctx, `UPDATE deliveries SET state = ?, attempts = attempts + 1,
 		last_error = ?, next_attempt_at = ?, finished_at = ? WHERE seq = ?`,
 		string(state), cause, millis(next), finished, seq); err != nil {
 		return err
@@ -409,7 +334,7 @@ func (db *DB) FailDelivery(ctx context.Context, seq int64, cause string, next ti
 // without counting an attempt (the wait was GitHub's doing, not the
 // delivery's); it counts a wait.
 func (db *DB) PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error {
-	if err := db.recordOutcome(ctx, seq, `UPDATE deliveries SET waits = waits + 1, last_error = ?, next_attempt_at = ? WHERE seq = ? AND state = 'pending'`,
+	if _, err := db.exec(ctx, `UPDATE deliveries SET waits = waits + 1, last_error = ?, next_attempt_at = ? WHERE seq = ? AND state = 'pending'`,
 		cause, millis(next), seq); err != nil {
 		return err
 	}

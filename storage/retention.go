@@ -103,8 +103,8 @@ const (
 const retentionBodies = "retention.bodies"
 
 // Prune drops the bulky parts of records older than cutoff: the raw bodies
-// of deliveries that were handled (done or ignored), the digests of bodies
-// taken up (DB.ClaimBody), and the kept deploy job logs. The records themselves — deliveries, releases, deployments,
+// of deliveries that were handled (done or ignored) and the kept deploy job
+// logs. The records themselves — deliveries, releases, deployments,
 // statuses, reviews — and the metrics stay. Pending and dead deliveries keep
 // their bodies: they may still be handled, and a later prune drops them once
 // they are.
@@ -140,11 +140,6 @@ func (db *DB) Prune(ctx context.Context, cutoff time.Time) (Pruned, error) {
 		n, more, err := db.pruneBodies(ctx, millis(cutoff))
 		p.DeliveryBodies += n
 		return more, err
-	}); err != nil {
-		return p, err
-	}
-	if err := db.inBatches(ctx, func() (bool, error) {
-		return db.pruneDigests(ctx, millis(cutoff))
 	}); err != nil {
 		return p, err
 	}
@@ -311,21 +306,6 @@ const pruneHeldQuery = `SELECT h.seq, COALESCE(d.received_at, 0), COALESCE(d.sta
 	EXISTS (SELECT 1 FROM delivery_bodies b WHERE b.seq = h.seq)
 	FROM retention_held h LEFT JOIN deliveries d ON d.seq = h.seq
 	WHERE h.seq > ? ORDER BY h.seq LIMIT ?`
-
-// pruneDigests drops the next pruneBatch digests of bodies first taken
-// up before cutoff (see DB.ClaimBody): their bodies go at the same age, and
-// a replay of one after that is handled again (the pipeline then finds
-// what it did already, or that it is late: a push is not deployed
-// backwards). It reports whether there may be more.
-func (db *DB) pruneDigests(ctx context.Context, cutoff int64) (more bool, err error) {
-	res, err := db.exec(ctx, `DELETE FROM delivery_digests WHERE digest IN (SELECT digest
-		FROM delivery_digests INDEXED BY delivery_digests_at WHERE at < ? ORDER BY at LIMIT ?)`, cutoff, pruneBatch)
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	return n == pruneBatch, err
-}
 
 // pruneLogs drops the next pruneLogBatch kept deploy logs fetched before
 // cutoff (in milliseconds), found by the index job_logs_kept, in one write

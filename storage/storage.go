@@ -45,9 +45,6 @@ type DB struct {
 	intake *groupCommitter
 	queue  queueCache // the worker's queue heads
 
-	claimMu sync.Mutex
-	claims  map[int64]bodyClaim // by seq: see ClaimBody
-
 	ckpt               *sql.DB // the checkpointer's own connection
 	stopCkpt, ckptDone chan struct{}
 
