@@ -351,10 +351,11 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 
 // retireAllBut makes a repository's environments named in live (in any
 // case: environment_state compares names without case) live, and retires
-// the others. A retired environment's clock of time to restore stops
-// without an observation: a failure there is not restored by a success
-// after lastmile was out of it (the environment deployed by other means
-// meanwhile, perhaps for weeks). A retired environment that never finished
+// the others. An environment retired, or made live again, has its clock of
+// time to restore stopped without an observation: a failure there — before
+// it was retired, or one a deployment in flight then reported after — is
+// not restored by a success after lastmile was out of it (the environment
+// deployed by other means meanwhile, perhaps for weeks). A retired environment that never finished
 // a deployment loses the zero series zeroSeries gave it: they measured
 // nothing, and a configuration renamed push after push would otherwise add
 // series to every scrape for good.
@@ -364,9 +365,9 @@ func retireAllBut(ctx context.Context, tx *sql.Tx, repoID int64, live []string) 
 		return err
 	}
 	rows, err := tx.QueryContext(ctx, `UPDATE environment_state SET retired = (environment NOT IN (SELECT value FROM json_each(?))),
-			failing_since = CASE WHEN environment NOT IN (SELECT value FROM json_each(?)) THEN 0 ELSE failing_since END
+			failing_since = 0
 		WHERE repository_id = ? AND retired != (environment NOT IN (SELECT value FROM json_each(?)))
-		RETURNING repository, environment, retired`, string(list), string(list), repoID, string(list))
+		RETURNING repository, environment, retired`, string(list), repoID, string(list))
 	if err != nil {
 		return err
 	}
