@@ -407,22 +407,32 @@ func retireAllBut(ctx context.Context, tx *sql.Tx, repoID int64, live []string) 
 // name: they stay while another repository of that name (see
 // readEnvironments) has the environment live.
 func dropZeroSeries(ctx context.Context, tx *sql.Tx, repoID int64, repo, env string) error {
+	// The repository's counters, by their key's range: the labels are
+	// the JSON array [repository, environment, state].
+	name, err := json.Marshal([]string{repo})
+	if err != nil {
+		return err
+	}
+	from := string(name[:len(name)-1]) + ","
+	to := string(name[:len(name)-1]) + "-" // ',' + 1
+	const counters = `FROM counters WHERE name = ? AND labels >= ? AND labels < ?
+		AND json_extract(labels, '$[1]') = ? COLLATE NOCASE`
+	const histograms = `FROM histograms WHERE name IN (?, ?, ?, ?) AND repository = ? AND environment = ? COLLATE NOCASE`
+	hist := []any{metrics.LeadTime, metrics.DeploymentDuration, metrics.ApprovalWait, metrics.TimeToRestore, repo, env}
 	var used bool
-	err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE repository_id = ?
+	err = tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE repository_id = ?
 			AND environment = ? COLLATE NOCASE AND origin = 'lastmile')
-		OR EXISTS (SELECT 1 FROM counters WHERE name = ? AND value != 0
-			AND json_extract(labels, '$[0]') = ? AND json_extract(labels, '$[1]') = ? COLLATE NOCASE)
-		OR EXISTS (SELECT 1 FROM histograms WHERE count != 0 AND repository = ? AND environment = ? COLLATE NOCASE)
+		OR EXISTS (SELECT 1 `+counters+` AND value != 0)
+		OR EXISTS (SELECT 1 `+histograms+` AND count != 0)
 		OR EXISTS (SELECT 1 FROM environment_state WHERE repository = ? AND environment = ? AND NOT retired)`,
-		repoID, env, MetricDeployments, repo, env, repo, env, repo, env).Scan(&used)
+		append(append([]any{repoID, env, MetricDeployments, from, to, env}, hist...), repo, env)...).Scan(&used)
 	if err != nil || used {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM counters WHERE name = ?
-		AND json_extract(labels, '$[0]') = ? AND json_extract(labels, '$[1]') = ? COLLATE NOCASE`, MetricDeployments, repo, env); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE `+counters, MetricDeployments, from, to, env); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `DELETE FROM histograms WHERE repository = ? AND environment = ? COLLATE NOCASE`, repo, env)
+	_, err = tx.ExecContext(ctx, `DELETE `+histograms, hist...)
 	return err
 }
 

@@ -121,3 +121,24 @@ func TestRetiredEnvironmentKeepsTheSeriesOfItsNamesake(t *testing.T) {
 		t.Errorf("qa retired by both: series for %v, want %v", got, want)
 	}
 }
+
+// ...and stay once a repository of the same name deployed there, even
+// after that one retired the environment too: they hold its deployments.
+func TestRetiredEnvironmentKeepsTheSeriesANamesakeDeployedTo(t *testing.T) {
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	min := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Minute) }
+	older := newCaseLedger(t)
+	newer := &caseLedger{t: t, db: older.db, repo: pipeline.Repo{ID: 43, Owner: "acme", Name: "shop", InstallationID: 7}, github: 5000}
+	if err := newer.db.SaveRepo(context.Background(), newer.repo, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	older.release(1, "qa", min(0))
+	r2 := newer.release(2, "qa", min(1))
+	d := newer.deploy(r2, min(2))
+	newer.status(d, pipeline.DeploymentSuccess, min(3))
+	newer.release(3, "production", min(4))
+	older.release(4, "production", min(5))
+	if got, want := older.environmentsWithSeries(), []string{"production", "qa"}; !slices.Equal(got, want) {
+		t.Errorf("qa retired by both, deployed to by one: series for %v, want %v", got, want)
+	}
+}
