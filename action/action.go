@@ -155,9 +155,15 @@ type Result struct {
 // When the job was cancelled the runner kills the Action 10 s after its
 // SIGINT, so that post must be quick.
 const (
-	finalPostTimeout     = 30 * time.Second
+	finalPostTimeout     = 2 * time.Minute
 	cancelledPostTimeout = 4 * time.Second
 )
+
+// earlyPostTimeout is how long queued and in_progress are tried again
+// while GitHub fails (5xx, no answer): a short outage as the job starts
+// must neither fail the register job (the deploy job would not run) nor
+// end the deployment before anything was deployed.
+const earlyPostTimeout = 2 * time.Minute
 
 // RateLimitMaxWait is how long the Action waits, from a call's first
 // refusal, for GitHub's rate limit to pass before it gives the call up.
@@ -358,7 +364,7 @@ func (r *runner) register(ctx context.Context) (Result, error) {
 	c := r.cfg
 	res := Result{State: pipeline.DeploymentQueued, LogURL: c.runURL()}
 	desc := fmt.Sprintf("Waiting for the deploy job to %s", c.deployment.Environment)
-	if err := r.call(ctx, func() error { return r.post(ctx, res.State, res.LogURL, desc) }); err != nil {
+	if err := r.postEarly(ctx, res.State, res.LogURL, desc); err != nil {
 		return Result{}, cancelledBefore(ctx, err)
 	}
 	r.printf("lastmile: deployment %d of %s to %s is queued; run %s\n", c.deployment.ID, short(c.deployment.SHA), c.deployment.Environment, res.LogURL)
@@ -370,7 +376,7 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 	c := r.cfg
 	logURL := c.logURL()
 	inProgress := fmt.Sprintf("Deploying %s to %s", short(c.deployment.SHA), c.deployment.Environment)
-	if err := r.call(ctx, func() error { return r.post(ctx, pipeline.DeploymentInProgress, logURL, inProgress) }); err != nil {
+	if err := r.postEarly(ctx, pipeline.DeploymentInProgress, logURL, inProgress); err != nil {
 		if !mayHaveArrived(err) {
 			// GitHub refused it (a rate limit too long to wait for, or
 			// the job cancelled during the wait): the deployment is as it
@@ -603,6 +609,31 @@ func (r *runner) alreadyPosted(ctx context.Context, deadline time.Time, state pi
 // it, waits until the limit has passed and calls again: for up to
 // RateLimitMaxWait from the first refusal, and until ctx ends (the job is
 // cancelled). The step has nothing else to do meanwhile.
+// postEarly posts queued or in_progress, statuses that are no harm twice:
+// tried again (after the transport's own tries) with growing pauses while
+// GitHub fails (5xx, no answer) for up to earlyPostTimeout, a rate limit
+// waited out as call does. The job's cancellation ends it at once.
+func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, logURL, desc string) error {
+	deadline := r.env.now().Add(earlyPostTimeout)
+	pause := time.Second
+	for {
+		err := r.call(ctx, func() error { return r.post(ctx, state, logURL, desc) })
+		if err == nil || ctx.Err() != nil || !mayHaveArrived(err) {
+			return err
+		}
+		now := r.env.now()
+		if !now.Before(deadline) {
+			return err
+		}
+		wait := min(pause, deadline.Sub(now))
+		r.printf("lastmile: %v; trying again in %s\n", err, wait.Round(100*time.Millisecond))
+		if r.env.sleep(ctx, wait) != nil {
+			return err
+		}
+		pause = min(2*pause, 8*time.Second)
+	}
+}
+
 func (r *runner) call(ctx context.Context, fn func() error) error {
 	var giveUp time.Time
 	for {

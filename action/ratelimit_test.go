@@ -467,7 +467,7 @@ func TestLateCancellationCutsTheFinalStatusShort(t *testing.T) {
 
 // The same for a try on its way when the job is cancelled (GitHub has not
 // answered yet): it is given up 4 s later, not when its own 15 s, or the
-// final status's 30 s, are up — after the runner's SIGKILL.
+// final status's 2 minutes, are up — after the runner's SIGKILL.
 func TestLateCancellationCutsTheFinalStatusTryShort(t *testing.T) {
 	w, g, cancel := startCancellable(t, nil, simulator.Fault{Kind: simulator.FaultAppliedLost, Method: "POST", Path: statusesPath, Delay: deadline})
 	if err := writeGate(g.gate, "go"); err != nil {
