@@ -79,31 +79,32 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 		// not yet handed over) is its result, not the cancellation's.
 		select {
 		case err = <-done:
-			terminateGroup(cmd) // what it left running stops with the job
+			newProcessTree(cmd).terminate() // what it left running stops with the job
 			out.finish(cancelledDrain)
 			return false, err
 		default:
 		}
 	}
 	defer out.finish(cancelledDrain)
-	terminateGroup(cmd)
+	tree := newProcessTree(cmd)
+	tree.terminate()
 	grace := time.NewTimer(env.KillGrace)
 	defer grace.Stop()
 	select {
 	case err = <-done:
 	case <-grace.C:
-		killGroup(cmd)
+		tree.kill()
 		return true, <-done
 	}
 	// The command has ended. What it started in its group has the rest of
 	// the grace to end too.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for groupAlive(cmd) {
+	for tree.alive() {
 		select {
 		case <-tick.C:
 		case <-grace.C:
-			killGroup(cmd)
+			tree.kill()
 			return true, err
 		}
 	}

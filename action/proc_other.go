@@ -13,8 +13,12 @@ import (
 
 func setProcessGroup(*exec.Cmd) {}
 
-func terminateGroup(cmd *exec.Cmd) { _ = cmd.Process.Signal(os.Interrupt) }
+type processTree struct{ cmd *exec.Cmd }
 
-func killGroup(cmd *exec.Cmd) { _ = cmd.Process.Kill() }
+func newProcessTree(cmd *exec.Cmd) *processTree { return &processTree{cmd: cmd} }
 
-func groupAlive(*exec.Cmd) bool { return false }
+func (t *processTree) terminate() { _ = t.cmd.Process.Signal(os.Interrupt) }
+
+func (t *processTree) kill() { _ = t.cmd.Process.Kill() }
+
+func (t *processTree) alive() bool { return false }

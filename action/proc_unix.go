@@ -13,21 +13,65 @@ func setProcessGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 }
 
-// terminateGroup sends SIGTERM to the command's process group.
-func terminateGroup(cmd *exec.Cmd) { signalGroup(cmd, syscall.SIGTERM) }
+// processTree is what a deploy command started: its process group, and
+// the processes of its that left the group — a step run under timeout(1)
+// or setsid, a job under set -m — which a signal to the group misses.
+// Those are found among the command's descendants (where the system shows
+// them: see descendantsOutside) each time the tree is signalled or looked
+// at, and remembered, so that they are signalled still once the command
+// that started them is gone.
+type processTree struct {
+	cmd    *exec.Cmd
+	strays map[int]uint64 // pid → its start time, to tell a reused pid
+}
 
-// killGroup sends SIGKILL to the command's process group.
-func killGroup(cmd *exec.Cmd) { signalGroup(cmd, syscall.SIGKILL) }
+func newProcessTree(cmd *exec.Cmd) *processTree {
+	return &processTree{cmd: cmd, strays: map[int]uint64{}}
+}
 
-// signalGroup signals the command's process group, or the command alone
-// should its group be gone (or never made).
-func signalGroup(cmd *exec.Cmd, sig syscall.Signal) {
-	if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil {
-		_ = cmd.Process.Signal(sig)
+// terminate sends SIGTERM to the tree; kill, SIGKILL.
+func (t *processTree) terminate() { t.signal(syscall.SIGTERM) }
+func (t *processTree) kill()      { t.signal(syscall.SIGKILL) }
+
+// signal signals the command's process group (or the command alone should
+// its group be gone, or never made) and each process that left it.
+func (t *processTree) signal(sig syscall.Signal) {
+	t.find()
+	if err := syscall.Kill(-t.cmd.Process.Pid, sig); err != nil {
+		_ = t.cmd.Process.Signal(sig)
+	}
+	for pid, start := range t.strays {
+		if s, ok := processStart(pid); ok && s == start {
+			_ = syscall.Kill(pid, sig)
+		}
 	}
 }
 
-// groupAlive reports whether the command's process group has a process left.
-func groupAlive(cmd *exec.Cmd) bool {
-	return syscall.Kill(-cmd.Process.Pid, 0) != syscall.ESRCH
+// alive reports whether the command's process group, or a process that
+// left it, has a process left (one that has exited, and waits to be
+// reaped by its parent, is not).
+func (t *processTree) alive() bool {
+	if syscall.Kill(-t.cmd.Process.Pid, 0) != syscall.ESRCH {
+		return true
+	}
+	t.find()
+	for pid, start := range t.strays {
+		if s, ok := processStart(pid); ok && s == start {
+			return true
+		}
+		delete(t.strays, pid)
+	}
+	return false
+}
+
+// find adds to strays the descendants of the command, and of the strays
+// already known, that are not in its process group.
+func (t *processTree) find() {
+	roots := []int{t.cmd.Process.Pid}
+	for pid := range t.strays {
+		roots = append(roots, pid)
+	}
+	for pid, start := range descendantsOutside(roots, t.cmd.Process.Pid) {
+		t.strays[pid] = start
+	}
 }
