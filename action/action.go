@@ -80,9 +80,10 @@ type Env struct {
 	// the default Transport (a Transport given decides for itself).
 	// Default 15s.
 	RequestTimeout time.Duration
-	// KillGrace is how long a cancelled deploy command's process group has
-	// between SIGTERM and SIGKILL. Default 5s, which leaves time to report
-	// the error status before the runner's own SIGKILL, 10 s after its SIGINT.
+	// KillGrace is how long a cancelled deploy command (its process group,
+	// and its descendants outside it) has between SIGTERM and SIGKILL.
+	// Default 5s, which leaves time to report the error status before the
+	// runner's own SIGKILL, 10 s after its SIGINT.
 	KillGrace time.Duration
 
 	// now and sleep are the Action's clock: when a rate limit ends, and
@@ -174,13 +175,14 @@ const RateLimitMaxWait = 15 * time.Minute
 
 // Run runs the Action once: mode register or deploy, as the inputs say.
 // Cancelling ctx (the runner's SIGINT/SIGTERM when the job is cancelled)
-// signals the deploy command's process group and leaves the deployment in
-// state error (as does a cancellation before the command started, once
-// in_progress may have been posted). A non-nil error means the step fails;
-// Run has already written it to the job log as an ::error:: workflow
-// command. A deployment that is inactive or finished, or that lastmile did
-// not create (its payload has no lastmile marker, unless input
-// require-lastmile is false), is not an error: Result.Skipped is true.
+// signals the deploy command's process group (and its descendants outside
+// it) and leaves the deployment in state error (as does a cancellation
+// before the command started, once in_progress may have been posted). A
+// non-nil error means the step fails; Run has already written it to the
+// job log as an ::error:: workflow command. A deployment that is inactive
+// or finished, or that lastmile did not create (its payload has no
+// lastmile marker, unless input require-lastmile is false), is not an
+// error: Result.Skipped is true.
 func Run(ctx context.Context, env Env) (res Result, err error) {
 	env = env.withDefaults()
 	defer func() {
@@ -605,23 +607,49 @@ func (r *runner) alreadyPosted(ctx context.Context, deadline time.Time, state pi
 	return statuses[0].GetState() == string(state) && statuses[0].GetLogURL() == logURL
 }
 
-// call makes a call to GitHub, fn, and while GitHub's rate limit refuses
-// it, waits until the limit has passed and calls again: for up to
-// RateLimitMaxWait from the first refusal, and until ctx ends (the job is
-// cancelled). The step has nothing else to do meanwhile.
-// postEarly posts queued or in_progress, statuses that are no harm twice:
-// tried again (after the transport's own tries) with growing pauses while
-// GitHub fails (5xx, no answer) for up to earlyPostTimeout, a rate limit
-// waited out as call does. The job's cancellation ends it at once.
+// postEarly posts queued or in_progress, statuses that are no harm twice,
+// tried again with growing pauses while GitHub fails (5xx, no answer) for
+// up to earlyPostTimeout — each try, the transport's own included, cut
+// short at that deadline — counted from the start or from the end of the
+// last rate limit waited out (for up to RateLimitMaxWait from the first
+// refusal, as call does). Once a try may have arrived, the next first reads
+// the deployment's newest status, and posts nothing when it is this one:
+// GitHub took the lost try (a repeated in_progress has lastmile read the
+// statuses back from GitHub). The job's cancellation ends it at once.
 func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, logURL, desc string) error {
 	deadline := r.env.now().Add(earlyPostTimeout)
+	var giveUp time.Time // the rate limits' bound, from the first refusal
 	pause := time.Second
+	mayBeThere := false
 	for {
-		err := r.call(ctx, func() error { return r.post(ctx, state, logURL, desc) })
-		if err == nil || ctx.Err() != nil || !mayHaveArrived(err) {
+		if mayBeThere && r.alreadyPosted(ctx, deadline, state, logURL) {
+			r.printf("lastmile: the %s status is on GitHub: an earlier try posted it, though its answer was lost\n", state)
+			return nil
+		}
+		tryCtx, cancel := context.WithTimeout(ctx, max(deadline.Sub(r.env.now()), 0))
+		err := r.post(tryCtx, state, logURL, desc)
+		cancel()
+		if err == nil || ctx.Err() != nil {
 			return err
 		}
 		now := r.env.now()
+		if lim, ok := githubapp.AsRateLimited(err, now); ok {
+			if giveUp.IsZero() {
+				giveUp = now.Add(RateLimitMaxWait)
+			}
+			if lim.Until.After(giveUp) {
+				return fmt.Errorf("%w (more than %s away: not waited for)", err, RateLimitMaxWait)
+			}
+			if werr := r.waitRateLimit(ctx, lim.Until, err); werr != nil {
+				return err
+			}
+			deadline = maxTime(deadline, r.env.now().Add(earlyPostTimeout))
+			continue
+		}
+		if !mayHaveArrived(err) {
+			return err
+		}
+		mayBeThere = true
 		if !now.Before(deadline) {
 			return err
 		}
@@ -634,6 +662,10 @@ func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, 
 	}
 }
 
+// call makes a call to GitHub, fn, and while GitHub's rate limit refuses
+// it, waits until the limit has passed and calls again: for up to
+// RateLimitMaxWait from the first refusal, and until ctx ends (the job is
+// cancelled). The step has nothing else to do meanwhile.
 func (r *runner) call(ctx context.Context, fn func() error) error {
 	var giveUp time.Time
 	for {

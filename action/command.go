@@ -79,7 +79,9 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 		// not yet handed over) is its result, not the cancellation's.
 		select {
 		case err = <-done:
-			newProcessTree(cmd).terminate() // what it left running stops with the job
+			tree := newProcessTree(cmd)
+			tree.reaped = true
+			tree.terminate() // what it left running in its group stops with the job
 			out.finish(cancelledDrain)
 			return false, err
 		default:
@@ -92,12 +94,13 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 	defer grace.Stop()
 	select {
 	case err = <-done:
+		tree.reaped = true
 	case <-grace.C:
 		tree.kill()
 		return true, <-done
 	}
-	// The command has ended. What it started in its group has the rest of
-	// the grace to end too.
+	// The command has ended. What it started — in its group, or found
+	// outside it — has the rest of the grace to end too.
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for tree.alive() {

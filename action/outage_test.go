@@ -109,3 +109,29 @@ func TestLongOutages(t *testing.T) {
 		}
 	})
 }
+
+// GitHub taking in_progress and losing its answers, again and again: once
+// a try may have arrived the Action reads the newest status before trying
+// again, and finds it there — no more copies than the transport's own
+// tries of the first (each a status GitHub shows, which has lastmile read
+// the statuses back), where every further try added its own.
+func TestInProgressTakenWithItsAnswerLost(t *testing.T) {
+	w := newWorld(t)
+	clock := newFakeClock()
+	g := startGated(t, w, w.ctx, clock, []simulator.Fault{{Kind: simulator.FaultAppliedLost, Method: "POST", Path: statusesPath, Times: 15}})
+	g.commandRuns()
+	r := g.open()
+	if r.err != nil || r.res.State != pipeline.DeploymentSuccess {
+		t.Fatalf("%+v, %v\n%s", r.res, r.err, g.log.String())
+	}
+	got := states(w.deployment(g.id))
+	n := 0
+	for _, s := range got {
+		if s == "in_progress" {
+			n++
+		}
+	}
+	if n == 0 || n > 5 || got[len(got)-1] != "success" {
+		t.Errorf("statuses %v: want at most the transport's 5 tries of in_progress, then success", got)
+	}
+}

@@ -8,4 +8,4 @@ package action
 
 func processStart(int) (uint64, bool) { return 0, false }
 
-func descendantsOutside([]int, int) map[int]uint64 { return nil }
+func descendantsOutside(map[int]uint64, int) map[int]uint64 { return nil }

@@ -45,25 +45,32 @@ func processStart(pid int) (uint64, bool) {
 }
 
 // descendantsOutside returns the live descendants of roots whose process
-// group is not pgid, with their start times.
-func descendantsOutside(roots []int, pgid int) map[int]uint64 {
+// group is not pgid, with their start times. roots maps a pid to its start
+// time: a root whose process has another start time now (its pid reused)
+// is left out, as is one gone; 0 takes the pid as it is.
+func descendantsOutside(roots map[int]uint64, pgid int) map[int]uint64 {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
 	children := map[int][]procStat{}
+	var queue []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if s, ok := readStat(pid); ok {
-			children[s.ppid] = append(children[s.ppid], s)
+		s, ok := readStat(pid)
+		if !ok {
+			continue
+		}
+		children[s.ppid] = append(children[s.ppid], s)
+		if start, root := roots[pid]; root && (start == 0 || start == s.start && !s.zombie) {
+			queue = append(queue, pid)
 		}
 	}
 	out := map[int]uint64{}
 	seen := map[int]bool{}
-	queue := append([]int(nil), roots...)
 	for len(queue) > 0 {
 		pid := queue[0]
 		queue = queue[1:]

@@ -13,7 +13,10 @@ import (
 
 func setProcessGroup(*exec.Cmd) {}
 
-type processTree struct{ cmd *exec.Cmd }
+type processTree struct {
+	cmd    *exec.Cmd
+	reaped bool // unused: nothing is searched for outside Unix
+}
 
 func newProcessTree(cmd *exec.Cmd) *processTree { return &processTree{cmd: cmd} }
 

@@ -16,13 +16,16 @@ func setProcessGroup(cmd *exec.Cmd) {
 // processTree is what a deploy command started: its process group, and
 // the processes of its that left the group — a step run under timeout(1)
 // or setsid, a job under set -m — which a signal to the group misses.
-// Those are found among the command's descendants (where the system shows
-// them: see descendantsOutside) each time the tree is signalled or looked
-// at, and remembered, so that they are signalled still once the command
-// that started them is gone.
+// Those still among the command's descendants are found (where the system
+// shows them: see descendantsOutside) each time the tree is signalled or
+// looked at, and remembered, so that they are signalled still once the
+// command that started them is gone.
 type processTree struct {
 	cmd    *exec.Cmd
 	strays map[int]uint64 // pid → its start time, to tell a reused pid
+	// reaped tells that the command has been waited for: its pid may be
+	// another process's now, and is no root of the search.
+	reaped bool
 }
 
 func newProcessTree(cmd *exec.Cmd) *processTree {
@@ -48,8 +51,8 @@ func (t *processTree) signal(sig syscall.Signal) {
 }
 
 // alive reports whether the command's process group, or a process that
-// left it, has a process left (one that has exited, and waits to be
-// reaped by its parent, is not).
+// left it, has a process left (a stray that has exited, and waits to be
+// reaped by its parent, is not; a member of the group is until reaped).
 func (t *processTree) alive() bool {
 	if syscall.Kill(-t.cmd.Process.Pid, 0) != syscall.ESRCH {
 		return true
@@ -64,12 +67,18 @@ func (t *processTree) alive() bool {
 	return false
 }
 
-// find adds to strays the descendants of the command, and of the strays
-// already known, that are not in its process group.
+// find adds to strays the descendants of the command (until it is
+// reaped), and of the strays already known that are still the processes
+// they were, that are not in its process group. A process whose parent
+// has exited (a double fork, setsid -f) is no one's descendant any more:
+// it is not found.
 func (t *processTree) find() {
-	roots := []int{t.cmd.Process.Pid}
-	for pid := range t.strays {
-		roots = append(roots, pid)
+	roots := map[int]uint64{}
+	if !t.reaped {
+		roots[t.cmd.Process.Pid] = 0 // its child until reaped: not reused
+	}
+	for pid, start := range t.strays {
+		roots[pid] = start
 	}
 	for pid, start := range descendantsOutside(roots, t.cmd.Process.Pid) {
 		t.strays[pid] = start
