@@ -14,8 +14,9 @@ func setProcessGroup(cmd *exec.Cmd) {
 }
 
 // processTree is what a deploy command started: its process group, and
-// the processes of its that left the group — a step run under timeout(1)
-// or setsid, a job under set -m — which a signal to the group misses.
+// the processes it started that left the group — a step run under
+// timeout(1) or setsid, a job under set -m — which a signal to the group
+// misses.
 // Those still among the command's descendants are found (where the system
 // shows them: see descendantsOutside) each time the tree is signalled or
 // looked at, and remembered, so that they are signalled still once the
