@@ -611,14 +611,12 @@ func (r *runner) alreadyPosted(ctx context.Context, deadline time.Time, state pi
 // tried again with growing pauses while GitHub fails (5xx, no answer) for
 // up to earlyPostTimeout — each try, the transport's own included, cut
 // short at that deadline — counted from the start or from the end of the
-// last rate limit waited out (for up to RateLimitMaxWait from the first
-// refusal, as call does). Once a try may have arrived, the next first reads
-// the deployment's newest status, and posts nothing when it is this one:
-// GitHub took the lost try (a repeated in_progress has lastmile read the
-// statuses back from GitHub). The job's cancellation ends it at once.
+// last rate limit call waited out. Once a try may have arrived, the next
+// first reads the deployment's newest status, and posts nothing when it is
+// this one: GitHub took the lost try (a repeated in_progress has lastmile
+// read the statuses back from GitHub). The job's cancellation ends it at once.
 func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, logURL, desc string) error {
 	deadline := r.env.now().Add(earlyPostTimeout)
-	var giveUp time.Time // the rate limits' bound, from the first refusal
 	pause := time.Second
 	mayBeThere := false
 	for {
@@ -626,26 +624,21 @@ func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, 
 			r.printf("lastmile: the %s status is on GitHub: an earlier try posted it, though its answer was lost\n", state)
 			return nil
 		}
-		tryCtx, cancel := context.WithTimeout(ctx, max(deadline.Sub(r.env.now()), 0))
-		err := r.post(tryCtx, state, logURL, desc)
-		cancel()
+		limited := false
+		err := r.call(ctx, func() error {
+			if limited { // the deadline counts from the end of the wait
+				deadline = maxTime(deadline, r.env.now().Add(earlyPostTimeout))
+			}
+			tryCtx, cancel := context.WithTimeout(ctx, max(deadline.Sub(r.env.now()), 0))
+			defer cancel()
+			err := r.post(tryCtx, state, logURL, desc)
+			_, limited = githubapp.AsRateLimited(err, r.env.now())
+			return err
+		})
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
 		now := r.env.now()
-		if lim, ok := githubapp.AsRateLimited(err, now); ok {
-			if giveUp.IsZero() {
-				giveUp = now.Add(RateLimitMaxWait)
-			}
-			if lim.Until.After(giveUp) {
-				return fmt.Errorf("%w (more than %s away: not waited for)", err, RateLimitMaxWait)
-			}
-			if werr := r.waitRateLimit(ctx, lim.Until, err); werr != nil {
-				return err
-			}
-			deadline = maxTime(deadline, r.env.now().Add(earlyPostTimeout))
-			continue
-		}
 		if !mayHaveArrived(err) {
 			return err
 		}
