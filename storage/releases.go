@@ -417,8 +417,12 @@ func dropZeroSeries(ctx context.Context, tx *sql.Tx, repoID int64, repo, env str
 	to := string(name[:len(name)-1]) + "-" // ',' + 1
 	const counters = `FROM counters WHERE name = ? AND labels >= ? AND labels < ?
 		AND json_extract(labels, '$[1]') = ? COLLATE NOCASE`
-	const histograms = `FROM histograms WHERE name IN (?, ?, ?, ?) AND repository = ? AND environment = ? COLLATE NOCASE`
-	hist := []any{metrics.LeadTime, metrics.DeploymentDuration, metrics.ApprovalWait, metrics.TimeToRestore, repo, env}
+	const histograms = `FROM histograms WHERE name IN (SELECT value FROM json_each(?)) AND repository = ? AND environment = ? COLLATE NOCASE`
+	names, err := json.Marshal(deliveryHistograms)
+	if err != nil {
+		return err
+	}
+	hist := []any{string(names), repo, env}
 	var used bool
 	err = tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE repository_id = ?
 			AND environment = ? COLLATE NOCASE AND origin = 'lastmile')
@@ -982,6 +986,10 @@ func (db *DB) Unfinished(ctx context.Context, repoID int64, sha, env string) (bo
 	return n > 0, err
 }
 
+// deliveryHistograms are the histograms kept per repository and
+// environment.
+var deliveryHistograms = []string{metrics.LeadTime, metrics.DeploymentDuration, metrics.ApprovalWait, metrics.TimeToRestore}
+
 // zeroSeries creates the delivery metrics of an environment at zero, if
 // they are not there yet, so that Prometheus sees each series before its
 // first increment: rate() and increase() then count that first deployment
@@ -1005,7 +1013,7 @@ func zeroSeries(ctx context.Context, tx *sql.Tx, repo, env string) error {
 		n, _ := res.RowsAffected()
 		added += n
 	}
-	for _, name := range []string{metrics.LeadTime, metrics.DeploymentDuration, metrics.ApprovalWait, metrics.TimeToRestore} {
+	for _, name := range deliveryHistograms {
 		res, err := tx.ExecContext(ctx, `INSERT INTO histograms (name, repository, environment) VALUES (?, ?, ?)
 			ON CONFLICT DO NOTHING`, name, repo, env)
 		if err != nil {
