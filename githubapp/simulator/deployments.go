@@ -459,7 +459,10 @@ func (s *Simulator) handleCreateDeploymentStatus(w http.ResponseWriter, r *http.
 		autoInactive: autoInactive,
 	}, s.st.actor(a), s.st.viaApp(a))
 	s.notifyLocked()
-	writeJSON(w, http.StatusCreated, s.st.deploymentStatusJSON(rp, d, ds))
+	created := s.st.deploymentStatusJSON(rp, d, ds)
+	// GitHub's 201 names the new status in Location, as its url.
+	w.Header().Set("Location", created["url"].(string))
+	writeJSON(w, http.StatusCreated, created)
 }
 
 type statusInput struct {

@@ -514,3 +514,29 @@ func TestCreateDeploymentRequiredContextsCheckRuns(t *testing.T) {
 		t.Errorf("docs status green, docs check run neutral: %d %s", r.status, r.body)
 	}
 }
+
+// GitHub's REST description declares a Location header on the 201 of a
+// new deployment status and of a new commit status: the new status's url.
+func TestCreatedStatusLocation(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	tok := h.token(h.org)
+	r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "environment": "qa", "required_contexts": []string{}})
+	if r.status != 201 {
+		t.Fatalf("deployment: %d %s", r.status, r.body)
+	}
+	id := int64(r.json(t)["id"].(float64))
+	for _, c := range []struct{ name, path string }{
+		{"deployment status", fmt.Sprintf("/repos/acme/shop/deployments/%d/statuses", id)},
+		{"commit status", "/repos/acme/shop/statuses/" + sha},
+	} {
+		r := h.do("POST", c.path, tok, map[string]any{"state": "success"})
+		if r.status != 201 {
+			t.Fatalf("%s: %d %s", c.name, r.status, r.body)
+		}
+		if loc, url := r.header.Get("Location"), r.json(t)["url"]; loc == "" || loc != url {
+			t.Errorf("%s: Location %q, url %v", c.name, loc, url)
+		}
+	}
+}

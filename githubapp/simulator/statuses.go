@@ -117,7 +117,9 @@ func (s *Simulator) handleCreateCommitStatus(w http.ResponseWriter, r *http.Requ
 	}
 	cs := st.addCommitStatus(rp, c, state, context, desc, target, st.actor(a))
 	s.notifyLocked()
-	writeJSON(w, http.StatusCreated, st.commitStatusJSON(rp, cs))
+	created := st.commitStatusJSON(rp, cs)
+	w.Header().Set("Location", created["url"].(string))
+	writeJSON(w, http.StatusCreated, created)
 }
 
 // descriptionTooLong is the error GitHub's 422 lists for a commit or
