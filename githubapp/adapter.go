@@ -274,7 +274,7 @@ func (g *GitHub) CreateDeploymentStatus(ctx context.Context, r pipeline.Repo, id
 	if err != nil {
 		return pipeline.StatusInfo{}, err
 	}
-	return statusInfo(st), nil
+	return statusInfo(st)
 }
 
 // LatestDeploymentStatus reads a deployment's newest status.
@@ -307,19 +307,30 @@ func (g *GitHub) deploymentStatuses(ctx context.Context, r pipeline.Repo, id int
 	if err != nil {
 		return nil, err
 	}
-	out := make([]pipeline.StatusInfo, len(list))
-	for i, st := range list {
-		out[i] = statusInfo(st)
+	out := make([]pipeline.StatusInfo, 0, len(list))
+	for _, st := range list {
+		// A state lastmile does not know (none today) is left out, as
+		// its webhook would be refused: it says nothing lastmile can act on.
+		if info, err := statusInfo(st); err == nil {
+			out = append(out, info)
+		}
 	}
 	return out, nil
 }
 
-func statusInfo(st *github.DeploymentStatus) pipeline.StatusInfo {
+// statusInfo is what lastmile keeps of a deployment status, from its
+// webhook or read back from GitHub; GitHub's "waiting" is read as queued
+// (pipeline.ParseStatusState), the same either way.
+func statusInfo(st *github.DeploymentStatus) (pipeline.StatusInfo, error) {
+	state, err := pipeline.ParseStatusState(st.GetState())
+	if err != nil {
+		return pipeline.StatusInfo{}, err
+	}
 	return pipeline.StatusInfo{
-		GitHubID: st.GetID(), State: pipeline.DeploymentState(st.GetState()), Description: st.GetDescription(),
+		GitHubID: st.GetID(), State: state, Description: st.GetDescription(),
 		LogURL: firstNonEmpty(st.GetLogURL(), st.GetTargetURL()), EnvironmentURL: st.GetEnvironmentURL(),
 		Creator: st.GetCreator().GetLogin(), CreatedAt: st.GetCreatedAt().Time,
-	}
+	}, nil
 }
 
 // CreateCommitStatus writes a commit status.

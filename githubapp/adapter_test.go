@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -487,5 +488,27 @@ func TestCompareBoundsTheCommitsListed(t *testing.T) {
 				t.Errorf("got %d commits, %v; want %d", len(cmp.Commits), err, tc.total)
 			}
 		})
+	}
+}
+
+// Statuses read back from GitHub are read as their webhooks are: GitHub's
+// "waiting" (a job's own deployment held for reviewers) is queued, not
+// lastmile's waiting (a deployment GitHub refused to create), and a state
+// lastmile does not know is left out.
+func TestDeploymentStatusesReadAsTheirWebhooks(t *testing.T) {
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `[{"id":3,"state":"paused"},{"id":2,"state":"waiting"},{"id":1,"state":"success","log_url":"https://x/1"}]`)
+	})
+	list, err := gh.DeploymentStatuses(context.Background(), repo, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range list {
+		got = append(got, fmt.Sprintf("%d:%s", s.GitHubID, s.State))
+	}
+	if want := []string{"2:queued", "1:success"}; !slices.Equal(got, want) {
+		t.Errorf("statuses %v, want %v", got, want)
 	}
 }

@@ -192,20 +192,14 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		if ev.Deployment == nil || ev.DeploymentStatus == nil {
 			return fmt.Errorf("%w: deployment_status event without a deployment or status", ErrMalformed)
 		}
-		st := ev.GetDeploymentStatus()
-		state, err := pipeline.ParseStatusState(st.GetState())
+		status, err := statusInfo(ev.GetDeploymentStatus())
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 		info := deploymentInfo(ev.Deployment)
 		info.WorkflowRunID = workflowRunOf(d.Body)
 		info.Production = productionOf(d.Body)
-		return rt.Engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: repo, Deployment: info,
-			Status: pipeline.StatusInfo{
-				GitHubID: st.GetID(), State: state, Description: st.GetDescription(),
-				LogURL: firstNonEmpty(st.GetLogURL(), st.GetTargetURL()), EnvironmentURL: st.GetEnvironmentURL(),
-				Creator: st.GetCreator().GetLogin(), CreatedAt: st.GetCreatedAt().Time,
-			}})
+		return rt.Engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: repo, Deployment: info, Status: status})
 	case *github.WorkflowRunEvent:
 		repo, err := repoOf(ev.Repo, ev.Installation)
 		if err != nil {
