@@ -536,7 +536,7 @@ func (c *Config) loadKey() (*rsa.PrivateKey, error) {
 	source := "LASTMILE_PRIVATE_KEY (--private-key)"
 	switch {
 	case c.PrivateKeyFile != "" && c.PrivateKey != "":
-		return nil, errors.New("set only one of LASTMILE_PRIVATE_KEY_FILE and LASTMILE_PRIVATE_KEY")
+		return nil, errors.New("set only one of LASTMILE_PRIVATE_KEY_FILE (--private-key-file) and LASTMILE_PRIVATE_KEY (--private-key)")
 	case c.PrivateKeyFile != "":
 		// The key itself, put where its file's name goes, is never echoed.
 		if what := keyMaterial(c.PrivateKeyFile); what != "" {

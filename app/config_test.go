@@ -268,7 +268,7 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 		"App ID negative": {set: map[string]string{"LASTMILE_APP_ID": "-4"}, want: []string{"LASTMILE_APP_ID", "positive integer"}},
 		"no private key":  {set: map[string]string{"LASTMILE_PRIVATE_KEY": ""}, want: []string{"LASTMILE_PRIVATE_KEY_FILE or LASTMILE_PRIVATE_KEY is required"}},
 		"both key settings": {set: map[string]string{"LASTMILE_PRIVATE_KEY_FILE": write("ok.pem", k.pkcs1)},
-			want: []string{"only one of LASTMILE_PRIVATE_KEY_FILE and LASTMILE_PRIVATE_KEY"}},
+			want: []string{"only one of LASTMILE_PRIVATE_KEY_FILE (--private-key-file) and LASTMILE_PRIVATE_KEY (--private-key)"}},
 		"unreadable key file": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": filepath.Join(dir, "missing.pem")},
 			want: []string{"LASTMILE_PRIVATE_KEY_FILE", "cannot read", "missing.pem"}},
 		"key file is a directory": {set: map[string]string{"LASTMILE_PRIVATE_KEY": "", "LASTMILE_PRIVATE_KEY_FILE": dir},

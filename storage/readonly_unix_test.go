@@ -39,6 +39,11 @@ func TestMain(m *testing.M) {
 			db.Close()
 		}
 		fmt.Printf("OpenReadOnly: %v\n", err)
+		db, err = storage.Open(ctx, filepath.Join(filepath.Dir(path), "folder", "lastmile.db"))
+		if db != nil {
+			db.Close()
+		}
+		fmt.Printf("Open in a folder: %v\n", err)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -72,8 +77,29 @@ func TestOpenRefusesADatabaseItCannotWrite(t *testing.T) {
 	if err := os.Chmod(private, 0); err != nil {
 		t.Fatal(err)
 	}
+	// A database file its user may write, in a folder where it may not
+	// create the -wal and -shm files (nor DB.lock: serve's message is
+	// app's).
+	folder := filepath.Join(dir, "folder")
+	if err := os.Mkdir(folder, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inFolder := filepath.Join(folder, "lastmile.db")
+	if db, err = storage.Open(context.Background(), inFolder); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(inFolder, 0o666); err != nil {
+		t.Fatal(err)
+	}
 	var out []byte
 	if os.Geteuid() != 0 {
+		if err := os.Chmod(folder, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(folder, 0o755) })
 		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), readOnlyChild+"="+path)
 		out, err = cmd.CombinedOutput()
@@ -103,6 +129,9 @@ func TestOpenRefusesADatabaseItCannotWrite(t *testing.T) {
 	// open database file"), with what to do.
 	if want := "OpenReadOnly: database " + private + ": permission denied: run the command as the user lastmile serve runs as"; !strings.Contains(string(out), want) {
 		t.Errorf("OpenReadOnly of a database its user may not read: want %q in\n%s", want, out)
+	}
+	if want := "Open in a folder: database " + inFolder + " cannot be written: lastmile's user must be able to write the file, its -wal and -shm files beside it, and their folder"; !strings.Contains(string(out), want) {
+		t.Errorf("Open of a database in a folder its user may not write: want %q in\n%s", want, out)
 	}
 	for _, name := range []string{"Open", "OpenExisting"} {
 		want := name + ": database " + path + " cannot be written: lastmile's user must be able to write the file"

@@ -94,7 +94,7 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 		return nil, err
 	}
 	if err := initNew(ctx, path); err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+		return nil, openErr(path, err)
 	}
 	// synchronous(NORMAL) in WAL mode: a commit survives the process being
 	// killed, but may be lost (never half-applied) in a power cut. Writes
@@ -137,7 +137,7 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	write.SetConnMaxIdleTime(0)
 	if err := write.PingContext(ctx); err != nil {
 		write.Close()
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+		return nil, openErr(path, err)
 	}
 	db := &DB{path: path, write: write, Now: time.Now}
 	if last > 0 {
@@ -151,10 +151,7 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 		if _, err := write.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('opened_at', ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
 			write.Close()
-			if werr := db.writeErr(err); werr != err {
-				return nil, werr
-			}
-			return nil, fmt.Errorf("open database %s: %w", path, err)
+			return nil, openErr(path, err)
 		}
 	}
 	read, err := sql.Open("sqlite", dsn(url.Values{"_pragma": {"query_only(1)"}}))
@@ -613,8 +610,24 @@ func (db *DB) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 // writeErr is err saying which database cannot be written, and where to
 // look, when SQLite refused a write because it opened the file read-only.
 func (db *DB) writeErr(err error) error {
+	return cannotWrite(db.path, err)
+}
+
+// openErr is err, met opening the database at path: said as cannotWrite
+// says it, or as is.
+func openErr(path string, err error) error {
+	if werr := cannotWrite(path, err); werr != err {
+		return werr
+	}
+	return fmt.Errorf("open database %s: %w", path, err)
+}
+
+// cannotWrite says what to check when SQLite refuses to write the database
+// at path (the file, or the folder where its -wal and -shm files go); any
+// other error is returned as it is.
+func cannotWrite(path string, err error) error {
 	if err != nil && sqliteCode(err)&0xff == sqlite3.SQLITE_READONLY {
-		return fmt.Errorf("database %s cannot be written: lastmile's user must be able to write the file, its -wal and -shm files beside it, and their folder (%w)", db.path, err)
+		return fmt.Errorf("database %s cannot be written: lastmile's user must be able to write the file, its -wal and -shm files beside it, and their folder (%w)", path, err)
 	}
 	return err
 }
