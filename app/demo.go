@@ -124,6 +124,7 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 		return nil
 	}
 	<-ctx.Done()
+	fmt.Fprintf(stdout, "\nstopping lastmile and the simulated GitHub; the database stays in %s\n", sb.Config.Database)
 	return nil
 }
 

@@ -3,10 +3,13 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,5 +258,81 @@ func TestDemoSaysWhyTheReleaseStopped(t *testing.T) {
 	text := out.String()
 	if !strings.Contains(text, "is stopped") || !strings.Contains(text, " audit --database ") || strings.Contains(text, "--keep-running") {
 		t.Errorf("demo with a failing deploy printed no stopped release and no audit command (or something to browse):\n%s", text)
+	}
+}
+
+// watchedOutput is a demo's stdout that tells when a text has been printed.
+type watchedOutput struct {
+	mu   sync.Mutex
+	b    strings.Builder
+	want string
+	seen chan struct{}
+}
+
+func (w *watchedOutput) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.b.Write(p)
+	if w.seen != nil && strings.Contains(w.b.String(), w.want) {
+		close(w.seen)
+		w.seen = nil
+	}
+	return n, err
+}
+
+func (w *watchedOutput) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// demo --keep-running serves /metrics at the address it prints until
+// Ctrl-C, then says it stops, and stops: nothing answers there after.
+func TestDemoKeepRunningStopsOnCtrlC(t *testing.T) {
+	deadline, cancelDeadline := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancelDeadline()
+	ctx, interrupt := context.WithCancel(deadline)
+	out := &watchedOutput{want: "lastmile keeps running (Ctrl-C stops it):", seen: make(chan struct{})}
+	seen := out.seen
+	var errOut strings.Builder
+	code := make(chan int, 1)
+	go func() {
+		code <- Main(ctx, []string{"demo", "--keep-running", "--dir", filepath.Join(t.TempDir(), "demo")}, func(string) string { return "" }, out, &errOut)
+	}()
+	select {
+	case <-seen:
+	case c := <-code:
+		t.Fatalf("demo --keep-running exited %d before it said it keeps running:\n%s%s", c, out.String(), errOut.String())
+	case <-deadline.Done():
+		t.Fatalf("demo --keep-running did not say it keeps running:\n%s", out.String())
+	}
+	m := regexp.MustCompile(`curl (http://127\.0\.0\.1:\d+/metrics)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no metrics address printed:\n%s", out.String())
+	}
+	resp, err := http.Get(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "lastmile_deployments_total") {
+		t.Fatalf("GET %s while it keeps running: %d\n%.300s", m[1], resp.StatusCode, body)
+	}
+	interrupt()
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("demo --keep-running exited %d after Ctrl-C, want 0:\n%s", c, errOut.String())
+		}
+	case <-deadline.Done():
+		t.Fatal("demo --keep-running did not stop after Ctrl-C")
+	}
+	if !strings.Contains(out.String(), "\nstopping lastmile and the simulated GitHub; the database stays in ") {
+		t.Errorf("nothing said on Ctrl-C:\n%s", out.String())
+	}
+	if resp, err := http.Get(m[1]); err == nil {
+		resp.Body.Close()
+		t.Errorf("GET %s after the demo stopped: %d, want no answer", m[1], resp.StatusCode)
 	}
 }

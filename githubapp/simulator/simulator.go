@@ -99,7 +99,8 @@ type Simulator struct {
 	st      *state
 
 	srv      *http.Server
-	listener net.Listener
+	listener *closeNotifier
+	fresh    freshConns
 
 	wake     chan struct{} // nudges the webhook sender
 	stop     chan struct{}
@@ -202,7 +203,7 @@ func (s *Simulator) Start(addr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("simulator: listen: %w", err)
 	}
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ConnState: s.fresh.track}
 	u := "http://" + ln.Addr().String() + "/"
 	s.mu.Lock()
 	if s.srv != nil {
@@ -210,7 +211,9 @@ func (s *Simulator) Start(addr string) (string, error) {
 		ln.Close()
 		return "", errors.New("simulator: already started")
 	}
-	s.srv, s.listener = srv, ln
+	notifier := &closeNotifier{Listener: ln, closed: make(chan struct{})}
+	s.srv, s.listener = srv, notifier
+	ln = notifier
 	s.st.apiURL, s.st.urlKnown = strings.TrimSuffix(u, "/"), true
 	s.mu.Unlock()
 	go func() {
@@ -257,7 +260,7 @@ func (s *Simulator) Close() error {
 		return nil
 	}
 	s.closed = true
-	srv := s.srv
+	srv, ln := s.srv, s.listener
 	for _, r := range s.st.runs {
 		r.cancel()
 	}
@@ -266,12 +269,21 @@ func (s *Simulator) Close() error {
 	close(s.stop)
 	var err error
 	if srv != nil {
-		// More than 5 s: net/http counts a connection that has sent no
-		// request yet as active for its first 5 s (a client may dial just
-		// before it stops), and Shutdown waits for it.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = srv.Shutdown(ctx)
-		cancel()
+		// net/http counts a connection that has sent no request yet as
+		// active for its first 5 s, and Shutdown waits for it: a client's
+		// transport may have dialed one that it keeps idle, unused (dialed
+		// for a request that another connection then took). Once Shutdown
+		// has closed the listener, those are closed: a simulator that
+		// stops takes no more requests.
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			done <- srv.Shutdown(ctx)
+		}()
+		<-ln.closed
+		s.fresh.closeAll()
+		err = <-done
 	}
 	s.runWG.Wait()
 	s.senderWG.Wait()
@@ -330,4 +342,51 @@ func (s *Simulator) idleLocked() bool {
 // WaitIdle waits until Idle is true.
 func (s *Simulator) WaitIdle(ctx context.Context) error {
 	return s.WaitFor(ctx, (*Simulator).Idle)
+}
+
+// closeNotifier is a listener that says when it was closed.
+type closeNotifier struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *closeNotifier) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { close(l.closed) })
+	return err
+}
+
+// freshConns are the server's connections that have sent no request yet.
+type freshConns struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool // closeAll was called: one accepted since is closed at once
+}
+
+// track is the server's ConnState hook.
+func (f *freshConns) track(c net.Conn, state http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if state != http.StateNew {
+		delete(f.conns, c)
+		return
+	}
+	if f.closed {
+		c.Close()
+		return
+	}
+	if f.conns == nil {
+		f.conns = map[net.Conn]struct{}{}
+	}
+	f.conns[c] = struct{}{}
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for c := range f.conns {
+		c.Close()
+	}
 }
