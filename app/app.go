@@ -68,6 +68,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = slog.New(contextAttrs{log.Handler()})
 	// The addresses first: a start that cannot listen (a port in use)
 	// leaves no database behind, new or migrated.
 	listener, adminListener, err := listen(cfg, opts.Listener)

@@ -235,7 +235,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	if d.BodyDamage != nil { // nothing to handle: dead at once
 		err = fmt.Errorf("%w: its stored body is damaged: %v", githubapp.ErrMalformed, d.BodyDamage)
 	} else {
-		hctx, cancel := context.WithTimeout(ctx, w.Timeout)
+		hctx, cancel := context.WithTimeout(withDelivery(ctx, d), w.Timeout)
 		err = w.safeHandle(hctx, d)
 		cancel()
 	}

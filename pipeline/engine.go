@@ -203,7 +203,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		// An invalid file pushed to the default branch while the pipeline
 		// branch is another: said on the commit, but it is no release of
 		// the pipeline, which goes on as it was.
-		e.Log.Warn("invalid repository configuration, not on the pipeline branch", "repo", p.Repo.FullName(), "sha", p.After,
+		e.Log.WarnContext(ctx, "invalid repository configuration, not on the pipeline branch", "repo", p.Repo.FullName(), "sha", p.After,
 			"branch", branch, "pipeline_branch", known, "error", cfgErr)
 		return e.configStatus(ctx, p, cfgErr)
 	}
@@ -220,7 +220,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		if _, err := e.recordRelease(ctx, p, rel, commits); err != nil {
 			return err
 		}
-		e.Log.Warn("invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
+		e.Log.WarnContext(ctx, "invalid repository configuration", "repo", p.Repo.FullName(), "sha", p.After, "error", cfgErr)
 		if rewritten {
 			if err := e.withdrawRewritten(ctx, p, rel); err != nil {
 				return err
@@ -237,7 +237,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		return err
 	}
 	if created {
-		e.Log.Info("release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
+		e.Log.InfoContext(ctx, "release recorded", "repo", p.Repo.FullName(), "release", rel.ID, "sha", p.After,
 			"commits", len(commits), "environments", len(cfg.Environments))
 	}
 	if rewritten {
@@ -304,7 +304,7 @@ func (e *Engine) movePipelineBranch(ctx context.Context, p Push, known, target s
 				late = err == nil && own == "ahead"
 			}
 			if late {
-				e.Log.Info("pipeline branch kept: the push naming another came before the commit that set it", "repo", p.Repo.FullName(),
+				e.Log.InfoContext(ctx, "pipeline branch kept: the push naming another came before the commit that set it", "repo", p.Repo.FullName(),
 					"sha", p.After, "pipeline_branch", known, "set_at", source, "named", target)
 				return known, nil
 			}
@@ -708,7 +708,7 @@ func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo)
 			// did not show the first yet when lastmile looked), or its
 			// release stopped while the answer was lost. It must not
 			// deploy: inactive tells the Action to skip it.
-			e.Log.Warn("deployment carries lastmile's marker but no intent waits for it: marked inactive, recorded as not lastmile's",
+			e.Log.WarnContext(ctx, "deployment carries lastmile's marker but no intent waits for it: marked inactive, recorded as not lastmile's",
 				"repo", repo.FullName(), "deployment", info.GitHubID, "release", m.Release, "environment", m.Stage)
 			if _, err := e.GitHub.CreateDeploymentStatus(ctx, repo, info.GitHubID, StatusRequest{State: DeploymentInactive,
 				Description: fmt.Sprintf("lastmile did not mean to create this deployment (release #%d to %s has another, or stopped)", m.Release, m.Stage)}); err != nil {
@@ -741,7 +741,7 @@ func (e *Engine) adopt(ctx context.Context, repo Repo, m Marker, info Deployment
 			continue
 		}
 		if d.ReleaseID == m.Release && d.Stage == m.Index && d.GitHubID == 0 && d.SHA == info.SHA && strings.EqualFold(d.Environment, info.Environment) {
-			e.Log.Info("recovered deployment created before an interruption", "repo", repo.FullName(),
+			e.Log.InfoContext(ctx, "recovered deployment created before an interruption", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "deployment", info.GitHubID)
 			return true, e.Store.Created(ctx, d.ID, info.GitHubID, info.CreatedAt)
 		}
@@ -779,7 +779,7 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 		return err
 	}
 	if isNew {
-		e.Log.Info("deployment status", "repo", ev.Repo.FullName(), "environment", d.Environment,
+		e.Log.InfoContext(ctx, "deployment status", "repo", ev.Repo.FullName(), "environment", d.Environment,
 			"deployment", d.GitHubID, "state", ev.Status.State, "origin", d.Origin)
 	}
 	// The deploy job may have completed before this status arrived (GitHub
@@ -867,7 +867,7 @@ func (e *Engine) recordStatus(ctx context.Context, repo Repo, d *Deployment, st 
 			if err := e.Store.Apply(ctx, repo, []Action{stop}); err != nil {
 				return false, err
 			}
-			e.logAction(repo, stop)
+			e.logAction(ctx, repo, stop)
 		}
 	}
 	return e.Store.RecordStatus(ctx, d, st)
@@ -929,7 +929,7 @@ func (e *Engine) leadCompareOnce(ctx context.Context, repo Repo, d *Deployment) 
 	if !giveUp {
 		return false, failed
 	}
-	e.Log.Warn("lead time: GitHub's comparison given up; the success counts the commits of the releases it builds on only",
+	e.Log.WarnContext(ctx, "lead time: GitHub's comparison given up; the success counts the commits of the releases it builds on only",
 		"repo", repo.FullName(), "release", lc.ReleaseID, "environment", d.Environment, "attempts", lc.Attempts+1, "error", err)
 	return true, nil
 }
@@ -1363,7 +1363,7 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 		return nil
 	}
 	if dec.State == ProtectionWaiting {
-		e.Log.Info("protection rule waits", "repo", req.Repo.FullName(), "run", req.RunID,
+		e.Log.InfoContext(ctx, "protection rule waits", "repo", req.Repo.FullName(), "run", req.RunID,
 			"environment", req.Environment, "sha", req.SHA, "comment", dec.Comment)
 		return nil
 	}
@@ -1377,9 +1377,9 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 		}
 		// 422: the run no longer waits for this rule (answered already,
 		// cancelled). The decision stays recorded.
-		e.Log.Warn("protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID, "error", err)
+		e.Log.WarnContext(ctx, "protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID, "error", err)
 	}
-	e.Log.Info("protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
+	e.Log.InfoContext(ctx, "protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
 		"environment", req.Environment, "sha", req.SHA, "state", dec.State, "comment", dec.Comment)
 	return e.Store.MarkProtectionPosted(ctx, dec.ID)
 }
@@ -1669,7 +1669,7 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 				return err
 			}
 			for _, a := range actions {
-				e.logAction(repo, a)
+				e.logAction(ctx, repo, a)
 				if c, ok := a.(CreateDeployment); ok {
 					fresh[[2]int64{c.Release.ID, int64(c.Stage)}] = true
 				}
@@ -1705,7 +1705,7 @@ func (e *Engine) AdvanceReleased(ctx context.Context, repos []Repo) (failed []Re
 		case InstallationUninstalled: // the repository left lastmile
 			continue
 		}
-		e.Log.Warn("a deployment in progress for too long no longer holds its environment", "repo", repo.FullName(),
+		e.Log.WarnContext(ctx, "a deployment in progress for too long no longer holds its environment", "repo", repo.FullName(),
 			"hold", HoldRunning.String())
 		if err := e.advance(ctx, repo); err != nil {
 			failed = append(failed, repo)
@@ -1837,20 +1837,20 @@ func (e *Engine) stopReleases(ctx context.Context, repo Repo, limit int, why fun
 		return err
 	}
 	for _, a := range actions {
-		e.logAction(repo, a)
+		e.logAction(ctx, repo, a)
 	}
 	return nil
 }
 
-func (e *Engine) logAction(repo Repo, a Action) {
+func (e *Engine) logAction(ctx context.Context, repo Repo, a Action) {
 	switch a := a.(type) {
 	case CreateDeployment:
-		e.Log.Info("promotion: deploy", "repo", repo.FullName(), "release", a.Release.ID, "sha", a.Release.SHA,
+		e.Log.InfoContext(ctx, "promotion: deploy", "repo", repo.FullName(), "release", a.Release.ID, "sha", a.Release.SHA,
 			"environment", a.Release.Config.Environments[a.Stage].Name)
 	case StopRelease:
-		e.Log.Info("promotion: release stopped", "repo", repo.FullName(), "release", a.Release.ID, "kind", a.Kind, "reason", a.Reason)
+		e.Log.InfoContext(ctx, "promotion: release stopped", "repo", repo.FullName(), "release", a.Release.ID, "kind", a.Kind, "reason", a.Reason)
 	case CompleteRelease:
-		e.Log.Info("promotion: release completed", "repo", repo.FullName(), "release", a.Release.ID, "sha", a.Release.SHA)
+		e.Log.InfoContext(ctx, "promotion: release completed", "repo", repo.FullName(), "release", a.Release.ID, "sha", a.Release.SHA)
 	}
 }
 
@@ -1873,7 +1873,7 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 		for _, d := range work {
 			if d.State == DeploymentIntent && fresh[[2]int64{d.ReleaseID, int64(d.Stage)}] && !tried[d.ID] {
 				if uerr := e.Store.UncountAttempt(context.WithoutCancel(ctx), d.ID); uerr != nil {
-					e.Log.Warn("uncounting an attempt not made", "repo", repo.FullName(), "release", d.ReleaseID, "error", uerr)
+					e.Log.WarnContext(ctx, "uncounting an attempt not made", "repo", repo.FullName(), "release", d.ReleaseID, "error", uerr)
 				}
 			}
 		}
@@ -1924,11 +1924,11 @@ func (e *Engine) realize(ctx context.Context, repo Repo, fresh map[[2]int64]bool
 			return sent, err
 		}
 		if newer := answered[strings.ToLower(d.Environment)]; held == 0 && newer != 0 {
-			e.Log.Info("deployment waits: a newer release's deployment to its environment is created first", "repo", repo.FullName(),
+			e.Log.InfoContext(ctx, "deployment waits: a newer release's deployment to its environment is created first", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "newer_release", newer)
 			held = newer
 		} else if held != 0 && held != d.ReleaseID {
-			e.Log.Info("deployment waits: a deploy of another release runs in its environment", "repo", repo.FullName(),
+			e.Log.InfoContext(ctx, "deployment waits: a deploy of another release runs in its environment", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "running_release", held)
 		}
 		tried[d.ID] = true
@@ -1972,7 +1972,7 @@ func (e *Engine) lookForSuperseded(ctx context.Context, repo Repo, d *Deployment
 	if err != nil {
 		return false, fmt.Errorf("look for deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
 	}
-	e.Log.Info("found the deployment of a superseded release that an earlier attempt created: making it inactive", "repo", repo.FullName(),
+	e.Log.InfoContext(ctx, "found the deployment of a superseded release that an earlier attempt created: making it inactive", "repo", repo.FullName(),
 		"release", d.ReleaseID, "environment", d.Environment, "deployment", id)
 	if err := e.Store.Created(ctx, d.ID, id, createdAt); err != nil {
 		return false, err
@@ -2018,7 +2018,7 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 			return err
 		}
 		if !ok {
-			e.Log.Error("refusing to deploy a release that did not succeed in the previous stage (a bug)",
+			e.Log.ErrorContext(ctx, "refusing to deploy a release that did not succeed in the previous stage (a bug)",
 				"repo", repo.FullName(), "release", d.ReleaseID, "environment", d.Environment)
 			d.State = DeploymentAbandoned
 			return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, "the previous environment has no success for this release")
@@ -2029,7 +2029,7 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		// process died before recording the answer.
 		id, createdAt, err := e.GitHub.FindDeployment(ctx, repo, d.SHA, d.Environment, marker)
 		if err == nil {
-			e.Log.Info("recovered deployment created by an earlier attempt", "repo", repo.FullName(),
+			e.Log.InfoContext(ctx, "recovered deployment created by an earlier attempt", "repo", repo.FullName(),
 				"release", d.ReleaseID, "environment", d.Environment, "deployment", id)
 			return e.Store.Created(ctx, d.ID, id, createdAt)
 		}
@@ -2059,17 +2059,17 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 	var refused *RefusedError
 	switch {
 	case err == nil:
-		e.Log.Info("deployment created", "repo", repo.FullName(), "release", d.ReleaseID,
+		e.Log.InfoContext(ctx, "deployment created", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "deployment", id, "sha", d.SHA)
 		return e.Store.Created(ctx, d.ID, id, createdAt)
 	case errors.As(err, &refused) && refused.Spammed():
 		return e.spammed(ctx, repo, d, refused)
 	case errors.As(err, &refused) && refused.AwaitsContexts(req.RequiredContexts):
-		e.Log.Info("deployment waits for required contexts", "repo", repo.FullName(), "release", d.ReleaseID, "error", refused)
+		e.Log.InfoContext(ctx, "deployment waits for required contexts", "repo", repo.FullName(), "release", d.ReleaseID, "error", refused)
 		d.State = DeploymentWaiting
 		return e.Store.Refused(ctx, d.ID, DeploymentWaiting, "waiting for required contexts: "+contextList(refused.RequiredStates(req.RequiredContexts)))
 	case errors.As(err, &refused):
-		e.Log.Warn("GitHub refused the deployment", "repo", repo.FullName(), "release", d.ReleaseID,
+		e.Log.WarnContext(ctx, "GitHub refused the deployment", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "error", refused)
 		d.State = DeploymentAbandoned
 		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, refused.Error())
@@ -2077,7 +2077,7 @@ func (e *Engine) create(ctx context.Context, repo Repo, d *Deployment, fresh boo
 		// No answer: GitHub may have made it, at any time until now (a
 		// shutdown's cancelled request too: recorded all the same).
 		if lerr := e.Store.AnswerLost(context.WithoutCancel(ctx), d.ID); lerr != nil {
-			e.Log.Warn("recording a creation without an answer", "repo", repo.FullName(), "release", d.ReleaseID, "error", lerr)
+			e.Log.WarnContext(ctx, "recording a creation without an answer", "repo", repo.FullName(), "release", d.ReleaseID, "error", lerr)
 		}
 		return fmt.Errorf("create deployment of release %d to %s: %w", d.ReleaseID, d.Environment, err)
 	}
@@ -2127,14 +2127,14 @@ const (
 // stopping its release, as for any other refusal.
 func (e *Engine) spammed(ctx context.Context, repo Repo, d *Deployment, refused *RefusedError) error {
 	if d.Attempts >= spamAttempts {
-		e.Log.Warn("GitHub refused the deployment as spam again: given up", "repo", repo.FullName(), "release", d.ReleaseID,
+		e.Log.WarnContext(ctx, "GitHub refused the deployment as spam again: given up", "repo", repo.FullName(), "release", d.ReleaseID,
 			"environment", d.Environment, "attempts", d.Attempts, "error", refused)
 		d.State = DeploymentAbandoned
 		return e.Store.Refused(ctx, d.ID, DeploymentAbandoned, fmt.Sprintf("%v (%d attempts)", refused, d.Attempts))
 	}
 	at := e.Now().Add(min(spamRetry<<max(d.Attempts-1, 0), spamMaxRetry))
 	reason := fmt.Sprintf("%v (asking again at %s)", refused, at.UTC().Format(time.RFC3339))
-	e.Log.Warn("GitHub refused the deployment as spam: trying again later", "repo", repo.FullName(), "release", d.ReleaseID,
+	e.Log.WarnContext(ctx, "GitHub refused the deployment as spam: trying again later", "repo", repo.FullName(), "release", d.ReleaseID,
 		"environment", d.Environment, "attempts", d.Attempts, "retry_at", at.UTC().Format(time.RFC3339))
 	if err := e.Store.Refused(ctx, d.ID, DeploymentIntent, reason); err != nil {
 		return err
@@ -2153,7 +2153,7 @@ func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
 		// Retrying would hold back every later deployment of the
 		// repository: the status is recorded as lastmile's alone, so the
 		// deployment still ends (and its release with it).
-		e.Log.Warn("status not written on GitHub, recorded by lastmile only", "repo", repo.FullName(), "deployment", d.GitHubID,
+		e.Log.WarnContext(ctx, "status not written on GitHub, recorded by lastmile only", "repo", repo.FullName(), "deployment", d.GitHubID,
 			"environment", d.Environment, "state", d.Notify, "error", err)
 		_, err = e.Store.RecordStatus(ctx, d, StatusInfo{State: d.Notify, Creator: "lastmile", CreatedAt: e.Now(),
 			Description: strings.TrimPrefix(d.NotifyReason+" (not written on GitHub: "+err.Error()+")", " ")})
@@ -2166,7 +2166,7 @@ func (e *Engine) notify(ctx context.Context, repo Repo, d *Deployment) error {
 		st.Description = d.NotifyReason
 	}
 	st.ByLastmile = true
-	e.Log.Info("status written by lastmile", "repo", repo.FullName(), "deployment", d.GitHubID,
+	e.Log.InfoContext(ctx, "status written by lastmile", "repo", repo.FullName(), "deployment", d.GitHubID,
 		"environment", d.Environment, "state", d.Notify, "reason", d.NotifyReason)
 	// Recorded at once, so that a failed read-back below does not write it
 	// again: for an inactive, the store notes the read-back owed.

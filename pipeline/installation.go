@@ -120,7 +120,7 @@ func (e *Engine) uninstalled(ctx context.Context, ev InstallationEvent) error {
 	if err := e.departAll(ctx, repos, reason); err != nil {
 		return err
 	}
-	e.Log.Warn("the lastmile App was uninstalled: the repositories of the installation left lastmile",
+	e.Log.WarnContext(ctx, "the lastmile App was uninstalled: the repositories of the installation left lastmile",
 		"installation", ev.InstallationID, "account", ev.Account, "by", ev.Sender, "repos", names(repos))
 	return &Ignored{Reason: fmt.Sprintf("the App was uninstalled from %s%s (installation %d): %s",
 		orUnknown(ev.Account), by(ev.Sender), ev.InstallationID, left(repos))}
@@ -202,7 +202,7 @@ func (e *Engine) recordInstallation(ctx context.Context, ev InstallationEvent, n
 		if ev.Action != InstallationSuspend {
 			what += fmt.Sprintf(" (%s%s delivered late: GitHub says the installation is suspended)", ev.Action, by(ev.Sender))
 		}
-		e.Log.Warn("the lastmile App's installation is suspended: its deliveries wait until it is unsuspended",
+		e.Log.WarnContext(ctx, "the lastmile App's installation is suspended: its deliveries wait until it is unsuspended",
 			"installation", ev.InstallationID, "account", now.Account, "by", now.By, "since", now.Since)
 		return what, nil
 	}
@@ -210,7 +210,7 @@ func (e *Engine) recordInstallation(ctx context.Context, ev InstallationEvent, n
 		what += " (delivered late: GitHub says it is active)"
 	}
 	if woken > 0 {
-		e.Log.Info("the lastmile App's installation is active: its waiting deliveries are due again",
+		e.Log.InfoContext(ctx, "the lastmile App's installation is active: its waiting deliveries are due again",
 			"installation", ev.InstallationID, "action", ev.Action, "by", ev.Sender, "deliveries", woken)
 		what += fmt.Sprintf("; %d waiting deliveries are due again", woken)
 	}
@@ -244,7 +244,7 @@ func (e *Engine) RecheckSuspended(ctx context.Context) (int, error) {
 		}
 		if what != "" {
 			n++
-			e.Log.Warn("an installation recorded as suspended is no longer suspended on GitHub", "installation", id, "note", what)
+			e.Log.WarnContext(ctx, "an installation recorded as suspended is no longer suspended on GitHub", "installation", id, "note", what)
 		}
 	}
 	return n, errors.Join(errs...)
@@ -344,7 +344,7 @@ func (e *Engine) repositoriesMoved(ctx context.Context, ev InstallationEvent) er
 		e.saved.Delete(r.ID)
 	}
 	if len(gone) > 0 {
-		e.Log.Warn("repositories were removed from the lastmile App's installation: they left lastmile",
+		e.Log.WarnContext(ctx, "repositories were removed from the lastmile App's installation: they left lastmile",
 			"installation", ev.InstallationID, "account", ev.Account, "by", ev.Sender, "repos", names(gone))
 	}
 	verb := "removed from"
@@ -405,7 +405,7 @@ func (e *Engine) unreachable(ctx context.Context, repo Repo) (bool, error) {
 	inst, err := e.GitHub.RepoInstallation(ctx, repo)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		e.Log.Warn("after the unsuspension: no installation of the App reaches the repository any more: it leaves lastmile", "repo", repo.FullName())
+		e.Log.WarnContext(ctx, "after the unsuspension: no installation of the App reaches the repository any more: it leaves lastmile", "repo", repo.FullName())
 		// Detached first, as repositoriesMoved does: a push handled
 		// meanwhile records no release, or records it for depart to stop.
 		if err := e.Store.DetachRepo(ctx, repo.ID, e.Now()); err != nil {
