@@ -314,7 +314,10 @@ func (a *App) Run(ctx context.Context) error {
 	// from closing it past its orchestrator's patience.
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
 	if ferr := a.metrics.Flush(flushCtx); ferr != nil {
-		a.log.Warn("flush counters at shutdown", "error", ferr)
+		// The counts since the last flush are lost: a stop that lost
+		// something is no clean stop (exit 1).
+		a.log.Error("flush counters at shutdown: the counts since the last flush are lost", "error", ferr)
+		err = errors.Join(err, fmt.Errorf("flush counters at shutdown: %w", ferr))
 	}
 	cancelFlush()
 	if cerr := a.db.Close(); cerr != nil {

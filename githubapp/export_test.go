@@ -10,4 +10,5 @@ func (h *Webhook) Held() int64 { return h.held.Load() }
 // timer of their summaries (after is called as time.AfterFunc would be).
 func (h *Webhook) SetRefusalClock(now func() time.Time, after func(d time.Duration, f func())) {
 	h.refusals.now, h.refusals.after = now, after
+	h.storeFailures.now, h.storeFailures.after = now, after
 }

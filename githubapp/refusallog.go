@@ -1,6 +1,7 @@
 package githubapp
 
 import (
+	"context"
 	"log/slog"
 	"maps"
 	"slices"
@@ -24,11 +25,14 @@ const RefusalLinesPerMinute = 20
 // when the window ends (or, if the timer has not run yet, at the first
 // refusal after it).
 type refusalLog struct {
-	log    *slog.Logger
-	limit  int
-	window time.Duration
-	now    func() time.Time
-	after  func(d time.Duration, f func()) // time.AfterFunc; tests run f themselves
+	log *slog.Logger
+	// level, msg and summary are its lines' level and messages.
+	level        slog.Level
+	msg, summary string
+	limit        int
+	window       time.Duration
+	now          func() time.Time
+	after        func(d time.Duration, f func()) // time.AfterFunc; tests run f themselves
 
 	mu     sync.Mutex
 	start  time.Time // of the current window
@@ -52,8 +56,21 @@ type refusedLine struct {
 }
 
 func newRefusalLog(log *slog.Logger) *refusalLog {
-	return &refusalLog{log: log, limit: RefusalLinesPerMinute, window: time.Minute, now: time.Now,
+	return &refusalLog{log: log, level: slog.LevelWarn, msg: "webhook: delivery refused",
+		summary: "webhook: more deliveries refused in the last minute than logged one by one",
+		limit:   RefusalLinesPerMinute, window: time.Minute, now: time.Now,
 		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
+}
+
+// newStoreFailureLog bounds the ERROR lines of deliveries that could not
+// be stored (a full disk, a database that cannot be written) as
+// newRefusalLog bounds the refusals': each one a line, every delivery
+// GitHub sends would fill what little room is left.
+func newStoreFailureLog(log *slog.Logger) *refusalLog {
+	l := newRefusalLog(log)
+	l.level, l.msg = slog.LevelError, "webhook: store delivery"
+	l.summary = "webhook: more deliveries could not be stored in the last minute than logged one by one"
+	return l
 }
 
 // refused logs rf in full if the window has room for it, else counts it
@@ -88,7 +105,7 @@ func (l *refusalLog) refused(rf refusedLine) {
 
 // line logs one refusal in full.
 func (l *refusalLog) line(rf refusedLine) {
-	l.log.Warn("webhook: delivery refused", "delivery", rf.delivery, "event", rf.event,
+	l.log.Log(context.Background(), l.level, l.msg, "delivery", rf.delivery, "event", rf.event,
 		"status", rf.status, "reason", rf.reason, "remote", rf.remote)
 }
 
@@ -121,7 +138,7 @@ func (l *refusalLog) summarize(held refusalsHeld) {
 	for _, o := range slices.Sorted(maps.Keys(held.byOutcome)) {
 		outcomes = append(outcomes, slog.Int(o, held.byOutcome[o]))
 	}
-	l.log.Warn("webhook: more deliveries refused in the last minute than logged one by one",
+	l.log.Log(context.Background(), l.level, l.summary,
 		"more", held.count, "logged", l.limit, slog.Group("outcomes", outcomes...),
 		"last_status", held.last.status, "last_reason", held.last.reason, "last_remote", held.last.remote,
 		"metric", "lastmile_webhook_deliveries_total counts each")

@@ -71,9 +71,10 @@ type Webhook struct {
 	notify  func()
 	log     *slog.Logger
 	// refusals logs the refusals, those of unsigned requests bounded
-	// (RefusalLinesPerMinute).
-	refusals *refusalLog
-	held     atomic.Int64 // bytes of buffers held for bodies not yet stored
+	// (RefusalLinesPerMinute); storeFailures, bounded likewise, the
+	// deliveries that could not be stored.
+	refusals, storeFailures *refusalLog
+	held                    atomic.Int64 // bytes of buffers held for bodies not yet stored
 
 	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight), its
 	// last quarter kept for small bodies (1/256 of it, 16 KB at most); set it
@@ -90,7 +91,7 @@ func NewWebhook(secret string, inbox Inbox, handles func(event string) bool, cou
 		notify = func() {}
 	}
 	return &Webhook{secret: []byte(secret), inbox: inbox, handles: handles, counter: counter, notify: notify, log: log,
-		refusals: newRefusalLog(log), MaxBodiesInFlight: DefaultBodiesInFlight}
+		refusals: newRefusalLog(log), storeFailures: newStoreFailureLog(log), MaxBodiesInFlight: DefaultBodiesInFlight}
 }
 
 // webhookError is a refusal: an HTTP status, the outcome counted, and the
@@ -113,7 +114,8 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var we *webhookError
 		if !errors.As(err, &we) {
 			we = &webhookError{status: http.StatusServiceUnavailable, outcome: OutcomeUnavailable, msg: "the delivery could not be stored; GitHub may redeliver it"}
-			h.log.Error("webhook: store delivery", "delivery", delivery, "event", KnownEvent(event), "error", err)
+			h.storeFailures.refused(refusedLine{delivery: delivery, event: KnownEvent(event), status: we.status, outcome: we.outcome,
+				reason: err.Error(), remote: r.RemoteAddr})
 		} else {
 			rf := refusedLine{delivery: delivery, event: KnownEvent(event), status: we.status, outcome: we.outcome,
 				reason: we.msg, remote: r.RemoteAddr}

@@ -8,6 +8,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1040,5 +1041,74 @@ func TestWebhookRefusalLogIsRateLimited(t *testing.T) {
 	due[0].f()
 	if got := lines(); len(got) != 0 {
 		t.Errorf("timers of summaries already logged logged %+v", got)
+	}
+}
+
+// fullInbox stores nothing: the disk is full.
+type fullInbox struct{}
+
+func (fullInbox) Accept(context.Context, *pipeline.Delivery, string, string) (bool, error) {
+	return false, errors.New("database or disk is full (13)")
+}
+
+// Deliveries that could not be stored are logged at ERROR as refusals are,
+// RefusalLinesPerMinute a minute and a summary of the rest: on a full disk
+// every delivery GitHub sends would otherwise add a line to what is left.
+func TestWebhookStoreFailureLogIsRateLimited(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		logged bytes.Buffer
+		timers []timer
+	)
+	rejected := &rejections{}
+	hook := githubapp.NewWebhook(hookSecret, fullInbox{}, githubapp.Handles, rejected, nil,
+		slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logged}, nil)))
+	now := time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
+	hook.SetRefusalClock(func() time.Time { return now },
+		func(d time.Duration, f func()) { mu.Lock(); defer mu.Unlock(); timers = append(timers, timer{d, f}) })
+	in := &intake{rejected: rejected}
+	in.srv = httptest.NewServer(hook)
+	t.Cleanup(in.srv.Close)
+	const limit = githubapp.RefusalLinesPerMinute
+	push := payload(t, "push.json")
+	for i := range limit + 7 {
+		if resp, _ := in.post(t, delivery{id: fmt.Sprintf("d-%d", i), event: "push", body: push}); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("a delivery the inbox cannot store: %d, want 503", resp.StatusCode)
+		}
+	}
+	mu.Lock()
+	due := slices.Clone(timers)
+	mu.Unlock()
+	if len(due) != 1 {
+		t.Fatalf("summaries scheduled: %d, want one", len(due))
+	}
+	due[0].f()
+	type line struct {
+		Level, Msg, Delivery, Reason string
+		More                         int
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var got []line
+	for dec := json.NewDecoder(&logged); dec.More(); {
+		var l line
+		if err := dec.Decode(&l); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, l)
+	}
+	if len(got) != limit+1 {
+		t.Fatalf("%d lines logged, want %d and a summary: %+v", len(got), limit, got)
+	}
+	for i, l := range got[:limit] {
+		if l.Level != "ERROR" || l.Msg != "webhook: store delivery" || l.Delivery != fmt.Sprintf("d-%d", i) || !strings.Contains(l.Reason, "disk is full") {
+			t.Errorf("line %d: %+v", i, l)
+		}
+	}
+	if s := got[limit]; s.Level != "ERROR" || s.More != 7 || !strings.Contains(s.Msg, "could not be stored") {
+		t.Errorf("summary: %+v, want the 7 not logged, at ERROR", s)
+	}
+	if n := len(rejected.list()); n != limit+7 {
+		t.Errorf("%d counted, want every one of the %d", n, limit+7)
 	}
 }
