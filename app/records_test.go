@@ -499,9 +499,13 @@ func TestOneServePerDatabase(t *testing.T) {
 }
 
 // /readyz says whether lastmile can work, without telling the internet why
-// not (the log does). A sandbox is ready when NewSandbox returns.
+// not (the log does). A sandbox is ready when NewSandbox returns. Its stop
+// then fails: the counts it could not flush are lost.
 func TestReadyz(t *testing.T) {
-	sb := sandbox(t, nil)
+	sb, err := NewSandbox(context.Background(), SandboxOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !sb.App.worker.Alive() {
 		t.Error("NewSandbox returned before the worker ran")
 	}
@@ -522,6 +526,9 @@ func TestReadyz(t *testing.T) {
 	}
 	if code, body := get(); code != http.StatusServiceUnavailable || body != "database unavailable\n" {
 		t.Errorf("readyz with the database closed: %d %q", code, body)
+	}
+	if err := sb.Close(); err == nil || !strings.Contains(err.Error(), "flush counters at shutdown") {
+		t.Errorf("stop with the database closed under it: %v, want the lost counts said", err)
 	}
 }
 

@@ -172,6 +172,11 @@ func (g *groupCommitter) run() {
 
 func (g *groupCommitter) commit(batch []*intakeRequest) ([]bool, error) {
 	dups := make([]bool, len(batch))
+	// Not into a file removed or replaced under the process: nobody would
+	// read those deliveries again; refused (503), GitHub's copies stay.
+	if err := g.db.sameFile(); err != nil {
+		return dups, err
+	}
 	// The batch is committed even if the callers have gone away: their
 	// deliveries may already have been answered by a retry.
 	ctx := context.Background()

@@ -36,8 +36,9 @@ var migrations embed.FS
 // DB is an open lastmile database.
 type DB struct {
 	path  string
-	write *sql.DB // exactly one connection: SQLite has one writer anyway; nil when opened read-only
-	read  *sql.DB // readers, concurrent with the writer thanks to WAL
+	file  os.FileInfo // the file opened at path, to tell if path names it still (sameFile)
+	write *sql.DB     // exactly one connection: SQLite has one writer anyway; nil when opened read-only
+	read  *sql.DB     // readers, concurrent with the writer thanks to WAL
 
 	// Now is the clock used for every timestamp the store writes itself.
 	Now func() time.Time
@@ -139,7 +140,7 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 		write.Close()
 		return nil, openErr(path, err)
 	}
-	db := &DB{path: path, write: write, Now: time.Now}
+	db := &DB{path: path, file: fi, write: write, Now: time.Now}
 	if last > 0 {
 		if err := db.migrate(ctx, last); err != nil {
 			write.Close()
@@ -449,10 +450,33 @@ func (db *DB) Close() error {
 	return db.closeErr
 }
 
-// Ping checks that the database answers a query.
+// Ping checks that the database answers a query that reads it, and that
+// its path still names the file it opened.
 func (db *DB) Ping(ctx context.Context) error {
-	var one int
-	return db.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	if err := db.sameFile(); err != nil {
+		return err
+	}
+	var n int
+	return db.read.QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n)
+}
+
+// sameFile reports an error when the database's path no longer names the
+// file it opened (removed, or replaced — a backup moved over it): what it
+// writes would go to a file nobody finds again, lost at the next start.
+func (db *DB) sameFile() error {
+	if db.file == nil {
+		return nil
+	}
+	fi, err := os.Stat(db.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("database %s was removed while lastmile has it open: what it stores would be lost when it stops; nothing more is accepted (put the file back, or restart lastmile)", db.path)
+	case err != nil:
+		return fmt.Errorf("database %s: %w", db.path, err)
+	case !os.SameFile(fi, db.file):
+		return fmt.Errorf("database %s was replaced by another file while lastmile has the first open: nothing more is accepted (restart lastmile to use the file there now)", db.path)
+	}
+	return nil
 }
 
 func (db *DB) migrate(ctx context.Context, last int) error {
