@@ -86,7 +86,10 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 		closeListeners()
 		return nil, err
 	}
-	db, err := storage.Open(ctx, cfg.Database)
+	// Until New returns, /healthz answers and the rest 503: the database's
+	// migrations may take minutes after an upgrade.
+	defer serveStarting(log, listener, adminListener)()
+	db, err := storage.OpenLogged(ctx, cfg.Database, log)
 	if err != nil {
 		unlock(false)
 		closeListeners()

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math"
 	"net/url"
 	"os"
@@ -64,12 +65,24 @@ type DB struct {
 // Open opens (creating if needed) the database at path and applies any
 // migration it has not seen yet.
 func Open(ctx context.Context, path string) (*DB, error) {
-	return openUpTo(ctx, path, math.MaxInt)
+	return open(ctx, path, math.MaxInt, nil)
+}
+
+// OpenLogged is Open logging on log the migrations it applies to a
+// database that had some already (an upgrade: some take minutes on a
+// large database), a line before each and one after, with how long it
+// took.
+func OpenLogged(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	return open(ctx, path, math.MaxInt, log)
 }
 
 // openUpTo is Open applying the migrations up to version last only (tests
 // of a migration start from the schema before it); none when last is 0.
 func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
+	return open(ctx, path, last, nil)
+}
+
+func open(ctx context.Context, path string, last int, log *slog.Logger) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open database: empty path")
 	}
@@ -142,7 +155,7 @@ func openUpTo(ctx context.Context, path string, last int) (*DB, error) {
 	}
 	db := &DB{path: path, file: fi, write: write, Now: time.Now}
 	if last > 0 {
-		if err := db.migrate(ctx, last); err != nil {
+		if err := db.migrate(ctx, last, log); err != nil {
 			write.Close()
 			return nil, fmt.Errorf("migrate database %s: %w", path, db.writeErr(err))
 		}
@@ -479,7 +492,7 @@ func (db *DB) sameFile() error {
 	return nil
 }
 
-func (db *DB) migrate(ctx context.Context, last int) error {
+func (db *DB) migrate(ctx context.Context, last int, log *slog.Logger) error {
 	if _, err := db.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT NOT NULL,
@@ -501,15 +514,45 @@ func (db *DB) migrate(ctx context.Context, last int) error {
 	if unknown != "" {
 		return newerDatabase(unknown)
 	}
+	applied, err := db.appliedMigrations(ctx)
+	if err != nil {
+		return err
+	}
+	upgrade := log != nil && len(applied) > 0 // a new database's are not news
 	for _, m := range files {
 		if m.version > last {
 			break
 		}
+		start := time.Now()
+		if upgrade && !applied[m.version] {
+			log.Info("database migration: applying (lastmile answers /healthz meanwhile, and 503 to the rest)", "migration", m.base, "database", db.path)
+		}
 		if err := db.migrateOne(ctx, m.version, m.base, m.name); err != nil {
 			return fmt.Errorf("migration %s: %w", m.base, err)
 		}
+		if upgrade && !applied[m.version] {
+			log.Info("database migration: applied", "migration", m.base, "took", time.Since(start).Round(time.Millisecond).String())
+		}
 	}
 	return nil
+}
+
+// appliedMigrations are the versions of the migrations the database has.
+func (db *DB) appliedMigrations(ctx context.Context) (map[int]bool, error) {
+	rows, err := db.write.QueryContext(ctx, `SELECT version FROM schema_migrations`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	applied := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		applied[v] = true
+	}
+	return applied, rows.Err()
 }
 
 // A migrationFile is one of the embedded migrations: name is its path in

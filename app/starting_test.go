@@ -1,0 +1,61 @@
+package app
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// While New opens the database, /healthz answers 200 and the rest 503; then
+// the listener serves the real server, the starting one gone.
+func TestServeStartingHandsTheListenerOver(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{}
+	get := func(method, path string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	stop := serveStarting(slog.New(slog.DiscardHandler), ln, nil)
+	for _, c := range []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{"GET", "/healthz", 200, "ok\n"},
+		{"GET", "/readyz", 503, "starting"},
+		{"POST", "/webhook", 503, "lastmile is starting"},
+		{"GET", "/metrics", 503, "lastmile is starting"},
+	} {
+		if code, body := get(c.method, c.path); code != c.code || !strings.Contains(body, c.body) {
+			t.Errorf("%s %s while starting: %d %q, want %d %q", c.method, c.path, code, body, c.code, c.body)
+		}
+	}
+	stop()
+	real := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "running\n") })}
+	done := make(chan error, 1)
+	go func() { done <- real.Serve(ln) }()
+	defer func() { real.Close(); <-done }()
+	for range 3 {
+		if code, body := get("GET", "/readyz"); code != 200 || body != "running\n" {
+			t.Fatalf("after the start: %d %q, want the real server's answer", code, body)
+		}
+	}
+}
