@@ -1,0 +1,336 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// A Copy is a copy of a lastmile database in a new file of its own, made
+// by CopyDatabase: checked and on disk, under a temporary name beside the
+// name it is for until Place gives it that name.
+type Copy struct {
+	tmp, dest string
+	placed    bool
+
+	Summary Summary // what the copy holds
+}
+
+// Summary is what a copy of a database holds, for an operator to check.
+type Summary struct {
+	Disk Disk // the file: its size, page size and auto_vacuum mode
+	// Deliveries counts the webhook deliveries kept, NewestDelivery is
+	// when the newest was received (zero without any).
+	Deliveries     int64
+	NewestDelivery time.Time
+	// Releases counts the releases, NewestRelease is when the newest was
+	// recorded (zero without any).
+	Releases      int64
+	NewestRelease time.Time
+	// Older is a database of an older lastmile: lastmile serve migrates it
+	// when it starts.
+	Older bool
+}
+
+// CopyDatabase copies the lastmile database at src into a new file beside
+// dest (same folder, a temporary name: see Place), with SQLite's online
+// backup in one step: one read transaction of src throughout, so that the
+// copy is the database as one commit left it, whatever other processes
+// (a running lastmile serve) write meanwhile — their commits go on, into
+// the WAL, and never make the copy start over —, page for page (its page
+// size and auto_vacuum mode are src's). src is only read, and may be a
+// WAL database with its -wal beside it: what the WAL holds is copied too.
+//
+// The copy is one self-contained file (rollback journal mode, no -wal
+// beside it), readable by its owner only (0600), checked (PRAGMA
+// quick_check, and a lastmile database that no newer lastmile wrote) and
+// synced to disk. On error nothing is left of it.
+func CopyDatabase(ctx context.Context, src, dest string) (_ *Copy, err error) {
+	if err := readableFile(src); err != nil {
+		return nil, err
+	}
+	source, err := sql.Open("sqlite", readOnlyDSN(src))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", src, err)
+	}
+	defer source.Close()
+	conn, err := source.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", src, err)
+	}
+	defer conn.Close()
+	// Before a byte is written: another program's database, or a newer
+	// lastmile's, is refused at once.
+	if _, err := schemaAge(ctx, conn); err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(dest), filepath.Base(dest)+".tmp-*") // 0600, O_EXCL
+	if err != nil {
+		return nil, fmt.Errorf("create the copy: %w", err)
+	}
+	// Closed before SQLite opens the file: closing any descriptor of a
+	// file drops all the POSIX locks this process holds on it, SQLite's.
+	f.Close()
+	c := &Copy{tmp: f.Name(), dest: dest}
+	defer func() {
+		if err != nil {
+			c.Remove()
+		}
+	}()
+	if err := conn.Raw(func(dc any) error { return backupTo(dc, c.tmp) }); err != nil {
+		return nil, fmt.Errorf("copy %s: %w", src, err)
+	}
+	if c.Summary, err = checkCopy(ctx, c.tmp); err != nil {
+		return nil, fmt.Errorf("copy of %s: %w", src, err)
+	}
+	for _, suffix := range sideFiles {
+		if _, err := os.Lstat(c.tmp + suffix); err == nil {
+			return nil, fmt.Errorf("copy of %s: SQLite left %s beside it", src, filepath.Base(c.tmp+suffix))
+		}
+	}
+	if err := syncFile(c.tmp); err != nil {
+		return nil, fmt.Errorf("copy of %s: %w", src, err)
+	}
+	return c, nil
+}
+
+// backupTo copies the database of the driver connection dc (the source)
+// to the empty file at path with sqlite3_backup_step(-1): every page in
+// one call, inside one read transaction of the source.
+func backupTo(dc any, path string) error {
+	src, ok := dc.(interface {
+		NewBackup(dstURI string) (*sqlite.Backup, error)
+	})
+	if !ok {
+		return fmt.Errorf("the SQLite driver's connection (%T) has no online backup", dc)
+	}
+	b, err := src.NewBackup(fileURI(path))
+	if err != nil {
+		return err
+	}
+	more, err := b.Step(-1)
+	if ferr := b.Finish(); err == nil {
+		err = ferr
+	}
+	if err == nil && more {
+		err = errors.New("the backup stopped before the last page")
+	}
+	return err
+}
+
+// sideFiles are the files SQLite keeps beside a database, by the suffix
+// of their names.
+var sideFiles = []string{"-wal", "-shm", "-journal"}
+
+// checkCopy makes the copy at path a database in rollback journal mode —
+// the online backup copies the source's first page as it is, and with it
+// WAL mode, which would have SQLite make a -wal beside the copy the next
+// time it opens it — and checks it: sound (PRAGMA quick_check) and a
+// lastmile database no newer lastmile wrote. It returns what it holds.
+func checkCopy(ctx context.Context, path string) (Summary, error) {
+	db, err := sql.Open("sqlite", fileURI(path))
+	if err != nil {
+		return Summary{}, err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode = DELETE").Scan(&mode); err != nil {
+		return Summary{}, notOurs(err)
+	}
+	if mode != "delete" {
+		return Summary{}, fmt.Errorf("journal mode %s, not delete", mode)
+	}
+	if err := quickCheck(ctx, db); err != nil {
+		return Summary{}, err
+	}
+	var s Summary
+	if s.Older, err = schemaAge(ctx, db); err != nil {
+		return Summary{}, err
+	}
+	if s.Disk, err = diskUsage(ctx, db); err != nil {
+		return Summary{}, err
+	}
+	var newestDelivery, newestRelease int64
+	if err := db.QueryRowContext(ctx, `SELECT
+		(SELECT COUNT(*) FROM deliveries), (SELECT COALESCE(MAX(received_at), 0) FROM deliveries),
+		(SELECT COUNT(*) FROM releases), (SELECT COALESCE(MAX(created_at), 0) FROM releases)`).Scan(
+		&s.Deliveries, &newestDelivery, &s.Releases, &newestRelease); err != nil {
+		return Summary{}, err
+	}
+	s.NewestDelivery, s.NewestRelease = fromMillis(newestDelivery), fromMillis(newestRelease)
+	return s, db.Close()
+}
+
+// quickCheck runs PRAGMA quick_check: an error with its first findings
+// unless the database is sound.
+func quickCheck(ctx context.Context, q querier) error {
+	var found []string
+	rows, err := q.QueryContext(ctx, "PRAGMA quick_check")
+	if err == nil {
+		for rows.Next() && len(found) < 5 {
+			var line string
+			if err = rows.Scan(&line); err != nil {
+				break
+			}
+			found = append(found, line)
+		}
+		if cerr := closeRows(rows); err == nil {
+			err = cerr
+		}
+	}
+	switch {
+	case err != nil && sqliteCode(err)&0xff == sqlite3.SQLITE_CORRUPT:
+		return fmt.Errorf("damaged: PRAGMA quick_check: %w", err)
+	case err != nil:
+		return fmt.Errorf("PRAGMA quick_check: %w", notOurs(err))
+	case len(found) != 1 || found[0] != "ok":
+		text := strings.TrimPrefix(strings.Join(found, "\n"), "*** in database main ***\n")
+		return fmt.Errorf("damaged: PRAGMA quick_check: %s", strings.ReplaceAll(text, "\n", "; "))
+	}
+	return nil
+}
+
+// schemaAge checks that q reads a lastmile database that no newer
+// lastmile migrated; older is one that this version's lastmile serve
+// would migrate first (a backup made before an upgrade).
+func schemaAge(ctx context.Context, q querier) (older bool, err error) {
+	files, err := migrationFiles()
+	if err != nil {
+		return false, err
+	}
+	var unknown string
+	var applied int
+	err = q.QueryRowContext(ctx, `SELECT
+		COALESCE((SELECT name FROM schema_migrations WHERE version > ?1 ORDER BY version DESC LIMIT 1), ''),
+		(SELECT COUNT(*) FROM schema_migrations WHERE version <= ?1)`, files[len(files)-1].version).Scan(&unknown, &applied)
+	switch {
+	case err != nil && strings.Contains(err.Error(), "no such table"):
+		return false, fmt.Errorf("not a lastmile database (%v)", err)
+	case err != nil:
+		return false, notOurs(err)
+	case unknown != "":
+		return false, newerDatabase(unknown)
+	}
+	return applied < len(files), nil
+}
+
+// readableFile refuses a path that names no regular file this user can
+// read, saying why in words SQLite does not have ("unable to open
+// database file").
+func readableFile(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", path, errors.Unwrap(err))
+	case fi.IsDir():
+		return fmt.Errorf("%s: a folder, not a database file", path)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("%s: not a regular file (a FIFO, a device or a socket), not a database file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w: run the command as the user lastmile serve runs as (sudo -u USER …), or with read access to the file and its folder", path, errors.Unwrap(err))
+	}
+	return f.Close()
+}
+
+// Place gives the copy its name: the dest it was made for, which must
+// not exist — a new name for a backup, or, for a restore, the name of the
+// database the restore set aside. The rename is atomic: there is never
+// part of a copy at dest.
+func (c *Copy) Place() error {
+	if _, err := os.Lstat(c.dest); err == nil {
+		return fmt.Errorf("%s exists: lastmile writes only a new file there", c.dest)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(c.tmp, c.dest); err != nil {
+		return err
+	}
+	c.placed = true
+	return syncDir(filepath.Dir(c.dest))
+}
+
+// Remove removes the copy, and any file SQLite left beside it, unless it
+// was placed. A nil Copy is nothing to remove.
+func (c *Copy) Remove() {
+	if c == nil || c.placed {
+		return
+	}
+	os.Remove(c.tmp)
+	for _, suffix := range sideFiles {
+		os.Remove(c.tmp + suffix)
+	}
+}
+
+// SetAside renames the database at path, and the files SQLite keeps
+// beside it (-wal, -shm and -journal, those there), to name and name
+// followed by the same suffix — still one database, that SQLite opens
+// whole by its new name —, deleting nothing: a restore's first step, so
+// that no -wal or -journal of the database replaced is applied to the
+// restored one. None of the new names may exist (an error that is
+// fs.ErrExist, nothing moved). It returns the names given, none if there
+// was no database at path.
+func SetAside(path, name string) (moved []string, err error) {
+	pairs := [][2]string{{path, name}}
+	for _, suffix := range sideFiles {
+		pairs = append(pairs, [2]string{path + suffix, name + suffix})
+	}
+	for _, p := range pairs {
+		if _, err := os.Lstat(p[1]); err == nil {
+			return nil, fmt.Errorf("set aside: %s: %w: nothing was moved", p[1], fs.ErrExist)
+		}
+	}
+	for _, p := range pairs {
+		err := os.Rename(p[0], p[1])
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return moved, fmt.Errorf("set %s aside: %w", p[0], err)
+		}
+		moved = append(moved, p[1])
+	}
+	if len(moved) == 0 {
+		return nil, nil
+	}
+	return moved, syncDir(filepath.Dir(path))
+}
+
+// syncFile writes the file at path to disk.
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir writes the folder's entries to disk: a rename in it lasts
+// through a power cut. Some systems cannot sync a folder (Windows cannot
+// open one): there the rename is as durable as they make it.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
