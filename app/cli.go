@@ -31,11 +31,14 @@ Usage:
   lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs, --release N)
   lastmile register --webhook-url URL create lastmile's GitHub App (manifest flow)
   lastmile vacuum [--database F]      give the database's free space back to the disk (serve stopped)
+  lastmile backup [--database F] DEST copy the database to the new file DEST (serve running or not)
+  lastmile restore [--database F] BACKUP
+                                      replace the database with a backup (serve stopped)
   lastmile version                    print the version
 
-serve, vacuum and the read commands (deliveries, history, audit) use the
-database named by LASTMILE_DATABASE (default lastmile.db) or their --database
-flag.
+serve, vacuum, backup, restore and the read commands (deliveries, history,
+audit) use the database named by LASTMILE_DATABASE (default lastmile.db) or
+their --database flag.
 `
 
 // Main runs the lastmile command line and returns the exit code.
@@ -69,6 +72,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = register(ctx, rest, getenv, stdout, stderr)
 	case "vacuum":
 		err = vacuum(ctx, rest, getenv, stdout, stderr)
+	case "backup":
+		err = backup(ctx, rest, getenv, stdout, stderr)
+	case "restore":
+		err = restore(ctx, rest, getenv, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2

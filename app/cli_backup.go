@@ -1,0 +1,210 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// backup writes a copy of the database to a new file, beside a running
+// lastmile serve.
+func backup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("lastmile backup", `Usage: lastmile backup [--database F] DEST
+
+Copies the database to DEST, a new file (an existing one is refused), while
+lastmile serve runs: SQLite's online backup, in one read of the database,
+so the copy is the database as one commit left it, however busy serve is
+(its writes go on meanwhile). The copy is one file, readable by its owner
+only, checked (PRAGMA quick_check, a lastmile database) and synced to disk
+before it is given its name: there is never part of a backup at DEST. It
+needs free space for a whole copy in DEST's folder. Restore it with
+lastmile restore, serve stopped.`, stderr)
+	path := dbFlag(fs, getenv)
+	if err := parseFlags(fs, interspersed(args, nil), stdout); err != nil {
+		return err
+	}
+	if err := oneFile(fs, "DEST"); err != nil {
+		return err
+	}
+	dest := fs.Arg(0)
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("%s exists: lastmile backup writes a new file (name another, or remove that one first)", dest)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("database %s: no such file (set LASTMILE_DATABASE or --database)", *path)
+	}
+	c, err := storage.CopyDatabase(ctx, *path, dest)
+	if err != nil {
+		return err
+	}
+	defer c.Remove()
+	if err := c.Place(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s backed up to %s: %s\n", *path, dest, describeCopy(c.Summary))
+	return nil
+}
+
+// restore replaces the database with a copy of a backup, serve stopped.
+func restore(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("lastmile restore", `Usage: lastmile restore [--database F] BACKUP
+
+Replaces the database with a copy of BACKUP (made by lastmile backup), with
+lastmile serve stopped (restore refuses to run beside it). BACKUP is checked
+first (PRAGMA quick_check, a lastmile database, not a newer lastmile's): a
+backup refused changes nothing. The database and its -wal and -shm files
+are not deleted but renamed DATABASE.before-restore-TIME (and -wal, -shm):
+a WAL left beside the database would otherwise be applied to the restored
+file and damage it. Then start lastmile serve: see docs/operations.md,
+Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stderr)
+	path := dbFlag(fs, getenv)
+	if err := parseFlags(fs, interspersed(args, nil), stdout); err != nil {
+		return err
+	}
+	if err := oneFile(fs, "BACKUP"); err != nil {
+		return err
+	}
+	from := fs.Arg(0)
+	unlock, err := lockDatabase(*path)
+	if err != nil {
+		return fmt.Errorf("%w; stop it before lastmile restore", err)
+	}
+	placed := false
+	defer func() { unlock(placed) }()
+	// The file itself, where SQLite keeps its -wal: the link to it, if
+	// the path is one, stays as it is.
+	db := *path
+	if real, err := filepath.EvalSymlinks(db); err == nil {
+		db = real
+	}
+	replaced, err := os.Stat(db)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		replaced = nil // a first restore, on a new machine
+	case err != nil:
+		return err
+	}
+	c, err := storage.CopyDatabase(ctx, from, db)
+	if err != nil {
+		return fmt.Errorf("restore refused, nothing changed: %w", err)
+	}
+	defer c.Remove()
+	at := time.Now().UTC()
+	aside := db + ".before-restore-" + at.Format("20060102T150405Z")
+	moved, err := storage.SetAside(db, aside)
+	for n := 2; errors.Is(err, os.ErrExist) && n < 10; n++ { // a second restore within the second
+		moved, err = storage.SetAside(db, fmt.Sprintf("%s.%d", aside, n))
+	}
+	if err == nil {
+		err = c.Place()
+	}
+	if err != nil && len(moved) > 0 {
+		for _, m := range moved {
+			fmt.Fprintf(stderr, "lastmile restore: set aside: %s\n", m)
+		}
+		return fmt.Errorf("%w: the database is not restored, and the files above were set aside (rename them back, or run lastmile restore again)", err)
+	}
+	if err != nil {
+		return err
+	}
+	placed = true
+
+	fmt.Fprintf(stdout, "%s restored from %s: %s\n", *path, from, describeCopy(c.Summary))
+	if len(moved) == 0 {
+		fmt.Fprintf(stdout, "There was no database at %s: nothing was set aside.\n", db)
+	} else {
+		fmt.Fprintln(stdout, "The database it replaced is kept, renamed (delete it once the restored one serves):")
+		for _, m := range moved {
+			fmt.Fprintf(stdout, "  %s\n", m)
+		}
+	}
+	if note := restoredOwner(db, replaced); note != "" {
+		fmt.Fprintln(stdout, note)
+	}
+	newest := "The backup holds no delivery"
+	if t := c.Summary.NewestDelivery; !t.IsZero() {
+		newest = "The backup's newest delivery was received " + when(t)
+	}
+	fmt.Fprintf(stdout, `Then start lastmile serve again, and:
+  - Prometheus: lastmile's counters are back to the backup's totals, which
+    Prometheus would count again as a reset. Delete lastmile's samples from
+    before the restore, end=%s (docs/operations.md, Backups).
+  - %s: the deliveries
+    GitHub sent since it was taken are asked for again by serve's redelivery
+    loop, those within GitHub's redelivery window (LASTMILE_REDELIVERY_WINDOW:
+    72h on github.com, 168h on GitHub Enterprise Server); the deployments
+    made since are not in the restored record.
+`, at.Format(time.RFC3339), newest)
+	return nil
+}
+
+// oneFile checks that a command was given one argument, a file named
+// what: a usage error otherwise.
+func oneFile(fs *flag.FlagSet, what string) error {
+	switch {
+	case fs.NArg() == 1 && fs.Arg(0) != "":
+		return nil
+	case fs.NArg() == 0:
+		fmt.Fprintf(fs.Output(), "%s: missing %s\n", fs.Name(), what)
+	case fs.Arg(0) == "":
+		fmt.Fprintf(fs.Output(), "%s: an empty %s\n", fs.Name(), what)
+	default:
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q after %s\n", fs.Name(), fs.Arg(1), what)
+	}
+	fs.Usage()
+	return errUsage
+}
+
+// describeCopy is what a backup holds, for the operator to check.
+func describeCopy(s storage.Summary) string {
+	text := fmt.Sprintf("%s (%d pages of %d bytes, auto_vacuum %s), quick_check ok\n  %d deliveries",
+		megabytes(s.Disk.Bytes()), s.Disk.PageCount, s.Disk.PageSize, s.Disk.AutoVacuum, s.Deliveries)
+	if !s.NewestDelivery.IsZero() {
+		text += ", the newest received " + when(s.NewestDelivery)
+	}
+	text += fmt.Sprintf("; %d releases", s.Releases)
+	if !s.NewestRelease.IsZero() {
+		text += ", the newest recorded " + when(s.NewestRelease)
+	}
+	if s.Older {
+		text += "; from an older lastmile: lastmile serve migrates it when it starts"
+	}
+	return text
+}
+
+// restoredOwner gives the restored database at path the owner of the one
+// it replaced when it can (run as root), and says what lastmile serve's
+// user needs otherwise; "" when there is nothing to say.
+func restoredOwner(path string, replaced os.FileInfo) string {
+	now, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	uid, gid, ok := fileOwner(now)
+	if !ok {
+		return ""
+	}
+	if replaced == nil {
+		if uid == 0 {
+			return fmt.Sprintf("The restored database belongs to root: give it to lastmile's user (chown lastmile %s) before starting lastmile serve.", path)
+		}
+		return ""
+	}
+	wantUID, wantGID, _ := fileOwner(replaced)
+	if uid == wantUID && gid == wantGID {
+		return ""
+	}
+	if err := os.Chown(path, wantUID, wantGID); err != nil {
+		return fmt.Sprintf("The restored database belongs to user %d, the one it replaced to user %d (%v): give it to lastmile's user (chown lastmile %s) before starting lastmile serve.", uid, wantUID, err, path)
+	}
+	return fmt.Sprintf("The restored database belongs to user %d, group %d, as the one it replaced.", wantUID, wantGID)
+}
