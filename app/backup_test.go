@@ -396,3 +396,51 @@ func TestRestoreKeepsTheDatabasesOwner(t *testing.T) {
 		t.Errorf("the restored database belongs to %d:%d (%v), want %d:%d", uid, gid, ok, nobody, nobody)
 	}
 }
+
+// A first restore, on a new machine: the database goes where a symbolic
+// link to it points (as SQLite and serve's lock follow it), the link stays
+// a link, and no DB.lock is left behind — restore, run as root, would leave
+// one lastmile serve's user could not open. A DB.lock there before stays.
+func TestRestoreOfANewDatabaseThroughALink(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "lastmile.db")
+	acceptDeliveries(t, src, "kept", 3)
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if code, _, stderr := run(t, src, "backup", backup); code != 0 {
+		t.Fatalf("backup: %d %s", code, stderr)
+	}
+	real := t.TempDir()
+	links := t.TempDir()
+	link := filepath.Join(links, "lastmile.db")
+	if err := os.Symlink(filepath.Join(real, "lastmile.db"), link); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run(t, link, "restore", backup)
+	if code != 0 {
+		t.Fatalf("restore through a link to a database not there yet: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link after restore: %v, %v; want it a link still", fi, err)
+	}
+	if got := storagetest.DeliveryIDs(t, filepath.Join(real, "lastmile.db")); !slices.Equal(got, ids("kept", 3)) {
+		t.Errorf("the link's target holds %v", got)
+	}
+	for _, dir := range []string{real, links} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".lock") || strings.Contains(e.Name(), "before-restore") {
+				t.Errorf("restore left %s in %s", e.Name(), dir)
+			}
+		}
+	}
+	// A DB.lock there before (serve ran there) is kept.
+	lock := filepath.Join(real, "lastmile.db.lock")
+	if err := os.WriteFile(lock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := run(t, link, "restore", backup); code != 0 {
+		t.Fatalf("a second restore: %d %s", code, stderr)
+	}
+	if _, err := os.Stat(lock); err != nil {
+		t.Errorf("the DB.lock that was there before: %v", err)
+	}
+}

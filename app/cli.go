@@ -480,7 +480,7 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 	// serve would time out meanwhile.
 	unlock, err := lockDatabase(*path)
 	if err != nil {
-		return fmt.Errorf("%w; stop it before lastmile vacuum", err)
+		return stopServeFirst(err, "vacuum")
 	}
 	defer unlock(true)
 	v, err := db.Vacuum(ctx)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/lastmile-app/lastmile/storage"
@@ -76,16 +75,16 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
 	from := fs.Arg(0)
 	unlock, err := lockDatabase(*path)
 	if err != nil {
-		return fmt.Errorf("%w; stop it before lastmile restore", err)
+		return stopServeFirst(err, "restore")
 	}
-	placed := false
-	defer func() { unlock(placed) }()
-	// The file itself, where SQLite keeps its -wal: the link to it, if
-	// the path is one, stays as it is.
-	db := *path
-	if real, err := filepath.EvalSymlinks(db); err == nil {
-		db = real
-	}
+	// DB.lock goes as it came: one that restore made is removed, not left
+	// to the user restore ran as (root, say: lastmile serve's user could
+	// not open it).
+	defer unlock(false)
+	// The file itself, where SQLite keeps its -wal, as the lock finds it
+	// (a link to a database not there yet: where SQLite will create it):
+	// the link to it, if the path is one, stays as it is.
+	db := lockPath(*path)
 	replaced, err := os.Stat(db)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -116,7 +115,6 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
 	if err != nil {
 		return err
 	}
-	placed = true
 
 	fmt.Fprintf(stdout, "%s restored from %s: %s\n", *path, from, describeCopy(c.Summary))
 	if len(moved) == 0 {

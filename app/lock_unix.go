@@ -39,7 +39,7 @@ func lockDatabase(path string) (release func(keep bool), err error) {
 		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 			f.Close()
 			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, fmt.Errorf("another lastmile serve is using %s (it holds %s): run one per database", path, lock)
+				return nil, &inUseError{path: path, lock: lock}
 			}
 			return nil, fmt.Errorf("lock database: %w", err)
 		}
@@ -57,32 +57,4 @@ func lockDatabase(path string) (release func(keep bool), err error) {
 		}, nil
 	}
 	return nil, fmt.Errorf("lock database: %s keeps being replaced", lock)
-}
-
-// lockPath is the database file's own path: path with its symbolic links
-// resolved — followed one by one, so that a link to a database not created
-// yet (SQLite creates it through the link) names where it will be — and
-// its folder's.
-func lockPath(path string) string {
-	for range 40 { // as the kernel, a bound on links followed
-		target, err := os.Readlink(path)
-		if err != nil {
-			break // not a link (or nothing there yet)
-		}
-		if !filepath.IsAbs(target) {
-			// Relative to the link's folder as the kernel finds it: that
-			// folder's own links resolved first, so that a ".." in the
-			// target goes up from where the folder really is.
-			dir := filepath.Dir(path)
-			if real, err := filepath.EvalSymlinks(dir); err == nil {
-				dir = real
-			}
-			target = filepath.Join(dir, target)
-		}
-		path = target
-	}
-	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
-		return filepath.Join(dir, filepath.Base(path))
-	}
-	return path
 }

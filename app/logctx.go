@@ -25,13 +25,21 @@ func withDelivery(ctx context.Context, d *pipeline.Delivery) context.Context {
 }
 
 // contextAttrs is a slog.Handler adding to each record the attributes its
-// context carries (withDelivery).
+// context carries (withDelivery) that the record does not have itself
+// (an installation's lines name theirs). (Under a WithGroup they would go
+// in the group: lastmile's loggers have none.)
 type contextAttrs struct{ slog.Handler }
 
 func (h contextAttrs) Handle(ctx context.Context, r slog.Record) error {
 	if attrs, ok := ctx.Value(deliveryAttrsKey{}).([]slog.Attr); ok {
+		own := map[string]bool{}
+		r.Attrs(func(a slog.Attr) bool { own[a.Key] = true; return true })
 		r = r.Clone()
-		r.AddAttrs(attrs...)
+		for _, a := range attrs {
+			if !own[a.Key] {
+				r.AddAttrs(a)
+			}
+		}
 	}
 	return h.Handler.Handle(ctx, r)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 // What the pipeline logs while it handles a delivery carries the
@@ -62,6 +63,21 @@ func TestPipelineLogLinesNameTheirDelivery(t *testing.T) {
 	for msg := range want {
 		if !seen[msg] {
 			t.Errorf("no %q line logged:\n%s", msg, out.String())
+		}
+	}
+}
+
+// A line that names an attribute of the delivery's itself (an
+// installation's lines name the installation) does not have it twice.
+func TestContextAttrsAddOnlyWhatALineLacks(t *testing.T) {
+	var out lockedBuffer
+	log := slog.New(contextAttrs{slog.NewJSONHandler(&out, nil)})
+	ctx := withDelivery(context.Background(), &pipeline.Delivery{ID: "g-1", Event: "installation", Action: "suspend", InstallationID: 42})
+	log.InfoContext(ctx, "installation suspended", "installation", int64(42), "action", "suspend")
+	line := strings.TrimSpace(out.String())
+	for key, want := range map[string]int{`"installation":`: 1, `"action":`: 1, `"delivery":"g-1"`: 1, `"event":"installation"`: 1} {
+		if n := strings.Count(line, key); n != want {
+			t.Errorf("%s %d times in %s, want %d", key, n, line, want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,26 +26,29 @@ func serveStarting(log *slog.Logger, listeners ...net.Listener) (stop func()) {
 			continue
 		}
 		srv := &http.Server{Handler: http.HandlerFunc(startingAnswer), ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+			MaxHeaderBytes: maxHeaderBytes, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		kept := &keepOpen{Listener: ln}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = srv.Serve(keepOpen{ln})
+			_ = srv.Serve(kept)
 		}()
 		stops = append(stops, func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			shut := make(chan error, 1)
-			go func() { shut <- srv.Shutdown(ctx) }()
-			// Serve waits in Accept on a listener Shutdown cannot close:
-			// a deadline passed ends the wait, and Serve, the server
-			// shutting down, returns (Shutdown waits for it).
+			// Serve waits in Accept on a listener it must not close: a
+			// deadline passed ends the wait, and Accept then says the
+			// listener is closed, so that Serve returns at once.
+			kept.stopping.Store(true)
 			_ = dl.SetDeadline(time.Unix(1, 0))
-			if err := <-shut; errors.Is(err, context.DeadlineExceeded) {
-				srv.Close() // a client still sending its request: cut
-			}
 			<-done
 			_ = dl.SetDeadline(time.Time{})
+			// The answers in progress end (they take microseconds); a
+			// connection that has sent nothing yet, which net/http would
+			// wait 5 s for, is cut.
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := srv.Shutdown(ctx); errors.Is(err, context.DeadlineExceeded) {
+				srv.Close()
+			}
 		})
 	}
 	return func() {
@@ -73,7 +77,22 @@ func startingAnswer(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{"message":"lastmile is starting (opening its database): try again later"}` + "\n"))
 }
 
-// keepOpen is a listener whose Close leaves it open, for the next server.
-type keepOpen struct{ net.Listener }
+// keepOpen is a listener whose Close leaves it open, for the next server,
+// and whose Accept, once stopping, says it is closed.
+type keepOpen struct {
+	net.Listener
+	stopping atomic.Bool
+}
 
-func (keepOpen) Close() error { return nil }
+func (k *keepOpen) Accept() (net.Conn, error) {
+	c, err := k.Listener.Accept()
+	if k.stopping.Load() {
+		if c != nil {
+			c.Close() // accepted as the deadline came: the next server's
+		}
+		return nil, net.ErrClosed
+	}
+	return c, err
+}
+
+func (*keepOpen) Close() error { return nil }

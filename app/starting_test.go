@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // While New opens the database, /healthz answers 200 and the rest 503; then
@@ -33,7 +34,8 @@ func TestServeStartingHandsTheListenerOver(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	stop := serveStarting(slog.New(slog.DiscardHandler), ln, nil)
+	var logged lockedBuffer
+	stop := serveStarting(slog.New(slog.NewTextHandler(&logged, nil)), ln, nil)
 	for _, c := range []struct {
 		method, path string
 		code         int
@@ -48,7 +50,30 @@ func TestServeStartingHandsTheListenerOver(t *testing.T) {
 			t.Errorf("%s %s while starting: %d %q, want %d %q", c.method, c.path, code, body, c.code, c.body)
 		}
 	}
+	// A client that connected and sends nothing (a load balancer's spare
+	// connection) does not hold the start: net/http's Shutdown would wait
+	// 5 s for it; it is cut.
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if code, _ := get("GET", "/healthz"); code != 200 { // the silent one accepted by now
+		t.Fatalf("healthz: %d", code)
+	}
+	began := time.Now()
 	stop()
+	if took := time.Since(began); took >= time.Second {
+		t.Errorf("the hand-over took %s with a silent connection open, want it cut, not waited for", took)
+	}
+	silent.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Error("the silent connection is still open after the start")
+	}
+	// Nothing logged: the hand-over is no accept error.
+	if logged.String() != "" {
+		t.Errorf("the hand-over logged:\n%s", logged.String())
+	}
 	real := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "running\n") })}
 	done := make(chan error, 1)
 	go func() { done <- real.Serve(ln) }()
