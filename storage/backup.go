@@ -249,16 +249,32 @@ func readableFile(path string) error {
 // database the restore set aside. The rename is atomic: there is never
 // part of a copy at dest.
 func (c *Copy) Place() error {
-	if _, err := os.Lstat(c.dest); err == nil {
-		return fmt.Errorf("%s exists: lastmile writes only a new file there", c.dest)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(c.tmp, c.dest); err != nil {
-		return err
+	exists := fmt.Errorf("%s exists: lastmile writes only a new file there", c.dest)
+	// A hard link is made only where no file is: nothing that appeared at
+	// dest since it was checked is replaced. Where the file system has no
+	// hard links, a rename after a last look.
+	if err := os.Link(c.tmp, c.dest); err == nil {
+		if err := os.Remove(c.tmp); err != nil { // two names: serve would refuse the file
+			c.placed = true
+			return fmt.Errorf("%s is written, but its temporary name is left (remove it): %w", c.dest, err)
+		}
+	} else if errors.Is(err, fs.ErrExist) {
+		return exists
+	} else {
+		if _, err := os.Lstat(c.dest); err == nil {
+			return exists
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := os.Rename(c.tmp, c.dest); err != nil {
+			return err
+		}
 	}
 	c.placed = true
-	return syncDir(filepath.Dir(c.dest))
+	if err := syncDir(filepath.Dir(c.dest)); err != nil {
+		return fmt.Errorf("%s is written, but its folder could not be synced to disk (a power cut could lose the new name): %w", c.dest, err)
+	}
+	return nil
 }
 
 // Remove removes the copy, and any file SQLite left beside it, unless it
