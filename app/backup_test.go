@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
@@ -247,9 +248,20 @@ func TestRestoreSetsAStaleWALAside(t *testing.T) {
 		t.Errorf("the restored database does not open: %v", err)
 	}
 
-	// Undone, within the same second: the database set aside, its WAL
-	// read with it, is restored whole; the one restored before is set
-	// aside in turn, under a name of its own.
+	// Undone: the database set aside, its WAL read with it, is restored
+	// whole; the one restored before is set aside in turn, under a name of
+	// its own — .2 after the time when a file has that name already (a
+	// second restore within the second; made so here for the seconds the
+	// restore may run in).
+	for i := range 3 {
+		taken := db + ".before-restore-" + time.Now().UTC().Add(time.Duration(i)*time.Second).Format("20060102T150405Z")
+		if taken == aside {
+			continue
+		}
+		if err := os.WriteFile(taken, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	code, stdout, stderr = run(t, db, "restore", aside)
 	if code != 0 || !strings.Contains(stdout, "400 deliveries") {
 		t.Fatalf("restore of the database set aside: exit %d, stdout %q, stderr %q", code, stdout, stderr)
@@ -257,8 +269,15 @@ func TestRestoreSetsAStaleWALAside(t *testing.T) {
 	if got := storagetest.DeliveryIDs(t, db); len(got) != 400 {
 		t.Errorf("the database restored from the one set aside holds %d deliveries, want 400", len(got))
 	}
-	if _, err := os.Stat(aside + ".2"); err != nil {
-		t.Errorf("the database restored first was not set aside as %s.2: %v", filepath.Base(aside), err)
+	var again []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "lastmile.db.before-restore-") && strings.HasSuffix(e.Name(), ".2") {
+			again = append(again, e.Name())
+		}
+	}
+	if len(again) != 1 || len(storagetest.DeliveryIDs(t, filepath.Join(dir, again[0]))) != 40 {
+		t.Errorf("the database restored first was not set aside under a name with .2: %v", again)
 	}
 }
 
