@@ -230,6 +230,13 @@ func warnSecretWhitespace(log *slog.Logger, secret Secret) {
 	}
 }
 
+// metricsBeyondThisMachine reports whether /metrics (and the read API)
+// answer on the webhook's address listen, one not on the loopback
+// interface: no admin address of their own.
+func metricsBeyondThisMachine(admin, listen string) bool {
+	return admin == "" && !loopback(listen)
+}
+
 // Run serves and works until ctx ends, then shuts down in order: stop
 // accepting deliveries, let the worker finish the deliveries in hand, flush
 // the counters and close the database.
@@ -237,6 +244,10 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "admin_listen", a.AdminAddr(),
 		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
 	warnSecretWhitespace(a.log, a.cfg.WebhookSecret)
+	if metricsBeyondThisMachine(a.AdminAddr(), a.Addr()) {
+		a.log.Warn("/metrics and the read API answer on the webhook's address, reachable from other machines: /metrics names your repositories and environments to anyone who reaches it; set LASTMILE_ADMIN_LISTEN (such as 127.0.0.1:9797) to serve them on an address of their own, or let your proxy pass only /webhook",
+			"listen", a.Addr())
+	}
 	if len(a.cfg.IgnoredVariables) > 0 {
 		a.log.Warn("environment variables that are no setting of lastmile serve are ignored", "variables", a.cfg.IgnoredVariables)
 	}

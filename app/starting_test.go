@@ -84,3 +84,23 @@ func TestServeStartingHandsTheListenerOver(t *testing.T) {
 		}
 	}
 }
+
+// /metrics names repositories: served on an address other machines reach
+// (no LASTMILE_ADMIN_LISTEN), lastmile says so at start.
+func TestMetricsBeyondThisMachine(t *testing.T) {
+	for _, c := range []struct {
+		admin, listen string
+		want          bool
+	}{
+		{"", "[::]:8080", true},
+		{"", "0.0.0.0:8080", true},
+		{"", "10.1.2.3:8080", true},
+		{"", "127.0.0.1:8080", false},
+		{"", "[::1]:8080", false},
+		{"127.0.0.1:9797", "[::]:8080", false},
+	} {
+		if got := metricsBeyondThisMachine(c.admin, c.listen); got != c.want {
+			t.Errorf("admin %q, listen %q: %v, want %v", c.admin, c.listen, got, c.want)
+		}
+	}
+}
