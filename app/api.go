@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -46,11 +48,21 @@ func readOnly(c echo.Context) error {
 
 func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		// Records of who deployed what: kept by no cache, and read as
+		// what they say they are (a deploy log is text, whatever it holds).
+		h := c.Response().Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
 		if a.cfg.APIToken == "" {
 			return c.JSON(http.StatusNotFound, map[string]string{"message": "Not Found"})
 		}
-		// The scheme is case-insensitive (RFC 9110 §11.1).
-		scheme, given, ok := strings.Cut(c.Request().Header.Get("Authorization"), " ")
+		// The scheme is case-insensitive (RFC 9110 §11.1). One header
+		// only: of two, a proxy in front may have checked the other.
+		auth := c.Request().Header.Values("Authorization")
+		scheme, given, ok := "", "", len(auth) == 1
+		if ok {
+			scheme, given, ok = strings.Cut(auth[0], " ")
+		}
 		ok = ok && strings.EqualFold(scheme, "Bearer")
 		// Compare digests, so the comparison takes the same time whatever
 		// the lengths.
@@ -64,17 +76,26 @@ func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// badParams answers 400 to a query parameter the endpoint does not take, or
-// one given twice (a misspelt filter would otherwise return everything
-// unfiltered); it reports whether it did.
-func badParams(c echo.Context, takes ...string) (bool, error) {
-	for name, values := range c.QueryParams() {
+// queryParams is the request's query, or a 400 answer (bad reports it) to
+// one that is malformed (a ; in it: Go's own parsing drops the pair
+// silently), or has a parameter the endpoint does not take, one given
+// twice, or one given empty — a misspelt or empty filter would otherwise
+// return everything unfiltered.
+func queryParams(c echo.Context, takes ...string) (q url.Values, bad bool, err error) {
+	q, perr := url.ParseQuery(c.Request().URL.RawQuery)
+	if perr != nil {
+		return nil, true, c.JSON(http.StatusBadRequest, map[string]string{"message": "malformed query string: " + perr.Error()})
+	}
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		values := q[name]
 		var problem string
 		switch {
 		case !slices.Contains(takes, name):
 			problem = fmt.Sprintf("unknown query parameter %q", name)
 		case len(values) > 1:
 			problem = fmt.Sprintf("query parameter %q given %d times", name, len(values))
+		case values[0] == "":
+			return nil, true, c.JSON(http.StatusBadRequest, map[string]string{"message": fmt.Sprintf("query parameter %q is empty: leave it out for no filter", name)})
 		default:
 			continue
 		}
@@ -83,27 +104,35 @@ func badParams(c echo.Context, takes ...string) (bool, error) {
 		} else {
 			problem += ": this endpoint takes " + strings.Join(takes, ", ")
 		}
-		return true, c.JSON(http.StatusBadRequest, map[string]string{"message": problem})
+		return nil, true, c.JSON(http.StatusBadRequest, map[string]string{"message": problem})
 	}
-	return false, nil
+	return q, false, nil
 }
 
 func (a *App) apiHistory(c echo.Context) error {
-	if bad, err := badParams(c, "repository", "environment", "limit"); bad {
+	q, bad, err := queryParams(c, "repository", "environment", "limit", "before")
+	if bad {
 		return err
 	}
-	f := storage.HistoryFilter{Repository: c.QueryParam("repository"), Environment: c.QueryParam("environment")}
+	f := storage.HistoryFilter{Repository: q.Get("repository"), Environment: q.Get("environment")}
 	if f.Repository != "" {
 		if _, _, err := pipeline.SplitFullName(f.Repository); err != nil {
 			return c.JSON(http.StatusBadRequest, map[string]string{"message": "repository must be OWNER/REPO, as GitHub names it"})
 		}
 	}
-	if s := c.QueryParam("limit"); s != "" {
+	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {
 			return c.JSON(http.StatusBadRequest, map[string]string{"message": "limit must be an integer from 1 to 1000"})
 		}
 		f.Limit = n
+	}
+	if s := q.Get("before"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 1 {
+			return c.JSON(http.StatusBadRequest, map[string]string{"message": "before must be a release number (a positive integer, as in the history's release.id): the releases below it, for the page after one ending there"})
+		}
+		f.Before = n
 	}
 	list, err := a.db.History(c.Request().Context(), f)
 	if err != nil {
@@ -116,18 +145,35 @@ func (a *App) apiHistory(c echo.Context) error {
 }
 
 func (a *App) apiRelease(c echo.Context) error {
-	if bad, err := badParams(c, "release"); bad {
+	q, bad, err := queryParams(c, "release")
+	if bad {
 		return err
 	}
+	// As the path was sent: Echo leaves escapes in parameters when the
+	// path needed none to be routed.
+	var parts [3]string
+	for i, name := range []string{"owner", "repo", "sha"} {
+		if parts[i], err = url.PathUnescape(c.Param(name)); err != nil {
+			return c.JSON(http.StatusBadRequest, map[string]string{"message": "malformed path: " + err.Error()})
+		}
+	}
+	repo, sha := parts[0]+"/"+parts[1], parts[2]
+	// Checked before anything is looked up, as lastmile audit does.
+	if _, _, err := pipeline.SplitFullName(repo); err != nil {
+		return c.JSON(http.StatusBadRequest, map[string]string{"message": "repository must be OWNER/REPO, as GitHub names it"})
+	}
+	if err := pipeline.CheckSHA(sha); err != nil {
+		return c.JSON(http.StatusBadRequest, map[string]string{"message": err.Error()})
+	}
 	var release int64
-	if s := c.QueryParam("release"); s != "" {
+	if s := q.Get("release"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || n < 1 {
 			return c.JSON(http.StatusBadRequest, map[string]string{"message": "release must be a release number (a positive integer, as in the history's release.id)"})
 		}
 		release = n
 	}
-	rec, err := a.db.AuditRelease(c.Request().Context(), c.Param("owner")+"/"+c.Param("repo"), c.Param("sha"), release)
+	rec, err := a.db.AuditRelease(c.Request().Context(), repo, sha, release)
 	if err != nil {
 		return a.apiError(c, err)
 	}
@@ -135,7 +181,7 @@ func (a *App) apiRelease(c echo.Context) error {
 }
 
 func (a *App) apiJobLog(c echo.Context) error {
-	if bad, err := badParams(c); bad {
+	if _, bad, err := queryParams(c); bad {
 		return err
 	}
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)

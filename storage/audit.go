@@ -446,6 +446,7 @@ type HistoryFilter struct {
 	Repository  string // owner/name; "" for all
 	Environment string // only releases deployed to it (see History); "" for all
 	Limit       int    // default 20
+	Before      int64  // only releases numbered below it (the next page after one ending there); 0 for no bound
 }
 
 // History lists recent releases, newest first, with where each stands in
@@ -476,6 +477,10 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		for _, id := range ids {
 			args = append(args, id)
 		}
+	}
+	if f.Before > 0 {
+		where = append(where, "r.id < ?")
+		args = append(args, f.Before)
 	}
 	if f.Environment != "" {
 		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
