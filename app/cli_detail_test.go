@@ -113,7 +113,7 @@ func TestPrintAuditOfABroughtCommit(t *testing.T) {
 	printAudit(&b, rec)
 	for _, want := range []string{
 		"Commit b2b2b2b \"Fix rounding\" was brought by release #3 (head f6f6f6f): the release deploys its head, which contains it.\n\nRelease #3 of acme/shop",
-		"  commit b2b2b2b was also brought by #1 (see them with --release)\n",
+		"  commit b2b2b2b is also in #1, as its head or a commit it brought (see them with --release)\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("audit lacks %q:\n%s", want, b.String())

@@ -257,9 +257,9 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 			ids[i] = "#" + strconv.FormatInt(id, 10)
 		}
 		if c := rec.BroughtCommit; c != nil {
-			fmt.Fprintf(w, "  commit %s was also brought by %s (see them with --release)\n", shortSHA(c.SHA), strings.Join(ids, ", "))
+			fmt.Fprintf(w, "  commit %s is also in %s, as its head or a commit it brought (see them with --release)\n", shortSHA(c.SHA), strings.Join(ids, ", "))
 		} else {
-			fmt.Fprintf(w, "  the commit was also released as %s (see them with --release)\n", strings.Join(ids, ", "))
+			fmt.Fprintf(w, "  the commit is also in %s, as its head or a commit it brought (see them with --release)\n", strings.Join(ids, ", "))
 		}
 	}
 	if r.Baseline {

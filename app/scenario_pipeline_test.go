@@ -238,7 +238,7 @@ func TestRollbackByForcePushDeploysTheEarlierCommitAgain(t *testing.T) {
 	// which --release shows.
 	code, out, errOut := run(t, sb.Config.Database, "audit", "acme/shop", good.After[:7])
 	if code != 0 || !strings.Contains(out, fmt.Sprintf("Release #%d of acme/shop", rel.ID)) ||
-		!strings.Contains(out, fmt.Sprintf("also released as #%d", first.ID)) {
+		!strings.Contains(out, fmt.Sprintf("the commit is also in #%d, as its head or a commit it brought", first.ID)) {
 		t.Errorf("audit: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, errOut = run(t, sb.Config.Database, "audit", "--json", "--release", fmt.Sprint(first.ID), "acme/shop", good.After)

@@ -16,9 +16,10 @@ type AuditRecord struct {
 	// deployment, when that is another release's deployment running in
 	// the environment (one deploy at a time per environment).
 	Waiting string `json:"waiting,omitempty"`
-	// OtherReleases are the IDs of the other releases of the same commit,
-	// newest first: a rollback releases a commit again. With
-	// BroughtCommit, the other releases that brought that commit.
+	// OtherReleases are the IDs of the other releases of the same commit
+	// (with BroughtCommit, of that commit), newest first: those it is the
+	// head of (a rollback releases a commit again) and those that brought
+	// it (a roll-forward after a rollback brings it again).
 	OtherReleases []int64 `json:"other_releases,omitempty"`
 	// BroughtCommit is the commit asked for when it is not the release's
 	// head but one the release brought (pushed with it, or since the

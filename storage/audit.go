@@ -76,21 +76,28 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	}
 	commit := shas[0]
 	// The releases of the commit, newest first: those it is the head of,
-	// else those that brought it.
-	ids, err := queryColumn[int64](ctx, tx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ? ORDER BY id DESC`, repoID, commit)
+	// and those that brought it (a roll-forward after a rollback brings a
+	// commit that was a release's head again).
+	heads, err := queryColumn[int64](ctx, tx, `SELECT id FROM releases WHERE repository_id = ? AND sha = ? ORDER BY id DESC`, repoID, commit)
 	if err != nil {
 		return nil, err
 	}
-	head := len(ids) > 0
-	if !head {
-		if ids, err = queryColumn[int64](ctx, tx, `SELECT DISTINCT r.id FROM releases r JOIN release_commits c ON c.release_id = r.id
-			WHERE r.repository_id = ? AND c.sha = ? ORDER BY r.id DESC`, repoID, commit); err != nil {
-			return nil, err
-		}
+	brings, err := queryColumn[int64](ctx, tx, `SELECT DISTINCT r.id FROM releases r JOIN release_commits c ON c.release_id = r.id
+		WHERE r.repository_id = ? AND c.sha = ? AND r.sha != ? ORDER BY r.id DESC`, repoID, commit, commit)
+	if err != nil {
+		return nil, err
 	}
-	if releaseID == 0 {
-		releaseID = ids[0]
-	} else if !slices.Contains(ids, releaseID) {
+	// By default the newest it is the head of, else the newest that
+	// brought it.
+	var head bool
+	switch {
+	case releaseID == 0 && len(heads) > 0:
+		releaseID, head = heads[0], true
+	case releaseID == 0:
+		releaseID = brings[0]
+	case slices.Contains(heads, releaseID):
+		head = true
+	case !slices.Contains(brings, releaseID):
 		return nil, fmt.Errorf("%s@%s: %w: release #%d is not a release of that commit", repository, sha, pipeline.ErrNotFound, releaseID)
 	}
 	brought := "" // the commit asked about, when the release brought it
@@ -101,7 +108,7 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	if err != nil {
 		return nil, err
 	}
-	for _, id := range ids {
+	for _, id := range slices.Backward(slices.Sorted(slices.Values(slices.Concat(heads, brings)))) {
 		if id != releaseID {
 			rec.OtherReleases = append(rec.OtherReleases, id)
 		}

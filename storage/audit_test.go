@@ -232,6 +232,10 @@ func TestAuditOfACommitAReleaseBrought(t *testing.T) {
 	// A force push back before b2, then b2 pushed again with a new head:
 	// r3 brings b2 again.
 	r3 := release(sha("b2b2b2b2"), sha("f6f6f6f6"))
+	// A rollback to r1's head, then a roll-forward that brings r2's head
+	// (and what it brought) again: r5 brings e5, the head of r2.
+	r4 := release(sha("c3c3c3c3"))
+	r5 := release(sha("c3c3c3c3d4"), sha("e5e5e5e5"), sha("a7a7a7a7"))
 
 	for _, tc := range []struct {
 		sha     string
@@ -241,9 +245,11 @@ func TestAuditOfACommitAReleaseBrought(t *testing.T) {
 		others  []int64
 	}{
 		{sha: "a1a1a1a", want: r1, brought: sha("a1a1a1a1")},
-		{sha: sha("c3c3c3c3d4"), want: r2, brought: sha("c3c3c3c3d4")},
-		{sha: sha("c3c3c3c3"), want: r1},
-		{sha: "e5e5e5e", want: r2},
+		{sha: sha("c3c3c3c3d4"), want: r5, brought: sha("c3c3c3c3d4"), others: []int64{r2.ID}},
+		{sha: sha("c3c3c3c3"), want: r4, others: []int64{r1.ID}},
+		{sha: "e5e5e5e", want: r2, others: []int64{r5.ID}},
+		{sha: "e5e5e5e", release: r5.ID, want: r5, brought: sha("e5e5e5e5"), others: []int64{r2.ID}},
+		{sha: sha("c3c3c3c3"), release: r1.ID, want: r1, others: []int64{r4.ID}},
 		{sha: "b2b2b2b", want: r3, brought: sha("b2b2b2b2"), others: []int64{r1.ID}},
 		{sha: "b2b2b2b", release: r1.ID, want: r1, brought: sha("b2b2b2b2"), others: []int64{r3.ID}},
 	} {
