@@ -3,6 +3,7 @@ package githubapp
 import (
 	"cmp"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,14 +112,21 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 		}
 	}
 
+	// The failed attempts, by delivery (GUID); of the deliveries with an
+	// attempt that succeeded, only their GUIDs, compactly: a busy App's
+	// window holds a hundred thousand deliveries and more, nearly all of
+	// them answered at once.
 	type group struct {
-		ok       bool
-		failures int
-		latest   *github.HookDelivery
-		first    time.Time // its first attempt seen (GitHub lists the newest first)
-		firstID  int64     // and that attempt's ID (they grow: ties within a second)
+		failures     int
+		latestID     int64 // the newest failed attempt, to redeliver
+		event        string
+		status       string
+		installation int64
+		first        time.Time // its first attempt seen (GitHub lists the newest first)
+		firstID      int64     // and that attempt's ID (they grow: ties within a second)
 	}
 	groups := map[string]*group{}
+	var succeeded guidSet
 	var order []string
 	// The checkpoint and the cutoff are compared with delivered_at, GitHub's
 	// clock, and so are kept in it: from lastmile's clock, one an hour or
@@ -160,9 +168,13 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 				newest = d.DeliveredAt.Time
 			}
 			guid := d.GetGUID()
+			if d.GetStatus() == "OK" {
+				succeeded.add(guid)
+				continue
+			}
 			g, seen := groups[guid]
 			if !seen {
-				g = &group{latest: d}
+				g = &group{latestID: d.GetID(), event: d.GetEvent(), status: d.GetStatus(), installation: d.GetInstallationID()}
 				groups[guid] = g
 				order = append(order, guid)
 			}
@@ -170,11 +182,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 				g.first = d.DeliveredAt.Time
 			}
 			g.firstID = d.GetID()
-			if d.GetStatus() == "OK" {
-				g.ok = true
-			} else {
-				g.failures++
-			}
+			g.failures++
 		}
 		if older || resp.Cursor == "" || len(page) == 0 {
 			break
@@ -189,7 +197,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 	// events (GitHub lists them newest first).
 	var failed []string
 	for _, guid := range order {
-		if g := groups[guid]; !g.ok && Handles(g.latest.GetEvent()) {
+		if g := groups[guid]; !succeeded.has(guid) && Handles(g.event) {
 			failed = append(failed, guid)
 		}
 	}
@@ -223,7 +231,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 		attempts := max(g.failures, asked[guid].Requests+1)
 		if r.MaxAttempts > 0 && attempts >= r.MaxAttempts && !again {
 			r.Log.Warn("redelivery: giving up on a delivery that keeps failing", "delivery", guid,
-				"event", g.latest.GetEvent(), "attempts", attempts, "status", g.latest.GetStatus())
+				"event", g.event, "attempts", attempts, "status", g.status)
 			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
 				return requested, err
 			}
@@ -244,7 +252,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 		if err := r.Store.RedeliveryRequested(ctx, guid, false, now, now.Add(-r.Window)); err != nil {
 			return requested, err
 		}
-		_, _, err := r.App.Apps.RedeliverHookDelivery(ctx, g.latest.GetID())
+		_, _, err := r.App.Apps.RedeliverHookDelivery(ctx, g.latestID)
 		var accepted *github.AcceptedError
 		var refused *github.ErrorResponse
 		switch {
@@ -253,7 +261,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 			(refused.Response.StatusCode == http.StatusNotFound || refused.Response.StatusCode == http.StatusUnprocessableEntity):
 			// GitHub will not redeliver this one (gone, or no longer
 			// possible): the others are still asked for.
-			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.latest.GetEvent(), "error", Tidy(err))
+			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.event, "error", Tidy(err))
 			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
 				return requested, err
 			}
@@ -284,12 +292,12 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 			if inARow >= maxFailuresInARow {
 				return requested, fmt.Errorf("%d redelivery requests failed in a row, stopped for this run: %w", inARow, err)
 			}
-			r.Log.Warn("redelivery: request failed, asked again next run", "delivery", guid, "event", g.latest.GetEvent(), "error", Tidy(err))
+			r.Log.Warn("redelivery: request failed, asked again next run", "delivery", guid, "event", g.event, "error", Tidy(err))
 			continue
 		}
 		inARow = 0
-		r.Log.Info("redelivery: requested", "delivery", guid, "event", g.latest.GetEvent(),
-			"installation", g.latest.GetInstallationID(), "last_status", g.latest.GetStatus())
+		r.Log.Info("redelivery: requested", "delivery", guid, "event", g.event,
+			"installation", g.installation, "last_status", g.status)
 		requested++
 	}
 	if firstFailure != nil {
@@ -313,4 +321,47 @@ const maxFailuresInARow = 3
 func rateLimited(err error) bool {
 	_, limited := IsRateLimited(err)
 	return limited
+}
+
+// guidSet is a set of delivery GUIDs: GitHub's are UUIDs, kept as their 16
+// bytes; any other as it is.
+type guidSet struct {
+	uuids  map[[16]byte]struct{}
+	others map[string]struct{}
+}
+
+func (s *guidSet) add(guid string) {
+	if u, ok := parseUUID(guid); ok {
+		if s.uuids == nil {
+			s.uuids = map[[16]byte]struct{}{}
+		}
+		s.uuids[u] = struct{}{}
+		return
+	}
+	if s.others == nil {
+		s.others = map[string]struct{}{}
+	}
+	s.others[guid] = struct{}{}
+}
+
+func (s *guidSet) has(guid string) bool {
+	if u, ok := parseUUID(guid); ok {
+		_, in := s.uuids[u]
+		return in
+	}
+	_, in := s.others[guid]
+	return in
+}
+
+// parseUUID reads a UUID in its canonical form (8-4-4-4-12 hex digits, in
+// either case); ok is false for anything else.
+func parseUUID(s string) (u [16]byte, ok bool) {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, false
+	}
+	digits := s[:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
+	if _, err := hex.Decode(u[:], []byte(digits)); err != nil {
+		return u, false
+	}
+	return u, true
 }

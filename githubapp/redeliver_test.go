@@ -923,3 +923,33 @@ func TestTheRunAtStartAsksAgainForWhatWasGivenUp(t *testing.T) {
 		t.Errorf("the push given up on is not in the inbox after the run at start: %v %v", known, err)
 	}
 }
+
+// A delivery with an attempt that succeeded is not asked for again, whether
+// that attempt came after its failures (a redelivery) or before (one asked
+// for by hand that failed): GitHub's GUIDs (UUIDs, kept as 16 bytes) and
+// any others alike. Only the delivery that never succeeded is.
+func TestRedelivererSkipsDeliveriesThatSucceeded(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	const (
+		fixedLater  = "0b989ba4-242f-11e5-81e1-c7b6966d2516"
+		fixedBefore = "0B989BA4-242F-11E5-81E1-C7B6966D2517" // upper case: the same UUID syntax
+		never       = "0b989ba4-242f-11e5-81e1-c7b6966d2518"
+	)
+	gh := newHookDeliveries(t, now, 2, // newest first, two a page
+		hookAttempt{id: 16, guid: fixedLater, ago: time.Minute, ok: true},
+		hookAttempt{id: 15, guid: fixedBefore, ago: 2 * time.Minute},
+		hookAttempt{id: 14, guid: "not-a-uuid", ago: 3 * time.Minute, ok: true},
+		hookAttempt{id: 13, guid: fixedLater, ago: 4 * time.Minute},
+		hookAttempt{id: 12, guid: never, ago: 5 * time.Minute},
+		hookAttempt{id: 11, guid: "not-a-uuid", ago: 6 * time.Minute},
+		hookAttempt{id: 10, guid: fixedBefore, ago: 7 * time.Minute, ok: true})
+	db := openStore(t)
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: time.Hour, MaxAttempts: 3,
+		Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
+	if _, err := r.RunOnce(context.Background()); err != nil {
+		t.Fatalf("RunOnce: %v", err)
+	}
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{12}) {
+		t.Errorf("asked to redeliver attempts %v, want only [12] (the delivery that never succeeded)", got)
+	}
+}
