@@ -11,4 +11,5 @@ func (h *Webhook) Held() int64 { return h.held.Load() }
 func (h *Webhook) SetRefusalClock(now func() time.Time, after func(d time.Duration, f func())) {
 	h.refusals.now, h.refusals.after = now, after
 	h.storeFailures.now, h.storeFailures.after = now, after
+	h.duplicates.now, h.duplicates.after = now, after
 }

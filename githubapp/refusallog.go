@@ -62,6 +62,16 @@ func newRefusalLog(log *slog.Logger) *refusalLog {
 		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 }
 
+// newDuplicateLog bounds the INFO lines of deliveries received again (the
+// same X-GitHub-Delivery), answered 200 and stored once: a signed body seen
+// once can be sent again and again under its own delivery ID.
+func newDuplicateLog(log *slog.Logger) *refusalLog {
+	l := newRefusalLog(log)
+	l.level, l.msg = slog.LevelInfo, "webhook: delivery received again, stored once already"
+	l.summary = "webhook: more deliveries received again in the last minute than logged one by one"
+	return l
+}
+
 // newStoreFailureLog bounds the ERROR lines of deliveries that could not
 // be stored (a full disk, a database that cannot be written) as
 // newRefusalLog bounds the refusals': each one a line, every delivery

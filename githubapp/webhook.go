@@ -71,10 +71,11 @@ type Webhook struct {
 	notify  func()
 	log     *slog.Logger
 	// refusals logs the refusals, those of unsigned requests bounded
-	// (RefusalLinesPerMinute); storeFailures, bounded likewise, the
-	// deliveries that could not be stored.
-	refusals, storeFailures *refusalLog
-	held                    atomic.Int64 // bytes of buffers held for bodies not yet stored
+	// (RefusalLinesPerMinute); storeFailures and duplicates, bounded
+	// likewise, the deliveries that could not be stored and those
+	// received again.
+	refusals, storeFailures, duplicates *refusalLog
+	held                                atomic.Int64 // bytes of buffers held for bodies not yet stored
 
 	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight), its
 	// last quarter kept for small bodies (1/256 of it, 16 KB at most); set it
@@ -91,7 +92,8 @@ func NewWebhook(secret string, inbox Inbox, handles func(event string) bool, cou
 		notify = func() {}
 	}
 	return &Webhook{secret: []byte(secret), inbox: inbox, handles: handles, counter: counter, notify: notify, log: log,
-		refusals: newRefusalLog(log), storeFailures: newStoreFailureLog(log), MaxBodiesInFlight: DefaultBodiesInFlight}
+		refusals: newRefusalLog(log), storeFailures: newStoreFailureLog(log), duplicates: newDuplicateLog(log),
+		MaxBodiesInFlight: DefaultBodiesInFlight}
 }
 
 // webhookError is a refusal: an HTTP status, the outcome counted, and the
@@ -129,8 +131,13 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, we.status, map[string]string{"message": we.msg})
 		return
 	}
-	h.log.Info("webhook: delivery received", "delivery", d.ID, "event", d.Event, "action", d.Action,
-		"installation", d.InstallationID, "repo", d.Repository, "outcome", outcome)
+	if outcome == OutcomeDuplicate {
+		h.duplicates.refused(refusedLine{delivery: d.ID, event: KnownEvent(d.Event), status: http.StatusOK, outcome: outcome,
+			reason: "a delivery with this X-GitHub-Delivery is stored already", remote: r.RemoteAddr})
+	} else {
+		h.log.Info("webhook: delivery received", "delivery", d.ID, "event", d.Event, "action", d.Action,
+			"installation", d.InstallationID, "repo", d.Repository, "outcome", outcome)
+	}
 	switch outcome {
 	case OutcomeAccepted:
 		h.notify()

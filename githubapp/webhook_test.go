@@ -1112,3 +1112,61 @@ func TestWebhookStoreFailureLogIsRateLimited(t *testing.T) {
 		t.Errorf("%d counted, want every one of the %d", n, limit+7)
 	}
 }
+
+// A delivery received again under its delivery ID (a signed body anyone who
+// saw it can send again) is answered 200 and stored once, and its lines are
+// bounded as refusals are.
+func TestWebhookDuplicateLogIsRateLimited(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		logged bytes.Buffer
+		timers []timer
+	)
+	db := storagetest.Open(t)
+	rejected := &rejections{}
+	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, rejected, nil,
+		slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logged}, nil)))
+	now := time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
+	hook.SetRefusalClock(func() time.Time { return now },
+		func(d time.Duration, f func()) { mu.Lock(); defer mu.Unlock(); timers = append(timers, timer{d, f}) })
+	in := &intake{db: db, rejected: rejected}
+	in.srv = httptest.NewServer(hook)
+	t.Cleanup(in.srv.Close)
+	const limit = githubapp.RefusalLinesPerMinute
+	push := payload(t, "push.json")
+	for i := range limit + 5 {
+		want := http.StatusOK
+		if i == 0 {
+			want = http.StatusAccepted
+		}
+		if resp, _ := in.post(t, delivery{id: "again", event: "push", body: push}); resp.StatusCode != want {
+			t.Fatalf("post %d: %d, want %d", i, resp.StatusCode, want)
+		}
+	}
+	mu.Lock()
+	due := slices.Clone(timers)
+	mu.Unlock()
+	if len(due) != 1 {
+		t.Fatalf("summaries scheduled: %d, want one", len(due))
+	}
+	due[0].f()
+	mu.Lock()
+	defer mu.Unlock()
+	var msgs []string
+	more := 0
+	for dec := json.NewDecoder(&logged); dec.More(); {
+		var l struct {
+			Msg  string
+			More int
+		}
+		if err := dec.Decode(&l); err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, l.Msg)
+		more += l.More
+	}
+	if len(msgs) != limit+2 || msgs[0] != "webhook: delivery received" || more != 4 ||
+		!strings.Contains(msgs[limit+1], "received again in the last minute") {
+		t.Errorf("lines %q (%d more summed up), want the delivery, %d lines of it received again, and a summary of 4", msgs, more, limit)
+	}
+}
