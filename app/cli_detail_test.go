@@ -90,7 +90,7 @@ func TestPrintDeploymentSaysWhatBecameOfEachJobLog(t *testing.T) {
 	printDeployment(&b, d)
 	for _, want := range []string{
 		`job 1 "deploy": success, log kept (120 bytes)` + "\n",
-		`job 2 "deploy": success, log kept (1024 bytes, cut to the configured maximum)` + "\n",
+		`job 2 "deploy": success, log kept (1024 bytes, cut: the configured maximum of it kept, and a line saying how much was cut)` + "\n",
 		`job 3 "deploy": success, log pruned by retention` + "\n",
 		`job 4 "deploy": success, no log kept: GitHub had no log for it` + "\n",
 		`job 5 "build": success` + "\n",

@@ -365,7 +365,7 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 		case j.LogPruned:
 			log = ", log pruned by retention"
 		case j.LogBytes > 0 && j.LogTruncated:
-			log = fmt.Sprintf(", log kept (%d bytes, cut to the configured maximum)", j.LogBytes)
+			log = fmt.Sprintf(", log kept (%d bytes, cut: the configured maximum of it kept, and a line saying how much was cut)", j.LogBytes)
 		case j.LogBytes > 0:
 			log = fmt.Sprintf(", log kept (%d bytes)", j.LogBytes)
 		}
