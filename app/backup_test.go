@@ -203,7 +203,7 @@ func TestRestoreSetsAStaleWALAside(t *testing.T) {
 	}
 	t.Log(strings.TrimSpace(stdout))
 	for _, want := range []string{db + " restored from " + dest + ": ", "40 deliveries", "lastmile.db.before-restore-",
-		"Delete lastmile's samples from\n    before the restore, end=", "redelivery\n    loop", "LASTMILE_REDELIVERY_WINDOW"} {
+		"Delete lastmile's samples from\n    before the restore, end=", "serve's redelivery loop", "LASTMILE_REDELIVERY_WINDOW", "those delivered to the database this one replaces are not", "Recent Deliveries"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("restore's output lacks %q", want)
 		}

@@ -136,11 +136,14 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
   - Prometheus: lastmile's counters are back to the backup's totals, which
     Prometheus would count again as a reset. Delete lastmile's samples from
     before the restore, end=%s (docs/operations.md, Backups).
-  - %s: the deliveries
-    GitHub sent since it was taken are asked for again by serve's redelivery
-    loop, those within GitHub's redelivery window (LASTMILE_REDELIVERY_WINDOW:
-    72h on github.com, 168h on GitHub Enterprise Server); the deployments
-    made since are not in the restored record.
+  - %s. Of the deliveries since,
+    those GitHub could not deliver (lastmile stopped or failing) are asked for
+    again by serve's redelivery loop, within GitHub's redelivery window
+    (LASTMILE_REDELIVERY_WINDOW: 72h on github.com, 168h on GitHub Enterprise
+    Server); those delivered to the database this one replaces are not (GitHub
+    lists them as delivered): their events, and the deployments made since,
+    are not in the restored record. Redeliver those that matter from the App's
+    settings (Advanced, Recent Deliveries).
 `, at.Format(time.RFC3339), newest)
 	return nil
 }
