@@ -149,11 +149,9 @@ func (a *App) apiRelease(c echo.Context) error {
 	if bad {
 		return err
 	}
-	// As the path was sent: Echo leaves escapes in parameters when the
-	// path needed none to be routed.
 	var parts [3]string
 	for i, name := range []string{"owner", "repo", "sha"} {
-		if parts[i], err = url.PathUnescape(c.Param(name)); err != nil {
+		if parts[i], err = pathParam(c, name); err != nil {
 			return c.JSON(http.StatusBadRequest, map[string]string{"message": "malformed path: " + err.Error()})
 		}
 	}
@@ -184,7 +182,11 @@ func (a *App) apiJobLog(c echo.Context) error {
 	if _, bad, err := queryParams(c); bad {
 		return err
 	}
-	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	param, err := pathParam(c, "id")
+	if err != nil {
+		return c.JSON(http.StatusBadRequest, map[string]string{"message": "malformed path: " + err.Error()})
+	}
+	id, err := strconv.ParseInt(param, 10, 64)
 	if err != nil {
 		return c.JSON(http.StatusBadRequest, map[string]string{"message": "job id must be a number"})
 	}
@@ -193,6 +195,16 @@ func (a *App) apiJobLog(c echo.Context) error {
 		return a.apiError(c, err)
 	}
 	return c.Blob(http.StatusOK, "text/plain; charset=utf-8", log)
+}
+
+// pathParam is the path parameter name decoded once: Echo routes on the
+// path as sent (URL.RawPath) when it holds escapes Go would not have made,
+// and its parameters then keep them; otherwise on the decoded path.
+func pathParam(c echo.Context, name string) (string, error) {
+	if c.Request().URL.RawPath == "" {
+		return c.Param(name), nil
+	}
+	return url.PathUnescape(c.Param(name))
 }
 
 // apiError maps errors to statuses in one place.

@@ -49,6 +49,10 @@ func TestReadAPIRefusesAmbiguousRequests(t *testing.T) {
 		{"/api/v1/releases/acme/sh%6fp/" + sha, 200, sha},
 		{"/api/v1/releases/acme/shop/%30" + sha[1:], 404, "no release of that commit"}, // %30 is 0: another commit
 		{"/api/v1/history?before=0", 400, "before must be a release number"},
+		// Decoded once: %25 is a %, not the start of another escape.
+		{"/api/v1/releases/acme/shop/%2530" + sha[1:], 400, "is not a commit SHA"},
+		{"/api/v1/releases/acme/sh%256fp/" + sha, 404, "repository acme/sh%6fp"},
+		{"/api/v1/jobs/%31x/log", 400, "job id must be a number"},
 	} {
 		resp, body := do(c.path, bearer)
 		if resp.StatusCode != c.code || !strings.Contains(body, c.says) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/go-github/v62/github"
@@ -353,10 +354,11 @@ func (s *guidSet) has(guid string) bool {
 	return in
 }
 
-// parseUUID reads a UUID in its canonical form (8-4-4-4-12 hex digits, in
-// either case); ok is false for anything else.
+// parseUUID reads a UUID in the form GitHub writes its GUIDs (8-4-4-4-12
+// lower-case hex digits); ok is false for anything else, kept as it is —
+// an upper-case one among them, another string to GitHub.
 func parseUUID(s string) (u [16]byte, ok bool) {
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' || strings.ToLower(s) != s {
 		return u, false
 	}
 	digits := s[:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
