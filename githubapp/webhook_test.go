@@ -1051,24 +1051,70 @@ func (fullInbox) Accept(context.Context, *pipeline.Delivery, string, string) (bo
 	return false, errors.New("database or disk is full (13)")
 }
 
+// boundedLog is an intake whose bounded log lines the test reads: its
+// clock stands still, and the summaries it schedules wait for fireSummary.
+type boundedLog struct {
+	*intake
+	mu     sync.Mutex
+	logged bytes.Buffer
+	timers []timer
+}
+
+// loggedLine is what the bounded lines say.
+type loggedLine struct {
+	Level, Msg, Delivery, Reason string
+	More                         int
+}
+
+func newBoundedLog(t *testing.T, inbox githubapp.Inbox, db *storage.DB) *boundedLog {
+	b := &boundedLog{intake: &intake{db: db, rejected: &rejections{}}}
+	hook := githubapp.NewWebhook(hookSecret, inbox, githubapp.Handles, b.rejected, nil,
+		slog.New(slog.NewJSONHandler(lockedWriter{&b.mu, &b.logged}, nil)))
+	now := time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
+	hook.SetRefusalClock(func() time.Time { return now },
+		func(d time.Duration, f func()) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.timers = append(b.timers, timer{d, f})
+		})
+	b.srv = httptest.NewServer(hook)
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+// fireSummary runs the one summary scheduled, as the minute's end would.
+func (b *boundedLog) fireSummary(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	due := slices.Clone(b.timers)
+	b.mu.Unlock()
+	if len(due) != 1 {
+		t.Fatalf("summaries scheduled: %d, want one", len(due))
+	}
+	due[0].f()
+}
+
+// lines are the lines logged.
+func (b *boundedLog) lines(t *testing.T) []loggedLine {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var got []loggedLine
+	for dec := json.NewDecoder(&b.logged); dec.More(); {
+		var l loggedLine
+		if err := dec.Decode(&l); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, l)
+	}
+	return got
+}
+
 // Deliveries that could not be stored are logged at ERROR as refusals are,
 // RefusalLinesPerMinute a minute and a summary of the rest: on a full disk
 // every delivery GitHub sends would otherwise add a line to what is left.
 func TestWebhookStoreFailureLogIsRateLimited(t *testing.T) {
-	var (
-		mu     sync.Mutex
-		logged bytes.Buffer
-		timers []timer
-	)
-	rejected := &rejections{}
-	hook := githubapp.NewWebhook(hookSecret, fullInbox{}, githubapp.Handles, rejected, nil,
-		slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logged}, nil)))
-	now := time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
-	hook.SetRefusalClock(func() time.Time { return now },
-		func(d time.Duration, f func()) { mu.Lock(); defer mu.Unlock(); timers = append(timers, timer{d, f}) })
-	in := &intake{rejected: rejected}
-	in.srv = httptest.NewServer(hook)
-	t.Cleanup(in.srv.Close)
+	in := newBoundedLog(t, fullInbox{}, nil)
 	const limit = githubapp.RefusalLinesPerMinute
 	push := payload(t, "push.json")
 	for i := range limit + 7 {
@@ -1076,27 +1122,8 @@ func TestWebhookStoreFailureLogIsRateLimited(t *testing.T) {
 			t.Fatalf("a delivery the inbox cannot store: %d, want 503", resp.StatusCode)
 		}
 	}
-	mu.Lock()
-	due := slices.Clone(timers)
-	mu.Unlock()
-	if len(due) != 1 {
-		t.Fatalf("summaries scheduled: %d, want one", len(due))
-	}
-	due[0].f()
-	type line struct {
-		Level, Msg, Delivery, Reason string
-		More                         int
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	var got []line
-	for dec := json.NewDecoder(&logged); dec.More(); {
-		var l line
-		if err := dec.Decode(&l); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, l)
-	}
+	in.fireSummary(t)
+	got := in.lines(t)
 	if len(got) != limit+1 {
 		t.Fatalf("%d lines logged, want %d and a summary: %+v", len(got), limit, got)
 	}
@@ -1108,7 +1135,7 @@ func TestWebhookStoreFailureLogIsRateLimited(t *testing.T) {
 	if s := got[limit]; s.Level != "ERROR" || s.More != 7 || !strings.Contains(s.Msg, "could not be stored") {
 		t.Errorf("summary: %+v, want the 7 not logged, at ERROR", s)
 	}
-	if n := len(rejected.list()); n != limit+7 {
+	if n := len(in.rejected.list()); n != limit+7 {
 		t.Errorf("%d counted, want every one of the %d", n, limit+7)
 	}
 }
@@ -1117,21 +1144,8 @@ func TestWebhookStoreFailureLogIsRateLimited(t *testing.T) {
 // saw it can send again) is answered 200 and stored once, and its lines are
 // bounded as refusals are.
 func TestWebhookDuplicateLogIsRateLimited(t *testing.T) {
-	var (
-		mu     sync.Mutex
-		logged bytes.Buffer
-		timers []timer
-	)
 	db := storagetest.Open(t)
-	rejected := &rejections{}
-	hook := githubapp.NewWebhook(hookSecret, db, githubapp.Handles, rejected, nil,
-		slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logged}, nil)))
-	now := time.Date(2026, 5, 4, 12, 0, 0, 0, time.UTC)
-	hook.SetRefusalClock(func() time.Time { return now },
-		func(d time.Duration, f func()) { mu.Lock(); defer mu.Unlock(); timers = append(timers, timer{d, f}) })
-	in := &intake{db: db, rejected: rejected}
-	in.srv = httptest.NewServer(hook)
-	t.Cleanup(in.srv.Close)
+	in := newBoundedLog(t, db, db)
 	const limit = githubapp.RefusalLinesPerMinute
 	push := payload(t, "push.json")
 	for i := range limit + 5 {
@@ -1143,25 +1157,10 @@ func TestWebhookDuplicateLogIsRateLimited(t *testing.T) {
 			t.Fatalf("post %d: %d, want %d", i, resp.StatusCode, want)
 		}
 	}
-	mu.Lock()
-	due := slices.Clone(timers)
-	mu.Unlock()
-	if len(due) != 1 {
-		t.Fatalf("summaries scheduled: %d, want one", len(due))
-	}
-	due[0].f()
-	mu.Lock()
-	defer mu.Unlock()
+	in.fireSummary(t)
 	var msgs []string
 	more := 0
-	for dec := json.NewDecoder(&logged); dec.More(); {
-		var l struct {
-			Msg  string
-			More int
-		}
-		if err := dec.Decode(&l); err != nil {
-			t.Fatal(err)
-		}
+	for _, l := range in.lines(t) {
 		msgs = append(msgs, l.Msg)
 		more += l.More
 	}
