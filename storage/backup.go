@@ -204,24 +204,31 @@ func quickCheck(ctx context.Context, q querier) error {
 // lastmile migrated; older is one that this version's lastmile serve
 // would migrate first (a backup made before an upgrade).
 func schemaAge(ctx context.Context, q querier) (older bool, err error) {
+	applied, known, err := migrationsApplied(ctx, q)
+	return applied < known, err
+}
+
+// migrationsApplied counts this version's migrations (known) and those of
+// them the database has (applied), refusing another program's database
+// and a newer lastmile's.
+func migrationsApplied(ctx context.Context, q querier) (applied, known int, err error) {
 	files, err := migrationFiles()
 	if err != nil {
-		return false, err
+		return 0, 0, err
 	}
 	var unknown string
-	var applied int
 	err = q.QueryRowContext(ctx, `SELECT
 		COALESCE((SELECT name FROM schema_migrations WHERE version > ?1 ORDER BY version DESC LIMIT 1), ''),
 		(SELECT COUNT(*) FROM schema_migrations WHERE version <= ?1)`, files[len(files)-1].version).Scan(&unknown, &applied)
 	switch {
 	case err != nil && strings.Contains(err.Error(), "no such table"):
-		return false, fmt.Errorf("not a lastmile database (%v)", err)
+		return 0, 0, fmt.Errorf("not a lastmile database (%v)", err)
 	case err != nil:
-		return false, notOurs(err)
+		return 0, 0, notOurs(err)
 	case unknown != "":
-		return false, newerDatabase(unknown)
+		return 0, 0, newerDatabase(unknown)
 	}
-	return applied < len(files), nil
+	return applied, len(files), nil
 }
 
 // readableFile refuses a path that names no regular file this user can

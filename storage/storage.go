@@ -870,48 +870,16 @@ func checkSchema(ctx context.Context, path string) error {
 		return err
 	}
 	defer ro.Close()
-	files, err := migrationFiles()
-	if err != nil {
-		return err
-	}
-	known := map[int]bool{}
-	for _, m := range files {
-		known[m.version] = true
-	}
-	rows, err := ro.QueryContext(ctx, `SELECT version, name FROM schema_migrations ORDER BY version`)
+	applied, known, err := migrationsApplied(ctx, ro)
 	switch {
-	case err == nil:
-	case strings.Contains(err.Error(), "no such table"):
-		return fmt.Errorf("not a lastmile database (%v)", err)
 	case sqliteCode(err) == sqlite3.SQLITE_READONLY_DIRECTORY:
 		// Reading a WAL database takes its -shm file, created beside it
 		// when no process has it open.
 		return fmt.Errorf("cannot read it: SQLite reads a WAL database through its -shm file, which it cannot create in the database's folder (%v): run as a user who can write there, or while lastmile serve has the database open", err)
-	default:
-		return notOurs(err)
-	}
-	defer rows.Close()
-	applied, unknown := 0, ""
-	for rows.Next() {
-		var version int
-		var name string
-		if err := rows.Scan(&version, &name); err != nil {
-			return err
-		}
-		if known[version] {
-			applied++
-		} else {
-			unknown = name // the newest
-		}
-	}
-	if err := rows.Err(); err != nil {
+	case err != nil:
 		return err
-	}
-	switch {
-	case unknown != "":
-		return newerDatabase(unknown)
-	case applied < len(files):
-		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, len(files))
+	case applied < known:
+		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, known)
 	}
 	return nil
 }
