@@ -91,10 +91,13 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
-// CloseWrite keeps net/http's closing of a connection after an error (it
-// shuts the writing side first, so that the client reads the answer).
-func (c *limitedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+func (c *limitedConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite shuts the writing side of c, where it has one: a wrapped
+// connection keeps net/http's closing of a connection after an answer that
+// ends it (the writing side first, so that the client reads the answer).
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -17,7 +18,10 @@ import (
 // answers 200, /readyz and everything else 503 (GitHub's deliveries
 // meanwhile are asked for again once lastmile runs). stop hands the
 // listeners back, open, for the servers Run starts. A listener whose
-// Accept cannot be interrupted (no SetDeadline) is left alone.
+// Accept cannot be interrupted (no SetDeadline) is left alone. Each
+// listener holds at most startingMaxConns connections at once: past it a
+// new one is closed as it comes (the client tries again), not left to
+// hold a file descriptor for ReadHeaderTimeout.
 func serveStarting(log *slog.Logger, listeners ...net.Listener) (stop func()) {
 	var stops []func()
 	for _, ln := range listeners {
@@ -27,7 +31,7 @@ func serveStarting(log *slog.Logger, listeners ...net.Listener) (stop func()) {
 		}
 		srv := &http.Server{Handler: http.HandlerFunc(startingAnswer), ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes: maxHeaderBytes, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		kept := &keepOpen{Listener: ln}
+		kept := &keepOpen{Listener: ln, max: startingMaxConns}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -77,22 +81,56 @@ func startingAnswer(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{"message":"lastmile is starting (opening its database): try again later"}` + "\n"))
 }
 
+// startingMaxConns caps the connections open at once to each address
+// while lastmile starts: every answer then is a few bytes and closes its
+// connection, so only clients that connect and send nothing hold one.
+const startingMaxConns = 256
+
 // keepOpen is a listener whose Close leaves it open, for the next server,
-// and whose Accept, once stopping, says it is closed.
+// whose Accept, once stopping, says it is closed, and which holds at most
+// max connections open at once.
 type keepOpen struct {
 	net.Listener
 	stopping atomic.Bool
+	max      int64
+	open     atomic.Int64
 }
 
 func (k *keepOpen) Accept() (net.Conn, error) {
-	c, err := k.Listener.Accept()
-	if k.stopping.Load() {
-		if c != nil {
-			c.Close() // accepted as the deadline came: the next server's
+	for {
+		c, err := k.Listener.Accept()
+		if k.stopping.Load() {
+			if c != nil {
+				c.Close() // accepted as the deadline came: the next server's
+			}
+			return nil, net.ErrClosed
 		}
-		return nil, net.ErrClosed
+		if err != nil {
+			return c, err
+		}
+		if k.open.Add(1) > k.max {
+			k.open.Add(-1)
+			c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, open: &k.open}, nil
 	}
-	return c, err
 }
+
+// countedConn takes itself off the count of open connections when it is
+// closed (once).
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.open.Add(-1) })
+	return err
+}
+
+func (c *countedConn) CloseWrite() error { return closeWrite(c.Conn) }
 
 func (*keepOpen) Close() error { return nil }

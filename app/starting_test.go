@@ -85,6 +85,53 @@ func TestServeStartingHandsTheListenerOver(t *testing.T) {
 	}
 }
 
+// While starting, connections that send nothing hold at most
+// startingMaxConns file descriptors: past them a new connection is closed
+// at once, and once one of them goes, a client is answered again.
+func TestServeStartingCapsConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stop := serveStarting(slog.New(slog.NewTextHandler(io.Discard, nil)), ln)
+	defer stop()
+	silent := make([]net.Conn, startingMaxConns)
+	for i := range silent {
+		if silent[i], err = net.Dial("tcp", ln.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+		defer silent[i].Close()
+	}
+	// Accepted after every silent one (the kernel queues connections in
+	// order): closed at once, not held until the server's 10 s
+	// ReadHeaderTimeout.
+	extra, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := extra.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("connection %d while starting: read %d bytes, %v; want it closed at once", startingMaxConns+1, n, err)
+	}
+	silent[0].Close()
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := client.Get("http://" + ln.Addr().String() + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("healthz: %d", resp.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no answer once a silent connection went: %v", err)
+		}
+	}
+}
+
 // /metrics names repositories: served on an address other machines reach
 // (no LASTMILE_ADMIN_LISTEN), lastmile says so at start.
 func TestMetricsBeyondThisMachine(t *testing.T) {
