@@ -438,6 +438,47 @@ func TestCommitStatusContextIsCaseInsensitive(t *testing.T) {
 	}
 }
 
+// GitHub keeps at most 1000 statuses per SHA and context: the 1001st is a
+// 422 that names no field, counted by context as GitHub compares it (without
+// regard to case). Other contexts of the commit can still be set.
+func TestCommitStatusLimitPerContext(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	for i := 0; i < 1000; i++ {
+		h.sim.SetCommitStatus("acme/shop", sha, "ci", "pending")
+	}
+	tok := h.token(h.org)
+	r := h.do("POST", "/repos/acme/shop/statuses/"+sha, tok, `{"state":"success","context":"CI"}`)
+	want := map[string]any{
+		"message":           "Validation Failed",
+		"documentation_url": "https://docs.github.com/rest/commits/statuses#create-a-commit-status",
+		"status":            "422",
+		"errors": []any{map[string]any{
+			"resource": "Status", "code": "custom",
+			"message": "This SHA and context has reached the maximum number of statuses.",
+		}},
+	}
+	if got := r.json(t); r.status != 422 || !reflect.DeepEqual(got, want) {
+		t.Errorf("1001st status of ci: %d %v", r.status, got)
+	}
+	if r := h.do("POST", "/repos/acme/shop/statuses/"+sha, tok, `{"state":"success","context":"lint"}`); r.status != 201 {
+		t.Errorf("another context: %d %s", r.status, r.body)
+	}
+	if got := h.sim.CommitStatuses("acme/shop", sha); len(got) != 1001 || got[1000].Context != "lint" {
+		t.Errorf("statuses: %d, want the 1000 of ci and lint's", len(got))
+	}
+	// The fixture, which plays a CI system, cannot pass the limit either.
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("SetCommitStatus past the limit did not panic")
+			}
+		}()
+		h.sim.SetCommitStatus("acme/shop", sha, "Ci", "success")
+	}()
+}
+
 // Check runs count for required_contexts: a context is satisfied by a check
 // run of that exact name completed with conclusion success; one queued, in
 // progress or not successful makes GitHub answer 409, whose contexts list

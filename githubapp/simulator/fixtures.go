@@ -246,7 +246,9 @@ func (s *Simulator) Branch(repo, branch string) string {
 }
 
 // SetCommitStatus records a commit status as a CI system would (creator
-// "ci-bot") and sends the status webhook. It returns the status id.
+// "ci-bot") and sends the status webhook. It returns the status id. Like
+// GitHub it keeps at most 1000 statuses per commit and context: it panics
+// past them.
 func (s *Simulator) SetCommitStatus(repo, sha, context, state string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -259,6 +261,12 @@ func (s *Simulator) SetCommitStatus(repo, sha, context, state string) int64 {
 	case "error", "failure", "pending", "success":
 	default:
 		panic(fmt.Sprintf("simulator: commit status state %q", state))
+	}
+	if context == "" {
+		context = "default"
+	}
+	if r.statusesFull(c.sha, context) {
+		panic(fmt.Sprintf("simulator: %s@%s has %d statuses of context %q already", repo, c.sha, maxStatusesPerContext, context))
 	}
 	cs := s.st.addCommitStatus(r, c, state, context, nil, nil, s.st.accountFor("ci-bot"))
 	s.notifyLocked()

@@ -50,6 +50,23 @@ func (r *repo) latestStatuses(sha string) map[string]*commitStatus {
 // without regard to case.
 func contextKey(context string) string { return strings.ToLower(context) }
 
+// maxStatusesPerContext is GitHub's limit of statuses per SHA and context
+// in a repository: "Attempts to create more than 1000 statuses will result
+// in a validation error."
+const maxStatusesPerContext = 1000
+
+// statusesFull reports whether the context, compared as contextKey does,
+// already has the most statuses GitHub keeps for the commit sha.
+func (r *repo) statusesFull(sha, context string) bool {
+	n := 0
+	for _, cs := range r.statuses[sha] {
+		if contextKey(cs.context) == contextKey(context) {
+			n++
+		}
+	}
+	return n >= maxStatusesPerContext
+}
+
 // handleCreateCommitStatus serves POST /repos/{owner}/{repo}/statuses/{sha}.
 func (s *Simulator) handleCreateCommitStatus(w http.ResponseWriter, r *http.Request, a *auth) {
 	const doc = docsRoot + "/commits/statuses#create-a-commit-status"
@@ -113,6 +130,11 @@ func (s *Simulator) handleCreateCommitStatus(w http.ResponseWriter, r *http.Requ
 	c := rp.commits[sha]
 	if c == nil {
 		writeValidation(w, "No commit found for SHA: "+sha, doc)
+		return
+	}
+	if rp.statusesFull(c.sha, context) {
+		// GitHub's error names no field: the limit is on the pair.
+		writeValidation(w, "Validation Failed", doc, obj{"resource": "Status", "code": "custom", "message": "This SHA and context has reached the maximum number of statuses."})
 		return
 	}
 	cs := st.addCommitStatus(rp, c, state, context, desc, target, st.actor(a))
