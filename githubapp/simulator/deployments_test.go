@@ -438,6 +438,58 @@ func TestCommitStatusContextIsCaseInsensitive(t *testing.T) {
 	}
 }
 
+// The combined status pages its statuses, one per context, with page and
+// per_page (default 30) and a Link header; state and total_count are of
+// every context, whatever the page.
+func TestCombinedStatusPagination(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	sha := h.sim.Branch("acme/shop", "main")
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+	var want []string
+	for i := 0; i < 34; i++ {
+		want = append(want, fmt.Sprintf("ctx-%02d", i))
+		h.sim.SetCommitStatus("acme/shop", sha, want[i], "success")
+	}
+	want = append(want, "last")
+	h.sim.SetCommitStatus("acme/shop", sha, "last", "failure")
+
+	c, resp, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", sha, nil)
+	if err != nil || len(c.Statuses) != 30 || c.GetTotalCount() != 35 || c.GetState() != "failure" || resp.NextPage != 2 || resp.LastPage != 2 {
+		t.Fatalf("default page: %v, %d statuses, total %d, %s, next %d last %d", err, len(c.Statuses), c.GetTotalCount(), c.GetState(), resp.NextPage, resp.LastPage)
+	}
+	var got []string
+	opts := &github.ListOptions{PerPage: 10}
+	pages := 0
+	for {
+		c, resp, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", sha, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if c.GetTotalCount() != 35 || c.GetState() != "failure" {
+			t.Errorf("page %d: total %d, state %s", opts.Page, c.GetTotalCount(), c.GetState())
+		}
+		for _, s := range c.Statuses {
+			got = append(got, s.GetContext())
+		}
+		if resp.NextPage == 0 {
+			if resp.FirstPage != 1 {
+				t.Error("no first link on the last page")
+			}
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	if pages != 4 || !reflect.DeepEqual(got, want) {
+		t.Errorf("%d pages of %v, want 4 of %v", pages, got, want)
+	}
+	if c, _, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", sha, &github.ListOptions{Page: 5, PerPage: 10}); err != nil || len(c.Statuses) != 0 || c.GetTotalCount() != 35 {
+		t.Errorf("past the last page: %v %+v", err, c)
+	}
+}
+
 // GitHub keeps at most 1000 statuses per SHA and context: the 1001st is a
 // 422 that names no field, counted by context as GitHub compares it (without
 // regard to case). Other contexts of the commit can still be set.

@@ -192,15 +192,17 @@ func (s *Simulator) handleListCommitStatuses(w http.ResponseWriter, r *http.Requ
 	writeJSON(w, http.StatusOK, out)
 }
 
-// handleCombinedStatus serves GET .../commits/{ref}/status.
+// handleCombinedStatus serves GET .../commits/{ref}/status. page and
+// per_page page the statuses (one per context); state and total_count are
+// of every context.
 func (s *Simulator) handleCombinedStatus(w http.ResponseWriter, r *http.Request, a *auth) {
 	const doc = docsRoot + "/commits/statuses#get-the-combined-status-for-a-specific-reference"
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := s.st
 	rp := st.lookupRepo(r.PathValue("owner") + "/" + r.PathValue("repo"))
 	c, ok := rp.resolve(r.PathValue("ref"))
 	if !ok {
+		s.mu.Unlock()
 		writeError(w, http.StatusNotFound, "No commit found for SHA: "+r.PathValue("ref"), doc)
 		return
 	}
@@ -210,22 +212,26 @@ func (s *Simulator) handleCombinedStatus(w http.ResponseWriter, r *http.Request,
 		list = append(list, cs)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].id < list[j].id })
-	state := combinedState(list)
-	statuses := make([]any, len(list))
-	for i, cs := range list {
+	p := parsePage(r, 30)
+	lo, hi := p.bounds(len(list))
+	statuses := make([]any, 0, hi-lo)
+	for _, cs := range list[lo:hi] {
 		j := st.commitStatusJSON(rp, cs)
 		delete(j, "creator")
-		statuses[i] = j
+		statuses = append(statuses, j)
 	}
-	writeJSON(w, http.StatusOK, obj{
-		"state":       state,
+	out := obj{
+		"state":       combinedState(list),
 		"statuses":    statuses,
 		"sha":         c.sha,
 		"total_count": len(list),
 		"repository":  st.repoJSON(rp, false),
 		"commit_url":  st.repoAPI(rp) + "/commits/" + c.sha,
 		"url":         st.repoAPI(rp) + "/commits/" + c.sha + "/status",
-	})
+	}
+	s.mu.Unlock()
+	s.setLink(w, r, p, len(list))
+	writeJSON(w, http.StatusOK, out)
 }
 
 // combinedState is GitHub's rule: failure if any context is error or
