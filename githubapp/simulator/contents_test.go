@@ -63,6 +63,34 @@ func TestContentsAtRefs(t *testing.T) {
 	}
 }
 
+// Without a path (no slash after "contents") GitHub lists the root
+// directory, as for "contents/", with the headers of any answer; it is not
+// the mux's redirect.
+func TestContentsRootWithoutSlash(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{Files: map[string]string{"cfg.yml": "v: 1\n", "dir/a.txt": "a"}})
+	tok := h.token(h.org)
+	slash := h.do("GET", "/repos/acme/shop/contents/?ref=main", tok, nil)
+	if slash.status != 200 {
+		t.Fatalf("contents/: %d %s", slash.status, slash.body)
+	}
+	r := h.do("GET", "/repos/acme/shop/contents?ref=main", tok, nil)
+	if r.status != 200 || string(r.body) != string(slash.body) || r.header.Get("X-GitHub-Request-Id") == "" {
+		t.Fatalf("contents: %d %v %s, want %s", r.status, r.header, r.body, slash.body)
+	}
+	var names []string
+	for _, e := range r.list(t) {
+		names = append(names, e["name"].(string)+":"+e["type"].(string))
+	}
+	if strings.Join(names, " ") != "cfg.yml:file dir:dir" {
+		t.Errorf("root listing %v", names)
+	}
+	reqs := h.sim.Requests()
+	if last := reqs[len(reqs)-1]; last.Path != "/repos/acme/shop/contents" || last.Status != 200 {
+		t.Errorf("request log: %+v", last)
+	}
+}
+
 // A file over 1 MB: GitHub refuses it with the default media type (403,
 // errors[0].code too_large) and, with the object media type, answers its
 // metadata with content "" and encoding "none".

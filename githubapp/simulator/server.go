@@ -31,6 +31,9 @@ func (s *Simulator) routes() http.Handler {
 	handle("POST /app/hook/deliveries/{delivery_id}/attempts", needApp, s.handleRedeliver)
 
 	handle("GET /repos/{owner}/{repo}/installation", needApp, s.handleGetRepoInstallation)
+	// Without a path GitHub lists the root directory, as with "contents/";
+	// the mux would answer a redirect of its own.
+	handle("GET /repos/{owner}/{repo}/contents", needRead("contents"), s.handleGetContents)
 	handle("GET /repos/{owner}/{repo}/contents/{path...}", needRead("contents"), s.handleGetContents)
 	handle("GET /repos/{owner}/{repo}/compare/{basehead...}", needRead("contents"), s.handleCompare)
 	handle("GET /repos/{owner}/{repo}/commits/{ref}", needRead("contents"), s.handleGetCommit)
