@@ -213,6 +213,62 @@ func TestCompare(t *testing.T) {
 	}
 }
 
+// The commit endpoints take a ref as "a commit SHA, branch name
+// (heads/BRANCH_NAME), or tag name": heads/<branch>, slashes and all, as
+// sent (go-github keeps them) or escaped. There are no tags. Like git, heads/x is branch x
+// before a branch named "heads/x".
+func TestCommitEndpointsTakeHeadsRef(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	main := h.sim.Branch("acme/shop", "main")
+	feature := h.sim.Push("acme/shop", "feature/x", simulator.CommitSpec{Message: "x"}).After
+	other := h.sim.Push("acme/shop", "heads/main", simulator.CommitSpec{Message: "heads/main"}).After
+	h.sim.SetCommitStatus("acme/shop", main, "ci", "success")
+	h.sim.SetCommitStatus("acme/shop", feature, "ci", "failure")
+	h.sim.SetCommitStatus("acme/shop", feature, "lint", "success")
+	gh := h.client(h.org, nil)
+	ctx := h.ctx()
+	for _, tc := range []struct {
+		ref, sha string
+		statuses int
+	}{
+		{"heads/main", main, 1},
+		{"heads/feature/x", feature, 2},
+		{"refs/heads/main", main, 1},
+		{"heads/heads/main", other, 0},
+	} {
+		c, _, err := gh.Repositories.GetCommit(ctx, "acme", "shop", tc.ref, nil)
+		if err != nil || c.GetSHA() != tc.sha {
+			t.Errorf("commit %s: %v %s, want %s", tc.ref, err, c.GetSHA(), tc.sha)
+		}
+		combined, _, err := gh.Repositories.GetCombinedStatus(ctx, "acme", "shop", tc.ref, nil)
+		if err != nil || combined.GetSHA() != tc.sha || combined.GetTotalCount() != tc.statuses {
+			t.Errorf("combined status %s: %v %s %d", tc.ref, err, combined.GetSHA(), combined.GetTotalCount())
+		}
+		list, _, err := gh.Repositories.ListStatuses(ctx, "acme", "shop", tc.ref, nil)
+		if err != nil || len(list) != tc.statuses {
+			t.Errorf("statuses %s: %v %d", tc.ref, err, len(list))
+		}
+	}
+	tok := h.token(h.org)
+	for path, want := range map[string]int{
+		"/repos/acme/shop/commits/heads%2Ffeature%2Fx":          200,
+		"/repos/acme/shop/commits/heads%2Ffeature%2Fx/status":   200,
+		"/repos/acme/shop/commits/heads%2Ffeature%2Fx/statuses": 200,
+		"/repos/acme/shop/commits/heads/nope":                   422,
+		"/repos/acme/shop/commits/heads/nope/status":            404,
+		"/repos/acme/shop/commits/tags/v1":                      422,
+		"/repos/acme/shop/commits/":                             404,
+	} {
+		if r := h.do("GET", path, tok, nil); r.status != want || r.header.Get("X-GitHub-Request-Id") == "" {
+			t.Errorf("%s: %d %s, want %d", path, r.status, r.body, want)
+		}
+	}
+	if r := h.do("GET", "/repos/acme/shop/commits/heads%2Ffeature%2Fx/statuses", tok, nil); len(r.list(t)) != 2 {
+		t.Errorf("statuses of heads%%2Ffeature%%2Fx: %s", r.body)
+	}
+}
+
 func TestHandlerOnHTTPTestServer(t *testing.T) {
 	sim := simulator.New(simulator.Options{AppID: 7})
 	defer sim.Close()

@@ -123,9 +123,17 @@ func (st *state) newCommit(r *repo, parents []string, spec CommitSpec) *commit {
 
 // resolve finds the commit a ref names: a branch, a full SHA, or an
 // unambiguous SHA prefix of at least 7 characters. It also accepts
-// "refs/heads/<branch>".
+// "refs/heads/<branch>" and "heads/<branch>", the form GitHub's commit
+// endpoints document; like git, it reads "heads/x" as branch x before a
+// branch named "heads/x". The simulator has no tags, so no "tags/<tag>".
 func (r *repo) resolve(ref string) (*commit, bool) {
-	ref = strings.TrimPrefix(ref, "refs/heads/")
+	if name, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
+		ref = name
+	} else if name, ok := strings.CutPrefix(ref, "heads/"); ok {
+		if sha, ok := r.branches[name]; ok {
+			return r.commits[sha], true
+		}
+	}
 	if sha, ok := r.branches[ref]; ok {
 		return r.commits[sha], true
 	}

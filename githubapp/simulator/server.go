@@ -40,6 +40,30 @@ func (s *Simulator) routes() http.Handler {
 	handle("GET /repos/{owner}/{repo}/commits/{ref}/statuses", needRead("statuses"), s.handleListCommitStatuses)
 	handle("GET /repos/{owner}/{repo}/commits/{ref}/status", needRead("statuses"), s.handleCombinedStatus)
 	handle("POST /repos/{owner}/{repo}/statuses/{sha}", needWrite("statuses"), s.handleCreateCommitStatus)
+	// A ref may span slashes (the description marks it x-multi-segment:
+	// heads/main, a branch feature/x), which {ref} does not: such a path
+	// comes here and goes to the endpoint its last segment names.
+	getCommit := s.endpoint(needRead("contents"), s.handleGetCommit)
+	listStatuses := s.endpoint(needRead("statuses"), s.handleListCommitStatuses)
+	combinedStatus := s.endpoint(needRead("statuses"), s.handleCombinedStatus)
+	notFound := s.endpoint(needNone, func(w http.ResponseWriter, r *http.Request, a *auth) {
+		writeError(w, http.StatusNotFound, "Not Found", docsRoot)
+	})
+	mux.HandleFunc("GET /repos/{owner}/{repo}/commits/{ref...}", func(w http.ResponseWriter, r *http.Request) {
+		ref, h := r.PathValue("ref"), getCommit
+		if name, ok := strings.CutSuffix(ref, "/statuses"); ok {
+			ref, h = name, listStatuses
+		} else if name, ok := strings.CutSuffix(ref, "/status"); ok {
+			ref, h = name, combinedStatus
+		}
+		if ref == "" {
+			// "commits/" lists commits on GitHub, which the simulator
+			// does not serve.
+			h = notFound
+		}
+		r.SetPathValue("ref", ref)
+		h.ServeHTTP(w, r)
+	})
 
 	handle("POST /repos/{owner}/{repo}/deployments", needWrite("deployments"), s.handleCreateDeployment)
 	handle("GET /repos/{owner}/{repo}/deployments", needRead("deployments"), s.handleListDeployments)
@@ -54,9 +78,7 @@ func (s *Simulator) routes() http.Handler {
 
 	// Job logs are served like blob storage: no auth header needed.
 	mux.HandleFunc("GET /_simulator/blobs/job-logs/{key}", s.handleLogBlob)
-	handle("/", needNone, func(w http.ResponseWriter, r *http.Request, a *auth) {
-		writeError(w, http.StatusNotFound, "Not Found", docsRoot)
-	})
+	mux.Handle("/", notFound)
 	return mux
 }
 
