@@ -213,6 +213,13 @@ func checkRepo(fs *flag.FlagSet, given, repo string) error {
 
 // interspersed moves flags after positional arguments to the front, so
 // `lastmile audit acme/shop 1a2b3c4 --json` works as people type it.
+//
+// A value flag typed last, without its value, is left last, and the
+// positional arguments out: moved to the front, it would take the first of
+// them for its value (`deliveries retry ID --limit` would read "retry" as
+// the limit), while alone at the end the flag package says that it needs
+// an argument — a usage error, which the arguments left out could not
+// change.
 func interspersed(args []string, boolFlags map[string]bool) []string {
 	var flags, rest []string
 	for i := 0; i < len(args); i++ {
@@ -224,10 +231,14 @@ func interspersed(args []string, boolFlags map[string]bool) []string {
 		if strings.HasPrefix(a, "-") && len(a) > 1 {
 			flags = append(flags, a)
 			name := strings.TrimLeft(a, "-")
-			if !strings.Contains(name, "=") && !boolFlags[name] && i+1 < len(args) {
-				flags = append(flags, args[i+1])
-				i++
+			if strings.Contains(name, "=") || boolFlags[name] {
+				continue
 			}
+			if i+1 == len(args) {
+				return flags // a value flag last, without its value
+			}
+			flags = append(flags, args[i+1])
+			i++
 			continue
 		}
 		rest = append(rest, a)

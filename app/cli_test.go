@@ -809,3 +809,37 @@ func TestReadCommandsBesideAWriteTransaction(t *testing.T) {
 		}
 	}
 }
+
+// A value flag typed last, its value forgotten, is the flag package's own
+// "flag needs an argument", a usage error: it does not take the first
+// positional argument as its value (retry as --limit's, a DELIVERY-ID as
+// an action), and nothing is done.
+func TestATrailingFlagWithoutItsValue(t *testing.T) {
+	path := cliDB(t)
+	dest := filepath.Join(t.TempDir(), "backup.db")
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"deliveries", "discard", "guid-dead-1", "--reason"}, "reason"},
+		{[]string{"deliveries", "retry", "guid-dead-1", "--limit"}, "limit"},
+		{[]string{"deliveries", "--json", "--state"}, "state"},
+		{[]string{"audit", "--database", path, "acme/shop", "5013692", "--release"}, "release"},
+		{[]string{"audit", "acme/shop", "5013692", "--json", "--database"}, "database"},
+		{[]string{"backup", dest, "--database"}, "database"},
+		{[]string{"restore", dest, "--database"}, "database"},
+	} {
+		before := dbState(t, path)
+		code, stdout, stderr := runCLI(t, map[string]string{"LASTMILE_DATABASE": path}, tc.args...)
+		want := "flag needs an argument: -" + tc.flag + "\n"
+		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, "Usage: lastmile "+tc.args[0]) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2, and on stderr %q first, then the usage", tc.args, code, stdout, stderr, want)
+		}
+		if after := dbState(t, path); after != before {
+			t.Errorf("%q changed the database:\n%s\n%s", tc.args, before, after)
+		}
+	}
+	if _, err := os.Stat(dest); err == nil {
+		t.Errorf("a usage error wrote %s", dest)
+	}
+}
