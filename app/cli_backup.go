@@ -41,6 +41,11 @@ lastmile restore, serve stopped.`, stderr)
 	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("database %s: no such file (set LASTMILE_DATABASE or --database)", *path)
 	}
+	// Refused as by the commands that open it: the copy would miss a WAL
+	// beside the file's other name.
+	if err := storage.OneName(*path); err != nil {
+		return err
+	}
 	c, err := storage.CopyDatabase(ctx, *path, dest)
 	if err != nil {
 		return err
@@ -73,6 +78,12 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
 		return err
 	}
 	from := fs.Arg(0)
+	// Refused as by the commands that open it, before the lock is made
+	// beside it: the file's other name would still name the database
+	// restore replaces, with any WAL beside that name.
+	if err := storage.OneName(*path); err != nil {
+		return err
+	}
 	unlock, err := lockDatabase(*path)
 	if err != nil {
 		return stopServeFirst(err, "restore")

@@ -231,6 +231,19 @@ func migrationsApplied(ctx context.Context, q querier) (applied, known int, err 
 	return applied, len(files), nil
 }
 
+// OneName refuses a database file at path that has more than one name
+// (hard links), as every way of opening a database does (oneName): for
+// the commands that copy a database, or set it aside, without opening it —
+// a WAL beside its other name would be missed. No file at path is not
+// refused here: the caller says what that means.
+func OneName(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil
+	}
+	return oneName(path, fi)
+}
+
 // readableFile refuses a path that names no regular file this user can
 // read, saying why in words SQLite does not have ("unable to open
 // database file").

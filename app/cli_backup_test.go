@@ -1,0 +1,41 @@
+package app
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A database file with a second name (a hard link) is refused by backup
+// and by restore's --database, as by every command that opens it: a WAL
+// kept beside the other name would be missed by the copy, or left to be
+// applied to the file restore sets aside. Nothing is written.
+func TestBackupAndRestoreRefuseADatabaseWithTwoNames(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "lastmile.db")
+	acceptDeliveries(t, db, "d", 3)
+	backups := t.TempDir()
+	bk := filepath.Join(backups, "backup.db")
+	if code, _, stderr := run(t, db, "backup", bk); code != 0 {
+		t.Fatalf("backup: exit %d, %s", code, stderr)
+	}
+	other := filepath.Join(dir, "other.db")
+	if err := os.Link(db, other); err != nil {
+		t.Fatal(err)
+	}
+	before, beforeBackups := folder(t, dir), folder(t, backups)
+	for _, args := range [][]string{
+		{"backup", filepath.Join(backups, "new.db")},
+		{"backup", "--database", other, filepath.Join(backups, "new.db")},
+		{"restore", bk},
+		{"restore", "--database", other, bk},
+	} {
+		code, stdout, stderr := run(t, db, args...)
+		if code != 1 || stdout != "" || !strings.Contains(stderr, "the file has 2 names (hard links)") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 1 and the file's two names refused", args, code, stdout, stderr)
+		}
+	}
+	sameFolder(t, dir, before)
+	sameFolder(t, backups, beforeBackups)
+}
