@@ -84,6 +84,13 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
 	if err := storage.OneName(*path); err != nil {
 		return err
 	}
+	// The database itself named as BACKUP (or a link to it) would be set
+	// aside, then copied back: nothing restored, and the operator misled.
+	if b, err := os.Stat(from); err == nil {
+		if d, err := os.Stat(*path); err == nil && os.SameFile(b, d) {
+			return fmt.Errorf("restore refused, nothing changed: BACKUP %s is the database itself (%s): name a copy made by lastmile backup", from, *path)
+		}
+	}
 	unlock, err := lockDatabase(*path)
 	if err != nil {
 		return stopServeFirst(err, "restore")

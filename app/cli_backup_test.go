@@ -39,3 +39,28 @@ func TestBackupAndRestoreRefuseADatabaseWithTwoNames(t *testing.T) {
 	sameFolder(t, dir, before)
 	sameFolder(t, backups, beforeBackups)
 }
+
+// A BACKUP that is the database itself — its path, or a symbolic link to
+// it — is refused before anything is done: restore would set the database
+// aside and copy it back.
+func TestRestoreRefusesTheDatabaseItself(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "lastmile.db")
+	acceptDeliveries(t, db, "d", 3)
+	link := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.Symlink(db, link); err != nil {
+		t.Fatal(err)
+	}
+	before := folder(t, dir)
+	for _, args := range [][]string{
+		{"restore", db},
+		{"restore", link},
+		{"restore", "--database", link, db},
+	} {
+		code, stdout, stderr := run(t, db, args...)
+		if code != 1 || stdout != "" || !strings.Contains(stderr, "is the database itself") || !strings.Contains(stderr, "nothing changed") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit 1, the backup being the database, nothing changed", args, code, stdout, stderr)
+		}
+	}
+	sameFolder(t, dir, before)
+}
