@@ -133,8 +133,10 @@ before), prints the newest release that brought it, saying so.`, stderr)
 		fs.Usage()
 		return errUsage
 	}
-	if *release < 0 {
-		fmt.Fprintf(stderr, "lastmile audit: --release %d: give a release number (history's RELEASE column, without the #)\n", *release)
+	// --release given is a release number, as the API's ?release= (which
+	// refuses 0): 0 would silently mean the newest, the flag left out.
+	if given(fs, "release") && *release < 1 {
+		fmt.Fprintf(stderr, "lastmile audit: --release %d: give a release number, 1 or more (history's RELEASE column, without the #); leave --release out for the newest\n", *release)
 		return errUsage
 	}
 	if err := checkRepo(fs, "", fs.Arg(0)); err != nil {
@@ -198,6 +200,14 @@ func keptLogs(rec *pipeline.AuditRecord, fn func(env string, j *pipeline.JobReco
 			}
 		}
 	}
+}
+
+// given reports whether the flag name was on the command line, whatever
+// its value: an empty or zero value given is not the flag left out.
+func given(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
 }
 
 // checkRepo checks a repository named on the command line (by flag, such

@@ -752,6 +752,10 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"history", "--repo", "shop"}, `lastmile history: --repo "shop": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "acme/shop/"}, `lastmile history: --repo "acme/shop/": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "/shop"}, `lastmile history: --repo "/shop": give the repository as OWNER/REPO` + "\n"},
+		// --release given is a release number, as the API's ?release=:
+		// 0 is not "the newest" (leave the flag out for that).
+		{[]string{"audit", "--release", "0", "acme/shop", "1a2b3c4"}, "lastmile audit: --release 0: give a release number, 1 or more (history's RELEASE column, without the #); leave --release out for the newest\n"},
+		{[]string{"audit", "acme/shop", "1a2b3c4", "--release=-1"}, "lastmile audit: --release -1: give a release number, 1 or more (history's RELEASE column, without the #); leave --release out for the newest\n"},
 	} {
 		code, stdout, stderr := runCLI(t, env, tc.args...)
 		if code != 2 || stdout != "" || stderr != tc.want {
