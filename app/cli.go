@@ -206,6 +206,9 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true}), stdout); err != nil {
 		return err
 	}
+	if err := noEmptyFilter(fs, "state", "repo"); err != nil {
+		return err
+	}
 	if *limit < 1 {
 		fmt.Fprintf(stderr, "lastmile deliveries: --limit %d: use 1 or more\n", *limit)
 		return errUsage

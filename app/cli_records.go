@@ -39,6 +39,9 @@ inactive: superseded or stopped).`, stderr)
 		fs.Usage()
 		return errUsage
 	}
+	if err := noEmptyFilter(fs, "repo", "env"); err != nil {
+		return err
+	}
 	if *limit < 1 {
 		fmt.Fprintf(stderr, "lastmile history: --limit %d: use 1 or more\n", *limit)
 		return errUsage
@@ -208,6 +211,20 @@ func given(fs *flag.FlagSet, name string) bool {
 	found := false
 	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
 	return found
+}
+
+// noEmptyFilter refuses a filter flag given empty (--env ""), as the API
+// refuses ?environment=: taken as no filter, it would list everything, and
+// a variable that held the name (--env "$ENV") is more likely unset than
+// meant to be left out. A usage error.
+func noEmptyFilter(fs *flag.FlagSet, names ...string) error {
+	for _, name := range names {
+		if given(fs, name) && fs.Lookup(name).Value.String() == "" {
+			fmt.Fprintf(fs.Output(), "%s: --%s \"\" is empty: leave it out for no filter\n", fs.Name(), name)
+			return errUsage
+		}
+	}
+	return nil
 }
 
 // checkRepo checks a repository named on the command line (by flag, such

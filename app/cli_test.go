@@ -752,6 +752,12 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"history", "--repo", "shop"}, `lastmile history: --repo "shop": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "acme/shop/"}, `lastmile history: --repo "acme/shop/": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "/shop"}, `lastmile history: --repo "/shop": give the repository as OWNER/REPO` + "\n"},
+		// A filter given empty is refused, as the API refuses ?environment=:
+		// taken as no filter, it would list everything.
+		{[]string{"history", "--env", ""}, `lastmile history: --env "" is empty: leave it out for no filter` + "\n"},
+		{[]string{"history", "--repo=", "--env", "production"}, `lastmile history: --repo "" is empty: leave it out for no filter` + "\n"},
+		{[]string{"deliveries", "--repo", ""}, `lastmile deliveries: --repo "" is empty: leave it out for no filter` + "\n"},
+		{[]string{"deliveries", "--json", "--state="}, `lastmile deliveries: --state "" is empty: leave it out for no filter` + "\n"},
 		// --release given is a release number, as the API's ?release=:
 		// 0 is not "the newest" (leave the flag out for that).
 		{[]string{"audit", "--release", "0", "acme/shop", "1a2b3c4"}, "lastmile audit: --release 0: give a release number, 1 or more (history's RELEASE column, without the #); leave --release out for the newest\n"},
