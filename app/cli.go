@@ -163,6 +163,30 @@ func dbFlag(fs *flag.FlagSet, getenv func(string) string) *string {
 	return fs.String("database", def, "SQLite database file (LASTMILE_DATABASE)")
 }
 
+// checkDatabase checks the database path a command was given as serve
+// checks LASTMILE_DATABASE, with that setting's own check and words (not
+// empty, in a folder that exists, not a folder itself), naming where the
+// path came from: the flag, or the variable. A usage error, before the
+// database is opened or anything is made beside it — SQLite's "no such
+// file" for "", or restore's lock that could not be made, would not say
+// what is wrong.
+func checkDatabase(fs *flag.FlagSet, path string) error {
+	from := "LASTMILE_DATABASE"
+	if given(fs, "database") {
+		from = "--database"
+	}
+	for _, s := range settings {
+		if s.env != "LASTMILE_DATABASE" {
+			continue
+		}
+		if err := s.set(&Config{}, path); err != nil {
+			fmt.Fprintf(fs.Output(), "%s: %s: %v\n", fs.Name(), from, err)
+			return errUsage
+		}
+	}
+	return nil
+}
+
 // newFlagSet is a command's flags: problems and usage go to stderr (help
 // asked for goes to stdout: see parseFlags), the usage being text (one or
 // more lines) followed by the flags' defaults.
@@ -252,6 +276,9 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	if *asJSON && action != "" {
 		fmt.Fprintf(stderr, "lastmile deliveries: --json goes with the list, not with %s\n", action)
 		return errUsage
+	}
+	if err := checkDatabase(fs, *path); err != nil {
+		return err
 	}
 	// The listing reads only: it must neither wait for a busy serve's
 	// writes nor hold them up.
@@ -472,6 +499,9 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	if err := noArgs(fs); err != nil {
+		return err
+	}
+	if err := checkDatabase(fs, *path); err != nil {
 		return err
 	}
 	db, err := storage.OpenExisting(ctx, *path)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/lastmile-app/lastmile/storage"
@@ -32,8 +33,14 @@ lastmile restore, serve stopped.`, stderr)
 	if err := oneFile(fs, "DEST"); err != nil {
 		return err
 	}
+	if err := checkDatabase(fs, *path); err != nil {
+		return err
+	}
 	dest := fs.Arg(0)
 	if _, err := os.Lstat(dest); err == nil {
+		if fi, err := os.Stat(dest); err == nil && fi.IsDir() { // or a link to one
+			return fmt.Errorf("%s is a folder: name the backup's new file in it, such as %s", dest, filepath.Join(dest, "lastmile-backup.db"))
+		}
 		return fmt.Errorf("%s exists: lastmile backup writes a new file (name another, or remove that one first)", dest)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -75,6 +82,9 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
 		return err
 	}
 	if err := oneFile(fs, "BACKUP"); err != nil {
+		return err
+	}
+	if err := checkDatabase(fs, *path); err != nil {
 		return err
 	}
 	from := fs.Arg(0)

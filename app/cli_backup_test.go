@@ -64,3 +64,19 @@ func TestRestoreRefusesTheDatabaseItself(t *testing.T) {
 	}
 	sameFolder(t, dir, before)
 }
+
+// A DEST that is a folder is named as one, with what to give instead: a new
+// file in it. Nothing is written.
+func TestBackupToAFolderSaysToNameAFileInIt(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "lastmile.db")
+	acceptDeliveries(t, db, "d", 1)
+	dir := t.TempDir()
+	code, stdout, stderr := run(t, db, "backup", dir)
+	want := "lastmile: " + dir + " is a folder: name the backup's new file in it, such as " + filepath.Join(dir, "lastmile-backup.db") + "\n"
+	if code != 1 || stdout != "" || stderr != want {
+		t.Errorf("backup to a folder: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("backup to a folder left %v in it", entries)
+	}
+}

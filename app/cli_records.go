@@ -51,6 +51,9 @@ inactive: superseded or stopped).`, stderr)
 			return err
 		}
 	}
+	if err := checkDatabase(fs, *path); err != nil {
+		return err
+	}
 	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {
 		return err
@@ -148,6 +151,9 @@ before), prints the newest release that brought it, saying so.`, stderr)
 	if err := pipeline.CheckSHA(fs.Arg(1)); err != nil {
 		fmt.Fprintf(stderr, "lastmile audit: %v\n", err)
 		return errUsage
+	}
+	if err := checkDatabase(fs, *path); err != nil {
+		return err
 	}
 	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {

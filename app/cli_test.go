@@ -853,3 +853,42 @@ func TestATrailingFlagWithoutItsValue(t *testing.T) {
 		t.Errorf("a usage error wrote %s", dest)
 	}
 }
+
+// Every command that takes --database checks its path as serve checks
+// LASTMILE_DATABASE, in serve's words: not empty, in a folder that exists.
+// A usage error, before anything is opened, locked or written.
+func TestCommandsCheckTheDatabasePathAsServeDoes(t *testing.T) {
+	dir := t.TempDir()
+	noFolder := filepath.Join(dir, "missing-folder", "lastmile.db")
+	dest := filepath.Join(dir, "backup.db")
+	for _, args := range [][]string{
+		{"history"},
+		{"audit", "acme/shop", "1a2b3c4"},
+		{"deliveries"},
+		{"deliveries", "retry", "guid-1"},
+		{"vacuum"},
+		{"backup", dest},
+		{"restore", dest},
+	} {
+		for _, tc := range []struct {
+			env  map[string]string
+			flag []string
+			want string
+		}{
+			{flag: []string{"--database", ""}, want: "--database: must not be empty"},
+			{env: map[string]string{"LASTMILE_DATABASE": " "}, want: "LASTMILE_DATABASE: must not be empty"},
+			{flag: []string{"--database", noFolder}, want: "--database: the folder of " + noFolder + " does not exist"},
+			{env: map[string]string{"LASTMILE_DATABASE": noFolder}, want: "LASTMILE_DATABASE: the folder of " + noFolder + " does not exist"},
+		} {
+			full := append(append([]string{args[0]}, tc.flag...), args[1:]...)
+			code, stdout, stderr := runCLI(t, tc.env, full...)
+			want := "lastmile " + args[0] + ": " + tc.want + "\n"
+			if code != 2 || stdout != "" || stderr != want {
+				t.Errorf("%q (environment %v): exit %d, stdout %q, stderr %q; want 2 and %q", full, tc.env, code, stdout, stderr, want)
+			}
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("the commands refused left %v in %s (%v)", entries, dir, err)
+	}
+}
