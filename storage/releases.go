@@ -503,9 +503,7 @@ func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Rep
 // since: a re-run of the failed deployment that succeeds would carry them
 // on.
 func (db *DB) Revivable(ctx context.Context, repoID int64, since time.Time, limit int) ([]*pipeline.Release, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r
-		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.state = 'stopped'
-		AND r.stop_kind IN ('failed', 'rejected') AND r.updated_at >= ? ORDER BY r.id DESC LIMIT ?`, repoID, millis(since), limit)
+	rows, err := db.read.QueryContext(ctx, revivableQuery, repoID, millis(since), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -520,6 +518,13 @@ func (db *DB) Revivable(ctx context.Context, repoID int64, since time.Time, limi
 	}
 	return out, rows.Err()
 }
+
+// revivableQuery is Revivable's, for repository ?1, since ?2 and limit ?3:
+// the releases stopped so since then, from their own index, however many
+// releases came before.
+const revivableQuery = `SELECT ` + releaseColumns + ` FROM releases r INDEXED BY releases_revivable
+	JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ?1 AND r.state = 'stopped'
+	AND r.stop_kind IN ('failed', 'rejected') AND r.updated_at >= ?2 ORDER BY r.id DESC LIMIT ?3`
 
 // Release returns a release by its ID.
 func (db *DB) Release(ctx context.Context, id int64) (*pipeline.Release, error) {
@@ -549,8 +554,7 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	}
 	defer tx.Rollback()
 	s := &pipeline.RepoState{Reached: map[string]int64{}}
-	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
-		WHERE r.repository_id = ? AND r.state = 'active' ORDER BY r.id`, repoID)
+	rows, err := tx.QueryContext(ctx, activeReleasesQuery, repoID)
 	if err != nil {
 		return nil, err
 	}
@@ -580,41 +584,89 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 			}
 		}
 	}
-	// Reached and Running in one pass: a running deployment may be a
-	// stopped release's (superseded, or withdrawn by a force push, while it
-	// ran), which the active releases above do not show.
-	// Running: in progress, a first attempt or a re-run (see markRerun),
-	// since its latest status, for less than pipeline.HoldRunning.
-	// Reached: not a first deployment that GitHub may still refuse for its
-	// required contexts (see pipeline.RepoState).
-	rows, err = tx.QueryContext(ctx, `SELECT d.environment,
-			MAX(CASE WHEN d.state = 'intent' AND d.stage = 0 AND (SELECT json_array_length(r.config, '$.required_contexts') > 0
-				FROM releases r WHERE r.id = d.release_id) THEN 0 ELSE d.release_id END),
-			MAX(CASE WHEN (d.state = 'in_progress' OR d.rerun = 1) AND `+statusSince+` > ? THEN d.release_id ELSE 0 END) FROM deployments d
-		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.state NOT IN ('abandoned', 'waiting') GROUP BY d.environment`,
-		millis(db.Now().Add(-pipeline.HoldRunning)), repoID)
+	// A running deployment may be a stopped release's (superseded, or
+	// withdrawn by a force push, while it ran), which the active releases
+	// above do not show.
+	rows, err = tx.QueryContext(ctx, reachedQuery, repoID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var env string
+		var id sql.NullInt64
+		if err := rows.Scan(&env, &id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if id.Int64 != 0 {
+			s.Reached[env] = id.Int64
+		}
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
+	rows, err = tx.QueryContext(ctx, runningQuery, repoID, millis(db.Now().Add(-pipeline.HoldRunning)))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var env string
-		var id, running int64
-		if err := rows.Scan(&env, &id, &running); err != nil {
+		var id int64
+		if err := rows.Scan(&env, &id); err != nil {
 			return nil, err
 		}
-		if id != 0 {
-			s.Reached[env] = id
+		if s.Running == nil {
+			s.Running = map[string]int64{}
 		}
-		if running != 0 {
-			if s.Running == nil {
-				s.Running = map[string]int64{}
-			}
-			s.Running[env] = running
-		}
+		s.Running[env] = id
 	}
 	return s, rows.Err()
 }
+
+// activeReleasesQuery lists repository ?1's active releases, oldest
+// first, from their own index: SQLite, with no statistics, would as soon
+// walk every release of the repository and look at each one's state.
+const activeReleasesQuery = `SELECT ` + releaseColumns + ` FROM releases r INDEXED BY releases_active
+	JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ?1 AND r.state = 'active' ORDER BY r.id`
+
+// reachedQuery lists, per environment with a lastmile deployment of
+// repository ?1 (one row per name without case, under one of its
+// spellings), the newest release whose deployment there counts as reached
+// (see pipeline.RepoState.Reached): neither abandoned nor refused for a
+// required context (waiting), nor a first deployment, still to be
+// created, of a release with required contexts — NULL if none does. It
+// reads a few index entries however long the history: the environments by
+// a loose scan of deployments_reached (one seek each), then each one's
+// deployments newest first, stopping at the first that counts.
+const reachedQuery = `WITH RECURSIVE envs(name) AS (
+	SELECT (SELECT environment FROM deployments WHERE repository_id = ?1 AND origin = 'lastmile'
+		ORDER BY environment COLLATE NOCASE LIMIT 1)
+	UNION ALL
+	SELECT (SELECT environment FROM deployments WHERE repository_id = ?1 AND origin = 'lastmile'
+		AND environment > envs.name COLLATE NOCASE ORDER BY environment COLLATE NOCASE LIMIT 1)
+	FROM envs WHERE envs.name IS NOT NULL)
+SELECT name, (SELECT d.release_id FROM deployments d
+	WHERE d.repository_id = ?1 AND d.origin = 'lastmile' AND d.environment = envs.name COLLATE NOCASE
+		AND d.state NOT IN ('abandoned', 'waiting')
+		AND NOT (d.state = 'intent' AND d.stage = 0 AND COALESCE((SELECT json_array_length(r.config, '$.required_contexts')
+			FROM releases r WHERE r.id = d.release_id), 0) > 0)
+	ORDER BY d.environment COLLATE NOCASE DESC, d.release_id DESC LIMIT 1)
+FROM envs WHERE name IS NOT NULL`
+
+// holding is the condition on a lastmile deployment d that holds its
+// environment for the next release (see pipeline.RepoState.Running): in
+// progress, a first attempt or a re-run (see markRerun), since its latest
+// status, for less than pipeline.HoldRunning (since after the time bound
+// to it). With d.origin = 'lastmile' it is what the deployments_in_progress
+// index holds, the few deployments running, however long the history.
+const holding = `d.origin = 'lastmile' AND (d.state = 'in_progress' OR d.rerun = 1) AND ` + statusSince + ` > `
+
+// runningQuery lists the environments of repository ?1 that a release's
+// lastmile deployment holds (see holding, bound ?2), and the newest such
+// release in each.
+const runningQuery = `SELECT d.environment, MAX(d.release_id) FROM deployments d INDEXED BY deployments_in_progress
+	WHERE d.repository_id = ?1 AND ` + holding + `?2 GROUP BY d.environment`
 
 // Apply records the planner's decisions in one transaction. A decision to
 // create a deployment is recorded durably, with its first attempt counted:
@@ -944,26 +996,39 @@ func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (boo
 // deploy may have begun), the newest if several; 0 if none.
 func (db *DB) HeldBy(ctx context.Context, repoID int64, env string) (int64, error) {
 	var id int64
-	err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(d.release_id), 0) FROM deployments d
-		WHERE d.repository_id = ? AND d.origin = 'lastmile' AND d.environment = ? COLLATE NOCASE
-		AND (d.read_back = 1 OR (d.state = 'in_progress' OR d.rerun = 1) AND `+statusSince+` > ?)`,
-		repoID, env, millis(db.Now().Add(-pipeline.HoldRunning))).Scan(&id)
+	err := db.read.QueryRowContext(ctx, heldByQuery, repoID, env, millis(db.Now().Add(-pipeline.HoldRunning))).Scan(&id)
 	return id, err
 }
+
+// heldByQuery is HeldBy's, for repository ?1, environment ?2 and the hold's
+// bound ?3: two index reads of the few deployments that may hold an
+// environment, those in progress and those to be read back, however long
+// the history.
+const heldByQuery = `SELECT COALESCE(MAX(id), 0) FROM (
+	SELECT MAX(d.release_id) AS id FROM deployments d INDEXED BY deployments_in_progress
+		WHERE d.repository_id = ?1 AND d.environment = ?2 COLLATE NOCASE AND ` + holding + `?3
+	UNION ALL
+	SELECT MAX(d.release_id) FROM deployments d INDEXED BY deployments_work
+		WHERE d.repository_id = ?1 AND d.read_back = 1 AND d.origin = 'lastmile' AND d.environment = ?2 COLLATE NOCASE)`
 
 // NewestSuccess is the newest release with a success in env that Succeeded
 // would count, and its commit; pipeline.ErrNotFound if there is none.
 func (db *DB) NewestSuccess(ctx context.Context, repoID int64, env string) (int64, string, error) {
 	var id int64
 	var sha string
-	err := db.read.QueryRowContext(ctx, `SELECT release_id, sha FROM deployments WHERE repository_id = ?
-		AND environment = ? COLLATE NOCASE AND succeeded_at > 0 AND release_id IS NOT NULL
-		AND (origin = 'lastmile' OR run_id != 0) ORDER BY release_id DESC LIMIT 1`, repoID, env).Scan(&id, &sha)
+	err := db.read.QueryRowContext(ctx, newestSuccessQuery, repoID, env).Scan(&id, &sha)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, "", pipeline.ErrNotFound
 	}
 	return id, sha, err
 }
+
+// newestSuccessQuery is NewestSuccess's, for repository ?1 and environment
+// ?2: the successes there, newest release first (deployments_succeeded),
+// up to the first that counts.
+const newestSuccessQuery = `SELECT release_id, sha FROM deployments WHERE repository_id = ?1
+	AND environment = ?2 COLLATE NOCASE AND succeeded_at > 0 AND release_id IS NOT NULL
+	AND (origin = 'lastmile' OR run_id != 0) ORDER BY environment COLLATE NOCASE DESC, release_id DESC LIMIT 1`
 
 // Unfinished reports whether sha has a deployment in env that runs and has
 // not ended, and would prove the commit if it succeeded (one that

@@ -1,0 +1,48 @@
+package storage_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/lastmile-app/lastmile/storage"
+)
+
+// BenchmarkPlannerReads is what the engine reads of a repository at each
+// advance (RepoState, HeldBy for an environment) and for a protection-rule
+// decision (NewestSuccess), with a short and a long history of
+// deployments in one repository: the cost should not follow the history.
+//
+//	go test ./storage -run '^$' -bench PlannerReads -benchtime 200x
+func BenchmarkPlannerReads(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{300, 60_000} {
+		b.Run(fmt.Sprintf("deployments=%d", n), func(b *testing.B) {
+			db, err := storage.Open(ctx, filepath.Join(b.TempDir(), "lastmile.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.Generate(ctx, storage.GenerateOptions{Repositories: 1, Deployments: n, Commits: n}, nil); err != nil {
+				b.Fatal(err)
+			}
+			const id = 1000 // Generate's first repository
+			if repos, err := db.Repos(ctx, []int64{id}); err != nil || len(repos) != 1 {
+				b.Fatalf("repository %d: %v, %v", id, repos, err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := db.RepoState(ctx, id); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := db.HeldBy(ctx, id, "production"); err != nil {
+					b.Fatal(err)
+				}
+				if _, _, err := db.NewestSuccess(ctx, id, "production"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
