@@ -273,9 +273,15 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 		fmt.Fprintln(stderr, "lastmile deliveries: --reason goes with discard: lastmile deliveries discard ID --reason TEXT")
 		return errUsage
 	}
-	if *asJSON && action != "" {
-		fmt.Fprintf(stderr, "lastmile deliveries: --json goes with the list, not with %s\n", action)
-		return errUsage
+	// The listing's flags do nothing with an action: refused rather than
+	// ignored (retry --state dead does not retry the dead ones).
+	if action != "" {
+		for _, name := range []string{"json", "state", "repo", "limit"} {
+			if given(fs, name) {
+				fmt.Fprintf(stderr, "lastmile deliveries: --%s goes with the list, not with %s\n", name, action)
+				return errUsage
+			}
+		}
 	}
 	if err := checkDatabase(fs, *path); err != nil {
 		return err

@@ -412,6 +412,20 @@ func TestDeliveriesCommandErrors(t *testing.T) {
 			args: []string{"deliveries", "--database", path, "retry", "guid-dead-1", "--reason", "x"}, code: 2,
 			stderrHas: []string{"--reason goes with discard"},
 		},
+		// The listing's flags are refused with an action, as --json is:
+		// --state dead does not make retry a retry of the dead ones.
+		"a state with retry": {
+			args: []string{"deliveries", "--database", path, "retry", "--state", "dead", "guid-dead-1"}, code: 2,
+			stderrHas: []string{"--state goes with the list, not with retry"},
+		},
+		"a repository with discard": {
+			args: []string{"deliveries", "--database", path, "discard", "guid-dead-1", "--repo", "acme/shop"}, code: 2,
+			stderrHas: []string{"--repo goes with the list, not with discard"},
+		},
+		"a limit with retry": {
+			args: []string{"deliveries", "--database", path, "--limit", "5", "retry", "guid-dead-1"}, code: 2,
+			stderrHas: []string{"--limit goes with the list, not with retry"},
+		},
 		"unknown subcommand": {
 			args: []string{"deliveries", "--database", path, "purge", "guid-dead-1"}, code: 2,
 			stderrHas: []string{"Usage: lastmile deliveries"},
