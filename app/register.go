@@ -92,6 +92,16 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 	if u, _ := url.Parse(*webhookURL); u.Scheme != "https" {
 		fmt.Fprintln(stderr, "lastmile register: warning: --webhook-url is not https: GitHub will send the deliveries unencrypted")
 	}
+	// lastmile answers deliveries on POST /webhook only: GitHub's, sent to
+	// another path, would all be 404s — unless a proxy in front maps the
+	// path to /webhook, which is why it is a warning, not a refusal.
+	if u, _ := url.Parse(*webhookURL); u.Path != "/webhook" {
+		path := u.EscapedPath()
+		if path == "" {
+			path = "/" // what GitHub asks for
+		}
+		fmt.Fprintf(stderr, "lastmile register: warning: --webhook-url's path is %q, not /webhook: lastmile answers deliveries on POST /webhook only, so a proxy in front of it must send this path there\n", path)
+	}
 	// The page's form posts there, and it is printed.
 	if err := checkRootURL(*webURL, "GitHub's web root"); err != nil {
 		fmt.Fprintf(stderr, "lastmile register: --github: %v\n", err)

@@ -612,6 +612,28 @@ func TestRegisterPrintsTheManifest(t *testing.T) {
 	}
 }
 
+// A webhook URL whose path is not /webhook is taken (a proxy in front may
+// map it there), with a warning: lastmile answers deliveries on POST
+// /webhook only, and GitHub's would otherwise all be 404s.
+func TestRegisterWarnsOfAWebhookURLNotOnWebhook(t *testing.T) {
+	for _, tc := range []struct{ url, path string }{
+		{"https://lm.example.com/", `"/"`},
+		{"https://lm.example.com", `"/"`},
+		{"https://lm.example.com/webhook/", `"/webhook/"`},
+		{"https://lm.example.com/lastmile/webhook", `"/lastmile/webhook"`},
+	} {
+		code, stdout, stderr := run(t, "", "register", "--print-manifest", "--webhook-url", tc.url)
+		want := "lastmile register: warning: --webhook-url's path is " + tc.path + ", not /webhook: lastmile answers deliveries on POST /webhook only, so a proxy in front of it must send this path there\n"
+		if code != 0 || stderr != want || !strings.Contains(stdout, `"url": "`+tc.url+`"`) {
+			t.Errorf("%s: exit %d, stderr %q, stdout %q; want 0, the manifest with the URL, and on stderr %q", tc.url, code, stderr, stdout, want)
+		}
+	}
+	code, _, stderr := run(t, "", "register", "--print-manifest", "--webhook-url", "https://lm.example.com/webhook?from=github")
+	if code != 0 || stderr != "" {
+		t.Errorf("/webhook with a query: exit %d, stderr %q; want no warning", code, stderr)
+	}
+}
+
 // An --out where the App's key and settings cannot be written is refused
 // before the page is served (GitHub would make an App whose key is lost),
 // and nothing is left there.
