@@ -71,8 +71,8 @@ func restore(ctx context.Context, args []string, getenv func(string) string, std
 
 Replaces the database with a copy of BACKUP (made by lastmile backup), with
 lastmile serve stopped (restore refuses to run beside it). BACKUP is checked
-first (PRAGMA quick_check, a lastmile database, not a newer lastmile's): a
-backup refused changes nothing. The database and its -wal and -shm files
+first (PRAGMA quick_check, a lastmile database, not a newer lastmile's, not
+the database itself): a backup refused changes nothing. The database and its -wal and -shm files
 are not deleted but renamed DATABASE.before-restore-TIME (and -wal, -shm):
 a WAL left beside the database would otherwise be applied to the restored
 file and damage it. Then start lastmile serve: see docs/operations.md,
