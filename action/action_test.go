@@ -795,26 +795,35 @@ func TestRunReportsWorkflowMistakesOnOtherAppsDeployments(t *testing.T) {
 	}
 }
 
-// Without job-id (GitHub Enterprise Server has no job.check_run_id) the run's
-// URL stands in for the job's.
+// Without job-id (GitHub Enterprise Server has no job.check_run_id) the
+// page of the run's attempt stands in for the job's: the run's own page
+// shows its latest attempt, and a re-run's statuses must not make the
+// first attempt's link show the second attempt's logs.
 func TestDeployWithoutJobID(t *testing.T) {
 	w := newWorld(t)
-	id := w.createDeployment()
-	jc := w.directJob(id)
-	s := newStep(t, jc, map[string]string{"INPUT_COMMAND": "true", "INPUT_JOB-ID": ""})
-	var log strings.Builder
-	res, err := action.Run(w.ctx, s.env(&log))
-	if err != nil {
-		t.Fatalf("Run: %v\n%s", err, log.String())
-	}
-	if res.LogURL != jc.RunURL {
-		t.Errorf("log_url %q, want the run's %q", res.LogURL, jc.RunURL)
-	}
-	d := w.deployment(id)
-	wantStates(t, d, "in_progress", "success")
-	for _, st := range d.Statuses {
-		if st.LogURL != jc.RunURL || st.EnvironmentURL != "" {
-			t.Errorf("%s: log_url %q environment_url %q", st.State, st.LogURL, st.EnvironmentURL)
+	for attempt := 1; attempt <= 2; attempt++ {
+		id := w.createDeployment()
+		jc := w.directJob(id)
+		jc.RunAttempt = attempt
+		s := newStep(t, jc, map[string]string{"INPUT_COMMAND": "true", "INPUT_JOB-ID": ""})
+		var log strings.Builder
+		res, err := action.Run(w.ctx, s.env(&log))
+		if err != nil {
+			t.Fatalf("Run: %v\n%s", err, log.String())
+		}
+		want := fmt.Sprintf("%s/attempts/%d", jc.RunURL, attempt)
+		if res.LogURL != want {
+			t.Errorf("attempt %d: log_url %q, want %q", attempt, res.LogURL, want)
+		}
+		d := w.deployment(id)
+		wantStates(t, d, "in_progress", "success")
+		for _, st := range d.Statuses {
+			if st.LogURL != want || st.EnvironmentURL != "" {
+				t.Errorf("attempt %d: %s: log_url %q environment_url %q", attempt, st.State, st.LogURL, st.EnvironmentURL)
+			}
+		}
+		if got := pipeline.RunIDFromURL(want); got != jc.RunID {
+			t.Errorf("lastmile reads run %d from %s, want %d", got, want, jc.RunID)
 		}
 	}
 }

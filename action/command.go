@@ -97,7 +97,7 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 		tree.reaped = true
 	case <-grace.C:
 		tree.kill()
-		return true, <-done
+		return true, killed(done, cancelledDrain)
 	}
 	// The command has ended. What it started — in its group, or found
 	// outside it — has the rest of the grace to end too.
@@ -112,6 +112,21 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 		}
 	}
 	return true, err
+}
+
+// killed waits for the command's end after SIGKILL, up to wait: a process
+// that SIGKILL cannot end (another user's, started through a setuid
+// program; one in uninterruptible sleep on a hung mount) must not keep the
+// error status from being posted before the runner kills the Action.
+func killed(done <-chan error, wait time.Duration) error {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return errors.New("it did not end on SIGKILL (a process of another user, started through sudo, say, or one waiting on a hung mount) and may still run")
+	}
 }
 
 // cancelledDrain is how long, once the job is cancelled and the command

@@ -126,12 +126,15 @@ func (c *config) runURL() string {
 	return fmt.Sprintf("%s/%s/%s/actions/runs/%d", c.serverURL, c.owner, c.repo, c.runID)
 }
 
-// logURL is the job's page when the job is known, else the run's.
+// logURL is the job's page when the job is known, else the page of this
+// attempt of the run: the run's own page shows its latest attempt, and
+// after a re-run the first attempt's failure would link to the logs of
+// the attempt that followed it.
 func (c *config) logURL() string {
 	if c.jobID > 0 {
 		return fmt.Sprintf("%s/job/%d", c.runURL(), c.jobID)
 	}
-	return c.runURL()
+	return fmt.Sprintf("%s/attempts/%d", c.runURL(), c.runAttempt)
 }
 
 // readConfig reads the inputs and the GITHUB_ variables; it reports every

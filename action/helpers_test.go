@@ -268,7 +268,7 @@ func makeStep(dir string, jc simulator.JobContext, inputs map[string]string) (*s
 		"INPUT_MODE":         "deploy",
 		"INPUT_TOKEN":        jc.Token,
 	}
-	jobURL := jc.RunURL
+	jobURL := fmt.Sprintf("%s/attempts/%d", jc.RunURL, max(jc.RunAttempt, 1))
 	if jc.JobID != 0 {
 		vars["INPUT_JOB-ID"] = strconv.FormatInt(jc.JobID, 10)
 		jobURL = fmt.Sprintf("%s/job/%d", jc.RunURL, jc.JobID)
