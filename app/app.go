@@ -97,6 +97,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	}
 	m := metrics.New(db, db, Version, log)
 	m.StartAtZero(metrics.WebhookDeliveries, githubapp.WebhookSeries())
+	m.StartAtZero(metrics.GitHubRequests, githubapp.RequestSeries())
 	transport := &githubapp.Transport{Base: opts.GitHubTransport, Observer: m}
 	clients, err := githubapp.NewClients(cfg.GitHubURL, cfg.AppID, cfg.Key, transport)
 	if err != nil {

@@ -41,3 +41,21 @@ func TestWebhookOutcomesAreExposedAtZeroFromStartUp(t *testing.T) {
 		t.Errorf("after one refused delivery, /metrics lacks %q", unauthorized+"1")
 	}
 }
+
+// The operators' alert on failing GitHub calls is a ratio of rate()s of
+// lastmile_github_requests_total: a code's first calls, GitHub down from
+// the start, must count in it. So a fresh lastmile exposes the failures'
+// series at 0.
+func TestGitHubRequestFailuresAreExposedAtZeroFromStartUp(t *testing.T) {
+	sb := sandbox(t, nil)
+	body := get(t, sb.URL()+"/metrics")
+	for _, want := range []string{
+		`lastmile_github_requests_total{code="error",method="POST"} 0` + "\n",
+		`lastmile_github_requests_total{code="502",method="GET"} 0` + "\n",
+		`lastmile_github_requests_total{code="429",method="POST"} 0` + "\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("a fresh lastmile's /metrics lacks %q", want)
+		}
+	}
+}

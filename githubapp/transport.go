@@ -29,6 +29,22 @@ type RequestObserver interface {
 	GitHubRateLimit(quota, resource string, remaining, limit int, reset time.Time)
 }
 
+// RequestSeries are the label values (method, code) of the GitHub calls
+// whose count is worth having at 0 before the first: lastmile's methods,
+// each with the answers that mean trouble — no answer, GitHub's 5xx, its
+// rate limits — and the usual success (see metrics.StartAtZero: a series
+// that first appears at 1 is a call rate() never sees, and the
+// operators' alert on failing calls is a ratio of these).
+func RequestSeries() [][]string {
+	var out [][]string
+	for _, m := range []struct{ method, ok string }{{http.MethodGet, "200"}, {http.MethodPost, "201"}} {
+		for _, code := range []string{m.ok, "error", "403", "429", "500", "502", "503", "504"} {
+			out = append(out, []string{m.method, code})
+		}
+	}
+	return out
+}
+
 // RateLimitedError is returned when GitHub's rate limit asks lastmile to wait
 // longer than the transport is willing to block a caller. The caller should
 // try again after Until.
