@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -364,6 +363,16 @@ func (t *Transport) recordRateLimit(req *http.Request, resp *http.Response) {
 		// The reset is GitHub's clock: held for as long as GitHub says is
 		// left, counted from lastmile's now.
 		t.blocked[key] = now.Add(wait)
+		// go-github keeps the reset of an answer that spent the quota, and
+		// refuses the client's calls itself until then by lastmile's clock
+		// — minutes off when the clocks differ, and for good after a reset
+		// centuries away. An answer it is handed (a refusal is not: see
+		// rateLimitWait, which reads the reset by GitHub's clock) gives it
+		// the same end as the block, in lastmile's clock, rounded up to a
+		// second.
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusTooManyRequests {
+			h.Set("X-RateLimit-Reset", strconv.FormatInt(now.Add(wait+time.Second-1).Unix(), 10))
+		}
 	}
 }
 
@@ -452,20 +461,22 @@ func rateLimitWait(resp *http.Response, local time.Time) (wait time.Duration, se
 // RetryAfter is the wait an answer's Retry-After header asks for: seconds,
 // or a date measured from the answer's Date (local when it has none). A
 // Retry-After of 0, or of a time already past, still waits a second:
-// calling again at once through a limit is what GitHub penalises. ok is
-// false when the answer has no Retry-After that parses.
+// calling again at once through a limit is what GitHub penalises. A wait
+// longer than maxResetWait is cut to it: GitHub's secondary limits ask
+// for a minute or so, and a longer one (a faulty proxy's) must not hold a
+// credential's calls, and a repository's deliveries, for good. ok is false
+// when the answer has no Retry-After that parses.
 func RetryAfter(h http.Header, local time.Time) (wait time.Duration, ok bool) {
 	s := h.Get("Retry-After")
 	if s == "" {
 		return 0, false
 	}
 	if secs, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64); err == nil && secs >= 0 {
-		// Capped where a Duration would overflow (and come out negative,
-		// then a second): a wait that long is longer than any MaxWait.
-		return max(time.Duration(min(secs, int64(math.MaxInt64/time.Second)))*time.Second, time.Second), true
+		// Compared in seconds: a Duration of that many would overflow.
+		return max(time.Duration(min(secs, int64(maxResetWait/time.Second)))*time.Second, time.Second), true
 	}
 	if at, err := http.ParseTime(s); err == nil {
-		return max(at.Sub(githubNow(h, local)), time.Second), true
+		return min(max(at.Sub(githubNow(h, local)), time.Second), maxResetWait), true
 	}
 	return 0, false
 }

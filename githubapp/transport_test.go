@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -964,19 +963,24 @@ func TestTransportRateLimitWaitsAddUpToMaxWait(t *testing.T) {
 	}
 }
 
-// Retry-After in seconds: a second at least, and a value too large for a
-// Duration is a very long wait (longer than any MaxWait), not an overflow
-// that came out as one second and had the transport call again through
-// the limit.
+// Retry-After in seconds: a second at least, and an hour at most — a
+// longer one (no GitHub sends it, a faulty proxy might) must not hold a
+// credential's calls and a repository's deliveries for good, nor a value
+// too large for a Duration overflow into one second and have the
+// transport call again through the limit. A date is cut the same.
 func TestRetryAfterSeconds(t *testing.T) {
-	now := time.Now()
+	now := time.Now().Truncate(time.Second) // a date has whole seconds
 	for value, want := range map[string]time.Duration{
 		"0":                    time.Second,
 		"30":                   30 * time.Second,
 		" 120 ":                2 * time.Minute,
-		"9223372037":           time.Duration(math.MaxInt64/time.Second) * time.Second,
-		"10000000000":          time.Duration(math.MaxInt64/time.Second) * time.Second,
+		"3600":                 time.Hour,
+		"3601":                 time.Hour,
+		"9223372037":           time.Hour,
+		"10000000000":          time.Hour,
 		"99999999999999999999": 0, // not a number lastmile can read: no Retry-After
+		now.Add(90 * time.Second).UTC().Format(http.TimeFormat): 90 * time.Second,
+		now.AddDate(300, 0, 0).UTC().Format(http.TimeFormat):    time.Hour,
 	} {
 		wait, ok := githubapp.RetryAfter(http.Header{"Retry-After": {value}}, now)
 		if wait != want || ok != (want != 0) {
@@ -1037,6 +1041,50 @@ func hugeRateLimitReset(t *testing.T, reset string) {
 	_, _, err = call(t, context.Background(), tr, http.MethodGet, g.URL+"/b", "")
 	if until, ok := githubapp.IsRateLimited(err); !ok || until.Sub(clock.Now()) != time.Hour {
 		t.Errorf("second call: %v (until %v); want refused, held an hour", err, until)
+	}
+}
+
+// go-github keeps the reset of an answer that spent the quota and refuses
+// the client's next calls itself, before the transport sees them, by
+// lastmile's clock: the transport hands it the end of its own block — by
+// GitHub's clock, an hour at most — so that a clock behind GitHub's, or a
+// reset centuries away, does not hold an installation's calls longer.
+func TestGoGitHubRefusesNoLongerThanTheTransportBlocks(t *testing.T) {
+	now := time.Now()
+	for name, c := range map[string]struct {
+		date, reset string
+		atMost      time.Duration
+	}{
+		// lastmile's clock 10 minutes behind GitHub's; the quota comes
+		// back in a minute.
+		"clock behind": {now.Add(10 * time.Minute).UTC().Format(http.TimeFormat),
+			strconv.FormatInt(now.Add(11*time.Minute).Unix(), 10), time.Minute + 2*time.Second},
+		"reset centuries away": {"", "99999999999", time.Hour + 2*time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			spent := map[string]string{"X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5000", "X-RateLimit-Reset": c.reset}
+			if c.date != "" {
+				spent["Date"] = c.date
+			}
+			g := newScriptedGitHub(t, step{status: 200, body: `{"id":1}`, headers: spent},
+				step{status: 200, body: `{"id":1}`, headers: map[string]string{"X-RateLimit-Remaining": "4999", "X-RateLimit-Limit": "5000"}})
+			tr := &githubapp.Transport{Base: g.Client().Transport, Sleep: func(context.Context, time.Duration) error { return nil }}
+			gh, err := githubapp.NewTokenClient(g.URL, "ghs_test", tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := gh.Repositories.Get(context.Background(), "acme", "shop"); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = gh.Repositories.Get(context.Background(), "acme", "shop")
+			rl, ok := githubapp.AsRateLimited(err, time.Now())
+			if !ok {
+				t.Fatalf("second call: %v, want refused while the quota is spent", err)
+			}
+			if wait := time.Until(rl.Until); wait > c.atMost {
+				t.Errorf("second call refused for %v (%d requests reached GitHub), want %v at most", wait.Round(time.Second), g.Attempts(), c.atMost)
+			}
+		})
 	}
 }
 
