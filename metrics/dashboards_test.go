@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +13,86 @@ import (
 	"github.com/lastmile-app/lastmile/metrics/promtest"
 )
 
-const dsUID = "${DS_PROMETHEUS}"
+// Every panel, target and query variable reads from the dashboard's data
+// source variable, not from a ${DS_…} __inputs placeholder: Grafana
+// substitutes those only on Import (UI or /api/dashboards/import), while a
+// dashboard provisioned from a file, a ConfigMap or /api/dashboards/db
+// keeps the literal, and every panel fails ("Datasource ${DS_PROMETHEUS}
+// was not found"). The variable works both ways and lets users pick
+// another Prometheus.
+const (
+	dsVar = "datasource"
+	dsUID = "${" + dsVar + "}"
+)
+
+// checkDatasourceRefs walks the whole dashboard model and reports every
+// "datasource" that is not {"type": "prometheus", "uid": "${datasource}"},
+// except the built-in annotation's Grafana data source, and every string
+// that still refers to a ${DS_…} input.
+func checkDatasourceRefs(t *testing.T, model map[string]any) {
+	t.Helper()
+	builtIn := map[string]any{"type": "grafana", "uid": "-- Grafana --"}
+	want := map[string]any{"type": "prometheus", "uid": dsUID}
+	var walk func(path string, x any)
+	walk = func(path string, x any) {
+		t.Helper()
+		switch x := x.(type) {
+		case map[string]any:
+			for k, v := range x {
+				p := path + "." + k
+				if k == "datasource" {
+					ok := fmt.Sprint(v) == fmt.Sprint(want) ||
+						strings.HasPrefix(path, ".annotations.list[") && x["builtIn"] == 1.0 && fmt.Sprint(v) == fmt.Sprint(builtIn)
+					if !ok {
+						t.Errorf("%s = %v, want %v", p, v, want)
+					}
+					continue
+				}
+				walk(p, v)
+			}
+		case []any:
+			for i, v := range x {
+				walk(fmt.Sprintf("%s[%d]", path, i), v)
+			}
+		case string:
+			if strings.Contains(x, "${DS_") {
+				t.Errorf("%s = %q refers to an __inputs placeholder, which only Import substitutes", path, x)
+			}
+		}
+	}
+	walk("", model)
+}
+
+// checkDatasourceVariable checks the dashboard's first variable: the data
+// source variable every panel uses, offering Grafana's Prometheus data
+// sources, one at a time, with no saved choice (a data source uid from
+// the author's Grafana exists nowhere else: Grafana picks the default).
+func checkDatasourceVariable(t *testing.T, d *promtest.Dashboard) {
+	t.Helper()
+	if len(d.Templating.List) == 0 || d.Templating.List[0].Name != dsVar {
+		t.Errorf("the first variable is not %q", dsVar)
+	}
+	n := 0
+	for _, v := range d.Templating.List {
+		if v.Type != "datasource" && v.Name != dsVar {
+			continue
+		}
+		n++
+		q, err := v.QueryString()
+		if v.Name != dsVar || v.Type != "datasource" || err != nil || q != "prometheus" {
+			t.Errorf("variable %s: type %q, query %q, want variable %s of type datasource, query prometheus", v.Name, v.Type, q, dsVar)
+		}
+		if v.Multi || v.IncludeAll {
+			t.Errorf("variable %s: multi %v, includeAll %v: panels read from one data source", v.Name, v.Multi, v.IncludeAll)
+		}
+		if len(v.Current.Value) != 0 {
+			t.Errorf("variable %s: current value %s, want none (Grafana then picks its default Prometheus)", v.Name, v.Current.Value)
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d data source variables, want one: %s", n, dsVar)
+	}
+}
 
 // knownNames returns the metric names a dashboard may use: every family
 // the registry exposes (histograms with their _bucket, _sum and _count
@@ -114,9 +194,14 @@ func TestDashboardsAreValidGrafanaModels(t *testing.T) {
 			if d.Title == "" || d.SchemaVersion < 36 {
 				t.Errorf("title %q, schemaVersion %d", d.Title, d.SchemaVersion)
 			}
-			if len(d.Inputs) != 1 || d.Inputs[0].Name != "DS_PROMETHEUS" || d.Inputs[0].Type != "datasource" || d.Inputs[0].PluginID != "prometheus" {
-				t.Errorf("__inputs = %+v, want one Prometheus datasource DS_PROMETHEUS", d.Inputs)
+			// Import needs no input: the data source variable takes Grafana's
+			// default Prometheus, so Import and provisioning load the same
+			// dashboard.
+			if len(d.Inputs) != 0 {
+				t.Errorf("__inputs = %+v, want none (the %s variable chooses the data source)", d.Inputs, dsVar)
 			}
+			checkDatasourceRefs(t, generic)
+			checkDatasourceVariable(t, d)
 			checkDatasource := func(where string, ds *promtest.DatasourceRef) {
 				if ds == nil || ds.Type != "prometheus" || ds.UID != dsUID {
 					t.Errorf("%s: datasource %+v, want {prometheus %s}", where, ds, dsUID)
@@ -128,6 +213,9 @@ func TestDashboardsAreValidGrafanaModels(t *testing.T) {
 			choices := map[string][][]string{}
 			for i := range d.Templating.List {
 				v := &d.Templating.List[i]
+				if v.Type == "datasource" {
+					continue // not in PromQL: expansions reports a $datasource there
+				}
 				if v.Type == "query" {
 					checkDatasource("variable "+v.Name, v.Datasource)
 					q, err := v.QueryString()
@@ -168,6 +256,9 @@ func TestDashboardsAreValidGrafanaModels(t *testing.T) {
 					t.Errorf("panel %d: title %q, gridPos %+v", p.ID, p.Title, p.GridPos)
 				}
 				if p.Type == "row" {
+					if p.Datasource != nil {
+						checkDatasource(where, p.Datasource)
+					}
 					continue
 				}
 				checkDatasource(where, p.Datasource)
@@ -200,6 +291,9 @@ func expansions(t *testing.T, expr string, d *promtest.Dashboard, choices map[st
 	t.Helper()
 	exprs := []string{expr}
 	for _, v := range d.Templating.List {
+		if _, ok := choices[v.Name]; !ok {
+			continue // the data source variable: left for the check below
+		}
 		if !strings.Contains(expr, "$"+v.Name) && !strings.Contains(expr, "${"+v.Name) {
 			continue
 		}
@@ -254,7 +348,7 @@ func TestDeliveryDashboardDefaultsToProduction(t *testing.T) {
 		byName[v.Name] = v
 		order = append(order, v.Name)
 	}
-	if !slices.Equal(order, []string{"repository", "production", "environment", "window"}) {
+	if !slices.Equal(order, []string{dsVar, "repository", "production", "environment", "window"}) {
 		t.Fatalf("variables %q", order)
 	}
 	for _, name := range []string{"repository", "environment"} {

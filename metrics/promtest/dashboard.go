@@ -55,7 +55,7 @@ type PanelTarget struct {
 	Datasource   *DatasourceRef `json:"datasource"`
 }
 
-// DatasourceRef points at a data source, e.g. {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}.
+// DatasourceRef points at a data source, e.g. {"type": "prometheus", "uid": "${datasource}"}.
 type DatasourceRef struct {
 	Type string `json:"type"`
 	UID  string `json:"uid"`
@@ -64,7 +64,7 @@ type DatasourceRef struct {
 // Variable is a template variable.
 type Variable struct {
 	Name       string          `json:"name"`
-	Type       string          `json:"type"` // query, custom, constant
+	Type       string          `json:"type"` // query, custom, constant, datasource
 	Query      json.RawMessage `json:"query"`
 	Definition string          `json:"definition"`
 	Multi      bool            `json:"multi"`
@@ -193,8 +193,10 @@ func ParseLabelValues(q string) (selector, label string, ok bool) {
 // overrides (All selects "All") or else from its saved current value; the
 // options of query variables (label_values(selector, label)) come from s
 // over the hour before at, after earlier variables are substituted in the
-// selector. builtins are Grafana's global variables ("__rate_interval": "5m",
-// …) for Interpolate.
+// selector. A data source variable (of Prometheus data sources) stands for
+// s itself: it has no value in queries, and Interpolate refuses it. builtins
+// are Grafana's global variables ("__rate_interval": "5m", …) for
+// Interpolate.
 func (d *Dashboard) Resolve(ctx context.Context, s *Server, at time.Time, overrides map[string][]string, builtins map[string]string) (*Vars, error) {
 	vs := &Vars{vars: map[string]resolved{}, builtins: builtins}
 	for name := range overrides {
@@ -203,6 +205,15 @@ func (d *Dashboard) Resolve(ctx context.Context, s *Server, at time.Time, overri
 		}
 	}
 	for _, v := range d.Templating.List {
+		if v.Type == "datasource" {
+			if q, err := v.QueryString(); err != nil || q != "prometheus" {
+				return nil, fmt.Errorf("variable %s: a data source variable of %q, want prometheus", v.Name, q)
+			}
+			if _, ok := overrides[v.Name]; ok {
+				return nil, fmt.Errorf("variable %s: a data source variable cannot be overridden: its data source is the Prometheus under test", v.Name)
+			}
+			continue
+		}
 		var options []string
 		switch v.Type {
 		case "query":
