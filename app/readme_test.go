@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -141,5 +142,34 @@ func TestREADMEQuotesServeWithoutSettings(t *testing.T) {
 	quote := "  $ lastmile serve\n" + regexp.MustCompile(`(?m)^(.)`).ReplaceAllString(stderr.String(), "  $1") + "  $ echo $?\n  " + strconv.Itoa(code) + "\n"
 	if code != 2 || !strings.Contains(string(readme), quote) {
 		t.Errorf("lastmile serve without settings: exit %d; the README should quote:\n%s", code, quote)
+	}
+}
+
+// TestREADMETreeNamesEveryCommand keeps the README's Development tree true:
+// its cmd/lastmile/ line names every command lastmile's usage lists, and
+// no other.
+func TestREADMETreeNamesEveryCommand(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^cmd/lastmile/ +the binary: (.+)$`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no cmd/lastmile/ line in its Development tree")
+	}
+	var listed []string
+	for _, c := range strings.Split(string(m[1]), ",") {
+		listed = append(listed, strings.TrimSpace(c))
+	}
+	var want []string
+	for _, c := range regexp.MustCompile(`(?m)^  lastmile ([a-z]+)`).FindAllStringSubmatch(usage, -1) {
+		if !slices.Contains(want, c[1]) {
+			want = append(want, c[1])
+		}
+	}
+	slices.Sort(listed)
+	slices.Sort(want)
+	if !slices.Equal(listed, want) {
+		t.Errorf("README's cmd/lastmile/ line names %v; lastmile's usage lists %v", listed, want)
 	}
 }
