@@ -799,10 +799,14 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 		if err != nil {
 			return err
 		}
+		// Named by a status, if this one names its job (the Action's
+		// log_url, given job-id): by the times, an earlier job of the run
+		// (the register job) could pass for the deploy job within the
+		// same second. Where GitHub gives no job id (GitHub Enterprise
+		// Server) no status names one, and the times are all there is.
+		named := strings.Contains(ev.Status.LogURL, "/job/")
 		for _, job := range jobs {
-			// Named by a status only: by the times, an earlier job of the
-			// run (the register job) would pass for the deploy job.
-			if err := e.keepJobLog(ctx, job, true); err != nil {
+			if err := e.keepJobLog(ctx, job, named); err != nil {
 				return err
 			}
 		}

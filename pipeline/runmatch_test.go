@@ -433,3 +433,46 @@ func TestRunThatMayBeAnotherToolsDeploymentsEndsNothing(t *testing.T) {
 		t.Errorf("the failed run, which may be deploybot's deployment's, ended lastmile's deployment (%v)", err)
 	}
 }
+
+// A notifier run on the deployment event that starts and ends within one
+// second (its jobs skipped), its in_progress delivered after its end: the
+// run stays completed (GitHub's updated_at has whole seconds, the state
+// further on stands), so that a cancelled deploy run of the commit is
+// judged at once rather than left for the notifier's end, which has come.
+func TestASameSecondInProgressAfterTheEndLeavesTheRunEnded(t *testing.T) {
+	for _, outOfOrder := range []bool{false, true} {
+		t.Run(fmt.Sprint("outOfOrder=", outOfOrder), func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now().Add(time.Second).Truncate(time.Second)
+			notifier := func(action string) pipeline.WorkflowRun {
+				r := pipeline.WorkflowRun{Repo: shop, Action: action, RunID: 12, Event: "deployment", HeadSHA: c1,
+					Status: action, Attempt: 1, CreatedAt: at, UpdatedAt: at, URL: "https://github.com/acme/shop/actions/runs/12"}
+				if action == "completed" {
+					r.Conclusion = "success"
+				}
+				return r
+			}
+			order := []string{"in_progress", "completed"}
+			if outOfOrder {
+				order = []string{"completed", "in_progress"}
+			}
+			for _, a := range order {
+				if err := h.engine.HandleWorkflowRun(ctx, notifier(a)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "completed", RunID: 11,
+				Event: "deployment", HeadSHA: c1, Status: "completed", Conclusion: "cancelled", Attempt: 1,
+				CreatedAt: at, UpdatedAt: at.Add(time.Minute), URL: "https://github.com/acme/shop/actions/runs/11"}); err != nil {
+				t.Fatal(err)
+			}
+			if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentError {
+				t.Errorf("statuses lastmile wrote: %+v; want the error the cancelled deploy run owes", h.gh.written)
+			}
+		})
+	}
+}

@@ -205,7 +205,9 @@ func runDeployment(ctx context.Context, tx *sql.Tx, repoID, runID int64, sha, en
 // RecordWorkflowRun stores the latest state of a workflow run: a state
 // older than the one recorded (delivered late: an earlier update, or an
 // earlier attempt's end after a re-run began) changes nothing, and current
-// is then false.
+// is then false. GitHub's updated_at has whole seconds: of two states of
+// the same second, the one further on stands (a run may start and end
+// within one, and its in_progress be delivered after its end).
 func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (current bool, err error) {
 	err = db.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO workflow_runs (run_id, repository_id, name, event, head_sha, head_branch,
@@ -213,7 +215,8 @@ func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (
 			ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, conclusion = excluded.conclusion,
 			attempt = excluded.attempt, updated_at = excluded.updated_at
 			WHERE excluded.attempt > workflow_runs.attempt
-				OR (excluded.attempt = workflow_runs.attempt AND (excluded.updated_at >= workflow_runs.updated_at
+				OR (excluded.attempt = workflow_runs.attempt AND (excluded.updated_at > workflow_runs.updated_at
+					OR (excluded.updated_at = workflow_runs.updated_at AND `+jobProgress("excluded.status")+` >= `+jobProgress("workflow_runs.status")+`)
 					OR (excluded.updated_at = 0 AND excluded.status = 'completed')))`,
 			run.RunID, run.Repo.ID, run.Name, run.Event, run.HeadSHA, run.HeadBranch, run.Status, run.Conclusion,
 			run.URL, max(run.Attempt, 1), millis(run.CreatedAt), millis(run.UpdatedAt))
@@ -309,8 +312,8 @@ func (db *DB) RecordWorkflowJob(ctx context.Context, job pipeline.WorkflowJob) e
 	})
 }
 
-// jobProgress ranks a workflow job's status column (SQL) by how far the
-// job has come.
+// jobProgress ranks a workflow job's or run's status column (SQL) by how
+// far it has come.
 func jobProgress(column string) string {
 	return `(CASE ` + column + ` WHEN 'completed' THEN 3 WHEN 'in_progress' THEN 2 ELSE 1 END)`
 }

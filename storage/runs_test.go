@@ -11,7 +11,8 @@ import (
 )
 
 // A run's state delivered late (an earlier update, or an earlier attempt's
-// after a re-run began) changes nothing and is reported as not current; a
+// after a re-run began, or of the same second as the end: updated_at has
+// whole seconds) changes nothing and is reported as not current; a
 // completed one without updated_at (GitHub always sends it) still counts.
 func TestRecordWorkflowRunKeepsTheNewestState(t *testing.T) {
 	ctx := context.Background()
@@ -37,6 +38,7 @@ func TestRecordWorkflowRunKeepsTheNewestState(t *testing.T) {
 		{run("completed", 1, 3*time.Second), true},
 		{run("in_progress", 1, 2*time.Second), false}, // delivered late
 		{run("completed", 1, 3*time.Second), true},    // redelivered: the same state
+		{run("in_progress", 1, 3*time.Second), false}, // of the same second, delivered after the end
 		{run("in_progress", 2, 5*time.Second), true},  // a re-run
 		{run("completed", 1, 3*time.Second), false},   // the first attempt's end, once more
 		{run("completed", 2, -1), true},               // no updated_at
