@@ -200,6 +200,18 @@ func TestDashboardsAreValidGrafanaModels(t *testing.T) {
 			if len(d.Inputs) != 0 {
 				t.Errorf("__inputs = %+v, want none (the %s variable chooses the data source)", d.Inputs, dsVar)
 			}
+			// The links between lastmile's dashboards carry the variables:
+			// a data source chosen in one stays chosen in the other (a
+			// variable the other lacks is ignored).
+			links, _ := generic["links"].([]any)
+			if len(links) == 0 {
+				t.Error("no links to the other lastmile dashboards")
+			}
+			for _, l := range links {
+				if link, _ := l.(map[string]any); link["includeVars"] != true || link["keepTime"] != true {
+					t.Errorf("link %v: want includeVars and keepTime, the data source and time range carried over", l)
+				}
+			}
 			checkDatasourceRefs(t, generic)
 			checkDatasourceVariable(t, d)
 			checkDatasource := func(where string, ds *promtest.DatasourceRef) {
