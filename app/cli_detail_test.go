@@ -182,3 +182,30 @@ func TestPrintAuditKeepsPayloadFieldsOnTheirLine(t *testing.T) {
 		t.Errorf("a payload's newline forged a line of the record:\n%s", b.String())
 	}
 }
+
+// A protection-rule decision lastmile recorded but GitHub does not have
+// yet (its answer endpoint failed) does not read as delivered: its job
+// still waits, whatever lastmile decided.
+func TestPrintAuditSaysWhichDecisionsGitHubDoesNotHave(t *testing.T) {
+	at := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	rec := &pipeline.AuditRecord{Release: pipeline.Release{ID: 1, SHA: "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", Repo: pipeline.Repo{Owner: "acme", Name: "shop"}},
+		ProtectionDecisions: []pipeline.ProtectionDecision{
+			{RunID: 41, Environment: "production", State: pipeline.ProtectionApproved, Comment: "lastmile approves: staging succeeded", DecidedAt: at, Posted: true},
+			{RunID: 42, Environment: "production", State: pipeline.ProtectionApproved, Comment: "lastmile approves: staging succeeded", DecidedAt: at},
+			{RunID: 43, Environment: "production", State: pipeline.ProtectionRejected, Comment: "lastmile rejects: not released", DecidedAt: at},
+			{RunID: 44, Environment: "production", State: pipeline.ProtectionWaiting, Comment: "waits for staging", DecidedAt: at},
+		}}
+	var b strings.Builder
+	printAudit(&b, rec)
+	for _, want := range []string{
+		"  " + when(at) + "  run 41, production: approved — lastmile approves: staging succeeded\n",
+		"  " + when(at) + "  run 42, production: approved, not delivered to GitHub yet (the job waits until it is) — lastmile approves: staging succeeded\n",
+		"  " + when(at) + "  run 43, production: rejected, not delivered to GitHub yet (the job waits until it is) — lastmile rejects: not released\n",
+		// Waiting is not sent: it says itself that the job waits.
+		"  " + when(at) + "  run 44, production: waiting — waits for staging\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("audit lacks %q:\n%s", want, b.String())
+		}
+	}
+}

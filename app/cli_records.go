@@ -342,9 +342,21 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	if len(rec.ProtectionDecisions) > 0 {
 		fmt.Fprintln(w, "\nProtection rule decisions:")
 		for _, p := range rec.ProtectionDecisions {
-			fmt.Fprintf(w, "  %s  run %d, %s: %s — %s\n", when(p.DecidedAt), p.RunID, inline(p.Environment), p.State, inline(p.Comment))
+			fmt.Fprintln(w, " ", decisionLine(p))
 		}
 	}
+}
+
+// decisionLine is a protection-rule decision on one line. A decision
+// GitHub does not have yet (its answer endpoint failed; lastmile tries
+// again) says so: the job it is about still waits, whatever lastmile
+// decided, as the JSON's "posted": false says.
+func decisionLine(p pipeline.ProtectionDecision) string {
+	state := p.State
+	if !p.Posted && p.State != pipeline.ProtectionWaiting {
+		state += ", not delivered to GitHub yet (the job waits until it is)"
+	}
+	return fmt.Sprintf("%s  run %d, %s: %s — %s", when(p.DecidedAt), p.RunID, inline(p.Environment), state, inline(p.Comment))
 }
 
 func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
