@@ -84,6 +84,9 @@ func TestPrintDeploymentSaysWhatBecameOfEachJobLog(t *testing.T) {
 			{ID: 3, Name: "deploy", Conclusion: "success", LogPruned: true},
 			{ID: 4, Name: "deploy", Conclusion: "success", LogMissing: true},
 			{ID: 5, Name: "build", Conclusion: "success"},
+			// Pruned, it says what had been kept, as its JSON does.
+			{ID: 6, Name: "deploy", Conclusion: "success", LogBytes: 1112, LogTruncated: true, LogPruned: true},
+			{ID: 7, Name: "deploy", Conclusion: "failure", LogBytes: 96, LogPruned: true},
 		},
 	}
 	var b strings.Builder
@@ -94,6 +97,8 @@ func TestPrintDeploymentSaysWhatBecameOfEachJobLog(t *testing.T) {
 		`job 3 "deploy": success, log pruned by retention` + "\n",
 		`job 4 "deploy": success, no log kept: GitHub had no log for it` + "\n",
 		`job 5 "build": success` + "\n",
+		`job 6 "deploy": success, log pruned by retention (1112 bytes, cut: the configured maximum of it kept, and a line saying how much was cut)` + "\n",
+		`job 7 "deploy": failure, log pruned by retention (96 bytes)` + "\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("audit lacks %q:\n%s", want, b.String())

@@ -414,16 +414,23 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 		fmt.Fprintf(w, "      run %d %q attempt %d: %s %s  %s\n", r.ID, r.Name, r.Attempt, inline(r.Status), inline(r.Conclusion), inline(r.URL))
 	}
 	for _, j := range d.Jobs {
+		// A pruned log keeps its size and whether it was cut, as the
+		// JSON does (log_bytes, log_truncated): what the record held.
+		size := ""
+		switch {
+		case j.LogBytes > 0 && j.LogTruncated:
+			size = fmt.Sprintf(" (%d bytes, cut: the configured maximum of it kept, and a line saying how much was cut)", j.LogBytes)
+		case j.LogBytes > 0:
+			size = fmt.Sprintf(" (%d bytes)", j.LogBytes)
+		}
 		log := ""
 		switch {
 		case j.LogMissing:
 			log = ", no log kept: GitHub had no log for it"
 		case j.LogPruned:
-			log = ", log pruned by retention"
-		case j.LogBytes > 0 && j.LogTruncated:
-			log = fmt.Sprintf(", log kept (%d bytes, cut: the configured maximum of it kept, and a line saying how much was cut)", j.LogBytes)
+			log = ", log pruned by retention" + size
 		case j.LogBytes > 0:
-			log = fmt.Sprintf(", log kept (%d bytes)", j.LogBytes)
+			log = ", log kept" + size
 		}
 		fmt.Fprintf(w, "      job %d %q: %s%s\n", j.ID, j.Name, orDash(inline(j.Conclusion)), log)
 	}
