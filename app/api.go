@@ -175,7 +175,7 @@ func (a *App) apiRelease(c echo.Context) error {
 	if err != nil {
 		return a.apiError(c, err)
 	}
-	return c.JSON(http.StatusOK, rec)
+	return c.JSON(http.StatusOK, auditJSONOf(rec))
 }
 
 func (a *App) apiJobLog(c echo.Context) error {

@@ -136,6 +136,9 @@ func TestPrintAuditWithoutEnvironments(t *testing.T) {
 	if strings.Contains(b.String(), "Environments") || !strings.Contains(b.String(), "state: stopped (config_error): .github/lastmile.yml") {
 		t.Errorf("audit of a release stopped for its configuration:\n%s", b.String())
 	}
+	// A release whose configuration names the environment, not there yet.
+	rec.Release.State, rec.Release.StopKind, rec.Release.StopReason = pipeline.ReleaseActive, "", ""
+	rec.Release.Config = &pipeline.Config{Environments: []pipeline.Environment{{Name: "production"}}}
 	rec.Environments = []pipeline.EnvironmentRecord{{Name: "production"}}
 	b.Reset()
 	printAudit(&b, rec)

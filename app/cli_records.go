@@ -179,7 +179,7 @@ before), prints the newest release that brought it, saying so.`, stderr)
 				}
 			})
 		}
-		return writeJSONTo(stdout, rec)
+		return writeJSONTo(stdout, auditJSONOf(rec))
 	}
 	stdout = terminal{stdout}
 	printAudit(stdout, rec)
@@ -321,6 +321,13 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	for _, env := range rec.Environments {
 		outcome := string(env.Outcome)
 		switch {
+		case !configured(rec, &env):
+			// There for the deployments of the commit others made: not
+			// an environment this release never got to.
+			outcome = "not one of this release's environments (its configuration does not name it)"
+			if o := storage.OthersOutcome(&env); o != "" {
+				outcome += "; deployed by others: " + string(o)
+			}
 		case outcome == "" && env.ReachedWith != nil:
 			outcome = "not deployed by this release"
 		case outcome == "":
@@ -357,6 +364,51 @@ func decisionLine(p pipeline.ProtectionDecision) string {
 		state += ", not delivered to GitHub yet (the job waits until it is)"
 	}
 	return fmt.Sprintf("%s  run %d, %s: %s — %s", when(p.DecidedAt), p.RunID, inline(p.Environment), state, inline(p.Comment))
+}
+
+// configured reports whether the release's configuration names the
+// environment (in any case, as GitHub's names ignore it). The record holds
+// others too: those where others deployed the commit (by hand, or a
+// workflow's own deployments), which lastmile does not deploy the release
+// to.
+func configured(rec *pipeline.AuditRecord, env *pipeline.EnvironmentRecord) bool {
+	return rec.Release.Config != nil && rec.Release.Config.Index(env.Name) >= 0
+}
+
+// auditJSON is the audit record as `lastmile audit --json` and the read
+// API print it: each environment also says whether the release's
+// configuration names it, and in one it does not, what the deployments
+// others made there came to.
+type auditJSON struct {
+	*pipeline.AuditRecord
+	Environments []environmentJSON `json:"environments"`
+}
+
+type environmentJSON struct {
+	pipeline.EnvironmentRecord
+	// Configured says the release's configuration names the environment.
+	// One it does not name is in the record for the deployments of the
+	// commit others made there: lastmile deploys the release nowhere
+	// else, so it has no outcome there — which is not a release that
+	// never got to one of its environments.
+	Configured bool `json:"configured"`
+	// OthersOutcome is, in an environment the configuration does not
+	// name, what the deployments others made there came to: the outcome
+	// of the newest (see storage.OthersOutcome).
+	OthersOutcome pipeline.DeploymentState `json:"others_outcome,omitempty"`
+}
+
+func auditJSONOf(rec *pipeline.AuditRecord) auditJSON {
+	out := auditJSON{AuditRecord: rec, Environments: make([]environmentJSON, len(rec.Environments))}
+	for i := range rec.Environments {
+		env := &rec.Environments[i]
+		e := environmentJSON{EnvironmentRecord: *env, Configured: configured(rec, env)}
+		if !e.Configured {
+			e.OthersOutcome = storage.OthersOutcome(env)
+		}
+		out.Environments[i] = e
+	}
+	return out
 }
 
 func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {

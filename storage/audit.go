@@ -328,6 +328,34 @@ func outcome(ctx context.Context, q querier, d *pipeline.Deployment) (pipeline.D
 	return d.State, nil
 }
 
+// OthersOutcome is what the deployments in an audit record's environment
+// that lastmile did not make came to: the outcome of the newest of them,
+// read as outcome reads lastmile's (success once it succeeded, though
+// GitHub marked it inactive since), or "" when there is none. A job's own
+// twin of lastmile's deployment is not one: it is lastmile's deploy.
+func OthersOutcome(env *pipeline.EnvironmentRecord) pipeline.DeploymentState {
+	var newest *pipeline.DeploymentRecord
+	for i := range env.Deployments {
+		d := &env.Deployments[i]
+		if d.Origin == pipeline.OriginExternal && d.TwinOf == 0 && (newest == nil || !d.CreatedAt.Before(newest.CreatedAt)) {
+			newest = d
+		}
+	}
+	switch {
+	case newest == nil:
+		return ""
+	case newest.Succeeded():
+		return pipeline.DeploymentSuccess
+	case newest.State == pipeline.DeploymentInactive && !newest.TerminalAt.IsZero():
+		for _, s := range slices.Backward(newest.Statuses) {
+			if s.State == pipeline.DeploymentFailure || s.State == pipeline.DeploymentError {
+				return s.State
+			}
+		}
+	}
+	return newest.State
+}
+
 func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*pipeline.DeploymentRecord, error) {
 	dr := &pipeline.DeploymentRecord{Deployment: *d, Statuses: []pipeline.StatusInfo{}}
 	rows, err := q.QueryContext(ctx, `SELECT COALESCE(github_id, 0), state, description, log_url, environment_url, creator, created_at

@@ -293,3 +293,57 @@ func TestAuditOfACommitAReleaseBrought(t *testing.T) {
 		}
 	}
 }
+
+// An environment the release's configuration does not name is in its
+// record for the deployments of the commit others made there (by hand):
+// no outcome of lastmile's, and OthersOutcome says what those came to —
+// read as a lastmile deployment's outcome is, success once it succeeded.
+func TestAuditOfAnEnvironmentOnlyOthersDeployedTo(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	repo, rel, _ := firstIntent(t, db, "environments:\n  - name: production\n")
+	status := func(d *pipeline.Deployment, id int64, state pipeline.DeploymentState, at time.Time) {
+		t.Helper()
+		if _, err := db.RecordStatus(ctx, d, pipeline.StatusInfo{GitHubID: id, State: state, CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qa := func() (*pipeline.EnvironmentRecord, pipeline.DeploymentState) {
+		t.Helper()
+		rec, err := db.Audit(ctx, "acme/shop", rel.SHA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range rec.Environments {
+			if env := &rec.Environments[i]; env.Name == "qa" {
+				return env, storage.OthersOutcome(env)
+			}
+		}
+		t.Fatalf("the record has no qa: %+v", rec.Environments)
+		return nil, ""
+	}
+	first, err := db.RecordExternal(ctx, repo, pipeline.DeploymentInfo{GitHubID: 5001, SHA: rel.SHA, Environment: "qa", Creator: "alice", CreatedAt: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env, others := qa(); env.Outcome != "" || others != pipeline.DeploymentCreated {
+		t.Errorf("qa, alice's deployment just created: outcome %q, others' %q; want none of lastmile's, created", env.Outcome, others)
+	}
+	status(first, 6001, pipeline.DeploymentSuccess, t0.Add(time.Minute))
+	status(first, 6002, pipeline.DeploymentInactive, t0.Add(2*time.Minute))
+	if env, others := qa(); env.Outcome != "" || others != pipeline.DeploymentSuccess {
+		t.Errorf("qa, alice's deployment succeeded then made inactive: outcome %q, others' %q; want none of lastmile's, success", env.Outcome, others)
+	}
+	// The newest of them says what the environment came to.
+	second, err := db.RecordExternal(ctx, repo, pipeline.DeploymentInfo{GitHubID: 5002, SHA: rel.SHA, Environment: "qa", Creator: "bob", CreatedAt: t0.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status(second, 6003, pipeline.DeploymentFailure, t0.Add(61*time.Minute))
+	status(second, 6004, pipeline.DeploymentInactive, t0.Add(62*time.Minute))
+	if env, others := qa(); len(env.Deployments) != 2 || others != pipeline.DeploymentFailure {
+		t.Errorf("qa, bob's deployment failed after alice's succeeded: %d deployments, others' %q; want 2, failure", len(env.Deployments), others)
+	}
+}
