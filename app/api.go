@@ -172,6 +172,10 @@ func (a *App) apiRelease(c echo.Context) error {
 		release = n
 	}
 	rec, err := a.db.AuditRelease(c.Request().Context(), repo, sha, release)
+	var none *storage.NoReleaseError
+	if errors.As(err, &none) && len(none.Decisions) > 0 {
+		return c.JSON(http.StatusNotFound, noReleaseBody(none))
+	}
 	if err != nil {
 		return a.apiError(c, err)
 	}

@@ -119,7 +119,9 @@ func audit(ctx context.Context, args []string, getenv func(string) string, stdou
 Prints the newest release of the commit; a commit the branch was rolled
 back to has more than one (--release picks another). A commit that is no
 release's head, but one a release brought (its commits since the release
-before), prints the newest release that brought it, saying so.`, stderr)
+before), prints the newest release that brought it, saying so. A commit no
+release brought is not found (exit 1); the message lists lastmile's
+protection-rule decisions about deployments of it, if it made any.`, stderr)
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs (with --json, each in its job's \"log\")")
@@ -161,6 +163,23 @@ before), prints the newest release that brought it, saying so.`, stderr)
 	}
 	defer db.Close()
 	rec, err := db.AuditRelease(ctx, fs.Arg(0), fs.Arg(1), *release)
+	var none *storage.NoReleaseError
+	if errors.As(err, &none) && len(none.Decisions) > 0 {
+		// A commit lastmile decided about is no unknown commit, though
+		// it has no release: the decisions, and still exit 1.
+		if *asJSON {
+			if err := writeJSONTo(stdout, noReleaseBody(none)); err != nil {
+				return err
+			}
+			return err
+		}
+		var b strings.Builder
+		fmt.Fprintf(terminal{&b}, "%v:", err)
+		for _, p := range none.Decisions {
+			fmt.Fprintf(terminal{&b}, "\n  %s", decisionLine(p))
+		}
+		return errors.New(b.String())
+	}
 	if err != nil {
 		return err
 	}
@@ -195,6 +214,13 @@ before), prints the newest release that brought it, saying so.`, stderr)
 		})
 	}
 	return nil
+}
+
+// noReleaseBody is what the read API answers (404), and `audit --json`
+// prints, for a commit no release brought that lastmile decided about as a
+// protection rule: the message, and the decisions.
+func noReleaseBody(e *storage.NoReleaseError) map[string]any {
+	return map[string]any{"message": e.Error(), "protection_decisions": e.Decisions}
 }
 
 // keptLogs calls fn with each job of the record whose log was kept (or

@@ -70,7 +70,7 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 	case err != nil:
 		return nil, err
 	case len(shas) == 0:
-		return nil, fmt.Errorf("%s@%s: %w: no release of that commit", repository, sha, pipeline.ErrNotFound)
+		return nil, noRelease(ctx, tx, repoIDs, repository, sha)
 	case len(shas) > 1:
 		return nil, fmt.Errorf("%w: %s@%s: the abbreviation matches several commits; give more of the SHA", pipeline.ErrInvalid, repository, sha)
 	}
@@ -119,6 +119,70 @@ func (db *DB) AuditRelease(ctx context.Context, repository, sha string, releaseI
 		rec.BroughtCommit = &brought
 	}
 	return rec, nil
+}
+
+// NoReleaseError is the ErrNotFound of a commit no release brought. Its
+// Decisions are lastmile's protection-rule decisions about deployments of
+// the commit all the same (a hotfix on another branch deployed by hand to
+// a protected environment), oldest first: no release's record holds them,
+// and lastmile knows the commit by them.
+type NoReleaseError struct {
+	Repository, SHA string // as asked for
+	Decisions       []pipeline.ProtectionDecision
+}
+
+func (e *NoReleaseError) Error() string {
+	msg := fmt.Sprintf("%s@%s: %v: no release of that commit", e.Repository, e.SHA, pipeline.ErrNotFound)
+	switch n := len(e.Decisions); n {
+	case 0:
+	case 1:
+		msg += "; lastmile decided on a deployment of it, as its protection rule (1 decision)"
+	default:
+		msg += fmt.Sprintf("; lastmile decided on deployments of it, as their protection rule (%d decisions)", n)
+	}
+	return msg
+}
+
+func (e *NoReleaseError) Unwrap() error { return pipeline.ErrNotFound }
+
+// noRelease is the error for a commit (sha, maybe abbreviated) no release
+// of the repositories by that name brought: a *NoReleaseError, with the
+// decisions about it of the first (the newest) that has any; ErrInvalid
+// when the abbreviation matches the decisions of several commits.
+func noRelease(ctx context.Context, tx *sql.Tx, repoIDs []int64, repository, sha string) error {
+	e := &NoReleaseError{Repository: repository, SHA: sha}
+	for _, repoID := range repoIDs {
+		rows, err := tx.QueryContext(ctx, `SELECT p.id, p.delivery_id, p.run_id, p.environment, p.sha, p.state, p.comment, p.decided_at,
+			p.posted, r.full_name FROM protection_decisions p JOIN repositories r ON r.id = p.repository_id
+			WHERE p.repository_id = ? AND p.sha LIKE ? ORDER BY p.id`, repoID, strings.ToLower(sha)+"%")
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			p := pipeline.ProtectionDecision{Repo: pipeline.Repo{ID: repoID}}
+			var at int64
+			var full string
+			if err := rows.Scan(&p.ID, &p.DeliveryID, &p.RunID, &p.Environment, &p.SHA, &p.State, &p.Comment, &at, &p.Posted, &full); err != nil {
+				rows.Close()
+				return err
+			}
+			p.Repo.Owner, p.Repo.Name, _ = pipeline.SplitFullName(full)
+			p.DecidedAt = fromMillis(at)
+			e.Decisions = append(e.Decisions, p)
+		}
+		if err := closeRows(rows); err != nil {
+			return err
+		}
+		if len(e.Decisions) > 0 {
+			break
+		}
+	}
+	for _, p := range e.Decisions {
+		if p.SHA != e.Decisions[0].SHA {
+			return fmt.Errorf("%w: %s@%s: the abbreviation matches several commits; give more of the SHA", pipeline.ErrInvalid, repository, sha)
+		}
+	}
+	return e
 }
 
 // queryColumn runs a query of one column and returns its values.

@@ -347,3 +347,33 @@ func TestAuditOfAnEnvironmentOnlyOthersDeployedTo(t *testing.T) {
 		t.Errorf("qa, bob's deployment failed after alice's succeeded: %d deployments, others' %q; want 2, failure", len(env.Deployments), others)
 	}
 }
+
+// A commit no release brought, that lastmile decided about as a protection
+// rule (a hotfix on another branch deployed by hand), is not found — but
+// the error holds the decisions, which no record shows; a commit lastmile
+// knows nothing of has none.
+func TestAuditOfACommitWithDecisionsButNoRelease(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	repo, _, _ := firstIntent(t, db, "environments:\n  - name: production\n")
+	hotfix := strings.Repeat("d4", 20)
+	for i, state := range []string{pipeline.ProtectionRejected, pipeline.ProtectionRejected} {
+		d := &pipeline.ProtectionDecision{Repo: repo, DeliveryID: fmt.Sprintf("delivery-%d", i), RunID: int64(70 + i), Environment: "production",
+			SHA: hotfix, State: state, Comment: "lastmile rejects: no release of this commit", DecidedAt: t0.Add(time.Duration(i) * time.Hour)}
+		if err := db.RecordProtectionDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := db.Audit(ctx, "acme/shop", hotfix[:7])
+	var none *storage.NoReleaseError
+	if !errors.Is(err, pipeline.ErrNotFound) || !errors.As(err, &none) || len(none.Decisions) != 2 ||
+		none.Decisions[0].RunID != 70 || none.Decisions[1].RunID != 71 || none.Decisions[0].SHA != hotfix ||
+		!strings.Contains(err.Error(), "no release of that commit; lastmile decided on deployments of it, as their protection rule (2 decisions)") {
+		t.Errorf("audit of a commit lastmile decided about, without a release: %v (%+v); want not found, with its 2 decisions", err, none)
+	}
+	_, err = db.Audit(ctx, "acme/shop", "9999999")
+	if !errors.Is(err, pipeline.ErrNotFound) || !errors.As(err, &none) || len(none.Decisions) != 0 || !strings.HasSuffix(err.Error(), "no release of that commit") {
+		t.Errorf("audit of a commit lastmile knows nothing of: %v; want not found, no decisions", err)
+	}
+}
