@@ -344,6 +344,20 @@ func TestConformance(t *testing.T) {
 	if _, resp, _ := gh.Actions.GetWorkflowRunByID(ctx, "acme", "twin", 1); resp == nil || resp.StatusCode != 404 {
 		t.Errorf("unknown run: %v", resp)
 	}
+	// The commit's runs on the deployment event, as lastmile lists them
+	// (the same run), and those not completed: none.
+	listed, _, err := gh.Actions.ListRepositoryWorkflowRuns(ctx, "acme", "twin", &github.ListWorkflowRunsOptions{
+		HeadSHA: tw.After, Event: "deployment", ListOptions: github.ListOptions{PerPage: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listed.GetTotalCount() != 1 || len(listed.WorkflowRuns) != 1 || listed.WorkflowRuns[0].GetID() != wr.GetID() {
+		t.Errorf("the twin commit's runs: %d, %+v; want the run", listed.GetTotalCount(), listed.WorkflowRuns)
+	}
+	if listed, _, err := gh.Actions.ListRepositoryWorkflowRuns(ctx, "acme", "twin", &github.ListWorkflowRunsOptions{
+		HeadSHA: tw.After, Status: "in_progress"}); err != nil || listed.GetTotalCount() != 0 || len(listed.WorkflowRuns) != 0 {
+		t.Errorf("the twin commit's runs in progress: %v, %v; want none", listed, err)
+	}
 
 	// Job logs: 302 to a blob.
 	jobID := runs[0].Jobs[len(runs[0].Jobs)-1].ID
@@ -585,8 +599,8 @@ func TestConformance(t *testing.T) {
 		ops = append(ops, op)
 	}
 	sort.Strings(ops)
-	if len(ops) != 22 {
-		t.Errorf("exercised %d of 22 operations: %v", len(ops), ops)
+	if len(ops) != 23 {
+		t.Errorf("exercised %d of 23 operations: %v", len(ops), ops)
 	}
 	// The reads that answer 404 for what is not there (or no longer) were
 	// seen answering it.

@@ -2,8 +2,8 @@ package simulator
 
 import "net/http"
 
-// Reads of the App's installations (with the App's JWT) and of a workflow
-// run (with a token that reaches its repository). Their bodies are those
+// Reads of the App's installations (with the App's JWT) and of workflow
+// runs (with a token that reaches their repository). Their bodies are those
 // the webhooks carry: GitHub's REST schemas "installation" and
 // "workflow-run" describe the same objects.
 
@@ -55,4 +55,43 @@ func (s *Simulator) handleGetWorkflowRun(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	writeJSON(w, http.StatusOK, s.st.workflowRunJSON(rp, ru))
+}
+
+// handleListWorkflowRuns serves GET /repos/{owner}/{repo}/actions/runs:
+// the repository's runs as they are now, each as GET .../runs/{run_id}
+// answers it, newest first, paginated (per_page 30 by default), in
+// {"total_count", "workflow_runs"} with total_count counting every run
+// the filters keep. Like GitHub, a filter applies when given and not
+// empty: head_sha, event (every run of the simulator is on the deployment
+// event), branch (head_branch) and status, which GitHub matches against
+// either the run's status or its conclusion ("in_progress", "completed",
+// "failure"...). actor, created and check_suite_id filter nothing here
+// (lastmile sends none), nor does exclude_pull_requests (pull_requests is
+// always empty).
+func (s *Simulator) handleListWorkflowRuns(w http.ResponseWriter, r *http.Request, a *auth) {
+	q := r.URL.Query()
+	p := parsePage(r, 30)
+	s.mu.Lock()
+	st := s.st
+	rp := st.lookupRepo(r.PathValue("owner") + "/" + r.PathValue("repo"))
+	var match []any
+	for i := len(st.runOrder) - 1; i >= 0; i-- {
+		ru := st.runs[st.runOrder[i]]
+		if ru.repo != rp {
+			continue
+		}
+		status := q.Get("status")
+		if (q.Get("head_sha") != "" && q.Get("head_sha") != ru.sha) ||
+			(q.Get("event") != "" && q.Get("event") != "deployment") ||
+			(q.Get("branch") != "" && q.Get("branch") != ru.branch) ||
+			(status != "" && status != ru.status && status != ru.conclusion) {
+			continue
+		}
+		match = append(match, st.workflowRunJSON(rp, ru))
+	}
+	s.mu.Unlock()
+	lo, hi := p.bounds(len(match))
+	out := append([]any{}, match[lo:hi]...)
+	s.setLink(w, r, p, len(match))
+	writeJSON(w, http.StatusOK, obj{"total_count": len(match), "workflow_runs": out})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -237,6 +238,127 @@ func TestGetWorkflowRun(t *testing.T) {
 	h.sim.SuspendInstallation(h.org, "alice")
 	if r := h.do("GET", path, tok, nil); r.status != 403 || r.json(t)["message"] != "This installation has been suspended" {
 		t.Errorf("suspended: %d %s, want 403", r.status, r.body)
+	}
+}
+
+// GET /repos/{owner}/{repo}/actions/runs with an installation token: the
+// repository's runs, newest first, each the body GET .../runs/{run_id}
+// answers; head_sha, event and status (a status or a conclusion) filter
+// them, total_count counts every run the filters keep, and per_page and
+// page page them with a Link header.
+func TestListWorkflowRuns(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{Private: true})
+	h.sim.CreateRepo(h.org, "acme/other", simulator.RepoOptions{Private: true})
+	started, release := make(chan struct{}), make(chan struct{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{Deploy: func(ctx context.Context, jc simulator.JobContext) error {
+		switch jc.Environment {
+		case "production":
+			return fmt.Errorf("deploy failed")
+		case "staging": // goes on until released
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}})
+	a := h.sim.Branch("acme/shop", "main")
+	h.deploy("acme/shop", "test")
+	h.deploy("acme/shop", "production")
+	h.deploy("acme/other", "test")
+	h.waitIdle()
+	b := h.sim.Push("acme/shop", "main", simulator.CommitSpec{Files: map[string]string{"f": "b"}}).After
+	h.deploy("acme/shop", "test")
+	h.waitIdle()
+	h.deploy("acme/shop", "staging")
+	<-started
+	runs := h.sim.Runs("acme/shop") // oldest first: a test, a production, b test, b staging
+	if len(runs) != 4 || runs[1].Conclusion != "failure" || runs[3].Status != "in_progress" {
+		t.Fatalf("runs %+v", runs)
+	}
+	tok := h.token(h.org)
+	list := func(query string) (total float64, ids []int64, r apiResponse) {
+		t.Helper()
+		r = h.do("GET", "/repos/acme/shop/actions/runs"+query, tok, nil)
+		if r.status != 200 {
+			t.Fatalf("GET runs%s: %d %s", query, r.status, r.body)
+		}
+		body := r.json(t)
+		got, ok := body["workflow_runs"].([]any)
+		if !ok {
+			t.Fatalf("GET runs%s: workflow_runs %v, want an array", query, body["workflow_runs"])
+		}
+		for _, x := range got {
+			run := x.(map[string]any)
+			id := int64(run["id"].(float64))
+			ids = append(ids, id)
+			one := h.do("GET", fmt.Sprintf("/repos/acme/shop/actions/runs/%d", id), tok, nil)
+			if !reflect.DeepEqual(run, one.json(t)) {
+				t.Errorf("GET runs%s: run %d is\n%v\nwant the body of GET .../runs/%d:\n%s", query, id, run, id, one.body)
+			}
+		}
+		return body["total_count"].(float64), ids, r
+	}
+	for query, want := range map[string][]int{
+		"":                                       {3, 2, 1, 0},
+		"?head_sha=" + a:                         {1, 0},
+		"?head_sha=" + b + "&event=deployment":   {3, 2},
+		"?event=push":                            {},
+		"?head_sha=" + b + "&status=in_progress": {3},
+		"?status=completed":                      {2, 1, 0},
+		"?status=failure":                        {1},
+		"?status=success&head_sha=" + a:          {0},
+		"?status=queued":                         {},
+		"?head_sha=" + strings.Repeat("0", 40):   {},
+	} {
+		var wantIDs []int64
+		for _, i := range want {
+			wantIDs = append(wantIDs, runs[i].ID)
+		}
+		if total, ids, _ := list(query); total != float64(len(want)) || !slices.Equal(ids, wantIDs) {
+			t.Errorf("GET runs%s: total_count %v, runs %v; want %d, %v", query, total, ids, len(want), wantIDs)
+		}
+	}
+
+	// Paging: per_page and page, with GitHub's Link header; total_count
+	// is every run's.
+	total, ids, r := list("?per_page=1&page=2")
+	if total != 4 || !slices.Equal(ids, []int64{runs[2].ID}) {
+		t.Errorf("page 2 of 1: total_count %v, runs %v; want 4, [%d]", total, ids, runs[2].ID)
+	}
+	link := r.header.Get("Link")
+	for _, rel := range []string{`page=3&per_page=1>; rel="next"`, `page=4&per_page=1>; rel="last"`, `page=1&per_page=1>; rel="prev"`, `page=1&per_page=1>; rel="first"`} {
+		if !strings.Contains(link, rel) {
+			t.Errorf("page 2 of 1: Link %q, want %s", link, rel)
+		}
+	}
+	if total, ids, r := list("?per_page=3&page=2&status=completed"); total != 3 || len(ids) != 0 || r.header.Get("Link") == "" {
+		t.Errorf("past the last page: total_count %v, runs %v, Link %q; want 3, none, a Link", total, ids, r.header.Get("Link"))
+	}
+	if _, _, r := list("?per_page=100"); r.header.Get("Link") != "" {
+		t.Errorf("one page: Link %q, want none", r.header.Get("Link"))
+	}
+
+	// Without an installation token that reaches the repository.
+	for name, tc := range map[string]struct {
+		auth   string
+		status int
+	}{
+		"no credentials":          {"", 404},
+		"the App's JWT":           {"Bearer " + h.jwt(), 403},
+		"a token of another repo": {scopedToken(t, h, "other"), 404},
+	} {
+		if r := h.do("GET", "/repos/acme/shop/actions/runs", tc.auth, nil); r.status != tc.status {
+			t.Errorf("%s: %d %s, want %d", name, r.status, r.body, tc.status)
+		}
+	}
+
+	close(release)
+	h.waitIdle()
+	if total, ids, _ := list("?status=in_progress"); total != 0 || len(ids) != 0 {
+		t.Errorf("once the run ended, in progress: total_count %v, runs %v; want none", total, ids)
 	}
 }
 

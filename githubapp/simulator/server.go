@@ -73,6 +73,7 @@ func (s *Simulator) routes() http.Handler {
 	handle("GET /repos/{owner}/{repo}/deployments/{deployment_id}/statuses/{status_id}", needRead("deployments"), s.handleGetDeploymentStatus)
 
 	handle("POST /repos/{owner}/{repo}/actions/runs/{run_id}/deployment_protection_rule", needWrite("deployments"), s.handleReviewProtectionRule)
+	handle("GET /repos/{owner}/{repo}/actions/runs", needRead("actions"), s.handleListWorkflowRuns)
 	handle("GET /repos/{owner}/{repo}/actions/runs/{run_id}", needRead("actions"), s.handleGetWorkflowRun)
 	handle("GET /repos/{owner}/{repo}/actions/jobs/{job_id}/logs", needRead("actions"), s.handleJobLogs)
 

@@ -60,6 +60,7 @@ var restOperations = map[string][]string{
 	"/repos/{owner}/{repo}/deployments/{deployment_id}":                      {"get"},
 	"/repos/{owner}/{repo}/deployments/{deployment_id}/statuses":             {"get", "post"},
 	"/repos/{owner}/{repo}/deployments/{deployment_id}/statuses/{status_id}": {"get"},
+	"/repos/{owner}/{repo}/actions/runs":                                     {"get"},
 	"/repos/{owner}/{repo}/actions/runs/{run_id}":                            {"get"},
 	"/repos/{owner}/{repo}/actions/runs/{run_id}/deployment_protection_rule": {"post"},
 	"/repos/{owner}/{repo}/actions/jobs/{job_id}/logs":                       {"get"},
