@@ -415,6 +415,37 @@ func (g *GitHub) WorkflowRun(ctx context.Context, r pipeline.Repo, runID int64) 
 	return workflowRun(r, "", run), nil
 }
 
+// RunsInProgress counts the workflow runs of commit sha on event, other
+// than run except, that GitHub has not completed. GitHub lists them newest
+// first, up to 100 a page; every page is read (GitHub answers at most 1,000
+// runs for such a filter).
+func (g *GitHub) RunsInProgress(ctx context.Context, r pipeline.Repo, sha, event string, except int64) (int, error) {
+	gh, err := g.client(r)
+	if err != nil {
+		return 0, err
+	}
+	opts := &github.ListWorkflowRunsOptions{HeadSHA: sha, Event: event, ListOptions: github.ListOptions{PerPage: 100}}
+	n := 0
+	for {
+		runs, resp, err := gh.Actions.ListRepositoryWorkflowRuns(ctx, r.Owner, r.Name, opts)
+		if resp != nil && resp.StatusCode == http.StatusNotFound {
+			return 0, pipeline.ErrNotFound
+		}
+		if err != nil {
+			return 0, err
+		}
+		for _, run := range runs.WorkflowRuns {
+			if run.GetID() != except && run.GetStatus() != "completed" {
+				n++
+			}
+		}
+		if resp.NextPage == 0 {
+			return n, nil
+		}
+		opts.Page = resp.NextPage
+	}
+}
+
 // workflowRun is what lastmile reads of a workflow run, from its webhook
 // (with the event's action) or from the API.
 func workflowRun(r pipeline.Repo, action string, run *github.WorkflowRun) pipeline.WorkflowRun {

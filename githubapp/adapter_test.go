@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -510,5 +511,59 @@ func TestDeploymentStatusesReadAsTheirWebhooks(t *testing.T) {
 	}
 	if want := []string{"2:queued", "1:success"}; !slices.Equal(got, want) {
 		t.Errorf("statuses %v, want %v", got, want)
+	}
+}
+
+// RunsInProgress asks for the commit's runs on the event, 100 a page, and
+// pages through them all, counting those not completed other than the one
+// named; a 404 (the repository out of reach) is ErrNotFound, another error
+// is returned as it is.
+func TestRunsInProgressPagesAndCounts(t *testing.T) {
+	var mu sync.Mutex
+	var queries []string
+	gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/repos/acme/shop/actions/runs" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		q := r.URL.Query()
+		mu.Lock()
+		queries = append(queries, r.URL.RawQuery)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case q.Get("head_sha") == "gone":
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"message":"Not Found"}`)
+		case q.Get("head_sha") == "broken":
+			w.WriteHeader(http.StatusBadGateway)
+			fmt.Fprint(w, `{"message":"Bad Gateway"}`)
+		case q.Get("page") == "2":
+			fmt.Fprint(w, `{"total_count":4,"workflow_runs":[{"id":2,"status":"waiting"},{"id":1,"status":"completed","conclusion":"failure"}]}`)
+		default:
+			w.Header().Set("Link", fmt.Sprintf(`<http://%s%s?page=2&per_page=100>; rel="next"`, r.Host, r.URL.Path))
+			fmt.Fprint(w, `{"total_count":4,"workflow_runs":[{"id":4,"status":"queued"},{"id":3,"status":"completed","conclusion":"failure"}]}`)
+		}
+	})
+	ctx := context.Background()
+	n, err := gh.RunsInProgress(ctx, repo, "abc", "deployment", 3)
+	if err != nil || n != 2 {
+		t.Errorf("RunsInProgress: %d, %v; want 2 (runs 4 and 2)", n, err)
+	}
+	if n, err := gh.RunsInProgress(ctx, repo, "abc", "deployment", 4); err != nil || n != 1 {
+		t.Errorf("RunsInProgress but run 4: %d, %v; want 1 (run 2)", n, err)
+	}
+	mu.Lock()
+	sent := slices.Clone(queries)
+	mu.Unlock()
+	if len(sent) < 2 || !strings.Contains(sent[0], "event=deployment") || !strings.Contains(sent[0], "head_sha=abc") ||
+		!strings.Contains(sent[0], "per_page=100") || !strings.Contains(sent[1], "page=2") {
+		t.Errorf("queries %q, want the commit's runs on the event, 100 a page, then page 2", sent)
+	}
+	if _, err := gh.RunsInProgress(ctx, repo, "gone", "deployment", 3); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("404: %v, want ErrNotFound", err)
+	}
+	if _, err := gh.RunsInProgress(ctx, repo, "broken", "deployment", 3); err == nil || errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("502: %v, want GitHub's error", err)
 	}
 }

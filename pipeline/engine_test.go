@@ -72,8 +72,22 @@ type fakeGitHub struct {
 	// reaches is the installation that reaches each repository (absent:
 	// the one the caller names; 0: none, 404).
 	reaches map[int64]int64
-	// runs are the workflow runs GitHub has, by ID (404 for the others).
-	runs map[int64]pipeline.WorkflowRun
+	// runs are the workflow runs GitHub has, by ID (404 for the others);
+	// runLists counts the RunsInProgress calls, and failRunLists is how
+	// many of the next ones fail.
+	runs         map[int64]pipeline.WorkflowRun
+	runLists     int
+	failRunLists int
+}
+
+// setRun makes GitHub have run, as it is now.
+func (f *fakeGitHub) setRun(run pipeline.WorkflowRun) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.runs == nil {
+		f.runs = map[int64]pipeline.WorkflowRun{}
+	}
+	f.runs[run.RunID] = run
 }
 
 // setInstallation makes GitHub say that installation id stands so.
@@ -135,6 +149,23 @@ func (f *fakeGitHub) WorkflowRun(_ context.Context, r pipeline.Repo, runID int64
 	}
 	run.Repo = r
 	return run, nil
+}
+
+func (f *fakeGitHub) RunsInProgress(_ context.Context, _ pipeline.Repo, sha, event string, except int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.runLists++
+	if f.failRunLists > 0 {
+		f.failRunLists--
+		return 0, errors.New("502 Bad Gateway")
+	}
+	n := 0
+	for id, run := range f.runs {
+		if id != except && run.HeadSHA == sha && run.Event == event && run.Status != "completed" {
+			n++
+		}
+	}
+	return n, nil
 }
 
 func (f *fakeGitHub) time() time.Time {

@@ -67,6 +67,9 @@ func (g *refusingGitHub) ReviewProtectionRule(context.Context, pipeline.Repo, in
 func (g *refusingGitHub) WorkflowRun(context.Context, pipeline.Repo, int64) (pipeline.WorkflowRun, error) {
 	return pipeline.WorkflowRun{}, g.call("WorkflowRun")
 }
+func (g *refusingGitHub) RunsInProgress(context.Context, pipeline.Repo, string, string, int64) (int, error) {
+	return 0, g.call("RunsInProgress")
+}
 func (g *refusingGitHub) Installation(context.Context, int64) (pipeline.InstallationState, error) {
 	return pipeline.InstallationState{}, g.call("Installation")
 }

@@ -229,6 +229,12 @@ type GitHub interface {
 	// WorkflowRun reads a workflow run as it is now; ErrNotFound if GitHub
 	// has none.
 	WorkflowRun(ctx context.Context, r Repo, runID int64) (WorkflowRun, error)
+	// RunsInProgress counts the workflow runs GitHub has for commit sha on
+	// event, other than run except, that have not completed (queued,
+	// waiting, in progress...): what GitHub says now, whether or not their
+	// webhooks reached lastmile yet. ErrNotFound if GitHub does not show
+	// the repository.
+	RunsInProgress(ctx context.Context, r Repo, sha, event string, except int64) (int, error)
 	// Installation reads, as the App, what GitHub says of an installation
 	// now: active, or suspended since when and by whom; ErrNotFound if
 	// GitHub has no such installation (the App was uninstalled).

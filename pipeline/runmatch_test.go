@@ -476,3 +476,159 @@ func TestASameSecondInProgressAfterTheEndLeavesTheRunEnded(t *testing.T) {
 		})
 	}
 }
+
+// ghRun is a run on the deployment event for sha as GitHub has it now:
+// status, and conclusion once completed.
+func ghRun(id int64, sha, status, conclusion string) pipeline.WorkflowRun {
+	return pipeline.WorkflowRun{Repo: shop, RunID: id, Event: "deployment", HeadSHA: sha, Status: status,
+		Conclusion: conclusion, Attempt: 1, URL: fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", id)}
+}
+
+// A failing notifier's end is delivered before any event of the deploy run
+// of the same deployment event (GitHub does not promise the order of
+// deliveries): lastmile has recorded no other run of the commit, but GitHub
+// has the deploy run, in progress. The notifier is not taken for the
+// deploy run; it is judged when the deploy run ends, which is then the run
+// whose end without a report lastmile writes.
+func TestReviewNotifierEndDeliveredBeforeTheDeployRunsFirstEvent(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.setRun(ghRun(11, c1, "in_progress", "")) // the deploy run
+	h.gh.setRun(ghRun(12, c1, "completed", "failure"))
+	h.runCompleted(12, c1, "failure") // the notifier; run 11 not heard of yet
+	if len(h.gh.written) != 0 {
+		t.Errorf("lastmile wrote %+v on the deployment when a notifier failed before the deploy run was heard of", h.gh.written)
+	}
+	h.runStarted(11, c1)
+	if rel, _ := h.db.ReleaseOf(context.Background(), shop.ID, c1); rel.State != pipeline.ReleaseActive {
+		t.Errorf("release of c1: %s (%s), want it still active: its deploy run has only started", rel.State, rel.StopReason)
+	}
+	if st := h.ledgerState(c1, "test"); st.Terminal() {
+		t.Errorf("deployment of c1 to test: %s, want it unfinished while its deploy run goes on", st)
+	}
+	// The deploy run fails before reporting: its end is what lastmile
+	// writes, once, and the notifier judged with it adds nothing.
+	h.gh.setRun(ghRun(11, c1, "completed", "failure"))
+	h.runCompleted(11, c1, "failure")
+	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentFailure ||
+		!strings.Contains(h.gh.written[0].Description, "runs/11 ") {
+		t.Errorf("lastmile wrote %+v when the deploy run failed without a report, want one failure, for run 11", h.gh.written)
+	}
+}
+
+// The same, with the deploy run still queued on GitHub (its jobs waiting
+// for a runner) when the notifier's end comes: the deploy run then reports
+// success and ends, and the notifier, judged at that end, writes nothing
+// (on test's deployment, finished, nor on staging's, made after it began).
+func TestFailingNotifierBeforeAQueuedDeployRunReports(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.gh.now = steppingClock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	created := h.gh.time()
+	deploy, notifier := deployRun(11, created), deployRun(12, created)
+	deploy.Status = "queued"
+	h.gh.setRun(deploy)
+	notifier.Status, notifier.Conclusion = "completed", "failure"
+	h.gh.setRun(notifier)
+	h.runEnds(notifier, "failure")
+	if len(h.gh.written) != 0 {
+		t.Fatalf("lastmile wrote %+v when a notifier failed while the deploy run was queued", h.gh.written)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	deploy.Status, deploy.Conclusion = "completed", "success"
+	h.gh.setRun(deploy)
+	h.runEnds(deploy, "success")
+	if len(h.gh.written) != 0 {
+		t.Errorf("lastmile wrote %+v after the deploy run reported success", h.gh.written)
+	}
+	if st := h.ledgerState(c1, "test"); st != pipeline.DeploymentSuccess {
+		t.Errorf("deployment of c1 to test: %s, want success", st)
+	}
+	if st := h.ledgerState(c1, "staging"); st.Terminal() {
+		t.Errorf("deployment of c1 to staging: %s, want it unfinished", st)
+	}
+}
+
+// A run on the deployment event fails without a report and GitHub has no
+// other run of the commit going (the others on its event ended, or there
+// are none): it was the deploy run, and lastmile writes the failure it
+// owes at its end, having asked GitHub once.
+func TestFailingRunWithNoOtherRunGoingOnGitHubIsJudged(t *testing.T) {
+	for name, others := range map[string][]pipeline.WorkflowRun{
+		"alone":           nil,
+		"notifier ended":  {ghRun(12, c1, "completed", "success")},
+		"other commit's":  {ghRun(13, c0, "in_progress", "")},
+		"re-run attempts": {ghRun(11, c1, "completed", "failure")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, c0, c1)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range others {
+				h.gh.setRun(r)
+			}
+			h.gh.setRun(ghRun(11, c1, "completed", "failure"))
+			h.runCompleted(11, c1, "failure")
+			if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentFailure {
+				t.Errorf("lastmile wrote %+v, want the failure run 11 owes", h.gh.written)
+			}
+			if h.gh.runLists != 1 {
+				t.Errorf("GitHub asked for the commit's runs %d times, want once", h.gh.runLists)
+			}
+		})
+	}
+}
+
+// GitHub fails to list the commit's runs: lastmile writes nothing on its
+// guess and the delivery fails, to be tried again; the next attempt, with
+// GitHub's answer, writes the failure.
+func TestFailingGuessedRunWhenGitHubDoesNotListTheRuns(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.setRun(ghRun(11, c1, "completed", "failure"))
+	h.gh.failRunLists = 1
+	run := ghRun(11, c1, "completed", "failure")
+	run.Action, run.UpdatedAt = "completed", time.Now()
+	if err := h.engine.HandleWorkflowRun(context.Background(), run); err == nil || !strings.Contains(err.Error(), "502") {
+		t.Errorf("the run's end when GitHub did not list the runs: %v, want GitHub's error", err)
+	}
+	if len(h.gh.written) != 0 {
+		t.Fatalf("lastmile wrote %+v on a guess GitHub was not asked about", h.gh.written)
+	}
+	if err := h.engine.HandleWorkflowRun(context.Background(), run); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentFailure {
+		t.Errorf("lastmile wrote %+v at the delivery's next attempt, want the failure run 11 owes", h.gh.written)
+	}
+}
+
+// The happy path does not ask GitHub for a commit's runs: a run that
+// reported, a notifier that ended well, a run linked to its deployment.
+func TestRunsAreListedOnlyForAFailingGuess(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.runStarted(11, c1)
+	h.runCompleted(12, c1, "success") // a notifier
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	h.runCompleted(11, c1, "success")
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 21, true)
+	h.runCompleted(21, c1, "failure") // linked by its in_progress
+	if len(h.gh.written) != 1 || h.gh.written[0].State != pipeline.DeploymentFailure {
+		t.Errorf("lastmile wrote %+v, want the failure run 21 owes staging", h.gh.written)
+	}
+	if h.gh.runLists != 0 {
+		t.Errorf("GitHub asked for the commit's runs %d times, want never", h.gh.runLists)
+	}
+}

@@ -1,0 +1,67 @@
+package githubapp_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/lastmile-app/lastmile/githubapp"
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// RunsInProgress against the simulator (its requests and answers checked
+// against GitHub's REST description): the runs of a commit on the
+// deployment event that have not completed, other than the one named.
+func TestRunsInProgressAgainstTheSimulator(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := &githubapp.GitHub{Clients: clients}
+	repo := pipeline.Repo{ID: 1, Owner: "acme", Name: "shop", InstallationID: w.acme}
+	started, release := make(chan struct{}), make(chan struct{})
+	w.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{Deploy: func(ctx context.Context, jc simulator.JobContext) error {
+		if jc.Environment == "staging" { // goes on until released
+			close(started)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}})
+	defer close(release)
+	sha := w.sim.Branch("acme/shop", "main")
+	deploy := func(env string) {
+		t.Helper()
+		if _, _, err := gh.CreateDeployment(ctx, repo, pipeline.DeploymentRequest{SHA: sha, Environment: env, RequiredContexts: []string{}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deploy("test")
+	if err := w.sim.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deploy("staging")
+	<-started
+	runs := w.sim.Runs("acme/shop")
+	if len(runs) != 2 || runs[0].Status != "completed" || runs[1].Status != "in_progress" {
+		t.Fatalf("runs %+v", runs)
+	}
+	for name, tc := range map[string]struct {
+		sha, event string
+		except     int64
+		want       int
+	}{
+		"the ended run's view":   {sha, "deployment", runs[0].ID, 1},
+		"the running run's view": {sha, "deployment", runs[1].ID, 0},
+		"another commit":         {"0123456789abcdef0123456789abcdef01234567", "deployment", 0, 0},
+		"another event":          {sha, "push", 0, 0},
+	} {
+		if n, err := gh.RunsInProgress(ctx, repo, tc.sha, tc.event, tc.except); err != nil || n != tc.want {
+			t.Errorf("%s: %d, %v; want %d", name, n, err, tc.want)
+		}
+	}
+}
