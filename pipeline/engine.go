@@ -800,12 +800,19 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			return err
 		}
 		// Named by a status, if this one names its job (the Action's
-		// log_url, given job-id): by the times, an earlier job of the run
-		// (the register job) could pass for the deploy job within the
-		// same second. Where GitHub gives no job id (GitHub Enterprise
-		// Server) no status names one, and the times are all there is.
+		// log_url, given job-id): by the times alone, an earlier job of
+		// the run (the register job) could pass for the deploy job within
+		// the same second. Where GitHub gives no job id (GitHub Enterprise
+		// Server) no status names one: the deploy's end, then, tells the
+		// deploy job by its times — one that ran while the deploy did and
+		// ended after it, which the register job, ended before the deploy
+		// began, did not (a deploy job's completion delivered before the
+		// statuses; delivered after, it is matched when it comes).
 		named := strings.Contains(ev.Status.LogURL, "/job/")
 		for _, job := range jobs {
+			if !named && (!ev.Status.State.Terminal() || !job.CompletedAt.After(ev.Status.CreatedAt)) {
+				continue
+			}
 			if err := e.keepJobLog(ctx, job, named); err != nil {
 				return err
 			}
@@ -1191,23 +1198,6 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 			others, err := e.Store.OtherRunsInProgress(ctx, run)
 			if err != nil {
 				return nil, err
-			}
-			if others > 0 {
-				continue
-			}
-			// lastmile's record knows only the runs whose webhooks came,
-			// and GitHub does not promise their order: a notifier's end
-			// may come before the deploy run's first event. GitHub creates
-			// every run of a deployment event together, so the deploy run
-			// of this one's event exists on GitHub now: GitHub is asked
-			// before lastmile judges by its guess, and a run it has going
-			// defers the judgement as one lastmile recorded does (to that
-			// run's end). Its error is returned, as the statuses' are
-			// above, and the delivery tried again: a status written on a
-			// guess that GitHub was not asked about could end a deploy
-			// that is still going.
-			if others, err = e.GitHub.RunsInProgress(ctx, run.Repo, run.HeadSHA, "deployment", run.RunID); err != nil {
-				return nil, fmt.Errorf("list the workflow runs of %s: %w", short(run.HeadSHA), err)
 			}
 			if others > 0 {
 				continue
