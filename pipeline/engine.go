@@ -1202,6 +1202,23 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 			if others > 0 {
 				continue
 			}
+			// lastmile's record knows only the runs whose webhooks came,
+			// and GitHub does not promise their order: a notifier's end
+			// may come before the deploy run's first event. GitHub creates
+			// every run of a deployment event together, so the deploy run
+			// of this one's event exists on GitHub now: GitHub is asked
+			// before lastmile judges by its guess, and a run it has going
+			// defers the judgement as one lastmile recorded does (to that
+			// run's end). Its error is returned, as the statuses' are
+			// above, and the delivery tried again: a status written on a
+			// guess that GitHub was not asked about could end a deploy
+			// that is still going.
+			if others, err = e.GitHub.RunsInProgress(ctx, run.Repo, run.HeadSHA, "deployment", run.RunID); err != nil {
+				return nil, fmt.Errorf("list the workflow runs of %s: %w", short(run.HeadSHA), err)
+			}
+			if others > 0 {
+				continue
+			}
 		}
 		if guessed {
 			if err := e.Store.LinkRun(ctx, d.ID, run.RunID); err != nil {
