@@ -800,20 +800,20 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			return err
 		}
 		// Named by a status, if this one names its job (the Action's
-		// log_url, given job-id): by the times alone, an earlier job of
-		// the run (the register job) could pass for the deploy job within
-		// the same second. Where GitHub gives no job id (GitHub Enterprise
-		// Server) no status names one: the deploy's end, then, tells the
-		// deploy job by its times — one that ran while the deploy did and
-		// ended after it, which the register job, ended before the deploy
-		// began, did not (a deploy job's completion delivered before the
-		// statuses; delivered after, it is matched when it comes).
-		named := strings.Contains(ev.Status.LogURL, "/job/")
+		// log_url, given job-id): by the times, an earlier job of the run
+		// (the register job) could pass for the deploy job within the
+		// same second. Where GitHub gives no job id (GitHub Enterprise
+		// Server) no status names one, and the times are all there is —
+		// for a deploy job whose completion was delivered before the
+		// statuses (delivered after, it is matched when it comes): one the
+		// deploy's in_progress came strictly before the end of, which the
+		// register job, ended before the deploy began, is not.
+		match := JobTimesBeforeEnd
+		if strings.Contains(ev.Status.LogURL, "/job/") {
+			match = JobNamed
+		}
 		for _, job := range jobs {
-			if !named && (!ev.Status.State.Terminal() || !job.CompletedAt.After(ev.Status.CreatedAt)) {
-				continue
-			}
-			if err := e.keepJobLog(ctx, job, named); err != nil {
+			if err := e.keepJobLog(ctx, job, match); err != nil {
 				return err
 			}
 		}
@@ -986,14 +986,14 @@ func (e *Engine) HandleWorkflowJob(ctx context.Context, job WorkflowJob) error {
 	if job.Action != "completed" {
 		return nil
 	}
-	return e.keepJobLog(ctx, job, false)
+	return e.keepJobLog(ctx, job, JobTimes)
 }
 
 // keepJobLog downloads and keeps the log of a completed job that deployed a
 // deployment Store.DeployJob finds (nothing for another job); named: see
 // DeployJob.
-func (e *Engine) keepJobLog(ctx context.Context, job WorkflowJob, named bool) error {
-	d, err := e.Store.DeployJob(ctx, job, named)
+func (e *Engine) keepJobLog(ctx context.Context, job WorkflowJob, match JobMatch) error {
+	d, err := e.Store.DeployJob(ctx, job, match)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}

@@ -3878,29 +3878,62 @@ func TestRerunDeployLogKeptWithoutItsJobNamed(t *testing.T) {
 // The deploy job's completion delivered before the deployment's
 // in_progress and success, whose log_url names the run but no job (GitHub
 // Enterprise Server gives the Action no job id): the log is kept when the
-// statuses come, the job told by its times — and the register job, which
-// ended before the in_progress, is not taken for it.
+// statuses come, the job told by its times — also when it ended the second
+// the success was posted — and the register job, which ended before the
+// in_progress, is not taken for it.
 func TestDeployLogKeptWhenTheJobEndsBeforeStatusesNamingNoJob(t *testing.T) {
+	for _, end := range []time.Duration{21 * time.Second, 20 * time.Second} {
+		t.Run(fmt.Sprint("deploy job ended at +", end), func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			t0, statusAt := h.clockedTestDeploy(map[int64]string{776: "register\n", 777: "deploy log\n"})
+			statusAt(time.Second, pipeline.DeploymentQueued)
+			for _, job := range []pipeline.WorkflowJob{
+				{JobID: 776, Name: "register", StartedAt: t0, CompletedAt: t0.Add(5 * time.Second)},
+				{JobID: 777, Name: "deploy", StartedAt: t0.Add(10 * time.Second), CompletedAt: t0.Add(end)},
+			} {
+				job.Repo, job.Action, job.RunID, job.HeadSHA, job.Status, job.Conclusion = shop, "completed", 11, c1, "completed", "success"
+				if err := h.engine.HandleWorkflowJob(ctx, job); err != nil {
+					t.Fatal(err)
+				}
+			}
+			statusAt(12*time.Second, pipeline.DeploymentInProgress)
+			statusAt(20*time.Second, pipeline.DeploymentSuccess)
+			if log, err := h.db.JobLog(ctx, 777); err != nil || string(log) != "deploy log\n" {
+				t.Errorf("deploy job's log: %q, %v; want it kept", log, err)
+			}
+			if log, err := h.db.JobLog(ctx, 776); err == nil {
+				t.Errorf("the register job was taken for the deploy job: its log %q kept", log)
+			}
+		})
+	}
+}
+
+// Within one second (the simulator's clock) the register job ends, the
+// deploy goes in_progress and succeeds, the deploy job's completion still
+// to come: the register job is not kept as the deploy log by the statuses
+// that name no job; the deploy job is, when its completion comes.
+func TestRegisterJobEndingTheSecondTheDeployBeganIsNotTheDeployJob(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
 	t0, statusAt := h.clockedTestDeploy(map[int64]string{776: "register\n", 777: "deploy log\n"})
-	statusAt(time.Second, pipeline.DeploymentQueued)
-	for _, job := range []pipeline.WorkflowJob{
-		{JobID: 776, Name: "register", StartedAt: t0, CompletedAt: t0.Add(5 * time.Second)},
-		{JobID: 777, Name: "deploy", StartedAt: t0.Add(10 * time.Second), CompletedAt: t0.Add(21 * time.Second)},
-	} {
-		job.Repo, job.Action, job.RunID, job.HeadSHA, job.Status, job.Conclusion = shop, "completed", 11, c1, "completed", "success"
-		if err := h.engine.HandleWorkflowJob(ctx, job); err != nil {
+	statusAt(0, pipeline.DeploymentQueued)
+	job := func(id int64, name string) {
+		t.Helper()
+		if err := h.engine.HandleWorkflowJob(ctx, pipeline.WorkflowJob{Repo: shop, Action: "completed", RunID: 11, JobID: id,
+			Name: name, HeadSHA: c1, Status: "completed", Conclusion: "success", StartedAt: t0, CompletedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	statusAt(12*time.Second, pipeline.DeploymentInProgress)
-	statusAt(20*time.Second, pipeline.DeploymentSuccess)
-	if log, err := h.db.JobLog(ctx, 777); err != nil || string(log) != "deploy log\n" {
-		t.Errorf("deploy job's log: %q, %v; want it kept", log, err)
-	}
+	job(776, "register")
+	statusAt(0, pipeline.DeploymentInProgress)
+	statusAt(0, pipeline.DeploymentSuccess)
+	job(777, "deploy")
 	if log, err := h.db.JobLog(ctx, 776); err == nil {
 		t.Errorf("the register job was taken for the deploy job: its log %q kept", log)
+	}
+	if log, err := h.db.JobLog(ctx, 777); err != nil || string(log) != "deploy log\n" {
+		t.Errorf("deploy job's log: %q, %v; want it kept", log, err)
 	}
 }
 

@@ -438,10 +438,8 @@ type Store interface {
 	// DeployJob reports whether a completed job is the one that deployed a
 	// lastmile deployment, or Actions' own deployment for a job of its run
 	// that has no twin of lastmile's (linked to the run by GitHub, never by
-	// a status's log_url), returning that deployment; named says to trust
-	// only a status whose log_url names the job (not the times of the
-	// job and of the deployment's in_progress).
-	DeployJob(ctx context.Context, job WorkflowJob, named bool) (*Deployment, error)
+	// a status's log_url), returning that deployment, told as match says.
+	DeployJob(ctx context.Context, job WorkflowJob, match JobMatch) (*Deployment, error)
 	// UnloggedJobs lists the completed jobs of a run whose log is not kept
 	// (yet): their completion may have come before the deployment's
 	// statuses that tell which job deployed it.
@@ -524,4 +522,22 @@ const (
 	ProtectionApproved = "approved"
 	ProtectionRejected = "rejected"
 	ProtectionWaiting  = "waiting"
+)
+
+// JobMatch is how Store.DeployJob tells the job that deployed a
+// deployment. A status whose log_url names the job always does.
+type JobMatch int
+
+const (
+	// JobNamed trusts only a status whose log_url names the job.
+	JobNamed JobMatch = iota
+	// JobTimes also takes the job of the deployment's run that was running
+	// when the deployment went in_progress: GitHub's times, whole seconds,
+	// both ends included.
+	JobTimes
+	// JobTimesBeforeEnd is JobTimes with the in_progress strictly before
+	// the job ended: a job that ended the second the deploy began (the
+	// register job, when both come within one second) is not taken for the
+	// deploy job, nor is a deploy job that took under a second.
+	JobTimesBeforeEnd
 )

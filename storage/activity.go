@@ -373,15 +373,16 @@ func (db *DB) RunDeployments(ctx context.Context, run pipeline.WorkflowRun) (dep
 }
 
 // DeployJob returns the deployment that a completed job deployed: the job
-// named in the deployment's log_url, or else (unless named) the job of its
-// run that was running when the deployment went in_progress (in any
+// named in the deployment's log_url, or else (as match says: see
+// pipeline.JobMatch) the job of its run that was running when the
+// deployment went in_progress (in any
 // attempt: a re-run's job when it did again). The deployment is one of
 // lastmile's linked to the job's run, or else Actions' own for a job of
 // that run (a workflow that owns its deployments): one GitHub linked to the
 // run, as Succeeded trusts — never one made through the API, whose
 // statuses' log_url anyone who may write deployments can point at any job —
 // and without a twin of lastmile's, which keeps the job's log.
-func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named bool) (*pipeline.Deployment, error) {
+func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, match pipeline.JobMatch) (*pipeline.Deployment, error) {
 	if job.RunID == 0 {
 		return nil, pipeline.ErrNotFound
 	}
@@ -403,8 +404,12 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named boo
 			return d, nil
 		}
 	}
-	if named || job.StartedAt.IsZero() || job.CompletedAt.IsZero() {
+	if match == pipeline.JobNamed || job.StartedAt.IsZero() || job.CompletedAt.IsZero() {
 		return nil, pipeline.ErrNotFound
+	}
+	end := millis(job.CompletedAt)
+	if match == pipeline.JobTimesBeforeEnd {
+		end-- // strictly before the end: millis of whole seconds
 	}
 	for _, d := range deps {
 		if d.Origin != pipeline.OriginLastmile {
@@ -421,7 +426,7 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, named boo
 		var n int
 		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?
 			AND state = 'in_progress' AND created_at BETWEEN ? AND ?`,
-			d.ID, millis(job.StartedAt), millis(job.CompletedAt)).Scan(&n); err != nil {
+			d.ID, millis(job.StartedAt), end).Scan(&n); err != nil {
 			return nil, err
 		}
 		if n > 0 {

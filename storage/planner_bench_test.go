@@ -11,7 +11,7 @@ import (
 
 // BenchmarkPlannerReads is what the engine reads of a repository at each
 // advance (RepoState, HeldBy for an environment) and for a protection-rule
-// decision (NewestSuccess), with a short and a long history of
+// decision (NewestSuccess, Succeeded), with a short and a long history of
 // deployments in one repository: the cost should not follow the history.
 //
 //	go test ./storage -run '^$' -bench PlannerReads -benchtime 200x
@@ -40,6 +40,9 @@ func BenchmarkPlannerReads(b *testing.B) {
 					b.Fatal(err)
 				}
 				if _, _, err := db.NewestSuccess(ctx, id, "production"); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := db.Succeeded(ctx, id, "0123456789abcdef0123456789abcdef01234567", "production"); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -985,10 +985,16 @@ func (db *DB) StageSucceeded(ctx context.Context, releaseID int64, stage int) (b
 // status's log_url, which whoever writes the status chooses.
 func (db *DB) Succeeded(ctx context.Context, repoID int64, sha, env string) (bool, error) {
 	var n int
-	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployments WHERE repository_id = ? AND sha = ?
-		AND environment = ? COLLATE NOCASE AND succeeded_at > 0 AND (origin = 'lastmile' OR run_id != 0)`, repoID, sha, env).Scan(&n)
+	err := db.read.QueryRowContext(ctx, succeededQuery, repoID, sha, env).Scan(&n)
 	return n > 0, err
 }
+
+// succeededQuery is Succeeded's, for repository ?1, commit ?2 and
+// environment ?3: the commit's few deployments (deployments_sha). SQLite,
+// with no statistics, would as soon take deployments_succeeded and read
+// every success in the environment.
+const succeededQuery = `SELECT COUNT(*) FROM deployments INDEXED BY deployments_sha WHERE repository_id = ?1 AND sha = ?2
+	AND environment = ?3 COLLATE NOCASE AND succeeded_at > 0 AND (origin = 'lastmile' OR run_id != 0)`
 
 // HeldBy is the release whose lastmile deployment in env is in progress
 // (a first attempt or a re-run: see markRerun) and holds the environment (for less than pipeline.HoldRunning since its

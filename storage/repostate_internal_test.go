@@ -30,6 +30,7 @@ func TestPlannerQueriesReadIndexesNotTheHistory(t *testing.T) {
 				"d USING INDEX deployments_reached (repository_id=? AND environment=?)"}, false},
 		"running":        {runningQuery, []any{1, 0}, []string{"d USING INDEX deployments_in_progress (repository_id=?)"}, false},
 		"held by":        {heldByQuery, []any{1, "production", 0}, []string{"deployments_in_progress (repository_id=?)", "deployments_work (repository_id=?)"}, false},
+		"succeeded":      {succeededQuery, []any{1, "abc", "production"}, []string{"deployments_sha (repository_id=? AND sha=?"}, false},
 		"newest success": {newestSuccessQuery, []any{1, "production"}, []string{"deployments_succeeded (repository_id=? AND environment=?"}, false},
 	} {
 		plan := queryPlan(t, db, c.query, c.args...)
