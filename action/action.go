@@ -424,9 +424,12 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		// command, stopped, exits 0 (a TERM trap that cleans up and exits).
 		state = pipeline.DeploymentError
 		desc = "Cancelled: the workflow job was cancelled while the deploy command ran"
-		if runErr == nil {
+		switch {
+		case runErr == nil:
 			runErr = errors.New("the workflow job was cancelled; the deploy command was stopped (it then exited with status 0)")
-		} else {
+		case errors.Is(runErr, errUnstoppable):
+			runErr = fmt.Errorf("the workflow job was cancelled; the deploy command could not be stopped: %w", runErr)
+		default:
 			runErr = fmt.Errorf("the workflow job was cancelled; the deploy command was stopped: %w", runErr)
 		}
 		timeout = cancelledPostTimeout

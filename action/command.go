@@ -125,9 +125,12 @@ func killed(done <-chan error, wait time.Duration) error {
 	case err := <-done:
 		return err
 	case <-t.C:
-		return errors.New("it did not end on SIGKILL (a process of another user, started through sudo, say, or one waiting on a hung mount) and may still run")
+		return errUnstoppable
 	}
 }
+
+// errUnstoppable is the end of a deploy command that SIGKILL did not end.
+var errUnstoppable = errors.New("it did not end on SIGKILL (a process of another user, started through sudo, say, or one waiting on a hung mount) and may still run")
 
 // cancelledDrain is how long, once the job is cancelled and the command
 // has ended, its output is still awaited from processes that left its

@@ -21,7 +21,7 @@ func TestKilledWaitsBoundedly(t *testing.T) {
 	}
 	began := time.Now()
 	err := killed(make(chan error), 50*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "did not end on SIGKILL") {
+	if !errors.Is(err, errUnstoppable) || !strings.Contains(err.Error(), "did not end on SIGKILL") {
 		t.Errorf("killed, the command never ends: %v, want an error saying so", err)
 	}
 	if took := time.Since(began); took > 10*time.Second {

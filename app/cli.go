@@ -230,26 +230,10 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	if err := parseFlags(fs, interspersed(args, map[string]bool{"json": true}), stdout); err != nil {
 		return err
 	}
-	if err := noEmptyFilter(fs, "state", "repo"); err != nil {
-		return err
-	}
-	if *limit < 1 {
-		fmt.Fprintf(stderr, "lastmile deliveries: --limit %d: use 1 or more\n", *limit)
-		return errUsage
-	}
-	if *repo != "" {
-		if err := checkRepo(fs, "--repo ", *repo); err != nil {
-			return err
-		}
-	}
-	switch s := pipeline.DeliveryState(*state); s {
-	case "", pipeline.DeliveryPending, pipeline.DeliveryDone, pipeline.DeliveryIgnored, pipeline.DeliveryDead:
-	default:
-		fmt.Fprintf(stderr, "lastmile deliveries: --state %q: use pending, done, ignored or dead\n", *state)
-		return errUsage
-	}
 	// Usage is checked before the database is opened, so that a wrong
-	// command line is a usage error (exit 2) wherever it runs.
+	// command line is a usage error (exit 2) wherever it runs; the action
+	// first, so that a listing's flag given with it is refused as such,
+	// whatever its value.
 	action := fs.Arg(0)
 	if fs.NArg() > 0 {
 		problem := ""
@@ -282,6 +266,24 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 				return errUsage
 			}
 		}
+	}
+	if err := noEmptyFilter(fs, "state", "repo"); err != nil {
+		return err
+	}
+	if *limit < 1 {
+		fmt.Fprintf(stderr, "lastmile deliveries: --limit %d: use 1 or more\n", *limit)
+		return errUsage
+	}
+	if *repo != "" {
+		if err := checkRepo(fs, "--repo ", *repo); err != nil {
+			return err
+		}
+	}
+	switch s := pipeline.DeliveryState(*state); s {
+	case "", pipeline.DeliveryPending, pipeline.DeliveryDone, pipeline.DeliveryIgnored, pipeline.DeliveryDead:
+	default:
+		fmt.Fprintf(stderr, "lastmile deliveries: --state %q: use pending, done, ignored or dead\n", *state)
+		return errUsage
 	}
 	if err := checkDatabase(fs, *path); err != nil {
 		return err
