@@ -68,12 +68,17 @@ func (r *Redeliverer) sleep(ctx context.Context, d time.Duration) error {
 }
 
 // Run checks at once (RunAtStart), then every Interval (RunOnce), until
-// ctx ends.
+// ctx ends. A check at start that fails is made again at the next turn,
+// until one succeeds: what it alone asks for (the deliveries given up in
+// earlier runs, whose cause the restart may have fixed) is not lost to
+// GitHub's failing the moment lastmile started.
 func (r *Redeliverer) Run(ctx context.Context) {
 	check := r.RunAtStart
 	for {
 		n, err := check(ctx)
-		check = r.RunOnce
+		if err == nil {
+			check = r.RunOnce
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return

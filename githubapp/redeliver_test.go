@@ -953,3 +953,38 @@ func TestRedelivererSkipsDeliveriesThatSucceeded(t *testing.T) {
 		t.Errorf("asked to redeliver attempts %v, want only [12] (the delivery that never succeeded)", got)
 	}
 }
+
+// The check at start asks again for what earlier runs gave up on (what
+// refused those deliveries may have been fixed by the restart). If GitHub
+// fails that check, the next checks are checks at start, until one
+// succeeds: the pass is not lost for the life of the process.
+func TestRunAtStartIsTriedAgainUntilItSucceeds(t *testing.T) {
+	now := time.Now().UTC()
+	gh := newHookDeliveries(t, now, 100,
+		hookAttempt{id: 15, guid: "g-1", ago: 10 * time.Minute},
+		hookAttempt{id: 14, guid: "g-1", ago: 20 * time.Minute},
+		hookAttempt{id: 13, guid: "g-1", ago: 30 * time.Minute},
+		hookAttempt{id: 12, guid: "g-1", ago: 40 * time.Minute},
+		hookAttempt{id: 11, guid: "g-1", ago: 50 * time.Minute},
+	)
+	db := openStore(t)
+	ctx := context.Background()
+	// An earlier run gave up on g-1 (the cap: 5 attempts).
+	if err := db.RedeliveryRequested(ctx, "g-1", true, now.Add(-5*time.Minute), now.Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	gh.mu.Lock()
+	gh.failList = true // GitHub is unwell the moment lastmile starts
+	gh.mu.Unlock()
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Interval: 100 * time.Millisecond, Now: time.Now, Sleep: skipWait, Log: discardLog()}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { r.Run(runCtx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitUntil(t, "the check at start, failing", 10*time.Second, func() bool { return len(gh.Cursors()) > 0 })
+	gh.mu.Lock()
+	gh.failList = false
+	gh.mu.Unlock()
+	waitUntil(t, "g-1, given up before the restart, asked for again", 10*time.Second, func() bool { return len(gh.Redelivered()) > 0 })
+}
