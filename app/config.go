@@ -177,7 +177,7 @@ var settings = []setting{
 		set: intSetting(func(c *Config) *int { return &c.Workers }, 1, 256)},
 	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead (1 to 100)",
 		set: intSetting(func(c *Config) *int { return &c.MaxAttempts }, 1, 100)},
-	{env: "LASTMILE_REDELIVERY_INTERVAL", flag: "redelivery-interval", def: "10m", help: "how often to ask GitHub for missed deliveries: at least 1s, or 0 to turn it off",
+	{env: "LASTMILE_REDELIVERY_INTERVAL", flag: "redelivery-interval", def: "10m", help: "how often to ask GitHub for missed deliveries: at least 1s and shorter than the redelivery window, or 0 to turn it off",
 		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryInterval }, time.Second, true)},
 	{env: "LASTMILE_REDELIVERY_WINDOW", flag: "redelivery-window", def: "72h", help: "how far back GitHub keeps deliveries (at least 1h): 72h on github.com, 168h on GitHub Enterprise Server",
 		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryWindow }, time.Hour, false)},
@@ -372,6 +372,14 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		v, from := getenv(s.env), s.env
 		if explicit[s.flag] {
 			v, from = *values[s.flag], "--"+s.flag
+			// A flag given empty (--database="$DB", DB unset) is no
+			// choice of the default: it would put the database, or
+			// /metrics and the read API, somewhere else than the
+			// environment says, without a word.
+			if v == "" {
+				problems = append(problems, fmt.Errorf("--%s is empty: give it a value, or leave the flag out (%s, or the default, then applies)", s.flag, s.env))
+				continue
+			}
 			// A flag given no value takes the next one's as its own
 			// (--webhook-secret --api-token=…): never a setting's value.
 			if name, ok := strings.CutPrefix(v, "-"); ok {
@@ -403,6 +411,9 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 			}
 			problems = append(problems, fmt.Errorf("%s: %w", from, err))
 		}
+	}
+	if c.RedeliveryInterval > 0 && c.RedeliveryWindow > 0 && c.RedeliveryInterval >= c.RedeliveryWindow {
+		problems = append(problems, fmt.Errorf("LASTMILE_REDELIVERY_INTERVAL %s is not shorter than LASTMILE_REDELIVERY_WINDOW %s: a delivery that failed just after a check would have left GitHub's store before the next one; check more often", c.RedeliveryInterval, c.RedeliveryWindow))
 	}
 	if c.AdminListen != "" && checkHostPort(c.AdminListen) == nil && checkHostPort(c.Listen) == nil && sameSocket(c.AdminListen, c.Listen) {
 		problems = append(problems, fmt.Errorf("LASTMILE_ADMIN_LISTEN %s and LASTMILE_LISTEN %s would take the same port: give the admin address a port of its own (or unset it to serve everything on one address)", c.AdminListen, c.Listen))

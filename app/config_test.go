@@ -261,7 +261,17 @@ func TestLoadConfigReportsEachProblem(t *testing.T) {
 		flags []string
 	}{
 		"no webhook secret": {set: map[string]string{"LASTMILE_WEBHOOK_SECRET": ""}, want: []string{"LASTMILE_WEBHOOK_SECRET", "required"}},
-		"no App ID":         {set: map[string]string{"LASTMILE_APP_ID": ""}, want: []string{"LASTMILE_APP_ID", "required"}},
+		// A flag given empty (--database="$DB", DB unset) would put the
+		// database, or the admin endpoints, elsewhere than the
+		// environment says: refused, not taken for the default.
+		"an empty database flag": {set: map[string]string{"LASTMILE_DATABASE": "/srv/lastmile/prod.db"}, flags: []string{"--database="},
+			want: []string{"--database is empty", "LASTMILE_DATABASE"}},
+		"an empty admin address flag": {set: map[string]string{"LASTMILE_ADMIN_LISTEN": "127.0.0.1:9797"}, flags: []string{"--admin-listen", ""},
+			want: []string{"--admin-listen is empty"}},
+		"an empty secret flag": {flags: []string{"--webhook-secret="}, want: []string{"--webhook-secret is empty"}},
+		"a redelivery interval as long as the window": {set: map[string]string{"LASTMILE_REDELIVERY_INTERVAL": "96h"},
+			want: []string{"LASTMILE_REDELIVERY_INTERVAL 96h0m0s is not shorter than LASTMILE_REDELIVERY_WINDOW 72h0m0s"}},
+		"no App ID": {set: map[string]string{"LASTMILE_APP_ID": ""}, want: []string{"LASTMILE_APP_ID", "required"}},
 		"App ID not a number": {set: map[string]string{"LASTMILE_APP_ID": "twelve"},
 			want: []string{"LASTMILE_APP_ID", `"twelve"`, "positive integer"}},
 		"App ID zero":     {set: map[string]string{"LASTMILE_APP_ID": "0"}, want: []string{"LASTMILE_APP_ID", "positive integer"}},
