@@ -108,6 +108,10 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	rec, err := waitForRecord(waitCtx, sb, repo, push.After)
+	if err != nil && ctx.Err() != nil {
+		// Interrupted (Ctrl-C): no timeout to blame.
+		return fmt.Errorf("interrupted before the release finished; the database stays in %s", sb.Config.Database)
+	}
 	if err != nil {
 		return fmt.Errorf("the release did not finish within a minute: %w (run with --verbose to see why)", err)
 	}

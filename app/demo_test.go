@@ -336,3 +336,41 @@ func TestDemoKeepRunningStopsOnCtrlC(t *testing.T) {
 		t.Errorf("GET %s after the demo stopped: %d, want no answer", m[1], resp.StatusCode)
 	}
 }
+
+// Ctrl-C while the demo waits for its release says the demo was
+// interrupted and where its database stays, not that the release took
+// longer than the minute it allows.
+func TestDemoInterruptedWhileItWaits(t *testing.T) {
+	deadline, cancelDeadline := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancelDeadline()
+	ctx, interrupt := context.WithCancel(deadline)
+	bin := t.TempDir()
+	// The deploy command never ends: the release waits in test.
+	if err := os.WriteFile(filepath.Join(bin, "bash"), []byte("#!/bin/sh\nexec sleep 120\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	out := &watchedOutput{want: "pushed 3 commits to main", seen: make(chan struct{})}
+	seen := out.seen
+	var errOut strings.Builder
+	code := make(chan int, 1)
+	go func() {
+		code <- Main(ctx, []string{"demo", "--dir", filepath.Join(t.TempDir(), "demo")}, func(string) string { return "" }, out, &errOut)
+	}()
+	select {
+	case <-seen:
+	case c := <-code:
+		t.Fatalf("demo exited %d before it pushed:\n%s%s", c, out.String(), errOut.String())
+	case <-deadline.Done():
+		t.Fatalf("demo did not push:\n%s", out.String())
+	}
+	interrupt()
+	select {
+	case c := <-code:
+		if msg := errOut.String(); c == 0 || !strings.Contains(msg, "interrupted before the release finished; the database stays in ") || strings.Contains(msg, "within a minute") {
+			t.Errorf("demo interrupted while it waited: exit %d, said\n%s\nwant that it was interrupted and where the database is", c, msg)
+		}
+	case <-deadline.Done():
+		t.Fatal("demo did not stop after Ctrl-C")
+	}
+}
