@@ -49,15 +49,22 @@ func newSimWorld(t *testing.T) *simWorld {
 	return w
 }
 
+// clients are the App's clients of the world's simulator.
+func (w *simWorld) clients(t *testing.T) *githubapp.Clients {
+	t.Helper()
+	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clients
+}
+
 const tokenPath = "/app/installations/*/access_tokens"
 
 func TestClientsInstallationTokensWorkAgainstTheSimulator(t *testing.T) {
 	ctx := context.Background()
 	w := newSimWorld(t)
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 
 	acme, err := clients.Installation(w.acme)
 	if err != nil {
@@ -114,10 +121,7 @@ func TestClientsInstallationTokensWorkAgainstTheSimulator(t *testing.T) {
 func TestClientsReplaceARevokedTokenAgainstTheSimulator(t *testing.T) {
 	ctx := context.Background()
 	w := newSimWorld(t)
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 	acme, _ := clients.Installation(w.acme)
 	for i := range 3 {
 		if i == 1 {
@@ -138,10 +142,7 @@ func TestClientsReplaceARevokedTokenAgainstTheSimulator(t *testing.T) {
 
 func TestClientsAreCachedPerInstallation(t *testing.T) {
 	w := newSimWorld(t)
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 	const callers = 32
 	got := make([]*github.Client, callers)
 	var wg sync.WaitGroup
@@ -249,10 +250,7 @@ func TestRateLimitsAreReportedPerQuota(t *testing.T) {
 func TestCreateDeploymentSpammedIsTemporary(t *testing.T) {
 	ctx := context.Background()
 	w := newSimWorld(t)
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 	gh := &githubapp.GitHub{Clients: clients}
 	repo := pipeline.Repo{ID: 1, Owner: "acme", Name: "shop", InstallationID: w.acme}
 	main := w.sim.Branch("acme/shop", "main")
@@ -395,10 +393,7 @@ func TestInstallationTokenErrorsEndWithGitHubsAnswer(t *testing.T) {
 func TestClientsTellAnInstallationSuspendedOrGone(t *testing.T) {
 	ctx := context.Background()
 	w := newSimWorld(t)
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 	gh := &githubapp.GitHub{Clients: clients}
 	shop := pipeline.Repo{Owner: "acme", Name: "shop", InstallationID: w.acme}
 	read := func() error {
@@ -427,7 +422,7 @@ func TestClientsTellAnInstallationSuspendedOrGone(t *testing.T) {
 	}
 	check("suspended, the token minted before", read(), true, 0)
 	clients.Forget(w.acme)
-	err = read()
+	err := read()
 	check("suspended, a new token", err, true, 0)
 	var te *githubapp.InstallationTokenError
 	if !errors.As(err, &te) || te.Code != http.StatusForbidden || te.Message != "This installation has been suspended" {
@@ -456,12 +451,9 @@ func TestInstallationTokenErrorsKeepTheirCause(t *testing.T) {
 	ctx := context.Background()
 	w := newSimWorld(t)
 	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultPrimaryRateLimit, Method: "POST", Path: tokenPath, Times: 1, Reset: time.Hour})
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 	acme, _ := clients.Installation(w.acme)
-	_, _, err = acme.Repositories.GetCommit(ctx, "acme", "shop", "main", nil)
+	_, _, err := acme.Repositories.GetCommit(ctx, "acme", "shop", "main", nil)
 	if _, limited := githubapp.IsRateLimited(err); !limited {
 		t.Fatalf("error %v: want a rate limit", err)
 	}

@@ -133,10 +133,7 @@ func TestManifestSubscribesOnlyToWhatAnAppCan(t *testing.T) {
 // would fail on GitHub, which refuses a token what it does not grant.
 func TestSimulatorGrantsTheManifestsPermissions(t *testing.T) {
 	w := newSimWorld(t)
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 	tok, _, err := clients.App().Apps.CreateInstallationToken(context.Background(), w.acme, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -15,10 +15,7 @@ import (
 func TestRunsInProgressAgainstTheSimulator(t *testing.T) {
 	ctx := context.Background()
 	w := newSimWorld(t)
-	clients, err := githubapp.NewClients(w.apiURL, w.sim.AppID(), simKey(t, w.sim), &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	clients := w.clients(t)
 	gh := &githubapp.GitHub{Clients: clients}
 	repo := pipeline.Repo{ID: 1, Owner: "acme", Name: "shop", InstallationID: w.acme}
 	started, release := make(chan struct{}), make(chan struct{})
