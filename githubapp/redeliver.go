@@ -52,6 +52,11 @@ type Redeliverer struct {
 	// Sleep waits for d or until ctx ends; tests replace it to record waits.
 	Sleep func(ctx context.Context, d time.Duration) error
 	Log   *slog.Logger
+
+	// askedAgain holds the deliveries given up in earlier runs that a check
+	// at start has asked GitHub for again: once per process, however many
+	// checks at start a failure elsewhere in them makes (see Run).
+	askedAgain map[string]bool
 }
 
 // requestSpacing is the least time between two redelivery requests: each
@@ -71,7 +76,8 @@ func (r *Redeliverer) sleep(ctx context.Context, d time.Duration) error {
 // ctx ends. A check at start that fails is made again at the next turn,
 // until one succeeds: what it alone asks for (the deliveries given up in
 // earlier runs, whose cause the restart may have fixed) is not lost to
-// GitHub's failing the moment lastmile started.
+// GitHub's failing the moment lastmile started — each of them asked for
+// once, however many turns that takes.
 func (r *Redeliverer) Run(ctx context.Context) {
 	check := r.RunAtStart
 	for {
@@ -243,6 +249,11 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 			}
 			continue
 		}
+		// Given up before: asked for once more, once in this process.
+		onceMore := again && (asked[guid].GaveUp || r.MaxAttempts > 0 && attempts >= r.MaxAttempts)
+		if onceMore && r.askedAgain[guid] {
+			continue
+		}
 		if asking {
 			if err := r.sleep(ctx, requestSpacing); err != nil {
 				return requested, err
@@ -261,10 +272,18 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 		_, _, err := r.App.Apps.RedeliverHookDelivery(ctx, g.latestID)
 		var accepted *github.AcceptedError
 		var refused *github.ErrorResponse
+		ok := err == nil || errors.As(err, &accepted)
+		never := errors.As(err, &refused) && refused.Response != nil &&
+			(refused.Response.StatusCode == http.StatusNotFound || refused.Response.StatusCode == http.StatusUnprocessableEntity)
+		if onceMore && (ok || never) {
+			if r.askedAgain == nil {
+				r.askedAgain = map[string]bool{}
+			}
+			r.askedAgain[guid] = true // GitHub answered it: not asked again
+		}
 		switch {
-		case err == nil, errors.As(err, &accepted):
-		case errors.As(err, &refused) && refused.Response != nil &&
-			(refused.Response.StatusCode == http.StatusNotFound || refused.Response.StatusCode == http.StatusUnprocessableEntity):
+		case ok:
+		case never:
 			// GitHub will not redeliver this one (gone, or no longer
 			// possible): the others are still asked for.
 			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.event, "error", Tidy(err))

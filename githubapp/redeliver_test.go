@@ -988,3 +988,43 @@ func TestRunAtStartIsTriedAgainUntilItSucceeds(t *testing.T) {
 	gh.mu.Unlock()
 	waitUntil(t, "g-1, given up before the restart, asked for again", 10*time.Second, func() bool { return len(gh.Redelivered()) > 0 })
 }
+
+// A check at start made again because another request of it failed (g-2,
+// which GitHub keeps failing) asks for a delivery given up in an earlier
+// run (g-1) once in the process, not at every turn.
+func TestRunAtStartAsksForAGivenUpDeliveryOnce(t *testing.T) {
+	now := time.Now().UTC()
+	gh := newHookDeliveries(t, now, 100,
+		hookAttempt{id: 21, guid: "g-2", ago: 5 * time.Minute},
+		hookAttempt{id: 15, guid: "g-1", ago: 10 * time.Minute},
+		hookAttempt{id: 14, guid: "g-1", ago: 20 * time.Minute},
+		hookAttempt{id: 13, guid: "g-1", ago: 30 * time.Minute},
+		hookAttempt{id: 12, guid: "g-1", ago: 40 * time.Minute},
+		hookAttempt{id: 11, guid: "g-1", ago: 50 * time.Minute},
+	)
+	gh.mu.Lock()
+	gh.failPostOf = map[int64]int{21: http.StatusInternalServerError}
+	gh.mu.Unlock()
+	db := openStore(t)
+	ctx := context.Background()
+	if err := db.RedeliveryRequested(ctx, "g-1", true, now.Add(-5*time.Minute), now.Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Interval: 10 * time.Millisecond, Now: time.Now, Sleep: skipWait, Log: discardLog()}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { r.Run(runCtx); close(done) }()
+	waitUntil(t, "five checks", 10*time.Second, func() bool { return len(gh.Cursors()) >= 5 })
+	cancel()
+	<-done
+	n := 0
+	for _, id := range gh.Redelivered() {
+		if id == 15 {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("g-1, given up in an earlier run, asked to be redelivered %d times in %d checks, want once", n, len(gh.Cursors()))
+	}
+}
