@@ -253,7 +253,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 			return errUsage
 		}
 	}
-	if *reason != "" && action != "discard" {
+	if given(fs, "reason") && action != "discard" {
 		fmt.Fprintln(stderr, "lastmile deliveries: --reason goes with discard: lastmile deliveries discard ID --reason TEXT")
 		return errUsage
 	}

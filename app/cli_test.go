@@ -422,6 +422,10 @@ func TestDeliveriesCommandErrors(t *testing.T) {
 			args: []string{"deliveries", "--database", path, "discard", "guid-dead-1", "--repo", "acme/shop"}, code: 2,
 			stderrHas: []string{"--repo goes with the list, not with discard"},
 		},
+		"an empty reason with retry": {
+			args: []string{"deliveries", "--database", path, "retry", "guid-dead-1", "--reason", ""}, code: 2,
+			stderrHas: []string{"--reason goes with discard"},
+		},
 		"an empty state with retry: the flag, not its value": {
 			args: []string{"deliveries", "--database", path, "retry", "guid-dead-1", "--state", ""}, code: 2,
 			stderrHas: []string{"--state goes with the list, not with retry"},

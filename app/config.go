@@ -365,19 +365,28 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	}
 
 	c := &Config{}
+	source := map[string]string{} // where each setting's value came from: its variable, or its flag
 	for _, s := range settings {
 		if unread[s.flag] {
 			continue
 		}
 		v, from := getenv(s.env), s.env
+		source[s.env] = from
 		if explicit[s.flag] {
 			v, from = *values[s.flag], "--"+s.flag
+			source[s.env] = from
 			// A flag given empty (--database="$DB", DB unset) is no
 			// choice of the default: it would put the database, or
 			// /metrics and the read API, somewhere else than the
 			// environment says, without a word.
 			if v == "" {
-				problems = append(problems, fmt.Errorf("--%s is empty: give it a value, or leave the flag out (%s, or the default, then applies)", s.flag, s.env))
+				then := s.env + " then applies"
+				if s.def != "" {
+					then += ", or, unset, its default " + s.def
+				} else if !s.required {
+					then += ", or, unset, what lastmile serve --help says of it" // the API off, say
+				}
+				problems = append(problems, fmt.Errorf("--%s is empty: give it a value, or leave the flag out (%s)", s.flag, then))
 				continue
 			}
 			// A flag given no value takes the next one's as its own
@@ -413,7 +422,8 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		}
 	}
 	if c.RedeliveryInterval > 0 && c.RedeliveryWindow > 0 && c.RedeliveryInterval >= c.RedeliveryWindow {
-		problems = append(problems, fmt.Errorf("LASTMILE_REDELIVERY_INTERVAL %s is not shorter than LASTMILE_REDELIVERY_WINDOW %s: a delivery that failed just after a check would have left GitHub's store before the next one; check more often", c.RedeliveryInterval, c.RedeliveryWindow))
+		problems = append(problems, fmt.Errorf("%s %s is not shorter than %s %s: a delivery that failed just after a check would have left GitHub's store before the next one; check more often",
+			source["LASTMILE_REDELIVERY_INTERVAL"], c.RedeliveryInterval, source["LASTMILE_REDELIVERY_WINDOW"], c.RedeliveryWindow))
 	}
 	if c.AdminListen != "" && checkHostPort(c.AdminListen) == nil && checkHostPort(c.Listen) == nil && sameSocket(c.AdminListen, c.Listen) {
 		problems = append(problems, fmt.Errorf("LASTMILE_ADMIN_LISTEN %s and LASTMILE_LISTEN %s would take the same port: give the admin address a port of its own (or unset it to serve everything on one address)", c.AdminListen, c.Listen))
