@@ -3909,6 +3909,28 @@ func TestDeployLogKeptWhenTheJobEndsBeforeStatusesNamingNoJob(t *testing.T) {
 	}
 }
 
+// The Action's statuses name the deploy job (job-id given); the register
+// job's completion is delivered after the in_progress of the same second:
+// the times would take it for the deploy job, the statuses' naming of
+// another job says it is not.
+func TestRegisterJobIsNotTakenByTheTimesWhereStatusesNameTheJob(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	t0, _ := h.clockedTestDeploy(map[int64]string{776: "register\n", 777: "deploy log\n"})
+	d := h.gh.deployment(c1, "test")
+	h.gh.mu.Lock()
+	inProgress := h.gh.post(d.id, pipeline.DeploymentInProgress, "https://github.com/acme/shop/actions/runs/11/job/777")
+	h.gh.mu.Unlock()
+	h.deliver(c1, "test", inProgress)
+	if err := h.engine.HandleWorkflowJob(ctx, pipeline.WorkflowJob{Repo: shop, Action: "completed", RunID: 11, JobID: 776,
+		Name: "register", HeadSHA: c1, Status: "completed", Conclusion: "success", StartedAt: t0, CompletedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if log, err := h.db.JobLog(ctx, 776); err == nil {
+		t.Errorf("the register job was taken for the deploy job: its log %q kept", log)
+	}
+}
+
 // Within one second (the simulator's clock) the register job ends, the
 // deploy goes in_progress and succeeds, the deploy job's completion still
 // to come: the register job is not kept as the deploy log by the statuses

@@ -424,6 +424,16 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, match pip
 		// nor after it completed — and a job that ended the second before
 		// (a re-run's register job) is not taken for the deploy job.
 		var n int
+		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ? AND log_url LIKE '%/job/%'`, d.ID).Scan(&n); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			// Its statuses name their job (the Action given job-id): the
+			// job named is its deploy job, and another that the times
+			// would take (the register job, ended the second the deploy
+			// began) is not.
+			continue
+		}
 		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?
 			AND state = 'in_progress' AND created_at BETWEEN ? AND ?`,
 			d.ID, millis(job.StartedAt), end).Scan(&n); err != nil {
