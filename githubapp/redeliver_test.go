@@ -79,8 +79,9 @@ func (h *hookDeliveries) list(w http.ResponseWriter, r *http.Request) {
 	cursor := r.URL.Query().Get("cursor")
 	h.mu.Lock()
 	h.cursors = append(h.cursors, cursor)
+	failList := h.failList // a test may change it while lastmile lists
 	h.mu.Unlock()
-	if h.failList {
+	if failList {
 		http.Error(w, `{"message":"Server Error"}`, http.StatusInternalServerError)
 		return
 	}
@@ -113,15 +114,16 @@ func (h *hookDeliveries) redeliver(w http.ResponseWriter, r *http.Request) {
 	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	h.mu.Lock()
 	h.redelivered = append(h.redelivered, id)
+	limitPost, status := h.limitPost, cmp.Or(h.failPostOf[id], h.failPost)
 	h.mu.Unlock()
-	if h.limitPost {
+	if limitPost {
 		w.Header().Set("X-RateLimit-Limit", "5000")
 		w.Header().Set("X-RateLimit-Remaining", "0")
 		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10))
 		writeJSONBody(w, http.StatusForbidden, map[string]any{"message": "API rate limit exceeded"})
 		return
 	}
-	if status := cmp.Or(h.failPostOf[id], h.failPost); status != 0 {
+	if status != 0 {
 		http.Error(w, `{"message":"Validation Failed"}`, status)
 		return
 	}
