@@ -956,34 +956,43 @@ func TestRedelivererSkipsDeliveriesThatSucceeded(t *testing.T) {
 	}
 }
 
+// givenUpAtStart is GitHub's list of deliveries with g-1, which failed
+// five times, and more (listed first: newer), and a store in which an
+// earlier run gave up on g-1 (the cap: 5 attempts); and a Redeliverer
+// checking every interval, started with start (its Run), stopped when the
+// test ends.
+func givenUpAtStart(t *testing.T, more ...hookAttempt) (gh *hookDeliveries, start func()) {
+	t.Helper()
+	now := time.Now().UTC()
+	for i := 5; i >= 1; i-- {
+		more = append(more, hookAttempt{id: int64(10 + i), guid: "g-1", ago: time.Duration(60-10*i) * time.Minute})
+	}
+	gh = newHookDeliveries(t, now, 100, more...)
+	db := openStore(t)
+	ctx := context.Background()
+	if err := db.RedeliveryRequested(ctx, "g-1", true, now.Add(-5*time.Minute), now.Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Interval: 10 * time.Millisecond, Now: time.Now, Sleep: skipWait, Log: discardLog()}
+	return gh, func() {
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { r.Run(runCtx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+}
+
 // The check at start asks again for what earlier runs gave up on (what
 // refused those deliveries may have been fixed by the restart). If GitHub
 // fails that check, the next checks are checks at start, until one
 // succeeds: the pass is not lost for the life of the process.
 func TestRunAtStartIsTriedAgainUntilItSucceeds(t *testing.T) {
-	now := time.Now().UTC()
-	gh := newHookDeliveries(t, now, 100,
-		hookAttempt{id: 15, guid: "g-1", ago: 10 * time.Minute},
-		hookAttempt{id: 14, guid: "g-1", ago: 20 * time.Minute},
-		hookAttempt{id: 13, guid: "g-1", ago: 30 * time.Minute},
-		hookAttempt{id: 12, guid: "g-1", ago: 40 * time.Minute},
-		hookAttempt{id: 11, guid: "g-1", ago: 50 * time.Minute},
-	)
-	db := openStore(t)
-	ctx := context.Background()
-	// An earlier run gave up on g-1 (the cap: 5 attempts).
-	if err := db.RedeliveryRequested(ctx, "g-1", true, now.Add(-5*time.Minute), now.Add(-72*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	gh, start := givenUpAtStart(t)
 	gh.mu.Lock()
 	gh.failList = true // GitHub is unwell the moment lastmile starts
 	gh.mu.Unlock()
-	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
-		Interval: 100 * time.Millisecond, Now: time.Now, Sleep: skipWait, Log: discardLog()}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { r.Run(runCtx); close(done) }()
-	defer func() { cancel(); <-done }()
+	start()
 	waitUntil(t, "the check at start, failing", 10*time.Second, func() bool { return len(gh.Cursors()) > 0 })
 	gh.mu.Lock()
 	gh.failList = false
@@ -995,31 +1004,12 @@ func TestRunAtStartIsTriedAgainUntilItSucceeds(t *testing.T) {
 // which GitHub keeps failing) asks for a delivery given up in an earlier
 // run (g-1) once in the process, not at every turn.
 func TestRunAtStartAsksForAGivenUpDeliveryOnce(t *testing.T) {
-	now := time.Now().UTC()
-	gh := newHookDeliveries(t, now, 100,
-		hookAttempt{id: 21, guid: "g-2", ago: 5 * time.Minute},
-		hookAttempt{id: 15, guid: "g-1", ago: 10 * time.Minute},
-		hookAttempt{id: 14, guid: "g-1", ago: 20 * time.Minute},
-		hookAttempt{id: 13, guid: "g-1", ago: 30 * time.Minute},
-		hookAttempt{id: 12, guid: "g-1", ago: 40 * time.Minute},
-		hookAttempt{id: 11, guid: "g-1", ago: 50 * time.Minute},
-	)
+	gh, start := givenUpAtStart(t, hookAttempt{id: 21, guid: "g-2", ago: 5 * time.Minute})
 	gh.mu.Lock()
 	gh.failPostOf = map[int64]int{21: http.StatusInternalServerError}
 	gh.mu.Unlock()
-	db := openStore(t)
-	ctx := context.Background()
-	if err := db.RedeliveryRequested(ctx, "g-1", true, now.Add(-5*time.Minute), now.Add(-72*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
-		Interval: 10 * time.Millisecond, Now: time.Now, Sleep: skipWait, Log: discardLog()}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { r.Run(runCtx); close(done) }()
+	start()
 	waitUntil(t, "five checks", 10*time.Second, func() bool { return len(gh.Cursors()) >= 5 })
-	cancel()
-	<-done
 	n := 0
 	for _, id := range gh.Redelivered() {
 		if id == 15 {
