@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +44,7 @@ func scanDelivery(row rowScanner) (*pipeline.Delivery, error) {
 	return &d, nil
 }
 
-// queueHead is the oldest pending delivery of a repository.
+// queueHead is the oldest pending delivery of a queue.
 type queueHead struct {
 	repository     string
 	repositoryID   int64
@@ -54,36 +53,44 @@ type queueHead struct {
 	nextAttempt    int64
 }
 
-// key names the head's queue: its repository's name, or (a delivery of no
-// repository: an installation's own events) its installation's, so that
+// queue names the head's queue, as the worker has it in hand: its
+// repository's ID, which a rename or a transfer keeps (and which another
+// repository taking up the name does not share); or, a delivery of no
+// repository (an installation's own events), its installation's, so that
 // one installation's event waiting for a retry holds up no other's.
-func (h queueHead) key() string {
-	if h.repository != "" {
-		return h.repository
-	}
-	return installationQueue + strconv.FormatInt(h.installationID, 10)
+func (h queueHead) queue() pipeline.InHand {
+	return pipeline.InHandOf(h.repositoryID, h.repository, h.installationID)
 }
 
-// installationQueue begins the key of an installation's queue (no
-// repository name begins with it).
-const installationQueue = "#"
+// queueHeadsQuery finds every queue's head; queueHeadQuery one queue's
+// (its repository ID; a name, when that is 0; an installation, when the
+// name is empty too). Both read the pending deliveries' index alone
+// (TestQueueQueryPlans).
+const (
+	queueHeadsQuery = `WITH RECURSIVE repos(id) AS (
+		SELECT (SELECT MIN(repository_id) FROM deliveries WHERE state = 'pending' AND repository_id > 0)
+		UNION ALL
+		SELECT (SELECT MIN(repository_id) FROM deliveries WHERE state = 'pending' AND repository_id > repos.id)
+		FROM repos WHERE repos.id IS NOT NULL)
+	SELECT d.repository, d.repository_id, d.installation_id, d.seq, d.next_attempt_at FROM repos
+	JOIN deliveries d ON d.seq = (SELECT MIN(seq) FROM deliveries WHERE state = 'pending' AND repository_id = repos.id)
+	WHERE repos.id IS NOT NULL
+	UNION ALL
+	SELECT repository, repository_id, installation_id, MIN(seq), next_attempt_at FROM deliveries
+	WHERE state = 'pending' AND repository_id = 0
+	GROUP BY repository, CASE WHEN repository = '' THEN installation_id END`
+	queueHeadQuery = `SELECT repository, repository_id, installation_id, seq, next_attempt_at FROM deliveries
+		WHERE state = 'pending' AND repository_id = ? AND (repository_id > 0 OR (repository = ? AND (? != '' OR installation_id = ?)))
+		ORDER BY seq LIMIT 1`
+)
 
 // queueHeads finds the head of each repository's queue with one index seek
 // per repository (a loose index scan of the pending index), so its cost
 // follows the number of repositories with work, not the backlog; and the
-// head of each installation's queue (its own events, few).
+// head of each queue of deliveries without a repository ID (an
+// installation's own events: few).
 func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
-	rows, err := db.query(ctx, `WITH RECURSIVE repos(name) AS (
-			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending' AND repository > '')
-			UNION ALL
-			SELECT (SELECT MIN(repository) FROM deliveries WHERE state = 'pending' AND repository > repos.name)
-			FROM repos WHERE repos.name IS NOT NULL)
-		SELECT d.repository, d.repository_id, d.installation_id, d.seq, d.next_attempt_at FROM repos
-		JOIN deliveries d ON d.seq = (SELECT MIN(seq) FROM deliveries WHERE state = 'pending' AND repository = repos.name)
-		WHERE repos.name IS NOT NULL
-		UNION ALL
-		SELECT repository, repository_id, installation_id, MIN(seq), next_attempt_at FROM deliveries
-		WHERE state = 'pending' AND repository = '' GROUP BY installation_id`)
+	rows, err := db.query(ctx, queueHeadsQuery)
 	if err != nil {
 		return nil, err
 	}
@@ -100,32 +107,29 @@ func (db *DB) queueHeads(ctx context.Context) ([]queueHead, error) {
 	return heads, rows.Err()
 }
 
+// queueHeadOf looks up the head of one queue: one index seek.
+func (db *DB) queueHeadOf(ctx context.Context, q pipeline.InHand) (queueHead, error) {
+	var h queueHead
+	err := db.queryRow(ctx, queueHeadQuery,
+		q.RepositoryID, q.Repository, q.Repository, q.Installation).Scan(&h.repository, &h.repositoryID, &h.installationID, &h.seq, &h.nextAttempt)
+	return h, err
+}
+
 // NextWork returns up to limit deliveries the worker may handle now: for
-// each repository, its oldest pending delivery, if it is due and the
-// repository is not in busy (by ID: a delivery's InHand). Deliveries of one
-// repository are therefore handled one at a time, in order of arrival.
-// next is when the first of the other queue heads (not busy, not handed
-// out) becomes due, or zero.
+// each queue (a repository's, by ID), its oldest pending delivery, if it is
+// due and the queue is not in busy (a delivery's InHand). Deliveries of one
+// repository are therefore handled one at a time, in order of arrival,
+// whatever name each was delivered under (renamed, or transferred, while
+// they waited). next is when the first of the other queue heads (not busy,
+// not handed out) becomes due, or zero.
 func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[pipeline.InHand]bool, limit int) (ds []*pipeline.Delivery, next time.Time, err error) {
 	heads, err := db.queue.current(ctx, db)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	nextDue := int64(0)
-	// The queues are by name; a repository renamed (or transferred) while
-	// deliveries waited has two. Its deliveries under the new name wait
-	// behind those under the old one, in hand or waiting for a retry; and
-	// while one of either name is in hand (busy is by repository ID), so
-	// does a delivery under the old name retried by an operator.
-	first := map[int64]bool{}
 	for _, h := range heads {
-		if h.repositoryID != 0 {
-			if first[h.repositoryID] {
-				continue
-			}
-			first[h.repositoryID] = true
-		}
-		if busy[pipeline.InHandOf(h.repositoryID, h.repository, h.installationID)] {
+		if busy[h.queue()] {
 			continue
 		}
 		if h.nextAttempt > millis(now) || len(ds) >= limit {
@@ -150,16 +154,16 @@ func (db *DB) NextWork(ctx context.Context, now time.Time, busy map[pipeline.InH
 // queueCache is this process's view of the queue heads, so that the worker
 // does not search the whole pending index for every delivery it takes. A
 // head changes only when this process finishes or fails it (that
-// repository is then looked up again: one index seek), and a repository
-// gets a head when deliveries arrive (read from the rows after the last one
+// queue is then looked up again: one index seek), and a queue gets a
+// head when deliveries arrive (read from the rows after the last one
 // seen: a range of the primary key). A full search every queueFullSearch
 // picks up what another process changed (`lastmile deliveries retry`).
 type queueCache struct {
 	mu       sync.Mutex
-	heads    map[string]queueHead // queue (queueHead.key) → its oldest pending delivery
-	stale    map[string]bool      // queues whose head must be looked up
-	seen     int64                // the highest seq read; arrivals come after it
-	searched time.Time            // the last full search; zero: search now
+	heads    map[pipeline.InHand]queueHead // queue → its oldest pending delivery
+	stale    map[pipeline.InHand]bool      // queues whose head must be looked up
+	seen     int64                         // the highest seq read; arrivals come after it
+	searched time.Time                     // the last full search; zero: search now
 }
 
 // queueFullSearch bounds how long a change made by another process can go
@@ -181,37 +185,25 @@ func (c *queueCache) current(ctx context.Context, db *DB) ([]queueHead, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.heads, c.stale, c.seen, c.searched = map[string]queueHead{}, map[string]bool{}, seen.Int64, time.Now()
+		c.heads, c.stale, c.seen, c.searched = map[pipeline.InHand]queueHead{}, map[pipeline.InHand]bool{}, seen.Int64, time.Now()
 		for _, h := range heads {
-			c.heads[h.key()] = h
+			c.heads[h.queue()] = h
 		}
 	} else {
 		if err := c.readArrivals(ctx, db); err != nil {
 			return nil, err
 		}
-		for key := range c.stale {
-			var h queueHead
-			repo, installation := key, int64(-1) // a repository's queue: any installation
-			if id, ok := strings.CutPrefix(key, installationQueue); ok {
-				repo = ""
-				n, err := strconv.ParseInt(id, 10, 64)
-				if err != nil {
-					return nil, err
-				}
-				installation = n
-			}
-			err := db.queryRow(ctx, `SELECT repository, repository_id, installation_id, seq, next_attempt_at FROM deliveries
-				WHERE state = 'pending' AND repository = ? AND (? < 0 OR installation_id = ?) ORDER BY seq LIMIT 1`,
-				repo, installation, installation).Scan(&h.repository, &h.repositoryID, &h.installationID, &h.seq, &h.nextAttempt)
+		for q := range c.stale {
+			h, err := db.queueHeadOf(ctx, q)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
-				delete(c.heads, key)
+				delete(c.heads, q)
 			case err != nil:
 				return nil, err
 			default:
-				c.heads[key] = h
+				c.heads[q] = h
 			}
-			delete(c.stale, key)
+			delete(c.stale, q)
 		}
 	}
 	out := make([]queueHead, 0, len(c.heads))
@@ -237,8 +229,8 @@ func (c *queueCache) readArrivals(ctx context.Context, db *DB) error {
 			return err
 		}
 		c.seen = h.seq
-		if _, ok := c.heads[h.key()]; !ok && !c.stale[h.key()] && state == string(pipeline.DeliveryPending) {
-			c.heads[h.key()] = h
+		if _, ok := c.heads[h.queue()]; !ok && !c.stale[h.queue()] && state == string(pipeline.DeliveryPending) {
+			c.heads[h.queue()] = h
 		}
 	}
 	return rows.Err()
@@ -250,15 +242,15 @@ func (c *queueCache) readArrivals(ctx context.Context, db *DB) error {
 func (c *queueCache) handled(seq int64, gone bool, next time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for repo, h := range c.heads {
+	for q, h := range c.heads {
 		if h.seq != seq {
 			continue
 		}
 		if gone {
-			c.stale[repo] = true
+			c.stale[q] = true
 		} else {
 			h.nextAttempt = millis(next)
-			c.heads[repo] = h
+			c.heads[q] = h
 		}
 		return
 	}
@@ -471,22 +463,15 @@ func (db *DB) WaitingBehind(ctx context.Context, ds []*pipeline.Delivery) (map[s
 	if err != nil {
 		return nil, err
 	}
-	// As NextWork: a repository's deliveries wait behind the oldest of its
-	// queues, whatever name each was delivered under (renamed, or
-	// transferred, while they waited); the others by their queue.
-	byKey, byRepo := map[string]int64{}, map[int64]int64{}
-	for _, h := range heads { // oldest first
-		byKey[h.key()] = h.seq
-		if _, ok := byRepo[h.repositoryID]; !ok && h.repositoryID != 0 {
-			byRepo[h.repositoryID] = h.seq
-		}
+	// As NextWork: a repository's deliveries wait behind its queue's head,
+	// whatever name each was delivered under.
+	byQueue := map[pipeline.InHand]int64{}
+	for _, h := range heads {
+		byQueue[h.queue()] = h.seq
 	}
 	found := map[int64]QueueHead{}
 	for _, d := range ds {
-		head, ok := byRepo[d.RepositoryID]
-		if d.RepositoryID == 0 || !ok {
-			head, ok = byKey[queueHead{repository: d.Repository, installationID: d.InstallationID}.key()]
-		}
+		head, ok := byQueue[d.InHand()]
 		if d.State != pipeline.DeliveryPending || !ok || head >= d.Seq {
 			continue
 		}

@@ -123,7 +123,7 @@ func TestNextDeliveriesDrainsEachRepositoryInOrder(t *testing.T) {
 	}
 }
 
-// A repository renamed while deliveries waited has two queues by name; its
+// A repository renamed while deliveries waited keeps its queue (by ID): its
 // deliveries under the new name wait behind those under the old one — in
 // hand, or waiting for a retry.
 func TestNextDeliveriesKeepsTheOrderOfARenamedRepository(t *testing.T) {
@@ -203,6 +203,40 @@ func TestNextDeliveriesHoldsARetriedDeliveryOfARenamedRepositoryWhileTheNewNameI
 	got, err = db.NextDeliveries(ctx, inboxT0, inHand, 10)
 	if err != nil || len(got) != 0 {
 		t.Errorf("with new-1, other-1 and no-id-1 in hand: %v, %v; want nothing", ids(got), err)
+	}
+}
+
+// Another repository that takes up a name a repository left (renamed, or
+// deleted, while a delivery of it waited for a retry) has a queue of its
+// own: its deliveries do not wait behind the old repository's retries, and
+// `lastmile deliveries` does not say they do.
+func TestNextDeliveriesQueuesANameTakenUpByAnotherRepositoryApart(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	old := acceptDelivery(t, db, pendingDelivery("old-1", "acme/x"))
+	if err := db.FailDelivery(ctx, old.Seq, "GitHub 502", inboxT0.Add(time.Hour), false); err != nil {
+		t.Fatal(err)
+	}
+	taker := pendingDelivery("new-1", "acme/x")
+	taker.RepositoryID = old.RepositoryID + 1
+	acceptDelivery(t, db, taker)
+	for _, view := range []string{"kept", "built again"} {
+		if view == "built again" { // another process's view, read from the database alone
+			other, err := storage.Open(ctx, db.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { other.Close() })
+			db = other
+		}
+		got, next, err := db.NextWork(ctx, inboxT0, nil, 10)
+		if err != nil || !slices.Equal(ids(got), []string{"new-1"}) || !next.Equal(inboxT0.Add(time.Hour)) {
+			t.Errorf("queues %s: NextWork = %v, next %v, %v; want new-1, and old-1 due in an hour", view, ids(got), next, err)
+		}
+		behind, err := db.WaitingBehind(ctx, allDeliveries(t, db))
+		if err != nil || len(behind) != 0 {
+			t.Errorf("queues %s: WaitingBehind = %v, %v; want nothing waiting behind another", view, behind, err)
+		}
 	}
 }
 

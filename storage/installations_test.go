@@ -78,14 +78,15 @@ func TestSetInstallationWakesItsWaitingDeliveries(t *testing.T) {
 		state pipeline.DeliveryState
 		wait  bool // postponed until later
 	}
-	for i, s := range []seed{
+	repoIDs := map[string]int64{"acme/shop": 100, "acme/api": 101, "globex/web": 102, "acme/docs": 103}
+	for _, s := range []seed{
 		{"shop-waits", 7, "acme/shop", pipeline.DeliveryPending, true},
 		{"api-waits", 7, "acme/api", pipeline.DeliveryPending, true},
 		{"shop-behind", 7, "acme/shop", pipeline.DeliveryPending, false},
 		{"other-installation", 8, "globex/web", pipeline.DeliveryPending, true},
 		{"done", 7, "acme/docs", pipeline.DeliveryDone, false},
 	} {
-		d := &pipeline.Delivery{ID: s.id, Event: "push", InstallationID: s.inst, RepositoryID: int64(100 + i), Repository: s.repo,
+		d := &pipeline.Delivery{ID: s.id, Event: "push", InstallationID: s.inst, RepositoryID: repoIDs[s.repo], Repository: s.repo,
 			State: s.state, Body: []byte(`{}`)}
 		if _, err := db.Accept(ctx, d, "push", "accepted"); err != nil {
 			t.Fatal(err)
@@ -348,4 +349,31 @@ func queryPlan(t *testing.T, db *DB, query string, args ...any) string {
 		t.Fatal(err)
 	}
 	return strings.Join(plan, " | ")
+}
+
+// The worker's queue queries read the pending deliveries' index alone, one
+// seek per queue: never the done deliveries, which retention keeps by the
+// million.
+func TestQueueQueryPlans(t *testing.T) {
+	db := openTemp(t)
+	for name, q := range map[string]struct {
+		sql  string
+		args []any
+	}{
+		"every queue's head": {queueHeadsQuery, nil},
+		"a repository's":     {queueHeadQuery, []any{int64(42), "", "", int64(0)}},
+		"an installation's":  {queueHeadQuery, []any{int64(0), "", "", int64(7)}},
+	} {
+		got := queryPlan(t, db, q.sql, q.args...)
+		for _, step := range strings.Split(got, " | ") {
+			if strings.Contains(step, "deliveries") && !strings.Contains(step, "USING INDEX deliveries_pending") &&
+				!strings.Contains(step, "INTEGER PRIMARY KEY") && !strings.Contains(step, "COVERING INDEX deliveries_pending") {
+				t.Errorf("%s: %s reads deliveries otherwise than by the pending index (plan: %s)", name, step, got)
+			}
+			if strings.HasPrefix(step, "SCAN deliveries") && !strings.Contains(step, "deliveries_pending") {
+				t.Errorf("%s: scans the deliveries table (plan: %s)", name, got)
+			}
+		}
+		t.Logf("%s: %s", name, got)
+	}
 }
