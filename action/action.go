@@ -166,6 +166,15 @@ const (
 // end the deployment before anything was deployed.
 const earlyPostTimeout = 2 * time.Minute
 
+// The pauses between the tries of queued and in_progress, and of reads,
+// while GitHub fails: growing from earlyFirstPause to earlyMaxPause. A
+// status post is sent once a try (the transport does not repeat it), and
+// a try that may have arrived is read back before the next.
+const (
+	earlyFirstPause = 500 * time.Millisecond
+	earlyMaxPause   = 4 * time.Second
+)
+
 // RateLimitMaxWait is how long the Action waits, from a call's first
 // refusal, for GitHub's rate limit to pass before it gives the call up.
 // The step has nothing else to do: waiting deploys late, giving up not at
@@ -282,7 +291,7 @@ type runner struct {
 func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, error) {
 	c := r.cfg
 	var statuses []*github.DeploymentStatus
-	err := r.call(ctx, func() (err error) {
+	err := r.read(ctx, func() (err error) {
 		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 1})
 		return err
 	})
@@ -301,7 +310,7 @@ func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, err
 func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 	c := r.cfg
 	var statuses []*github.DeploymentStatus
-	err := r.call(ctx, func() (err error) {
+	err := r.read(ctx, func() (err error) {
 		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 100})
 		return err
 	})
@@ -330,7 +339,7 @@ func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 	c := r.cfg
 	mine, marked := pipeline.ParseMarker(c.deployment.Payload)
 	var deps []*github.Deployment
-	err := r.call(ctx, func() (err error) {
+	err := r.read(ctx, func() (err error) {
 		deps, _, err = r.gh.Repositories.ListDeployments(ctx, c.owner, c.repo, &github.DeploymentsListOptions{
 			Environment: c.deployment.Environment, ListOptions: github.ListOptions{PerPage: 100}})
 		return err
@@ -347,7 +356,7 @@ func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 			continue
 		}
 		var statuses []*github.DeploymentStatus
-		err := r.call(ctx, func() (err error) {
+		err := r.read(ctx, func() (err error) {
 			statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, d.GetID(), &github.ListOptions{PerPage: 100})
 			return err
 		})
@@ -620,8 +629,16 @@ func (r *runner) alreadyPosted(ctx context.Context, deadline time.Time, state pi
 // read the statuses back from GitHub). The job's cancellation ends it at once.
 func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, logURL, desc string) error {
 	deadline := r.env.now().Add(earlyPostTimeout)
-	pause := time.Second
+	pause := earlyFirstPause
 	mayBeThere := false
+	// fail gives up: once a try may have arrived, so may the status,
+	// whatever the last try's error (a rate limit, the cancellation).
+	fail := func(err error) error {
+		if mayBeThere {
+			return &perhapsArrived{err}
+		}
+		return err
+	}
 	for {
 		if mayBeThere && r.alreadyPosted(ctx, deadline, state, logURL) {
 			r.printf("lastmile: the %s status is on GitHub: an earlier try posted it, though its answer was lost\n", state)
@@ -638,14 +655,58 @@ func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, 
 			_, limited = githubapp.AsRateLimited(err, r.env.now())
 			return err
 		})
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fail(err)
 		}
 		now := r.env.now()
 		if !mayHaveArrived(err) {
-			return err
+			return fail(err)
 		}
 		mayBeThere = true
+		if !now.Before(deadline) {
+			return fail(err)
+		}
+		wait := min(pause, deadline.Sub(now))
+		r.printf("lastmile: %v; trying again in %s\n", err, wait.Round(100*time.Millisecond))
+		if r.env.sleep(ctx, wait) != nil {
+			return fail(err)
+		}
+		pause = min(2*pause, earlyMaxPause)
+	}
+}
+
+// perhapsArrived is the error of a post given up after an earlier try of
+// it may have arrived on GitHub (a 5xx, no answer).
+type perhapsArrived struct{ err error }
+
+func (e *perhapsArrived) Error() string { return e.err.Error() }
+func (e *perhapsArrived) Unwrap() error { return e.err }
+
+// read makes a read of GitHub's, fn, through call (rate limits waited
+// out), tried again with growing pauses while GitHub fails (5xx, no
+// answer) for up to earlyPostTimeout from the first try or from the end of
+// the last rate limit waited out: as for queued and in_progress, a short
+// outage as the job starts must neither fail the register job nor end the
+// deployment before anything was deployed, and a read is safe to repeat.
+// The job's cancellation ends it at once.
+func (r *runner) read(ctx context.Context, fn func() error) error {
+	deadline := r.env.now().Add(earlyPostTimeout)
+	pause := earlyFirstPause
+	for {
+		tries := 0
+		err := r.call(ctx, func() error {
+			if tries++; tries > 1 { // after a rate limit's wait
+				deadline = maxTime(deadline, r.env.now().Add(earlyPostTimeout))
+			}
+			return fn()
+		})
+		if err == nil || ctx.Err() != nil || !mayHaveArrived(err) {
+			return err // done, cancelled, or refused by GitHub (a 4xx): asking again changes nothing
+		}
+		now := r.env.now()
 		if !now.Before(deadline) {
 			return err
 		}
@@ -654,7 +715,7 @@ func (r *runner) postEarly(ctx context.Context, state pipeline.DeploymentState, 
 		if r.env.sleep(ctx, wait) != nil {
 			return err
 		}
-		pause = min(2*pause, 8*time.Second)
+		pause = min(2*pause, earlyMaxPause)
 	}
 }
 
@@ -716,15 +777,20 @@ func cancelledBefore(ctx context.Context, err error) error {
 
 // mayHaveArrived tells whether a call that failed with err may have taken
 // effect on GitHub all the same: anything but an answer of GitHub's that
-// refused it (4xx, a rate limit).
+// refused it (4xx, a rate limit) — unless an earlier try of the same post
+// may have arrived (perhapsArrived). Of a read, it tells a failure that
+// may pass (5xx, no answer) from GitHub's refusal.
 func mayHaveArrived(err error) bool {
 	var (
+		pa  *perhapsArrived
 		er  *github.ErrorResponse
 		rl  *github.RateLimitError
 		arl *github.AbuseRateLimitError
 		lim *githubapp.RateLimitedError
 	)
 	switch {
+	case errors.As(err, &pa):
+		return true
 	case errors.As(err, &er):
 		return er.Response == nil || er.Response.StatusCode >= 500
 	case errors.As(err, &rl), errors.As(err, &arl), errors.As(err, &lim):
@@ -733,16 +799,14 @@ func mayHaveArrived(err error) bool {
 	return true
 }
 
-// post creates a deployment status. The transport may send queued or
-// in_progress again after a 5xx or a lost connection: twice does no harm.
-// A final status (success, failure, error, inactive) is sent once: posted
-// twice, it would end the deployment twice; postPersistently tries it
-// again only once it has seen that GitHub does not have it.
+// post creates a deployment status, sent once: the transport does not send
+// it again after a 5xx or a lost connection. postEarly and
+// postPersistently try again, and know then that an earlier try may have
+// arrived: a final status (success, failure, error, inactive) posted twice
+// would end the deployment twice, and an in_progress that may be on GitHub
+// is one the Action must end (with error) if it deploys nothing.
 func (r *runner) post(ctx context.Context, state pipeline.DeploymentState, logURL, description string) error {
 	c := r.cfg
-	if !state.Terminal() {
-		ctx = githubapp.WithRetrySafe(ctx)
-	}
 	req := &github.DeploymentStatusRequest{
 		State:       github.String(string(state)),
 		LogURL:      github.String(logURL),

@@ -3,7 +3,10 @@
 package action_test
 
 import (
+	"context"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,4 +137,132 @@ func TestInProgressTakenWithItsAnswerLost(t *testing.T) {
 	if n == 0 || n > 5 || got[len(got)-1] != "success" {
 		t.Errorf("statuses %v: want at most the transport's 5 tries of in_progress, then success", got)
 	}
+}
+
+// The same outage, hitting GitHub's reads as a real outage does (the
+// deployment's statuses, read before anything is posted), not only the
+// posts: the register job still posts queued, the deploy job still deploys.
+func TestShortOutageOfReadsAsTheJobStarts(t *testing.T) {
+	for _, mode := range []string{"register", "deploy"} {
+		t.Run(mode, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "GET", Path: statusesPath, Times: 20})
+			s := newStep(t, w.directJob(id), map[string]string{"INPUT_MODE": mode, "INPUT_COMMAND": "echo deployed"})
+			var log lockedBuilder
+			env := s.env(&log)
+			clock := newFakeClock()
+			action.SetClock(&env, clock.Now, clock.Sleep)
+			res, err := action.Run(w.ctx, env)
+			want := []string{"queued"}
+			if mode == "deploy" {
+				want = []string{"in_progress", "success"}
+			}
+			if err != nil || string(res.State) != want[len(want)-1] {
+				t.Fatalf("%s after a %s outage of reads: %+v, %v\n%s", mode, clock.totalWait(), res, err, log.String())
+			}
+			wantStates(t, w.deployment(id), want...)
+			if wait := clock.totalWait(); wait < 5*time.Second || wait > 2*time.Minute {
+				t.Errorf("waited %s in all, want the outage's length, within 2 minutes", wait)
+			}
+		})
+	}
+}
+
+// in_progress is posted, then GitHub's reads fail for a while (the check
+// that lastmile did not supersede the deployment meanwhile): the deploy
+// waits for them rather than ending the deployment in error.
+func TestShortOutageOfReadsAfterInProgress(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	// The first read of the statuses (before in_progress) passes; the 20
+	// after it fail.
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultDelay, Method: "GET", Path: statusesPath})
+	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "GET", Path: statusesPath, Times: 20})
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed"})
+	var log lockedBuilder
+	env := s.env(&log)
+	clock := newFakeClock()
+	action.SetClock(&env, clock.Now, clock.Sleep)
+	res, err := action.Run(w.ctx, env)
+	if err != nil || res.State != pipeline.DeploymentSuccess {
+		t.Fatalf("deploy after a %s outage of reads: %+v, %v\n%s", clock.totalWait(), res, err, log.String())
+	}
+	wantStates(t, w.deployment(id), "in_progress", "success")
+}
+
+// in_progress reaches GitHub but its answer is lost (a 502), the read that
+// would show it there fails too, and the next try is refused by GitHub's
+// rate limit: in_progress may be on GitHub, so when the Action gives up —
+// the job cancelled during the wait, or a limit too far away to wait for —
+// it ends the deployment with error (or says that GitHub refused that too,
+// and that lastmile settles the deployment), rather than reporting that
+// the deployment is as it was.
+func TestInProgressPerhapsPostedThenRateLimited(t *testing.T) {
+	faults := func(w *world, retryAfter time.Duration) {
+		w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultAppliedLost, Method: "POST", Path: statusesPath})
+		// The read before in_progress passes; the read after the lost
+		// answer fails, each of the transport's tries.
+		w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultDelay, Method: "GET", Path: statusesPath})
+		w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "GET", Path: statusesPath, Times: 5})
+		w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultSecondaryRateLimit, Method: "POST", Path: statusesPath, RetryAfter: retryAfter})
+	}
+
+	t.Run("cancelled during the wait", func(t *testing.T) {
+		w := newWorld(t)
+		faults(w, 2*time.Second)
+		ctx, cancel := context.WithCancel(w.ctx)
+		defer cancel()
+		id := w.createDeployment()
+		s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed"})
+		var log lockedBuilder
+		env := s.env(&log)
+		clock := newFakeClock()
+		waiting := make(chan struct{})
+		var held atomic.Bool
+		sleep := func(wctx context.Context, d time.Duration) error {
+			// The first wait for the rate limit lasts until the job is
+			// cancelled; the others pass (the clock moves on).
+			if strings.Contains(log.String(), "GitHub rate limit: waiting") && held.CompareAndSwap(false, true) {
+				close(waiting)
+				<-wctx.Done()
+				return wctx.Err()
+			}
+			return clock.Sleep(wctx, d)
+		}
+		action.SetClock(&env, clock.Now, sleep)
+		done := make(chan error, 1)
+		go func() {
+			_, err := action.Run(ctx, env)
+			done <- err
+		}()
+		select {
+		case <-waiting:
+		case err := <-done:
+			t.Fatalf("Run ended without waiting for the rate limit: %v\n%s", err, log.String())
+		}
+		cancel() // the runner's SIGINT
+		if err := <-done; err == nil || !strings.Contains(err.Error(), "cancelled") {
+			t.Errorf("Run: %v, want the cancellation's error\n%s", err, log.String())
+		}
+		wantStates(t, w.deployment(id), "in_progress", "error")
+	})
+
+	t.Run("a limit too far away", func(t *testing.T) {
+		w := newWorld(t)
+		faults(w, 20*time.Minute)
+		id := w.createDeployment()
+		s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed"})
+		var log lockedBuilder
+		env := s.env(&log)
+		clock := newFakeClock()
+		action.SetClock(&env, clock.Now, clock.Sleep)
+		res, err := action.Run(w.ctx, env)
+		// The limit refuses the error status too: the Action says so.
+		if err == nil || res.State != pipeline.DeploymentError ||
+			!strings.Contains(err.Error(), "the error status could not be reported") || !strings.Contains(err.Error(), "lastmile settles deployment") {
+			t.Errorf("Run: %+v, %v; want the error status tried, and the step failed saying GitHub does not show it\n%s", res, err, log.String())
+		}
+		wantStates(t, w.deployment(id), "in_progress")
+	})
 }
