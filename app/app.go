@@ -231,11 +231,31 @@ func warnSecretWhitespace(log *slog.Logger, secret Secret) {
 	}
 }
 
-// metricsBeyondThisMachine reports whether /metrics (and the read API)
-// answer on the webhook's address listen, one not on the loopback
-// interface: no admin address of their own.
-func metricsBeyondThisMachine(admin, listen string) bool {
-	return admin == "" && !loopback(listen)
+// metricsExposure says, when /metrics (and the read API) answer on an
+// address other machines reach, where, and what to do; "" otherwise. Those
+// are the webhook's address listen (no admin address of their own) when it
+// is not on the loopback interface; or the admin address when it is every
+// interface (`:9797`, `0.0.0.0:9797`) or a public IP address — not one on
+// the loopback interface or a private network, which is what it is for.
+func metricsExposure(admin, listen string) string {
+	if admin == "" {
+		if loopback(listen) {
+			return ""
+		}
+		return "/metrics and the read API answer on the webhook's address, reachable from other machines: /metrics names your repositories and environments to anyone who reaches it; set LASTMILE_ADMIN_LISTEN (such as 127.0.0.1:9797) to serve them on an address of their own, or let your proxy pass only /webhook"
+	}
+	host, _, err := net.SplitHostPort(admin)
+	if err != nil || loopback(admin) {
+		return ""
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case host == "" || ip != nil && ip.IsUnspecified():
+		return "/metrics and the read API answer on every interface of this machine (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
+	case ip != nil && !ip.IsPrivate() && !ip.IsLinkLocalUnicast():
+		return "/metrics and the read API answer on a public address (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
+	}
+	return ""
 }
 
 // Run serves and works until ctx ends, then shuts down in order: stop
@@ -245,9 +265,8 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "admin_listen", a.AdminAddr(),
 		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
 	warnSecretWhitespace(a.log, a.cfg.WebhookSecret)
-	if metricsBeyondThisMachine(a.AdminAddr(), a.Addr()) {
-		a.log.Warn("/metrics and the read API answer on the webhook's address, reachable from other machines: /metrics names your repositories and environments to anyone who reaches it; set LASTMILE_ADMIN_LISTEN (such as 127.0.0.1:9797) to serve them on an address of their own, or let your proxy pass only /webhook",
-			"listen", a.Addr())
+	if warning := metricsExposure(a.AdminAddr(), a.Addr()); warning != "" {
+		a.log.Warn(warning, "listen", a.Addr(), "admin_listen", a.AdminAddr())
 	}
 	if len(a.cfg.IgnoredVariables) > 0 {
 		a.log.Warn("environment variables that are no setting of lastmile serve are ignored", "variables", a.cfg.IgnoredVariables)
@@ -437,6 +456,14 @@ func (a *App) sweep(ctx context.Context) {
 			a.log.Warn("sweep: protection-rule requests waiting too long for a deployment to end", "error", err)
 		} else if n > 0 {
 			a.log.Info("sweep: protection-rule requests that waited too long for a deployment to end judged again", "count", n)
+		}
+		if n, err := a.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("sweep: protection-rule answers GitHub did not receive", "error", err)
+		} else if n > 0 {
+			a.log.Info("sweep: protection-rule answers GitHub did not receive sent again", "count", n)
 		}
 		if time.Since(lastRecheck) >= suspendedRecheck {
 			if n, err := a.engine.RecheckSuspended(ctx); err != nil {

@@ -47,6 +47,10 @@ type Engine struct {
 	// advanceWaits, if set (by tests), is called when advance has to wait
 	// for another advance of the same repository.
 	advanceWaits func()
+	// resend: protection-rule answer (decision ID) → when the sweep sends
+	// it again, after its sending failed (AnswerUnpostedProtectionRules).
+	resendMu sync.Mutex
+	resend   map[int64]resendState
 }
 
 // branchReadInterval bounds how often a push to another branch makes
@@ -1414,9 +1418,11 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 
 // answerWaitingProtectionRules decides again the protection-rule requests
 // for sha that waited for a deployment to end, and answers those no longer
-// waiting.
+// waiting; and sends again the answers for sha that GitHub did not
+// receive (their sending failed as an earlier attempt at this delivery
+// handled them: the retry must not find nothing to do).
 func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sha string) error {
-	waiting, err := e.Store.WaitingProtectionDecisions(ctx, repo, sha)
+	waiting, err := e.Store.UnansweredProtectionRules(ctx, repo, sha)
 	if err != nil {
 		return err
 	}
@@ -1469,6 +1475,78 @@ func (e *Engine) AnswerLongWaitingProtectionRules(ctx context.Context) (int, err
 		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// Answers to protection-rule requests that GitHub did not receive are sent
+// again by AnswerUnpostedProtectionRules once they are unpostedAfter old
+// (the handler that decided one may be sending it), until GitHub's own
+// wait for them ends (protectionRuleTimeout: the job then fails), each
+// after a pause that doubles from resendFirstPause to resendMaxPause while
+// GitHub fails.
+const (
+	unpostedAfter         = time.Minute
+	protectionRuleTimeout = 30 * 24 * time.Hour
+	resendFirstPause      = time.Minute
+	resendMaxPause        = time.Hour
+)
+
+// AnswerUnpostedProtectionRules sends GitHub the approvals and rejections
+// it did not receive — the call failed (GitHub down, a rate limit) or
+// lastmile stopped before it — and that no delivery will send again: one
+// decided by the sweep, or by a delivery retried since (which found the
+// request decided). A job waits for the answer until GitHub gives up on it
+// after 30 days. A suspended or uninstalled installation's are left alone.
+// It returns how many it sent.
+func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error) {
+	now := e.Now()
+	unposted, err := e.Store.UnpostedProtectionAnswers(ctx, now.Add(-protectionRuleTimeout), now.Add(-unpostedAfter))
+	if err != nil {
+		return 0, err
+	}
+	e.resendMu.Lock()
+	paced := e.resend
+	e.resend = map[int64]resendState{} // those no longer listed are forgotten
+	for _, d := range unposted {
+		if r, ok := paced[d.ID]; ok {
+			e.resend[d.ID] = r
+		}
+	}
+	e.resendMu.Unlock()
+	n := 0
+	var errs []error
+	for _, d := range unposted {
+		e.resendMu.Lock()
+		r := e.resend[d.ID]
+		e.resendMu.Unlock()
+		if now.Before(r.next) {
+			continue
+		}
+		state, err := e.installationState(ctx, d.Repo.InstallationID)
+		if err != nil {
+			return n, err
+		}
+		if state == InstallationSuspended || state == InstallationUninstalled {
+			continue
+		}
+		req := ProtectionRuleRequest{Repo: d.Repo, DeliveryID: d.DeliveryID, Environment: d.Environment, SHA: d.SHA, RunID: d.RunID}
+		if err := e.answerProtectionRule(ctx, req, d); err != nil {
+			r.pause = min(max(2*r.pause, resendFirstPause), resendMaxPause)
+			r.next = now.Add(r.pause)
+			e.resendMu.Lock()
+			e.resend[d.ID] = r
+			e.resendMu.Unlock()
+			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", d.Repo.FullName(), err, r.pause))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// resendState paces the sending again of one answer GitHub did not receive.
+type resendState struct {
+	next  time.Time
+	pause time.Duration
 }
 
 func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {

@@ -58,6 +58,9 @@ type fakeGitHub struct {
 	failLists int
 	written   []pipeline.StatusRequest
 	answers   []string // protection rule answers: "run environment state"
+	// failAnswers is how many ReviewProtectionRule calls fail next (a 502:
+	// GitHub did not take the answer); answerCalls counts the calls.
+	failAnswers, answerCalls int
 	// now, if set, is GitHub's clock (the time of deployments and
 	// statuses); time.Now otherwise.
 	now func() time.Time
@@ -387,6 +390,11 @@ func (f *fakeGitHub) CreateCommitStatus(context.Context, pipeline.Repo, string, 
 func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, run int64, env, state, comment string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.answerCalls++
+	if f.failAnswers > 0 {
+		f.failAnswers--
+		return &pipeline.RefusedError{Status: 502, Message: "Bad Gateway"}
+	}
 	if utf8.RuneCountInString(comment) > 1024 { // as GitHub (and the simulator) refuses it
 		return &pipeline.RefusedError{Status: 422, Message: "Validation Failed: comment is too long (maximum is 1024 characters)"}
 	}
@@ -2688,6 +2696,114 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 	}
 }
 
+// A request that waited for the deploy before it is decided when that
+// deploy's status comes; GitHub failing that answer fails the status's
+// handling, and the worker's retry of that delivery sends the answer, the
+// request being no longer waiting but still unanswered.
+func TestProtectionRuleAnswerSentAgainWhenItsDeliveryIsRetried(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("staging job while the test deploy runs: %s (%s)", dec.State, dec.Comment)
+	}
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 1
+	h.gh.mu.Unlock()
+	d := h.gh.deployment(c1, "test")
+	ev := pipeline.NewDeploymentStatus{Repo: shop, Status: success,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "test", Payload: mustJSON(t, d.payload)}}
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); err == nil {
+		t.Fatal("the test success handled though GitHub failed the answer it decided")
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); err != nil { // the worker's retry
+		t.Fatal(err)
+	}
+	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+	if err != nil || dec.State != pipeline.ProtectionApproved || !dec.Posted {
+		t.Errorf("after the retry: %+v, %v; want approved, posted", dec, err)
+	}
+	if got, want := h.protectionAnswers(), []string{"66 staging approved"}; !slices.Equal(got, want) {
+		t.Errorf("answers %q, want %q", got, want)
+	}
+}
+
+// An answer GitHub did not take, that no delivery will send again (the
+// sweep decided it: the request waited too long), is sent again by the
+// sweep, a minute after it was decided at the earliest, then after pauses
+// that double while GitHub fails; and no longer once GitHub's own wait for
+// it (30 days) is over.
+func TestUnpostedProtectionAnswersSentAgainBySweep(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true) // and never ends
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("staging job while the test deploy runs: %s (%s)", dec.State, dec.Comment)
+	}
+	now := time.Now().Add(pipeline.HoldRunning + time.Minute)
+	h.engine.Now = func() time.Time { return now }
+	h.db.Now = func() time.Time { return now }
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 3
+	h.gh.mu.Unlock()
+	if _, err := h.engine.AnswerLongWaitingProtectionRules(ctx); err == nil {
+		t.Fatal("the sweep's rejection reported sent though GitHub failed it")
+	}
+	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+	if err != nil || dec.State != pipeline.ProtectionRejected || dec.Posted {
+		t.Fatalf("after the failed sweep: %+v, %v; want rejected, not posted", dec, err)
+	}
+	resend := func(after time.Duration) (int, error) {
+		t.Helper()
+		now = now.Add(after)
+		return h.engine.AnswerUnpostedProtectionRules(ctx)
+	}
+	// Not within a minute of the decision; then at once, GitHub failing
+	// twice more: the second try only after the pause.
+	for i, step := range []struct {
+		after    time.Duration
+		sent     int
+		failed   bool
+		attempts int // ReviewProtectionRule calls so far
+	}{
+		{30 * time.Second, 0, false, 1},
+		{31 * time.Second, 0, true, 2},  // fails; next in a minute
+		{30 * time.Second, 0, false, 2}, // paused
+		{31 * time.Second, 0, true, 3},  // fails; next in two minutes
+		{time.Minute, 0, false, 3},      // paused
+		{time.Minute + time.Second, 1, false, 4},
+		{time.Hour, 0, false, 4}, // posted: nothing more to send
+	} {
+		n, err := resend(step.after)
+		if n != step.sent || (err != nil) != step.failed || h.answerCalls() != step.attempts {
+			t.Errorf("sweep %d: sent %d, %v, %d attempts; want %d sent, failed %v, %d attempts", i, n, err, h.answerCalls(), step.sent, step.failed, step.attempts)
+		}
+	}
+	if got, want := h.protectionAnswers(), []string{"66 staging rejected"}; !slices.Equal(got, want) {
+		t.Errorf("answers %q, want %q", got, want)
+	}
+
+	// One GitHub no longer waits for (30 days on) is left.
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 1
+	h.gh.mu.Unlock()
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-2", Environment: "staging", SHA: c1, RunID: 77}
+	if err := h.engine.HandleProtectionRule(ctx, req); err == nil {
+		t.Fatal("a rejection reported sent though GitHub failed it")
+	}
+	before := h.answerCalls()
+	if n, err := resend(31 * 24 * time.Hour); n != 0 || err != nil || h.answerCalls() != before {
+		t.Errorf("31 days on: sent %d, %v, %d more attempts; want none", n, err, h.answerCalls()-before)
+	}
+}
+
 // A re-run of a failed deploy to the previous environment runs as a first
 // attempt does: a protection-rule request waits for it rather than being
 // rejected, and is answered when the re-run ends.
@@ -2908,6 +3024,20 @@ func (h *harness) externalSuccess(id int64, sha, env, creator string, run int64)
 		Status: pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentSuccess, CreatedAt: time.Now()}}); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// protectionAnswers is what GitHub took of the protection-rule answers.
+func (h *harness) protectionAnswers() []string {
+	h.gh.mu.Lock()
+	defer h.gh.mu.Unlock()
+	return slices.Clone(h.gh.answers)
+}
+
+// answerCalls counts the protection-rule answers sent, taken or not.
+func (h *harness) answerCalls() int {
+	h.gh.mu.Lock()
+	defer h.gh.mu.Unlock()
+	return h.gh.answerCalls
 }
 
 func (h *harness) judge(delivery, env, sha string, run int64) *pipeline.ProtectionDecision {

@@ -481,11 +481,17 @@ type Store interface {
 	// moves its time on). It leaves d holding what is recorded: another
 	// handler's answer, recorded first, is kept.
 	RecordProtectionDecision(ctx context.Context, d *ProtectionDecision) error
-	// WaitingProtectionDecisions lists the requests for sha that wait.
-	WaitingProtectionDecisions(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
+	// UnansweredProtectionRules lists the requests for sha that GitHub has
+	// no answer to: those that wait, and the approvals and rejections
+	// whose sending failed (not marked posted).
+	UnansweredProtectionRules(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
 	// LongWaitingProtectionDecisions lists the requests, of every
 	// repository, that wait, last judged so before before.
 	LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*ProtectionDecision, error)
+	// UnpostedProtectionAnswers lists the approvals and rejections, of
+	// every repository, that GitHub has not received, decided after after
+	// and before before.
+	UnpostedProtectionAnswers(ctx context.Context, after, before time.Time) ([]*ProtectionDecision, error)
 	// Unfinished reports whether sha has a deployment in env, of those
 	// Succeeded counts, that runs and has not ended (in progress, a first
 	// attempt or a re-run; or taken up by a workflow run, with no status

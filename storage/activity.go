@@ -641,11 +641,12 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 	})
 }
 
-// WaitingProtectionDecisions lists the repository's protection-rule
-// requests for sha that wait for a deployment to end.
-func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo, sha string) ([]*pipeline.ProtectionDecision, error) {
+// UnansweredProtectionRules lists the repository's protection-rule
+// requests for sha that GitHub has no answer to: those that wait for a
+// deployment to end, and the approvals and rejections whose sending failed.
+func (db *DB) UnansweredProtectionRules(ctx context.Context, repo pipeline.Repo, sha string) ([]*pipeline.ProtectionDecision, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
-		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND state = 'waiting' ORDER BY id`, repo.ID, sha)
+		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND posted = 0 ORDER BY id`, repo.ID, sha)
 	if err != nil {
 		return nil, err
 	}
@@ -666,7 +667,20 @@ func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo
 // LongWaitingProtectionDecisions lists the protection-rule requests, of
 // every repository, that wait, last judged so before before.
 func (db *DB) LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*pipeline.ProtectionDecision, error) {
-	rows, err := db.read.QueryContext(ctx, longWaitingQuery, millis(before))
+	return db.protectionDecisions(ctx, longWaitingQuery, millis(before))
+}
+
+// UnpostedProtectionAnswers lists the approvals and rejections, of every
+// repository, that GitHub has not received (the call failed, or lastmile
+// stopped before it), decided after after and before before.
+func (db *DB) UnpostedProtectionAnswers(ctx context.Context, after, before time.Time) ([]*pipeline.ProtectionDecision, error) {
+	return db.protectionDecisions(ctx, unpostedQuery, millis(after), millis(before))
+}
+
+// protectionDecisions reads the decisions that query selects, with their
+// repositories (the columns of longWaitingQuery).
+func (db *DB) protectionDecisions(ctx context.Context, query string, args ...any) ([]*pipeline.ProtectionDecision, error) {
+	rows, err := db.read.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -696,6 +710,13 @@ const longWaitingQuery = `SELECT p.id, p.full_name, p.installation_id, d.id, d.d
 	d.sha, d.state, d.comment, d.decided_at, d.posted
 	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
 	WHERE d.state = 'waiting' AND d.decided_at < ? ORDER BY d.repository_id, d.sha, d.id`
+
+// unpostedQuery reads the answers GitHub has not received through the
+// partial index protection_decisions_unposted alone: few, or none.
+const unpostedQuery = `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
+	d.sha, d.state, d.comment, d.decided_at, d.posted
+	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
+	WHERE d.posted = 0 AND d.state != 'waiting' AND d.decided_at > ? AND d.decided_at < ? ORDER BY d.decided_at`
 
 // MarkProtectionPosted records that GitHub has the decision.
 func (db *DB) MarkProtectionPosted(ctx context.Context, id int64) error {

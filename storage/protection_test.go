@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +20,56 @@ func TestLongWaitingProtectionQueryPlan(t *testing.T) {
 	got := queryPlan(t, db, longWaitingQuery, 0)
 	if !strings.Contains(got, "d USING INDEX protection_decisions_waiting") || strings.Contains(got, "TEMP B-TREE") {
 		t.Errorf("query plan of the long-waiting protection-rule requests: %s; want the protection_decisions_waiting index, in its order", got)
+	}
+}
+
+// The sweep's look for answers GitHub did not receive reads their partial
+// index only.
+func TestUnpostedProtectionQueryPlan(t *testing.T) {
+	db := openTemp(t)
+	got := queryPlan(t, db, unpostedQuery, 0, 0)
+	if !strings.Contains(got, "d USING INDEX protection_decisions_unposted") || strings.Contains(got, "TEMP B-TREE") {
+		t.Errorf("query plan of the unposted protection-rule answers: %s; want the protection_decisions_unposted index, in its order", got)
+	}
+}
+
+// UnpostedProtectionAnswers lists the approvals and rejections of every
+// repository, decided within the bounds, that were not posted: not those
+// posted, nor those that wait, nor those decided outside the bounds.
+func TestUnpostedProtectionAnswers(t *testing.T) {
+	ctx := context.Background()
+	db := openTemp(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	shop := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	api := pipeline.Repo{ID: 43, Owner: "acme", Name: "api", InstallationID: 8}
+	for _, d := range []*pipeline.ProtectionDecision{
+		{Repo: shop, DeliveryID: "too-old", State: pipeline.ProtectionApproved, DecidedAt: t0.Add(-time.Hour)},
+		{Repo: shop, DeliveryID: "approved", State: pipeline.ProtectionApproved, DecidedAt: t0},
+		{Repo: api, DeliveryID: "rejected", State: pipeline.ProtectionRejected, DecidedAt: t0.Add(time.Minute)},
+		{Repo: shop, DeliveryID: "posted", State: pipeline.ProtectionApproved, DecidedAt: t0.Add(2 * time.Minute)},
+		{Repo: shop, DeliveryID: "waiting", State: pipeline.ProtectionWaiting, DecidedAt: t0.Add(3 * time.Minute)},
+		{Repo: api, DeliveryID: "too-recent", State: pipeline.ProtectionRejected, DecidedAt: t0.Add(time.Hour)},
+	} {
+		d.SHA, d.RunID, d.Environment = "a", 11, "production"
+		if err := db.RecordProtectionDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if d.DeliveryID == "posted" {
+			if err := db.MarkProtectionPosted(ctx, d.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	unposted, err := db.UnpostedProtectionAnswers(ctx, t0.Add(-time.Minute), t0.Add(30*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range unposted {
+		got = append(got, fmt.Sprintf("%s %s %s installation %d", d.Repo.FullName(), d.DeliveryID, d.State, d.Repo.InstallationID))
+	}
+	if want := "acme/shop approved approved installation 7, acme/api rejected rejected installation 8"; strings.Join(got, ", ") != want {
+		t.Errorf("unposted answers: %s; want %s", strings.Join(got, ", "), want)
 	}
 }
 
