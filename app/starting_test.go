@@ -133,21 +133,34 @@ func TestServeStartingCapsConnections(t *testing.T) {
 }
 
 // /metrics names repositories: served on an address other machines reach
-// (no LASTMILE_ADMIN_LISTEN), lastmile says so at start.
-func TestMetricsBeyondThisMachine(t *testing.T) {
+// (no LASTMILE_ADMIN_LISTEN, or one on every interface or a public
+// address), lastmile says so at start, and what to do.
+func TestMetricsExposure(t *testing.T) {
 	for _, c := range []struct {
 		admin, listen string
-		want          bool
+		want          string // in the warning; "" for none
 	}{
-		{"", "[::]:8080", true},
-		{"", "0.0.0.0:8080", true},
-		{"", "10.1.2.3:8080", true},
-		{"", "127.0.0.1:8080", false},
-		{"", "[::1]:8080", false},
-		{"127.0.0.1:9797", "[::]:8080", false},
+		{"", "[::]:8080", "the webhook's address"},
+		{"", "0.0.0.0:8080", "the webhook's address"},
+		{"", "10.1.2.3:8080", "the webhook's address"},
+		{"", "127.0.0.1:8080", ""},
+		{"", "[::1]:8080", ""},
+		{"127.0.0.1:9797", "[::]:8080", ""},
+		{"localhost:9797", "[::]:8080", ""},
+		{"10.1.2.3:9797", "[::]:8080", ""},
+		{"[fd00::1]:9797", "[::]:8080", ""},
+		{":9797", "[::]:8080", "every interface"},
+		{"0.0.0.0:9797", "127.0.0.1:8080", "every interface"},
+		{"[::]:9797", "[::]:8080", "every interface"},
+		{"203.0.113.7:9797", "[::]:8080", "a public address"},
+		{"metrics.internal:9797", "[::]:8080", ""}, // a name: lastmile cannot tell
 	} {
-		if got := metricsBeyondThisMachine(c.admin, c.listen); got != c.want {
-			t.Errorf("admin %q, listen %q: %v, want %v", c.admin, c.listen, got, c.want)
+		got := metricsExposure(c.admin, c.listen)
+		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
+			t.Errorf("admin %q, listen %q: %q, want a warning saying %q", c.admin, c.listen, got, c.want)
+		}
+		if got != "" && !strings.Contains(got, "LASTMILE_ADMIN_LISTEN") {
+			t.Errorf("admin %q, listen %q: %q does not say what to set", c.admin, c.listen, got)
 		}
 	}
 }
