@@ -45,6 +45,9 @@ lastmile restore, serve stopped.`, stderr)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
+	if fi, err := os.Stat(filepath.Dir(dest)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("the folder of %s does not exist: create it first, or name a new file in a folder that does", dest)
+	}
 	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("database %s: no such file (set LASTMILE_DATABASE or --database)", *path)
 	}

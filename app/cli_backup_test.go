@@ -80,3 +80,16 @@ func TestBackupToAFolderSaysToNameAFileInIt(t *testing.T) {
 		t.Errorf("backup to a folder left %v in it", entries)
 	}
 }
+
+// A DEST in a folder that does not exist is refused as such, before the
+// database is read, in DEST's name (not a temporary file's).
+func TestBackupIntoAMissingFolderSaysSo(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "lastmile.db")
+	acceptDeliveries(t, db, "d", 1)
+	dest := filepath.Join(t.TempDir(), "missing", "backup.db")
+	code, stdout, stderr := run(t, db, "backup", dest)
+	want := "lastmile: the folder of " + dest + " does not exist: create it first, or name a new file in a folder that does\n"
+	if code != 1 || stdout != "" || stderr != want {
+		t.Errorf("backup into a missing folder: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
+	}
+}
