@@ -344,8 +344,8 @@ type Store interface {
 	// DropWork gives up what lastmile still owes GitHub for a repository
 	// it can no longer reach: deployments not created yet are abandoned
 	// with reason, statuses still to write and read-backs are dropped
-	// (record the statuses first), and deploy logs are no longer looked
-	// for. Work lists nothing for it afterwards.
+	// (record the statuses first). Work lists nothing for it afterwards,
+	// nor MissingJobLogs its deploy jobs.
 	DropWork(ctx context.Context, repoID int64, reason string) error
 	// ReleaseOf is the newest release of a commit (a rollback releases a
 	// commit again); ErrNotFound if none.
@@ -449,7 +449,8 @@ type Store interface {
 	// GitHub had no log for, marked missing — unless a log is kept already.
 	SaveMissingJobLog(ctx context.Context, deploymentID int64, job WorkflowJob, placeholder []byte) error
 	// MissingJobLogs lists the deploy jobs first found without a log
-	// after since.
+	// after since, of the repositories lastmile can reach (not removed from
+	// their installation, nor of an installation uninstalled).
 	MissingJobLogs(ctx context.Context, since time.Time) ([]MissingJobLog, error)
 	// Rejection returns the rejection review of a deployment's current
 	// attempt, if any: one made after its latest final status, and not

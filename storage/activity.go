@@ -516,11 +516,15 @@ func (db *DB) SaveMissingJobLog(ctx context.Context, deploymentID int64, job pip
 }
 
 // MissingJobLogs lists the deploy jobs first found without a log after
-// since.
+// since, of the repositories lastmile can reach: not one removed from its
+// installation, nor one of an installation the App was uninstalled from
+// (those jobs stay recorded as GitHub having no log for them).
 func (db *DB) MissingJobLogs(ctx context.Context, since time.Time) ([]pipeline.MissingJobLog, error) {
 	rows, err := db.query(ctx, `SELECT l.job_id, l.name, l.deployment_id, p.id, p.full_name, p.installation_id
 		FROM job_logs l JOIN deployments d ON d.id = l.deployment_id JOIN repositories p ON p.id = d.repository_id
-		WHERE l.missing = 1 AND l.fetched_at > ? ORDER BY l.job_id`, millis(since))
+		WHERE l.missing = 1 AND l.fetched_at > ? AND p.installation_id != 0
+		AND p.installation_id NOT IN (SELECT id FROM installations WHERE state = 'deleted')
+		ORDER BY l.job_id`, millis(since))
 	if err != nil {
 		return nil, err
 	}

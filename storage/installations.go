@@ -192,8 +192,8 @@ func (db *DB) Detached(ctx context.Context, repoID int64) (bool, error) {
 // repository removed from its installation): its deployments not created
 // yet (intents, and those waiting for required contexts) are abandoned
 // with reason, the statuses it had still to write and the read-backs it
-// had still to make are dropped, and the deploy logs GitHub did not have
-// yet are no longer looked for. Work then lists nothing for it, so that no
+// had still to make are dropped (and MissingJobLogs no longer lists the
+// deploy logs GitHub did not have yet). Work then lists nothing for it, so that no
 // advance of it (the sweep's, say) calls GitHub in vain. The caller
 // records the statuses first, as lastmile's alone.
 func (db *DB) DropWork(ctx context.Context, repoID int64, reason string) error {
@@ -202,12 +202,8 @@ func (db *DB) DropWork(ctx context.Context, repoID int64, reason string) error {
 			WHERE repository_id = ? AND origin = 'lastmile' AND state IN ('intent', 'waiting')`, reason, repoID); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = '', notify_reason = '', read_back = 0
-			WHERE repository_id = ? AND origin = 'lastmile' AND (notify != '' OR read_back = 1)`, repoID); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `UPDATE job_logs SET missing = 0 WHERE missing = 1
-			AND deployment_id IN (SELECT id FROM deployments WHERE repository_id = ?)`, repoID)
+		_, err := tx.ExecContext(ctx, `UPDATE deployments SET notify = '', notify_reason = '', read_back = 0
+			WHERE repository_id = ? AND origin = 'lastmile' AND (notify != '' OR read_back = 1)`, repoID)
 		return err
 	})
 }

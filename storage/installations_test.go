@@ -149,8 +149,8 @@ func TestSetInstallationWakesItsWaitingDeliveries(t *testing.T) {
 }
 
 // DropWork leaves nothing owed to GitHub for a repository: its intents are
-// abandoned, its statuses to write and read-backs dropped, its missing
-// deploy logs no longer looked for; another repository's work stays.
+// abandoned, its statuses to write and read-backs dropped; another
+// repository's work stays.
 func TestDropWork(t *testing.T) {
 	ctx := context.Background()
 	db := openTemp(t)
@@ -187,9 +187,39 @@ func TestDropWork(t *testing.T) {
 		state != "abandoned" || reason != "lastmile no longer has access to the repository" {
 		t.Errorf("acme/shop's intent: %s %q (%v), want abandoned with the reason", state, reason, err)
 	}
-	missing, err := db.MissingJobLogs(ctx, time.UnixMilli(0))
-	if err != nil || len(missing) != 0 {
-		t.Errorf("deploy logs still looked for: %+v (%v), want none", missing, err)
+	// A deploy job GitHub had no log for stays recorded so (not as a log
+	// kept); it is no longer looked for once lastmile recorded why it
+	// cannot reach the repository: removed from its installation, or the
+	// installation uninstalled.
+	var stillMissing bool
+	if err := db.read.QueryRowContext(ctx, `SELECT missing FROM job_logs WHERE job_id = 500`).Scan(&stillMissing); err != nil || !stillMissing {
+		t.Errorf("job 500 after DropWork: missing %v (%v), want still recorded as GitHub having no log", stillMissing, err)
+	}
+	lookedFor := func() int {
+		t.Helper()
+		missing, err := db.MissingJobLogs(ctx, time.UnixMilli(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(missing)
+	}
+	if n := lookedFor(); n != 1 {
+		t.Fatalf("deploy logs looked for, repository reachable: %d, want 1", n)
+	}
+	if err := db.DetachRepo(ctx, 42, time.UnixMilli(2)); err != nil {
+		t.Fatal(err)
+	}
+	if n := lookedFor(); n != 0 {
+		t.Errorf("deploy logs looked for, repository removed from its installation: %d, want none", n)
+	}
+	if err := db.AttachRepo(ctx, 42, 7, time.UnixMilli(3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 7, State: pipeline.InstallationUninstalled, By: "octocat"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := lookedFor(); n != 0 {
+		t.Errorf("deploy logs looked for, installation uninstalled: %d, want none", n)
 	}
 }
 
