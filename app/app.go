@@ -457,6 +457,14 @@ func (a *App) sweep(ctx context.Context) {
 		} else if n > 0 {
 			a.log.Info("sweep: protection-rule requests that waited too long for a deployment to end judged again", "count", n)
 		}
+		if n, err := a.engine.AdvanceOwing(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("sweep: repositories owing GitHub work that no pending delivery sees to", "error", err)
+		} else if n > 0 {
+			a.log.Info("sweep: repositories owing GitHub work that no pending delivery saw to advanced", "count", n)
+		}
 		if n, err := a.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
 			if ctx.Err() != nil {
 				return

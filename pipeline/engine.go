@@ -47,10 +47,11 @@ type Engine struct {
 	// advanceWaits, if set (by tests), is called when advance has to wait
 	// for another advance of the same repository.
 	advanceWaits func()
-	// resend: protection-rule answer (decision ID) → when the sweep sends
-	// it again, after its sending failed (AnswerUnpostedProtectionRules).
-	resendMu sync.Mutex
-	resend   map[int64]resendState
+	// resend paces the protection-rule answers (by decision ID) the sweep
+	// sends again after their sending failed (AnswerUnpostedProtectionRules),
+	// owing the repositories it advances for work no delivery sees to
+	// (AdvanceOwing).
+	resend, owing pacer
 }
 
 // branchReadInterval bounds how often a push to another branch makes
@@ -1480,9 +1481,10 @@ func (e *Engine) AnswerLongWaitingProtectionRules(ctx context.Context) (int, err
 // Answers to protection-rule requests that GitHub did not receive are sent
 // again by AnswerUnpostedProtectionRules once they are unpostedAfter old
 // (the handler that decided one may be sending it), until GitHub's own
-// wait for them ends (protectionRuleTimeout: the job then fails), each
-// after a pause that doubles from resendFirstPause to resendMaxPause while
-// GitHub fails.
+// wait for them ends (protectionRuleTimeout: the job then fails). What the
+// sweep tries again (those answers, AdvanceOwing's repositories) waits,
+// while GitHub fails it, a pause that doubles from resendFirstPause to
+// resendMaxPause.
 const (
 	unpostedAfter         = time.Minute
 	protectionRuleTimeout = 30 * 24 * time.Hour
@@ -1503,22 +1505,13 @@ func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	e.resendMu.Lock()
-	paced := e.resend
-	e.resend = map[int64]resendState{} // those no longer listed are forgotten
-	for _, d := range unposted {
-		if r, ok := paced[d.ID]; ok {
-			e.resend[d.ID] = r
-		}
-	}
-	e.resendMu.Unlock()
+	e.resend.keep(func(id int64) bool {
+		return slices.ContainsFunc(unposted, func(d *ProtectionDecision) bool { return d.ID == id })
+	})
 	n := 0
 	var errs []error
 	for _, d := range unposted {
-		e.resendMu.Lock()
-		r := e.resend[d.ID]
-		e.resendMu.Unlock()
-		if now.Before(r.next) {
+		if !e.resend.due(d.ID, now) {
 			continue
 		}
 		state, err := e.installationState(ctx, d.Repo.InstallationID)
@@ -1530,12 +1523,8 @@ func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error)
 		}
 		req := ProtectionRuleRequest{Repo: d.Repo, DeliveryID: d.DeliveryID, Environment: d.Environment, SHA: d.SHA, RunID: d.RunID}
 		if err := e.answerProtectionRule(ctx, req, d); err != nil {
-			r.pause = min(max(2*r.pause, resendFirstPause), resendMaxPause)
-			r.next = now.Add(r.pause)
-			e.resendMu.Lock()
-			e.resend[d.ID] = r
-			e.resendMu.Unlock()
-			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", d.Repo.FullName(), err, r.pause))
+			pause := e.resend.failed(d.ID, now)
+			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", d.Repo.FullName(), err, pause))
 			continue
 		}
 		n++
@@ -1543,10 +1532,87 @@ func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error)
 	return n, errors.Join(errs...)
 }
 
-// resendState paces the sending again of one answer GitHub did not receive.
-type resendState struct {
-	next  time.Time
+// pacer paces what the sweep tries again (by ID) while GitHub fails it:
+// after a pause that doubles from resendFirstPause to resendMaxPause.
+type pacer struct {
+	mu   sync.Mutex
+	next map[int64]paced
+}
+
+type paced struct {
+	at    time.Time
 	pause time.Duration
+}
+
+// due reports whether id may be tried at now.
+func (p *pacer) due(id int64, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !now.Before(p.next[id].at)
+}
+
+// failed records that id failed at now, and returns the pause before its
+// next try.
+func (p *pacer) failed(id int64, now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next == nil {
+		p.next = map[int64]paced{}
+	}
+	r := p.next[id]
+	r.pause = min(max(2*r.pause, resendFirstPause), resendMaxPause)
+	r.at = now.Add(r.pause)
+	p.next[id] = r
+	return r.pause
+}
+
+// keep forgets the IDs listed no longer (done, or given up).
+func (p *pacer) keep(listed func(id int64) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id := range p.next {
+		if !listed(id) {
+			delete(p.next, id)
+		}
+	}
+}
+
+// AdvanceOwing advances the repositories that owe GitHub something — a
+// deployment to create, a status to write, statuses to read back — with no
+// delivery pending to see to it (Store.Owing): the delivery that owed it
+// went dead after GitHub failed it for long (an outage), or an operator
+// discarded it. Without it, the release would wait for the repository's
+// next event. One that still fails is tried again after a pause that
+// doubles from a minute to an hour. A suspended or uninstalled
+// installation's are left alone. It returns how many it advanced.
+func (e *Engine) AdvanceOwing(ctx context.Context) (int, error) {
+	now := e.Now()
+	owing, err := e.Store.Owing(ctx)
+	if err != nil {
+		return 0, err
+	}
+	e.owing.keep(func(id int64) bool { return slices.ContainsFunc(owing, func(r Repo) bool { return r.ID == id }) })
+	n := 0
+	var errs []error
+	for _, repo := range owing {
+		if !e.owing.due(repo.ID, now) {
+			continue
+		}
+		state, err := e.installationState(ctx, repo.InstallationID)
+		if err != nil {
+			return n, err
+		}
+		if state == InstallationSuspended || state == InstallationUninstalled {
+			continue
+		}
+		if err := e.advance(ctx, repo); err != nil {
+			pause := e.owing.failed(repo.ID, now)
+			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", repo.FullName(), err, pause))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {

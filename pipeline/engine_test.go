@@ -1460,6 +1460,46 @@ func TestContextsEventRetriedAfterAFailedCreation(t *testing.T) {
 	}
 }
 
+// A deployment lastmile owes GitHub, whose delivery gave up (dead after
+// GitHub failed it for long, or discarded), is created by the sweep
+// (AdvanceOwing) rather than waiting for the repository's next event:
+// paced while GitHub still fails, and once.
+func TestAdvanceOwingCreatesWhatADeadDeliveryOwed(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	now := time.Now()
+	h.engine.Now = func() time.Time { return now }
+	h.gh.mu.Lock()
+	h.gh.failNext = []error{errors.New("502 Bad Gateway")}
+	h.gh.mu.Unlock()
+	if err := h.push(c0, c1, false); err == nil {
+		t.Fatal("the push handled though GitHub failed the deployment's creation")
+	}
+	// The push's delivery went dead: nothing else will come for shop.
+	for i, step := range []struct {
+		after    time.Duration
+		advanced int
+		failed   bool
+	}{
+		{0, 0, true},                 // within CreateListLag of the lost creation: look again later
+		{30 * time.Second, 0, false}, // paced
+		{31 * time.Second, 1, false}, // looked for on GitHub, then created
+		{time.Hour, 0, false},        // nothing owed any more
+	} {
+		now = now.Add(step.after)
+		n, err := h.engine.AdvanceOwing(ctx)
+		if n != step.advanced || (err != nil) != step.failed {
+			t.Errorf("sweep %d: %d advanced, %v; want %d, failed %v", i, n, err, step.advanced, step.failed)
+		}
+	}
+	if n := h.gh.count(c1, "test"); n != 1 {
+		t.Errorf("%d deployments of c1 to test, want 1", n)
+	}
+	if h.gh.creates != 2 {
+		t.Errorf("%d creation calls, want 2 (the failed one, the sweep's)", h.gh.creates)
+	}
+}
+
 // pendingBuild is GitHub's 409 while the required context build is pending.
 func pendingBuild() error {
 	return &pipeline.RefusedError{Status: 409, Message: "Conflict: Commit status checks failed for main.",

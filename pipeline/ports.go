@@ -361,6 +361,10 @@ type Store interface {
 	// deployments in state intent or waiting (with their RequiredContexts),
 	// and deployments with a Notify status.
 	Work(ctx context.Context, repoID int64) ([]*Deployment, error)
+	// Owing lists the repositories with Work other than deployments
+	// waiting for required contexts, while no delivery of theirs is
+	// pending.
+	Owing(ctx context.Context) ([]Repo, error)
 	// MarkAttempt counts a creation attempt, durably, before it is made.
 	// Until is as late as the attempt may make the deployment
 	// (Deployment.AttemptedAt).

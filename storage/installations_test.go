@@ -407,3 +407,58 @@ func TestQueueQueryPlans(t *testing.T) {
 		t.Logf("%s: %s", name, got)
 	}
 }
+
+// Owing lists the repositories that owe GitHub work (a deployment to
+// create, a status to write, statuses to read back) with no delivery of
+// theirs pending: not one whose only work waits for required contexts, not
+// one whose delivery is pending, not one that owes nothing; and reads the
+// owed deployments' index and the pending deliveries' only.
+func TestOwing(t *testing.T) {
+	ctx := context.Background()
+	db := openTemp(t)
+	for _, q := range []string{
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES
+			(41, 'acme/intent', 7, 1), (42, 'acme/notify', 7, 1), (43, 'acme/read-back', 7, 1),
+			(44, 'acme/contexts', 7, 1), (45, 'acme/pending', 7, 1), (46, 'acme/done', 7, 1), (47, 'acme/others', 7, 1)`,
+		`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at) VALUES
+			(1, 41, 'a', 'refs/heads/main', 1, '{}', 'active', 1, 1), (2, 42, 'b', 'refs/heads/main', 1, '{}', 'active', 1, 1),
+			(3, 43, 'c', 'refs/heads/main', 1, '{}', 'active', 1, 1), (4, 44, 'd', 'refs/heads/main', 1, '{}', 'active', 1, 1),
+			(5, 45, 'e', 'refs/heads/main', 1, '{}', 'active', 1, 1), (6, 46, 'f', 'refs/heads/main', 1, '{}', 'active', 1, 1),
+			(7, 47, 'g', 'refs/heads/main', 1, '{}', 'active', 1, 1)`,
+		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, notify, notify_reason, read_back, created_at) VALUES
+			(10, 41, 1, 'test', 0, 'a', 'lastmile', NULL, 'intent', '', '', 0, 1),
+			(11, 42, 2, 'test', 0, 'b', 'lastmile', 101, 'queued', 'inactive', 'superseded', 0, 1),
+			(12, 43, 3, 'test', 0, 'c', 'lastmile', 102, 'inactive', '', '', 1, 1),
+			(13, 44, 4, 'test', 0, 'd', 'lastmile', NULL, 'waiting', '', '', 0, 1),
+			(14, 45, 5, 'test', 0, 'e', 'lastmile', NULL, 'intent', '', '', 0, 1),
+			(15, 46, 6, 'test', 0, 'f', 'lastmile', 105, 'success', '', '', 0, 1),
+			(16, 47, 7, 'test', 0, 'g', 'external', 106, 'queued', 'inactive', 'superseded', 0, 1)`,
+	} {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for _, d := range []*pipeline.Delivery{
+		{ID: "pending", Event: "push", RepositoryID: 45, Repository: "acme/pending", InstallationID: 7, State: pipeline.DeliveryPending, Body: []byte(`{}`)},
+		{ID: "dead", Event: "push", RepositoryID: 41, Repository: "acme/intent", InstallationID: 7, State: pipeline.DeliveryDead, Body: []byte(`{}`)},
+	} {
+		if _, err := db.Accept(ctx, d, "push", "accepted"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	repos, err := db.Owing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range repos {
+		got = append(got, r.FullName())
+	}
+	if want := "acme/intent acme/notify acme/read-back"; strings.Join(got, " ") != want {
+		t.Errorf("Owing = %s; want %s", strings.Join(got, " "), want)
+	}
+	plan := queryPlan(t, db, owingQuery)
+	if !strings.Contains(plan, "USING INDEX deployments_work") || !strings.Contains(plan, "INDEX deliveries_pending") {
+		t.Errorf("query plan of Owing: %s; want the deployments_work and deliveries_pending indexes", plan)
+	}
+}

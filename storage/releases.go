@@ -498,6 +498,28 @@ func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Rep
 	return scanRepos(rows)
 }
 
+// Owing lists the repositories that owe GitHub something — a deployment to
+// create, a status to write, statuses to read back (Work; not the
+// deployments waiting for required contexts, which their events or the
+// timeout settle) — while no delivery of theirs is pending to see to it:
+// the delivery that owed it went dead (GitHub failing it for long) or was
+// discarded. It reads the owed deployments' index and, for each of their
+// repositories, the pending deliveries' (owingQuery).
+func (db *DB) Owing(ctx context.Context) ([]pipeline.Repo, error) {
+	rows, err := db.read.QueryContext(ctx, owingQuery)
+	if err != nil {
+		return nil, err
+	}
+	return scanRepos(rows)
+}
+
+const owingQuery = `SELECT p.id, p.full_name, p.installation_id FROM repositories p
+	WHERE p.id IN (SELECT d.repository_id FROM deployments d INDEXED BY deployments_work
+		WHERE (d.state IN ('intent', 'waiting') OR d.notify != '' OR d.read_back = 1)
+			AND (d.state = 'intent' OR d.notify != '' OR d.read_back = 1) AND d.origin = 'lastmile')
+	AND NOT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending' AND repository_id = p.id)
+	ORDER BY p.id`
+
 // Revivable lists a repository's releases, newest first, up to limit (all
 // of them when limit < 0), that stopped after a failure or rejection since
 // since: a re-run of the failed deployment that succeeds would carry them
