@@ -1367,22 +1367,31 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 		}
 		req.SHA = sha
 	}
+	dec, err := e.decideRecorded(ctx, req)
+	if err != nil {
+		return err
+	}
+	return e.answerProtectionRule(ctx, req, dec)
+}
+
+// decideRecorded is the decision on a protection-rule request: the one
+// recorded, unless it waits (or there is none yet), when it is decided
+// (again) and recorded.
+func (e *Engine) decideRecorded(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {
 	dec, err := e.Store.ProtectionDecision(ctx, req)
 	if errors.Is(err, ErrNotFound) || (err == nil && dec.State == ProtectionWaiting) {
 		dec, err = e.decide(ctx, req)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// The sweep and the worker (or another process) may answer the
 		// same request at once: the decision sent is the one recorded,
 		// which may be the other's.
 		if err := e.Store.RecordProtectionDecision(ctx, dec); err != nil {
-			return err
+			return nil, err
 		}
-	} else if err != nil {
-		return err
 	}
-	return e.answerProtectionRule(ctx, req, dec)
+	return dec, err
 }
 
 // maxProtectionComment is the longest comment GitHub takes with a custom
@@ -1405,11 +1414,12 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 	comment := truncate(dec.Comment, maxProtectionComment)
 	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, dec.State, comment); err != nil {
 		var refused *RefusedError
-		if !errors.As(err, &refused) || refused.Status != 422 {
+		if !errors.As(err, &refused) || refused.Status != 422 && refused.Status != 404 {
 			return fmt.Errorf("answer protection rule for run %d: %w", req.RunID, err)
 		}
 		// 422: the run no longer waits for this rule (answered already,
-		// cancelled). The decision stays recorded.
+		// cancelled); 404: there is no such run any more (deleted). The
+		// decision stays recorded; sending it again would change nothing.
 		e.Log.WarnContext(ctx, "protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID, "error", err)
 	}
 	e.Log.InfoContext(ctx, "protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
@@ -1419,18 +1429,33 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 
 // answerWaitingProtectionRules decides again the protection-rule requests
 // for sha that waited for a deployment to end, and answers those no longer
-// waiting; and sends again the answers for sha that GitHub did not
-// receive (their sending failed as an earlier attempt at this delivery
-// handled them: the retry must not find nothing to do).
+// waiting; and sends again the answers for sha that GitHub did not take
+// (their sending failed as an earlier attempt at this delivery handled
+// them), from the last 30 days (GitHub's wait for an answer). An answer
+// GitHub fails to take now is left to the sweep (AnswerUnpostedProtectionRules)
+// rather than failing the delivery: the event that ended the deployment
+// has its own work to do (the next environment's deployment), which an
+// answer GitHub refuses for good must not hold up.
 func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sha string) error {
 	waiting, err := e.Store.UnansweredProtectionRules(ctx, repo, sha)
 	if err != nil {
 		return err
 	}
 	for _, w := range waiting {
-		if err := e.HandleProtectionRule(ctx, ProtectionRuleRequest{Repo: repo, DeliveryID: w.DeliveryID,
-			Environment: w.Environment, SHA: w.SHA, RunID: w.RunID}); err != nil {
+		if w.State != ProtectionWaiting && w.DecidedAt.Before(e.Now().Add(-protectionRuleTimeout)) {
+			continue // GitHub no longer waits for it
+		}
+		req := ProtectionRuleRequest{Repo: repo, DeliveryID: w.DeliveryID, Environment: w.Environment, SHA: w.SHA, RunID: w.RunID}
+		dec, err := e.decideRecorded(ctx, req)
+		if err != nil {
 			return err
+		}
+		if err := e.answerProtectionRule(ctx, req, dec); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			e.Log.WarnContext(ctx, "protection rule answer not taken by GitHub: the sweep sends it again", "repo", repo.FullName(),
+				"run", w.RunID, "environment", w.Environment, "error", err)
 		}
 	}
 	return nil
@@ -1584,7 +1609,9 @@ func (p *pacer) keep(listed func(id int64) bool) {
 // discarded it. Without it, the release would wait for the repository's
 // next event. One that still fails is tried again after a pause that
 // doubles from a minute to an hour. A suspended or uninstalled
-// installation's are left alone. It returns how many it advanced.
+// installation's are left alone, and one where nothing can be sent yet (an
+// environment held by another release's deploy) is looked at again after
+// the same pauses. It returns how many it sent something for.
 func (e *Engine) AdvanceOwing(ctx context.Context) (int, error) {
 	now := e.Now()
 	owing, err := e.Store.Owing(ctx)
@@ -1605,12 +1632,20 @@ func (e *Engine) AdvanceOwing(ctx context.Context) (int, error) {
 		if state == InstallationSuspended || state == InstallationUninstalled {
 			continue
 		}
-		if err := e.advance(ctx, repo); err != nil {
+		sent, err := e.advanceSent(ctx, repo)
+		switch {
+		case err != nil:
 			pause := e.owing.failed(repo.ID, now)
 			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", repo.FullName(), err, pause))
-			continue
+		case !sent:
+			// Nothing could be sent yet (the environment is held by
+			// another release's deploy, whose end advances the
+			// repository anyway): looked at again later, as after a
+			// failure.
+			e.owing.failed(repo.ID, now)
+		default:
+			n++
 		}
-		n++
 	}
 	return n, errors.Join(errs...)
 }
@@ -1825,11 +1860,17 @@ func (e *Engine) newerSuccess(ctx context.Context, repo Repo, rel *Release, env 
 // advance plans from the ledger and sends GitHub what the plan needs, until
 // nothing is left to do.
 func (e *Engine) advance(ctx context.Context, repo Repo) error {
+	_, err := e.advanceSent(ctx, repo)
+	return err
+}
+
+// advanceSent is advance, reporting whether it sent GitHub anything.
+func (e *Engine) advanceSent(ctx context.Context, repo Repo) (sentAny bool, err error) {
 	defer e.lockRepo(repo.ID)()
 	for round := 0; round < 8; round++ {
 		state, err := e.Store.RepoState(ctx, repo.ID)
 		if err != nil {
-			return err
+			return sentAny, err
 		}
 		state.Repo = repo
 		actions := Plan(state)
@@ -1838,7 +1879,7 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 		fresh := map[[2]int64]bool{}
 		if len(actions) > 0 {
 			if err := e.Store.Apply(ctx, repo, actions); err != nil {
-				return err
+				return sentAny, err
 			}
 			for _, a := range actions {
 				e.logAction(ctx, repo, a)
@@ -1848,14 +1889,15 @@ func (e *Engine) advance(ctx context.Context, repo Repo) error {
 			}
 		}
 		sent, err := e.realize(ctx, repo, fresh)
+		sentAny = sentAny || sent
 		if err != nil {
-			return err
+			return sentAny, err
 		}
 		if len(actions) == 0 && !sent {
-			return nil
+			return sentAny, nil
 		}
 	}
-	return errors.New("promotion did not settle after 8 rounds (a bug): see the log")
+	return sentAny, errors.New("promotion did not settle after 8 rounds (a bug): see the log")
 }
 
 // AdvanceReleased plans again repositories where a deployment in progress

@@ -61,6 +61,9 @@ type fakeGitHub struct {
 	// failAnswers is how many ReviewProtectionRule calls fail next (a 502:
 	// GitHub did not take the answer); answerCalls counts the calls.
 	failAnswers, answerCalls int
+	// refuseRuns: runs whose answers GitHub refuses for good (a 404: the
+	// run was deleted).
+	refuseRuns map[int64]bool
 	// now, if set, is GitHub's clock (the time of deployments and
 	// statuses); time.Now otherwise.
 	now func() time.Time
@@ -391,6 +394,9 @@ func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, ru
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.answerCalls++
+	if f.refuseRuns[run] {
+		return &pipeline.RefusedError{Status: 404, Message: "Not Found"}
+	}
 	if f.failAnswers > 0 {
 		f.failAnswers--
 		return &pipeline.RefusedError{Status: 502, Message: "Bad Gateway"}
@@ -1497,6 +1503,54 @@ func TestAdvanceOwingCreatesWhatADeadDeliveryOwed(t *testing.T) {
 	}
 	if h.gh.creates != 2 {
 		t.Errorf("%d creation calls, want 2 (the failed one, the sweep's)", h.gh.creates)
+	}
+}
+
+// An intent the sweep cannot send yet — its environment held by the deploy
+// of an older release, whose creation's answer was lost and which lastmile
+// found only on looking it up — is not "advanced" at every sweep: it is
+// counted only when something is sent, and looked at again after the
+// sweep's pauses.
+func TestAdvanceOwingPacesAnIntentHeldBack(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.loseNext = true
+	if err := h.push(c0, c1, false); err == nil {
+		t.Fatal("the push handled though the creation's answer was lost")
+	}
+	d1 := h.gh.deployment(c1, "test")
+	if d1 == nil {
+		t.Fatal("no deployment of c1 on GitHub")
+	}
+	h.gh.mu.Lock()
+	h.gh.post(d1.id, pipeline.DeploymentInProgress, "https://github.com/acme/shop/actions/runs/31")
+	h.gh.mu.Unlock()
+	_ = h.push(c1, c2, false) // c1's creation looked up later: c2 waits behind its deploy
+	if owing, err := h.db.Owing(ctx); err != nil || len(owing) != 1 {
+		t.Fatalf("Owing = %v, %v; want shop", owing, err)
+	}
+	now := time.Now().Add(pipeline.CreateListLag)
+	h.engine.Now = func() time.Time { return now }
+	var log strings.Builder // AdvanceOwing logs from this goroutine only
+	h.engine.Log = slog.New(slog.NewTextHandler(&log, nil))
+	advanced := 0
+	for range 30 { // half an hour of sweeps
+		now = now.Add(time.Minute)
+		n, err := h.engine.AdvanceOwing(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		advanced += n
+	}
+	if h.gh.deployment(c2, "test") != nil {
+		t.Fatal("c2 deployed to test while c1's deploy runs there")
+	}
+	if advanced > 0 {
+		t.Errorf("AdvanceOwing counted %d advances with nothing sent", advanced)
+	}
+	// Looked at after 1, 2, 4, 8 and 16 minutes' pauses: 5 times.
+	if looks := strings.Count(log.String(), "deployment waits: a deploy of another release runs"); looks < 1 || looks > 5 {
+		t.Errorf("the held intent looked at %d times in half an hour of sweeps, want 1 to 5 (paced)", looks)
 	}
 }
 
@@ -2737,38 +2791,100 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 }
 
 // A request that waited for the deploy before it is decided when that
-// deploy's status comes; GitHub failing that answer fails the status's
-// handling, and the worker's retry of that delivery sends the answer, the
-// request being no longer waiting but still unanswered.
-func TestProtectionRuleAnswerSentAgainWhenItsDeliveryIsRetried(t *testing.T) {
+// deploy's status comes. GitHub failing that answer (down for long) holds
+// up neither that status's handling nor the release — the next
+// environment's deployment is created — and the sweep sends the answer a
+// minute on; an answer GitHub refuses for good (404: the run was deleted)
+// is settled, not sent again and again.
+func TestProtectionRuleAnswerGitHubFailsHoldsNothingUp(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		fail    func(f *fakeGitHub)
+		answers []string // what GitHub took in the end
+	}{
+		{"GitHub down", func(f *fakeGitHub) { f.failAnswers = 1000 }, []string{"66 staging approved"}},
+		{"the run deleted", func(f *fakeGitHub) { f.refuseRuns = map[int64]bool{66: true} }, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+			success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
+			if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+				t.Fatalf("staging job while the test deploy runs: %s (%s)", dec.State, dec.Comment)
+			}
+			h.gh.mu.Lock()
+			c.fail(h.gh)
+			h.gh.mu.Unlock()
+			h.deliver(c1, "test", success) // fails the test if the handling fails
+			if n := h.gh.count(c1, "staging"); n != 1 {
+				t.Errorf("%d deployments of c1 to staging, want 1", n)
+			}
+			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			if err != nil || dec.State != pipeline.ProtectionApproved {
+				t.Fatalf("decision: %+v, %v; want approved", dec, err)
+			}
+			h.gh.mu.Lock()
+			h.gh.failAnswers = 0 // GitHub back
+			h.gh.mu.Unlock()
+			now := time.Now()
+			h.engine.Now = func() time.Time { return now }
+			calls := h.answerCalls()
+			for range 3 {
+				now = now.Add(2 * time.Hour)
+				if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+					t.Errorf("sweep: %v", err)
+				}
+			}
+			if got := h.protectionAnswers(); !slices.Equal(got, c.answers) {
+				t.Errorf("answers GitHub took %q, want %q", got, c.answers)
+			}
+			dec, err = h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			if err != nil || !dec.Posted {
+				t.Errorf("decision after the sweeps: %+v, %v; want settled (posted)", dec, err)
+			}
+			if c.answers == nil && h.answerCalls() != calls {
+				t.Errorf("%d answers sent again after GitHub refused it for good", h.answerCalls()-calls)
+			}
+			// Later statuses of the commit are handled.
+			h.status(c1, "staging", pipeline.DeploymentInProgress, 20, true)
+		})
+	}
+}
+
+// An answer GitHub did not take, of a repository since removed from its
+// installation (it left lastmile), is not sent again: lastmile can no
+// longer reach it.
+func TestUnpostedProtectionAnswerOfARepositoryGoneNotSent(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
-	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
-	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
-	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
-		t.Fatalf("staging job while the test deploy runs: %s (%s)", dec.State, dec.Comment)
-	}
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 1
 	h.gh.mu.Unlock()
-	d := h.gh.deployment(c1, "test")
-	ev := pipeline.NewDeploymentStatus{Repo: shop, Status: success,
-		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "test", Payload: mustJSON(t, d.payload)}}
-	if err := h.engine.HandleDeploymentStatus(ctx, ev); err == nil {
-		t.Fatal("the test success handled though GitHub failed the answer it decided")
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-9", Environment: "staging", SHA: c1, RunID: 99}
+	if err := h.engine.HandleProtectionRule(ctx, req); err == nil {
+		t.Fatal("the rejection reported sent though GitHub failed it")
 	}
-	if err := h.engine.HandleDeploymentStatus(ctx, ev); err != nil { // the worker's retry
+	if err := h.db.DetachRepo(ctx, shop.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
-	if err != nil || dec.State != pipeline.ProtectionApproved || !dec.Posted {
-		t.Errorf("after the retry: %+v, %v; want approved, posted", dec, err)
+	now := time.Now()
+	h.engine.Now = func() time.Time { return now }
+	before := h.answerCalls()
+	for range 48 {
+		now = now.Add(time.Hour)
+		if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got, want := h.protectionAnswers(), []string{"66 staging approved"}; !slices.Equal(got, want) {
-		t.Errorf("answers %q, want %q", got, want)
+	if calls := h.answerCalls() - before; calls != 0 {
+		t.Errorf("%d answers sent in 2 days for a repository removed from its installation; want none", calls)
 	}
 }
 

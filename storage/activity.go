@@ -675,8 +675,10 @@ func (db *DB) LongWaitingProtectionDecisions(ctx context.Context, before time.Ti
 }
 
 // UnpostedProtectionAnswers lists the approvals and rejections, of every
-// repository, that GitHub has not received (the call failed, or lastmile
-// stopped before it), decided after after and before before.
+// repository lastmile can reach (not one removed from its installation,
+// nor one of an installation uninstalled), that GitHub has not received
+// (the call failed, or lastmile stopped before it), decided after after
+// and before before.
 func (db *DB) UnpostedProtectionAnswers(ctx context.Context, after, before time.Time) ([]*pipeline.ProtectionDecision, error) {
 	return db.protectionDecisions(ctx, unpostedQuery, millis(after), millis(before))
 }
@@ -720,7 +722,9 @@ const longWaitingQuery = `SELECT p.id, p.full_name, p.installation_id, d.id, d.d
 const unpostedQuery = `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
 	d.sha, d.state, d.comment, d.decided_at, d.posted
 	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
-	WHERE d.posted = 0 AND d.state != 'waiting' AND d.decided_at > ? AND d.decided_at < ? ORDER BY d.decided_at`
+	WHERE d.posted = 0 AND d.state != 'waiting' AND d.decided_at > ? AND d.decided_at < ?
+		AND p.installation_id != 0 AND p.installation_id NOT IN (SELECT id FROM installations WHERE state = 'deleted')
+	ORDER BY d.decided_at`
 
 // MarkProtectionPosted records that GitHub has the decision.
 func (db *DB) MarkProtectionPosted(ctx context.Context, id int64) error {

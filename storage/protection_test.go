@@ -35,14 +35,19 @@ func TestUnpostedProtectionQueryPlan(t *testing.T) {
 
 // UnpostedProtectionAnswers lists the approvals and rejections of every
 // repository, decided within the bounds, that were not posted: not those
-// posted, nor those that wait, nor those decided outside the bounds.
+// posted, nor those that wait, nor those decided outside the bounds, nor
+// those of repositories lastmile can no longer reach.
 func TestUnpostedProtectionAnswers(t *testing.T) {
 	ctx := context.Background()
 	db := openTemp(t)
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 	shop := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
 	api := pipeline.Repo{ID: 43, Owner: "acme", Name: "api", InstallationID: 8}
+	detached := pipeline.Repo{ID: 44, Owner: "acme", Name: "left", InstallationID: 7}
+	uninstalled := pipeline.Repo{ID: 45, Owner: "globex", Name: "web", InstallationID: 9}
 	for _, d := range []*pipeline.ProtectionDecision{
+		{Repo: detached, DeliveryID: "detached", State: pipeline.ProtectionApproved, DecidedAt: t0},
+		{Repo: uninstalled, DeliveryID: "uninstalled", State: pipeline.ProtectionApproved, DecidedAt: t0},
 		{Repo: shop, DeliveryID: "too-old", State: pipeline.ProtectionApproved, DecidedAt: t0.Add(-time.Hour)},
 		{Repo: shop, DeliveryID: "approved", State: pipeline.ProtectionApproved, DecidedAt: t0},
 		{Repo: api, DeliveryID: "rejected", State: pipeline.ProtectionRejected, DecidedAt: t0.Add(time.Minute)},
@@ -59,6 +64,13 @@ func TestUnpostedProtectionAnswers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+	// lastmile can no longer reach two of them: not listed.
+	if err := db.DetachRepo(ctx, detached.ID, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SetInstallation(ctx, pipeline.InstallationState{ID: 9, State: pipeline.InstallationUninstalled, By: "octocat"}); err != nil {
+		t.Fatal(err)
 	}
 	unposted, err := db.UnpostedProtectionAnswers(ctx, t0.Add(-time.Minute), t0.Add(30*time.Minute))
 	if err != nil {
