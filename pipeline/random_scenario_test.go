@@ -707,6 +707,26 @@ func (s *scenario) deliver() {
 	s.handle(dl)
 }
 
+// queueSweep queues the sweep's look at the work owed to GitHub that no
+// delivery sees to (a dead delivery's), as a delivery that comes again
+// while something is owed.
+func (s *scenario) queueSweep() {
+	s.queue("sweep: advance owing", func() error {
+		ctx := context.Background()
+		if _, err := s.h.engine.AdvanceOwing(ctx); err != nil {
+			return err
+		}
+		owing, err := s.h.db.Owing(ctx)
+		if err != nil {
+			return err
+		}
+		if len(owing) > 0 {
+			return &pipeline.LookAgain{Reason: "work still owed (the sweep paced)"}
+		}
+		return nil
+	})
+}
+
 func (s *scenario) handle(dl delivery) {
 	var err error
 	func() {
@@ -728,6 +748,13 @@ func (s *scenario) handle(dl delivery) {
 	case errors.As(err, &again):
 		s.logf("  look again: %s", again.Reason)
 		s.pending = append(s.pending, dl)
+	case (strings.Contains(err.Error(), "502 Bad Gateway") || strings.Contains(err.Error(), "timeout awaiting")) &&
+		s.rng.IntN(4) == 0 && (strings.HasPrefix(dl.name, "push") || strings.HasPrefix(dl.name, "status ")):
+		// The delivery goes dead (GitHub failed it attempt after attempt):
+		// what it recorded as owed is left to the sweep (AdvanceOwing).
+		s.logf("  failed (GitHub error), dead: %v", err)
+		s.delivered = append(s.delivered, dl)
+		s.queueSweep()
 	case strings.Contains(err.Error(), "502 Bad Gateway") || strings.Contains(err.Error(), "timeout awaiting"):
 		s.logf("  failed (GitHub error, retried later): %v", err)
 		s.pending = append(s.pending, dl)
