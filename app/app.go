@@ -231,6 +231,11 @@ func warnSecretWhitespace(log *slog.Logger, secret Secret) {
 	}
 }
 
+// sharedAddressSpace is 100.64.0.0/10 (RFC 6598: carrier-grade NAT, and
+// the addresses of overlay networks such as Tailscale's), private in use
+// though net.IP.IsPrivate does not count it.
+var sharedAddressSpace = &net.IPNet{IP: net.IPv4(100, 64, 0, 0), Mask: net.CIDRMask(10, 32)}
+
 // metricsExposure says, when /metrics (and the read API) answer on an
 // address other machines reach, where, and what to do; "" otherwise. Those
 // are the webhook's address listen (no admin address of their own) when it
@@ -252,7 +257,7 @@ func metricsExposure(admin, listen string) string {
 	switch {
 	case host == "" || ip != nil && ip.IsUnspecified():
 		return "/metrics and the read API answer on every interface of this machine (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
-	case ip != nil && !ip.IsPrivate() && !ip.IsLinkLocalUnicast():
+	case ip != nil && !ip.IsPrivate() && !ip.IsLinkLocalUnicast() && !sharedAddressSpace.Contains(ip):
 		return "/metrics and the read API answer on a public address (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
 	}
 	return ""
