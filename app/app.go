@@ -405,14 +405,30 @@ const suspendedRecheck = 10 * time.Minute
 // deliveries in hand to end.
 const abortGrace = 5 * time.Second
 
+// chore runs one of the sweep's chores: run, which returns how many things
+// it did, is logged as did when it did any, and as failed (a warning) when
+// it fails, unless ctx has ended. It reports whether run succeeded.
+func (a *App) chore(ctx context.Context, failed, did string, run func(context.Context) (int, error)) bool {
+	n, err := run(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		a.log.Warn("sweep: "+failed, "error", err)
+	case err == nil && n > 0:
+		a.log.Info("sweep: "+did, "count", n)
+	}
+	return err == nil
+}
+
 // sweep runs the periodic housekeeping: releases that waited behind a
 // deployment in progress for longer than pipeline.HoldRunning go on,
 // releases that waited too long for their required contexts are stopped,
 // protection-rule requests that waited too long for a deployment to end
-// are judged again, installations recorded as suspended are looked up on
-// GitHub (every suspendedRecheck), deploy job logs GitHub did not have at
-// first are fetched again, and (with a retention setting) old delivery
-// bodies and deploy logs are pruned.
+// are judged again, repositories that owe GitHub work no pending delivery
+// sees to are advanced, protection-rule answers GitHub did not take are
+// sent again, installations recorded as suspended are looked up on GitHub
+// (every suspendedRecheck), deploy job logs GitHub did not have at first
+// are fetched again, and (with a retention setting) old delivery bodies
+// and deploy logs are pruned.
 func (a *App) sweep(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -446,58 +462,24 @@ func (a *App) sweep(ctx context.Context) {
 				a.log.Warn("sweep: releases waiting behind a deployment in progress for too long; trying again in a minute", "error", err)
 			}
 		}
-		if n, err := a.db.ExpireWaiting(ctx, time.Now().Add(-a.cfg.ContextsTimeout)); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("sweep: expire waiting releases", "error", err)
-		} else if n > 0 {
-			a.log.Info("sweep: releases stopped after waiting too long for required contexts", "count", n)
+		a.chore(ctx, "expire waiting releases", "releases stopped after waiting too long for required contexts",
+			func(ctx context.Context) (int, error) {
+				return a.db.ExpireWaiting(ctx, time.Now().Add(-a.cfg.ContextsTimeout))
+			})
+		a.chore(ctx, "protection-rule requests waiting too long for a deployment to end",
+			"protection-rule requests that waited too long for a deployment to end judged again", a.engine.AnswerLongWaitingProtectionRules)
+		a.chore(ctx, "repositories owing GitHub work that no pending delivery sees to",
+			"repositories owing GitHub work that no pending delivery saw to advanced", a.engine.AdvanceOwing)
+		a.chore(ctx, "protection-rule answers GitHub did not receive",
+			"protection-rule answers GitHub did not receive sent again", a.engine.AnswerUnpostedProtectionRules)
+		if time.Since(lastRecheck) >= suspendedRecheck && a.chore(ctx, "installations recorded as suspended",
+			"installations recorded as suspended found unsuspended on GitHub", a.engine.RecheckSuspended) {
+			lastRecheck = time.Now()
 		}
-		if n, err := a.engine.AnswerLongWaitingProtectionRules(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("sweep: protection-rule requests waiting too long for a deployment to end", "error", err)
-		} else if n > 0 {
-			a.log.Info("sweep: protection-rule requests that waited too long for a deployment to end judged again", "count", n)
-		}
-		if n, err := a.engine.AdvanceOwing(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("sweep: repositories owing GitHub work that no pending delivery sees to", "error", err)
-		} else if n > 0 {
-			a.log.Info("sweep: repositories owing GitHub work that no pending delivery saw to advanced", "count", n)
-		}
-		if n, err := a.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("sweep: protection-rule answers GitHub did not receive", "error", err)
-		} else if n > 0 {
-			a.log.Info("sweep: protection-rule answers GitHub did not receive sent again", "count", n)
-		}
-		if time.Since(lastRecheck) >= suspendedRecheck {
-			if n, err := a.engine.RecheckSuspended(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				a.log.Warn("sweep: installations recorded as suspended", "error", err)
-			} else {
-				lastRecheck = time.Now()
-				if n > 0 {
-					a.log.Info("sweep: installations recorded as suspended found unsuspended on GitHub", "count", n)
-				}
-			}
-		}
-		if n, err := a.engine.FetchMissingJobLogs(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Warn("sweep: deploy job logs GitHub did not have at first", "error", err)
-		} else if n > 0 {
-			a.log.Info("sweep: deploy job logs kept that GitHub did not have at first", "count", n)
+		a.chore(ctx, "deploy job logs GitHub did not have at first",
+			"deploy job logs kept that GitHub did not have at first", a.engine.FetchMissingJobLogs)
+		if ctx.Err() != nil {
+			return
 		}
 		if a.cfg.RetentionDays > 0 && time.Since(lastPrune) > time.Hour {
 			if a.prune(ctx, time.Now().AddDate(0, 0, -a.cfg.RetentionDays)) {
