@@ -6,6 +6,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -430,7 +431,7 @@ func (a *App) chore(ctx context.Context, failed, did string, run func(context.Co
 // are fetched again, and (with a retention setting) old delivery bodies
 // and deploy logs are pruned.
 func (a *App) sweep(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(cmp.Or(a.cfg.sweepEvery, time.Minute))
 	defer t.Stop()
 	var lastPrune, lastRecheck time.Time
 	// Holds that ended since the last look; the first look goes back to

@@ -64,6 +64,10 @@ type Config struct {
 	// Parsed from PrivateKey or PrivateKeyFile by Load. Never encoded: a
 	// JSON log handler would print the private exponent and primes.
 	Key *rsa.PrivateKey `json:"-"`
+
+	// sweepEvery is how often the periodic sweep runs (zero: every
+	// minute); tests shorten it.
+	sweepEvery time.Duration
 }
 
 // redactURL is u with its user information (user:password@) and its query

@@ -16,6 +16,7 @@ import (
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
 	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 )
 
 func succeededIn(s *simulator.Simulator, repo, sha, env string) bool {
@@ -886,5 +887,53 @@ func TestRollbackToACommitThatFailedInStagingObservesItsLeadTime(t *testing.T) {
 	t.Logf("GitHub API calls for the rollback through 3 environments: %v", calls)
 	if compares != 1 {
 		t.Errorf("compares of the good commit with the fix: %d, want 1 (staging's and production's)", compares)
+	}
+}
+
+// GitHub fails the staging deployment's creation for longer than lastmile
+// tries the delivery that asks for it (here one attempt: the delivery goes
+// dead at once). Once GitHub is back, the sweep creates it — the release
+// goes on by itself, exactly one deployment per environment — and the
+// dead delivery stays dead for the operator to see.
+func TestReleaseGoesOnAfterAnOutageOutlastedItsDelivery(t *testing.T) {
+	sb := sandbox(t, func(c *Config) {
+		c.MaxAttempts = 1
+		c.sweepEvery = 200 * time.Millisecond
+	})
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "test success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "test") })
+	// From now on (the test deploy's success on its way), GitHub answers
+	// every creation with a 502: the delivery that creates staging's dies.
+	sb.Sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "POST", Path: "/repos/{o}/{r}/deployments", Times: 1000, Status: 502})
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// Every delivery handled, the one that owed the creation dead: no
+		// event will come to carry the release on.
+		stats, err := sb.App.DB().InboxStats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats[pipeline.DeliveryDead] > 0 && stats[pipeline.DeliveryPending] == 0 && sb.Sim.Idle() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deliveries not all handled, or none dead, while GitHub failed the creations: %v\n%s", stats, describe(sb))
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_ = sb.Sim.WaitFor(wctx, func(*simulator.Simulator) bool { return false })
+		cancel()
+	}
+	sb.Sim.ClearFaults() // GitHub back
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+	for env, ds := range deploymentsByEnv(sb, repo, push.After) {
+		if len(ds) != 1 {
+			t.Errorf("%s: %d deployments, want exactly 1", env, len(ds))
+		}
+	}
+	if dead, err := sb.App.DB().ListDeliveries(ctx, storage.DeliveryFilter{State: pipeline.DeliveryDead}); err != nil || len(dead) == 0 {
+		t.Errorf("dead deliveries: %d, %v; want those GitHub failed, still dead", len(dead), err)
 	}
 }

@@ -1591,6 +1591,18 @@ func (p *pacer) failed(id int64, now time.Time) time.Duration {
 	return r.pause
 }
 
+// wait has id tried again at at, its pause unchanged.
+func (p *pacer) wait(id int64, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next == nil {
+		p.next = map[int64]paced{}
+	}
+	r := p.next[id]
+	r.at = at
+	p.next[id] = r
+}
+
 // keep forgets the IDs listed no longer (done, or given up).
 func (p *pacer) keep(listed func(id int64) bool) {
 	p.mu.Lock()
@@ -1633,7 +1645,12 @@ func (e *Engine) AdvanceOwing(ctx context.Context) (int, error) {
 			continue
 		}
 		sent, err := e.advanceSent(ctx, repo)
+		var again *LookAgain
 		switch {
+		case errors.As(err, &again):
+			// GitHub's list may not show a creation that lost its
+			// answer yet: looked at again when it would.
+			e.owing.wait(repo.ID, again.At)
 		case err != nil:
 			pause := e.owing.failed(repo.ID, now)
 			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", repo.FullName(), err, pause))

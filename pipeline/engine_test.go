@@ -1468,8 +1468,9 @@ func TestContextsEventRetriedAfterAFailedCreation(t *testing.T) {
 
 // A deployment lastmile owes GitHub, whose delivery gave up (dead after
 // GitHub failed it for long, or discarded), is created by the sweep
-// (AdvanceOwing) rather than waiting for the repository's next event:
-// paced while GitHub still fails, and once.
+// (AdvanceOwing) rather than waiting for the repository's next event: once
+// GitHub would list a deployment the failed creation may have made, and
+// once.
 func TestAdvanceOwingCreatesWhatADeadDeliveryOwed(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
@@ -1487,10 +1488,10 @@ func TestAdvanceOwingCreatesWhatADeadDeliveryOwed(t *testing.T) {
 		advanced int
 		failed   bool
 	}{
-		{0, 0, true},                 // within CreateListLag of the lost creation: look again later
-		{30 * time.Second, 0, false}, // paced
-		{31 * time.Second, 1, false}, // looked for on GitHub, then created
-		{time.Hour, 0, false},        // nothing owed any more
+		{0, 0, false},               // within CreateListLag of the lost creation: looked at again once GitHub would list it
+		{5 * time.Second, 0, false}, // not yet
+		{6 * time.Second, 1, false}, // looked for on GitHub, then created
+		{time.Hour, 0, false},       // nothing owed any more
 	} {
 		now = now.Add(step.after)
 		n, err := h.engine.AdvanceOwing(ctx)
