@@ -369,8 +369,12 @@ func (g *GitHub) ReviewProtectionRule(ctx context.Context, r pipeline.Repo, runI
 		return err
 	}
 	_, err = gh.Do(ctx, req, nil)
+	// 422: the run waits for no answer of this rule (answered already,
+	// cancelled); 404: GitHub has no such run for this installation (the
+	// run deleted, or the repository out of its reach). Both are GitHub's
+	// refusals, not failures that may pass.
 	var er *github.ErrorResponse
-	if errors.As(err, &er) && er.Response.StatusCode == http.StatusUnprocessableEntity {
+	if errors.As(err, &er) && (er.Response.StatusCode == http.StatusUnprocessableEntity || er.Response.StatusCode == http.StatusNotFound) {
 		return refusal(er)
 	}
 	return err

@@ -119,6 +119,46 @@ func TestCreateDeploymentServerErrorIsNotARefusal(t *testing.T) {
 	}
 }
 
+// A protection-rule answer GitHub refuses — 422 (the run waits for no
+// answer), 404 (no such run for lastmile: deleted, or the repository out
+// of reach) — is a refusal (pipeline.RefusedError), which the engine and
+// the worker judge; a 5xx is not, and is tried again.
+func TestReviewProtectionRuleAnswers(t *testing.T) {
+	for _, c := range []struct {
+		status  int
+		refused bool
+	}{
+		{http.StatusNoContent, false},
+		{http.StatusUnprocessableEntity, true},
+		{http.StatusNotFound, true},
+		{http.StatusBadGateway, false},
+	} {
+		gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost || r.URL.Path != "/repos/acme/shop/actions/runs/42/deployment_protection_rule" {
+				http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusTeapot)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(c.status)
+			if c.status != http.StatusNoContent {
+				fmt.Fprintf(w, `{"message":"%s"}`, http.StatusText(c.status))
+			}
+		})
+		err := gh.ReviewProtectionRule(context.Background(), repo, 42, "production", "approved", "ok")
+		var refused *pipeline.RefusedError
+		switch {
+		case c.status == http.StatusNoContent && err != nil:
+			t.Errorf("%d: %v, want no error", c.status, err)
+		case c.refused && (!errors.As(err, &refused) || refused.Status != c.status):
+			t.Errorf("%d: %v, want a refusal with that status", c.status, err)
+		case !c.refused && errors.As(err, &refused):
+			t.Errorf("%d: %v, want an error to try again, not a refusal", c.status, err)
+		case c.status == http.StatusBadGateway && err == nil:
+			t.Errorf("%d: no error", c.status)
+		}
+	}
+}
+
 // A status that can never be written (the deployment was deleted, or GitHub
 // will not take it) is told apart from one to retry.
 func TestCreateDeploymentStatusAnswers(t *testing.T) {

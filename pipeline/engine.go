@@ -1376,10 +1376,16 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 
 // decideRecorded is the decision on a protection-rule request: the one
 // recorded, unless it waits (or there is none yet), when it is decided
-// (again) and recorded.
+// (again) and recorded. A recorded answer GitHub has not taken (its
+// sending failed) is judged again: what it says may no longer hold — a
+// newer release has succeeded in the environment since (the approval would
+// now deploy backwards), or the previous environment's re-run succeeded
+// (the rejection no longer holds; GitHub applies an answer to the run's
+// latest attempt) — and revised in the record when it changed.
 func (e *Engine) decideRecorded(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {
 	dec, err := e.Store.ProtectionDecision(ctx, req)
-	if errors.Is(err, ErrNotFound) || (err == nil && dec.State == ProtectionWaiting) {
+	switch {
+	case errors.Is(err, ErrNotFound) || (err == nil && dec.State == ProtectionWaiting):
 		dec, err = e.decide(ctx, req)
 		if err != nil {
 			return nil, err
@@ -1390,8 +1396,24 @@ func (e *Engine) decideRecorded(ctx context.Context, req ProtectionRuleRequest) 
 		if err := e.Store.RecordProtectionDecision(ctx, dec); err != nil {
 			return nil, err
 		}
+	case err != nil:
+		return nil, err
+	case !dec.Posted:
+		now, err := e.decide(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		if now.State != dec.State {
+			e.Log.InfoContext(ctx, "protection rule decision GitHub had not taken revised", "repo", req.Repo.FullName(), "run", req.RunID,
+				"environment", req.Environment, "was", dec.State, "now", now.State, "comment", now.Comment)
+			now.ID = dec.ID
+			if err := e.Store.ReviseProtectionDecision(ctx, now); err != nil {
+				return nil, err
+			}
+			dec = now
+		}
 	}
-	return dec, err
+	return dec, nil
 }
 
 // maxProtectionComment is the longest comment GitHub takes with a custom
@@ -1414,12 +1436,11 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 	comment := truncate(dec.Comment, maxProtectionComment)
 	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, dec.State, comment); err != nil {
 		var refused *RefusedError
-		if !errors.As(err, &refused) || refused.Status != 422 && refused.Status != 404 {
+		if !errors.As(err, &refused) || refused.Status != 422 {
 			return fmt.Errorf("answer protection rule for run %d: %w", req.RunID, err)
 		}
 		// 422: the run no longer waits for this rule (answered already,
-		// cancelled); 404: there is no such run any more (deleted). The
-		// decision stays recorded; sending it again would change nothing.
+		// cancelled). The decision stays recorded.
 		e.Log.WarnContext(ctx, "protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID, "error", err)
 	}
 	e.Log.InfoContext(ctx, "protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
@@ -1546,8 +1567,20 @@ func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error)
 		if state == InstallationSuspended || state == InstallationUninstalled {
 			continue
 		}
+		// Judged again before it is sent (decideRecorded): days may have
+		// passed since.
 		req := ProtectionRuleRequest{Repo: d.Repo, DeliveryID: d.DeliveryID, Environment: d.Environment, SHA: d.SHA, RunID: d.RunID}
-		if err := e.answerProtectionRule(ctx, req, d); err != nil {
+		err = e.HandleProtectionRule(ctx, req)
+		var refused *RefusedError
+		if errors.As(err, &refused) && refused.Status == 404 {
+			// GitHub has no such run for lastmile, in a repository it
+			// still reaches (those it does not are not listed): the run
+			// was deleted, and waits for no answer.
+			e.Log.WarnContext(ctx, "protection rule answer given up: GitHub has no such run (deleted)", "repo", d.Repo.FullName(),
+				"run", d.RunID, "environment", d.Environment, "error", err)
+			err = e.Store.MarkProtectionPosted(ctx, d.ID)
+		}
+		if err != nil {
 			pause := e.resend.failed(d.ID, now)
 			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", d.Repo.FullName(), err, pause))
 			continue

@@ -2796,7 +2796,7 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 // up neither that status's handling nor the release — the next
 // environment's deployment is created — and the sweep sends the answer a
 // minute on; an answer GitHub refuses for good (404: the run was deleted)
-// is settled, not sent again and again.
+// is given up by the sweep, not sent again and again.
 func TestProtectionRuleAnswerGitHubFailsHoldsNothingUp(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -2847,12 +2847,85 @@ func TestProtectionRuleAnswerGitHubFailsHoldsNothingUp(t *testing.T) {
 			if err != nil || !dec.Posted {
 				t.Errorf("decision after the sweeps: %+v, %v; want settled (posted)", dec, err)
 			}
-			if c.answers == nil && h.answerCalls() != calls {
-				t.Errorf("%d answers sent again after GitHub refused it for good", h.answerCalls()-calls)
+			if c.answers == nil && h.answerCalls() != calls+1 {
+				t.Errorf("%d answers sent by the sweeps, want 1: given up once GitHub refused it for good", h.answerCalls()-calls)
 			}
 			// Later statuses of the commit are handled.
 			h.status(c1, "staging", pipeline.DeploymentInProgress, 20, true)
 		})
+	}
+}
+
+// An approval GitHub did not take at once (the queue went on without it)
+// is judged again before the sweep sends it: a newer release has since
+// succeeded in the environment, so deploying the older commit there would
+// go backwards — the rejection is sent, and recorded, instead.
+func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("staging job while the test deploy runs: %s", dec.State)
+	}
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 1000 // GitHub fails the review calls for a while
+	h.gh.mu.Unlock()
+	h.deliver(c1, "test", success) // rule-1 approved; not taken; the handling goes on
+	if dec, _ := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"}); dec.State != pipeline.ProtectionApproved || dec.Posted {
+		t.Fatalf("rule-1: %+v; want approved, not posted", dec)
+	}
+	h.mustPush(c1, c2, false)
+	h.promote(c2, 20, "test", "staging") // c2 succeeds in staging
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 0 // GitHub back
+	h.gh.mu.Unlock()
+	clock := time.Now().Add(2 * time.Minute)
+	h.engine.Now = func() time.Time { return clock }
+	if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.protectionAnswers(), []string{"66 staging rejected"}; !slices.Equal(got, want) {
+		t.Errorf("answers GitHub took %q, want %q (c2 has succeeded in staging since)", got, want)
+	}
+	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+	if err != nil || dec.State != pipeline.ProtectionRejected || !dec.Posted || !strings.Contains(dec.Comment, "backwards") {
+		t.Errorf("rule-1 after the sweep: %+v, %v; want rejected (going backwards), posted", dec, err)
+	}
+}
+
+// A rejection GitHub did not take, of a run's first attempt, is judged
+// again before it is sent: GitHub answers by run and environment, so it
+// would reject the run's re-run, now waiting — whose request lastmile
+// approves, the previous environment's re-run having succeeded.
+func TestUnpostedRejectionOfAnEarlierAttemptJudgedAgain(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test")
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+	if dec := h.judge("rule-1", "production", c1, 40); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("rule-1: %s", dec.State)
+	}
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 1000
+	h.gh.mu.Unlock()
+	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true) // rule-1 rejected, not taken
+	if dec, _ := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"}); dec.State != pipeline.ProtectionRejected || dec.Posted {
+		t.Fatalf("rule-1 after the failure: %+v; want rejected, not posted", dec)
+	}
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // staging re-run
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 0 // GitHub takes answers again
+	h.gh.mu.Unlock()
+	if dec := h.judge("rule-2", "production", c1, 40); dec.State != pipeline.ProtectionWaiting { // run 40 re-run
+		t.Fatalf("rule-2: %s %q", dec.State, dec.Comment)
+	}
+	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	if got := h.protectionAnswers(); len(got) == 0 || got[0] != "40 production approved" {
+		t.Errorf("answers GitHub took for run 40, in order: %q; want the approval first (c1 succeeded in staging)", got)
 	}
 }
 

@@ -645,6 +645,32 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 	})
 }
 
+// ReviseProtectionDecision replaces the state, comment and decision time
+// of the approval or rejection d.ID while it is not posted (GitHub has not
+// taken it): judged again before it is sent, it no longer holds. d is left
+// holding what is recorded (another handler's revision, or the answer as
+// posted meanwhile).
+func (db *DB) ReviseProtectionDecision(ctx context.Context, d *pipeline.ProtectionDecision) error {
+	switch d.State {
+	case pipeline.ProtectionApproved, pipeline.ProtectionRejected, pipeline.ProtectionWaiting:
+	default:
+		return fmt.Errorf("protection decision: state %q", d.State)
+	}
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET state = ?, comment = ?, decided_at = ?
+			WHERE id = ? AND posted = 0 AND state != 'waiting'`, d.State, d.Comment, millis(d.DecidedAt), d.ID); err != nil {
+			return err
+		}
+		var decided int64
+		if err := tx.QueryRowContext(ctx, `SELECT state, comment, decided_at, posted FROM protection_decisions WHERE id = ?`,
+			d.ID).Scan(&d.State, &d.Comment, &decided, &d.Posted); err != nil {
+			return err
+		}
+		d.DecidedAt = fromMillis(decided)
+		return nil
+	})
+}
+
 // UnansweredProtectionRules lists the repository's protection-rule
 // requests for sha that GitHub has no answer to: those that wait for a
 // deployment to end, and the approvals and rejections whose sending failed.

@@ -503,8 +503,10 @@ func (db *DB) HoldEnded(ctx context.Context, from, to time.Time) ([]pipeline.Rep
 // deployments waiting for required contexts, which their events or the
 // timeout settle) — while no delivery of theirs is pending to see to it:
 // the delivery that owed it went dead (GitHub failing it for long) or was
-// discarded. It reads the owed deployments' index and, for each of their
-// repositories, the pending deliveries' (owingQuery).
+// discarded. Not a repository removed from its installation (lastmile
+// settles what it owed as it leaves). It reads the owed deployments' index
+// and, for each of their repositories, the pending deliveries'
+// (owingQuery).
 func (db *DB) Owing(ctx context.Context) ([]pipeline.Repo, error) {
 	rows, err := db.read.QueryContext(ctx, owingQuery)
 	if err != nil {
@@ -518,6 +520,7 @@ const owingQuery = `SELECT p.id, p.full_name, p.installation_id FROM repositorie
 		WHERE (d.state IN ('intent', 'waiting') OR d.notify != '' OR d.read_back = 1)
 			AND (d.state = 'intent' OR d.notify != '' OR d.read_back = 1) AND d.origin = 'lastmile')
 	AND NOT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending' AND repository_id = p.id)
+	AND p.installation_id != 0
 	ORDER BY p.id`
 
 // Revivable lists a repository's releases, newest first, up to limit (all
