@@ -1367,53 +1367,81 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 		}
 		req.SHA = sha
 	}
-	dec, err := e.decideRecorded(ctx, req)
+	return e.answerRecorded(ctx, req)
+}
+
+// answerRecorded sends GitHub the decision on a protection-rule request
+// (decideRecorded) unless it waits, GitHub has it already, or — one
+// decided earlier whose sending failed — it is no longer safe to send
+// (stale).
+func (e *Engine) answerRecorded(ctx context.Context, req ProtectionRuleRequest) error {
+	dec, fresh, err := e.decideRecorded(ctx, req)
 	if err != nil {
 		return err
+	}
+	if !fresh && !dec.Posted && dec.State != ProtectionWaiting {
+		why, err := e.stale(ctx, req, dec)
+		if err != nil {
+			return err
+		}
+		if why != "" {
+			e.Log.WarnContext(ctx, "protection rule answer GitHub has not confirmed is not sent again: "+why, "repo", req.Repo.FullName(),
+				"run", req.RunID, "environment", req.Environment, "state", dec.State)
+			return nil
+		}
 	}
 	return e.answerProtectionRule(ctx, req, dec)
 }
 
+// stale says why a recorded answer GitHub has not confirmed (its sending
+// failed, or lastmile stopped before it knew) must not be sent now, or ""
+// when it may. GitHub answers by run and environment, so an answer goes to
+// the run's latest attempt: not one for an earlier attempt, once a later
+// one has asked (its own request is judged). And time has passed: an
+// approval is sent only if lastmile would approve now — a newer release may
+// have succeeded in the environment since, which the older commit's deploy
+// would go backwards from. The record is never rewritten: GitHub may have
+// taken the answer though its reply was lost. A rejection is sent as it is.
+func (e *Engine) stale(ctx context.Context, req ProtectionRuleRequest, dec *ProtectionDecision) (string, error) {
+	later, err := e.Store.LaterProtectionRequest(ctx, dec)
+	if err != nil {
+		return "", err
+	}
+	if later {
+		return "a later attempt of the run has asked since", nil
+	}
+	if dec.State != ProtectionApproved {
+		return "", nil
+	}
+	now, err := e.decide(ctx, req)
+	if err != nil {
+		return "", err
+	}
+	if now.State != ProtectionApproved {
+		return "judged now, it would not be approved: " + now.Comment, nil
+	}
+	return "", nil
+}
+
 // decideRecorded is the decision on a protection-rule request: the one
 // recorded, unless it waits (or there is none yet), when it is decided
-// (again) and recorded. A recorded answer GitHub has not taken (its
-// sending failed) is judged again: what it says may no longer hold — a
-// newer release has succeeded in the environment since (the approval would
-// now deploy backwards), or the previous environment's re-run succeeded
-// (the rejection no longer holds; GitHub applies an answer to the run's
-// latest attempt) — and revised in the record when it changed.
-func (e *Engine) decideRecorded(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {
-	dec, err := e.Store.ProtectionDecision(ctx, req)
-	switch {
-	case errors.Is(err, ErrNotFound) || (err == nil && dec.State == ProtectionWaiting):
+// (again) and recorded; fresh says which.
+func (e *Engine) decideRecorded(ctx context.Context, req ProtectionRuleRequest) (dec *ProtectionDecision, fresh bool, err error) {
+	dec, err = e.Store.ProtectionDecision(ctx, req)
+	if errors.Is(err, ErrNotFound) || (err == nil && dec.State == ProtectionWaiting) {
 		dec, err = e.decide(ctx, req)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		// The sweep and the worker (or another process) may answer the
 		// same request at once: the decision sent is the one recorded,
 		// which may be the other's.
 		if err := e.Store.RecordProtectionDecision(ctx, dec); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-	case err != nil:
-		return nil, err
-	case !dec.Posted:
-		now, err := e.decide(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		if now.State != dec.State {
-			e.Log.InfoContext(ctx, "protection rule decision GitHub had not taken revised", "repo", req.Repo.FullName(), "run", req.RunID,
-				"environment", req.Environment, "was", dec.State, "now", now.State, "comment", now.Comment)
-			now.ID = dec.ID
-			if err := e.Store.ReviseProtectionDecision(ctx, now); err != nil {
-				return nil, err
-			}
-			dec = now
-		}
+		return dec, true, nil
 	}
-	return dec, nil
+	return dec, false, err
 }
 
 // maxProtectionComment is the longest comment GitHub takes with a custom
@@ -1467,11 +1495,7 @@ func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sh
 			continue // GitHub no longer waits for it
 		}
 		req := ProtectionRuleRequest{Repo: repo, DeliveryID: w.DeliveryID, Environment: w.Environment, SHA: w.SHA, RunID: w.RunID}
-		dec, err := e.decideRecorded(ctx, req)
-		if err != nil {
-			return err
-		}
-		if err := e.answerProtectionRule(ctx, req, dec); err != nil {
+		if err := e.answerRecorded(ctx, req); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -1567,22 +1591,19 @@ func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error)
 		if state == InstallationSuspended || state == InstallationUninstalled {
 			continue
 		}
-		// Judged again before it is sent (decideRecorded): days may have
-		// passed since.
+		// Not sent if it is stale (answerRecorded): days may have passed.
 		req := ProtectionRuleRequest{Repo: d.Repo, DeliveryID: d.DeliveryID, Environment: d.Environment, SHA: d.SHA, RunID: d.RunID}
-		err = e.HandleProtectionRule(ctx, req)
-		var refused *RefusedError
-		if errors.As(err, &refused) && refused.Status == 404 {
-			// GitHub has no such run for lastmile, in a repository it
-			// still reaches (those it does not are not listed): the run
-			// was deleted, and waits for no answer.
-			e.Log.WarnContext(ctx, "protection rule answer given up: GitHub has no such run (deleted)", "repo", d.Repo.FullName(),
-				"run", d.RunID, "environment", d.Environment, "error", err)
-			err = e.Store.MarkProtectionPosted(ctx, d.ID)
-		}
-		if err != nil {
+		if err := e.answerRecorded(ctx, req); err != nil {
 			pause := e.resend.failed(d.ID, now)
 			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", d.Repo.FullName(), err, pause))
+			continue
+		}
+		after, err := e.Store.ProtectionDecision(ctx, req)
+		if err != nil {
+			return n, err
+		}
+		if !after.Posted { // stale: looked at again later
+			e.resend.failed(d.ID, now)
 			continue
 		}
 		n++

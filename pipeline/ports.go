@@ -486,10 +486,10 @@ type Store interface {
 	// moves its time on). It leaves d holding what is recorded: another
 	// handler's answer, recorded first, is kept.
 	RecordProtectionDecision(ctx context.Context, d *ProtectionDecision) error
-	// ReviseProtectionDecision replaces the state, comment and time of the
-	// approval or rejection d.ID while GitHub has not taken it (not
-	// posted); it leaves d holding what is recorded.
-	ReviseProtectionDecision(ctx context.Context, d *ProtectionDecision) error
+	// LaterProtectionRequest reports whether a request of the same
+	// repository, run and environment (its case ignored) was recorded after
+	// d: a later attempt of the run asked again.
+	LaterProtectionRequest(ctx context.Context, d *ProtectionDecision) (bool, error)
 	// UnansweredProtectionRules lists the requests for sha that GitHub has
 	// no answer to: those that wait, and the approvals and rejections
 	// whose sending failed (not marked posted).

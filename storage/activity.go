@@ -645,30 +645,16 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 	})
 }
 
-// ReviseProtectionDecision replaces the state, comment and decision time
-// of the approval or rejection d.ID while it is not posted (GitHub has not
-// taken it): judged again before it is sent, it no longer holds. d is left
-// holding what is recorded (another handler's revision, or the answer as
-// posted meanwhile).
-func (db *DB) ReviseProtectionDecision(ctx context.Context, d *pipeline.ProtectionDecision) error {
-	switch d.State {
-	case pipeline.ProtectionApproved, pipeline.ProtectionRejected, pipeline.ProtectionWaiting:
-	default:
-		return fmt.Errorf("protection decision: state %q", d.State)
-	}
-	return db.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET state = ?, comment = ?, decided_at = ?
-			WHERE id = ? AND posted = 0 AND state != 'waiting'`, d.State, d.Comment, millis(d.DecidedAt), d.ID); err != nil {
-			return err
-		}
-		var decided int64
-		if err := tx.QueryRowContext(ctx, `SELECT state, comment, decided_at, posted FROM protection_decisions WHERE id = ?`,
-			d.ID).Scan(&d.State, &d.Comment, &decided, &d.Posted); err != nil {
-			return err
-		}
-		d.DecidedAt = fromMillis(decided)
-		return nil
-	})
+// LaterProtectionRequest reports whether a protection-rule request of the
+// same repository, run and environment (its case ignored, as GitHub
+// ignores it) was recorded after d: a later attempt of the run asked
+// again. The same run is of the same commit: the commit's index is read.
+func (db *DB) LaterProtectionRequest(ctx context.Context, d *pipeline.ProtectionDecision) (bool, error) {
+	var n int
+	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM protection_decisions
+		WHERE repository_id = ? AND sha = ? AND run_id = ? AND environment = ? COLLATE NOCASE AND id > ?`,
+		d.Repo.ID, d.SHA, d.RunID, d.Environment, d.ID).Scan(&n)
+	return n > 0, err
 }
 
 // UnansweredProtectionRules lists the repository's protection-rule

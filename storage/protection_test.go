@@ -187,52 +187,43 @@ func openTemp(t *testing.T) *DB {
 	return db
 }
 
-// ReviseProtectionDecision replaces an answer GitHub has not taken, and
-// nothing else: not one posted, not one that waits (RecordProtectionDecision
-// judges those); d is left holding what is recorded.
-func TestReviseProtectionDecision(t *testing.T) {
+// LaterProtectionRequest tells a request that a later attempt of the same
+// run asked again for the same environment (spelt in another case, too)
+// from one that is the latest, and from other runs' and environments'.
+func TestLaterProtectionRequest(t *testing.T) {
 	ctx := context.Background()
 	db := openTemp(t)
 	shop := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
 	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-	record := func(id string, state string, posted bool) int64 {
+	record := func(id string, run int64, env string) *pipeline.ProtectionDecision {
 		t.Helper()
-		d := &pipeline.ProtectionDecision{Repo: shop, DeliveryID: id, RunID: 11, Environment: "staging", SHA: "a", State: state, Comment: "first", DecidedAt: t0}
+		d := &pipeline.ProtectionDecision{Repo: shop, DeliveryID: id, RunID: run, Environment: env, SHA: "a",
+			State: pipeline.ProtectionRejected, Comment: "no", DecidedAt: t0}
 		if err := db.RecordProtectionDecision(ctx, d); err != nil {
 			t.Fatal(err)
 		}
-		if posted {
-			if err := db.MarkProtectionPosted(ctx, d.ID); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return d.ID
+		d.Repo = shop
+		return d
 	}
-	for _, c := range []struct {
-		id      string
-		state   string
-		posted  bool
-		revised bool
-	}{
-		{"unposted", pipeline.ProtectionApproved, false, true},
-		{"posted", pipeline.ProtectionApproved, true, false},
-		{"waiting", pipeline.ProtectionWaiting, false, false},
-	} {
-		id := record(c.id, c.state, c.posted)
-		d := &pipeline.ProtectionDecision{ID: id, State: pipeline.ProtectionRejected, Comment: "second", DecidedAt: t0.Add(time.Hour)}
-		if err := db.ReviseProtectionDecision(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-		got, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: c.id})
+	first := record("rule-1", 40, "production")
+	other := record("rule-2", 41, "production")
+	staging := record("rule-3", 40, "staging")
+	later := func(d *pipeline.ProtectionDecision) bool {
+		t.Helper()
+		got, err := db.LaterProtectionRequest(ctx, d)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := c.state
-		if c.revised {
-			want = pipeline.ProtectionRejected
-		}
-		if got.State != want || d.State != want || (c.revised != (got.Comment == "second")) || !got.DecidedAt.Equal(d.DecidedAt) {
-			t.Errorf("%s: recorded %s %q at %v, d holds %s at %v; want %s", c.id, got.State, got.Comment, got.DecidedAt, d.State, d.DecidedAt, want)
-		}
+		return got
+	}
+	if later(first) || later(other) || later(staging) {
+		t.Error("a later request found where there is none")
+	}
+	rerun := record("rule-4", 40, "Production") // run 40 re-run
+	if !later(first) {
+		t.Error("run 40's first request: its re-run's request not found")
+	}
+	if later(other) || later(staging) || later(rerun) {
+		t.Error("another run's, another environment's or the latest request taken for superseded")
 	}
 }
