@@ -30,7 +30,7 @@ func TestAuditOfACommitLastmileDecidedAboutWithoutARelease(t *testing.T) {
 	msg := "acme/site@" + hotfix[:7] + ": not found: no release of that commit; lastmile decided on a deployment of it, as its protection rule (1 decision)"
 
 	code, out, errOut := run(t, sb.Config.Database, "audit", "acme/site", hotfix[:7])
-	want := "lastmile: " + msg + ":\n  " + when(t0) + "  run 77, production: rejected, not delivered to GitHub yet (the job waits until it is) — lastmile rejects: no release of this commit\n"
+	want := "lastmile: " + msg + ":\n  " + when(t0) + "  run 77, production: rejected, not confirmed by GitHub (sent again for an hour while it holds) — lastmile rejects: no release of this commit\n"
 	if code != 1 || out != "" || errOut != want {
 		t.Errorf("audit: exit %d, stdout %q, stderr\n%s\nwant exit 1, stderr\n%s", code, out, errOut, want)
 	}

@@ -207,8 +207,8 @@ func TestPrintAuditSaysWhichDecisionsGitHubDoesNotHave(t *testing.T) {
 	printAudit(&b, rec)
 	for _, want := range []string{
 		"  " + when(at) + "  run 41, production: approved — lastmile approves: staging succeeded\n",
-		"  " + when(at) + "  run 42, production: approved, not delivered to GitHub yet (the job waits until it is) — lastmile approves: staging succeeded\n",
-		"  " + when(at) + "  run 43, production: rejected, not delivered to GitHub yet (the job waits until it is) — lastmile rejects: not released\n",
+		"  " + when(at) + "  run 42, production: approved, not confirmed by GitHub (sent again for an hour while it holds) — lastmile approves: staging succeeded\n",
+		"  " + when(at) + "  run 43, production: rejected, not confirmed by GitHub (sent again for an hour while it holds) — lastmile rejects: not released\n",
 		// Waiting is not sent: it says itself that the job waits.
 		"  " + when(at) + "  run 44, production: waiting — waits for staging\n",
 	} {

@@ -381,13 +381,13 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 }
 
 // decisionLine is a protection-rule decision on one line. A decision
-// GitHub does not have yet (its answer endpoint failed; lastmile tries
-// again) says so: the job it is about still waits, whatever lastmile
-// decided, as the JSON's "posted": false says.
+// GitHub has not confirmed (its sending failed; lastmile sends it again
+// for an hour, while it holds) says so, as the JSON's "posted": false
+// does: the job it is about may still wait, whatever lastmile decided.
 func decisionLine(p pipeline.ProtectionDecision) string {
 	state := p.State
 	if !p.Posted && p.State != pipeline.ProtectionWaiting {
-		state += ", not delivered to GitHub yet (the job waits until it is)"
+		state += ", not confirmed by GitHub (sent again for an hour while it holds)"
 	}
 	return fmt.Sprintf("%s  run %d, %s: %s — %s", when(p.DecidedAt), p.RunID, inline(p.Environment), state, inline(p.Comment))
 }

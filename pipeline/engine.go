@@ -823,11 +823,14 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			}
 		}
 	}
-	// A job of the next environment may wait for this deployment to end.
-	if err := e.answerWaitingProtectionRules(ctx, ev.Repo, d.SHA); err != nil {
+	if err := e.advance(ctx, ev.Repo); err != nil {
 		return err
 	}
-	return e.advance(ctx, ev.Repo)
+	// A job of the next environment may wait for this deployment to end.
+	// Answered after the advance (as at a run's end): an answer GitHub
+	// does not take fails the delivery, to be sent again by its retry,
+	// and holds up no deployment.
+	return e.answerWaitingProtectionRules(ctx, ev.Repo, d.SHA)
 }
 
 // linkRun links lastmile's deployment d to the run its status st names,
@@ -1478,18 +1481,16 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 
 // answerWaitingProtectionRules decides again the protection-rule requests
 // for sha that waited for a deployment to end, and answers those no longer
-// waiting; and sends again the answers for sha that GitHub did not take
+// waiting; and sends again the answers for sha that GitHub did not confirm
 // (their sending failed as an earlier attempt at this delivery handled
-// them), from the last 30 days (GitHub's wait for an answer). An answer
-// GitHub fails to take now is left to the sweep (AnswerUnpostedProtectionRules)
-// rather than failing the delivery: the event that ended the deployment
-// has its own work to do (the next environment's deployment), which an
-// answer GitHub refuses for good must not hold up.
+// them), unless they are stale. It returns the first failure after trying
+// them all: the delivery's retry sends what GitHub did not take.
 func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sha string) error {
 	waiting, err := e.Store.UnansweredProtectionRules(ctx, repo, sha)
 	if err != nil {
 		return err
 	}
+	var first error
 	for _, w := range waiting {
 		if w.State != ProtectionWaiting && w.DecidedAt.Before(e.Now().Add(-protectionRuleTimeout)) {
 			continue // GitHub no longer waits for it
@@ -1499,11 +1500,10 @@ func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sh
 			if ctx.Err() != nil {
 				return err
 			}
-			e.Log.WarnContext(ctx, "protection rule answer not taken by GitHub: the sweep sends it again", "repo", repo.FullName(),
-				"run", w.RunID, "environment", w.Environment, "error", err)
+			first = cmp.Or(first, err)
 		}
 	}
-	return nil
+	return first
 }
 
 // installationState is where lastmile recorded an installation stands:
@@ -1548,30 +1548,32 @@ func (e *Engine) AnswerLongWaitingProtectionRules(ctx context.Context) (int, err
 	return n, errors.Join(errs...)
 }
 
-// Answers to protection-rule requests that GitHub did not receive are sent
+// Answers to protection-rule requests that GitHub did not confirm are sent
 // again by AnswerUnpostedProtectionRules once they are unpostedAfter old
-// (the handler that decided one may be sending it), until GitHub's own
-// wait for them ends (protectionRuleTimeout: the job then fails). What the
-// sweep tries again (those answers, AdvanceOwing's repositories) waits,
-// while GitHub fails it, a pause that doubles from resendFirstPause to
-// resendMaxPause.
+// (the handler that decided one may be sending it) and until they are
+// resendWindow old: an answer is about the moment it was decided, and
+// one sent long after (GitHub waits protectionRuleTimeout for it) would
+// need judging again at every try. What the sweep tries again (those
+// answers, AdvanceOwing's repositories) waits, while GitHub fails it, a
+// pause that doubles from resendFirstPause to resendMaxPause.
 const (
 	unpostedAfter         = time.Minute
+	resendWindow          = time.Hour
 	protectionRuleTimeout = 30 * 24 * time.Hour
 	resendFirstPause      = time.Minute
 	resendMaxPause        = time.Hour
 )
 
 // AnswerUnpostedProtectionRules sends GitHub the approvals and rejections
-// it did not receive — the call failed (GitHub down, a rate limit) or
-// lastmile stopped before it — and that no delivery will send again: one
-// decided by the sweep, or by a delivery retried since (which found the
-// request decided). A job waits for the answer until GitHub gives up on it
-// after 30 days. A suspended or uninstalled installation's are left alone.
+// it did not confirm — the call failed (GitHub down, a rate limit) or
+// lastmile stopped before it — decided in the last resendWindow, unless
+// they are stale: those the sweep decided itself (a request that waited
+// too long), whose sending no delivery retries, and those of a delivery
+// that gave up. A suspended or uninstalled installation's are left alone.
 // It returns how many it sent.
 func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error) {
 	now := e.Now()
-	unposted, err := e.Store.UnpostedProtectionAnswers(ctx, now.Add(-protectionRuleTimeout), now.Add(-unpostedAfter))
+	unposted, err := e.Store.UnpostedProtectionAnswers(ctx, now.Add(-resendWindow), now.Add(-unpostedAfter))
 	if err != nil {
 		return 0, err
 	}

@@ -478,13 +478,19 @@ func (h *harness) status(sha, env string, state pipeline.DeploymentState, run in
 // deliver hands lastmile the deployment_status webhook of st.
 func (h *harness) deliver(sha, env string, st pipeline.StatusInfo) {
 	h.t.Helper()
-	d := h.gh.deployment(sha, env)
-	err := h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
-		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: sha, Environment: env, Payload: mustJSON(h.t, d.payload)},
-		Status:     st})
-	if err != nil {
+	if err := h.deliverErr(sha, env, st); err != nil {
 		h.t.Fatalf("deployment_status %s of %s in %s: %v", st.State, sha, env, err)
 	}
+}
+
+// deliverErr hands lastmile the deployment_status webhook of st, and
+// returns what its handling returned.
+func (h *harness) deliverErr(sha, env string, st pipeline.StatusInfo) error {
+	h.t.Helper()
+	d := h.gh.deployment(sha, env)
+	return h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: sha, Environment: env, Payload: mustJSON(h.t, d.payload)},
+		Status:     st})
 }
 
 func (h *harness) runCompleted(run int64, sha, conclusion string) {
@@ -2792,20 +2798,21 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 }
 
 // A request that waited for the deploy before it is decided when that
-// deploy's status comes. GitHub failing that answer (down for long) holds
-// up neither that status's handling nor the release — the next
-// environment's deployment is created — and the sweep sends the answer a
-// minute on.
-func TestProtectionRuleAnswerGitHubFailsHoldsNothingUp(t *testing.T) {
+// deploy's status comes. GitHub failing that answer fails the status's
+// delivery — after the advance: the next environment's deployment is
+// created all the same — and the answer is sent again: by the delivery's
+// retry, or, the delivery given up, by the sweep, within the hour. An
+// answer GitHub refuses (404) is tried again, paced, for that hour only.
+func TestProtectionRuleAnswerGitHubFailsIsSentAgain(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		fail    func(f *fakeGitHub)
+		retry   bool     // the delivery is retried (else it gave up: the sweep sends)
 		answers []string // what GitHub took in the end
 	}{
-		{"GitHub down", func(f *fakeGitHub) { f.failAnswers = 1000 }, []string{"66 staging approved"}},
-		// Tried again, paced (lastmile cannot tell a deleted run from a
-		// repository out of its reach for a moment): never taken.
-		{"the run deleted", func(f *fakeGitHub) { f.refuseRuns = map[int64]bool{66: true} }, nil},
+		{"GitHub down, the delivery retried", func(f *fakeGitHub) { f.failAnswers = 1000 }, true, []string{"66 staging approved"}},
+		{"GitHub down, the delivery given up", func(f *fakeGitHub) { f.failAnswers = 1000 }, false, []string{"66 staging approved"}},
+		{"the run deleted", func(f *fakeGitHub) { f.refuseRuns = map[int64]bool{66: true} }, false, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -2821,47 +2828,47 @@ func TestProtectionRuleAnswerGitHubFailsHoldsNothingUp(t *testing.T) {
 			h.gh.mu.Lock()
 			c.fail(h.gh)
 			h.gh.mu.Unlock()
-			h.deliver(c1, "test", success) // fails the test if the handling fails
-			if n := h.gh.count(c1, "staging"); n != 1 {
-				t.Errorf("%d deployments of c1 to staging, want 1", n)
+			if err := h.deliverErr(c1, "test", success); err == nil {
+				t.Fatal("the test success handled though GitHub did not take the answer it decided")
 			}
-			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
-			if err != nil || dec.State != pipeline.ProtectionApproved {
-				t.Fatalf("decision: %+v, %v; want approved", dec, err)
+			if n := h.gh.count(c1, "staging"); n != 1 {
+				t.Errorf("%d deployments of c1 to staging, want 1 (the advance came first)", n)
 			}
 			h.gh.mu.Lock()
 			h.gh.failAnswers = 0 // GitHub back
 			h.gh.mu.Unlock()
+			if c.retry {
+				h.deliver(c1, "test", success)
+			}
 			now := time.Now()
 			h.engine.Now = func() time.Time { return now }
 			calls := h.answerCalls()
-			for range 3 { // further apart than the sweep's longest pause
-				now = now.Add(2 * time.Hour)
-				if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); (err != nil) != (c.answers == nil) {
-					t.Errorf("sweep: %v; want an error only while GitHub refuses the answer", err)
+			for range 12 { // 5 minutes apart: an hour, and more
+				now = now.Add(5 * time.Minute)
+				if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil && c.answers != nil {
+					t.Errorf("sweep: %v", err)
 				}
-			}
-			if c.answers == nil && h.answerCalls() != calls+3 {
-				t.Errorf("%d answers sent by 3 sweeps, want 3 (tried again, paced)", h.answerCalls()-calls)
 			}
 			if got := h.protectionAnswers(); !slices.Equal(got, c.answers) {
 				t.Errorf("answers GitHub took %q, want %q", got, c.answers)
 			}
-			dec, err = h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
 			if err != nil || dec.Posted != (c.answers != nil) {
 				t.Errorf("decision after the sweeps: %+v, %v; want posted %v", dec, err, c.answers != nil)
 			}
-			// Later statuses of the commit are handled.
-			h.status(c1, "staging", pipeline.DeploymentInProgress, 20, true)
+			if tries := h.answerCalls() - calls; c.answers == nil && (tries < 2 || tries > 6) {
+				t.Errorf("the refused answer tried %d times by an hour of sweeps, want 2 to 6 (paced, then given up)", tries)
+			}
 		})
 	}
 }
 
-// An approval GitHub did not take at once (the queue went on without it)
-// is judged again before it is sent: a newer release has since succeeded
-// in the environment, so deploying the older commit there would go
-// backwards — it is not sent. The record keeps the approval (GitHub may
-// have taken it, its reply lost), not delivered.
+// An approval GitHub did not take, whose delivery gave up, is judged
+// again before it is sent: a newer release has since succeeded in the
+// environment, so deploying the older commit there would go backwards —
+// it is not sent, by the sweep nor by the delivery retried by an operator.
+// The record keeps the approval (GitHub may have taken it, its reply
+// lost), not delivered.
 func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
@@ -2876,7 +2883,9 @@ func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 1000 // GitHub fails the review calls for a while
 	h.gh.mu.Unlock()
-	h.deliver(c1, "test", success) // rule-1 approved; not taken; the handling goes on
+	if err := h.deliverErr(c1, "test", success); err == nil { // rule-1 approved, not taken; the delivery then gives up
+		t.Fatal("the test success handled though GitHub did not take the answer it decided")
+	}
 	if dec, _ := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"}); dec.State != pipeline.ProtectionApproved || dec.Posted {
 		t.Fatalf("rule-1: %+v; want approved, not posted", dec)
 	}
@@ -2922,17 +2931,23 @@ func TestUnpostedRejectionOfAnEarlierAttemptNotSentToTheRerun(t *testing.T) {
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 1000
 	h.gh.mu.Unlock()
-	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true) // rule-1 rejected, not taken
+	failure := h.status(c1, "staging", pipeline.DeploymentFailure, 11, false)
+	if err := h.deliverErr(c1, "staging", failure); err == nil { // rule-1 rejected, not taken; the delivery gives up
+		t.Fatal("the staging failure handled though GitHub did not take the answer it decided")
+	}
 	if dec, _ := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"}); dec.State != pipeline.ProtectionRejected || dec.Posted {
 		t.Fatalf("rule-1 after the failure: %+v; want rejected, not posted", dec)
 	}
-	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // staging re-run
-	h.gh.mu.Lock()
-	h.gh.failAnswers = 0 // GitHub takes answers again
-	h.gh.mu.Unlock()
+	rerun := h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false) // staging re-run
+	if err := h.deliverErr(c1, "staging", rerun); err == nil {
+		t.Fatal("the staging re-run handled though GitHub did not take rule-1's answer")
+	}
 	if dec := h.judge("rule-2", "production", c1, 40); dec.State != pipeline.ProtectionWaiting { // run 40 re-run
 		t.Fatalf("rule-2: %s %q", dec.State, dec.Comment)
 	}
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 0 // GitHub takes answers again
+	h.gh.mu.Unlock()
 	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
 	if got, want := h.protectionAnswers(), []string{"40 production approved"}; !slices.Equal(got, want) {
 		t.Errorf("answers GitHub took for run 40, in order: %q; want %q (c1 succeeded in staging)", got, want)
@@ -2975,8 +2990,8 @@ func TestUnpostedProtectionAnswerOfARepositoryGoneNotSent(t *testing.T) {
 // An answer GitHub did not take, that no delivery will send again (the
 // sweep decided it: the request waited too long), is sent again by the
 // sweep, a minute after it was decided at the earliest, then after pauses
-// that double while GitHub fails; and no longer once GitHub's own wait for
-// it (30 days) is over.
+// that double while GitHub fails; and no longer once it is an hour old
+// (an answer is about the moment it was decided).
 func TestUnpostedProtectionAnswersSentAgainBySweep(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
@@ -3030,7 +3045,7 @@ func TestUnpostedProtectionAnswersSentAgainBySweep(t *testing.T) {
 		t.Errorf("answers %q, want %q", got, want)
 	}
 
-	// One GitHub no longer waits for (30 days on) is left.
+	// One decided over an hour ago is left.
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 1
 	h.gh.mu.Unlock()
@@ -3039,8 +3054,8 @@ func TestUnpostedProtectionAnswersSentAgainBySweep(t *testing.T) {
 		t.Fatal("a rejection reported sent though GitHub failed it")
 	}
 	before := h.answerCalls()
-	if n, err := resend(31 * 24 * time.Hour); n != 0 || err != nil || h.answerCalls() != before {
-		t.Errorf("31 days on: sent %d, %v, %d more attempts; want none", n, err, h.answerCalls()-before)
+	if n, err := resend(61 * time.Minute); n != 0 || err != nil || h.answerCalls() != before {
+		t.Errorf("61 minutes on: sent %d, %v, %d more attempts; want none", n, err, h.answerCalls()-before)
 	}
 }
 

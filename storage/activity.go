@@ -648,12 +648,13 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 // LaterProtectionRequest reports whether a protection-rule request of the
 // same repository, run and environment (its case ignored, as GitHub
 // ignores it) was recorded after d: a later attempt of the run asked
-// again. The same run is of the same commit: the commit's index is read.
+// again. (Not by commit: a request of an old payload, without one, may
+// have been recorded with none.)
 func (db *DB) LaterProtectionRequest(ctx context.Context, d *pipeline.ProtectionDecision) (bool, error) {
 	var n int
 	err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM protection_decisions
-		WHERE repository_id = ? AND sha = ? AND run_id = ? AND environment = ? COLLATE NOCASE AND id > ?`,
-		d.Repo.ID, d.SHA, d.RunID, d.Environment, d.ID).Scan(&n)
+		WHERE repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE AND id > ?`,
+		d.Repo.ID, d.RunID, d.Environment, d.ID).Scan(&n)
 	return n > 0, err
 }
 
