@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -14,6 +15,23 @@ import (
 	"github.com/lastmile-app/lastmile/pipeline"
 	"github.com/lastmile-app/lastmile/storage"
 )
+
+// queueViews yields the worker's view of the queues kept by db (as it
+// handled what the test did), then one built again from the database
+// alone (another process's, or after a restart), each with its name.
+func queueViews(t *testing.T, db *storage.DB) iter.Seq2[string, *storage.DB] {
+	return func(yield func(string, *storage.DB) bool) {
+		if !yield("kept", db) {
+			return
+		}
+		other, err := storage.Open(context.Background(), db.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { other.Close() })
+		yield("built again", other)
+	}
+}
 
 func ids(ds []*pipeline.Delivery) []string {
 	out := make([]string, len(ds))
@@ -220,15 +238,7 @@ func TestNextDeliveriesQueuesANameTakenUpByAnotherRepositoryApart(t *testing.T) 
 	taker := pendingDelivery("new-1", "acme/x")
 	taker.RepositoryID = old.RepositoryID + 1
 	acceptDelivery(t, db, taker)
-	for _, view := range []string{"kept", "built again"} {
-		if view == "built again" { // another process's view, read from the database alone
-			other, err := storage.Open(ctx, db.Path())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { other.Close() })
-			db = other
-		}
+	for view, db := range queueViews(t, db) {
 		got, next, err := db.NextWork(ctx, inboxT0, nil, 10)
 		if err != nil || !slices.Equal(ids(got), []string{"new-1"}) || !next.Equal(inboxT0.Add(time.Hour)) {
 			t.Errorf("queues %s: NextWork = %v, next %v, %v; want new-1, and old-1 due in an hour", view, ids(got), next, err)
@@ -761,15 +771,7 @@ func TestInstallationEventsQueuedByInstallation(t *testing.T) {
 	if err := db.FailDelivery(ctx, a1.Seq, "GitHub 502", inboxT0.Add(time.Hour), false); err != nil {
 		t.Fatal(err)
 	}
-	for _, view := range []string{"kept", "built again"} {
-		if view == "built again" { // another process's view, read from the database alone
-			other, err := storage.Open(ctx, db.Path())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { other.Close() })
-			db = other
-		}
+	for view, db := range queueViews(t, db) {
 		got, err = db.NextDeliveries(ctx, inboxT0.Add(time.Minute), nil, 10)
 		if err != nil || !slices.Equal(ids(got), []string{"inst-2"}) {
 			t.Errorf("queues %s, installation 1's first event waiting for its retry: %v %v; want installation 2's (installation 1's second waits behind its first)",
