@@ -823,14 +823,11 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			}
 		}
 	}
-	if err := e.advance(ctx, ev.Repo); err != nil {
+	// A job of the next environment may wait for this deployment to end.
+	if err := e.answerWaitingProtectionRules(ctx, ev.Repo, d.SHA); err != nil {
 		return err
 	}
-	// A job of the next environment may wait for this deployment to end.
-	// Answered after the advance (as at a run's end): an answer GitHub
-	// does not take fails the delivery, to be sent again by its retry,
-	// and holds up no deployment.
-	return e.answerWaitingProtectionRules(ctx, ev.Repo, d.SHA)
+	return e.advance(ctx, ev.Repo)
 }
 
 // linkRun links lastmile's deployment d to the run its status st names,
@@ -1481,29 +1478,30 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 
 // answerWaitingProtectionRules decides again the protection-rule requests
 // for sha that waited for a deployment to end, and answers those no longer
-// waiting; and sends again the answers for sha that GitHub did not confirm
-// (their sending failed as an earlier attempt at this delivery handled
-// them), unless they are stale. It returns the first failure after trying
-// them all: the delivery's retry sends what GitHub did not take.
+// waiting. An answer GitHub does not take now is left to the sweep
+// (AnswerUnpostedProtectionRules, within the hour) rather than failing the
+// delivery: the retry of the event that ended the deployment would not
+// find it waiting, and later events of the commit must not fail for it.
 func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sha string) error {
-	waiting, err := e.Store.UnansweredProtectionRules(ctx, repo, sha)
+	waiting, err := e.Store.WaitingProtectionDecisions(ctx, repo, sha)
 	if err != nil {
 		return err
 	}
-	var first error
 	for _, w := range waiting {
-		if w.State != ProtectionWaiting && w.DecidedAt.Before(e.Now().Add(-protectionRuleTimeout)) {
-			continue // GitHub no longer waits for it
-		}
 		req := ProtectionRuleRequest{Repo: repo, DeliveryID: w.DeliveryID, Environment: w.Environment, SHA: w.SHA, RunID: w.RunID}
-		if err := e.answerRecorded(ctx, req); err != nil {
+		dec, _, err := e.decideRecorded(ctx, req)
+		if err != nil {
+			return err
+		}
+		if err := e.answerProtectionRule(ctx, req, dec); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
-			first = cmp.Or(first, err)
+			e.Log.WarnContext(ctx, "protection rule answer not taken by GitHub: the sweep sends it again", "repo", repo.FullName(),
+				"run", w.RunID, "environment", w.Environment, "error", err)
 		}
 	}
-	return first
+	return nil
 }
 
 // installationState is where lastmile recorded an installation stands:
@@ -1567,10 +1565,10 @@ const (
 // AnswerUnpostedProtectionRules sends GitHub the approvals and rejections
 // it did not confirm — the call failed (GitHub down, a rate limit) or
 // lastmile stopped before it — decided in the last resendWindow, unless
-// they are stale: those the sweep decided itself (a request that waited
-// too long), whose sending no delivery retries, and those of a delivery
-// that gave up. A suspended or uninstalled installation's are left alone.
-// It returns how many it sent.
+// they are stale: those decided at a deployment's end, or by the sweep
+// itself (a request that waited too long), whose sending no delivery
+// retries, and those of a request whose delivery gave up. A suspended or
+// uninstalled installation's are left alone. It returns how many it sent.
 func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error) {
 	now := e.Now()
 	unposted, err := e.Store.UnpostedProtectionAnswers(ctx, now.Add(-resendWindow), now.Add(-unpostedAfter))

@@ -478,19 +478,13 @@ func (h *harness) status(sha, env string, state pipeline.DeploymentState, run in
 // deliver hands lastmile the deployment_status webhook of st.
 func (h *harness) deliver(sha, env string, st pipeline.StatusInfo) {
 	h.t.Helper()
-	if err := h.deliverErr(sha, env, st); err != nil {
-		h.t.Fatalf("deployment_status %s of %s in %s: %v", st.State, sha, env, err)
-	}
-}
-
-// deliverErr hands lastmile the deployment_status webhook of st, and
-// returns what its handling returned.
-func (h *harness) deliverErr(sha, env string, st pipeline.StatusInfo) error {
-	h.t.Helper()
 	d := h.gh.deployment(sha, env)
-	return h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
+	err := h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop,
 		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: sha, Environment: env, Payload: mustJSON(h.t, d.payload)},
 		Status:     st})
+	if err != nil {
+		h.t.Fatalf("deployment_status %s of %s in %s: %v", st.State, sha, env, err)
+	}
 }
 
 func (h *harness) runCompleted(run int64, sha, conclusion string) {
@@ -2798,21 +2792,19 @@ func TestProtectionRuleWaitsForTheDeploymentBeforeIt(t *testing.T) {
 }
 
 // A request that waited for the deploy before it is decided when that
-// deploy's status comes. GitHub failing that answer fails the status's
-// delivery — after the advance: the next environment's deployment is
-// created all the same — and the answer is sent again: by the delivery's
-// retry, or, the delivery given up, by the sweep, within the hour. An
-// answer GitHub refuses (404) is tried again, paced, for that hour only.
-func TestProtectionRuleAnswerGitHubFailsIsSentAgain(t *testing.T) {
+// deploy's status comes. GitHub failing that answer fails nothing — the
+// next environment's deployment is created, later events of the commit
+// are handled — and the sweep sends the answer a minute on, within the
+// hour. An answer GitHub refuses (404) is tried again, paced, for that
+// hour only.
+func TestProtectionRuleAnswerGitHubFailsIsSentBySweep(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		fail    func(f *fakeGitHub)
-		retry   bool     // the delivery is retried (else it gave up: the sweep sends)
 		answers []string // what GitHub took in the end
 	}{
-		{"GitHub down, the delivery retried", func(f *fakeGitHub) { f.failAnswers = 1000 }, true, []string{"66 staging approved"}},
-		{"GitHub down, the delivery given up", func(f *fakeGitHub) { f.failAnswers = 1000 }, false, []string{"66 staging approved"}},
-		{"the run deleted", func(f *fakeGitHub) { f.refuseRuns = map[int64]bool{66: true} }, false, nil},
+		{"GitHub down", func(f *fakeGitHub) { f.failAnswers = 1000 }, []string{"66 staging approved"}},
+		{"the run deleted", func(f *fakeGitHub) { f.refuseRuns = map[int64]bool{66: true} }, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -2828,18 +2820,18 @@ func TestProtectionRuleAnswerGitHubFailsIsSentAgain(t *testing.T) {
 			h.gh.mu.Lock()
 			c.fail(h.gh)
 			h.gh.mu.Unlock()
-			if err := h.deliverErr(c1, "test", success); err == nil {
-				t.Fatal("the test success handled though GitHub did not take the answer it decided")
-			}
+			h.deliver(c1, "test", success) // fails the test if the handling fails
 			if n := h.gh.count(c1, "staging"); n != 1 {
-				t.Errorf("%d deployments of c1 to staging, want 1 (the advance came first)", n)
+				t.Errorf("%d deployments of c1 to staging, want 1", n)
 			}
+			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			if err != nil || dec.State != pipeline.ProtectionApproved || dec.Posted {
+				t.Fatalf("decision: %+v, %v; want approved, not posted", dec, err)
+			}
+			h.status(c1, "staging", pipeline.DeploymentInProgress, 20, true) // a later event of the commit
 			h.gh.mu.Lock()
 			h.gh.failAnswers = 0 // GitHub back
 			h.gh.mu.Unlock()
-			if c.retry {
-				h.deliver(c1, "test", success)
-			}
 			now := time.Now()
 			h.engine.Now = func() time.Time { return now }
 			calls := h.answerCalls()
@@ -2852,7 +2844,7 @@ func TestProtectionRuleAnswerGitHubFailsIsSentAgain(t *testing.T) {
 			if got := h.protectionAnswers(); !slices.Equal(got, c.answers) {
 				t.Errorf("answers GitHub took %q, want %q", got, c.answers)
 			}
-			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			dec, err = h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
 			if err != nil || dec.Posted != (c.answers != nil) {
 				t.Errorf("decision after the sweeps: %+v, %v; want posted %v", dec, err, c.answers != nil)
 			}
@@ -2863,10 +2855,10 @@ func TestProtectionRuleAnswerGitHubFailsIsSentAgain(t *testing.T) {
 	}
 }
 
-// An approval GitHub did not take, whose delivery gave up, is judged
-// again before it is sent: a newer release has since succeeded in the
-// environment, so deploying the older commit there would go backwards —
-// it is not sent, by the sweep nor by the delivery retried by an operator.
+// An approval GitHub did not take is judged again before the sweep sends
+// it: a newer release has since succeeded in the environment, so
+// deploying the older commit there would go backwards — it is not sent,
+// by the sweep nor by the request's delivery retried by an operator.
 // The record keeps the approval (GitHub may have taken it, its reply
 // lost), not delivered.
 func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
@@ -2883,9 +2875,7 @@ func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 1000 // GitHub fails the review calls for a while
 	h.gh.mu.Unlock()
-	if err := h.deliverErr(c1, "test", success); err == nil { // rule-1 approved, not taken; the delivery then gives up
-		t.Fatal("the test success handled though GitHub did not take the answer it decided")
-	}
+	h.deliver(c1, "test", success) // rule-1 approved, not taken: left to the sweep
 	if dec, _ := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"}); dec.State != pipeline.ProtectionApproved || dec.Posted {
 		t.Fatalf("rule-1: %+v; want approved, not posted", dec)
 	}
@@ -2931,24 +2921,25 @@ func TestUnpostedRejectionOfAnEarlierAttemptNotSentToTheRerun(t *testing.T) {
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 1000
 	h.gh.mu.Unlock()
-	failure := h.status(c1, "staging", pipeline.DeploymentFailure, 11, false)
-	if err := h.deliverErr(c1, "staging", failure); err == nil { // rule-1 rejected, not taken; the delivery gives up
-		t.Fatal("the staging failure handled though GitHub did not take the answer it decided")
-	}
+	h.status(c1, "staging", pipeline.DeploymentFailure, 11, true) // rule-1 rejected, not taken
 	if dec, _ := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"}); dec.State != pipeline.ProtectionRejected || dec.Posted {
 		t.Fatalf("rule-1 after the failure: %+v; want rejected, not posted", dec)
 	}
-	rerun := h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false) // staging re-run
-	if err := h.deliverErr(c1, "staging", rerun); err == nil {
-		t.Fatal("the staging re-run handled though GitHub did not take rule-1's answer")
-	}
-	if dec := h.judge("rule-2", "production", c1, 40); dec.State != pipeline.ProtectionWaiting { // run 40 re-run
+	// The staging deploy re-run; then run 40 re-run, whose production job
+	// asks again.
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)
+	if dec := h.judge("rule-2", "production", c1, 40); dec.State != pipeline.ProtectionWaiting {
 		t.Fatalf("rule-2: %s %q", dec.State, dec.Comment)
 	}
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 0 // GitHub takes answers again
 	h.gh.mu.Unlock()
 	h.status(c1, "staging", pipeline.DeploymentSuccess, 11, true)
+	now := time.Now().Add(2 * time.Minute) // and the sweep
+	h.engine.Now = func() time.Time { return now }
+	if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if got, want := h.protectionAnswers(), []string{"40 production approved"}; !slices.Equal(got, want) {
 		t.Errorf("answers GitHub took for run 40, in order: %q; want %q (c1 succeeded in staging)", got, want)
 	}

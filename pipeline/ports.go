@@ -490,10 +490,8 @@ type Store interface {
 	// repository, run and environment (its case ignored) was recorded after
 	// d: a later attempt of the run asked again.
 	LaterProtectionRequest(ctx context.Context, d *ProtectionDecision) (bool, error)
-	// UnansweredProtectionRules lists the requests for sha that GitHub has
-	// no answer to: those that wait, and the approvals and rejections
-	// whose sending failed (not marked posted).
-	UnansweredProtectionRules(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
+	// WaitingProtectionDecisions lists the requests for sha that wait.
+	WaitingProtectionDecisions(ctx context.Context, repo Repo, sha string) ([]*ProtectionDecision, error)
 	// LongWaitingProtectionDecisions lists the requests, of every
 	// repository, that wait, last judged so before before.
 	LongWaitingProtectionDecisions(ctx context.Context, before time.Time) ([]*ProtectionDecision, error)

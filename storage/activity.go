@@ -658,12 +658,11 @@ func (db *DB) LaterProtectionRequest(ctx context.Context, d *pipeline.Protection
 	return n > 0, err
 }
 
-// UnansweredProtectionRules lists the repository's protection-rule
-// requests for sha that GitHub has no answer to: those that wait for a
-// deployment to end, and the approvals and rejections whose sending failed.
-func (db *DB) UnansweredProtectionRules(ctx context.Context, repo pipeline.Repo, sha string) ([]*pipeline.ProtectionDecision, error) {
+// WaitingProtectionDecisions lists the repository's protection-rule
+// requests for sha that wait for a deployment to end.
+func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo, sha string) ([]*pipeline.ProtectionDecision, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
-		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND posted = 0 ORDER BY id`, repo.ID, sha)
+		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND state = 'waiting' ORDER BY id`, repo.ID, sha)
 	if err != nil {
 		return nil, err
 	}

@@ -276,7 +276,7 @@ func TestProtectionWaitingMigrationKeepsTheDecisions(t *testing.T) {
 	if d := decide("rule-2", pipeline.ProtectionWaiting); d.ID != 51 || d.State != pipeline.ProtectionWaiting {
 		t.Errorf("waiting decision: #%d %s; want #51 waiting (IDs go on)", d.ID, d.State)
 	}
-	if w, err := db.UnansweredProtectionRules(ctx, repo, sha); err != nil || len(w) != 1 || w[0].DeliveryID != "rule-2" {
+	if w, err := db.WaitingProtectionDecisions(ctx, repo, sha); err != nil || len(w) != 1 || w[0].DeliveryID != "rule-2" {
 		t.Errorf("waiting decisions: %+v, %v; want rule-2", w, err)
 	}
 	if d := decide("rule-2", pipeline.ProtectionApproved); d.ID != 51 || d.State != pipeline.ProtectionApproved {
@@ -288,14 +288,8 @@ func TestProtectionWaitingMigrationKeepsTheDecisions(t *testing.T) {
 	if d := decide("rule-1", pipeline.ProtectionWaiting); d.State != pipeline.ProtectionRejected {
 		t.Errorf("an answer given before the migration was replaced: %s", d.State)
 	}
-	if w, err := db.UnansweredProtectionRules(ctx, repo, sha); err != nil || len(w) != 1 || w[0].State != pipeline.ProtectionApproved {
-		t.Errorf("unanswered requests after the answer, not yet posted: %+v, %v; want rule-2, approved", w, err)
-	}
-	if err := db.MarkProtectionPosted(ctx, 51); err != nil {
-		t.Fatal(err)
-	}
-	if w, err := db.UnansweredProtectionRules(ctx, repo, sha); err != nil || len(w) != 0 {
-		t.Errorf("unanswered requests after the answer was posted: %+v, %v; want none", w, err)
+	if w, err := db.WaitingProtectionDecisions(ctx, repo, sha); err != nil || len(w) != 0 {
+		t.Errorf("waiting decisions after the answer: %+v, %v; want none", w, err)
 	}
 	if _, err := db.write.ExecContext(ctx, `UPDATE protection_decisions SET state = 'maybe' WHERE id = 1`); err == nil {
 		t.Error("state 'maybe' stored: the CHECK was lost in the rebuild")
