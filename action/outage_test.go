@@ -15,6 +15,20 @@ import (
 	"github.com/lastmile-app/lastmile/pipeline"
 )
 
+// runOnFakeClock runs the Action's step for deployment id of w, as a
+// directly triggered job with inputs, on a fake clock; it returns the run's
+// result, the clock, the job log and the run's error.
+func runOnFakeClock(t *testing.T, w *world, id int64, inputs map[string]string) (action.Result, *fakeClock, *lockedBuilder, error) {
+	t.Helper()
+	s := newStep(t, w.directJob(id), inputs)
+	log := &lockedBuilder{}
+	env := s.env(log)
+	clock := newFakeClock()
+	action.SetClock(&env, clock.Now, clock.Sleep)
+	res, err := action.Run(w.ctx, env)
+	return res, clock, log, err
+}
+
 // totalWait is the time the Action's clock was made to wait.
 func (c *fakeClock) totalWait() time.Duration {
 	c.mu.Lock()
@@ -37,12 +51,7 @@ func TestShortOutageAsTheJobStarts(t *testing.T) {
 		w := newWorld(t)
 		id := w.createDeployment()
 		w.sim.InjectFault(outage)
-		s := newStep(t, w.directJob(id), map[string]string{"INPUT_MODE": "register"})
-		var log lockedBuilder
-		env := s.env(&log)
-		clock := newFakeClock()
-		action.SetClock(&env, clock.Now, clock.Sleep)
-		res, err := action.Run(w.ctx, env)
+		res, clock, log, err := runOnFakeClock(t, w, id, map[string]string{"INPUT_MODE": "register"})
 		if err != nil || res.State != pipeline.DeploymentQueued {
 			t.Fatalf("register after a %s outage: %+v, %v\n%s", clock.totalWait(), res, err, log.String())
 		}
@@ -148,12 +157,7 @@ func TestShortOutageOfReadsAsTheJobStarts(t *testing.T) {
 			w := newWorld(t)
 			id := w.createDeployment()
 			w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "GET", Path: statusesPath, Times: 20})
-			s := newStep(t, w.directJob(id), map[string]string{"INPUT_MODE": mode, "INPUT_COMMAND": "echo deployed"})
-			var log lockedBuilder
-			env := s.env(&log)
-			clock := newFakeClock()
-			action.SetClock(&env, clock.Now, clock.Sleep)
-			res, err := action.Run(w.ctx, env)
+			res, clock, log, err := runOnFakeClock(t, w, id, map[string]string{"INPUT_MODE": mode, "INPUT_COMMAND": "echo deployed"})
 			want := []string{"queued"}
 			if mode == "deploy" {
 				want = []string{"in_progress", "success"}
@@ -179,12 +183,7 @@ func TestShortOutageOfReadsAfterInProgress(t *testing.T) {
 	// after it fail.
 	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultDelay, Method: "GET", Path: statusesPath})
 	w.sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "GET", Path: statusesPath, Times: 20})
-	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed"})
-	var log lockedBuilder
-	env := s.env(&log)
-	clock := newFakeClock()
-	action.SetClock(&env, clock.Now, clock.Sleep)
-	res, err := action.Run(w.ctx, env)
+	res, clock, log, err := runOnFakeClock(t, w, id, map[string]string{"INPUT_COMMAND": "echo deployed"})
 	if err != nil || res.State != pipeline.DeploymentSuccess {
 		t.Fatalf("deploy after a %s outage of reads: %+v, %v\n%s", clock.totalWait(), res, err, log.String())
 	}
@@ -252,12 +251,7 @@ func TestInProgressPerhapsPostedThenRateLimited(t *testing.T) {
 		w := newWorld(t)
 		faults(w, 20*time.Minute)
 		id := w.createDeployment()
-		s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed"})
-		var log lockedBuilder
-		env := s.env(&log)
-		clock := newFakeClock()
-		action.SetClock(&env, clock.Now, clock.Sleep)
-		res, err := action.Run(w.ctx, env)
+		res, _, log, err := runOnFakeClock(t, w, id, map[string]string{"INPUT_COMMAND": "echo deployed"})
 		// The limit refuses the error status too: the Action says so.
 		if err == nil || res.State != pipeline.DeploymentError ||
 			!strings.Contains(err.Error(), "the error status could not be reported") || !strings.Contains(err.Error(), "lastmile settles deployment") {
