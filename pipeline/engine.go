@@ -1367,30 +1367,31 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 		}
 		req.SHA = sha
 	}
-	return e.answerRecorded(ctx, req)
+	_, err := e.answerRecorded(ctx, req)
+	return err
 }
 
 // answerRecorded sends GitHub the decision on a protection-rule request
 // (decideRecorded) unless it waits, GitHub has it already, or — one
 // decided earlier whose sending failed — it is no longer safe to send
-// (stale).
-func (e *Engine) answerRecorded(ctx context.Context, req ProtectionRuleRequest) error {
+// (stale: withheld is then true).
+func (e *Engine) answerRecorded(ctx context.Context, req ProtectionRuleRequest) (withheld bool, err error) {
 	dec, fresh, err := e.decideRecorded(ctx, req)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !fresh && !dec.Posted && dec.State != ProtectionWaiting {
 		why, err := e.stale(ctx, req, dec)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if why != "" {
 			e.Log.WarnContext(ctx, "protection rule answer GitHub has not confirmed is not sent again: "+why, "repo", req.Repo.FullName(),
 				"run", req.RunID, "environment", req.Environment, "state", dec.State)
-			return nil
+			return true, nil
 		}
 	}
-	return e.answerProtectionRule(ctx, req, dec)
+	return false, e.answerProtectionRule(ctx, req, dec)
 }
 
 // stale says why a recorded answer GitHub has not confirmed (its sending
@@ -1593,20 +1594,15 @@ func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error)
 		}
 		// Not sent if it is stale (answerRecorded): days may have passed.
 		req := ProtectionRuleRequest{Repo: d.Repo, DeliveryID: d.DeliveryID, Environment: d.Environment, SHA: d.SHA, RunID: d.RunID}
-		if err := e.answerRecorded(ctx, req); err != nil {
+		switch withheld, err := e.answerRecorded(ctx, req); {
+		case err != nil:
 			pause := e.resend.failed(d.ID, now)
 			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", d.Repo.FullName(), err, pause))
-			continue
-		}
-		after, err := e.Store.ProtectionDecision(ctx, req)
-		if err != nil {
-			return n, err
-		}
-		if !after.Posted { // stale: looked at again later
+		case withheld: // stale: looked at again later
 			e.resend.failed(d.ID, now)
-			continue
+		default:
+			n++
 		}
-		n++
 	}
 	return n, errors.Join(errs...)
 }

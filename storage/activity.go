@@ -522,8 +522,7 @@ func (db *DB) SaveMissingJobLog(ctx context.Context, deploymentID int64, job pip
 func (db *DB) MissingJobLogs(ctx context.Context, since time.Time) ([]pipeline.MissingJobLog, error) {
 	rows, err := db.query(ctx, `SELECT l.job_id, l.name, l.deployment_id, p.id, p.full_name, p.installation_id
 		FROM job_logs l JOIN deployments d ON d.id = l.deployment_id JOIN repositories p ON p.id = d.repository_id
-		WHERE l.missing = 1 AND l.fetched_at > ? AND p.installation_id != 0
-		AND p.installation_id NOT IN (SELECT id FROM installations WHERE state = 'deleted')
+		WHERE l.missing = 1 AND l.fetched_at > ? AND `+reachable+`
 		ORDER BY l.job_id`, millis(since))
 	if err != nil {
 		return nil, err
@@ -696,7 +695,7 @@ func (db *DB) UnpostedProtectionAnswers(ctx context.Context, after, before time.
 }
 
 // protectionDecisions reads the decisions that query selects, with their
-// repositories (the columns of longWaitingQuery).
+// repositories (the columns of protectionDecisionsOf).
 func (db *DB) protectionDecisions(ctx context.Context, query string, args ...any) ([]*pipeline.ProtectionDecision, error) {
 	rows, err := db.read.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -724,19 +723,25 @@ func (db *DB) protectionDecisions(ctx context.Context, query string, args ...any
 // then ID): the answered decisions, never pruned, are not walked at each
 // sweep. Ordered by ID alone, SQLite would scan the whole table in rowid
 // order rather than sort the few waiting rows.
-const longWaitingQuery = `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
-	d.sha, d.state, d.comment, d.decided_at, d.posted
-	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
+const longWaitingQuery = protectionDecisionsOf + `
 	WHERE d.state = 'waiting' AND d.decided_at < ? ORDER BY d.repository_id, d.sha, d.id`
 
 // unpostedQuery reads the answers GitHub has not received through the
 // partial index protection_decisions_unposted alone: few, or none.
-const unpostedQuery = `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
-	d.sha, d.state, d.comment, d.decided_at, d.posted
-	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id
-	WHERE d.posted = 0 AND d.state != 'waiting' AND d.decided_at > ? AND d.decided_at < ?
-		AND p.installation_id != 0 AND p.installation_id NOT IN (SELECT id FROM installations WHERE state = 'deleted')
+const unpostedQuery = protectionDecisionsOf + `
+	WHERE d.posted = 0 AND d.state != 'waiting' AND d.decided_at > ? AND d.decided_at < ? AND ` + reachable + `
 	ORDER BY d.decided_at`
+
+// protectionDecisionsOf selects decisions (d) with their repositories (p),
+// the columns protectionDecisions reads.
+const protectionDecisionsOf = `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
+	d.sha, d.state, d.comment, d.decided_at, d.posted
+	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id`
+
+// reachable is the condition on a repository p that lastmile can reach:
+// not removed from its installation (DetachRepo), nor of an installation
+// the App was uninstalled from.
+const reachable = `p.installation_id != 0 AND p.installation_id NOT IN (SELECT id FROM installations WHERE state = 'deleted')`
 
 // MarkProtectionPosted records that GitHub has the decision.
 func (db *DB) MarkProtectionPosted(ctx context.Context, id int64) error {

@@ -515,6 +515,9 @@ func (db *DB) Owing(ctx context.Context) ([]pipeline.Repo, error) {
 	return scanRepos(rows)
 }
 
+// The first condition on d is the partial index's own, which SQLite must
+// see to read deployments_work; the second leaves out what only waits for
+// required contexts.
 const owingQuery = `SELECT p.id, p.full_name, p.installation_id FROM repositories p
 	WHERE p.id IN (SELECT d.repository_id FROM deployments d INDEXED BY deployments_work
 		WHERE (d.state IN ('intent', 'waiting') OR d.notify != '' OR d.read_back = 1)
