@@ -202,6 +202,10 @@ func TestPrintAuditSaysWhichDecisionsGitHubDoesNotHave(t *testing.T) {
 			{RunID: 42, Environment: "production", State: pipeline.ProtectionApproved, Comment: "lastmile approves: staging succeeded", DecidedAt: at},
 			{RunID: 43, Environment: "production", State: pipeline.ProtectionRejected, Comment: "lastmile rejects: not released", DecidedAt: at},
 			{RunID: 44, Environment: "production", State: pipeline.ProtectionWaiting, Comment: "waits for staging", DecidedAt: at},
+			{RunID: 45, Environment: "production", State: pipeline.ProtectionApproved, Comment: "lastmile approves: staging succeeded", DecidedAt: at,
+				Withdrawn: &pipeline.ProtectionWithdrawal{At: at.Add(time.Minute), Comment: "lastmile rejects: backwards"}},
+			{RunID: 46, Environment: "production", State: pipeline.ProtectionApproved, Comment: "lastmile approves: staging succeeded", DecidedAt: at,
+				Withdrawn: &pipeline.ProtectionWithdrawal{At: at.Add(time.Minute), Comment: "lastmile rejects: backwards"}, Posted: true},
 		}}
 	var b strings.Builder
 	printAudit(&b, rec)
@@ -211,6 +215,12 @@ func TestPrintAuditSaysWhichDecisionsGitHubDoesNotHave(t *testing.T) {
 		"  " + when(at) + "  run 43, production: rejected, not confirmed by GitHub (sent again for an hour while it holds) — lastmile rejects: not released\n",
 		// Waiting is not sent: it says itself that the job waits.
 		"  " + when(at) + "  run 44, production: waiting — waits for staging\n",
+		// A withdrawn approval: the approval GitHub never confirmed, and
+		// the rejection sent instead, confirmed or not.
+		"  " + when(at) + "  run 45, production: approved, not confirmed by GitHub — lastmile approves: staging succeeded\n" +
+			"    " + when(at.Add(time.Minute)) + "  approval withdrawn, rejected instead, not confirmed by GitHub (sent again for an hour while it holds) — lastmile rejects: backwards\n",
+		"  " + when(at) + "  run 46, production: approved, not confirmed by GitHub — lastmile approves: staging succeeded\n" +
+			"    " + when(at.Add(time.Minute)) + "  approval withdrawn, rejected instead — lastmile rejects: backwards\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("audit lacks %q:\n%s", want, b.String())

@@ -380,16 +380,28 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 	}
 }
 
-// decisionLine is a protection-rule decision on one line. A decision
-// GitHub has not confirmed (its sending failed; lastmile sends it again
-// for an hour, while it holds) says so, as the JSON's "posted": false
-// does: the job it is about may still wait, whatever lastmile decided.
+// decisionLine is a protection-rule decision on one line, and the
+// rejection that withdrew it, if one did, on a second. A decision GitHub
+// has not confirmed (its sending failed; lastmile sends it again for an
+// hour, while it holds) says so, as the JSON's "posted": false does: the
+// job it is about may still wait, whatever lastmile decided.
 func decisionLine(p pipeline.ProtectionDecision) string {
+	const unconfirmed = ", not confirmed by GitHub (sent again for an hour while it holds)"
 	state := p.State
-	if !p.Posted && p.State != pipeline.ProtectionWaiting {
-		state += ", not confirmed by GitHub (sent again for an hour while it holds)"
+	if p.Withdrawn != nil {
+		state += ", not confirmed by GitHub"
+	} else if !p.Posted && p.State != pipeline.ProtectionWaiting {
+		state += unconfirmed
 	}
-	return fmt.Sprintf("%s  run %d, %s: %s — %s", when(p.DecidedAt), p.RunID, inline(p.Environment), state, inline(p.Comment))
+	line := fmt.Sprintf("%s  run %d, %s: %s — %s", when(p.DecidedAt), p.RunID, inline(p.Environment), state, inline(p.Comment))
+	if w := p.Withdrawn; w != nil {
+		state = "approval withdrawn, rejected instead"
+		if !p.Posted {
+			state += unconfirmed
+		}
+		line += fmt.Sprintf("\n    %s  %s — %s", when(w.At), state, inline(w.Comment))
+	}
+	return line
 }
 
 // configured reports whether the release's configuration names the

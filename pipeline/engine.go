@@ -1374,14 +1374,15 @@ func (e *Engine) HandleProtectionRule(ctx context.Context, req ProtectionRuleReq
 // answerRecorded sends GitHub the decision on a protection-rule request
 // (decideRecorded) unless it waits, GitHub has it already, or — one
 // decided earlier whose sending failed — it is no longer safe to send
-// (stale: withheld is then true).
+// (judgeAgain: withheld is then true). An approval that no longer holds is
+// withdrawn, and a rejection sent instead.
 func (e *Engine) answerRecorded(ctx context.Context, req ProtectionRuleRequest) (withheld bool, err error) {
 	dec, fresh, err := e.decideRecorded(ctx, req)
 	if err != nil {
 		return false, err
 	}
 	if !fresh && !dec.Posted && dec.State != ProtectionWaiting {
-		why, err := e.stale(ctx, req, dec)
+		why, err := e.judgeAgain(ctx, req, dec)
 		if err != nil {
 			return false, err
 		}
@@ -1394,16 +1395,21 @@ func (e *Engine) answerRecorded(ctx context.Context, req ProtectionRuleRequest) 
 	return false, e.answerProtectionRule(ctx, req, dec)
 }
 
-// stale says why a recorded answer GitHub has not confirmed (its sending
-// failed, or lastmile stopped before it knew) must not be sent now, or ""
-// when it may. GitHub answers by run and environment, so an answer goes to
-// the run's latest attempt: not one for an earlier attempt, once a later
-// one has asked (its own request is judged). And time has passed: an
-// approval is sent only if lastmile would approve now — a newer release may
-// have succeeded in the environment since, which the older commit's deploy
-// would go backwards from. The record is never rewritten: GitHub may have
-// taken the answer though its reply was lost. A rejection is sent as it is.
-func (e *Engine) stale(ctx context.Context, req ProtectionRuleRequest, dec *ProtectionDecision) (string, error) {
+// judgeAgain looks again at a recorded answer GitHub has not confirmed (its
+// sending failed, or lastmile stopped before it knew) before it is sent
+// again, and says why it must not be sent now, or "" when it may. GitHub
+// answers by run and environment, so an answer goes to the run's latest
+// attempt: not one for an earlier attempt, once a later one has asked (its
+// own request is judged). And time has passed: an approval is sent only if
+// lastmile would approve now. One it would reject now — a newer release
+// has succeeded in the environment since, which the older commit's deploy
+// would go backwards from — is withdrawn (dec records the withdrawal) and
+// the rejection, saying why, is what is sent; one that would wait now is
+// withheld and looked at again. The decision itself is never rewritten:
+// GitHub may have taken the approval though its reply was lost (it then
+// refuses the rejection: the run no longer waits). A rejection, or an
+// approval withdrawn, is sent as it is.
+func (e *Engine) judgeAgain(ctx context.Context, req ProtectionRuleRequest, dec *ProtectionDecision) (string, error) {
 	later, err := e.Store.LaterProtectionRequest(ctx, dec)
 	if err != nil {
 		return "", err
@@ -1411,15 +1417,25 @@ func (e *Engine) stale(ctx context.Context, req ProtectionRuleRequest, dec *Prot
 	if later {
 		return "a later attempt of the run has asked since", nil
 	}
-	if dec.State != ProtectionApproved {
+	if dec.State != ProtectionApproved || dec.Withdrawn != nil {
 		return "", nil
 	}
 	now, err := e.decide(ctx, req)
 	if err != nil {
 		return "", err
 	}
-	if now.State != ProtectionApproved {
-		return "judged now, it would not be approved: " + now.Comment, nil
+	switch now.State {
+	case ProtectionApproved:
+		return "", nil
+	case ProtectionWaiting:
+		return "judged now, it would wait: " + now.Comment, nil
+	}
+	if err := e.Store.WithdrawProtectionApproval(ctx, dec, now.Comment, e.Now()); err != nil {
+		return "", err
+	}
+	if dec.Withdrawn != nil && !dec.Posted {
+		e.Log.WarnContext(ctx, "protection rule approval GitHub has not confirmed is withdrawn: it no longer holds, a rejection is sent instead",
+			"repo", req.Repo.FullName(), "run", req.RunID, "environment", req.Environment, "sha", req.SHA, "comment", dec.Withdrawn.Comment)
 	}
 	return "", nil
 }
@@ -1460,10 +1476,10 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 			"environment", req.Environment, "sha", req.SHA, "comment", dec.Comment)
 		return nil
 	}
+	state, comment := dec.Answer()
 	// The comment as GitHub takes it (the record keeps it whole): a longer
 	// one is refused with a 422, which would leave the run waiting.
-	comment := truncate(dec.Comment, maxProtectionComment)
-	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, dec.State, comment); err != nil {
+	if err := e.GitHub.ReviewProtectionRule(ctx, req.Repo, req.RunID, req.Environment, state, truncate(comment, maxProtectionComment)); err != nil {
 		var refused *RefusedError
 		if !errors.As(err, &refused) || refused.Status != 422 {
 			return fmt.Errorf("answer protection rule for run %d: %w", req.RunID, err)
@@ -1473,7 +1489,7 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 		e.Log.WarnContext(ctx, "protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID, "error", err)
 	}
 	e.Log.InfoContext(ctx, "protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
-		"environment", req.Environment, "sha", req.SHA, "state", dec.State, "comment", dec.Comment)
+		"environment", req.Environment, "sha", req.SHA, "state", state, "comment", comment)
 	return e.Store.MarkProtectionPosted(ctx, dec.ID)
 }
 
@@ -1565,10 +1581,10 @@ const (
 
 // AnswerUnpostedProtectionRules sends GitHub the approvals and rejections
 // it did not confirm — the call failed (GitHub down, a rate limit) or
-// lastmile stopped before it — decided in the last resendWindow, unless
-// they are stale: those decided at a deployment's end, or by the sweep
-// itself (a request that waited too long), whose sending no delivery
-// retries, and those of a request whose delivery gave up. A suspended or
+// lastmile stopped before it — decided in the last resendWindow, judged
+// again first (answerRecorded): those decided at a deployment's end, or by
+// the sweep itself (a request that waited too long), whose sending no
+// delivery retries, and those of a request whose delivery gave up. A suspended or
 // uninstalled installation's are left alone. It returns how many it sent.
 func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error) {
 	now := e.Now()
@@ -1592,13 +1608,13 @@ func (e *Engine) AnswerUnpostedProtectionRules(ctx context.Context) (int, error)
 		if state == InstallationSuspended || state == InstallationUninstalled {
 			continue
 		}
-		// Not sent if it is stale (answerRecorded): days may have passed.
+		// Judged again first (answerRecorded): time has passed.
 		req := ProtectionRuleRequest{Repo: d.Repo, DeliveryID: d.DeliveryID, Environment: d.Environment, SHA: d.SHA, RunID: d.RunID}
 		switch withheld, err := e.answerRecorded(ctx, req); {
 		case err != nil:
 			pause := e.resend.failed(d.ID, now)
 			errs = append(errs, fmt.Errorf("%s: %w (trying again in %s)", d.Repo.FullName(), err, pause))
-		case withheld: // stale: looked at again later
+		case withheld: // looked at again later
 			e.resend.failed(d.ID, now)
 		default:
 			n++

@@ -58,6 +58,8 @@ type fakeGitHub struct {
 	failLists int
 	written   []pipeline.StatusRequest
 	answers   []string // protection rule answers: "run environment state"
+	// lastComment is the comment of the last answer taken.
+	lastComment string
 	// failAnswers is how many ReviewProtectionRule calls fail next (a 502:
 	// GitHub did not take the answer); answerCalls counts the calls.
 	failAnswers, answerCalls int
@@ -405,6 +407,7 @@ func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, ru
 		return &pipeline.RefusedError{Status: 422, Message: "Validation Failed: comment is too long (maximum is 1024 characters)"}
 	}
 	f.answers = append(f.answers, fmt.Sprint(run, " ", env, " ", state))
+	f.lastComment = comment
 	return nil
 }
 
@@ -2857,10 +2860,11 @@ func TestProtectionRuleAnswerGitHubFailsIsSentBySweep(t *testing.T) {
 
 // An approval GitHub did not take is judged again before the sweep sends
 // it: a newer release has since succeeded in the environment, so
-// deploying the older commit there would go backwards — it is not sent,
-// by the sweep nor by the request's delivery retried by an operator.
-// The record keeps the approval (GitHub may have taken it, its reply
-// lost), not delivered.
+// deploying the older commit there would go backwards — the approval is
+// withdrawn and a rejection saying so sent instead, rather than leaving
+// the job to wait for GitHub's 30 days. The record keeps the approval
+// (GitHub may have taken it, its reply lost) and the withdrawal; the
+// request's delivery, retried by an operator, sends nothing more.
 func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
@@ -2884,24 +2888,36 @@ func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
 	h.gh.mu.Lock()
 	h.gh.failAnswers = 0 // GitHub back
 	h.gh.mu.Unlock()
+	calls := h.answerCalls()
 	clock := time.Now().Add(2 * time.Minute)
 	h.engine.Now = func() time.Time { return clock }
 	if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.protectionAnswers(); len(got) != 0 {
-		t.Errorf("answers GitHub took %q, want none (c2 has succeeded in staging since)", got)
+	if got, want := h.protectionAnswers(), []string{"66 staging rejected"}; !slices.Equal(got, want) {
+		t.Errorf("answers GitHub took %q, want %q (c2 has succeeded in staging since)", got, want)
+	}
+	h.gh.mu.Lock()
+	sent := h.gh.lastComment
+	h.gh.mu.Unlock()
+	if !strings.Contains(sent, "would go backwards") {
+		t.Errorf("rejection sent with %q, want it to say why", sent)
 	}
 	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
-	if err != nil || dec.State != pipeline.ProtectionApproved || dec.Posted {
-		t.Errorf("rule-1 after the sweep: %+v, %v; want approved, not posted", dec, err)
+	if err != nil || dec.State != pipeline.ProtectionApproved || !dec.Posted || dec.Withdrawn == nil ||
+		dec.Withdrawn.Comment != sent || !dec.Withdrawn.At.Equal(clock.Truncate(time.Millisecond)) {
+		t.Fatalf("rule-1 after the sweep: %+v (withdrawn %+v), %v; want the approval, withdrawn at %s for the rejection sent, posted",
+			dec, dec.Withdrawn, err, clock)
 	}
-	// Nor by the delivery's retry.
+	// Nothing more by the delivery's retry, nor by the sweep.
 	if err := h.engine.HandleProtectionRule(ctx, pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1", Environment: "staging", SHA: c1, RunID: 66}); err != nil {
 		t.Fatal(err)
 	}
-	if got := h.protectionAnswers(); len(got) != 0 {
-		t.Errorf("answers GitHub took after the retry %q, want none", got)
+	if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.answerCalls() - calls; got != 1 {
+		t.Errorf("%d answers sent after GitHub came back, want the one rejection", got)
 	}
 }
 

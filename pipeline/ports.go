@@ -505,6 +505,11 @@ type Store interface {
 	// yet, pending or queued), its latest status less than HoldRunning old.
 	Unfinished(ctx context.Context, repoID int64, sha, env string) (bool, error)
 	MarkProtectionPosted(ctx context.Context, id int64) error
+	// WithdrawProtectionApproval records that the approval d, which GitHub
+	// has not confirmed, is withdrawn at at for a rejection saying comment.
+	// It leaves d holding what is recorded: an approval GitHub confirmed
+	// meanwhile, or withdrawn by another handler first, is kept as it is.
+	WithdrawProtectionApproval(ctx context.Context, d *ProtectionDecision, comment string, at time.Time) error
 }
 
 // ProtectionDecision is lastmile's answer to a deployment_protection_rule
@@ -527,7 +532,27 @@ type ProtectionDecision struct {
 	State       string    `json:"state"` // approved, rejected, or waiting (not answered yet)
 	Comment     string    `json:"comment"`
 	DecidedAt   time.Time `json:"decided_at"`
-	Posted      bool      `json:"posted"` // GitHub has the answer
+	// Withdrawn is set on an approval GitHub did not confirm that no
+	// longer held when lastmile was about to send it again: a rejection
+	// is sent instead (Answer).
+	Withdrawn *ProtectionWithdrawal `json:"withdrawn,omitempty"`
+	Posted    bool                  `json:"posted"` // GitHub has the answer (the rejection, if withdrawn)
+}
+
+// ProtectionWithdrawal is the rejection that replaced an approval GitHub
+// had not confirmed: when, and why the approval no longer held.
+type ProtectionWithdrawal struct {
+	At      time.Time `json:"at"`
+	Comment string    `json:"comment"`
+}
+
+// Answer is what lastmile sends GitHub for the decision: its state and
+// comment, or the rejection that withdrew it.
+func (d *ProtectionDecision) Answer() (state, comment string) {
+	if d.Withdrawn != nil {
+		return ProtectionRejected, d.Withdrawn.Comment
+	}
+	return d.State, d.Comment
 }
 
 // The states of a ProtectionDecision.

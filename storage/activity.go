@@ -597,15 +597,35 @@ func (db *DB) Rejection(ctx context.Context, d *pipeline.Deployment) (*pipeline.
 // ProtectionDecision returns the decision recorded for a request.
 func (db *DB) ProtectionDecision(ctx context.Context, req pipeline.ProtectionRuleRequest) (*pipeline.ProtectionDecision, error) {
 	d := &pipeline.ProtectionDecision{Repo: req.Repo}
-	var decided int64
-	err := db.read.QueryRowContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
-		FROM protection_decisions WHERE delivery_id = ?`, req.DeliveryID).Scan(&d.ID, &d.DeliveryID, &d.RunID,
-		&d.Environment, &d.SHA, &d.State, &d.Comment, &decided, &d.Posted)
+	err := scanProtection(db.read.QueryRowContext(ctx, `SELECT `+protectionColumns+`
+		FROM protection_decisions d WHERE delivery_id = ?`, req.DeliveryID).Scan, d)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, pipeline.ErrNotFound
 	}
-	d.DecidedAt = fromMillis(decided)
 	return d, err
+}
+
+// protectionColumns are the columns of a protection decision (d) that
+// scanProtection reads, in its order.
+const protectionColumns = `d.id, d.delivery_id, d.run_id, d.environment, d.sha, d.state, d.comment, d.decided_at, d.posted,
+	d.withdrawn_at, d.withdrawn_comment`
+
+// scanProtection reads the protectionColumns of a row into d, then the
+// row's further columns into more.
+func scanProtection(scan func(...any) error, d *pipeline.ProtectionDecision, more ...any) error {
+	var decided int64
+	var withdrawn sql.NullInt64
+	var why string
+	into := append([]any{&d.ID, &d.DeliveryID, &d.RunID, &d.Environment, &d.SHA, &d.State, &d.Comment, &decided, &d.Posted,
+		&withdrawn, &why}, more...)
+	if err := scan(into...); err != nil {
+		return err
+	}
+	d.DecidedAt, d.Withdrawn = fromMillis(decided), nil
+	if withdrawn.Valid {
+		d.Withdrawn = &pipeline.ProtectionWithdrawal{At: fromMillis(withdrawn.Int64), Comment: why}
+	}
+	return nil
 }
 
 // RecordProtectionDecision stores a decision before it is sent. A decision
@@ -634,13 +654,23 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt)); err != nil {
 			return err
 		}
-		var decided int64
-		if err := tx.QueryRowContext(ctx, `SELECT id, state, comment, decided_at, posted FROM protection_decisions WHERE delivery_id = ?`,
-			d.DeliveryID).Scan(&d.ID, &d.State, &d.Comment, &decided, &d.Posted); err != nil {
+		return scanProtection(tx.QueryRowContext(ctx, `SELECT `+protectionColumns+` FROM protection_decisions d WHERE delivery_id = ?`,
+			d.DeliveryID).Scan, d)
+	})
+}
+
+// WithdrawProtectionApproval records that the approval d, which GitHub has
+// not confirmed, is withdrawn for a rejection saying comment. d is left
+// holding what is recorded: an approval GitHub confirmed meanwhile, or one
+// another handler withdrew first (with its comment), stays as it is.
+func (db *DB) WithdrawProtectionApproval(ctx context.Context, d *pipeline.ProtectionDecision, comment string, at time.Time) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET withdrawn_at = ?, withdrawn_comment = ?
+			WHERE id = ? AND state = 'approved' AND posted = 0 AND withdrawn_at IS NULL`, millis(at), comment, d.ID); err != nil {
 			return err
 		}
-		d.DecidedAt = fromMillis(decided)
-		return nil
+		return scanProtection(tx.QueryRowContext(ctx, `SELECT `+protectionColumns+` FROM protection_decisions d WHERE id = ?`,
+			d.ID).Scan, d)
 	})
 }
 
@@ -660,8 +690,8 @@ func (db *DB) LaterProtectionRequest(ctx context.Context, d *pipeline.Protection
 // WaitingProtectionDecisions lists the repository's protection-rule
 // requests for sha that wait for a deployment to end.
 func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo, sha string) ([]*pipeline.ProtectionDecision, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
-		FROM protection_decisions WHERE repository_id = ? AND sha = ? AND state = 'waiting' ORDER BY id`, repo.ID, sha)
+	rows, err := db.read.QueryContext(ctx, `SELECT `+protectionColumns+`
+		FROM protection_decisions d WHERE repository_id = ? AND sha = ? AND state = 'waiting' ORDER BY id`, repo.ID, sha)
 	if err != nil {
 		return nil, err
 	}
@@ -669,11 +699,9 @@ func (db *DB) WaitingProtectionDecisions(ctx context.Context, repo pipeline.Repo
 	var out []*pipeline.ProtectionDecision
 	for rows.Next() {
 		d := &pipeline.ProtectionDecision{Repo: repo}
-		var decided int64
-		if err := rows.Scan(&d.ID, &d.DeliveryID, &d.RunID, &d.Environment, &d.SHA, &d.State, &d.Comment, &decided, &d.Posted); err != nil {
+		if err := scanProtection(rows.Scan, d); err != nil {
 			return nil, err
 		}
-		d.DecidedAt = fromMillis(decided)
 		out = append(out, d)
 	}
 	return out, rows.Err()
@@ -706,13 +734,10 @@ func (db *DB) protectionDecisions(ctx context.Context, query string, args ...any
 	for rows.Next() {
 		d := &pipeline.ProtectionDecision{}
 		var full string
-		var decided int64
-		if err := rows.Scan(&d.Repo.ID, &full, &d.Repo.InstallationID, &d.ID, &d.DeliveryID, &d.RunID, &d.Environment,
-			&d.SHA, &d.State, &d.Comment, &decided, &d.Posted); err != nil {
+		if err := scanProtection(rows.Scan, d, &d.Repo.ID, &full, &d.Repo.InstallationID); err != nil {
 			return nil, err
 		}
 		d.Repo.Owner, d.Repo.Name, _ = pipeline.SplitFullName(full)
-		d.DecidedAt = fromMillis(decided)
 		out = append(out, d)
 	}
 	return out, rows.Err()
@@ -734,8 +759,7 @@ const unpostedQuery = protectionDecisionsOf + `
 
 // protectionDecisionsOf selects decisions (d) with their repositories (p),
 // the columns protectionDecisions reads.
-const protectionDecisionsOf = `SELECT p.id, p.full_name, p.installation_id, d.id, d.delivery_id, d.run_id, d.environment,
-	d.sha, d.state, d.comment, d.decided_at, d.posted
+const protectionDecisionsOf = `SELECT ` + protectionColumns + `, p.id, p.full_name, p.installation_id
 	FROM protection_decisions d JOIN repositories p ON p.id = d.repository_id`
 
 // reachable is the condition on a repository p that lastmile can reach:

@@ -152,22 +152,20 @@ func (e *NoReleaseError) Unwrap() error { return pipeline.ErrNotFound }
 func noRelease(ctx context.Context, tx *sql.Tx, repoIDs []int64, repository, sha string) error {
 	e := &NoReleaseError{Repository: repository, SHA: sha}
 	for _, repoID := range repoIDs {
-		rows, err := tx.QueryContext(ctx, `SELECT p.id, p.delivery_id, p.run_id, p.environment, p.sha, p.state, p.comment, p.decided_at,
-			p.posted, r.full_name FROM protection_decisions p JOIN repositories r ON r.id = p.repository_id
-			WHERE p.repository_id = ? AND p.sha LIKE ? ORDER BY p.id`, repoID, strings.ToLower(sha)+"%")
+		rows, err := tx.QueryContext(ctx, `SELECT `+protectionColumns+`, r.full_name
+			FROM protection_decisions d JOIN repositories r ON r.id = d.repository_id
+			WHERE d.repository_id = ? AND d.sha LIKE ? ORDER BY d.id`, repoID, strings.ToLower(sha)+"%")
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			p := pipeline.ProtectionDecision{Repo: pipeline.Repo{ID: repoID}}
-			var at int64
 			var full string
-			if err := rows.Scan(&p.ID, &p.DeliveryID, &p.RunID, &p.Environment, &p.SHA, &p.State, &p.Comment, &at, &p.Posted, &full); err != nil {
+			if err := scanProtection(rows.Scan, &p, &full); err != nil {
 				rows.Close()
 				return err
 			}
 			p.Repo.Owner, p.Repo.Name, _ = pipeline.SplitFullName(full)
-			p.DecidedAt = fromMillis(at)
 			e.Decisions = append(e.Decisions, p)
 		}
 		if err := closeRows(rows); err != nil {
@@ -277,8 +275,8 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, bro
 	if rec.Waiting, err = waitingBehind(ctx, tx, repoID, rel, rec.Environments, db.Now()); err != nil {
 		return nil, err
 	}
-	prows, err := tx.QueryContext(ctx, `SELECT id, delivery_id, run_id, environment, sha, state, comment, decided_at, posted
-		FROM protection_decisions WHERE repository_id = ? AND sha IN (?, ?) AND decided_at >= ? AND decided_at < ? ORDER BY id`,
+	prows, err := tx.QueryContext(ctx, `SELECT `+protectionColumns+`
+		FROM protection_decisions d WHERE repository_id = ? AND sha IN (?, ?) AND decided_at >= ? AND decided_at < ? ORDER BY id`,
 		repoID, rel.SHA, about, from, until)
 	if err != nil {
 		return nil, err
@@ -286,11 +284,9 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, bro
 	defer prows.Close()
 	for prows.Next() {
 		p := pipeline.ProtectionDecision{Repo: rel.Repo}
-		var at int64
-		if err := prows.Scan(&p.ID, &p.DeliveryID, &p.RunID, &p.Environment, &p.SHA, &p.State, &p.Comment, &at, &p.Posted); err != nil {
+		if err := scanProtection(prows.Scan, &p); err != nil {
 			return nil, err
 		}
-		p.DecidedAt = fromMillis(at)
 		rec.ProtectionDecisions = append(rec.ProtectionDecisions, p)
 	}
 	return rec, prows.Err()

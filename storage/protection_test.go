@@ -227,3 +227,78 @@ func TestLaterProtectionRequest(t *testing.T) {
 		t.Error("another run's, another environment's or the latest request taken for superseded")
 	}
 }
+
+// WithdrawProtectionApproval withdraws an approval GitHub has not
+// confirmed, once: a second withdrawal (another handler's) keeps the
+// first's time and comment, and an approval GitHub confirmed, or a
+// rejection, is not withdrawn. The decision is kept as it was made, and
+// every reader (the unposted answers the sweep sends, the audit) sees the
+// withdrawal.
+func TestWithdrawProtectionApproval(t *testing.T) {
+	ctx := context.Background()
+	db := openTemp(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	record := func(id, state string) *pipeline.ProtectionDecision {
+		t.Helper()
+		d := &pipeline.ProtectionDecision{Repo: repo, DeliveryID: id, RunID: 11, Environment: "production", SHA: "a",
+			State: state, Comment: "as decided", DecidedAt: t0}
+		if err := db.RecordProtectionDecision(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	approved := record("approved", pipeline.ProtectionApproved)
+	if err := db.WithdrawProtectionApproval(ctx, approved, "backwards now", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	want := pipeline.ProtectionWithdrawal{At: t0.Add(time.Minute), Comment: "backwards now"}
+	if approved.Withdrawn == nil || *approved.Withdrawn != want || approved.State != pipeline.ProtectionApproved || approved.Comment != "as decided" {
+		t.Fatalf("withdrawn: %+v (withdrawal %+v); want the approval as decided, withdrawn %+v", approved, approved.Withdrawn, want)
+	}
+	again := *approved
+	again.Withdrawn = nil
+	if err := db.WithdrawProtectionApproval(ctx, &again, "another reason", t0.Add(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if again.Withdrawn == nil || *again.Withdrawn != want {
+		t.Errorf("withdrawn twice: withdrawal %+v; want the first, %+v", again.Withdrawn, want)
+	}
+	state, comment := again.Answer()
+	if state != pipeline.ProtectionRejected || comment != "backwards now" {
+		t.Errorf("a withdrawn approval's answer: %s %q; want the rejection", state, comment)
+	}
+
+	posted := record("posted", pipeline.ProtectionApproved)
+	if err := db.MarkProtectionPosted(ctx, posted.ID); err != nil {
+		t.Fatal(err)
+	}
+	posted.Posted = false // as the handler last read it
+	rejected := record("rejected", pipeline.ProtectionRejected)
+	for _, d := range []*pipeline.ProtectionDecision{posted, rejected} {
+		if err := db.WithdrawProtectionApproval(ctx, d, "backwards now", t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if d.Withdrawn != nil {
+			t.Errorf("%s: withdrawn %+v; want it kept as it is", d.DeliveryID, d.Withdrawn)
+		}
+	}
+	if !posted.Posted {
+		t.Error("the approval GitHub confirmed: not read back as posted")
+	}
+
+	unposted, err := db.UnpostedProtectionAnswers(ctx, t0.Add(-time.Minute), t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range unposted {
+		got = append(got, fmt.Sprintf("%s %v", d.DeliveryID, d.Withdrawn != nil))
+	}
+	if want := []string{"approved true", "rejected false"}; !slices.Equal(got, want) {
+		t.Errorf("unposted answers (withdrawn?): %q; want %q", got, want)
+	}
+	if d, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "approved"}); err != nil || d.Withdrawn == nil || *d.Withdrawn != want {
+		t.Errorf("read back: %+v, %v; want withdrawn %+v", d, err, want)
+	}
+}
