@@ -1,6 +1,7 @@
 package githubapp
 
 import (
+	"bytes"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -230,9 +231,27 @@ func httpClient(rt http.RoundTripper) *http.Client {
 			return errors.New("stopped after 10 redirects")
 		}
 		if from := via[0].URL; req.URL.Host != from.Host || req.URL.Scheme != from.Scheme {
-			return fmt.Errorf("GitHub redirected %s to %s://%s: not followed, so that the token does not go to another host",
-				from.Path, req.URL.Scheme, req.URL.Host)
+			notFollowed(req.Response, fmt.Sprintf("GitHub redirected %s to %s://%s: not followed, so that the token does not go to another host",
+				from.Path, req.URL.Scheme, req.URL.Host))
+			return http.ErrUseLastResponse
 		}
 		return nil
 	}}
+}
+
+// notFollowed makes a redirect response that is not followed the answer,
+// an error saying why (msg, as GitHub's errors say theirs) that go-github
+// reports with the request GitHub answered. An error from CheckRedirect
+// would carry the redirect's whole address to the logs and the inbox's
+// errors — a signed download's signature with it, in its query.
+func notFollowed(resp *http.Response, msg string) {
+	resp.Body.Close()
+	body, _ := json.Marshal(struct {
+		Message string `json:"message"`
+	}{msg})
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Type", "application/json")
+	resp.Header.Del("Content-Length")
+	resp.Header.Del("Location")
 }

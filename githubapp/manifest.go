@@ -126,13 +126,13 @@ type ConversionError struct {
 func (e *ConversionError) Error() string { return e.msg }
 
 // Retryable reports whether the same code may be tried again: GitHub did
-// not answer, answered with a server error, or refused the call for its
-// rate limit. A code is good for one conversion, within the hour after
+// not answer, answered with a server error or a redirect (not followed),
+// or refused the call for its rate limit. A code is good for one conversion, within the hour after
 // GitHub made it; one GitHub did not get, or did not act on, is still
 // good (one it did act on is answered 404 the next time). Any other answer
 // (a 404 or 422 for a used or expired code) is final.
 func (e *ConversionError) Retryable() bool {
-	return e.Status == 0 || e.Status >= 500 || e.rateLimited
+	return e.Status == 0 || (e.Status >= 300 && e.Status < 400) || e.Status >= 500 || e.rateLimited
 }
 
 // conversionFailure says why the conversion failed without the request's
