@@ -47,12 +47,17 @@ func sandbox(t *testing.T, configure func(*Config)) *Sandbox {
 // workflow wf, whose jobs run, as the example workflow's, for lastmile's
 // deployments only unless wf says otherwise.
 func (sb *Sandbox) repo(name string, reviewed map[string]simulator.ReviewPolicy, wf simulator.WorkflowOptions) string {
+	return sb.repoWith(name, simulator.RepoOptions{}, reviewed, wf)
+}
+
+// repoWith is repo, the repository created with opts.
+func (sb *Sandbox) repoWith(name string, opts simulator.RepoOptions, reviewed map[string]simulator.ReviewPolicy, wf simulator.WorkflowOptions) string {
 	if wf.JobsIf == "" {
 		wf.JobsIf = "lastmile"
 	}
 	full := "acme/" + name
 	inst := sb.Sim.CreateInstallation("acme", "Organization")
-	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
+	sb.Sim.CreateRepo(inst, full, opts)
 	for env, policy := range reviewed {
 		sb.Sim.SetEnvironment(full, env, simulator.EnvironmentOptions{Reviewers: []string{"alice", "bob"}, Review: policy})
 	}
@@ -120,8 +125,23 @@ func deploymentsByEnv(sb *Sandbox, repo, sha string) map[string][]simulator.Depl
 }
 
 func TestHappyPathThroughThreeEnvironments(t *testing.T) {
+	happyPath(t, simulator.RepoOptions{})
+}
+
+// A repository that has custom properties, a multi_select one among them,
+// goes the same way: GitHub sends them with the repository in every event
+// and workflow run, where go-github v62 cannot decode them all.
+func TestHappyPathOfARepositoryWithCustomProperties(t *testing.T) {
+	happyPath(t, simulator.RepoOptions{CustomProperties: map[string]any{
+		"teams": []string{"payments", "platform"}, "tier": "gold", "owner": nil}})
+}
+
+// happyPath takes a push of a repository created with opts through test,
+// staging and production, reviewers approving the last two, and checks
+// the record.
+func happyPath(t *testing.T, opts simulator.RepoOptions) {
 	sb := sandbox(t, nil)
-	repo := sb.repo("shop", map[string]simulator.ReviewPolicy{
+	repo := sb.repoWith("shop", opts, map[string]simulator.ReviewPolicy{
 		"staging":    simulator.AutoApprove("alice", "looks good"),
 		"production": simulator.AutoApprove("bob", "ship it"),
 	}, simulator.WorkflowOptions{})

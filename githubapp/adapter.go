@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -409,14 +410,15 @@ func (g *GitHub) WorkflowRun(ctx context.Context, r pipeline.Repo, runID int64) 
 	if err != nil {
 		return pipeline.WorkflowRun{}, err
 	}
-	run, resp, err := gh.Actions.GetWorkflowRunByID(ctx, r.Owner, r.Name, runID)
+	var run github.WorkflowRun
+	resp, err := getJSON(ctx, gh, fmt.Sprintf("repos/%s/%s/actions/runs/%d", r.Owner, r.Name, runID), &run)
 	if resp != nil && resp.StatusCode == http.StatusNotFound {
 		return pipeline.WorkflowRun{}, pipeline.ErrNotFound
 	}
 	if err != nil {
 		return pipeline.WorkflowRun{}, err
 	}
-	return workflowRun(r, "", run), nil
+	return workflowRun(r, "", &run), nil
 }
 
 // RunsInProgress counts the workflow runs of commit sha on event, other
@@ -428,10 +430,11 @@ func (g *GitHub) RunsInProgress(ctx context.Context, r pipeline.Repo, sha, event
 	if err != nil {
 		return 0, err
 	}
-	opts := &github.ListWorkflowRunsOptions{HeadSHA: sha, Event: event, ListOptions: github.ListOptions{PerPage: 100}}
+	query := url.Values{"head_sha": {sha}, "event": {event}, "per_page": {"100"}}
 	n := 0
 	for {
-		runs, resp, err := gh.Actions.ListRepositoryWorkflowRuns(ctx, r.Owner, r.Name, opts)
+		var runs github.WorkflowRuns
+		resp, err := getJSON(ctx, gh, fmt.Sprintf("repos/%s/%s/actions/runs?%s", r.Owner, r.Name, query.Encode()), &runs)
 		if resp != nil && resp.StatusCode == http.StatusNotFound {
 			return 0, pipeline.ErrNotFound
 		}
@@ -446,8 +449,27 @@ func (g *GitHub) RunsInProgress(ctx context.Context, r pipeline.Repo, sha, event
 		if resp.NextPage == 0 {
 			return n, nil
 		}
-		opts.Page = resp.NextPage
+		query.Set("page", strconv.Itoa(resp.NextPage))
 	}
+}
+
+// getJSON GETs path of the REST API and decodes GitHub's answer into v
+// as decodeJSON does: the workflow runs' repositories have
+// custom_properties, which go-github's own methods cannot always decode.
+func getJSON(ctx context.Context, gh *github.Client, path string, v any) (*github.Response, error) {
+	req, err := gh.NewRequest(http.MethodGet, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	var body bytes.Buffer
+	resp, err := gh.Do(ctx, req, &body)
+	if err != nil {
+		return resp, err
+	}
+	if err := decodeJSON(body.Bytes(), v); err != nil {
+		return resp, fmt.Errorf("GET %s: %w", path, err)
+	}
+	return resp, nil
 }
 
 // workflowRun is what lastmile reads of a workflow run, from its webhook

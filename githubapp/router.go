@@ -146,7 +146,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		return rt.Engine.HandlePush(ctx, push)
 	case "deployment_review":
 		var p deploymentReviewPayload
-		if err := json.Unmarshal(d.Body, &p); err != nil {
+		if err := decodeJSON(d.Body, &p); err != nil {
 			return payloadError("deployment_review", err)
 		}
 		rv, err := p.review(d.ID)
@@ -156,7 +156,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		return rt.Engine.HandleReview(ctx, rv)
 	case "deployment_protection_rule":
 		var p protectionRulePayload
-		if err := json.Unmarshal(d.Body, &p); err != nil {
+		if err := decodeJSON(d.Body, &p); err != nil {
 			return payloadError("deployment_protection_rule", err)
 		}
 		req, err := p.request(d.ID)
@@ -165,7 +165,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		return rt.Engine.HandleProtectionRule(ctx, req)
 	}
-	ev, err := github.ParseWebHook(d.Event, d.Body)
+	ev, err := parseWebHook(d.Event, d.Body)
 	if err != nil {
 		return payloadError(d.Event, err)
 	}
@@ -221,7 +221,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		var extra struct {
 			Deployment *github.Deployment `json:"deployment"`
 		}
-		if err := json.Unmarshal(d.Body, &extra); err == nil && extra.Deployment != nil && extra.Deployment.GetID() != 0 {
+		if err := decodeJSON(d.Body, &extra); err == nil && extra.Deployment != nil && extra.Deployment.GetID() != 0 {
 			info := deploymentInfo(extra.Deployment)
 			info.WorkflowRunID = j.GetRunID()
 			info.Production = productionOf(d.Body)

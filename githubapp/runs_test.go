@@ -62,3 +62,35 @@ func TestRunsInProgressAgainstTheSimulator(t *testing.T) {
 		}
 	}
 }
+
+// A repository with custom properties — a multi_select one among them,
+// whose values go-github v62 cannot decode — has its workflow runs read
+// all the same: they carry the repository.
+func TestWorkflowRunsOfARepositoryWithCustomProperties(t *testing.T) {
+	ctx := context.Background()
+	w := newSimWorld(t)
+	inst := w.sim.CreateInstallation("initech", "Organization")
+	w.sim.CreateRepo(inst, "initech/billing", simulator.RepoOptions{CustomProperties: map[string]any{
+		"teams": []string{"payments", "platform"}, "tier": "gold", "owner": nil}})
+	w.sim.SetWorkflow("initech/billing", simulator.WorkflowOptions{})
+	gh := &githubapp.GitHub{Clients: w.clients(t)}
+	repo := pipeline.Repo{ID: 1, Owner: "initech", Name: "billing", InstallationID: inst}
+	sha := w.sim.Branch("initech/billing", "main")
+	if _, _, err := gh.CreateDeployment(ctx, repo, pipeline.DeploymentRequest{SHA: sha, Environment: "test", RequiredContexts: []string{}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.sim.WaitIdle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runs := w.sim.Runs("initech/billing")
+	if len(runs) != 1 {
+		t.Fatalf("runs %+v, want one", runs)
+	}
+	run, err := gh.WorkflowRun(ctx, repo, runs[0].ID)
+	if err != nil || run.RunID != runs[0].ID || run.HeadSHA != sha || run.Status != "completed" {
+		t.Errorf("WorkflowRun: %+v, %v; want run %d of %s, completed", run, err, runs[0].ID, sha)
+	}
+	if n, err := gh.RunsInProgress(ctx, repo, sha, "deployment", 0); err != nil || n != 0 {
+		t.Errorf("RunsInProgress: %d, %v; want 0", n, err)
+	}
+}

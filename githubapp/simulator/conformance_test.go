@@ -134,7 +134,10 @@ func TestConformance(t *testing.T) {
 
 	// World: one organization repository per workflow flavour.
 	const repo = "acme/shop"
-	sim.CreateRepo(h.org, repo, simulator.RepoOptions{Files: map[string]string{"big.bin": strings.Repeat("x", 1<<20+1)}})
+	// Custom properties of every kind (a multi_select one's value is an
+	// array) in its repository objects.
+	sim.CreateRepo(h.org, repo, simulator.RepoOptions{Files: map[string]string{"big.bin": strings.Repeat("x", 1<<20+1)},
+		CustomProperties: map[string]any{"teams": []string{"payments", "platform"}, "tier": "gold", "owner": nil}})
 	sim.CreateRepo(h.org, "acme/twin", simulator.RepoOptions{})
 	sim.SetWorkflow(repo, simulator.WorkflowOptions{FailEnvironments: []string{"broken"}})
 	sim.SetWorkflow("acme/twin", simulator.WorkflowOptions{CreateDeployment: true})

@@ -18,6 +18,11 @@ type RepoOptions struct {
 	// Files are the contents of the initial commit on the default branch.
 	// Default: a README.md.
 	Files map[string]string
+	// CustomProperties are the organisation's custom properties set on
+	// the repository, in its webhooks' and workflow runs' repository
+	// objects (custom_properties): each a string, a []string (a
+	// multi_select property) or nil. Default: none ({}).
+	CustomProperties map[string]any
 }
 
 // CreateInstallation installs the App on an account ("Organization" or
@@ -51,6 +56,17 @@ func (s *Simulator) CreateRepo(installationID int64, fullName string, opts RepoO
 	if opts.Files == nil {
 		opts.Files = map[string]string{"README.md": "# " + name + "\n"}
 	}
+	props := obj{}
+	for k, v := range opts.CustomProperties {
+		switch v := v.(type) {
+		case string, nil:
+			props[k] = v
+		case []string:
+			props[k] = append([]string{}, v...)
+		default:
+			panic(fmt.Sprintf("simulator: custom property %q: %T, want a string, a []string or nil", k, v))
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.st
@@ -77,6 +93,7 @@ func (s *Simulator) CreateRepo(installationID int64, fullName string, opts RepoO
 		statuses:      map[string][]*commitStatus{},
 		checkSuites:   map[string]*checkSuite{},
 		environments:  map[string]*environment{},
+		properties:    props,
 	}
 	c := st.newCommit(r, nil, CommitSpec{Message: "Initial commit", Files: opts.Files})
 	r.branches[r.defaultBranch] = c.sha

@@ -281,7 +281,7 @@ func (st *state) repoJSON(r *repo, pushStyle bool) obj {
 		"is_template":                 false,
 		"web_commit_signoff_required": false,
 		"topics":                      []any{},
-		"custom_properties":           obj{},
+		"custom_properties":           r.properties,
 		"visibility":                  visibility,
 		"forks":                       0,
 		"open_issues":                 0,

@@ -109,6 +109,7 @@ type repo struct {
 	environments map[string]*environment    // by lower-case name: GitHub's environment names ignore case
 	workflow     *WorkflowOptions
 	ruleReviews  []ProtectionRuleReview
+	properties   obj // custom properties, by name
 }
 
 func (r *repo) fullName() string { return r.owner.login + "/" + r.name }

@@ -43,6 +43,9 @@ func (st *state) minimalRepoJSON(r *repo) obj {
 	for _, k := range keep {
 		out[k] = full[k]
 	}
+	if len(r.properties) > 0 { // in GitHub's description of the shape, unlike those above not in its examples
+		out["custom_properties"] = r.properties
+	}
 	return out
 }
 
