@@ -767,6 +767,42 @@ func RunIDFromURL(u string) int64 {
 	return id
 }
 
+// JobIDFromURL is the job a status's log_url names, or 0: the job's page
+// in its run, OWNER/REPO/actions/runs/RUN/job/JOB (the Action's, given
+// job-id), or the check run the job is, OWNER/REPO/runs/JOB (Actions'
+// statuses of a job's own deployment, as in GitHub's published example:
+// a job's ID is its check run's). The path has exactly those parts: a run's
+// page, OWNER/REPO/actions/runs/RUN, names no job, even of a repository
+// named actions.
+func JobIDFromURL(u string) int64 {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	_, path, ok := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(u, "https://"), "http://"), "/")
+	if !ok {
+		return 0
+	}
+	parts := strings.Split(strings.TrimSuffix(path, "/"), "/")
+	var job string
+	switch {
+	case len(parts) == 7 && parts[2] == "actions" && parts[3] == "runs" && parts[5] == "job" && positive(parts[4]):
+		job = parts[6]
+	case len(parts) == 4 && parts[2] == "runs":
+		job = parts[3]
+	}
+	if !positive(job) {
+		return 0
+	}
+	id, _ := strconv.ParseInt(job, 10, 64)
+	return id
+}
+
+// positive reports whether s is a positive decimal ID that fits an int64.
+func positive(s string) bool {
+	id, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && id > 0 && strings.Trim(s, "0123456789") == ""
+}
+
 // HandleDeploymentStatus records a status and promotes on success.
 func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentStatus) error {
 	d, err := e.deployment(ctx, ev.Repo, ev.Deployment)
@@ -814,7 +850,7 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 		// deploy's in_progress came strictly before the end of, which the
 		// register job, ended before the deploy began, is not.
 		match := JobTimesBeforeEnd
-		if strings.Contains(ev.Status.LogURL, "/job/") {
+		if JobIDFromURL(ev.Status.LogURL) != 0 {
 			match = JobNamed
 		}
 		for _, job := range jobs {

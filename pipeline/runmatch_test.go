@@ -632,3 +632,33 @@ func TestRunsAreListedOnlyForAFailingGuess(t *testing.T) {
 		t.Errorf("GitHub asked for the commit's runs %d times, want never", h.gh.runLists)
 	}
 }
+
+// JobIDFromURL reads the job a status's log_url names: the job's page in
+// its run (the Action's), or the check run the job is (Actions' own
+// statuses, as GitHub's published deployment_status example has it) —
+// and nothing else, a run's page of a repository named actions included.
+func TestJobIDFromURL(t *testing.T) {
+	for u, want := range map[string]int64{
+		"https://github.com/acme/shop/actions/runs/42/job/4687056418":                 4687056418,
+		"https://github.com/acme/shop/actions/runs/42/job/4687056418?pr=7":            4687056418,
+		"https://github.com/acme/shop/actions/runs/42/job/4687056418/":                4687056418,
+		"https://github.com/CorsixTH/CorsixTH/runs/4687056418?check_suite_focus=true": 4687056418,
+		"https://github.com/acme/shop/runs/4687056418":                                4687056418,
+		"https://ghes.example.com/acme/shop/runs/77#step:3:1":                         77,
+		"https://github.com/acme/shop/actions/runs/42":                                0,
+		"https://github.com/acme/shop/actions/runs/42/attempts/2":                     0,
+		"https://github.com/acme/actions/runs/42":                                     42, // acme/actions's check run 42
+		"https://github.com/acme/shop/actions/runs/42/job/":                           0,
+		"https://github.com/acme/shop/actions/runs/x/job/5":                           0,
+		"https://github.com/acme/shop/runs/-5":                                        0,
+		"https://github.com/acme/shop/runs/99999999999999999999":                      0,
+		"https://github.com/runs/5":                                                   0,
+		"https://example.com/deploys/acme/shop/runs/5":                                0,
+		"":          0,
+		"not a url": 0,
+	} {
+		if got := pipeline.JobIDFromURL(u); got != want {
+			t.Errorf("JobIDFromURL(%q) = %d, want %d", u, got, want)
+		}
+	}
+}

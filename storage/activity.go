@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
+	"slices"
 	"time"
 
 	"github.com/lastmile-app/lastmile/metrics"
@@ -393,14 +393,12 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, match pip
 	if err != nil {
 		return nil, err
 	}
-	jobPath := "/job/" + strconv.FormatInt(job.JobID, 10)
+	named := make(map[int64][]int64, len(deps)) // the jobs each deployment's statuses name
 	for _, d := range deps {
-		var n int
-		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?
-			AND (log_url LIKE ? OR log_url LIKE ?)`, d.ID, "%"+jobPath, "%"+jobPath+"?%").Scan(&n); err != nil {
+		if named[d.ID], err = db.namedJobs(ctx, d.ID); err != nil {
 			return nil, err
 		}
-		if n > 0 {
+		if slices.Contains(named[d.ID], job.JobID) {
 			return d, nil
 		}
 	}
@@ -423,17 +421,14 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, match pip
 		// seconds, so a job's in_progress is neither before it started
 		// nor after it completed — and a job that ended the second before
 		// (a re-run's register job) is not taken for the deploy job.
-		var n int
-		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ? AND log_url LIKE '%/job/%'`, d.ID).Scan(&n); err != nil {
-			return nil, err
-		}
-		if n > 0 {
+		if len(named[d.ID]) > 0 {
 			// Its statuses name their job (the Action given job-id): the
 			// job named is its deploy job, and another that the times
 			// would take (the register job, ended the second the deploy
 			// began) is not.
 			continue
 		}
+		var n int
 		if err := db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM deployment_statuses WHERE deployment_id = ?
 			AND state = 'in_progress' AND created_at BETWEEN ? AND ?`,
 			d.ID, millis(job.StartedAt), end).Scan(&n); err != nil {
@@ -444,6 +439,27 @@ func (db *DB) DeployJob(ctx context.Context, job pipeline.WorkflowJob, match pip
 		}
 	}
 	return nil, pipeline.ErrNotFound
+}
+
+// namedJobs lists the jobs that the statuses of deployment id name in
+// their log_url (pipeline.JobIDFromURL).
+func (db *DB) namedJobs(ctx context.Context, id int64) ([]int64, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT DISTINCT log_url FROM deployment_statuses WHERE deployment_id = ? AND log_url != ''`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var jobs []int64
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		if job := pipeline.JobIDFromURL(u); job != 0 {
+			jobs = append(jobs, job)
+		}
+	}
+	return jobs, rows.Err()
 }
 
 // UnloggedJobs lists the completed jobs of a run that have no kept log.

@@ -496,13 +496,15 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 // created one, as Actions does: by the run's actor, performed via no App
 // (GitHub's statuses of Actions' deployments have the triggering user as
 // creator, and its github-pages example has performed_via_github_app
-// null), with the job's page as log_url. Call with s.mu held.
+// null), with the page of the check run the job is as log_url, as in
+// GitHub's published deployment_status example
+// (OWNER/REPO/runs/JOB?check_suite_focus=true). Call with s.mu held.
 func (st *state) reportOnTwin(j *job, state string) {
 	if j.twin == nil {
 		return
 	}
 	r := j.run.repo
-	st.addDeploymentStatus(r, j.twin, statusInput{state: state, logURL: st.jobHTML(r, j), autoInactive: true}, j.run.actor, nil)
+	st.addDeploymentStatus(r, j.twin, statusInput{state: state, logURL: st.checkRunHTML(r, j), autoInactive: true}, j.run.actor, nil)
 }
 
 func safeDeploy(ctx context.Context, f func(context.Context, JobContext) error, jc JobContext) (err error) {

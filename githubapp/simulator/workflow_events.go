@@ -267,10 +267,16 @@ func (st *state) enqueueProtectionRuleRequested(r *repo, j *job) {
 	st.enqueue("deployment_protection_rule", r, p)
 }
 
+// checkRunHTML is the page of the check run a job is (a job's ID is its
+// check run's).
+func (st *state) checkRunHTML(r *repo, j *job) string {
+	return st.repoHTML(r) + "/runs/" + itoa(j.id) + "?check_suite_focus=true"
+}
+
 // checkRunJSON is a job seen as the check run it is (deployment_status
 // events of deployments Actions created for a job carry it).
 func (st *state) checkRunJSON(r *repo, j *job) obj {
-	html := st.repoHTML(r) + "/runs/" + itoa(j.id) + "?check_suite_focus=true"
+	html := st.checkRunHTML(r, j)
 	var conclusion, completed any
 	if j.conclusion != "" {
 		conclusion, completed = j.conclusion, ts(j.completedAt)
