@@ -26,24 +26,29 @@ import (
 // wrong token gets 401 and nothing else — not even whether the record
 // exists.
 func (a *App) mountAPI(e *echo.Echo) {
-	g := e.Group("/api/v1", a.requireToken)
+	// Any method but GET and HEAD: 405, once the token is checked — on
+	// every path of the API, and for methods the router does not know
+	// (which it would send to the group's catch-all, a 404).
+	g := e.Group("/api/v1", a.requireToken, readOnly)
 	for path, get := range map[string]echo.HandlerFunc{
 		"/history":                    a.apiHistory,
 		"/releases/:owner/:repo/:sha": a.apiRelease,
 		"/jobs/:id/log":               a.apiJobLog,
 	} {
-		// Any other method on the API's paths: 405, once the token is
-		// checked (the group's catch-all would say 404). GET and HEAD,
-		// registered after, take their own.
-		g.Any(path, readOnly)
 		g.Match([]string{http.MethodGet, http.MethodHead}, path, get)
 	}
 }
 
-// readOnly answers a request to write to the read API.
-func readOnly(c echo.Context) error {
-	c.Response().Header().Set("Allow", "GET, HEAD")
-	return c.JSON(http.StatusMethodNotAllowed, map[string]string{"message": "Method Not Allowed: the API is read-only (GET, HEAD)"})
+// readOnly answers a request to write to the read API, or with any other
+// method than GET and HEAD: 405.
+func readOnly(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if m := c.Request().Method; m == http.MethodGet || m == http.MethodHead {
+			return next(c)
+		}
+		c.Response().Header().Set("Allow", "GET, HEAD")
+		return c.JSON(http.StatusMethodNotAllowed, map[string]string{"message": "Method Not Allowed: the API is read-only (GET, HEAD)"})
+	}
 }
 
 func (a *App) requireToken(next echo.HandlerFunc) echo.HandlerFunc {

@@ -193,8 +193,11 @@ func (a *App) routes(webhook, admin bool) http.Handler {
 		hook := githubapp.NewWebhook(a.cfg.WebhookSecret.Reveal(), a.db, githubapp.Handles, a.metrics, a.worker.Notify, a.log)
 		e.POST("/webhook", echo.WrapHandler(hook))
 	}
-	e.GET("/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
-	e.GET("/readyz", func(c echo.Context) error {
+	// GET and HEAD alike: a load balancer's or a monitor's probe may ask
+	// with either.
+	getOrHead := []string{http.MethodGet, http.MethodHead}
+	e.Match(getOrHead, "/healthz", func(c echo.Context) error { return c.String(http.StatusOK, "ok\n") })
+	e.Match(getOrHead, "/readyz", func(c echo.Context) error {
 		// Each check bounded on its own: a probe that hangs (the read pool
 		// busy with slow queries) is no answer for the orchestrator
 		// asking, and a slow ping is not the write probe's failure.
@@ -216,7 +219,7 @@ func (a *App) routes(webhook, admin bool) http.Handler {
 		return c.String(http.StatusOK, "ready\n")
 	})
 	if admin {
-		e.GET("/metrics", echo.WrapHandler(a.metrics.Handler()))
+		e.Match(getOrHead, "/metrics", echo.WrapHandler(a.metrics.Handler()))
 		a.mountAPI(e)
 	}
 	return e

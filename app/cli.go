@@ -53,10 +53,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "--version":
-		fmt.Fprintln(stdout, "lastmile", Version)
-		return 0
-	case "version":
+	case "version", "--version":
 		err = version(rest, stdout, stderr)
 	case "serve":
 		err = serve(ctx, rest, getenv, stdout, stderr)

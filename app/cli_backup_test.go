@@ -93,3 +93,22 @@ func TestBackupIntoAMissingFolderSaysSo(t *testing.T) {
 		t.Errorf("backup into a missing folder: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
 	}
 }
+
+// `--` ends the flags, wherever they are: a file whose name starts with
+// "-" after it is a file, for backup as for the other commands.
+func TestBackupToAFileNamedLikeAFlagAfterTheEndOfFlags(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "lastmile.db")
+	acceptDeliveries(t, db, "d", 3)
+	t.Chdir(t.TempDir())
+	if code, _, stderr := run(t, db, "backup", "--database", db, "--", "-bk.db"); code != 0 {
+		t.Fatalf("backup -- -bk.db: exit %d, %s", code, stderr)
+	}
+	if _, err := os.Stat("-bk.db"); err != nil {
+		t.Errorf("no backup named -bk.db: %v", err)
+	}
+	// Without it, a flag it is, and an unknown one: a usage error.
+	if code, _, stderr := run(t, db, "backup", "-other.db"); code != 2 || !strings.Contains(stderr, "flag provided but not defined: -other.db") {
+		t.Errorf("backup -other.db: exit %d, %s; want the unknown flag refused", code, stderr)
+	}
+}

@@ -271,7 +271,8 @@ func checkRepo(fs *flag.FlagSet, given, repo string) error {
 }
 
 // interspersed moves flags after positional arguments to the front, so
-// `lastmile audit acme/shop 1a2b3c4 --json` works as people type it.
+// `lastmile audit acme/shop 1a2b3c4 --json` works as people type it; `--`
+// ends the flags, as the flag package has it.
 //
 // A value flag typed last, without its value, is left last, and the
 // positional arguments out: moved to the front, it would take the first of
@@ -302,7 +303,12 @@ func interspersed(args []string, boolFlags map[string]bool) []string {
 		}
 		rest = append(rest, a)
 	}
-	return append(flags, rest...)
+	if len(rest) == 0 {
+		return flags
+	}
+	// The positional arguments after a "--" that ends the flags: one
+	// that starts with "-" (after `--`, a file named -bk.db) is no flag.
+	return append(append(flags, "--"), rest...)
 }
 
 func printAudit(w io.Writer, rec *pipeline.AuditRecord) {

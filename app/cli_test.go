@@ -749,6 +749,7 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"history", "acme/shop"}, `lastmile history: unexpected argument "acme/shop"`, "Usage: lastmile history [--database F] "},
 		{[]string{"vacuum", "extra"}, `lastmile vacuum: unexpected argument "extra"`, "Usage: lastmile vacuum"},
 		{[]string{"version", "extra"}, `lastmile version: unexpected argument "extra"`, "Usage: lastmile version"},
+		{[]string{"--version", "extra"}, `lastmile version: unexpected argument "extra"`, "Usage: lastmile version"},
 		{[]string{"demo", "extra"}, `lastmile demo: unexpected argument "extra"`, "Usage: lastmile demo"},
 		// The flags after a stray argument are not read: no App named
 		// "lastmile" for acme's "foo".
@@ -765,8 +766,9 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"audit", "acme/shop", "zz"}, `lastmile audit: "zz" is not a commit SHA (give at least 7 hex characters)` + "\n"},
-		{[]string{"audit", "acme/shop", "1a2b3c4g"}, `lastmile audit: "1a2b3c4g" is not a commit SHA (give at least 7 hex characters)` + "\n"},
+		{[]string{"audit", "acme/shop", "zz"}, `lastmile audit: "zz" is not a commit SHA (give 7 to 64 hex characters)` + "\n"},
+		{[]string{"audit", "acme/shop", "1a2b3c4g"}, `lastmile audit: "1a2b3c4g" is not a commit SHA (give 7 to 64 hex characters)` + "\n"},
+		{[]string{"audit", "acme/shop", strings.Repeat("a", 65)}, `lastmile audit: "` + strings.Repeat("a", 65) + `" is not a commit SHA (give 7 to 64 hex characters)` + "\n"},
 		// Every command that takes a repository checks it the same way.
 		{[]string{"audit", "shop", "1a2b3c4"}, `lastmile audit: "shop": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"deliveries", "--repo", "shop"}, `lastmile deliveries: --repo "shop": give the repository as OWNER/REPO` + "\n"},
@@ -774,6 +776,7 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"history", "--repo", "shop"}, `lastmile history: --repo "shop": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "acme/shop/"}, `lastmile history: --repo "acme/shop/": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "/shop"}, `lastmile history: --repo "/shop": give the repository as OWNER/REPO` + "\n"},
+		{[]string{"audit", " /shop", "1a2b3c4"}, `lastmile audit: " /shop": give the repository as OWNER/REPO` + "\n"},
 		// A filter given empty is refused, as the API refuses ?environment=:
 		// taken as no filter, it would list everything.
 		{[]string{"history", "--env", ""}, `lastmile history: --env "" is empty: leave it out for no filter` + "\n"},

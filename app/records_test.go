@@ -204,7 +204,7 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	// The API is read-only: another method is 405 with the token, 401
 	// without it (nothing said before the token is checked).
 	for _, p := range paths {
-		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodTrace, "PROPFIND"} {
+		for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodTrace, "PROPFIND", "FOO"} {
 			if code, body := request(t, method, sb.URL()+p, "Bearer "+token); code != http.StatusMethodNotAllowed {
 				t.Errorf("%s %s with the token: %d %s, want 405", method, p, code, body)
 			}
@@ -255,6 +255,9 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	}
 	if code, _ := get("/api/v1/releases/acme/shop/xyz", "Bearer "+token); code != http.StatusBadRequest {
 		t.Errorf("bad sha with the token: %d", code)
+	}
+	if code, body := get("/api/v1/releases/%20/shop/"+sha, "Bearer "+token); code != http.StatusBadRequest || !strings.Contains(body, "OWNER/REPO") {
+		t.Errorf("a blank owner with the token: %d %s, want 400", code, body)
 	}
 	if code, body := get(fmt.Sprintf("/api/v1/releases/acme/shop/%s?release=%d", sha, rec.Release.ID), "Bearer "+token); code != http.StatusOK ||
 		!strings.Contains(body, sha) {
@@ -521,11 +524,20 @@ func TestReadyz(t *testing.T) {
 	if code, body := get(); code != http.StatusOK || body != "ready\n" {
 		t.Errorf("readyz: %d %q", code, body)
 	}
+	// A probe may ask with HEAD: the same answers, without a body.
+	for _, path := range []string{"/readyz", "/healthz", "/metrics"} {
+		if code, body := request(t, http.MethodHead, sb.URL()+path, ""); code != http.StatusOK || body != "" {
+			t.Errorf("HEAD %s: %d %q, want 200 and no body", path, code, body)
+		}
+	}
 	if err := sb.App.DB().Close(); err != nil {
 		t.Fatal(err)
 	}
 	if code, body := get(); code != http.StatusServiceUnavailable || body != "database unavailable\n" {
 		t.Errorf("readyz with the database closed: %d %q", code, body)
+	}
+	if code, _ := request(t, http.MethodHead, sb.URL()+"/readyz", ""); code != http.StatusServiceUnavailable {
+		t.Errorf("HEAD /readyz with the database closed: %d, want 503", code)
 	}
 	if err := sb.Close(); err == nil || !strings.Contains(err.Error(), "flush counters at shutdown") {
 		t.Errorf("stop with the database closed under it: %v, want the lost counts said", err)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Repo identifies a repository and the installation lastmile acts through.
@@ -24,20 +25,22 @@ type Repo struct {
 // FullName is owner/name.
 func (r Repo) FullName() string { return r.Owner + "/" + r.Name }
 
-// SplitFullName splits owner/name.
+// SplitFullName splits owner/name. Neither has white space (GitHub's
+// names have none): " /shop" names no repository.
 func SplitFullName(full string) (owner, name string, err error) {
 	owner, name, ok := strings.Cut(full, "/")
-	if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+	if !ok || owner == "" || name == "" || strings.Contains(name, "/") || strings.ContainsFunc(full, unicode.IsSpace) {
 		return "", "", fmt.Errorf("%q is not an owner/name repository", full)
 	}
 	return owner, name, nil
 }
 
 // CheckSHA checks that sha can name a commit as the audit record takes
-// one: its SHA, or an abbreviation of at least 7 hex digits.
+// one: its SHA (40 hex digits, or a SHA-256 repository's 64), or an
+// abbreviation of at least 7.
 func CheckSHA(sha string) error {
-	if len(sha) < 7 || strings.Trim(strings.ToLower(sha), "0123456789abcdef") != "" {
-		return fmt.Errorf("%q is not a commit SHA (give at least 7 hex characters)", sha)
+	if len(sha) < 7 || len(sha) > 64 || strings.Trim(strings.ToLower(sha), "0123456789abcdef") != "" {
+		return fmt.Errorf("%q is not a commit SHA (give 7 to 64 hex characters)", sha)
 	}
 	return nil
 }
