@@ -275,6 +275,11 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, bro
 	if rec.Waiting, err = waitingBehind(ctx, tx, repoID, rel, rec.Environments, db.Now()); err != nil {
 		return nil, err
 	}
+	if rec.Waiting == "" {
+		if rec.Waiting, err = untaken(ctx, tx, repoID, rel, rec.Environments, db.Now()); err != nil {
+			return nil, err
+		}
+	}
 	prows, err := tx.QueryContext(ctx, `SELECT `+protectionColumns+`
 		FROM protection_decisions d WHERE repository_id = ? AND sha IN (?, ?) AND decided_at >= ? AND decided_at < ? ORDER BY id`,
 		repoID, rel.SHA, about, from, until)
@@ -343,6 +348,47 @@ func waitingBehind(ctx context.Context, q querier, repoID int64, rel *pipeline.R
 		return "", err
 	}
 	return fmt.Sprintf("waits for release #%d's deployment to %s to end: one deploy at a time per environment", other, next), nil
+}
+
+// untakenAfter is how long after its creation a deployment no workflow
+// run has taken up is said to wait for one: GitHub starts the runs of a
+// deployment within seconds, and makes a run that waits for its reviewers
+// or a runner at once all the same.
+const untakenAfter = 10 * time.Minute
+
+// untaken says, of an active release, that its deployment has waited
+// untakenAfter for a workflow run to take it up (no status, no run linked,
+// no run of the commit on the deployment event since), or "". GitHub runs
+// the deploy workflow of the deployed commit, which a commit from before
+// the workflow was added (a rollback) does not have; lastmile goes on
+// waiting, as a run may yet come (an outage of Actions), and says why
+// nothing happens.
+func untaken(ctx context.Context, q querier, repoID int64, rel *pipeline.Release, envs []pipeline.EnvironmentRecord, now time.Time) (string, error) {
+	if rel.State != pipeline.ReleaseActive {
+		return "", nil
+	}
+	for _, env := range envs {
+		if env.Outcome != pipeline.DeploymentCreated {
+			continue
+		}
+		for _, d := range env.Deployments {
+			if d.Origin != pipeline.OriginLastmile || d.State != pipeline.DeploymentCreated || d.RunID != 0 ||
+				len(d.Statuses) > 0 || now.Sub(d.CreatedAt) < untakenAfter {
+				continue
+			}
+			var runs int
+			if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM workflow_runs WHERE repository_id = ? AND head_sha = ?
+				AND event = 'deployment' AND created_at >= ?`, repoID, d.SHA, millis(d.CreatedAt.Add(-time.Minute))).Scan(&runs); err != nil {
+				return "", err
+			}
+			if runs > 0 {
+				continue
+			}
+			return fmt.Sprintf("no workflow run has taken up its deployment to %s, created %s ago: GitHub runs the deploy workflow (on: deployment) of the deployed commit — does %s have it? (Where a workflow owns %s's deployments, lastmile's own never runs.)",
+				env.Name, now.Sub(d.CreatedAt).Truncate(time.Minute), d.SHA[:min(7, len(d.SHA))], env.Name), nil
+		}
+	}
+	return "", nil
 }
 
 func releaseCommits(ctx context.Context, q querier, releaseID int64) ([]pipeline.Commit, error) {
