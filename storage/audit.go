@@ -368,7 +368,12 @@ func untaken(ctx context.Context, q querier, repoID int64, rel *pipeline.Release
 		return "", nil
 	}
 	for _, env := range envs {
-		if env.Outcome != pipeline.DeploymentCreated {
+		// Where a job's own deployment of the commit is (a workflow that
+		// owns the environment's deployments), lastmile's never runs.
+		owned := slices.ContainsFunc(env.Deployments, func(d pipeline.DeploymentRecord) bool {
+			return d.Origin == pipeline.OriginExternal && d.RunID != 0
+		})
+		if env.Outcome != pipeline.DeploymentCreated || owned {
 			continue
 		}
 		for _, d := range env.Deployments {
