@@ -47,18 +47,20 @@ func TestRouterTakesAnUnbuildableURLAsMalformed(t *testing.T) {
 		return &pipeline.Delivery{ID: "d", Event: "push", Body: []byte(body)}
 	}
 	rt := &Router{Engine: &configReader{gh: gh}}
-	for name, fullName := range map[string]string{
-		"a control character": "acme/sh\top", // stored before the intake refused it
-		"a bad %-escape":      "acme/shop%zz",
+	for name, tc := range map[string]struct{ fullName, failed string }{
+		// Stored before the intake refused it; no repository name has
+		// white space, so it is refused as the repository's.
+		"a control character": {"acme/sh\top", "is not an owner/name repository"},
+		"a bad %-escape":      {"acme/shop%zz", "read " + pipeline.ConfigPath},
 	} {
 		t.Run(name, func(t *testing.T) {
 			requests.Store(0)
-			err := rt.Handle(context.Background(), push(fullName))
+			err := rt.Handle(context.Background(), push(tc.fullName))
 			if !errors.Is(err, ErrMalformed) {
 				t.Errorf("Handle = %v, want ErrMalformed", err)
 			}
-			if err == nil || !strings.Contains(err.Error(), "read "+pipeline.ConfigPath) {
-				t.Errorf("error %q lost what failed", err)
+			if err == nil || !strings.Contains(err.Error(), tc.failed) {
+				t.Errorf("error %q lost what failed (%q)", err, tc.failed)
 			}
 			if n := requests.Load(); n != 0 {
 				t.Errorf("%d requests reached GitHub", n)
