@@ -206,6 +206,9 @@ func TestPrintAuditSaysWhichDecisionsGitHubDoesNotHave(t *testing.T) {
 				Withdrawn: &pipeline.ProtectionWithdrawal{At: at.Add(time.Minute), Comment: "lastmile rejects: backwards"}},
 			{RunID: 46, Environment: "production", State: pipeline.ProtectionApproved, Comment: "lastmile approves: staging succeeded", DecidedAt: at,
 				Withdrawn: &pipeline.ProtectionWithdrawal{At: at.Add(time.Minute), Comment: "lastmile rejects: backwards"}, Posted: true},
+			{RunID: 47, Environment: "production", State: pipeline.ProtectionApproved, Comment: "lastmile approves: staging succeeded", DecidedAt: at,
+				Withdrawn: &pipeline.ProtectionWithdrawal{At: at.Add(time.Minute), Comment: "lastmile rejects: backwards"}, Posted: true, Refused: true},
+			{RunID: 48, Environment: "production", State: pipeline.ProtectionRejected, Comment: "lastmile rejects: not released", DecidedAt: at, Posted: true, Refused: true},
 		}}
 	var b strings.Builder
 	printAudit(&b, rec)
@@ -221,6 +224,11 @@ func TestPrintAuditSaysWhichDecisionsGitHubDoesNotHave(t *testing.T) {
 			"    " + when(at.Add(time.Minute)) + "  approval withdrawn, rejected instead, not confirmed by GitHub (sent again for an hour while it holds) — lastmile rejects: backwards\n",
 		"  " + when(at) + "  run 46, production: approved, not confirmed by GitHub — lastmile approves: staging succeeded\n" +
 			"    " + when(at.Add(time.Minute)) + "  approval withdrawn, rejected instead — lastmile rejects: backwards\n",
+		// GitHub refused it: the run no longer waited for the rule (the
+		// approval perhaps taken, for the rejection that withdrew it).
+		"  " + when(at) + "  run 47, production: approved, not confirmed by GitHub — lastmile approves: staging succeeded\n" +
+			"    " + when(at.Add(time.Minute)) + "  approval withdrawn, rejected instead, refused by GitHub (the run no longer waited for this rule): GitHub may have taken the approval — lastmile rejects: backwards\n",
+		"  " + when(at) + "  run 48, production: rejected, refused by GitHub (the run no longer waited for this rule) — lastmile rejects: not released\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("audit lacks %q:\n%s", want, b.String())

@@ -390,19 +390,31 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 // rejection that withdrew it, if one did, on a second. A decision GitHub
 // has not confirmed (its sending failed; lastmile sends it again for an
 // hour, while it holds) says so, as the JSON's "posted": false does: the
-// job it is about may still wait, whatever lastmile decided.
+// job it is about may still wait, whatever lastmile decided; one GitHub
+// refused (the run no longer waited for the rule) says that, as the JSON's
+// "refused": true — the refused rejection of a withdrawn approval, that
+// GitHub may have taken the approval.
 func decisionLine(p pipeline.ProtectionDecision) string {
-	const unconfirmed = ", not confirmed by GitHub (sent again for an hour while it holds)"
+	const (
+		unconfirmed = ", not confirmed by GitHub (sent again for an hour while it holds)"
+		refused     = ", refused by GitHub (the run no longer waited for this rule)"
+	)
 	state := p.State
-	if p.Withdrawn != nil {
+	switch {
+	case p.Withdrawn != nil:
 		state += ", not confirmed by GitHub"
-	} else if !p.Posted && p.State != pipeline.ProtectionWaiting {
+	case p.Refused:
+		state += refused
+	case !p.Posted && p.State != pipeline.ProtectionWaiting:
 		state += unconfirmed
 	}
 	line := fmt.Sprintf("%s  run %d, %s: %s — %s", when(p.DecidedAt), p.RunID, inline(p.Environment), state, inline(p.Comment))
 	if w := p.Withdrawn; w != nil {
 		state = "approval withdrawn, rejected instead"
-		if !p.Posted {
+		switch {
+		case p.Refused:
+			state += refused + ": GitHub may have taken the approval"
+		case !p.Posted:
 			state += unconfirmed
 		}
 		line += fmt.Sprintf("\n    %s  %s — %s", when(w.At), state, inline(w.Comment))

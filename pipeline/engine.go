@@ -1521,12 +1521,15 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 			return fmt.Errorf("answer protection rule for run %d: %w", req.RunID, err)
 		}
 		// 422: the run no longer waits for this rule (answered already,
-		// cancelled). The decision stays recorded.
-		e.Log.WarnContext(ctx, "protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID, "error", err)
+		// cancelled; a withdrawn approval's, perhaps taken after all). The
+		// decision stays recorded, and GitHub's refusal with it.
+		e.Log.WarnContext(ctx, "protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID,
+			"environment", req.Environment, "state", state, "error", err)
+		return e.Store.MarkProtectionPosted(ctx, dec.ID, true)
 	}
 	e.Log.InfoContext(ctx, "protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
 		"environment", req.Environment, "sha", req.SHA, "state", state, "comment", comment)
-	return e.Store.MarkProtectionPosted(ctx, dec.ID)
+	return e.Store.MarkProtectionPosted(ctx, dec.ID, false)
 }
 
 // answerWaitingProtectionRules decides again the protection-rule requests

@@ -64,8 +64,9 @@ type fakeGitHub struct {
 	// GitHub did not take the answer); answerCalls counts the calls.
 	failAnswers, answerCalls int
 	// refuseRuns: runs whose answers GitHub refuses for good (a 404: the
-	// run was deleted).
-	refuseRuns map[int64]bool
+	// run was deleted); waitsNot: runs that no longer wait for the rule
+	// (a 422: answered already, cancelled).
+	refuseRuns, waitsNot map[int64]bool
 	// now, if set, is GitHub's clock (the time of deployments and
 	// statuses); time.Now otherwise.
 	now func() time.Time
@@ -398,6 +399,9 @@ func (f *fakeGitHub) ReviewProtectionRule(_ context.Context, _ pipeline.Repo, ru
 	f.answerCalls++
 	if f.refuseRuns[run] {
 		return &pipeline.RefusedError{Status: 404, Message: "Not Found"}
+	}
+	if f.waitsNot[run] {
+		return &pipeline.RefusedError{Status: 422, Message: "No pending deployment protection rule for this environment"}
 	}
 	if f.failAnswers > 0 {
 		f.failAnswers--
@@ -957,6 +961,9 @@ func TestDeploymentInProgressTooLongStopsHoldingItsEnvironment(t *testing.T) {
 	now := started
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	h.engine.Now, h.db.Now = clock, clock
+	h.gh.mu.Lock()
+	h.gh.now = clock // GitHub's too: c2's production deployment is made a day on
+	h.gh.mu.Unlock()
 	look := func(from, to time.Time) {
 		t.Helper()
 		mu.Lock()
@@ -2918,6 +2925,64 @@ func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
 	}
 	if got := h.answerCalls() - calls; got != 1 {
 		t.Errorf("%d answers sent after GitHub came back, want the one rejection", got)
+	}
+}
+
+// The rejection that withdrew an approval late in the approval's hour is
+// sent again for the hour after the withdrawal: its first sending failed
+// too, and GitHub comes back after the approval's hour has passed. And
+// one GitHub refuses (422: the run no longer waits — it may have taken
+// the approval after all, its reply lost) is recorded as refused, not as
+// a rejection GitHub has.
+func TestWithdrawingRejectionSentForAnHourAfterTheWithdrawal(t *testing.T) {
+	for _, refuses := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refused=%v", refuses), func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatal(err)
+			}
+			h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+			success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
+			if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+				t.Fatalf("staging job while the test deploy runs: %s", dec.State)
+			}
+			h.gh.mu.Lock()
+			h.gh.failAnswers = 1000 // GitHub fails the review calls for a long while
+			h.gh.mu.Unlock()
+			h.deliver(c1, "test", success) // rule-1 approved, not taken
+			h.mustPush(c1, c2, false)
+			h.promote(c2, 20, "test", "staging") // c2 succeeds in staging: the approval no longer holds
+			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			decided := dec.DecidedAt
+			sweep := func(at time.Time) {
+				t.Helper()
+				h.engine.Now = func() time.Time { return at }
+				_, _ = h.engine.AnswerUnpostedProtectionRules(ctx) // GitHub's failures are the errors
+			}
+			sweep(decided.Add(50 * time.Minute)) // withdrawn; the rejection not taken
+			h.gh.mu.Lock()
+			h.gh.failAnswers = 0 // GitHub back, after the approval's hour
+			if refuses {
+				h.gh.waitsNot = map[int64]bool{66: true}
+			}
+			h.gh.mu.Unlock()
+			sweep(decided.Add(62 * time.Minute))
+			dec, err = h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			if err != nil || dec.Withdrawn == nil || !dec.Posted || dec.Refused != refuses {
+				t.Fatalf("rule-1: %+v (withdrawn %+v), %v; want withdrawn, posted, refused %v", dec, dec.Withdrawn, err, refuses)
+			}
+			want := []string{"66 staging rejected"}
+			if refuses {
+				want = nil
+			}
+			if got := h.protectionAnswers(); !slices.Equal(got, want) {
+				t.Errorf("answers GitHub took: %q, want %q", got, want)
+			}
+		})
 	}
 }
 

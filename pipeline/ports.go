@@ -504,7 +504,9 @@ type Store interface {
 	// attempt or a re-run; or taken up by a workflow run, with no status
 	// yet, pending or queued), its latest status less than HoldRunning old.
 	Unfinished(ctx context.Context, repoID int64, sha, env string) (bool, error)
-	MarkProtectionPosted(ctx context.Context, id int64) error
+	// MarkProtectionPosted records that GitHub has a decision's answer,
+	// or, refused, that it refused it for good.
+	MarkProtectionPosted(ctx context.Context, id int64, refused bool) error
 	// WithdrawProtectionApproval records that the approval d, which GitHub
 	// has not confirmed, is withdrawn at at for a rejection saying comment.
 	// It leaves d holding what is recorded: an approval GitHub confirmed
@@ -536,7 +538,11 @@ type ProtectionDecision struct {
 	// longer held when lastmile was about to send it again: a rejection
 	// is sent instead (Answer).
 	Withdrawn *ProtectionWithdrawal `json:"withdrawn,omitempty"`
-	Posted    bool                  `json:"posted"` // GitHub has the answer (the rejection, if withdrawn)
+	Posted    bool                  `json:"posted"` // GitHub has the answer (the rejection, if withdrawn), or refused it
+	// Refused says that GitHub refused the answer (a 422: the run no
+	// longer waited for the rule — answered already, cancelled; for the
+	// rejection that withdrew an approval, the approval perhaps taken).
+	Refused bool `json:"refused,omitempty"`
 }
 
 // ProtectionWithdrawal is the rejection that replaced an approval GitHub

@@ -624,7 +624,7 @@ func (db *DB) ProtectionDecision(ctx context.Context, req pipeline.ProtectionRul
 // protectionColumns are the columns of a protection decision (d) that
 // scanProtection reads, in its order.
 const protectionColumns = `d.id, d.delivery_id, d.run_id, d.environment, d.sha, d.state, d.comment, d.decided_at, d.posted,
-	d.withdrawn_at, d.withdrawn_comment`
+	d.refused, d.withdrawn_at, d.withdrawn_comment`
 
 // scanProtection reads the protectionColumns of a row into d, then the
 // row's further columns into more.
@@ -633,7 +633,7 @@ func scanProtection(scan func(...any) error, d *pipeline.ProtectionDecision, mor
 	var withdrawn sql.NullInt64
 	var why string
 	into := append([]any{&d.ID, &d.DeliveryID, &d.RunID, &d.Environment, &d.SHA, &d.State, &d.Comment, &decided, &d.Posted,
-		&withdrawn, &why}, more...)
+		&d.Refused, &withdrawn, &why}, more...)
 	if err := scan(into...); err != nil {
 		return err
 	}
@@ -768,10 +768,13 @@ const longWaitingQuery = protectionDecisionsOf + `
 	WHERE d.state = 'waiting' AND d.decided_at < ? ORDER BY d.repository_id, d.sha, d.id`
 
 // unpostedQuery reads the answers GitHub has not received through the
-// partial index protection_decisions_unposted alone: few, or none.
+// partial index protection_decisions_unposted alone: few, or none. Their
+// time is the decision's, or the withdrawal's for the rejection that
+// withdrew an approval.
 const unpostedQuery = protectionDecisionsOf + `
-	WHERE d.posted = 0 AND d.state != 'waiting' AND d.decided_at > ? AND d.decided_at < ? AND ` + reachable + `
-	ORDER BY d.decided_at`
+	WHERE d.posted = 0 AND d.state != 'waiting' AND COALESCE(d.withdrawn_at, d.decided_at) > ?
+		AND COALESCE(d.withdrawn_at, d.decided_at) < ? AND ` + reachable + `
+	ORDER BY COALESCE(d.withdrawn_at, d.decided_at)`
 
 // protectionDecisionsOf selects decisions (d) with their repositories (p),
 // the columns protectionDecisions reads.
@@ -783,10 +786,11 @@ const protectionDecisionsOf = `SELECT ` + protectionColumns + `, p.id, p.full_na
 // the App was uninstalled from.
 const reachable = `p.installation_id != 0 AND p.installation_id NOT IN (SELECT id FROM installations WHERE state = 'deleted')`
 
-// MarkProtectionPosted records that GitHub has the decision.
-func (db *DB) MarkProtectionPosted(ctx context.Context, id int64) error {
+// MarkProtectionPosted records that GitHub has the decision, or, refused,
+// that it refused it for good (the run no longer waited for the rule).
+func (db *DB) MarkProtectionPosted(ctx context.Context, id int64, refused bool) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET posted = 1 WHERE id = ?`, id)
+		_, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET posted = 1, refused = ? WHERE id = ?`, refused, id)
 		return err
 	})
 }

@@ -60,7 +60,7 @@ func TestUnpostedProtectionAnswers(t *testing.T) {
 			t.Fatal(err)
 		}
 		if d.DeliveryID == "posted" {
-			if err := db.MarkProtectionPosted(ctx, d.ID); err != nil {
+			if err := db.MarkProtectionPosted(ctx, d.ID, false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -144,7 +144,7 @@ func TestRecordProtectionDecisionHoldsWhatIsRecorded(t *testing.T) {
 	if late.ID != first.ID || late.State != pipeline.ProtectionApproved || late.Comment != "proven" || !late.DecidedAt.Equal(t0) || late.Posted {
 		t.Errorf("a rejection recorded after an approval holds %+v; want the approval recorded first", late)
 	}
-	if err := db.MarkProtectionPosted(ctx, first.ID); err != nil {
+	if err := db.MarkProtectionPosted(ctx, first.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	if again := decision(pipeline.ProtectionRejected, "not proven", t0.Add(2*time.Minute)); again.State != pipeline.ProtectionApproved || !again.Posted {
@@ -270,7 +270,7 @@ func TestWithdrawProtectionApproval(t *testing.T) {
 	}
 
 	posted := record("posted", pipeline.ProtectionApproved)
-	if err := db.MarkProtectionPosted(ctx, posted.ID); err != nil {
+	if err := db.MarkProtectionPosted(ctx, posted.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	posted.Posted = false // as the handler last read it
@@ -287,16 +287,25 @@ func TestWithdrawProtectionApproval(t *testing.T) {
 		t.Error("the approval GitHub confirmed: not read back as posted")
 	}
 
-	unposted, err := db.UnpostedProtectionAnswers(ctx, t0.Add(-time.Minute), t0.Add(time.Minute))
-	if err != nil {
-		t.Fatal(err)
+	// The rejection that withdrew an approval is sent again for the hour
+	// after the withdrawal, not the approval's decision: in their order.
+	unposted := func(after, before time.Time) []string {
+		t.Helper()
+		list, err := db.UnpostedProtectionAnswers(ctx, after, before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, d := range list {
+			got = append(got, fmt.Sprintf("%s %v", d.DeliveryID, d.Withdrawn != nil))
+		}
+		return got
 	}
-	var got []string
-	for _, d := range unposted {
-		got = append(got, fmt.Sprintf("%s %v", d.DeliveryID, d.Withdrawn != nil))
-	}
-	if want := []string{"approved true", "rejected false"}; !slices.Equal(got, want) {
+	if got, want := unposted(t0.Add(-time.Minute), t0.Add(2*time.Minute)), []string{"rejected false", "approved true"}; !slices.Equal(got, want) {
 		t.Errorf("unposted answers (withdrawn?): %q; want %q", got, want)
+	}
+	if got, want := unposted(t0.Add(30*time.Second), t0.Add(2*time.Minute)), []string{"approved true"}; !slices.Equal(got, want) {
+		t.Errorf("unposted answers since after the approval's decision (withdrawn?): %q; want %q, by its withdrawal", got, want)
 	}
 	if d, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "approved"}); err != nil || d.Withdrawn == nil || *d.Withdrawn != want {
 		t.Errorf("read back: %+v, %v; want withdrawn %+v", d, err, want)
