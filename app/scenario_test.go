@@ -125,7 +125,23 @@ func deploymentsByEnv(sb *Sandbox, repo, sha string) map[string][]simulator.Depl
 }
 
 func TestHappyPathThroughThreeEnvironments(t *testing.T) {
-	happyPath(t, simulator.RepoOptions{})
+	happyPath(t, simulator.RepoOptions{}, simulator.WorkflowOptions{})
+}
+
+// A workflow beside the deploy workflow that runs for every deployment
+// too — one that tells a chat, ending before the deploy does — changes
+// nothing: its run is no deploy run, and its end says nothing of the
+// deployment's.
+func TestHappyPathBesideANotifierWorkflow(t *testing.T) {
+	notifier := simulator.WorkflowOptions{Name: "Notify", Path: ".github/workflows/notify.yml", Notifier: true}
+	t.Run("the deploy run registered", func(t *testing.T) {
+		happyPath(t, simulator.RepoOptions{}, simulator.WorkflowOptions{}, notifier)
+	})
+	// Without the register job, the runs are told apart by what they do:
+	// the deploy job's statuses.
+	t.Run("the deploy run unregistered", func(t *testing.T) {
+		happyPath(t, simulator.RepoOptions{}, simulator.WorkflowOptions{NoRegister: true}, notifier)
+	})
 }
 
 // A repository that has custom properties, a multi_select one among them,
@@ -133,18 +149,21 @@ func TestHappyPathThroughThreeEnvironments(t *testing.T) {
 // and workflow run, where go-github v62 cannot decode them all.
 func TestHappyPathOfARepositoryWithCustomProperties(t *testing.T) {
 	happyPath(t, simulator.RepoOptions{CustomProperties: map[string]any{
-		"teams": []string{"payments", "platform"}, "tier": "gold", "owner": nil}})
+		"teams": []string{"payments", "platform"}, "tier": "gold", "owner": nil}}, simulator.WorkflowOptions{})
 }
 
-// happyPath takes a push of a repository created with opts through test,
-// staging and production, reviewers approving the last two, and checks
-// the record.
-func happyPath(t *testing.T, opts simulator.RepoOptions) {
+// happyPath takes a push of a repository created with opts, with the
+// deploy workflow and others, through test, staging and production,
+// reviewers approving the last two, and checks the record.
+func happyPath(t *testing.T, opts simulator.RepoOptions, deploy simulator.WorkflowOptions, others ...simulator.WorkflowOptions) {
 	sb := sandbox(t, nil)
 	repo := sb.repoWith("shop", opts, map[string]simulator.ReviewPolicy{
 		"staging":    simulator.AutoApprove("alice", "looks good"),
 		"production": simulator.AutoApprove("bob", "ship it"),
-	}, simulator.WorkflowOptions{})
+	}, deploy)
+	for _, w := range others {
+		sb.Sim.AddWorkflow(repo, w)
+	}
 
 	push := sb.Sim.Push(repo, "main",
 		simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}},
@@ -192,8 +211,12 @@ func happyPath(t *testing.T, opts simulator.RepoOptions) {
 		for _, s := range d.Statuses {
 			states = append(states, string(s.State))
 		}
-		if got := strings.Join(states, ","); got != "queued,in_progress,success" {
-			t.Errorf("%s: statuses %s", env.Name, got)
+		want := "queued,in_progress,success"
+		if deploy.NoRegister { // no register job to post the queued
+			want = "in_progress,success"
+		}
+		if got := strings.Join(states, ","); got != want {
+			t.Errorf("%s: statuses %s, want %s", env.Name, got, want)
 		}
 		if len(d.Runs) != 1 || d.Runs[0].Conclusion != "success" {
 			t.Errorf("%s: runs %+v", env.Name, d.Runs)

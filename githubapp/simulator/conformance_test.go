@@ -140,6 +140,8 @@ func TestConformance(t *testing.T) {
 		CustomProperties: map[string]any{"teams": []string{"payments", "platform"}, "tier": "gold", "owner": nil}})
 	sim.CreateRepo(h.org, "acme/twin", simulator.RepoOptions{})
 	sim.SetWorkflow(repo, simulator.WorkflowOptions{FailEnvironments: []string{"broken"}})
+	// And a workflow that tells a chat of each deployment: a run more.
+	sim.AddWorkflow(repo, simulator.WorkflowOptions{Name: "Notify", Path: ".github/workflows/notify.yml", Notifier: true})
 	sim.SetWorkflow("acme/twin", simulator.WorkflowOptions{CreateDeployment: true})
 	sim.SetEnvironment(repo, "staging", simulator.EnvironmentOptions{Reviewers: []string{"alice"}, Review: simulator.Manual()})
 	sim.SetEnvironment(repo, "production", simulator.EnvironmentOptions{Reviewers: []string{"bob"}, Review: simulator.AutoReject("bob", "not today")})

@@ -237,8 +237,8 @@ func (s *Simulator) handleCreateDeployment(w http.ResponseWriter, r *http.Reques
 	rp.deployments = append(rp.deployments, d)
 	st.enqueueDeployment(rp, d)
 	// Events caused by a workflow's GITHUB_TOKEN do not start workflows.
-	if a.kind != AuthWorkflow && rp.workflow != nil {
-		s.startRun(rp, d)
+	if a.kind != AuthWorkflow {
+		s.startRuns(rp, d)
 	}
 	s.notifyLocked()
 	writeJSON(w, http.StatusCreated, st.deploymentJSON(rp, d))

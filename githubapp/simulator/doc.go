@@ -128,8 +128,14 @@
 // lastmile key) skips every job of a run for a deployment without it: a
 // skipped job sends only workflow_job completed (conclusion skipped, no
 // steps, no runner), and a run whose every job was skipped completes
-// skipped, posting nothing. Concurrency groups are not modelled: jobs of
-// one group run side by side, and none is cancelled as pending.
+// skipped, posting nothing. AddWorkflow adds another workflow (its own
+// ID, name, path and run for every deployment), such as a
+// WorkflowOptions.Notifier, whose one "notify" job names no environment
+// and posts nothing on the deployment. The workflows run whatever the
+// deployed commit holds (GitHub runs those of the commit: a rollback to
+// one from before a workflow was added runs without it). Concurrency
+// groups are not modelled: jobs of one group run side by side, and none
+// is cancelled as pending.
 // RerunFailedJobs re-runs a failed run's job that did not succeed and those
 // after it as attempt 2, 3, … (workflow_run requested, in_progress, the
 // jobs' events again, completed, with run_attempt set). Runs, PendingReviews,

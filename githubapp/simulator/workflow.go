@@ -58,6 +58,12 @@ type WorkflowOptions struct {
 	// the job. When nil, the job posts in_progress then success (or
 	// failure) statuses on the triggering deployment.
 	Deploy func(ctx context.Context, job JobContext) error
+	// Notifier makes it a workflow beside the deploy workflow (AddWorkflow)
+	// that only tells someone of the deployment — a chat message —: its
+	// one job, "notify", names no environment (no reviewers, no rules, no
+	// deployment of its own) and posts nothing on the deployment (Deploy,
+	// if set, runs as its steps).
+	Notifier bool
 }
 
 // JobContext is what a step of the deploy job sees on the runner.
@@ -145,8 +151,38 @@ type gate struct {
 }
 
 // SetWorkflow installs (or replaces) the repository's `on: deployment`
-// workflow.
+// workflow, the first of its workflows.
 func (s *Simulator) SetWorkflow(repo string, opts WorkflowOptions) {
+	opts = workflowDefaults(opts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.mustRepo(repo)
+	if len(rp.workflows) == 0 {
+		rp.workflows = append(rp.workflows, &opts)
+	} else {
+		rp.workflows[0] = &opts
+	}
+	s.notifyLocked()
+}
+
+// AddWorkflow adds another `on: deployment` workflow to the repository
+// (one of another Path, a Notifier, say): GitHub starts a run of each for
+// every deployment, each its own workflow (ID, name, path) and run.
+func (s *Simulator) AddWorkflow(repo string, opts WorkflowOptions) {
+	opts = workflowDefaults(opts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rp := s.mustRepo(repo)
+	for _, w := range rp.workflows {
+		if w.Path == opts.Path {
+			panic(fmt.Sprintf("simulator: %s has a workflow %s already", repo, opts.Path))
+		}
+	}
+	rp.workflows = append(rp.workflows, &opts)
+	s.notifyLocked()
+}
+
+func workflowDefaults(opts WorkflowOptions) WorkflowOptions {
 	if opts.Name == "" {
 		opts.Name = "Deploy"
 	}
@@ -156,19 +192,24 @@ func (s *Simulator) SetWorkflow(repo string, opts WorkflowOptions) {
 	if opts.EnvironmentURL == "" {
 		opts.EnvironmentURL = "https://{env}.example.com"
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rp := s.mustRepo(repo)
-	rp.workflow = &opts
-	s.notifyLocked()
+	return opts
 }
 
-// startRun starts a workflow run for deployment d. Call with s.mu held.
-func (s *Simulator) startRun(r *repo, d *deployment) {
+// startRuns starts a run of each of the repository's workflows for
+// deployment d. Call with s.mu held.
+func (s *Simulator) startRuns(r *repo, d *deployment) {
+	for i, w := range r.workflows {
+		s.startRun(r, d, r.id*10+int64(i)+1, w)
+	}
+}
+
+// startRun starts a run of workflow w (its ID workflowID) for deployment
+// d. Call with s.mu held.
+func (s *Simulator) startRun(r *repo, d *deployment, workflowID int64, w *WorkflowOptions) {
 	st := s.st
 	now := s.clock()
 	ru := &run{
-		id: st.id(), workflowID: r.id*10 + 1, checkSuiteID: st.id(), attempt: 1, repo: r, opts: *r.workflow,
+		id: st.id(), workflowID: workflowID, checkSuiteID: st.id(), attempt: 1, repo: r, opts: *w,
 		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now, startedAt: now,
 		wake: make(chan struct{}, 1),
 	}
@@ -227,16 +268,21 @@ func (s *Simulator) play(ru *run) {
 	s.mu.Lock()
 	st.enqueueWorkflowRun(r, ru, "requested")
 	if !ru.jobsRun() {
-		if !ru.opts.NoRegister {
+		switch {
+		case ru.opts.Notifier:
+			s.skipJob(ru, "notify", "")
+		case !ru.opts.NoRegister:
 			s.skipJob(ru, "register", "")
+			fallthrough
+		default:
+			s.skipJob(ru, "deploy", d.environment)
 		}
-		s.skipJob(ru, "deploy", d.environment)
 		s.mu.Unlock()
 		s.finishRun(ru, "skipped")
 		return
 	}
 	var reg *job
-	if !ru.opts.NoRegister {
+	if !ru.opts.NoRegister && !ru.opts.Notifier {
 		reg = s.newJob(ru, "register", "")
 		st.enqueueWorkflowJob(r, reg, "queued")
 	}
@@ -258,6 +304,9 @@ func (s *Simulator) play(ru *run) {
 // runJobs plays the run's jobs from ru.failedAt on (a re-run's first) and
 // returns the run's conclusion.
 func (s *Simulator) runJobs(ru *run) string {
+	if ru.opts.Notifier {
+		return s.runNotifyJob(ru)
+	}
 	s.mu.Lock()
 	from := ru.failedAt
 	envs := []string{ru.trigger.environment}
@@ -281,6 +330,43 @@ func (s *Simulator) runJobs(ru *run) string {
 		s.notifyLocked()
 		s.mu.Unlock()
 	}
+	return conclusion
+}
+
+// runNotifyJob plays a Notifier's one job: on a runner at once (it names
+// no environment), its steps Deploy's if set, posting nothing otherwise;
+// it returns the job's conclusion.
+func (s *Simulator) runNotifyJob(ru *run) string {
+	r, st, d := ru.repo, s.st, ru.trigger
+	s.mu.Lock()
+	j := s.newJob(ru, "notify", "")
+	st.enqueueWorkflowJob(r, j, "queued")
+	s.startJob(j)
+	jc := JobContext{
+		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
+		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: j.id, Event: ru.event, EventName: "deployment",
+		SHA: ru.sha, Ref: d.ref, DeploymentID: d.id, Log: &jobLog{s: s, j: j},
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+	var err error
+	if ru.opts.Deploy != nil {
+		err = safeDeploy(ru.ctx, ru.opts.Deploy, jc)
+	} else {
+		fmt.Fprintf(jc.Log, "Told the team of deployment %d to %s\n", d.id, d.environment)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conclusion := "success"
+	switch {
+	case ru.ctx.Err() != nil:
+		conclusion = "cancelled"
+	case err != nil:
+		conclusion = "failure"
+		j.logf(s.clock(), "##[error]%v", err)
+	}
+	s.finishJob(j, conclusion)
+	s.notifyLocked()
 	return conclusion
 }
 
@@ -654,8 +740,10 @@ func (s *Simulator) RerunFailedJobs(repo string, runID int64) error {
 		return fmt.Errorf("simulator: run %d has no failed jobs to re-run (%s %s)", runID, ru.status, ru.conclusion)
 	}
 	r := ru.repo
-	if r.workflow != nil {
-		ru.opts = *r.workflow
+	for _, w := range r.workflows {
+		if w.Path == ru.opts.Path {
+			ru.opts = *w
+		}
 	}
 	ru.attempt++
 	ru.status, ru.conclusion, ru.updatedAt, ru.startedAt = "queued", "", s.clock(), s.clock()
