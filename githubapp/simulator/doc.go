@@ -131,9 +131,10 @@
 // skipped, posting nothing. AddWorkflow adds another workflow (its own
 // ID, name, path and run for every deployment), such as a
 // WorkflowOptions.Notifier, whose one "notify" job names no environment
-// and posts nothing on the deployment. The workflows run whatever the
-// deployed commit holds (GitHub runs those of the commit: a rollback to
-// one from before a workflow was added runs without it). Concurrency
+// and posts nothing on the deployment. The workflows run for every
+// deployment, whatever its commit holds: GitHub runs only the workflow
+// files of the deployed commit (a rollback to one from before a workflow
+// was added runs without it), which is not modelled. Concurrency
 // groups are not modelled: jobs of one group run side by side, and none
 // is cancelled as pending.
 // RerunFailedJobs re-runs a failed run's job that did not succeed and those
