@@ -1462,6 +1462,14 @@ func (e *Engine) judgeAgain(ctx context.Context, req ProtectionRuleRequest, dec 
 	}
 	switch now.State {
 	case ProtectionApproved:
+		// Judging took a compare: another handler (the sweep, a
+		// redelivery, another process) may have withdrawn or sent it
+		// meanwhile. The decision sent is the one recorded.
+		cur, err := e.Store.ProtectionDecision(ctx, req)
+		if err != nil {
+			return "", err
+		}
+		*dec = *cur
 		return "", nil
 	case ProtectionWaiting:
 		return "judged now, it would wait: " + now.Comment, nil

@@ -60,6 +60,9 @@ type fakeGitHub struct {
 	answers   []string // protection rule answers: "run environment state"
 	// lastComment is the comment of the last answer taken.
 	lastComment string
+	// onRelation, if set, runs as Relation is asked (another handler
+	// acting while lastmile judges).
+	onRelation func()
 	// failAnswers is how many ReviewProtectionRule calls fail next (a 502:
 	// GitHub did not take the answer); answerCalls counts the calls.
 	failAnswers, answerCalls int
@@ -216,6 +219,12 @@ func (f *fakeGitHub) ReadFile(_ context.Context, _ pipeline.Repo, _, sha string)
 }
 
 func (f *fakeGitHub) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	f.mu.Lock()
+	hook := f.onRelation
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	cmp, err := f.Compare(ctx, r, base, head)
 	return cmp.Status, err
 }
@@ -2983,6 +2992,46 @@ func TestWithdrawingRejectionSentForAnHourAfterTheWithdrawal(t *testing.T) {
 				t.Errorf("answers GitHub took: %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// An approval judged again, and still approved, is sent as recorded once
+// judged: another handler that withdrew it while the judging compared
+// commits (the sweep, as a redelivery of the request is handled) has the
+// rejection sent, not the approval it withdrew.
+func TestApprovalWithdrawnWhileJudgedAgainIsNotSent(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+		t.Fatalf("staging job while the test deploy runs: %s", dec.State)
+	}
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 1
+	h.gh.mu.Unlock()
+	h.deliver(c1, "test", success) // rule-1 approved, not taken
+	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+	if err != nil || dec.State != pipeline.ProtectionApproved || dec.Posted {
+		t.Fatalf("rule-1: %+v, %v; want approved, not posted", dec, err)
+	}
+	h.gh.mu.Lock()
+	h.gh.onRelation = func() {
+		other := *dec
+		if err := h.db.WithdrawProtectionApproval(ctx, &other, "lastmile rejects: withdrawn meanwhile", time.Now()); err != nil {
+			t.Error(err)
+		}
+	}
+	h.gh.mu.Unlock()
+	// The request's delivery, handled again: judged again, approved.
+	if err := h.engine.HandleProtectionRule(ctx, pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-1", Environment: "staging", SHA: c1, RunID: 66}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := h.protectionAnswers(), []string{"66 staging rejected"}; !slices.Equal(got, want) {
+		t.Errorf("answers GitHub took: %q, want %q (the approval was withdrawn as it was judged)", got, want)
 	}
 }
 
