@@ -2828,24 +2828,9 @@ func TestProtectionRuleAnswerGitHubFailsIsSentBySweep(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			h := newHarness(t, c0, c1)
-			if err := h.push(c0, c1, false); err != nil {
-				t.Fatal(err)
-			}
-			h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
-			success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
-			if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
-				t.Fatalf("staging job while the test deploy runs: %s (%s)", dec.State, dec.Comment)
-			}
-			h.gh.mu.Lock()
-			c.fail(h.gh)
-			h.gh.mu.Unlock()
-			h.deliver(c1, "test", success) // fails the test if the handling fails
+			h.approvedNotTaken(c.fail) // fails the test if the handling fails
 			if n := h.gh.count(c1, "staging"); n != 1 {
 				t.Errorf("%d deployments of c1 to staging, want 1", n)
-			}
-			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
-			if err != nil || dec.State != pipeline.ProtectionApproved || dec.Posted {
-				t.Fatalf("decision: %+v, %v; want approved, not posted", dec, err)
 			}
 			h.status(c1, "staging", pipeline.DeploymentInProgress, 20, true) // a later event of the commit
 			h.gh.mu.Lock()
@@ -2863,7 +2848,7 @@ func TestProtectionRuleAnswerGitHubFailsIsSentBySweep(t *testing.T) {
 			if got := h.protectionAnswers(); !slices.Equal(got, c.answers) {
 				t.Errorf("answers GitHub took %q, want %q", got, c.answers)
 			}
-			dec, err = h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
 			if err != nil || dec.Posted != (c.answers != nil) {
 				t.Errorf("decision after the sweeps: %+v, %v; want posted %v", dec, err, c.answers != nil)
 			}
@@ -2884,21 +2869,7 @@ func TestProtectionRuleAnswerGitHubFailsIsSentBySweep(t *testing.T) {
 func TestUnpostedApprovalJudgedAgainBeforeItIsSent(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
-	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
-	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
-		t.Fatalf("staging job while the test deploy runs: %s", dec.State)
-	}
-	h.gh.mu.Lock()
-	h.gh.failAnswers = 1000 // GitHub fails the review calls for a while
-	h.gh.mu.Unlock()
-	h.deliver(c1, "test", success) // rule-1 approved, not taken: left to the sweep
-	if dec, _ := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"}); dec.State != pipeline.ProtectionApproved || dec.Posted {
-		t.Fatalf("rule-1: %+v; want approved, not posted", dec)
-	}
+	h.approvedNotTaken(func(f *fakeGitHub) { f.failAnswers = 1000 }) // GitHub fails the review calls for a while
 	h.mustPush(c1, c2, false)
 	h.promote(c2, 20, "test", "staging") // c2 succeeds in staging
 	h.gh.mu.Lock()
@@ -2948,24 +2919,9 @@ func TestWithdrawingRejectionSentForAnHourAfterTheWithdrawal(t *testing.T) {
 		t.Run(fmt.Sprintf("refused=%v", refuses), func(t *testing.T) {
 			ctx := context.Background()
 			h := newHarness(t, c0, c1, c2)
-			if err := h.push(c0, c1, false); err != nil {
-				t.Fatal(err)
-			}
-			h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
-			success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
-			if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
-				t.Fatalf("staging job while the test deploy runs: %s", dec.State)
-			}
-			h.gh.mu.Lock()
-			h.gh.failAnswers = 1000 // GitHub fails the review calls for a long while
-			h.gh.mu.Unlock()
-			h.deliver(c1, "test", success) // rule-1 approved, not taken
+			dec := h.approvedNotTaken(func(f *fakeGitHub) { f.failAnswers = 1000 }) // GitHub fails the review calls for a long while
 			h.mustPush(c1, c2, false)
 			h.promote(c2, 20, "test", "staging") // c2 succeeds in staging: the approval no longer holds
-			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
-			if err != nil {
-				t.Fatal(err)
-			}
 			decided := dec.DecidedAt
 			sweep := func(at time.Time) {
 				t.Helper()
@@ -2980,7 +2936,7 @@ func TestWithdrawingRejectionSentForAnHourAfterTheWithdrawal(t *testing.T) {
 			}
 			h.gh.mu.Unlock()
 			sweep(decided.Add(62 * time.Minute))
-			dec, err = h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+			dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
 			if err != nil || dec.Withdrawn == nil || !dec.Posted || dec.Refused != refuses {
 				t.Fatalf("rule-1: %+v (withdrawn %+v), %v; want withdrawn, posted, refused %v", dec, dec.Withdrawn, err, refuses)
 			}
@@ -3002,22 +2958,7 @@ func TestWithdrawingRejectionSentForAnHourAfterTheWithdrawal(t *testing.T) {
 func TestApprovalWithdrawnWhileJudgedAgainIsNotSent(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
-	if err := h.push(c0, c1, false); err != nil {
-		t.Fatal(err)
-	}
-	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
-	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
-	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
-		t.Fatalf("staging job while the test deploy runs: %s", dec.State)
-	}
-	h.gh.mu.Lock()
-	h.gh.failAnswers = 1
-	h.gh.mu.Unlock()
-	h.deliver(c1, "test", success) // rule-1 approved, not taken
-	dec, err := h.db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
-	if err != nil || dec.State != pipeline.ProtectionApproved || dec.Posted {
-		t.Fatalf("rule-1: %+v, %v; want approved, not posted", dec, err)
-	}
+	dec := h.approvedNotTaken(func(f *fakeGitHub) { f.failAnswers = 1 })
 	h.gh.mu.Lock()
 	h.gh.onRelation = func() {
 		other := *dec
@@ -3403,6 +3344,31 @@ func (h *harness) externalSuccess(id int64, sha, env, creator string, run int64)
 }
 
 // protectionAnswers is what GitHub took of the protection-rule answers.
+// approvedNotTaken has c1 pushed after c0 and its test deploy run while
+// rule-1 (run 66's staging job) asks and waits for it; then, fail set on
+// GitHub, the deploy's success has lastmile approve rule-1, an answer
+// GitHub does not take. It returns the recorded decision.
+func (h *harness) approvedNotTaken(fail func(f *fakeGitHub)) *pipeline.ProtectionDecision {
+	h.t.Helper()
+	if err := h.push(c0, c1, false); err != nil {
+		h.t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	success := h.status(c1, "test", pipeline.DeploymentSuccess, 10, false)
+	if dec := h.judge("rule-1", "staging", c1, 66); dec.State != pipeline.ProtectionWaiting {
+		h.t.Fatalf("staging job while the test deploy runs: %s (%s)", dec.State, dec.Comment)
+	}
+	h.gh.mu.Lock()
+	fail(h.gh)
+	h.gh.mu.Unlock()
+	h.deliver(c1, "test", success)
+	dec, err := h.db.ProtectionDecision(context.Background(), pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+	if err != nil || dec.State != pipeline.ProtectionApproved || dec.Posted {
+		h.t.Fatalf("rule-1: %+v, %v; want approved, not posted", dec, err)
+	}
+	return dec
+}
+
 func (h *harness) protectionAnswers() []string {
 	h.gh.mu.Lock()
 	defer h.gh.mu.Unlock()

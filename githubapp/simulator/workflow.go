@@ -357,17 +357,24 @@ func (s *Simulator) runNotifyJob(ru *run) string {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	conclusion := "success"
-	switch {
-	case ru.ctx.Err() != nil:
-		conclusion = "cancelled"
-	case err != nil:
-		conclusion = "failure"
-		j.logf(s.clock(), "##[error]%v", err)
-	}
+	conclusion := s.stepsConclusion(ru, j, err)
 	s.finishJob(j, conclusion)
 	s.notifyLocked()
 	return conclusion
+}
+
+// stepsConclusion is the conclusion of job j of ru whose steps ended with
+// err: cancelled with the run, failure (err in its log) or success. Call
+// with s.mu held.
+func (s *Simulator) stepsConclusion(ru *run, j *job, err error) string {
+	switch {
+	case ru.ctx.Err() != nil:
+		return "cancelled"
+	case err != nil:
+		j.logf(s.clock(), "##[error]%v", err)
+		return "failure"
+	}
+	return "success"
 }
 
 // jobsRun reports whether the run's jobs pass their `if:` (JobsIf).
@@ -560,14 +567,7 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	conclusion := "success"
-	switch {
-	case ru.ctx.Err() != nil:
-		conclusion = "cancelled"
-	case err != nil:
-		conclusion = "failure"
-		dj.logf(s.clock(), "##[error]%v", err)
-	}
+	conclusion := s.stepsConclusion(ru, dj, err)
 	state := "success"
 	if conclusion != "success" {
 		state = "failure"
