@@ -1533,11 +1533,11 @@ func (e *Engine) answerProtectionRule(ctx context.Context, req ProtectionRuleReq
 		// decision stays recorded, and GitHub's refusal with it.
 		e.Log.WarnContext(ctx, "protection rule answer refused: the run no longer waits", "repo", req.Repo.FullName(), "run", req.RunID,
 			"environment", req.Environment, "state", state, "error", err)
-		return e.Store.MarkProtectionPosted(ctx, dec.ID, true)
+		return e.Store.MarkProtectionPosted(ctx, dec, true)
 	}
 	e.Log.InfoContext(ctx, "protection rule decision", "repo", req.Repo.FullName(), "run", req.RunID,
 		"environment", req.Environment, "sha", req.SHA, "state", state, "comment", comment)
-	return e.Store.MarkProtectionPosted(ctx, dec.ID, false)
+	return e.Store.MarkProtectionPosted(ctx, dec, false)
 }
 
 // answerWaitingProtectionRules decides again the protection-rule requests

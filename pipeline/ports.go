@@ -504,9 +504,11 @@ type Store interface {
 	// attempt or a re-run; or taken up by a workflow run, with no status
 	// yet, pending or queued), its latest status less than HoldRunning old.
 	Unfinished(ctx context.Context, repoID int64, sha, env string) (bool, error)
-	// MarkProtectionPosted records that GitHub has a decision's answer,
-	// or, refused, that it refused it for good.
-	MarkProtectionPosted(ctx context.Context, id int64, refused bool) error
+	// MarkProtectionPosted records that GitHub has the answer sent for d
+	// (its decision, or the rejection that withdrew it), or, refused, that
+	// it refused it for good — not if another handler withdrew the
+	// approval sent, or recorded an answer, since d was read.
+	MarkProtectionPosted(ctx context.Context, d *ProtectionDecision, refused bool) error
 	// WithdrawProtectionApproval records that the approval d, which GitHub
 	// has not confirmed, is withdrawn at at for a rejection saying comment.
 	// It leaves d holding what is recorded: an approval GitHub confirmed

@@ -786,11 +786,17 @@ const protectionDecisionsOf = `SELECT ` + protectionColumns + `, p.id, p.full_na
 // the App was uninstalled from.
 const reachable = `p.installation_id != 0 AND p.installation_id NOT IN (SELECT id FROM installations WHERE state = 'deleted')`
 
-// MarkProtectionPosted records that GitHub has the decision, or, refused,
-// that it refused it for good (the run no longer waited for the rule).
-func (db *DB) MarkProtectionPosted(ctx context.Context, id int64, refused bool) error {
+// MarkProtectionPosted records that GitHub has the answer sent for d (its
+// decision, or the rejection that withdrew it, as d says), or, refused,
+// that it refused it for good (the run no longer waited for the rule) —
+// unless the record has changed since d was read: another handler
+// withdrew the approval sent (its rejection is still to be sent, and
+// recorded, GitHub taking or refusing it), or recorded an answer first (a
+// refusal never overwrites an answer taken).
+func (db *DB) MarkProtectionPosted(ctx context.Context, d *pipeline.ProtectionDecision, refused bool) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET posted = 1, refused = ? WHERE id = ?`, refused, id)
+		_, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET posted = 1, refused = ?
+			WHERE id = ? AND posted = 0 AND (withdrawn_at IS NOT NULL) = ?`, refused, d.ID, d.Withdrawn != nil)
 		return err
 	})
 }

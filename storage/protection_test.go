@@ -60,7 +60,7 @@ func TestUnpostedProtectionAnswers(t *testing.T) {
 			t.Fatal(err)
 		}
 		if d.DeliveryID == "posted" {
-			if err := db.MarkProtectionPosted(ctx, d.ID, false); err != nil {
+			if err := db.MarkProtectionPosted(ctx, d, false); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -144,7 +144,7 @@ func TestRecordProtectionDecisionHoldsWhatIsRecorded(t *testing.T) {
 	if late.ID != first.ID || late.State != pipeline.ProtectionApproved || late.Comment != "proven" || !late.DecidedAt.Equal(t0) || late.Posted {
 		t.Errorf("a rejection recorded after an approval holds %+v; want the approval recorded first", late)
 	}
-	if err := db.MarkProtectionPosted(ctx, first.ID, false); err != nil {
+	if err := db.MarkProtectionPosted(ctx, first, false); err != nil {
 		t.Fatal(err)
 	}
 	if again := decision(pipeline.ProtectionRejected, "not proven", t0.Add(2*time.Minute)); again.State != pipeline.ProtectionApproved || !again.Posted {
@@ -270,7 +270,7 @@ func TestWithdrawProtectionApproval(t *testing.T) {
 	}
 
 	posted := record("posted", pipeline.ProtectionApproved)
-	if err := db.MarkProtectionPosted(ctx, posted.ID, false); err != nil {
+	if err := db.MarkProtectionPosted(ctx, posted, false); err != nil {
 		t.Fatal(err)
 	}
 	posted.Posted = false // as the handler last read it
@@ -309,5 +309,50 @@ func TestWithdrawProtectionApproval(t *testing.T) {
 	}
 	if d, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "approved"}); err != nil || d.Withdrawn == nil || *d.Withdrawn != want {
 		t.Errorf("read back: %+v, %v; want withdrawn %+v", d, err, want)
+	}
+}
+
+// MarkProtectionPosted records what GitHub did with the answer a handler
+// sent, unless the record changed since the handler read it: an approval
+// sent as another handler withdrew it is not marked (the rejection is
+// still to be sent and recorded), and a refusal never overwrites an
+// answer GitHub took.
+func TestMarkProtectionPostedKeepsWhatChangedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	db := openTemp(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	repo := pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}
+	d := &pipeline.ProtectionDecision{Repo: repo, DeliveryID: "rule-1", RunID: 11, Environment: "production", SHA: "a",
+		State: pipeline.ProtectionApproved, Comment: "proven", DecidedAt: t0}
+	if err := db.RecordProtectionDecision(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	read := func() *pipeline.ProtectionDecision {
+		t.Helper()
+		got, err := db.ProtectionDecision(ctx, pipeline.ProtectionRuleRequest{DeliveryID: "rule-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	sending := *d // handler A's, sending the approval
+	withdrawing := *d
+	if err := db.WithdrawProtectionApproval(ctx, &withdrawing, "backwards now", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.MarkProtectionPosted(ctx, &sending, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got.Posted || got.Refused {
+		t.Errorf("the approval taken after its withdrawal: %+v; want the withdrawal's rejection still to send", got)
+	}
+	if err := db.MarkProtectionPosted(ctx, &withdrawing, false); err != nil { // the rejection taken
+		t.Fatal(err)
+	}
+	if err := db.MarkProtectionPosted(ctx, &withdrawing, true); err != nil { // a second sender's, refused
+		t.Fatal(err)
+	}
+	if got := read(); !got.Posted || got.Refused || got.Withdrawn == nil {
+		t.Errorf("the rejection taken, then another sending of it refused: %+v; want taken, not refused", got)
 	}
 }
