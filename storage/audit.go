@@ -368,12 +368,7 @@ func untaken(ctx context.Context, q querier, repoID int64, rel *pipeline.Release
 		return "", nil
 	}
 	for _, env := range envs {
-		// Where a job's own deployment of the commit is (a workflow that
-		// owns the environment's deployments), lastmile's never runs.
-		owned := slices.ContainsFunc(env.Deployments, func(d pipeline.DeploymentRecord) bool {
-			return d.Origin == pipeline.OriginExternal && d.RunID != 0
-		})
-		if env.Outcome != pipeline.DeploymentCreated || owned {
+		if env.Outcome != pipeline.DeploymentCreated {
 			continue
 		}
 		for _, d := range env.Deployments {
@@ -381,12 +376,22 @@ func untaken(ctx context.Context, q querier, repoID int64, rel *pipeline.Release
 				len(d.Statuses) > 0 || now.Sub(d.CreatedAt) < untakenAfter {
 				continue
 			}
-			var runs int
-			if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM workflow_runs WHERE repository_id = ? AND head_sha = ?
-				AND event = 'deployment' AND created_at >= ?`, repoID, d.SHA, millis(d.CreatedAt.Add(-time.Minute))).Scan(&runs); err != nil {
+			// A run of the commit on the deployment event since that has
+			// not completed may yet take it up (one waiting for a runner);
+			// one that completed without a status did not (a notifier's,
+			// one whose jobs its if: skipped). And where a job's own
+			// deployment has ever been in the environment (a workflow that
+			// owns its deployments, run on a push), lastmile's never runs.
+			var busy int
+			if err := q.QueryRowContext(ctx, `SELECT
+				EXISTS (SELECT 1 FROM workflow_runs WHERE repository_id = ? AND head_sha = ? AND event = 'deployment'
+					AND status != 'completed' AND created_at >= ?)
+				+ EXISTS (SELECT 1 FROM deployments WHERE repository_id = ? AND environment = ? COLLATE NOCASE
+					AND origin = 'external' AND run_id != 0)`,
+				repoID, d.SHA, millis(d.CreatedAt.Add(-time.Minute)), repoID, env.Name).Scan(&busy); err != nil {
 				return "", err
 			}
-			if runs > 0 {
+			if busy > 0 {
 				continue
 			}
 			return fmt.Sprintf("no workflow run has taken up its deployment to %s, created %s ago: GitHub runs the deploy workflow (on: deployment) of the deployed commit — does %s have it? (Where a workflow owns %s's deployments, lastmile's own never runs.)",

@@ -44,30 +44,47 @@ func TestUntaken(t *testing.T) {
 	}
 	stopped := *rel
 	stopped.State = pipeline.ReleaseStopped
-	owned := pipeline.DeploymentRecord{Deployment: pipeline.Deployment{ID: 2, SHA: sha, Environment: "staging",
-		Origin: pipeline.OriginExternal, State: pipeline.DeploymentSuccess, RunID: 77, CreatedAt: t0}}
-	for name, got := range map[string]string{
-		"a release no longer active":                    says(&stopped, envs(), t0.Add(time.Hour)),
-		"a job's own deployment in the environment too": says(rel, envs(owned), t0.Add(time.Hour)),
+	if got := says(&stopped, envs(), t0.Add(time.Hour)); got != "" {
+		t.Errorf("a release no longer active: %q, want nothing said", got)
+	}
+	// Runs of the commit: one that may yet take the deployment up (on the
+	// deployment event, not completed, made since) silences it; one that
+	// completed (a notifier's), one of another event, or one made before
+	// the deployment does not.
+	for _, run := range []struct {
+		event, status string
+		at            time.Time
+		takes         bool
+	}{
+		{"push", "in_progress", t0.Add(time.Second), false},
+		{"deployment", "completed", t0.Add(time.Second), false},
+		{"deployment", "in_progress", t0.Add(-2 * time.Minute), false},
+		{"deployment", "queued", t0.Add(time.Second), true},
 	} {
-		if got != "" {
-			t.Errorf("%s: %q, want nothing said", name, got)
+		if _, err := db.exec(ctx, `DELETE FROM workflow_runs`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.exec(ctx, `INSERT INTO workflow_runs (run_id, repository_id, event, status, head_sha, created_at) VALUES (5, 42, ?, ?, ?, ?)`,
+			run.event, run.status, sha, millis(run.at)); err != nil {
+			t.Fatal(err)
+		}
+		if got := says(rel, envs(), t0.Add(time.Hour)); (got == "") != run.takes {
+			t.Errorf("with a %s run (%s) of the commit made at %s: %q; want it said: %v", run.event, run.status, run.at, got, !run.takes)
 		}
 	}
-	// A run of the commit on the deployment event since: taken up (the
-	// run not linked yet), nothing said; one of another event is no sign.
-	if _, err := db.exec(ctx, `INSERT INTO workflow_runs (run_id, repository_id, event, head_sha, created_at) VALUES (5, 42, 'push', ?, ?)`,
-		sha, millis(t0.Add(time.Second))); err != nil {
+	if _, err := db.exec(ctx, `DELETE FROM workflow_runs`); err != nil {
 		t.Fatal(err)
 	}
-	if got := says(rel, envs(), t0.Add(time.Hour)); got == "" {
-		t.Error("a push run of the commit taken for the deployment's")
+	// A job's own deployment in the environment, of any commit: a
+	// workflow owns its deployments, and lastmile's never runs there.
+	if err := db.SaveRepo(ctx, pipeline.Repo{ID: 42, Owner: "acme", Name: "shop", InstallationID: 7}, t0); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := db.exec(ctx, `INSERT INTO workflow_runs (run_id, repository_id, event, head_sha, created_at) VALUES (6, 42, 'deployment', ?, ?)`,
-		sha, millis(t0.Add(time.Second))); err != nil {
+	if _, err := db.exec(ctx, `INSERT INTO deployments (repository_id, environment, stage, sha, origin, state, run_id, created_at)
+		VALUES (42, 'Staging', -1, 'b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2', 'external', 'success', 77, ?)`, millis(t0)); err != nil {
 		t.Fatal(err)
 	}
 	if got := says(rel, envs(), t0.Add(time.Hour)); got != "" {
-		t.Errorf("with a deployment run of the commit since: %q, want nothing said", got)
+		t.Errorf("where a job's own deployment has been: %q, want nothing said", got)
 	}
 }
