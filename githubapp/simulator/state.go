@@ -107,7 +107,7 @@ type repo struct {
 	checkSuites  map[string]*checkSuite     // sha -> the CI App's suite
 	deployments  []*deployment              // oldest first
 	environments map[string]*environment    // by lower-case name: GitHub's environment names ignore case
-	workflows    []*WorkflowOptions         // on: deployment; SetWorkflow's first
+	workflows    []*workflowDef             // on: deployment
 	ruleReviews  []ProtectionRuleReview
 	properties   obj // custom properties, by name
 }

@@ -150,18 +150,28 @@ type gate struct {
 	ruleComment string
 }
 
+// workflowDef is one of a repository's workflows: its ID, the same for
+// all its runs, and what it does.
+type workflowDef struct {
+	id   int64
+	opts WorkflowOptions
+}
+
 // SetWorkflow installs (or replaces) the repository's `on: deployment`
-// workflow, the first of its workflows.
+// deploy workflow: the one that is not a Notifier.
 func (s *Simulator) SetWorkflow(repo string, opts WorkflowOptions) {
 	opts = workflowDefaults(opts)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rp := s.mustRepo(repo)
-	if len(rp.workflows) == 0 {
-		rp.workflows = append(rp.workflows, &opts)
-	} else {
-		rp.workflows[0] = &opts
+	for _, w := range rp.workflows {
+		if !w.opts.Notifier {
+			w.opts = opts // its ID kept: a new version of the same file
+			s.notifyLocked()
+			return
+		}
 	}
+	rp.workflows = append(rp.workflows, &workflowDef{id: s.st.id(), opts: opts})
 	s.notifyLocked()
 }
 
@@ -174,11 +184,11 @@ func (s *Simulator) AddWorkflow(repo string, opts WorkflowOptions) {
 	defer s.mu.Unlock()
 	rp := s.mustRepo(repo)
 	for _, w := range rp.workflows {
-		if w.Path == opts.Path {
+		if w.opts.Path == opts.Path {
 			panic(fmt.Sprintf("simulator: %s has a workflow %s already", repo, opts.Path))
 		}
 	}
-	rp.workflows = append(rp.workflows, &opts)
+	rp.workflows = append(rp.workflows, &workflowDef{id: s.st.id(), opts: opts})
 	s.notifyLocked()
 }
 
@@ -198,18 +208,18 @@ func workflowDefaults(opts WorkflowOptions) WorkflowOptions {
 // startRuns starts a run of each of the repository's workflows for
 // deployment d. Call with s.mu held.
 func (s *Simulator) startRuns(r *repo, d *deployment) {
-	for i, w := range r.workflows {
-		s.startRun(r, d, r.id*10+int64(i)+1, w)
+	for _, w := range r.workflows {
+		s.startRun(r, d, w)
 	}
 }
 
-// startRun starts a run of workflow w (its ID workflowID) for deployment
-// d. Call with s.mu held.
-func (s *Simulator) startRun(r *repo, d *deployment, workflowID int64, w *WorkflowOptions) {
+// startRun starts a run of workflow w for deployment d. Call with s.mu
+// held.
+func (s *Simulator) startRun(r *repo, d *deployment, w *workflowDef) {
 	st := s.st
 	now := s.clock()
 	ru := &run{
-		id: st.id(), workflowID: workflowID, checkSuiteID: st.id(), attempt: 1, repo: r, opts: *w,
+		id: st.id(), workflowID: w.id, checkSuiteID: st.id(), attempt: 1, repo: r, opts: w.opts,
 		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now, startedAt: now,
 		wake: make(chan struct{}, 1),
 	}
@@ -220,9 +230,9 @@ func (s *Simulator) startRun(r *repo, d *deployment, workflowID int64, w *Workfl
 	if _, ok := r.branches[ru.branch]; ok {
 		ru.ref = "refs/heads/" + ru.branch
 	}
-	n := 0
+	n := 0 // GitHub numbers each workflow's runs
 	for _, other := range st.runs {
-		if other.repo == r {
+		if other.repo == r && other.workflowID == w.id {
 			n++
 		}
 	}
@@ -741,8 +751,8 @@ func (s *Simulator) RerunFailedJobs(repo string, runID int64) error {
 	}
 	r := ru.repo
 	for _, w := range r.workflows {
-		if w.Path == ru.opts.Path {
-			ru.opts = *w
+		if w.id == ru.workflowID {
+			ru.opts = w.opts // as it now is
 		}
 	}
 	ru.attempt++
