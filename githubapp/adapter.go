@@ -55,7 +55,12 @@ func (g *GitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string
 		return nil, err
 	}
 	if file == nil {
-		return nil, fmt.Errorf("%s is a directory, not a file", path)
+		return nil, fmt.Errorf("%s: %w (a directory)", path, pipeline.ErrNotAFile)
+	}
+	// A symbolic link whose target is no file of the repository, or a
+	// submodule, comes as such, without content.
+	if kind := file.GetType(); kind != "" && kind != "file" {
+		return nil, fmt.Errorf("%s: %w (a %s)", path, pipeline.ErrNotAFile, kind)
 	}
 	if file.GetEncoding() == "none" { // the object media type's answer for a file of 1 to 100 MB
 		return nil, fmt.Errorf("%s: %w", path, pipeline.ErrTooLarge)

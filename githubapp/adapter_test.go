@@ -293,6 +293,29 @@ func TestReadFileTooLarge(t *testing.T) {
 	}
 }
 
+// A path that is no regular file — a symbolic link whose target the
+// contents API does not return, a submodule (GitHub's examples of each),
+// a directory — is ErrNotAFile, saying which, not an empty file.
+func TestReadFileNotAFile(t *testing.T) {
+	for kind, body := range map[string]string{
+		"symlink": `{"type":"symlink","target":"/path/to/symlink/target","size":23,"name":"lastmile.yml","path":".github/lastmile.yml","sha":"452a98979c88e093d682cab404a3ec82babebb48"}`,
+		"submodule": `{"type":"submodule","submodule_git_url":"git://github.com/jquery/qunit.git","size":0,"name":"lastmile.yml","path":".github/lastmile.yml",` +
+			`"sha":"6ca3721222109997540bd6d9ccd396902e0ad2f9"}`,
+		"directory": `[{"type":"file","size":10,"name":"a.yml","path":".github/lastmile.yml/a.yml","sha":"6ca3721222109997540bd6d9ccd396902e0ad2f9"}]`,
+	} {
+		t.Run(kind, func(t *testing.T) {
+			gh, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				io.WriteString(w, body)
+			})
+			data, err := gh.ReadFile(context.Background(), repo, pipeline.ConfigPath, "abc")
+			if !errors.Is(err, pipeline.ErrNotAFile) || !strings.Contains(err.Error(), "(a "+kind+")") {
+				t.Errorf("got %q, %v; want ErrNotAFile saying it is a %s", data, err, kind)
+			}
+		})
+	}
+}
+
 func TestReadBounded(t *testing.T) {
 	tests := map[string]struct {
 		in        string

@@ -85,7 +85,7 @@ func (e *Engine) learnPipelineBranch(ctx context.Context, p Push) (string, error
 		return "", nil
 	}
 	data, err := e.GitHub.ReadFile(ctx, p.Repo, ConfigPath, p.DefaultBranch)
-	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnknownCommit) || errors.Is(err, ErrTooLarge) {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnknownCommit) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrNotAFile) {
 		e.branchReads.Store(p.Repo.ID, now)
 		return "", nil
 	}
@@ -183,15 +183,20 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		}
 		return &Ignored{Reason: "repository not enrolled: no " + ConfigPath + " at " + short(p.After), NotEnrolled: true}
 	}
-	if err != nil && !errors.Is(err, ErrTooLarge) {
+	if err != nil && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrNotAFile) {
 		return fmt.Errorf("read %s at %s: %w", ConfigPath, short(p.After), err)
 	}
 	rel := &Release{Repo: p.Repo, SHA: p.After, Ref: p.Ref, Pusher: p.Pusher, PushedAt: p.PushedAt, DeliveryID: p.DeliveryID}
 	var cfg *Config
 	var cfgErr error
-	if err != nil { // too large: an invalid file, said on the commit like any other
+	// Too large, or no regular file: an invalid file, said on the commit
+	// like any other (trying again would read the same).
+	switch {
+	case errors.Is(err, ErrTooLarge):
 		cfgErr = &ConfigError{Msg: "the file is " + ErrTooLarge.Error() + ": it must be smaller"}
-	} else {
+	case err != nil:
+		cfgErr = &ConfigError{Msg: "the file is " + strings.TrimPrefix(err.Error(), ConfigPath+": ") + ": it must be a file of the commit itself"}
+	default:
 		cfg, cfgErr = ParseConfig(data)
 	}
 	if cfgErr == nil {

@@ -58,6 +58,8 @@ type fakeGitHub struct {
 	failLists int
 	written   []pipeline.StatusRequest
 	answers   []string // protection rule answers: "run environment state"
+	// readErr, if set, is ReadFile's answer for the configuration.
+	readErr error
 	// lastComment is the comment of the last answer taken.
 	lastComment string
 	// onRelation, if set, runs as Relation is asked (another handler
@@ -214,6 +216,9 @@ func (f *fakeGitHub) ReadFile(_ context.Context, _ pipeline.Repo, _, sha string)
 	defer f.mu.Unlock()
 	if slices.Contains(f.noConfig, sha) {
 		return nil, pipeline.ErrNotFound
+	}
+	if f.readErr != nil {
+		return nil, f.readErr
 	}
 	return []byte(f.config), nil
 }
@@ -923,6 +928,32 @@ func TestRerunDoesNotReviveAWithdrawnRelease(t *testing.T) {
 		_ = h.push(c2, c3, false) // ignored: the repository leaves
 		rerun(t, h)
 	})
+}
+
+// A configuration that is no regular file at the commit (a symbolic link
+// the contents API does not follow, a submodule, a directory) is an
+// invalid configuration, said as such: the push is handled, its release
+// stopped with the reason, nothing deployed — not a delivery retried until
+// it is dead, nor an empty file.
+func TestConfigurationThatIsNoFileIsAConfigError(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.gh.mu.Lock()
+	h.gh.readErr = fmt.Errorf("%s: %w (a symlink)", pipeline.ConfigPath, pipeline.ErrNotAFile)
+	h.gh.mu.Unlock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatalf("push: %v, want it handled", err)
+	}
+	rec, err := h.db.Audit(context.Background(), shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := pipeline.ConfigPath + ": the file is not a regular file (a symlink): it must be a file of the commit itself"
+	if rec.Release.State != pipeline.ReleaseStopped || rec.Release.StopReason != want {
+		t.Errorf("release: %s, %q; want stopped, %q", rec.Release.State, rec.Release.StopReason, want)
+	}
+	if h.gh.count(c1, "test") != 0 {
+		t.Error("deployed with no configuration read")
+	}
 }
 
 // A force push to a commit with an invalid configuration stops the releases

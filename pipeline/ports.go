@@ -41,6 +41,11 @@ var ErrUnknownCommit = errors.New("GitHub does not show the commit")
 // API does not return (over 1 MB).
 var ErrTooLarge = errors.New("larger than GitHub's contents API returns (1 MB)")
 
+// ErrNotAFile is returned by GitHub.ReadFile for a path that is no regular
+// file at the commit: a directory, a symbolic link (whose target the
+// contents API does not return), or a submodule.
+var ErrNotAFile = errors.New("not a regular file")
+
 // ErrUnreachable is returned by Store.RecordRelease for a repository that
 // lastmile can no longer reach: recorded as removed from its installation,
 // or reached through an installation recorded as uninstalled.
@@ -197,7 +202,8 @@ type CommitStatus struct {
 type GitHub interface {
 	// ReadFile returns a file's content at a commit; ErrNotFound if absent,
 	// ErrUnknownCommit if GitHub does not show the commit, ErrTooLarge if
-	// over 1 MB.
+	// over 1 MB, ErrNotAFile (wrapped, saying what it is) if the path is a
+	// directory, a symbolic link or a submodule.
 	ReadFile(ctx context.Context, r Repo, path, sha string) ([]byte, error)
 	// Compare says how head relates to base, with the commits in head that
 	// are not in base, oldest first.
