@@ -515,7 +515,7 @@ func (g *GitHub) RepoInstallation(ctx context.Context, r pipeline.Repo) (int64, 
 // installationState is where an installation stands, as GitHub describes
 // it: suspended (since when, by whom) or active.
 func installationState(inst *github.Installation) pipeline.InstallationState {
-	st := pipeline.InstallationState{ID: inst.GetID(), Account: inst.GetAccount().GetLogin(), State: pipeline.InstallationActive}
+	st := pipeline.InstallationState{ID: inst.GetID(), Account: accountName(inst.GetAccount()), State: pipeline.InstallationActive}
 	if at := inst.GetSuspendedAt(); !at.IsZero() {
 		st.State, st.Since, st.By = pipeline.InstallationSuspended, at.Time, inst.GetSuspendedBy().GetLogin()
 	}

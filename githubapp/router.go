@@ -205,7 +205,11 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err != nil {
 			return err
 		}
-		return rt.Engine.HandleWorkflowRun(ctx, workflowRun(repo, ev.GetAction(), ev.GetWorkflowRun()))
+		run := workflowRun(repo, ev.GetAction(), ev.GetWorkflowRun())
+		if run.Name == "" { // a run's name may be empty or null: its workflow's
+			run.Name = ev.GetWorkflow().GetName()
+		}
+		return rt.Engine.HandleWorkflowRun(ctx, run)
 	case *github.WorkflowJobEvent:
 		repo, err := repoOf(ev.Repo, ev.Installation)
 		if err != nil {
@@ -268,7 +272,7 @@ func (rt *Router) installation(ctx context.Context, d *pipeline.Delivery, action
 		return fmt.Errorf("%w: %s event without an installation", ErrMalformed, d.Event)
 	}
 	ev := pipeline.InstallationEvent{
-		InstallationID: inst.GetID(), Account: inst.GetAccount().GetLogin(), Action: pipeline.InstallationAction(action),
+		InstallationID: inst.GetID(), Account: accountName(inst.GetAccount()), Action: pipeline.InstallationAction(action),
 		Sender: sender.GetLogin(), At: d.ReceivedAt,
 	}
 	for _, r := range repos {
@@ -292,6 +296,13 @@ func (rt *Router) installation(ctx context.Context, d *pipeline.Delivery, action
 		}
 	}
 	return rt.Engine.HandleInstallation(ctx, ev)
+}
+
+// accountName is the name of the account an installation is on: a user's
+// or an organization's login, or, an enterprise having none, its name
+// (which go-github's User reads; not its slug).
+func accountName(a *github.User) string {
+	return firstNonEmpty(a.GetLogin(), a.GetName())
 }
 
 // pushPayload is the part of a push event's payload that lastmile reads.
@@ -471,6 +482,9 @@ func (p *deploymentReviewPayload) review(deliveryID string) (pipeline.Review, er
 	}
 	for _, r := range p.Reviewers {
 		name := firstNonEmpty(r.Reviewer.Login, r.Reviewer.Slug, r.Reviewer.Name)
+		if name == "" { // "reviewer": null, which GitHub's schema allows
+			continue
+		}
 		if r.Type == "Team" {
 			name = "team:" + name
 		}
@@ -502,7 +516,11 @@ func (p *deploymentReviewPayload) review(deliveryID string) (pipeline.Review, er
 		if p.WorkflowRun != nil {
 			rv.At = p.WorkflowRun.GetUpdatedAt().Time
 		}
-		for _, j := range p.JobRuns {
+		jobRuns := p.JobRuns
+		if p.JobRun != nil { // the one job, as older payloads give it
+			jobRuns = append(jobRuns, *p.JobRun)
+		}
+		for _, j := range jobRuns {
 			if t := parseTime(j.UpdatedAt); t.After(rv.At) {
 				rv.At = t
 			}

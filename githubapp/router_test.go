@@ -221,7 +221,8 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 			event: "workflow_run", body: payload(t, "workflow_run_completed.json"),
 			want: pipeline.WorkflowRun{
 				Repo:   pipeline.Repo{ID: 300029405, Owner: "octo-org", Name: "octo-repo"},
-				Action: "completed", RunID: 289782451, Event: "repository_dispatch",
+				Action: "completed", RunID: 289782451, Name: "test", // the run's name empty: its workflow's
+				Event:   "repository_dispatch",
 				HeadSHA: "3484a3fb816e0859fd6e1cea078d76385ff50625", HeadBranch: "master", Status: "completed",
 				Conclusion: "success", URL: "https://github.com/octo-org/octo-repo/actions/runs/289782451", Attempt: 1,
 				CreatedAt: at("2020-10-05T16:33:24Z"), UpdatedAt: at("2020-10-05T16:33:49Z"),
@@ -265,6 +266,38 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T09:32:30Z"),
 				JobIDs: []int64{9921448362, 9921448399, 9921448400},
 			},
+		},
+		"deployment review approved: the one job run's time, and reviewers null skipped": {
+			// The schema allows workflow_job_run alone, and a reviewer null.
+			event: "deployment_review",
+			body: edit(t, "deployment_review_requested.json", func(p map[string]any) {
+				p["action"] = "approved"
+				p["approver"] = map[string]any{"login": "octo-reviewer", "id": 99}
+				delete(p, "requestor")
+				p["workflow_job_run"].(map[string]any)["updated_at"] = "2023-07-04T10:00:00Z"
+				p["reviewers"] = []any{map[string]any{"type": "User", "reviewer": nil}, map[string]any{"type": "Team", "reviewer": nil},
+					map[string]any{"type": "User", "reviewer": map[string]any{"login": "octo-reviewer"}}}
+			}),
+			want: pipeline.Review{
+				Repo: reviewRepo, DeliveryID: "delivery-1", Action: pipeline.ReviewApproved,
+				Environments: []string{"TST"}, RunID: 5453085689,
+				RunURL:    "https://github.com/terraform-test-github/sample-app/actions/runs/5453085689",
+				HeadSHA:   "5275a45b7e99c7fd7265b790392c10a74101a67a",
+				Reviewers: []string{"octo-reviewer"}, Actor: "octo-reviewer",
+				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T10:00:00Z"), JobIDs: []int64{9921448362},
+			},
+		},
+		"installation on an enterprise account: its name": {
+			// An Enterprise account has a slug and a name, no login.
+			event: "installation",
+			body: edit(t, "installation_deleted.json", func(p map[string]any) {
+				p["installation"].(map[string]any)["account"] = map[string]any{"id": 7, "slug": "acme-corp", "name": "Acme Corp",
+					"node_id": "E_1", "html_url": "https://github.com/enterprises/acme-corp"}
+				p["installation"].(map[string]any)["target_type"] = "Enterprise"
+				p["repositories"] = []any{}
+			}),
+			want: pipeline.InstallationEvent{InstallationID: 2, Account: "Acme Corp", Action: pipeline.InstallationDeleted,
+				Sender: "octocat", At: at("2030-01-01T00:00:00Z")},
 		},
 		"deployment review rejected without an approver names the sender": {
 			event: "deployment_review",
