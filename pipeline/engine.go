@@ -788,24 +788,26 @@ func JobIDFromURL(u string) int64 {
 		return 0
 	}
 	parts := strings.Split(strings.TrimSuffix(path, "/"), "/")
-	var job string
 	switch {
-	case len(parts) == 7 && parts[2] == "actions" && parts[3] == "runs" && parts[5] == "job" && positive(parts[4]):
-		job = parts[6]
+	case len(parts) == 7 && parts[2] == "actions" && parts[3] == "runs" && parts[5] == "job" && decimalID(parts[4]) != 0:
+		return decimalID(parts[6])
 	case len(parts) == 4 && parts[2] == "runs":
-		job = parts[3]
+		return decimalID(parts[3])
 	}
-	if !positive(job) {
-		return 0
-	}
-	id, _ := strconv.ParseInt(job, 10, 64)
-	return id
+	return 0
 }
 
-// positive reports whether s is a positive decimal ID that fits an int64.
-func positive(s string) bool {
+// decimalID is s read as a positive decimal ID that fits an int64 (digits
+// only: no sign), or 0.
+func decimalID(s string) int64 {
+	if strings.Trim(s, "0123456789") != "" {
+		return 0
+	}
 	id, err := strconv.ParseInt(s, 10, 64)
-	return err == nil && id > 0 && strings.Trim(s, "0123456789") == ""
+	if err != nil || id <= 0 {
+		return 0
+	}
+	return id
 }
 
 // HandleDeploymentStatus records a status and promotes on success.

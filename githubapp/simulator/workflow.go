@@ -352,11 +352,7 @@ func (s *Simulator) runNotifyJob(ru *run) string {
 	j := s.newJob(ru, "notify", "")
 	st.enqueueWorkflowJob(r, j, "queued")
 	s.startJob(j)
-	jc := JobContext{
-		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
-		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: j.id, Event: ru.event, EventName: "deployment",
-		SHA: ru.sha, Ref: d.ref, DeploymentID: d.id, Log: &jobLog{s: s, j: j},
-	}
+	jc := s.jobContext(ru, j)
 	s.notifyLocked()
 	s.mu.Unlock()
 	var err error
@@ -371,6 +367,17 @@ func (s *Simulator) runNotifyJob(ru *run) string {
 	s.finishJob(j, conclusion)
 	s.notifyLocked()
 	return conclusion
+}
+
+// jobContext is what the steps of job j of ru see on the runner (its
+// environment, j's: none for a notifier's job). Call with s.mu held.
+func (s *Simulator) jobContext(ru *run, j *job) JobContext {
+	st, r, d := s.st, ru.repo, ru.trigger
+	return JobContext{
+		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
+		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: j.id, Event: ru.event, EventName: "deployment",
+		Environment: j.environment, SHA: ru.sha, Ref: d.ref, DeploymentID: d.id, Log: &jobLog{s: s, j: j},
+	}
 }
 
 // stepsConclusion is the conclusion of job j of ru whose steps ended with
@@ -557,11 +564,7 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 	}
 	s.startJob(dj)
 	st.reportOnTwin(dj, "in_progress")
-	jc := JobContext{
-		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
-		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: dj.id, Event: ru.event, EventName: "deployment",
-		Environment: env, SHA: ru.sha, Ref: d.ref, DeploymentID: d.id, Log: &jobLog{s: s, j: dj},
-	}
+	jc := s.jobContext(ru, dj)
 	s.notifyLocked()
 	s.mu.Unlock()
 
