@@ -13,7 +13,8 @@ import (
 )
 
 // TestDashboardsAgainstARealPrometheus runs lastmile through a scenario —
-// three releases to production, the second failing, the third restoring —
+// three releases to production, the second failing, the third restoring,
+// and another repository's deployment that no workflow run takes up —
 // lets a real Prometheus scrape it with lastmile's rules loaded, and checks
 // every dashboard query returns what the scenario implies.
 func TestDashboardsAgainstARealPrometheus(t *testing.T) {
@@ -71,6 +72,16 @@ func TestDashboardsAgainstARealPrometheus(t *testing.T) {
 	r3 := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Fix", Time: time.Now().Add(-90 * time.Minute), Files: map[string]string{"v": "3"}})
 	approveProduction("third release")
 	finished(r3.After, "success")
+
+	// A repository with no deploy workflow: its deployment to staging
+	// waits for a run that never comes.
+	bareInst := sb.Sim.CreateInstallation("umbrella", "Organization")
+	sb.Sim.CreateRepo(bareInst, "umbrella/bare", simulator.RepoOptions{})
+	bare := sb.Sim.Push("umbrella/bare", "main", simulator.CommitSpec{Message: "Enrol", Files: map[string]string{".github/lastmile.yml": cfg}})
+	waitFor(t, sb, "umbrella/bare's deployment to staging", func(s *simulator.Simulator) bool {
+		return len(deploymentsInEnv(s, "umbrella/bare", bare.After, "staging")) == 1
+	})
+	settle(t, sb)
 
 	at, err := prom.WaitForEvaluation(ctx, time.Now(), 3)
 	if err != nil {
@@ -134,6 +145,7 @@ func TestDashboardsAgainstARealPrometheus(t *testing.T) {
 		"Process: resident memory/A":                              func(v float64) bool { return v > 1e6 },
 		"Go: goroutines/A":                                        func(v float64) bool { return v > 5 },
 		"Build info/A":                                            near(1, 0),
+		"Deployments waiting for a workflow run/A":                func(v float64) bool { return v >= 0 && v < 300 },
 	}
 	outcomes := map[string]float64{}
 	checked := map[string]bool{}

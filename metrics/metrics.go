@@ -41,6 +41,7 @@ const (
 	InboxPending          = "lastmile_inbox_pending"
 	InboxDead             = "lastmile_inbox_dead"
 	InboxOldestPendingAge = "lastmile_inbox_oldest_pending_age_seconds"
+	AwaitingRunSince      = "lastmile_deployment_awaiting_run_since_timestamp_seconds"
 )
 
 // Bucket sets. Lead time and time to restore span minutes to weeks;
@@ -91,6 +92,11 @@ type Snapshot struct {
 	InboxPending       int64
 	InboxDead          int64
 	OldestPendingSince time.Time // zero when nothing is pending
+
+	// AwaitingRun is AwaitingRunSince's series (repository, environment;
+	// unix seconds). Read at every change of the database, as the inbox:
+	// a status or a run ends the wait without touching the rollups.
+	AwaitingRun []Series
 }
 
 // Source reads the database's side of the metrics.
@@ -154,6 +160,7 @@ var labelNames = map[string][]string{
 	EnvironmentLiveSince: {"repository", "environment"},
 	WebhookDeliveries:    {"event", "outcome"},
 	GitHubRequests:       {"method", "code"},
+	AwaitingRunSince:     {"repository", "environment"},
 }
 
 var help = map[string]string{
@@ -170,6 +177,7 @@ var help = map[string]string{
 	InboxPending:          "Webhook deliveries waiting in the inbox to be handled.",
 	InboxDead:             "Webhook deliveries parked as dead after too many failed attempts.",
 	InboxOldestPendingAge: "Age of the oldest delivery waiting in the inbox (0 when empty), leaving out those waiting for their installation to be unsuspended.",
+	AwaitingRunSince:      "Unix time at which lastmile created the oldest of its deployments to the environment that no workflow run has taken up (no status, no run linked, no run of the commit on the deployment event under way), in an active release: GitHub starts a deployment's runs within seconds, so one waiting for minutes most often finds no deploy workflow (on: deployment) at its commit.",
 }
 
 // New builds the registry. source provides the database's metrics; sink,
@@ -403,7 +411,7 @@ type dbCollector struct {
 }
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
-	names := []string{WebhookDeliveries, GitHubRequests}
+	names := []string{WebhookDeliveries, GitHubRequests, AwaitingRunSince}
 	if c.rollups {
 		names = append(names, rollupNames...)
 	}
@@ -441,6 +449,10 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		age = max(time.Since(snap.OldestPendingSince).Seconds(), 0)
 	}
 	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(InboxOldestPendingAge, help[InboxOldestPendingAge], nil, nil), prometheus.GaugeValue, age)
+	desc := prometheus.NewDesc(AwaitingRunSince, help[AwaitingRunSince], labelNames[AwaitingRunSince], nil)
+	for _, s := range snap.AwaitingRun {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, s.Value, s.Labels...)
+	}
 	if c.rollups {
 		rollupMetrics(snap, ch)
 		return

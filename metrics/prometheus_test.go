@@ -388,6 +388,7 @@ func TestOperationsDashboardAgainstPrometheus(t *testing.T) {
 	}
 	github["200"]++ // this process's call, flushed by the scrape
 	oldest := env.at.Sub(env.start.Add(-scenarioOldest)).Seconds()
+	awaiting := env.at.Sub(env.start.Add(-scenarioAwaiting).Truncate(time.Second)).Seconds()
 	wants := map[string][]want{
 		"Webhook deliveries by outcome/A":             perSecond("outcome", webhooks),
 		"GitHub API requests by status code/A":        perSecond("code", github),
@@ -406,6 +407,8 @@ func TestOperationsDashboardAgainstPrometheus(t *testing.T) {
 		"Process: resident memory/A":              {between(map[string]string{"instance": env.target}, 1<<20, 1<<34)},
 		"Go: goroutines/A":                        {between(map[string]string{"instance": env.target}, 1, 1e5)},
 		"Build info/A":                            {exact(map[string]string{"instance": env.target, "version": "test-version"}, 1)},
+		"Deployments waiting for a workflow run/A": {between(map[string]string{"repository": "acme/shop", "environment": "production"},
+			awaiting-1, awaiting+1)},
 	}
 	for _, tc := range []struct {
 		name      string
@@ -468,10 +471,12 @@ func TestRulesInPrometheus(t *testing.T) {
 			t.Errorf("%s: nothing recorded (%v, %v)", name, got, err)
 		}
 	}
-	// Dead deliveries (1) and GitHub calls failing (2 of 15: 13%) fire once
-	// their `for` has passed; the scenario triggers nothing else.
+	// Dead deliveries (1), GitHub calls failing (2 of 15: 13%) and a
+	// deployment no run has taken up for 15 minutes fire once their `for`
+	// has passed; the scenario triggers nothing else.
 	for name, state := range active {
-		switch wantActive := name == "LastmileDeadDeliveries" || name == "LastmileGitHubRequestsFailing"; {
+		switch wantActive := name == "LastmileDeadDeliveries" || name == "LastmileGitHubRequestsFailing" ||
+			name == "LastmileDeploymentNotTakenUp"; {
 		case wantActive && state != "pending" && state != "firing":
 			t.Errorf("alert %s is %s, want pending or firing", name, state)
 		case !wantActive && state != "inactive":

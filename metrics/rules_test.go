@@ -180,7 +180,7 @@ func exposedNames() []string {
 	return []string{
 		DeploymentsTotal, LeadTime, DeploymentDuration, ApprovalWait, TimeToRestore, LastSuccess,
 		EnvironmentInfo, EnvironmentLiveSince, WebhookDeliveries, GitHubRequests,
-		InboxPending, InboxDead, InboxOldestPendingAge,
+		InboxPending, InboxDead, InboxOldestPendingAge, AwaitingRunSince,
 		"lastmile_github_rate_limit_remaining", "lastmile_github_rate_limit_limit", "lastmile_github_rate_limit_reset_timestamp_seconds",
 		"lastmile_deliveries_handled_total", "lastmile_delivery_handling_seconds",
 		"lastmile_metrics_source_errors_total", "lastmile_build_info",

@@ -140,6 +140,9 @@ var (
 	scenarioPending int64 = 3
 	scenarioDead    int64 = 1
 	scenarioOldest        = 2 * time.Minute // age of the oldest pending delivery at the start
+	// acme/shop's deployment to production that no workflow run took up,
+	// created that long before the start.
+	scenarioAwaiting = 15 * time.Minute
 )
 
 // snapshot builds what the database holds. With observed false every series
@@ -209,6 +212,7 @@ func snapshot(envs []*envScenario, start time.Time, observed bool) *Snapshot {
 		s.InboxPending = scenarioPending
 		s.InboxDead = scenarioDead
 		s.OldestPendingSince = start.Add(-scenarioOldest)
+		s.AwaitingRun = []Series{{Labels: []string{"acme/shop", "production"}, Value: float64(start.Add(-scenarioAwaiting).Unix())}}
 	}
 	return s
 }

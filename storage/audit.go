@@ -356,6 +356,25 @@ func waitingBehind(ctx context.Context, q querier, repoID int64, rel *pipeline.R
 // or a runner at once all the same.
 const untakenAfter = 10 * time.Minute
 
+// mayYetRun is the SQL condition under which lastmile's deployment of a
+// commit to an environment, that no run has taken up so far, is not said
+// to wait for one: a run may yet take it up, or none ever will. Its
+// arguments are SQL expressions: the repository ID (it stands in two
+// places), the commit, the deployment's creation time (unix ms) and the
+// environment. A run of the commit on the deployment event, made since (a
+// minute's leeway for clocks), that has not completed may yet take it up
+// (one waiting for a runner); one that completed without a status did not
+// (a notifier's, one whose jobs its if: skipped). And where a job's own
+// deployment has ever been in the environment (a workflow that owns its
+// deployments, run on a push), lastmile's never runs. The audit (untaken)
+// and the metrics (awaitingRunQuery) ask it alike.
+func mayYetRun(repo, sha, created, env string) string {
+	return `(EXISTS (SELECT 1 FROM workflow_runs w WHERE w.repository_id = ` + repo + ` AND w.head_sha = ` + sha + `
+			AND w.event = 'deployment' AND w.status != 'completed' AND w.created_at >= ` + created + ` - 60000)
+		OR EXISTS (SELECT 1 FROM deployments x WHERE x.repository_id = ` + repo + ` AND x.environment = ` + env + ` COLLATE NOCASE
+			AND x.origin = 'external' AND x.run_id != 0))`
+}
+
 // untaken says, of an active release, that its deployment has waited
 // untakenAfter for a workflow run to take it up (no status, no run linked,
 // no run of the commit on the deployment event since), or "". GitHub runs
@@ -376,22 +395,12 @@ func untaken(ctx context.Context, q querier, repoID int64, rel *pipeline.Release
 				len(d.Statuses) > 0 || now.Sub(d.CreatedAt) < untakenAfter {
 				continue
 			}
-			// A run of the commit on the deployment event since that has
-			// not completed may yet take it up (one waiting for a runner);
-			// one that completed without a status did not (a notifier's,
-			// one whose jobs its if: skipped). And where a job's own
-			// deployment has ever been in the environment (a workflow that
-			// owns its deployments, run on a push), lastmile's never runs.
-			var busy int
-			if err := q.QueryRowContext(ctx, `SELECT
-				EXISTS (SELECT 1 FROM workflow_runs WHERE repository_id = ? AND head_sha = ? AND event = 'deployment'
-					AND status != 'completed' AND created_at >= ?)
-				+ EXISTS (SELECT 1 FROM deployments WHERE repository_id = ? AND environment = ? COLLATE NOCASE
-					AND origin = 'external' AND run_id != 0)`,
-				repoID, d.SHA, millis(d.CreatedAt.Add(-time.Minute)), repoID, env.Name).Scan(&busy); err != nil {
+			var busy bool
+			if err := q.QueryRowContext(ctx, `SELECT `+mayYetRun("?", "?", "?", "?"),
+				repoID, d.SHA, millis(d.CreatedAt), repoID, env.Name).Scan(&busy); err != nil {
 				return "", err
 			}
-			if busy > 0 {
+			if busy {
 				continue
 			}
 			return fmt.Sprintf("no workflow run has taken up its deployment to %s, created %s ago: GitHub runs the deploy workflow (on: deployment) of the deployed commit — does %s have it? (Where a workflow owns %s's deployments, lastmile's own never runs.)",

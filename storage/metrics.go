@@ -153,7 +153,47 @@ func (db *DB) readSnapshot(ctx context.Context, conn *sql.Conn, prev *metrics.Sn
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE state = 'dead'`).Scan(&s.InboxDead); err != nil {
 		return nil, err
 	}
+	if s.AwaitingRun, err = awaitingRun(ctx, tx); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// awaitingRunQuery finds, per repository and environment, the oldest
+// deployment lastmile created for an active release that no workflow run
+// has taken up (no status, no run linked) and that no run may yet take up
+// (mayYetRun), in a repository reached through an installation that is
+// neither suspended nor uninstalled (GitHub sends lastmile nothing of the
+// others). It reads the deployments_awaiting_run index: a handful of
+// rows, however long the history (TestAwaitingRunQueryPlan).
+var awaitingRunQuery = `SELECT r.full_name, d.environment, MIN(d.created_at) FROM deployments d
+	JOIN releases rel ON rel.id = d.release_id
+	JOIN repositories r ON r.id = d.repository_id
+	WHERE d.origin = 'lastmile' AND d.state = 'created' AND d.run_id = 0
+		AND rel.state = 'active' AND r.installation_id != 0
+		AND r.installation_id NOT IN (SELECT id FROM installations WHERE state != 'active')
+		AND NOT ` + mayYetRun("d.repository_id", "d.sha", "d.created_at", "d.environment") + `
+	GROUP BY r.full_name, d.environment
+	ORDER BY r.full_name, d.environment`
+
+// awaitingRun reads awaitingRunQuery: labels repository and environment,
+// the value the deployment's creation (unix seconds).
+func awaitingRun(ctx context.Context, tx *sql.Tx) ([]metrics.Series, error) {
+	rows, err := tx.QueryContext(ctx, awaitingRunQuery)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []metrics.Series
+	for rows.Next() {
+		var repo, env string
+		var created int64
+		if err := rows.Scan(&repo, &env, &created); err != nil {
+			return nil, err
+		}
+		out = append(out, metrics.Series{Labels: []string{repo, env}, Value: float64(created) / 1000})
+	}
+	return out, rows.Err()
 }
 
 func readCounters(ctx context.Context, q querier, name string) ([]metrics.Series, error) {
