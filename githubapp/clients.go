@@ -66,11 +66,12 @@ func (c *Clients) appsTransport(tr http.RoundTripper) *ghinstallation.AppsTransp
 // installationTokens is a new ghinstallation Transport for installation
 // id: it asks for the installation's token with the App's JWT at its first
 // call, keeps it, and renews it tokenRenewal before it expires by GitHub's
-// clock (see tokenClock, under it). Each has an AppsTransport of its own:
-// ghinstallation writes the AppsTransport's BaseURL and Client at every
-// token request, a data race between installations sharing one.
-func (c *Clients) installationTokens(id int64) *ghinstallation.Transport {
-	return ghinstallation.NewFromAppsTransport(c.appsTransport(tokenClock{next: c.transport}), id)
+// clock (see tokenClock, under it), calling issued when GitHub gives it
+// one. Each has an AppsTransport of its own: ghinstallation writes the
+// AppsTransport's BaseURL and Client at every token request, a data race
+// between installations sharing one.
+func (c *Clients) installationTokens(id int64, issued func(time.Time)) *ghinstallation.Transport {
+	return ghinstallation.NewFromAppsTransport(c.appsTransport(tokenClock{next: c.transport, issued: issued}), id)
 }
 
 func (c *Clients) newClient(rt http.RoundTripper) *github.Client {

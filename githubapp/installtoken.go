@@ -32,14 +32,35 @@ import (
 // kept: GitHub refusing a token it just gave costs one more try.) A token
 // GitHub will not give (another App's ID or key, an App uninstalled) fails
 // the call with the token request's refusal, an *InstallationTokenError.
+//
+// GitHub's replicas may not know a token for a moment after giving it:
+// calls with it are then refused (401), or, to GET and HEAD, answered
+// 404 — which lastmile would take for a file or a commit that is not
+// there. So a call with a token no call has had an answer to yet (not
+// kept), answered so within tokenLag of GitHub giving it, is sent again
+// after a pause (tokenLagPause, doubling), with the same token: a 401
+// while the token is that new (three tries in all), a 404 once (GitHub's
+// lag is under a second; a 404 is most often the answer, and one more
+// call costs a second once an hour per installation).
 type installationTransport struct {
-	id     int64
-	tokens func(id int64) *ghinstallation.Transport // a new one, without a token yet
+	id int64
+	// tokens is a new ghinstallation Transport, without a token yet,
+	// that calls issued when GitHub gives it one.
+	tokens func(id int64, issued func(time.Time)) *ghinstallation.Transport
 
-	mu      sync.Mutex
-	current *ghinstallation.Transport // nil until a call needs one
-	kept    bool                      // a call through current got an answer: it holds a token from before
+	mu       sync.Mutex
+	current  *ghinstallation.Transport // nil until a call needs one
+	kept     bool                      // a call through current got an answer: it holds a token from before
+	issuedAt time.Time                 // when GitHub gave the latest token (local clock)
 }
+
+// tokenLag is how long after GitHub gives a token a refusal of it (or a
+// 404) may be its replicas not knowing it yet: @octokit/auth-app's five
+// seconds. tokenLagPause is the pause before the call is sent again.
+const (
+	tokenLag      = 5 * time.Second
+	tokenLagPause = time.Second
+)
 
 func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := context.WithValue(req.Context(), installationKey{}, t.id)
@@ -47,6 +68,7 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 	if err != nil {
 		return nil, err
 	}
+	lagPause, notFoundAgain := tokenLagPause, false
 	for attempt := 0; ; attempt++ {
 		tokens, kept := t.transport()
 		try := req.Clone(ctx)
@@ -56,6 +78,15 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 		resp, err := tokens.RoundTrip(try)
 		if err != nil {
 			return nil, installationTokenError(t.id, err)
+		}
+		if !kept && t.tokenTooNew(resp, req.Method, lagPause, &notFoundAgain) {
+			drain(resp)
+			if err := Sleep(ctx, lagPause); err != nil {
+				return nil, err
+			}
+			lagPause *= 2
+			attempt--
+			continue
 		}
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.gotToken(tokens)
@@ -76,9 +107,39 @@ func (t *installationTransport) transport() (tokens *ghinstallation.Transport, k
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.current == nil {
-		t.current, t.kept = t.tokens(t.id), false
+		t.current, t.kept = t.tokens(t.id, t.issued), false
 	}
 	return t.current, t.kept
+}
+
+// issued records that GitHub gave the installation a token at: a new
+// Transport's first, or one ghinstallation renewed. Until a call with it
+// gets an answer, the token is not kept.
+func (t *installationTransport) issued(at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.issuedAt, t.kept = at, false
+}
+
+// tokenTooNew reports whether resp, the answer to a call of method, may
+// be GitHub's replicas not knowing the installation's token yet, to be
+// sent again after pause, still within tokenLag of GitHub giving the
+// token: a 401, or a 404 to GET or HEAD unless *notFoundAgain (set here:
+// a 404 is sent again once).
+func (t *installationTransport) tokenTooNew(resp *http.Response, method string, pause time.Duration, notFoundAgain *bool) bool {
+	t.mu.Lock()
+	fresh := !t.issuedAt.IsZero() && time.Since(t.issuedAt)+pause <= tokenLag
+	t.mu.Unlock()
+	switch {
+	case !fresh:
+		return false
+	case resp.StatusCode == http.StatusUnauthorized:
+		return true
+	case resp.StatusCode == http.StatusNotFound && (method == http.MethodGet || method == http.MethodHead) && !*notFoundAgain:
+		*notFoundAgain = true
+		return true
+	}
+	return false
 }
 
 // gotToken records that tokens, if it is still the installation's
@@ -126,7 +187,11 @@ const ghinstallationRenewal = time.Minute
 // renews the token tokenRenewal before it expires by GitHub's clock. The
 // rest of the answer is left as it is, and an answer without an expires_at
 // that reads is not changed.
-type tokenClock struct{ next http.RoundTripper }
+// It also tells issued, if set, when GitHub gave a token (local clock).
+type tokenClock struct {
+	next   http.RoundTripper
+	issued func(time.Time)
+}
 
 func (t tokenClock) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
@@ -134,6 +199,9 @@ func (t tokenClock) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	local := time.Now() // ghinstallation's clock, not the Transport's
+	if t.issued != nil {
+		t.issued(local)
+	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {

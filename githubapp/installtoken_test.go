@@ -31,14 +31,17 @@ type tokenGitHub struct {
 	mu      sync.Mutex
 	minted  int
 	revoked map[string]bool
-	refuse  bool     // every token refused (401)
+	refuse  bool // every token refused (401)
+	lag     int  // the calls each token minted from now on is unknown for (404 to GET, 401 to others)
+	unknown map[string]int
+	missing bool     // every GET answered 404
 	log     []string // "METHOD path status token#"
 	bodies  []string // of the calls made with a token
 }
 
 func newTokenGitHub(t *testing.T) *tokenGitHub {
 	t.Helper()
-	g := &tokenGitHub{revoked: map[string]bool{}}
+	g := &tokenGitHub{revoked: map[string]bool{}, unknown: map[string]int{}}
 	g.Server = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(g.Close)
 	return g
@@ -55,6 +58,9 @@ func (g *tokenGitHub) serve(w http.ResponseWriter, r *http.Request) {
 		g.minted++
 		tok := fmt.Sprintf("ghs_token%d", g.minted)
 		g.log = append(g.log, "POST /access_tokens 201 "+strings.TrimPrefix(tok, "ghs_"))
+		if g.lag > 0 {
+			g.unknown[tok] = g.lag
+		}
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, `{"token":%q,"expires_at":%q}`, tok, now.Add(time.Hour).UTC().Format(time.RFC3339))
 		return
@@ -67,8 +73,37 @@ func (g *tokenGitHub) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}`)
 		return
 	}
+	if g.unknown[tok] > 0 && r.Method != http.MethodGet {
+		g.unknown[tok]--
+		g.log = append(g.log, fmt.Sprintf("%s %s 401 %s", r.Method, r.URL.Path, strings.TrimPrefix(tok, "ghs_")))
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprint(w, `{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}`)
+		return
+	}
+	if g.unknown[tok] > 0 || g.missing && r.Method == http.MethodGet {
+		g.unknown[tok] = max(g.unknown[tok]-1, 0)
+		g.log = append(g.log, fmt.Sprintf("%s %s 404 %s", r.Method, r.URL.Path, strings.TrimPrefix(tok, "ghs_")))
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"message":"Not Found","documentation_url":"https://docs.github.com/rest"}`)
+		return
+	}
 	g.log = append(g.log, fmt.Sprintf("%s %s 200 %s", r.Method, r.URL.Path, strings.TrimPrefix(tok, "ghs_")))
 	fmt.Fprint(w, `{"id":1,"full_name":"o/r","state":"success"}`)
+}
+
+// unknownFor makes each token minted from now on unknown to GitHub for its
+// first n calls, as its replicas may not know a token just given.
+func (g *tokenGitHub) unknownFor(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lag = n
+}
+
+// notFound makes GitHub answer every GET 404 (true) or as before (false).
+func (g *tokenGitHub) notFound(missing bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.missing = missing
 }
 
 // revoke makes GitHub refuse every token minted so far.
@@ -185,9 +220,11 @@ func TestInstallationTokenRefusedToConcurrentCalls(t *testing.T) {
 	}
 }
 
-// A new token refused too is GitHub's answer: the call is not sent a
-// third time, and a token just minted is not replaced at once. The error
-// does not carry the token.
+// A new token refused too is GitHub's answer once its replicas have had
+// the time to know it: the call is sent again with it while it is that
+// new (tokenLag: after one second, then two more), not with a third token,
+// and a token just minted is not replaced at once. The error does not
+// carry the token.
 func TestInstallationTokenRefusedTwiceIsTheAnswer(t *testing.T) {
 	ctx := context.Background()
 	g := newTokenGitHub(t)
@@ -212,8 +249,58 @@ func TestInstallationTokenRefusedTwiceIsTheAnswer(t *testing.T) {
 		}
 	}
 	check("the token kept refused, then a new one", []string{
-		"GET /repos/o/r 401 token1", "POST /access_tokens 201 token2", "GET /repos/o/r 401 token2"})
-	check("a new token refused", []string{"POST /access_tokens 201 token3", "GET /repos/o/r 401 token3"})
+		"GET /repos/o/r 401 token1", "POST /access_tokens 201 token2", "GET /repos/o/r 401 token2", "GET /repos/o/r 401 token2", "GET /repos/o/r 401 token2"})
+	check("a new token refused", []string{"POST /access_tokens 201 token3", "GET /repos/o/r 401 token3", "GET /repos/o/r 401 token3", "GET /repos/o/r 401 token3"})
+}
+
+// A token GitHub's replicas do not know yet, just after it was given (a
+// 404 to a GET, a 401 to a POST), is not taken at its word: the call is
+// sent again with it a second later, and GitHub answers.
+func TestInstallationTokenNotKnownYetIsWaitedFor(t *testing.T) {
+	ctx := context.Background()
+	g := newTokenGitHub(t)
+	g.unknownFor(1)
+	gh := g.installationClient(t, nil)
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatalf("GET with a token GitHub did not know at first: %v", err)
+	}
+	if log, want := g.Log(), []string{"POST /access_tokens 201 token1", "GET /repos/o/r 404 token1", "GET /repos/o/r 200 token1"}; !slices.Equal(log, want) {
+		t.Errorf("GET: calls %q, want %q", log, want)
+	}
+	g.revoke() // the next call gets a new token, unknown for one call too
+	st := &github.RepoStatus{State: github.String("success"), Context: github.String("lastmile")}
+	if _, _, err := gh.Repositories.CreateStatus(ctx, "o", "r", "abc123", st); err != nil {
+		t.Fatalf("POST with a token GitHub did not know at first: %v", err)
+	}
+	if log, want := g.Log(), []string{"POST /repos/o/r/statuses/abc123 401 token1", "POST /access_tokens 201 token2",
+		"POST /repos/o/r/statuses/abc123 401 token2", "POST /repos/o/r/statuses/abc123 200 token2"}; !slices.Equal(log, want) {
+		t.Errorf("POST: calls %q, want %q", log, want)
+	}
+}
+
+// A 404 is most often GitHub's answer: with a token just given, the call
+// is sent once more; with a token an earlier call had an answer to, not.
+func TestInstallationTokenNotFoundIsTheAnswer(t *testing.T) {
+	ctx := context.Background()
+	g := newTokenGitHub(t)
+	g.notFound(true)
+	gh := g.installationClient(t, nil)
+	for _, c := range []struct {
+		when string
+		want []string
+	}{
+		{"a new token", []string{"POST /access_tokens 201 token1", "GET /repos/o/r 404 token1", "GET /repos/o/r 404 token1"}},
+		{"the token kept", []string{"GET /repos/o/r 404 token1"}},
+	} {
+		_, _, err := gh.Repositories.Get(ctx, "o", "r")
+		var er *github.ErrorResponse
+		if !errors.As(err, &er) || er.Response.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: %v, want GitHub's 404", c.when, err)
+		}
+		if log := g.Log(); !slices.Equal(log, c.want) {
+			t.Errorf("%s: calls %q, want %q", c.when, log, c.want)
+		}
+	}
 }
 
 // A POST refused for its token is sent again with its body: GitHub did

@@ -60,6 +60,7 @@ func (t *token) allows(need authNeed) bool {
 type auth struct {
 	kind           AuthKind
 	err            string // 401 message when the credentials are bad
+	unreplicated   bool   // the token is too new for the API to know it (SetTokenLag)
 	tok            *token
 	installationID int64
 	remote         string
@@ -73,6 +74,7 @@ type token struct {
 	repos          []*repo // nil: every repository of the installation
 	permissions    map[string]string
 	expiresAt      time.Time
+	knownAt        time.Time // before it, the API does not know the token yet (SetTokenLag)
 	revoked        bool
 	run            *run // workflow tokens
 }
@@ -125,6 +127,10 @@ func (s *Simulator) authenticate(r *http.Request) *auth {
 	t := s.st.tokens[cred]
 	if t == nil || t.revoked || !s.clock().Before(t.expiresAt) {
 		a.err = "Bad credentials"
+		return a
+	}
+	if s.clock().Before(t.knownAt) {
+		a.err, a.unreplicated = "Bad credentials", true
 		return a
 	}
 	a.kind, a.tok, a.installationID = t.kind, t, t.installationID
@@ -297,6 +303,9 @@ func (s *Simulator) handleCreateToken(w http.ResponseWriter, r *http.Request, a 
 		permissions:    map[string]string{},
 		expiresAt:      s.clock().Add(tokenTTL).Truncate(time.Second),
 	}
+	if s.st.tokenLag > 0 {
+		t.knownAt = s.clock().Add(s.st.tokenLag)
+	}
 	for k, v := range s.opts.Permissions {
 		t.permissions[k] = v
 	}
@@ -366,6 +375,20 @@ func (st *state) newWorkflowToken(r *repo, ru *run) *token {
 	}
 	st.tokens[t.value] = t
 	return t
+}
+
+// SetTokenLag makes the installation tokens issued from now on unknown to
+// the API for d after they are issued (0: known at once, the default), as
+// GitHub's replicas may not know a token they were just given (octokit's
+// handbook, on the replication lag after creating an installation token:
+// a 404 to GET and HEAD, or the credentials refused; @octokit/auth-app
+// retries a 401 for five seconds after creating a token). A call with
+// such a token is answered 404 Not Found for GET and HEAD, 401 Bad
+// credentials for the rest.
+func (s *Simulator) SetTokenLag(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.tokenLag = d
 }
 
 // ExpireTokens makes every installation token issued so far expire now, as

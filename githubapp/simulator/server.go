@@ -156,6 +156,8 @@ func (s *Simulator) endpoint(need authNeed, h func(w http.ResponseWriter, r *htt
 			s.writeFault(rec, fault, rate)
 		case rate.exceeded():
 			rate.writeExceeded(rec, http.StatusForbidden)
+		case a.unreplicated && (req.Method == http.MethodGet || req.Method == http.MethodHead):
+			writeError(rec, http.StatusNotFound, "Not Found", docsRoot)
 		case a.err != "":
 			writeError(rec, http.StatusUnauthorized, a.err, docsRoot)
 		default:

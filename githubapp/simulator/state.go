@@ -18,6 +18,7 @@ type state struct {
 	installations map[int64]*installation
 	repos         map[string]*repo // by lower-case full name
 	tokens        map[string]*token
+	tokenLag      time.Duration // SetTokenLag
 	rates         map[string]*rateWindow
 
 	deliveries []*Delivery // oldest first
