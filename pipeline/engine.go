@@ -834,7 +834,11 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 	// does not keep its webhooks in order): its log is kept now. Of a
 	// deployment not lastmile's, only Actions' own for a job of its run
 	// (linked by GitHub's word, never by a log_url) without a twin of
-	// lastmile's (see Store.DeployJob).
+	// lastmile's (see Store.DeployJob). Looked at for a status recorded
+	// already too: the download failing fails the delivery, and its retry
+	// finds the status recorded; the jobs whose log is kept (or saved as
+	// missing, looked for again by FetchMissingJobLogs) are not listed,
+	// so a redelivery asks GitHub nothing.
 	run := cmp.Or(d.RunID, RunIDFromURL(ev.Status.LogURL))
 	if d.Origin != OriginLastmile {
 		run = 0
@@ -842,7 +846,7 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 			run = d.RunID
 		}
 	}
-	if isNew && run != 0 {
+	if run != 0 {
 		jobs, err := e.Store.UnloggedJobs(ctx, ev.Repo, run)
 		if err != nil {
 			return err

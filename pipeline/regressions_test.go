@@ -234,3 +234,68 @@ func TestProtectionRuleWaitForALostDeployIsBounded(t *testing.T) {
 		t.Errorf("once answered: %d judged again, %v; want none", n, err)
 	}
 }
+
+// flakyLogs is the fake GitHub failing its next failLogs requests for a
+// job log, as GitHub does now and then (a 502).
+type flakyLogs struct {
+	*fakeGitHub
+	failLogs int
+}
+
+func (f *flakyLogs) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max int) ([]byte, bool, error) {
+	if f.failLogs > 0 {
+		f.failLogs--
+		return nil, false, errors.New("502 Bad Gateway")
+	}
+	return f.fakeGitHub.JobLog(ctx, r, jobID, max)
+}
+
+// The production deploy job completed before any status naming it (GitHub
+// does not keep webhooks in order): its log is asked for when the status
+// comes, and that request fails. The delivery fails; its retry finds the
+// status recorded already, and must still keep the log. Once it is kept,
+// a redelivery does not ask GitHub again.
+func TestDeployLogKeptWhenTheStatusDeliveryIsRetried(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	flaky := &flakyLogs{fakeGitHub: h.gh}
+	h.engine.GitHub = flaky
+	h.gh.logs = map[int64]string{77: "deploying c1 to production\nok\n"}
+	h.release(c0, c1, 10, "test", "staging")
+	d := h.gh.deployment(c1, "production")
+	if d == nil {
+		t.Fatal("c1 was not deployed to production")
+	}
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	h.jobCompleted(30, 77, "deploy", c1, start, start.Add(50*time.Second))
+	h.gh.mu.Lock()
+	st := h.gh.post(d.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/30/job/77")
+	h.gh.mu.Unlock()
+	ev := pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "production", Payload: mustJSON(t, d.payload)},
+		Status:     st}
+	flaky.failLogs = 1
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); err == nil {
+		t.Fatal("precondition: the log download failed, the delivery should fail")
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); err != nil { // the worker's retry
+		t.Fatal(err)
+	}
+	if _, err := h.engine.FetchMissingJobLogs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.mu.Lock()
+	asked := h.gh.logAsks
+	h.gh.mu.Unlock()
+	if log, err := h.db.JobLog(ctx, 77); err != nil || string(log) != "deploying c1 to production\nok\n" {
+		t.Fatalf("production deploy log of job 77 after the delivery was retried: %q, %v (GitHub asked %d times); want GitHub's", log, err, asked)
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); err != nil { // a redelivery
+		t.Fatal(err)
+	}
+	h.gh.mu.Lock()
+	defer h.gh.mu.Unlock()
+	if h.gh.logAsks != asked {
+		t.Errorf("a redelivery of the status asked GitHub %d more times for the log kept already, want 0", h.gh.logAsks-asked)
+	}
+}
