@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -297,5 +298,58 @@ func TestDeployLogKeptWhenTheStatusDeliveryIsRetried(t *testing.T) {
 	defer h.gh.mu.Unlock()
 	if h.gh.logAsks != asked {
 		t.Errorf("a redelivery of the status asked GitHub %d more times for the log kept already, want 0", h.gh.logAsks-asked)
+	}
+}
+
+// Attempt 1 of c1's staging job is rejected, the review's delivery
+// delayed; lastmile writes the failure at the run's end. A re-run of the
+// failed jobs is approved, starts, and its deploy fails. Attempt 1's
+// rejection, delivered then (or while attempt 2 still deploys), is kept in
+// the record, but the release and its deployment failed: they are not
+// relabelled as rejected.
+func TestLateRejectionOfAnEarlierAttemptDoesNotRelabelAFailure(t *testing.T) {
+	for _, deliveredWhile := range []string{"after the failure", "while the re-run deploys"} {
+		t.Run(deliveredWhile, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			h.release(c0, c1, 10, "test")
+			rejectedAt := time.Now().Add(-time.Hour)
+			h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+			h.runCompleted(11, c1, "failure")                                    // attempt 1 ends: rejected
+			h.deliver(c1, "staging", h.gh.deployment(c1, "staging").statuses[1]) // the failure lastmile wrote
+			h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true)     // attempt 2, approved, deploys…
+			review := func() {
+				if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+					Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", Comment: "not today",
+					Since: rejectedAt.Add(-time.Minute), At: rejectedAt}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if deliveredWhile != "after the failure" {
+				review()
+			}
+			h.status(c1, "staging", pipeline.DeploymentFailure, 11, true) // …and fails
+			if deliveredWhile == "after the failure" {
+				review()
+			}
+			rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := h.db.Deployment(ctx, h.gh.deployment(c1, "staging").id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rel.StopKind != pipeline.StopFailed || d.Rejected || strings.Contains(rel.StopReason+d.Reason, "bob") {
+				t.Errorf("after attempt 2's deploy failed, attempt 1's late rejection made the release %s (%q), deployment rejected=%v reason %q; want failed",
+					rel.StopKind, rel.StopReason, d.Rejected, d.Reason)
+			}
+			rec := h.auditedDeployment(c1, h.gh.deployment(c1, "staging").id)
+			if rec == nil || !slices.ContainsFunc(rec.Reviews, func(rv pipeline.ReviewRecord) bool {
+				return rv.Action == pipeline.ReviewRejected && rv.Actor == "bob" && rv.Comment == "not today"
+			}) {
+				t.Errorf("attempt 1's rejection is not in the audit record of the deployment: %+v", rec)
+			}
+		})
 	}
 }

@@ -124,32 +124,72 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 			}
 			// A rejection delivered after a re-run of the job, approved
 			// then, succeeded is the first attempt's: the deployment stands
-			// as the success, not as rejected, in the record. One of a job
-			// whose deployment lastmile had withdrawn (inactive: superseded)
-			// is kept as a review; the deployment's why stays the
-			// withdrawal.
-			if rv.Action == pipeline.ReviewRejected && dep != nil && dep.State != pipeline.DeploymentSuccess &&
-				dep.State != pipeline.DeploymentInactive {
-				reason := "rejected by " + rv.Actor
-				if rv.Comment != "" {
-					reason += ": " + rv.Comment
-				}
-				if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 1, reason = ? WHERE id = ?`, reason, dep.ID); err != nil {
+			// as the success, not as rejected, in the record. So too one
+			// delivered after a re-run began (it deploys, or its deploy
+			// failed: a failure, not a rejection). One of a job whose
+			// deployment lastmile had withdrawn (inactive: superseded) is
+			// kept as a review; the deployment's why stays the withdrawal.
+			if rv.Action != pipeline.ReviewRejected || dep == nil || dep.State == pipeline.DeploymentSuccess ||
+				dep.State == pipeline.DeploymentInactive {
+				continue
+			}
+			later, err := attemptSince(ctx, tx, dep.ID, at)
+			if err != nil {
+				return err
+			}
+			if later {
+				continue
+			}
+			reason := "rejected by " + rv.Actor
+			if rv.Comment != "" {
+				reason += ": " + rv.Comment
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 1, reason = ? WHERE id = ?`, reason, dep.ID); err != nil {
+				return err
+			}
+			// Delivered after the run's end had already stopped the
+			// release as failed on this deployment: it was a rejection.
+			if dep.State == pipeline.DeploymentFailure || dep.State == pipeline.DeploymentError {
+				if _, err := tx.ExecContext(ctx, `UPDATE releases SET stop_kind = 'rejected', stop_reason = ?, updated_at = ?
+					WHERE id = ? AND state = 'stopped' AND stop_kind = 'failed'`,
+					fmt.Sprintf("deployment to %s ended in %s: %s", env, dep.State, reason), millis(db.Now()), dep.ReleaseID); err != nil {
 					return err
-				}
-				// Delivered after the run's end had already stopped the
-				// release as failed on this deployment: it was a rejection.
-				if dep.State == pipeline.DeploymentFailure || dep.State == pipeline.DeploymentError {
-					if _, err := tx.ExecContext(ctx, `UPDATE releases SET stop_kind = 'rejected', stop_reason = ?, updated_at = ?
-						WHERE id = ? AND state = 'stopped' AND stop_kind = 'failed'`,
-						fmt.Sprintf("deployment to %s ended in %s: %s", env, dep.State, reason), millis(db.Now()), dep.ReleaseID); err != nil {
-						return err
-					}
 				}
 			}
 		}
 		return nil
 	})
+}
+
+// attemptSince reports whether an attempt of deployment id later than the
+// one reviewed at at has begun since — a re-run of its job, which keeps
+// the run's ID: a status made after the review reports a deploy that
+// started (in_progress) or ended (success, failure, error), other than
+// the reviewed attempt's own end. A rejection ends its run without a
+// result, and lastmile writes that end (on GitHub, or recorded alone when
+// GitHub refused it): the first final status after the review, when it is
+// lastmile's, is the reviewed attempt's.
+func attemptSince(ctx context.Context, tx *sql.Tx, id int64, at time.Time) (bool, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT state = 'in_progress',
+		creator = 'lastmile' OR creator = COALESCE((SELECT value FROM settings WHERE key = ?), '')
+		FROM deployment_statuses WHERE deployment_id = ? AND created_at > ?
+		AND state IN ('in_progress', 'success', 'failure', 'error') ORDER BY created_at, id`, appLoginKey, id, millis(at))
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	first := true
+	for rows.Next() {
+		var started, lastmiles bool
+		if err := rows.Scan(&started, &lastmiles); err != nil {
+			return false, err
+		}
+		if started || !first || !lastmiles {
+			return true, nil
+		}
+		first = false
+	}
+	return false, rows.Err()
 }
 
 // runDeployment finds the lastmile deployment a run works on in env (its
