@@ -180,7 +180,8 @@ webhook secret and private key are written to --out (mode 0600).`, stderr)
 		owner = "you must be an owner of the organisation " + *org
 	}
 	fmt.Fprintf(stdout, `To create lastmile's GitHub App:
-  1. Open %s/?token=%s in a browser on this machine and press "Create the App on GitHub".
+  1. Open %s/?token=%s in a browser on this machine (or on yours, through
+     ssh -L to this one) and press "Create the App on GitHub".
   2. On GitHub, check the name and press "Create GitHub App" (%s).
   3. GitHub sends you back here; lastmile writes the App's key and settings
      (%s, %s) to %s.
@@ -296,7 +297,7 @@ with read access to contents, actions, checks and metadata, and write access to 
 <input type="hidden" name="manifest" value="{{.Manifest}}">
 <button type="submit">Create the App on GitHub</button>
 </form>
-<p>Afterwards, install the App on your repositories, give the gated environments required reviewers, then add the deploy workflow and <code>.github/lastmile.yml</code> (see the README).</p>
+<p>Afterwards, start lastmile with those settings (the commands are in the terminal that ran <code>lastmile register</code>), install the App on your repositories, give the gated environments required reviewers, then add the deploy workflow and <code>.github/lastmile.yml</code> (see the README).</p>
 </body>`))
 
 func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -440,7 +441,9 @@ GitHub created the App %q (ID %d): %s
   settings:     %s (%[7]s)
 Next:
   1. Start lastmile with those settings and a database on a persistent disk (the read
-     commands need the same LASTMILE_DATABASE):
+     commands need the same LASTMILE_DATABASE), on the server: if this machine is not
+     it, copy both files there first, correct LASTMILE_PRIVATE_KEY_FILE in lastmile.env
+     (it names the key's path here), and run these there, with that lastmile.env:
        mkdir -p /var/lib/lastmile
        echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> %[6]s
        # /metrics and /api stay off the public address:
