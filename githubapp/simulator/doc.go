@@ -72,9 +72,12 @@
 //
 // # Scripting
 //
-// Fixtures: CreateInstallation, CreateRepo, Push, PushSilently, DeleteBranch,
-// SetCommitStatus, SetCheckRun, CompleteCheckSuite, SetEnvironment,
-// SetWorkflow.
+// Fixtures: CreateInstallation, CreateRepo, Push, PushSilently, Merge (a
+// merge commit, as a pull request merged so), FastForward, ForcePush,
+// ReplaceHistory, DeleteBranch, SetCommitStatus, SetCheckRun,
+// CompleteCheckSuite, SetEnvironment, SetWorkflow, AddWorkflow. A push lists
+// the commits it brings, those a push listed before not distinct. GitHub's
+// lag can be played: SetTokenLag (a token the API does not know yet).
 // The installation's lifecycle, each with the webhook GitHub sends every
 // App: DeleteInstallation (`installation` deleted, listing its
 // repositories; its tokens are revoked, 401, and a new one is refused, 404),

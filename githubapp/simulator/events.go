@@ -8,8 +8,10 @@ import "time"
 
 func shortSHA(sha string) string { return sha[:12] }
 
-// pushCommitJSON renders a commit as push events list it.
-func (st *state) pushCommitJSON(r *repo, c *commit) obj {
+// pushCommitJSON renders a commit as push events list it. distinct: no
+// push listed it before (GitHub's "whether this commit is distinct from
+// any that have been pushed before").
+func (st *state) pushCommitJSON(r *repo, c *commit, distinct bool) obj {
 	person := func(p gitPerson) obj {
 		o := obj{"name": p.name, "email": p.email, "date": p.date.Format(time.RFC3339)}
 		if p.login != "" {
@@ -31,7 +33,7 @@ func (st *state) pushCommitJSON(r *repo, c *commit) obj {
 	return obj{
 		"id":        c.sha,
 		"tree_id":   c.treeSHA,
-		"distinct":  true,
+		"distinct":  distinct,
 		"message":   c.message,
 		"timestamp": c.committer.date.Format(time.RFC3339),
 		"url":       st.repoHTML(r) + "/commit/" + c.sha,
@@ -65,11 +67,15 @@ func (st *state) enqueuePush(r *repo, branch, before, after string, forced bool,
 	}
 	commits := make([]any, 0, len(listed))
 	for _, c := range listed {
-		commits = append(commits, st.pushCommitJSON(r, c))
+		commits = append(commits, st.pushCommitJSON(r, c, !c.pushed))
 	}
 	var head any
 	if !deleted {
-		head = st.pushCommitJSON(r, r.commits[after])
+		c := r.commits[after]
+		head = st.pushCommitJSON(r, c, !c.pushed)
+	}
+	for _, c := range created {
+		c.pushed = true
 	}
 	pusher := obj{"name": pusherName, "email": nil}
 	if pusherEmail != "" {

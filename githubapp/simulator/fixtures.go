@@ -2,6 +2,7 @@ package simulator
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 )
@@ -161,25 +162,99 @@ func (s *Simulator) push(fullName, branch string, specs []CommitSpec, notify boo
 	res.After = parent
 	r.pushedAt = s.clock().Truncate(time.Second)
 	if notify {
-		var pusher *account
-		var pusherName, pusherEmail string
-		if len(created) > 0 {
-			a := created[len(created)-1].author
-			pusherName, pusherEmail = a.name, a.email
-			if a.login != "" {
-				pusher = st.accountFor(a.login)
-				pusherName = a.login
-			}
-		}
-		if pusher == nil {
-			pusher = st.accountFor("octocat")
-			if pusherName == "" {
-				pusherName, pusherEmail = "octocat", "octocat@example.com"
-			}
-		}
-		st.enqueuePush(r, branch, before, parent, false, created, pusher, pusherName, pusherEmail)
+		st.enqueuePushBy(r, branch, before, parent, created)
 	}
 	s.notifyLocked()
+	return res
+}
+
+// enqueuePushBy sends the push (not forced) of created, the commits it
+// brings, oldest first, by the newest one's author (octocat when it has
+// none, or when no commit is brought).
+func (st *state) enqueuePushBy(r *repo, branch, before, after string, created []*commit) {
+	var pusher *account
+	var pusherName, pusherEmail string
+	if len(created) > 0 {
+		a := created[len(created)-1].author
+		pusherName, pusherEmail = a.name, a.email
+		if a.login != "" {
+			pusher = st.accountFor(a.login)
+			pusherName = a.login
+		}
+	}
+	if pusher == nil {
+		pusher = st.accountFor("octocat")
+		if pusherName == "" {
+			pusherName, pusherEmail = "octocat", "octocat@example.com"
+		}
+	}
+	st.enqueuePush(r, branch, before, after, false, created, pusher, pusherName, pusherEmail)
+}
+
+// Merge merges branch from into branch into with a merge commit (git merge
+// --no-ff, as a pull request's "Create a merge commit" does) made from
+// spec — its tree into's, with from's changes since their merge base, then
+// spec's Files; its message "Merge branch 'FROM'" unless spec gives one —
+// and sends into's push. GitHub lists the commits the push brings to the
+// branch, oldest first: from's (not distinct when a push listed them
+// before, as the push of from did) and the merge commit.
+func (s *Simulator) Merge(repo, into, from string, spec CommitSpec) PushResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	r := s.mustRepo(repo)
+	before := mustBranch(r, repo, into)
+	head := mustBranch(r, repo, from)
+	files := map[string]string{}
+	if base := r.mergeBase(before, head); base != nil {
+		for _, ch := range diffTrees(base.files, r.commits[head].files) {
+			files[ch.path] = ch.newContent // "" for a file from removed: removed by the merge
+		}
+	}
+	maps.Copy(files, spec.Files)
+	spec.Files = files
+	if spec.Message == "" {
+		spec.Message = "Merge branch '" + from + "'"
+	}
+	merge := st.newCommit(r, []string{before, head}, spec)
+	r.branches[into] = merge.sha
+	r.pushedAt = s.clock().Truncate(time.Second)
+	brought := r.between(before, merge.sha)
+	st.enqueuePushBy(r, into, before, merge.sha, brought)
+	s.notifyLocked()
+	res := PushResult{Before: before, After: merge.sha}
+	for _, c := range brought {
+		res.Commits = append(res.Commits, c.sha)
+	}
+	return res
+}
+
+// FastForward moves branch forward to sha, a descendant of its head (git
+// push of a branch that builds on it, or a pull request merged by
+// fast-forward), and sends the push: not forced, listing the commits it
+// brings, oldest first, not distinct when a push listed them before.
+func (s *Simulator) FastForward(repo, branch, sha string) PushResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	r := s.mustRepo(repo)
+	before := mustBranch(r, repo, branch)
+	c, ok := r.resolve(sha)
+	if !ok {
+		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
+	}
+	if !r.ancestors(c.sha)[before] {
+		panic(fmt.Sprintf("simulator: %s is not a descendant of %s's head %s: no fast-forward", sha, branch, before))
+	}
+	r.branches[branch] = c.sha
+	r.pushedAt = s.clock().Truncate(time.Second)
+	brought := r.between(before, c.sha)
+	st.enqueuePushBy(r, branch, before, c.sha, brought)
+	s.notifyLocked()
+	res := PushResult{Before: before, After: c.sha}
+	for _, b := range brought {
+		res.Commits = append(res.Commits, b.sha)
+	}
 	return res
 }
 

@@ -124,6 +124,7 @@ type commit struct {
 	committer gitPerson
 	files     map[string]string // full tree: path -> content
 	seq       int64             // creation order
+	pushed    bool              // listed by a push already: listed again, it is not distinct
 }
 
 type gitPerson struct {

@@ -510,3 +510,68 @@ func TestBotUsers(t *testing.T) {
 		}
 	}
 }
+
+// A pull request merged with a merge commit, and a branch fast-forwarded:
+// pushes that are not forced and list the commits they bring to the
+// branch, those a push listed before (the feature branch's) not distinct.
+func TestPushOfAMergeAndOfAFastForward(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	before := h.sim.Branch("acme/shop", "main")
+	feature := h.sim.Push("acme/shop", "feature",
+		simulator.CommitSpec{Message: "f1", Files: map[string]string{"f.txt": "1"}},
+		simulator.CommitSpec{Message: "f2", Files: map[string]string{"f.txt": "2", "README.md": ""}})
+	main := h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "m1", Files: map[string]string{"m.txt": "m"}})
+	merge := h.sim.Merge("acme/shop", "main", "feature", simulator.CommitSpec{Message: "Merge pull request #1 from acme/feature"})
+	next := h.sim.Push("acme/shop", "next", simulator.CommitSpec{Message: "n1", Files: map[string]string{"n.txt": "n"}})
+	ff := h.sim.FastForward("acme/shop", "main", next.After)
+	h.waitIdle()
+	ds := h.sim.Deliveries()
+	if len(ds) != 5 {
+		t.Fatalf("deliveries: %d", len(ds))
+	}
+	type listed struct {
+		ID       string
+		Distinct bool
+	}
+	read := func(i int) (before, after string, forced bool, commits []listed) {
+		t.Helper()
+		var p struct {
+			Before, After string
+			Forced        bool
+			Commits       []listed
+		}
+		if err := json.Unmarshal(ds[i].Body, &p); err != nil {
+			t.Fatal(err)
+		}
+		return p.Before, p.After, p.Forced, p.Commits
+	}
+	b, a, forced, commits := read(2)
+	want := []listed{{feature.Commits[0], false}, {feature.Commits[1], false}, {merge.After, true}}
+	if b != main.After || a != merge.After || forced || !slices.Equal(commits, want) || !slices.Equal(merge.Commits, []string{feature.Commits[0], feature.Commits[1], merge.After}) {
+		t.Errorf("merge push: %s..%s forced %v commits %v (result %v), want %s..%s not forced, %v", b, a, forced, commits, merge.Commits, main.After, merge.After, want)
+	}
+	b, a, forced, commits = read(4)
+	want = []listed{{next.After, false}}
+	if b != merge.After || a != next.After || forced || !slices.Equal(commits, want) || ff.After != next.After {
+		t.Errorf("fast-forward push: %s..%s forced %v commits %v, want %s..%s not forced, %v", b, a, forced, commits, merge.After, next.After, want)
+	}
+	// The merge's tree: main's, with the feature's changes (README.md
+	// removed on the feature branch: gone).
+	gh := h.client(h.org, nil)
+	for path, wantContent := range map[string]string{"f.txt": "2", "m.txt": "m", "README.md": ""} {
+		file, _, resp, err := gh.Repositories.GetContents(h.ctx(), "acme", "shop", path, &github.RepositoryContentGetOptions{Ref: merge.After})
+		var got string
+		if err == nil {
+			got, err = file.GetContent()
+		} else if wantContent == "" && resp != nil && resp.StatusCode == http.StatusNotFound {
+			err = nil
+		}
+		if err != nil || got != wantContent {
+			t.Errorf("%s at the merge: %q %v, want %q", path, got, err, wantContent)
+		}
+	}
+	if before == main.After {
+		t.Errorf("main did not move: %s", before)
+	}
+}
