@@ -94,20 +94,25 @@ var errUsage = errors.New("usage")
 
 // parseFlags parses a command's flags. Help asked for (-h, --help) is
 // printed to stdout and returned as flag.ErrHelp (exit 0); any other
-// problem is printed with the usage to the flag set's output (stderr) and
-// is a usage error (exit 2).
+// problem is printed with the usage to the flag set's output (stderr),
+// naming the flag as the documentation does (see flagProblem), and is a
+// usage error (exit 2).
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
-	stderr := fs.Output()
-	var printed bytes.Buffer
-	fs.SetOutput(&printed)
+	stderr, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	err := fs.Parse(args)
 	fs.SetOutput(stderr)
+	fs.Usage = usage
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		stdout.Write(printed.Bytes())
+		fs.SetOutput(stdout)
+		fs.Usage()
+		fs.SetOutput(stderr)
 		return err
 	case err != nil:
-		stderr.Write(printed.Bytes())
+		fmt.Fprintln(stderr, flagProblem(err, fs))
+		fs.Usage()
 		return errUsage
 	}
 	return nil

@@ -108,7 +108,7 @@ func TestBackupToAFileNamedLikeAFlagAfterTheEndOfFlags(t *testing.T) {
 		t.Errorf("no backup named -bk.db: %v", err)
 	}
 	// Without it, a flag it is, and an unknown one: a usage error.
-	if code, _, stderr := run(t, db, "backup", "-other.db"); code != 2 || !strings.Contains(stderr, "flag provided but not defined: -other.db") {
+	if code, _, stderr := run(t, db, "backup", "-other.db"); code != 2 || !strings.Contains(stderr, "flag provided but not defined: --other.db") {
 		t.Errorf("backup -other.db: exit %d, %s; want the unknown flag refused", code, stderr)
 	}
 }

@@ -866,7 +866,7 @@ func TestATrailingFlagWithoutItsValue(t *testing.T) {
 	} {
 		before := dbState(t, path)
 		code, stdout, stderr := runCLI(t, map[string]string{"LASTMILE_DATABASE": path}, tc.args...)
-		want := "flag needs an argument: -" + tc.flag + "\n"
+		want := "flag needs an argument: --" + tc.flag + "\n"
 		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, "Usage: lastmile "+tc.args[0]) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2, and on stderr %q first, then the usage", tc.args, code, stdout, stderr, want)
 		}
@@ -915,5 +915,30 @@ func TestCommandsCheckTheDatabasePathAsServeDoes(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
 		t.Errorf("the commands refused left %v in %s (%v)", entries, dir, err)
+	}
+}
+
+// A command's flag problem names the flag as the documentation does
+// (--name, not the flag package's -name), and an unknown flag a letter or
+// two from one of the command's comes with it; the usage follows, a usage
+// error.
+func TestFlagProblemsNameTheFlagWithTwoDashes(t *testing.T) {
+	env := map[string]string{"LASTMILE_DATABASE": filepath.Join(t.TempDir(), "none.db")}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"deliveries", "--limt", "5"}, "flag provided but not defined: --limt: did you mean --limit?\n"},
+		{[]string{"history", "-databse=x.db"}, "flag provided but not defined: --databse: did you mean --database?\n"},
+		{[]string{"demo", "--colour"}, "flag provided but not defined: --colour\n"},
+		{[]string{"history", "--limit", "ten"}, `invalid value "ten" for flag --limit: parse error` + "\n"},
+		{[]string{"deliveries", "--json=maybe"}, `invalid boolean value "maybe" for --json: parse error` + "\n"},
+		{[]string{"register", "--private-key-file"}, "flag provided but not defined: --private-key-file\n"},
+		{[]string{"vacuum", "--database"}, "flag needs an argument: --database\n"},
+	} {
+		code, stdout, stderr := runCLI(t, env, tc.args...)
+		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, tc.want) || !strings.Contains(stderr, "Usage: lastmile "+tc.args[0]) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2, and on stderr %q first, then the usage", tc.args, code, stdout, stderr, tc.want)
+		}
 	}
 }

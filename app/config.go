@@ -344,21 +344,45 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		values[s.flag] = fs.String(s.flag, "", s.help)
 	}
 	var problems []error
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		PrintServeUsage(usage)
-		return nil, err
-	case err != nil:
-		problems = append(problems, err)
-	case fs.NArg() > 0:
-		problems = append(problems, strayArguments(fs.Args(), flagsNamed(args)))
+	// The flag package stops at the first flag it cannot read: parsing
+	// goes on after it, so that the flags after it are checked too.
+	unknown := "" // the last unknown flag, as named on the command line
+	for rest := args; ; {
+		err := fs.Parse(rest)
+		if errors.Is(err, flag.ErrHelp) {
+			PrintServeUsage(usage)
+			return nil, err
+		}
+		if err == nil {
+			if fs.NArg() > 0 {
+				problems = append(problems, strayArguments(fs.Args(), flagsNamed(args), unknown))
+			}
+			break
+		}
+		problems = append(problems, flagProblem(err, fs))
+		next := fs.Args()
+		if len(next) == len(rest) {
+			next = next[1:] // bad flag syntax: the argument is not consumed
+		} else if bad := rest[len(rest)-len(next)-1]; fs.Lookup(flagName(bad)) == nil {
+			// An unknown flag: every setting's flag takes a value, and so,
+			// most likely, did this one. Its value, the next argument
+			// unless that is a flag of serve's, is passed over, and never
+			// shown: it may be a secret (--webhok-secret VALUE).
+			unknown = "--" + flagName(bad)
+			if !strings.Contains(bad, "=") && len(next) > 0 && next[0] != "--" && fs.Lookup(flagName(next[0])) == nil {
+				next = next[1:]
+			}
+		}
+		if len(next) == 0 {
+			break
+		}
+		rest = next
 	}
 	badFlags := len(problems) > 0
 	explicit := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
-	// Parsing stops at the first problem, or at the first argument that is
-	// not a flag: a flag named in args that was not read is not known, and
+	// Parsing stops at the first argument that is not a flag, and at
+	// "--": a flag named in args that was not read is not known, and
 	// neither is its setting (the environment's value may be the one the
 	// flag overrides). Such settings are not checked.
 	unread := map[string]bool{}
@@ -473,13 +497,11 @@ func unknownVariables(getenv func(string) string) (misspelled []error, ignored [
 			continue
 		}
 		seen[name] = true
-		closest, best := "", 3
-		for _, s := range settings {
-			if d := editDistance(name, s.env); d < best {
-				closest, best = s.env, d
-			}
+		envs := make([]string, len(settings))
+		for i, s := range settings {
+			envs[i] = s.env
 		}
-		if closest != "" {
+		if closest := closestName(name, envs); closest != "" {
 			misspelled = append(misspelled, fmt.Errorf("%s is no setting: did you mean %s?", name, closest))
 		} else {
 			ignored = append(ignored, name)
@@ -487,6 +509,61 @@ func unknownVariables(getenv func(string) string) (misspelled []error, ignored [
 	}
 	slices.Sort(ignored)
 	return misspelled, ignored
+}
+
+// closestName is the one of names a letter or two from name (a typo of
+// it), "" when none is.
+func closestName(name string, names []string) string {
+	closest, best := "", 3
+	for _, n := range names {
+		if d := editDistance(name, n); d < best {
+			closest, best = n, d
+		}
+	}
+	return closest
+}
+
+// flagProblem is an error of the flag package as lastmile says it: the
+// flag named as the documentation names it (--name, where the package
+// says -name), and an unknown flag a letter or two from one of fs's with
+// a suggestion (flag provided but not defined: --admin-listn: did you mean
+// --admin-listen?). Another error is returned as it is.
+func flagProblem(err error, fs *flag.FlagSet) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+		msg = "flag provided but not defined: --" + name
+		if closest := closestName(name, names); closest != "" {
+			msg += ": did you mean --" + closest + "?"
+		}
+		return errors.New(msg)
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return errors.New("flag needs an argument: --" + name)
+	}
+	// invalid value "V" for flag -NAME: …, invalid boolean value "V" for -NAME: …
+	for _, words := range [][2]string{{"invalid value ", " for flag -"}, {"invalid boolean value ", " for -"}} {
+		rest, ok := strings.CutPrefix(msg, words[0])
+		if !ok {
+			continue
+		}
+		value, err := strconv.QuotedPrefix(rest)
+		if err != nil {
+			continue
+		}
+		if tail, ok := strings.CutPrefix(rest[len(value):], words[1]); ok {
+			return errors.New(words[0] + value + words[1] + "-" + tail)
+		}
+	}
+	return err
+}
+
+// flagName is the name of the flag arg names (-name, --name,
+// --name=value).
+func flagName(arg string) string {
+	name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-"), "=")
+	return name
 }
 
 // editDistance is the Levenshtein distance between a and b, in bytes.
@@ -511,14 +588,18 @@ func editDistance(a, b string) int {
 }
 
 // strayArguments is the problem of the arguments left after the flags.
-// They are shown, unless a secret's flag is on the command line: an
-// unquoted secret or key with spaces in it (--private-key $(cat key.pem))
-// leaves the rest of its value there, which is never echoed.
-func strayArguments(stray []string, named map[string]bool) error {
+// They are shown, unless a secret's flag is on the command line, or an
+// unknown flag (a secret's, misspelt) comes before them: an unquoted
+// secret or key with spaces in it (--private-key $(cat key.pem)) leaves
+// the rest of its value there, which is never echoed.
+func strayArguments(stray []string, named map[string]bool, unknown string) error {
 	for _, s := range settings {
 		if s.secret && named[s.flag] {
 			return fmt.Errorf("%d unexpected arguments after the flags (not shown: they may be the rest of --%s's value; quote a value that holds spaces or line breaks)", len(stray), s.flag)
 		}
+	}
+	if unknown != "" {
+		return fmt.Errorf("%d unexpected arguments after the flags (not shown: they may be the rest of %s's value; quote a value that holds spaces or line breaks)", len(stray), unknown)
 	}
 	return errors.New("unexpected arguments: " + strings.Join(stray, " "))
 }
@@ -528,9 +609,8 @@ func strayArguments(stray []string, named map[string]bool) error {
 func flagsNamed(args []string) map[string]bool {
 	named := map[string]bool{}
 	for _, a := range args {
-		if name, ok := strings.CutPrefix(a, "-"); ok {
-			name, _, _ = strings.Cut(strings.TrimPrefix(name, "-"), "=")
-			named[name] = true
+		if strings.HasPrefix(a, "-") {
+			named[flagName(a)] = true
 		}
 	}
 	return named

@@ -649,7 +649,8 @@ func TestStrayArgumentsAreListedWithTheOtherProblems(t *testing.T) {
 			if usage != "" {
 				t.Errorf("a wrong command line printed %q besides the problems", usage)
 			}
-			if len(ps) != 3 || !strings.Contains(ps[0], "extra") {
+			if len(ps) < 3 || !strings.Contains(ps[0], "extra") ||
+				!strings.HasPrefix(ps[len(ps)-2], "LASTMILE_WEBHOOK_SECRET") || !strings.HasPrefix(ps[len(ps)-1], "LASTMILE_APP_ID") {
 				t.Errorf("problems %q, want the command line's first, then the secret's and the App ID's", ps)
 			}
 		})
@@ -662,7 +663,9 @@ func TestStrayArgumentsAreListedWithTheOtherProblems(t *testing.T) {
 }
 
 // A flag the command line names but that was not read (parsing stopped
-// before it, or it lacks its value) is not known: the setting it would
+// before it, at a stray argument or "--", or it lacks its value: the flags
+// after an unknown flag are read, see TestLoadConfigGoesOnAfterAnUnknownFlag)
+// is not known: the setting it would
 // override is not reported from the environment.
 func TestUnreadFlagsAreNotReportedAsTheirVariables(t *testing.T) {
 	env := validEnv(t)
@@ -674,11 +677,9 @@ func TestUnreadFlagsAreNotReportedAsTheirVariables(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, args := range map[string][]string{
-		"after an unknown flag":    {"--colour", "--webhook-secret", "s", "--app-id=7", "-private-key-file", keyFile},
 		"after a stray argument":   {"extra", "--webhook-secret", "s", "--app-id", "7", "--private-key", "k"},
 		"after the flags' end":     {"--", "--webhook-secret", "s", "--app-id", "7", "--private-key-file=" + keyFile},
 		"missing its value":        {"--webhook-secret", "s", "--private-key-file", keyFile, "--app-id"},
-		"after bad flag syntax":    {"-=x", "--webhook-secret=s", "--app-id", "7", "--private-key", "k"},
 		"after a flag's bad value": {"--workers", "many", "extra", "--webhook-secret=s", "--app-id", "7", "--private-key", "k"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -812,4 +813,76 @@ func TestLoadConfigKeyFlagWinsOverTheEnvironment(t *testing.T) {
 	if _, _, err := load(t, env); err == nil || !strings.Contains(err.Error(), `holds \n escapes where its line breaks go`) {
 		t.Errorf(`a key with \n escapes: %v`, err)
 	}
+}
+
+// An unknown flag is named as the documentation names flags (--name), with
+// the setting's flag it is a letter or two from, and the flags after it are
+// checked all the same: the start-up message lists every problem.
+func TestLoadConfigGoesOnAfterAnUnknownFlag(t *testing.T) {
+	_, usage, err := load(t, validEnv(t), "--admin-listn=127.0.0.1:9797", "--workers=0", "--max-attempts", "0")
+	ps := problems(t, err)
+	if len(ps) != 3 || ps[0] != "flag provided but not defined: --admin-listn: did you mean --admin-listen?" ||
+		!strings.HasPrefix(ps[1], "--workers: ") || !strings.HasPrefix(ps[2], "--max-attempts: ") {
+		t.Errorf("problems %q, want the unknown flag with a suggestion, then --workers's and --max-attempts's", ps)
+	}
+	if !errors.Is(err, app.ErrFlags) || usage != "" {
+		t.Errorf("error %v, printed %q: want ErrFlags, and nothing printed", err, usage)
+	}
+	// Far from every flag: no suggestion.
+	if _, _, err := load(t, validEnv(t), "--colour"); err == nil || err.Error() != "invalid configuration:\n  - flag provided but not defined: --colour" {
+		t.Errorf("--colour: %v", err)
+	}
+	// The flags after an unknown flag or one of bad syntax are read: an
+	// unknown flag's value given in the next argument is not one.
+	for _, args := range [][]string{
+		{"--colour", "--workers=0", "--webhook-secret", "s", "--app-id=7", "-private-key-file", keyFile(t)},
+		{"--colour", "blue", "--workers=0"},
+		{"-=x", "--workers=0", "--app-id", "7"},
+		{"---x", "--workers", "0"},
+	} {
+		_, _, err := load(t, validEnv(t), args...)
+		if ps := problems(t, err); len(ps) != 2 || !strings.Contains(ps[0], strings.TrimPrefix(args[0], "-")) || !strings.HasPrefix(ps[1], "--workers: ") {
+			t.Errorf("%q: problems %q, want the first flag's, then --workers's", args, ps)
+		}
+	}
+	// A flag the flag package's words name with one dash is named with two.
+	if _, _, err := load(t, validEnv(t), "-workers=0", "--database"); err == nil || !strings.Contains(err.Error(), "\n  - flag needs an argument: --database") {
+		t.Errorf("--database without its value: %v", err)
+	}
+}
+
+// The value of an unknown flag (a secret's flag, misspelt) is passed over
+// and never shown, nor is what follows it; the flags after it are read.
+func TestLoadConfigNeverShowsTheValueOfAnUnknownFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		readsID bool // whether --app-id, after the value, is read
+	}{
+		{[]string{"--webhok-secret", "hunter2hunter2", "--app-id=x"}, true},
+		{[]string{"--webhok-secret", "---hunter2hunter2", "--app-id=x"}, true},
+		{[]string{"--webhok-secret", "hunter2 hunter2", "--app-id", "x"}, true},
+		{[]string{"--private-kee", "-----BEGIN", "RSA", "hunter2hunter2", "--app-id=x"}, false},
+		{[]string{"--webhok-secret", "hunter2", "hunter2", "--app-id=x"}, false},
+	} {
+		_, _, err := load(t, validEnv(t), tc.args...)
+		ps := problems(t, err)
+		if len(ps) == 0 || !strings.HasPrefix(ps[0], "flag provided but not defined: "+tc.args[0]+": did you mean --") {
+			t.Errorf("%q: problems %q, want the unknown flag first", tc.args, ps)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: the problems show the unknown flag's value:\n%v", tc.args, err)
+		}
+		if read := strings.Contains(err.Error(), "--app-id: "); read != tc.readsID {
+			t.Errorf("%q: %v: --app-id read: %v, want %v", tc.args, err, read, tc.readsID)
+		}
+	}
+}
+
+// keyFile is a file holding a valid key.
+func keyFile(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(path, []byte(keys(t).pkcs1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
