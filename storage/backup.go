@@ -71,6 +71,9 @@ func CopyDatabase(ctx context.Context, src, dest string) (_ *Copy, err error) {
 	// Before a byte is written: another program's database, or a newer
 	// lastmile's, is refused at once.
 	if _, err := schemaAge(ctx, conn); err != nil {
+		if serr := sideFileErr(src, err); serr != err {
+			return nil, fmt.Errorf("database %s: %w", src, serr) // as the read commands say it
+		}
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(dest), filepath.Base(dest)+".tmp-*") // 0600, O_EXCL

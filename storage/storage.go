@@ -872,16 +872,43 @@ func checkSchema(ctx context.Context, path string) error {
 	defer ro.Close()
 	applied, known, err := migrationsApplied(ctx, ro)
 	switch {
-	case sqliteCode(err) == sqlite3.SQLITE_READONLY_DIRECTORY:
-		// Reading a WAL database takes its -shm file, created beside it
-		// when no process has it open.
-		return fmt.Errorf("cannot read it: SQLite reads a WAL database through its -shm file, which it cannot create in the database's folder (%v): run as a user who can write there, or while lastmile serve has the database open", err)
 	case err != nil:
-		return err
+		return sideFileErr(path, err)
 	case applied < known:
 		return fmt.Errorf("written by an older lastmile (%d of this version's %d migrations applied): start this version's `lastmile serve` on it first, which migrates it", applied, known)
 	}
 	return nil
+}
+
+// sideFileErr says what SQLite's words do not of an error met reading the
+// WAL database at path (a file this user may read): that SQLite could not
+// create its -shm file, through which it reads a WAL database, in the
+// database's folder ("attempt to write a readonly database"), or could not
+// open its -shm or -wal file, there and not readable by this user ("unable
+// to open database file"). Any other error is returned as it is.
+func sideFileErr(path string, err error) error {
+	switch code := sqliteCode(err); {
+	case code == sqlite3.SQLITE_READONLY_DIRECTORY:
+		// The -shm file is created beside the database when no process
+		// has it open.
+		return fmt.Errorf("cannot read it: SQLite reads a WAL database through its -shm file, which it cannot create in the database's folder (%v): run as a user who can write there, or while lastmile serve has the database open", err)
+	case code&0xff == sqlite3.SQLITE_CANTOPEN:
+		for _, side := range []struct{ suffix, what string }{
+			{"-shm", "through its -shm file"},
+			{"-wal", "with the commits in its -wal file"},
+		} {
+			f, oerr := os.Open(path + side.suffix)
+			if oerr == nil {
+				f.Close()
+				continue
+			}
+			if errors.Is(oerr, fs.ErrPermission) {
+				return fmt.Errorf("cannot read it: SQLite reads a WAL database %s, %s, which this user may not read (%v): run the command as the user lastmile serve runs as (sudo -u USER …), or with read access to the %s file",
+					side.what, path+side.suffix, errors.Unwrap(oerr), side.suffix)
+			}
+		}
+	}
+	return err
 }
 
 // oneName refuses a database file with more than one name (hard links):
