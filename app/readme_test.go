@@ -173,3 +173,23 @@ func TestREADMETreeNamesEveryCommand(t *testing.T) {
 		t.Errorf("README's cmd/lastmile/ line names %v; lastmile's usage lists %v", listed, want)
 	}
 }
+
+// TestOperationsBackupFolderIsMade keeps the backup command of the
+// operations guide one that can be pasted as it is: the folder it writes
+// the backup to is made, lastmile's user's, before it.
+func TestOperationsBackupFolderIsMade(t *testing.T) {
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(string(doc)), " ")
+	cmd := regexp.MustCompile("`sudo -u lastmile lastmile backup [^`]* (/[^` ]+)/[^/`]+`").FindStringSubmatchIndex(text)
+	if cmd == nil {
+		t.Fatal("no `sudo -u lastmile lastmile backup … /FOLDER/FILE` in docs/operations.md")
+	}
+	folder := text[cmd[2]:cmd[3]]
+	made := regexp.MustCompile("`sudo install -d -o lastmile (-m 0[0-7]00 )?" + regexp.QuoteMeta(folder) + "`").FindStringIndex(text)
+	if made == nil || made[0] > cmd[0] {
+		t.Errorf("docs/operations.md: no `sudo install -d -o lastmile … %s` before the backup command that writes there", folder)
+	}
+}
