@@ -63,4 +63,11 @@ func TestAuditAndHistoryByTheOldNameOfARenamedRepository(t *testing.T) {
 			t.Errorf("%v after the rename: exit %d, stdout %q, stderr %q; want exit 0 and %q", tc.args, code, stdout, stderr, tc.want)
 		}
 	}
+	// No delivery came under the new name yet: a repository lastmile
+	// knows all the same, with no deliveries to list (those that came
+	// under its old name are listed by that name).
+	code, stdout, stderr := runCLI(t, env, "deliveries", "--repo", "acme/store")
+	if code != 0 || strings.TrimSpace(stdout) != "RECEIVED  DELIVERY  EVENT  REPOSITORY  STATE  ATTEMPTS  DETAIL" {
+		t.Errorf("deliveries --repo acme/store: exit %d, stdout %q, stderr %q; want exit 0 and an empty table", code, stdout, stderr)
+	}
 }

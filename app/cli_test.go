@@ -134,7 +134,7 @@ func TestDeliveriesCommandLists(t *testing.T) {
 			want: []string{"guid-dead-2", "guid-dead-1"},
 		},
 		"nothing matches": {
-			args: []string{"deliveries", "--database", path, "--repo", "acme/none"},
+			args: []string{"deliveries", "--database", path, "--repo", "acme/api", "--state", "pending"},
 		},
 	}
 	for name, tc := range tests {
@@ -708,9 +708,25 @@ func TestDeliveriesShowTheCause(t *testing.T) {
 	})
 
 	t.Run("json, nothing matches", func(t *testing.T) {
-		code, stdout, _ := runCLI(t, nil, "deliveries", "--database", path, "--repo", "acme/none", "--json")
+		code, stdout, _ := runCLI(t, nil, "deliveries", "--database", path, "--repo", "acme/dead", "--state", "pending", "--json")
 		if code != 0 || strings.TrimSpace(stdout) != "[]" {
 			t.Errorf("exit %d, stdout %q; want []", code, stdout)
+		}
+	})
+
+	// A repository lastmile has no record of (a misspelt name) is not
+	// found, as history says it: an empty table would say there is
+	// nothing to see there.
+	t.Run("a repository lastmile has no record of", func(t *testing.T) {
+		for _, args := range [][]string{{"--repo", "acme/none"}, {"--repo", "acme/none", "--json"}, {"--repo", "acme/none", "--state", "dead"}} {
+			code, stdout, stderr := runCLI(t, nil, append([]string{"deliveries", "--database", path}, args...)...)
+			if want := "lastmile: repository acme/none: not found: lastmile has no record of it\n"; code != 1 || stdout != "" || stderr != want {
+				t.Errorf("%q: exit %d, stdout %q, stderr %q; want 1 and %q", args, code, stdout, stderr, want)
+			}
+			_, _, historys := runCLI(t, nil, append([]string{"history", "--database", path}, args[:2]...)...)
+			if historys != stderr {
+				t.Errorf("%q: deliveries says %q, history %q", args, stderr, historys)
+			}
 		}
 	})
 

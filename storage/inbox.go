@@ -409,7 +409,35 @@ type DeliveryFilter struct {
 }
 
 // ListDeliveries returns recent deliveries, newest first, without bodies.
+// A repository lastmile has no record of (no delivery came under that
+// name, and no repository has or had it: a misspelt name) is
+// pipeline.ErrNotFound, as History says it, rather than no deliveries.
 func (db *DB) ListDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline.Delivery, error) {
+	list, err := db.listDeliveries(ctx, f)
+	if err == nil && len(list) == 0 && f.Repository != "" {
+		err = db.deliveriesRepositoryKnown(ctx, f.Repository)
+	}
+	return list, err
+}
+
+// deliveriesRepositoryKnown is nil when a delivery came under the
+// repository name, or a repository has or had it (see repositoriesNamed);
+// pipeline.ErrNotFound, in History's words, otherwise.
+func (db *DB) deliveriesRepositoryKnown(ctx context.Context, name string) error {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var came bool
+	if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries WHERE repository = ? COLLATE NOCASE)`, name).Scan(&came); err != nil || came {
+		return err
+	}
+	_, err = repositoriesNamed(ctx, tx, name)
+	return err
+}
+
+func (db *DB) listDeliveries(ctx context.Context, f DeliveryFilter) ([]*pipeline.Delivery, error) {
 	var where []string
 	var args []any
 	if f.State != "" {

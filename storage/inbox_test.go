@@ -549,7 +549,7 @@ func TestListDeliveries(t *testing.T) {
 		"repo, any case":   {storage.DeliveryFilter{Repository: "ACME/A"}, expect(func(s seed) bool { return s.repo == "acme/a" }, 0)},
 		"state and repo":   {storage.DeliveryFilter{State: pipeline.DeliveryPending, Repository: "acme/b"}, expect(func(s seed) bool { return s.repo == "acme/b" && s.state == pipeline.DeliveryPending }, 0)},
 		"limit":            {storage.DeliveryFilter{Limit: 2}, expect(func(seed) bool { return true }, 2)},
-		"nothing matches":  {storage.DeliveryFilter{Repository: "acme/zzz"}, nil},
+		"nothing matches":  {storage.DeliveryFilter{State: pipeline.DeliveryDone, Repository: "acme/b"}, nil},
 		"ignored":          {storage.DeliveryFilter{State: pipeline.DeliveryIgnored}, expect(func(s seed) bool { return s.state == pipeline.DeliveryIgnored }, 0)},
 		"done, limit 1":    {storage.DeliveryFilter{State: pipeline.DeliveryDone, Limit: 1}, expect(func(s seed) bool { return s.state == pipeline.DeliveryDone }, 1)},
 		"dead of acme/a":   {storage.DeliveryFilter{State: pipeline.DeliveryDead, Repository: "acme/a"}, expect(func(s seed) bool { return s.repo == "acme/a" && s.state == pipeline.DeliveryDead }, 0)},
@@ -571,6 +571,11 @@ func TestListDeliveries(t *testing.T) {
 				}
 			}
 		})
+	}
+	// A repository lastmile has no record of (a misspelt name) is not
+	// found, as History says it.
+	if got, err := db.ListDeliveries(ctx, storage.DeliveryFilter{Repository: "acme/zzz"}); !errors.Is(err, pipeline.ErrNotFound) || len(got) != 0 {
+		t.Errorf("ListDeliveries of acme/zzz: %v, %v; want ErrNotFound", ids(got), err)
 	}
 }
 
