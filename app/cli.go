@@ -165,6 +165,24 @@ func dbFlag(fs *flag.FlagSet, getenv func(string) string) *string {
 	return fs.String("database", def, "SQLite database file (LASTMILE_DATABASE)")
 }
 
+// pathHint adds to err, the refusal of a database path that names no
+// database file (storage.ErrNoDatabaseFile), how to name another, when
+// the path was the default, lastmile.db: neither --database nor
+// LASTMILE_DATABASE given. A path the user gave is named by the message
+// itself.
+func pathHint(fs *flag.FlagSet, getenv func(string) string, err error) error {
+	if errors.Is(err, storage.ErrNoDatabaseFile) && defaultPath(fs, getenv) {
+		return fmt.Errorf("%w (set LASTMILE_DATABASE or --database)", err)
+	}
+	return err
+}
+
+// defaultPath reports whether a command's database is lastmile.db by
+// default: neither --database nor LASTMILE_DATABASE given.
+func defaultPath(fs *flag.FlagSet, getenv func(string) string) bool {
+	return !given(fs, "database") && getenv("LASTMILE_DATABASE") == ""
+}
+
 // checkDatabase checks the database path a command was given as serve
 // checks LASTMILE_DATABASE, with that setting's own check and words (not
 // empty, in a folder that exists, not a folder itself), naming where the
@@ -298,7 +316,7 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	db, err := open(ctx, *path)
 	if err != nil {
-		return err
+		return pathHint(fs, getenv, err)
 	}
 	defer db.Close()
 	stdout = terminal{stdout}
@@ -516,7 +534,7 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	db, err := storage.OpenExisting(ctx, *path)
 	if err != nil {
-		return err
+		return pathHint(fs, getenv, err)
 	}
 	defer db.Close()
 	// A rewrite holds the write lock throughout: the intake of a running

@@ -49,7 +49,10 @@ lastmile restore, serve stopped.`, stderr)
 		return fmt.Errorf("the folder of %s does not exist: create it first, or name a new file in a folder that does", dest)
 	}
 	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("database %s: no such file (set LASTMILE_DATABASE or --database)", *path)
+		if defaultPath(fs, getenv) {
+			return fmt.Errorf("database %s: no such file (set LASTMILE_DATABASE or --database)", *path)
+		}
+		return fmt.Errorf("database %s: no such file", *path)
 	}
 	// Refused as by the commands that open it: the copy would miss a WAL
 	// beside the file's other name.

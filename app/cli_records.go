@@ -56,7 +56,7 @@ inactive: superseded or stopped).`, stderr)
 	}
 	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {
-		return err
+		return pathHint(fs, getenv, err)
 	}
 	defer db.Close()
 	list, err := db.History(ctx, storage.HistoryFilter{Repository: *repo, Environment: *env, Limit: *limit})
@@ -159,7 +159,7 @@ protection-rule decisions about deployments of it, if it made any.`, stderr)
 	}
 	db, err := storage.OpenReadOnly(ctx, *path)
 	if err != nil {
-		return err
+		return pathHint(fs, getenv, err)
 	}
 	defer db.Close()
 	rec, err := db.AuditRelease(ctx, fs.Arg(0), fs.Arg(1), *release)

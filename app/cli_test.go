@@ -958,3 +958,43 @@ func TestFlagProblemsNameTheFlagWithTwoDashes(t *testing.T) {
 		}
 	}
 }
+
+// A database not there is named; the hint to set LASTMILE_DATABASE or
+// --database is for the default path only, lastmile.db, neither given
+// (a path given is the user's, which the message names).
+func TestAMissingDatabaseHintsAtTheSettingWhenNoneWasGiven(t *testing.T) {
+	t.Chdir(t.TempDir())
+	missing := filepath.Join(t.TempDir(), "nonexist.db")
+	dest := filepath.Join(t.TempDir(), "backup.db")
+	for _, args := range [][]string{
+		{"history"},
+		{"audit", "acme/shop", "1a2b3c4"},
+		{"deliveries"},
+		{"deliveries", "retry", "guid-1"},
+		{"vacuum"},
+		{"backup", dest},
+	} {
+		hint := " (set LASTMILE_DATABASE or --database)"
+		for _, tc := range []struct {
+			env  map[string]string
+			flag []string
+			want string
+		}{
+			{want: "lastmile: database lastmile.db: no such file or directory" + hint},
+			{flag: []string{"--database", missing}, want: "lastmile: database " + missing + ": no such file or directory"},
+			{env: map[string]string{"LASTMILE_DATABASE": missing}, want: "lastmile: database " + missing + ": no such file or directory"},
+		} {
+			if args[0] == "backup" {
+				tc.want = strings.Replace(tc.want, "no such file or directory", "no such file", 1)
+			}
+			full := append(append([]string{args[0]}, tc.flag...), args[1:]...)
+			code, stdout, stderr := runCLI(t, tc.env, full...)
+			if code != 1 || stdout != "" || stderr != tc.want+"\n" {
+				t.Errorf("%q (environment %v): exit %d, stdout %q, stderr %q; want 1 and %q", full, tc.env, code, stdout, stderr, tc.want)
+			}
+		}
+	}
+	if _, err := os.Stat("lastmile.db"); err == nil {
+		t.Error("a command created lastmile.db")
+	}
+}

@@ -158,3 +158,60 @@ func TestReadersExplainTheSideFilesTheyCannotUse(t *testing.T) {
 		t.Errorf("%d files left in the backups' folder", len(entries))
 	}
 }
+
+// A database in a folder its user may not enter is refused as one it may
+// not read, saying what to do, not as one that is not there (with the
+// hint to set LASTMILE_DATABASE, which names it already). As root, the
+// commands run as nobody.
+func TestADatabaseInAFolderItsUserMayNotEnter(t *testing.T) {
+	bin := lastmileBinary(t)
+	dir := t.TempDir()
+	folder := filepath.Join(dir, "var-lib-lastmile")
+	if err := os.Mkdir(folder, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(folder, "lastmile.db")
+	acceptDeliveries(t, db, "d", 1)
+	backups := filepath.Join(dir, "backups")
+	if err := os.Mkdir(backups, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(backups, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	root := os.Geteuid() == 0
+	if root {
+		for _, d := range []string{filepath.Dir(bin), dir, filepath.Dir(dir)} {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chmod(folder, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		if err := os.Chmod(folder, 0); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(folder, 0o755) })
+	}
+	advice := ": permission denied: run the command as the user lastmile serve runs as (sudo -u USER …), or with read access to the file and its folder\n"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"history", "--database", db}, "lastmile: database " + db + advice},
+		{[]string{"deliveries"}, "lastmile: database " + db + advice},
+		{[]string{"backup", filepath.Join(backups, "a.db")}, "lastmile: " + db + advice},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Env = []string{"LASTMILE_DATABASE=" + db}
+		if root {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		}
+		out, err := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != 1 || string(out) != tc.want {
+			t.Errorf("%q: exit %d (%v), output %q; want 1 and %q", tc.args, code, err, out, tc.want)
+		}
+	}
+}

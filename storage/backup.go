@@ -253,6 +253,8 @@ func OneName(path string) error {
 func readableFile(path string) error {
 	fi, err := os.Stat(path)
 	switch {
+	case errors.Is(err, fs.ErrPermission): // a folder on the way this user may not enter
+		return fmt.Errorf("%s: %w: run the command as the user lastmile serve runs as (sudo -u USER …), or with read access to the file and its folder", path, errors.Unwrap(err))
 	case err != nil:
 		return fmt.Errorf("%s: %w", path, errors.Unwrap(err))
 	case fi.IsDir():

@@ -824,8 +824,10 @@ func readOnlyDSN(path string) string {
 // checkExisting checks, reading only, that path is a lastmile database
 // with exactly this version's migrations applied.
 func checkExisting(ctx context.Context, path string) error {
-	if fi, err := os.Stat(path); err != nil {
-		return fmt.Errorf("database %s: %w (set LASTMILE_DATABASE or --database)", path, errors.Unwrap(err))
+	if fi, err := os.Stat(path); errors.Is(err, fs.ErrPermission) {
+		return noAccess(path, err) // a folder on the way this user may not enter
+	} else if err != nil {
+		return noFileError{fmt.Errorf("database %s: %w", path, errors.Unwrap(err))}
 	} else if !fi.Mode().IsRegular() {
 		return notAFile(path, fi)
 	} else if err := oneName(path, fi); err != nil {
@@ -834,7 +836,7 @@ func checkExisting(ctx context.Context, path string) error {
 	// SQLite says only "unable to open database file" of a file this user
 	// may not read.
 	if f, err := os.Open(path); err != nil {
-		return fmt.Errorf("database %s: %w: run the command as the user lastmile serve runs as (sudo -u USER …), or with read access to the file and its folder", path, errors.Unwrap(err))
+		return noAccess(path, err)
 	} else {
 		f.Close()
 	}
@@ -844,6 +846,24 @@ func checkExisting(ctx context.Context, path string) error {
 	return nil
 }
 
+// noAccess is the refusal of a database path this user may not read (err,
+// a *PathError: the file, or a folder on the way), saying what to do.
+func noAccess(path string, err error) error {
+	return fmt.Errorf("database %s: %w: run the command as the user lastmile serve runs as (sudo -u USER …), or with read access to the file and its folder", path, errors.Unwrap(err))
+}
+
+// ErrNoDatabaseFile is the refusal of a database path that names no
+// database file (errors.Is): nothing there, a folder, or a FIFO, a device
+// or a socket. A command whose path was lastmile.db by default, neither
+// LASTMILE_DATABASE nor --database given, adds that they name another.
+var ErrNoDatabaseFile = errors.New("no database file")
+
+// noFileError is an ErrNoDatabaseFile, saying what the path names.
+type noFileError struct{ error }
+
+func (e noFileError) Unwrap() error      { return e.error }
+func (noFileError) Is(target error) bool { return target == ErrNoDatabaseFile }
+
 // notAFile is the refusal of a database path that names no regular file: a
 // folder, or a FIFO, a device or a socket.
 func notAFile(path string, fi os.FileInfo) error {
@@ -851,7 +871,7 @@ func notAFile(path string, fi os.FileInfo) error {
 	if fi.IsDir() {
 		what = "a folder"
 	}
-	return fmt.Errorf("database %s: %s, not a database file (set LASTMILE_DATABASE or --database)", path, what)
+	return noFileError{fmt.Errorf("database %s: %s, not a database file", path, what)}
 }
 
 // newerDatabase is the refusal of a database that a newer lastmile
