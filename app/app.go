@@ -240,18 +240,23 @@ func warnSecretWhitespace(log *slog.Logger, secret Secret) {
 // though net.IP.IsPrivate does not count it.
 var sharedAddressSpace = &net.IPNet{IP: net.IPv4(100, 64, 0, 0), Mask: net.CIDRMask(10, 32)}
 
-// metricsExposure says, when /metrics (and the read API) answer on an
-// address other machines reach, where, and what to do; "" otherwise. Those
-// are the webhook's address listen (no admin address of their own) when it
-// is not on the loopback interface; or the admin address when it is every
-// interface (`:9797`, `0.0.0.0:9797`) or a public IP address — not one on
-// the loopback interface or a private network, which is what it is for.
-func metricsExposure(admin, listen string) string {
+// metricsExposure says, when /metrics (and the read API, when api: a
+// token is set) answer on an address other machines reach, where, and what
+// to do; "" otherwise. Those are the webhook's address listen (no admin
+// address of their own) when it is not on the loopback interface; or the
+// admin address when it is every interface (`:9797`, `0.0.0.0:9797`) or a
+// public IP address — not one on the loopback interface or a private
+// network, which is what it is for.
+func metricsExposure(admin, listen string, api bool) string {
+	what, answers, them, their := "/metrics", "answers", "it", "its"
+	if api {
+		what, answers, them, their = "/metrics and the read API", "answer", "them", "their"
+	}
 	if admin == "" {
 		if loopback(listen) {
 			return ""
 		}
-		return "/metrics and the read API answer on the webhook's address, reachable from other machines: /metrics names your repositories and environments to anyone who reaches it; set LASTMILE_ADMIN_LISTEN (such as 127.0.0.1:9797) to serve them on an address of their own, or let your proxy pass only /webhook"
+		return what + " " + answers + " on the webhook's address, reachable from other machines: /metrics names your repositories and environments to anyone who reaches it; set LASTMILE_ADMIN_LISTEN (such as 127.0.0.1:9797) to serve " + them + " on an address of " + their + " own, or let your proxy pass only /webhook"
 	}
 	host, _, err := net.SplitHostPort(admin)
 	if err != nil || loopback(admin) {
@@ -260,9 +265,9 @@ func metricsExposure(admin, listen string) string {
 	ip := net.ParseIP(host)
 	switch {
 	case host == "" || ip != nil && ip.IsUnspecified():
-		return "/metrics and the read API answer on every interface of this machine (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
+		return what + " " + answers + " on every interface of this machine (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
 	case ip != nil && !ip.IsPrivate() && !ip.IsLinkLocalUnicast() && !sharedAddressSpace.Contains(ip):
-		return "/metrics and the read API answer on a public address (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
+		return what + " " + answers + " on a public address (LASTMILE_ADMIN_LISTEN): /metrics names your repositories and environments to anyone who reaches that port; give LASTMILE_ADMIN_LISTEN the address of a private interface your Prometheus reaches (or 127.0.0.1), or keep the port behind a firewall"
 	}
 	return ""
 }
@@ -274,7 +279,7 @@ func (a *App) Run(ctx context.Context) error {
 	a.log.Info("lastmile starting", "version", Version, "listen", a.Addr(), "admin_listen", a.AdminAddr(),
 		"database", a.cfg.Database, "github", redactURL(a.cfg.GitHubURL), "app_id", a.cfg.AppID)
 	warnSecretWhitespace(a.log, a.cfg.WebhookSecret)
-	if warning := metricsExposure(a.AdminAddr(), a.Addr()); warning != "" {
+	if warning := metricsExposure(a.AdminAddr(), a.Addr(), a.cfg.APIToken != ""); warning != "" {
 		a.log.Warn(warning, "listen", a.Addr(), "admin_listen", a.AdminAddr())
 	}
 	if len(a.cfg.IgnoredVariables) > 0 {

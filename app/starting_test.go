@@ -156,12 +156,22 @@ func TestMetricsExposure(t *testing.T) {
 		{"203.0.113.7:9797", "[::]:8080", "a public address"},
 		{"metrics.internal:9797", "[::]:8080", ""}, // a name: lastmile cannot tell
 	} {
-		got := metricsExposure(c.admin, c.listen)
-		if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
-			t.Errorf("admin %q, listen %q: %q, want a warning saying %q", c.admin, c.listen, got, c.want)
+		for _, api := range []bool{false, true} {
+			got := metricsExposure(c.admin, c.listen, api)
+			if c.want == "" && got != "" || c.want != "" && !strings.Contains(got, c.want) {
+				t.Errorf("admin %q, listen %q: %q, want a warning saying %q", c.admin, c.listen, got, c.want)
+			}
+			if got != "" && !strings.Contains(got, "LASTMILE_ADMIN_LISTEN") {
+				t.Errorf("admin %q, listen %q: %q does not say what to set", c.admin, c.listen, got)
+			}
+			// The read API is named when it is on (LASTMILE_API_TOKEN set)
+			// only: off, it answers nowhere.
+			if got != "" && strings.Contains(got, "read API") != api {
+				t.Errorf("admin %q, listen %q, API on: %v: %q", c.admin, c.listen, api, got)
+			}
 		}
-		if got != "" && !strings.Contains(got, "LASTMILE_ADMIN_LISTEN") {
-			t.Errorf("admin %q, listen %q: %q does not say what to set", c.admin, c.listen, got)
-		}
+	}
+	if got, want := metricsExposure("", "[::]:8080", false), "/metrics answers on the webhook's address, reachable from other machines: /metrics names your repositories and environments to anyone who reaches it; set LASTMILE_ADMIN_LISTEN (such as 127.0.0.1:9797) to serve it on an address of its own, or let your proxy pass only /webhook"; got != want {
+		t.Errorf("the API off: %q, want %q", got, want)
 	}
 }
