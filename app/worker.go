@@ -229,7 +229,11 @@ func (w *Worker) Run(ctx context.Context) {
 
 // handle runs one attempt and records its outcome.
 func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
-	log := w.Log.With("delivery", d.ID, "event", d.Event, "action", d.Action, "installation", d.InstallationID, "repo", d.Repository)
+	attrs := []any{"delivery", d.ID, "event", d.Event}
+	if d.Action != "" { // a push has none
+		attrs = append(attrs, "action", d.Action)
+	}
+	log := w.Log.With(append(attrs, "installation", d.InstallationID, "repo", d.Repository)...)
 	start := time.Now()
 	var err error
 	if d.BodyDamage != nil { // nothing to handle: dead at once

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -822,4 +823,40 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// The worker's lines about a delivery name its action only when it has
+// one: a push has none, and no `"action":""`.
+func TestWorkerLogNamesAnActionOnlyWhenThereIsOne(t *testing.T) {
+	db := workerDB(t)
+	for _, d := range []*pipeline.Delivery{
+		{ID: "p", Event: "push", Repository: "acme/a"},
+		{ID: "s", Event: "deployment_status", Action: "created", Repository: "acme/b"},
+	} {
+		d.Body, d.State = []byte(`{}`), pipeline.DeliveryPending
+		if _, err := db.Accept(context.Background(), d, d.Event, githubapp.OutcomeAccepted); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var logged syncBuffer
+	obs := make(outcomes, 2)
+	startWorker(t, &app.Worker{Inbox: db, Observer: obs, Log: slog.New(slog.NewJSONHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Handler: handlerFunc(func(context.Context, *pipeline.Delivery) error { return nil })})
+	obs.next(t, 2, 10*time.Second) // each logged before its outcome
+	lines := map[string]map[string]any{}
+	for _, l := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
+		var line map[string]any
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if line["msg"] == "delivery handled" {
+			lines[line["delivery"].(string)] = line
+		}
+	}
+	if p, ok := lines["p"]; !ok || p["event"] != "push" || p["action"] != nil {
+		t.Errorf("the push's line: %v, want no action", p)
+	}
+	if s, ok := lines["s"]; !ok || s["action"] != "created" {
+		t.Errorf("the deployment status's line: %v, want its action", s)
+	}
 }
