@@ -200,7 +200,7 @@ func (e *Engine) recordInstallation(ctx context.Context, ev InstallationEvent, n
 		what := fmt.Sprintf("installation %d (%s) suspended%s at %s: its deliveries wait until it is unsuspended; its releases stay where they are",
 			ev.InstallationID, orUnknown(now.Account), by(now.By), now.Since.UTC().Format(time.RFC3339))
 		if ev.Action != InstallationSuspend {
-			what += fmt.Sprintf(" (%s%s delivered late: GitHub says the installation is suspended)", ev.Action, by(ev.Sender))
+			what += fmt.Sprintf(" (%s%s, delivered late: GitHub says the installation is suspended)", ev.Action.done(), by(ev.Sender))
 		}
 		e.Log.WarnContext(ctx, "the lastmile App's installation is suspended: its deliveries wait until it is unsuspended",
 			"installation", ev.InstallationID, "account", now.Account, "by", now.By, "since", now.Since)
@@ -219,7 +219,18 @@ func (e *Engine) recordInstallation(ctx context.Context, ev InstallationEvent, n
 
 // happened says what an installation event said, for a delivery's note.
 func happened(ev InstallationEvent) string {
-	return fmt.Sprintf("installation %d (%s) %s%s", ev.InstallationID, orUnknown(ev.Account), ev.Action, by(ev.Sender))
+	return fmt.Sprintf("installation %d (%s) %s%s", ev.InstallationID, orUnknown(ev.Account), ev.Action.done(), by(ev.Sender))
+}
+
+// done is the action as a note says it happened, "… by LOGIN": GitHub
+// names suspend and unsuspend in the present tense, the others (created,
+// deleted, added, removed) in the past.
+func (a InstallationAction) done() string {
+	switch a {
+	case InstallationSuspend, InstallationUnsuspend:
+		return string(a) + "ed"
+	}
+	return string(a)
 }
 
 // RecheckSuspended asks GitHub about the installations lastmile recorded

@@ -37,7 +37,7 @@ func TestLateInstallationEventsRecordWhatGitHubSays(t *testing.T) {
 	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "carol", At: t3})
 	note := h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationUnsuspend, Sender: "bob"})
 	state("after a late unsuspension", pipeline.InstallationSuspended)
-	if !strings.Contains(note, "unsuspend by bob delivered late") {
+	if !strings.Contains(note, "(unsuspended by bob, delivered late: GitHub says the installation is suspended)") {
 		t.Errorf("note %q: want it to say the unsuspension came late", note)
 	}
 	if st, _ := h.db.Installation(ctx, 7); !st.Since.Equal(t3) || st.By != "carol" {
@@ -51,14 +51,22 @@ func TestLateInstallationEventsRecordWhatGitHubSays(t *testing.T) {
 	ahead := time.Now().Add(time.Minute).Truncate(time.Second)
 	h.suspendedBy("alice", ahead)
 	h.gh.setInstallation(7, pipeline.InstallationActive, time.Time{}, "")
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationUnsuspend, Sender: "alice", At: time.Now()})
+	note = h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationUnsuspend, Sender: "alice", At: time.Now()})
 	state("after the unsuspension, GitHub's clock ahead", pipeline.InstallationActive)
+	// Said as the suspension is ("suspended by"), not in the event's
+	// action ("unsuspend").
+	if !strings.HasPrefix(note, "installation 7 (") || !strings.Contains(note, ") unsuspended by alice") {
+		t.Errorf("the unsuspension's note %q: want it to say the installation was unsuspended by alice", note)
+	}
 	if failed, err := h.engine.AdvanceReleased(ctx, []pipeline.Repo{shop}); err != nil || len(failed) != 0 {
 		t.Errorf("the sweep's advance after the unsuspension: kept %v for later (%v)", failed, err)
 	}
 	// And a suspension delivered after its own unsuspension changes nothing.
-	h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: ahead})
+	note = h.installationEvent(pipeline.InstallationEvent{Action: pipeline.InstallationSuspend, Sender: "alice", At: ahead})
 	state("after a late suspension", pipeline.InstallationActive)
+	if !strings.Contains(note, ") suspended by alice (delivered late: GitHub says it is active)") {
+		t.Errorf("the late suspension's note %q", note)
+	}
 }
 
 // A repository removed from the installation and added back, the two
