@@ -50,6 +50,13 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	if err := noArgs(fs); err != nil {
 		return err
 	}
+	// Given empty (--dir "$DIR", DIR unset), it is refused as --database
+	// is: a new temporary folder would leave the database where the user
+	// does not look for it.
+	if given(fs, "dir") && strings.TrimSpace(*dir) == "" {
+		fmt.Fprintf(stderr, "%s: --dir: must not be empty (leave the flag out for a new temporary folder)\n", fs.Name())
+		return errUsage
+	}
 	// The simulated workflow runs the Action's deploy step, which runs its
 	// command as a runner does, with bash.
 	if _, err := exec.LookPath("bash"); err != nil {

@@ -374,3 +374,22 @@ func TestDemoInterruptedWhileItWaits(t *testing.T) {
 		t.Fatal("demo did not stop after Ctrl-C")
 	}
 }
+
+// --dir given empty (--dir "$DIR", DIR unset) is refused, as --database
+// is, rather than taken for a new temporary folder: a usage error, before
+// anything is made.
+func TestDemoRefusesAnEmptyDir(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	t.Setenv("PATH", t.TempDir()) // no bash: without the check, the demo stops soon after
+	for _, args := range [][]string{{"--dir", ""}, {"--dir= "}, {"--verbose", "--dir="}} {
+		var out, errOut strings.Builder
+		code := Main(context.Background(), append([]string{"demo"}, args...), func(string) string { return "" }, &out, &errOut)
+		if want := "lastmile demo: --dir: must not be empty (leave the flag out for a new temporary folder)\n"; code != 2 || out.Len() != 0 || errOut.String() != want {
+			t.Errorf("demo %q: exit %d, stdout %q, stderr %q; want 2 and %q", args, code, out.String(), errOut.String(), want)
+		}
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("the refused demos left %v in TMPDIR", entries)
+	}
+}
