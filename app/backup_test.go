@@ -464,3 +464,31 @@ func TestRestoreOfANewDatabaseThroughALink(t *testing.T) {
 		t.Errorf("the DB.lock that was there before: %v", err)
 	}
 }
+
+// What a copy holds is counted in words that agree with the count: 1
+// delivery, 1 release.
+func TestDescribeCopyCountsInTheSingularToo(t *testing.T) {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		deliveries, releases int64
+		want                 []string
+	}{
+		{1, 1, []string{"\n  1 delivery, the newest received ", "; 1 release, the newest recorded "}},
+		{2, 0, []string{"\n  2 deliveries, the newest received ", "; 0 releases"}},
+		{0, 3, []string{"\n  0 deliveries; 3 releases, the newest recorded "}},
+	} {
+		s := storage.Summary{Deliveries: tc.deliveries, Releases: tc.releases}
+		if tc.deliveries > 0 {
+			s.NewestDelivery = at
+		}
+		if tc.releases > 0 {
+			s.NewestRelease = at
+		}
+		got := describeCopy(s)
+		for _, want := range tc.want {
+			if !strings.Contains(got, want) {
+				t.Errorf("%d deliveries, %d releases: %q, want %q in it", tc.deliveries, tc.releases, got, want)
+			}
+		}
+	}
+}

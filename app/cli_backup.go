@@ -201,12 +201,12 @@ func oneFile(fs *flag.FlagSet, what string) error {
 
 // describeCopy is what a backup holds, for the operator to check.
 func describeCopy(s storage.Summary) string {
-	text := fmt.Sprintf("%s (%d pages of %d bytes, auto_vacuum %s), quick_check ok\n  %d deliveries",
-		megabytes(s.Disk.Bytes()), s.Disk.PageCount, s.Disk.PageSize, s.Disk.AutoVacuum, s.Deliveries)
+	text := fmt.Sprintf("%s (%d pages of %d bytes, auto_vacuum %s), quick_check ok\n  %s",
+		megabytes(s.Disk.Bytes()), s.Disk.PageCount, s.Disk.PageSize, s.Disk.AutoVacuum, count(s.Deliveries, "delivery", "deliveries"))
 	if !s.NewestDelivery.IsZero() {
 		text += ", the newest received " + when(s.NewestDelivery)
 	}
-	text += fmt.Sprintf("; %d releases", s.Releases)
+	text += "; " + count(s.Releases, "release", "releases")
 	if !s.NewestRelease.IsZero() {
 		text += ", the newest recorded " + when(s.NewestRelease)
 	}
@@ -214,6 +214,14 @@ func describeCopy(s storage.Summary) string {
 		text += "; from an older lastmile: lastmile serve migrates it when it starts"
 	}
 	return text
+}
+
+// count is n things, one or many: 1 release, 2 releases, 0 releases.
+func count(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // restoredOwner gives the restored database at path the owner of the one
