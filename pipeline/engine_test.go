@@ -2668,7 +2668,14 @@ func TestSuccessDeliveredAfterTheRerunsFailure(t *testing.T) {
 		Environments: []string{"test"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	h.status(c1, "test", pipeline.DeploymentFailure, 11, true)
+	// The rejected re-run's end, which lastmile writes (a failure the
+	// Action wrote would be a later attempt's: one that deployed).
+	id := h.gh.deployment(c1, "test").id
+	h.gh.mu.Lock()
+	failed := h.gh.postAs(id, pipeline.DeploymentFailure, "https://github.com/acme/shop/actions/runs/11", lastmileBot)
+	h.gh.mu.Unlock()
+	failed.ByLastmile = true
+	h.deliver(c1, "test", failed)
 	h.deliver(c1, "test", ok)
 	rel, _ := h.db.ReleaseOf(ctx, shop.ID, c1)
 	if h.ledgerState(c1, "test") != pipeline.DeploymentFailure || rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopRejected {

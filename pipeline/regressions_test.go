@@ -353,3 +353,80 @@ func TestLateRejectionOfAnEarlierAttemptDoesNotRelabelAFailure(t *testing.T) {
 		})
 	}
 }
+
+// The mirror of the case above: attempt 1 of c1's staging job is rejected,
+// the review delivered in time; lastmile writes the failure at the run's
+// end, and the release stops as rejected. A re-run of the failed jobs is
+// approved, starts, and its deploy fails. Once the re-run has begun the
+// deployment is no longer rejected, and when it fails the release stopped
+// on a failure, as on any failed deployment — whether the re-run's start is
+// delivered before its end or after. The rejection stays in the audit
+// record, and the metrics count the deployment's first outcome only.
+func TestRerunAfterARejectionThatFailsIsAFailure(t *testing.T) {
+	for _, order := range []string{"in order", "start delivered after its end"} {
+		t.Run(order, func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1)
+			h.release(c0, c1, 10, "test")
+			h.status(c1, "staging", pipeline.DeploymentQueued, 11, true)
+			rejectedAt := time.Now().Add(-time.Second)
+			if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
+				Environments: []string{"staging"}, RunID: 11, HeadSHA: c1, Actor: "bob", Comment: "not today",
+				Since: rejectedAt.Add(-time.Minute), At: rejectedAt}); err != nil {
+				t.Fatal(err)
+			}
+			h.runCompleted(11, c1, "failure")                                    // attempt 1 ends: rejected
+			h.deliver(c1, "staging", h.gh.deployment(c1, "staging").statuses[1]) // the failure lastmile wrote
+			id := h.gh.deployment(c1, "staging").id
+			state := func() (*pipeline.Release, *pipeline.Deployment) {
+				t.Helper()
+				rel, err := h.db.ReleaseOf(ctx, shop.ID, c1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d, err := h.db.Deployment(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return rel, d
+			}
+			if rel, d := state(); rel.StopKind != pipeline.StopRejected || !d.Rejected {
+				t.Fatalf("after the rejection: release %s (%q), deployment rejected=%v; want rejected", rel.StopKind, rel.StopReason, d.Rejected)
+			}
+			if order == "in order" {
+				h.status(c1, "staging", pipeline.DeploymentInProgress, 11, true) // attempt 2, approved, deploys…
+				if _, d := state(); d.Rejected || strings.Contains(d.Reason, "bob") {
+					t.Errorf("while attempt 2 deploys, the deployment is rejected=%v, reason %q; want not rejected", d.Rejected, d.Reason)
+				}
+				failed := h.status(c1, "staging", pipeline.DeploymentFailure, 11, false) // …and fails
+				h.gh.mu.Lock()
+				failed.Description = "smoke tests failed"
+				h.gh.byID(id).statuses[len(h.gh.byID(id).statuses)-1] = failed
+				h.gh.mu.Unlock()
+				h.deliver(c1, "staging", failed)
+			} else {
+				started := h.status(c1, "staging", pipeline.DeploymentInProgress, 11, false)
+				h.status(c1, "staging", pipeline.DeploymentFailure, 11, true)
+				h.deliver(c1, "staging", started)
+			}
+			why, stop := "", "deployment to staging ended in failure" // the failure's reason, as for any failed deployment
+			if order == "in order" {
+				why, stop = "smoke tests failed", stop+": smoke tests failed"
+			}
+			rel, d := state()
+			if rel.State != pipeline.ReleaseStopped || rel.StopKind != pipeline.StopFailed || rel.StopReason != stop || d.Rejected || d.Reason != why {
+				t.Errorf("after attempt 2's deploy failed: release %s/%s (%q), deployment rejected=%v reason %q; want stopped, failed (%q), not rejected, reason %q",
+					rel.State, rel.StopKind, rel.StopReason, d.Rejected, d.Reason, stop, why)
+			}
+			if got := h.deploymentsCounted(); len(got) != 2 || got["test/success"] != 1 || got["staging/failure"] != 1 {
+				t.Errorf("lastmile_deployments_total: %v; want test success 1, staging failure 1 (its first outcome, once)", got)
+			}
+			rec := h.auditedDeployment(c1, id)
+			if rec == nil || !slices.ContainsFunc(rec.Reviews, func(rv pipeline.ReviewRecord) bool {
+				return rv.Action == pipeline.ReviewRejected && rv.Actor == "bob" && rv.Comment == "not today"
+			}) {
+				t.Errorf("attempt 1's rejection is not in the audit record of the deployment: %+v", rec)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lastmile-app/lastmile/metrics"
@@ -190,6 +191,71 @@ func attemptSince(ctx context.Context, tx *sql.Tx, id int64, at time.Time) (bool
 		first = false
 	}
 	return false, rows.Err()
+}
+
+// rerunAfterRejection undoes a rejection's label once a later attempt of
+// the deployment it rejected has begun (attemptSince, from the deployment's
+// latest rejection): a re-run of the job, approved, deploys it again. The
+// deployment is no longer rejected, its reason no longer the rejection's;
+// and once that attempt has failed (its end recorded, no re-run deploying
+// since), the release the rejection stopped on this deployment stopped on
+// a failure, as on any failed deployment (see pipeline.Plan), for the
+// failure's reason. The review stays in the record.
+func rerunAfterRejection(ctx context.Context, tx *sql.Tx, id int64, now time.Time) error {
+	var actor, comment string
+	var at int64
+	err := tx.QueryRowContext(ctx, `SELECT actor, comment, at FROM reviews WHERE deployment_id = ? AND action = 'rejected'
+		ORDER BY at DESC, id DESC LIMIT 1`, id).Scan(&actor, &comment, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	later, err := attemptSince(ctx, tx, id, fromMillis(at))
+	if err != nil || !later {
+		return err
+	}
+	rejection := "rejected by " + actor
+	if comment != "" {
+		rejection += ": " + comment
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 0, reason = CASE WHEN reason = ? THEN '' ELSE reason END
+		WHERE id = ? AND rejected = 1`, rejection, id); err != nil {
+		return err
+	}
+	d, err := oneDeployment(ctx, tx, `WHERE d.id = ?`, id)
+	if err != nil {
+		return err
+	}
+	var rerun bool
+	if err := tx.QueryRowContext(ctx, `SELECT rerun FROM deployments WHERE id = ?`, id).Scan(&rerun); err != nil {
+		return err
+	}
+	if d.ReleaseID == 0 || rerun || d.State != pipeline.DeploymentFailure && d.State != pipeline.DeploymentError {
+		return nil
+	}
+	var kind, stopped string
+	if err := tx.QueryRowContext(ctx, `SELECT stop_kind, stop_reason FROM releases WHERE id = ? AND state = 'stopped'`,
+		d.ReleaseID).Scan(&kind, &stopped); errors.Is(err, sql.ErrNoRows) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	// Stopped by this deployment's rejection (the reason names its
+	// environment, spelled as the configuration or the review did), not by
+	// another environment's.
+	prefix := "deployment to " + d.Environment + " ended in "
+	if kind != string(pipeline.StopRejected) || len(stopped) < len(prefix) || !strings.EqualFold(stopped[:len(prefix)], prefix) {
+		return nil
+	}
+	reason := fmt.Sprintf("deployment to %s ended in %s", d.Environment, d.State)
+	if d.Reason != "" {
+		reason += ": " + d.Reason
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE releases SET stop_kind = 'failed', stop_reason = ?, updated_at = ? WHERE id = ?`,
+		reason, millis(now), d.ReleaseID)
+	return err
 }
 
 // runDeployment finds the lastmile deployment a run works on in env (its

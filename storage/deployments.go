@@ -275,7 +275,10 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		if err := record(tx); err != nil || !isNew || !s.State.Started() {
 			return err
 		}
-		return markRerun(ctx, tx, dep.ID)
+		if err := markRerun(ctx, tx, dep.ID); err != nil {
+			return err
+		}
+		return rerunAfterRejection(ctx, tx, dep.ID, db.Now())
 	})
 	return isNew, err
 }
