@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -534,7 +535,7 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 		log := ""
 		switch {
 		case j.LogMissing:
-			log = ", no log kept: GitHub had no log for it"
+			log = ", no log kept: " + inline(cmp.Or(j.LogMissingWhy, "GitHub had no log for it"))
 		case j.LogPruned:
 			log = ", log pruned by retention" + size
 		case j.LogBytes > 0:

@@ -99,6 +99,10 @@ type JobRecord struct {
 	LogTruncated bool `json:"log_truncated,omitempty"`
 	LogPruned    bool `json:"log_pruned,omitempty"`
 	LogMissing   bool `json:"log_missing,omitempty"`
+	// LogMissingWhy says why, when LogMissing: "GitHub had no log for it",
+	// or "lastmile could not download it from GitHub: " and GitHub's
+	// error (a 403, a 5xx); "" when retention pruned that too.
+	LogMissingWhy string `json:"log_missing_why,omitempty"`
 	// Log is the kept log itself, where it was asked for (lastmile audit
 	// --json --logs); the record alone leaves it out. LogError says why a
 	// kept log asked for could not be read.

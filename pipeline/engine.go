@@ -835,10 +835,11 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 	// deployment not lastmile's, only Actions' own for a job of its run
 	// (linked by GitHub's word, never by a log_url) without a twin of
 	// lastmile's (see Store.DeployJob). Looked at for a status recorded
-	// already too: the download failing fails the delivery, and its retry
-	// finds the status recorded; the jobs whose log is kept (or saved as
-	// missing, looked for again by FetchMissingJobLogs) are not listed,
-	// so a redelivery asks GitHub nothing.
+	// already too: a download GitHub asks to wait for fails the delivery
+	// (see keepJobLog), and its retry finds the status recorded; the jobs
+	// whose log is kept (or saved as missing, looked for again by
+	// FetchMissingJobLogs) are not listed, so a redelivery asks GitHub
+	// nothing.
 	run := cmp.Or(d.RunID, RunIDFromURL(ev.Status.LogURL))
 	if d.Origin != OriginLastmile {
 		run = 0
@@ -1053,18 +1054,37 @@ func (e *Engine) keepJobLog(ctx context.Context, job WorkflowJob, match JobMatch
 		return err
 	}
 	log, truncated, err := e.GitHub.JobLog(ctx, job.Repo, job.JobID, e.DeployLogMaxBytes)
-	if errors.Is(err, ErrNotFound) {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		// Looked for again for a while (FetchMissingJobLogs): GitHub may
 		// not serve the log of a job that has just completed.
 		return e.Store.SaveMissingJobLog(ctx, d.ID, job, []byte(noJobLog))
-	} else if err != nil {
+	case err != nil && (errors.Is(err, ErrGitHubWait) || ctx.Err() != nil):
+		// GitHub asks to wait (a rate limit, the installation suspended),
+		// or lastmile stops: the delivery is handled again later.
 		return fmt.Errorf("download log of job %d: %w", job.JobID, err)
+	case err != nil:
+		// The log holds nothing back: a download GitHub fails (a 5xx the
+		// transport's retries did not get past, a 403 — an installation
+		// that has not accepted the actions: read permission) would fail
+		// the delivery at every try, and the repository's later
+		// deliveries wait behind it. It is looked for again as one GitHub
+		// had not, for JobLogGrace (FetchMissingJobLogs), and the record
+		// says why it is missing meanwhile.
+		e.Log.WarnContext(ctx, "deploy log not downloaded: looked for again for a while", "repo", job.Repo.FullName(),
+			"job", job.JobID, "error", err)
+		return e.Store.SaveMissingJobLog(ctx, d.ID, job, fmt.Appendf(nil, jobLogFailed, err))
 	}
 	return e.Store.SaveJobLog(ctx, d.ID, job, log, truncated)
 }
 
-// noJobLog is what the record keeps for a deploy job GitHub had no log for.
-const noJobLog = "(GitHub had no log for this job)\n"
+// noJobLog is what the record keeps for a deploy job GitHub had no log for;
+// jobLogFailed for one whose download GitHub failed (its error). The
+// audit says why no log is kept with their words (JobRecord.LogMissingWhy).
+const (
+	noJobLog     = "(GitHub had no log for it)\n"
+	jobLogFailed = "(lastmile could not download it from GitHub: %v)\n"
+)
 
 // JobLogGrace is how long lastmile looks again for the log of a deploy job
 // that GitHub had no log for when the job completed.

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -238,24 +239,26 @@ func TestProtectionRuleWaitForALostDeployIsBounded(t *testing.T) {
 
 // flakyLogs is the fake GitHub failing its next failLogs requests for a
 // job log, as GitHub does now and then (a 502).
+// flakyLogs fails its next failLogs log downloads with failure.
 type flakyLogs struct {
 	*fakeGitHub
 	failLogs int
+	failure  error
 }
 
 func (f *flakyLogs) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max int) ([]byte, bool, error) {
 	if f.failLogs > 0 {
 		f.failLogs--
-		return nil, false, errors.New("502 Bad Gateway")
+		return nil, false, f.failure
 	}
 	return f.fakeGitHub.JobLog(ctx, r, jobID, max)
 }
 
 // The production deploy job completed before any status naming it (GitHub
 // does not keep webhooks in order): its log is asked for when the status
-// comes, and that request fails. The delivery fails; its retry finds the
-// status recorded already, and must still keep the log. Once it is kept,
-// a redelivery does not ask GitHub again.
+// comes, and GitHub asks to wait (a rate limit). The delivery fails; its
+// retry finds the status recorded already, and must still keep the log.
+// Once it is kept, a redelivery does not ask GitHub again.
 func TestDeployLogKeptWhenTheStatusDeliveryIsRetried(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
@@ -275,9 +278,9 @@ func TestDeployLogKeptWhenTheStatusDeliveryIsRetried(t *testing.T) {
 	ev := pipeline.NewDeploymentStatus{Repo: shop,
 		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "production", Payload: mustJSON(t, d.payload)},
 		Status:     st}
-	flaky.failLogs = 1
-	if err := h.engine.HandleDeploymentStatus(ctx, ev); err == nil {
-		t.Fatal("precondition: the log download failed, the delivery should fail")
+	flaky.failLogs, flaky.failure = 1, fmt.Errorf("rate limited: %w", pipeline.ErrGitHubWait)
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); !errors.Is(err, pipeline.ErrGitHubWait) {
+		t.Fatalf("the log download asked to wait: %v, want the delivery to wait", err)
 	}
 	if err := h.engine.HandleDeploymentStatus(ctx, ev); err != nil { // the worker's retry
 		t.Fatal(err)
@@ -298,6 +301,48 @@ func TestDeployLogKeptWhenTheStatusDeliveryIsRetried(t *testing.T) {
 	defer h.gh.mu.Unlock()
 	if h.gh.logAsks != asked {
 		t.Errorf("a redelivery of the status asked GitHub %d more times for the log kept already, want 0", h.gh.logAsks-asked)
+	}
+}
+
+// A deploy log GitHub fails to give at every try (a 403: the installation
+// has not accepted actions: read; a 502 the transport's retries did not
+// get past) holds nothing back: the status's delivery goes on, staging's
+// success promotes the release to production, and the record says why the
+// log is missing until a later look (FetchMissingJobLogs) finds it.
+func TestDeployLogGitHubFailsHoldsNothingBack(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	flaky := &flakyLogs{fakeGitHub: h.gh, failLogs: 1000, failure: errors.New("GET …/actions/jobs/77/logs: 403 Resource not accessible by integration")}
+	h.engine.GitHub = flaky
+	h.gh.logs = map[int64]string{77: "deploying c1 to staging\nok\n"}
+	h.release(c0, c1, 10, "test")
+	d := h.gh.deployment(c1, "staging")
+	if d == nil {
+		t.Fatal("c1 was not deployed to staging")
+	}
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	h.jobCompleted(30, 77, "deploy", c1, start, start.Add(50*time.Second))
+	h.gh.mu.Lock()
+	st := h.gh.post(d.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/30/job/77")
+	h.gh.mu.Unlock()
+	ev := pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "staging", Payload: mustJSON(t, d.payload)},
+		Status:     st}
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); err != nil {
+		t.Fatalf("staging's success, its log refused: %v, want it handled", err)
+	}
+	if h.gh.deployment(c1, "production") == nil {
+		t.Error("staging's success, its log refused, did not promote c1 to production")
+	}
+	if log, err := h.db.JobLog(ctx, 77); !errors.Is(err, pipeline.ErrNotFound) || !strings.Contains(err.Error(), "lastmile could not download it from GitHub: GET …/actions/jobs/77/logs: 403") {
+		t.Errorf("the record of job 77's log: %q, %v; want none, and why", log, err)
+	}
+	flaky.failLogs = 0
+	if n, err := h.engine.FetchMissingJobLogs(ctx); err != nil || n != 1 {
+		t.Fatalf("looked for again: %d kept, %v; want 1", n, err)
+	}
+	if log, err := h.db.JobLog(ctx, 77); err != nil || string(log) != "deploying c1 to staging\nok\n" {
+		t.Errorf("job 77's log, looked for again: %q, %v; want GitHub's", log, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"database/sql"
@@ -548,7 +549,8 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		return nil, err
 	}
 	rows, err = q.QueryContext(ctx, `SELECT j.job_id, j.name, j.url, j.conclusion, j.started_at, j.completed_at,
-		COALESCE(l.size, 0), COALESCE(l.truncated, 0), l.job_id IS NOT NULL AND l.log IS NULL, COALESCE(l.missing, 0)
+		COALESCE(l.size, 0), COALESCE(l.truncated, 0), l.job_id IS NOT NULL AND l.log IS NULL, COALESCE(l.missing, 0),
+		CASE WHEN l.missing = 1 THEN l.log END
 		FROM workflow_jobs j LEFT JOIN job_logs l ON l.job_id = j.job_id AND l.deployment_id = ?
 		WHERE j.run_id = ? ORDER BY j.job_id`, d.ID, d.RunID)
 	if err != nil {
@@ -558,18 +560,44 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	for rows.Next() {
 		var j pipeline.JobRecord
 		var started, completed int64
-		if err := rows.Scan(&j.ID, &j.Name, &j.URL, &j.Conclusion, &started, &completed, &j.LogBytes, &j.LogTruncated, &j.LogPruned, &j.LogMissing); err != nil {
+		var placeholder []byte
+		if err := rows.Scan(&j.ID, &j.Name, &j.URL, &j.Conclusion, &started, &completed, &j.LogBytes, &j.LogTruncated, &j.LogPruned, &j.LogMissing, &placeholder); err != nil {
 			return nil, err
 		}
 		if j.LogMissing {
 			// What is kept is lastmile's placeholder (SaveMissingJobLog),
-			// not a log: nothing of the job's was kept, or pruned.
+			// not a log: nothing of the job's was kept, or pruned. It says
+			// why.
 			j.LogBytes, j.LogTruncated, j.LogPruned = 0, false, false
+			j.LogMissingWhy = missingWhy(placeholder)
 		}
 		j.StartedAt, j.CompletedAt = fromMillis(started), fromMillis(completed)
 		dr.Jobs = append(dr.Jobs, j)
 	}
 	return dr, rows.Err()
+}
+
+// missingWhy is the placeholder of a deploy log not kept (gzipped, as
+// SaveMissingJobLog stores it) as the reason it gives, without its
+// parentheses: "" if there is none (pruned) or it cannot be read.
+func missingWhy(placeholder []byte) string {
+	if placeholder == nil {
+		return ""
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(placeholder))
+	if err != nil {
+		return ""
+	}
+	text, err := io.ReadAll(io.LimitReader(zr, 4096))
+	if err != nil {
+		return ""
+	}
+	why := strings.TrimSpace(string(text))
+	if inner, ok := strings.CutPrefix(why, "("); ok {
+		why = strings.TrimSuffix(inner, ")")
+	}
+	// Placeholders written before the reason was shown said "this job".
+	return strings.Replace(why, "GitHub had no log for this job", "GitHub had no log for it", 1)
 }
 
 // ErrPruned is returned for a deploy log that retention removed (the record
@@ -589,7 +617,7 @@ func (db *DB) JobLog(ctx context.Context, jobID int64) ([]byte, error) {
 		return nil, err
 	}
 	if missing {
-		return nil, fmt.Errorf("job %d: %w: GitHub had no log for it", jobID, pipeline.ErrNotFound)
+		return nil, fmt.Errorf("job %d: %w: %s", jobID, pipeline.ErrNotFound, cmp.Or(missingWhy(blob), "GitHub had no log for it"))
 	}
 	if blob == nil {
 		return nil, fmt.Errorf("job %d: %w", jobID, ErrPruned)

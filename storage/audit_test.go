@@ -171,8 +171,9 @@ func TestAuditOfAJobGitHubHadNoLogFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, b := record()
-	if !j.LogMissing || j.LogBytes != 0 || j.LogPruned || !strings.Contains(b, `"log_missing":true`) || strings.Contains(b, "log_bytes") {
-		t.Errorf("job GitHub had no log for: %s; want log_missing and no log_bytes", b)
+	if !j.LogMissing || j.LogBytes != 0 || j.LogPruned || !strings.Contains(b, `"log_missing":true`) || strings.Contains(b, "log_bytes") ||
+		!strings.Contains(b, `"log_missing_why":"GitHub had no log for it"`) {
+		t.Errorf("job GitHub had no log for: %s; want log_missing, why, and no log_bytes", b)
 	}
 	// Its placeholder is no log to serve (GET /api/v1/jobs/ID/log: 404).
 	noLog := func(when string) {
