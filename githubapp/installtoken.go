@@ -28,8 +28,9 @@ import (
 // again. Calls refused together share the one new Transport, and so its
 // one new token. Only once: a 401 to a token new to the call (or to the
 // second try) is the caller's answer; that Transport is dropped all the
-// same. (A token ghinstallation renewed during the call is taken for one
-// kept: GitHub refusing a token it just gave costs one more try.) A token
+// same. (A token ghinstallation renewed during the call is waited for as
+// a new one, below, while it is that new; refused after that, it is taken
+// for one kept, which costs one more try with another token.) A token
 // GitHub will not give (another App's ID or key, an App uninstalled) fails
 // the call with the token request's refusal, an *InstallationTokenError.
 //
@@ -79,7 +80,10 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 		if err != nil {
 			return nil, installationTokenError(t.id, err)
 		}
-		if !kept && t.tokenTooNew(resp, req.Method, lagPause, &notFoundAgain) {
+		// Kept before the call and still after it: ghinstallation may have
+		// renewed the token within the call (issued), and the new one is
+		// as new to GitHub's replicas as a first.
+		if !(kept && t.stillKept(tokens)) && t.tokenTooNew(resp, req.Method, lagPause, &notFoundAgain) {
 			drain(resp)
 			if err := Sleep(ctx, lagPause); err != nil {
 				return nil, err
@@ -110,6 +114,14 @@ func (t *installationTransport) transport() (tokens *ghinstallation.Transport, k
 		t.current, t.kept = t.tokens(t.id, t.issued), false
 	}
 	return t.current, t.kept
+}
+
+// stillKept reports whether tokens is the installation's Transport and
+// holds a token a call has had an answer to.
+func (t *installationTransport) stillKept(tokens *ghinstallation.Transport) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.current == tokens && t.kept
 }
 
 // issued records that GitHub gave the installation a token at: a new

@@ -371,3 +371,70 @@ func TestInstallationTokensAskedForTogether(t *testing.T) {
 		t.Errorf("%d tokens minted, want 4", g.minted)
 	}
 }
+
+// A token ghinstallation renews (a while before the old one expires, at the
+// call that finds it due) is as new to GitHub's replicas as a first one: a
+// GET answered 404 with it is sent again too.
+func TestInstallationTokenRenewedNotKnownYetIsWaitedFor(t *testing.T) {
+	var mu sync.Mutex
+	minted := 0
+	unknown := map[string]bool{}
+	var log []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
+		w.Header().Set("Content-Type", "application/json")
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/access_tokens") {
+			minted++
+			tok := fmt.Sprintf("ghs_t%d", minted)
+			unknown[tok] = minted > 1 // the renewed token: unknown for one call
+			log = append(log, "mint "+tok)
+			w.WriteHeader(http.StatusCreated)
+			// The first due for renewal at once (within tokenRenewal of
+			// expiring): ghinstallation renews it at the next call.
+			life := time.Hour
+			if minted == 1 {
+				life = 4*time.Minute + 30*time.Second
+			}
+			fmt.Fprintf(w, `{"token":%q,"expires_at":%q}`, tok, now.Add(life).UTC().Format(time.RFC3339))
+			return
+		}
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "token ")
+		if unknown[tok] {
+			unknown[tok] = false
+			log = append(log, "GET 404 "+tok)
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"message":"Not Found"}`)
+			return
+		}
+		log = append(log, "GET 200 "+tok)
+		fmt.Fprint(w, `{"id":1,"full_name":"o/r"}`)
+	}))
+	defer srv.Close()
+	key, err := testAppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := githubapp.NewClients(srv.URL+"/", 1, key, &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, err := clients.Installation(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil { // renews the token within the call
+		t.Errorf("GET with a token just renewed: %v; want it sent again, as with a first token", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"mint ghs_t1", "GET 200 ghs_t1", "mint ghs_t2", "GET 404 ghs_t2", "GET 200 ghs_t2"}; !slices.Equal(log, want) {
+		t.Errorf("calls %q, want %q", log, want)
+	}
+}
