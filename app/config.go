@@ -362,7 +362,15 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		problems = append(problems, flagProblem(err, fs))
 		next := fs.Args()
 		if len(next) == len(rest) {
-			next = next[1:] // bad flag syntax: the argument is not consumed
+			// Bad flag syntax (---name, -=value): the argument is not
+			// consumed. Taken as an unknown flag, its value (after "=",
+			// or the next argument) passed over likewise.
+			bad := next[0]
+			next = next[1:]
+			unknown = "--" + flagName(bad)
+			if !strings.Contains(bad, "=") && len(next) > 0 && next[0] != "--" && fs.Lookup(flagName(next[0])) == nil {
+				next = next[1:]
+			}
 		} else if bad := rest[len(rest)-len(next)-1]; fs.Lookup(flagName(bad)) == nil {
 			// An unknown flag: every setting's flag takes a value, and so,
 			// most likely, did this one. Its value, the next argument
@@ -542,6 +550,12 @@ func flagProblem(err error, fs *flag.FlagSet) error {
 	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
 		return errors.New("flag needs an argument: --" + name)
 	}
+	// bad flag syntax: ---name=value: shown without its value, which may
+	// be a secret's.
+	if arg, ok := strings.CutPrefix(msg, "bad flag syntax: "); ok {
+		name, _, _ := strings.Cut(arg, "=")
+		return fmt.Errorf("bad flag syntax: %s (a flag is --name or -name, its value after = or next)", name)
+	}
 	// invalid value "V" for flag -NAME: …, invalid boolean value "V" for -NAME: …
 	for _, words := range [][2]string{{"invalid value ", " for flag -"}, {"invalid boolean value ", " for -"}} {
 		rest, ok := strings.CutPrefix(msg, words[0])
@@ -560,9 +574,9 @@ func flagProblem(err error, fs *flag.FlagSet) error {
 }
 
 // flagName is the name of the flag arg names (-name, --name,
-// --name=value).
+// --name=value, and ---name, which the flag package refuses).
 func flagName(arg string) string {
-	name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-"), "=")
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
 	return name
 }
 

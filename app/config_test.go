@@ -834,15 +834,23 @@ func TestLoadConfigGoesOnAfterAnUnknownFlag(t *testing.T) {
 	}
 	// The flags after an unknown flag or one of bad syntax are read: an
 	// unknown flag's value given in the next argument is not one.
-	for _, args := range [][]string{
-		{"--colour", "--workers=0", "--webhook-secret", "s", "--app-id=7", "-private-key-file", keyFile(t)},
-		{"--colour", "blue", "--workers=0"},
-		{"-=x", "--workers=0", "--app-id", "7"},
-		{"---x", "--workers", "0"},
+	for _, tc := range []struct {
+		args  []string
+		first string // the first problem, up to ":" or " ("
+	}{
+		{[]string{"--colour", "--workers=0", "--webhook-secret", "s", "--app-id=7", "-private-key-file", keyFile(t)}, "flag provided but not defined: --colour"},
+		{[]string{"--colour", "blue", "--workers=0"}, "flag provided but not defined: --colour"},
+		{[]string{"-=x", "--workers=0", "--app-id", "7"}, "bad flag syntax: -"},
+		{[]string{"---x", "--workers", "0"}, "bad flag syntax: ---x"},
 	} {
-		_, _, err := load(t, validEnv(t), args...)
-		if ps := problems(t, err); len(ps) != 2 || !strings.Contains(ps[0], strings.TrimPrefix(args[0], "-")) || !strings.HasPrefix(ps[1], "--workers: ") {
-			t.Errorf("%q: problems %q, want the first flag's, then --workers's", args, ps)
+		_, _, err := load(t, validEnv(t), tc.args...)
+		ps := problems(t, err)
+		if len(ps) != 2 || !strings.HasPrefix(ps[1], "--workers: ") {
+			t.Errorf("%q: problems %q, want the first flag's, then --workers's", tc.args, ps)
+			continue
+		}
+		if first, _, _ := strings.Cut(ps[0], " ("); first != tc.first {
+			t.Errorf("%q: first problem %q, want %q", tc.args, ps[0], tc.first)
 		}
 	}
 	// A flag the flag package's words name with one dash is named with two.
@@ -874,6 +882,30 @@ func TestLoadConfigNeverShowsTheValueOfAnUnknownFlag(t *testing.T) {
 		}
 		if read := strings.Contains(err.Error(), "--app-id: "); read != tc.readsID {
 			t.Errorf("%q: %v: --app-id read: %v, want %v", tc.args, err, read, tc.readsID)
+		}
+	}
+}
+
+// A flag the flag package cannot read at all (---name, -=value) is taken
+// as an unknown one: named without its value, which is passed over, never
+// shown (it may be a secret's), whether it follows "=" or comes next.
+func TestLoadConfigNeverShowsTheValueOfABadFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"---webhook-secret=hunter2hunter2", "--app-id=x"},
+		{"---webhook-secret", "hunter2hunter2", "--app-id=x"},
+		{"-=hunter2hunter2", "--app-id=x"},
+		{"--=hunter2hunter2", "--app-id=x"},
+	} {
+		_, _, err := load(t, validEnv(t), args...)
+		ps := problems(t, err)
+		if len(ps) == 0 || !strings.HasPrefix(ps[0], "bad flag syntax: ") {
+			t.Errorf("%q: problems %q, want the bad flag first", args, ps)
+		}
+		if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: the problems show the bad flag's value:\n%v", args, err)
+		}
+		if !strings.Contains(err.Error(), "--app-id: ") {
+			t.Errorf("%q: %v: --app-id after it not read", args, err)
 		}
 	}
 }
