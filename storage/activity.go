@@ -172,7 +172,7 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 // lastmile's, is the reviewed attempt's.
 func attemptSince(ctx context.Context, tx *sql.Tx, id int64, at time.Time) (bool, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT state = 'in_progress',
-		creator = 'lastmile' OR creator = COALESCE((SELECT value FROM settings WHERE key = ?), '')
+		COALESCE(creator = 'lastmile' OR creator != '' AND creator = (SELECT value FROM settings WHERE key = ?), 0)
 		FROM deployment_statuses WHERE deployment_id = ? AND created_at > ?
 		AND state IN ('in_progress', 'success', 'failure', 'error') ORDER BY created_at, id`, appLoginKey, id, millis(at))
 	if err != nil {
