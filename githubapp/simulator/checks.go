@@ -97,10 +97,7 @@ func (s *Simulator) SetCheckRun(repo, sha, name, status, conclusion string) int6
 	defer s.mu.Unlock()
 	st := s.st
 	r := s.mustRepo(repo)
-	c, ok := r.resolve(sha)
-	if !ok {
-		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
-	}
+	c := mustCommit(r, repo, sha)
 	now := s.clock()
 	suite := r.checkSuites[c.sha]
 	if suite == nil {

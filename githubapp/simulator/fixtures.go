@@ -217,16 +217,7 @@ func (s *Simulator) Merge(repo, into, from string, spec CommitSpec) PushResult {
 		spec.Message = "Merge branch '" + from + "'"
 	}
 	merge := st.newCommit(r, []string{before, head}, spec)
-	r.branches[into] = merge.sha
-	r.pushedAt = s.clock().Truncate(time.Second)
-	brought := r.between(before, merge.sha)
-	st.enqueuePushBy(r, into, before, merge.sha, brought)
-	s.notifyLocked()
-	res := PushResult{Before: before, After: merge.sha}
-	for _, c := range brought {
-		res.Commits = append(res.Commits, c.sha)
-	}
-	return res
+	return s.moveForward(r, into, before, merge.sha)
 }
 
 // FastForward moves branch forward to sha, a descendant of its head (git
@@ -236,26 +227,38 @@ func (s *Simulator) Merge(repo, into, from string, spec CommitSpec) PushResult {
 func (s *Simulator) FastForward(repo, branch, sha string) PushResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.st
 	r := s.mustRepo(repo)
 	before := mustBranch(r, repo, branch)
+	c := mustCommit(r, repo, sha)
+	if !r.ancestors(c.sha)[before] {
+		panic(fmt.Sprintf("simulator: %s is not a descendant of %s's head %s: no fast-forward", sha, branch, before))
+	}
+	return s.moveForward(r, branch, before, c.sha)
+}
+
+// moveForward points branch, at before, at after, a descendant of it, and
+// sends the push of the commits it brings (enqueuePushBy). Call with s.mu
+// held.
+func (s *Simulator) moveForward(r *repo, branch, before, after string) PushResult {
+	r.branches[branch] = after
+	r.pushedAt = s.clock().Truncate(time.Second)
+	brought := r.between(before, after)
+	s.st.enqueuePushBy(r, branch, before, after, brought)
+	s.notifyLocked()
+	res := PushResult{Before: before, After: after}
+	for _, c := range brought {
+		res.Commits = append(res.Commits, c.sha)
+	}
+	return res
+}
+
+// mustCommit is the commit of repo (r) that sha names, or a panic.
+func mustCommit(r *repo, repo, sha string) *commit {
 	c, ok := r.resolve(sha)
 	if !ok {
 		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
 	}
-	if !r.ancestors(c.sha)[before] {
-		panic(fmt.Sprintf("simulator: %s is not a descendant of %s's head %s: no fast-forward", sha, branch, before))
-	}
-	r.branches[branch] = c.sha
-	r.pushedAt = s.clock().Truncate(time.Second)
-	brought := r.between(before, c.sha)
-	st.enqueuePushBy(r, branch, before, c.sha, brought)
-	s.notifyLocked()
-	res := PushResult{Before: before, After: c.sha}
-	for _, b := range brought {
-		res.Commits = append(res.Commits, b.sha)
-	}
-	return res
+	return c
 }
 
 // ForcePush points an existing branch at a commit of the repository (git
@@ -268,10 +271,7 @@ func (s *Simulator) ForcePush(repo, branch, sha string) PushResult {
 	st := s.st
 	r := s.mustRepo(repo)
 	before := mustBranch(r, repo, branch)
-	c, ok := r.resolve(sha)
-	if !ok {
-		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
-	}
+	c := mustCommit(r, repo, sha)
 	r.branches[branch] = c.sha
 	r.pushedAt = s.clock().Truncate(time.Second)
 	pusher := st.accountFor("octocat")
@@ -345,10 +345,7 @@ func (s *Simulator) SetCommitStatus(repo, sha, context, state string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.mustRepo(repo)
-	c, ok := r.resolve(sha)
-	if !ok {
-		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
-	}
+	c := mustCommit(r, repo, sha)
 	switch state {
 	case "error", "failure", "pending", "success":
 	default:
@@ -374,10 +371,7 @@ func (s *Simulator) CompleteCheckSuite(repo, sha, conclusion string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.mustRepo(repo)
-	c, ok := r.resolve(sha)
-	if !ok {
-		panic(fmt.Sprintf("simulator: %s has no commit %s", repo, sha))
-	}
+	c := mustCommit(r, repo, sha)
 	now := s.clock()
 	suite := &checkSuite{id: s.st.id(), createdAt: now, updatedAt: now}
 	s.st.enqueueCheckSuiteCompleted(r, c, suite, conclusion, 1)
