@@ -254,6 +254,26 @@ func (f *flakyLogs) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, ma
 	return f.fakeGitHub.JobLog(ctx, r, jobID, max)
 }
 
+// jobEndedThenSuccess has c1's deploy job in env (job 77 of run 30)
+// complete before any status names it, GitHub not keeping webhooks in
+// order, then posts the deployment's success naming the job, and returns
+// that status's event, to hand to the engine.
+func jobEndedThenSuccess(t *testing.T, h *harness, env string) pipeline.NewDeploymentStatus {
+	t.Helper()
+	d := h.gh.deployment(c1, env)
+	if d == nil {
+		t.Fatalf("c1 was not deployed to %s", env)
+	}
+	start := time.Now().Add(-time.Minute).Truncate(time.Second)
+	h.jobCompleted(30, 77, "deploy", c1, start, start.Add(50*time.Second))
+	h.gh.mu.Lock()
+	st := h.gh.post(d.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/30/job/77")
+	h.gh.mu.Unlock()
+	return pipeline.NewDeploymentStatus{Repo: shop,
+		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: env, Payload: mustJSON(t, d.payload)},
+		Status:     st}
+}
+
 // The production deploy job completed before any status naming it (GitHub
 // does not keep webhooks in order): its log is asked for when the status
 // comes, and GitHub asks to wait (a rate limit). The delivery fails; its
@@ -266,18 +286,7 @@ func TestDeployLogKeptWhenTheStatusDeliveryIsRetried(t *testing.T) {
 	h.engine.GitHub = flaky
 	h.gh.logs = map[int64]string{77: "deploying c1 to production\nok\n"}
 	h.release(c0, c1, 10, "test", "staging")
-	d := h.gh.deployment(c1, "production")
-	if d == nil {
-		t.Fatal("c1 was not deployed to production")
-	}
-	start := time.Now().Add(-time.Minute).Truncate(time.Second)
-	h.jobCompleted(30, 77, "deploy", c1, start, start.Add(50*time.Second))
-	h.gh.mu.Lock()
-	st := h.gh.post(d.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/30/job/77")
-	h.gh.mu.Unlock()
-	ev := pipeline.NewDeploymentStatus{Repo: shop,
-		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "production", Payload: mustJSON(t, d.payload)},
-		Status:     st}
+	ev := jobEndedThenSuccess(t, h, "production")
 	flaky.failLogs, flaky.failure = 1, fmt.Errorf("rate limited: %w", pipeline.ErrGitHubWait)
 	if err := h.engine.HandleDeploymentStatus(ctx, ev); !errors.Is(err, pipeline.ErrGitHubWait) {
 		t.Fatalf("the log download asked to wait: %v, want the delivery to wait", err)
@@ -316,18 +325,7 @@ func TestDeployLogGitHubFailsHoldsNothingBack(t *testing.T) {
 	h.engine.GitHub = flaky
 	h.gh.logs = map[int64]string{77: "deploying c1 to staging\nok\n"}
 	h.release(c0, c1, 10, "test")
-	d := h.gh.deployment(c1, "staging")
-	if d == nil {
-		t.Fatal("c1 was not deployed to staging")
-	}
-	start := time.Now().Add(-time.Minute).Truncate(time.Second)
-	h.jobCompleted(30, 77, "deploy", c1, start, start.Add(50*time.Second))
-	h.gh.mu.Lock()
-	st := h.gh.post(d.id, pipeline.DeploymentSuccess, "https://github.com/acme/shop/actions/runs/30/job/77")
-	h.gh.mu.Unlock()
-	ev := pipeline.NewDeploymentStatus{Repo: shop,
-		Deployment: pipeline.DeploymentInfo{GitHubID: d.id, SHA: c1, Environment: "staging", Payload: mustJSON(t, d.payload)},
-		Status:     st}
+	ev := jobEndedThenSuccess(t, h, "staging")
 	if err := h.engine.HandleDeploymentStatus(ctx, ev); err != nil {
 		t.Fatalf("staging's success, its log refused: %v, want it handled", err)
 	}
