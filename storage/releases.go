@@ -692,9 +692,11 @@ const holding = `d.origin = 'lastmile' AND (d.state = 'in_progress' OR d.rerun =
 
 // runningQuery lists the environments of repository ?1 that a release's
 // lastmile deployment holds (see holding, bound ?2), and the newest such
-// release in each.
-const runningQuery = `SELECT d.environment, MAX(d.release_id) FROM deployments d INDEXED BY deployments_in_progress
-	WHERE d.repository_id = ?1 AND ` + holding + `?2 GROUP BY d.environment`
+// release in each: environments compared without case, as GitHub names
+// them (and Plan keys them), so that two spellings held at once make one
+// entry, whatever order they are read in.
+const runningQuery = `SELECT MIN(d.environment), MAX(d.release_id) FROM deployments d INDEXED BY deployments_in_progress
+	WHERE d.repository_id = ?1 AND ` + holding + `?2 GROUP BY d.environment COLLATE NOCASE`
 
 // Apply records the planner's decisions in one transaction. A decision to
 // create a deployment is recorded durably, with its first attempt counted:
