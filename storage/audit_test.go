@@ -135,8 +135,8 @@ func TestHistoryOfAnEnvironmentListsTheReleasesDeployedThere(t *testing.T) {
 }
 
 // A deploy job GitHub had no log for: the record says so, with no log kept
-// (what is kept is lastmile's placeholder), also once retention prunes the
-// placeholder; the log GitHub serves later is kept as any other.
+// (what is kept is lastmile's placeholder, which says why: retention
+// leaves it); the log GitHub serves later is kept as any other.
 func TestAuditOfAJobGitHubHadNoLogFor(t *testing.T) {
 	ctx := context.Background()
 	db := storagetest.Open(t)
@@ -186,10 +186,10 @@ func TestAuditOfAJobGitHubHadNoLogFor(t *testing.T) {
 	if _, err := db.Prune(ctx, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if j, b := record(); !j.LogMissing || j.LogPruned {
-		t.Errorf("job GitHub had no log for, its placeholder pruned: %s; want log_missing, not log_pruned", b)
+	if j, b := record(); !j.LogMissing || j.LogPruned || j.LogMissingWhy != "GitHub had no log for it" {
+		t.Errorf("job GitHub had no log for, retention run: %s; want log_missing and why, not log_pruned", b)
 	}
-	noLog("its placeholder pruned")
+	noLog("retention run")
 	if err := db.SaveJobLog(ctx, intent.ID, job, []byte("deployed\n"), false); err != nil {
 		t.Fatal(err)
 	}

@@ -321,8 +321,10 @@ func (db *DB) pruneLogs(ctx context.Context, cutoff int64) (dropped int64, more 
 	return dropped, dropped == pruneLogBatch, nil
 }
 
+// pruneLogsQuery leaves the placeholders of logs not kept (missing): no
+// log, but the record's word for why there is none, a line long.
 const pruneLogsQuery = `UPDATE job_logs SET log = NULL WHERE job_id IN (SELECT job_id
-	FROM job_logs INDEXED BY job_logs_kept WHERE log IS NOT NULL AND fetched_at < ? ORDER BY fetched_at LIMIT ?)`
+	FROM job_logs INDEXED BY job_logs_kept WHERE log IS NOT NULL AND missing = 0 AND fetched_at < ? ORDER BY fetched_at LIMIT ?)`
 
 // reclaim gives the free pages of a database in auto_vacuum incremental
 // mode back to the file system, reclaimStep pages at a time (see Prune).
