@@ -389,10 +389,12 @@ func (g *GitHub) ReviewProtectionRule(ctx context.Context, r pipeline.Repo, runI
 // JobLog downloads a job's log. GitHub answers the logs endpoint with a
 // redirect to a short-lived URL; at most max bytes are kept: the head and
 // the tail, with what was cut said in between.
+// A rate limit, or a suspended installation's token refused, is marked
+// pipeline.ErrGitHubWait.
 func (g *GitHub) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max int) ([]byte, bool, error) {
 	gh, err := g.client(r)
 	if err != nil {
-		return nil, false, err
+		return nil, false, waitMarked(err)
 	}
 	u, resp, err := gh.Actions.GetWorkflowJobLogs(ctx, r.Owner, r.Name, jobID, 0)
 	if resp != nil && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone) {
@@ -400,11 +402,11 @@ func (g *GitHub) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max i
 	}
 	if err != nil {
 		// A Location that does not parse comes back whole in the error.
-		return nil, false, hideSignedURLs(err)
+		return nil, false, waitMarked(hideSignedURLs(err))
 	}
 	log, truncated, err := g.downloadLog(ctx, u.String(), max)
 	if err != nil {
-		return nil, false, hideSignedURLs(err)
+		return nil, false, waitMarked(hideSignedURLs(err))
 	}
 	return log, truncated, nil
 }

@@ -634,3 +634,29 @@ func TestRunsInProgressPagesAndCounts(t *testing.T) {
 		t.Errorf("502: %v, want GitHub's error", err)
 	}
 }
+
+// A log GitHub will not give for now — a rate limit, an installation
+// suspended — is marked as one to wait for (pipeline.ErrGitHubWait), as
+// the other calls' answers are: the delivery waits, rather than the log
+// being recorded as one lastmile could not download.
+func TestJobLogMarksWhatToWaitFor(t *testing.T) {
+	reset := time.Now().Add(time.Hour).Unix()
+	limited, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-RateLimit-Limit", "5000")
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset", fmt.Sprint(reset))
+		w.Header().Set("X-RateLimit-Resource", "core")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"message":"API rate limit exceeded for installation ID 7."}`)
+	})
+	if _, _, err := limited.JobLog(context.Background(), repo, 42, 1<<20); !errors.Is(err, pipeline.ErrGitHubWait) {
+		t.Errorf("rate limited: %v, want pipeline.ErrGitHubWait", err)
+	}
+	refused, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"message":"Resource not accessible by integration"}`)
+	})
+	if _, _, err := refused.JobLog(context.Background(), repo, 42, 1<<20); err == nil || errors.Is(err, pipeline.ErrGitHubWait) {
+		t.Errorf("refused (no actions: read): %v, want an error not to wait for", err)
+	}
+}

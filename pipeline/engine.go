@@ -1063,6 +1063,11 @@ func (e *Engine) keepJobLog(ctx context.Context, job WorkflowJob, match JobMatch
 		// GitHub asks to wait (a rate limit, the installation suspended),
 		// or lastmile stops: the delivery is handled again later.
 		return fmt.Errorf("download log of job %d: %w", job.JobID, err)
+	case err != nil && e.suspended(ctx, job.Repo.InstallationID):
+		// GitHub refuses a suspended installation's calls (403), which
+		// the logs endpoint's answer does not tell from others: waited
+		// out as the installation's other deliveries are.
+		return fmt.Errorf("download log of job %d, installation %d suspended: %w (%w)", job.JobID, job.Repo.InstallationID, ErrGitHubWait, err)
 	case err != nil:
 		// The log holds nothing back: a download GitHub fails (a 5xx the
 		// transport's retries did not get past, a 403 — an installation
@@ -1099,9 +1104,9 @@ func (e *Engine) FetchMissingJobLogs(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	kept := 0
-	// One installation GitHub refuses (suspended, rate limited, its token
-	// refused) does not hold back the others': its further jobs are left
-	// for the next sweep, and the first error is returned after the rest.
+	// One installation GitHub refuses (suspended, rate limited) does not
+	// hold back the others': its further jobs are left for the next sweep,
+	// and the first error is returned after the rest.
 	var firstErr error
 	refused := map[int64]bool{}
 	for _, m := range missing {
@@ -1123,7 +1128,10 @@ func (e *Engine) FetchMissingJobLogs(ctx context.Context) (int, error) {
 			continue
 		}
 		if err != nil {
-			refused[inst] = true
+			// One job's log GitHub fails (a 5xx, a download cut short)
+			// says nothing of the others'; a rate limit, or a suspended
+			// installation, holds all of the installation's.
+			refused[inst] = errors.Is(err, ErrGitHubWait)
 			if firstErr == nil {
 				firstErr = fmt.Errorf("download log of job %d: %w", m.Job.JobID, err)
 			}
@@ -1601,6 +1609,13 @@ func (e *Engine) answerWaitingProtectionRules(ctx context.Context, repo Repo, sh
 
 // installationState is where lastmile recorded an installation stands:
 // active when it recorded nothing of it.
+// suspended reports whether lastmile has recorded installation id as
+// suspended (false when it cannot tell).
+func (e *Engine) suspended(ctx context.Context, id int64) bool {
+	state, err := e.installationState(ctx, id)
+	return err == nil && state == InstallationSuspended
+}
+
 func (e *Engine) installationState(ctx context.Context, id int64) (InstallationStatus, error) {
 	st, err := e.Store.Installation(ctx, id)
 	if errors.Is(err, ErrNotFound) {

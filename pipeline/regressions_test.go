@@ -344,6 +344,76 @@ func TestDeployLogGitHubFailsHoldsNothingBack(t *testing.T) {
 	}
 }
 
+// A log download refused while lastmile has the installation recorded as
+// suspended (GitHub refuses a suspended installation's calls with a 403
+// the logs endpoint does not tell from others) is waited out with the
+// installation, not recorded as a log lastmile could not download.
+func TestDeployLogRefusedWhileSuspendedIsWaitedFor(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	flaky := &flakyLogs{fakeGitHub: h.gh, failLogs: 1, failure: errors.New("unexpected status code: 403 Forbidden")}
+	h.engine.GitHub = flaky
+	h.gh.logs = map[int64]string{77: "deploying c1 to staging\nok\n"}
+	h.release(c0, c1, 10, "test")
+	ev := jobEndedThenSuccess(t, h, "staging")
+	if _, err := h.db.SetInstallation(ctx, pipeline.InstallationState{ID: shop.InstallationID, State: pipeline.InstallationSuspended, Since: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.engine.HandleDeploymentStatus(ctx, ev); !errors.Is(err, pipeline.ErrGitHubWait) {
+		t.Errorf("the log refused, the installation suspended: %v, want the delivery to wait", err)
+	}
+	if _, err := h.db.JobLog(ctx, 77); err == nil || strings.Contains(err.Error(), "could not download") {
+		t.Errorf("job 77's log: %v, want none recorded yet", err)
+	}
+}
+
+// perJobLogs fails the download of one job's log, always.
+type perJobLogs struct {
+	*fakeGitHub
+	broken int64
+	asks   map[int64]int
+}
+
+func (f *perJobLogs) JobLog(ctx context.Context, r pipeline.Repo, jobID int64, max int) ([]byte, bool, error) {
+	f.asks[jobID]++
+	if jobID == f.broken {
+		return nil, false, errors.New("download job log: HTTP 502")
+	}
+	return f.fakeGitHub.JobLog(ctx, r, jobID, max)
+}
+
+// One missing log whose download GitHub fails at every look says nothing
+// of the installation's other missing logs: they are looked for, and
+// kept, all the same.
+func TestOneLogGitHubFailsHoldsBackNoOther(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.release(c0, c1, 10, "test", "staging")
+	dep := func(env string) int64 {
+		d, err := h.db.Deployment(ctx, h.gh.deployment(c1, env).id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.ID
+	}
+	// Job 77 (test): its download failed; job 78 (staging): GitHub had none yet.
+	if err := h.db.SaveMissingJobLog(ctx, dep("test"), pipeline.WorkflowJob{Repo: shop, JobID: 77, Name: "deploy"}, []byte("(lastmile could not download it from GitHub: HTTP 502)\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.db.SaveMissingJobLog(ctx, dep("staging"), pipeline.WorkflowJob{Repo: shop, JobID: 78, Name: "deploy"}, []byte("(GitHub had no log for it)\n")); err != nil {
+		t.Fatal(err)
+	}
+	f := &perJobLogs{fakeGitHub: h.gh, broken: 77, asks: map[int64]int{}}
+	h.engine.GitHub = f
+	h.gh.logs = map[int64]string{78: "staging log\n"}
+	if n, err := h.engine.FetchMissingJobLogs(ctx); n != 1 || err == nil {
+		t.Errorf("a look: %d kept, %v; want job 78's kept, and job 77's error", n, err)
+	}
+	if log, err := h.db.JobLog(ctx, 78); err != nil || string(log) != "staging log\n" {
+		t.Errorf("job 78's log: %q, %v (asked for 77: %d, 78: %d times); want GitHub's", log, err, f.asks[77], f.asks[78])
+	}
+}
+
 // Attempt 1 of c1's staging job is rejected, the review's delivery
 // delayed; lastmile writes the failure at the run's end. A re-run of the
 // failed jobs is approved, starts, and its deploy fails. Attempt 1's
