@@ -53,6 +53,7 @@ type installationTransport struct {
 	current  *ghinstallation.Transport // nil until a call needs one
 	kept     bool                      // a call through current got an answer: it holds a token from before
 	issuedAt time.Time                 // when GitHub gave the latest token (local clock)
+	issues   uint64                    // how many tokens GitHub has given (a call tells a renewal within it)
 }
 
 // tokenLag is how long after GitHub gives a token a refusal of it (or a
@@ -71,7 +72,7 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 	}
 	lagPause, notFoundAgain := tokenLagPause, false
 	for attempt := 0; ; attempt++ {
-		tokens, kept := t.transport()
+		tokens, kept, issues := t.transport()
 		try := req.Clone(ctx)
 		if body != nil {
 			try.Body = io.NopCloser(bytes.NewReader(body))
@@ -80,10 +81,11 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 		if err != nil {
 			return nil, installationTokenError(t.id, err)
 		}
-		// Kept before the call and still after it: ghinstallation may have
-		// renewed the token within the call (issued), and the new one is
-		// as new to GitHub's replicas as a first.
-		if !(kept && t.stillKept(tokens)) && t.tokenTooNew(resp, req.Method, lagPause, &notFoundAgain) {
+		// A token kept from before the call, not renewed since: ghinstallation
+		// may have renewed it within the call (issued), or another call
+		// may have, and the new one is as new to GitHub's replicas as a
+		// first.
+		if (!kept || t.renewedSince(issues)) && t.tokenTooNew(resp, req.Method, lagPause, &notFoundAgain) {
 			drain(resp)
 			if err := Sleep(ctx, lagPause); err != nil {
 				return nil, err
@@ -107,21 +109,21 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 
 // transport is the installation's ghinstallation Transport, made now if
 // there is none, and whether it holds a token from an earlier call.
-func (t *installationTransport) transport() (tokens *ghinstallation.Transport, kept bool) {
+func (t *installationTransport) transport() (tokens *ghinstallation.Transport, kept bool, issues uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.current == nil {
 		t.current, t.kept = t.tokens(t.id, t.issued), false
 	}
-	return t.current, t.kept
+	return t.current, t.kept, t.issues
 }
 
-// stillKept reports whether tokens is the installation's Transport and
-// holds a token a call has had an answer to.
-func (t *installationTransport) stillKept(tokens *ghinstallation.Transport) bool {
+// renewedSince reports whether GitHub has given the installation a token
+// since issues were given.
+func (t *installationTransport) renewedSince(issues uint64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.current == tokens && t.kept
+	return t.issues != issues
 }
 
 // issued records that GitHub gave the installation a token at: a new
@@ -131,6 +133,7 @@ func (t *installationTransport) issued(at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.issuedAt, t.kept = at, false
+	t.issues++
 }
 
 // tokenTooNew reports whether resp, the answer to a call of method, may

@@ -55,7 +55,7 @@ func TestInstallationTokenRenewedByGitHubsClock(t *testing.T) {
 			if _, _, err := gh.Repositories.Get(context.Background(), "o", "r"); err != nil {
 				t.Fatal(err)
 			}
-			tokens, _ := gh.Client().Transport.(*installationTransport).transport()
+			tokens, _, _ := gh.Client().Transport.(*installationTransport).transport()
 			_, renewAt, err := tokens.Expiry()
 			if err != nil {
 				t.Fatal(err)

@@ -438,3 +438,79 @@ func TestInstallationTokenRenewedNotKnownYetIsWaitedFor(t *testing.T) {
 		t.Errorf("calls %q, want %q", log, want)
 	}
 }
+
+// Call A renews the token (ghinstallation, within A's call); call B, made
+// while A waits for its answer, uses the new token and is answered first
+// (200), which makes the token kept. A's answer, a 404 from a replica that
+// does not know the token yet, is still waited past: a token was given
+// since A's call began.
+func TestInstallationTokenRenewedWithinACallRacingAnother(t *testing.T) {
+	var mu sync.Mutex
+	minted := 0
+	aArrived := make(chan struct{})
+	bDone := make(chan struct{})
+	var aOnce sync.Once
+	var log []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/access_tokens") {
+			mu.Lock()
+			minted++
+			n := minted
+			mu.Unlock()
+			w.WriteHeader(http.StatusCreated)
+			life := time.Hour
+			if n == 1 {
+				life = 4*time.Minute + 30*time.Second // due for renewal
+			}
+			fmt.Fprintf(w, `{"token":"ghs_t%d","expires_at":%q}`, n, now.Add(life).UTC().Format(time.RFC3339))
+			return
+		}
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "token ")
+		mu.Lock()
+		log = append(log, r.URL.Path+" "+tok)
+		mu.Unlock()
+		if tok == "ghs_t2" && r.URL.Path == "/repos/o/a" {
+			first := false
+			aOnce.Do(func() { first = true; close(aArrived) })
+			if first {
+				<-bDone // B answered first
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprint(w, `{"message":"Not Found"}`)
+				return
+			}
+		}
+		fmt.Fprint(w, `{"id":1,"full_name":"o/r"}`)
+	}))
+	defer srv.Close()
+	key, err := testAppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := githubapp.NewClients(srv.URL+"/", 1, key, &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, err := clients.Installation(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil { // t1, kept
+		t.Fatal(err)
+	}
+	aErr := make(chan error, 1)
+	go func() { _, _, err := gh.Repositories.Get(ctx, "o", "a"); aErr <- err }() // renews: t2
+	<-aArrived
+	if _, _, err := gh.Repositories.Get(ctx, "o", "b"); err != nil {
+		t.Fatal(err)
+	}
+	close(bDone)
+	if err := <-aErr; err != nil {
+		mu.Lock()
+		defer mu.Unlock()
+		t.Errorf("A, a GET with a token renewed within it, answered 404 within tokenLag: %v (calls %q); want it sent again", err, log)
+	}
+}
