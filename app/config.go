@@ -361,10 +361,11 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 		}
 		problems = append(problems, flagProblem(err, fs))
 		next := fs.Args()
-		if len(next) == len(rest) {
+		if strings.HasPrefix(err.Error(), "bad flag syntax: ") && len(next) > 0 {
 			// Bad flag syntax (---name, -=value): the argument is not
-			// consumed. Taken as an unknown flag, its value (after "=",
-			// or the next argument) passed over likewise.
+			// consumed (the flags before it are). Taken as an unknown
+			// flag, its value (after "=", or the next argument) passed
+			// over likewise.
 			bad := next[0]
 			next = next[1:]
 			unknown = "--" + flagName(bad)
