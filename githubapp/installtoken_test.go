@@ -413,18 +413,7 @@ func TestInstallationTokenRenewedNotKnownYetIsWaitedFor(t *testing.T) {
 		fmt.Fprint(w, `{"id":1,"full_name":"o/r"}`)
 	}))
 	defer srv.Close()
-	key, err := testAppKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients, err := githubapp.NewClients(srv.URL+"/", 1, key, &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gh, err := clients.Installation(7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gh := installation7(t, srv.URL)
 	ctx := context.Background()
 	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
 		t.Fatal(err)
@@ -485,18 +474,7 @@ func TestInstallationTokenRenewedWithinACallRacingAnother(t *testing.T) {
 		fmt.Fprint(w, `{"id":1,"full_name":"o/r"}`)
 	}))
 	defer srv.Close()
-	key, err := testAppKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients, err := githubapp.NewClients(srv.URL+"/", 1, key, &githubapp.Transport{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gh, err := clients.Installation(7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gh := installation7(t, srv.URL)
 	ctx := context.Background()
 	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil { // t1, kept
 		t.Fatal(err)
@@ -513,4 +491,23 @@ func TestInstallationTokenRenewedWithinACallRacingAnother(t *testing.T) {
 		defer mu.Unlock()
 		t.Errorf("A, a GET with a token renewed within it, answered 404 within tokenLag: %v (calls %q); want it sent again", err, log)
 	}
+}
+
+// installation7 is installation 7's client of App 1 against the GitHub at
+// url.
+func installation7(t *testing.T, url string) *github.Client {
+	t.Helper()
+	key, err := testAppKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients, err := githubapp.NewClients(url+"/", 1, key, &githubapp.Transport{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, err := clients.Installation(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gh
 }
