@@ -232,15 +232,7 @@ func TestReadFileTellsAnUnknownCommitFromAnAbsentFile(t *testing.T) {
 // installation, is marked as one to wait for (pipeline.ErrGitHubWait), its
 // text and the errors it wraps unchanged; another refusal is not.
 func TestCompareMarksWhatToWaitFor(t *testing.T) {
-	reset := time.Now().Add(time.Hour).Unix()
-	limited, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-RateLimit-Limit", "5000")
-		w.Header().Set("X-RateLimit-Remaining", "0")
-		w.Header().Set("X-RateLimit-Reset", fmt.Sprint(reset))
-		w.Header().Set("X-RateLimit-Resource", "core")
-		w.WriteHeader(http.StatusForbidden)
-		io.WriteString(w, `{"message":"API rate limit exceeded for installation ID 7."}`)
-	})
+	limited, repo := scriptedGitHub(t, rateLimitSpent(time.Now().Add(time.Hour)))
 	_, err := limited.Compare(context.Background(), repo, "aaa", "bbb")
 	if !errors.Is(err, pipeline.ErrGitHubWait) {
 		t.Fatalf("rate limited: %v, want pipeline.ErrGitHubWait", err)
@@ -640,15 +632,7 @@ func TestRunsInProgressPagesAndCounts(t *testing.T) {
 // the other calls' answers are: the delivery waits, rather than the log
 // being recorded as one lastmile could not download.
 func TestJobLogMarksWhatToWaitFor(t *testing.T) {
-	reset := time.Now().Add(time.Hour).Unix()
-	limited, repo := scriptedGitHub(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-RateLimit-Limit", "5000")
-		w.Header().Set("X-RateLimit-Remaining", "0")
-		w.Header().Set("X-RateLimit-Reset", fmt.Sprint(reset))
-		w.Header().Set("X-RateLimit-Resource", "core")
-		w.WriteHeader(http.StatusForbidden)
-		io.WriteString(w, `{"message":"API rate limit exceeded for installation ID 7."}`)
-	})
+	limited, repo := scriptedGitHub(t, rateLimitSpent(time.Now().Add(time.Hour)))
 	if _, _, err := limited.JobLog(context.Background(), repo, 42, 1<<20); !errors.Is(err, pipeline.ErrGitHubWait) {
 		t.Errorf("rate limited: %v, want pipeline.ErrGitHubWait", err)
 	}
@@ -658,5 +642,18 @@ func TestJobLogMarksWhatToWaitFor(t *testing.T) {
 	})
 	if _, _, err := refused.JobLog(context.Background(), repo, 42, 1<<20); err == nil || errors.Is(err, pipeline.ErrGitHubWait) {
 		t.Errorf("refused (no actions: read): %v, want an error not to wait for", err)
+	}
+}
+
+// rateLimitSpent answers as GitHub does once the installation's core quota
+// is spent, until reset.
+func rateLimitSpent(reset time.Time) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-RateLimit-Limit", "5000")
+		w.Header().Set("X-RateLimit-Remaining", "0")
+		w.Header().Set("X-RateLimit-Reset", fmt.Sprint(reset.Unix()))
+		w.Header().Set("X-RateLimit-Resource", "core")
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, `{"message":"API rate limit exceeded for installation ID 7."}`)
 	}
 }

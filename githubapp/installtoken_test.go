@@ -139,23 +139,7 @@ func (g *tokenGitHub) Bodies() []string {
 // installationClient is installation 7's client against g.
 func (g *tokenGitHub) installationClient(t *testing.T, obs *observed) *github.Client {
 	t.Helper()
-	key, err := testAppKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &githubapp.Transport{}
-	if obs != nil {
-		tr.Observer = obs
-	}
-	clients, err := githubapp.NewClients(g.URL+"/", 1, key, tr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gh, err := clients.Installation(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return gh
+	return installation7(t, g.URL, obs)
 }
 
 // A token GitHub refuses (401: revoked, or expired all the same) is
@@ -413,7 +397,7 @@ func TestInstallationTokenRenewedNotKnownYetIsWaitedFor(t *testing.T) {
 		fmt.Fprint(w, `{"id":1,"full_name":"o/r"}`)
 	}))
 	defer srv.Close()
-	gh := installation7(t, srv.URL)
+	gh := installation7(t, srv.URL, nil)
 	ctx := context.Background()
 	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil {
 		t.Fatal(err)
@@ -474,7 +458,7 @@ func TestInstallationTokenRenewedWithinACallRacingAnother(t *testing.T) {
 		fmt.Fprint(w, `{"id":1,"full_name":"o/r"}`)
 	}))
 	defer srv.Close()
-	gh := installation7(t, srv.URL)
+	gh := installation7(t, srv.URL, nil)
 	ctx := context.Background()
 	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil { // t1, kept
 		t.Fatal(err)
@@ -494,14 +478,18 @@ func TestInstallationTokenRenewedWithinACallRacingAnother(t *testing.T) {
 }
 
 // installation7 is installation 7's client of App 1 against the GitHub at
-// url.
-func installation7(t *testing.T, url string) *github.Client {
+// url, its calls counted by obs if it is not nil.
+func installation7(t *testing.T, url string, obs *observed) *github.Client {
 	t.Helper()
 	key, err := testAppKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	clients, err := githubapp.NewClients(url+"/", 1, key, &githubapp.Transport{})
+	tr := &githubapp.Transport{}
+	if obs != nil {
+		tr.Observer = obs
+	}
+	clients, err := githubapp.NewClients(url+"/", 1, key, tr)
 	if err != nil {
 		t.Fatal(err)
 	}
