@@ -71,8 +71,8 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 		return nil, err
 	}
 	lagPause, notFoundAgain := tokenLagPause, false
-	for attempt := 0; ; attempt++ {
-		tokens, kept, issues := t.transport()
+	tokens, kept, issues := t.transport()
+	for attempt := 0; ; {
 		try := req.Clone(ctx)
 		if body != nil {
 			try.Body = io.NopCloser(bytes.NewReader(body))
@@ -91,7 +91,12 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 				return nil, err
 			}
 			lagPause *= 2
-			attempt--
+			// The same attempt sent again: kept and issues stay as it
+			// began (a token renewed within it and refused past the lag
+			// is a kept token's refusal, which earns another token), its
+			// Transport the installation's now (another call may have
+			// dropped the one it had).
+			tokens, _, _ = t.transport()
 			continue
 		}
 		if resp.StatusCode != http.StatusUnauthorized {
@@ -104,6 +109,8 @@ func (t *installationTransport) RoundTrip(req *http.Request) (*http.Response, er
 			return resp, nil
 		}
 		drain(resp)
+		attempt++
+		tokens, kept, issues = t.transport()
 	}
 }
 

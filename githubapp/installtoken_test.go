@@ -412,6 +412,58 @@ func TestInstallationTokenRenewedNotKnownYetIsWaitedFor(t *testing.T) {
 	}
 }
 
+// A token ghinstallation renewed within a call that began with one kept,
+// still refused (401) once it is no longer that new, is a kept token's
+// refusal: after the lag's tries (three, over three seconds), the call is
+// sent once more with another token.
+func TestInstallationTokenRenewedAndRefusedIsReplaced(t *testing.T) {
+	var mu sync.Mutex
+	minted := 0
+	var log []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		now := time.Now()
+		w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
+		w.Header().Set("Content-Type", "application/json")
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/access_tokens") {
+			minted++
+			tok := fmt.Sprintf("ghs_t%d", minted)
+			log = append(log, "mint "+tok)
+			life := time.Hour
+			if minted == 1 {
+				life = 4*time.Minute + 30*time.Second // due for renewal at the next call
+			}
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, `{"token":%q,"expires_at":%q}`, tok, now.Add(life).UTC().Format(time.RFC3339))
+			return
+		}
+		tok := strings.TrimPrefix(r.Header.Get("Authorization"), "token ")
+		if tok == "ghs_t2" { // the renewed token: refused for good
+			log = append(log, "GET 401 "+tok)
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"message":"Bad credentials"}`)
+			return
+		}
+		log = append(log, "GET 200 "+tok)
+		fmt.Fprint(w, `{"id":1,"full_name":"o/r"}`)
+	}))
+	defer srv.Close()
+	gh := installation7(t, srv.URL, nil)
+	ctx := context.Background()
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil { // t1, kept
+		t.Fatal(err)
+	}
+	if _, _, err := gh.Repositories.Get(ctx, "o", "r"); err != nil { // renews within the call: t2
+		t.Errorf("GET with a renewed token GitHub refuses: %v; want it sent again with another token", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"mint ghs_t1", "GET 200 ghs_t1", "mint ghs_t2", "GET 401 ghs_t2", "GET 401 ghs_t2", "GET 401 ghs_t2", "mint ghs_t3", "GET 200 ghs_t3"}; !slices.Equal(log, want) {
+		t.Errorf("calls %q, want %q", log, want)
+	}
+}
+
 // Call A renews the token (ghinstallation, within A's call); call B, made
 // while A waits for its answer, uses the new token and is answered first
 // (200), which makes the token kept. A's answer, a 404 from a replica that
