@@ -164,16 +164,18 @@ func (db *DB) RecordReview(ctx context.Context, rv pipeline.Review) error {
 
 // attemptSince reports whether an attempt of deployment id later than the
 // one reviewed at at has begun since — a re-run of its job, which keeps
-// the run's ID: a status made after the review reports a deploy that
-// started (in_progress) or ended (success, failure, error), other than
-// the reviewed attempt's own end. A rejection ends its run without a
-// result, and lastmile writes that end (on GitHub, or recorded alone when
-// GitHub refused it): the first final status after the review, when it is
-// lastmile's, is the reviewed attempt's.
+// the run's ID: a status made after the review, or in its second (GitHub's
+// times are whole seconds, and the attempt's end often shares the
+// rejection's), reports a deploy that started (in_progress) or ended
+// (success, failure, error), other than the reviewed attempt's own end. A
+// rejection ends its run without a result, and lastmile writes that end
+// (on GitHub, or recorded alone when GitHub refused it): the first final
+// status since the review, when it is lastmile's, is the reviewed
+// attempt's.
 func attemptSince(ctx context.Context, tx *sql.Tx, id int64, at time.Time) (bool, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT state = 'in_progress',
 		COALESCE(creator = 'lastmile' OR creator != '' AND creator = (SELECT value FROM settings WHERE key = ?), 0)
-		FROM deployment_statuses WHERE deployment_id = ? AND created_at > ?
+		FROM deployment_statuses WHERE deployment_id = ? AND created_at >= ?
 		AND state IN ('in_progress', 'success', 'failure', 'error') ORDER BY created_at, id`, appLoginKey, id, millis(at))
 	if err != nil {
 		return false, err

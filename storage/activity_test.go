@@ -136,3 +136,54 @@ func TestRejectionOfTheCurrentAttemptOnly(t *testing.T) {
 		}
 	}
 }
+
+// GitHub's times are whole seconds: lastmile's end of a rejected attempt
+// (its run ended without a result) is often stamped in the second of the
+// rejection. It is still that attempt's end, so a re-run that then fails
+// without having reported in_progress (its job failed before the Action's
+// first step) is a later attempt: the deployment is no longer the
+// rejection's, and the release stopped on a failure.
+func TestRejectedAttemptsEndInTheSameSecond(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: staging\n")
+	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.Deployment(ctx, 1001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkRun(ctx, d.ID, 11); err != nil {
+		t.Fatal(err)
+	}
+	rejectedAt := t0.Add(time.Minute)
+	if err := db.RecordReview(ctx, pipeline.Review{Repo: repo, DeliveryID: "r1", Action: pipeline.ReviewRejected,
+		Environments: []string{"staging"}, RunID: 11, HeadSHA: rel.SHA, Actor: "bob", Comment: "not today", At: rejectedAt}); err != nil {
+		t.Fatal(err)
+	}
+	status := func(id int64, at time.Time, why string) *pipeline.Deployment {
+		t.Helper()
+		d, err := db.Deployment(ctx, 1001)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.RecordStatus(ctx, d, pipeline.StatusInfo{GitHubID: id, State: pipeline.DeploymentFailure, Description: why,
+			Creator: "lastmile-app[bot]", ByLastmile: true, CreatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+		if d, err = db.Deployment(ctx, 1001); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := status(1, rejectedAt, "the run ended without a result"); !d.Rejected {
+		t.Fatalf("after the rejected attempt's end: rejected %v, want true", d.Rejected)
+	}
+	d = status(2, rejectedAt.Add(2*time.Minute), "the re-run's job failed")
+	if d.Rejected || d.Reason != "the re-run's job failed" {
+		t.Errorf("after a re-run's failure: rejected %v, reason %q; want the failure's, not bob's rejection", d.Rejected, d.Reason)
+	}
+}
