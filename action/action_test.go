@@ -1014,6 +1014,39 @@ func TestRunRefusesABadEnvironmentURL(t *testing.T) {
 	}
 }
 
+// An environment-url holding credentials is refused before anything is
+// posted or run: GitHub would show them to every reader of the
+// repository. The log does not repeat them.
+func TestRunRefusesAnEnvironmentURLWithCredentials(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	for _, url := range []string{"https://deployer:s3cr3t-pw@staging.example.com/", "https://s3cr3t-pw@staging.example.com"} {
+		t.Run(url, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "deployed")
+			s := newStep(t, w.directJob(id), map[string]string{
+				"INPUT_COMMAND":         `touch "$MARKER"`,
+				"INPUT_ENVIRONMENT-URL": url,
+				"MARKER":                marker,
+			})
+			var log strings.Builder
+			_, err := action.Run(w.ctx, s.env(&log))
+			want := "input environment-url: the URL holds a user name or password"
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(log.String(), "::error::"+want) {
+				t.Fatalf("Run: %v, log %q; want an error with %s", err, log.String(), want)
+			}
+			if strings.Contains(err.Error()+log.String(), "s3cr3t-pw") {
+				t.Errorf("the password reached the error or the log: %v / %q", err, log.String())
+			}
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			if n := len(w.deployment(id).Statuses); n != 0 {
+				t.Errorf("%d statuses posted", n)
+			}
+		})
+	}
+}
+
 // A token GitHub refuses: the error says what that means.
 func TestRunExplainsRefusedToken(t *testing.T) {
 	w := newWorld(t)

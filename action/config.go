@@ -190,7 +190,12 @@ func readConfig(getenv func(string) string) (*config, error) {
 				"use $LASTMILE_ENVIRONMENT in the command instead", InputPassEnvironmentArg, err))
 		}
 	}
-	if v := c.environmentURL; v != "" && !httpURL(v) {
+	if v := c.environmentURL; v != "" && urlCredentials(v) {
+		// GitHub shows environment_url to everyone who can read the
+		// repository; the URL itself is not repeated here, in the log.
+		deployErrs = append(deployErrs, fmt.Errorf("input %s: the URL holds a user name or password (USER:PASSWORD@ before its host), "+
+			"which GitHub would show to everyone who can read the repository: give the environment's address without them", InputEnvironmentURL))
+	} else if v != "" && !httpURL(v) {
 		// GitHub takes any string as environment_url and shows it as the
 		// deployment's link: a host without its scheme, or a javascript:
 		// URL, would be a broken or unsafe link.
@@ -319,8 +324,9 @@ func readDeploymentEvent(path string) (deploymentEvent, error) {
 	return *d, nil
 }
 
-// httpURL tells whether s is an absolute http or https URL with a host,
-// without white space or control characters.
+// httpURL tells whether s is an absolute http or https URL with a host
+// (and a port, if any, from 1 to 65535), without white space or control
+// characters.
 func httpURL(s string) bool {
 	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
 		return false
@@ -328,20 +334,37 @@ func httpURL(s string) bool {
 	if _, unsafe := pipeline.UnsafeRune(s); unsafe {
 		return false
 	}
-	// Only the scheme and host are judged: a browser opens a path or
-	// fragment with a stray % (…/50%-off) that url.Parse refuses.
+	u, err := urlHead(s)
+	if err != nil {
+		return false
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	scheme := strings.ToLower(u.Scheme)
+	return (scheme == "http" || scheme == "https") && u.Host != "" && u.Hostname() != "" && u.Opaque == ""
+}
+
+// urlHead parses the scheme and authority of s, the parts httpURL judges:
+// a browser opens a path or fragment with a stray % (…/50%-off) that
+// url.Parse refuses.
+func urlHead(s string) (*url.URL, error) {
 	head := s
 	if i := strings.Index(s, "://"); i >= 0 {
 		if j := strings.IndexAny(s[i+3:], "/?#"); j >= 0 {
 			head = s[:i+3+j]
 		}
 	}
-	u, err := url.Parse(head)
-	if err != nil {
-		return false
-	}
-	scheme := strings.ToLower(u.Scheme)
-	return (scheme == "http" || scheme == "https") && u.Host != "" && u.Hostname() != "" && u.Opaque == ""
+	return url.Parse(head)
+}
+
+// urlCredentials tells whether the URL s carries a user name or password
+// (https://user:secret@host/).
+func urlCredentials(s string) bool {
+	u, err := urlHead(s)
+	return err == nil && u.User != nil
 }
 
 // commitSHA tells whether s is a full commit SHA: SHA-1's 40 hexadecimal
