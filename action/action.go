@@ -241,11 +241,13 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 	if newer != 0 {
 		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, has succeeded, and this one would go backwards.",
 			cfg.deployment.ID, cfg.deployment.Environment, newer))
-		if cfg.mode == ModeRegister || latest.Terminal() {
+		if latest.Terminal() {
 			return Result{State: latest, Skipped: true}, nil
 		}
 		// Not finished: said so, as lastmile would (superseded), so that
-		// the run's end without a result is not taken for an error.
+		// the run's end without a result is not taken for an error — in
+		// either mode: the register job's skip skips the deploy job, and
+		// the run succeeds, leaving the deployment without an end.
 		res, err := r.finish(ctx, pipeline.DeploymentInactive, cfg.logURL(),
 			fmt.Sprintf("Not deployed: deployment %d of a newer release has succeeded in %s", newer, cfg.deployment.Environment), finalPostTimeout, nil)
 		res.Skipped = true

@@ -620,15 +620,18 @@ func TestRerunAfterANewerSuccessDeploysNothing(t *testing.T) {
 // while a newer deployment of lastmile's to the environment has succeeded
 // (made inactive since, as GitHub does to earlier successes): nothing is
 // deployed, the deployment is made inactive, saying why, and the step
-// succeeds. Another App's newer success says nothing of it: it deploys.
+// succeeds — in the register job too, whose skip skips the deploy job.
+// Another App's newer success says nothing of it: it deploys.
 func TestFirstAttemptAfterANewerSuccessDeploysNothing(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		payload any
+		mode    string
 		skipped bool
 	}{
-		{"lastmile's", lastmilePayload, true},
-		{"another App's", map[string]bool{"vercel": true}, false},
+		{"lastmile's", lastmilePayload, "deploy", true},
+		{"lastmile's, register", lastmilePayload, "register", true},
+		{"another App's", map[string]bool{"vercel": true}, "deploy", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
@@ -637,7 +640,7 @@ func TestFirstAttemptAfterANewerSuccessDeploysNothing(t *testing.T) {
 			newer := w.createDeploymentWith(tc.payload)
 			w.postStatus(newer, "success")
 			w.postStatus(newer, "inactive")
-			s := newStep(t, w.directJob(old), map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD"})
+			s := newStep(t, w.directJob(old), map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD", "INPUT_MODE": tc.mode})
 			var log strings.Builder
 			res, err := action.Run(w.ctx, s.env(&log))
 			if err != nil || res.Skipped != tc.skipped {
