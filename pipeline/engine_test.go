@@ -2658,6 +2658,10 @@ func TestRejectedRerunAfterAFailureOnlyLastmileRecorded(t *testing.T) {
 func TestSuccessDeliveredAfterTheRerunsFailure(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
+	// GitHub's times a second apart: a re-run, requested and rejected,
+	// comes after the first attempt's end (the rejected attempt's end may
+	// share the rejection's second).
+	h.gh.now = steppingClock()
 	if err := h.push(c0, c1, false); err != nil {
 		t.Fatal(err)
 	}
@@ -2665,7 +2669,7 @@ func TestSuccessDeliveredAfterTheRerunsFailure(t *testing.T) {
 	ok := h.status(c1, "test", pipeline.DeploymentSuccess, 11, false)
 	// The re-run waits for a reviewer, who rejects it.
 	if err := h.engine.HandleReview(ctx, pipeline.Review{Repo: shop, DeliveryID: "review-1", Action: pipeline.ReviewRejected,
-		Environments: []string{"test"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: time.Now()}); err != nil {
+		Environments: []string{"test"}, RunID: 11, HeadSHA: c1, Actor: "bob", At: h.gh.time()}); err != nil {
 		t.Fatal(err)
 	}
 	// The rejected re-run's end, which lastmile writes (a failure the
