@@ -289,21 +289,32 @@ type runner struct {
 }
 
 // latestState reads the state of the deployment's newest status ("" when it
-// has none). GitHub lists statuses newest first.
+// has none). GitHub lists statuses newest first. A success a person
+// posted by hand is passed over, as lastmile disregards it (see
+// pipeline.DisregardedStatus): it does not tell that anything was
+// deployed.
 func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, error) {
 	c := r.cfg
 	var statuses []*github.DeploymentStatus
 	err := r.read(ctx, func() (err error) {
-		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 1})
+		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 100})
 		return err
 	})
 	if err != nil {
 		return "", fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", c.deployment.ID, c.owner, c.repo, explain(err))
 	}
-	if len(statuses) == 0 {
-		return "", nil
+	for _, st := range statuses {
+		if !personsSuccess(st) {
+			return pipeline.DeploymentState(st.GetState()), nil
+		}
 	}
-	return pipeline.DeploymentState(statuses[0].GetState()), nil
+	return "", nil
+}
+
+// personsSuccess tells whether st is a success a person posted by hand,
+// which proves no deploy (see pipeline.DisregardedStatus).
+func personsSuccess(st *github.DeploymentStatus) bool {
+	return pipeline.PersonsSuccess(pipeline.DeploymentState(st.GetState()), st.GetCreator().GetLogin())
 }
 
 // supersededSince reports whether the deployment was made inactive since
@@ -320,6 +331,9 @@ func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", c.deployment.ID, c.owner, c.repo, explain(err))
 	}
 	for _, st := range statuses {
+		if personsSuccess(st) {
+			continue
+		}
 		switch pipeline.DeploymentState(st.GetState()) {
 		case pipeline.DeploymentInactive:
 			return true, nil
@@ -365,7 +379,9 @@ func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", d.GetID(), c.owner, c.repo, explain(err))
 		}
-		if slices.ContainsFunc(statuses, func(st *github.DeploymentStatus) bool { return st.GetState() == string(pipeline.DeploymentSuccess) }) {
+		if slices.ContainsFunc(statuses, func(st *github.DeploymentStatus) bool {
+			return st.GetState() == string(pipeline.DeploymentSuccess) && !personsSuccess(st)
+		}) {
 			return d.GetID(), nil
 		}
 	}

@@ -661,6 +661,37 @@ func TestFirstAttemptAfterANewerSuccessDeploysNothing(t *testing.T) {
 	}
 }
 
+// A success a person posted by hand proves no deploy (lastmile disregards
+// it): the deploy job deploys all the same, where the deployment's own
+// success or a newer deployment's (an App's) would have it deploy nothing.
+func TestAPersonsSuccessIsNoDeploy(t *testing.T) {
+	for _, where := range []string{"this deployment", "a newer deployment"} {
+		t.Run(where, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			w.postStatus(id, "queued")
+			target := id
+			if where == "a newer deployment" {
+				target = w.createDeployment()
+			}
+			if _, err := w.sim.PostDeploymentStatusAs(repo, target, "success", "mallory"); err != nil {
+				t.Fatal(err)
+			}
+			s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo DEPLOYED"})
+			var log strings.Builder
+			res, err := action.Run(w.ctx, s.env(&log))
+			if err != nil || res.Skipped || res.State != pipeline.DeploymentSuccess || !strings.Contains(log.String(), "DEPLOYED") {
+				t.Fatalf("Run: %+v, %v; want the command run and success\n%s", res, err, log.String())
+			}
+			if where == "this deployment" {
+				wantStates(t, w.deployment(id), "queued", "success", "in_progress", "success")
+			} else {
+				wantStates(t, w.deployment(id), "queued", "in_progress", "success")
+			}
+		})
+	}
+}
+
 // Mode register, as the ungated first job runs it: queued, with the run's
 // URL as log_url.
 func TestRegister(t *testing.T) {

@@ -503,6 +503,9 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 			fmt.Fprintf(w, "  url: %s", inline(s.EnvironmentURL))
 		}
 		fmt.Fprintln(w)
+		if s.Disregarded != "" {
+			fmt.Fprintf(w, "        disregarded: %s\n", inline(s.Disregarded))
+		}
 	}
 	for _, rv := range d.Reviews {
 		switch rv.Action {

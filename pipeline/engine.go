@@ -816,6 +816,12 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 	if err != nil {
 		return err
 	}
+	if DisregardedStatus(d, ev.Status) != "" {
+		// Kept for the record, and nothing more: it links no run, and
+		// changes nothing to act on.
+		_, err := e.recordStatus(ctx, ev.Repo, d, ev.Status)
+		return err
+	}
 	if err := e.linkRun(ctx, d, ev.Status); err != nil {
 		return err
 	}
@@ -899,7 +905,8 @@ func (e *Engine) linkRun(ctx context.Context, d *Deployment, st StatusInfo) erro
 	return nil
 }
 
-// recordStatus records a status of deployment d that GitHub has. A success
+// recordStatus records a status of deployment d that GitHub has (one
+// DisregardedStatus names for the audit record only). A success
 // of lastmile's deployment carries its release on when a failure or
 // rejection stopped it (a re-run's), but only while the branch it was
 // released from still holds its commit: otherwise the release is first
@@ -909,6 +916,14 @@ func (e *Engine) linkRun(ctx context.Context, d *Deployment, st StatusInfo) erro
 // (one compare) only for such a success, and for the success of a release
 // that does not build on what its environment last ran (leadCompare).
 func (e *Engine) recordStatus(ctx context.Context, repo Repo, d *Deployment, st StatusInfo) (bool, error) {
+	if why := DisregardedStatus(d, st); why != "" {
+		isNew, err := e.Store.RecordDisregardedStatus(ctx, d, st, why)
+		if isNew {
+			e.Log.WarnContext(ctx, "deployment status disregarded", "repo", repo.FullName(), "environment", d.Environment,
+				"deployment", d.GitHubID, "state", st.State, "creator", st.Creator, "why", why)
+		}
+		return false, err
+	}
 	if d.Origin != OriginLastmile || st.State != DeploymentSuccess || d.ReleaseID == 0 {
 		return e.Store.RecordStatus(ctx, d, st)
 	}

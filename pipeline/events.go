@@ -1,7 +1,10 @@
 package pipeline
 
 import (
+	"cmp"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -85,6 +88,40 @@ type StatusInfo struct {
 	// ByLastmile: lastmile wrote it (GitHub's answer to its own call), so
 	// its Creator is lastmile's login on GitHub, its App's bot.
 	ByLastmile bool `json:"-"`
+	// Disregarded, in an audit record: why lastmile kept the status for
+	// the record only (see DisregardedStatus).
+	Disregarded string `json:"disregarded,omitempty"`
+}
+
+// DisregardedStatus says why lastmile keeps status st of deployment d for
+// the audit record only, or "": a success that a person posted on a
+// deployment whose success proves its commit (lastmile's, or a workflow
+// job's own). Anyone who may write deployments can post one (the REST API,
+// the gh CLI), with no deploy behind it; a success counts — carries a
+// release on, proves the commit to the protection rule, enters the
+// metrics — only from a workflow or an App: the lastmile Action posts with
+// the job's GITHUB_TOKEN (github-actions[bot]), Actions posts its own
+// deployments' statuses, a deploy system that is an App posts as its bot;
+// those logins end in "[bot]", which no person's can. Other statuses
+// count whoever posts them: a person's failure stops a release, as a
+// deploy's would.
+func DisregardedStatus(d *Deployment, st StatusInfo) string {
+	if !PersonsSuccess(st.State, st.Creator) || st.ByLastmile {
+		return ""
+	}
+	if d.Origin != OriginLastmile && d.RunID == 0 {
+		return ""
+	}
+	return fmt.Sprintf("a success posted by %s, a person, not by a workflow or an App: it proves no deploy", cmp.Or(st.Creator, "an unknown account"))
+}
+
+// PersonsSuccess tells whether a status of state posted by creator (a
+// login) is a success a person posted: a login that does not end in
+// "[bot]", as every GitHub App's bot's does and no person's can. GitHub
+// names every status's creator (a deleted account's as ghost): one it
+// does not name is not taken for a person's.
+func PersonsSuccess(state DeploymentState, creator string) bool {
+	return state == DeploymentSuccess && creator != "" && !strings.HasSuffix(creator, "[bot]")
 }
 
 // NewDeploymentStatus is a `deployment_status` event.

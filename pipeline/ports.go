@@ -400,6 +400,11 @@ type Store interface {
 	// the first terminal status of a lastmile deployment updates the
 	// delivery metrics. It reports whether the status was new.
 	RecordStatus(ctx context.Context, d *Deployment, s StatusInfo) (bool, error)
+	// RecordDisregardedStatus keeps status s of d, and why it is
+	// disregarded (DisregardedStatus), for the audit record only: d, its
+	// release and the metrics stay as they were. It reports whether the
+	// status was new.
+	RecordDisregardedStatus(ctx context.Context, d *Deployment, s StatusInfo, why string) (bool, error)
 	// LeadCompare is the comparison that a success of lastmile's
 	// deployment d, not recorded yet, needs to tell the commits it brings
 	// to its environment: when d's release does not build on the

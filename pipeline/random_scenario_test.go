@@ -278,7 +278,7 @@ func (s *scenario) post(d *fakeDeployment, state pipeline.DeploymentState, who s
 	s.gh.mu.Lock()
 	st := s.gh.post(d.id, state, fmt.Sprintf("https://github.com/acme/shop/actions/runs/%d", run.id))
 	st.CreatedAt = s.now()
-	st.Creator = who
+	st.Creator = actionsBot // the Action's GITHUB_TOKEN, or Actions itself: who only names it in the log
 	d.statuses[len(d.statuses)-1] = st
 	s.gh.mu.Unlock()
 	s.seen[st.GitHubID] = true

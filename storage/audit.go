@@ -393,7 +393,7 @@ func untaken(ctx context.Context, q querier, repoID int64, rel *pipeline.Release
 		}
 		for _, d := range env.Deployments {
 			if d.Origin != pipeline.OriginLastmile || d.State != pipeline.DeploymentCreated || d.RunID != 0 ||
-				len(d.Statuses) > 0 || now.Sub(d.CreatedAt) < untakenAfter {
+				slices.ContainsFunc(d.Statuses, counted) || now.Sub(d.CreatedAt) < untakenAfter {
 				continue
 			}
 			var busy bool
@@ -454,6 +454,10 @@ func outcome(ctx context.Context, q querier, d *pipeline.Deployment) (pipeline.D
 	return d.State, nil
 }
 
+// counted tells whether a status in an audit record is one of its
+// deployment's own, not one kept for the record only.
+func counted(s pipeline.StatusInfo) bool { return s.Disregarded == "" }
+
 // OthersOutcome is what the deployments in an audit record's environment
 // that lastmile did not make came to: the outcome of the newest of them,
 // read as outcome reads lastmile's (success once it succeeded, though
@@ -494,6 +498,26 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		var state string
 		var at int64
 		if err := rows.Scan(&s.GitHubID, &state, &s.Description, &s.LogURL, &s.EnvironmentURL, &s.Creator, &at); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		s.State, s.CreatedAt = pipeline.DeploymentState(state), fromMillis(at)
+		dr.Statuses = append(dr.Statuses, s)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
+	// Those kept for the record only, among the others.
+	rows, err = q.QueryContext(ctx, `SELECT github_id, state, description, log_url, environment_url, creator, created_at, why
+		FROM disregarded_statuses WHERE deployment_id = ? ORDER BY github_id`, d.ID)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var s pipeline.StatusInfo
+		var state string
+		var at int64
+		if err := rows.Scan(&s.GitHubID, &state, &s.Description, &s.LogURL, &s.EnvironmentURL, &s.Creator, &at, &s.Disregarded); err != nil {
 			rows.Close()
 			return nil, err
 		}

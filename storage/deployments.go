@@ -283,6 +283,26 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 	return isNew, err
 }
 
+// RecordDisregardedStatus keeps status s of deployment dep, and why it is
+// disregarded, for the audit record only (see pipeline.DisregardedStatus).
+func (db *DB) RecordDisregardedStatus(ctx context.Context, dep *pipeline.Deployment, s pipeline.StatusInfo, why string) (bool, error) {
+	if s.GitHubID == 0 {
+		return false, fmt.Errorf("deployment %d: a disregarded status without GitHub's ID", dep.GitHubID)
+	}
+	at := s.CreatedAt
+	if at.IsZero() {
+		at = db.Now()
+	}
+	res, err := db.exec(ctx, `INSERT INTO disregarded_statuses (github_id, deployment_id, state, description, log_url, environment_url,
+		creator, created_at, why) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (github_id) DO NOTHING`,
+		s.GitHubID, dep.ID, string(s.State), s.Description, s.LogURL, s.EnvironmentURL, s.Creator, millis(at), why)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
 // markRerun records whether a re-run of a deployment is deploying it again
 // after its final status: its newest in_progress comes after its newest
 // final status (success, failure, error, inactive) in GitHub's order,

@@ -362,6 +362,30 @@ func (s *Simulator) SetCommitStatus(repo, sha, context, state string) int64 {
 	return cs.id
 }
 
+// PostDeploymentStatusAs records a deployment status that a person posts
+// by hand — the REST API with their own token, or the gh CLI — created by
+// login, a User, through no App (performed_via_github_app null), with
+// auto_inactive as GitHub defaults it, and sends the deployment_status
+// webhook. It returns the status id.
+func (s *Simulator) PostDeploymentStatusAs(repo string, deploymentID int64, state, login string) (int64, error) {
+	switch state {
+	case "error", "failure", "inactive", "in_progress", "queued", "pending", "success":
+	default:
+		return 0, fmt.Errorf("simulator: deployment status state %q", state)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.mustRepo(repo)
+	for _, d := range r.deployments {
+		if d.id == deploymentID {
+			ds := s.st.addDeploymentStatus(r, d, statusInput{state: state, autoInactive: true}, s.st.accountFor(login), nil)
+			s.notifyLocked()
+			return ds.id, nil
+		}
+	}
+	return 0, fmt.Errorf("simulator: no deployment %d in %s", deploymentID, repo)
+}
+
 // CompleteCheckSuite sends a check_suite "completed" webhook for a commit,
 // as a CI App finishing its checks would cause, with the given conclusion.
 // It records no check run: the suite is a fresh one of the CI App, with one

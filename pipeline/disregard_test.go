@@ -1,0 +1,93 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// A success a person posts by hand on lastmile's deployment (anyone who
+// may write deployments can) proves no deploy: after staging's deploy
+// failed, mallory's success is kept for the audit record only — no
+// production deployment, the commit not proven to the protection rule, a
+// warning logged — while an App's success (a deploy system that is an App)
+// carries the release on as the Action's does.
+func TestAPersonsSuccessIsDisregarded(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	var logged bytes.Buffer
+	h.engine.Log = slog.New(slog.NewJSONHandler(&logged, nil))
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatal(err)
+	}
+	h.status(c1, "test", pipeline.DeploymentInProgress, 11, true)
+	h.status(c1, "test", pipeline.DeploymentSuccess, 11, true)
+	h.status(c1, "staging", pipeline.DeploymentInProgress, 12, true)
+	h.status(c1, "staging", pipeline.DeploymentFailure, 12, true)
+	h.runCompleted(12, c1, "failure")
+
+	staging := h.gh.deployment(c1, "staging")
+	h.gh.mu.Lock()
+	forged := h.gh.postAs(staging.id, pipeline.DeploymentSuccess, "", "mallory")
+	h.gh.mu.Unlock()
+	h.deliver(c1, "staging", forged)
+	h.deliver(c1, "staging", forged) // a redelivery: recorded and logged once
+
+	if h.gh.deployment(c1, "production") != nil {
+		t.Fatal("a production deployment was created after a person's success on the failed staging deployment")
+	}
+	if ok, err := h.db.Succeeded(ctx, shop.ID, c1, "staging"); err != nil || ok {
+		t.Errorf("Succeeded(c1, staging) = %v, %v; want false", ok, err)
+	}
+	if err := h.engine.HandleProtectionRule(ctx, pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-99",
+		Environment: "production", SHA: c1, RunID: 99}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(h.gh.answers, "; "); got != "99 production rejected" {
+		t.Errorf("protection rule answers %q, want the production job rejected", got)
+	}
+	rec, err := h.db.Audit(ctx, shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []pipeline.StatusInfo
+	for _, env := range rec.Environments {
+		if env.Name != "staging" {
+			continue
+		}
+		if env.Outcome != pipeline.DeploymentFailure {
+			t.Errorf("staging's outcome %q, want failure", env.Outcome)
+		}
+		for _, d := range env.Deployments {
+			for _, s := range d.Statuses {
+				if s.Disregarded != "" {
+					kept = append(kept, s)
+				}
+			}
+		}
+	}
+	if len(kept) != 1 || kept[0].Creator != "mallory" || kept[0].State != pipeline.DeploymentSuccess ||
+		!strings.Contains(kept[0].Disregarded, "a success posted by mallory, a person") {
+		t.Errorf("staging's statuses kept for the record only: %+v; want mallory's success, saying why", kept)
+	}
+	if n := strings.Count(logged.String(), `"msg":"deployment status disregarded"`); n != 1 || !strings.Contains(logged.String(), `"creator":"mallory"`) {
+		t.Errorf("%d warnings of the disregarded status logged, want 1 naming mallory:\n%s", n, logged.String())
+	}
+
+	// An App's success, on the next release's deployment, carries it on.
+	if err := h.push(c1, c2, false); err != nil {
+		t.Fatal(err)
+	}
+	test := h.gh.deployment(c2, "test")
+	h.gh.mu.Lock()
+	byApp := h.gh.postAs(test.id, pipeline.DeploymentSuccess, "", "deploy-bot[bot]")
+	h.gh.mu.Unlock()
+	h.deliver(c2, "test", byApp)
+	if h.gh.deployment(c2, "staging") == nil {
+		t.Error("an App's success in test did not carry the release on to staging")
+	}
+}
