@@ -282,6 +282,10 @@ func (a *App) Run(ctx context.Context) error {
 	if warning := metricsExposure(a.AdminAddr(), a.Addr(), a.cfg.APIToken != ""); warning != "" {
 		a.log.Warn(warning, "listen", a.Addr(), "admin_listen", a.AdminAddr())
 	}
+	if len(a.cfg.SecretFlags) > 0 {
+		a.log.Warn("secrets given as flags can be read by other users of this machine in the process list: give them as environment variables (LASTMILE_WEBHOOK_SECRET, LASTMILE_PRIVATE_KEY_FILE, LASTMILE_API_TOKEN)",
+			"flags", a.cfg.SecretFlags)
+	}
 	if len(a.cfg.IgnoredVariables) > 0 {
 		a.log.Warn("environment variables that are no setting of lastmile serve are ignored", "variables", a.cfg.IgnoredVariables)
 	}

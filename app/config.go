@@ -61,6 +61,11 @@ type Config struct {
 	// warned of at start.
 	IgnoredVariables []string
 
+	// SecretFlags are the secrets given as flags (--webhook-secret, say):
+	// other users of the machine can read them in the process list
+	// (ps): warned of at start.
+	SecretFlags []string
+
 	// Parsed from PrivateKey or PrivateKeyFile by Load. Never encoded: a
 	// JSON log handler would print the private exponent and primes.
 	Key *rsa.PrivateKey `json:"-"`
@@ -475,6 +480,11 @@ func LoadConfig(args []string, getenv func(string) string, usage io.Writer) (*Co
 	misspelled, ignored := unknownVariables(getenv)
 	problems = append(problems, misspelled...)
 	c.IgnoredVariables = ignored
+	for _, s := range settings {
+		if s.secret && explicit[s.flag] {
+			c.SecretFlags = append(c.SecretFlags, "--"+s.flag)
+		}
+	}
 	if len(problems) > 0 {
 		return nil, &ConfigError{Problems: problems, flags: badFlags}
 	}

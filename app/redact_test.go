@@ -3,8 +3,12 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -143,5 +147,31 @@ func runLogged(t *testing.T, cfg *Config) (log *lockedBuffer, stop func()) {
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
+	}
+}
+
+// A secret given as a flag can be read in the process list by other users
+// of the machine: LoadConfig lists the flags (not from the environment),
+// and the start warns of them, never showing a value.
+func TestSecretsGivenAsFlagsAreWarnedOf(t *testing.T) {
+	key := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(newKey(t))})
+	env := map[string]string{"LASTMILE_APP_ID": "1", "LASTMILE_PRIVATE_KEY": string(key)}
+	loaded, err := LoadConfig([]string{"--webhook-secret", "flag-s3cret-value", "--api-token=flag-t0ken-value-long-enough"},
+		func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"--webhook-secret", "--api-token"}; !slices.Equal(loaded.SecretFlags, want) {
+		t.Errorf("secret flags %q, want %q", loaded.SecretFlags, want)
+	}
+	cfg := bareConfig(t, "http://127.0.0.1:1/")
+	cfg.WebhookSecret, cfg.APIToken, cfg.SecretFlags = loaded.WebhookSecret, loaded.APIToken, loaded.SecretFlags
+	log, stop := runLogged(t, cfg)
+	defer stop()
+	waitUntil(t, "the warning of the secrets given as flags", 10*time.Second, func() bool {
+		return strings.Contains(log.String(), "secrets given as flags can be read by other users of this machine")
+	})
+	if l := log.String(); !strings.Contains(l, `flags="[--webhook-secret --api-token]"`) || strings.Contains(l, "flag-s3cret") || strings.Contains(l, "flag-t0ken") {
+		t.Errorf("log:\n%s\nwant the flags named, not their values", l)
 	}
 }
