@@ -1236,7 +1236,7 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 		// The run's end may have overtaken the deployment's last status
 		// (GitHub does not promise the order of deliveries): GitHub is
 		// asked before lastmile writes a status of its own.
-		latest, err := e.GitHub.LatestDeploymentStatus(ctx, run.Repo, d.GitHubID)
+		latest, err := e.latestCounted(ctx, run.Repo, d)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("read the statuses of deployment %d: %w", d.GitHubID, err)
 		}
@@ -1343,6 +1343,29 @@ func (e *Engine) orphans(ctx context.Context, run WorkflowRun) ([]*Deployment, e
 		orphaned = append(orphaned, d)
 	}
 	return orphaned, nil
+}
+
+// latestCounted reads the newest status of deployment d that counts: a
+// person's success (DisregardedStatus) is recorded as such and passed
+// over, and the statuses before it read; ErrNotFound when none is left.
+func (e *Engine) latestCounted(ctx context.Context, repo Repo, d *Deployment) (StatusInfo, error) {
+	latest, err := e.GitHub.LatestDeploymentStatus(ctx, repo, d.GitHubID)
+	if err != nil || DisregardedStatus(d, latest) == "" {
+		return latest, err
+	}
+	list, err := e.GitHub.DeploymentStatuses(ctx, repo, d.GitHubID)
+	if err != nil {
+		return StatusInfo{}, err
+	}
+	for _, st := range list { // newest first
+		if DisregardedStatus(d, st) == "" {
+			return st, nil
+		}
+		if _, err := e.recordStatus(ctx, repo, d, st); err != nil {
+			return StatusInfo{}, err
+		}
+	}
+	return StatusInfo{}, ErrNotFound
 }
 
 // newestStart is when GitHub made the newest in_progress status of
@@ -2610,6 +2633,13 @@ func (e *Engine) recordFromGitHub(ctx context.Context, repo Repo, d *Deployment,
 	}
 	for _, o := range slices.Backward(list) { // oldest first
 		if o.GitHubID == 0 || before != 0 && o.GitHubID >= before {
+			continue
+		}
+		if DisregardedStatus(d, o) != "" {
+			// Kept for the record only: it links no run either.
+			if _, err := e.recordStatus(ctx, repo, d, o); err != nil {
+				return err
+			}
 			continue
 		}
 		if err := e.linkRun(ctx, d, o); err != nil {

@@ -94,22 +94,22 @@ type StatusInfo struct {
 }
 
 // DisregardedStatus says why lastmile keeps status st of deployment d for
-// the audit record only, or "": a success that a person posted on a
-// deployment whose success proves its commit (lastmile's, or a workflow
-// job's own). Anyone who may write deployments can post one (the REST API,
-// the gh CLI), with no deploy behind it; a success counts — carries a
-// release on, proves the commit to the protection rule, enters the
-// metrics — only from a workflow or an App: the lastmile Action posts with
-// the job's GITHUB_TOKEN (github-actions[bot]), Actions posts its own
-// deployments' statuses, a deploy system that is an App posts as its bot;
-// those logins end in "[bot]", which no person's can. Other statuses
-// count whoever posts them: a person's failure stops a release, as a
-// deploy's would.
+// the audit record only, or "": a success that a person posted on one of
+// lastmile's deployments. Anyone who may write deployments can post one
+// (the REST API, the gh CLI), with no deploy behind it; a success of
+// lastmile's deployment counts — carries a release on, proves the commit
+// to the protection rule, enters the metrics — only from a workflow or an
+// App: the lastmile Action posts with the job's GITHUB_TOKEN
+// (github-actions[bot]), a deploy system that is an App posts as its bot;
+// those logins end in "[bot]", which no person's can. (Any workflow of the
+// repository whose token may write deployments posts as
+// github-actions[bot] too: who may push workflows remains the gate.)
+// Other statuses count whoever posts them: a person's failure stops a
+// release, as a deploy's would. The deployments Actions creates for a job
+// are not judged so: GitHub posts their statuses as the run's triggering
+// actor, a person.
 func DisregardedStatus(d *Deployment, st StatusInfo) string {
-	if !PersonsSuccess(st.State, st.Creator) || st.ByLastmile {
-		return ""
-	}
-	if d.Origin != OriginLastmile && d.RunID == 0 {
+	if !PersonsSuccess(st.State, st.Creator) || st.ByLastmile || d.Origin != OriginLastmile {
 		return ""
 	}
 	return fmt.Sprintf("a success posted by %s, a person, not by a workflow or an App: it proves no deploy", cmp.Or(st.Creator, "an unknown account"))

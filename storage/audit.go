@@ -507,7 +507,10 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	if err := closeRows(rows); err != nil {
 		return nil, err
 	}
-	// Those kept for the record only, among the others.
+	// Those kept for the record only, among the others: each before the
+	// first one GitHub made after it, or lastmile recorded alone (without
+	// GitHub's ID, sorted below by the statuses recorded before it) at a
+	// later time.
 	rows, err = q.QueryContext(ctx, `SELECT github_id, state, description, log_url, environment_url, creator, created_at, why
 		FROM disregarded_statuses WHERE deployment_id = ? ORDER BY github_id`, d.ID)
 	if err != nil {
@@ -522,7 +525,13 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 			return nil, err
 		}
 		s.State, s.CreatedAt = pipeline.DeploymentState(state), fromMillis(at)
-		dr.Statuses = append(dr.Statuses, s)
+		i := slices.IndexFunc(dr.Statuses, func(o pipeline.StatusInfo) bool {
+			return o.GitHubID > s.GitHubID || o.GitHubID == 0 && o.CreatedAt.After(s.CreatedAt)
+		})
+		if i < 0 {
+			i = len(dr.Statuses)
+		}
+		dr.Statuses = slices.Insert(dr.Statuses, i, s)
 	}
 	if err := closeRows(rows); err != nil {
 		return nil, err
