@@ -49,7 +49,7 @@ func TestServeSaysItsFolderMustBeWritable(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); code != 1 {
 		t.Fatalf("exit %d (%v), want 1:\n%s", code, err, out)
 	}
-	want := "lastmile's user must be able to write the database's folder, where serve keeps lastmile.db.lock and SQLite the database's -wal and -shm files (chown it to that user)"
+	want := "lastmile's user must be able to write the database's folder, where serve keeps lastmile.db.lock and SQLite the database's -wal and -shm files, and the files in it (chown -R the folder to that user: those a run as another user left there are that user's)"
 	if !strings.Contains(string(out), want) || !strings.Contains(string(out), "permission denied") {
 		t.Errorf("want %q in\n%s", want, out)
 	}

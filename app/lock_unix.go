@@ -31,7 +31,7 @@ func lockDatabase(path string) (release func(keep bool), err error) {
 		created := errors.Is(statErr, fs.ErrNotExist)
 		f, err := os.OpenFile(lock, os.O_CREATE|os.O_RDWR, 0o600)
 		if errors.Is(err, fs.ErrPermission) {
-			return nil, fmt.Errorf("lock database: %w: lastmile's user must be able to write the database's folder, where serve keeps %s and SQLite the database's -wal and -shm files (chown it to that user)", err, filepath.Base(lock))
+			return nil, fmt.Errorf("lock database: %w: lastmile's user must be able to write the database's folder, where serve keeps %s and SQLite the database's -wal and -shm files, and the files in it (chown -R the folder to that user: those a run as another user left there are that user's)", err, filepath.Base(lock))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("lock database: %w", err)

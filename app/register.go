@@ -297,7 +297,7 @@ with read access to contents, actions, checks and metadata, and write access to 
 <input type="hidden" name="manifest" value="{{.Manifest}}">
 <button type="submit">Create the App on GitHub</button>
 </form>
-<p>Afterwards, start lastmile with those settings (the commands are in the terminal that ran <code>lastmile register</code>), install the App on your repositories, give the gated environments required reviewers, then add the deploy workflow and <code>.github/lastmile.yml</code> (see the README).</p>
+<p>Afterwards, start lastmile with those settings (the commands are in the terminal that ran <code>lastmile register</code>), redeliver the App's first ping to check the webhook, install the App on your repositories, create the environments your configuration lists and give the gated ones required reviewers, then add the deploy workflow and <code>.github/lastmile.yml</code> (see the README).</p>
 </body>`))
 
 func (r *registration) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -449,10 +449,15 @@ Next:
        # /metrics and /api stay off the public address:
        echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> %[6]s
        set -a; . %[6]s; set +a; lastmile serve
-  2. Install the App on the repositories to deploy: %[3]s/installations/new
-  3. In each repository first give the gated environments required reviewers (Settings →
-     Environments), then add the deploy workflow and .github/lastmile.yml: the push that
-     adds it is already a release. See the README.
+     (This runs lastmile as yourself: the README's step 4 runs it as a user of its own,
+     and its systemd unit needs the database to be that user's.)
+  2. Check the webhook: in the App's settings (Advanced → Recent Deliveries), redeliver
+     the ping GitHub sent when it created the App; lastmile answers 200.
+  3. Install the App on the repositories to deploy: %[3]s/installations/new
+  4. In each repository first give the gated environments required reviewers (Settings →
+     Environments: create the environments the configuration will list, by the same
+     names), then add the deploy workflow and .github/lastmile.yml: the push that adds
+     it is already a release. See the README.
 `, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)), settings)
 	return nil
 }
