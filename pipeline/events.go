@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -112,7 +111,7 @@ func DisregardedStatus(d *Deployment, st StatusInfo) string {
 	if !PersonsSuccess(st.State, st.Creator) || st.ByLastmile || d.Origin != OriginLastmile {
 		return ""
 	}
-	return fmt.Sprintf("a success posted by %s, a person, not by a workflow or an App: it proves no deploy", cmp.Or(st.Creator, "an unknown account"))
+	return fmt.Sprintf("a success posted by %s, a person, not by a workflow or an App: it proves no deploy", st.Creator)
 }
 
 // PersonsSuccess tells whether a status of state posted by creator (a
