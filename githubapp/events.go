@@ -47,6 +47,14 @@ func headProblem(event string, h deliveryHead) string {
 	if strings.IndexFunc(h.Repository, unicode.IsControl) >= 0 {
 		return fmt.Sprintf("%s event: repository.full_name %.100q holds a control character", event, h.Repository)
 	}
+	// GitHub's IDs are positive: a delivery of another would be queued
+	// under no repository's queue nor an installation's, and never handled.
+	if h.RepositoryID < 0 {
+		return fmt.Sprintf("%s event: repository.id %d is not an ID GitHub gives (they are positive)", event, h.RepositoryID)
+	}
+	if h.InstallationID < 0 {
+		return fmt.Sprintf("%s event: installation.id %d is not an ID GitHub gives (they are positive)", event, h.InstallationID)
+	}
 	switch {
 	case slices.Contains(appEvents, event):
 		if h.InstallationID == 0 {

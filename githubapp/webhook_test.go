@@ -339,6 +339,11 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 		"push without a repository":      {d: signed(`{"ref":"refs/heads/main","installation":{"id":7}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
 		"push without an installation":   {d: signed(`{"ref":"refs/heads/main","repository":{"id":1,"full_name":"acme/shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
 		"push with a repository unnamed": {d: signed(`{"installation":{"id":7},"repository":{"id":1,"full_name":"shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		// GitHub's IDs are positive: one that is not would be queued nowhere.
+		"push of a negative repository ID": {d: pushWith(func(p map[string]any) { p["repository"].(map[string]any)["id"] = -5 }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "repository.id -5 is not an ID GitHub gives"},
+		"push of a negative installation ID": {d: pushWith(func(p map[string]any) { p["installation"].(map[string]any)["id"] = -7 }),
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "installation.id -7 is not an ID GitHub gives"},
 		// GitHub's before and after are full SHAs (forty zeros for none):
 		// anything else could only fail at every attempt.
 		"push after not a SHA": {d: pushWith(func(p map[string]any) { p["after"] = "not-a-sha" }),
