@@ -204,9 +204,11 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 
 	// A delivery of an event lastmile does not handle (ping among them)
 	// would only be recorded as ignored: not worth a request. They are
-	// asked for in the order GitHub first sent them, so that they reach
-	// the inbox — and each repository's queue — in the order of the
-	// events (GitHub lists them newest first).
+	// asked for in the order of their earliest attempt this listing
+	// reaches (one first sent before it, asked for again since, by those
+	// later attempts), so that they mostly reach the inbox — and each
+	// repository's queue — in the order of the events (GitHub lists them
+	// newest first).
 	var failed []string
 	for _, guid := range order {
 		if g := groups[guid]; !succeeded.has(guid) && Handles(g.event) {
