@@ -78,11 +78,14 @@ func restore(ctx context.Context, args []string, getenv func(string) string, std
 Replaces the database with a copy of BACKUP (made by lastmile backup), with
 lastmile serve stopped (restore refuses to run beside it). BACKUP is checked
 first (PRAGMA quick_check, a lastmile database, not a newer lastmile's, not
-the database itself): a backup refused changes nothing. The database and its -wal and -shm files
-are not deleted but renamed DATABASE.before-restore-TIME (and -wal, -shm):
-a WAL left beside the database would otherwise be applied to the restored
-file and damage it. Then start lastmile serve: see docs/operations.md,
-Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stderr)
+the database itself): a backup refused changes nothing. The database is
+not deleted: its -wal written into it (a WAL left beside the database would
+otherwise be applied to the restored file and damage it), it is kept as
+DATABASE.before-restore-TIME, and the copy takes the database's name in one
+rename — a restore stopped midway leaves the database there, with both
+names, which serve refuses until the before-restore one is removed. Then
+start lastmile serve: see docs/operations.md, Backups, for Prometheus and
+the deliveries GitHub sent since the backup.`, stderr)
 	path := dbFlag(fs, getenv)
 	if err := parseFlags(fs, interspersed(args, nil), stdout); err != nil {
 		return err
@@ -133,12 +136,9 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
 	defer c.Remove()
 	at := time.Now().UTC()
 	aside := db + ".before-restore-" + at.Format("20060102T150405Z")
-	moved, err := storage.SetAside(db, aside)
-	for n := 2; errors.Is(err, os.ErrExist) && n < 10; n++ { // a second restore within the second
-		moved, err = storage.SetAside(db, fmt.Sprintf("%s.%d", aside, n))
-	}
-	if err == nil {
-		err = c.Place()
+	moved, err := c.Replace(ctx, aside)
+	for n := 2; errors.Is(err, os.ErrExist) && len(moved) == 0 && n < 10; n++ { // a second restore within the second
+		moved, err = c.Replace(ctx, fmt.Sprintf("%s.%d", aside, n))
 	}
 	if err != nil && len(moved) > 0 {
 		for _, m := range moved {
@@ -168,8 +168,9 @@ Backups, for Prometheus and the deliveries GitHub sent since the backup.`, stder
 	}
 	fmt.Fprintf(stdout, `Then start lastmile serve again, and:
   - Prometheus: lastmile's counters are back to the backup's totals, which
-    Prometheus would count again as a reset. Delete lastmile's samples from
-    before the restore, end=%s (docs/operations.md, Backups).
+    Prometheus would count again as a reset. Delete lastmile's samples, the
+    recorded lastmile:… ones with them, up to 10 minutes after serve starts
+    again (after %s; docs/operations.md, Backups, says how).
   - %s. Of the deliveries since,
     those GitHub could not deliver (lastmile stopped or failing) are asked for
     again by serve's redelivery loop, within GitHub's redelivery window

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -312,6 +313,98 @@ func (c *Copy) Remove() {
 	for _, suffix := range sideFiles {
 		os.Remove(c.tmp + suffix)
 	}
+}
+
+// Replace gives the copy the name of the database it was made to replace,
+// its dest, and keeps that database under aside, a restore's swap: the
+// database is first checkpointed (every commit of its -wal written into
+// the file), then given aside as a second name (a hard link), its side
+// files (-wal, -shm, -journal, those left) moved to aside's names, and the
+// copy renamed over dest — atomically. A restore stopped at any point
+// leaves a database at dest, the one it replaced (with two names, which
+// serve refuses until one is removed) or the copy, never none: a serve
+// started on none would create an empty one, and SQLite would drop a -wal
+// left beside it. With no database at dest, it is Place. None of aside's
+// names may exist (an error that is fs.ErrExist, nothing changed); a
+// database that cannot be opened and checkpointed (damaged) is refused,
+// nothing changed. It returns the names given, none if there was no
+// database at dest.
+func (c *Copy) Replace(ctx context.Context, aside string) (moved []string, err error) {
+	if _, err := os.Lstat(c.dest); errors.Is(err, fs.ErrNotExist) {
+		return nil, c.Place()
+	} else if err != nil {
+		return nil, err
+	}
+	for _, name := range append([]string{aside}, suffixed(aside)...) {
+		if _, err := os.Lstat(name); err == nil {
+			return nil, fmt.Errorf("set aside: %s: %w: nothing was moved", name, fs.ErrExist)
+		}
+	}
+	if err := checkpoint(ctx, c.dest); err != nil {
+		return nil, fmt.Errorf("%w: nothing changed (a damaged database: rename it, its -wal and -shm yourself, then restore)", err)
+	}
+	if err := os.Link(c.dest, aside); err != nil {
+		// A file system without hard links: renamed, then the copy put in
+		// its place (the database checkpointed, nothing is lost between).
+		if moved, err = SetAside(c.dest, aside); err != nil {
+			return moved, err
+		}
+		return moved, c.Place()
+	}
+	moved = []string{aside}
+	for _, suffix := range sideFiles {
+		err := os.Rename(c.dest+suffix, aside+suffix)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return moved, fmt.Errorf("set %s aside: %w", c.dest+suffix, err)
+		}
+		moved = append(moved, aside+suffix)
+	}
+	if err := syncDir(filepath.Dir(c.dest)); err != nil {
+		return moved, err
+	}
+	if err := os.Rename(c.tmp, c.dest); err != nil {
+		return moved, err
+	}
+	c.placed = true
+	if err := syncDir(filepath.Dir(c.dest)); err != nil {
+		return moved, fmt.Errorf("%s is restored, but its folder could not be synced to disk (a power cut could lose the new name): %w", c.dest, err)
+	}
+	return moved, nil
+}
+
+// suffixed is path followed by the suffix of each file SQLite keeps
+// beside a database.
+func suffixed(path string) []string {
+	var names []string
+	for _, suffix := range sideFiles {
+		names = append(names, path+suffix)
+	}
+	return names
+}
+
+// checkpoint writes every commit of the database at path into its file
+// and empties its -wal (rolling a hot journal back, in rollback journal
+// mode), refusing one it cannot open or checkpoint whole.
+func checkpoint(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite", fileURI(path)+"?"+url.Values{"_pragma": {"busy_timeout(10000)"}}.Encode())
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer db.Close()
+	var n, busy, frames, done int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&n); err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &done); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	if busy != 0 {
+		return fmt.Errorf("checkpoint %s: another process holds the database", path)
+	}
+	return db.Close()
 }
 
 // SetAside renames the database at path, and the files SQLite keeps

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -50,4 +51,66 @@ func TestCopyDatabaseOfAnOlderLastmile(t *testing.T) {
 		t.Errorf("copy of a database of this version: %+v, %v", c, err)
 	}
 	c.Remove()
+}
+
+// A restore's swap stopped before the copy takes the database's name (the
+// copy gone, here) leaves the database where it was, whole — with its
+// set-aside name as a second one, which serve refuses until one is
+// removed — never no database at all, which serve would start again from
+// empty.
+func TestReplaceStoppedBeforeTheSwapLeavesTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "lastmile.db")
+	db, err := Open(ctx, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.write.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('restore-test', 'kept')`); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	c, err := CopyDatabase(ctx, dest, backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Place(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := CopyDatabase(ctx, backup, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(r.tmp); err != nil { // the swap's rename fails
+		t.Fatal(err)
+	}
+	aside := dest + ".before-restore-20260102T030405Z"
+	if _, err := r.Replace(ctx, aside); err == nil {
+		t.Fatal("Replace without its copy succeeded")
+	}
+	fi, err := os.Stat(dest)
+	if err != nil {
+		t.Fatalf("no database left at %s: %v", dest, err)
+	}
+	if a, err := os.Stat(aside); err != nil || !os.SameFile(fi, a) {
+		t.Errorf("the set-aside name: %v; want the database's second name", err)
+	}
+	if err := OneName(dest); err == nil {
+		t.Error("the database with two names is not refused")
+	}
+	if err := os.Remove(aside); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := OpenExisting(ctx, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reopened.Close()
+	var v string
+	if err := reopened.read.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = 'restore-test'`).Scan(&v); err != nil || v != "kept" {
+		t.Errorf("the database left: %q, %v; want what it held", v, err)
+	}
 }
