@@ -144,6 +144,11 @@ the deliveries GitHub sent since the backup.`, stderr)
 		for _, m := range moved {
 			fmt.Fprintf(stderr, "lastmile restore: set aside: %s\n", m)
 		}
+		if fi, serr := os.Stat(db); serr == nil && replaced != nil && os.SameFile(fi, replaced) {
+			// Stopped before the swap: the database is in place, with its
+			// set-aside name as a second one, which serve refuses.
+			return fmt.Errorf("%w: the database is not restored and is still in place; remove the names above (the first is a second name of the database, which serve refuses), then run lastmile restore again", err)
+		}
 		return fmt.Errorf("%w: the database is not restored, and the files above were set aside (rename them back, or run lastmile restore again)", err)
 	}
 	if err != nil {
