@@ -486,36 +486,15 @@ func OthersOutcome(env *pipeline.EnvironmentRecord) pipeline.DeploymentState {
 	return newest.State
 }
 
-func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*pipeline.DeploymentRecord, error) {
-	dr := &pipeline.DeploymentRecord{Deployment: *d, Statuses: []pipeline.StatusInfo{}}
-	rows, err := q.QueryContext(ctx, `SELECT COALESCE(github_id, 0), state, description, log_url, environment_url, creator, created_at
-		FROM deployment_statuses WHERE deployment_id = ? ORDER BY id`, d.ID)
+// readStatuses reads the deployment statuses query selects: GitHub's ID
+// (0 for none), state, description, log_url, environment_url, creator,
+// created_at and why it is disregarded (empty for one that counts).
+func readStatuses(ctx context.Context, q querier, query string, args ...any) ([]pipeline.StatusInfo, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		var s pipeline.StatusInfo
-		var state string
-		var at int64
-		if err := rows.Scan(&s.GitHubID, &state, &s.Description, &s.LogURL, &s.EnvironmentURL, &s.Creator, &at); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		s.State, s.CreatedAt = pipeline.DeploymentState(state), fromMillis(at)
-		dr.Statuses = append(dr.Statuses, s)
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, err
-	}
-	// Those kept for the record only, among the others: each before the
-	// first one GitHub made after it, or lastmile recorded alone (without
-	// GitHub's ID, sorted below by the statuses recorded before it) at a
-	// later time.
-	rows, err = q.QueryContext(ctx, `SELECT github_id, state, description, log_url, environment_url, creator, created_at, why
-		FROM disregarded_statuses WHERE deployment_id = ? ORDER BY github_id`, d.ID)
-	if err != nil {
-		return nil, err
-	}
+	var out []pipeline.StatusInfo
 	for rows.Next() {
 		var s pipeline.StatusInfo
 		var state string
@@ -525,6 +504,28 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 			return nil, err
 		}
 		s.State, s.CreatedAt = pipeline.DeploymentState(state), fromMillis(at)
+		out = append(out, s)
+	}
+	return out, closeRows(rows)
+}
+
+func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*pipeline.DeploymentRecord, error) {
+	statuses, err := readStatuses(ctx, q, `SELECT COALESCE(github_id, 0), state, description, log_url, environment_url, creator, created_at, ''
+		FROM deployment_statuses WHERE deployment_id = ? ORDER BY id`, d.ID)
+	if err != nil {
+		return nil, err
+	}
+	dr := &pipeline.DeploymentRecord{Deployment: *d, Statuses: append([]pipeline.StatusInfo{}, statuses...)}
+	// Those kept for the record only, among the others: each before the
+	// first one GitHub made after it, or lastmile recorded alone (without
+	// GitHub's ID, sorted below by the statuses recorded before it) at a
+	// later time.
+	disregarded, err := readStatuses(ctx, q, `SELECT github_id, state, description, log_url, environment_url, creator, created_at, why
+		FROM disregarded_statuses WHERE deployment_id = ? ORDER BY github_id`, d.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range disregarded {
 		i := slices.IndexFunc(dr.Statuses, func(o pipeline.StatusInfo) bool {
 			return o.GitHubID > s.GitHubID || o.GitHubID == 0 && o.CreatedAt.After(s.CreatedAt)
 		})
@@ -532,9 +533,6 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 			i = len(dr.Statuses)
 		}
 		dr.Statuses = slices.Insert(dr.Statuses, i, s)
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, err
 	}
 	// In the order they happened, not the order they arrived in.
 	inGitHubOrder(dr.Statuses, func(s pipeline.StatusInfo) int64 { return s.GitHubID })
@@ -545,7 +543,7 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	if d.RunID == 0 || (d.Origin == pipeline.OriginExternal && d.TwinOf != 0) {
 		return dr, nil
 	}
-	rows, err = q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
+	rows, err := q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
 		WHERE deployment_id = ? OR (repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE) ORDER BY at, id`,
 		d.ID, d.Repo.ID, d.RunID, d.Environment)
 	if err != nil {
