@@ -9,6 +9,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 	"github.com/lastmile-app/lastmile/storage/storagetest"
 )
 
@@ -104,23 +105,7 @@ func TestRejectionFoundThroughTheRunWhateverTheCase(t *testing.T) {
 // current attempt's; a rejection of a later attempt is.
 func TestRejectionOfTheCurrentAttemptOnly(t *testing.T) {
 	ctx := context.Background()
-	db := storagetest.Open(t)
-	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-	db.Now = func() time.Time { return t0 }
-	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: staging\n")
-	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
-		t.Fatal(err)
-	}
-	d, err := db.Deployment(ctx, 1001)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.LinkRun(ctx, d.ID, 11); err != nil {
-		t.Fatal(err)
-	}
-	if d, err = db.Deployment(ctx, 1001); err != nil {
-		t.Fatal(err)
-	}
+	db, repo, rel, d, t0 := stagingOfRun11(t)
 	for i, rv := range []struct {
 		action pipeline.ReviewAction
 		actor  string
@@ -145,20 +130,7 @@ func TestRejectionOfTheCurrentAttemptOnly(t *testing.T) {
 // rejection's, and the release stopped on a failure.
 func TestRejectedAttemptsEndInTheSameSecond(t *testing.T) {
 	ctx := context.Background()
-	db := storagetest.Open(t)
-	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-	db.Now = func() time.Time { return t0 }
-	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: staging\n")
-	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
-		t.Fatal(err)
-	}
-	d, err := db.Deployment(ctx, 1001)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.LinkRun(ctx, d.ID, 11); err != nil {
-		t.Fatal(err)
-	}
+	db, repo, rel, d, t0 := stagingOfRun11(t)
 	rejectedAt := t0.Add(time.Minute)
 	if err := db.RecordReview(ctx, pipeline.Review{Repo: repo, DeliveryID: "r1", Action: pipeline.ReviewRejected,
 		Environments: []string{"staging"}, RunID: 11, HeadSHA: rel.SHA, Actor: "bob", Comment: "not today", At: rejectedAt}); err != nil {
@@ -186,4 +158,29 @@ func TestRejectedAttemptsEndInTheSameSecond(t *testing.T) {
 	if d.Rejected || d.Reason != "the re-run's job failed" {
 		t.Errorf("after a re-run's failure: rejected %v, reason %q; want the failure's, not bob's rejection", d.Rejected, d.Reason)
 	}
+}
+
+// stagingOfRun11 is a database whose one release's deployment to staging
+// (GitHub's 1001, created at t0, the database's clock) is linked to run 11.
+func stagingOfRun11(t *testing.T) (*storage.DB, pipeline.Repo, *pipeline.Release, *pipeline.Deployment, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	db := storagetest.Open(t)
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	db.Now = func() time.Time { return t0 }
+	repo, rel, intent := firstIntent(t, db, "environments:\n  - name: staging\n")
+	if err := db.Created(ctx, intent.ID, 1001, t0); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.Deployment(ctx, 1001)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.LinkRun(ctx, d.ID, 11); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = db.Deployment(ctx, 1001); err != nil {
+		t.Fatal(err)
+	}
+	return db, repo, rel, d, t0
 }
