@@ -1022,29 +1022,44 @@ func TestRunRefusesABadEnvironmentURL(t *testing.T) {
 		"https://",
 	} {
 		t.Run(url, func(t *testing.T) {
-			marker := filepath.Join(t.TempDir(), "deployed")
-			s := newStep(t, w.directJob(id), map[string]string{
-				"INPUT_COMMAND":         `touch "$MARKER"`,
-				"INPUT_ENVIRONMENT-URL": url,
-				"MARKER":                marker,
-			})
-			var log strings.Builder
-			_, err := action.Run(w.ctx, s.env(&log))
+			s, log, err := runEnvironmentURL(t, w, id, url)
 			want := fmt.Sprintf("input environment-url: %q is not an http(s) URL", url)
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Fatalf("Run: %v; want an error with %s", err, want)
 			}
-			if !strings.HasPrefix(log.String(), "::error::"+want) {
-				t.Errorf("job log %q", log.String())
+			if !strings.HasPrefix(log, "::error::"+want) {
+				t.Errorf("job log %q", log)
 			}
-			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("the deploy command ran (%v)", err)
-			}
-			if n := len(w.deployment(id).Statuses); n != 0 {
-				t.Errorf("%d statuses posted", n)
-			}
+			wantNothingDone(t, w, id, s)
 			wantOutputs(t, s.readOutputs(t), "", "false", "")
 		})
+	}
+}
+
+// runEnvironmentURL runs the deploy step of deployment id with
+// environment-url url and a command that leaves a marker file; it returns
+// the step, the job log and Run's error.
+func runEnvironmentURL(t *testing.T, w *world, id int64, url string) (*step, string, error) {
+	t.Helper()
+	s := newStep(t, w.directJob(id), map[string]string{
+		"INPUT_COMMAND":         `touch "$MARKER"`,
+		"INPUT_ENVIRONMENT-URL": url,
+		"MARKER":                filepath.Join(t.TempDir(), "deployed"),
+	})
+	var log strings.Builder
+	_, err := action.Run(w.ctx, s.env(&log))
+	return s, log.String(), err
+}
+
+// wantNothingDone checks that step s (runEnvironmentURL's) ran no command
+// and deployment id has no status.
+func wantNothingDone(t *testing.T, w *world, id int64, s *step) {
+	t.Helper()
+	if _, err := os.Stat(s.vars["MARKER"]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the deploy command ran (%v)", err)
+	}
+	if n := len(w.deployment(id).Statuses); n != 0 {
+		t.Errorf("%d statuses posted", n)
 	}
 }
 
@@ -1056,27 +1071,15 @@ func TestRunRefusesAnEnvironmentURLWithCredentials(t *testing.T) {
 	id := w.createDeployment()
 	for _, url := range []string{"https://deployer:s3cr3t-pw@staging.example.com/", "https://s3cr3t-pw@staging.example.com"} {
 		t.Run(url, func(t *testing.T) {
-			marker := filepath.Join(t.TempDir(), "deployed")
-			s := newStep(t, w.directJob(id), map[string]string{
-				"INPUT_COMMAND":         `touch "$MARKER"`,
-				"INPUT_ENVIRONMENT-URL": url,
-				"MARKER":                marker,
-			})
-			var log strings.Builder
-			_, err := action.Run(w.ctx, s.env(&log))
+			s, log, err := runEnvironmentURL(t, w, id, url)
 			want := "input environment-url: the URL holds a user name or password"
-			if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(log.String(), "::error::"+want) {
-				t.Fatalf("Run: %v, log %q; want an error with %s", err, log.String(), want)
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(log, "::error::"+want) {
+				t.Fatalf("Run: %v, log %q; want an error with %s", err, log, want)
 			}
-			if strings.Contains(err.Error()+log.String(), "s3cr3t-pw") {
-				t.Errorf("the password reached the error or the log: %v / %q", err, log.String())
+			if strings.Contains(err.Error()+log, "s3cr3t-pw") {
+				t.Errorf("the password reached the error or the log: %v / %q", err, log)
 			}
-			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("the deploy command ran (%v)", err)
-			}
-			if n := len(w.deployment(id).Statuses); n != 0 {
-				t.Errorf("%d statuses posted", n)
-			}
+			wantNothingDone(t, w, id, s)
 		})
 	}
 }
