@@ -817,8 +817,8 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 		return err
 	}
 	if DisregardedStatus(d, ev.Status) != "" {
-		// Kept for the record, and nothing more: it links no run, and
-		// changes nothing to act on.
+		// Kept for the record, and nothing more: it changes nothing to
+		// act on.
 		_, err := e.recordStatus(ctx, ev.Repo, d, ev.Status)
 		return err
 	}
@@ -891,8 +891,8 @@ func (e *Engine) HandleDeploymentStatus(ctx context.Context, ev NewDeploymentSta
 // deployment), or its success, made by hand, would prove its commit to the
 // protection rule.
 func (e *Engine) linkRun(ctx context.Context, d *Deployment, st StatusInfo) error {
-	if d.RunID != 0 || d.Origin != OriginLastmile {
-		return nil
+	if d.RunID != 0 || d.Origin != OriginLastmile || DisregardedStatus(d, st) != "" {
+		return nil // a person's success, kept for the record only, links nothing
 	}
 	run := RunIDFromURL(st.LogURL)
 	if run == 0 {
@@ -2633,13 +2633,6 @@ func (e *Engine) recordFromGitHub(ctx context.Context, repo Repo, d *Deployment,
 	}
 	for _, o := range slices.Backward(list) { // oldest first
 		if o.GitHubID == 0 || before != 0 && o.GitHubID >= before {
-			continue
-		}
-		if DisregardedStatus(d, o) != "" {
-			// Kept for the record only: it links no run either.
-			if _, err := e.recordStatus(ctx, repo, d, o); err != nil {
-				return err
-			}
 			continue
 		}
 		if err := e.linkRun(ctx, d, o); err != nil {
