@@ -55,15 +55,20 @@ func headProblem(event string, h deliveryHead) string {
 	if h.InstallationID < 0 {
 		return fmt.Sprintf("%s event: installation.id %d is not an ID GitHub gives (they are positive)", event, h.InstallationID)
 	}
+	// lastmile is a GitHub App: GitHub sends it every event with the
+	// installation it is for, and the worker acts on one through that
+	// installation's client. A delivery naming none (installation missing,
+	// null or id 0) could only fail at every attempt until parked dead, the
+	// repository's later deliveries waiting behind it.
+	if h.InstallationID == 0 {
+		return event + " event without an installation (installation.id is missing, null or 0; " +
+			"lastmile is a GitHub App: its deliveries name their installation)"
+	}
 	switch {
 	case slices.Contains(appEvents, event):
-		if h.InstallationID == 0 {
-			return event + " event without an installation"
-		}
+		// About an installation, not a repository.
 	case h.RepositoryID == 0:
 		return event + " event without a repository"
-	case event == "push" && h.InstallationID == 0:
-		return "push event without an installation (lastmile is a GitHub App: its deliveries name their installation)"
 	case event == "push":
 		if _, _, err := pipeline.SplitFullName(h.Repository); err != nil {
 			return "push event: repository.full_name: " + err.Error()

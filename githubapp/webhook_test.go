@@ -337,7 +337,7 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 		// handling needs: it could only go dead in the inbox.
 		"push of an empty object":        {d: signed(`{}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
 		"push without a repository":      {d: signed(`{"ref":"refs/heads/main","installation":{"id":7}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
-		"push without an installation":   {d: signed(`{"ref":"refs/heads/main","repository":{"id":1,"full_name":"acme/shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
+		"push without an installation":   {d: signed(`{"ref":"refs/heads/main","repository":{"id":1,"full_name":"acme/shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push", says: "push event without an installation"},
 		"push with a repository unnamed": {d: signed(`{"installation":{"id":7},"repository":{"id":1,"full_name":"shop"}}`), status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "push"},
 		// GitHub's IDs are positive: one that is not would be queued nowhere.
 		"push of a negative repository ID": {d: pushWith(func(p map[string]any) { p["repository"].(map[string]any)["id"] = -5 }),
@@ -381,6 +381,35 @@ func TestWebhookRefusesBadInputAndStoresNothing(t *testing.T) {
 		"deployment_status without repo":  {d: delivery{id: "d-1", event: "deployment_status", body: []byte(`{"action":"created","installation":{"id":7}}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_status"},
 		"installation without its ID":     {d: delivery{id: "d-1", event: "installation", body: []byte(`{"action":"deleted"}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation"},
 		"installation_repositories empty": {d: delivery{id: "d-1", event: "installation_repositories", body: []byte(`{}`)}, status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation_repositories"},
+		// lastmile is a GitHub App: GitHub names the installation in every
+		// delivery to one, and the worker acts through its client. Without
+		// one (missing, null, or 0), every event lastmile handles is
+		// refused, not queued to go dead at the head of its repository's
+		// queue.
+		"deployment_status with installation null": {d: delivery{id: "d-1", event: "deployment_status", body: []byte(`{"installation":null,"repository":{"id":3}}`)},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_status",
+			says: "deployment_status event without an installation (installation.id is missing, null or 0"},
+		"deployment without an installation": {d: delivery{id: "d-1", event: "deployment", body: edit(t, "deployment.json", func(p map[string]any) { delete(p, "installation") })},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment", says: "deployment event without an installation"},
+		"deployment_review of installation 0": {d: delivery{id: "d-1", event: "deployment_review", body: edit(t, "deployment_review_requested.json", func(p map[string]any) {
+			p["installation"] = map[string]any{"id": 0}
+		})},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_review", says: "deployment_review event without an installation"},
+		"deployment_protection_rule without an installation": {d: delivery{id: "d-1", event: "deployment_protection_rule",
+			body: []byte(`{"action":"requested","environment":"production","event":"deployment","repository":{"id":3,"full_name":"acme/shop"}}`)},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "deployment_protection_rule", says: "deployment_protection_rule event without an installation"},
+		"workflow_job with installation null": {d: delivery{id: "d-1", event: "workflow_job", body: edit(t, "workflow_job_queued.json", func(p map[string]any) { p["installation"] = nil })},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "workflow_job", says: "workflow_job event without an installation"},
+		"status with an installation without its ID": {d: delivery{id: "d-1", event: "status", body: edit(t, "status.json", func(p map[string]any) { p["installation"] = map[string]any{} })},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "status", says: "status event without an installation"},
+		// What a repository's (not an App's) webhook sends: GitHub's
+		// examples as they are, with no installation.
+		"workflow_run of a repository webhook": {d: delivery{id: "d-1", event: "workflow_run", body: payload(t, "workflow_run_completed.json")},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "workflow_run", says: "workflow_run event without an installation"},
+		"check_suite of a repository webhook": {d: delivery{id: "d-1", event: "check_suite", body: payload(t, "check_suite_completed.json")},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "check_suite", says: "check_suite event without an installation"},
+		"installation with installation null": {d: delivery{id: "d-1", event: "installation", body: []byte(`{"action":"deleted","installation":null}`)},
+			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "installation", says: "installation event without an installation"},
 		"ping that is not JSON": {
 			d:      delivery{id: "d-1", event: "ping", body: []byte("zen")},
 			status: http.StatusBadRequest, outcome: githubapp.OutcomeMalformed, eventLabel: "ping",
@@ -433,28 +462,40 @@ type webhookHead struct {
 func TestWebhookAcceptsGitHubPayloads(t *testing.T) {
 	tests := []struct {
 		file, event string
+		// repoHook: the example is a repository webhook's delivery, which
+		// names no installation; an App's names the one it is for (the
+		// intake refuses a delivery without), given here.
+		repoHook bool
 	}{
-		{"push.json", "push"},
-		{"deployment.json", "deployment"},
-		{"deployment_status.json", "deployment_status"},
-		{"workflow_job_queued.json", "workflow_job"},
-		{"workflow_run_completed.json", "workflow_run"},
-		{"deployment_review_requested.json", "deployment_review"},
-		{"status.json", "status"},
-		{"check_suite_completed.json", "check_suite"},
-		{"check_suite_requested.json", "check_suite"},
+		{"push.json", "push", false},
+		{"deployment.json", "deployment", false},
+		{"deployment_status.json", "deployment_status", false},
+		{"workflow_job_queued.json", "workflow_job", false},
+		{"workflow_run_completed.json", "workflow_run", true},
+		{"deployment_review_requested.json", "deployment_review", false},
+		{"status.json", "status", false},
+		{"check_suite_completed.json", "check_suite", true},
+		{"check_suite_requested.json", "check_suite", false},
 		// Sent to every App unasked; stored, to be handled, with the
 		// installation (and no repository).
-		{"installation_deleted.json", "installation"},
-		{"installation_suspend.json", "installation"},
-		{"installation_unsuspend.json", "installation"},
-		{"installation_repositories_removed.json", "installation_repositories"},
+		{"installation_deleted.json", "installation", false},
+		{"installation_suspend.json", "installation", false},
+		{"installation_unsuspend.json", "installation", false},
+		{"installation_repositories_removed.json", "installation_repositories", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			t.Parallel()
 			in := newIntake(t)
 			body := payload(t, tc.file)
+			if tc.repoHook {
+				body = edit(t, tc.file, func(p map[string]any) {
+					if _, ok := p["installation"]; ok {
+						t.Fatalf("%s names an installation: not a repository webhook's", tc.file)
+					}
+					p["installation"] = map[string]any{"id": 957387, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uOTU3Mzg3"}
+				})
+			}
 			var head webhookHead
 			if err := json.Unmarshal(body, &head); err != nil {
 				t.Fatal(err)
