@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -785,5 +786,65 @@ func TestRegisterSaysWhoOwnsTheApp(t *testing.T) {
 		}
 		cancel()
 		github.Close()
+	}
+}
+
+// The README's lastmile.env for an App created by hand sets what register
+// writes: its lines, the variables register writes for github.com; its
+// commented lines, those it writes besides or instead for a GitHub
+// Enterprise Server.
+func TestREADMEHandWrittenSettingsAreRegisters(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```sh\n(\\s*LASTMILE_APP_ID=.*?)```").FindSubmatch(readme)
+	if block == nil {
+		t.Fatal("no sh block starting with LASTMILE_APP_ID= in the README")
+	}
+	names := func(text, prefix string) []string {
+		var n []string
+		for _, m := range regexp.MustCompile(`(?m)^\s*`+regexp.QuoteMeta(prefix)+`(LASTMILE_[A-Z_]+)=`).FindAllStringSubmatch(text, -1) {
+			n = append(n, m[1])
+		}
+		return n
+	}
+	set, ghesOnly := names(string(block[1]), ""), names(string(block[1]), "# ")
+	if m := regexp.MustCompile(`(?m)^\s*LASTMILE_GITHUB_URL=(\S+)$`).FindSubmatch(block[1]); m == nil || string(m[1]) != "https://api.github.com/" {
+		t.Errorf("the README's hand-written lastmile.env should set LASTMILE_GITHUB_URL=https://api.github.com/, as register does for github.com:\n%s", block[1])
+	}
+	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeConversion(w) }))
+	defer github.Close()
+	for _, web := range []string{"https://github.com/", "https://ghe.example.com"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		r := startRegister(t, ctx, github.URL, "--github", web)
+		if code, page := r.callback(t, "good-code"); code != http.StatusOK {
+			t.Fatalf("--github %s: GitHub's answer: %d %s", web, code, page)
+		}
+		if code := <-r.exit; code != 0 {
+			t.Fatalf("--github %s: exit %d: %s", web, code, r.stderr.String())
+		}
+		cancel()
+		env, err := os.ReadFile(filepath.Join(r.out, "lastmile.env"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		written := names(string(env), "")
+		if web == "https://github.com/" {
+			if !slices.Equal(set, written) {
+				t.Errorf("the README's hand-written lastmile.env sets %v; register writes %v for github.com", set, written)
+			}
+			continue
+		}
+		for _, n := range ghesOnly {
+			if !slices.Contains(written, n) {
+				t.Errorf("the README's hand-written lastmile.env names %s for GitHub Enterprise Server; register writes %v there", n, written)
+			}
+		}
+		for _, n := range written {
+			if !slices.Contains(set, n) && !slices.Contains(ghesOnly, n) {
+				t.Errorf("register writes %s for GitHub Enterprise Server; the README's hand-written lastmile.env does not name it", n)
+			}
+		}
 	}
 }
