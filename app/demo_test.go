@@ -138,7 +138,8 @@ func TestREADMEQuotesTheDemosNextSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	printDemoNextSteps(&b, demoNextSteps{self: commandName("./lastmile", ""), database: "/tmp/lastmile-demo-2817465930/lastmile.db",
+	// As go run ./cmd/lastmile demo prints them, the README's own command.
+	printDemoNextSteps(&b, demoNextSteps{self: commandName("/tmp/go-build1715990240/b001/exe/lastmile", ""), database: "/tmp/lastmile-demo-2817465930/lastmile.db",
 		repo: "acme/shop", sha: "2e4c0b4d6f0a6f5e0b9e2a3c4d5e6f708192a3b4"})
 	if quote := "```\n" + strings.TrimPrefix(b.String(), "\n") + "```\n"; !strings.Contains(string(readme), quote) {
 		t.Errorf("the README does not quote the demo's closing lines as it prints them:\n%s", quote)
