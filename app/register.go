@@ -444,13 +444,14 @@ Next:
      commands need the same LASTMILE_DATABASE), on the server: if this machine is not
      it, copy both files there first, correct LASTMILE_PRIVATE_KEY_FILE in lastmile.env
      (it names the key's path here), and run these there, with that lastmile.env:
-       mkdir -p /var/lib/lastmile
+       sudo install -d -o "$USER" /var/lib/lastmile   # the database's folder, yours
        echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> %[6]s
        # /metrics and /api stay off the public address:
        echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> %[6]s
        set -a; . %[6]s; set +a; lastmile serve
-     (This runs lastmile as yourself: the README's step 4 runs it as a user of its own,
-     and its systemd unit needs the database to be that user's.)
+     (This runs lastmile as yourself, with sudo only to make the database's folder; the
+     README's step 4 runs it as a user of its own, and its systemd unit needs the
+     database to be that user's.)
   2. Check the webhook: in the App's settings (Advanced → Recent Deliveries), redeliver
      the ping GitHub sent when it created the App; lastmile answers 200.
   3. Install the App on the repositories to deploy: %[3]s/installations/new

@@ -189,6 +189,13 @@ func TestRegisterRunsTheManifestFlow(t *testing.T) {
 	if !strings.Contains(printed.String(), addDB+"\n") || !strings.Contains(string(readme), "echo 'LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db' >> lastmile.env") {
 		t.Errorf("register's next steps and the README's step 4 should both add LASTMILE_DATABASE=/var/lib/lastmile/lastmile.db to lastmile.env; register printed:\n%s", printed.String())
 	}
+	// The database's folder is made by a command a user other than root
+	// can run (mkdir -p /var/lib/lastmile cannot), and the user's, as the
+	// README says of the database it holds.
+	if mkdir := "sudo install -d -o \"$USER\" /var/lib/lastmile"; !strings.Contains(printed.String(), "\n       "+mkdir+" ") ||
+		strings.Contains(printed.String(), "mkdir") || !strings.Contains(string(readme), "`"+mkdir+"`") {
+		t.Errorf("register's next steps should make the database's folder with %s, as the README says; register printed:\n%s", mkdir, printed.String())
+	}
 	// Both keep /metrics and /api off the public address, as step 2 says.
 	addAdmin := "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> " + cmd[1]
 	if !strings.Contains(printed.String(), addAdmin+"\n") || !strings.Contains(string(readme), "echo 'LASTMILE_ADMIN_LISTEN=127.0.0.1:9797' >> lastmile.env") {
