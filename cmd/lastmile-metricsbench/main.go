@@ -39,9 +39,18 @@ import (
 	"github.com/lastmile-app/lastmile/storage"
 )
 
+const usage = `lastmile-metricsbench measures what a Prometheus scrape of lastmile costs when the history is long.
+
+Usage:
+  lastmile-metricsbench generate -db big.db [flags]   fill a new database with a synthetic history
+  lastmile-metricsbench scrape -db big.db [flags]     scrape lastmile serve on it and on a short baseline, alternately
+
+Run "lastmile-metricsbench COMMAND -h" for a command's flags.
+`
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: lastmile-metricsbench generate|scrape [flags]")
+		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
 	var err error
@@ -50,8 +59,11 @@ func main() {
 		err = generate(os.Args[2:])
 	case "scrape":
 		err = scrape(os.Args[2:])
+	case "-h", "-help", "--help", "help":
+		fmt.Print(usage)
+		return
 	default:
-		err = fmt.Errorf("unknown command %q", os.Args[1])
+		err = fmt.Errorf("unknown command %q\n\n%s", os.Args[1], usage)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lastmile-metricsbench:", err)
