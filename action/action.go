@@ -206,14 +206,20 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 	if err != nil {
 		return Result{}, err
 	}
-	if d := cfg.deployment; cfg.requireLastmile && !d.byLastmile() {
-		by := ""
-		if d.Creator.Login != "" {
-			by = " (created by " + d.Creator.Login + ")"
+	if d := cfg.deployment; cfg.requireLastmile {
+		if why := d.notLastmiles(); why != "" {
+			// A copy of the marker is worth a warning: someone made a
+			// deployment look like lastmile's.
+			level, by := "notice", ""
+			if _, marked := pipeline.ParseMarker(d.Payload); marked {
+				level = "warning"
+			} else if d.Creator.Login != "" {
+				by = " (created by " + d.Creator.Login + ")"
+			}
+			workflowCommand(env.Stdout, level, fmt.Sprintf("Deployment %d to %s%s is not lastmile's: %s. Nothing is deployed and no status is reported; to deploy such deployments too, set %s: false.",
+				d.ID, d.Environment, by, why, InputRequireLastmile))
+			return Result{Skipped: true}, nil
 		}
-		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s%s is not lastmile's: its payload has no lastmile marker. Nothing is deployed and no status is reported; to deploy such deployments too, set %s: false.",
-			d.ID, d.Environment, by, InputRequireLastmile))
-		return Result{Skipped: true}, nil
 	}
 	gh, err := githubapp.NewTokenClient(cfg.apiURL, cfg.token, env.Transport)
 	if err != nil {

@@ -736,15 +736,18 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 	for name, tc := range map[string]struct {
 		inputs  map[string]string
 		payload any
+		creator string   // "": lastmile's App's bot
 		states  []string // nil: skipped
 	}{
 		"deploy, GitHub's example payload": {
 			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\""},
 			payload: map[string]any{}, // testdata/deployment.json's, as it is
+			creator: "Codertocat",
 		},
 		"register, another App's payload": {
 			inputs:  map[string]string{"INPUT_MODE": "register"},
 			payload: map[string]any{"vercel": map[string]any{"preview": true}},
+			creator: "vercel[bot]",
 		},
 		// The inputs for deploying do not matter to a deployment that is
 		// not deployed (an environment URL built from another App's
@@ -753,6 +756,7 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 			inputs: map[string]string{"INPUT_COMMAND": "./deploy.sh # to the environment", "INPUT_ENVIRONMENT-URL": "https://Preview – shop.example.com",
 				"INPUT_PASS-ENVIRONMENT-ARG": "true"},
 			payload: map[string]any{"vercel": map[string]any{"preview": true}},
+			creator: "vercel[bot]",
 		},
 		"deploy, require-lastmile false": {
 			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\"", "INPUT_REQUIRE-LASTMILE": "false"},
@@ -773,6 +777,9 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 			tc.inputs["MARKER"] = marker
 			s := newStep(t, jc, tc.inputs)
 			s.setPayload(t, jc, tc.payload)
+			if tc.creator != "" {
+				s.setDeploymentField(t, "creator", accountJSON(tc.creator))
+			}
 			w.sim.ResetRequests()
 			var log strings.Builder
 			res, err := action.Run(w.ctx, s.env(&log))
@@ -797,7 +804,76 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 				t.Errorf("%d calls to GitHub, want none: %+v", n, w.sim.Requests())
 			}
 			wantStates(t, w.deployment(id))
-			want := fmt.Sprintf("::notice::Deployment %d to production (created by Codertocat) is not lastmile's: its payload has no lastmile marker. Nothing is deployed and no status is reported; to deploy such deployments too, set require-lastmile: false.\n", id)
+			want := fmt.Sprintf("::notice::Deployment %d to production (created by %s) is not lastmile's: its payload has no lastmile marker. Nothing is deployed and no status is reported; to deploy such deployments too, set require-lastmile: false.\n", id, tc.creator)
+			if log.String() != want {
+				t.Errorf("job log %q, want %q", log.String(), want)
+			}
+			wantOutputs(t, s.readOutputs(t), "", "true", "")
+		})
+	}
+}
+
+// accountJSON is GitHub's account object for login: a bot's ("…[bot]",
+// of type Bot) or a person's (User).
+func accountJSON(login string) map[string]any {
+	typ := "User"
+	if strings.HasSuffix(login, "[bot]") {
+		typ = "Bot"
+	}
+	return map[string]any{"login": login, "id": 7, "type": typ, "site_admin": false}
+}
+
+// Lastmile's marker says what a deployment is for, not who made it: anyone
+// whose token may write deployments can copy it. A marked deployment that
+// a person or a workflow's GITHUB_TOKEN created is no deployment of
+// lastmile's App: the Action deploys nothing and posts nothing, in both
+// modes, and warns — the workflow's reviewers were shown what looked like
+// one of lastmile's.
+func TestRunSkipsMarkedDeploymentsNotByAnApp(t *testing.T) {
+	for name, tc := range map[string]struct {
+		mode, creator, by string
+	}{
+		"deploy, a person's":         {"deploy", "octocat", "octocat, a person"},
+		"register, a person's":       {"register", "octocat", "octocat, a person"},
+		"deploy, a workflow's":       {"deploy", "github-actions[bot]", ""},
+		"deploy, a bot of type User": {"deploy", "mallory[bot]", "mallory[bot], a person"},
+		"deploy, no creator named":   {"deploy", "", "no one GitHub names"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t)
+			id := w.createDeployment()
+			jc := w.directJob(id)
+			marker := filepath.Join(t.TempDir(), "deployed")
+			s := newStep(t, jc, map[string]string{"INPUT_MODE": tc.mode, "INPUT_COMMAND": "touch \"$MARKER\"", "MARKER": marker})
+			creator := accountJSON(tc.creator)
+			switch tc.creator {
+			case "mallory[bot]":
+				creator["type"] = "User"
+			case "":
+				creator = nil
+			}
+			s.setDeploymentField(t, "creator", creator)
+			w.sim.ResetRequests()
+			var log strings.Builder
+			res, err := action.Run(w.ctx, s.env(&log))
+			if err != nil {
+				t.Fatalf("Run: %v\n%s", err, log.String())
+			}
+			if want := (action.Result{Skipped: true}); res != want {
+				t.Errorf("Result %+v, want %+v", res, want)
+			}
+			if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the deploy command ran (%v)", err)
+			}
+			if n := len(w.sim.Requests()); n != 0 {
+				t.Errorf("%d calls to GitHub, want none: %+v", n, w.sim.Requests())
+			}
+			wantStates(t, w.deployment(id))
+			why := "but " + tc.by + " created it, not lastmile's App"
+			if tc.by == "" {
+				why = "but a workflow created it (with its GITHUB_TOKEN, as github-actions[bot]), not lastmile's App"
+			}
+			want := fmt.Sprintf("::warning::Deployment %d to production is not lastmile's: its payload carries lastmile's marker, %s. Nothing is deployed and no status is reported; to deploy such deployments too, set require-lastmile: false.\n", id, why)
 			if log.String() != want {
 				t.Errorf("job log %q, want %q", log.String(), want)
 			}

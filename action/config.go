@@ -111,14 +111,34 @@ type deploymentEvent struct {
 	Payload json.RawMessage `json:"payload"`
 	Creator struct {
 		Login string `json:"login"`
+		Type  string `json:"type"`
 	} `json:"creator"`
 }
 
-// byLastmile tells whether lastmile created the deployment: its payload
-// carries lastmile's marker.
-func (d deploymentEvent) byLastmile() bool {
-	_, ok := pipeline.ParseMarker(d.Payload)
-	return ok
+// notLastmiles says why the deployment is not one lastmile created, or ""
+// when it is: its payload carries lastmile's marker and an App created it,
+// as lastmile creates its deployments (with its installation's token, as
+// its App's bot, "SLUG[bot]", of type Bot). A marked deployment that a
+// person created (with their token, the gh CLI) or a workflow (with its
+// GITHUB_TOKEN, as github-actions[bot]) is a copy of the marker, not
+// lastmile's: deploying it would deploy a commit past lastmile's order of
+// environments. Another App's remains possible: the README shows the
+// workflow's if: that names lastmile's App.
+func (d deploymentEvent) notLastmiles() string {
+	if _, ok := pipeline.ParseMarker(d.Payload); !ok {
+		return "its payload has no lastmile marker"
+	}
+	switch c := d.Creator; {
+	case c.Login == pipeline.ActionsBot:
+		return "its payload carries lastmile's marker, but a workflow created it (with its GITHUB_TOKEN, as " + pipeline.ActionsBot + "), not lastmile's App"
+	case c.Type != "Bot" || !pipeline.AppsBot(c.Login):
+		by := "no one GitHub names"
+		if c.Login != "" {
+			by = c.Login + ", a person"
+		}
+		return "its payload carries lastmile's marker, but " + by + " created it, not lastmile's App"
+	}
+	return ""
 }
 
 // runURL is the workflow run's page.
@@ -260,7 +280,7 @@ func readConfig(getenv func(string) string) (*config, error) {
 		errs = append(errs, err)
 	} else {
 		c.deployment = d
-		if requireKnown && c.requireLastmile && !d.byLastmile() {
+		if requireKnown && c.requireLastmile && d.notLastmiles() != "" {
 			// Not lastmile's: nothing is deployed or reported (Run says so
 			// and skips), and the inputs for deploying do not matter.
 			if err := errors.Join(errs...); err != nil {
@@ -430,3 +450,4 @@ func appendable(script string) error {
 	}
 	return nil
 }
+

@@ -153,10 +153,22 @@ func (w *world) token() string {
 // directJob is what a step sees when the test, not the workflow player,
 // plays the runner: the App's token and an invented run.
 func (w *world) directJob(deploymentID int64) simulator.JobContext {
+	w.t.Helper()
+	// The event's deployment as GitHub's REST API gives it (its creator:
+	// who created it, as the Action reads it).
+	d, _, err := w.app.Repositories.GetDeployment(w.ctx, owner, repoName, deploymentID)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	event, err := json.Marshal(map[string]any{"deployment": d})
+	if err != nil {
+		w.t.Fatal(err)
+	}
 	return simulator.JobContext{
 		APIURL: strings.TrimSuffix(w.api, "/"), Token: w.token(), Repository: repo,
 		RunID: 9001, RunURL: serverURL + "/" + repo + "/actions/runs/9001",
 		EventName: "deployment", Environment: environment, SHA: w.sha, DeploymentID: deploymentID,
+		Event: event,
 	}
 }
 
@@ -279,8 +291,8 @@ func makeStep(dir string, jc simulator.JobContext, inputs map[string]string) (*s
 	return &step{vars: vars, outputs: outputs, jobURL: jobURL}, nil
 }
 
-// examplePayload is testdata/deployment.json with the ids, owner, name and
-// sha of jc's deployment, and payload as the deployment's payload: GitHub's
+// examplePayload is testdata/deployment.json with the ids, owner, name,
+// sha and creator of jc's deployment, and payload as the deployment's payload: GitHub's
 // example is of a deployment created with "payload": {}, and lastmile's
 // carry its marker (lastmilePayload).
 func examplePayload(jc simulator.JobContext, payload any) ([]byte, error) {
@@ -296,6 +308,16 @@ func examplePayload(jc simulator.JobContext, payload any) ([]byte, error) {
 	d := ev["deployment"].(map[string]any)
 	d["id"], d["sha"], d["ref"] = jc.DeploymentID, jc.SHA, jc.SHA
 	d["payload"] = payload
+	// Its creator too: lastmile's App's bot, as GitHub would name it.
+	var real struct {
+		Deployment struct {
+			Creator map[string]any `json:"creator"`
+		} `json:"deployment"`
+	}
+	if err := json.Unmarshal(jc.Event, &real); err != nil || real.Deployment.Creator == nil {
+		return nil, fmt.Errorf("the job's event names no deployment creator (%v)", err)
+	}
+	d["creator"] = real.Deployment.Creator
 	if d["environment"] != jc.Environment {
 		return nil, fmt.Errorf("example payload's environment is %v, the job's %s", d["environment"], jc.Environment)
 	}

@@ -120,8 +120,16 @@ func DisregardedStatus(d *Deployment, st StatusInfo) string {
 // names every status's creator (a deleted account's as ghost): one it
 // does not name is not taken for a person's.
 func PersonsSuccess(state DeploymentState, creator string) bool {
-	return state == DeploymentSuccess && creator != "" && !strings.HasSuffix(creator, "[bot]")
+	return state == DeploymentSuccess && creator != "" && !AppsBot(creator)
 }
+
+// AppsBot tells whether login is a GitHub App's bot's, "SLUG[bot]": a
+// suffix no person's login can have.
+func AppsBot(login string) bool { return strings.HasSuffix(login, "[bot]") }
+
+// ActionsBot is the login of GitHub Actions' bot, as which a workflow's
+// GITHUB_TOKEN writes.
+const ActionsBot = "github-actions[bot]"
 
 // NewDeploymentStatus is a `deployment_status` event.
 type NewDeploymentStatus struct {
