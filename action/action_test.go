@@ -1085,25 +1085,28 @@ func TestRunRefusesAnEnvironmentArgItCannotAppend(t *testing.T) {
 // An environment-url that is not an http(s) URL is refused before
 // anything is posted or run, like the other invalid inputs: GitHub would
 // show it as the deployment's link. The step fails, and lastmile settles
-// the deployment when the run ends.
+// the deployment when the run ends. The job log repeats the URL without
+// its query or fragment, where a token may be.
 func TestRunRefusesABadEnvironmentURL(t *testing.T) {
 	w := newWorld(t)
 	id := w.createDeployment()
-	for _, url := range []string{
-		"staging.example.com",
-		"not a url",
-		"javascript:alert(1)",
-		"https://Staging EU.example.com",
-		"ftp://files.example.com",
-		"https://",
+	for url, shown := range map[string]string{
+		"staging.example.com":                     "staging.example.com",
+		"not a url":                               "not a url",
+		"javascript:alert(1)":                     "javascript:alert(1)",
+		"https://Staging EU.example.com":          "https://Staging EU.example.com",
+		"ftp://files.example.com":                 "ftp://files.example.com",
+		"https://":                                "https://",
+		"ftp://files.example.com/?token=s3cr3t":   "ftp://files.example.com/?…",
+		"staging.example.com#access_token=s3cr3t": "staging.example.com?…",
 	} {
 		t.Run(url, func(t *testing.T) {
 			s, log, err := runEnvironmentURL(t, w, id, url)
-			want := fmt.Sprintf("input environment-url: %q is not an http(s) URL", url)
+			want := fmt.Sprintf("input environment-url: %q is not an http(s) URL", shown)
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Fatalf("Run: %v; want an error with %s", err, want)
 			}
-			if !strings.HasPrefix(log, "::error::"+want) {
+			if !strings.HasPrefix(log, "::error::"+want) || strings.Contains(log, "s3cr3t") {
 				t.Errorf("job log %q", log)
 			}
 			wantNothingDone(t, w, id, s)

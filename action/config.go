@@ -219,7 +219,7 @@ func readConfig(getenv func(string) string) (*config, error) {
 		// GitHub takes any string as environment_url and shows it as the
 		// deployment's link: a host without its scheme, or a javascript:
 		// URL, would be a broken or unsafe link.
-		deployErrs = append(deployErrs, fmt.Errorf("input %s: %q is not an http(s) URL (such as https://staging.example.com)", InputEnvironmentURL, v))
+		deployErrs = append(deployErrs, fmt.Errorf("input %s: %q is not an http(s) URL (such as https://staging.example.com)", InputEnvironmentURL, withoutQuery(v)))
 	}
 	if v := input(InputJobID); v != "" {
 		// job.check_run_id: empty where GitHub does not provide it (GitHub
@@ -451,3 +451,12 @@ func appendable(script string) error {
 	return nil
 }
 
+// withoutQuery is url up to its query or fragment, "?…" in their place: a
+// refused URL repeated in the job log, which everyone who can read the
+// repository may read, without a token a query may carry.
+func withoutQuery(url string) string {
+	if i := strings.IndexAny(url, "?#"); i >= 0 {
+		return url[:i] + "?…"
+	}
+	return url
+}
