@@ -543,7 +543,10 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return stopServeFirst(err, "vacuum")
 	}
-	defer unlock(true)
+	// DB.lock goes as it came, as restore's: one vacuum made is removed,
+	// not left to the user vacuum ran as (root, say: lastmile serve's user
+	// could not open it, and would not start).
+	defer unlock(false)
 	v, err := db.Vacuum(ctx)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -97,6 +98,11 @@ func TestVacuumCommandConvertsAnOldDatabase(t *testing.T) {
 	d, n := diskOf(t, path)
 	if d.AutoVacuum != "incremental" || d.FreelistCount != 0 || n != 300 {
 		t.Errorf("after vacuum: %+v, %d deliveries (want incremental, no free page, 300)", d, n)
+	}
+	// No DB.lock left behind: vacuum, run as root, would leave one lastmile
+	// serve's user could not open.
+	if _, err := os.Stat(path + ".lock"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("vacuum left %s.lock behind (%v)", path, err)
 	}
 
 	// Run again: nothing to convert, nothing to give back.
