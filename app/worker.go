@@ -7,7 +7,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -240,7 +244,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 		err = fmt.Errorf("%w: its stored body is damaged: %v", githubapp.ErrMalformed, d.BodyDamage)
 	} else {
 		hctx, cancel := context.WithTimeout(withDelivery(ctx, d), w.Timeout)
-		err = w.safeHandle(hctx, d)
+		err = w.safeHandle(hctx, log, d)
 		cancel()
 	}
 	took := time.Since(start)
@@ -457,13 +461,59 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-func (w *Worker) safeHandle(ctx context.Context, d *pipeline.Delivery) (err error) {
+// safeHandle runs the handler, turning its panic into an error that says
+// the panic's value and where it happened, short enough that `lastmile
+// deliveries` shows both; the goroutine's stack goes to log, at ERROR,
+// once per attempt.
+func (w *Worker) safeHandle(ctx context.Context, log *slog.Logger, d *pipeline.Delivery) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("handler panic: %v\n%s", p, debug.Stack())
+			err = panicError(p, panicked())
+			log.Error("worker: handler panic", "error", err, "stack", string(debug.Stack()))
 		}
 	}()
 	return w.Handler.Handle(ctx, d)
+}
+
+// panicError is a handler's panic as a delivery's error: its value (at most
+// 200 characters) and, when known, where it panicked.
+func panicError(p any, at string) error {
+	v := []rune(fmt.Sprint(p))
+	if len(v) > 200 {
+		v = append(v[:199], '…')
+	}
+	if at == "" {
+		return fmt.Errorf("handler panic: %s", string(v))
+	}
+	return fmt.Errorf("handler panic: %s (at %s)", string(v), at)
+}
+
+// panicked returns where the panic being recovered happened, as a file's
+// directory and name and a line (app/worker.go:123): the first frame after
+// runtime.gopanic not in the runtime, which raises the panics of a nil
+// map, a nil pointer or an index out of range on the code's behalf. Called
+// from the deferred function that recovers; "" when not found.
+func panicked() string {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs)])
+	inPanic := false
+	for {
+		f, more := frames.Next()
+		switch {
+		case f.Function == "runtime.gopanic":
+			inPanic = true
+		case inPanic && !inRuntime(f.Function) && f.File != "":
+			dir, file := filepath.Split(f.File)
+			return filepath.Join(filepath.Base(dir), file) + ":" + strconv.Itoa(f.Line)
+		}
+		if !more {
+			return ""
+		}
+	}
+}
+
+func inRuntime(function string) bool {
+	return strings.HasPrefix(function, "runtime.") || strings.HasPrefix(function, "internal/runtime/")
 }
 
 func (w *Worker) observe(event, result string, took time.Duration) {

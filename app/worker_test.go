@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -11,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -498,6 +501,73 @@ func TestWorkerSurvivesAPanicAndRetries(t *testing.T) {
 	d := delivery(t, db, "d-1")
 	if d.State != pipeline.DeliveryDone || d.Attempts != 2 || d.LastError != "" {
 		t.Errorf("state %s attempts %d error %q; want done after 2 attempts, error cleared", d.State, d.Attempts, d.LastError)
+	}
+}
+
+// A handler's panic is recorded as its value and where it happened, short
+// enough for `lastmile deliveries` to show both; the goroutine's whole
+// stack goes to the log, once, at ERROR, with the delivery's attributes.
+func TestWorkerRecordsWhereAHandlerPanicked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := storage.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	enqueue(t, db, "d-1", "acme/a", time.Time{})
+	var panicLine int
+	handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
+		var seen map[string]bool
+		_, _, line, _ := runtime.Caller(0)
+		panicLine = line + 2
+		seen[d.ID] = true // a bug: a nil map
+		return nil
+	})
+	var logged bytes.Buffer // read once the worker has stopped
+	obs := make(outcomes, 10)
+	stop := startWorker(t, &app.Worker{Inbox: db, Handler: handler, Observer: obs, MaxAttempts: 3,
+		Log:     slog.New(slog.NewJSONHandler(&logged, nil)),
+		Backoff: func(int) time.Duration { return time.Hour }})
+	obs.next(t, 1, 10*time.Second)
+	stop()
+
+	where := fmt.Sprintf("app/worker_test.go:%d", panicLine)
+	lastErr := delivery(t, db, "d-1").LastError
+	want := "handler panic: assignment to entry in nil map (at " + where + ")"
+	if lastErr != want {
+		t.Errorf("last error %q, want %q", lastErr, want)
+	}
+	code, stdout, stderr := runCLI(t, nil, "deliveries", "--database", path)
+	if code != 0 {
+		t.Fatalf("deliveries: exit %d, stderr %q", code, stderr)
+	}
+	// Pending, its DETAIL begins with when it is retried: the table cuts
+	// the middle, and keeps the cause.
+	if cause := "assignment to entry in nil map (at " + where + ")"; !strings.Contains(stdout, cause) || strings.Contains(stdout, "goroutine") {
+		t.Errorf("deliveries does not show %q, or shows a stack:\n%s", cause, stdout)
+	}
+
+	var stacks int
+	for _, line := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		stack, _ := rec["stack"].(string)
+		if stack == "" {
+			if strings.Contains(line, "goroutine") {
+				t.Errorf("a stack outside the panic's log line: %s", line)
+			}
+			continue
+		}
+		stacks++
+		if rec["level"] != "ERROR" || rec["delivery"] != "d-1" || rec["repo"] != "acme/a" || rec["event"] != "push" ||
+			rec["error"] != want || !strings.Contains(stack, "goroutine ") || !strings.Contains(stack, where) {
+			t.Errorf("the panic's log line: %s", line)
+		}
+	}
+	if stacks != 1 {
+		t.Errorf("%d log lines with the stack, want 1:\n%s", stacks, logged.String())
 	}
 }
 
