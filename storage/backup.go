@@ -54,8 +54,15 @@ type Summary struct {
 // The copy is one self-contained file (rollback journal mode, no -wal
 // beside it), readable by its owner only (0600), checked (PRAGMA
 // quick_check, and a lastmile database that no newer lastmile wrote) and
-// synced to disk. On error nothing is left of it.
-func CopyDatabase(ctx context.Context, src, dest string) (_ *Copy, err error) {
+// synced to disk. On error nothing is left of it. No room for the whole
+// copy in dest's folder is said so, with the room it needs.
+func CopyDatabase(ctx context.Context, src, dest string) (*Copy, error) {
+	return copyDatabase(ctx, src, dest, backupTo)
+}
+
+// copyDatabase is CopyDatabase, with backup in place of backupTo (a
+// test's seam).
+func copyDatabase(ctx context.Context, src, dest string, backup func(dc any, path string) error) (_ *Copy, err error) {
 	if err := readableFile(src); err != nil {
 		return nil, err
 	}
@@ -90,11 +97,11 @@ func CopyDatabase(ctx context.Context, src, dest string) (_ *Copy, err error) {
 			c.Remove()
 		}
 	}()
-	if err := conn.Raw(func(dc any) error { return backupTo(dc, c.tmp) }); err != nil {
-		return nil, fmt.Errorf("copy %s: %w", src, err)
+	if err := conn.Raw(func(dc any) error { return backup(dc, c.tmp) }); err != nil {
+		return nil, fmt.Errorf("copy %s: %w", src, noRoom(ctx, conn, src, c.tmp, err))
 	}
 	if c.Summary, err = checkCopy(ctx, c.tmp); err != nil {
-		return nil, fmt.Errorf("copy of %s: %w", src, err)
+		return nil, fmt.Errorf("copy of %s: %w", src, noRoom(ctx, conn, src, c.tmp, err))
 	}
 	for _, suffix := range sideFiles {
 		if _, err := os.Lstat(c.tmp + suffix); err == nil {
@@ -129,6 +136,50 @@ func backupTo(dc any, path string) error {
 		err = errors.New("the backup stopped before the last page")
 	}
 	return err
+}
+
+// noRoomError is SQLite's "database or disk is full" (SQLITE_FULL) while
+// it wrote a copy of a database, said in words of its own: the driver's
+// text ("database or disk is full: not an error (13)", with the message
+// of the source's connection) is only wrapped.
+type noRoomError struct {
+	dir string // the folder the copy was written in
+	// need is about the size of the whole copy, size the database's file
+	// (its -wal aside); 0 when unknown.
+	need, size int64
+	err        error // the driver's
+}
+
+func (e *noRoomError) Error() string {
+	msg := "no room for a whole copy of the database in " + e.dir
+	if e.need > 0 && e.size > 0 {
+		msg += fmt.Sprintf(" (it needs about %s; the database is %s)", megabytes(e.need), megabytes(e.size))
+	}
+	return msg
+}
+
+func (e *noRoomError) Unwrap() error { return e.err }
+
+// megabytes writes n bytes in MB (10⁶ bytes), with one decimal.
+func megabytes(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+// noRoom returns err, from writing the copy at path of the database src
+// (read on conn), as a noRoomError if it is SQLite's SQLITE_FULL.
+func noRoom(ctx context.Context, conn querier, src, path string, err error) error {
+	if sqliteCode(err)&0xff != sqlite3.SQLITE_FULL {
+		return err
+	}
+	e := &noRoomError{dir: filepath.Dir(path), err: err}
+	if abs, aerr := filepath.Abs(e.dir); aerr == nil {
+		e.dir = abs
+	}
+	if d, derr := diskUsage(ctx, conn); derr == nil {
+		e.need = d.Bytes()
+	}
+	if fi, serr := os.Stat(src); serr == nil {
+		e.size = fi.Size()
+	}
+	return e
 }
 
 // sideFiles are the files SQLite keeps beside a database, by the suffix

@@ -2,9 +2,15 @@ package storage
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // A database an older lastmile wrote (a backup made before an upgrade) is
@@ -112,5 +118,62 @@ func TestReplaceStoppedBeforeTheSwapLeavesTheDatabase(t *testing.T) {
 	var v string
 	if err := reopened.read.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = 'restore-test'`).Scan(&v); err != nil || v != "kept" {
 		t.Errorf("the database left: %q, %v; want what it held", v, err)
+	}
+}
+
+// limitPages is a driver connection whose online backups write to a
+// destination of at most pages pages (PRAGMA max_page_count on the
+// destination's connection): past them, SQLite answers SQLITE_FULL, as
+// when the disk is full.
+type limitPages struct {
+	dc    backupSource
+	pages int
+}
+
+// backupSource is the driver connection backupTo takes.
+type backupSource interface {
+	NewBackup(dstURI string) (*sqlite.Backup, error)
+}
+
+func (l limitPages) NewBackup(dstURI string) (*sqlite.Backup, error) {
+	return l.dc.NewBackup(dstURI + "?" + url.Values{"_pragma": {fmt.Sprintf("max_page_count(%d)", l.pages)}}.Encode())
+}
+
+// A copy without room for it in its folder says so, and the room it
+// needs, not the driver's "database or disk is full: not an error (13)";
+// nothing is left of it.
+func TestCopyDatabaseWithoutRoomSaysSo(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := Open(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c, err := copyDatabase(ctx, src, filepath.Join(dir, "backup.db"), func(dc any, path string) error {
+		return backupTo(limitPages{dc.(backupSource), 2}, path)
+	})
+	if err == nil {
+		c.Remove()
+		t.Fatal("a copy written where there is room for 2 pages")
+	}
+	mb := fmt.Sprintf("%.1f MB", float64(fi.Size())/1e6) // the database checkpointed: its file is all of it
+	want := fmt.Sprintf("copy %s: no room for a whole copy of the database in %s (it needs about %s; the database is %s)", src, dir, mb, mb)
+	if err.Error() != want {
+		t.Errorf("got  %s\nwant %s", err, want)
+	}
+	var se *sqlite.Error
+	if !errors.As(err, &se) || se.Code() != sqlite3.SQLITE_FULL {
+		t.Errorf("the driver's SQLITE_FULL is not wrapped: %#v", err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("left in the folder: %v", left)
 	}
 }
