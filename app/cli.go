@@ -551,7 +551,7 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 	if err != nil {
 		return err
 	}
-	sizes := fmt.Sprintf("%s → %s (%d → %d pages of %d bytes)", megabytes(v.Before.Bytes()), megabytes(v.After.Bytes()),
+	sizes := fmt.Sprintf("%s → %s (%d → %d pages of %d bytes)", storage.Megabytes(v.Before.Bytes()), storage.Megabytes(v.After.Bytes()),
 		v.Before.PageCount, v.After.PageCount, v.After.PageSize)
 	switch {
 	case v.Converted:
@@ -559,7 +559,7 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 	case v.Before.AutoVacuum == "full":
 		fmt.Fprintf(stdout, "%s: auto_vacuum=full gives free pages back at every commit already; nothing to do\n", *path)
 	case v.Before.PageCount == v.After.PageCount:
-		fmt.Fprintf(stdout, "%s: auto_vacuum=incremental already, and no free page to give back (%s)\n", *path, megabytes(v.After.Bytes()))
+		fmt.Fprintf(stdout, "%s: auto_vacuum=incremental already, and no free page to give back (%s)\n", *path, storage.Megabytes(v.After.Bytes()))
 	default:
 		fmt.Fprintf(stdout, "%s: auto_vacuum=incremental already; free pages given back: %s\n", *path, sizes)
 	}
@@ -567,9 +567,4 @@ func vacuum(ctx context.Context, args []string, getenv func(string) string, stdo
 		fmt.Fprintf(stdout, "%s: another process is reading the database (a lastmile history, a backup) or writing to it: the file keeps its size until it is done, and shrinks at the next checkpoint (lastmile serve's, or lastmile vacuum again)\n", *path)
 	}
 	return nil
-}
-
-// megabytes writes n bytes in MB (10⁶ bytes), with one decimal.
-func megabytes(n int64) string {
-	return fmt.Sprintf("%.1f MB", float64(n)/1e6)
 }

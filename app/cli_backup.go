@@ -208,7 +208,7 @@ func oneFile(fs *flag.FlagSet, what string) error {
 // describeCopy is what a backup holds, for the operator to check.
 func describeCopy(s storage.Summary) string {
 	text := fmt.Sprintf("%s (%d pages of %d bytes, auto_vacuum %s), quick_check ok\n  %s",
-		megabytes(s.Disk.Bytes()), s.Disk.PageCount, s.Disk.PageSize, s.Disk.AutoVacuum, count(s.Deliveries, "delivery", "deliveries"))
+		storage.Megabytes(s.Disk.Bytes()), s.Disk.PageCount, s.Disk.PageSize, s.Disk.AutoVacuum, count(s.Deliveries, "delivery", "deliveries"))
 	if !s.NewestDelivery.IsZero() {
 		text += ", the newest received " + when(s.NewestDelivery)
 	}

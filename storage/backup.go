@@ -153,15 +153,16 @@ type noRoomError struct {
 func (e *noRoomError) Error() string {
 	msg := "no room for a whole copy of the database in " + e.dir
 	if e.need > 0 && e.size > 0 {
-		msg += fmt.Sprintf(" (it needs about %s; the database is %s)", megabytes(e.need), megabytes(e.size))
+		msg += fmt.Sprintf(" (it needs about %s; the database is %s)", Megabytes(e.need), Megabytes(e.size))
 	}
 	return msg
 }
 
 func (e *noRoomError) Unwrap() error { return e.err }
 
-// megabytes writes n bytes in MB (10⁶ bytes), with one decimal.
-func megabytes(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+// Megabytes writes n bytes in MB (10⁶ bytes), with one decimal: how
+// lastmile's commands and errors say a database's size.
+func Megabytes(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 // noRoom returns err, from writing the copy at path of the database src
 // (read on conn), as a noRoomError if it is SQLite's SQLITE_FULL.
