@@ -270,11 +270,11 @@ func UnsafeRune(s string) (rune, bool) {
 func unsafeRuneProblem(r rune) string {
 	switch {
 	case r == 0x2028 || r == 0x2029:
-		return fmt.Sprintf("contains the line break %U", r)
+		return "contains the line break " + runeName(r)
 	case r > 0x9f:
-		return fmt.Sprintf("contains the bidirectional control %U, which makes text show in another order", r)
+		return "contains the bidirectional control " + runeName(r) + ", which makes text show in another order"
 	}
-	return fmt.Sprintf("contains the control character %U", r)
+	return "contains the control character " + runeName(r)
 }
 
 func strList(v *yaml.Node, what string) ([]string, error) {
@@ -350,9 +350,16 @@ func validRefName(s string) error {
 	return nil
 }
 
-// plainText checks what the YAML library reports without a line: bytes
-// that are not UTF-8, and control characters other than tab, newline and
-// carriage return.
+// plainText checks the file as text, before YAML reads it, so that each
+// problem has its line: bytes that are not UTF-8, and anywhere in the file
+// — in a comment too — a character that UnsafeRune reports (a control
+// character other than tab and the newline, a line or paragraph separator,
+// a bidirectional control), a carriage return that no newline follows,
+// and the noncharacters U+FFFE and U+FFFF (which YAML refuses without a
+// line). YAML reads U+0085, U+2028, U+2029 and a lone carriage return as
+// line breaks where git and GitHub see none: in a comment, one would hide
+// the setting after it, on what looks like the comment's own line. Lines
+// are counted as git counts them, by newline.
 func plainText(data []byte) error {
 	line := 1
 	for i := 0; i < len(data); {
@@ -362,12 +369,59 @@ func plainText(data []byte) error {
 			return &ConfigError{Line: line, Msg: "not valid YAML: the file is not UTF-8 text"}
 		case r == '\n':
 			line++
-		case (r < 0x20 && r != '\t' && r != '\r') || r == 0x7f:
-			return &ConfigError{Line: line, Msg: fmt.Sprintf("not valid YAML: control character %U", r)}
+		case r == '\t':
+		case r == '\r':
+			if i+1 < len(data) && data[i+1] == '\n' {
+				break
+			}
+			return &ConfigError{Line: line, Msg: "contains a lone carriage return (U+000D), which YAML reads as a line break but git and GitHub do not: end lines with a newline"}
+		case r == 0xfffe, r == 0xffff:
+			return &ConfigError{Line: line, Msg: fmt.Sprintf("contains the noncharacter %U, which YAML does not allow: remove it", r)}
+		default:
+			if _, unsafe := UnsafeRune(string(r)); unsafe {
+				return &ConfigError{Line: line, Msg: textRuneProblem(r)}
+			}
 		}
 		i += size
 	}
 	return nil
+}
+
+// textRuneProblem says what is wrong with a rune UnsafeRune reports, found
+// anywhere in the file.
+func textRuneProblem(r rune) string {
+	switch r {
+	case 0x85, 0x2028, 0x2029:
+		return fmt.Sprintf("contains %s, which YAML reads as a line break but GitHub shows as none: remove it", runeName(r))
+	}
+	return unsafeRuneProblem(r) + ": remove it"
+}
+
+// runeName is r's code point, with its Unicode name when UnsafeRune
+// reports it and it has one.
+func runeName(r rune) string {
+	if name := unsafeRuneNames[r]; name != "" {
+		return fmt.Sprintf("%U (%s)", r, name)
+	}
+	return fmt.Sprintf("%U", r)
+}
+
+var unsafeRuneNames = map[rune]string{
+	0x85:   "NEXT LINE",
+	0x2028: "LINE SEPARATOR",
+	0x2029: "PARAGRAPH SEPARATOR",
+	0x061c: "ARABIC LETTER MARK",
+	0x200e: "LEFT-TO-RIGHT MARK",
+	0x200f: "RIGHT-TO-LEFT MARK",
+	0x202a: "LEFT-TO-RIGHT EMBEDDING",
+	0x202b: "RIGHT-TO-LEFT EMBEDDING",
+	0x202c: "POP DIRECTIONAL FORMATTING",
+	0x202d: "LEFT-TO-RIGHT OVERRIDE",
+	0x202e: "RIGHT-TO-LEFT OVERRIDE",
+	0x2066: "LEFT-TO-RIGHT ISOLATE",
+	0x2067: "RIGHT-TO-LEFT ISOLATE",
+	0x2068: "FIRST STRONG ISOLATE",
+	0x2069: "POP DIRECTIONAL ISOLATE",
 }
 
 // yamlSyntaxError turns the YAML library's message ("yaml: line 3: ...")

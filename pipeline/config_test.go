@@ -199,3 +199,86 @@ func TestParseConfigBoundsTheEnvironments(t *testing.T) {
 		t.Errorf("got %v (line %d), want line 3 and %q", err, ce.Line, want)
 	}
 }
+
+// YAML reads U+0085, U+2028, U+2029 and a lone carriage return as line
+// breaks; git and GitHub's pages break lines at newlines only. Such a
+// character in a comment would hide a setting after it, on what shows as
+// the comment's line: the file is refused, on the character's line, as it
+// is for any character UnsafeRune reports, anywhere in the file.
+func TestParseConfigRefusesHiddenLineBreaks(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml string
+		line int
+		want string
+	}{
+		"line separator in a comment hides production: false": {
+			yaml: "environments:\n  - name: test\n  - name: production # reviewed\u2028    production: false\n",
+			line: 3, want: "contains U+2028 (LINE SEPARATOR), which YAML reads as a line break but GitHub shows as none: remove it"},
+		"line separator in a comment hides an environment": {
+			yaml: "environments:\n  - name: staging # \u2028  - name: canary\n  - name: production\n", line: 2, want: "U+2028 (LINE SEPARATOR)"},
+		"next line in a comment hides a second branch": {
+			yaml: "branch: main # keep\u0085branch: x\nenvironments:\n  - name: a\n", line: 1, want: "contains U+0085 (NEXT LINE), which YAML reads as a line break"},
+		"paragraph separator in a comment": {
+			yaml: "environments:\n  - name: a # x\u2029  - name: b\n", line: 2, want: "U+2029 (PARAGRAPH SEPARATOR)"},
+		"line separator in a comment before another error": {
+			yaml: "# owners: a\u2028# b\nenvironments:\n  - name: a\n  - nme: b\n", line: 1, want: "U+2028"},
+		"line separator in a quoted value": {
+			yaml: "environments:\n  - name: 'a\u2028b'\n", line: 2, want: "U+2028 (LINE SEPARATOR)"},
+		"C1 control in a comment": {
+			yaml: "environments:\n  - name: a\n# \u0080\n", line: 3, want: "control character U+0080: remove it"},
+		"C1 CSI in a comment": {
+			yaml: "# \u009b31m\nenvironments:\n  - name: a\n", line: 1, want: "control character U+009B"},
+		"C1 CSI in a plain value": {
+			yaml: "environments:\n  - name: a\n  - name: prod\u009b\n", line: 3, want: "control character U+009B"},
+		"bidirectional override in a comment": {
+			yaml: "environments:\n  - name: a # \u202e\n", line: 2, want: "bidirectional control U+202E (RIGHT-TO-LEFT OVERRIDE)"},
+		"isolate in a comment": {
+			yaml: "# \u2066x\u2069\nenvironments:\n  - name: a\n", line: 1, want: "U+2066 (LEFT-TO-RIGHT ISOLATE)"},
+		"noncharacter U+FFFE": {
+			yaml: "environments:\n  - name: a\n# \ufffe\n", line: 3, want: "noncharacter U+FFFE"},
+		"noncharacter U+FFFF": {
+			yaml: "environments:\n  - name: a\uffff\n", line: 2, want: "noncharacter U+FFFF"},
+		"lone carriage returns end the lines": {
+			yaml: "environments:\r  - name: a\r  - nme: b\r", line: 1, want: "contains a lone carriage return (U+000D), which YAML reads as a line break"},
+		"a lone carriage return in a comment": {
+			yaml: "environments:\n  - name: production # ok\r    production: false\n", line: 2, want: "carriage return"},
+		"escape in a comment": {
+			yaml: "environments:\n  - name: a\n# \x1b[2J\n", line: 3, want: "control character U+001B"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(tc.yaml))
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("ParseConfig(%q) = %+v, %v; want a ConfigError", tc.yaml, c, err)
+			}
+			if ce.Line != tc.line || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q (line %d), want line %d and %q", err, ce.Line, tc.line, tc.want)
+			}
+		})
+	}
+	// Line endings of \r\n, tabs and text other than those characters, in
+	// comments too, are plain text.
+	for name, tc := range map[string]struct {
+		yaml string
+		want *Config
+		line int // of the error, when there is one
+	}{
+		"CRLF line endings": {yaml: "environments:\r\n  - name: a\r\n  - name: b\r\n",
+			want: &Config{RequiredContexts: []string{}, Environments: []Environment{{Name: "a"}, {Name: "b", Production: true}}}},
+		"CRLF line endings, an error's line": {yaml: "environments:\r\n  - name: a\r\n  - nme: b\r\n", line: 3},
+		"tab and letters in a comment": {yaml: "# owners:\tprödüction 🚀 \u00a0\nenvironments:\n  - name: a\n",
+			want: &Config{RequiredContexts: []string{}, Environments: []Environment{{Name: "a", Production: true}}}},
+	} {
+		c, err := ParseConfig([]byte(tc.yaml))
+		if tc.want != nil {
+			if err != nil || !reflect.DeepEqual(c, tc.want) {
+				t.Errorf("%s: got %+v, %v; want %+v", name, c, err, tc.want)
+			}
+			continue
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Line != tc.line {
+			t.Errorf("%s: got %v; want an error on line %d", name, err, tc.line)
+		}
+	}
+}
