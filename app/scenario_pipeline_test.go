@@ -344,7 +344,7 @@ func TestInvalidConfigIsReportedOnTheCommit(t *testing.T) {
 	settle(t, sb)
 	st := sb.Sim.CommitStatuses(repo, push.After)[0]
 	if st.Context != "lastmile/config" || st.State != "failure" || !strings.Contains(st.Description, "line 3") ||
-		!strings.Contains(st.Description, `"test" is listed twice`) {
+		!strings.Contains(st.Description, `environment listed twice (first on line 2): "test"`) {
 		t.Errorf("commit status: %+v", st)
 	}
 	if n := len(sb.Sim.Deployments(repo)); n != 0 {

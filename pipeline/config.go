@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -58,10 +59,17 @@ func (c *Config) Index(name string) int {
 	return -1
 }
 
-// ConfigError is a problem in .github/lastmile.yml, with its line.
+// ConfigError is a problem in .github/lastmile.yml, with its line. Its
+// message says what is wrong first, then the text of the file it is about
+// (a name, a key), in full: Error is what lastmile logs and keeps in the
+// release's record; Description is the shorter form for a commit status.
 type ConfigError struct {
 	Line int
 	Msg  string
+	// format and args make Msg, with the file's text as values: again,
+	// shortened, for Description.
+	format string
+	args   []any
 }
 
 func (e *ConfigError) Error() string {
@@ -71,12 +79,103 @@ func (e *ConfigError) Error() string {
 	return fmt.Sprintf("%s: %s", ConfigPath, e.Msg)
 }
 
+// Description is the error in at most max characters, for the
+// lastmile/config commit status (GitHub keeps 140): without the file's
+// path, which the status's context names, and with the file's text cut in
+// the middle (to 40 characters, or fewer if the whole would not fit), so
+// that what is wrong, said first, is never what is cut off.
+func (e *ConfigError) Description(max int) string {
+	prefix := ""
+	if e.Line > 0 {
+		prefix = fmt.Sprintf("line %d: ", e.Line)
+	}
+	if e.format == "" {
+		return truncate(prefix+e.Msg, max)
+	}
+	var d string
+	for _, width := range []int{40, 32, 24, 16, 10} {
+		d = prefix + fmt.Sprintf(e.format, shortArgs(e.args, width)...)
+		if utf8.RuneCountInString(d) <= max {
+			return d
+		}
+	}
+	return truncate(d, max)
+}
+
 func configErr(n *yaml.Node, format string, args ...any) error {
 	line := 0
 	if n != nil {
 		line = n.Line
 	}
-	return &ConfigError{Line: line, Msg: fmt.Sprintf(format, args...)}
+	return &ConfigError{Line: line, Msg: fmt.Sprintf(format, args...), format: format, args: args}
+}
+
+// value is text of the file in a message (%q quotes it, %s and %v give it
+// as it is): in full in Error, cut in the middle in Description.
+type value string
+
+func (v value) Format(f fmt.State, verb rune) { writeValue(f, verb, string(v), 0) }
+
+// shortValue is a value cut to width characters.
+type shortValue struct {
+	s     string
+	width int
+}
+
+func (v shortValue) Format(f fmt.State, verb rune) { writeValue(f, verb, v.s, v.width) }
+
+func writeValue(w io.Writer, verb rune, s string, width int) {
+	if verb == 'q' {
+		io.WriteString(w, middleCut(s, width, strconv.Quote))
+		return
+	}
+	io.WriteString(w, middleCut(s, width, func(s string) string { return s }))
+}
+
+// middleCut returns show(s), or — when that is longer than width
+// characters (0: no limit) — show of s's beginning and end joined by …,
+// as long as fits.
+func middleCut(s string, width int, show func(string) string) string {
+	out := show(s)
+	if width <= 0 || utf8.RuneCountInString(out) <= width {
+		return out
+	}
+	r := []rune(s)
+	for n := min(len(r), width); n > 0; n-- {
+		out = show(string(r[:(n+1)/2]) + "…" + string(r[len(r)-n/2:]))
+		if utf8.RuneCountInString(out) <= width {
+			return out
+		}
+	}
+	return show("…")
+}
+
+// problem is an error about text of the file, whose values (see value)
+// Description shortens.
+type problem struct {
+	format string
+	args   []any
+}
+
+func problemf(format string, args ...any) error { return &problem{format, args} }
+
+func (p *problem) Error() string { return fmt.Sprintf(p.format, p.args...) }
+
+// shortArgs returns args with each value, also within a problem, cut to
+// width characters.
+func shortArgs(args []any, width int) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		switch a := a.(type) {
+		case value:
+			out[i] = shortValue{string(a), width}
+		case *problem:
+			out[i] = fmt.Sprintf(a.format, shortArgs(a.args, width)...)
+		default:
+			out[i] = a
+		}
+	}
+	return out
 }
 
 // ParseConfig parses .github/lastmile.yml strictly: unknown keys, duplicate
@@ -114,7 +213,7 @@ func ParseConfig(data []byte) (*Config, error) {
 				return err
 			}
 			if err := validRefName(s); err != nil {
-				return configErr(v, "branch %q: %v", s, err)
+				return configErr(v, "branch: %v: %q", err, value(s))
 			}
 			c.Branch = s
 		case "required_contexts":
@@ -151,7 +250,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	explicitProd := make([]*bool, len(envs.Content))
 	for i, item := range envs.Content {
 		if item.Kind == yaml.AliasNode {
-			return nil, configErr(item, "an alias (*%s) in environments: write each environment out, once", item.Value)
+			return nil, configErr(item, "an alias (*%s) in environments: write each environment out, once", value(item.Value))
 		}
 		if item.Kind != yaml.MappingNode {
 			return nil, configErr(item, "each environment must be a mapping with a name, e.g. - name: staging")
@@ -160,12 +259,12 @@ func ParseConfig(data []byte) (*Config, error) {
 		err := eachKey(item, []string{"name", "production"}, func(key string, k, v *yaml.Node) error {
 			switch key {
 			case "name":
-				s, err := str(v, "name")
+				s, err := str(v, "environment name")
 				if err != nil {
 					return err
 				}
 				if err := validEnvironmentName(s); err != nil {
-					return configErr(v, "environment name %q: %v", s, err)
+					return configErr(v, "environment name %v: %q", err, value(s))
 				}
 				env.Name = s
 			case "production":
@@ -186,9 +285,10 @@ func ParseConfig(data []byte) (*Config, error) {
 		// GitHub's environment names are not case sensitive.
 		if first, dup := seen[strings.ToLower(env.Name)]; dup {
 			if first.name != env.Name {
-				return nil, configErr(item, "environment %q is listed twice (first on line %d as %q: GitHub's environment names ignore case)", env.Name, first.line, first.name)
+				return nil, configErr(item, "environment listed twice, ignoring case as GitHub does (first on line %d as %q): %q",
+					first.line, value(first.name), value(env.Name))
 			}
-			return nil, configErr(item, "environment %q is listed twice (first on line %d)", env.Name, first.line)
+			return nil, configErr(item, "environment listed twice (first on line %d): %q", first.line, value(env.Name))
 		}
 		seen[strings.ToLower(env.Name)] = listed{env.Name, item.Line}
 		c.Environments = append(c.Environments, env)
@@ -216,7 +316,7 @@ func eachKey(m *yaml.Node, allowed []string, fn func(key string, k, v *yaml.Node
 			known = known || a == k.Value
 		}
 		if !known {
-			return configErr(k, "unknown key %q (allowed here: %s)", k.Value, strings.Join(allowed, ", "))
+			return configErr(k, "unknown key %q (allowed here: %s)", value(k.Value), strings.Join(allowed, ", "))
 		}
 		if first, dup := seen[k.Value]; dup {
 			return configErr(k, "key %q appears twice (first on line %d)", k.Value, first)
@@ -240,7 +340,7 @@ func str(v *yaml.Node, what string) (string, error) {
 		return "", configErr(v, "%s must not be empty", what)
 	}
 	if r, found := UnsafeRune(v.Value); found {
-		return "", configErr(v, "%s: %q %s", what, v.Value, unsafeRuneProblem(r))
+		return "", configErr(v, "%s %s: %q", what, unsafeRuneProblem(r), value(v.Value))
 	}
 	return v.Value, nil
 }
@@ -272,7 +372,7 @@ func unsafeRuneProblem(r rune) string {
 	case r == 0x2028 || r == 0x2029:
 		return "contains the line break " + runeName(r)
 	case r > 0x9f:
-		return "contains the bidirectional control " + runeName(r) + ", which makes text show in another order"
+		return "contains the bidirectional control " + runeName(r)
 	}
 	return "contains the control character " + runeName(r)
 }
@@ -284,12 +384,12 @@ func strList(v *yaml.Node, what string) ([]string, error) {
 	out := []string{}
 	seen := map[string]bool{}
 	for _, item := range v.Content {
-		s, err := str(item, what+" entries")
+		s, err := str(item, what+" entry")
 		if err != nil {
 			return nil, err
 		}
 		if seen[s] {
-			return nil, configErr(item, "%s lists %q twice", what, s)
+			return nil, configErr(item, "%s lists an entry twice: %q", what, value(s))
 		}
 		seen[s] = true
 		out = append(out, s)
@@ -301,7 +401,7 @@ func strList(v *yaml.Node, what string) ([]string, error) {
 // has refused control characters).
 func validEnvironmentName(s string) error {
 	if len(s) > 255 {
-		return errors.New("longer than 255 characters")
+		return errors.New("is longer than 255 characters")
 	}
 	if strings.TrimSpace(s) != s {
 		return errors.New("starts or ends with a space")
@@ -309,7 +409,7 @@ func validEnvironmentName(s string) error {
 	// Invisible: two names that read the same would be two environments.
 	if i := strings.IndexAny(s, "\u00ad\u180e\u200b\u2060\ufeff"); i >= 0 {
 		r, _ := utf8.DecodeRuneInString(s[i:])
-		return fmt.Errorf("contains the invisible character %U", r)
+		return errors.New("contains the invisible character " + runeName(r))
 	}
 	return nil
 }
@@ -341,10 +441,10 @@ func validRefName(s string) error {
 	}
 	for _, part := range strings.Split(s, "/") {
 		if strings.HasPrefix(part, ".") {
-			return fmt.Errorf("git refuses a part of a branch name that starts with . (%q)", part)
+			return problemf("git refuses a part of a branch name that starts with . (%q)", value(part))
 		}
 		if strings.HasSuffix(part, ".lock") {
-			return fmt.Errorf("git refuses a part of a branch name that ends with .lock (%q)", part)
+			return problemf("git refuses a part of a branch name that ends with .lock (%q)", value(part))
 		}
 	}
 	return nil
@@ -394,19 +494,22 @@ func textRuneProblem(r rune) string {
 	case 0x85, 0x2028, 0x2029:
 		return fmt.Sprintf("contains %s, which YAML reads as a line break but GitHub shows as none: remove it", runeName(r))
 	}
+	if r > 0x9f {
+		return unsafeRuneProblem(r) + ", which makes text show in another order: remove it"
+	}
 	return unsafeRuneProblem(r) + ": remove it"
 }
 
-// runeName is r's code point, with its Unicode name when UnsafeRune
-// reports it and it has one.
+// runeName is r's code point, with its Unicode name for those the file
+// may not hold.
 func runeName(r rune) string {
-	if name := unsafeRuneNames[r]; name != "" {
+	if name := runeNames[r]; name != "" {
 		return fmt.Sprintf("%U (%s)", r, name)
 	}
 	return fmt.Sprintf("%U", r)
 }
 
-var unsafeRuneNames = map[rune]string{
+var runeNames = map[rune]string{
 	0x85:   "NEXT LINE",
 	0x2028: "LINE SEPARATOR",
 	0x2029: "PARAGRAPH SEPARATOR",
@@ -422,6 +525,11 @@ var unsafeRuneNames = map[rune]string{
 	0x2067: "RIGHT-TO-LEFT ISOLATE",
 	0x2068: "FIRST STRONG ISOLATE",
 	0x2069: "POP DIRECTIONAL ISOLATE",
+	0x00ad: "SOFT HYPHEN",
+	0x180e: "MONGOLIAN VOWEL SEPARATOR",
+	0x200b: "ZERO WIDTH SPACE",
+	0x2060: "WORD JOINER",
+	0xfeff: "ZERO WIDTH NO-BREAK SPACE",
 }
 
 // yamlSyntaxError turns the YAML library's message ("yaml: line 3: ...")

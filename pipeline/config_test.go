@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -31,10 +32,10 @@ func TestParseConfig(t *testing.T) {
 		},
 		"unknown top-level key":   {yaml: "environments:\n  - name: a\nenviroments: []\n", errLine: 3, errText: `unknown key "enviroments"`},
 		"unknown environment key": {yaml: "environments:\n  - name: a\n    reviewers: [x]\n", errLine: 3, errText: `unknown key "reviewers"`},
-		"duplicate environment":   {yaml: "environments:\n  - name: a\n  - name: b\n  - name: a\n", errLine: 4, errText: `"a" is listed twice (first on line 2)`},
+		"duplicate environment":   {yaml: "environments:\n  - name: a\n  - name: b\n  - name: a\n", errLine: 4, errText: `environment listed twice (first on line 2): "a"`},
 		"duplicate key":           {yaml: "branch: a\nbranch: b\nenvironments:\n  - name: x\n", errLine: 2, errText: `key "branch" appears twice`},
 		"duplicate environment in another case": {yaml: "environments:\n  - name: production\n  - name: Production\n", errLine: 3,
-			errText: `"Production" is listed twice (first on line 2 as "production": GitHub's environment names ignore case)`},
+			errText: `environment listed twice, ignoring case as GitHub does (first on line 2 as "production"): "Production"`},
 		"environment name with a trailing space":   {yaml: "environments:\n  - name: 'staging '\n", errLine: 2, errText: "starts or ends with a space"},
 		"environment name with a zero-width space": {yaml: "environments:\n  - name: test\n  - name: \"stag\u200bing\"\n", errLine: 3, errText: "invisible character U+200B"},
 		"environment name with a soft hyphen":      {yaml: "environments:\n  - name: \"pro\u00adduction\"\n", errLine: 2, errText: "invisible character U+00AD"},
@@ -52,7 +53,7 @@ func TestParseConfig(t *testing.T) {
 		"name a number":                            {yaml: "environments:\n  - name: 12\n", errLine: 2, errText: "name must be a string"},
 		"production not a boolean":                 {yaml: "environments:\n  - name: a\n    production: yes please\n", errLine: 3, errText: "true or false"},
 		"contexts not a list":                      {yaml: "required_contexts: build\nenvironments:\n  - name: a\n", errLine: 1, errText: "list of strings"},
-		"context repeated":                         {yaml: "required_contexts: [a, a]\nenvironments:\n  - name: a\n", errLine: 1, errText: `lists "a" twice`},
+		"context repeated":                         {yaml: "required_contexts: [a, a]\nenvironments:\n  - name: a\n", errLine: 1, errText: `required_contexts lists an entry twice: "a"`},
 		"branch given as a ref":                    {yaml: "branch: refs/heads/main\nenvironments:\n  - name: a\n", errLine: 1, errText: "without refs/heads/"},
 		"not YAML":                                 {yaml: "environments:\n  - name: a\n  bad: [\n", errText: "not valid YAML"},
 		"empty file":                               {yaml: "", errText: "empty"},
@@ -96,7 +97,7 @@ func TestParseConfigRefusesControlCharacters(t *testing.T) {
 		line  int
 		want  string
 	}{
-		"newline in the branch":             {field: "branch: %s\nenvironments:\n  - name: a\n", value: "ma\nin", line: 1, want: `branch: "ma\nin" contains the control character U+000A`},
+		"newline in the branch":             {field: "branch: %s\nenvironments:\n  - name: a\n", value: "ma\nin", line: 1, want: `branch contains the control character U+000A: "ma\nin"`},
 		"tab in the branch":                 {field: "branch: %s\nenvironments:\n  - name: a\n", value: "ma\tin", line: 1, want: "U+0009"},
 		"DEL in the branch":                 {field: "branch: %s\nenvironments:\n  - name: a\n", value: "main\x7f", line: 1, want: "U+007F"},
 		"escape in a required context":      {field: "required_contexts:\n  - build\n  - %s\nenvironments:\n  - name: a\n", value: "ci\x1b[2J", line: 3, want: "control character U+001B"},
@@ -280,5 +281,99 @@ func TestParseConfigRefusesHiddenLineBreaks(t *testing.T) {
 		if !errors.As(err, &ce) || ce.Line != tc.line {
 			t.Errorf("%s: got %v; want an error on line %d", name, err, tc.line)
 		}
+	}
+}
+
+// The lastmile/config commit status keeps 140 characters of a description:
+// it says what is wrong first, with the file's text shortened in the
+// middle, and leaves out the file's path (the context names it), so that
+// what is wrong is never what is cut off. Error keeps everything, for the
+// log and the release's record.
+func TestConfigErrorDescription(t *testing.T) {
+	long := "production-eu-west-1-canary-blue-green-rollout-42-with-a-longer-tail"
+	for name, tc := range map[string]struct {
+		yaml string
+		want []string // in the description
+		full []string // in Error, besides
+	}{
+		"a long environment name with an invisible character": {
+			yaml: "environments:\n  - name: test\n  - name: \"production-eu-west-1-canary-\u200bblue-green-rollout-42\"\n",
+			want: []string{"line 3: environment name contains the invisible character U+200B (ZERO WIDTH SPACE): \"production-eu-west-", "…", "rollout-42\""},
+			full: []string{`"production-eu-west-1-canary-\u200bblue-green-rollout-42"`}},
+		"a very long environment name": {
+			yaml: "environments:\n  - name: " + strings.Repeat("x", 300) + "\n",
+			want: []string{"line 2: environment name is longer than 255 characters: \"xxx", "…"},
+			full: []string{strings.Repeat("x", 300)}},
+		"a long name with a trailing space": {
+			yaml: "environments:\n  - name: '" + long + " '\n",
+			want: []string{"line 2: environment name starts or ends with a space: \"production-", "tail \""},
+			full: []string{long + " "}},
+		"a long name listed twice in another case": {
+			yaml: "environments:\n  - name: " + long + "\n  - name: " + strings.ToUpper(long) + "\n",
+			want: []string{"line 3: environment listed twice, ignoring case as GitHub does (first on line 2 as \"production-", "…", "onger-tail\"): \"PRODUCTION-"},
+			full: []string{`first on line 2 as "` + long + `"): "` + strings.ToUpper(long) + `"`}},
+		"a long name listed twice": {
+			yaml: "environments:\n  - name: " + long + "\n  - name: " + long + "\n",
+			want: []string{"line 3: environment listed twice (first on line 2): \"production-eu-west-", "…", "-tail\""},
+			full: []string{long}},
+		"a long branch git refuses": {
+			yaml: "branch: 'release/2024-q3/hotfix-for-the-payment-service-timeouts-and-retries..x'\nenvironments:\n  - name: a\n",
+			want: []string{`line 1: branch: git refuses ".." in a branch name: "release/2024-q3/`, `retries..x"`},
+			full: []string{"release/2024-q3/hotfix-for-the-payment-service-timeouts-and-retries..x"}},
+		"a long part of a branch git refuses": {
+			yaml: "branch: 'release/" + long + ".lock'\nenvironments:\n  - name: a\n",
+			want: []string{`line 1: branch: git refuses a part of a branch name that ends with .lock ("production-`, `tail.lock")`},
+			full: []string{`("` + long + `.lock")`}},
+		"a long required context with a bidirectional control": {
+			yaml: "required_contexts:\n  - \"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)\\u202e\"\nenvironments:\n  - name: a\n",
+			want: []string{"line 2: required_contexts entry contains the bidirectional control U+202E (RIGHT-TO-LEFT OVERRIDE): \"ci / build", "detector on)\\u202e\""},
+			full: []string{`"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)\u202e"`}},
+		"a long required context listed twice": {
+			yaml: "required_contexts:\n  - \"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)\"\n  - \"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)\"\nenvironments:\n  - name: a\n",
+			want: []string{`line 3: required_contexts lists an entry twice: "ci / build-and-test`, `detector on)"`},
+			full: []string{`"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)"`}},
+		"a long unknown key": {
+			yaml: "environments:\n  - name: a\n" + strings.Repeat("k", 300) + ": 1\n",
+			want: []string{`line 3: unknown key "kkk`, "…", `kkk" (allowed here: branch, required_contexts, environments)`},
+			full: []string{strings.Repeat("k", 300)}},
+		"a long alias": {
+			yaml: "environments:\n  - &" + strings.Repeat("a", 200) + " name: test\n  - *" + strings.Repeat("a", 200) + "\n",
+			want: []string{"line 3: an alias (*aaa", "…", "aaa) in environments: write each environment out, once"},
+			full: []string{strings.Repeat("a", 200)}},
+		"a line separator in a comment": {
+			yaml: "environments:\n  - name: production # reviewed\u2028    production: false\n",
+			want: []string{"line 2: contains U+2028 (LINE SEPARATOR), which YAML reads as a line break but GitHub shows as none: remove it"}},
+		"an empty file": {yaml: "", want: []string{"the file is empty: it must list environments"}},
+		"a lone carriage return, far down": {
+			yaml: "environments:\n  - name: a\n" + strings.Repeat("#\n", 2000) + "# x\r",
+			want: []string{"line 2003: contains a lone carriage return (U+000D), which YAML reads as a line break but git and GitHub do not: end lines with a newline"}},
+		"a bidirectional isolate, far down": {
+			yaml: "environments:\n  - name: a\n" + strings.Repeat("#\n", 2000) + "# \u2068x\n",
+			want: []string{"line 2003: contains the bidirectional control U+2068 (FIRST STRONG ISOLATE), which makes text show in another order: remove it"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.yaml))
+			var ce *ConfigError
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a ConfigError", err)
+			}
+			d := ce.Description(140)
+			if n := utf8.RuneCountInString(d); n > 140 {
+				t.Errorf("description of %d characters: %q", n, d)
+			}
+			if strings.Contains(d, ConfigPath) {
+				t.Errorf("description %q names the file: the status's context does", d)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(d, w) {
+					t.Errorf("description %q lacks %q", d, w)
+				}
+			}
+			for _, w := range tc.full {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
 	}
 }

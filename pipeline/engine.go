@@ -327,10 +327,17 @@ func (e *Engine) movePipelineBranch(ctx context.Context, p Push, known, target s
 }
 
 // configStatus says on the pushed commit what is wrong with its
-// configuration.
+// configuration, in the 140 characters GitHub keeps of a description:
+// what is wrong first, the file's text shortened (ConfigError.Description).
+// The log and the release's record keep the whole message.
 func (e *Engine) configStatus(ctx context.Context, p Push, cfgErr error) error {
+	desc := truncate(cfgErr.Error(), 140)
+	var ce *ConfigError
+	if errors.As(cfgErr, &ce) {
+		desc = ce.Description(140)
+	}
 	return e.GitHub.CreateCommitStatus(ctx, p.Repo, p.After, CommitStatus{
-		Context: "lastmile/config", State: "failure", Description: truncate(cfgErr.Error(), 140),
+		Context: "lastmile/config", State: "failure", Description: desc,
 	})
 }
 

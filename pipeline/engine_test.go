@@ -7,6 +7,7 @@ package pipeline_test
 // service against the GitHub simulator.)
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -60,6 +61,8 @@ type fakeGitHub struct {
 	answers   []string // protection rule answers: "run environment state"
 	// readErr, if set, is ReadFile's answer for the configuration.
 	readErr error
+	// commitStatuses are the commit statuses created, by commit.
+	commitStatuses map[string][]pipeline.CommitStatus
 	// lastComment is the comment of the last answer taken.
 	lastComment string
 	// onRelation, if set, runs as Relation is asked (another handler
@@ -403,7 +406,13 @@ func (f *fakeGitHub) count(sha, env string) int {
 	return n
 }
 
-func (f *fakeGitHub) CreateCommitStatus(context.Context, pipeline.Repo, string, pipeline.CommitStatus) error {
+func (f *fakeGitHub) CreateCommitStatus(_ context.Context, _ pipeline.Repo, sha string, st pipeline.CommitStatus) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.commitStatuses == nil {
+		f.commitStatuses = map[string][]pipeline.CommitStatus{}
+	}
+	f.commitStatuses[sha] = append(f.commitStatuses[sha], st)
 	return nil
 }
 
@@ -953,6 +962,52 @@ func TestConfigurationThatIsNoFileIsAConfigError(t *testing.T) {
 	}
 	if h.gh.count(c1, "test") != 0 {
 		t.Error("deployed with no configuration read")
+	}
+}
+
+// An invalid configuration is said on the commit, as the lastmile/config
+// status, in the 140 characters GitHub keeps: what is wrong first, the
+// file's text shortened, never the reason cut off. The log and the
+// release's audit record keep the whole message.
+func TestInvalidConfigurationStatusSaysWhatIsWrong(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	var log bytes.Buffer
+	h.engine.Log = slog.New(slog.NewJSONHandler(&log, nil))
+	name := "production-eu-west-1-canary-\u200bblue-green-rollout-42-and-a-long-tail-of-text"
+	h.gh.mu.Lock()
+	h.gh.config = "environments:\n  - name: test\n  - name: \"" + name + "\"\n"
+	h.gh.mu.Unlock()
+	if err := h.push(c0, c1, false); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+	h.gh.mu.Lock()
+	statuses := h.gh.commitStatuses[c1]
+	h.gh.mu.Unlock()
+	if len(statuses) != 1 {
+		t.Fatalf("commit statuses of c1: %+v, want one", statuses)
+	}
+	st := statuses[0]
+	if st.Context != "lastmile/config" || st.State != "failure" {
+		t.Errorf("commit status %+v, want lastmile/config failure", st)
+	}
+	if utf8.RuneCountInString(st.Description) > 140 ||
+		!strings.HasPrefix(st.Description, "line 3: environment name contains the invisible character U+200B (ZERO WIDTH SPACE): ") {
+		t.Errorf("description %q (%d characters), want at most 140 that say what is wrong first", st.Description, utf8.RuneCountInString(st.Description))
+	}
+	full := `.github/lastmile.yml line 3: environment name contains the invisible character U+200B (ZERO WIDTH SPACE): "production-eu-west-1-canary-\u200bblue-green-rollout-42-and-a-long-tail-of-text"`
+	rec, err := h.db.Audit(context.Background(), shop.FullName(), c1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Release.StopKind != pipeline.StopConfigError || rec.Release.StopReason != full {
+		t.Errorf("audit record: stopped %q, %q; want %q, %q", rec.Release.StopKind, rec.Release.StopReason, pipeline.StopConfigError, full)
+	}
+	quoted, _ := json.Marshal(full)
+	if !strings.Contains(log.String(), string(quoted)) {
+		t.Errorf("log %s lacks the whole error %s", log.String(), quoted)
+	}
+	if len(h.gh.deps) != 0 {
+		t.Errorf("%d deployments for an invalid configuration", len(h.gh.deps))
 	}
 }
 
