@@ -400,7 +400,7 @@ func strList(v *yaml.Node, what string) ([]string, error) {
 // validEnvironmentName follows GitHub's limits on environment names (str
 // has refused control characters).
 func validEnvironmentName(s string) error {
-	if len(s) > 255 {
+	if utf8.RuneCountInString(s) > 255 {
 		return errors.New("is longer than 255 characters")
 	}
 	if strings.TrimSpace(s) != s {

@@ -377,3 +377,33 @@ func TestConfigErrorDescription(t *testing.T) {
 		})
 	}
 }
+
+// GitHub takes environment names of up to 255 characters — characters, not
+// bytes: a name of 130 é (260 bytes) is one.
+func TestParseConfigEnvironmentNameLength(t *testing.T) {
+	for name, tc := range map[string]struct {
+		name string
+		ok   bool
+	}{
+		"255 ASCII letters":            {strings.Repeat("a", 255), true},
+		"256 ASCII letters":            {strings.Repeat("a", 256), false},
+		"130 é, 260 bytes":             {strings.Repeat("é", 130), true},
+		"100 katakana, 300 bytes":      {strings.Repeat("プ", 100), true},
+		"255 é, 510 bytes":             {strings.Repeat("é", 255), true},
+		"256 é":                        {strings.Repeat("é", 256), false},
+		"254 letters and a rocket":     {strings.Repeat("a", 254) + "🚀", true},
+		"255 letters and a rocket too": {strings.Repeat("a", 255) + "🚀", false},
+	} {
+		c, err := ParseConfig([]byte("environments:\n  - name: " + tc.name + "\n"))
+		if tc.ok {
+			if err != nil || c.Environments[0].Name != tc.name {
+				t.Errorf("%s: %v; want it accepted", name, err)
+			}
+			continue
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Line != 2 || !strings.Contains(err.Error(), "environment name is longer than 255 characters") {
+			t.Errorf("%s: %v; want it refused on line 2 as longer than 255 characters", name, err)
+		}
+	}
+}
