@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -49,14 +50,22 @@ type Environment struct {
 }
 
 // Index returns the position of the named environment, or -1. GitHub's
-// environment names ignore case, as ParseConfig's duplicate check does.
+// environment names ignore case (sameEnvironment).
 func (c *Config) Index(name string) int {
 	for i, e := range c.Environments {
-		if strings.EqualFold(e.Name, name) {
+		if sameEnvironment(e.Name, name) {
 			return i
 		}
 	}
 	return -1
+}
+
+// sameEnvironment reports whether two names are one environment: GitHub's
+// environment names ignore case. Index and ParseConfig's duplicate check
+// both ask it, so that no two environments of a configuration are one to
+// Index (staging and ſtaging, with U+017F, fold alike).
+func sameEnvironment(a, b string) bool {
+	return strings.EqualFold(a, b)
 }
 
 // ConfigError is a problem in .github/lastmile.yml, with its line. Its
@@ -246,7 +255,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		name string
 		line int
 	}
-	seen := map[string]listed{} // by name in lower case
+	var seen []listed
 	explicitProd := make([]*bool, len(envs.Content))
 	for i, item := range envs.Content {
 		if item.Kind == yaml.AliasNode {
@@ -283,14 +292,15 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, configErr(item, "environment has no name")
 		}
 		// GitHub's environment names are not case sensitive.
-		if first, dup := seen[strings.ToLower(env.Name)]; dup {
+		if i := slices.IndexFunc(seen, func(l listed) bool { return sameEnvironment(l.name, env.Name) }); i >= 0 {
+			first := seen[i]
 			if first.name != env.Name {
 				return nil, configErr(item, "environment listed twice, ignoring case as GitHub does (first on line %d as %q): %q",
 					first.line, value(first.name), value(env.Name))
 			}
 			return nil, configErr(item, "environment listed twice (first on line %d): %q", first.line, value(env.Name))
 		}
-		seen[strings.ToLower(env.Name)] = listed{env.Name, item.Line}
+		seen = append(seen, listed{env.Name, item.Line})
 		c.Environments = append(c.Environments, env)
 	}
 	for i := range c.Environments {

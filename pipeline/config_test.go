@@ -407,3 +407,47 @@ func TestParseConfigEnvironmentNameLength(t *testing.T) {
 		}
 	}
 }
+
+// The duplicate check folds case as Index does (sameEnvironment): two
+// environments it lets through are two to Index, and a protection-rule
+// request for one is never judged as the other. staging and ſtaging
+// (U+017F LATIN SMALL LETTER LONG S) were both listed, and Index("ſtaging")
+// was staging's.
+func TestParseConfigDuplicatesFoldAsIndexDoes(t *testing.T) {
+	for name, tc := range map[string]struct {
+		first, second string
+		dup           bool
+	}{
+		"long s":                  {"staging", "ſtaging", true},
+		"Kelvin sign":             {"kube", "\u212Aube", true},
+		"final sigma":             {"ασ", "ας", true},
+		"capital sigma":           {"ΑΣ", "ας", true},
+		"accented capital":        {"prödüction", "PRÖDÜCTION", true},
+		"ASCII case":              {"production", "Production", true},
+		"titlecase digraph":       {"ǆemal", "ǅemal", true},
+		"sharp s is not ss":       {"straße", "strasse", false},
+		"dotless i is not i":      {"ıd", "id", false},
+		"composed and decomposed": {"caf\u00e9", "cafe\u0301", false},
+		"different letters":       {"staging", "stating", false},
+		"accented and not":        {"prod", "pröd", false},
+	} {
+		doc := "environments:\n  - name: " + tc.first + "\n  - name: " + tc.second + "\n  - name: production-x\n"
+		c, err := ParseConfig([]byte(doc))
+		if tc.dup {
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Line != 3 || !strings.Contains(err.Error(), "environment listed twice") {
+				t.Errorf("%s: %+v, %v; want %q refused on line 3 as listed twice", name, c, err, tc.second)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v; want both accepted", name, err)
+			continue
+		}
+		for i, e := range c.Environments {
+			if got := c.Index(e.Name); got != i {
+				t.Errorf("%s: Index(%q) = %d, want %d", name, e.Name, got, i)
+			}
+		}
+	}
+}
