@@ -392,17 +392,21 @@ func strList(v *yaml.Node, what string) ([]string, error) {
 		return nil, configErr(v, "%s must be a list of strings", what)
 	}
 	out := []string{}
-	seen := map[string]bool{}
+	var lines []int
 	for _, item := range v.Content {
 		s, err := str(item, what+" entry")
 		if err != nil {
 			return nil, err
 		}
-		if seen[s] {
-			return nil, configErr(item, "%s lists an entry twice: %q", what, value(s))
+		// Without regard to case, as GitHub and requires compare contexts.
+		if i := slices.IndexFunc(out, func(o string) bool { return strings.EqualFold(o, s) }); i >= 0 {
+			if out[i] != s {
+				return nil, configErr(item, "%s lists an entry twice, ignoring case as GitHub does (first on line %d as %q): %q", what, lines[i], value(out[i]), value(s))
+			}
+			return nil, configErr(item, "%s lists an entry twice (first on line %d): %q", what, lines[i], value(s))
 		}
-		seen[s] = true
 		out = append(out, s)
+		lines = append(lines, item.Line)
 	}
 	return out, nil
 }

@@ -53,12 +53,16 @@ func TestParseConfig(t *testing.T) {
 		"name a number":                            {yaml: "environments:\n  - name: 12\n", errLine: 2, errText: "name must be a string"},
 		"production not a boolean":                 {yaml: "environments:\n  - name: a\n    production: yes please\n", errLine: 3, errText: "true or false"},
 		"contexts not a list":                      {yaml: "required_contexts: build\nenvironments:\n  - name: a\n", errLine: 1, errText: "list of strings"},
-		"context repeated":                         {yaml: "required_contexts: [a, a]\nenvironments:\n  - name: a\n", errLine: 1, errText: `required_contexts lists an entry twice: "a"`},
-		"branch given as a ref":                    {yaml: "branch: refs/heads/main\nenvironments:\n  - name: a\n", errLine: 1, errText: "without refs/heads/"},
-		"not YAML":                                 {yaml: "environments:\n  - name: a\n  bad: [\n", errText: "not valid YAML"},
-		"empty file":                               {yaml: "", errText: "empty"},
-		"a list at the top":                        {yaml: "- name: a\n", errLine: 1, errText: "must be a mapping"},
-		"control character in a name":              {yaml: "environments:\n  - name: \"a\\tb\"\n", errLine: 2, errText: "control character"},
+		"context repeated":                         {yaml: "required_contexts: [a, a]\nenvironments:\n  - name: a\n", errLine: 1, errText: `required_contexts lists an entry twice (first on line 1): "a"`},
+		"context repeated in another case": {yaml: "required_contexts: [Build, build]\nenvironments:\n  - name: a\n", errLine: 1,
+			errText: `required_contexts lists an entry twice, ignoring case as GitHub does (first on line 1 as "Build"): "build"`},
+		"context repeated in another case, a line each": {yaml: "required_contexts:\n  - ci/Lint\n  - build\n  - CI/lint\nenvironments:\n  - name: a\n", errLine: 4,
+			errText: `(first on line 2 as "ci/Lint"): "CI/lint"`},
+		"branch given as a ref":       {yaml: "branch: refs/heads/main\nenvironments:\n  - name: a\n", errLine: 1, errText: "without refs/heads/"},
+		"not YAML":                    {yaml: "environments:\n  - name: a\n  bad: [\n", errText: "not valid YAML"},
+		"empty file":                  {yaml: "", errText: "empty"},
+		"a list at the top":           {yaml: "- name: a\n", errLine: 1, errText: "must be a mapping"},
+		"control character in a name": {yaml: "environments:\n  - name: \"a\\tb\"\n", errLine: 2, errText: "control character"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -330,7 +334,7 @@ func TestConfigErrorDescription(t *testing.T) {
 			full: []string{`"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)\u202e"`}},
 		"a long required context listed twice": {
 			yaml: "required_contexts:\n  - \"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)\"\n  - \"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)\"\nenvironments:\n  - name: a\n",
-			want: []string{`line 3: required_contexts lists an entry twice: "ci / build-and-test`, `detector on)"`},
+			want: []string{`line 3: required_contexts lists an entry twice (first on line 2): "ci / build-and-test`, `detector on)"`},
 			full: []string{`"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)"`}},
 		"a long unknown key": {
 			yaml: "environments:\n  - name: a\n" + strings.Repeat("k", 300) + ": 1\n",
