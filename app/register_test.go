@@ -711,19 +711,7 @@ func TestRegisterWritesTheRedeliveryWindowOfGHES(t *testing.T) {
 	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeConversion(w) }))
 	defer github.Close()
 	for web, want := range map[string]string{"https://ghe.example.com": "LASTMILE_REDELIVERY_WINDOW=168h\n", "https://github.com/": ""} {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		r := startRegister(t, ctx, github.URL, "--github", web)
-		if code, page := r.callback(t, "good-code"); code != http.StatusOK {
-			t.Fatalf("--github %s: GitHub's answer: %d %s", web, code, page)
-		}
-		if code := <-r.exit; code != 0 {
-			t.Fatalf("--github %s: exit %d: %s", web, code, r.stderr.String())
-		}
-		cancel()
-		env, err := os.ReadFile(filepath.Join(r.out, "lastmile.env"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		env := registeredEnv(t, github.URL, web)
 		if got := regexp.MustCompile(`(?m)^LASTMILE_REDELIVERY_WINDOW=.*\n`).FindString(string(env)); got != want {
 			t.Errorf("--github %s: lastmile.env has %q, want %q:\n%s", web, got, want, env)
 		}
@@ -823,19 +811,7 @@ func TestREADMEHandWrittenSettingsAreRegisters(t *testing.T) {
 	github := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeConversion(w) }))
 	defer github.Close()
 	for _, web := range []string{"https://github.com/", "https://ghe.example.com"} {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		r := startRegister(t, ctx, github.URL, "--github", web)
-		if code, page := r.callback(t, "good-code"); code != http.StatusOK {
-			t.Fatalf("--github %s: GitHub's answer: %d %s", web, code, page)
-		}
-		if code := <-r.exit; code != 0 {
-			t.Fatalf("--github %s: exit %d: %s", web, code, r.stderr.String())
-		}
-		cancel()
-		env, err := os.ReadFile(filepath.Join(r.out, "lastmile.env"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		env := registeredEnv(t, github.URL, web)
 		written := names(string(env), "")
 		if web == "https://github.com/" {
 			if !slices.Equal(set, written) {
@@ -854,4 +830,24 @@ func TestREADMEHandWrittenSettingsAreRegisters(t *testing.T) {
 			}
 		}
 	}
+}
+
+// registeredEnv runs register for an App on the GitHub at web (--github),
+// GitHub's API answering from api, and returns the lastmile.env it wrote.
+func registeredEnv(t *testing.T, api, web string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := startRegister(t, ctx, api, "--github", web)
+	if code, page := r.callback(t, "good-code"); code != http.StatusOK {
+		t.Fatalf("--github %s: GitHub's answer: %d %s", web, code, page)
+	}
+	if code := <-r.exit; code != 0 {
+		t.Fatalf("--github %s: exit %d: %s", web, code, r.stderr.String())
+	}
+	env, err := os.ReadFile(filepath.Join(r.out, "lastmile.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
 }
