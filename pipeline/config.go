@@ -421,11 +421,21 @@ func validEnvironmentName(s string) error {
 		return errors.New("starts or ends with a space")
 	}
 	// Invisible: two names that read the same would be two environments.
-	if i := strings.IndexAny(s, "\u00ad\u180e\u200b\u2060\ufeff"); i >= 0 {
-		r, _ := utf8.DecodeRuneInString(s[i:])
+	if r, found := invisibleRune(s); found {
 		return errors.New("contains the invisible character " + runeName(r))
 	}
 	return nil
+}
+
+// invisibleRune returns the first character of s that shows as nothing
+// (a soft hyphen, a zero-width space or joiner, a byte order mark), if any:
+// with one, a name reads as another.
+func invisibleRune(s string) (rune, bool) {
+	if i := strings.IndexAny(s, "\u00ad\u180e\u200b\u2060\ufeff"); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(s[i:])
+		return r, true
+	}
+	return 0, false
 }
 
 // validRefName applies git's rules for a branch name (git check-ref-format
@@ -434,6 +444,11 @@ func validEnvironmentName(s string) error {
 func validRefName(s string) error {
 	if strings.HasPrefix(s, "refs/") {
 		return errors.New("give the branch name without refs/heads/")
+	}
+	// git takes one, but the name would read as another's ("main"), and
+	// no push to the branch it reads as would ever be taken.
+	if r, found := invisibleRune(s); found {
+		return errors.New("a branch name with the invisible character " + runeName(r) + " reads as another")
 	}
 	if i := strings.IndexAny(s, " ~^:?*[\\"); i >= 0 {
 		return fmt.Errorf("a branch name cannot hold %q: git refuses space, ~, ^, :, ?, *, [ and \\ in one", s[i:i+1])

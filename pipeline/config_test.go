@@ -167,6 +167,8 @@ func TestParseConfigBranchNames(t *testing.T) {
 		"a/.b/c":          `starts with . (".b")`,
 		"main.lock":       `ends with .lock ("main.lock")`,
 		"a.lock/b":        `ends with .lock ("a.lock")`,
+		"ma\u200bin":      "the invisible character U+200B (ZERO WIDTH SPACE) reads as another",
+		"\ufeffmain":      "the invisible character U+FEFF",
 	} {
 		_, err := ParseConfig([]byte("environments:\n  - name: a\nbranch: " + strconv.Quote(bad) + "\n"))
 		var ce *ConfigError
