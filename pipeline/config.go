@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
@@ -61,11 +61,36 @@ func (c *Config) Index(name string) int {
 }
 
 // sameEnvironment reports whether two names are one environment: GitHub's
-// environment names ignore case. Index and ParseConfig's duplicate check
-// both ask it, so that no two environments of a configuration are one to
-// Index (staging and ſtaging, with U+017F, fold alike).
+// environment names ignore case. Index asks it, and ParseConfig's
+// duplicate check refuses every pair it holds for (through foldKey), so
+// that no two environments of a configuration are one to Index (staging
+// and ſtaging, with U+017F, fold alike).
 func sameEnvironment(a, b string) bool {
 	return strings.EqualFold(a, b)
+}
+
+// foldKey is s with each character replaced by the least of the
+// characters Unicode's simple case folding holds equal to it: two strings
+// have the same key exactly when strings.EqualFold holds, so a map keyed
+// by it finds a duplicate in any case at once.
+func foldKey(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
+}
+
+// caseKeys are the keys under which a name is one with another: Unicode's
+// simple case folding (sameEnvironment's) and strings.ToLower's lower
+// case, by which the engine keys environments in maps — they differ for a
+// few letters (İ is i in lower case, but folds to no other letter).
+func caseKeys(s string) [2]string {
+	return [2]string{"fold:" + foldKey(s), "lower:" + strings.ToLower(s)}
 }
 
 // ConfigError is a problem in .github/lastmile.yml, with its line. Its
@@ -255,7 +280,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		name string
 		line int
 	}
-	var seen []listed
+	seen := map[string]listed{} // by caseKeys
 	explicitProd := make([]*bool, len(envs.Content))
 	for i, item := range envs.Content {
 		if item.Kind == yaml.AliasNode {
@@ -292,15 +317,21 @@ func ParseConfig(data []byte) (*Config, error) {
 			return nil, configErr(item, "environment has no name")
 		}
 		// GitHub's environment names are not case sensitive.
-		if i := slices.IndexFunc(seen, func(l listed) bool { return sameEnvironment(l.name, env.Name) }); i >= 0 {
-			first := seen[i]
+		keys := caseKeys(env.Name)
+		first, dup := seen[keys[0]]
+		if !dup {
+			first, dup = seen[keys[1]]
+		}
+		if dup {
 			if first.name != env.Name {
 				return nil, configErr(item, "environment listed twice, ignoring case as GitHub does (first on line %d as %q): %q",
 					first.line, value(first.name), value(env.Name))
 			}
 			return nil, configErr(item, "environment listed twice (first on line %d): %q", first.line, value(env.Name))
 		}
-		seen = append(seen, listed{env.Name, item.Line})
+		for _, k := range keys {
+			seen[k] = listed{env.Name, item.Line}
+		}
 		c.Environments = append(c.Environments, env)
 	}
 	for i := range c.Environments {
@@ -392,21 +423,25 @@ func strList(v *yaml.Node, what string) ([]string, error) {
 		return nil, configErr(v, "%s must be a list of strings", what)
 	}
 	out := []string{}
-	var lines []int
+	type listed struct {
+		s    string
+		line int
+	}
+	seen := map[string]listed{} // by foldKey
 	for _, item := range v.Content {
 		s, err := str(item, what+" entry")
 		if err != nil {
 			return nil, err
 		}
 		// Without regard to case, as GitHub and requires compare contexts.
-		if i := slices.IndexFunc(out, func(o string) bool { return strings.EqualFold(o, s) }); i >= 0 {
-			if out[i] != s {
-				return nil, configErr(item, "%s lists an entry twice, ignoring case as GitHub does (first on line %d as %q): %q", what, lines[i], value(out[i]), value(s))
+		if first, dup := seen[foldKey(s)]; dup {
+			if first.s != s {
+				return nil, configErr(item, "%s lists an entry twice, ignoring case as GitHub does (first on line %d as %q): %q", what, first.line, value(first.s), value(s))
 			}
-			return nil, configErr(item, "%s lists an entry twice (first on line %d): %q", what, lines[i], value(s))
+			return nil, configErr(item, "%s lists an entry twice (first on line %d): %q", what, first.line, value(s))
 		}
+		seen[foldKey(s)] = listed{s, item.Line}
 		out = append(out, s)
-		lines = append(lines, item.Line)
 	}
 	return out, nil
 }

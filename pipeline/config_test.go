@@ -424,18 +424,21 @@ func TestParseConfigDuplicatesFoldAsIndexDoes(t *testing.T) {
 		first, second string
 		dup           bool
 	}{
-		"long s":                  {"staging", "ſtaging", true},
-		"Kelvin sign":             {"kube", "\u212Aube", true},
-		"final sigma":             {"ασ", "ας", true},
-		"capital sigma":           {"ΑΣ", "ας", true},
-		"accented capital":        {"prödüction", "PRÖDÜCTION", true},
-		"ASCII case":              {"production", "Production", true},
-		"titlecase digraph":       {"ǆemal", "ǅemal", true},
-		"sharp s is not ss":       {"straße", "strasse", false},
-		"dotless i is not i":      {"ıd", "id", false},
-		"composed and decomposed": {"caf\u00e9", "cafe\u0301", false},
-		"different letters":       {"staging", "stating", false},
-		"accented and not":        {"prod", "pröd", false},
+		"long s":             {"staging", "ſtaging", true},
+		"Kelvin sign":        {"kube", "\u212Aube", true},
+		"final sigma":        {"ασ", "ας", true},
+		"capital sigma":      {"ΑΣ", "ας", true},
+		"accented capital":   {"prödüction", "PRÖDÜCTION", true},
+		"ASCII case":         {"production", "Production", true},
+		"titlecase digraph":  {"ǆemal", "ǅemal", true},
+		"sharp s is not ss":  {"straße", "strasse", false},
+		"dotless i is not i": {"ıd", "id", false},
+		// İ folds to no other letter, but its lower case is i: the engine
+		// keys environments by their lower case.
+		"dotted capital I is i in lower case": {"id", "İd", true},
+		"composed and decomposed":             {"caf\u00e9", "cafe\u0301", false},
+		"different letters":                   {"staging", "stating", false},
+		"accented and not":                    {"prod", "pröd", false},
 	} {
 		doc := "environments:\n  - name: " + tc.first + "\n  - name: " + tc.second + "\n  - name: production-x\n"
 		c, err := ParseConfig([]byte(doc))
