@@ -233,7 +233,8 @@ func refusal(er *github.ErrorResponse) *pipeline.RefusedError {
 	return ref
 }
 
-// FindDeployment looks for lastmile's deployment of sha to env by its marker.
+// FindDeployment looks for lastmile's deployment of sha to env by its
+// marker, passing over copies of it (pipeline.CopiedMarker).
 func (g *GitHub) FindDeployment(ctx context.Context, r pipeline.Repo, sha, env string, marker pipeline.Marker) (int64, time.Time, error) {
 	gh, err := g.client(r)
 	if err != nil {
@@ -246,7 +247,7 @@ func (g *GitHub) FindDeployment(ctx context.Context, r pipeline.Repo, sha, env s
 			return 0, time.Time{}, err
 		}
 		for _, d := range list {
-			if m, ok := pipeline.ParseMarker(d.Payload); ok && m == marker {
+			if m, ok := pipeline.ParseMarker(d.Payload); ok && m == marker && !pipeline.CopiedMarker(d.GetCreator().GetLogin()) {
 				return d.GetID(), d.GetCreatedAt().Time, nil
 			}
 		}

@@ -191,12 +191,14 @@ func TestFindDeploymentMatchesTheMarker(t *testing.T) {
 		io.WriteString(w, `[
 			{"id": 1, "sha": "abc", "environment": "staging", "payload": {}, "created_at": "2026-01-01T00:00:00Z"},
 			{"id": 2, "sha": "abc", "environment": "staging", "payload": {"lastmile": {"instance": "other", "release": 4, "stage": "staging", "index": 1}}, "created_at": "2026-01-01T00:00:00Z"},
+			{"id": 5, "sha": "abc", "environment": "staging", "payload": {"lastmile": {"instance": "i1", "release": 4, "stage": "staging", "index": 1}}, "creator": {"login": "octocat", "type": "User"}, "created_at": "2026-01-01T00:00:00Z"},
+			{"id": 6, "sha": "abc", "environment": "staging", "payload": {"lastmile": {"instance": "i1", "release": 4, "stage": "staging", "index": 1}}, "creator": {"login": "github-actions[bot]", "type": "Bot"}, "created_at": "2026-01-01T00:00:00Z"},
 			{"id": 3, "sha": "abc", "environment": "staging", "payload": "{\"lastmile\":{\"instance\":\"i1\",\"release\":4,\"stage\":\"staging\",\"index\":1}}", "created_at": "2026-01-01T00:00:01Z"}
 		]`)
 	})
 	id, _, err := gh.FindDeployment(context.Background(), repo, "abc", "staging", mine)
 	if err != nil || id != 3 {
-		t.Errorf("got %d %v, want deployment 3 (ours, payload given back as a string)", id, err)
+		t.Errorf("got %d %v, want deployment 3 (ours, payload given back as a string; not a person's or a workflow's copy of its marker)", id, err)
 	}
 	_, _, err = gh.FindDeployment(context.Background(), repo, "abc", "staging", pipeline.Marker{Instance: "i1", Release: 5, Stage: "staging", Index: 1})
 	if !errors.Is(err, pipeline.ErrNotFound) {

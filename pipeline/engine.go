@@ -713,20 +713,28 @@ func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo)
 				return d, err
 			}
 			// The answer to its creation never reached the ledger: the
-			// intent is waiting to be recovered.
-			adopted, err := e.adopt(ctx, repo, m, info)
-			if err != nil {
-				return nil, err
+			// intent is waiting to be recovered — unless a person or a
+			// workflow made it, copying the marker.
+			copied := CopiedMarker(info.Creator)
+			adopted := false
+			if !copied {
+				if adopted, err = e.adopt(ctx, repo, m, info); err != nil {
+					return nil, err
+				}
 			}
 			if adopted {
 				return e.Store.Deployment(ctx, info.GitHubID)
 			}
 			// No intent waits for it: a second creation (GitHub's list
 			// did not show the first yet when lastmile looked), or its
-			// release stopped while the answer was lost. It must not
-			// deploy: inactive tells the Action to skip it.
-			e.Log.WarnContext(ctx, "deployment carries lastmile's marker but no intent waits for it: marked inactive, recorded as not lastmile's",
-				"repo", repo.FullName(), "deployment", info.GitHubID, "release", m.Release, "environment", m.Stage)
+			// release stopped while the answer was lost; or a copy. It
+			// must not deploy: inactive tells the Action to skip it.
+			why := "no intent waits for it"
+			if copied {
+				why = info.Creator + ", not lastmile's App, created it"
+			}
+			e.Log.WarnContext(ctx, "deployment carries lastmile's marker but "+why+": marked inactive, recorded as not lastmile's",
+				"repo", repo.FullName(), "deployment", info.GitHubID, "release", m.Release, "environment", m.Stage, "creator", info.Creator)
 			if _, err := e.GitHub.CreateDeploymentStatus(ctx, repo, info.GitHubID, StatusRequest{State: DeploymentInactive,
 				Description: fmt.Sprintf("lastmile did not mean to create this deployment (release #%d to %s has another, or stopped)", m.Release, m.Stage)}); err != nil {
 				return nil, fmt.Errorf("mark unexpected deployment %d inactive: %w", info.GitHubID, err)

@@ -4848,6 +4848,56 @@ func TestLostCreationIsNotMadeAgainBeforeGitHubListsIt(t *testing.T) {
 	}
 }
 
+// A person, or a workflow, who copies the marker of a deployment whose
+// creation lost its answer makes no deployment of lastmile's: the copy's
+// webhook, arriving while the intent waits, is not adopted as the
+// intent's — it is marked inactive (the Action skips it) and recorded as
+// not lastmile's —, and the deployment lastmile did create is, when the
+// delivery is retried.
+func TestCopiedMarkerIsNotAdopted(t *testing.T) {
+	ctx := context.Background()
+	for _, creator := range []string{"mallory", pipeline.ActionsBot} {
+		t.Run(creator, func(t *testing.T) {
+			h := newHarness(t, c0, c1)
+			h.gh.loseNext = true
+			if err := h.push(c0, c1, false); err == nil {
+				t.Fatal("the push whose creation lost its answer succeeded")
+			}
+			first := h.gh.deployment(c1, "test")
+			h.gh.mu.Lock()
+			cp := &fakeDeployment{id: 777, sha: c1, env: "test", payload: first.payload, createdAt: time.Now()}
+			h.gh.deps = append(h.gh.deps, cp)
+			h.gh.mu.Unlock()
+			info := pipeline.DeploymentInfo{GitHubID: cp.id, SHA: c1, Environment: "test", Creator: creator,
+				Payload: mustJSON(t, cp.payload), CreatedAt: cp.createdAt}
+			if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+				t.Fatal(err)
+			}
+			if d, err := h.db.Deployment(ctx, cp.id); err != nil || d.Origin != pipeline.OriginExternal {
+				t.Errorf("the copy: %+v, %v; want it recorded as not lastmile's", d, err)
+			}
+			h.gh.mu.Lock()
+			states := make([]pipeline.DeploymentState, 0, len(cp.statuses))
+			for _, st := range cp.statuses {
+				states = append(states, st.State)
+			}
+			h.gh.mu.Unlock()
+			if !slices.Equal(states, []pipeline.DeploymentState{pipeline.DeploymentInactive}) {
+				t.Errorf("the copy's statuses: %v, want inactive", states)
+			}
+			if err := h.push(c0, c1, false); err != nil {
+				t.Fatalf("the push again: %v", err)
+			}
+			if d, err := h.db.Deployment(ctx, first.id); err != nil || d.Origin != pipeline.OriginLastmile {
+				t.Errorf("deployment %d: %+v, %v; want it recorded as lastmile's intent's", first.id, d, err)
+			}
+			if n := h.gh.count(c1, "test"); n != 2 {
+				t.Errorf("GitHub deployments of c1 to test: %d, want 2 (lastmile's and the copy)", n)
+			}
+		})
+	}
+}
+
 // The answer to a creation came too late (the client gave up after 30 s,
 // GitHub making the deployment at their end): the wait for GitHub's list
 // counts from when the answer was lost, not from when the request began.

@@ -131,6 +131,16 @@ func AppsBot(login string) bool { return strings.HasSuffix(login, "[bot]") }
 // GITHUB_TOKEN writes.
 const ActionsBot = "github-actions[bot]"
 
+// CopiedMarker tells whether a deployment carrying lastmile's marker, made
+// by creator (a login), is a copy of it: lastmile creates its deployments
+// with its installation's token, as its App's bot, and a person (with
+// their token, the gh CLI) or a workflow (with its GITHUB_TOKEN, as
+// github-actions[bot]) can only copy the marker. A creator GitHub does not
+// name is not taken for a copier.
+func CopiedMarker(creator string) bool {
+	return creator != "" && (!AppsBot(creator) || creator == ActionsBot)
+}
+
 // NewDeploymentStatus is a `deployment_status` event.
 type NewDeploymentStatus struct {
 	Repo       Repo
