@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -109,7 +110,7 @@ func copyDatabase(ctx context.Context, src, dest string, backup func(dc any, pat
 		}
 	}
 	if err := syncFile(c.tmp); err != nil {
-		return nil, fmt.Errorf("copy of %s: %w", src, err)
+		return nil, fmt.Errorf("copy of %s: %w", src, noRoom(ctx, conn, src, c.tmp, err))
 	}
 	return c, nil
 }
@@ -165,9 +166,12 @@ func (e *noRoomError) Unwrap() error { return e.err }
 func Megabytes(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 
 // noRoom returns err, from writing the copy at path of the database src
-// (read on conn), as a noRoomError if it is SQLite's SQLITE_FULL.
+// (read on conn), as a noRoomError if it says there is no room: SQLite's
+// SQLITE_FULL, or ENOSPC.
 func noRoom(ctx context.Context, conn querier, src, path string, err error) error {
-	if sqliteCode(err)&0xff != sqlite3.SQLITE_FULL {
+	// SQLite's, or the file system's when it finds no room only as the
+	// copy is synced (NFS, or a delayed allocation).
+	if sqliteCode(err)&0xff != sqlite3.SQLITE_FULL && !errors.Is(err, syscall.ENOSPC) {
 		return err
 	}
 	e := &noRoomError{dir: filepath.Dir(path), err: err}

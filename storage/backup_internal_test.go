@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"modernc.org/sqlite"
@@ -175,5 +178,28 @@ func TestCopyDatabaseWithoutRoomSaysSo(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("left in the folder: %v", left)
+	}
+}
+
+// A file system that finds no room only as the copy is synced (NFS, a
+// delayed allocation) answers the sync with ENOSPC: said as no room too.
+func TestNoRoomAtTheSync(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := Open(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	dir := t.TempDir()
+	synced := &fs.PathError{Op: "sync", Path: filepath.Join(dir, "backup.db.tmp"), Err: syscall.ENOSPC}
+	err = noRoom(ctx, db.read, src, synced.Path, synced)
+	var nr *noRoomError
+	if !errors.As(err, &nr) || !strings.HasPrefix(err.Error(), "no room for a whole copy of the database in "+dir) || !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("got %v, want no room in %s, wrapping ENOSPC", err, dir)
+	}
+	other := &fs.PathError{Op: "sync", Path: synced.Path, Err: syscall.EIO}
+	if err := noRoom(ctx, db.read, src, other.Path, other); err != other {
+		t.Errorf("an I/O error: %v, want it as it is", err)
 	}
 }
