@@ -55,6 +55,12 @@ func TestPanickedNamesThePanickingLine(t *testing.T) {
 			_, _, line, _ = runtime.Caller(0)
 			panic(nil)
 		}, "panic called with nil argument"},
+		// Raised in a library on lastmile's behalf: lastmile's line that
+		// called it, not the library's.
+		"in a library": {func() {
+			_, _, line, _ = runtime.Caller(0)
+			strings.Repeat("x", -1)
+		}, "strings: negative Repeat count"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
