@@ -763,6 +763,14 @@ func TestRunSkipsOtherAppsDeployments(t *testing.T) {
 			payload: map[string]any{},
 			states:  []string{"in_progress", "success"},
 		},
+		// lastmile's marker from an App's bot is deployed: lastmile's App
+		// is one (the slug check in the workflow's if: names which).
+		"deploy, lastmile's marker from another App's bot": {
+			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\""},
+			payload: lastmilePayload,
+			creator: "deployer[bot]",
+			states:  []string{"in_progress", "success"},
+		},
 		"deploy, lastmile's marker as a JSON string": {
 			inputs:  map[string]string{"INPUT_COMMAND": "touch \"$MARKER\""},
 			payload: `{"lastmile":{"instance":"lastmile-test","release":1,"stage":"production","index":0}}`,
