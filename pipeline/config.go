@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -158,12 +157,11 @@ type shortValue struct {
 
 func (v shortValue) Format(f fmt.State, verb rune) { writeValue(f, verb, v.s, v.width) }
 
-func writeValue(w io.Writer, verb rune, s string, width int) {
-	if verb == 'q' {
-		io.WriteString(w, middleCut(s, width, strconv.Quote))
-		return
-	}
-	io.WriteString(w, middleCut(s, width, func(s string) string { return s }))
+// writeValue formats s as the verb and flags of f would a string, cut in
+// the middle to width characters (0: whole).
+func writeValue(f fmt.State, verb rune, s string, width int) {
+	format := fmt.FormatString(f, verb)
+	io.WriteString(f, middleCut(s, width, func(s string) string { return fmt.Sprintf(format, s) }))
 }
 
 // middleCut returns show(s), or — when that is longer than width

@@ -460,3 +460,13 @@ func TestParseConfigDuplicatesFoldAsIndexDoes(t *testing.T) {
 		}
 	}
 }
+
+// A value of the file in a message formats as the string it is would, for
+// every verb and flag (and only Description cuts it).
+func TestConfigValueFormatsAsAString(t *testing.T) {
+	for _, f := range []string{"%q", "%+q", "%#q", "%s", "%v", "%10s", "%-10s|", "%x"} {
+		if got, want := fmt.Sprintf(f, value("é\u200bx")), fmt.Sprintf(f, "é\u200bx"); got != want {
+			t.Errorf("%s: %s, want %s", f, got, want)
+		}
+	}
+}
