@@ -729,14 +729,15 @@ func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo)
 			// did not show the first yet when lastmile looked), or its
 			// release stopped while the answer was lost; or a copy. It
 			// must not deploy: inactive tells the Action to skip it.
-			why := "no intent waits for it"
+			why, desc := "no intent waits for it", fmt.Sprintf("lastmile did not mean to create this deployment (release #%d to %s has another, or stopped)", m.Release, m.Stage)
 			if copied {
-				why = info.Creator + ", not lastmile's App, created it"
+				why = "a person or a workflow created it, not lastmile's App"
+				desc = fmt.Sprintf("not lastmile's: %s copied the marker of its release #%d to %s", info.Creator, m.Release, m.Stage)
 			}
-			e.Log.WarnContext(ctx, "deployment carries lastmile's marker but "+why+": marked inactive, recorded as not lastmile's",
-				"repo", repo.FullName(), "deployment", info.GitHubID, "release", m.Release, "environment", m.Stage, "creator", info.Creator)
+			e.Log.WarnContext(ctx, "deployment carries lastmile's marker but is none of its own: marked inactive, recorded as not lastmile's",
+				"why", why, "repo", repo.FullName(), "deployment", info.GitHubID, "release", m.Release, "environment", m.Stage, "creator", info.Creator)
 			if _, err := e.GitHub.CreateDeploymentStatus(ctx, repo, info.GitHubID, StatusRequest{State: DeploymentInactive,
-				Description: fmt.Sprintf("lastmile did not mean to create this deployment (release #%d to %s has another, or stopped)", m.Release, m.Stage)}); err != nil {
+				Description: truncate(desc, 140)}); err != nil {
 				return nil, fmt.Errorf("mark unexpected deployment %d inactive: %w", info.GitHubID, err)
 			}
 		}
