@@ -47,12 +47,14 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	out := &checkedWriter{w: stdout}
+	stdout = out
 	cmd, rest := args[0], args[1:]
 	var err error
 	switch cmd {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
-		return 0
+		err = flag.ErrHelp
 	case "version", "--version":
 		err = version(rest, stdout, stderr)
 	case "serve":
@@ -76,6 +78,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	default:
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2
+	}
+	if (err == nil || errors.Is(err, flag.ErrHelp)) && out.err != nil {
+		err = out.err // what the command printed did not all reach stdout
 	}
 	switch {
 	case err == nil:

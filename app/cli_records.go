@@ -184,6 +184,10 @@ protection-rule decisions about deployments of it, if it made any.`, stderr)
 	if err != nil {
 		return err
 	}
+	// A kept log that cannot be read is said where the log would be, and
+	// fails the command (exit 1) once the rest is printed: the record is
+	// not whole.
+	var unreadable []string
 	if *asJSON {
 		if *logs {
 			// Each kept log in its job's "log" (none for one pruned: its
@@ -196,10 +200,14 @@ protection-rule decisions about deployments of it, if it made any.`, stderr)
 					j.Log = &text
 				case !errors.Is(err, storage.ErrPruned):
 					j.LogError = err.Error()
+					unreadable = append(unreadable, err.Error())
 				}
 			})
 		}
-		return writeJSONTo(stdout, auditJSONOf(rec))
+		if err := writeJSONTo(stdout, auditJSONOf(rec)); err != nil {
+			return err
+		}
+		return unreadableLogs(unreadable)
 	}
 	stdout = terminal{stdout}
 	printAudit(stdout, rec)
@@ -207,14 +215,27 @@ protection-rule decisions about deployments of it, if it made any.`, stderr)
 		keptLogs(rec, func(env string, j *pipeline.JobRecord) {
 			fmt.Fprintf(stdout, "\n--- log of job %d (%s) in %s ---\n", j.ID, inline(j.Name), inline(env))
 			log, err := db.JobLog(ctx, j.ID)
-			if err != nil {
+			switch {
+			case err == nil:
+				stdout.Write(log)
+			case errors.Is(err, storage.ErrPruned):
 				fmt.Fprintln(stdout, err)
-				return
+			default:
+				fmt.Fprintln(stdout, err)
+				unreadable = append(unreadable, err.Error())
 			}
-			stdout.Write(log)
 		})
 	}
-	return nil
+	return unreadableLogs(unreadable)
+}
+
+// unreadableLogs is audit's error for the kept logs it could not read, nil
+// for none.
+func unreadableLogs(errs []string) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the record is printed, but not all of its logs: %s", strings.Join(errs, "; "))
 }
 
 // noReleaseBody is what the read API answers (404), and `audit --json`

@@ -3,7 +3,9 @@ package app
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -651,4 +653,84 @@ func request(t *testing.T, method, url, auth string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// failingWriter takes room bytes, then fails as a full disk does.
+type failingWriter struct{ room int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) <= w.room {
+		w.room -= len(p)
+		return len(p), nil
+	}
+	n := w.room
+	w.room = 0
+	return n, errors.New("write /dev/stdout: no space left on device")
+}
+
+// A read command whose output did not all reach stdout fails, whichever
+// way it prints: a script keeping `lastmile audit … > record.txt` must not
+// take a truncated record for a whole one.
+func TestReadCommandsFailWhenOutputIsLost(t *testing.T) {
+	sb, sha := promoted(t, nil)
+	db := sb.Config.Database
+	getenv := func(k string) string {
+		if k == "LASTMILE_DATABASE" {
+			return db
+		}
+		return ""
+	}
+	for _, args := range [][]string{
+		{"audit", "acme/shop", sha}, {"audit", "acme/shop", sha, "--logs"}, {"audit", "--json", "acme/shop", sha},
+		{"history"}, {"history", "--env", "qa"}, {"deliveries"}, {"version"}, {"help"}, {"audit", "--help"},
+	} {
+		code, out, errOut := run(t, db, args...)
+		if code != 0 || out == "" {
+			t.Errorf("%v: exit %d, stdout %q, %s", args, code, out, errOut)
+		}
+		// No room at all, and room for half of it.
+		for _, room := range []int{0, len(out) / 2} {
+			var errb bytes.Buffer
+			code := Main(context.Background(), args, getenv, &failingWriter{room: room}, &errb)
+			if code != 1 || !strings.Contains(errb.String(), "no space left on device") {
+				t.Errorf("%v with %d of %d bytes of room on stdout: exit %d, stderr %q; want exit 1 and the write error", args, room, len(out), code, errb.String())
+			}
+		}
+	}
+}
+
+// A kept log that no longer decompresses (the file damaged, or changed by
+// hand) is said where the log would be, and audit fails once the rest of
+// the record is printed.
+func TestAuditSaysADamagedLog(t *testing.T) {
+	sb, sha := promoted(t, nil)
+	db := sb.Config.Database
+	conn, err := sql.Open("sqlite", "file:"+db+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var job int64
+	if err := conn.QueryRow(`SELECT job_id FROM job_logs WHERE log IS NOT NULL AND NOT missing ORDER BY job_id LIMIT 1`).Scan(&job); err != nil {
+		t.Fatal(err)
+	}
+	// A gzip stream cut short: its header reads, its body does not.
+	if _, err := conn.Exec(`UPDATE job_logs SET log = substr(log, 1, 20) WHERE job_id = ?`, job); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("job %d: the kept log is damaged and cannot be read", job)
+	code, out, errOut := run(t, db, "audit", "--logs", "acme/shop", sha)
+	if code != 1 || !strings.Contains(out, "Release #1 of acme/shop") || !strings.Contains(out, want) ||
+		!strings.Contains(errOut, "the record is printed, but not all of its logs: "+want) {
+		t.Errorf("audit --logs with a damaged log: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, db, "audit", "--json", "--logs", "acme/shop", sha)
+	var rec pipeline.AuditRecord
+	if code != 1 || json.Unmarshal([]byte(out), &rec) != nil || !strings.Contains(out, `"log_error": "`+want) || !strings.Contains(errOut, want) {
+		t.Errorf("audit --json --logs with a damaged log: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	// Without --logs the record is whole: the log's size is all it shows.
+	if code, _, errOut := run(t, db, "audit", "acme/shop", sha); code != 0 {
+		t.Errorf("audit without --logs: exit %d, %s", code, errOut)
+	}
 }

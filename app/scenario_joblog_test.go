@@ -84,14 +84,14 @@ func TestAuditShowsTheDeployLogOfAWorkflowOwnedDeployment(t *testing.T) {
 	}
 
 	// --json --logs: each kept log in its job's "log", whole.
-	j := jobWithLogs(t, db, repo, push.After, prodJob.ID)
+	j := jobWithLogs(t, db, repo, push.After, prodJob.ID, 0)
 	found := j.Log != nil && len(*j.Log) == prodJob.LogBytes && strings.Contains(*j.Log, "Deploying "+push.After+" to production")
 	if !found {
 		t.Errorf("audit --json --logs: job %d without its whole log (%d bytes): %+v", prodJob.ID, prodJob.LogBytes, j)
 	}
 
 	// A kept log that cannot be read is said so (log_error), not left out
-	// as if it had not been asked for.
+	// as if it had not been asked for, and the command fails (exit 1).
 	raw, err := sql.Open("sqlite", db)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestAuditShowsTheDeployLogOfAWorkflowOwnedDeployment(t *testing.T) {
 		t.Fatal(err)
 	}
 	raw.Close()
-	j = jobWithLogs(t, db, repo, push.After, prodJob.ID)
+	j = jobWithLogs(t, db, repo, push.After, prodJob.ID, 1)
 	said := j.Log == nil && j.LogError != ""
 	if !said {
 		t.Errorf("audit --json --logs: the damaged log of job %d is not said to be unreadable: %+v", prodJob.ID, j)
@@ -109,13 +109,14 @@ func TestAuditShowsTheDeployLogOfAWorkflowOwnedDeployment(t *testing.T) {
 
 // jobWithLogs is job id of sha's record as lastmile audit --json --logs
 // prints it: the last deployment's listing it (the one whose log is kept,
-// after its twin's), or the zero job if none does.
-func jobWithLogs(t *testing.T, db, repo, sha string, id int64) pipeline.JobRecord {
+// after its twin's), or the zero job if none does. The command must exit
+// with wantCode.
+func jobWithLogs(t *testing.T, db, repo, sha string, id int64, wantCode int) pipeline.JobRecord {
 	t.Helper()
 	code, out, errOut := run(t, db, "audit", "--json", "--logs", repo, sha)
 	var rec pipeline.AuditRecord
-	if code != 0 || json.Unmarshal([]byte(out), &rec) != nil {
-		t.Fatalf("audit --json --logs: exit %d\n%s%s", code, out, errOut)
+	if code != wantCode || json.Unmarshal([]byte(out), &rec) != nil {
+		t.Fatalf("audit --json --logs: exit %d, want %d\n%s%s", code, wantCode, out, errOut)
 	}
 	var job pipeline.JobRecord
 	for _, env := range rec.Environments {

@@ -59,3 +59,24 @@ func isControl(r rune) bool {
 	return (r < 0x20 && r != '\t' && r != '\n') || r == 0x7f || (r >= 0x80 && r <= 0x9f) ||
 		r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
 }
+
+// checkedWriter remembers the first error of writing to w, so that a
+// command printing with fmt.Fprint* fails (exit 1, the error on stderr)
+// when its output did not reach its file — a full disk, a closed pipe —
+// rather than leave a script with a truncated report it believes whole.
+type checkedWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (c *checkedWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	if err == nil && n < len(p) {
+		err = io.ErrShortWrite
+	}
+	c.err = err
+	return n, err
+}

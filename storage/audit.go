@@ -654,11 +654,29 @@ func (db *DB) JobLog(ctx context.Context, jobID int64) ([]byte, error) {
 		return nil, fmt.Errorf("job %d: %w", jobID, ErrPruned)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(blob))
-	if err != nil {
-		return nil, err
+	if err == nil {
+		var log []byte
+		if log, err = io.ReadAll(zr); err == nil {
+			return log, nil
+		}
 	}
-	return io.ReadAll(zr)
+	return nil, &DamagedLogError{JobID: jobID, Err: err}
 }
+
+// DamagedLogError is JobLog's error for a kept log that does not
+// decompress: the database file was damaged or changed by hand. The record
+// of the job stays readable; `lastmile backup` of an earlier day, or the
+// Actions run while GitHub keeps it, has the log.
+type DamagedLogError struct {
+	JobID int64
+	Err   error
+}
+
+func (e *DamagedLogError) Error() string {
+	return fmt.Sprintf("job %d: the kept log is damaged and cannot be read (%v)", e.JobID, e.Err)
+}
+
+func (e *DamagedLogError) Unwrap() error { return e.Err }
 
 // HistoryFilter selects releases for History.
 type HistoryFilter struct {
