@@ -29,7 +29,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -239,14 +238,17 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 	// re-run (of the failed jobs, or of all of them, when the register job
 	// has queued the deployment again), or on a first attempt whose
 	// deployment lastmile has not made inactive (yet: its status is
-	// written by the next advance, which a GitHub outage may hold up).
-	newer, err := r.newerSuccess(ctx)
+	// written by the next advance, which a GitHub outage may hold up). Nor
+	// may it deploy beside a newer one on its way there (waiting for its
+	// reviewers, deploying): the older, finishing last, would be what the
+	// environment runs.
+	newer, err := r.newerDeployment(ctx)
 	if err != nil {
 		return Result{}, cancelledBefore(ctx, err)
 	}
-	if newer != 0 {
-		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, has succeeded, and this one would go backwards.",
-			cfg.deployment.ID, cfg.deployment.Environment, newer))
+	if newer.id != 0 {
+		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, %s, and this one would go backwards.",
+			cfg.deployment.ID, cfg.deployment.Environment, newer.id, newer.how))
 		if latest.Terminal() {
 			return Result{State: latest, Skipped: true}, nil
 		}
@@ -254,8 +256,7 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 		// the run's end without a result is not taken for an error — in
 		// either mode: the register job's skip skips the deploy job, and
 		// the run succeeds, leaving the deployment without an end.
-		res, err := r.finish(ctx, pipeline.DeploymentInactive, cfg.logURL(),
-			fmt.Sprintf("Not deployed: deployment %d of a newer release has succeeded in %s", newer, cfg.deployment.Environment), finalPostTimeout, nil)
+		res, err := r.finish(ctx, pipeline.DeploymentInactive, cfg.logURL(), newer.description(cfg.deployment.Environment), finalPostTimeout, nil)
 		res.Skipped = true
 		return res, err
 	}
@@ -350,14 +351,31 @@ func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
-// newerSuccess returns a deployment of lastmile's to the same environment,
-// created after this one, that has succeeded there, or 0. Only lastmile's
-// (of the same lastmile, when this one is lastmile's) are releases: another
-// App's deployment, or an Actions job's own, says nothing of this one. One
-// that succeeded counts though GitHub or lastmile made it inactive since:
-// it was deployed. GitHub lists deployments newest first; the newest
-// hundred are looked at.
-func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
+// newer is a deployment of lastmile's to the environment, of a newer
+// release, that this one must not deploy after or beside: how says which.
+type newer struct {
+	id  int64
+	how string // "has succeeded", "is waiting to deploy", "is deploying"
+}
+
+// description is the status's description saying why the deployment to
+// env was not deployed.
+func (n newer) description(env string) string {
+	return fmt.Sprintf("Not deployed: deployment %d of a newer release %s in %s", n.id, n.how, env)
+}
+
+// newerDeployment returns a deployment of lastmile's to the same
+// environment, created after this one, that has succeeded there, or that
+// is on its way there: its latest status none (its job waiting for the
+// environment's reviewers), queued, pending or in_progress. The zero newer
+// if none. Only lastmile's (of the same lastmile, when this one is
+// lastmile's) are releases: another App's deployment, or an Actions job's
+// own, says nothing of this one. One that succeeded counts though GitHub
+// or lastmile made it inactive since: it was deployed. A newer one that
+// failed, or that lastmile withdrew before it deployed (inactive), stands
+// in nobody's way. GitHub lists deployments newest first; the newest hundred
+// are looked at.
+func (r *runner) newerDeployment(ctx context.Context) (newer, error) {
 	c := r.cfg
 	mine, marked := pipeline.ParseMarker(c.deployment.Payload)
 	var deps []*github.Deployment
@@ -367,8 +385,9 @@ func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("list the deployments to %s in %s/%s: %w", c.deployment.Environment, c.owner, c.repo, explain(err))
+		return newer{}, fmt.Errorf("list the deployments to %s in %s/%s: %w", c.deployment.Environment, c.owner, c.repo, explain(err))
 	}
+	var pending newer
 	for _, d := range deps {
 		if d.GetID() <= c.deployment.ID {
 			continue
@@ -383,15 +402,34 @@ func (r *runner) newerSuccess(ctx context.Context) (int64, error) {
 			return err
 		})
 		if err != nil {
-			return 0, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", d.GetID(), c.owner, c.repo, explain(err))
+			return newer{}, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", d.GetID(), c.owner, c.repo, explain(err))
 		}
-		if slices.ContainsFunc(statuses, func(st *github.DeploymentStatus) bool {
-			return st.GetState() == string(pipeline.DeploymentSuccess) && !personsSuccess(st)
-		}) {
-			return d.GetID(), nil
+		// Newest first; a person's success is passed over (no deploy
+		// stands behind it).
+		var latest pipeline.DeploymentState
+		succeeded := false
+		for _, st := range statuses {
+			if personsSuccess(st) {
+				continue
+			}
+			state := pipeline.DeploymentState(st.GetState())
+			if latest == "" {
+				latest = state
+			}
+			succeeded = succeeded || state == pipeline.DeploymentSuccess
+		}
+		switch {
+		case succeeded:
+			return newer{id: d.GetID(), how: "has succeeded"}, nil
+		case pending.id != 0:
+		case latest == "" || latest == pipeline.DeploymentQueued || latest == pipeline.DeploymentPending || latest == pipeline.DeploymentWaiting:
+			// waiting: GitHub's, for a job waiting for its reviewers.
+			pending = newer{id: d.GetID(), how: "is waiting to deploy"}
+		case latest == pipeline.DeploymentInProgress:
+			pending = newer{id: d.GetID(), how: "is deploying"}
 		}
 	}
-	return 0, nil
+	return pending, nil
 }
 
 // register posts queued with the run's URL.

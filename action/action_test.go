@@ -661,6 +661,55 @@ func TestFirstAttemptAfterANewerSuccessDeploysNothing(t *testing.T) {
 	}
 }
 
+// A re-run of a failed deploy while a newer release's deployment to the
+// environment is on its way there — waiting for its reviewers (no status,
+// or queued by the register job), or deploying — deploys nothing: the
+// older, finishing last, would be what the environment runs. One whose
+// newer deployment failed, or was withdrawn before it deployed, deploys.
+func TestRerunBesideANewerDeploymentOnItsWay(t *testing.T) {
+	for _, tc := range []struct {
+		newer   []string // the newer deployment's statuses
+		refused string   // "" when the re-run deploys
+	}{
+		{nil, "is waiting to deploy"},
+		{[]string{"queued"}, "is waiting to deploy"},
+		{[]string{"queued", "in_progress"}, "is deploying"},
+		{[]string{"queued", "in_progress", "failure"}, ""},
+		{[]string{"inactive"}, ""},
+	} {
+		t.Run(strings.Join(append([]string{"newer"}, tc.newer...), " "), func(t *testing.T) {
+			w := newWorld(t)
+			old := w.createDeployment()
+			for _, st := range []string{"queued", "in_progress", "failure"} {
+				w.postStatus(old, st)
+			}
+			newer := w.createDeployment()
+			for _, st := range tc.newer {
+				w.postStatus(newer, st)
+			}
+			jc := w.directJob(old)
+			jc.RunAttempt = 2
+			s := newStep(t, jc, map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD"})
+			var log strings.Builder
+			res, err := action.Run(w.ctx, s.env(&log))
+			if tc.refused == "" {
+				if err != nil || res.Skipped || res.State != pipeline.DeploymentSuccess || !strings.Contains(log.String(), "DEPLOYED-OLD") {
+					t.Fatalf("Run: %+v, %v; want the command run and success\n%s", res, err, log.String())
+				}
+				return
+			}
+			if err != nil || !res.Skipped || res.State != pipeline.DeploymentFailure || strings.Contains(log.String(), "DEPLOYED-OLD") {
+				t.Fatalf("Run: %+v, %v; want skipped, the failure left as it was\n%s", res, err, log.String())
+			}
+			wantStates(t, w.deployment(old), "queued", "in_progress", "failure")
+			want := fmt.Sprintf("::notice::Deployment %d to production is not deployed: deployment %d there, of a newer release, %s, and this one would go backwards.", old, newer, tc.refused)
+			if !strings.Contains(log.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, log.String())
+			}
+		})
+	}
+}
+
 // A success a person posted by hand proves no deploy (lastmile disregards
 // it): the deploy job deploys all the same, where the deployment's own
 // success or a newer deployment's (an App's) would have it deploy nothing.
@@ -672,7 +721,9 @@ func TestAPersonsSuccessIsNoDeploy(t *testing.T) {
 			w.postStatus(id, "queued")
 			target := id
 			if where == "a newer deployment" {
+				// One that failed: neither succeeded nor on its way.
 				target = w.createDeployment()
+				w.postStatus(target, "failure")
 			}
 			if _, err := w.sim.PostDeploymentStatusAs(repo, target, "success", "mallory"); err != nil {
 				t.Fatal(err)

@@ -94,7 +94,7 @@ machine. The database stays in --dir (default: a new temporary folder).`, stderr
 	sim.SetEnvironment(repo, "production", simulator.EnvironmentOptions{Reviewers: []string{"bob"}, Review: simulator.AutoApprove("bob", "ship it")})
 	// The example workflow's: its jobs run for lastmile's deployments only.
 	sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile", Deploy: func(ctx context.Context, job simulator.JobContext) error {
-		return runAction(ctx, *dir, job)
+		return runAction(ctx, *dir, demoCommand, job)
 	}})
 
 	fmt.Fprintf(stdout, "lastmile demo — everything runs on 127.0.0.1; the database is %s\n\n", sb.Config.Database)
@@ -182,9 +182,13 @@ lastmile keeps running (Ctrl-C stops it):
 `, shellWord(n.url+"/metrics"), shellWord("Authorization: Bearer "+n.token), shellWord(n.url+"/api/v1/releases/"+n.repo+"/"+n.sha))
 }
 
+// demoCommand is the deploy command of the demo's workflow.
+const demoCommand = `echo "deploying $LASTMILE_SHA to $LASTMILE_ENVIRONMENT"; echo "done"`
+
 // runAction runs the lastmile Action's deploy step as a runner would, with
-// the simulated job's token, event payload and log.
-func runAction(ctx context.Context, dir string, job simulator.JobContext) error {
+// the simulated job's token, event payload and log, and command as the
+// deploy command.
+func runAction(ctx context.Context, dir, command string, job simulator.JobContext) error {
 	event := filepath.Join(dir, fmt.Sprintf("event-%d.json", job.JobID))
 	if err := os.WriteFile(event, job.Event, 0o600); err != nil {
 		return err
@@ -201,7 +205,7 @@ func runAction(ctx context.Context, dir string, job simulator.JobContext) error 
 		"GITHUB_EVENT_NAME":                             job.EventName,
 		"GITHUB_EVENT_PATH":                             event,
 		action.InputEnvName(action.InputMode):           string(action.ModeDeploy),
-		action.InputEnvName(action.InputCommand):        `echo "deploying $LASTMILE_SHA to $LASTMILE_ENVIRONMENT"; echo "done"`,
+		action.InputEnvName(action.InputCommand):        command,
 		action.InputEnvName(action.InputJobID):          strconv.FormatInt(job.JobID, 10),
 		action.InputEnvName(action.InputEnvironmentURL): "https://" + job.Environment + ".shop.example.com",
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -118,7 +120,7 @@ func TestRerunOfAFailedDeployCarriesTheReleaseOn(t *testing.T) {
 	// The cause is fixed; the job is re-run, and runs the lastmile Action.
 	dir := t.TempDir()
 	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{Deploy: func(ctx context.Context, job simulator.JobContext) error {
-		return runAction(ctx, dir, job)
+		return runAction(ctx, dir, demoCommand, job)
 	}})
 	if err := sb.Sim.RerunFailedJobs(repo, failed.ID); err != nil {
 		t.Fatal(err)
@@ -816,7 +818,7 @@ func TestRerunOfAWithdrawnReleaseDeploysNothing(t *testing.T) {
 	}
 	dir := t.TempDir()
 	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile", Deploy: func(ctx context.Context, job simulator.JobContext) error {
-		return runAction(ctx, dir, job)
+		return runAction(ctx, dir, demoCommand, job)
 	}})
 	if err := sb.Sim.RerunFailedJobs(repo, failed.ID); err != nil {
 		t.Fatal(err)
@@ -833,6 +835,74 @@ func TestRerunOfAWithdrawnReleaseDeploysNothing(t *testing.T) {
 	}
 	if prod.State() != "inactive" || slices.Contains(states, "success") || slices.Contains(states, "in_progress") && states[len(states)-1] != "inactive" {
 		t.Errorf("the re-run of %s, which the force push took off main, in production: statuses %v; want the failure, then inactive, and nothing deployed", bad.After[:7], states)
+	}
+}
+
+// Release A failed in production; release B's production deploy is running
+// when someone presses "Re-run failed jobs" on A's run. The Action deploys
+// nothing: B, newer, is on its way there, and A, deployed beside it and
+// finishing last, would leave production on the older commit. A's
+// release stays stopped, B's completes.
+func TestRerunOfAnOlderFailedDeployBesideANewerOne(t *testing.T) {
+	sb := sandbox(t, nil)
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{FailEnvironments: []string{"production"}})
+	a := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "A", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "A fails in production", func(s *simulator.Simulator) bool {
+		d := deploymentsByEnv(sb, repo, a.After)["production"]
+		return len(d) == 1 && d[0].State() == "failure"
+	})
+	settle(t, sb)
+	aProd := deploymentsByEnv(sb, repo, a.After)["production"][0]
+	var failed simulator.Run
+	for _, r := range sb.Sim.Runs(repo) {
+		if r.DeploymentID == aProd.ID {
+			failed = r
+		}
+	}
+	// From now on each deploy waits for the test to open its gate, a
+	// file named after the commit and environment (for a minute at most).
+	dir := t.TempDir()
+	gate := func(sha, env string) {
+		if err := os.WriteFile(filepath.Join(dir, "go-"+sha+"-"+env), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	command := `n=0; until [ -e "` + dir + `/go-$LASTMILE_SHA-$LASTMILE_ENVIRONMENT" ]; do n=$((n+1)); [ $n -lt 1200 ] || exit 1; sleep 0.05; done; echo deployed`
+	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile", Deploy: func(ctx context.Context, job simulator.JobContext) error {
+		return runAction(ctx, dir, command, job)
+	}})
+	b := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "B", Files: map[string]string{"app.txt": "B"}})
+	gate(b.After, "test")
+	gate(b.After, "staging")
+	waitFor(t, sb, "B deploying to production", func(s *simulator.Simulator) bool {
+		d := deploymentsByEnv(sb, repo, b.After)["production"]
+		return len(d) == 1 && d[0].State() == "in_progress"
+	})
+
+	if err := sb.Sim.RerunFailedJobs(repo, failed.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sb, "A's re-run ends", func(s *simulator.Simulator) bool {
+		r, _ := s.Run(repo, failed.ID)
+		return r.Attempt == 2 && r.Status == "completed"
+	})
+	gate(a.After, "production") // too late to matter, were it deploying
+	gate(b.After, "production")
+	waitFor(t, sb, "B succeeds in production", func(s *simulator.Simulator) bool { return succeededIn(s, repo, b.After, "production") })
+	settle(t, sb)
+
+	var states []string
+	for _, st := range deploymentsByEnv(sb, repo, a.After)["production"][0].Statuses {
+		states = append(states, st.State)
+	}
+	if !slices.Equal(states, []string{"queued", "in_progress", "failure"}) {
+		t.Errorf("A's deployment to production, re-run beside B's deploy: statuses %v; want its first attempt's alone, nothing deployed again", states)
+	}
+	if rel := releaseOf(t, sb, repo, a.After); rel.State == pipeline.ReleaseCompleted {
+		t.Errorf("release A is %s after its re-run beside B's deploy; want it stopped", rel.State)
+	}
+	if rel := releaseOf(t, sb, repo, b.After); rel.State != pipeline.ReleaseCompleted {
+		t.Errorf("release B is %s, want completed", rel.State)
 	}
 }
 
