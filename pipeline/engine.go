@@ -1973,8 +1973,26 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 		return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has succeeded in %s since release #%d of commit %s: deploying %s there would go backwards.",
 			newer, short(newerSHA), req.Environment, rel.ID, short(req.SHA), short(req.SHA)), err
 	}
+	// Newest wins: a newer release that has passed the environment before
+	// this one supersedes it there — before it in this release's order,
+	// and in the latest release's, should the configuration have renamed,
+	// removed or added the environment before it since.
+	var before []string
 	if i > 0 {
-		prev := cfg.Environments[i-1].Name
+		before = append(before, cfg.Environments[i-1].Name)
+	}
+	latest, err := e.Store.LatestRelease(ctx, req.Repo.ID)
+	if err != nil {
+		return "", err
+	}
+	if latest.ID > rel.ID && latest.Config != nil {
+		if j := latest.Config.Index(req.Environment); j > 0 {
+			if prev := latest.Config.Environments[j-1].Name; len(before) == 0 || !sameEnvironment(prev, before[0]) {
+				before = append(before, prev)
+			}
+		}
+	}
+	for _, prev := range before {
 		newer, newerSHA, err = e.newerSuccess(ctx, req.Repo, rel, prev)
 		if err != nil || newer != 0 {
 			return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has passed %s since release #%d of commit %s, which it supersedes: the newest release is the one promoted to %s.",
@@ -2009,10 +2027,6 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 	// (its deployment made inactive) stands.
 	if !strings.HasPrefix(rel.StopReason, supersededByNewer) {
 		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
-	}
-	latest, err := e.Store.LatestRelease(ctx, req.Repo.ID)
-	if err != nil {
-		return "", err
 	}
 	if latest.ID != rel.ID && latest.Withdrawn() && !strings.HasPrefix(latest.StopReason, supersededByNewer) {
 		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was superseded, and lastmile has withdrawn the latest, release #%d (%s).",

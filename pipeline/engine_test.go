@@ -4199,8 +4199,9 @@ func TestLostCreationSupersededBeforeLookup(t *testing.T) {
 // preprod, or removed): c2, newer, passed the environment before
 // production in its own order, and lastmile withdrew c1, whose production
 // deployment had not started. A protection-rule request to deploy c1 to
-// production is rejected, as lastmile would not deploy it there itself
-// (in c1's own order, no newer release passed staging).
+// production is rejected, as lastmile would not deploy it there itself:
+// in the latest order, c2 passed the environment before production (in
+// c1's own, no newer release passed staging).
 func TestProtectionRuleRejectsAReleaseWithdrawnAcrossAConfigurationChange(t *testing.T) {
 	for name, cfg2 := range map[string]string{
 		"renamed": "environments:\n  - name: test\n  - name: preprod\n  - name: production\n",
@@ -4224,8 +4225,72 @@ func TestProtectionRuleRejectsAReleaseWithdrawnAcrossAConfigurationChange(t *tes
 				t.Fatalf("c1's release: %s %s %q; want withdrawn by c2", rel.State, rel.StopKind, rel.StopReason)
 			}
 			dec := h.judge("rule-"+name, "production", c1, 99)
-			if dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, "release #2 has been sent to production") {
-				t.Errorf("c1 to production: %s %q; want rejected, c2 sent there since", dec.State, dec.Comment)
+			if want := "release #2 (commit " + c2[:7] + ") has passed " + envs[len(envs)-1]; dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
+				t.Errorf("c1 to production: %s %q; want rejected, saying %q", dec.State, dec.Comment, want)
+			}
+		})
+	}
+}
+
+// As above, staging renamed preprod at c2, which is sent to production;
+// then c3 brings a configuration that is invalid, so no order but c1's
+// own says what comes before production: c1 is rejected all the same, as
+// lastmile withdrew it and sent a newer release to production since.
+func TestProtectionRuleRejectsAWithdrawnReleaseWhenTheLatestOrderIsUnknown(t *testing.T) {
+	h := newHarness(t, c0, c1, c2, c3)
+	h.release(c0, c1, 10, "test", "staging") // c1's production deployment created, not started
+	h.gh.mu.Lock()
+	h.gh.config = "environments:\n  - name: test\n  - name: preprod\n  - name: production\n"
+	h.gh.mu.Unlock()
+	h.release(c1, c2, 20, "test", "preprod")
+	if h.gh.deployment(c2, "production") == nil {
+		t.Fatal("c2 not sent to production")
+	}
+	h.gh.mu.Lock()
+	h.gh.config = "environments: [\n"
+	h.gh.mu.Unlock()
+	h.mustPush(c2, c3, false)
+	if rel := h.releaseState(shop, c3); rel.Config != nil {
+		t.Fatalf("c3's release has a configuration: %+v", rel.Config)
+	}
+	dec := h.judge("rule-c1", "production", c1, 99)
+	if want := "release #2 has been sent to production since release #1"; dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
+		t.Errorf("c1 to production: %s %q; want rejected, saying %q", dec.State, dec.Comment, want)
+	}
+}
+
+// Where workflows own their deployments (lastmile the protection rule),
+// c1 passed test and staging; the configuration then renames staging
+// preprod, or removes it, and c2, newer, passes the environment before
+// production in the new order, and is approved there. c1's production job
+// asks next: rejected, as it would be without the change (c2 passing
+// staging) — newest wins in the latest order too, or whichever of the two
+// production jobs finished last would be what production runs.
+func TestProtectionRuleNewestWinsAcrossAConfigurationChange(t *testing.T) {
+	for name, tc := range map[string]struct{ cfg, before string }{
+		"renamed":   {"environments:\n  - name: test\n  - name: preprod\n  - name: production\n", "preprod"},
+		"removed":   {"environments:\n  - name: test\n  - name: production\n", "test"},
+		"unchanged": {threeEnvs, "staging"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, c0, c1, c2)
+			h.mustPush(c0, c1, false)
+			h.externalSuccess(901, c1, "test", "octocat", 77)
+			h.externalSuccess(902, c1, "staging", "octocat", 77)
+			h.gh.mu.Lock()
+			h.gh.config = tc.cfg
+			h.gh.mu.Unlock()
+			h.mustPush(c1, c2, false)
+			h.externalSuccess(911, c2, "test", "octocat", 88)
+			if tc.before != "test" {
+				h.externalSuccess(912, c2, tc.before, "octocat", 88)
+			}
+			if dec := h.judge("rule-c2", "production", c2, 88); dec.State != pipeline.ProtectionApproved {
+				t.Fatalf("c2 to production: %s %q", dec.State, dec.Comment)
+			}
+			dec := h.judge("rule-c1", "production", c1, 77)
+			if want := "has passed " + tc.before + " since release #1"; dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
+				t.Errorf("c1 to production after c2, newer, passed %s: %s %q; want rejected, saying %q", tc.before, dec.State, dec.Comment, want)
 			}
 		})
 	}
