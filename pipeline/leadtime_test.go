@@ -633,3 +633,33 @@ func TestAuditSaysWhichReleaseBroughtTheCommit(t *testing.T) {
 		})
 	}
 }
+
+// A commit stamped half an hour ahead of its push (its committer's clock
+// fast) existed by the push: its lead time in every environment is
+// measured from the push, not from its date — by which it would be left
+// out of test (deployed before that date) and a minute long in staging.
+func TestLeadTimeOfACommitDatedAfterItsPush(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	now, wait := manualClock(time.Date(2026, 11, 2, 12, 0, 0, 0, time.UTC))
+	h.engine.Now, h.db.Now = now, now
+	h.gh.mu.Lock()
+	h.gh.now, h.gh.head = now, c1
+	h.gh.mu.Unlock()
+	pushed := now()
+	if err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-fast-clock",
+		Ref: "refs/heads/main", Before: c0, After: c1, DefaultBranch: "main", Pusher: "octocat", PushedAt: pushed,
+		Commits: []pipeline.Commit{{SHA: c1, Title: "commit " + c1, Timestamp: pushed.Add(29 * time.Minute)}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		env   string
+		after time.Duration // since the previous success (the push, for test)
+	}{{"test", 10 * time.Minute}, {"staging", 20 * time.Minute}, {"production", 30 * time.Minute}} {
+		wait(tc.after)
+		h.status(c1, tc.env, pipeline.DeploymentSuccess, int64(10+i), true)
+		want := now().Sub(pushed).Seconds()
+		if n, sum := h.leadTimes(tc.env); n != 1 || sum != want {
+			t.Errorf("lead time in %s: %d observed, %.0f s in all; want 1 of %.0f s, from the push", tc.env, n, sum, want)
+		}
+	}
+}

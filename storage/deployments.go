@@ -731,9 +731,10 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 		}
 		reached[c.sha] = n == 1
 		if n == 1 && c.ts.Valid && c.ts.Int64 <= millis(at) {
-			// A commit dated after the success that brought it (its
-			// committer's clock ahead) has no lead time to tell: left out,
-			// as Four Keys does, rather than counted as the fastest.
+			// A commit's time is no later than its push (commitTime), so
+			// one dated after the success that brought it is one GitHub's
+			// clocks disagree on: left out, as Four Keys does, rather
+			// than counted as the fastest.
 			values = append(values, float64(millis(at)-c.ts.Int64)/1000)
 		}
 	}

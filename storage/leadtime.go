@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 
 	"github.com/lastmile-app/lastmile/pipeline"
 )
@@ -152,10 +153,11 @@ func leadCommits(ctx context.Context, tx *sql.Tx, repoID int64, env string, rele
 			if p.first != 0 && (status == "ahead" || status == "identical") {
 				with = p.first
 			}
-			return queryLeadCommits(ctx, tx, `SELECT sha, MIN(CASE WHEN timestamp > 0 THEN timestamp END) FROM (
-					SELECT sha, timestamp FROM lead_compare_commits WHERE release_id = ? AND base_sha = ?
+			return queryLeadCommits(ctx, tx, `SELECT sha, MIN(`+commitTime("timestamp", "pushed_at")+`) FROM (
+					SELECT l.sha, l.timestamp, r.pushed_at FROM lead_compare_commits l JOIN releases r ON r.id = l.release_id
+					WHERE l.release_id = ? AND l.base_sha = ?
 					UNION ALL
-					SELECT c.sha, c.timestamp FROM release_commits c JOIN releases r ON r.id = c.release_id
+					SELECT c.sha, c.timestamp, r.pushed_at FROM release_commits c JOIN releases r ON r.id = c.release_id
 					WHERE c.release_id = ? AND (NOT r.baseline OR c.sha = r.sha))
 				GROUP BY sha`, releaseID, p.base, with)
 		}
@@ -170,10 +172,20 @@ func leadCommits(ctx context.Context, tx *sql.Tx, repoID int64, env string, rele
 			SELECT id FROM releases WHERE id = ? AND id > ?
 			UNION ALL
 			SELECT r.parent_id FROM releases r JOIN chain ON r.id = chain.id WHERE r.parent_id > ?)
-		SELECT c.sha, MIN(CASE WHEN c.timestamp > 0 THEN c.timestamp END) FROM release_commits c JOIN releases r ON r.id = c.release_id
+		SELECT c.sha, MIN(`+commitTime("c.timestamp", "r.pushed_at")+`) FROM release_commits c JOIN releases r ON r.id = c.release_id
 		WHERE c.release_id IN (SELECT id FROM chain) AND (NOT r.baseline OR c.sha = r.sha)
 		GROUP BY c.sha`,
 		releaseID, watermark, p.stop)
+}
+
+// commitTime is the SQL of a commit's time for its lead time: its
+// timestamp (none when 0), but no later than the push that brought it
+// (pushed, in the release that lists it): a commit dated after it, its
+// committer's clock ahead, existed by then. Measured from its own date it
+// would be left out where the success came before that date, and counted
+// as faster than it was in every environment after.
+func commitTime(timestamp, pushed string) string {
+	return fmt.Sprintf("CASE WHEN %[1]s > 0 AND %[2]s > 0 THEN MIN(%[1]s, %[2]s) WHEN %[1]s > 0 THEN %[1]s END", timestamp, pushed)
 }
 
 func queryLeadCommits(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]leadCommit, error) {
