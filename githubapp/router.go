@@ -491,22 +491,21 @@ func (p *deploymentReviewPayload) review(deliveryID string) (pipeline.Review, er
 		rv.Reviewers = append(rv.Reviewers, name)
 	}
 	envs := map[string]bool{}
-	add := func(env string, jobID int64) {
+	// The environments of the jobs concerned. (A job run's id is no
+	// workflow job's: GitHub numbers the two apart.)
+	add := func(env string) {
 		if env != "" && !envs[env] {
 			envs[env] = true
 			rv.Environments = append(rv.Environments, env)
 		}
-		if jobID != 0 {
-			rv.JobIDs = append(rv.JobIDs, jobID)
-		}
 	}
 	if p.JobRun != nil {
-		add(p.JobRun.Environment, p.JobRun.ID)
+		add(p.JobRun.Environment)
 	}
 	for _, j := range p.JobRuns {
-		add(j.Environment, j.ID)
+		add(j.Environment)
 	}
-	add(p.Environment, 0)
+	add(p.Environment)
 	switch rv.Action {
 	case pipeline.ReviewRequested:
 		rv.Actor = p.Requestor.GetLogin()

@@ -236,7 +236,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 				RunURL:    "https://github.com/terraform-test-github/sample-app/actions/runs/5453085689",
 				HeadSHA:   "5275a45b7e99c7fd7265b790392c10a74101a67a",
 				Reviewers: []string{"team:admins"}, Actor: "ilmax",
-				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T09:28:15Z"), JobIDs: []int64{9921448362},
+				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T09:28:15Z"),
 			},
 		},
 		"deployment review approved": {
@@ -264,7 +264,6 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 				HeadSHA:   "5275a45b7e99c7fd7265b790392c10a74101a67a",
 				Reviewers: []string{"octo-reviewer"}, Actor: "octo-reviewer", Comment: "ship it",
 				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T09:32:30Z"),
-				JobIDs: []int64{9921448362, 9921448399, 9921448400},
 			},
 		},
 		"deployment review approved: the one job run's time, and reviewers null skipped": {
@@ -284,7 +283,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 				RunURL:    "https://github.com/terraform-test-github/sample-app/actions/runs/5453085689",
 				HeadSHA:   "5275a45b7e99c7fd7265b790392c10a74101a67a",
 				Reviewers: []string{"octo-reviewer"}, Actor: "octo-reviewer",
-				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T10:00:00Z"), JobIDs: []int64{9921448362},
+				Since: at("2023-07-04T09:28:15Z"), At: at("2023-07-04T10:00:00Z"),
 			},
 		},
 		"installation on an enterprise account: its name": {

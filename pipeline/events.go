@@ -172,7 +172,6 @@ type Review struct {
 	Comment      string    // the decision's comment
 	Since        time.Time // when the review was requested
 	At           time.Time // when this happened
-	JobIDs       []int64
 }
 
 // WorkflowRun is a `workflow_run` event.

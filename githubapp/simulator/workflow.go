@@ -121,7 +121,8 @@ type run struct {
 
 type job struct {
 	id                                int64
-	attempt                           int // the run's attempt that ran it
+	jobRunID                          int64 // its id in deployment_review events: GitHub numbers those apart
+	attempt                           int   // the run's attempt that ran it
 	run                               *run
 	name, environment                 string
 	status, conclusion                string
@@ -259,6 +260,7 @@ func (s *Simulator) startRun(r *repo, d *deployment, w *workflowDef) {
 func (s *Simulator) newJob(ru *run, name, env string) *job {
 	now := s.clock()
 	j := &job{id: s.st.id(), attempt: ru.attempt, run: ru, name: name, environment: env, status: "queued", createdAt: now}
+	j.jobRunID = s.st.id()
 	ru.jobs = append(ru.jobs, j)
 	s.st.jobs[j.id] = j
 	return j

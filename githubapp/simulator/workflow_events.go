@@ -196,14 +196,16 @@ func (st *state) enqueueWorkflowJob(r *repo, j *job, action string) {
 	st.enqueue("workflow_job", r, p)
 }
 
-// jobRunJSON is the short job shape of deployment_review events.
+// jobRunJSON is the short job shape of deployment_review events. Its id
+// and page are not the workflow job's: in GitHub's example (run
+// 5453085689) the id is one of another numbering, under /jobs/.
 func (st *state) jobRunJSON(r *repo, j *job) obj {
 	return obj{
-		"id":          j.id,
+		"id":          j.jobRunID,
 		"name":        j.name,
 		"status":      j.status,
 		"conclusion":  nil,
-		"html_url":    st.jobHTML(r, j),
+		"html_url":    st.runHTML(r, j.run) + "/jobs/" + itoa(j.jobRunID),
 		"created_at":  ts(j.createdAt),
 		"updated_at":  ts(st.s.clock()),
 		"environment": j.environment,
