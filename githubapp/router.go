@@ -192,13 +192,23 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		if ev.Deployment == nil || ev.DeploymentStatus == nil {
 			return fmt.Errorf("%w: deployment_status event without a deployment or status", ErrMalformed)
 		}
-		status, err := statusInfo(ev.GetDeploymentStatus())
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
 		info := deploymentInfo(ev.Deployment)
 		info.WorkflowRunID = workflowRunOf(d.Body)
 		info.Production = productionOf(d.Body)
+		status, err := statusInfo(ev.GetDeploymentStatus())
+		if err != nil && ev.GetDeploymentStatus().GetState() == "" {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		if err != nil {
+			// A state GitHub has added since (the webhook's state is a
+			// free string, and carries "waiting" already): the
+			// deployment and its run are recorded, as its deployment
+			// event would have them, and the status is not acted on.
+			if err := rt.Engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: repo, Deployment: info}); err != nil {
+				return err
+			}
+			return &pipeline.Ignored{Reason: "deployment_status: " + err.Error()}
+		}
 		return rt.Engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: repo, Deployment: info, Status: status})
 	case *github.WorkflowRunEvent:
 		repo, err := repoOf(ev.Repo, ev.Installation)

@@ -517,9 +517,15 @@ func TestRouterRefusals(t *testing.T) {
 			body: edit(t, "workflow_run_completed.json", func(p map[string]any) { delete(p, "repository") }), malformed: true},
 		"protection rule without repository": {event: "deployment_protection_rule",
 			body: []byte(`{"action":"requested","environment":"production"}`), malformed: true},
-		"deployment status with an unknown state": {event: "deployment_status",
+		// A state GitHub may add: the deployment recorded, as its
+		// deployment event would have it; the status not acted on.
+		"deployment status with a state lastmile does not know": {event: "deployment_status",
 			body: edit(t, "deployment_status.json", func(p map[string]any) {
 				p["deployment_status"].(map[string]any)["state"] = "exploded"
+			}), ignored: `unknown deployment status state "exploded"`, engineCalls: 1},
+		"deployment status without a state": {event: "deployment_status",
+			body: edit(t, "deployment_status.json", func(p map[string]any) {
+				delete(p["deployment_status"].(map[string]any), "state")
 			}), malformed: true},
 		"deployment event without a deployment": {event: "deployment",
 			body: edit(t, "deployment.json", func(p map[string]any) { delete(p, "deployment") }), malformed: true},
@@ -659,5 +665,25 @@ func TestRouterSaysWhichFieldHasTheWrongType(t *testing.T) {
 				t.Errorf("error %q, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A deployment_status of a state lastmile does not know hands the engine
+// its deployment, as the deployment event does, run link included, and
+// not the status.
+func TestRouterUnknownStatusStateRecordsTheDeployment(t *testing.T) {
+	eng := &recordingEngine{}
+	body := edit(t, "deployment_status.json", func(p map[string]any) {
+		p["deployment_status"].(map[string]any)["state"] = "exploded"
+	})
+	err := (&githubapp.Router{Engine: eng}).Handle(context.Background(), &pipeline.Delivery{ID: "d", Event: "deployment_status", Body: body})
+	var ig *pipeline.Ignored
+	if !errors.As(err, &ig) || len(eng.calls) != 1 {
+		t.Fatalf("Handle: %v, engine calls %+v; want Ignored and one call", err, eng.calls)
+	}
+	d, ok := eng.calls[0].(pipeline.NewDeployment)
+	// GitHub's example: deployment 145988746, of run 289782451.
+	if !ok || d.Deployment.GitHubID != 145988746 || d.Deployment.WorkflowRunID != 289782451 || d.Repo.FullName() == "/" {
+		t.Errorf("engine call %#v; want the status's deployment, as a deployment event", eng.calls[0])
 	}
 }
