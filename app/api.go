@@ -121,7 +121,7 @@ func (a *App) apiHistory(c echo.Context) error {
 	}
 	f := storage.HistoryFilter{Repository: q.Get("repository"), Environment: q.Get("environment")}
 	if f.Repository != "" {
-		if _, _, err := pipeline.SplitFullName(f.Repository); err != nil {
+		if err := pipeline.CheckFullName(f.Repository); err != nil {
 			return c.JSON(http.StatusBadRequest, map[string]string{"message": "repository must be OWNER/REPO, as GitHub names it"})
 		}
 	}
@@ -162,8 +162,13 @@ func (a *App) apiRelease(c echo.Context) error {
 	}
 	repo, sha := parts[0]+"/"+parts[1], parts[2]
 	// Checked before anything is looked up, as lastmile audit does.
-	if _, _, err := pipeline.SplitFullName(repo); err != nil {
+	if err := pipeline.CheckFullName(repo); err != nil {
 		return c.JSON(http.StatusBadRequest, map[string]string{"message": "repository must be OWNER/REPO, as GitHub names it"})
+	}
+	if strings.Contains(sha, "/") {
+		// More path after the SHA (Echo's last parameter takes the
+		// rest): no route of the API.
+		return c.JSON(http.StatusNotFound, map[string]string{"message": "Not Found"})
 	}
 	if err := pipeline.CheckSHA(sha); err != nil {
 		return c.JSON(http.StatusBadRequest, map[string]string{"message": err.Error()})

@@ -60,6 +60,15 @@ func TestReadAPIRefusesAmbiguousRequests(t *testing.T) {
 		{"/api/v1/releases/acme/shop/%2530" + sha[1:], 400, "is not a commit SHA"},
 		{"/api/v1/releases/acme/sh%256fp/" + sha, 404, "repository acme/sh%6fp"},
 		{"/api/v1/jobs/%31x/log", 400, "job id must be a number"},
+		// More path after the SHA is no route, as after a job's log.
+		{"/api/v1/releases/acme/shop/" + sha + "/extra", 404, "Not Found"},
+		{"/api/v1/releases/acme/shop/" + sha + "/", 404, "Not Found"},
+		{"/api/v1/jobs/1/log/extra", 404, "Not Found"},
+		// No repository's name: a control character, too long.
+		{"/api/v1/releases/acme%00/shop/" + sha, 400, "repository must be OWNER/REPO"},
+		{"/api/v1/releases/acme/" + strings.Repeat("s", 101) + "/" + sha, 400, "repository must be OWNER/REPO"},
+		{"/api/v1/history?repository=acme/sh%07p", 400, "repository must be OWNER/REPO"},
+		{"/api/v1/releases/acme/" + strings.Repeat("s", 100) + "/" + sha, 404, "not found"},
 	} {
 		resp, body := do(c.path, bearer)
 		if resp.StatusCode != c.code || !strings.Contains(body, c.says) {

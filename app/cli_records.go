@@ -285,8 +285,8 @@ func noEmptyFilter(fs *flag.FlagSet, names ...string) error {
 // as "--repo ", or "" for an argument): OWNER/REPO, as GitHub names it. A
 // usage error otherwise: a name without its owner would find nothing.
 func checkRepo(fs *flag.FlagSet, given, repo string) error {
-	if _, _, err := pipeline.SplitFullName(repo); err != nil {
-		fmt.Fprintf(fs.Output(), "%s: %s%q: give the repository as OWNER/REPO\n", fs.Name(), given, repo)
+	if err := pipeline.CheckFullName(repo); err != nil {
+		fmt.Fprintf(fs.Output(), "%s: %s%q: %v\n", fs.Name(), given, cutMiddle(repo, 80), err)
 		return errUsage
 	}
 	return nil

@@ -139,6 +139,10 @@ func TestHistoryAndAuditCommands(t *testing.T) {
 		"not a sha":          {[]string{"audit", "acme/shop", "main"}, 2, `lastmile audit: "main" is not a commit SHA`},
 		"missing arguments":  {[]string{"audit", "acme/shop"}, 2, "Usage: lastmile audit"},
 		"no owner":           {[]string{"audit", "shop", sha}, 2, `"shop": give the repository as OWNER/REPO`},
+		// Said shortened: the name is not echoed whole.
+		"name too long": {[]string{"audit", "acme/" + strings.Repeat("s", 100000), sha}, 2,
+			`"acme/` + strings.Repeat("s", 21) + "…" + strings.Repeat("s", 53) + `": longer than GitHub's names`},
+		"control character":  {[]string{"history", "--repo", "acme/sh\x00p"}, 2, `--repo "acme/sh\x00p": a control character is in no repository's name`},
 		"negative release":   {[]string{"audit", "--release", "-1", "acme/shop", sha}, 2, "--release -1"},
 		"another release":    {[]string{"audit", "--release", "99", "acme/shop", sha}, 1, "release #99 is not a release of that commit"},
 		"history limit of 0": {[]string{"history", "--limit", "0"}, 2, "--limit 0: use 1 or more"},

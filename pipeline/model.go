@@ -8,10 +8,12 @@ package pipeline
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Repo identifies a repository and the installation lastmile acts through.
@@ -33,6 +35,25 @@ func SplitFullName(full string) (owner, name string, err error) {
 		return "", "", fmt.Errorf("%q is not an owner/name repository", full)
 	}
 	return owner, name, nil
+}
+
+// CheckFullName checks owner/name as a person types it to lastmile's read
+// commands and API: SplitFullName's form, with neither part longer than
+// GitHub allows (a repository's name 100 characters; an owner's 39, more
+// for some Enterprise accounts, so 100 too) nor holding a control
+// character. Names read back from the database are GitHub's, and only
+// split. The error says what is wrong, not the name, which may be long.
+func CheckFullName(full string) error {
+	owner, name, err := SplitFullName(full)
+	switch {
+	case err != nil:
+		return errors.New("give the repository as OWNER/REPO")
+	case utf8.RuneCountInString(owner) > 100 || utf8.RuneCountInString(name) > 100:
+		return errors.New("longer than GitHub's names (a repository's is at most 100 characters, an owner's less)")
+	case strings.ContainsFunc(full, unicode.IsControl):
+		return errors.New("a control character is in no repository's name")
+	}
+	return nil
 }
 
 // CheckSHA checks that sha can name a commit as the audit record takes
