@@ -1953,6 +1953,10 @@ func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*Protec
 	return approve(fmt.Sprintf("lastmile approves: commit %s succeeded in %s.", short(req.SHA), prev))
 }
 
+// newerReleasesJudged is how many of the newest releases newer than the
+// one judged outrun looks at in their own configuration.
+const newerReleasesJudged = 20
+
 // outrun says why a commit of the pipeline branch (its release rel) must
 // not be deployed to environment i of cfg, as lastmile would not deploy
 // it there itself: a force push took it off the branch, lastmile withdrew
@@ -1974,29 +1978,35 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 			newer, short(newerSHA), req.Environment, rel.ID, short(req.SHA), short(req.SHA)), err
 	}
 	// Newest wins: a newer release that has passed the environment before
-	// this one supersedes it there — before it in this release's order,
-	// and in the latest release's, should the configuration have renamed,
-	// removed or added the environment before it since.
-	var before []string
+	// this one supersedes it there — before it in this release's order, or
+	// in the newer release's own, should the configuration have renamed,
+	// removed or added the one before it since (the newest releases are
+	// looked at: one further back has passed by now, or never will).
 	if i > 0 {
-		before = append(before, cfg.Environments[i-1].Name)
-	}
-	latest, err := e.Store.LatestRelease(ctx, req.Repo.ID)
-	if err != nil {
-		return "", err
-	}
-	if latest.ID > rel.ID && latest.Config != nil {
-		if j := latest.Config.Index(req.Environment); j > 0 {
-			if prev := latest.Config.Environments[j-1].Name; len(before) == 0 || !sameEnvironment(prev, before[0]) {
-				before = append(before, prev)
-			}
-		}
-	}
-	for _, prev := range before {
+		prev := cfg.Environments[i-1].Name
 		newer, newerSHA, err = e.newerSuccess(ctx, req.Repo, rel, prev)
 		if err != nil || newer != 0 {
 			return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has passed %s since release #%d of commit %s, which it supersedes: the newest release is the one promoted to %s.",
 				newer, short(newerSHA), prev, rel.ID, short(req.SHA), req.Environment), err
+		}
+	}
+	newerReleases, err := e.Store.NewerReleases(ctx, req.Repo.ID, rel.ID, newerReleasesJudged)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range newerReleases {
+		j := -1
+		if n.Config != nil && n.SHA != rel.SHA {
+			j = n.Config.Index(req.Environment)
+		}
+		if j < 1 || i > 0 && sameEnvironment(n.Config.Environments[j-1].Name, cfg.Environments[i-1].Name) {
+			continue // no environment before it, or the one checked above
+		}
+		prev := n.Config.Environments[j-1].Name
+		ok, err := e.Store.Succeeded(ctx, req.Repo.ID, n.SHA, prev)
+		if err != nil || ok {
+			return fmt.Sprintf("lastmile rejects: release #%d (commit %s) has passed %s, which comes before %s in its configuration, since release #%d of commit %s, which it supersedes: the newest release is the one promoted to %s.",
+				n.ID, short(n.SHA), prev, req.Environment, rel.ID, short(req.SHA), req.Environment), err
 		}
 	}
 	if !rel.Withdrawn() {
@@ -2027,6 +2037,10 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 	// (its deployment made inactive) stands.
 	if !strings.HasPrefix(rel.StopReason, supersededByNewer) {
 		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
+	}
+	latest, err := e.Store.LatestRelease(ctx, req.Repo.ID)
+	if err != nil {
+		return "", err
 	}
 	if latest.ID != rel.ID && latest.Withdrawn() && !strings.HasPrefix(latest.StopReason, supersededByNewer) {
 		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was superseded, and lastmile has withdrawn the latest, release #%d (%s).",

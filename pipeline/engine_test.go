@@ -4232,26 +4232,70 @@ func TestProtectionRuleRejectsAReleaseWithdrawnAcrossAConfigurationChange(t *tes
 	}
 }
 
-// As above, staging renamed preprod at c2, which is sent to production;
-// then c3 brings a configuration that is invalid, so no order but c1's
-// own says what comes before production: c1 is rejected all the same, as
-// lastmile withdrew it and sent a newer release to production since.
-func TestProtectionRuleRejectsAWithdrawnReleaseWhenTheLatestOrderIsUnknown(t *testing.T) {
-	h := newHarness(t, c0, c1, c2, c3)
+// Each newer release is judged in its own order, not the latest's. c1 passed
+// test and staging; c2, in the same order, has passed test only; c3 then
+// removes staging, and has passed nothing: c2 is not on its way to
+// production (staging is still before it there), nor c3, so c1 is
+// approved. And the other way round: c2 removes staging and passes test,
+// its production job approved; c3 puts staging back: c2, in its own order,
+// has passed the environment before production, so c1 is rejected.
+func TestProtectionRuleJudgesEachNewerReleaseInItsOwnOrder(t *testing.T) {
+	const withoutStaging = "environments:\n  - name: test\n  - name: production\n"
+	setConfig := func(h *harness, cfg string) {
+		h.gh.mu.Lock()
+		h.gh.config = cfg
+		h.gh.mu.Unlock()
+	}
+	t.Run("the latest removes staging", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2, c3)
+		h.mustPush(c0, c1, false)
+		h.externalSuccess(901, c1, "test", "octocat", 77)
+		h.externalSuccess(902, c1, "staging", "octocat", 77)
+		h.mustPush(c1, c2, false)
+		h.externalSuccess(911, c2, "test", "octocat", 88)
+		setConfig(h, withoutStaging)
+		h.mustPush(c2, c3, false)
+		if dec := h.judge("rule-c1", "production", c1, 77); dec.State != pipeline.ProtectionApproved {
+			t.Errorf("c1 to production, no newer release past the environment before it in its own order: %s %q; want approved", dec.State, dec.Comment)
+		}
+	})
+	t.Run("the latest puts staging back", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2, c3)
+		h.mustPush(c0, c1, false)
+		h.externalSuccess(901, c1, "test", "octocat", 77)
+		h.externalSuccess(902, c1, "staging", "octocat", 77)
+		setConfig(h, withoutStaging)
+		h.mustPush(c1, c2, false)
+		h.externalSuccess(911, c2, "test", "octocat", 88)
+		if dec := h.judge("rule-c2", "production", c2, 88); dec.State != pipeline.ProtectionApproved {
+			t.Fatalf("c2 to production: %s %q", dec.State, dec.Comment)
+		}
+		setConfig(h, threeEnvs)
+		h.mustPush(c2, c3, false)
+		dec := h.judge("rule-c1", "production", c1, 77)
+		if want := "release #2 (commit " + c2[:7] + ") has passed test, which comes before production in its configuration"; dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
+			t.Errorf("c1 to production: %s %q; want rejected, saying %q", dec.State, dec.Comment, want)
+		}
+	})
+}
+
+// c1's production deployment is created, not started; c2's configuration
+// puts production first, so c2 is sent there at once, passing nothing
+// before it, and lastmile withdraws c1. A protection-rule request to
+// deploy c1 to production is rejected all the same: lastmile withdrew it
+// and sent a newer release there since.
+func TestProtectionRuleRejectsAWithdrawnReleaseANewerOneOvertook(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
 	h.release(c0, c1, 10, "test", "staging") // c1's production deployment created, not started
 	h.gh.mu.Lock()
-	h.gh.config = "environments:\n  - name: test\n  - name: preprod\n  - name: production\n"
+	h.gh.config = "environments:\n  - name: production\n  - name: test\n"
 	h.gh.mu.Unlock()
-	h.release(c1, c2, 20, "test", "preprod")
+	h.mustPush(c1, c2, false)
 	if h.gh.deployment(c2, "production") == nil {
 		t.Fatal("c2 not sent to production")
 	}
-	h.gh.mu.Lock()
-	h.gh.config = "environments: [\n"
-	h.gh.mu.Unlock()
-	h.mustPush(c2, c3, false)
-	if rel := h.releaseState(shop, c3); rel.Config != nil {
-		t.Fatalf("c3's release has a configuration: %+v", rel.Config)
+	if rel := h.releaseState(shop, c1); !rel.Withdrawn() {
+		t.Fatalf("c1's release: %s %s %q; want withdrawn by c2", rel.State, rel.StopKind, rel.StopReason)
 	}
 	dec := h.judge("rule-c1", "production", c1, 99)
 	if want := "release #2 has been sent to production since release #1"; dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
@@ -4289,7 +4333,7 @@ func TestProtectionRuleNewestWinsAcrossAConfigurationChange(t *testing.T) {
 				t.Fatalf("c2 to production: %s %q", dec.State, dec.Comment)
 			}
 			dec := h.judge("rule-c1", "production", c1, 77)
-			if want := "has passed " + tc.before + " since release #1"; dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
+			if want := "release #2 (commit " + c2[:7] + ") has passed " + tc.before; dec.State != pipeline.ProtectionRejected || !strings.Contains(dec.Comment, want) {
 				t.Errorf("c1 to production after c2, newer, passed %s: %s %q; want rejected, saying %q", tc.before, dec.State, dec.Comment, want)
 			}
 		})

@@ -318,6 +318,9 @@ type Store interface {
 	Release(ctx context.Context, id int64) (*Release, error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
+	// NewerReleases lists the repository's releases numbered above after,
+	// newest first, up to limit.
+	NewerReleases(ctx context.Context, repoID, after int64, limit int) ([]*Release, error)
 	// NotePush records that a push of the pipeline branch made at at (or,
 	// when guessed, whose delivery was received at at) is being handled,
 	// and returns the newest pushes handled before it.

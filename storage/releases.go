@@ -475,6 +475,21 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 	return r, err
 }
 
+// NewerReleases lists the repository's releases numbered above after,
+// newest first, up to limit.
+func (db *DB) NewerReleases(ctx context.Context, repoID, after int64, limit int) ([]*pipeline.Release, error) {
+	return queryReleases(ctx, db.read, `SELECT `+releaseColumns+` FROM releases r
+		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.id > ? ORDER BY r.id DESC LIMIT ?`, repoID, after, limit)
+}
+
+// queryReleases is the releases query lists.
+func queryReleases(ctx context.Context, q querier, query string, args ...any) ([]*pipeline.Release, error) {
+	return queryRows(ctx, q, func(rows *sql.Rows, r **pipeline.Release) (err error) {
+		*r, err = scanRelease(rows)
+		return err
+	}, query, args...)
+}
+
 // statusSince is when deployment d got its latest status (its creation
 // when it has none): the start of the hold of a deployment in progress.
 const statusSince = `COALESCE((SELECT MAX(created_at) FROM deployment_statuses s WHERE s.deployment_id = d.id), d.created_at)`
@@ -531,20 +546,7 @@ const owingQuery = `SELECT p.id, p.full_name, p.installation_id FROM repositorie
 // since: a re-run of the failed deployment that succeeds would carry them
 // on.
 func (db *DB) Revivable(ctx context.Context, repoID int64, since time.Time, limit int) ([]*pipeline.Release, error) {
-	rows, err := db.read.QueryContext(ctx, revivableQuery, repoID, millis(since), limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*pipeline.Release
-	for rows.Next() {
-		r, err := scanRelease(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return queryReleases(ctx, db.read, revivableQuery, repoID, millis(since), limit)
 }
 
 // revivableQuery is Revivable's, for repository ?1, since ?2 and limit ?3:
