@@ -247,8 +247,7 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 		return Result{}, cancelledBefore(ctx, err)
 	}
 	if newer.id != 0 {
-		workflowCommand(env.Stdout, "notice", fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, %s, and this one would go backwards.",
-			cfg.deployment.ID, cfg.deployment.Environment, newer.id, newer.how))
+		workflowCommand(env.Stdout, "notice", newer.notice(cfg.deployment.ID, cfg.deployment.Environment))
 		if latest.Terminal() {
 			return Result{State: latest, Skipped: true}, nil
 		}
@@ -352,29 +351,54 @@ func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 }
 
 // newer is a deployment of lastmile's to the environment, of a newer
-// release, that this one must not deploy after or beside: how says which.
+// release, that this one must not deploy after or beside: how says where
+// it stands, and so what deploying this one would do.
 type newer struct {
 	id  int64
-	how string // "has succeeded", "is waiting to deploy", "is deploying"
+	how string // "has succeeded", "is deploying", "is waiting to deploy"
+}
+
+// notice is the job log's notice of why deployment id to env is not
+// deployed.
+func (n newer) notice(id int64, env string) string {
+	then := map[string]string{
+		"has succeeded": "this one would go backwards",
+		"is deploying":  "this one, deployed beside it, might finish last",
+	}[n.how]
+	if then == "" {
+		then = "this one, deployed now, might finish after it"
+	}
+	return fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, %s, and %s.", id, env, n.id, n.how, then)
 }
 
 // description is the status's description saying why the deployment to
 // env was not deployed.
 func (n newer) description(env string) string {
-	return fmt.Sprintf("Not deployed: deployment %d of a newer release %s in %s", n.id, n.how, env)
+	return fmt.Sprintf(notDeployed+"deployment %d of a newer release %s in %s", n.id, n.how, env)
 }
+
+// notDeployed begins the description of every end the Action writes
+// without deploying; an inactive that begins so is no deploy begun.
+const notDeployed = "Not deployed: "
 
 // newerDeployment returns a deployment of lastmile's to the same
 // environment, created after this one, that has succeeded there, or that
-// is on its way there: its latest status none (its job waiting for the
-// environment's reviewers), queued, pending or in_progress. The zero newer
-// if none. Only lastmile's (of the same lastmile, when this one is
-// lastmile's) are releases: another App's deployment, or an Actions job's
-// own, says nothing of this one. One that succeeded counts though GitHub
-// or lastmile made it inactive since: it was deployed. A newer one that
-// failed, or that lastmile withdrew before it deployed (inactive), stands
-// in nobody's way. GitHub lists deployments newest first; the newest hundred
-// are looked at.
+// is on its way there: no status yet (its job waiting for the
+// environment's reviewers), queued, pending or waiting, or deploying (an
+// in_progress that nothing ended since: lastmile may write inactive over a
+// deploy that had begun, unaware of it yet). The zero newer if none. Only
+// lastmile's (of the same lastmile, when this one is lastmile's) are
+// releases: another App's deployment, or an Actions job's own, says
+// nothing of this one. One that succeeded counts though GitHub or lastmile
+// made it inactive since: it was deployed. One on its way counts while its
+// latest status (its creation, without one) is less than
+// pipeline.HoldRunning old, as lastmile's hold of the environment does —
+// one whose run never started or never reported stands in nobody's way
+// for good — and only when lastmile's App created it (a copy of the
+// marker that a person or a workflow made is no release; lastmile makes
+// it inactive). A newer one that failed, or that lastmile withdrew before
+// it deployed, stands in nobody's way. GitHub lists deployments newest
+// first; the newest hundred are looked at.
 func (r *runner) newerDeployment(ctx context.Context) (newer, error) {
 	c := r.cfg
 	mine, marked := pipeline.ParseMarker(c.deployment.Payload)
@@ -404,32 +428,57 @@ func (r *runner) newerDeployment(ctx context.Context) (newer, error) {
 		if err != nil {
 			return newer{}, fmt.Errorf("read the statuses of deployment %d in %s/%s: %w", d.GetID(), c.owner, c.repo, explain(err))
 		}
-		// Newest first; a person's success is passed over (no deploy
-		// stands behind it).
-		var latest pipeline.DeploymentState
-		succeeded := false
-		for _, st := range statuses {
-			if personsSuccess(st) {
-				continue
-			}
-			state := pipeline.DeploymentState(st.GetState())
-			if latest == "" {
-				latest = state
-			}
-			succeeded = succeeded || state == pipeline.DeploymentSuccess
-		}
+		p := progressOf(statuses, d.GetCreatedAt().Time)
 		switch {
-		case succeeded:
+		case p.succeeded:
 			return newer{id: d.GetID(), how: "has succeeded"}, nil
-		case pending.id != 0:
-		case latest == "" || latest == pipeline.DeploymentQueued || latest == pipeline.DeploymentPending || latest == pipeline.DeploymentWaiting:
+		case pending.id != 0 || r.env.now().Sub(p.since) >= pipeline.HoldRunning || pipeline.CopiedMarker(d.GetCreator().GetLogin()):
+		case p.deploying:
+			pending = newer{id: d.GetID(), how: "is deploying"}
+		case p.latest == "" || p.latest == pipeline.DeploymentQueued || p.latest == pipeline.DeploymentPending || p.latest == pipeline.DeploymentWaiting:
 			// waiting: GitHub's, for a job waiting for its reviewers.
 			pending = newer{id: d.GetID(), how: "is waiting to deploy"}
-		case latest == pipeline.DeploymentInProgress:
-			pending = newer{id: d.GetID(), how: "is deploying"}
 		}
 	}
 	return pending, nil
+}
+
+// progress is where a deployment stands, read from its statuses.
+type progress struct {
+	latest    pipeline.DeploymentState // its latest status's state ("" for none)
+	since     time.Time                // when it got it (its creation, without one)
+	succeeded bool                     // one of its statuses is a success
+	deploying bool                     // an in_progress that no end followed
+}
+
+// progressOf reads statuses, newest first as GitHub lists them, of a
+// deployment created at created. A person's success is passed over (no
+// deploy stands behind it). An inactive ends no deploy, but the Action's
+// own (notDeployed): lastmile's, or GitHub's, may come over a deploy that
+// had begun.
+func progressOf(statuses []*github.DeploymentStatus, created time.Time) progress {
+	p := progress{since: created}
+	ended := false
+	for _, st := range statuses {
+		if personsSuccess(st) {
+			continue
+		}
+		state := pipeline.DeploymentState(st.GetState())
+		if p.latest == "" {
+			p.latest, p.since = state, st.GetCreatedAt().Time
+		}
+		switch state {
+		case pipeline.DeploymentSuccess:
+			p.succeeded, ended = true, true
+		case pipeline.DeploymentFailure, pipeline.DeploymentError:
+			ended = true
+		case pipeline.DeploymentInactive:
+			ended = ended || strings.HasPrefix(st.GetDescription(), notDeployed)
+		case pipeline.DeploymentInProgress:
+			p.deploying = p.deploying || !ended
+		}
+	}
+	return p
 }
 
 // register posts queued with the run's URL.
@@ -460,7 +509,7 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		// was cancelled while it was on its way, or no answer came), and
 		// nothing will deploy: leave the deployment in error rather than
 		// in_progress.
-		return r.notDeployed(ctx, logURL, "Not deployed: the in_progress status could not be reported", err)
+		return r.notDeployed(ctx, logURL, notDeployed+"the in_progress status could not be reported", err)
 	}
 	// lastmile may have made the deployment inactive (a newer release
 	// superseded it) after this step read its latest status, unaware
@@ -469,10 +518,10 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 	// whichever came second, one of them sees the other.
 	if superseded, err := r.supersededSince(ctx); err != nil || superseded {
 		if err != nil {
-			return r.notDeployed(ctx, logURL, "Not deployed: the deployment's statuses could not be read to check that it was not superseded", err)
+			return r.notDeployed(ctx, logURL, notDeployed+"the deployment's statuses could not be read to check that it was not superseded", err)
 		}
 		workflowCommand(r.env.Stdout, "notice", fmt.Sprintf("Deployment %d was made inactive as this job started: a newer release superseded it, so nothing is deployed.", c.deployment.ID))
-		res, err := r.finish(ctx, pipeline.DeploymentInactive, logURL, "Not deployed: a newer release superseded it as the deploy job started", finalPostTimeout, nil)
+		res, err := r.finish(ctx, pipeline.DeploymentInactive, logURL, notDeployed+"a newer release superseded it as the deploy job started", finalPostTimeout, nil)
 		res.Skipped = true
 		return res, err
 	}

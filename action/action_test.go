@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-github/v62/github"
 	"github.com/lastmile-app/lastmile/action"
 	"github.com/lastmile-app/lastmile/githubapp"
 	"github.com/lastmile-app/lastmile/githubapp/simulator"
@@ -663,30 +664,50 @@ func TestFirstAttemptAfterANewerSuccessDeploysNothing(t *testing.T) {
 
 // A re-run of a failed deploy while a newer release's deployment to the
 // environment is on its way there — waiting for its reviewers (no status,
-// or queued by the register job), or deploying — deploys nothing: the
+// or queued by the register job), or deploying (also under an inactive
+// that lastmile wrote over its begun deploy) — deploys nothing: the
 // older, finishing last, would be what the environment runs. One whose
-// newer deployment failed, or was withdrawn before it deployed, deploys.
+// newer deployment failed, was withdrawn before it deployed (by lastmile,
+// or by the Action itself, deploying nothing), or has stood still longer
+// than lastmile holds an environment for, deploys.
 func TestRerunBesideANewerDeploymentOnItsWay(t *testing.T) {
+	const actionsOwn = "inactive:" + "Not deployed: a newer release superseded it as the deploy job started"
 	for _, tc := range []struct {
-		newer   []string // the newer deployment's statuses
-		refused string   // "" when the re-run deploys
+		name    string
+		newer   []string // the newer deployment's statuses, "state" or "state:description"
+		idle    bool     // its statuses were posted a day and an hour ago
+		refused string   // the notice's end; "" when the re-run deploys
 	}{
-		{nil, "is waiting to deploy"},
-		{[]string{"queued"}, "is waiting to deploy"},
-		{[]string{"queued", "in_progress"}, "is deploying"},
-		{[]string{"queued", "in_progress", "failure"}, ""},
-		{[]string{"inactive"}, ""},
+		{"no status", nil, false, "is waiting to deploy, and this one, deployed now, might finish after it."},
+		{"queued", []string{"queued"}, false, "is waiting to deploy, and this one, deployed now, might finish after it."},
+		{"in_progress", []string{"queued", "in_progress"}, false, "is deploying, and this one, deployed beside it, might finish last."},
+		{"lastmile's inactive over a begun deploy", []string{"queued", "in_progress", "inactive"}, false, "is deploying, and this one, deployed beside it, might finish last."},
+		{"the Action's own inactive", []string{"queued", "inactive", "in_progress", actionsOwn}, false, ""},
+		{"failed", []string{"queued", "in_progress", "failure"}, false, ""},
+		{"withdrawn", []string{"inactive"}, false, ""},
+		{"no status for a day", nil, true, ""},
+		{"in_progress for a day", []string{"queued", "in_progress"}, true, ""},
 	} {
-		t.Run(strings.Join(append([]string{"newer"}, tc.newer...), " "), func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)
+			if tc.idle {
+				// GitHub's clock a day and an hour back while the
+				// deployments are made, then the real one again (the
+				// App's token fetched first, on the real one, which
+				// its JWT is dated by).
+				w.token()
+				w.shareClock(func() time.Time { return time.Now().Add(-pipeline.HoldRunning - time.Hour) })
+			}
 			old := w.createDeployment()
 			for _, st := range []string{"queued", "in_progress", "failure"} {
 				w.postStatus(old, st)
 			}
 			newer := w.createDeployment()
 			for _, st := range tc.newer {
-				w.postStatus(newer, st)
+				state, desc, _ := strings.Cut(st, ":")
+				w.postStatusSaying(newer, state, desc)
 			}
+			w.shareClock(time.Now)
 			jc := w.directJob(old)
 			jc.RunAttempt = 2
 			s := newStep(t, jc, map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD"})
@@ -702,11 +723,65 @@ func TestRerunBesideANewerDeploymentOnItsWay(t *testing.T) {
 				t.Fatalf("Run: %+v, %v; want skipped, the failure left as it was\n%s", res, err, log.String())
 			}
 			wantStates(t, w.deployment(old), "queued", "in_progress", "failure")
-			want := fmt.Sprintf("::notice::Deployment %d to production is not deployed: deployment %d there, of a newer release, %s, and this one would go backwards.", old, newer, tc.refused)
+			want := fmt.Sprintf("::notice::Deployment %d to production is not deployed: deployment %d there, of a newer release, %s", old, newer, tc.refused)
 			if !strings.Contains(log.String(), want) {
 				t.Errorf("log lacks %q:\n%s", want, log.String())
 			}
 		})
+	}
+}
+
+// A marked deployment that a workflow created (with its GITHUB_TOKEN) is
+// a copy of lastmile's marker, no release: newer and without a status, it
+// does not hold back the re-run of a failed deploy, as a newer one of
+// lastmile's App would.
+func TestRerunBesideANewerCopyOfTheMarker(t *testing.T) {
+	w := newWorld(t)
+	old := w.createDeployment()
+	for _, st := range []string{"queued", "in_progress", "failure"} {
+		w.postStatus(old, st)
+	}
+	// A run of the workflow, started by another deployment of lastmile's
+	// (which then fails: it holds nothing back), makes the copy.
+	copied := make(chan int64, 1)
+	w.sim.SetWorkflow(repo, simulator.WorkflowOptions{Deploy: func(ctx context.Context, jc simulator.JobContext) error {
+		gh, err := githubapp.NewTokenClient(jc.APIURL, jc.Token, nil)
+		if err != nil {
+			return err
+		}
+		d, _, err := gh.Repositories.CreateDeployment(ctx, owner, repoName, &github.DeploymentRequest{
+			Ref: github.String(w.sha), Environment: github.String(environment), AutoMerge: github.Bool(false),
+			RequiredContexts: &[]string{}, Payload: lastmilePayload})
+		if err != nil {
+			return err
+		}
+		copied <- d.GetID()
+		return errors.New("the trigger's deploy fails")
+	}})
+	trigger := w.createDeployment()
+	var copy int64
+	select {
+	case copy = <-copied:
+	case <-w.ctx.Done():
+		t.Fatal("the workflow made no copy")
+	}
+	w.waitFor("the trigger's run ends", func(s *simulator.Simulator) bool {
+		runs := s.Runs(repo)
+		return len(runs) == 1 && runs[0].Status == "completed"
+	})
+	if d := w.deployment(copy); d.Creator != "github-actions[bot]" || d.State() != "" {
+		t.Fatalf("the copy: created by %q, state %q", d.Creator, d.State())
+	}
+	w.postStatus(trigger, "failure") // as the Action would have
+
+	w.sim.SetWorkflow(repo, simulator.WorkflowOptions{})
+	jc := w.directJob(old)
+	jc.RunAttempt = 2
+	s := newStep(t, jc, map[string]string{"INPUT_COMMAND": "echo DEPLOYED-OLD"})
+	var log strings.Builder
+	res, err := action.Run(w.ctx, s.env(&log))
+	if err != nil || res.Skipped || res.State != pipeline.DeploymentSuccess || !strings.Contains(log.String(), "DEPLOYED-OLD") {
+		t.Fatalf("Run: %+v, %v; want the command run and success\n%s", res, err, log.String())
 	}
 }
 

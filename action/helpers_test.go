@@ -132,8 +132,18 @@ func (w *world) createDeploymentWith(payload any) int64 {
 // postStatus posts a deployment status as lastmile's App.
 func (w *world) postStatus(id int64, state string) {
 	w.t.Helper()
+	w.postStatusSaying(id, state, "")
+}
+
+// postStatusSaying posts a deployment status as lastmile's App, with
+// description desc ("set by lastmile" when "").
+func (w *world) postStatusSaying(id int64, state, desc string) {
+	w.t.Helper()
+	if desc == "" {
+		desc = "set by lastmile"
+	}
 	if _, _, err := w.app.Repositories.CreateDeploymentStatus(w.ctx, owner, repoName, id, &github.DeploymentStatusRequest{
-		State: github.String(state), Description: github.String("set by lastmile"),
+		State: github.String(state), Description: github.String(desc),
 	}); err != nil {
 		w.t.Fatal(err)
 	}
