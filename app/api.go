@@ -231,6 +231,10 @@ func (a *App) apiError(c echo.Context, err error) error {
 		status = http.StatusGone
 	case errors.Is(err, pipeline.ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.As(err, new(*storage.DamagedLogError)):
+		// The record's own fault, not the request's: said, and logged.
+		a.log.Error("api", "path", c.Request().URL.Path, "error", err)
+		status = http.StatusInternalServerError
 	default:
 		a.log.Error("api", "path", c.Request().URL.Path, "error", err)
 		return c.JSON(http.StatusInternalServerError, map[string]string{"message": "internal error"})

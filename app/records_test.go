@@ -705,9 +705,10 @@ func TestReadCommandsFailWhenOutputIsLost(t *testing.T) {
 
 // A kept log that no longer decompresses (the file damaged, or changed by
 // hand) is said where the log would be, and audit fails once the rest of
-// the record is printed.
+// the record is printed; the read API answers 500 saying so.
 func TestAuditSaysADamagedLog(t *testing.T) {
-	sb, sha := promoted(t, nil)
+	const token = "0123456789abcdef-token"
+	sb, sha := promoted(t, func(c *Config) { c.APIToken = token })
 	db := sb.Config.Database
 	conn, err := sql.Open("sqlite", "file:"+db+"?_pragma=busy_timeout(10000)")
 	if err != nil {
@@ -736,5 +737,19 @@ func TestAuditSaysADamagedLog(t *testing.T) {
 	// Without --logs the record is whole: the log's size is all it shows.
 	if code, _, errOut := run(t, db, "audit", "acme/shop", sha); code != 0 {
 		t.Errorf("audit without --logs: exit %d, %s", code, errOut)
+	}
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/api/v1/jobs/%d/log", sb.URL(), job), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(string(body), want) {
+		t.Errorf("GET the damaged log: %d %s; want 500 saying %q", resp.StatusCode, body, want)
 	}
 }

@@ -127,6 +127,11 @@ func (w *Worker) Abort() {
 	w.abort()
 }
 
+// UnreachableWait is how long after its receipt a delivery waits for GitHub
+// when GitHub does not answer (no answer, or a 5xx), its attempts not
+// counted: longer than GitHub's outages mostly last.
+const UnreachableWait = 6 * time.Hour
+
 // DefaultBackoff is the wait before attempt+1: between half and all of
 // 5s, 10s, 20s, … (at most an hour), at random.
 func DefaultBackoff(attempt int) time.Duration {
@@ -305,6 +310,14 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	}
 	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {
 		wait, waiting = again.At, true
+	}
+	if !waiting && githubapp.Unreachable(err) && w.Now().Sub(d.ReceivedAt) < UnreachableWait {
+		// GitHub not answering (an outage, the network) is no more the
+		// delivery's fault: waited out, longer each time, for a while.
+		// Past it, one GitHub keeps failing on (a 5xx for this call
+		// alone) counts attempts again, so that it does not hold its
+		// repository's queue for good.
+		wait, waiting, why = w.Now().Add(w.Backoff(d.Waits+1)), true, "delivery waits for GitHub to answer"
 	}
 	if githubapp.InstallationSuspended(err) {
 		wait, waiting, why = w.Now().Add(SuspendedRecheck), true, "delivery waits until its installation is unsuspended"

@@ -322,6 +322,8 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 		attempts int
 		// maxAttempts is the worker's MaxAttempts (0: 5).
 		maxAttempts int
+		// age is how long ago the delivery was received (0: a second).
+		age time.Duration
 	}{
 		"success": {result: "done", state: pipeline.DeliveryDone, attempts: 1},
 		"ignored is done, with its reason": {err: &pipeline.Ignored{Reason: "push to topic, not the pipeline branch"},
@@ -349,6 +351,18 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(5 * time.Second), errHas: "not caught up", attempts: 0},
 		"error at the last attempt: dead": {err: errors.New("GitHub answered 502"), maxAttempts: 1,
 			result: "dead", state: pipeline.DeliveryDead, errHas: "GitHub answered 502", attempts: 1},
+		// GitHub not answering (its transport's retries spent) is waited
+		// out too, for UnreachableWait after the delivery's receipt.
+		"no answer from GitHub: a wait": {err: fmt.Errorf("create deployment: %w", &url.Error{Op: "Post", URL: "https://api.github.com/repos/acme/a/deployments", Err: errors.New("connect: connection refused")}),
+			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "connection refused", attempts: 0},
+		"GitHub's 502: a wait": {err: fmt.Errorf("create deployment: %w", &github.ErrorResponse{Response: &http.Response{StatusCode: 502}, Message: "Bad Gateway"}),
+			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "Bad Gateway", attempts: 0},
+		"GitHub's 503 for the token: a wait": {err: &githubapp.InstallationTokenError{Installation: 7, Status: "503 Service Unavailable", Code: 503},
+			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "503", attempts: 0},
+		"GitHub's 502 six hours on: an attempt": {err: fmt.Errorf("create deployment: %w", &github.ErrorResponse{Response: &http.Response{StatusCode: 502}, Message: "Bad Gateway"}),
+			maxAttempts: 1, age: app.UnreachableWait, result: "dead", state: pipeline.DeliveryDead, errHas: "Bad Gateway", attempts: 1},
+		"GitHub's 422: an attempt": {err: fmt.Errorf("create deployment: %w", &github.ErrorResponse{Response: &http.Response{StatusCode: 422}, Message: "Validation Failed"}),
+			maxAttempts: 1, result: "dead", state: pipeline.DeliveryDead, errHas: "Validation Failed", attempts: 1},
 		"panic: a failed attempt": {panics: true,
 			result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "handler panic: boom", attempts: 1},
 	}
@@ -356,7 +370,7 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			db := workerDB(t)
 			db.Now = func() time.Time { return now }
-			enqueue(t, db, "d-1", "acme/a", now.Add(-time.Second))
+			enqueue(t, db, "d-1", "acme/a", now.Add(-cmp.Or(tc.age, time.Second)))
 			var calls atomic.Int64
 			handler := handlerFunc(func(ctx context.Context, d *pipeline.Delivery) error {
 				calls.Add(1)

@@ -2,11 +2,13 @@ package githubapp
 
 import (
 	"bytes"
+	"context"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
 	"github.com/google/go-github/v62/github"
+
+	"github.com/lastmile-app/lastmile/pipeline"
 )
 
 // Clients hands out GitHub API clients: one for the App itself (JWT auth, for
@@ -202,6 +206,31 @@ func InstallationSuspended(err error) bool {
 	}
 	var er *github.ErrorResponse
 	return errors.As(err, &er) && er.Response != nil && er.Response.StatusCode == http.StatusForbidden && suspendedMessage(er.Message)
+}
+
+// Unreachable reports whether err is GitHub not answering, once the
+// transport's own retries are spent: no answer (the network, a timeout),
+// or a server error (5xx) — for the installation's token or for the call
+// itself. Not a rate limit, nor a refusal (4xx).
+func Unreachable(err error) bool {
+	if _, limited := IsRateLimited(err); limited || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var te *InstallationTokenError
+	if errors.As(err, &te) {
+		return te.Code >= 500 || te.Code == 0 && te.Err != nil && !errors.Is(te.Err, context.Canceled)
+	}
+	var er *github.ErrorResponse
+	if errors.As(err, &er) {
+		return er.Response != nil && er.Response.StatusCode >= 500
+	}
+	var refused *pipeline.RefusedError
+	if errors.As(err, &refused) {
+		return refused.Status >= 500
+	}
+	var ue *url.Error
+	var ne net.Error
+	return errors.As(err, &ue) || errors.As(err, &ne)
 }
 
 func suspendedMessage(msg string) bool {

@@ -731,10 +731,11 @@ func observeLeadTimes(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, w
 		}
 		reached[c.sha] = n == 1
 		if n == 1 && c.ts.Valid && c.ts.Int64 <= millis(at) {
-			// A commit's time is no later than its push (commitTime), so
-			// one dated after the success that brought it is one GitHub's
-			// clocks disagree on: left out, as Four Keys does, rather
-			// than counted as the fastest.
+			// A commit's time is no later than its push (commitTime, when
+			// the push's time is known), so one dated after the success
+			// that brought it is one whose push time is unknown, or one
+			// GitHub's clocks disagree on: left out, as Four Keys does,
+			// rather than counted as the fastest.
 			values = append(values, float64(millis(at)-c.ts.Int64)/1000)
 		}
 	}
