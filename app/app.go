@@ -115,14 +115,15 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 		DeployLogMaxBytes: cfg.DeployLogMaxBytes,
 	}
 	worker := &Worker{
-		Inbox:         db,
-		Handler:       &githubapp.Router{Engine: engine, Forget: clients.Forget},
-		Installations: db,
-		Observer:      m,
-		Log:           log,
-		Concurrency:   cfg.Workers,
-		MaxAttempts:   cfg.MaxAttempts,
-		Backoff:       opts.Backoff,
+		Inbox:          db,
+		Handler:        &githubapp.Router{Engine: engine, Forget: clients.Forget},
+		Installations:  db,
+		Observer:       m,
+		Log:            log,
+		Concurrency:    cfg.Workers,
+		MaxAttempts:    cfg.MaxAttempts,
+		Backoff:        opts.Backoff,
+		UnreachableFor: cfg.unreachableFor,
 	}
 	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker, unlock: unlock}
 	a.listener, a.adminListener = listener, adminListener

@@ -73,6 +73,8 @@ type Config struct {
 	// sweepEvery is how often the periodic sweep runs (zero: every
 	// minute); tests shorten it.
 	sweepEvery time.Duration
+	// unreachableFor is the worker's UnreachableFor; tests shorten it.
+	unreachableFor time.Duration
 }
 
 // redactURL is u with its user information (user:password@) and its query

@@ -960,15 +960,62 @@ func TestRollbackToACommitThatFailedInStagingObservesItsLeadTime(t *testing.T) {
 	}
 }
 
+// GitHub fails the staging deployment's creation (502) while the delivery
+// that asks for it is handled, with one attempt allowed: the delivery
+// waits for GitHub to answer, no attempt counted, and once GitHub is back
+// the release goes on with nothing dead.
+func TestAnOutageMakesDeliveriesLateNotDead(t *testing.T) {
+	sb := sandbox(t, func(c *Config) { c.MaxAttempts = 1 })
+	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
+	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "test success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "test") })
+	sb.Sim.InjectFault(simulator.Fault{Kind: simulator.FaultServerError, Method: "POST", Path: "/repos/{o}/{r}/deployments", Times: 1000, Status: 502})
+	ctx := context.Background()
+	waiting := func() bool {
+		pending, err := sb.App.DB().ListDeliveries(ctx, storage.DeliveryFilter{State: pipeline.DeliveryPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range pending {
+			if d.Attempts == 0 && strings.Contains(d.LastError, "502") {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !waiting() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no delivery waits for GitHub to answer:\n%s", describe(sb))
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		_ = sb.Sim.WaitFor(wctx, func(*simulator.Simulator) bool { return false })
+		cancel()
+	}
+	sb.Sim.ClearFaults() // GitHub back
+	waitFor(t, sb, "production success", func(s *simulator.Simulator) bool { return succeededIn(s, repo, push.After, "production") })
+	settle(t, sb)
+	if dead, err := sb.App.DB().ListDeliveries(ctx, storage.DeliveryFilter{State: pipeline.DeliveryDead}); err != nil || len(dead) != 0 {
+		t.Errorf("dead deliveries: %+v, %v; want none", dead, err)
+	}
+	for env, ds := range deploymentsByEnv(sb, repo, push.After) {
+		if len(ds) != 1 {
+			t.Errorf("%s: %d deployments, want exactly 1", env, len(ds))
+		}
+	}
+}
+
 // GitHub fails the staging deployment's creation for longer than lastmile
-// tries the delivery that asks for it (here one attempt: the delivery goes
-// dead at once). Once GitHub is back, the sweep creates it — the release
-// goes on by itself, exactly one deployment per environment — and the
-// dead delivery stays dead for the operator to see.
+// tries the delivery that asks for it (here one attempt, and no wait for
+// GitHub to answer again: the delivery goes dead at once, as one does
+// after UnreachableWait). Once GitHub is back, the sweep creates it — the
+// release goes on by itself, exactly one deployment per environment — and
+// the dead delivery stays dead for the operator to see.
 func TestReleaseGoesOnAfterAnOutageOutlastedItsDelivery(t *testing.T) {
 	sb := sandbox(t, func(c *Config) {
 		c.MaxAttempts = 1
 		c.sweepEvery = 200 * time.Millisecond
+		c.unreachableFor = time.Nanosecond
 	})
 	repo := sb.repo("shop", nil, simulator.WorkflowOptions{})
 	push := sb.Sim.Push(repo, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +83,11 @@ type Worker struct {
 	Timeout time.Duration
 	// Backoff is the wait after a failed attempt (the first is attempt 1).
 	Backoff func(attempt int) time.Duration
-	Now     func() time.Time
+	// UnreachableFor is how long after its receipt a delivery waits for
+	// GitHub, its attempts not counted, when GitHub does not answer
+	// (zero: UnreachableWait).
+	UnreachableFor time.Duration
+	Now            func() time.Time
 
 	wake    chan struct{}
 	once    sync.Once
@@ -311,7 +316,7 @@ func (w *Worker) handle(ctx context.Context, d *pipeline.Delivery) {
 	if again := (*pipeline.LookAgain)(nil); errors.As(err, &again) {
 		wait, waiting = again.At, true
 	}
-	if !waiting && githubapp.Unreachable(err) && w.Now().Sub(d.ReceivedAt) < UnreachableWait {
+	if !waiting && githubapp.Unreachable(err) && w.Now().Sub(d.ReceivedAt) < cmp.Or(w.UnreachableFor, UnreachableWait) {
 		// GitHub not answering (an outage, the network) is no more the
 		// delivery's fault: waited out, longer each time, for a while.
 		// Past it, one GitHub keeps failing on (a 5xx for this call
