@@ -168,7 +168,7 @@ Where to look:
 		return
 	}
 	if !n.keep {
-		fmt.Fprintf(w, `  to browse /metrics and the read API while it runs:
+		fmt.Fprintf(w, `  to browse /metrics and the read API, run the demo again, kept running (a new database; it prints the curl commands):
     %s demo --keep-running
 `, n.self)
 		return
