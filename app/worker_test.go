@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -353,7 +354,7 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 			result: "dead", state: pipeline.DeliveryDead, errHas: "GitHub answered 502", attempts: 1},
 		// GitHub not answering (its transport's retries spent) is waited
 		// out too, for UnreachableWait after the delivery's receipt.
-		"no answer from GitHub: a wait": {err: fmt.Errorf("create deployment: %w", &url.Error{Op: "Post", URL: "https://api.github.com/repos/acme/a/deployments", Err: errors.New("connect: connection refused")}),
+		"no answer from GitHub: a wait": {err: fmt.Errorf("create deployment: %w", &url.Error{Op: "Post", URL: "https://api.github.com/repos/acme/a/deployments", Err: &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}}),
 			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "connection refused", attempts: 0},
 		"GitHub's 502: a wait": {err: fmt.Errorf("create deployment: %w", &github.ErrorResponse{Response: &http.Response{StatusCode: 502}, Message: "Bad Gateway"}),
 			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "Bad Gateway", attempts: 0},
@@ -361,6 +362,10 @@ func TestWorkerOutcomeOfOneAttempt(t *testing.T) {
 			maxAttempts: 1, result: "retry", state: pipeline.DeliveryPending, next: now.Add(backoff), errHas: "503", attempts: 0},
 		"GitHub's 502 six hours on: an attempt": {err: fmt.Errorf("create deployment: %w", &github.ErrorResponse{Response: &http.Response{StatusCode: 502}, Message: "Bad Gateway"}),
 			maxAttempts: 1, age: app.UnreachableWait, result: "dead", state: pipeline.DeliveryDead, errHas: "Bad Gateway", attempts: 1},
+		"lastmile's own time limit: an attempt": {err: fmt.Errorf("create deployment: %w", &url.Error{Op: "Post", URL: "https://api.github.com/repos/acme/a/deployments", Err: context.DeadlineExceeded}),
+			maxAttempts: 1, result: "dead", state: pipeline.DeliveryDead, errHas: "deadline exceeded", attempts: 1},
+		"a host that does not exist: an attempt": {err: fmt.Errorf("create deployment: %w", &url.Error{Op: "Post", URL: "https://api.gihtub.com/repos/acme/a/deployments", Err: &net.DNSError{Err: "no such host", Name: "api.gihtub.com", IsNotFound: true}}),
+			maxAttempts: 1, result: "dead", state: pipeline.DeliveryDead, errHas: "no such host", attempts: 1},
 		"GitHub's 422: an attempt": {err: fmt.Errorf("create deployment: %w", &github.ErrorResponse{Response: &http.Response{StatusCode: 422}, Message: "Validation Failed"}),
 			maxAttempts: 1, result: "dead", state: pipeline.DeliveryDead, errHas: "Validation Failed", attempts: 1},
 		"panic: a failed attempt": {panics: true,

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -209,16 +212,22 @@ func InstallationSuspended(err error) bool {
 }
 
 // Unreachable reports whether err is GitHub not answering, once the
-// transport's own retries are spent: no answer (the network, a timeout),
-// or a server error (5xx) — for the installation's token or for the call
-// itself. Not a rate limit, nor a refusal (4xx).
+// transport's own retries are spent: a server error (5xx), or no answer —
+// the connection refused, reset or cut short, a host or network
+// unreachable, a name its resolver could not look up for now — for the
+// installation's token or for the call itself. Not a rate limit, nor a
+// refusal (4xx), nor what waiting would not mend: a host name that does
+// not exist, a certificate the machine does not trust, a redirect loop, a
+// plain-HTTP answer to HTTPS (LASTMILE_GITHUB_URL or the machine's set-up
+// wrong); nor a context's end — lastmile's own time limit for a handling,
+// or its shutdown.
 func Unreachable(err error) bool {
-	if _, limited := IsRateLimited(err); limited || errors.Is(err, context.Canceled) {
+	if _, limited := IsRateLimited(err); limited {
 		return false
 	}
 	var te *InstallationTokenError
 	if errors.As(err, &te) {
-		return te.Code >= 500 || te.Code == 0 && te.Err != nil && !errors.Is(te.Err, context.Canceled)
+		return te.Code >= 500 || te.Code == 0 && te.Err != nil && noAnswer(te.Err)
 	}
 	var er *github.ErrorResponse
 	if errors.As(err, &er) {
@@ -228,9 +237,29 @@ func Unreachable(err error) bool {
 	if errors.As(err, &refused) {
 		return refused.Status >= 500
 	}
-	var ue *url.Error
-	var ne net.Error
-	return errors.As(err, &ue) || errors.As(err, &ne)
+	return noAnswer(err)
+}
+
+// noAnswer reports whether err is a call that got no answer for a reason
+// that passes: see Unreachable.
+func noAnswer(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return !dns.IsNotFound
+	}
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var badCert x509.CertificateInvalidError
+	if errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &badCert) {
+		return false
+	}
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 func suspendedMessage(msg string) bool {
