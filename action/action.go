@@ -206,7 +206,7 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 		return Result{}, err
 	}
 	if d := cfg.deployment; cfg.requireLastmile {
-		if why := d.notLastmiles(); why != "" {
+		if why := d.notLastmiles(cfg.app); why != "" {
 			// A copy of the marker is worth a warning: someone made a
 			// deployment look like lastmile's.
 			level, by := "notice", ""
@@ -395,8 +395,8 @@ const notDeployed = "Not deployed: "
 // pipeline.HoldRunning old, as lastmile's hold of the environment does —
 // one whose run never started or never reported stands in nobody's way
 // for good — and only when lastmile's App created it (a copy of the
-// marker that a person or a workflow made is no release; lastmile makes
-// it inactive). A newer one that failed, or that lastmile withdrew before
+// marker that a person, a workflow or, when input app names lastmile's,
+// another App made is no release; lastmile makes it inactive). A newer one that failed, or that lastmile withdrew before
 // it deployed, stands in nobody's way. GitHub lists deployments newest
 // first; the newest hundred are looked at.
 func (r *runner) newerDeployment(ctx context.Context) (newer, error) {
@@ -432,7 +432,7 @@ func (r *runner) newerDeployment(ctx context.Context) (newer, error) {
 		switch {
 		case p.succeeded:
 			return newer{id: d.GetID(), how: "has succeeded"}, nil
-		case pending.id != 0 || r.env.now().Sub(p.since) >= pipeline.HoldRunning || pipeline.CopiedMarker(d.GetCreator().GetLogin()):
+		case pending.id != 0 || r.env.now().Sub(p.since) >= pipeline.HoldRunning || !r.cfg.lastmilesCreator(d.GetCreator().GetLogin()):
 		case p.deploying:
 			pending = newer{id: d.GetID(), how: "is deploying"}
 		case p.latest == "" || p.latest == pipeline.DeploymentQueued || p.latest == pipeline.DeploymentPending || p.latest == pipeline.DeploymentWaiting:

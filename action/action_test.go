@@ -1016,6 +1016,47 @@ func TestRunSkipsMarkedDeploymentsNotByAnApp(t *testing.T) {
 	}
 }
 
+// Input app names lastmile's App: a marked deployment another App's bot
+// created is skipped, with a warning that names both; lastmile's App's
+// own (its slug in any case) is deployed. A slug that cannot be one is
+// the workflow's mistake.
+func TestRunWithTheAppInput(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	creator := w.deployment(id).Creator
+	slug := strings.TrimSuffix(creator, "[bot]")
+	if slug == creator || slug == "" {
+		t.Fatalf("the simulator's App created deployment %d as %q, not as an App's bot", id, creator)
+	}
+	for _, tc := range []struct {
+		name, app, creator string
+		deployed           bool
+		says               string
+	}{
+		{"another App's", slug, "other-app[bot]", false,
+			fmt.Sprintf("to production is not lastmile's: its payload carries lastmile's marker, but other-app[bot] created it, not %s[bot], the App input app names.", slug)},
+		{"lastmile's", slug, creator, true, "DEPLOYED"},
+		{"lastmile's, the slug in capitals", strings.ToUpper(slug), creator, true, "DEPLOYED"},
+		{"another App's, no app input", "", "other-app[bot]", true, "DEPLOYED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := w.createDeployment()
+			s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo DEPLOYED", "INPUT_APP": tc.app})
+			s.setDeploymentField(t, "creator", accountJSON(tc.creator))
+			var log strings.Builder
+			res, err := action.Run(w.ctx, s.env(&log))
+			if err != nil || res.Skipped == tc.deployed || !strings.Contains(log.String(), tc.says) {
+				t.Errorf("Run: %+v, %v; want deployed %v, the log saying %q\n%s", res, err, tc.deployed, tc.says, log.String())
+			}
+		})
+	}
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo DEPLOYED", "INPUT_APP": "https://github.com/apps/" + slug})
+	var log strings.Builder
+	if _, err := action.Run(w.ctx, s.env(&log)); err == nil || !strings.Contains(err.Error(), "input app: \"https://github.com/apps/"+slug+"\" is not a GitHub App's slug") {
+		t.Errorf("Run with an App's page for its slug: %v; want the input refused", err)
+	}
+}
+
 // The workflow's own mistakes are said whatever the deployment, one that
 // is not lastmile's too: they would break the next one that is.
 func TestRunReportsWorkflowMistakesOnOtherAppsDeployments(t *testing.T) {
@@ -1282,7 +1323,12 @@ func wantNothingDone(t *testing.T, w *world, id int64, s *step) {
 func TestRunRefusesAnEnvironmentURLWithCredentials(t *testing.T) {
 	w := newWorld(t)
 	id := w.createDeployment()
-	for _, url := range []string{"https://deployer:s3cr3t-pw@staging.example.com/", "https://s3cr3t-pw@staging.example.com"} {
+	for _, url := range []string{"https://deployer:s3cr3t-pw@staging.example.com/", "https://s3cr3t-pw@staging.example.com",
+		// What does not parse as a URL says nothing of it either: a
+		// stray % or a space in the password, a mistyped scheme, none.
+		"https://deployer:s3cr3t-pw%@staging.example.com", "https://deployer:s3cr3t-pw x@staging.example.com",
+		"https:deployer:s3cr3t-pw@staging.example.com", "https//deployer:s3cr3t-pw@staging.example.com",
+		"deployer:s3cr3t-pw@staging.example.com"} {
 		t.Run(url, func(t *testing.T) {
 			s, log, err := runEnvironmentURL(t, w, id, url)
 			want := "input environment-url: the URL holds a user name or password"

@@ -36,11 +36,12 @@ const (
 	InputJobID              = "job-id"
 	InputToken              = "token"
 	InputRequireLastmile    = "require-lastmile"
+	InputApp                = "app"
 )
 
 // Inputs lists the Action's inputs (the constants above): their INPUT_
 // variables are the Action's own, kept from the deploy command.
-var Inputs = []string{InputMode, InputCommand, InputPassEnvironmentArg, InputEnvironmentURL, InputJobID, InputToken, InputRequireLastmile}
+var Inputs = []string{InputMode, InputCommand, InputPassEnvironmentArg, InputEnvironmentURL, InputJobID, InputToken, InputRequireLastmile, InputApp}
 
 // The job's PATH and GOTOOLCHAIN as action.yml's first step records them,
 // before its setup-go step changes them for the rest of the job; the
@@ -98,6 +99,10 @@ type config struct {
 	// marker is deployed (the default); other Apps' deployments (Vercel,
 	// Netlify, Heroku…) trigger on: deployment workflows too.
 	requireLastmile bool
+	// app is the slug of the repository's lastmile App (input app): only
+	// a deployment its bot, APP[bot], created is lastmile's. "": any
+	// App's bot.
+	app string
 }
 
 // deploymentEvent is the part of the deployment event payload the Action
@@ -122,9 +127,9 @@ type deploymentEvent struct {
 // person created (with their token, the gh CLI) or a workflow (with its
 // GITHUB_TOKEN, as github-actions[bot]) is a copy of the marker, not
 // lastmile's: deploying it would deploy a commit past lastmile's order of
-// environments. Another App's remains possible: the README shows the
-// workflow's if: that names lastmile's App.
-func (d deploymentEvent) notLastmiles() string {
+// environments. Another App's remains possible, unless app (input app)
+// names lastmile's: then only APP[bot]'s is.
+func (d deploymentEvent) notLastmiles(app string) string {
 	if _, ok := pipeline.ParseMarker(d.Payload); !ok {
 		return "its payload has no lastmile marker"
 	}
@@ -137,8 +142,32 @@ func (d deploymentEvent) notLastmiles() string {
 			by = c.Login + ", a person"
 		}
 		return "its payload carries lastmile's marker, but " + by + " created it, not lastmile's App"
+	case app != "" && !strings.EqualFold(c.Login, app+"[bot]"):
+		return "its payload carries lastmile's marker, but " + c.Login + " created it, not " + app + "[bot], the App input " + InputApp + " names"
 	}
 	return ""
+}
+
+// lastmilesCreator tells whether login, a deployment's creator, may be
+// lastmile's App: an App's bot, not a workflow's — the one input app
+// names, if it names one.
+func (c *config) lastmilesCreator(login string) bool {
+	if c.app != "" {
+		return strings.EqualFold(login, c.app+"[bot]")
+	}
+	return !pipeline.CopiedMarker(login)
+}
+
+// appSlug checks a GitHub App's slug
+// appSlug checks a GitHub App's slug, as its page's address has it
+// (https://github.com/apps/SLUG): letters, digits and hyphens.
+func appSlug(s string) error {
+	if s == "" || len(s) > 100 || strings.HasPrefix(s, "-") || strings.ContainsFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-')
+	}) {
+		return fmt.Errorf("%q is not a GitHub App's slug (the SLUG of https://github.com/apps/SLUG: letters, digits and hyphens)", s)
+	}
+	return nil
 }
 
 // runURL is the workflow run's page.
@@ -203,6 +232,13 @@ func readConfig(getenv func(string) string) (*config, error) {
 			requireKnown = false
 		}
 		c.requireLastmile = b
+	}
+	if v := input(InputApp); v != "" {
+		if err := appSlug(v); err != nil {
+			errs = append(errs, fmt.Errorf("input %s: %w", InputApp, err))
+			requireKnown = false
+		}
+		c.app = v
 	}
 	if c.passEnvArg && c.command != "" {
 		if err := appendable(c.command); err != nil {
@@ -280,7 +316,7 @@ func readConfig(getenv func(string) string) (*config, error) {
 		errs = append(errs, err)
 	} else {
 		c.deployment = d
-		if requireKnown && c.requireLastmile && d.notLastmiles() != "" {
+		if requireKnown && c.requireLastmile && d.notLastmiles(c.app) != "" {
 			// Not lastmile's: nothing is deployed or reported (Run says so
 			// and skips), and the inputs for deploying do not matter.
 			if err := errors.Join(errs...); err != nil {
@@ -381,10 +417,23 @@ func urlHead(s string) (*url.URL, error) {
 }
 
 // urlCredentials tells whether the URL s carries a user name or password
-// (https://user:secret@host/).
+// (https://user:secret@host/), or may: an @ before its path, query or
+// fragment, wherever its scheme ends — also in what does not parse as a
+// URL (a stray % or a space in the password, "https:user:pw@host",
+// "https//user:pw@host", "user:pw@host"), which must not be repeated in a
+// message either.
 func urlCredentials(s string) bool {
-	u, err := urlHead(s)
-	return err == nil && u.User != nil
+	if u, err := urlHead(s); err == nil && u.User != nil {
+		return true
+	}
+	rest := s
+	if i := strings.Index(rest, "//"); i >= 0 {
+		rest = rest[i+2:]
+	}
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		rest = rest[:j]
+	}
+	return strings.Contains(rest, "@")
 }
 
 // commitSHA tells whether s is a full commit SHA: SHA-1's 40 hexadecimal

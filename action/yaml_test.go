@@ -90,6 +90,7 @@ var wantInputs = map[string]string{
 	"job-id":               "INPUT_JOB-ID",
 	"token":                "INPUT_TOKEN",
 	"require-lastmile":     "INPUT_REQUIRE-LASTMILE",
+	"app":                  "INPUT_APP",
 }
 
 func TestActionMetadata(t *testing.T) {

@@ -458,7 +458,9 @@ Next:
   4. In each repository first give the gated environments required reviewers (Settings →
      Environments: create the environments the configuration will list, by the same
      names), then add the deploy workflow and .github/lastmile.yml: the push that adds
-     it is already a release. See the README.
+     it is already a release. See the README. Set the Actions variable LASTMILE_APP to
+     %[1]s (Settings → Secrets and variables → Actions → Variables, for the organisation
+     or the repository): the example workflow deploys only this App's deployments then.
 `, reg.Slug, reg.AppID, reg.HTMLURL, keyPath, envPath, shellWord(sourcePath(envPath)), settings)
 	return nil
 }
