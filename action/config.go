@@ -158,7 +158,6 @@ func (c *config) lastmilesCreator(login string) bool {
 	return !pipeline.CopiedMarker(login)
 }
 
-// appSlug checks a GitHub App's slug
 // appSlug checks a GitHub App's slug, as its page's address has it
 // (https://github.com/apps/SLUG): letters, digits and hyphens.
 func appSlug(s string) error {

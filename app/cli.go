@@ -98,7 +98,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 var errUsage = errors.New("usage")
 
 // parseFlags parses a command's flags. Help asked for (-h, --help) is
-// printed to stdout and returned as flag.ErrHelp (exit 0); any other
+// printed to stdout and returned as flag.ErrHelp (exit 0, unless stdout
+// could not take it: see Main); any other
 // problem is printed with the usage to the flag set's output (stderr),
 // naming the flag as the documentation does (see flagProblem), and is a
 // usage error (exit 2).

@@ -122,7 +122,9 @@ back to has more than one (--release picks another). A commit that is no
 release's head, but one a release brought (its commits since the release
 before), prints the newest release that brought it, saying so. A commit no
 release brought is not found (exit 1); the message lists lastmile's
-protection-rule decisions about deployments of it, if it made any.`, stderr)
+protection-rule decisions about deployments of it, if it made any. With
+--logs, a kept log that cannot be read (damaged) is said in its place, and
+the command exits 1 once the record is printed.`, stderr)
 	path := dbFlag(fs, getenv)
 	asJSON := fs.Bool("json", false, "print the record as JSON")
 	logs := fs.Bool("logs", false, "also print the kept deploy logs (with --json, each in its job's \"log\")")

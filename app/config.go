@@ -186,7 +186,7 @@ var settings = []setting{
 		}},
 	{env: "LASTMILE_WORKERS", flag: "workers", def: "4", help: "repositories handled at the same time by the worker (1 to 256)",
 		set: intSetting(func(c *Config) *int { return &c.Workers }, 1, 256)},
-	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead (1 to 100)",
+	{env: "LASTMILE_MAX_ATTEMPTS", flag: "max-attempts", def: "10", help: "attempts at handling a delivery before it is parked as dead (1 to 100); waiting for GitHub's rate limit does not count, nor, for six hours after the delivery's receipt, waiting for GitHub to answer (no answer, a 5xx)",
 		set: intSetting(func(c *Config) *int { return &c.MaxAttempts }, 1, 100)},
 	{env: "LASTMILE_REDELIVERY_INTERVAL", flag: "redelivery-interval", def: "10m", help: "how often to ask GitHub for missed deliveries: at least 1s and shorter than the redelivery window, or 0 to turn it off",
 		set: durationSetting(func(c *Config) *time.Duration { return &c.RedeliveryInterval }, time.Second, true)},

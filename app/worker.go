@@ -34,8 +34,8 @@ type Inbox interface {
 	IgnoreDelivery(ctx context.Context, seq int64, note string) error
 	FailDelivery(ctx context.Context, seq int64, cause string, next time.Time, dead bool) error
 	// PostponeDelivery has a delivery wait until next without counting an
-	// attempt: GitHub asked to wait (a rate limit), or its API has not
-	// caught up yet.
+	// attempt: GitHub asked to wait (a rate limit), its API has not caught
+	// up yet, or it does not answer.
 	PostponeDelivery(ctx context.Context, seq int64, cause string, next time.Time) error
 }
 

@@ -317,7 +317,7 @@ func (g *GitHub) deploymentStatuses(ctx context.Context, r pipeline.Repo, id int
 	out := make([]pipeline.StatusInfo, 0, len(list))
 	for _, st := range list {
 		// A state lastmile does not know (none today) is left out, as
-		// its webhook would be refused: it says nothing lastmile can act on.
+		// its webhook is ignored: it says nothing lastmile can act on.
 		if info, err := statusInfo(st); err == nil {
 			out = append(out, info)
 		}

@@ -34,7 +34,7 @@ type Delivery struct {
 
 	State         DeliveryState
 	Attempts      int
-	Waits         int // times it waited for GitHub (rate limit, API catching up): not attempts
+	Waits         int // times it waited for GitHub (rate limit, API catching up, no answer): not attempts
 	NextAttemptAt time.Time
 	LastError     string
 	FinishedAt    time.Time
