@@ -79,8 +79,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintf(stderr, "lastmile: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
-	if (err == nil || errors.Is(err, flag.ErrHelp)) && out.err != nil {
-		err = out.err // what the command printed did not all reach stdout
+	if werr := out.failed(); (err == nil || errors.Is(err, flag.ErrHelp)) && werr != nil {
+		err = werr // what the command printed did not all reach stdout
 	}
 	switch {
 	case err == nil:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -64,12 +65,17 @@ func isControl(r rune) bool {
 // command printing with fmt.Fprint* fails (exit 1, the error on stderr)
 // when its output did not reach its file — a full disk, a closed pipe —
 // rather than leave a script with a truncated report it believes whole.
+// It may be written from several goroutines (register's page prints
+// while the command waits), as os.Stdout may.
 type checkedWriter struct {
 	w   io.Writer
+	mu  sync.Mutex
 	err error
 }
 
 func (c *checkedWriter) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.err != nil {
 		return 0, c.err
 	}
@@ -79,4 +85,11 @@ func (c *checkedWriter) Write(p []byte) (int, error) {
 	}
 	c.err = err
 	return n, err
+}
+
+// failed is the first error of writing, or nil.
+func (c *checkedWriter) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
