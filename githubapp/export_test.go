@@ -12,4 +12,5 @@ func (h *Webhook) SetRefusalClock(now func() time.Time, after func(d time.Durati
 	h.refusals.now, h.refusals.after = now, after
 	h.storeFailures.now, h.storeFailures.after = now, after
 	h.duplicates.now, h.duplicates.after = now, after
+	h.deadAgain.now, h.deadAgain.after = now, after
 }

@@ -72,6 +72,16 @@ func newDuplicateLog(log *slog.Logger) *refusalLog {
 	return l
 }
 
+// newDeadAgainLog bounds, as newRefusalLog bounds the refusals', the WARN
+// lines of deliveries received again whose stored copy is dead: GitHub's
+// redelivery does not make lastmile handle them again, its retry does.
+func newDeadAgainLog(log *slog.Logger) *refusalLog {
+	l := newRefusalLog(log)
+	l.level, l.msg = slog.LevelWarn, "webhook: a dead delivery received again is not handled again"
+	l.summary = "webhook: more dead deliveries received again in the last minute than logged one by one"
+	return l
+}
+
 // newStoreFailureLog bounds the ERROR lines of deliveries that could not
 // be stored (a full disk, a database that cannot be written) as
 // newRefusalLog bounds the refusals': each one a line, every delivery

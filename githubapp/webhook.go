@@ -55,6 +55,13 @@ type Inbox interface {
 	Accept(ctx context.Context, d *pipeline.Delivery, eventLabel, outcome string) (duplicate bool, err error)
 }
 
+// deadTeller is an Inbox that tells whether a stored delivery is dead:
+// GitHub's redelivery of one (an operator pressing Redeliver, as GitHub's
+// documentation says to do) is then said at WARN, as it handles nothing.
+type deadTeller interface {
+	DeliveryDead(ctx context.Context, deliveryID string) (bool, error)
+}
+
 // RejectionCounter counts deliveries refused before anything was stored.
 type RejectionCounter interface {
 	WebhookRejected(event, outcome string)
@@ -73,9 +80,9 @@ type Webhook struct {
 	// refusals logs the refusals, those of unsigned requests bounded
 	// (RefusalLinesPerMinute); storeFailures and duplicates, bounded
 	// likewise, the deliveries that could not be stored and those
-	// received again.
-	refusals, storeFailures, duplicates *refusalLog
-	held                                atomic.Int64 // bytes of buffers held for bodies not yet stored
+	// received again (deadAgain: those whose stored copy is dead).
+	refusals, storeFailures, duplicates, deadAgain *refusalLog
+	held                                           atomic.Int64 // bytes of buffers held for bodies not yet stored
 
 	// MaxBodiesInFlight is the bound on held (DefaultBodiesInFlight), its
 	// last quarter kept for small bodies (1/256 of it, 16 KB at most); set it
@@ -92,7 +99,7 @@ func NewWebhook(secret string, inbox Inbox, handles func(event string) bool, cou
 		notify = func() {}
 	}
 	return &Webhook{secret: []byte(secret), inbox: inbox, handles: handles, counter: counter, notify: notify, log: log,
-		refusals: newRefusalLog(log), storeFailures: newStoreFailureLog(log), duplicates: newDuplicateLog(log),
+		refusals: newRefusalLog(log), storeFailures: newStoreFailureLog(log), duplicates: newDuplicateLog(log), deadAgain: newDeadAgainLog(log),
 		MaxBodiesInFlight: DefaultBodiesInFlight}
 }
 
@@ -132,8 +139,18 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if outcome == OutcomeDuplicate {
-		h.duplicates.refused(refusedLine{delivery: d.ID, event: KnownEvent(d.Event), status: http.StatusOK, outcome: outcome,
-			reason: "a delivery with this X-GitHub-Delivery is stored already", remote: r.RemoteAddr})
+		line := refusedLine{delivery: d.ID, event: KnownEvent(d.Event), status: http.StatusOK, outcome: outcome,
+			reason: "a delivery with this X-GitHub-Delivery is stored already", remote: r.RemoteAddr}
+		if dt, ok := h.inbox.(deadTeller); ok {
+			if dead, err := dt.DeliveryDead(r.Context(), d.ID); err == nil && dead {
+				line.reason = "a delivery with this X-GitHub-Delivery is stored already, and dead: received again, it is not handled again; `lastmile deliveries retry " + d.ID + "` handles it"
+				h.deadAgain.refused(line)
+			} else {
+				h.duplicates.refused(line)
+			}
+		} else {
+			h.duplicates.refused(line)
+		}
 	} else {
 		h.log.Info("webhook: delivery received", "delivery", d.ID, "event", d.Event, "action", d.Action,
 			"installation", d.InstallationID, "repo", d.Repository, "outcome", outcome)

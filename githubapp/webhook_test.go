@@ -1215,3 +1215,44 @@ func TestWebhookDuplicateLogIsRateLimited(t *testing.T) {
 		t.Errorf("lines %q (%d more summed up), want the delivery, %d lines of it received again, and a summary of 4", msgs, more, limit)
 	}
 }
+
+// GitHub's Redeliver on a delivery that lastmile parked as dead is answered
+// 200 and stores nothing, as any delivery received again; since it handles
+// nothing either, the line says so at WARN, with the command that does.
+func TestWebhookDeadDeliveryReceivedAgainIsSaid(t *testing.T) {
+	db := storagetest.Open(t)
+	in := newBoundedLog(t, db, db)
+	push := payload(t, "push.json")
+	post := func(id string, want int) {
+		t.Helper()
+		if resp, _ := in.post(t, delivery{id: id, event: "push", body: push}); resp.StatusCode != want {
+			t.Fatalf("post %s: %d, want %d", id, resp.StatusCode, want)
+		}
+	}
+	post("dead-one", http.StatusAccepted)
+	post("alive-one", http.StatusAccepted)
+	d, err := db.GetDelivery(context.Background(), "dead-one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.FailDelivery(context.Background(), d.Seq, "GitHub answered 422", time.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	post("dead-one", http.StatusOK)
+	post("alive-one", http.StatusOK)
+	var said []loggedLine
+	for _, l := range in.lines(t) {
+		if l.Msg != "webhook: delivery received" {
+			said = append(said, l)
+		}
+	}
+	want := []loggedLine{
+		{Level: "WARN", Msg: "webhook: a dead delivery received again is not handled again", Delivery: "dead-one",
+			Reason: "a delivery with this X-GitHub-Delivery is stored already, and dead: received again, it is not handled again; `lastmile deliveries retry dead-one` handles it"},
+		{Level: "INFO", Msg: "webhook: delivery received again, stored once already", Delivery: "alive-one",
+			Reason: "a delivery with this X-GitHub-Delivery is stored already"},
+	}
+	if !slices.Equal(said, want) {
+		t.Errorf("lines %+v, want %+v", said, want)
+	}
+}

@@ -517,6 +517,17 @@ func (db *DB) WaitingBehind(ctx context.Context, ds []*pipeline.Delivery) (map[s
 	return out, nil
 }
 
+// DeliveryDead tells whether the delivery stored under deliveryID is dead
+// (false for one not stored).
+func (db *DB) DeliveryDead(ctx context.Context, deliveryID string) (bool, error) {
+	var state string
+	err := db.read.QueryRowContext(ctx, `SELECT state FROM deliveries WHERE delivery_id = ?`, deliveryID).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return state == string(pipeline.DeliveryDead), err
+}
+
 // GetDelivery returns one delivery with its body.
 func (db *DB) GetDelivery(ctx context.Context, deliveryID string) (*pipeline.Delivery, error) {
 	d, err := scanDelivery(db.read.QueryRowContext(ctx, `SELECT `+deliveryColumns+withBody+` WHERE d.delivery_id = ?`, deliveryID))
