@@ -361,12 +361,12 @@ type newer struct {
 // notice is the job log's notice of why deployment id to env is not
 // deployed.
 func (n newer) notice(id int64, env string) string {
-	then := map[string]string{
-		"has succeeded": "this one would go backwards",
-		"is deploying":  "this one, deployed beside it, might finish last",
-	}[n.how]
-	if then == "" {
-		then = "this one, deployed now, might finish after it"
+	then := "this one, deployed now, might finish after it"
+	switch n.how {
+	case "has succeeded":
+		then = "this one would go backwards"
+	case "is deploying":
+		then = "this one, deployed beside it, might finish last"
 	}
 	return fmt.Sprintf("Deployment %d to %s is not deployed: deployment %d there, of a newer release, %s, and %s.", id, env, n.id, n.how, then)
 }

@@ -30,6 +30,18 @@ func succeededIn(s *simulator.Simulator, repo, sha, env string) bool {
 	return false
 }
 
+// runOf is the workflow run that deployment id triggered (the zero Run if
+// none did).
+func runOf(sb *Sandbox, repo string, id int64) simulator.Run {
+	var run simulator.Run
+	for _, r := range sb.Sim.Runs(repo) {
+		if r.DeploymentID == id {
+			run = r
+		}
+	}
+	return run
+}
+
 func releaseOf(t *testing.T, sb *Sandbox, repo, sha string) *pipeline.Release {
 	t.Helper()
 	rec, err := sb.App.DB().Audit(context.Background(), repo, sha)
@@ -110,12 +122,7 @@ func TestRerunOfAFailedDeployCarriesTheReleaseOn(t *testing.T) {
 		t.Fatalf("release after the failure: %s %s", rel.State, rel.StopKind)
 	}
 	staging := deploymentsByEnv(sb, repo, push.After)["staging"][0]
-	var failed simulator.Run
-	for _, r := range sb.Sim.Runs(repo) {
-		if r.DeploymentID == staging.ID {
-			failed = r
-		}
-	}
+	failed := runOf(sb, repo, staging.ID)
 
 	// The cause is fixed; the job is re-run, and runs the lastmile Action.
 	dir := t.TempDir()
@@ -810,12 +817,7 @@ func TestRerunOfAWithdrawnReleaseDeploysNothing(t *testing.T) {
 	}
 
 	prod := deploymentsByEnv(sb, repo, bad.After)["production"][0]
-	var failed simulator.Run
-	for _, r := range sb.Sim.Runs(repo) {
-		if r.DeploymentID == prod.ID {
-			failed = r
-		}
-	}
+	failed := runOf(sb, repo, prod.ID)
 	dir := t.TempDir()
 	sb.Sim.SetWorkflow(repo, simulator.WorkflowOptions{JobsIf: "lastmile", Deploy: func(ctx context.Context, job simulator.JobContext) error {
 		return runAction(ctx, dir, demoCommand, job)
@@ -853,12 +855,7 @@ func TestRerunOfAnOlderFailedDeployBesideANewerOne(t *testing.T) {
 	})
 	settle(t, sb)
 	aProd := deploymentsByEnv(sb, repo, a.After)["production"][0]
-	var failed simulator.Run
-	for _, r := range sb.Sim.Runs(repo) {
-		if r.DeploymentID == aProd.ID {
-			failed = r
-		}
-	}
+	failed := runOf(sb, repo, aProd.ID)
 	// From now on each deploy waits for the test to open its gate, a
 	// file named after the commit and environment (for a minute at most).
 	dir := t.TempDir()

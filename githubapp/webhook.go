@@ -62,6 +62,17 @@ type deadTeller interface {
 	DeliveryDead(ctx context.Context, deliveryID string) (bool, error)
 }
 
+// storedDead tells whether the inbox tells, and says, that the delivery
+// stored under id is dead.
+func (h *Webhook) storedDead(ctx context.Context, id string) bool {
+	dt, ok := h.inbox.(deadTeller)
+	if !ok {
+		return false
+	}
+	dead, err := dt.DeliveryDead(ctx, id)
+	return err == nil && dead
+}
+
 // RejectionCounter counts deliveries refused before anything was stored.
 type RejectionCounter interface {
 	WebhookRejected(event, outcome string)
@@ -141,13 +152,9 @@ func (h *Webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if outcome == OutcomeDuplicate {
 		line := refusedLine{delivery: d.ID, event: KnownEvent(d.Event), status: http.StatusOK, outcome: outcome,
 			reason: "a delivery with this X-GitHub-Delivery is stored already", remote: r.RemoteAddr}
-		if dt, ok := h.inbox.(deadTeller); ok {
-			if dead, err := dt.DeliveryDead(r.Context(), d.ID); err == nil && dead {
-				line.reason = "a delivery with this X-GitHub-Delivery is stored already, and dead: received again, it is not handled again; `lastmile deliveries retry " + d.ID + "` handles it"
-				h.deadAgain.refused(line)
-			} else {
-				h.duplicates.refused(line)
-			}
+		if h.storedDead(r.Context(), d.ID) {
+			line.reason = "a delivery with this X-GitHub-Delivery is stored already, and dead: received again, it is not handled again; `lastmile deliveries retry " + d.ID + "` handles it"
+			h.deadAgain.refused(line)
 		} else {
 			h.duplicates.refused(line)
 		}
