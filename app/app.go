@@ -127,7 +127,8 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	}
 	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker, unlock: unlock}
 	a.listener, a.adminListener = listener, adminListener
-	a.conns = newConnLimit(listener, maxWebhookConns)
+	a.conns = newConnLimit(listener, maxWebhookConns, maxConnsPerClient)
+	a.conns.refused = (&connsRefusedLog{log: log, now: time.Now}).refused
 	if cfg.AdminListen != "" {
 		a.http = a.server(a.routes(true, false))
 		a.admin = a.server(a.routes(false, true))
@@ -160,9 +161,10 @@ func (a *App) server(h http.Handler) *http.Server {
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
-		// GitHub gives up on a delivery after 10 s: a body that takes
-		// longer is not GitHub's, and must not hold memory for long.
-		ReadTimeout:  30 * time.Second,
+		// GitHub gives up on a delivery after 10 s: a request that takes
+		// longer is not GitHub's, and must not hold a connection and
+		// memory for long.
+		ReadTimeout:  15 * time.Second,
 		WriteTimeout: 2 * time.Minute,
 		IdleTimeout:  2 * time.Minute,
 		ErrorLog:     slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),

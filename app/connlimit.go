@@ -1,6 +1,7 @@
 package app
 
 import (
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,16 @@ import (
 // maxHeaderBytes.
 const maxWebhookConns = 4096
 
+// maxConnsPerClient caps the connections one client (an IPv4 address, an
+// IPv6 /64, the usual allocation of one host or network) holds open at
+// once on the webhook's address: without it, one client announcing bodies
+// and sending nothing — no secret needed — holds every slot for the
+// server's ReadTimeout, again and again, and GitHub's deliveries wait
+// behind it until GitHub gives up. GitHub delivers over a few connections
+// at a time, and a reverse proxy in front of lastmile (one client to it)
+// over as many as the requests it has in flight: far fewer.
+const maxConnsPerClient = 256
+
 // maxHeaderBytes bounds a request's headers (net/http's default is 1 MiB):
 // GitHub sends a few KB of them.
 const maxHeaderBytes = 64 << 10
@@ -25,6 +36,12 @@ const maxHeaderBytes = 64 << 10
 type connLimit struct {
 	net.Listener
 	slots     chan struct{}
+	perClient int // connections one client holds at most (0: no cap)
+	// refused, if set, is called when a client's connection is closed at
+	// once, over perClient.
+	refused   func(client string)
+	mu        sync.Mutex
+	byClient  map[string]int // open connections of each client
 	closed    chan struct{}
 	closeOnce sync.Once
 	waiting   atomic.Bool // Accept waits for a slot
@@ -36,11 +53,72 @@ type connLimit struct {
 	full func()
 }
 
-func newConnLimit(l net.Listener, max int) *connLimit {
-	return &connLimit{Listener: l, slots: make(chan struct{}, max), closed: make(chan struct{})}
+func newConnLimit(l net.Listener, max, perClient int) *connLimit {
+	return &connLimit{Listener: l, slots: make(chan struct{}, max), closed: make(chan struct{}),
+		perClient: perClient, byClient: map[string]int{}}
 }
 
+// Accept returns the next connection within both caps: one from a client
+// already at its cap is closed at once (in the kernel's backlog it would
+// hold others back), and the next one accepted.
 func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.accept()
+		if err != nil {
+			return nil, err
+		}
+		client := clientOf(c.RemoteAddr())
+		if l.admit(client) {
+			return &limitedConn{Conn: c, l: l, client: client}, nil
+		}
+		c.Close()
+		<-l.slots
+		if l.refused != nil {
+			l.refused(client)
+		}
+	}
+}
+
+// admit counts a connection of client, unless it holds its cap already.
+func (l *connLimit) admit(client string) bool {
+	if l.perClient <= 0 || client == "" {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byClient[client] >= l.perClient {
+		return false
+	}
+	l.byClient[client]++
+	return true
+}
+
+func (l *connLimit) leave(client string) {
+	if l.perClient <= 0 || client == "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byClient[client]--; l.byClient[client] <= 0 {
+		delete(l.byClient, client)
+	}
+}
+
+// clientOf is the client a connection counts against: its IPv4 address,
+// or its IPv6 address's /64; "" (no cap) for other kinds of addresses.
+func clientOf(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	if ip4 := tcp.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return (&net.IPNet{IP: tcp.IP.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
+}
+
+// accept takes a slot, waiting for one, then the next connection.
+func (l *connLimit) accept() (net.Conn, error) {
 	select {
 	case l.slots <- struct{}{}:
 	default:
@@ -70,7 +148,7 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &limitedConn{Conn: c, l: l}, nil
+	return c, nil
 }
 
 func (l *connLimit) Close() error {
@@ -78,16 +156,21 @@ func (l *connLimit) Close() error {
 	return l.Listener.Close()
 }
 
-// limitedConn gives its slot back when it is closed (once).
+// limitedConn gives its slot, and its client's, back when it is closed
+// (once).
 type limitedConn struct {
 	net.Conn
-	l    *connLimit
-	once sync.Once
+	l      *connLimit
+	client string
+	once   sync.Once
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { <-c.l.slots })
+	c.once.Do(func() {
+		c.l.leave(c.client)
+		<-c.l.slots
+	})
 	return err
 }
 
@@ -101,4 +184,30 @@ func closeWrite(c net.Conn) error {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// connsRefusedLog is the WARN line of connections closed over their
+// client's cap: the first at once, then at most one a minute (a client at
+// its cap may try again many times a second), counting those closed since
+// the line before.
+type connsRefusedLog struct {
+	log *slog.Logger
+	now func() time.Time
+
+	mu     sync.Mutex
+	last   time.Time // of the last line
+	closed int       // connections closed since it
+}
+
+func (r *connsRefusedLog) refused(client string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed++
+	now := r.now()
+	if !r.last.IsZero() && now.Sub(r.last) < time.Minute {
+		return
+	}
+	r.log.Warn("webhook address: a client holds as many connections as one may, its new ones are closed at once (a reverse proxy buffering whole requests in front of lastmile keeps slow clients away)",
+		"client", client, "max_connections_per_client", maxConnsPerClient, "closed", r.closed)
+	r.last, r.closed = now, 0
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -72,7 +73,7 @@ func TestHeadersAreBounded(t *testing.T) {
 // The webhook's address holds a bounded number of connections open at
 // once: past it, the next one is served only once another closed.
 func TestConnectionsAreCapped(t *testing.T) {
-	a := runApp(t, func(a *App) { a.conns = newConnLimit(a.listener, 2) })
+	a := runApp(t, func(a *App) { a.conns = newConnLimit(a.listener, 2, 0) })
 	// Two connections busy with a request each (a body announced, not sent
 	// yet): the server accepts no third.
 	busy := func() net.Conn {
@@ -94,7 +95,7 @@ func TestConnectionsAreCapped(t *testing.T) {
 // Connections kept alive with nothing to do do not hold the slots while a
 // new one waits: at the cap, the server lets its idle connections go.
 func TestIdleConnectionsGiveWayAtTheCap(t *testing.T) {
-	a := runApp(t, func(a *App) { a.conns = newConnLimit(a.listener, 2) })
+	a := runApp(t, func(a *App) { a.conns = newConnLimit(a.listener, 2, 0) })
 	idle := []net.Conn{dial(t, a.Addr()), dial(t, a.Addr())}
 	for _, c := range idle {
 		if got := getHealthz(t, c, 0); got != http.StatusOK { // then idle, kept alive
@@ -103,5 +104,113 @@ func TestIdleConnectionsGiveWayAtTheCap(t *testing.T) {
 	}
 	if got := getHealthz(t, dial(t, a.Addr()), 0); got != http.StatusOK {
 		t.Errorf("a new connection beside two idle ones at the cap: %d, want 200", got)
+	}
+}
+
+// One client holds at most its share of the webhook's connections: past
+// it, its new ones are closed at once, and the other clients' are served;
+// once one of its connections closes, it may open another.
+func TestConnectionsPerClientAreCapped(t *testing.T) {
+	refused := make(chan string, 10)
+	a := runApp(t, func(a *App) {
+		a.conns = newConnLimit(a.listener, 8, 2)
+		a.conns.refused = func(client string) { refused <- client }
+	})
+	busy := func() net.Conn {
+		c := dial(t, a.Addr())
+		if _, err := fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: lastmile\r\nX-GitHub-Event: ping\r\nX-GitHub-Delivery: d\r\nContent-Length: 100\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c1, _ := busy(), busy()
+	c3 := dial(t, a.Addr())
+	// Closed at once: well before the server's ReadHeaderTimeout (10 s)
+	// would close a connection it had taken.
+	c3.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c3.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("a third connection of the client: read %d bytes, %v; want it closed", n, err)
+	}
+	select {
+	case client := <-refused:
+		if client != "127.0.0.1" {
+			t.Errorf("refused client %q, want 127.0.0.1", client)
+		}
+	default:
+		t.Error("the connection closed over the cap was not reported")
+	}
+	c1.Close()
+	// The slot is given back once the server saw c1 close: until then a
+	// new connection may still be over the cap.
+	waitUntil(t, "the client may open a connection again once one closed", 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", a.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: lastmile\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// A client is an IPv4 address, or an IPv6 address's /64.
+func TestClientOfConnection(t *testing.T) {
+	tcp := func(s string) net.Addr { return &net.TCPAddr{IP: net.ParseIP(s), Port: 443} }
+	for _, tc := range []struct {
+		a, b net.Addr
+		same bool
+	}{
+		{tcp("192.0.2.1"), tcp("192.0.2.1"), true},
+		{tcp("192.0.2.1"), tcp("192.0.2.2"), false},
+		{tcp("192.0.2.1"), tcp("::ffff:192.0.2.1"), true},
+		{tcp("2001:db8:1:2::1"), tcp("2001:db8:1:2:ffff::9"), true},
+		{tcp("2001:db8:1:2::1"), tcp("2001:db8:1:3::1"), false},
+	} {
+		if got := clientOf(tc.a) == clientOf(tc.b); got != tc.same {
+			t.Errorf("%v and %v: the same client %v (%q, %q), want %v", tc.a, tc.b, got, clientOf(tc.a), clientOf(tc.b), tc.same)
+		}
+		if clientOf(tc.a) == "" {
+			t.Errorf("%v: no client", tc.a)
+		}
+	}
+	if got := clientOf(&net.UnixAddr{Name: "/run/lastmile.sock", Net: "unix"}); got != "" {
+		t.Errorf("a unix socket's client %q, want none (no cap)", got)
+	}
+}
+
+// The connections closed over a client's cap are logged at most once a
+// minute, counting those closed since the line before.
+func TestConnectionsRefusedLogIsBounded(t *testing.T) {
+	var buf strings.Builder
+	now := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	r := &connsRefusedLog{log: slog.New(slog.NewJSONHandler(&buf, nil)), now: func() time.Time { return now }}
+	for range 5 {
+		r.refused("192.0.2.1")
+		now = now.Add(10 * time.Second)
+	}
+	now = now.Add(15 * time.Second) // 65 s after the first
+	r.refused("192.0.2.7")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines, want 2:\n%s", len(lines), buf.String())
+	}
+	for i, want := range []string{`"client":"192.0.2.1"`, `"client":"192.0.2.7"`} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("line %d %s, want %s", i+1, lines[i], want)
+		}
+	}
+	if !strings.Contains(lines[0], `"closed":1`) || !strings.Contains(lines[1], `"closed":5`) {
+		t.Errorf("counts: want 1 then 5 (the four not logged and the last):\n%s", buf.String())
 	}
 }
