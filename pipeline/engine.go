@@ -487,11 +487,11 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 			return p.Commits, nil
 		}
 		rel.Base = p.Before
-		if (!p.Truncated && !p.Forced) || p.Before == "" {
+		if (p.Listed() && !p.Forced) || p.Before == "" {
 			return p.Commits, nil // the first release (of a truncated list without before: best known)
 		}
-		// A list cut short, or a force push, which may have replaced the
-		// branch's history: GitHub's comparison tells.
+		// A list cut short or empty, or a force push, which may have
+		// replaced the branch's history: GitHub's comparison tells.
 		cmp, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
 		if errors.Is(err, ErrComparisonTooLarge) || errors.Is(err, ErrNotFound) && e.showsCommit(ctx, p) {
 			// No common ancestor: the push replaced the branch's history
@@ -534,7 +534,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 		}
 		checked = true
 	}
-	if !p.Truncated && !p.MovedAnywhere() && prev.SHA == p.Before {
+	if p.Listed() && !p.MovedAnywhere() && prev.SHA == p.Before {
 		rel.ParentID = prev.ID
 		return p.Commits, nil
 	}
@@ -556,7 +556,7 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 				return nil, err
 			}
 		}
-		if !p.Truncated && !p.MovedAnywhere() {
+		if p.Listed() && !p.MovedAnywhere() {
 			// A push that moved the branch forward, its list whole, after
 			// a replacement lastmile did not hear of: its own commits are
 			// known; only the history before it is new.

@@ -40,6 +40,13 @@ type Push struct {
 	Truncated bool
 }
 
+// Listed reports whether the payload lists the commits the push brought,
+// in full: not cut short, and not empty — GitHub lists none when a push
+// moves the branch to commits pushed before (a merge queue's branch
+// fast-forwarded into main, `git push origin feature:main`), and those
+// commits are the release's all the same.
+func (p Push) Listed() bool { return !p.Truncated && len(p.Commits) > 0 }
+
 // PushTime is when the push happened, as GitHub says: zero when its
 // payload did not say (PushedAt is then when lastmile received it).
 func (p Push) PushTime() time.Time {

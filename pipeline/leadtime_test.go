@@ -123,6 +123,49 @@ func TestBranchCreatedAgainIsNoBaseline(t *testing.T) {
 	}
 }
 
+// GitHub lists no commits in a push that moves the branch to commits
+// pushed before (a merge queue's branch fast-forwarded into main, `git
+// push origin feature:main`): the release's commits come from the
+// comparison with the previous release's — the first release's, with the
+// push's before — and their lead time is observed.
+func TestPushListingNoCommitsTakesThemFromTheComparison(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	fastForward := func(before, after string) {
+		t.Helper()
+		h.gh.mu.Lock()
+		h.gh.head = after
+		h.gh.mu.Unlock()
+		err := h.engine.HandlePush(ctx, pipeline.Push{Repo: shop, DeliveryID: "ff-" + after, Ref: "refs/heads/main",
+			Before: before, After: after, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := h.observed()
+	fastForward(c0, c1) // the repository's first release
+	h.promote(c1, 10, "test", "staging", "production")
+	fastForward(c1, c2)
+	h.promote(c2, 20, "test", "staging", "production")
+	h.wantObserved(before, map[string]uint64{"test": 2, "staging": 2, "production": 2}, " for c1 and c2")
+	for _, sha := range []string{c1, c2} {
+		rec, err := h.db.Audit(ctx, shop.FullName(), sha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.Commits) != 1 || rec.Commits[0].SHA != sha {
+			t.Errorf("release of %s: commits %v, want the one it brought", sha[:7], rec.Commits)
+		}
+	}
+	rel, err := h.db.ReleaseOf(ctx, shop.ID, c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prev, err := h.db.ReleaseOf(ctx, shop.ID, c1); err != nil || rel.ParentID != prev.ID {
+		t.Errorf("c2's release: parent %d, want c1's release (%v)", rel.ParentID, err)
+	}
+}
+
 // graphGitHub is the harness's fake GitHub over a commit graph (a force
 // push may put main on a commit beside its history), counting the
 // comparisons lastmile asks for (not Relation's one-commit pages), the
