@@ -23,7 +23,10 @@ type RedeliveryStore interface {
 	// RedeliveriesRequested and RedeliveryRequested keep, across runs, the
 	// redeliveries asked for each GUID and whether lastmile gave up on it.
 	RedeliveriesRequested(ctx context.Context, guids []string) (map[string]pipeline.Redeliveries, error)
-	RedeliveryRequested(ctx context.Context, guid string, gaveUp bool, at, forgetBefore time.Time) error
+	RedeliveryRequested(ctx context.Context, d pipeline.HookDelivery, gaveUp bool, at, forgetBefore time.Time) error
+	// GivenUpRedeliveries lists the deliveries lastmile gave up on whose
+	// first attempt was since then (GitHub's clock).
+	GivenUpRedeliveries(ctx context.Context, since time.Time) ([]pipeline.HookDelivery, error)
 	// RedeliveryNotRequested takes back a request counted for guid that
 	// GitHub did not accept.
 	RedeliveryNotRequested(ctx context.Context, guid string) error
@@ -107,10 +110,11 @@ func (r *Redeliverer) Run(ctx context.Context) {
 func (r *Redeliverer) RunOnce(ctx context.Context) (int, error) { return r.check(ctx, false) }
 
 // RunAtStart is the check at start: it also asks, once more, for the
-// deliveries lastmile gave up on in earlier runs (still within the window
-// and the look back): what refused them while lastmile ran — a wrong
-// webhook secret, a proxy or its certificate — is what a restart often
-// follows the fix of, and GitHub would redeliver them still.
+// deliveries lastmile gave up on in earlier runs, still within GitHub's
+// window — however long before the look back, from what the store kept of
+// them: what refused them while lastmile ran — a wrong webhook secret, a
+// proxy or its certificate — is what a restart often follows the fix of,
+// and GitHub would redeliver them still.
 func (r *Redeliverer) RunAtStart(ctx context.Context) (int, error) { return r.check(ctx, true) }
 
 func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
@@ -128,15 +132,6 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 	// attempt that succeeded, only their GUIDs, compactly: a busy App's
 	// window holds a hundred thousand deliveries and more, nearly all of
 	// them answered at once.
-	type group struct {
-		failures     int
-		latestID     int64 // the newest failed attempt, to redeliver
-		event        string
-		status       string
-		installation int64
-		first        time.Time // its first attempt seen (GitHub lists the newest first)
-		firstID      int64     // and that attempt's ID (they grow: ties within a second)
-	}
 	groups := map[string]*group{}
 	var succeeded guidSet
 	var order []string
@@ -147,6 +142,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 	// page's Date), else the newest delivered_at listed: never later than
 	// what GitHub has shown.
 	var cutoff, checkpoint, newest time.Time
+	windowStart := now.Add(-r.Window) // GitHub's clock, once its first page tells it
 	opts := &github.ListCursorOptions{PerPage: 100}
 	for {
 		page, resp, err := r.App.Apps.ListHookDeliveries(ctx, opts)
@@ -159,6 +155,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 				ghNow, checkpoint = date, date
 			}
 			cutoff = ghNow.Add(-r.Window)
+			windowStart = cutoff
 			// Look an hour before the last run: a delivery attempted
 			// around it may have been listed after that run had read the
 			// page. A checkpoint later than GitHub's now (kept by
@@ -215,6 +212,22 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 			failed = append(failed, guid)
 		}
 	}
+	if again {
+		// Those given up on before the listing's look back, which it did
+		// not reach.
+		givenUp, err := r.Store.GivenUpRedeliveries(ctx, windowStart)
+		if err != nil {
+			return 0, err
+		}
+		for _, d := range givenUp {
+			if _, listed := groups[d.GUID]; listed || succeeded.has(d.GUID) || !Handles(d.Event) {
+				continue
+			}
+			groups[d.GUID] = &group{latestID: d.AttemptID, event: d.Event, status: "given up before",
+				first: d.FirstAttempt, firstID: d.AttemptID}
+			failed = append(failed, d.GUID)
+		}
+	}
 	slices.SortFunc(failed, func(a, b string) int {
 		ga, gb := groups[a], groups[b]
 		return cmp.Or(ga.first.Compare(gb.first), cmp.Compare(ga.firstID, gb.firstID))
@@ -246,7 +259,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 		if r.MaxAttempts > 0 && attempts >= r.MaxAttempts && !again {
 			r.Log.Warn("redelivery: giving up on a delivery that keeps failing", "delivery", guid,
 				"event", g.event, "attempts", attempts, "status", g.status)
-			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
+			if err := r.Store.RedeliveryRequested(ctx, g.delivery(guid), true, now, now.Add(-r.Window)); err != nil {
 				return requested, err
 			}
 			continue
@@ -268,7 +281,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 		// its list of attempts, which the cap counts too). A crash in
 		// between errs on the side of asking less, and so does a run
 		// cancelled during the request (which may have reached GitHub).
-		if err := r.Store.RedeliveryRequested(ctx, guid, false, now, now.Add(-r.Window)); err != nil {
+		if err := r.Store.RedeliveryRequested(ctx, g.delivery(guid), false, now, now.Add(-r.Window)); err != nil {
 			return requested, err
 		}
 		_, _, err := r.App.Apps.RedeliverHookDelivery(ctx, g.latestID)
@@ -289,7 +302,7 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 			// GitHub will not redeliver this one (gone, or no longer
 			// possible): the others are still asked for.
 			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.event, "error", Tidy(err))
-			if err := r.Store.RedeliveryRequested(ctx, guid, true, now, now.Add(-r.Window)); err != nil {
+			if err := r.Store.RedeliveryRequested(ctx, g.delivery(guid), true, now, now.Add(-r.Window)); err != nil {
 				return requested, err
 			}
 			inARow = 0
@@ -337,6 +350,22 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 		return requested, nil // GitHub showed no time: the last run's stays
 	}
 	return requested, r.Store.SetSetting(ctx, redeliveryCheckpoint, checkpoint.UTC().Format(time.RFC3339Nano))
+}
+
+// group is one delivery's failed attempts, as a check lists them.
+type group struct {
+	failures     int
+	latestID     int64 // the newest failed attempt, to redeliver
+	event        string
+	status       string
+	installation int64
+	first        time.Time // its first attempt seen (GitHub lists the newest first)
+	firstID      int64     // and that attempt's ID (they grow: ties within a second)
+}
+
+// delivery is what the store keeps of the delivery guid.
+func (g *group) delivery(guid string) pipeline.HookDelivery {
+	return pipeline.HookDelivery{GUID: guid, AttemptID: g.latestID, Event: g.event, FirstAttempt: g.first}
 }
 
 // maxFailuresInARow is how many redelivery requests may fail one after the

@@ -926,6 +926,56 @@ func TestTheRunAtStartAsksAgainForWhatWasGivenUp(t *testing.T) {
 	}
 }
 
+// A cause fixed long after it began (a wrong webhook secret for a night):
+// the deliveries it refused and lastmile gave up on are older than the
+// hour each run looks back, yet within GitHub's window; the run at start
+// asks for them, from what the store kept of them — not for one given up
+// on whose first attempt is past the window. Later runs do not.
+func TestTheRunAtStartAsksAgainForWhatWasGivenUpLongBefore(t *testing.T) {
+	now := time.Now().UTC()
+	var refused []hookAttempt // newest first
+	for i := 5; i >= 1; i-- { // g-1: five attempts, the cap
+		refused = append(refused, hookAttempt{id: int64(10 + i), guid: "g-1", ago: time.Duration(60-10*i) * time.Minute})
+	}
+	refused = append(refused, hookAttempt{id: 9, guid: "g-old", ago: 71 * time.Hour}) // g-old: given up before
+	gh := newHookDeliveries(t, now, 100, refused...)
+	db := openStore(t)
+	ctx := context.Background()
+	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,
+		Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
+	if err := db.RedeliveryRequested(ctx, pipeline.HookDelivery{GUID: "g-old", AttemptID: 9, Event: "push", FirstAttempt: now.Add(-71 * time.Hour)},
+		true, now, now.Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.RunOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("setup: the first run: %d requests, %v; want none (g-1 at its cap, g-old given up)", n, err)
+	}
+	// Three hours later: runs every ten minutes since, the listing's look
+	// back an hour.
+	gh.mu.Lock()
+	gh.now = now.Add(3 * time.Hour)
+	for i := range gh.attempts {
+		gh.attempts[i].ago += 3 * time.Hour
+	}
+	gh.mu.Unlock()
+	now = now.Add(3 * time.Hour)
+	for range 2 {
+		if n, err := r.RunOnce(ctx); err != nil || n != 0 {
+			t.Fatalf("a run: %d requests, %v; want none", n, err)
+		}
+	}
+	if got := gh.Redelivered(); len(got) != 0 {
+		t.Fatalf("setup: asked to redeliver %v", got)
+	}
+	n, err := r.RunAtStart(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("the run at start: %d requests, %v; want 1", n, err)
+	}
+	if got := gh.Redelivered(); !slices.Equal(got, []int64{15}) {
+		t.Errorf("asked to redeliver attempts %v, want [15] (g-1's latest; g-old's first attempt is past the window)", got)
+	}
+}
+
 // A delivery with an attempt that succeeded is not asked for again, whether
 // that attempt came after its failures (a redelivery) or before (one asked
 // for by hand that failed): GitHub's GUIDs (UUIDs, kept as 16 bytes) and
@@ -970,7 +1020,7 @@ func givenUpAtStart(t *testing.T, more ...hookAttempt) (gh *hookDeliveries, star
 	gh = newHookDeliveries(t, now, 100, more...)
 	db := openStore(t)
 	ctx := context.Background()
-	if err := db.RedeliveryRequested(ctx, "g-1", true, now.Add(-5*time.Minute), now.Add(-72*time.Hour)); err != nil {
+	if err := db.RedeliveryRequested(ctx, pipeline.HookDelivery{GUID: "g-1"}, true, now.Add(-5*time.Minute), now.Add(-72*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	r := &githubapp.Redeliverer{App: githubClientFor(t, gh.URL), Store: db, Window: 72 * time.Hour, MaxAttempts: 5,

@@ -73,3 +73,14 @@ type Redeliveries struct {
 	Requests int
 	GaveUp   bool
 }
+
+// HookDelivery is a webhook delivery as GitHub lists them for redelivery:
+// its GUID (X-GitHub-Delivery, the same on every attempt), the ID of one of
+// its attempts (what a redelivery request names), its event, and its first
+// attempt known (GitHub's clock).
+type HookDelivery struct {
+	GUID         string
+	AttemptID    int64
+	Event        string
+	FirstAttempt time.Time
+}

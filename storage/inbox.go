@@ -581,24 +581,59 @@ func (db *DB) RedeliveriesRequested(ctx context.Context, guids []string) (map[st
 	return out, err
 }
 
-// RedeliveryRequested counts a redelivery request for guid — or, with
+// RedeliveryRequested counts a redelivery request for d — or, with
 // gaveUp, records that lastmile stopped asking — and forgets what was
-// recorded before forgetBefore (out of GitHub's redelivery window).
-func (db *DB) RedeliveryRequested(ctx context.Context, guid string, gaveUp bool, at, forgetBefore time.Time) error {
+// recorded before forgetBefore (out of GitHub's redelivery window). The
+// attempt to redeliver, the event and the earliest first attempt seen are
+// kept for GivenUpRedeliveries.
+func (db *DB) RedeliveryRequested(ctx context.Context, d pipeline.HookDelivery, gaveUp bool, at, forgetBefore time.Time) error {
 	asked := 1
 	if gaveUp {
 		asked = 0
+	}
+	first := int64(0)
+	if !d.FirstAttempt.IsZero() {
+		first = millis(d.FirstAttempt)
 	}
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM redelivery_requests WHERE requested_at < ?`, millis(forgetBefore)); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO redelivery_requests (guid, requests, gave_up, requested_at) VALUES (?, ?, ?, ?)
+		_, err := tx.ExecContext(ctx, `INSERT INTO redelivery_requests (guid, requests, gave_up, requested_at, hook_delivery_id, event, first_attempt_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (guid) DO UPDATE SET requests = requests + excluded.requests,
-				gave_up = MAX(gave_up, excluded.gave_up), requested_at = excluded.requested_at`,
-			guid, asked, gaveUp, millis(at))
+				gave_up = MAX(gave_up, excluded.gave_up), requested_at = excluded.requested_at,
+				hook_delivery_id = CASE WHEN excluded.hook_delivery_id != 0 THEN excluded.hook_delivery_id ELSE hook_delivery_id END,
+				event = CASE WHEN excluded.event != '' THEN excluded.event ELSE event END,
+				first_attempt_at = CASE WHEN first_attempt_at = 0 OR excluded.first_attempt_at != 0 AND excluded.first_attempt_at < first_attempt_at
+					THEN excluded.first_attempt_at ELSE first_attempt_at END`,
+			d.GUID, asked, gaveUp, millis(at), d.AttemptID, d.Event, first)
 		return err
 	})
+}
+
+// GivenUpRedeliveries lists the deliveries lastmile gave up asking GitHub
+// to redeliver whose first attempt was at since or later (GitHub's clock),
+// oldest first: those recorded with an attempt to redeliver.
+func (db *DB) GivenUpRedeliveries(ctx context.Context, since time.Time) ([]pipeline.HookDelivery, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT guid, hook_delivery_id, event, first_attempt_at FROM redelivery_requests
+		WHERE gave_up = 1 AND hook_delivery_id != 0 AND first_attempt_at >= ?
+		ORDER BY first_attempt_at, hook_delivery_id`, millis(since))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []pipeline.HookDelivery
+	for rows.Next() {
+		var d pipeline.HookDelivery
+		var first int64
+		if err := rows.Scan(&d.GUID, &d.AttemptID, &d.Event, &first); err != nil {
+			return nil, err
+		}
+		d.FirstAttempt = time.UnixMilli(first).UTC()
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // RedeliveryNotRequested takes back one request counted for guid by

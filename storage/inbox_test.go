@@ -662,14 +662,20 @@ func TestRedeliveryRequests(t *testing.T) {
 	at := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	forget := at.Add(-72 * time.Hour)
 	steps := []func() error{
-		func() error { return db.RedeliveryRequested(ctx, "g-1", false, at, forget) },
-		func() error { return db.RedeliveryRequested(ctx, "g-1", false, at, forget) },
+		func() error {
+			return db.RedeliveryRequested(ctx, pipeline.HookDelivery{GUID: "g-1"}, false, at, forget)
+		},
+		func() error {
+			return db.RedeliveryRequested(ctx, pipeline.HookDelivery{GUID: "g-1"}, false, at, forget)
+		},
 		func() error { return db.RedeliveryNotRequested(ctx, "g-1") },
-		func() error { return db.RedeliveryRequested(ctx, "g-2", false, at, forget) },
+		func() error {
+			return db.RedeliveryRequested(ctx, pipeline.HookDelivery{GUID: "g-2"}, false, at, forget)
+		},
 		func() error { return db.RedeliveryNotRequested(ctx, "g-2") },
 		func() error { return db.RedeliveryNotRequested(ctx, "g-2") }, // never below 0
 		func() error { return db.RedeliveryNotRequested(ctx, "g-unknown") },
-		func() error { return db.RedeliveryRequested(ctx, "g-3", true, at, forget) },
+		func() error { return db.RedeliveryRequested(ctx, pipeline.HookDelivery{GUID: "g-3"}, true, at, forget) },
 		func() error { return db.RedeliveryNotRequested(ctx, "g-3") },
 	}
 	for i, step := range steps {
@@ -688,6 +694,49 @@ func TestRedeliveryRequests(t *testing.T) {
 	for guid, w := range want {
 		if got[guid] != w {
 			t.Errorf("%s: %+v, want %+v", guid, got[guid], w)
+		}
+	}
+}
+
+// The deliveries given up on are listed with the attempt to redeliver (the
+// latest recorded), their event and their earliest first attempt recorded,
+// oldest first, from a time on: not those still asked for, nor those
+// recorded without an attempt (before migration 0041).
+func TestGivenUpRedeliveries(t *testing.T) {
+	ctx := context.Background()
+	db := newInboxDB(t)
+	at := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	forget := at.Add(-72 * time.Hour)
+	hd := func(guid string, id int64, hoursAgo int) pipeline.HookDelivery {
+		return pipeline.HookDelivery{GUID: guid, AttemptID: id, Event: "push", FirstAttempt: at.Add(-time.Duration(hoursAgo) * time.Hour)}
+	}
+	for i, step := range []struct {
+		d      pipeline.HookDelivery
+		gaveUp bool
+	}{
+		{hd("g-late", 30, 2), false},
+		{hd("g-late", 31, 5), false}, // an earlier attempt seen by a later listing
+		{hd("g-late", 32, 0), true},  // a listing that saw only its latest attempt
+		{hd("g-early", 20, 10), true},
+		{hd("g-asked", 40, 1), false},
+		{hd("g-past", 10, 60), true},
+		{pipeline.HookDelivery{GUID: "g-unrecorded"}, true},
+	} {
+		if err := db.RedeliveryRequested(ctx, step.d, step.gaveUp, at, forget); err != nil {
+			t.Fatalf("step %d: %v", i+1, err)
+		}
+	}
+	got, err := db.GivenUpRedeliveries(ctx, at.Add(-48*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pipeline.HookDelivery{hd("g-early", 20, 10), hd("g-late", 32, 5)}
+	if len(got) != len(want) {
+		t.Fatalf("GivenUpRedeliveries = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i].GUID != want[i].GUID || got[i].AttemptID != want[i].AttemptID || got[i].Event != want[i].Event || !got[i].FirstAttempt.Equal(want[i].FirstAttempt) {
+			t.Errorf("%d: %+v, want %+v", i, got[i], want[i])
 		}
 	}
 }
