@@ -18,7 +18,8 @@ import (
 func backup(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("lastmile backup", `Usage: lastmile backup [--database F] DEST
 
-Copies the database to DEST, a new file (an existing one is refused), while
+Copies the database to DEST, a new file (an existing one is refused, and so
+is one beside a DEST-wal, -journal or -shm left by a deleted database), while
 lastmile serve runs: SQLite's online backup, in one read of the database,
 so the copy is the database as one commit left it, however busy serve is
 (its writes go on meanwhile). The copy is one file, readable by its owner
@@ -47,6 +48,9 @@ lastmile restore, serve stopped.`, stderr)
 	}
 	if fi, err := os.Stat(filepath.Dir(dest)); err != nil || !fi.IsDir() {
 		return fmt.Errorf("the folder of %s does not exist: create it first, or name a new file in a folder that does", dest)
+	}
+	if err := storage.NoSideFiles(dest); err != nil {
+		return err
 	}
 	if _, err := os.Stat(*path); errors.Is(err, os.ErrNotExist) {
 		if defaultPath(fs, getenv) {
@@ -156,9 +160,15 @@ the deliveries GitHub sent since the backup.`, stderr)
 	}
 
 	fmt.Fprintf(stdout, "%s restored from %s: %s\n", *path, from, describeCopy(c.Summary))
-	if len(moved) == 0 {
+	switch {
+	case len(moved) == 0:
 		fmt.Fprintf(stdout, "There was no database at %s: nothing was set aside.\n", db)
-	} else {
+	case replaced == nil:
+		fmt.Fprintf(stdout, "There was no database at %s, but files SQLite would have applied to the restored one, left by a database deleted without them; they are kept, renamed:\n", db)
+		for _, m := range moved {
+			fmt.Fprintf(stdout, "  %s\n", m)
+		}
+	default:
 		fmt.Fprintln(stdout, "The database it replaced is kept, renamed (delete it once the restored one serves):")
 		for _, m := range moved {
 			fmt.Fprintf(stdout, "  %s\n", m)

@@ -3,8 +3,11 @@ package app
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lastmile-app/lastmile/storage/storagetest"
 )
 
 // A database file with a second name (a hard link) is refused by backup
@@ -110,5 +113,49 @@ func TestBackupToAFileNamedLikeAFlagAfterTheEndOfFlags(t *testing.T) {
 	// Without it, a flag it is, and an unknown one: a usage error.
 	if code, _, stderr := run(t, db, "backup", "-other.db"); code != 2 || !strings.Contains(stderr, "flag provided but not defined: --other.db") {
 		t.Errorf("backup -other.db: exit %d, %s; want the unknown flag refused", code, stderr)
+	}
+}
+
+// A -wal left beside a name where no database is (the database deleted
+// without it) would be applied by SQLite to a file given that name: a
+// backup there is refused, nothing written; a restore there sets it aside,
+// says so, and the restored database holds the backup's deliveries alone.
+func TestBackupAndRestoreBesideALeftoverWAL(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "lastmile.db")
+	acceptDeliveries(t, src, "backed-up", 40)
+	backups := t.TempDir()
+	bk := filepath.Join(backups, "backup.db")
+	if code, _, stderr := run(t, src, "backup", bk); code != 0 {
+		t.Fatalf("backup: exit %d, %s", code, stderr)
+	}
+	other := filepath.Join(t.TempDir(), "lastmile.db")
+	acceptDeliveries(t, other, "other", 10)
+	crashed := crashedWithWAL(t, other, "unsaved", 60) // another database's WAL
+	if err := os.Remove(crashed); err != nil {         // deleted, its -wal left
+		t.Fatal(err)
+	}
+
+	stale := filepath.Join(backups, "stale.db")
+	copyFile(t, crashed+"-wal", stale+"-wal")
+	before := folder(t, backups)
+	code, stdout, stderr := run(t, src, "backup", stale)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, stale+"-wal exists, left by a database of that name deleted without it") {
+		t.Errorf("backup beside a leftover -wal: exit %d, stdout %q, stderr %q; want exit 1 and the -wal named", code, stdout, stderr)
+	}
+	sameFolder(t, backups, before)
+
+	code, stdout, stderr = run(t, crashed, "restore", bk)
+	if code != 0 || stderr != "" {
+		t.Fatalf("restore: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "There was no database at "+crashed+", but files SQLite would have applied to the restored one") ||
+		!strings.Contains(stdout, crashed+".before-restore-") {
+		t.Errorf("restore's output does not say the leftover -wal was set aside:\n%s", stdout)
+	}
+	if got := storagetest.DeliveryIDs(t, crashed); !slices.Equal(got, ids("backed-up", 40)) {
+		t.Errorf("the restored database holds %d deliveries %v…, want the backup's 40", len(got), got[:min(3, len(got))])
+	}
+	if got := integrity(t, crashed); got != "ok" {
+		t.Errorf("integrity_check of the restored database: %s", got)
 	}
 }

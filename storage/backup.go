@@ -332,6 +332,12 @@ func readableFile(path string) error {
 // part of a copy at dest.
 func (c *Copy) Place() error {
 	exists := fmt.Errorf("%s exists: lastmile writes only a new file there", c.dest)
+	// A -wal or -journal left beside the name (its database deleted
+	// without them) would be applied by SQLite to the copy: another
+	// database's commits read as the copy's.
+	if err := NoSideFiles(c.dest); err != nil {
+		return err
+	}
 	// A hard link is made only where no file is: nothing that appeared at
 	// dest since it was checked is replaced. Where the file system has no
 	// hard links, a rename after a last look.
@@ -387,7 +393,12 @@ func (c *Copy) Remove() {
 // database at dest.
 func (c *Copy) Replace(ctx context.Context, aside string) (moved []string, err error) {
 	if _, err := os.Lstat(c.dest); errors.Is(err, fs.ErrNotExist) {
-		return nil, c.Place()
+		// Files left beside a database deleted without them are set aside
+		// with it: SQLite would apply a -wal or -journal to the copy.
+		if moved, err = SetAside(c.dest, aside); err != nil {
+			return moved, err
+		}
+		return moved, c.Place()
 	} else if err != nil {
 		return nil, err
 	}
@@ -429,6 +440,28 @@ func (c *Copy) Replace(ctx context.Context, aside string) (moved []string, err e
 		return moved, fmt.Errorf("%s is restored, but its folder could not be synced to disk (a power cut could lose the new name): %w", c.dest, err)
 	}
 	return moved, nil
+}
+
+// SideFileError is a file SQLite keeps beside a database (-wal, -shm,
+// -journal) found beside a name where no database is: left by one deleted
+// without it, which SQLite would apply to a new database of that name.
+type SideFileError struct{ Path string }
+
+func (e *SideFileError) Error() string {
+	return fmt.Sprintf("%s exists, left by a database of that name deleted without it: SQLite would read it as part of a new file there (remove it, or name another file)", e.Path)
+}
+
+// NoSideFiles refuses a name with a file SQLite keeps beside a database
+// (see SideFileError).
+func NoSideFiles(path string) error {
+	for _, name := range suffixed(path) {
+		if _, err := os.Lstat(name); err == nil {
+			return &SideFileError{Path: name}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // suffixed is path followed by the suffix of each file SQLite keeps

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -231,6 +232,33 @@ func TestCopyDatabasePlacesANewFileOnly(t *testing.T) {
 	}
 	if extra := leftovers(t, dir, "backup.db"); len(extra) > 0 {
 		t.Errorf("left beside it: %v", extra)
+	}
+}
+
+// Nor is a copy placed beside a file SQLite would apply to it: a -wal
+// (or -journal, -shm) left by a database of that name deleted without it.
+func TestCopyDatabaseIsNotPlacedBesideALeftoverWAL(t *testing.T) {
+	ctx := context.Background()
+	_, src := sourceDatabase(t, 3)
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "backup.db")
+	for _, suffix := range []string{"-wal", "-journal", "-shm"} {
+		if err := os.WriteFile(dest+suffix, []byte("left"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := storage.CopyDatabase(ctx, src, dest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var side *storage.SideFileError
+		if err := c.Place(); !errors.As(err, &side) || side.Path != dest+suffix {
+			t.Errorf("Place beside %s: %v, want it refused", suffix, err)
+		}
+		c.Remove()
+		if extra := leftovers(t, dir, "backup.db"+suffix); len(extra) > 0 {
+			t.Errorf("left beside it: %v", extra)
+		}
+		os.Remove(dest + suffix)
 	}
 }
 
