@@ -1,6 +1,7 @@
 package app
 
 import (
+	"database/sql"
 	"os"
 	"path/filepath"
 	"slices"
@@ -157,5 +158,50 @@ func TestBackupAndRestoreBesideALeftoverWAL(t *testing.T) {
 	}
 	if got := integrity(t, crashed); got != "ok" {
 		t.Errorf("integrity_check of the restored database: %s", got)
+	}
+}
+
+// A process reading the database (a long lastmile history, sqlite3) keeps
+// restore's checkpoint from finishing: restore says so and to run it
+// again, changes nothing — and does not call the database damaged.
+func TestRestoreBesideAReaderSaysToRunItAgain(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "lastmile.db")
+	acceptDeliveries(t, db, "d", 3)
+	bk := filepath.Join(t.TempDir(), "backup.db")
+	if code, _, stderr := run(t, db, "backup", bk); code != 0 {
+		t.Fatalf("backup: exit %d, %s", code, stderr)
+	}
+	wal := crashedWithWAL(t, db, "unsaved", 5) // a -wal to checkpoint
+	reader, err := sql.Open("sqlite", "file:"+wal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	tx, err := reader.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRow("SELECT COUNT(*) FROM deliveries").Scan(&n); err != nil { // holds its snapshot
+		t.Fatal(err)
+	}
+	before := folder(t, filepath.Dir(wal))
+	code, stdout, stderr := run(t, wal, "restore", bk)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "another process is reading the database") ||
+		!strings.Contains(stderr, "nothing changed (run restore again once it is done)") || strings.Contains(stderr, "damaged") {
+		t.Errorf("restore beside a reader: exit %d, stdout %q, stderr %q; want exit 1, the reader named, nothing changed", code, stdout, stderr)
+	}
+	after := folder(t, filepath.Dir(wal))
+	delete(before, "lastmile.db-shm") // SQLite's shared memory, which the reader and restore share
+	delete(after, "lastmile.db-shm")
+	for name := range after {
+		if _, ok := before[name]; !ok {
+			t.Errorf("restore left %s", name)
+		}
+	}
+	if _, err := os.Stat(wal); err != nil {
+		t.Errorf("the database is gone: %v", err)
 	}
 }

@@ -407,7 +407,9 @@ func (c *Copy) Replace(ctx context.Context, aside string) (moved []string, err e
 			return nil, fmt.Errorf("set aside: %s: %w: nothing was moved", name, fs.ErrExist)
 		}
 	}
-	if err := checkpoint(ctx, c.dest); err != nil {
+	if err := checkpoint(ctx, c.dest); errors.Is(err, errHeld) {
+		return nil, fmt.Errorf("%w: nothing changed (run restore again once it is done)", err)
+	} else if err != nil {
 		return nil, fmt.Errorf("%w: nothing changed (a damaged database: rename it, its -wal and -shm yourself, then restore)", err)
 	}
 	if err := os.Link(c.dest, aside); err != nil {
@@ -474,6 +476,11 @@ func suffixed(path string) []string {
 	return names
 }
 
+// errHeld is a checkpoint another process kept from finishing: one
+// reading the database (lastmile history, audit, backup, sqlite3) for
+// longer than the 10 s checkpoint waits.
+var errHeld = errors.New("another process is reading the database (lastmile history, audit or backup, sqlite3?) or writing to it")
+
 // checkpoint writes every commit of the database at path into its file
 // and empties its -wal (rolling a hot journal back, in rollback journal
 // mode), refusing one it cannot open or checkpoint whole.
@@ -491,7 +498,7 @@ func checkpoint(ctx context.Context, path string) error {
 		return fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	if busy != 0 {
-		return fmt.Errorf("checkpoint %s: another process holds the database", path)
+		return fmt.Errorf("checkpoint %s: %w", path, errHeld)
 	}
 	return db.Close()
 }

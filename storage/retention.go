@@ -383,6 +383,23 @@ type Vacuumed struct {
 	HeldByReaders bool
 }
 
+// autoVacuum is the database's auto_vacuum mode as committed (0 none, 2
+// incremental), read in a transaction of its own: outside one, the pragma
+// answers what the connection last read of the file's header.
+func (db *DB) autoVacuum(ctx context.Context) (int, error) {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var n, mode int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n); err != nil {
+		return 0, err
+	}
+	err = tx.QueryRowContext(ctx, "PRAGMA auto_vacuum").Scan(&mode)
+	return mode, err
+}
+
 // vacuumReaderWait is how long Vacuum waits for readers to let go of the
 // pages its checkpoint copies back, before it reports them.
 const vacuumReaderWait = time.Second
@@ -400,20 +417,37 @@ const vacuumReaderWait = time.Second
 func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 	var v Vacuumed
 	var err error
+	untouched := func(err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("vacuum interrupted: nothing changed, the database is as it was (%w)", err)
+		}
+		return err
+	}
 	if v.Before, err = db.DiskUsage(ctx); err != nil {
-		return v, err
+		return v, untouched(err)
 	}
 	conn, err := db.writeConn(ctx)
 	if err != nil {
-		return v, err
+		return v, untouched(err)
 	}
 	defer conn.Close()
 	switch v.Before.AutoVacuum {
 	case "none":
 		// The setting applies at the VACUUM on the same connection.
 		for _, stmt := range []string{"PRAGMA auto_vacuum = INCREMENTAL", "VACUUM"} {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				return v, db.writeErr(fmt.Errorf("%s: %w", stmt, err))
+			_, err := conn.ExecContext(ctx, stmt)
+			if err != nil && stmt == "VACUUM" && ctx.Err() != nil {
+				// The driver says the context's error when it ended
+				// during the statement, finished or not: the file, as
+				// another connection reads it, tells.
+				if mode, rerr := db.autoVacuum(context.WithoutCancel(ctx)); rerr == nil && mode == 2 {
+					v.Converted = true
+					return v, fmt.Errorf("interrupted once VACUUM had finished: the database is converted (auto_vacuum incremental), and its -wal is written into it at the next start of lastmile serve or lastmile vacuum (%w)", err)
+				}
+				return v, untouched(err)
+			}
+			if err != nil {
+				return v, untouched(db.writeErr(fmt.Errorf("%s: %w", stmt, err)))
 			}
 		}
 		v.Converted = true
@@ -422,16 +456,21 @@ func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 			return v, db.writeErr(fmt.Errorf("PRAGMA incremental_vacuum: %w", err))
 		}
 	}
+	// What is done is reported whole: the checkpoint waits a second at
+	// most for readers, and is not interrupted.
+	ctx = context.WithoutCancel(ctx)
 	// A reader holds the checkpoint back for as long as it reads: waited
 	// for a while, not for the connection's busy timeout, then reported.
 	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", vacuumReaderWait.Milliseconds())); err != nil {
 		return v, err
 	}
 	var busy, walPages, checkpointed int64
+	db.ckptMu.Lock()
 	err = conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &walPages, &checkpointed)
-	// Restored even when ctx is cancelled: the connection goes back to the
-	// pool, where a second's busy timeout would fail serve's writes.
-	if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA busy_timeout = 10000"); err == nil {
+	db.ckptMu.Unlock()
+	// Restored: the connection goes back to the pool, where a second's
+	// busy timeout would fail serve's writes.
+	if _, rerr := conn.ExecContext(ctx, "PRAGMA busy_timeout = 10000"); err == nil {
 		err = rerr
 	}
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -296,5 +297,71 @@ func TestPruneKeepsTheIntakeGoing(t *testing.T) {
 	// Tens of steps: a delivery gets in between most of them.
 	if want := int(p.PagesReclaimed / 128 / 2); r.during < want {
 		t.Errorf("%d deliveries accepted during the prune's %v, want %d at least", r.during, took, want)
+	}
+}
+
+// A vacuum interrupted while it converts a database (Ctrl-C) says what it
+// left, whenever the interruption came: converted, or as it was — as the
+// file, opened again, shows. (The driver answers the context's error for
+// a statement it ended during, finished or not.)
+func TestVacuumInterruptedSaysWhatItLeft(t *testing.T) {
+	ctx := context.Background()
+	src := oldStyleDatabase(t)
+	fillHandled(t, open(t, src), "old", retentionDeliveries, retentionBodySize)
+	open(t, src).Close() // checkpointed into the one file
+	for _, walBytes := range []int64{-1, 0, 1 << 20, 4 << 20, 8 << 20} {
+		t.Run(fmt.Sprint(walBytes), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "lastmile.db")
+			b, err := os.ReadFile(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db := open(t, path)
+			vctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			done := make(chan struct{})
+			var v storage.Vacuumed
+			var verr error
+			go func() { defer close(done); v, verr = db.Vacuum(vctx) }()
+			// Interrupted once the WAL holds walBytes (-1: at once), or
+			// not at all if it ends first.
+			for stop := time.After(30 * time.Second); ; {
+				fi, err := os.Stat(path + "-wal")
+				if walBytes < 0 || err == nil && fi.Size() > walBytes {
+					cancel()
+					break
+				}
+				select {
+				case <-done:
+				case <-stop:
+					t.Fatal("vacuum neither ended nor grew the WAL in 30 s")
+				case <-time.After(time.Millisecond):
+					continue
+				}
+				break
+			}
+			<-done
+			db.Close()
+			after := disk(t, open(t, path)).AutoVacuum
+			t.Logf("interrupted past %d WAL bytes: %+v converted, %v; the file: %s", walBytes, v.Converted, verr, after)
+			switch {
+			case verr == nil || strings.Contains(verr.Error(), "interrupted once VACUUM had finished: the database is converted"):
+				if !v.Converted || after != "incremental" {
+					t.Errorf("reported converted (%v), the file's auto_vacuum %s", verr, after)
+				}
+			case strings.Contains(verr.Error(), "vacuum interrupted: nothing changed, the database is as it was"):
+				if v.Converted || after != "none" {
+					t.Errorf("reported unchanged (%v), the file's auto_vacuum %s", verr, after)
+				}
+			default:
+				t.Errorf("an interrupted vacuum: %v", verr)
+			}
+			if n := countDeliveries(t, open(t, path)); n != retentionDeliveries {
+				t.Errorf("%d deliveries after it, want %d", n, retentionDeliveries)
+			}
+		})
 	}
 }

@@ -49,6 +49,10 @@ type DB struct {
 
 	ckpt               *sql.DB // the checkpointer's own connection
 	stopCkpt, ckptDone chan struct{}
+	// ckptMu keeps the checkpointer's checkpoints apart from Vacuum's: one
+	// under way makes the other give up (busy), which Vacuum would report
+	// as a reader holding the file's size back.
+	ckptMu sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -106,6 +110,12 @@ func open(ctx context.Context, path string, last int, log *slog.Logger) (*DB, er
 	}
 	if err := oneName(path, fi); err != nil {
 		return nil, err
+	}
+	// Refused before the pools' pragmas change the file (journal_mode(WAL)
+	// rewrites a rollback-journal database's header): a newer lastmile's
+	// database is left as it was.
+	if migration := newerMigration(ctx, path); migration != "" {
+		return nil, fmt.Errorf("migrate database %s: %w", path, newerDatabase(migration))
 	}
 	if err := initNew(ctx, path); err != nil {
 		return nil, openErr(path, err)
@@ -295,7 +305,9 @@ func (db *DB) checkpointer() {
 		case <-db.stopCkpt:
 			return
 		case <-t.C:
+			db.ckptMu.Lock()
 			_ = db.checkpoint(context.Background())
+			db.ckptMu.Unlock()
 		}
 	}
 }
@@ -872,6 +884,28 @@ func notAFile(path string, fi os.FileInfo) error {
 		what = "a folder"
 	}
 	return noFileError{fmt.Errorf("database %s: %s, not a database file", path, what)}
+}
+
+// newerMigration is, reading only, the newest migration of the database at
+// path that this version does not know (a newer lastmile's), or "" — also
+// when it cannot tell (no such table yet, an unreadable file: the open
+// says what is wrong).
+func newerMigration(ctx context.Context, path string) string {
+	files, err := migrationFiles()
+	if err != nil {
+		return ""
+	}
+	ro, err := sql.Open("sqlite", readOnlyDSN(path))
+	if err != nil {
+		return ""
+	}
+	defer ro.Close()
+	var name string
+	if err := ro.QueryRowContext(ctx, `SELECT COALESCE((SELECT name FROM schema_migrations
+		WHERE version > ? ORDER BY version DESC LIMIT 1), '')`, files[len(files)-1].version).Scan(&name); err != nil {
+		return ""
+	}
+	return name
 }
 
 // newerDatabase is the refusal of a database that a newer lastmile

@@ -535,8 +535,33 @@ func TestOpenExistingChangesNothing(t *testing.T) {
 		}
 	}
 
+	// A newer lastmile's database in rollback-journal mode (a backup of
+	// it, say) is refused before lastmile's pragmas would make it a WAL
+	// database: the file is as it was.
+	path := filepath.Join(dir, "newer-rollback.db")
+	if db, err := storage.Open(ctx, path); err != nil {
+		t.Fatal(err)
+	} else {
+		db.Close()
+	}
+	storagetest.Exec(t, path, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 0)`,
+		"PRAGMA journal_mode = DELETE")
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db, err := storage.Open(ctx, path); err == nil || !strings.Contains(err.Error(), "9999_future.sql") {
+		if err == nil {
+			db.Close()
+		}
+		t.Errorf("Open on a newer lastmile's database in rollback-journal mode: %v", err)
+	}
+	if after, err := os.ReadFile(path); err != nil || !bytes.Equal(before, after) {
+		t.Errorf("Open changed a newer lastmile's database in rollback-journal mode (%v)", err)
+	}
+
 	// A current one opens, also while another connection writes to it.
-	path := filepath.Join(dir, "odd #name?.db")
+	path = filepath.Join(dir, "odd #name?.db")
 	live, err := storage.Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
