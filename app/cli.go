@@ -346,11 +346,11 @@ func deliveries(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	list, err := db.ListDeliveries(ctx, storage.DeliveryFilter{State: pipeline.DeliveryState(*state), Repository: *repo, Limit: *limit})
 	if err != nil {
-		return err
+		return storage.Damaged(*path, err)
 	}
 	behind, err := db.WaitingBehind(ctx, list)
 	if err != nil {
-		return err
+		return storage.Damaged(*path, err)
 	}
 	if *asJSON {
 		out := make([]deliveryJSON, len(list))

@@ -62,7 +62,7 @@ inactive: superseded or stopped).`, stderr)
 	defer db.Close()
 	list, err := db.History(ctx, storage.HistoryFilter{Repository: *repo, Environment: *env, Limit: *limit})
 	if err != nil {
-		return err
+		return storage.Damaged(*path, err)
 	}
 	if *asJSON {
 		if list == nil {
@@ -184,7 +184,7 @@ the command exits 1 once the record is printed.`, stderr)
 		return errors.New(b.String())
 	}
 	if err != nil {
-		return err
+		return storage.Damaged(*path, err)
 	}
 	// A kept log that cannot be read is said where the log would be, and
 	// fails the command (exit 1) once the rest is printed: the record is

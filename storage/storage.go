@@ -274,6 +274,18 @@ func notOurs(err error) error {
 	return err
 }
 
+// Damaged is err, met reading the database at path, naming the file and
+// what to do when SQLite says the file is damaged (a page that is not what
+// SQLite wrote: a disk error, a copy taken while it was written); err as
+// it is otherwise.
+func Damaged(path string, err error) error {
+	switch sqliteCode(err) & 0xff {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return fmt.Errorf("database %s is damaged (%w): restore it from a backup with lastmile restore (see docs/operations.md, Backups)", path, err)
+	}
+	return err
+}
+
 // sqliteCode is the SQLite result code (extended) of err, 0 if none.
 func sqliteCode(err error) int {
 	var se *sqlite.Error
