@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/lastmile-app/lastmile/storage"
@@ -72,6 +73,7 @@ lastmile restore, serve stopped.`, stderr)
 		return err
 	}
 	fmt.Fprintf(stdout, "%s backed up to %s: %s\n", *path, dest, describeCopy(c.Summary))
+	strayCopies(stdout, dest)
 	return nil
 }
 
@@ -174,6 +176,7 @@ the deliveries GitHub sent since the backup.`, stderr)
 			fmt.Fprintf(stdout, "  %s\n", m)
 		}
 	}
+	strayCopies(stdout, db)
 	if note := restoredOwner(db, replaced); note != "" {
 		fmt.Fprintln(stdout, note)
 	}
@@ -266,4 +269,33 @@ func restoredOwner(path string, replaced os.FileInfo) string {
 		return fmt.Sprintf("The restored database belongs to user %d, the one it replaced to user %d (%v): give it to lastmile's user (chown lastmile %s) before starting lastmile serve.", uid, wantUID, err, path)
 	}
 	return fmt.Sprintf("The restored database belongs to user %d, group %d, as the one it replaced.", wantUID, wantGID)
+}
+
+// strayCopies names the temporary copies an earlier backup or restore to
+// dest left beside it (DEST.tmp-…, made before a copy is given its name):
+// one that was killed, or stopped with the machine, removes nothing, and
+// nothing else would tell of the space they hold.
+func strayCopies(stdout io.Writer, dest string) {
+	entries, err := os.ReadDir(filepath.Dir(dest))
+	if err != nil {
+		return
+	}
+	var stray []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), filepath.Base(dest)+".tmp-") || !e.Type().IsRegular() {
+			continue
+		}
+		size := ""
+		if fi, err := e.Info(); err == nil {
+			size = " (" + storage.Megabytes(fi.Size()) + ")"
+		}
+		stray = append(stray, filepath.Join(filepath.Dir(dest), e.Name())+size)
+	}
+	if len(stray) == 0 {
+		return
+	}
+	fmt.Fprintln(stdout, "Temporary copies an interrupted backup or restore left (remove them once no other runs):")
+	for _, s := range stray {
+		fmt.Fprintf(stdout, "  %s\n", s)
+	}
 }

@@ -239,3 +239,31 @@ func TestReadingADamagedDatabaseSaysToRestoreIt(t *testing.T) {
 		t.Errorf("deliveries on a damaged database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+// A temporary copy an interrupted backup left beside DEST (killed before
+// it gave the copy its name) is named by the next backup to DEST, and
+// left where it is.
+func TestBackupNamesATemporaryCopyLeftBeforeIt(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "lastmile.db")
+	acceptDeliveries(t, db, "d", 3)
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "backup.db")
+	stray := dest + ".tmp-4242"
+	if err := os.WriteFile(stray, make([]byte, 2_000_000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "other.db.tmp-1"), nil, 0o600); err != nil { // another DEST's
+		t.Fatal(err)
+	}
+	code, stdout, stderr := run(t, db, "backup", dest)
+	if code != 0 || stderr != "" {
+		t.Fatalf("backup: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	want := "Temporary copies an interrupted backup or restore left (remove them once no other runs):\n  " + stray + " (2.0 MB)\n"
+	if !strings.HasSuffix(stdout, want) {
+		t.Errorf("backup's output:\n%s\nwant it to end with:\n%s", stdout, want)
+	}
+	if _, err := os.Stat(stray); err != nil {
+		t.Errorf("the temporary copy is gone: %v", err)
+	}
+}
