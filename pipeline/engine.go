@@ -151,6 +151,16 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	if err := e.saveRepo(ctx, p.Repo, p.PushTime()); err != nil {
 		return err
 	}
+	// A push handled after its repository moved to another installation
+	// (transferred to another account: the installation events, handled
+	// first, recorded the one that reaches it now) is read through that
+	// one: through the push's, GitHub would answer 404, taken for the
+	// configuration removed.
+	if inst, err := e.Store.RecordedInstallation(ctx, p.Repo.ID); err != nil {
+		return err
+	} else if inst != 0 && inst != p.Repo.InstallationID {
+		p.Repo.InstallationID = inst
+	}
 	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
 	if err != nil {
 		return err

@@ -586,3 +586,50 @@ func TestInstallationNotShownYetIsNotUninstalled(t *testing.T) {
 		t.Errorf("c1's release: %s %q; want active", rel.State, rel.StopReason)
 	}
 }
+
+// reachingGitHub answers 404, as GitHub does, to reads of a repository
+// through an installation that no longer reaches it.
+type reachingGitHub struct {
+	*fakeGitHub
+	reach map[int64]int64 // repository: the installation that reaches it
+}
+
+func (g *reachingGitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string) ([]byte, error) {
+	if id, ok := g.reach[r.ID]; ok && id != r.InstallationID {
+		return nil, pipeline.ErrNotFound
+	}
+	return g.fakeGitHub.ReadFile(ctx, r, path, sha)
+}
+
+// A push made before the repository was transferred to another account,
+// handled after the transfer's installation events (it waited in the
+// inbox): it is read through the installation that reaches the repository
+// now — through its own, GitHub answers 404, which would take the
+// repository out of lastmile as though its configuration were removed.
+func TestPushHandledAfterATransferIsReadThroughTheNewInstallation(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.mustPush(c0, c1, false)
+	pushedAt := time.Now()
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	moved := shop
+	moved.Owner, moved.InstallationID = "other", 8
+	h.gh.setReaches(shop.ID, 8)
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 7, Action: pipeline.RepositoriesRemoved, Repos: []pipeline.Repo{shop}})
+	h.engine.GitHub = &reachingGitHub{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
+	if err := h.deliverPush(c1, c2, false, pushedAt); err != nil { // the payload names installation 7
+		t.Fatalf("the push made before the transfer: %v", err)
+	}
+	if envs := h.liveEnvs(); len(envs) != 3 {
+		t.Errorf("live environments %v, want the three: the repository left lastmile", envs)
+	}
+	rel := h.releaseState(shop, c2)
+	if rel == nil || rel.Repo.InstallationID != 8 {
+		t.Fatalf("c2's release: %+v, want one recorded through installation 8", rel)
+	}
+	if old := h.releaseState(shop, c1); old.StopKind == pipeline.StopSuperseded && strings.Contains(old.StopReason, "left lastmile") {
+		t.Errorf("c1: %s %q", old.State, old.StopReason)
+	}
+}

@@ -176,6 +176,17 @@ func (db *DB) millisOr(at time.Time) int64 {
 	return millis(at)
 }
 
+// RecordedInstallation is the installation lastmile recorded as reaching
+// a repository (0: none, detached, or not recorded).
+func (db *DB) RecordedInstallation(ctx context.Context, repoID int64) (int64, error) {
+	var id int64
+	err := db.queryRow(ctx, `SELECT installation_id FROM repositories WHERE id = ?`, repoID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return id, err
+}
+
 // Detached reports whether lastmile recorded a repository as removed from
 // the installation it was reached through (DetachRepo).
 func (db *DB) Detached(ctx context.Context, repoID int64) (bool, error) {
