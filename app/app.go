@@ -128,7 +128,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 	a := &App{cfg: cfg, log: log, db: db, metrics: m, clients: clients, engine: engine, worker: worker, unlock: unlock}
 	a.listener, a.adminListener = listener, adminListener
 	a.conns = newConnLimit(listener, maxWebhookConns, maxConnsPerClient)
-	a.conns.refused = (&connsRefusedLog{log: log, now: time.Now}).refused
+	a.conns.refused = (&connsRefusedLog{log: log, now: time.Now, limit: maxConnsPerClient}).refused
 	if cfg.AdminListen != "" {
 		a.http = a.server(a.routes(true, false))
 		a.admin = a.server(a.routes(false, true))

@@ -21,10 +21,12 @@ const maxWebhookConns = 4096
 // once on the webhook's address: without it, one client announcing bodies
 // and sending nothing — no secret needed — holds every slot for the
 // server's ReadTimeout, again and again, and GitHub's deliveries wait
-// behind it until GitHub gives up. GitHub delivers over a few connections
-// at a time, and a reverse proxy in front of lastmile (one client to it)
-// over as many as the requests it has in flight: far fewer.
-const maxConnsPerClient = 256
+// behind it until GitHub gives up; with it, no fewer than four clients
+// can. GitHub delivers over a few connections at a time, and a reverse
+// proxy in front of lastmile (one client to it) over as many as the
+// requests it has in flight and the idle ones it keeps (those are let go
+// when the client reaches its cap, as at the address's): far fewer.
+const maxConnsPerClient = maxWebhookConns / 4
 
 // maxHeaderBytes bounds a request's headers (net/http's default is 1 MiB):
 // GitHub sends a few KB of them.
@@ -73,6 +75,9 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		}
 		c.Close()
 		<-l.slots
+		if l.full != nil {
+			l.full() // its idle connections, if any, make room for its next
+		}
 		if l.refused != nil {
 			l.refused(client)
 		}
@@ -191,8 +196,9 @@ func closeWrite(c net.Conn) error {
 // its cap may try again many times a second), counting those closed since
 // the line before.
 type connsRefusedLog struct {
-	log *slog.Logger
-	now func() time.Time
+	log   *slog.Logger
+	now   func() time.Time
+	limit int // connections a client holds at most
 
 	mu     sync.Mutex
 	last   time.Time // of the last line
@@ -208,6 +214,6 @@ func (r *connsRefusedLog) refused(client string) {
 		return
 	}
 	r.log.Warn("webhook address: a client holds as many connections as one may, its new ones are closed at once (a reverse proxy buffering whole requests in front of lastmile keeps slow clients away)",
-		"client", client, "max_connections_per_client", maxConnsPerClient, "closed", r.closed)
+		"client", client, "max_connections_per_client", r.limit, "closed", r.closed)
 	r.last, r.closed = now, 0
 }

@@ -302,7 +302,11 @@ func (r *Redeliverer) check(ctx context.Context, again bool) (int, error) {
 			// GitHub will not redeliver this one (gone, or no longer
 			// possible): the others are still asked for.
 			r.Log.Warn("redelivery: GitHub refused to redeliver", "delivery", guid, "event", g.event, "error", Tidy(err))
-			if err := r.Store.RedeliveryRequested(ctx, g.delivery(guid), true, now, now.Add(-r.Window)); err != nil {
+			// With no attempt to name: a check at start does not ask for
+			// it again from the store (only if its listing shows it).
+			refusedForGood := g.delivery(guid)
+			refusedForGood.AttemptID = pipeline.RefusedForGood
+			if err := r.Store.RedeliveryRequested(ctx, refusedForGood, true, now, now.Add(-r.Window)); err != nil {
 				return requested, err
 			}
 			inARow = 0

@@ -974,6 +974,30 @@ func TestTheRunAtStartAsksAgainForWhatWasGivenUpLongBefore(t *testing.T) {
 	if got := gh.Redelivered(); !slices.Equal(got, []int64{15}) {
 		t.Errorf("asked to redeliver attempts %v, want [15] (g-1's latest; g-old's first attempt is past the window)", got)
 	}
+	if n, err := r.RunOnce(ctx); err != nil || n != 0 {
+		t.Errorf("a run after the check at start: %d requests, %v; want none", n, err)
+	}
+	// The next process asks again at its start (the redelivery failed:
+	// g-1 is not in the inbox) — until GitHub refuses it for good.
+	restart := func() int {
+		t.Helper()
+		r2 := &githubapp.Redeliverer{App: r.App, Store: db, Window: r.Window, MaxAttempts: 5,
+			Now: func() time.Time { return now }, Sleep: skipWait, Log: discardLog()}
+		n, err := r2.RunAtStart(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	gh.mu.Lock()
+	gh.failPostOf = map[int64]int{15: http.StatusUnprocessableEntity}
+	gh.mu.Unlock()
+	if n := restart(); n != 0 || len(gh.Redelivered()) != 2 {
+		t.Errorf("the next start: %d accepted, attempts asked %v; want g-1 asked, refused", n, gh.Redelivered())
+	}
+	if restart(); len(gh.Redelivered()) != 2 {
+		t.Errorf("a start after GitHub refused g-1 for good asked again: %v", gh.Redelivered())
+	}
 }
 
 // A delivery with an attempt that succeeded is not asked for again, whether

@@ -80,7 +80,12 @@ type Redeliveries struct {
 // attempt known (GitHub's clock).
 type HookDelivery struct {
 	GUID         string
-	AttemptID    int64
+	AttemptID    int64 // RefusedForGood: GitHub said it will not redeliver it
 	Event        string
 	FirstAttempt time.Time
 }
+
+// RefusedForGood is the AttemptID of a delivery GitHub refused to
+// redeliver (404, 422: gone, or past its window), which a check at start
+// does not ask for again.
+const RefusedForGood = -1

@@ -566,10 +566,12 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 				return nil, err
 			}
 		}
-		if p.Listed() && !p.MovedAnywhere() {
-			// A push that moved the branch forward, its list whole, after
-			// a replacement lastmile did not hear of: its own commits are
-			// known; only the history before it is new.
+		if !p.Truncated && !p.MovedAnywhere() {
+			// A push that moved the branch forward, its list whole (or
+			// empty: commits pushed before, which the comparison could
+			// not list either), after a replacement lastmile did not hear
+			// of: its own commits are known; only the history before it
+			// is new.
 			rel.Base = p.Before
 			return p.Commits, nil
 		}

@@ -187,3 +187,20 @@ func TestLeadTimeOfAFirstPushTooLargeToCompare(t *testing.T) {
 		t.Errorf("lead times observed: %v, want %v (the commit pushed only)", got, want)
 	}
 }
+
+// A push listing no commits (the branch moved to commits pushed before)
+// whose comparison is too large to list is no baseline: the branch moved
+// forward from its before, which the release counts from.
+func TestAPushListingNoCommitsTooLargeToCompareIsNoBaseline(t *testing.T) {
+	h, g := newGraphHarness(t, c0, "", c1, c0, c2, c1, c3, c2)
+	h.release(c0, c1, 10, "test", "staging", "production")
+	g.failCompares, g.failWith = 100, fmt.Errorf("compare c1c1...c3c3: %w (25000, more than 10000)", pipeline.ErrComparisonTooLarge)
+	h.pushListing("fast-forward", c1, c3, false)
+	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Baseline || rel.Base != c1 {
+		t.Errorf("c3's release: baseline %v, base %q; want no baseline, counted from c1", rel.Baseline, rel.Base)
+	}
+}

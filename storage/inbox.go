@@ -614,10 +614,11 @@ func (db *DB) RedeliveryRequested(ctx context.Context, d pipeline.HookDelivery, 
 
 // GivenUpRedeliveries lists the deliveries lastmile gave up asking GitHub
 // to redeliver whose first attempt was at since or later (GitHub's clock),
-// oldest first: those recorded with an attempt to redeliver.
+// oldest first: those recorded with an attempt to redeliver (not those
+// GitHub refused for good).
 func (db *DB) GivenUpRedeliveries(ctx context.Context, since time.Time) ([]pipeline.HookDelivery, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT guid, hook_delivery_id, event, first_attempt_at FROM redelivery_requests
-		WHERE gave_up = 1 AND hook_delivery_id != 0 AND first_attempt_at >= ?
+		WHERE gave_up = 1 AND hook_delivery_id > 0 AND first_attempt_at >= ?
 		ORDER BY first_attempt_at, hook_delivery_id`, millis(since))
 	if err != nil {
 		return nil, err

@@ -701,7 +701,8 @@ func TestRedeliveryRequests(t *testing.T) {
 // The deliveries given up on are listed with the attempt to redeliver (the
 // latest recorded), their event and their earliest first attempt recorded,
 // oldest first, from a time on: not those still asked for, nor those
-// recorded without an attempt (before migration 0041).
+// recorded without an attempt (before migration 0041), nor those GitHub
+// refused to redeliver for good.
 func TestGivenUpRedeliveries(t *testing.T) {
 	ctx := context.Background()
 	db := newInboxDB(t)
@@ -721,6 +722,8 @@ func TestGivenUpRedeliveries(t *testing.T) {
 		{hd("g-asked", 40, 1), false},
 		{hd("g-past", 10, 60), true},
 		{pipeline.HookDelivery{GUID: "g-unrecorded"}, true},
+		{hd("g-refused", 50, 3), false},
+		{hd("g-refused", pipeline.RefusedForGood, 3), true}, // GitHub: 422
 	} {
 		if err := db.RedeliveryRequested(ctx, step.d, step.gaveUp, at, forget); err != nil {
 			t.Fatalf("step %d: %v", i+1, err)

@@ -415,6 +415,10 @@ const vacuumReaderWait = time.Second
 // checkpointed and truncated. A database in incremental mode has its free
 // pages given back, without a rewrite.
 func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
+	// Before the write connection: the checkpointer takes this lock, then
+	// the write connection (a restart checkpoint).
+	db.ckptMu.Lock()
+	defer db.ckptMu.Unlock()
 	var v Vacuumed
 	var err error
 	untouched := func(err error) error {
@@ -442,7 +446,7 @@ func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 				// another connection reads it, tells.
 				if mode, rerr := db.autoVacuum(context.WithoutCancel(ctx)); rerr == nil && mode == 2 {
 					v.Converted = true
-					return v, fmt.Errorf("interrupted once VACUUM had finished: the database is converted (auto_vacuum incremental), and its -wal is written into it at the next start of lastmile serve or lastmile vacuum (%w)", err)
+					return v, fmt.Errorf("interrupted once VACUUM had finished: the database is converted (auto_vacuum incremental) (%w)", err)
 				}
 				return v, untouched(err)
 			}
@@ -465,9 +469,7 @@ func (db *DB) Vacuum(ctx context.Context) (Vacuumed, error) {
 		return v, err
 	}
 	var busy, walPages, checkpointed int64
-	db.ckptMu.Lock()
 	err = conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &walPages, &checkpointed)
-	db.ckptMu.Unlock()
 	// Restored: the connection goes back to the pool, where a second's
 	// busy timeout would fail serve's writes.
 	if _, rerr := conn.ExecContext(ctx, "PRAGMA busy_timeout = 10000"); err == nil {

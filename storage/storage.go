@@ -49,9 +49,10 @@ type DB struct {
 
 	ckpt               *sql.DB // the checkpointer's own connection
 	stopCkpt, ckptDone chan struct{}
-	// ckptMu keeps the checkpointer's checkpoints apart from Vacuum's: one
+	// ckptMu keeps the checkpointer's checkpoints apart from Vacuum: one
 	// under way makes the other give up (busy), which Vacuum would report
-	// as a reader holding the file's size back.
+	// as a reader holding the file's size back. Taken before the write
+	// connection, by both.
 	ckptMu sync.Mutex
 
 	closeOnce sync.Once
