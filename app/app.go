@@ -114,6 +114,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*App, error) {
 		Now:               time.Now,
 		DeployLogMaxBytes: cfg.DeployLogMaxBytes,
 	}
+	var _ githubapp.Reacher = engine // the Router hands events of moved repositories their installation
 	worker := &Worker{
 		Inbox:          db,
 		Handler:        &githubapp.Router{Engine: engine, Forget: clients.Forget},

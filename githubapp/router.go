@@ -129,7 +129,35 @@ func jsonGot(v string) string {
 	return fmt.Sprintf("%.40s", v)
 }
 
+// Reacher is an Engine that tells which installation to call GitHub
+// through for a delivery (see pipeline.Engine.Reaching): the Router asks
+// it, when its Engine is one.
+type Reacher interface {
+	Reaching(ctx context.Context, repoID, inst int64, received time.Time) (int64, error)
+}
+
 func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
+	// An event that waited in the inbox while its repository moved to
+	// another installation (transferred to another account) is handled
+	// through the installation recorded as reaching it now. A push sorts
+	// that out itself, by its time (Engine.HandlePush).
+	inst := int64(0)
+	if re, ok := rt.Engine.(Reacher); ok && d.Event != "push" && d.RepositoryID != 0 && d.InstallationID != 0 {
+		id, err := re.Reaching(ctx, d.RepositoryID, d.InstallationID, d.ReceivedAt)
+		if err != nil {
+			return err
+		}
+		if id != d.InstallationID {
+			inst = id
+		}
+	}
+	reached := func(r *github.Repository, i *github.Installation) (pipeline.Repo, error) {
+		repo, err := repoOf(r, i)
+		if err == nil && inst != 0 {
+			repo.InstallationID = inst
+		}
+		return repo, err
+	}
 	switch d.Event {
 	case "push":
 		// Pushes are most of the traffic: decoded into the few fields the
@@ -153,6 +181,9 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err != nil {
 			return err
 		}
+		if inst != 0 {
+			rv.Repo.InstallationID = inst
+		}
 		return rt.Engine.HandleReview(ctx, rv)
 	case "deployment_protection_rule":
 		var p protectionRulePayload
@@ -163,6 +194,9 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		if err != nil {
 			return err
 		}
+		if inst != 0 {
+			req.Repo.InstallationID = inst
+		}
 		return rt.Engine.HandleProtectionRule(ctx, req)
 	}
 	ev, err := parseWebHook(d.Event, d.Body)
@@ -171,7 +205,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 	}
 	switch ev := ev.(type) {
 	case *github.DeploymentEvent:
-		repo, err := repoOf(ev.Repo, ev.Installation)
+		repo, err := reached(ev.Repo, ev.Installation)
 		if err != nil {
 			return err
 		}
@@ -185,7 +219,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		info.Production = productionOf(d.Body)
 		return rt.Engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: repo, Deployment: info})
 	case *github.DeploymentStatusEvent:
-		repo, err := repoOf(ev.Repo, ev.Installation)
+		repo, err := reached(ev.Repo, ev.Installation)
 		if err != nil {
 			return err
 		}
@@ -211,7 +245,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		return rt.Engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: repo, Deployment: info, Status: status})
 	case *github.WorkflowRunEvent:
-		repo, err := repoOf(ev.Repo, ev.Installation)
+		repo, err := reached(ev.Repo, ev.Installation)
 		if err != nil {
 			return err
 		}
@@ -221,7 +255,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		return rt.Engine.HandleWorkflowRun(ctx, run)
 	case *github.WorkflowJobEvent:
-		repo, err := repoOf(ev.Repo, ev.Installation)
+		repo, err := reached(ev.Repo, ev.Installation)
 		if err != nil {
 			return err
 		}
@@ -243,7 +277,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		return rt.Engine.HandleWorkflowJob(ctx, job)
 	case *github.StatusEvent:
-		repo, err := repoOf(ev.Repo, ev.Installation)
+		repo, err := reached(ev.Repo, ev.Installation)
 		if err != nil {
 			return err
 		}
@@ -258,7 +292,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		return rt.installation(ctx, d, ev.GetAction(), ev.GetInstallation(), repos, ev.GetSender())
 	case *github.CheckSuiteEvent:
-		repo, err := repoOf(ev.Repo, ev.Installation)
+		repo, err := reached(ev.Repo, ev.Installation)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -686,4 +688,95 @@ func TestRouterUnknownStatusStateRecordsTheDeployment(t *testing.T) {
 	if !ok || d.Deployment.GitHubID != 145988746 || d.Deployment.WorkflowRunID != 289782451 || d.Repo.FullName() == "/" {
 		t.Errorf("engine call %#v; want the status's deployment, as a deployment event", eng.calls[0])
 	}
+}
+
+// reachingEngine is a recordingEngine that says the repository of every
+// delivery received before movedAt is reached through installation 8 now
+// (pipeline.Engine.Reaching).
+type reachingEngine struct {
+	recordingEngine
+	movedAt time.Time
+	asked   int
+}
+
+func (e *reachingEngine) Reaching(_ context.Context, repoID, inst int64, received time.Time) (int64, error) {
+	e.asked++
+	if received.Before(e.movedAt) {
+		return 8, nil
+	}
+	return inst, nil
+}
+
+// An event that waited in the inbox while its repository moved to another
+// installation is handed to the engine with the installation that reaches
+// the repository now; one received after that, with its own. A push is
+// left to the engine (it goes by the push's time).
+func TestEventsOfAMovedRepositoryTakeItsInstallation(t *testing.T) {
+	movedAt := at("2030-01-01T00:00:00Z")
+	files := map[string]string{
+		"deployment": "deployment.json", "deployment_status": "deployment_status.json",
+		"workflow_run": "workflow_run_completed.json", "workflow_job": "workflow_job_queued.json",
+		"status": "status.json", "check_suite": "check_suite_completed.json",
+		"deployment_review": "deployment_review_requested.json",
+	}
+	bodies := map[string][]byte{
+		"deployment_protection_rule": []byte(`{"action":"requested","environment":"staging","event":"push","sha":"abc123",
+			"deployment_callback_url":"https://api.github.com/repos/acme/shop/actions/runs/42/deployment_protection_rule",
+			"repository":{"id":77,"full_name":"acme/shop"},"installation":{"id":9}}`),
+	}
+	for event, file := range files {
+		b, err := os.ReadFile(filepath.Join("testdata", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies[event] = b
+	}
+	for event, body := range bodies {
+		for _, received := range []time.Time{movedAt.Add(-time.Hour), movedAt.Add(time.Hour)} {
+			eng := &reachingEngine{movedAt: movedAt}
+			d := &pipeline.Delivery{ID: "d-1", Event: event, Body: body, ReceivedAt: received, RepositoryID: 77, InstallationID: 1}
+			err := (&githubapp.Router{Engine: eng}).Handle(context.Background(), d)
+			var ignored *pipeline.Ignored
+			if err != nil && !errors.As(err, &ignored) {
+				t.Fatalf("%s: %v", event, err)
+			}
+			if len(eng.calls) == 0 {
+				t.Fatalf("%s: nothing reached the engine (%v)", event, err)
+			}
+			repo := reflect.ValueOf(eng.calls[0]).FieldByName("Repo").Interface().(pipeline.Repo)
+			want := int64(8)
+			if !received.Before(movedAt) {
+				want = firstInstallation(t, body)
+			}
+			if repo.InstallationID != want {
+				t.Errorf("%s received %v: installation %d, want %d", event, received, repo.InstallationID, want)
+			}
+		}
+	}
+	eng := &reachingEngine{movedAt: movedAt}
+	push, err := os.ReadFile(filepath.Join("testdata", "push.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &pipeline.Delivery{ID: "p-1", Event: "push", Body: push, ReceivedAt: movedAt.Add(-time.Hour), RepositoryID: 77, InstallationID: 1}
+	if err := (&githubapp.Router{Engine: eng}).Handle(context.Background(), d); err != nil {
+		t.Fatal(err)
+	}
+	if eng.asked != 0 || eng.calls[0].(pipeline.Push).Repo.InstallationID == 8 {
+		t.Errorf("a push: Reaching asked %d times, installation %d; want it left to the engine", eng.asked, eng.calls[0].(pipeline.Push).Repo.InstallationID)
+	}
+}
+
+// firstInstallation is the installation ID a payload names.
+func firstInstallation(t *testing.T, body []byte) int64 {
+	t.Helper()
+	var p struct {
+		Installation struct {
+			ID int64 `json:"id"`
+		} `json:"installation"`
+	}
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatal(err)
+	}
+	return p.Installation.ID
 }

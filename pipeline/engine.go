@@ -71,6 +71,24 @@ func (e *Engine) saveRepo(ctx context.Context, r Repo, at time.Time) error {
 	return nil
 }
 
+// Reaching is the installation through which to call GitHub for an event
+// of repository repoID received at received through installation inst:
+// the one recorded as reaching the repository when it was recorded after
+// the event was received — the repository moved to another installation
+// (transferred to another account) while the event waited in the inbox,
+// and through inst GitHub answers 404 —; inst otherwise (also when the
+// repository was detached: the worker ignores such events).
+func (e *Engine) Reaching(ctx context.Context, repoID, inst int64, received time.Time) (int64, error) {
+	rec, since, err := e.Store.RecordedInstallation(ctx, repoID)
+	if err != nil {
+		return 0, err
+	}
+	if rec != 0 && rec != inst && since.After(received) {
+		return rec, nil
+	}
+	return inst, nil
+}
+
 // learnPipelineBranch reads the configuration on the default branch, for a
 // push to another branch of a repository whose pipeline branch lastmile has
 // not learned yet (no push to its default branch seen since it was
@@ -156,7 +174,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	// first, recorded the one that reaches it now) is read through that
 	// one: through the push's, GitHub would answer 404, taken for the
 	// configuration removed.
-	if inst, err := e.Store.RecordedInstallation(ctx, p.Repo.ID); err != nil {
+	if inst, _, err := e.Store.RecordedInstallation(ctx, p.Repo.ID); err != nil {
 		return err
 	} else if inst != 0 && inst != p.Repo.InstallationID {
 		p.Repo.InstallationID = inst

@@ -633,3 +633,30 @@ func TestPushHandledAfterATransferIsReadThroughTheNewInstallation(t *testing.T) 
 		t.Errorf("c1: %s %q", old.State, old.StopReason)
 	}
 }
+
+// Reaching: an event received before its repository was recorded as moved
+// to another installation goes through that one; one received after, and
+// one of a repository detached since, through its own.
+func TestReachingGoesByWhenTheRepositoryMoved(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	before := time.Now().Add(-time.Minute)
+	moved := shop
+	moved.Owner, moved.InstallationID = "other", 8
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	after := time.Now().Add(time.Minute)
+	for _, tc := range []struct {
+		received time.Time
+		want     int64
+	}{{before, 8}, {after, 7}} {
+		if got, err := h.engine.Reaching(ctx, shop.ID, 7, tc.received); err != nil || got != tc.want {
+			t.Errorf("received %v: installation %d, %v; want %d", tc.received, got, err, tc.want)
+		}
+	}
+	h.gh.setReaches(shop.ID, 0) // removed: no installation reaches it
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Action: pipeline.RepositoriesRemoved, Repos: []pipeline.Repo{moved}})
+	if got, err := h.engine.Reaching(ctx, shop.ID, 7, before); err != nil || got != 7 {
+		t.Errorf("detached: installation %d, %v; want the event's, 7", got, err)
+	}
+}

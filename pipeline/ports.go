@@ -296,8 +296,8 @@ type Store interface {
 	// time at says, unless a later installation event recorded another.
 	SaveRepo(ctx context.Context, r Repo, at time.Time) error
 	// RecordedInstallation is the installation recorded as reaching a
-	// repository (0: none recorded, or detached).
-	RecordedInstallation(ctx context.Context, repoID int64) (int64, error)
+	// repository (0: none recorded, or detached), and since when.
+	RecordedInstallation(ctx context.Context, repoID int64) (int64, time.Time, error)
 	// PipelineBranch is the branch the repository's last read configuration
 	// named ("" when lastmile has not read one).
 	PipelineBranch(ctx context.Context, repoID int64) (string, error)

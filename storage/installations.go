@@ -177,14 +177,14 @@ func (db *DB) millisOr(at time.Time) int64 {
 }
 
 // RecordedInstallation is the installation lastmile recorded as reaching
-// a repository (0: none, detached, or not recorded).
-func (db *DB) RecordedInstallation(ctx context.Context, repoID int64) (int64, error) {
-	var id int64
-	err := db.queryRow(ctx, `SELECT installation_id FROM repositories WHERE id = ?`, repoID).Scan(&id)
+// a repository (0: none, detached, or not recorded), and since when.
+func (db *DB) RecordedInstallation(ctx context.Context, repoID int64) (int64, time.Time, error) {
+	var id, since int64
+	err := db.queryRow(ctx, `SELECT installation_id, installation_at FROM repositories WHERE id = ?`, repoID).Scan(&id, &since)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+		return 0, time.Time{}, nil
 	}
-	return id, err
+	return id, time.UnixMilli(since), err
 }
 
 // Detached reports whether lastmile recorded a repository as removed from
