@@ -71,6 +71,19 @@ func (e *Engine) saveRepo(ctx context.Context, r Repo, at time.Time) error {
 	return nil
 }
 
+// followsDefault reports whether the repository's pipeline follows its
+// default branch: its latest release's configuration names no branch.
+func (e *Engine) followsDefault(ctx context.Context, repoID int64) (bool, error) {
+	rel, err := e.Store.LatestRelease(ctx, repoID)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return rel.Config != nil && rel.Config.Branch == "", nil
+}
+
 // Reaching is the installation through which to call GitHub for an event
 // of repository repoID received at received through installation inst:
 // the one recorded as reaching the repository when it was recorded after
@@ -203,8 +216,20 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 		}
 		return fmt.Errorf("read %s at %s: %w", ConfigPath, short(p.After), err)
 	}
+	// The default branch renamed (or another made the default) while the
+	// configuration names no branch: its pushes are the pipeline's, the
+	// pipeline branch known the old default's name until a valid
+	// configuration moves it.
+	onPipeline := branch == known
+	if !onPipeline && known != "" && branch == p.DefaultBranch {
+		follows, ferr := e.followsDefault(ctx, p.Repo.ID)
+		if ferr != nil {
+			return ferr
+		}
+		onPipeline = follows
+	}
 	if errors.Is(err, ErrNotFound) {
-		if branch == known {
+		if onPipeline {
 			if err := e.leave(ctx, p); err != nil {
 				return err
 			}
@@ -237,7 +262,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 			return &Ignored{Reason: "push to " + branch + ", the pipeline branch is " + target}
 		}
 	}
-	if cfgErr != nil && known != "" && branch != known {
+	if cfgErr != nil && known != "" && !onPipeline {
 		// An invalid file pushed to the default branch while the pipeline
 		// branch is another: said on the commit, but it is no release of
 		// the pipeline, which goes on as it was.
