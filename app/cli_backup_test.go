@@ -207,36 +207,42 @@ func TestRestoreBesideAReaderSaysToRunItAgain(t *testing.T) {
 }
 
 // A read that meets a damaged page names the file and what to do, rather
-// than SQLite's words alone.
+// than SQLite's words alone: a table's page damaged (found by the read),
+// or one the check at open reads.
 func TestReadingADamagedDatabaseSaysToRestoreIt(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "lastmile.db")
-	acceptDeliveries(t, db, "d", 50)
-	storagetest.Exec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
-	var root, pageSize int64
-	raw, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = raw.QueryRow("SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = 'deliveries'").Scan(&root, &pageSize)
-	raw.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(db, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize) // the table's root page
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, stdout, stderr := run(t, db, "deliveries")
-	if code != 1 || stdout != "" || !strings.Contains(stderr, "database "+db+" is damaged (") ||
-		!strings.Contains(stderr, "restore it from a backup with lastmile restore") {
-		t.Errorf("deliveries on a damaged database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	for _, tc := range []struct{ table, command string }{
+		{"deliveries", "deliveries"},
+		{"schema_migrations", "history"},
+	} {
+		db := filepath.Join(t.TempDir(), "lastmile.db")
+		acceptDeliveries(t, db, "d", 50)
+		storagetest.Exec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
+		var root, pageSize int64
+		raw, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = raw.QueryRow("SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?", tc.table).Scan(&root, &pageSize)
+		raw.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(db, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize) // the table's root page
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, stdout, stderr := run(t, db, tc.command)
+		if code != 1 || stdout != "" || !strings.Contains(stderr, db) || !strings.Contains(stderr, "damaged (") ||
+			!strings.Contains(stderr, "restore it from a backup with lastmile restore") {
+			t.Errorf("%s on a database whose %s is damaged: exit %d, stdout %q, stderr %q", tc.command, tc.table, code, stdout, stderr)
+		}
 	}
 }
 

@@ -280,12 +280,19 @@ func notOurs(err error) error {
 // SQLite wrote: a disk error, a copy taken while it was written); err as
 // it is otherwise.
 func Damaged(path string, err error) error {
-	switch sqliteCode(err) & 0xff {
-	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
-		return fmt.Errorf("database %s is damaged (%w): restore it from a backup with lastmile restore (see docs/operations.md, Backups)", path, err)
+	if damaged(err) {
+		return fmt.Errorf("database %s is damaged (%w): %s", path, err, restoreAdvice)
 	}
 	return err
 }
+
+// damaged reports whether SQLite says the file is damaged.
+func damaged(err error) bool {
+	code := sqliteCode(err) & 0xff
+	return code == sqlite3.SQLITE_CORRUPT || code == sqlite3.SQLITE_NOTADB
+}
+
+const restoreAdvice = "restore it from a backup with lastmile restore (see docs/operations.md, Backups)"
 
 // sqliteCode is the SQLite result code (extended) of err, 0 if none.
 func sqliteCode(err error) int {
@@ -711,6 +718,9 @@ func openErr(path string, err error) error {
 	if werr := cannotWrite(path, err); werr != err {
 		return werr
 	}
+	if damaged(err) {
+		return fmt.Errorf("open database %s: damaged (%w): %s", path, err, restoreAdvice)
+	}
 	return fmt.Errorf("open database %s: %w", path, err)
 }
 
@@ -939,6 +949,8 @@ func checkSchema(ctx context.Context, path string) error {
 	defer ro.Close()
 	applied, known, err := migrationsApplied(ctx, ro)
 	switch {
+	case err != nil && damaged(err):
+		return fmt.Errorf("damaged (%w): %s", err, restoreAdvice)
 	case err != nil:
 		return sideFileErr(path, err)
 	case applied < known:
