@@ -212,7 +212,7 @@ func (s *Simulator) handleCreateDeployment(w http.ResponseWriter, r *http.Reques
 	}
 	if failed := rp.failedContexts(c.sha, req.requiredContexts); failed != nil {
 		writeJSON(w, http.StatusConflict, obj{
-			"message":           fmt.Sprintf("Conflict: Commit status checks failed for %s.", req.ref),
+			"message":           fmt.Sprintf("Conflict: Commit status checks failed for %s", req.ref),
 			"documentation_url": docCreateDeployment,
 			"errors": []any{obj{
 				"contexts": failed,

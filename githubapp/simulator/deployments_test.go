@@ -24,7 +24,7 @@ func TestCreateDeploymentRequiredContexts(t *testing.T) {
 	// Default required_contexts: every context on the commit.
 	r := h.do("POST", "/repos/acme/shop/deployments", tok, map[string]any{"ref": sha, "auto_merge": false})
 	want := map[string]any{
-		"message":           "Conflict: Commit status checks failed for " + sha + ".",
+		"message":           "Conflict: Commit status checks failed for " + sha,
 		"documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment",
 		"errors": []any{map[string]any{
 			// GitHub lists every context of the combined status.
@@ -557,7 +557,7 @@ func TestCreateDeploymentRequiredContextsCheckRuns(t *testing.T) {
 
 	r := create(map[string]any{"required_contexts": []string{"build"}})
 	want := map[string]any{
-		"message":           "Conflict: Commit status checks failed for " + sha + ".",
+		"message":           "Conflict: Commit status checks failed for " + sha,
 		"documentation_url": "https://docs.github.com/rest/deployments/deployments#create-a-deployment",
 		"errors": []any{map[string]any{
 			"contexts": []any{map[string]any{"context": "lint", "state": "success"}, map[string]any{"context": "build", "state": "in_progress"}},
