@@ -960,6 +960,26 @@ func TestDefaultBranchRenamedPushesAreThePipelines(t *testing.T) {
 			t.Errorf("c2's release: %s %s %q, want stopped for its configuration", rel.State, rel.StopKind, rel.StopReason)
 		}
 	})
+	t.Run("another branch named since, nothing released on it yet", func(t *testing.T) {
+		h := newHarness(t, c0, c1, c2, c3)
+		h.mustPush(c0, c1, false)
+		h.gh.mu.Lock()
+		h.gh.config = "branch: release\n" + threeEnvs
+		h.gh.mu.Unlock()
+		var ignored *pipeline.Ignored
+		if err := h.push(c1, c2, false); !errors.As(err, &ignored) {
+			t.Fatalf("the push naming branch release: %v", err)
+		}
+		h.gh.mu.Lock()
+		h.gh.noConfig = []string{c3}
+		h.gh.mu.Unlock()
+		if err := h.push(c2, c3, false); !errors.As(err, &ignored) {
+			t.Fatalf("a push to main without the file: %v", err)
+		}
+		if envs := h.liveEnvs(); len(envs) != 3 {
+			t.Errorf("live environments %v: a push to main, no longer the pipeline's, took the repository out of lastmile", envs)
+		}
+	})
 	t.Run("configuration naming another branch", func(t *testing.T) {
 		h := newHarness(t, c0, c1, c2)
 		h.gh.mu.Lock()

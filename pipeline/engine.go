@@ -72,8 +72,11 @@ func (e *Engine) saveRepo(ctx context.Context, r Repo, at time.Time) error {
 }
 
 // followsDefault reports whether the repository's pipeline follows its
-// default branch: its latest release's configuration names no branch.
-func (e *Engine) followsDefault(ctx context.Context, repoID int64) (bool, error) {
+// default branch, known as known: its latest release is of that branch,
+// and its configuration names no branch. (A push to known that named
+// another since, moving the pipeline there, recorded no release: the
+// latest is then of known still, but known is no longer its branch.)
+func (e *Engine) followsDefault(ctx context.Context, repoID int64, known string) (bool, error) {
 	rel, err := e.Store.LatestRelease(ctx, repoID)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
@@ -81,7 +84,7 @@ func (e *Engine) followsDefault(ctx context.Context, repoID int64) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	return rel.Config != nil && rel.Config.Branch == "", nil
+	return rel.Ref == "refs/heads/"+known && rel.Config != nil && rel.Config.Branch == "", nil
 }
 
 // Reaching is the installation through which to call GitHub for an event
@@ -222,7 +225,7 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	// configuration moves it.
 	onPipeline := branch == known
 	if !onPipeline && known != "" && branch == p.DefaultBranch {
-		follows, ferr := e.followsDefault(ctx, p.Repo.ID)
+		follows, ferr := e.followsDefault(ctx, p.Repo.ID, known)
 		if ferr != nil {
 			return ferr
 		}
