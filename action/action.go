@@ -181,6 +181,13 @@ const (
 // A cancellation of the job ends the wait.
 const RateLimitMaxWait = 15 * time.Minute
 
+// FinalRateLimitMaxWait is RateLimitMaxWait for the final status, which
+// reports a deploy that happened: a limit on it is waited out up to GitHub's
+// hourly reset (the job token's quota is an hour's), lest the deploy be
+// recorded as a failure. The job's timeout-minutes, counting the wait,
+// may cut it short.
+const FinalRateLimitMaxWait = 61 * time.Minute
+
 // Run runs the Action once: mode register or deploy, as the inputs say.
 // Cancelling ctx (the runner's SIGINT/SIGTERM when the job is cancelled)
 // signals the deploy command's process group (and its descendants outside
@@ -590,7 +597,7 @@ func (r *runner) notDeployed(ctx context.Context, logURL, desc string, err error
 //
 // The post is tried again, with a growing pause, until it succeeds, GitHub
 // refuses it (4xx) or timeout has passed; a rate limit is waited out for
-// up to RateLimitMaxWait unless the job is cancelled: a status lost here
+// up to FinalRateLimitMaxWait unless the job is cancelled: a status lost here
 // would leave the deployment in_progress until the run ends, and a deploy
 // that succeeded reported as a failed step. When it is lost all the same,
 // Result.State is still the state the Action meant to report, and the
@@ -615,7 +622,7 @@ func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, log
 // tried again after a pause while the failure may pass: a 5xx or no answer
 // for up to timeout, counted from the start or from the end of the last
 // rate limit waited out; a rate limit, waited out, for up to
-// RateLimitMaxWait from the start, unless the job is cancelled (ctx has
+// FinalRateLimitMaxWait from the start, unless the job is cancelled (ctx has
 // ended, or ends during the wait): then only within timeout. Once a try
 // may have arrived (a 5xx or no answer), each further one first reads the
 // deployment's newest status, and posts nothing when it is already this
@@ -679,9 +686,10 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 			switch {
 			case ctx.Err() != nil && lim.Until.After(deadline):
 				return err // cancelled: the runner's SIGKILL comes soon
-			case ctx.Err() == nil && lim.Until.After(start.Add(RateLimitMaxWait)):
-				// However short each wait, not past RateLimitMaxWait in all.
-				return fmt.Errorf("%w (more than %s away: not waited for)", err, RateLimitMaxWait)
+			case ctx.Err() == nil && lim.Until.After(start.Add(FinalRateLimitMaxWait)):
+				// However short each wait, not past FinalRateLimitMaxWait
+				// in all.
+				return fmt.Errorf("%w (more than %s away: not waited for)", err, FinalRateLimitMaxWait)
 			}
 			// The job's cancellation ends a wait the runner would not
 			// let finish anyway.
