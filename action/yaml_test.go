@@ -683,8 +683,10 @@ func TestExampleWorkflow(t *testing.T) {
 	onlyLastmiles := "github.event.deployment.payload." + key
 	uses := map[string][]actionStep{}
 	// The deploy job runs only for a deployment the register job did not
-	// skip (superseded, or finished).
-	wantIf := map[string]string{"register": onlyLastmiles, "deploy": onlyLastmiles + " && needs.register.outputs.skipped != 'true'"}
+	// skip (superseded, or finished) — also when the register job failed
+	// (not only after its success, needs' default).
+	wantIf := map[string]string{"register": onlyLastmiles,
+		"deploy": "${{ !cancelled() && " + onlyLastmiles + " && needs.register.outputs.skipped != 'true' }}"}
 	for job, j := range wf.Jobs {
 		if j.If != wantIf[job] {
 			t.Errorf("job %s if: %q, want %s", job, j.If, wantIf[job])
