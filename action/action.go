@@ -32,6 +32,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -159,6 +160,17 @@ const (
 	cancelledPostTimeout = 4 * time.Second
 )
 
+// cancelledBudget is how long after the job's cancellation (the runner's
+// SIGINT) the Action's last post must have ended: the runner kills it 10 s
+// after its SIGINT, and the command's stop (KillGrace and the wait for its
+// output) has taken its part of them first. A post is given
+// cancelledPostTimeout at most, what is left of this budget at least
+// minCancelledPost.
+const (
+	cancelledBudget  = 9 * time.Second
+	minCancelledPost = 500 * time.Millisecond
+)
+
 // earlyPostTimeout is how long queued and in_progress are tried again
 // while GitHub fails (5xx, no answer): a short outage as the job starts
 // must neither fail the register job (the deploy job would not run) nor
@@ -232,6 +244,11 @@ func Run(ctx context.Context, env Env) (res Result, err error) {
 		return Result{}, err
 	}
 	r := &runner{env: env, cfg: cfg, gh: gh}
+	stopWatch := context.AfterFunc(ctx, func() {
+		at := env.now()
+		r.cancelledAt.Store(&at)
+	})
+	defer stopWatch()
 	latest, err := r.latestState(ctx)
 	if err != nil {
 		return Result{}, cancelledBefore(ctx, err)
@@ -299,6 +316,19 @@ type runner struct {
 	env Env
 	cfg *config
 	gh  *github.Client
+	// cancelledAt is when the job was cancelled (ctx ended), zero before.
+	cancelledAt atomic.Pointer[time.Time]
+}
+
+// postBudget is how long a post may take once the job is cancelled: what
+// is left of cancelledBudget since the cancellation, within
+// [minCancelledPost, cancelledPostTimeout].
+func (r *runner) postBudget() time.Duration {
+	d := cancelledPostTimeout
+	if at := r.cancelledAt.Load(); at != nil {
+		d = min(d, at.Add(cancelledBudget).Sub(r.env.now()))
+	}
+	return max(d, minCancelledPost)
 }
 
 // latestState reads the state of the deployment's newest status ("" when it
@@ -629,8 +659,10 @@ func (r *runner) finish(ctx context.Context, state pipeline.DeploymentState, log
 // one: GitHub took the lost try.
 //
 // However long timeout is, the job's cancellation, whenever it comes,
-// leaves cancelledPostTimeout from then, the try on its way included: the
-// runner's SIGKILL follows its SIGINT by 10 s.
+// leaves cancelledPostTimeout from then, the try on its way included — or
+// less, what is left of cancelledBudget since the cancellation (the
+// command's stop took its part): the runner's SIGKILL follows its SIGINT
+// by 10 s.
 func (r *runner) postPersistently(ctx context.Context, state pipeline.DeploymentState, logURL, description string, timeout time.Duration) error {
 	detached, cut := context.WithCancel(context.WithoutCancel(ctx))
 	defer cut()
@@ -642,8 +674,9 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 	stop := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		defer mu.Unlock()
-		cutAt = r.env.now().Add(cancelledPostTimeout)
-		timer = time.AfterFunc(cancelledPostTimeout, cut)
+		budget := r.postBudget()
+		cutAt = r.env.now().Add(budget)
+		timer = time.AfterFunc(budget, cut)
 	})
 	defer func() {
 		stop()
