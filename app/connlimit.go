@@ -44,6 +44,7 @@ type connLimit struct {
 	refused   func(client string)
 	mu        sync.Mutex
 	byClient  map[string]int // open connections of each client
+	lastFull  time.Time      // full last called for a client at its cap (Accept's goroutine only)
 	closed    chan struct{}
 	closeOnce sync.Once
 	waiting   atomic.Bool // Accept waits for a slot
@@ -75,8 +76,12 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		}
 		c.Close()
 		<-l.slots
-		if l.full != nil {
-			l.full() // its idle connections, if any, make room for its next
+		// Its idle connections, if any, make room for its next — at most
+		// once a second: letting the idle ones go walks every connection,
+		// and a client at its cap may try many times a second.
+		if now := time.Now(); l.full != nil && now.Sub(l.lastFull) >= time.Second {
+			l.lastFull = now
+			l.full()
 		}
 		if l.refused != nil {
 			l.refused(client)

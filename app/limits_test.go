@@ -219,3 +219,50 @@ func TestConnectionsRefusedLogIsBounded(t *testing.T) {
 		t.Errorf("counts: want 1 then 5 (the four not logged and the last):\n%s", buf.String())
 	}
 }
+
+// pipeListener accepts n in-memory connections from one address, then
+// reports itself closed.
+type pipeListener struct {
+	n    int
+	addr net.Addr
+}
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	if l.n == 0 {
+		return nil, net.ErrClosed
+	}
+	l.n--
+	c, other := net.Pipe()
+	other.Close()
+	return addrConn{Conn: c, remote: l.addr}, nil
+}
+func (l *pipeListener) Close() error   { return nil }
+func (l *pipeListener) Addr() net.Addr { return l.addr }
+
+// A client at its cap trying again and again has the idle connections let
+// go at most once a second, not at every try: that walks every connection.
+func TestClientAtItsCapLetsIdleConnectionsGoOnceASecond(t *testing.T) {
+	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 443}
+	l := newConnLimit(&pipeListener{n: 100, addr: addr}, 200, 1)
+	fulls, refused := 0, 0
+	l.full = func() { fulls++ }
+	l.refused = func(string) { refused++ }
+	held, err := l.Accept() // the client's one connection, kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) { // the 99 others are over the cap
+		t.Fatalf("Accept: %v, want the listener's end", err)
+	}
+	if refused != 99 || fulls != 1 {
+		t.Errorf("%d connections refused, idle ones let go %d times; want 99 and once", refused, fulls)
+	}
+}
