@@ -1,7 +1,6 @@
 package app
 
 import (
-	"database/sql"
 	"os"
 	"path/filepath"
 	"slices"
@@ -173,20 +172,7 @@ func TestRestoreBesideAReaderSaysToRunItAgain(t *testing.T) {
 		t.Fatalf("backup: exit %d, %s", code, stderr)
 	}
 	wal := crashedWithWAL(t, db, "unsaved", 5) // a -wal to checkpoint
-	reader, err := sql.Open("sqlite", "file:"+wal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	tx, err := reader.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	var n int
-	if err := tx.QueryRow("SELECT COUNT(*) FROM deliveries").Scan(&n); err != nil { // holds its snapshot
-		t.Fatal(err)
-	}
+	defer readingAt(t, wal)()
 	before := folder(t, filepath.Dir(wal))
 	code, stdout, stderr := run(t, wal, "restore", bk)
 	if code != 1 || stdout != "" || !strings.Contains(stderr, "another process is reading the database") ||
@@ -216,28 +202,7 @@ func TestReadingADamagedDatabaseSaysToRestoreIt(t *testing.T) {
 	} {
 		db := filepath.Join(t.TempDir(), "lastmile.db")
 		acceptDeliveries(t, db, "d", 50)
-		storagetest.Exec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
-		var root, pageSize int64
-		raw, err := sql.Open("sqlite", "file:"+db+"?mode=ro")
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = raw.QueryRow("SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?", tc.table).Scan(&root, &pageSize)
-		raw.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(db, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize) // the table's root page
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		storagetest.DamagePage(t, db, tc.table)
 		code, stdout, stderr := run(t, db, tc.command)
 		if code != 1 || stdout != "" || !strings.Contains(stderr, db) || !strings.Contains(stderr, "damaged (") ||
 			!strings.Contains(stderr, "restore it from a backup with lastmile restore") {

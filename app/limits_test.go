@@ -48,6 +48,17 @@ func getHealthz(t *testing.T, c net.Conn, pad int) int {
 	return resp.StatusCode
 }
 
+// busyConn is a connection busy with a request: a body announced, not
+// sent yet.
+func busyConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c := dial(t, addr)
+	if _, err := fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: lastmile\r\nX-GitHub-Event: ping\r\nX-GitHub-Delivery: d\r\nContent-Length: 100\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -76,14 +87,7 @@ func TestConnectionsAreCapped(t *testing.T) {
 	a := runApp(t, func(a *App) { a.conns = newConnLimit(a.listener, 2, 0) })
 	// Two connections busy with a request each (a body announced, not sent
 	// yet): the server accepts no third.
-	busy := func() net.Conn {
-		c := dial(t, a.Addr())
-		if _, err := fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: lastmile\r\nX-GitHub-Event: ping\r\nX-GitHub-Delivery: d\r\nContent-Length: 100\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	c1, _ := busy(), busy()
+	c1, _ := busyConn(t, a.Addr()), busyConn(t, a.Addr())
 	c3 := dial(t, a.Addr())
 	waitUntil(t, "the server waits for a connection to close before accepting another", 10*time.Second, a.conns.waiting.Load)
 	c1.Close()
@@ -121,14 +125,7 @@ func TestConnectionsPerClientAreCapped(t *testing.T) {
 			}
 		}
 	})
-	busy := func() net.Conn {
-		c := dial(t, a.Addr())
-		if _, err := fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: lastmile\r\nX-GitHub-Event: ping\r\nX-GitHub-Delivery: d\r\nContent-Length: 100\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	c1, _ := busy(), busy()
+	c1, _ := busyConn(t, a.Addr()), busyConn(t, a.Addr())
 	c3 := dial(t, a.Addr())
 	// Closed at once: well before the server's ReadHeaderTimeout (10 s)
 	// would close a connection it had taken.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,27 +221,13 @@ func TestRetentionLogLine(t *testing.T) {
 // file it has not shrunk; once the reader is done, vacuum again shrinks it.
 func TestVacuumCommandSaysWhenAReaderHoldsThePagesBack(t *testing.T) {
 	path := oldDatabase(t, 300)
-	reader, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	tx, err := reader.Begin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	if err := tx.QueryRow(`SELECT COUNT(*) FROM deliveries`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
+	done := readingAt(t, path)
 	const held = "another process is reading the database"
 	code, stdout, stderr := run(t, path, "vacuum")
 	if code != 0 || !strings.Contains(stdout, "converted to auto_vacuum=incremental") || !strings.Contains(stdout, held) {
 		t.Errorf("vacuum beside a reader: exit %d, stdout %q, stderr %q; want the conversion and %q", code, stdout, stderr, held)
 	}
-	if err := tx.Rollback(); err != nil {
-		t.Fatal(err)
-	}
+	done()
 	code, stdout, stderr = run(t, path, "vacuum")
 	if code != 0 || strings.Contains(stdout, held) {
 		t.Errorf("vacuum once the reader is done: exit %d, stdout %q, stderr %q", code, stdout, stderr)
@@ -248,4 +235,35 @@ func TestVacuumCommandSaysWhenAReaderHoldsThePagesBack(t *testing.T) {
 	if wal, err := os.Stat(path + "-wal"); err == nil && wal.Size() > 0 {
 		t.Errorf("the WAL is left at %d bytes", wal.Size())
 	}
+}
+
+// readingAt has another connection read the database at path, in a read
+// transaction it keeps open (a long lastmile history, a backup) until the
+// function returned is called (once; again, it does nothing).
+func readingAt(t *testing.T, path string) (done func()) {
+	t.Helper()
+	reader, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := reader.Begin()
+	if err != nil {
+		reader.Close()
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM deliveries`).Scan(&n); err != nil { // holds its snapshot
+		tx.Rollback()
+		reader.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	done = func() {
+		once.Do(func() {
+			tx.Rollback()
+			reader.Close()
+		})
+	}
+	t.Cleanup(done)
+	return done
 }

@@ -106,6 +106,35 @@ func Exec(tb testing.TB, path string, stmts ...string) {
 	}
 }
 
+// DamagePage overwrites the start of the root page of the table or index
+// name in the database at path, its WAL written into the file first: the
+// database opens, and a read of name (or quick_check) finds the damage.
+func DamagePage(tb testing.TB, path, name string) {
+	tb.Helper()
+	Exec(tb, path, "PRAGMA wal_checkpoint(TRUNCATE)")
+	raw, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var root, pageSize int64
+	err = raw.QueryRow("SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = ?", name).Scan(&root, &pageSize)
+	raw.Close()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, err = f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // A BadDatabase is a file lastmile refuses to back up or restore from,
 // and what the refusal says.
 type BadDatabase struct{ Name, Path, Want string }
@@ -144,28 +173,7 @@ func BadDatabases(tb testing.TB) []BadDatabase {
 	}
 	Exec(tb, lastmile[0], "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 0)")
 	damaged := lastmile[1]
-	Exec(tb, damaged, "PRAGMA wal_checkpoint(TRUNCATE)")
-	raw, err := sql.Open("sqlite", "file:"+damaged+"?mode=ro")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var root, pageSize int64
-	err = raw.QueryRow("SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM sqlite_master WHERE name = 'deliveries_received'").Scan(&root, &pageSize)
-	raw.Close()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	f, err := os.OpenFile(damaged, os.O_RDWR, 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	_, err = f.WriteAt([]byte(strings.Repeat("\xff", 64)), (root-1)*pageSize)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
+	DamagePage(tb, damaged, "deliveries_received")
 	return []BadDatabase{
 		{"missing", filepath.Join(dir, "missing.db"), "no such file"},
 		{"not a database", notes, "not a lastmile database"},
