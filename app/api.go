@@ -32,6 +32,7 @@ func (a *App) mountAPI(e *echo.Echo) {
 	g := e.Group("/api/v1", a.requireToken, readOnly)
 	for path, get := range map[string]echo.HandlerFunc{
 		"/history":                    a.apiHistory,
+		"/status":                     a.apiStatus,
 		"/releases/:owner/:repo/:sha": a.apiRelease,
 		"/jobs/:id/log":               a.apiJobLog,
 	} {
@@ -114,16 +115,25 @@ func queryParams(c echo.Context, takes ...string) (q url.Values, bad bool, err e
 	return q, false, nil
 }
 
+// repositoryParam is the query's repository filter ("" for none), or a
+// 400 answer (bad reports it) to one that is no OWNER/REPO, as the CLI
+// refuses it, rather than a 404 as for a repository without records.
+func repositoryParam(c echo.Context, q url.Values) (repo string, bad bool, err error) {
+	repo = q.Get("repository")
+	if repo != "" && pipeline.CheckFullName(repo) != nil {
+		return "", true, c.JSON(http.StatusBadRequest, map[string]string{"message": "repository must be OWNER/REPO, as GitHub names it"})
+	}
+	return repo, false, nil
+}
+
 func (a *App) apiHistory(c echo.Context) error {
 	q, bad, err := queryParams(c, "repository", "environment", "limit", "before")
 	if bad {
 		return err
 	}
-	f := storage.HistoryFilter{Repository: q.Get("repository"), Environment: q.Get("environment")}
-	if f.Repository != "" {
-		if err := pipeline.CheckFullName(f.Repository); err != nil {
-			return c.JSON(http.StatusBadRequest, map[string]string{"message": "repository must be OWNER/REPO, as GitHub names it"})
-		}
+	f := storage.HistoryFilter{Environment: q.Get("environment")}
+	if f.Repository, bad, err = repositoryParam(c, q); bad {
+		return err
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -147,6 +157,22 @@ func (a *App) apiHistory(c echo.Context) error {
 		list = []pipeline.HistoryEntry{} // [] for none, not null
 	}
 	return c.JSON(http.StatusOK, map[string]any{"releases": list})
+}
+
+func (a *App) apiStatus(c echo.Context) error {
+	q, bad, err := queryParams(c, "repository")
+	if bad {
+		return err
+	}
+	repo, bad, err := repositoryParam(c, q)
+	if bad {
+		return err
+	}
+	list, err := a.db.Status(c.Request().Context(), repo)
+	if err != nil {
+		return a.apiError(c, err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"environments": list})
 }
 
 func (a *App) apiRelease(c echo.Context) error {

@@ -28,6 +28,7 @@ Usage:
   lastmile deliveries retry ID        put a dead delivery back in the queue
   lastmile deliveries discard ID      give up on a dead delivery (--reason TEXT)
   lastmile history [flags]            recent releases and where each stands per environment
+  lastmile status [flags]             what each environment runs now, and what is on its way
   lastmile audit OWNER/REPO SHA       one release's full record (--json, --logs, --release N)
   lastmile register --webhook-url URL create lastmile's GitHub App (manifest flow)
   lastmile vacuum [--database F]      give the database's free space back to the disk (serve stopped)
@@ -37,7 +38,7 @@ Usage:
   lastmile version                    print the version
 
 serve, vacuum, backup, restore and the read commands (deliveries, history,
-audit) use the database named by LASTMILE_DATABASE (default lastmile.db) or
+status, audit) use the database named by LASTMILE_DATABASE (default lastmile.db) or
 their --database flag.
 `
 
@@ -65,6 +66,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		err = deliveries(ctx, rest, getenv, stdout, stderr)
 	case "history":
 		err = history(ctx, rest, getenv, stdout, stderr)
+	case "status":
+		err = status(ctx, rest, getenv, stdout, stderr)
 	case "audit":
 		err = audit(ctx, rest, getenv, stdout, stderr)
 	case "register":

@@ -47,17 +47,9 @@ inactive: superseded or stopped).`, stderr)
 		fmt.Fprintf(stderr, "lastmile history: --limit %d: use 1 or more\n", *limit)
 		return errUsage
 	}
-	if *repo != "" {
-		if err := checkRepo(fs, "--repo ", *repo); err != nil {
-			return err
-		}
-	}
-	if err := checkDatabase(fs, *path); err != nil {
-		return err
-	}
-	db, err := storage.OpenReadOnly(ctx, *path)
+	db, err := openToRead(ctx, fs, getenv, *path, *repo)
 	if err != nil {
-		return pathHint(fs, getenv, err)
+		return err
 	}
 	defer db.Close()
 	list, err := db.History(ctx, storage.HistoryFilter{Repository: *repo, Environment: *env, Limit: *limit})
@@ -95,6 +87,110 @@ inactive: superseded or stopped).`, stderr)
 			orDash(inline(r.Pusher)), state, strings.Join(stages, "  "))
 	}
 	return tw.Flush()
+}
+
+// status prints where each environment of the pipelines stands now.
+func status(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("lastmile status", `Usage: lastmile status [--database F] [--repo owner/name] [--json]
+
+Per repository and environment of its configuration, in promotion order:
+LIVE, the newest release whose deployment there succeeded (what the
+environment runs: lastmile never deploys backwards) and SINCE when; LATEST,
+lastmile's newest deployment there when it is of a newer release — waiting
+for its required contexts or its reviewers, deploying, or ended without
+success.`, stderr)
+	path := dbFlag(fs, getenv)
+	repo := fs.String("repo", "", "only this repository (owner/name)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "lastmile status: unexpected argument %q (filter with --repo)\n", fs.Arg(0))
+		fs.Usage()
+		return errUsage
+	}
+	if err := noEmptyFilter(fs, "repo"); err != nil {
+		return err
+	}
+	db, err := openToRead(ctx, fs, getenv, *path, *repo)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	list, err := db.Status(ctx, *repo)
+	if err != nil {
+		return storage.Damaged(*path, err)
+	}
+	if *asJSON {
+		return writeJSONTo(stdout, list)
+	}
+	stdout = terminal{stdout}
+	if len(list) == 0 {
+		if *repo != "" {
+			fmt.Fprintf(stdout, "%s has no pipeline: no configuration of it names an environment now\n", inline(*repo))
+		} else {
+			fmt.Fprintln(stdout, "no pipelines recorded yet")
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPOSITORY\tENVIRONMENT\tLIVE\tSINCE\tLATEST")
+	for _, e := range list {
+		live, since := "-", "-"
+		if e.Live != nil {
+			live, since = fmt.Sprintf("#%d %s", e.Live.ReleaseID, shortSHA(e.Live.SHA)), when(e.Live.At)
+		}
+		latest := "-"
+		if l := e.Latest; l != nil {
+			latest = fmt.Sprintf("#%d %s %s", l.ReleaseID, shortSHA(l.SHA), latestState(l))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", inline(e.Repository), inline(e.Environment), live, since, latest)
+	}
+	return tw.Flush()
+}
+
+// latestState says in words where lastmile's newest deployment in an
+// environment stands, and since when.
+func latestState(l *pipeline.LatestDeployment) string {
+	var what string
+	switch {
+	case l.AwaitingReview():
+		what = "awaiting review"
+		if len(l.Review.Reviewers) > 0 {
+			what += " by " + inline(strings.Join(l.Review.Reviewers, ", "))
+		}
+		return what + " since " + when(l.Review.At)
+	case l.State == pipeline.DeploymentIntent:
+		what = "being created"
+	case l.State == pipeline.DeploymentWaiting:
+		what = "waiting for its required contexts"
+	case l.State == pipeline.DeploymentCreated:
+		what = "created, no workflow run yet"
+	case l.State == pipeline.DeploymentInProgress:
+		what = "deploying"
+	default:
+		what = string(l.State)
+	}
+	return what + " since " + when(l.Since)
+}
+
+// openToRead checks a read command's --repo filter, when given, and its
+// database path, then opens the database read-only.
+func openToRead(ctx context.Context, fs *flag.FlagSet, getenv func(string) string, path, repo string) (*storage.DB, error) {
+	if repo != "" {
+		if err := checkRepo(fs, "--repo ", repo); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkDatabase(fs, path); err != nil {
+		return nil, err
+	}
+	db, err := storage.OpenReadOnly(ctx, path)
+	if err != nil {
+		return nil, pathHint(fs, getenv, err)
+	}
+	return db, nil
 }
 
 // noReleases says that history found nothing, and for which filters:
@@ -157,12 +253,9 @@ the command exits 1 once the record is printed.`, stderr)
 		fmt.Fprintf(stderr, "lastmile audit: %v\n", err)
 		return errUsage
 	}
-	if err := checkDatabase(fs, *path); err != nil {
-		return err
-	}
-	db, err := storage.OpenReadOnly(ctx, *path)
+	db, err := openToRead(ctx, fs, getenv, *path, "")
 	if err != nil {
-		return pathHint(fs, getenv, err)
+		return err
 	}
 	defer db.Close()
 	rec, err := db.AuditRelease(ctx, fs.Arg(0), fs.Arg(1), *release)

@@ -534,6 +534,7 @@ func TestHelpGoesToStdout(t *testing.T) {
 		{"demo", "Usage: lastmile demo"},
 		{"register", "Usage: lastmile register"},
 		{"history", "Usage: lastmile history"},
+		{"status", "Usage: lastmile status"},
 		{"audit", "Usage: lastmile audit"},
 		{"deliveries", "Usage: lastmile deliveries"},
 		{"version", "Usage: lastmile version"},
@@ -763,6 +764,7 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"deliveries", "retry", "guid-1", "guid-2"}, `lastmile deliveries retry: unexpected argument "guid-2"`, "Usage: lastmile deliveries"},
 		{[]string{"deliveries", "replay", "guid-1"}, `lastmile deliveries: unknown action "replay"`, "Usage: lastmile deliveries"},
 		{[]string{"history", "acme/shop"}, `lastmile history: unexpected argument "acme/shop"`, "Usage: lastmile history [--database F] "},
+		{[]string{"status", "acme/shop"}, `lastmile status: unexpected argument "acme/shop"`, "Usage: lastmile status [--database F] "},
 		{[]string{"vacuum", "extra"}, `lastmile vacuum: unexpected argument "extra"`, "Usage: lastmile vacuum"},
 		{[]string{"version", "extra"}, `lastmile version: unexpected argument "extra"`, "Usage: lastmile version"},
 		{[]string{"--version", "extra"}, `lastmile version: unexpected argument "extra"`, "Usage: lastmile version"},
@@ -792,12 +794,14 @@ func TestUsageErrorsSayWhatIsWrong(t *testing.T) {
 		{[]string{"history", "--repo", "shop"}, `lastmile history: --repo "shop": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "acme/shop/"}, `lastmile history: --repo "acme/shop/": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"history", "--repo", "/shop"}, `lastmile history: --repo "/shop": give the repository as OWNER/REPO` + "\n"},
+		{[]string{"status", "--repo", "shop"}, `lastmile status: --repo "shop": give the repository as OWNER/REPO` + "\n"},
 		{[]string{"audit", " /shop", "1a2b3c4"}, `lastmile audit: " /shop": give the repository as OWNER/REPO` + "\n"},
 		// A filter given empty is refused, as the API refuses ?environment=:
 		// taken as no filter, it would list everything.
 		{[]string{"history", "--env", ""}, `lastmile history: --env "" is empty: leave it out for no filter` + "\n"},
 		{[]string{"history", "--repo=", "--env", "production"}, `lastmile history: --repo "" is empty: leave it out for no filter` + "\n"},
 		{[]string{"deliveries", "--repo", ""}, `lastmile deliveries: --repo "" is empty: leave it out for no filter` + "\n"},
+		{[]string{"status", "--repo", ""}, `lastmile status: --repo "" is empty: leave it out for no filter` + "\n"},
 		{[]string{"deliveries", "--json", "--state="}, `lastmile deliveries: --state "" is empty: leave it out for no filter` + "\n"},
 		// --release given is a release number, as the API's ?release=:
 		// 0 is not "the newest" (leave the flag out for that).
@@ -849,6 +853,7 @@ func TestReadCommandsBesideAWriteTransaction(t *testing.T) {
 	}{
 		{[]string{"history"}, "#1"},
 		{[]string{"history", "--env", "production", "--json"}, "[]"},
+		{[]string{"status"}, "acme/shop   production"},
 		{[]string{"audit", "acme/shop", sha[:7]}, "Release #1 of acme/shop"},
 		{[]string{"audit", "--json", "acme/shop", sha}, `"sha": "` + sha + `"`},
 		{[]string{"deliveries"}, "guid-dead-2"},
@@ -904,6 +909,7 @@ func TestCommandsCheckTheDatabasePathAsServeDoes(t *testing.T) {
 	dest := filepath.Join(dir, "backup.db")
 	for _, args := range [][]string{
 		{"history"},
+		{"status"},
 		{"audit", "acme/shop", "1a2b3c4"},
 		{"deliveries"},
 		{"deliveries", "retry", "guid-1"},
@@ -968,6 +974,7 @@ func TestAMissingDatabaseHintsAtTheSettingWhenNoneWasGiven(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "backup.db")
 	for _, args := range [][]string{
 		{"history"},
+		{"status"},
 		{"audit", "acme/shop", "1a2b3c4"},
 		{"deliveries"},
 		{"deliveries", "retry", "guid-1"},

@@ -163,6 +163,8 @@ Where to look:
     %[1]s audit --database %[2]s %[3]s %[4]s
   the releases recorded:
     %[1]s history --database %[2]s
+  what each environment runs now:
+    %[1]s status --database %[2]s
 `, n.self, db, shellWord(n.repo), shellWord(n.sha[:7]))
 	if n.stopped {
 		return

@@ -79,6 +79,8 @@ func TestDemo(t *testing.T) {
 			want = "Fix rounding in totals"
 		case "history":
 			want = "production:success"
+		case "status":
+			want = "#1 "
 		case "demo":
 			args = append(args, "--help")
 			want = "Usage: lastmile demo"
@@ -88,7 +90,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("printed command %q: lastmile %q exited %d, printing %q (want it to contain %q)\n%s", line, args, code, out.String(), want, errOut.String())
 		}
 	}
-	for _, cmd := range []string{"audit", "history", "demo"} {
+	for _, cmd := range []string{"audit", "history", "status", "demo"} {
 		if !ran[cmd] {
 			t.Errorf("the demo printed no lastmile %s command to run next:\n%s", cmd, text)
 		}
@@ -112,6 +114,7 @@ func TestDemoNextStepsPasteWhole(t *testing.T) {
 		want := [][]string{
 			append(lm, "audit", "--database", database, "acme/shop", sha[:7]),
 			append(lm, "history", "--database", database),
+			append(lm, "status", "--database", database),
 		}
 		if keep {
 			want = append(want,

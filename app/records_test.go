@@ -195,7 +195,7 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	const token = "0123456789abcdef-token"
 	sb, sha := promoted(t, func(c *Config) { c.APIToken = token })
 	get := func(path, auth string) (int, string) { return request(t, http.MethodGet, sb.URL()+path, auth) }
-	paths := []string{"/api/v1/history", "/api/v1/releases/acme/shop/" + sha, "/api/v1/releases/acme/nope/" + sha, "/api/v1/jobs/1/log"}
+	paths := []string{"/api/v1/history", "/api/v1/status", "/api/v1/releases/acme/shop/" + sha, "/api/v1/releases/acme/nope/" + sha, "/api/v1/jobs/1/log"}
 	for _, p := range paths {
 		for _, auth := range []string{"", "Bearer wrong", "Basic " + token, "Bearer " + token + "x", token, "Bearer", "bearer"} {
 			code, body := get(p, auth)
@@ -222,7 +222,7 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	// A parameter an endpoint does not take, or one given twice, is an
 	// error, not a filter silently left out.
 	for _, q := range []string{"/api/v1/history?repo=acme/shop", "/api/v1/history?limit=1&limit=2",
-		"/api/v1/releases/acme/shop/" + sha + "?environment=production", "/api/v1/jobs/1/log?x=1"} {
+		"/api/v1/releases/acme/shop/" + sha + "?environment=production", "/api/v1/jobs/1/log?x=1", "/api/v1/status?environment=production"} {
 		if code, body := get(q, "Bearer "+token); code != http.StatusBadRequest || !strings.Contains(body, "this endpoint takes") {
 			t.Errorf("GET %s: %d %s, want 400 naming what the endpoint takes", q, code, body)
 		}
@@ -230,8 +230,10 @@ func TestReadAPIRequiresTheToken(t *testing.T) {
 	// A repository that is no OWNER/REPO is refused, as the CLI refuses
 	// it, not answered as one that has no release.
 	for _, repo := range []string{"nope", "acme/shop/x", "acme/"} {
-		if code, body := get("/api/v1/history?repository="+repo, "Bearer "+token); code != http.StatusBadRequest || !strings.Contains(body, "OWNER/REPO") {
-			t.Errorf("GET /api/v1/history?repository=%s: %d %s, want 400", repo, code, body)
+		for _, endpoint := range []string{"history", "status"} {
+			if code, body := get("/api/v1/"+endpoint+"?repository="+repo, "Bearer "+token); code != http.StatusBadRequest || !strings.Contains(body, "OWNER/REPO") {
+				t.Errorf("GET /api/v1/%s?repository=%s: %d %s, want 400", endpoint, repo, code, body)
+			}
 		}
 	}
 	if code, body := request(t, http.MethodHead, sb.URL()+"/api/v1/history", "Bearer "+token); code != http.StatusOK || body != "" {

@@ -110,6 +110,49 @@ type JobRecord struct {
 	LogError string  `json:"log_error,omitempty"`
 }
 
+// EnvironmentStatus is where one environment of a repository's pipeline
+// stands now: the release it runs, and lastmile's newest deployment there
+// when that is of a newer release (on its way, or ended without success).
+type EnvironmentStatus struct {
+	Repository  string `json:"repository"`
+	Environment string `json:"environment"` // as the configuration spells it
+	Production  bool   `json:"production"`
+	// Live is the newest release whose deployment there succeeded — what
+	// the environment runs, since lastmile never deploys backwards —, or
+	// nil when none has.
+	Live *Arrival `json:"live,omitempty"`
+	// Latest is lastmile's newest deployment there, when its release is
+	// newer than Live's, or nil.
+	Latest *LatestDeployment `json:"latest,omitempty"`
+	// FailingSince is the environment's first failed deploy since its
+	// last success (where time to restore counts from), zero when none.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+}
+
+// LatestDeployment is lastmile's newest deployment in an environment.
+type LatestDeployment struct {
+	ReleaseID int64  `json:"release_id"`
+	SHA       string `json:"sha"`
+	// DeploymentID is GitHub's ID of the deployment, 0 before GitHub
+	// created it (waiting for the commit's required contexts, say).
+	DeploymentID int64           `json:"deployment_id,omitempty"`
+	State        DeploymentState `json:"state"`
+	// Since is when it reached that state: its end, its latest status, or
+	// its creation.
+	Since time.Time `json:"since"`
+	// Reason says why it failed, was refused, or waits.
+	Reason string `json:"reason,omitempty"`
+	// Review is its latest deployment review: a request still unanswered
+	// while the deployment has not ended means it waits for its reviewers.
+	Review *ReviewRecord `json:"review,omitempty"`
+}
+
+// AwaitingReview reports whether the deployment waits for its reviewers:
+// they were asked, have not answered, and it has not ended.
+func (l *LatestDeployment) AwaitingReview() bool {
+	return l.Review != nil && l.Review.Action == ReviewRequested && !l.State.Terminal()
+}
+
 // HistoryEntry is one release in the history listing.
 type HistoryEntry struct {
 	Release Release `json:"release"`

@@ -302,12 +302,18 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, bro
 // releaseID that first brought sha to the environment (the one its lead
 // time there is measured to: see environment_commits), or nil.
 func reachedWith(ctx context.Context, q querier, repoID, releaseID int64, environment, sha string) (*pipeline.Arrival, error) {
-	var a pipeline.Arrival
-	var at int64
-	err := q.QueryRowContext(ctx, `SELECT r.id, r.sha, COALESCE(d.github_id, 0), ec.reached_at
+	return scanArrival(q.QueryRowContext(ctx, `SELECT r.id, r.sha, COALESCE(d.github_id, 0), ec.reached_at
 		FROM environment_commits ec JOIN deployments d ON d.id = ec.deployment_id JOIN releases r ON r.id = d.release_id
 		WHERE ec.repository_id = ? AND ec.environment = ? AND ec.sha = ? AND r.id != ?`,
-		repoID, environment, sha, releaseID).Scan(&a.ReleaseID, &a.SHA, &a.DeploymentID, &at)
+		repoID, environment, sha, releaseID))
+}
+
+// scanArrival reads a row of release ID, commit, GitHub's deployment ID
+// and time of success; nil for no row.
+func scanArrival(row *sql.Row) (*pipeline.Arrival, error) {
+	var a pipeline.Arrival
+	var at int64
+	err := row.Scan(&a.ReleaseID, &a.SHA, &a.DeploymentID, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -543,28 +549,10 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 	if d.RunID == 0 || (d.Origin == pipeline.OriginExternal && d.TwinOf != 0) {
 		return dr, nil
 	}
-	rows, err := q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
-		WHERE deployment_id = ? OR (repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE) ORDER BY at, id`,
-		d.ID, d.Repo.ID, d.RunID, d.Environment)
-	if err != nil {
+	if dr.Reviews, err = reviewsOf(ctx, q, d); err != nil {
 		return nil, err
 	}
-	for rows.Next() {
-		var r pipeline.ReviewRecord
-		var action, reviewers string
-		var since, at int64
-		if err := rows.Scan(&action, &r.Actor, &reviewers, &r.Comment, &since, &at); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		r.Action, r.Since, r.At = pipeline.ReviewAction(action), fromMillis(since), fromMillis(at)
-		_ = json.Unmarshal([]byte(reviewers), &r.Reviewers)
-		dr.Reviews = append(dr.Reviews, r)
-	}
-	if err := closeRows(rows); err != nil {
-		return nil, err
-	}
-	rows, err = q.QueryContext(ctx, `SELECT run_id, name, url, status, conclusion, attempt FROM workflow_runs WHERE run_id = ?`, d.RunID)
+	rows, err := q.QueryContext(ctx, `SELECT run_id, name, url, status, conclusion, attempt FROM workflow_runs WHERE run_id = ?`, d.RunID)
 	if err != nil {
 		return nil, err
 	}
@@ -606,6 +594,32 @@ func deploymentRecord(ctx context.Context, q querier, d *pipeline.Deployment) (*
 		dr.Jobs = append(dr.Jobs, j)
 	}
 	return dr, rows.Err()
+}
+
+// reviewsOf are the deployment reviews of a deployment a workflow run took
+// up, oldest first: those linked to it, and those of its run and
+// environment (a review delivered before lastmile linked the run).
+func reviewsOf(ctx context.Context, q querier, d *pipeline.Deployment) ([]pipeline.ReviewRecord, error) {
+	rows, err := q.QueryContext(ctx, `SELECT action, actor, reviewers, comment, since, at FROM reviews
+		WHERE deployment_id = ? OR (repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE) ORDER BY at, id`,
+		d.ID, d.Repo.ID, d.RunID, d.Environment)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []pipeline.ReviewRecord
+	for rows.Next() {
+		var r pipeline.ReviewRecord
+		var action, reviewers string
+		var since, at int64
+		if err := rows.Scan(&action, &r.Actor, &reviewers, &r.Comment, &since, &at); err != nil {
+			return nil, err
+		}
+		r.Action, r.Since, r.At = pipeline.ReviewAction(action), fromMillis(since), fromMillis(at)
+		_ = json.Unmarshal([]byte(reviewers), &r.Reviewers)
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }
 
 // missingWhy is the placeholder of a deploy log not kept (gzipped, as

@@ -1,0 +1,172 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Status says where each environment of the pipelines stands now: per
+// repository (those lastmile knows by that name, or all for ""), in the
+// order of its configuration, each environment it names — the release
+// live there and lastmile's newest deployment there when that is of a
+// newer release. A repository whose configuration was removed, and
+// environments no longer named, are not listed (lastmile no longer
+// deploys them); nor a repository never enrolled.
+func (db *DB) Status(ctx context.Context, repository string) ([]pipeline.EnvironmentStatus, error) {
+	tx, err := db.read.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	where, args := "", []any{}
+	if repository != "" {
+		ids, err := repositoriesNamed(ctx, tx, repository)
+		if err != nil {
+			return nil, err
+		}
+		where = " AND s.repository_id IN (?" + strings.Repeat(", ?", len(ids)-1) + ")"
+		for _, id := range ids {
+			args = append(args, id)
+		}
+	}
+	type row struct {
+		repoID  int64
+		status  pipeline.EnvironmentStatus
+		failing int64
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT s.repository_id, p.full_name, s.environment, s.production, s.failing_since
+		FROM environment_state s JOIN repositories p ON p.id = s.repository_id
+		WHERE NOT s.retired`+where+` ORDER BY p.full_name COLLATE NOCASE, s.repository_id`, args...)
+	if err != nil {
+		return nil, err
+	}
+	var all []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.repoID, &r.status.Repository, &r.status.Environment, &r.status.Production, &r.failing); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		r.status.FailingSince = fromMillis(r.failing)
+		all = append(all, r)
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
+	// Each repository's environments in its configuration's order (the
+	// latest one read that was valid: that is the one that named them).
+	order := map[int64]*pipeline.Config{}
+	for _, r := range all {
+		if _, ok := order[r.repoID]; ok {
+			continue
+		}
+		var raw sql.NullString
+		err := tx.QueryRowContext(ctx, `SELECT config FROM releases WHERE repository_id = ? AND config IS NOT NULL
+			ORDER BY id DESC LIMIT 1`, r.repoID).Scan(&raw)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+		var cfg pipeline.Config
+		if raw.Valid {
+			if err := json.Unmarshal([]byte(raw.String), &cfg); err != nil {
+				return nil, err
+			}
+		}
+		order[r.repoID] = &cfg
+	}
+	position := func(r row) int {
+		if i := order[r.repoID].Index(r.status.Environment); i >= 0 {
+			return i
+		}
+		return len(order[r.repoID].Environments) // not named there (a row of before): last
+	}
+	// The rows come by repository; sort each one's run.
+	for start := 0; start < len(all); {
+		end := start + 1
+		for end < len(all) && all[end].repoID == all[start].repoID {
+			end++
+		}
+		slices.SortStableFunc(all[start:end], func(a, b row) int { return cmp.Compare(position(a), position(b)) })
+		start = end
+	}
+	out := make([]pipeline.EnvironmentStatus, 0, len(all))
+	for _, r := range all {
+		st := r.status
+		if st.Live, err = liveIn(ctx, tx, r.repoID, st.Environment); err != nil {
+			return nil, err
+		}
+		var after int64
+		if st.Live != nil {
+			after = st.Live.ReleaseID
+		}
+		if st.Latest, err = latestIn(ctx, tx, r.repoID, st.Environment, after); err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// liveIn is the newest release with a success in env that NewestSuccess
+// counts (lastmile's deployment, or one a workflow run made), with that
+// success, or nil.
+func liveIn(ctx context.Context, q querier, repoID int64, env string) (*pipeline.Arrival, error) {
+	return scanArrival(q.QueryRowContext(ctx, `SELECT release_id, sha, COALESCE(github_id, 0), succeeded_at FROM deployments
+		WHERE repository_id = ?1 AND environment = ?2 COLLATE NOCASE AND succeeded_at > 0 AND release_id IS NOT NULL
+		AND (origin = 'lastmile' OR run_id != 0)
+		ORDER BY environment COLLATE NOCASE DESC, release_id DESC, origin = 'lastmile' DESC, succeeded_at LIMIT 1`,
+		repoID, env))
+}
+
+// latestIn is lastmile's newest deployment in env of a release numbered
+// above after, or nil: one being created or waiting for its commit's
+// required contexts (its release still on its way), or one GitHub has,
+// unless it was withdrawn (made inactive: its release superseded or
+// stopped) before its deploy began — as History's environment filter
+// reads "deployed to".
+func latestIn(ctx context.Context, q querier, repoID int64, env string, after int64) (*pipeline.LatestDeployment, error) {
+	d, err := oneDeployment(ctx, q, `WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile'
+		AND d.release_id > ?
+		AND (d.state IN ('intent', 'waiting') AND EXISTS (SELECT 1 FROM releases r WHERE r.id = d.release_id AND r.state = 'active')
+			OR d.github_id IS NOT NULL AND ((d.state != 'inactive' AND d.notify != 'inactive') OR d.terminal_at != 0
+				OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = d.id AND s.state = 'in_progress')))
+		ORDER BY d.release_id DESC LIMIT 1`, repoID, env, after)
+	if errors.Is(err, pipeline.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	l := &pipeline.LatestDeployment{ReleaseID: d.ReleaseID, SHA: d.SHA, DeploymentID: d.GitHubID, Reason: d.Reason, Since: d.CreatedAt}
+	if l.State, err = outcome(ctx, q, d); err != nil {
+		return nil, err
+	}
+	if !d.TerminalAt.IsZero() {
+		l.Since = d.TerminalAt
+	} else {
+		var latest sql.NullInt64
+		if err := q.QueryRowContext(ctx, `SELECT MAX(created_at) FROM deployment_statuses WHERE deployment_id = ?`, d.ID).Scan(&latest); err != nil {
+			return nil, err
+		}
+		if at := fromMillis(latest.Int64); at.After(l.Since) {
+			l.Since = at
+		}
+	}
+	if d.RunID != 0 {
+		reviews, err := reviewsOf(ctx, q, d)
+		if err != nil {
+			return nil, err
+		}
+		if n := len(reviews); n > 0 {
+			l.Review = &reviews[n-1]
+		}
+	}
+	return l, nil
+}
