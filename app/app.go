@@ -301,6 +301,9 @@ func (a *App) Run(ctx context.Context) error {
 		a.http.SetKeepAlivesEnabled(false)
 		a.http.SetKeepAlivesEnabled(true)
 	}
+	// A client at its own cap has its idle connections let go, by their
+	// states.
+	a.http.ConnState = a.conns.track(a.http.ConnState)
 	go func() { serveErr <- a.http.Serve(a.conns) }()
 	if a.admin != nil {
 		go func() { serveErr <- a.admin.Serve(a.adminListener) }()

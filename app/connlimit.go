@@ -3,6 +3,7 @@ package app
 import (
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,8 @@ const maxWebhookConns = 4096
 // can. GitHub delivers over a few connections at a time, and a reverse
 // proxy in front of lastmile (one client to it) over as many as the
 // requests it has in flight and the idle ones it keeps (those are let go
-// when the client reaches its cap, as at the address's): far fewer.
+// when the client reaches its cap — its own, not other clients' —, as all
+// are at the address's): far fewer.
 const maxConnsPerClient = maxWebhookConns / 4
 
 // maxHeaderBytes bounds a request's headers (net/http's default is 1 MiB):
@@ -41,10 +43,11 @@ type connLimit struct {
 	perClient int // connections one client holds at most (0: no cap)
 	// refused, if set, is called when a client's connection is closed at
 	// once, over perClient.
-	refused   func(client string)
-	mu        sync.Mutex
-	byClient  map[string]int // open connections of each client
-	lastFull  time.Time      // full last called for a client at its cap (Accept's goroutine only)
+	refused func(client string)
+	mu      sync.Mutex
+	// byClient are the open connections of each client, with their
+	// states (ConnState reports them).
+	byClient  map[string]map[*limitedConn]struct{}
 	closed    chan struct{}
 	closeOnce sync.Once
 	waiting   atomic.Bool // Accept waits for a slot
@@ -58,7 +61,7 @@ type connLimit struct {
 
 func newConnLimit(l net.Listener, max, perClient int) *connLimit {
 	return &connLimit{Listener: l, slots: make(chan struct{}, max), closed: make(chan struct{}),
-		perClient: perClient, byClient: map[string]int{}}
+		perClient: perClient, byClient: map[string]map[*limitedConn]struct{}{}}
 }
 
 // Accept returns the next connection within both caps: one from a client
@@ -70,47 +73,86 @@ func (l *connLimit) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		client := clientOf(c.RemoteAddr())
-		if l.admit(client) {
-			return &limitedConn{Conn: c, l: l, client: client}, nil
+		lc := &limitedConn{Conn: c, l: l, client: clientOf(c.RemoteAddr()), since: time.Now()}
+		if l.admit(lc) {
+			return lc, nil
 		}
+		client := lc.client
 		c.Close()
 		<-l.slots
-		// Its idle connections, if any, make room for its next — at most
-		// once a second: letting the idle ones go walks every connection,
-		// and a client at its cap may try many times a second.
-		if now := time.Now(); l.full != nil && now.Sub(l.lastFull) >= time.Second {
-			l.lastFull = now
-			l.full()
-		}
+		// Its idle connections, if any, make room for its next; other
+		// clients' are theirs to keep.
+		l.letIdleGo(client)
 		if l.refused != nil {
 			l.refused(client)
 		}
 	}
 }
 
-// admit counts a connection of client, unless it holds its cap already.
-func (l *connLimit) admit(client string) bool {
-	if l.perClient <= 0 || client == "" {
+// admit counts a connection of its client, unless the client holds its
+// cap already.
+func (l *connLimit) admit(c *limitedConn) bool {
+	if l.perClient <= 0 || c.client == "" {
 		return true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.byClient[client] >= l.perClient {
+	open := l.byClient[c.client]
+	if len(open) >= l.perClient {
 		return false
 	}
-	l.byClient[client]++
+	if open == nil {
+		open = map[*limitedConn]struct{}{}
+		l.byClient[c.client] = open
+	}
+	open[c] = struct{}{}
 	return true
 }
 
-func (l *connLimit) leave(client string) {
-	if l.perClient <= 0 || client == "" {
-		return
-	}
+func (l *connLimit) leave(c *limitedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.byClient[client]--; l.byClient[client] <= 0 {
-		delete(l.byClient, client)
+	if open := l.byClient[c.client]; open != nil {
+		if delete(open, c); len(open) == 0 {
+			delete(l.byClient, c.client)
+		}
+	}
+}
+
+// idleAfter is how long a connection may stay silent after it opened
+// before it counts as idle, as net/http counts it.
+const idleAfter = 5 * time.Second
+
+// letIdleGo closes client's idle connections: kept alive between
+// requests, or opened and silent for idleAfter (as net/http's own
+// closing of idle connections picks them).
+func (l *connLimit) letIdleGo(client string) {
+	var idle []*limitedConn
+	now := time.Now()
+	l.mu.Lock()
+	for c := range l.byClient[client] {
+		if c.state == http.StateIdle || c.state == http.StateNew && now.Sub(c.since) > idleAfter {
+			idle = append(idle, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range idle {
+		c.Close()
+	}
+}
+
+// track returns an http.Server's ConnState hook that records each of its
+// connections' states for letIdleGo, then calls next (if any).
+func (l *connLimit) track(next func(net.Conn, http.ConnState)) func(net.Conn, http.ConnState) {
+	return func(c net.Conn, s http.ConnState) {
+		if lc, ok := c.(*limitedConn); ok {
+			l.mu.Lock()
+			lc.state, lc.since = s, time.Now()
+			l.mu.Unlock()
+		}
+		if next != nil {
+			next(c, s)
+		}
 	}
 }
 
@@ -173,12 +215,15 @@ type limitedConn struct {
 	l      *connLimit
 	client string
 	once   sync.Once
+	// state, and since when, as the server last reported it (l.mu).
+	state http.ConnState
+	since time.Time
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
-		c.l.leave(c.client)
+		c.l.leave(c)
 		<-c.l.slots
 	})
 	return err

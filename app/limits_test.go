@@ -243,9 +243,10 @@ func (l *pipeListener) Accept() (net.Conn, error) {
 func (l *pipeListener) Close() error   { return nil }
 func (l *pipeListener) Addr() net.Addr { return l.addr }
 
-// A client at its cap trying again and again has the idle connections let
-// go at most once a second, not at every try: that walks every connection.
-func TestClientAtItsCapLetsIdleConnectionsGoOnceASecond(t *testing.T) {
+// A client at its cap trying again and again never has the server let
+// every client's idle connections go (that walks them all); a connection
+// of its own opened a moment ago is not idle yet, and stays.
+func TestClientAtItsCapLetsNoOtherConnectionsGo(t *testing.T) {
 	addr := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 443}
 	l := newConnLimit(&pipeListener{n: 100, addr: addr}, 200, 1)
 	fulls, refused := 0, 0
@@ -259,7 +260,61 @@ func TestClientAtItsCapLetsIdleConnectionsGoOnceASecond(t *testing.T) {
 	if _, err := l.Accept(); !errors.Is(err, net.ErrClosed) { // the 99 others are over the cap
 		t.Fatalf("Accept: %v, want the listener's end", err)
 	}
-	if refused != 99 || fulls != 1 {
-		t.Errorf("%d connections refused, idle ones let go %d times; want 99 and once", refused, fulls)
+	if refused != 99 || fulls != 0 {
+		t.Errorf("%d connections refused, every idle connection let go %d times; want 99 and never", refused, fulls)
+	}
+	if n := len(l.byClient["192.0.2.1"]); n != 1 {
+		t.Errorf("the client holds %d connections, want its one, new, kept", n)
+	}
+}
+
+// A client at its cap has its own idle connections let go, for its next
+// one; another client's idle connection is left alone.
+func TestClientAtItsCapLetsItsOwnIdleConnectionsGo(t *testing.T) {
+	refused := make(chan string, 16)
+	a := runApp(t, func(a *App) {
+		a.conns = newConnLimit(a.listener, 8, 2)
+		a.conns.refused = func(client string) { refused <- client }
+	})
+	idleOf := func(client string) int {
+		a.conns.mu.Lock()
+		defer a.conns.mu.Unlock()
+		n := 0
+		for c := range a.conns.byClient[client] {
+			if c.state == http.StateIdle {
+				n++
+			}
+		}
+		return n
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	other, err := d.Dial("tcp", a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if got := getHealthz(t, other, 0); got != http.StatusOK {
+		t.Fatalf("127.0.0.2: GET /healthz: %d", got)
+	}
+	own := dial(t, a.Addr())
+	if got := getHealthz(t, own, 0); got != http.StatusOK {
+		t.Fatalf("127.0.0.1: GET /healthz: %d", got)
+	}
+	waitUntil(t, "both kept-alive connections idle", 10*time.Second, func() bool { return idleOf("127.0.0.2") == 1 && idleOf("127.0.0.1") == 1 })
+	busyConn(t, a.Addr()) // 127.0.0.1's second: at its cap
+	dial(t, a.Addr())     // its third, closed at once
+	if got := <-refused; got != "127.0.0.1" {
+		t.Fatalf("refused %q, want 127.0.0.1", got)
+	}
+	// Let go before the refusal was reported.
+	own.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := own.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Errorf("127.0.0.1's idle connection: read %d bytes, %v; want it closed", n, err)
+	}
+	if got := getHealthz(t, other, 0); got != http.StatusOK {
+		t.Errorf("127.0.0.2's idle connection, kept alive, after 127.0.0.1 reached its cap: %d, want 200", got)
+	}
+	if got := getHealthz(t, dial(t, a.Addr()), 0); got != http.StatusOK {
+		t.Errorf("127.0.0.1's next connection, its idle one let go: %d, want 200", got)
 	}
 }
