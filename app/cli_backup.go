@@ -39,6 +39,9 @@ lastmile restore, serve stopped.`, stderr)
 		return err
 	}
 	dest := fs.Arg(0)
+	if err := storage.NotASideFile(dest); err != nil {
+		return err
+	}
 	if _, err := os.Lstat(dest); err == nil {
 		if fi, err := os.Stat(dest); err == nil && fi.IsDir() { // or a link to one
 			return fmt.Errorf("%s is a folder: name the backup's new file in it, such as %s", dest, filepath.Join(dest, "lastmile-backup.db"))

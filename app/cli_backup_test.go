@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -81,6 +82,35 @@ func TestBackupToAFolderSaysToNameAFileInIt(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("backup to a folder left %v in it", entries)
+	}
+}
+
+// A DEST named as SQLite names a database's side files (X-wal, X-journal,
+// X-shm) is refused, nothing written: opening X, SQLite would apply the
+// backup to X as its WAL or hot journal, or delete it.
+func TestBackupNamedAsADatabasesSideFileIsRefused(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "lastmile.db")
+	acceptDeliveries(t, db, "d", 1)
+	dir := t.TempDir()
+	other := filepath.Join(dir, "other.db")
+	acceptDeliveries(t, other, "o", 1)
+	for _, suffix := range []string{"-wal", "-journal", "-shm"} {
+		dest := other + suffix
+		os.Remove(dest) // a stopped serve's leftovers: none
+		code, stdout, stderr := run(t, db, "backup", dest)
+		want := "lastmile: " + dest + ": a name ending in " + suffix + " is that of a file SQLite keeps beside the database " + other
+		if code != 1 || stdout != "" || !strings.HasPrefix(stderr, want) {
+			t.Errorf("backup to %s: exit %d, stdout %q, stderr %q; want 1 and %q…", dest, code, stdout, stderr, want)
+		}
+		if _, err := os.Lstat(dest); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("backup to %s left a file there: %v", dest, err)
+		}
+	}
+	// A name that merely ends so, with nothing before it, is a file of
+	// its own.
+	dest := filepath.Join(dir, "-wal")
+	if code, _, stderr := run(t, db, "backup", "--", dest); code != 0 {
+		t.Errorf("backup to %s: exit %d, %s", dest, code, stderr)
 	}
 }
 

@@ -466,6 +466,18 @@ func NoSideFiles(path string) error {
 	return nil
 }
 
+// NotASideFile refuses a name SQLite would take for a file it keeps beside
+// a database (X-wal beside X): opening X, SQLite would apply it to X, or
+// delete it.
+func NotASideFile(path string) error {
+	for _, suffix := range sideFiles {
+		if db, ok := strings.CutSuffix(path, suffix); ok && db != "" && !strings.HasSuffix(db, string(filepath.Separator)) {
+			return fmt.Errorf("%s: a name ending in %s is that of a file SQLite keeps beside the database %s, which it would apply to that database or delete: name the backup otherwise (such as %s.db)", path, suffix, db, path)
+		}
+	}
+	return nil
+}
+
 // suffixed is path followed by the suffix of each file SQLite keeps
 // beside a database.
 func suffixed(path string) []string {
