@@ -409,8 +409,10 @@ func (c *Copy) Replace(ctx context.Context, aside string) (moved []string, err e
 	}
 	if err := checkpoint(ctx, c.dest); errors.Is(err, errHeld) {
 		return nil, fmt.Errorf("%w: nothing changed (run restore again once it is done)", err)
-	} else if err != nil {
+	} else if damaged(err) {
 		return nil, fmt.Errorf("%w: nothing changed (a damaged database: rename it, its -wal and -shm yourself, then restore)", err)
+	} else if err != nil {
+		return nil, fmt.Errorf("%w: nothing changed", err)
 	}
 	if err := os.Link(c.dest, aside); err != nil {
 		// A file system without hard links: renamed, then the copy put in
@@ -497,23 +499,35 @@ var errHeld = errors.New("another process is reading the database (lastmile hist
 // and empties its -wal (rolling a hot journal back, in rollback journal
 // mode), refusing one it cannot open or checkpoint whole.
 func checkpoint(ctx context.Context, path string) error {
-	db, err := sql.Open("sqlite", fileURI(path)+"?"+url.Values{"_pragma": {"busy_timeout(10000)"}}.Encode())
+	db, err := sql.Open("sqlite", fileURI(path)+"?"+url.Values{"_pragma": {fmt.Sprintf("busy_timeout(%d)", checkpointWait.Milliseconds())}}.Encode())
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer db.Close()
+	// A lock another process holds past the wait (a writer, in rollback
+	// journal mode: a restored database serve has not opened yet) is that
+	// process's, not damage.
+	held := func(what string, err error) error {
+		if code := sqliteCode(err) & 0xff; code == sqlite3.SQLITE_BUSY || code == sqlite3.SQLITE_LOCKED {
+			err = errHeld
+		}
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
 	var n, busy, frames, done int
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master`).Scan(&n); err != nil {
-		return fmt.Errorf("read %s: %w", path, err)
+		return held("read", err)
 	}
 	if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &done); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", path, err)
+		return held("checkpoint", err)
 	}
 	if busy != 0 {
 		return fmt.Errorf("checkpoint %s: %w", path, errHeld)
 	}
 	return db.Close()
 }
+
+// checkpointWait is how long checkpoint waits for another process's lock.
+var checkpointWait = 10 * time.Second
 
 // SetAside renames the database at path, and the files SQLite keeps
 // beside it (-wal, -shm and -journal, those there), to name and name

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -201,5 +203,39 @@ func TestNoRoomAtTheSync(t *testing.T) {
 	other := &fs.PathError{Op: "sync", Path: synced.Path, Err: syscall.EIO}
 	if err := noRoom(ctx, db.read, src, other.Path, other); err != other {
 		t.Errorf("an I/O error: %v, want it as it is", err)
+	}
+}
+
+// A database another process writes to holds checkpoint back — in
+// rollback journal mode (a restored database serve has not opened yet) a
+// writer's lock keeps it from reading at all —: that is the other
+// process's lock, said as such, not damage.
+func TestCheckpointBesideAWriterIsHeldNotDamaged(t *testing.T) {
+	defer func(w time.Duration) { checkpointWait = w }(checkpointWait)
+	checkpointWait = 100 * time.Millisecond
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "restored.db")
+	w, err := sql.Open("sqlite", fileURI(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	conn, err := w.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	err = checkpoint(ctx, path)
+	if !errors.Is(err, errHeld) || damaged(err) {
+		t.Errorf("checkpoint beside a writer: %v; want the other process's lock said", err)
+	}
+	if _, err := conn.ExecContext(ctx, `COMMIT`); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint(ctx, path); err != nil {
+		t.Errorf("checkpoint once the writer is done: %v", err)
 	}
 }
