@@ -995,3 +995,89 @@ func TestDefaultBranchRenamedPushesAreThePipelines(t *testing.T) {
 		}
 	})
 }
+
+// trunkPushFrom delivers a push to trunk, the repository's default branch
+// (renamed from main), of after on before.
+func trunkPushFrom(h *harness, before, after string) error {
+	h.gh.mu.Lock()
+	h.gh.head = after
+	h.gh.mu.Unlock()
+	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "trunk-" + after, Ref: "refs/heads/trunk",
+		Before: before, After: after, DefaultBranch: "trunk", Pusher: "octocat", PushedAt: time.Now(),
+		Commits: []pipeline.Commit{{SHA: after, Timestamp: time.Now().Add(-time.Minute)}}})
+}
+
+// The default branch renamed main → trunk, the configuration naming no
+// branch. A push to trunk with an invalid configuration is recorded as the
+// pipeline's release (as the change intends); the next push to trunk
+// removes the configuration: the repository must leave lastmile, as the
+// first push to trunk removing it would have made it.
+func TestDefaultBranchRenamedConfigRemovedAfterAnInvalidOneLeaves(t *testing.T) {
+	h := newHarness(t, c0, c1, c2, c3)
+	h.mustPush(c0, c1, false)
+	h.gh.mu.Lock()
+	h.gh.config = "environments: []\n"
+	h.gh.mu.Unlock()
+	_ = trunkPushFrom(h, c1, c2)
+	if rel := h.releaseState(shop, c2); rel.StopKind != pipeline.StopConfigError {
+		t.Fatalf("c2: %s %s, want the pipeline's release failing its configuration", rel.State, rel.StopKind)
+	}
+	h.gh.mu.Lock()
+	h.gh.config = threeEnvs
+	h.gh.noConfig = []string{c3}
+	h.gh.mu.Unlock()
+	var ignored *pipeline.Ignored
+	if err := trunkPushFrom(h, c2, c3); !errors.As(err, &ignored) || !ignored.NotEnrolled {
+		t.Fatalf("the push removing the configuration: %v", err)
+	}
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "left lastmile") {
+		t.Errorf("c1: %s %q, want stopped as the repository left lastmile", rel.State, rel.StopReason)
+	}
+	if envs := h.liveEnvs(); len(envs) != 0 {
+		t.Errorf("live environments %v, want none", envs)
+	}
+}
+
+// Same, a second invalid configuration pushed to trunk: it is the
+// pipeline's as the first was, and recorded as a release failing its
+// configuration.
+func TestDefaultBranchRenamedEachInvalidConfigIsThePipelines(t *testing.T) {
+	h := newHarness(t, c0, c1, c2, c3)
+	h.mustPush(c0, c1, false)
+	h.gh.mu.Lock()
+	h.gh.config = "environments: []\n"
+	h.gh.mu.Unlock()
+	_ = trunkPushFrom(h, c1, c2)
+	_ = trunkPushFrom(h, c2, c3)
+	rel, err := h.db.ReleaseOf(context.Background(), shop.ID, c3)
+	if err != nil || rel.StopKind != pipeline.StopConfigError {
+		t.Errorf("c3: %+v %v, want the pipeline's release failing its configuration, as c2's", rel, err)
+	}
+}
+
+// The configuration on main was invalid when the default branch was
+// renamed (the latest release failed its configuration: it keeps none):
+// the pipeline still follows the default branch; a push to trunk
+// removing the configuration takes the repository out of lastmile.
+func TestDefaultBranchRenamedWhileMainsConfigWasInvalid(t *testing.T) {
+	h := newHarness(t, c0, c1, c2, c3)
+	h.mustPush(c0, c1, false)
+	h.gh.mu.Lock()
+	h.gh.config = "environments: []\n"
+	h.gh.mu.Unlock()
+	_ = h.push(c1, c2, false)
+	if rel := h.releaseState(shop, c2); rel.StopKind != pipeline.StopConfigError {
+		t.Fatalf("c2: %s %s", rel.State, rel.StopKind)
+	}
+	h.gh.mu.Lock()
+	h.gh.config = threeEnvs
+	h.gh.noConfig = []string{c3}
+	h.gh.mu.Unlock()
+	var ignored *pipeline.Ignored
+	if err := trunkPushFrom(h, c2, c3); !errors.As(err, &ignored) || !ignored.NotEnrolled {
+		t.Fatalf("the push removing the configuration: %v", err)
+	}
+	if envs := h.liveEnvs(); len(envs) != 0 {
+		t.Errorf("live environments %v, want none: the repository left lastmile", envs)
+	}
+}

@@ -72,12 +72,14 @@ func (e *Engine) saveRepo(ctx context.Context, r Repo, at time.Time) error {
 }
 
 // followsDefault reports whether the repository's pipeline follows its
-// default branch, known as known: its latest release is of that branch,
-// and its configuration names no branch. (A push to known that named
-// another since, moving the pipeline there, recorded no release: the
-// latest is then of known still, but known is no longer its branch.)
+// default branch, known as known: its latest release with a valid
+// configuration is of that branch, and that configuration names no branch
+// — releases of an invalid one since (on the renamed branch, say) tell
+// nothing of the branch. (A push to known that named another since,
+// moving the pipeline there, recorded no release: the latest is then of
+// known still, but known is no longer its branch.)
 func (e *Engine) followsDefault(ctx context.Context, repoID int64, known string) (bool, error) {
-	rel, err := e.Store.LatestRelease(ctx, repoID)
+	rel, err := e.Store.LatestConfigured(ctx, repoID)
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -176,24 +178,35 @@ func (e *Engine) HandlePush(ctx context.Context, p Push) error {
 	if !isBranch {
 		return &Ignored{Reason: "push to " + p.Ref + " is not a branch"}
 	}
+	if !p.Deleted {
+		if err := e.saveRepo(ctx, p.Repo, p.PushTime()); err != nil {
+			return err
+		}
+	}
+	// A push made before its repository moved to another installation
+	// (transferred to another account: the installation events, handled
+	// first, recorded the one that reaches it now, and SaveRepo kept it)
+	// is read through that one: through the push's, GitHub would answer
+	// 404, taken for the configuration removed (or, for a deletion, for
+	// the branch no longer holding a commit).
+	if inst, since, err := e.Store.RecordedInstallation(ctx, p.Repo.ID); err != nil {
+		return err
+	} else if inst != 0 && inst != p.Repo.InstallationID {
+		// The store holds another than the push's: saved again at the
+		// next push, which may be one made after a transfer back.
+		e.saved.Delete(p.Repo.ID)
+		// Recorded since the push was made (the store's times are whole
+		// milliseconds; SaveRepo keeps the one recorded the same
+		// millisecond), or the push's time not known: the recorded one.
+		if pushed := p.PushTime(); pushed.IsZero() || !since.Before(pushed.Truncate(time.Millisecond)) {
+			p.Repo.InstallationID = inst
+		}
+	}
 	if p.Deleted {
 		if err := e.branchDeleted(ctx, p, branch); err != nil {
 			return err
 		}
 		return &Ignored{Reason: "branch " + branch + " was deleted"}
-	}
-	if err := e.saveRepo(ctx, p.Repo, p.PushTime()); err != nil {
-		return err
-	}
-	// A push handled after its repository moved to another installation
-	// (transferred to another account: the installation events, handled
-	// first, recorded the one that reaches it now) is read through that
-	// one: through the push's, GitHub would answer 404, taken for the
-	// configuration removed.
-	if inst, _, err := e.Store.RecordedInstallation(ctx, p.Repo.ID); err != nil {
-		return err
-	} else if inst != 0 && inst != p.Repo.InstallationID {
-		p.Repo.InstallationID = inst
 	}
 	known, err := e.Store.PipelineBranch(ctx, p.Repo.ID)
 	if err != nil {
@@ -613,12 +626,21 @@ func (e *Engine) releaseCommits(ctx context.Context, p Push, rel *Release) ([]Co
 			}
 		}
 		if !p.Truncated && !p.MovedAnywhere() {
-			// A push that moved the branch forward, its list whole (or
-			// empty: commits pushed before, which the comparison could
-			// not list either), after a replacement lastmile did not hear
-			// of: its own commits are known; only the history before it
-			// is new.
+			// A push that moved the branch forward, its list whole, after
+			// a replacement lastmile did not hear of: its own commits are
+			// known; only the history before it is new. Its list empty
+			// (commits pushed before), they are those GitHub's comparison
+			// of the push's own before and after lists, on the one history.
 			rel.Base = p.Before
+			if !p.Listed() && p.Before != "" {
+				own, err := e.GitHub.Compare(ctx, p.Repo, p.Before, p.After)
+				switch {
+				case err == nil && own.Status == "ahead":
+					return own.Commits, nil
+				case err != nil && !errors.Is(err, ErrComparisonTooLarge) && !errors.Is(err, ErrNotFound):
+					return nil, fmt.Errorf("compare %s...%s: %w", short(p.Before), short(p.After), err)
+				}
+			}
 			return p.Commits, nil
 		}
 		rel.Base, rel.Baseline = "", true

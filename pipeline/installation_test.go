@@ -660,3 +660,101 @@ func TestReachingGoesByWhenTheRepositoryMoved(t *testing.T) {
 		t.Errorf("detached: installation %d, %v; want the event's, 7", got, err)
 	}
 }
+
+// strictReach answers 404, as GitHub does, to every read of a repository
+// through an installation that no longer reaches it.
+type strictReach struct {
+	*fakeGitHub
+	reach map[int64]int64
+}
+
+func (g *strictReach) wrong(r pipeline.Repo) bool {
+	id, ok := g.reach[r.ID]
+	return ok && id != r.InstallationID
+}
+
+func (g *strictReach) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string) ([]byte, error) {
+	if g.wrong(r) {
+		return nil, pipeline.ErrNotFound
+	}
+	return g.fakeGitHub.ReadFile(ctx, r, path, sha)
+}
+
+func (g *strictReach) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	if g.wrong(r) {
+		return "", pipeline.ErrNotFound
+	}
+	return g.fakeGitHub.Relation(ctx, r, base, head)
+}
+
+func (g *strictReach) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
+	if g.wrong(r) {
+		return pipeline.Comparison{}, pipeline.ErrNotFound
+	}
+	return g.fakeGitHub.Compare(ctx, r, base, head)
+}
+
+// A deletion of main made before the repository was transferred, handled
+// after the transfer's installation events; main was created again at c1
+// since (GitHub shows it there). Read through the installation that
+// reaches the repository now, main holds c1: its release goes on. Read
+// through the push's, every comparison would be a 404, taken for "the
+// branch no longer holds it".
+func TestBranchDeletionMadeBeforeATransferIsReadThroughTheNewInstallation(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	moved := shop
+	moved.Owner, moved.InstallationID = "other", 8
+	h.gh.setReaches(shop.ID, 8)
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 7, Action: pipeline.RepositoriesRemoved, Repos: []pipeline.Repo{shop}})
+	h.engine.GitHub = &strictReach{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
+	err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "del-main", Ref: "refs/heads/main",
+		Before: c1, After: "0000000000000000000000000000000000000000", Deleted: true, DefaultBranch: "main", Pusher: "octocat",
+		PushedAt: time.Now().Add(-time.Hour)})
+	var ignored *pipeline.Ignored
+	if !errors.As(err, &ignored) {
+		t.Fatalf("the deletion: %v", err)
+	}
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
+		t.Errorf("c1: %s %q; want active (main holds c1 again)", rel.State, rel.StopReason)
+	}
+}
+
+// The repository is transferred to another account (installation 8) and
+// back (installation 7). Between the two, a push made before the first
+// transfer is handled late, read through 8 (the store kept it). After the
+// transfer back, a new push through 7 is handled before the transfer's
+// installation events: it is made after the store's installation was
+// recorded, and read through its own, 7 — through 8 GitHub would answer
+// 404, and the repository leave lastmile as though its configuration
+// were removed.
+func TestPushAfterATransferBackIsReadThroughItsOwnInstallation(t *testing.T) {
+	h := newHarness(t, c0, c1, c2, c3)
+	h.mustPush(c0, c1, false)
+	moved := shop
+	moved.Owner, moved.InstallationID = "other", 8
+	h.gh.setReaches(shop.ID, 8)
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	gh := &strictReach{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
+	h.engine.GitHub = gh
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	// made before the transfer, handled after it
+	if err := h.deliverPush(c1, c2, false, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatalf("the push made before the transfer: %v", err)
+	}
+	// transferred back to installation 7; its events not handled yet
+	h.gh.setReaches(shop.ID, 7)
+	gh.reach[shop.ID] = 7
+	if err := h.push(c2, c3, false); err != nil {
+		t.Errorf("a push made after the transfer back, through installation 7: %v", err)
+	}
+	if envs := h.liveEnvs(); len(envs) != 3 {
+		t.Errorf("live environments %v, want the three: the repository left lastmile", envs)
+	}
+}
+
+// As TestLeadTimeAfterAMissedReplacementCountsThePushsCommits, the push
+// after the missed replacement listing no commits (a fast-forward to

@@ -321,6 +321,9 @@ type Store interface {
 	Release(ctx context.Context, id int64) (*Release, error)
 	// LatestRelease is the newest release of a repository; ErrNotFound if none.
 	LatestRelease(ctx context.Context, repoID int64) (*Release, error)
+	// LatestConfigured is the newest release of a repository with a valid
+	// configuration; ErrNotFound if none.
+	LatestConfigured(ctx context.Context, repoID int64) (*Release, error)
 	// NewerReleases lists the repository's releases numbered above after,
 	// newest first, up to limit.
 	NewerReleases(ctx context.Context, repoID, after int64, limit int) ([]*Release, error)

@@ -475,6 +475,17 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 	return r, err
 }
 
+// LatestConfigured returns the newest release of a repository with a
+// valid configuration.
+func (db *DB) LatestConfigured(ctx context.Context, repoID int64) (*pipeline.Release, error) {
+	r, err := scanRelease(db.read.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
+		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.config IS NOT NULL ORDER BY r.id DESC LIMIT 1`, repoID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, pipeline.ErrNotFound
+	}
+	return r, err
+}
+
 // NewerReleases lists the repository's releases numbered above after,
 // newest first, up to limit.
 func (db *DB) NewerReleases(ctx context.Context, repoID, after int64, limit int) ([]*pipeline.Release, error) {
