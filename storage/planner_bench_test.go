@@ -49,3 +49,34 @@ func BenchmarkPlannerReads(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStatus is lastmile status (and GET /api/v1/status) with a short
+// and a long history of deployments in one repository: it reads a few
+// rows per environment, however long the history.
+//
+//	go test ./storage -run '^$' -bench 'Status$' -benchtime 200x
+func BenchmarkStatus(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{300, 60_000} {
+		b.Run(fmt.Sprintf("deployments=%d", n), func(b *testing.B) {
+			db, err := storage.Open(ctx, filepath.Join(b.TempDir(), "lastmile.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			if err := db.Generate(ctx, storage.GenerateOptions{Repositories: 1, Deployments: n, Commits: n}, nil); err != nil {
+				b.Fatal(err)
+			}
+			list, err := db.Status(ctx, "")
+			if err != nil || len(list) != 3 || list[2].Live == nil {
+				b.Fatalf("status: %+v, %v; want three environments, production live", list, err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := db.Status(ctx, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
