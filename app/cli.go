@@ -120,7 +120,7 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		fs.SetOutput(stderr)
 		return err
 	case err != nil:
-		fmt.Fprintln(stderr, flagProblem(err, fs))
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), flagProblem(err, fs))
 		fs.Usage()
 		return errUsage
 	}

@@ -887,7 +887,7 @@ func TestATrailingFlagWithoutItsValue(t *testing.T) {
 	} {
 		before := dbState(t, path)
 		code, stdout, stderr := runCLI(t, map[string]string{"LASTMILE_DATABASE": path}, tc.args...)
-		want := "flag needs an argument: --" + tc.flag + "\n"
+		want := "lastmile " + tc.args[0] + ": flag needs an argument: --" + tc.flag + "\n"
 		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, "Usage: lastmile "+tc.args[0]) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2, and on stderr %q first, then the usage", tc.args, code, stdout, stderr, want)
 		}
@@ -953,13 +953,15 @@ func TestFlagProblemsNameTheFlagWithTwoDashes(t *testing.T) {
 		{[]string{"deliveries", "--limt", "5"}, "flag provided but not defined: --limt: did you mean --limit?\n"},
 		{[]string{"history", "-databse=x.db"}, "flag provided but not defined: --databse: did you mean --database?\n"},
 		{[]string{"demo", "--colour"}, "flag provided but not defined: --colour\n"},
-		{[]string{"history", "--limit", "ten"}, `invalid value "ten" for flag --limit: parse error` + "\n"},
-		{[]string{"deliveries", "--json=maybe"}, `invalid boolean value "maybe" for --json: parse error` + "\n"},
+		{[]string{"history", "--limit", "ten"}, `invalid value "ten" for flag --limit: give a whole number` + "\n"},
+		{[]string{"audit", "--release", "x", "acme/shop", "1a2b3c4"}, `invalid value "x" for flag --release: give a whole number` + "\n"},
+		{[]string{"history", "--limit", "99999999999999999999"}, `invalid value "99999999999999999999" for flag --limit: out of range` + "\n"},
+		{[]string{"deliveries", "--json=maybe"}, `invalid boolean value "maybe" for --json: give true or false` + "\n"},
 		{[]string{"register", "--private-key-file"}, "flag provided but not defined: --private-key-file\n"},
 		{[]string{"vacuum", "--database"}, "flag needs an argument: --database\n"},
 	} {
 		code, stdout, stderr := runCLI(t, env, tc.args...)
-		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, tc.want) || !strings.Contains(stderr, "Usage: lastmile "+tc.args[0]) {
+		if want := "lastmile " + tc.args[0] + ": " + tc.want; code != 2 || stdout != "" || !strings.HasPrefix(stderr, want) || !strings.Contains(stderr, "Usage: lastmile "+tc.args[0]) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2, and on stderr %q first, then the usage", tc.args, code, stdout, stderr, tc.want)
 		}
 	}

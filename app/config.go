@@ -580,6 +580,20 @@ func flagProblem(err error, fs *flag.FlagSet) error {
 			continue
 		}
 		if tail, ok := strings.CutPrefix(rest[len(value):], words[1]); ok {
+			// The flag package's "parse error" says what the value is not.
+			if name, why, ok := strings.Cut(tail, ": "); ok && (why == "parse error" || why == "value out of range") {
+				if f := fs.Lookup(name); f != nil {
+					switch f.Value.(flag.Getter).Get().(type) {
+					case bool:
+						tail = name + ": give true or false"
+					case int, int64, uint, uint64:
+						tail = name + ": give a whole number"
+						if why == "value out of range" {
+							tail = name + ": out of range"
+						}
+					}
+				}
+			}
 			return errors.New(words[0] + value + words[1] + "-" + tail)
 		}
 	}
