@@ -133,7 +133,7 @@ func jsonGot(v string) string {
 // through for a delivery (see pipeline.Engine.Reaching): the Router asks
 // it, when its Engine is one.
 type Reacher interface {
-	Reaching(ctx context.Context, repoID, inst int64, received time.Time) (int64, error)
+	Reaching(ctx context.Context, repoID, inst int64, guid string, received time.Time) (int64, error)
 }
 
 func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
@@ -143,7 +143,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 	// that out itself, by its time (Engine.HandlePush).
 	inst := int64(0)
 	if re, ok := rt.Engine.(Reacher); ok && d.Event != "push" && d.RepositoryID != 0 && d.InstallationID != 0 {
-		id, err := re.Reaching(ctx, d.RepositoryID, d.InstallationID, d.ReceivedAt)
+		id, err := re.Reaching(ctx, d.RepositoryID, d.InstallationID, d.ID, d.ReceivedAt)
 		if err != nil {
 			return err
 		}

@@ -699,7 +699,7 @@ type reachingEngine struct {
 	asked   int
 }
 
-func (e *reachingEngine) Reaching(_ context.Context, repoID, inst int64, received time.Time) (int64, error) {
+func (e *reachingEngine) Reaching(_ context.Context, repoID, inst int64, _ string, received time.Time) (int64, error) {
 	e.asked++
 	if received.Before(e.movedAt) {
 		return 8, nil

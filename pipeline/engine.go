@@ -90,18 +90,33 @@ func (e *Engine) followsDefault(ctx context.Context, repoID int64, known string)
 }
 
 // Reaching is the installation through which to call GitHub for an event
-// of repository repoID received at received through installation inst:
-// the one recorded as reaching the repository when it was recorded after
-// the event was received — the repository moved to another installation
-// (transferred to another account) while the event waited in the inbox,
-// and through inst GitHub answers 404 —; inst otherwise (also when the
-// repository was detached: the worker ignores such events).
-func (e *Engine) Reaching(ctx context.Context, repoID, inst int64, received time.Time) (int64, error) {
+// of repository repoID, delivery guid, received at received through
+// installation inst: the one recorded as reaching the repository when it
+// was recorded after the event was received — the repository moved to
+// another installation (transferred to another account) while the event
+// waited in the inbox, and through inst GitHub answers 404 —; inst
+// otherwise (also when the repository was detached: the worker ignores
+// such events). A delivery lastmile asked GitHub to redeliver (its first
+// attempts failed) arrives long after its event: it goes by GitHub's first
+// attempt to deliver it, which lastmile recorded with its request.
+func (e *Engine) Reaching(ctx context.Context, repoID, inst int64, guid string, received time.Time) (int64, error) {
 	rec, since, err := e.Store.RecordedInstallation(ctx, repoID)
 	if err != nil {
 		return 0, err
 	}
-	if rec != 0 && rec != inst && since.After(received) {
+	if rec == 0 || rec == inst {
+		return inst, nil
+	}
+	if !since.After(received) && guid != "" {
+		first, err := e.Store.FirstAttempt(ctx, guid)
+		if err != nil {
+			return 0, err
+		}
+		if !first.IsZero() && first.Before(received) {
+			received = first
+		}
+	}
+	if since.After(received) {
 		return rec, nil
 	}
 	return inst, nil

@@ -650,14 +650,43 @@ func TestReachingGoesByWhenTheRepositoryMoved(t *testing.T) {
 		received time.Time
 		want     int64
 	}{{before, 8}, {after, 7}} {
-		if got, err := h.engine.Reaching(ctx, shop.ID, 7, tc.received); err != nil || got != tc.want {
+		if got, err := h.engine.Reaching(ctx, shop.ID, 7, "", tc.received); err != nil || got != tc.want {
 			t.Errorf("received %v: installation %d, %v; want %d", tc.received, got, err, tc.want)
 		}
 	}
 	h.gh.setReaches(shop.ID, 0) // removed: no installation reaches it
 	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Action: pipeline.RepositoriesRemoved, Repos: []pipeline.Repo{moved}})
-	if got, err := h.engine.Reaching(ctx, shop.ID, 7, before); err != nil || got != 7 {
+	if got, err := h.engine.Reaching(ctx, shop.ID, 7, "", before); err != nil || got != 7 {
 		t.Errorf("detached: installation %d, %v; want the event's, 7", got, err)
+	}
+}
+
+// A delivery whose first attempts failed before its repository was
+// transferred, redelivered at lastmile's request after the transfer was
+// recorded, goes by GitHub's first attempt (recorded with the request):
+// through the installation that reaches the repository now — through the
+// payload's, GitHub answers 404, and the delivery would be retried until
+// dead. One received as late that lastmile did not ask for goes through
+// its own (a transfer back, its events not handled yet).
+func TestReachingARedeliveryGoesByItsFirstAttempt(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	failed := pipeline.HookDelivery{GUID: "guid-failed", AttemptID: 41, Event: "deployment_status", FirstAttempt: time.Now().Add(-time.Hour)}
+	if err := h.db.RedeliveryRequested(ctx, failed, false, time.Now(), time.Now().Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	moved := shop
+	moved.Owner, moved.InstallationID = "other", 8
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	redelivered := time.Now().Add(time.Minute)
+	for _, tc := range []struct {
+		guid string
+		want int64
+	}{{"guid-failed", 8}, {"guid-not-asked-for", 7}, {"", 7}} {
+		if got, err := h.engine.Reaching(ctx, shop.ID, 7, tc.guid, redelivered); err != nil || got != tc.want {
+			t.Errorf("delivery %q received after the transfer: installation %d, %v; want %d", tc.guid, got, err, tc.want)
+		}
 	}
 }
 

@@ -298,6 +298,10 @@ type Store interface {
 	// RecordedInstallation is the installation recorded as reaching a
 	// repository (0: none recorded, or detached), and since when.
 	RecordedInstallation(ctx context.Context, repoID int64) (int64, time.Time, error)
+	// FirstAttempt is GitHub's first attempt to deliver the delivery guid,
+	// as recorded when lastmile asked for its redelivery; zero if it did
+	// not.
+	FirstAttempt(ctx context.Context, guid string) (time.Time, error)
 	// PipelineBranch is the branch the repository's last read configuration
 	// named ("" when lastmile has not read one).
 	PipelineBranch(ctx context.Context, repoID int64) (string, error)

@@ -612,6 +612,17 @@ func (db *DB) RedeliveryRequested(ctx context.Context, d pipeline.HookDelivery, 
 	})
 }
 
+// FirstAttempt is GitHub's first attempt to deliver guid, as recorded with
+// lastmile's redelivery requests for it; zero if there were none.
+func (db *DB) FirstAttempt(ctx context.Context, guid string) (time.Time, error) {
+	var first int64
+	err := db.read.QueryRowContext(ctx, `SELECT first_attempt_at FROM redelivery_requests WHERE guid = ?`, guid).Scan(&first)
+	if errors.Is(err, sql.ErrNoRows) || first == 0 {
+		return time.Time{}, nil
+	}
+	return fromMillis(first), err
+}
+
 // GivenUpRedeliveries lists the deliveries lastmile gave up asking GitHub
 // to redeliver whose first attempt was at since or later (GitHub's clock),
 // oldest first: those recorded with an attempt to redeliver (not those
