@@ -189,7 +189,8 @@ func TestBucketsSpanWhatTheyMeasure(t *testing.T) {
 		want float64
 	}{
 		{LeadTime, 45, 60},
-		{LeadTime, 20 * day, 30 * day},
+		{LeadTime, 20 * day, 21 * day},
+		{LeadTime, 29 * day, 30 * day},
 		{TimeToRestore, 31 * day, math.Inf(1)},
 		{DeploymentDuration, 0.5, 1},
 		{DeploymentDuration, 8 * day, 14 * day},
@@ -202,6 +203,25 @@ func TestBucketsSpanWhatTheyMeasure(t *testing.T) {
 	} {
 		if got := BucketFor(tc.name, tc.v); got != tc.want {
 			t.Errorf("%s: %v s falls in le=%v, want le=%v", tc.name, tc.v, got, tc.want)
+		}
+	}
+}
+
+// From 8 hours on, where most lead times and restores of teams that deploy
+// daily to weekly fall, no bound of lead time and time to restore is more
+// than 1.5 times the one before (histogram_quantile interpolates within a
+// bucket, and a manager reads its median); each bucket set grows.
+func TestLongBucketsAreFineFromHoursToWeeks(t *testing.T) {
+	for _, set := range [][]float64{LongBuckets, ShortBuckets} {
+		for i := 1; i < len(set); i++ {
+			if set[i] <= set[i-1] {
+				t.Errorf("bounds %v then %v: not growing", set[i-1], set[i])
+			}
+		}
+	}
+	for i := 1; i < len(LongBuckets); i++ {
+		if lo, hi := LongBuckets[i-1], LongBuckets[i]; lo >= 8*3600 && hi > 1.5*lo {
+			t.Errorf("lead time bounds %v then %v: more than 1.5 times", lo, hi)
 		}
 	}
 }

@@ -98,12 +98,12 @@ func scenario(now time.Time) []*envScenario {
 		{
 			repo: "acme/blog.site", env: "live", production: true,
 			deployments: map[string]float64{"success": 1, "failure": 0, "error": 1},
-			lead:        []float64{100000}, // (86400, 172800]
+			lead:        []float64{100000}, // (86400, 129600]
 			duration:    []float64{20},     // (15, 30]
 			approval:    []float64{45},     // (30, 60]
 			noRestore:   true,
 			lastSuccess: at(26 * time.Hour),
-			successRate: 0.5, leadP50: 129600, leadP90: 164160,
+			successRate: 0.5, leadP50: 108000, leadP90: 125280,
 			durationP50: 22.5, durationP90: 28.5, approvalP50: 45, approvalP90: 57,
 			hasLead: true, hasDuration: true, hasApproval: true,
 		},
