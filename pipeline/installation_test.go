@@ -787,3 +787,34 @@ func TestPushAfterATransferBackIsReadThroughItsOwnInstallation(t *testing.T) {
 
 // As TestLeadTimeAfterAMissedReplacementCountsThePushsCommits, the push
 // after the missed replacement listing no commits (a fast-forward to
+
+// A push made before a transfer, handled after it, whose payload gave no
+// pushed_at (its time guessed, as at its receipt): it may be older than
+// the transfer, and the installation the transfer's events recorded stays;
+// the push is read through it.
+func TestPushOfUnknownTimeAfterATransferKeepsItsInstallation(t *testing.T) {
+	h := newHarness(t, c0, c1, c2)
+	h.mustPush(c0, c1, false)
+	moved := shop
+	moved.Owner, moved.InstallationID = "other", 8
+	h.gh.setReaches(shop.ID, 8)
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	// the push handled a second after the transfer was recorded
+	h.db.Now = func() time.Time { return time.Now().Add(time.Second) }
+	h.engine.GitHub = &strictReach{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
+	h.gh.mu.Lock()
+	h.gh.head = c2
+	h.gh.mu.Unlock()
+	err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "push-guessed", Ref: "refs/heads/main",
+		Before: c1, After: c2, DefaultBranch: "main", Pusher: "octocat", PushedAt: time.Now(), PushedAtGuessed: true,
+		Commits: []pipeline.Commit{{SHA: c2, Title: "commit", Timestamp: time.Now().Add(-time.Hour)}}})
+	if err != nil {
+		t.Errorf("the push: %v", err)
+	}
+	if inst, _, _ := h.db.RecordedInstallation(context.Background(), shop.ID); inst != 8 {
+		t.Errorf("recorded installation %d after the push, want 8 (the transfer's)", inst)
+	}
+	if envs := h.liveEnvs(); len(envs) != 3 {
+		t.Errorf("live environments %v, want the three: the repository left lastmile", envs)
+	}
+}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -73,19 +74,20 @@ func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		// The event's time for the name (0: not known) and for the
-		// installation (not known: now).
-		eventAt, installAt := int64(0), millis(db.Now())
+		// The event's time for the name and the installation (0: not
+		// known, and then the installation is taken only where no
+		// installation event recorded one: the event may be older).
+		eventAt := int64(0)
 		if !at.IsZero() {
-			eventAt, installAt = millis(at), millis(at)
+			eventAt = millis(at)
 		}
 		name, current := r.FullName(), eventAt >= nameAt
 		_, err = tx.ExecContext(ctx, `INSERT INTO repositories (id, full_name, installation_id, updated_at, name_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET
 			full_name = CASE WHEN excluded.name_at >= name_at THEN excluded.full_name ELSE full_name END,
 			name_at = MAX(name_at, excluded.name_at),
-			installation_id = CASE WHEN ? > installation_at THEN excluded.installation_id ELSE installation_id END,
-			updated_at = excluded.updated_at`, r.ID, name, r.InstallationID, millis(db.Now()), eventAt, installAt)
+			installation_id = CASE WHEN ? > installation_at OR installation_at = 0 THEN excluded.installation_id ELSE installation_id END,
+			updated_at = excluded.updated_at`, r.ID, name, r.InstallationID, millis(db.Now()), eventAt, eventAt)
 		if err != nil || old == "" || old == name {
 			return err
 		}
@@ -96,7 +98,7 @@ func (db *DB) SaveRepo(ctx context.Context, r pipeline.Repo, at time.Time) error
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO repository_names (repository_id, full_name, until_at) VALUES (?, ?, ?)
 				ON CONFLICT (repository_id, full_name) DO UPDATE SET until_at = MAX(until_at, excluded.until_at)`,
-				r.ID, past, installAt); err != nil {
+				r.ID, past, cmp.Or(eventAt, millis(db.Now()))); err != nil {
 				return err
 			}
 		}
