@@ -37,29 +37,40 @@ func (db *DB) Status(ctx context.Context, repository string) ([]pipeline.Environ
 		}
 	}
 	type row struct {
-		repoID  int64
-		status  pipeline.EnvironmentStatus
-		failing int64
+		repoID, nameAt int64
+		status         pipeline.EnvironmentStatus
+		failing        int64
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT s.repository_id, p.full_name, s.environment, s.production, s.failing_since
+	rows, err := tx.QueryContext(ctx, `SELECT s.repository_id, p.name_at, p.full_name, s.environment, s.production, s.failing_since
 		FROM environment_state s JOIN repositories p ON p.id = s.repository_id
 		WHERE NOT s.retired`+where+` ORDER BY p.full_name COLLATE NOCASE, s.repository_id`, args...)
 	if err != nil {
 		return nil, err
 	}
 	var all []row
+	// Two repositories lastmile knows by one name (one deleted, or renamed
+	// or transferred before lastmile heard of it, and another created or
+	// renamed under that name): the one whose name came from the newest
+	// event (the higher ID, the newer repository, on a tie) is the one by
+	// that name now, as for the metrics' repository label.
+	owner := map[string]row{}
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.repoID, &r.status.Repository, &r.status.Environment, &r.status.Production, &r.failing); err != nil {
+		if err := rows.Scan(&r.repoID, &r.nameAt, &r.status.Repository, &r.status.Environment, &r.status.Production, &r.failing); err != nil {
 			rows.Close()
 			return nil, err
 		}
 		r.status.FailingSince = fromMillis(r.failing)
 		all = append(all, r)
+		name := strings.ToLower(r.status.Repository)
+		if o, ok := owner[name]; !ok || r.nameAt > o.nameAt || r.nameAt == o.nameAt && r.repoID > o.repoID {
+			owner[name] = r
+		}
 	}
 	if err := closeRows(rows); err != nil {
 		return nil, err
 	}
+	all = slices.DeleteFunc(all, func(r row) bool { return owner[strings.ToLower(r.status.Repository)].repoID != r.repoID })
 	// Each repository's environments in its configuration's order (the
 	// latest one read that was valid: that is the one that named them).
 	order := map[int64]*pipeline.Config{}
@@ -150,14 +161,24 @@ func latestIn(ctx context.Context, q querier, repoID int64, env string, after in
 	}
 	if !d.TerminalAt.IsZero() {
 		l.Since = d.TerminalAt
-	} else {
-		var latest sql.NullInt64
-		if err := q.QueryRowContext(ctx, `SELECT MAX(created_at) FROM deployment_statuses WHERE deployment_id = ?`, d.ID).Scan(&latest); err != nil {
-			return nil, err
-		}
-		if at := fromMillis(latest.Int64); at.After(l.Since) {
-			l.Since = at
-		}
+	}
+	// Its newest status: since when it is in its state — the latest end of
+	// one that ended more than once (a re-run of its job failed too) —, or
+	// a re-run of its job under way after its end (queued again, waiting
+	// for its reviewers, or deploying), which it is then.
+	var newest string
+	var newestAt int64
+	err = q.QueryRowContext(ctx, `SELECT state, created_at FROM deployment_statuses WHERE deployment_id = ?
+		ORDER BY created_at DESC, COALESCE(github_id, 0) DESC, id DESC LIMIT 1`, d.ID).Scan(&newest, &newestAt)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, err
+	}
+	switch at, state := fromMillis(newestAt), pipeline.DeploymentState(newest); {
+	case err != nil || at.Before(l.Since):
+	case !state.Terminal() && !d.TerminalAt.IsZero():
+		l.State, l.Since = state, at
+	case state == l.State || d.TerminalAt.IsZero():
+		l.Since = at
 	}
 	if d.RunID != 0 {
 		reviews, err := reviewsOf(ctx, q, d)
