@@ -582,8 +582,8 @@ func flagProblem(err error, fs *flag.FlagSet) error {
 		if tail, ok := strings.CutPrefix(rest[len(value):], words[1]); ok {
 			// The flag package's "parse error" says what the value is not.
 			if name, why, ok := strings.Cut(tail, ": "); ok && (why == "parse error" || why == "value out of range") {
-				if f := fs.Lookup(name); f != nil {
-					switch f.Value.(flag.Getter).Get().(type) {
+				if g, ok := flagGetter(fs, name); ok {
+					switch g.Get().(type) {
 					case bool:
 						tail = name + ": give true or false"
 					case int, int64, uint, uint64:
@@ -598,6 +598,16 @@ func flagProblem(err error, fs *flag.FlagSet) error {
 		}
 	}
 	return err
+}
+
+// flagGetter is the named flag's value, when it can tell its type.
+func flagGetter(fs *flag.FlagSet, name string) (flag.Getter, bool) {
+	f := fs.Lookup(name)
+	if f == nil {
+		return nil, false
+	}
+	g, ok := f.Value.(flag.Getter)
+	return g, ok
 }
 
 // flagName is the name of the flag arg names (-name, --name,
