@@ -409,7 +409,10 @@ type EnvironmentOptions struct {
 	Reviewers []string
 	// Review says how the simulated reviewers answer. Default Manual().
 	Review ReviewPolicy
-	// WaitTimer delays jobs after approval (real time; keep it short).
+	// WaitTimer delays jobs from when they are triggered, as GitHub's wait
+	// timer does ("delay a job after the job is initially triggered"): a
+	// job runs once it has passed and its reviewers and rules approved
+	// (real time; keep it short).
 	WaitTimer time.Duration
 	// CustomProtectionRule enables this App as a custom deployment
 	// protection rule.

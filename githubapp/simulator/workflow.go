@@ -527,6 +527,11 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 	s.notifyLocked()
 	s.mu.Unlock()
 
+	// The wait timer runs from the job's trigger, beside its reviewers.
+	var timer <-chan time.Time
+	if envCfg != nil && envCfg.opts.WaitTimer > 0 {
+		timer = time.After(envCfg.opts.WaitTimer)
+	}
 	if g != nil {
 		if ok := s.awaitGate(ru, g, policy); !ok {
 			s.mu.Lock()
@@ -541,9 +546,9 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 			return conclusion
 		}
 	}
-	if envCfg != nil && envCfg.opts.WaitTimer > 0 {
+	if timer != nil {
 		select {
-		case <-time.After(envCfg.opts.WaitTimer):
+		case <-timer:
 		case <-ru.ctx.Done():
 		}
 	}
