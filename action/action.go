@@ -747,12 +747,30 @@ func (r *runner) postPersistently(ctx context.Context, state pipeline.Deployment
 			return err
 		}
 		r.printf("lastmile: %v; trying again in %s\n", err, wait.Round(100*time.Millisecond))
-		if r.env.sleep(detached, wait) != nil {
+		if r.pause(ctx, detached, wait) != nil {
 			return err // the cancellation's time is up
 		}
 		lastErr = err
 		pause = min(2*pause, 8*time.Second)
 	}
+}
+
+// pause waits d between tries of postPersistently, on detached (cut when
+// the cancellation's time is up); the job's cancellation during it ends
+// it at once — the next try then comes within the time the cancellation
+// leaves, not after the rest of a pause that may outlast it.
+func (r *runner) pause(ctx, detached context.Context, d time.Duration) error {
+	if ctx.Err() != nil {
+		return r.env.sleep(detached, d)
+	}
+	sleepCtx, stopSleep := context.WithCancel(detached)
+	defer stopSleep()
+	stop := context.AfterFunc(ctx, stopSleep)
+	defer stop()
+	if err := r.env.sleep(sleepCtx, d); err != nil && detached.Err() != nil {
+		return err
+	}
+	return nil
 }
 
 // alreadyPosted reports whether the deployment's newest status is state
