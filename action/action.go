@@ -339,7 +339,7 @@ func (r *runner) postBudget() time.Duration {
 func (r *runner) latestState(ctx context.Context) (pipeline.DeploymentState, error) {
 	c := r.cfg
 	var statuses []*github.DeploymentStatus
-	err := r.read(ctx, func() (err error) {
+	err := r.read(ctx, func(ctx context.Context) (err error) {
 		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 100})
 		return err
 	})
@@ -366,7 +366,7 @@ func personsSuccess(st *github.DeploymentStatus) bool {
 func (r *runner) supersededSince(ctx context.Context) (bool, error) {
 	c := r.cfg
 	var statuses []*github.DeploymentStatus
-	err := r.read(ctx, func() (err error) {
+	err := r.read(ctx, func(ctx context.Context) (err error) {
 		statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, c.deployment.ID, &github.ListOptions{PerPage: 100})
 		return err
 	})
@@ -440,7 +440,7 @@ func (r *runner) newerDeployment(ctx context.Context) (newer, error) {
 	c := r.cfg
 	mine, marked := pipeline.ParseMarker(c.deployment.Payload)
 	var deps []*github.Deployment
-	err := r.read(ctx, func() (err error) {
+	err := r.read(ctx, func(ctx context.Context) (err error) {
 		deps, _, err = r.gh.Repositories.ListDeployments(ctx, c.owner, c.repo, &github.DeploymentsListOptions{
 			Environment: c.deployment.Environment, ListOptions: github.ListOptions{PerPage: 100}})
 		return err
@@ -458,7 +458,7 @@ func (r *runner) newerDeployment(ctx context.Context) (newer, error) {
 			continue
 		}
 		var statuses []*github.DeploymentStatus
-		err := r.read(ctx, func() (err error) {
+		err := r.read(ctx, func(ctx context.Context) (err error) {
 			statuses, _, err = r.gh.Repositories.ListDeploymentStatuses(ctx, c.owner, c.repo, d.GetID(), &github.ListOptions{PerPage: 100})
 			return err
 		})
@@ -858,11 +858,11 @@ func (e *perhapsArrived) Unwrap() error { return e.err }
 // read makes a read of GitHub's, fn, through call (rate limits waited
 // out), tried again with growing pauses while GitHub fails (5xx, no
 // answer) for up to earlyPostTimeout from the first try or from the end of
-// the last rate limit waited out: as for queued and in_progress, a short
+// the last rate limit waited out, each try cut short then: as for queued and in_progress, a short
 // outage as the job starts must neither fail the register job nor end the
 // deployment before anything was deployed, and a read is safe to repeat.
 // The job's cancellation ends it at once.
-func (r *runner) read(ctx context.Context, fn func() error) error {
+func (r *runner) read(ctx context.Context, fn func(ctx context.Context) error) error {
 	deadline := r.env.now().Add(earlyPostTimeout)
 	pause := earlyFirstPause
 	for {
@@ -871,7 +871,11 @@ func (r *runner) read(ctx context.Context, fn func() error) error {
 			if tries++; tries > 1 { // after a rate limit's wait
 				deadline = maxTime(deadline, r.env.now().Add(earlyPostTimeout))
 			}
-			return fn()
+			// Each try, the transport's own included, cut short at the
+			// deadline, as postEarly's are.
+			tryCtx, cancel := context.WithTimeout(ctx, max(deadline.Sub(r.env.now()), 0))
+			defer cancel()
+			return fn(tryCtx)
 		})
 		if err == nil || ctx.Err() != nil || !mayHaveArrived(err) {
 			return err // done, cancelled, or refused by GitHub (a 4xx): asking again changes nothing
