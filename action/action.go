@@ -591,6 +591,10 @@ func (r *runner) deploy(ctx context.Context) (Result, error) {
 		}
 		timeout = cancelledPostTimeout
 	case runErr == nil:
+	case errors.As(runErr, new(*notStarted)):
+		state = pipeline.DeploymentError
+		desc = "The deploy command could not be started: nothing was deployed"
+		runErr = fmt.Errorf("nothing was deployed: %w", runErr)
 	default:
 		state = pipeline.DeploymentFailure
 		desc = "Deploy command failed: " + failureSummary(runErr)

@@ -1683,3 +1683,27 @@ func TestTheCommandGetsTheJobsInputVariablesNotTheActions(t *testing.T) {
 		t.Errorf("the command's INPUT_ variables:\n%s", log.String())
 	}
 }
+
+// A deploy command that cannot be started (here RUNNER_TEMP, where its
+// GITHUB_OUTPUT file goes, is missing) deployed nothing: the deployment is
+// left in error, not failure (a failed deploy, which time to restore and
+// the success rate count as one), and the step fails saying so.
+func TestDeployCommandNotStartedIsAnError(t *testing.T) {
+	w := newWorld(t)
+	id := w.createDeployment()
+	s := newStep(t, w.directJob(id), map[string]string{"INPUT_COMMAND": "echo deployed > \"$HOME/deployed\""})
+	s.vars["RUNNER_TEMP"] = filepath.Join(t.TempDir(), "missing")
+	var log strings.Builder
+	res, err := action.Run(w.ctx, s.env(&log))
+	if err == nil || !strings.Contains(err.Error(), "nothing was deployed") || res.State != pipeline.DeploymentError {
+		t.Errorf("Run: %+v, %v; want the deployment in error, nothing deployed\n%s", res, err, log.String())
+	}
+	d := w.deployment(id)
+	wantStates(t, d, "in_progress", "error")
+	if last := d.Statuses[len(d.Statuses)-1]; !strings.Contains(last.Description, "could not be started") {
+		t.Errorf("error status %q, want it to say the command could not be started", last.Description)
+	}
+	if _, err := os.Stat(filepath.Join(s.vars["HOME"], "deployed")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the command ran: %v", err)
+	}
+}

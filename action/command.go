@@ -15,6 +15,14 @@ import (
 	"unicode"
 )
 
+// notStarted is a deploy command the runner could not start (bash
+// missing, RUNNER_TEMP not writable): nothing was deployed, which is an
+// error of the deployment rather than a failed deploy.
+type notStarted struct{ err error }
+
+func (e *notStarted) Error() string { return e.err.Error() }
+func (e *notStarted) Unwrap() error { return e.err }
+
 // runCommand runs the deploy command through `bash -eo pipefail -c`, in the
 // workspace (GITHUB_WORKSPACE, when set), in its own process group, with its
 // output copied to the job log as it comes, and ended with a line break if
@@ -37,24 +45,24 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 	}
 	cmd := exec.Command("bash", "-eo", "pipefail", "-c", script)
 	if cmd.Err != nil {
-		return false, fmt.Errorf("bash is needed to run the deploy command: %w", cmd.Err)
+		return false, &notStarted{fmt.Errorf("bash is needed to run the deploy command: %w", cmd.Err)}
 	}
 	scratch, err := os.MkdirTemp(c.tempDir, "lastmile-command-")
 	if err != nil {
-		return false, fmt.Errorf("start the deploy command: its GITHUB_OUTPUT file: %w", err)
+		return false, &notStarted{fmt.Errorf("start the deploy command: its GITHUB_OUTPUT file: %w", err)}
 	}
 	// Removed with its directory: a process the command leaves running
 	// cannot make the file again.
 	defer os.RemoveAll(scratch)
 	outputs := filepath.Join(scratch, "github_output")
 	if err := os.WriteFile(outputs, nil, 0o600); err != nil {
-		return false, fmt.Errorf("start the deploy command: its GITHUB_OUTPUT file: %w", err)
+		return false, &notStarted{fmt.Errorf("start the deploy command: its GITHUB_OUTPUT file: %w", err)}
 	}
 	cmd.Env = commandEnv(env.Environ(), c, outputs)
 	cmd.Dir = c.workspace // where the runner checks the code out
 	out, err := startOutput(env.Stdout, env.Stderr)
 	if err != nil {
-		return false, fmt.Errorf("start the deploy command: %w", err)
+		return false, &notStarted{fmt.Errorf("start the deploy command: %w", err)}
 	}
 	cmd.Stdout, cmd.Stderr = out.stdoutW, out.stderrW
 	setProcessGroup(cmd)
@@ -62,6 +70,8 @@ func runCommand(ctx context.Context, env Env, c *config) (stopped bool, err erro
 	out.started()
 	if err != nil {
 		out.finish(env.KillGrace) // nothing holds the pipes: at once
+		// The command's own set-up (its workspace gone), as a command not
+		// found is: a failed deploy.
 		return false, fmt.Errorf("start the deploy command: %w", err)
 	}
 	// The command's ends of the pipes are files: Wait returns when the
