@@ -912,6 +912,17 @@ func TestBranchPutBackOnAWithdrawnLatestReleaseReleasesItAgain(t *testing.T) {
 	}
 }
 
+// trunkPushFrom delivers a push to trunk, the repository's default branch
+// (renamed from main), of after on before.
+func trunkPushFrom(h *harness, before, after string) error {
+	h.gh.mu.Lock()
+	h.gh.head = after
+	h.gh.mu.Unlock()
+	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "trunk-" + after, Ref: "refs/heads/trunk",
+		Before: before, After: after, DefaultBranch: "trunk", Pusher: "octocat", PushedAt: time.Now(),
+		Commits: []pipeline.Commit{{SHA: after, Timestamp: time.Now().Add(-time.Minute)}}})
+}
+
 // The default branch renamed (main → trunk) while the configuration names
 // no branch: the first push to trunk is the pipeline's — removing the
 // configuration there takes the repository out of lastmile, as on main;
@@ -919,14 +930,6 @@ func TestBranchPutBackOnAWithdrawnLatestReleaseReleasesItAgain(t *testing.T) {
 // pipeline's release that failed its configuration; a valid one moves the
 // pipeline to trunk.
 func TestDefaultBranchRenamedPushesAreThePipelines(t *testing.T) {
-	trunkPush := func(h *harness, after string) error {
-		h.gh.mu.Lock()
-		h.gh.head = after
-		h.gh.mu.Unlock()
-		return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "trunk-" + after, Ref: "refs/heads/trunk",
-			Before: c1, After: after, DefaultBranch: "trunk", Pusher: "octocat", PushedAt: time.Now(),
-			Commits: []pipeline.Commit{{SHA: after, Timestamp: time.Now().Add(-time.Minute)}}})
-	}
 	t.Run("configuration removed", func(t *testing.T) {
 		h := newHarness(t, c0, c1, c2)
 		h.mustPush(c0, c1, false)
@@ -934,7 +937,7 @@ func TestDefaultBranchRenamedPushesAreThePipelines(t *testing.T) {
 		h.gh.noConfig = []string{c2}
 		h.gh.mu.Unlock()
 		var ignored *pipeline.Ignored
-		if err := trunkPush(h, c2); !errors.As(err, &ignored) || !ignored.NotEnrolled {
+		if err := trunkPushFrom(h, c1, c2); !errors.As(err, &ignored) || !ignored.NotEnrolled {
 			t.Fatalf("the push removing the configuration: %v", err)
 		}
 		if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseStopped || !strings.Contains(rel.StopReason, "left lastmile") {
@@ -950,7 +953,7 @@ func TestDefaultBranchRenamedPushesAreThePipelines(t *testing.T) {
 		h.gh.mu.Lock()
 		h.gh.config = "environments: []\n"
 		h.gh.mu.Unlock()
-		if err := trunkPush(h, c2); err != nil {
+		if err := trunkPushFrom(h, c1, c2); err != nil {
 			var ignored *pipeline.Ignored
 			if !errors.As(err, &ignored) {
 				t.Fatalf("the push of an invalid configuration: %v", err)
@@ -987,24 +990,13 @@ func TestDefaultBranchRenamedPushesAreThePipelines(t *testing.T) {
 		h.gh.noConfig = []string{c2}
 		h.gh.mu.Unlock()
 		h.mustPush(c0, c1, false)
-		if err := trunkPush(h, c2); err == nil {
+		if err := trunkPushFrom(h, c1, c2); err == nil {
 			t.Fatal("a push to the default branch without the configuration was released")
 		}
 		if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseActive {
 			t.Errorf("c1: %s %q, want still on its way (the pipeline is main's, named)", rel.State, rel.StopReason)
 		}
 	})
-}
-
-// trunkPushFrom delivers a push to trunk, the repository's default branch
-// (renamed from main), of after on before.
-func trunkPushFrom(h *harness, before, after string) error {
-	h.gh.mu.Lock()
-	h.gh.head = after
-	h.gh.mu.Unlock()
-	return h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "trunk-" + after, Ref: "refs/heads/trunk",
-		Before: before, After: after, DefaultBranch: "trunk", Pusher: "octocat", PushedAt: time.Now(),
-		Commits: []pipeline.Commit{{SHA: after, Timestamp: time.Now().Add(-time.Minute)}}})
 }
 
 // The default branch renamed main → trunk, the configuration naming no

@@ -594,11 +594,41 @@ type reachingGitHub struct {
 	reach map[int64]int64 // repository: the installation that reaches it
 }
 
+func (g *reachingGitHub) wrong(r pipeline.Repo) bool {
+	id, ok := g.reach[r.ID]
+	return ok && id != r.InstallationID
+}
+
 func (g *reachingGitHub) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string) ([]byte, error) {
-	if id, ok := g.reach[r.ID]; ok && id != r.InstallationID {
+	if g.wrong(r) {
 		return nil, pipeline.ErrNotFound
 	}
 	return g.fakeGitHub.ReadFile(ctx, r, path, sha)
+}
+
+func (g *reachingGitHub) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
+	if g.wrong(r) {
+		return "", pipeline.ErrNotFound
+	}
+	return g.fakeGitHub.Relation(ctx, r, base, head)
+}
+
+func (g *reachingGitHub) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
+	if g.wrong(r) {
+		return pipeline.Comparison{}, pipeline.ErrNotFound
+	}
+	return g.fakeGitHub.Compare(ctx, r, base, head)
+}
+
+// transferToOther transfers shop to the account "other", whose
+// installation 8 reaches it now: GitHub says so, and lastmile has handled
+// the installation event that added it there.
+func (h *harness) transferToOther() {
+	h.t.Helper()
+	moved := shop
+	moved.Owner, moved.InstallationID = "other", 8
+	h.gh.setReaches(shop.ID, 8)
+	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
 }
 
 // A push made before the repository was transferred to another account,
@@ -613,10 +643,7 @@ func TestPushHandledAfterATransferIsReadThroughTheNewInstallation(t *testing.T) 
 	h.gh.mu.Lock()
 	h.gh.head = c2
 	h.gh.mu.Unlock()
-	moved := shop
-	moved.Owner, moved.InstallationID = "other", 8
-	h.gh.setReaches(shop.ID, 8)
-	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	h.transferToOther()
 	h.installationEvent(pipeline.InstallationEvent{InstallationID: 7, Action: pipeline.RepositoriesRemoved, Repos: []pipeline.Repo{shop}})
 	h.engine.GitHub = &reachingGitHub{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
 	if err := h.deliverPush(c1, c2, false, pushedAt); err != nil { // the payload names installation 7
@@ -676,9 +703,7 @@ func TestReachingARedeliveryGoesByItsFirstAttempt(t *testing.T) {
 	if err := h.db.RedeliveryRequested(ctx, failed, false, time.Now(), time.Now().Add(-72*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	moved := shop
-	moved.Owner, moved.InstallationID = "other", 8
-	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	h.transferToOther()
 	redelivered := time.Now().Add(time.Minute)
 	for _, tc := range []struct {
 		guid string
@@ -690,39 +715,6 @@ func TestReachingARedeliveryGoesByItsFirstAttempt(t *testing.T) {
 	}
 }
 
-// strictReach answers 404, as GitHub does, to every read of a repository
-// through an installation that no longer reaches it.
-type strictReach struct {
-	*fakeGitHub
-	reach map[int64]int64
-}
-
-func (g *strictReach) wrong(r pipeline.Repo) bool {
-	id, ok := g.reach[r.ID]
-	return ok && id != r.InstallationID
-}
-
-func (g *strictReach) ReadFile(ctx context.Context, r pipeline.Repo, path, sha string) ([]byte, error) {
-	if g.wrong(r) {
-		return nil, pipeline.ErrNotFound
-	}
-	return g.fakeGitHub.ReadFile(ctx, r, path, sha)
-}
-
-func (g *strictReach) Relation(ctx context.Context, r pipeline.Repo, base, head string) (string, error) {
-	if g.wrong(r) {
-		return "", pipeline.ErrNotFound
-	}
-	return g.fakeGitHub.Relation(ctx, r, base, head)
-}
-
-func (g *strictReach) Compare(ctx context.Context, r pipeline.Repo, base, head string) (pipeline.Comparison, error) {
-	if g.wrong(r) {
-		return pipeline.Comparison{}, pipeline.ErrNotFound
-	}
-	return g.fakeGitHub.Compare(ctx, r, base, head)
-}
-
 // A deletion of main made before the repository was transferred, handled
 // after the transfer's installation events; main was created again at c1
 // since (GitHub shows it there). Read through the installation that
@@ -732,12 +724,9 @@ func (g *strictReach) Compare(ctx context.Context, r pipeline.Repo, base, head s
 func TestBranchDeletionMadeBeforeATransferIsReadThroughTheNewInstallation(t *testing.T) {
 	h := newHarness(t, c0, c1)
 	h.mustPush(c0, c1, false)
-	moved := shop
-	moved.Owner, moved.InstallationID = "other", 8
-	h.gh.setReaches(shop.ID, 8)
-	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	h.transferToOther()
 	h.installationEvent(pipeline.InstallationEvent{InstallationID: 7, Action: pipeline.RepositoriesRemoved, Repos: []pipeline.Repo{shop}})
-	h.engine.GitHub = &strictReach{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
+	h.engine.GitHub = &reachingGitHub{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
 	err := h.engine.HandlePush(context.Background(), pipeline.Push{Repo: shop, DeliveryID: "del-main", Ref: "refs/heads/main",
 		Before: c1, After: "0000000000000000000000000000000000000000", Deleted: true, DefaultBranch: "main", Pusher: "octocat",
 		PushedAt: time.Now().Add(-time.Hour)})
@@ -761,11 +750,8 @@ func TestBranchDeletionMadeBeforeATransferIsReadThroughTheNewInstallation(t *tes
 func TestPushAfterATransferBackIsReadThroughItsOwnInstallation(t *testing.T) {
 	h := newHarness(t, c0, c1, c2, c3)
 	h.mustPush(c0, c1, false)
-	moved := shop
-	moved.Owner, moved.InstallationID = "other", 8
-	h.gh.setReaches(shop.ID, 8)
-	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
-	gh := &strictReach{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
+	h.transferToOther()
+	gh := &reachingGitHub{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
 	h.engine.GitHub = gh
 	h.gh.mu.Lock()
 	h.gh.head = c2
@@ -795,13 +781,10 @@ func TestPushAfterATransferBackIsReadThroughItsOwnInstallation(t *testing.T) {
 func TestPushOfUnknownTimeAfterATransferKeepsItsInstallation(t *testing.T) {
 	h := newHarness(t, c0, c1, c2)
 	h.mustPush(c0, c1, false)
-	moved := shop
-	moved.Owner, moved.InstallationID = "other", 8
-	h.gh.setReaches(shop.ID, 8)
-	h.installationEvent(pipeline.InstallationEvent{InstallationID: 8, Account: "other", Action: pipeline.RepositoriesAdded, Repos: []pipeline.Repo{moved}})
+	h.transferToOther()
 	// the push handled a second after the transfer was recorded
 	h.db.Now = func() time.Time { return time.Now().Add(time.Second) }
-	h.engine.GitHub = &strictReach{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
+	h.engine.GitHub = &reachingGitHub{fakeGitHub: h.gh, reach: map[int64]int64{shop.ID: 8}}
 	h.gh.mu.Lock()
 	h.gh.head = c2
 	h.gh.mu.Unlock()

@@ -79,17 +79,23 @@ func (h *harness) pushListing(id, before, after string, forced bool, commits ...
 
 // The force push that replaced the history was not delivered; the next
 // push, an ordinary one, lists its own commits whole: they count (only
-// the history before it is new to lastmile).
+// the history before it is new to lastmile). Listing none (a fast-forward
+// to commits pushed before), its commits x3 and x4 are those GitHub
+// compares x2...x4 with (one history): they count alike.
 func TestLeadTimeAfterAMissedReplacementCountsThePushsCommits(t *testing.T) {
-	h, _ := newOrphanHarness(t)
-	h.release(c0, c1, 10, "test", "staging", "production")
-	h.gh.mu.Lock()
-	h.gh.head = x2 // the replacement, never delivered
-	h.gh.mu.Unlock()
-	before := h.observed()
-	h.pushListing("after-missed", x2, x4, false, x3, x4)
-	h.promote(x4, 20, "test", "staging", "production")
-	h.wantObserved(before, map[string]uint64{"test": 2, "staging": 2, "production": 2}, " for x3 and x4")
+	for name, listed := range map[string][]string{"listed whole": {x3, x4}, "listing none": nil} {
+		t.Run(name, func(t *testing.T) {
+			h, _ := newOrphanHarness(t)
+			h.release(c0, c1, 10, "test", "staging", "production")
+			h.gh.mu.Lock()
+			h.gh.head = x2 // the replacement, never delivered
+			h.gh.mu.Unlock()
+			before := h.observed()
+			h.pushListing("after-missed", x2, x4, false, listed...)
+			h.promote(x4, 20, "test", "staging", "production")
+			h.wantObserved(before, map[string]uint64{"test": 2, "staging": 2, "production": 2}, " for x3 and x4")
+		})
+	}
 }
 
 // After a replacement, whose head x2 failed in staging, an amended head

@@ -706,19 +706,3 @@ func TestLeadTimeOfACommitDatedAfterItsPush(t *testing.T) {
 		}
 	}
 }
-
-// As TestLeadTimeAfterAMissedReplacementCountsThePushsCommits, the push
-// after the missed replacement listing no commits (a fast-forward to
-// commits pushed before): its commits x3 and x4 are x2...x4, which GitHub
-// compares (same history): each gets its lead time.
-func TestEmptyListAfterAMissedReplacementComparesThePushItself(t *testing.T) {
-	h, _ := newOrphanHarness(t)
-	h.release(c0, c1, 10, "test", "staging", "production")
-	h.gh.mu.Lock()
-	h.gh.head = x2 // the replacement, never delivered
-	h.gh.mu.Unlock()
-	before := h.observed()
-	h.pushListing("after-missed", x2, x4, false)
-	h.promote(x4, 20, "test", "staging", "production")
-	h.wantObserved(before, map[string]uint64{"test": 2, "staging": 2, "production": 2}, " for x3 and x4")
-}

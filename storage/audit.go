@@ -700,6 +700,13 @@ type HistoryFilter struct {
 	Before      int64  // only releases numbered below it (the next page after one ending there); 0 for no bound
 }
 
+// deployedThere is the condition on a deployment d that it was deployed
+// to its environment, as History's environment filter reads it: GitHub
+// has it, and it was not withdrawn (made inactive: its release superseded
+// or stopped) before its deploy began.
+const deployedThere = `d.github_id IS NOT NULL AND ((d.state != 'inactive' AND d.notify != 'inactive') OR d.terminal_at != 0
+	OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = d.id AND s.state = 'in_progress'))`
+
 // History lists recent releases, newest first, with where each stands in
 // every environment. Filtered by environment, it lists the releases
 // deployed there: those with a deployment of lastmile's there that exists
@@ -735,9 +742,7 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 	}
 	if f.Environment != "" {
 		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
-			AND d.origin = 'lastmile' AND d.github_id IS NOT NULL
-			AND ((d.state != 'inactive' AND d.notify != 'inactive') OR d.terminal_at != 0
-				OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = d.id AND s.state = 'in_progress')))`)
+			AND d.origin = 'lastmile' AND `+deployedThere+`)`)
 		args = append(args, f.Environment)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id

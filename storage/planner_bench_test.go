@@ -19,14 +19,7 @@ func BenchmarkPlannerReads(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{300, 60_000} {
 		b.Run(fmt.Sprintf("deployments=%d", n), func(b *testing.B) {
-			db, err := storage.Open(ctx, filepath.Join(b.TempDir(), "lastmile.db"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			if err := db.Generate(ctx, storage.GenerateOptions{Repositories: 1, Deployments: n, Commits: n}, nil); err != nil {
-				b.Fatal(err)
-			}
+			db := generated(b, n)
 			const id = 1000 // Generate's first repository
 			if repos, err := db.Repos(ctx, []int64{id}); err != nil || len(repos) != 1 {
 				b.Fatalf("repository %d: %v, %v", id, repos, err)
@@ -59,14 +52,7 @@ func BenchmarkStatus(b *testing.B) {
 	ctx := context.Background()
 	for _, n := range []int{300, 60_000} {
 		b.Run(fmt.Sprintf("deployments=%d", n), func(b *testing.B) {
-			db, err := storage.Open(ctx, filepath.Join(b.TempDir(), "lastmile.db"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer db.Close()
-			if err := db.Generate(ctx, storage.GenerateOptions{Repositories: 1, Deployments: n, Commits: n}, nil); err != nil {
-				b.Fatal(err)
-			}
+			db := generated(b, n)
 			list, err := db.Status(ctx, "")
 			if err != nil || len(list) != 3 || list[2].Live == nil {
 				b.Fatalf("status: %+v, %v; want three environments, production live", list, err)
@@ -79,4 +65,20 @@ func BenchmarkStatus(b *testing.B) {
 			}
 		})
 	}
+}
+
+// generated is a database with n deployments and n commits of history in
+// one repository (Generate's), closed when the benchmark ends.
+func generated(b *testing.B, n int) *storage.DB {
+	b.Helper()
+	ctx := context.Background()
+	db, err := storage.Open(ctx, filepath.Join(b.TempDir(), "lastmile.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	if err := db.Generate(ctx, storage.GenerateOptions{Repositories: 1, Deployments: n, Commits: n}, nil); err != nil {
+		b.Fatal(err)
+	}
+	return db
 }

@@ -480,7 +480,11 @@ func (db *DB) LatestRelease(ctx context.Context, repoID int64) (*pipeline.Releas
 // LatestConfigured returns the newest release of a repository with a
 // valid configuration.
 func (db *DB) LatestConfigured(ctx context.Context, repoID int64) (*pipeline.Release, error) {
-	r, err := scanRelease(db.read.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
+	return latestConfigured(ctx, db.read, repoID)
+}
+
+func latestConfigured(ctx context.Context, q querier, repoID int64) (*pipeline.Release, error) {
+	r, err := scanRelease(q.QueryRowContext(ctx, `SELECT `+releaseColumns+` FROM releases r
 		JOIN repositories p ON p.id = r.repository_id WHERE r.repository_id = ? AND r.config IS NOT NULL ORDER BY r.id DESC LIMIT 1`, repoID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, pipeline.ErrNotFound

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -78,19 +77,15 @@ func (db *DB) Status(ctx context.Context, repository string) ([]pipeline.Environ
 		if _, ok := order[r.repoID]; ok {
 			continue
 		}
-		var raw sql.NullString
-		err := tx.QueryRowContext(ctx, `SELECT config FROM releases WHERE repository_id = ? AND config IS NOT NULL
-			ORDER BY id DESC LIMIT 1`, r.repoID).Scan(&raw)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		rel, err := latestConfigured(ctx, tx, r.repoID)
+		switch {
+		case err != nil && !errors.Is(err, pipeline.ErrNotFound):
 			return nil, err
+		case err == nil && rel.Config != nil:
+			order[r.repoID] = rel.Config
+		default:
+			order[r.repoID] = &pipeline.Config{}
 		}
-		var cfg pipeline.Config
-		if raw.Valid {
-			if err := json.Unmarshal([]byte(raw.String), &cfg); err != nil {
-				return nil, err
-			}
-		}
-		order[r.repoID] = &cfg
 	}
 	position := func(r row) int {
 		if i := order[r.repoID].Index(r.status.Environment); i >= 0 {
@@ -146,8 +141,7 @@ func latestIn(ctx context.Context, q querier, repoID int64, env string, after in
 	d, err := oneDeployment(ctx, q, `WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile'
 		AND d.release_id > ?
 		AND (d.state IN ('intent', 'waiting') AND EXISTS (SELECT 1 FROM releases r WHERE r.id = d.release_id AND r.state = 'active')
-			OR d.github_id IS NOT NULL AND ((d.state != 'inactive' AND d.notify != 'inactive') OR d.terminal_at != 0
-				OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = d.id AND s.state = 'in_progress')))
+			OR `+deployedThere+`)
 		ORDER BY d.release_id DESC LIMIT 1`, repoID, env, after)
 	if errors.Is(err, pipeline.ErrNotFound) {
 		return nil, nil
