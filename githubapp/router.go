@@ -214,7 +214,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 		}
 		info := deploymentInfo(ev.Deployment)
 		if ev.WorkflowRun != nil {
-			info.WorkflowRunID = ev.WorkflowRun.GetID()
+			info.WorkflowRunID, info.WorkflowRunEvent = ev.WorkflowRun.GetID(), ev.WorkflowRun.GetEvent()
 		}
 		info.Production = productionOf(d.Body)
 		return rt.Engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: repo, Deployment: info})
@@ -227,7 +227,7 @@ func (rt *Router) handle(ctx context.Context, d *pipeline.Delivery) error {
 			return fmt.Errorf("%w: deployment_status event without a deployment or status", ErrMalformed)
 		}
 		info := deploymentInfo(ev.Deployment)
-		info.WorkflowRunID = workflowRunOf(d.Body)
+		info.WorkflowRunID, info.WorkflowRunEvent = workflowRunOf(d.Body)
 		info.Production = productionOf(d.Body)
 		status, err := statusInfo(ev.GetDeploymentStatus())
 		if err != nil && ev.GetDeploymentStatus().GetState() == "" {
@@ -462,14 +462,15 @@ func productionOf(body []byte) bool {
 // workflowRunOf reads a deployment_status event's workflow_run, which
 // go-github v62 does not map: the run of a deployment Actions created for a
 // job, as the deployment event says (its status may be delivered first).
-func workflowRunOf(body []byte) int64 {
+func workflowRunOf(body []byte) (id int64, event string) {
 	var p struct {
 		WorkflowRun struct {
-			ID int64 `json:"id"`
+			ID    int64  `json:"id"`
+			Event string `json:"event"`
 		} `json:"workflow_run"`
 	}
 	_ = json.Unmarshal(body, &p)
-	return p.WorkflowRun.ID
+	return p.WorkflowRun.ID, p.WorkflowRun.Event
 }
 
 func firstNonEmpty(ss ...string) string {

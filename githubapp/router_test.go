@@ -150,7 +150,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 			event: "deployment", body: payload(t, "deployment.json"),
 			want: pipeline.NewDeployment{Repo: helloWorld, Deployment: func() pipeline.DeploymentInfo {
 				d := pagesDeployment
-				d.WorkflowRunID = 289782451
+				d.WorkflowRunID, d.WorkflowRunEvent = 289782451, "dynamic"
 				return d
 			}()},
 		},
@@ -171,7 +171,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 			want: pipeline.NewDeploymentStatus{Repo: helloWorld,
 				Deployment: func() pipeline.DeploymentInfo {
 					d := pagesDeployment
-					d.Ref, d.WorkflowRunID = "master", 289782451
+					d.Ref, d.WorkflowRunID, d.WorkflowRunEvent = "master", 289782451, "dynamic"
 					return d
 				}(),
 				Status: pipeline.StatusInfo{GitHubID: 209916254, State: pipeline.DeploymentInProgress,
@@ -189,7 +189,7 @@ func TestRouterTranslatesGitHubPayloads(t *testing.T) {
 			want: pipeline.NewDeploymentStatus{Repo: helloWorld,
 				Deployment: func() pipeline.DeploymentInfo {
 					d := pagesDeployment
-					d.Ref, d.WorkflowRunID = "master", 289782451
+					d.Ref, d.WorkflowRunID, d.WorkflowRunEvent = "master", 289782451, "dynamic"
 					return d
 				}(),
 				Status: pipeline.StatusInfo{GitHubID: 209916254, State: pipeline.DeploymentSuccess, Description: "Deployed",

@@ -783,11 +783,11 @@ func (e *Engine) HandleDeployment(ctx context.Context, ev NewDeployment) error {
 func (e *Engine) deployment(ctx context.Context, repo Repo, info DeploymentInfo) (*Deployment, error) {
 	d, err := e.Store.Deployment(ctx, info.GitHubID)
 	if err == nil {
-		if d.Origin == OriginExternal && d.RunID == 0 && info.WorkflowRunID != 0 {
-			if err := e.Store.LinkRun(ctx, d.ID, info.WorkflowRunID); err != nil {
+		if d.Origin == OriginExternal && info.WorkflowRunID != 0 && (d.RunID == 0 || d.RunEvent == "" && info.WorkflowRunEvent != "") {
+			if err := e.Store.LearnRun(ctx, d.ID, info.WorkflowRunID, info.WorkflowRunEvent); err != nil {
 				return nil, err
 			}
-			d.RunID = info.WorkflowRunID
+			return e.Store.Deployment(ctx, info.GitHubID)
 		}
 		return d, nil
 	}
@@ -1035,11 +1035,15 @@ func (e *Engine) recordStatus(ctx context.Context, repo Repo, d *Deployment, st 
 		}
 		return false, err
 	}
-	if d.Origin != OriginLastmile || st.State != DeploymentSuccess || d.ReleaseID == 0 {
+	if !d.Counts() || st.State != DeploymentSuccess || d.ReleaseID == 0 {
 		return e.Store.RecordStatus(ctx, d, st)
 	}
 	if err := e.leadCompare(ctx, repo, d); err != nil {
 		return false, err
+	}
+	if d.Origin != OriginLastmile {
+		// A workflow's own deployment carries no release on.
+		return e.Store.RecordStatus(ctx, d, st)
 	}
 	rel, err := e.Store.Release(ctx, d.ReleaseID)
 	if err != nil {

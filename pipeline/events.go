@@ -74,6 +74,9 @@ type DeploymentInfo struct {
 	Payload       json.RawMessage
 	Production    bool
 	WorkflowRunID int64 // set when Actions created it for a job
+	// WorkflowRunEvent is the event that triggered that run, when the
+	// webhook says (its workflow_run's event).
+	WorkflowRunEvent string
 }
 
 // NewDeployment is a `deployment` event.

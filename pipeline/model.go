@@ -235,7 +235,7 @@ type Origin string
 
 const (
 	OriginLastmile Origin = "lastmile" // created by lastmile: drives promotion and metrics
-	OriginExternal Origin = "external" // created by someone else (e.g. an Actions job): recorded, linked, never counted
+	OriginExternal Origin = "external" // created by someone else (e.g. an Actions job): recorded, linked, never drives promotion
 )
 
 // Deployment is one deployment of a release to an environment.
@@ -262,9 +262,16 @@ type Deployment struct {
 	LogURL         string    `json:"log_url,omitempty"`
 	EnvironmentURL string    `json:"environment_url,omitempty"`
 	TwinOf         int64     `json:"twin_of,omitempty"` // external: the lastmile deployment it duplicates
-	CreatedAt      time.Time `json:"created_at"`
-	TerminalAt     time.Time `json:"terminal_at,omitzero"`  // first success, failure or error
-	SucceededAt    time.Time `json:"succeeded_at,omitzero"` // first success
+	// RunEvent, of an external deployment Actions made for a job, is the
+	// event that triggered the job's run ("push", "workflow_dispatch",
+	// "deployment", …); "" while lastmile does not know it.
+	RunEvent string `json:"run_event,omitempty"`
+	// WorkflowOwned: an external deployment that counts in the delivery
+	// metrics as lastmile's do (see Counts).
+	WorkflowOwned bool      `json:"workflow_owned,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	TerminalAt    time.Time `json:"terminal_at,omitzero"`  // first success, failure or error
+	SucceededAt   time.Time `json:"succeeded_at,omitzero"` // first success
 	// RequiredContexts, for an intent of a release's first stage (waiting
 	// or not), are the contexts GitHub must see green (from the release's
 	// configuration).
@@ -281,6 +288,18 @@ type Deployment struct {
 	// ReadBack: lastmile made it inactive and has still to read its
 	// statuses back from GitHub (its deploy may have begun).
 	ReadBack bool `json:"-"`
+}
+
+// Counts reports whether the deployment counts in the delivery metrics:
+// lastmile's, or one a workflow owns — Actions' own deployment for a job
+// of a run that no deployment triggered (on push, by hand: a workflow
+// that deploys through the environments itself, lastmile its protection
+// rule), of a commit of a release whose configuration names the
+// environment. Not a job's twin of lastmile's deployment (lastmile's
+// counts), nor a deployment made through the API (no deploy job behind
+// it), nor one of an environment or a commit outside the pipeline.
+func (d *Deployment) Counts() bool {
+	return d.Origin == OriginLastmile || d.WorkflowOwned
 }
 
 // A MissingJobLog is a deploy job that GitHub had no log for when lastmile

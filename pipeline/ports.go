@@ -444,6 +444,13 @@ type Store interface {
 	EndUnheard(ctx context.Context, deploymentID int64, s StatusInfo) (bool, error)
 	// LinkRun ties a workflow run to a deployment.
 	LinkRun(ctx context.Context, deploymentID, runID int64) error
+	// LearnRun records that the external deployment deploymentID is
+	// Actions' own for a job of run runID, triggered by event ("" when not
+	// known), if it did not know that yet: a job of a run that no
+	// deployment triggered is no twin of lastmile's deployment, and, if it
+	// has not ended, counts in the metrics from now on (see
+	// Deployment.Counts).
+	LearnRun(ctx context.Context, deploymentID, runID int64, event string) error
 
 	RecordReview(ctx context.Context, rv Review) error
 	// RecordWorkflowRun stores a run's state; current is false when a

@@ -336,7 +336,15 @@ func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (
 			return err
 		}
 		current = n > 0
-		if run.Event != "" && run.Event != "deployment" {
+		if run.Event != "" {
+			// The jobs' own deployments recorded before the run's event
+			// was known.
+			if _, err := tx.ExecContext(ctx, learnRunSQL+`repository_id = ?1 AND run_id = ?2 AND run_id != 0 AND run_event = ''`,
+				run.Repo.ID, run.RunID, run.Event); err != nil {
+				return err
+			}
+		}
+		if otherEvent(run.Event) {
 			// A run on another event (a workflow on push with a job in
 			// the environment) deploys none of lastmile's deployments: a
 			// link that a review of it guessed before its event was known

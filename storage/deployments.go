@@ -21,7 +21,8 @@ type querier interface {
 
 const deploymentColumns = `d.id, COALESCE(d.release_id, 0), d.repository_id, p.full_name, p.installation_id, d.environment, d.stage,
 	d.sha, d.origin, COALESCE(d.github_id, 0), d.state, d.production, d.creator, d.attempts, d.reason, d.rejected, d.run_id,
-	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.notify_at, d.created_at, d.terminal_at, d.succeeded_at, d.read_back, d.attempted_at`
+	d.log_url, d.environment_url, COALESCE(d.twin_of, 0), d.notify, d.notify_reason, d.notify_at, d.created_at, d.terminal_at, d.succeeded_at, d.read_back, d.attempted_at,
+	d.run_event, d.workflow_owned`
 
 func scanDeployment(row rowScanner) (*pipeline.Deployment, error) {
 	var d pipeline.Deployment
@@ -29,7 +30,8 @@ func scanDeployment(row rowScanner) (*pipeline.Deployment, error) {
 	var notifyAt, created, terminal, succeeded, attempted int64
 	if err := row.Scan(&d.ID, &d.ReleaseID, &d.Repo.ID, &full, &d.Repo.InstallationID, &d.Environment, &d.Stage,
 		&d.SHA, &origin, &d.GitHubID, &state, &d.Production, &d.Creator, &d.Attempts, &d.Reason, &d.Rejected, &d.RunID,
-		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &notifyAt, &created, &terminal, &succeeded, &d.ReadBack, &attempted); err != nil {
+		&d.LogURL, &d.EnvironmentURL, &d.TwinOf, &notify, &d.NotifyReason, &notifyAt, &created, &terminal, &succeeded, &d.ReadBack, &attempted,
+		&d.RunEvent, &d.WorkflowOwned); err != nil {
 		return nil, err
 	}
 	d.Repo.Owner, d.Repo.Name, _ = pipeline.SplitFullName(full)
@@ -73,10 +75,15 @@ func (db *DB) Deployment(ctx context.Context, githubID int64) (*pipeline.Deploym
 
 // RecordExternal stores a deployment lastmile did not create, linked to the
 // release of its commit and to lastmile's deployment of that commit to the
-// same environment (its twin), when they exist.
+// same environment (its twin), when they exist; a workflow's own counts in
+// the delivery metrics (see pipeline.Deployment.Counts).
 func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipeline.DeploymentInfo) (*pipeline.Deployment, error) {
 	err := db.inTx(ctx, func(tx *sql.Tx) error {
 		if err := saveRepoTx(ctx, tx, repo, db.Now()); err != nil {
+			return err
+		}
+		event, err := runEvent(ctx, tx, info)
+		if err != nil {
 			return err
 		}
 		var release, twin sql.NullInt64
@@ -88,12 +95,16 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		// the one a lastmile deployment is known to have triggered (a
 		// workflow run by hand or on push redeploying the commit) is no
 		// twin: it is a deployment of its own, its job's log kept with it.
-		err := tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ? COLLATE NOCASE
-			AND origin = 'lastmile' AND github_id IS NOT NULL AND (? = 0 OR run_id = 0 OR run_id = ?)
-			ORDER BY (run_id = ? AND run_id != 0) DESC, id DESC LIMIT 1`,
-			repo.ID, info.SHA, info.Environment, info.WorkflowRunID, info.WorkflowRunID, info.WorkflowRunID).Scan(&twin)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return err
+		// Nor is one of a run that no deployment triggered, whatever
+		// lastmile knows of its own deployment's run.
+		if !otherEvent(event) {
+			err = tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE repository_id = ? AND sha = ? AND environment = ? COLLATE NOCASE
+				AND origin = 'lastmile' AND github_id IS NOT NULL AND (? = 0 OR run_id = 0 OR run_id = ?)
+				ORDER BY (run_id = ? AND run_id != 0) DESC, id DESC LIMIT 1`,
+				repo.ID, info.SHA, info.Environment, info.WorkflowRunID, info.WorkflowRunID, info.WorkflowRunID).Scan(&twin)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
 		}
 		// The twin's release; without a twin, the commit's newest (a
 		// rollback releases a commit again).
@@ -114,17 +125,67 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		if created.IsZero() {
 			created = db.Now()
 		}
+		owned := info.WorkflowRunID != 0 && otherEvent(event) && release.Valid && stage >= 0
 		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
-			github_id, state, production, creator, run_id, twin_of, created_at)
-			VALUES (?, ?, ?, ?, ?, 'external', ?, 'created', ?, ?, ?, ?, ?) ON CONFLICT (github_id) DO NOTHING`,
+			github_id, state, production, creator, run_id, twin_of, created_at, run_event, workflow_owned)
+			VALUES (?, ?, ?, ?, ?, 'external', ?, 'created', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (github_id) DO NOTHING`,
 			repo.ID, release, info.Environment, stage, info.SHA, info.GitHubID, info.Production, info.Creator,
-			info.WorkflowRunID, twin, millis(created))
+			info.WorkflowRunID, twin, millis(created), event, owned)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record deployment %d: %w", info.GitHubID, err)
 	}
 	return db.Deployment(ctx, info.GitHubID)
+}
+
+// otherEvent reports whether a workflow run's triggering event is known
+// and is not a deployment: the run deploys none of lastmile's.
+func otherEvent(event string) bool {
+	return event != "" && event != "deployment"
+}
+
+// runEvent is the event that triggered the run of the job Actions made
+// deployment info for: as the webhook says, or as the run's own webhook
+// told; "" when not known (or no run).
+func runEvent(ctx context.Context, q querier, info pipeline.DeploymentInfo) (string, error) {
+	if info.WorkflowRunID == 0 || info.WorkflowRunEvent != "" {
+		return info.WorkflowRunEvent, nil
+	}
+	var event string
+	err := q.QueryRowContext(ctx, `SELECT event FROM workflow_runs WHERE run_id = ?`, info.WorkflowRunID).Scan(&event)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return event, err
+}
+
+// learnRunSQL records, for an external deployment whose run (?2) or its
+// event (?3) lastmile did not know when it recorded it, what it learnt: a
+// job of a run that no deployment triggered has no twin of lastmile's,
+// and, not ended yet, counts from now on (see RecordExternal). The WHERE
+// clause that picks the deployments follows.
+const learnRunSQL = `UPDATE deployments SET run_id = ?2, run_event = ?3,
+	twin_of = CASE WHEN ?3 NOT IN ('', 'deployment') THEN NULL ELSE twin_of END,
+	workflow_owned = workflow_owned OR (?2 != 0 AND ?3 NOT IN ('', 'deployment') AND release_id IS NOT NULL AND stage >= 0
+		AND terminal_at = 0 AND succeeded_at = 0)
+	WHERE origin = 'external' AND `
+
+// LearnRun records that external deployment deploymentID is Actions' own
+// for a job of run runID, triggered by event (when known), if it did not
+// know that yet.
+func (db *DB) LearnRun(ctx context.Context, deploymentID, runID int64, event string) error {
+	return db.inTx(ctx, func(tx *sql.Tx) error {
+		if event == "" && runID != 0 {
+			var err error
+			if event, err = runEvent(ctx, tx, pipeline.DeploymentInfo{WorkflowRunID: runID}); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, learnRunSQL+`id = ?1 AND (run_id = 0 OR run_id = ?2) AND run_event = ''`,
+			deploymentID, runID, event)
+		return err
+	})
 }
 
 func saveRepoTx(ctx context.Context, tx *sql.Tx, r pipeline.Repo, now time.Time) error {
@@ -255,7 +316,7 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 				return err
 			}
 		}
-		if d.Origin != pipeline.OriginLastmile {
+		if !d.Counts() {
 			// Recorded, not counted: its first final status and first
 			// success, for the audit record.
 			final := s.State == pipeline.DeploymentSuccess || s.State == pipeline.DeploymentFailure || s.State == pipeline.DeploymentError
@@ -373,7 +434,7 @@ func attemptRuns(ctx context.Context, tx *sql.Tx, deploymentID int64) (bool, err
 // the start of a re-run. An attempt already known to have started was
 // counted then.
 func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, rowID int64) error {
-	if d.Origin != pipeline.OriginLastmile {
+	if !d.Counts() {
 		return nil
 	}
 	a, err := failedAttempt(ctx, tx, d.ID, rowID)
@@ -572,7 +633,8 @@ func inGitHubOrder[T any](list []T, githubID func(T) int64) {
 	copy(list, sorted)
 }
 
-// rollUp updates the delivery metrics for a status of a lastmile deployment.
+// rollUp updates the delivery metrics for a status of a deployment that
+// counts (lastmile's, or one a workflow owns: see pipeline.Deployment.Counts).
 // stale: the status is older than a final one already recorded, so it
 // counts in the metrics but changes nothing else.
 func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, state pipeline.DeploymentState, rowID int64, at time.Time, stale bool) error {
@@ -680,7 +742,9 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		}
 		// A re-run that succeeds after a failure carries the release on
 		// (not a success older than the failure, delivered after it).
-		if !stale {
+		// A workflow's own deployment carries no release on: lastmile's
+		// do.
+		if !stale && d.Origin == pipeline.OriginLastmile {
 			if _, err := tx.ExecContext(ctx, `UPDATE releases SET state = 'active', stop_kind = '', stop_reason = '', updated_at = ?
 				WHERE id = ? AND state = 'stopped' AND stop_kind IN ('failed', 'rejected')`, millis(db.Now()), d.ReleaseID); err != nil {
 				return err
@@ -845,7 +909,7 @@ func (es *envState) failedDeploy(ctx context.Context, tx *sql.Tx, a attempt) err
 	}
 	const successes = `SELECT CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END AS at
 		FROM deployment_statuses s JOIN deployments d ON d.id = s.deployment_id
-		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile' AND s.state = 'success'`
+		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND ` + countedSQL + ` AND s.state = 'success'`
 	var before, restored int64
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(CASE WHEN at < ? THEN at END), 0),
 		COALESCE(MIN(CASE WHEN at >= ? THEN at END), 0) FROM (`+successes+`)`,
@@ -868,7 +932,7 @@ func (es *envState) failedDeploy(ctx context.Context, tx *sql.Tx, a attempt) err
 func firstStartedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, after int64) (int64, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT s.deployment_id, s.id FROM deployment_statuses s
 		JOIN deployments d ON d.id = s.deployment_id
-		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
+		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND `+countedSQL+` AND s.state IN ('failure', 'error')
 		AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END > ?
 		ORDER BY CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END, s.id`, repoID, env, after)
 	if err != nil {
@@ -909,7 +973,7 @@ func scanFinals(rows *sql.Rows) ([]finalRow, error) {
 func startedFailure(ctx context.Context, tx *sql.Tx, repoID int64, env string, from, to, except int64) (bool, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT s.deployment_id, s.id FROM deployment_statuses s
 		JOIN deployments d ON d.id = s.deployment_id
-		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile' AND s.state IN ('failure', 'error')
+		WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND `+countedSQL+` AND s.state IN ('failure', 'error')
 		AND s.id != ? AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END > ?
 		AND CASE WHEN s.ended_at > 0 THEN s.ended_at ELSE s.created_at END <= ?`, repoID, env, except, from, to)
 	if err != nil {
@@ -981,3 +1045,8 @@ func observe(ctx context.Context, tx *sql.Tx, name, repo, env string, values ...
 	}
 	return bumpRollups(ctx, tx)
 }
+
+// countedSQL is the condition on deployment d that it counts in the
+// delivery metrics (see pipeline.Deployment.Counts), as the
+// deployments_counted index has it.
+const countedSQL = `(d.origin = 'lastmile' OR d.workflow_owned = 1)`

@@ -192,10 +192,10 @@ func queryLeadCommits(ctx context.Context, tx *sql.Tx, query string, args ...any
 	return queryRows(ctx, tx, func(rows *sql.Rows, c *leadCommit) error { return rows.Scan(&c.sha, &c.ts) }, query, args...)
 }
 
-// LeadCompare returns the comparison a success of lastmile's deployment d
-// needs from GitHub for its lead times (see leadPlan), unless it is
-// recorded already — made, or given up — or not needed: d is not
-// lastmile's, has succeeded already, or its release is not newer than
+// LeadCompare returns the comparison a success of deployment d needs from
+// GitHub for its lead times (see leadPlan), unless it is recorded already
+// — made, or given up — or not needed: d does not count in the metrics
+// (see pipeline.Deployment.Counts), has succeeded already, or its release is not newer than
 // the environment's newest success (a success heard of late brings no
 // commit), or the chain of releases tells the commits.
 func (db *DB) LeadCompare(ctx context.Context, d *pipeline.Deployment) (*pipeline.LeadCompare, error) {
@@ -205,14 +205,15 @@ func (db *DB) LeadCompare(ctx context.Context, d *pipeline.Deployment) (*pipelin
 	}
 	defer tx.Rollback()
 	var releaseID, succeeded, watermark int64
-	var origin, env, head string
+	var env, head string
 	var repoID int64
-	err = tx.QueryRowContext(ctx, `SELECT COALESCE(release_id, 0), origin, repository_id, environment, sha, succeeded_at
-		FROM deployments WHERE id = ?`, d.ID).Scan(&releaseID, &origin, &repoID, &env, &head, &succeeded)
+	var counts bool
+	err = tx.QueryRowContext(ctx, `SELECT COALESCE(d.release_id, 0), `+countedSQL+`, d.repository_id, d.environment, d.sha, d.succeeded_at
+		FROM deployments d WHERE d.id = ?`, d.ID).Scan(&releaseID, &counts, &repoID, &env, &head, &succeeded)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
-	if err != nil || releaseID == 0 || origin != string(pipeline.OriginLastmile) || succeeded != 0 {
+	if err != nil || releaseID == 0 || !counts || succeeded != 0 {
 		return nil, err
 	}
 	err = tx.QueryRowContext(ctx, `SELECT lead_watermark FROM environment_state WHERE repository_id = ? AND environment = ?`,

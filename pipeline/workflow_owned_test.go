@@ -1,0 +1,197 @@
+package pipeline_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/lastmile-app/lastmile/metrics"
+	"github.com/lastmile-app/lastmile/pipeline"
+)
+
+// Where a workflow owns its deployments — a workflow on push whose jobs
+// deploy through the environments, lastmile their protection rule —
+// lastmile's own deployment never runs, and Actions' deployment for each
+// job is the deployment that happened: it counts in the delivery metrics
+// as lastmile's do. Not a job's twin of lastmile's deployment, a
+// deployment made through the API, one to an environment the
+// configuration does not name, nor one of a commit no release brought.
+
+// jobDeploy has lastmile hear of Actions' own deployment id for a job of
+// run (triggered by event; "" when the webhooks do not say) deploying sha
+// to env, created at at, then of its in_progress a second later and its
+// final status took after at.
+func (h *harness) jobDeploy(id int64, sha, env string, run int64, event string, final pipeline.DeploymentState, at time.Time, took time.Duration) {
+	h.t.Helper()
+	ctx := context.Background()
+	info := pipeline.DeploymentInfo{GitHubID: id, SHA: sha, Environment: env, Creator: "octocat", CreatedAt: at,
+		WorkflowRunID: run, WorkflowRunEvent: event}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		h.t.Fatal(err)
+	}
+	logURL := fmt.Sprintf("https://github.com/%s/runs/%d", shop.FullName(), id+5000)
+	for i, st := range []pipeline.StatusInfo{
+		{GitHubID: id * 10, State: pipeline.DeploymentInProgress, CreatedAt: at.Add(time.Second)},
+		{GitHubID: id*10 + 1, State: final, CreatedAt: at.Add(took)},
+	} {
+		st.LogURL, st.Creator = logURL, "octocat"
+		if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info, Status: st}); err != nil {
+			h.t.Fatalf("status %d of deployment %d: %v", i, id, err)
+		}
+	}
+}
+
+func (h *harness) recorded(id int64) *pipeline.Deployment {
+	h.t.Helper()
+	d, err := h.db.Deployment(context.Background(), id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d
+}
+
+func TestAWorkflowsOwnDeploymentsCount(t *testing.T) {
+	h := newHarness(t, c0, c1, c2, c3)
+	h.mustPush(c0, c1, false) // lastmile's deployment of c1 to test: no workflow runs it
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+
+	h.jobDeploy(990, c1, "test", 500, "push", pipeline.DeploymentSuccess, t0, 2*time.Minute)
+	if d := h.recorded(990); !d.Counts() || d.TwinOf != 0 || d.RunEvent != "push" {
+		t.Errorf("the test job's own deployment of a run on push: counts %v, twin of %d, run event %q; want counted, no twin (lastmile's never ran), push",
+			d.Counts(), d.TwinOf, d.RunEvent)
+	}
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != "map[test/success:1]" {
+		t.Errorf("deployments counted: %v; want test's success", got)
+	}
+	if n, sum := h.durations("test"); n != 1 || sum != 120 {
+		t.Errorf("durations in test: %d, sum %v; want one of 120 s", n, sum)
+	}
+	if n, _ := h.leadTimes("test"); n != 1 {
+		t.Errorf("lead times in test: %d; want c1's", n)
+	}
+	if got, want := h.lastSuccess("test"), float64(t0.Add(2*time.Minute).Unix()); got != want {
+		t.Errorf("last success in test: %v; want %v", got, want)
+	}
+
+	// The staging job fails; the next commit's succeeds there: the
+	// environment was restored, and both commits reached it then.
+	h.jobDeploy(991, c1, "staging", 500, "push", pipeline.DeploymentFailure, t0.Add(3*time.Minute), time.Minute)
+	h.mustPush(c1, c2, false)
+	h.jobDeploy(992, c2, "test", 501, "push", pipeline.DeploymentSuccess, t0.Add(8*time.Minute), time.Minute)
+	h.jobDeploy(993, c2, "staging", 501, "push", pipeline.DeploymentSuccess, t0.Add(10*time.Minute), time.Minute)
+	if n, sum := h.restoresObserved("staging"); n != 1 || math.Abs(sum-7*60) > 0.001 {
+		t.Errorf("times to restore staging: %d, sum %v; want one of 420 s (failed at 4 min, restored at 11)", n, sum)
+	}
+	if n, _ := h.leadTimes("staging"); n != 2 {
+		t.Errorf("lead times in staging: %d; want c1's and c2's", n)
+	}
+	if h.gh.deployment(c2, "staging") != nil {
+		t.Error("lastmile deployed c2 to staging after the workflow's own success there: a workflow's deployment drives no promotion")
+	}
+	want := "map[staging/failure:1 staging/success:1 test/success:2]"
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != want {
+		t.Errorf("deployments counted: %v; want %s", got, want)
+	}
+
+	// Not counted: the twin, for a job of a run lastmile's deployment
+	// triggered; a deployment made through the API; one to an environment
+	// outside the pipeline; one of a commit no release brought.
+	h.jobDeploy(994, c2, "test", 502, "deployment", pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
+	h.jobDeploy(995, c2, "production", 0, "", pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
+	h.jobDeploy(996, c2, "preview", 503, "push", pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
+	h.jobDeploy(997, c3, "production", 504, "push", pipeline.DeploymentFailure, t0.Add(20*time.Minute), time.Minute)
+	if d := h.recorded(994); d.TwinOf == 0 || d.Counts() {
+		t.Errorf("the job's deployment of a run on the deployment event: twin of %d, counts %v; want lastmile's twin, not counted", d.TwinOf, d.Counts())
+	}
+	for _, id := range []int64{995, 996, 997} {
+		if h.recorded(id).Counts() {
+			t.Errorf("deployment %d counts", id)
+		}
+	}
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != want {
+		t.Errorf("deployments counted after the others: %v; want %s still", got, want)
+	}
+	if n, _ := h.histogram(metrics.DeploymentDuration, "production"); n != 0 {
+		t.Errorf("durations in production: %d; want none", n)
+	}
+
+	// A failed deploy heard of after a later success there is measured at
+	// once to that success.
+	h.jobDeploy(998, c2, "production", 505, "push", pipeline.DeploymentSuccess, t0.Add(40*time.Minute), time.Minute)
+	h.jobDeploy(999, c2, "production", 506, "push", pipeline.DeploymentFailure, t0.Add(30*time.Minute), time.Minute)
+	if n, sum := h.restoresObserved("production"); n != 1 || math.Abs(sum-10*60) > 0.001 {
+		t.Errorf("times to restore production: %d, sum %v; want one of 600 s (failed at 31 min, restored at 41)", n, sum)
+	}
+}
+
+// A workflow's own deployment carries no release on: its success where
+// lastmile's deployment of the release failed leaves the release stopped.
+func TestAWorkflowsOwnSuccessCarriesNoStoppedReleaseOn(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	h.status(c1, "test", pipeline.DeploymentFailure, 10, true)
+	h.jobDeploy(990, c1, "test", 500, "push", pipeline.DeploymentSuccess, time.Now().Add(-time.Minute), time.Second)
+	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseStopped {
+		t.Errorf("c1's release after the workflow's own success in test: %s; want it stopped still", rel.State)
+	}
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != "map[test/failure:1 test/success:1]" {
+		t.Errorf("deployments counted: %v; want lastmile's failure and the workflow's success", got)
+	}
+}
+
+// The run's event is not always in the webhook that records the job's
+// deployment (a workflow_job names the deployment, not what triggered the
+// run): until lastmile knows it, the deployment is taken for the twin of
+// lastmile's deployment with no run known, and not counted; the run's own
+// webhook, or a status's, tells it, and the deployment counts from then on.
+func TestARunsEventLearntLaterSettlesItsJobsDeployment(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	ours := h.gh.deployment(c1, "test").id
+	at := time.Now().Add(-time.Hour)
+	record := func(id, run int64) {
+		t.Helper()
+		info := pipeline.DeploymentInfo{GitHubID: id, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: at, WorkflowRunID: run}
+		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+			t.Fatal(err)
+		}
+		if d := h.recorded(id); d.Counts() || d.TwinOf == 0 {
+			t.Fatalf("deployment %d, its run's event unknown: counts %v, twin of %d; want lastmile's twin, not counted", id, d.Counts(), d.TwinOf)
+		}
+	}
+	runEvent := func(run int64, event string) {
+		t.Helper()
+		if err := h.engine.HandleWorkflowRun(ctx, pipeline.WorkflowRun{Repo: shop, Action: "in_progress", RunID: run, Name: "CI",
+			Event: event, HeadSHA: c1, Status: "in_progress", Attempt: 1, CreatedAt: at, UpdatedAt: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record(990, 500)
+	runEvent(500, "push")
+	if d := h.recorded(990); !d.Counts() || d.TwinOf != 0 {
+		t.Errorf("deployment 990 after its run (on push) was heard of: counts %v, twin of %d; want counted, no twin", d.Counts(), d.TwinOf)
+	}
+	record(991, 501)
+	runEvent(501, "deployment")
+	if d := h.recorded(991); d.Counts() || d.TwinOf == 0 {
+		t.Errorf("deployment 991 after its run (on deployment) was heard of: counts %v, twin of %d; want lastmile's twin, not counted", d.Counts(), d.TwinOf)
+	}
+	// A status says the run's event before the run's webhook comes.
+	record(992, 502)
+	h.jobDeploy(992, c1, "test", 502, "workflow_dispatch", pipeline.DeploymentSuccess, at, time.Minute)
+	if d := h.recorded(992); !d.Counts() || d.RunEvent != "workflow_dispatch" {
+		t.Errorf("deployment 992 after a status named its run's event: counts %v, run event %q; want counted, workflow_dispatch", d.Counts(), d.RunEvent)
+	}
+	h.jobDeploy(990, c1, "test", 500, "", pipeline.DeploymentSuccess, at, time.Minute)
+	h.jobDeploy(991, c1, "test", 501, "", pipeline.DeploymentSuccess, at, time.Minute)
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != "map[test/success:2]" {
+		t.Errorf("deployments counted: %v; want the successes of 990 and 992", got)
+	}
+	if h.recorded(ours).State != pipeline.DeploymentCreated {
+		t.Errorf("lastmile's deployment: %s; want it untouched (created)", h.recorded(ours).State)
+	}
+}
