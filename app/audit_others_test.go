@@ -89,3 +89,41 @@ func TestAuditOfAnEnvironmentOnlyOthersDeployedTo(t *testing.T) {
 	}
 	check("GET the release", body)
 }
+
+// A workflow's own deployment (a job of a run on push) counts in the
+// metrics, and the record says so, with the run's event.
+func TestAuditSaysAWorkflowsOwnDeploymentCounts(t *testing.T) {
+	sb := sandbox(t, nil)
+	ctx := context.Background()
+	db := sb.App.DB()
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	repo := pipeline.Repo{ID: 990001, Owner: "acme", Name: "site", InstallationID: 990002}
+	if err := db.SaveRepo(ctx, repo, t0); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: production\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := strings.Repeat("c1", 20)
+	rel := &pipeline.Release{Repo: repo, SHA: sha, Ref: "refs/heads/main", PushedAt: t0, Config: cfg, State: pipeline.ReleaseActive}
+	if _, err := db.RecordRelease(ctx, rel, []pipeline.Commit{{SHA: sha, Author: "alice", Timestamp: t0, Title: "Add lastmile"}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := db.RecordExternal(ctx, repo, pipeline.DeploymentInfo{GitHubID: 5001, SHA: sha, Environment: "production",
+		Creator: "alice", CreatedAt: t0, WorkflowRunID: 7001, WorkflowRunEvent: "push"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RecordStatus(ctx, d, pipeline.StatusInfo{GitHubID: 6001, State: pipeline.DeploymentSuccess, CreatedAt: t0.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, sb.Config.Database, "audit", "acme/site", sha)
+	if want := "deployment 5001 (created by alice, the job's own in a run on push (counted)): success"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("audit: exit %d; lacks %q\n%s%s", code, want, out, errOut)
+	}
+	code, out, errOut = run(t, sb.Config.Database, "audit", "--json", "acme/site", sha)
+	if want := `"workflow_owned": true`; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("audit --json: exit %d; lacks %q\n%s%s", code, want, out, errOut)
+	}
+}

@@ -588,8 +588,11 @@ func printDeployment(w io.Writer, d *pipeline.DeploymentRecord) {
 	who := "lastmile"
 	if d.Origin == pipeline.OriginExternal {
 		who = "created by " + orDash(inline(d.Creator))
-		if d.TwinOf != 0 {
+		switch {
+		case d.TwinOf != 0:
 			who += ", the job's own twin of lastmile's (not counted)"
+		case d.WorkflowOwned:
+			who += fmt.Sprintf(", the job's own in a run on %s (counted)", orDash(inline(d.RunEvent)))
 		}
 	}
 	id := "no GitHub deployment"
