@@ -134,7 +134,13 @@
 // skipped, posting nothing. AddWorkflow adds another workflow (its own
 // ID, name, path and run for every deployment), such as a
 // WorkflowOptions.Notifier, whose one "notify" job names no environment
-// and posts nothing on the deployment. The workflows run for every
+// and posts nothing on the deployment. A workflow with
+// WorkflowOptions.PushEnvironments is one `on: push` of the default branch
+// instead, that owns its deployments: a push there (not deleting it)
+// starts a run (event "push", by the pusher, no register job) whose jobs
+// deploy the pushed commit through those environments as NextEnvironments'
+// jobs do, each with its own deployment and its environment's rules; it
+// starts no run for a deployment. The workflows run for every
 // deployment, whatever its commit holds: GitHub runs only the workflow
 // files of the deployed commit (a rollback to one from before a workflow
 // was added runs without it), which is not modelled. Concurrency

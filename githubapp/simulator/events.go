@@ -95,6 +95,7 @@ func (st *state) enqueuePush(r *repo, branch, before, after string, forced bool,
 	p["head_commit"] = head
 	p["pusher"] = pusher
 	st.enqueue("push", r, p)
+	st.s.startPushRuns(r, branch, after, sender, p)
 }
 
 // enqueueDeployment sends "deployment created". For deployments Actions

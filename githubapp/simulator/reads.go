@@ -82,7 +82,7 @@ func (s *Simulator) handleListWorkflowRuns(w http.ResponseWriter, r *http.Reques
 		}
 		status := q.Get("status")
 		if (q.Get("head_sha") != "" && q.Get("head_sha") != ru.sha) ||
-			(q.Get("event") != "" && q.Get("event") != "deployment") ||
+			(q.Get("event") != "" && q.Get("event") != ru.on) ||
 			(q.Get("branch") != "" && q.Get("branch") != ru.branch) ||
 			(status != "" && status != ru.status && status != ru.conclusion) {
 			continue

@@ -58,6 +58,15 @@ type WorkflowOptions struct {
 	// the job. When nil, the job posts in_progress then success (or
 	// failure) statuses on the triggering deployment.
 	Deploy func(ctx context.Context, job JobContext) error
+	// PushEnvironments makes it a workflow `on: push` of the repository's
+	// default branch instead, one that owns its deployments: a push there
+	// starts a run (event "push", by the pusher) whose jobs deploy the
+	// pushed commit through these environments in order, each `needs:` the
+	// one before (run only when it succeeded) and references its
+	// environment without `deployment: false` — Actions creates the job's
+	// own deployment, the environment's protection rules gate the job —
+	// failing in FailEnvironments. It starts no run for a deployment.
+	PushEnvironments []string
 	// Notifier makes it a workflow beside the deploy workflow (AddWorkflow)
 	// that only tells someone of the deployment — a chat message —: its
 	// one job, "notify", names no environment (no reviewers, no rules, no
@@ -98,7 +107,8 @@ type run struct {
 	number, attempt              int
 	repo                         *repo
 	opts                         WorkflowOptions
-	trigger                      *deployment
+	trigger                      *deployment // nil for a run on push
+	on                           string      // the event that triggered it: "deployment" or "push"
 	event                        []byte
 	sha, branch, ref             string
 	actor                        *account
@@ -217,19 +227,56 @@ func (s *Simulator) startRuns(r *repo, d *deployment) {
 // startRun starts a run of workflow w for deployment d. Call with s.mu
 // held.
 func (s *Simulator) startRun(r *repo, d *deployment, w *workflowDef) {
-	st := s.st
-	now := s.clock()
-	ru := &run{
-		id: st.id(), workflowID: w.id, checkSuiteID: st.id(), attempt: 1, repo: r, opts: w.opts,
-		trigger: d, sha: d.sha, actor: d.creator, status: "queued", createdAt: now, updatedAt: now, startedAt: now,
-		wake: make(chan struct{}, 1),
+	if len(w.opts.PushEnvironments) > 0 {
+		return // on: push
 	}
+	st := s.st
+	ru := s.newRun(r, w, "deployment", d.sha, d.creator)
+	ru.trigger = d
 	// head_branch is the deployment's ref as given (a branch name, or the
 	// SHA when the deployment was created with one).
 	ru.branch = strings.TrimPrefix(d.ref, "refs/heads/")
 	ru.ref = d.ref
 	if _, ok := r.branches[ru.branch]; ok {
 		ru.ref = "refs/heads/" + ru.branch
+	}
+	ev := st.eventBase(r, d.creator)
+	ev["action"] = "created"
+	ev["deployment"] = st.deploymentJSON(r, d)
+	ev["workflow"] = nil
+	ev["workflow_run"] = nil
+	ru.event, _ = json.Marshal(ev)
+	s.launch(ru)
+}
+
+// startPushRuns starts a run of each workflow on push of the repository
+// (PushEnvironments) for a push of after to branch by pusher, whose push
+// webhook is event: on the default branch, not deleting it. Call with
+// s.mu held.
+func (s *Simulator) startPushRuns(r *repo, branch, after string, pusher *account, event obj) {
+	if after == zeroSHA || branch != r.defaultBranch {
+		return
+	}
+	for _, w := range r.workflows {
+		if len(w.opts.PushEnvironments) == 0 {
+			continue
+		}
+		ru := s.newRun(r, w, "push", after, pusher)
+		ru.branch, ru.ref = branch, "refs/heads/"+branch
+		ru.event, _ = json.Marshal(event)
+		s.launch(ru)
+	}
+}
+
+// newRun is a run, queued, of workflow w of repository r on event for
+// commit sha by actor. Call with s.mu held.
+func (s *Simulator) newRun(r *repo, w *workflowDef, on, sha string, actor *account) *run {
+	st := s.st
+	now := s.clock()
+	ru := &run{
+		id: st.id(), workflowID: w.id, checkSuiteID: st.id(), attempt: 1, repo: r, opts: w.opts, on: on,
+		sha: sha, actor: actor, status: "queued", createdAt: now, updatedAt: now, startedAt: now,
+		wake: make(chan struct{}, 1),
 	}
 	n := 0 // GitHub numbers each workflow's runs
 	for _, other := range st.runs {
@@ -240,12 +287,12 @@ func (s *Simulator) startRun(r *repo, d *deployment, w *workflowDef) {
 	ru.number = n + 1
 	ru.ctx, ru.cancel = context.WithCancel(context.Background())
 	ru.tok = st.newWorkflowToken(r, ru)
-	ev := st.eventBase(r, d.creator)
-	ev["action"] = "created"
-	ev["deployment"] = st.deploymentJSON(r, d)
-	ev["workflow"] = nil
-	ev["workflow_run"] = nil
-	ru.event, _ = json.Marshal(ev)
+	return ru
+}
+
+// launch records run ru and plays it. Call with s.mu held.
+func (s *Simulator) launch(ru *run) {
+	st := s.st
 	ru.active = true
 	st.runs[ru.id] = ru
 	st.runOrder = append(st.runOrder, ru.id)
@@ -255,6 +302,13 @@ func (s *Simulator) startRun(r *repo, d *deployment, w *workflowDef) {
 	}
 	s.runWG.Add(1)
 	go s.play(ru)
+}
+
+// ownsDeployments reports whether the run's deploy jobs reference their
+// environments without `deployment: false` (Actions creates each job's
+// own deployment): a workflow on push always does.
+func (ru *run) ownsDeployments() bool {
+	return ru.opts.CreateDeployment || ru.trigger == nil
 }
 
 func (s *Simulator) newJob(ru *run, name, env string) *job {
@@ -294,7 +348,7 @@ func (s *Simulator) play(ru *run) {
 		return
 	}
 	var reg *job
-	if !ru.opts.NoRegister && !ru.opts.Notifier {
+	if !ru.opts.NoRegister && !ru.opts.Notifier && d != nil {
 		reg = s.newJob(ru, "register", "")
 		st.enqueueWorkflowJob(r, reg, "queued")
 	}
@@ -321,14 +375,19 @@ func (s *Simulator) runJobs(ru *run) string {
 	}
 	s.mu.Lock()
 	from := ru.failedAt
-	envs := []string{ru.trigger.environment}
-	if !slices.ContainsFunc(ru.opts.NextEnvironments, func(e string) bool { return strings.EqualFold(e, ru.trigger.environment) }) {
-		envs = append(envs, ru.opts.NextEnvironments...)
+	var envs []string
+	switch {
+	case ru.trigger == nil:
+		envs = ru.opts.PushEnvironments
+	case slices.ContainsFunc(ru.opts.NextEnvironments, func(e string) bool { return strings.EqualFold(e, ru.trigger.environment) }):
+		envs = []string{ru.trigger.environment}
+	default:
+		envs = append([]string{ru.trigger.environment}, ru.opts.NextEnvironments...)
 	}
 	s.mu.Unlock()
 	conclusion := "success"
 	for i := from; i < len(envs) && conclusion == "success"; i++ {
-		conclusion = s.runDeployJob(ru, envs[i], i > 0)
+		conclusion = s.runDeployJob(ru, envs[i], i > 0 || ru.trigger == nil)
 		s.mu.Lock()
 		ru.failedAt = i
 		s.mu.Unlock()
@@ -374,12 +433,19 @@ func (s *Simulator) runNotifyJob(ru *run) string {
 // jobContext is what the steps of job j of ru see on the runner (its
 // environment, j's: none for a notifier's job). Call with s.mu held.
 func (s *Simulator) jobContext(ru *run, j *job) JobContext {
-	st, r, d := s.st, ru.repo, ru.trigger
-	return JobContext{
+	st, r := s.st, ru.repo
+	jc := JobContext{
 		APIURL: st.apiURL, Token: ru.tok.value, Repository: r.fullName(), RunID: ru.id,
-		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: j.id, Event: ru.event, EventName: "deployment",
-		Environment: j.environment, SHA: ru.sha, Ref: d.ref, DeploymentID: d.id, Log: &jobLog{s: s, j: j},
+		RunAttempt: ru.attempt, RunURL: st.runHTML(r, ru), JobID: j.id, Event: ru.event, EventName: ru.on,
+		Environment: j.environment, SHA: ru.sha, Ref: ru.ref, Log: &jobLog{s: s, j: j},
 	}
+	switch {
+	case ru.trigger != nil:
+		jc.Ref, jc.DeploymentID = ru.trigger.ref, ru.trigger.id
+	case j.twin != nil:
+		jc.DeploymentID = j.twin.id
+	}
+	return jc
 }
 
 // stepsConclusion is the conclusion of job j of ru whose steps ended with
@@ -398,7 +464,7 @@ func (s *Simulator) stepsConclusion(ru *run, j *job, err error) string {
 
 // jobsRun reports whether the run's jobs pass their `if:` (JobsIf).
 func (ru *run) jobsRun() bool {
-	if ru.opts.JobsIf == "" {
+	if ru.opts.JobsIf == "" || ru.trigger == nil {
 		return true
 	}
 	p, ok := ru.trigger.payload.(map[string]any)
@@ -477,7 +543,7 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 		name = "deploy-" + env
 	}
 	dj := s.newJob(ru, name, env)
-	if envCfg != nil && envCfg.opts.CustomProtectionRule && !ru.opts.CreateDeployment {
+	if envCfg != nil && envCfg.opts.CustomProtectionRule && !ru.ownsDeployments() {
 		// "If the environment has a custom deployment protection rule
 		// enabled, jobs that use deployment: false will fail."
 		st.enqueueWorkflowJob(r, dj, "queued")
@@ -487,13 +553,17 @@ func (s *Simulator) runDeployJob(ru *run, env string, next bool) string {
 		s.mu.Unlock()
 		return "failure"
 	}
-	if ru.opts.CreateDeployment {
+	if ru.ownsDeployments() {
 		now := s.clock()
+		ref, production := ru.ref, false
+		if d != nil {
+			ref, production = d.ref, d.production && !next
+		}
 		// Actions gives it no description: null, as in GitHub's example.
 		dj.twin = &deployment{
-			id: st.id(), sha: d.sha, ref: d.ref, task: "deploy", payload: obj{},
+			id: st.id(), sha: ru.sha, ref: ref, task: "deploy", payload: obj{},
 			environment: env, originalEnvironment: env,
-			creator: ru.actor, viaApp: st.actionsApp(), production: d.production && !next,
+			creator: ru.actor, viaApp: st.actionsApp(), production: production,
 			createdAt: now, updatedAt: now, run: ru, job: dj,
 		}
 		r.deployments = append(r.deployments, dj.twin)
@@ -795,7 +865,8 @@ type Run struct {
 	Attempt      int
 	Status       string // queued, in_progress, completed
 	Conclusion   string
-	DeploymentID int64 // the triggering deployment
+	DeploymentID int64  // the triggering deployment (0 for a run on push)
+	Event        string // what triggered it: "deployment" or "push"
 	HTMLURL      string
 	Jobs         []Job
 	// Waiting tells whether the run waits for a review or a
@@ -825,8 +896,11 @@ func (s *Simulator) Runs(repo string) []Run {
 		if ru.repo != rp {
 			continue
 		}
-		x := Run{ID: ru.id, Attempt: ru.attempt, Status: ru.status, Conclusion: ru.conclusion, DeploymentID: ru.trigger.id,
+		x := Run{ID: ru.id, Attempt: ru.attempt, Status: ru.status, Conclusion: ru.conclusion, Event: ru.on,
 			HTMLURL: s.st.runHTML(rp, ru), Waiting: ru.blocked}
+		if ru.trigger != nil {
+			x.DeploymentID = ru.trigger.id
+		}
 		for _, j := range ru.jobs {
 			jj := Job{ID: j.id, Name: j.name, Environment: j.environment, Status: j.status, Conclusion: j.conclusion, Log: j.log.String()}
 			if j.twin != nil {

@@ -70,7 +70,7 @@ func (st *state) workflowRunJSON(r *repo, ru *run) obj {
 		"path":                 ru.opts.Path,
 		"display_title":        ru.opts.Name,
 		"run_number":           ru.number,
-		"event":                "deployment",
+		"event":                ru.on,
 		"status":               ru.status,
 		"conclusion":           conclusion,
 		"workflow_id":          ru.workflowID,
@@ -257,7 +257,7 @@ func (st *state) enqueueProtectionRuleRequested(r *repo, j *job) {
 	p := st.eventBase(r, ru.actor)
 	p["action"] = "requested"
 	p["environment"] = j.environment
-	p["event"] = "deployment"
+	p["event"] = ru.on
 	p["sha"] = ru.sha
 	p["ref"] = ru.ref
 	p["deployment_callback_url"] = st.repoAPI(r) + "/actions/runs/" + itoa(ru.id) + "/deployment_protection_rule"

@@ -775,3 +775,84 @@ func TestWorkflowSkippedJobs(t *testing.T) {
 		}
 	}
 }
+
+// A workflow on push that owns its deployments (PushEnvironments): a push
+// to the default branch starts a run on "push" by the pusher, whose jobs
+// deploy the commit through the environments in order, each with Actions'
+// own deployment (no payload, its statuses on it) and its environment's
+// rules; the job after a failed one is skipped. A push to another branch,
+// and a deployment created through the API, start no run of it.
+func TestWorkflowOnPushOwnsItsDeployments(t *testing.T) {
+	h := newHarness(t, simulator.Options{})
+	h.sim.CreateRepo(h.org, "acme/shop", simulator.RepoOptions{})
+	h.sim.SetWorkflow("acme/shop", simulator.WorkflowOptions{Name: "CI", PushEnvironments: []string{"test", "staging", "production"},
+		FailEnvironments: []string{"production"}})
+	h.sim.SetEnvironment("acme/shop", "staging", simulator.EnvironmentOptions{CustomProtectionRule: true})
+	h.sim.Push("acme/shop", "feature", simulator.CommitSpec{Message: "Not on main"})
+	h.deploy("acme/shop", "test")
+	h.waitIdle()
+	if runs := h.sim.Runs("acme/shop"); len(runs) != 0 {
+		t.Fatalf("runs after a push to another branch and a deployment: %+v; want none", runs)
+	}
+	from := len(h.sim.Deliveries())
+	push := h.sim.Push("acme/shop", "main", simulator.CommitSpec{Message: "Ship it", Author: simulator.Author{Login: "alice", Name: "Alice", Email: "alice@example.com"}})
+	h.waitIdle()
+	want := []string{
+		"push",
+		"workflow_run/requested",
+		"workflow_run/in_progress",
+		"deployment/created", // the test job's
+		"workflow_job/queued",
+		"workflow_job/in_progress",
+		"deployment_status/created", // in_progress
+		"deployment_status/created", // success
+		"workflow_job/completed",
+		"deployment/created", // the staging job's
+		"workflow_job/queued",
+		"workflow_job/waiting",
+		"deployment_status/created", // waiting
+		"deployment_protection_rule/requested",
+	}
+	if got := h.eventsFrom(from); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	run := h.sim.Runs("acme/shop")[0]
+	if run.Event != "push" || run.DeploymentID != 0 || !run.Waiting {
+		t.Errorf("run %+v; want one on push, waiting for staging's rule", run)
+	}
+	if wr := h.payload(from, "workflow_run", "requested"); dig(wr, "workflow_run", "event") != "push" ||
+		dig(wr, "workflow_run", "head_sha") != push.After || dig(wr, "workflow_run", "actor", "login") != "alice" {
+		t.Errorf("workflow_run requested: %v", wr["workflow_run"])
+	}
+	dep := h.payload(from, "deployment", "created")
+	if dig(dep, "deployment", "sha") != push.After || dig(dep, "deployment", "environment") != "test" ||
+		dig(dep, "deployment", "ref") != "refs/heads/main" || dig(dep, "workflow_run", "event") != "push" ||
+		dig(dep, "deployment", "creator", "login") != "alice" {
+		t.Errorf("the test job's deployment event: %v", dep)
+	}
+	if rule := h.payload(from, "deployment_protection_rule", "requested"); rule["event"] != "push" || rule["environment"] != "staging" {
+		t.Errorf("rule event: event %v, environment %v; want push, staging", rule["event"], rule["environment"])
+	}
+	path := fmt.Sprintf("/repos/acme/shop/actions/runs/%d/deployment_protection_rule", run.ID)
+	if r := h.do("POST", path, h.token(h.org), map[string]string{"environment_name": "staging", "state": "approved"}); r.status != 204 {
+		t.Fatalf("approve: %d %s", r.status, r.body)
+	}
+	h.waitIdle()
+	run, _ = h.sim.Run("acme/shop", run.ID)
+	var jobs []string
+	for _, j := range run.Jobs {
+		jobs = append(jobs, j.Name+" "+j.Conclusion)
+	}
+	if run.Conclusion != "failure" || !slices.Equal(jobs, []string{"deploy-test success", "deploy-staging success", "deploy-production failure"}) {
+		t.Errorf("run %s, jobs %v; want failure in production", run.Conclusion, jobs)
+	}
+	states := map[string]string{}
+	for _, d := range h.sim.Deployments("acme/shop") {
+		if d.WorkflowRunID == run.ID {
+			states[d.Environment] = d.State()
+		}
+	}
+	if fmt.Sprint(states) != "map[production:failure staging:success test:success]" {
+		t.Errorf("the jobs' deployments' latest statuses: %v; want production's failure, staging's success and test's success (another environment's success leaves it active)", states)
+	}
+}
