@@ -90,8 +90,9 @@ func TestAuditOfAnEnvironmentOnlyOthersDeployedTo(t *testing.T) {
 	check("GET the release", body)
 }
 
-// A workflow's own deployment (a job of a run on push) counts in the
-// metrics, and the record says so, with the run's event.
+// A workflow's own deployment (a job of a run on push that asked lastmile
+// as the protection rule) counts in the metrics, and the record says so,
+// with the run's event.
 func TestAuditSaysAWorkflowsOwnDeploymentCounts(t *testing.T) {
 	sb := sandbox(t, nil)
 	ctx := context.Background()
@@ -113,6 +114,11 @@ func TestAuditSaysAWorkflowsOwnDeploymentCounts(t *testing.T) {
 	d, err := db.RecordExternal(ctx, repo, pipeline.DeploymentInfo{GitHubID: 5001, SHA: sha, Environment: "production",
 		Creator: "alice", CreatedAt: t0, WorkflowRunID: 7001, WorkflowRunEvent: "push"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Its job asked lastmile, the environment's protection rule.
+	if err := db.RecordProtectionDecision(ctx, &pipeline.ProtectionDecision{Repo: repo, DeliveryID: "rule-1", RunID: 7001,
+		Environment: "production", SHA: sha, State: pipeline.ProtectionApproved, Comment: "lastmile approves", DecidedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.RecordStatus(ctx, d, pipeline.StatusInfo{GitHubID: 6001, State: pipeline.DeploymentSuccess, CreatedAt: t0.Add(time.Minute)}); err != nil {

@@ -21,15 +21,19 @@ import (
 
 // jobDeploy has lastmile hear of Actions' own deployment id for a job of
 // run (triggered by event; "" when the webhooks do not say) deploying sha
-// to env, created at at, then of its in_progress a second later and its
-// final status took after at.
-func (h *harness) jobDeploy(id int64, sha, env string, run int64, event string, final pipeline.DeploymentState, at time.Time, took time.Duration) {
+// to env, created at at — and, gated, of the job asking lastmile as the
+// environment's protection rule — then of its in_progress a second later
+// and its final status took after at.
+func (h *harness) jobDeploy(id int64, sha, env string, run int64, event string, gated bool, final pipeline.DeploymentState, at time.Time, took time.Duration) {
 	h.t.Helper()
 	ctx := context.Background()
 	info := pipeline.DeploymentInfo{GitHubID: id, SHA: sha, Environment: env, Creator: "octocat", CreatedAt: at,
 		WorkflowRunID: run, WorkflowRunEvent: event}
 	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
 		h.t.Fatal(err)
+	}
+	if gated {
+		h.judge(fmt.Sprintf("rule-%d", id), env, sha, run)
 	}
 	logURL := fmt.Sprintf("https://github.com/%s/runs/%d", shop.FullName(), id+5000)
 	for i, st := range []pipeline.StatusInfo{
@@ -57,7 +61,7 @@ func TestAWorkflowsOwnDeploymentsCount(t *testing.T) {
 	h.mustPush(c0, c1, false) // lastmile's deployment of c1 to test: no workflow runs it
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
 
-	h.jobDeploy(990, c1, "test", 500, "push", pipeline.DeploymentSuccess, t0, 2*time.Minute)
+	h.jobDeploy(990, c1, "test", 500, "push", true, pipeline.DeploymentSuccess, t0, 2*time.Minute)
 	if d := h.recorded(990); !d.Counts() || d.TwinOf != 0 || d.RunEvent != "push" {
 		t.Errorf("the test job's own deployment of a run on push: counts %v, twin of %d, run event %q; want counted, no twin (lastmile's never ran), push",
 			d.Counts(), d.TwinOf, d.RunEvent)
@@ -77,10 +81,10 @@ func TestAWorkflowsOwnDeploymentsCount(t *testing.T) {
 
 	// The staging job fails; the next commit's succeeds there: the
 	// environment was restored, and both commits reached it then.
-	h.jobDeploy(991, c1, "staging", 500, "push", pipeline.DeploymentFailure, t0.Add(3*time.Minute), time.Minute)
+	h.jobDeploy(991, c1, "staging", 500, "push", true, pipeline.DeploymentFailure, t0.Add(3*time.Minute), time.Minute)
 	h.mustPush(c1, c2, false)
-	h.jobDeploy(992, c2, "test", 501, "push", pipeline.DeploymentSuccess, t0.Add(8*time.Minute), time.Minute)
-	h.jobDeploy(993, c2, "staging", 501, "push", pipeline.DeploymentSuccess, t0.Add(10*time.Minute), time.Minute)
+	h.jobDeploy(992, c2, "test", 501, "push", true, pipeline.DeploymentSuccess, t0.Add(8*time.Minute), time.Minute)
+	h.jobDeploy(993, c2, "staging", 501, "push", true, pipeline.DeploymentSuccess, t0.Add(10*time.Minute), time.Minute)
 	if n, sum := h.restoresObserved("staging"); n != 1 || math.Abs(sum-7*60) > 0.001 {
 		t.Errorf("times to restore staging: %d, sum %v; want one of 420 s (failed at 4 min, restored at 11)", n, sum)
 	}
@@ -97,15 +101,18 @@ func TestAWorkflowsOwnDeploymentsCount(t *testing.T) {
 
 	// Not counted: the twin, for a job of a run lastmile's deployment
 	// triggered; a deployment made through the API; one to an environment
-	// outside the pipeline; one of a commit no release brought.
-	h.jobDeploy(994, c2, "test", 502, "deployment", pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
-	h.jobDeploy(995, c2, "production", 0, "", pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
-	h.jobDeploy(996, c2, "preview", 503, "push", pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
-	h.jobDeploy(997, c3, "production", 504, "push", pipeline.DeploymentFailure, t0.Add(20*time.Minute), time.Minute)
+	// outside the pipeline; one of a commit no release brought; a job that
+	// did not ask lastmile (a CI job on push naming the environment for
+	// its secrets, where lastmile's deployments deploy).
+	h.jobDeploy(994, c2, "test", 502, "deployment", true, pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
+	h.jobDeploy(995, c2, "production", 0, "", false, pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
+	h.jobDeploy(996, c2, "preview", 503, "push", true, pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
+	h.jobDeploy(997, c3, "production", 504, "push", true, pipeline.DeploymentFailure, t0.Add(20*time.Minute), time.Minute)
 	if d := h.recorded(994); d.TwinOf == 0 || d.Counts() {
 		t.Errorf("the job's deployment of a run on the deployment event: twin of %d, counts %v; want lastmile's twin, not counted", d.TwinOf, d.Counts())
 	}
-	for _, id := range []int64{995, 996, 997} {
+	h.jobDeploy(1000, c2, "test", 507, "push", false, pipeline.DeploymentSuccess, t0.Add(20*time.Minute), time.Minute)
+	for _, id := range []int64{995, 996, 997, 1000} {
 		if h.recorded(id).Counts() {
 			t.Errorf("deployment %d counts", id)
 		}
@@ -119,8 +126,8 @@ func TestAWorkflowsOwnDeploymentsCount(t *testing.T) {
 
 	// A failed deploy heard of after a later success there is measured at
 	// once to that success.
-	h.jobDeploy(998, c2, "production", 505, "push", pipeline.DeploymentSuccess, t0.Add(40*time.Minute), time.Minute)
-	h.jobDeploy(999, c2, "production", 506, "push", pipeline.DeploymentFailure, t0.Add(30*time.Minute), time.Minute)
+	h.jobDeploy(998, c2, "production", 505, "push", true, pipeline.DeploymentSuccess, t0.Add(40*time.Minute), time.Minute)
+	h.jobDeploy(999, c2, "production", 506, "push", true, pipeline.DeploymentFailure, t0.Add(30*time.Minute), time.Minute)
 	if n, sum := h.restoresObserved("production"); n != 1 || math.Abs(sum-10*60) > 0.001 {
 		t.Errorf("times to restore production: %d, sum %v; want one of 600 s (failed at 31 min, restored at 41)", n, sum)
 	}
@@ -133,7 +140,7 @@ func TestAWorkflowsOwnSuccessCarriesNoStoppedReleaseOn(t *testing.T) {
 	h.mustPush(c0, c1, false)
 	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
 	h.status(c1, "test", pipeline.DeploymentFailure, 10, true)
-	h.jobDeploy(990, c1, "test", 500, "push", pipeline.DeploymentSuccess, time.Now().Add(-time.Minute), time.Second)
+	h.jobDeploy(990, c1, "test", 500, "push", true, pipeline.DeploymentSuccess, time.Now().Add(-time.Minute), time.Second)
 	if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseStopped {
 		t.Errorf("c1's release after the workflow's own success in test: %s; want it stopped still", rel.State)
 	}
@@ -142,25 +149,29 @@ func TestAWorkflowsOwnSuccessCarriesNoStoppedReleaseOn(t *testing.T) {
 	}
 }
 
-// The run's event is not always in the webhook that records the job's
-// deployment (a workflow_job names the deployment, not what triggered the
-// run): until lastmile knows it, the deployment is taken for the twin of
-// lastmile's deployment with no run known, and not counted; the run's own
-// webhook, or a status's, tells it, and the deployment counts from then on.
+// What makes a job's deployment one a workflow owns may come to lastmile
+// in any order: the run's event (a workflow_job names the deployment, not
+// what triggered its run), and the job asking lastmile as the protection
+// rule. Until lastmile knows the event the deployment is taken for the
+// twin of lastmile's deployment with no run known, and not counted; once
+// it knows both — from the run's own webhook, a status's, or the request
+// that comes last — the deployment counts from then on.
 func TestARunsEventLearntLaterSettlesItsJobsDeployment(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1)
 	h.mustPush(c0, c1, false)
 	ours := h.gh.deployment(c1, "test").id
 	at := time.Now().Add(-time.Hour)
-	record := func(id, run int64) {
+	record := func(id, run int64, event string) {
 		t.Helper()
-		info := pipeline.DeploymentInfo{GitHubID: id, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: at, WorkflowRunID: run}
+		info := pipeline.DeploymentInfo{GitHubID: id, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: at,
+			WorkflowRunID: run, WorkflowRunEvent: event}
 		if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
 			t.Fatal(err)
 		}
-		if d := h.recorded(id); d.Counts() || d.TwinOf == 0 {
-			t.Fatalf("deployment %d, its run's event unknown: counts %v, twin of %d; want lastmile's twin, not counted", id, d.Counts(), d.TwinOf)
+		if d := h.recorded(id); d.Counts() || (event == "") != (d.TwinOf != 0) {
+			t.Fatalf("deployment %d, its run's event %q: counts %v, twin of %d; want not counted, a twin when the event is not known",
+				id, event, d.Counts(), d.TwinOf)
 		}
 	}
 	runEvent := func(run int64, event string) {
@@ -170,28 +181,62 @@ func TestARunsEventLearntLaterSettlesItsJobsDeployment(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	record(990, 500)
+	// The run's webhook comes last.
+	record(990, 500, "")
+	h.judge("rule-990", "test", c1, 500)
 	runEvent(500, "push")
 	if d := h.recorded(990); !d.Counts() || d.TwinOf != 0 {
 		t.Errorf("deployment 990 after its run (on push) was heard of: counts %v, twin of %d; want counted, no twin", d.Counts(), d.TwinOf)
 	}
-	record(991, 501)
+	// A run on the deployment event: its job's deployment is the twin.
+	record(991, 501, "")
+	h.judge("rule-991", "test", c1, 501)
 	runEvent(501, "deployment")
 	if d := h.recorded(991); d.Counts() || d.TwinOf == 0 {
 		t.Errorf("deployment 991 after its run (on deployment) was heard of: counts %v, twin of %d; want lastmile's twin, not counted", d.Counts(), d.TwinOf)
 	}
 	// A status says the run's event before the run's webhook comes.
-	record(992, 502)
-	h.jobDeploy(992, c1, "test", 502, "workflow_dispatch", pipeline.DeploymentSuccess, at, time.Minute)
+	record(992, 502, "")
+	h.jobDeploy(992, c1, "test", 502, "workflow_dispatch", true, pipeline.DeploymentSuccess, at, time.Minute)
 	if d := h.recorded(992); !d.Counts() || d.RunEvent != "workflow_dispatch" {
 		t.Errorf("deployment 992 after a status named its run's event: counts %v, run event %q; want counted, workflow_dispatch", d.Counts(), d.RunEvent)
 	}
-	h.jobDeploy(990, c1, "test", 500, "", pipeline.DeploymentSuccess, at, time.Minute)
-	h.jobDeploy(991, c1, "test", 501, "", pipeline.DeploymentSuccess, at, time.Minute)
-	if got := h.deploymentsCounted(); fmt.Sprint(got) != "map[test/success:2]" {
-		t.Errorf("deployments counted: %v; want the successes of 990 and 992", got)
+	// The protection rule's request comes last.
+	record(993, 503, "push")
+	h.judge("rule-993", "TEST", c1, 503)
+	if d := h.recorded(993); !d.Counts() {
+		t.Errorf("deployment 993 after its job asked lastmile: not counted")
+	}
+	h.jobDeploy(990, c1, "test", 500, "", false, pipeline.DeploymentSuccess, at, time.Minute)
+	h.jobDeploy(991, c1, "test", 501, "", false, pipeline.DeploymentSuccess, at, time.Minute)
+	h.jobDeploy(993, c1, "test", 503, "", false, pipeline.DeploymentFailure, at, time.Minute)
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != "map[test/failure:1 test/success:2]" {
+		t.Errorf("deployments counted: %v; want the successes of 990 and 992 and the failure of 993", got)
 	}
 	if h.recorded(ours).State != pipeline.DeploymentCreated {
 		t.Errorf("lastmile's deployment: %s; want it untouched (created)", h.recorded(ours).State)
+	}
+}
+
+// A job names its environment in any case (GitHub's environment names
+// ignore it): a workflow's own deployment's metrics go under the
+// configuration's spelling, where lastmile_environment_info and lastmile's
+// own deployments' series are.
+func TestAWorkflowsOwnDeploymentIsCountedUnderTheConfigurationsSpelling(t *testing.T) {
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	at := time.Now().Add(-time.Hour)
+	h.jobDeploy(990, c1, "Test", 500, "push", true, pipeline.DeploymentFailure, at, time.Minute)
+	h.jobDeploy(991, c1, "TEST", 501, "push", true, pipeline.DeploymentSuccess, at.Add(5*time.Minute), time.Minute)
+	if got := h.deploymentsCounted(); fmt.Sprint(got) != "map[test/failure:1 test/success:1]" {
+		t.Errorf("deployments counted: %v; want test's failure and success", got)
+	}
+	for _, name := range []string{metrics.DeploymentDuration, metrics.LeadTime, metrics.TimeToRestore} {
+		if n, _ := h.histogram(name, "test"); n == 0 {
+			t.Errorf("%s: nothing observed under test", name)
+		}
+	}
+	if h.lastSuccess("test") == 0 {
+		t.Error("no last success in test")
 	}
 }

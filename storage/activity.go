@@ -343,6 +343,9 @@ func (db *DB) RecordWorkflowRun(ctx context.Context, run pipeline.WorkflowRun) (
 				run.Repo.ID, run.RunID, run.Event); err != nil {
 				return err
 			}
+			if err := settleOwned(ctx, tx, `repository_id = ? AND run_id = ?`, run.Repo.ID, run.RunID); err != nil {
+				return err
+			}
 		}
 		if otherEvent(run.Event) {
 			// A run on another event (a workflow on push with a job in
@@ -784,6 +787,13 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 			ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state, comment = excluded.comment, decided_at = excluded.decided_at
 			WHERE protection_decisions.state = 'waiting'`,
 			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt)); err != nil {
+			return err
+		}
+		// The job that asked deploys in an environment a workflow owns:
+		// its own deployment counts (its deployment may have been
+		// recorded first).
+		if err := settleOwned(ctx, tx, `repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE`,
+			d.Repo.ID, d.RunID, d.Environment); err != nil {
 			return err
 		}
 		return scanProtection(tx.QueryRowContext(ctx, `SELECT `+protectionColumns+` FROM protection_decisions d WHERE delivery_id = ?`,

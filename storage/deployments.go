@@ -125,13 +125,15 @@ func (db *DB) RecordExternal(ctx context.Context, repo pipeline.Repo, info pipel
 		if created.IsZero() {
 			created = db.Now()
 		}
-		owned := info.WorkflowRunID != 0 && otherEvent(event) && release.Valid && stage >= 0
 		_, err = tx.ExecContext(ctx, `INSERT INTO deployments (repository_id, release_id, environment, stage, sha, origin,
-			github_id, state, production, creator, run_id, twin_of, created_at, run_event, workflow_owned)
-			VALUES (?, ?, ?, ?, ?, 'external', ?, 'created', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (github_id) DO NOTHING`,
+			github_id, state, production, creator, run_id, twin_of, created_at, run_event)
+			VALUES (?, ?, ?, ?, ?, 'external', ?, 'created', ?, ?, ?, ?, ?, ?) ON CONFLICT (github_id) DO NOTHING`,
 			repo.ID, release, info.Environment, stage, info.SHA, info.GitHubID, info.Production, info.Creator,
-			info.WorkflowRunID, twin, millis(created), event, owned)
-		return err
+			info.WorkflowRunID, twin, millis(created), event)
+		if err != nil {
+			return err
+		}
+		return settleOwned(ctx, tx, `github_id = ?`, info.GitHubID)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record deployment %d: %w", info.GitHubID, err)
@@ -162,14 +164,39 @@ func runEvent(ctx context.Context, q querier, info pipeline.DeploymentInfo) (str
 
 // learnRunSQL records, for an external deployment whose run (?2) or its
 // event (?3) lastmile did not know when it recorded it, what it learnt: a
-// job of a run that no deployment triggered has no twin of lastmile's,
-// and, not ended yet, counts from now on (see RecordExternal). The WHERE
-// clause that picks the deployments follows.
+// job of a run that no deployment triggered has no twin of lastmile's
+// (see RecordExternal). The WHERE clause that picks the deployments
+// follows; settleOwned then says whether they count.
 const learnRunSQL = `UPDATE deployments SET run_id = ?2, run_event = ?3,
-	twin_of = CASE WHEN ?3 NOT IN ('', 'deployment') THEN NULL ELSE twin_of END,
-	workflow_owned = workflow_owned OR (?2 != 0 AND ?3 NOT IN ('', 'deployment') AND release_id IS NOT NULL AND stage >= 0
-		AND terminal_at = 0 AND succeeded_at = 0)
+	twin_of = CASE WHEN ?3 NOT IN ('', 'deployment') THEN NULL ELSE twin_of END
 	WHERE origin = 'external' AND `
+
+// ownedSQL is the condition on a row of deployments that it is a
+// deployment a workflow owns (see pipeline.Deployment.Counts): Actions'
+// own for a job of a run that no deployment triggered, no twin of
+// lastmile's, of a commit of a release whose configuration names the
+// environment, and a job that asked lastmile, as the environment's custom
+// protection rule, whether it may deploy — an environment whose jobs
+// lastmile gates is one where workflows own the deployments (a job with
+// `deployment: false`, as the deploy jobs of lastmile's own deployments
+// have, cannot run under a custom rule). Not, so, a job that names an
+// environment for its secrets in a workflow on push (a CI job), where
+// lastmile's deployments are the ones that deploy.
+const ownedSQL = `origin = 'external' AND run_id != 0 AND run_event NOT IN ('', 'deployment') AND twin_of IS NULL
+	AND release_id IS NOT NULL AND stage >= 0
+	AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = deployments.run_id
+		AND p.repository_id = deployments.repository_id AND p.environment = deployments.environment COLLATE NOCASE)`
+
+// settleOwned marks the deployments that where picks (a condition, with
+// args) as a workflow's own when they are (ownedSQL) and have not ended:
+// they count in the delivery metrics from their first final status on. One
+// that ended before lastmile knew it is not counted (it would be, in part:
+// its first final status was not).
+func settleOwned(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
+	_, err := tx.ExecContext(ctx, `UPDATE deployments SET workflow_owned = 1
+		WHERE workflow_owned = 0 AND terminal_at = 0 AND succeeded_at = 0 AND `+ownedSQL+` AND `+where, args...)
+	return err
+}
 
 // LearnRun records that external deployment deploymentID is Actions' own
 // for a job of run runID, triggered by event (when known), if it did not
@@ -182,9 +209,11 @@ func (db *DB) LearnRun(ctx context.Context, deploymentID, runID int64, event str
 				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, learnRunSQL+`id = ?1 AND (run_id = 0 OR run_id = ?2) AND run_event = ''`,
-			deploymentID, runID, event)
-		return err
+		if _, err := tx.ExecContext(ctx, learnRunSQL+`id = ?1 AND (run_id = 0 OR run_id = ?2) AND run_event = ''`,
+			deploymentID, runID, event); err != nil {
+			return err
+		}
+		return settleOwned(ctx, tx, `id = ?`, deploymentID)
 	})
 }
 
@@ -441,7 +470,7 @@ func lateStart(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, rowID in
 	if err != nil || a.failedAt == 0 || a.starts > 1 {
 		return err
 	}
-	es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
+	es, _, err := envStateOf(ctx, tx, d)
 	if err != nil {
 		return err
 	}
@@ -638,15 +667,15 @@ func inGitHubOrder[T any](list []T, githubID func(T) int64) {
 // stale: the status is older than a final one already recorded, so it
 // counts in the metrics but changes nothing else.
 func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, state pipeline.DeploymentState, rowID int64, at time.Time, stale bool) error {
-	repo, env := d.Repo.FullName(), d.Environment
 	terminal := state == pipeline.DeploymentSuccess || state == pipeline.DeploymentFailure || state == pipeline.DeploymentError
 	if !terminal {
 		return nil
 	}
-	es, err := loadEnvState(ctx, tx, d.Repo, env)
+	es, d, err := envStateOf(ctx, tx, d)
 	if err != nil {
 		return err
 	}
+	repo, env := d.Repo.FullName(), d.Environment
 	if d.TerminalAt.IsZero() {
 		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET terminal_at = ? WHERE id = ?`, millis(at), d.ID); err != nil {
 			return err
@@ -870,17 +899,33 @@ func firstReleaseNaming(ctx context.Context, q querier, repoID int64, env string
 type envState struct {
 	repo                                     pipeline.Repo
 	env                                      string
+	configured                               string // the environment's row's spelling, "" if it has none
 	leadWatermark, failingSince, lastSuccess int64
 }
 
 func loadEnvState(ctx context.Context, tx *sql.Tx, repo pipeline.Repo, env string) (*envState, error) {
 	es := &envState{repo: repo, env: env}
-	err := tx.QueryRowContext(ctx, `SELECT lead_watermark, failing_since, last_success_at FROM environment_state
-		WHERE repository_id = ? AND environment = ?`, repo.ID, env).Scan(&es.leadWatermark, &es.failingSince, &es.lastSuccess)
+	err := tx.QueryRowContext(ctx, `SELECT environment, lead_watermark, failing_since, last_success_at FROM environment_state
+		WHERE repository_id = ? AND environment = ?`, repo.ID, env).Scan(&es.configured, &es.leadWatermark, &es.failingSince, &es.lastSuccess)
 	if errors.Is(err, sql.ErrNoRows) {
 		return es, nil
 	}
 	return es, err
+}
+
+// envStateOf loads the state of deployment d's environment. A deployment
+// a workflow owns names its environment as its job does, in any case: its
+// metrics go under the configuration's spelling, as lastmile's own
+// deployments' do (the series then join lastmile_environment_info's); the
+// deployment returned is then a copy of d so spelt.
+func envStateOf(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment) (*envState, *pipeline.Deployment, error) {
+	es, err := loadEnvState(ctx, tx, d.Repo, d.Environment)
+	if err != nil || d.Origin == pipeline.OriginLastmile || es.configured == "" || es.configured == d.Environment {
+		return es, d, err
+	}
+	spelt := *d
+	spelt.Environment, es.env = es.configured, es.configured
+	return es, &spelt, nil
 }
 
 // failed starts the clock of time to restore at a failed deploy's time,

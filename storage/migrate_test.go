@@ -659,11 +659,13 @@ func column[T any](t *testing.T, db *DB, query string, args ...any) []T {
 
 // Migration 0042 counts the deployments workflows own from the upgrade
 // on: a job's own deployment of a run on push (its event from the run's
-// webhook) is no twin of lastmile's, and counts if it has not ended; one
-// that ended keeps out of the counters, its success being the
-// environment's last and its release the lead-time watermark. A job's
-// twin in a run on the deployment event, and one whose run lastmile never
-// heard of, are left as they were.
+// webhook) is no twin of lastmile's, and counts if it has not ended and
+// its job asked lastmile as the environment's protection rule; one that
+// ended keeps out of the counters, its success being the environment's
+// last and its release the lead-time watermark. A job's twin in a run on
+// the deployment event, one whose run lastmile never heard of, and one
+// whose job did not ask lastmile (a CI job in an environment lastmile
+// does not gate), are left as they were.
 func TestWorkflowOwnedMigration(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "lastmile.db")
@@ -678,6 +680,11 @@ func TestWorkflowOwnedMigration(t *testing.T) {
 		`INSERT INTO environment_state (repository_id, environment, repository, lead_watermark, last_success_at) VALUES
 			(42, 'test', 'acme/shop', 1, 3000), (42, 'staging', 'acme/shop', 0, 0), (42, 'production', 'acme/shop', 0, 0)`,
 		`INSERT INTO workflow_runs (run_id, repository_id, event) VALUES (500, 42, 'push'), (501, 42, 'deployment')`,
+		// lastmile was asked for run 500's jobs in test and staging (not
+		// production), and for run 501's in production.
+		`INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment, sha, state, comment, decided_at) VALUES
+			(42, 'r1', 500, 'test', 'b', 'approved', '', 1), (42, 'r2', 500, 'Staging', 'b', 'approved', '', 1),
+			(42, 'r3', 501, 'production', 'b', 'approved', '', 1)`,
 		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, run_id,
 			twin_of, created_at, terminal_at, succeeded_at) VALUES
 			(10, 42, 2, 'test', 0, 'b', 'lastmile', 100, 'created', 0, NULL, 1, 0, 0),
@@ -685,7 +692,9 @@ func TestWorkflowOwnedMigration(t *testing.T) {
 			(12, 42, 2, 'staging', 1, 'b', 'external', 102, 'in_progress', 500, NULL, 1, 0, 0),
 			(13, 42, 2, 'production', 2, 'b', 'external', 103, 'success', 501, NULL, 1, 9000, 9000),
 			(14, 42, 2, 'production', 2, 'b', 'external', 104, 'in_progress', 502, NULL, 1, 0, 0),
-			(15, 42, NULL, 'staging', -1, 'z', 'external', 105, 'in_progress', 500, NULL, 1, 0, 0)`,
+			(15, 42, NULL, 'staging', -1, 'z', 'external', 105, 'in_progress', 500, NULL, 1, 0, 0),
+			(16, 42, 2, 'production', 2, 'b', 'external', 106, 'in_progress', 500, NULL, 1, 0, 0),
+			(17, 42, 2, 'production', 2, 'b', 'external', 107, 'success', 500, NULL, 1, 9500, 9500)`,
 	} {
 		if _, err := db.write.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
@@ -697,17 +706,17 @@ func TestWorkflowOwnedMigration(t *testing.T) {
 	}
 	defer db.Close()
 	if got := column[int64](t, db, `SELECT id FROM deployments WHERE workflow_owned = 1 ORDER BY id`); !slices.Equal(got, []int64{12}) {
-		t.Errorf("deployments counted from now on: %v; want [12] (on push, not ended)", got)
+		t.Errorf("deployments counted from now on: %v; want [12] (on push, lastmile asked, not ended)", got)
 	}
 	if got := column[int64](t, db, `SELECT id FROM deployments WHERE twin_of IS NOT NULL ORDER BY id`); len(got) != 0 {
 		t.Errorf("twins: %v; want none (11's run is on push)", got)
 	}
 	if got := column[string](t, db, `SELECT id || ':' || run_event FROM deployments WHERE origin = 'external' ORDER BY id`); !slices.Equal(got,
-		[]string{"11:push", "12:push", "13:deployment", "14:", "15:push"}) {
+		[]string{"11:push", "12:push", "13:deployment", "14:", "15:push", "16:push", "17:push"}) {
 		t.Errorf("run events: %v", got)
 	}
 	got := column[string](t, db, `SELECT environment || ':' || lead_watermark || ':' || last_success_at FROM environment_state ORDER BY environment`)
 	if !slices.Equal(got, []string{"production:0:0", "staging:0:0", "test:2:5000"}) {
-		t.Errorf("environments (watermark, last success): %v; want test's moved by 11's success, no other", got)
+		t.Errorf("environments (watermark, last success): %v; want test's moved by 11's success, no other (no job in production asked lastmile)", got)
 	}
 }

@@ -1,10 +1,14 @@
 -- Deployments a workflow owns count in the delivery metrics as lastmile's
 -- do: Actions' own deployment for a job of a run that no deployment
 -- triggered (on push, by hand), of a commit of a release whose
--- configuration names the environment, with no twin of lastmile's.
+-- configuration names the environment, with no twin of lastmile's, whose
+-- job asked lastmile as the environment's custom protection rule.
 -- run_event is what triggered the job's run, '' while not known.
 ALTER TABLE deployments ADD COLUMN run_event TEXT NOT NULL DEFAULT '';
 ALTER TABLE deployments ADD COLUMN workflow_owned INTEGER NOT NULL DEFAULT 0;
+
+-- Which jobs asked lastmile, by run.
+CREATE INDEX protection_decisions_run ON protection_decisions (run_id);
 
 -- The runs lastmile has heard of tell the event of the jobs' deployments
 -- recorded so far.
@@ -25,17 +29,23 @@ UPDATE deployments SET twin_of = NULL
 -- again).
 UPDATE deployments SET workflow_owned = 1
     WHERE origin = 'external' AND run_id != 0 AND run_event NOT IN ('', 'deployment') AND twin_of IS NULL
-    AND release_id IS NOT NULL AND stage >= 0 AND terminal_at = 0 AND succeeded_at = 0;
+    AND release_id IS NOT NULL AND stage >= 0 AND terminal_at = 0 AND succeeded_at = 0
+    AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = deployments.run_id
+        AND p.repository_id = deployments.repository_id AND p.environment = deployments.environment COLLATE NOCASE);
 
 UPDATE environment_state SET
     lead_watermark = MAX(lead_watermark, COALESCE((SELECT MAX(d.release_id) FROM deployments d
         WHERE d.repository_id = environment_state.repository_id AND d.environment = environment_state.environment COLLATE NOCASE
         AND d.origin = 'external' AND d.run_id != 0 AND d.run_event NOT IN ('', 'deployment') AND d.twin_of IS NULL
-        AND d.release_id IS NOT NULL AND d.stage >= 0 AND d.succeeded_at > 0), 0)),
+        AND d.release_id IS NOT NULL AND d.stage >= 0 AND d.succeeded_at > 0
+        AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = d.run_id
+            AND p.repository_id = d.repository_id AND p.environment = d.environment COLLATE NOCASE)), 0)),
     last_success_at = MAX(last_success_at, COALESCE((SELECT MAX(d.succeeded_at) FROM deployments d
         WHERE d.repository_id = environment_state.repository_id AND d.environment = environment_state.environment COLLATE NOCASE
         AND d.origin = 'external' AND d.run_id != 0 AND d.run_event NOT IN ('', 'deployment') AND d.twin_of IS NULL
-        AND d.release_id IS NOT NULL AND d.stage >= 0 AND d.succeeded_at > 0), 0));
+        AND d.release_id IS NOT NULL AND d.stage >= 0 AND d.succeeded_at > 0
+        AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = d.run_id
+            AND p.repository_id = d.repository_id AND p.environment = d.environment COLLATE NOCASE)), 0));
 
 -- The deployments that count, by environment: time to restore looks for
 -- their failures and successes.

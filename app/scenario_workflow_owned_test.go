@@ -1,0 +1,108 @@
+package app
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/lastmile-app/lastmile/githubapp/simulator"
+)
+
+// A workflow that owns its deployments: a workflow on push whose jobs
+// deploy each commit of main through test, staging and production,
+// lastmile the custom protection rule of the three. lastmile's own
+// deployments never run (no workflow on deployment); the jobs' own
+// deployments are the deployments that happened, and /metrics counts them:
+// deployments, lead time, last success, and time to restore after a failed
+// staging deploy that the next commit repaired.
+func TestAWorkflowOnPushOwnsItsDeploymentsAndTheyCount(t *testing.T) {
+	sb := sandbox(t, nil)
+	full := "acme/shop"
+	inst := sb.Sim.CreateInstallation("acme", "Organization")
+	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
+	envs := []string{"test", "staging", "production"}
+	for _, env := range envs {
+		sb.Sim.SetEnvironment(full, env, simulator.EnvironmentOptions{CustomProtectionRule: true})
+	}
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs})
+
+	first := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": threeEnvs}})
+	waitFor(t, sb, "the first commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, first.After, "production") })
+	settle(t, sb)
+
+	// The second commit fails in staging: production's job is skipped.
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs, FailEnvironments: []string{"staging"}})
+	second := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Break staging", Files: map[string]string{"app.txt": "2"}})
+	waitFor(t, sb, "the second commit's run", func(s *simulator.Simulator) bool {
+		runs := s.Runs(full)
+		return len(runs) == 2 && runs[1].Status == "completed"
+	})
+	settle(t, sb)
+	// The third repairs it.
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs})
+	third := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Repair staging", Files: map[string]string{"app.txt": "3"}})
+	waitFor(t, sb, "the third commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, third.After, "production") })
+	settle(t, sb)
+
+	for _, r := range sb.Sim.ProtectionRuleReviews(full) {
+		if r.State != "approved" {
+			t.Errorf("protection rule answer %+v; want every job approved (each commit succeeded in the environment before)", r)
+		}
+	}
+	if n := len(sb.Sim.ProtectionRuleReviews(full)); n != 8 {
+		t.Errorf("protection rule answers: %d; want 8 (each environment of the first and third commits, test and staging of the second)", n)
+	}
+	for _, d := range sb.Sim.Deployments(full) {
+		if d.WorkflowRunID == 0 && d.State() != "" && d.State() != "inactive" {
+			t.Errorf("lastmile's deployment %d to %s: %s; want it never run", d.ID, d.Environment, d.State())
+		}
+	}
+
+	body := get(t, sb.URL()+"/metrics")
+	for _, want := range []string{
+		`lastmile_deployments_total{environment="test",repository="acme/shop",state="success"} 3`,
+		`lastmile_deployments_total{environment="staging",repository="acme/shop",state="success"} 2`,
+		`lastmile_deployments_total{environment="staging",repository="acme/shop",state="failure"} 1`,
+		`lastmile_deployments_total{environment="production",repository="acme/shop",state="success"} 2`,
+		`lastmile_deployment_duration_seconds_count{environment="staging",repository="acme/shop"} 3`,
+		`lastmile_time_to_restore_seconds_count{environment="staging",repository="acme/shop"} 1`,
+		// The first commit's, then the second and third, which the
+		// third's success brought to production.
+		`lastmile_deployment_lead_time_seconds_count{environment="production",repository="acme/shop"} 3`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if regexp.MustCompile(`state="error"\} [1-9]|environment="(test|production)",repository="acme/shop",state="failure"\} [1-9]`).MatchString(body) {
+		t.Errorf("/metrics counts a deployment that did not happen:\n%s", grepLines(body, "lastmile_deployments_total"))
+	}
+	if !regexp.MustCompile(`lastmile_last_success_timestamp_seconds\{environment="production",repository="acme/shop"\} [1-9]`).MatchString(body) {
+		t.Errorf("/metrics: no last success in production:\n%s", grepLines(body, "lastmile_last_success"))
+	}
+	if strings.Contains(body, "lastmile_deployment_awaiting_run_since_timestamp_seconds{") {
+		t.Errorf("/metrics: lastmile's own deployment reported as awaiting a run where the workflow owns the deployments:\n%s",
+			grepLines(body, "awaiting_run"))
+	}
+
+	// The record says which deployments counted.
+	code, out, errOut := run(t, sb.Config.Database, "audit", full, third.After)
+	if want := "the job's own in a run on push (counted)): success"; code != 0 || strings.Count(out, want) != 3 {
+		t.Errorf("audit: exit %d; want three deployments saying %q\n%s%s", code, want, out, errOut)
+	}
+	if code, out, errOut := run(t, sb.Config.Database, "audit", full, second.After); code != 0 ||
+		!strings.Contains(out, "the job's own in a run on push (counted)): failure") {
+		t.Errorf("audit of the second commit: exit %d; its staging deployment's failure not shown as counted\n%s%s", code, out, errOut)
+	}
+}
+
+// grepLines is the lines of body that contain s.
+func grepLines(body, s string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
