@@ -240,3 +240,33 @@ func TestAWorkflowsOwnDeploymentIsCountedUnderTheConfigurationsSpelling(t *testi
 		t.Error("no last success in test")
 	}
 }
+
+// The job's deployment may reach lastmile before the push that makes the
+// release of its commit (GitHub keeps no order between webhooks, and a
+// push redelivered late comes after): the release, when it is recorded,
+// takes the deployment as its own, and the deployment counts.
+func TestAWorkflowsOwnDeploymentHeardOfBeforeItsRelease(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test")
+	at := time.Now().Add(-time.Hour)
+	info := pipeline.DeploymentInfo{GitHubID: 990, SHA: c2, Environment: "staging", Creator: "octocat", CreatedAt: at,
+		WorkflowRunID: 500, WorkflowRunEvent: "push"}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	h.judge("rule-990", "staging", c2, 500)
+	if d := h.recorded(990); d.ReleaseID != 0 || d.Counts() {
+		t.Fatalf("before the push: release %d, counts %v; want none, not counted", d.ReleaseID, d.Counts())
+	}
+	h.mustPush(c1, c2, false)
+	d := h.recorded(990)
+	if rel := h.releaseState(shop, c2); d.ReleaseID != rel.ID || d.Stage != 1 || !d.Counts() {
+		t.Errorf("after the push: release %d (c2's is %d), stage %d, counts %v; want c2's release, staging's stage, counted",
+			d.ReleaseID, rel.ID, d.Stage, d.Counts())
+	}
+	h.jobDeploy(990, c2, "staging", 500, "push", false, pipeline.DeploymentSuccess, at, time.Minute)
+	if got := h.deploymentsCounted(); got["staging/success"] != 1 {
+		t.Errorf("deployments counted: %v; want the job's success in staging", got)
+	}
+}

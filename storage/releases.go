@@ -278,6 +278,9 @@ func (db *DB) RecordRelease(ctx context.Context, rel *pipeline.Release, commits 
 			}
 		}
 		created = true
+		if err := linkEarlierExternals(ctx, tx, rel); err != nil {
+			return err
+		}
 		if rel.Config == nil {
 			return nil
 		}
@@ -1144,6 +1147,37 @@ func zeroSeries(ctx context.Context, tx *sql.Tx, repo, env string) error {
 	}
 	if added > 0 {
 		return bumpRollups(ctx, tx)
+	}
+	return nil
+}
+
+// linkEarlierExternals links to release rel the deployments of its commit
+// that lastmile did not create and recorded before it, with no release
+// (their webhooks came before the push's, or the push was redelivered
+// late), as RecordExternal would have, and has those a workflow owns
+// count (settleOwned).
+func linkEarlierExternals(ctx context.Context, tx *sql.Tx, rel *pipeline.Release) error {
+	type early struct {
+		id  int64
+		env string
+	}
+	found, err := queryRows(ctx, tx, func(rows *sql.Rows, e *early) error { return rows.Scan(&e.id, &e.env) },
+		`SELECT id, environment FROM deployments WHERE repository_id = ? AND sha = ? AND origin = 'external' AND release_id IS NULL`,
+		rel.Repo.ID, rel.SHA)
+	if err != nil {
+		return err
+	}
+	for _, e := range found {
+		stage := -1
+		if rel.Config != nil {
+			stage = rel.Config.Index(e.env)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE deployments SET release_id = ?, stage = ? WHERE id = ?`, rel.ID, stage, e.id); err != nil {
+			return err
+		}
+		if err := settleOwned(ctx, tx, `id = ?`, e.id); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -204,6 +204,9 @@ func (s *Simulator) AddWorkflow(repo string, opts WorkflowOptions) {
 }
 
 func workflowDefaults(opts WorkflowOptions) WorkflowOptions {
+	if opts.Notifier && len(opts.PushEnvironments) > 0 {
+		panic("simulator: a Notifier runs for deployments; a workflow with PushEnvironments runs on push")
+	}
 	if opts.Name == "" {
 		opts.Name = "Deploy"
 	}
