@@ -477,6 +477,10 @@ func printAudit(w io.Writer, rec *pipeline.AuditRecord) {
 			if o := storage.OthersOutcome(&env); o != "" {
 				outcome += "; deployed by others: " + string(o)
 			}
+		case env.WorkflowOutcome != "" && outcome == "":
+			outcome = "the workflow's own deployment: " + string(env.WorkflowOutcome)
+		case env.WorkflowOutcome != "":
+			outcome += "; the workflow's own deployment: " + string(env.WorkflowOutcome)
 		case outcome == "" && env.ReachedWith != nil:
 			outcome = "not deployed by this release"
 		case outcome == "":

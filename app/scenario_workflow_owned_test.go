@@ -38,6 +38,27 @@ func TestAWorkflowOnPushOwnsItsDeploymentsAndTheyCount(t *testing.T) {
 		return len(runs) == 2 && runs[1].Status == "completed"
 	})
 	settle(t, sb)
+	// Where the pipeline stands is the jobs' deployments': the second
+	// commit live in test, failed in staging; production still runs the
+	// first.
+	code, out, errOut := run(t, sb.Config.Database, "status", "--repo", full)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^acme/shop +test +#2 ` + second.After[:7] + ` .* -$`),
+		regexp.MustCompile(`(?m)^acme/shop +staging +#1 ` + first.After[:7] + ` .* #2 ` + second.After[:7] + ` failure since `),
+		regexp.MustCompile(`(?m)^acme/shop +production +#1 ` + first.After[:7] + ` .* -$`),
+	} {
+		if code != 0 || !want.MatchString(out) {
+			t.Errorf("status: exit %d; no line matching %s\n%s%s", code, want, out, errOut)
+		}
+	}
+	code, out, errOut = run(t, sb.Config.Database, "history", "--repo", full)
+	if want := "test:success  staging:failure  production:-"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("history: exit %d; lacks %q for the second release\n%s%s", code, want, out, errOut)
+	}
+	code, out, errOut = run(t, sb.Config.Database, "history", "--repo", full, "--env", "production")
+	if code != 0 || !strings.Contains(out, first.After[:7]) || strings.Contains(out, second.After[:7]) {
+		t.Errorf("history --env production: exit %d; want the first release only\n%s%s", code, out, errOut)
+	}
 	// The third repairs it.
 	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs})
 	third := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Repair staging", Files: map[string]string{"app.txt": "3"}})
@@ -86,12 +107,13 @@ func TestAWorkflowOnPushOwnsItsDeploymentsAndTheyCount(t *testing.T) {
 	}
 
 	// The record says which deployments counted.
-	code, out, errOut := run(t, sb.Config.Database, "audit", full, third.After)
+	code, out, errOut = run(t, sb.Config.Database, "audit", full, third.After)
 	if want := "the job's own in a run on push (counted)): success"; code != 0 || strings.Count(out, want) != 3 {
 		t.Errorf("audit: exit %d; want three deployments saying %q\n%s%s", code, want, out, errOut)
 	}
 	if code, out, errOut := run(t, sb.Config.Database, "audit", full, second.After); code != 0 ||
-		!strings.Contains(out, "the job's own in a run on push (counted)): failure") {
+		!strings.Contains(out, "the job's own in a run on push (counted)): failure") ||
+		!strings.Contains(out, "\n  staging: the workflow's own deployment: failure\n") {
 		t.Errorf("audit of the second commit: exit %d; its staging deployment's failure not shown as counted\n%s%s", code, out, errOut)
 	}
 }

@@ -33,8 +33,12 @@ type EnvironmentRecord struct {
 	Production bool   `json:"production"`
 	// Outcome is the state of lastmile's deployment there ("" when the
 	// release never reached it).
-	Outcome     DeploymentState    `json:"outcome,omitempty"`
-	Deployments []DeploymentRecord `json:"deployments"`
+	Outcome DeploymentState `json:"outcome,omitempty"`
+	// WorkflowOutcome is, where a workflow owns the environment's
+	// deployments (see Deployment.Counts), the state of the newest of the
+	// release's deployments its jobs made there ("" when none).
+	WorkflowOutcome DeploymentState    `json:"workflow_outcome,omitempty"`
+	Deployments     []DeploymentRecord `json:"deployments"`
 	// ReachedWith is, where this release did not succeed itself, the
 	// other release whose successful deployment first brought the commit
 	// there: a newer release built on it (this one superseded, or
@@ -167,4 +171,8 @@ type StageOutcome struct {
 	Environment string          `json:"environment"`
 	State       DeploymentState `json:"state"`
 	At          time.Time       `json:"at,omitzero"` // created, or terminal when finished
+	// Workflow: the state is that of the deployment a workflow's job made
+	// there (a workflow owns the environment's deployments), lastmile's
+	// own having not ended.
+	Workflow bool `json:"workflow,omitempty"`
 }

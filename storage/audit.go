@@ -260,14 +260,20 @@ func (db *DB) auditRecord(ctx context.Context, tx *sql.Tx, repoID, id int64, bro
 		}
 		env := &rec.Environments[i]
 		env.Deployments = append(env.Deployments, *dr)
-		if d.Origin == pipeline.OriginLastmile && d.ReleaseID == rel.ID {
-			if env.Outcome, err = outcome(ctx, tx, d); err != nil {
+		if d.ReleaseID == rel.ID && (d.Origin == pipeline.OriginLastmile || d.WorkflowOwned) {
+			o, err := outcome(ctx, tx, d)
+			if err != nil {
 				return nil, err
+			}
+			if d.Origin == pipeline.OriginLastmile {
+				env.Outcome = o
+			} else {
+				env.WorkflowOutcome = o // the newest: deps come in order
 			}
 		}
 	}
 	for i := range rec.Environments {
-		if env := &rec.Environments[i]; env.Outcome != pipeline.DeploymentSuccess {
+		if env := &rec.Environments[i]; env.Outcome != pipeline.DeploymentSuccess && env.WorkflowOutcome != pipeline.DeploymentSuccess {
 			if env.ReachedWith, err = reachedWith(ctx, tx, repoID, rel.ID, env.Name, about); err != nil {
 				return nil, err
 			}
@@ -742,7 +748,7 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 	}
 	if f.Environment != "" {
 		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
-			AND d.origin = 'lastmile' AND `+deployedThere+`)`)
+			AND `+countedSQL+` AND `+deployedThere+`)`)
 		args = append(args, f.Environment)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
@@ -769,18 +775,32 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM release_commits WHERE release_id = ?`, e.Release.ID).Scan(&e.Commits); err != nil {
 			return nil, err
 		}
-		deps, err := queryDeployments(ctx, tx, `WHERE d.release_id = ? AND d.origin = 'lastmile' ORDER BY d.stage`, e.Release.ID)
+		deps, err := queryDeployments(ctx, tx, `WHERE d.release_id = ? AND `+countedSQL+` ORDER BY d.id`, e.Release.ID)
 		if err != nil {
 			return nil, err
 		}
-		byEnv := map[string]*pipeline.Deployment{}
+		// lastmile's deployment there, or, where it has not ended (a
+		// workflow owns the environment's deployments: lastmile's never
+		// runs), the newest a workflow owns.
+		ours, owned := map[string]*pipeline.Deployment{}, map[string]*pipeline.Deployment{}
 		for _, d := range deps {
-			byEnv[strings.ToLower(d.Environment)] = d
+			if d.Origin == pipeline.OriginLastmile {
+				ours[strings.ToLower(d.Environment)] = d
+			} else {
+				owned[strings.ToLower(d.Environment)] = d // the newest: deps come in order
+			}
+		}
+		byEnv := ours
+		for key, d := range owned {
+			if byEnv[key] == nil || byEnv[key].TerminalAt.IsZero() {
+				byEnv[key] = d
+			}
 		}
 		if e.Release.Config != nil {
 			for _, env := range e.Release.Config.Environments {
 				st := pipeline.StageOutcome{Environment: env.Name}
 				if d := byEnv[strings.ToLower(env.Name)]; d != nil {
+					st.Workflow = d.Origin != pipeline.OriginLastmile
 					if st.State, err = outcome(ctx, tx, d); err != nil {
 						return nil, err
 					}

@@ -136,13 +136,15 @@ func liveIn(ctx context.Context, q querier, repoID int64, env string) (*pipeline
 // required contexts (its release still on its way), or one GitHub has,
 // unless it was withdrawn (made inactive: its release superseded or
 // stopped) before its deploy began — as History's environment filter
-// reads "deployed to".
+// reads "deployed to". Where a workflow owns the environment's
+// deployments, the newest its jobs made of that release, unless
+// lastmile's has ended (lastmile's own never runs there).
 func latestIn(ctx context.Context, q querier, repoID int64, env string, after int64) (*pipeline.LatestDeployment, error) {
-	d, err := oneDeployment(ctx, q, `WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND d.origin = 'lastmile'
+	d, err := oneDeployment(ctx, q, `WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND `+countedSQL+`
 		AND d.release_id > ?
 		AND (d.state IN ('intent', 'waiting') AND EXISTS (SELECT 1 FROM releases r WHERE r.id = d.release_id AND r.state = 'active')
 			OR `+deployedThere+`)
-		ORDER BY d.release_id DESC LIMIT 1`, repoID, env, after)
+		ORDER BY d.release_id DESC, d.origin = 'lastmile' AND d.terminal_at = 0, d.id DESC LIMIT 1`, repoID, env, after)
 	if errors.Is(err, pipeline.ErrNotFound) {
 		return nil, nil
 	}
