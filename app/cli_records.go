@@ -96,9 +96,10 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 Per repository and environment of its configuration, in promotion order:
 LIVE, the newest release whose deployment there succeeded (what the
 environment runs: lastmile never deploys backwards) and SINCE when; LATEST,
-lastmile's newest deployment there when it is of a newer release — waiting
-for its required contexts or its reviewers, deploying, or ended without
-success.`, stderr)
+lastmile's newest deployment there (or, where a workflow owns the
+environment's deployments, its jobs') when it is of a newer release —
+waiting for its required contexts or its reviewers, deploying, or ended
+without success.`, stderr)
 	path := dbFlag(fs, getenv)
 	repo := fs.String("repo", "", "only this repository (owner/name)")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -150,8 +151,9 @@ success.`, stderr)
 	return tw.Flush()
 }
 
-// latestState says in words where lastmile's newest deployment in an
-// environment stands, and since when.
+// latestState says in words where the newest deployment in an environment
+// (lastmile's, or a workflow's own: see storage.Status) stands, and since
+// when.
 func latestState(l *pipeline.LatestDeployment) string {
 	var what string
 	switch {

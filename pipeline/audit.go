@@ -160,7 +160,8 @@ func (l *LatestDeployment) AwaitingReview() bool {
 // HistoryEntry is one release in the history listing.
 type HistoryEntry struct {
 	Release Release `json:"release"`
-	// Stages maps each environment to lastmile's deployment outcome there.
+	// Stages maps each environment to lastmile's deployment outcome there
+	// (or, where it has not ended, that of the newest a workflow owns).
 	Stages []StageOutcome `json:"stages"`
 	// Commits is how many commits the release brought.
 	Commits int `json:"commits"`

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lastmile-app/lastmile/metrics"
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 )
 
 // Where a workflow owns its deployments — a workflow on push whose jobs
@@ -268,5 +269,74 @@ func TestAWorkflowsOwnDeploymentHeardOfBeforeItsRelease(t *testing.T) {
 	h.jobDeploy(990, c2, "staging", 500, "push", false, pipeline.DeploymentSuccess, at, time.Minute)
 	if got := h.deploymentsCounted(); got["staging/success"] != 1 {
 		t.Errorf("deployments counted: %v; want the job's success in staging", got)
+	}
+}
+
+// Where lastmile's own deployment never runs (a workflow owns the
+// environment's deployments), the job's deployment of the release stands
+// for it in lastmile status and history.
+func TestAWorkflowsOwnDeploymentStandsWhereLastmilesNeverRan(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	info := pipeline.DeploymentInfo{GitHubID: 990, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: time.Now(),
+		WorkflowRunID: 500, WorkflowRunEvent: "push"}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	h.judge("rule-990", "test", c1, 500)
+	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+		Status: pipeline.StatusInfo{GitHubID: 9900, State: pipeline.DeploymentInProgress, CreatedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	status, err := h.db.Status(ctx, shop.FullName())
+	if err != nil || len(status) == 0 || status[0].Latest == nil {
+		t.Fatalf("status: %+v, %v", status, err)
+	}
+	if l := status[0].Latest; l.DeploymentID != 990 || l.State != pipeline.DeploymentInProgress {
+		t.Errorf("status LATEST in test: deployment %d %s; want the job's (990), in_progress", l.DeploymentID, l.State)
+	}
+	hist, err := h.db.History(ctx, storage.HistoryFilter{Repository: shop.FullName()})
+	if err != nil || len(hist) != 1 || len(hist[0].Stages) == 0 {
+		t.Fatalf("history: %+v, %v", hist, err)
+	}
+	if st := hist[0].Stages[0]; st.State != pipeline.DeploymentInProgress || !st.Workflow {
+		t.Errorf("history, test: %s (the workflow's: %v); want the job's, in_progress", st.State, st.Workflow)
+	}
+}
+
+// Where lastmile's own deployment of a release has ended, it stands for
+// the release in the environment — in lastmile status and history alike —
+// even beside a newer deployment a workflow's job made there.
+func TestLastmilesEndedDeploymentStandsBesideAWorkflowsOwn(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1)
+	h.mustPush(c0, c1, false)
+	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
+	h.status(c1, "test", pipeline.DeploymentFailure, 10, true)
+	ours := h.gh.deployment(c1, "test").id
+	info := pipeline.DeploymentInfo{GitHubID: 990, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: time.Now(),
+		WorkflowRunID: 500, WorkflowRunEvent: "push"}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	h.judge("rule-990", "test", c1, 500)
+	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
+		Status: pipeline.StatusInfo{GitHubID: 9900, State: pipeline.DeploymentInProgress, CreatedAt: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	status, err := h.db.Status(ctx, shop.FullName())
+	if err != nil || len(status) == 0 || status[0].Environment != "test" || status[0].Latest == nil {
+		t.Fatalf("status: %+v, %v", status, err)
+	}
+	if l := status[0].Latest; l.DeploymentID != ours || l.State != pipeline.DeploymentFailure {
+		t.Errorf("status LATEST in test: deployment %d %s; want lastmile's (%d), failure", l.DeploymentID, l.State, ours)
+	}
+	hist, err := h.db.History(ctx, storage.HistoryFilter{Repository: shop.FullName()})
+	if err != nil || len(hist) != 1 || len(hist[0].Stages) == 0 {
+		t.Fatalf("history: %+v, %v", hist, err)
+	}
+	if st := hist[0].Stages[0]; st.State != pipeline.DeploymentFailure || st.Workflow {
+		t.Errorf("history, test: %s (the workflow's: %v); want lastmile's failure", st.State, st.Workflow)
 	}
 }

@@ -714,9 +714,11 @@ const deployedThere = `d.github_id IS NOT NULL AND ((d.state != 'inactive' AND d
 	OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = d.id AND s.state = 'in_progress'))`
 
 // History lists recent releases, newest first, with where each stands in
-// every environment. Filtered by environment, it lists the releases
-// deployed there: those with a deployment of lastmile's there that exists
-// on GitHub — waiting for its reviewers, deploying, or ended — unless it
+// every environment: where lastmile's deployment stands, or, where it has
+// not ended, the newest a workflow owns there (see
+// pipeline.Deployment.Counts). Filtered by environment, it lists the
+// releases deployed there: those with a deployment of lastmile's there (or
+// one a workflow owns) that exists on GitHub — waiting for its reviewers, deploying, or ended — unless it
 // was withdrawn (made inactive: its release superseded or stopped) before
 // its deploy began. Not those lastmile never created there (an intent, one
 // GitHub refused for now or for good, one its release stopped first).
@@ -747,9 +749,11 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		args = append(args, f.Before)
 	}
 	if f.Environment != "" {
-		where = append(where, `EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id AND d.environment = ? COLLATE NOCASE
-			AND `+countedSQL+` AND `+deployedThere+`)`)
-		args = append(args, f.Environment)
+		// lastmile's there, or one a workflow owns: each by its index.
+		there := `EXISTS (SELECT 1 FROM deployments d WHERE d.repository_id = r.repository_id
+			AND d.environment = ? COLLATE NOCASE AND d.release_id = r.id AND %s AND ` + deployedThere + `)`
+		where = append(where, "("+fmt.Sprintf(there, "d.origin = 'lastmile'")+" OR "+fmt.Sprintf(there, "d.workflow_owned = 1")+")")
+		args = append(args, f.Environment, f.Environment)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
 		WHERE `+strings.Join(where, " AND ")+` ORDER BY r.id DESC LIMIT ?`, append(args, f.Limit)...)
@@ -775,23 +779,31 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM release_commits WHERE release_id = ?`, e.Release.ID).Scan(&e.Commits); err != nil {
 			return nil, err
 		}
-		deps, err := queryDeployments(ctx, tx, `WHERE d.release_id = ? AND `+countedSQL+` ORDER BY d.id`, e.Release.ID)
+		// Two reads, each by its index: lastmile's deployments of the
+		// release, and those a workflow owns (see
+		// pipeline.Deployment.Counts).
+		deps, err := queryDeployments(ctx, tx, `WHERE d.release_id = ? AND d.origin = 'lastmile' ORDER BY d.id`, e.Release.ID)
 		if err != nil {
 			return nil, err
 		}
+		owned, err := queryDeployments(ctx, tx, `WHERE d.release_id = ? AND d.workflow_owned = 1 ORDER BY d.id`, e.Release.ID)
+		if err != nil {
+			return nil, err
+		}
+		deps = append(deps, owned...)
 		// lastmile's deployment there, or, where it has not ended (a
 		// workflow owns the environment's deployments: lastmile's never
 		// runs), the newest a workflow owns.
-		ours, owned := map[string]*pipeline.Deployment{}, map[string]*pipeline.Deployment{}
+		ours, newestOwned := map[string]*pipeline.Deployment{}, map[string]*pipeline.Deployment{}
 		for _, d := range deps {
 			if d.Origin == pipeline.OriginLastmile {
 				ours[strings.ToLower(d.Environment)] = d
 			} else {
-				owned[strings.ToLower(d.Environment)] = d // the newest: deps come in order
+				newestOwned[strings.ToLower(d.Environment)] = d // the newest: they come in order
 			}
 		}
 		byEnv := ours
-		for key, d := range owned {
+		for key, d := range newestOwned {
 			if byEnv[key] == nil || byEnv[key].TerminalAt.IsZero() {
 				byEnv[key] = d
 			}

@@ -131,7 +131,18 @@ func liveIn(ctx context.Context, q querier, repoID int64, env string) (*pipeline
 		repoID, env))
 }
 
-// latestIn is lastmile's newest deployment in env of a release numbered
+// latestWhere picks latestIn's deployment of those that which says
+// (lastmile's, or the workflows' own) — repository, environment, the
+// release it must be newer than — by an index of those.
+func latestWhere(which string) string {
+	return `WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND ` + which + `
+	AND d.release_id > ?
+	AND (d.state IN ('intent', 'waiting') AND EXISTS (SELECT 1 FROM releases r WHERE r.id = d.release_id AND r.state = 'active')
+		OR ` + deployedThere + `)
+	ORDER BY d.release_id DESC, d.id DESC LIMIT 1`
+}
+
+// latestIn is lastmile's (or a workflow's own) newest deployment in env of a release numbered
 // above after, or nil: one being created or waiting for its commit's
 // required contexts (its release still on its way), or one GitHub has,
 // unless it was withdrawn (made inactive: its release superseded or
@@ -140,16 +151,20 @@ func liveIn(ctx context.Context, q querier, repoID int64, env string) (*pipeline
 // deployments, the newest its jobs made of that release, unless
 // lastmile's has ended (lastmile's own never runs there).
 func latestIn(ctx context.Context, q querier, repoID int64, env string, after int64) (*pipeline.LatestDeployment, error) {
-	d, err := oneDeployment(ctx, q, `WHERE d.repository_id = ? AND d.environment = ? COLLATE NOCASE AND `+countedSQL+`
-		AND d.release_id > ?
-		AND (d.state IN ('intent', 'waiting') AND EXISTS (SELECT 1 FROM releases r WHERE r.id = d.release_id AND r.state = 'active')
-			OR `+deployedThere+`)
-		ORDER BY d.release_id DESC, d.origin = 'lastmile' AND d.terminal_at = 0, d.id DESC LIMIT 1`, repoID, env, after)
-	if errors.Is(err, pipeline.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
+	d, err := oneDeployment(ctx, q, latestWhere(`d.origin = 'lastmile'`), repoID, env, after)
+	if err != nil && !errors.Is(err, pipeline.ErrNotFound) {
 		return nil, err
+	}
+	owned, err := oneDeployment(ctx, q, latestWhere(`d.workflow_owned = 1`), repoID, env, after)
+	if err != nil && !errors.Is(err, pipeline.ErrNotFound) {
+		return nil, err
+	}
+	// The newer release's; of one release, lastmile's once it has ended.
+	if owned != nil && (d == nil || owned.ReleaseID > d.ReleaseID || owned.ReleaseID == d.ReleaseID && d.TerminalAt.IsZero()) {
+		d = owned
+	}
+	if d == nil {
+		return nil, nil
 	}
 	l := &pipeline.LatestDeployment{ReleaseID: d.ReleaseID, SHA: d.SHA, DeploymentID: d.GitHubID, Reason: d.Reason, Since: d.CreatedAt}
 	if l.State, err = outcome(ctx, q, d); err != nil {

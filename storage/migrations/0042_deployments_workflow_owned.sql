@@ -48,6 +48,12 @@ UPDATE environment_state SET
             AND p.repository_id = d.repository_id AND p.environment = d.environment COLLATE NOCASE)), 0));
 
 -- The deployments that count, by environment: time to restore looks for
--- their failures and successes.
+-- their failures and successes. (Not by release too: the planner's reads
+-- of lastmile's own take deployments_reached, whose columns those would
+-- be.) Those a workflow owns (a few), by environment and release, and by
+-- release, for lastmile status and history.
 CREATE INDEX deployments_counted ON deployments (repository_id, environment COLLATE NOCASE)
     WHERE origin = 'lastmile' OR workflow_owned = 1;
+CREATE INDEX deployments_workflow_owned ON deployments (repository_id, environment COLLATE NOCASE, release_id)
+    WHERE workflow_owned = 1;
+CREATE INDEX deployments_workflow_owned_release ON deployments (release_id) WHERE workflow_owned = 1;
