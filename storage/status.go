@@ -103,7 +103,16 @@ func (db *DB) Status(ctx context.Context, repository string) ([]pipeline.Environ
 		start = end
 	}
 	out := make([]pipeline.EnvironmentStatus, 0, len(all))
+	owns := map[int64]bool{} // a workflow owns deployments of the repository (most have none)
 	for _, r := range all {
+		if _, ok := owns[r.repoID]; !ok {
+			var any bool
+			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE repository_id = ? AND workflow_owned = 1)`,
+				r.repoID).Scan(&any); err != nil {
+				return nil, err
+			}
+			owns[r.repoID] = any
+		}
 		st := r.status
 		if st.Live, err = liveIn(ctx, tx, r.repoID, st.Environment); err != nil {
 			return nil, err
@@ -112,7 +121,7 @@ func (db *DB) Status(ctx context.Context, repository string) ([]pipeline.Environ
 		if st.Live != nil {
 			after = st.Live.ReleaseID
 		}
-		if st.Latest, err = latestIn(ctx, tx, r.repoID, st.Environment, after); err != nil {
+		if st.Latest, err = latestIn(ctx, tx, r.repoID, st.Environment, after, owns[r.repoID]); err != nil {
 			return nil, err
 		}
 		out = append(out, st)
@@ -142,22 +151,26 @@ func latestWhere(which string) string {
 	ORDER BY d.release_id DESC, d.id DESC LIMIT 1`
 }
 
-// latestIn is lastmile's (or a workflow's own) newest deployment in env of a release numbered
-// above after, or nil: one being created or waiting for its commit's
-// required contexts (its release still on its way), or one GitHub has,
-// unless it was withdrawn (made inactive: its release superseded or
-// stopped) before its deploy began — as History's environment filter
-// reads "deployed to". Where a workflow owns the environment's
-// deployments, the newest its jobs made of that release, unless
-// lastmile's has ended (lastmile's own never runs there).
-func latestIn(ctx context.Context, q querier, repoID int64, env string, after int64) (*pipeline.LatestDeployment, error) {
+// latestIn is lastmile's (or a workflow's own) newest deployment in env of
+// a release numbered above after, or nil: one being created or waiting for
+// its commit's required contexts (its release still on its way), or one
+// GitHub has, unless it was withdrawn (made inactive: its release
+// superseded or stopped) before its deploy began — as History's
+// environment filter reads "deployed to". Where a workflow owns the
+// environment's deployments (owns: the repository has some a workflow
+// owns), the newest its jobs made of that release, unless lastmile's has
+// ended (lastmile's own never runs there).
+func latestIn(ctx context.Context, q querier, repoID int64, env string, after int64, owns bool) (*pipeline.LatestDeployment, error) {
 	d, err := oneDeployment(ctx, q, latestWhere(`d.origin = 'lastmile'`), repoID, env, after)
 	if err != nil && !errors.Is(err, pipeline.ErrNotFound) {
 		return nil, err
 	}
-	owned, err := oneDeployment(ctx, q, latestWhere(`d.workflow_owned = 1`), repoID, env, after)
-	if err != nil && !errors.Is(err, pipeline.ErrNotFound) {
-		return nil, err
+	var owned *pipeline.Deployment
+	if owns {
+		owned, err = oneDeployment(ctx, q, latestWhere(`d.workflow_owned = 1`), repoID, env, after)
+		if err != nil && !errors.Is(err, pipeline.ErrNotFound) {
+			return nil, err
+		}
 	}
 	// The newer release's; of one release, lastmile's once it has ended.
 	if owned != nil && (d == nil || owned.ReleaseID > d.ReleaseID || owned.ReleaseID == d.ReleaseID && d.TerminalAt.IsZero()) {
