@@ -798,3 +798,70 @@ func TestREADMEShowsExample(t *testing.T) {
 		}
 	}
 }
+
+// The example of a workflow that owns its deployments (lastmile their
+// protection rule): on push to main, one job per environment of the
+// README's configuration, in its order, each after the one before, each
+// naming its environment without `deployment: false` (GitHub creates the
+// job's deployment, and only then asks the environment's custom rule; a
+// job with `deployment: false` cannot run under one), the environment
+// passed to the deploy command through env:, never inside run:.
+func TestExampleWorkflowOwningItsDeployments(t *testing.T) {
+	var wf workflowFile
+	readYAML(t, filepath.Join("examples", "deploy-on-push.yml"), &wf)
+	on, ok := wf.On.(map[string]any)
+	push, _ := on["push"].(map[string]any)
+	if branches, _ := push["branches"].([]any); !ok || !slices.Equal(branches, []any{"main"}) {
+		t.Errorf("on: %v, want push to main", wf.On)
+	}
+	if want := map[string]string{"contents": "read"}; !maps.Equal(wf.Permissions, want) {
+		t.Errorf("permissions %v, want %v", wf.Permissions, want)
+	}
+	envs := []string{"test", "staging", "production"} // the README's .github/lastmile.yml
+	if got := slices.Sorted(maps.Keys(wf.Jobs)); !slices.Equal(got, slices.Sorted(slices.Values(envs))) {
+		t.Fatalf("jobs %v, want one per environment %v", got, envs)
+	}
+	for i, name := range envs {
+		j := wf.Jobs[name]
+		if j.Environment != name {
+			t.Errorf("job %s environment %#v, want the name %q alone (no deployment: false)", name, j.Environment, name)
+		}
+		var needs any
+		if i > 0 {
+			needs = envs[i-1]
+		}
+		if j.Needs != needs {
+			t.Errorf("job %s needs %v, want %v", name, j.Needs, needs)
+		}
+		if rs, ok := j.RunsOn.(string); !ok || !strings.HasPrefix(rs, "ubuntu-") {
+			t.Errorf("job %s runs-on %v, want a GitHub-hosted Ubuntu runner", name, j.RunsOn)
+		}
+		if j.TimeoutMinutes <= 0 || j.TimeoutMinutes >= 360 {
+			t.Errorf("job %s timeout-minutes %d, want one under GitHub's 360", name, j.TimeoutMinutes)
+		}
+		if c := j.Concurrency; c == nil || !strings.Contains(c.Group, name) || c.CancelInProgress != false {
+			t.Errorf("job %s concurrency %+v, want a group of its environment and cancel-in-progress: false", name, c)
+		}
+		deploys := 0
+		for _, s := range j.Steps {
+			if strings.Contains(s.Run, "${{") {
+				t.Errorf("job %s: expression inside run:\n%s", name, s.Run)
+			}
+			if strings.HasPrefix(s.Uses, "actions/checkout@") && s.With["persist-credentials"] != false {
+				t.Errorf("job %s: actions/checkout without persist-credentials: false", name)
+			}
+			if s.Uses != "" && !pinned.MatchString(s.Uses) {
+				t.Errorf("job %s uses %s: pin it to a full commit SHA", name, s.Uses)
+			}
+			if s.Run != "" {
+				deploys++
+				if s.Env["ENVIRONMENT"] != name || !strings.Contains(s.Run, `"$ENVIRONMENT"`) {
+					t.Errorf("job %s: deploy step %q with env %v; want the environment through env:", name, s.Run, s.Env)
+				}
+			}
+		}
+		if deploys != 1 {
+			t.Errorf("job %s: %d deploy steps, want 1", name, deploys)
+		}
+	}
+}
