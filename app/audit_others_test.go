@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lastmile-app/lastmile/pipeline"
+	"github.com/lastmile-app/lastmile/storage"
 )
 
 // An environment the release's configuration does not name, where someone
@@ -22,20 +23,7 @@ func TestAuditOfAnEnvironmentOnlyOthersDeployedTo(t *testing.T) {
 	sb := sandbox(t, func(c *Config) { c.APIToken = token })
 	ctx := context.Background()
 	db := sb.App.DB()
-	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-	repo := pipeline.Repo{ID: 990001, Owner: "acme", Name: "site", InstallationID: 990002}
-	if err := db.SaveRepo(ctx, repo, t0); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: production\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sha := strings.Repeat("c1", 20)
-	rel := &pipeline.Release{Repo: repo, SHA: sha, Ref: "refs/heads/main", PushedAt: t0, Config: cfg, State: pipeline.ReleaseActive}
-	if _, err := db.RecordRelease(ctx, rel, []pipeline.Commit{{SHA: sha, Author: "alice", Timestamp: t0, Title: "Add lastmile"}}); err != nil {
-		t.Fatal(err)
-	}
+	repo, sha, t0 := siteRelease(t, db)
 	d, err := db.RecordExternal(ctx, repo, pipeline.DeploymentInfo{GitHubID: 5001, SHA: sha, Environment: "qa", Creator: "alice", CreatedAt: t0})
 	if err != nil {
 		t.Fatal(err)
@@ -97,20 +85,7 @@ func TestAuditSaysAWorkflowsOwnDeploymentCounts(t *testing.T) {
 	sb := sandbox(t, nil)
 	ctx := context.Background()
 	db := sb.App.DB()
-	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-	repo := pipeline.Repo{ID: 990001, Owner: "acme", Name: "site", InstallationID: 990002}
-	if err := db.SaveRepo(ctx, repo, t0); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: production\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sha := strings.Repeat("c1", 20)
-	rel := &pipeline.Release{Repo: repo, SHA: sha, Ref: "refs/heads/main", PushedAt: t0, Config: cfg, State: pipeline.ReleaseActive}
-	if _, err := db.RecordRelease(ctx, rel, []pipeline.Commit{{SHA: sha, Author: "alice", Timestamp: t0, Title: "Add lastmile"}}); err != nil {
-		t.Fatal(err)
-	}
+	repo, sha, t0 := siteRelease(t, db)
 	d, err := db.RecordExternal(ctx, repo, pipeline.DeploymentInfo{GitHubID: 5001, SHA: sha, Environment: "production",
 		Creator: "alice", CreatedAt: t0, WorkflowRunID: 7001, WorkflowRunEvent: "push"})
 	if err != nil {
@@ -132,4 +107,27 @@ func TestAuditSaysAWorkflowsOwnDeploymentCounts(t *testing.T) {
 	if want := `"workflow_owned": true`; code != 0 || !strings.Contains(out, want) {
 		t.Errorf("audit --json: exit %d; lacks %q\n%s%s", code, want, out, errOut)
 	}
+}
+
+// siteRelease records acme/site and its release of one commit, whose
+// configuration names production alone: the repository, the commit and
+// its push time.
+func siteRelease(t *testing.T, db *storage.DB) (pipeline.Repo, string, time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	repo := pipeline.Repo{ID: 990001, Owner: "acme", Name: "site", InstallationID: 990002}
+	if err := db.SaveRepo(ctx, repo, t0); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pipeline.ParseConfig([]byte("environments:\n  - name: production\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := strings.Repeat("c1", 20)
+	rel := &pipeline.Release{Repo: repo, SHA: sha, Ref: "refs/heads/main", PushedAt: t0, Config: cfg, State: pipeline.ReleaseActive}
+	if _, err := db.RecordRelease(ctx, rel, []pipeline.Commit{{SHA: sha, Author: "alice", Timestamp: t0, Title: "Add lastmile"}}); err != nil {
+		t.Fatal(err)
+	}
+	return repo, sha, t0
 }

@@ -20,32 +20,40 @@ import (
 // deployment made through the API, one to an environment the
 // configuration does not name, nor one of a commit no release brought.
 
-// jobDeploy has lastmile hear of Actions' own deployment id for a job of
+// jobStarted has lastmile hear of Actions' own deployment id for a job of
 // run (triggered by event; "" when the webhooks do not say) deploying sha
 // to env, created at at — and, gated, of the job asking lastmile as the
-// environment's protection rule — then of its in_progress a second later
-// and its final status took after at.
-func (h *harness) jobDeploy(id int64, sha, env string, run int64, event string, gated bool, final pipeline.DeploymentState, at time.Time, took time.Duration) {
+// environment's protection rule — then of its in_progress a second later.
+func (h *harness) jobStarted(id int64, sha, env string, run int64, event string, gated bool, at time.Time) pipeline.DeploymentInfo {
 	h.t.Helper()
-	ctx := context.Background()
 	info := pipeline.DeploymentInfo{GitHubID: id, SHA: sha, Environment: env, Creator: "octocat", CreatedAt: at,
 		WorkflowRunID: run, WorkflowRunEvent: event}
-	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+	if err := h.engine.HandleDeployment(context.Background(), pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
 		h.t.Fatal(err)
 	}
 	if gated {
 		h.judge(fmt.Sprintf("rule-%d", id), env, sha, run)
 	}
-	logURL := fmt.Sprintf("https://github.com/%s/runs/%d", shop.FullName(), id+5000)
-	for i, st := range []pipeline.StatusInfo{
-		{GitHubID: id * 10, State: pipeline.DeploymentInProgress, CreatedAt: at.Add(time.Second)},
-		{GitHubID: id*10 + 1, State: final, CreatedAt: at.Add(took)},
-	} {
-		st.LogURL, st.Creator = logURL, "octocat"
-		if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info, Status: st}); err != nil {
-			h.t.Fatalf("status %d of deployment %d: %v", i, id, err)
-		}
+	h.jobStatus(info, pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentInProgress, CreatedAt: at.Add(time.Second)})
+	return info
+}
+
+// jobStatus has lastmile hear of status st of the job's deployment info,
+// its log_url naming the job (Actions' check run page).
+func (h *harness) jobStatus(info pipeline.DeploymentInfo, st pipeline.StatusInfo) {
+	h.t.Helper()
+	st.LogURL, st.Creator = fmt.Sprintf("https://github.com/%s/runs/%d", shop.FullName(), info.GitHubID+5000), "octocat"
+	if err := h.engine.HandleDeploymentStatus(context.Background(), pipeline.NewDeploymentStatus{Repo: shop, Deployment: info, Status: st}); err != nil {
+		h.t.Fatalf("status %s of deployment %d: %v", st.State, info.GitHubID, err)
 	}
+}
+
+// jobDeploy is jobStarted, then the deployment's final status took after
+// at.
+func (h *harness) jobDeploy(id int64, sha, env string, run int64, event string, gated bool, final pipeline.DeploymentState, at time.Time, took time.Duration) {
+	h.t.Helper()
+	info := h.jobStarted(id, sha, env, run, event, gated, at)
+	h.jobStatus(info, pipeline.StatusInfo{GitHubID: id*10 + 1, State: final, CreatedAt: at.Add(took)})
 }
 
 func (h *harness) recorded(id int64) *pipeline.Deployment {
@@ -276,31 +284,14 @@ func TestAWorkflowsOwnDeploymentHeardOfBeforeItsRelease(t *testing.T) {
 // environment's deployments), the job's deployment of the release stands
 // for it in lastmile status and history.
 func TestAWorkflowsOwnDeploymentStandsWhereLastmilesNeverRan(t *testing.T) {
-	ctx := context.Background()
 	h := newHarness(t, c0, c1)
 	h.mustPush(c0, c1, false)
-	info := pipeline.DeploymentInfo{GitHubID: 990, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: time.Now(),
-		WorkflowRunID: 500, WorkflowRunEvent: "push"}
-	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
-		t.Fatal(err)
-	}
-	h.judge("rule-990", "test", c1, 500)
-	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
-		Status: pipeline.StatusInfo{GitHubID: 9900, State: pipeline.DeploymentInProgress, CreatedAt: time.Now()}}); err != nil {
-		t.Fatal(err)
-	}
-	status, err := h.db.Status(ctx, shop.FullName())
-	if err != nil || len(status) == 0 || status[0].Latest == nil {
-		t.Fatalf("status: %+v, %v", status, err)
-	}
-	if l := status[0].Latest; l.DeploymentID != 990 || l.State != pipeline.DeploymentInProgress {
+	h.jobStarted(990, c1, "test", 500, "push", true, time.Now())
+	l, st := h.standingInTest()
+	if l.DeploymentID != 990 || l.State != pipeline.DeploymentInProgress {
 		t.Errorf("status LATEST in test: deployment %d %s; want the job's (990), in_progress", l.DeploymentID, l.State)
 	}
-	hist, err := h.db.History(ctx, storage.HistoryFilter{Repository: shop.FullName()})
-	if err != nil || len(hist) != 1 || len(hist[0].Stages) == 0 {
-		t.Fatalf("history: %+v, %v", hist, err)
-	}
-	if st := hist[0].Stages[0]; st.State != pipeline.DeploymentInProgress || !st.Workflow {
+	if st.State != pipeline.DeploymentInProgress || !st.Workflow {
 		t.Errorf("history, test: %s (the workflow's: %v); want the job's, in_progress", st.State, st.Workflow)
 	}
 }
@@ -309,34 +300,33 @@ func TestAWorkflowsOwnDeploymentStandsWhereLastmilesNeverRan(t *testing.T) {
 // the release in the environment — in lastmile status and history alike —
 // even beside a newer deployment a workflow's job made there.
 func TestLastmilesEndedDeploymentStandsBesideAWorkflowsOwn(t *testing.T) {
-	ctx := context.Background()
 	h := newHarness(t, c0, c1)
 	h.mustPush(c0, c1, false)
 	h.status(c1, "test", pipeline.DeploymentInProgress, 10, true)
 	h.status(c1, "test", pipeline.DeploymentFailure, 10, true)
 	ours := h.gh.deployment(c1, "test").id
-	info := pipeline.DeploymentInfo{GitHubID: 990, SHA: c1, Environment: "test", Creator: "octocat", CreatedAt: time.Now(),
-		WorkflowRunID: 500, WorkflowRunEvent: "push"}
-	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
-		t.Fatal(err)
+	h.jobStarted(990, c1, "test", 500, "push", true, time.Now())
+	l, st := h.standingInTest()
+	if l.DeploymentID != ours || l.State != pipeline.DeploymentFailure {
+		t.Errorf("status LATEST in test: deployment %d %s; want lastmile's (%d), failure", l.DeploymentID, l.State, ours)
 	}
-	h.judge("rule-990", "test", c1, 500)
-	if err := h.engine.HandleDeploymentStatus(ctx, pipeline.NewDeploymentStatus{Repo: shop, Deployment: info,
-		Status: pipeline.StatusInfo{GitHubID: 9900, State: pipeline.DeploymentInProgress, CreatedAt: time.Now()}}); err != nil {
-		t.Fatal(err)
+	if st.State != pipeline.DeploymentFailure || st.Workflow {
+		t.Errorf("history, test: %s (the workflow's: %v); want lastmile's failure", st.State, st.Workflow)
 	}
+}
+
+// standingInTest is what stands for c1's release in test: lastmile
+// status's LATEST there, and lastmile history's stage.
+func (h *harness) standingInTest() (*pipeline.LatestDeployment, pipeline.StageOutcome) {
+	h.t.Helper()
+	ctx := context.Background()
 	status, err := h.db.Status(ctx, shop.FullName())
 	if err != nil || len(status) == 0 || status[0].Environment != "test" || status[0].Latest == nil {
-		t.Fatalf("status: %+v, %v", status, err)
-	}
-	if l := status[0].Latest; l.DeploymentID != ours || l.State != pipeline.DeploymentFailure {
-		t.Errorf("status LATEST in test: deployment %d %s; want lastmile's (%d), failure", l.DeploymentID, l.State, ours)
+		h.t.Fatalf("status: %+v, %v", status, err)
 	}
 	hist, err := h.db.History(ctx, storage.HistoryFilter{Repository: shop.FullName()})
 	if err != nil || len(hist) != 1 || len(hist[0].Stages) == 0 {
-		t.Fatalf("history: %+v, %v", hist, err)
+		h.t.Fatalf("history: %+v, %v", hist, err)
 	}
-	if st := hist[0].Stages[0]; st.State != pipeline.DeploymentFailure || st.Workflow {
-		t.Errorf("history, test: %s (the workflow's: %v); want lastmile's failure", st.State, st.Workflow)
-	}
+	return status[0].Latest, hist[0].Stages[0]
 }

@@ -17,25 +17,11 @@ import (
 // installation lastmile heard nothing of is unknown (taken to be active).
 func TestInstallationsMigration(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := openUpTo(ctx, path, 19)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	db := upgradedFrom(t, 19,
 		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1), (43, 'acme/api', 7, 1), (44, 'globex/web', 8, 1)`,
 		`INSERT INTO deliveries (delivery_id, event, installation_id, repository_id, repository, received_at, state, next_attempt_at)
 			VALUES ('d1', 'push', 7, 42, 'acme/shop', 1, 'pending', 0)`,
-	} {
-		if _, err := db.write.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-	if db, err = Open(ctx, path); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	defer db.Close()
+	)
 	if _, err := db.Installation(ctx, 7); !errors.Is(err, pipeline.ErrNotFound) {
 		t.Errorf("installation 7 before any event: %v, want ErrNotFound", err)
 	}

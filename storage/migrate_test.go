@@ -126,12 +126,7 @@ func TestReleasePerPushMigrationKeepsTheLedger(t *testing.T) {
 // brought nothing.
 func TestEnvironmentCommitsMigrationRecordsEarlierArrivals(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := openUpTo(ctx, path, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	db := upgradedFrom(t, 8,
 		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1)`,
 		// Release 1 brought a and b; release 2 (a roll-forward) b again and
 		// c; release 3 c again.
@@ -164,16 +159,7 @@ func TestEnvironmentCommitsMigrationRecordsEarlierArrivals(t *testing.T) {
 			(4, 0, 'dddddddddddddddddddddddddddddddddddddddd', 'o', 4, 'd'), (5, 0, 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'o', 5, 'e')`,
 		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, created_at, terminal_at, succeeded_at) VALUES
 			(14, 42, 5, 'production', 0, 'eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee', 'lastmile', 1014, 'success', 5, 5000, 5000)`,
-	} {
-		if _, err := db.write.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-	if db, err = Open(ctx, path); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	defer db.Close()
+	)
 	rows, err := db.read.QueryContext(ctx, `SELECT environment, sha, deployment_id, reached_at FROM environment_commits
 		WHERE repository_id = 42 ORDER BY environment, sha`)
 	if err != nil {
@@ -304,12 +290,7 @@ func TestProtectionWaitingMigrationKeepsTheDecisions(t *testing.T) {
 // a failure after that success, and each commit's first arrival.
 func TestEnvironmentNocaseMigrationMergesSpellings(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := openUpTo(ctx, path, 17)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	db := upgradedFrom(t, 17,
 		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1), (43, 'acme/cart', 7, 1)`,
 		`INSERT INTO deployments (id, repository_id, environment, stage, sha, origin, state, created_at) VALUES
 			(10, 42, 'Production', 0, 'a', 'lastmile', 'success', 1), (11, 42, 'production', 0, 'b', 'lastmile', 'success', 2),
@@ -328,16 +309,7 @@ func TestEnvironmentNocaseMigrationMergesSpellings(t *testing.T) {
 		`INSERT INTO environment_commits (repository_id, environment, sha, deployment_id, reached_at) VALUES
 			(42, 'Production', 'a', 10, 3000), (42, 'production', 'a', 11, 4000), (42, 'production', 'b', 11, 4000),
 			(42, 'staging', 'a', 12, 1000)`,
-	} {
-		if _, err := db.write.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-	if db, err = Open(ctx, path); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	defer db.Close()
+	)
 	rows := func(q string) []string {
 		t.Helper()
 		r, err := db.read.QueryContext(ctx, q)
@@ -404,13 +376,8 @@ func TestEnvironmentNocaseMigrationMergesSpellings(t *testing.T) {
 // ended (with a status lastmile recorded alone too), are not.
 func TestRerunMigrationMarksTheRerunsInProgress(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := openUpTo(ctx, path, 18)
-	if err != nil {
-		t.Fatal(err)
-	}
 	started := time.Now().Add(-time.Hour)
-	for _, q := range []string{
+	db := upgradedFrom(t, 18,
 		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1)`,
 		`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at) VALUES
 			(1, 42, 'a', 'refs/heads/main', 1, '{}', 'stopped', 1, 1), (2, 42, 'b', 'refs/heads/main', 1, '{}', 'stopped', 1, 1),
@@ -427,16 +394,7 @@ func TestRerunMigrationMarksTheRerunsInProgress(t *testing.T) {
 			(4, 11, 1005, 'failure', 2), (5, 11, 1004, 'in_progress', 1),
 			(6, 12, 1006, 'in_progress', 1), (7, 12, 1007, 'success', 2), (8, 12, 1008, 'in_progress', 3),
 			(9, 12, NULL, 'failure', 4)`, millis(started)),
-	} {
-		if _, err := db.write.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-	if db, err = Open(ctx, path); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	defer db.Close()
+	)
 	rerun := column[int64](t, db, `SELECT id FROM deployments WHERE rerun = 1 ORDER BY id`)
 	if !slices.Equal(rerun, []int64{10}) {
 		t.Errorf("deployments marked as re-run in progress: %v; want [10]", rerun)
@@ -667,13 +625,7 @@ func column[T any](t *testing.T, db *DB, query string, args ...any) []T {
 // whose job did not ask lastmile (a CI job in an environment lastmile
 // does not gate), are left as they were.
 func TestWorkflowOwnedMigration(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := openUpTo(ctx, path, 41)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	db := upgradedFrom(t, 41,
 		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1)`,
 		`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at) VALUES
 			(1, 42, 'a', 'refs/heads/main', 1, '{}', 'active', 1, 1), (2, 42, 'b', 'refs/heads/main', 1, '{}', 'active', 1, 1)`,
@@ -695,16 +647,7 @@ func TestWorkflowOwnedMigration(t *testing.T) {
 			(15, 42, NULL, 'staging', -1, 'z', 'external', 105, 'in_progress', 500, NULL, 1, 0, 0),
 			(16, 42, 2, 'production', 2, 'b', 'external', 106, 'in_progress', 500, NULL, 1, 0, 0),
 			(17, 42, 2, 'production', 2, 'b', 'external', 107, 'success', 500, NULL, 1, 9500, 9500)`,
-	} {
-		if _, err := db.write.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-	if db, err = Open(ctx, path); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	defer db.Close()
+	)
 	if got := column[int64](t, db, `SELECT id FROM deployments WHERE workflow_owned = 1 ORDER BY id`); !slices.Equal(got, []int64{12}) {
 		t.Errorf("deployments counted from now on: %v; want [12] (on push, lastmile asked, not ended)", got)
 	}
@@ -719,4 +662,28 @@ func TestWorkflowOwnedMigration(t *testing.T) {
 	if !slices.Equal(got, []string{"production:0:0", "staging:0:0", "test:2:5000"}) {
 		t.Errorf("environments (watermark, last success): %v; want test's moved by 11's success, no other (no job in production asked lastmile)", got)
 	}
+}
+
+// upgradedFrom is a database that a lastmile at migration version wrote
+// (stmts its rows), then opened by this one, which migrates it; closed
+// when the test ends.
+func upgradedFrom(t *testing.T, version int, stmts ...string) *DB {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "lastmile.db")
+	db, err := openUpTo(ctx, path, version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range stmts {
+		if _, err := db.write.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if db, err = Open(ctx, path); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

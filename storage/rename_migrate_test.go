@@ -70,28 +70,14 @@ func repoNameOf(ctx context.Context, db *DB, id int64) (string, error) {
 // repository.
 func TestRepositoryNamesMigrationKeepsTheNamesOfTheDeliveries(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "lastmile.db")
-	db, err := openUpTo(ctx, path, 24)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{
+	db := upgradedFrom(t, 24,
 		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/store', 7, 1), (43, 'acme/api', 7, 1)`,
 		`INSERT INTO deliveries (delivery_id, event, repository_id, repository, received_at, state) VALUES
 			('d1', 'push', 42, 'acme/shop', 1000, 'done'), ('d2', 'push', 42, 'Acme/Shop', 2000, 'done'),
 			('d3', 'push', 42, 'acme/store', 3000, 'done'), ('d4', 'push', 42, 'acme/old-shop', 500, 'dead'),
 			('d5', 'push', 43, 'ACME/API', 4000, 'done'), ('d6', 'push', 44, 'acme/unknown', 5000, 'done'),
 			('d7', 'installation', 0, '', 6000, 'done')`,
-	} {
-		if _, err := db.write.ExecContext(ctx, q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	db.Close()
-	if db, err = Open(ctx, path); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	defer db.Close()
+	)
 	rows, err := db.read.QueryContext(ctx, `SELECT repository_id, lower(full_name), until_at FROM repository_names ORDER BY 1, 2`)
 	if err != nil {
 		t.Fatal(err)
