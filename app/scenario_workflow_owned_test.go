@@ -2,6 +2,7 @@ package app
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -127,4 +128,126 @@ func grepLines(body, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// With deployments: workflow the workflow on push creates every
+// environment's deployment and lastmile creates none: it follows each
+// release through the jobs' deployments — completed after production,
+// stopped by a failure and carried on by the re-run that succeeds,
+// superseded once a newer release has succeeded where it waits to go — as
+// the protection rule of the three environments.
+func TestDeploymentsWorkflowLastmileCreatesNone(t *testing.T) {
+	sb := sandbox(t, nil)
+	full := "acme/shop"
+	inst := sb.Sim.CreateInstallation("acme", "Organization")
+	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
+	envs := []string{"test", "staging", "production"}
+	for _, env := range envs {
+		sb.Sim.SetEnvironment(full, env, simulator.EnvironmentOptions{CustomProtectionRule: true})
+	}
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs})
+	config := "deployments: workflow\n" + threeEnvs
+	history := func() string {
+		t.Helper()
+		code, out, errOut := run(t, sb.Config.Database, "history", "--repo", full)
+		if code != 0 {
+			t.Fatalf("history: exit %d\n%s%s", code, out, errOut)
+		}
+		return out
+	}
+	release := func(out string, n int) string {
+		t.Helper()
+		line := regexp.MustCompile(`(?m)^#` + strconv.Itoa(n) + ` .*$`).FindString(out)
+		if line == "" {
+			t.Fatalf("history has no release #%d\n%s", n, out)
+		}
+		return line
+	}
+
+	// A commit through the three environments: completed.
+	first := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile", Files: map[string]string{".github/lastmile.yml": config}})
+	waitFor(t, sb, "the first commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, first.After, "production") })
+	settle(t, sb)
+	if line := release(history(), 1); !strings.Contains(line, " completed ") || !strings.Contains(line, "production:success") {
+		t.Errorf("release #1: %q; want completed, production:success", line)
+	}
+
+	// One that fails in staging stops; the re-run of its failed job
+	// carries it on, to production.
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs, FailEnvironments: []string{"staging"}})
+	second := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Break staging", Files: map[string]string{"app.txt": "2"}})
+	waitFor(t, sb, "the second commit's run", func(s *simulator.Simulator) bool {
+		runs := s.Runs(full)
+		return len(runs) == 2 && runs[1].Status == "completed"
+	})
+	settle(t, sb)
+	if line := release(history(), 2); !strings.Contains(line, " stopped (failed) ") || !strings.Contains(line, "staging:failure") {
+		t.Errorf("release #2: %q; want failed in staging", line)
+	}
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs})
+	if err := sb.Sim.RerunFailedJobs(full, sb.Sim.Runs(full)[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sb, "the second commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, second.After, "production") })
+	settle(t, sb)
+	if line := release(history(), 2); !strings.Contains(line, " completed ") || !strings.Contains(line, "staging:success  production:success") {
+		t.Errorf("release #2 after the re-run: %q; want completed", line)
+	}
+
+	// Of two commits pushed one after the other, the newer passes test
+	// (waiting then for staging's reviewer): the older is superseded — its
+	// staging job refused by the protection rule, or, approved by it
+	// before the newer passed test, rejected by the reviewer —, never to
+	// go backwards.
+	sb.Sim.SetEnvironment(full, "staging", simulator.EnvironmentOptions{CustomProtectionRule: true, Reviewers: []string{"lead"}})
+	third := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Three", Files: map[string]string{"app.txt": "3"}})
+	fourth := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Four", Files: map[string]string{"app.txt": "4"}})
+	waitFor(t, sb, "the fourth commit's run waiting for staging's reviewer", func(s *simulator.Simulator) bool {
+		runs := s.Runs(full)
+		return len(runs) == 4 && (runs[2].Status == "completed" || runs[2].Waiting) && runs[3].Waiting && succeededIn(s, full, fourth.After, "test")
+	})
+	settle(t, sb)
+	if line := release(history(), 3); !strings.Contains(line, " stopped (superseded) ") {
+		t.Errorf("release #3 once the fourth passed test: %q; want superseded", line)
+	}
+	if runs := sb.Sim.Runs(full); runs[2].Waiting {
+		if err := sb.Sim.Reject(full, runs[2].ID, "staging", "lead", "an older commit"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sb.Sim.Approve(full, sb.Sim.Runs(full)[3].ID, "staging", "lead", "ship it"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sb, "the fourth commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, fourth.After, "production") })
+	settle(t, sb)
+	out := history()
+	if line := release(out, 4); !strings.Contains(line, " completed ") {
+		t.Errorf("release #4: %q; want completed", line)
+	}
+	if line := release(out, 3); !strings.Contains(line, " stopped (superseded) ") {
+		t.Errorf("release #3: %q; want superseded", line)
+	}
+	code, out, errOut := run(t, sb.Config.Database, "audit", full, third.After)
+	if want := regexp.MustCompile(`superseded: newer release #4 has (passed test, before staging|succeeded in test)`); code != 0 || !want.MatchString(out) {
+		t.Errorf("audit of the third commit: exit %d; no match for %s\n%s%s", code, want, out, errOut)
+	}
+	if succeededIn(sb.Sim, full, third.After, "staging") {
+		t.Errorf("the third commit deployed to staging after the fourth had passed test")
+	}
+
+	for _, d := range sb.Sim.Deployments(full) {
+		if d.WorkflowRunID == 0 {
+			t.Errorf("lastmile created deployment %d to %s; want none (deployments: workflow)", d.ID, d.Environment)
+		}
+	}
+	body := get(t, sb.URL()+"/metrics")
+	for _, want := range []string{
+		`lastmile_deployments_total{environment="test",repository="acme/shop",state="success"} 4`,
+		`lastmile_deployments_total{environment="staging",repository="acme/shop",state="success"} 3`,
+		`lastmile_deployments_total{environment="production",repository="acme/shop",state="success"} 3`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %s\n%s", want, grepLines(body, "lastmile_deployments_total"))
+		}
+	}
 }

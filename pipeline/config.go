@@ -31,6 +31,27 @@ type Config struct {
 	RequiredContexts []string `json:"required_contexts"`
 	// Environments in promotion order.
 	Environments []Environment `json:"environments"`
+	// Deployments says who creates the environments' deployments:
+	// DeploymentsLastmile ("", the default) or DeploymentsWorkflow.
+	Deployments string `json:"deployments,omitempty"`
+}
+
+// The values of the configuration's deployments key.
+const (
+	// DeploymentsLastmile: lastmile creates each environment's deployment,
+	// in order, and a workflow on deployment deploys it.
+	DeploymentsLastmile = "lastmile"
+	// DeploymentsWorkflow: a workflow (on push) creates them, one job per
+	// environment naming it; lastmile creates none, and is the
+	// environments' protection rule, records their deployments and counts
+	// them.
+	DeploymentsWorkflow = "workflow"
+)
+
+// WorkflowDeploys reports whether the workflow creates the environments'
+// deployments (deployments: workflow), lastmile none.
+func (c *Config) WorkflowDeploys() bool {
+	return c != nil && c.Deployments == DeploymentsWorkflow
 }
 
 // PipelineBranch is the branch whose pushes become releases, given the
@@ -236,8 +257,8 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, configErr(root, "the file must be a mapping with an environments key")
 	}
 	c := &Config{RequiredContexts: []string{}}
-	var envs *yaml.Node
-	err := eachKey(root, []string{"branch", "required_contexts", "environments"}, func(key string, k, v *yaml.Node) error {
+	var envs, contexts, deployments *yaml.Node
+	err := eachKey(root, []string{"branch", "required_contexts", "deployments", "environments"}, func(key string, k, v *yaml.Node) error {
 		switch key {
 		case "branch":
 			s, err := str(v, "branch")
@@ -253,7 +274,19 @@ func ParseConfig(data []byte) (*Config, error) {
 			if err != nil {
 				return err
 			}
-			c.RequiredContexts = list
+			c.RequiredContexts, contexts = list, v
+		case "deployments":
+			s, err := str(v, "deployments")
+			if err != nil {
+				return err
+			}
+			if s != DeploymentsLastmile && s != DeploymentsWorkflow {
+				return configErr(v, "deployments must be %s (lastmile creates them, the default) or %s (a workflow on push does): %q",
+					DeploymentsLastmile, DeploymentsWorkflow, value(s))
+			}
+			if s == DeploymentsWorkflow {
+				c.Deployments, deployments = s, v
+			}
 		case "environments":
 			envs = v
 		}
@@ -261,6 +294,13 @@ func ParseConfig(data []byte) (*Config, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if deployments != nil && len(c.RequiredContexts) > 0 {
+		// GitHub checks required contexts when a deployment is created
+		// through the API, which lastmile then does not do: the
+		// workflow's jobs wait for what they need (needs:).
+		return nil, configErr(contexts, "required_contexts applies to the deployments lastmile creates: with deployments: %s (line %d) it creates none; make the workflow's jobs wait for the checks instead",
+			DeploymentsWorkflow, deployments.Line)
 	}
 	if envs == nil {
 		return nil, configErr(root, "environments is required: list the environments in promotion order")

@@ -30,6 +30,19 @@ func TestParseConfig(t *testing.T) {
 			yaml: "environments:\n  - name: eu\n    production: true\n  - name: us\n    production: false\n",
 			want: &Config{RequiredContexts: []string{}, Environments: []Environment{{Name: "eu", Production: true}, {Name: "us"}}},
 		},
+		"a workflow creates the deployments": {
+			yaml: "deployments: workflow\nenvironments:\n  - name: test\n  - name: production\n",
+			want: &Config{RequiredContexts: []string{}, Deployments: DeploymentsWorkflow, Environments: []Environment{{Name: "test"}, {Name: "production", Production: true}}},
+		},
+		"lastmile creates them, said": {
+			yaml: "deployments: lastmile\nrequired_contexts: [build]\nenvironments:\n  - name: live\n",
+			want: &Config{RequiredContexts: []string{"build"}, Environments: []Environment{{Name: "live", Production: true}}},
+		},
+		"deployments of another value": {yaml: "deployments: actions\nenvironments:\n  - name: a\n", errLine: 1,
+			errText: `deployments must be lastmile (lastmile creates them, the default) or workflow (a workflow on push does): "actions"`},
+		"deployments not a string": {yaml: "environments:\n  - name: a\ndeployments: [workflow]\n", errLine: 3, errText: "deployments must be a string"},
+		"required contexts where a workflow creates the deployments": {yaml: "deployments: workflow\nenvironments:\n  - name: a\nrequired_contexts: [build]\n", errLine: 4,
+			errText: "required_contexts applies to the deployments lastmile creates: with deployments: workflow (line 1) it creates none"},
 		"unknown top-level key":   {yaml: "environments:\n  - name: a\nenviroments: []\n", errLine: 3, errText: `unknown key "enviroments"`},
 		"unknown environment key": {yaml: "environments:\n  - name: a\n    reviewers: [x]\n", errLine: 3, errText: `unknown key "reviewers"`},
 		"duplicate environment":   {yaml: "environments:\n  - name: a\n  - name: b\n  - name: a\n", errLine: 4, errText: `environment listed twice (first on line 2): "a"`},
@@ -340,7 +353,7 @@ func TestConfigErrorDescription(t *testing.T) {
 			full: []string{`"ci / build-and-test (ubuntu-latest, go 1.26, race detector on)"`}},
 		"a long unknown key": {
 			yaml: "environments:\n  - name: a\n" + strings.Repeat("k", 300) + ": 1\n",
-			want: []string{`line 3: unknown key "kkk`, "…", `kkk" (allowed here: branch, required_contexts, environments)`},
+			want: []string{`line 3: unknown key "kkk`, "…", `kkk" (allowed here: branch, required_contexts, deployments, environments)`},
 			full: []string{strings.Repeat("k", 300)}},
 		"a long alias": {
 			yaml: "environments:\n  - &" + strings.Repeat("a", 200) + " name: test\n  - *" + strings.Repeat("a", 200) + "\n",

@@ -76,6 +76,11 @@ func Plan(s *RepoState) []Action {
 	for env, id := range s.Reached {
 		reach(env, id)
 	}
+	// A newer release whose workflow deploys it (the configuration
+	// changed since) has reached where it succeeded.
+	for env, id := range s.Succeeded {
+		reach(env, id)
+	}
 	newer := func(env string, r *Release) (int64, bool) {
 		id := reached[key(env)]
 		return id, id > r.ID
@@ -92,6 +97,18 @@ func Plan(s *RepoState) []Action {
 		p := s.Active[i]
 		r := p.Release
 		envs := r.Config.Environments
+		if r.Config.WorkflowDeploys() {
+			if a := planWorkflow(s, p); a != nil {
+				actions = append(actions, a)
+			}
+			// Where its workflow deploys it, it has reached: an older
+			// release whose deployments lastmile creates (the
+			// configuration changed) goes there no more.
+			for stage := range p.ByStage {
+				reach(envs[stage].Name, r.ID)
+			}
+			continue
+		}
 		k := -1
 		for stage := range p.ByStage {
 			k = max(k, stage)
@@ -127,14 +144,7 @@ func Plan(s *RepoState) []Action {
 			actions = append(actions, CreateDeployment{Release: r, Stage: k + 1})
 			reach(next, r.ID)
 		case d.State == DeploymentFailure || d.State == DeploymentError:
-			kind, reason := StopFailed, fmt.Sprintf("deployment to %s ended in %s", env, d.State)
-			if d.Rejected {
-				kind = StopRejected
-			}
-			if d.Reason != "" {
-				reason = fmt.Sprintf("deployment to %s ended in %s: %s", env, d.State, d.Reason)
-			}
-			actions = append(actions, StopRelease{Release: r, Kind: kind, Reason: reason})
+			actions = append(actions, failed(r, d, env))
 		case d.State == DeploymentAbandoned:
 			actions = append(actions, StopRelease{Release: r, Kind: StopRefused,
 				Reason: fmt.Sprintf("no deployment to %s: %s", env, d.Reason)})
@@ -157,4 +167,69 @@ const supersededByNewer = "superseded: newer release #"
 func superseded(r *Release, by int64, env string, d *Deployment) StopRelease {
 	return StopRelease{Release: r, Kind: StopSuperseded, Deactivate: d,
 		Reason: fmt.Sprintf(supersededByNewer+"%d deploys to %s", by, env)}
+}
+
+// failed stops release r, whose deployment d to env ended in failure or
+// error.
+func failed(r *Release, d *Deployment, env string) StopRelease {
+	kind, reason := StopFailed, fmt.Sprintf("deployment to %s ended in %s", env, d.State)
+	if d.Rejected {
+		kind = StopRejected
+	}
+	if d.Reason != "" {
+		reason = fmt.Sprintf("deployment to %s ended in %s: %s", env, d.State, d.Reason)
+	}
+	return StopRelease{Release: r, Kind: kind, Reason: reason}
+}
+
+// planWorkflow is Plan for a release whose workflow creates the
+// deployments (Config.WorkflowDeploys): lastmile creates none, and follows
+// the release through those the workflow's jobs create (p.ByStage). It
+// completes after a success in its last environment; a failure stops it
+// (a re-run that succeeds carries it on: see Store.RecordStatus); and,
+// its deployment there not begun, it is superseded once a newer release
+// has succeeded in the environment it would deploy to next (it would go
+// backwards) or in the one before it (newest wins), as the protection
+// rule would then refuse it (Engine.outrun). A deployment in progress is
+// left to finish.
+func planWorkflow(s *RepoState, p *ReleaseProgress) Action {
+	r := p.Release
+	envs := r.Config.Environments
+	k := -1
+	for stage := range p.ByStage {
+		k = max(k, stage)
+	}
+	next := 0
+	if k >= 0 {
+		d := p.ByStage[k]
+		switch {
+		case d.Succeeded() && k == len(envs)-1:
+			return CompleteRelease{Release: r}
+		case d.Succeeded():
+			next = k + 1
+		case d.State == DeploymentFailure || d.State == DeploymentError:
+			return failed(r, d, envs[k].Name)
+		case d.State == DeploymentInactive:
+			return StopRelease{Release: r, Kind: StopSuperseded,
+				Reason: fmt.Sprintf("its deployment to %s was made inactive", envs[k].Name)}
+		case d.State.Started():
+			return nil
+		default:
+			next = k // waiting: for its reviewers, say
+		}
+	}
+	env := envs[next].Name
+	if id := s.Succeeded[strings.ToLower(env)]; id > r.ID {
+		return StopRelease{Release: r, Kind: StopSuperseded,
+			Reason: fmt.Sprintf(supersededByNewer+"%d has succeeded in %s", id, env)}
+	}
+	if next == 0 {
+		return nil
+	}
+	prev := envs[next-1].Name
+	if id := s.Succeeded[strings.ToLower(prev)]; id > r.ID {
+		return StopRelease{Release: r, Kind: StopSuperseded,
+			Reason: fmt.Sprintf(supersededByNewer+"%d has passed %s, before %s", id, prev, env)}
+	}
+	return nil
 }

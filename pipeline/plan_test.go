@@ -254,3 +254,101 @@ func apply(s *RepoState, actions []Action) {
 	}
 	s.Active = keep
 }
+
+// Where the workflow creates the deployments (deployments: workflow),
+// Plan creates none: it completes, stops and supersedes releases by the
+// deployments the workflow's jobs made (ByStage), and by the newest
+// success in each environment (Succeeded).
+func TestPlanWorkflowDeploys(t *testing.T) {
+	workflow := &Config{Deployments: DeploymentsWorkflow, Environments: threeStages.Environments}
+	wrel := func(id int64, states ...DeploymentState) *ReleaseProgress {
+		p := rel(id, states...)
+		p.Release.Config = workflow
+		return p
+	}
+	rejected := wrel(1, DeploymentSuccess, DeploymentFailure)
+	rejected.ByStage[1].Rejected = true
+	spelt := wrel(1, DeploymentSuccess)
+	spelt.Release.Config = &Config{Deployments: DeploymentsWorkflow, Environments: []Environment{{Name: "test"}, {Name: "Staging"}, {Name: "production", Production: true}}}
+	succeededThenInactive := wrel(1, DeploymentSuccess, DeploymentSuccess, DeploymentInactive)
+	succeededThenInactive.ByStage[2].SucceededAt = time.Unix(2, 0)
+	tests := map[string]struct {
+		active    []*ReleaseProgress
+		succeeded map[string]int64
+		reached   map[string]int64
+		want      string
+		reason    string
+	}{
+		"a new release waits for the workflow": {active: []*ReleaseProgress{wrel(1)}},
+		"a success waits for the next job":     {active: []*ReleaseProgress{wrel(1, DeploymentSuccess)}},
+		"a job waiting for its reviewers":      {active: []*ReleaseProgress{wrel(1, DeploymentSuccess, DeploymentQueued)}},
+		"a success in the last environment completes": {
+			active: []*ReleaseProgress{wrel(1, DeploymentSuccess, DeploymentSuccess, DeploymentSuccess)},
+			want:   "complete #1",
+		},
+		"made inactive after its success, GitHub's doing, it completes all the same": {
+			active: []*ReleaseProgress{succeededThenInactive}, want: "complete #1",
+		},
+		"a failure stops it": {
+			active: []*ReleaseProgress{wrel(1, DeploymentSuccess, DeploymentFailure)},
+			want:   "stop #1 failed", reason: "deployment to staging ended in failure",
+		},
+		"a rejection stops it as rejected": {active: []*ReleaseProgress{rejected}, want: "stop #1 rejected"},
+		"made inactive before it ran": {
+			active: []*ReleaseProgress{wrel(1, DeploymentSuccess, DeploymentInactive)},
+			want:   "stop #1 superseded", reason: "its deployment to staging was made inactive",
+		},
+		"a newer release succeeded where it goes next: superseded": {
+			active:    []*ReleaseProgress{wrel(1, DeploymentSuccess), wrel(2, DeploymentSuccess, DeploymentSuccess)},
+			succeeded: map[string]int64{"test": 2, "staging": 2},
+			want:      "stop #1 superseded", reason: "superseded: newer release #2 has succeeded in staging",
+		},
+		"a newer release passed the environment before the one it waits for: superseded": {
+			active:    []*ReleaseProgress{wrel(1, DeploymentSuccess, DeploymentPending), wrel(2, DeploymentSuccess)},
+			succeeded: map[string]int64{"test": 2},
+			want:      "stop #1 superseded", reason: "superseded: newer release #2 has passed test, before staging",
+		},
+		"nothing deployed yet, a newer release succeeded in the first environment": {
+			active: []*ReleaseProgress{wrel(1), wrel(2, DeploymentSuccess)}, succeeded: map[string]int64{"test": 2},
+			want: "stop #1 superseded", reason: "superseded: newer release #2 has succeeded in test",
+		},
+		"a deploy in progress is left to finish, whatever a newer release did": {
+			active:    []*ReleaseProgress{wrel(1, DeploymentSuccess, DeploymentInProgress), wrel(2, DeploymentSuccess, DeploymentSuccess)},
+			succeeded: map[string]int64{"test": 2, "staging": 2},
+		},
+		"an older success supersedes nothing": {
+			active: []*ReleaseProgress{wrel(2, DeploymentSuccess)}, succeeded: map[string]int64{"test": 2, "staging": 1},
+		},
+		"environments compared without case": {
+			active: []*ReleaseProgress{spelt}, succeeded: map[string]int64{"staging": 2},
+			want: "stop #1 superseded", reason: "superseded: newer release #2 has succeeded in Staging",
+		},
+		"an older release whose deployments lastmile creates never goes where a newer one's workflow has succeeded": {
+			active:    []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess), wrel(2, DeploymentSuccess, DeploymentSuccess, DeploymentInProgress)},
+			succeeded: map[string]int64{"test": 2, "staging": 2},
+			want:      "stop #1 superseded", reason: "superseded: newer release #2 deploys to production",
+		},
+		"nor to where a newer one's workflow deployed before it completed": {
+			active:    []*ReleaseProgress{rel(1, DeploymentSuccess, DeploymentSuccess)},
+			succeeded: map[string]int64{"production": 2},
+			want:      "stop #1 superseded", reason: "superseded: newer release #2 deploys to production",
+		},
+		"lastmile's own deployments elsewhere do not make it create any": {
+			active:  []*ReleaseProgress{wrel(1)},
+			reached: map[string]int64{"test": 0},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			actions := Plan(&RepoState{Active: tc.active, Succeeded: tc.succeeded, Reached: tc.reached})
+			if got := describe(actions); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+			if tc.reason != "" {
+				if stop := actions[0].(StopRelease); stop.Reason != tc.reason || stop.Deactivate != nil {
+					t.Errorf("reason %q, deactivate %v; want %q, nothing deactivated", stop.Reason, stop.Deactivate, tc.reason)
+				}
+			}
+		})
+	}
+}

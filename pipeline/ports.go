@@ -254,7 +254,10 @@ type GitHub interface {
 // input of Plan.
 type ReleaseProgress struct {
 	Release *Release
-	// ByStage holds the latest lastmile deployment of each stage index.
+	// ByStage holds the latest lastmile deployment of each stage index —
+	// where the workflow creates the deployments (Config.WorkflowDeploys),
+	// the latest deployment of each stage that it owns (see
+	// Deployment.WorkflowOwned).
 	ByStage map[int]*Deployment
 }
 
@@ -277,6 +280,13 @@ type RepoState struct {
 	// less than HoldRunning: one that never reports an end (its run not
 	// known to lastmile, so never judged) stops holding the environment.
 	Running map[string]int64
+	// Succeeded holds, per environment name in lower case, the newest
+	// release with a success there (lastmile's deployment or a workflow
+	// run's, as the protection rule counts them: Store.NewestSuccess), for
+	// the environments of the active releases, where a release whose
+	// workflow creates the deployments (Config.WorkflowDeploys) is active
+	// or newer than one that is; nil if there is none.
+	Succeeded map[string]int64
 }
 
 // HoldRunning is how long after its latest status a deployment in progress

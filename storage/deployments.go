@@ -771,11 +771,15 @@ func (db *DB) rollUp(ctx context.Context, tx *sql.Tx, d *pipeline.Deployment, st
 		}
 		// A re-run that succeeds after a failure carries the release on
 		// (not a success older than the failure, delivered after it).
-		// A workflow's own deployment carries no release on: lastmile's
-		// do.
-		if !stale && d.Origin == pipeline.OriginLastmile {
-			if _, err := tx.ExecContext(ctx, `UPDATE releases SET state = 'active', stop_kind = '', stop_reason = '', updated_at = ?
-				WHERE id = ? AND state = 'stopped' AND stop_kind IN ('failed', 'rejected')`, millis(db.Now()), d.ReleaseID); err != nil {
+		// A workflow's own deployment carries on only a release whose
+		// workflow creates the deployments (deployments: workflow) — and
+		// a re-run of a job there is a deployment of its own, whose
+		// success is its first —; elsewhere lastmile's do.
+		if !stale && (d.Origin == pipeline.OriginLastmile || d.WorkflowOwned) {
+			if _, err := tx.ExecContext(ctx, `UPDATE releases SET state = 'active', stop_kind = '', stop_reason = '', updated_at = ?1
+				WHERE id = ?2 AND state = 'stopped' AND stop_kind IN ('failed', 'rejected')
+				AND (?3 OR json_extract(config, '$.deployments') = ?4)`,
+				millis(db.Now()), d.ReleaseID, d.Origin == pipeline.OriginLastmile, pipeline.DeploymentsWorkflow); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE deployments SET rejected = 0 WHERE id = ?`, d.ID); err != nil {

@@ -633,6 +633,9 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 				p.ByStage[d.Stage] = d
 			}
 		}
+		if err := workflowProgress(ctx, tx, s, byID); err != nil {
+			return nil, err
+		}
 	}
 	// A running deployment may be a stopped release's (superseded, or
 	// withdrawn by a force push, while it ran), which the active releases
@@ -673,6 +676,63 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 	}
 	return s, rows.Err()
 }
+
+// workflowProgress fills in, for the active releases whose workflow
+// creates the deployments (deployments: workflow), the deployments it
+// created; and, where there are such releases — active, or newer than an
+// active one whose deployments lastmile creates (the configuration
+// changed) —, s.Succeeded for the environments the active releases name.
+func workflowProgress(ctx context.Context, tx *sql.Tx, s *pipeline.RepoState, byID map[int64]*pipeline.ReleaseProgress) error {
+	repoID := s.Active[0].Release.Repo.ID
+	var ids []any
+	for _, p := range s.Active {
+		if p.Release.Config.WorkflowDeploys() {
+			ids = append(ids, p.Release.ID)
+		}
+	}
+	if len(ids) == 0 {
+		var newer bool
+		if err := tx.QueryRowContext(ctx, newerWorkflowQuery, repoID, s.Active[0].Release.ID, pipeline.DeploymentsWorkflow).Scan(&newer); err != nil || !newer {
+			return err
+		}
+	} else {
+		owned, err := queryDeployments(ctx, tx, `WHERE d.workflow_owned = 1 AND d.release_id IN (`+
+			strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")+`) ORDER BY d.id`, ids...)
+		if err != nil {
+			return err
+		}
+		for _, d := range owned {
+			byID[d.ReleaseID].ByStage[d.Stage] = d // the latest of each stage: a re-run's
+		}
+	}
+	envs := map[string]string{} // by lower case, as Plan keys them
+	for _, p := range s.Active {
+		for _, env := range p.Release.Config.Environments {
+			envs[strings.ToLower(env.Name)] = env.Name
+		}
+	}
+	s.Succeeded = make(map[string]int64, len(envs))
+	for key, env := range envs {
+		var id int64
+		var sha string
+		err := tx.QueryRowContext(ctx, newestSuccessQuery, repoID, env).Scan(&id, &sha)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		s.Succeeded[key] = id
+	}
+	return nil
+}
+
+// newerWorkflowQuery says whether repository ?1 has a release newer than
+// ?2 whose configuration's deployments key is ?3: the repository's
+// releases after ?2 alone (releases_repository), few, the active releases
+// being the newest or close to them.
+const newerWorkflowQuery = `SELECT EXISTS (SELECT 1 FROM releases WHERE id > ?2 AND repository_id = ?1
+	AND json_extract(config, '$.deployments') = ?3)`
 
 // activeReleasesQuery lists repository ?1's active releases, oldest
 // first, from their own index: SQLite, with no statistics, would as soon
