@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"regexp"
 	"strconv"
 	"strings"
@@ -240,14 +241,133 @@ func TestDeploymentsWorkflowLastmileCreatesNone(t *testing.T) {
 			t.Errorf("lastmile created deployment %d to %s; want none (deployments: workflow)", d.ID, d.Environment)
 		}
 	}
+	// The third commit's test job ran unless the fourth passed test first.
+	tests := 3
+	if succeededIn(sb.Sim, full, third.After, "test") {
+		tests = 4
+	}
 	body := get(t, sb.URL()+"/metrics")
 	for _, want := range []string{
-		`lastmile_deployments_total{environment="test",repository="acme/shop",state="success"} 4`,
+		`lastmile_deployments_total{environment="test",repository="acme/shop",state="success"} ` + strconv.Itoa(tests),
 		`lastmile_deployments_total{environment="staging",repository="acme/shop",state="success"} 3`,
 		`lastmile_deployments_total{environment="production",repository="acme/shop",state="success"} 3`,
 	} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("/metrics lacks %s\n%s", want, grepLines(body, "lastmile_deployments_total"))
 		}
+	}
+}
+
+// workflowRepo is acme/shop with a workflow on push owning its
+// deployments through test, staging and production, lastmile the three
+// environments' protection rule (staging also with the reviewers given),
+// and deployments: workflow in the configuration its first commit adds.
+func workflowRepo(t *testing.T, sb *Sandbox, reviewers ...string) (full string, first simulator.PushResult) {
+	t.Helper()
+	full = "acme/shop"
+	inst := sb.Sim.CreateInstallation("acme", "Organization")
+	sb.Sim.CreateRepo(inst, full, simulator.RepoOptions{})
+	envs := []string{"test", "staging", "production"}
+	for _, env := range envs {
+		sb.Sim.SetEnvironment(full, env, simulator.EnvironmentOptions{CustomProtectionRule: true})
+	}
+	sb.Sim.SetEnvironment(full, "staging", simulator.EnvironmentOptions{CustomProtectionRule: true, Reviewers: reviewers})
+	sb.Sim.SetWorkflow(full, simulator.WorkflowOptions{Name: "CI", PushEnvironments: envs})
+	first = sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Add lastmile",
+		Files: map[string]string{".github/lastmile.yml": "deployments: workflow\n" + threeEnvs}})
+	return full, first
+}
+
+// A release superseded where its workflow deploys it goes no further: its
+// staging job, approved by the protection rule before the newer release
+// passed test, is deployed once its reviewer approves it (GitHub takes no
+// approval back), but its production job is refused.
+func TestDeploymentsWorkflowSupersededGoesNoFurther(t *testing.T) {
+	sb := sandbox(t, nil)
+	full, first := workflowRepo(t, sb, "lead")
+	waitFor(t, sb, "the first commit's staging job waiting for its reviewer", func(s *simulator.Simulator) bool {
+		runs := s.Runs(full)
+		return len(runs) == 1 && runs[0].Waiting && len(s.PendingReviews(full)) == 1
+	})
+	settle(t, sb)
+	second := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Two", Files: map[string]string{"app.txt": "2"}})
+	waitFor(t, sb, "the second commit's test job", func(s *simulator.Simulator) bool { return succeededIn(s, full, second.After, "test") })
+	settle(t, sb)
+	if err := sb.Sim.Approve(full, sb.Sim.Runs(full)[0].ID, "staging", "lead", "late"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, sb, "the first commit's run", func(s *simulator.Simulator) bool { return s.Runs(full)[0].Status == "completed" })
+	settle(t, sb)
+	if succeededIn(sb.Sim, full, first.After, "production") {
+		t.Errorf("the first commit, superseded, deployed to production")
+	}
+	var refused bool
+	for _, r := range sb.Sim.ProtectionRuleReviews(full) {
+		refused = refused || r.RunID == sb.Sim.Runs(full)[0].ID && r.Environment == "production" && r.State == "rejected"
+	}
+	if !refused {
+		t.Errorf("no rejection of the first commit's production job: %+v", sb.Sim.ProtectionRuleReviews(full))
+	}
+	code, out, errOut := run(t, sb.Config.Database, "history", "--repo", full)
+	if want := regexp.MustCompile(`(?m)^#1 .* stopped \(superseded\) `); code != 0 || !want.MatchString(out) {
+		t.Errorf("history: exit %d; release #1 not superseded\n%s%s", code, out, errOut)
+	}
+}
+
+// A release whose push reaches lastmile after its jobs have all run (the
+// push's webhook delivered late) stands where they left it: completed.
+func TestDeploymentsWorkflowPushHeardLast(t *testing.T) {
+	sb := sandbox(t, nil)
+	full, first := workflowRepo(t, sb)
+	waitFor(t, sb, "the first commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, first.After, "production") })
+	settle(t, sb)
+	sb.Sim.HoldWebhooks(simulator.WebhookHold{Event: "push"})
+	second := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Two", Files: map[string]string{"app.txt": "2"}})
+	waitFor(t, sb, "the second commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, second.After, "production") })
+	settle(t, sb)
+	if n := sb.Sim.ReleaseWebhooks(); n != 1 {
+		t.Fatalf("%d webhooks held; want the push", n)
+	}
+	settle(t, sb)
+	code, out, errOut := run(t, sb.Config.Database, "history", "--repo", full)
+	if want := regexp.MustCompile(`(?m)^#2 .* completed +test:success  staging:success  production:success$`); code != 0 || !want.MatchString(out) {
+		t.Errorf("history: exit %d; release #2 not completed\n%s%s", code, out, errOut)
+	}
+}
+
+// A force push that takes a release's commit off the branch withdraws the
+// release, and leaves its jobs' deployments alone: lastmile owes GitHub no
+// status on a deployment a workflow made (its job, waiting for staging's
+// reviewer, is refused by the protection rule if it asks again).
+func TestDeploymentsWorkflowWithdrawnLeavesTheJobsDeployments(t *testing.T) {
+	sb := sandbox(t, nil)
+	full, first := workflowRepo(t, sb)
+	waitFor(t, sb, "the first commit's production job", func(s *simulator.Simulator) bool { return succeededIn(s, full, first.After, "production") })
+	settle(t, sb)
+	sb.Sim.SetEnvironment(full, "staging", simulator.EnvironmentOptions{CustomProtectionRule: true, Reviewers: []string{"lead"}})
+	second := sb.Sim.Push(full, "main", simulator.CommitSpec{Message: "Two", Files: map[string]string{"app.txt": "2"}})
+	waitFor(t, sb, "the second commit's staging job waiting for its reviewer", func(s *simulator.Simulator) bool {
+		runs := s.Runs(full)
+		return len(runs) == 2 && runs[1].Waiting && len(s.PendingReviews(full)) == 1
+	})
+	settle(t, sb)
+	sb.Sim.ForcePush(full, "main", first.After)
+	settle(t, sb)
+	code, out, errOut := run(t, sb.Config.Database, "history", "--repo", full)
+	if want := regexp.MustCompile(`(?m)^#2 .* stopped \(superseded\) `); code != 0 || !want.MatchString(out) {
+		t.Fatalf("history: exit %d; release #2 not withdrawn\n%s%s", code, out, errOut)
+	}
+	var staging int64
+	for _, d := range sb.Sim.Deployments(full) {
+		if d.SHA == second.After && d.Environment == "staging" {
+			staging = d.ID
+		}
+	}
+	d, err := sb.App.DB().Deployment(context.Background(), staging)
+	if err != nil {
+		t.Fatalf("the second commit's staging deployment (%d): %v", staging, err)
+	}
+	if d.Notify != "" {
+		t.Errorf("lastmile owes GitHub %q on the staging job's deployment; want nothing", d.Notify)
 	}
 }

@@ -1042,7 +1042,10 @@ func (e *Engine) recordStatus(ctx context.Context, repo Repo, d *Deployment, st 
 		return false, err
 	}
 	if d.Origin != OriginLastmile {
-		// A workflow's own deployment carries no release on.
+		// A workflow's own deployment carries on only a release whose
+		// workflow creates the deployments, in the store (see
+		// Store.RecordStatus), without this check: the protection rule
+		// refuses the jobs of a commit no longer on its branch.
 		return e.Store.RecordStatus(ctx, d, st)
 	}
 	rel, err := e.Store.Release(ctx, d.ReleaseID)
@@ -2133,8 +2136,12 @@ func (e *Engine) outrun(ctx context.Context, req ProtectionRuleRequest, rel *Rel
 	// promote — unless lastmile has since withdrawn the latest release for
 	// another reason (the repository left lastmile, the branch was
 	// deleted), which stands for the older ones too. Any other withdrawal
-	// (its deployment made inactive) stands.
-	if !strings.HasPrefix(rel.StopReason, supersededByNewer) {
+	// (its deployment made inactive) stands, and so does any withdrawal of
+	// a release whose workflow creates the deployments (deployments:
+	// workflow): Plan supersedes one only where the newer release has gone
+	// (see planWorkflow), and a job of it that ran all the same — approved
+	// before, then by its reviewers — takes it no further.
+	if !strings.HasPrefix(rel.StopReason, supersededByNewer) || rel.Config.WorkflowDeploys() {
 		return fmt.Sprintf("lastmile rejects: release #%d of commit %s was withdrawn (%s).", rel.ID, short(req.SHA), rel.StopReason), nil
 	}
 	latest, err := e.Store.LatestRelease(ctx, req.Repo.ID)
@@ -2396,7 +2403,10 @@ func (e *Engine) stopReleases(ctx context.Context, repo Repo, limit int, why fun
 		for stage := range p.ByStage {
 			k = max(k, stage)
 		}
-		if d := p.ByStage[k]; d != nil && !d.State.Started() {
+		// The workflow's own deployment (deployments: workflow) is its
+		// job's, which lastmile leaves alone: the protection rule refuses
+		// a withdrawn release's jobs.
+		if d := p.ByStage[k]; d != nil && !d.State.Started() && !p.Release.Config.WorkflowDeploys() {
 			stop.Deactivate = d
 		}
 		actions = append(actions, stop)

@@ -235,7 +235,7 @@ type Origin string
 
 const (
 	OriginLastmile Origin = "lastmile" // created by lastmile: drives promotion and metrics
-	OriginExternal Origin = "external" // created by someone else (e.g. an Actions job): recorded, linked, never drives promotion
+	OriginExternal Origin = "external" // created by someone else (e.g. an Actions job): recorded, linked; drives promotion only where the workflow creates the deployments (Config.WorkflowDeploys)
 )
 
 // Deployment is one deployment of a release to an environment.

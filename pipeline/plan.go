@@ -195,13 +195,17 @@ func failed(r *Release, d *Deployment, env string) StopRelease {
 func planWorkflow(s *RepoState, p *ReleaseProgress) Action {
 	r := p.Release
 	envs := r.Config.Environments
-	k := -1
-	for stage := range p.ByStage {
-		k = max(k, stage)
+	// Where it stands is its latest deployment, not the furthest: a
+	// re-run of all its jobs after a failure in staging deploys to test
+	// again, then staging.
+	k, d := -1, (*Deployment)(nil)
+	for stage, x := range p.ByStage {
+		if d == nil || x.GitHubID > d.GitHubID || x.GitHubID == d.GitHubID && x.ID > d.ID {
+			k, d = stage, x
+		}
 	}
 	next := 0
 	if k >= 0 {
-		d := p.ByStage[k]
 		switch {
 		case d.Succeeded() && k == len(envs)-1:
 			return CompleteRelease{Release: r}

@@ -268,6 +268,14 @@ func TestPlanWorkflowDeploys(t *testing.T) {
 	}
 	rejected := wrel(1, DeploymentSuccess, DeploymentFailure)
 	rejected.ByStage[1].Rejected = true
+	// Re-run all jobs after a failure in staging: test's new deployment,
+	// GitHub's newest (lastmile's row for it may be older: heard of
+	// first), is where it stands — not the failure further on.
+	rerunAll := wrel(1, DeploymentSuccess, DeploymentFailure)
+	rerunAll.ByStage[1].GitHubID = 200
+	rerunAll.ByStage[0] = &Deployment{ID: 5, GitHubID: 300, ReleaseID: 1, Environment: "test", State: DeploymentSuccess, SucceededAt: time.Unix(3, 0)}
+	rerunAllRunning := wrel(1, DeploymentSuccess, DeploymentFailure)
+	rerunAllRunning.ByStage[0] = &Deployment{ID: 99, ReleaseID: 1, Environment: "test", State: DeploymentInProgress}
 	spelt := wrel(1, DeploymentSuccess)
 	spelt.Release.Config = &Config{Deployments: DeploymentsWorkflow, Environments: []Environment{{Name: "test"}, {Name: "Staging"}, {Name: "production", Production: true}}}
 	succeededThenInactive := wrel(1, DeploymentSuccess, DeploymentSuccess, DeploymentInactive)
@@ -335,8 +343,15 @@ func TestPlanWorkflowDeploys(t *testing.T) {
 		},
 		"lastmile's own deployments elsewhere do not make it create any": {
 			active:  []*ReleaseProgress{wrel(1)},
-			reached: map[string]int64{"test": 0},
+			reached: map[string]int64{"test": 1},
 		},
+		"all its jobs re-run: test's success again, staging's to come":             {active: []*ReleaseProgress{rerunAll}},
+		"all its jobs re-run: test's deploy in progress, staging's failure before": {active: []*ReleaseProgress{rerunAllRunning}},
+		"an error stops it": {
+			active: []*ReleaseProgress{wrel(1, DeploymentError)},
+			want:   "stop #1 failed", reason: "deployment to test ended in error",
+		},
+		"its first deployment in progress": {active: []*ReleaseProgress{wrel(1, DeploymentInProgress)}, succeeded: map[string]int64{"test": 2}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -749,10 +749,12 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		args = append(args, f.Before)
 	}
 	if f.Environment != "" {
-		// lastmile's there, or one a workflow owns: each by its index.
+		// lastmile's there, or one a workflow owns: each by its index
+		// (the latter, counted or not, among its commit's few).
 		there := `EXISTS (SELECT 1 FROM deployments d WHERE d.repository_id = r.repository_id
 			AND d.environment = ? COLLATE NOCASE AND d.release_id = r.id AND %s AND ` + deployedThere + `)`
-		where = append(where, "("+fmt.Sprintf(there, "d.origin = 'lastmile'")+" OR "+fmt.Sprintf(there, "d.workflow_owned = 1")+")")
+		where = append(where, "("+fmt.Sprintf(there, "d.origin = 'lastmile'")+" OR "+
+			fmt.Sprintf(there, "d.sha = r.sha AND (d.workflow_owned = 1 OR "+ownedBy("d")+")")+")")
 		args = append(args, f.Environment, f.Environment)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id
@@ -786,7 +788,7 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		if err != nil {
 			return nil, err
 		}
-		owned, err := queryDeployments(ctx, tx, `WHERE d.release_id = ? AND d.workflow_owned = 1 ORDER BY d.id`, e.Release.ID)
+		owned, err := queryDeployments(ctx, tx, ownedOfRelease, e.Release.Repo.ID, e.Release.SHA, e.Release.ID)
 		if err != nil {
 			return nil, err
 		}

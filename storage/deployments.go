@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lastmile-app/lastmile/metrics"
@@ -182,10 +183,24 @@ const learnRunSQL = `UPDATE deployments SET run_id = ?2, run_event = ?3,
 // have, cannot run under a custom rule). Not, so, a job that names an
 // environment for its secrets in a workflow on push (a CI job), where
 // lastmile's deployments are the ones that deploy.
-const ownedSQL = `origin = 'external' AND run_id != 0 AND run_event NOT IN ('', 'deployment') AND twin_of IS NULL
-	AND release_id IS NOT NULL AND stage >= 0
-	AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = deployments.run_id
-		AND p.repository_id = deployments.repository_id AND p.environment = deployments.environment COLLATE NOCASE)`
+var ownedSQL = ownedBy("deployments")
+
+// ownedOfRelease picks, for queryDeployments, the deployments workflows
+// own of release ?3, at commit ?2 of repository ?1, oldest first in
+// GitHub's order: those counted in the metrics (workflow_owned), and those
+// that ended before lastmile knew them for a workflow's (see settleOwned),
+// which are not counted but are where the release stands. It reads the
+// commit's few deployments (deployments_sha).
+var ownedOfRelease = `WHERE d.repository_id = ?1 AND d.sha = ?2 AND d.release_id = ?3
+	AND (d.workflow_owned = 1 OR ` + ownedBy("d") + `) ORDER BY COALESCE(d.github_id, 0), d.id`
+
+// ownedBy is ownedSQL for the row of deployments named t in the query.
+func ownedBy(t string) string {
+	return strings.NewReplacer("T.", t+".").Replace(`T.origin = 'external' AND T.run_id != 0 AND T.run_event NOT IN ('', 'deployment')
+	AND T.twin_of IS NULL AND T.release_id IS NOT NULL AND T.stage >= 0
+	AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = T.run_id
+		AND p.repository_id = T.repository_id AND p.environment = T.environment COLLATE NOCASE)`)
+}
 
 // settleOwned marks the deployments that where picks (a condition, with
 // args) as a workflow's own when they are (ownedSQL) and have not ended:

@@ -684,25 +684,26 @@ func (db *DB) RepoState(ctx context.Context, repoID int64) (*pipeline.RepoState,
 // changed) —, s.Succeeded for the environments the active releases name.
 func workflowProgress(ctx context.Context, tx *sql.Tx, s *pipeline.RepoState, byID map[int64]*pipeline.ReleaseProgress) error {
 	repoID := s.Active[0].Release.Repo.ID
-	var ids []any
+	var workflow []*pipeline.Release
 	for _, p := range s.Active {
 		if p.Release.Config.WorkflowDeploys() {
-			ids = append(ids, p.Release.ID)
+			workflow = append(workflow, p.Release)
 		}
 	}
-	if len(ids) == 0 {
+	if len(workflow) == 0 {
 		var newer bool
 		if err := tx.QueryRowContext(ctx, newerWorkflowQuery, repoID, s.Active[0].Release.ID, pipeline.DeploymentsWorkflow).Scan(&newer); err != nil || !newer {
 			return err
 		}
-	} else {
-		owned, err := queryDeployments(ctx, tx, `WHERE d.workflow_owned = 1 AND d.release_id IN (`+
-			strings.TrimSuffix(strings.Repeat("?, ", len(ids)), ", ")+`) ORDER BY d.id`, ids...)
+	}
+	for _, r := range workflow {
+		owned, err := queryDeployments(ctx, tx, ownedOfRelease, repoID, r.SHA, r.ID)
 		if err != nil {
 			return err
 		}
+		byID[r.ID].ByStage = map[int]*pipeline.Deployment{} // none of lastmile's: it made none
 		for _, d := range owned {
-			byID[d.ReleaseID].ByStage[d.Stage] = d // the latest of each stage: a re-run's
+			byID[r.ID].ByStage[d.Stage] = d // the latest of each stage: a re-run's
 		}
 	}
 	envs := map[string]string{} // by lower case, as Plan keys them

@@ -29,9 +29,11 @@ func TestPlannerQueriesReadIndexesNotTheHistory(t *testing.T) {
 		"reached": {reachedQuery, []any{1},
 			[]string{"deployments_reached (repository_id=?)", "deployments_reached (repository_id=? AND environment>?)",
 				"d USING INDEX deployments_reached (repository_id=? AND environment=?)"}, false},
-		"running":        {runningQuery, []any{1, 0}, []string{"d USING INDEX deployments_in_progress (repository_id=?)"}, false},
-		"held by":        {heldByQuery, []any{1, "production", 0}, []string{"deployments_in_progress (repository_id=?)", "deployments_work (repository_id=?)"}, false},
-		"succeeded":      {succeededQuery, []any{1, "abc", "production"}, []string{"deployments_sha (repository_id=? AND sha=?"}, false},
+		"running":   {runningQuery, []any{1, 0}, []string{"d USING INDEX deployments_in_progress (repository_id=?)"}, false},
+		"held by":   {heldByQuery, []any{1, "production", 0}, []string{"deployments_in_progress (repository_id=?)", "deployments_work (repository_id=?)"}, false},
+		"succeeded": {succeededQuery, []any{1, "abc", "production"}, []string{"deployments_sha (repository_id=? AND sha=?"}, false},
+		"owned of release": {"SELECT d.id FROM deployments d JOIN repositories p ON p.id = d.repository_id " + ownedOfRelease, []any{1, "abc", 2},
+			[]string{"d USING INDEX deployments_sha (repository_id=? AND sha=?)"}, true},
 		"newer workflow": {newerWorkflowQuery, []any{1, 5, "workflow"}, []string{"releases USING INDEX releases_repository (repository_id=? AND id>?)"}, false},
 		"newest success": {newestSuccessQuery, []any{1, "production"}, []string{"deployments_succeeded (repository_id=? AND environment=?"}, false},
 	} {
@@ -147,7 +149,7 @@ func TestRepoStateWhereTheWorkflowDeploys(t *testing.T) {
 		cfg, state  string
 		deployments [][4]any // environment, stage, state, workflow_owned; origin external and run 5 when owned
 	}
-	ledger := func(t *testing.T, releases ...rel) *pipeline.RepoState {
+	ledger := func(t *testing.T, extra []string, releases ...rel) *pipeline.RepoState {
 		db := openTemp(t)
 		exec := func(q string, args ...any) {
 			t.Helper()
@@ -158,8 +160,9 @@ func TestRepoStateWhereTheWorkflowDeploys(t *testing.T) {
 		exec(`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (1, 'acme/shop', 7, 0)`)
 		id := 0
 		for _, r := range releases {
+			sha := strings.Repeat(string(rune('a'+r.id)), 40)
 			exec(`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at)
-				VALUES (?, 1, ?, 'refs/heads/main', 0, ?, ?, 0, 0)`, r.id, strings.Repeat(string(rune('a'+r.id)), 40), r.cfg, r.state)
+				VALUES (?, 1, ?, 'refs/heads/main', 0, ?, ?, 0, 0)`, r.id, sha, r.cfg, r.state)
 			for _, d := range r.deployments {
 				id++
 				origin, run, succeeded := "lastmile", 0, 0
@@ -170,9 +173,12 @@ func TestRepoStateWhereTheWorkflowDeploys(t *testing.T) {
 					succeeded = 1000 + id
 				}
 				exec(`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, state, created_at,
-					succeeded_at, run_id, run_event, workflow_owned) VALUES (?, 1, ?, ?, ?, 'sha', ?, ?, 0, ?, ?, 'push', ?)`,
-					id, r.id, d[0], d[1], origin, d[2], succeeded, run, d[3])
+					succeeded_at, run_id, run_event, workflow_owned) VALUES (?, 1, ?, ?, ?, ?, ?, ?, 0, ?, ?, 'push', ?)`,
+					id, r.id, d[0], d[1], sha, origin, d[2], succeeded, run, d[3])
 			}
+		}
+		for _, q := range extra {
+			exec(q)
 		}
 		s, err := db.RepoState(ctx, 1)
 		if err != nil {
@@ -192,7 +198,7 @@ func TestRepoStateWhereTheWorkflowDeploys(t *testing.T) {
 		return out
 	}
 
-	s := ledger(t,
+	s := ledger(t, nil,
 		rel{1, plain, "active", [][4]any{{"test", 0, "success", 0}, {"staging", 1, "success", 0}}},
 		rel{2, workflow, "completed", [][4]any{{"test", 0, "success", 1}, {"Staging", 1, "success", 1}, {"production", 2, "success", 1}}},
 		rel{3, workflow, "active", [][4]any{{"test", 0, "failure", 1}, {"test", 0, "success", 1}, {"Staging", 1, "queued", 1},
@@ -208,7 +214,7 @@ func TestRepoStateWhereTheWorkflowDeploys(t *testing.T) {
 		t.Errorf("release 1 (lastmile's) ByStage %v, want %v", got, want)
 	}
 
-	s = ledger(t,
+	s = ledger(t, nil,
 		rel{1, plain, "active", [][4]any{{"test", 0, "success", 0}, {"staging", 1, "success", 0}}},
 		rel{2, workflow, "completed", [][4]any{{"production", 2, "success", 1}}},
 	)
@@ -216,11 +222,25 @@ func TestRepoStateWhereTheWorkflowDeploys(t *testing.T) {
 		t.Errorf("only a newer release the workflow deployed: Succeeded %v, want %v", s.Succeeded, want)
 	}
 
-	s = ledger(t,
+	s = ledger(t, nil,
 		rel{1, workflow, "completed", [][4]any{{"production", 2, "success", 1}}},
 		rel{2, plain, "active", [][4]any{{"test", 0, "success", 0}}},
 	)
 	if s.Succeeded != nil {
 		t.Errorf("no active release, nor a newer one, that the workflow deploys: Succeeded %v, want nil", s.Succeeded)
+	}
+
+	// Its jobs' deployments that ended before lastmile knew them for the
+	// workflow's (not counted): where the release stands all the same —
+	// a job that asked lastmile as the protection rule; not one that did
+	// not (another run's 6, made 0 by hand).
+	s = ledger(t, []string{
+		`UPDATE deployments SET workflow_owned = 0`,
+		`UPDATE deployments SET run_id = 6 WHERE id = 3`,
+		`INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment, sha, state, comment, decided_at)
+			VALUES (1, 'g1', 5, 'TEST', 'x', 'approved', '', 0), (1, 'g2', 5, 'staging', 'x', 'approved', '', 0)`,
+	}, rel{1, workflow, "active", [][4]any{{"test", 0, "success", 1}, {"Staging", 1, "success", 1}, {"production", 2, "in_progress", 1}}})
+	if got, want := byStage(s, 1), map[int]string{0: "1 success", 1: "2 success"}; !maps.Equal(got, want) {
+		t.Errorf("deployments not counted: ByStage %v, want %v", got, want)
 	}
 }
