@@ -211,10 +211,15 @@ func TestDeploymentsWorkflowLastmileCreatesNone(t *testing.T) {
 	if line := release(history(), 3); !strings.Contains(line, " stopped (superseded) ") {
 		t.Errorf("release #3 once the fourth passed test: %q; want superseded", line)
 	}
+	// Failed in staging: the second commit's first deploy; and the
+	// third's job if its reviewer rejects it — not if the protection rule
+	// refused it (it never deployed).
+	stagingFailures := 1
 	if runs := sb.Sim.Runs(full); runs[2].Waiting {
 		if err := sb.Sim.Reject(full, runs[2].ID, "staging", "lead", "an older commit"); err != nil {
 			t.Fatal(err)
 		}
+		stagingFailures++
 	}
 	if err := sb.Sim.Approve(full, sb.Sim.Runs(full)[3].ID, "staging", "lead", "ship it"); err != nil {
 		t.Fatal(err)
@@ -251,6 +256,8 @@ func TestDeploymentsWorkflowLastmileCreatesNone(t *testing.T) {
 		`lastmile_deployments_total{environment="test",repository="acme/shop",state="success"} ` + strconv.Itoa(tests),
 		`lastmile_deployments_total{environment="staging",repository="acme/shop",state="success"} 3`,
 		`lastmile_deployments_total{environment="production",repository="acme/shop",state="success"} 3`,
+		`lastmile_deployments_total{environment="staging",repository="acme/shop",state="failure"} ` + strconv.Itoa(stagingFailures),
+		`lastmile_deployments_total{environment="test",repository="acme/shop",state="failure"} 0`,
 	} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("/metrics lacks %s\n%s", want, grepLines(body, "lastmile_deployments_total"))

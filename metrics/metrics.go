@@ -173,7 +173,7 @@ var labelNames = map[string][]string{
 }
 
 var help = map[string]string{
-	DeploymentsTotal:      "Deployments (those lastmile created, and the jobs' own where a workflow that no deployment triggered, on push or by hand, owns the deployments and asks lastmile as their protection rule) that reached success, failure or error, each counted once by its first outcome, and once more when a re-run ends otherwise: a failure then a success (or a success then a failure) counts once as each.",
+	DeploymentsTotal:      "Deployments (those lastmile created, and the jobs' own where a workflow that no deployment triggered, on push or by hand, owns the deployments and lastmile, their protection rule, approved the job) that reached success, failure or error, each counted once by its first outcome, and once more when a re-run ends otherwise: a failure then a success (or a success then a failure) counts once as each.",
 	LeadTime:              "Per commit: time of the first successful deployment containing it in the environment minus the commit's timestamp, or the time of the push that brought it if that is earlier.",
 	DeploymentDuration:    "Deployment created to terminal state.",
 	ApprovalWait:          "Environment review requested to approved or rejected, in the pipeline's environments.",

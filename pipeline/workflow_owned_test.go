@@ -253,30 +253,60 @@ func TestAWorkflowsOwnDeploymentIsCountedUnderTheConfigurationsSpelling(t *testi
 // The job's deployment may reach lastmile before the push that makes the
 // release of its commit (GitHub keeps no order between webhooks, and a
 // push redelivered late comes after): the release, when it is recorded,
-// takes the deployment as its own, and the deployment counts.
+// takes the deployment as its own, and the deployment counts — a job the
+// protection rule let deploy (test's, the first environment's: the rule
+// judges by the latest release while the commit has none).
 func TestAWorkflowsOwnDeploymentHeardOfBeforeItsRelease(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, c0, c1, c2)
 	h.release(c0, c1, 10, "test")
+	at := time.Now().Add(-time.Hour)
+	info := pipeline.DeploymentInfo{GitHubID: 990, SHA: c2, Environment: "test", Creator: "octocat", CreatedAt: at,
+		WorkflowRunID: 500, WorkflowRunEvent: "push"}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	if dec := h.judge("rule-990", "test", c2, 500); dec.State != pipeline.ProtectionApproved {
+		t.Fatalf("the rule's decision: %s (%s); want approved", dec.State, dec.Comment)
+	}
+	if d := h.recorded(990); d.ReleaseID != 0 || d.Counts() {
+		t.Fatalf("before the push: release %d, counts %v; want none, not counted", d.ReleaseID, d.Counts())
+	}
+	h.mustPush(c1, c2, false)
+	d := h.recorded(990)
+	if rel := h.releaseState(shop, c2); d.ReleaseID != rel.ID || d.Stage != 0 || !d.Counts() {
+		t.Errorf("after the push: release %d (c2's is %d), stage %d, counts %v; want c2's release, test's stage, counted",
+			d.ReleaseID, rel.ID, d.Stage, d.Counts())
+	}
+	h.jobDeploy(990, c2, "test", 500, "push", false, pipeline.DeploymentSuccess, at, time.Minute)
+	if got := h.deploymentsCounted(); got["test/success"] != 2 {
+		t.Errorf("deployments counted: %v; want c1's success in test and the job's", got)
+	}
+}
+
+// A job the protection rule refused (a commit not proven in the
+// environment before) never deploys: its deployment is not the
+// workflow's to count, whatever GitHub reports on it.
+func TestAJobTheRuleRefusedIsNotCounted(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.release(c0, c1, 10, "test")
+	h.mustPush(c1, c2, false)
 	at := time.Now().Add(-time.Hour)
 	info := pipeline.DeploymentInfo{GitHubID: 990, SHA: c2, Environment: "staging", Creator: "octocat", CreatedAt: at,
 		WorkflowRunID: 500, WorkflowRunEvent: "push"}
 	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
 		t.Fatal(err)
 	}
-	h.judge("rule-990", "staging", c2, 500)
-	if d := h.recorded(990); d.ReleaseID != 0 || d.Counts() {
-		t.Fatalf("before the push: release %d, counts %v; want none, not counted", d.ReleaseID, d.Counts())
+	if dec := h.judge("rule-990", "staging", c2, 500); dec.State != pipeline.ProtectionRejected {
+		t.Fatalf("the rule's decision: %s (%s); want rejected", dec.State, dec.Comment)
 	}
-	h.mustPush(c1, c2, false)
-	d := h.recorded(990)
-	if rel := h.releaseState(shop, c2); d.ReleaseID != rel.ID || d.Stage != 1 || !d.Counts() {
-		t.Errorf("after the push: release %d (c2's is %d), stage %d, counts %v; want c2's release, staging's stage, counted",
-			d.ReleaseID, rel.ID, d.Stage, d.Counts())
+	h.jobDeploy(990, c2, "staging", 500, "push", false, pipeline.DeploymentFailure, at, time.Minute)
+	if d := h.recorded(990); d.Counts() {
+		t.Errorf("the refused job's deployment counts")
 	}
-	h.jobDeploy(990, c2, "staging", 500, "push", false, pipeline.DeploymentSuccess, at, time.Minute)
-	if got := h.deploymentsCounted(); got["staging/success"] != 1 {
-		t.Errorf("deployments counted: %v; want the job's success in staging", got)
+	if got := h.deploymentsCounted(); got["staging/failure"] != 0 {
+		t.Errorf("deployments counted: %v; want no failure in staging", got)
 	}
 }
 

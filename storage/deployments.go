@@ -177,12 +177,15 @@ const learnRunSQL = `UPDATE deployments SET run_id = ?2, run_event = ?3,
 // own for a job of a run that no deployment triggered, no twin of
 // lastmile's, of a commit of a release whose configuration names the
 // environment, and a job that asked lastmile, as the environment's custom
-// protection rule, whether it may deploy — an environment whose jobs
-// lastmile gates is one where workflows own the deployments (a job with
-// `deployment: false`, as the deploy jobs of lastmile's own deployments
-// have, cannot run under a custom rule). Not, so, a job that names an
-// environment for its secrets in a workflow on push (a CI job), where
-// lastmile's deployments are the ones that deploy.
+// protection rule, whether it may deploy, and that lastmile let deploy.
+// An environment whose jobs lastmile gates is one where workflows own the
+// deployments (a job with `deployment: false`, as the deploy jobs of
+// lastmile's own deployments have, cannot run under a custom rule); a job
+// it refused (a superseded release's, say) never deployed, and counts no
+// more than lastmile's own deployment of a superseded release, made
+// inactive. Not, so, a job that names an environment for its secrets in a
+// workflow on push (a CI job), where lastmile's deployments are the ones
+// that deploy.
 var ownedSQL = ownedBy("deployments")
 
 // ownedOfRelease picks, for queryDeployments, the deployments workflows
@@ -199,7 +202,7 @@ func ownedBy(t string) string {
 	return strings.NewReplacer("T.", t+".").Replace(`T.origin = 'external' AND T.run_id != 0 AND T.run_event NOT IN ('', 'deployment')
 	AND T.twin_of IS NULL AND T.release_id IS NOT NULL AND T.stage >= 0
 	AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = T.run_id
-		AND p.repository_id = T.repository_id AND p.environment = T.environment COLLATE NOCASE)`)
+		AND p.repository_id = T.repository_id AND p.environment = T.environment COLLATE NOCASE AND p.state = 'approved')`)
 }
 
 // settleOwned marks the deployments that where picks (a condition, with
