@@ -1984,7 +1984,7 @@ func (e *Engine) AdvanceOwing(ctx context.Context) (int, error) {
 
 func (e *Engine) decide(ctx context.Context, req ProtectionRuleRequest) (*ProtectionDecision, error) {
 	dec := &ProtectionDecision{Repo: req.Repo, DeliveryID: req.DeliveryID, RunID: req.RunID,
-		Environment: req.Environment, SHA: req.SHA, DecidedAt: e.Now()}
+		Environment: req.Environment, SHA: req.SHA, DeploymentID: req.DeploymentID, DecidedAt: e.Now()}
 	reject := func(format string, args ...any) (*ProtectionDecision, error) {
 		dec.State, dec.Comment = ProtectionRejected, fmt.Sprintf(format, args...)
 		return dec, nil

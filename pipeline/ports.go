@@ -586,6 +586,9 @@ type ProtectionDecision struct {
 	// longer waited for the rule — answered already, cancelled; for the
 	// rejection that withdrew an approval, the approval perhaps taken).
 	Refused bool `json:"refused,omitempty"`
+	// DeploymentID is the GitHub ID of the job's deployment the request
+	// named; 0 if not known.
+	DeploymentID int64 `json:"deployment_id,omitempty"`
 }
 
 // ProtectionWithdrawal is the rejection that replaced an approval GitHub

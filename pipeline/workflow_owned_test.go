@@ -32,10 +32,26 @@ func (h *harness) jobStarted(id int64, sha, env string, run int64, event string,
 		h.t.Fatal(err)
 	}
 	if gated {
-		h.judge(fmt.Sprintf("rule-%d", id), env, sha, run)
+		h.judgeJob(fmt.Sprintf("rule-%d", id), env, sha, run, id)
 	}
 	h.jobStatus(info, pipeline.StatusInfo{GitHubID: id * 10, State: pipeline.DeploymentInProgress, CreatedAt: at.Add(time.Second)})
 	return info
+}
+
+// judgeJob has lastmile judge, as the protection rule, the request of
+// delivery for the job of run deploying sha to env, whose deployment
+// (GitHub's payload names it) is deployment.
+func (h *harness) judgeJob(delivery, env, sha string, run, deployment int64) *pipeline.ProtectionDecision {
+	h.t.Helper()
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: delivery, Environment: env, SHA: sha, RunID: run, DeploymentID: deployment}
+	if err := h.engine.HandleProtectionRule(context.Background(), req); err != nil {
+		h.t.Fatal(err)
+	}
+	dec, err := h.db.ProtectionDecision(context.Background(), req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return dec
 }
 
 // jobStatus has lastmile hear of status st of the job's deployment info,
@@ -359,4 +375,97 @@ func (h *harness) standingInTest() (*pipeline.LatestDeployment, pipeline.StageOu
 		h.t.Fatalf("history: %+v, %v", hist, err)
 	}
 	return status[0].Latest, hist[0].Stages[0]
+}
+
+// A re-run of a failed job asks the rule again, for a deployment of its
+// own: lastmile refuses it (a newer release has succeeded there since),
+// the job never deploys, and GitHub ends that deployment in failure. It is
+// not counted, though the run's first attempt was approved there.
+func TestARefusedReRunOfAnApprovedJobIsNotCounted(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.config = "deployments: workflow\n" + threeEnvs
+	h.mustPush(c0, c1, false)
+	at := time.Now().Add(-time.Hour)
+	h.jobDeploy(990, c1, "test", 500, "push", true, pipeline.DeploymentSuccess, at, time.Minute)
+	h.jobDeploy(991, c1, "staging", 500, "push", true, pipeline.DeploymentFailure, at.Add(2*time.Minute), time.Minute)
+	h.mustPush(c1, c2, false)
+	h.jobDeploy(992, c2, "test", 501, "push", true, pipeline.DeploymentSuccess, at.Add(5*time.Minute), time.Minute)
+	h.jobDeploy(993, c2, "staging", 501, "push", true, pipeline.DeploymentSuccess, at.Add(7*time.Minute), time.Minute)
+	before := h.deploymentsCounted()
+
+	info := pipeline.DeploymentInfo{GitHubID: 994, SHA: c1, Environment: "staging", Creator: "octocat", CreatedAt: at.Add(10 * time.Minute),
+		WorkflowRunID: 500, WorkflowRunEvent: "push"}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	if dec := h.judgeJob("rule-994", "staging", c1, 500, 994); dec.State != pipeline.ProtectionRejected {
+		t.Fatalf("the re-run: %s (%s); want rejected", dec.State, dec.Comment)
+	}
+	h.jobStatus(info, pipeline.StatusInfo{GitHubID: 9941, State: pipeline.DeploymentFailure, CreatedAt: at.Add(11 * time.Minute)})
+	if d := h.recorded(994); d.Counts() {
+		t.Errorf("the refused re-run's deployment counts")
+	}
+	if got := h.deploymentsCounted(); got["staging/failure"] != before["staging/failure"] {
+		t.Errorf("deployments counted: %v; before the refused re-run %v", got, before)
+	}
+}
+
+// An approval GitHub did not take, withdrawn when judged again (a newer
+// release passed test meanwhile): the rejection sent instead is taken, the
+// job never deploys, and GitHub ends its deployment in failure: not
+// counted. Had GitHub refused the rejection (it took the approval after
+// all), the job would have deployed, and counted.
+func TestAJobWhoseApprovalWasWithdrawnIsNotCounted(t *testing.T) {
+	for _, taken := range []bool{false, true} {
+		t.Run(fmt.Sprintf("approval taken %v", taken), func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			h.gh.config = "deployments: workflow\n" + threeEnvs
+			h.mustPush(c0, c1, false)
+			at := time.Now().Add(-time.Hour)
+			h.jobDeploy(990, c1, "test", 500, "push", true, pipeline.DeploymentSuccess, at, time.Minute)
+			info := pipeline.DeploymentInfo{GitHubID: 991, SHA: c1, Environment: "staging", Creator: "octocat", CreatedAt: at.Add(2 * time.Minute),
+				WorkflowRunID: 500, WorkflowRunEvent: "push"}
+			if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+				t.Fatal(err)
+			}
+			h.gh.mu.Lock()
+			h.gh.failAnswers = 1
+			h.gh.mu.Unlock()
+			req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-991", Environment: "staging", SHA: c1, RunID: 500, DeploymentID: 991}
+			if err := h.engine.HandleProtectionRule(ctx, req); err == nil {
+				t.Fatal("the approval's sending did not fail")
+			}
+			if d := h.recorded(991); !d.Counts() {
+				t.Fatalf("the approved job's deployment does not count")
+			}
+			h.mustPush(c1, c2, false)
+			h.jobDeploy(992, c2, "test", 501, "push", true, pipeline.DeploymentSuccess, at.Add(5*time.Minute), time.Minute)
+			if taken {
+				h.gh.mu.Lock()
+				h.gh.waitsNot = map[int64]bool{500: true} // a 422: the run waits no more
+				h.gh.mu.Unlock()
+			}
+			clock := time.Now().Add(2 * time.Minute)
+			h.engine.Now = func() time.Time { return clock }
+			if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if dec, _ := h.db.ProtectionDecision(ctx, req); dec.Withdrawn == nil || !dec.Posted || dec.Refused != taken {
+				t.Fatalf("rule-991: %+v; want withdrawn, the rejection posted, refused %v", dec, taken)
+			}
+			h.jobStatus(info, pipeline.StatusInfo{GitHubID: 9911, State: pipeline.DeploymentFailure, CreatedAt: at.Add(8 * time.Minute)})
+			if d := h.recorded(991); d.Counts() != taken {
+				t.Errorf("the job whose approval was withdrawn: counts %v; want %v", d.Counts(), taken)
+			}
+			want := 0.0
+			if taken {
+				want = 1
+			}
+			if got := h.deploymentsCounted(); got["staging/failure"] != want {
+				t.Errorf("deployments counted: %v; want %v staging failures", got, want)
+			}
+		})
+	}
 }

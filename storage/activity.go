@@ -743,7 +743,7 @@ func (db *DB) ProtectionDecision(ctx context.Context, req pipeline.ProtectionRul
 // protectionColumns are the columns of a protection decision (d) that
 // scanProtection reads, in its order.
 const protectionColumns = `d.id, d.delivery_id, d.run_id, d.environment, d.sha, d.state, d.comment, d.decided_at, d.posted,
-	d.refused, d.withdrawn_at, d.withdrawn_comment`
+	d.refused, d.withdrawn_at, d.withdrawn_comment, d.deployment_id`
 
 // scanProtection reads the protectionColumns of a row into d, then the
 // row's further columns into more.
@@ -752,7 +752,7 @@ func scanProtection(scan func(...any) error, d *pipeline.ProtectionDecision, mor
 	var withdrawn sql.NullInt64
 	var why string
 	into := append([]any{&d.ID, &d.DeliveryID, &d.RunID, &d.Environment, &d.SHA, &d.State, &d.Comment, &decided, &d.Posted,
-		&d.Refused, &withdrawn, &why}, more...)
+		&d.Refused, &withdrawn, &why, &d.DeploymentID}, more...)
 	if err := scan(into...); err != nil {
 		return err
 	}
@@ -783,17 +783,16 @@ func (db *DB) RecordProtectionDecision(ctx context.Context, d *pipeline.Protecti
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment, sha,
-			state, comment, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			state, comment, decided_at, deployment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (delivery_id) DO UPDATE SET state = excluded.state, comment = excluded.comment, decided_at = excluded.decided_at
 			WHERE protection_decisions.state = 'waiting'`,
-			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt)); err != nil {
+			d.Repo.ID, d.DeliveryID, d.RunID, d.Environment, d.SHA, d.State, d.Comment, millis(d.DecidedAt), d.DeploymentID); err != nil {
 			return err
 		}
-		// The job that asked deploys in an environment a workflow owns:
-		// its own deployment counts (its deployment may have been
-		// recorded first).
-		if err := settleOwned(ctx, tx, `repository_id = ? AND run_id = ? AND environment = ? COLLATE NOCASE`,
-			d.Repo.ID, d.RunID, d.Environment); err != nil {
+		// The job lastmile let deploy deploys in an environment a
+		// workflow owns: its own deployment counts (its deployment may
+		// have been recorded first).
+		if err := settleOwned(ctx, tx, ofRunThere, d.RunID, d.Repo.ID, d.Environment); err != nil {
 			return err
 		}
 		return scanProtection(tx.QueryRowContext(ctx, `SELECT `+protectionColumns+` FROM protection_decisions d WHERE delivery_id = ?`,
@@ -809,6 +808,11 @@ func (db *DB) WithdrawProtectionApproval(ctx context.Context, d *pipeline.Protec
 	return db.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET withdrawn_at = ?, withdrawn_comment = ?
 			WHERE id = ? AND state = 'approved' AND posted = 0 AND withdrawn_at IS NULL`, millis(at), comment, d.ID); err != nil {
+			return err
+		}
+		// Its job will not deploy (unless GitHub took the approval after
+		// all: MarkProtectionPosted).
+		if err := unsettleOwned(ctx, tx, ofRunThere, d.RunID, d.Repo.ID, d.Environment); err != nil {
 			return err
 		}
 		return scanProtection(tx.QueryRowContext(ctx, `SELECT `+protectionColumns+` FROM protection_decisions d WHERE id = ?`,
@@ -921,8 +925,20 @@ const reachable = `p.installation_id != 0 AND p.installation_id NOT IN (SELECT i
 // refusal never overwrites an answer taken).
 func (db *DB) MarkProtectionPosted(ctx context.Context, d *pipeline.ProtectionDecision, refused bool) error {
 	return db.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET posted = 1, refused = ?
-			WHERE id = ? AND posted = 0 AND (withdrawn_at IS NOT NULL) = ?`, refused, d.ID, d.Withdrawn != nil)
-		return err
+		if _, err := tx.ExecContext(ctx, `UPDATE protection_decisions SET posted = 1, refused = ?
+			WHERE id = ? AND posted = 0 AND (withdrawn_at IS NOT NULL) = ?`, refused, d.ID, d.Withdrawn != nil); err != nil {
+			return err
+		}
+		if !refused || d.Withdrawn == nil {
+			return nil
+		}
+		// The rejection that withdrew an approval refused: GitHub may
+		// have taken the approval, and the job deploys.
+		return settleOwned(ctx, tx, ofRunThere, d.RunID, d.Repo.ID, d.Environment)
 	})
 }
+
+// ofRunThere picks, for settleOwned and unsettleOwned, the deployments of
+// run ?, repository ? and environment ?: by the run's index (the
+// repository's job deployments in the environment may be many).
+const ofRunThere = `run_id = ? AND +repository_id = ? AND +environment = ? COLLATE NOCASE`

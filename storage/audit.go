@@ -713,6 +713,15 @@ type HistoryFilter struct {
 const deployedThere = `d.github_id IS NOT NULL AND ((d.state != 'inactive' AND d.notify != 'inactive') OR d.terminal_at != 0
 	OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = d.id AND s.state = 'in_progress'))`
 
+// historyThere is History's environment filter on release r, for one
+// kind of deployment (%s): one of that kind deployed in environment ?.
+// lastmile's own are read by their index; those workflows own
+// (historyOwned), counted or not, among the commit's few.
+const historyThere = `EXISTS (SELECT 1 FROM deployments d WHERE d.repository_id = r.repository_id
+	AND d.environment = ? COLLATE NOCASE AND d.release_id = r.id AND %s AND ` + deployedThere + `)`
+
+var historyOwned = "d.sha = r.sha AND (d.workflow_owned = 1 OR " + ownedBy("d") + ")"
+
 // History lists recent releases, newest first, with where each stands in
 // every environment: where lastmile's deployment stands, or, where it has
 // not ended, the newest a workflow owns there (see
@@ -749,12 +758,7 @@ func (db *DB) History(ctx context.Context, f HistoryFilter) ([]pipeline.HistoryE
 		args = append(args, f.Before)
 	}
 	if f.Environment != "" {
-		// lastmile's there, or one a workflow owns: each by its index
-		// (the latter, counted or not, among its commit's few).
-		there := `EXISTS (SELECT 1 FROM deployments d WHERE d.repository_id = r.repository_id
-			AND d.environment = ? COLLATE NOCASE AND d.release_id = r.id AND %s AND ` + deployedThere + `)`
-		where = append(where, "("+fmt.Sprintf(there, "d.origin = 'lastmile'")+" OR "+
-			fmt.Sprintf(there, "d.sha = r.sha AND (d.workflow_owned = 1 OR "+ownedBy("d")+")")+")")
+		where = append(where, "("+fmt.Sprintf(historyThere, "d.origin = 'lastmile'")+" OR "+fmt.Sprintf(historyThere, historyOwned)+")")
 		args = append(args, f.Environment, f.Environment)
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT `+releaseColumns+` FROM releases r JOIN repositories p ON p.id = r.repository_id

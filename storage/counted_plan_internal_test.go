@@ -25,8 +25,7 @@ func TestCountedDeploymentsQueryPlan(t *testing.T) {
 // deployments_reached (covering).
 func TestCountedDeploymentsReadsQueryPlans(t *testing.T) {
 	db := openTemp(t)
-	there := `SELECT r.id FROM releases r WHERE EXISTS (SELECT 1 FROM deployments d WHERE d.repository_id = r.repository_id
-			AND d.environment = 'production' COLLATE NOCASE AND d.release_id = r.id AND %s AND ` + deployedThere + `)`
+	there := `SELECT r.id FROM releases r WHERE ` + historyThere
 	for name, c := range map[string]struct {
 		query, index string
 		args         []any
@@ -36,13 +35,15 @@ func TestCountedDeploymentsReadsQueryPlans(t *testing.T) {
 		"status, the workflows'": {`SELECT d.id FROM deployments d ` + latestWhere(`d.workflow_owned = 1`),
 			"INDEX deployments_workflow_owned (repository_id=? AND environment=? AND release_id>?)", []any{1, "production", 0}},
 		"history --env, lastmile's": {fmt.Sprintf(there, "d.origin = 'lastmile'"),
-			"INDEX deployments_reached (repository_id=? AND environment=? AND release_id=?)", nil},
-		"history --env, the workflows'": {fmt.Sprintf(there, "d.workflow_owned = 1"),
-			"INDEX deployments_workflow_owned (repository_id=? AND environment=? AND release_id=?)", nil},
+			"INDEX deployments_reached (repository_id=? AND environment=? AND release_id=?)", []any{"production"}},
+		"history --env, the workflows'": {fmt.Sprintf(there, historyOwned),
+			"INDEX deployments_sha (repository_id=? AND sha=?)", []any{"production"}},
 		"history, lastmile's": {`SELECT d.id FROM deployments d WHERE d.release_id = 1 AND d.origin = 'lastmile' ORDER BY d.id`,
 			"INDEX deployments_one_per_stage (release_id=?)", nil},
-		"history, the workflows'": {`SELECT d.id FROM deployments d WHERE d.release_id = 1 AND d.workflow_owned = 1 ORDER BY d.id`,
-			"INDEX deployments_workflow_owned_release (release_id=?)", nil},
+		"history, the workflows'": {`SELECT d.id FROM deployments d JOIN repositories p ON p.id = d.repository_id ` + ownedOfRelease,
+			"INDEX deployments_sha (repository_id=? AND sha=?)", []any{1, "abc", 1}},
+		"settling a run's": {`SELECT id FROM deployments WHERE ` + ownedSQL + ` AND ` + ofRunThere,
+			"INDEX deployments_run (run_id=?)", []any{5, 1, "production"}},
 	} {
 		if got := queryPlan(t, db, c.query, c.args...); !strings.Contains(got, c.index) || strings.Contains(got, "SCAN d") {
 			t.Errorf("%s: query plan %s; want %s", name, got, c.index)

@@ -177,7 +177,11 @@ const learnRunSQL = `UPDATE deployments SET run_id = ?2, run_event = ?3,
 // own for a job of a run that no deployment triggered, no twin of
 // lastmile's, of a commit of a release whose configuration names the
 // environment, and a job that asked lastmile, as the environment's custom
-// protection rule, whether it may deploy, and that lastmile let deploy.
+// protection rule, whether it may deploy, and that lastmile let deploy:
+// the decision on this deployment (a re-run's job asks again, for a
+// deployment of its own; a decision recorded before lastmile kept which
+// deployment it was on stands for every attempt of the run there), an
+// approval not withdrawn before GitHub took it.
 // An environment whose jobs lastmile gates is one where workflows own the
 // deployments (a job with `deployment: false`, as the deploy jobs of
 // lastmile's own deployments have, cannot run under a custom rule); a job
@@ -202,7 +206,8 @@ func ownedBy(t string) string {
 	return strings.NewReplacer("T.", t+".").Replace(`T.origin = 'external' AND T.run_id != 0 AND T.run_event NOT IN ('', 'deployment')
 	AND T.twin_of IS NULL AND T.release_id IS NOT NULL AND T.stage >= 0
 	AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = T.run_id
-		AND p.repository_id = T.repository_id AND p.environment = T.environment COLLATE NOCASE AND p.state = 'approved')`)
+		AND p.repository_id = T.repository_id AND p.environment = T.environment COLLATE NOCASE
+		AND p.deployment_id IN (0, T.github_id) AND p.state = 'approved' AND (p.withdrawn_at IS NULL OR p.refused = 1))`)
 }
 
 // settleOwned marks the deployments that where picks (a condition, with
@@ -213,6 +218,16 @@ func ownedBy(t string) string {
 func settleOwned(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
 	_, err := tx.ExecContext(ctx, `UPDATE deployments SET workflow_owned = 1
 		WHERE workflow_owned = 0 AND terminal_at = 0 AND succeeded_at = 0 AND `+ownedSQL+` AND `+where, args...)
+	return err
+}
+
+// unsettleOwned takes back the mark of a workflow's own from the
+// deployments that where picks when they no longer are one (ownedSQL: an
+// approval withdrawn) and have not ended: nothing of theirs has been
+// counted yet.
+func unsettleOwned(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
+	_, err := tx.ExecContext(ctx, `UPDATE deployments SET workflow_owned = 0
+		WHERE workflow_owned = 1 AND terminal_at = 0 AND succeeded_at = 0 AND NOT (`+ownedSQL+`) AND `+where, args...)
 	return err
 }
 

@@ -687,3 +687,44 @@ func upgradedFrom(t *testing.T, version int, stmts ...string) *DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// Migration 0043 keeps the decisions' deployment (0 for those recorded
+// before), and judges again the deployments 0042 counted as a workflow's
+// own that have not ended: only a job lastmile approved — and did not
+// withdraw the approval of before GitHub took it — still counts; one that
+// ended was counted already, and stays so.
+func TestProtectionDecisionDeploymentMigration(t *testing.T) {
+	db := upgradedFrom(t, 42,
+		`INSERT INTO repositories (id, full_name, installation_id, updated_at) VALUES (42, 'acme/shop', 7, 1)`,
+		`INSERT INTO releases (id, repository_id, sha, ref, pushed_at, config, state, created_at, updated_at) VALUES
+			(2, 42, 'b', 'refs/heads/main', 1, '{}', 'active', 1, 1)`,
+		`INSERT INTO protection_decisions (repository_id, delivery_id, run_id, environment, sha, state, comment, decided_at,
+			posted, refused, withdrawn_at) VALUES
+			(42, 'r1', 501, 'staging', 'b', 'approved', '', 1, 1, 0, NULL),
+			(42, 'r2', 502, 'staging', 'b', 'waiting', '', 1, 0, 0, NULL),
+			(42, 'r3', 503, 'staging', 'b', 'rejected', '', 1, 1, 0, NULL),
+			(42, 'r4', 504, 'staging', 'b', 'approved', '', 1, 1, 0, 5),
+			(42, 'r5', 505, 'Staging', 'b', 'approved', '', 1, 1, 1, 5),
+			(42, 'r6', 506, 'staging', 'b', 'rejected', '', 1, 1, 0, NULL)`,
+		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, run_id,
+			run_event, workflow_owned, created_at, terminal_at, succeeded_at) VALUES
+			(11, 42, 2, 'staging', 1, 'b', 'external', 101, 'in_progress', 501, 'push', 1, 1, 0, 0),
+			(12, 42, 2, 'staging', 1, 'b', 'external', 102, 'queued', 502, 'push', 1, 1, 0, 0),
+			(13, 42, 2, 'staging', 1, 'b', 'external', 103, 'queued', 503, 'push', 1, 1, 0, 0),
+			(14, 42, 2, 'staging', 1, 'b', 'external', 104, 'queued', 504, 'push', 1, 1, 0, 0),
+			(15, 42, 2, 'staging', 1, 'b', 'external', 105, 'in_progress', 505, 'push', 1, 1, 0, 0),
+			(16, 42, 2, 'staging', 1, 'b', 'external', 106, 'failure', 506, 'push', 1, 1, 2, 0)`,
+	)
+	if got := column[int64](t, db, `SELECT id FROM deployments WHERE workflow_owned = 1 ORDER BY id`); !slices.Equal(got, []int64{11, 15, 16}) {
+		t.Errorf("counted after the migration: %v; want 11 (approved), 15 (withdrawn, but GitHub took the approval) and 16 (ended, counted)", got)
+	}
+	if got := column[int64](t, db, `SELECT id FROM deployments WHERE terminal_at = 0 AND `+ownedSQL+` ORDER BY id`); !slices.Equal(got, []int64{11, 15}) {
+		t.Errorf("owned now, of those not ended: %v; want what the migration kept counted", got)
+	}
+	if got := column[int64](t, db, `SELECT DISTINCT deployment_id FROM protection_decisions`); !slices.Equal(got, []int64{0}) {
+		t.Errorf("the decisions' deployments: %v; want 0 (not known)", got)
+	}
+	if got := column[string](t, db, `SELECT name FROM sqlite_master WHERE name = 'deployments_workflow_owned_release'`); len(got) != 0 {
+		t.Errorf("index %v still there", got)
+	}
+}
