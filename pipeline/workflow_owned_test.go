@@ -469,3 +469,74 @@ func TestAJobWhoseApprovalWasWithdrawnIsNotCounted(t *testing.T) {
 		})
 	}
 }
+
+// GitHub took an approval whose reply was lost (lastmile saw a 502): the
+// job deploys. The sweep withdraws the approval (a newer release passed
+// test meanwhile) and its rejection's sending fails too, so lastmile does
+// not know yet that GitHub took the approval — but the job's deployment
+// starting says so, whether its in_progress came before the withdrawal or
+// after: the deployment counts, its success too, and stays counted when
+// GitHub refuses the rejection.
+func TestATakenApprovalWithdrawnWhileItsJobDeploysIsCounted(t *testing.T) {
+	for _, startedFirst := range []bool{true, false} {
+		t.Run(fmt.Sprintf("in_progress before the withdrawal %v", startedFirst), func(t *testing.T) {
+			ctx := context.Background()
+			h := newHarness(t, c0, c1, c2)
+			h.gh.config = "deployments: workflow\n" + threeEnvs
+			h.mustPush(c0, c1, false)
+			at := time.Now().Add(-time.Hour)
+			h.jobDeploy(990, c1, "test", 500, "push", true, pipeline.DeploymentSuccess, at, time.Minute)
+			info := pipeline.DeploymentInfo{GitHubID: 991, SHA: c1, Environment: "staging", Creator: "octocat", CreatedAt: at.Add(2 * time.Minute),
+				WorkflowRunID: 500, WorkflowRunEvent: "push"}
+			if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+				t.Fatal(err)
+			}
+			h.gh.mu.Lock()
+			h.gh.failAnswers = 1 // GitHub takes the approval; lastmile sees a 502
+			h.gh.mu.Unlock()
+			req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-991", Environment: "staging", SHA: c1, RunID: 500, DeploymentID: 991}
+			if err := h.engine.HandleProtectionRule(ctx, req); err == nil {
+				t.Fatal("the approval's sending did not fail")
+			}
+			started := func() {
+				h.jobStatus(info, pipeline.StatusInfo{GitHubID: 9910, State: pipeline.DeploymentInProgress, CreatedAt: at.Add(3 * time.Minute)})
+			}
+			if startedFirst {
+				started()
+			}
+			h.mustPush(c1, c2, false)
+			h.jobDeploy(992, c2, "test", 501, "push", true, pipeline.DeploymentSuccess, at.Add(5*time.Minute), time.Minute)
+			h.gh.mu.Lock()
+			h.gh.failAnswers = 1 // the rejection's sending fails as well
+			h.gh.mu.Unlock()
+			clock := time.Now().Add(2 * time.Minute)
+			h.engine.Now = func() time.Time { return clock }
+			if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err == nil {
+				t.Fatal("the rejection's sending did not fail")
+			}
+			if dec, _ := h.db.ProtectionDecision(ctx, req); dec.Withdrawn == nil || dec.Posted {
+				t.Fatalf("rule-991: %+v; want withdrawn, not posted", dec)
+			}
+			if !startedFirst {
+				started()
+			}
+			if d := h.recorded(991); !d.Counts() {
+				t.Errorf("the started job's deployment does not count after the withdrawal")
+			}
+			h.jobStatus(info, pipeline.StatusInfo{GitHubID: 9911, State: pipeline.DeploymentSuccess, CreatedAt: at.Add(8 * time.Minute)})
+			h.gh.mu.Lock()
+			h.gh.waitsNot = map[int64]bool{500: true} // a 422: GitHub took the approval
+			h.gh.mu.Unlock()
+			clock = clock.Add(10 * time.Minute)
+			if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if dec, _ := h.db.ProtectionDecision(ctx, req); dec.Withdrawn == nil || !dec.Refused {
+				t.Fatalf("rule-991: %+v; want withdrawn, the rejection refused", dec)
+			}
+			if got := h.deploymentsCounted(); got["staging/success"] != 1 {
+				t.Errorf("deployments counted: %v; want the job's staging success", got)
+			}
+		})
+	}
+}

@@ -181,7 +181,9 @@ const learnRunSQL = `UPDATE deployments SET run_id = ?2, run_event = ?3,
 // the decision on this deployment (a re-run's job asks again, for a
 // deployment of its own; a decision recorded before lastmile kept which
 // deployment it was on stands for every attempt of the run there), an
-// approval not withdrawn before GitHub took it.
+// approval not withdrawn before GitHub took it — which GitHub's refusal of
+// the rejection sent instead says, and so does the job's deployment
+// starting (in_progress): GitHub lets no job it holds run.
 // An environment whose jobs lastmile gates is one where workflows own the
 // deployments (a job with `deployment: false`, as the deploy jobs of
 // lastmile's own deployments have, cannot run under a custom rule); a job
@@ -207,7 +209,8 @@ func ownedBy(t string) string {
 	AND T.twin_of IS NULL AND T.release_id IS NOT NULL AND T.stage >= 0
 	AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = T.run_id
 		AND p.repository_id = T.repository_id AND p.environment = T.environment COLLATE NOCASE
-		AND p.deployment_id IN (0, T.github_id) AND p.state = 'approved' AND (p.withdrawn_at IS NULL OR p.refused = 1))`)
+		AND p.deployment_id IN (0, T.github_id) AND p.state = 'approved' AND (p.withdrawn_at IS NULL OR p.refused = 1
+			OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = T.id AND s.state = 'in_progress')))`)
 }
 
 // settleOwned marks the deployments that where picks (a condition, with
@@ -297,6 +300,16 @@ func (db *DB) RecordStatus(ctx context.Context, dep *pipeline.Deployment, s pipe
 		d, err := oneDeployment(ctx, tx, `WHERE d.id = ?`, dep.ID)
 		if err != nil {
 			return err
+		}
+		if d.Origin == pipeline.OriginExternal && !d.WorkflowOwned && s.State == pipeline.DeploymentInProgress {
+			// A job that runs, whose approval lastmile withdrew: GitHub had
+			// taken it (see ownedSQL).
+			if err := settleOwned(ctx, tx, `id = ?`, d.ID); err != nil {
+				return err
+			}
+			if d, err = oneDeployment(ctx, tx, `WHERE d.id = ?`, dep.ID); err != nil {
+				return err
+			}
 		}
 		if s.ByLastmile && s.Creator != "" {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)

@@ -705,7 +705,8 @@ func TestProtectionDecisionDeploymentMigration(t *testing.T) {
 			(42, 'r3', 503, 'staging', 'b', 'rejected', '', 1, 1, 0, NULL),
 			(42, 'r4', 504, 'staging', 'b', 'approved', '', 1, 1, 0, 5),
 			(42, 'r5', 505, 'Staging', 'b', 'approved', '', 1, 1, 1, 5),
-			(42, 'r6', 506, 'staging', 'b', 'rejected', '', 1, 1, 0, NULL)`,
+			(42, 'r6', 506, 'staging', 'b', 'rejected', '', 1, 1, 0, NULL),
+			(42, 'r7', 507, 'staging', 'b', 'approved', '', 1, 0, 0, 5)`,
 		`INSERT INTO deployments (id, repository_id, release_id, environment, stage, sha, origin, github_id, state, run_id,
 			run_event, workflow_owned, created_at, terminal_at, succeeded_at) VALUES
 			(11, 42, 2, 'staging', 1, 'b', 'external', 101, 'in_progress', 501, 'push', 1, 1, 0, 0),
@@ -713,12 +714,14 @@ func TestProtectionDecisionDeploymentMigration(t *testing.T) {
 			(13, 42, 2, 'staging', 1, 'b', 'external', 103, 'queued', 503, 'push', 1, 1, 0, 0),
 			(14, 42, 2, 'staging', 1, 'b', 'external', 104, 'queued', 504, 'push', 1, 1, 0, 0),
 			(15, 42, 2, 'staging', 1, 'b', 'external', 105, 'in_progress', 505, 'push', 1, 1, 0, 0),
-			(16, 42, 2, 'staging', 1, 'b', 'external', 106, 'failure', 506, 'push', 1, 1, 2, 0)`,
+			(16, 42, 2, 'staging', 1, 'b', 'external', 106, 'failure', 506, 'push', 1, 1, 2, 0),
+			(17, 42, 2, 'staging', 1, 'b', 'external', 107, 'in_progress', 507, 'push', 1, 1, 0, 0)`,
+		`INSERT INTO deployment_statuses (deployment_id, github_id, state, created_at) VALUES (17, 1071, 'in_progress', 1)`,
 	)
-	if got := column[int64](t, db, `SELECT id FROM deployments WHERE workflow_owned = 1 ORDER BY id`); !slices.Equal(got, []int64{11, 15, 16}) {
-		t.Errorf("counted after the migration: %v; want 11 (approved), 15 (withdrawn, but GitHub took the approval) and 16 (ended, counted)", got)
+	if got := column[int64](t, db, `SELECT id FROM deployments WHERE workflow_owned = 1 ORDER BY id`); !slices.Equal(got, []int64{11, 15, 16, 17}) {
+		t.Errorf("counted after the migration: %v; want 11 (approved), 15 and 17 (withdrawn, but GitHub took the approval: it refused the rejection, the job started) and 16 (ended, counted)", got)
 	}
-	if got := column[int64](t, db, `SELECT id FROM deployments WHERE terminal_at = 0 AND `+ownedSQL+` ORDER BY id`); !slices.Equal(got, []int64{11, 15}) {
+	if got := column[int64](t, db, `SELECT id FROM deployments WHERE terminal_at = 0 AND `+ownedSQL+` ORDER BY id`); !slices.Equal(got, []int64{11, 15, 17}) {
 		t.Errorf("owned now, of those not ended: %v; want what the migration kept counted", got)
 	}
 	if got := column[int64](t, db, `SELECT DISTINCT deployment_id FROM protection_decisions`); !slices.Equal(got, []int64{0}) {
