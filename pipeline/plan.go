@@ -195,6 +195,11 @@ func failed(r *Release, d *Deployment, env string) StopRelease {
 func planWorkflow(s *RepoState, p *ReleaseProgress) Action {
 	r := p.Release
 	envs := r.Config.Environments
+	// A success in the last environment completes it, whatever came
+	// after in GitHub's order (all its jobs re-run: a redeploy).
+	if d := p.ByStage[len(envs)-1]; d != nil && d.Succeeded() {
+		return CompleteRelease{Release: r}
+	}
 	// Where it stands is its latest deployment, not the furthest: a
 	// re-run of all its jobs after a failure in staging deploys to test
 	// again, then staging.

@@ -276,6 +276,10 @@ func TestPlanWorkflowDeploys(t *testing.T) {
 	rerunAll.ByStage[0] = &Deployment{ID: 5, GitHubID: 300, ReleaseID: 1, Environment: "test", State: DeploymentSuccess, SucceededAt: time.Unix(3, 0)}
 	rerunAllRunning := wrel(1, DeploymentSuccess, DeploymentFailure)
 	rerunAllRunning.ByStage[0] = &Deployment{ID: 99, ReleaseID: 1, Environment: "test", State: DeploymentInProgress}
+	// A redeploy: all its jobs re-run after it completed, heard of before
+	// production's success (late).
+	redeploy := wrel(1, DeploymentSuccess, DeploymentSuccess, DeploymentSuccess)
+	redeploy.ByStage[0] = &Deployment{ID: 99, ReleaseID: 1, Environment: "test", State: DeploymentInProgress}
 	spelt := wrel(1, DeploymentSuccess)
 	spelt.Release.Config = &Config{Deployments: DeploymentsWorkflow, Environments: []Environment{{Name: "test"}, {Name: "Staging"}, {Name: "production", Production: true}}}
 	succeededThenInactive := wrel(1, DeploymentSuccess, DeploymentSuccess, DeploymentInactive)
@@ -347,6 +351,9 @@ func TestPlanWorkflowDeploys(t *testing.T) {
 		},
 		"all its jobs re-run: test's success again, staging's to come":             {active: []*ReleaseProgress{rerunAll}},
 		"all its jobs re-run: test's deploy in progress, staging's failure before": {active: []*ReleaseProgress{rerunAllRunning}},
+		"a success in the last environment completes it, a later re-run of all its jobs aside": {
+			active: []*ReleaseProgress{redeploy}, want: "complete #1",
+		},
 		"an error stops it": {
 			active: []*ReleaseProgress{wrel(1, DeploymentError)},
 			want:   "stop #1 failed", reason: "deployment to test ended in error",

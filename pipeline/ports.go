@@ -257,7 +257,8 @@ type ReleaseProgress struct {
 	// ByStage holds the latest lastmile deployment of each stage index —
 	// where the workflow creates the deployments (Config.WorkflowDeploys),
 	// the latest deployment of each stage that it owns (see
-	// Deployment.WorkflowOwned).
+	// Deployment.WorkflowOwned) — in the last stage, a success before
+	// any later one.
 	ByStage map[int]*Deployment
 }
 

@@ -540,3 +540,39 @@ func TestATakenApprovalWithdrawnWhileItsJobDeploysIsCounted(t *testing.T) {
 		})
 	}
 }
+
+// A release whose workflow succeeded in production completes, in whatever
+// order the webhooks come: someone re-runs all the jobs of the run that
+// deployed it (a redeploy), and lastmile hears of the re-run's test job
+// before the production job's success (that webhook late) — the release
+// completes all the same, and stays completed when the re-run fails.
+func TestAWorkflowReleaseCompletesWhateverTheOrderOfARerunOfAllJobs(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("production's success heard after the re-run's test job %v", late), func(t *testing.T) {
+			h := newHarness(t, c0, c1)
+			h.gh.config = "deployments: workflow\n" + threeEnvs
+			h.mustPush(c0, c1, false)
+			at := time.Now().Add(-time.Hour)
+			h.jobDeploy(990, c1, "test", 500, "push", true, pipeline.DeploymentSuccess, at, time.Minute)
+			h.jobDeploy(991, c1, "staging", 500, "push", true, pipeline.DeploymentSuccess, at.Add(2*time.Minute), time.Minute)
+			prod := h.jobStarted(992, c1, "production", 500, "push", true, at.Add(4*time.Minute))
+			succeeded := func() {
+				h.jobStatus(prod, pipeline.StatusInfo{GitHubID: 9921, State: pipeline.DeploymentSuccess, CreatedAt: at.Add(5 * time.Minute)})
+			}
+			if !late {
+				succeeded()
+			}
+			rerun := h.jobStarted(993, c1, "test", 500, "push", true, at.Add(10*time.Minute))
+			if late {
+				succeeded()
+			}
+			if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseCompleted {
+				t.Errorf("after production's success: release %s %s; want completed", rel.State, rel.StopReason)
+			}
+			h.jobStatus(rerun, pipeline.StatusInfo{GitHubID: 9931, State: pipeline.DeploymentFailure, CreatedAt: at.Add(11 * time.Minute)})
+			if rel := h.releaseState(shop, c1); rel.State != pipeline.ReleaseCompleted {
+				t.Errorf("after the re-run's failure in test: release %s %s %s; want completed still", rel.State, rel.StopKind, rel.StopReason)
+			}
+		})
+	}
+}

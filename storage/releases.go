@@ -701,10 +701,18 @@ func workflowProgress(ctx context.Context, tx *sql.Tx, s *pipeline.RepoState, by
 		if err != nil {
 			return err
 		}
-		byID[r.ID].ByStage = map[int]*pipeline.Deployment{} // none of lastmile's: it made none
+		byStage := map[int]*pipeline.Deployment{} // none of lastmile's: it made none
+		last := len(r.Config.Environments) - 1
 		for _, d := range owned {
-			byID[r.ID].ByStage[d.Stage] = d // the latest of each stage: a re-run's
+			// The latest of each stage (a re-run's), but for a success in
+			// the last environment, which completes the release whatever
+			// comes after it (see pipeline.Plan).
+			if prev := byStage[d.Stage]; d.Stage == last && prev != nil && prev.Succeeded() {
+				continue
+			}
+			byStage[d.Stage] = d
 		}
+		byID[r.ID].ByStage = byStage
 	}
 	envs := map[string]string{} // by lower case, as Plan keys them
 	for _, p := range s.Active {
