@@ -414,8 +414,8 @@ func TestARefusedReRunOfAnApprovedJobIsNotCounted(t *testing.T) {
 // An approval GitHub did not take, withdrawn when judged again (a newer
 // release passed test meanwhile): the rejection sent instead is taken, the
 // job never deploys, and GitHub ends its deployment in failure: not
-// counted. Had GitHub refused the rejection (it took the approval after
-// all), the job would have deployed, and counted.
+// counted. Had GitHub refused the rejection (a 422: it took the approval,
+// or some other answer of the run's), the job counts once it starts.
 func TestAJobWhoseApprovalWasWithdrawnIsNotCounted(t *testing.T) {
 	for _, taken := range []bool{false, true} {
 		t.Run(fmt.Sprintf("approval taken %v", taken), func(t *testing.T) {
@@ -454,6 +454,12 @@ func TestAJobWhoseApprovalWasWithdrawnIsNotCounted(t *testing.T) {
 			}
 			if dec, _ := h.db.ProtectionDecision(ctx, req); dec.Withdrawn == nil || !dec.Posted || dec.Refused != taken {
 				t.Fatalf("rule-991: %+v; want withdrawn, the rejection posted, refused %v", dec, taken)
+			}
+			if d := h.recorded(991); d.Counts() {
+				t.Errorf("the job whose approval was withdrawn counts before it started")
+			}
+			if taken {
+				h.jobStatus(info, pipeline.StatusInfo{GitHubID: 9910, State: pipeline.DeploymentInProgress, CreatedAt: at.Add(7 * time.Minute)})
 			}
 			h.jobStatus(info, pipeline.StatusInfo{GitHubID: 9911, State: pipeline.DeploymentFailure, CreatedAt: at.Add(8 * time.Minute)})
 			if d := h.recorded(991); d.Counts() != taken {
@@ -574,5 +580,86 @@ func TestAWorkflowReleaseCompletesWhateverTheOrderOfARerunOfAllJobs(t *testing.T
 				t.Errorf("after the re-run's failure in test: release %s %s %s; want completed still", rel.State, rel.StopKind, rel.StopReason)
 			}
 		})
+	}
+}
+
+// replyLostGitHub is the harness's fake GitHub, taking the next lose
+// protection-rule answers though lastmile gets a 502.
+type replyLostGitHub struct {
+	*fakeGitHub
+	lose int
+}
+
+func (g *replyLostGitHub) ReviewProtectionRule(ctx context.Context, r pipeline.Repo, run int64, env, state, comment string) error {
+	if err := g.fakeGitHub.ReviewProtectionRule(ctx, r, run, env, state, comment); err != nil {
+		return err
+	}
+	if g.lose > 0 {
+		g.lose--
+		return &pipeline.RefusedError{Status: 502, Message: "Bad Gateway"}
+	}
+	return nil
+}
+
+// A job whose approval lastmile withdrew, GitHub having taken the
+// rejection sent instead, never ran, and does not count. The approval's
+// sending fails (not taken); a newer release passes test; the sweep
+// withdraws the approval and sends the rejection, which GitHub takes — its
+// reply lost —, and ends the job's deployment in failure. The sweep sends
+// the rejection again, and GitHub refuses it (422: the run waits no more,
+// rejected). That refusal does not say which answer GitHub took: a job
+// whose approval was withdrawn counts only once it starts, which this one
+// never does — its failure, delivered after, is not counted.
+func TestAJobWhoseWithdrawingRejectionGitHubTookIsNotCounted(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, c0, c1, c2)
+	h.gh.config = "deployments: workflow\n" + threeEnvs
+	g := &replyLostGitHub{fakeGitHub: h.gh}
+	h.engine.GitHub = g
+	h.mustPush(c0, c1, false)
+	at := time.Now().Add(-time.Hour)
+	h.jobDeploy(990, c1, "test", 500, "push", true, pipeline.DeploymentSuccess, at, time.Minute)
+	info := pipeline.DeploymentInfo{GitHubID: 991, SHA: c1, Environment: "staging", Creator: "octocat", CreatedAt: at.Add(2 * time.Minute),
+		WorkflowRunID: 500, WorkflowRunEvent: "push"}
+	if err := h.engine.HandleDeployment(ctx, pipeline.NewDeployment{Repo: shop, Deployment: info}); err != nil {
+		t.Fatal(err)
+	}
+	h.gh.mu.Lock()
+	h.gh.failAnswers = 1 // the approval is not taken
+	h.gh.mu.Unlock()
+	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: "rule-991", Environment: "staging", SHA: c1, RunID: 500, DeploymentID: 991}
+	if err := h.engine.HandleProtectionRule(ctx, req); err == nil {
+		t.Fatal("the approval's sending did not fail")
+	}
+	h.mustPush(c1, c2, false)
+	h.jobDeploy(992, c2, "test", 501, "push", true, pipeline.DeploymentSuccess, at.Add(5*time.Minute), time.Minute)
+	clock := time.Now().Add(2 * time.Minute)
+	h.engine.Now = func() time.Time { return clock }
+	g.lose = 1 // the rejection is taken, its reply lost
+	if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err == nil {
+		t.Fatal("the rejection's reply was not lost")
+	}
+	h.gh.mu.Lock()
+	taken := fmt.Sprint(h.gh.answers)
+	h.gh.waitsNot = map[int64]bool{500: true} // rejected: the run waits no more
+	h.gh.mu.Unlock()
+	if taken != "[500 test approved 501 test approved 500 staging rejected]" {
+		t.Fatalf("answers GitHub took: %s; want the rejection of run 500 in staging last", taken)
+	}
+	clock = clock.Add(10 * time.Minute)
+	if _, err := h.engine.AnswerUnpostedProtectionRules(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if dec, _ := h.db.ProtectionDecision(ctx, req); dec.Withdrawn == nil || !dec.Posted || !dec.Refused {
+		t.Fatalf("rule-991: %+v; want withdrawn, the rejection sent again and refused", dec)
+	}
+	// The failure GitHub ended the rejected job's deployment in, its
+	// webhook delivered now.
+	h.jobStatus(info, pipeline.StatusInfo{GitHubID: 9911, State: pipeline.DeploymentFailure, CreatedAt: at.Add(8 * time.Minute)})
+	if d := h.recorded(991); d.Counts() {
+		t.Errorf("the job GitHub rejected counts")
+	}
+	if got := h.deploymentsCounted(); got["staging/failure"] != 0 {
+		t.Errorf("deployments counted: %v; want no failure in staging (no staging job ran)", got)
 	}
 }

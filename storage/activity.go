@@ -811,7 +811,7 @@ func (db *DB) WithdrawProtectionApproval(ctx context.Context, d *pipeline.Protec
 			return err
 		}
 		// Its job will not deploy (unless GitHub took the approval after
-		// all: MarkProtectionPosted).
+		// all: its deployment starts, see RecordStatus).
 		if err := unsettleOwned(ctx, tx, ofRunThere, d.RunID, d.Repo.ID, d.Environment); err != nil {
 			return err
 		}
@@ -929,12 +929,7 @@ func (db *DB) MarkProtectionPosted(ctx context.Context, d *pipeline.ProtectionDe
 			WHERE id = ? AND posted = 0 AND (withdrawn_at IS NOT NULL) = ?`, refused, d.ID, d.Withdrawn != nil); err != nil {
 			return err
 		}
-		if !refused || d.Withdrawn == nil {
-			return nil
-		}
-		// The rejection that withdrew an approval refused: GitHub may
-		// have taken the approval, and the job deploys.
-		return settleOwned(ctx, tx, ofRunThere, d.RunID, d.Repo.ID, d.Environment)
+		return nil
 	})
 }
 

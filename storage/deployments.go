@@ -181,9 +181,11 @@ const learnRunSQL = `UPDATE deployments SET run_id = ?2, run_event = ?3,
 // the decision on this deployment (a re-run's job asks again, for a
 // deployment of its own; a decision recorded before lastmile kept which
 // deployment it was on stands for every attempt of the run there), an
-// approval not withdrawn before GitHub took it — which GitHub's refusal of
-// the rejection sent instead says, and so does the job's deployment
-// starting (in_progress): GitHub lets no job it holds run.
+// approval GitHub took: one not withdrawn (refused or not: the run then
+// no longer waited — the approval taken, its reply lost, or the run
+// cancelled), or, withdrawn, one whose job started (in_progress): GitHub
+// lets no job it holds run, and its refusal of the rejection sent instead
+// does not say which answer of the run's it took.
 // An environment whose jobs lastmile gates is one where workflows own the
 // deployments (a job with `deployment: false`, as the deploy jobs of
 // lastmile's own deployments have, cannot run under a custom rule); a job
@@ -209,7 +211,7 @@ func ownedBy(t string) string {
 	AND T.twin_of IS NULL AND T.release_id IS NOT NULL AND T.stage >= 0
 	AND EXISTS (SELECT 1 FROM protection_decisions p WHERE p.run_id = T.run_id
 		AND p.repository_id = T.repository_id AND p.environment = T.environment COLLATE NOCASE
-		AND p.deployment_id IN (0, T.github_id) AND p.state = 'approved' AND (p.withdrawn_at IS NULL OR p.refused = 1
+		AND p.deployment_id IN (0, T.github_id) AND p.state = 'approved' AND (p.withdrawn_at IS NULL
 			OR EXISTS (SELECT 1 FROM deployment_statuses s WHERE s.deployment_id = T.id AND s.state = 'in_progress')))`)
 }
 
