@@ -3481,15 +3481,7 @@ func (h *harness) answerCalls() int {
 
 func (h *harness) judge(delivery, env, sha string, run int64) *pipeline.ProtectionDecision {
 	h.t.Helper()
-	req := pipeline.ProtectionRuleRequest{Repo: shop, DeliveryID: delivery, Environment: env, SHA: sha, RunID: run}
-	if err := h.engine.HandleProtectionRule(context.Background(), req); err != nil {
-		h.t.Fatal(err)
-	}
-	dec, err := h.db.ProtectionDecision(context.Background(), req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return dec
+	return h.judgeJob(delivery, env, sha, run, 0) // a request naming no deployment
 }
 
 // A deployment made by hand through the API proves nothing either when its

@@ -727,16 +727,18 @@ func (s *scenario) queueSweep() {
 	})
 }
 
-func (s *scenario) handle(dl delivery) {
-	var err error
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("panic: %v", p)
-			}
-		}()
-		err = dl.fn()
+// run handles the delivery, a panic of its handler returned as an error.
+func (dl delivery) run() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
 	}()
+	return dl.fn()
+}
+
+func (s *scenario) handle(dl delivery) {
+	err := dl.run()
 	var ignored *pipeline.Ignored
 	var again *pipeline.LookAgain
 	switch {

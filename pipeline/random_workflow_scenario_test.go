@@ -684,15 +684,7 @@ func (s *wfScenario) deliver() {
 }
 
 func (s *wfScenario) handle(dl delivery) {
-	var err error
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				err = fmt.Errorf("panic: %v", p)
-			}
-		}()
-		err = dl.fn()
-	}()
+	err := dl.run()
 	var ignored *pipeline.Ignored
 	var again *pipeline.LookAgain
 	switch {
